@@ -1,0 +1,32 @@
+# Ampere: the two README commands (make demo, make test) and their helpers.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DIR ?= /tmp/ampere-demo
+
+.PHONY: test demo stop venv bench clean
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -n 2 -q -p no:cacheprovider $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(PY) -m ampere.demo start --dir $(DEMO_DIR)
+
+stop:
+	@test -x $(PY) && $(PY) -m ampere.demo stop --dir $(DEMO_DIR) || true
+
+bench: $(STAMP)
+	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info
