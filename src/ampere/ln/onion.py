@@ -1,0 +1,442 @@
+"""BOLT 4 Sphinx onions: building an onion for a route, and peeling one layer off as a hop.
+
+Pure functions on bytes. Hop payloads here are opaque byte strings (the TLV `payload` stream,
+without its BigSize length prefix: this module adds and strips that prefix); the TLV layer lives in
+`ampere.ln.onion_payload`. Failure messages (the return path) live in `ampere.ln.onion_failure`.
+
+Tour:
+  - `generate_key`, `chacha20_stream`, `xor_bytes`: the three primitives BOLT 4 builds everything from.
+  - `derive_hop_keys`: ECDH shared secrets and blinded ephemeral keys for each hop of a route.
+  - `create_onion`: the sender's side (packet construction, with the filler).
+  - `peel_onion`: a processing node's side; returns the payload for this hop and the onion for the
+    next one, or raises an `OnionError` carrying the BOLT 4 failure code to answer with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from coincurve import PrivateKey, PublicKey
+from coincurve._libsecp256k1 import ffi as _secp_ffi
+from coincurve._libsecp256k1 import lib as _secp_lib
+from coincurve.context import GLOBAL_CONTEXT as _SECP_CONTEXT
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
+
+from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
+
+__all__ = [
+    "ONION_VERSION",
+    "HOP_PAYLOADS_LEN",
+    "ONION_PACKET_LEN",
+    "HMAC_LEN",
+    "HopKeys",
+    "PeeledOnion",
+    "OnionError",
+    "OnionConstructionError",
+    "BadOnionError",
+    "InvalidOnionVersion",
+    "InvalidOnionHmac",
+    "InvalidOnionKey",
+    "InvalidOnionBlinding",
+    "InvalidOnionPayload",
+    "generate_key",
+    "chacha20_stream",
+    "xor_bytes",
+    "derive_hop_keys",
+    "hop_shift_size",
+    "create_onion",
+    "peel_onion",
+    "blind_private_key_for_path",
+]
+
+# BOLT #4: "For this specification (_version 0_), `version` has a constant value of `0x00`."
+ONION_VERSION = 0
+# BOLT #4: "a 1300-byte `hop_payloads`" ... "The construction returns a single 1366-byte packet".
+HOP_PAYLOADS_LEN = 1300
+HMAC_LEN = 32
+PUBKEY_LEN = 33
+_HEADER_LEN = 1 + PUBKEY_LEN  # version byte + ephemeral public key
+ONION_OVERHEAD = _HEADER_LEN + HMAC_LEN  # 66 bytes around the hop_payloads
+ONION_PACKET_LEN = ONION_OVERHEAD + HOP_PAYLOADS_LEN
+
+# Failure codes this module raises (the full table is ampere.ln.onion_failure.FAILURE_CODES; a unit
+# test checks that these agree with it).  BOLT #4: BADONION=0x8000, PERM=0x4000.
+_BADONION = 0x8000
+_PERM = 0x4000
+_INVALID_ONION_VERSION = _BADONION | _PERM | 4
+_INVALID_ONION_HMAC = _BADONION | _PERM | 5
+_INVALID_ONION_KEY = _BADONION | _PERM | 6
+_INVALID_ONION_PAYLOAD = _PERM | 22
+_INVALID_ONION_BLINDING = _BADONION | _PERM | 24
+
+# secp256k1 group order: the blinded ephemeral private key is a product of scalars modulo n.
+_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+_CHACHA20_ZERO_NONCE = bytes(16)  # cryptography's 16-byte nonce: 4-byte LE counter 0 + 12 zero bytes
+_ZERO_HMAC = bytes(HMAC_LEN)
+
+
+# --- errors ------------------------------------------------------------------------------------
+
+
+class OnionError(ValueError):
+    """An onion this node cannot process.  `failure_code` is the BOLT 4 code to answer with."""
+
+    failure_code: int = 0
+
+    def failure_message(self) -> bytes:
+        """The `failuremsg` bytes for this error (code plus its data)."""
+        return self.failure_code.to_bytes(2, "big")
+
+
+class OnionConstructionError(ValueError):
+    """The sender asked for an onion that cannot be built (bad key, payloads too large, no hops)."""
+
+
+class BadOnionError(OnionError):
+    """An onion the sending peer mangled: answered with `update_fail_malformed_htlc`.
+
+    BOLT #2: update_fail_malformed_htlc carries `sha256_of_onion` and a `failure_code` with the
+    BADONION bit set; `sha256_of_onion` is the SHA256 of the whole onion packet as received.
+    """
+
+    def __init__(self, message: str, sha256_of_onion: bytes):
+        super().__init__(message)
+        self.sha256_of_onion = sha256_of_onion
+
+    def failure_message(self) -> bytes:
+        return self.failure_code.to_bytes(2, "big") + self.sha256_of_onion
+
+
+class InvalidOnionVersion(BadOnionError):
+    """BOLT #4: "The `version` byte was not understood by the processing node." """
+
+    failure_code = _INVALID_ONION_VERSION
+
+
+class InvalidOnionHmac(BadOnionError):
+    """BOLT #4: "The HMAC of the onion was incorrect when it reached the processing node." """
+
+    failure_code = _INVALID_ONION_HMAC
+
+
+class InvalidOnionKey(BadOnionError):
+    """BOLT #4: "The ephemeral key was unparsable by the processing node." """
+
+    failure_code = _INVALID_ONION_KEY
+
+
+class InvalidOnionBlinding(BadOnionError):
+    """BOLT #4: "An error occurred within the blinded path." (here: an unusable `path_key`)."""
+
+    failure_code = _INVALID_ONION_BLINDING
+
+
+class InvalidOnionPayload(OnionError):
+    """The HMAC was good but the decrypted hop data is malformed (the sender's fault, not the peer's).
+
+    BOLT #4 invalid_onion_payload (PERM|22) data: [bigsize:type] [u16:offset].
+    """
+
+    failure_code = _INVALID_ONION_PAYLOAD
+
+    def __init__(self, message: str, tlv_type: int = 0, offset: int = 0):
+        super().__init__(message)
+        self.tlv_type = tlv_type
+        self.offset = offset
+
+    def failure_message(self) -> bytes:
+        return (
+            self.failure_code.to_bytes(2, "big")
+            + encode_bigsize(self.tlv_type)
+            + min(self.offset, 0xFFFF).to_bytes(2, "big")
+        )
+
+
+# --- primitives --------------------------------------------------------------------------------
+
+
+def generate_key(key_type: bytes, secret: bytes) -> bytes:
+    """BOLT #4 Key Generation: HMAC-SHA256 with the key type ("rho", "mu", "um", "pad", "ammag")
+    as the HMAC key and the 32-byte shared secret as the message (no C-style NUL terminator)."""
+    return hmac.new(key_type, secret, hashlib.sha256).digest()
+
+
+def chacha20_stream(key: bytes, length: int) -> bytes:
+    """BOLT #4: ChaCha20 over `length` zero bytes with a 96-bit all-zero nonce."""
+    encryptor = Cipher(algorithms.ChaCha20(key, _CHACHA20_ZERO_NONCE), mode=None).encryptor()
+    return encryptor.update(bytes(length))
+
+
+def xor_bytes(a: bytes, b: bytes) -> bytes:
+    """XOR of two equal-length byte strings (through Python ints: one C loop, not a Python loop)."""
+    n = len(a)
+    return (int.from_bytes(a, "big") ^ int.from_bytes(b[:n], "big")).to_bytes(n, "big")
+
+
+def _ecdh(secret: bytes, point: PublicKey) -> bytes:
+    """SHA256 of the compressed ECDH point, from a 32-byte secret scalar.
+
+    BOLT #4 Shared Secret: "The resulting curve point is serialized to the compressed format and
+    hashed using `SHA256`": exactly libsecp256k1's default ECDH hash.  This is what coincurve's
+    `PrivateKey.ecdh` does; it is called directly on the scalar because building a `PrivateKey`
+    first costs two extra base-point multiplications (coincurve 21 derives both public keys eagerly),
+    which would double the sender's per-hop cost.
+    """
+    out = _secp_ffi.new("unsigned char [32]")
+    if not _secp_lib.secp256k1_ecdh(_SECP_CONTEXT.ctx, out, point.public_key, secret, _secp_ffi.NULL, _secp_ffi.NULL):
+        raise ValueError("ECDH failed (invalid scalar)")
+    return bytes(_secp_ffi.buffer(out, 32))
+
+
+def _parse_secret(key: bytes | PrivateKey, what: str) -> bytes:
+    """A valid secp256k1 secret scalar (0 < k < n) as 32 bytes."""
+    if isinstance(key, PrivateKey):
+        return key.secret
+    if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
+        raise OnionConstructionError(f"{what} must be 32 bytes")
+    if not 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+        raise OnionConstructionError(f"{what} is not a valid secp256k1 secret")
+    return bytes(key)
+
+
+def _parse_point(key: bytes) -> PublicKey | None:
+    """The point for a 33-byte compressed public key, or None when it is not one."""
+    if len(key) != PUBKEY_LEN or key[0] not in (2, 3):
+        return None
+    try:
+        return PublicKey(key)
+    except ValueError:
+        return None
+
+
+# --- sender side -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HopKeys:
+    """What the sender derives for one hop (BOLT #4 Packet Construction)."""
+
+    ephemeral_pubkey: bytes  # epk_k, the key hop k sees in the packet
+    shared_secret: bytes  # ss_k = SHA256(ECDH(ek_k, node_id_k))
+    blinding_factor: bytes  # SHA256(epk_k || ss_k)
+
+
+def derive_hop_keys(session_key: bytes, pubkeys: list[bytes]) -> list[HopKeys]:
+    """Shared secrets and ephemeral keys for every hop.
+
+    BOLT #4: "the sender initializes the ephemeral private key for the first hop `ek_1` to the
+    `sessionkey` ... The ephemeral private key for the next hop `ek_{k+1}` is computed by
+    multiplying the current ephemeral private key `ek_k` by the blinding factor."
+    """
+    ephemeral = int.from_bytes(_parse_secret(session_key, "session key"), "big")
+    keys: list[HopKeys] = []
+    for index, node_id in enumerate(pubkeys):
+        point = _parse_point(bytes(node_id)) if isinstance(node_id, (bytes, bytearray)) else None
+        if point is None:
+            raise OnionConstructionError(f"hop {index}: not a compressed secp256k1 public key")
+        scalar = ephemeral.to_bytes(32, "big")
+        epk = PublicKey.from_valid_secret(scalar).format(compressed=True)
+        shared_secret = _ecdh(scalar, point)
+        blinding = hashlib.sha256(epk + shared_secret).digest()
+        keys.append(HopKeys(epk, shared_secret, blinding))
+        ephemeral = ephemeral * int.from_bytes(blinding, "big") % _SECP256K1_N
+        if ephemeral == 0:  # probability 2^-256; refuse rather than build a broken onion
+            raise OnionConstructionError("degenerate blinding factor; choose another session key")
+    return keys
+
+
+def hop_shift_size(payload_len: int) -> int:
+    """BOLT #4: "`shift_size` is defined as the length of the `hop_payload` plus the bigsize
+    encoding of the length and the length of that HMAC."""
+    return len(encode_bigsize(payload_len)) + payload_len + HMAC_LEN
+
+
+def _generate_filler(shared_secrets: list[bytes], shift_sizes: list[int], packet_len: int) -> bytes:
+    """The part of hop_payloads each forwarding hop will have appended by the time the packet reaches
+    the final hop (BOLT #4 Filler Generation), computed incrementally: at hop i the filler so far
+    plus `shift_i` fresh zero bytes is XORed with hop i's rho stream at the offset where those bytes
+    sit in that hop's 2*packet_len deobfuscation."""
+    filler = b""
+    for shared_secret, shift in zip(shared_secrets[:-1], shift_sizes[:-1]):
+        stream = chacha20_stream(generate_key(b"rho", shared_secret), packet_len + shift)
+        start = packet_len - len(filler)
+        filler = xor_bytes(filler + bytes(shift), stream[start:])
+    return filler
+
+
+def create_onion(
+    session_key: bytes,
+    hops: list[tuple[bytes, bytes]],
+    assoc_data: bytes,
+    packet_len: int = HOP_PAYLOADS_LEN,
+) -> tuple[bytes, list[bytes]]:
+    """Build a Sphinx onion for `hops` = [(node_id, payload), ...], first hop first.
+
+    Each payload is the hop's TLV stream without its length prefix (this adds the BigSize length).
+    `assoc_data` is committed to by every HMAC (the payment_hash for HTLC onions; empty for onion
+    messages).  `packet_len` is the size of hop_payloads: 1300 for HTLCs, other sizes for onion
+    messages.  Returns (packet, shared_secrets): the packet is 66 + packet_len bytes; the shared
+    secrets (one per hop) are what `ampere.ln.onion_failure.decode_failure` needs later.
+    """
+    if not hops:
+        raise OnionConstructionError("a route needs at least one hop")
+    if packet_len <= 0:
+        raise OnionConstructionError("packet_len must be positive")
+    payloads: list[bytes] = []
+    for index, (_, payload) in enumerate(hops):
+        if not isinstance(payload, (bytes, bytearray)):
+            raise OnionConstructionError(f"hop {index}: payload must be bytes")
+        # BOLT #4: "Since no `payload` TLV value can ever be shorter than 2 bytes, `length` values of
+        # 0 and 1 are reserved."
+        if len(payload) < 2:
+            raise OnionConstructionError(f"hop {index}: payload shorter than 2 bytes")
+        payloads.append(bytes(payload))
+    shift_sizes = [hop_shift_size(len(p)) for p in payloads]
+    if sum(shift_sizes) > packet_len:
+        raise OnionConstructionError(
+            f"hop payloads need {sum(shift_sizes)} bytes, more than the {packet_len}-byte packet"
+        )
+
+    keys = derive_hop_keys(session_key, [node_id for node_id, _ in hops])
+    shared_secrets = [k.shared_secret for k in keys]
+    filler = _generate_filler(shared_secrets, shift_sizes, packet_len)
+
+    # BOLT #4: "The packet is initialized with 1300 _random_ bytes derived from a CSPRNG (ChaCha20).
+    # The _pad_ key referenced above is used to extract additional random bytes".
+    session_secret = _parse_secret(session_key, "session key")
+    mix_header = chacha20_stream(generate_key(b"pad", session_secret), packet_len)
+    next_hmac = _ZERO_HMAC  # BOLT #4: 32 zero bytes tell the final node it is the final node
+    for index in range(len(hops) - 1, -1, -1):
+        shared_secret = shared_secrets[index]
+        payload = payloads[index]
+        # "The `hop_payload` field is right-shifted by `shift_size` bytes ... The bigsize-serialized
+        # length, serialized `hop_payload` and `hmac` are copied into the following `shift_size` bytes."
+        hop_data = encode_bigsize(len(payload)) + payload + next_hmac
+        mix_header = hop_data + mix_header[: packet_len - len(hop_data)]
+        # "The _rho_-key is used to generate 1300 bytes of pseudo-random byte stream which is then
+        # applied, with `XOR`, to the `hop_payloads` field."
+        mix_header = xor_bytes(mix_header, chacha20_stream(generate_key(b"rho", shared_secret), packet_len))
+        # "If this is the last hop, i.e. the first iteration, then the tail of the `hop_payloads`
+        # field is overwritten with the routing information `filler`."
+        if index == len(hops) - 1 and filler:
+            mix_header = mix_header[: packet_len - len(filler)] + filler
+        # "The next HMAC is computed (with the _mu_-key as HMAC-key) over the concatenated
+        # `hop_payloads` and associated data."
+        next_hmac = hmac.new(generate_key(b"mu", shared_secret), mix_header + assoc_data, hashlib.sha256).digest()
+
+    packet = bytes([ONION_VERSION]) + keys[0].ephemeral_pubkey + mix_header + next_hmac
+    return packet, shared_secrets
+
+
+# --- processing-node side ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PeeledOnion:
+    """One layer of an onion, as seen by the processing node."""
+
+    payload: bytes  # this hop's TLV payload, length prefix removed
+    next_onion: bytes | None  # the packet to forward, or None at the final node
+    shared_secret: bytes  # kept with the HTLC: it encrypts any failure we return (onion_failure)
+
+    @property
+    def is_final(self) -> bool:
+        return self.next_onion is None
+
+
+def blind_private_key_for_path(node_privkey: bytes | PrivateKey, path_key: bytes) -> PrivateKey:
+    """Route blinding: the private key for the blinded node id B_i, given the path key E_i.
+
+    BOLT #4: "Calculate the `blinding_ss` as ECDH(`path_key`, `node_privkey`) ... Tweak its own
+    `node_privkey` below by multiplying by HMAC256("blinded_node_id", blinding_ss)."
+    """
+    secret = _parse_secret(node_privkey, "node private key")
+    point = _parse_point(bytes(path_key))
+    if point is None:
+        raise ValueError("path_key is not a compressed public key")
+    tweak = hmac.new(b"blinded_node_id", _ecdh(secret, point), hashlib.sha256).digest()
+    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % _SECP256K1_N
+    return PrivateKey(blinded.to_bytes(32, "big"))
+
+
+def peel_onion(
+    privkey: bytes | PrivateKey,
+    onion_packet: bytes,
+    assoc_data: bytes,
+    *,
+    path_key: bytes | None = None,
+    packet_len: int | None = HOP_PAYLOADS_LEN,
+) -> PeeledOnion:
+    """Process one onion layer (BOLT #4 Onion Decryption) with this node's private key.
+
+    `packet_len` is the expected hop_payloads size (1300 for HTLC onions); None accepts any size
+    (onion messages).  `path_key` is the route-blinding point from `update_add_htlc` / the onion
+    message, when there is one.  Raises InvalidOnionVersion / InvalidOnionKey / InvalidOnionHmac
+    (BADONION: answer with update_fail_malformed_htlc and `exc.sha256_of_onion`),
+    InvalidOnionBlinding, or InvalidOnionPayload (authenticated but malformed hop data).
+    """
+    onion_packet = bytes(onion_packet)
+    onion_hash = hashlib.sha256(onion_packet).digest()
+    payloads_len = len(onion_packet) - ONION_OVERHEAD
+    if payloads_len <= 0 or (packet_len is not None and payloads_len != packet_len):
+        # The HMAC cannot cover a packet of the wrong size: treat it as an HMAC failure.
+        raise InvalidOnionHmac(f"onion packet is {len(onion_packet)} bytes", onion_hash)
+
+    # BOLT #4: "if `version` is not 0: MUST abort processing the packet and fail."
+    if onion_packet[0] != ONION_VERSION:
+        raise InvalidOnionVersion(f"unknown onion version {onion_packet[0]}", onion_hash)
+    # BOLT #4: "if `public_key` is not a valid pubkey: MUST abort processing the packet and fail."
+    ephemeral_pubkey = onion_packet[1:_HEADER_LEN]
+    ephemeral_point = _parse_point(ephemeral_pubkey)
+    if ephemeral_point is None:
+        raise InvalidOnionKey("onion ephemeral key is not a valid compressed point", onion_hash)
+    hop_payloads = onion_packet[_HEADER_LEN : _HEADER_LEN + payloads_len]
+    packet_hmac = onion_packet[_HEADER_LEN + payloads_len :]
+
+    node_secret = _parse_secret(privkey, "node private key")
+    if path_key is not None:
+        if _parse_point(bytes(path_key)) is None:
+            raise InvalidOnionBlinding("path_key is not a valid compressed point", onion_hash)
+        node_secret = blind_private_key_for_path(node_secret, bytes(path_key)).secret
+
+    shared_secret = _ecdh(node_secret, ephemeral_point)
+    # BOLT #4: "Derive the HMAC as HMAC256(mu, hop_payloads || associated_data). MUST use a
+    # constant time comparison of the computed HMAC and `hmac`."
+    expected = hmac.new(generate_key(b"mu", shared_secret), hop_payloads + assoc_data, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, packet_hmac):
+        raise InvalidOnionHmac("onion HMAC mismatch", onion_hash)
+
+    # "Derive `bytestream` of twice the length of `hop_payloads` using `rho` ... Set
+    # `unwrapped_payloads` to the XOR of `hop_payloads` and `bytestream`."
+    stream = chacha20_stream(generate_key(b"rho", shared_secret), 2 * payloads_len)
+    unwrapped = xor_bytes(hop_payloads + bytes(payloads_len), stream)
+    try:
+        payload_length, offset = decode_bigsize(unwrapped)
+    except BigSizeError as exc:
+        raise InvalidOnionPayload(f"hop payload length: {exc}") from None
+    # "If the `payload_length` is less than two: MUST abort processing the packet and fail."
+    if payload_length < 2:
+        raise InvalidOnionPayload(f"hop payload length {payload_length} is reserved")
+    # "If `unwrapped_payloads` is smaller than `hop_payloads`" (after removing payload and HMAC).
+    if offset + payload_length + HMAC_LEN > payloads_len:
+        raise InvalidOnionPayload(f"hop payload length {payload_length} overruns the packet")
+    payload = unwrapped[offset : offset + payload_length]
+    next_hmac = unwrapped[offset + payload_length : offset + payload_length + HMAC_LEN]
+    rest = unwrapped[offset + payload_length + HMAC_LEN :]
+
+    # "Otherwise (all-zero `next_hmac`): This is the final destination of the onion."
+    if next_hmac == _ZERO_HMAC:
+        return PeeledOnion(payload, None, shared_secret)
+
+    # "`public_key` set to the incoming `public_key` multiplied by `blinding_tweak`" where
+    # blinding_tweak = SHA256(public_key || ss); "`hop_payloads` set to the `unwrapped_payloads`,
+    # truncated to the incoming `hop_payloads` size."
+    blinding = hashlib.sha256(ephemeral_pubkey + shared_secret).digest()
+    try:
+        next_pubkey = ephemeral_point.multiply(blinding).format(compressed=True)
+    except ValueError:  # blinding factor 0 or >= n: cannot happen for honest senders
+        raise InvalidOnionKey("cannot blind the ephemeral key for the next hop", onion_hash) from None
+    next_onion = bytes([ONION_VERSION]) + next_pubkey + rest[:payloads_len] + next_hmac
+    return PeeledOnion(payload, next_onion, shared_secret)

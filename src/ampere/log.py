@@ -1,0 +1,140 @@
+"""Logging in lightningd's format and levels.
+
+A line is `<prefix><YYYY-mm-ddTHH:MM:SS.mmmZ> LEVEL source: message`, the format CLN's tools and
+tests grep for (e.g. `plugin-helloworld.py: ...`).  Levels, lowest first: io, trace, debug, info,
+unusual, broken.  `--log-level=debug:plugin-foo` sets a level for sources containing a filter string.
+
+Listeners (the plugin host's `log` and `warning` notifications) see every line at or above the
+lowest level anyone asked for; writing a line never blocks on a listener.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+LEVELS = ("io", "trace", "debug", "info", "unusual", "broken")
+LEVEL_RANK = {name: i for i, name in enumerate(LEVELS)}
+_LEVEL_TAG = {
+    "io": "IO     ",
+    "trace": "TRACE  ",
+    "debug": "DEBUG  ",
+    "info": "INFO   ",
+    "unusual": "UNUSUAL",
+    "broken": "**BROKEN**",
+}
+# Plugins may say "warn"/"error" (cln-interfaces.md 1.9).
+LEVEL_ALIASES = {"warn": "unusual", "warning": "unusual", "error": "broken"}
+
+
+def normalize_level(level: str) -> str:
+    lvl = level.lower()
+    lvl = LEVEL_ALIASES.get(lvl, lvl)
+    if lvl not in LEVEL_RANK:
+        raise ValueError(f"unknown log level '{level}'")
+    return lvl
+
+
+@dataclass
+class LevelFilter:
+    level: str
+    substring: str | None = None  # None: applies to every source
+
+
+def parse_log_level(spec: str) -> LevelFilter:
+    """`debug` or `debug:subsystem` (CLN's --log-level syntax)."""
+    level, _, sub = spec.partition(":")
+    return LevelFilter(normalize_level(level), sub or None)
+
+
+def iso_timestamp(t: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+
+
+class Logger:
+    def __init__(self, prefix: str = "", default_level: str = "info") -> None:
+        self.prefix = prefix
+        self.filters: list[LevelFilter] = [LevelFilter(default_level)]
+        self.outputs: list[TextIO] = []
+        self.listeners: list[Callable[[str, str, str, float], None]] = []
+        self.listener_min_rank = LEVEL_RANK["broken"] + 1
+        # Recent lines for `getlog` and for tests, bounded.
+        self.ring: list[tuple[float, str, str, str]] = []
+        self.ring_max = 2000
+
+    def set_levels(self, filters: list[LevelFilter]) -> None:
+        if filters:
+            self.filters = filters
+
+    def open_files(self, paths: list[str]) -> None:
+        for p in paths:
+            if p == "-":
+                self.outputs.append(sys.stdout)
+            else:
+                self.outputs.append(open(p, "a", buffering=1, encoding="utf-8"))
+
+    def add_listener(self, fn: Callable[[str, str, str, float], None], min_level: str = "debug") -> None:
+        self.listeners.append(fn)
+        self.listener_min_rank = min(self.listener_min_rank, LEVEL_RANK[min_level])
+
+    def _threshold(self, source: str) -> int:
+        rank = None
+        for f in self.filters:
+            if f.substring is None:
+                if rank is None:
+                    rank = LEVEL_RANK[f.level]
+            elif f.substring in source:
+                return LEVEL_RANK[f.level]
+        return rank if rank is not None else LEVEL_RANK["info"]
+
+    def enabled(self, level: str, source: str) -> bool:
+        return LEVEL_RANK[level] >= self._threshold(source)
+
+    def log(self, level: str, source: str, message: str) -> None:
+        level = normalize_level(level)
+        rank = LEVEL_RANK[level]
+        now = time.time()
+        if rank >= self._threshold(source):
+            line = f"{self.prefix}{iso_timestamp(now)} {_LEVEL_TAG[level]} {source}: {message}\n"
+            for out in self.outputs:
+                try:
+                    out.write(line)
+                    if out is sys.stdout:
+                        out.flush()
+                except (OSError, ValueError):
+                    pass
+            if rank >= LEVEL_RANK["debug"]:
+                self.ring.append((now, level, source, message))
+                if len(self.ring) > self.ring_max:
+                    del self.ring[: len(self.ring) - self.ring_max]
+        if rank >= self.listener_min_rank:
+            for fn in list(self.listeners):
+                try:
+                    fn(level, source, message, now)
+                except Exception:  # a listener must never take logging down
+                    pass
+
+    def debug(self, source: str, message: str) -> None:
+        self.log("debug", source, message)
+
+    def info(self, source: str, message: str) -> None:
+        self.log("info", source, message)
+
+    def unusual(self, source: str, message: str) -> None:
+        self.log("unusual", source, message)
+
+    def broken(self, source: str, message: str) -> None:
+        self.log("broken", source, message)
+
+    def close(self) -> None:
+        for out in self.outputs:
+            if out not in (sys.stdout, sys.stderr):
+                try:
+                    out.close()
+                except OSError:
+                    pass
+        self.outputs.clear()
+
+

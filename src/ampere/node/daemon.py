@@ -1,0 +1,348 @@
+"""ampd: the node.  One asyncio event loop owns everything.
+
+Start-up follows lightningd's order (lightningd/lightningd.c), because plugins and tools depend on it:
+  1. options: early scan of the command line and config files (lightning-dir, network, plugins);
+  2. plugins are started and answer `getmanifest`; their options join the option table;
+  3. every option is checked (an unknown or malformed one is an error naming it);
+  4. pid file, `hsm_secret` and node key, database;
+  5. the JSON-RPC socket listens; plugins get `init`;
+  6. "Server started with public key ..." is logged (tools wait for that line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from .. import VERSION_STRING
+from ..config import ConfigError, Entry, Layout, Options, early_scan
+from ..log import Logger, parse_log_level
+from ..rpc import commands as _commands  # noqa: F401  (registers the built-in commands)
+from ..rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError
+from ..rpc.filter import filter_result
+from ..rpc.params import parse_params
+from ..rpc.registry import COMMANDS, Command
+from ..rpc.server import RpcConnection, RpcServer, error_response
+from ..store.sqlite import SqliteStore
+from . import features as node_features
+from .hsm import default_alias, derive_node_key, load_or_create_hsm_secret
+from .options import builtin_options
+
+
+@dataclass
+class CallContext:
+    """What a command handler may use: the node, the raw request and its connection."""
+
+    node: "Node"
+    request: dict
+    conn: RpcConnection | None
+    check: bool = False
+
+    def notify_message(self, level: str, message: str) -> None:
+        if self.conn is not None and self.conn.notifications:
+            self.conn.send_nowait({"jsonrpc": "2.0", "method": "message",
+                                   "params": {"id": self.request.get("id"), "level": level, "message": message}})
+
+
+class Node:
+    def __init__(self, layout: Layout, options: Options, log: Logger) -> None:
+        self.layout = layout
+        self.options = options
+        self.log = log
+        self.lightning_dir = layout.lightning_dir
+        self.network = layout.network
+        self.netdir = layout.netdir
+        rpc_file = options.get("rpc-file")
+        self.rpc_path = rpc_file if os.path.isabs(rpc_file) else os.path.join(self.netdir, rpc_file)
+        self.started_at = time.time()
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.node_key = None
+        self.node_id = b""
+        self.alias = ""
+        self.color = ""
+        self.store: SqliteStore | None = None
+        self.rpc_server: RpcServer | None = None
+        # The plugin host (ampere.plugins.host.PluginHost); None until plugins are set up.
+        self.plugins: Any = None
+        # Components that later issues add (chain backend, peers, channels) register here.
+        self.chain: Any = None
+        self.blockheight = 0
+        # getinfo warnings, e.g. {"warning_bitcoind_sync": "..."}.
+        self.warnings: dict[str, str] = {}
+        self.pid_file: str | None = None
+        self.config_files: list[str] = []
+
+    # ---- identity -------------------------------------------------------------------------
+    def setup_identity(self) -> None:
+        secret = load_or_create_hsm_secret(self.netdir)
+        self.node_key = derive_node_key(secret)
+        self.node_id = self.node_key.public_key.format(compressed=True)
+        self.alias = self.options.get("alias") or default_alias(self.node_id)
+        rgb = self.options.get("rgb")
+        self.color = rgb.lower() if rgb else self.node_id[:3].hex()
+
+    def feature_set(self) -> dict[str, str]:
+        return node_features.our_feature_set()
+
+    # ---- notifications ----------------------------------------------------------------------
+    def notify(self, topic: str, payload: dict) -> None:
+        """Emit a native notification to subscribed plugins (never blocks)."""
+        if self.plugins is not None:
+            self.plugins.notify(topic, payload)
+
+    # ---- RPC dispatch -----------------------------------------------------------------------
+    def lookup(self, method: str) -> Command | Any | None:
+        cmd = COMMANDS.get(method)
+        if cmd is not None:
+            return cmd
+        if self.plugins is not None:
+            return self.plugins.find_method(method)
+        return None
+
+    async def dispatch(self, req: Any, conn: RpcConnection | None) -> dict:
+        if not isinstance(req, dict):
+            return error_response(None, INVALID_REQUEST, "Expected {} for json command")
+        if "id" not in req:
+            return error_response(None, INVALID_REQUEST, "Expected id for json command")
+        req_id = req["id"]
+        if isinstance(req_id, (dict, list)):
+            return error_response(None, INVALID_REQUEST, "Expected string/primitive for id")
+        if req.get("jsonrpc") != "2.0":
+            return error_response(req_id, INVALID_REQUEST, 'jsonrpc: "2.0" must be specified in the request')
+        method = req.get("method")
+        if not isinstance(method, str):
+            return error_response(req_id, INVALID_REQUEST, "Expected string for method")
+        params = req.get("params", [])
+        if not isinstance(params, (list, dict)):
+            return error_response(req_id, INVALID_REQUEST, "Expected array or object for params")
+        if self.stopping.is_set():
+            return error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")
+        if self.lookup(method) is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+
+        # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
+        if self.plugins is not None and self.plugins.has_hook("rpc_command"):
+            action, value = await self.plugins.rpc_command_hook(req)
+            if action == "return":
+                value = dict(value)
+                value["jsonrpc"] = "2.0"
+                value["id"] = req_id
+                return value
+            if value is not req:
+                req = value
+                method = req.get("method")
+                if not isinstance(method, str) or self.lookup(method) is None:
+                    return error_response(req_id, INVALID_REQUEST,
+                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
+        return await self.execute(req, conn, req_id)
+
+    async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
+        method = req["method"]
+        target = self.lookup(method)
+        if target is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+        if not isinstance(target, Command):
+            # A plugin's method: the request goes through verbatim, the answer comes back verbatim.
+            def relay(note: dict) -> None:
+                if conn is not None and conn.notifications:
+                    conn.send_nowait(note)
+
+            response = await self.plugins.call_method(method, req, req_id, relay)
+            response = dict(response)
+            response["id"] = req_id
+            response.setdefault("jsonrpc", "2.0")
+            return response
+        ctx = CallContext(self, req, conn, check)
+        try:
+            if target.raw:
+                result = await target.handler(ctx, req.get("params", []))
+            else:
+                params = parse_params(req.get("params", []), target.params, target.allow_extra)
+                result = await target.handler(ctx, **params)
+        except RpcError as e:
+            return {"jsonrpc": "2.0", "id": req_id, "error": e.to_json()}
+        flt = req.get("filter")
+        if flt is not None and isinstance(result, dict):
+            result = filter_result(result, flt)
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Call a command from inside the node (as a plugin would, hooks included). Raises RpcError."""
+        resp = await self.dispatch({"jsonrpc": "2.0", "id": f"ampd:{method}", "method": method,
+                                    "params": params if params is not None else {}}, None)
+        if "error" in resp:
+            err = resp["error"]
+            raise RpcError(err.get("code", -1), err.get("message", ""), err.get("data"))
+        return resp["result"]
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def request_stop(self, code: int = 0) -> None:
+        self.exit_code = code
+        self.stopping.set()
+
+    async def start(self, deferred: list[Entry]) -> None:
+        """Everything up to "Server started"; raises ConfigError / RuntimeError on a fatal problem."""
+        from .plugin_setup import init_plugins, setup_plugins
+
+        await setup_plugins(self, deferred)
+        self.setup_identity()
+        db_path = self._db_path()
+        self.store = SqliteStore(db_path)
+        await self.store.open()
+        self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
+        await self.rpc_server.start()
+        await init_plugins(self)
+        self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
+        self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
+                      f"(color #{self.color}) and lightningd {VERSION_STRING}")
+
+    def _db_path(self) -> str:
+        wallet = self.options.get("wallet")
+        if wallet:
+            if wallet.startswith("sqlite3://"):
+                return wallet[len("sqlite3://"):]
+            raise ConfigError(f"--wallet={wallet}: only sqlite3:// databases are supported so far")
+        return os.path.join(self.netdir, "ampere.sqlite3")
+
+    async def shutdown(self) -> None:
+        self.log.info("lightningd", "Shutting down")
+        if self.rpc_server is not None:
+            await self.rpc_server.stop()
+        if self.plugins is not None:
+            try:
+                await self.plugins.shutdown()
+            except Exception as e:
+                self.log.unusual("lightningd", f"plugin shutdown: {e!r}")
+        if self.store is not None:
+            await self.store.close()
+        if self.pid_file:
+            try:
+                os.unlink(self.pid_file)
+            except FileNotFoundError:
+                pass
+        self.log.close()
+
+    async def run(self, deferred: list[Entry], ready_fd: int | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start(deferred)
+        except (ConfigError, RuntimeError, OSError) as e:
+            self.log.broken("lightningd", str(e))
+            print(f"ampd: {e}", file=sys.stderr)
+            await self.shutdown()
+            return 1
+        if ready_fd is not None:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        await self.stopping.wait()
+        await self.shutdown()
+        return self.exit_code
+
+
+def _write_pid_file(path: str) -> None:
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+        if old and old != os.getpid():
+            try:
+                os.kill(old, 0)
+                raise RuntimeError(f"ampd already running (pid {old}, {path})")
+            except ProcessLookupError:
+                pass
+    except (FileNotFoundError, ValueError):
+        pass
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _setup_logging(options: Options) -> Logger:
+    log = Logger(prefix=options.get("log-prefix") or "")
+    levels = [parse_log_level(s) for s in options.get("log-level")]
+    # A level without a subsystem filter sets the default; those with one apply to matching sources.
+    log.set_levels(sorted(levels, key=lambda f: f.substring is None))
+    files = options.get("log-file")
+    if files:
+        log.open_files(files)
+    elif not options.get("daemon"):
+        log.open_files(["-"])
+    return log
+
+
+def _daemonize() -> int:
+    """Fork; the parent waits until the child's RPC answers (or it dies), then exits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        data = b""
+        try:
+            data = os.read(r, 1)
+        finally:
+            os.close(r)
+        if data == b"1":
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) or 1)
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    # stderr stays until start-up succeeds so that fatal messages reach the operator.
+    return w
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = Options()
+    for spec in builtin_options():
+        options.add(spec)
+    try:
+        layout = early_scan(argv, options.specs, "~/.ampere")
+        known = [e for e in layout.entries if e.name in options.specs]
+        deferred = [e for e in layout.entries if e.name not in options.specs]
+        options.apply(known)
+    except ConfigError as e:
+        print(f"ampd: {e}", file=sys.stderr)
+        return 1
+    layout.entries = known
+    if options.get("version"):
+        print(VERSION_STRING)
+        return 0
+    if options.get("help"):
+        from .plugin_setup import print_help
+
+        return asyncio.run(print_help(layout, options, deferred))
+
+    os.makedirs(layout.netdir, mode=0o700, exist_ok=True)
+    os.chdir(layout.netdir)  # plugins run with the network directory as cwd, as in lightningd
+    pid_file = options.get("pid-file") or os.path.join(layout.lightning_dir, f"ampd-{layout.network}.pid")
+    ready_fd = _daemonize() if options.get("daemon") else None
+    try:
+        _write_pid_file(pid_file)
+    except RuntimeError as e:
+        print(f"ampd: {e}", file=sys.stderr)
+        return 1
+    log = _setup_logging(options)
+    node = Node(layout, options, log)
+    node.pid_file = pid_file
+    node.config_files = _config_files(layout)
+    code = asyncio.run(node.run(deferred, ready_fd))
+    return code
+
+
+def _config_files(layout: Layout) -> list[str]:
+    if layout.conf:
+        return [layout.conf]
+    return [os.path.join(layout.lightning_dir, "config"), os.path.join(layout.netdir, "config")]

@@ -1,0 +1,102 @@
+"""ampd's built-in options, with lightningd's names and meanings.
+
+Options that later parts of the node use (chain backend, peers, fees) are declared here too, so a
+config file written for them is accepted from the start.
+"""
+
+from __future__ import annotations
+
+import re
+
+from ..config import NETWORKS, OptionSpec
+from ..log import parse_log_level
+
+
+def _rgb(value: str) -> None:
+    if not re.fullmatch(r"[0-9a-fA-F]{6}", value):
+        raise ValueError("rgb must be 6 hex digits")
+
+
+def _alias(value: str) -> None:
+    if len(value.encode()) > 32:
+        raise ValueError("alias is at most 32 bytes")
+
+
+def _network(value: str) -> None:
+    if value not in NETWORKS and value != "mainnet":
+        raise ValueError(f"Unknown network name '{value}'")
+
+
+def _log_level(value: str) -> None:
+    parse_log_level(value)
+
+
+def _positive(value: int) -> None:
+    if value <= 0:
+        raise ValueError("must be positive")
+
+
+def builtin_options() -> list[OptionSpec]:
+    S, I, B, F = "string", "int", "bool", "flag"
+    return [
+        OptionSpec("lightning-dir", S, "Set base directory: network-specific subdirectory is under here", "~/.ampere", early=True),
+        OptionSpec("network", S, "Select the network (bitcoin, testnet, testnet4, signet, regtest)", "bitcoin", early=True, validate=_network),
+        OptionSpec("mainnet", F, "Alias for --network=bitcoin", early=True),
+        OptionSpec("testnet", F, "Alias for --network=testnet", early=True),
+        OptionSpec("testnet4", F, "Alias for --network=testnet4", early=True),
+        OptionSpec("signet", F, "Alias for --network=signet", early=True),
+        OptionSpec("regtest", F, "Alias for --network=regtest", early=True),
+        OptionSpec("conf", S, "Specify configuration file (disables the default config files)", early=True),
+        OptionSpec("help", F, "Print this message.", early=True),
+        OptionSpec("version", F, "Print version and exit", early=True),
+        OptionSpec("daemon", F, "Run in the background, suppress stdout/stderr", early=True),
+        OptionSpec("pid-file", S, "Specify pid file (default <lightning-dir>/ampd-<network>.pid)", early=True),
+        OptionSpec("rpc-file", S, "Set JSON-RPC socket (or /dev/tty)", "lightning-rpc", early=True),
+        OptionSpec("rpc-file-mode", S, "Set JSON-RPC socket file mode (as a 4-digit octal number)", "0600"),
+        OptionSpec("log-level", S, "log level (io, debug, info, unusual, broken) [:prefix]", multi=True, early=True, validate=_log_level),
+        OptionSpec("log-file", S, "Log to file (- for stdout); may be given several times", multi=True, early=True),
+        OptionSpec("log-prefix", S, "log prefix", "", early=True),
+        OptionSpec("log-timestamps", B, "prefix log messages with timestamp", True),
+        OptionSpec("alias", S, "Up to 32-byte alias for node", validate=_alias),
+        OptionSpec("rgb", S, "RRGGBB hex color for node", validate=_rgb),
+        OptionSpec("allow-deprecated-apis", B, "Enable deprecated options, JSONRPC commands, fields, etc.", True, early=True),
+        OptionSpec("developer", F, "Enable developer commands and options", early=True),
+        OptionSpec("plugin", S, "Add a plugin to be run (can be used multiple times)", multi=True, early=True),
+        OptionSpec("plugin-dir", S, "Add a directory to load plugins from (can be used multiple times)", multi=True, early=True),
+        OptionSpec("clear-plugins", F, "Remove all plugins added before this option", early=True),
+        OptionSpec("disable-plugin", S, "Disable a particular plugin by filename/name", multi=True, early=True),
+        OptionSpec("important-plugin", S, "Add an important plugin to be run (can be used multiple times). Die if the plugin dies.", multi=True, early=True),
+        OptionSpec("plugin-timeout", I, "Seconds a plugin may take to answer getmanifest, and then init", 120, early=True, validate=_positive),
+        OptionSpec("hook-timeout", S, "HOOK:SECONDS:ANSWER time limit for a hook and the answer used when it expires (off by default)", multi=True, early=True),
+        OptionSpec("wallet", S, "Location of the wallet database (sqlite3:///path or postgres://...)"),
+        # Chain backend (bitcoind's JSON-RPC; amp-chaind speaks the same).
+        OptionSpec("bitcoin-rpcconnect", S, "bitcoind RPC host to connect to", "127.0.0.1"),
+        OptionSpec("bitcoin-rpcport", I, "bitcoind RPC port"),
+        OptionSpec("bitcoin-rpcuser", S, "bitcoind RPC username"),
+        OptionSpec("bitcoin-rpcpassword", "string-conceal", "bitcoind RPC password"),
+        OptionSpec("bitcoin-datadir", S, "bitcoind data dir (for the RPC cookie)"),
+        OptionSpec("bitcoin-retry-timeout", I, "how long to keep retrying to contact bitcoind before fatally exiting", 60),
+        OptionSpec("bitcoin-poll", I, "seconds between polls for new blocks (default 30; 1 on regtest)"),
+        OptionSpec("disable-chain", F, "run without a chain backend (RPC only; for tests and tools)"),
+        # Peers.
+        OptionSpec("addr", S, "Set an IP address (v4 or v6) or unix socket path to listen on and announce", multi=True),
+        OptionSpec("bind-addr", S, "Set an IP address (v4 or v6) or unix socket path to listen on, but not announce", multi=True),
+        OptionSpec("announce-addr", S, "Set an IP address (v4 or v6) to announce, but not listen on", multi=True),
+        OptionSpec("autolisten", B, "If true, listen on default port and announce if it seems to be a public interface", True),
+        OptionSpec("proxy", S, "Set a socks v5 proxy IP address and port"),
+        OptionSpec("always-use-proxy", B, "Use the proxy always", False),
+        OptionSpec("disable-dns", F, "Disable DNS lookups of peers"),
+        # Channels and fees.
+        OptionSpec("fee-base", I, "Millisatoshi minimum to charge for HTLC", 1),
+        OptionSpec("fee-per-satoshi", I, "Microsatoshi fee for every satoshi in HTLC", 10),
+        OptionSpec("cltv-delta", I, "Number of blocks for cltv_expiry_delta", 34),
+        OptionSpec("cltv-final", I, "Number of blocks for final cltv_expiry", 18),
+        OptionSpec("funding-confirms", I, "Confirmations required for funding transaction", 3),
+        OptionSpec("watchtime-blocks", I, "Blocks before peer can unilaterally spend funds", 144),
+        OptionSpec("max-locktime-blocks", I, "Maximum blocks funds may be locked for", 2016),
+        OptionSpec("ignore-fee-limits", B, "(DANGEROUS) allow peer to set any feerate", False),
+        OptionSpec("rescan", I, "Number of blocks to rescan from the current head", 15),
+        OptionSpec("large-channels", F, "Allow channels larger than 0.16777215 BTC (now default)"),
+        OptionSpec("dev-fast-gossip", F, "Make gossip broadcast 1 second, etc (tests)"),
+        OptionSpec("dev-bitcoind-poll", I, "Time between polling for new transactions (tests)"),
+    ]

@@ -1,0 +1,454 @@
+"""Hook chains: registration, ordering, filters, and the sequential call of each chain.
+
+cln-interfaces.md 2.1 ("Generic mechanics", lightningd/plugin_hook.c):
+* every hook is chainable; a plugin registers a given hook at most once;
+* order = topological sort of before/after constraints (names matched like disable-plugin:
+  basename, or path if it has a '/'), ties broken by registration index; on a cycle the
+  offending plugins are killed ("Cannot meet required hook dependencies");
+* `filters` only for `rpc_command` (method names) and `custommsg` (message types);
+* plugins are called one after the other; each answer goes to the hook's deserialiser, which says
+  "continue to the next plugin" or "stop"; after the last plugin the final step runs; a plugin
+  that dies mid-call (-4) is skipped.
+
+Each hook kind brings its own `HookSession` (payload per plugin, deserialiser, outcome).
+`rpc_command` is implemented here; later hooks (htlc_accepted, invoice_payment, peer_connected,
+openchannel, custommsg...) add their own session classes and use `run_chain` unchanged.
+
+Beyond CLN: a `HookTimeout` may bound how long one plugin may hold one hook call; when it expires
+the configured answer is used as that plugin's answer and the slow plugin is named in the log.
+Every wait is a per-request future, so a hung plugin holds only the event it was asked about.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+# name -> filter kind: None (no filters allowed), "str" or "int"   (REGISTER_PLUGIN_HOOK*)
+HOOKS: dict[str, str | None] = {
+    "htlc_accepted": None,
+    "invoice_payment": None,
+    "rpc_command": "str",
+    "peer_connected": None,
+    "openchannel": None,
+    "openchannel2": None,
+    "openchannel2_changed": None,
+    "openchannel2_sign": None,
+    "rbf_channel": None,
+    "custommsg": "int",
+    "db_write": None,
+    "commitment_revocation": None,
+    "onion_message_recv": None,
+    "onion_message_recv_secret": None,
+    "recover": None,
+}
+
+PLUGIN_TERMINATED = -4
+CONTINUE = {"result": "continue"}
+
+
+class HookError(Exception):
+    """A hook registration the host refuses; the message is lightningd's."""
+
+
+class HookPlugin(Protocol):
+    """What the chain needs of a plugin."""
+
+    shortname: str
+    path: str
+    index: int
+
+    @property
+    def alive(self) -> bool: ...
+
+
+def plugin_paths_match(path: str, name: str) -> bool:
+    """lightningd's plugin_paths_match: a name with '/' is a path, otherwise a basename."""
+    if "/" in name:
+        if path == name:
+            return True
+        try:
+            return os.path.realpath(path) == os.path.realpath(name)
+        except OSError:
+            return False
+    return os.path.basename(path) == name
+
+
+# ---------------------------------------------------------------------------------------------
+# Timeouts (Ampere extension)
+
+
+@dataclass(frozen=True)
+class HookTimeout:
+    seconds: float
+    answer: dict  # used as the slow plugin's `result`
+
+
+# Named answers per hook; `continue` works for every hook.  A JSON object may be given instead.
+NAMED_ANSWERS: dict[str, dict[str, dict]] = {
+    # BOLT #4: temporary_node_failure = NODE|2 = 0x2002
+    "htlc_accepted": {"fail": {"result": "fail", "failure_message": "2002"}},
+    "invoice_payment": {"reject": {"result": "reject"}},
+    "peer_connected": {"disconnect": {"result": "disconnect"}},
+    "openchannel": {"reject": {"result": "reject"}},
+    "openchannel2": {"reject": {"result": "reject"}},
+    "rbf_channel": {"reject": {"result": "reject"}},
+    "rpc_command": {"error": {"return": {"error": {"code": -1, "message": "rpc_command hook timed out"}}}},
+}
+
+
+def parse_hook_timeout(spec: str) -> tuple[str, HookTimeout]:
+    """`HOOK:SECONDS[:ANSWER]`, the value of `--hook-timeout` (multi).
+
+    ANSWER is `continue` (the default), a hook-specific name (htlc_accepted: `fail`;
+    invoice_payment/openchannel/openchannel2/rbf_channel: `reject`; peer_connected: `disconnect`;
+    rpc_command: `error`), or a JSON object used verbatim as the plugin's `result`.
+    Examples: `htlc_accepted:30:fail`, `rpc_command:5`, `peer_connected:10:{"result":"disconnect"}`.
+    Raises ValueError naming the problem.
+    """
+    hook, sep, rest = spec.partition(":")
+    if not sep:
+        raise ValueError(f"'{spec}' should be HOOK:SECONDS[:ANSWER]")
+    if hook not in HOOKS:
+        raise ValueError(f"unknown hook '{hook}'")
+    secs_text, _, answer_text = rest.partition(":")
+    try:
+        seconds = float(secs_text)
+    except ValueError:
+        raise ValueError(f"'{secs_text}' is not a number of seconds") from None
+    if not seconds > 0 or seconds != seconds or seconds == float("inf"):
+        raise ValueError(f"'{secs_text}' must be a positive number of seconds")
+    if answer_text in ("", "continue"):
+        answer = dict(CONTINUE)
+    elif answer_text.startswith("{"):
+        try:
+            answer = json.loads(answer_text)
+        except ValueError:
+            raise ValueError(f"answer '{answer_text}' is not valid JSON") from None
+        if not isinstance(answer, dict):
+            raise ValueError("answer must be a JSON object")
+    else:
+        named = NAMED_ANSWERS.get(hook, {})
+        if answer_text not in named:
+            choices = ", ".join(["continue", *named])
+            raise ValueError(f"unknown answer '{answer_text}' for {hook} (one of: {choices}, or a JSON object)")
+        answer = json.loads(json.dumps(named[answer_text]))
+    return hook, HookTimeout(seconds, answer)
+
+
+# ---------------------------------------------------------------------------------------------
+# Registration and ordering
+
+
+@dataclass
+class HookRegistration:
+    plugin: Any  # host.Plugin
+    hook: str
+    before: list[str]
+    after: list[str]
+    strfilters: frozenset[str] | None = None
+    intfilters: frozenset[int] | None = None
+
+    def callable_for(self, filter_value: Any) -> bool:
+        """hook_callable: with filters, only a matching event calls the plugin."""
+        if self.strfilters is not None:
+            return filter_value in self.strfilters
+        if self.intfilters is not None:
+            return filter_value in self.intfilters
+        return True
+
+
+class HookRegistry:
+    def __init__(self) -> None:
+        self._regs: dict[str, list[HookRegistration]] = {}
+        self._ordered: dict[str, list[HookRegistration]] = {}
+
+    def build(self, plugin: Any, requests: list) -> list[HookRegistration]:
+        """Check a manifest's hook requests (plugin_hook_register); raises HookError."""
+        out: list[HookRegistration] = []
+        for req in requests:
+            kind = HOOKS.get(req.name, "missing")
+            if kind == "missing":
+                raise HookError(f"Unknown hook name {req.name}")
+            strf = intf = None
+            if req.filters is not None:
+                if kind is None:
+                    raise HookError(f"Hook {req.name} does not allow filters")
+                if not isinstance(req.filters, list):
+                    raise HookError("filters token must be an array")
+                if kind == "str":
+                    for f in req.filters:
+                        if not isinstance(f, str):
+                            raise HookError(f"filters must be array of strings, not '{json.dumps(f)}'")
+                    strf = frozenset(req.filters)
+                else:
+                    for f in req.filters:
+                        if not isinstance(f, int) or isinstance(f, bool) or not 0 <= f < 2**64:
+                            raise HookError(f"filters must be array of unsigned integers, not '{json.dumps(f)}'")
+                    intf = frozenset(req.filters)
+            if any(r.hook == req.name for r in out) or any(
+                r.plugin is plugin for r in self._regs.get(req.name, ())
+            ):
+                raise HookError(f"Registered for hook {req.name} multiple times")
+            out.append(HookRegistration(plugin, req.name, list(req.before), list(req.after), strf, intf))
+        return out
+
+    def add(self, regs: list[HookRegistration]) -> None:
+        for r in regs:
+            self._regs.setdefault(r.hook, []).append(r)
+
+    def remove_plugin(self, plugin: Any) -> None:
+        for name in list(self._regs):
+            self._regs[name] = [r for r in self._regs[name] if r.plugin is not plugin]
+            if name in self._ordered:
+                self._ordered[name] = [r for r in self._ordered[name] if r.plugin is not plugin]
+
+    def hooks_of(self, plugin: Any) -> list[str]:
+        return [name for name, regs in self._regs.items() if any(r.plugin is plugin for r in regs)]
+
+    def reorder(self, debug_log: Callable[[Any, str], None] | None = None) -> list[Any]:
+        """Recompute every chain's order; return the plugins whose constraints form a cycle.
+
+        plugin_hook_make_ordered: Kahn's algorithm, picking among ready nodes the lowest
+        registration index.  Unknown names in before/after are ignored (logged at debug).
+        """
+        failed: list[Any] = []
+        for name, regs in self._regs.items():
+            nodes = list(regs)
+            incoming = {id(r): 0 for r in nodes}
+            outgoing: dict[int, list[HookRegistration]] = {id(r): [] for r in nodes}
+
+            def find(n: str) -> HookRegistration | None:
+                for r in nodes:
+                    if plugin_paths_match(r.plugin.path, n):
+                        return r
+                return None
+
+            for r in nodes:
+                for b in r.before:
+                    other = find(b)
+                    if other is None:
+                        if debug_log:
+                            debug_log(r.plugin, f"hook {name} before unknown plugin {b}")
+                        continue
+                    outgoing[id(r)].append(other)
+                    incoming[id(other)] += 1
+                for a in r.after:
+                    other = find(a)
+                    if other is None:
+                        if debug_log:
+                            debug_log(r.plugin, f"hook {name} after unknown plugin {a}")
+                        continue
+                    outgoing[id(other)].append(r)
+                    incoming[id(r)] += 1
+            done: list[HookRegistration] = []
+            finished: set[int] = set()
+            while True:
+                ready = [r for r in nodes if id(r) not in finished and incoming[id(r)] == 0]
+                if not ready:
+                    break
+                best = min(ready, key=lambda r: r.plugin.index)
+                finished.add(id(best))
+                done.append(best)
+                for o in outgoing[id(best)]:
+                    incoming[id(o)] -= 1
+            if len(done) != len(nodes):
+                for r in nodes:
+                    if id(r) not in finished and r.plugin not in failed:
+                        failed.append(r.plugin)
+                continue
+            # A call in progress keeps the snapshot it took; new calls see the new order.
+            self._ordered[name] = done
+        return failed
+
+    def chain(self, name: str, filter_value: Any = None) -> list[HookRegistration]:
+        """The plugins to call for one event, in order (a snapshot)."""
+        return [r for r in self._ordered.get(name, ()) if r.callable_for(filter_value)]
+
+    def has(self, name: str, filter_value: Any = None) -> bool:
+        return any(r.callable_for(filter_value) for r in self._ordered.get(name, ()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Sessions: per-hook payload and deserialisation
+
+
+class HookSession:
+    """One event travelling down one hook chain.  Subclass per hook."""
+
+    def params_for(self, plugin: Any) -> dict:  # the request's params for this plugin
+        raise NotImplementedError
+
+    def on_result(self, plugin: Any, result: Any) -> bool:
+        """Digest one plugin's `result`; True to go on to the next plugin, False to stop."""
+        raise NotImplementedError
+
+    def outcome(self) -> Any:
+        """What the caller of the chain gets (the hook's final_cb)."""
+        raise NotImplementedError
+
+
+class ContinueSession(HookSession):
+    """The common shape: `{"result":"continue"}` goes on, anything else stops the chain and is
+    the outcome (peer_connected, openchannel, invoice_payment, onion_message_recv...)."""
+
+    def __init__(self, payload: dict) -> None:
+        self.payload = payload
+        self.final: dict = dict(CONTINUE)
+
+    def params_for(self, plugin: Any) -> dict:
+        return self.payload
+
+    def on_result(self, plugin: Any, result: Any) -> bool:
+        if isinstance(result, dict) and result.get("result") == "continue":
+            return True
+        self.final = result if isinstance(result, dict) else {"result": result}
+        return False
+
+    def outcome(self) -> dict:
+        return self.final
+
+
+class RpcCommandSession(HookSession):
+    """`rpc_command` (lightningd/jsonrpc.c rpc_command_hook_callback / _final).
+
+    Answers: `{"result":"continue"}`; `{"replace": request}`; `{"return": {"result": X}}`;
+    `{"return": {"error": {code, message}}}`.  The first plugin that modifies wins; the chain goes
+    on, and if a later plugin also tries to modify, lightningd logs "rpc_command hook '%s' already
+    modified, ignoring." and finishes at once.  Malformed answers are logged BROKEN and skipped.
+    """
+
+    def __init__(self, request: dict, log: Callable[[str, str], None],
+                 method_exists: Callable[[str], bool] | None = None) -> None:
+        self.request = request
+        self.log = log  # (level, message) under the node's main log
+        self.method_exists = method_exists
+        self.custom_result: Any = None
+        self.custom_error: Any = None
+        self.custom_replace: Any = None
+        self.modified = False
+
+    def params_for(self, plugin: Any) -> dict:
+        return {"rpc_command": self.request}
+
+    def on_result(self, plugin: Any, result: Any) -> bool:
+        error = ""
+        if isinstance(result, dict):
+            if "result" in result:
+                if result["result"] != "continue":
+                    self.log("broken", "Bad response to 'rpc_command' hook. 'result' should only be 'continue'.")
+                return True
+            if self.modified:
+                self.log("unusual", f"rpc_command hook '{self.request.get('method')}' already modified, ignoring.")
+                return False
+            if "replace" in result:
+                self.custom_replace = result["replace"]
+                self.modified = True
+                return True
+            ret = result.get("return")
+            if isinstance(ret, dict):
+                if "result" in ret:
+                    self.custom_result = ret["result"]
+                    self.modified = True
+                    return True
+                if "error" in ret:
+                    err = ret["error"]
+                    code = err.get("code") if isinstance(err, dict) else None
+                    if not isinstance(code, int) or isinstance(code, bool):
+                        error = "'error' object does not contain a code."
+                    elif "message" not in err:
+                        error = "'error' object does not contain a message."
+                    else:
+                        self.custom_error = err
+                        self.modified = True
+                        return True
+        # "Just log BROKEN errors. Give other plugins a chance."
+        self.log("broken", f"Bad response to 'rpc_command' hook. {error}")
+        return True
+
+    def _bad_replace(self, bad: str) -> tuple[str, dict]:
+        return "return", {"error": {
+            "code": -32600,
+            "message": f"Bad response to 'rpc_command' hook: {bad} ({json.dumps(self.custom_replace)})"}}
+
+    def outcome(self) -> tuple[str, dict]:
+        if self.custom_result is not None or (self.modified and self.custom_error is None
+                                               and self.custom_replace is None):
+            return "return", {"result": self.custom_result}
+        if self.custom_error is not None:
+            return "return", {"error": self.custom_error}
+        if self.custom_replace is not None:
+            rep = self.custom_replace
+            if not isinstance(rep, dict):
+                return self._bad_replace("'replace' must be an object")
+            for member in ("method", "params", "id"):
+                if member not in rep:
+                    return self._bad_replace(f"missing '{member}'")
+            method = rep["method"]
+            if self.method_exists is not None and (not isinstance(method, str) or not self.method_exists(method)):
+                shown = method if isinstance(method, str) else json.dumps(method)
+                return self._bad_replace(f"redirected to unknown method '{shown}'")
+            if rep.get("jsonrpc") != "2.0":
+                return self._bad_replace('jsonrpc: "2.0" must be specified in the request')
+            return "continue", rep
+        return "continue", self.request
+
+
+# ---------------------------------------------------------------------------------------------
+# The chain runner
+
+SendFn = Callable[[Any, str, dict, "str | None"], "tuple[str, asyncio.Future]"]
+
+
+async def run_chain(
+    hook: str,
+    regs: list[HookRegistration],
+    session: HookSession,
+    *,
+    send: SendFn,
+    drop: Callable[[Any, str], None],
+    log: Callable[[Any, str, str], None],
+    id_prefix: str | None = None,
+    timeout: HookTimeout | None = None,
+) -> Any:
+    """Call each registered plugin in turn (plugin_hook_call_next / plugin_hook_callback).
+
+    `send(plugin, method, params, id_prefix)` starts a request and returns (id, future of the
+    response); `drop(plugin, id)` forgets a request whose answer is no longer wanted;
+    `log(plugin_or_None, level, message)`.
+    """
+    for reg in regs:
+        plugin = reg.plugin
+        if not plugin.alive:
+            continue
+        req_id, fut = send(plugin, hook, session.params_for(plugin), id_prefix)
+        if timeout is None:
+            resp = await fut
+        else:
+            try:
+                resp = await asyncio.wait_for(fut, timeout.seconds)
+            except asyncio.TimeoutError:
+                drop(plugin, req_id)
+                log(plugin, "unusual",
+                    f"{hook} hook did not answer within {timeout.seconds:g}s (id {req_id}): "
+                    f"using {json.dumps(timeout.answer)}")
+                if not session.on_result(plugin, timeout.answer):
+                    break
+                continue
+        if "result" not in resp:
+            err = resp.get("error")
+            if isinstance(err, dict) and err.get("code") == PLUGIN_TERMINATED:
+                # A plugin dying mid-hook is "plugin absent": go on with the chain.
+                log(None, "debug", f"Plugin died from {hook} hook call")
+                continue
+            # lightningd treats this as fatal; Ampere logs it and skips the plugin.
+            log(plugin, "broken", f"Plugin {plugin.shortname} for {hook} returned non-result response "
+                                  f"{json.dumps(resp)}")
+            continue
+        if not session.on_result(plugin, resp["result"]):
+            break
+    return session.outcome()
+

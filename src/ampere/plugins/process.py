@@ -1,0 +1,355 @@
+"""One plugin child process: spawn it, write JSON-RPC to its stdin, read JSON from its stdout.
+
+cln-interfaces.md 1.1 (transport and framing):
+* stdin/stdout carry JSON-RPC 2.0; stderr is inherited unchanged; other fds are closed;
+* every message lightningd writes ends in "\\n\\n" (pyln-client splits its input on it);
+* the plugin's output is parsed incrementally (no framing required of the plugin); every message
+  must have a "jsonrpc" member and unparsable JSON kills the plugin;
+* messages with an `id` answer our requests (matched by string id); the others are notifications;
+* request ids are strings `cln:<method>#<n>`, or `<caller-id>/cln:<method>#<n>` when caused by a
+  caller's request (jsonrpc.c jsonrpc_request_start_); caller ids needing JSON escaping become
+  `weird-id`.
+
+Every request waits on its own future: nothing here ever blocks on a plugin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import itertools
+import json
+import re
+from typing import Any, Callable
+
+PLUGIN_TERMINATED = -4
+TERMINATED_MESSAGE = "Plugin terminated before replying to RPC call."
+# Yield to the event loop after this many messages from one read (plugin.c: 100 per wake-up).
+_MESSAGES_PER_TURN = 100
+
+# One counter for every request to every plugin, as lightningd's `next_request_id`.
+_request_counter = itertools.count()
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
+
+
+def id_prefix_of(caller_id: Any) -> str:
+    """The prefix a caller's id gives to the ids of requests it causes."""
+    text = caller_id if isinstance(caller_id, str) else json.dumps(caller_id)
+    # "We could try escaping, but TBH they're messing with us at this point!"
+    return "weird-id" if _NEEDS_ESCAPE.search(text) else text
+
+
+def new_request_id(method: str, id_prefix: str | None = None) -> str:
+    n = next(_request_counter)
+    if id_prefix is not None:
+        return f"{id_prefix}/cln:{method}#{n}"
+    return f"cln:{method}#{n}"
+
+
+def _id_key(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Incremental JSON splitting
+
+_decoder = json.JSONDecoder()
+_NON_WS = re.compile(r"[^ \t\r\n]")
+_OUTSIDE = re.compile(r'["{}\[\]]')
+_INSIDE = re.compile(r'["\\]')
+
+
+class JsonMessageSplitter:
+    """Cut a stream of concatenated JSON values into values.
+
+    Fast path: `raw_decode` a complete value at the current position.  When that fails the value
+    is either incomplete or invalid; a bracket scanner (state kept across chunks, so a large
+    message arriving in pieces is scanned once) finds where the value ends, and only then is it
+    decoded.  A value that does not start with `{` or `[` and does not decode is invalid at once.
+    """
+
+    def __init__(self) -> None:
+        self._partial: list[str] = []  # pieces of an unfinished value
+        self._depth = 0
+        self._in_str = False
+        self._escape = False  # a backslash ended the previous chunk inside a string
+
+    def _scan(self, buf: str, pos: int) -> int | None:
+        """Continue the bracket scan; the index just past the value's end, or None."""
+        depth, in_str = self._depth, self._in_str
+        if self._escape:
+            self._escape = False
+            pos += 1
+        n = len(buf)
+        while pos < n:
+            if in_str:
+                m = _INSIDE.search(buf, pos)
+                if m is None:
+                    pos = n
+                    break
+                if m.group() == "\\":
+                    if m.end() >= n:
+                        self._escape = True
+                        pos = n
+                        break
+                    pos = m.end() + 1
+                    continue
+                in_str = False
+                pos = m.end()
+                continue
+            m = _OUTSIDE.search(buf, pos)
+            if m is None:
+                pos = n
+                break
+            c = m.group()
+            pos = m.end()
+            if c == '"':
+                in_str = True
+            elif c in "{[":
+                depth += 1
+            else:
+                depth -= 1
+                if depth == 0:
+                    self._depth, self._in_str = 0, False
+                    return pos
+        self._depth, self._in_str = depth, in_str
+        return None
+
+    def feed(self, text: str) -> tuple[list[Any], str | None]:
+        """Values completed by `text`, and an error text if invalid JSON was met (then stop)."""
+        out: list[Any] = []
+        i = 0
+        if self._partial:
+            end = self._scan(text, 0)
+            if end is None:
+                self._partial.append(text)
+                return out, None
+            whole = "".join(self._partial) + text[:end]
+            self._partial = []
+            try:
+                out.append(json.loads(whole))
+            except ValueError:
+                return out, whole
+            i = end
+        n = len(text)
+        while True:
+            m = _NON_WS.search(text, i)
+            if m is None:
+                return out, None
+            i = m.start()
+            try:
+                value, i = _decoder.raw_decode(text, i)
+                out.append(value)
+                continue
+            except ValueError:
+                pass
+            if text[i] not in "{[":
+                return out, text[i:]
+            self._depth, self._in_str, self._escape = 1, False, False
+            end = self._scan(text, i + 1)
+            if end is None:
+                self._partial = [text[i:n]]
+                return out, None
+            try:
+                out.append(json.loads(text[i:end]))
+            except ValueError:
+                return out, text[i:end]
+            i = end
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class PendingRequest:
+    __slots__ = ("future", "notify_cb", "method")
+
+    def __init__(self, future: asyncio.Future, notify_cb: Callable[[dict], None] | None, method: str) -> None:
+        self.future = future
+        self.notify_cb = notify_cb
+        self.method = method
+
+
+class PluginProcess:
+    """The pipes to one running plugin and its outstanding requests."""
+
+    def __init__(
+        self,
+        path: str,
+        *,
+        cwd: str,
+        env: dict[str, str],
+        on_notification: Callable[[dict], None],
+        on_protocol_error: Callable[[str], None],
+        on_eof: Callable[[], None],
+        argv_extra: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        self.cwd = cwd
+        self.env = env
+        self.argv_extra = argv_extra
+        self.pending: dict[str, PendingRequest] = {}
+        self._on_notification = on_notification
+        self._on_protocol_error = on_protocol_error
+        self._on_eof = on_eof
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader_task: asyncio.Task | None = None
+        self.closed = False
+        self.exited = asyncio.Event()
+        self.exited_callback: Callable[["PluginProcess"], None] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    async def spawn(self) -> None:
+        """Start the child.  Raises OSError (e.g. FileNotFoundError) if it cannot run."""
+        self._proc = await asyncio.create_subprocess_exec(
+            self.path, *self.argv_extra,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=None,  # inherited: a plugin's stderr goes to the node's stderr, not the log
+            cwd=self.cwd,
+            env=self.env,
+            close_fds=True,
+        )
+        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+
+    # -- writing
+    def send_raw(self, data: bytes) -> None:
+        if self.closed or self._proc is None or self._proc.stdin is None:
+            return
+        transport = self._proc.stdin.transport
+        if transport.is_closing():
+            return
+        self._proc.stdin.write(data)
+
+    def send(self, message: dict) -> None:
+        self.send_raw(json.dumps(message, ensure_ascii=False).encode() + b"\n\n")
+
+    def request(
+        self,
+        method: str,
+        params: Any,
+        *,
+        id_prefix: str | None = None,
+        notify_cb: Callable[[dict], None] | None = None,
+    ) -> tuple[str, asyncio.Future]:
+        """Send `{"jsonrpc","id","method","params"}`; returns the id and a future of the response."""
+        req_id = new_request_id(method, id_prefix)
+        return req_id, self.send_request({"jsonrpc": "2.0", "id": req_id, "method": method, "params": params},
+                                         req_id, notify_cb)
+
+    def send_request(self, message: dict, req_id: str, notify_cb: Callable[[dict], None] | None = None
+                     ) -> asyncio.Future:
+        """Send a prepared request whose `id` is `req_id` (e.g. a caller's request passed through)."""
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        if self.closed:
+            fut.set_result(self._terminated(req_id))
+            return fut
+        self.pending[req_id] = PendingRequest(fut, notify_cb, str(message.get("method")))
+        self.send(message)
+        return fut
+
+    def drop(self, req_id: str) -> None:
+        """Forget a request: a late answer will be ignored."""
+        p = self.pending.pop(req_id, None)
+        if p is not None and not p.future.done():
+            p.future.cancel()
+
+    @staticmethod
+    def _terminated(req_id: str) -> dict:
+        return {"jsonrpc": "2.0", "id": req_id,
+                "error": {"code": PLUGIN_TERMINATED, "message": TERMINATED_MESSAGE}}
+
+    def fail_pending(self) -> None:
+        """Answer every outstanding request with -4, as if the plugin had said "I'm dead!"."""
+        pending, self.pending = self.pending, {}
+        for req_id, p in pending.items():
+            if not p.future.done():
+                p.future.set_result(self._terminated(req_id))
+
+    def release_pending(self) -> None:
+        """At node shutdown: outstanding requests are dropped, not answered."""
+        pending, self.pending = self.pending, {}
+        for p in pending.values():
+            if not p.future.done():
+                p.future.cancel()
+
+    # -- reading
+    async def _read_loop(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        stdout = self._proc.stdout
+        decoder = codecs.getincrementaldecoder("utf-8")("replace")
+        splitter = JsonMessageSplitter()
+        try:
+            while not self.closed:
+                data = await stdout.read(1 << 16)
+                if not data:
+                    break
+                values, error = splitter.feed(decoder.decode(data))
+                for count, msg in enumerate(values, 1):
+                    if self.closed:
+                        return
+                    if not isinstance(msg, dict) or "jsonrpc" not in msg:
+                        self._on_protocol_error(
+                            f"JSON-RPC message does not contain \"jsonrpc\" field: '{json.dumps(msg)}'")
+                        return
+                    if "id" in msg:
+                        self._handle_response(msg)
+                    else:
+                        self._on_notification(msg)
+                    if count % _MESSAGES_PER_TURN == 0:
+                        await asyncio.sleep(0)
+                if error is not None and not self.closed:
+                    self._on_protocol_error(f"Failed to parse RPC JSON response '{error[:1000]}'")
+                    return
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            if not self.closed:
+                self._on_eof()
+            await self._reap()
+
+    def _handle_response(self, msg: dict) -> None:
+        p = self.pending.pop(_id_key(msg["id"]), None)
+        # Can happen if the request was dropped before the plugin answered.
+        if p is not None and not p.future.done():
+            p.future.set_result(msg)
+
+    async def _reap(self) -> None:
+        if self._proc is None:
+            return
+        try:
+            await self._proc.wait()
+        finally:
+            self.exited.set()
+            if self.exited_callback is not None:
+                self.exited_callback(self)
+
+    def kill(self) -> None:
+        """SIGKILL the child (plugin_kill) and stop reading from it."""
+        if self.closed:
+            return
+        self.closed = True
+        proc = self._proc
+        if proc is None:
+            self.exited.set()
+            return
+        if proc.returncode is None:
+            try:
+                proc.kill()
+            except ProcessLookupError:
+                pass
+        if proc.stdin is not None:
+            try:
+                proc.stdin.close()
+            except (OSError, RuntimeError):
+                pass
+
+    async def wait_exited(self, timeout: float | None = None) -> bool:
+        try:
+            await asyncio.wait_for(self.exited.wait(), timeout)
+            return True
+        except asyncio.TimeoutError:
+            return False

@@ -1,0 +1,202 @@
+"""The JSON-RPC 2.0 server on the `lightning-rpc` unix socket.
+
+Framing follows lightningd: requests are a stream of JSON objects (no delimiter needed); every
+response and notification we write ends in "\n\n", which pyln-client and lightning-cli rely on.
+Requests on one connection run concurrently; writes to a connection are serialised.  Unparsable
+input gets a -32700 answer and that connection is closed (the stream cannot be resynchronised);
+other connections are unaffected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+from typing import Any, Awaitable, Callable
+
+from .errors import INVALID_REQUEST, PARSE_ERROR
+
+_decoder = json.JSONDecoder()
+# A request larger than this without completing is refused (memory bound per connection).
+MAX_REQUEST_BYTES = 64 * 1024 * 1024
+
+
+class RpcConnection:
+    """One client connection: its writer and per-connection settings."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.notifications = False
+        self.deprecations: bool | None = None
+        self.closed = False
+        self._lock = asyncio.Lock()
+
+    async def send(self, obj: dict) -> None:
+        if self.closed:
+            return
+        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
+        async with self._lock:
+            try:
+                self.writer.write(data)
+                await self.writer.drain()
+            except (ConnectionError, RuntimeError):
+                self.closed = True
+
+    def send_nowait(self, obj: dict) -> None:
+        """For notifications from synchronous code: queued on the loop, order kept per connection."""
+        asyncio.get_running_loop().create_task(self.send(obj))
+
+
+Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
+
+
+def error_response(req_id: Any, code: int, message: str) -> dict:
+    return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+
+
+class RpcServer:
+    def __init__(self, path: str, dispatch: Dispatch, log: Callable[[str, str], None]) -> None:
+        self.path = path
+        self.dispatch = dispatch
+        self.log = log
+        self.server: asyncio.base_events.Server | None = None
+        self.connections: set[RpcConnection] = set()
+        self.tasks: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        if os.path.exists(self.path):
+            if _socket_alive(self.path):
+                raise RuntimeError(f"rpc filename '{self.path}' in use")
+            os.unlink(self.path)
+        old = os.umask(0o177)  # socket created 0600: only our user may drive the node
+        try:
+            self.server = await asyncio.start_unix_server(self._serve, path=self.path, limit=2**20)
+        finally:
+            os.umask(old)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+        for conn in list(self.connections):
+            conn.closed = True
+            try:
+                conn.writer.close()
+            except Exception:
+                pass
+        for t in list(self.tasks):
+            t.cancel()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = RpcConnection(writer)
+        self.connections.add(conn)
+        buf = ""
+        try:
+            while not conn.closed:
+                chunk = await reader.read(65536)
+                if not chunk:
+                    break
+                try:
+                    buf += chunk.decode("utf-8")
+                except UnicodeDecodeError:
+                    await conn.send(error_response(None, PARSE_ERROR, "Parse error: invalid UTF-8"))
+                    break
+                pos = 0
+                n = len(buf)
+                while True:
+                    while pos < n and buf[pos] in " \t\r\n":
+                        pos += 1
+                    if pos >= n:
+                        buf = ""
+                        break
+                    try:
+                        obj, end = _decoder.raw_decode(buf, pos)
+                    except json.JSONDecodeError as e:
+                        if _could_be_incomplete(buf, pos, e):
+                            buf = buf[pos:]
+                            break
+                        await conn.send(error_response(None, PARSE_ERROR, f"Parse error: {e.msg}"))
+                        conn.closed = True
+                        break
+                    pos = end
+                    self._start_request(obj, conn)
+                if len(buf) > MAX_REQUEST_BYTES:
+                    await conn.send(error_response(None, INVALID_REQUEST, "Request too large"))
+                    break
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            conn.closed = True
+            self.connections.discard(conn)
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    def _start_request(self, obj: Any, conn: RpcConnection) -> None:
+        task = asyncio.get_running_loop().create_task(self._handle(obj, conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _handle(self, obj: Any, conn: RpcConnection) -> None:
+        try:
+            response = await self.dispatch(obj, conn)
+        except asyncio.CancelledError:
+            return
+        except Exception as e:  # a bug in a handler must not take the server down
+            self.log("broken", f"RPC dispatch failed: {e!r}")
+            req_id = obj.get("id") if isinstance(obj, dict) else None
+            response = error_response(req_id, -1, f"Internal error: {e}")
+        if response is not None:
+            await conn.send(response)
+
+
+def _could_be_incomplete(buf: str, pos: int, err: json.JSONDecodeError) -> bool:
+    """True when the parse failed only because the object has not fully arrived."""
+    if err.pos >= len(buf):
+        return True
+    # "Unterminated string" and friends point inside the text but mean "need more".
+    if err.msg.startswith("Unterminated string"):
+        return True
+    return buf[pos] in "{[" and _unbalanced(buf[pos:])
+
+
+def _unbalanced(text: str) -> bool:
+    depth = 0
+    in_str = False
+    esc = False
+    for ch in text:
+        if in_str:
+            if esc:
+                esc = False
+            elif ch == "\\":
+                esc = True
+            elif ch == '"':
+                in_str = False
+            continue
+        if ch == '"':
+            in_str = True
+        elif ch in "{[":
+            depth += 1
+        elif ch in "}]":
+            depth -= 1
+            if depth == 0:
+                return False
+    return depth > 0
+
+
+def _socket_alive(path: str) -> bool:
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()

@@ -1,0 +1,184 @@
+"""Real `ampd` processes for tests: start, talk to over RPC (pyln-client's LightningRpc), stop.
+
+`NodeFactory.get_node(**options)` starts a node in a fresh directory and waits for its RPC; every
+node it made is stopped (SIGTERM, then SIGKILL of its whole process group) by `killall()`, which
+the pytest fixture calls at teardown, so no test leaves a process behind.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+AMPD = [sys.executable, "-m", "ampere.cli.ampd"]
+AMP_CLI = [sys.executable, "-m", "ampere.cli.amp_cli"]
+
+
+def spawn_env() -> dict[str, str]:
+    env = dict(os.environ)
+    # Plugins with `#!/usr/bin/env python3` must find the interpreter that has pyln-client.
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
+class AmpdNode:
+    def __init__(self, directory: str, network: str = "regtest", options: dict[str, Any] | None = None,
+                 extra_args: list[str] | None = None) -> None:
+        self.dir = directory
+        self.network = network
+        self.options = dict(options or {})
+        self.extra_args = list(extra_args or [])
+        self.proc: subprocess.Popen | None = None
+        self.log_path = os.path.join(directory, "log")
+        self.stderr_path = os.path.join(directory, "stderr")
+        self._stderr = None
+        self._rpc = None
+        self._log_offset = 0
+
+    @property
+    def netdir(self) -> str:
+        return os.path.join(self.dir, self.network)
+
+    @property
+    def rpc_path(self) -> str:
+        return os.path.join(self.netdir, "lightning-rpc")
+
+    def cmdline(self) -> list[str]:
+        args = [f"--lightning-dir={self.dir}", f"--network={self.network}", f"--log-file={self.log_path}",
+                "--log-level=debug"]
+        for k, v in self.options.items():
+            if isinstance(v, (list, tuple)):
+                args += [f"--{k}={x}" for x in v]
+            elif v is True or v is None:
+                args.append(f"--{k}")
+            elif v is False:
+                continue
+            else:
+                args.append(f"--{k}={v}")
+        return AMPD + args + self.extra_args
+
+    def start(self, wait: bool = True, timeout: float = 30.0) -> None:
+        os.makedirs(self.dir, exist_ok=True)
+        self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
+        self._stderr = open(self.stderr_path, "ab")
+        self.proc = subprocess.Popen(self.cmdline(), stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     env=spawn_env(), start_new_session=True)
+        if wait:
+            self.wait_for_log("Server started with public key", timeout=timeout)
+
+    @property
+    def rpc(self):
+        if self._rpc is None:
+            from pyln.client import LightningRpc
+
+            self._rpc = LightningRpc(self.rpc_path)
+        return self._rpc
+
+    def call(self, method: str, params: Any = None) -> Any:
+        return self.rpc.call(method, params)
+
+    def cli(self, *args: str, timeout: float = 30.0) -> subprocess.CompletedProcess:
+        return subprocess.run(AMP_CLI + [f"--lightning-dir={self.dir}", f"--network={self.network}", *args],
+                              capture_output=True, text=True, timeout=timeout, env=spawn_env())
+
+    def logs(self, since_start: bool = True) -> str:
+        try:
+            with open(self.log_path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        except FileNotFoundError:
+            return ""
+        return text[self._log_offset:] if since_start else text
+
+    def wait_for_log(self, text: str, timeout: float = 30.0) -> str:
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            logs = self.logs()
+            if text in logs:
+                return logs
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"ampd exited ({self.proc.returncode}) waiting for {text!r}:\n"
+                                   f"{self.stderr()}\n{logs[-3000:]}")
+            time.sleep(0.05)
+        raise TimeoutError(f"no log line {text!r} in {timeout}s:\n{self.logs()[-3000:]}")
+
+    def stderr(self) -> str:
+        try:
+            with open(self.stderr_path, encoding="utf-8", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+    def is_running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            try:
+                self.proc.send_signal(signal.SIGTERM)
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._reap_group()
+        return self.proc.returncode
+
+    def kill(self) -> None:
+        """kill -9, as a crash would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._reap_group()
+
+    def _reap_group(self) -> None:
+        # Plugins and anything else the node started live in its session: make sure none survive.
+        if self.proc is not None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if self._stderr is not None:
+            self._stderr.close()
+            self._stderr = None
+        self._rpc = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+class NodeFactory:
+    def __init__(self, base_dir: str) -> None:
+        self.base_dir = base_dir
+        self.nodes: list[AmpdNode] = []
+
+    def get_node(self, options: dict[str, Any] | None = None, start: bool = True, may_fail: bool = False,
+                 extra_args: list[str] | None = None, **kwargs: Any) -> AmpdNode:
+        opts = dict(options or {})
+        opts.update({k.replace("_", "-"): v for k, v in kwargs.items()})
+        opts.setdefault("disable-chain", True)
+        node = AmpdNode(os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), options=opts, extra_args=extra_args)
+        self.nodes.append(node)
+        if start:
+            node.start(wait=not may_fail)
+        return node
+
+    def get_nodes(self, n: int, **kwargs: Any) -> list[AmpdNode]:
+        return [self.get_node(**kwargs) for _ in range(n)]
+
+    def killall(self) -> None:
+        for node in self.nodes:
+            try:
+                node.stop(timeout=5)
+            except Exception:
+                node.kill()
+
+    def cleanup(self) -> None:
+        self.killall()
+        shutil.rmtree(self.base_dir, ignore_errors=True)

@@ -1,0 +1,21 @@
+#!/usr/bin/env python3
+"""Subscribes to `*` and remembers every notification it receives; `seen` returns them."""
+from pyln.client import Plugin
+
+plugin = Plugin(dynamic=True)
+plugin.received = []
+
+
+@plugin.subscribe("*")
+def on_any(plugin, **kwargs):
+    kwargs.pop("request", None)
+    plugin.received.append(kwargs)
+
+
+@plugin.method("seen")
+def seen(plugin):
+    """Everything received so far."""
+    return {"received": plugin.received}
+
+
+plugin.run()
