@@ -15,4 +15,13 @@ def emit(plugin, text="hi"):
     return {"emitted": text}
 
 
+@plugin.method("chatty")
+def chatty(plugin, request):
+    """Tell the caller what is going on while working: a message and two progress steps."""
+    plugin.notify_message(request, "working on it")
+    plugin.notify_progress(request, 0, 2)
+    plugin.notify_progress(request, 1, 2)
+    return {"done": True}
+
+
 plugin.run()

@@ -21,13 +21,14 @@ def init(options, configuration, plugin, **kwargs):
 
 
 @plugin.subscribe("connect")
-def on_connect(plugin, id, address, **kwargs):
-    plugin.log("Received connect event for peer {}".format(id))
+def on_connect(plugin, connect, **kwargs):
+    # Notifications carry their payload in an object named after the topic.
+    plugin.log("Received connect event for peer {}".format(connect["id"]))
 
 
 @plugin.subscribe("disconnect")
-def on_disconnect(plugin, id, **kwargs):
-    plugin.log("Received disconnect event for peer {}".format(id))
+def on_disconnect(plugin, disconnect, **kwargs):
+    plugin.log("Received disconnect event for peer {}".format(disconnect["id"]))
 
 
 plugin.add_option("greeting", "Hello", "The greeting I should use.")

@@ -184,7 +184,7 @@ def test_raw_invoice_baseline_decodes() -> None:
     ([P, S, D, ("x", [0, 1])], "x: not a minimal value"),
     ([P, S, D, ("c", [0, 9])], "c: not a minimal value"),
     ([P, S, D, ("c", minimal_u5(1 << 32))], "c: 4294967296 is too large"),
-    ([P, S, D, ("x", [1] * 13)], "x: "),
+    ([P, S, D, ("x", [31] * 13)], "x: .* is too large"),
     ([P, S, D, ("9", [0, 1])], "9: non-minimal length"),
     ([P, S, D, ("9", minimal_u5(1 << 20))], "9: unknown feature bit 20"),
     ([P, S, D, ("f", [])], "f: empty field"),
@@ -206,8 +206,8 @@ def test_field_running_into_signature_is_truncated() -> None:
     hrp, data, _ = bech32_decode(raw_invoice([P, S, D]), max_length=None)
     # Claim the `d` field is 30 groups longer than it is: it now eats into the signature.
     i = len(data) - 104 - len(D[1]) - 3
-    assert data[i] == CHARSET_REV["d"]
-    data[i + 2] += 30
+    assert data[i] == CHARSET_REV["d"] and data[i + 1:i + 3] == [0, len(D[1])]
+    data[i + 1:i + 3] = [(len(D[1]) + 30) >> 5, (len(D[1]) + 30) & 31]
     with pytest.raises(InvoiceError, match="d: truncated"):
         decode(bech32_encode(hrp, data))
 
@@ -509,7 +509,7 @@ def test_decode_json_fields() -> None:
     assert list(got) == ["type", "currency", "created_at", "expiry", "payee", "amount_msat", "description",
                          "min_final_cltv_expiry", "payment_secret", "features", "payment_metadata",
                          "fallbacks", "routes", "payment_hash", "signature", "valid"]
-    assert got["fallbacks"] == [{"type": "P2PKH", "addr": "mfWxJ45yp2SFn7UciZyNpvDKrzbhyfKrY8",
+    assert got["fallbacks"] == [{"type": "P2PKH", "addr": "mfcGAzvis9JQAb6avB6WBGiGrgWzLxuGaC",
                                  "hex": "76a914" + "01" * 20 + "88ac"}]
     assert got["routes"][0][0]["short_channel_id"] == "66051x263430x1800"
     assert (got["amount_msat"], got["features"], got["payment_metadata"]) == (1, "4000", "fa")
@@ -531,16 +531,26 @@ fallbacks = st.one_of(
     st.builds(Fallback, st.just(1), st.binary(min_size=32, max_size=32)),
     st.builds(Fallback, st.integers(2, 16), st.binary(min_size=2, max_size=40)),
 )
-# Known features (either bit of a known pair) and unknown optional (odd) bits.
-feature_sets = st.sets(st.sampled_from(sorted(KNOWN_INVOICE_FEATURES)).flatmap(lambda b: st.sampled_from([b, b + 1]))
-                       | st.integers(0, 127).map(lambda i: 2 * i + 1), max_size=6).map(lambda bs: sum(1 << b for b in bs))
+# Known features (one bit of a pair: BOLT 9 writers set the mandatory or the optional bit) and
+# unknown optional (odd) bits.
+feature_sets = st.tuples(
+    st.dictionaries(st.sampled_from(sorted(KNOWN_INVOICE_FEATURES)), st.sampled_from([0, 1]), max_size=4),
+    st.sets(st.integers(0, 127).map(lambda i: 2 * i + 1).filter(lambda b: b - 1 not in KNOWN_INVOICE_FEATURES),
+            max_size=3),
+).map(lambda t: sum(1 << (b + odd) for b, odd in t[0].items()) | sum(1 << b for b in t[1]))
 unknown_tags = [c for c in "qpzry9x8gf2tvdw0s3jn54khce6mua7l" if c not in "psdmnhxcfr9"]
 unknown_fields = st.builds(UnknownField, st.sampled_from(unknown_tags),
                            st.lists(st.integers(0, 31), max_size=20).map(tuple))
 
 
+# The bolt11 package reads the route hint integers as signed (bitstring's `intbe`), so values with
+# the top bit set come out negative there: keep them below that for the comparison.
+package_hops = st.builds(RouteHop, pubkeys, st.integers(0, (1 << 64) - 1), st.integers(0, (1 << 31) - 1),
+                         st.integers(0, (1 << 31) - 1), st.integers(0, (1 << 15) - 1))
+
+
 @st.composite
-def invoices(draw, with_unknown: bool = True) -> Invoice:
+def invoices(draw, with_unknown: bool = True, hop_strategy=hops) -> Invoice:
     use_hash = draw(st.booleans())
     return Invoice(
         currency=draw(st.sampled_from(["bc", "tb", "tbs", "bcrt"])),
@@ -556,7 +566,7 @@ def invoices(draw, with_unknown: bool = True) -> Invoice:
         fallbacks=draw(st.lists(fallbacks, max_size=3)),
         # 1-4 hops: the bolt11 package drops the last hop of routes whose bit length is a multiple
         # of 5 * 408 (5, 10... hops), a bug of its own.
-        route_hints=draw(st.lists(st.lists(hops, min_size=1, max_size=4), max_size=3)),
+        route_hints=draw(st.lists(st.lists(hop_strategy, min_size=1, max_size=4), max_size=3)),
         features=draw(feature_sets),
         payment_metadata=draw(st.none() | st.binary(max_size=64)),
         unknown_fields=draw(st.lists(unknown_fields, max_size=3)) if with_unknown else [],
@@ -597,7 +607,7 @@ def test_any_field_order_is_kept(inv: Invoice, rnd: random.Random) -> None:
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(invoices(), st.integers(1, _N - 1))
+@given(invoices(hop_strategy=package_hops), st.integers(1, _N - 1))
 def test_bolt11_package_decodes_random_invoices_identically(inv: Invoice, secret: int) -> None:
     assert_same_as_bolt11_package(encode(inv, coincurve.PrivateKey.from_int(secret)))
 

@@ -26,6 +26,7 @@ from ampere.ln.onion import (
     generate_key,
     hop_shift_size,
     peel_onion,
+    strip_length_prefix,
     xor_bytes,
 )
 from ampere.ln.onion_failure import FAILURE_CODES
@@ -185,7 +186,7 @@ def test_unknown_version(onion3):
     "ephemeral_key",
     [
         b"\x04" + bytes(32),  # uncompressed prefix in a 33-byte field
-        b"\x05" + os.urandom(32),  # no such prefix
+        b"\x05" + bytes(range(32)),  # no such prefix
         bytes(33),  # point at infinity encoding
         b"\x02" + b"\xff" * 32,  # x >= field prime: not on the curve
     ],
@@ -294,3 +295,14 @@ def test_peel_with_path_key():
         peel_onion(node.secret, packet, PAYMENT_HASH)  # without the path key
     with pytest.raises(InvalidOnionBlinding):
         peel_onion(node.secret, packet, PAYMENT_HASH, path_key=b"\x02" + b"\xff" * 32)
+
+
+def test_strip_length_prefix():
+    # CLN's createonion example payload: 0x11 = 17 bytes follow.
+    prefixed = bytes.fromhex("11020203e804019706080000760000010000")
+    assert strip_length_prefix(prefixed) == prefixed[1:]
+    long_payload = bytes(300)
+    assert strip_length_prefix(b"\xfd\x01\x2c" + long_payload) == long_payload
+    for bad in (b"", b"\x05abc", b"\x02abc", b"\xfd\x00\x05abcde"):
+        with pytest.raises(OnionConstructionError):
+            strip_length_prefix(bad)

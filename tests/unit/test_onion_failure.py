@@ -248,6 +248,8 @@ def test_failure_with_wrong_secrets_is_unreadable():
         decode_failure([hashlib.sha256(b"x%d" % i).digest() for i in range(3)], packet)
     with pytest.raises(UnreadableFailure):
         decode_failure(_secrets(3), packet[:20])
+    with pytest.raises(FailurePacketError):
+        decode_failure([b"short"], packet)
 
 
 def test_failure_from_beyond_the_route_is_unreadable():

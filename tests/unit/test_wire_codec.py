@@ -72,6 +72,12 @@ def test_generated_names_and_registry():
     assert MESSAGE_TYPES[513] is messages.OnionMessage
     with pytest.raises(KeyError):
         by_name("no_such_message")
+    ping = Ping(num_pong_bytes=3, ignored=b"")
+    assert Ping.from_bytes(ping.to_bytes()) == ping and ping.to_bytes() == encode_message(ping)
+    with pytest.raises(DecodeError):
+        Init.from_bytes(ping.to_bytes())
+    fail = TemporaryChannelFailure(channel_update=b"")
+    assert TemporaryChannelFailure.from_bytes(fail.to_bytes()) == fail
     assert dataclasses.is_dataclass(Init)
     with pytest.raises(dataclasses.FrozenInstanceError):
         Ping(num_pong_bytes=1, ignored=b"").num_pong_bytes = 2  # type: ignore[misc]

@@ -21,6 +21,7 @@ from ampere.ln.onion import (
     derive_hop_keys,
     generate_key,
     peel_onion,
+    strip_length_prefix,
 )
 from ampere.ln.onion_failure import (
     build_raw_failure_packet,
@@ -32,7 +33,7 @@ from ampere.ln.onion_failure import (
     wrap_failure,
 )
 from ampere.ln.onion_payload import check_hop_payload, decode_hop_payload, encode_hop_payload
-from ampere.primitives.bigsize import decode_bigsize, encode_bigsize
+from ampere.primitives.bigsize import encode_bigsize
 
 
 def _spec_dir() -> Path:
@@ -59,16 +60,9 @@ def error_vector() -> dict:
     return json.loads((_spec_dir() / "onion-error-test.json").read_text())
 
 
-def _strip_length(prefixed: bytes) -> bytes:
-    """The JSON's payloads carry their BigSize length; our API takes the bare TLV stream."""
-    length, offset = decode_bigsize(prefixed)
-    assert offset + length == len(prefixed)
-    return prefixed[offset:]
-
-
 def _route(onion_vector: dict) -> tuple[bytes, bytes, list[tuple[bytes, bytes]]]:
     generate = onion_vector["generate"]
-    hops = [(bytes.fromhex(h["pubkey"]), _strip_length(bytes.fromhex(h["payload"]))) for h in generate["hops"]]
+    hops = [(bytes.fromhex(h["pubkey"]), strip_length_prefix(bytes.fromhex(h["payload"]))) for h in generate["hops"]]
     return bytes.fromhex(generate["session_key"]), bytes.fromhex(generate["associated_data"]), hops
 
 

@@ -46,6 +46,7 @@ __all__ = [
     "xor_bytes",
     "derive_hop_keys",
     "hop_shift_size",
+    "strip_length_prefix",
     "create_onion",
     "peel_onion",
     "blind_private_key_for_path",
@@ -251,6 +252,18 @@ def hop_shift_size(payload_len: int) -> int:
     """BOLT #4: "`shift_size` is defined as the length of the `hop_payload` plus the bigsize
     encoding of the length and the length of that HMAC."""
     return len(encode_bigsize(payload_len)) + payload_len + HMAC_LEN
+
+
+def strip_length_prefix(prefixed: bytes) -> bytes:
+    """A hop payload given with its BigSize length prefix (as CLN's `createonion` takes `payload`
+    and as the spec's onion-test.json lists them) -> the bare TLV stream `create_onion` takes."""
+    try:
+        length, offset = decode_bigsize(bytes(prefixed))
+    except BigSizeError as exc:
+        raise OnionConstructionError(f"payload length prefix: {exc}") from None
+    if offset + length != len(prefixed):
+        raise OnionConstructionError(f"payload length prefix says {length}, {len(prefixed) - offset} bytes follow")
+    return bytes(prefixed[offset:])
 
 
 def _generate_filler(shared_secrets: list[bytes], shift_sizes: list[int], packet_len: int) -> bytes:

@@ -68,6 +68,9 @@ DEFAULT_FAILURE_PAD_TO = 256
 MAX_ROUTE_LENGTH_FOR_DECODE = 27
 
 _HMAC_LEN = 32
+# Keys for the dummy decryption rounds after the route (or the match): a fixed all-zero secret.
+_DUMMY_AMMAG_KEY = generate_key(b"ammag", bytes(32))
+_DUMMY_UM_KEY = generate_key(b"um", bytes(32))
 
 
 # --- the failure code table --------------------------------------------------------------------
@@ -330,9 +333,12 @@ def decode_failure(shared_secrets: list[bytes], packet: bytes) -> DecodedFailure
     """At the origin: find which hop failed and what it said.
 
     `shared_secrets` are those `create_onion` returned, first hop first.  Raises UnreadableFailure
-    when no HMAC matches or the authenticated packet is badly framed.
+    when no HMAC matches or the authenticated packet is badly framed; FailurePacketError for a
+    shared secret that is not 32 bytes.
     """
     packet = bytes(packet)
+    if any(len(secret) != 32 for secret in shared_secrets):
+        raise FailurePacketError("shared secrets must be 32 bytes each")
     if len(packet) < _HMAC_LEN + 4:
         raise UnreadableFailure(f"failure packet of {len(packet)} bytes is too short")
     found: DecodedFailure | None = None
@@ -343,9 +349,12 @@ def decode_failure(shared_secrets: list[bytes], packet: bytes) -> DecodedFailure
         # SHOULD use constant `ammag` and `um` keys to obfuscate the route length."  After the
         # route (or the match) the remaining rounds use a fixed dummy secret: same work, no result.
         real = index < len(shared_secrets) and found is None and framing_error is None
-        secret = shared_secrets[index] if real else bytes(32)
-        packet = wrap_failure(secret, packet)
-        mac = hmac.new(generate_key(b"um", secret), packet[_HMAC_LEN:], hashlib.sha256).digest()
+        if real:
+            ammag_key, um_key = generate_key(b"ammag", shared_secrets[index]), generate_key(b"um", shared_secrets[index])
+        else:
+            ammag_key, um_key = _DUMMY_AMMAG_KEY, _DUMMY_UM_KEY
+        packet = xor_bytes(packet, chacha20_stream(ammag_key, len(packet)))
+        mac = hmac.new(um_key, packet[_HMAC_LEN:], hashlib.sha256).digest()
         if not real or not hmac.compare_digest(mac, packet[:_HMAC_LEN]):
             continue
         body = packet[_HMAC_LEN:]

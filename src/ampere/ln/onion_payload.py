@@ -46,7 +46,8 @@ TLV_ENCRYPTED_RECIPIENT_DATA = 10
 TLV_CURRENT_PATH_KEY = 12
 TLV_PAYMENT_METADATA = 16
 TLV_TOTAL_AMOUNT_MSAT = 18
-# Keysend (bLIP-3, what CLN's keysend plugin and lnd send): the preimage in an odd, high type.
+# Keysend (bLIP-3, what CLN's keysend plugin and lnd send): the preimage, in an *even* type, so a
+# receiver that does not understand keysend fails the HTLC instead of ignoring the preimage.
 TLV_KEYSEND_PREIMAGE = 5482373484
 
 

@@ -336,8 +336,7 @@ class PluginHost:
         """
         self._startup = True
         todo = [p for p in self._plugins if p.state == State.UNCONFIGURED]
-        await asyncio.gather(*(self._manifest_phase(p, None) for p in todo))
-        self._after_manifests()
+        await self._manifests(todo, None)
         self._raise_if_fatal()
 
     async def init_all(self, values: dict[str, Any] | None = None) -> None:
@@ -377,7 +376,8 @@ class PluginHost:
         self.log("debug", MANAGER_SOURCE, f"started({proc.pid}) {p.path}")
         return None
 
-    async def _manifest_phase(self, p: Plugin, id_prefix: str | None) -> bool:
+    async def _fetch_manifest(self, p: Plugin, id_prefix: str | None) -> Manifest | None:
+        """Spawn `p` and get its checked manifest; None if it failed (and was dropped)."""
         err = await self._spawn(p)
         if err is not None:
             self.log("unusual", MANAGER_SOURCE, f"error starting plugin '{p.path}': {err}")
@@ -387,7 +387,7 @@ class PluginHost:
             p.state = State.DEAD
             if p in self._plugins:
                 self._plugins.remove(p)
-            return False
+            return None
         assert p.process is not None
         p.state = State.AWAITING_GETMANIFEST_RESPONSE
         _, fut = p.process.request("getmanifest", {"allow-deprecated-apis": self.allow_deprecated_apis},
@@ -396,17 +396,22 @@ class PluginHost:
             resp = await asyncio.wait_for(fut, self.startup_timeout)
         except asyncio.TimeoutError:
             self._kill(p, "unusual", f"timed out {STATE_DESC[p.state]}")
-            return False
+            return None
         if not p.alive:
-            return False
+            return None
         try:
             manifest = parse_manifest(resp, path=p.path, native_topics=NATIVE_TOPICS)
         except ManifestError as e:
             self._kill(p, "unusual", str(e))
-            return False
+            return None
         if manifest.disabled is not None:
             p.important = False  # "Don't get upset if this was a built-in!"
             self._kill(p, "info", f"disabled itself: {manifest.disabled}")
+            return None
+        return manifest
+
+    def _accept_manifest(self, p: Plugin, manifest: Manifest | None) -> bool:
+        if manifest is None or not p.alive:
             return False
         err = self._apply_manifest(p, manifest)
         if err is not None:
@@ -417,6 +422,14 @@ class PluginHost:
             return False
         p.state = State.NEEDS_INIT
         return True
+
+    async def _manifests(self, plugins: list[Plugin], id_prefix: str | None) -> None:
+        """Ask all at once; accept the answers in registration order, so which of two plugins
+        gets a contested method or option name does not depend on who answered first."""
+        manifests = await asyncio.gather(*(self._fetch_manifest(p, id_prefix) for p in plugins))
+        for p, m in sorted(zip(plugins, manifests), key=lambda pm: pm[0].index):
+            self._accept_manifest(p, m)
+        self._after_manifests()
 
     def _apply_manifest(self, p: Plugin, m: Manifest) -> str | None:
         """Register what the manifest declares; an error string kills the plugin (and what was
@@ -562,10 +575,8 @@ class PluginHost:
         if p in self._plugins:
             self._plugins.remove(p)
         if p.process is not None:
-            if self._shutting_down:
-                p.process.release_pending()  # "Don't fail requests if we're exiting anyway!"
-            else:
-                p.process.fail_pending()
+            # lightningd drops them silently at shutdown; answering -4 lets every awaiting task end.
+            p.process.fail_pending()
         for name in p.methods:
             m = self._methods.get(name)
             if m is not None and m.plugin is p:
@@ -890,8 +901,7 @@ class PluginHost:
         return self.list()
 
     async def _start_dynamic_all(self, plugins: list[Plugin], id_prefix: str | None) -> None:
-        await asyncio.gather(*(self._manifest_phase(p, id_prefix) for p in plugins))
-        self._after_manifests()
+        await self._manifests(plugins, id_prefix)
         todo = [p for p in plugins if p.state == State.NEEDS_INIT]
         for p in todo:
             p.option_values = dict(p.start_values)
@@ -946,7 +956,7 @@ class PluginHost:
         waiting: list[Plugin] = []
         for p in list(self._plugins):
             if p.process is not None:
-                p.process.release_pending()
+                p.process.fail_pending()
             if p.ready and p.process is not None and self.bus.subscribed(p, "shutdown"):
                 p.send_raw(encode(native_message("shutdown", {})))
                 waiting.append(p)

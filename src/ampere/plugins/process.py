@@ -269,13 +269,6 @@ class PluginProcess:
             if not p.future.done():
                 p.future.set_result(self._terminated(req_id))
 
-    def release_pending(self) -> None:
-        """At node shutdown: outstanding requests are dropped, not answered."""
-        pending, self.pending = self.pending, {}
-        for p in pending.values():
-            if not p.future.done():
-                p.future.cancel()
-
     # -- reading
     async def _read_loop(self) -> None:
         assert self._proc is not None and self._proc.stdout is not None

@@ -23,29 +23,32 @@ MAX_REQUEST_BYTES = 64 * 1024 * 1024
 
 
 class RpcConnection:
-    """One client connection: its writer and per-connection settings."""
+    """One client connection: its transport and per-connection settings."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
         self.notifications = False
         self.deprecations: bool | None = None
         self.closed = False
-        self._lock = asyncio.Lock()
+        self.pending = 0
+        self.eof = False
 
-    async def send(self, obj: dict) -> None:
+    def write(self, obj: dict) -> None:
         if self.closed:
             return
-        data = json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
-        async with self._lock:
-            try:
-                self.writer.write(data)
-                await self.writer.drain()
-            except (ConnectionError, RuntimeError):
-                self.closed = True
+        # One write per message: responses and notifications never interleave within a message.
+        self.transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+
+    async def send(self, obj: dict) -> None:
+        self.write(obj)
 
     def send_nowait(self, obj: dict) -> None:
-        """For notifications from synchronous code: queued on the loop, order kept per connection."""
-        asyncio.get_running_loop().create_task(self.send(obj))
+        self.write(obj)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
 
 
 Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
@@ -53,6 +56,69 @@ Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
 
 def error_response(req_id: Any, code: int, message: str) -> dict:
     return {"jsonrpc": "2.0", "id": req_id, "error": {"code": code, "message": message}}
+
+
+class _RpcProtocol(asyncio.Protocol):
+    """Parses the request stream of one connection and answers each request as it completes."""
+
+    def __init__(self, server: "RpcServer") -> None:
+        self.server = server
+        self.buf = ""
+        self.conn: RpcConnection | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.conn = RpcConnection(transport)  # type: ignore[arg-type]
+        self.server.connections.add(self.conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn.closed = True
+            self.server.connections.discard(self.conn)
+
+    def eof_received(self) -> bool:
+        # The client may half-close after sending: keep the socket open until answers are written.
+        conn = self.conn
+        assert conn is not None
+        conn.eof = True
+        if conn.pending == 0:
+            conn.close()
+        return True
+
+    def data_received(self, data: bytes) -> None:
+        conn = self.conn
+        assert conn is not None
+        if conn.closed:
+            return
+        try:
+            self.buf += data.decode("utf-8")
+        except UnicodeDecodeError:
+            conn.write(error_response(None, PARSE_ERROR, "Parse error: invalid UTF-8"))
+            conn.close()
+            return
+        buf = self.buf
+        pos = 0
+        n = len(buf)
+        while True:
+            while pos < n and buf[pos] in " \t\r\n":
+                pos += 1
+            if pos >= n:
+                self.buf = ""
+                return
+            try:
+                obj, end = _decoder.raw_decode(buf, pos)
+            except json.JSONDecodeError as e:
+                if _could_be_incomplete(buf, pos, e):
+                    self.buf = buf[pos:]
+                    if len(self.buf) > MAX_REQUEST_BYTES:
+                        conn.write(error_response(None, INVALID_REQUEST, "Request too large"))
+                        conn.close()
+                    return
+                # The stream cannot be resynchronised: answer, then close this connection only.
+                conn.write(error_response(None, PARSE_ERROR, f"Parse error: {e.msg}"))
+                conn.close()
+                return
+            pos = end
+            self.server.start_request(obj, conn)
 
 
 class RpcServer:
@@ -71,7 +137,8 @@ class RpcServer:
             os.unlink(self.path)
         old = os.umask(0o177)  # socket created 0600: only our user may drive the node
         try:
-            self.server = await asyncio.start_unix_server(self._serve, path=self.path, limit=2**20)
+            loop = asyncio.get_running_loop()
+            self.server = await loop.create_unix_server(lambda: _RpcProtocol(self), path=self.path)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
@@ -81,11 +148,7 @@ class RpcServer:
             self.server.close()
             self.server = None
         for conn in list(self.connections):
-            conn.closed = True
-            try:
-                conn.writer.close()
-            except Exception:
-                pass
+            conn.close()
         for t in list(self.tasks):
             t.cancel()
         try:
@@ -93,53 +156,8 @@ class RpcServer:
         except FileNotFoundError:
             pass
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = RpcConnection(writer)
-        self.connections.add(conn)
-        buf = ""
-        try:
-            while not conn.closed:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                try:
-                    buf += chunk.decode("utf-8")
-                except UnicodeDecodeError:
-                    await conn.send(error_response(None, PARSE_ERROR, "Parse error: invalid UTF-8"))
-                    break
-                pos = 0
-                n = len(buf)
-                while True:
-                    while pos < n and buf[pos] in " \t\r\n":
-                        pos += 1
-                    if pos >= n:
-                        buf = ""
-                        break
-                    try:
-                        obj, end = _decoder.raw_decode(buf, pos)
-                    except json.JSONDecodeError as e:
-                        if _could_be_incomplete(buf, pos, e):
-                            buf = buf[pos:]
-                            break
-                        await conn.send(error_response(None, PARSE_ERROR, f"Parse error: {e.msg}"))
-                        conn.closed = True
-                        break
-                    pos = end
-                    self._start_request(obj, conn)
-                if len(buf) > MAX_REQUEST_BYTES:
-                    await conn.send(error_response(None, INVALID_REQUEST, "Request too large"))
-                    break
-        except (ConnectionError, asyncio.CancelledError):
-            pass
-        finally:
-            conn.closed = True
-            self.connections.discard(conn)
-            try:
-                writer.close()
-            except Exception:
-                pass
-
-    def _start_request(self, obj: Any, conn: RpcConnection) -> None:
+    def start_request(self, obj: Any, conn: RpcConnection) -> None:
+        conn.pending += 1
         task = asyncio.get_running_loop().create_task(self._handle(obj, conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
@@ -153,8 +171,12 @@ class RpcServer:
             self.log("broken", f"RPC dispatch failed: {e!r}")
             req_id = obj.get("id") if isinstance(obj, dict) else None
             response = error_response(req_id, -1, f"Internal error: {e}")
+        finally:
+            conn.pending -= 1
         if response is not None:
-            await conn.send(response)
+            conn.write(response)
+        if conn.eof and conn.pending == 0:
+            conn.close()
 
 
 def _could_be_incomplete(buf: str, pos: int, err: json.JSONDecodeError) -> bool:

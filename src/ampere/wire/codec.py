@@ -15,6 +15,8 @@ Naming (CSV name -> Python):
   * fields keep their CSV names.  Length fields that only give the size of a later array
     (`len`, `flen`, `num_htlcs` ...) are not stored: the encoder derives them from the array.
 
+Every message class has `TYPE`, `NAME`, `msg.to_bytes()` and `Cls.from_bytes(data)` (type included).
+
 Values: integers are `int`, byte arrays `bytes`, `utf8` arrays `str`, other arrays tuples,
 `short_channel_id` a `ShortChannelId`, `point` 33 bytes (validated).  Every message has a `tlvs`
 field (its extension stream; messages the spec gives none get a stream without known records) so
@@ -405,11 +407,22 @@ def _generate_classes(schema: Schema) -> None:
             specs, norms = _field_entries(msg.fields)
             msg.cls = _make_class(schema, camel(msg.name), specs,
                                   {"NAME": msg.name, "TYPE": msg.type, "_spec": msg,
-                                   "to_bytes": _message_to_bytes}, norms)
+                                   "to_bytes": _message_to_bytes,
+                                   "from_bytes": classmethod(_message_from_bytes)}, norms)
 
 
 def _message_to_bytes(self: Any) -> bytes:
+    """The message with its 2-byte type (peer messages) or failure code (onion failures)."""
     return _encode_typed(self._spec, self)
+
+
+def _message_from_bytes(cls: Any, data: bytes) -> Any:
+    spec = cls._spec
+    table = _PEER_BY_TYPE if spec.namespace == "peer" else _FAILURE_BY_TYPE
+    msg = _decode_in(table, data, strict_extension=spec.namespace == "peer")
+    if not isinstance(msg, cls):
+        raise DecodeError(f"expected {spec.name} ({spec.type}), got type {int.from_bytes(bytes(data[:2]), 'big')}")
+    return msg
 
 
 # ---------------------------------------------------------------------------------------------

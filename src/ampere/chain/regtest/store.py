@@ -15,6 +15,7 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- every block ever mined or submitted (all branches)
 CREATE TABLE IF NOT EXISTS blocks (hash BLOB PRIMARY KEY, height INTEGER NOT NULL, prev BLOB NOT NULL,
                                    raw BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS blocks_prev ON blocks (prev);
 -- the active chain as indexed (mirrors the kernel's active chain after each sync)
 CREATE TABLE IF NOT EXISTS chain (height INTEGER PRIMARY KEY, hash BLOB NOT NULL UNIQUE, time INTEGER NOT NULL,
                                   ntx INTEGER NOT NULL);

@@ -1,0 +1,51 @@
+"""Daemon benchmarks (issue 2): getinfo calls/s through pyln-client, launch-to-ready, memory.
+
+Prints figures; not a test.  Compare with Core Lightning v26.06 on the same kind of machine:
+getinfo 5,400-5,650 calls/s; launch to getinfo answering 0.41-0.58 s; ~50 MiB PSS.
+"""
+
+import statistics
+import subprocess
+import time
+
+from common import Timer, factory, pss_mib, rate
+
+N_CALLS = 3000
+
+
+def main() -> None:
+    f = factory()
+    try:
+        launches = []
+        for i in range(5):
+            node = f.get_node(start=False)
+            t0 = time.perf_counter()
+            node.start(wait=False)
+            while True:
+                try:
+                    node.rpc.getinfo()
+                    break
+                except (FileNotFoundError, ConnectionRefusedError, OSError):
+                    time.sleep(0.005)
+            launches.append(time.perf_counter() - t0)
+            if i < 4:
+                node.stop()
+        node = f.nodes[-1]
+        time.sleep(0.5)
+        mem = pss_mib(node.proc.pid)
+        rpc = node.rpc
+        for _ in range(200):
+            rpc.getinfo()
+        with Timer() as t:
+            for _ in range(N_CALLS):
+                rpc.getinfo()
+        print(f"getinfo (pyln-client LightningRpc, sequential): {rate(N_CALLS, t.elapsed)}")
+        print(f"launch to getinfo answering: median {statistics.median(launches):.3f} s "
+              f"(min {min(launches):.3f}, max {max(launches):.3f})")
+        print(f"memory after start: {mem:.1f} MiB PSS (ampd, no plugins)")
+    finally:
+        f.cleanup()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,57 @@
+"""Helpers shared by the benchmarks: start real processes in a temp dir, always clean up."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from ampere.testing.nodes import NodeFactory  # noqa: E402
+
+
+def factory() -> NodeFactory:
+    return NodeFactory(tempfile.mkdtemp(prefix="amp-bench-"))
+
+
+def rate(n: int, seconds: float) -> str:
+    return f"{n / seconds:,.0f}/s"
+
+
+def pss_mib(pid: int) -> float:
+    """Proportional set size of a process and its children (what smem reports), in MiB."""
+    total = 0
+    pids = [pid] + _children(pid)
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except FileNotFoundError:
+            pass
+    return total / 1024
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            kids = [int(x) for x in f.read().split()]
+    except FileNotFoundError:
+        return out
+    for k in kids:
+        out.append(k)
+        out.extend(_children(k))
+    return out
+
+
+class Timer:
+    def __enter__(self):
+        self.t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc):
+        self.elapsed = time.perf_counter() - self.t0
