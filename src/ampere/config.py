@@ -40,6 +40,8 @@ class OptionSpec:
     deprecated: bool = False
     # Raises ValueError(message) for a value the option cannot take.
     validate: Callable[[Any], None] | None = None
+    # Repeatable, but listed by listconfigs as its last value (as lightningd lists log-level).
+    list_last: bool = False
 
     @property
     def takes_arg(self) -> bool:
@@ -310,6 +312,10 @@ def listconfigs_entry(opts: Options, name: str) -> dict | None:
         srcs = [source]
     else:
         return None
+    if spec.multi and spec.list_last:
+        if not value:
+            return None
+        return {"value_str": str(value[-1]), "source": srcs[-1]}
     out = _listconfigs_value(spec, value)
     if spec.multi:
         out["sources"] = srcs

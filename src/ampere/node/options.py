@@ -53,7 +53,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("pid-file", S, "Specify pid file (default <lightning-dir>/ampd-<network>.pid)", early=True),
         OptionSpec("rpc-file", S, "Set JSON-RPC socket (or /dev/tty)", "lightning-rpc", early=True),
         OptionSpec("rpc-file-mode", S, "Set JSON-RPC socket file mode (as a 4-digit octal number)", "0600"),
-        OptionSpec("log-level", S, "log level (io, debug, info, unusual, broken) [:prefix]", multi=True, early=True, validate=_log_level),
+        OptionSpec("log-level", S, "log level (io, debug, info, unusual, broken) [:prefix]", multi=True, early=True, validate=_log_level, list_last=True),
         OptionSpec("log-file", S, "Log to file (- for stdout); may be given several times", multi=True, early=True),
         OptionSpec("log-prefix", S, "log prefix", "", early=True),
         OptionSpec("log-timestamps", B, "prefix log messages with timestamp", True),

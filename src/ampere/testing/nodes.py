@@ -26,6 +26,23 @@ def spawn_env() -> dict[str, str]:
     return env
 
 
+def validating_rpc(path: str):
+    """A pyln-client LightningRpc whose every result is checked against CLN's schema of the same name
+    (as pyln-testing does), so each test checks the shape of everything it calls."""
+    from pyln.client import LightningRpc
+
+    from .schema import validate
+
+    class ValidatingRpc(LightningRpc):
+        def call(self, method, payload=None, cmdprefix=None, filter=None):
+            result = super().call(method, payload, cmdprefix, filter)
+            if filter is None and isinstance(result, dict):
+                validate(method, result)
+            return result
+
+    return ValidatingRpc(path)
+
+
 class AmpdNode:
     def __init__(self, directory: str, network: str = "regtest", options: dict[str, Any] | None = None,
                  extra_args: list[str] | None = None) -> None:
@@ -74,9 +91,7 @@ class AmpdNode:
     @property
     def rpc(self):
         if self._rpc is None:
-            from pyln.client import LightningRpc
-
-            self._rpc = LightningRpc(self.rpc_path)
+            self._rpc = validating_rpc(self.rpc_path)
         return self._rpc
 
     def call(self, method: str, params: Any = None) -> Any:

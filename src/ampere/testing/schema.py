@@ -76,9 +76,13 @@ def schema_dir() -> str | None:
 
 
 def load_schema(name: str, part: str = "response") -> dict | None:
+    """CLN's schema for `name`, or None when CLN has no such schema (an Ampere-only command).
+
+    A missing schema directory is an error, not a silent pass: tests must really validate.
+    """
     d = schema_dir()
     if d is None:
-        return None
+        raise RuntimeError("CLN schemas not found: set AMPERE_CLN_SCHEMAS or keep ../shared/cln-schemas beside the repo")
     path = os.path.join(d, f"{name}.json")
     if not os.path.exists(path):
         return None

@@ -49,7 +49,8 @@ class Coin:
 
 class Store:
     def __init__(self, path: str):
-        self.db = sqlite3.connect(path, isolation_level=None)
+        # Created on the main thread, then used only by the single engine thread.
+        self.db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable across a process crash in WAL mode (only power loss can drop commits).
         self.db.execute("PRAGMA synchronous=NORMAL")

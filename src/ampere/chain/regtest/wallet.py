@@ -44,7 +44,8 @@ class WalletCoin:
 
     @property
     def mature(self) -> bool:
-        return not self.coinbase or self.confirmations >= COINBASE_MATURITY
+        # Bitcoin Core's wallet waits one block more than consensus (GetBlocksToMaturity).
+        return not self.coinbase or self.confirmations >= COINBASE_MATURITY + 1
 
 
 class Wallet:
