@@ -312,16 +312,18 @@ def test_rpc_command_chain_of_two(tmp_path):
     async def main():
         host, log = make_host(tmp_path)
         await start(host, "rpc_command_1.py", "rpc_command_2.py", "helloworld.py")
-        r = await host.rpc_command_hook(req("sendpay", ["x"], id="c1"))
-        assert r == ("return", {"error": {"code": 1234, "message": "sendpay is disabled by rpc_command_1"}})
-        kind, new = await host.rpc_command_hook(req("echo1", id="c2"), method_exists=lambda m: m == "hello")
+        r = await host.rpc_command_hook(req("datastoreusage", ["x"], id="c1"))
+        assert r == ("return", {"error": {"code": 1234, "message": "datastoreusage is disabled by rpc_command_1"}})
+        kind, new = await host.rpc_command_hook(req("listdatastore", id="c2"), method_exists=lambda m: m == "hello")
         assert kind == "continue" and new["method"] == "hello" and new["params"] == {"name": "replaced"}
-        assert (await host.rpc_command_hook(req("dual", id="c3"))) == ("return", {"result": {"from": "rpc_command_1"}})
-        assert log.has("rpc_command hook 'dual' already modified, ignoring.", level="unusual")
+        assert (await host.rpc_command_hook(req("batching", id="c3"))) == (
+            "return", {"result": {"from": "rpc_command_1"}})
+        assert log.has("rpc_command hook 'batching' already modified, ignoring.", level="unusual")
         assert await host.rpc_command_hook(req("getinfo", id="c4")) == ("continue", req("getinfo", id="c4"))
-        kind, resp = await host.rpc_command_hook(req("count", id="c5"))
+        kind, resp = await host.rpc_command_hook(req("deprecations", id="c5"))
         # The second plugin saw every command, including those the first one modified.
-        assert kind == "return" and resp["result"]["seen"] == ["sendpay", "echo1", "dual", "getinfo", "count"]
+        assert kind == "return"
+        assert resp["result"]["seen"] == ["datastoreusage", "listdatastore", "batching", "getinfo", "deprecations"]
         await host.shutdown()
     run(main())
 

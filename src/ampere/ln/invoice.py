@@ -521,6 +521,9 @@ def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: bytes | coincurve.
     bytes (R || S), followed by a trailing 1-byte recovery id in {0,1,2,3}.
     """
     key = _private_key(privkey)
+    parse_hrp(hrp)  # only ever sign something that reads as an invoice's human-readable part
+    if any(not 0 <= v < 32 for v in data):
+        raise InvoiceError("data part must be 5-bit values")
     sig = key.sign_recoverable(_signing_hash(hrp, data), hasher=None)  # RFC6979, low-S
     return bech32_encode(hrp, list(data) + bytes_to_u5(sig))
 

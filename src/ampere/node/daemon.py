@@ -198,6 +198,11 @@ class Node:
         self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
         await self.rpc_server.start()
         await init_plugins(self)
+        # Peers come last, as lightningd activates connectd last: plugins are ready for the hooks.
+        from .peers import PeerManager
+
+        self.peer_manager = PeerManager.for_node(self)
+        await self.peer_manager.start()
         self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
                       f"(color #{self.color}) and lightningd {VERSION_STRING}")
@@ -214,6 +219,8 @@ class Node:
         self.log.info("lightningd", "Shutting down")
         if self.rpc_server is not None:
             await self.rpc_server.stop()
+        if getattr(self, "peer_manager", None) is not None:
+            await self.peer_manager.stop()
         if self.plugins is not None:
             try:
                 await self.plugins.shutdown()

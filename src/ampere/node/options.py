@@ -67,7 +67,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("disable-plugin", S, "Disable a particular plugin by filename/name", multi=True, early=True),
         OptionSpec("important-plugin", S, "Add an important plugin to be run (can be used multiple times). Die if the plugin dies.", multi=True, early=True),
         OptionSpec("plugin-timeout", I, "Seconds a plugin may take to answer getmanifest, and then init", 120, early=True, validate=_positive),
-        OptionSpec("hook-timeout", S, "HOOK:SECONDS:ANSWER time limit for a hook and the answer used when it expires (off by default)", multi=True, early=True),
+        OptionSpec("hook-timeout", S, "HOOK:SECONDS[:ANSWER] time limit for one plugin's answer to a hook, and the answer used when it expires: continue (default), fail (htlc_accepted), reject (invoice_payment, openchannel*), disconnect (peer_connected), error (rpc_command), or a JSON result object; may be repeated; off by default", multi=True, early=True),
         OptionSpec("wallet", S, "Location of the wallet database (sqlite3:///path or postgres://...)"),
         # Chain backend (bitcoind's JSON-RPC; amp-chaind speaks the same).
         OptionSpec("bitcoin-rpcconnect", S, "bitcoind RPC host to connect to", "127.0.0.1"),
@@ -86,6 +86,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("proxy", S, "Set a socks v5 proxy IP address and port"),
         OptionSpec("always-use-proxy", B, "Use the proxy always", False),
         OptionSpec("disable-dns", F, "Disable DNS lookups of peers"),
+        OptionSpec("dev-handshake-timeout", I, "Seconds a peer has to finish the BOLT 8 handshake and send init", 60, validate=_positive),
+        OptionSpec("dev-allow-localhost", F, "Announce and report (remote_addr) localhost and private addresses (tests)"),
         # Channels and fees.
         OptionSpec("fee-base", I, "Millisatoshi minimum to charge for HTLC", 1),
         OptionSpec("fee-per-satoshi", I, "Microsatoshi fee for every satoshi in HTLC", 10),

@@ -475,6 +475,9 @@ class PluginHost:
             opt = next((o for o in p.options if o.name == name), None)
             if opt is None:
                 return f"unknown parameter {name}"
+            if opt.type == "flag":  # a flag is set by being named; its value is ignored
+                p.start_values[name] = True
+                continue
             try:
                 p.start_values[name] = self.parse_option_value(opt, raw)
             except OptionValueError as e:
@@ -550,8 +553,15 @@ class PluginHost:
             self._kill(p, "debug", f"disabled itself at init: {d if isinstance(d, str) else json.dumps(d)}")
             return False
         p.state = State.INIT_COMPLETE
+        self.plugin_ready(p, startup)
         self.notify("plugin_started", self._plugin_payload(p))
         return True
+
+    def plugin_ready(self, p: Plugin, startup: bool) -> None:
+        """Called when a plugin completed init (for a subclass: e.g. add a dynamic plugin's options)."""
+
+    def plugin_gone(self, p: Plugin) -> None:
+        """Called when a plugin's registrations were removed (for a subclass)."""
 
     # ------------------------------------------------------------------ death
 
@@ -589,6 +599,7 @@ class PluginHost:
         for place, bits in p.featurebits.items():
             cur = int.from_bytes(self._features.get(place, b""), "big")
             self._set_features(place, cur & ~bits)
+        self.plugin_gone(p)
         if self._shutting_down:
             return
         if p.important:

@@ -22,4 +22,41 @@ MIGRATIONS: list[str] = [
         val TEXT NOT NULL
     );
     """,
+    # 3: the chain watcher's processed blocks (height -> hash), to resume and to detect reorgs.
+    """
+    CREATE TABLE chain_blocks (
+        height INTEGER PRIMARY KEY,
+        hash BLOB NOT NULL
+    );
+    """,
+    # 4: the on-chain wallet: issued addresses, our outputs, transactions touching them.
+    # Outputs: blockheight NULL = unconfirmed; spend_txid set = spent (spend_height NULL while the
+    # spend is unconfirmed); reserved_til = block height until which the output is reserved.
+    """
+    CREATE TABLE wallet_addresses (
+        keyidx INTEGER PRIMARY KEY,
+        addrtype TEXT NOT NULL
+    );
+    CREATE TABLE wallet_outputs (
+        txid BLOB NOT NULL,
+        outnum INTEGER NOT NULL,
+        value INTEGER NOT NULL,
+        scriptpubkey BLOB NOT NULL,
+        keyidx INTEGER NOT NULL,
+        coinbase INTEGER NOT NULL DEFAULT 0,
+        blockheight INTEGER,
+        spend_txid BLOB,
+        spend_height INTEGER,
+        reserved_til INTEGER,
+        deposit_noted INTEGER NOT NULL DEFAULT 0,
+        withdrawal_noted INTEGER NOT NULL DEFAULT 0,
+        PRIMARY KEY (txid, outnum)
+    );
+    CREATE TABLE wallet_txs (
+        txid BLOB PRIMARY KEY,
+        rawtx BLOB NOT NULL,
+        blockheight INTEGER,
+        txindex INTEGER
+    );
+    """,
 ]

@@ -1,0 +1,131 @@
+"""What a commitment contains: balances, HTLCs and feerate, for either side, latest or next.
+
+A `View` is the content of one commitment computed from the channel's settled balances and the state of each
+update. The "next" commitment of a side is what the next commitment_signed for it would cover: the state
+transition of that event applied first (`on_send_commit` for the peer's, `on_recv_commit` for ours).
+
+The BOLT 2 limits are checked against views (see normal.py): a sender checks its "next remote" view and a
+receiver its "next local" view, which are the same set of updates (messages are delivered in order), so the
+two nodes' checks agree.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+from ampere.ln.channel.commitment import (
+    CommitmentTx,
+    HtlcSpec,
+    Side,
+    build_commitment_tx,
+    commitment_fee_sat,
+    is_htlc_trimmed,
+)
+from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status
+from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
+from ampere.ln.channel.state import Channel
+
+__all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
+           "build_remote_commitment", "spendable_msat"]
+
+Transition = Callable[[HtlcState], HtlcState]
+
+
+@dataclass(frozen=True)
+class View:
+    owner: Side
+    feerate_per_kw: int
+    local_msat: int       # our balance, HTLCs excluded, before fees
+    remote_msat: int
+    htlcs: tuple[HtlcSpec, ...]
+
+    def balance(self, side: Side) -> int:
+        return self.local_msat if side is Side.LOCAL else self.remote_msat
+
+    def offered(self, side: Side) -> list[HtlcSpec]:
+        return [h for h in self.htlcs if h.offerer is side]
+
+
+def _spec(h: Htlc) -> HtlcSpec:
+    return HtlcSpec(h.htlc_id, h.offerer, h.amount_msat, h.payment_hash, h.cltv_expiry)
+
+
+def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
+         feerate: int | None = None) -> View:
+    """The commitment held by `owner`, after applying `transition` to every update's state."""
+    bal = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
+    specs = []
+    for h in (*ch.htlcs, *extra):
+        st = transition(h.state) if transition else h.state
+        s = status(st, owner)
+        if s is Status.PENDING:
+            continue
+        bal[h.offerer] -= h.amount_msat
+        if s is Status.IN:
+            specs.append(_spec(h))
+        elif h.removal is not None and h.removal.kind is RemovalKind.FULFILL:
+            bal[h.offerer.other()] += h.amount_msat
+        else:  # failed: the amount went back
+            bal[h.offerer] += h.amount_msat
+    rate = ch.feerate_per_kw
+    for f in ch.fee_updates:
+        st = transition(f.state) if transition else f.state
+        if status(st, owner) is Status.IN:
+            rate = f.feerate_per_kw
+    if feerate is not None:
+        rate = feerate
+    return View(owner, rate, bal[Side.LOCAL], bal[Side.REMOTE], tuple(specs))
+
+
+def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int | None = None) -> View:
+    """What the next commitment_signed for `owner`'s commitment would cover."""
+    return view(ch, owner, on_send_commit if owner is Side.REMOTE else on_recv_commit, extra, feerate)
+
+
+def untrimmed_count(ch: Channel, v: View, extra_nondust: int = 0) -> int:
+    dust = ch.params.dust_limit_sat(v.owner)
+    n = sum(1 for h in v.htlcs
+            if not is_htlc_trimmed(h.amount_msat, h.offerer is v.owner, dust, v.feerate_per_kw, ch.channel_type))
+    return n + extra_nondust
+
+
+def commitment_fee_msat(ch: Channel, v: View, extra_nondust: int = 0, feerate: int | None = None) -> int:
+    """What the opener pays for this commitment: the base fee and, with anchors, the two anchors.
+
+    BOLT #3: "Subtract this base fee from the funder ... If option_anchors applies ..., also subtract two times
+    the fixed anchor size of 330 sats from the funder"."""
+    rate = v.feerate_per_kw if feerate is None else feerate
+    fee = commitment_fee_sat(rate, untrimmed_count(ch, v, extra_nondust), ch.channel_type)
+    if ch.channel_type.anchors:
+        fee += 2 * ANCHOR_OUTPUT_SAT
+    return fee * 1000
+
+
+def reserve_msat(ch: Channel, side: Side) -> int:
+    """The reserve `side` must keep: set by the OTHER side's channel_reserve_satoshis."""
+    return (ch.remote if side is Side.LOCAL else ch.local).channel_reserve_sat * 1000
+
+
+def available_msat(ch: Channel, v: View, side: Side, extra_nondust: int = 0, feerate: int | None = None) -> int:
+    """`side`'s balance in the view minus its reserve and (if it is the opener) the commitment fee."""
+    avail = v.balance(side) - reserve_msat(ch, side)
+    if side is ch.opener:
+        avail -= commitment_fee_msat(ch, v, extra_nondust, feerate)
+    return avail
+
+
+def spendable_msat(ch: Channel) -> int:
+    """About how much we could offer right now (for listpeerchannels' spendable_msat); 0 if nothing."""
+    v = next_view(ch, Side.REMOTE)
+    extra = 1 if ch.opener is Side.LOCAL else 0
+    return max(0, available_msat(ch, v, Side.LOCAL, extra))
+
+
+def build_local_commitment(ch: Channel, number: int, point: bytes, v: View) -> CommitmentTx:
+    return build_commitment_tx(ch.params, Side.LOCAL, number, point, v.feerate_per_kw, v.local_msat,
+                               v.remote_msat, v.htlcs)
+
+
+def build_remote_commitment(ch: Channel, number: int, point: bytes, v: View) -> CommitmentTx:
+    return build_commitment_tx(ch.params, Side.REMOTE, number, point, v.feerate_per_kw, v.local_msat,
+                               v.remote_msat, v.htlcs)

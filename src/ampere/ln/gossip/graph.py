@@ -1,0 +1,353 @@
+"""The in-memory network graph: channels with both directions' policies, and nodes.
+
+The graph holds what validation accepted (validate.py decides, the graph only records), keeping
+the raw messages so it can answer queries and relay them byte for byte.  It is built from raw
+messages through the fast parsers in rawmsg.py, which is what makes loading a stored graph fast.
+
+Directions follow BOLT #7: direction 0 is the policy set by `node_id_1` (the lesser node id) for
+payments going from node 1 to node 2, direction 1 the reverse.
+
+    graph = Graph()
+    graph.add_channel_announcement(raw_ann, capacity_sat=1_000_000, now=...)
+    graph.apply_channel_update(raw_update)
+    graph.apply_node_announcement(raw_node_ann)
+    graph.prune_stale(now)              # BOLT #7 two-week rule
+    graph.funding_spent(scid, height)   # then graph.forget_spent(height) 12 blocks later
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Container, Iterable, Iterator
+from typing import Any
+
+from ampere.wire.types import ShortChannelId
+
+from .addresses import AddressError, alias_text, parse_addresses
+from .rawmsg import channel_announcement_fields, channel_update_fields, node_announcement_fields
+
+# BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
+# weeks (1209600 seconds): MAY prune the channel."
+STALE_SECONDS = 1_209_600
+# BOLT #7: "once its funding output has been spent OR reorganized out: SHOULD forget a channel after
+# a 12-block delay."
+SPENT_FORGET_DELAY = 12
+
+# Channel features (BOLT #9 context "C"): none are assigned, so any even bit is unknown.
+KNOWN_CHANNEL_FEATURES = 0
+
+
+class Half:
+    """One direction's `channel_update`."""
+
+    __slots__ = ("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+                 "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "raw", "_checksum")
+
+    def __init__(self, raw: bytes) -> None:
+        f = channel_update_fields(raw)
+        self.timestamp = f.timestamp
+        self.message_flags = f.message_flags
+        self.channel_flags = f.channel_flags
+        self.cltv_expiry_delta = f.cltv_expiry_delta
+        self.htlc_minimum_msat = f.htlc_minimum_msat
+        self.fee_base_msat = f.fee_base_msat
+        self.fee_proportional_millionths = f.fee_proportional_millionths
+        self.htlc_maximum_msat = f.htlc_maximum_msat
+        self.raw = raw
+        self._checksum: int | None = None
+
+    @property
+    def enabled(self) -> bool:
+        # BOLT #7 channel_flags bit 1: `disable`.
+        return not self.channel_flags & 2
+
+    @property
+    def direction(self) -> int:
+        return self.channel_flags & 1
+
+    @property
+    def checksum(self) -> int:
+        """The BOLT #7 CRC32C checksum (computed once, on demand)."""
+        if self._checksum is None:
+            from .queries import channel_update_checksum
+
+            self._checksum = channel_update_checksum(self.raw)
+        return self._checksum
+
+
+class Channel:
+    __slots__ = ("scid", "node1", "node2", "capacity_sat", "features", "raw", "public", "halves",
+                 "spent_height", "added_at", "bitcoin_key_1", "bitcoin_key_2")
+
+    def __init__(self, scid: int, node1: bytes, node2: bytes, capacity_sat: int, features: bytes = b"",
+                 raw: bytes | None = None, public: bool = True, added_at: int = 0) -> None:
+        self.scid = ShortChannelId(scid)
+        self.node1 = node1
+        self.node2 = node2
+        self.capacity_sat = capacity_sat
+        self.features = features
+        self.raw = raw  # the channel_announcement; None for a private channel
+        self.public = public
+        self.halves: list[Half | None] = [None, None]
+        self.spent_height: int | None = None
+        self.added_at = added_at
+        self.bitcoin_key_1 = b""
+        self.bitcoin_key_2 = b""
+
+    def node(self, direction: int) -> bytes:
+        """The node whose `channel_update` has this direction (the source of that direction)."""
+        return self.node2 if direction else self.node1
+
+    def other(self, node_id: bytes) -> bytes:
+        return self.node2 if node_id == self.node1 else self.node1
+
+    def direction_from(self, node_id: bytes) -> int:
+        return 0 if node_id == self.node1 else 1
+
+    @property
+    def routable_features(self) -> bool:
+        """BOLT #7: "if there is an unknown even bit in the `features` field: MUST NOT attempt to
+        route messages through the channel."  (an even bit is the lower bit of each pair)"""
+        if not self.features:
+            return True
+        bits = int.from_bytes(self.features, "big") & ~KNOWN_CHANNEL_FEATURES
+        return not bits & int("55" * len(self.features), 16)
+
+
+class NodeInfo:
+    """What a `node_announcement` says."""
+
+    __slots__ = ("node_id", "timestamp", "features", "rgb_color", "alias", "addresses_raw", "raw")
+
+    def __init__(self, raw: bytes) -> None:
+        f = node_announcement_fields(raw)
+        self.node_id = f.node_id
+        self.timestamp = f.timestamp
+        self.features = f.features
+        self.rgb_color = f.rgb_color
+        self.alias = f.alias
+        self.addresses_raw = f.addresses
+        self.raw = raw
+
+
+class Node:
+    __slots__ = ("node_id", "channels", "info")
+
+    def __init__(self, node_id: bytes) -> None:
+        self.node_id = node_id
+        self.channels: set[int] = set()
+        self.info: NodeInfo | None = None
+
+
+class Graph:
+    def __init__(self) -> None:
+        self.channels: dict[int, Channel] = {}
+        self.nodes: dict[bytes, Node] = {}
+        # Bumped on every change; the path finder caches its edge view against it.
+        self.version = 0
+        self._sorted_scids: list[int] | None = None
+        self._route_cache: tuple[int, Any] | None = None
+
+    # -- changes -------------------------------------------------------------------------------
+    def _touch(self, scids_changed: bool = False) -> None:
+        self.version += 1
+        if scids_changed:
+            self._sorted_scids = None
+
+    def _attach(self, ch: Channel) -> None:
+        self.channels[ch.scid] = ch
+        for nid in (ch.node1, ch.node2):
+            node = self.nodes.get(nid)
+            if node is None:
+                node = self.nodes[nid] = Node(nid)
+            node.channels.add(ch.scid)
+        self._touch(scids_changed=True)
+
+    def add_channel_announcement(self, raw: bytes, capacity_sat: int, now: int = 0) -> Channel:
+        """Record a validated `channel_announcement` with the capacity its funding output has."""
+        f = channel_announcement_fields(raw)
+        old = self.channels.get(f.short_channel_id)
+        if old is not None and not old.public:
+            # A private channel of ours being announced: keep its updates.
+            self._detach_nodes(old)
+        ch = Channel(f.short_channel_id, f.node_id_1, f.node_id_2, capacity_sat, f.features, raw, True, now)
+        ch.bitcoin_key_1, ch.bitcoin_key_2 = f.bitcoin_key_1, f.bitcoin_key_2
+        if old is not None:
+            ch.halves = old.halves
+        self._attach(ch)
+        return ch
+
+    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: int, now: int = 0) -> Channel:
+        """A channel we know without an announcement (our own unannounced channels): BOLT #7 "SHOULD
+        accept `channel_update`s for its own channels (even if non-public)"."""
+        n1, n2 = sorted((node_a, node_b))
+        old = self.channels.get(scid)
+        if old is not None:
+            return old
+        ch = Channel(scid, n1, n2, capacity_sat, b"", None, False, now)
+        self._attach(ch)
+        return ch
+
+    def apply_channel_update(self, raw: bytes) -> Half:
+        """Record a validated `channel_update` (the channel must be known)."""
+        half = Half(raw)
+        scid = int.from_bytes(raw[98:106], "big")
+        self.channels[scid].halves[half.direction] = half
+        self._touch()
+        return half
+
+    def apply_node_announcement(self, raw: bytes) -> NodeInfo:
+        info = NodeInfo(raw)
+        node = self.nodes.get(info.node_id)
+        if node is None:
+            raise KeyError("node_announcement for a node without channels")
+        node.info = info
+        self._touch()
+        return info
+
+    def _detach_nodes(self, ch: Channel) -> None:
+        for nid in (ch.node1, ch.node2):
+            node = self.nodes.get(nid)
+            if node is not None:
+                node.channels.discard(ch.scid)
+                # BOLT #7: "if the announced node no longer has any associated open channels: MAY
+                # prune nodes added through `node_announcement` messages from their local view."
+                if not node.channels:
+                    del self.nodes[nid]
+
+    def remove_channel(self, scid: int) -> Channel | None:
+        ch = self.channels.pop(scid, None)
+        if ch is not None:
+            self._detach_nodes(ch)
+            self._touch(scids_changed=True)
+        return ch
+
+    def funding_spent(self, scid: int, height: int) -> bool:
+        """The funding output was spent at `height`: the channel is no longer routed through, and is
+        forgotten by `forget_spent` once the BOLT #7 12-block delay has passed."""
+        ch = self.channels.get(scid)
+        if ch is None:
+            return False
+        if ch.spent_height is None:
+            ch.spent_height = height
+            self._touch()
+        return True
+
+    def forget_spent(self, height: int, delay: int = SPENT_FORGET_DELAY) -> list[int]:
+        """Remove the channels spent at least `delay` blocks before `height`; returns their scids."""
+        gone = [s for s, ch in self.channels.items() if ch.spent_height is not None and ch.spent_height + delay <= height]
+        for scid in gone:
+            self.remove_channel(scid)
+        return gone
+
+    def prune_stale(self, now: int, max_age: int = STALE_SECONDS, keep: Container[int] = ()) -> list[int]:
+        """Remove public channels whose oldest latest update is older than `max_age`; returns them.
+
+        BOLT #7: "The oldest `channel_update` is used to prune the channel since both sides need to
+        be active in order for the channel to be usable."  A direction with no update counts from
+        when the channel was added.  `keep` names channels never to prune (our own).
+        """
+        cutoff = now - max_age
+        gone = []
+        for scid, ch in self.channels.items():
+            if not ch.public or scid in keep:
+                continue
+            oldest = min(h.timestamp if h is not None else ch.added_at for h in ch.halves)
+            if oldest < cutoff:
+                gone.append(scid)
+        for scid in gone:
+            self.remove_channel(scid)
+        return gone
+
+    # -- lookups -------------------------------------------------------------------------------
+    def channel(self, scid: int) -> Channel | None:
+        return self.channels.get(scid)
+
+    def node(self, node_id: bytes) -> Node | None:
+        return self.nodes.get(node_id)
+
+    def node_timestamp(self, node_id: bytes) -> int | None:
+        node = self.nodes.get(node_id)
+        return node.info.timestamp if node is not None and node.info is not None else None
+
+    def sorted_scids(self) -> list[int]:
+        if self._sorted_scids is None:
+            self._sorted_scids = sorted(s for s, ch in self.channels.items() if ch.public)
+        return self._sorted_scids
+
+    def scids_in_blocks(self, first_blocknum: int, number_of_blocks: int) -> list[int]:
+        """Public channels whose funding block is in [first, first + number), ascending."""
+        scids = self.sorted_scids()
+        lo = bisect.bisect_left(scids, first_blocknum << 40)
+        end = min(first_blocknum + number_of_blocks, 1 << 24)
+        hi = bisect.bisect_left(scids, end << 40)
+        return scids[lo:hi]
+
+    def __len__(self) -> int:
+        return len(self.channels)
+
+    def iter_raw(self) -> Iterator[bytes]:
+        """Every public message in relay order: each announcement, then its updates, then nodes."""
+        for ch in self.channels.values():
+            if ch.public and ch.raw is not None:
+                yield ch.raw
+                for h in ch.halves:
+                    if h is not None:
+                        yield h.raw
+        for node in self.nodes.values():
+            if node.info is not None:
+                yield node.info.raw
+
+    # -- CLN-shaped listings -------------------------------------------------------------------
+    def list_channels(self, short_channel_id: int | None = None, source: bytes | None = None,
+                      destination: bytes | None = None) -> list[dict[str, Any]]:
+        """`listchannels` entries: one per direction that has a `channel_update`."""
+        if short_channel_id is not None:
+            chans: Iterable[Channel] = [c for c in [self.channels.get(short_channel_id)] if c is not None]
+        elif source is not None or destination is not None:
+            node = self.nodes.get(source if source is not None else destination)  # type: ignore[arg-type]
+            chans = [self.channels[s] for s in sorted(node.channels)] if node is not None else []
+        else:
+            chans = self.channels.values()
+        out = []
+        for ch in chans:
+            for direction in (0, 1):
+                h = ch.halves[direction]
+                if h is None:
+                    continue
+                src, dst = ch.node(direction), ch.node(1 - direction)
+                if (source is not None and src != source) or (destination is not None and dst != destination):
+                    continue
+                out.append({
+                    "source": src.hex(), "destination": dst.hex(), "short_channel_id": str(ch.scid),
+                    "direction": direction, "public": ch.public, "amount_msat": ch.capacity_sat * 1000,
+                    "message_flags": h.message_flags, "channel_flags": h.channel_flags,
+                    "active": h.enabled and ch.spent_height is None, "last_update": h.timestamp,
+                    "base_fee_millisatoshi": h.fee_base_msat, "fee_per_millionth": h.fee_proportional_millionths,
+                    "delay": h.cltv_expiry_delta, "htlc_minimum_msat": h.htlc_minimum_msat,
+                    "htlc_maximum_msat": h.htlc_maximum_msat, "features": ch.features.hex(),
+                })
+        return out
+
+    def list_nodes(self, node_id: bytes | None = None) -> list[dict[str, Any]]:
+        """`listnodes` entries (nodes with a public channel)."""
+        if node_id is not None:
+            nodes: Iterable[Node] = [n for n in [self.nodes.get(node_id)] if n is not None]
+        else:
+            nodes = self.nodes.values()
+        out = []
+        for node in nodes:
+            if not any(self.channels[s].public for s in node.channels):
+                continue
+            entry: dict[str, Any] = {"nodeid": node.node_id.hex()}
+            info = node.info
+            if info is not None:
+                try:
+                    addrs = [a.to_json() for a in parse_addresses(info.addresses_raw)]
+                except AddressError:
+                    addrs = []
+                entry.update(last_timestamp=info.timestamp, alias=alias_text(info.alias),
+                             color=info.rgb_color.hex(), features=info.features.hex(), addresses=addrs)
+            out.append(entry)
+        return out
+
