@@ -15,3 +15,23 @@ def node_factory():
     factory = NodeFactory(base)
     yield factory
     factory.cleanup()
+
+
+@pytest.fixture
+def chaind(tmp_path):
+    """A fresh amp-chaind (regtest, password auth, free port) for one test; stopped afterwards."""
+    from ampere.testing.chain import ChainD
+
+    node = ChainD(tmp_path)
+    node.start()
+    yield node
+    node.stop()
+
+
+@pytest.fixture
+def node_factory_chain(chaind):
+    """Like node_factory, but nodes follow `chaind` (no --disable-chain)."""
+    base = tempfile.mkdtemp(prefix="amp-")
+    factory = NodeFactory(base, chaind=chaind)
+    yield factory
+    factory.cleanup()

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Dies in the middle of answering `crash` (its caller must get -4); `ping` answers normally."""
+"""Dies in the middle of answering `crash` (its caller must get -4); `alive` answers normally."""
 import os
 
 from pyln.client import Plugin
@@ -13,8 +13,8 @@ def crash(plugin):
     os._exit(1)
 
 
-@plugin.method("ping")
-def ping(plugin):
+@plugin.method("alive")
+def alive(plugin):
     """Answer pong."""
     return {"pong": True}
 

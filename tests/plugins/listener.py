@@ -1,5 +1,8 @@
 #!/usr/bin/env python3
-"""Subscribes to `*` and remembers every notification it receives; `seen` returns them."""
+"""Subscribes to `*` and remembers every notification it receives; `seen` returns them.
+`*` includes `shutdown`: then it exits, as a well-behaved plugin does."""
+import sys
+
 from pyln.client import Plugin
 
 plugin = Plugin(dynamic=True)
@@ -9,6 +12,8 @@ plugin.received = []
 @plugin.subscribe("*")
 def on_any(plugin, **kwargs):
     kwargs.pop("request", None)
+    if "shutdown" in kwargs:
+        sys.exit(0)
     plugin.received.append(kwargs)
 
 

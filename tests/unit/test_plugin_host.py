@@ -199,18 +199,18 @@ def test_crash_mid_request_gives_minus_4(tmp_path):
     async def main():
         host, log = make_host(tmp_path)
         await start(host, "listener.py", "crash_mid_request.py")
-        assert (await host.call_method("ping", req("ping"), 1))["result"] == {"pong": True}
+        assert (await host.call_method("alive", req("alive"), 1))["result"] == {"pong": True}
         r = await host.call_method("crash", req("crash", id="x"), "x")
         assert r == {"jsonrpc": "2.0", "id": "x",
                      "error": {"code": -4, "message": "Plugin terminated before replying to RPC call."}}
         await log.wait_for("Killing plugin: exited during normal operation", source="plugin-crash_mid_request.py")
-        assert host.find_method("ping") is None and host.find_method("crash") is None
+        assert host.find_method("alive") is None and host.find_method("crash") is None
         assert [p["name"] for p in host.list()] == [plugin_path("listener.py")]
         seen = (await host.call_method("seen", req("seen"), 2))["result"]["received"]
         stopped = [s for s in seen if "plugin_stopped" in s]
         assert stopped and stopped[-1]["plugin_stopped"] == {
             "plugin_name": "crash_mid_request.py", "plugin_path": plugin_path("crash_mid_request.py"),
-            "methods": ["crash", "ping"]}
+            "methods": ["crash", "alive"]}
         await host.shutdown()
     run(main())
 

@@ -195,6 +195,10 @@ class Node:
         db_path = self._db_path()
         self.store = SqliteStore(db_path)
         await self.store.open()
+        if not self.options.get("disable-chain"):
+            from .chain_setup import start_chain
+
+            await start_chain(self)
         self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
         await self.rpc_server.start()
         await init_plugins(self)
@@ -203,7 +207,8 @@ class Node:
 
         self.peer_manager = PeerManager.for_node(self)
         await self.peer_manager.start()
-        self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
+        if self.chain is None:
+            self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
                       f"(color #{self.color}) and lightningd {VERSION_STRING}")
 
@@ -226,6 +231,8 @@ class Node:
                 await self.plugins.shutdown()
             except Exception as e:
                 self.log.unusual("lightningd", f"plugin shutdown: {e!r}")
+        if self.chain is not None:
+            await self.chain.stop()
         if self.store is not None:
             await self.store.close()
         if self.pid_file:

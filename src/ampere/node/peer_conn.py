@@ -104,6 +104,7 @@ class PeerConnection:
         self._ping = bolt1.PingTracker(cfg.pong_timeout)
         self._pong_waiter: asyncio.Future | None = None
         self._tasks: list[asyncio.Task] = []
+        self.ignored_types: set[int] = set()
 
     # ---- identity ---------------------------------------------------------------------------
     @property

@@ -692,7 +692,9 @@ class PeerManager:
         self._notify("custommsg", payload)
         plugins = self._plugins()
         if plugins is None or not plugins.has_hook("custommsg", msg_type):
-            peer.log("debug", f"Ignoring custom message of type {msg_type}")
+            if msg_type not in peer.ignored_types:  # once per type: a flood must not flood the log
+                peer.ignored_types.add(msg_type)
+                peer.log("debug", f"Ignoring custom message of type {msg_type}")
             return
         outcome = await plugins.call_hook("custommsg", payload, filter_value=msg_type)
         if not (isinstance(outcome, dict) and outcome.get("result") == "continue"):

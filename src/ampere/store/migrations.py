@@ -59,4 +59,30 @@ MIGRATIONS: list[str] = [
         txindex INTEGER
     );
     """,
+    # 5: our invoices (ampere.node.invoices).  id is created_index (AUTOINCREMENT: never reused);
+    # state 0 unpaid, 1 paid, 2 expired; amount_msat NULL = "any"; updated_index 0 = never updated;
+    # the updated_index and pay_index counters live in `vars`.
+    """
+    CREATE TABLE invoices (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        label TEXT NOT NULL UNIQUE,
+        payment_hash BLOB NOT NULL UNIQUE,
+        preimage BLOB NOT NULL,
+        payment_secret BLOB,
+        state INTEGER NOT NULL,
+        amount_msat INTEGER,
+        expires_at INTEGER NOT NULL,
+        bolt11 TEXT NOT NULL,
+        description TEXT,
+        features BLOB NOT NULL,
+        min_final_cltv_expiry INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        pay_index INTEGER UNIQUE,
+        amount_received_msat INTEGER,
+        paid_at INTEGER,
+        updated_index INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX invoices_updated_index ON invoices (updated_index);
+    CREATE INDEX invoices_state_expiry ON invoices (state, expires_at);
+    """,
 ]

@@ -168,16 +168,33 @@ class AmpdNode:
         self.start()
 
 
+def chain_options(chaind: Any) -> dict[str, Any]:
+    """ampd options to follow an amp-chaind (ChainD), polling every second."""
+    opts: dict[str, Any] = {"bitcoin-rpcconnect": "127.0.0.1", "bitcoin-rpcport": chaind.port,
+                            "bitcoin-datadir": chaind.datadir, "dev-bitcoind-poll": 1}
+    if chaind.rpcpassword:
+        opts["bitcoin-rpcuser"] = chaind.rpcuser
+        opts["bitcoin-rpcpassword"] = chaind.rpcpassword
+    return opts
+
+
 class NodeFactory:
-    def __init__(self, base_dir: str) -> None:
+    def __init__(self, base_dir: str, chaind: Any = None) -> None:
         self.base_dir = base_dir
         self.nodes: list[AmpdNode] = []
+        # An ampere.testing.chain.ChainD: nodes then follow it instead of running --disable-chain.
+        self.chaind = chaind
 
     def get_node(self, options: dict[str, Any] | None = None, start: bool = True, may_fail: bool = False,
                  extra_args: list[str] | None = None, **kwargs: Any) -> AmpdNode:
         opts = dict(options or {})
         opts.update({k.replace("_", "-"): v for k, v in kwargs.items()})
-        opts.setdefault("disable-chain", True)
+        if self.chaind is not None and not opts.get("disable-chain"):
+            opts.pop("disable-chain", None)
+            for k, v in chain_options(self.chaind).items():
+                opts.setdefault(k, v)
+        else:
+            opts.setdefault("disable-chain", True)
         node = AmpdNode(os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), options=opts, extra_args=extra_args)
         self.nodes.append(node)
         if start:

@@ -1,9 +1,9 @@
 """Blocks, persistence, halving, reorgs (a longer fork, invalidateblock/reconsiderblock)."""
 import pytest
 
-from ampere.chain.regtest.blocks import Block, assemble_block
+from ampere.chain.regtest.blocks import assemble_block
 from ampere.primitives.script import address_to_script, p2wpkh
-from ampere.primitives.tx import TxOut
+
 from ampere.testing.chain import ChainD, ChainRpcError
 
 OTHER = p2wpkh(bytes(20))

@@ -229,6 +229,7 @@ def _daemonize(opts: Options) -> int:
     pid = os.fork()
     if pid > 0:
         os.close(w)
+        os.waitpid(pid, 0)  # the intermediate child exits at once (double fork: init adopts the daemon)
         data = b""
         while True:
             chunk = os.read(r, 4096)
@@ -243,6 +244,8 @@ def _daemonize(opts: Options) -> int:
         return 1
     os.close(r)
     os.setsid()
+    if os.fork() > 0:
+        os._exit(0)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)

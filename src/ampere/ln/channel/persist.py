@@ -77,9 +77,10 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
 class PeerViolation(Exception):
     """Raised inside handlers when the peer broke the protocol; core turns it into a ChannelError step."""
 
-    def __init__(self, error: ChannelError) -> None:
+    def __init__(self, error: ChannelError, events: Iterable[Event] = ()) -> None:
         super().__init__(error.message)
         self.error = error
+        self.events = list(events)
 
 
 class Out:

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
 from ampere.wire.errors import Action, WireError
 from ampere.wire.messages import (
-    ChannelUpdateChecksums, ChannelUpdateTimestamps, GossipTimestampFilter, QueryChannelRange,
+    ChannelUpdateChecksums, GossipTimestampFilter, QueryChannelRange,
     QueryChannelRangeTlvs, QueryShortChannelIds, QueryShortChannelIdsTlvs, QueryShortChannelIdsTlvsQueryFlags,
     ReplyChannelRange, ReplyChannelRangeTlvs, ReplyChannelRangeTlvsTimestampsTlv, ReplyShortChannelIdsEnd,
 )
@@ -443,7 +443,7 @@ def query_short_channel_ids(chain_hash: bytes, scids: Sequence[int], flags: Sequ
 __all__ = [
     "ENCODING_UNCOMPRESSED", "ENCODING_ZLIB_DEPRECATED", "NO_GOSSIP", "QueryError", "SyncSession", "TimestampFilter",
     "WANT_ALL", "WANT_ANNOUNCEMENT", "WANT_CHECKSUMS", "WANT_NODE_1", "WANT_NODE_2", "WANT_TIMESTAMPS",
-    "WANT_UPDATE_1", "WANT_UPDATE_2", "ChannelUpdateTimestamps", "channel_update_checksum", "decode_query_flags",
+    "WANT_UPDATE_1", "WANT_UPDATE_2", "channel_update_checksum", "decode_query_flags",
     "decode_short_ids", "decode_timestamps", "encode_query_flags", "encode_short_ids", "encode_timestamps",
     "gossip_for_filter", "query_short_channel_ids", "reply_channel_range", "reply_short_channel_ids",
     "timestamp_filter_message",

@@ -68,10 +68,28 @@ def verify_compact(pubkey: bytes, signature: bytes, digest: bytes) -> bool:
     if not lib.secp256k1_ecdsa_signature_parse_compact(_CTX, sig, signature):
         return False
     lib.secp256k1_ecdsa_signature_normalize(_CTX, sig, sig)
-    pub = ffi.new("secp256k1_pubkey *")
-    if not lib.secp256k1_ec_pubkey_parse(_CTX, pub, pubkey, len(pubkey)):
+    pub = _parsed_pubkey(bytes(pubkey))
+    if pub is None:
         return False
     return bool(lib.secp256k1_ecdsa_verify(_CTX, sig, digest, pub))
+
+
+# Parsing a compressed key costs a square root: gossip verifies the same node keys over and over,
+# so parsed keys are kept (a bounded cache, emptied when full).
+_PUBKEY_CACHE: dict[bytes, object] = {}
+_PUBKEY_CACHE_MAX = 200_000
+
+
+def _parsed_pubkey(pubkey: bytes):  # type: ignore[no-untyped-def]
+    pub = _PUBKEY_CACHE.get(pubkey)
+    if pub is None:
+        pub = ffi.new("secp256k1_pubkey *")
+        if not lib.secp256k1_ec_pubkey_parse(_CTX, pub, pubkey, len(pubkey)):
+            return None
+        if len(_PUBKEY_CACHE) >= _PUBKEY_CACHE_MAX:
+            _PUBKEY_CACHE.clear()
+        _PUBKEY_CACHE[pubkey] = pub
+    return pub
 
 
 def privkey_signer(privkey: bytes) -> SignFn:

@@ -26,8 +26,9 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Protocol, Union
 
-from ampere.primitives.script import p2wsh
 from ampere.ln.channel.scripts import funding_script
+from ampere.primitives.crypto import sha256d
+from ampere.primitives.script import p2wsh
 from ampere.wire.codec import UnknownMessage, decode_message
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
@@ -39,7 +40,6 @@ from .signing import (
     CHANNEL_ANNOUNCEMENT_SIGNED_FROM, CHANNEL_UPDATE_SIGNED_FROM, DONT_FORWARD, NODE_ANNOUNCEMENT_SIGNED_FROM,
     verify_compact,
 )
-from ampere.primitives.crypto import sha256d
 
 UtxoLookup = Callable[[ShortChannelId], "tuple[int, bytes] | None"]
 
@@ -153,8 +153,10 @@ class GossipValidator:
 
     # -- channel_announcement ------------------------------------------------------------------
     def channel_announcement(self, msg: ChannelAnnouncement, raw: bytes | None = None) -> Verdict:
-        """Every check but the funding output's.  Accept here means "now look up the output"."""
-        return self._count("channel_announcement", self._channel_announcement(msg, raw))
+        """Every check but the funding output's.  Accept here means "now look up the output" (it is
+        counted once, by the funding step)."""
+        verdict = self._channel_announcement(msg, raw)
+        return verdict if isinstance(verdict, Accept) else self._count("channel_announcement", verdict)
 
     def _channel_announcement(self, msg: ChannelAnnouncement, raw: bytes | None) -> Verdict:
         # BOLT #7: "if the specified `chain_hash` is unknown to the receiver: MUST ignore the message."

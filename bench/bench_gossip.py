@@ -1,0 +1,115 @@
+"""Benchmark: gossip validation, loading a stored graph, and getroute on it.
+
+Generates a random network of 10,000 channels and 5,000 nodes with real signatures (once, into a
+temp dir), then prints:
+  - channel_updates validated per second (decode + checks + signature, as received from a peer),
+  - channel_announcements validated per second (four signatures and the funding script),
+  - the time to load the stored graph (gossip store file -> Graph),
+  - getroute calls per second on that graph (random pairs, 100,000 msat, riskfactor 10).
+
+Prints figures; not a timed test.  Run: .venv/bin/python bench/bench_gossip.py [channels] [nodes]
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
+
+from ampere.ln.gossip import Accept, GossipStore, GossipValidator, Graph  # noqa: E402
+from ampere.ln.gossip.synthetic import GossipFactory, random_network  # noqa: E402
+from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
+from ampere.wire.bolt1 import chain_hash  # noqa: E402
+
+
+def main() -> None:
+    n_channels = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    n_nodes = int(sys.argv[2]) if len(sys.argv) > 2 else 5_000
+    chain = chain_hash("regtest")
+    now = int(time.time())
+    tmp = tempfile.mkdtemp(prefix="amp-bench-gossip-")
+    try:
+        t0 = time.perf_counter()
+        net = random_network(GossipFactory(chain), n_nodes=n_nodes, n_channels=n_channels, now=now, seed=42)
+        print(f"generated {n_channels:,} channels, {n_nodes:,} nodes, {len(net.updates):,} updates "
+              f"(signed) in {time.perf_counter() - t0:.1f} s")
+
+        # channel_announcements, as received (decode, 4 signatures, funding script).
+        graph = Graph()
+        validator = GossipValidator(graph, chain)
+        t0 = time.perf_counter()
+        for ann, _ in net.announcements:
+            verdict, _ = validator.check_raw(ann, now, net.utxo_lookup)
+            assert isinstance(verdict, Accept), verdict
+            graph.add_channel_announcement(ann, verdict.capacity_sat, now)
+        dt = time.perf_counter() - t0
+        print(f"channel_announcement validated + applied: {len(net.announcements) / dt:,.0f}/s")
+
+        # channel_updates, as received.
+        t0 = time.perf_counter()
+        for upd in net.updates:
+            verdict, _ = validator.check_raw(upd, now, net.utxo_lookup)
+            assert isinstance(verdict, Accept), verdict
+        dt = time.perf_counter() - t0
+        print(f"channel_update validated: {len(net.updates) / dt:,.0f}/s  ({dt * 1e6 / len(net.updates):.0f} us each)")
+        t0 = time.perf_counter()
+        for upd in net.updates:
+            graph.apply_channel_update(upd)
+        for na in net.node_announcements:
+            graph.apply_node_announcement(na)
+        print(f"channel_update applied to the graph: {len(net.updates) / (time.perf_counter() - t0):,.0f}/s")
+
+        # Store it, then time loading it back.
+        path = os.path.join(tmp, "gossip_store")
+        store = GossipStore(path).open()
+        for ann, cap in net.announcements:
+            store.add_channel_announcement(ann, cap, now)
+        for upd in net.updates:
+            store.add_channel_update(upd, now)
+        for na in net.node_announcements:
+            store.add_node_announcement(na, now)
+        store.close()
+        size = os.path.getsize(path)
+        best = None
+        for _ in range(3):
+            t0 = time.perf_counter()
+            loaded = Graph()
+            with GossipStore(path) as s:
+                stats = s.load(loaded)
+            dt = time.perf_counter() - t0
+            best = dt if best is None else min(best, dt)
+        assert stats.channels == n_channels and stats.nodes == n_nodes
+        print(f"load stored graph ({n_channels:,} channels, {n_nodes:,} nodes, {size / 1e6:.1f} MB): "
+              f"{best * 1000:.0f} ms")
+
+        # getroute on the loaded graph.
+        rng = random.Random(7)
+        pubs = [k.pub for k in net.nodes]
+        t0 = time.perf_counter()
+        find_route(loaded, RouteQuery(source=pubs[0], destination=pubs[1], amount_msat=100_000))
+        print(f"first getroute (builds the edge view): {(time.perf_counter() - t0) * 1000:.0f} ms")
+        calls = found = hops = 0
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 5 or calls < 20:
+            a, b = rng.sample(pubs, 2)
+            try:
+                route = find_route(loaded, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+                found += 1
+                hops += len(route)
+            except NoRouteError:
+                pass
+            calls += 1
+        dt = time.perf_counter() - t0
+        print(f"getroute: {calls / dt:,.1f}/s ({dt * 1000 / calls:.1f} ms each; {found}/{calls} found, "
+              f"{hops / max(found, 1):.1f} hops on average)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,297 @@
+"""The invoice registry (ampere.node.invoices) on a real SQLite store: creation rules, indexes,
+waiters, expiry, the receive path's calls, and durability before anything is announced."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import sqlite3
+import time
+
+import pytest
+
+from ampere.node.invoices import (
+    INVOICE_EXPIRED_DURING_WAIT,
+    INVOICE_LABEL_ALREADY_EXISTS,
+    INVOICE_NO_DESCRIPTION,
+    INVOICE_NOT_FOUND,
+    INVOICE_PREIMAGE_ALREADY_EXISTS,
+    INVOICE_STATUS_UNEXPECTED,
+    INVOICE_WAIT_TIMED_OUT,
+    LIGHTNINGD,
+    InvoiceRegistry,
+    InvoiceRegistryError,
+    NewInvoice,
+)
+from ampere.store.sqlite import SqliteStore
+
+
+def new_invoice(label: str, amount: int | None = 1000, expiry: int = 3600, preimage: bytes | None = None,
+                secret: bytes | None = b"\x11" * 32, description: str | None = "d") -> NewInvoice:
+    preimage = preimage or os.urandom(32)
+    now = int(time.time())
+    return NewInvoice(label=label, bolt11=f"lnbcrt-fake-{label}", payment_hash=hashlib.sha256(preimage).digest(),
+                      preimage=preimage, payment_secret=secret, amount_msat=amount, expires_at=now + expiry,
+                      description=description, features=bytes.fromhex("024100"), min_final_cltv_expiry=18,
+                      created_at=now)
+
+
+class Harness:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.notes: list[tuple[str, dict]] = []
+        self.store: SqliteStore | None = None
+        self.reg: InvoiceRegistry | None = None
+
+    async def open(self) -> InvoiceRegistry:
+        self.store = SqliteStore(self.path)
+        await self.store.open()
+        self.reg = InvoiceRegistry(self.store, notify=lambda t, p: self.notes.append((t, p)))
+        await self.reg.start()
+        return self.reg
+
+    async def close(self) -> None:
+        self.reg.close()
+        await self.store.close()
+
+
+def run(tmp_path, body):
+    async def main():
+        h = Harness(str(tmp_path / "db.sqlite3"))
+        await h.open()
+        try:
+            return await body(h)
+        finally:
+            await h.close()
+
+    return asyncio.run(main())
+
+
+def code_of(excinfo) -> int:
+    return excinfo.value.code
+
+
+def test_create_duplicate_label_and_preimage_change_nothing(tmp_path):
+    async def body(h):
+        reg = h.reg
+        first = new_invoice("a")
+        rec = await reg.create(first)
+        assert rec.created_index == 1 and rec.status() == "unpaid"
+        assert h.notes == [("invoice_creation", {"msat": 1000, "preimage": first.preimage.hex(), "label": "a"})]
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.create(new_invoice("a"))
+        assert code_of(e) == INVOICE_LABEL_ALREADY_EXISTS and e.value.message == "Duplicate label 'a'"
+        assert e.value.data.payment_hash == first.payment_hash  # the clashing invoice, for createinvoice
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.create(new_invoice("b", preimage=first.preimage))
+        assert code_of(e) == INVOICE_PREIMAGE_ALREADY_EXISTS
+        assert [r.label for r in await reg.list()] == ["a"]
+        assert len(h.notes) == 1
+        # An "any" invoice: no amount, and no msat in the notification.
+        rec = await reg.create(new_invoice("any", amount=None))
+        assert rec.amount_msat is None and "msat" not in h.notes[-1][1]
+        assert "amount_msat" not in rec.to_json()
+        with pytest.raises(ValueError):
+            bad = new_invoice("c")
+            await reg.create(NewInvoice(**{**bad.__dict__, "payment_hash": b"\0" * 32}))
+
+    run(tmp_path, body)
+
+
+def test_list_by_label_hash_and_indexes(tmp_path):
+    async def body(h):
+        reg = h.reg
+        recs = [await reg.create(new_invoice(str(i))) for i in range(1, 8)]
+        assert [r.created_index for r in recs] == list(range(1, 8))
+        assert [r.label for r in await reg.list(label="3")] == ["3"]
+        assert [r.label for r in await reg.list(payment_hash=recs[4].payment_hash)] == ["5"]
+        assert await reg.list(label="nope") == []
+        assert [r.label for r in await reg.list(index="created", start=3, limit=2)] == ["3", "4"]
+        assert await reg.list(index="created", start=100) == []
+        # Pay 6 then 2, drop 4's description: the "updated" index orders those three last, in that order.
+        await reg.mark_paid(label="6", amount_msat=1000)
+        await reg.mark_paid(payment_hash=recs[1].payment_hash, amount_msat=1500)
+        await reg.delete("4", "unpaid", desconly=True)
+        updated = await reg.list(index="updated", start=1)
+        assert [(r.label, r.updated_index) for r in updated] == [("6", 1), ("2", 2), ("4", 3)]
+        assert len(await reg.list(index="updated")) == 7  # start 0: never-updated ones too
+        assert [r.label for r in await reg.list(index="updated", start=2, limit=1)] == ["2"]
+        paid = (await reg.list(label="2"))[0].to_json()
+        assert paid["status"] == "paid" and paid["pay_index"] == 2 and paid["amount_received_msat"] == 1500
+        assert paid["payment_preimage"] == recs[1].preimage.hex() and paid["updated_index"] == 2
+        unpaid = (await reg.list(label="1"))[0].to_json()
+        assert "payment_preimage" not in unpaid and "updated_index" not in unpaid
+
+    run(tmp_path, body)
+
+
+def test_mark_paid_durable_before_waiters_and_notification(tmp_path):
+    db_path = str(tmp_path / "db.sqlite3")
+    seen_on_disk = []
+
+    async def body(h):
+        reg = h.reg
+
+        def notify(topic, payload):
+            h.notes.append((topic, payload))
+            if topic == "invoice_payment":
+                # Another connection, as a crash-restarted node would see the file.
+                with sqlite3.connect(db_path) as conn:
+                    seen_on_disk.append(conn.execute("SELECT state, pay_index FROM invoices WHERE label = ?",
+                                                     (payload["label"],)).fetchone())
+
+        reg._notify = notify
+        inv = new_invoice("x", amount=5000)
+        await reg.create(inv)
+        one = asyncio.ensure_future(reg.wait_one("x"))
+        anyw = asyncio.ensure_future(reg.wait_any(0))
+        await asyncio.sleep(0.05)
+        assert not one.done() and not anyw.done()
+        with pytest.raises(ValueError):
+            await reg.mark_paid(label="x", amount_msat=5000, preimage=b"\x01" * 32)
+        rec = await reg.mark_paid(label="x", amount_msat=5001, preimage=inv.preimage, paid_at=1234)
+        assert rec.pay_index == 1 and rec.paid_at == 1234 and rec.amount_received_msat == 5001
+        assert (await one).label == "x" and (await anyw).pay_index == 1
+        assert seen_on_disk == [(1, 1)]
+        assert h.notes[-1] == ("invoice_payment", {"msat": 5001, "preimage": inv.preimage.hex(), "label": "x"})
+        # Paid already: a second resolution is refused (the receive path then fails the HTLCs).
+        assert await reg.mark_paid(label="x", amount_msat=5000) is None
+        assert await reg.mark_paid(payment_hash=b"\0" * 32, amount_msat=1) is None
+        with pytest.raises(ValueError):
+            await reg.mark_paid(amount_msat=1)
+
+    run(tmp_path, body)
+
+
+def test_wait_any_order_timeout_and_lastpay_index(tmp_path):
+    async def body(h):
+        reg = h.reg
+        for label in ("a", "b", "c"):
+            await reg.create(new_invoice(label))
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.wait_any(0, timeout=0)
+        assert code_of(e) == INVOICE_WAIT_TIMED_OUT
+        await reg.mark_paid(label="b", amount_msat=1000)
+        await reg.mark_paid(label="a", amount_msat=1000)
+        assert (await reg.wait_any(0, timeout=0)).label == "b"
+        assert (await reg.wait_any(1, timeout=0)).label == "a"
+        # A waiter beyond every pay_index so far is woken only by a later payment.
+        waiter = asyncio.ensure_future(reg.wait_any(2, timeout=5))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await reg.mark_paid(label="c", amount_msat=1000)
+        got = await waiter
+        assert (got.label, got.pay_index) == ("c", 3)
+        assert not reg._waiters.any and not reg._waiters.one  # nothing left behind
+
+    run(tmp_path, body)
+
+
+def test_wait_one_expires_during_wait_and_deleted_during_wait(tmp_path):
+    async def body(h):
+        reg = h.reg
+        await reg.create(new_invoice("soon", expiry=1))
+        await reg.create(new_invoice("later"))
+        start = time.monotonic()
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.wait_one("soon")
+        assert code_of(e) == INVOICE_EXPIRED_DURING_WAIT
+        assert e.value.data.status() == "expired"
+        assert time.monotonic() - start < 2.5
+        # The timer wrote the expiry (with an updated_index), not just the listing's view.
+        rec = (await reg.list(label="soon"))[0]
+        assert rec.state == 2 and rec.updated_index == 1
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.wait_one("soon")  # already expired: at once
+        assert code_of(e) == INVOICE_EXPIRED_DURING_WAIT
+        waiter = asyncio.ensure_future(reg.wait_one("later"))
+        await asyncio.sleep(0.05)
+        await reg.delete("later", "unpaid")
+        with pytest.raises(InvoiceRegistryError) as e:
+            await waiter
+        assert (code_of(e), e.value.message) == (LIGHTNINGD, "Invoice deleted during wait")
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.wait_one("never-made")
+        assert (code_of(e), e.value.message) == (LIGHTNINGD, "Label not found")
+
+    run(tmp_path, body)
+
+
+def test_delete_rules(tmp_path):
+    async def body(h):
+        reg = h.reg
+        await reg.create(new_invoice("u"))
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.delete("u", "paid")
+        assert code_of(e) == INVOICE_STATUS_UNEXPECTED
+        assert e.value.message == "Invoice status is unpaid not paid"
+        assert e.value.data == {"current_status": "unpaid", "expected_status": "paid"}
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.delete("nope", "unpaid")
+        assert code_of(e) == INVOICE_NOT_FOUND
+        # check_only validates and keeps everything.
+        await reg.delete("u", "unpaid", check_only=True)
+        assert len(await reg.list()) == 1
+        rec = await reg.delete("u", "unpaid", desconly=True)
+        assert rec.description is None and "description" not in rec.to_json()
+        with pytest.raises(InvoiceRegistryError) as e:
+            await reg.delete("u", "unpaid", desconly=True)
+        assert code_of(e) == INVOICE_NO_DESCRIPTION
+        await reg.delete("u", "unpaid")
+        assert await reg.list() == []
+
+    run(tmp_path, body)
+
+
+def test_check_payment_bolt4_final_node_rules(tmp_path):
+    async def body(h):
+        reg = h.reg
+        secret = b"\x22" * 32
+        inv = await reg.create(new_invoice("p", amount=10_000, secret=secret))
+        anyinv = await reg.create(new_invoice("any", amount=None, secret=secret))
+        ph = inv.payment_hash
+        assert (await reg.check_payment(ph, 10_000, secret)).invoice.label == "p"
+        assert (await reg.check_payment(ph, 20_000, secret)).ok        # up to twice is fine
+        assert not (await reg.check_payment(ph, 20_001, secret)).ok    # BOLT 4: SHOULD fail above 2x
+        assert not (await reg.check_payment(ph, 9_999, secret)).ok     # MUST fail below
+        assert (await reg.check_payment(ph, 10_000, b"\x23" * 32)).reason == "payment_secret mismatch"
+        assert (await reg.check_payment(ph, 10_000, None)).reason == "payment_secret missing"
+        assert (await reg.check_payment(b"\x09" * 32, 1, secret)).reason == "unknown payment_hash"
+        assert (await reg.check_payment(anyinv.payment_hash, 1, secret)).ok
+        assert (await reg.check_payment(ph, 10_000, secret, now=inv.expires_at)).reason == "invoice is expired"
+        await reg.mark_paid(payment_hash=ph, amount_msat=10_000)
+        assert (await reg.check_payment(ph, 10_000, secret)).reason == "invoice is paid"
+        assert (await reg.lookup_by_hash(ph)).status() == "paid"
+
+    run(tmp_path, body)
+
+
+def test_survives_restart_and_indexes_continue(tmp_path):
+    path = str(tmp_path / "db.sqlite3")
+
+    async def main():
+        h = Harness(path)
+        reg = await h.open()
+        await reg.create(new_invoice("a"))
+        await reg.create(new_invoice("b"))
+        await reg.mark_paid(label="a", amount_msat=1000)
+        await reg.delete("b", "unpaid")
+        await reg.create(new_invoice("gone-while-down", expiry=0))
+        await h.close()  # before its expiry timer fires: the state on disk is still unpaid
+        with sqlite3.connect(path) as conn:
+            assert conn.execute("SELECT state FROM invoices WHERE label = 'gone-while-down'").fetchone() == (0,)
+
+        h2 = Harness(path)
+        reg = await h2.open()   # start() expires what expired while we were down
+        labels = {r.label: r for r in await reg.list()}
+        assert set(labels) == {"a", "gone-while-down"}
+        assert labels["a"].status() == "paid" and labels["a"].pay_index == 1
+        assert labels["gone-while-down"].state == 2 and labels["gone-while-down"].updated_index == 2
+        # created_index is never reused (b was 2 and is gone), pay_index carries on.
+        c = await reg.create(new_invoice("c"))
+        assert c.created_index == 4
+        assert (await reg.mark_paid(label="c", amount_msat=1000)).pay_index == 2
+        await h2.close()
+
+    asyncio.run(main())
