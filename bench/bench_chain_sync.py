@@ -7,7 +7,6 @@ Prints figures; not a test.
 """
 
 import datetime
-import os
 import re
 import tempfile
 import time

@@ -15,11 +15,11 @@ import coincurve
 import pytest
 from pyln.client import RpcError
 
-from ampere.testing.schema import validate
+from ampere.testing.schema import validate, validate_hook, validate_notification
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES
-from ampere.wire.messages import Init, Ping, Pong, Warning
+from ampere.wire.messages import Init, Ping, Pong
 from ampere.wire.transport import connect_and_handshake
 
 CUSTOMMSG_PLUGIN = '''#!/usr/bin/env python3
@@ -230,7 +230,10 @@ def test_custommsg_round_trip_hook_and_notifications(node_factory, tmp_path):
     l2 = tcp_node(node_factory, plugin=plugin)
     id1, id2 = l1.rpc.getinfo()["id"], l2.rpc.getinfo()["id"]
     l1.rpc.connect(id2, "127.0.0.1", tcp_port(l2))
-    l2.wait_for_log(f'connect notification: {{"id": "{id1}", "direction": "in"')
+    logs = l2.wait_for_log(f'connect notification: {{"id": "{id1}", "direction": "in"')
+    note = json.loads(re.search(r"connect notification: (\{.*\})", logs).group(1))
+    validate_notification("connect", note)
+    assert note["address"]["type"] == "ipv4"
     l1.wait_for_log(f'connect notification: {{"id": "{id2}", "direction": "out"')
 
     r = l1.rpc.call("sendcustommsg", {"node_id": id2, "msg": "8001cafe"})
@@ -276,6 +279,7 @@ def test_peer_connected_hook_rejects(node_factory, tmp_path):
     payload = json.loads(re.search(r"peer_connected payload (\{.*\})", logs).group(1))
     assert payload["id"] == id2 and payload["direction"] == "in" and payload["features"] == INIT_FEATURES.hex()
     assert re.fullmatch(r"127\.0\.0\.1:\d+", payload["addr"])
+    validate_hook("peer_connected", {"peer": payload})
     # the error message reached l2 as a BOLT 1 warning
     l2.wait_for_log("Received warning from peer (all channels): You are in reject list")
     wait_for(lambda: peer_ids(l2) == [])

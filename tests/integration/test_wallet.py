@@ -60,7 +60,8 @@ def test_addresses(node_factory_chain, chaind):
 
 def test_withdraw_exact_feerate_and_coin_movements(funded, chaind):
     node = funded
-    outs = fund(node, chaind, ["1", "0.5"], "p2tr") + fund(node, chaind, ["0.25"], "bech32")
+    fund(node, chaind, ["1", "0.5"], "p2tr")
+    fund(node, chaind, ["0.25"], "bech32")
     funds = node.rpc.listfunds()
     validate("listfunds", funds)
     assert sorted(o["amount_msat"] for o in funds["outputs"]) == [25_000_000_000, 50_000_000_000, 100_000_000_000]
@@ -80,7 +81,7 @@ def test_withdraw_exact_feerate_and_coin_movements(funded, chaind):
     wait_for(lambda: all(o["status"] == "confirmed" for o in node.rpc.listfunds()["outputs"]))
     txs = node.rpc.listtransactions()
     validate("listtransactions", txs)
-    assert len(txs["transactions"]) == 6  # 3 deposits (2 txs... one per sendtoaddress) + 3 withdrawals
+    assert len(txs["transactions"]) == 6  # 3 deposits (one sendtoaddress each) + 3 withdrawals
     # coin_movement: a deposit per received output, a withdrawal per spent one, CLN's shape.
     def moves():
         return [n["coin_movement"] for n in node.rpc.call("seen")["received"] if "coin_movement" in n]

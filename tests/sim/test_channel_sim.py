@@ -29,6 +29,8 @@ from ampere.ln.channel.commitment import Side
 from ampere.ln.channel.env import Env
 from ampere.ln.channel.pair import Pair, Party
 from ampere.ln.channel.scripts import ChannelType
+from ampere.ln.channel.state import ChannelState
+from ampere.primitives.tx import Transaction
 from ampere.ln.channel.views import view
 from ampere.primitives.crypto import sha256
 
@@ -53,6 +55,7 @@ class ChannelSim(RuleBasedStateMachine):
         self.announced: set[tuple[str, int]] = set()   # NewPeerHtlc seen by the receiver
         self.seen_events = {"A": 0, "B": 0}
         self.settled_paid = {"A": 0, "B": 0}           # msat paid out by each side through fulfilled HTLCs
+        self.closing = False
 
     @initialize(anchors=st.booleans(), feerate=st.sampled_from([253, 2500, 7500]))
     def open(self, anchors: bool, feerate: int) -> None:
@@ -203,6 +206,17 @@ class ChannelSim(RuleBasedStateMachine):
         dst.crash()
         self._collect()
 
+    @rule(side=st.sampled_from("AB"))
+    def shutdown(self, side: str) -> None:
+        """Mutual close: from then on no new HTLC; the close completes once the channel is clean."""
+        p = self.party(side)
+        result = core.start_shutdown(p.ch, p.signer, self.pair.env)
+        if isinstance(result, Refusal):
+            return
+        p.apply(result)
+        self._step(p, result)
+        self.closing = True
+
     @rule()
     def settle(self) -> None:
         """Let everything through, then both sides must agree on both commitments."""
@@ -277,6 +291,15 @@ class ChannelSim(RuleBasedStateMachine):
         assert a.ch.balance_local_msat == start_a - self.settled_paid["A"] + self.settled_paid["B"]
         assert b.ch.balance_local_msat == PUSH_MSAT - self.settled_paid["B"] + self.settled_paid["A"]
         assert a.ch.balance_remote_msat == b.ch.balance_local_msat
+        if self.closing:
+            # The mutual close completed and pays each side its balance (the opener A pays the fee).
+            assert a.ch.state is b.ch.state is ChannelState.CLOSINGD_COMPLETE
+            assert a.ch.closing_tx == b.ch.closing_tx
+            tx = Transaction.parse(a.ch.closing_tx)
+            outs = {o.script_pubkey: o.value for o in tx.outputs}
+            fee = FUNDING_SAT - sum(outs.values())
+            assert outs.get(a.ch.local_shutdown_script, 0) in (0, a.ch.balance_local_msat // 1000 - fee)
+            assert outs.get(b.ch.local_shutdown_script, 0) in (0, b.ch.balance_local_msat // 1000)
 
 
 _EXAMPLES = int(os.environ.get("AMPERE_SIM_EXAMPLES", "12"))

@@ -295,3 +295,37 @@ def test_survives_restart_and_indexes_continue(tmp_path):
         await h2.close()
 
     asyncio.run(main())
+
+
+def test_concurrent_writes_share_a_commit_and_refusals_stay_isolated(tmp_path):
+    async def body(h):
+        reg = h.reg
+        commits = []
+        real_write = h.store.write
+
+        async def counting_write(fn):
+            commits.append(fn)
+            return await real_write(fn)
+
+        h.store.write = counting_write
+        first = await reg.create(new_invoice("first"))
+        commits.clear()
+        news = [new_invoice(f"c{i}") for i in range(20)]
+        dup_label = new_invoice("c3")
+        dup_preimage = new_invoice("other", preimage=first.preimage)
+        results = await asyncio.gather(*(reg.create(n) for n in news + [dup_label, dup_preimage]),
+                                       return_exceptions=True)
+        assert [r.label for r in results[:20]] == [f"c{i}" for i in range(20)]
+        assert isinstance(results[20], InvoiceRegistryError) and results[20].code == INVOICE_LABEL_ALREADY_EXISTS
+        assert isinstance(results[21], InvoiceRegistryError) and results[21].code == INVOICE_PREIMAGE_ALREADY_EXISTS
+        assert len(commits) <= 2  # the first on its own, the rest together
+        assert sorted(r.created_index for r in results[:20]) == list(range(2, 22))
+        stored = {r.label: r for r in await reg.list()}
+        assert len(stored) == 21 and stored["c3"].payment_hash == news[3].payment_hash
+        # A refused mark_paid inside a batch does not undo its neighbours.
+        paid = await asyncio.gather(reg.mark_paid(label="c1", amount_msat=1000, preimage=b"\7" * 32),
+                                    reg.mark_paid(label="c2", amount_msat=1000), return_exceptions=True)
+        assert isinstance(paid[0], ValueError) and paid[1].pay_index == 1
+        assert (await reg.get_by_label("c1")).status() == "unpaid"
+
+    run(tmp_path, body)

@@ -34,10 +34,11 @@ def test_names_and_pairs():
 
 
 def test_default_sets_match_cln():
-    # CLN: data_loss_protect, var_onion_optin, static_remotekey and payment_secret compulsory.
-    for name in ("option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"):
+    # CLN: data_loss_protect, var_onion_optin, static_remotekey, payment_secret and channel_type compulsory.
+    for name in ("option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret",
+                 "option_channel_type"):
         assert INIT_FEATURES.requires(name), name
-    for name in ("basic_mpp", "option_channel_type", "gossip_queries"):
+    for name in ("basic_mpp", "gossip_queries", "option_support_large_channel"):
         assert INIT_FEATURES.has(name) and not INIT_FEATURES.requires(name), name
     assert INVOICE_FEATURES.hex() == "024100"  # what CLN puts in its BOLT 11 invoices
     assert INIT_FEATURES.missing_dependencies() == []

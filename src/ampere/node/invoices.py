@@ -219,6 +219,9 @@ class InvoiceRegistry:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._sweeping = False
+        # Group commit: writes queued while one transaction is on disk share the next one.
+        self._queue: list[tuple[Callable[[Any], Any], asyncio.Future]] = []
+        self._writer: asyncio.Task | None = None
 
     def now(self) -> int:
         return int(self._clock())
@@ -275,7 +278,7 @@ class InvoiceRegistry:
                                  new.amount_msat, new.expires_at, new.bolt11, new.description, new.features,
                                  new.min_final_cltv_expiry, new.created_at)
 
-        record = await self.store.write(write)
+        record = await self._submit(write)
         payload: dict[str, Any] = {}
         if record.amount_msat is not None:
             payload["msat"] = record.amount_msat
@@ -343,7 +346,7 @@ class InvoiceRegistry:
                 db.execute("DELETE FROM invoices WHERE id = ?", (rec.created_index,))
             return rec
 
-        rec = await self.store.write(write)
+        rec = await self._submit(write)
         if not desconly and not check_only:
             self._wake_one(label, exc=InvoiceRegistryError(LIGHTNINGD, "Invoice deleted during wait"))
         return rec
@@ -456,7 +459,7 @@ class InvoiceRegistry:
             return _replace(rec, state=PAID, pay_index=pay_index, amount_received_msat=int(amount_msat),
                             paid_at=when, updated_index=updated)
 
-        rec = await self.store.write(write)
+        rec = await self._submit(write)
         if rec is None:
             return None
         self._log("info", f"Resolved invoice '{rec.label}' with amount {rec.amount_received_msat}msat")
@@ -467,6 +470,55 @@ class InvoiceRegistry:
         self._notify("invoice_payment", {"msat": rec.amount_received_msat, "preimage": rec.preimage.hex(),
                                          "label": rec.label})
         return rec
+
+    # ---- group commit ---------------------------------------------------------------------------
+    async def _submit(self, op: Callable[[Any], Any]) -> Any:
+        """Run `op(db)` in a write transaction and return its result once committed and synced.
+
+        Ops submitted while a transaction is being written wait for the next one, which carries
+        them all: one sync for many invoices when callers are concurrent, and none is answered
+        before its own change is on disk.  Each op runs under a savepoint, so one refused op (an
+        InvoiceRegistryError or ValueError) changes nothing and leaves the others in the batch be.
+        """
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self._queue.append((op, fut))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._drain())
+        return await fut
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue, []
+
+            def write(db) -> list[tuple[bool, Any]]:
+                results: list[tuple[bool, Any]] = []
+                for op, _fut in batch:
+                    db.execute("SAVEPOINT invoice_op")
+                    try:
+                        results.append((True, op(db)))
+                    except (InvoiceRegistryError, ValueError) as e:
+                        db.execute("ROLLBACK TO invoice_op")
+                        results.append((False, e))
+                    db.execute("RELEASE invoice_op")
+                return results
+
+            try:
+                results = await self.store.write(write)
+            except BaseException as e:  # the whole transaction failed: nothing of it was stored
+                for _op, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(e)
+                if isinstance(e, asyncio.CancelledError):
+                    raise
+                continue
+            for (ok, value), (_op, fut) in zip(results, batch):
+                if fut.done():  # its caller gave up; the change stands (listinvoices shows it)
+                    continue
+                if ok:
+                    fut.set_result(value)
+                else:
+                    fut.set_exception(value)
 
     # ---- expiry ---------------------------------------------------------------------------------
     def _arm_timer(self, expires_at: int) -> None:
@@ -484,7 +536,13 @@ class InvoiceRegistry:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
-        asyncio.get_running_loop().create_task(self._sweep_expired())
+        asyncio.get_running_loop().create_task(self._timed_sweep())
+
+    async def _timed_sweep(self) -> None:
+        try:
+            await self._sweep_expired()
+        except Exception as e:  # e.g. the store closed under us at shutdown: nothing to expire then
+            self._log("unusual", f"invoice expiry sweep failed: {e!r}")
 
     async def _sweep_expired(self) -> None:
         """Mark every overdue unpaid invoice expired (each its own updated_index), wake its waiters

@@ -753,13 +753,13 @@ class PluginHost:
         req_id = new_request_id(method, id_prefix_of(caller_id))
         msg = dict(request)
         msg["id"] = req_id
-        notify_cb = None
-        if on_notification is not None:
-            def notify_cb(n: dict) -> None:
-                params = dict(n.get("params") or {})
-                params["id"] = caller_id
-                on_notification({"jsonrpc": "2.0", "method": n["method"], "params": params})
-        resp = await p.process.send_request(msg, req_id, notify_cb)
+        def relay(n: dict) -> None:  # plugin_notify_cb: the caller sees its own id
+            params = dict(n.get("params") or {})
+            params["id"] = caller_id
+            assert on_notification is not None
+            on_notification({"jsonrpc": "2.0", "method": n["method"], "params": params})
+
+        resp = await p.process.send_request(msg, req_id, relay if on_notification is not None else None)
         out = dict(resp)
         out["id"] = caller_id
         return out

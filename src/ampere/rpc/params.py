@@ -70,6 +70,7 @@ def parse_params(params: Any, spec: list[Param], allow_extra: bool = False) -> d
                 given[k] = v
     else:
         raise invalid_params("Expected array or object for params")
+    # Values given are checked first (a bad value is the caller's real mistake), then what is missing.
     for p in spec:
         if p.name in given:
             raw = given[p.name]
@@ -77,9 +78,10 @@ def parse_params(params: Any, spec: list[Param], allow_extra: bool = False) -> d
                 out[p.name] = p.parse(raw)
             except (ParamError, AmountError, ValueError, TypeError) as e:
                 raise invalid_params(f"{p.name}: {e}: invalid token '{_token(raw)}'") from None
-        elif p.required:
-            raise invalid_params(f"missing required parameter: {p.name}")
-        else:
+    for p in spec:
+        if p.name not in given:
+            if p.required:
+                raise invalid_params(f"missing required parameter: {p.name}")
             out[p.name] = p.default
     if allow_extra:
         out["__extra__"] = extra

@@ -195,6 +195,9 @@ class NodeFactory:
                 opts.setdefault(k, v)
         else:
             opts.setdefault("disable-chain", True)
+        # Tests listen only where they ask to: parallel nodes must not fight over the default port.
+        if not any(k in opts for k in ("addr", "bind-addr", "autolisten")):
+            opts["autolisten"] = "false"
         node = AmpdNode(os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), options=opts, extra_args=extra_args)
         self.nodes.append(node)
         if start:

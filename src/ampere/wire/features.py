@@ -164,8 +164,11 @@ def negotiated(ours: Features, theirs: Features, feature: str | int) -> bool:
 # them compulsory (data_loss_protect, var_onion_optin, static_remotekey, payment_secret), the rest
 # optional.  Features join these sets as the code that implements them lands.
 INIT_FEATURES = Features.from_names(
-    compulsory=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret"],
-    optional=["gossip_queries", "basic_mpp", "option_channel_type"],
+    # option_channel_type is compulsory too: Core Lightning requires it of peers (issue #5's list:
+    # data_loss_protect, var_onion_optin, payment_secret, static_remotekey and channel_type).
+    compulsory=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret",
+                "option_channel_type"],
+    optional=["gossip_queries", "basic_mpp", "option_support_large_channel"],
 )
 # BOLT #7 node_announcement carries the node's features (the "N" context); CLN advertises the same set.
 NODE_FEATURES = INIT_FEATURES

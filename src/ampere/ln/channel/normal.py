@@ -109,12 +109,13 @@ def _refuse(code: RefusalCode, message: str, failure: int | None = TEMPORARY_CHA
 def offer_htlc(ch: Channel, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
                path_key: bytes | None = None) -> Out | Refusal:
     """Offer an HTLC to the peer (the payments/forwarding layer's entry point)."""
+    # BOLT #2: "MUST NOT send an update_add_htlc after a shutdown."
+    if ch.state in (ChannelState.CHANNELD_SHUTTING_DOWN, ChannelState.CLOSINGD_SIGEXCHANGE) or (
+            ch.shutdown_requested or ch.shutdown_sent or ch.remote_shutdown_script is not None):
+        return _refuse(RefusalCode.SHUTTING_DOWN, "channel is shutting down", PERMANENT_CHANNEL_FAILURE)
     if ch.state is not ChannelState.CHANNELD_NORMAL or not ch.can_speak:
         return _refuse(RefusalCode.NOT_READY, f"channel is {ch.state.value}"
                        + ("" if ch.can_speak else " and the peer is not connected"))
-    # BOLT #2: "MUST NOT send an update_add_htlc after a shutdown."
-    if ch.shutdown_requested or ch.shutdown_sent or ch.remote_shutdown_script is not None:
-        return _refuse(RefusalCode.SHUTTING_DOWN, "channel is shutting down", PERMANENT_CHANNEL_FAILURE)
     if len(payment_hash) != 32:
         return _refuse(RefusalCode.BAD_AMOUNT, "payment_hash must be 32 bytes", None)
     # BOLT #2: "MUST offer amount_msat greater than 0. MUST NOT offer amount_msat below the receiving node's

@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
-from ampere.ln.channel.state import Channel, revert_peer_uncommitted
+from ampere.ln.channel.state import Channel, encode_record, revert_peer_uncommitted
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -48,10 +48,6 @@ def diff(old: Channel, new: Channel) -> tuple[Change, ...]:
     return tuple(out)
 
 
-def _snapshot(ch: Channel) -> bytes:
-    return ch.to_bytes()
-
-
 def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Iterable[Event] = (),
            broadcasts: Iterable[Any] = (), disconnect: str | None = None, error: ChannelError | None = None,
            cause: str = "protocol", first: bool = False) -> Step:
@@ -59,18 +55,23 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     events = list(events)
     if old.state is not new.state or first:
         events.insert(0, StateChanged(None if first else old.state.value, new.state.value, cause))
-    candidate = replace(new, update_id=old.update_id)
-    snap = _snapshot(candidate)
-    base = old.persisted_snapshot or (b"" if first else _snapshot(old))
+    record = new.to_record()
+    record["update_id"] = old.update_id
+    base = old.persisted_record
+    if base is None and not first:
+        base = old.to_record()
     persist = None
-    if first or snap != base:
-        new = replace(new, update_id=old.update_id + (0 if first else 1))
-        snap = _snapshot(new)
-        persist = ChannelUpdate(new.channel_id, new.update_id, snap,
-                                diff(revert_peer_uncommitted(old), revert_peer_uncommitted(new)))
-        new = replace(new, persisted_snapshot=snap)
-    elif not new.persisted_snapshot:
-        new = replace(new, persisted_snapshot=base)
+    if first or record != base:
+        update_id = old.update_id + (0 if first else 1)
+        record["update_id"] = update_id
+        snap = encode_record(record)
+        changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old),
+                                                              revert_peer_uncommitted(new))
+        new = replace(new, update_id=update_id, persisted_snapshot=snap, persisted_record=record)
+        persist = ChannelUpdate(new.channel_id, update_id, snap, changes)
+    elif new.persisted_record is not base:
+        new = replace(new, persisted_snapshot=old.persisted_snapshot or encode_record(base),
+                      persisted_record=base)
     return Step.build(new, persist, messages, broadcasts, events, disconnect, error)
 
 

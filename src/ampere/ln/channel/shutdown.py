@@ -9,7 +9,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ampere.ln.channel.actions import ChannelError, MutualCloseAgreed, Refusal, RefusalCode
-from ampere.ln.channel.closing import ClosingError, ClosingTx, build_closing_tx, dust_threshold_sat, expected_closing_weight
+from ampere.ln.channel.closing import (
+    ClosingError,
+    ClosingTx,
+    build_closing_tx,
+    dust_threshold_sat,
+    expected_closing_weight,
+)
 from ampere.ln.channel.commitment import Side, commitment_fee_sat
 from ampere.ln.channel.env import Env
 from ampere.ln.channel.keys import KeyDerivationError, compact_to_der
@@ -17,6 +23,7 @@ from ampere.ln.channel.normal import FEERATE_FLOOR, has_uncommitted_local_update
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, ClosingNegotiation, set_state
+from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m
 
 __all__ = ["valid_shutdown_script", "start_shutdown", "on_shutdown", "on_closing_signed", "progress", "is_clean"]
@@ -56,6 +63,8 @@ def start_shutdown(ch: Channel, scriptpubkey: bytes | None = None) -> Out | Refu
 
 
 def on_shutdown(ch: Channel, msg: m.Shutdown) -> Out:
+    if ch.state is CS.CLOSINGD_COMPLETE and bytes(msg.scriptpubkey) == ch.remote_shutdown_script:
+        return Out(ch)  # a retransmission after reconnection: we already agreed
     if ch.state not in (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN,
                         CS.CLOSINGD_SIGEXCHANGE):
         raise PeerViolation(ChannelError.warn_and_disconnect(f"shutdown in state {ch.state.value}"))
@@ -144,7 +153,30 @@ def _finish_close(out: Out, signer: ChannelSigner, ctx: ClosingTx, their_sig: by
     out.event(MutualCloseAgreed(ch.channel_id, tx.txid(), ctx.fee_sat))
 
 
+def _resend_agreed(ch: Channel, signer: ChannelSigner, msg: m.ClosingSigned) -> Out:
+    """We agreed and broadcast, but the peer never got our last closing_signed (BOLT 2 restarts the
+    negotiation on reconnection): answer its proposal of the agreed fee with our signature again."""
+    agreed = Transaction.parse(ch.closing_tx)
+    fee = ch.funding_sat - sum(o.value for o in agreed.outputs)
+    out = Out(ch)
+    if msg.fee_satoshis != fee:
+        return out
+    for dust in {ch.remote.dust_limit_sat, ch.local.dust_limit_sat}:
+        try:
+            ctx = _closing_tx(ch, fee, dust)
+        except ClosingError:
+            continue
+        if ctx.tx.txid() == agreed.txid():
+            out.send(m.ClosingSigned(channel_id=ch.channel_id, fee_satoshis=fee, signature=signer.sign_closing(ctx),
+                                     tlvs=m.ClosingSignedTlvs(fee_range=m.ClosingSignedTlvsFeeRange(
+                                         min_fee_satoshis=fee, max_fee_satoshis=fee))))
+            break
+    return out
+
+
 def on_closing_signed(ch: Channel, signer: ChannelSigner, msg: m.ClosingSigned, env: Env) -> Out:
+    if ch.state is CS.CLOSINGD_COMPLETE and ch.closing_tx:
+        return _resend_agreed(ch, signer, msg)
     if ch.state is not CS.CLOSINGD_SIGEXCHANGE:
         raise PeerViolation(ChannelError.warn_and_disconnect(f"closing_signed in state {ch.state.value}"))
     neg = ch.closing or _negotiation(ch, env)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import enum
 import json
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 from ampere.ln.channel.commitment import ChannelParams, Side
@@ -141,6 +142,7 @@ class Channel:
     reestablish_sent: bool = False
     closing: ClosingNegotiation | None = None
     persisted_snapshot: bytes = field(default=b"", compare=False, repr=False)
+    persisted_record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
 
     # --- convenience -----------------------------------------------------------------------------
 
@@ -171,8 +173,11 @@ class Channel:
     # --- storage ---------------------------------------------------------------------------------
 
     def to_bytes(self) -> bytes:
-        return json.dumps(_to_json(revert_peer_uncommitted(self)), separators=(",", ":"),
-                          sort_keys=True).encode()
+        return encode_record(self.to_record())
+
+    def to_record(self) -> dict[str, Any]:
+        """The stored form as a JSON-ready dict (the peer's uncommitted updates left out)."""
+        return _to_json(revert_peer_uncommitted(self))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Channel:
@@ -186,7 +191,11 @@ class Channel:
             ch = _from_json(obj)
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"malformed channel record: {e}") from e
-        return replace(ch, persisted_snapshot=bytes(data))
+        return replace(ch, persisted_snapshot=bytes(data), persisted_record=obj)
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":"), sort_keys=True).encode()
 
 
 def channel_id_from_outpoint(outpoint: OutPoint) -> bytes:
@@ -280,21 +289,29 @@ def _htlc_from(d: dict[str, Any]) -> Htlc:
                 path_key=_unhex(d.get("pk")), preimage_reported=bool(d.get("pr", 0)))
 
 
-def _to_json(ch: Channel) -> dict[str, Any]:
-    p = ch.params
-    return {
-        "v": FORMAT_VERSION,
-        "channel_id": ch.channel_id.hex(),
-        "state": ch.state.value,
+@lru_cache(maxsize=512)
+def _static_json(channel_id: bytes, p: ChannelParams, local: ChannelConfig, remote: ChannelConfig, announce: bool,
+                 minimum_depth: int) -> tuple[tuple[str, Any], ...]:
+    """The part of the record fixed at opening (cached: it is re-encoded on every step otherwise)."""
+    return tuple({
+        "channel_id": channel_id.hex(),
         "funding": [p.funding_outpoint.txid.hex(), p.funding_outpoint.vout, p.funding_sat],
         "opener": p.opener.value,
         "channel_type": p.channel_type.value,
         "local_pubkeys": _pubkeys_json(p.local_pubkeys),
         "remote_pubkeys": _pubkeys_json(p.remote_pubkeys),
-        "local": _config_json(ch.local),
-        "remote": _config_json(ch.remote),
-        "announce": ch.announce,
-        "minimum_depth": ch.minimum_depth,
+        "local": _config_json(local),
+        "remote": _config_json(remote),
+        "announce": announce,
+        "minimum_depth": minimum_depth,
+    }.items())
+
+
+def _to_json(ch: Channel) -> dict[str, Any]:
+    return {
+        "v": FORMAT_VERSION,
+        **dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth)),
+        "state": ch.state.value,
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
         "htlcs": [_htlc_json(h) for h in ch.htlcs],

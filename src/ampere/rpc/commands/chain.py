@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...node.feerate import FeerateError, NoFeeEstimates, fee_for_weight, parse_feerate, to_style
+from ...node.feerate import FeerateError, NoFeeEstimates, parse_feerate, to_style
 from ..errors import LIGHTNINGD, RpcError, invalid_params
-from ..params import opt, p_enum, p_string, p_u32, req
+from ..params import ParamError, opt, p_any, p_enum, p_string, p_u32, req
 from ..registry import command
 
 BCLI_NO_FEE_ESTIMATES = 401
@@ -85,9 +85,13 @@ async def parsefeerate(ctx, feerate_str: str) -> dict:
     return {"perkw": feerate_arg(ctx, "feerate_str", feerate_str)}
 
 
-@command("waitblockheight", [req("blockheight", p_u32), opt("timeout", p_u32, 60)], category="bitcoin",
+@command("waitblockheight", [req("blockheight", p_any), opt("timeout", p_u32, 60)], category="bitcoin",
          description="Wait for the blockchain to reach {blockheight}.")
-async def waitblockheight(ctx, blockheight: int, timeout: int) -> dict:
+async def waitblockheight(ctx, blockheight: Any, timeout: int) -> dict:
+    try:
+        blockheight = p_u32(blockheight)
+    except ParamError as e:
+        raise invalid_params(f"blockheight: {e}: invalid token '{blockheight}'") from None
     chain = require_chain(ctx)
     if ctx.check:
         return {"blockheight": ctx.node.blockheight}
@@ -96,4 +100,4 @@ async def waitblockheight(ctx, blockheight: int, timeout: int) -> dict:
     return {"blockheight": ctx.node.blockheight}
 
 
-__all__ = ["feerate_arg", "require_chain", "fee_for_weight"]
+__all__ = ["feerate_arg", "require_chain"]

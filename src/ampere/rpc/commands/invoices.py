@@ -199,7 +199,8 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
     return [], warnings
 
 
-def _validate_invoice(node, amount_msat, label, description, expiry, fallbacks, cltv, deschashonly):
+def _validate_invoice(node, label: str, description: str, expiry: int, fallbacks: list[str] | None,
+                      deschashonly: bool) -> list[Fallback]:
     """The checks `invoice` makes before changing anything (also run by `check invoice`)."""
     if len(label.encode()) > MAX_LABEL_BYTES:
         raise invalid_params(f"Label '{label}' over {MAX_LABEL_BYTES} bytes")
@@ -228,7 +229,7 @@ _INVOICE_PARAMS = [
 async def invoice(ctx, amount_msat, label, description, expiry, fallbacks, preimage, exposeprivatechannels,
                   cltv, deschashonly) -> dict:
     node = ctx.node
-    fbs = _validate_invoice(node, amount_msat, label, description, expiry, fallbacks, cltv, deschashonly)
+    fbs = _validate_invoice(node, label, description, expiry, fallbacks, deschashonly)
     if ctx.check:
         return {"command_to_check": "invoice"}
     routes, warnings = _routehints(node, amount_msat, exposeprivatechannels)

@@ -4,6 +4,7 @@ reserveinputs / unreserveinputs."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
@@ -53,6 +54,14 @@ def p_psbt(v: Any) -> Transaction:
         return psbt_unsigned_tx(v)
     except PsbtError:
         raise ParamError("Expected a PSBT") from None
+
+
+def _checked(name: str, value: Any, parse) -> Any:
+    try:
+        return parse(value)
+    except ParamError as e:
+        token = value if isinstance(value, str) else json.dumps(value)
+        raise invalid_params(f"{name}: {e}: invalid token '{token}'") from None
 
 
 def _script_for(ctx, address: str) -> bytes:
@@ -154,10 +163,12 @@ async def listtransactions(ctx) -> dict:
 
 
 # ---- spending ---------------------------------------------------------------------------------
-@command("withdraw", [req("destination", p_any), req("satoshi", p_sat_or_all), opt("feerate", p_any),
+@command("withdraw", [req("destination", p_any), req("satoshi", p_any), opt("feerate", p_any),
                       opt("minconf", p_u16, 1), opt("utxos", p_outpoints)], category="bitcoin",
          description="Send funds from the internal wallet to {destination} address")
 async def withdraw(ctx, destination: Any, satoshi, feerate: Any, minconf: int, utxos: list[OutPoint] | None) -> dict:
+    # Checked here, after the other parameters, so an error names the first bad one of those.
+    satoshi = _checked("satoshi", satoshi, p_sat_or_all)
     wallet = _wallet(ctx)
     if not isinstance(destination, str):
         raise invalid_params("Could not parse destination address, destination should be a valid address")
@@ -254,9 +265,10 @@ async def txdiscard(ctx, txid: bytes) -> dict:
 
 
 # ---- reservations -------------------------------------------------------------------------------
-@command("reserveinputs", [req("psbt", p_psbt), opt("exclusive", p_bool, True), opt("reserve", p_u32, RESERVATION_DEFAULT)],
+@command("reserveinputs", [req("psbt", p_any), opt("exclusive", p_bool, True), opt("reserve", p_u32, RESERVATION_DEFAULT)],
          category="bitcoin", description="Reserve utxos (or increase their reservation)")
-async def reserveinputs(ctx, psbt: Transaction, exclusive: bool, reserve: int) -> dict:
+async def reserveinputs(ctx, psbt: Any, exclusive: bool, reserve: int) -> dict:
+    psbt = _checked("psbt", psbt, p_psbt)
     wallet = _wallet(ctx)
     if ctx.check:
         return {}
@@ -267,9 +279,10 @@ async def reserveinputs(ctx, psbt: Transaction, exclusive: bool, reserve: int) -
     return {"reservations": report}
 
 
-@command("unreserveinputs", [req("psbt", p_psbt), opt("reserve", p_u32, RESERVATION_DEFAULT)], category="bitcoin",
+@command("unreserveinputs", [req("psbt", p_any), opt("reserve", p_u32, RESERVATION_DEFAULT)], category="bitcoin",
          description="Unreserve utxos (or at least, reduce their reservation)")
-async def unreserveinputs(ctx, psbt: Transaction, reserve: int) -> dict:
+async def unreserveinputs(ctx, psbt: Any, reserve: int) -> dict:
+    psbt = _checked("psbt", psbt, p_psbt)
     wallet = _wallet(ctx)
     if ctx.check:
         return {}
