@@ -35,9 +35,12 @@ def start(base: str) -> int:
     os.makedirs(l1, exist_ok=True)
     cmd = [sys.executable, "-m", "ampere.cli.ampd", f"--lightning-dir={l1}", "--network=regtest", "--daemon",
            "--disable-chain", f"--log-file={l1}/log", "--log-level=debug", f"--plugin={PLUGIN}", "--greeting=Hi"]
-    p = subprocess.run(cmd, capture_output=True, text=True, env=_env(), timeout=120)
+    # Not a pipe: the daemon's plugins inherit its stderr and would hold a pipe open forever.
+    with open(os.path.join(l1, "startup.err"), "w") as err:
+        p = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=err, env=_env(), timeout=120)
     if p.returncode != 0:
-        print(p.stderr, file=sys.stderr)
+        with open(os.path.join(l1, "startup.err")) as f:
+            print(f.read(), file=sys.stderr)
         return 1
     info = json.loads(_cli(l1, "getinfo").stdout)
     print(f"ampd l1 is running: id {info['id']}, alias {info['alias']}")

@@ -329,3 +329,28 @@ def test_concurrent_writes_share_a_commit_and_refusals_stay_isolated(tmp_path):
         assert (await reg.get_by_label("c1")).status() == "unpaid"
 
     run(tmp_path, body)
+
+
+def test_paid_and_expired_shapes_fit_cln_schemas(tmp_path):
+    """Payments cannot arrive over RPC yet, so check the paid shapes here: waitinvoice,
+    waitanyinvoice, listinvoices and delinvoice results, and the invoice_payment notification."""
+    from ampere.testing.schema import ClnValidator, load_schema, validate
+
+    async def body(h):
+        reg = h.reg
+        await reg.create(new_invoice("paid", amount=None))
+        await reg.create(new_invoice("old", expiry=0))
+        rec = await reg.mark_paid(label="paid", amount_msat=4242)
+        paid = rec.to_json()
+        for name in ("waitinvoice", "waitanyinvoice", "delinvoice"):
+            validate(name, paid)
+        validate("listinvoices", {"invoices": [r.to_json() for r in await reg.list()]})
+        expired = (await reg.get_by_label("old")).to_json()
+        assert expired["status"] == "expired"
+        validate("delinvoice", expired)
+        topic, payload = h.notes[-1]
+        assert topic == "invoice_payment"
+        ClnValidator(load_schema("notification/invoice_payment", "response")).validate(payload)
+        ClnValidator(load_schema("notification/invoice_creation", "response")).validate(h.notes[0][1])
+
+    run(tmp_path, body)
