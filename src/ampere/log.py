@@ -80,14 +80,16 @@ class Logger:
         self.listener_min_rank = min(self.listener_min_rank, LEVEL_RANK[min_level])
 
     def _threshold(self, source: str) -> int:
-        rank = None
+        # The last level given without a filter is the default; a later subsystem filter wins over an
+        # earlier one that also matches.
+        rank = LEVEL_RANK["info"]
         for f in self.filters:
             if f.substring is None:
-                if rank is None:
-                    rank = LEVEL_RANK[f.level]
-            elif f.substring in source:
+                rank = LEVEL_RANK[f.level]
+        for f in reversed(self.filters):
+            if f.substring is not None and f.substring in source:
                 return LEVEL_RANK[f.level]
-        return rank if rank is not None else LEVEL_RANK["info"]
+        return rank
 
     def enabled(self, level: str, source: str) -> bool:
         return LEVEL_RANK[level] >= self._threshold(source)

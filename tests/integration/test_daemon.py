@@ -186,3 +186,20 @@ def test_concurrent_connections(node_factory):
         reply = json.loads(_read_reply(s))
         assert reply["id"] == i
         s.close()
+
+
+def test_log_level_subsystem_filter_and_prefix(node_factory):
+    # Default level info, but debug for the plugin manager only; every line carries the prefix.
+    l1 = node_factory.get_node(start=False)
+    l1.options["log-prefix"] = "l1-"
+    l1.start(wait=False)
+    l1.wait_for_log("Server started with public key")
+    logs = l1.logs()
+    assert all(line.startswith("l1-") for line in logs.splitlines() if line)
+    l2 = node_factory.get_node(start=False)
+    plugin = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "plugins", "helloworld.py")
+    l2.extra_args = ["--log-level=info", "--log-level=debug:plugin-manager", f"--plugin={plugin}"]
+    l2.start()
+    lines = l2.logs().splitlines()
+    debug_lines = [ln for ln in lines if " DEBUG " in ln]
+    assert debug_lines and all("plugin-manager" in ln for ln in debug_lines)

@@ -21,7 +21,6 @@ from ampere.ln.channel.actions import (
     SendMessage,
     Step,
 )
-from ampere.ln.channel.commitment import Side
 from ampere.ln.channel.htlcs import HtlcState
 from ampere.ln.channel.pair import Pair
 from ampere.ln.channel.state import ChannelState
@@ -94,7 +93,7 @@ def test_fail_and_fail_malformed_are_reported_once_committed():
     # A malformed failure needs the BADONION bit (local refusal).
     a.apply(core.offer_htlc(a.ch, a.signer, 5_000_000, HASH, 700, ONION))
     pair.pump()
-    assert core.fail_malformed_htlc(b.ch, b.signer, 2, sha256(ONION), 0x4000 | 5).code is RefusalCode.BAD_AMOUNT
+    assert core.fail_malformed_htlc(b.ch, b.signer, 2, sha256(ONION), 0x4000 | 5).code is RefusalCode.BAD_ONION
 
 
 def test_several_updates_share_one_commitment():
@@ -124,6 +123,7 @@ def test_sender_limits():
     r = core.offer_htlc(a.ch, a.signer, 10_000, HASH, 500_000_000, ONION)
     assert r.code is RefusalCode.BAD_CLTV
     assert core.offer_htlc(a.ch, a.signer, 0, HASH, 700, ONION).code is RefusalCode.BAD_AMOUNT
+    assert core.offer_htlc(a.ch, a.signer, 10_000, HASH, 700, ONION[:-1]).code is RefusalCode.BAD_ONION
     for _ in range(3):
         assert not isinstance(a.apply(core.offer_htlc(a.ch, a.signer, 10_000, HASH, 700, ONION)), Refusal)
     r = core.offer_htlc(a.ch, a.signer, 10_000, HASH, 700, ONION)
@@ -141,7 +141,7 @@ def test_sender_limits():
 def test_reserve_and_fee_payer_limits():
     # B (not the opener) holds 20k sat; A requires it to keep 1% = 10k sat.
     pair = Pair.open(funding_sat=1_000_000, push_msat=20_000_000)
-    a, b = pair.a, pair.b
+    b = pair.b
     r = core.offer_htlc(b.ch, b.signer, 10_000_001, HASH, 700, ONION)
     assert r.code is RefusalCode.CANNOT_AFFORD and r.failure_code == 0x1000 | 7
     assert not isinstance(core.offer_htlc(b.ch, b.signer, 10_000_000, HASH, 700, ONION), Refusal)
@@ -187,7 +187,7 @@ def test_receiver_enforces_max_accepted_and_in_flight():
 
 def test_receiver_enforces_the_senders_reserve_and_fee():
     pair = Pair.open(funding_sat=1_000_000, push_msat=20_000_000)
-    a, b = pair.a, pair.b
+    a = pair.a
     assert_warn_disconnect(core.handle_message(a.ch, a.signer, add_msg(a.ch, 0, amount=10_000_001)), "cannot afford")
     assert core.handle_message(a.ch, a.signer, add_msg(a.ch, 0, amount=10_000_000)).error is None
     # The opener must also pay the fee for its own HTLC at the current feerate.
@@ -256,7 +256,7 @@ def test_bad_signatures_and_secrets():
 
 def test_bad_removals_and_unexpected_messages():
     pair = Pair.open()
-    a, b = pair.a, pair.b
+    a = pair.a
     a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, HASH, 700, ONION))
     pair.pump()
     cid = a.ch.channel_id
@@ -336,3 +336,18 @@ def test_persist_precedes_every_signature_in_a_full_exchange():
                 seen += 1
                 assert any(isinstance(x, Persist) for x in kinds[:i]), type(act.msg).__name__
     assert seen >= 6
+
+
+def test_htlc_deadlines_fail_the_channel():
+    pair = Pair.open()
+    a, b = pair.a, pair.b
+    a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, HASH, 700, ONION))
+    pair.pump()
+    assert core.on_block(a.ch, a.signer, 701).actions == ()
+    step = core.on_block(a.ch, a.signer, 702)   # cltv_expiry + 2 blocks of grace
+    assert step.state.state is ChannelState.AWAITING_UNILATERAL
+    assert any(isinstance(x, Broadcast) for x in step.actions) and isinstance(step.messages[0], m.Error)
+    # The receiver that fulfilled must go on-chain 18 blocks before cltv_expiry if the fulfill is stuck.
+    b.apply(core.fulfill_htlc(b.ch, b.signer, 0, PRE))
+    assert core.on_block(b.ch, b.signer, 681).actions == ()
+    assert core.on_block(b.ch, b.signer, 682).state.state is ChannelState.AWAITING_UNILATERAL

@@ -195,6 +195,9 @@ class Node:
         db_path = self._db_path()
         self.store = SqliteStore(db_path)
         await self.store.open()
+        from .invoices import registry_for
+
+        await registry_for(self).start()
         if not self.options.get("disable-chain"):
             from .chain_setup import start_chain
 
@@ -233,6 +236,8 @@ class Node:
                 self.log.unusual("lightningd", f"plugin shutdown: {e!r}")
         if self.chain is not None:
             await self.chain.stop()
+        if getattr(self, "invoices", None) is not None:
+            await self.invoices.close()
         if self.store is not None:
             await self.store.close()
         if self.pid_file:
@@ -284,7 +289,7 @@ def _setup_logging(options: Options) -> Logger:
     log = Logger(prefix=options.get("log-prefix") or "")
     levels = [parse_log_level(s) for s in options.get("log-level")]
     # A level without a subsystem filter sets the default; those with one apply to matching sources.
-    log.set_levels(sorted(levels, key=lambda f: f.substring is None))
+    log.set_levels(levels)
     files = options.get("log-file")
     if files:
         log.open_files(files)

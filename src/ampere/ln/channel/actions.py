@@ -19,7 +19,7 @@ WarnAndDisconnect or Close. `core` maps it to actions in one place (`core.apply_
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Iterable
 
 __all__ = [
@@ -281,6 +281,7 @@ class RefusalCode(enum.Enum):
     FEE_PAYER_CANNOT_AFFORD = "fee_payer_cannot_afford"
     BAD_CLTV = "bad_cltv"
     BAD_AMOUNT = "bad_amount"
+    BAD_ONION = "bad_onion"
     UNKNOWN_HTLC = "unknown_htlc"
     BAD_HTLC_STATE = "bad_htlc_state"
     BAD_PREIMAGE = "bad_preimage"

@@ -10,7 +10,8 @@ the core declines, a `Refusal` (nothing changed). Nothing here raises on peer in
     HTLCs (switch)      offer_htlc, fulfill_htlc, fail_htlc, fail_malformed_htlc
     batching timer      send_commitment(ch, signer)      (after CommitmentNeeded, CLN waits 10 ms)
     fees                update_fee(ch, signer, feerate, env)
-    chain               funding_depth(ch, signer, depth, short_channel_id), funding_spent(ch, txid)
+    chain               funding_depth(ch, signer, depth, short_channel_id), funding_spent(ch, txid),
+                        on_block(ch, signer, blockheight)  (HTLC deadlines)
     close               start_shutdown(ch, signer, env, scriptpubkey), force_close(ch, signer, reason)
     storage             restore(snapshot) -> Channel (disconnected)
     queries             local_commitment_tx, remote_commitment_tx, pending_incoming_htlcs, spendable_msat
@@ -36,7 +37,7 @@ from ampere.ln.channel.actions import (
 )
 from ampere.ln.channel.commitment import CommitmentError, CommitmentTx, Side
 from ampere.ln.channel.env import Env
-from ampere.ln.channel.htlcs import Htlc, HtlcState
+from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status
 from ampere.ln.channel.persist import Out, PeerViolation, finish
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, set_state
@@ -48,6 +49,7 @@ from ampere.wire import messages as m
 __all__ = [
     "Env", "handle_message", "on_reconnect", "on_disconnect", "offer_htlc", "fulfill_htlc", "fail_htlc",
     "fail_malformed_htlc", "send_commitment", "needs_commitment", "update_fee", "funding_depth", "funding_spent",
+    "on_block",
     "start_shutdown", "force_close", "apply_error", "restore", "local_commitment_tx", "remote_commitment_tx",
     "pending_incoming_htlcs", "spendable_msat",
 ]
@@ -258,6 +260,37 @@ def funding_depth(ch: Channel, signer: ChannelSigner, depth: int, short_channel_
         out.ch = set_state(new, CS.CHANNELD_NORMAL)
         out.event(ChannelReady(ch.channel_id, short_channel_id))
     return _complete(ch, out, signer, env)
+
+
+# BOLT #2 "cltv_expiry_delta Selection": the deadline for offered HTLCs "is G blocks after the HTLC's
+# cltv_expiry: 1 or 2 blocks is reasonable"; for received HTLCs we fulfilled, "a deadline of 2R+G+S blocks before
+# cltv_expiry: 18 blocks is reasonable".
+OFFERED_HTLC_GRACE_BLOCKS = 2
+FULFILLED_HTLC_DEADLINE_BLOCKS = 18
+
+
+def on_block(ch: Channel, signer: ChannelSigner, blockheight: int) -> Step:
+    """A new chain tip: fail the channel if an HTLC is past its deadline.
+
+    BOLT #2: "if an HTLC which it offered is in either node's current commitment transaction, AND is past this
+    timeout deadline: SHOULD send an error to the receiving peer (if connected). MUST fail the channel." and "if
+    an HTLC it has fulfilled is in either node's current commitment transaction, AND is past this fulfillment
+    deadline: SHOULD send an error to the offering peer (if connected). MUST fail the channel."
+    """
+    if ch.state not in (CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE):
+        return Step(ch)
+    for h in ch.htlcs:
+        committed = Status.IN in (h.status(Side.LOCAL), h.status(Side.REMOTE))
+        if not committed:
+            continue
+        if h.offerer is Side.LOCAL and blockheight >= h.cltv_expiry + OFFERED_HTLC_GRACE_BLOCKS:
+            return _fail_channel(ch, signer, f"offered HTLC {h.htlc_id} timed out at block {h.cltv_expiry}", True,
+                                 [], send_error=True, cause="protocol")
+        fulfilled = (h.offerer is Side.REMOTE and h.removal is not None and h.removal.kind is RemovalKind.FULFILL)
+        if fulfilled and blockheight >= h.cltv_expiry - FULFILLED_HTLC_DEADLINE_BLOCKS:
+            return _fail_channel(ch, signer, f"fulfilled HTLC {h.htlc_id} is close to its expiry {h.cltv_expiry}",
+                                 True, [], send_error=True, cause="protocol")
+    return Step(ch)
 
 
 def funding_spent(ch: Channel, spending_txid: bytes) -> Step:

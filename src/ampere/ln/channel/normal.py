@@ -67,6 +67,7 @@ FEERATE_FLOOR = 253          # sat per kw: the minimum relay feerate (BOLT 3's 2
 MAX_ACCEPTED_HTLCS_LIMIT = 483
 CLTV_LIMIT = 500_000_000     # BOLT #2: "MUST set cltv_expiry less than 500000000"
 BADONION = 0x8000
+ONION_PACKET_LEN = 1366      # BOLT #2: [1366*byte:onion_routing_packet]
 
 S = HtlcState
 _OPERATING = (ChannelState.CHANNELD_NORMAL, ChannelState.CHANNELD_SHUTTING_DOWN)
@@ -116,8 +117,8 @@ def offer_htlc(ch: Channel, amount_msat: int, payment_hash: bytes, cltv_expiry: 
     if ch.state is not ChannelState.CHANNELD_NORMAL or not ch.can_speak:
         return _refuse(RefusalCode.NOT_READY, f"channel is {ch.state.value}"
                        + ("" if ch.can_speak else " and the peer is not connected"))
-    if len(payment_hash) != 32:
-        return _refuse(RefusalCode.BAD_AMOUNT, "payment_hash must be 32 bytes", None)
+    if len(payment_hash) != 32 or len(onion) != ONION_PACKET_LEN:
+        return _refuse(RefusalCode.BAD_ONION, f"payment_hash must be 32 bytes and the onion {ONION_PACKET_LEN}", None)
     # BOLT #2: "MUST offer amount_msat greater than 0. MUST NOT offer amount_msat below the receiving node's
     # htlc_minimum_msat"
     if amount_msat <= 0:
@@ -225,7 +226,7 @@ def fail_malformed_htlc(ch: Channel, htlc_id: int, sha256_of_onion: bytes, failu
     if isinstance(h, Refusal):
         return h
     if not failure_code & BADONION or len(sha256_of_onion) != 32:
-        return _refuse(RefusalCode.BAD_AMOUNT, "failure_code must have the BADONION bit", None)
+        return _refuse(RefusalCode.BAD_ONION, "failure_code must have the BADONION bit", None)
     return _remove(ch, h, Removal(RemovalKind.FAIL_MALFORMED, ch.next_seq, sha256_of_onion=bytes(sha256_of_onion),
                                   failure_code=failure_code),
                    m.UpdateFailMalformedHtlc(channel_id=ch.channel_id, id=htlc_id,

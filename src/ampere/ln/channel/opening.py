@@ -20,16 +20,22 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from ampere.ln.channel.actions import ChannelError, FundingTxNeeded, Step
-from ampere.ln.channel.commitment import ChannelParams, CommitmentError, Side, build_commitment_tx
-from ampere.ln.channel.env import Env
+from ampere.ln.channel.commitment import (
+    ChannelParams,
+    CommitmentError,
+    CommitmentTx,
+    Side,
+    build_commitment_tx,
+    commitment_fee_sat,
+)
 from ampere.ln.channel.keys import ChannelPubkeys, KeyDerivationError, compact_to_der
 from ampere.ln.channel.normal import FEERATE_FLOOR, MAX_ACCEPTED_HTLCS_LIMIT
 from ampere.ln.channel.persist import finish
-from ampere.ln.channel.scripts import ChannelType
+from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT, ChannelType, funding_script
 from ampere.ln.channel.shutdown import valid_shutdown_script
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelConfig, ChannelState, channel_id_from_outpoint
-from ampere.ln.channel.views import commitment_fee_msat, view
+from ampere.ln.channel.views import view
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import OutPoint, Transaction
 from ampere.wire import messages as m
@@ -153,8 +159,7 @@ def _first_commitment_check(funding_sat: int, push_msat: int, feerate: int, ct: 
 
 
 def commitment_fee_msat_for(ct: ChannelType, feerate: int) -> int:
-    from ampere.ln.channel.commitment import commitment_fee_sat
-    from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
+    """The opener's cost of a commitment without HTLCs: base fee plus, with anchors, the two anchors."""
     return (commitment_fee_sat(feerate, 0, ct) + (2 * ANCHOR_OUTPUT_SAT if ct.anchors else 0)) * 1000
 
 
@@ -179,7 +184,7 @@ def _make_channel(*, opener: Side, outpoint: OutPoint, funding_sat: int, push_ms
                    reestablished=True, reestablish_sent=True)
 
 
-def _first_commitments(ch: Channel, signer: ChannelSigner):  # -> (local ctx, remote ctx)
+def _first_commitments(ch: Channel, signer: ChannelSigner) -> tuple[CommitmentTx, CommitmentTx]:
     v_local, v_remote = view(ch, Side.LOCAL), view(ch, Side.REMOTE)
     local_ctx = build_commitment_tx(ch.params, Side.LOCAL, 0, signer.commitment_point(0), ch.feerate_per_kw,
                                     v_local.local_msat, v_local.remote_msat, ())
@@ -188,7 +193,7 @@ def _first_commitments(ch: Channel, signer: ChannelSigner):  # -> (local ctx, re
     return local_ctx, remote_ctx
 
 
-def _sig_ok(ctx, pubkey: bytes, compact: bytes) -> bool:
+def _sig_ok(ctx: CommitmentTx, pubkey: bytes, compact: bytes) -> bool:
     try:
         return ctx.verify(pubkey, compact_to_der(compact))
     except KeyDerivationError:
@@ -254,8 +259,6 @@ class OpenerNegotiation:
             return _close(self, problem)
         neg = replace(self, stage="awaiting_funding_tx", remote_config=cfg, remote_pubkeys=pubkeys,
                       remote_first_point=bytes(msg.first_per_commitment_point), minimum_depth=msg.minimum_depth)
-        from ampere.ln.channel.keys import ChannelPubkeys as _  # noqa: F401  (pubkeys validated above)
-        from ampere.ln.channel.scripts import funding_script
         spk = p2wsh(funding_script(self.local_pubkeys.funding_pubkey, pubkeys.funding_pubkey))
         return Step(neg, (FundingTxNeeded(self.temporary_channel_id, spk, self.funding_sat),))
 
@@ -263,7 +266,6 @@ class OpenerNegotiation:
         """The wallet built (and signed, not broadcast) the funding transaction: sign the peer's commitment 0."""
         if self.stage != "awaiting_funding_tx" or self.remote_pubkeys is None or self.remote_config is None:
             return _close(self, "funding transaction given at the wrong time")
-        from ampere.ln.channel.scripts import funding_script
         spk = p2wsh(funding_script(self.local_pubkeys.funding_pubkey, self.remote_pubkeys.funding_pubkey))
         outs = [i for i, o in enumerate(funding_tx.outputs) if o.script_pubkey == spk and o.value == self.funding_sat]
         if len(outs) != 1 or outs[0] > 0xFFFF:
