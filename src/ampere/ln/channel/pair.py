@@ -92,6 +92,7 @@ class Pair:
     def __init__(self, a: Party, b: Party, env: Env = Env()) -> None:
         self.a, self.b, self.env = a, b, env
         self.connected = True
+        self.last_delivered: Any = None
 
     def other(self, p: Party) -> Party:
         return self.b if p is self.a else self.a
@@ -144,6 +145,7 @@ class Pair:
         if not src.outbox:
             return None
         msg = src.outbox.popleft()
+        self.last_delivered = msg
         dst = self.other(src)
         step = dst.apply(core.handle_message(dst.ch, dst.signer, msg, self.env))
         if dst.disconnect_requested or src.disconnect_requested:
