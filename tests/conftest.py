@@ -14,7 +14,10 @@ def node_factory():
     base = tempfile.mkdtemp(prefix="amp-")
     factory = NodeFactory(base)
     yield factory
+    problems = factory.check_clean_exit()
     factory.cleanup()
+    if problems:
+        pytest.fail("nodes did not end cleanly:\n" + "\n".join(problems))
 
 
 @pytest.fixture
@@ -34,4 +37,7 @@ def node_factory_chain(chaind):
     base = tempfile.mkdtemp(prefix="amp-")
     factory = NodeFactory(base, chaind=chaind)
     yield factory
+    problems = factory.check_clean_exit()
     factory.cleanup()
+    if problems:
+        pytest.fail("nodes did not end cleanly:\n" + "\n".join(problems))

@@ -351,3 +351,56 @@ def test_htlc_deadlines_fail_the_channel():
     b.apply(core.fulfill_htlc(b.ch, b.signer, 0, PRE))
     assert core.on_block(b.ch, b.signer, 681).actions == ()
     assert core.on_block(b.ch, b.signer, 682).state.state is ChannelState.AWAITING_UNILATERAL
+
+
+# --- no exception escapes, whatever well-formed message arrives in whatever state ---------------------
+
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_POINT = bytes.fromhex("0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798")
+_u64 = st.integers(0, 2**64 - 1)
+_small = st.integers(0, 5)
+
+
+def _messages(cid: bytes):
+    b32, b64 = st.binary(min_size=32, max_size=32), st.binary(min_size=64, max_size=64)
+    return st.one_of(
+        st.builds(m.UpdateAddHtlc, channel_id=st.just(cid), id=_small, amount_msat=st.one_of(_small, _u64),
+                  payment_hash=b32, cltv_expiry=st.integers(0, 2**32 - 1), onion_routing_packet=st.just(ONION)),
+        st.builds(m.UpdateFulfillHtlc, channel_id=st.just(cid), id=_small, payment_preimage=b32),
+        st.builds(m.UpdateFailHtlc, channel_id=st.just(cid), id=_small, reason=st.binary(max_size=20)),
+        st.builds(m.UpdateFailMalformedHtlc, channel_id=st.just(cid), id=_small, sha256_of_onion=b32,
+                  failure_code=st.integers(0, 0xFFFF)),
+        st.builds(m.UpdateFee, channel_id=st.just(cid), feerate_per_kw=st.integers(0, 2**32 - 1)),
+        st.builds(m.CommitmentSigned, channel_id=st.just(cid), signature=b64,
+                  htlc_signature=st.lists(b64, max_size=2).map(tuple)),
+        st.builds(m.RevokeAndAck, channel_id=st.just(cid), per_commitment_secret=b32,
+                  next_per_commitment_point=st.just(_POINT)),
+        st.builds(m.ChannelReestablish, channel_id=st.just(cid), next_commitment_number=_small,
+                  next_revocation_number=_small, your_last_per_commitment_secret=b32,
+                  my_current_per_commitment_point=st.just(_POINT)),
+        st.builds(m.Shutdown, channel_id=st.just(cid), scriptpubkey=st.one_of(st.binary(max_size=40),
+                                                                                st.just(b"\x00\x14" + bytes(20)))),
+        st.builds(m.ClosingSigned, channel_id=st.just(cid), fee_satoshis=st.one_of(_small, _u64), signature=b64),
+        st.builds(m.ChannelReady, channel_id=st.just(cid), second_per_commitment_point=st.just(_POINT)),
+        st.builds(m.Warning, channel_id=st.just(cid), data=st.binary(max_size=10)),
+    )
+
+
+_BASE = Pair.open(push_msat=200_000_000)
+_BASE.a.apply(core.offer_htlc(_BASE.a.ch, _BASE.a.signer, 10_000_000, HASH, 700, ONION))
+_BASE.pump()
+
+
+@settings(max_examples=int(__import__("os").environ.get("AMPERE_FUZZ_EXAMPLES", "150")), deadline=None)
+@given(data=st.data(), side=st.sampled_from("ab"), disconnected=st.booleans())
+def test_no_exception_escapes_for_any_message(data, side, disconnected):
+    p = getattr(_BASE, side)
+    ch = p.ch
+    if disconnected:
+        ch = core.on_reconnect(ch, p.signer).state
+    msgs = data.draw(st.lists(_messages(ch.channel_id), min_size=1, max_size=4))
+    for msg in msgs:
+        step = core.handle_message(ch, p.signer, msg)
+        assert isinstance(step, Step)
+        ch = step.state

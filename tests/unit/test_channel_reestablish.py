@@ -227,3 +227,22 @@ def test_channel_ready_is_retransmitted_when_no_commitment_yet():
     assert names(sent_a) == ["ChannelReady"]   # still commitment number 1 on both sides
     pair.pump()
     assert a.ch.state is ChannelState.CHANNELD_NORMAL
+
+
+def test_preimage_survives_a_crash_of_the_payer():
+    pair = Pair.open()
+    a, b = pair.a, pair.b
+    a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, HASH, 700, ONION))
+    pair.pump()
+    b.apply(core.fulfill_htlc(b.ch, b.signer, 0, PRE))
+    pair.deliver(b)                 # A learns the preimage (persisted), then dies
+    assert core.known_preimages(a.ch) == [(0, PRE)]
+    pair.disconnect()
+    a.crash()
+    assert core.known_preimages(a.ch) == [(0, PRE)]
+    reconnect_and_capture(pair)
+    agree(pair)
+    # The retransmitted fulfill is not reported a second time.
+    from ampere.ln.channel.actions import HtlcFulfilled
+    assert len([e for e in a.events if isinstance(e, HtlcFulfilled)]) == 1
+    assert core.known_preimages(a.ch) == [] and a.ch.balance_local_msat == 990_000_000

@@ -209,7 +209,12 @@ class Node:
         from .peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
+        from .gossip import GossipManager
+
+        self.gossip = GossipManager.for_node(self)
+        await self.gossip.start()  # its peer handlers are in place before any peer connects
         await self.peer_manager.start()
+        self.gossip.peers_started()
         if self.chain is None:
             self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
@@ -224,22 +229,32 @@ class Node:
         return os.path.join(self.netdir, "ampere.sqlite3")
 
     async def shutdown(self) -> None:
+        """Stop every component in reverse order of start.  One failing step never skips the rest:
+        the store must close and the pid file go, whatever else went wrong."""
         self.log.info("lightningd", "Shutting down")
-        if self.rpc_server is not None:
-            await self.rpc_server.stop()
-        if getattr(self, "peer_manager", None) is not None:
-            await self.peer_manager.stop()
-        if self.plugins is not None:
+
+        async def step(name: str, fn) -> None:
             try:
-                await self.plugins.shutdown()
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
             except Exception as e:
-                self.log.unusual("lightningd", f"plugin shutdown: {e!r}")
+                self.log.broken("lightningd", f"shutdown: {name} failed: {e!r}")
+
+        if self.rpc_server is not None:
+            await step("rpc", self.rpc_server.stop)
+        if getattr(self, "peer_manager", None) is not None:
+            await step("peers", self.peer_manager.stop)
+        if getattr(self, "gossip", None) is not None:
+            await step("gossip", self.gossip.stop)
+        if self.plugins is not None:
+            await step("plugins", self.plugins.shutdown)
         if self.chain is not None:
-            await self.chain.stop()
+            await step("chain", self.chain.stop)
         if getattr(self, "invoices", None) is not None:
-            await self.invoices.close()
+            await step("invoices", self.invoices.close)
         if self.store is not None:
-            await self.store.close()
+            await step("store", self.store.close)
         if self.pid_file:
             try:
                 os.unlink(self.pid_file)

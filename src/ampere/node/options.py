@@ -100,5 +100,6 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("rescan", I, "Number of blocks to rescan from the current head", 15),
         OptionSpec("large-channels", F, "Allow channels larger than 0.16777215 BTC (now default)"),
         OptionSpec("dev-fast-gossip", F, "Make gossip broadcast 1 second, etc (tests)"),
+        OptionSpec("dev-fast-gossip-prune", F, "Make gossip pruning 120 seconds (tests)"),
         OptionSpec("dev-bitcoind-poll", I, "Time between polling for new transactions (tests)"),
     ]

@@ -146,6 +146,7 @@ class AmpdNode:
 
     def kill(self) -> None:
         """kill -9, as a crash would."""
+        self.killed = True
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
@@ -186,7 +187,7 @@ class NodeFactory:
         self.chaind = chaind
 
     def get_node(self, options: dict[str, Any] | None = None, start: bool = True, may_fail: bool = False,
-                 extra_args: list[str] | None = None, **kwargs: Any) -> AmpdNode:
+                 extra_args: list[str] | None = None, allow_broken_log: bool = False, **kwargs: Any) -> AmpdNode:
         opts = dict(options or {})
         opts.update({k.replace("_", "-"): v for k, v in kwargs.items()})
         if self.chaind is not None and not opts.get("disable-chain"):
@@ -199,6 +200,10 @@ class NodeFactory:
         if not any(k in opts for k in ("addr", "bind-addr", "autolisten")):
             opts["autolisten"] = "false"
         node = AmpdNode(os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), options=opts, extra_args=extra_args)
+        # At teardown a node must exit cleanly and have logged nothing BROKEN, unless the test expects
+        # trouble (may_fail: it is meant to die; allow_broken_log: it provokes broken behaviour).
+        node.may_fail = may_fail
+        node.allow_broken_log = allow_broken_log
         self.nodes.append(node)
         if start:
             node.start(wait=not may_fail)
@@ -213,6 +218,29 @@ class NodeFactory:
                 node.stop(timeout=5)
             except Exception:
                 node.kill()
+
+    def check_clean_exit(self) -> list[str]:
+        """Stop every node; return what went wrong: a non-zero exit or a BROKEN log line."""
+        problems = []
+        for node in self.nodes:
+            was_running = node.is_running()
+            try:
+                code = node.stop(timeout=10)
+            except Exception as e:
+                node.kill()
+                problems.append(f"{node.dir}: stop failed: {e!r}")
+                continue
+            if getattr(node, "may_fail", False) or getattr(node, "killed", False):
+                continue
+            if not was_running and code not in (0, None):
+                continue  # it died during the test, which the test itself provoked and checked
+            if was_running and code not in (0, None):
+                problems.append(f"{node.dir}: exited with {code}: {node.stderr()[-2000:]}")
+            if not getattr(node, "allow_broken_log", False):
+                broken = [ln for ln in node.logs(since_start=False).splitlines() if "**BROKEN**" in ln]
+                if broken:
+                    problems.append(f"{node.dir}: BROKEN log lines: {broken[:5]}")
+        return problems
 
     def cleanup(self) -> None:
         self.killall()

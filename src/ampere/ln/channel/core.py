@@ -14,7 +14,8 @@ the core declines, a `Refusal` (nothing changed). Nothing here raises on peer in
                         on_block(ch, signer, blockheight)  (HTLC deadlines)
     close               start_shutdown(ch, signer, env, scriptpubkey), force_close(ch, signer, reason)
     storage             restore(snapshot) -> Channel (disconnected)
-    queries             local_commitment_tx, remote_commitment_tx, pending_incoming_htlcs, spendable_msat
+    queries             local_commitment_tx, remote_commitment_tx, pending_incoming_htlcs, known_preimages,
+                        spendable_msat
 
 Opening (before a Channel exists) is in `opening.py`.
 """
@@ -51,7 +52,7 @@ __all__ = [
     "fail_malformed_htlc", "send_commitment", "needs_commitment", "update_fee", "funding_depth", "funding_spent",
     "on_block",
     "start_shutdown", "force_close", "apply_error", "restore", "local_commitment_tx", "remote_commitment_tx",
-    "pending_incoming_htlcs", "spendable_msat",
+    "pending_incoming_htlcs", "known_preimages", "spendable_msat", "local_commitment",
 ]
 
 CS = ChannelState
@@ -321,6 +322,13 @@ def pending_incoming_htlcs(ch: Channel) -> list[Htlc]:
     """HTLCs the peer offered that are irrevocably committed and not yet resolved by us (replay after restart)."""
     return [h for h in ch.htlcs if h.offerer is Side.REMOTE and h.state is HtlcState.RCVD_ADD_ACK_REVOCATION
             and h.removal is None]
+
+
+def known_preimages(ch: Channel) -> list[tuple[int, bytes]]:
+    """(htlc_id, preimage) of HTLCs we offered that the peer fulfilled and that are not settled yet: after a
+    restart the switch replays these (HtlcFulfilled may have been lost with the process)."""
+    return [(h.htlc_id, h.removal.preimage) for h in ch.htlcs if h.offerer is Side.LOCAL
+            and h.removal is not None and h.removal.kind is RemovalKind.FULFILL]
 
 
 def spendable_msat(ch: Channel) -> int:
