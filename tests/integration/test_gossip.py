@@ -417,9 +417,9 @@ def test_spent_channel_forgotten_after_12_blocks(node_factory_chain, chaind):
     wait_for(lambda: all(not c["active"] for c in chans_of(l1, short_channel_id=str(ab.scid))), 5, "inactive")
     with pytest.raises(RpcError):
         l1.rpc.getroute(C.pub.hex(), 1000, 1, fromid=A.pub.hex())
-    chaind.mine(10)
+    chaind.mine(11)
     sync(l1, chaind)
-    assert len(chans_of(l1, short_channel_id=str(ab.scid))) == 2  # 11 blocks after the spend
+    assert len(chans_of(l1, short_channel_id=str(ab.scid))) == 2  # 11 blocks after the spend's block
     chaind.mine(1)
     sync(l1, chaind)
     wait_for(lambda: chans_of(l1, short_channel_id=str(ab.scid)) == [], 5, "forgotten")
@@ -459,3 +459,115 @@ def test_spent_while_down_and_stale_channels_pruned(node_factory_chain, chaind):
     chaind.mine(12)
     sync(l1, chaind)
     wait_for(lambda: chans_of(l1) == [], 10, "forgotten")
+
+
+def test_own_channel_api_in_process(tmp_path):
+    """The channel manager's API, in process: a GossipManager with a real PeerManager on loopback
+    and a raw peer.  Private channel updates go to the peer only; an announced channel goes out with
+    our update and our node_announcement (alias, colour, announce-addr, features), all verifiable."""
+    from types import SimpleNamespace
+
+    from ampere.ln.gossip.graph import Graph
+    from ampere.ln.gossip.rawmsg import node_announcement_fields
+    from ampere.ln.gossip.validate import GossipValidator
+    from ampere.log import Logger
+    from ampere.node.features import our_feature_set
+    from ampere.node.gossip import GossipConfig, GossipManager
+    from ampere.node.peer_conn import PeerAddress
+    from ampere.node.peers import ListenSpec, PeerConfig, PeerManager
+
+    us, them = Key("own-us"), Key("own-them")
+    our_funding, their_funding = Key("own-us-funding"), Key("own-them-funding")
+
+    async def run():
+        log = Logger()
+        cfg = PeerConfig("regtest", listen=[ListenSpec("ip", "127.0.0.1:0", host="127.0.0.1", port=0)],
+                         announce=[PeerAddress("ipv4", "203.0.113.7", 9735)], autolisten=False)
+        pm = PeerManager(us.priv, cfg, log=log.log)
+        node = SimpleNamespace(network="regtest", netdir=str(tmp_path), node_key=coincurve.PrivateKey(us.priv),
+                               node_id=us.pub, alias="ampere-own", color="aabbcc", log=log, chain=None,
+                               feature_set=our_feature_set, peer_manager=pm)
+        gossip = GossipManager(node, GossipConfig(broadcast_interval=0.1))
+        await gossip.start()
+        await pm.start()
+        gossip.peers_started()
+        port = pm.bindings()[0]["port"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        t = await connect_and_handshake(reader, writer, them.priv, us.pub, 20)
+        t.write_message(bolt1.make_init(INIT_FEATURES.without_feature("gossip_queries"), [CHAIN]).to_bytes())
+        assert isinstance(decode_message(await t.read_message()), Init)
+        got: list[bytes] = []
+
+        async def read_until(pred):
+            while not pred():
+                raw = await asyncio.wait_for(t.read_message(), 10)
+                if raw[:2] != b"\x00\x12":  # pings
+                    got.append(raw)
+
+        try:
+            for _ in range(200):  # ampd registers us once it has our init
+                if pm.get(them.pub) is not None:
+                    break
+                await asyncio.sleep(0.01)
+            now = int(time.time())
+            scid = ShortChannelId.from_parts(150, 1, 0)
+            # A private channel: its update is ours to give the peer, never relayed.
+            gossip.add_private_channel(scid, them.pub, 500_000)
+            private_upd = make_channel_update(chain_hash=CHAIN, short_channel_id=scid, timestamp=now,
+                                              direction=0 if us.pub < them.pub else 1, cltv_expiry_delta=40,
+                                              htlc_minimum_msat=1, htlc_maximum_msat=400_000_000,
+                                              fee_base_msat=7, fee_proportional_millionths=77, sign=us.sign,
+                                              dont_forward=True).to_bytes()
+            assert await gossip.local_channel_update(them.pub, private_upd)
+            await read_until(lambda: private_upd in got)
+            (entry,) = gossip.state.graph.list_channels(short_channel_id=scid)
+            assert entry["public"] is False and entry["base_fee_millisatoshi"] == 7
+            assert gossip._relay == {}  # dont_forward: nothing queued for relay
+
+            # Announced (six confirmations): announcement + our update + our node_announcement.
+            u = unsigned_channel_announcement(chain_hash=CHAIN, short_channel_id=scid, node_id_a=us.pub,
+                                              node_id_b=them.pub, bitcoin_key_a=our_funding.pub,
+                                              bitcoin_key_b=their_funding.pub)
+            firsts = (us, our_funding) if u.node_id_1 == us.pub else (them, their_funding)
+            seconds = (them, their_funding) if firsts[0] is us else (us, our_funding)
+            ann = sign_channel_announcement(u, (firsts[0].sign, seconds[0].sign),
+                                            (firsts[1].sign, seconds[1].sign)).to_bytes()
+            gossip.announce_channel(ann, 500_000)
+            public_upd = make_channel_update(chain_hash=CHAIN, short_channel_id=scid, timestamp=now + 1,
+                                             direction=0 if us.pub < them.pub else 1, cltv_expiry_delta=40,
+                                             htlc_minimum_msat=1, htlc_maximum_msat=400_000_000,
+                                             fee_base_msat=8, fee_proportional_millionths=88, sign=us.sign).to_bytes()
+            gossip.add_own_update(public_upd)
+            await read_until(lambda: any(m[:2] == b"\x01\x01" for m in got))
+            tail = got[got.index(ann):]
+            assert tail[:3] == [ann, public_upd, tail[2]] and tail[2][:2] == b"\x01\x01"
+            # What we sent passes a receiver's BOLT #7 checks (signature, known node, addresses).
+            g = Graph()
+            g.add_channel_announcement(ann, 500_000)
+            v = GossipValidator(g, CHAIN)
+            assert type(v.node_announcement(decode_message(tail[2]), now + 5, tail[2])).__name__ == "Accept"
+            assert type(v.channel_update(decode_message(public_upd), now + 5, public_upd)).__name__ == "Accept"
+            f = node_announcement_fields(tail[2])
+            assert f.alias.rstrip(b"\0") == b"ampere-own" and f.rgb_color == bytes.fromhex("aabbcc")
+            assert f.addresses == bytes([1, 203, 0, 113, 7]) + (9735).to_bytes(2, "big")
+            assert f.features == bytes.fromhex(our_feature_set()["node"])
+            (node_entry,) = gossip.state.graph.list_nodes(us.pub)
+            assert node_entry["alias"] == "ampere-own"
+            # Unchanged settings: no new node_announcement; a changed alias: a newer one.
+            assert gossip.refresh_node_announcement(only_if_changed=True) is None
+            node.alias = "renamed"
+            newer = gossip.refresh_node_announcement(only_if_changed=True)
+            assert node_announcement_fields(newer).timestamp > f.timestamp
+            await read_until(lambda: newer in got)
+            # Closed on chain: forgotten 12 blocks later.
+            gossip.channel_closed(scid, 200)
+            await gossip.block_connected(211, SimpleNamespace(txs=[]))
+            assert gossip.state.graph.channel(scid) is not None
+            await gossip.block_connected(212, SimpleNamespace(txs=[]))
+            assert gossip.state.graph.channel(scid) is None
+        finally:
+            t.close()
+            await pm.stop()
+            await gossip.stop()
+
+    asyncio.run(run())

@@ -164,7 +164,8 @@ class GossipManager:
         pm.on_disconnect(self._on_disconnect)
         if self.node.chain is not None:
             self.node.chain.add_listener(self)
-            self._spawn(self._check_loaded_funding(), "gossip-check-funding")
+            loaded = [s for s, c in graph.channels.items() if c.public and c.spent_height is None]
+            self._spawn(self._check_loaded_funding(loaded), "gossip-check-funding")
         self._spawn(self._broadcast_loop(), "gossip-broadcast")
         self._spawn(self._prune_loop(), "gossip-prune")
 
@@ -336,16 +337,16 @@ class GossipManager:
             outpoint = OutPoint.from_hex(cached[1][s.txindex], s.output)
         self._funding[(outpoint.txid, outpoint.vout)] = int(scid)
 
-    async def _check_loaded_funding(self) -> None:
+    async def _check_loaded_funding(self, scids: list[int]) -> None:
         """Channels from the store: find their funding outpoints (to see them spent), and forget
         those spent while we were not running."""
         chain = self.node.chain
         while chain.height < 0:
             await asyncio.sleep(0.5)
-        scids = [s for s, c in self.state.graph.channels.items() if c.public and c.spent_height is None]
         spent = 0
         for scid in scids:
-            if self.state.graph.channel(scid) is None:
+            ch = self.state.graph.channel(scid)
+            if ch is None or ch.spent_height is not None:
                 continue
             found = await self.lookup_funding(scid)
             if found is None:
@@ -618,12 +619,13 @@ class GossipManager:
         `channel_update`s for its own channels (even if non-public)") and never relayed."""
         self.state.add_private_channel(scid, self.our_id, peer_id, capacity_sat, int(time.time()))
 
-    async def local_channel_update(self, peer_id: bytes, raw_update: bytes) -> None:
+    async def local_channel_update(self, peer_id: bytes, raw_update: bytes) -> bool:
         """Our update of a private channel: kept in the graph (for route hints) and sent to the peer
         only (BOLT #7: "MAY create a `channel_update` to communicate the channel parameters to the
-        channel peer, even though the channel has not yet been announced")."""
+        channel peer, even though the channel has not yet been announced").  False if the peer
+        is not connected (send it again on reconnection)."""
         self.state.add_own_update(raw_update, int(time.time()))
-        await self._send_many(peer_id, [raw_update])
+        return await self._send_many(peer_id, [raw_update]) == 1
 
     def announce_channel(self, raw_announcement: bytes, capacity_sat: int, *,
                          funding_outpoint: OutPoint | None = None) -> None:
