@@ -72,6 +72,7 @@ class Node:
         self.plugins: Any = None
         # Components that later issues add (chain backend, peers, channels) register here.
         self.chain: Any = None
+        self.onchain: Any = None  # ampere.node.onchain.OnchainResolver (None with --disable-chain)
         self.blockheight = 0
         # getinfo warnings, e.g. {"warning_bitcoind_sync": "..."}.
         self.warnings: dict[str, str] = {}
@@ -198,10 +199,23 @@ class Node:
         from .invoices import registry_for
 
         await registry_for(self).start()
+        from .channels import ChannelManager
+
+        # Channels are read before the chain watcher starts (their funding watches go in right after it).
+        self.channel_manager = ChannelManager(self)
+        await self.channel_manager.load()
         if not self.options.get("disable-chain"):
             from .chain_setup import start_chain
 
             await start_chain(self)
+            # Synchronously, before the watcher can process a block: no funding confirmation or spend is missed.
+            self.channel_manager.attach_chain()
+            from .onchain import OnchainResolver
+
+            # Right after the chain watcher and wallet: it must listen before the first block is processed.
+            self.onchain = OnchainResolver(self)
+            await self.onchain.start()
+            await self.channel_manager.restore_onchain()
         self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
         await self.rpc_server.start()
         await init_plugins(self)
@@ -209,11 +223,17 @@ class Node:
         from .peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
+        self.channel_manager.attach_peers(self.peer_manager)
         from .gossip import GossipManager
 
         self.gossip = GossipManager.for_node(self)
         await self.gossip.start()  # its peer handlers are in place before any peer connects
+        if getattr(self, "channel_manager", None) is not None:
+            from .receive import start_payment_runtime
+
+            await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
         await self.peer_manager.start()
+        await self.channel_manager.start()
         self.gossip.peers_started()
         if self.chain is None:
             self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
@@ -243,6 +263,12 @@ class Node:
 
         if self.rpc_server is not None:
             await step("rpc", self.rpc_server.stop)
+        if getattr(self, "receiver", None) is not None or getattr(self, "payments", None) is not None:
+            from .receive import stop_payment_runtime
+
+            await step("payments", lambda: stop_payment_runtime(self))
+        if getattr(self, "channel_manager", None) is not None:
+            await step("channels", self.channel_manager.stop)
         if getattr(self, "peer_manager", None) is not None:
             await step("peers", self.peer_manager.stop)
         if getattr(self, "gossip", None) is not None:

@@ -45,7 +45,7 @@ from ..ln.gossip.rawmsg import (
     channel_update_fields, msg_type, node_announcement_fields,
 )
 from ..ln.gossip.signing import make_node_announcement, privkey_signer
-from ..ln.gossip.state import GossipState
+from ..ln.gossip.state import GossipState, Received
 from ..ln.gossip.validate import Accept, Ignore, Verdict, Warn
 from ..primitives.tx import OutPoint
 from ..wire import bolt1
@@ -62,10 +62,10 @@ GOSSIP_TYPES = (CHANNEL_ANNOUNCEMENT, NODE_ANNOUNCEMENT, CHANNEL_UPDATE)
 QUERY_TYPES = (QueryShortChannelIds.TYPE, ReplyShortChannelIdsEnd.TYPE, QueryChannelRange.TYPE,
                ReplyChannelRange.TYPE, GossipTimestampFilter.TYPE)
 
-# Ignore verdicts that mean "this message is bad" (addgossip reports them as errors); the others
-# (duplicate, old, rate limited, unknown channel) are the ordinary noise of a gossip network.
-INVALID_IGNORES = frozenset({"no_funding_output", "wrong_funding_script", "unknown_chain", "not_gossip",
-                             "future_timestamp", "unknown_node"})
+# Ignore verdicts that addgossip reports as errors: the message is bad, or could not be checked.  The
+# others (duplicate, old, rate limited, unknown channel) are the ordinary noise of a gossip network.
+ADDGOSSIP_ERRORS = frozenset({"no_funding_output", "wrong_funding_script", "unknown_chain", "not_gossip",
+                              "future_timestamp", "unknown_node", "lookup_failed"})
 
 # BOLT #7: "SHOULD forget a channel after a 12-block delay" once its funding output is spent.
 SPENT_DELAY = 12
@@ -78,6 +78,10 @@ BLOCK_CACHE = 256  # blocks whose txids we keep for funding lookups
 
 class GossipError(Exception):
     """`add_gossip` refused a message: `str(e)` says why."""
+
+
+class FundingLookupError(Exception):
+    """The chain backend could not answer (not: the output does not exist)."""
 
 
 @dataclass
@@ -155,8 +159,8 @@ class GossipManager:
         # Everything loaded was relayed (or was not worth relaying) before the restart.
         self._relayed_announcements.update(s for s, c in graph.channels.items() if c.public)
         s = self.load_stats
-        self.node.log.info(LOG, f"gossip_store: {s.channels} channels, {s.updates} updates, {s.nodes} nodes "
-                                f"loaded in {self.load_seconds * 1000:.0f}ms ({s.deleted} deleted, {s.dropped} dropped)")
+        self.node.log.info(LOG, f"gossip_store: {s.channels} channels, {s.updates} updates, {s.nodes} nodes loaded "
+                                f"in {self.load_seconds * 1000:.0f}ms ({s.deleted} deleted, {s.dropped} dropped)")
         pm = self.node.peer_manager
         pm.add_message_handler(GOSSIP_TYPES, self._on_gossip)
         pm.add_message_handler(QUERY_TYPES, self._on_query)
@@ -226,17 +230,26 @@ class GossipManager:
             r = self.state.receive(raw, now)
             if r.need_funding is not None:
                 ann = r.need_funding
-                utxo = await self._funding_for(ann)
-                r = self.state.receive_funding(ann, raw, utxo, now)
-                if isinstance(r.verdict, Accept):
-                    self._watch_funding(ann.short_channel_id)
+                try:
+                    utxo = await self._funding_for(ann)
+                except FundingLookupError as e:
+                    # Not the message's fault: it is dropped uncounted by the validator (a peer
+                    # will send it again, e.g. in the next sync).
+                    r = Received(Ignore("lookup_failed", f"channel {ann.short_channel_id}: {e}"), ann)
+                else:
+                    r = self.state.receive_funding(ann, raw, utxo, now)
+                    if isinstance(r.verdict, Accept):
+                        self._watch_funding(ann.short_channel_id)
             elif (isinstance(r.verdict, Ignore) and r.verdict.code == "unknown_channel"
                   and msg_type(raw) == CHANNEL_UPDATE):
                 # Its announcement may be waiting for the chain (from another peer): wait for it.
                 scid = int.from_bytes(raw[98:106], "big")
                 pending = self._lookups.get(scid)
                 if pending is not None:
-                    await asyncio.shield(pending)
+                    try:
+                        await asyncio.shield(pending)
+                    except FundingLookupError:
+                        pass
                     r = self.state.receive(raw, int(time.time()))
         except (RawMessageError, ValueError, KeyError, IndexError) as e:
             # The core never raises on bad input; this is a bug, so say so and carry on.
@@ -269,7 +282,7 @@ class GossipManager:
             t = msg_type(raw) if len(raw) >= 2 else None
             raise GossipError(f"Not a gossip message: type {t}")
         v = await self.ingest(raw)
-        if isinstance(v, Warn) or (isinstance(v, Ignore) and v.code in INVALID_IGNORES):
+        if isinstance(v, Warn) or (isinstance(v, Ignore) and v.code in ADDGOSSIP_ERRORS):
             raise GossipError(f"{v.code}: {v.reason}" if v.reason else v.code)
 
     # ---- funding outputs --------------------------------------------------------------------
@@ -284,15 +297,17 @@ class GossipManager:
         try:
             found = await self.lookup_funding(scid)
             fut.set_result(found)
-        except BaseException:
-            fut.set_result(None)
+        except BaseException as e:
+            fut.set_exception(e if isinstance(e, FundingLookupError) else FundingLookupError(repr(e)))
+            fut.exception()  # retrieved here: waiters re-raise it
             raise
         finally:
             del self._lookups[scid]
         return found[0] if found else None
 
     async def lookup_funding(self, scid: int) -> tuple[tuple[int, bytes], OutPoint] | None:
-        """((amount_sat, script_pubkey), outpoint) of the unspent output `scid` points at, or None."""
+        """((amount_sat, script_pubkey), outpoint) of the unspent output `scid` points at, or None.
+        Raises FundingLookupError if the backend cannot be reached."""
         chain = self.node.chain
         if chain is None:
             return None
@@ -307,8 +322,10 @@ class GossipManager:
                 return None
             outpoint = OutPoint.from_hex(txids[s.txindex], s.output)
             out = await chain.gettxout(outpoint, include_mempool=False)
-        except (BitcoindError, BitcoindUnreachable, ValueError, KeyError, TypeError) as e:
-            self.node.log.debug(LOG, f"funding lookup of {s} failed: {e}")
+        except BitcoindUnreachable as e:
+            raise FundingLookupError(f"bitcoind unreachable: {e}") from None
+        except (BitcoindError, ValueError, KeyError, TypeError) as e:
+            self.node.log.debug(LOG, f"funding lookup of {s}: {e}")
             return None
         if out is None or out["confirmations"] <= 0:
             return None
@@ -348,7 +365,12 @@ class GossipManager:
             ch = self.state.graph.channel(scid)
             if ch is None or ch.spent_height is not None:
                 continue
-            found = await self.lookup_funding(scid)
+            while True:
+                try:
+                    found = await self.lookup_funding(scid)
+                    break
+                except FundingLookupError:
+                    await asyncio.sleep(5)  # the backend is down: the watcher says so; try again
             if found is None:
                 self.state.funding_spent(scid, chain.height, int(time.time()))
                 spent += 1
@@ -541,7 +563,7 @@ class GossipManager:
         if session is not None and session.done:
             p.sync = None
             self.node.log.debug(LOG, f"Gossip sync with {p.node_id.hex()} done: {session.replies} range replies, "
-                                     f"{session.queries_sent} queries; graph has {len(self.state.graph.channels)} channels")
+                                     f"{session.queries_sent} queries; {len(self.state.graph.channels)} channels known")
 
     def _check_stalled_syncs(self) -> None:
         now = time.monotonic()

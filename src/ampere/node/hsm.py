@@ -89,3 +89,13 @@ _NOUNS = (
 def default_alias(node_id: bytes) -> str:
     """Two words chosen by the node id's bytes: stable for a node, unlikely to collide nearby."""
     return _ADJECTIVES[node_id[1] % len(_ADJECTIVES)] + _NOUNS[node_id[2] % len(_NOUNS)]
+
+
+def channel_seed(hsm_secret: bytes, peer_id: bytes, dbid: int) -> bytes:
+    """The 32-byte seed of one channel's secrets, as Core Lightning's hsmd `get_channel_seed` derives it:
+    base = HKDF-SHA256(ikm = hsm_secret, no salt, info "peer seed"); seed = HKDF-SHA256(ikm = base,
+    salt = peer node id (33 bytes) || dbid as a little-endian u64, info "per-peer seed")."""
+    if len(peer_id) != 33 or dbid <= 0:
+        raise ValueError("channel_seed needs a 33-byte node id and a positive dbid")
+    base = hkdf_sha256(hsm_secret, b"", b"peer seed")
+    return hkdf_sha256(base, peer_id + dbid.to_bytes(8, "little"), b"per-peer seed")

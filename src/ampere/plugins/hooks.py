@@ -452,3 +452,177 @@ async def run_chain(
             break
     return session.outcome()
 
+
+
+# ---------------------------------------------------------------------------------------------
+# htlc_accepted and invoice_payment (cln-interfaces.md 2.2; lightningd/peer_htlcs.c, invoice.c)
+
+# BOLT #4: temporary_node_failure = NODE|2.  Ampere's answer to a malformed hook reply (lightningd
+# would abort): the HTLC fails, the node goes on.
+TEMPORARY_NODE_FAILURE = b"\x20\x02"
+
+
+def _hex_field(result: dict, name: str, length: int | None = None, min_length: int = 0) -> bytes | None:
+    """A hex member of a hook answer; None if absent; ValueError naming it if malformed."""
+    if name not in result:
+        return None
+    value = result[name]
+    try:
+        raw = bytes.fromhex(value) if isinstance(value, str) else None
+    except ValueError:
+        raw = None
+    if raw is None or (length is not None and len(raw) != length) or len(raw) < min_length:
+        raise ValueError(f"'{name}' is not valid hex{'' if length is None else f' of {length} bytes'}")
+    return raw
+
+
+def _msat_field(value: Any) -> int:
+    """`invoice_msat`: an integer, or a string "123msat"/"123" (older plugins)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    if isinstance(value, str):
+        text = value[:-4] if value.endswith("msat") else value
+        if text.isdigit():
+            return int(text)
+    raise ValueError("'invoice_msat' is not a msat amount")
+
+
+class HtlcAcceptedSession(HookSession):
+    """`htlc_accepted` for one incoming HTLC (htlc_accepted_hook_deserialize).
+
+    Replacement members (`payload`, `forward_to`, `extra_tlvs`, `invoice_msat`) are applied for
+    ANY result and are seen by the next plugin in the chain: the payload dict sent to plugins is
+    updated in place (`reparse(payload_bytes)` gives the new parsed `onion` members).  Then:
+    `continue` goes on; `fail` (failure_onion wins over failure_message) and `resolve`
+    (payment_key) stop the chain.  A malformed answer (fatal in lightningd) is logged and fails
+    the HTLC with temporary_node_failure.
+
+    After the chain: `.result` is "continue" | "fail" | "resolve"; `.failure_message`,
+    `.failure_onion`, `.payment_key` and `.replacements` (name -> parsed value) say the rest.
+    """
+
+    def __init__(self, payload: dict, log: Callable[[str, str], None],
+                 reparse: Callable[[bytes], dict] | None = None) -> None:
+        self.payload = payload
+        self.log = log
+        self.reparse = reparse
+        self.result = "continue"
+        self.failure_message: bytes | None = None
+        self.failure_onion: bytes | None = None
+        self.payment_key: bytes | None = None
+        self.replacements: dict[str, Any] = {}
+
+    def params_for(self, plugin: Any) -> dict:
+        return self.payload
+
+    def _bad(self, plugin: Any, why: str, result: Any) -> bool:
+        name = getattr(plugin, "shortname", "?")
+        self.log("unusual", f"Bad response to htlc_accepted hook from {name}: {why} ({json.dumps(result)[:200]}); "
+                            "failing the HTLC with temporary_node_failure")
+        self.result = "fail"
+        self.failure_message = TEMPORARY_NODE_FAILURE
+        self.failure_onion = None
+        return False
+
+    def _apply_replacements(self, result: dict) -> None:
+        payload = _hex_field(result, "payload", min_length=2)
+        forward_to = _hex_field(result, "forward_to", length=32)
+        extra_tlvs = _hex_field(result, "extra_tlvs")
+        invoice_msat = _msat_field(result["invoice_msat"]) if "invoice_msat" in result else None
+        if payload is not None:
+            self.replacements["payload"] = payload
+            onion = dict(self.payload.get("onion", {}))
+            if self.reparse is not None:
+                onion = {k: v for k, v in onion.items() if k in ("next_onion", "shared_secret")}
+                onion.update(self.reparse(payload))
+            self.payload["onion"] = onion
+        if forward_to is not None:
+            self.replacements["forward_to"] = forward_to
+            self.payload["forward_to"] = forward_to.hex()
+        if extra_tlvs is not None:
+            self.replacements["extra_tlvs"] = extra_tlvs
+            self.payload.setdefault("htlc", {})["extra_tlvs"] = extra_tlvs.hex()
+        if invoice_msat is not None:
+            self.replacements["invoice_msat"] = invoice_msat
+
+    def on_result(self, plugin: Any, result: Any) -> bool:
+        if not isinstance(result, dict) or not isinstance(result.get("result"), str):
+            return self._bad(plugin, "no 'result'", result)
+        try:
+            self._apply_replacements(result)
+        except ValueError as e:
+            return self._bad(plugin, str(e), result)
+        kind = result["result"]
+        if kind == "continue":
+            return True
+        if kind == "fail":
+            try:
+                onion = _hex_field(result, "failure_onion", min_length=1)
+                message = _hex_field(result, "failure_message", min_length=2)
+            except ValueError as e:
+                return self._bad(plugin, str(e), result)
+            if onion is None and message is None:
+                return self._bad(plugin, "'fail' needs failure_message or failure_onion", result)
+            if onion is not None and message is not None:
+                self.log("unusual", "htlc_accepted hook gave both failure_onion and failure_message: "
+                                    "using failure_onion")
+                message = None
+            self.result, self.failure_onion, self.failure_message = "fail", onion, message
+            return False
+        if kind == "resolve":
+            try:
+                key = _hex_field(result, "payment_key", length=32)
+            except ValueError as e:
+                return self._bad(plugin, str(e), result)
+            if key is None:
+                return self._bad(plugin, "'resolve' needs payment_key", result)
+            self.result, self.payment_key = "resolve", key
+            return False
+        return self._bad(plugin, f"unknown result '{kind}'", result)
+
+    def outcome(self) -> "HtlcAcceptedSession":
+        return self
+
+
+class InvoicePaymentSession(HookSession):
+    """`invoice_payment` for one complete payment of one of our invoices (hook_gives_failmsg).
+
+    `{"result":"continue"}` accepts (next plugin); `{"result":"reject"}` fails every HTLC with
+    incorrect_or_unknown_payment_details; no `result` but `failure_message` (hex) fails them with
+    that message.  Anything else (fatal in lightningd) is logged and rejects.
+    Outcome: None to accept, else the failure message bytes (None inside means "the default").
+    """
+
+    REJECT = b""  # outcome meaning "reject with incorrect_or_unknown_payment_details"
+
+    def __init__(self, payload: dict, log: Callable[[str, str], None]) -> None:
+        self.payload = payload
+        self.log = log
+        self.failure: bytes | None = None
+
+    def params_for(self, plugin: Any) -> dict:
+        return self.payload
+
+    def on_result(self, plugin: Any, result: Any) -> bool:
+        if isinstance(result, dict):
+            kind = result.get("result")
+            if kind == "continue":
+                return True
+            if kind == "reject":
+                self.failure = self.REJECT
+                return False
+            if kind is None and "failure_message" in result:
+                try:
+                    msg = _hex_field(result, "failure_message", min_length=2)
+                except ValueError:
+                    msg = None
+                if msg is not None:
+                    self.failure = msg
+                    return False
+        self.log("unusual", f"Bad response to invoice_payment hook from {getattr(plugin, 'shortname', '?')}: "
+                            f"{json.dumps(result)[:200]}; rejecting the payment")
+        self.failure = self.REJECT
+        return False
+
+    def outcome(self) -> bytes | None:
+        return self.failure

@@ -85,4 +85,98 @@ MIGRATIONS: list[str] = [
     CREATE INDEX invoices_updated_index ON invoices (updated_index);
     CREATE INDEX invoices_state_expiry ON invoices (state, expires_at);
     """,
+    # 6: channels (ampere.node.channels).  One row per channel past funding_signed; `snapshot` is the
+    # channel core's whole durable record (ampere.ln.channel.state, versioned JSON), replaced atomically on
+    # every step before any message revealing it goes out.  dbid keys the channel's secrets (hsm.channel_seed).
+    # `funding_tx` (opener) is kept to rebroadcast after a crash; `meta` holds closer, close cause, lost state and
+    # the funding spend.  channel_peers: where we last reached a peer we share channels with (reconnection).
+    """
+    CREATE TABLE channels (
+        dbid INTEGER PRIMARY KEY,
+        peer_id BLOB NOT NULL,
+        channel_id BLOB NOT NULL UNIQUE,
+        state TEXT NOT NULL,
+        update_id INTEGER NOT NULL,
+        snapshot BLOB NOT NULL,
+        funding_tx BLOB,
+        funding_height INTEGER,
+        funding_txindex INTEGER,
+        mindepth INTEGER NOT NULL,
+        settings TEXT NOT NULL,
+        state_changes TEXT NOT NULL,
+        meta TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX channels_peer ON channels (peer_id);
+    CREATE TABLE channel_peers (
+        peer_id BLOB PRIMARY KEY,
+        address TEXT NOT NULL
+    );
+    """,
+    # 7: outgoing payment parts (ampere.node.payments): CLN's `payments`, keyed by (payment_hash, partid,
+    # groupid); id is created_index (never reused); status 0 pending, 1 complete, 2 failed; route is JSON
+    # {nodes, channels}; shared_secrets the onion's (32 bytes each) to decode failures; failure the JSON
+    # routing failure; (channel_id, htlc_id) the HTLC that carries the part.
+    """
+    CREATE TABLE payments (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        payment_hash BLOB NOT NULL,
+        partid INTEGER NOT NULL,
+        groupid INTEGER NOT NULL,
+        status INTEGER NOT NULL,
+        amount_msat INTEGER,
+        amount_sent_msat INTEGER NOT NULL,
+        total_msat INTEGER NOT NULL,
+        destination BLOB,
+        created_at INTEGER NOT NULL,
+        completed_at INTEGER,
+        label TEXT,
+        bolt11 TEXT,
+        description TEXT,
+        preimage BLOB,
+        route TEXT,
+        shared_secrets BLOB,
+        first_scid INTEGER,
+        channel_id BLOB,
+        htlc_id INTEGER,
+        cltv_expiry INTEGER NOT NULL,
+        failure TEXT,
+        erroronion BLOB,
+        updated_index INTEGER NOT NULL DEFAULT 0,
+        UNIQUE (payment_hash, partid, groupid)
+    );
+    CREATE INDEX payments_status ON payments (status);
+    """,
+    # 8: on-chain resolution of closed channels (ampere.node.onchain).  One row per channel whose funding
+    # output was spent (spend_height NULL while unconfirmed; kind NULL until analysed; closed = 1 once
+    # every output is resolved and buried), and one per output of that spend that concerns us (state:
+    # sweep / unresolved / wallet / external / dust; sweep_tx is persisted before its first broadcast;
+    # resolved_* = the transaction that spent the output and its block).
+    """
+    CREATE TABLE onchain_channels (
+        channel_id BLOB PRIMARY KEY,
+        funding_txid BLOB NOT NULL,
+        funding_vout INTEGER NOT NULL,
+        spend_tx BLOB NOT NULL,
+        spend_height INTEGER,
+        kind TEXT,
+        commitment_number INTEGER,
+        closed INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE onchain_outputs (
+        channel_id BLOB NOT NULL,
+        vout INTEGER NOT NULL,
+        kind TEXT NOT NULL,
+        state TEXT NOT NULL,
+        value INTEGER NOT NULL,
+        scriptpubkey BLOB NOT NULL,
+        csv INTEGER NOT NULL,
+        witness_script BLOB,
+        point BLOB,
+        sweep_tx BLOB,
+        resolved_txid BLOB,
+        resolved_height INTEGER,
+        PRIMARY KEY (channel_id, vout)
+    );
+    """,
 ]

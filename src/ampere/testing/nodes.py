@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 AMPD = [sys.executable, "-m", "ampere.cli.ampd"]
+DEFAULT_FUNDAMOUNT = 10**6
 AMP_CLI = [sys.executable, "-m", "ampere.cli.amp_cli"]
 
 
@@ -56,6 +57,23 @@ class AmpdNode:
         self._stderr = None
         self._rpc = None
         self._log_offset = 0
+        self.port: int | None = None  # the TCP port it listens on (get_node(listen=True))
+        self._info: dict | None = None
+
+    @property
+    def info(self) -> dict:
+        """getinfo, cached (the node id never changes)."""
+        if self._info is None:
+            self._info = self.rpc.getinfo()
+        return self._info
+
+    @property
+    def node_id(self) -> str:
+        return self.info["id"]
+
+    def channel_state(self, peer: "AmpdNode") -> str | None:
+        chans = self.rpc.listpeerchannels(peer.node_id)["channels"]
+        return chans[-1]["state"] if chans else None
 
     @property
     def netdir(self) -> str:
@@ -179,6 +197,26 @@ def chain_options(chaind: Any) -> dict[str, Any]:
     return opts
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `pred` every 50 ms until it returns something true; TimeoutError after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.time() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
 class NodeFactory:
     def __init__(self, base_dir: str, chaind: Any = None) -> None:
         self.base_dir = base_dir
@@ -187,8 +225,14 @@ class NodeFactory:
         self.chaind = chaind
 
     def get_node(self, options: dict[str, Any] | None = None, start: bool = True, may_fail: bool = False,
-                 extra_args: list[str] | None = None, allow_broken_log: bool = False, **kwargs: Any) -> AmpdNode:
+                 extra_args: list[str] | None = None, allow_broken_log: bool = False, listen: bool = False,
+                 **kwargs: Any) -> AmpdNode:
+        """`listen`: listen on a free TCP port of 127.0.0.1 (node.port), as nodes with channels need."""
         opts = dict(options or {})
+        port = None
+        if listen and not any(k in opts or k.replace("-", "_") in kwargs for k in ("addr", "bind-addr")):
+            port = free_port()
+            opts["bind-addr"] = f"127.0.0.1:{port}"
         opts.update({k.replace("_", "-"): v for k, v in kwargs.items()})
         if self.chaind is not None and not opts.get("disable-chain"):
             opts.pop("disable-chain", None)
@@ -204,6 +248,7 @@ class NodeFactory:
         # trouble (may_fail: it is meant to die; allow_broken_log: it provokes broken behaviour).
         node.may_fail = may_fail
         node.allow_broken_log = allow_broken_log
+        node.port = port
         self.nodes.append(node)
         if start:
             node.start(wait=not may_fail)
@@ -211,6 +256,84 @@ class NodeFactory:
 
     def get_nodes(self, n: int, **kwargs: Any) -> list[AmpdNode]:
         return [self.get_node(**kwargs) for _ in range(n)]
+
+    # ---- channels (need a chaind: NodeFactory(base, chaind=...)) ------------------------------------
+    def _chain(self) -> Any:
+        if self.chaind is None:
+            raise RuntimeError("channel helpers need a NodeFactory with a chaind (the node_factory_chain fixture)")
+        return self.chaind
+
+    def sync(self, node: AmpdNode, timeout: float = 30.0) -> int:
+        """Wait until `node` has processed the chain's tip; returns the height."""
+        height = self._chain().rpc("getblockcount")
+        wait_for(lambda: node.rpc.getinfo()["blockheight"] >= height, timeout, f"{node.dir} at height {height}")
+        return height
+
+    def mine(self, n: int = 1, nodes: list[AmpdNode] | None = None) -> list[str]:
+        """Mine n blocks and wait until `nodes` (default: every running node) have seen them."""
+        hashes = self._chain().mine(n)
+        for node in nodes if nodes is not None else [x for x in self.nodes if x.is_running()]:
+            self.sync(node)
+        return hashes
+
+    def fund_wallet(self, node: AmpdNode, sat: int, confirm: bool = True) -> str:
+        """Send `sat` from chaind's faucet to a fresh address of `node`; with `confirm`, mine it and wait until
+        the wallet lists it as confirmed. Returns the txid."""
+        from decimal import Decimal
+
+        chain = self._chain()
+        height = chain.rpc("getblockcount")
+        if height < 101:
+            chain.mine(101 - height)
+        addr = node.rpc.newaddr("bech32")["bech32"]
+        txid = chain.rpc("sendtoaddress", addr, Decimal(sat) / Decimal(10**8))
+        if confirm:
+            chain.mine(1)
+            wait_for(lambda: any(o["txid"] == txid and o["status"] == "confirmed"
+                                 for o in node.rpc.listfunds()["outputs"]), 30, f"{sat} sat in {node.dir}'s wallet")
+        return txid
+
+    def connect(self, a: AmpdNode, b: AmpdNode) -> None:
+        if b.port is None:
+            raise RuntimeError(f"{b.dir} does not listen (get_node(listen=True))")
+        if not a.rpc.listpeers(b.node_id)["peers"]:
+            a.rpc.connect(b.node_id, "127.0.0.1", b.port)
+
+    def fundchannel(self, a: AmpdNode, b: AmpdNode, amount: int = DEFAULT_FUNDAMOUNT, wait_normal: bool = True,
+                    **kwargs: Any) -> dict:
+        """Connect a to b, fund a's wallet if needed, open a channel of `amount` sat, mine it deep enough and
+        (wait_normal) wait until both sides are CHANNELD_NORMAL. Returns fundchannel's result plus
+        `short_channel_id` (once normal)."""
+        self.connect(a, b)
+        have = sum(o["amount_msat"] for o in a.rpc.listfunds()["outputs"]
+                   if o["status"] == "confirmed" and not o["reserved"]) // 1000
+        if have < amount + 50_000:
+            self.fund_wallet(a, amount + 100_000)
+        res = a.rpc.fundchannel(b.node_id, amount, **kwargs)
+        wait_for(lambda: res["txid"] in self._chain().rpc("getrawmempool"), 30, "funding tx in the mempool")
+        self.mine(max(int(res.get("mindepth", 3)), 3), [a, b])
+        if wait_normal:
+            for x, y in ((a, b), (b, a)):
+                wait_for(lambda x=x, y=y: x.channel_state(y) == "CHANNELD_NORMAL", 30,
+                         f"{x.dir}: channel with {y.dir} in CHANNELD_NORMAL")
+            res = dict(res, short_channel_id=a.rpc.listpeerchannels(b.node_id)["channels"][-1]["short_channel_id"])
+        return res
+
+    def line_graph(self, n: int, fundamount: int = DEFAULT_FUNDAMOUNT, announce_channels: bool = False,
+                   wait_for_announce: bool = False, opts: dict[str, Any] | list[dict[str, Any]] | None = None,
+                   **kwargs: Any) -> list[AmpdNode]:
+        """n nodes in a row, l1 -> l2 -> ... -> ln, each pair with a channel of `fundamount` sat opened by the
+        left one (as pyln-testing's line_graph). `opts`: options for every node, or a list, one per node.
+        wait_for_announce: channel announcements are not implemented yet, so it only mines 6 blocks."""
+        per_node = opts if isinstance(opts, list) else [dict(opts or {}) for _ in range(n)]
+        nodes = [self.get_node(dict(per_node[i]), listen=True, **kwargs) for i in range(n)]
+        for a, b in zip(nodes, nodes[1:]):
+            self.fund_wallet(a, fundamount + 100_000)
+        for a, b in zip(nodes, nodes[1:]):
+            self.fundchannel(a, b, fundamount, announce=announce_channels)
+        if wait_for_announce:
+            self.mine(6, nodes)
+        return nodes
 
     def killall(self) -> None:
         for node in self.nodes:

@@ -25,9 +25,10 @@ from ampere.ln.channel.keys import (
     compact_to_der,
     der_to_compact,
     derive_privkey,
+    ecdsa_sign,
     pubkey_from_secret,
 )
-from ampere.primitives.tx import Transaction
+from ampere.primitives.tx import SIGHASH_ALL, Transaction, bip143_sighash
 
 __all__ = ["ChannelSigner", "SignerError"]
 
@@ -107,3 +108,24 @@ class ChannelSigner:
 
     def signed_closing(self, closing: ClosingTx, remote_sig: bytes) -> Transaction:
         return closing.signed(closing.sign(self._funding), compact_to_der(remote_sig))
+
+    # --- on-chain sweeps (ampere.node.onchain): DER signature + SIGHASH_ALL byte, as a witness carries it ------
+
+    def sign_to_local_sweep(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
+                            per_commitment_point: bytes) -> bytes:
+        """Spend OUR commitment's to_local output (after to_self_delay) with local_delayedprivkey.
+
+        BOLT #3: "local_delayedprivkey = delayed_payment_basepoint_secret + SHA256(per_commitment_point ||
+        delayed_payment_basepoint)"."""
+        key = derive_privkey(self._delayed, per_commitment_point)
+        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
+        return ecdsa_sign(key, digest) + bytes([SIGHASH_ALL])
+
+    def sign_to_remote_sweep(self, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int) -> bytes:
+        """Spend our to_remote output on the PEER's commitment.
+
+        BOLT #3 (option_static_remotekey): "The remotepubkey is simply the remote node's payment_basepoint", so
+        the key is our payment_basepoint secret itself. `script_code`: the P2WPKH script code, or (anchors) the
+        to_remote witness script."""
+        digest = bip143_sighash(tx, input_index, script_code, amount_sat, SIGHASH_ALL)
+        return ecdsa_sign(self._payment, digest) + bytes([SIGHASH_ALL])

@@ -1,0 +1,539 @@
+"""What happens after a channel's funding output is spent: Ampere's onchaind.
+
+The channel manager hands over a channel whose funding output was spent:
+
+    await node.onchain.funding_spent(record, spending_tx, height)   # once, when the spend is mined
+    await node.onchain.restore(record)                              # at start-up, FUNDING_SPEND_SEEN / ONCHAIN
+    node.onchain.status(channel_id) -> list[str]                    # lines for listpeerchannels `status`
+    node.onchain.describe(channel_id) -> dict | None                # the resolution as JSON (kind, outputs)
+
+(`record` has .channel_id, .core (the Channel) and .signer (its ChannelSigner).) The resolver then:
+- recognises the spend (ampere.node.onchain_tx.classify_spend): mutual close, our commitment, the peer's
+  commitment, or a revoked commitment of the peer;
+- sweeps our to_local output (our commitment) to a fresh wallet address once to_self_delay has passed, and our
+  to_remote output (the peer's commitment) at once: both then belong to the wallet (listfunds);
+- leaves a mutual close output to the wallet, which recognises its own address in the block;
+- follows HTLC outputs and a revoked commitment's outputs until someone spends them, logging loudly that
+  on-chain HTLC resolution and penalty transactions are not implemented yet (listpeerchannels says so too);
+- when every output is resolved and the last resolving transaction is `bury_depth` blocks deep (100, CLN's
+  "irrevocably resolved"), calls `await node.channel_manager.mark_closed(record, "onchain")`.
+
+Progress is persisted (tables onchain_channels / onchain_outputs) before anything it decides is broadcast, so
+a restart in the middle continues: a sweep once signed is rebroadcast byte for byte, never rebuilt. Reorgs: the
+resolver is a chain listener; a disconnected block takes its spends back to unconfirmed, and every
+unconfirmed transaction of ours (the funding spend itself, sweeps whose CSV delay has passed) is rebroadcast
+at each new block until it is buried. A different transaction spending the funding output after a reorg
+replaces the old analysis.
+"""
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..chain.bitcoind import BitcoindError, BitcoindUnreachable
+from ..ln.channel import core
+from ..primitives.tx import OutPoint, Transaction
+from .chainwatch import parse_block
+from .onchain_tx import (
+    Action,
+    OnchainError,
+    OurOutput,
+    OutputKind,
+    SpendAnalysis,
+    SpendKind,
+    SweepNotWorthIt,
+    build_sweep,
+    classify_spend,
+    sign_sweep,
+)
+from .wallet import scripts_for_pubkey
+
+__all__ = ["OnchainResolver", "BURY_DEPTH"]
+
+LOG = "onchaind"
+# CLN forgets a channel once all its outputs have been "irrevocably resolved" for 100 blocks.
+BURY_DEPTH = 100
+# At start-up, how far back to look for a funding spend we did not record (a crash right after the manager
+# persisted FUNDING_SPEND_SEEN).
+FIND_SPEND_MAX_BLOCKS = 2016
+RPC_VERIFY_ALREADY_IN_CHAIN = -27
+SWEEP_FEERATE_BLOCKS = 12  # CLN's "delayed_to_us" sweeps aim at the `normal` rate
+
+# Output states (column onchain_outputs.state).
+S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
+S_UNRESOLVED = "unresolved"  # HTLC / revoked output: not implemented, followed until someone spends it
+S_WALLET = "wallet"          # pays our wallet directly (mutual close)
+S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
+S_DUST = "dust"              # ours, but worth less than the fee to sweep it
+_DONE_STATES = (S_WALLET, S_EXTERNAL, S_DUST)
+
+_KIND_TEXT = {SpendKind.MUTUAL: "mutual close", SpendKind.LOCAL: "our own unilateral close",
+              SpendKind.REMOTE: "their unilateral close",
+              SpendKind.REVOKED: "their REVOKED unilateral close (penalty NOT implemented)"}
+
+
+@dataclass
+class Tracked:
+    """One output of the funding spend that concerns us."""
+
+    out: OurOutput
+    state: str
+    sweep_tx: bytes | None = None        # our signed sweep, persisted before its first broadcast
+    resolved_txid: bytes | None = None   # the transaction that spent it (ours or not)
+    resolved_height: int | None = None   # ... and its block (None while unconfirmed)
+    broadcast_at: int = -1               # transient: tip at our last broadcast
+
+    @property
+    def resolved(self) -> bool:
+        return self.state in _DONE_STATES or self.resolved_height is not None
+
+    @property
+    def sweep_txid(self) -> bytes | None:
+        return Transaction.parse(self.sweep_tx).txid() if self.sweep_tx else None
+
+
+@dataclass
+class Resolution:
+    channel_id: bytes
+    funding: OutPoint
+    spend_tx: Transaction
+    spend_height: int | None
+    kind: SpendKind | None               # None: not analysed yet (a replacement spend seen without the record)
+    commitment_number: int | None = None
+    outputs: dict[int, Tracked] = field(default_factory=dict)
+    closed: bool = False
+    record: Any = None                   # the channel manager's record, once attached
+    broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
+
+    @property
+    def spend_txid(self) -> bytes:
+        return self.spend_tx.txid()
+
+    def last_height(self) -> int | None:
+        """The block of the last resolving transaction (None while something is unconfirmed/unresolved)."""
+        if self.spend_height is None or self.kind is None:
+            return None
+        heights = [self.spend_height]
+        for t in self.outputs.values():
+            if not t.resolved:
+                return None
+            if t.resolved_height is not None:
+                heights.append(t.resolved_height)
+        return max(heights)
+
+
+class OnchainResolver:
+    def __init__(self, node: Any, bury_depth: int = BURY_DEPTH) -> None:
+        self.node = node
+        self.bury_depth = bury_depth
+        self._res: dict[bytes, Resolution] = {}
+        # (txid, vout) -> (resolution, vout or None for the funding outpoint)
+        self._watched: dict[tuple[bytes, int], tuple[Resolution, int | None]] = {}
+        # Funding outpoints of restored channels whose spend we never recorded: (txid, vout) -> record.
+        self._awaiting: dict[tuple[bytes, int], Any] = {}
+        self._lock = asyncio.Lock()
+        self._loaded = asyncio.Event()
+        # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
+        node.chain.add_listener(self)
+
+    # ---- start-up ---------------------------------------------------------------------------
+    async def start(self) -> None:
+        try:
+            rows, outs = await self.node.store.read(lambda db: (
+                db.query("SELECT channel_id, funding_txid, funding_vout, spend_tx, spend_height, kind, "
+                         "commitment_number, closed FROM onchain_channels WHERE closed = 0"),
+                db.query("SELECT o.channel_id, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, o.witness_script, o.point, "
+                         "o.sweep_tx, o.resolved_txid, o.resolved_height FROM onchain_outputs o JOIN onchain_channels c "
+                         "ON o.channel_id = c.channel_id WHERE c.closed = 0")))
+            for cid, ftxid, fvout, raw, height, kind, number, closed in rows:
+                r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
+                               SpendKind(kind) if kind else None, number, closed=bool(closed))
+                self._res[r.channel_id] = r
+            for cid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight in outs:
+                r = self._res[bytes(cid)]
+                out = OurOutput(vout, value, OutputKind(kind), _action_of(state), bytes(spk), csv,
+                                _b(ws), _b(point))
+                r.outputs[vout] = Tracked(out, state, _b(sweep), _b(rtxid), rheight)
+            for r in self._res.values():
+                self._index(r)
+        finally:
+            self._loaded.set()
+        self.node.log.info(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept to "
+                                "the wallet; on-chain HTLC resolution and penalty transactions for revoked "
+                                "commitments are NOT implemented yet: such outputs are logged and left unclaimed")
+        if self._res:
+            self.node.log.info(LOG, f"Resuming the on-chain resolution of {len(self._res)} channel(s)")
+
+    # ---- the channel manager's calls ----------------------------------------------------------
+    async def funding_spent(self, record: Any, spending_tx: Transaction, height: int | None) -> None:
+        """The funding output of `record`'s channel was spent by `spending_tx` (mined at `height`)."""
+        await self._loaded.wait()
+        async with self._lock:
+            r = self._res.get(record.channel_id)
+            if r is not None and r.spend_txid == spending_tx.txid():
+                r.record = record
+                if height is not None and r.spend_height != height:
+                    r.spend_height = height
+                    await self._save(r)
+            else:
+                if r is not None:
+                    self._unindex(r)
+                r = await self._begin(record, spending_tx, height)
+            await self._advance(r, self._tip(height))
+
+    async def restore(self, record: Any) -> None:
+        """At start-up, for a channel in FUNDING_SPEND_SEEN or ONCHAIN: attach it and carry on."""
+        await self._loaded.wait()
+        async with self._lock:
+            r = self._res.get(record.channel_id)
+            if r is None:
+                if await self._closed_in_store(record.channel_id):
+                    # We had finished; the manager did not hear it before the restart.
+                    await self._close(record, None)
+                    return
+                found = await self._find_spend(record.core.params.funding_outpoint)
+                if found is None:
+                    op = record.core.params.funding_outpoint
+                    self._awaiting[(op.txid, op.vout)] = record
+                    self.node.log.unusual(LOG, f"Channel {record.channel_id.hex()}: no mined spend of its funding "
+                                               f"output {op.txid_hex()}:{op.vout} found; watching for it")
+                    return
+                tx, height = found
+                r = await self._begin(record, tx, height)
+            else:
+                r.record = record
+                if r.kind is None:
+                    await self._analyse(r)
+            await self._advance(r, self._tip(None))
+
+    def status(self, channel_id: bytes) -> list[str]:
+        """Human-readable lines about the resolution, for listpeerchannels `status` (CLN's billboard)."""
+        r = self._res.get(channel_id)
+        if r is None:
+            return []
+        state = r.record.core.state.value if r.record is not None else "ONCHAIN"
+        tip = self._tip(None)
+        lines = []
+        if r.kind is None:
+            lines.append(f"{state}:Funding spent by {r.spend_tx.txid_hex()}, not analysed yet")
+            return lines
+        lines.append(f"{state}:Tracking {_KIND_TEXT[r.kind]} {r.spend_tx.txid_hex()}"
+                     + ("" if r.spend_height is not None else " (unconfirmed)"))
+        for t in r.outputs.values():
+            lines.append(f"{state}:{_output_text(r, t, tip)}")
+        last = r.last_height()
+        if last is not None:
+            left = max(0, self.bury_depth - (tip - last + 1))
+            lines.append(f"{state}:All outputs resolved: waiting {left} more blocks before forgetting channel")
+        return lines
+
+    def describe(self, channel_id: bytes) -> dict | None:
+        r = self._res.get(channel_id)
+        if r is None:
+            return None
+        return {
+            "spend_txid": r.spend_tx.txid_hex(), "spend_height": r.spend_height,
+            "kind": r.kind.value if r.kind else None, "commitment_number": r.commitment_number,
+            "outputs": [{"vout": t.out.vout, "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
+                         "state": t.state, "csv": t.out.csv,
+                         "sweep_txid": t.sweep_txid[::-1].hex() if t.sweep_tx else None,
+                         "resolved_txid": t.resolved_txid[::-1].hex() if t.resolved_txid else None,
+                         "resolved_height": t.resolved_height} for t in r.outputs.values()],
+        }
+
+    # ---- chain listener -----------------------------------------------------------------------
+    async def block_connected(self, height: int, block: Any) -> None:
+        await self._loaded.wait()
+        if not self._watched and not self._awaiting:
+            return
+        async with self._lock:
+            touched: dict[bytes, Resolution] = {}
+            for tx in block.txs:
+                txid = None
+                for txin in tx.inputs:
+                    key = (txin.prevout.txid, txin.prevout.vout)
+                    if key in self._awaiting:
+                        record = self._awaiting.pop(key)
+                        r = await self._begin(record, tx, height)
+                        touched[r.channel_id] = r
+                        continue
+                    hit = self._watched.get(key)
+                    if hit is None:
+                        continue
+                    txid = txid or tx.txid()
+                    r, vout = hit
+                    touched[r.channel_id] = r
+                    if vout is None:
+                        await self._funding_spend_mined(r, tx, txid, height)
+                    else:
+                        self._output_spent(r, r.outputs[vout], txid, height)
+            for r in touched.values():
+                await self._save(r)
+            for r in list(self._res.values()):
+                await self._advance(r, height)
+
+    async def block_disconnected(self, height: int, block_hash: bytes, block: Any) -> None:
+        await self._loaded.wait()
+        async with self._lock:
+            for r in list(self._res.values()):
+                changed = False
+                if r.spend_height is not None and r.spend_height >= height:
+                    self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the funding spend "
+                                               f"{r.spend_tx.txid_hex()} was reorganised out of block {height}; "
+                                               "rebroadcasting it")
+                    r.spend_height = None
+                    r.broadcast_at = -1
+                    changed = True
+                for t in r.outputs.values():
+                    if t.resolved_height is not None and t.resolved_height >= height:
+                        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the spend of output {t.out.vout} "
+                                                   f"was reorganised out of block {height}")
+                        t.resolved_height = None
+                        t.resolved_txid = None
+                        t.broadcast_at = -1
+                        changed = True
+                if changed:
+                    await self._save(r)
+
+    # ---- analysis -------------------------------------------------------------------------------
+    async def _begin(self, record: Any, tx: Transaction, height: int | None) -> Resolution:
+        """A new funding spend for `record`: analyse, persist, then tell the manager it is ONCHAIN."""
+        ch = record.core
+        r = Resolution(record.channel_id, ch.params.funding_outpoint, tx, height, None, record=record)
+        self._res[r.channel_id] = r
+        await self._analyse(r)
+        mark_onchain = getattr(getattr(self.node, "channel_manager", None), "mark_onchain", None)
+        if mark_onchain is not None:
+            await mark_onchain(record)
+        return r
+
+    async def _analyse(self, r: Resolution) -> None:
+        record = r.record
+        ch = record.core
+        try:
+            local_txid = core.local_commitment(ch, record.signer).txid
+        except Exception:  # a channel without a usable local commitment still has its scripts checked
+            local_txid = None
+        try:
+            a: SpendAnalysis = classify_spend(ch, record.signer.commitment_point, r.spend_tx, local_txid)
+        except OnchainError as e:
+            self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: {e}")
+            return
+        r.kind, r.commitment_number = a.kind, a.commitment_number
+        r.outputs = {}
+        wallet_scripts = getattr(getattr(self.node, "wallet", None), "scripts", {})
+        for out in a.outputs:
+            if out.action is Action.WALLET:
+                state = S_WALLET if out.script_pubkey in wallet_scripts else S_EXTERNAL
+            elif out.action is Action.SWEEP:
+                state = S_SWEEP
+            else:
+                state = S_UNRESOLVED
+            r.outputs[out.vout] = Tracked(out, state)
+        await self._save(r)
+        self._index(r)
+        cid = r.channel_id.hex()
+        number = f" #{a.commitment_number}" if a.commitment_number is not None else ""
+        where = f"block {r.spend_height}" if r.spend_height is not None else "the mempool"
+        self.node.log.info(LOG, f"Channel {cid}: funding output spent by {_KIND_TEXT[a.kind]}{number} "
+                                f"{r.spend_tx.txid_hex()} in {where}; outputs for us: "
+                                + (", ".join(f"{t.out.kind.value} #{t.out.vout} ({t.out.value_sat} sat, {t.state})"
+                                             for t in r.outputs.values()) or "none"))
+        for level, text in a.notes:
+            self.node.log.log(level, LOG, f"Channel {cid}: {text}")
+        for t in r.outputs.values():
+            if t.state == S_EXTERNAL:
+                self.node.log.info(LOG, f"Channel {cid}: mutual close output {t.out.vout} ({t.out.value_sat} sat) "
+                                        "pays an address outside our wallet (close_to)")
+
+    async def _funding_spend_mined(self, r: Resolution, tx: Transaction, txid: bytes, height: int) -> None:
+        if txid == r.spend_txid:
+            r.spend_height = height
+            return
+        # After a reorg another transaction spent the funding output: start over with it.
+        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the funding output is now spent by "
+                                   f"{tx.txid_hex()} (block {height}) instead of {r.spend_tx.txid_hex()}")
+        self._unindex(r)
+        r.spend_tx, r.spend_height, r.kind, r.outputs, r.broadcast_at = tx, height, None, {}, -1
+        self._index(r)
+        if r.record is not None:
+            await self._analyse(r)
+        else:
+            await self._save(r)
+
+    def _output_spent(self, r: Resolution, t: Tracked, txid: bytes, height: int) -> None:
+        t.resolved_txid, t.resolved_height = txid, height
+        cid, what = r.channel_id.hex(), f"{t.out.kind.value} output {t.out.vout} ({t.out.value_sat} sat)"
+        if t.sweep_tx is not None and txid == t.sweep_txid:
+            self.node.log.info(LOG, f"Channel {cid}: our sweep {txid[::-1].hex()} of {what} is in block {height}")
+        elif t.state == S_SWEEP:
+            self.node.log.unusual(LOG, f"Channel {cid}: {what} was spent by {txid[::-1].hex()} in block {height}, "
+                                       "not by our sweep")
+        else:
+            self.node.log.info(LOG, f"Channel {cid}: {what} was spent by {txid[::-1].hex()} in block {height}")
+
+    # ---- progress --------------------------------------------------------------------------------
+    def _tip(self, height: int | None) -> int:
+        tip = getattr(self.node.chain, "height", -1)
+        return max(tip, height) if height is not None else tip
+
+    async def _advance(self, r: Resolution, tip: int) -> None:
+        """Everything that can be done at this tip: (re)broadcasts, sweeps, closing."""
+        if r.closed or tip < 0 or r.kind is None:
+            return
+        if r.spend_height is None:
+            if r.broadcast_at != tip:
+                r.broadcast_at = tip
+                await self._broadcast(r, r.spend_tx, "funding spend")
+            return
+        for t in r.outputs.values():
+            if t.state != S_SWEEP or t.resolved_height is not None:
+                continue
+            # BIP68: an input locked for N blocks may be in a block at height >= (its block) + N; the next
+            # block is tip + 1.
+            if tip + 1 < r.spend_height + t.out.csv:
+                continue
+            if t.sweep_tx is None:
+                if r.record is None or not await self._make_sweep(r, t):
+                    continue
+            if t.broadcast_at != tip:
+                t.broadcast_at = tip
+                tx = Transaction.parse(t.sweep_tx)
+                if await self._broadcast(r, tx, f"sweep of {t.out.kind.value} output {t.out.vout}"):
+                    wallet = getattr(self.node, "wallet", None)
+                    if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
+                        await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
+        last = r.last_height()
+        if last is not None and tip - last + 1 >= self.bury_depth and r.record is not None:
+            await self._close(r.record, r)
+
+    async def _make_sweep(self, r: Resolution, t: Tracked) -> bool:
+        """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
+        wallet = self.node.wallet
+        ctype = r.record.core.params.channel_type
+        idx, _ = await wallet.new_address("p2tr")
+        dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
+        fees = self.node.chain.fees
+        feerate = fees.for_deadline(SWEEP_FEERATE_BLOCKS) or fees.floor
+        try:
+            unsigned = build_sweep(r.spend_txid, t.out, ctype, dest, feerate)
+        except SweepNotWorthIt as e:
+            t.state = S_DUST
+            await self._save(r)
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: not sweeping: {e}")
+            return False
+        t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer).serialize()
+        await self._save(r)
+        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: sweeping {t.out.kind.value} output {t.out.vout} "
+                                f"({t.out.value_sat} sat) to our wallet at {feerate}perkw: {t.sweep_txid[::-1].hex()}")
+        return True
+
+    async def _broadcast(self, r: Resolution, tx: Transaction, what: str) -> bool:
+        try:
+            await self.node.chain.broadcast(tx)
+        except BitcoindError as e:
+            if e.code == RPC_VERIFY_ALREADY_IN_CHAIN or "already" in e.message:
+                return True
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: broadcasting the {what} {tx.txid_hex()} "
+                                       f"failed: {e.message}; retrying at the next block")
+            return False
+        except BitcoindUnreachable as e:
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot broadcast the {what}: {e}")
+            return False
+        self.node.chain.wake()
+        return True
+
+    async def _close(self, record: Any, r: Resolution | None) -> None:
+        if r is not None:
+            r.closed = True
+            await self._save(r)
+            self._unindex(r)
+            self._res.pop(r.channel_id, None)
+            self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: all outputs resolved and {self.bury_depth} "
+                                    "blocks deep: closed")
+        manager = getattr(self.node, "channel_manager", None)
+        if manager is not None:
+            await manager.mark_closed(record, "onchain")
+
+    # ---- indexes and storage -----------------------------------------------------------------------
+    def _index(self, r: Resolution) -> None:
+        self._watched[(r.funding.txid, r.funding.vout)] = (r, None)
+        txid = r.spend_txid
+        for vout in r.outputs:
+            self._watched[(txid, vout)] = (r, vout)
+
+    def _unindex(self, r: Resolution) -> None:
+        for key in [k for k, (x, _) in self._watched.items() if x is r]:
+            del self._watched[key]
+
+    async def _save(self, r: Resolution) -> None:
+        row = (r.channel_id, r.funding.txid, r.funding.vout, r.spend_tx.serialize(), r.spend_height,
+               r.kind.value if r.kind else None, r.commitment_number, int(r.closed))
+        outs = [(r.channel_id, t.out.vout, t.out.kind.value, t.state, t.out.value_sat, t.out.script_pubkey, t.out.csv,
+                 t.out.witness_script, t.out.per_commitment_point, t.sweep_tx, t.resolved_txid, t.resolved_height)
+                for t in r.outputs.values()]
+
+        def write(db):
+            db.execute("INSERT OR REPLACE INTO onchain_channels (channel_id, funding_txid, funding_vout, spend_tx, "
+                       "spend_height, kind, commitment_number, closed) VALUES (?,?,?,?,?,?,?,?)", row)
+            db.execute("DELETE FROM onchain_outputs WHERE channel_id = ?", (r.channel_id,))
+            for o in outs:
+                db.execute("INSERT INTO onchain_outputs (channel_id, vout, kind, state, value, scriptpubkey, csv, "
+                           "witness_script, point, sweep_tx, resolved_txid, resolved_height) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", o)
+
+        await self.node.store.write(write)
+
+    async def _closed_in_store(self, channel_id: bytes) -> bool:
+        rows = await self.node.store.read(lambda db: db.query(
+            "SELECT closed FROM onchain_channels WHERE channel_id = ?", (channel_id,)))
+        return bool(rows and rows[0][0])
+
+    async def _find_spend(self, outpoint: OutPoint) -> tuple[Transaction, int] | None:
+        """The mined transaction spending `outpoint`, searching back from the tip (None if unspent/not found)."""
+        chain = self.node.chain
+        try:
+            if await chain.gettxout(outpoint, include_mempool=False) is not None:
+                return None
+            tip = int(await chain.rpc.call("getblockcount"))
+            for height in range(tip, max(-1, tip - FIND_SPEND_MAX_BLOCKS), -1):
+                bh = await chain.rpc.call("getblockhash", height)
+                block = parse_block(bytes.fromhex(await chain.rpc.call("getblock", bh, 0)))
+                for tx in block.txs:
+                    if any(i.prevout == outpoint for i in tx.inputs):
+                        return tx, height
+        except (BitcoindError, BitcoindUnreachable, ValueError) as e:
+            self.node.log.unusual(LOG, f"Looking for the spend of {outpoint.txid_hex()}:{outpoint.vout} failed: {e}")
+        return None
+
+
+def _b(v: Any) -> bytes | None:
+    return None if v is None else bytes(v)
+
+
+def _action_of(state: str) -> Action:
+    return {S_SWEEP: Action.SWEEP, S_DUST: Action.SWEEP, S_UNRESOLVED: Action.UNRESOLVED,
+            S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL}[state]
+
+
+def _output_text(r: Resolution, t: Tracked, tip: int) -> str:
+    what = f"{t.out.kind.value} output {t.out.vout} ({t.out.value_sat} sat)"
+    if t.state == S_WALLET:
+        return f"{what} pays our wallet"
+    if t.state == S_EXTERNAL:
+        return f"{what} pays an external address"
+    if t.state == S_DUST:
+        return f"{what} is not worth sweeping"
+    if t.resolved_height is not None:
+        return f"{what} resolved by {t.resolved_txid[::-1].hex()} in block {t.resolved_height}"
+    if t.state == S_UNRESOLVED:
+        why = ("penalty transactions are not implemented" if t.out.kind is OutputKind.REVOKED_TO_LOCAL
+               else "on-chain HTLC resolution is not implemented")
+        return f"{what} NOT resolved: {why}"
+    if t.sweep_tx is not None:
+        return f"{what} being swept to our wallet by {t.sweep_txid[::-1].hex()}"
+    if r.spend_height is None:
+        return f"{what} waiting for the close to confirm"
+    left = r.spend_height + t.out.csv - (tip + 1)
+    return f"{what} spendable by us in {max(left, 0)} blocks"

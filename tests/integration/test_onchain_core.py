@@ -1,0 +1,472 @@
+"""The on-chain resolver against a real amp-chaind, with two channel cores wired in memory.
+
+Each side runs the real parts of ampd the resolver uses (SQLite store, chain watcher, wallet, logger) in this
+process; the channel manager is not involved: a funding-outpoint watch plays its part (move the core to
+FUNDING_SPEND_SEEN, then `funding_spent`), and a recorder stands in for its `mark_closed`.
+"""
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import pytest
+
+from ampere.chain.bitcoind import BitcoindRpc
+from ampere.ln.channel import core, opening
+from ampere.ln.channel.actions import FundingTxNeeded
+from ampere.ln.channel.pair import REGTEST_CHAIN_HASH, SCID, Pair, Party
+from ampere.ln.channel.scripts import ChannelType
+from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.state import ChannelState
+from ampere.log import Logger
+from ampere.node.chainwatch import ChainWatcher
+from ampere.node.onchain import OnchainResolver
+from ampere.node.onchain_tx import build_sweep, classify_spend, sign_sweep
+from ampere.node.wallet import Wallet, scripts_for_pubkey
+from ampere.primitives.crypto import sha256
+from ampere.primitives.script import script_to_address
+from ampere.primitives.tx import Transaction
+from ampere.store.sqlite import SqliteStore
+from ampere.testing.chain import ChainRpcError
+
+DELAY = 6          # to_self_delay both sides impose
+BURY = 3           # blocks before the resolver calls mark_closed (CLN: 100)
+ONION = bytes(1366)
+PRE = b"\x05" * 32
+
+
+# --- a minimal host: the real components of ampd that the resolver talks to ------------------------------
+
+class ManagerStandIn:
+    """Records what the resolver tells the channel manager (which is being written elsewhere)."""
+
+    def __init__(self) -> None:
+        self.closed: list[tuple[bytes, str]] = []
+        self.onchain: list[bytes] = []
+
+    async def mark_onchain(self, record) -> None:
+        self.onchain.append(record.channel_id)
+
+    async def mark_closed(self, record, cause: str) -> None:
+        self.closed.append((record.channel_id, cause))
+
+
+@dataclass
+class Record:
+    channel_id: bytes
+    peer_id: bytes
+    dbid: int
+    core: Any
+    signer: ChannelSigner
+
+
+class Host:
+    def __init__(self, directory: str, chaind, hsm_secret: bytes) -> None:
+        self.dir = directory
+        self.chaind = chaind
+        self.hsm_secret = hsm_secret
+        self.log = Logger()
+        self.lines: list[tuple[str, str]] = []
+        self.log.add_listener(lambda level, source, msg, ts: self.lines.append((level, msg)), "debug")
+        self.node_id = b"\x02" + hsm_secret
+        self.blockheight = 0
+        self.warnings: dict[str, str] = {}
+        self.channel_manager = ManagerStandIn()
+        self.store = self.chain = self.wallet = self.onchain = None
+
+    def notify(self, topic: str, payload: dict) -> None:
+        pass
+
+    async def start(self) -> Host:
+        os.makedirs(self.dir, exist_ok=True)
+        self.store = SqliteStore(os.path.join(self.dir, "ampere.sqlite3"))
+        await self.store.open()
+        rpc = BitcoindRpc(port=self.chaind.port, user=self.chaind.rpcuser, password=self.chaind.rpcpassword)
+        self.chain = ChainWatcher(self, rpc, "regtest", 0.05)
+        self.wallet = Wallet(self, self.hsm_secret, "regtest")
+        await self.wallet.load()
+        self.chain.add_listener(self.wallet)
+        await self.chain.start()
+        self.onchain = OnchainResolver(self, bury_depth=BURY)   # as Node.start does
+        await self.onchain.start()
+        return self
+
+    async def stop(self) -> None:
+        await self.chain.stop()
+        await self.store.close()
+
+    async def wallet_script(self) -> bytes:
+        idx, _ = await self.wallet.new_address("p2tr")
+        return scripts_for_pubkey(self.wallet.pubkey(idx))[1]
+
+    def watch_funding(self, party: Party, record: Record) -> None:
+        """The channel manager's part: on the funding spend, move the core, then hand over."""
+        async def spent(outpoint, tx, height):
+            if tx is None:
+                return
+            party.apply(core.funding_spent(party.ch, tx.txid()))
+            record.core = party.ch
+            await self.onchain.funding_spent(record, tx, height)
+
+        self.chain.watch_outpoint(party.ch.params.funding_outpoint, spent)
+
+    async def synced(self, timeout: float = 20.0) -> int:
+        want = self.chaind.rpc("getblockcount")
+        await until(lambda: self.chain.height == want, timeout, f"host at height {want}")
+        return want
+
+    def logged(self, level: str, text: str) -> bool:
+        return any(lv == level and text in msg for lv, msg in self.lines)
+
+
+async def until(pred, timeout: float = 20.0, what: str = "condition"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        v = pred()
+        if v:
+            return v
+        await asyncio.sleep(0.02)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+def in_mempool(chaind, txid: bytes) -> bool:
+    return txid[::-1].hex() in chaind.rpc("getrawmempool")
+
+
+def mempool_reject_reason(chaind, tx: Transaction) -> str | None:
+    r = chaind.rpc("testmempoolaccept", [tx.serialize().hex()])[0]
+    return None if r["allowed"] else r["reject-reason"]
+
+
+# --- a channel funded by a real transaction ----------------------------------------------------------------
+
+def open_on_chain(chaind, spk_a: bytes, spk_b: bytes, *, funding_sat: int = 1_000_000, push_msat: int = 300_000_000,
+                  channel_type: ChannelType = ChannelType.STATIC_REMOTEKEY) -> Pair:
+    a = Party("A", ChannelSigner(b"\x01" * 32), wire=False)
+    b = Party("B", ChannelSigner(b"\x02" * 32), wire=False)
+    pa = opening.LocalParams(shutdown_scriptpubkey=spk_a, to_self_delay=DELAY)
+    pb = opening.LocalParams(shutdown_scriptpubkey=spk_b, to_self_delay=DELAY)
+    policy = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, allow_anchors=True)
+    step = opening.open_channel(a.signer, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
+                                funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=2500, ours=pa,
+                                channel_type=channel_type)
+    neg_a = step.state
+    step_b = opening.on_open_channel(b.signer, step.messages[0], pb, policy)
+    neg_b = step_b.state
+    step = neg_a.on_accept_channel(step_b.messages[0], policy)
+    need = next(e for e in step.actions if isinstance(e, FundingTxNeeded))
+    # The funding transaction: amp-chaind's faucet wallet pays the 2-of-2.
+    txid = chaind.rpc("sendtoaddress", script_to_address(need.script_pubkey, "regtest"),
+                      Decimal(need.amount_sat) / 100_000_000)
+    funding_tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", txid))
+    step = step.state.funding_tx_ready(a.signer, funding_tx)
+    neg_a = step.state
+    b.apply(neg_b.on_funding_created(b.signer, step.messages[0]))
+    a.apply(neg_a.on_funding_signed(a.signer, b.outbox.popleft()))
+    assert a.ch.state is ChannelState.CHANNELD_AWAITING_LOCKIN
+    chaind.mine(3)
+    pair = Pair(a, b)
+    for p in (a, b):
+        p.apply(core.funding_depth(p.ch, p.signer, 3, SCID))
+    pair.pump()
+    assert a.ch.state is b.ch.state is ChannelState.CHANNELD_NORMAL
+    return pair
+
+
+def pay(pair: Pair, amount_msat: int) -> None:
+    a, b = pair.a, pair.b
+    a.apply(core.offer_htlc(a.ch, a.signer, amount_msat, sha256(PRE), 10_000, ONION))
+    pair.pump()
+    b.apply(core.fulfill_htlc(b.ch, b.signer, b.ch.htlcs[0].htlc_id, PRE))
+    pair.pump()
+    assert a.ch.htlcs == () and b.ch.htlcs == ()
+
+
+def record_of(p: Party, dbid: int) -> Record:
+    return Record(p.ch.channel_id, bytes(33), dbid, p.ch, p.signer)
+
+
+@pytest.fixture
+def funded_chaind(chaind):
+    chaind.mine(101)
+    return chaind
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+# --- tests -----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS])
+def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, tmp_path, channel_type):
+    chaind = funded_chaind
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script(), channel_type=channel_type)
+            pay(pair, 50_000_000)                          # commitment numbers move past 0
+            a, b = pair.a, pair.b
+            ra, rb = record_of(a, 1), record_of(b, 1)
+            await ha.synced(), await hb.synced()
+            ha.watch_funding(a, ra)
+            hb.watch_funding(b, rb)
+
+            # A closes unilaterally: its latest commitment is mined at height S.
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            commitment = a.broadcasts[-1]
+            chaind.rpc("sendrawtransaction", commitment.serialize().hex())
+            chaind.mine(1)
+            s = await ha.synced()
+            await hb.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id) and hb.onchain.describe(b.ch.channel_id))
+            assert a.ch.state is b.ch.state is ChannelState.FUNDING_SPEND_SEEN
+            assert ha.channel_manager.onchain == [a.ch.channel_id] and hb.channel_manager.onchain == [b.ch.channel_id]
+            da, db = ha.onchain.describe(a.ch.channel_id), hb.onchain.describe(b.ch.channel_id)
+            assert (da["kind"], db["kind"]) == ("local", "remote")
+            assert da["commitment_number"] == db["commitment_number"] == a.ch.local_ctn == 2
+            [to_local] = da["outputs"]
+            [to_remote] = db["outputs"]
+            assert (to_local["kind"], to_local["csv"]) == ("to_local", DELAY)
+            assert (to_remote["kind"], to_remote["csv"]) == ("to_remote", 1 if channel_type.anchors else 0)
+            assert to_remote["amount_msat"] == 350_000_000  # B's balance (the opener A paid the fees)
+            assert any("waiting" not in x and "spendable by us in" in x for x in ha.onchain.status(a.ch.channel_id))
+
+            # B (the peer's commitment): to_remote is swept to B's wallet at once (anchors: CSV 1, also now).
+            await until(lambda: hb.onchain.describe(b.ch.channel_id)["outputs"][0]["sweep_txid"])
+            sweep_b = bytes.fromhex(hb.onchain.describe(b.ch.channel_id)["outputs"][0]["sweep_txid"])[::-1]
+            await until(lambda: in_mempool(chaind, sweep_b), what="B's sweep in the mempool")
+            assert (sweep_b, 0) in hb.wallet.outputs           # listfunds shows it (unconfirmed) already
+
+            # A (our commitment): the to_local sweep is non-BIP68-final until to_self_delay blocks have passed.
+            analysis = classify_spend(a.ch, a.signer.commitment_point, commitment)
+            ours = analysis.outputs[0]
+            probe = sign_sweep(build_sweep(commitment.txid(), ours, channel_type, await ha.wallet_script(), 1000),
+                               ours, channel_type, a.signer)
+            chaind.mine(DELAY - 2)                            # tip = S + DELAY - 2: one block too early
+            await ha.synced()
+            assert mempool_reject_reason(chaind, probe) == "non-BIP68-final"
+            assert ha.onchain.describe(a.ch.channel_id)["outputs"][0]["sweep_txid"] is None
+            chaind.mine(1)                                    # tip = S + DELAY - 1: the next block may hold it
+            assert chaind.rpc("getblockcount") == s + DELAY - 1
+            assert mempool_reject_reason(chaind, probe) is None
+            await ha.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id)["outputs"][0]["sweep_txid"])
+            sweep_a = bytes.fromhex(ha.onchain.describe(a.ch.channel_id)["outputs"][0]["sweep_txid"])[::-1]
+            await until(lambda: in_mempool(chaind, sweep_a), what="A's sweep in the mempool")
+            assert not ha.logged("unusual", "failed")
+
+            chaind.mine(1)
+            h = await ha.synced()
+            await hb.synced()
+            for host, txid, amount in ((ha, sweep_a, to_local["amount_msat"] // 1000),
+                                       (hb, sweep_b, to_remote["amount_msat"] // 1000)):
+                out = host.wallet.outputs[(txid, 0)]
+                assert out.blockheight is not None and out.status(h) == "confirmed"
+                # It pays a wallet key (spendable by the wallet), minus a fee no higher than needed.
+                assert host.wallet.scripts.get(out.script) is not None
+                assert amount - 5000 < out.value < amount
+
+            # Resolved and buried: CLOSED (through the manager) and nothing more broadcast.
+            assert ha.channel_manager.closed == []
+            chaind.mine(BURY - 1)
+            await ha.synced()
+            await hb.synced()
+            assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
+            assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
+            assert ha.onchain.describe(a.ch.channel_id) is None
+        finally:
+            await ha.stop()
+            await hb.stop()
+
+    run(main())
+
+
+def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
+    """A restarts between the close and the sweep; a reorg takes the close and the sweep out of the chain (the
+    sweep falls out of the mempool: BIP68); B restarts having never recorded the spend (a crash right after the
+    manager persisted FUNDING_SPEND_SEEN) and finds it."""
+    chaind = funded_chaind
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
+            a, b = pair.a, pair.b
+            ra, rb = record_of(a, 1), record_of(b, 1)
+            await ha.synced()
+            ha.watch_funding(a, ra)
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            commitment = a.broadcasts[-1]
+            chaind.rpc("sendrawtransaction", commitment.serialize().hex())
+            chaind.mine(1)
+            s = await ha.synced()
+            fork_parent = chaind.rpc("getblockhash", s - 1)
+            await until(lambda: ha.onchain.describe(a.ch.channel_id))
+            chaind.mine(2)
+            await ha.synced()
+            await ha.stop()
+            await hb.stop()
+
+            # Restart A: the manager restores the channel (FUNDING_SPEND_SEEN); the resolver carries on.
+            ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+            ra.core = a.ch
+            await ha.onchain.restore(ra)
+            assert ha.onchain.describe(a.ch.channel_id)["spend_height"] == s
+            # Restart B, which never heard of the spend: restore finds it in the chain.
+            hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+            b.apply(core.funding_spent(b.ch, commitment.txid()))
+            rb.core = b.ch
+            await hb.onchain.restore(rb)
+            db = hb.onchain.describe(b.ch.channel_id)
+            assert db["kind"] == "remote" and db["spend_height"] == s
+            await until(lambda: hb.onchain.describe(b.ch.channel_id)["outputs"][0]["sweep_txid"])
+
+            chaind.mine(DELAY - 3)                          # tip = S + DELAY - 1: A sweeps
+            await ha.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id)["outputs"][0]["sweep_txid"])
+            sweep_a = bytes.fromhex(ha.onchain.describe(a.ch.channel_id)["outputs"][0]["sweep_txid"])[::-1]
+            chaind.mine(1)
+            await ha.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id)["outputs"][0]["resolved_height"])
+            assert ha.wallet.outputs[(sweep_a, 0)].blockheight == s + DELAY
+
+            # Reorg from below the close: empty blocks on S - 1, longer than the current chain.
+            tip = chaind.rpc("getblockcount")
+            chaind.rpc("generatefork", tip - s + 2, fork_parent)
+            await ha.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id)["spend_height"] is None, what="reorg seen")
+            assert in_mempool(chaind, commitment.txid()) and not in_mempool(chaind, sweep_a)
+            assert ha.wallet.outputs[(sweep_a, 0)].blockheight is None
+            assert ha.logged("unusual", "reorganised out")
+            # The close confirms again at S2; the same signed sweep goes out again once CSV allows.
+            chaind.mine(1)
+            s2 = await ha.synced()
+            chaind.mine(DELAY - 2)
+            await ha.synced()
+            assert not in_mempool(chaind, sweep_a)
+            chaind.mine(1)
+            await ha.synced()
+            await until(lambda: in_mempool(chaind, sweep_a), what="the sweep rebroadcast")
+            assert chaind.rpc("getblockcount") == s2 + DELAY - 1
+            chaind.mine(BURY)
+            await ha.synced()
+            assert ha.wallet.outputs[(sweep_a, 0)].blockheight == s2 + DELAY
+            assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
+            assert [o for o in ha.wallet.outputs if o[0] == sweep_a] == [(sweep_a, 0)]
+        finally:
+            await ha.stop()
+            await hb.stop()
+
+    run(main())
+
+
+def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
+    chaind = funded_chaind
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            spk_a, spk_b = await ha.wallet_script(), await hb.wallet_script()
+            pair = open_on_chain(chaind, spk_a, spk_b)
+            a, b = pair.a, pair.b
+            ra, rb = record_of(a, 1), record_of(b, 1)
+            await ha.synced(), await hb.synced()
+            ha.watch_funding(a, ra)
+            hb.watch_funding(b, rb)
+            a.apply(core.start_shutdown(a.ch, a.signer, pair.env))
+            pair.pump()
+            assert a.ch.state is ChannelState.CLOSINGD_COMPLETE
+            closing = Transaction.parse(a.ch.closing_tx)
+            chaind.rpc("sendrawtransaction", closing.serialize().hex())
+            chaind.mine(1)
+            h = await ha.synced()
+            await hb.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id) and hb.onchain.describe(b.ch.channel_id))
+            for host, party, spk in ((ha, a, spk_a), (hb, b, spk_b)):
+                d = host.onchain.describe(party.ch.channel_id)
+                assert d["kind"] == "mutual"
+                [out] = d["outputs"]
+                assert out["state"] == "wallet"
+                vout = next(i for i, o in enumerate(closing.outputs) if o.script_pubkey == spk)
+                w = host.wallet.outputs[(closing.txid(), vout)]
+                assert w.status(h) == "confirmed" and w.value * 1000 == out["amount_msat"]
+            assert closing.outputs[[o.script_pubkey for o in closing.outputs].index(spk_b)].value == 300_000
+            chaind.mine(BURY - 1)
+            await ha.synced()
+            await hb.synced()
+            assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
+            assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
+        finally:
+            await ha.stop()
+            await hb.stop()
+
+    run(main())
+
+
+def test_htlc_outputs_are_logged_and_followed_not_claimed(funded_chaind, tmp_path):
+    """Out of scope for now: an HTLC output on a commitment. It is reported (log, status), the rest is swept, and
+    the channel is not forgotten while the HTLC output is unspent."""
+    chaind = funded_chaind
+
+    async def main():
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script())
+            a, b = pair.a, pair.b
+            a.apply(core.offer_htlc(a.ch, a.signer, 20_000_000, sha256(PRE), 10_000, ONION))
+            pair.pump()
+            rb = record_of(b, 7)
+            await hb.synced()
+            hb.watch_funding(b, rb)
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            chaind.rpc("sendrawtransaction", a.broadcasts[-1].serialize().hex())
+            chaind.mine(1)
+            await hb.synced()
+            await until(lambda: hb.onchain.describe(b.ch.channel_id))
+            kinds = sorted((o["kind"], o["state"]) for o in hb.onchain.describe(b.ch.channel_id)["outputs"])
+            assert kinds == [("htlc", "unresolved"), ("to_remote", "sweep")]
+            assert hb.logged("unusual", "on-chain HTLC resolution is not implemented")
+            assert any("NOT resolved: on-chain HTLC resolution is not implemented" in x
+                       for x in hb.onchain.status(b.ch.channel_id))
+            chaind.mine(BURY + 2)
+            await hb.synced()
+            assert hb.channel_manager.closed == []          # the HTLC output is still unspent
+        finally:
+            await hb.stop()
+
+    run(main())
+
+
+def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
+    """Our commitment seen only in the mempool (height None) is rebroadcast at each block until mined."""
+    chaind = funded_chaind
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        try:
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            a = pair.a
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            commitment = a.broadcasts[-1]
+            a.apply(core.funding_spent(a.ch, commitment.txid()))
+            await ha.synced()
+            await ha.onchain.funding_spent(record_of(a, 1), commitment, None)
+            assert in_mempool(chaind, commitment.txid())           # the resolver broadcast it
+            chaind.mine(1)
+            h = await ha.synced()
+            await until(lambda: ha.onchain.describe(a.ch.channel_id)["spend_height"] == h)
+            with pytest.raises(ChainRpcError):
+                chaind.rpc("getmempoolentry", commitment.txid()[::-1].hex())
+        finally:
+            await ha.stop()
+
+    run(main())

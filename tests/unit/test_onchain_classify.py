@@ -1,0 +1,158 @@
+"""Recognising a funding spend and building the sweeps of our outputs (ampere.node.onchain_tx), without a chain.
+
+Sweeps are checked with Bitcoin Core's script interpreter (libbitcoinkernel): signatures, the CSV delay against the
+input's nSequence, and the witness layout BOLT 3 gives.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pbk
+import pytest
+
+from ampere.ln.channel import core
+from ampere.ln.channel.pair import Pair
+from ampere.ln.channel.scripts import ChannelType
+from ampere.node.onchain_tx import (
+    Action,
+    OnchainError,
+    OutputKind,
+    SpendKind,
+    SweepNotWorthIt,
+    build_sweep,
+    classify_spend,
+    obscured_number_of,
+    sign_sweep,
+)
+from ampere.primitives.crypto import sha256
+from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
+
+FLAGS = (pbk.ScriptVerificationFlags.P2SH | pbk.ScriptVerificationFlags.DERSIG
+         | pbk.ScriptVerificationFlags.NULLDUMMY | pbk.ScriptVerificationFlags.CHECKLOCKTIMEVERIFY
+         | pbk.ScriptVerificationFlags.CHECKSEQUENCEVERIFY | pbk.ScriptVerificationFlags.WITNESS)
+ONION = bytes(1366)
+PRE = b"\x05" * 32
+DEST = b"\x51\x20" + b"\x33" * 32  # a P2TR wallet output
+SPK_A = b"\x00\x14" + b"\xaa" * 20
+SPK_B = b"\x00\x14" + b"\xbb" * 20
+
+
+def verifies(tx: Transaction, spent: TxOut) -> bool:
+    return pbk.ScriptPubkey(spent.script_pubkey).verify(spent.value, pbk.Transaction(tx.serialize()), None, 0, FLAGS)
+
+
+def pay(pair: Pair, amount_msat: int) -> None:
+    a, b = pair.a, pair.b
+    a.apply(core.offer_htlc(a.ch, a.signer, amount_msat, sha256(PRE), 700, ONION))
+    pair.pump()
+    b.apply(core.fulfill_htlc(b.ch, b.signer, b.ch.htlcs[0].htlc_id, PRE))
+    pair.pump()
+
+
+def analyse(party, tx):
+    local_txid = core.local_commitment(party.ch, party.signer).txid
+    return classify_spend(party.ch, party.signer.commitment_point, tx, local_txid)
+
+
+@pytest.mark.parametrize("ct", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS])
+def test_commitments_are_told_apart_and_sweeps_satisfy_the_scripts(ct):
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000, channel_type=ct)
+    pay(pair, 50_000_000)
+    a, b = pair.a, pair.b
+    tx = core.local_commitment_tx(a.ch, a.signer)
+    ours, theirs = analyse(a, tx), analyse(b, tx)
+    assert (ours.kind, theirs.kind) == (SpendKind.LOCAL, SpendKind.REMOTE)
+    assert ours.commitment_number == theirs.commitment_number == 2 == obscured_number_of(tx) ^ a.ch.params.obscuring_factor
+    assert ours.notes == theirs.notes == ()
+    [to_local] = ours.outputs
+    [to_remote] = theirs.outputs
+    assert (to_local.kind, to_local.action, to_local.csv) == (OutputKind.TO_LOCAL, Action.SWEEP,
+                                                              a.ch.params.local_to_self_delay)
+    assert (to_remote.kind, to_remote.csv, to_remote.value_sat) == (OutputKind.TO_REMOTE, 1 if ct.anchors else 0,
+                                                                    350_000)
+    # The same transaction, seen from B's side, is B's when B broadcasts its own.
+    tx_b = core.local_commitment_tx(b.ch, b.signer)
+    assert analyse(b, tx_b).kind is SpendKind.LOCAL and analyse(a, tx_b).kind is SpendKind.REMOTE
+
+    for party, out in ((a, to_local), (b, to_remote)):
+        sweep = sign_sweep(build_sweep(tx.txid(), out, ct, DEST, 2000), out, ct, party.signer)
+        spent = tx.outputs[out.vout]
+        assert verifies(sweep, spent)
+        assert sweep.inputs[0].prevout == OutPoint(tx.txid(), out.vout) and sweep.outputs[0].script_pubkey == DEST
+        fee = spent.value - sweep.outputs[0].value
+        # The fee pays the feerate for the signed weight (estimated with the largest signature: a few WU over).
+        assert 0 <= fee - (2000 * sweep.weight() + 999) // 1000 <= 2000 * 4 // 1000
+        # BIP68 is enforced by the interpreter's CHECKSEQUENCEVERIFY: one block less than the delay fails.
+        if out.csv:
+            early = replace(out, csv=out.csv - 1)
+            bad = sign_sweep(build_sweep(tx.txid(), early, ct, DEST, 2000), early, ct, party.signer)
+            assert not verifies(bad, spent)
+        # Signed by the wrong party's keys: rejected.
+        wrong = b if party is a else a
+        assert not verifies(sign_sweep(build_sweep(tx.txid(), out, ct, DEST, 2000), out, ct, wrong.signer), spent)
+
+
+def test_revoked_commitments_are_recognised():
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000)
+    a, b = pair.a, pair.b
+    old = core.local_commitment_tx(a.ch, a.signer)       # A's commitment #0, revoked by the payment below
+    pay(pair, 50_000_000)
+    theirs = analyse(b, old)
+    assert theirs.kind is SpendKind.REVOKED and theirs.commitment_number == 0
+    kinds = {o.kind: o for o in theirs.outputs}
+    assert kinds[OutputKind.TO_REMOTE].value_sat == 300_000 and kinds[OutputKind.TO_REMOTE].action is Action.SWEEP
+    assert kinds[OutputKind.REVOKED_TO_LOCAL].action is Action.UNRESOLVED
+    assert kinds[OutputKind.REVOKED_TO_LOCAL].value_sat == old.outputs[kinds[OutputKind.REVOKED_TO_LOCAL].vout].value
+    [(level, text)] = theirs.notes
+    assert level == "broken" and "REVOKED" in text and "not implemented" in text
+    # The one who broadcast its own revoked state hears about it too.
+    ours = analyse(a, old)
+    assert ours.kind is SpendKind.LOCAL and ours.notes[0][0] == "broken" and "REVOKED" in ours.notes[0][1]
+
+
+def test_htlc_outputs_are_reported_unresolved_on_both_commitments():
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000)
+    a, b = pair.a, pair.b
+    a.apply(core.offer_htlc(a.ch, a.signer, 20_000_000, sha256(PRE), 700, ONION))
+    b.apply(core.offer_htlc(b.ch, b.signer, 30_000_000, sha256(PRE), 700, ONION))
+    pair.pump()
+    assert len(a.ch.htlcs) == 2
+    for tx in (core.local_commitment_tx(a.ch, a.signer), core.local_commitment_tx(b.ch, b.signer)):
+        for party in (a, b):
+            res = analyse(party, tx)
+            htlcs = sorted(o.value_sat for o in res.outputs if o.kind is OutputKind.HTLC)
+            assert htlcs == [20_000, 30_000]
+            assert all(o.action is Action.UNRESOLVED for o in res.outputs if o.kind is OutputKind.HTLC)
+            assert any(level == "unusual" and "HTLC" in text for level, text in res.notes)
+            assert sum(1 for o in res.outputs if o.action is Action.SWEEP) == 1
+
+
+def test_mutual_close_and_foreign_transactions():
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000)
+    a, b = pair.a, pair.b
+    a.apply(core.start_shutdown(a.ch, a.signer, pair.env))
+    pair.pump()
+    closing = Transaction.parse(a.ch.closing_tx)
+    for party, spk in ((a, SPK_A), (b, SPK_B)):
+        res = analyse(party, closing)
+        assert res.kind is SpendKind.MUTUAL and res.commitment_number is None
+        [out] = res.outputs
+        assert (out.kind, out.action, out.script_pubkey) == (OutputKind.MUTUAL, Action.WALLET, spk)
+        assert out.value_sat == closing.outputs[out.vout].value
+    # A transaction that does not spend the funding output is refused with a typed error.
+    other = Transaction(2, [TxIn(OutPoint(b"\x44" * 32, 0), b"", 0)], [TxOut(1000, SPK_A)], 0)
+    with pytest.raises(OnchainError):
+        analyse(a, other)
+
+
+def test_dust_outputs_are_not_swept():
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000)
+    b = pair.b
+    res = analyse(b, core.local_commitment_tx(pair.a.ch, pair.a.signer))
+    [out] = res.outputs
+    tiny = replace(out, value_sat=700)
+    with pytest.raises(SweepNotWorthIt):
+        build_sweep(b"\x01" * 32, tiny, ChannelType.STATIC_REMOTEKEY, DEST, 2000)
+    # Outputs that are not ours to sweep are refused rather than built.
+    with pytest.raises(ValueError):
+        build_sweep(b"\x01" * 32, replace(out, action=Action.UNRESOLVED), ChannelType.STATIC_REMOTEKEY, DEST, 2000)
