@@ -219,3 +219,14 @@ def test_notifications_reach_plugins(node_factory):
     # Unusual lines raise `warning` notifications, which "*" subscribers get (not `log`).
     assert any("warning" in s and "undeclared_topic" in s["warning"]["log"] for s in seen)
     assert not any("log" in s for s in seen)
+
+
+def test_amp_cli_shows_plugin_progress_and_messages(node_factory):
+    # amp-cli enables notifications first, then prints the plugin's message and progress on stderr.
+    l1 = node_factory.get_node(plugin=plugin("custom_notify.py"))
+    r = l1.cli("chatty")
+    assert r.returncode == 0 and json.loads(r.stdout) == {"done": True}
+    assert "# working on it" in r.stderr
+    assert "1/2" in r.stderr or "2/2" in r.stderr
+    quiet = l1.cli("-N", "none", "chatty")
+    assert quiet.returncode == 0 and quiet.stderr == ""
