@@ -202,3 +202,18 @@ def test_log_level_subsystem_filter_and_prefix(node_factory):
     lines = l2.logs().splitlines()
     debug_lines = [ln for ln in lines if " DEBUG " in ln]
     assert debug_lines and all("plugin-manager" in ln for ln in debug_lines)
+
+
+def test_setconfig_builtin_dynamic_option_persists(node_factory):
+    from pyln.client import RpcError
+
+    l1 = node_factory.get_node()
+    with pytest.raises(RpcError) as e:
+        l1.rpc.setconfig("alias", "nope")            # not dynamic: refused, nothing written
+    assert e.value.error["code"] == -32602
+    assert not os.path.exists(os.path.join(l1.netdir, "config.setconfig"))
+    r = l1.rpc.setconfig("min-capacity-sat", 20000)
+    assert r["config"]["value_int"] == 20000 and r["config"]["dynamic"] is True
+    assert r["config"]["source"] == os.path.join(l1.netdir, "config.setconfig") + ":1"
+    l1.restart()
+    assert l1.rpc.listconfigs("min-capacity-sat")["configs"]["min-capacity-sat"]["value_int"] == 20000

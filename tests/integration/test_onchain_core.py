@@ -470,3 +470,32 @@ def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
             await ha.stop()
 
     run(main())
+
+
+def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path):
+    chaind = funded_chaind
+
+    async def main():
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            # B owns 1,500 sat: above the dust limit on the commitment, below the cost of sweeping it.
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), push_msat=1_500_000)
+            a, b = pair.a, pair.b
+            await hb.synced()
+            hb.watch_funding(b, record_of(b, 3))
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            chaind.rpc("sendrawtransaction", a.broadcasts[-1].serialize().hex())
+            max_index = hb.wallet.max_index
+            chaind.mine(1)
+            await hb.synced()
+            await until(lambda: hb.onchain.describe(b.ch.channel_id))
+            [out] = hb.onchain.describe(b.ch.channel_id)["outputs"]
+            assert (out["kind"], out["state"], out["amount_msat"]) == ("to_remote", "dust", 1_500_000)
+            assert hb.logged("unusual", "not sweeping") and hb.wallet.max_index == max_index
+            chaind.mine(BURY - 1)
+            await hb.synced()
+            assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
+        finally:
+            await hb.stop()
+
+    run(main())

@@ -62,7 +62,8 @@ def test_commitments_are_told_apart_and_sweeps_satisfy_the_scripts(ct):
     tx = core.local_commitment_tx(a.ch, a.signer)
     ours, theirs = analyse(a, tx), analyse(b, tx)
     assert (ours.kind, theirs.kind) == (SpendKind.LOCAL, SpendKind.REMOTE)
-    assert ours.commitment_number == theirs.commitment_number == 2 == obscured_number_of(tx) ^ a.ch.params.obscuring_factor
+    number = obscured_number_of(tx) ^ a.ch.params.obscuring_factor
+    assert ours.commitment_number == theirs.commitment_number == number == 2
     assert ours.notes == theirs.notes == ()
     [to_local] = ours.outputs
     [to_remote] = theirs.outputs

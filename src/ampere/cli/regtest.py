@@ -8,7 +8,10 @@
 
 BASE defaults to /tmp.  The chain lives in BASE/amp-chaind-regtest; what `start` launched is
 recorded in BASE/amp-regtest.json so that the other commands (from any shell) find it.
-`connect` and `fund_nodes` (channels) come with the channels work.
+
+    amp-regtest [--dir BASE] connect I J      connect node I to node J (1-based)
+    amp-regtest [--dir BASE] fund_nodes [SAT] connect the nodes in a row (l1-l2, l2-l3, ...) and open a channel of
+                                              SAT (default 1000000) from each to the next; mine until they are normal
 """
 from __future__ import annotations
 
@@ -202,6 +205,50 @@ def fund(base: str, amount_btc: str = "1") -> int:
     return 0
 
 
+def connect(base: str, i: int, j: int) -> int:
+    state = _load_state(base)
+    nodes = state["nodes"]
+    if not (1 <= i <= len(nodes) and 1 <= j <= len(nodes)) or i == j:
+        raise RegtestError(f"I and J must be two different nodes between 1 and {len(nodes)}")
+    a, b = nodes[i - 1], nodes[j - 1]
+    r = _ampd_call(a["dir"], "connect", {"id": b["id"], "host": "127.0.0.1", "port": b["port"]})
+    print(f"l{i} -> l{j}: connected ({r.get('direction', 'out')})")
+    return 0
+
+
+def fund_nodes(base: str, amount_sat: int = 1_000_000) -> int:
+    """As startup_regtest.sh's fund_nodes: each node opens a channel to the next one."""
+    state = _load_state(base)
+    nodes = state["nodes"]
+    if len(nodes) < 2:
+        raise RegtestError("fund_nodes needs at least 2 nodes (amp-regtest start 2)")
+    mine_to = _chain_call(state, "getnewaddress")
+    # Coins for every opener: amount plus room for fees, confirmed.
+    for node in nodes[:-1]:
+        addr = _ampd_call(node["dir"], "newaddr", {"addresstype": "bech32"})["bech32"]
+        _chain_call(state, "sendtoaddress", addr, str(Decimal(amount_sat + 100_000) / Decimal(10**8)))
+    _chain_call(state, "generatetoaddress", 1, mine_to)
+    height = _chain_call(state, "getblockcount")
+    for node in nodes:
+        _wait(lambda node=node: _ampd_call(node["dir"], "getinfo")["blockheight"] >= height, 60, "nodes to sync")
+    opened = []
+    for i, (a, b) in enumerate(zip(nodes, nodes[1:]), 1):
+        _ampd_call(a["dir"], "connect", {"id": b["id"], "host": "127.0.0.1", "port": b["port"]})
+        _wait(lambda a=a: any(o["status"] == "confirmed" and not o["reserved"]
+                              for o in _ampd_call(a["dir"], "listfunds")["outputs"]), 60, f"funds in {a['dir']}")
+        r = _ampd_call(a["dir"], "fundchannel", {"id": b["id"], "amount": amount_sat}, timeout=120)
+        opened.append((i, a, b, r))
+        print(f"l{i} -> l{i + 1}: channel {r['channel_id']} funded by {r['txid']}")
+    _chain_call(state, "generatetoaddress", 6, mine_to)
+    for i, a, b, r in opened:
+        _wait(lambda a=a, b=b: any(c["state"] == "CHANNELD_NORMAL" for c in
+                                   _ampd_call(a["dir"], "listpeerchannels", {"id": b["id"]})["channels"]),
+              120, f"l{i} -> l{i + 1} normal")
+        scid = _ampd_call(a["dir"], "listpeerchannels", {"id": b["id"]})["channels"][-1]["short_channel_id"]
+        print(f"l{i} -> l{i + 1}: CHANNELD_NORMAL, short_channel_id {scid}")
+    return 0
+
+
 def stop(base: str) -> int:
     state = _load_state(base)
     for node in state["nodes"]:
@@ -262,7 +309,13 @@ def main(argv: list[str] | None = None) -> int:
             return stop(base)
         if a.command == "destroy":
             return destroy(base)
-        raise RegtestError(f"'{a.command}' needs channels, which are not implemented yet")
+        if a.command == "connect":
+            if len(a.args) != 2:
+                raise RegtestError("usage: amp-regtest connect I J")
+            return connect(base, int(a.args[0]), int(a.args[1]))
+        if a.command == "fund_nodes":
+            return fund_nodes(base, int(a.args[0]) if a.args else 1_000_000)
+        raise RegtestError(f"unknown command '{a.command}'")
     except (RegtestError, ValueError) as e:
         print(f"amp-regtest: {e}", file=sys.stderr)
         return 1

@@ -173,7 +173,11 @@ class OpenFlows:
         chain, wallet = node.chain, getattr(node, "wallet", None)
         if chain is None or wallet is None:
             raise OpenError(LIGHTNINGD, "No chain backend: ampd was started with --disable-chain")
-        if not chain.synced:
+        for _ in range(20):  # a catch-up of a few blocks is over in moments
+            if chain.synced:
+                break
+            await asyncio.sleep(0.1)
+        else:
             raise OpenError(FUNDING_STILL_SYNCING_BITCOIN, "Still syncing with bitcoin network")
         if self.mgr._current_peer(peer_id) is None:
             if self.mgr.peer_records(peer_id):

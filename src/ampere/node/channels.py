@@ -241,7 +241,8 @@ class ChannelManager:
         self.node = node
         self.records: dict[int, ChannelRecord] = {}          # dbid -> record (CLOSED ones too)
         self.by_channel_id: dict[bytes, ChannelRecord] = {}
-        self.peer_addresses: dict[bytes, PeerAddress] = {}
+        self.peer_addresses: dict[bytes, PeerAddress] = {}   # stored: peers we share channels with
+        self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
         self._hsm_secret: bytes | None = None
         self._next_dbid = 1
         self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": []}
@@ -254,6 +255,8 @@ class ChannelManager:
 
         self.opening = OpenFlows(self)
         self._dev_autofulfill_on = bool(node.options.get("dev-autofulfill"))
+        crash = node.options.get("dev-crash-before")
+        self._crash_at: list = crash.split(":") + ["1"] if crash else []
 
     # =============================================================================================
     # start-up and shut-down
@@ -492,6 +495,9 @@ class ChannelManager:
         rec.conn = self._current_peer(rec.peer_id)
         self._index(rec)
         self._watch(rec)
+        seen = self._seen_addresses.get(rec.peer_id)
+        if seen is not None:
+            await self.remember_address(rec.peer_id, seen)  # before the channel exists: we can always reconnect
         async with rec.lock:
             events = await self._apply(rec, step)
         self._fire(rec, events)
@@ -518,8 +524,10 @@ class ChannelManager:
                 await self._persist(rec)
                 persisted = True
             elif isinstance(a, SendMessage):
+                self.crash_point(type(a.msg).__name__)
                 self._send_on(rec, a.msg)
             elif isinstance(a, Broadcast):
+                self.crash_point("broadcast")
                 broadcasts.append(a.tx)
                 await self._broadcast(rec, a.tx)
             elif isinstance(a, Disconnect):
@@ -549,7 +557,21 @@ class ChannelManager:
         async with rec.lock:
             await self._persist(rec)
 
+    def crash_point(self, what: str) -> None:
+        """--dev-crash-before: die as kill -9 would, at an exact point (after the step's Persist)."""
+        if self._crash_at and self._crash_at[0] == what:
+            n = int(self._crash_at[1]) - 1
+            if n <= 0:
+                import os
+                import signal
+
+                self.node.log.info(LOG, f"dev-crash-before {what}: killing ourselves")
+                self.node.log.close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            self._crash_at[1] = str(n)
+
     def _send(self, peer_id: bytes, msg: Any) -> None:
+        self.crash_point(type(msg).__name__)
         peer = self._current_peer(peer_id)
         if peer is None:
             return  # channel_reestablish retransmits whatever the peer lacks
@@ -743,8 +765,11 @@ class ChannelManager:
         task = self._reconnecting.pop(peer_id, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
-        if peer.direction == "out" and self.peer_records(peer_id):
-            await self.remember_address(peer_id, peer.address)
+        if peer.direction == "out":
+            # Where we reached it: kept in memory, stored once we share a channel (reconnection).
+            self._seen_addresses[peer_id] = peer.address
+            if self.peer_records(peer_id):
+                await self.remember_address(peer_id, peer.address)
         # BOLT #2: "MUST transmit channel_reestablish for each channel" (a closed one answers with an error).
         for rec in self.peer_records(peer_id, LIVE + ON_CHAIN):
             async with rec.lock:

@@ -143,9 +143,10 @@ class OnchainResolver:
             rows, outs = await self.node.store.read(lambda db: (
                 db.query("SELECT channel_id, funding_txid, funding_vout, spend_tx, spend_height, kind, "
                          "commitment_number, closed FROM onchain_channels WHERE closed = 0"),
-                db.query("SELECT o.channel_id, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, o.witness_script, o.point, "
-                         "o.sweep_tx, o.resolved_txid, o.resolved_height FROM onchain_outputs o JOIN onchain_channels c "
-                         "ON o.channel_id = c.channel_id WHERE c.closed = 0")))
+                db.query("SELECT o.channel_id, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, "
+                         "o.witness_script, o.point, o.sweep_tx, o.resolved_txid, o.resolved_height "
+                         "FROM onchain_outputs o JOIN onchain_channels c ON o.channel_id = c.channel_id "
+                         "WHERE c.closed = 0")))
             for cid, ftxid, fvout, raw, height, kind, number, closed in rows:
                 r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
                                SpendKind(kind) if kind else None, number, closed=bool(closed))
@@ -159,8 +160,8 @@ class OnchainResolver:
                 self._index(r)
         finally:
             self._loaded.set()
-        self.node.log.info(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept to "
-                                "the wallet; on-chain HTLC resolution and penalty transactions for revoked "
+        self.node.log.info(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept "
+                                "to the wallet; on-chain HTLC resolution and penalty transactions for revoked "
                                 "commitments are NOT implemented yet: such outputs are logged and left unclaimed")
         if self._res:
             self.node.log.info(LOG, f"Resuming the on-chain resolution of {len(self._res)} channel(s)")
@@ -313,7 +314,7 @@ class OnchainResolver:
         ch = record.core
         try:
             local_txid = core.local_commitment(ch, record.signer).txid
-        except Exception:  # a channel without a usable local commitment still has its scripts checked
+        except ValueError:  # CommitmentError / KeyDerivationError: the scripts alone still tell
             local_txid = None
         try:
             a: SpendAnalysis = classify_spend(ch, record.signer.commitment_point, r.spend_tx, local_txid)
@@ -412,17 +413,19 @@ class OnchainResolver:
         """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
         wallet = self.node.wallet
         ctype = r.record.core.params.channel_type
-        idx, _ = await wallet.new_address("p2tr")
-        dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
         fees = self.node.chain.fees
         feerate = fees.for_deadline(SWEEP_FEERATE_BLOCKS) or fees.floor
         try:
-            unsigned = build_sweep(r.spend_txid, t.out, ctype, dest, feerate)
+            # Worth it? (checked with a same-size P2TR script before issuing a wallet address)
+            build_sweep(r.spend_txid, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
         except SweepNotWorthIt as e:
             t.state = S_DUST
             await self._save(r)
             self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: not sweeping: {e}")
             return False
+        idx, _ = await wallet.new_address("p2tr")
+        dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
+        unsigned = build_sweep(r.spend_txid, t.out, ctype, dest, feerate)
         t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer).serialize()
         await self._save(r)
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: sweeping {t.out.kind.value} output {t.out.vout} "

@@ -148,7 +148,8 @@ def classify_spend(ch: Channel, our_point: Callable[[int], bytes], tx: Transacti
     spks = {o.script_pubkey: i for i, o in enumerate(tx.outputs)}
     their_to_remote, _ = to_remote_script_pubkey(p.remote_pubkeys.payment_basepoint, ctype)
     our_to_remote, our_to_remote_ws = to_remote_script_pubkey(p.local_pubkeys.payment_basepoint, ctype)
-    anchors = {p2wsh(anchor_script(p.local_pubkeys.funding_pubkey)), p2wsh(anchor_script(p.remote_pubkeys.funding_pubkey))}
+    anchors = {p2wsh(anchor_script(p.local_pubkeys.funding_pubkey)),
+               p2wsh(anchor_script(p.remote_pubkeys.funding_pubkey))}
 
     # Our commitment number `number`: its to_local script (our delayed key for that point).
     our_to_local_ws = our_pt = None

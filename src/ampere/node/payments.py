@@ -185,7 +185,8 @@ class Payment:
 
 def build_route_onion(route: list[RouteHop], payment_hash: bytes, blockheight: int, *, total_msat: int,
                       payment_secret: bytes | None = None, payment_metadata: bytes | None = None,
-                      session_key: bytes | None = None) -> tuple[bytes, list[bytes], int]:
+                      session_key: bytes | None = None, keysend_preimage: bytes | None = None,
+                      extra_tlvs: tuple[tuple[int, bytes], ...] = ()) -> tuple[bytes, list[bytes], int]:
     """The onion for `route` (lightningd/pay.c send_payment): (packet, shared_secrets, first_cltv).
 
     CLN: "Expiry for HTLCs is absolute.  And add one to give some margin." -> base = blockheight + 1.
@@ -203,7 +204,8 @@ def build_route_onion(route: list[RouteHop], payment_hash: bytes, blockheight: i
         else:
             payload = final_hop_payload(hop.amount_msat, base + hop.delay, payment_secret=payment_secret,
                                         total_msat=total_msat if payment_secret is not None else None,
-                                        payment_metadata=payment_metadata)
+                                        payment_metadata=payment_metadata, keysend_preimage=keysend_preimage,
+                                        extra_tlvs=extra_tlvs)
         hops.append((hop.node_id, payload))
     key = session_key or _fresh_session_key()
     packet, secrets = create_onion(key, hops, payment_hash)
@@ -514,8 +516,10 @@ class PaymentEngine:
     async def send_route(self, route: list[RouteHop], payment_hash: bytes, *, amount_msat: int | None = None,
                          label: str | None = None, bolt11: str | None = None, payment_secret: bytes | None = None,
                          partid: int = 0, groupid: int = 0, payment_metadata: bytes | None = None,
-                         description: str | None = None) -> dict:
-        """sendpay: returns the in-progress (or already complete) part; raises PaymentError."""
+                         description: str | None = None, keysend_preimage: bytes | None = None,
+                         extra_tlvs: tuple[tuple[int, bytes], ...] = ()) -> dict:
+        """sendpay: returns the in-progress (or already complete) part; raises PaymentError.
+        `keysend_preimage` / `extra_tlvs`: records for the final hop's payload (keysend, from pay.py)."""
         if not route:
             raise PaymentError(INVALID_PARAMS, "Empty route")
         final = route[-1]
@@ -530,7 +534,8 @@ class PaymentEngine:
         total = amount_msat if amount_msat is not None else msat
         try:
             onion, secrets, cltv = build_route_onion(route, payment_hash, self._blockheight(), total_msat=total,
-                                                     payment_secret=payment_secret, payment_metadata=payment_metadata)
+                                                     payment_secret=payment_secret, payment_metadata=payment_metadata,
+                                                     keysend_preimage=keysend_preimage, extra_tlvs=extra_tlvs)
         except (OnionConstructionError, ValueError) as e:
             raise PaymentError(INVALID_PARAMS, f"Could not build the onion: {e}") from None
         p = Payment(created_index=0, payment_hash=payment_hash, partid=partid, groupid=groupid, status=PENDING,

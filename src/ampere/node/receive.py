@@ -273,6 +273,12 @@ class Receiver:
             await self._fail_raw_secret(inc, e.failure_message())
             return
         inc.shared_secret = peeled.shared_secret
+        switch = getattr(self.node, "switch", None)
+        if switch is not None and switch.knows(inc.key):
+            # Forwarded before a restart: the switch finishes it (no second htlc_accepted, no second offer).
+            inc.status = "forwarding"
+            await switch.resume(inc)
+            return
         is_final = peeled.is_final
         payload, payload_error = _parse_payload(peeled.payload, is_final)
         next_onion = peeled.next_onion if peeled.next_onion is not None else bytes(len(inc.onion))
@@ -366,6 +372,11 @@ class Receiver:
             return
         invoices = getattr(self.node, "invoices", None)
         rec = await invoices.lookup_by_hash(inc.payment_hash) if invoices is not None else None
+        if rec is None and payload.keysend_preimage is not None:
+            # Keysend, received by default as CLN's keysend plugin does: an invoice made on the fly (pay.py).
+            from .pay import keysend_invoice
+
+            rec, payload = await keysend_invoice(self.node, inc.payment_hash, payload)
         total = int(payload.expected_total_msat)
         # BOLT #4: "if the payment hash has already been paid: ... MAY succeed in accepting the HTLC."  We do, for a
         # part that matches the invoice: it is how a part survives a crash between marking the invoice paid and
@@ -518,6 +529,9 @@ async def start_payment_runtime(node: Any) -> None:
     rcv = receiver_for(node)
     rcv.start()
     await eng.reconcile()
+    from .switch import switch_for
+
+    await switch_for(node).start()  # forwards: loaded and listening before the replay and any peer
     rcv.replay()
 
 
@@ -525,6 +539,9 @@ async def stop_payment_runtime(node: Any) -> None:
     rcv = getattr(node, "receiver", None)
     if rcv is not None:
         await rcv.close()
+    sw = getattr(node, "switch", None)
+    if sw is not None:
+        await sw.close()
     eng = getattr(node, "payments", None)
     if eng is not None:
         eng.close()

@@ -291,6 +291,7 @@ class NodeFactory:
             chain.mine(1)
             wait_for(lambda: any(o["txid"] == txid and o["status"] == "confirmed"
                                  for o in node.rpc.listfunds()["outputs"]), 30, f"{sat} sat in {node.dir}'s wallet")
+            self.sync(node)
         return txid
 
     def connect(self, a: AmpdNode, b: AmpdNode) -> None:

@@ -187,16 +187,68 @@ def _fallback(addr: str, network: str, currency: str) -> Fallback:
 def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] | None] | None):
     """Route hints and capacity warnings for a new invoice (CLN's add_routehints).
 
-    The node has no channels yet, so there are no candidates: an explicit scid list can never be
-    satisfied (902) and every invoice carries warning_capacity, as CLN's does with no channels.
-    When channels land, candidates come from the channel manager (incoming capacity per channel,
-    peer online, published or not) and this picks hints the way CLN does.
+    Candidates: our channels in CHANNELD_NORMAL with a connected peer and incoming capacity.  Unannounced
+    channels are exposed when `exposeprivatechannels` is true or a list, or (not given) when we have no public
+    channel to be found by; with a list, only the listed ones (none suitable: 902).  Each hint is the peer's
+    side of the channel: the peer's channel_update if the graph has it, else the defaults of this node's fee and
+    CLTV options (the payer learns the real values from a failure's channel_update).
     """
+    from ...ln.invoice_fields import RouteHop as HintField
+
+    expose, scids = chanhints if chanhints is not None else (None, None)
+    mgr = getattr(node, "channel_manager", None)
     candidates: list = []
-    if chanhints is not None and chanhints[1] and not candidates:
+    if mgr is not None:
+        from ...ln.channel.commitment import Side
+        from ...ln.channel.views import available_msat, next_view
+
+        for rec in sorted(mgr.records.values(), key=lambda r: r.dbid):
+            if rec.state.value != "CHANNELD_NORMAL" or rec.short_channel_id is None:
+                continue
+            if not mgr.is_connected(rec.peer_id):
+                continue
+            ch = rec.core
+            extra = 1 if ch.opener is Side.REMOTE else 0
+            receivable = max(0, available_msat(ch, next_view(ch, Side.LOCAL), Side.REMOTE, extra))
+            if receivable <= 0:
+                continue
+            public = bool(getattr(ch, "announce", False))
+            scid = int(rec.short_channel_id)
+            if scids is not None and scid not in scids:
+                continue
+            candidates.append((rec, scid, receivable, public))
+    if scids is not None and not candidates:
         raise RpcError(INVOICE_HINTS_GAVE_NO_ROUTES, "None of those hints were suitable local channels")
-    warnings = {"warning_capacity": "Insufficient incoming channel capacity to pay invoice"}
-    return [], warnings
+    if expose is None and any(c[3] for c in candidates):
+        candidates = [c for c in candidates if c[3]]  # public channels find us: no hint needed
+        candidates = []
+    elif expose is False:
+        candidates = [c for c in candidates if c[3]]
+        candidates = []
+    routes = []
+    total = 0
+    graph = getattr(getattr(getattr(node, "gossip", None), "state", None), "graph", None)
+    for rec, scid, receivable, _public in sorted(candidates, key=lambda c: -c[2]):
+        direction = 0 if rec.peer_id < node.node_id else 1  # the peer's update: the channel towards us
+        half = None
+        if graph is not None:
+            gch = graph.channels.get(scid)
+            half = gch.halves[direction] if gch is not None else None
+        if half is not None:
+            base, ppm, delta = half.fee_base_msat, half.fee_proportional_millionths, half.cltv_expiry_delta
+        else:
+            base, ppm = node.options.get("fee-base"), node.options.get("fee-per-satoshi")
+            delta = node.options.get("cltv-delta")
+        routes.append([HintField(rec.peer_id, scid, int(base), int(ppm), int(delta))])
+        total += receivable
+        if amount_msat is not None and total >= int(amount_msat) and len(routes) >= 1 and scids is None:
+            break
+    warnings = {}
+    if amount_msat is None and not candidates:
+        warnings["warning_capacity"] = "Insufficient incoming channel capacity to pay invoice"
+    elif amount_msat is not None and total < int(amount_msat):
+        warnings["warning_capacity"] = "Insufficient incoming channel capacity to pay invoice"
+    return routes, warnings
 
 
 def _validate_invoice(node, label: str, description: str, expiry: int, fallbacks: list[str] | None,

@@ -1,0 +1,104 @@
+"""Payments benchmark (issue 6): direct payments over one channel between two ampd nodes on amp-chaind.
+
+  * sendpay + waitsendpay one at a time: payments per second, mean and p99 latency of one payment;
+  * 50 payments in flight at once (50 client threads, each sendpay then waitsendpay): payments per second.
+
+Every payment is durable on both sides (SQLite, synchronous=FULL).  Prints figures; not a test.
+Reference (the issue): CLN sendpay 27.5 ms for a single hop, xpay 52 ms; Eclair 89 payments/s and CLN 61 on
+8 vCPUs, LND about 22-35.  Ampere's goal: under 15 ms, over 250 payments/s with 50 in flight, on 2 cores.
+"""
+
+import importlib.util
+import os
+import statistics
+import tempfile
+import threading
+import time
+
+from common import factory
+
+from pyln.client import LightningRpc
+
+from ampere.testing.chain import ChainD
+
+_spec = importlib.util.spec_from_file_location(
+    "test_payments", os.path.join(os.path.dirname(__file__), "..", "tests", "integration", "test_payments.py"))
+
+N_SEQ = 200
+N_PAR = 500
+IN_FLIGHT = 50
+AMOUNT = 1_000
+
+
+def main() -> None:
+    tp = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(tp)
+    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
+    chaind.start()
+    f = factory()
+    f.chaind = chaind
+    try:
+        opts = {"max-concurrent-htlcs": 483}
+        l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
+        id2 = l2.rpc.getinfo()["id"]
+        r2 = LightningRpc(l2.rpc_path)
+        invoices = [r2.invoice(AMOUNT, f"b{i}", "bench") for i in range(N_SEQ + N_PAR)]
+
+        def one(rpc, inv) -> float:
+            t0 = time.perf_counter()
+            rpc.sendpay([{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": AMOUNT}],
+                        inv["payment_hash"], payment_secret=inv["payment_secret"])
+            done = rpc.waitsendpay(inv["payment_hash"], 60)
+            assert done["status"] == "complete", done
+            return time.perf_counter() - t0
+
+        r1 = LightningRpc(l1.rpc_path)
+        for inv in invoices[:5]:  # warm-up
+            one(r1, inv)
+        lat = []
+        t0 = time.perf_counter()
+        for inv in invoices[5:N_SEQ]:
+            lat.append(one(r1, inv))
+        seq_time = time.perf_counter() - t0
+        lat.sort()
+        mean = statistics.mean(lat) * 1000
+        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
+        print(f"one at a time: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} payments/s; "
+              f"latency mean {mean:.1f} ms, p99 {p99:.1f} ms (CLN sendpay 27.5 ms, xpay 52 ms; goal < 15 ms)")
+
+        todo = list(invoices[N_SEQ:])
+        lock = threading.Lock()
+        errors: list[str] = []
+
+        def worker() -> None:
+            rpc = LightningRpc(l1.rpc_path)
+            while True:
+                with lock:
+                    if not todo:
+                        return
+                    inv = todo.pop()
+                try:
+                    one(rpc, inv)
+                except Exception as e:  # reported below
+                    errors.append(repr(e)[:200])
+
+        threads = [threading.Thread(target=worker) for _ in range(IN_FLIGHT)]
+        t0 = time.perf_counter()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        par_time = time.perf_counter() - t0
+        ok = N_PAR - len(errors)
+        print(f"{IN_FLIGHT} in flight: {ok} payments in {par_time:.2f}s = {ok / par_time:,.1f} payments/s "
+              f"({len(errors)} failed{': ' + errors[0] if errors else ''}) "
+              f"(Eclair 89/s, CLN 61/s on 8 vCPUs, LND 22-35/s; goal > 250/s)")
+        paid = sum(1 for i in r2.listinvoices()["invoices"] if i["status"] == "paid")
+        print(f"invoices paid on the receiver: {paid} of {len(invoices)}; cores: {os.cpu_count()}")
+    finally:
+        f.cleanup()
+        chaind.stop()
+
+
+if __name__ == "__main__":
+    main()

