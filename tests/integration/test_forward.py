@@ -103,3 +103,39 @@ def test_pay_through_line_and_fees(node_factory_chain):
         l1.rpc.pay(inv4["bolt11"], maxfee=100)
     assert e.value.error["code"] == 206
     assert l1.rpc.listpays(inv4["bolt11"])["pays"] == []
+
+
+def test_forward_survives_kill9(node_factory_chain):
+    """l2 is killed with kill -9 while it holds a forward (l3's HODL plugin holds the HTLC), then restarted: the
+    forward resolves exactly once, without loss, on all three nodes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {}, {"plugin": os.path.join(PLUGINS, "hodl.py")}])
+    amount = 20_000_000
+    inv = l3.rpc.invoice(amount, "hodl-kill", "held while l2 dies")
+    l3_before = sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"])
+    with ThreadPoolExecutor(1) as pool:
+        paying = pool.submit(l1.rpc.pay, inv["bolt11"])
+        wait_for(lambda: l3.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "held at l3")
+        assert [f["status"] for f in l2.rpc.listforwards()["forwards"]] == ["offered"]
+        l2.kill()
+        l2.killed = False  # restarted below: it must end cleanly
+        l2.start()
+        # After the restart the forward is still one offered forward (not offered again).
+        assert [f["status"] for f in l2.rpc.listforwards()["forwards"]] == ["offered"]
+        wait_for(lambda: all(c["peer_connected"] and c["state"] == "CHANNELD_NORMAL"
+                             for c in l2.rpc.listpeerchannels()["channels"])
+                 and len(l2.rpc.listpeerchannels()["channels"]) == 2, 30, "l2 reconnected")
+        assert l3.rpc.call("release", [inv["payment_hash"]])["released"] == 1
+        res = paying.result(timeout=60)
+    assert res["status"] == "complete" and res["amount_msat"] == amount
+    expected_fee = fee(1, 10, amount)
+    assert res["amount_sent_msat"] == amount + expected_fee
+    fwds = l2.rpc.listforwards()["forwards"]
+    assert len(fwds) == 1 and fwds[0]["status"] == "settled" and fwds[0]["fee_msat"] == expected_fee
+    assert l3.rpc.listinvoices("hodl-kill")["invoices"][0]["status"] == "paid"
+    # No HTLC is left anywhere, and l3 holds exactly the amount more.
+    for n in (l1, l2, l3):
+        wait_for(lambda n=n: all(not c.get("htlcs") for c in n.rpc.listpeerchannels()["channels"]), 30, "no htlcs")
+    assert sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"]) == l3_before + amount
+    assert l2.rpc.getinfo()["fees_collected_msat"] == expected_fee

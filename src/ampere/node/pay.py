@@ -108,6 +108,7 @@ class Knowledge:
     exclude_nodes: set[bytes] = field(default_factory=set)
     hints: list[list[HintHop]] = field(default_factory=list)
     updates_seen: set[bytes] = field(default_factory=set)
+    local_caps: dict[int, int] = field(default_factory=dict)   # our channel -> most it proved able to send
 
 
 @dataclass(frozen=True)
@@ -144,8 +145,10 @@ def _hint_channels(k: Knowledge) -> set[int]:
     return {hop.short_channel_id for hint in k.hints for hop in hint}
 
 
-def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes) -> Decision:
-    """Update `k` from one failed part's routing failure (waitsendpay's error `data`)."""
+def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes,
+                       first_hop_msat: int | None = None) -> Decision:
+    """Update `k` from one failed part's routing failure (waitsendpay's error `data`).  `first_hop_msat`: what
+    the part offered on our own channel (a refusal there lowers what we think that channel can send)."""
     failcode = int(data.get("failcode") or 0)
     erring_node = bytes.fromhex(data["erring_node"]) if data.get("erring_node") else None
     erring_channel = data.get("erring_channel")
@@ -164,6 +167,12 @@ def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes) 
             scid = scid_from_str(erring_channel)
         except InvoiceError:
             scid = None
+    if data.get("erring_index") == 0 and scid is not None and failcode == 0x1007 and first_hop_msat:
+        # Our own channel refused the amount (reserve, fee spike buffer, in-flight limits): try less over it.
+        cap = min(k.local_caps.get(scid, first_hop_msat), first_hop_msat) * 9 // 10
+        k.local_caps[scid] = cap
+        return Decision("retry", f"our channel {scid_to_str(scid)} could not send {first_hop_msat}msat: "
+                                 f"trying at most {cap}msat")
     if failcode & UPDATE and data.get("raw_message"):
         try:
             msg = decode_failure_message(bytes.fromhex(data["raw_message"]))
@@ -491,8 +500,25 @@ class _PayRun:
                           final_cltv=req.final_cltv, riskfactor=req.riskfactor,
                           max_fee_msat=max(req.max_fee_msat - self.fees, 0),
                           max_delay=req.maxdelay, exclude_channels=frozenset(self.k.exclude_channels),
-                          exclude_nodes=frozenset(self.k.exclude_nodes), local_channels=self.payer.local_channels(),
-                          route_hints=[list(h) for h in self.k.hints])
+                          exclude_nodes=frozenset(self.k.exclude_nodes), local_channels=self._local_channels(),
+                          route_hints=self._usable_hints())
+
+    def _local_channels(self) -> list[LocalChannel]:
+        caps = self.k.local_caps
+        return [replace(lc, spendable_msat=min(lc.spendable_msat, caps[lc.short_channel_id]))
+                if lc.short_channel_id in caps else lc for lc in self.payer.local_channels()]
+
+    def _usable_hints(self) -> list[list[HintHop]]:
+        """The hints, less any hop out of our own node: our local channels (with what they can really send) stand
+        for those, so a hint only keeps what lies beyond us."""
+        me = self.payer.our_id
+        out = []
+        for hint in self.k.hints:
+            idx = max((i for i, hop in enumerate(hint) if hop.node_id == me), default=-1)
+            rest = list(hint[idx + 1:])
+            if rest:
+                out.append(rest)
+        return out
 
     def _routes(self, amount: int) -> list[list]:
         graph = self.payer.graph()
@@ -527,12 +553,14 @@ class _PayRun:
                             if not self.inflight:
                                 raise self._route_error(e) from None
                             routes = []
+                        refused = False
                         for route in routes:
-                            await self._send(route)
+                            if not await self._send(route):
+                                refused = True
                             if self.final_error is not None:
                                 break
-                        if not self.inflight:
-                            continue  # every part was refused at once (by our own channels): route again
+                        if refused:
+                            continue  # a part was refused at once (by our own channel): route what is left
                 if not self.inflight:
                     if self.completed:
                         return self._result(partial=self.delivered < self.req.amount_msat)
@@ -562,7 +590,7 @@ class _PayRun:
                             self.last_error.data if self.last_error is not None else None)
         return PayError(PAY_ROUTE_NOT_FOUND, f"Could not find a route: {e}")
 
-    async def _send(self, route: list) -> None:
+    async def _send(self, route: list) -> bool:
         req = self.req
         amount = route[-1].amount_msat
         if req.payment_secret is not None:
@@ -583,12 +611,13 @@ class _PayRun:
                                       extra_tlvs=req.extra_tlvs)
         except PaymentError as e:
             self._failed(attempt, e)
-            return
+            return False
         self.delivered += amount
         self.fees += fee
         task = asyncio.get_running_loop().create_task(
             self.eng.wait(req.payment_hash, None, partid, self.groupid))
         self.inflight[task] = attempt
+        return True
 
     async def _wait_one(self) -> None:
         timeout = None
@@ -621,7 +650,7 @@ class _PayRun:
         if e.code == PAY_RHASH_ALREADY_USED:
             self.final_error = self.last_error  # paid before with another amount or destination: nothing can work
             return
-        decision = learn_from_failure(self.k, data, e.code, self.req.destination)
+        decision = learn_from_failure(self.k, data, e.code, self.req.destination, attempt.route[0].amount_msat)
         if decision.update is not None:
             gossip = getattr(self.payer.node, "gossip", None)
             if gossip is not None:

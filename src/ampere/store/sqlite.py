@@ -59,16 +59,19 @@ class SqliteStore(Store):
                 self.conn.execute("ROLLBACK")
                 raise
 
-    def _transaction(self, fn: Callable[[Any], T]) -> T:
+    def _begin(self) -> None:
         assert self.conn is not None, "store not open"
         self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            result = fn(_SqliteDb(self.conn))
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
+
+    def _commit(self) -> None:
         self.conn.execute("COMMIT")
-        return result
+
+    def _rollback(self) -> None:
+        self.conn.execute("ROLLBACK")
+
+    def _db(self) -> _SqliteDb:
+        assert self.conn is not None, "store not open"
+        return _SqliteDb(self.conn)
 
     def _close(self) -> None:
         if self.conn is not None:

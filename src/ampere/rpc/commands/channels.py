@@ -195,7 +195,9 @@ def peerchannel_json(mgr, rec) -> dict:
     e["status"] = [_status_line(rec, connected)]
     onchain = getattr(mgr.node, "onchain", None)
     if rec.state in (CS.FUNDING_SPEND_SEEN, CS.ONCHAIN) and onchain is not None and hasattr(onchain, "status"):
-        e["status"] += list(onchain.status(rec.channel_id))
+        lines = list(onchain.status(rec.channel_id))
+        if lines:
+            e["status"] = lines
     e["htlcs"] = [_htlc_json(h) for h in ch.htlcs]
     return e
 

@@ -197,6 +197,7 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
 
     expose, scids = chanhints if chanhints is not None else (None, None)
     mgr = getattr(node, "channel_manager", None)
+    graph = getattr(getattr(getattr(node, "gossip", None), "state", None), "graph", None)
     candidates: list = []
     if mgr is not None:
         from ...ln.channel.commitment import Side
@@ -212,22 +213,20 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
             receivable = max(0, available_msat(ch, next_view(ch, Side.LOCAL), Side.REMOTE, extra))
             if receivable <= 0:
                 continue
-            public = bool(getattr(ch, "announce", False))
             scid = int(rec.short_channel_id)
+            # Public only once the network can know it: our announcement is in the graph.
+            gch = graph.channels.get(scid) if graph is not None else None
+            public = bool(getattr(ch, "announce", False)) and gch is not None and bool(gch.public)
             if scids is not None and scid not in scids:
                 continue
             candidates.append((rec, scid, receivable, public))
     if scids is not None and not candidates:
         raise RpcError(INVOICE_HINTS_GAVE_NO_ROUTES, "None of those hints were suitable local channels")
-    if expose is None and any(c[3] for c in candidates):
-        candidates = [c for c in candidates if c[3]]  # public channels find us: no hint needed
-        candidates = []
-    elif expose is False:
-        candidates = [c for c in candidates if c[3]]
-        candidates = []
+    public_total = sum(c[2] for c in candidates if c[3])
+    if expose is False or (expose is None and any(c[3] for c in candidates)):
+        candidates = []  # public channels find us without a hint; private ones are not to be exposed
     routes = []
     total = 0
-    graph = getattr(getattr(getattr(node, "gossip", None), "state", None), "graph", None)
     for rec, scid, receivable, _public in sorted(candidates, key=lambda c: -c[2]):
         direction = 0 if rec.peer_id < node.node_id else 1  # the peer's update: the channel towards us
         half = None
@@ -244,7 +243,8 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
         if amount_msat is not None and total >= int(amount_msat) and len(routes) >= 1 and scids is None:
             break
     warnings = {}
-    if amount_msat is None and not candidates:
+    total = max(total, public_total)
+    if amount_msat is None and not candidates and not public_total:
         warnings["warning_capacity"] = "Insufficient incoming channel capacity to pay invoice"
     elif amount_msat is not None and total < int(amount_msat):
         warnings["warning_capacity"] = "Insufficient incoming channel capacity to pay invoice"
