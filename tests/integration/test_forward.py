@@ -5,7 +5,6 @@ at l2 fail with the right error and pay learns from them; kill -9 of l2 while it
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from pyln.client import RpcError
@@ -96,6 +95,14 @@ def test_pay_through_line_and_fees(node_factory_chain):
     assert res3["parts"] == 2
     reasons = [f.get("failreason") for f in l2.rpc.listforwards(status="local_failed")["forwards"]]
     assert reasons == ["WIRE_FEE_INSUFFICIENT", "WIRE_INCORRECT_CLTV_EXPIRY"]
+
+    # delforward removes one resolved forward; an offered or unknown one cannot be removed (1401).
+    lf = l2.rpc.listforwards(status="local_failed")["forwards"][0]
+    assert l2.rpc.delforward(lf["in_channel"], lf["in_htlc_id"], "local_failed") == {}
+    assert len(l2.rpc.listforwards(status="local_failed")["forwards"]) == 1
+    with pytest.raises(RpcError) as e:
+        l2.rpc.delforward(lf["in_channel"], lf["in_htlc_id"], "local_failed")
+    assert e.value.error["code"] == 1401
 
     # A fee limit below what l2 charges: too expensive (206), nothing sent.
     inv4 = l3.rpc.invoice(amount, "line-4", "too expensive")

@@ -96,7 +96,15 @@ class Host:
         return self
 
     async def stop(self) -> None:
-        await self.chain.stop()
+        # ChainWatcher.stop() cancels its poll task once; on Python 3.11 asyncio.wait_for can swallow a
+        # cancellation that arrives as the awaited RPC completes (CPython gh-86296), and the poll loop then runs
+        # on. Cancel until it is really gone.
+        task = self.chain._task
+        stopping = asyncio.ensure_future(self.chain.stop())
+        while not stopping.done():
+            if task is not None and not task.done():
+                task.cancel()
+            await asyncio.wait({stopping}, timeout=0.2)
         await self.store.close()
 
     async def wallet_script(self) -> bytes:

@@ -400,3 +400,155 @@ def _kill_pidfiles(base: str) -> None:
             os.kill(pid, signal.SIGKILL)
         except (ValueError, OSError):
             pass
+
+
+# ---- seed 002 -------------------------------------------------------------------------------------
+PAY_LIMIT_EXCEEDED = 2100
+
+
+def refused(call, *args, **kwargs) -> dict:
+    with pytest.raises(RpcError) as e:
+        call(*args, **kwargs)
+    assert e.value.error["code"] == PAY_LIMIT_EXCEEDED, e.value.error
+    return e.value.error
+
+
+def test_seed002_pay_up_to_and_pay_limit(node_factory_chain):
+    xpay = os.path.join(ROOT, "tests", "plugins", "xpay_standin.py")
+    l1, l2 = node_factory_chain.line_graph(2, FUND, opts=[{"plugin": xpay}, {}])
+
+    # pay-up-to.py, exactly as the seed runs it: started with limit=0.001btc, an invoice of 0.002btc refused
+    # with the seed's answer, one of 0.0001btc paid.
+    up_to = plugin("pay-up-to.py")
+    r = l1.cli("-k", "plugin", "subcommand=start", f"plugin={up_to}", "limit=0.001btc")
+    assert r.returncode == 0, r.stderr
+    inv = l2.rpc.invoice("0.002btc", "inv-4", "foo")
+    r = l1.cli("pay", inv["bolt11"])
+    assert json.loads(r.stdout) == {"invoice_too_high": "0.002btc", "maximum_is": "0.001btc", "bolt11": inv["bolt11"]}
+    inv5 = l2.rpc.invoice("0.0001btc", "inv-5", "foo")
+    out = json.loads(l1.cli("pay", inv5["bolt11"]).stdout)
+    assert out["status"] == "complete" and out["amount_msat"] == 10_000_000 and out["parts"] == 1
+    # What it leaves out: by keyword (-k), the invoice goes through unchecked (it reads params[0] only).
+    assert l1.cli("plugin", "stop", up_to).returncode == 0
+
+    # pay-limit.py, the robust version, with the same limit.
+    r = l1.cli("-k", "plugin", "subcommand=start", f"plugin={plugin('pay-limit.py')}", "pay-limit=0.001btc")
+    assert r.returncode == 0, r.stderr
+    assert l1.rpc.paylimit()["limit_msat"] == 100_000_000
+    # Positional and keyword: both refused, with an error (amp-cli exits 1), nothing sent.
+    err = refused(l1.rpc.call, "pay", [inv["bolt11"]])
+    assert err["data"] == {"amount_msat": 200_000_000, "limit_msat": 100_000_000, "method": "pay"}
+    refused(l1.rpc.call, "pay", {"bolt11": inv["bolt11"]})
+    r = l1.cli("-k", "pay", f"bolt11={inv['bolt11']}")
+    assert r.returncode == 1 and json.loads(r.stdout)["code"] == PAY_LIMIT_EXCEEDED
+    assert l1.rpc.listpays(inv["bolt11"])["pays"] == []
+    # Integer msat: one msat above the limit is refused, the limit itself is paid.
+    over = l2.rpc.invoice(100_000_001, "over", "one msat too many")
+    refused(l1.rpc.call, "pay", [over["bolt11"]])
+    exact = l2.rpc.invoice(100_000_000, "exact", "just right")
+    assert l1.rpc.pay(exact["bolt11"])["status"] == "complete"
+    # Amountless invoices: the amount_msat parameter counts, by position or keyword, in any unit.
+    anyinv = l2.rpc.invoice("any", "any", "you choose")
+    refused(l1.rpc.call, "pay", [anyinv["bolt11"], "0.0011btc"])
+    refused(l1.rpc.call, "pay", {"bolt11": anyinv["bolt11"], "amount_msat": "100001sat"})
+    assert l1.rpc.pay(anyinv["bolt11"], amount_msat="5000sat")["amount_msat"] == 5_000_000
+    # keysend and xpay are capped too.
+    refused(l1.rpc.call, "keysend", [l2.node_id, 100_000_001])
+    refused(l1.rpc.call, "keysend", {"destination": l2.node_id, "amount_msat": "0.002btc"})
+    assert l1.rpc.keysend(l2.node_id, 1_000_000)["status"] == "complete"
+    big = l2.rpc.invoice("0.003btc", "xpay-big", "too much")
+    refused(l1.rpc.call, "xpay", [big["bolt11"]])
+    refused(l1.rpc.call, "xpay", {"invstring": anyinv["bolt11"], "amount_msat": 200_000_000})
+    small = l2.rpc.invoice(2_000_000, "xpay-small", "fine")
+    assert l1.rpc.call("xpay", [small["bolt11"]])["status"] == "complete"
+    # setconfig changes the limit while running; a bad value is refused and the old limit kept.
+    l1.rpc.setconfig("pay-limit", "1000sat")
+    assert l1.rpc.paylimit()["limit_msat"] == 1_000_000
+    coffee = l2.rpc.invoice(1_500_000, "coffee", "now too expensive")
+    refused(l1.rpc.call, "pay", [coffee["bolt11"]])
+    with pytest.raises(RpcError):
+        l1.rpc.setconfig("pay-limit", "lots")
+    with pytest.raises(RpcError):
+        l1.rpc.setconfig("pay-limit", "0.5msat")
+    assert l1.rpc.paylimit()["limit_msat"] == 1_000_000
+    # Calls it cannot judge are the command's own business: a malformed invoice gets pay's own error.
+    with pytest.raises(RpcError) as e:
+        l1.rpc.pay("lnbcrtnonsense")
+    assert e.value.error["code"] == -32602
+    paid = {i["label"] for i in l2.rpc.listinvoices()["invoices"] if i["status"] == "paid"}
+    assert paid == {"inv-5", "exact", "any", "xpay-small"} | {i["label"] for i in l2.rpc.listinvoices()["invoices"]
+                                                               if i["label"].startswith("keysend-")}
+
+
+# ---- seed 004 -------------------------------------------------------------------------------------
+def balances(nodes) -> list[int]:
+    """Each node's total in its channels (msat)."""
+    return [sum(c["to_us_msat"] for c in n.rpc.listpeerchannels()["channels"]) for n in nodes]
+
+
+def rendezvous_chain(p1, p2, p3, amount: int, label: str) -> tuple[dict, dict, dict]:
+    """The invoice, made from the last payee back to the first: P3's hold invoice, then P2's and P1's."""
+    inv3 = p3.rpc.call("holdinvoice", [amount, label, "the last payee's part"])
+    inv2 = p2.rpc.call("rendezvous_invoice", [inv3["bolt11"], 1_000_000, 100_000, 40])
+    inv1 = p1.rpc.call("rendezvous_invoice", [inv2["bolt11"], 500_000, 100_000, 40])
+    return inv1, inv2, inv3
+
+
+def state(node, payment_hash: str) -> str:
+    (item,) = node.rpc.call("rendezvous_list", [payment_hash])["rendezvous"]
+    return item["state"]
+
+
+def test_seed004_rendezvous(node_factory_chain):
+    import threading
+
+    rv, hold = {"plugin": plugin("rendezvous.py")}, {"plugin": plugin("holdinvoice.py")}
+    sender, p1, p2, p3 = node_factory_chain.line_graph(4, FUND, opts=[{}, rv, rv, hold])
+    nodes = [sender, p1, p2, p3]
+    start = balances(nodes)
+
+    # The invoices: one payment hash; each earlier payee adds its payout + fee budget and a delay budget.
+    inv1, inv2, inv3 = rendezvous_chain(p1, p2, p3, 10_000_000, "fails")
+    assert inv1["payment_hash"] == inv2["payment_hash"] == inv3["payment_hash"]
+    assert (inv2["amount_msat"], inv1["amount_msat"]) == (11_100_000, 11_700_000)
+    dec = sender.rpc.decode(inv1["bolt11"])
+    assert dec["payee"] == p1.node_id and dec["amount_msat"] == 11_700_000 and dec["min_final_cltv_expiry"] == 98
+    assert p1.rpc.listinvoices(payment_hash=inv1["payment_hash"])["invoices"] == []  # signed, not stored
+    with pytest.raises(RpcError):
+        p1.rpc.call("rendezvous_invoice", [inv2["bolt11"], 1, 1, 1])  # one rendez-vous per hash
+
+    # 1. The last payee cancels: every payee fails its parts cleanly, nobody's balance moves.
+    failed = []
+    t = threading.Thread(target=lambda: failed.append(pytest.raises(RpcError, sender.rpc.pay, inv1["bolt11"])))
+    t.start()
+    wait_for(lambda: p3.rpc.call("holdinvoice_lookup", [inv3["payment_hash"]])["state"] == "accepted", 30,
+             "the last payee holds the payment")
+    assert state(p1, inv1["payment_hash"]) == state(p2, inv1["payment_hash"]) == "paying"
+    p3.rpc.call("holdinvoice_cancel", [inv3["payment_hash"]])
+    t.join(60)
+    assert failed and not t.is_alive()
+    assert state(p1, inv1["payment_hash"]) == state(p2, inv1["payment_hash"]) == "failed"
+    wait_for(lambda: balances(nodes) == start, 30, "balances unchanged")
+
+    # 2. It completes, although the middle payee restarts while its outgoing payment is in flight.
+    inv1, inv2, inv3 = rendezvous_chain(p1, p2, p3, 10_000_000, "completes")
+    paid = []
+    t = threading.Thread(target=lambda: paid.append(sender.rpc.pay(inv1["bolt11"])))
+    t.start()
+    wait_for(lambda: p3.rpc.call("holdinvoice_lookup", [inv3["payment_hash"]])["state"] == "accepted", 30,
+             "the last payee holds the payment")
+    p2.restart()
+    # P2's incoming HTLC is replayed to the new plugin, which finds its outgoing payment pending and waits.
+    wait_for(lambda: p2.rpc.call("rendezvous_list", [inv2["payment_hash"]])["rendezvous"][0]["held_htlcs"] == 1,
+             60, "the middle payee holds its part again")
+    assert state(p2, inv2["payment_hash"]) == "paying"
+    p3.rpc.call("holdinvoice_settle", [inv3["payment_hash"]])
+    t.join(90)
+    assert paid and paid[0]["status"] == "complete"
+    assert paid[0]["amount_msat"] == 11_700_000
+    assert state(p1, inv1["payment_hash"]) == state(p2, inv1["payment_hash"]) == "complete"
+    assert p3.rpc.listinvoices("completes")["invoices"][0]["status"] == "paid"
+    # No loss: each payee got its payout plus what it did not spend of its fee budget (direct channels: all).
+    sent = paid[0]["amount_sent_msat"]
+    wait_for(lambda: balances(nodes) == [start[0] - sent, start[1] + 600_000, start[2] + 1_100_000,
+                                         start[3] + 10_000_000], 30, "balances settled")

@@ -35,7 +35,6 @@ from ..ln.onion_failure import NODE, PERM, UPDATE, decode_failure_message, failu
 from ..ln.route import (
     HintHop,
     LocalChannel,
-    NoRouteError,
     RouteError,
     RouteQuery,
     RouteTooExpensiveError,
@@ -341,7 +340,6 @@ class Payer:
             inv = bolt11.decode(text)
         except InvoiceError as e:
             raise PayError(INVALID_PARAMS, f"Invalid bolt11: {e}") from None
-        from .invoices import registry_for  # noqa: F401  (network check below uses the currency)
         from ..ln.invoice import currency_for_network
 
         if inv.currency != currency_for_network(self.node.network):
