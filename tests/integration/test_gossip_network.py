@@ -84,6 +84,8 @@ def test_line_announce_pay_close(node_factory_chain):
         wait_for(lambda n=n: all(not c["active"] for c in n.rpc.listchannels(gone)["channels"])
                  and len(n.rpc.listchannels(gone)["channels"]) == 2, 10, f"{n.dir}: {gone} spent but kept")
     nf.mine(11, nodes)
+    assert len(l1.rpc.listchannels(gone)["channels"]) == 2  # BOLT 7: forgotten after a 12-block delay
+    nf.mine(1, nodes)
     for n in nodes:
         wait_for(lambda n=n: n.rpc.listchannels(gone)["channels"] == [], 10, f"{n.dir}: {gone} forgotten")
         assert len(public_channels(n)) == 8

@@ -122,7 +122,7 @@ class Host:
 
         self.chain.watch_outpoint(party.ch.params.funding_outpoint, spent)
 
-    async def synced(self, timeout: float = 20.0) -> int:
+    async def synced(self, timeout: float = 30.0) -> int:
         want = self.chaind.rpc("getblockcount")
         await until(lambda: self.chain.height == want, timeout, f"host at height {want}")
         return want
@@ -131,7 +131,7 @@ class Host:
         return any(lv == level and text in msg for lv, msg in self.lines)
 
 
-async def until(pred, timeout: float = 20.0, what: str = "condition"):
+async def until(pred, timeout: float = 30.0, what: str = "condition"):
     deadline = time.time() + timeout
     while time.time() < deadline:
         v = pred()

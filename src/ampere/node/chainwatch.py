@@ -119,9 +119,14 @@ class ChainWatcher:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
+            # Cancel until it has really stopped: on Python 3.11 `asyncio.wait_for` can swallow a cancel
+            # that arrives together with its result (fixed in 3.12), and the poll loop would go on.
+            task = self._task
+            while not task.done():
+                task.cancel()
+                await asyncio.wait({task}, timeout=1)
             try:
-                await self._task
+                task.result()
             except (asyncio.CancelledError, Exception):
                 pass
             self._task = None

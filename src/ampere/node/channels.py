@@ -880,7 +880,8 @@ class ChannelManager:
 
     async def _funding_spent(self, rec: ChannelRecord, tx: Transaction | None, height: int | None) -> None:
         if tx is None:
-            self.node.log.broken(self._src(rec), "The funding spend was reorganised out")
+            # The on-chain resolver re-broadcasts (or follows a different spend): worth noting, not broken.
+            self.node.log.unusual(self._src(rec), "The funding spend was reorganised out")
             return
         if rec.spend_txid is not None:
             return  # reported once; the resolver owns it from here (and at start-up through restore)

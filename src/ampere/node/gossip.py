@@ -111,6 +111,7 @@ class GossipConfig:
     prune_interval: float = 86_400.0
     stale_seconds: int = STALE_SECONDS
     own_refresh_age: int = STALE_SECONDS // 2  # re-sign our updates once they are a week old
+    filter_lookback: int = 600  # gossip_timestamp_filter starts this many seconds before we connect
 
 
 class GossipManager:
@@ -143,6 +144,7 @@ class GossipManager:
         cfg = GossipConfig()
         if _opt(o, "dev-fast-gossip"):
             cfg.broadcast_interval = 1.0
+            cfg.filter_lookback = 50
         if _opt(o, "dev-fast-gossip-prune"):
             # As lightningd's --dev-fast-gossip-prune: channels go stale after two minutes.
             cfg.stale_seconds = 120
@@ -491,17 +493,19 @@ class GossipManager:
             return
         if not p.queries:
             return
-        now = int(time.time())
+        # Ask for gossip from a while back, not from now: what was made just before we connected may
+        # still be on its way to this peer (as lightningd's seeker: ten gossip intervals back).
+        since = max(0, int(time.time()) - self.config.filter_lookback)
         running = sum(1 for q in self._peers.values() if q.sync is not None)
         if self._syncs_started < INITIAL_SYNC_PEERS and running < MAX_CONCURRENT_SYNCS:
-            # Learn the graph with range queries; the filter asks for new gossip from now on.
+            # Learn the graph with range queries; the filter asks for new gossip from `since` on.
             self._syncs_started += 1
             p.sync = SyncSession(self.state.graph, self.chain_hash, extended=peer.features.has("gossip_queries_ex"))
             p.sync_progress_at = time.monotonic()
-            msgs = p.sync.start(since=now)
+            msgs = p.sync.start(since=since)
             self.node.log.debug(LOG, f"Starting gossip sync with {peer.node_id.hex()}")
         else:
-            msgs = [timestamp_filter_message(self.chain_hash, now)]
+            msgs = [timestamp_filter_message(self.chain_hash, since)]
         await self._send_many(peer.node_id, msgs)
         # Our own gossip goes to every peer.
         own = self._own_gossip()

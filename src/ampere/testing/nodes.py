@@ -38,11 +38,7 @@ def validating_rpc(path: str):
         def call(self, method, payload=None, cmdprefix=None, filter=None):
             result = super().call(method, payload, cmdprefix, filter)
             if filter is None and isinstance(result, dict):
-                checked = result
-                if method == "getinfo":
-                    # Ampere's one deliberate extra field (the unimplemented on-chain work, said plainly).
-                    checked = {k: v for k, v in result.items() if k != "warning_not_implemented"}
-                validate(method, checked)
+                validate(method, result)
             return result
 
     return ValidatingRpc(path)
