@@ -146,3 +146,23 @@ def test_forward_survives_kill9(node_factory_chain):
         wait_for(lambda n=n: all(not c.get("htlcs") for c in n.rpc.listpeerchannels()["channels"]), 30, "no htlcs")
     assert sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"]) == l3_before + amount
     assert l2.rpc.getinfo()["fees_collected_msat"] == expected_fee
+
+
+def test_htlc_accepted_forward_to(node_factory_chain):
+    # l2 has two channels to l3; the onion names the one in l3's route hint, and l2's plugin answers
+    # htlc_accepted with `forward_to` the other: the forward goes out there, and the payment completes.
+    l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {"plugin": os.path.join(PLUGINS, "fwdto.py")}, {}])
+    node_factory_chain.fundchannel(l2, l3, FUND)
+    chans = {c["short_channel_id"]: c["channel_id"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]
+             if c["state"] == "CHANNELD_NORMAL"}
+    assert len(chans) == 2
+    amount = 20_000_000
+    inv = l3.rpc.invoice(amount, "fwdto", "forward_to")
+    hinted = l3.rpc.decode(inv["bolt11"])["routes"][0][0]["short_channel_id"]
+    (other,) = [scid for scid in chans if scid != hinted]
+    l2.rpc.call("fwdto", [chans[other]])
+    res = l1.rpc.pay(inv["bolt11"])
+    assert res["status"] == "complete"
+    settled = l2.rpc.listforwards(status="settled")["forwards"]
+    assert [f["out_channel"] for f in settled] == [other]
+    assert l3.rpc.listinvoices("fwdto")["invoices"][0]["status"] == "paid"

@@ -91,3 +91,55 @@ def test_line_announce_pay_close(node_factory_chain):
         assert len(public_channels(n)) == 8
     # l6 had only that channel: it is no longer a node of the public graph.
     assert l6.node_id not in {x["nodeid"] for x in l1.rpc.listnodes()["nodes"]}
+
+
+def direction(chans: list[dict], source) -> dict:
+    return next(c for c in chans if c["source"] == source.node_id)
+
+
+def test_ring_fee_change_disable_enable(node_factory_chain):
+    nf = node_factory_chain
+    nodes = nf.line_graph(6, FUND, announce_channels=True)
+    l1, l2, l3, l4, l5, l6 = nodes
+    nf.fundchannel(l6, l1, FUND, announce=True)  # closes the ring
+    nf.mine(6, nodes)
+    nf.wait_for_channels(nodes, 12)
+    ring = nodes + [l1]
+    scid = {(a, b): scid_between(a, b) for a, b in zip(ring, ring[1:])}
+    scid.update({(b, a): s for (a, b), s in list(scid.items())})
+
+    def route_to_l4() -> list[str]:
+        return [h["id"] for h in l1.rpc.getroute(l4.node_id, 1_000_000, 1)["route"]]
+
+    def fee_seen(node, a, b) -> int:
+        return direction(node.rpc.listchannels(scid[(a, b)])["channels"], a)["base_fee_millisatoshi"]
+
+    # Two ways round from l1 to l4, three hops each.  l6 raises its fee towards l5: the far side of the ring
+    # (l3, two hops away either way) and l1 see it, and l1 goes round through l2 and l3.
+    l6.rpc.setchannel(l5.node_id, feebase=5000)
+    for n in (l1, l3):
+        wait_for(lambda n=n: fee_seen(n, l6, l5) == 5000, GOSSIP_WAIT, f"{n.dir} sees l6's new fee")
+    assert fee_seen(l1, l5, l6) == 1  # only l6's direction changed
+    assert route_to_l4() == [l2.node_id, l3.node_id, l4.node_id]
+    # l2 raises more: the route turns the other way.
+    l2.rpc.setchannel(l3.node_id, feebase=9000, feeppm=100)
+    wait_for(lambda: route_to_l4() == [l6.node_id, l5.node_id, l4.node_id], GOSSIP_WAIT, "route through l6")
+    c23 = direction(l5.rpc.listchannels(scid[(l2, l3)])["channels"], l2)
+    assert (c23["base_fee_millisatoshi"], c23["fee_per_millionth"], c23["active"]) == (9000, 100, True)
+
+    # l5 goes away: its peers l4 and l6 announce their channels with it disabled; the route goes back round.
+    l5.stop()
+    for a in (l4, l6):
+        wait_for(lambda a=a: not direction(l1.rpc.listchannels(scid[(a, l5)])["channels"], a)["active"],
+                 GOSSIP_WAIT, f"l1 sees {a.dir}'s channel to l5 disabled")
+    assert route_to_l4() == [l2.node_id, l3.node_id, l4.node_id]
+    # Back again: enabled again once the channels are reestablished, and l1 pays l4 the cheap way round.
+    l5.start()
+    for a in (l4, l6):
+        wait_for(lambda a=a: direction(l1.rpc.listchannels(scid[(a, l5)])["channels"], a)["active"],
+                 GOSSIP_WAIT, f"l1 sees {a.dir}'s channel to l5 enabled")
+    wait_for(lambda: route_to_l4() == [l6.node_id, l5.node_id, l4.node_id], GOSSIP_WAIT, "route through l5")
+    inv = l4.rpc.invoice(1_000_000, "round", "the cheap way")
+    res = l1.rpc.pay(inv["bolt11"])
+    assert res["status"] == "complete"
+    assert res["amount_sent_msat"] == 1_000_000 + fee(1, 10, 1_000_000) + fee(5000, 10, 1_000_000 + 11)
