@@ -69,8 +69,9 @@ def test_pay_through_line_and_fees(node_factory_chain):
 
     # Fees: l2 now asks more than l3's hint says.  The first attempt fails at l2 with fee_insufficient
     # (carrying l2's channel_update); pay corrects the hint from it and succeeds, paying the new fee exactly.
-    l2.rpc.setchannel(scid23, feebase=2000, feeppm=500)
+    # (The invoice comes first: l2 tells l3 its new fees at once, and later invoices' hints carry them.)
     inv2 = l3.rpc.invoice(amount, "line-2", "higher fee")
+    l2.rpc.setchannel(scid23, feebase=2000, feeppm=500)
     res2 = l1.rpc.pay(inv2["bolt11"])
     assert res2["status"] == "complete"
     assert res2["amount_sent_msat"] == amount + fee(2000, 500, amount)
@@ -80,15 +81,20 @@ def test_pay_through_line_and_fees(node_factory_chain):
     status = l1.rpc.paystatus(inv2["bolt11"])["pay"][0]
     assert "WIRE_FEE_INSUFFICIENT" in status["attempts"][0]["failure"]["message"]
 
-    # CLTV: l3 restarts with a smaller --cltv-delta, so its hint promises less delay than l2 wants: the first
-    # attempt fails with incorrect_cltv_expiry (l2's channel_update inside), then pay succeeds.
+    # CLTV: l3's hint promises less delay than l2 wants (l3 signs, through createinvoice, an invoice whose hint
+    # says 6 blocks; l3's own hints carry l2's real channel_update): the first attempt fails with
+    # incorrect_cltv_expiry (l2's channel_update inside), then pay succeeds.
     l2.rpc.setchannel(scid23, feebase=1, feeppm=10)  # fees back to what the hint says
-    l3.stop()
-    l3.options["cltv-delta"] = 6
-    l3.start()
-    wait_for(lambda: l3.rpc.listpeerchannels()["channels"][0]["peer_connected"]
-             and l3.rpc.listpeerchannels()["channels"][0]["state"] == "CHANNELD_NORMAL", 30, "l3 reconnected")
-    inv3 = l3.rpc.invoice(amount, "line-3", "cltv")
+    from dataclasses import replace
+
+    from ampere.ln import invoice as bolt11_codec
+
+    preimage = "33" * 32
+    draft = bolt11_codec.decode(l3.rpc.invoice(amount, "line-3-draft", "cltv", preimage=preimage)["bolt11"])
+    l3.rpc.delinvoice("line-3-draft", "unpaid")
+    hop = replace(draft.route_hints[0][0], cltv_expiry_delta=6)
+    draft = replace(draft, route_hints=[[hop]], payee=None, n_field=False, signature=None)
+    inv3 = l3.rpc.createinvoice(bolt11_codec.encode(draft, bytes([1] * 32)), "line-3", preimage)
     assert l3.rpc.decode(inv3["bolt11"])["routes"][0][0]["cltv_expiry_delta"] == 6
     res3 = l1.rpc.pay(inv3["bolt11"])
     assert res3["status"] == "complete" and res3["amount_sent_msat"] == amount + fee(1, 10, amount)

@@ -124,8 +124,9 @@ def test_ring_fee_change_disable_enable(node_factory_chain):
     # l2 raises more: the route turns the other way.
     l2.rpc.setchannel(l3.node_id, feebase=9000, feeppm=100)
     wait_for(lambda: route_to_l4() == [l6.node_id, l5.node_id, l4.node_id], GOSSIP_WAIT, "route through l6")
+    wait_for(lambda: fee_seen(l5, l2, l3) == 9000, GOSSIP_WAIT, "l5 sees l2's new fee")
     c23 = direction(l5.rpc.listchannels(scid[(l2, l3)])["channels"], l2)
-    assert (c23["base_fee_millisatoshi"], c23["fee_per_millionth"], c23["active"]) == (9000, 100, True)
+    assert (c23["fee_per_millionth"], c23["active"], c23["htlc_maximum_msat"]) == (100, True, FUND * 1000)
 
     # l5 goes away: its peers l4 and l6 announce their channels with it disabled; the route goes back round.
     l5.stop()
@@ -133,13 +134,16 @@ def test_ring_fee_change_disable_enable(node_factory_chain):
         wait_for(lambda a=a: not direction(l1.rpc.listchannels(scid[(a, l5)])["channels"], a)["active"],
                  GOSSIP_WAIT, f"l1 sees {a.dir}'s channel to l5 disabled")
     assert route_to_l4() == [l2.node_id, l3.node_id, l4.node_id]
-    # Back again: enabled again once the channels are reestablished, and l1 pays l4 the cheap way round.
+    # Back again: enabled again once the channels are reestablished; l5's forwarding works again: l4 pays l1
+    # the only way its funds allow, l4 -> l5 -> l6 -> l1 (each opener holds its channel's funds).
     l5.start()
     for a in (l4, l6):
         wait_for(lambda a=a: direction(l1.rpc.listchannels(scid[(a, l5)])["channels"], a)["active"],
                  GOSSIP_WAIT, f"l1 sees {a.dir}'s channel to l5 enabled")
     wait_for(lambda: route_to_l4() == [l6.node_id, l5.node_id, l4.node_id], GOSSIP_WAIT, "route through l5")
-    inv = l4.rpc.invoice(1_000_000, "round", "the cheap way")
-    res = l1.rpc.pay(inv["bolt11"])
+    inv = l1.rpc.invoice(1_000_000, "round", "from l4 through l5 and l6")
+    assert "routes" not in l1.rpc.decode(inv["bolt11"])
+    res = l4.rpc.pay(inv["bolt11"])
     assert res["status"] == "complete"
-    assert res["amount_sent_msat"] == 1_000_000 + fee(1, 10, 1_000_000) + fee(5000, 10, 1_000_000 + 11)
+    fee6 = fee(1, 10, 1_000_000)
+    assert res["amount_sent_msat"] == 1_000_000 + fee6 + fee(1, 10, 1_000_000 + fee6)

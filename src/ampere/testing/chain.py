@@ -60,7 +60,10 @@ class ChainD:
 
     def start(self, timeout: float = 30.0) -> "ChainD":
         log = open(os.path.join(self.datadir, "chaind.stdout"), "ab")
-        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        from .nodes import die_with_parent
+
+        self.proc = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     preexec_fn=die_with_parent)
         log.close()
         deadline = time.time() + timeout
         while True:

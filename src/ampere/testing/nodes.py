@@ -44,6 +44,19 @@ def validating_rpc(path: str):
     return ValidatingRpc(path)
 
 
+def die_with_parent() -> None:
+    """preexec_fn: if the test process dies without cleaning up (killed by a timeout, say), the kernel
+    sends this child SIGTERM, so no ampd or amp-chaind outlives the test run (Linux prctl)."""
+    try:
+        import ctypes
+        import signal as _signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, int(_signal.SIGTERM))
+    except Exception:
+        pass
+
+
 class AmpdNode:
     def __init__(self, directory: str, network: str = "regtest", options: dict[str, Any] | None = None,
                  extra_args: list[str] | None = None) -> None:
@@ -102,6 +115,7 @@ class AmpdNode:
         self._log_offset = os.path.getsize(self.log_path) if os.path.exists(self.log_path) else 0
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(self.cmdline(), stdout=subprocess.DEVNULL, stderr=self._stderr,
+                                     preexec_fn=die_with_parent,
                                      env=spawn_env(), start_new_session=True)
         if wait:
             self.wait_for_log("Server started with public key", timeout=timeout)
