@@ -314,7 +314,7 @@ def init(options, configuration, plugin, **kwargs):
 
 
 plugin.add_option("approver-dir", "", "Directory of the handle_<kind> executables "
-                  "(default: <lightning-dir>/approver).")
+                  "(default: `approver` in the node's network directory, e.g. <lightning-dir>/regtest/approver).")
 plugin.add_option("approver-rule", None, "KIND:tlv=TYPE, KIND:label=PREFIX, KIND:forward or KIND:any: "
                   "HTLCs matching it are handled by handle_KIND (first match wins).", multi=True)
 plugin.add_option("approver-timeout", "10", "Seconds a script may take before it is killed.")

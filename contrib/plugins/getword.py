@@ -31,6 +31,10 @@ def msat(value) -> int:
     return int(str(value).removesuffix("msat"))
 
 
+def error_message(e: RpcError) -> str:
+    return e.error.get("message", str(e.error)) if isinstance(e.error, dict) else str(e.error)
+
+
 def fetch(url: str) -> str:
     if not url.startswith(("http://", "https://")):
         raise GetwordError(f"not an http(s) URL: {url!r}")
@@ -52,7 +56,7 @@ def getword_sync(url: str, maxprice_msat) -> dict:
     try:
         inv = plugin.rpc.decode(bolt11)
     except RpcError as e:
-        raise GetwordError(f"{url} did not give an invoice: {e.error.get('message')}") from None
+        raise GetwordError(f"{url} did not give an invoice: {error_message(e)}") from None
     if inv.get("type") != "bolt11 invoice" or not inv.get("valid", False):
         raise GetwordError(f"{url} did not give a valid BOLT 11 invoice")
     if "amount_msat" not in inv:
@@ -75,7 +79,7 @@ def run(request, url, maxprice_msat) -> None:
     except GetwordError as e:
         request.set_exception(e)
     except RpcError as e:
-        request.set_exception(GetwordError(f"payment failed: {e.error.get('message')}"))
+        request.set_exception(GetwordError(f"payment failed: {error_message(e)}"))
     except Exception as e:
         request.set_exception(e)
 

@@ -162,10 +162,8 @@ def on_htlc_accepted(onion, htlc, request, plugin, **kwargs):
 
 
 @plugin.subscribe("block_added")
-def on_block(plugin, block=None, **kwargs):
-    tip = (block or kwargs).get("height")
-    if tip is None:
-        return
+def on_block(plugin, block_added, **kwargs):
+    tip = block_added["height"]
     margin = int(plugin.get_option("holdinvoice-cancel-blocks"))
     with lock:
         late = [h for h, parts in held.items() if any(cltv - tip <= margin for _r, _a, cltv in parts.values())]

@@ -24,6 +24,7 @@ A call the plugin cannot understand (a malformed invoice, a missing amount) is l
 command itself then reports the problem with its own error.  Written with the unmodified pyln-client.
 """
 
+import threading
 from decimal import Decimal, InvalidOperation
 
 from pyln.client import Plugin, RpcError
@@ -103,20 +104,33 @@ def amount_of(method: str, params):
     return explicit
 
 
-@plugin.hook("rpc_command")
-def on_rpc_command(plugin, rpc_command, **kwargs):
-    method = rpc_command.get("method")
-    if method not in CAPPED:
-        return {"result": "continue"}
-    amount = amount_of(method, rpc_command.get("params", []))
-    limit = limit_msat()
+def judge(rpc_command, request) -> None:
+    method = rpc_command["method"]
+    try:
+        amount = amount_of(method, rpc_command.get("params", []))
+        limit = limit_msat()
+    except Exception as e:  # never leave a command without an answer
+        plugin.log(f"pay-limit: cannot judge {method}: {e!r}", level="unusual")
+        request.set_result({"result": "continue"})
+        return
     if amount is not None and amount > limit:
         plugin.log(f"refusing {method} of {amount}msat (limit {limit}msat)", level="info")
-        return {"return": {"error": {
+        request.set_result({"return": {"error": {
             "code": PAY_LIMIT_EXCEEDED,
             "message": f"{method}: {amount}msat is above the limit of {limit}msat",
-            "data": {"amount_msat": amount, "limit_msat": limit, "method": method}}}}
-    return {"result": "continue"}
+            "data": {"amount_msat": amount, "limit_msat": limit, "method": method}}}})
+        return
+    request.set_result({"result": "continue"})
+
+
+@plugin.async_hook("rpc_command")
+def on_rpc_command(plugin, rpc_command, request, **kwargs):
+    if rpc_command.get("method") not in CAPPED:
+        request.set_result({"result": "continue"})
+        return
+    # Judging takes a `decode` call, and that call passes through this very hook: answering from a thread
+    # keeps the plugin's loop free to let it through (a synchronous hook would deadlock here).
+    threading.Thread(target=judge, args=(rpc_command, request), daemon=True).start()
 
 
 def check_limit(plugin, name, value):

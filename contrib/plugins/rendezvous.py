@@ -26,7 +26,8 @@ Paying (at every payee but the last, in `htlc_accepted`):
 We never settle an incoming part before our outgoing payment succeeded, and never fail one while the
 outgoing payment may still succeed: a restart anywhere loses nobody money.
 
-`rendezvous_list [payment_hash]` shows our rendez-vous and their state.  Written with the unmodified
+`rendezvous_list [payment_hash]` shows our rendez-vous and their state.  The invoices we sign carry no
+route hints: the previous payee (or the sender) must reach us by a public channel or a direct one.  Written with the unmodified
 pyln-client.
 """
 
@@ -200,6 +201,10 @@ def answer(outcome, amount_msat: int) -> dict:
     return failure(amount_msat)
 
 
+def error_message(e: RpcError) -> str:
+    return e.error.get("message", str(e.error)) if isinstance(e.error, dict) else str(e.error)
+
+
 def existing_payment(payment_hash: str):
     """The outcome of our outgoing payment for the hash: "complete" (+ preimage), "failed", "pending" or None."""
     parts = plugin.rpc.listsendpays(payment_hash=payment_hash)["payments"]
@@ -246,7 +251,7 @@ def pay_forward(payment_hash: str, terms: dict) -> dict:
                                       "exemptfee": 0, "maxdelay": maxdelay})
         return {"state": "complete", "preimage": res["payment_preimage"]}
     except RpcError as e:
-        plugin.log(f"rendezvous {payment_hash}: pay failed: {e.error.get('message')}", level="info")
+        plugin.log(f"rendezvous {payment_hash}: pay failed: {error_message(e)}", level="info")
     # The payment may have parts still settling (or have succeeded after all): ask the node.
     return wait_outgoing(payment_hash) or {"state": "failed"}
 
@@ -264,8 +269,10 @@ def settle(payment_hash: str, terms: dict) -> None:
         for request, amount, _cltv in parts.values():
             request.set_result(answer(outcome, amount))
     except Exception as e:
-        # Nothing is answered: the HTLCs stay held, and a restart (replay) takes it up again.
-        plugin.log(f"rendezvous {payment_hash}: {e!r}", level="broken")
+        # Nothing is answered: the HTLCs stay held, and a restart (replay) takes it up again.  Losing the node
+        # (it is shutting down: our RPC calls fail) is expected; anything else is a bug.
+        expected = isinstance(e, (RpcError, OSError, ValueError))
+        plugin.log(f"rendezvous {payment_hash}: {e!r}; HTLCs stay held", level="info" if expected else "broken")
         with lock:
             working.discard(payment_hash)
 

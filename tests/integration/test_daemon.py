@@ -218,3 +218,10 @@ def test_setconfig_builtin_dynamic_option_persists(node_factory):
     assert r["config"]["source"] == os.path.join(l1.netdir, "config.setconfig") + ":1"
     l1.restart()
     assert l1.rpc.listconfigs("min-capacity-sat")["configs"]["min-capacity-sat"]["value_int"] == 20000
+
+
+def test_relative_plugin_path_is_relative_to_the_starting_directory(node_factory):
+    # ampd moves into the network directory, but a relative --plugin means relative to where it started.
+    hello = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "plugins", "helloworld.py")
+    l1 = node_factory.get_node(plugin=os.path.relpath(hello, os.getcwd()))
+    assert l1.rpc.call("hello", ["rel"]) == "Hello rel"

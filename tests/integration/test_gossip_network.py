@@ -147,3 +147,32 @@ def test_ring_fee_change_disable_enable(node_factory_chain):
     assert res["status"] == "complete"
     fee6 = fee(1, 10, 1_000_000)
     assert res["amount_sent_msat"] == 1_000_000 + fee6 + fee(1, 10, 1_000_000 + fee6)
+
+
+def test_signatures_on_reconnection_and_private_updates(node_factory_chain):
+    """announcement_signatures that could not be exchanged at six confirmations (the peer was down) are sent on
+    reconnection; an unannounced channel's channel_update goes to its peer only."""
+    nf = node_factory_chain
+    l1, l2, l3 = (nf.get_node(listen=True, dev_fast_gossip=True) for _ in range(3))
+    scid12 = nf.fundchannel(l1, l2, FUND, announce=True)["short_channel_id"]
+    l2.stop()
+    nf.mine(6, [l1])
+    time.sleep(2)
+    assert public_channels(l1) == []  # nothing to announce with: l2's signatures are missing
+    l2.start()
+    nf.sync(l2)
+    nf.wait_for_channels([l1, l2], 2, timeout=GOSSIP_WAIT)
+    assert {c["short_channel_id"] for c in public_channels(l1)} == {scid12}
+
+    # l2 -> l3 unannounced: each side has the other's update (route hints), nobody else hears of it.
+    scid23 = nf.fundchannel(l2, l3, FUND, announce=False)["short_channel_id"]
+    l2.rpc.setchannel(l3.node_id, feebase=777)
+    wait_for(lambda: [c["base_fee_millisatoshi"] for c in l3.rpc.listchannels(scid23)["channels"]
+                      if c["source"] == l2.node_id] == [777], GOSSIP_WAIT, "l3 has l2's private update")
+    c = next(c for c in l3.rpc.listchannels(scid23)["channels"] if c["source"] == l2.node_id)
+    assert not c["public"] and c["message_flags"] & 2  # dont_forward
+    wait_for(lambda: len(l2.rpc.listchannels(scid23)["channels"]) == 2, GOSSIP_WAIT, "l2 has l3's update")
+    inv = l3.rpc.invoice(1_000_000, "hint", "through l2")
+    assert l3.rpc.decode(inv["bolt11"])["routes"][0][0]["fee_base_msat"] == 777
+    time.sleep(2)  # a few broadcast rounds: l1 must still not know it
+    assert l1.rpc.listchannels(scid23)["channels"] == []

@@ -12,7 +12,10 @@ def xpay(plugin, invstring, amount_msat=None):
     params = {"bolt11": invstring}
     if amount_msat is not None:
         params["amount_msat"] = amount_msat
-    return plugin.rpc.call("pay", params)
+    res = plugin.rpc.call("pay", params)
+    # xpay's result shape (CLN's xpay schema).
+    return {"payment_preimage": res["payment_preimage"], "failed_parts": 0, "successful_parts": res["parts"],
+            "amount_msat": res["amount_msat"], "amount_sent_msat": res["amount_sent_msat"]}
 
 
 plugin.run()

@@ -389,8 +389,10 @@ def main(argv: list[str] | None = None) -> int:
     if options.get("help"):
         from .plugin_setup import print_help
 
+        _absolute_plugin_paths(layout, deferred)
         return asyncio.run(print_help(layout, options, deferred))
 
+    _absolute_plugin_paths(layout, deferred)
     os.makedirs(layout.netdir, mode=0o700, exist_ok=True)
     os.chdir(layout.netdir)  # plugins run with the network directory as cwd, as in lightningd
     pid_file = options.get("pid-file") or os.path.join(layout.lightning_dir, f"ampd-{layout.network}.pid")
@@ -416,6 +418,15 @@ def _run_loop(coro) -> int:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _absolute_plugin_paths(layout: Layout, deferred: list[Entry]) -> None:
+    """Plugin paths given relative are relative to where ampd was started, as lightningd takes them:
+    resolve them before ampd moves into the network directory."""
+    cwd = os.getcwd()
+    for e in layout.entries:
+        if e.name in ("plugin", "plugin-dir", "important-plugin") and e.value and not os.path.isabs(e.value):
+            e.value = os.path.join(cwd, os.path.expanduser(e.value))
 
 
 def _config_files(layout: Layout) -> list[str]:
