@@ -220,8 +220,6 @@ class InvoiceRegistry:
         self._start_lock: asyncio.Lock | None = None
         self._sweeping = False
         # Group commit: writes queued while one transaction is on disk share the next one.
-        self._queue: list[tuple[Callable[[Any], Any], asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
 
     def now(self) -> int:
         return int(self._clock())
@@ -471,54 +469,10 @@ class InvoiceRegistry:
                                          "label": rec.label})
         return rec
 
-    # ---- group commit ---------------------------------------------------------------------------
     async def _submit(self, op: Callable[[Any], Any]) -> Any:
-        """Run `op(db)` in a write transaction and return its result once committed and synced.
-
-        Ops submitted while a transaction is being written wait for the next one, which carries
-        them all: one sync for many invoices when callers are concurrent, and none is answered
-        before its own change is on disk.  Each op runs under a savepoint, so one refused op (an
-        InvoiceRegistryError or ValueError) changes nothing and leaves the others in the batch be.
-        """
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append((op, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-
-            def write(db) -> list[tuple[bool, Any]]:
-                results: list[tuple[bool, Any]] = []
-                for op, _fut in batch:
-                    db.execute("SAVEPOINT invoice_op")
-                    try:
-                        results.append((True, op(db)))
-                    except (InvoiceRegistryError, ValueError) as e:
-                        db.execute("ROLLBACK TO invoice_op")
-                        results.append((False, e))
-                    db.execute("RELEASE invoice_op")
-                return results
-
-            try:
-                results = await self.store.write(write)
-            except BaseException as e:  # the whole transaction failed: nothing of it was stored
-                for _op, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                continue
-            for (ok, value), (_op, fut) in zip(results, batch):
-                if fut.done():  # its caller gave up; the change stands (listinvoices shows it)
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
+        """Run `op(db)` durably: the store's group commit shares one sync between concurrent writes and
+        undoes a refused op (its exception comes back here) without touching the others."""
+        return await self.store.write(op)
 
     # ---- expiry ---------------------------------------------------------------------------------
     def _arm_timer(self, expires_at: int) -> None:

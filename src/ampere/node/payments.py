@@ -29,7 +29,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..ln.invoice_fields import scid_to_str
@@ -311,59 +311,6 @@ def _next_updated_index(db) -> int:
     return value
 
 
-class GroupCommit:
-    """Writes queued while one transaction is on disk share the next one: one sync for many concurrent
-    payments, and nobody hears of a change before it is on disk.  Each op runs under a savepoint."""
-
-    def __init__(self, store: Any) -> None:
-        self.store = store
-        self._queue: list[tuple[Callable[[Any], Any], asyncio.Future]] = []
-        self._writer: asyncio.Task | None = None
-
-    async def submit(self, op: Callable[[Any], Any]) -> Any:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self._queue.append((op, fut))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._drain())
-        return await fut
-
-    async def _drain(self) -> None:
-        while self._queue:
-            batch, self._queue = self._queue, []
-
-            def write(db) -> list[tuple[bool, Any]]:
-                results: list[tuple[bool, Any]] = []
-                for op, _fut in batch:
-                    db.execute("SAVEPOINT payment_op")
-                    try:
-                        results.append((True, op(db)))
-                    except (PaymentError, ValueError) as e:
-                        db.execute("ROLLBACK TO payment_op")
-                        results.append((False, e))
-                    db.execute("RELEASE payment_op")
-                return results
-
-            try:
-                results = await self.store.write(write)
-            except BaseException as e:
-                for _op, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(e)
-                if isinstance(e, asyncio.CancelledError):
-                    raise
-                continue
-            for (ok, value), (_op, fut) in zip(results, batch):
-                if fut.done():
-                    continue
-                if ok:
-                    fut.set_result(value)
-                else:
-                    fut.set_exception(value)
-
-
-# ---- the engine ------------------------------------------------------------------------------------------
-
 class PaymentEngine:
     """The node's outgoing parts (`node.payments`)."""
 
@@ -371,7 +318,6 @@ class PaymentEngine:
         self.node = node
         self.store = node.store
         self.clock = clock
-        self.writer = GroupCommit(node.store)
         self._all: dict[tuple[bytes, int, int], Payment] = {}
         self._by_hash: dict[bytes, list[Payment]] = {}
         self._by_htlc: dict[tuple[bytes, int], Payment] = {}
@@ -593,7 +539,7 @@ class PaymentEngine:
             return existing
         old_failed = existing
         # Persist before you speak: the part is on disk before its HTLC can reach the peer.
-        await self.writer.submit(self._insert_op(p, old_failed))
+        await self.node.store.write(self._insert_op(p, old_failed))
         self._index(p)
         self._log("debug", f"Sending {p.amount_sent_msat}msat for {p.payment_hash.hex()} part {p.partid} "
                            f"group {p.groupid} (id {p.created_index})")
@@ -624,7 +570,7 @@ class PaymentEngine:
 
     async def _store_quietly(self, op: Callable[[Any], Any]) -> None:
         try:
-            await self.writer.submit(op)
+            await self.node.store.write(op)
         except Exception as e:
             self._log("broken", f"storing a payment update failed: {e!r}")
 

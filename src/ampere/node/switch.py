@@ -236,9 +236,7 @@ def _next_updated_index(db) -> int:
 class Switch:
     def __init__(self, node: Any) -> None:
         self.node = node
-        from .payments import GroupCommit
 
-        self.writer = GroupCommit(node.store)
         self.forwards: dict[int, Forward] = {}                   # created_index -> forward
         self.by_in: dict[tuple[bytes, int], Forward] = {}         # unresolved, by incoming HTLC
         self.by_out: dict[tuple[bytes, int], Forward] = {}        # in flight, by outgoing HTLC
@@ -337,7 +335,7 @@ class Switch:
                 continue
             f.out_htlc_id = match.htlc_id
             self.by_out[(f.out_channel_id, f.out_htlc_id)] = f
-            await self.writer.submit(self._update_op(f, bump=False))
+            await self.node.store.write(self._update_op(f, bump=False))
 
     async def close(self) -> None:
         tasks = list(self._tasks)
@@ -442,7 +440,7 @@ class Switch:
             await self._local_fail(f, refusal, self.channel_update_for(rec))
             return
         # Persist before offering: after a crash, the row says the incoming HTLC has an outgoing one.
-        await self.writer.submit(self._insert_op(f))
+        await self.node.store.write(self._insert_op(f))
         self.by_in[f.key] = f
         try:
             htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion)
@@ -468,9 +466,9 @@ class Switch:
         f.failcode, f.fail_message = code, msg
         f.status, f.resolved_time = LOCAL_FAILED, round(time.time(), 3)
         if f.created_index:
-            await self.writer.submit(self._update_op(f))
+            await self.node.store.write(self._update_op(f))
         else:
-            await self.writer.submit(self._insert_op(f))
+            await self.node.store.write(self._insert_op(f))
         self.by_in.pop(f.key, None)
         await self._fail_upstream(f, own_message=msg)
         self._notify(f)
@@ -640,7 +638,7 @@ class Switch:
 
     async def _store(self, f: Forward, bump: bool = True) -> None:
         try:
-            await self.writer.submit(self._update_op(f, bump))
+            await self.node.store.write(self._update_op(f, bump))
         except Exception as e:
             self._log("broken", f"storing forward {f.created_index} failed: {e!r}")
 
@@ -679,7 +677,7 @@ class Switch:
             for f in victims:
                 db.execute("DELETE FROM forwards WHERE id = ?", (f.created_index,))
 
-        await self.writer.submit(op)
+        await self.node.store.write(op)
         for f in victims:
             self.forwards.pop(f.created_index, None)
         return True
