@@ -88,6 +88,19 @@ class Node:
         rgb = self.options.get("rgb")
         self.color = rgb.lower() if rgb else self.node_id[:3].hex()
 
+    def current_height(self) -> int:
+        """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""
+        height = getattr(self.chain, "height", None) if self.chain is not None else None
+        return height if isinstance(height, int) else int(self.blockheight or 0)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """An option's value, or `default` when it is unset or unknown."""
+        try:
+            value = self.options.get(name)
+        except KeyError:
+            return default
+        return default if value is None else value
+
     def feature_set(self) -> dict[str, str]:
         return node_features.our_feature_set()
 

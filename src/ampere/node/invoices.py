@@ -33,6 +33,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..store.counters import get_counter, next_counter
+
 # CLN error codes (common/jsonrpc_errors.h) the registry raises; the RPC layer passes them on.
 LIGHTNINGD = -1
 INVOICE_LABEL_ALREADY_EXISTS = 900
@@ -162,17 +164,8 @@ def _row_to_record(row: tuple) -> InvoiceRecord:
                          updated_index or 0)
 
 
-def _get_var(db, name: str) -> int:
-    rows = db.query("SELECT val FROM vars WHERE name = ?", (name,))
-    return int(rows[0][0]) if rows else 0
-
-
-def _next_var(db, name: str) -> int:
-    """Increment a counter and return its new value (the first is 1)."""
-    value = _get_var(db, name) + 1
-    db.execute("INSERT INTO vars (name, val) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET val = excluded.val",
-               (name, str(value)))
-    return value
+_get_var = get_counter
+_next_var = next_counter
 
 
 def _by_label(db, label: str) -> InvoiceRecord | None:

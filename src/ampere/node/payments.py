@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..store.counters import next_counter
 from ..ln.invoice_fields import scid_to_str
 from ..ln.onion import OnionConstructionError, create_onion
 from ..ln.onion_failure import (
@@ -303,12 +304,6 @@ def _payment_row(p: Payment) -> tuple:
             p.htlc_id, p.cltv_expiry, json.dumps(p.failure) if p.failure else None, p.erroronion, p.updated_index)
 
 
-def _next_updated_index(db) -> int:
-    rows = db.query("SELECT val FROM vars WHERE name = ?", (_VAR_UPDATED_INDEX,))
-    value = (int(rows[0][0]) if rows else 0) + 1
-    db.execute("INSERT INTO vars (name, val) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET val = excluded.val",
-               (_VAR_UPDATED_INDEX, str(value)))
-    return value
 
 
 class PaymentEngine:
@@ -587,7 +582,7 @@ class PaymentEngine:
     def _update_op(self, p: Payment, bump: bool = True) -> Callable[[Any], Payment]:
         def op(db) -> Payment:
             if bump:
-                p.updated_index = _next_updated_index(db)
+                p.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE payments SET status = ?, completed_at = ?, preimage = ?, channel_id = ?, htlc_id = ?,"
                        " failure = ?, erroronion = ?, updated_index = ? WHERE id = ?",
                        (_STATUS_CODES[p.status], p.completed_at, p.preimage, p.channel_id, p.htlc_id,

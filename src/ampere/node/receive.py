@@ -183,18 +183,10 @@ class Receiver:
         return getattr(self.node, "channel_manager", None)
 
     def blockheight(self) -> int:
-        chain = getattr(self.node, "chain", None)
-        height = getattr(chain, "height", None) if chain is not None else None
-        if isinstance(height, int):
-            return height
-        return int(getattr(self.node, "blockheight", 0) or 0)
+        return self.node.current_height()
 
     def _option(self, name: str, default: Any) -> Any:
-        try:
-            value = self.node.options.get(name)
-        except Exception:
-            return default
-        return default if value is None else value
+        return self.node.option(name, default)
 
     def start(self) -> None:
         self.mpp_timeout = float(self._option("dev-mpp-timeout", self.mpp_timeout))

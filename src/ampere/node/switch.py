@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..store.counters import next_counter
 from ..ln.invoice_fields import scid_to_str
 from ..ln.onion_failure import (
     BADONION,
@@ -223,12 +224,6 @@ def _from_row(r: tuple) -> Forward:
                    fail_onion=b(fo), updated_index=upd or 0)
 
 
-def _next_updated_index(db) -> int:
-    rows = db.query("SELECT val FROM vars WHERE name = ?", (_VAR_UPDATED_INDEX,))
-    value = (int(rows[0][0]) if rows else 0) + 1
-    db.execute("INSERT INTO vars (name, val) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET val = excluded.val",
-               (_VAR_UPDATED_INDEX, str(value)))
-    return value
 
 
 # ---- the switch ----------------------------------------------------------------------------------------------
@@ -259,18 +254,10 @@ class Switch:
         return getattr(self.node, "receiver", None)
 
     def blockheight(self) -> int:
-        chain = getattr(self.node, "chain", None)
-        height = getattr(chain, "height", None) if chain is not None else None
-        if isinstance(height, int):
-            return height
-        return int(getattr(self.node, "blockheight", 0) or 0)
+        return self.node.current_height()
 
     def _option(self, name: str, default: Any) -> Any:
-        try:
-            value = self.node.options.get(name)
-        except Exception:
-            return default
-        return default if value is None else value
+        return self.node.option(name, default)
 
     def _spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -627,7 +614,7 @@ class Switch:
     def _update_op(self, f: Forward, bump: bool = True):
         def op(db) -> Forward:
             if bump:
-                f.updated_index = _next_updated_index(db)
+                f.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE forwards SET out_scid = ?, out_channel_id = ?, out_htlc_id = ?, status = ?, "
                        "failcode = ?, resolved_time = ?, preimage = ?, fail_message = ?, fail_onion = ?, "
                        "updated_index = ? WHERE id = ?",
