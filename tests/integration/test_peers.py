@@ -302,13 +302,14 @@ def test_hostile_peers_cut_off_node_stays_responsive(node_factory):
         # garbage instead of act one: closed at once
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(os.urandom(50))
-        assert await closed_within(r, 3)
+        assert await closed_within(r, 10)
         # a stall in the middle of the handshake: closed after the (1 s) timeout
         r, w = await asyncio.open_connection("127.0.0.1", port)
         w.write(b"\x00" + os.urandom(30))
         start = time.monotonic()
-        assert await closed_within(r, 5)
-        assert 0.8 < time.monotonic() - start < 4
+        assert await closed_within(r, 10)
+        # Not before the 1 s timeout; the upper bound is loose because CI machines can be loaded.
+        assert 0.8 < time.monotonic() - start < 8
         # a truncated frame after init
         t = await raw_client(port, id1)
         t.writer.write(os.urandom(7))
@@ -337,9 +338,14 @@ def test_hostile_peers_cut_off_node_stays_responsive(node_factory):
     assert l2.rpc.ping(id1, 0, 16) == {"totlen": 20}
     assert id2 in peer_ids(l1)
     # The node logs after it has closed the socket: wait for the lines rather than race them.
-    for text in ("handshake failed: ACT1: bad version", "handshake failed: handshake not finished within 1.0s",
-                 "transport error"):
+    for text in ("handshake failed: ACT1: bad version", "handshake failed: handshake not finished within 1.0s"):
         l1.wait_for_log(text, timeout=10)
+    # The truncated frame ends that peer either as a transport error (the node read the partial frame
+    # first) or as a reset (the client's close reached the node first): both cut it off.
+    deadline = time.monotonic() + 10
+    while not any(t in l1.logs() for t in ("transport error", "Connection reset by peer")):
+        assert time.monotonic() < deadline, "the truncated-frame peer was not cut off"
+        time.sleep(0.05)
 
 
 def test_hundreds_of_concurrent_handshakes(node_factory):

@@ -185,7 +185,7 @@ class ChannelAnnouncer:
         st.body, st.timestamp, st.raw = body, ts, raw
         return raw
 
-    def _sync(self, rec: Any, *, force: bool = False) -> None:
+    def _sync(self, rec: Any, *, grace: bool = True) -> None:
         """Bring the gossip about one channel in line with the channel (synchronous: the messages go out
         in the order they were made)."""
         if self._stopping:
@@ -205,7 +205,7 @@ class ChannelAnnouncer:
                 msg, st.pending = st.pending, None
                 self._spawn(self._handle_their_signatures(rec, msg), "announcement-signatures")
             self._announce_step(rec, st)
-        self._update_step(rec, st, force)
+        self._update_step(rec, st, grace)
 
     # ---- announcement_signatures -------------------------------------------------------------
     def _unsigned(self, rec: Any) -> ChannelAnnouncement:
@@ -232,6 +232,8 @@ class ChannelAnnouncer:
     def _announce_step(self, rec: Any, st: _Gossiping) -> None:
         """CHANNELD_NORMAL: send ours when due; announce once both are in hand."""
         ch = rec.core
+        if st.announced and (st.sigs_sent_on is rec.conn or st.theirs_on is not rec.conn):
+            return  # done, and nothing to answer on this connection (the common case: every HTLC step)
         # BOLT #7: "if the `open_channel` message has the `announce_channel` bit set AND a `shutdown`
         # message has not been sent: MUST send the `announcement_signatures` message"
         if not ch.announce or ch.shutdown_sent or not ch.channel_ready_sent or not ch.channel_ready_received:
@@ -289,9 +291,9 @@ class ChannelAnnouncer:
         if not rec.core.announce:
             self.node.log.debug(self._src(rec), "announcement_signatures for an unannounced channel: ignored")
             return
-        if not rec.core.channel_ready_sent or rec.short_channel_id is None:
+        if rec.state is CS.CHANNELD_AWAITING_LOCKIN or rec.short_channel_id is None:
             # BOLT #7: "if it has not sent `channel_ready`: MAY defer handling the announcement_signatures
-            # until after it has sent `channel_ready`"
+            # until after it has sent `channel_ready`" (and until theirs arrived: both are needed to announce)
             self._state(rec).pending = msg
             return
         if rec.state is not CS.CHANNELD_NORMAL:
@@ -329,7 +331,7 @@ class ChannelAnnouncer:
             peer.close(why, warning=why)
 
     # ---- channel_update ----------------------------------------------------------------------
-    def _update_step(self, rec: Any, st: _Gossiping, force: bool) -> None:
+    def _update_step(self, rec: Any, st: _Gossiping, grace: bool) -> None:
         scid = int(rec.short_channel_id)
         graph = self.gossip.state.graph
         gch = graph.channel(scid)
@@ -352,14 +354,14 @@ class ChannelAnnouncer:
         body = self._body(rec, enabled, public)
         if st.body is None and not enabled and rec.state is not CS.CHANNELD_NORMAL:
             return  # closing before we ever said anything about it
-        if body == st.body and not force:
+        if body == st.body:
             if st.disable_timer is not None:
                 st.disable_timer.cancel()
                 st.disable_timer = None
             if not public and enabled and st.private_sent_on is not rec.conn and st.raw is not None:
                 self._send_private(rec, st, st.raw)  # a new connection: the peer may have missed it
             return
-        if (not force and not enabled and rec.state is CS.CHANNELD_NORMAL and st.body is not None
+        if (grace and not enabled and rec.state is CS.CHANNELD_NORMAL and st.body is not None
                 and not st.body[1] & DISABLE_BIT and body[2:] == st.body[2:]):
             # Only the connection is gone: disable after a grace period, unless the peer is back by then.
             if st.disable_timer is None:
@@ -386,9 +388,9 @@ class ChannelAnnouncer:
         st.disable_timer = None
         if self._stopping or self._enabled(rec):
             return
-        # Past the grace period: say disabled whatever the last update said (force skips the wait).
+        # Past the grace period: say disabled.
         try:
-            self._sync(rec, force=not self._enabled(rec))
+            self._sync(rec, grace=False)
         except Exception as e:
             self.node.log.broken(LOG, f"disabling {rec.short_channel_id} failed: {e!r}")
 
@@ -397,6 +399,12 @@ class ChannelAnnouncer:
         # even though the channel has not yet been announced"
         st.private_sent_on = rec.conn
         self._spawn(self.gossip.local_channel_update(rec.peer_id, raw), "local-channel-update")
+
+    def current_update(self, rec: Any) -> bytes | None:
+        """Our latest channel_update of this channel, or None (what failures with the UPDATE bit should carry:
+        one signed elsewhere could repeat its timestamp with other fields, which receivers ignore)."""
+        st = self._chans.get(rec.dbid)
+        return st.raw if st is not None else None
 
     def settings_changed(self, rec: Any) -> None:
         """setchannel changed our fees or HTLC limits: a new channel_update if it now says something else."""

@@ -39,10 +39,11 @@ def p_exclude(v: Any) -> list[str]:
 
 
 def p_scid(v: Any) -> int:
-    try:
-        return scid_from_str(v) if isinstance(v, str) else -1
-    except InvoiceError:
-        pass
+    if isinstance(v, str):
+        try:
+            return scid_from_str(v)
+        except InvoiceError:
+            pass
     raise ParamError("should be a short_channel_id")
 
 
