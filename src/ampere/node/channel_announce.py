@@ -220,7 +220,7 @@ class ChannelAnnouncer:
 
     def _our_signatures(self, rec: Any, unsigned: ChannelAnnouncement) -> tuple[bytes, bytes]:
         # The funding key never leaves the channel's signer object; this reads it for one signature.
-        return announcement_signatures(unsigned, self._sign_node, privkey_signer(rec.signer._funding))
+        return announcement_signatures(unsigned, self._sign_node, rec.signer.sign_announcement)
 
     @staticmethod
     def _theirs(rec: Any) -> tuple[bytes, bytes] | None:

@@ -344,6 +344,12 @@ class Switch:
         scid = rec.short_channel_id
         if scid is None:
             return None
+        # The announcer signs our updates; reuse its current one so a failure never carries a second,
+        # different update with the same timestamp (receivers would drop it).
+        announcer = getattr(self.node, "channel_announcer", None)
+        current = announcer.current_update(rec) if announcer is not None else None
+        if current is not None:
+            return current
         pol = self.policy_for(rec)
         key = (int(scid), (pol.fee_base_msat, pol.fee_ppm, pol.cltv_delta, pol.htlc_minimum_msat,
                            pol.htlc_maximum_msat, pol.enabled))

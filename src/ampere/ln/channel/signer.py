@@ -90,6 +90,13 @@ class ChannelSigner:
         """Our funding signature on a commitment transaction (the peer's, for commitment_signed/funding_*)."""
         return der_to_compact(ctx.sign(self._funding))
 
+    def sign_announcement(self, digest: bytes) -> bytes:
+        """BOLT 7 `bitcoin_signature`: the funding key's signature over a channel_announcement's
+        double-SHA256 (64-byte compact), so the funding secret never leaves the signer."""
+        from coincurve import PrivateKey
+
+        return der_to_compact(PrivateKey(self._funding).sign(digest, hasher=None))
+
     def sign_htlc_txs(self, remote_ctx: CommitmentTx) -> tuple[bytes, ...]:
         """Our signatures on the HTLC transactions of the PEER's commitment, in output order.
 
