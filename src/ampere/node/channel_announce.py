@@ -45,6 +45,7 @@ from ..ln.gossip.signing import (
 from ..wire import messages as m
 from ..wire.codec import encode_message
 from ..wire.messages import AnnouncementSignatures, ChannelAnnouncement
+from .tasks import spawn_guarded
 from .peer_conn import PeerDisconnected
 
 LOG = "gossipd"
@@ -459,18 +460,7 @@ class ChannelAnnouncer:
         return f"{rec.peer_id.hex()}-chan#{rec.dbid}"
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _guard(self, coro: Any, name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self.node.log.broken(LOG, f"{name} failed: {e!r}")
+        return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
 
 
 def _body_of(half: Any) -> tuple:

@@ -82,6 +82,7 @@ from ..primitives.tx import OutPoint, Transaction
 from ..wire import messages as m
 from ..wire.codec import encode_message
 from ..wire.types import ShortChannelId
+from .tasks import spawn_guarded
 from .hsm import channel_seed, load_or_create_hsm_secret
 from .peer_conn import PeerAddress, PeerDisconnected
 
@@ -708,18 +709,7 @@ class ChannelManager:
                     self._spawn(result, f"htlc-{kind}")
 
     def _spawn(self, coro: Any, name: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    async def _guard(self, coro: Any, name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self.node.log.broken(LOG, f"{name} failed: {e!r}")
+        return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
 
     # --- commit batching ---------------------------------------------------------------------------
     def _schedule_commit(self, rec: ChannelRecord) -> None:

@@ -54,6 +54,7 @@ from ..wire.messages import (
     ReplyShortChannelIdsEnd,
 )
 from ..wire.types import ShortChannelId
+from .tasks import spawn_guarded
 from .peer_conn import PeerDisconnected
 
 LOG = "gossipd"
@@ -129,7 +130,7 @@ class GossipManager:
         self._funding: dict[tuple[bytes, int], int] = {}  # funding outpoint -> scid (spend watch)
         self._block_txids: dict[int, tuple[bytes, list[str]]] = {}  # height -> (block hash, txids)
         self._lookups: dict[int, asyncio.Future] = {}  # scid -> funding lookup in progress
-        self._tasks: list[asyncio.Task] = []
+        self._tasks: set[asyncio.Task] = set()
         self._syncs_started = 0
         self._own_node_ann: bytes | None = None  # built, waiting for a public channel
         self.update_refresher: Callable[[int], Awaitable[bytes | None]] | None = None
@@ -181,12 +182,13 @@ class GossipManager:
             self.refresh_node_announcement(only_if_changed=True)
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        tasks = list(self._tasks)  # finished tasks leave the set as they end
+        for t in tasks:
             t.cancel()
         for p in self._peers.values():
             if p.dump_task is not None:
                 p.dump_task.cancel()
-        for t in self._tasks:
+        for t in tasks:
             try:
                 await t
             except (asyncio.CancelledError, Exception):
@@ -195,17 +197,7 @@ class GossipManager:
         self.state.close()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(self._guard(coro, name), name=name)
-        self._tasks.append(task)
-        return task
-
-    async def _guard(self, coro: Awaitable[None], name: str) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # a bug in a background job must not go unnoticed, nor kill the node
-            self.node.log.broken(LOG, f"{name} failed: {e!r}")
+        return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
 
     # ---- receiving gossip -------------------------------------------------------------------
     async def _on_gossip(self, peer_id: bytes, msg: Any, raw: bytes) -> None:

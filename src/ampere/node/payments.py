@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from .tasks import spawn_guarded
 from ..store.counters import next_counter
 from ..ln.invoice_fields import scid_to_str
 from ..ln.onion import OnionConstructionError, create_onion
@@ -311,6 +312,7 @@ class PaymentEngine:
 
     def __init__(self, node: Any, clock: Callable[[], float] = time.time) -> None:
         self.node = node
+        self._tasks: set[asyncio.Task] = set()  # payment updates in flight, kept alive until done
         self.store = node.store
         self.clock = clock
         self._all: dict[tuple[bytes, int, int], Payment] = {}
@@ -558,7 +560,7 @@ class PaymentEngine:
                 p.channel_id, p.htlc_id = channel_id, htlc_id
                 self._index(p)
                 # Not awaited for the answer: the FIFO writer stores it before any later change of this part.
-                asyncio.ensure_future(self._store_quietly(self._update_op(p, bump=False)))
+                self._spawn(self._store_quietly(self._update_op(p, bump=False)))
                 return p.in_progress_json()
         await self._fail(p, failure)
         raise p.error()
@@ -623,7 +625,7 @@ class PaymentEngine:
         p = self._by_htlc.get((bytes(ev.channel_id), int(ev.htlc_id)))
         if p is not None:
             # A task started now writes ahead of the channel's later steps (one FIFO store thread).
-            asyncio.ensure_future(self._guard(self._complete(p, bytes(ev.preimage))))
+            self._spawn(self._complete(p, bytes(ev.preimage)))
 
     async def on_htlc_fulfilled_async(self, channel_id: bytes, htlc_id: int, preimage: bytes) -> None:
         p = self._by_htlc.get((bytes(channel_id), int(htlc_id)))
@@ -632,9 +634,9 @@ class PaymentEngine:
 
     def on_htlc_failed(self, record: Any, ev: Any) -> None:
         """The manager's listener: (channel record, HtlcFailed)."""
-        asyncio.ensure_future(self._guard(self.on_htlc_failed_async(
+        self._spawn(self.on_htlc_failed_async(
             bytes(ev.channel_id), int(ev.htlc_id), reason=bytes(ev.reason or b""), failure_code=ev.failure_code or 0,
-            sha256_of_onion=bytes(ev.sha256_of_onion or b""))))
+            sha256_of_onion=bytes(ev.sha256_of_onion or b"")))
 
     async def on_htlc_failed_async(self, channel_id: bytes, htlc_id: int, reason: bytes = b"",
                                    failure_code: int = 0, sha256_of_onion: bytes = b"") -> None:
@@ -648,13 +650,8 @@ class PaymentEngine:
         failure, erroronion = remote_failure(p, reason)
         await self._fail(p, failure, erroronion)
 
-    async def _guard(self, coro) -> None:
-        try:
-            await coro
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:
-            self._log("broken", f"payment update failed: {e!r}")
+    def _spawn(self, coro) -> asyncio.Task:
+        return spawn_guarded(self._tasks, coro, "payment update", lambda msg: self._log("broken", msg))
 
     def _wake(self, p: Payment) -> None:
         for fut in self._waiters.pop(p.key, []):

@@ -23,8 +23,9 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
+from .tasks import spawn_guarded
 from ..ln.invoice_fields import scid_to_str
 from ..ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
 from ..ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
@@ -221,15 +222,7 @@ class Receiver:
         return self._closing or (stopping is not None and stopping.is_set())
 
     def _spawn(self, coro) -> asyncio.Task:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log("broken", f"incoming HTLC task failed: {task.exception()!r}")
+        return spawn_guarded(self._tasks, coro, "incoming HTLC task", lambda msg: self._log("broken", msg))
 
     # ---- arrival
     def on_incoming_htlc(self, record: Any, htlc: Any = None) -> None:

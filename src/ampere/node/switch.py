@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .tasks import spawn_guarded
 from ..store.counters import next_counter
 from ..ln.invoice_fields import scid_to_str
 from ..ln.onion_failure import (
@@ -260,14 +261,7 @@ class Switch:
         return self.node.option(name, default)
 
     def _spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            self._log("broken", f"forward task failed: {task.exception()!r}")
+        spawn_guarded(self._tasks, coro, "forward task", lambda msg: self._log("broken", msg))
 
     # ---- life cycle
     async def start(self) -> None:
