@@ -17,6 +17,10 @@ PLUGINS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins")
 FUND = 1_000_000  # sat per channel
 
 
+# Seed 002's plugin, verbatim, as shipped in contrib/.
+PAY_UP_TO = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "contrib", "plugins", "pay-up-to.py"))
+
+
 def test_mpp_keysend_and_errors(node_factory_chain):
     l1, l2, l3 = node_factory_chain.line_graph(3, FUND)
     # l1's second channel toward l3's side: now l1 has two, of FUND sat each.
@@ -102,7 +106,7 @@ def test_seed002_pay_up_to(node_factory_chain):
     """Seed 002 exactly: `l1-cli -k plugin subcommand=start plugin=$(pwd)/pay-up-to.py limit=0.001btc`, then an
     invoice of 0.002btc is refused by the plugin and one of 0.0001btc is paid."""
     l1, l2 = node_factory_chain.line_graph(2, FUND)
-    plugin = os.path.join(PLUGINS, "pay-up-to.py")
+    plugin = PAY_UP_TO
     r = l1.cli("-k", "plugin", "subcommand=start", f"plugin={plugin}", "limit=0.001btc")
     assert r.returncode == 0, r.stderr
     assert any(p["name"] == plugin and p["active"] for p in json.loads(r.stdout)["plugins"])

@@ -19,6 +19,10 @@ from harness import make_host, plugin_path, read_record, run, write_raw_plugin  
 from ampere.plugins.host import PluginFatal, PluginRegisterError, PluginRpcError  # noqa: E402
 
 
+# Seed 002's plugin, verbatim, as shipped in contrib/.
+PAY_UP_TO = os.path.realpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "contrib", "plugins", "pay-up-to.py"))
+
+
 def req(method, params=None, id=1):
     return {"jsonrpc": "2.0", "id": id, "method": method, "params": [] if params is None else params}
 
@@ -362,8 +366,8 @@ def test_pay_up_to_caps_pay(tmp_path):
         host, log = make_host(tmp_path)
         await host.load_manifests()
         await host.init_all({})
-        plugins = await host.start_dynamic(plugin_path("pay-up-to.py"), {"limit": "0.001btc"}, caller_id="cli:plugin#1")
-        assert plugins == [{"name": plugin_path("pay-up-to.py"), "active": True, "dynamic": True}]
+        plugins = await host.start_dynamic(PAY_UP_TO, {"limit": "0.001btc"}, caller_id="cli:plugin#1")
+        assert plugins == [{"name": PAY_UP_TO, "active": True, "dynamic": True}]
         big = "lnbcrt2m1pjgruqesp5chxvzzc8w5j672yffcxyhrwcq9v90lk3feluxvh3nps37lnxpcrspp5n3etx"
         kind, resp = await host.rpc_command_hook(req("pay", [big], id="cli:pay#1"))
         assert kind == "return"

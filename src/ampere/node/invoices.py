@@ -33,6 +33,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from ..rpc.errors import RpcError
 from ..store.counters import get_counter, next_counter
 
 # CLN error codes (common/jsonrpc_errors.h) the registry raises; the RPC layer passes them on.
@@ -61,14 +62,8 @@ _COLUMNS = ("id, label, payment_hash, preimage, payment_secret, state, amount_ms
 _TIMER_SLACK = 0.01
 
 
-class InvoiceRegistryError(Exception):
+class InvoiceRegistryError(RpcError):
     """A refusal with CLN's error code; `data` (if any) goes in the JSON-RPC error's `data`."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
 
 
 @dataclass(frozen=True)

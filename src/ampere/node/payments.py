@@ -32,6 +32,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from ..rpc.errors import RpcError
 from .tasks import spawn_guarded
 from ..store.counters import next_counter
 from ..ln.invoice_fields import scid_to_str
@@ -66,20 +67,8 @@ TEMPORARY_CHANNEL_FAILURE = 0x1007
 UNKNOWN_NEXT_PEER = 0x400A
 
 
-class PaymentError(Exception):
+class PaymentError(RpcError):
     """A refusal or a failed part, with CLN's code and `data` (the JSON-RPC error's data member)."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict:
-        out: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            out["data"] = self.data
-        return out
 
 
 @dataclass(frozen=True)
