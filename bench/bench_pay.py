@@ -10,12 +10,10 @@ under 25 ms for two hops on this machine.
 """
 
 import os
-import statistics
 import tempfile
-import threading
 import time
 
-from common import factory
+from common import factory, latency_stats, run_in_flight
 
 from pyln.client import LightningRpc
 
@@ -52,37 +50,12 @@ def main() -> None:
         for b in invoices[5:N_SEQ]:
             lat.append(one(r1, b))
         seq_time = time.perf_counter() - t0
-        lat.sort()
-        mean = statistics.mean(lat) * 1000
-        p50 = lat[len(lat) // 2] * 1000
-        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
+        st = latency_stats(lat)
         print(f"pay, one at a time, two hops: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} "
-              f"payments/s; latency mean {mean:.1f} ms, p50 {p50:.1f} ms, p99 {p99:.1f} ms "
+              f"payments/s; latency mean {st['mean']:.1f} ms, p50 {st['p50']:.1f} ms, p99 {st['p99']:.1f} ms "
               f"(CLN xpay three nodes 111 ms; goal < 25 ms)")
 
-        todo = list(invoices[N_SEQ:])
-        lock = threading.Lock()
-        errors: list[str] = []
-
-        def worker() -> None:
-            rpc = LightningRpc(l1.rpc_path)
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    b = todo.pop()
-                try:
-                    one(rpc, b)
-                except Exception as e:  # reported below
-                    errors.append(repr(e)[:300])
-
-        threads = [threading.Thread(target=worker) for _ in range(IN_FLIGHT)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        par_time = time.perf_counter() - t0
+        par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), one)
         ok = N_PAR - len(errors)
         print(f"pay, {IN_FLIGHT} in flight, two hops: {ok} payments in {par_time:.2f}s = {ok / par_time:,.1f} "
               f"payments/s ({len(errors)} failed{': ' + errors[0] if errors else ''})")

@@ -10,12 +10,10 @@ Reference (the issue): CLN sendpay 27.5 ms for a single hop, xpay 52 ms; Eclair 
 
 import importlib.util
 import os
-import statistics
 import tempfile
-import threading
 import time
 
-from common import factory
+from common import factory, latency_stats, run_in_flight
 
 from pyln.client import LightningRpc
 
@@ -60,35 +58,11 @@ def main() -> None:
         for inv in invoices[5:N_SEQ]:
             lat.append(one(r1, inv))
         seq_time = time.perf_counter() - t0
-        lat.sort()
-        mean = statistics.mean(lat) * 1000
-        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
+        st = latency_stats(lat)
         print(f"one at a time: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} payments/s; "
-              f"latency mean {mean:.1f} ms, p99 {p99:.1f} ms (CLN sendpay 27.5 ms, xpay 52 ms; goal < 15 ms)")
+              f"latency mean {st['mean']:.1f} ms, p99 {st['p99']:.1f} ms (CLN sendpay 27.5 ms, xpay 52 ms; goal < 15 ms)")
 
-        todo = list(invoices[N_SEQ:])
-        lock = threading.Lock()
-        errors: list[str] = []
-
-        def worker() -> None:
-            rpc = LightningRpc(l1.rpc_path)
-            while True:
-                with lock:
-                    if not todo:
-                        return
-                    inv = todo.pop()
-                try:
-                    one(rpc, inv)
-                except Exception as e:  # reported below
-                    errors.append(repr(e)[:200])
-
-        threads = [threading.Thread(target=worker) for _ in range(IN_FLIGHT)]
-        t0 = time.perf_counter()
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        par_time = time.perf_counter() - t0
+        par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), one)
         ok = N_PAR - len(errors)
         print(f"{IN_FLIGHT} in flight: {ok} payments in {par_time:.2f}s = {ok / par_time:,.1f} payments/s "
               f"({len(errors)} failed{': ' + errors[0] if errors else ''}) "

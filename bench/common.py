@@ -55,3 +55,42 @@ class Timer:
 
     def __exit__(self, *exc):
         self.elapsed = time.perf_counter() - self.t0
+
+
+def latency_stats(latencies: list[float]) -> dict[str, float]:
+    """mean, p50 and p99 of latencies given in seconds, in milliseconds."""
+    import statistics
+
+    lat = sorted(latencies)
+    return {"mean": statistics.mean(lat) * 1000, "p50": lat[len(lat) // 2] * 1000,
+            "p99": lat[int(len(lat) * 0.99) - 1] * 1000}
+
+
+def run_in_flight(items: list, n_threads: int, make_client, one) -> tuple[float, list[str]]:
+    """Run `one(client, item)` for every item from `n_threads` threads (each with its own
+    `make_client()`), keeping that many in flight.  Returns (seconds, error strings)."""
+    import threading
+
+    todo = list(items)
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def worker() -> None:
+        client = make_client()
+        while True:
+            with lock:
+                if not todo:
+                    return
+                item = todo.pop()
+            try:
+                one(client, item)
+            except Exception as e:  # reported by the caller
+                errors.append(repr(e)[:300])
+
+    threads = [threading.Thread(target=worker) for _ in range(n_threads)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - t0, errors
