@@ -1,4 +1,5 @@
-"""Recognising a funding spend and building the sweeps of our outputs (ampere.node.onchain_tx), without a chain.
+"""Recognising a funding spend and building the sweeps and penalties of our outputs (ampere.ln.onchain), without a
+chain.
 
 Sweeps are checked with Bitcoin Core's script interpreter (libbitcoinkernel): signatures, the CSV delay against the
 input's nSequence, and the witness layout BOLT 3 gives.
@@ -13,8 +14,12 @@ import pytest
 from ampere.ln.channel import core
 from ampere.ln.channel.pair import Pair
 from ampere.ln.channel.scripts import ChannelType
+from ampere.ln.channel.htlc_tx import HtlcTxKind
+from ampere.ln.channel.keys import secret_index
+from ampere.ln.onchain.htlc import signed_local_htlc_txs
 from ampere.node.onchain_tx import (
     Action,
+    HtlcStub,
     OnchainError,
     OutputKind,
     SpendKind,
@@ -22,6 +27,8 @@ from ampere.node.onchain_tx import (
     build_sweep,
     classify_spend,
     obscured_number_of,
+    preimage_from_witness,
+    second_stage_output,
     sign_sweep,
 )
 from ampere.primitives.crypto import sha256
@@ -102,13 +109,82 @@ def test_revoked_commitments_are_recognised():
     assert theirs.kind is SpendKind.REVOKED and theirs.commitment_number == 0
     kinds = {o.kind: o for o in theirs.outputs}
     assert kinds[OutputKind.TO_REMOTE].value_sat == 300_000 and kinds[OutputKind.TO_REMOTE].action is Action.SWEEP
-    assert kinds[OutputKind.REVOKED_TO_LOCAL].action is Action.UNRESOLVED
+    assert kinds[OutputKind.REVOKED_TO_LOCAL].action is Action.PENALTY
     assert kinds[OutputKind.REVOKED_TO_LOCAL].value_sat == old.outputs[kinds[OutputKind.REVOKED_TO_LOCAL].vout].value
     [(level, text)] = theirs.notes
-    assert level == "broken" and "REVOKED" in text and "not implemented" in text
+    assert level == "unusual" and "REVOKED" in text and "revocation key" in text
     # The one who broadcast its own revoked state hears about it too.
     ours = analyse(a, old)
     assert ours.kind is SpendKind.LOCAL and ours.notes[0][0] == "broken" and "REVOKED" in ours.notes[0][1]
+
+
+def stubs_of(party) -> list[HtlcStub]:
+    return [HtlcStub(h.offerer, h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry) for h in party.ch.htlcs]
+
+
+@pytest.mark.parametrize("ct", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS])
+def test_penalty_takes_every_output_of_a_revoked_commitment_and_its_second_stage(ct):
+    """A's commitment holds an HTLC each way; A revokes it, then broadcasts it and its HTLC transactions: B takes
+    to_local, both HTLC outputs and both second-stage outputs with the revocation key (Bitcoin Core's
+    interpreter checks each spend), and learns the preimage from A's HTLC-success."""
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000, channel_type=ct)
+    a, b = pair.a, pair.b
+    pre_a, pre_b = b"\x0a" * 32, b"\x0b" * 32
+    a.apply(core.offer_htlc(a.ch, a.signer, 40_000_000, sha256(pre_a), 700, ONION))   # A -> B
+    b.apply(core.offer_htlc(b.ch, b.signer, 60_000_000, sha256(pre_b), 710, ONION))   # B -> A
+    pair.pump()
+    stubs = stubs_of(b)
+    assert len(stubs) == 2
+    cheat_ch = a.ch
+    old_ctx = core.local_commitment(cheat_ch, a.signer)
+    old = core.local_commitment_tx(cheat_ch, a.signer)
+    # A's second-stage transactions of that commitment: the timeout of what it offered, the success (it knows
+    # pre_b) of what it received.
+    second = signed_local_htlc_txs(old_ctx, cheat_ch.local_htlc_sigs, a.signer, {sha256(pre_b): pre_b})
+    assert [tx is not None for _, tx in second] == [True, True]
+    for _, tx in second:
+        spent = old.outputs[tx.inputs[0].prevout.vout]
+        assert verifies(tx, spent)  # the cheater's transactions are valid: the penalty must beat them
+    # Both HTLCs resolve off-chain: A's commitment is revoked.
+    b.apply(core.fulfill_htlc(b.ch, b.signer, next(h.htlc_id for h in b.ch.htlcs if h.offerer.value == "remote"),
+                              pre_a))
+    a.apply(core.fail_htlc(a.ch, a.signer, next(h.htlc_id for h in a.ch.htlcs if h.offerer.value == "remote"),
+                           bytes(256)))
+    pair.pump()
+    assert a.ch.htlcs == () and b.ch.local_ctn > 2
+
+    res = classify_spend(b.ch, b.signer.commitment_point, old, core.local_commitment(b.ch, b.signer).txid, stubs)
+    assert res.kind is SpendKind.REVOKED
+    penal = [o for o in res.outputs if o.action is Action.PENALTY]
+    assert sorted((o.kind.value, o.value_sat) for o in penal) == sorted(
+        [("revoked_htlc", 40_000), ("revoked_htlc", 60_000),
+         ("revoked_to_local", old.outputs[old_ctx.to_local_output_index].value)])
+    # Without the stubs the HTLC outputs cannot be claimed (their scripts are unknown): said loudly.
+    blind = classify_spend(b.ch, b.signer.commitment_point, old)
+    assert any(level == "broken" and "match no HTLC" in text for level, text in blind.notes)
+    secret = b.ch.remote_secrets.get_secret(secret_index(res.commitment_number))
+    for o in penal:
+        tx = sign_sweep(build_sweep(old.txid(), o, ct, DEST, 2000), o, ct, b.signer, secret)
+        assert verifies(tx, old.outputs[o.vout]), o.kind
+        assert tx.outputs[0].script_pubkey == DEST and tx.inputs[0].sequence == 0xFFFFFFFD  # replaceable
+        # The wrong secret (another commitment's) does not sign for this one.
+        bad = sign_sweep(build_sweep(old.txid(), o, ct, DEST, 2000), o, ct, b.signer,
+                         b.ch.remote_secrets.get_secret(secret_index(res.commitment_number - 1)))
+        assert not verifies(bad, old.outputs[o.vout])
+    # A's second-stage transactions win the race for the HTLC outputs: their outputs are B's too.
+    by_vout = {o.vout: o for o in penal}
+    for htx, tx in second:
+        revoked_htlc = by_vout[tx.inputs[0].prevout.vout]
+        out = second_stage_output(b.ch, revoked_htlc, tx)
+        assert out is not None and out.kind is OutputKind.REVOKED_HTLC_TX and out.value_sat == tx.outputs[0].value
+        pen = sign_sweep(build_sweep(tx.txid(), out, ct, DEST, 2000), out, ct, b.signer, secret)
+        assert verifies(pen, tx.outputs[0])
+        learned = preimage_from_witness(tx.inputs[0].witness, revoked_htlc.htlc.payment_hash)
+        assert learned == (pre_b if htx.kind is HtlcTxKind.SUCCESS else None)
+    # Our own penalty spending an HTLC output is not a second stage.
+    o = by_vout[second[0][1].inputs[0].prevout.vout]
+    mine = sign_sweep(build_sweep(old.txid(), o, ct, DEST, 2000), o, ct, b.signer, secret)
+    assert second_stage_output(b.ch, o, mine) is None
 
 
 def test_htlc_outputs_are_reported_unresolved_on_both_commitments():

@@ -82,6 +82,7 @@ from ..primitives.tx import OutPoint, Transaction
 from ..wire import messages as m
 from ..wire.codec import encode_message
 from ..wire.types import ShortChannelId
+from .onchain import write_htlc_stubs
 from .tasks import spawn_guarded
 from .hsm import channel_seed, load_or_create_hsm_secret
 from .peer_conn import PeerAddress, PeerDisconnected
@@ -172,6 +173,7 @@ class ChannelRecord:
         self.commit_handle: asyncio.TimerHandle | None = None
         self.conn: Any = None             # the PeerConnection the core's connection state belongs to
         self.close_waiters: list[asyncio.Future] = []
+        self.stubbed: set[tuple[Any, int]] = set()  # HTLCs already in channel_htlc_stubs (this process)
 
     # --- identity --------------------------------------------------------------------------------
     @property
@@ -543,15 +545,23 @@ class ChannelManager:
 
     async def _persist(self, rec: ChannelRecord) -> None:
         row = rec.row()
+        # Every HTLC the channel ever held, in the same transaction as the state that holds it (so before any
+        # commitment holding it is signed): a revoked commitment of the peer may show it long after the state
+        # forgot it, and the penalty must rebuild its script.
+        new_htlcs = [h for h in rec.core.htlcs if (h.offerer, h.htlc_id) not in rec.stubbed]
+        cid = rec.channel_id
         if rec.inserted:
             def write(db):
                 db.execute("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, funding_txindex=?, "
                            "settings=?, state_changes=?, meta=? WHERE dbid=?",
                            (row[3], row[4], row[5], row[7], row[8], row[10], row[11], row[12], row[0]))
+                write_htlc_stubs(db, cid, new_htlcs)
         else:
             def write(db):
                 db.execute(f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                write_htlc_stubs(db, cid, new_htlcs)
         await self.node.store.write(write)
+        rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
         rec.inserted = True
 
     async def save_meta(self, rec: ChannelRecord) -> None:

@@ -13,12 +13,15 @@ The channel manager hands over a channel whose funding output was spent:
 - sweeps our to_local output (our commitment) to a fresh wallet address once to_self_delay has passed, and our
   to_remote output (the peer's commitment) at once: both then belong to the wallet (listfunds);
 - leaves a mutual close output to the wallet, which recognises its own address in the block;
-- follows HTLC outputs and a revoked commitment's outputs until someone spends them, logging loudly that
-  on-chain HTLC resolution and penalty transactions are not implemented yet (listpeerchannels says so too);
+- on the peer's REVOKED commitment, takes its to_local and every HTLC output with the revocation key in the
+  block the commitment is seen (one penalty transaction per output, so that the peer's second-stage
+  transaction winning one output does not invalidate the others), then the output of any second-stage
+  HTLC-success/timeout transaction the peer spends them with (BOLT 5 "Revoked Transaction Close Handling");
+- follows the HTLC outputs of current commitments until someone spends them;
 - when every output is resolved and the last resolving transaction is `bury_depth` blocks deep (100, CLN's
   "irrevocably resolved"), calls `await node.channel_manager.mark_closed(record, "onchain")`.
 
-Progress is persisted (tables onchain_channels / onchain_outputs) before anything it decides is broadcast, so
+Progress is persisted (tables onchain_channels / onchain_txouts) before anything it decides is broadcast, so
 a restart in the middle continues: a sweep once signed is rebroadcast byte for byte, never rebuilt. Reorgs: the
 resolver is a chain listener; a disconnected block takes its spends back to unconfirmed, and every
 unconfirmed transaction of ours (the funding spend itself, sweeps whose CSV delay has passed) is rebroadcast
@@ -35,8 +38,15 @@ from ..chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ..ln.channel import core
 from ..primitives.tx import OutPoint, Transaction
 from .chainwatch import parse_block
-from .onchain_tx import (
+import json
+
+from ..ln.channel.commitment import Side
+from ..ln.channel.keys import secret_index
+from ..ln.channel.shachain import ShachainError
+from ..ln.onchain.classify import (
+    REVOCATION_KINDS,
     Action,
+    HtlcStub,
     OnchainError,
     OurOutput,
     OutputKind,
@@ -45,11 +55,13 @@ from .onchain_tx import (
     SweepNotWorthIt,
     build_sweep,
     classify_spend,
+    preimage_from_witness,
+    second_stage_output,
     sign_sweep,
 )
 from .wallet import scripts_for_pubkey
 
-__all__ = ["OnchainResolver", "BURY_DEPTH"]
+__all__ = ["OnchainResolver", "BURY_DEPTH", "write_htlc_stubs", "load_htlc_stubs"]
 
 LOG = "onchaind"
 # CLN forgets a channel once all its outputs have been "irrevocably resolved" for 100 blocks.
@@ -59,6 +71,8 @@ BURY_DEPTH = 100
 FIND_SPEND_MAX_BLOCKS = 2016
 RPC_VERIFY_ALREADY_IN_CHAIN = -27
 SWEEP_FEERATE_BLOCKS = 12  # CLN's "delayed_to_us" sweeps aim at the `normal` rate
+# Penalties race the peer's to_self_delay (and its second-stage transactions): aim at the next blocks.
+PENALTY_FEERATE_BLOCKS = 2
 
 # Output states (column onchain_outputs.state).
 S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
@@ -66,11 +80,12 @@ S_UNRESOLVED = "unresolved"  # HTLC / revoked output: not implemented, followed 
 S_WALLET = "wallet"          # pays our wallet directly (mutual close)
 S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
 S_DUST = "dust"              # ours, but worth less than the fee to sweep it
+S_PENALTY = "penalty"        # revoked: taken at once with the revocation key
 _DONE_STATES = (S_WALLET, S_EXTERNAL, S_DUST)
 
 _KIND_TEXT = {SpendKind.MUTUAL: "mutual close", SpendKind.LOCAL: "our own unilateral close",
               SpendKind.REMOTE: "their unilateral close",
-              SpendKind.REVOKED: "their REVOKED unilateral close (penalty NOT implemented)"}
+              SpendKind.REVOKED: "their REVOKED unilateral close"}
 
 
 @dataclass
@@ -79,6 +94,7 @@ class Tracked:
 
     out: OurOutput
     state: str
+    txid: bytes | None = None            # the transaction holding the output; None: the funding spend
     sweep_tx: bytes | None = None        # our signed sweep, persisted before its first broadcast
     resolved_txid: bytes | None = None   # the transaction that spent it (ours or not)
     resolved_height: int | None = None   # ... and its block (None while unconfirmed)
@@ -92,6 +108,9 @@ class Tracked:
     def sweep_txid(self) -> bytes | None:
         return Transaction.parse(self.sweep_tx).txid() if self.sweep_tx else None
 
+    def key(self, r: Resolution) -> tuple[bytes, int]:
+        return (self.txid or r.spend_txid, self.out.vout)
+
 
 @dataclass
 class Resolution:
@@ -101,7 +120,7 @@ class Resolution:
     spend_height: int | None
     kind: SpendKind | None               # None: not analysed yet (a replacement spend seen without the record)
     commitment_number: int | None = None
-    outputs: dict[int, Tracked] = field(default_factory=dict)
+    outputs: dict[tuple[bytes, int], Tracked] = field(default_factory=dict)  # (txid, vout) -> output
     closed: bool = False
     record: Any = None                   # the channel manager's record, once attached
     broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
@@ -134,6 +153,8 @@ class OnchainResolver:
         self._awaiting: dict[tuple[bytes, int], Any] = {}
         self._lock = asyncio.Lock()
         self._loaded = asyncio.Event()
+        # fn(channel_id, HtlcStub | None, preimage): a preimage learned from an HTLC spend on-chain.
+        self.preimage_listeners: list[Any] = []
         # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
         node.chain.add_listener(self)
 
@@ -143,26 +164,28 @@ class OnchainResolver:
             rows, outs = await self.node.store.read(lambda db: (
                 db.query("SELECT channel_id, funding_txid, funding_vout, spend_tx, spend_height, kind, "
                          "commitment_number, closed FROM onchain_channels WHERE closed = 0"),
-                db.query("SELECT o.channel_id, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, "
-                         "o.witness_script, o.point, o.sweep_tx, o.resolved_txid, o.resolved_height "
-                         "FROM onchain_outputs o JOIN onchain_channels c ON o.channel_id = c.channel_id "
-                         "WHERE c.closed = 0")))
+                db.query("SELECT o.channel_id, o.txid, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, "
+                         "o.witness_script, o.point, o.sweep_tx, o.resolved_txid, o.resolved_height, o.info "
+                         "FROM onchain_txouts o JOIN onchain_channels c ON o.channel_id = c.channel_id "
+                         "WHERE c.closed = 0 ORDER BY o.rowid")))
             for cid, ftxid, fvout, raw, height, kind, number, closed in rows:
                 r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
                                SpendKind(kind) if kind else None, number, closed=bool(closed))
                 self._res[r.channel_id] = r
-            for cid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight in outs:
+            for cid, txid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight, info in outs:
                 r = self._res[bytes(cid)]
+                extra = json.loads(info) if info else {}
+                stub = HtlcStub.from_json(extra["htlc"]) if extra.get("htlc") else None
                 out = OurOutput(vout, value, OutputKind(kind), _action_of(state), bytes(spk), csv,
-                                _b(ws), _b(point))
-                r.outputs[vout] = Tracked(out, state, _b(sweep), _b(rtxid), rheight)
+                                _b(ws), _b(point), stub, bytes.fromhex(extra["rev"]) if extra.get("rev") else None)
+                t = Tracked(out, state, bytes(txid) or None, _b(sweep), _b(rtxid), rheight)
+                r.outputs[t.key(r)] = t
             for r in self._res.values():
                 self._index(r)
         finally:
             self._loaded.set()
-        self.node.log.info(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept "
-                                "to the wallet; on-chain HTLC resolution and penalty transactions for revoked "
-                                "commitments are NOT implemented yet: such outputs are logged and left unclaimed")
+        self.node.log.debug(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept "
+                                 "to the wallet; a revoked commitment's outputs are taken with the revocation key")
         if self._res:
             self.node.log.info(LOG, f"Resuming the on-chain resolution of {len(self._res)} channel(s)")
 
@@ -236,11 +259,13 @@ class OnchainResolver:
         return {
             "spend_txid": r.spend_tx.txid_hex(), "spend_height": r.spend_height,
             "kind": r.kind.value if r.kind else None, "commitment_number": r.commitment_number,
-            "outputs": [{"vout": t.out.vout, "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
+            "outputs": [{"txid": t.key(r)[0][::-1].hex(), "vout": t.out.vout, "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
                          "state": t.state, "csv": t.out.csv,
                          "sweep_txid": t.sweep_txid[::-1].hex() if t.sweep_tx else None,
                          "resolved_txid": t.resolved_txid[::-1].hex() if t.resolved_txid else None,
-                         "resolved_height": t.resolved_height} for t in r.outputs.values()],
+                         "resolved_height": t.resolved_height,
+                         "payment_hash": t.out.htlc.payment_hash.hex() if t.out.htlc else None}
+                        for t in r.outputs.values()],
         }
 
     # ---- chain listener -----------------------------------------------------------------------
@@ -268,7 +293,9 @@ class OnchainResolver:
                     if vout is None:
                         await self._funding_spend_mined(r, tx, txid, height)
                     else:
-                        self._output_spent(r, r.outputs[vout], txid, height)
+                        t = r.outputs.get(vout)
+                        if t is not None:
+                            self._output_spent(r, t, tx, txid, height)
             for r in touched.values():
                 await self._save(r)
             for r in list(self._res.values()):
@@ -286,6 +313,16 @@ class OnchainResolver:
                     r.spend_height = None
                     r.broadcast_at = -1
                     changed = True
+                gone = {t.resolved_txid for t in r.outputs.values()
+                        if t.resolved_height is not None and t.resolved_height >= height}
+                for key, t in list(r.outputs.items()):
+                    if t.txid is not None and t.txid in gone:
+                        # A second-stage transaction of the peer left the chain: its output is no more.
+                        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the peer's transaction "
+                                                   f"{t.txid[::-1].hex()} was reorganised out of block {height}")
+                        del r.outputs[key]
+                        self._watched.pop(key, None)
+                        changed = True
                 for t in r.outputs.values():
                     if t.resolved_height is not None and t.resolved_height >= height:
                         self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the spend of output {t.out.vout} "
@@ -316,8 +353,9 @@ class OnchainResolver:
             local_txid = core.local_commitment(ch, record.signer).txid
         except ValueError:  # CommitmentError / KeyDerivationError: the scripts alone still tell
             local_txid = None
+        stubs = await load_htlc_stubs(self.node.store, r.channel_id, ch.htlcs)
         try:
-            a: SpendAnalysis = classify_spend(ch, record.signer.commitment_point, r.spend_tx, local_txid)
+            a: SpendAnalysis = classify_spend(ch, record.signer.commitment_point, r.spend_tx, local_txid, stubs)
         except OnchainError as e:
             self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: {e}")
             return
@@ -329,9 +367,12 @@ class OnchainResolver:
                 state = S_WALLET if out.script_pubkey in wallet_scripts else S_EXTERNAL
             elif out.action is Action.SWEEP:
                 state = S_SWEEP
+            elif out.action is Action.PENALTY:
+                state = S_PENALTY
             else:
                 state = S_UNRESOLVED
-            r.outputs[out.vout] = Tracked(out, state)
+            t = Tracked(out, state)
+            r.outputs[t.key(r)] = t
         await self._save(r)
         self._index(r)
         cid = r.channel_id.hex()
@@ -363,16 +404,51 @@ class OnchainResolver:
         else:
             await self._save(r)
 
-    def _output_spent(self, r: Resolution, t: Tracked, txid: bytes, height: int) -> None:
+    def _output_spent(self, r: Resolution, t: Tracked, tx: Transaction, txid: bytes, height: int) -> None:
         t.resolved_txid, t.resolved_height = txid, height
         cid, what = r.channel_id.hex(), f"{t.out.kind.value} output {t.out.vout} ({t.out.value_sat} sat)"
         if t.sweep_tx is not None and txid == t.sweep_txid:
             self.node.log.info(LOG, f"Channel {cid}: our sweep {txid[::-1].hex()} of {what} is in block {height}")
+        elif t.out.kind is OutputKind.REVOKED_HTLC:
+            # The peer was faster with its second-stage transaction: its output is revocable too.
+            self._learn_preimage(r, t, tx, txid)
+            second = second_stage_output(r.record.core, t.out, tx) if r.record is not None else None
+            if second is None:
+                self.node.log.broken(LOG, f"Channel {cid}: revoked {what} was spent by {txid[::-1].hex()} in block "
+                                          f"{height}, which is not a second-stage HTLC transaction we can penalise")
+                return
+            n = Tracked(second, S_PENALTY, txid)
+            r.outputs[n.key(r)] = n
+            self._watched[n.key(r)] = (r, n.key(r))
+            self.node.log.unusual(LOG, f"Channel {cid}: the peer spent revoked {what} with its second-stage "
+                                       f"transaction {txid[::-1].hex()} (block {height}): taking its output "
+                                       f"{second.vout} ({second.value_sat} sat) with the revocation key")
         elif t.state == S_SWEEP:
             self.node.log.unusual(LOG, f"Channel {cid}: {what} was spent by {txid[::-1].hex()} in block {height}, "
                                        "not by our sweep")
         else:
             self.node.log.info(LOG, f"Channel {cid}: {what} was spent by {txid[::-1].hex()} in block {height}")
+
+    def _learn_preimage(self, r: Resolution, t: Tracked, tx: Transaction, txid: bytes) -> bytes | None:
+        """BOLT #5: "MUST extract the payment preimage from the transaction input witness" of a spend of an HTLC
+        output: tell the listeners (payments, the switch) so that the HTLC upstream is fulfilled."""
+        key = t.key(r)
+        stub = t.out.htlc
+        for txin in tx.inputs:
+            if (txin.prevout.txid, txin.prevout.vout) != key:
+                continue
+            preimage = preimage_from_witness(txin.witness, stub.payment_hash if stub else None)
+            if preimage is None:
+                return None
+            self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: learned the preimage of HTLC "
+                                    f"{stub.payment_hash.hex() if stub else '?'} on-chain from {txid[::-1].hex()}")
+            for fn in list(self.preimage_listeners):
+                try:
+                    fn(r.channel_id, stub, preimage)
+                except Exception as e:  # a listener's bug must not stop the resolution
+                    self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
+            return preimage
+        return None
 
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
@@ -388,8 +464,8 @@ class OnchainResolver:
                 r.broadcast_at = tip
                 await self._broadcast(r, r.spend_tx, "funding spend")
             return
-        for t in r.outputs.values():
-            if t.state != S_SWEEP or t.resolved_height is not None:
+        for t in list(r.outputs.values()):
+            if t.state not in (S_SWEEP, S_PENALTY) or t.resolved_height is not None:
                 continue
             # BIP68: an input locked for N blocks may be in a block at height >= (its block) + N; the next
             # block is tip + 1.
@@ -401,7 +477,8 @@ class OnchainResolver:
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
-                if await self._broadcast(r, tx, f"sweep of {t.out.kind.value} output {t.out.vout}"):
+                what = "penalty" if t.state == S_PENALTY else "sweep"
+                if await self._broadcast(r, tx, f"{what} of {t.out.kind.value} output {t.out.vout}"):
                     wallet = getattr(self.node, "wallet", None)
                     if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
@@ -414,10 +491,20 @@ class OnchainResolver:
         wallet = self.node.wallet
         ctype = r.record.core.params.channel_type
         fees = self.node.chain.fees
-        feerate = fees.for_deadline(SWEEP_FEERATE_BLOCKS) or fees.floor
+        penalty = t.state == S_PENALTY
+        feerate = fees.for_deadline(PENALTY_FEERATE_BLOCKS if penalty else SWEEP_FEERATE_BLOCKS) or fees.floor
+        secret = None
+        if t.out.kind in REVOCATION_KINDS:
+            try:
+                secret = r.record.core.remote_secrets.get_secret(secret_index(r.commitment_number))
+            except (ShachainError, ValueError) as e:
+                self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: no per-commitment secret for revoked "
+                                          f"commitment #{r.commitment_number}: {e}")
+                return False
+        parent = t.txid or r.spend_txid
         try:
             # Worth it? (checked with a same-size P2TR script before issuing a wallet address)
-            build_sweep(r.spend_txid, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
+            build_sweep(parent, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
         except SweepNotWorthIt as e:
             t.state = S_DUST
             await self._save(r)
@@ -425,11 +512,14 @@ class OnchainResolver:
             return False
         idx, _ = await wallet.new_address("p2tr")
         dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
-        unsigned = build_sweep(r.spend_txid, t.out, ctype, dest, feerate)
-        t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer).serialize()
-        await self._save(r)
-        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: sweeping {t.out.kind.value} output {t.out.vout} "
-                                f"({t.out.value_sat} sat) to our wallet at {feerate}perkw: {t.sweep_txid[::-1].hex()}")
+        unsigned = build_sweep(parent, t.out, ctype, dest, feerate)
+        t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
+        await self._save(r)  # BOLT 5 / our rule: recorded before it is broadcast
+        verb = "taking (penalty)" if penalty else "sweeping"
+        fee = t.out.value_sat - Transaction.parse(t.sweep_tx).outputs[0].value
+        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {verb} {t.out.kind.value} output "
+                                f"{parent[::-1].hex()}:{t.out.vout} ({t.out.value_sat} sat) to our wallet at "
+                                f"{feerate}perkw (fee {fee} sat): {t.sweep_txid[::-1].hex()}")
         return True
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str) -> bool:
@@ -462,9 +552,8 @@ class OnchainResolver:
     # ---- indexes and storage -----------------------------------------------------------------------
     def _index(self, r: Resolution) -> None:
         self._watched[(r.funding.txid, r.funding.vout)] = (r, None)
-        txid = r.spend_txid
-        for vout in r.outputs:
-            self._watched[(txid, vout)] = (r, vout)
+        for key in r.outputs:
+            self._watched[key] = (r, key)
 
     def _unindex(self, r: Resolution) -> None:
         for key in [k for k, (x, _) in self._watched.items() if x is r]:
@@ -473,18 +562,18 @@ class OnchainResolver:
     async def _save(self, r: Resolution) -> None:
         row = (r.channel_id, r.funding.txid, r.funding.vout, r.spend_tx.serialize(), r.spend_height,
                r.kind.value if r.kind else None, r.commitment_number, int(r.closed))
-        outs = [(r.channel_id, t.out.vout, t.out.kind.value, t.state, t.out.value_sat, t.out.script_pubkey, t.out.csv,
-                 t.out.witness_script, t.out.per_commitment_point, t.sweep_tx, t.resolved_txid, t.resolved_height)
-                for t in r.outputs.values()]
+        outs = [(r.channel_id, t.txid or b"", t.out.vout, t.out.kind.value, t.state, t.out.value_sat,
+                 t.out.script_pubkey, t.out.csv, t.out.witness_script, t.out.per_commitment_point, t.sweep_tx,
+                 t.resolved_txid, t.resolved_height, _info(t.out)) for t in r.outputs.values()]
 
         def write(db):
             db.execute("INSERT OR REPLACE INTO onchain_channels (channel_id, funding_txid, funding_vout, spend_tx, "
                        "spend_height, kind, commitment_number, closed) VALUES (?,?,?,?,?,?,?,?)", row)
-            db.execute("DELETE FROM onchain_outputs WHERE channel_id = ?", (r.channel_id,))
+            db.execute("DELETE FROM onchain_txouts WHERE channel_id = ?", (r.channel_id,))
             for o in outs:
-                db.execute("INSERT INTO onchain_outputs (channel_id, vout, kind, state, value, scriptpubkey, csv, "
-                           "witness_script, point, sweep_tx, resolved_txid, resolved_height) "
-                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", o)
+                db.execute("INSERT INTO onchain_txouts (channel_id, txid, vout, kind, state, value, scriptpubkey, csv, "
+                           "witness_script, point, sweep_tx, resolved_txid, resolved_height, info) "
+                           "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", o)
 
         await self.node.store.write(write)
 
@@ -517,7 +606,36 @@ def _b(v: Any) -> bytes | None:
 
 def _action_of(state: str) -> Action:
     return {S_SWEEP: Action.SWEEP, S_DUST: Action.SWEEP, S_UNRESOLVED: Action.UNRESOLVED,
-            S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL}[state]
+            S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL, S_PENALTY: Action.PENALTY}[state]
+
+
+def _info(out: OurOutput) -> str | None:
+    d: dict[str, Any] = {}
+    if out.htlc is not None:
+        d["htlc"] = out.htlc.to_json()
+    if out.revocation_pubkey is not None:
+        d["rev"] = out.revocation_pubkey.hex()
+    return json.dumps(d, sort_keys=True) if d else None
+
+
+def write_htlc_stubs(db: Any, channel_id: bytes, htlcs: Any) -> None:
+    """Remember every HTLC of a channel (inside the write that persists a channel state holding them): a revoked
+    commitment of the peer may later show any of them, long after the channel state forgot it."""
+    for h in htlcs:
+        db.execute("INSERT OR IGNORE INTO channel_htlc_stubs (channel_id, offerer, htlc_id, amount_msat, payment_hash, "
+                   "cltv_expiry) VALUES (?,?,?,?,?,?)",
+                   (channel_id, h.offerer.value, h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry))
+
+
+async def load_htlc_stubs(store: Any, channel_id: bytes, current: Any = ()) -> list[HtlcStub]:
+    rows = await store.read(lambda db: db.query(
+        "SELECT offerer, htlc_id, amount_msat, payment_hash, cltv_expiry FROM channel_htlc_stubs WHERE channel_id = ?",
+        (channel_id,)))
+    stubs = {(Side(o), i): HtlcStub(Side(o), i, a, bytes(ph), c) for o, i, a, ph, c in rows}
+    for h in current:
+        stubs.setdefault((h.offerer, h.htlc_id), HtlcStub(h.offerer, h.htlc_id, h.amount_msat, h.payment_hash,
+                                                          h.cltv_expiry))
+    return list(stubs.values())
 
 
 def _output_text(r: Resolution, t: Tracked, tip: int) -> str:
@@ -531,9 +649,9 @@ def _output_text(r: Resolution, t: Tracked, tip: int) -> str:
     if t.resolved_height is not None:
         return f"{what} resolved by {t.resolved_txid[::-1].hex()} in block {t.resolved_height}"
     if t.state == S_UNRESOLVED:
-        why = ("penalty transactions are not implemented" if t.out.kind is OutputKind.REVOKED_TO_LOCAL
-               else "on-chain HTLC resolution is not implemented")
-        return f"{what} NOT resolved: {why}"
+        return f"{what} NOT resolved: on-chain HTLC resolution is not implemented"
+    if t.state == S_PENALTY and t.sweep_tx is not None:
+        return f"{what} being taken by our penalty transaction {t.sweep_txid[::-1].hex()}"
     if t.sweep_tx is not None:
         return f"{what} being swept to our wallet by {t.sweep_txid[::-1].hex()}"
     if r.spend_height is None:

@@ -207,4 +207,42 @@ CREATE TABLE IF NOT EXISTS forwards (
     UNIQUE (in_channel_id, in_htlc_id)
 )
     """,
+    # 10: on-chain enforcement (BOLT 5).  Outputs followed by the resolver are now keyed by (txid, vout): a
+    # second-stage HTLC transaction's output is followed too (txid x'' = an output of the funding spend itself,
+    # as every row of the table it replaces); `info` holds the HTLC an output belongs to (JSON).  And every
+    # HTLC ever committed in a channel (payment_hash, cltv_expiry, direction, amount): a revoked commitment of
+    # the peer may hold HTLCs long gone from the channel state, and their scripts must be rebuilt to claim them.
+    """
+CREATE TABLE onchain_txouts (
+    channel_id BLOB NOT NULL,
+    txid BLOB NOT NULL,
+    vout INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value INTEGER NOT NULL,
+    scriptpubkey BLOB NOT NULL,
+    csv INTEGER NOT NULL,
+    witness_script BLOB,
+    point BLOB,
+    sweep_tx BLOB,
+    resolved_txid BLOB,
+    resolved_height INTEGER,
+    info TEXT,
+    PRIMARY KEY (channel_id, txid, vout)
+);
+INSERT INTO onchain_txouts (channel_id, txid, vout, kind, state, value, scriptpubkey, csv, witness_script, point,
+    sweep_tx, resolved_txid, resolved_height)
+    SELECT channel_id, x'', vout, kind, state, value, scriptpubkey, csv, witness_script, point, sweep_tx,
+    resolved_txid, resolved_height FROM onchain_outputs;
+DROP TABLE onchain_outputs;
+CREATE TABLE channel_htlc_stubs (
+    channel_id BLOB NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    payment_hash BLOB NOT NULL,
+    cltv_expiry INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, offerer, htlc_id)
+)
+    """,
 ]

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ampere.ln.channel.closing import ClosingTx
 from ampere.ln.channel.commitment import CommitmentTx, htlc_transactions
+from ampere.ln.channel.htlc_tx import HtlcTx
 from ampere.ln.channel.keys import (
     SECP256K1_ORDER,
     ChannelPubkeys,
@@ -25,6 +26,7 @@ from ampere.ln.channel.keys import (
     compact_to_der,
     der_to_compact,
     derive_privkey,
+    derive_revocation_privkey,
     ecdsa_sign,
     pubkey_from_secret,
 )
@@ -136,3 +138,19 @@ class ChannelSigner:
         to_remote witness script."""
         digest = bip143_sighash(tx, input_index, script_code, amount_sat, SIGHASH_ALL)
         return ecdsa_sign(self._payment, digest) + bytes([SIGHASH_ALL])
+
+    def sign_with_revocation_key(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
+                                 per_commitment_secret: bytes) -> bytes:
+        """Spend an output of the peer's REVOKED commitment (or of its second-stage HTLC transaction) with the
+        revocation key, from our revocation_basepoint secret and the secret the peer revealed.
+
+        BOLT #3: "revocationprivkey = revocation_basepoint_secret * SHA256(revocation_basepoint ||
+        per_commitment_point) + per_commitment_secret * SHA256(per_commitment_point || revocation_basepoint)"."""
+        key = derive_revocation_privkey(self._revocation, per_commitment_secret)
+        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
+        return ecdsa_sign(key, digest) + bytes([SIGHASH_ALL])
+
+    def sign_local_htlc_tx(self, htx: HtlcTx, per_commitment_point: bytes) -> bytes:
+        """Our DER signature (SIGHASH_ALL) on the HTLC-timeout/success transaction of OUR commitment built with
+        our `per_commitment_point`: the local_htlcpubkey half of its 2-of-2."""
+        return htx.sign_as_owner(derive_privkey(self._htlc, per_commitment_point))
