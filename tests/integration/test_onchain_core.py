@@ -24,7 +24,9 @@ from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import ChannelState
 from ampere.log import Logger
 from ampere.node.chainwatch import ChainWatcher
-from ampere.node.onchain import OnchainResolver
+from ampere.ln.channel.htlc_tx import HtlcTxKind
+from ampere.ln.onchain.htlc import signed_local_htlc_txs
+from ampere.node.onchain import OnchainResolver, write_htlc_stubs
 from ampere.node.onchain_tx import build_sweep, classify_spend, sign_sweep
 from ampere.node.wallet import Wallet, scripts_for_pubkey
 from ampere.primitives.crypto import sha256
@@ -126,6 +128,10 @@ class Host:
         want = self.chaind.rpc("getblockcount")
         await until(lambda: self.chain.height == want, timeout, f"host at height {want}")
         return want
+
+    async def remember_htlcs(self, party: Party) -> None:
+        """The channel manager's part: every HTLC the channel holds is stored with the state holding it."""
+        await self.store.write(lambda db: write_htlc_stubs(db, party.ch.channel_id, party.ch.htlcs))
 
     def logged(self, level: str, text: str) -> bool:
         return any(lv == level and text in msg for lv, msg in self.lines)
@@ -501,6 +507,116 @@ def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chain
             assert (out["kind"], out["state"], out["amount_msat"]) == ("to_remote", "dust", 1_500_000)
             assert hb.logged("unusual", "not sweeping") and hb.wallet.max_index == max_index
             chaind.mine(BURY - 1)
+            await hb.synced()
+            assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
+        finally:
+            await hb.stop()
+
+    run(main())
+
+
+def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(funded_chaind, tmp_path):
+    """A broadcasts its revoked commitment holding an HTLC each way, with its HTLC-success transaction in the same
+    block. B, in the block it sees them: takes A's to_local, the HTLC A offered (directly) and the output of A's
+    HTLC-success (second stage) with the revocation key, and learns the preimage. B restarts: the same signed
+    penalties. A two-block reorg takes everything out: the penalties go out again and B ends with exactly what
+    it took (values minus the penalties' fees)."""
+    chaind = funded_chaind
+
+    async def main():
+        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        try:
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script())
+            a, b = pair.a, pair.b
+            pay(pair, 50_000_000)
+            tip = chaind.rpc("getblockcount")
+            pre_a, pre_b = b"\x0a" * 32, b"\x0b" * 32
+            a.apply(core.offer_htlc(a.ch, a.signer, 40_000_000, sha256(pre_a), tip + 30, ONION))   # A -> B
+            b.apply(core.offer_htlc(b.ch, b.signer, 60_000_000, sha256(pre_b), tip + 40, ONION))   # B -> A
+            pair.pump()
+            await hb.remember_htlcs(b)
+            old_ctx = core.local_commitment(a.ch, a.signer)
+            old = core.local_commitment_tx(a.ch, a.signer)
+            second = {htx.kind: tx for htx, tx in signed_local_htlc_txs(old_ctx, a.ch.local_htlc_sigs, a.signer,
+                                                                       {sha256(pre_b): pre_b})}
+            # Both HTLCs go away off-chain (A fails B's although it knows the preimage): the commitment is revoked.
+            b.apply(core.fulfill_htlc(b.ch, b.signer, next(h.htlc_id for h in b.ch.htlcs if h.offerer.value == "remote"),
+                                      pre_a))
+            a.apply(core.fail_htlc(a.ch, a.signer, next(h.htlc_id for h in a.ch.htlcs if h.offerer.value == "remote"),
+                                   bytes(256)))
+            pair.pump()
+            assert b.ch.htlcs == ()
+            rb = record_of(b, 1)
+            await hb.synced()
+            hb.watch_funding(b, rb)
+            learned = []
+            hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash, pre)))
+
+            # A cheats: the revoked commitment and its HTLC-success in one block S.
+            fork_parent = chaind.rpc("getblockhash", chaind.rpc("getblockcount"))
+            chaind.rpc("sendrawtransaction", old.serialize().hex())
+            chaind.rpc("sendrawtransaction", second[HtlcTxKind.SUCCESS].serialize().hex())
+            chaind.mine(1)
+            s = await hb.synced()
+
+            def penalties():
+                d = hb.onchain.describe(b.ch.channel_id)
+                return d and [o for o in d["outputs"] if o["state"] == "penalty" and o["sweep_txid"]]
+
+            try:
+                await until(lambda: (p := penalties()) and len(p) == 3 and all(o["sweep_txid"] for o in p), 30,
+                            "three signed penalties")
+            except TimeoutError:
+                raise AssertionError(f"{hb.onchain.describe(b.ch.channel_id)}\n{hb.lines[-30:]}") from None
+            pens = penalties()
+            assert sorted(o["kind"] for o in pens) == ["revoked_htlc", "revoked_htlc_tx", "revoked_to_local"]
+            txids = {bytes.fromhex(o["sweep_txid"])[::-1] for o in pens}
+            # Broadcast in the block the cheat was seen: all in the mempool before the next block (0 blocks).
+            await until(lambda: all(in_mempool(chaind, t) for t in txids), 30, "penalties in the mempool")
+            assert chaind.rpc("getblockcount") == s
+            d = hb.onchain.describe(b.ch.channel_id)
+            assert d["kind"] == "revoked"
+            # The HTLC output A's HTLC-success took is resolved by it (its output is what B takes).
+            [raced] = [o for o in d["outputs"] if o["state"] == "penalty" and not o["sweep_txid"]]
+            assert raced["resolved_txid"] == second[HtlcTxKind.SUCCESS].txid_hex() and raced["resolved_height"] == s
+            assert learned == [(b.ch.channel_id, sha256(pre_b), pre_b)]
+            # A's HTLC-timeout can no longer take its HTLC: B's penalty holds that output.
+            assert mempool_reject_reason(chaind, second[HtlcTxKind.TIMEOUT]) is not None
+
+            # B restarts: the same signed transactions (never rebuilt).
+            await hb.stop()
+            hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+            rb.core = b.ch
+            await hb.onchain.restore(rb)
+            assert {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} == txids
+
+            chaind.mine(1)
+            await hb.synced()
+            await until(lambda: all(o["resolved_height"] == s + 1 for o in penalties()), 30, "penalties mined")
+            taken = sum(o["amount_msat"] // 1000 for o in penalties())
+            got = {t: hb.wallet.outputs[(t, 0)].value for t in txids}
+            fees = taken - sum(got.values())
+            rate = hb.chain.fees.for_deadline(2) or hb.chain.fees.floor
+            weights = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t[::-1].hex())).weight() for t in txids]
+            # Each pays the urgent feerate for its weight (estimated with the largest signature: a few WU over).
+            assert sum(rate * w // 1000 for w in weights) <= fees <= sum(rate * (w + 4) // 1000 + 1 for w in weights)
+            print(f"justice: {len(txids)} txs, {sum(weights)} WU, {fees} sat at {rate} sat/kw")
+
+            # A two-block reorg (from below the cheat): everything goes back to the mempool; B sends the same
+            # penalties again, and they confirm on the new chain.
+            chaind.rpc("generatefork", 3, fork_parent)
+            await hb.synced()
+            await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
+            chaind.mine(1)
+            await hb.synced()
+            chaind.mine(1)
+            await hb.synced()
+            await until(lambda: all(o["resolved_height"] for o in penalties()), 30, "penalties mined again")
+            assert {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} == txids
+            h = chaind.rpc("getblockcount")
+            for t in txids:
+                assert hb.wallet.outputs[(t, 0)].status(h) == "confirmed" and hb.wallet.outputs[(t, 0)].value == got[t]
+            chaind.mine(BURY)
             await hb.synced()
             assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
         finally:

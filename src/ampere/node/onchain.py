@@ -95,6 +95,7 @@ class Tracked:
     out: OurOutput
     state: str
     txid: bytes | None = None            # the transaction holding the output; None: the funding spend
+    parent: int | None = None            # second stage: the funding spend's output that `txid` spends
     sweep_tx: bytes | None = None        # our signed sweep, persisted before its first broadcast
     resolved_txid: bytes | None = None   # the transaction that spent it (ours or not)
     resolved_height: int | None = None   # ... and its block (None while unconfirmed)
@@ -178,7 +179,7 @@ class OnchainResolver:
                 stub = HtlcStub.from_json(extra["htlc"]) if extra.get("htlc") else None
                 out = OurOutput(vout, value, OutputKind(kind), _action_of(state), bytes(spk), csv,
                                 _b(ws), _b(point), stub, bytes.fromhex(extra["rev"]) if extra.get("rev") else None)
-                t = Tracked(out, state, bytes(txid) or None, _b(sweep), _b(rtxid), rheight)
+                t = Tracked(out, state, bytes(txid) or None, extra.get("parent"), _b(sweep), _b(rtxid), rheight)
                 r.outputs[t.key(r)] = t
             for r in self._res.values():
                 self._index(r)
@@ -204,6 +205,8 @@ class OnchainResolver:
                 if r is not None:
                     self._unindex(r)
                 r = await self._begin(record, spending_tx, height)
+                if height is not None:
+                    await self._scan(r, height)
             await self._advance(r, self._tip(height))
 
     async def restore(self, record: Any) -> None:
@@ -225,6 +228,7 @@ class OnchainResolver:
                     return
                 tx, height = found
                 r = await self._begin(record, tx, height)
+                await self._scan(r, height)
             else:
                 r.record = record
                 if r.kind is None:
@@ -313,16 +317,6 @@ class OnchainResolver:
                     r.spend_height = None
                     r.broadcast_at = -1
                     changed = True
-                gone = {t.resolved_txid for t in r.outputs.values()
-                        if t.resolved_height is not None and t.resolved_height >= height}
-                for key, t in list(r.outputs.items()):
-                    if t.txid is not None and t.txid in gone:
-                        # A second-stage transaction of the peer left the chain: its output is no more.
-                        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the peer's transaction "
-                                                   f"{t.txid[::-1].hex()} was reorganised out of block {height}")
-                        del r.outputs[key]
-                        self._watched.pop(key, None)
-                        changed = True
                 for t in r.outputs.values():
                     if t.resolved_height is not None and t.resolved_height >= height:
                         self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: the spend of output {t.out.vout} "
@@ -405,8 +399,16 @@ class OnchainResolver:
             await self._save(r)
 
     def _output_spent(self, r: Resolution, t: Tracked, tx: Transaction, txid: bytes, height: int) -> None:
+        if (t.resolved_txid, t.resolved_height) == (txid, height):
+            return  # seen already (a scan of the close's block, then that block's own notification)
         t.resolved_txid, t.resolved_height = txid, height
         cid, what = r.channel_id.hex(), f"{t.out.kind.value} output {t.out.vout} ({t.out.value_sat} sat)"
+        if t.out.kind is OutputKind.REVOKED_HTLC:
+            # A second stage seen before a reorg, replaced by another spend: forget it.
+            for key, n in list(r.outputs.items()):
+                if n.parent == t.out.vout and n.txid != txid:
+                    del r.outputs[key]
+                    self._watched.pop(key, None)
         if t.sweep_tx is not None and txid == t.sweep_txid:
             self.node.log.info(LOG, f"Channel {cid}: our sweep {txid[::-1].hex()} of {what} is in block {height}")
         elif t.out.kind is OutputKind.REVOKED_HTLC:
@@ -417,7 +419,9 @@ class OnchainResolver:
                 self.node.log.broken(LOG, f"Channel {cid}: revoked {what} was spent by {txid[::-1].hex()} in block "
                                           f"{height}, which is not a second-stage HTLC transaction we can penalise")
                 return
-            n = Tracked(second, S_PENALTY, txid)
+            n = Tracked(second, S_PENALTY, txid, t.out.vout)
+            if n.key(r) in r.outputs:
+                return
             r.outputs[n.key(r)] = n
             self._watched[n.key(r)] = (r, n.key(r))
             self.node.log.unusual(LOG, f"Channel {cid}: the peer spent revoked {what} with its second-stage "
@@ -450,6 +454,28 @@ class OnchainResolver:
             return preimage
         return None
 
+    async def _scan(self, r: Resolution, height: int) -> None:
+        """Look for spends of `r`'s outputs in the blocks from `height` (the close's) to the tip: the peer's
+        second-stage transactions may share the close's block, which reached the chain listeners before the
+        resolution existed."""
+        chain = self.node.chain
+        try:
+            tip = int(await chain.rpc.call("getblockcount"))
+            for h in range(height, tip + 1):
+                bh = await chain.rpc.call("getblockhash", h)
+                block = parse_block(bytes.fromhex(await chain.rpc.call("getblock", bh, 0)))
+                for tx in block.txs:
+                    txid = None
+                    for txin in tx.inputs:
+                        hit = self._watched.get((txin.prevout.txid, txin.prevout.vout))
+                        if hit is None or hit[0] is not r or hit[1] is None:
+                            continue
+                        txid = txid or tx.txid()
+                        self._output_spent(r, r.outputs[hit[1]], tx, txid, h)
+        except (BitcoindError, BitcoindUnreachable, ValueError) as e:
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: scanning blocks from {height} failed: {e}")
+        await self._save(r)
+
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
         tip = getattr(self.node.chain, "height", -1)
@@ -467,6 +493,10 @@ class OnchainResolver:
         for t in list(r.outputs.values()):
             if t.state not in (S_SWEEP, S_PENALTY) or t.resolved_height is not None:
                 continue
+            if t.parent is not None:
+                p = r.outputs.get((r.spend_txid, t.parent))
+                if p is None or p.resolved_txid != t.txid or p.resolved_height is None:
+                    continue  # the second stage holding it is not (or no longer) in the chain
             # BIP68: an input locked for N blocks may be in a block at height >= (its block) + N; the next
             # block is tip + 1.
             if tip + 1 < r.spend_height + t.out.csv:
@@ -564,7 +594,7 @@ class OnchainResolver:
                r.kind.value if r.kind else None, r.commitment_number, int(r.closed))
         outs = [(r.channel_id, t.txid or b"", t.out.vout, t.out.kind.value, t.state, t.out.value_sat,
                  t.out.script_pubkey, t.out.csv, t.out.witness_script, t.out.per_commitment_point, t.sweep_tx,
-                 t.resolved_txid, t.resolved_height, _info(t.out)) for t in r.outputs.values()]
+                 t.resolved_txid, t.resolved_height, _info(t)) for t in r.outputs.values()]
 
         def write(db):
             db.execute("INSERT OR REPLACE INTO onchain_channels (channel_id, funding_txid, funding_vout, spend_tx, "
@@ -609,8 +639,11 @@ def _action_of(state: str) -> Action:
             S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL, S_PENALTY: Action.PENALTY}[state]
 
 
-def _info(out: OurOutput) -> str | None:
+def _info(t: Tracked) -> str | None:
+    out = t.out
     d: dict[str, Any] = {}
+    if t.parent is not None:
+        d["parent"] = t.parent
     if out.htlc is not None:
         d["htlc"] = out.htlc.to_json()
     if out.revocation_pubkey is not None:
