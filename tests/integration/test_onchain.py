@@ -76,7 +76,6 @@ def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain,
     status = channel(l1)["status"]
     assert any("Tracking our own unilateral close" in x and commitment_txid in x for x in status), status
     assert any(f"spendable by us in {DELAY - 1} blocks" in x for x in status), status
-    l1.wait_for_log("on-chain HTLC resolution and penalty transactions for revoked commitments are NOT implemented")
 
     # One block before the delay allows it: nothing new in the wallet.
     mine(chaind, DELAY - 2, l1)
