@@ -499,3 +499,35 @@ async def dev_htlc_roundtrips(ctx, id: str, count: int, amount_msat, parallel: i
     seconds = time.perf_counter() - start
     return {"count": count, "fulfilled": done["fulfilled"], "failed": done["failed"], "seconds": round(seconds, 3),
             "per_second": round(count / seconds, 1) if seconds > 0 else 0}
+
+
+# ---- developer-only commands to test on-chain enforcement (CLN's dev-sign-last-tx, dev-fail) --------------
+def _active_channel(ctx, id: bytes):
+    mgr = _manager(ctx)
+    recs = [r for r in mgr.peer_records(id) if r.state in (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL,
+                                                           CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE,
+                                                           CS.CLOSINGD_COMPLETE)]
+    if not recs:
+        raise RpcError(LIGHTNINGD, "Could not find active channel with peer")
+    return mgr, recs[-1]
+
+
+@command("dev-sign-last-tx", [req("id", p_pubkey)], category="developer",
+         description="(developer) sign our current commitment transaction and return it, without broadcasting it")
+async def dev_sign_last_tx(ctx, id: bytes) -> dict:
+    _dev(ctx)
+    from ...ln.channel import core
+
+    _, rec = _active_channel(ctx, id)
+    # CLN's dev-sign-last-tx: "Sign and show the last commitment transaction with peer {id}" (a test can then
+    # broadcast it once it is revoked, to cheat).
+    return {"tx": core.local_commitment_tx(rec.core, rec.signer).serialize().hex()}
+
+
+@command("dev-fail", [req("id", p_pubkey)], category="developer",
+         description="(developer) fail the channel with peer {id}: close it unilaterally now")
+async def dev_fail(ctx, id: bytes) -> dict:
+    _dev(ctx)
+    mgr, rec = _active_channel(ctx, id)
+    await mgr.force_close(rec, "dev-fail")
+    return {}

@@ -1,0 +1,94 @@
+"""On-chain enforcement (BOLT 5) between real ampd nodes on amp-chaind.
+
+- a peer (ampd --developer, which signs an old commitment with dev-sign-last-tx) broadcasts its revoked
+  commitment holding an HTLC each way: the honest node takes its to_local and both HTLC outputs with the
+  revocation key, in the block the cheat is seen, and ends up with the whole channel less the fees;
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from ampere.primitives.tx import Transaction
+
+sys.path.insert(0, os.path.dirname(__file__))
+from chainutil import sync, wait_for  # noqa: E402
+
+HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
+DELAY = 6
+FUNDING = 1_000_000
+PUSH_MSAT = 400_000_000
+
+
+def channel(node) -> dict:
+    [c] = node.rpc.listpeerchannels()["channels"]
+    return c
+
+
+def mine(chaind, n: int, *nodes) -> int:
+    chaind.mine(n)
+    h = chaind.rpc("getblockcount")
+    for node in nodes:
+        sync(node, chaind)
+    return h
+
+
+def held_payment(src, dst, amount_msat: int, label: str) -> str:
+    """src pays dst's invoice, which dst's HODL plugin holds: an HTLC in flight src -> dst."""
+    inv = dst.rpc.invoice(amount_msat, label, label)
+    route = src.rpc.getroute(dst.node_id, amount_msat, 1)["route"]
+    src.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    wait_for(lambda: inv["payment_hash"] in dst.rpc.call("listheld")["held"], 30, f"{label} held")
+    return inv["payment_hash"]
+
+
+def wallet_sat(node) -> int:
+    return sum(o["amount_msat"] for o in node.rpc.listfunds()["outputs"] if o["status"] == "confirmed") // 1000
+
+
+def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind):
+    chaind.mine(101)
+    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL}, listen=True)
+    cheat = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL, "developer": None},
+                                        listen=True, allow_broken_log=True)  # it logs its own revoked close
+    node_factory_chain.fund_wallet(honest, 1_500_000)
+    node_factory_chain.connect(honest, cheat)
+    honest.rpc.fundchannel(cheat.node_id, FUNDING, push_msat=PUSH_MSAT)
+    mine(chaind, 6, honest, cheat)
+    for n in (honest, cheat):
+        wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    h_out = held_payment(honest, cheat, 30_000_000, "hodl-a")     # honest -> cheat
+    h_in = held_payment(cheat, honest, 50_000_000, "hodl-b")      # cheat -> honest
+    wait_for(lambda: len(channel(cheat)["htlcs"]) == 2 and all(h["state"] in ("RCVD_ADD_ACK_REVOCATION",
+                                                                              "SENT_ADD_ACK_REVOCATION")
+                                                            for h in channel(cheat)["htlcs"]), 30, "HTLCs committed")
+    old = Transaction.parse_hex(cheat.rpc.call("dev-sign-last-tx", {"id": honest.node_id})["tx"])
+    # Both HTLCs settle off-chain: the commitment just signed is revoked.
+    cheat.rpc.call("release", {"payment_hash": h_out})
+    honest.rpc.call("release", {"payment_hash": h_in})
+    for n in (honest, cheat):
+        wait_for(lambda: channel(n)["htlcs"] == [], 30, "HTLCs settled")
+    wallet_before = wallet_sat(honest)
+    cheat_before = wallet_sat(cheat)
+
+    chaind.rpc("sendrawtransaction", old.serialize().hex())
+    s = mine(chaind, 1, honest, cheat)
+    wait_for(lambda: channel(honest)["state"] == "ONCHAIN", 30, "ONCHAIN")
+    honest.wait_for_log("REVOKED commitment")
+    # The penalties are broadcast in the block the cheat is seen (0 blocks later).
+    htlc_outputs = [o for o in old.outputs if len(o.script_pubkey) == 34 and o.value in (30_000, 50_000)]
+    assert len(htlc_outputs) == 2
+    wait_for(lambda: len([x for x in channel(honest)["status"] if "penalty transaction" in x]) == 3, 30,
+             "three penalties")
+    mempool = chaind.rpc("getrawmempool")
+    penalties = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t)) for t in mempool]
+    spent = {(i.prevout.txid, i.prevout.vout) for t in penalties for i in t.inputs}
+    assert {(old.txid(), i) for i, o in enumerate(old.outputs) if o.value in (30_000, 50_000)} <= spent
+    assert chaind.rpc("getblockcount") == s
+    mine(chaind, 1, honest, cheat)
+    # The honest node holds the whole channel (its own balance and the cheater's) less the fees.
+    taken = sum(o.value for o in old.outputs)
+    wait_for(lambda: wallet_sat(honest) - wallet_before > taken - 20_000, 30, "the penalties in the wallet")
+    gained = wallet_sat(honest) - wallet_before
+    print(f"honest gained {gained} sat of the {taken} sat commitment outputs ({taken - gained} sat in fees)")
+    assert wallet_sat(cheat) == cheat_before
