@@ -154,3 +154,11 @@ class ChannelSigner:
         """Our DER signature (SIGHASH_ALL) on the HTLC-timeout/success transaction of OUR commitment built with
         our `per_commitment_point`: the local_htlcpubkey half of its 2-of-2."""
         return htx.sign_as_owner(derive_privkey(self._htlc, per_commitment_point))
+
+    def sign_htlc_claim(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
+                        their_point: bytes) -> bytes:
+        """Spend an HTLC output of the PEER's commitment directly: on it our HTLC key is its remote_htlcpubkey,
+        "remote_htlcpubkey = htlc_basepoint + SHA256(per_commitment_point || htlc_basepoint) * G" with the
+        peer's point (BOLT #3)."""
+        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
+        return ecdsa_sign(derive_privkey(self._htlc, their_point), digest) + bytes([SIGHASH_ALL])

@@ -59,6 +59,7 @@ __all__ = [
     "SpendKind", "OutputKind", "Action", "OurOutput", "SpendAnalysis", "OnchainError", "SweepNotWorthIt",
     "classify_spend", "obscured_number_of", "build_sweep", "sign_sweep", "sweep_weight", "is_commitment_shaped",
     "SWEEP_DUST_LIMIT", "HtlcStub", "second_stage_output", "preimage_from_witness", "REVOCATION_KINDS",
+    "htlc_tx_delayed_output",
 ]
 
 # Bitcoin Core's dust threshold for the largest standard output we sweep to (P2PKH, 546 sat): a sweep whose
@@ -90,6 +91,9 @@ class OutputKind(enum.Enum):
     REVOKED_TO_LOCAL = "revoked_to_local"  # the peer's to_local on its revoked commitment: ours by penalty
     REVOKED_HTLC = "revoked_htlc"          # an HTLC output of the peer's revoked commitment: ours by penalty
     REVOKED_HTLC_TX = "revoked_htlc_tx"    # the output of the peer's second-stage HTLC tx off a revoked commitment
+    OUR_HTLC = "our_htlc"                  # an HTLC we offered (either commitment): we time it out after cltv_expiry
+    THEIR_HTLC = "their_htlc"              # an HTLC the peer offered us: we claim it with the preimage
+    HTLC_TX_DELAYED = "htlc_tx_delayed"    # the output of OUR HTLC-timeout/success tx: ours after to_self_delay
 
 
 class Action(enum.Enum):
@@ -98,6 +102,8 @@ class Action(enum.Enum):
     EXTERNAL = "external"        # it pays an address outside our wallet (close_to): nothing to do
     UNRESOLVED = "unresolved"    # ours (in part) but its resolution is not implemented: followed until spent
     PENALTY = "penalty"          # revoked: we take it at once with the revocation key
+    HTLC_TIMEOUT = "htlc_timeout"  # our HTLC: ours once its cltv_expiry has passed (unless the peer claims it)
+    HTLC_SUCCESS = "htlc_success"  # their HTLC: ours with the preimage (if we know it), before cltv_expiry
 
 
 @dataclass(frozen=True)
@@ -195,7 +201,7 @@ def classify_spend(ch: Channel, our_point: Callable[[int], bytes], tx: Transacti
             or (our_to_local_ws is not None and p2wsh(our_to_local_ws) in spks)
             or their_to_remote in spks)
     if ours:
-        return _local(ch, tx, number, our_to_local_ws, our_pt, anchors | {their_to_remote})
+        return _local(ch, tx, number, our_to_local_ws, our_pt, anchors | {their_to_remote}, tuple(stubs))
     return _remote(ch, tx, number, our_to_remote, our_to_remote_ws, anchors, tuple(stubs))
 
 
@@ -213,8 +219,22 @@ def _htlc_like(o: TxOut) -> bool:
     return len(o.script_pubkey) == 34 and o.script_pubkey[:2] == b"\x00\x20"
 
 
+def _htlc_output(i: int, o: TxOut, hit: tuple[HtlcStub, bytes] | None, point: bytes | None) -> OurOutput:
+    """An HTLC output of a current (not revoked) commitment, ours to time out or to claim with the preimage."""
+    if hit is None:
+        return OurOutput(i, o.value, OutputKind.HTLC, Action.UNRESOLVED, o.script_pubkey, per_commitment_point=point)
+    stub, ws = hit
+    if stub.offerer is Side.LOCAL:
+        # BOLT #5: an HTLC we offered "MUST ... resolve the output" by timing it out once cltv_expiry is reached.
+        return OurOutput(i, o.value, OutputKind.OUR_HTLC, Action.HTLC_TIMEOUT, o.script_pubkey, witness_script=ws,
+                         per_commitment_point=point, htlc=stub)
+    # BOLT #5: an HTLC the peer offered: "if it has the payment preimage ... MUST resolve the output" with it.
+    return OurOutput(i, o.value, OutputKind.THEIR_HTLC, Action.HTLC_SUCCESS, o.script_pubkey, witness_script=ws,
+                     per_commitment_point=point, htlc=stub)
+
+
 def _local(ch: Channel, tx: Transaction, number: int, to_local_ws: bytes | None, point: bytes | None,
-           not_htlc: set[bytes]) -> SpendAnalysis:
+           not_htlc: set[bytes], stubs: tuple[HtlcStub, ...] = ()) -> SpendAnalysis:
     p = ch.params
     notes: list[tuple[str, str]] = []
     if number < ch.local_ctn:
@@ -225,16 +245,18 @@ def _local(ch: Channel, tx: Transaction, number: int, to_local_ws: bytes | None,
                                 "we may have lost channel state"))
     outs = []
     to_local_spk = p2wsh(to_local_ws) if to_local_ws is not None else None
+    htlc_spks = (_htlc_scripts(ch, commitment_keys(p.local_pubkeys, p.remote_pubkeys, point), Side.LOCAL, stubs)
+                 if point is not None else {})
     for i, o in enumerate(tx.outputs):
         if o.script_pubkey == to_local_spk:
             # BOLT #3: to_local "can be spent by the local node after to_self_delay blocks".
             outs.append(OurOutput(i, o.value, OutputKind.TO_LOCAL, Action.SWEEP, o.script_pubkey,
                                   csv=p.local_to_self_delay, witness_script=to_local_ws, per_commitment_point=point))
         elif o.script_pubkey not in not_htlc and _htlc_like(o):
-            outs.append(OurOutput(i, o.value, OutputKind.HTLC, Action.UNRESOLVED, o.script_pubkey))
+            outs.append(_htlc_output(i, o, htlc_spks.get(o.script_pubkey), point))
     htlcs = [x for x in outs if x.kind is OutputKind.HTLC]
     if htlcs:
-        notes.append(("unusual", _htlc_note(htlcs)))
+        notes.append(("broken", _htlc_note(htlcs)))
     return SpendAnalysis(SpendKind.LOCAL, number, tuple(outs), tuple(notes))
 
 
@@ -301,10 +323,11 @@ def _remote(ch: Channel, tx: Transaction, number: int, our_to_remote: bytes, our
                 outs.append(OurOutput(i, o.value, OutputKind.REVOKED_HTLC, Action.PENALTY, o.script_pubkey,
                                       witness_script=hit[1], per_commitment_point=point, htlc=hit[0],
                                       revocation_pubkey=keys.revocation_pubkey))
-            else:
+            elif revoked:
                 outs.append(OurOutput(i, o.value, OutputKind.HTLC, Action.UNRESOLVED, o.script_pubkey,
-                                      witness_script=hit[1] if hit else None, per_commitment_point=point,
-                                      htlc=hit[0] if hit else None))
+                                      per_commitment_point=point))
+            else:
+                outs.append(_htlc_output(i, o, hit, point))
     if revoked:
         taken = sum(x.value_sat for x in outs if x.action is Action.PENALTY)
         unknown = [x for x in outs if x.action is Action.UNRESOLVED]
@@ -316,14 +339,14 @@ def _remote(ch: Channel, tx: Transaction, number: int, our_to_remote: bytes, our
     else:
         htlcs = [x for x in outs if x.kind is OutputKind.HTLC]
         if htlcs:
-            notes.append(("unusual", _htlc_note(htlcs)))
+            notes.append(("broken", _htlc_note(htlcs)))
     return SpendAnalysis(SpendKind.REVOKED if revoked else SpendKind.REMOTE, number, tuple(outs), tuple(notes))
 
 
 def _htlc_note(htlcs: list[OurOutput]) -> str:
     listed = ", ".join(f"#{x.vout} ({x.value_sat} sat)" for x in htlcs)
-    return (f"{len(htlcs)} HTLC output(s) {listed}: on-chain HTLC resolution is not implemented, they are NOT "
-            "being claimed (only followed until someone spends them)")
+    return (f"{len(htlcs)} HTLC output(s) {listed} match no HTLC we know: they are NOT being claimed (only "
+            "followed until someone spends them)")
 
 
 def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction) -> OurOutput | None:
@@ -350,6 +373,18 @@ def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction
     return None
 
 
+def htlc_tx_delayed_output(ch: Channel, htlc_out: OurOutput, htlc_tx: Transaction) -> OurOutput:
+    """The output of OUR HTLC-timeout/success transaction spending `htlc_out` of our commitment: to_local-like,
+    ours after to_self_delay (BOLT #5: "MUST ... spend the output of the HTLC-timeout/success transaction ...
+    once the to_self_delay has passed")."""
+    p = ch.params
+    keys = commitment_keys(p.local_pubkeys, p.remote_pubkeys, htlc_out.per_commitment_point)
+    ws = to_local_script(keys.revocation_pubkey, p.local_to_self_delay, keys.local_delayed_pubkey)
+    return OurOutput(0, htlc_tx.outputs[0].value, OutputKind.HTLC_TX_DELAYED, Action.SWEEP, p2wsh(ws),
+                     csv=p.local_to_self_delay, witness_script=ws, per_commitment_point=htlc_out.per_commitment_point,
+                     htlc=htlc_out.htlc)
+
+
 def preimage_from_witness(witness: list[bytes], payment_hash: bytes | None) -> bytes | None:
     """The payment preimage revealed by a witness spending an HTLC output (HTLC-success transaction: `0
     <remotehtlcsig> <localhtlcsig> <payment_preimage> <script>`; direct claim on the other commitment:
@@ -366,7 +401,7 @@ def preimage_from_witness(witness: list[bytes], payment_hash: bytes | None) -> b
 
 def _witness_for_size(output: OurOutput, channel_type: ChannelType) -> list[bytes]:
     sig = b"\x00" * 73  # the largest DER signature plus its sighash byte
-    if output.kind is OutputKind.TO_LOCAL:
+    if output.kind in (OutputKind.TO_LOCAL, OutputKind.HTLC_TX_DELAYED):
         return [sig, b"", output.witness_script or b""]
     if output.kind in (OutputKind.REVOKED_TO_LOCAL, OutputKind.REVOKED_HTLC_TX):
         return [sig, b"\x01", output.witness_script or b""]
@@ -422,7 +457,7 @@ def sign_sweep(tx: Transaction, output: OurOutput, channel_type: ChannelType, si
         else:
             # BOLT #3 to_local (and the HTLC transactions' output): "<revocation_sig> 1" selects OP_IF.
             tx.inputs[0].witness = [sig, b"\x01", output.witness_script]
-    elif output.kind is OutputKind.TO_LOCAL:
+    elif output.kind in (OutputKind.TO_LOCAL, OutputKind.HTLC_TX_DELAYED):
         if output.witness_script is None or output.per_commitment_point is None:
             raise ValueError("to_local sweep needs its witness script and per_commitment_point")
         sig = signer.sign_to_local_sweep(tx, 0, output.witness_script, output.value_sat, output.per_commitment_point)
