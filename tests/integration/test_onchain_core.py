@@ -49,6 +49,10 @@ class ManagerStandIn:
     def __init__(self) -> None:
         self.closed: list[tuple[bytes, str]] = []
         self.onchain: list[bytes] = []
+        self.reports: list[tuple[int, bytes | None]] = []
+
+    def onchain_htlc_resolved(self, record, htlc_id: int, preimage: bytes | None) -> None:
+        self.reports.append((htlc_id, preimage))
 
     async def mark_onchain(self, record) -> None:
         self.onchain.append(record.channel_id)
@@ -79,6 +83,7 @@ class Host:
         self.warnings: dict[str, str] = {}
         self.channel_manager = ManagerStandIn()
         self.store = self.chain = self.wallet = self.onchain = None
+        self.bury = BURY
 
     def notify(self, topic: str, payload: dict) -> None:
         pass
@@ -93,7 +98,7 @@ class Host:
         await self.wallet.load()
         self.chain.add_listener(self.wallet)
         await self.chain.start()
-        self.onchain = OnchainResolver(self, bury_depth=BURY)   # as Node.start does
+        self.onchain = OnchainResolver(self, bury_depth=self.bury)   # as Node.start does
         await self.onchain.start()
         return self
 
@@ -426,35 +431,123 @@ def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
     run(main())
 
 
-def test_htlc_outputs_are_logged_and_followed_not_claimed(funded_chaind, tmp_path):
-    """Out of scope for now: an HTLC output on a commitment. It is reported (log, status), the rest is swept, and
-    the channel is not forgotten while the HTLC output is unspent."""
+def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
+    """A closes with four HTLCs on its commitment, one per way to resolve an HTLC on-chain:
+    H1 A->B, B knows the preimage: B claims it directly on A's commitment, A learns the preimage from B's spend;
+    H2 B->A, A learns the preimage after the close: A's HTLC-success, B learns the preimage;
+    H3 A->B, nobody knows the preimage: A's HTLC-timeout after cltv_expiry, reported failed once buried 3 deep;
+    H4 B->A, likewise: B takes it back directly after cltv_expiry.
+    A sweeps its delayed outputs (to_local, both second stages) after to_self_delay; every output ends in the
+    wallet of the one it belongs to, less exactly the fees of the transactions that moved it."""
     chaind = funded_chaind
 
     async def main():
-        hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        ha, hb = Host(str(tmp_path / "a"), chaind, b"\xa1" * 32), Host(str(tmp_path / "b"), chaind, b"\xb2" * 32)
+        ha.bury = hb.bury = 40    # B's outputs resolve early: keep its resolution to look at
+        await ha.start(), await hb.start()
         try:
-            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script())
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
             a, b = pair.a, pair.b
-            a.apply(core.offer_htlc(a.ch, a.signer, 20_000_000, sha256(PRE), 10_000, ONION))
+            tip = chaind.rpc("getblockcount")
+            pre = {n: bytes([n]) * 32 for n in (1, 2, 3, 4)}
+            ids = {}
+            for n, (src, amount, cltv) in {1: (a, 20_000, tip + 40), 2: (b, 30_000, tip + 40),
+                                           3: (a, 40_000, tip + 8), 4: (b, 50_000, tip + 10)}.items():
+                ids[n] = src.ch.next_htlc_id_local
+                src.apply(core.offer_htlc(src.ch, src.signer, amount * 1000, sha256(pre[n]), cltv, ONION))
             pair.pump()
-            rb = record_of(b, 7)
-            await hb.synced()
+            assert len(a.ch.htlcs) == 4
+            await ha.remember_htlcs(a)
+            await hb.remember_htlcs(b)
+            ra, rb = record_of(a, 1), record_of(b, 1)
+            await ha.synced(), await hb.synced()
+            ha.watch_funding(a, ra)
             hb.watch_funding(b, rb)
             a.apply(core.force_close(a.ch, a.signer, "test"))
-            chaind.rpc("sendrawtransaction", a.broadcasts[-1].serialize().hex())
+            commitment = a.broadcasts[-1]
+            chaind.rpc("sendrawtransaction", commitment.serialize().hex())
             chaind.mine(1)
+            s = await ha.synced()
             await hb.synced()
-            await until(lambda: hb.onchain.describe(b.ch.channel_id))
-            kinds = sorted((o["kind"], o["state"]) for o in hb.onchain.describe(b.ch.channel_id)["outputs"])
-            assert kinds == [("htlc", "unresolved"), ("to_remote", "sweep")]
-            assert hb.logged("unusual", "on-chain HTLC resolution is not implemented")
-            assert any("NOT resolved: on-chain HTLC resolution is not implemented" in x
-                       for x in hb.onchain.status(b.ch.channel_id))
-            chaind.mine(BURY + 2)
+            await until(lambda: ha.onchain.describe(a.ch.channel_id) and hb.onchain.describe(b.ch.channel_id))
+            da = ha.onchain.describe(a.ch.channel_id)
+            assert sorted((o["kind"], o["state"], o["amount_msat"] // 1000) for o in da["outputs"]) == sorted([
+                ("our_htlc", "htlc_timeout", 20_000), ("our_htlc", "htlc_timeout", 40_000),
+                ("their_htlc", "htlc_success", 30_000), ("their_htlc", "htlc_success", 50_000),
+                ("to_local", "sweep", da["outputs"][[o["kind"] for o in da["outputs"]].index("to_local")]
+                 ["amount_msat"] // 1000)])
+            # The preimages arrive (downstream / an invoice): each claims its HTLC at once.
+            await hb.onchain.add_preimage(sha256(pre[1]), pre[1])
+            await ha.onchain.add_preimage(sha256(pre[2]), pre[2])
+            mempool = lambda: {Transaction.parse_hex(chaind.rpc("getrawtransaction", t)).inputs[0].prevout.vout  # noqa
+                               for t in chaind.rpc("getrawmempool")}
+            vout = {n: next(i for i, o in enumerate(commitment.outputs) if o.value == amt)
+                    for n, amt in ((1, 20_000), (2, 30_000), (3, 40_000), (4, 50_000))}
+            await until(lambda: {vout[1], vout[2]} <= mempool(), 30, "the two preimage claims")
+            chaind.mine(1)
+            await ha.synced(), await hb.synced()
+            await until(lambda: ha.channel_manager.reports and hb.channel_manager.reports, 30, "preimages learned")
+            assert ha.channel_manager.reports == [(ids[1], pre[1])]     # H1: B's claim revealed it to A
+            assert hb.channel_manager.reports == [(ids[2], pre[2])]     # H2: A's HTLC-success revealed it to B
+            # H3 is not timed out before its cltv_expiry, nor reported failed before it is 3 deep.
+            chaind.mine(tip + 8 - chaind.rpc("getblockcount") - 1)
+            await ha.synced()
+            assert vout[3] not in mempool()
+            chaind.mine(1)                                           # tip = cltv_expiry: final in the next block
+            await ha.synced()
+            await until(lambda: vout[3] in mempool(), 30, "A's HTLC-timeout")
+            chaind.mine(1)
+            await ha.synced()
+            chaind.mine(1)
+            await ha.synced(), await hb.synced()
+            assert ha.channel_manager.reports == [(ids[1], pre[1])]
+            await until(lambda: vout[4] in mempool(), 30, "B's timeout claim")   # tip = H4's cltv_expiry
+            chaind.mine(1)
+            await ha.synced(), await hb.synced()
+            await until(lambda: len(ha.channel_manager.reports) == 2, 30, "H3 reported failed")
+            assert ha.channel_manager.reports[1] == (ids[3], None)
+            chaind.mine(2)
             await hb.synced()
-            assert hb.channel_manager.closed == []          # the HTLC output is still unspent
+            await until(lambda: len(hb.channel_manager.reports) == 2, 30, "H4 reported failed")
+            assert hb.channel_manager.reports[1] == (ids[4], None)
+            # A's delayed outputs are swept after to_self_delay; then everything is resolved and buried.
+            chaind.mine(DELAY + 1)
+            await ha.synced(), await hb.synced()
+            await until(lambda: len([o for o in ha.onchain.describe(a.ch.channel_id)["outputs"]
+                                     if o["kind"] == "htlc_tx_delayed" and o["sweep_txid"]]) == 2, 30,
+                        "A's second-stage outputs swept")
+            chaind.mine(1)
+            await ha.synced(), await hb.synced()
+            h = chaind.rpc("getblockcount")
+            for host, ch, owned in ((ha, a.ch, {"to_local": None, 2: 30_000, 3: 40_000}), (hb, b.ch, {"to_remote": None,
+                                                                                              1: 20_000, 4: 50_000})):
+                d = host.onchain.describe(ch.channel_id)
+                assert all(o["resolved_height"] for o in d["outputs"]), d
+                # Exact accounting: what the wallet received from the channel = the outputs that were ours minus
+                # the fees of the transactions that moved them (second stages pay their fee from the HTLC).
+                ours_value = sum(o["amount_msat"] // 1000 for o in d["outputs"] if o["txid"] == commitment.txid_hex()
+                                 and o["kind"] in ("to_local", "to_remote", "their_htlc", "our_htlc")
+                                 and o["sweep_txid"] and o["resolved_txid"] == o["sweep_txid"])
+                assert ours_value == sum(commitment.outputs[vout[n]].value for n in owned if isinstance(n, int)) + \
+                    sum(o["amount_msat"] // 1000 for o in d["outputs"] if o["kind"] in ("to_local", "to_remote"))
+                fees = 0
+                final = set()
+                for o in d["outputs"]:
+                    if not o["sweep_txid"] or o["resolved_txid"] != o["sweep_txid"]:
+                        continue
+                    tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", o["sweep_txid"]))
+                    fees += o["amount_msat"] // 1000 - tx.outputs[0].value
+                    if o["kind"] not in ("our_htlc", "their_htlc") or host is hb:
+                        final.add(tx.txid())
+                got = sum(host.wallet.outputs[(t, 0)].value for t in final)
+                assert all(host.wallet.outputs[(t, 0)].status(h) == "confirmed" for t in final)
+                assert got == ours_value - fees, (got, ours_value, fees)
+            chaind.mine(40)
+            await ha.synced(), await hb.synced()
+            assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
+            assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
         finally:
+            await ha.stop()
             await hb.stop()
 
     run(main())

@@ -72,6 +72,7 @@ from ..ln.channel.actions import (
     StateChanged,
     Step,
 )
+from ..ln.channel.commitment import Side
 from ..ln.channel.env import Env
 from ..ln.channel.htlcs import Htlc
 from ..ln.channel.persist import finish
@@ -1036,7 +1037,27 @@ class ChannelManager:
             raise ChannelOpError(step.message)
 
     async def fulfill_htlc(self, channel_id: Any, htlc_id: int, preimage: bytes) -> None:
+        rec = self.find(channel_id)
+        if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
+            # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
+            onchain = getattr(self.node, "onchain", None)
+            h = rec.core.htlc(Side.REMOTE, htlc_id)
+            if onchain is not None and h is not None and sha256(preimage) == h.payment_hash:
+                await onchain.add_preimage(h.payment_hash, preimage)
+                self.node.log.info(self._src(rec), f"HTLC {htlc_id} fulfilled while the channel is on-chain: "
+                                                   "claiming it there")
+                return
         await self._resolve(channel_id, lambda r, ch: core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r)))
+
+    def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> None:
+        """The on-chain resolver's report on an HTLC we offered: the peer claimed it with `preimage`, or (None)
+        it timed out on-chain and the timeout is buried deep enough. Goes to the same listeners (payments,
+        switch) as the peer's update_fulfill_htlc / update_fail_htlc."""
+        if preimage is not None:
+            ev: Event = HtlcFulfilled(rec.channel_id, htlc_id, preimage)
+        else:
+            ev = HtlcFailed(rec.channel_id, htlc_id, onchain=True)
+        self._fire(rec, [ev])
 
     async def fail_htlc(self, channel_id: Any, htlc_id: int, reason: bytes) -> None:
         await self._resolve(channel_id, lambda r, ch: core.fail_htlc(ch, r.signer, htlc_id, reason, self.env(r)))

@@ -43,6 +43,8 @@ import json
 from ..ln.channel.commitment import Side
 from ..ln.channel.keys import secret_index
 from ..ln.channel.shachain import ShachainError
+from ..ln.channel.htlc_tx import HtlcTxKind
+from ..ln.onchain.htlc import LocalHtlcTx, build_htlc_claim, local_htlc_txs, sign_htlc_claim
 from ..ln.onchain.classify import (
     REVOCATION_KINDS,
     Action,
@@ -55,6 +57,7 @@ from ..ln.onchain.classify import (
     SweepNotWorthIt,
     build_sweep,
     classify_spend,
+    htlc_tx_delayed_output,
     preimage_from_witness,
     second_stage_output,
     sign_sweep,
@@ -81,6 +84,12 @@ S_WALLET = "wallet"          # pays our wallet directly (mutual close)
 S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
 S_DUST = "dust"              # ours, but worth less than the fee to sweep it
 S_PENALTY = "penalty"        # revoked: taken at once with the revocation key
+S_HTLC_TIMEOUT = "htlc_timeout"  # an HTLC we offered: ours once its cltv_expiry has passed
+S_HTLC_SUCCESS = "htlc_success"  # an HTLC the peer offered: ours with its preimage
+_CLAIM_STATES = (S_SWEEP, S_PENALTY, S_HTLC_TIMEOUT, S_HTLC_SUCCESS)
+# BOLT #5: an HTLC we offered and timed out on-chain fails upstream "once the resolving transaction has reached
+# reasonable depth" (CLN: its reasonable depth, 3 blocks); never earlier: a reorg could still hand it to the peer.
+HTLC_FAIL_DEPTH = 3
 _DONE_STATES = (S_WALLET, S_EXTERNAL, S_DUST)
 
 _KIND_TEXT = {SpendKind.MUTUAL: "mutual close", SpendKind.LOCAL: "our own unilateral close",
@@ -96,6 +105,7 @@ class Tracked:
     state: str
     txid: bytes | None = None            # the transaction holding the output; None: the funding spend
     parent: int | None = None            # second stage: the funding spend's output that `txid` spends
+    extra: dict = field(default_factory=dict)  # HTLC details: pre-signed second stage, preimage, reports
     sweep_tx: bytes | None = None        # our signed sweep, persisted before its first broadcast
     resolved_txid: bytes | None = None   # the transaction that spent it (ours or not)
     resolved_height: int | None = None   # ... and its block (None while unconfirmed)
@@ -156,6 +166,8 @@ class OnchainResolver:
         self._loaded = asyncio.Event()
         # fn(channel_id, HtlcStub | None, preimage): a preimage learned from an HTLC spend on-chain.
         self.preimage_listeners: list[Any] = []
+        self._preimages: dict[bytes, bytes] = {}  # payment_hash -> preimage (table onchain_preimages)
+        self._dirty: set[bytes] = set()  # resolutions to save after _advance
         # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
         node.chain.add_listener(self)
 
@@ -179,10 +191,13 @@ class OnchainResolver:
                 stub = HtlcStub.from_json(extra["htlc"]) if extra.get("htlc") else None
                 out = OurOutput(vout, value, OutputKind(kind), _action_of(state), bytes(spk), csv,
                                 _b(ws), _b(point), stub, bytes.fromhex(extra["rev"]) if extra.get("rev") else None)
-                t = Tracked(out, state, bytes(txid) or None, extra.get("parent"), _b(sweep), _b(rtxid), rheight)
+                t = Tracked(out, state, bytes(txid) or None, extra.get("parent"), extra.get("x", {}), _b(sweep),
+                            _b(rtxid), rheight)
                 r.outputs[t.key(r)] = t
             for r in self._res.values():
                 self._index(r)
+            rows = await self.node.store.read(lambda db: db.query("SELECT payment_hash, preimage FROM onchain_preimages"))
+            self._preimages.update((bytes(h), bytes(p)) for h, p in rows)
         finally:
             self._loaded.set()
         self.node.log.debug(LOG, "On-chain resolution: to_local (after to_self_delay) and to_remote outputs are swept "
@@ -363,10 +378,20 @@ class OnchainResolver:
                 state = S_SWEEP
             elif out.action is Action.PENALTY:
                 state = S_PENALTY
+            elif out.action is Action.HTLC_TIMEOUT:
+                state = S_HTLC_TIMEOUT
+            elif out.action is Action.HTLC_SUCCESS:
+                state = S_HTLC_SUCCESS
             else:
                 state = S_UNRESOLVED
             t = Tracked(out, state)
             r.outputs[t.key(r)] = t
+        if a.kind is SpendKind.LOCAL:
+            self._presign_local_htlc_txs(r, a.commitment_number)
+        # Preimages the channel already knows (HTLCs we fulfilled before the close).
+        for h in ch.htlcs:
+            if h.removal is not None and h.removal.preimage:
+                await self._remember_preimage(h.payment_hash, h.removal.preimage)
         await self._save(r)
         self._index(r)
         cid = r.channel_id.hex()
@@ -382,6 +407,51 @@ class OnchainResolver:
             if t.state == S_EXTERNAL:
                 self.node.log.info(LOG, f"Channel {cid}: mutual close output {t.out.vout} ({t.out.value_sat} sat) "
                                         "pays an address outside our wallet (close_to)")
+
+    def _presign_local_htlc_txs(self, r: Resolution, number: int | None) -> None:
+        """Our commitment: the HTLC-timeout/success transactions, with the peer's signatures from its last
+        commitment_signed and ours (the success one still needs the preimage in its witness)."""
+        record = r.record
+        ch = record.core
+        htlc_outs = [t for t in r.outputs.values() if t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS)]
+        if not htlc_outs:
+            return
+        if number != ch.local_ctn:
+            for t in htlc_outs:
+                t.state = S_UNRESOLVED
+            self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: our commitment #{number} is not our latest "
+                                      f"(#{ch.local_ctn}): we hold no HTLC signatures for it")
+            return
+        try:
+            ltxs = {x.output_index: x for x in local_htlc_txs(core.local_commitment(ch, record.signer),
+                                                               ch.local_htlc_sigs, record.signer)}
+        except ValueError as e:
+            self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: cannot build our HTLC transactions: {e}")
+            return
+        for t in htlc_outs:
+            x = ltxs.get(t.out.vout)
+            if x is None:
+                t.state = S_UNRESOLVED
+                continue
+            t.extra["stage"] = [x.tx.serialize().hex(), x.their_sig.hex(), x.our_sig.hex(), x.kind.value]
+            if t.state == S_HTLC_TIMEOUT:
+                t.sweep_tx = x.complete().serialize()  # valid once cltv_expiry has passed
+
+    async def _remember_preimage(self, payment_hash: bytes, preimage: bytes) -> None:
+        if self._preimages.get(payment_hash) == preimage:
+            return
+        await self.node.store.write(lambda db: db.execute(
+            "INSERT OR IGNORE INTO onchain_preimages (payment_hash, preimage) VALUES (?,?)", (payment_hash, preimage)))
+        self._preimages[payment_hash] = preimage
+
+    async def add_preimage(self, payment_hash: bytes, preimage: bytes) -> None:
+        """A preimage learned elsewhere (downstream, an invoice) for HTLCs the peer offered on a channel that is
+        on-chain: claim them with it (BOLT #5: "MUST resolve the output by spending it to a convenient address")."""
+        await self._loaded.wait()
+        async with self._lock:
+            await self._remember_preimage(payment_hash, preimage)
+            for r in list(self._res.values()):
+                await self._advance(r, self._tip(None))
 
     async def _funding_spend_mined(self, r: Resolution, tx: Transaction, txid: bytes, height: int) -> None:
         if txid == r.spend_txid:
@@ -409,8 +479,25 @@ class OnchainResolver:
                 if n.parent == t.out.vout and n.txid != txid:
                     del r.outputs[key]
                     self._watched.pop(key, None)
-        if t.sweep_tx is not None and txid == t.sweep_txid:
+        if (t.sweep_tx is not None and txid == t.sweep_txid and r.kind is SpendKind.LOCAL
+                and t.out.kind in (OutputKind.OUR_HTLC, OutputKind.THEIR_HTLC)):
+            # Our HTLC transaction: its output is ours after to_self_delay.
+            self.node.log.info(LOG, f"Channel {cid}: our HTLC-{'timeout' if t.state == S_HTLC_TIMEOUT else 'success'} "
+                                    f"{txid[::-1].hex()} of {what} is in block {height}")
+            n = Tracked(htlc_tx_delayed_output(r.record.core, t.out, tx), S_SWEEP, txid, t.out.vout)
+            if n.key(r) not in r.outputs:
+                r.outputs[n.key(r)] = n
+                self._watched[n.key(r)] = (r, n.key(r))
+        elif t.sweep_tx is not None and txid == t.sweep_txid:
             self.node.log.info(LOG, f"Channel {cid}: our sweep {txid[::-1].hex()} of {what} is in block {height}")
+        elif t.out.kind is OutputKind.OUR_HTLC:
+            # BOLT #5: the peer claimed our HTLC with the preimage: "MUST extract the payment preimage".
+            if self._learn_preimage(r, t, tx, txid) is None:
+                self.node.log.unusual(LOG, f"Channel {cid}: our {what} was spent by {txid[::-1].hex()} without a "
+                                           "preimage")
+        elif t.out.kind is OutputKind.THEIR_HTLC:
+            self.node.log.info(LOG, f"Channel {cid}: the peer took back its {what} (timed out) with "
+                                    f"{txid[::-1].hex()} in block {height}")
         elif t.out.kind is OutputKind.REVOKED_HTLC:
             # The peer was faster with its second-stage transaction: its output is revocable too.
             self._learn_preimage(r, t, tx, txid)
@@ -446,6 +533,9 @@ class OnchainResolver:
                 return None
             self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: learned the preimage of HTLC "
                                     f"{stub.payment_hash.hex() if stub else '?'} on-chain from {txid[::-1].hex()}")
+            if stub is not None:
+                self._preimages[stub.payment_hash] = preimage
+                t.extra["preimage"] = preimage.hex()
             for fn in list(self.preimage_listeners):
                 try:
                     fn(r.channel_id, stub, preimage)
@@ -476,6 +566,29 @@ class OnchainResolver:
             self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: scanning blocks from {height} failed: {e}")
         await self._save(r)
 
+    def _report_htlc(self, r: Resolution, t: Tracked, tip: int) -> None:
+        """Tell the payment layer / switch how an HTLC we offered ended on-chain (once; again after a restart
+        if the report was not recorded: they ignore what they already know)."""
+        if t.out.kind is not OutputKind.OUR_HTLC or t.out.htlc is None or t.extra.get("reported"):
+            return
+        if t.resolved_height is None:
+            return
+        manager = getattr(self.node, "channel_manager", None)
+        report = getattr(manager, "onchain_htlc_resolved", None)
+        if report is None or r.record is None:
+            return
+        pre = t.extra.get("preimage")
+        if pre is not None:
+            report(r.record, t.out.htlc.htlc_id, bytes.fromhex(pre))
+        elif t.sweep_tx is not None and t.resolved_txid == t.sweep_txid:
+            if tip - t.resolved_height + 1 < HTLC_FAIL_DEPTH:
+                return
+            report(r.record, t.out.htlc.htlc_id, None)
+        else:
+            return
+        t.extra["reported"] = True
+        self._dirty.add(r.channel_id)
+
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
         tip = getattr(self.node.chain, "height", -1)
@@ -491,33 +604,55 @@ class OnchainResolver:
                 await self._broadcast(r, r.spend_tx, "funding spend")
             return
         for t in list(r.outputs.values()):
-            if t.state not in (S_SWEEP, S_PENALTY) or t.resolved_height is not None:
+            self._report_htlc(r, t, tip)
+            if t.state not in _CLAIM_STATES or t.resolved_height is not None:
                 continue
+            base = r.spend_height
             if t.parent is not None:
                 p = r.outputs.get((r.spend_txid, t.parent))
                 if p is None or p.resolved_txid != t.txid or p.resolved_height is None:
                     continue  # the second stage holding it is not (or no longer) in the chain
+                base = p.resolved_height
             # BIP68: an input locked for N blocks may be in a block at height >= (its block) + N; the next
             # block is tip + 1.
-            if tip + 1 < r.spend_height + t.out.csv:
+            if tip + 1 < base + t.out.csv:
                 continue
+            if t.state == S_HTLC_TIMEOUT and tip < t.out.htlc.cltv_expiry:
+                continue  # nLockTime = cltv_expiry: final in block tip + 1 once cltv_expiry < tip + 1
+            if t.state == S_HTLC_SUCCESS and t.out.htlc.payment_hash not in self._preimages:
+                continue  # not ours to take (yet): the peer times it out after cltv_expiry
             if t.sweep_tx is None:
                 if r.record is None or not await self._make_sweep(r, t):
                     continue
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
-                what = "penalty" if t.state == S_PENALTY else "sweep"
+                what = {S_PENALTY: "penalty", S_HTLC_TIMEOUT: "HTLC timeout",
+                        S_HTLC_SUCCESS: "HTLC success"}.get(t.state, "sweep")
                 if await self._broadcast(r, tx, f"{what} of {t.out.kind.value} output {t.out.vout}"):
                     wallet = getattr(self.node, "wallet", None)
                     if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
+        if r.channel_id in self._dirty:
+            self._dirty.discard(r.channel_id)
+            await self._save(r)
         last = r.last_height()
         if last is not None and tip - last + 1 >= self.bury_depth and r.record is not None:
             await self._close(r.record, r)
 
     async def _make_sweep(self, r: Resolution, t: Tracked) -> bool:
         """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
+        if t.state == S_HTLC_SUCCESS and r.kind is SpendKind.LOCAL:
+            raw, their, ours, kind = t.extra["stage"]
+            x = LocalHtlcTx(HtlcTxKind(kind), t.out.vout, Transaction.parse(bytes.fromhex(raw)), t.out.witness_script,
+                            bytes.fromhex(their), bytes.fromhex(ours))
+            t.sweep_tx = x.complete(self._preimages[t.out.htlc.payment_hash]).serialize()
+            await self._save(r)
+            self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: claiming HTLC {t.out.htlc.payment_hash.hex()} "
+                                    f"with its preimage: HTLC-success {t.sweep_txid[::-1].hex()}")
+            return True
+        if t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS) and r.kind is SpendKind.LOCAL:
+            return False  # the HTLC-timeout was signed at the analysis (no stage: nothing we can do)
         wallet = self.node.wallet
         ctype = r.record.core.params.channel_type
         fees = self.node.chain.fees
@@ -532,9 +667,11 @@ class OnchainResolver:
                                           f"commitment #{r.commitment_number}: {e}")
                 return False
         parent = t.txid or r.spend_txid
+        claim = t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS)  # the peer's commitment: spent directly
+        build = build_htlc_claim if claim else build_sweep
         try:
             # Worth it? (checked with a same-size P2TR script before issuing a wallet address)
-            build_sweep(parent, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
+            build(parent, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
         except SweepNotWorthIt as e:
             t.state = S_DUST
             await self._save(r)
@@ -542,8 +679,12 @@ class OnchainResolver:
             return False
         idx, _ = await wallet.new_address("p2tr")
         dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
-        unsigned = build_sweep(parent, t.out, ctype, dest, feerate)
-        t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
+        unsigned = build(parent, t.out, ctype, dest, feerate)
+        if claim:
+            pre = self._preimages.get(t.out.htlc.payment_hash) if t.state == S_HTLC_SUCCESS else None
+            t.sweep_tx = sign_htlc_claim(unsigned, t.out, r.record.signer, pre).serialize()
+        else:
+            t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
         await self._save(r)  # BOLT 5 / our rule: recorded before it is broadcast
         verb = "taking (penalty)" if penalty else "sweeping"
         fee = t.out.value_sat - Transaction.parse(t.sweep_tx).outputs[0].value
@@ -636,7 +777,8 @@ def _b(v: Any) -> bytes | None:
 
 def _action_of(state: str) -> Action:
     return {S_SWEEP: Action.SWEEP, S_DUST: Action.SWEEP, S_UNRESOLVED: Action.UNRESOLVED,
-            S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL, S_PENALTY: Action.PENALTY}[state]
+            S_WALLET: Action.WALLET, S_EXTERNAL: Action.EXTERNAL, S_PENALTY: Action.PENALTY,
+            S_HTLC_TIMEOUT: Action.HTLC_TIMEOUT, S_HTLC_SUCCESS: Action.HTLC_SUCCESS}[state]
 
 
 def _info(t: Tracked) -> str | None:
@@ -644,6 +786,8 @@ def _info(t: Tracked) -> str | None:
     d: dict[str, Any] = {}
     if t.parent is not None:
         d["parent"] = t.parent
+    if t.extra:
+        d["x"] = t.extra
     if out.htlc is not None:
         d["htlc"] = out.htlc.to_json()
     if out.revocation_pubkey is not None:

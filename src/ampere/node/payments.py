@@ -623,6 +623,12 @@ class PaymentEngine:
 
     def on_htlc_failed(self, record: Any, ev: Any) -> None:
         """The manager's listener: (channel record, HtlcFailed)."""
+        if getattr(ev, "onchain", False):
+            p = self._by_htlc.get((bytes(ev.channel_id), int(ev.htlc_id)))
+            if p is not None:
+                self._spawn(self._fail(p, local_failure(p, self.node.node_id, PERM | 8,
+                                                        "HTLC timed out on-chain")))
+            return
         self._spawn(self.on_htlc_failed_async(
             bytes(ev.channel_id), int(ev.htlc_id), reason=bytes(ev.reason or b""), failure_code=ev.failure_code or 0,
             sha256_of_onion=bytes(ev.sha256_of_onion or b"")))

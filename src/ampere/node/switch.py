@@ -468,7 +468,10 @@ class Switch:
 
     def _on_failed(self, record: Any, ev: Any) -> None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
-        if f is not None:
+        if f is not None and getattr(ev, "onchain", False):
+            # The outgoing HTLC timed out on-chain: CLN fails the incoming one with permanent_channel_failure.
+            self._spawn(self._downstream_failed(f, b"", failure_code("permanent_channel_failure"), b"", onchain=True))
+        elif f is not None:
             self._spawn(self._downstream_failed(f, bytes(ev.reason or b""), int(ev.failure_code or 0),
                                                 bytes(ev.sha256_of_onion or b"")))
 
@@ -485,10 +488,14 @@ class Switch:
         self.by_in.pop(f.key, None)
         self._notify(f)
 
-    async def _downstream_failed(self, f: Forward, reason: bytes, malformed_code: int, sha256_of_onion: bytes) -> None:
+    async def _downstream_failed(self, f: Forward, reason: bytes, malformed_code: int, sha256_of_onion: bytes,
+                                 onchain: bool = False) -> None:
         if f.status != OFFERED:
             return
-        if malformed_code:
+        if onchain:
+            f.fail_message = encode_failure_message(malformed_code)
+            f.failcode = malformed_code
+        elif malformed_code:
             # BOLT #4: an intermediate hop receiving update_fail_malformed_htlc "MUST ... return an
             # `update_fail_htlc` ... with the failure code ... and sha256_of_onion", encrypted by itself.
             code = malformed_code if malformed_code & BADONION else failure_code("invalid_onion_version")

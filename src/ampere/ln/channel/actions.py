@@ -130,6 +130,7 @@ class HtlcFailed(Event):
     reason: bytes = b""           # update_fail_htlc.reason (the encrypted onion error)
     failure_code: int = 0         # update_fail_malformed_htlc.failure_code (0 otherwise)
     sha256_of_onion: bytes = b""
+    onchain: bool = False         # timed out on-chain (and buried): a failure at our own node
 
 
 @dataclass(frozen=True)
