@@ -92,3 +92,42 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     gained = wallet_sat(honest) - wallet_before
     print(f"honest gained {gained} sat of the {taken} sat commitment outputs ({taken - gained} sat in fees)")
     assert wallet_sat(cheat) == cheat_before
+
+
+def scid(a, b) -> str:
+    return next(c["short_channel_id"] for c in a.rpc.listpeerchannels(b.node_id)["channels"])
+
+
+def test_forwarded_htlc_claimed_onchain_downstream_settles_upstream(node_factory_chain, chaind):
+    """l1 -> l2 -> l3; l3 holds the HTLC; l2 closes its channel to l3 (dev-fail); l3 then releases the payment
+    and, its channel being on-chain, claims l2's HTLC output on l2's commitment with the preimage. l2 extracts
+    the preimage from l3's spend and fulfils l1's HTLC off-chain: l1's payment completes, l2 loses nothing."""
+    chaind.mine(101)
+    l1, l2, l3 = node_factory_chain.line_graph(3, opts=[{}, {"developer": None}, {"plugin": HODL}])
+    amount = 50_000_000
+    fee = 1 + amount * 10 // 1_000_000       # l2's default fee: 1msat + 10ppm
+    inv = l3.rpc.invoice(amount, "hodl-fwd", "fwd")
+    route = [{"id": l2.node_id, "channel": scid(l1, l2), "amount_msat": amount + fee, "delay": 18 + 34},
+             {"id": l3.node_id, "channel": scid(l2, l3), "amount_msat": amount, "delay": 18}]
+    l1.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    wait_for(lambda: inv["payment_hash"] in l3.rpc.call("listheld")["held"], 30, "held at l3")
+    l2_before = next(c for c in l2.rpc.listpeerchannels(l1.node_id)["channels"])["to_us_msat"]
+
+    l2.rpc.call("dev-fail", {"id": l3.node_id})
+    mine(chaind, 1, l2, l3)
+    wait_for(lambda: channel_with(l3, l2)["state"] == "ONCHAIN", 30, "l3 sees the close")
+    l3.rpc.call("release", {"payment_hash": inv["payment_hash"]})
+    l3.wait_for_log("claiming it there")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "l3's claim")
+    mine(chaind, 1, l1, l2, l3)
+    l2.wait_for_log("learned the preimage")
+    r = l1.rpc.waitsendpay(inv["payment_hash"], 60)
+    assert r["status"] == "complete" and r["payment_preimage"]
+    wait_for(lambda: channel_with(l2, l1)["htlcs"] == [], 30, "l1-l2 settled")
+    assert channel_with(l2, l1)["to_us_msat"] == l2_before + amount + fee   # l2 got paid upstream
+    [fwd] = l2.rpc.listforwards()["forwards"]
+    assert fwd["status"] == "settled"
+
+
+def channel_with(a, b) -> dict:
+    return next(c for c in a.rpc.listpeerchannels(b.node_id)["channels"])
