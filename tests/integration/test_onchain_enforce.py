@@ -131,3 +131,43 @@ def test_forwarded_htlc_claimed_onchain_downstream_settles_upstream(node_factory
 
 def channel_with(a, b) -> dict:
     return next(c for c in a.rpc.listpeerchannels(b.node_id)["channels"])
+
+
+def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chain, chaind):
+    """l2 holds l1's HTLC and goes silent. Past cltv_expiry l1 fails the channel (BOLT 2 deadline), its commitment
+    confirms, its HTLC-timeout goes out at once (signed by l2 long ago), and the payment fails only once the
+    timeout is 3 blocks deep; the HTLC's value then comes back to l1's wallet after to_self_delay."""
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"watchtime-blocks": DELAY}, listen=True)
+    l2 = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL}, listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING)
+    mine(chaind, 6, l1, l2)
+    wait_for(lambda: channel(l1)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    h = held_payment(l1, l2, 30_000_000, "hodl-silent")
+    wait_for(lambda: channel(l1)["htlcs"] and channel(l1)["htlcs"][0]["state"] == "SENT_ADD_ACK_REVOCATION", 30,
+             "HTLC committed")
+    expiry = channel(l1)["htlcs"][0]["expiry"]
+    l2.stop()
+    before = wallet_sat(l1)
+    grace = 2                                                       # ampere.ln.channel.core.OFFERED_HTLC_GRACE_BLOCKS
+    mine(chaind, expiry + grace - 1 - chaind.rpc("getblockcount"), l1)
+    assert channel(l1)["state"] == "CHANNELD_NORMAL"
+    mine(chaind, 1, l1)                                             # cltv_expiry + grace: fail the channel
+    wait_for(lambda: channel(l1)["state"] == "AWAITING_UNILATERAL", 30, "l1 closes")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the commitment")
+    s = mine(chaind, 1, l1)
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the HTLC-timeout at once")
+    [timeout_txid] = chaind.rpc("getrawmempool")
+    mine(chaind, 2, l1)                                             # the timeout is 2 deep: not failed yet
+    assert l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "pending"
+    mine(chaind, 1, l1)
+    wait_for(lambda: l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "failed", 30, "failed")
+    # The HTLC-timeout's output (and to_local) come back after to_self_delay.
+    mine(chaind, DELAY, l1)
+    wait_for(lambda: len([x for x in channel(l1)["status"] if "being swept" in x]) >= 2, 30, "sweeps")
+    mine(chaind, 1, l1)
+    tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", timeout_txid))
+    wait_for(lambda: wallet_sat(l1) - before > FUNDING - 20_000, 30, "funds back")
+    print(f"l1 got back {wallet_sat(l1) - before} of {FUNDING} sat; HTLC-timeout {tx.txid_hex()} in block {s + 1}")
