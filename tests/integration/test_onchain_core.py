@@ -612,8 +612,8 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
     """A broadcasts its revoked commitment holding an HTLC each way, with its HTLC-success transaction in the same
     block. B, in the block it sees them: takes A's to_local, the HTLC A offered (directly) and the output of A's
     HTLC-success (second stage) with the revocation key, and learns the preimage. B restarts: the same signed
-    penalties. A two-block reorg takes everything out: the penalties go out again and B ends with exactly what
-    it took (values minus the penalties' fees)."""
+    penalties. A block without them: they are replaced at a higher feerate (RBF). A three-block reorg takes
+    everything out: the penalties go out again and B ends with exactly what it took (values minus the fees)."""
     chaind = funded_chaind
 
     async def main():
@@ -683,21 +683,42 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             await hb.onchain.restore(rb)
             assert {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} == txids
 
+            # A block without them (a miner ignoring them): each is replaced at a higher feerate (RBF), the deadline
+            # being near (to_self_delay for to_local, at once for the HTLCs), paying the same wallet script.
+            before = {(o["txid"], o["vout"]): (o["amount_msat"] // 1000, Transaction.parse_hex(
+                chaind.rpc("getrawtransaction", o["sweep_txid"]))) for o in penalties()}
+            chaind.rpc("generateblock", chaind.faucet_address(), [])
+            await hb.synced()
+            await until(lambda: not ({bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} & txids), 30,
+                        "replacements")
+            replaced = {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()}
+            await until(lambda: all(in_mempool(chaind, t) for t in replaced), 30, "replacements in the mempool")
+            assert not any(in_mempool(chaind, t) for t in txids)
+            for o in penalties():
+                value, old_tx = before[(o["txid"], o["vout"])]
+                tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", o["sweep_txid"]))
+                assert value - tx.outputs[0].value >= (value - old_tx.outputs[0].value) * 5 // 4
+                assert tx.outputs[0].script_pubkey == old_tx.outputs[0].script_pubkey
+            txids = replaced
+            s += 1
             chaind.mine(1)
             await hb.synced()
             await until(lambda: all(o["resolved_height"] == s + 1 for o in penalties()), 30, "penalties mined")
             taken = sum(o["amount_msat"] // 1000 for o in penalties())
             got = {t: hb.wallet.outputs[(t, 0)].value for t in txids}
             fees = taken - sum(got.values())
-            rate = hb.chain.fees.for_deadline(2) or hb.chain.fees.floor
             weights = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t[::-1].hex())).weight() for t in txids]
-            # Each pays the urgent feerate for its weight (estimated with the largest signature: a few WU over).
-            assert sum(rate * w // 1000 for w in weights) <= fees <= sum(rate * (w + 4) // 1000 + 1 for w in weights)
+            first_fees = sum(v - tx.outputs[0].value for v, tx in before.values())
+            first_weight = sum(tx.weight() for _, tx in before.values())
+            print(f"justice (first broadcast): {len(before)} txs, {first_weight} WU, {first_fees} sat")
+            assert 0 < first_fees < fees < taken // 50
+            rate = fees * 1000 // sum(weights)
             print(f"justice: {len(txids)} txs, {sum(weights)} WU, {fees} sat at {rate} sat/kw")
 
-            # A two-block reorg (from below the cheat): everything goes back to the mempool; B sends the same
+            # A three-block reorg (from below the cheat): everything goes back to the mempool; B sends the same
             # penalties again, and they confirm on the new chain.
-            chaind.rpc("generatefork", 3, fork_parent)
+            fork_height = chaind.rpc("getblockheader", fork_parent)["height"]
+            chaind.rpc("generatefork", chaind.rpc("getblockcount") - fork_height + 1, fork_parent)
             await hb.synced()
             await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
             chaind.mine(1)

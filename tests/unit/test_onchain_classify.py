@@ -296,3 +296,22 @@ def test_htlc_outputs_of_current_commitments_are_claimed(ct):
     # A's signature does not claim B's outputs.
     assert not verifies(sign_htlc_claim(build_htlc_claim(tx.txid(), theirs, ct, DEST, 2000), theirs, a.signer, pre_a),
                         tx.outputs[theirs.vout])
+
+
+def test_deadline_feerate_tightens_and_bumps():
+    from ampere.ln.onchain.fees import deadline_feerate, worth_replacing
+
+    estimates = {1: 20_000, 2: 10_000, 3: 8000, 6: 5000, 12: 2000}
+
+    def estimate(target):
+        return estimates[max(t for t in estimates if t <= target)]
+
+    # Aim at half the blocks left: far from the deadline cheap, at the deadline the next block.
+    assert deadline_feerate(estimate, 253, 24, 0) == 2000
+    assert deadline_feerate(estimate, 253, 12, 0) == 5000
+    assert deadline_feerate(estimate, 253, 2, 0) == 20_000
+    assert deadline_feerate(estimate, 253, 0, 0) == 20_000
+    assert deadline_feerate(lambda t: 0, 253, 10, 0) == 253          # no estimate: the floor
+    # Each block spent waiting raises it enough to replace the previous version (BIP125).
+    r0, r1, r2 = (deadline_feerate(estimate, 253, 12, w) for w in (0, 1, 2))
+    assert worth_replacing(r0, r1) and worth_replacing(r1, r2) and not worth_replacing(r0, r0 + 1)

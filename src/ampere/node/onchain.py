@@ -44,6 +44,7 @@ from ..ln.channel.commitment import Side
 from ..ln.channel.keys import secret_index
 from ..ln.channel.shachain import ShachainError
 from ..ln.channel.htlc_tx import HtlcTxKind
+from ..ln.onchain.fees import deadline_feerate, worth_replacing
 from ..ln.onchain.htlc import LocalHtlcTx, build_htlc_claim, local_htlc_txs, sign_htlc_claim
 from ..ln.onchain.classify import (
     REVOCATION_KINDS,
@@ -54,6 +55,7 @@ from ..ln.onchain.classify import (
     OutputKind,
     SpendAnalysis,
     SpendKind,
+    SWEEP_DUST_LIMIT,
     SweepNotWorthIt,
     build_sweep,
     classify_spend,
@@ -121,6 +123,10 @@ class Tracked:
 
     def key(self, r: Resolution) -> tuple[bytes, int]:
         return (self.txid or r.spend_txid, self.out.vout)
+
+    def is_ours(self, txid: bytes) -> bool:
+        """`txid` is our spend of this output: the current version or one it replaced (RBF)."""
+        return (self.sweep_tx is not None and txid == self.sweep_txid) or txid[::-1].hex() in self.extra.get("prev", ())
 
 
 @dataclass
@@ -479,7 +485,7 @@ class OnchainResolver:
                 if n.parent == t.out.vout and n.txid != txid:
                     del r.outputs[key]
                     self._watched.pop(key, None)
-        if (t.sweep_tx is not None and txid == t.sweep_txid and r.kind is SpendKind.LOCAL
+        if (t.is_ours(txid) and r.kind is SpendKind.LOCAL
                 and t.out.kind in (OutputKind.OUR_HTLC, OutputKind.THEIR_HTLC)):
             # Our HTLC transaction: its output is ours after to_self_delay.
             self.node.log.info(LOG, f"Channel {cid}: our HTLC-{'timeout' if t.state == S_HTLC_TIMEOUT else 'success'} "
@@ -488,7 +494,7 @@ class OnchainResolver:
             if n.key(r) not in r.outputs:
                 r.outputs[n.key(r)] = n
                 self._watched[n.key(r)] = (r, n.key(r))
-        elif t.sweep_tx is not None and txid == t.sweep_txid:
+        elif t.is_ours(txid):
             self.node.log.info(LOG, f"Channel {cid}: our sweep {txid[::-1].hex()} of {what} is in block {height}")
         elif t.out.kind is OutputKind.OUR_HTLC:
             # BOLT #5: the peer claimed our HTLC with the preimage: "MUST extract the payment preimage".
@@ -580,7 +586,7 @@ class OnchainResolver:
         pre = t.extra.get("preimage")
         if pre is not None:
             report(r.record, t.out.htlc.htlc_id, bytes.fromhex(pre))
-        elif t.sweep_tx is not None and t.resolved_txid == t.sweep_txid:
+        elif t.resolved_txid is not None and t.is_ours(t.resolved_txid):
             if tip - t.resolved_height + 1 < HTLC_FAIL_DEPTH:
                 return
             report(r.record, t.out.htlc.htlc_id, None)
@@ -622,8 +628,10 @@ class OnchainResolver:
             if t.state == S_HTLC_SUCCESS and t.out.htlc.payment_hash not in self._preimages:
                 continue  # not ours to take (yet): the peer times it out after cltv_expiry
             if t.sweep_tx is None:
-                if r.record is None or not await self._make_sweep(r, t):
+                if r.record is None or not await self._make_sweep(r, t, tip):
                     continue
+            elif r.record is not None:
+                await self._maybe_bump(r, t, tip, base)
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
@@ -640,7 +648,57 @@ class OnchainResolver:
         if last is not None and tip - last + 1 >= self.bury_depth and r.record is not None:
             await self._close(r.record, r)
 
-    async def _make_sweep(self, r: Resolution, t: Tracked) -> bool:
+    def _deadline(self, r: Resolution, t: Tracked, base: int) -> int | None:
+        """The block by which our spend of `t` must confirm (None: no race to win)."""
+        p = r.record.core.params
+        if t.state == S_PENALTY:
+            if t.out.kind is OutputKind.REVOKED_HTLC:
+                # The peer can take an HTLC it received with its preimage at any time, one it offered at expiry.
+                if t.out.htlc is not None and t.out.htlc.offerer is Side.REMOTE:
+                    return t.out.htlc.cltv_expiry
+                return base + 1
+            return base + p.remote_to_self_delay  # to_local / second stage: CSV-locked for the peer
+        if t.state == S_HTLC_SUCCESS and r.kind is not SpendKind.LOCAL and t.out.htlc is not None:
+            return t.out.htlc.cltv_expiry         # then the peer can time it out
+        return None
+
+    def _claim_rate(self, r: Resolution, t: Tracked, tip: int, base: int, waited: int) -> int:
+        fees = self.node.chain.fees
+        deadline = self._deadline(r, t, base) if r.record is not None else None
+        if deadline is None:
+            blocks = PENALTY_FEERATE_BLOCKS if t.state == S_PENALTY else SWEEP_FEERATE_BLOCKS
+            return fees.for_deadline(blocks) or fees.floor
+        return deadline_feerate(fees.for_deadline, fees.floor, deadline - tip, waited)
+
+    async def _maybe_bump(self, r: Resolution, t: Tracked, tip: int, base: int) -> None:
+        """RBF: a claim still unconfirmed as its deadline nears is replaced at a higher feerate (our own
+        pre-signed HTLC transactions cannot be: their fee is fixed by both signatures)."""
+        if "rate" not in t.extra or self._deadline(r, t, base) is None:
+            return
+        since = t.extra.get("since", tip)
+        if tip <= since:
+            return  # bumped only after a block went by without it
+        rate = self._claim_rate(r, t, tip, base, tip - since)
+        old = Transaction.parse(t.sweep_tx)
+        if not worth_replacing(t.extra["rate"], rate):
+            return
+        # Never pay more than the output leaves above the dust limit (a penalty would rather burn it all).
+        weight = old.weight() + 8  # the size estimate uses the largest signature
+        rate = min(rate, (t.out.value_sat - SWEEP_DUST_LIMIT - 1) * 1000 // weight)
+        if not worth_replacing(t.extra["rate"], rate):
+            return
+        prev = t.sweep_txid
+        if not await self._make_sweep(r, t, tip, rate=rate, dest=old.outputs[0].script_pubkey):
+            return
+        t.extra.setdefault("prev", []).append(prev[::-1].hex())
+        t.broadcast_at = -1
+        await self._save(r)
+        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {t.out.kind.value} output {t.out.vout} still "
+                                f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
+                                f"{t.sweep_txid[::-1].hex()}")
+
+    async def _make_sweep(self, r: Resolution, t: Tracked, tip: int, rate: int | None = None,
+                          dest: bytes | None = None) -> bool:
         """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
         if t.state == S_HTLC_SUCCESS and r.kind is SpendKind.LOCAL:
             raw, their, ours, kind = t.extra["stage"]
@@ -657,7 +715,13 @@ class OnchainResolver:
         ctype = r.record.core.params.channel_type
         fees = self.node.chain.fees
         penalty = t.state == S_PENALTY
-        feerate = fees.for_deadline(PENALTY_FEERATE_BLOCKS if penalty else SWEEP_FEERATE_BLOCKS) or fees.floor
+        if rate is not None:
+            feerate = rate
+        elif t.state in (S_PENALTY, S_HTLC_TIMEOUT, S_HTLC_SUCCESS):
+            base = r.spend_height if t.parent is None else r.outputs[(r.spend_txid, t.parent)].resolved_height
+            feerate = self._claim_rate(r, t, tip, base or tip, 0)
+        else:
+            feerate = fees.for_deadline(SWEEP_FEERATE_BLOCKS) or fees.floor
         secret = None
         if t.out.kind in REVOCATION_KINDS:
             try:
@@ -673,18 +737,23 @@ class OnchainResolver:
             # Worth it? (checked with a same-size P2TR script before issuing a wallet address)
             build(parent, t.out, ctype, b"\x51\x20" + bytes(32), feerate)
         except SweepNotWorthIt as e:
+            if rate is not None:
+                return False  # a replacement that cannot pay more: keep the current one
             t.state = S_DUST
             await self._save(r)
             self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: not sweeping: {e}")
             return False
-        idx, _ = await wallet.new_address("p2tr")
-        dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
+        if dest is None:
+            idx, _ = await wallet.new_address("p2tr")
+            dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
         unsigned = build(parent, t.out, ctype, dest, feerate)
         if claim:
             pre = self._preimages.get(t.out.htlc.payment_hash) if t.state == S_HTLC_SUCCESS else None
             t.sweep_tx = sign_htlc_claim(unsigned, t.out, r.record.signer, pre).serialize()
         else:
             t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
+        t.extra["rate"] = feerate
+        t.extra["since"] = tip
         await self._save(r)  # BOLT 5 / our rule: recorded before it is broadcast
         verb = "taking (penalty)" if penalty else "sweeping"
         fee = t.out.value_sat - Transaction.parse(t.sweep_tx).outputs[0].value
