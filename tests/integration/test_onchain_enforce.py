@@ -10,11 +10,13 @@ import os
 import sys
 
 from ampere.primitives.tx import Transaction
+from ampere.testing.schema import ClnValidator, load_schema
 
 sys.path.insert(0, os.path.dirname(__file__))
 from chainutil import sync, wait_for  # noqa: E402
 
 HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
+LISTENER = os.path.join(os.path.dirname(__file__), "..", "plugins", "listener.py")
 DELAY = 6
 FUNDING = 1_000_000
 PUSH_MSAT = 400_000_000
@@ -48,7 +50,7 @@ def wallet_sat(node) -> int:
 
 def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind):
     chaind.mine(101)
-    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL}, listen=True)
+    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER]}, listen=True)
     cheat = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL, "developer": None},
                                         listen=True, allow_broken_log=True)  # it logs its own revoked close
     node_factory_chain.fund_wallet(honest, 1_500_000)
@@ -63,6 +65,7 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
                                                                               "SENT_ADD_ACK_REVOCATION")
                                                             for h in channel(cheat)["htlcs"]), 30, "HTLCs committed")
     old = Transaction.parse_hex(cheat.rpc.call("dev-sign-last-tx", {"id": honest.node_id})["tx"])
+    channel_id = channel(honest)["channel_id"]
     # Both HTLCs settle off-chain: the commitment just signed is revoked.
     cheat.rpc.call("release", {"payment_hash": h_out})
     honest.rpc.call("release", {"payment_hash": h_in})
@@ -92,6 +95,30 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     gained = wallet_sat(honest) - wallet_before
     print(f"honest gained {gained} sat of the {taken} sat commitment outputs ({taken - gained} sat in fees)")
     assert wallet_sat(cheat) == cheat_before
+    # What CLN's onchaind would say: each output's fate, and a chain_mvt per penalty (bookkeeper's tags).
+    status = channel(honest)["status"]
+    assert len([x for x in status if "taken by our penalty" in x]) == 3, status
+    assert any("swept to our wallet" in x for x in status), status
+
+    def moves():
+        return [n["coin_movement"] for n in honest.rpc.call("seen")["received"] if "coin_movement" in n]
+    wait_for(lambda: len([m for m in moves() if m["primary_tag"] == "penalty"]) == 3, 30, "penalty movements")
+    pens = [m for m in moves() if m["primary_tag"] == "penalty"]
+    assert {m["account_id"] for m in pens} == {channel(honest)["channel_id"]}
+    # Every P2WSH output of the cheat (its to_local, both HTLCs): all but our own P2WPKH to_remote.
+    assert sorted(m["credit_msat"] for m in pens) == sorted(o.value * 1000 for o in old.outputs
+                                                           if len(o.script_pubkey) == 34)
+    assert all(m["blockheight"] == s + 1 for m in pens)
+    schema = load_schema(os.path.join("notification", "coin_movement"), "response")   # CLN's (in "response")
+    assert schema is not None
+    for m in moves():
+        ClnValidator(schema).validate(m)
+    # Irrevocably resolved (100 blocks): CLOSED, in listclosedchannels.
+    mine(chaind, 100, honest)
+    wait_for(lambda: honest.rpc.listpeerchannels()["channels"] == [] or channel(honest)["state"] == "CLOSED"
+             or honest.rpc.listclosedchannels()["closedchannels"], 30, "closed")
+    [closed] = honest.rpc.listclosedchannels()["closedchannels"]
+    assert closed["channel_id"] == channel_id
 
 
 def scid(a, b) -> str:

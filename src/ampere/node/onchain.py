@@ -31,6 +31,7 @@ replaces the old analysis.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +65,7 @@ from ..ln.onchain.classify import (
     second_stage_output,
     sign_sweep,
 )
-from .wallet import scripts_for_pubkey
+from .wallet import _COIN_TYPE, scripts_for_pubkey
 
 __all__ = ["OnchainResolver", "BURY_DEPTH", "write_htlc_stubs", "load_htlc_stubs"]
 
@@ -81,7 +82,7 @@ PENALTY_FEERATE_BLOCKS = 2
 
 # Output states (column onchain_outputs.state).
 S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
-S_UNRESOLVED = "unresolved"  # HTLC / revoked output: not implemented, followed until someone spends it
+S_UNRESOLVED = "unresolved"  # an HTLC output no HTLC we know matches: followed until someone spends it
 S_WALLET = "wallet"          # pays our wallet directly (mutual close)
 S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
 S_DUST = "dust"              # ours, but worth less than the fee to sweep it
@@ -595,6 +596,38 @@ class OnchainResolver:
         t.extra["reported"] = True
         self._dirty.add(r.channel_id)
 
+    async def _coin_movement(self, r: Resolution, t: Tracked) -> None:
+        """CLN's chain_mvt on the channel's account once our own transaction resolving `t` is mined (the sweep's
+        output then reaches the wallet account as a `deposit`)."""
+        if t.extra.get("mvt") or t.resolved_height is None or not t.is_ours(t.resolved_txid):
+            return
+        tag = _MVT_TAG.get(t.out.kind)
+        if tag is None:
+            return
+        wallet = getattr(self.node, "wallet", None)
+        mvt: dict[str, Any] = {
+            "version": 2, "coin_type": _COIN_TYPE.get(getattr(wallet, "network", "regtest"), "bcrt"),
+            "node_id": self.node.node_id.hex(), "type": "chain_mvt", "account_id": r.channel_id.hex(),
+            "credit_msat": t.out.value_sat * 1000, "debit_msat": 0, "timestamp": int(time.time()),
+            "primary_tag": tag, "extra_tags": [], "tags": [tag],
+            "utxo": f"{t.key(r)[0][::-1].hex()}:{t.out.vout}", "spending_txid": t.resolved_txid[::-1].hex(),
+            "output_msat": t.out.value_sat * 1000, "blockheight": t.resolved_height,
+        }
+        peer = getattr(r.record, "peer_id", None)
+        if isinstance(peer, (bytes, bytearray)) and len(peer) == 33 and peer[0] in (2, 3):
+            mvt["peer_id"] = bytes(peer).hex()
+        if t.out.htlc is not None:
+            mvt["payment_hash"] = t.out.htlc.payment_hash.hex()
+        t.extra["mvt"] = True
+        from .wallet import Wallet
+
+        def write(db):
+            return Wallet._number_movements(db, [mvt])
+
+        await self.node.store.write(write)
+        self._dirty.add(r.channel_id)
+        self.node.notify("coin_movement", mvt)
+
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
         tip = getattr(self.node.chain, "height", -1)
@@ -611,6 +644,7 @@ class OnchainResolver:
             return
         for t in list(r.outputs.values()):
             self._report_htlc(r, t, tip)
+            await self._coin_movement(r, t)
             if t.state not in _CLAIM_STATES or t.resolved_height is not None:
                 continue
             base = r.spend_height
@@ -840,6 +874,12 @@ class OnchainResolver:
         return None
 
 
+_MVT_TAG = {OutputKind.TO_LOCAL: "delayed_to_us", OutputKind.HTLC_TX_DELAYED: "delayed_to_us",
+            OutputKind.TO_REMOTE: "to_wallet", OutputKind.REVOKED_TO_LOCAL: "penalty",
+            OutputKind.REVOKED_HTLC: "penalty", OutputKind.REVOKED_HTLC_TX: "penalty",
+            OutputKind.OUR_HTLC: "htlc_timeout", OutputKind.THEIR_HTLC: "htlc_fulfill"}
+
+
 def _b(v: Any) -> bytes | None:
     return None if v is None else bytes(v)
 
@@ -893,9 +933,30 @@ def _output_text(r: Resolution, t: Tracked, tip: int) -> str:
     if t.state == S_DUST:
         return f"{what} is not worth sweeping"
     if t.resolved_height is not None:
+        if t.is_ours(t.resolved_txid):
+            verb = {S_PENALTY: "taken by our penalty", S_HTLC_TIMEOUT: "timed out by our",
+                    S_HTLC_SUCCESS: "claimed with the preimage by our"}.get(t.state, "swept to our wallet by")
+            return f"{what} {verb} {t.resolved_txid[::-1].hex()} in block {t.resolved_height}"
+        if t.state == S_PENALTY and t.out.kind is OutputKind.REVOKED_HTLC:
+            return (f"{what} spent by the peer's second-stage {t.resolved_txid[::-1].hex()} in block "
+                    f"{t.resolved_height}: its output is being taken")
+        if t.state == S_HTLC_TIMEOUT:
+            return f"{what} claimed by the peer with the preimage in {t.resolved_txid[::-1].hex()}"
+        if t.state == S_HTLC_SUCCESS:
+            return f"{what} timed out by the peer in {t.resolved_txid[::-1].hex()}"
         return f"{what} resolved by {t.resolved_txid[::-1].hex()} in block {t.resolved_height}"
+    if t.state == S_HTLC_TIMEOUT and t.out.htlc is not None and t.sweep_tx is not None and \
+            tip < t.out.htlc.cltv_expiry:
+        return (f"{what}: our HTLC times out at block {t.out.htlc.cltv_expiry} "
+                f"({t.out.htlc.cltv_expiry - tip} more blocks)")
+    if t.state == S_HTLC_TIMEOUT and t.out.htlc is not None and t.sweep_tx is None:
+        return f"{what}: our HTLC, ours after block {t.out.htlc.cltv_expiry}"
+    if t.state == S_HTLC_SUCCESS and t.sweep_tx is None and t.out.htlc is not None:
+        return (f"{what}: their HTLC, ours with its preimage (unknown) before block {t.out.htlc.cltv_expiry}")
+    if t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS):
+        return f"{what} being claimed by our {t.sweep_txid[::-1].hex()}"
     if t.state == S_UNRESOLVED:
-        return f"{what} NOT resolved: on-chain HTLC resolution is not implemented"
+        return f"{what} NOT resolved: no HTLC we know matches it (followed until someone spends it)"
     if t.state == S_PENALTY and t.sweep_tx is not None:
         return f"{what} being taken by our penalty transaction {t.sweep_txid[::-1].hex()}"
     if t.sweep_tx is not None:
