@@ -449,14 +449,16 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
             pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
             a, b = pair.a, pair.b
             tip = chaind.rpc("getblockcount")
-            pre = {n: bytes([n]) * 32 for n in (1, 2, 3, 4)}
+            pre = {n: bytes([n]) * 32 for n in (1, 2, 3, 4, 5)}
             ids = {}
+            # H5 A->B, 2000 sat: trimmed (below the dust limit once the HTLC-timeout fee is taken): no output.
             for n, (src, amount, cltv) in {1: (a, 20_000, tip + 40), 2: (b, 30_000, tip + 40),
-                                           3: (a, 40_000, tip + 8), 4: (b, 50_000, tip + 10)}.items():
+                                           3: (a, 40_000, tip + 8), 4: (b, 50_000, tip + 10),
+                                           5: (a, 2_000, tip + 40)}.items():
                 ids[n] = src.ch.next_htlc_id_local
                 src.apply(core.offer_htlc(src.ch, src.signer, amount * 1000, sha256(pre[n]), cltv, ONION))
             pair.pump()
-            assert len(a.ch.htlcs) == 4
+            assert len(a.ch.htlcs) == 5
             await ha.remember_htlcs(a)
             await hb.remember_htlcs(b)
             ra, rb = record_of(a, 1), record_of(b, 1)
@@ -489,6 +491,12 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
             await until(lambda: ha.channel_manager.reports and hb.channel_manager.reports, 30, "preimages learned")
             assert ha.channel_manager.reports == [(ids[1], pre[1])]     # H1: B's claim revealed it to A
             assert hb.channel_manager.reports == [(ids[2], pre[2])]     # H2: A's HTLC-success revealed it to B
+            assert any("trimmed as dust" in x and "fails once" in x for x in ha.onchain.status(a.ch.channel_id))
+            chaind.mine(1)                                           # the close is 3 deep: H5 is failed
+            await ha.synced()
+            await until(lambda: len(ha.channel_manager.reports) == 2, 30, "H5 (trimmed) reported failed")
+            assert ha.channel_manager.reports[1] == (ids[5], None)
+            assert hb.channel_manager.reports == [(ids[2], pre[2])]
             # H3 is not timed out before its cltv_expiry, nor reported failed before it is 3 deep.
             chaind.mine(tip + 8 - chaind.rpc("getblockcount") - 1)
             await ha.synced()
@@ -500,12 +508,12 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
             await ha.synced()
             chaind.mine(1)
             await ha.synced(), await hb.synced()
-            assert ha.channel_manager.reports == [(ids[1], pre[1])]
+            assert len(ha.channel_manager.reports) == 2
             await until(lambda: vout[4] in mempool(), 30, "B's timeout claim")   # tip = H4's cltv_expiry
             chaind.mine(1)
             await ha.synced(), await hb.synced()
-            await until(lambda: len(ha.channel_manager.reports) == 2, 30, "H3 reported failed")
-            assert ha.channel_manager.reports[1] == (ids[3], None)
+            await until(lambda: len(ha.channel_manager.reports) == 3, 30, "H3 reported failed")
+            assert ha.channel_manager.reports[2] == (ids[3], None)
             chaind.mine(2)
             await hb.synced()
             await until(lambda: len(hb.channel_manager.reports) == 2, 30, "H4 reported failed")

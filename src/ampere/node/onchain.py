@@ -141,6 +141,9 @@ class Resolution:
     outputs: dict[tuple[bytes, int], Tracked] = field(default_factory=dict)  # (txid, vout) -> output
     closed: bool = False
     record: Any = None                   # the channel manager's record, once attached
+    # HTLCs we offered with no output in the close (trimmed as dust, or not in that commitment): htlc_id ->
+    # {"hash", "msat", "reported"}; failed upstream once the close is HTLC_FAIL_DEPTH deep (BOLT 5).
+    missing: dict = field(default_factory=dict)
     broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
 
     @property
@@ -183,14 +186,15 @@ class OnchainResolver:
         try:
             rows, outs = await self.node.store.read(lambda db: (
                 db.query("SELECT channel_id, funding_txid, funding_vout, spend_tx, spend_height, kind, "
-                         "commitment_number, closed FROM onchain_channels WHERE closed = 0"),
+                         "commitment_number, closed, info FROM onchain_channels WHERE closed = 0"),
                 db.query("SELECT o.channel_id, o.txid, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, "
                          "o.witness_script, o.point, o.sweep_tx, o.resolved_txid, o.resolved_height, o.info "
                          "FROM onchain_txouts o JOIN onchain_channels c ON o.channel_id = c.channel_id "
                          "WHERE c.closed = 0 ORDER BY o.rowid")))
-            for cid, ftxid, fvout, raw, height, kind, number, closed in rows:
+            for cid, ftxid, fvout, raw, height, kind, number, closed, info in rows:
                 r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
                                SpendKind(kind) if kind else None, number, closed=bool(closed))
+                r.missing = {int(k): v for k, v in (json.loads(info) if info else {}).get("missing", {}).items()}
                 self._res[r.channel_id] = r
             for cid, txid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight, info in outs:
                 r = self._res[bytes(cid)]
@@ -272,6 +276,10 @@ class OnchainResolver:
                      + ("" if r.spend_height is not None else " (unconfirmed)"))
         for t in r.outputs.values():
             lines.append(f"{state}:{_output_text(r, t, tip)}")
+        for htlc_id, m in r.missing.items():
+            lines.append(f"{state}:Our HTLC {htlc_id} ({m['msat']}msat, {m['hash']}) has no output in the close "
+                         f"(trimmed as dust): " + ("failed" if m["reported"] else
+                                                   f"fails once the close is {HTLC_FAIL_DEPTH} blocks deep"))
         last = r.last_height()
         if last is not None:
             left = max(0, self.bury_depth - (tip - last + 1))
@@ -395,6 +403,16 @@ class OnchainResolver:
             r.outputs[t.key(r)] = t
         if a.kind is SpendKind.LOCAL:
             self._presign_local_htlc_txs(r, a.commitment_number)
+        # BOLT #5: "for any committed HTLC that does not have an output in this commitment transaction: once the
+        # commitment transaction has reached reasonable depth: MUST fail the corresponding incoming HTLC".
+        present = {t.out.htlc.htlc_id for t in r.outputs.values()
+                   if t.out.htlc is not None and t.out.htlc.offerer is Side.LOCAL}
+        r.missing = {}
+        if a.kind is not SpendKind.MUTUAL:
+            for h in ch.htlcs:
+                if h.offerer is Side.LOCAL and h.htlc_id not in present and not (
+                        h.removal is not None and h.removal.preimage):
+                    r.missing[h.htlc_id] = {"hash": h.payment_hash.hex(), "msat": h.amount_msat, "reported": False}
         # Preimages the channel already knows (HTLCs we fulfilled before the close).
         for h in ch.htlcs:
             if h.removal is not None and h.removal.preimage:
@@ -576,7 +594,8 @@ class OnchainResolver:
     def _report_htlc(self, r: Resolution, t: Tracked, tip: int) -> None:
         """Tell the payment layer / switch how an HTLC we offered ended on-chain (once; again after a restart
         if the report was not recorded: they ignore what they already know)."""
-        if t.out.kind is not OutputKind.OUR_HTLC or t.out.htlc is None or t.extra.get("reported"):
+        if t.out.kind not in (OutputKind.OUR_HTLC, OutputKind.REVOKED_HTLC) or t.out.htlc is None \
+                or t.out.htlc.offerer is not Side.LOCAL or t.extra.get("reported"):
             return
         if t.resolved_height is None:
             return
@@ -595,6 +614,18 @@ class OnchainResolver:
             return
         t.extra["reported"] = True
         self._dirty.add(r.channel_id)
+
+    def _report_missing(self, r: Resolution, tip: int) -> None:
+        if not r.missing or r.spend_height is None or tip - r.spend_height + 1 < HTLC_FAIL_DEPTH:
+            return
+        report = getattr(getattr(self.node, "channel_manager", None), "onchain_htlc_resolved", None)
+        if report is None or r.record is None:
+            return
+        for htlc_id, m in r.missing.items():
+            if not m["reported"]:
+                report(r.record, htlc_id, None)
+                m["reported"] = True
+                self._dirty.add(r.channel_id)
 
     async def _coin_movement(self, r: Resolution, t: Tracked) -> None:
         """CLN's chain_mvt on the channel's account once our own transaction resolving `t` is mined (the sweep's
@@ -675,6 +706,7 @@ class OnchainResolver:
                     wallet = getattr(self.node, "wallet", None)
                     if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
+        self._report_missing(r, tip)
         if r.channel_id in self._dirty:
             self._dirty.discard(r.channel_id)
             await self._save(r)
@@ -835,14 +867,15 @@ class OnchainResolver:
 
     async def _save(self, r: Resolution) -> None:
         row = (r.channel_id, r.funding.txid, r.funding.vout, r.spend_tx.serialize(), r.spend_height,
-               r.kind.value if r.kind else None, r.commitment_number, int(r.closed))
+               r.kind.value if r.kind else None, r.commitment_number, int(r.closed),
+               json.dumps({"missing": r.missing}) if r.missing else None)
         outs = [(r.channel_id, t.txid or b"", t.out.vout, t.out.kind.value, t.state, t.out.value_sat,
                  t.out.script_pubkey, t.out.csv, t.out.witness_script, t.out.per_commitment_point, t.sweep_tx,
                  t.resolved_txid, t.resolved_height, _info(t)) for t in r.outputs.values()]
 
         def write(db):
             db.execute("INSERT OR REPLACE INTO onchain_channels (channel_id, funding_txid, funding_vout, spend_tx, "
-                       "spend_height, kind, commitment_number, closed) VALUES (?,?,?,?,?,?,?,?)", row)
+                       "spend_height, kind, commitment_number, closed, info) VALUES (?,?,?,?,?,?,?,?,?)", row)
             db.execute("DELETE FROM onchain_txouts WHERE channel_id = ?", (r.channel_id,))
             for o in outs:
                 db.execute("INSERT INTO onchain_txouts (channel_id, txid, vout, kind, state, value, scriptpubkey, csv, "

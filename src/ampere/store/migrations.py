@@ -245,6 +245,7 @@ CREATE TABLE channel_htlc_stubs (
     cltv_expiry INTEGER NOT NULL,
     PRIMARY KEY (channel_id, offerer, htlc_id)
 );
+ALTER TABLE onchain_channels ADD COLUMN info TEXT;
 CREATE TABLE onchain_preimages (
     payment_hash BLOB PRIMARY KEY,
     preimage BLOB NOT NULL
