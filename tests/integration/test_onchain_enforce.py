@@ -73,17 +73,30 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
         wait_for(lambda: channel(n)["htlcs"] == [], 30, "HTLCs settled")
     wallet_before = wallet_sat(honest)
     cheat_before = wallet_sat(cheat)
+    # The honest node will die (kill -9) between its first and second on-chain broadcast of the resolution.
+    honest.options.update({"dev-crash-before": "onchain:2", "developer": None})
+    honest.restart()
 
     chaind.rpc("sendrawtransaction", old.serialize().hex())
-    s = mine(chaind, 1, honest, cheat)
+    s = mine(chaind, 1, cheat)
+    wait_for(lambda: not honest.is_running(), 30, "the crash mid-penalty")
+    first = set(chaind.rpc("getrawmempool"))
+    assert len(first) == 1                     # one of its transactions went out before the crash
+    honest.options.pop("dev-crash-before")
+    honest.start()
+    sync(honest, chaind)
     wait_for(lambda: channel(honest)["state"] == "ONCHAIN", 30, "ONCHAIN")
-    honest.wait_for_log("REVOKED commitment")
+    assert "REVOKED commitment" in honest.logs(False)
     # The penalties are broadcast in the block the cheat is seen (0 blocks later).
     htlc_outputs = [o for o in old.outputs if len(o.script_pubkey) == 34 and o.value in (30_000, 50_000)]
     assert len(htlc_outputs) == 2
     wait_for(lambda: len([x for x in channel(honest)["status"] if "penalty transaction" in x]) == 3, 30,
              "three penalties")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 4, 30, "3 penalties and the to_remote sweep")
     mempool = chaind.rpc("getrawmempool")
+    assert first <= set(mempool)               # what went out before the crash was not rebuilt
+    status_txids = {w for x in channel(honest)["status"] for w in x.split() if len(w) == 64}
+    assert set(mempool) <= status_txids        # the mempool holds exactly what it signed and recorded
     penalties = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t)) for t in mempool]
     spent = {(i.prevout.txid, i.prevout.vout) for t in penalties for i in t.inputs}
     assert {(old.txid(), i) for i, o in enumerate(old.outputs) if o.value in (30_000, 50_000)} <= spent
@@ -162,8 +175,9 @@ def channel_with(a, b) -> dict:
 
 def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chain, chaind):
     """l2 holds l1's HTLC and goes silent. Past cltv_expiry l1 fails the channel (BOLT 2 deadline), its commitment
-    confirms, its HTLC-timeout goes out at once (signed by l2 long ago), and the payment fails only once the
-    timeout is 3 blocks deep; the HTLC's value then comes back to l1's wallet after to_self_delay."""
+    confirms, its HTLC-timeout (signed by l2 long ago) goes out at once -- l1 is killed right before that
+    broadcast and restarted: it goes out then -- and the payment fails only once the timeout is 3 blocks deep;
+    the HTLC's value then comes back to l1's wallet after to_self_delay."""
     chaind.mine(101)
     l1 = node_factory_chain.get_node({"watchtime-blocks": DELAY}, listen=True)
     l2 = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL}, listen=True)
@@ -177,6 +191,9 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
              "HTLC committed")
     expiry = channel(l1)["htlcs"][0]["expiry"]
     l2.stop()
+    # l1 will die (kill -9) right before broadcasting its HTLC-timeout, signed and recorded.
+    l1.options.update({"dev-crash-before": "onchain:1", "developer": None})
+    l1.restart()
     before = wallet_sat(l1)
     grace = 2                                                       # ampere.ln.channel.core.OFFERED_HTLC_GRACE_BLOCKS
     mine(chaind, expiry + grace - 1 - chaind.rpc("getblockcount"), l1)
@@ -184,8 +201,14 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
     mine(chaind, 1, l1)                                             # cltv_expiry + grace: fail the channel
     wait_for(lambda: channel(l1)["state"] == "AWAITING_UNILATERAL", 30, "l1 closes")
     wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the commitment")
-    s = mine(chaind, 1, l1)
-    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the HTLC-timeout at once")
+    chaind.mine(1)
+    s = chaind.rpc("getblockcount")
+    wait_for(lambda: not l1.is_running(), 30, "the crash before the HTLC-timeout")
+    assert chaind.rpc("getrawmempool") == []
+    l1.options.pop("dev-crash-before")
+    l1.start()
+    sync(l1, chaind)
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the HTLC-timeout after the restart")
     [timeout_txid] = chaind.rpc("getrawmempool")
     mine(chaind, 2, l1)                                             # the timeout is 2 deep: not failed yet
     assert l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "pending"

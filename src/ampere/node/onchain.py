@@ -829,6 +829,9 @@ class OnchainResolver:
         return True
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str) -> bool:
+        crash_point = getattr(getattr(self.node, "channel_manager", None), "crash_point", None)
+        if crash_point is not None:
+            crash_point("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
         try:
             await self.node.chain.broadcast(tx)
         except BitcoindError as e:
