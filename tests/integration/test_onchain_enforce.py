@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 
 from ampere.primitives.tx import Transaction
 from ampere.testing.schema import ClnValidator, load_schema
@@ -221,3 +222,37 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
     tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", timeout_txid))
     wait_for(lambda: wallet_sat(l1) - before > FUNDING - 20_000, 30, "funds back")
     print(f"l1 got back {wallet_sat(l1) - before} of {FUNDING} sat; HTLC-timeout {tx.txid_hex()} in block {s + 1}")
+
+
+def test_dev_commands_freeze_commitments_and_need_developer(node_factory_chain, chaind):
+    """--dev-disable-commit-after=0 keeps an offered HTLC out of every commitment until dev-reenable-commit; the
+    dev commands do not exist without --developer (CLN: -32601)."""
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"developer": None, "dev-disable-commit-after": 0}, listen=True)
+    l2 = node_factory_chain.get_node(listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING)
+    mine(chaind, 6, l1, l2)
+    wait_for(lambda: channel(l1)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    tx = l1.rpc.call("dev-sign-last-tx", {"id": l2.node_id})["tx"]
+    l1.rpc.call("dev-offer-htlc", {"id": l2.node_id, "amount_msat": 5_000_000, "payment_hash": "00" * 32})
+    wait_for(lambda: channel(l1)["htlcs"], 10, "the HTLC added")
+    time.sleep(1)
+    assert [h["state"] for h in channel(l1)["htlcs"]] == ["SENT_ADD_HTLC"]   # frozen: no commitment_signed
+    assert chaind.rpc("getrawmempool") == []                                # dev-sign-last-tx broadcast nothing
+    l1.rpc.call("dev-reenable-commit", {"id": l2.node_id})
+    wait_for(lambda: channel(l1)["htlcs"] == [], 30, "the HTLC committed, then failed by l2")
+    for cmd in ("dev-sign-last-tx", "dev-fail", "dev-reenable-commit"):
+        try:
+            l2.rpc.call(cmd, {"id": l1.node_id})
+        except Exception as e:   # pyln RpcError
+            assert e.error["code"] == -32601, (cmd, e.error)
+        else:
+            raise AssertionError(f"{cmd} answered without --developer")
+    assert channel(l2)["state"] == "CHANNELD_NORMAL"
+    latest = l1.rpc.call("dev-sign-last-tx", {"id": l2.node_id})["tx"]
+    assert latest != tx                                                     # two commitments later
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    wait_for(lambda: channel(l1)["state"] == "AWAITING_UNILATERAL", 30, "dev-fail closes")
+    assert chaind.rpc("getrawmempool") == [Transaction.parse_hex(latest).txid_hex()]  # our latest commitment

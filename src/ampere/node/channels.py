@@ -175,6 +175,8 @@ class ChannelRecord:
         self.conn: Any = None             # the PeerConnection the core's connection state belongs to
         self.close_waiters: list[asyncio.Future] = []
         self.stubbed: set[tuple[Any, int]] = set()  # HTLCs already in channel_htlc_stubs (this process)
+        self.commits_sent = 0              # --dev-disable-commit-after
+        self.commit_reenabled = False
 
     # --- identity --------------------------------------------------------------------------------
     @property
@@ -260,6 +262,11 @@ class ChannelManager:
 
         self.opening = OpenFlows(self)
         self._dev_autofulfill_on = bool(node.options.get("dev-autofulfill"))
+        # --dev-disable-commit-after=N (developer): each channel stops sending commitment_signed after N of them,
+        # until dev-reenable-commit (CLN's, to freeze a commitment in tests).
+        limit = node.options.get("dev-disable-commit-after")
+        self._dev_commit_limit = limit if (node.options.get("developer") and limit is not None and limit >= 0) \
+            else None
         crash = node.options.get("dev-crash-before")
         self._crash_at: list = crash.split(":") + ["1"] if crash else []
 
@@ -735,6 +742,11 @@ class ChannelManager:
         rec.commit_handle = None
         if not core.needs_commitment(rec.core) or not rec.core.can_speak:
             return
+        if self._dev_commit_limit is not None and not rec.commit_reenabled:
+            if rec.commits_sent >= self._dev_commit_limit:
+                self.node.log.debug(self._src(rec), "dev-disable-commit-after: not sending commitment_signed")
+                return
+            rec.commits_sent += 1
         await self.run(rec, lambda ch: core.send_commitment(ch, rec.signer, self.env(rec))
                        if core.needs_commitment(ch) else Step(ch))
 
@@ -1081,6 +1093,10 @@ class ChannelManager:
 
     async def start_close(self, rec: ChannelRecord, scriptpubkey: bytes | None) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.start_shutdown(ch, rec.signer, self.env(rec), scriptpubkey))
+
+    def dev_reenable_commit(self, rec: ChannelRecord) -> None:
+        rec.commit_reenabled = True
+        self._schedule_commit(rec)
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))

@@ -107,6 +107,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("htlc-maximum-msat", "msat", "The default maximal value an HTLC must carry in order to be forwardable for new channel (default: the channel capacity)"),
         OptionSpec("min-capacity-sat", I, "Minimum capacity in satoshis for accepting channels", 10000, dynamic=True),
         OptionSpec("dev-crash-before", S, "(developer) MESSAGE[:N], broadcast[:N] or onchain[:N]: kill -9 ourselves right before sending the Nth (default 1st) such message, channel broadcast or on-chain resolution broadcast (crash tests)"),
+        OptionSpec("dev-disable-commit-after", I, "(developer) Disable commit timer after this many commits (per channel; dev-reenable-commit turns it back on)", -1),
         OptionSpec("dev-autofulfill", F, "(developer) fulfill incoming HTLCs whose onion starts with the payment preimage (tests, benchmarks)"),
         OptionSpec("dev-mpp-timeout", I, "Seconds an incomplete multi-part payment is held before its parts fail with mpp_timeout (tests)", 60, validate=_positive),
         OptionSpec("dev-fast-gossip", F, "Make gossip broadcast 1 second, etc (tests)"),

@@ -531,3 +531,12 @@ async def dev_fail(ctx, id: bytes) -> dict:
     mgr, rec = _active_channel(ctx, id)
     await mgr.force_close(rec, "dev-fail")
     return {}
+
+
+@command("dev-reenable-commit", [req("id", p_pubkey)], category="developer",
+         description="(developer) re-enable the commit timer of the channel with peer {id} (dev-disable-commit-after)")
+async def dev_reenable_commit(ctx, id: bytes) -> dict:
+    _dev(ctx)
+    mgr, rec = _active_channel(ctx, id)
+    mgr.dev_reenable_commit(rec)
+    return {}
