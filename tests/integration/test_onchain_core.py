@@ -745,3 +745,62 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             await hb.stop()
 
     run(main())
+
+
+def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
+    """The issue's figure: a channel closed with 30 HTLCs on our commitment (15 each way; we know the preimages of
+    those we received): 15 HTLC-success at once, 15 HTLC-timeouts at expiry, then 31 delayed outputs swept.
+    Prints the wall time from the close's block to the last sweep mined (mining included)."""
+    chaind = funded_chaind
+
+    async def main():
+        ha = Host(str(tmp_path / "a"), chaind, b"\xa1" * 32)
+        await ha.start()
+        try:
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            a, b = pair.a, pair.b
+            tip = chaind.rpc("getblockcount")
+            pres = []
+            for i in range(15):
+                a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, sha256(bytes([i]) * 32), tip + 3, ONION))
+                pre = bytes([100 + i]) * 32
+                pres.append(pre)
+                b.apply(core.offer_htlc(b.ch, b.signer, 10_000_000, sha256(pre), tip + 40, ONION))
+                pair.pump()
+            assert len(a.ch.htlcs) == 30
+            await ha.remember_htlcs(a)
+            ra = record_of(a, 1)
+            await ha.synced()
+            ha.watch_funding(a, ra)
+            a.apply(core.force_close(a.ch, a.signer, "test"))
+            chaind.rpc("sendrawtransaction", a.broadcasts[-1].serialize().hex())
+            for pre in pres:
+                await ha.onchain.add_preimage(sha256(pre), pre)
+            t0 = time.perf_counter()
+            chaind.mine(1)
+            await ha.synced()
+            blocks = 1
+
+            def outs():
+                d = ha.onchain.describe(a.ch.channel_id)
+                return d["outputs"] if d else []
+
+            def done():
+                o = outs()
+                return len(o) == 61 and all(x["resolved_height"] for x in o)
+
+            while not done() and blocks < 40:
+                await asyncio.sleep(0.05)   # the resolver's broadcasts for this block
+                chaind.mine(1)
+                blocks += 1
+                await ha.synced()
+            assert done(), outs()
+            seconds = time.perf_counter() - t0
+            kinds = sorted({x["kind"] for x in outs()})
+            assert kinds == ["htlc_tx_delayed", "our_htlc", "their_htlc", "to_local"]
+            print(f"30 HTLCs on-chain resolved and swept in {seconds:.2f} s over {blocks} blocks "
+                  f"(to_self_delay {DELAY})")
+        finally:
+            await ha.stop()
+
+    run(main())
