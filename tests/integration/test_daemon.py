@@ -30,7 +30,7 @@ def test_layout_identity_and_getinfo(node_factory):
         f.write(secret)
     l1.start()
     info = l1.rpc.getinfo()
-    assert "penalty" in info.pop("warning_not_implemented")   # said plainly (issue 5)
+    assert "warning_not_implemented" not in info   # on-chain enforcement is in (issue 14)
     validate("getinfo", info)
     # Node id derived as CLN's hsmd does: HKDF-SHA256(secret, salt=u32 LE 0, info="nodeid").
     from coincurve import PrivateKey

@@ -91,10 +91,7 @@ def load_schema(name: str, part: str = "response") -> dict | None:
 
 
 # Ampere's deliberate additions to CLN's results, allowed by the checks (and nothing else is).
-AMPERE_EXTRA_FIELDS = {
-    # getinfo says plainly which on-chain work is not implemented yet (issue 5).
-    "getinfo": ("warning_not_implemented",),
-}
+AMPERE_EXTRA_FIELDS: dict[str, tuple[str, ...]] = {}
 
 
 def validate(name: str, value: Any, part: str = "response") -> None:

@@ -80,7 +80,7 @@ class SpendKind(enum.Enum):
     MUTUAL = "mutual"          # a closing transaction (closing_signed / closing_complete)
     LOCAL = "local"            # our commitment (unilateral close by us)
     REMOTE = "remote"          # the peer's current (or previous, not yet revoked) commitment
-    REVOKED = "revoked"        # a commitment of the peer that it revoked: cheating (penalty not implemented)
+    REVOKED = "revoked"        # a commitment of the peer that it revoked: cheating, penalised
 
 
 class OutputKind(enum.Enum):
@@ -100,7 +100,7 @@ class Action(enum.Enum):
     SWEEP = "sweep"              # we spend it to our wallet (after `csv` blocks)
     WALLET = "wallet"            # it pays our wallet directly: nothing to do
     EXTERNAL = "external"        # it pays an address outside our wallet (close_to): nothing to do
-    UNRESOLVED = "unresolved"    # ours (in part) but its resolution is not implemented: followed until spent
+    UNRESOLVED = "unresolved"    # an HTLC output no HTLC we know matches (lost state?): followed until spent
     PENALTY = "penalty"          # revoked: we take it at once with the revocation key
     HTLC_TIMEOUT = "htlc_timeout"  # our HTLC: ours once its cltv_expiry has passed (unless the peer claims it)
     HTLC_SUCCESS = "htlc_success"  # their HTLC: ours with the preimage (if we know it), before cltv_expiry

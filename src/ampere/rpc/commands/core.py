@@ -12,11 +12,6 @@ from ..params import opt, p_any, p_bool, p_string, parse_params, req
 from ..registry import COMMANDS, Command, command
 
 
-UNIMPLEMENTED_FIELD = "warning_not_implemented"
-UNIMPLEMENTED_TEXT = ("On-chain HTLC resolution and penalty transactions for revoked commitments are not "
-                      "implemented yet: do not use this node with real funds.")
-
-
 @command("getinfo", description="Show information about this node.")
 async def getinfo(ctx) -> dict:
     node = ctx.node
@@ -40,8 +35,6 @@ async def getinfo(ctx) -> dict:
         "our_features": {k: v for k, v in node.feature_set().items() if k in ("init", "node", "channel", "invoice")},
     }
     info.update(node.warnings)
-    # Said plainly until the on-chain work lands (issue 5): an Ampere-only field, outside CLN's schema.
-    info[UNIMPLEMENTED_FIELD] = UNIMPLEMENTED_TEXT
     return info
 
 
