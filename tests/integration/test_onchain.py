@@ -88,7 +88,7 @@ def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain,
     assert swept["blockheight"] == s + DELAY
     # The opener's balance minus the commitment fee, minus the sweep's fee.
     assert FUNDING * 1000 - PUSH_MSAT - 10_000_000 < swept["amount_msat"] < FUNDING * 1000 - PUSH_MSAT
-    assert any("being swept" not in x and "resolved by" in x for x in channel(l1)["status"])
+    assert any("being swept" not in x and "swept to our wallet by" in x for x in channel(l1)["status"])
 
     # Irrevocably resolved 100 blocks later: CLOSED, in listclosedchannels.
     mine(chaind, BURY - 2, l1)

@@ -557,6 +557,8 @@ class ChannelManager:
         # commitment holding it is signed): a revoked commitment of the peer may show it long after the state
         # forgot it, and the penalty must rebuild its script.
         new_htlcs = [h for h in rec.core.htlcs if (h.offerer, h.htlc_id) not in rec.stubbed]
+        if len(rec.stubbed) > 2 * len(rec.core.htlcs) + 64:  # forget what the state itself forgot
+            rec.stubbed &= {(h.offerer, h.htlc_id) for h in rec.core.htlcs}
         cid = rec.channel_id
         if rec.inserted:
             def write(db):
@@ -1061,15 +1063,19 @@ class ChannelManager:
                 return
         await self._resolve(channel_id, lambda r, ch: core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r)))
 
-    def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> None:
+    def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> bool:
         """The on-chain resolver's report on an HTLC we offered: the peer claimed it with `preimage`, or (None)
         it timed out on-chain and the timeout is buried deep enough. Goes to the same listeners (payments,
-        switch) as the peer's update_fulfill_htlc / update_fail_htlc."""
+        switch) as the peer's update_fulfill_htlc / update_fail_htlc. False: nobody listens yet (start-up,
+        before the payment runtime): the resolver reports again later."""
+        if not self._listeners["fulfilled"] or not self._listeners["failed"]:
+            return False
         if preimage is not None:
             ev: Event = HtlcFulfilled(rec.channel_id, htlc_id, preimage)
         else:
             ev = HtlcFailed(rec.channel_id, htlc_id, onchain=True)
         self._fire(rec, [ev])
+        return True
 
     async def fail_htlc(self, channel_id: Any, htlc_id: int, reason: bytes) -> None:
         await self._resolve(channel_id, lambda r, ch: core.fail_htlc(ch, r.signer, htlc_id, reason, self.env(r)))

@@ -249,6 +249,8 @@ class Node:
             from .receive import start_payment_runtime
 
             await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
+            if self.onchain is not None:
+                await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
         await self.peer_manager.start()
         await self.channel_manager.start()
         self.gossip.peers_started()

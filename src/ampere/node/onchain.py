@@ -469,6 +469,13 @@ class OnchainResolver:
             "INSERT OR IGNORE INTO onchain_preimages (payment_hash, preimage) VALUES (?,?)", (payment_hash, preimage)))
         self._preimages[payment_hash] = preimage
 
+    async def kick(self) -> None:
+        """Carry on at the current tip (the payment runtime just started: pending reports can go out)."""
+        await self._loaded.wait()
+        async with self._lock:
+            for r in list(self._res.values()):
+                await self._advance(r, self._tip(None))
+
     async def add_preimage(self, payment_hash: bytes, preimage: bytes) -> None:
         """A preimage learned elsewhere (downstream, an invoice) for HTLCs the peer offered on a channel that is
         on-chain: claim them with it (BOLT #5: "MUST resolve the output by spending it to a convenient address")."""
@@ -605,11 +612,13 @@ class OnchainResolver:
             return
         pre = t.extra.get("preimage")
         if pre is not None:
-            report(r.record, t.out.htlc.htlc_id, bytes.fromhex(pre))
+            if report(r.record, t.out.htlc.htlc_id, bytes.fromhex(pre)) is False:
+                return
         elif t.resolved_txid is not None and t.is_ours(t.resolved_txid):
             if tip - t.resolved_height + 1 < HTLC_FAIL_DEPTH:
                 return
-            report(r.record, t.out.htlc.htlc_id, None)
+            if report(r.record, t.out.htlc.htlc_id, None) is False:
+                return
         else:
             return
         t.extra["reported"] = True
@@ -622,8 +631,7 @@ class OnchainResolver:
         if report is None or r.record is None:
             return
         for htlc_id, m in r.missing.items():
-            if not m["reported"]:
-                report(r.record, htlc_id, None)
+            if not m["reported"] and report(r.record, htlc_id, None) is not False:
                 m["reported"] = True
                 self._dirty.add(r.channel_id)
 
