@@ -102,6 +102,11 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     spent = {(i.prevout.txid, i.prevout.vout) for t in penalties for i in t.inputs}
     assert {(old.txid(), i) for i, o in enumerate(old.outputs) if o.value in (30_000, 50_000)} <= spent
     assert chaind.rpc("getblockcount") == s
+    # Killed again, everything broadcast but nothing confirmed: the restart sends the same transactions.
+    honest.kill()
+    honest.start()
+    sync(honest, chaind)
+    assert set(chaind.rpc("getrawmempool")) == set(mempool)
     mine(chaind, 1, honest, cheat)
     # The honest node holds the whole channel (its own balance and the cheater's) less the fees.
     taken = sum(o.value for o in old.outputs)
@@ -212,6 +217,10 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
     wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the HTLC-timeout after the restart")
     [timeout_txid] = chaind.rpc("getrawmempool")
     mine(chaind, 2, l1)                                             # the timeout is 2 deep: not failed yet
+    assert l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "pending"
+    l1.kill()                                                       # and a kill -9 now changes nothing
+    l1.start()
+    sync(l1, chaind)
     assert l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "pending"
     mine(chaind, 1, l1)
     wait_for(lambda: l1.rpc.listsendpays(payment_hash=h)["payments"][0]["status"] == "failed", 30, "failed")
