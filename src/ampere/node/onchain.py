@@ -6,10 +6,13 @@ The channel manager hands over a channel whose funding output was spent:
     await node.onchain.restore(record)                              # at start-up, FUNDING_SPEND_SEEN / ONCHAIN
     node.onchain.status(channel_id) -> list[str]                    # lines for listpeerchannels `status`
     node.onchain.describe(channel_id) -> dict | None                # the resolution as JSON (kind, outputs)
+    await node.onchain.add_preimage(payment_hash, preimage)         # learned downstream: claim on-chain with it
 
-(`record` has .channel_id, .core (the Channel) and .signer (its ChannelSigner).) The resolver then:
-- recognises the spend (ampere.node.onchain_tx.classify_spend): mutual close, our commitment, the peer's
-  commitment, or a revoked commitment of the peer;
+(`record` has .channel_id, .core (the Channel) and .signer (its ChannelSigner).) The resolver then
+(pure decisions and transactions in ampere.ln.onchain; this module runs them):
+- recognises the spend (classify_spend): mutual close, our commitment, the peer's commitment, or a revoked
+  commitment of the peer; HTLC outputs by rebuilding their scripts from every HTLC the channel ever held
+  (table channel_htlc_stubs, written by the channel manager with each state);
 - sweeps our to_local output (our commitment) to a fresh wallet address once to_self_delay has passed, and our
   to_remote output (the peer's commitment) at once: both then belong to the wallet (listfunds);
 - leaves a mutual close output to the wallet, which recognises its own address in the block;
@@ -17,15 +20,22 @@ The channel manager hands over a channel whose funding output was spent:
   block the commitment is seen (one penalty transaction per output, so that the peer's second-stage
   transaction winning one output does not invalidate the others), then the output of any second-stage
   HTLC-success/timeout transaction the peer spends them with (BOLT 5 "Revoked Transaction Close Handling");
-- follows the HTLC outputs of current commitments until someone spends them;
+- HTLCs on our commitment: the HTLC-timeout (pre-signed by the peer) once cltv_expiry has passed, the
+  HTLC-success once the preimage is known, then their delayed outputs after to_self_delay; on the peer's
+  commitment: claimed directly, after cltv_expiry or with the preimage;
+- a preimage the peer reveals on-chain, an HTLC of ours timed out on-chain and buried HTLC_FAIL_DEPTH deep, or
+  one with no output in the close, goes to the payment layer and the switch as the peer's fulfill / fail would
+  (channel_manager.onchain_htlc_resolved);
+- claims racing a deadline (penalties, direct claims) are replaced at a higher feerate each block they wait
+  (ampere.ln.onchain.fees); a coin_movement (chain_mvt) is emitted as each of our claims confirms;
 - when every output is resolved and the last resolving transaction is `bury_depth` blocks deep (100, CLN's
   "irrevocably resolved"), calls `await node.channel_manager.mark_closed(record, "onchain")`.
 
 Progress is persisted (tables onchain_channels / onchain_txouts) before anything it decides is broadcast, so
 a restart in the middle continues: a sweep once signed is rebroadcast byte for byte, never rebuilt. Reorgs: the
 resolver is a chain listener; a disconnected block takes its spends back to unconfirmed, and every
-unconfirmed transaction of ours (the funding spend itself, sweeps whose CSV delay has passed) is rebroadcast
-at each new block until it is buried. A different transaction spending the funding output after a reorg
+unconfirmed transaction of ours (the funding spend itself, sweeps, penalties and HTLC claims that are valid) is
+rebroadcast at each new block until it is buried. A different transaction spending the funding output after a reorg
 replaces the old analysis.
 """
 from __future__ import annotations
