@@ -315,3 +315,26 @@ def test_deadline_feerate_tightens_and_bumps():
     # Each block spent waiting raises it enough to replace the previous version (BIP125).
     r0, r1, r2 = (deadline_feerate(estimate, 253, 12, w) for w in (0, 1, 2))
     assert worth_replacing(r0, r1) and worth_replacing(r1, r2) and not worth_replacing(r0, r0 + 1)
+
+
+def test_peer_previous_commitment_not_yet_revoked_is_claimed_directly():
+    """BOLT 5: the peer may broadcast its previous commitment while our new one awaits its revoke_and_ack: not a
+    cheat; its HTLCs are claimed directly, with the previous per_commitment_point."""
+    pair = Pair.open(funding_sat=1_000_000, push_msat=300_000_000)
+    a, b = pair.a, pair.b
+    pre = b"\x0d" * 32
+    b.apply(core.offer_htlc(b.ch, b.signer, 30_000_000, sha256(pre), 720, ONION))   # B -> A
+    pair.pump()
+    prev = core.local_commitment_tx(b.ch, b.signer)          # B's commitment #k, holding the HTLC
+    a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, sha256(b"\x0e" * 32), 730, ONION))
+    pair.commit(a)                                            # A signs B's #k+1 ...
+    while a.outbox:
+        pair.deliver(a)
+    assert a.ch.awaiting_revoke                               # ... and B's revoke_and_ack has not arrived
+    res = classify_spend(a.ch, a.signer.commitment_point, prev, core.local_commitment(a.ch, a.signer).txid,
+                         stubs_of(a))
+    assert res.kind is SpendKind.REMOTE and res.commitment_number == a.ch.remote_ctn - 1
+    [theirs] = [o for o in res.outputs if o.kind is OutputKind.THEIR_HTLC]
+    claim = sign_htlc_claim(build_htlc_claim(prev.txid(), theirs, ChannelType.STATIC_REMOTEKEY, DEST, 2000), theirs,
+                            a.signer, pre)
+    assert verifies(claim, prev.outputs[theirs.vout])
