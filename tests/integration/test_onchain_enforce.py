@@ -1,8 +1,14 @@
 """On-chain enforcement (BOLT 5) between real ampd nodes on amp-chaind.
 
-- a peer (ampd --developer, which signs an old commitment with dev-sign-last-tx) broadcasts its revoked
-  commitment holding an HTLC each way: the honest node takes its to_local and both HTLC outputs with the
-  revocation key, in the block the cheat is seen, and ends up with the whole channel less the fees;
+- a peer (ampd --developer: dev-sign-last-tx, dev-sign-last-htlc-txs) broadcasts its revoked commitment holding
+  an HTLC each way, with its HTLC-success in the same block: the honest node (killed -9 mid-penalty, and again
+  with everything broadcast) takes its to_local, the other HTLC and the HTLC-success output with the revocation
+  key in the block the cheat is seen, and ends with the whole channel less the fees; coin movements, status
+  lines, CLOSED after 100 blocks;
+- l1 -> l2 -> l3: l3 claims on-chain with the preimage after l2 closed: l2 extracts it and is paid by l1;
+- a silent peer holding our HTLC: past the deadline we close, time it out (killed -9 before the HTLC-timeout and
+  again while it is 2 deep), fail the payment once 3 deep, sweep it back;
+- the dev commands: --dev-disable-commit-after / dev-reenable-commit, dev-fail; refused without --developer.
 """
 from __future__ import annotations
 
@@ -36,9 +42,9 @@ def mine(chaind, n: int, *nodes) -> int:
     return h
 
 
-def held_payment(src, dst, amount_msat: int, label: str) -> str:
+def held_payment(src, dst, amount_msat: int, label: str, preimage: str | None = None) -> str:
     """src pays dst's invoice, which dst's HODL plugin holds: an HTLC in flight src -> dst."""
-    inv = dst.rpc.invoice(amount_msat, label, label)
+    inv = dst.rpc.invoice(amount_msat, label, label, preimage=preimage)
     route = src.rpc.getroute(dst.node_id, amount_msat, 1)["route"]
     src.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
     wait_for(lambda: inv["payment_hash"] in dst.rpc.call("listheld")["held"], 30, f"{label} held")
@@ -60,12 +66,17 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     mine(chaind, 6, honest, cheat)
     for n in (honest, cheat):
         wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
-    h_out = held_payment(honest, cheat, 30_000_000, "hodl-a")     # honest -> cheat
+    pre = "a5" * 32
+    h_out = held_payment(honest, cheat, 30_000_000, "hodl-a", pre)  # honest -> cheat
     h_in = held_payment(cheat, honest, 50_000_000, "hodl-b")      # cheat -> honest
     wait_for(lambda: len(channel(cheat)["htlcs"]) == 2 and all(h["state"] in ("RCVD_ADD_ACK_REVOCATION",
                                                                               "SENT_ADD_ACK_REVOCATION")
                                                             for h in channel(cheat)["htlcs"]), 30, "HTLCs committed")
     old = Transaction.parse_hex(cheat.rpc.call("dev-sign-last-tx", {"id": honest.node_id})["tx"])
+    # ... and its HTLC-success for the HTLC it received (its own invoice: it knows the preimage).
+    second = cheat.rpc.call("dev-sign-last-htlc-txs", {"id": honest.node_id, "preimages": [pre]})["txs"]
+    [success] = [Transaction.parse_hex(x["tx"]) for x in second if x["type"] == "htlc-success"]
+    assert success.inputs[0].prevout.txid == old.txid()
     channel_id = channel(honest)["channel_id"]
     # Both HTLCs settle off-chain: the commitment just signed is revoked.
     cheat.rpc.call("release", {"payment_hash": h_out})
@@ -78,7 +89,9 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     honest.options.update({"dev-crash-before": "onchain:2", "developer": None})
     honest.restart()
 
+    # The cheat: the revoked commitment and its second-stage HTLC-success, mined together.
     chaind.rpc("sendrawtransaction", old.serialize().hex())
+    chaind.rpc("sendrawtransaction", success.serialize().hex())
     s = mine(chaind, 1, cheat)
     wait_for(lambda: not honest.is_running(), 30, "the crash mid-penalty")
     first = set(chaind.rpc("getrawmempool"))
@@ -100,7 +113,9 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     assert set(mempool) <= status_txids        # the mempool holds exactly what it signed and recorded
     penalties = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t)) for t in mempool]
     spent = {(i.prevout.txid, i.prevout.vout) for t in penalties for i in t.inputs}
-    assert {(old.txid(), i) for i, o in enumerate(old.outputs) if o.value in (30_000, 50_000)} <= spent
+    # The HTLC output the cheat still held (50k) directly; the one its HTLC-success took, through its output.
+    assert (old.txid(), next(i for i, o in enumerate(old.outputs) if o.value == 50_000)) in spent
+    assert (success.txid(), 0) in spent
     assert chaind.rpc("getblockcount") == s
     # Killed again, everything broadcast but nothing confirmed: the restart sends the same transactions.
     honest.kill()
@@ -108,8 +123,9 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     sync(honest, chaind)
     assert set(chaind.rpc("getrawmempool")) == set(mempool)
     mine(chaind, 1, honest, cheat)
-    # The honest node holds the whole channel (its own balance and the cheater's) less the fees.
-    taken = sum(o.value for o in old.outputs)
+    # The honest node holds the whole channel (its own balance and the cheater's) less the fees (the cheat's
+    # HTLC-success fee included).
+    taken = sum(o.value for o in old.outputs) - (30_000 - success.outputs[0].value)
     wait_for(lambda: wallet_sat(honest) - wallet_before > taken - 20_000, 30, "the penalties in the wallet")
     gained = wallet_sat(honest) - wallet_before
     print(f"honest gained {gained} sat of the {taken} sat commitment outputs ({taken - gained} sat in fees)")
@@ -124,9 +140,10 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     wait_for(lambda: len([m for m in moves() if m["primary_tag"] == "penalty"]) == 3, 30, "penalty movements")
     pens = [m for m in moves() if m["primary_tag"] == "penalty"]
     assert {m["account_id"] for m in pens} == {channel(honest)["channel_id"]}
-    # Every P2WSH output of the cheat (its to_local, both HTLCs): all but our own P2WPKH to_remote.
-    assert sorted(m["credit_msat"] for m in pens) == sorted(o.value * 1000 for o in old.outputs
-                                                           if len(o.script_pubkey) == 34)
+    # Every P2WSH output of the cheat (its to_local, the 50k HTLC) and its HTLC-success output.
+    assert sorted(m["credit_msat"] for m in pens) == sorted(
+        [o.value * 1000 for o in old.outputs if len(o.script_pubkey) == 34 and o.value != 30_000]
+        + [success.outputs[0].value * 1000])
     assert all(m["blockheight"] == s + 1 for m in pens)
     schema = load_schema(os.path.join("notification", "coin_movement"), "response")   # CLN's (in "response")
     assert schema is not None

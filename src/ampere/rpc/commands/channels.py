@@ -540,3 +540,27 @@ async def dev_reenable_commit(ctx, id: bytes) -> dict:
     mgr, rec = _active_channel(ctx, id)
     mgr.dev_reenable_commit(rec)
     return {}
+
+
+@command("dev-sign-last-htlc-txs", [req("id", p_pubkey), opt("preimages", p_any)], category="developer",
+         description="(developer) sign the HTLC transactions of our current commitment (HTLC-timeout; HTLC-success "
+                     "for the given preimages) and return them, without broadcasting (Ampere's, to cheat in tests)")
+async def dev_sign_last_htlc_txs(ctx, id: bytes, preimages: Any) -> dict:
+    _dev(ctx)
+    from ...ln.channel import core
+    from ...ln.onchain.htlc import signed_local_htlc_txs
+
+    known: dict[bytes, bytes] = {}
+    for i, v in enumerate(preimages or []):
+        try:
+            pre = bytes.fromhex(v) if isinstance(v, str) else b""
+        except ValueError:
+            pre = b""
+        if len(pre) != 32:
+            raise invalid_params(f"preimages: element {i} should be a 32-byte hex preimage")
+        known[sha256(pre)] = pre
+    _, rec = _active_channel(ctx, id)
+    ch = rec.core
+    txs = signed_local_htlc_txs(core.local_commitment(ch, rec.signer), ch.local_htlc_sigs, rec.signer, known)
+    return {"txs": [{"type": htx.kind.value, "htlc_id": htx.htlc_id, "tx": tx.serialize().hex()}
+                    for htx, tx in txs if tx is not None]}
