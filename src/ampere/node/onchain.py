@@ -772,11 +772,12 @@ class OnchainResolver:
         if not worth_replacing(t.extra["rate"], rate):
             return
         prev = t.sweep_txid
-        if not await self._make_sweep(r, t, tip, rate=rate, dest=old.outputs[0].script_pubkey):
-            return
+        # Remembered with the replacement, in the same write: whichever version is mined is recognised as ours.
         t.extra.setdefault("prev", []).append(prev[::-1].hex())
+        if not await self._make_sweep(r, t, tip, rate=rate, dest=old.outputs[0].script_pubkey):
+            t.extra["prev"].pop()
+            return
         t.broadcast_at = -1
-        await self._save(r)
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {t.out.kind.value} output {t.out.vout} still "
                                 f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
                                 f"{t.sweep_txid[::-1].hex()}")
