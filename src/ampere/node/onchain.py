@@ -217,7 +217,8 @@ class OnchainResolver:
                 r.outputs[t.key(r)] = t
             for r in self._res.values():
                 self._index(r)
-            rows = await self.node.store.read(lambda db: db.query("SELECT payment_hash, preimage FROM onchain_preimages"))
+            rows = await self.node.store.read(
+                lambda db: db.query("SELECT payment_hash, preimage FROM onchain_preimages"))
             self._preimages.update((bytes(h), bytes(p)) for h, p in rows)
         finally:
             self._loaded.set()
@@ -303,7 +304,8 @@ class OnchainResolver:
         return {
             "spend_txid": r.spend_tx.txid_hex(), "spend_height": r.spend_height,
             "kind": r.kind.value if r.kind else None, "commitment_number": r.commitment_number,
-            "outputs": [{"txid": t.key(r)[0][::-1].hex(), "vout": t.out.vout, "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
+            "outputs": [{"txid": t.key(r)[0][::-1].hex(), "vout": t.out.vout,
+                         "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
                          "state": t.state, "csv": t.out.csv,
                          "sweep_txid": t.sweep_txid[::-1].hex() if t.sweep_tx else None,
                          "resolved_txid": t.resolved_txid[::-1].hex() if t.resolved_txid else None,

@@ -211,8 +211,9 @@ CREATE TABLE IF NOT EXISTS forwards (
     # second-stage HTLC transaction's output is followed too (txid x'' = an output of the funding spend itself,
     # as every row of the table it replaces); `info` holds the HTLC an output belongs to (JSON).  And every
     # HTLC ever committed in a channel (payment_hash, cltv_expiry, direction, amount): a revoked commitment of
-    # the peer may hold HTLCs long gone from the channel state, and their scripts must be rebuilt to claim them; and the preimages
-    # of HTLCs to claim on-chain (learned downstream or from our invoices after the close).
+    # the peer may hold HTLCs long gone from the channel state, and their scripts must be rebuilt to claim
+    # them; and the preimages of HTLCs to claim on-chain (learned downstream or from our invoices after the
+    # close); onchain_channels.info: HTLCs we offered with no output in the close (JSON).
     """
 CREATE TABLE onchain_txouts (
     channel_id BLOB NOT NULL,
