@@ -1,8 +1,11 @@
 """On-chain enforcement against a real Core Lightning peer that cheats (skipped without CLN).
 
-Core Lightning (--developer) signs its commitment with dev-sign-last-tx, the channel moves on (a payment), and
-it broadcasts the revoked commitment: Ampere takes CLN's to_local with the revocation key in the block the cheat
-is seen, and sweeps its own to_remote.
+- Core Lightning (--developer) signs its commitment with dev-sign-last-tx, the channel moves on (a payment),
+  and it broadcasts the revoked commitment: Ampere takes CLN's to_local with the revocation key in the block
+  the cheat is seen, and sweeps its own to_remote;
+- Core Lightning force-closes (dev-fail) with an HTLC in flight each way (held by the HODL plugin on both):
+  Ampere claims CLN's HTLC on CLN's commitment with the preimage, times its own out after cltv_expiry, and its
+  payment fails only once that is 3 deep.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ pytestmark = pytest.mark.skipif(not os.path.exists(LIGHTNINGD), reason="Core Lig
 
 
 class Cln:
-    def __init__(self, directory: str, chaind) -> None:
+    def __init__(self, directory: str, chaind, *extra: str) -> None:
         self.dir = directory
         self.port = free_port()
         os.makedirs(directory, exist_ok=True)
@@ -37,8 +40,10 @@ class Cln:
              f"--bind-addr=127.0.0.1:{self.port}", f"--bitcoin-cli={cli}", "--bitcoin-rpcconnect=127.0.0.1",
              f"--bitcoin-rpcport={chaind.port}", f"--bitcoin-rpcuser={chaind.rpcuser}",
              f"--bitcoin-rpcpassword={chaind.rpcpassword}", "--developer", "--dev-bitcoind-poll=1",
-             "--log-level=debug"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+             "--log-level=debug", *extra],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            # Plugins (#!/usr/bin/env python3) run with the Python that has pyln-client.
+            env={**os.environ, "PATH": os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")})
         self.rpc = LightningRpc(os.path.join(directory, "regtest", "lightning-rpc"))
         wait_for(lambda: os.path.exists(os.path.join(directory, "regtest", "lightning-rpc")), 60, "CLN's socket")
         wait_for(self._listening, 60, "CLN listening")
@@ -60,10 +65,13 @@ class Cln:
             self.proc.wait(10)
 
 
+HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
+
+
 @pytest.fixture
 def cln(chaind, tmp_path):
     chaind.mine(101)
-    node = Cln(str(tmp_path / "cln"), chaind)
+    node = Cln(str(tmp_path / "cln"), chaind, f"--plugin={HODL}")   # the same pyln HODL plugin runs on CLN
     yield node
     node.stop()
 
@@ -96,3 +104,54 @@ def test_cln_cheats_ampere_takes_its_to_local(node_factory_chain, chaind, cln):
     wait_for(lambda: sum(o["amount_msat"] for o in l1.rpc.listfunds()["outputs"] if o["status"] == "confirmed")
              // 1000 - before > total - 10_000, 30, "everything in l1's wallet")
     print(f"CLN's to_local {cln_to_local} sat taken; l1 holds {total} sat of outputs less fees")
+
+
+def test_cln_force_closes_with_htlcs_both_ways(node_factory_chain, chaind, cln):
+    l1 = node_factory_chain.get_node({"plugin": HODL})
+    node_factory_chain.fund_wallet(l1, 1_500_000)
+    l1.rpc.connect(cln.id, "127.0.0.1", cln.port)
+    l1.rpc.fundchannel(cln.id, 1_000_000, push_msat=400_000_000)
+    chaind.mine(6)
+    sync(l1, chaind)
+    wait_for(lambda: [c for c in cln.rpc.listpeerchannels()["channels"] if c["state"] == "CHANNELD_NORMAL"]
+             and l1.rpc.listpeerchannels()["channels"][0]["state"] == "CHANNELD_NORMAL", 60, "CHANNELD_NORMAL")
+    scid = l1.rpc.listpeerchannels()["channels"][0]["short_channel_id"]
+    # l1 -> CLN, held by CLN's HODL plugin; CLN -> l1, held by l1's.
+    inv_c = cln.rpc.invoice(30_000_000, "hodl-c", "c")
+    l1.rpc.sendpay([{"id": cln.id, "channel": scid, "amount_msat": 30_000_000, "delay": 18}], inv_c["payment_hash"],
+                   payment_secret=inv_c["payment_secret"])
+    inv_l = l1.rpc.invoice(50_000_000, "hodl-l", "l")
+    cln.rpc.sendpay([{"id": l1.node_id, "channel": scid, "amount_msat": 50_000_000, "delay": 18}],
+                    inv_l["payment_hash"], payment_secret=inv_l["payment_secret"])
+    wait_for(lambda: inv_c["payment_hash"] in cln.rpc.call("listheld")["held"]
+             and inv_l["payment_hash"] in l1.rpc.call("listheld")["held"], 30, "both held")
+    wait_for(lambda: len(l1.rpc.listpeerchannels()["channels"][0]["htlcs"]) == 2
+             and all(h["state"] in ("SENT_ADD_ACK_REVOCATION", "RCVD_ADD_ACK_REVOCATION")
+                     for h in l1.rpc.listpeerchannels()["channels"][0]["htlcs"]), 30, "HTLCs committed")
+    expiry = next(h["expiry"] for h in l1.rpc.listpeerchannels()["channels"][0]["htlcs"] if h["direction"] == "out")
+
+    cln.rpc.call("dev-fail", {"id": l1.node_id})
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "CLN's commitment")
+    chaind.mine(1)
+    sync(l1, chaind)
+    wait_for(lambda: l1.rpc.listpeerchannels()["channels"][0]["state"] == "ONCHAIN", 30, "ONCHAIN")
+    # l1 learns the preimage of CLN's HTLC (its invoice): claimed on CLN's commitment directly.
+    l1.rpc.call("release", {"payment_hash": inv_l["payment_hash"]})
+    l1.wait_for_log("claiming it there")
+    wait_for(lambda: any("being claimed by our" in x for x in l1.rpc.listpeerchannels()["channels"][0]["status"]),
+             30, "the preimage claim")
+    # l1's own HTLC: CLN does not know the preimage (held, never released); l1 takes it back after expiry.
+    chaind.mine(expiry - chaind.rpc("getblockcount"))
+    sync(l1, chaind)
+    wait_for(lambda: sum("timed out by our" in x or "being claimed by our" in x
+                         for x in l1.rpc.listpeerchannels()["channels"][0]["status"]) >= 1, 30, "timeout claim")
+    chaind.mine(1)
+    sync(l1, chaind)
+    assert l1.rpc.listsendpays(payment_hash=inv_c["payment_hash"])["payments"][0]["status"] == "pending"
+    chaind.mine(2)
+    sync(l1, chaind)
+    wait_for(lambda: l1.rpc.listsendpays(payment_hash=inv_c["payment_hash"])["payments"][0]["status"] == "failed",
+             30, "our payment failed once the timeout is 3 deep")
+    status = l1.rpc.listpeerchannels()["channels"][0]["status"]
+    assert any("claimed with the preimage by our" in x for x in status), status
+    assert any("timed out by our" in x for x in status), status
