@@ -68,6 +68,20 @@ class Cln:
 HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
 
 
+def normal(l1, cln, chaind) -> None:
+    """Both sides in CHANNELD_NORMAL (CLN sees blocks by polling: mine until it does)."""
+    def both():
+        theirs = [c["state"] for c in cln.rpc.listpeerchannels()["channels"]]
+        ours = [c["state"] for c in l1.rpc.listpeerchannels()["channels"]]
+        return theirs == ["CHANNELD_NORMAL"] and ours == ["CHANNELD_NORMAL"]
+    try:
+        wait_for(both, 90, "CHANNELD_NORMAL")
+    except TimeoutError:
+        raise AssertionError(f"CLN: {cln.rpc.listpeerchannels()['channels']}\nampd: "
+                             f"{l1.rpc.listpeerchannels()['channels']}\nCLN height "
+                             f"{cln.rpc.getinfo()['blockheight']}, chain {chaind.rpc('getblockcount')}") from None
+
+
 @pytest.fixture
 def cln(chaind, tmp_path):
     chaind.mine(101)
@@ -83,8 +97,7 @@ def test_cln_cheats_ampere_takes_its_to_local(node_factory_chain, chaind, cln):
     l1.rpc.fundchannel(cln.id, 1_000_000, push_msat=400_000_000)
     chaind.mine(6)
     sync(l1, chaind)
-    wait_for(lambda: [c for c in cln.rpc.listpeerchannels()["channels"] if c["state"] == "CHANNELD_NORMAL"]
-             and l1.rpc.listpeerchannels()["channels"][0]["state"] == "CHANNELD_NORMAL", 60, "CHANNELD_NORMAL")
+    normal(l1, cln, chaind)
     old = Transaction.parse_hex(cln.rpc.call("dev-sign-last-tx", {"id": l1.node_id})["tx"])
     inv = cln.rpc.invoice(20_000_000, "revoke", "revoke")["bolt11"]
     assert l1.rpc.pay(inv)["status"] == "complete"          # CLN's commitment above is now revoked
@@ -113,8 +126,7 @@ def test_cln_force_closes_with_htlcs_both_ways(node_factory_chain, chaind, cln):
     l1.rpc.fundchannel(cln.id, 1_000_000, push_msat=400_000_000)
     chaind.mine(6)
     sync(l1, chaind)
-    wait_for(lambda: [c for c in cln.rpc.listpeerchannels()["channels"] if c["state"] == "CHANNELD_NORMAL"]
-             and l1.rpc.listpeerchannels()["channels"][0]["state"] == "CHANNELD_NORMAL", 60, "CHANNELD_NORMAL")
+    normal(l1, cln, chaind)
     scid = l1.rpc.listpeerchannels()["channels"][0]["short_channel_id"]
     # l1 -> CLN, held by CLN's HODL plugin; CLN -> l1, held by l1's.
     inv_c = cln.rpc.invoice(30_000_000, "hodl-c", "c")
