@@ -6,6 +6,7 @@
   key in the block the cheat is seen, and ends with the whole channel less the fees; coin movements, status
   lines, CLOSED after 100 blocks;
 - l1 -> l2 -> l3: l3 claims on-chain with the preimage after l2 closed: l2 extracts it and is paid by l1;
+  and when l3 goes silent instead, l2 times the HTLC out on-chain and fails l1's once that is 3 deep;
 - a silent peer holding our HTLC: past the deadline we close, time it out (killed -9 before the HTLC-timeout and
   again while it is 2 deep), fail the payment once 3 deep, sweep it back;
 - the dev commands: --dev-disable-commit-after / dev-reenable-commit, dev-fail; refused without --developer.
@@ -282,3 +283,40 @@ def test_dev_commands_freeze_commitments_and_need_developer(node_factory_chain, 
     l1.rpc.call("dev-fail", {"id": l2.node_id})
     wait_for(lambda: channel(l1)["state"] == "AWAITING_UNILATERAL", 30, "dev-fail closes")
     assert chaind.rpc("getrawmempool") == [Transaction.parse_hex(latest).txid_hex()]  # our latest commitment
+
+
+def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, chaind):
+    """l1 -> l2 -> l3; l3 holds the HTLC and goes silent: l2 closes past the deadline, times the HTLC out on-chain
+    and, once that is 3 deep (not before), fails l1's HTLC off-chain: l1's payment fails, l2 keeps its balance."""
+    chaind.mine(101)
+    l1, l2, l3 = node_factory_chain.line_graph(3, opts=[{}, {}, {"plugin": HODL}])
+    amount = 10_000_000
+    fee = 1 + amount * 10 // 1_000_000
+    inv = l3.rpc.invoice(amount, "hodl-silent-fwd", "fwd")
+    route = [{"id": l2.node_id, "channel": scid(l1, l2), "amount_msat": amount + fee, "delay": 18 + 34},
+             {"id": l3.node_id, "channel": scid(l2, l3), "amount_msat": amount, "delay": 18}]
+    l1.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    wait_for(lambda: inv["payment_hash"] in l3.rpc.call("listheld")["held"], 30, "held at l3")
+    l2_before = channel_with(l2, l1)["to_us_msat"]
+    expiry = channel_with(l2, l3)["htlcs"][0]["expiry"]
+    l3.stop()
+    mine(chaind, expiry + 2 - chaind.rpc("getblockcount"), l1, l2)   # the deadline (cltv_expiry + 2)
+    wait_for(lambda: channel_with(l2, l3)["state"] == "AWAITING_UNILATERAL", 30, "l2 closes")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the commitment")
+    mine(chaind, 1, l1, l2)
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 1, 30, "the HTLC-timeout")
+    mine(chaind, 2, l1, l2)
+    assert l1.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "pending"
+    mine(chaind, 1, l1, l2)
+    wait_for(lambda: l1.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "failed", 30,
+             "l1's payment failed")
+    try:
+        l1.rpc.waitsendpay(inv["payment_hash"], 30)
+        raise AssertionError("the payment did not fail")
+    except Exception as e:  # pyln RpcError: l2 says its channel failed (CLN: permanent_channel_failure)
+        data = e.error["data"]
+        assert (data["failcodename"], data["erring_node"]) == ("WIRE_PERMANENT_CHANNEL_FAILURE", l2.node_id), data
+    wait_for(lambda: channel_with(l2, l1)["htlcs"] == [], 30, "l1-l2 settled")
+    assert channel_with(l2, l1)["to_us_msat"] == l2_before
+    [fwd] = l2.rpc.listforwards()["forwards"]
+    assert fwd["status"] in ("failed", "local_failed"), fwd
