@@ -152,7 +152,7 @@ class Resolution:
     closed: bool = False
     record: Any = None                   # the channel manager's record, once attached
     # HTLCs we offered with no output in the close (trimmed as dust, or not in that commitment): htlc_id ->
-    # {"hash", "msat", "reported"}; failed upstream once the close is HTLC_FAIL_DEPTH deep (BOLT 5).
+    # {"hash", "msat"}; failed upstream once the close is HTLC_FAIL_DEPTH deep (BOLT 5).
     missing: dict = field(default_factory=dict)
     broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
 
@@ -188,6 +188,10 @@ class OnchainResolver:
         self.preimage_listeners: list[Any] = []
         self._preimages: dict[bytes, bytes] = {}  # payment_hash -> preimage (table onchain_preimages)
         self._dirty: set[bytes] = set()  # resolutions to save after _advance
+        # HTLC outcomes told to the payment layer / switch in this process. Not persisted on purpose: after a
+        # restart they are told again (at least once; both ignore what they already settled), so a crash
+        # between our report and their own write loses nothing.
+        self._reported: set = set()
         # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
         node.chain.add_listener(self)
 
@@ -289,7 +293,7 @@ class OnchainResolver:
             lines.append(f"{state}:{_output_text(r, t, tip)}")
         for htlc_id, m in r.missing.items():
             lines.append(f"{state}:Our HTLC {htlc_id} ({m['msat']}msat, {m['hash']}) has no output in the close "
-                         f"(trimmed as dust): " + ("failed" if m["reported"] else
+                         f"(trimmed as dust): " + ("failed" if (r.channel_id, "missing", htlc_id) in self._reported else
                                                    f"fails once the close is {HTLC_FAIL_DEPTH} blocks deep"))
         last = r.last_height()
         if last is not None:
@@ -424,7 +428,7 @@ class OnchainResolver:
             for h in ch.htlcs:
                 if h.offerer is Side.LOCAL and h.htlc_id not in present and not (
                         h.removal is not None and h.removal.preimage):
-                    r.missing[h.htlc_id] = {"hash": h.payment_hash.hex(), "msat": h.amount_msat, "reported": False}
+                    r.missing[h.htlc_id] = {"hash": h.payment_hash.hex(), "msat": h.amount_msat}
         # Preimages the channel already knows (HTLCs we fulfilled before the close).
         for h in ch.htlcs:
             if h.removal is not None and h.removal.preimage:
@@ -611,10 +615,10 @@ class OnchainResolver:
         await self._save(r)
 
     def _report_htlc(self, r: Resolution, t: Tracked, tip: int) -> None:
-        """Tell the payment layer / switch how an HTLC we offered ended on-chain (once; again after a restart
-        if the report was not recorded: they ignore what they already know)."""
+        """Tell the payment layer / switch how an HTLC we offered ended on-chain (once per process; again after
+        a restart: they ignore what they already know)."""
         if t.out.kind not in (OutputKind.OUR_HTLC, OutputKind.REVOKED_HTLC) or t.out.htlc is None \
-                or t.out.htlc.offerer is not Side.LOCAL or t.extra.get("reported"):
+                or t.out.htlc.offerer is not Side.LOCAL or (r.channel_id, t.key(r)) in self._reported:
             return
         if t.resolved_height is None:
             return
@@ -633,8 +637,7 @@ class OnchainResolver:
                 return
         else:
             return
-        t.extra["reported"] = True
-        self._dirty.add(r.channel_id)
+        self._reported.add((r.channel_id, t.key(r)))
 
     def _report_missing(self, r: Resolution, tip: int) -> None:
         if not r.missing or r.spend_height is None or tip - r.spend_height + 1 < HTLC_FAIL_DEPTH:
@@ -643,9 +646,9 @@ class OnchainResolver:
         if report is None or r.record is None:
             return
         for htlc_id, m in r.missing.items():
-            if not m["reported"] and report(r.record, htlc_id, None) is not False:
-                m["reported"] = True
-                self._dirty.add(r.channel_id)
+            key = (r.channel_id, "missing", htlc_id)
+            if key not in self._reported and report(r.record, htlc_id, None) is not False:
+                self._reported.add(key)
 
     async def _coin_movement(self, r: Resolution, t: Tracked) -> None:
         """CLN's chain_mvt on the channel's account once our own transaction resolving `t` is mined (the sweep's
