@@ -204,7 +204,7 @@ class OnchainResolver:
                 db.query("SELECT o.channel_id, o.txid, o.vout, o.kind, o.state, o.value, o.scriptpubkey, o.csv, "
                          "o.witness_script, o.point, o.sweep_tx, o.resolved_txid, o.resolved_height, o.info "
                          "FROM onchain_txouts o JOIN onchain_channels c ON o.channel_id = c.channel_id "
-                         "WHERE c.closed = 0 ORDER BY o.rowid")))
+                         "WHERE c.closed = 0 ORDER BY o.txid, o.vout")))
             for cid, ftxid, fvout, raw, height, kind, number, closed, info in rows:
                 r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
                                SpendKind(kind) if kind else None, number, closed=bool(closed))
