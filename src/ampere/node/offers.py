@@ -77,8 +77,10 @@ class OfferRecord:
 
     def to_json(self, used: bool, created: bool | None = None) -> dict:
         """CLN's json_populate_offer shape (listoffers / offer / enableoffer / disableoffer)."""
+        # force_paths: whether fronting nodes were forced into the offer's paths; Ampere's offers have no paths.
         out: dict[str, Any] = {"offer_id": self.offer_id.hex(), "active": self.active,
-                               "single_use": self.single_use, "bolt12": self.bolt12, "used": used}
+                               "single_use": self.single_use, "force_paths": False, "bolt12": self.bolt12,
+                               "used": used}
         if created is not None:
             out["created"] = created
         if self.label is not None:

@@ -386,7 +386,7 @@ async def waitinvoice(ctx, label) -> dict:
         rec = await reg.wait_one(label)
     except InvoiceRegistryError as e:
         raise _registry_error(e) from None
-    return rec.to_json(reg.now())
+    return _wait_json(rec, reg.now())
 
 
 @command("waitanyinvoice", [opt("lastpay_index", p_u64, 0), opt("timeout", p_u64)], category="payment",
@@ -397,7 +397,15 @@ async def waitanyinvoice(ctx, lastpay_index, timeout) -> dict:
         rec = await reg.wait_any(lastpay_index, timeout)
     except InvoiceRegistryError as e:
         raise _registry_error(e) from None
-    return rec.to_json(reg.now())
+    return _wait_json(rec, reg.now())
+
+
+def _wait_json(rec: InvoiceRecord, now: int) -> dict:
+    """waitinvoice / waitanyinvoice: listinvoices' fields less `local_offer_id` (CLN's schemas for these two have
+    no such member)."""
+    out = rec.to_json(now)
+    out.pop("local_offer_id", None)
+    return out
 
 
 # ---- createinvoice / signinvoice --------------------------------------------------------------

@@ -1,0 +1,147 @@
+"""BOLT 12 offers between real ampd nodes in a line l1 - l2 - l3 (announced channels).
+
+l1 pays offers of l3: the invoice_request travels as an onion message l1 -> l2 -> l3 and the invoice comes back
+by l1's blinded reply path; the invoice's blinded payment path has l2 as introduction node, and l2 only ever
+sees an HTLC to forward.  Then the refusals: quantity, amount, single use, expiry, a disabled offer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pyln.client import RpcError
+
+FUND = 1_000_000
+
+
+def _bits(hexstr: str) -> set[int]:
+    value = int(hexstr or "0", 16)
+    return {i for i in range(value.bit_length()) if value >> i & 1}
+
+
+@pytest.fixture
+def line(node_factory_chain):
+    return node_factory_chain.line_graph(3, FUND, announce_channels=True, wait_for_announce=True)
+
+
+def test_pay_offer_through_blinded_path(line):
+    l1, l2, l3 = line
+    # option_route_blinding (25) and option_onion_messages (39), optional, in init and node features.
+    for node in (l1, l2, l3):
+        features = node.rpc.getinfo()["our_features"]
+        assert {25, 39} <= _bits(features["init"]) and {25, 39} <= _bits(features["node"])
+    peer = l2.rpc.listpeers(l1.info["id"])["peers"][0]
+    assert {25, 39} <= _bits(peer["features"])
+
+    offer = l3.rpc.offer(12_345, "coffee for two", label="coffee")
+    assert offer["created"] and offer["active"] and not offer["used"] and not offer["single_use"]
+    dec = l1.rpc.decode(offer["bolt12"])
+    assert dec["type"] == "bolt12 offer" and dec["valid"]
+    assert dec["offer_amount_msat"] == 12_345 and dec["offer_description"] == "coffee for two"
+    assert dec["offer_issuer_id"] == l3.info["id"] and dec["offer_id"] == offer["offer_id"]
+    # The same offer again: not created twice.
+    again = l3.rpc.offer(12_345, "coffee for two", label="coffee")
+    assert again["offer_id"] == offer["offer_id"] and not again["created"]
+
+    fetched = l1.rpc.fetchinvoice(offer["bolt12"], payer_note="thanks")
+    inv = l1.rpc.decode(fetched["invoice"])
+    assert inv["type"] == "bolt12 invoice" and inv["valid"]
+    assert inv["invoice_amount_msat"] == 12_345 and inv["invoice_node_id"] == l3.info["id"]
+    assert inv["offer_id"] == offer["offer_id"] and inv["invreq_payer_note"] == "thanks"
+    # The payment path starts at l2 (introduction node) and hides l3 behind a blinded id.
+    paths = inv["invoice_paths"]
+    assert [p["first_node_id"] for p in paths] == [l2.info["id"]]
+    assert len(paths[0]["path"]) == 2
+    assert l3.info["id"] not in [h["blinded_node_id"] for h in paths[0]["path"]]
+
+    res = l1.rpc.pay(fetched["invoice"])
+    assert res["status"] == "complete" and res["amount_msat"] == 12_345
+    assert res["destination"] == l3.info["id"]
+    assert res["amount_sent_msat"] > 12_345  # l2's fee, as the payinfo said
+
+    invoices = l3.rpc.listinvoices()["invoices"]
+    assert len(invoices) == 1
+    got = invoices[0]
+    assert got["status"] == "paid" and got["bolt12"] == fetched["invoice"] and "bolt11" not in got
+    assert got["local_offer_id"] == offer["offer_id"] and got["amount_received_msat"] >= 12_345
+    assert l3.rpc.listinvoices(offer_id=offer["offer_id"])["invoices"] == invoices
+    assert l3.rpc.waitanyinvoice(0, 10)["bolt12"] == fetched["invoice"]
+    assert l3.rpc.listoffers(offer["offer_id"])["offers"][0]["used"] is True
+
+    sends = l1.rpc.listsendpays()["payments"]
+    assert len(sends) == 1 and sends[0]["status"] == "complete"
+    assert sends[0]["bolt12"] == fetched["invoice"] and sends[0]["payment_hash"] == inv["invoice_payment_hash"]
+
+    # l2 forwarded an HTLC like any other and holds nothing saying l3 was the payee of an offer.
+    fwds = l2.rpc.listforwards()["forwards"]
+    assert len(fwds) == 1 and fwds[0]["status"] == "settled"
+    assert l2.rpc.listinvoices()["invoices"] == [] and l2.rpc.listoffers()["offers"] == []
+    log = l2.logs(since_start=False)
+    for secret in (offer["offer_id"], inv["invoice_payment_hash"], "coffee for two", got["payment_preimage"],
+                   fetched["invoice"][:60]):
+        assert secret not in log
+
+
+def test_offer_refusals(line):
+    l1, l2, l3 = line
+    # Quantity.
+    q = l3.rpc.offer(1000, "stickers", quantity_max=3)
+    with pytest.raises(RpcError, match="quantity parameter required"):
+        l1.rpc.fetchinvoice(q["bolt12"])
+    with pytest.raises(RpcError, match="quantity must be between 1 and 3"):
+        l1.rpc.fetchinvoice(q["bolt12"], quantity=4)
+    inv = l1.rpc.decode(l1.rpc.fetchinvoice(q["bolt12"], quantity=2)["invoice"])
+    assert inv["invoice_amount_msat"] == 2000 and inv["invreq_quantity"] == 2
+
+    # Amount: "any" needs one; a fixed amount needs none.
+    anyamt = l3.rpc.offer("any", "tips")
+    with pytest.raises(RpcError, match="amount_msat parameter required"):
+        l1.rpc.fetchinvoice(anyamt["bolt12"])
+    assert l1.rpc.decode(l1.rpc.fetchinvoice(anyamt["bolt12"], amount_msat=5000)["invoice"])["invoice_amount_msat"] == 5000
+    with pytest.raises(RpcError, match="amount_msat parameter unnecessary"):
+        l1.rpc.fetchinvoice(q["bolt12"], quantity=1, amount_msat=1)
+
+    # Single use: the second request after a payment is refused by l3.
+    once = l3.rpc.offer(2000, "one ticket", single_use=True)
+    assert once["single_use"]
+    first = l1.rpc.fetchinvoice(once["bolt12"])
+    assert l1.rpc.pay(first["invoice"])["status"] == "complete"
+    with pytest.raises(RpcError) as e:
+        l1.rpc.fetchinvoice(once["bolt12"])
+    assert e.value.error["code"] == 1004 and "already" in e.value.error["message"]
+    # Paying the same invoice again is not a second payment.
+    assert l1.rpc.pay(first["invoice"])["payment_preimage"] == l1.rpc.listsendpays()["payments"][-1]["payment_preimage"]
+    assert len([i for i in l3.rpc.listinvoices()["invoices"] if i["status"] == "paid"]) == 1
+
+    # Disabled, then enabled again.
+    l3.rpc.disableoffer(anyamt["offer_id"])
+    with pytest.raises(RpcError) as e:
+        l1.rpc.fetchinvoice(anyamt["bolt12"], amount_msat=5000)
+    assert e.value.error["code"] == 1004
+    with pytest.raises(RpcError) as e:
+        l3.rpc.disableoffer(anyamt["offer_id"])
+    assert e.value.error["code"] == 1001
+    assert l3.rpc.enableoffer(anyamt["offer_id"])["active"] is True
+    assert l3.rpc.listoffers(active_only=True)["offers"]
+
+    # Expired: refused by the payer before anything is sent.
+    soon = l3.rpc.offer(1000, "flash sale", absolute_expiry=int(time.time()) + 2)
+    time.sleep(3)
+    with pytest.raises(RpcError) as e:
+        l1.rpc.fetchinvoice(soon["bolt12"])
+    assert e.value.error["code"] == 1002
+
+    # Parameters.
+    with pytest.raises(RpcError) as e:
+        l3.rpc.offer(0, "nothing")
+    assert e.value.error["code"] == -32602 and "amount" in e.value.error["message"]
+    with pytest.raises(RpcError) as e:
+        l3.rpc.offer(1000)
+    assert e.value.error["code"] == -32602
+    with pytest.raises(RpcError) as e:
+        l1.rpc.fetchinvoice("lno1qqqq")
+    assert e.value.error["code"] == -32602
+    with pytest.raises(RpcError) as e:
+        l1.rpc.call("invoicerequest", {"amount": 1000, "description": "refund"})
+    assert "not supported" in e.value.error["message"]
