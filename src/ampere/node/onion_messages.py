@@ -68,6 +68,7 @@ class OnionMessenger:
         rate = self.node.option("dev-onion-message-rate", None) if hasattr(self.node, "option") else None
         if rate:
             self.rate = self.burst = float(rate)
+        self._log("debug", f"onion messages: {self.rate:g}/s per peer, burst {self.burst:g}")
         self.node.peer_manager.add_message_handler([ONION_MESSAGE_TYPE], self._on_message)
 
     async def close(self) -> None:
@@ -166,6 +167,10 @@ class OnionMessenger:
                     await result
             except Exception as e:
                 self._log("unusual", f"{kind} handler failed: {e!r}")
+            return
+        plugins = getattr(self.node, "plugins", None)
+        if plugins is None or not plugins.has_hook("onion_message_recv"):
+            self._log("debug", f"onion message for us ({kind or 'no payload'}) with nobody to take it: ignored")
             return
         await self._hook("onion_message_recv", rec)
 
