@@ -7,6 +7,7 @@ sees an HTLC to forward.  Then the refusals: quantity, amount, single use, expir
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -145,3 +146,47 @@ def test_offer_refusals(line):
     with pytest.raises(RpcError) as e:
         l1.rpc.call("invoicerequest", {"amount": 1000, "description": "refund"})
     assert "not supported" in e.value.error["message"]
+
+
+def _tampered_payment(l1, l2, invoice_text: str, tamper_hop: int) -> dict:
+    """Send an HTLC along the invoice's blinded path with hop `tamper_hop`'s encrypted data damaged (sendonion, as
+    a payer that is not Ampere could); return waitsendpay's error data."""
+    from ampere.ln.blinding import blinded_route_payloads, payinfo_fee
+    from ampere.ln.offers import decode_string
+    from ampere.ln.onion import create_onion
+    from ampere.wire.messages import BlindedPath, BlindedPathHop
+
+    inv = decode_string(invoice_text).tlv
+    path, info = inv.invoice_paths[0], inv.invoice_blindedpay[0]
+    hops = list(path.path)
+    data = bytearray(hops[tamper_hop].encrypted_recipient_data)
+    data[0] ^= 1
+    hops[tamper_hop] = BlindedPathHop(blinded_node_id=hops[tamper_hop].blinded_node_id,
+                                      encrypted_recipient_data=bytes(data))
+    bad = BlindedPath(first_node_id=path.first_node_id, first_path_key=path.first_path_key, path=tuple(hops))
+    amount = inv.invoice_amount
+    base = l1.rpc.getinfo()["blockheight"] + 1
+    onion, secrets = create_onion(os.urandom(32), blinded_route_payloads(bad, amount, amount, base),
+                                  inv.invoice_payment_hash)
+    l1.rpc.sendonion(onion.hex(), {"id": l2.info["id"], "amount_msat": amount + payinfo_fee(
+        amount, info.fee_base_msat, info.fee_proportional_millionths), "delay": info.cltv_expiry_delta},
+        inv.invoice_payment_hash.hex(), shared_secrets=[s.hex() for s in secrets])
+    with pytest.raises(RpcError) as e:
+        l1.rpc.waitsendpay(inv.invoice_payment_hash.hex(), 60)
+    return e.value.error
+
+
+def test_errors_inside_blinded_path(line):
+    """BOLT 4: an error inside a blinded path is invalid_onion_blinding, whoever found it; the recipient's
+    (l3: update_fail_malformed_htlc to l2) is turned into the introduction node's own invalid_onion_blinding."""
+    l1, l2, l3 = line
+    offer = l3.rpc.offer(5000, "blinded errors")
+    for tamper in (1, 0):  # l3's data, then l2's (the introduction node's)
+        fetched = l1.rpc.fetchinvoice(offer["bolt12"])
+        err = _tampered_payment(l1, l2, fetched["invoice"], tamper)
+        assert err["data"]["failcode"] == 0x8000 | 0x4000 | 24, err
+        assert err["data"]["failcodename"] == "WIRE_INVALID_ONION_BLINDING"
+        assert err["data"]["erring_node"] == l2.info["id"]
+    assert all(i["status"] == "unpaid" for i in l3.rpc.listinvoices()["invoices"])
+    # Both failed forwards are l2's; the invoices stay payable.
+    assert l1.rpc.pay(fetched["invoice"])["status"] == "complete"
