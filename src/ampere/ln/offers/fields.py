@@ -62,7 +62,13 @@ _INVOICE_RANGES = ((0, 159), (160, 239), (1_000_000_000, 3_999_999_999))
 
 
 class Bolt12Error(ValueError):
-    """A BOLT 12 object the reader must reject (the message names the rule)."""
+    """A BOLT 12 object the reader must reject (the message names the rule).  `warning` is CLN's `decode` name for
+    the problem when CLN still shows such an object (with `valid: false`); `parsed` is then what was read."""
+
+    def __init__(self, message: str, warning: str | None = None, parsed: "Parsed | None" = None) -> None:
+        super().__init__(message)
+        self.warning = warning
+        self.parsed = parsed
 
 
 @dataclass(frozen=True)
@@ -123,7 +129,7 @@ def _check_offer_fields(tlv: Any) -> None:
     if tlv.offer_chains is not None and len(tlv.offer_chains) == 0:
         raise Bolt12Error("offer_chains has no entries")
     if tlv.offer_amount is not None and tlv.offer_description is None:
-        raise Bolt12Error("offer_amount without offer_description")
+        raise Bolt12Error("offer_amount without offer_description", "warning_missing_offer_description")
     if tlv.offer_amount is not None and tlv.offer_amount <= 0:
         raise Bolt12Error("offer_amount is not greater than zero")
     if tlv.offer_currency is not None and tlv.offer_amount is None:
@@ -146,7 +152,8 @@ def parse_offer(raw: bytes) -> Parsed:
     _check_offer_fields(tlv)
     # "if neither `offer_issuer_id` nor `offer_paths` are set: MUST NOT respond to the offer."
     if tlv.offer_issuer_id is None and tlv.offer_paths is None:
-        raise Bolt12Error("offer has neither offer_issuer_id nor offer_paths")
+        raise Bolt12Error("offer has neither offer_issuer_id nor offer_paths", "warning_missing_offer_issuer_id",
+                          Parsed("offer", tlv, raw))
     return Parsed("offer", tlv, raw)
 
 
@@ -184,8 +191,12 @@ def parse_invoice_request(raw: bytes) -> Parsed:
         raise Bolt12Error(f"invreq_features has unknown even bit {bit}")
     if tlv.offer_issuer_id is not None or tlv.offer_paths is not None:
         _check_offer_fields(tlv)
-    if tlv.signature is None or not verify_bolt12("invoice_request", raw, tlv.signature, tlv.invreq_payer_id):
-        raise Bolt12Error("invoice_request signature is not valid for invreq_payer_id")
+    if tlv.signature is None:
+        raise Bolt12Error("invoice_request has no signature", "warning_missing_invoice_request_signature",
+                          Parsed("invoice_request", tlv, raw))
+    if not verify_bolt12("invoice_request", raw, tlv.signature, tlv.invreq_payer_id):
+        raise Bolt12Error("invoice_request signature is not valid for invreq_payer_id",
+                          "warning_invalid_invoice_request_signature", Parsed("invoice_request", tlv, raw))
     _check_paths(tlv.invreq_paths, "invreq_paths")
     if tlv.invreq_bip_353_name is not None:
         allowed = set(b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-_.")
@@ -218,8 +229,11 @@ def parse_invoice(raw: bytes) -> Parsed:
     # MUST reject the invoice if this leaves no usable paths."
     if all(_unknown_even_feature(p.features) is not None for p in tlv.invoice_blindedpay):
         raise Bolt12Error("no invoice path is usable (unknown even payinfo features)")
-    if tlv.signature is None or not verify_bolt12("invoice", raw, tlv.signature, tlv.invoice_node_id):
-        raise Bolt12Error("invoice signature is not valid for invoice_node_id")
+    if tlv.signature is None:
+        raise Bolt12Error("invoice has no signature", "warning_missing_invoice_signature", Parsed("invoice", tlv, raw))
+    if not verify_bolt12("invoice", raw, tlv.signature, tlv.invoice_node_id):
+        raise Bolt12Error("invoice signature is not valid for invoice_node_id", "warning_invalid_invoice_signature",
+                          Parsed("invoice", tlv, raw))
     return Parsed("invoice", tlv, raw)
 
 

@@ -232,7 +232,14 @@ def decode_bolt12_json(text: str) -> dict:
         if parser is None:
             raise Bolt12Error(f"unknown prefix {hrp}")
         parsed = parser(raw)
-    except (Bolt12Error, ValueError) as e:
+    except Bolt12Error as e:
+        if e.warning is not None and e.parsed is not None:
+            # CLN shows an object that parses but breaks a reader rule with `valid: false` and a warning.
+            kind = e.parsed.kind
+            return {"type": f"bolt12 {kind}", "valid": False, "offer_id": offer_id(e.parsed.raw).hex(),
+                    e.warning: str(e)}
+        raise invalid_params(f"string: {e}: invalid token '{text}'") from None
+    except ValueError as e:
         raise invalid_params(f"string: {e}: invalid token '{text}'") from None
     t = parsed.tlv
     if parsed.kind == "offer":
