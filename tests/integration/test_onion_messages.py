@@ -120,3 +120,44 @@ def test_relay_and_hostile_messages(node_factory):
     # The loop went around and ended at l2, once.
     assert logs.count("onion message for us (no payload) with nobody to take it: ignored") == 1
     assert l2.rpc.getinfo()["id"] == l2.info["id"]
+
+
+PLUGINS = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins")
+
+
+def test_onion_message_hooks(node_factory):
+    """CLN's hooks: `onion_message_recv` for a message to us (with its reply path and unknown fields), and
+    `onion_message_recv_secret` for the reply fetchinvoice waited for on its own reply path."""
+    from ampere.testing.schema import validate_hook
+
+    l2 = node_factory.get_node(listen=True, plugin=os.path.join(PLUGINS, "onion_recv.py"))
+    l3 = node_factory.get_node()
+    l3.rpc.connect(l2.info["id"], "127.0.0.1", l2.port)
+    id2 = bytes.fromhex(l2.info["id"])
+    sender = PrivateKey(os.urandom(32))
+    me = sender.public_key.format()
+
+    async def send_hello() -> None:
+        peer = RawPeer(sender)
+        await peer.connect(l2.port, id2)
+        reply = create_blinded_path(os.urandom(32), [(id2, encode_encrypted_data(next_node_id=me)),
+                                                     (me, encode_encrypted_data(path_id=b"\x05" * 32))])
+        path = create_blinded_path(os.urandom(32), [(id2, encode_encrypted_data())])
+        _, msg = create_onion_message(path, {"reply_path": reply, "unknown": ((1, b"hello"), (65, b"odd"))})
+        peer.send(msg)
+        await asyncio.sleep(1.0)
+        peer.t.close()
+
+    asyncio.run(send_hello())
+    offer = l3.rpc.offer(3000, "hooks")
+    l2.rpc.fetchinvoice(offer["bolt12"])
+    seen = l2.rpc.call("onionmsgs")["seen"]
+    assert [s["hook"] for s in seen] == ["onion_message_recv", "onion_message_recv_secret"]
+    for s in seen:
+        validate_hook(s["hook"], {"onion_message": s["onion_message"]})
+    recv = seen[0]["onion_message"]
+    assert recv["unknown_fields"] == [{"number": 1, "value": b"hello".hex()}, {"number": 65, "value": b"odd".hex()}]
+    assert recv["reply_blindedpath"]["first_node_id"] == l2.info["id"]
+    assert len(recv["reply_blindedpath"]["hops"]) == 2
+    secret = seen[1]["onion_message"]
+    assert len(secret["pathsecret"]) == 64 and "invoice" in secret
