@@ -126,6 +126,12 @@ def test_offer_refusals(line):
     assert l3.rpc.enableoffer(anyamt["offer_id"])["active"] is True
     assert l3.rpc.listoffers(active_only=True)["offers"]
 
+    # Offers and their state survive a restart; l3 still answers.
+    l3.restart()
+    l3.rpc.connect(l2.info["id"], "127.0.0.1", l2.port)
+    assert {o["offer_id"]: o["used"] for o in l3.rpc.listoffers()["offers"]}[once["offer_id"]] is True
+    assert l1.rpc.decode(l1.rpc.fetchinvoice(q["bolt12"], quantity=3)["invoice"])["invoice_amount_msat"] == 3000
+
     # Expired: refused by the payer before anything is sent.
     soon = l3.rpc.offer(1000, "flash sale", absolute_expiry=int(time.time()) + 2)
     time.sleep(3)

@@ -22,7 +22,7 @@ from coincurve import PrivateKey, PublicKey
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ampere.ln.onion import OnionConstructionError, blind_private_key_for_path, derive_hop_keys, generate_key
+from ampere.ln.onion import _SECP256K1_N, OnionConstructionError, _ecdh, derive_hop_keys, generate_key
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import BlindedPath, BlindedPathHop, EncryptedDataTlv
@@ -38,6 +38,7 @@ __all__ = [
     "next_path_key",
     "create_blinded_path",
     "unblind_hop",
+    "path_key_secrets",
     "decode_encrypted_data",
     "check_allowed_features",
     "encode_encrypted_data",
@@ -139,20 +140,31 @@ class UnblindedHop:
     data: EncryptedDataTlv
     plaintext: bytes
     shared_secret: bytes  # ss_i (the path key ECDH, not the onion's)
-    blinded_privkey: PrivateKey  # b_i: peels the onion encrypted to B_i
+    blinded_privkey: bytes  # b_i, 32 bytes: peels the onion encrypted to B_i
     next_path_key: bytes  # E_{i+1}, or next_path_key_override when given
 
 
-def unblind_hop(node_privkey: bytes | PrivateKey, path_key: bytes, encrypted_recipient_data: bytes) -> UnblindedHop:
-    """BOLT #4 reader of `encrypted_recipient_data`: ss_i = SHA256(k_i * E_i), b_i =
-    HMAC256("blinded_node_id", ss_i) * k_i, decrypt with rho_i; "If the `encrypted_data_tlv` contains
-    a `next_path_key_override`: MUST use it as the next `path_key`"."""
-    secret = node_privkey if isinstance(node_privkey, PrivateKey) else PrivateKey(bytes(node_privkey))
+def path_key_secrets(node_privkey: bytes | PrivateKey, path_key: bytes) -> tuple[bytes, bytes]:
+    """(ss_i, b_i) for path key E_i: ss_i = SHA256(k_i * E_i), b_i = HMAC256("blinded_node_id", ss_i) * k_i.
+    One ECDH for both (a relay does this for every onion message, so it is kept to the minimum)."""
+    secret = node_privkey.secret if isinstance(node_privkey, PrivateKey) else bytes(node_privkey)
     try:
         point = PublicKey(bytes(path_key))
-    except ValueError:
+    except (ValueError, TypeError):
         raise BlindingError("path_key is not a valid point") from None
-    shared_secret = secret.ecdh(point.format())
+    shared_secret = _ecdh(secret, point)
+    tweak = hmac.new(b"blinded_node_id", shared_secret, hashlib.sha256).digest()
+    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % _SECP256K1_N
+    return shared_secret, blinded.to_bytes(32, "big")
+
+
+def unblind_hop(node_privkey: bytes | PrivateKey, path_key: bytes, encrypted_recipient_data: bytes,
+                secrets: tuple[bytes, bytes] | None = None) -> UnblindedHop:
+    """BOLT #4 reader of `encrypted_recipient_data`: ss_i = SHA256(k_i * E_i), b_i =
+    HMAC256("blinded_node_id", ss_i) * k_i, decrypt with rho_i; "If the `encrypted_data_tlv` contains
+    a `next_path_key_override`: MUST use it as the next `path_key`".  `secrets`: `path_key_secrets`'
+    result when the caller has it already."""
+    shared_secret, blinded = secrets if secrets is not None else path_key_secrets(node_privkey, path_key)
     plaintext = decrypt_recipient_data(shared_secret, encrypted_recipient_data)
     data = decode_encrypted_data(plaintext)
     following = data.next_path_key_override or next_path_key(path_key, shared_secret)
@@ -160,7 +172,7 @@ def unblind_hop(node_privkey: bytes | PrivateKey, path_key: bytes, encrypted_rec
         data=data,
         plaintext=plaintext,
         shared_secret=shared_secret,
-        blinded_privkey=blind_private_key_for_path(secret, path_key),
+        blinded_privkey=blinded,
         next_path_key=following,
     )
 

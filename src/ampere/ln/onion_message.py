@@ -15,7 +15,14 @@ from dataclasses import dataclass
 
 from coincurve import PrivateKey
 
-from ampere.ln.blinding import BlindingError, check_allowed_features, create_blinded_path, encode_encrypted_data, unblind_hop
+from ampere.ln.blinding import (
+    BlindingError,
+    check_allowed_features,
+    create_blinded_path,
+    encode_encrypted_data,
+    path_key_secrets,
+    unblind_hop,
+)
 from ampere.ln.onion import HOP_PAYLOADS_LEN, OnionConstructionError, OnionError, create_onion, hop_shift_size, peel_onion
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.errors import DecodeError
@@ -119,7 +126,12 @@ def peel_onion_message(node_privkey: bytes | PrivateKey, message: OnionMessage) 
 
     Raises OnionMessageError for every message the spec says to ignore."""
     try:
-        peeled = peel_onion(node_privkey, message.onion_message_packet, b"", path_key=message.path_key, packet_len=None)
+        # One ECDH with the path key gives both the blinded key the onion was built for and the key of
+        # encrypted_recipient_data (BOLT 4 route blinding).
+        secrets = path_key_secrets(node_privkey, message.path_key)
+        peeled = peel_onion(secrets[1], message.onion_message_packet, b"", packet_len=None)
+    except BlindingError as exc:
+        raise OnionMessageError(f"path_key: {exc}") from None
     except OnionError as exc:
         raise OnionMessageError(f"onion: {exc}") from None
     try:
@@ -129,7 +141,7 @@ def peel_onion_message(node_privkey: bytes | PrivateKey, message: OnionMessage) 
     if payload.encrypted_recipient_data is None:
         raise OnionMessageError("onionmsg_tlv without encrypted_recipient_data")
     try:
-        hop = unblind_hop(node_privkey, message.path_key, payload.encrypted_recipient_data)
+        hop = unblind_hop(node_privkey, message.path_key, payload.encrypted_recipient_data, secrets)
         # "if `encrypted_data_tlv` contains `allowed_features`: MUST ignore the message if ...
         # contains an unknown feature bit"
         check_allowed_features(hop.data)

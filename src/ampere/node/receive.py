@@ -263,16 +263,21 @@ class Receiver:
             await self._fail_raw_secret(inc, e.failure_message())
             return
         inc.shared_secret = peeled.shared_secret
+        is_final = peeled.is_final
+        payload, payload_error = _parse_payload(peeled.payload, is_final, inc.path_key is not None)
+        # Inside a blinded path every failure is invalid_onion_blinding (node.blinded_htlcs): known from the HTLC's
+        # path key, or from the onion's current_path_key at a non-final introduction node.  Set before a replayed
+        # forward resumes, so its failure is reported the same way after a restart.
+        if inc.path_key is not None:
+            inc.blinded = "inner"
+        elif not is_final and payload is not None and payload.current_path_key is not None:
+            inc.blinded = "intro"
         switch = getattr(self.node, "switch", None)
         if switch is not None and switch.knows(inc.key):
             # Forwarded before a restart: the switch finishes it (no second htlc_accepted, no second offer).
             inc.status = "forwarding"
             await switch.resume(inc)
             return
-        is_final = peeled.is_final
-        payload, payload_error = _parse_payload(peeled.payload, is_final, inc.path_key is not None)
-        if inc.path_key is not None:
-            inc.blinded = "inner"  # BOLT 4: every failure is invalid_onion_blinding (node.blinded_htlcs)
         next_onion = peeled.next_onion if peeled.next_onion is not None else bytes(len(inc.onion))
         hook_payload = self._hook_payload(inc, peeled.payload, payload, is_final, next_onion)
 
