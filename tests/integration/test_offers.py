@@ -154,9 +154,9 @@ def test_offer_refusals(line):
     assert "not supported" in e.value.error["message"]
 
 
-def _tampered_payment(l1, l2, invoice_text: str, tamper_hop: int) -> dict:
-    """Send an HTLC along the invoice's blinded path with hop `tamper_hop`'s encrypted data damaged (sendonion, as
-    a payer that is not Ampere could); return waitsendpay's error data."""
+def _tampered_payment(l1, l2, invoice_text: str, tamper_hop: int | None, underpay: int = 0) -> dict:
+    """Send an HTLC along the invoice's blinded path with hop `tamper_hop`'s encrypted data damaged, or `underpay`
+    msat short (sendonion, as a payer that is not Ampere could); return waitsendpay's error data."""
     from ampere.ln.blinding import blinded_route_payloads, payinfo_fee
     from ampere.ln.offers import decode_string
     from ampere.ln.onion import create_onion
@@ -165,12 +165,13 @@ def _tampered_payment(l1, l2, invoice_text: str, tamper_hop: int) -> dict:
     inv = decode_string(invoice_text).tlv
     path, info = inv.invoice_paths[0], inv.invoice_blindedpay[0]
     hops = list(path.path)
-    data = bytearray(hops[tamper_hop].encrypted_recipient_data)
-    data[0] ^= 1
-    hops[tamper_hop] = BlindedPathHop(blinded_node_id=hops[tamper_hop].blinded_node_id,
-                                      encrypted_recipient_data=bytes(data))
+    if tamper_hop is not None:
+        data = bytearray(hops[tamper_hop].encrypted_recipient_data)
+        data[0] ^= 1
+        hops[tamper_hop] = BlindedPathHop(blinded_node_id=hops[tamper_hop].blinded_node_id,
+                                          encrypted_recipient_data=bytes(data))
     bad = BlindedPath(first_node_id=path.first_node_id, first_path_key=path.first_path_key, path=tuple(hops))
-    amount = inv.invoice_amount
+    amount = inv.invoice_amount - underpay
     base = l1.rpc.getinfo()["blockheight"] + 1
     onion, secrets = create_onion(os.urandom(32), blinded_route_payloads(bad, amount, amount, base),
                                   inv.invoice_payment_hash)
@@ -187,9 +188,11 @@ def test_errors_inside_blinded_path(line):
     (l3: update_fail_malformed_htlc to l2) is turned into the introduction node's own invalid_onion_blinding."""
     l1, l2, l3 = line
     offer = l3.rpc.offer(5000, "blinded errors")
-    for tamper in (1, 0):  # l3's data, then l2's (the introduction node's)
+    # l3's data damaged, then l2's (the introduction node's), then an HTLC 1000 msat short of the invoice (wrong
+    # amount: l3 refuses it, and says so only as invalid_onion_blinding).
+    for tamper, underpay in ((1, 0), (0, 0), (None, 1000)):
         fetched = l1.rpc.fetchinvoice(offer["bolt12"])
-        err = _tampered_payment(l1, l2, fetched["invoice"], tamper)
+        err = _tampered_payment(l1, l2, fetched["invoice"], tamper, underpay)
         assert err["data"]["failcode"] == 0x8000 | 0x4000 | 24, err
         assert err["data"]["failcodename"] == "WIRE_INVALID_ONION_BLINDING"
         assert err["data"]["erring_node"] == l2.info["id"]

@@ -161,3 +161,52 @@ def test_onion_message_hooks(node_factory):
     assert len(recv["reply_blindedpath"]["hops"]) == 2
     secret = seen[1]["onion_message"]
     assert len(secret["pathsecret"]) == 64 and "invoice" in secret
+
+
+def test_invoice_request_refusals_over_onion_messages(node_factory):
+    """The offerer's own checks, for a payer that does not check first: an amount below the offer's, a quantity
+    the offer does not allow, an unknown offer.  Each is answered with an invoice_error on the reply path."""
+    from ampere.ln.offers import build_offer
+    from ampere.wire import decode_tlv_stream
+
+    l2 = node_factory.get_node(listen=True)
+    id2 = bytes.fromhex(l2.info["id"])
+    offer = decode_string(l2.rpc.offer(1000, "fixed price", quantity_max=2)["bolt12"])
+    unknown = build_offer(offer_amount=1000, offer_description="not l2's", offer_issuer_id=id2,
+                          offer_chains=(BITCOIN_CHAINS["regtest"],))
+    key = PrivateKey(os.urandom(32))
+    me = key.public_key.format()
+    cases = [
+        (offer, {"amount_msat": 999, "quantity": 1}, "below the expected"),
+        (offer, {"amount_msat": 1999, "quantity": 2}, "below the expected"),
+        (offer, {"quantity": 3}, "quantity 3 not between 1 and 2"),
+        (offer, {}, "quantity is missing"),
+        (unknown, {}, "Unknown offer"),
+        (offer, {"quantity": 2, "amount_msat": 2500}, None),  # paying more is allowed: an invoice for 2500
+    ]
+
+    async def scenario() -> list:
+        peer = RawPeer(key)
+        await peer.connect(l2.port, id2)
+        answers = []
+        for off, kwargs, _ in cases:
+            invreq = build_invoice_request(off, PrivateKey(os.urandom(32)), os.urandom(16),
+                                           chain=BITCOIN_CHAINS["regtest"], **kwargs)
+            path_id = os.urandom(32)
+            reply = create_blinded_path(os.urandom(32), [(id2, encode_encrypted_data(next_node_id=me)),
+                                                         (me, encode_encrypted_data(path_id=path_id))])
+            to_l2 = create_blinded_path(os.urandom(32), [(id2, encode_encrypted_data())])
+            peer.send(create_onion_message(to_l2, {"invoice_request": invreq.raw, "reply_path": reply})[1])
+            got = peel_onion_message(key, await peer.next_onion_message(30))
+            assert got.path_id == path_id
+            answers.append(got.payload)
+        peer.t.close()
+        return answers
+
+    for (_, _, error), payload in zip(cases, asyncio.run(scenario())):
+        if error is None:
+            assert parse_invoice(bytes(payload.invoice)).tlv.invoice_amount == 2500
+        else:
+            assert payload.invoice is None
+            assert error in decode_tlv_stream("invoice_error", bytes(payload.invoice_error)).error
+    assert l2.rpc.listinvoices()["invoices"][0]["amount_msat"] == 2500
