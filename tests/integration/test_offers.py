@@ -199,3 +199,17 @@ def test_errors_inside_blinded_path(line):
     assert all(i["status"] == "unpaid" for i in l3.rpc.listinvoices()["invoices"])
     # Both failed forwards are l2's; the invoices stay payable.
     assert l1.rpc.pay(fetched["invoice"])["status"] == "complete"
+
+
+def test_route_to_introduction_node(node_factory_chain):
+    """l1 -> l2 -> l3 -> l4: l4's invoice path starts at l3, so l1 routes an ordinary onion to l3 (through l2) and
+    the blinded part from there; the invoice_request also goes the long way, through the public graph."""
+    l1, l2, l3, l4 = node_factory_chain.line_graph(4, FUND, announce_channels=True, wait_for_announce=True)
+    offer = l4.rpc.offer(7000, "far away")
+    fetched = l1.rpc.fetchinvoice(offer["bolt12"])
+    assert [p["first_node_id"] for p in l1.rpc.decode(fetched["invoice"])["invoice_paths"]] == [l3.info["id"]]
+    res = l1.rpc.pay(fetched["invoice"])
+    assert res["status"] == "complete" and res["destination"] == l4.info["id"]
+    assert l4.rpc.listinvoices()["invoices"][0]["status"] == "paid"
+    assert [f["status"] for f in l2.rpc.listforwards()["forwards"]] == ["settled"]
+    assert [f["status"] for f in l3.rpc.listforwards()["forwards"]] == ["settled"]

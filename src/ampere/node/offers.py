@@ -500,7 +500,8 @@ class OffersService:
             hops = []
             for i, hop in enumerate(route[:-1]):
                 nxt = route[i + 1]
-                hops.append((hop.node_id, forward_hop_payload(nxt.amount_msat, base + nxt.delay, nxt.scid)))
+                hops.append((hop.node_id, forward_hop_payload(nxt.amount_msat, base + nxt.delay,
+                                                                 int(nxt.short_channel_id))))
             hops += blinded
             session_key = os.urandom(32)
             try:
