@@ -99,6 +99,11 @@ def test_relay_and_hostile_messages(node_factory):
         hops.append((id2, encode_encrypted_data()))
         _, loop = create_onion_message(create_blinded_path(os.urandom(32), hops), {})
         peer.send(loop)
+        # A path through l2 thirty times in a row (a 32834-byte packet): peeled at most 20 times, then dropped.
+        selfloop = [(id2, encode_encrypted_data(next_node_id=id2)) for _ in range(29)] + [(id2, encode_encrypted_data())]
+        _, selfloop_msg = create_onion_message(create_blinded_path(os.urandom(32), selfloop), {})
+        assert len(selfloop_msg.onion_message_packet) == 32834
+        peer.send(selfloop_msg)
         await asyncio.sleep(1.0)
 
         # A flood: 400 garbage messages as fast as we can write them.
@@ -119,6 +124,7 @@ def test_relay_and_hostile_messages(node_factory):
     assert "rate-limiting onion messages from " + evil.hex() in logs
     # The loop went around and ended at l2, once.
     assert logs.count("onion message for us (no payload) with nobody to take it: ignored") == 1
+    assert "more than 20 hops through us" in logs
     assert l2.rpc.getinfo()["id"] == l2.info["id"]
 
 

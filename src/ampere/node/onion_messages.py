@@ -37,6 +37,8 @@ ONION_MESSAGE_TYPE = 513
 # so one peer cannot make us spend all our CPU on ECDH: 50 messages burst, 50/s sustained.
 DEFAULT_RATE = 50.0
 DEFAULT_BURST = 50.0
+# Consecutive hops through ourselves peeled for one message before it is dropped.
+MAX_LOCAL_HOPS = 20
 # A reply we wait for is forgotten after this long (fetchinvoice's default timeout is 60 s).
 REPLY_PATH_LIFETIME = 600.0
 
@@ -70,6 +72,7 @@ class OnionMessenger:
             self.rate = self.burst = float(rate)
         self._log("debug", f"onion messages: {self.rate:g}/s per peer, burst {self.burst:g}")
         self.node.peer_manager.add_message_handler([ONION_MESSAGE_TYPE], self._on_message)
+        self.node.peer_manager.on_disconnect(lambda peer_id, reason: self._buckets.pop(peer_id, None))
 
     async def close(self) -> None:
         for _, fut, _ in self._replies.values():
@@ -107,31 +110,40 @@ class OnionMessenger:
             if self.stats["rate_limited"] % 100 == 1:
                 self._log("debug", f"rate-limiting onion messages from {peer_id.hex()}")
             return
-        try:
-            out = peel_onion_message(self.node.node_key, msg)
-        except OnionMessageError as e:
-            self.stats["dropped"] += 1
-            self._log("debug", f"dropped onion message from {peer_id.hex()}: {e}")
-            return
-        if isinstance(out, Forward):
-            await self._relay(peer_id, out)
-        else:
-            self.stats["delivered"] += 1
-            await self._deliver(peer_id, out)
+        await self._process(peer_id, msg)
 
-    async def _relay(self, from_peer: bytes, out: Forward) -> None:
-        next_id = out.next_node_id
-        if next_id is None:
-            # BOLT 4: "if `short_channel_id` is present and corresponds to an announced short_channel_id
-            # or a local alias for a channel: the *next peer* is the peer at the other end".
-            mgr = getattr(self.node, "channel_manager", None)
-            rec = mgr.find(int(out.next_short_channel_id)) if mgr is not None else None
-            next_id = rec.peer_id if rec is not None else None
-        if next_id == self.node.node_id:
-            # A path that loops back through us (our own reply path, or a path with us inside): peel again,
-            # locally.  Bounded: each peel consumes a hop of a finite onion.
-            await self._on_message(from_peer, out.message, b"")
-            return
+    async def _process(self, peer_id: bytes, msg: OnionMessage) -> None:
+        # A path may pass through us more than once in a row (our own reply path, or a path with us inside):
+        # those hops are peeled here, in a loop, at most MAX_LOCAL_HOPS of them per message.
+        for _ in range(MAX_LOCAL_HOPS):
+            try:
+                out = peel_onion_message(self.node.node_key, msg)
+            except OnionMessageError as e:
+                self.stats["dropped"] += 1
+                self._log("debug", f"dropped onion message from {peer_id.hex()}: {e}")
+                return
+            if not isinstance(out, Forward):
+                self.stats["delivered"] += 1
+                await self._deliver(peer_id, out)
+                return
+            next_id = self._next_peer(out)
+            if next_id != self.node.node_id:
+                await self._relay(next_id, out)
+                return
+            msg = out.message
+        self.stats["dropped"] += 1
+        self._log("debug", f"dropped onion message from {peer_id.hex()}: more than {MAX_LOCAL_HOPS} hops through us")
+
+    def _next_peer(self, out: Forward) -> bytes | None:
+        if out.next_node_id is not None:
+            return out.next_node_id
+        # BOLT 4: "if `short_channel_id` is present and corresponds to an announced short_channel_id or a local
+        # alias for a channel: the *next peer* is the peer at the other end of that channel."
+        mgr = getattr(self.node, "channel_manager", None)
+        rec = mgr.find(int(out.next_short_channel_id)) if mgr is not None else None
+        return rec.peer_id if rec is not None else None
+
+    async def _relay(self, next_id: bytes | None, out: Forward) -> None:
         pm = self.node.peer_manager
         if next_id is None or pm.get(next_id) is None:
             self.stats["dropped"] += 1
@@ -216,7 +228,7 @@ class OnionMessenger:
             fut = self.expect_reply(path_id, reply_kind)
         first_id, message = create_onion_message(path, payload)
         if first_id == self.node.node_id:
-            await self._on_message(first_id, message, b"")
+            await self._process(first_id, message)
         else:
             await self.node.peer_manager.send(first_id, encode_message(message))
         return path_id, fut
