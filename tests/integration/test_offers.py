@@ -70,6 +70,8 @@ def test_pay_offer_through_blinded_path(line):
     assert l3.rpc.waitanyinvoice(0, 10)["bolt12"] == fetched["invoice"]
     assert l3.rpc.listoffers(offer["offer_id"])["offers"][0]["used"] is True
 
+    pays = l1.rpc.listpays()["pays"]
+    assert len(pays) == 1 and pays[0]["bolt12"] == fetched["invoice"] and pays[0]["status"] == "complete"
     sends = l1.rpc.listsendpays()["payments"]
     assert len(sends) == 1 and sends[0]["status"] == "complete"
     assert sends[0]["bolt12"] == fetched["invoice"] and sends[0]["payment_hash"] == inv["invoice_payment_hash"]
