@@ -26,7 +26,7 @@ from ampere.ln.blinding import (
     payinfo_fee,
     unblind_hop,
 )
-from ampere.ln.onion import create_onion, derive_hop_keys, generate_key, peel_onion, strip_length_prefix
+from ampere.ln.onion import create_onion, generate_key, peel_onion, strip_length_prefix
 from ampere.ln.onion_payload import check_hop_payload, decode_hop_payload, forward_hop_payload
 from ampere.wire import encode_tlv_stream
 from ampere.wire.messages import BlindedPath, EncryptedDataTlvPaymentConstraints, EncryptedDataTlvPaymentRelay

@@ -167,24 +167,32 @@ class OnionMessenger:
             del self._replies[rec.path_id]
             if not fut.done():
                 fut.set_result(rec)
-            await self._hook("onion_message_recv_secret", rec, secret=rec.path_id)
+            self._spawn(self._hook("onion_message_recv_secret", rec, secret=rec.path_id))
             return
         # BOLT 4: "otherwise (unknown or unset `path_id`) ... MUST respond (or not respond) exactly as if it did
         # not send the initial onion message": an unknown path_id is treated as none.
         handler = self._handlers.get(kind) if kind is not None else None
         if handler is not None:
-            try:
-                result = handler(rec, peer_id)
-                if asyncio.iscoroutine(result):
-                    await result
-            except Exception as e:
-                self._log("unusual", f"{kind} handler failed: {e!r}")
+            # In its own task: answering (an invoice stored, then sent) must not hold up the peer's next messages,
+            # which wait for this handler to return.
+            self._spawn(self._run_handler(handler, kind, rec, peer_id))
             return
         plugins = getattr(self.node, "plugins", None)
         if plugins is None or not plugins.has_hook("onion_message_recv"):
             self._log("debug", f"onion message for us ({kind or 'no payload'}) with nobody to take it: ignored")
             return
-        await self._hook("onion_message_recv", rec)
+        self._spawn(self._hook("onion_message_recv", rec))
+
+    async def _run_handler(self, handler: Callable, kind: str, rec: Received, peer_id: bytes) -> None:
+        try:
+            result = handler(rec, peer_id)
+            if asyncio.iscoroutine(result):
+                await result
+        except Exception as e:
+            self._log("unusual", f"{kind} handler failed: {e!r}")
+
+    def _spawn(self, coro: Any) -> None:
+        spawn_guarded(self._tasks, coro, "onion message task", lambda m: self._log("broken", m))
 
     async def _hook(self, name: str, rec: Received, secret: bytes | None = None) -> None:
         plugins = getattr(self.node, "plugins", None)
@@ -360,6 +368,3 @@ def messenger_for(node: Any) -> OnionMessenger:
         node.onion_messenger = om
     return om
 
-
-def start_task(om: OnionMessenger, coro: Any) -> asyncio.Task:
-    return spawn_guarded(om._tasks, coro, "onion message task", lambda m: om._log("broken", m))
