@@ -484,43 +484,53 @@ class OffersService:
                 last_error = PayError(206, f"Fee exceeds our fee budget: {fee}msat > {budget}msat")
                 continue
             intro_amount = amount + fee
-            height = eng._blockheight()
-            base = height + 1
-            blinded = blinded_route_payloads(path, amount, amount, base)
             if intro == me:
                 last_error = PayError(PAY_ROUTE_NOT_FOUND, "blinded path starts at us: not supported")
                 continue
-            try:
-                route = find_route(payer.graph(), RouteQuery(
-                    source=me, destination=intro, amount_msat=intro_amount, final_cltv=info.cltv_expiry_delta,
-                    max_fee_msat=budget - fee, local_channels=payer.local_channels()))
-            except RouteError as e:
-                last_error = PayError(PAY_ROUTE_NOT_FOUND, f"No route to the blinded path's introduction node: {e}")
-                continue
-            hops = []
-            for i, hop in enumerate(route[:-1]):
-                nxt = route[i + 1]
-                hops.append((hop.node_id, forward_hop_payload(nxt.amount_msat, base + nxt.delay,
-                                                                 int(nxt.short_channel_id))))
-            hops += blinded
-            session_key = os.urandom(32)
-            try:
-                onion, secrets = create_onion(session_key, hops, payment_hash)
-            except ValueError as e:
-                last_error = PayError(PAY_ROUTE_NOT_FOUND, f"Could not build the onion: {e}")
-                continue
-            attempts += 1
-            try:
-                await eng.send_onion(onion, route[0].node_id, route[0].amount_msat, route[0].delay, payment_hash,
-                                     shared_secrets=secrets, groupid=groupid, label=label, bolt11=text,
-                                     amount_msat=amount, destination=destination, total_amount_msat=amount)
-                await eng.wait(payment_hash, retry_for, 0, groupid)
-            except PaymentError as e:
-                last_error = PayError(e.code, e.message, e.data) if hasattr(e, "code") else e
-                groupid += 1
-                continue
-            done = [p for p in eng.parts_of(payment_hash) if p.status == COMPLETE]
-            return self._pay_result(destination, payment_hash, done, started)
+            # Retry this path while the failures are on our side of the introduction node (a channel on the way
+            # there: excluded, as pay does); a failure at or after the introduction node moves to the next path.
+            excluded: set[tuple[int, int]] = set()
+            while time.time() < started + retry_for:
+                base = eng._blockheight() + 1
+                try:
+                    route = find_route(payer.graph(), RouteQuery(
+                        source=me, destination=intro, amount_msat=intro_amount, final_cltv=info.cltv_expiry_delta,
+                        max_fee_msat=budget - fee, local_channels=payer.local_channels(),
+                        exclude_channels=frozenset(excluded)))
+                except RouteError as e:
+                    last_error = PayError(PAY_ROUTE_NOT_FOUND, f"No route to the blinded path's introduction node: {e}")
+                    break
+                hops = []
+                for i, hop in enumerate(route[:-1]):
+                    nxt = route[i + 1]
+                    hops.append((hop.node_id, forward_hop_payload(nxt.amount_msat, base + nxt.delay,
+                                                                     int(nxt.short_channel_id))))
+                hops += blinded_route_payloads(path, amount, amount, base)
+                try:
+                    onion, secrets = create_onion(os.urandom(32), hops, payment_hash)
+                except ValueError as e:
+                    last_error = PayError(PAY_ROUTE_NOT_FOUND, f"Could not build the onion: {e}")
+                    break
+                attempts += 1
+                try:
+                    await eng.send_onion(onion, route[0].node_id, route[0].amount_msat, route[0].delay, payment_hash,
+                                         shared_secrets=secrets, groupid=groupid, label=label, bolt11=text,
+                                         amount_msat=amount, destination=destination, total_amount_msat=amount)
+                    await eng.wait(payment_hash, max(1.0, started + retry_for - time.time()), 0, groupid)
+                except PaymentError as e:
+                    last_error = PayError(e.code, e.message, e.data)
+                    groupid += 1
+                    # erring_index: 0 for our own node, else 1 + the index of the hop that answered.
+                    erring = (e.data or {}).get("erring_index") if isinstance(e.data, dict) else None
+                    if erring is not None and erring < len(route):
+                        hop = route[erring]  # the channel out of the failing node (ours when erring == 0)
+                        excluded.add((int(hop.short_channel_id), hop.direction))
+                        self._log("debug", f"pay {payment_hash.hex()[:16]}: excluding {hop.short_channel_id}/"
+                                           f"{hop.direction}: {e.message}")
+                        continue
+                    break
+                done = [p for p in eng.parts_of(payment_hash) if p.status == COMPLETE]
+                return self._pay_result(destination, payment_hash, done, started)
         if isinstance(last_error, (PayError, OfferError)):
             raise last_error
         raise PayError(PAY_ROUTE_NOT_FOUND, f"Ran out of usable blinded paths ({attempts} attempts)"
