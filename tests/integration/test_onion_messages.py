@@ -11,7 +11,9 @@ import asyncio
 import os
 import time
 
+import pytest
 from coincurve import PrivateKey
+from pyln.client import RpcError
 
 from ampere.ln.blinding import create_blinded_path, encode_encrypted_data
 from ampere.ln.offers import build_invoice_request, decode_string, parse_invoice
@@ -216,3 +218,12 @@ def test_invoice_request_refusals_over_onion_messages(node_factory):
             assert payload.invoice is None
             assert error in decode_tlv_stream("invoice_error", bytes(payload.invoice_error)).error
     assert l2.rpc.listinvoices()["invoices"][0]["amount_msat"] == 2500
+
+
+def test_fetchinvoice_without_a_way_there(node_factory):
+    """No peer, no graph, no address for the offer's node: fetchinvoice says so (CLN's OFFER_ROUTE_NOT_FOUND)."""
+    l1, l3 = node_factory.get_nodes(2)
+    offer = l3.rpc.offer(1000, "unreachable")["bolt12"]
+    with pytest.raises(RpcError) as e:
+        l1.rpc.fetchinvoice(offer, timeout=5)
+    assert e.value.error["code"] == 1003 and "could not route or connect" in e.value.error["message"]
