@@ -215,3 +215,24 @@ def test_route_to_introduction_node(node_factory_chain):
     assert l4.rpc.listinvoices()["invoices"][0]["status"] == "paid"
     assert [f["status"] for f in l2.rpc.listforwards()["forwards"]] == ["settled"]
     assert [f["status"] for f in l3.rpc.listforwards()["forwards"]] == ["settled"]
+
+
+def test_private_node_offer_has_paths(node_factory_chain):
+    """l3's only channel (to l2) is unannounced: its offer carries a blinded path introduced by l2, the public
+    node, and l1 reaches l3 through it without ever connecting to l3."""
+    f = node_factory_chain
+    l1, l2, l3 = (f.get_node(listen=True, **{"dev-fast-gossip": True}) for _ in range(3))
+    f.fundchannel(l1, l2, FUND, announce=True)
+    f.fundchannel(l2, l3, FUND, announce=False)
+    f.mine(6, [l1, l2, l3])
+    f.wait_for_channels([l1, l2, l3], 2)
+    offer = l3.rpc.offer(4000, "private shop")
+    dec = l1.rpc.decode(offer["bolt12"])
+    assert [p["first_node_id"] for p in dec["offer_paths"]] == [l2.info["id"]]
+    assert dec["offer_issuer_id"] == l3.info["id"]
+    # Deterministic: the same offer again is the same offer.
+    assert l3.rpc.offer(4000, "private shop")["offer_id"] == offer["offer_id"]
+    fetched = l1.rpc.fetchinvoice(offer["bolt12"])
+    assert l1.rpc.pay(fetched["invoice"])["status"] == "complete"
+    assert l3.rpc.listinvoices()["invoices"][0]["status"] == "paid"
+    assert l1.rpc.listpeers(l3.info["id"])["peers"] == []  # never connected to l3

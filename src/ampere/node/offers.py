@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import os
 import time
 from typing import Any
@@ -123,6 +124,9 @@ class OffersService:
             fields["offer_quantity_max"] = quantity_max
         if absolute_expiry is not None:
             fields["offer_absolute_expiry"] = absolute_expiry
+        paths = self._offer_paths()
+        if paths:
+            fields["offer_paths"] = tuple(paths)
         try:
             offer = build_offer(**fields)
         except Bolt12Error as e:
@@ -148,6 +152,40 @@ class OffersService:
 
         rec, created = await self.node.store.write(write)
         return rec.to_json(await self._used(rec.offer_id), created)
+
+    def _offer_path_id(self) -> bytes:
+        secret = self.node.node_key.secret
+        return hmac.new(secret, b"ampere offer path id", hashlib.sha256).digest()
+
+    def _offer_paths(self) -> list:
+        """Blinded paths for an offer when we cannot be found in the public graph (no announced channel) but a
+        channel peer can: BOLT 12 "if it is connected only by private channels: MUST include `offer_paths`
+        containing one or more paths to the node from publicly reachable nodes".  Deterministic (the same offer
+        twice has the same id); the final hop's `path_id` tells us a request came by one of them."""
+        gossip = getattr(self.node, "gossip", None)
+        mgr = getattr(self.node, "channel_manager", None)
+        if gossip is None or mgr is None:
+            return []
+        graph = gossip.state.graph
+        me = self.node.node_id
+
+        def public(node_id: bytes) -> bool:
+            node = graph.node(node_id)
+            return node is not None and any(
+                (ch := graph.channel(scid)) is not None and ch.public for scid in node.channels)
+
+        if public(me):
+            return []
+        paths, seen = [], set()
+        for rec in mgr.records.values():
+            peer = rec.peer_id
+            if rec.state.value != "CHANNELD_NORMAL" or peer in seen or not public(peer):
+                continue
+            seen.add(peer)
+            session = hmac.new(self.node.node_key.secret, b"ampere offer path" + peer, hashlib.sha256).digest()
+            paths.append(create_blinded_path(session, [(peer, encode_encrypted_data(next_node_id=me)),
+                                                       (me, encode_encrypted_data(path_id=self._offer_path_id()))]))
+        return paths
 
     async def _get(self, oid: bytes) -> OfferRecord | None:
         rows = await self.node.store.read(lambda db: db.query(
@@ -203,7 +241,7 @@ class OffersService:
             self._log("debug", "invoice_request without reply_path: ignored")
             return
         try:
-            invoice = await self._answer(bytes(received.payload.invoice_request))
+            invoice = await self._answer(bytes(received.payload.invoice_request), received.path_id)
         except Bolt12Error as e:
             self.stats["refused"] += 1
             self._log("debug", f"refusing invoice_request: {e}")
@@ -221,13 +259,18 @@ class OffersService:
         except Exception as e:
             self._log("debug", f"could not send the reply: {e!r}")
 
-    async def _answer(self, raw: bytes) -> bytes | None:
+    async def _answer(self, raw: bytes, path_id: bytes | None = None) -> bytes | None:
         """An invoice (raw TLV) for an invoice_request to one of our offers; Bolt12Error to refuse it;
         None to ignore it."""
         from ..ln.offers import parse_invoice_request
 
         invreq = parse_invoice_request(raw)
         t = invreq.tlv
+        # BOLT 12: "if `offer_paths` is present: MUST ignore the invoice_request if it did not arrive via one of
+        # those paths."
+        if t.offer_paths is not None and (path_id is None or not hmac.compare_digest(path_id, self._offer_path_id())):
+            self._log("debug", "invoice_request for an offer with paths, not by one of them: ignored")
+            return None
         if t.offer_issuer_id is None and t.offer_paths is None:
             raise Bolt12Error("invoice_request not for an offer: not supported")
         oid = offer_id(raw)
@@ -313,11 +356,15 @@ class OffersService:
                                                                            htlc_minimum_msat=0))
         paths, payinfos = [], []
         mgr = getattr(node, "channel_manager", None)
+        usable = [rec for rec in (list(mgr.records.values()) if mgr is not None else [])
+                  if rec.state.value == "CHANNELD_NORMAL" and rec.short_channel_id is not None
+                  and mgr.is_connected(rec.peer_id)]
+        # Only through peers that can send us the amount (their side of the channel, less the reserve they must
+        # keep), unless none can: then every channel, and the payer finds out.
+        enough = [rec for rec in usable if _inbound_msat(rec) >= amount]
         seen = set()
-        for rec in (list(mgr.records.values()) if mgr is not None else []):
-            if rec.state.value != "CHANNELD_NORMAL" or rec.short_channel_id is None or rec.peer_id in seen:
-                continue
-            if not mgr.is_connected(rec.peer_id):
+        for rec in enough or usable:
+            if rec.peer_id in seen:
                 continue
             seen.add(rec.peer_id)
             base, ppm, delta, hmin, hmax = self._peer_policy(rec)
@@ -542,6 +589,15 @@ class OffersService:
                 "parts": len(done), "amount_msat": sum(p.amount_msat or 0 for p in done),
                 "amount_sent_msat": sum(p.amount_sent_msat for p in done),
                 "payment_preimage": done[0].preimage.hex(), "status": "complete"}
+
+
+def _inbound_msat(rec: Any) -> int:
+    """Roughly what the peer can still send us on this channel: its balance less the reserve it must keep."""
+    ch = rec.core
+    try:
+        return ch.funding_sat * 1000 - ch.balance_local_msat - ch.local.channel_reserve_sat * 1000
+    except AttributeError:
+        return 0
 
 
 def _bits(features: bytes) -> list[int]:
