@@ -174,7 +174,7 @@ def _path_json(path: Any, payinfo: Any = None) -> dict:
 def _offer_fields(t: Any, raw: bytes) -> dict:
     out: dict[str, Any] = {"offer_id": offer_id(raw).hex()}
     if t.offer_chains is not None:
-        out["offer_chains"] = [c[::-1].hex() for c in t.offer_chains]
+        out["offer_chains"] = [c.hex() for c in t.offer_chains]  # CLN: json_add_sha256, wire order
     if t.offer_metadata is not None:
         out["offer_metadata"] = t.offer_metadata.hex()
     if t.offer_currency is not None:
@@ -202,7 +202,7 @@ def _offer_fields(t: Any, raw: bytes) -> dict:
 def _invreq_fields(t: Any) -> dict:
     out: dict[str, Any] = {"invreq_metadata": t.invreq_metadata.hex(), "invreq_payer_id": t.invreq_payer_id.hex()}
     if t.invreq_chain is not None:
-        out["invreq_chain"] = t.invreq_chain[::-1].hex()
+        out["invreq_chain"] = t.invreq_chain.hex()
     if t.invreq_amount is not None:
         out["invreq_amount_msat"] = t.invreq_amount
     if t.invreq_features is not None:
