@@ -67,6 +67,7 @@ def test_pay_offer_through_blinded_path(line):
     assert got["status"] == "paid" and got["bolt12"] == fetched["invoice"] and "bolt11" not in got
     assert got["local_offer_id"] == offer["offer_id"] and got["amount_received_msat"] >= 12_345
     assert l3.rpc.listinvoices(offer_id=offer["offer_id"])["invoices"] == invoices
+    assert l3.rpc.listinvoices(invstring=fetched["invoice"])["invoices"] == invoices
     assert l3.rpc.waitanyinvoice(0, 10)["bolt12"] == fetched["invoice"]
     assert l3.rpc.listoffers(offer["offer_id"])["offers"][0]["used"] is True
 
