@@ -1,7 +1,7 @@
 """BOLT 12 at runtime: our offers, answering invoice requests, fetching and paying invoices.
 
     svc = offers_for(node); svc.start()              answers invoice_requests arriving by onion message
-    await svc.create_offer(...)                       `offer`     (stored in `offers`, migration 14)
+    await svc.create_offer(...)                       `offer`     (stored in table `offers`)
     await svc.list_offers(...), set_active(...)       `listoffers`, `enableoffer`, `disableoffer`
     await svc.fetch_invoice(...)                      `fetchinvoice`
     await svc.pay_invoice(lni, ...)                   `pay` of an `lni1...` string
@@ -27,7 +27,17 @@ from typing import Any
 from coincurve import PrivateKey
 
 from ..ln.blinding import aggregate_payinfo, blinded_route_payloads, create_blinded_path, encode_encrypted_data, payinfo_fee
-from ..ln.offers import Bolt12Error, build_invoice, build_invoice_request, build_offer, decode_string, invreq_id, offer_id
+from ..ln.offers import (
+    Bolt12Error,
+    build_invoice,
+    build_invoice_request,
+    build_offer,
+    decode_string,
+    invreq_id,
+    offer_id,
+    parse_invoice,
+    parse_invoice_request,
+)
 from ..ln.offers.fields import BITCOIN_CHAINS, DEFAULT_INVOICE_EXPIRY, expected_amount
 from ..ln.onion import create_onion
 from ..ln.onion_payload import forward_hop_payload
@@ -262,8 +272,6 @@ class OffersService:
     async def _answer(self, raw: bytes, path_id: bytes | None = None) -> bytes | None:
         """An invoice (raw TLV) for an invoice_request to one of our offers; Bolt12Error to refuse it;
         None to ignore it."""
-        from ..ln.offers import parse_invoice_request
-
         invreq = parse_invoice_request(raw)
         t = invreq.tlv
         # BOLT 12: "if `offer_paths` is present: MUST ignore the invoice_request if it did not arrive via one of
@@ -458,7 +466,7 @@ class OffersService:
                 msg = "(undecodable invoice_error)"
             raise OfferError(OFFER_BAD_INVREQ_REPLY, f"Remote node sent failure message: {msg}")
         try:
-            invoice = decode_string_raw_invoice(bytes(payload.invoice))
+            invoice = parse_invoice(bytes(payload.invoice))
         except Bolt12Error as e:
             raise OfferError(OFFER_BAD_INVREQ_REPLY, f"Invalid invoice: {e}") from None
         it = invoice.tlv
@@ -603,12 +611,6 @@ def _inbound_msat(rec: Any) -> int:
 def _bits(features: bytes) -> list[int]:
     value = int.from_bytes(features or b"", "big")
     return [i for i in range(value.bit_length()) if value >> i & 1]
-
-
-def decode_string_raw_invoice(raw: bytes) -> Any:
-    from ..ln.offers import parse_invoice
-
-    return parse_invoice(raw)
 
 
 def offers_for(node: Any) -> OffersService:
