@@ -55,6 +55,8 @@ def test_pay_offer_through_blinded_path(line):
     assert [p["first_node_id"] for p in paths] == [l2.info["id"]]
     assert len(paths[0]["path"]) == 2
     assert l3.info["id"] not in [h["blinded_node_id"] for h in paths[0]["path"]]
+    # Padded: l3's own hop (with its path_id) is no longer than l2's.
+    assert len({len(h["encrypted_recipient_data"]) for h in paths[0]["path"]}) == 1
 
     res = l1.rpc.pay(fetched["invoice"])
     assert res["status"] == "complete" and res["amount_msat"] == 12_345

@@ -294,3 +294,18 @@ def test_blinded_payment_decrypt_each_hop():
             assert cltv >= payload.outgoing_cltv_value == vector["generate"]["final_cltv"]
             assert out.data.path_id.hex() == want_tlvs["path_id"]
         path_key = out.next_path_key
+
+
+def test_padding_makes_hops_equal():
+    from ampere.ln.blinding import encode_encrypted_data, pad_encrypted_data
+
+    node = PrivateKey(bytes([9] * 32)).public_key.format()
+    datas = [encode_encrypted_data(next_node_id=node), encode_encrypted_data(path_id=b"\x01" * 32),
+             encode_encrypted_data()]
+    padded = pad_encrypted_data(datas)
+    assert len({len(d) for d in padded}) == 1
+    for raw, original in zip(padded, datas):
+        data = decode_encrypted_data(raw)
+        assert data.padding == bytes(len(data.padding))
+        assert encode_tlv_stream("encrypted_data_tlv", {**{f: getattr(data, f) for f in data.__dataclass_fields__},
+                                                        "padding": None}) == original

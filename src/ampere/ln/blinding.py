@@ -42,6 +42,7 @@ __all__ = [
     "decode_encrypted_data",
     "check_allowed_features",
     "encode_encrypted_data",
+    "pad_encrypted_data",
     "aggregate_payinfo",
     "amount_to_forward",
     "payinfo_fee",
@@ -248,6 +249,22 @@ def blinded_route_payloads(
         pubkey = path.first_node_id.pubkey if index == 0 else hop.blinded_node_id
         hops.append((pubkey, encode_hop_payload(HopPayload(**fields))))
     return hops
+
+
+def pad_encrypted_data(datas: list[bytes]) -> list[bytes]:
+    """Give every `encrypted_data_tlv` of a path the same length with a `padding` record (type 1, the lowest,
+    so it goes first).  BOLT #4: "SHOULD add padding data to ensure all `encrypted_data_tlv[i]` have the same
+    length" -- otherwise the recipient's hop, with its path_id, stands out by its size."""
+    if any(d[:1] == b"\x01" for d in datas):
+        raise ValueError("encrypted_data_tlv already padded")
+    target = max(len(d) for d in datas) + 2
+    out = []
+    for d in datas:
+        n = target - len(d) - 2
+        if n >= 253:
+            raise ValueError("encrypted_data_tlv lengths too far apart to pad")
+        out.append(bytes([1, n]) + bytes(n) + d)
+    return out
 
 
 def encode_encrypted_data(**fields) -> bytes:

@@ -26,7 +26,14 @@ from typing import Any
 
 from coincurve import PrivateKey
 
-from ..ln.blinding import aggregate_payinfo, blinded_route_payloads, create_blinded_path, encode_encrypted_data, payinfo_fee
+from ..ln.blinding import (
+    aggregate_payinfo,
+    blinded_route_payloads,
+    create_blinded_path,
+    encode_encrypted_data,
+    pad_encrypted_data,
+    payinfo_fee,
+)
 from ..ln.offers import (
     Bolt12Error,
     build_invoice,
@@ -193,8 +200,9 @@ class OffersService:
                 continue
             seen.add(peer)
             session = hmac.new(self.node.node_key.secret, b"ampere offer path" + peer, hashlib.sha256).digest()
-            paths.append(create_blinded_path(session, [(peer, encode_encrypted_data(next_node_id=me)),
-                                                       (me, encode_encrypted_data(path_id=self._offer_path_id()))]))
+            datas = pad_encrypted_data([encode_encrypted_data(next_node_id=me),
+                                        encode_encrypted_data(path_id=self._offer_path_id())])
+            paths.append(create_blinded_path(session, [(peer, datas[0]), (me, datas[1])]))
         return paths
 
     async def _get(self, oid: bytes) -> OfferRecord | None:
@@ -380,7 +388,8 @@ class OffersService:
             peer_data = encode_encrypted_data(
                 short_channel_id=ShortChannelId(int(rec.short_channel_id)), payment_relay=relay,
                 payment_constraints=Constraints(max_cltv_expiry=max_cltv + delta, htlc_minimum_msat=hmin))
-            paths.append(create_blinded_path(os.urandom(32), [(rec.peer_id, peer_data), (me, final_data)]))
+            padded = pad_encrypted_data([peer_data, final_data])
+            paths.append(create_blinded_path(os.urandom(32), [(rec.peer_id, padded[0]), (me, padded[1])]))
             info = aggregate_payinfo([(base, ppm, delta)], cltv_final)
             payinfos.append(BlindedPayinfo(fee_base_msat=info.fee_base_msat,
                                            fee_proportional_millionths=info.fee_proportional_millionths,

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..ln.blinding import create_blinded_path, encode_encrypted_data
+from ..ln.blinding import create_blinded_path, encode_encrypted_data, pad_encrypted_data
 from ..ln.onion_message import Forward, OnionMessageError, Received, create_onion_message, peel_onion_message, prepend_hops
 from ..wire import encode_message
 from ..wire.messages import BlindedPath, OnionMessage
@@ -216,11 +216,10 @@ class OnionMessenger:
     def reply_path(self, via: bytes | None, path_id: bytes) -> BlindedPath:
         """A blinded path back to us: through `via` (a connected peer) when given, else just us."""
         me = self.node.node_id
-        hops = []
-        if via is not None and via != me:
-            hops.append((via, encode_encrypted_data(next_node_id=me)))
-        hops.append((me, encode_encrypted_data(path_id=path_id)))
-        return create_blinded_path(os.urandom(32), hops)
+        if via is None or via == me:
+            return create_blinded_path(os.urandom(32), [(me, encode_encrypted_data(path_id=path_id))])
+        datas = pad_encrypted_data([encode_encrypted_data(next_node_id=me), encode_encrypted_data(path_id=path_id)])
+        return create_blinded_path(os.urandom(32), [(via, datas[0]), (me, datas[1])])
 
     async def send(self, path: BlindedPath, payload: dict, *, reply_kind: str | None = None,
                    expect_reply: bool = False) -> tuple[bytes | None, asyncio.Future | None]:
