@@ -71,7 +71,8 @@ def test_pay_offer_through_blinded_path(line):
     assert l3.rpc.listinvoices(offer_id=offer["offer_id"])["invoices"] == invoices
     assert l3.rpc.listinvoices(invstring=fetched["invoice"])["invoices"] == invoices
     assert l3.rpc.waitanyinvoice(0, 10)["bolt12"] == fetched["invoice"]
-    assert l3.rpc.listoffers(offer["offer_id"])["offers"][0]["used"] is True
+    listed = l3.rpc.listoffers(offer["offer_id"])["offers"][0]
+    assert listed["used"] is True and listed["description"] == "coffee for two" and listed["label"] == "coffee"
 
     pays = l1.rpc.listpays()["pays"]
     assert len(pays) == 1 and pays[0]["bolt12"] == fetched["invoice"] and pays[0]["status"] == "complete"

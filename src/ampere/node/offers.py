@@ -94,13 +94,18 @@ class OfferRecord:
         self.single_use = bool(single_use)
 
     def to_json(self, used: bool, created: bool | None = None) -> dict:
-        """CLN's json_populate_offer shape (listoffers / offer / enableoffer / disableoffer)."""
+        """CLN's json_populate_offer shape (listoffers / offer / enableoffer / disableoffer; `offer` alone has
+        `created` and no `description`)."""
         # force_paths: whether fronting nodes were forced into the offer's paths; Ampere's offers have no paths.
         out: dict[str, Any] = {"offer_id": self.offer_id.hex(), "active": self.active,
                                "single_use": self.single_use, "force_paths": False, "bolt12": self.bolt12,
                                "used": used}
         if created is not None:
             out["created"] = created
+        else:
+            description = decode_string(self.bolt12).tlv.offer_description
+            if description is not None:
+                out["description"] = description
         if self.label is not None:
             out["label"] = self.label
         return out
