@@ -313,13 +313,22 @@ def test_invoices_survive_restart(node_factory):
     ("", "string: "),
     ("hello", "string: bad bech32 string"),
     ("lnbcrt1qqqqqqqq", "string: "),
-    ("lno1qgsqvgnwgcg35z6ee2h3yczraddm72xrfua9uve2rlrm9deu7xyfzrc", "string: bolt12 strings are not supported"),
+    ("lno1pg", "string: offer: "),
+    ("lnr1qqqq", "string: invoice_request lacks invreq_payer_id"),
+    ("lnp1qqqq", "string: lnp strings are not supported"),
 ])
 def test_decode_bad_strings(l1, text, fragment):
     with pytest.raises(RpcError) as e:
         l1.rpc.decode(text)
     assert err(e)["code"] == -32602 and fragment in err(e)["message"]
     assert "invalid token" in err(e)["message"]
+
+
+def test_decode_offer_breaking_a_reader_rule(l1):
+    """CLN shows an offer that parses but that no one may answer with `valid: false` and a warning."""
+    dec = l1.rpc.decode("lno1qgsqvgnwgcg35z6ee2h3yczraddm72xrfua9uve2rlrm9deu7xyfzrc")
+    assert dec["type"] == "bolt12 offer" and dec["valid"] is False
+    assert "offer_issuer_id" in dec["warning_missing_offer_issuer_id"]
 
 
 def test_decode_bad_checksum_and_signature(l1):

@@ -251,6 +251,11 @@ class Node:
             await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
             if self.onchain is not None:
                 await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
+        from .offers import offers_for
+        from .onion_messages import messenger_for
+
+        messenger_for(self).start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
+        offers_for(self).start()
         await self.peer_manager.start()
         await self.channel_manager.start()
         self.gossip.peers_started()
@@ -290,6 +295,8 @@ class Node:
             await step("channel announcer", self.channel_announcer.stop)
         if getattr(self, "channel_manager", None) is not None:
             await step("channels", self.channel_manager.stop)
+        if getattr(self, "onion_messenger", None) is not None:
+            await step("onion messages", self.onion_messenger.close)
         if getattr(self, "peer_manager", None) is not None:
             await step("peers", self.peer_manager.stop)
         if getattr(self, "gossip", None) is not None:

@@ -88,6 +88,18 @@ class InvoiceRecord:
     paid_at: int | None = None
     updated_index: int = 0
 
+    @property
+    def local_offer_id(self) -> bytes | None:
+        """For a BOLT 12 invoice: the id of the offer it answers (the offer's records it copies)."""
+        if not self.bolt11.startswith("lni1"):
+            return None
+        from ..ln.offers import Bolt12Error, decode_bolt12_string, offer_id
+
+        try:
+            return offer_id(decode_bolt12_string(self.bolt11)[1])
+        except (Bolt12Error, ValueError):
+            return None
+
     def status(self, now: int | None = None) -> str:
         if self.state == UNPAID and _now(now) >= self.expires_at:
             return "expired"
@@ -97,7 +109,16 @@ class InvoiceRecord:
         """The invoice as listinvoices (and waitinvoice, delinvoice, createinvoice) show it, in CLN's
         field order (lightningd/invoice.c json_add_invoice_fields)."""
         status = self.status(now)
-        out: dict[str, Any] = {"label": self.label, "bolt11": self.bolt11, "payment_hash": self.payment_hash.hex()}
+        out: dict[str, Any] = {"label": self.label}
+        if self.bolt11.startswith("lni1"):
+            # A BOLT 12 invoice answering one of our offers (node.offers): CLN shows `bolt12` and the offer's id.
+            out["bolt12"] = self.bolt11
+            offer = self.local_offer_id
+            if offer is not None:
+                out["local_offer_id"] = offer.hex()
+        else:
+            out["bolt11"] = self.bolt11
+        out["payment_hash"] = self.payment_hash.hex()
         if self.amount_msat is not None:
             out["amount_msat"] = self.amount_msat
         out["status"] = status

@@ -110,6 +110,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-disable-commit-after", I, "(developer) Disable commit timer after this many commits (per channel; dev-reenable-commit turns it back on)", -1),
         OptionSpec("dev-autofulfill", F, "(developer) fulfill incoming HTLCs whose onion starts with the payment preimage (tests, benchmarks)"),
         OptionSpec("dev-mpp-timeout", I, "Seconds an incomplete multi-part payment is held before its parts fail with mpp_timeout (tests)", 60, validate=_positive),
+        OptionSpec("dev-onion-message-rate", I, "Onion messages accepted per second from one peer, and the burst (default 50)", 50, validate=_positive),
         OptionSpec("dev-fast-gossip", F, "Make gossip broadcast 1 second, etc (tests)"),
         OptionSpec("dev-fast-gossip-prune", F, "Make gossip pruning 120 seconds (tests)"),
         OptionSpec("dev-bitcoind-poll", I, "Time between polling for new transactions (tests)"),

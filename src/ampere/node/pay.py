@@ -442,7 +442,7 @@ class Payer:
             if "destination" in first:
                 j["destination"] = first["destination"]
             j["created_at"] = first["created_at"]
-            for name in ("label", "bolt11", "description"):
+            for name in ("label", "bolt11", "bolt12", "description"):
                 if name in first:
                     j[name] = first[name]
             if st == COMPLETE:

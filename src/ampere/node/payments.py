@@ -150,7 +150,8 @@ class Payment:
         if self.label is not None:
             out["label"] = self.label
         if self.bolt11 is not None:
-            out["bolt11"] = self.bolt11
+            # A BOLT 12 invoice (node.offers) is stored in the same column; CLN shows it as `bolt12`.
+            out["bolt12" if self.bolt11.startswith("lni1") else "bolt11"] = self.bolt11
         if with_description and self.description is not None:
             out["description"] = self.description
         if self.status == FAILED and self.erroronion is not None:

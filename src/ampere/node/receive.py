@@ -54,6 +54,7 @@ class IncomingHtlc:
     status: str = "peeling"         # peeling, hook (waiting for htlc_accepted), held (MPP), forwarding, resolving
     hook_plugin: str | None = None
     resolved: bool = False
+    blinded: str | None = None      # inside a blinded path: how failures are reported (node.blinded_htlcs)
 
     @property
     def key(self) -> tuple[bytes, int]:
@@ -153,10 +154,11 @@ def onion_json(payload_bytes: bytes, payload: HopPayload | None, is_final: bool)
     return out
 
 
-def _parse_payload(raw: bytes, is_final: bool) -> tuple[HopPayload | None, InvalidOnionPayload | None]:
+def _parse_payload(raw: bytes, is_final: bool,
+                   path_key_in_htlc: bool = False) -> tuple[HopPayload | None, InvalidOnionPayload | None]:
     try:
         payload = decode_hop_payload(raw)
-        check_hop_payload(payload, is_final=is_final)
+        check_hop_payload(payload, is_final=is_final, path_key_in_htlc=path_key_in_htlc)
         return payload, None
     except InvalidOnionPayload as e:
         return None, e
@@ -252,20 +254,30 @@ class Receiver:
         except BadOnionError as e:
             # BOLT #2: "if the onion is malformed: ... MUST respond with update_fail_malformed_htlc"
             self._log("debug", f"HTLC {inc.htlc_id}: bad onion: {e}")
-            await self._resolve(inc, "fail_malformed", e.sha256_of_onion, e.failure_code)
+            # BOLT 4: "if `path_key` is set in the incoming `update_add_htlc`: MUST return an
+            # `invalid_onion_blinding` error."
+            code = 0x8000 | 0x4000 | 24 if inc.path_key is not None else e.failure_code
+            await self._resolve(inc, "fail_malformed", e.sha256_of_onion, code)
             return
         except OnionError as e:
             await self._fail_raw_secret(inc, e.failure_message())
             return
         inc.shared_secret = peeled.shared_secret
+        is_final = peeled.is_final
+        payload, payload_error = _parse_payload(peeled.payload, is_final, inc.path_key is not None)
+        # Inside a blinded path every failure is invalid_onion_blinding (node.blinded_htlcs): known from the HTLC's
+        # path key, or from the onion's current_path_key at a non-final introduction node.  Set before a replayed
+        # forward resumes, so its failure is reported the same way after a restart.
+        if inc.path_key is not None:
+            inc.blinded = "inner"
+        elif not is_final and payload is not None and payload.current_path_key is not None:
+            inc.blinded = "intro"
         switch = getattr(self.node, "switch", None)
         if switch is not None and switch.knows(inc.key):
             # Forwarded before a restart: the switch finishes it (no second htlc_accepted, no second offer).
             inc.status = "forwarding"
             await switch.resume(inc)
             return
-        is_final = peeled.is_final
-        payload, payload_error = _parse_payload(peeled.payload, is_final)
         next_onion = peeled.next_onion if peeled.next_onion is not None else bytes(len(inc.onion))
         hook_payload = self._hook_payload(inc, peeled.payload, payload, is_final, next_onion)
 
@@ -289,10 +301,15 @@ class Receiver:
                     await self.fulfill(inc, session.payment_key)
                 return
             if "payload" in replacements:
-                payload, payload_error = _parse_payload(replacements["payload"], is_final)
+                payload, payload_error = _parse_payload(replacements["payload"], is_final, inc.path_key is not None)
         if payload is None:
             await self.fail(inc, payload_error.failure_message() if payload_error is not None
                             else encode_failure_message("invalid_onion_payload", type=0, offset=0))
+            return
+        if payload.encrypted_recipient_data is not None:
+            from . import blinded_htlcs
+
+            await blinded_htlcs.process(self, inc, payload, is_final, next_onion)
             return
         if not is_final:
             await self._forward(inc, payload, next_onion, replacements)
@@ -453,6 +470,8 @@ class Receiver:
 
     async def fail(self, inc: IncomingHtlc, failure_message: bytes) -> None:
         """Fail with a BOLT 4 failure message from us (encrypted with the HTLC's shared secret)."""
+        if inc.blinded is not None and await self._fail_blinded(inc):
+            return
         if inc.shared_secret is None:
             await self._fail_raw_secret(inc, failure_message)
             return
@@ -460,7 +479,23 @@ class Receiver:
 
     async def fail_with_onion(self, inc: IncomingHtlc, reason: bytes) -> None:
         """Fail with a failure onion from downstream: we add our obfuscation layer."""
+        if inc.blinded is not None and await self._fail_blinded(inc):
+            return
         await self._resolve(inc, "fail", wrap_failure(inc.shared_secret, reason))
+
+    async def _fail_blinded(self, inc: IncomingHtlc) -> bool:
+        """BOLT 4: inside a blinded path every error is `invalid_onion_blinding`.  BOLT 2: a node that got the
+        path key in `update_add_htlc` answers with update_fail_malformed_htlc; the introduction node (path key
+        in the onion) with an ordinary failure carrying that code."""
+        onion_hash = hashlib.sha256(inc.onion).digest()
+        if inc.blinded == "inner":
+            await self._resolve(inc, "fail_malformed", onion_hash, 0x8000 | 0x4000 | 24)
+            return True
+        if inc.blinded == "intro" and inc.shared_secret is not None:
+            message = encode_failure_message("invalid_onion_blinding", sha256_of_onion=onion_hash)
+            await self._resolve(inc, "fail", create_failure_packet(inc.shared_secret, message))
+            return True
+        return False
 
     async def _fail_raw_secret(self, inc: IncomingHtlc, failure_message: bytes) -> None:
         # The onion's HMAC was fine but we have no shared secret at hand (e.g. a bad payload length): compute it.

@@ -383,8 +383,9 @@ class Switch:
 
     # ---- forwarding
     async def forward(self, inc: Any, payload: Any, next_onion: bytes, forward_to: Any = None,
-                      extra_tlvs: Any = None) -> None:
-        """Forward `inc` (the receiver's IncomingHtlc, onion peeled) as `payload` says."""
+                      extra_tlvs: Any = None, path_key: bytes | None = None) -> None:
+        """Forward `inc` (the receiver's IncomingHtlc, onion peeled) as `payload` says.  `path_key`: the next
+        route-blinding path key, sent in update_add_htlc (node.blinded_htlcs)."""
         known = self.by_in.get(inc.key)
         if known is not None:
             await self.resume(inc)
@@ -430,7 +431,8 @@ class Switch:
         await self.node.store.write(self._insert_op(f))
         self.by_in[f.key] = f
         try:
-            htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion)
+            htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion,
+                                           path_key=path_key)
         except Exception as e:
             code = getattr(e, "failure_code", None) or failure_code("temporary_channel_failure")
             if code & UPDATE:

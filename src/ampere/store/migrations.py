@@ -252,4 +252,16 @@ CREATE TABLE onchain_preimages (
     preimage BLOB NOT NULL
 )
     """,
+    # 11: our BOLT 12 offers (ampere.node.offers): offer_id is CLN's (SHA256 of the offer's records); the invoices
+    # answering them live in `invoices` with their lni1 string in `bolt11`.
+    """
+CREATE TABLE IF NOT EXISTS offers (
+    offer_id BLOB PRIMARY KEY,
+    bolt12 TEXT NOT NULL,
+    label TEXT UNIQUE,
+    active INTEGER NOT NULL,
+    single_use INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+)
+    """,
 ]

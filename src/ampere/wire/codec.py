@@ -1,6 +1,6 @@
 """A table-driven codec for the spec's message formats: the vendored CSVs are the one source of truth.
 
-At import, the CSVs in `csv/` (peer_wire.csv, onion_wire.csv, then Ampere's ampere_patches.csv) are
+At import, the CSVs in `csv/` (peer_wire.csv, onion_wire.csv, bolt12_wire.csv, then Ampere's ampere_patches.csv) are
 read into a schema, and a frozen dataclass is generated for every message, subtype, TLV stream and
 multi-field TLV record.  Encoding and decoding interpret the schema.
 
@@ -43,7 +43,7 @@ NODE = 0x2000
 UPDATE = 0x1000
 _FAILURE_FLAGS = {"BADONION": BADONION, "PERM": PERM, "NODE": NODE, "UPDATE": UPDATE}
 
-CSV_FILES = ("peer_wire.csv", "onion_wire.csv", "ampere_patches.csv")
+CSV_FILES = ("peer_wire.csv", "onion_wire.csv", "bolt12_wire.csv", "ampere_patches.csv")
 
 # How many elements a field has.
 SINGLE, FIXED, LENFIELD, REST = "single", "fixed", "lenfield", "rest"

@@ -168,7 +168,10 @@ INIT_FEATURES = Features.from_names(
     # data_loss_protect, var_onion_optin, payment_secret, static_remotekey and channel_type).
     compulsory=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret",
                 "option_channel_type"],
-    optional=["gossip_queries", "basic_mpp", "option_support_large_channel"],
+    # option_route_blinding: we forward and receive blinded HTLCs (node.blinded_htlcs); option_onion_messages:
+    # we relay and receive onion messages (node.onion_messages).  Both optional, as CLN.
+    optional=["gossip_queries", "basic_mpp", "option_support_large_channel", "option_route_blinding",
+              "option_onion_messages"],
 )
 # BOLT #7 node_announcement carries the node's features (the "N" context); CLN advertises the same set.
 NODE_FEATURES = INIT_FEATURES

@@ -335,13 +335,24 @@ async def listinvoices(ctx, label, invstring, payment_hash, offer_id, index, sta
         raise invalid_params("Can only specify {limit} with {index}")
     if invstring is not None:
         try:
-            payment_hash = bolt11.decode(invstring).payment_hash
+            if invstring.lower().startswith("lni1"):
+                from ...ln.offers import Bolt12Error, decode_string
+
+                try:
+                    payment_hash = decode_string(invstring).tlv.invoice_payment_hash
+                except Bolt12Error:
+                    raise InvoiceError("bad bolt12 invoice") from None
+            else:
+                payment_hash = bolt11.decode(invstring).payment_hash
         except InvoiceError:
             raise invalid_params("Invalid invstring") from None
-    if offer_id is not None or ctx.check:
-        return {"invoices": []}  # no BOLT 12 offers: no invoice was issued for one
+    if ctx.check:
+        return {"invoices": []}
     reg = await _registry(ctx)
     records = await reg.list(label=label, payment_hash=payment_hash, index=index, start=start, limit=limit)
+    if offer_id is not None:
+        # BOLT 12 invoices answering our offer `offer_id` (node.offers).
+        records = [r for r in records if r.local_offer_id == offer_id]
     now = reg.now()
     return {"invoices": [r.to_json(now) for r in records]}
 
@@ -375,7 +386,7 @@ async def waitinvoice(ctx, label) -> dict:
         rec = await reg.wait_one(label)
     except InvoiceRegistryError as e:
         raise _registry_error(e) from None
-    return rec.to_json(reg.now())
+    return _wait_json(rec, reg.now())
 
 
 @command("waitanyinvoice", [opt("lastpay_index", p_u64, 0), opt("timeout", p_u64)], category="payment",
@@ -386,7 +397,15 @@ async def waitanyinvoice(ctx, lastpay_index, timeout) -> dict:
         rec = await reg.wait_any(lastpay_index, timeout)
     except InvoiceRegistryError as e:
         raise _registry_error(e) from None
-    return rec.to_json(reg.now())
+    return _wait_json(rec, reg.now())
+
+
+def _wait_json(rec: InvoiceRecord, now: int) -> dict:
+    """waitinvoice / waitanyinvoice: listinvoices' fields less `local_offer_id` (CLN's schemas for these two have
+    no such member)."""
+    out = rec.to_json(now)
+    out.pop("local_offer_id", None)
+    return out
 
 
 # ---- createinvoice / signinvoice --------------------------------------------------------------
@@ -453,8 +472,12 @@ async def decode(ctx, string) -> dict:
     s = string
     if s[:10].lower() == "lightning:":
         s = s[10:]
+    if s.lower().startswith(("lno1", "lnr1", "lni1")):
+        from .offers import decode_bolt12_json
+
+        return decode_bolt12_json(s)
     if s.lower().startswith(_BOLT12_PREFIXES):
-        raise invalid_params(f"string: bolt12 strings are not supported yet: invalid token '{string}'")
+        raise invalid_params(f"string: {s[:3]} strings are not supported: invalid token '{string}'")
     try:
         # CLN decodes any network's invoice here (plugins/offers.c: no chain given).
         inv = bolt11.decode(s)

@@ -105,8 +105,24 @@ def _msat_or_none(v: Any) -> int | None:
 async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_for, maxdelay, exemptfee,
               localinvreqid, exclude, maxfee, description, partial_msat) -> dict:
     """Send payment specified by {bolt11}"""
-    if bolt11.lower().startswith("lno") or bolt11.lower().startswith("lni"):
-        raise invalid_params("bolt11: BOLT12 invoices are not supported")
+    if bolt11.lower().startswith("lno"):
+        raise invalid_params("bolt11: an offer must be turned into an invoice with fetchinvoice first")
+    if bolt11.lower().startswith("lni"):
+        # A BOLT 12 invoice: paid over its blinded paths (node.offers).
+        if amount_msat is not None:
+            raise invalid_params("amount_msat: parameter unnecessary")
+        if ctx.check:
+            return {"command_to_check": "pay"}
+        from ...node.offers import OfferError, offers_for
+
+        try:
+            return await offers_for(ctx.node).pay_invoice(
+                bolt11, label=label, maxfee=_msat_or_none(maxfee),
+                retry_for=float(retry_for if retry_for is not None else 60))
+        except PayError as e:
+            raise _err(e) from None
+        except OfferError as e:
+            raise RpcError(e.code, e.message, e.data) from None
     if partial_msat is not None:
         raise invalid_params("partial_msat: not supported")
     payer = payer_for(ctx.node)
