@@ -24,7 +24,7 @@ from typing import Any
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
-from .rawmsg import channel_announcement_fields, channel_update_fields, node_announcement_fields
+from .rawmsg import channel_announcement_fields, channel_update_values, node_announcement_fields
 
 # BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
 # weeks (1209600 seconds): MAY prune the channel."
@@ -44,15 +44,9 @@ class Half:
                  "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "raw", "_checksum")
 
     def __init__(self, raw: bytes) -> None:
-        f = channel_update_fields(raw)
-        self.timestamp = f.timestamp
-        self.message_flags = f.message_flags
-        self.channel_flags = f.channel_flags
-        self.cltv_expiry_delta = f.cltv_expiry_delta
-        self.htlc_minimum_msat = f.htlc_minimum_msat
-        self.fee_base_msat = f.fee_base_msat
-        self.fee_proportional_millionths = f.fee_proportional_millionths
-        self.htlc_maximum_msat = f.htlc_maximum_msat
+        (_, _, _, _, self.timestamp, self.message_flags, self.channel_flags, self.cltv_expiry_delta,
+         self.htlc_minimum_msat, self.fee_base_msat, self.fee_proportional_millionths,
+         self.htlc_maximum_msat) = channel_update_values(raw)
         self.raw = raw
         self._checksum: int | None = None
 
