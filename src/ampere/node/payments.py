@@ -273,9 +273,15 @@ _COLUMNS = ("id, payment_hash, partid, groupid, status, amount_msat, amount_sent
 def _row_to_payment(row: tuple) -> Payment:
     (id_, ph, partid, groupid, status, amount, sent, total, dest, created, completed, label, bolt11, desc, pre,
      route, secrets, first_scid, channel_id, htlc_id, cltv, failure, erroronion, updated) = row
+    status_name = _STATUS_NAMES[status]
+    if status_name != PENDING:
+        # A finished part's route and onion secrets are never used again (they serve to read a
+        # failure as it comes back) and stay in the database: not loading them keeps thousands
+        # of old payments from costing a kilobyte each in memory.
+        route, secrets = None, None
     route_obj = json.loads(route) if route else {"nodes": [], "channels": []}
     return Payment(
-        created_index=id_, payment_hash=bytes(ph), partid=partid, groupid=groupid, status=_STATUS_NAMES[status],
+        created_index=id_, payment_hash=bytes(ph), partid=partid, groupid=groupid, status=status_name,
         amount_sent_msat=sent, total_msat=total, created_at=created, amount_msat=amount,
         destination=bytes(dest) if dest is not None else None, completed_at=completed, label=label, bolt11=bolt11,
         description=desc, preimage=bytes(pre) if pre is not None else None,
