@@ -28,6 +28,8 @@ from ampere.ln.gossip import Accept, GossipStore, GossipValidator, Graph  # noqa
 from ampere.ln.gossip.synthetic import GossipFactory, random_network  # noqa: E402
 from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
+from common import factory as node_factory  # noqa: E402
+from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
 def main() -> None:
@@ -122,6 +124,30 @@ def main() -> None:
         print("getroute from one payer, a channel_update applied every 10 routes: "
               + routes_per_second(loaded, with_gossip))
         print("getroute between random pairs: " + routes_per_second(loaded, lambda: tuple(rng.sample(pubs, 2))))
+
+        # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
+        # (fromid: one payer of the graph, the node itself having no channels in it).
+        f = node_factory()
+        try:
+            node = f.get_node(start=False)
+            os.makedirs(node.netdir, exist_ok=True)
+            shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
+            node.start()
+            rpc = LightningRpc(node.rpc_path)
+            n, found = 0, 0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 5 or n < 20:
+                try:
+                    rpc.getroute(rng.choice(pubs[1:]).hex(), 100_000, 10, fromid=me.hex())
+                    found += 1
+                except RpcError:
+                    pass
+                n += 1
+            dt = time.perf_counter() - t0
+            print(f"getroute through ampd's RPC, one payer: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
+                  f"{found}/{n} found)")
+        finally:
+            f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -350,7 +350,13 @@ class PaymentEngine:
     async def start(self) -> None:
         if self._started:
             return
-        rows = await self.store.read(lambda db: db.query(f"SELECT {_COLUMNS} FROM payments ORDER BY id"))
+        # Finished parts come without their route and onion secrets (see _row_to_payment): not
+        # even read, so that loading thousands of old payments does not swell the heap.
+        pending = _STATUS_CODES[PENDING]
+        columns = _COLUMNS.replace("route, shared_secrets", f"CASE WHEN status = {pending} THEN route END, "
+                                                            f"CASE WHEN status = {pending} THEN shared_secrets END")
+        assert columns != _COLUMNS
+        rows = await self.store.read(lambda db: db.query(f"SELECT {columns} FROM payments ORDER BY id"))
         for row in rows:
             self._index(_row_to_payment(row))
         self._started = True
