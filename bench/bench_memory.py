@@ -11,7 +11,7 @@ invoices, 10,000 payments and 10,000 forwards in its database.
    (each answering 10,000 entries).  Goal: under 100 MiB.  Rows are written straight into the database:
    making 30,000 real payments would take longer than the measurement is worth.
 
-Prints figures; not a test.   .venv/bin/python bench/bench_memory.py [connections]
+Prints figures; not a test.   .venv/bin/python bench/bench_memory.py [connections]   (0: database part only)
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def connections(node, n: int) -> None:
                   f"{i / (time.perf_counter() - t0):,.0f} connections/s")
     end = rss_mib(pid)
     print(f"connections: {n:,} opened and closed one after another: RSS {start:.1f} -> {end:.1f} MiB "
-          f"({end - start:+.2f} MiB, {(end - start) * 1024 * 1024 / n:+.1f} bytes per connection)")
+          f"({end - start:+.2f} MiB, {(end - start) * 1024 * 1024 / max(n, 1):+.1f} bytes per connection)")
 
 
 def fill_database(node, rng: random.Random) -> None:
