@@ -7,6 +7,7 @@ call at a time, with the same plugins (tests/plugins/: pyln-client, unmodified).
 """
 
 import os
+import shutil
 import sys
 import tempfile
 
@@ -87,6 +88,7 @@ def main() -> None:
         f.cleanup()
         if chain is not None:
             chain.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
