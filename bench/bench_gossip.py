@@ -5,7 +5,10 @@ temp dir), then prints:
   - channel_updates validated per second (decode + checks + signature, as received from a peer),
   - channel_announcements validated per second (four signatures and the funding script),
   - the time to load the stored graph (gossip store file -> Graph),
-  - getroute calls per second on that graph (random pairs, 100,000 msat, riskfactor 10).
+  - getroute calls per second on that graph (100,000 msat, riskfactor 10): from one payer to random
+    payees (what `pay` and `getroute` without `fromid` do: the node itself pays), the same with a
+    fresh channel_update applied to the graph before every 10th route (the path finder's view is
+    brought up to date, not rebuilt), and between random pairs (a new payer each time).
 
 Prints figures; not a timed test.  Run: .venv/bin/python bench/bench_gossip.py [channels] [nodes]
 """
@@ -25,6 +28,8 @@ from ampere.ln.gossip import Accept, GossipStore, GossipValidator, Graph  # noqa
 from ampere.ln.gossip.synthetic import GossipFactory, random_network  # noqa: E402
 from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
+from common import factory as node_factory  # noqa: E402
+from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
 def main() -> None:
@@ -75,40 +80,93 @@ def main() -> None:
             store.add_node_announcement(na, now)
         store.close()
         size = os.path.getsize(path)
-        best = None
+        best = best_cpu = None
         for _ in range(3):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             loaded = Graph()
             with GossipStore(path) as s:
                 stats = s.load(loaded)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             best = dt if best is None else min(best, dt)
+            best_cpu = dc if best_cpu is None else min(best_cpu, dc)
         assert stats.channels == n_channels and stats.nodes == n_nodes
         print(f"load stored graph ({n_channels:,} channels, {n_nodes:,} nodes, {size / 1e6:.1f} MB): "
-              f"{best * 1000:.0f} ms")
+              f"{best * 1000:.0f} ms ({best_cpu * 1000:.0f} ms CPU)")
 
         # getroute on the loaded graph.
-        rng = random.Random(7)
         pubs = [k.pub for k in net.nodes]
         t0 = time.perf_counter()
         find_route(loaded, RouteQuery(source=pubs[0], destination=pubs[1], amount_msat=100_000))
         print(f"first getroute (builds the edge view): {(time.perf_counter() - t0) * 1000:.0f} ms")
-        calls = found = hops = 0
-        t0 = time.perf_counter()
-        while time.perf_counter() - t0 < 5 or calls < 20:
-            a, b = rng.sample(pubs, 2)
-            try:
-                route = find_route(loaded, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
-                found += 1
-                hops += len(route)
-            except NoRouteError:
-                pass
-            calls += 1
-        dt = time.perf_counter() - t0
-        print(f"getroute: {calls / dt:,.1f}/s ({dt * 1000 / calls:.1f} ms each; {found}/{calls} found, "
-              f"{hops / max(found, 1):.1f} hops on average)")
+        me = pubs[0]
+        rng = random.Random(7)
+        print("getroute from one payer: " + routes_per_second(loaded, lambda: (me, rng.choice(pubs[1:]))))
+
+        # Gossip keeps coming: fresh channel_updates (new fees, a later timestamp) for random channels.
+        factory = GossipFactory(chain)
+        changes = []
+        for k in range(300):
+            i = rng.randrange(len(net.edges))
+            scid, a, b = net.edges[i]
+            frm, to = (a, b) if k % 2 else (b, a)
+            changes.append(factory.channel_update(scid, net.nodes[frm], net.nodes[to], timestamp=now + 1 + k,
+                                                  fee_base_msat=rng.choice((0, 1, 1000)),
+                                                  fee_proportional_millionths=rng.choice((1, 10, 100, 1000)),
+                                                  cltv_expiry_delta=rng.choice((6, 18, 40, 144)),
+                                                  htlc_maximum_msat=net.announcements[i][1] * 900))
+        tick = iter(range(10**9))
+
+        def with_gossip() -> tuple[bytes, bytes]:
+            if next(tick) % 10 == 0 and changes:
+                loaded.apply_channel_update(changes.pop())
+            return me, rng.choice(pubs[1:])
+
+        print("getroute from one payer, a channel_update applied every 10 routes: "
+              + routes_per_second(loaded, with_gossip))
+        print("getroute between random pairs: " + routes_per_second(loaded, lambda: tuple(rng.sample(pubs, 2))))
+
+        # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
+        # (fromid: one payer of the graph, the node itself having no channels in it).
+        f = node_factory()
+        try:
+            node = f.get_node(start=False)
+            os.makedirs(node.netdir, exist_ok=True)
+            shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
+            node.start()
+            rpc = LightningRpc(node.rpc_path)
+            n, found = 0, 0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < 5 or n < 20:
+                try:
+                    rpc.getroute(rng.choice(pubs[1:]).hex(), 100_000, 10, fromid=me.hex())
+                    found += 1
+                except RpcError:
+                    pass
+                n += 1
+            dt = time.perf_counter() - t0
+            print(f"getroute through ampd's RPC, one payer: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
+                  f"{found}/{n} found)")
+        finally:
+            f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def routes_per_second(graph: Graph, pair, seconds: float = 5.0) -> str:
+    calls = found = hops = 0
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds or calls < 20:
+        a, b = pair()
+        try:
+            route = find_route(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+            found += 1
+            hops += len(route)
+        except NoRouteError:
+            pass
+        calls += 1
+    dt = time.perf_counter() - t0
+    return (f"{calls / dt:,.1f}/s ({dt * 1000 / calls:.2f} ms each; {found}/{calls} found, "
+            f"{hops / max(found, 1):.1f} hops on average)")
 
 
 if __name__ == "__main__":

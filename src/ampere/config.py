@@ -4,7 +4,7 @@ Sources, in order, each later one overriding single-valued options and adding to
   1. `<lightning-dir>/config`, 2. `<lightning-dir>/<network>/config` (or only `--conf=FILE`),
   3. the command line.
 A config line is `name=value` or `name` (a flag); `#` starts a comment; `include PATH` reads another
-file (relative to the including file's directory).
+file (relative to the including file's directory): configfile.py reads them.
 
 Plugin options are known only after the plugins answered `getmanifest`, so parsing is two-phase:
 `early_scan()` finds what is needed to locate files and plugins while tolerating unknown names, and
@@ -17,14 +17,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# The config-file reader and the names amp-cli needs live in configfile.py (light to import).
+from .configfile import NETWORK_ALIASES, NETWORKS, ConfigError, Entry, read_config_file  # noqa: F401
 from .primitives.amount import AmountError, parse_msat
-
-NETWORKS = ("bitcoin", "testnet", "testnet4", "signet", "regtest")
-NETWORK_ALIASES = {"mainnet": "bitcoin"}
-
-
-class ConfigError(Exception):
-    """A bad option, value or config file.  The message names the culprit."""
 
 
 @dataclass
@@ -46,15 +41,6 @@ class OptionSpec:
     @property
     def takes_arg(self) -> bool:
         return self.kind != "flag"
-
-
-@dataclass
-class Entry:
-    """One occurrence of an option in a source."""
-
-    name: str
-    value: str | None
-    source: str  # "cmdline", "/path/config:3", "setconfig", "pluginstart"
 
 
 def parse_typed(spec: OptionSpec, raw: str | None) -> Any:
@@ -125,34 +111,6 @@ def split_cmdline(argv: list[str], specs: dict[str, OptionSpec], strict: bool) -
             i += 1
             eq = "="
         out.append(Entry(name, value if eq else None, "cmdline"))
-    return out
-
-
-def read_config_file(path: str, required: bool, _depth: int = 0) -> list[Entry]:
-    if _depth > 10:
-        raise ConfigError(f"{path}: include nesting too deep")
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        if required:
-            raise ConfigError(f"Config file {path} not found") from None
-        return []
-    except OSError as e:
-        raise ConfigError(f"Config file {path}: {e.strerror}") from None
-    out: list[Entry] = []
-    for lineno, line in enumerate(lines, 1):
-        text = line.strip()
-        if not text or text.startswith("#"):
-            continue
-        if text.startswith("include "):
-            inc = text[len("include ") :].strip()
-            if not os.path.isabs(inc):
-                inc = os.path.join(os.path.dirname(path), inc)
-            out.extend(read_config_file(inc, True, _depth + 1))
-            continue
-        name, eq, value = text.partition("=")
-        out.append(Entry(name.strip().lstrip("-"), value if eq else None, f"{path}:{lineno}"))
     return out
 
 

@@ -193,6 +193,8 @@ def test_engine_stores_a_refused_part_and_reports_it(engine, tmp_path):
             await eng.send_route(two_hop_route(), HASH)
         again = eng.list(payment_hash=HASH)
         assert len(again) == 1 and again[0]["created_index"] > listed[0]["created_index"]
+        with pytest.raises(PaymentError) as w_again:
+            await eng.wait(HASH)
         await store.close()
         # Durable: a fresh engine on the same database sees it.
         store2 = SqliteStore(str(tmp_path / "db.sqlite3"))
@@ -201,6 +203,17 @@ def test_engine_stores_a_refused_part_and_reports_it(engine, tmp_path):
                                                    notify=lambda t, p: None))
         await eng2.start()
         assert eng2.list()[0]["created_index"] == again[0]["created_index"]
+        # A finished part is loaded without its route and onion secrets (memory), yet answers the
+        # same; they stay in the database.
+        assert eng2.list() == again
+        with pytest.raises(PaymentError) as w2:
+            await eng2.wait(HASH)
+        assert (w2.value.code, w2.value.message, w2.value.data) == (
+            w_again.value.code, w_again.value.message, w_again.value.data)
+        part = eng2.parts_of(HASH)[0]
+        assert part.shared_secrets is None and part.route_nodes == []
+        row = await store2.read(lambda db: db.query("SELECT route, shared_secrets FROM payments"))
+        assert row[0][0] and row[0][1]
         await store2.close()
     asyncio.run(run())
 

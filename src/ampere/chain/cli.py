@@ -12,10 +12,11 @@ Arguments: for the methods amp-chaind serves, the parameters bitcoin-cli convert
 (its vRPCConvertParams table) are parsed as JSON and the others passed as strings; for other
 methods each argument is parsed as JSON when it parses, else passed as a string.
 """
-from __future__ import annotations
 
-import base64
-import http.client
+# Core Lightning's bcli plugin runs this for every chain query: start-up time is paid all the
+# time.  Hence a plain socket for the one HTTP exchange (http.client drags in email, ssl, ...) and
+# only light modules (tests/unit/test_cli_imports.py keeps it so).
+import binascii
 import json
 import os
 import socket
@@ -171,6 +172,56 @@ def _read_conf(path: str) -> dict[str, str]:
     return out
 
 
+class HttpError(Exception):
+    pass
+
+
+def http_post(host: str, port: int, path: str, body: str, auth: str, timeout: float | None) -> tuple[int, str]:
+    """One HTTP/1.1 POST with `Connection: close`; (status, body text)."""
+    data = body.encode()
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n")
+    with socket.create_connection((host, port), timeout=timeout) as sock:
+        sock.sendall(head.encode() + data)
+        chunks = []
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    reply = b"".join(chunks)
+    header, sep, payload = reply.partition(b"\r\n\r\n")
+    lines = header.decode("latin-1").split("\r\n")
+    parts = lines[0].split(" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith("HTTP/") or not parts[1].isdigit():
+        raise HttpError("malformed HTTP response")
+    fields = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get("transfer-encoding", "").lower() == "chunked":
+        payload = _dechunk(payload)
+    elif "content-length" in fields:
+        n = int(fields["content-length"])
+        if len(payload) < n:
+            raise HttpError("truncated HTTP response")
+        payload = payload[:n]
+    return int(parts[1]), payload.decode()
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, pos = [], 0
+    while True:
+        eol = data.find(b"\r\n", pos)
+        if eol < 0:
+            raise HttpError("truncated chunked response")
+        size = int(data[pos:eol].split(b";", 1)[0], 16)
+        if size == 0:
+            return b"".join(out)
+        out.append(data[eol + 2 : eol + 2 + size])
+        pos = eol + 2 + size + 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     opts, rest = _parse_options(argv)
@@ -226,16 +277,10 @@ def main(argv: list[str] | None = None) -> int:
     if "rpcwallet" in opts:
         path = "/wallet/" + opts["rpcwallet"]
     body = json.dumps({"jsonrpc": "1.0", "id": 1, "method": method, "params": params})
-    auth = base64.b64encode(userpass.encode()).decode()
+    auth = binascii.b2a_base64(userpass.encode(), newline=False).decode()
     try:
-        conn = http.client.HTTPConnection(host, port, timeout=timeout if timeout > 0 else None)
-        conn.request("POST", path, body, {"Authorization": "Basic " + auth, "Content-Type": "application/json",
-                                          "Host": host, "Connection": "close"})
-        resp = conn.getresponse()
-        status = resp.status
-        text = resp.read().decode()
-        conn.close()
-    except (OSError, socket.timeout, http.client.HTTPException):
+        status, text = http_post(host, port, path, body, auth, timeout if timeout > 0 else None)
+    except (OSError, HttpError, ValueError):
         print(f"error: Could not connect to the server {host}:{port}\n\nMake sure the bitcoind server is running and "
               "that you are connecting to the correct RPC port.", file=sys.stderr)
         return 1

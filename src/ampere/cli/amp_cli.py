@@ -7,16 +7,16 @@ leading zero, true/false/null, or something in {}, [] or "") is passed as JSON, 
 string.  `notifications` is enabled first so plugins' `message`/`progress` reach stderr.
 """
 
-from __future__ import annotations
 
+# Start-up time matters (scripts call amp-cli in loops): only light modules here, no `typing`, no
+# ampere.config (tests/unit/test_cli_imports.py keeps it so).  Annotations are never evaluated.
 import json
 import os
 import socket
 import sys
-from typing import Any
 
 from .. import VERSION_STRING
-from ..config import NETWORK_ALIASES, NETWORKS, ConfigError, read_config_file
+from ..configfile import NETWORK_ALIASES, NETWORKS, ConfigError, read_config_file
 
 USAGE = """Usage: amp-cli [options] <command> [<params>...]
   --lightning-dir=DIR   base directory (default ~/.ampere)
@@ -55,7 +55,7 @@ def is_literal(arg: str) -> bool:
     return False
 
 
-def to_json_value(arg: str) -> Any:
+def to_json_value(arg: str) -> object:
     if is_literal(arg):
         try:
             return json.loads(arg)
@@ -64,12 +64,12 @@ def to_json_value(arg: str) -> Any:
     return arg
 
 
-def build_params(words: list[str], keywords: bool | None) -> Any:
+def build_params(words: list[str], keywords: bool | None) -> object:
     if keywords is None:
         keywords = bool(words) and "=" in words[0]
     if not keywords:
         return [to_json_value(w) for w in words]
-    out: dict[str, Any] = {}
+    out: dict[str, object] = {}
     for w in words:
         if "=" not in w:
             raise UsageError(f"Expected key=value in '{w}'")
@@ -78,7 +78,7 @@ def build_params(words: list[str], keywords: bool | None) -> Any:
     return out
 
 
-def human(obj: Any, out: list[str], top: bool = True) -> None:
+def human(obj: object, out: list[str], top: bool = True) -> None:
     if isinstance(obj, dict):
         if obj.get("format-hint") == "simple" and "help" in obj:
             for e in obj["help"]:
@@ -104,7 +104,7 @@ def human(obj: Any, out: list[str], top: bool = True) -> None:
         out.append(_scalar(obj))
 
 
-def _scalar(v: Any) -> str:
+def _scalar(v: object) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if v is None:
@@ -112,7 +112,7 @@ def _scalar(v: Any) -> str:
     return str(v)
 
 
-def flat(obj: Any, prefix: str, out: list[str]) -> None:
+def flat(obj: object, prefix: str, out: list[str]) -> None:
     if isinstance(obj, dict):
         for k, v in obj.items():
             flat(v, f"{prefix}.{k}" if prefix else k, out)
@@ -124,7 +124,7 @@ def flat(obj: Any, prefix: str, out: list[str]) -> None:
 
 
 def _parse_args(argv: list[str]) -> dict:
-    o: dict[str, Any] = {"dir": None, "network": None, "conf": None, "rpc": None, "keywords": None,
+    o: dict[str, object] = {"dir": None, "network": None, "conf": None, "rpc": None, "keywords": None,
                          "fmt": "json", "notify": "info", "filter": None}
     i = 0
     while i < len(argv):
@@ -279,7 +279,7 @@ def run(argv: list[str]) -> int:
             conn.send({"jsonrpc": "2.0", "method": "notifications", "id": f"cli:notifications#{pid}",
                        "params": {"enable": True}})
             conn.recv()
-        req: dict[str, Any] = {"jsonrpc": "2.0", "method": method, "id": f"cli:{method}#{pid}", "params": params}
+        req: dict[str, object] = {"jsonrpc": "2.0", "method": method, "id": f"cli:{method}#{pid}", "params": params}
         if o["filter"] is not None:
             req["filter"] = o["filter"]
         conn.send(req)

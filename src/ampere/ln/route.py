@@ -33,17 +33,11 @@ from typing import Any
 from ampere.wire.types import ShortChannelId
 
 from .gossip.graph import Graph
-
-# CLN lightning-getroute(7): "There are 52596 blocks per year, thus per-block-cost is riskfactor
-# divided by 5,259,600" (riskfactor being a percentage).
-RISK_DIVISOR = 5_259_600
+from .route_view import RISK_DIVISOR, Edge, EdgeView
 
 # Exit codes CLN's pay uses for these failures (doc/schemas/pay.json): the RPC layer maps errors.
 PAY_ROUTE_NOT_FOUND = 205
 PAY_ROUTE_TOO_EXPENSIVE = 206
-
-# BOLT #9 node features are in pairs: an even bit we do not know means "don't route through".
-_KNOWN_NODE_FEATURE_BITS: int | None = None
 
 
 class RouteError(Exception):
@@ -158,58 +152,6 @@ class RouteQuery:
     used_msat: Mapping[tuple[int, int], int] = field(default_factory=dict)  # already committed (MPP)
 
 
-# An edge u -> v as the search uses it:
-# (u, scid, direction, fee_base, ppm, cltv_delta, htlc_min, htlc_max, capacity_msat or None)
-Edge = tuple[bytes, int, int, int, int, int, int, int, "int | None"]
-
-
-def _unroutable_node(features: bytes) -> bool:
-    """BOLT #7: if a node's `features` "contains _unknown even bits_: ... MUST NOT route a payment
-    _through_ the node."."""
-    global _KNOWN_NODE_FEATURE_BITS
-    if not features:
-        return False
-    if _KNOWN_NODE_FEATURE_BITS is None:
-        from ampere.wire.features import FEATURE_BITS
-
-        known = 0
-        for bit in FEATURE_BITS.values():
-            known |= 3 << bit
-        _KNOWN_NODE_FEATURE_BITS = known
-    bits = int.from_bytes(features, "big") & ~_KNOWN_NODE_FEATURE_BITS
-    return bool(bits & int("55" * len(features), 16))
-
-
-def graph_edges(graph: Graph) -> tuple[dict[bytes, list[Edge]], frozenset[bytes]]:
-    """Usable directed edges grouped by their destination node, and the nodes not to route
-    through.  Cached on the graph until it changes."""
-    cache = graph._route_cache
-    if cache is not None and cache[0] == graph.version:
-        return cache[1]  # type: ignore[no-any-return]
-    incoming: dict[bytes, list[Edge]] = {}
-    for ch in graph.channels.values():
-        if ch.spent_height is not None or not ch.routable_features:
-            continue
-        cap = ch.capacity_sat * 1000 if ch.capacity_sat else None
-        for direction in (0, 1):
-            h = ch.halves[direction]
-            if h is None or h.channel_flags & 2:
-                continue
-            # BOLT #7: "if `htlc_maximum_msat` < `htlc_minimum_msat`: SHOULD ignore this channel during
-            # route considerations." and "if `htlc_maximum_msat` is greater than channel capacity: ...
-            # SHOULD ignore this channel during route considerations."
-            if h.htlc_maximum_msat < h.htlc_minimum_msat or (cap is not None and h.htlc_maximum_msat > cap):
-                continue
-            src, dst = (ch.node1, ch.node2) if direction == 0 else (ch.node2, ch.node1)
-            incoming.setdefault(dst, []).append((src, ch.scid, direction, h.fee_base_msat,
-                                                 h.fee_proportional_millionths, h.cltv_expiry_delta,
-                                                 h.htlc_minimum_msat, h.htlc_maximum_msat, cap))
-    bad = frozenset(n.node_id for n in graph.nodes.values() if n.info is not None and _unroutable_node(n.info.features))
-    result = (incoming, bad)
-    graph._route_cache = (graph.version, result)
-    return result
-
-
 def _fuzz(seed: bytes, scid: int, direction: int, percent: int) -> int:
     """A per-channel factor in per-mille, 1000 +/- 10*percent, stable for one seed."""
     h = hashlib.sha256(seed + scid.to_bytes(8, "big") + bytes([direction])).digest()
@@ -218,99 +160,165 @@ def _fuzz(seed: bytes, scid: int, direction: int, percent: int) -> int:
 
 
 def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop] | None:
-    incoming, bad_nodes = graph_edges(graph)
+    """Dijkstra from the payee back to the payer (A* when the view has lower bounds for the payer:
+    the same route, far fewer nodes visited)."""
+    view = EdgeView.of(graph)
+    index, incoming = view.index, view.incoming
+    n = len(view.ids)
+    # Nodes the view does not know (hint nodes, a payee without public channels) are numbered
+    # after its own, for this query only.
+    others: dict[bytes, int] = {}
+
+    def number(node_id: bytes) -> int:
+        i = index.get(node_id)
+        if i is None:
+            i = others.get(node_id)
+            if i is None:
+                i = others[node_id] = n + len(others)
+        return i
+
     source, dest, amount = q.source, q.destination, q.amount_msat
+    src, dst = number(source), number(dest)
     # The extra edges: route hints (they override the graph for the same channel and direction),
     # and the payer's own channels.
-    extra: dict[bytes, list[Edge]] = {}
+    extra: dict[int, list[Edge]] = {}
     overridden: set[tuple[int, int]] = set()
+    hint_into_graph = False  # a hint leads to a public node other than the payee
     for hint in q.route_hints:
         for i, hop in enumerate(hint):
             nxt = hint[i + 1].node_id if i + 1 < len(hint) else dest
             d = 0 if hop.node_id < nxt else 1
             hmax = hop.htlc_maximum_msat if hop.htlc_maximum_msat is not None else 1 << 64
-            extra.setdefault(nxt, []).append((hop.node_id, hop.short_channel_id, d, hop.fee_base_msat,
-                                              hop.fee_proportional_millionths, hop.cltv_expiry_delta,
-                                              hop.htlc_minimum_msat, hmax, None))
+            nxt_i = number(nxt)
+            hint_into_graph |= nxt_i < n and nxt_i != dst
+            extra.setdefault(nxt_i, []).append((-1, number(hop.node_id), hop.short_channel_id, d,
+                                                hop.fee_base_msat, hop.fee_proportional_millionths,
+                                                hop.cltv_expiry_delta, hop.htlc_minimum_msat, hmax, None))
             overridden.add((hop.short_channel_id, d))
     local = q.local_channels
+    skip_graph_src = local is not None  # our channels replace the graph's view of them
+    peers: set[int] = set()
     if local is not None:
         for lc in local:
             d = 0 if source < lc.peer_id else 1
+            peer = number(lc.peer_id)
+            peers.add(peer)
             # The first hop charges no fee and adds no delta: we are the one sending.
-            extra.setdefault(lc.peer_id, []).append((source, lc.short_channel_id, d, 0, 0, 0,
-                                                     lc.htlc_minimum_msat, lc.spendable_msat, lc.spendable_msat))
+            extra.setdefault(peer, []).append((-1, src, lc.short_channel_id, d, 0, 0, 0, lc.htlc_minimum_msat,
+                                               lc.spendable_msat, lc.spendable_msat))
             overridden.add((lc.short_channel_id, d))
+    graph_filter = skip_graph_src or bool(overridden)
+
+    m = n + len(others)
+    closed = view.bad + bytes(len(others))  # visited, or not to route through (features, excluded)
+    for node_id in q.exclude_nodes:
+        i = index.get(node_id, others.get(node_id))
+        if i is not None:
+            closed[i] = 1
+    closed[src] = closed[dst] = 0  # the payer is never "routed through"; the payee is where we start
 
     rf = _to_fraction(q.riskfactor)
     risk_num, fee_mult = rf.numerator * 1000, RISK_DIVISOR * rf.denominator  # cost = fee*fee_mult*fuzz + amt*delta*risk_num
+    fee_mult_1000 = fee_mult * 1000
     fuzz = q.fuzz_percent if enforce_limits else 0
-    ignore_min = amount == 0  # CLN getroute: "The 0 value is special: it ignores any htlc_minimum_msat"
+    fuzz_seed = q.fuzz_seed
+    check_min = amount != 0  # CLN getroute: "The 0 value is special: it ignores any htlc_minimum_msat"
     max_fee = q.max_fee_msat if enforce_limits else None
     max_delay = q.max_delay if enforce_limits else None
-    excl_ch, excl_nodes, used = q.exclude_channels, q.exclude_nodes, q.used_msat
+    max_hops = q.max_hops
+    excl_ch, used = q.exclude_channels, q.used_msat
 
-    # Per node: (cost, hops, amount it must receive, cltv it must receive, next hop)
-    best: dict[bytes, int] = {dest: 0}
-    state: dict[bytes, tuple[int, int, int, Any]] = {dest: (0, amount, q.final_cltv, None)}
-    heap: list[tuple[int, int, int, bytes]] = [(0, 0, 0, dest)]
+    # A*: a lower bound of the cost from the payer to each node.  The view's bounds price every
+    # edge at `amount_ref` (the amount's power of two, or less) and the risk factor's integer
+    # part, so for this query they are at most (fuzz's smallest factor / 1000) of the real cost:
+    # cost >= fee * RISK_DIVISOR * den * fuzz_min + amt * delta * num * 1000 >= bound * den * fuzz_min.
+    # Nodes the bounds cannot reach from the payer cannot lead to it.  Hints into the public
+    # graph are edges the bounds do not know: plain Dijkstra then.
+    h_of: list[int | None] | None = None
+    h_mul = 0
+    if src < n and not hint_into_graph and rf >= 0:
+        amount_ref = 1 << (amount.bit_length() - 1) if amount > 0 else 0
+        dist = view.bounds(src, tuple(sorted(p for p in peers if p < n)), amount_ref,
+                           rf.numerator // rf.denominator)
+        if dist is not None:
+            h_of = dist + [0] * (m - len(dist))  # nodes new to the view: reached by our channels/hints
+            h_mul = rf.denominator * (1000 - 10 * fuzz)
+
+    # Per node: the best cost found, and for it the hops to the payee, the amount and cltv the
+    # node must receive, and the next hop (node, scid, direction).
+    best: list[int | None] = [None] * m
+    hops_of = [0] * m
+    amt_of = [0] * m
+    delay_of = [0] * m
+    nxt_of: list[Any] = [None] * m
+    best[dst], amt_of[dst], delay_of[dst] = 0, amount, q.final_cltv
+    heap: list[tuple[int, int, int, int]] = [(0, 0, 0, dst)]
     counter = 1
-    done: set[bytes] = set()
+    pop, push = heapq.heappop, heapq.heappush
+    no_edges: list[Edge] = []
     while heap:
-        cost, hops, _, v = heapq.heappop(heap)
-        if v in done:
+        _, hops, _, v = pop(heap)
+        if closed[v]:
             continue
-        done.add(v)
-        if v == source:
+        closed[v] = 1
+        if v == src:
             break
-        _, amt_v, delay_v, _ = state[v]
-        if hops >= q.max_hops:
+        if hops >= max_hops:
             continue
-        for edges, is_extra in ((extra.get(v, ()), True), (incoming.get(v, ()), False)):
-            for u, scid, d, base, ppm, delta, hmin, hmax, cap in edges:
-                if u in done:
-                    continue
-                if not is_extra and ((scid, d) in overridden or (local is not None and u == source)):
-                    continue
-                if (scid, d) in excl_ch or (u in excl_nodes and u != source):
-                    continue
-                if u != source and u in bad_nodes:
-                    continue
-                if amt_v > hmax or (amt_v < hmin and not ignore_min):
-                    continue
-                if cap is not None:
-                    taken = used.get((scid, d), 0) if used else 0
-                    if amt_v + taken > cap:
-                        continue
-                if u == source:
-                    fee, amt_u, delay_u = 0, amt_v, delay_v
-                    edge_cost = 0
+        cost, amt_v, delay_v = best[v], amt_of[v], delay_of[v]
+        nhops = hops + 1
+        edges = incoming[v] if v < n else no_edges
+        if extra:
+            ex = extra.get(v)
+            if ex:
+                edges = ex + edges
+        for order, u, scid, d, base, ppm, delta, hmin, hmax, cap in edges:
+            if closed[u]:
+                continue
+            if amt_v > hmax or (amt_v < hmin and check_min):
+                continue
+            if graph_filter and order >= 0 and ((u == src and skip_graph_src) or (scid, d) in overridden):
+                continue
+            if excl_ch and (scid, d) in excl_ch:
+                continue
+            if cap is not None and amt_v + (used.get((scid, d), 0) if used else 0) > cap:
+                continue
+            if u == src:
+                amt_u, delay_u, new_cost = amt_v, delay_v, cost
+            else:
+                # BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
+                fee = base + amt_v * ppm // 1_000_000
+                amt_u, delay_u = amt_v + fee, delay_v + delta
+                if fuzz:
+                    new_cost = cost + fee * fee_mult * _fuzz(fuzz_seed, scid, d, fuzz) + amt_v * delta * risk_num
                 else:
-                    # BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
-                    fee = base + amt_v * ppm // 1_000_000
-                    amt_u, delay_u = amt_v + fee, delay_v + delta
-                    fee_cost = fee * fee_mult * (_fuzz(q.fuzz_seed, scid, d, fuzz) if fuzz else 1000)
-                    edge_cost = fee_cost + amt_v * delta * risk_num
-                if max_fee is not None and amt_u - amount > max_fee:
+                    new_cost = cost + fee * fee_mult_1000 + amt_v * delta * risk_num
+            if max_fee is not None and amt_u - amount > max_fee:
+                continue
+            if max_delay is not None and delay_u > max_delay:
+                continue
+            old = best[u]
+            if old is not None and old <= new_cost:
+                continue
+            if h_of is None:
+                key = new_cost
+            else:
+                h = h_of[u]
+                if h is None:
                     continue
-                if max_delay is not None and delay_u > max_delay:
-                    continue
-                new_cost = cost + edge_cost
-                old = best.get(u)
-                if old is not None and old <= new_cost:
-                    continue
-                best[u] = new_cost
-                state[u] = (hops + 1, amt_u, delay_u, (v, scid, d))
-                heapq.heappush(heap, (new_cost, hops + 1, counter, u))
-                counter += 1
-    if source not in done:
+                key = new_cost + h * h_mul
+            best[u] = new_cost
+            hops_of[u], amt_of[u], delay_of[u], nxt_of[u] = nhops, amt_u, delay_u, (v, scid, d)
+            push(heap, (key, nhops, counter, u))
+            counter += 1
+    if not closed[src]:
         return None
+    names = view.ids + list(others)
     route = []
-    node = source
-    while node != dest:
-        v, scid, d = state[node][3]
-        _, amt_v, delay_v, _ = state[v]
-        route.append(RouteHop(v, ShortChannelId(scid), d, amt_v, delay_v))
+    node = src
+    while node != dst:
+        v, scid, d = nxt_of[node]
+        route.append(RouteHop(names[v], ShortChannelId(scid), d, amt_of[v], delay_of[v]))
         node = v
     return route
 

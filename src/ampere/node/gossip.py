@@ -47,6 +47,7 @@ from ..ln.gossip.rawmsg import (
 from ..ln.gossip.signing import make_node_announcement, privkey_signer
 from ..ln.gossip.state import GossipState, Received
 from ..ln.gossip.validate import Accept, Ignore, Verdict, Warn
+from ..ln.route_view import EdgeView
 from ..primitives.tx import OutPoint
 from ..wire import bolt1
 from ..wire.messages import (
@@ -159,6 +160,9 @@ class GossipManager:
         self.load_stats = await asyncio.to_thread(self.state.load)
         self.load_seconds = time.perf_counter() - t0
         graph = self.state.graph
+        # The path finder's view of it, made now rather than by the first payment (it is then
+        # kept up to date as gossip changes the graph).
+        EdgeView.of(graph)
         # Everything loaded was relayed (or was not worth relaying) before the restart.
         self._relayed_announcements.update(s for s, c in graph.channels.items() if c.public)
         s = self.load_stats

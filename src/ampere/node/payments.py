@@ -274,9 +274,15 @@ _COLUMNS = ("id, payment_hash, partid, groupid, status, amount_msat, amount_sent
 def _row_to_payment(row: tuple) -> Payment:
     (id_, ph, partid, groupid, status, amount, sent, total, dest, created, completed, label, bolt11, desc, pre,
      route, secrets, first_scid, channel_id, htlc_id, cltv, failure, erroronion, updated) = row
+    status_name = _STATUS_NAMES[status]
+    if status_name != PENDING:
+        # A finished part's route and onion secrets are never used again (they serve to read a
+        # failure as it comes back) and stay in the database: not loading them keeps thousands
+        # of old payments from costing a kilobyte each in memory.
+        route, secrets = None, None
     route_obj = json.loads(route) if route else {"nodes": [], "channels": []}
     return Payment(
-        created_index=id_, payment_hash=bytes(ph), partid=partid, groupid=groupid, status=_STATUS_NAMES[status],
+        created_index=id_, payment_hash=bytes(ph), partid=partid, groupid=groupid, status=status_name,
         amount_sent_msat=sent, total_msat=total, created_at=created, amount_msat=amount,
         destination=bytes(dest) if dest is not None else None, completed_at=completed, label=label, bolt11=bolt11,
         description=desc, preimage=bytes(pre) if pre is not None else None,
@@ -345,7 +351,13 @@ class PaymentEngine:
     async def start(self) -> None:
         if self._started:
             return
-        rows = await self.store.read(lambda db: db.query(f"SELECT {_COLUMNS} FROM payments ORDER BY id"))
+        # Finished parts come without their route and onion secrets (see _row_to_payment): not
+        # even read, so that loading thousands of old payments does not swell the heap.
+        pending = _STATUS_CODES[PENDING]
+        columns = _COLUMNS.replace("route, shared_secrets", f"CASE WHEN status = {pending} THEN route END, "
+                                                            f"CASE WHEN status = {pending} THEN shared_secrets END")
+        assert columns != _COLUMNS
+        rows = await self.store.read(lambda db: db.query(f"SELECT {columns} FROM payments ORDER BY id"))
         for row in rows:
             self._index(_row_to_payment(row))
         self._started = True

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import collections
 import itertools
 import json
 import re
@@ -161,6 +162,35 @@ class JsonMessageSplitter:
 # ---------------------------------------------------------------------------------------------
 
 
+class _ParseError:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
+    """asyncio's subprocess protocol (stdin a StreamWriter, `Process.wait()`), with stdout handed
+    to callbacks as it arrives instead of to a StreamReader."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, on_data: Callable[[bytes], None],
+                 on_closed: Callable[[], None]) -> None:
+        super().__init__(limit=1 << 16, loop=loop)
+        self._on_data = on_data
+        self._on_closed = on_closed
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 1:
+            self._on_data(data)
+        else:
+            super().pipe_data_received(fd, data)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        super().pipe_connection_lost(fd, exc)
+        if fd == 1:
+            self._on_closed()
+
+
 class PendingRequest:
     __slots__ = ("future", "notify_cb", "method")
 
@@ -193,7 +223,13 @@ class PluginProcess:
         self._on_protocol_error = on_protocol_error
         self._on_eof = on_eof
         self._proc: asyncio.subprocess.Process | None = None
-        self._reader_task: asyncio.Task | None = None
+        self._stdout: Any = None  # the stdout pipe's transport
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._splitter = JsonMessageSplitter()
+        self._queue: collections.deque = collections.deque()  # parsed, not yet handled
+        self._draining = False
+        self._stopped_reading = False
+        self._reaper: asyncio.Task | None = None
         self.closed = False
         self.exited = asyncio.Event()
         self.exited_callback: Callable[["PluginProcess"], None] | None = None
@@ -204,7 +240,9 @@ class PluginProcess:
 
     async def spawn(self) -> None:
         """Start the child.  Raises OSError (e.g. FileNotFoundError) if it cannot run."""
-        self._proc = await asyncio.create_subprocess_exec(
+        loop = asyncio.get_running_loop()
+        transport, protocol = await loop.subprocess_exec(
+            lambda: _Pipes(loop, self._on_stdout, self._on_stdout_closed),
             self.path, *self.argv_extra,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -213,7 +251,8 @@ class PluginProcess:
             env=self.env,
             close_fds=True,
         )
-        self._reader_task = asyncio.get_running_loop().create_task(self._read_loop())
+        self._proc = asyncio.subprocess.Process(transport, protocol, loop)
+        self._stdout = transport.get_pipe_transport(1)
 
     # -- writing
     def send_raw(self, data: bytes) -> None:
@@ -270,39 +309,84 @@ class PluginProcess:
                 p.future.set_result(self._terminated(req_id))
 
     # -- reading
-    async def _read_loop(self) -> None:
-        assert self._proc is not None and self._proc.stdout is not None
-        stdout = self._proc.stdout
-        decoder = codecs.getincrementaldecoder("utf-8")("replace")
-        splitter = JsonMessageSplitter()
+    # The plugin's output is handled as it arrives, in the pipe's callback: no reader task to wake
+    # and no stream buffer in between (a plugin method call is two pipe messages; this is a good
+    # part of what each costs us).  As plugin.c, at most _MESSAGES_PER_TURN messages are handled
+    # per turn of the loop; the rest wait, with reading paused, for the next turn.
+    def _on_stdout(self, data: bytes) -> None:
+        if self._stopped_reading:
+            return
+        values, error = self._splitter.feed(self._utf8.decode(data))
+        self._queue.extend(values)
+        if error is not None:
+            self._queue.append(_ParseError(error))
+        if not self._draining:
+            self._drain()
+
+    def _drain(self) -> None:
+        self._draining = False
+        queue = self._queue
+        count = 0
+        while queue:
+            if self.closed or self._stopped_reading:
+                queue.clear()
+                return
+            if count == _MESSAGES_PER_TURN:
+                self._draining = True
+                self._reading(False)
+                asyncio.get_running_loop().call_soon(self._resume)
+                return
+            msg = queue.popleft()
+            count += 1
+            if isinstance(msg, _ParseError):
+                self._on_protocol_error(f"Failed to parse RPC JSON response '{msg.text[:1000]}'")
+                self._stop_reading()
+                return
+            if not isinstance(msg, dict) or "jsonrpc" not in msg:
+                self._on_protocol_error(f"JSON-RPC message does not contain \"jsonrpc\" field: '{json.dumps(msg)}'")
+                self._stop_reading()
+                return
+            if "id" in msg:
+                self._handle_response(msg)
+            else:
+                self._on_notification(msg)
+
+    def _resume(self) -> None:
+        # Always read on, even from a plugin we stopped listening to: its pipe must reach EOF for
+        # the subprocess transport to close.
+        self._reading(True)
+        self._drain()
+
+    def _reading(self, on: bool) -> None:
         try:
-            while not self.closed:
-                data = await stdout.read(1 << 16)
-                if not data:
-                    break
-                values, error = splitter.feed(decoder.decode(data))
-                for count, msg in enumerate(values, 1):
-                    if self.closed:
-                        return
-                    if not isinstance(msg, dict) or "jsonrpc" not in msg:
-                        self._on_protocol_error(
-                            f"JSON-RPC message does not contain \"jsonrpc\" field: '{json.dumps(msg)}'")
-                        return
-                    if "id" in msg:
-                        self._handle_response(msg)
-                    else:
-                        self._on_notification(msg)
-                    if count % _MESSAGES_PER_TURN == 0:
-                        await asyncio.sleep(0)
-                if error is not None and not self.closed:
-                    self._on_protocol_error(f"Failed to parse RPC JSON response '{error[:1000]}'")
-                    return
-        except (ConnectionError, OSError):
-            pass
-        finally:
-            if not self.closed:
-                self._on_eof()
-            await self._reap()
+            if on:
+                self._stdout.resume_reading()
+            else:
+                self._stdout.pause_reading()
+        except (AttributeError, RuntimeError):
+            pass  # the pipe is closed already
+
+    def _on_stdout_closed(self) -> None:
+        if not self._stopped_reading:
+            self._drain_all_then_stop()
+
+    def _drain_all_then_stop(self) -> None:
+        # EOF: what arrived before it is still handled (in turns), then the plugin is reaped.
+        if self._queue and not self.closed and not self._stopped_reading:
+            self._drain()
+            asyncio.get_running_loop().call_soon(self._drain_all_then_stop)
+            return
+        self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        """No more output is read: the plugin closed it, or broke the protocol."""
+        if self._stopped_reading:
+            return
+        self._stopped_reading = True
+        self._queue.clear()  # (the pipe is still read to its end, and what comes is dropped)
+        if not self.closed:
+            self._on_eof()
+        self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     def _handle_response(self, msg: dict) -> None:
         p = self.pending.pop(_id_key(msg["id"]), None)

@@ -24,7 +24,7 @@ from typing import Any
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
-from .rawmsg import channel_announcement_fields, channel_update_fields, node_announcement_fields
+from .rawmsg import channel_announcement_fields, channel_update_values, node_announcement_fields
 
 # BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
 # weeks (1209600 seconds): MAY prune the channel."
@@ -44,15 +44,9 @@ class Half:
                  "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "raw", "_checksum")
 
     def __init__(self, raw: bytes) -> None:
-        f = channel_update_fields(raw)
-        self.timestamp = f.timestamp
-        self.message_flags = f.message_flags
-        self.channel_flags = f.channel_flags
-        self.cltv_expiry_delta = f.cltv_expiry_delta
-        self.htlc_minimum_msat = f.htlc_minimum_msat
-        self.fee_base_msat = f.fee_base_msat
-        self.fee_proportional_millionths = f.fee_proportional_millionths
-        self.htlc_maximum_msat = f.htlc_maximum_msat
+        (_, _, _, _, self.timestamp, self.message_flags, self.channel_flags, self.cltv_expiry_delta,
+         self.htlc_minimum_msat, self.fee_base_msat, self.fee_proportional_millionths,
+         self.htlc_maximum_msat) = channel_update_values(raw)
         self.raw = raw
         self._checksum: int | None = None
 
@@ -77,7 +71,7 @@ class Half:
 
 class Channel:
     __slots__ = ("scid", "node1", "node2", "capacity_sat", "features", "raw", "public", "halves",
-                 "spent_height", "added_at", "bitcoin_key_1", "bitcoin_key_2")
+                 "spent_height", "added_at", "bitcoin_key_1", "bitcoin_key_2", "seq")
 
     def __init__(self, scid: int, node1: bytes, node2: bytes, capacity_sat: int, features: bytes = b"",
                  raw: bytes | None = None, public: bool = True, added_at: int = 0) -> None:
@@ -93,6 +87,9 @@ class Channel:
         self.added_at = added_at
         self.bitcoin_key_1 = b""
         self.bitcoin_key_2 = b""
+        # Its place in `Graph.channels`' order (set by the graph): the path finder's edge view
+        # keeps each node's edges in this order, so its updates in place equal a rebuild.
+        self.seq = 0
 
     def node(self, direction: int) -> bytes:
         """The node whose `channel_update` has this direction (the source of that direction)."""
@@ -143,10 +140,15 @@ class Graph:
     def __init__(self) -> None:
         self.channels: dict[int, Channel] = {}
         self.nodes: dict[bytes, Node] = {}
-        # Bumped on every change; the path finder caches its edge view against it.
+        # Bumped on every change.  The path finder keeps an edge view (ln/route.py) against it and
+        # brings it up to date from what changed since: the channels and nodes named below, which
+        # it takes (and empties) when it catches up.
         self.version = 0
+        self.changed_scids: set[int] = set()
+        self.changed_nodes: set[bytes] = set()
+        self.route_view: Any = None
+        self._next_seq = 0
         self._sorted_scids: list[int] | None = None
-        self._route_cache: tuple[int, Any] | None = None
 
     # -- changes -------------------------------------------------------------------------------
     def _touch(self, scids_changed: bool = False) -> None:
@@ -155,7 +157,14 @@ class Graph:
             self._sorted_scids = None
 
     def _attach(self, ch: Channel) -> None:
+        old = self.channels.get(ch.scid)
+        if old is not None:
+            ch.seq = old.seq  # replacing a dict entry keeps its place
+        else:
+            ch.seq = self._next_seq
+            self._next_seq += 1
         self.channels[ch.scid] = ch
+        self.changed_scids.add(ch.scid)
         for nid in (ch.node1, ch.node2):
             node = self.nodes.get(nid)
             if node is None:
@@ -193,6 +202,7 @@ class Graph:
         half = Half(raw)
         scid = int.from_bytes(raw[98:106], "big")
         self.channels[scid].halves[half.direction] = half
+        self.changed_scids.add(scid)
         self._touch()
         return half
 
@@ -202,6 +212,7 @@ class Graph:
         if node is None:
             raise KeyError("node_announcement for a node without channels")
         node.info = info
+        self.changed_nodes.add(info.node_id)
         self._touch()
         return info
 
@@ -214,11 +225,13 @@ class Graph:
                 # prune nodes added through `node_announcement` messages from their local view."
                 if not node.channels:
                     del self.nodes[nid]
+                    self.changed_nodes.add(nid)
 
     def remove_channel(self, scid: int) -> Channel | None:
         ch = self.channels.pop(scid, None)
         if ch is not None:
             self._detach_nodes(ch)
+            self.changed_scids.add(scid)
             self._touch(scids_changed=True)
         return ch
 
@@ -230,6 +243,7 @@ class Graph:
             return False
         if ch.spent_height is None:
             ch.spent_height = height
+            self.changed_scids.add(scid)
             self._touch()
         return True
 

@@ -51,6 +51,15 @@ def channel_update_fields(raw: bytes) -> UpdateFields:
     return UpdateFields(scid, ts, mflags, cflags, cltv, hmin, base, ppm, hmax, chain)
 
 
+def channel_update_values(raw: bytes) -> tuple:
+    """channel_update_fields' values as a plain tuple, in wire order: (type, signature, chain_hash,
+    short_channel_id, timestamp, message_flags, channel_flags, cltv_expiry_delta,
+    htlc_minimum_msat, fee_base_msat, fee_proportional_millionths, htlc_maximum_msat)."""
+    if len(raw) < _CU.size or raw[0] != CHANNEL_UPDATE >> 8 or raw[1] != CHANNEL_UPDATE & 0xFF:
+        raise RawMessageError("not a channel_update")
+    return _CU.unpack_from(raw)
+
+
 def channel_update_scid_and_direction(raw: bytes) -> tuple[int, int]:
     if len(raw) < _CU.size:
         raise RawMessageError(f"channel_update of {len(raw)} bytes")

@@ -88,26 +88,29 @@ def encode_record(msg: bytes, timestamp: int, flags: int = 0) -> bytes:
 def iter_records(buf: bytes, start: int = len(HEADER)) -> Iterator[Record]:
     """The records of a store image; stops at the first torn or corrupt record.  The offset after
     the last good record is `end_of_records(buf)`."""
-    for rec, _ in _iter_with_end(buf, start):
-        yield rec
+    for offset, flags, ts, msg, _ in _iter_with_end(buf, start):
+        yield Record(offset, flags, ts, msg)
 
 
-def _iter_with_end(buf: bytes, pos: int) -> Iterator[tuple[Record, int]]:
+def _iter_with_end(buf: bytes, pos: int) -> Iterator[tuple[int, int, int, bytes, int]]:
+    """(offset, flags, timestamp, message, offset after it) of each good record: plain tuples,
+    as loading a large store makes tens of thousands of them."""
     size = len(buf)
     unpack = _REC.unpack_from
+    crc32 = zlib.crc32
     mv = memoryview(buf)
     while pos + 12 <= size:
         flags, length, crc, ts = unpack(buf, pos)
         end = pos + 12 + length
-        if end > size or zlib.crc32(mv[pos + 8 : end]) != crc:
+        if end > size or crc32(mv[pos + 8 : end]) != crc:
             return
-        yield Record(pos, flags, ts, bytes(mv[pos + 12 : end])), end
+        yield pos, flags, ts, buf[pos + 12 : end], end
         pos = end
 
 
 def end_of_records(buf: bytes) -> int:
     end = len(HEADER)
-    for _, end in _iter_with_end(buf, len(HEADER)):
+    for *_, end in _iter_with_end(buf, len(HEADER)):
         pass
     return end
 
@@ -195,66 +198,66 @@ class GossipStore:
         self.live_bytes = self.deleted_bytes = 0
         pending_ann: tuple[int, bytes, int] | None = None  # (offset, raw, timestamp)
         end = len(HEADER)
-        for rec, end in _iter_with_end(buf, len(HEADER)):
-            size = 12 + len(rec.msg)
-            if rec.flags & DELETED:
+        for offset, flags, timestamp, msg, end in _iter_with_end(buf, len(HEADER)):
+            size = 12 + len(msg)
+            if flags & DELETED:
                 stats.deleted += 1
                 self.deleted_bytes += size
                 continue
             self.live_bytes += size
-            t = rec.type
+            t = (msg[0] << 8) | msg[1] if len(msg) >= 2 else -1
             try:
                 if t == CHANNEL_ANNOUNCEMENT:
                     if pending_ann is not None:  # an announcement without its amount: unusable
                         self._delete_offsets([pending_ann[0]])
                         stats.dropped += 1
-                    pending_ann = (rec.offset, rec.msg, rec.timestamp)
+                    pending_ann = (offset, msg, timestamp)
                 elif t == STORE_CHANNEL_AMOUNT:
                     if pending_ann is None:
-                        self._delete_offsets([rec.offset])
+                        self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
                     ann_off, ann_raw, ann_ts = pending_ann
                     pending_ann = None
-                    cap = int.from_bytes(rec.msg[2:10], "big")
+                    cap = int.from_bytes(msg[2:10], "big")
                     ch = graph.add_channel_announcement(ann_raw, cap, now=ann_ts)
-                    self._replace(("ann", ch.scid), [ann_off, rec.offset])
+                    self._replace(("ann", ch.scid), [ann_off, offset])
                     stats.channels += 1
                 elif t == CHANNEL_UPDATE:
-                    scid, direction = channel_update_scid_and_direction(rec.msg)
+                    scid, direction = channel_update_scid_and_direction(msg)
                     if scid not in graph.channels:
-                        self._delete_offsets([rec.offset])
+                        self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    graph.apply_channel_update(rec.msg)
-                    self._replace(("upd", scid, direction), [rec.offset])
+                    graph.apply_channel_update(msg)
+                    self._replace(("upd", scid, direction), [offset])
                     stats.updates += 1
                 elif t == NODE_ANNOUNCEMENT:
-                    node_id = node_announcement_node_id(rec.msg)
+                    node_id = node_announcement_node_id(msg)
                     if node_id not in graph.nodes:
-                        self._delete_offsets([rec.offset])
+                        self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    graph.apply_node_announcement(rec.msg)
-                    self._replace(("node", node_id), [rec.offset])
+                    graph.apply_node_announcement(msg)
+                    self._replace(("node", node_id), [offset])
                     stats.nodes += 1
                 elif t == STORE_PRIVATE_CHANNEL:
-                    m = rec.msg
+                    m = msg
                     scid = int.from_bytes(m[2:10], "big")
                     graph.add_private_channel(scid, m[10:43], m[43:76], int.from_bytes(m[76:84], "big"),
-                                              now=rec.timestamp)
-                    self._replace(("priv", scid), [rec.offset])
+                                              now=timestamp)
+                    self._replace(("priv", scid), [offset])
                 elif t == STORE_CHANNEL_DYING:
-                    scid = int.from_bytes(rec.msg[2:10], "big")
-                    if graph.funding_spent(scid, int.from_bytes(rec.msg[10:14], "big")):
-                        self._replace(("dying", scid), [rec.offset])
+                    scid = int.from_bytes(msg[2:10], "big")
+                    if graph.funding_spent(scid, int.from_bytes(msg[10:14], "big")):
+                        self._replace(("dying", scid), [offset])
                     else:
-                        self._delete_offsets([rec.offset])
+                        self._delete_offsets([offset])
                 else:
-                    self._delete_offsets([rec.offset])
+                    self._delete_offsets([offset])
                     stats.dropped += 1
             except (RawMessageError, KeyError, ValueError, IndexError):
-                self._delete_offsets([rec.offset])
+                self._delete_offsets([offset])
                 stats.dropped += 1
         if pending_ann is not None:
             self._delete_offsets([pending_ann[0]])
@@ -357,11 +360,11 @@ class GossipStore:
         remap: dict[int, int] = {}
         out = bytearray(HEADER)
         end = len(HEADER)
-        for rec, end in _iter_with_end(buf, len(HEADER)):
-            if rec.flags & DELETED:
+        for offset, flags, _, _, end in _iter_with_end(buf, len(HEADER)):
+            if flags & DELETED:
                 continue
-            remap[rec.offset] = len(out)
-            out += buf[rec.offset:end]
+            remap[offset] = len(out)
+            out += buf[offset:end]
         with open(tmp, "wb") as g:
             g.write(out)
             g.flush()

@@ -1,0 +1,264 @@
+"""What the path finder (route.py) searches: the graph's usable edges with nodes numbered, kept up
+to date as gossip changes the graph, and lower bounds on route costs from a payer.
+
+    view = EdgeView.of(graph)          # built once, then brought up to date from graph changes
+    view.incoming[v]                   # usable edges into node number v (see Edge)
+    dist = view.bounds(src, seeds, amount_ref, risk_ref)   # per-node lower bounds, or None
+
+The view is not rebuilt after each gossip change: the graph names the channels and nodes that
+changed since the view last looked (`graph.changed_scids`, `graph.changed_nodes`), and only those
+channels' edges are replaced.  Each node's edges stay in the graph's channel order, so the view
+after any number of updates equals one built from scratch, and so do the routes found in it.
+
+Lower bounds (for A*): `bounds()` gives, for every node, the cost of the cheapest path from the
+payer to it with every edge priced at what it costs for the smallest amount and risk factor the
+bound is made for (a fee never shrinks as the amount grows).  Searching with them finds the same
+cheapest route while visiting a few dozen nodes instead of thousands.  They are made for a payer
+that asks again (ours, for `pay` and `getroute`), kept for a few (payer, amount octave, risk
+factor) keys, and repaired in place when the graph changes: a new or cheaper edge lowers the bounds
+behind it (what A* needs to stay exact); a dearer or removed edge leaves them lower than they could
+be, which is still right, and after many such changes they are made again.
+"""
+
+from __future__ import annotations
+
+import bisect
+import heapq
+from typing import Any
+
+from .gossip.graph import Graph
+
+# CLN lightning-getroute(7): "There are 52596 blocks per year, thus per-block-cost is riskfactor
+# divided by 5,259,600" (riskfactor being a percentage).
+RISK_DIVISOR = 5_259_600
+
+# An edge u -> v in v's list: (order, u, scid, direction, fee_base, ppm, cltv_delta, htlc_min,
+# htlc_max, capacity_msat or None), u being a node's number.  `order` keeps a node's edges in the
+# graph's channel order (direction 0 before 1), as a rebuild from scratch lists them; the edges a
+# query adds (route hints, our own channels) have order -1.
+Edge = tuple[int, int, int, int, int, int, int, int, int, "int | None"]
+# The same edge in u's list, for the bounds: (v, scid, fee_base, ppm, cltv_delta).
+OutEdge = tuple[int, int, int, int, int]
+
+# Above this share of the channels changed since the view was last used, rebuilding it is cheaper
+# than updating it in place.
+_REBUILD_SHARE = 4
+_MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
+_BOUNDS_AFTER_USES = 2  # a key asked for this many times gets a table
+
+_KNOWN_NODE_FEATURE_BITS: int | None = None
+
+
+def unroutable_node(features: bytes) -> bool:
+    """BOLT #7: if a node's `features` "contains _unknown even bits_: ... MUST NOT route a payment
+    _through_ the node."."""
+    global _KNOWN_NODE_FEATURE_BITS
+    if not features:
+        return False
+    if _KNOWN_NODE_FEATURE_BITS is None:
+        from ampere.wire.features import FEATURE_BITS
+
+        known = 0
+        for bit in FEATURE_BITS.values():
+            known |= 3 << bit
+        _KNOWN_NODE_FEATURE_BITS = known
+    bits = int.from_bytes(features, "big") & ~_KNOWN_NODE_FEATURE_BITS
+    return bool(bits & int("55" * len(features), 16))
+
+
+class _Bounds:
+    """Cheapest path costs from `source` (and `seeds`, reached for free) to every node number,
+    each edge priced `(fee_base + amount * ppm // 10^6) * RISK_DIVISOR + amount * cltv_delta * risk`
+    (edges out of the source free: the payer charges itself nothing).  None: unreachable."""
+
+    __slots__ = ("source", "seeds", "amount", "risk", "dist", "loosened")
+
+    def __init__(self, view: EdgeView, source: int, seeds: tuple[int, ...], amount: int, risk: int) -> None:
+        self.source, self.seeds, self.amount, self.risk = source, seeds, amount, risk
+        self.loosened = 0
+        self.dist: list[int | None] = [None] * len(view.ids)
+        heap = []
+        for s in (source,) + seeds:
+            self.dist[s] = 0
+            heap.append((0, s))
+        self._propagate(view, heap)
+
+    def _weight(self, u: int, base: int, ppm: int, delta: int) -> int:
+        if u == self.source:
+            return 0
+        a = self.amount
+        return (base + a * ppm // 1_000_000) * RISK_DIVISOR + a * delta * self.risk
+
+    def _propagate(self, view: EdgeView, heap: list[tuple[int, int]]) -> None:
+        dist, outgoing, source = self.dist, view.outgoing, self.source
+        a, risk = self.amount, self.risk
+        heapq.heapify(heap)
+        pop, push = heapq.heappop, heapq.heappush
+        while heap:
+            d, x = pop(heap)
+            if d != dist[x]:
+                continue  # superseded
+            free = x == source
+            for v, _, base, ppm, delta in outgoing[x]:
+                nd = d if free else d + (base + a * ppm // 1_000_000) * RISK_DIVISOR + a * delta * risk
+                old = dist[v]
+                if old is None or nd < old:
+                    dist[v] = nd
+                    push(heap, (nd, v))
+
+    def repair(self, view: EdgeView, added: list[tuple[int, OutEdge]], changed: int) -> None:
+        """The graph changed: `added` are the (new or replaced) edges of the changed channels."""
+        dist = self.dist
+        if len(dist) < len(view.ids):
+            dist.extend([None] * (len(view.ids) - len(dist)))
+        heap = []
+        for u, (v, _, base, ppm, delta) in added:
+            du = dist[u]
+            if du is None:
+                continue
+            nd = du + self._weight(u, base, ppm, delta)
+            if dist[v] is None or nd < dist[v]:  # type: ignore[operator]
+                dist[v] = nd
+                heap.append((nd, v))
+        if heap:
+            self._propagate(view, heap)
+        self.loosened += changed
+
+
+class EdgeView:
+    """The graph's usable directed edges, by the node they lead to (`incoming`) and the node they
+    leave (`outgoing`), with nodes numbered.  Numbers are never reused while the view lives (a
+    forgotten node keeps its number, with no edges)."""
+
+    __slots__ = ("version", "index", "ids", "incoming", "outgoing", "bad", "ends", "_bounds", "_asked")
+
+    def __init__(self) -> None:
+        self.version = -1
+        self.index: dict[bytes, int] = {}
+        self.ids: list[bytes] = []
+        self.incoming: list[list[Edge]] = []
+        self.outgoing: list[list[OutEdge]] = []
+        self.bad = bytearray()  # 1: a node not to route through (unknown even feature bits)
+        self.ends: dict[int, tuple[int, int]] = {}  # scid -> numbers of its node_1 and node_2
+        self._bounds: dict[tuple, _Bounds] = {}
+        self._asked: dict[tuple, int] = {}
+
+    @classmethod
+    def of(cls, graph: Graph) -> EdgeView:
+        view: EdgeView | None = graph.route_view
+        if view is None:
+            view = graph.route_view = cls()
+            view.rebuild(graph)
+        elif view.version != graph.version:
+            if len(graph.changed_scids) * _REBUILD_SHARE > len(graph.channels) + 64:
+                view.rebuild(graph)
+            else:
+                view.catch_up(graph)
+        return view
+
+    def number(self, node_id: bytes) -> int:
+        i = self.index.get(node_id)
+        if i is None:
+            i = self.index[node_id] = len(self.ids)
+            self.ids.append(node_id)
+            self.incoming.append([])
+            self.outgoing.append([])
+            self.bad.append(0)
+        return i
+
+    def rebuild(self, graph: Graph) -> None:
+        self.index.clear()
+        self.ids.clear()
+        self.incoming.clear()
+        self.outgoing.clear()
+        self.bad = bytearray()
+        self.ends.clear()
+        self._bounds.clear()
+        self._asked.clear()
+        for ch in graph.channels.values():  # in `seq` order: each list comes out sorted
+            self._add(ch, None)
+        for node in graph.nodes.values():
+            if node.info is not None and unroutable_node(node.info.features):
+                self.bad[self.number(node.node_id)] = 1
+        graph.changed_scids.clear()
+        graph.changed_nodes.clear()
+        self.version = graph.version
+
+    def catch_up(self, graph: Graph) -> None:
+        added: list[tuple[int, OutEdge]] = []
+        for scid in graph.changed_scids:
+            self._drop(scid)
+            ch = graph.channels.get(scid)
+            if ch is not None:
+                self._add(ch, added)
+        for node_id in graph.changed_nodes:
+            i = self.index.get(node_id)
+            if i is not None:
+                node = graph.nodes.get(node_id)
+                info = node.info if node is not None else None
+                self.bad[i] = 1 if info is not None and unroutable_node(info.features) else 0
+        changed = len(graph.changed_scids)
+        for key, b in list(self._bounds.items()):
+            if b.loosened + changed > len(graph.channels) // _REBUILD_SHARE + 64:
+                del self._bounds[key]  # made again when next asked for
+            else:
+                b.repair(self, added, changed)
+        graph.changed_scids.clear()
+        graph.changed_nodes.clear()
+        self.version = graph.version
+
+    def _drop(self, scid: int) -> None:
+        ends = self.ends.pop(scid, None)
+        if ends is not None:
+            for i in set(ends):
+                for lists in (self.incoming, self.outgoing):
+                    lst = lists[i]
+                    lst[:] = [e for e in lst if e[2 if lists is self.incoming else 1] != scid]
+
+    def _add(self, ch: Any, added: list[tuple[int, OutEdge]] | None) -> None:
+        """The usable edges of one channel; `added` None: in order, at the end (a rebuild)."""
+        i1, i2 = self.number(ch.node1), self.number(ch.node2)
+        self.ends[ch.scid] = (i1, i2)
+        if ch.spent_height is not None or not ch.routable_features:
+            return
+        cap = ch.capacity_sat * 1000 if ch.capacity_sat else None
+        scid = int(ch.scid)
+        for direction in (0, 1):
+            h = ch.halves[direction]
+            if h is None or h.channel_flags & 2:
+                continue
+            # BOLT #7: "if `htlc_maximum_msat` < `htlc_minimum_msat`: SHOULD ignore this channel during
+            # route considerations." and "if `htlc_maximum_msat` is greater than channel capacity: ...
+            # SHOULD ignore this channel during route considerations."
+            if h.htlc_maximum_msat < h.htlc_minimum_msat or (cap is not None and h.htlc_maximum_msat > cap):
+                continue
+            src, dst = (i1, i2) if direction == 0 else (i2, i1)
+            base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
+            edge = (ch.seq * 2 + direction, src, scid, direction, base, ppm, delta, h.htlc_minimum_msat,
+                    h.htlc_maximum_msat, cap)
+            out = (dst, scid, base, ppm, delta)
+            self.outgoing[src].append(out)
+            if added is None:
+                self.incoming[dst].append(edge)
+            else:
+                bisect.insort(self.incoming[dst], edge)  # orders are unique: only they get compared
+                added.append((src, out))
+
+    def bounds(self, source: int, seeds: tuple[int, ...], amount: int, risk: int) -> list[int | None] | None:
+        """Lower bounds for a search from `source` (its own channels to `seeds` free), valid for
+        any amount >= `amount` and risk factor >= `risk`; None until the same key is asked for
+        again (a payer asking once is better served by a plain search)."""
+        key = (source, seeds, amount, risk)
+        b = self._bounds.get(key)
+        if b is None:
+            n = self._asked[key] = self._asked.get(key, 0) + 1
+            if n < _BOUNDS_AFTER_USES:
+                if len(self._asked) > 1024:
+                    self._asked.clear()
+                return None
+            if len(self._bounds) >= _MAX_BOUNDS:
+                del self._bounds[next(iter(self._bounds))]
+            b = self._bounds[key] = _Bounds(self, source, seeds, amount, risk)
+        else:
+            self._bounds[key] = self._bounds.pop(key)  # most recently used last
+        return b.dist
