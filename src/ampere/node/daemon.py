@@ -30,7 +30,7 @@ from ..rpc.registry import COMMANDS, Command
 from ..rpc.server import RpcConnection, RpcServer, error_response
 from ..store.sqlite import SqliteStore
 from . import features as node_features
-from .hsm import default_alias, derive_node_key, load_or_create_hsm_secret
+from .hsm import HsmSecretError, default_alias, derive_node_key, load_or_create_hsm_secret
 from .options import builtin_options
 
 
@@ -81,10 +81,14 @@ class Node:
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
-        secret = load_or_create_hsm_secret(self.netdir)
+        try:
+            secret = load_or_create_hsm_secret(self.netdir)
+        except HsmSecretError as e:
+            raise RuntimeError(str(e)) from None
         self.node_key = derive_node_key(secret)
         self.node_id = self.node_key.public_key.format(compressed=True)
-        self.alias = self.options.get("alias") or default_alias(self.node_id)
+        self.alias = self.options.get("alias") or default_alias(
+            self.node_id, VERSION_STRING if self.options.get("developer") else None)
         rgb = self.options.get("rgb")
         self.color = rgb.lower() if rgb else self.node_id[:3].hex()
 

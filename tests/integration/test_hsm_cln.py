@@ -1,0 +1,82 @@
+"""The same hsm_secret gives the same node id and wallet addresses in Core Lightning and in ampd.
+
+Needs Core Lightning: CLN_LIGHTNINGD names its lightningd (lightning-hsmtool beside it).  Both formats:
+the legacy 32-byte secret and the v25.12+ mnemonic file pyln-testing writes.  CLN runs on amp-chaind
+(its bcli plugin drives amp-chain-cli); ampd runs on the same chain.
+"""
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+from mnemonic import Mnemonic
+
+pytestmark = pytest.mark.cln
+
+CLN = os.environ.get("CLN_LIGHTNINGD")
+if not CLN:
+    pytest.skip("CLN_LIGHTNINGD is not set (path to Core Lightning's lightningd)", allow_module_level=True)
+
+SEED = (b"lightning-1" + bytes(32))[:32]
+FILES = {
+    "legacy": SEED,
+    "mnemonic": bytes(32) + Mnemonic("english").to_mnemonic(SEED[:16]).encode(),
+}
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cln_first_addresses(tmp_path, chaind, data):
+    ldir = tmp_path / "cln"
+    (ldir / "regtest").mkdir(parents=True)
+    (ldir / "regtest" / "hsm_secret").write_bytes(data)
+    cli_bin = shutil.which("amp-chain-cli") or os.path.join(os.path.dirname(sys.executable), "amp-chain-cli")
+    proc = subprocess.Popen([CLN, "--network=regtest", f"--lightning-dir={ldir}", f"--log-file={ldir}/log",
+                             f"--bind-addr=127.0.0.1:{_free_port()}", f"--bitcoin-cli={cli_bin}",
+                             "--bitcoin-rpcconnect=127.0.0.1", f"--bitcoin-rpcport={chaind.port}",
+                             f"--bitcoin-rpcuser={chaind.rpcuser}", f"--bitcoin-rpcpassword={chaind.rpcpassword}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = [os.path.join(os.path.dirname(CLN), "lightning-cli"), f"--lightning-dir={ldir}", "--network=regtest"]
+    try:
+        deadline = time.time() + 60
+        while True:
+            r = subprocess.run(cli + ["getinfo"], capture_output=True, text=True)
+            if r.returncode == 0:
+                break
+            assert proc.poll() is None and time.time() < deadline, (ldir / "log").read_text()[-3000:]
+            time.sleep(0.3)
+        node_id = json.loads(r.stdout)["id"]
+        addr = json.loads(subprocess.run(cli + ["newaddr", "all"], capture_output=True, text=True, check=True).stdout)
+        return node_id, addr
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_chain):
+    chaind.mine(1)
+    data = FILES[fmt]
+    hsmtool = os.path.join(os.path.dirname(CLN), "lightning-hsmtool")
+    path = tmp_path / "hsm_secret"
+    path.write_bytes(data)
+    tool_id = subprocess.run([hsmtool, "getnodeid", str(path)], capture_output=True, text=True, check=True).stdout.strip()
+    cln_id, cln_addr = _cln_first_addresses(tmp_path, chaind, data)
+    assert cln_id == tool_id
+
+    node = node_factory_chain.get_node(start=False)
+    os.makedirs(node.netdir, exist_ok=True)
+    with open(os.path.join(node.netdir, "hsm_secret"), "wb") as f:
+        f.write(data)
+    node.start()
+    assert node.rpc.getinfo()["id"] == cln_id
+    ours = node.rpc.newaddr("all")
+    assert ours["bech32"] == cln_addr["bech32"] and ours["p2tr"] == cln_addr["p2tr"]
