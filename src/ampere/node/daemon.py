@@ -31,7 +31,7 @@ from ..rpc.server import RpcConnection, RpcServer, error_response
 from ..store.sqlite import SqliteStore
 from . import features as node_features
 from .hsm import HsmSecretError, default_alias, derive_node_key, load_or_create_hsm_secret
-from .options import builtin_options
+from .options import builtin_options, network_defaults
 
 
 @dataclass
@@ -402,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         options.add(spec)
     try:
         layout = early_scan(argv, options.specs, "~/.ampere")
+        network_defaults(options.specs, layout.network)
         known = [e for e in layout.entries if e.name in options.specs]
         deferred = [e for e in layout.entries if e.name not in options.specs]
         options.apply(known)

@@ -93,6 +93,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("fee-per-satoshi", I, "Microsatoshi fee for every satoshi in HTLC", 10),
         OptionSpec("cltv-delta", I, "Number of blocks for cltv_expiry_delta", 34),
         OptionSpec("cltv-final", I, "Number of blocks for final cltv_expiry", 18),
+        # Default set by network in network_defaults(): CLN's mainnet_config says 3, testnet_config 1.
         OptionSpec("funding-confirms", I, "Confirmations required for funding transaction", 3),
         OptionSpec("watchtime-blocks", I, "Blocks before peer can unilaterally spend funds", 144),
         OptionSpec("max-locktime-blocks", I, "Maximum blocks funds may be locked for", 2016),
@@ -115,3 +116,11 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-fast-gossip-prune", F, "Make gossip pruning 120 seconds (tests)"),
         OptionSpec("dev-bitcoind-poll", I, "Time between polling for new transactions (tests)"),
     ]
+
+
+def network_defaults(specs: dict, network: str) -> None:
+    """Defaults that depend on the network, as lightningd copies mainnet_config or testnet_config
+    (lightningd/options.c) once it knows the network."""
+    if network != "bitcoin":
+        # testnet_config: "We're fairly trusting, under normal circumstances." anchor_confirms = 1.
+        specs["funding-confirms"].default = 1
