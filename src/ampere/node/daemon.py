@@ -86,6 +86,15 @@ class Node:
         except HsmSecretError as e:
             raise RuntimeError(str(e)) from None
         self.node_key = derive_node_key(secret)
+        forced = self.options.get("dev-force-privkey")
+        if forced:
+            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
+            from coincurve import PrivateKey
+
+            try:
+                self.node_key = PrivateKey(bytes.fromhex(forced))
+            except ValueError:
+                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
         self.node_id = self.node_key.public_key.format(compressed=True)
         self.alias = self.options.get("alias") or default_alias(
             self.node_id, VERSION_STRING if self.options.get("developer") else None)
@@ -209,6 +218,11 @@ class Node:
         from .plugin_setup import init_plugins, setup_plugins
 
         await setup_plugins(self, deferred)
+        from .options import NO_EFFECT
+
+        for name, _kind, _help, why in NO_EFFECT:
+            if self.options.is_set(name):
+                self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
         self.setup_identity()
         db_path = self._db_path()
         self.store = SqliteStore(db_path)
@@ -331,6 +345,15 @@ class Node:
             print(f"ampd: {e}", file=sys.stderr)
             await self.shutdown()
             return 1
+        crash_after = self.options.get("dev-crash-after")
+        if crash_after:
+            def crash() -> None:
+                # lightningd --dev-crash-after: "Crash when this many seconds have passed".
+                self.log.broken("lightningd", f"--dev-crash-after={crash_after}: crashing now")
+                self.log.close()
+                os._exit(1)
+
+            loop.call_later(crash_after, crash)
         if ready_fd is not None:
             os.write(ready_fd, b"1")
             os.close(ready_fd)

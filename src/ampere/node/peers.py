@@ -122,6 +122,11 @@ class ListenSpec:
     announce: bool = False
 
 
+def _localhost(host: str) -> str:
+    # common/wireaddr.c: "localhost" is 127.0.0.1 without asking DNS (so it works with --disable-dns).
+    return "127.0.0.1" if host.lower() == "localhost" else host
+
+
 def parse_listen_address(text: str, port: int, *, announce: bool) -> ListenSpec:
     """The value of `--addr` / `--bind-addr`."""
     if text.startswith("/"):
@@ -134,6 +139,7 @@ def parse_listen_address(text: str, port: int, *, announce: bool) -> ListenSpec:
     host, p = split_host_port(text, port, allow_zero=True)
     if host == "":
         return ListenSpec("all", text, port=p, announce=announce)
+    host = _localhost(host)
     if _ip(host) is not None:
         return ListenSpec("ip", text, host=str(ipaddress.ip_address(host)), port=p, announce=announce)
     if host.endswith(".onion"):
@@ -167,6 +173,7 @@ def parse_peer_address(host: str, port: int | None, network: str) -> PeerAddress
         host, port = split_host_port(host, default_port(network))
     if not host:
         raise AddressError("empty host")
+    host = _localhost(host)
     ip = _ip(host.strip("[]"))
     if ip is not None:
         return PeerAddress("ipv4" if ip.version == 4 else "ipv6", str(ip), port)
