@@ -1,0 +1,16 @@
+from pyln.testing.utils import only_one, wait_for
+
+
+def test_single_node(node_factory):
+    l1 = node_factory.get_node(old_hsmsecret=True)
+    info = l1.rpc.getinfo()
+    # CLN's test key for "lightning-1", and its codename (with --developer, plus the version's tail).
+    assert info["id"] == "0266e4598d1d3c415f572a8488830b60f7e744ed9235eb0b1ba93283b315c03518"
+    assert info["alias"].startswith("JUNIORBEAM-")
+    assert info["color"] == "0266e4"
+
+
+def test_line_graph_pay(node_factory):
+    l1, l2, l3 = node_factory.line_graph(3, wait_for_announce=True)
+    inv = l3.rpc.invoice(100_000, "lbl", "desc")["bolt11"]
+    assert l1.rpc.pay(inv)["status"] == "complete"
