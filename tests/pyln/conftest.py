@@ -4,6 +4,10 @@ and amp-chaind through ampere.testing.pyln.  (A plugin author's top-level confte
 and this suite's top level loads ampere.testing.fixtures, so here the same fixtures are imported.)"""
 import os
 
-os.environ.setdefault("CLN_SCHEMAS", "/work/shared/cln-schemas")
+from ampere.testing.schema import schema_dir
+
+# Every RPC result is checked against CLN's schema, as pyln-testing does inside CLN's tree (doc/schemas).
+if schema_dir() is not None:
+    os.environ.setdefault("CLN_SCHEMAS", schema_dir())
 
 from ampere.testing.pyln import *  # noqa: E402,F401,F403

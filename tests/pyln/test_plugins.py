@@ -1,0 +1,98 @@
+"""Plugins, hooks and RPC, tested with pyln-testing's fixtures exactly as a CLN plugin author does."""
+import os
+
+import pytest
+from pyln.client import RpcError
+from pyln.testing.utils import only_one, wait_for
+
+PLUGIN = os.path.join(os.path.dirname(__file__), "plugins", "hodl_and_count.py")
+RPC_COMMAND = os.path.join(os.path.dirname(__file__), "..", "plugins", "rpc_command_1.py")
+
+
+def test_plugin_options_methods_and_log(node_factory):
+    l1 = node_factory.get_node(options={"plugin": PLUGIN, "greeting": "Ahoy"})
+    assert l1.rpc.greet("you") == {"message": "Ahoy you"}
+    assert l1.daemon.is_in_log(r"plugin-hodl_and_count.py: hodl_and_count initialized")
+    assert l1.config("greeting") == "Ahoy"
+    with pytest.raises(RpcError, match="Unknown command"):
+        l1.rpc.call("nosuchmethod")
+
+
+def test_inline_plugin(node_factory):
+    def setup(plugin):
+        @plugin.method("double")
+        def double(x, plugin):
+            return {"twice": 2 * int(x)}
+
+    l1 = node_factory.get_node(inline_plugin=setup)
+    assert l1.rpc.double(21) == {"twice": 42}
+
+
+def test_dynamic_plugin_start_stop(node_factory):
+    l1 = node_factory.get_node()
+    names = [os.path.basename(p["name"]) for p in l1.rpc.plugin_start(PLUGIN, greeting="Hi")["plugins"]]
+    assert "hodl_and_count.py" in names
+    assert l1.rpc.greet("there")["message"] == "Hi there"
+    l1.rpc.plugin_stop(PLUGIN)
+    with pytest.raises(RpcError):
+        l1.rpc.greet("again")
+
+
+def test_rpc_command_hook(node_factory):
+    l1 = node_factory.get_node(options={"plugin": RPC_COMMAND})
+    with pytest.raises(RpcError, match="datastoreusage is disabled by rpc_command_1"):
+        l1.rpc.call("datastoreusage")
+    assert l1.rpc.getinfo()["id"] == l1.info["id"]   # other commands continue
+
+
+def test_datastore(node_factory):
+    l1 = node_factory.get_node()
+    l1.rpc.datastore(key=["myplugin", "state"], string="one")
+    assert only_one(l1.rpc.listdatastore(["myplugin", "state"])["datastore"])["string"] == "one"
+    with pytest.raises(RpcError):
+        l1.rpc.datastore(key=["myplugin", "state"], string="two", mode="must-create")
+    l1.rpc.datastore(key=["myplugin", "state"], string="two", mode="must-replace")
+    l1.restart()
+    assert only_one(l1.rpc.listdatastore(["myplugin", "state"])["datastore"])["string"] == "two"
+    l1.rpc.deldatastore(["myplugin", "state"])
+    assert l1.rpc.listdatastore(["myplugin", "state"])["datastore"] == []
+
+
+def test_custommsg(node_factory):
+    received = []
+
+    def setup(plugin):
+        @plugin.hook("custommsg")
+        def on_custommsg(peer_id, payload, plugin, **kwargs):
+            received.append((peer_id, payload))
+            return {"result": "continue"}
+
+    l1 = node_factory.get_node()
+    l2 = node_factory.get_node(inline_plugin=setup)
+    node_factory.join_nodes([l1, l2], fundchannel=False)
+    l1.rpc.sendcustommsg(l2.info["id"], "aaff01020304")
+    wait_for(lambda: received == [(l1.info["id"], "aaff01020304")])
+    with pytest.raises(RpcError):
+        l1.rpc.sendcustommsg(l2.info["id"], "0010")   # an even type Lightning defines: refused
+
+
+def test_invoices(node_factory):
+    l1 = node_factory.get_node()
+    inv = l1.rpc.invoice(123_000, "lbl", "a description", expiry=3600)
+    decoded = l1.rpc.decode(inv["bolt11"])
+    assert decoded["amount_msat"] == 123_000 and decoded["description"] == "a description"
+    assert only_one(l1.rpc.listinvoices("lbl")["invoices"])["status"] == "unpaid"
+    with pytest.raises(RpcError):
+        l1.rpc.invoice(1, "lbl", "duplicate label")
+    l1.rpc.delinvoice("lbl", "unpaid")
+    assert l1.rpc.listinvoices("lbl")["invoices"] == []
+
+
+def test_distinct_nodes_and_wallets(node_factory, bitcoind):
+    """Modern hsm_secret files (what pyln-testing writes for CLN >= v25.12): every node its own key and wallet."""
+    l1, l2 = node_factory.get_nodes(2)
+    assert l1.info["id"] != l2.info["id"]
+    a1, a2 = l1.rpc.newaddr("bech32")["bech32"], l2.rpc.newaddr("bech32")["bech32"]
+    assert a1 != a2
+    l1.fundwallet(200_000)
+    assert l2.rpc.listfunds()["outputs"] == []
