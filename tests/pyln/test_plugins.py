@@ -38,6 +38,25 @@ def test_dynamic_plugin_start_stop(node_factory):
         l1.rpc.greet("again")
 
 
+def test_changed_plugin_is_restarted(node_factory, directory):
+    copy = os.path.join(directory, "myplugin.py")
+    with open(PLUGIN) as f:
+        source = f.read()
+    with open(copy, "w") as f:
+        f.write(source)
+    os.chmod(copy, 0o755)
+    l1 = node_factory.get_node()
+    l1.rpc.plugin_start(copy, greeting="Old")
+    assert l1.rpc.greet("x")["message"] == "Old x"
+    with pytest.raises(RpcError, match="already registered"):
+        l1.rpc.plugin_start(copy)           # same file: refused
+    with open(copy, "w") as f:
+        f.write(source.replace('"Hello", "What to say"', '"New", "What to say"'))
+    l1.rpc.plugin_start(copy)               # changed file: stopped and started again
+    l1.daemon.wait_for_log("Plugin changed, needs restart")
+    assert l1.rpc.greet("x")["message"] == "New x"
+
+
 def test_rpc_command_hook(node_factory):
     l1 = node_factory.get_node(options={"plugin": RPC_COMMAND})
     with pytest.raises(RpcError, match="datastoreusage is disabled by rpc_command_1"):
@@ -94,5 +113,7 @@ def test_distinct_nodes_and_wallets(node_factory, bitcoind):
     assert l1.info["id"] != l2.info["id"]
     a1, a2 = l1.rpc.newaddr("bech32")["bech32"], l2.rpc.newaddr("bech32")["bech32"]
     assert a1 != a2
-    l1.fundwallet(200_000)
+    _, txid = l1.fundwallet(200_000)
+    l1.daemon.wait_for_log(f"Owning output .* txid {txid} CONFIRMED")
+    l1.daemon.wait_for_log(r"Adding block \d+: ")
     assert l2.rpc.listfunds()["outputs"] == []

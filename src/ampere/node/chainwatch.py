@@ -322,7 +322,7 @@ class ChainWatcher:
             self._recent.pop(next(iter(self._recent)))
         self._set_height(height)
         self.node.notify("block_added", {"hash": block.hash_hex, "height": height})
-        self.node.log.debug(LOG, f"Added block {height} {block.hash_hex}")
+        self.node.log.debug(LOG, f"Adding block {height}: {block.hash_hex}")  # lightningd's words (tests wait for them)
 
     async def _disconnect_tip(self) -> None:
         await self._flush()

@@ -277,6 +277,10 @@ class Wallet:
                 if o is None:
                     o = Output(txid, n, out.value, out.script_pubkey, idx, coinbase=txindex == 0)
                     self.outputs[o.key] = o
+                if o.blockheight is None:
+                    # lightningd's words (wallet.c), which tests wait for.
+                    self.node.log.debug(LOG, f"Owning output {n} {out.value}sat (SEGWIT) txid {txid[::-1].hex()} "
+                                             f"CONFIRMED" + (" COINBASE" if o.coinbase else ""))
                 o.blockheight = height
                 touched[o.key] = o
                 relevant = True
