@@ -1,4 +1,4 @@
-"""The same hsm_secret gives the same node id and wallet addresses in Core Lightning and in ampd.
+"""The same hsm_secret gives the same node id, wallet addresses and makesecret in Core Lightning and ampd.
 
 Needs Core Lightning: CLN_LIGHTNINGD names its lightningd (lightning-hsmtool beside it).  Both formats:
 the legacy 32-byte secret and the v25.12+ mnemonic file pyln-testing writes.  CLN runs on amp-chaind
@@ -55,7 +55,9 @@ def _cln_first_addresses(tmp_path, chaind, data):
             time.sleep(0.3)
         node_id = json.loads(r.stdout)["id"]
         addr = json.loads(subprocess.run(cli + ["newaddr", "all"], capture_output=True, text=True, check=True).stdout)
-        return node_id, addr
+        secret = json.loads(subprocess.run(cli + ["makesecret", "-k", "string=ampere"], capture_output=True,
+                                           text=True, check=True).stdout)["secret"]
+        return node_id, addr, secret
     finally:
         proc.terminate()
         proc.wait(30)
@@ -69,7 +71,7 @@ def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_cha
     path = tmp_path / "hsm_secret"
     path.write_bytes(data)
     tool_id = subprocess.run([hsmtool, "getnodeid", str(path)], capture_output=True, text=True, check=True).stdout.strip()
-    cln_id, cln_addr = _cln_first_addresses(tmp_path, chaind, data)
+    cln_id, cln_addr, cln_secret = _cln_first_addresses(tmp_path, chaind, data)
     assert cln_id == tool_id
 
     node = node_factory_chain.get_node(start=False)
@@ -80,3 +82,4 @@ def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_cha
     assert node.rpc.getinfo()["id"] == cln_id
     ours = node.rpc.newaddr("all")
     assert ours["bech32"] == cln_addr["bech32"] and ours["p2tr"] == cln_addr["p2tr"]
+    assert node.rpc.makesecret(string="ampere")["secret"] == cln_secret

@@ -12,7 +12,7 @@ def test_direct_pay_helper_and_notifications(node_factory):
     l1, l2 = node_factory.line_graph(2, opts=[{}, {"plugin": PLUGIN}])
     l1.pay(l2, 50_000)   # pyln-testing's sendpay/waitsendpay helper over the channel
     inv = l2.rpc.invoice(70_000, "via-pay", "pay me")["bolt11"]
-    res = l1.rpc.pay(inv)
+    res = l1.dev_pay(inv, dev_use_shadow=False)   # pyln-testing's developer pay
     assert res["status"] == "complete" and res["amount_msat"] == 70_000
     wait_for(lambda: "via-pay" in l2.rpc.paidlabels()["labels"])
     wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 120_000)

@@ -117,3 +117,16 @@ def test_distinct_nodes_and_wallets(node_factory, bitcoind):
     l1.daemon.wait_for_log(f"Owning output .* txid {txid} CONFIRMED")
     l1.daemon.wait_for_log(r"Adding block \d+: ")
     assert l2.rpc.listfunds()["outputs"] == []
+
+
+def test_getlog_and_makesecret(node_factory):
+    l1 = node_factory.get_node()
+    log = l1.rpc.getlog("debug")["log"]
+    assert any(e.get("log", "").startswith("Server started with public key") for e in log)
+    info_only = l1.rpc.getlog()["log"]
+    assert all(e["type"] in ("INFO", "UNUSUAL", "BROKEN", "SKIPPED") for e in info_only)
+    s1 = l1.rpc.makesecret(string="scb")["secret"]
+    assert s1 == l1.rpc.makesecret(hex=b"scb".hex())["secret"] and len(s1) == 64
+    assert s1 != node_factory.get_node().rpc.makesecret(string="scb")["secret"]
+    with pytest.raises(RpcError):
+        l1.rpc.call("makesecret", {})

@@ -30,7 +30,7 @@ from ..rpc.registry import COMMANDS, Command
 from ..rpc.server import RpcConnection, RpcServer, error_response
 from ..store.sqlite import SqliteStore
 from . import features as node_features
-from .hsm import HsmSecretError, default_alias, derive_node_key, load_or_create_hsm_secret
+from .hsm import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from .options import builtin_options, network_defaults
 
 
@@ -63,6 +63,7 @@ class Node:
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.node_key = None
+        self.derived_secret = b""
         self.node_id = b""
         self.alias = ""
         self.color = ""
@@ -86,6 +87,8 @@ class Node:
         except HsmSecretError as e:
             raise RuntimeError(str(e)) from None
         self.node_key = derive_node_key(secret)
+        # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
+        self.derived_secret = hkdf_sha256(secret, b"", b"derived secrets")
         forced = self.options.get("dev-force-privkey")
         if forced:
             # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).

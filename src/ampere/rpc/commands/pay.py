@@ -15,7 +15,7 @@ from ...ln.route import HintHop
 from ...node.pay import PayError, payer_for
 from ...node.switch import DELFORWARD_NOT_FOUND, switch_for
 from ..errors import RpcError, invalid_params
-from ..params import ParamError, opt, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
+from ..params import ParamError, opt, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
 
@@ -100,10 +100,13 @@ def _msat_or_none(v: Any) -> int | None:
                  opt("riskfactor", p_fraction), opt("maxfeepercent", p_fraction), opt("retry_for", p_u16),
                  opt("maxdelay", p_u16), opt("exemptfee", p_msat), opt("localinvreqid", p_hex),
                  opt("exclude", p_exclude), opt("maxfee", p_msat), opt("description", p_string),
-                 opt("partial_msat", p_msat)],
+                 opt("partial_msat", p_msat),
+                 # CLN's developer parameter (pyln-testing's dev_pay): turns off shadow routing.  Ampere's pay
+                 # never adds a shadow route, so either value pays exactly as asked.
+                 opt("dev_use_shadow", p_bool, True)],
          category="payment")
 async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_for, maxdelay, exemptfee,
-              localinvreqid, exclude, maxfee, description, partial_msat) -> dict:
+              localinvreqid, exclude, maxfee, description, partial_msat, dev_use_shadow) -> dict:
     """Send payment specified by {bolt11}"""
     if bolt11.lower().startswith("lno"):
         raise invalid_params("bolt11: an offer must be turned into an invoice with fetchinvoice first")
