@@ -1,0 +1,36 @@
+"""fundchannel_start / fundchannel_complete / fundchannel_cancel with a funding transaction the caller builds
+(here with txprepare / txsend), on pyln-testing's fixtures."""
+import pytest
+from pyln.client import RpcError
+from pyln.testing.utils import only_one, wait_for
+
+
+def test_fundchannel_start_complete_cancel(node_factory, bitcoind):
+    l1, l2 = node_factory.line_graph(2, fundchannel=False)
+    l1.fundwallet(2_000_000)
+    l2_id = l2.info["id"]
+    with pytest.raises(RpcError, match="No channel funding in progress"):
+        l1.rpc.fundchannel_complete(l2_id, "cHNidP8BAAoCAAAAAAAAAAAAAA==")
+
+    start = l1.rpc.fundchannel_start(l2_id, 500_000)
+    assert start["funding_address"].startswith("bcrt1q") and start["mindepth"] == 1
+    wrong = l1.rpc.txprepare([{start["funding_address"]: 400_000}])
+    with pytest.raises(RpcError, match="expected 500000sat"):
+        l1.rpc.fundchannel_complete(l2_id, wrong["psbt"])
+    l1.rpc.txdiscard(wrong["txid"])
+    prep = l1.rpc.txprepare([{start["funding_address"]: 500_000}])
+    done = l1.rpc.fundchannel_complete(l2_id, prep["psbt"])
+    assert done["commitments_secured"] is True
+    chan = only_one(l1.rpc.listpeerchannels(l2_id)["channels"])
+    assert chan["channel_id"] == done["channel_id"] and chan["state"] == "CHANNELD_AWAITING_LOCKIN"
+    assert prep["txid"] not in bitcoind.rpc.getrawmempool()   # ampd never broadcasts it: the caller does
+    l1.rpc.txsend(prep["txid"])
+    bitcoind.generate_block(1, wait_for_mempool=prep["txid"])
+    wait_for(lambda: l1.channel_state(l2) == "CHANNELD_NORMAL" and l2.channel_state(l1) == "CHANNELD_NORMAL")
+
+    # A second negotiation, abandoned before the funding transaction exists.
+    l1.rpc.fundchannel_start(l2_id, 300_000)
+    assert l1.rpc.fundchannel_cancel(l2_id) == {"cancelled": "Channel open canceled by RPC"}
+    with pytest.raises(RpcError, match="No channel funding in progress"):
+        l1.rpc.fundchannel_cancel(l2_id)
+    assert len(l1.rpc.listpeerchannels(l2_id)["channels"]) == 1
