@@ -15,7 +15,11 @@ def test_direct_pay_helper_and_notifications(node_factory):
     res = l1.dev_pay(inv, dev_use_shadow=False)   # pyln-testing's developer pay
     assert res["status"] == "complete" and res["amount_msat"] == 70_000
     wait_for(lambda: "via-pay" in l2.rpc.paidlabels()["labels"])
-    wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 120_000)
+    inv = l2.rpc.invoice(30_000, "via-xpay", "xpay me")["bolt11"]
+    res = l1.rpc.xpay(inv)
+    assert res["amount_msat"] == 30_000 and res["successful_parts"] >= 1 and res["failed_parts"] == 0
+    wait_for(lambda: "via-xpay" in l2.rpc.paidlabels()["labels"])
+    wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 150_000)
     chan = only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])
     assert "remote" in chan["updates"] and "local" in chan["updates"]
 
