@@ -34,3 +34,27 @@ def test_fundchannel_start_complete_cancel(node_factory, bitcoind):
     with pytest.raises(RpcError, match="No channel funding in progress"):
         l1.rpc.fundchannel_cancel(l2_id)
     assert len(l1.rpc.listpeerchannels(l2_id)["channels"]) == 1
+
+
+def test_multifundchannel(node_factory, bitcoind):
+    l1, l2, l3 = node_factory.get_nodes(3)
+    l1.fundwallet(3_000_000)
+    l1.rpc.connect(l2.info["id"], "localhost", l2.port)
+    dests = [{"id": l2.info["id"], "amount": 400_000},
+             {"id": f"{l3.info['id']}@localhost:{l3.port}", "amount": 300_000, "push_msat": 10_000_000}]
+    res = l1.rpc.multifundchannel(dests)
+    assert len(res["channel_ids"]) == 2 and res["txid"] in bitcoind.rpc.getrawmempool()
+    outs = bitcoind.rpc.decoderawtransaction(res["tx"])["vout"]
+    for c, amount in zip(res["channel_ids"], (400_000, 300_000)):
+        assert int(outs[c["outnum"]]["value"] * 10**8) == amount
+    bitcoind.generate_block(1, wait_for_mempool=res["txid"])
+    for peer in (l2, l3):
+        wait_for(lambda peer=peer: l1.channel_state(peer) == "CHANNELD_NORMAL")
+    assert only_one(l3.rpc.listpeerchannels()["channels"])["to_us_msat"] == 10_000_000
+    # A destination that cannot be funded: nothing is opened, nothing broadcast.
+    with pytest.raises(RpcError, match="Unknown peer"):
+        l1.rpc.multifundchannel([{"id": l2.info["id"], "amount": 100_000},
+                                 {"id": "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798",
+                                  "amount": 100_000}])   # a valid key, but no such peer: "Unknown peer"
+    assert len(l1.rpc.listpeerchannels(l2.info["id"])["channels"]) == 1
+    assert bitcoind.rpc.getrawmempool() == []

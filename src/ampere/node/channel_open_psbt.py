@@ -21,6 +21,7 @@ from ..ln.channel import opening
 from ..ln.channel.actions import Broadcast, FundingTxNeeded
 from ..ln.channel.scripts import ChannelType
 from ..primitives.script import script_to_address
+from ..primitives.tx import Transaction, TxOut
 from ..wire import bolt1
 from ..wire import messages as m
 from .channel_open import (
@@ -110,15 +111,22 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
 
 
 async def fundchannel_complete(flows: OpenFlows, peer_id: bytes, psbt: str) -> dict:
+    try:
+        tx = psbt_unsigned_tx(psbt)
+    except PsbtError as e:
+        raise OpenError(-32602, f"psbt: {e}") from None
+    return await complete_with_tx(flows, peer_id, tx)
+
+
+async def complete_with_tx(flows: OpenFlows, peer_id: bytes, tx: Transaction, keep: bool = False) -> dict:
+    """funding_created / funding_signed for the started negotiation with `peer_id`, funded by `tx`.  The
+    channel is persisted; nothing is broadcast.  `keep`: `tx` is signed and ampd broadcasts it (multifundchannel),
+    so it is kept with the channel for rebroadcasts."""
     node, mgr = flows.node, flows.mgr
     so = _started(flows).get(peer_id)
     if so is None or (peer_id, so.pending.temporary_channel_id) not in flows.pending:
         _started(flows).pop(peer_id, None)
         raise OpenError(FUNDING_STATE_INVALID, "No channel funding in progress.")
-    try:
-        tx = psbt_unsigned_tx(psbt)
-    except PsbtError as e:
-        raise OpenError(-32602, f"psbt: {e}") from None
     outs = [o for o in tx.outputs if o.script_pubkey == so.script_pubkey]
     if not outs:
         raise OpenError(-32602, "psbt: No output to open channel")
@@ -146,11 +154,12 @@ async def fundchannel_complete(flows: OpenFlows, peer_id: bytes, psbt: str) -> d
     # The caller signs and broadcasts: drop the core's broadcast, and keep no copy of the (unsigned) tx.
     step = replace(step, actions=tuple(a for a in step.actions if not isinstance(a, Broadcast)))
     ch = step.state
-    rec = ChannelRecord(p.dbid, peer_id, p.signer, ch, mindepth=so.mindepth, settings=p.settings, funding_tx=None,
+    rec = ChannelRecord(p.dbid, peer_id, p.signer, ch, mindepth=so.mindepth, settings=p.settings,
+                        funding_tx=tx if keep else None,
                         meta={"opened_height": node.blockheight, "pushed_msat": so.push_msat})
     await mgr.adopt(rec, step)
     node.log.info(f"{peer_id.hex()}-chan#{p.dbid}", f"Channel {ch.channel_id.hex()} secured; funding "
-                  f"{tx.txid_hex()} is the caller's to broadcast")
+                  f"{tx.txid_hex()}" + ("" if keep else " is the caller's to broadcast"))
     return {"channel_id": ch.channel_id.hex(), "commitments_secured": True}
 
 
@@ -173,3 +182,64 @@ def _forget(flows: OpenFlows, p: PendingOpen) -> None:
         del _started(flows)[p.peer_id]
     if p.failed is not None and not p.failed.done():
         p.failed.cancel()
+
+
+async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: int, minconf: int,
+                           utxos: list | None) -> dict:
+    """CLN's multifundchannel, all or nothing: every destination's negotiation is started, one wallet transaction
+    pays all the funding outputs, every channel is secured (funding_signed persisted), then ampd broadcasts it.
+    A destination is {"id", "amount" (sat), "announce", "push_msat", "close_to", "mindepth", "reserve"}.
+    If a peer fails before every channel is secured, the others are cancelled and nothing is broadcast."""
+    node = flows.node
+    wallet = getattr(node, "wallet", None)
+    if wallet is None:
+        raise OpenError(LIGHTNINGD, "No wallet: ampd was started with --disable-chain")
+    ids = [d["id"] for d in destinations]
+    if len(set(ids)) != len(ids):
+        raise OpenError(-32602, "destinations: Duplicate destination")
+    starts: list[tuple[dict, dict]] = []
+    try:
+        for d in destinations:
+            r = await fundchannel_start(flows, d["id"], d["amount"], feerate, announce=d["announce"],
+                                        push_msat=d["push_msat"], mindepth=d["mindepth"], reserve_sat=d["reserve"],
+                                        channel_type=ChannelType.STATIC_REMOTEKEY, close_to=d["close_to"])
+            starts.append((d, r))
+    except OpenError:
+        for d, _ in starts:
+            try:
+                fundchannel_cancel(flows, d["id"])
+            except OpenError:
+                pass
+        raise
+    from .wallet import WalletError
+
+    outputs = [TxOut(d["amount"], bytes.fromhex(r["scriptpubkey"])) for d, r in starts]
+    try:
+        prepared = await wallet.prepare_tx(outputs, feerate, minconf, utxos)
+    except WalletError as e:
+        for d, _ in starts:
+            fundchannel_cancel(flows, d["id"])
+        raise OpenError(e.code, e.message) from None
+    tx = wallet.sign_tx(prepared)
+    secured: list[dict] = []
+    try:
+        for d, r in starts:
+            done = await complete_with_tx(flows, d["id"], tx, keep=True)
+            secured.append({"id": d["id"].hex(), "channel_id": done["channel_id"],
+                            "outnum": next(i for i, o in enumerate(tx.outputs)
+                                           if o.script_pubkey.hex() == r["scriptpubkey"]),
+                            "channel_type": r["channel_type"], **({"close_to": r["close_to"]} if "close_to" in r else {})})
+    except OpenError:
+        await wallet.release(prepared)
+        for d, _ in starts:
+            try:
+                fundchannel_cancel(flows, d["id"])
+            except OpenError:
+                pass
+        raise
+    try:
+        await wallet.send_tx(prepared, tx)
+    except WalletError as e:
+        raise OpenError(e.code, e.message) from None
+    node.log.info("lightningd", f"multifundchannel: broadcast {tx.txid_hex()} funding {len(secured)} channels")
+    return {"tx": tx.serialize().hex(), "txid": tx.txid_hex(), "channel_ids": secured}

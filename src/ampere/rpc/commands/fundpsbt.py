@@ -80,3 +80,73 @@ async def fundchannel_cancel(ctx, id: bytes, channel_id: str | None) -> dict:
         return cancel(mgr.opening, id)
     except OpenError as e:
         raise RpcError(e.code, e.message) from None
+
+
+def _destinations(ctx, v: Any) -> list[dict]:
+    if not isinstance(v, list) or not v:
+        raise ParamError("should be a non-empty array")
+    out = []
+    for i, d in enumerate(v):
+        if not isinstance(d, dict) or "id" not in d or "amount" not in d:
+            raise ParamError(f"destination {i}: should be an object with id and amount")
+        if d.get("request_amt") is not None or d.get("compact_lease") is not None:
+            raise ParamError(f"destination {i}: liquidity ads (request_amt) are not supported")
+        ident = d["id"]
+        if not isinstance(ident, str):
+            raise ParamError(f"destination {i}: id should be a node id")
+        node_hex, _, _where = ident.partition("@")   # id@host:port: connected first (below)
+        try:
+            peer = p_pubkey(node_hex)
+            amount = p_sat_or_all(d["amount"])
+        except ParamError as e:
+            raise ParamError(f"destination {i}: {e}") from None
+        if amount == "all" or int(amount) == 0:
+            raise ParamError(f"destination {i}: amount should be a positive amount of satoshis")
+        reserve = d.get("reserve")
+        try:
+            reserve_sat = None if reserve is None else int(parse_msat(
+                reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
+        except AmountError:
+            raise ParamError(f"destination {i}: reserve should be a satoshi amount") from None
+        out.append({"id": peer, "where": ident if "@" in ident else None, "amount": int(amount),
+                    "announce": p_bool(d["announce"]) if "announce" in d else True,
+                    "push_msat": int(p_msat(d["push_msat"])) if d.get("push_msat") is not None else 0,
+                    "close_to": _script_for(ctx, "close_to", d["close_to"]) if d.get("close_to") is not None else None,
+                    "mindepth": p_u32(d["mindepth"]) if d.get("mindepth") is not None else None,
+                    "reserve": reserve_sat})
+    return out
+
+
+@command("multifundchannel", [req("destinations", p_any), opt("feerate", p_any), opt("minconf", p_u32, 1),
+                              opt("utxos", p_any), opt("minchannels", p_u32), opt("commitment_feerate", p_any)],
+         category="channels", description="Fund channels to {destinations} in one transaction.")
+async def multifundchannel(ctx, destinations: Any, feerate: Any, minconf: int, utxos: Any, minchannels,
+                           commitment_feerate: Any) -> dict:
+    try:
+        dests = _destinations(ctx, destinations)
+    except ParamError as e:
+        raise invalid_params(f"destinations: {e}") from None
+    if minchannels is not None and minchannels != len(dests):
+        raise invalid_params("minchannels: only all destinations at once is supported")
+    outpoints = None
+    if utxos is not None:
+        from .wallet import p_outpoints
+
+        try:
+            outpoints = p_outpoints(utxos)
+        except ParamError as e:
+            raise invalid_params(f"utxos: {e}") from None
+    _explicit_feerate_floor_check(feerate)
+    rate = feerate_arg(ctx, "feerate", feerate, default="opening")
+    mgr = _manager(ctx)
+    if ctx.check:
+        return {}
+    for d in dests:
+        if d["where"] is not None:   # CLN: "id@host:port" destinations are connected to first
+            await ctx.node.call("connect", {"id": d["where"]})
+    from ...node.channel_open_psbt import multifundchannel as multi
+
+    try:
+        return await multi(mgr.opening, dests, rate, minconf, outpoints)
+    except OpenError as e:
+        raise RpcError(e.code, e.message) from None
