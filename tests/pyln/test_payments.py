@@ -22,6 +22,17 @@ def test_direct_pay_helper_and_notifications(node_factory):
     wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 150_000)
     chan = only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])
     assert "remote" in chan["updates"] and "local" in chan["updates"]
+    # sql over the list commands, as CLN's sql plugin.
+    assert l1.rpc.sql("SELECT id, connected FROM peers")["rows"] == [[l2.info["id"], 1]]
+    assert l1.rpc.sql("SELECT short_channel_id, to_us_msat FROM peerchannels")["rows"] == \
+        [[chan["short_channel_id"], 10**9 - 150_000]]
+    paid = l2.rpc.sql("SELECT label, amount_received_msat FROM invoices WHERE status = 'paid' AND label LIKE 'via-%' "
+                      "ORDER BY label")
+    assert paid["rows"] == [["via-pay", 70_000], ["via-xpay", 30_000]]
+    assert l1.rpc.sql("SELECT count(*) FROM peerchannels_state_changes")["rows"][0][0] >= 2
+    for bad in ("DELETE FROM peers", "SELECT random() FROM peers"):
+        with pytest.raises(RpcError):
+            l1.rpc.sql(bad)
 
 
 def test_htlc_accepted_hold_and_release(node_factory, executor):

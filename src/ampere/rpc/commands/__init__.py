@@ -2,4 +2,4 @@
 
 from . import (  # noqa: F401
     chain, channels, core, datastore, fundpsbt, gossip, invoices, logs, offers, partial, pay, payments, peers,
-    plugin_cmd, wallet)
+    plugin_cmd, sql, wallet)
