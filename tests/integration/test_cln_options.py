@@ -1,14 +1,14 @@
 """Options and start-up behaviour that tools written for lightningd (pyln-testing among them) rely on:
 every option pyln-testing passes to a node is accepted (those with no effect in Ampere say so in the log),
-`--version` reads as the CLN release Ampere follows, `localhost` needs no DNS, `--dev-no-reconnect` stops
-automatic reconnection, `--dev-force-privkey` sets the node key, and the default alias is CLN's."""
+`--version` reads as the CLN release Ampere follows, `localhost` needs no DNS, `--dev-force-privkey` sets the
+node key, and the default alias is CLN's."""
 import subprocess
 
 import pytest
 from pyln.client import RpcError
 
 from ampere import VERSION_STRING
-from ampere.testing.nodes import AMPD, spawn_env, wait_for
+from ampere.testing.nodes import AMPD, spawn_env
 
 # What pyln-testing 26.6.9 puts on every lightningd command line (LIGHTNINGD_CONFIG and LightningNode),
 # plus options its users commonly add.
@@ -71,14 +71,4 @@ def test_localhost_without_dns_and_forced_privkey(node_factory):
         l1.rpc.connect(stranger, "example.invalid", l2.port)
 
 
-def test_dev_no_reconnect(node_factory_chain):
-    l1, l2 = node_factory_chain.line_graph(2, opts=[{"dev-no-reconnect": None}, {}])
-    l2.restart()
-    l1.wait_for_log("Peer transient failure in CHANNELD_NORMAL")
-    # l2 does not connect out either after a restart when only l1 knew the address... l1 must stay away.
-    import time
-    time.sleep(4)  # l1 would retry after 1 s without the option (test_channels: reconnects after a restart)
-    assert l1.rpc.listpeers(l2.node_id)["peers"] == [] or not l1.rpc.listpeers(l2.node_id)["peers"][0]["connected"]
-    # Incoming connections are still accepted.
-    l2.rpc.connect(l1.node_id, "127.0.0.1", l1.port)
-    wait_for(lambda: l1.rpc.listpeerchannels(l2.node_id)["channels"][0].get("reestablished"), 30, "reestablished")
+# --dev-no-reconnect: tests/pyln/test_payments.py::test_dev_no_reconnect_is_default (pyln-testing passes it).

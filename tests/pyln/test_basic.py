@@ -1,4 +1,4 @@
-from pyln.testing.utils import only_one, wait_for
+"""The simplest plugin-author tests: one node, and a line of three with channels, announcements and a payment."""
 
 
 def test_single_node(node_factory):
