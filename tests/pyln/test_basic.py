@@ -12,5 +12,9 @@ def test_single_node(node_factory):
 
 def test_line_graph_pay(node_factory):
     l1, l2, l3 = node_factory.line_graph(3, wait_for_announce=True)
+    l1.wait_for_route(l3)                             # pyln-testing's helpers over getroutes
+    path = l1.single_route(l3.info["id"], 100_000)
+    assert [h["node_id_out"] for h in path] == [l2.info["id"], l3.info["id"]]
+    assert path[-1]["amount_out_msat"] == 100_000 and path[0]["amount_in_msat"] > 100_000   # l2's fee
     inv = l3.rpc.invoice(100_000, "lbl", "desc")["bolt11"]
     assert l1.rpc.pay(inv)["status"] == "complete"
