@@ -130,3 +130,17 @@ def test_getlog_and_makesecret(node_factory):
     assert s1 != node_factory.get_node().rpc.makesecret(string="scb")["secret"]
     with pytest.raises(RpcError):
         l1.rpc.call("makesecret", {})
+
+
+def test_simple_reorg(node_factory, bitcoind):
+    """pyln-testing's reorg helper on amp-chaind: the block holding our deposit is replaced; ampd follows."""
+    from pyln.testing.utils import sync_blockheight
+    l1 = node_factory.get_node()
+    _, txid = l1.fundwallet(100_000)
+    height = bitcoind.rpc.getblockcount()
+    old = bitcoind.rpc.getblockhash(height)
+    bitcoind.simple_reorg(height)          # the deposit goes back to the mempool and into the new block
+    assert bitcoind.rpc.getblockhash(height) != old
+    l1.daemon.wait_for_log(f"Removing stale block {height}: {old}")
+    sync_blockheight(bitcoind, [l1])
+    wait_for(lambda: [o["blockheight"] for o in l1.rpc.listfunds()["outputs"] if o["txid"] == txid] == [height])

@@ -333,7 +333,8 @@ class ChainWatcher:
                 block = parse_block(bytes.fromhex(await self.rpc.call("getblock", bh[::-1].hex(), 0)))
             except (BitcoindError, ValueError):
                 block = None
-        self.node.log.unusual(LOG, f"Reorganisation: removing block {height} {bh[::-1].hex()}")
+        # lightningd's words (chaintopology.c), which tests wait for.
+        self.node.log.unusual(LOG, f"Removing stale block {height}: {bh[::-1].hex()} (reorganisation)")
         for listener in reversed(self.listeners):
             await listener.block_disconnected(height, bh, block)
         if block is not None:
