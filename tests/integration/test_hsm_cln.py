@@ -1,4 +1,4 @@
-"""The same hsm_secret gives the same node id, wallet addresses and makesecret in Core Lightning and ampd.
+"""The same hsm_secret gives the same node id, wallet addresses, makesecret and runes in Core Lightning and ampd.
 
 Needs Core Lightning: CLN_LIGHTNINGD names its lightningd (lightning-hsmtool beside it).  Both formats:
 the legacy 32-byte secret and the v25.12+ mnemonic file pyln-testing writes.  CLN runs on amp-chaind
@@ -57,7 +57,9 @@ def _cln_first_addresses(tmp_path, chaind, data):
         addr = json.loads(subprocess.run(cli + ["newaddr", "all"], capture_output=True, text=True, check=True).stdout)
         secret = json.loads(subprocess.run(cli + ["makesecret", "-k", "string=ampere"], capture_output=True,
                                            text=True, check=True).stdout)["secret"]
-        return node_id, addr, secret
+        rune = json.loads(subprocess.run(cli + ["createrune", "-k", 'restrictions=[["method=getinfo","method^list"],'
+                                                '["pnum<2"]]'], capture_output=True, text=True, check=True).stdout)
+        return node_id, addr, secret, rune
     finally:
         proc.terminate()
         proc.wait(30)
@@ -71,7 +73,7 @@ def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_cha
     path = tmp_path / "hsm_secret"
     path.write_bytes(data)
     tool_id = subprocess.run([hsmtool, "getnodeid", str(path)], capture_output=True, text=True, check=True).stdout.strip()
-    cln_id, cln_addr, cln_secret = _cln_first_addresses(tmp_path, chaind, data)
+    cln_id, cln_addr, cln_secret, cln_rune = _cln_first_addresses(tmp_path, chaind, data)
     assert cln_id == tool_id
 
     node = node_factory_chain.get_node(start=False)
@@ -83,3 +85,8 @@ def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_cha
     ours = node.rpc.newaddr("all")
     assert ours["bech32"] == cln_addr["bech32"] and ours["p2tr"] == cln_addr["p2tr"]
     assert node.rpc.makesecret(string="ampere")["secret"] == cln_secret
+    # The same master secret: the first rune with the same restrictions is the same rune, and each node
+    # accepts the other's.
+    ours = node.rpc.createrune(restrictions=[["method=getinfo", "method^list"], ["pnum<2"]])
+    assert ours == {"rune": cln_rune["rune"], "unique_id": "0"}
+    assert node.rpc.checkrune(rune=cln_rune["rune"], method="listpeers", params=[])["valid"] is True

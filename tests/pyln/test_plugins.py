@@ -144,3 +144,32 @@ def test_simple_reorg(node_factory, bitcoind):
     l1.daemon.wait_for_log(f"Removing stale block {height}: {old}")
     sync_blockheight(bitcoind, [l1])
     wait_for(lambda: [o["blockheight"] for o in l1.rpc.listfunds()["outputs"] if o["txid"] == txid] == [height])
+
+
+def test_runes(node_factory):
+    l1 = node_factory.get_node()
+    master = l1.rpc.createrune()
+    assert master["unique_id"] == "0" and "warning_unrestricted_rune" in master
+    ro = l1.rpc.createrune(restrictions="readonly")
+    assert ro["unique_id"] == "1"
+    assert l1.rpc.checkrune(rune=ro["rune"], method="listpeers")["valid"] is True
+    with pytest.raises(RpcError, match="Not permitted: method does not start with list") as e:
+        l1.rpc.checkrune(rune=ro["rune"], method="pay")
+    assert e.value.error["code"] == 1502
+    # Anyone holding a rune can restrict it further (same unique id); nobody can lift a restriction.
+    narrow = l1.rpc.createrune(rune=ro["rune"], restrictions=[["pnamelabel=x"]])
+    assert narrow["unique_id"] == "1"
+    assert l1.rpc.checkrune(rune=narrow["rune"], method="listinvoices", params={"label": "x"})["valid"]
+    with pytest.raises(RpcError, match="pnamelabel is not equal to x"):
+        l1.rpc.checkrune(rune=narrow["rune"], method="listinvoices", params={"label": "y"})
+    import base64
+    raw = base64.urlsafe_b64decode(narrow["rune"])
+    forged = base64.urlsafe_b64encode(raw[:32] + raw[32:].replace(b"&pnamelabel=x", b"")).decode()
+    with pytest.raises(RpcError) as e:
+        l1.rpc.checkrune(rune=forged, method="listinvoices")
+    assert e.value.error["code"] == 1501
+    shown = l1.rpc.showrunes()["runes"]
+    assert [r["unique_id"] for r in shown] == ["0", "1"]
+    assert shown[1]["restrictions_as_english"] == ("method starts with list OR method starts with get OR method "
+                                                   "equal to summary AND method unequal to listdatastore")
+    assert l1.rpc.showrunes(narrow["rune"])["runes"][0]["stored"] is False

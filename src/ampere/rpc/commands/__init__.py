@@ -2,4 +2,4 @@
 
 from . import (  # noqa: F401
     askrene, chain, channels, core, datastore, fundpsbt, gossip, invoices, logs, offers, partial, pay, payments,
-    peers, plugin_cmd, sql, wallet)
+    peers, plugin_cmd, runes, sql, wallet)
