@@ -173,3 +173,22 @@ def test_runes(node_factory):
     assert shown[1]["restrictions_as_english"] == ("method starts with list OR method starts with get OR method "
                                                    "equal to summary AND method unequal to listdatastore")
     assert l1.rpc.showrunes(narrow["rune"])["runes"][0]["stored"] is False
+
+
+def test_commando(node_factory):
+    l1, l2 = node_factory.get_nodes(2)
+    node_factory.join_nodes([l1, l2], fundchannel=False)
+    rune = l2.rpc.createrune(restrictions=[["method=getinfo", "method=listpeers"], [f"id={l1.info['id']}"]])["rune"]
+    assert l1.rpc.commando(peer_id=l2.info["id"], method="getinfo", rune=rune)["id"] == l2.info["id"]
+    peers = l1.rpc.commando(peer_id=l2.info["id"], method="listpeers", params={"id": l1.info["id"]}, rune=rune)
+    assert [p["id"] for p in peers["peers"]] == [l1.info["id"]]
+    with pytest.raises(RpcError, match="Invalid rune: Not permitted: method is not equal to getinfo") as e:
+        l1.rpc.commando(peer_id=l2.info["id"], method="stop", rune=rune)
+    assert e.value.error["code"] == 0x4c51
+    other = l1.rpc.createrune()["rune"]   # l1's rune means nothing to l2
+    with pytest.raises(RpcError, match="Invalid rune: Not authorized"):
+        l1.rpc.commando(peer_id=l2.info["id"], method="getinfo", rune=other)
+    # Errors of the command itself come back as they are.
+    admin = l2.rpc.createrune()["rune"]
+    with pytest.raises(RpcError, match="Unknown command"):
+        l1.rpc.commando(peer_id=l2.info["id"], method="nosuchcommand", rune=admin)

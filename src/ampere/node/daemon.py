@@ -257,6 +257,9 @@ class Node:
         from .peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
+        from .commando import Commando
+
+        self.commando = Commando(self)  # commands from peers, authorised by runes (CLN's commando)
         self.channel_manager.attach_peers(self.peer_manager)
         from .gossip import GossipManager
 
@@ -318,6 +321,8 @@ class Node:
             await step("channels", self.channel_manager.stop)
         if getattr(self, "onion_messenger", None) is not None:
             await step("onion messages", self.onion_messenger.close)
+        if getattr(self, "commando", None) is not None:
+            await step("commando", self.commando.stop)
         if getattr(self, "peer_manager", None) is not None:
             await step("peers", self.peer_manager.stop)
         if getattr(self, "gossip", None) is not None:

@@ -327,6 +327,9 @@ class PeerManager:
         self._outgoing: dict[bytes, asyncio.Task] = {}
         self._stopping = False
         self.channel_count: Callable[[bytes], int] = lambda node_id: 0
+        # Built-in consumers of custom (odd, unknown to the BOLTs) message types, e.g. commando: each gets
+        # (peer id, type, whole message) after the custommsg notification; plugins' hooks still run.
+        self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
         self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "refused_busy": 0}
 
     @classmethod
@@ -697,7 +700,12 @@ class PeerManager:
         type).  The peer's next message waits for the chain, as in lightningd."""
         payload = {"peer_id": peer.id_hex, "payload": raw.hex()}
         self._notify("custommsg", payload)
+        builtin = self.custom_handlers.get(msg_type)
+        if builtin is not None:
+            builtin(peer.node_id, msg_type, raw)
         plugins = self._plugins()
+        if builtin is not None and (plugins is None or not plugins.has_hook("custommsg", msg_type)):
+            return
         if plugins is None or not plugins.has_hook("custommsg", msg_type):
             if msg_type not in peer.ignored_types:  # once per type: a flood must not flood the log
                 peer.ignored_types.add(msg_type)

@@ -212,3 +212,25 @@ async def checkrune(ctx, rune: str, nodeid: bytes | None, method: str | None, pa
         await ctx.node.store.write(lambda db: db.execute("UPDATE vars SET val = ? WHERE name = ?",
                                                          (json.dumps(rec), f"rune:{uid}")))
     return {"valid": True}
+
+
+@command("commando", [req("peer_id", p_pubkey), req("method", p_string), opt("params", p_any), opt("rune", p_string),
+                      opt("filter", p_any)], category="utility",
+         description="Send a command {method} with optional {params} to {peer_id}, authorised by {rune}.")
+async def commando(ctx, peer_id: bytes, method: str, params: Any, rune: str | None, filter: Any) -> Any:
+    if params is not None and not isinstance(params, (dict, list)):
+        raise invalid_params("params: must be object or array")
+    c = getattr(ctx.node, "commando", None)
+    if c is None:
+        raise RpcError(-1, "commando is not running")
+    if ctx.check:
+        return {}
+    from ...node.commando import CommandoError
+    from ...node.peer_conn import PeerDisconnected
+
+    try:
+        return await c.call(peer_id, method, params, rune, filter)
+    except CommandoError as e:
+        raise RpcError(e.code, e.message, e.data) from None
+    except PeerDisconnected:
+        raise RpcError(-1, "Peer is not connected") from None
