@@ -90,3 +90,48 @@ def test_node_id_and_addresses_match_cln(fmt, tmp_path, chaind, node_factory_cha
     ours = node.rpc.createrune(restrictions=[["method=getinfo", "method^list"], ["pnum<2"]])
     assert ours == {"rune": cln_rune["rune"], "unique_id": "0"}
     assert node.rpc.checkrune(rune=cln_rune["rune"], method="listpeers", params=[])["valid"] is True
+
+
+def test_commando_with_cln(tmp_path, chaind, node_factory_chain):
+    """Commando both ways between ampd and Core Lightning, with each side's runes."""
+    chaind.mine(1)
+    ldir = tmp_path / "cln"
+    (ldir / "regtest").mkdir(parents=True)
+    port = _free_port()
+    cli_bin = shutil.which("amp-chain-cli") or os.path.join(os.path.dirname(sys.executable), "amp-chain-cli")
+    proc = subprocess.Popen([CLN, "--network=regtest", f"--lightning-dir={ldir}", f"--log-file={ldir}/log",
+                             f"--bind-addr=127.0.0.1:{port}", f"--bitcoin-cli={cli_bin}",
+                             "--bitcoin-rpcconnect=127.0.0.1", f"--bitcoin-rpcport={chaind.port}",
+                             f"--bitcoin-rpcuser={chaind.rpcuser}", f"--bitcoin-rpcpassword={chaind.rpcpassword}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cli = [os.path.join(os.path.dirname(CLN), "lightning-cli"), f"--lightning-dir={ldir}", "--network=regtest"]
+
+    def cln(*args):
+        r = subprocess.run(cli + list(args), capture_output=True, text=True, timeout=60)
+        return r.returncode, json.loads(r.stdout) if r.stdout.strip() else None
+
+    try:
+        deadline = time.time() + 60
+        while cln("getinfo")[0] != 0:
+            assert proc.poll() is None and time.time() < deadline, (ldir / "log").read_text()[-3000:]
+            time.sleep(0.3)
+        cln_id = cln("getinfo")[1]["id"]
+        l1 = node_factory_chain.get_node(listen=True)
+        wait_until = time.time() + 30
+        while True:   # CLN listens once it has synced the chain
+            try:
+                l1.rpc.connect(cln_id, "127.0.0.1", port)
+                break
+            except Exception:
+                assert time.time() < wait_until
+                time.sleep(0.5)
+        cln_rune = cln("createrune", "-k", 'restrictions=[["method=getinfo"]]')[1]["rune"]
+        assert l1.rpc.commando(peer_id=cln_id, method="getinfo", rune=cln_rune)["id"] == cln_id
+        amp_rune = l1.rpc.createrune(restrictions=[["method=getinfo"]])["rune"]
+        code, out = cln("commando", "-k", f"peer_id={l1.info['id']}", "method=getinfo", f"rune={amp_rune}")
+        assert code == 0 and out["id"] == l1.info["id"]
+        code, out = cln("commando", "-k", f"peer_id={l1.info['id']}", "method=listfunds", f"rune={amp_rune}")
+        assert code != 0 and "Not permitted" in json.dumps(out)
+    finally:
+        proc.terminate()
+        proc.wait(30)
