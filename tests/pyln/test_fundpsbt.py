@@ -58,3 +58,15 @@ def test_multifundchannel(node_factory, bitcoind):
                                   "amount": 100_000}])   # a valid key, but no such peer: "Unknown peer"
     assert len(l1.rpc.listpeerchannels(l2.info["id"])["channels"]) == 1
     assert bitcoind.rpc.getrawmempool() == []
+
+
+def test_pyln_channel_helpers(node_factory, bitcoind):
+    """pyln-testing's own channel helpers: openchannel (announced, node_announcement seen) and
+    fundbalancedchannel (feerate 'slow', minconf 0, half pushed)."""
+    l1, l2, l3 = node_factory.get_nodes(3)
+    l1.openchannel(l2, 200_000)
+    assert [n.get("alias") for n in l1.rpc.listnodes(l2.info["id"])["nodes"]] == [l2.rpc.getinfo()["alias"]]
+    scid = l3.fundbalancedchannel(l2, 300_000)
+    wait_for(lambda: l3.is_local_channel_active(scid))
+    chan = only_one(l3.rpc.listpeerchannels(l2.info["id"])["channels"])
+    assert chan["short_channel_id"] == scid and chan["to_us_msat"] == 150_000_000
