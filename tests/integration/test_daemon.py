@@ -226,6 +226,9 @@ def test_setconfig_builtin_dynamic_option_persists(node_factory):
         l1.rpc.setconfig("alias", "nope")            # not dynamic: refused, nothing written
     assert e.value.error["code"] == -32602
     assert not os.path.exists(os.path.join(l1.netdir, "config.setconfig"))
+    with pytest.raises(RpcError, match="^.*min-capacity-sat requires a value") as e:   # CLN's words
+        l1.rpc.setconfig("min-capacity-sat")
+    assert e.value.error == {"code": -32602, "message": "min-capacity-sat requires a value"}
     r = l1.rpc.setconfig("min-capacity-sat", 20000)
     assert r["config"]["value_int"] == 20000 and r["config"]["dynamic"] is True
     assert r["config"]["source"] == os.path.join(l1.netdir, "config.setconfig") + ":1"
