@@ -72,21 +72,13 @@ def node_cls():
 @pytest.fixture(autouse=True)
 def jsonschemas():
     """CLN's schemas from doc/schemas (pyln-testing's default) or from CLN_SCHEMAS."""
-    import json
-
     base = os.environ.get("CLN_SCHEMAS") or "doc/schemas"
     schemas = {}
     if os.path.isdir(base):
         for fname in os.listdir(base):
             if fname.endswith(".json"):
                 name = fname.replace("lightning-", "").replace(".json", "")
-                with open(os.path.join(base, fname)) as f:
-                    data = json.load(f)
-                if name == "getinfo":
-                    # Ampere's one addition to a CLN result: getinfo says plainly what is not implemented yet.
-                    data.get("response", {}).get("properties", {})["warning_not_implemented"] = {"type": "string"}
-                schemas[name] = [_pyln_fixtures._extra_validator(True)(data.get("request", {})),
-                                 _pyln_fixtures._extra_validator(False)(data.get("response", {}))]
+                schemas[name] = _pyln_fixtures._load_schema(os.path.join(base, fname))
     return schemas
 
 
