@@ -63,6 +63,7 @@ class Logger:
         # Recent lines for `getlog` and for tests, bounded.
         self.ring: list[tuple[float, str, str, str]] = []
         self.ring_max = 2000
+        self.created_at = time.time()
 
     def set_levels(self, filters: list[LevelFilter]) -> None:
         if filters:

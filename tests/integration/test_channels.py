@@ -97,6 +97,17 @@ def test_open_channel_shapes_and_notifications(node_factory_chain):
     e = r["channels"][0]
     assert (e["fee_base_msat"], e["fee_proportional_millionths"], e["maximum_htlc_out_msat"]) == (7, 123, CAPACITY_MSAT)
     assert "warning_htlcmax_too_high" in e
+    # updates: our channel_update's values (local) and the peer's (remote), as CLN fills them.
+    assert chan(l1, l2)["updates"]["local"] == {"htlc_minimum_msat": 5, "htlc_maximum_msat": CAPACITY_MSAT,
+                                                "cltv_expiry_delta": l1.rpc.listconfigs("cltv-delta")["configs"]
+                                                ["cltv-delta"]["value_int"],
+                                                "fee_base_msat": 7, "fee_proportional_millionths": 123}
+    wait_for(lambda: chan(l2, l1)["updates"].get("remote", {}).get("fee_base_msat") == 7, 20, "l1's new update at l2")
+    assert chan(l2, l1)["updates"]["remote"]["fee_proportional_millionths"] == 123
+    theirs, sent = chan(l1, l2)["updates"]["remote"], chan(l2, l1)["updates"]["local"]
+    for k in ("fee_base_msat", "fee_proportional_millionths", "cltv_expiry_delta"):
+        assert theirs[k] == sent[k]
+    l1.wait_for_log(r"Received channel_update for channel %s/%d now ACTIVE" % (a["short_channel_id"], b["direction"]))
     with pytest.raises(RpcError) as err:
         l1.rpc.setchannel("1x1x1", feebase=1)
     assert err.value.error["code"] == -1
@@ -157,7 +168,7 @@ def test_openchannel_hook_rejects_then_accepts(node_factory_chain, tmp_path):
     assert p["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
     # Large enough: the hook continues (with mindepth 1), the channel opens.
     res = node_factory_chain.fundchannel(l1, l2, 600_000)
-    assert chan(l2, l1)["state"] == "CHANNELD_NORMAL" and res["mindepth"] == 3
+    assert chan(l2, l1)["state"] == "CHANNELD_NORMAL" and res["mindepth"] == 1
 
 
 def test_htlcs_reestablish_after_restart_of_either_side(node_factory_chain):

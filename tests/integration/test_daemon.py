@@ -46,10 +46,23 @@ def test_hsm_secret_created_0600_and_stable(node_factory):
     l1 = node_factory.get_node()
     path = os.path.join(l1.netdir, "hsm_secret")
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    assert os.path.getsize(path) == 32
+    # CLN v25.12+'s format: 32-byte passphrase hash (zeros: none), then a 12-word BIP39 mnemonic.
+    data = open(path, "rb").read()
+    assert data[:32] == bytes(32) and len(data[32:].decode().split()) == 12
     node_id = l1.rpc.getinfo()["id"]
     l1.restart()
     assert l1.rpc.getinfo()["id"] == node_id
+
+
+def test_encrypted_hsm_secret_refused_as_cln(node_factory):
+    l1 = node_factory.get_node(start=False, may_fail=True)
+    os.makedirs(l1.netdir)
+    with open(os.path.join(l1.netdir, "hsm_secret"), "wb") as f:
+        f.write(os.urandom(73))   # the legacy encrypted format: refused without --encrypted-hsm
+    r = subprocess.run(l1.cmdline(), capture_output=True, text=True, timeout=60, env=spawn_env())
+    assert r.returncode != 0
+    assert "HSM initialization failed: Failed to load hsm_secret: Passphrase required but not provided" in r.stderr
+    assert not os.path.exists(l1.rpc_path)
 
 
 def test_config_files_and_alias(node_factory):
@@ -213,6 +226,9 @@ def test_setconfig_builtin_dynamic_option_persists(node_factory):
         l1.rpc.setconfig("alias", "nope")            # not dynamic: refused, nothing written
     assert e.value.error["code"] == -32602
     assert not os.path.exists(os.path.join(l1.netdir, "config.setconfig"))
+    with pytest.raises(RpcError, match="^.*min-capacity-sat requires a value") as e:   # CLN's words
+        l1.rpc.setconfig("min-capacity-sat")
+    assert e.value.error == {"code": -32602, "message": "min-capacity-sat requires a value"}
     r = l1.rpc.setconfig("min-capacity-sat", 20000)
     assert r["config"]["value_int"] == 20000 and r["config"]["dynamic"] is True
     assert r["config"]["source"] == os.path.join(l1.netdir, "config.setconfig") + ":1"

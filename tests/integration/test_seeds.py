@@ -423,8 +423,7 @@ def refused(call, *args, **kwargs) -> dict:
 
 
 def test_seed002_pay_up_to_and_pay_limit(node_factory_chain):
-    xpay = os.path.join(ROOT, "tests", "plugins", "xpay_standin.py")
-    l1, l2 = node_factory_chain.line_graph(2, FUND, opts=[{"plugin": xpay}, {}])
+    l1, l2 = node_factory_chain.line_graph(2, FUND)  # xpay is built in
 
     # pay-up-to.py, exactly as the seed runs it: started with limit=0.001btc, an invoice of 0.002btc refused
     # with the seed's answer, one of 0.0001btc paid.

@@ -192,7 +192,7 @@ def test_reorg_of_3_blocks_rolls_back_and_confirms_again(funded, chaind):
     wait_for(lambda: node.rpc.getinfo()["blockheight"] == h - 3, what="rewind")
     out = wait_for(lambda: [o for o in node.rpc.listfunds()["outputs"] if o["txid"] == txid])[0]
     assert out["status"] == "unconfirmed" and "blockheight" not in out
-    node.wait_for_log("Reorganisation: removing block")
+    node.wait_for_log("Removing stale block ")
     # A longer branch (4 new blocks) confirms the same transaction again, in a different block.
     if txid not in chaind.rpc("getrawmempool"):
         chaind.rpc("sendrawtransaction", raw)  # as bitcoind returns disconnected transactions to its mempool

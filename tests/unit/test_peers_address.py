@@ -53,7 +53,14 @@ def test_listen_addresses():
     s = parse_listen_address("[::]:9999", 19846, announce=False)
     assert (s.kind, s.host, s.port) == ("ip", "::", 9999)
     assert parse_listen_address(":9999", 1, announce=True).kind == "all"
-    assert parse_listen_address("localhost", 19846, announce=False).kind == "host"
+    # lightningd takes "localhost" as 127.0.0.1 without DNS (so it works with --disable-dns).
+    s = parse_listen_address("localhost", 19846, announce=False)
+    assert (s.kind, s.host) == ("ip", "127.0.0.1")
+    assert parse_listen_address("node.example:9735", 19846, announce=False).kind == "host"
+    from ampere.node.peers import parse_peer_address
+    a = parse_peer_address("localhost", 9735, "regtest")
+    assert (a.kind, a.host, a.port) == ("ipv4", "127.0.0.1", 9735)
+    assert parse_peer_address("node.example", 9735, "regtest").kind == "unresolved"
     for bad in ("ws:127.0.0.1:1", "autotor:127.0.0.1:9051", "statictor:1.2.3.4", "x.onion:1", "/" + "a" * 120):
         with pytest.raises(AddressError):
             parse_listen_address(bad, 19846, announce=True)

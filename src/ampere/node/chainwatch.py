@@ -322,7 +322,7 @@ class ChainWatcher:
             self._recent.pop(next(iter(self._recent)))
         self._set_height(height)
         self.node.notify("block_added", {"hash": block.hash_hex, "height": height})
-        self.node.log.debug(LOG, f"Added block {height} {block.hash_hex}")
+        self.node.log.debug(LOG, f"Adding block {height}: {block.hash_hex}")  # lightningd's words (tests wait for them)
 
     async def _disconnect_tip(self) -> None:
         await self._flush()
@@ -333,7 +333,8 @@ class ChainWatcher:
                 block = parse_block(bytes.fromhex(await self.rpc.call("getblock", bh[::-1].hex(), 0)))
             except (BitcoindError, ValueError):
                 block = None
-        self.node.log.unusual(LOG, f"Reorganisation: removing block {height} {bh[::-1].hex()}")
+        # lightningd's words (chaintopology.c), which tests wait for.
+        self.node.log.unusual(LOG, f"Removing stale block {height}: {bh[::-1].hex()} (reorganisation)")
         for listener in reversed(self.listeners):
             await listener.block_disconnected(height, bh, block)
         if block is not None:

@@ -811,6 +811,9 @@ class ChannelManager:
     async def _on_disconnect(self, peer_id: bytes, reason: str) -> None:
         self.opening.peer_gone(peer_id, reason)
         for rec in self.peer_records(peer_id):
+            if rec.state is CS.CHANNELD_NORMAL or rec.state is CS.CHANNELD_AWAITING_LOCKIN:
+                # lightningd's words (channel_fail_transient), which tests wait for.
+                self.node.log.info(self._src(rec), f"Peer transient failure in {rec.state.value}: {reason}")
             async with rec.lock:
                 events = await self._drop_stale(rec)
             self._fire(rec, events)
@@ -818,6 +821,9 @@ class ChannelManager:
 
     def _schedule_reconnect(self, peer_id: bytes, delay: float = 1.0) -> None:
         if self._stopping or peer_id in self._reconnecting or self.is_connected(peer_id):
+            return
+        if self.node.option("dev-no-reconnect", False):
+            # lightningd's --dev-no-reconnect: no automatic reconnection attempts (incoming ones are accepted).
             return
         if not self.peer_records(peer_id, LIVE) or peer_id not in self.peer_addresses:
             return

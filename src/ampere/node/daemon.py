@@ -30,8 +30,8 @@ from ..rpc.registry import COMMANDS, Command
 from ..rpc.server import RpcConnection, RpcServer, error_response
 from ..store.sqlite import SqliteStore
 from . import features as node_features
-from .hsm import default_alias, derive_node_key, load_or_create_hsm_secret
-from .options import builtin_options
+from .hsm import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
+from .options import builtin_options, network_defaults
 
 
 @dataclass
@@ -63,6 +63,7 @@ class Node:
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.node_key = None
+        self.derived_secret = b""
         self.node_id = b""
         self.alias = ""
         self.color = ""
@@ -81,10 +82,25 @@ class Node:
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
-        secret = load_or_create_hsm_secret(self.netdir)
+        try:
+            secret = load_or_create_hsm_secret(self.netdir)
+        except HsmSecretError as e:
+            raise RuntimeError(str(e)) from None
         self.node_key = derive_node_key(secret)
+        # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
+        self.derived_secret = hkdf_sha256(secret, b"", b"derived secrets")
+        forced = self.options.get("dev-force-privkey")
+        if forced:
+            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
+            from coincurve import PrivateKey
+
+            try:
+                self.node_key = PrivateKey(bytes.fromhex(forced))
+            except ValueError:
+                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
         self.node_id = self.node_key.public_key.format(compressed=True)
-        self.alias = self.options.get("alias") or default_alias(self.node_id)
+        self.alias = self.options.get("alias") or default_alias(
+            self.node_id, VERSION_STRING if self.options.get("developer") else None)
         rgb = self.options.get("rgb")
         self.color = rgb.lower() if rgb else self.node_id[:3].hex()
 
@@ -205,6 +221,11 @@ class Node:
         from .plugin_setup import init_plugins, setup_plugins
 
         await setup_plugins(self, deferred)
+        from .options import NO_EFFECT
+
+        for name, _kind, _help, why in NO_EFFECT:
+            if self.options.is_set(name):
+                self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
         self.setup_identity()
         db_path = self._db_path()
         self.store = SqliteStore(db_path)
@@ -236,6 +257,9 @@ class Node:
         from .peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
+        from .commando import Commando
+
+        self.commando = Commando(self)  # commands from peers, authorised by runes (CLN's commando)
         self.channel_manager.attach_peers(self.peer_manager)
         from .gossip import GossipManager
 
@@ -297,6 +321,8 @@ class Node:
             await step("channels", self.channel_manager.stop)
         if getattr(self, "onion_messenger", None) is not None:
             await step("onion messages", self.onion_messenger.close)
+        if getattr(self, "commando", None) is not None:
+            await step("commando", self.commando.stop)
         if getattr(self, "peer_manager", None) is not None:
             await step("peers", self.peer_manager.stop)
         if getattr(self, "gossip", None) is not None:
@@ -327,6 +353,15 @@ class Node:
             print(f"ampd: {e}", file=sys.stderr)
             await self.shutdown()
             return 1
+        crash_after = self.options.get("dev-crash-after")
+        if crash_after:
+            def crash() -> None:
+                # lightningd --dev-crash-after: "Crash when this many seconds have passed".
+                self.log.broken("lightningd", f"--dev-crash-after={crash_after}: crashing now")
+                self.log.close()
+                os._exit(1)
+
+            loop.call_later(crash_after, crash)
         if ready_fd is not None:
             os.write(ready_fd, b"1")
             os.close(ready_fd)
@@ -398,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
         options.add(spec)
     try:
         layout = early_scan(argv, options.specs, "~/.ampere")
+        network_defaults(options.specs, layout.network)
         known = [e for e in layout.entries if e.name in options.specs]
         deferred = [e for e in layout.entries if e.name not in options.specs]
         options.apply(known)

@@ -257,6 +257,8 @@ class GossipManager:
         v = r.verdict
         if isinstance(v, Accept):
             self.counts["accepted"] += 1
+            if msg_type(raw) == CHANNEL_UPDATE:
+                self._log_update(raw)
             if r.relay:
                 self._queue_relay(raw, source)
         else:
@@ -264,6 +266,15 @@ class GossipManager:
             self.counts[f"rejected:{v.code}"] += 1
             self._log_rejection(raw, v, source)
         return v
+
+    def _log_update(self, raw: bytes) -> None:
+        # gossipd's words (tests wait for them): "Received channel_update for channel SCID/DIR now ...".
+        if len(raw) < 112:
+            return
+        scid = int.from_bytes(raw[98:106], "big")
+        flags = raw[111]  # channel_flags: bit 0 direction, bit 1 disable
+        self.node.log.debug(LOG, f"Received channel_update for channel {scid >> 40}x{(scid >> 16) & 0xFFFFFF}x"
+                                 f"{scid & 0xFFFF}/{flags & 1} now {'DISABLED' if flags & 2 else 'ACTIVE'}")
 
     def _log_rejection(self, raw: bytes, v: Ignore | Warn, source: bytes | None) -> None:
         # One line per kind for the first few, then one in a thousand: a flood must not fill the log.
@@ -647,6 +658,7 @@ class GossipManager:
         channel peer, even though the channel has not yet been announced").  False if the peer
         is not connected (send it again on reconnection)."""
         self.state.add_own_update(raw_update, int(time.time()))
+        self._log_update(raw_update)
         return await self._send_many(peer_id, [raw_update]) == 1
 
     def announce_channel(self, raw_announcement: bytes, capacity_sat: int, *,
@@ -667,6 +679,7 @@ class GossipManager:
     def add_own_update(self, raw_update: bytes) -> None:
         """Our (signed) channel_update: stored, and relayed if the channel is public."""
         self.state.add_own_update(raw_update, int(time.time()))
+        self._log_update(raw_update)
         f = channel_update_fields(raw_update)
         ch = self.state.graph.channel(f.short_channel_id)
         if ch is not None and ch.public and not f.message_flags & 2:

@@ -93,6 +93,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("fee-per-satoshi", I, "Microsatoshi fee for every satoshi in HTLC", 10),
         OptionSpec("cltv-delta", I, "Number of blocks for cltv_expiry_delta", 34),
         OptionSpec("cltv-final", I, "Number of blocks for final cltv_expiry", 18),
+        # Default set by network in network_defaults(): CLN's mainnet_config says 3, testnet_config 1.
         OptionSpec("funding-confirms", I, "Confirmations required for funding transaction", 3),
         OptionSpec("watchtime-blocks", I, "Blocks before peer can unilaterally spend funds", 144),
         OptionSpec("max-locktime-blocks", I, "Maximum blocks funds may be locked for", 2016),
@@ -114,4 +115,51 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-fast-gossip", F, "Make gossip broadcast 1 second, etc (tests)"),
         OptionSpec("dev-fast-gossip-prune", F, "Make gossip pruning 120 seconds (tests)"),
         OptionSpec("dev-bitcoind-poll", I, "Time between polling for new transactions (tests)"),
-    ]
+        # Options pyln-testing passes to every node, and ones its users commonly pass, that Ampere implements.
+        OptionSpec("dev-no-reconnect", F, "Disable automatic reconnect-attempts by this node, but accept incoming"),
+        OptionSpec("dev-crash-after", I, "Crash when this many seconds have passed"),
+        OptionSpec("dev-force-privkey", S, "Force HSM to use this as node private key"),
+    ] + [OptionSpec(name, kind, f"{help_text} (no effect in Ampere: {why})")
+         for name, kind, help_text, why in NO_EFFECT]
+
+
+# Accepted so that configurations and test frameworks written for lightningd run unchanged, but they change
+# nothing in Ampere; ampd logs one line per option given, saying so (README: "Options with no effect").
+NO_EFFECT: list[tuple[str, str, str, str]] = [
+    ("dev-fail-on-subdaemon-fail", "flag", "Fail if a subdaemon fails", "Ampere has no subdaemons"),
+    ("dev-no-version-checks", "flag", "Skip calling subdaemons with --version on startup", "Ampere has no subdaemons"),
+    ("dev-save-plugin-io", "string", "Directory to record plugin hook and notification JSON into",
+     "plugin I/O is not recorded"),
+    ("dev-no-plugin-checksum", "flag", "Don't checksum plugins to detect changes", "plugins are not checksummed"),
+    ("dev-debugger", "string", "Invoke gdb at start of a subdaemon", "Ampere has no subdaemons"),
+    ("dev-debug-self", "flag", "Fire up a terminal window with a debugger in it on startup", "not supported"),
+    ("autoconnect-seeker-peers", "int", "Seeker autoconnects to maintain this minimum number of gossip peers",
+     "Ampere never connects to peers just for gossip"),
+    ("experimental-bwatch", "flag", "Use the bwatch block watcher", "ampd's chain watcher polls bitcoind itself"),
+    ("bwatch-poll-interval", "int", "Milliseconds between bwatch polls", "ampd's chain watcher polls bitcoind itself"),
+    ("grpc-port", "int", "Port for the cln-grpc plugin", "Ampere has no gRPC interface"),
+    ("dev-force-features", "string", "Force the init/node/invoice features", "features are not overridden"),
+    ("dev-no-htlc-timeout", "flag", "Don't kill channeld if HTLCs not confirmed within 30 seconds",
+     "Ampere has no such timeout"),
+    ("dev-no-fake-fees", "flag", "Don't add fake fees to routes", "Ampere's pay never adds fake fees"),
+    ("dev-disconnect", "string", "File containing disconnection points", "disconnection points are not supported"),
+    ("dev-ignore-ibd", "bool", "Ignore that bitcoind claims to be in IBD", "ampd does not wait for IBD"),
+    ("xpay-handle-pay", "bool", "Make xpay take over pay commands", "Ampere's pay is built in"),
+    ("database-upgrade", "bool", "Set to true to allow database upgrades even on non-final releases",
+     "Ampere's store always upgrades"),
+    ("commit-feerate-offset", "int", "Additional feerate per kw to apply to feerate updates as the channel opener",
+     "not implemented"),
+    ("max-dust-htlc-exposure-msat", "msat", "Max HTLC amount that can be trimmed", "not implemented"),
+    ("wumbo", "flag", "Allow channels larger than 0.16777215 BTC", "large channels are always allowed"),
+    ("invoices-onchain-fallback", "flag", "Include an onchain address in invoices", "not implemented"),
+    ("autoclean-cycle", "int", "Perform cleanup of expired invoices every given seconds", "Ampere has no autoclean"),
+    ("experimental-dual-fund", "flag", "Enable dual-funded channels", "dual funding is not implemented"),
+]
+
+
+def network_defaults(specs: dict, network: str) -> None:
+    """Defaults that depend on the network, as lightningd copies mainnet_config or testnet_config
+    (lightningd/options.c) once it knows the network."""
+    if network != "bitcoin":
+        # testnet_config: "We're fairly trusting, under normal circumstances." anchor_confirms = 1.
+        specs["funding-confirms"].default = 1

@@ -122,6 +122,11 @@ class ListenSpec:
     announce: bool = False
 
 
+def _localhost(host: str) -> str:
+    # common/wireaddr.c: "localhost" is 127.0.0.1 without asking DNS (so it works with --disable-dns).
+    return "127.0.0.1" if host.lower() == "localhost" else host
+
+
 def parse_listen_address(text: str, port: int, *, announce: bool) -> ListenSpec:
     """The value of `--addr` / `--bind-addr`."""
     if text.startswith("/"):
@@ -134,6 +139,7 @@ def parse_listen_address(text: str, port: int, *, announce: bool) -> ListenSpec:
     host, p = split_host_port(text, port, allow_zero=True)
     if host == "":
         return ListenSpec("all", text, port=p, announce=announce)
+    host = _localhost(host)
     if _ip(host) is not None:
         return ListenSpec("ip", text, host=str(ipaddress.ip_address(host)), port=p, announce=announce)
     if host.endswith(".onion"):
@@ -167,6 +173,7 @@ def parse_peer_address(host: str, port: int | None, network: str) -> PeerAddress
         host, port = split_host_port(host, default_port(network))
     if not host:
         raise AddressError("empty host")
+    host = _localhost(host)
     ip = _ip(host.strip("[]"))
     if ip is not None:
         return PeerAddress("ipv4" if ip.version == 4 else "ipv6", str(ip), port)
@@ -320,6 +327,9 @@ class PeerManager:
         self._outgoing: dict[bytes, asyncio.Task] = {}
         self._stopping = False
         self.channel_count: Callable[[bytes], int] = lambda node_id: 0
+        # Built-in consumers of custom (odd, unknown to the BOLTs) message types, e.g. commando: each gets
+        # (peer id, type, whole message) after the custommsg notification; plugins' hooks still run.
+        self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
         self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "refused_busy": 0}
 
     @classmethod
@@ -690,7 +700,12 @@ class PeerManager:
         type).  The peer's next message waits for the chain, as in lightningd."""
         payload = {"peer_id": peer.id_hex, "payload": raw.hex()}
         self._notify("custommsg", payload)
+        builtin = self.custom_handlers.get(msg_type)
+        if builtin is not None:
+            builtin(peer.node_id, msg_type, raw)
         plugins = self._plugins()
+        if builtin is not None and (plugins is None or not plugins.has_hook("custommsg", msg_type)):
+            return
         if plugins is None or not plugins.has_hook("custommsg", msg_type):
             if msg_type not in peer.ignored_types:  # once per type: a flood must not flood the log
                 peer.ignored_types.add(msg_type)

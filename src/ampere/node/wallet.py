@@ -29,7 +29,7 @@ from typing import Any
 import coincurve
 
 from ..chain.bitcoind import BitcoindError, BitcoindUnreachable
-from ..primitives.bip32 import Bip32Error, ExtKey
+from ..primitives.bip32 import HARDENED, Bip32Error, ExtKey
 from ..primitives.crypto import tagged_hash
 from ..primitives.script import is_p2tr, is_p2wpkh, p2tr, p2wpkh, script_to_address
 from ..primitives.tx import (
@@ -62,9 +62,15 @@ class WalletError(Exception):
 
 
 def bip32_base_from_hsm_secret(hsm_secret: bytes, net: str = "test") -> ExtKey:
-    """m/0/0 of CLN's wallet tree for this hsm_secret."""
+    """The parent of the wallet's keys for this secret, as CLN chooses it (lightningd/hsm_control.c): with a
+    legacy 32-byte secret, m/0/0 of the tree whose seed is HKDF(hsm_secret, "bip32 seed"); with a mnemonic
+    secret (its 64-byte BIP39 seed), "Using BIP86 for new addresses": m/86'/0'/0'/0 of the tree made
+    from the BIP39 seed itself (hsmd derive_bip86_base_key; coin type 0' on every network, as CLN)."""
+    if len(hsm_secret) == 64:
+        return ExtKey.from_seed(hsm_secret, net).derive([HARDENED | 86, HARDENED, HARDENED, 0])
     salt = 0
     while True:
+        # hsmd_init: HKDF over the whole secret (all 64 bytes of a mnemonic seed).
         seed = hkdf_sha256(hsm_secret, salt.to_bytes(4, "little"), b"bip32 seed")
         try:
             master = ExtKey.from_seed(seed, net)
@@ -271,6 +277,10 @@ class Wallet:
                 if o is None:
                     o = Output(txid, n, out.value, out.script_pubkey, idx, coinbase=txindex == 0)
                     self.outputs[o.key] = o
+                if o.blockheight is None:
+                    # lightningd's words (wallet.c), which tests wait for.
+                    self.node.log.debug(LOG, f"Owning output {n} {out.value}sat (SEGWIT) txid {txid[::-1].hex()} "
+                                             f"CONFIRMED" + (" COINBASE" if o.coinbase else ""))
                 o.blockheight = height
                 touched[o.key] = o
                 relevant = True

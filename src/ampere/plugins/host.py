@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import hashlib
 import json
 import os
 import stat
@@ -110,6 +111,14 @@ class PluginMethod:
     plugin: "Plugin"
 
 
+def _file_checksum(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return hashlib.sha256(f.read()).digest()
+    except OSError:
+        return b""
+
+
 class Plugin:
     """One registered plugin and what it registered."""
 
@@ -133,6 +142,7 @@ class Plugin:
         self.notification_topics: list[str] = []
         self.custom_msgs: list[int] = []
         self.featurebits: dict[str, int] = {}
+        self.checksum: bytes = b""  # of the file when registered: a changed file is restarted by `plugin start`
         self.kill_reason: str | None = None
 
     @property
@@ -261,8 +271,13 @@ class PluginHost:
             if p.path == canon:
                 if important:  # "If added as important, upgrade to important."
                     p.important = True
+                # lightningd (plugin_register): "stop and restart plugin on different checksum".
+                if p.checksum != _file_checksum(canon) and not p.important:
+                    self._kill(p, "info", "Plugin changed, needs restart.")
+                    break
                 return None
         p = Plugin(self, canon, important, self._next_index)
+        p.checksum = _file_checksum(canon)
         self._next_index += 1
         self._plugins.append(p)
         return p

@@ -33,6 +33,8 @@ FEATURE_BITS: dict[str, int] = {
     "option_scid_alias": 46,
     "option_payment_metadata": 48,
     "option_zeroconf": 50,
+    # Not in BOLT 9: the bit keysend senders look for (CLN's keysend plugin sets 55 in init and node).
+    "keysend": 54,
     "option_simple_close": 60,
     "option_splice": 62,
 }
@@ -169,9 +171,9 @@ INIT_FEATURES = Features.from_names(
     compulsory=["option_data_loss_protect", "var_onion_optin", "option_static_remotekey", "payment_secret",
                 "option_channel_type"],
     # option_route_blinding: we forward and receive blinded HTLCs (node.blinded_htlcs); option_onion_messages:
-    # we relay and receive onion messages (node.onion_messages).  Both optional, as CLN.
+    # we relay and receive onion messages (node.onion_messages).  Both optional, as CLN.  keysend: see above.
     optional=["gossip_queries", "basic_mpp", "option_support_large_channel", "option_route_blinding",
-              "option_onion_messages"],
+              "option_onion_messages", "keysend"],
 )
 # BOLT #7 node_announcement carries the node's features (the "N" context); CLN advertises the same set.
 NODE_FEATURES = INIT_FEATURES

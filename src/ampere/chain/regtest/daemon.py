@@ -33,6 +33,8 @@ KNOWN_OPTIONS = {
     "datadir", "conf", "rpcport", "rpcbind", "rpcuser", "rpcpassword", "rpccookiefile", "daemon", "fallbackfee",
     "printtoconsole", "regtest", "chain", "testnet", "testnet4", "signet", "pid", "help", "version",
 }
+# Also accepted without effect: what pyln-testing passes to bitcoind (-nowallet: amp-chaind's one wallet is
+# always there; -debug=...: amp-chaind's log has no categories).
 IGNORED_OPTIONS = {
     "server", "txindex", "debug", "rpcallowip", "rpcthreads", "rpcworkqueue", "listen", "port", "bind",
     "discover", "dnsseed", "fixedseeds", "upnp", "natpmp", "logtimestamps", "logtimemicros", "zmqpubrawblock",
@@ -190,6 +192,7 @@ async def _serve(opts: Options, node: ChainNode, wallet: Wallet, ready_fd: int |
         loop.add_signal_handler(sig, stop_event.set)
     log.info("amp-chaind ready: RPC on %s port %d, chain height %d", ",".join(opts.rpcbind), opts.rpcport,
              node.tip_height())
+    log.info("init message: Done loading")  # bitcoind's words: tools wait for "Done loading"
     if ready_fd is not None:
         os.write(ready_fd, b"ok\n")
         os.close(ready_fd)

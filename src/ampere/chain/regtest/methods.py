@@ -737,8 +737,83 @@ def getzmqnotifications(ctx: Context):
     return []
 
 
+# One wallet: amp-chaind keeps a single wallet, and answers bitcoind's multiwallet calls for it so that tools
+# which create or load a named wallet first (pyln-testing's "lightningd-tests") run unchanged.
+def _wallet_names(ctx: Context) -> list[str]:
+    names = getattr(ctx, "_wallet_names", None)
+    if names is None:
+        names = ctx._wallet_names = []
+    return names
+
+
 def listwallets(ctx: Context):
-    return [""]
+    return list(_wallet_names(ctx)) or [""]
+
+
+def createwallet(ctx: Context, wallet_name, disable_private_keys=None, blank=None, passphrase=None,
+                 avoid_reuse=None, descriptors=None, load_on_startup=None, external_signer=None):
+    name = p_str(wallet_name)
+    names = _wallet_names(ctx)
+    if name in names:
+        raise RpcError(RPC_WALLET_ERROR, f'Wallet file verification failed. Failed to create database path '
+                       f'\'{name}\'. Database already exists.')
+    names.append(name)
+    return {"name": name}
+
+
+def loadwallet(ctx: Context, filename, load_on_startup=None):
+    name = p_str(filename)
+    names = _wallet_names(ctx)
+    if name in names:
+        raise RpcError(-35, f"Wallet \"{name}\" is already loaded.")
+    names.append(name)
+    return {"name": name}
+
+
+def restorewallet(ctx: Context, wallet_name, backup_file, load_on_startup=None):
+    raise RpcError(RPC_WALLET_ERROR, "restorewallet is not supported by amp-chaind (one built-in wallet)")
+
+
+def getwalletinfo(ctx: Context):
+    b = ctx.wallet.balances()
+    names = _wallet_names(ctx)
+    return {"walletname": names[0] if names else "", "walletversion": 169900, "format": "sqlite",
+            "balance": Btc(b.get("trusted", 0)), "unconfirmed_balance": Btc(b.get("untrusted_pending", 0)),
+            "immature_balance": Btc(b.get("immature", 0)), "txcount": 0, "keypoolsize": 1000,
+            "paytxfee": Btc(0), "private_keys_enabled": True, "avoid_reuse": False, "scanning": False,
+            "descriptors": True, "external_signer": False}
+
+
+def sendmany(ctx: Context, dummy, amounts, minconf=None, comment=None, subtractfeefrom=None, replaceable=None,
+             conf_target=None, estimate_mode=None, fee_rate=None, verbose=False):
+    if dummy not in (None, ""):
+        raise RpcError(RPC_INVALID_PARAMETER, "Dummy value must be set to \"\"")
+    if not isinstance(amounts, dict) or not amounts:
+        raise RpcError(RPC_INVALID_PARAMETER, "Invalid parameter, amounts must be a non-empty object")
+    if subtractfeefrom:
+        raise RpcError(RPC_INVALID_PARAMETER, "subtractfeefrom is not supported by amp-chaind")
+    outs = []
+    for address, amount in amounts.items():
+        sat = p_amount(amount)
+        if sat <= 0:
+            raise RpcError(RPC_TYPE_ERROR, "Invalid amount for send")
+        outs.append(TxOut(sat, p_address(address)))
+    rbf = True if replaceable is None else p_bool(replaceable)
+    rate = max(ctx.fallback_fee_sat_kvb, MIN_RELAY_FEE_SAT_KVB)
+    if fee_rate is not None:
+        rate = max(int(Decimal(str(fee_rate)) * 1000), MIN_RELAY_FEE_SAT_KVB)
+    try:
+        tx = ctx.wallet.send(outs[0].script_pubkey, outs[0].value, rate, False, rbf, extra=outs[1:])
+    except WalletError as e:
+        raise RpcError(e.code, e.message) from None
+    if verbose is not None and verbose is not False and p_bool(verbose):
+        return {"txid": tx.txid_hex(), "fee_reason": "Fallback fee"}
+    return tx.txid_hex()
+
+
+def prioritisetransaction(ctx: Context, txid, dummy=None, fee_delta=None):
+    # Block templates here take every mempool transaction: a priority cannot change what is mined.
+    raise RpcError(RPC_INVALID_PARAMETER, "prioritisetransaction is not supported by amp-chaind")
 
 
 def help_(ctx: Context, command=None):
@@ -761,7 +836,8 @@ _FUNCS = [
     getrawtransaction, decoderawtransaction, sendrawtransaction, testmempoolaccept, gettxout, getrawmempool,
     getmempoolinfo, getmempoolentry, estimatesmartfee, generatetoaddress, generateblock, generatefork, submitblock,
     invalidateblock, reconsiderblock, getnewaddress, getbalance, getbalances, sendtoaddress, listunspent,
-    validateaddress, stop, uptime, getzmqnotifications, listwallets,
+    validateaddress, stop, uptime, getzmqnotifications, listwallets, createwallet, loadwallet, restorewallet,
+    getwalletinfo, sendmany, prioritisetransaction,
 ]
 METHODS: dict[str, tuple[Callable, list[str]]] = {f.__name__: (f, _params(f)) for f in _FUNCS}
 METHODS["help"] = (help_, ["command"])

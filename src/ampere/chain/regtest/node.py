@@ -153,6 +153,10 @@ class ChainNode:
         db = self.store.db
         db.execute("INSERT INTO chain (height, hash, time, ntx) VALUES (?, ?, ?, ?)",
                    (height, block_hash, block.header.time, len(block.txs)))
+        # bitcoind's line for a new tip (tools such as pyln-testing wait for "UpdateTip: new best=... height=N").
+        log.info("UpdateTip: new best=%s height=%d version=0x%08x tx=%d date='%s' progress=1.000000",
+                 block_hash[::-1].hex(), height, block.header.version & 0xFFFFFFFF, len(block.txs),
+                 time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(block.header.time)))
         if height == 0:
             return  # the genesis coinbase is not spendable and not indexed (as in Core)
         for pos, tx in enumerate(block.txs):
@@ -365,6 +369,8 @@ class ChainNode:
         if meta[0] == 0:
             raise ChainError(-1, "Cannot invalidate the genesis block")  # Core would try; keep it safe
         self.store.add_invalidated(block_hash)
+        # bitcoind: "InvalidChainFound: invalid block=HASH  height=N  log2_work=...  date=..."
+        log.info("InvalidChainFound: invalid block=%s  height=%d", block_hash[::-1].hex(), meta[0])
         self._rebuild_kernel()
 
     def reconsider_block(self, block_hash: bytes) -> None:

@@ -106,8 +106,10 @@ class Wallet:
 
     # -- spending --
     def send(self, spk: bytes, amount: int, fee_rate_sat_kvb: int, subtract_fee: bool = False,
-             replaceable: bool = True) -> Transaction:
-        """Build, sign and submit a payment; returns the transaction (in the mempool)."""
+             replaceable: bool = True, extra: list[TxOut] | None = None) -> Transaction:
+        """Build, sign and submit a payment; returns the transaction (in the mempool).  `extra`: more
+        outputs paid in the same transaction (sendmany), after the first."""
+        self._extra = list(extra or [])
         if amount <= 0:
             raise WalletError(-3, "Invalid amount for send")
         candidates = [c for c in self.coins() if c.mature and c.trusted]
@@ -131,23 +133,26 @@ class Wallet:
     def _try_build(self, coins: list[WalletCoin], spk: bytes, amount: int, rate: int, subtract_fee: bool,
                    replaceable: bool) -> Transaction | None:
         """A signed transaction paying `amount` from `coins`, or None if they are not enough."""
-        total = sum(c.value for c in coins)
+        extra = getattr(self, "_extra", [])
+        total = sum(c.value for c in coins) - sum(o.value for o in extra)
         seq = RBF_SEQUENCE if replaceable else 0xFFFFFFFE
         inputs = [TxIn(OutPoint(c.txid, c.vout), b"", seq) for c in coins]
         locktime = max(self.node.tip_height(), 0)
         # With a change output (sized with a P2WPKH placeholder).
-        tx = Transaction(2, inputs, [TxOut(amount, spk), TxOut(0, _CHANGE_PLACEHOLDER)], locktime)
+        tx = Transaction(2, inputs, [TxOut(amount, spk)] + [TxOut(o.value, o.script_pubkey) for o in extra]
+                         + [TxOut(0, _CHANGE_PLACEHOLDER)], locktime)
         fee = fee_for(rate, self._signed_vsize(tx, coins))
         recipient = amount - fee if subtract_fee else amount
         change = total - amount if subtract_fee else total - amount - fee
         if change >= dust_threshold(TxOut(change, _CHANGE_PLACEHOLDER)):
             self._check_recipient(recipient, spk)
             tx.outputs[0].value = recipient
-            tx.outputs[1] = TxOut(change, self._change_spk())
+            tx.outputs[-1] = TxOut(change, self._change_spk())
             self._sign(tx, coins)
             return tx
         # Without change: what is left over (less than dust) goes to the fee.
-        tx = Transaction(2, [TxIn(i.prevout, b"", seq) for i in inputs], [TxOut(amount, spk)], locktime)
+        tx = Transaction(2, [TxIn(i.prevout, b"", seq) for i in inputs],
+                         [TxOut(amount, spk)] + [TxOut(o.value, o.script_pubkey) for o in extra], locktime)
         fee = fee_for(rate, self._signed_vsize(tx, coins))
         recipient = amount - fee if subtract_fee else amount
         if total - recipient < fee:

@@ -1,4 +1,5 @@
 """Built-in RPC commands, one module per area.  Importing this package registers them all."""
 
 from . import (  # noqa: F401
-    chain, channels, core, datastore, gossip, invoices, offers, partial, pay, payments, peers, plugin_cmd, wallet)
+    askrene, chain, channels, core, datastore, fundpsbt, gossip, invoices, logs, offers, partial, pay, payments,
+    peers, plugin_cmd, runes, sql, wallet)

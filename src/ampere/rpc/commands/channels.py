@@ -120,6 +120,26 @@ def _htlc_json(h) -> dict:
             "expiry": h.cltv_expiry, "payment_hash": h.payment_hash.hex(), "state": HtlcState(h.state).name}
 
 
+def _peer_update(mgr, rec) -> dict | None:
+    """The peer's latest channel_update of this channel (CLN's `updates.remote`), from the graph: public or
+    not, the peer's update of our own channel is kept there (BOLT #7: "SHOULD accept `channel_update`s for
+    its own channels (even if non-public)")."""
+    scid = rec.short_channel_id
+    graph = getattr(getattr(getattr(mgr.node, "gossip", None), "state", None), "graph", None)
+    if scid is None or graph is None:
+        return None
+    gch = graph.channels.get(int(scid))
+    if gch is None:
+        return None
+    # BOLT #7: direction 0 is node_id_1's (the lesser key): the peer's half is the other one from ours.
+    half = gch.halves[0 if rec.peer_id < mgr.node.node_id else 1]
+    if half is None:
+        return None
+    return {"htlc_minimum_msat": half.htlc_minimum_msat, "htlc_maximum_msat": half.htlc_maximum_msat,
+            "cltv_expiry_delta": half.cltv_expiry_delta, "fee_base_msat": half.fee_base_msat,
+            "fee_proportional_millionths": half.fee_proportional_millionths}
+
+
 def peerchannel_json(mgr, rec) -> dict:
     ch = rec.core
     connected = mgr.is_connected(rec.peer_id)
@@ -140,6 +160,9 @@ def peerchannel_json(mgr, rec) -> dict:
     e["updates"] = {"local": {"htlc_minimum_msat": settings.htlc_min_msat, "htlc_maximum_msat": settings.htlc_max_msat,
                               "cltv_expiry_delta": settings.cltv_delta, "fee_base_msat": settings.fee_base_msat,
                               "fee_proportional_millionths": settings.fee_ppm}}
+    remote = _peer_update(mgr, rec)
+    if remote is not None:
+        e["updates"]["remote"] = remote
     e["ignore_fee_limits"] = settings.ignore_fee_limits
     e["lost_state"] = rec.lost_state
     e["feerate"] = {"perkw": ch.feerate_per_kw, "perkb": ch.feerate_per_kw * 4}

@@ -140,7 +140,7 @@ async def setconfig(ctx, config: str, val: Any, transient: bool) -> dict:
             raise invalid_params(f"{config}: flag options take no val")
         raw_values: list[str | None] = [None]
     elif val is None:
-        raise invalid_params("missing required parameter: val")
+        raise invalid_params(f"{config} requires a value")  # lightningd's words (checked against CLN v26.06)
     elif spec.multi:
         items = val if isinstance(val, list) else [val]
         raw_values = [_as_text(v) for v in items]

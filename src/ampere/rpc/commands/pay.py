@@ -15,7 +15,7 @@ from ...ln.route import HintHop
 from ...node.pay import PayError, payer_for
 from ...node.switch import DELFORWARD_NOT_FOUND, switch_for
 from ..errors import RpcError, invalid_params
-from ..params import ParamError, opt, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
+from ..params import ParamError, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
 
@@ -100,10 +100,13 @@ def _msat_or_none(v: Any) -> int | None:
                  opt("riskfactor", p_fraction), opt("maxfeepercent", p_fraction), opt("retry_for", p_u16),
                  opt("maxdelay", p_u16), opt("exemptfee", p_msat), opt("localinvreqid", p_hex),
                  opt("exclude", p_exclude), opt("maxfee", p_msat), opt("description", p_string),
-                 opt("partial_msat", p_msat)],
+                 opt("partial_msat", p_msat),
+                 # CLN's developer parameter (pyln-testing's dev_pay): turns off shadow routing.  Ampere's pay
+                 # never adds a shadow route, so either value pays exactly as asked.
+                 opt("dev_use_shadow", p_bool, True)],
          category="payment")
 async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_for, maxdelay, exemptfee,
-              localinvreqid, exclude, maxfee, description, partial_msat) -> dict:
+              localinvreqid, exclude, maxfee, description, partial_msat, dev_use_shadow) -> dict:
     """Send payment specified by {bolt11}"""
     if bolt11.lower().startswith("lno"):
         raise invalid_params("bolt11: an offer must be turned into an invoice with fetchinvoice first")
@@ -139,6 +142,37 @@ async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_
         return await payer.pay(request)
     except PayError as e:
         raise _err(e) from None
+
+
+@command("xpay", [req("invstring", p_string), opt("amount_msat", p_msat), opt("maxfee", p_msat), opt("layers", p_any),
+                  opt("retry_for", p_u32), opt("partial_msat", p_msat), opt("maxdelay", p_u32),
+                  opt("payer_note", p_string), opt("label", p_string), opt("localinvreqid", p_hex),
+                  opt("dev_use_shadow", p_bool, True)],
+         category="payment")
+async def xpay(ctx, invstring, amount_msat, maxfee, layers, retry_for, partial_msat, maxdelay, payer_note, label,
+               localinvreqid, dev_use_shadow) -> dict:
+    """Pay {invstring} (CLN's xpay interface, carried out by Ampere's pay engine)"""
+    if invstring.lower().startswith("lno") or invstring.lower().startswith("lni"):
+        raise invalid_params("invstring: BOLT12 invoices are not supported")
+    if partial_msat is not None:
+        raise invalid_params("partial_msat: not supported")
+    if layers:
+        raise invalid_params("layers: askrene layers are not supported")
+    payer = payer_for(ctx.node)
+    if maxdelay is None:
+        maxdelay = ctx.node.options.get("max-locktime-blocks")
+    try:
+        request = payer.request_from_bolt11(
+            invstring, amount_msat=_msat_or_none(amount_msat), label=label, riskfactor=None, maxfeepercent=None,
+            retry_for=retry_for, maxdelay=maxdelay, exemptfee=None, exclude=None, maxfee=_msat_or_none(maxfee),
+            description=None)
+        if ctx.check:
+            return {"command_to_check": "xpay"}
+        res = await payer.pay(request)
+    except PayError as e:
+        raise _err(e) from None
+    return {"payment_preimage": res["payment_preimage"], "failed_parts": 0, "successful_parts": res["parts"],
+            "amount_msat": res["amount_msat"], "amount_sent_msat": res["amount_sent_msat"]}
 
 
 @command("keysend", [req("destination", p_pubkey), req("amount_msat", p_msat), opt("label", p_string),
