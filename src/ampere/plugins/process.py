@@ -22,6 +22,7 @@ import itertools
 import json
 import re
 from typing import Any, Callable
+from .notifications import encode
 
 PLUGIN_TERMINATED = -4
 TERMINATED_MESSAGE = "Plugin terminated before replying to RPC call."
@@ -264,7 +265,7 @@ class PluginProcess:
         self._proc.stdin.write(data)
 
     def send(self, message: dict) -> None:
-        self.send_raw(json.dumps(message, ensure_ascii=False).encode() + b"\n\n")
+        self.send_raw(encode(message))
 
     def request(
         self,
