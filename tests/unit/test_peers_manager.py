@@ -493,3 +493,28 @@ def test_connect_failures_have_cln_codes(tmp_path):
             await a.stop()
 
     run(main())
+
+
+def test_peer_that_does_not_read_is_cut_off_at_the_write_buffer_bound():
+    """docs/limits.md: what we queue for one peer is bounded (max_write_buffer); a peer that stops reading is
+    disconnected rather than growing our memory."""
+    async def main():
+        a = make_pm(max_write_buffer=256 * 1024)
+        await a.start()
+        try:
+            t, their_id = await raw_peer(a)            # it never reads again
+            await wait_for(lambda: a.get(their_id) is not None)
+            peer = a.get(their_id)
+            sent = 0
+            with pytest.raises(PeerDisconnected):
+                for _ in range(100_000):
+                    peer.send_nowait(b"\x80\x01" + bytes(60_000))
+                    sent += 1
+                    await asyncio.sleep(0)
+            assert sent * 60_000 < 64 * 1024 * 1024    # cut off long before (the kernel buffers take some)
+            assert a.rec.has_log("not reading")
+            await wait_for(lambda: a.get(their_id) is None)
+        finally:
+            await a.stop()
+
+    run(main())
