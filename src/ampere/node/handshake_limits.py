@@ -36,9 +36,9 @@ def source_key(host: str | None) -> str:
 @dataclass(frozen=True)
 class HandshakeLimits:
     max_pending: int = 1000            # all sources together
-    max_per_source: int = 16           # one address (or /64)
+    max_per_source: int = 500          # one address (or /64)
     timeout: float = 60.0              # time to finish BOLT 8 and send init, normally
-    pressure_pending: int = 100        # from this many pending on, "under pressure"
+    pressure_pending: int = 500        # from this many pending on, "under pressure"
     pressure_timeout: float = 5.0      # ... and the time allowed is this
 
 

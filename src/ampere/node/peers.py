@@ -224,10 +224,11 @@ class PeerConfig:
     handshake_timeout: float = 60.0
     # Handshakes (accepted connections not yet through `init`): at most this many overall and per source
     # address; at a cap the oldest is dropped (see handshake_limits.py). From pressure_pending on, a connection
-    # may stay silent only pressure_handshake_timeout.
+    # may stay silent only pressure_handshake_timeout. Generous enough for hundreds of honest handshakes at once
+    # from one host (tests/integration/test_peers.py::test_hundreds_of_concurrent_handshakes).
     max_pending_handshakes: int = 1000
-    max_pending_per_source: int = 16
-    pressure_pending: int = 100
+    max_pending_per_source: int = 500
+    pressure_pending: int = 500
     pressure_handshake_timeout: float = 5.0
     listen_backlog: int = 1024
     # Keepalive: a ping every ~ping_interval (randomised +-25%); no pong within pong_timeout hangs up.
