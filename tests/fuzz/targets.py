@@ -56,6 +56,7 @@ def wire(data: bytes) -> None:
 
 # --- BOLT 11 ------------------------------------------------------------------------------------
 
+_CHARSET = "qpzry9x8gf2tvdw0s3jn54khce6mua7l"
 _HRPS = ["lnbc", "lnbcrt", "lntb", "lntbs", "lnbc2500u", "lnbcrt1p", "lnbc10n", "lnbc1m", "ln", "lnxx"]
 
 
@@ -72,8 +73,12 @@ def bolt11_decode(data: bytes) -> None:
             n = rest[0] * 20
             hrp = "lnbcrt" + "".join(str(b % 10) for b in rest[1:n + 1]) + "munp"[rest[0] % 4]
             rest = rest[n + 1:]
-        # Past 7,500 groups only the length check is reached: no need to pay for a longer checksum.
-        text = bech32_encode(hrp, [b & 31 for b in rest[:7500]])
+        values = [b & 31 for b in rest]
+        if len(hrp) + len(values) + 7 > bolt11.MAX_INVOICE_LENGTH:
+            # Only the length check is reached: no need to pay for a checksum (pure Python, slow instrumented).
+            text = hrp + "1" + "".join(_CHARSET[v] for v in values) + "qqqqqq"
+        else:
+            text = bech32_encode(hrp, values)
     try:
         inv = bolt11.decode(text)
     except bolt11.InvoiceError:

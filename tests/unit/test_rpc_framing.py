@@ -64,3 +64,31 @@ def test_size_limit():
     with pytest.raises(FrameError) as e:
         f.feed(b'{"a":"' + b"x" * 200)
     assert e.value.code == -32600
+
+
+def test_connection_closed_when_its_unread_output_passes_the_hard_bound():
+    """Notifications to a client that never reads are not back-pressured by its requests: a hard bound closes it."""
+    from ampere.rpc.server import MAX_UNREAD_BYTES, RpcConnection
+
+    class Transport:
+        def __init__(self):
+            self.buffered, self.closed = 0, False
+
+        def write(self, data):
+            self.buffered += len(data)
+
+        def get_write_buffer_size(self):
+            return self.buffered
+
+        def close(self):
+            self.closed = True
+
+    t = Transport()
+    conn = RpcConnection(t)
+    note = {"jsonrpc": "2.0", "method": "log", "params": {"log": "x" * 1000}}
+    for _ in range(MAX_UNREAD_BYTES // 1000 + 10):
+        conn.send_nowait(note)
+        if conn.closed:
+            break
+    assert conn.closed and t.closed
+    assert MAX_UNREAD_BYTES < t.buffered < MAX_UNREAD_BYTES + 2000

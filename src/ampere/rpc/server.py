@@ -25,6 +25,8 @@ REPLY_BUFFER_BYTES = 4 * 1024 * 1024
 MAX_IN_FLIGHT = 256
 MAX_QUEUED = 1024
 MAX_REQUEST_BYTES = MAX_REQUEST_CHARS
+# Unsent bytes at which a connection is closed outright (notifications to a client that never reads).
+MAX_UNREAD_BYTES = 64 * 1024 * 1024
 
 
 class RpcConnection:
@@ -44,6 +46,10 @@ class RpcConnection:
             return
         # One write per message: responses and notifications never interleave within a message.
         self.transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+        # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
+        # the replies of requests already running are bounded here: a client this far behind is not reading.
+        if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
+            self.close()
 
     async def send(self, obj: dict) -> None:
         self.write(obj)
