@@ -202,6 +202,7 @@ def rpc_framer(data: bytes) -> None:
     if not data:
         return
     step, stream = data[0] or 1, data[1:]
+    stream = stream[:step * 256]   # at most 256 pieces: byte-by-byte feeding of 16 KB would be all the run does
 
     def run(pieces):
         f = JsonStreamFramer(max_chars=1 << 20)
