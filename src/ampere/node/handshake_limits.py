@@ -51,11 +51,12 @@ class _Entry:
 @dataclass
 class PendingHandshakes:
     """Book-keeping only: `admit` says which pending handshakes to drop and the new one's timeout; the caller
-    cancels them. Keys are anything hashable (the connection's task)."""
+    cancels them. Keys are anything hashable (the connection's task). Every operation is O(1) amortised (dicts keep
+    insertion order, which is age order), so a flood of connections cannot make admission itself expensive."""
 
     limits: HandshakeLimits
-    entries: dict[Hashable, _Entry] = field(default_factory=dict)
-    per_source: dict[str, int] = field(default_factory=dict)
+    entries: dict[Hashable, _Entry] = field(default_factory=dict)           # oldest first
+    by_source: dict[str, dict[Hashable, None]] = field(default_factory=dict)  # per source, oldest first
     evicted: int = 0
 
     def __len__(self) -> int:
@@ -67,42 +68,44 @@ class PendingHandshakes:
     def under_pressure(self) -> bool:
         return len(self.entries) >= self.limits.pressure_pending
 
+    def pending_from(self, source: str) -> int:
+        return len(self.by_source.get(source, ()))
+
     def admit(self, key: Hashable, source: str, now: float) -> tuple[float, list[Hashable]]:
         """Register a new pending handshake; returns (its timeout, the keys of handshakes to drop)."""
         drop: list[Hashable] = []
         pressured = self.under_pressure()
         if pressured:
-            # Everything that has been silent longer than the pressure timeout goes now.
+            # Everything that has been silent longer than the pressure timeout goes now (oldest first).
             cutoff = now - self.limits.pressure_timeout
-            drop = [k for k, e in self.entries.items() if e.started <= cutoff]
-        for k in drop:
-            self._forget(k)
-        if self.per_source.get(source, 0) >= self.limits.max_per_source:
-            k = self._oldest(source)
+            for k, e in self.entries.items():
+                if e.started > cutoff:
+                    break
+                drop.append(k)
+            for k in drop:
+                self._forget(k)
+        if self.pending_from(source) >= self.limits.max_per_source:
+            k = next(iter(self.by_source[source]))
             self._forget(k)
             drop.append(k)
         elif len(self.entries) >= self.limits.max_pending:
-            busiest = max(self.per_source, key=lambda s: self.per_source[s])
-            k = self._oldest(busiest)
+            busiest = max(self.by_source, key=lambda s: len(self.by_source[s]))
+            k = next(iter(self.by_source[busiest]))
             self._forget(k)
             drop.append(k)
         self.evicted += len(drop)
         timeout = self.limits.pressure_timeout if pressured else self.limits.timeout
         self.entries[key] = _Entry(source, now)
-        self.per_source[source] = self.per_source.get(source, 0) + 1
+        self.by_source.setdefault(source, {})[key] = None
         return timeout, drop
 
     def done(self, key: Hashable) -> None:
         if key in self.entries:
             self._forget(key)
 
-    def _oldest(self, source: str) -> Hashable:
-        return min((k for k, e in self.entries.items() if e.source == source), key=lambda k: self.entries[k].started)
-
     def _forget(self, key: Hashable) -> None:
         e = self.entries.pop(key)
-        n = self.per_source[e.source] - 1
-        if n:
-            self.per_source[e.source] = n
-        else:
-            del self.per_source[e.source]
+        keys = self.by_source[e.source]
+        del keys[key]
+        if not keys:
+            del self.by_source[e.source]
