@@ -3,6 +3,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -31,6 +32,7 @@ def test_demo_start_pays_and_stop_ends_everything_twice_in_a_row():
             assert stopped.returncode == 0 and "Traceback" not in stopped.stdout + stopped.stderr
     finally:
         run("stop")
+        shutil.rmtree(base, ignore_errors=True)
     leftover = subprocess.run(["pgrep", "-f", base], capture_output=True, text=True).stdout.split()
     assert [p for p in leftover if int(p) != os.getpid()] == []
 
@@ -53,3 +55,4 @@ def test_regtest_commands_from_odd_states_of_the_directory_never_show_a_tracebac
     assert r.returncode == 1 and "Traceback" not in r.stderr and "amp-regtest.json" in r.stderr, r
     r = rt("connect", "x", "y")
     assert r.returncode == 1 and "Traceback" not in r.stderr, r
+    shutil.rmtree(base, ignore_errors=True)
