@@ -114,6 +114,19 @@ def main() -> None:
                                     "host": "a" * 5000}).encode(), "finding-long-host")
     write("rpc_params", json.dumps({"amount_msat": 1000, "label": "x", "description": "y"}).encode())
 
+    # offers: an offer as TLVs, as a string, and an onion message to us carrying an invoice_request-ish payload
+    from ampere.ln import offers as b12
+    from ampere.ln.blinding import create_blinded_path, encode_encrypted_data
+    from ampere.ln.onion_message import create_onion_message
+    offer = b12.build_offer(offer_description="coffee", offer_amount=1000, offer_issuer_id=targets.NODE_PUB)
+    write("offers", b"\x02" + offer.raw)
+    write("offers", b"\x01" + offer.raw)
+    write("offers", b"\x00" + offer.string().encode())
+    path = create_blinded_path(hashlib.sha256(b"path").digest(),
+                               [(targets.NODE_PUB, encode_encrypted_data(path_id=b"\x01" * 32))])
+    _, om = create_onion_message(path, {}, session_key=hashlib.sha256(b"om").digest())
+    write("offers", b"\x05" + encode_message(om)[2:])
+
     # open_channel: the template, and item 1's absurd amounts (field index, then the big-endian value)
     write("open_channel", b"", "template")
     write("open_channel", b"\x00" + (1 << 63).to_bytes(8, "big"), "finding-funding-2^63")

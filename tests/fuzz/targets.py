@@ -304,6 +304,43 @@ def open_channel(data: bytes) -> None:
     step.state.on_funding_created(signer, created)
 
 
+# --- BOLT 12 offers and onion messages ------------------------------------------------------------
+
+_B12_HRPS = ["lno", "lnr", "lni"]
+
+
+def offers(data: bytes) -> None:
+    """BOLT 12 strings (raw text, or fuzzed TLV bytes in the string form), the three parsers on raw TLVs, and an
+    onion message to us (peeled with our key)."""
+    from ampere.ln import offers as b12
+    from ampere.ln.offers.encoding import Bolt12StringError, encode_bolt12_string
+    from ampere.ln.onion_message import OnionMessageError, peel_onion_message
+
+    if not data:
+        return
+    mode, rest = data[0] % 6, data[1:]
+    try:
+        if mode == 0:
+            b12.decode_string(rest.decode("latin-1"))
+        elif mode == 1:
+            b12.decode_string(encode_bolt12_string(_B12_HRPS[len(rest) % 3], rest))
+        elif mode == 2:
+            b12.parse_offer(rest)
+        elif mode == 3:
+            b12.parse_invoice_request(rest)
+        elif mode == 4:
+            b12.parse_invoice(rest)
+        else:
+            try:
+                msg = decode_message(b"\x02\x01" + rest)
+            except WireError:
+                return
+            if isinstance(msg, m.OnionMessage):
+                peel_onion_message(NODE_KEY, msg)
+    except (b12.Bolt12Error, Bolt12StringError, OnionMessageError, WireError):
+        return
+
+
 TARGETS = {
     "wire": wire,
     "bolt11": bolt11_decode,
@@ -313,4 +350,5 @@ TARGETS = {
     "rpc_framer": rpc_framer,
     "rpc_params": rpc_params,
     "open_channel": open_channel,
+    "offers": offers,
 }
