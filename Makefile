@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /tmp/ampere-demo
 
-.PHONY: test demo stop venv bench clean
+.PHONY: test demo stop venv bench clean fuzz
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -24,6 +24,11 @@ demo: $(STAMP)
 
 stop:
 	@test -x $(PY) && $(PY) -m ampere.demo stop --dir $(DEMO_DIR) || true
+
+# Every fuzz target for FUZZ_SECONDS each (tests/fuzz/; the short seeded run is part of make test).
+FUZZ_SECONDS ?= 300
+fuzz: $(STAMP)
+	$(PY) tests/fuzz/long_run.py $(FUZZ_SECONDS)
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

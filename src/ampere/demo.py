@@ -83,8 +83,10 @@ def main() -> None:
     a = ap.parse_args()
     try:
         sys.exit(start(a.dir) if a.action == "start" else stop(a.dir))
-    except regtest.RegtestError as e:
-        print(f"demo: {e}", file=sys.stderr)
+    except (regtest.RegtestError, OSError, KeyError, IndexError, ValueError) as e:
+        # Never a traceback for a newcomer: what failed, and where to look.
+        print(f"demo: {type(e).__name__ + ': ' if not isinstance(e, regtest.RegtestError) else ''}{e}\n"
+              f"demo: the nodes' logs are in {a.dir}/l*-regtest/log; `make stop` stops what runs", file=sys.stderr)
         sys.exit(1)
 
 

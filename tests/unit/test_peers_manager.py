@@ -374,19 +374,84 @@ def test_hostile_handshakes_garbage_stall_truncated_and_bad_mac():
     run(main())
 
 
-def test_pending_handshake_bound():
+async def silent(port: int, source: str = "127.0.0.1"):
+    """A TCP connection that never says anything (the attacker's half-open handshake)."""
+    return await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
+
+
+async def honest(pm: PeerManager, source: str = "127.0.0.1"):
+    b = pm.bindings()[0]
+    reader, writer = await asyncio.open_connection(b["address"], b["port"], local_addr=(source, 0))
+    t = await connect_and_handshake(reader, writer, os.urandom(32), pm.node_id, 5)
+    t.write_message(bolt1.make_init(INIT_FEATURES, [bolt1.chain_hash("regtest")]).to_bytes())
+    assert isinstance(decode_message(await asyncio.wait_for(t.read_message(), 5)), Init)
+    return t
+
+
+async def is_closed(reader: asyncio.StreamReader, timeout: float = 2.0) -> bool:
+    try:
+        return await asyncio.wait_for(reader.read(), timeout) == b""
+    except (asyncio.TimeoutError, ConnectionError):
+        return False
+
+
+def test_silent_connections_from_one_source_cannot_lock_out_a_peer_from_it():
+    """Issue 16 item 2: per-source cap; at the cap the oldest silent connection is dropped, not the new one."""
     async def main():
-        a = make_pm(max_pending_handshakes=3, handshake_timeout=5)
+        a = make_pm(max_pending_handshakes=1000, max_pending_per_source=4, handshake_timeout=60)
         await a.start()
         port = a.bindings()[0]["port"]
         try:
-            idle = [await asyncio.open_connection("127.0.0.1", port) for _ in range(3)]
+            idle = [await silent(port) for _ in range(40)]
+            await wait_for(lambda: len(a._handshaking) == 4)
+            assert all([await is_closed(r) for r, _ in idle[:36]])      # the oldest were dropped
+            await honest(a)                                             # same source: still gets in
+            await wait_for(lambda: a.num_peers() == 1)
+            assert len(a._handshaking) <= 4
+            for _, w in idle:
+                w.close()
+        finally:
+            await a.stop()
+
+    run(main())
+
+
+def test_global_cap_drops_from_the_busiest_source_and_an_honest_source_connects():
+    async def main():
+        a = make_pm(max_pending_handshakes=6, max_pending_per_source=4, handshake_timeout=60)
+        await a.start()
+        port = a.bindings()[0]["port"]
+        try:
+            idle = [await silent(port, "127.0.0.2") for _ in range(4)] + [await silent(port, "127.0.0.3")
+                                                                        for _ in range(2)]
+            await wait_for(lambda: len(a._handshaking) == 6)
+            await honest(a, "127.0.0.4")
+            await wait_for(lambda: a.num_peers() == 1)
+            assert await is_closed(idle[0][0])                           # the oldest of the busiest source
+            assert not await is_closed(idle[4][0], 0.3)                  # the other source is untouched
+            for _, w in idle:
+                w.close()
+        finally:
+            await a.stop()
+
+    run(main())
+
+
+def test_under_pressure_the_handshake_timeout_is_short():
+    async def main():
+        a = make_pm(max_pending_handshakes=100, max_pending_per_source=10, handshake_timeout=60,
+                    pressure_pending=3, pressure_handshake_timeout=0.3)
+        await a.start()
+        port = a.bindings()[0]["port"]
+        try:
+            old = [await silent(port, f"127.0.0.{i}") for i in (2, 3, 4)]
             await wait_for(lambda: len(a._handshaking) == 3)
-            r, w = await asyncio.open_connection("127.0.0.1", port)
-            assert await asyncio.wait_for(r.read(), 2) == b""  # refused: too many in progress
-            assert a.stats["refused_busy"] == 1
-            for _, iw in idle:
-                iw.close()
+            await asyncio.sleep(0.5)
+            r, w = await silent(port, "127.0.0.5")                      # under pressure: the old ones go
+            assert all([await is_closed(x) for x, _ in old])
+            assert await is_closed(r, 2.0)                              # and the new one has 0.3 s too
+            for _, x in old + [(r, w)]:
+                x.close()
             await wait_for(lambda: len(a._handshaking) == 0)
             t, _ = await raw_peer(a)  # room again
             await wait_for(lambda: a.num_peers() == 1)
@@ -424,6 +489,31 @@ def test_connect_failures_have_cln_codes(tmp_path):
                 await a.connect(coincurve.PrivateKey().public_key.format(),
                                 PeerAddress("local socket", path=os.path.join(tmp_path, "nothing")))
             assert e.value.code == 401
+        finally:
+            await a.stop()
+
+    run(main())
+
+
+def test_peer_that_does_not_read_is_cut_off_at_the_write_buffer_bound():
+    """docs/limits.md: what we queue for one peer is bounded (max_write_buffer); a peer that stops reading is
+    disconnected rather than growing our memory."""
+    async def main():
+        a = make_pm(max_write_buffer=256 * 1024)
+        await a.start()
+        try:
+            t, their_id = await raw_peer(a)            # it never reads again
+            await wait_for(lambda: a.get(their_id) is not None)
+            peer = a.get(their_id)
+            sent = 0
+            with pytest.raises(PeerDisconnected):
+                for _ in range(100_000):
+                    peer.send_nowait(b"\x80\x01" + bytes(60_000))
+                    sent += 1
+                    await asyncio.sleep(0)
+            assert sent * 60_000 < 64 * 1024 * 1024    # cut off long before (the kernel buffers take some)
+            assert a.rec.has_log("not reading")
+            await wait_for(lambda: a.get(their_id) is None)
         finally:
             await a.stop()
 

@@ -372,3 +372,22 @@ def test_bus_wildcard_excludes_log_and_wraps():
     assert bus.topic_known("connect") and not bus.topic_known("mytopic")
     bus.add_topics(conn, ["mytopic"])
     assert bus.topic_known("mytopic")
+
+
+def test_splitter_bounds_plugin_output():
+    """Issue 16 (plugin output): a plugin's deep nesting, huge integer or endless message is a protocol error
+    (the plugin is killed), never a RecursionError/ValueError in the read loop or unbounded memory."""
+    from ampere.plugins.process import MAX_PLUGIN_MESSAGE
+    values, err = JsonMessageSplitter().feed("[" * 100_000)
+    assert values == [] and err is not None and "nested" in err
+    values, err = JsonMessageSplitter().feed('{"jsonrpc":"2.0","id":1,"result":' + "1" * 5000 + "}")
+    assert values == [] and err is not None
+    sp = JsonMessageSplitter()
+    assert sp.feed('{"jsonrpc":"2.0","method":"log","params":{"message":"') == ([], None)
+    chunk = "x" * (1 << 20)
+    err = None
+    for _ in range(MAX_PLUGIN_MESSAGE // len(chunk) + 2):
+        _, err = sp.feed(chunk)
+        if err is not None:
+            break
+    assert err is not None and "larger than" in err

@@ -54,11 +54,31 @@ def _state_path(base: str) -> str:
 
 
 def _load_state(base: str) -> dict:
+    path = _state_path(base)
     try:
-        with open(_state_path(base)) as f:
-            return json.load(f)
+        with open(path) as f:
+            state = json.load(f)
     except FileNotFoundError:
         raise RegtestError(f"no network started in {base} (run: amp-regtest --dir {base} start)") from None
+    except (OSError, ValueError) as e:
+        raise RegtestError(f"{path} is unreadable ({e}); `amp-regtest --dir {base} start` starts afresh") from None
+    if not _state_ok(state):
+        raise RegtestError(f"{path} is not an amp-regtest state file; `amp-regtest --dir {base} start` starts "
+                           "afresh")
+    return state
+
+
+def _state_ok(state: object) -> bool:
+    """The shape every command relies on (a file edited by hand, or from another version, must not KeyError)."""
+    if not isinstance(state, dict) or not isinstance(state.get("chaind"), dict):
+        return False
+    c = state["chaind"]
+    if not (isinstance(c.get("datadir"), str) and isinstance(c.get("port"), int) and isinstance(c.get("user"), str)
+            and isinstance(c.get("password"), str)):
+        return False
+    nodes = state.get("nodes")
+    return isinstance(nodes, list) and all(
+        isinstance(n, dict) and isinstance(n.get("dir"), str) and isinstance(n.get("port"), int) for n in nodes)
 
 
 def _save_state(base: str, state: dict) -> None:
@@ -135,10 +155,15 @@ def start(base: str, n: int) -> int:
     os.makedirs(base, exist_ok=True)
     try:
         state = _load_state(base)
-    except RegtestError:
+    except RegtestError as e:
+        if os.path.exists(_state_path(base)):
+            print(f"{e}: starting afresh (the chain and node directories in {base} are reused)")
         state = {}
     if state and (_alive(state["chaind"].get("pid")) or any(_alive(x.get("pid")) for x in state.get("nodes", []))):
         raise RegtestError(f"a network is already running from {base} (amp-regtest --dir {base} stop)")
+    if state:
+        print(f"reusing {base}: the chain and the nodes of the last run (their channels too); "
+              f"`amp-regtest --dir {base} destroy` starts from nothing")
     datadir = os.path.join(base, "amp-chaind-regtest")
     os.makedirs(datadir, exist_ok=True)
     port = _free_port(18443)
@@ -241,11 +266,14 @@ def fund_nodes(base: str, amount_sat: int = 1_000_000) -> int:
         print(f"l{i} -> l{i + 1}: channel {r['channel_id']} funded by {r['txid']}")
     _chain_call(state, "generatetoaddress", 6, mine_to)
     for i, a, b, r in opened:
-        _wait(lambda a=a, b=b: any(c["state"] == "CHANNELD_NORMAL" for c in
-                                   _ampd_call(a["dir"], "listpeerchannels", {"id": b["id"]})["channels"]),
-              120, f"l{i} -> l{i + 1} normal")
-        scid = _ampd_call(a["dir"], "listpeerchannels", {"id": b["id"]})["channels"][-1]["short_channel_id"]
-        print(f"l{i} -> l{i + 1}: CHANNELD_NORMAL, short_channel_id {scid}")
+        # The channel just funded, by its id: on a reused directory the nodes already have channels from an
+        # earlier run, which are normal long before this one (and the newest has no short_channel_id yet).
+        def normal(a=a, b=b, cid=r["channel_id"]):
+            chans = _ampd_call(a["dir"], "listpeerchannels", {"id": b["id"]})["channels"]
+            return next((c for c in chans if c.get("channel_id") == cid and c.get("state") == "CHANNELD_NORMAL"
+                         and c.get("short_channel_id")), None)
+        chan = _wait(normal, 120, f"l{i} -> l{i + 1} normal")
+        print(f"l{i} -> l{i + 1}: CHANNELD_NORMAL, short_channel_id {chan['short_channel_id']}")
     return 0
 
 
@@ -318,6 +346,10 @@ def main(argv: list[str] | None = None) -> int:
         raise RegtestError(f"unknown command '{a.command}'")
     except (RegtestError, ValueError) as e:
         print(f"amp-regtest: {e}", file=sys.stderr)
+        return 1
+    except (OSError, BitcoindError, BitcoindUnreachable, KeyError) as e:
+        # A node or amp-chaind that went away mid-command, a directory changed under us: say what, no traceback.
+        print(f"amp-regtest: {a.command} failed: {type(e).__name__}: {e}", file=sys.stderr)
         return 1
 
 

@@ -97,6 +97,12 @@ TIMESTAMP_U5 = 7  # 35 bits
 
 _SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _U64_LIMIT = 1 << 64
+# The longest invoice we read or write, in characters: a QR code's alphanumeric capacity (version 40, level L),
+# the same limit lnd applies. A valid invoice is a few hundred characters; this still holds dozens of route hints.
+# Checked before any decoding, so a megabyte string costs nothing.
+MAX_INVOICE_LENGTH = 7089
+# The longest amount a u64 msat can be written with: 2^64 msat is 1.8e22 pico-bitcoin, 23 digits.
+_MAX_AMOUNT_DIGITS = 23
 
 # pico-bitcoin per unit of the amount, by multiplier letter ("" = whole bitcoin).
 # BOLT #11: `m` (milli): multiply by 0.001  `u` (micro): multiply by 0.000001
@@ -200,6 +206,9 @@ def parse_hrp(hrp: str) -> tuple[str, Msat | None]:
     if not m:
         raise InvoiceError(f"invalid amount '{amount_str}'")
     digits, letter = m.groups()
+    # Before int(): a 4,301-digit amount would hit Python's int-digit limit (a bare ValueError).
+    if len(digits.lstrip("0")) > _MAX_AMOUNT_DIGITS:
+        raise InvoiceError(f"amount of {len(digits)} digits is out of range")
     if letter not in _PICO_PER_UNIT:
         raise InvoiceError(f"invalid amount multiplier '{letter}' in '{amount_str}'")
     # BOLT #11 (writer): MUST encode `amount` as a positive decimal integer with no leading 0s.
@@ -250,6 +259,8 @@ def _split_bech32(text: object) -> tuple[str, list[int]]:
     # BOLT-11 encoding ...  (CLN's decode accepts it, so do we.)
     if text[:10] in ("lightning:", "LIGHTNING:"):
         text = text[10:]
+    if len(text) > MAX_INVOICE_LENGTH:
+        raise InvoiceError(f"invoice too long: {len(text)} characters, at most {MAX_INVOICE_LENGTH}")
     # BOLT #11: A reader: MUST parse the address as Bech32, as specified in BIP-0173 (also without
     # the character limit).  if the checksum is incorrect: MUST fail the payment.
     try:
@@ -524,6 +535,10 @@ def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: bytes | coincurve.
     parse_hrp(hrp)  # only ever sign something that reads as an invoice's human-readable part
     if any(not 0 <= v < 32 for v in data):
         raise InvoiceError("data part must be 5-bit values")
+    length = len(hrp) + 1 + len(data) + SIG_U5 + 6
+    if length > MAX_INVOICE_LENGTH:
+        # Never write an invoice that we (or lnd) would refuse to read.
+        raise InvoiceError(f"invoice too long: {length} characters, at most {MAX_INVOICE_LENGTH}")
     sig = key.sign_recoverable(_signing_hash(hrp, data), hasher=None)  # RFC6979, low-S
     return bech32_encode(hrp, list(data) + bytes_to_u5(sig))
 

@@ -57,11 +57,19 @@ MAX_FIELD_U5 = 1023
 # --- 5-bit packing -------------------------------------------------------------------------------
 
 
+_U5_BITS = [format(v, "05b") for v in range(32)]
+
+
 def u5_to_int(values: Sequence[int]) -> int:
-    acc = 0
-    for v in values:
-        acc = (acc << 5) | v
-    return acc
+    """Big-endian 5-bit groups as one integer, in linear time: shifting an ever-growing int once per group is
+    quadratic (a 0.4 MB data part took 50 s); a binary string converts in one linear pass (base 2 is exempt from
+    Python's int-digit limit)."""
+    if len(values) <= 64:
+        acc = 0
+        for v in values:
+            acc = (acc << 5) | v
+        return acc
+    return int("".join([_U5_BITS[v] for v in values]), 2)
 
 
 def int_to_u5(value: int, count: int) -> list[int]:

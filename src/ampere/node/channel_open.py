@@ -314,6 +314,11 @@ class OpenFlows:
         if node.chain is None or getattr(node, "wallet", None) is None:
             refuse("we cannot follow the chain")
             return
+        # Absurd amounts are refused before the hook sees them and before any id or state is allocated.
+        bounds = opening.peer_amount_problem(msg)
+        if bounds is not None:
+            refuse(bounds)
+            return
         hook = await self._openchannel_hook(peer_id, msg)
         if hook is None:
             refuse("Rejected: invalid openchannel hook answer")

@@ -25,7 +25,7 @@ from ..log import Logger, parse_log_level
 from ..rpc import commands as _commands  # noqa: F401  (registers the built-in commands)
 from ..rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError
 from ..rpc.filter import filter_result
-from ..rpc.params import parse_params
+from ..rpc.params import parse_params, plugin_params_problem
 from ..rpc.registry import COMMANDS, Command
 from ..rpc.server import RpcConnection, RpcServer, error_response
 from ..store.sqlite import SqliteStore
@@ -178,7 +178,12 @@ class Node:
         if target is None:
             return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
         if not isinstance(target, Command):
-            # A plugin's method: the request goes through verbatim, the answer comes back verbatim.
+            # A plugin's method: the request goes through verbatim, the answer comes back verbatim; but its
+            # strings are checked here as a built-in command's are (a plugin's JSON library may not take them).
+            bad = plugin_params_problem(req.get("params"))
+            if bad is not None:
+                return {"jsonrpc": "2.0", "id": req_id, "error": bad.to_json()}
+
             def relay(note: dict) -> None:
                 if conn is not None and conn.notifications:
                     conn.send_nowait(note)

@@ -31,6 +31,7 @@ from ..wire.errors import FeatureError, HandshakeError, TransportError, WireErro
 from ..wire.features import Features
 from ..wire.messages import Init
 from ..wire.transport import Transport, accept_handshake, connect_and_handshake
+from .handshake_limits import HandshakeLimits, PendingHandshakes, source_key
 from .peer_conn import PeerAddress, PeerConnection, PeerDisconnected, _call
 from .socks5 import DEFAULT_PROXY_PORT, Socks5Error, open_socks5_connection
 
@@ -221,8 +222,14 @@ class PeerConfig:
     allow_localhost: bool = False
     # A peer has this long from TCP accept/connect to finish BOLT #8 and send `init`.
     handshake_timeout: float = 60.0
-    # Handshakes (accepted connections not yet through `init`) beyond this are refused at once.
+    # Handshakes (accepted connections not yet through `init`): at most this many overall and per source
+    # address; at a cap the oldest is dropped (see handshake_limits.py). From pressure_pending on, a connection
+    # may stay silent only pressure_handshake_timeout. Generous enough for hundreds of honest handshakes at once
+    # from one host (tests/integration/test_peers.py::test_hundreds_of_concurrent_handshakes).
     max_pending_handshakes: int = 1000
+    max_pending_per_source: int = 500
+    pressure_pending: int = 500
+    pressure_handshake_timeout: float = 5.0
     listen_backlog: int = 1024
     # Keepalive: a ping every ~ping_interval (randomised +-25%); no pong within pong_timeout hangs up.
     ping_interval: float = 30.0
@@ -323,14 +330,17 @@ class PeerManager:
         self._socket_paths: list[str] = []
         self._bindings: list[dict] = []
         self._announced: list[dict] = []
-        self._handshaking: set[asyncio.Task] = set()
+        self._handshaking = PendingHandshakes(HandshakeLimits(
+            config.max_pending_handshakes, config.max_pending_per_source, config.handshake_timeout,
+            config.pressure_pending, min(config.pressure_handshake_timeout, config.handshake_timeout)))
+        self._handshake_tasks: dict[asyncio.Task, asyncio.StreamWriter] = {}
         self._outgoing: dict[bytes, asyncio.Task] = {}
         self._stopping = False
         self.channel_count: Callable[[bytes], int] = lambda node_id: 0
         # Built-in consumers of custom (odd, unknown to the BOLTs) message types, e.g. commando: each gets
         # (peer id, type, whole message) after the custommsg notification; plugins' hooks still run.
         self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
-        self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "refused_busy": 0}
+        self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "handshakes_dropped": 0}
 
     @classmethod
     def for_node(cls, node: Any) -> "PeerManager":
@@ -441,7 +451,7 @@ class PeerManager:
         self._stopping = True
         for server in self._servers:
             server.close()
-        for task in list(self._handshaking) + list(self._outgoing.values()):
+        for task in list(self._handshake_tasks) + list(self._outgoing.values()):
             task.cancel()
         peers = list(self._peers.values())
         for peer in peers:
@@ -460,41 +470,47 @@ class PeerManager:
         if self._stopping:
             writer.close()
             return
-        if len(self._handshaking) >= self.config.max_pending_handshakes:
-            self.stats["refused_busy"] += 1
-            if self.stats["refused_busy"] == 1 or self.stats["refused_busy"] % 1000 == 0:
-                self.log("unusual", SOURCE, f"{len(self._handshaking)} handshakes in progress: refusing "
-                         f"connections ({self.stats['refused_busy']} so far)")
-            writer.close()
-            return
         task = asyncio.current_task()
         assert task is not None
-        self._handshaking.add(task)
         address = _address_of_socket(writer)
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.handshake_timeout
+        timeout, drop = self._handshaking.admit(task, source_key(address.host if address.is_ip else None),
+                                                loop.time())
+        self._handshake_tasks[task] = writer
+        if drop:
+            self.stats["handshakes_dropped"] += len(drop)
+            n = self.stats["handshakes_dropped"]
+            if n == len(drop) or n // 1000 != (n - len(drop)) // 1000:
+                self.log("unusual", SOURCE, f"{len(self._handshaking)} handshakes in progress: dropped the oldest "
+                         f"silent ones ({n} so far)")
+            for t in drop:
+                t.cancel()
+        deadline = loop.time() + timeout
         try:
-            transport = await accept_handshake(reader, writer, self._privkey, self.config.handshake_timeout)
-        except HandshakeError as e:
-            self.stats["handshakes_failed"] += 1
-            self.log("debug", SOURCE, f"Connect IN from {address}: handshake failed: {e}")
-            writer.close()
-            self._handshaking.discard(task)
-            return
-        except asyncio.CancelledError:
-            writer.close()
-            self._handshaking.discard(task)
-            raise
-        self.stats["handshakes_in"] += 1
-        try:
-            await self._setup_peer(transport, "in", address, deadline)
-        except ConnectError as e:
-            self.log("debug", transport_source(transport), f"Connect IN from {address} failed: {e.message}")
-        except asyncio.CancelledError:
-            transport.close()
-            raise
+            try:
+                transport = await accept_handshake(reader, writer, self._privkey, timeout)
+            except HandshakeError as e:
+                self.stats["handshakes_failed"] += 1
+                self.log("debug", SOURCE, f"Connect IN from {address}: handshake failed: {e}")
+                writer.close()
+                return
+            except BaseException:
+                writer.close()
+                raise
+            self.stats["handshakes_in"] += 1
+            try:
+                await self._setup_peer(transport, "in", address, deadline)
+            except ConnectError as e:
+                self.log("debug", transport_source(transport), f"Connect IN from {address} failed: {e.message}")
+            except asyncio.CancelledError:
+                transport.close()
+                raise
         finally:
-            self._handshaking.discard(task)
+            self._handshake_done(task)
+
+    def _handshake_done(self, task: asyncio.Task) -> None:
+        self._handshaking.done(task)
+        self._handshake_tasks.pop(task, None)
 
     # ---- connecting -------------------------------------------------------------------------
     async def connect(self, node_id: bytes, address: PeerAddress | None) -> PeerConnection:

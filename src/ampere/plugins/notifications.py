@@ -39,7 +39,11 @@ class Subscriber(Protocol):
 
 def encode(message: dict) -> bytes:
     """A message to a plugin: JSON followed by the blank line pyln-client splits on."""
-    return json.dumps(message, ensure_ascii=False).encode() + b"\n\n"
+    try:
+        return json.dumps(message, ensure_ascii=False).encode() + b"\n\n"
+    except UnicodeEncodeError:
+        # A lone surrogate (a client's "\\ud800", passed on as received): escaped JSON is still exact.
+        return json.dumps(message).encode() + b"\n\n"
 
 
 def native_message(topic: str, payload: dict) -> dict:

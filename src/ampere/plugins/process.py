@@ -22,6 +22,7 @@ import itertools
 import json
 import re
 from typing import Any, Callable
+from .notifications import encode
 
 PLUGIN_TERMINATED = -4
 TERMINATED_MESSAGE = "Plugin terminated before replying to RPC call."
@@ -56,9 +57,17 @@ def _id_key(value: Any) -> str:
 # Incremental JSON splitting
 
 _decoder = json.JSONDecoder()
+# A plugin's message may be at most this many characters and nest this deep (docs/limits.md); beyond, it is a
+# protocol error and the plugin is killed, as for any unparsable output.
+MAX_PLUGIN_MESSAGE = 64 * 1024 * 1024
+MAX_PLUGIN_NESTING = 100
 _NON_WS = re.compile(r"[^ \t\r\n]")
 _OUTSIDE = re.compile(r'["{}\[\]]')
 _INSIDE = re.compile(r'["\\]')
+
+
+class _Unframeable(Exception):
+    pass
 
 
 class JsonMessageSplitter:
@@ -72,6 +81,7 @@ class JsonMessageSplitter:
 
     def __init__(self) -> None:
         self._partial: list[str] = []  # pieces of an unfinished value
+        self._partial_len = 0
         self._depth = 0
         self._in_str = False
         self._escape = False  # a backslash ended the previous chunk inside a string
@@ -109,6 +119,8 @@ class JsonMessageSplitter:
                 in_str = True
             elif c in "{[":
                 depth += 1
+                if depth > MAX_PLUGIN_NESTING:
+                    raise _Unframeable(f"nested deeper than {MAX_PLUGIN_NESTING} levels")
             else:
                 depth -= 1
                 if depth == 0:
@@ -120,17 +132,29 @@ class JsonMessageSplitter:
     def feed(self, text: str) -> tuple[list[Any], str | None]:
         """Values completed by `text`, and an error text if invalid JSON was met (then stop)."""
         out: list[Any] = []
+        try:
+            return self._feed(text, out)
+        except _Unframeable as e:
+            return out, f"{e} (at {text[:200]!r}...)"
+
+    def _keep(self, piece: str) -> None:
+        self._partial.append(piece)
+        self._partial_len += len(piece)
+        if self._partial_len > MAX_PLUGIN_MESSAGE:
+            raise _Unframeable(f"message larger than {MAX_PLUGIN_MESSAGE} characters")
+
+    def _feed(self, text: str, out: list[Any]) -> tuple[list[Any], str | None]:
         i = 0
         if self._partial:
             end = self._scan(text, 0)
             if end is None:
-                self._partial.append(text)
+                self._keep(text)
                 return out, None
             whole = "".join(self._partial) + text[:end]
-            self._partial = []
+            self._partial, self._partial_len = [], 0
             try:
                 out.append(json.loads(whole))
-            except ValueError:
+            except (ValueError, RecursionError):
                 return out, whole
             i = end
         n = len(text)
@@ -143,18 +167,19 @@ class JsonMessageSplitter:
                 value, i = _decoder.raw_decode(text, i)
                 out.append(value)
                 continue
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
             if text[i] not in "{[":
                 return out, text[i:]
             self._depth, self._in_str, self._escape = 1, False, False
             end = self._scan(text, i + 1)
             if end is None:
-                self._partial = [text[i:n]]
+                self._partial, self._partial_len = [], 0
+                self._keep(text[i:n])
                 return out, None
             try:
                 out.append(json.loads(text[i:end]))
-            except ValueError:
+            except (ValueError, RecursionError):
                 return out, text[i:end]
             i = end
 
@@ -264,7 +289,7 @@ class PluginProcess:
         self._proc.stdin.write(data)
 
     def send(self, message: dict) -> None:
-        self.send_raw(json.dumps(message, ensure_ascii=False).encode() + b"\n\n")
+        self.send_raw(encode(message))
 
     def request(
         self,

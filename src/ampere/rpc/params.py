@@ -16,6 +16,11 @@ from ..primitives.amount import AmountError, parse_msat, parse_sat
 from .errors import invalid_params
 
 
+# The longest string any parameter may carry (characters); longer is -32602 before the command sees it. Large
+# enough for any PSBT or datastore value a node handles; the request itself is bounded by the RPC framer.
+MAX_PARAM_STRING = 4 * 1024 * 1024
+
+
 class ParamError(ValueError):
     """Raised by a value parser: the reason, without the parameter name."""
 
@@ -38,6 +43,45 @@ def req(name: str, parse: Callable[[Any], Any]) -> Param:
 
 def _token(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def check_strings(value: Any, depth: int = 0) -> None:
+    """Every string in a parameter (nested too): no lone surrogate (JSON's "\\ud800" is valid JSON but no UTF-8
+    encoder, database or log line takes it) and at most MAX_PARAM_STRING characters. Raises ParamError."""
+    if isinstance(value, str):
+        if len(value) > MAX_PARAM_STRING:
+            raise ParamError(f"string of {len(value)} characters is too long (at most {MAX_PARAM_STRING})")
+        if _SURROGATE.search(value):
+            raise ParamError("invalid unicode: a lone surrogate is not a character")
+    elif isinstance(value, list):
+        for v in value:
+            check_strings(v, depth + 1)
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            check_strings(k, depth + 1)
+            check_strings(v, depth + 1)
+
+
+def _shown(raw: Any) -> str:
+    """The token as echoed in an error: a lone surrogate escaped (the reply must encode), and never megabytes."""
+    token = _token(raw) if isinstance(raw, str) else json.dumps(raw)
+    if len(token) > 1000:
+        token = token[:1000] + f"...({len(token)} characters)"
+    return token.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def plugin_params_problem(params: Any) -> Any:
+    """check_strings for a plugin method's params (names unknown here: keys, or positions); an RpcError or None."""
+    items = params.items() if isinstance(params, dict) else enumerate(params) if isinstance(params, list) else ()
+    for name, value in items:
+        try:
+            check_strings(value)
+        except ParamError as e:
+            return invalid_params(f"{name}: {e}: invalid token '{_shown(value)}'")
+    return None
 
 
 def parse_params(params: Any, spec: list[Param], allow_extra: bool = False) -> dict[str, Any]:
@@ -75,9 +119,10 @@ def parse_params(params: Any, spec: list[Param], allow_extra: bool = False) -> d
         if p.name in given:
             raw = given[p.name]
             try:
+                check_strings(raw)
                 out[p.name] = p.parse(raw)
             except (ParamError, AmountError, ValueError, TypeError) as e:
-                raise invalid_params(f"{p.name}: {e}: invalid token '{_token(raw)}'") from None
+                raise invalid_params(f"{p.name}: {e}: invalid token '{_shown(raw)}'") from None
     for p in spec:
         if p.name not in given:
             if p.required:

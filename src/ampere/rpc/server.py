@@ -4,7 +4,7 @@ Framing follows lightningd: requests are a stream of JSON objects (no delimiter 
 response and notification we write ends in "\n\n", which pyln-client and lightning-cli rely on.
 Requests on one connection run concurrently; writes to a connection are serialised.  Unparsable
 input gets a -32700 answer and that connection is closed (the stream cannot be resynchronised);
-other connections are unaffected.
+other connections are unaffected.  Framing (linear, bounded) is in framing.py; back-pressure below.
 """
 
 from __future__ import annotations
@@ -13,20 +13,28 @@ import asyncio
 import json
 import os
 import socket
+from collections import deque
 from typing import Any, Awaitable, Callable
 
-from .errors import INVALID_REQUEST, PARSE_ERROR
+from .errors import INVALID_REQUEST
+from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer
 
-_decoder = json.JSONDecoder()
-# A request larger than this without completing is refused (memory bound per connection).
-MAX_REQUEST_BYTES = 64 * 1024 * 1024
+# Per connection (docs/limits.md): unsent replies above this stop new requests from starting; at most this many
+# requests run at once; framed requests beyond MAX_QUEUED stop reading from the socket.
+REPLY_BUFFER_BYTES = 4 * 1024 * 1024
+MAX_IN_FLIGHT = 256
+MAX_QUEUED = 1024
+MAX_REQUEST_BYTES = MAX_REQUEST_CHARS
+# Unsent bytes at which a connection is closed outright (notifications to a client that never reads).
+MAX_UNREAD_BYTES = 64 * 1024 * 1024
 
 
 class RpcConnection:
     """One client connection: its transport and per-connection settings."""
 
-    def __init__(self, transport: asyncio.Transport) -> None:
+    def __init__(self, transport: asyncio.Transport, protocol: Any = None) -> None:
         self.transport = transport
+        self.protocol = protocol
         self.notifications = False
         self.deprecations: bool | None = None
         self.closed = False
@@ -38,6 +46,10 @@ class RpcConnection:
             return
         # One write per message: responses and notifications never interleave within a message.
         self.transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+        # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
+        # the replies of requests already running are bounded here: a client this far behind is not reading.
+        if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
+            self.close()
 
     async def send(self, obj: dict) -> None:
         self.write(obj)
@@ -59,30 +71,52 @@ def error_response(req_id: Any, code: int, message: str) -> dict:
 
 
 class _RpcProtocol(asyncio.Protocol):
-    """Parses the request stream of one connection and answers each request as it completes."""
+    """Frames the request stream of one connection and answers each request as it completes.
+
+    Back-pressure: requests are started only while the connection's unsent replies stay under REPLY_BUFFER_BYTES
+    and fewer than MAX_IN_FLIGHT of its requests are running; while either holds, framed requests wait in a
+    short queue and reading stops once the queue is full, so a client that never reads its replies is stopped
+    by its own socket buffer rather than by our memory."""
 
     def __init__(self, server: "RpcServer") -> None:
         self.server = server
-        self.buf = ""
+        self.framer = JsonStreamFramer()
         self.conn: RpcConnection | None = None
+        self.queue: deque[Any] = deque()
+        self.writing_paused = False
+        self.reading_paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.conn = RpcConnection(transport)  # type: ignore[arg-type]
+        self.conn = RpcConnection(transport, self)  # type: ignore[arg-type]
+        transport.set_write_buffer_limits(high=REPLY_BUFFER_BYTES)  # type: ignore[attr-defined]
         self.server.connections.add(self.conn)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.queue.clear()
+        self.framer = JsonStreamFramer()
         if self.conn is not None:
             self.conn.closed = True
             self.server.connections.discard(self.conn)
+
+    def pause_writing(self) -> None:
+        self.writing_paused = True
+
+    def resume_writing(self) -> None:
+        self.writing_paused = False
+        self.pump()
 
     def eof_received(self) -> bool:
         # The client may half-close after sending: keep the socket open until answers are written.
         conn = self.conn
         assert conn is not None
         conn.eof = True
-        if conn.pending == 0:
-            conn.close()
+        self.maybe_close()
         return True
+
+    def maybe_close(self) -> None:
+        conn = self.conn
+        if conn is not None and conn.eof and conn.pending == 0 and not self.queue:
+            conn.close()
 
     def data_received(self, data: bytes) -> None:
         conn = self.conn
@@ -90,35 +124,36 @@ class _RpcProtocol(asyncio.Protocol):
         if conn.closed:
             return
         try:
-            self.buf += data.decode("utf-8")
-        except UnicodeDecodeError:
-            conn.write(error_response(None, PARSE_ERROR, "Parse error: invalid UTF-8"))
+            requests = self.framer.feed(data)
+        except FrameError as e:
+            # The stream cannot be resynchronised: answer what was framed, then this error, then close.
+            self.queue.clear()
+            conn.write(error_response(None, e.code, e.message))
             conn.close()
             return
-        buf = self.buf
-        pos = 0
-        n = len(buf)
-        while True:
-            while pos < n and buf[pos] in " \t\r\n":
-                pos += 1
-            if pos >= n:
-                self.buf = ""
-                return
-            try:
-                obj, end = _decoder.raw_decode(buf, pos)
-            except json.JSONDecodeError as e:
-                if _could_be_incomplete(buf, pos, e):
-                    self.buf = buf[pos:]
-                    if len(self.buf) > MAX_REQUEST_BYTES:
-                        conn.write(error_response(None, INVALID_REQUEST, "Request too large"))
-                        conn.close()
-                    return
-                # The stream cannot be resynchronised: answer, then close this connection only.
-                conn.write(error_response(None, PARSE_ERROR, f"Parse error: {e.msg}"))
-                conn.close()
-                return
-            pos = end
-            self.server.start_request(obj, conn)
+        self.queue.extend(requests)
+        self.pump()
+
+    def pump(self) -> None:
+        """Start queued requests while the connection's replies are being read; pause reading otherwise."""
+        conn = self.conn
+        if conn is None or conn.closed:
+            return
+        while self.queue and not self.writing_paused and conn.pending < MAX_IN_FLIGHT:
+            item = self.queue.popleft()
+            if isinstance(item, InvalidRequest):
+                conn.write(error_response(None, INVALID_REQUEST, item.message))   # in its turn
+            else:
+                self.server.start_request(item, conn)
+        blocked = len(self.queue) >= MAX_QUEUED
+        transport = conn.transport
+        if blocked and not self.reading_paused:
+            self.reading_paused = True
+            transport.pause_reading()
+        elif not blocked and self.reading_paused:
+            self.reading_paused = False
+            transport.resume_reading()
+        self.maybe_close()
 
 
 class RpcServer:
@@ -175,42 +210,10 @@ class RpcServer:
             conn.pending -= 1
         if response is not None:
             conn.write(response)
-        if conn.eof and conn.pending == 0:
+        if conn.protocol is not None:
+            conn.protocol.pump()
+        elif conn.eof and conn.pending == 0:
             conn.close()
-
-
-def _could_be_incomplete(buf: str, pos: int, err: json.JSONDecodeError) -> bool:
-    """True when the parse failed only because the object has not fully arrived."""
-    if err.pos >= len(buf):
-        return True
-    # "Unterminated string" and friends point inside the text but mean "need more".
-    if err.msg.startswith("Unterminated string"):
-        return True
-    return buf[pos] in "{[" and _unbalanced(buf[pos:])
-
-
-def _unbalanced(text: str) -> bool:
-    depth = 0
-    in_str = False
-    esc = False
-    for ch in text:
-        if in_str:
-            if esc:
-                esc = False
-            elif ch == "\\":
-                esc = True
-            elif ch == '"':
-                in_str = False
-            continue
-        if ch == '"':
-            in_str = True
-        elif ch in "{[":
-            depth += 1
-        elif ch in "}]":
-            depth -= 1
-            if depth == 0:
-                return False
-    return depth > 0
 
 
 def _socket_alive(path: str) -> bool:

@@ -42,11 +42,38 @@ from ampere.wire import messages as m
 
 __all__ = [
     "LocalParams", "OpenPolicy", "channel_type_bytes", "channel_type_from_bytes",
-    "OpenerNegotiation", "AcceptorNegotiation", "open_channel", "on_open_channel",
+    "OpenerNegotiation", "AcceptorNegotiation", "open_channel", "on_open_channel", "peer_amount_problem",
+    "MAX_MONEY_SAT",
 ]
 
 LARGE_CHANNEL_SAT = 1 << 24
 MIN_DUST_LIMIT_SAT = 354  # BOLT #2: "dust_limit_satoshis is smaller than 354 satoshis" -> fail
+MAX_MONEY_SAT = 21_000_000 * 100_000_000   # the total supply: no real amount is larger (Bitcoin Core's MAX_MONEY)
+
+
+def peer_amount_problem(msg: m.OpenChannel | m.AcceptChannel, funding_sat: int | None = None) -> str | None:
+    """Bounds on every amount field of a peer's open_channel/accept_channel, checked before anything else (the
+    openchannel hook, a database id, accept_channel): a u64 field can carry 2^64-1, which no channel can hold and
+    which the transaction builder cannot even serialise. The limits are BOLT 2's own relations (push_msat within
+    the funding; the reserve and dust limit within the funding) and the total supply for the funding itself."""
+    funding = getattr(msg, "funding_satoshis", None)
+    cap_sat = MAX_MONEY_SAT if funding_sat is None else funding_sat   # accept_channel: our own funding
+    if funding is not None:
+        if funding > MAX_MONEY_SAT:
+            return f"funding_satoshis {funding} is above the total supply of 21M BTC"
+        # BOLT #2: "push_msat is greater than funding_satoshis * 1000" -> MUST fail the channel.
+        if msg.push_msat > funding * 1000:
+            return f"push_msat {msg.push_msat} is greater than funding_satoshis * 1000"
+        cap_sat = funding
+    # BOLT #2: "channel_reserve_satoshis is ... unreasonably large" / "dust_limit_satoshis is greater than
+    # channel_reserve_satoshis": neither can exceed the funding (or the supply, for accept_channel).
+    for name in ("channel_reserve_satoshis", "dust_limit_satoshis"):
+        if getattr(msg, name) > cap_sat:
+            return f"{name} {getattr(msg, name)} is larger than the channel"
+    # BOLT #2: "htlc_minimum_msat too large" -> MAY fail; above the whole channel it is meaningless.
+    if msg.htlc_minimum_msat > cap_sat * 1000:
+        return f"htlc_minimum_msat {msg.htlc_minimum_msat} is larger than the channel"
+    return None
 
 
 def channel_type_bytes(ct: ChannelType) -> bytes:
@@ -236,7 +263,7 @@ class OpenerNegotiation:
         if channel_type_from_bytes(ct_raw) is not self.channel_type:
             return _close(self, "accept_channel channel_type differs from ours")
         cfg = _peer_config(msg)
-        problem = _check_common(cfg, policy)
+        problem = peer_amount_problem(msg, self.funding_sat) or _check_common(cfg, policy)
         if problem is None:
             # BOLT #2: "if channel_reserve_satoshis is less than dust_limit_satoshis within the open_channel
             # message: MUST fail the channel. if channel_reserve_satoshis from the open_channel message is less
@@ -399,6 +426,9 @@ def on_open_channel(signer: ChannelSigner, msg: m.OpenChannel, ours: LocalParams
         return fail("funding_satoshis requires option_support_large_channel")
     if msg.funding_satoshis < policy.min_funding_sat:
         return fail(f"funding of {msg.funding_satoshis} sat is below our minimum {policy.min_funding_sat}")
+    bounds = peer_amount_problem(msg)
+    if bounds is not None:
+        return fail(bounds)
     # BOLT #2: "push_msat is greater than funding_satoshis * 1000."
     if msg.push_msat > msg.funding_satoshis * 1000:
         return fail("push_msat is greater than the funding")

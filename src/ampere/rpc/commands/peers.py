@@ -25,6 +25,39 @@ def _manager(ctx):
     return pm
 
 
+_MAX_SOCKET_PATH = 107      # sun_path is 108 bytes with its NUL
+_MAX_HOST = 253             # a DNS name (RFC 1035), the longest host part a connect can have
+
+
+def _check_host(text: str) -> None:
+    """A host (optionally with :port, [ipv6]:port) or unix socket path that the resolver can take: a host name of
+    at most 253 characters in labels of 1 to 63 that IDNA can encode. Checked here because a 5,000-character
+    name otherwise fails inside getaddrinfo's IDNA step (UnicodeError), far from the parameter."""
+    if text.startswith("/"):
+        if len(text.encode("utf-8")) > _MAX_SOCKET_PATH:
+            raise ParamError(f"socket path longer than {_MAX_SOCKET_PATH} bytes")
+        return
+    host = text
+    if host.startswith("["):
+        host = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        host = host.partition(":")[0]
+    if len(host) > _MAX_HOST:
+        raise ParamError(f"host name longer than {_MAX_HOST} characters")
+    if ":" in host:          # an IPv6 literal: parse_peer_address checks it
+        return
+    try:
+        host.encode("idna")
+    except UnicodeError:
+        raise ParamError("not a valid host name (labels must be 1 to 63 characters)") from None
+
+
+def p_host(v: Any) -> str:
+    host = p_string(v)
+    _check_host(host)
+    return host
+
+
 def p_id_maybe_addr(v: Any) -> tuple[bytes, str | None]:
     """`id`, or `id@host[:port]` / `id@/socket/path`."""
     if not isinstance(v, str):
@@ -34,6 +67,8 @@ def p_id_maybe_addr(v: Any) -> tuple[bytes, str | None]:
         node_id = p_pubkey(node)
     except ParamError:
         raise ParamError("should be a node id") from None
+    if at:
+        _check_host(rest)
     return node_id, (rest if at else None)
 
 
@@ -44,7 +79,7 @@ def p_port(v: Any) -> int:
     return port
 
 
-@command("connect", [req("id", p_id_maybe_addr), opt("host", p_string), opt("port", p_port)], category="network",
+@command("connect", [req("id", p_id_maybe_addr), opt("host", p_host), opt("port", p_port)], category="network",
          description="Connect to {id} at {host} (which can end in ':port' if not default). {id} can also be of "
                      "the form id@host")
 async def connect(ctx, id: tuple[bytes, str | None], host: str | None, port: int | None) -> dict:
