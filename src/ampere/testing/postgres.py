@@ -22,8 +22,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from typing import Any
-
 import pytest
 
 from .nodes import free_port
@@ -208,6 +206,14 @@ def postgres():
         server.destroy()
 
 
-def store_dsn_params() -> list[Any]:
-    """pytest params for store tests that run on both engines."""
-    return ["sqlite3", pytest.param("postgres", marks=pytest.mark.postgres)]
+@pytest.fixture(scope="session")
+def postgres_shared():
+    """One PostgreSQL server for the whole test process (tests take a database each: create_db())."""
+    reason = unavailable_reason()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.destroy()
