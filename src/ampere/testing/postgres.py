@@ -98,8 +98,12 @@ class PostgresServer:
         self.running = False
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
-        return subprocess.run(_as_server_user([os.path.join(pg_bindir(), "pg_ctl"), "-D", self.data, *args]),
-                              check=check, capture_output=True, text=True, timeout=120)
+        r = subprocess.run(_as_server_user([os.path.join(pg_bindir(), "pg_ctl"), "-D", self.data, *args]),
+                           capture_output=True, text=True, timeout=120)
+        if check and r.returncode != 0:
+            raise RuntimeError(f"pg_ctl {' '.join(args)} failed ({r.returncode}): {r.stdout}{r.stderr}\n"
+                               f"{self.log()[-2000:]}")
+        return r
 
     def start(self) -> "PostgresServer":
         if not os.path.exists(self.data):
