@@ -293,3 +293,15 @@ CREATE TABLE IF NOT EXISTS offers (
 )
     """,
 ]
+
+
+def schema_tables() -> list[str]:
+    """Every table the migrations create, in creation order (for copying and comparing databases)."""
+    import re
+
+    tables: list[str] = []
+    for entry in MIGRATIONS:
+        for m in re.finditer(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", migration_sql(entry, "sqlite3"), re.I):
+            if m[1] not in tables:
+                tables.append(m[1])
+    return tables
