@@ -71,7 +71,7 @@ def _initdb_template() -> str:
     global _template
     with _template_lock:
         if _template is None:
-            base = tempfile.mkdtemp(prefix="amp-pgt-")
+            base = tempfile.mkdtemp(prefix="ampere-pgtemplate-")
             os.chmod(base, 0o755)
             data = os.path.join(base, "data")
             _chown(base)
@@ -79,7 +79,7 @@ def _initdb_template() -> str:
                                             "-A", "trust", "--no-sync", "-E", "UTF8", "--locale=C"]),
                            check=True, capture_output=True)
             _template = data
-            atexit.register(shutil.rmtree, base, True)
+            atexit.register(_in_this_process(shutil.rmtree), base, True)
         return _template
 
 
@@ -89,7 +89,7 @@ class PostgresServer:
     password = "secret"  # accepted by trust auth; there to prove it is never shown
 
     def __init__(self) -> None:
-        self.base = tempfile.mkdtemp(prefix="amp-pg-")
+        self.base = tempfile.mkdtemp(prefix="ampere-pgtest-")
         os.chmod(self.base, 0o755)
         self.data = os.path.join(self.base, "data")
         self.sockdir = self.base
@@ -158,6 +158,10 @@ class PostgresServer:
             cur = conn.execute(statement)
             return cur.fetchall() if cur.description else []
 
+    def alive(self) -> bool:
+        """Still there (its directory removed from under it -- a /tmp cleaner -- means it is not)."""
+        return self.running and os.path.exists(os.path.join(self.data, "global", "pg_filenode.map"))
+
     def log(self) -> str:
         try:
             with open(self.logfile, errors="replace") as f:
@@ -167,12 +171,24 @@ class PostgresServer:
 
 
 _running: set[PostgresServer] = set()
+_pid = os.getpid()
 
 
-@atexit.register
+def _in_this_process(fn):
+    """An atexit handler that does nothing in a forked child (which must not stop its parent's servers)."""
+    def run(*args):
+        if os.getpid() == _pid:
+            fn(*args)
+    return run
+
+
+@_in_this_process
 def _stop_all() -> None:
     for server in list(_running):
         server.destroy()
+
+
+atexit.register(_stop_all)
 
 
 # ---- AMPERE_TEST_DB=postgres: every test node on PostgreSQL ---------------------------------------------
@@ -192,7 +208,9 @@ def wallet_for_test_node() -> str | None:
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"AMPERE_TEST_DB=postgres: {reason}")
-    if _shared is None:
+    if _shared is None or not _shared.alive():
+        if _shared is not None:
+            _shared.destroy()
         _shared = PostgresServer().start()
     return _shared.create_db(password=False)
 
