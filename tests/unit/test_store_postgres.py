@@ -133,3 +133,25 @@ def test_an_owner_that_lost_the_database_stops(postgres_shared):
     val = run(go())
     assert fatal and "another ampd" in fatal[0]
     assert val == [("b",)]
+
+
+def test_every_commit_checks_the_owner_generation(postgres_shared):
+    """The fence is in each transaction: once the generation is not ours, nothing more commits."""
+    dsn = postgres_shared.create_db()
+    dbname = dsn.rsplit("/", 1)[1]
+    fatal = []
+
+    async def go():
+        a = PostgresStore(dsn, on_fatal=fatal.append)
+        await a.open()
+        await a.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('x', '1')"))
+        postgres_shared.sql("UPDATE ampere_owner SET generation = generation + 1", dbname)
+        with pytest.raises(Exception):
+            await asyncio.wait_for(a.write(lambda db: db.execute("UPDATE vars SET val = '2' WHERE name = 'x'")), 5)
+
+    try:
+        run(go())
+    except Exception:
+        pass
+    assert fatal and "took over" in fatal[0]
+    assert postgres_shared.sql("SELECT val FROM vars WHERE name = 'x'", dbname) == [("1",)]

@@ -269,44 +269,54 @@ class PostgresStore(Store):
                 return [(False, StoreClosed("the store closed while the database was unreachable"))] * len(fns)
 
     def _attempt(self, fns: list[Callable[[Db], Any]], marker: int) -> list[tuple[bool, Any]]:
+        """One transaction for the batch.  No savepoint per write (each would cost two round trips to the
+        server): a write that raises rolls the whole transaction back, and the batch runs again without it, so
+        the outcome is the same as with savepoints -- the others applied in order, that one undone.  (A write
+        function may therefore run more than once; it must act on the database only, as it must anyway for
+        the retry after a lost connection.)"""
         conn = self.conn
         db = _PgDb(conn, self.rewriter)
-        outcomes: list[tuple[bool, Any]] = []
+        failed: dict[int, Exception] = {}
         sent_commit = False
         try:
-            conn.execute("BEGIN")
-            if len(fns) == 1:  # no savepoint needed: a failure undoes the transaction, which is this write
-                try:
-                    outcomes.append((True, fns[0](db)))
-                except Exception as e:
-                    if self._broken():
-                        raise
-                    conn.execute("ROLLBACK")
-                    return [(False, e)]
-            else:
+            while True:
+                outcomes: list[tuple[bool, Any]] = []
+                conn.execute("BEGIN", prepare=False)
                 for i, fn in enumerate(fns):
-                    conn.execute(f"SAVEPOINT w{i}")
+                    if i in failed:
+                        outcomes.append((False, failed[i]))
+                        continue
                     try:
                         outcomes.append((True, fn(db)))
-                    except Exception as e:  # this write alone is undone
+                    except Exception as e:
                         if self._broken():
                             raise
-                        conn.execute(f"ROLLBACK TO SAVEPOINT w{i}")
-                        outcomes.append((False, e))
-                    conn.execute(f"RELEASE SAVEPOINT w{i}")
-            # Fencing and the commit marker in one: only the owner's generation may commit, and after a lost
-            # connection `batch` says whether this transaction committed.
-            cur = conn.execute("UPDATE ampere_owner SET batch = %s WHERE id = 1 AND generation = %s",
-                               (marker, self.generation))
-            if cur.rowcount != 1:
-                self._fatal("another ampd took over this database: stopping at once")
+                        conn.execute("ROLLBACK", prepare=False)
+                        failed[i] = e
+                        break
+                else:
+                    break
+            if len(failed) == len(fns):
+                conn.execute("ROLLBACK", prepare=False)
+                return outcomes
+            # Fencing and the commit marker, in the same round trip as the COMMIT: only the owner's generation
+            # may commit (no row updated -> division by zero -> the transaction aborts, COMMIT is never run),
+            # and after a lost connection `batch` says whether this transaction committed.
             sent_commit = True
-            conn.execute("COMMIT")
+            try:
+                conn.execute(f"WITH u AS (UPDATE ampere_owner SET batch = {int(marker)} WHERE id = 1 AND "
+                             f"generation = {int(self.generation)} RETURNING 1) "
+                             f"SELECT 1 / (SELECT COUNT(*) FROM u)::int; COMMIT", prepare=False)
+            except _psycopg().errors.DivisionByZero:
+                conn.execute("ROLLBACK", prepare=False)
+                self._fatal("another ampd took over this database: stopping at once")
+        except LostOwnership:
+            raise
         except Exception as e:
             if self._broken():
                 raise _Broken(outcomes, sent_commit, e) from e
             try:
-                conn.execute("ROLLBACK")
+                conn.execute("ROLLBACK", prepare=False)
             except Exception:
                 pass
             return [(False, e)] * len(fns)
