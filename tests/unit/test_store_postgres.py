@@ -155,3 +155,21 @@ def test_every_commit_checks_the_owner_generation(postgres_shared):
         pass
     assert fatal and "took over" in fatal[0]
     assert postgres_shared.sql("SELECT val FROM vars WHERE name = 'x'", dbname) == [("1",)]
+
+
+def test_multi_host_dsn_finds_the_server_that_takes_writes(postgres_shared):
+    """libpq's multi-host form: the first host is down, the second one is used (target_session_attrs)."""
+    from ampere.testing.nodes import free_port
+
+    name = postgres_shared.create_db().rsplit("/", 1)[1]
+    dsn = (f"postgres://postgres@127.0.0.1:{free_port()},127.0.0.1:{postgres_shared.port}/{name}"
+           "?target_session_attrs=read-write&connect_timeout=3")
+
+    async def go():
+        s = PostgresStore(dsn)
+        await s.open()
+        await s.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('multi', 'yes')"))
+        await s.close()
+
+    run(go())
+    assert postgres_shared.sql("SELECT val FROM vars WHERE name = 'multi'", name) == [("yes",)]
