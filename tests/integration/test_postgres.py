@@ -24,9 +24,10 @@ pytestmark = pytest.mark.postgres
 AMOUNT = 10_000
 
 
-def direct(l1, l2, scid, inv, rpc=None):
+def direct(l1, l2, scid, inv, rpc=None, amount=AMOUNT, dest_id=None):
     rpc = rpc or l1.rpc
-    rpc.sendpay(tp.route(l2, scid, AMOUNT), inv["payment_hash"], payment_secret=inv["payment_secret"])
+    hop = [{"id": dest_id or l2.node_id, "channel": scid, "delay": tp.DELAY, "amount_msat": amount}]
+    rpc.sendpay(hop, inv["payment_hash"], payment_secret=inv["payment_secret"])
 
 
 def test_wallet_dsn_password_is_never_shown(node_factory, postgres):
@@ -122,6 +123,51 @@ def test_database_restart_in_the_middle_of_payments(node_factory_chain, chaind, 
     inv = l2.rpc.invoice(AMOUNT, "after", "after")
     direct(l1, l2, scid, inv)
     assert l1.rpc.waitsendpay(inv["payment_hash"], 60)["status"] == "complete"
+
+
+def test_database_down_the_node_accepts_nothing_and_signs_nothing(node_factory_chain, chaind, postgres):
+    """PostgreSQL stopped: l1 sends no HTLC and does not acknowledge l2's (no revoke_and_ack without its state
+    committed); when the database is back both payments complete, balances exact."""
+    dsn, l1, l2, scid = channel_on_postgres(node_factory_chain, chaind, postgres)
+    seed = l2.rpc.invoice(100_000_000, "seed", "x")
+    direct(l1, l2, scid, seed, amount=100_000_000)
+    assert l1.rpc.waitsendpay(seed["payment_hash"], 60)["status"] == "complete"
+    wait_for(lambda: not l1.rpc.listpeerchannels()["channels"][0]["htlcs"], 30, "seed settled")
+    before = balances(l1, l2)
+    id1, id2 = l1.node_id, l2.node_id
+    inv_out = l2.rpc.invoice(AMOUNT, "out", "l1 pays l2")
+    inv_in = l1.rpc.invoice(AMOUNT, "in", "l2 pays l1")
+    postgres.stop()
+    results = {}
+
+    def pay(name, payer, payee, inv, dest_id):
+        rpc = LightningRpc(payer.rpc_path)
+        try:
+            direct(payer, payee, scid, inv, rpc, dest_id=dest_id)
+            results[name] = rpc.waitsendpay(inv["payment_hash"], 120)["status"]
+        except Exception as e:
+            results[name] = repr(e)
+
+    threads = [threading.Thread(target=pay, args=("out", l1, l2, inv_out, id2)),
+               threading.Thread(target=pay, args=("in", l2, l1, inv_in, id1))]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    assert results == {}  # nothing finished while l1's database is down
+    htlcs = l2.rpc.listpeerchannels()["channels"][0]["htlcs"]
+    # l1 offered nothing; l2's HTLC to l1 is committed by l2 but never acknowledged by l1.
+    assert [h["direction"] for h in htlcs] == ["out"], htlcs
+    assert htlcs[0]["state"] in ("SENT_ADD_HTLC", "SENT_ADD_COMMIT"), htlcs
+    assert [i["status"] for i in l2.rpc.listinvoices("out")["invoices"]] == ["unpaid"]
+    l1.wait_for_log("database connection lost")
+    postgres.start()
+    for t in threads:
+        t.join(120)
+    assert results == {"out": "complete", "in": "complete"}
+    l1.wait_for_log("database connection re-established")
+    wait_for(lambda: not l1.rpc.listpeerchannels()["channels"][0]["htlcs"]
+             and not l2.rpc.listpeerchannels()["channels"][0]["htlcs"], 30, "no HTLC left")
+    assert balances(l1, l2) == before
 
 
 def standby_of(node_factory_chain, active, dsn):
