@@ -95,9 +95,12 @@ class _PgDb:
     def __init__(self, conn: Any, rewriter: Rewriter) -> None:
         self.conn = conn
         self.rw = rewriter
+        self.dirty = False  # a statement other than SELECT ran: the batch writes
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         q, returning = self.rw.rewrite(sql, bool(params))
+        if not self.dirty and q.lstrip()[:6].upper() != "SELECT":
+            self.dirty = True
         return _Cursor(self.conn.execute(q, params or None), returning)
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
@@ -298,6 +301,9 @@ class PostgresStore(Store):
                     break
             if len(failed) == len(fns):
                 conn.execute("ROLLBACK", prepare=False)
+                return outcomes
+            if not db.dirty:  # reads only: nothing to make durable or to mark (a rerun is harmless)
+                conn.execute("COMMIT", prepare=False)
                 return outcomes
             # Fencing and the commit marker, in the same round trip as the COMMIT: only the owner's generation
             # may commit (no row updated -> division by zero -> the transaction aborts, COMMIT is never run),
