@@ -251,25 +251,23 @@ class PostgresStore(Store):
         return c is None or c.closed or c.broken
 
     def _run_batch(self, fns: list[Callable[[Db], Any]]) -> list[tuple[bool, Any]]:
+        closed = [(False, StoreClosed("the store closed while the database was unreachable"))] * len(fns)
         while True:
             if self._broken():
-                committed = False
-            else:
-                marker = self.batch_no + 1
-                try:
-                    return self._attempt(fns, marker)
-                except _Broken as b:
-                    outcomes, sent_commit, cause = b.outcomes, b.sent_commit, b.cause
-                if not self._recover(cause):
-                    return [(False, StoreClosed("the store closed while the database was unreachable"))] * len(fns)
-                committed = sent_commit and self.batch_no == marker
-                if committed:
+                if not self._recover(None):
+                    return closed
+                continue
+            marker = self.batch_no + 1
+            try:
+                return self._attempt(fns, marker)
+            except _Broken as b:
+                if not self._recover(b.cause):
+                    return closed
+                if b.sent_commit and self.batch_no == marker:  # it did commit: answer it, do not run it again
                     self.batches += 1
                     self.writes += len(fns)
-                    return outcomes
-                continue
-            if not self._recover(None):
-                return [(False, StoreClosed("the store closed while the database was unreachable"))] * len(fns)
+                    return b.outcomes
+                # It did not commit: run it again, on the state it was first run on (the generation is ours).
 
     def _attempt(self, fns: list[Callable[[Db], Any]], marker: int) -> list[tuple[bool, Any]]:
         """One transaction for the batch.  No savepoint per write (each would cost two round trips to the
