@@ -301,7 +301,10 @@ def schema_tables() -> list[str]:
 
     tables: list[str] = []
     for entry in MIGRATIONS:
-        for m in re.finditer(r"CREATE\s+TABLE\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)", migration_sql(entry, "sqlite3"), re.I):
-            if m[1] not in tables:
-                tables.append(m[1])
+        for m in re.finditer(r"(CREATE|DROP)\s+TABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?(\w+)",
+                             migration_sql(entry, "sqlite3"), re.I):
+            if m[1].upper() == "CREATE" and m[2] not in tables:
+                tables.append(m[2])
+            elif m[1].upper() == "DROP" and m[2] in tables:
+                tables.remove(m[2])
     return tables

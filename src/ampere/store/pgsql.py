@@ -4,7 +4,8 @@ The node's modules write one dialect (SQLite's, with `?` parameters), and the Po
 statement once (cached), as Core Lightning writes its queries once and rewrites them for PostgreSQL:
 
 - DDL: BLOB -> BYTEA, INTEGER -> BIGINT (msat and heights do not fit PostgreSQL's 32-bit INTEGER),
-  REAL -> DOUBLE PRECISION, `INTEGER PRIMARY KEY AUTOINCREMENT` -> `BIGSERIAL PRIMARY KEY`.
+  REAL -> DOUBLE PRECISION, `INTEGER PRIMARY KEY AUTOINCREMENT` -> `BIGSERIAL PRIMARY KEY`, blob literals
+  x'..' -> '\\x..'::bytea.
 - `?` -> `%s` (and a literal `%` -> `%%`), psycopg's placeholder.
 - `INSERT OR IGNORE` -> `INSERT ... ON CONFLICT DO NOTHING`.
 - `INSERT OR REPLACE INTO t (cols)` -> `INSERT ... ON CONFLICT (primary key) DO UPDATE SET` every other
@@ -22,6 +23,8 @@ _DDL_RULES = [
     (re.compile(r"\bBLOB\b", re.I), "BYTEA"),
     (re.compile(r"\bINTEGER\b", re.I), "BIGINT"),
     (re.compile(r"\bREAL\b", re.I), "DOUBLE PRECISION"),
+    # SQLite's blob literal x'0a1b' is a bit string in PostgreSQL: '\x0a1b'::bytea.
+    (re.compile(r"\bx'([0-9a-f]*)'", re.I), r"'\\x\1'::bytea"),
 ]
 
 
