@@ -20,6 +20,7 @@ from .migrations import MIGRATIONS, migration_sql, split_sql
 from .store import Db, Store
 
 T = TypeVar("T")
+_split_sql = split_sql  # the name tests and tools used before it moved to migrations.py
 
 
 class BackupError(RuntimeError):
