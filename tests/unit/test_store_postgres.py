@@ -173,3 +173,28 @@ def test_multi_host_dsn_finds_the_server_that_takes_writes(postgres_shared):
 
     run(go())
     assert postgres_shared.sql("SELECT val FROM vars WHERE name = 'multi'", name) == [("yes",)]
+
+
+def test_standby_waits_through_a_database_restart(postgres):
+    """The standby keeps waiting when the database restarts under it, and takes over once the owner is gone."""
+    dsn = postgres.create_db("standby")
+    logs = []
+
+    async def go():
+        a = PostgresStore(dsn)
+        await a.open()
+        await a.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('x', 'a')"))
+        b = PostgresStore(dsn, log=lambda level, msg: logs.append(msg), standby_poll=0.05)
+        opening = asyncio.ensure_future(b.open())
+        await asyncio.sleep(0.5)
+        await asyncio.get_running_loop().run_in_executor(None, postgres.restart)
+        # A's session died with the restart: B may now take the database; A then must not commit.
+        await asyncio.wait_for(opening, 30)
+        val = await b.read(lambda db: db.query("SELECT val FROM vars WHERE name = 'x'"))
+        await b.close()
+        await a.close()
+        return val
+
+    assert run(go()) == [("a",)]
+    assert any("waiting as standby" in m for m in logs)
+    assert any("lost while waiting as standby" in m for m in logs)

@@ -163,7 +163,23 @@ class PostgresStore(Store):
     def _take_lock(self) -> None:
         logged = False
         while True:
-            if self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]:
+            try:
+                got = self.conn.execute("SELECT pg_try_advisory_lock(%s)", (LOCK_KEY,)).fetchone()[0]
+            except _psycopg().OperationalError as e:  # the database went away while we wait: wait for it too
+                if not self._broken():
+                    raise
+                self._log("unusual", f"database connection lost while waiting as standby ({e!s}): reconnecting")
+                self._close()
+                while True:
+                    if self._closing:
+                        raise StoreClosed("stopped while waiting as standby")
+                    try:
+                        self.conn = self._connect()
+                        break
+                    except _psycopg().OperationalError:
+                        time.sleep(RECONNECT_INTERVAL)
+                continue
+            if got:
                 if logged:
                     self._log("info", "database lock taken: this node now owns the database")
                 return
