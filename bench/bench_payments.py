@@ -4,10 +4,13 @@
   * 50 payments in flight at once (50 client threads, each sendpay then waitsendpay): payments per second.
 
 Every payment is durable on both sides (SQLite, synchronous=FULL).  Prints figures; not a test.
+`--db=postgres`: both nodes keep their state in a real PostgreSQL (started here, local unix socket,
+synchronous_commit=on), one database each.
 Reference (the issue): CLN sendpay 27.5 ms for a single hop, xpay 52 ms; Eclair 89 payments/s and CLN 61 on
 8 vCPUs, LND about 22-35.  Ampere's goal: under 15 ms, over 250 payments/s with 50 in flight, on 2 cores.
 """
 
+import argparse
 import importlib.util
 import os
 import tempfile
@@ -29,15 +32,28 @@ AMOUNT = 1_000
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
+    db = ap.parse_args().db
     tp = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(tp)
+    server = None
+    opts1, opts2 = {}, {}
+    if db == "postgres":
+        from ampere.testing.postgres import PostgresServer
+
+        server = PostgresServer().start()
+        for name, o in (("bench1", opts1), ("bench2", opts2)):
+            server.create_db(name)
+            o["wallet"] = server.socket_dsn(name)
+    print(f"database: {db}")
     chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
     chaind.start()
     f = factory()
     f.chaind = chaind
     try:
         opts = {"max-concurrent-htlcs": 483}
-        l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
+        l1, l2, scid = tp.channel_pair(f, chaind, opts1={**opts, **opts1}, opts2={**opts, **opts2})
         id2 = l2.rpc.getinfo()["id"]
         r2 = LightningRpc(l2.rpc_path)
         invoices = [r2.invoice(AMOUNT, f"b{i}", "bench") for i in range(N_SEQ + N_PAR)]
@@ -72,6 +88,8 @@ def main() -> None:
     finally:
         f.cleanup()
         chaind.stop()
+        if server is not None:
+            server.destroy()
 
 
 if __name__ == "__main__":

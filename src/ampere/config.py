@@ -37,6 +37,8 @@ class OptionSpec:
     validate: Callable[[Any], None] | None = None
     # Repeatable, but listed by listconfigs as its last value (as lightningd lists log-level).
     list_last: bool = False
+    # How listconfigs shows the value (the wallet DSN without its password).
+    display: Callable[[Any], str] | None = None
 
     @property
     def takes_arg(self) -> bool:
@@ -254,6 +256,8 @@ def _listconfigs_value(spec: OptionSpec, value: Any) -> dict:
         return {"value_bool": value}
     if spec.kind == "msat":
         return {"value_msat": int(value)}
+    if spec.display is not None:
+        return {"value_str": spec.display(value)}
     return {"value_str": str(value)}
 
 

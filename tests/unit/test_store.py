@@ -1,16 +1,30 @@
-"""The SQLite store: migrations, and group commit with per-write isolation."""
+"""The store on both engines (SQLite, and a real PostgreSQL when available): migrations, and group commit
+with per-write isolation."""
 
 import asyncio
 import sqlite3
 
 import pytest
 
-from ampere.store.migrations import MIGRATIONS
+from ampere.store.migrations import MIGRATIONS, schema_tables
 from ampere.store.sqlite import SqliteStore
 
 
 def run(coro):
     return asyncio.run(coro)
+
+
+@pytest.fixture(params=["sqlite3", pytest.param("postgres", marks=pytest.mark.postgres)])
+def new_store(request, tmp_path):
+    """A factory of stores on one fresh database of the engine under test."""
+    if request.param == "sqlite3":
+        path = str(tmp_path / "db.sqlite3")
+        return lambda: SqliteStore(path)
+    from ampere.store.postgres import PostgresStore
+
+    server = request.getfixturevalue("postgres_shared")
+    dsn = server.create_db()
+    return lambda: PostgresStore(dsn, on_fatal=lambda msg: None)
 
 
 def test_migrations_applied_once_and_recorded(tmp_path):
@@ -30,6 +44,28 @@ def test_migrations_applied_once_and_recorded(tmp_path):
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
+@pytest.mark.postgres
+def test_postgres_migrations_applied_once_and_every_table_exists(postgres_shared):
+    from ampere.store.postgres import PostgresStore
+
+    dsn = postgres_shared.create_db()
+
+    async def go():
+        for _ in range(2):  # reopening applies nothing twice
+            s = PostgresStore(dsn)
+            await s.open()
+            tables = await s.read(lambda db: {r[0] for r in db.query(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()")})
+            version = await s.read(lambda db: db.query("SELECT version FROM ampere_version")[0][0])
+            await s.close()
+        return tables, version
+
+    tables, version = run(go())
+    assert version == len(MIGRATIONS)
+    assert "onchain_outputs" not in tables  # created, then dropped by a later migration
+    assert set(schema_tables()) <= tables and "offers" in tables
+
+
 def test_newer_database_is_refused(tmp_path):
     path = str(tmp_path / "db.sqlite3")
     conn = sqlite3.connect(path)
@@ -44,11 +80,9 @@ def test_newer_database_is_refused(tmp_path):
     run(go())
 
 
-def test_group_commit_isolates_a_failing_write(tmp_path):
-    path = str(tmp_path / "db.sqlite3")
-
+def test_group_commit_isolates_a_failing_write(new_store):
     async def go():
-        s = SqliteStore(path)
+        s = new_store()
         await s.open()
 
         def put(i):
@@ -65,12 +99,55 @@ def test_group_commit_isolates_a_failing_write(tmp_path):
         assert [r for i, r in enumerate(results) if i != 7] == [i for i in range(50) if i != 7]
         # 50 concurrent writes took far fewer transactions (one sync each) than writes.
         assert s.writes == 50 and s.batches < 50
-        rows = await s.read(lambda db: db.query("SELECT name FROM vars ORDER BY name"))
+        # A statement the database refuses (duplicate key) fails that write alone.
+        dup = await asyncio.gather(s.write(put(1)), s.write(put(100)), return_exceptions=True)
+        assert isinstance(dup[0], Exception) and dup[1] == 100
+        await s.close()
+        # Durable: a fresh store sees them.
+        s = new_store()
+        await s.open()
+        rows = await s.read(lambda db: db.query("SELECT name FROM vars WHERE name LIKE 'k%' ORDER BY name"))
         await s.close()
         return {r[0] for r in rows}
 
     names = run(go())
-    assert "k7" not in names and len(names) == 49
-    # Durable: a fresh connection sees them.
-    conn = sqlite3.connect(path)
-    assert conn.execute("SELECT COUNT(*) FROM vars").fetchone()[0] == 49
+    assert "k7" not in names and len(names) == 50 and "k100" in names
+
+
+def test_same_sql_same_answers_on_both_engines(new_store):
+    """The dialect the node writes (SQLite's) behaves the same: OR REPLACE, OR IGNORE, lastrowid, SUM of
+    lengths, bytes, big integers, bools."""
+    async def go():
+        s = new_store()
+        await s.open()
+
+        def w(db):
+            ids = [db.execute("INSERT INTO payments (payment_hash, partid, groupid, status, amount_sent_msat, "
+                              "total_msat, created_at, cltv_expiry, first_scid) VALUES (?,?,?,?,?,?,?,?,?)",
+                              (bytes([i]) * 32, 0, 1, 0, 21 * 10**14, 21 * 10**14, 1, 100, (800_000 << 40) | 1)
+                              ).lastrowid for i in range(3)]
+            db.execute("INSERT OR REPLACE INTO vars (name, val) VALUES ('a', ?)", ("1",))
+            db.execute("INSERT OR REPLACE INTO vars (name, val) VALUES ('a', ?)", ("2",))
+            db.execute("INSERT OR IGNORE INTO wallet_txs (txid, rawtx, blockheight, txindex) VALUES (?, ?, NULL, NULL)",
+                       (b"\x00t", b"raw"))
+            db.execute("INSERT OR IGNORE INTO wallet_txs (txid, rawtx, blockheight, txindex) VALUES (?, ?, NULL, NULL)",
+                       (b"\x00t", b"other"))
+            db.execute("INSERT INTO wallet_outputs (txid, outnum, value, scriptpubkey, keyidx, coinbase) "
+                       "VALUES (?, 0, 5, ?, 1, ?)", (b"\x00t", b"s", True))
+            return ids
+
+        ids = await s.write(w)
+        out = await s.read(lambda db: (
+            db.query("SELECT val FROM vars WHERE name = 'a'"),
+            db.query("SELECT rawtx FROM wallet_txs"),
+            db.query("SELECT SUM(LENGTH(txid) + LENGTH(rawtx)) FROM wallet_txs"),
+            db.query("SELECT amount_sent_msat, first_scid FROM payments ORDER BY id"),
+            db.query("SELECT coinbase FROM wallet_outputs")))
+        await s.close()
+        return ids, out
+
+    ids, (val, raw, total, amounts, coinbase) = run(go())
+    assert ids == [1, 2, 3]
+    assert val == [("2",)] and raw == [(b"raw",)] and total == [(5,)] and isinstance(total[0][0], int)
+    assert amounts == [(21 * 10**14, (800_000 << 40) | 1)] * 3
+    assert coinbase == [(1,)]

@@ -28,7 +28,8 @@ from ..rpc.filter import filter_result
 from ..rpc.params import parse_params, plugin_params_problem
 from ..rpc.registry import COMMANDS, Command
 from ..rpc.server import RpcConnection, RpcServer, error_response
-from ..store.sqlite import SqliteStore
+from ..store.dsn import DsnError, parse_wallet_dsn
+from ..store.store import Store
 from . import features as node_features
 from .hsm import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from .options import builtin_options, network_defaults
@@ -67,7 +68,7 @@ class Node:
         self.node_id = b""
         self.alias = ""
         self.color = ""
-        self.store: SqliteStore | None = None
+        self.store: Store | None = None
         self.rpc_server: RpcServer | None = None
         # The plugin host (ampere.plugins.host.PluginHost); None until plugins are set up.
         self.plugins: Any = None
@@ -225,6 +226,8 @@ class Node:
         """Everything up to "Server started"; raises ConfigError / RuntimeError on a fatal problem."""
         from .plugin_setup import init_plugins, setup_plugins
 
+        # The database first: a standby waits here for the lock, before any plugin or peer exists.
+        await self._open_store()
         await setup_plugins(self, deferred)
         from .options import NO_EFFECT
 
@@ -232,9 +235,6 @@ class Node:
             if self.options.is_set(name):
                 self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
         self.setup_identity()
-        db_path = self._db_path()
-        self.store = SqliteStore(db_path)
-        await self.store.open()
         from .invoices import registry_for
 
         await registry_for(self).start()
@@ -293,13 +293,52 @@ class Node:
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
                       f"(color #{self.color}) and lightningd {VERSION_STRING}")
 
-    def _db_path(self) -> str:
-        wallet = self.options.get("wallet")
-        if wallet:
-            if wallet.startswith("sqlite3://"):
-                return wallet[len("sqlite3://"):]
-            raise ConfigError(f"--wallet={wallet}: only sqlite3:// databases are supported so far")
-        return os.path.join(self.netdir, "ampere.sqlite3")
+    def wallet_dsn(self):
+        try:
+            return parse_wallet_dsn(self.options.get("wallet"), os.path.join(self.netdir, "ampere.sqlite3"))
+        except DsnError as e:
+            raise ConfigError(str(e)) from None
+
+    async def _open_store(self) -> None:
+        """Open the `--wallet` database.  On PostgreSQL a second ampd waits here as a standby until the
+        owner's lock is free; a stop request meanwhile ends the process cleanly (StandbyStopped)."""
+        from ..store.factory import make_store
+
+        dsn = self.wallet_dsn()
+        loop = asyncio.get_running_loop()
+        log = self.log
+
+        def store_log(level: str, message: str) -> None:  # from the database thread
+            loop.call_soon_threadsafe(log.log, level, "database", message)
+
+        def fatal(message: str) -> None:  # from the database thread: stop now, say nothing more to anyone
+            log.log("broken", "database", message)
+            for out in log.outputs:
+                try:
+                    out.flush()
+                except Exception:
+                    pass
+            os._exit(1)
+
+        self.log.info("database", f"opening {dsn.redacted()}")
+        self.store = make_store(dsn, log=store_log, on_fatal=fatal)
+        opening = asyncio.ensure_future(self.store.open())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not opening.done():
+            abort = getattr(self.store, "abort_open", None)
+            if abort is not None:
+                abort()
+        try:
+            await opening
+        except Exception as e:
+            from ..store.postgres import StoreClosed
+
+            self.store = None
+            if isinstance(e, StoreClosed) or self.stopping.is_set():
+                raise StandbyStopped() from None
+            raise RuntimeError(f"database {dsn.redacted()}: {e}") from None
 
     async def shutdown(self) -> None:
         """Stop every component in reverse order of start.  One failing step never skips the rest:
@@ -353,6 +392,10 @@ class Node:
             loop.add_signal_handler(sig, self.request_stop)
         try:
             await self.start(deferred)
+        except StandbyStopped:
+            self.log.info("lightningd", "Stopped while waiting for the database")
+            await self.shutdown()
+            return self.exit_code
         except (ConfigError, RuntimeError, OSError) as e:
             self.log.broken("lightningd", str(e))
             print(f"ampd: {e}", file=sys.stderr)
@@ -376,6 +419,10 @@ class Node:
         await self.stopping.wait()
         await self.shutdown()
         return self.exit_code
+
+
+class StandbyStopped(Exception):
+    """Told to stop while waiting (as a standby) for the database."""
 
 
 def _write_pid_file(path: str) -> None:

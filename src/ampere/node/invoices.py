@@ -314,7 +314,8 @@ class InvoiceRegistry:
             if payment_hash is not None:
                 rec = _by_hash(db, payment_hash)
                 return [rec] if rec else []
-            lim = -1 if limit is None else limit  # SQLite: a negative LIMIT means none
+            # No limit: a bound both engines take (PostgreSQL refuses SQLite's negative LIMIT).
+            lim = 1 << 62 if limit is None else limit
             if index == "updated":
                 # Never-updated invoices have updated_index 0, so start=0 lists everything (as CLN).
                 rows = db.query(f"SELECT {_COLUMNS} FROM invoices WHERE updated_index >= ?"

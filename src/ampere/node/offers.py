@@ -232,7 +232,7 @@ class OffersService:
 
     async def list_offers(self, oid: bytes | None, active_only: bool) -> list[dict]:
         rows = await self.node.store.read(lambda db: db.query(
-            "SELECT offer_id, bolt12, label, active, single_use, created_at FROM offers ORDER BY created_at, rowid"))
+            "SELECT offer_id, bolt12, label, active, single_use, created_at FROM offers ORDER BY created_at, offer_id"))
         paid = await self._paid_offer_ids()
         recs = [OfferRecord(r) for r in rows]
         return [r.to_json(r.offer_id in paid) for r in recs

@@ -10,6 +10,7 @@ import re
 
 from ..config import NETWORKS, OptionSpec
 from ..log import parse_log_level
+from ..store.dsn import redact
 
 
 def _rgb(value: str) -> None:
@@ -68,7 +69,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("important-plugin", S, "Add an important plugin to be run (can be used multiple times). Die if the plugin dies.", multi=True, early=True),
         OptionSpec("plugin-timeout", I, "Seconds a plugin may take to answer getmanifest, and then init", 120, early=True, validate=_positive),
         OptionSpec("hook-timeout", S, "HOOK:SECONDS[:ANSWER] time limit for one plugin's answer to a hook, and the answer used when it expires: continue (default), fail (htlc_accepted), reject (invoice_payment, openchannel*), disconnect (peer_connected), error (rpc_command), or a JSON result object; may be repeated; off by default", multi=True, early=True),
-        OptionSpec("wallet", S, "Location of the wallet database (sqlite3:///path or postgres://...)"),
+        OptionSpec("wallet", S, "Location of the wallet database (sqlite3:///path, sqlite3:///main:/backup or "
+                   "postgres://user:pass@host:port/dbname)", display=redact),
         # Chain backend (bitcoind's JSON-RPC; amp-chaind speaks the same).
         OptionSpec("bitcoin-rpcconnect", S, "bitcoind RPC host to connect to", "127.0.0.1"),
         OptionSpec("bitcoin-rpcport", I, "bitcoind RPC port"),

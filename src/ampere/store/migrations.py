@@ -3,9 +3,37 @@
 Never edit or reorder an entry that has shipped: a database records how many it has applied
 (`PRAGMA user_version`), and a new version only appends.  A step no longer wanted is replaced by a
 no-op ("tombstone"), never removed, so the numbering stays stable.
+
+One list serves both engines.  An entry is SQLite's SQL, which `ampere.store.pgsql.ddl_for_postgres` rewrites
+for PostgreSQL (BLOB -> BYTEA, INTEGER -> BIGINT, AUTOINCREMENT keys -> BIGSERIAL), as Core Lightning
+rewrites its own schema; where the two engines need different statements, the entry is a dict
+`{"sqlite3": ..., "postgres": ...}` with both variants side by side (tests/unit/test_store.py applies every
+entry on both engines).
 """
 
-MIGRATIONS: list[str] = [
+from __future__ import annotations
+
+from typing import Union
+
+Migration = Union[str, dict]
+
+
+def migration_sql(entry: Migration, engine: str) -> str:
+    """The SQL of one migration for `engine` ("sqlite3" or "postgres")."""
+    if isinstance(entry, dict):
+        return entry[engine]
+    if engine == "sqlite3":
+        return entry
+    from .pgsql import ddl_for_postgres
+
+    return ddl_for_postgres(entry)
+
+
+def split_sql(script: str) -> list[str]:
+    return [s.strip() for s in script.split(";") if s.strip()]
+
+
+MIGRATIONS: list[Migration] = [
     # 1: key-value datastore (CLN's datastore RPCs).  Keys are arrays of strings, stored joined by
     # NUL bytes so that prefix queries are range scans.
     """
@@ -265,3 +293,18 @@ CREATE TABLE IF NOT EXISTS offers (
 )
     """,
 ]
+
+
+def schema_tables() -> list[str]:
+    """Every table the migrations create, in creation order (for copying and comparing databases)."""
+    import re
+
+    tables: list[str] = []
+    for entry in MIGRATIONS:
+        for m in re.finditer(r"(CREATE|DROP)\s+TABLE\s+(?:IF\s+(?:NOT\s+)?EXISTS\s+)?(\w+)",
+                             migration_sql(entry, "sqlite3"), re.I):
+            if m[1].upper() == "CREATE" and m[2] not in tables:
+                tables.append(m[2])
+            elif m[1].upper() == "DROP" and m[2] in tables:
+                tables.remove(m[2])
+    return tables

@@ -66,14 +66,10 @@ class Store:
 
     # ---- on the database thread ---------------------------------------------------------------
     def _one(self, fn: Callable[[Db], T]) -> T:
-        self._begin()
-        try:
-            result = fn(self._db())
-        except BaseException:
-            self._rollback()
-            raise
-        self._commit()
-        return result
+        ok, value = self._run_batch([fn])[0]
+        if not ok:
+            raise value
+        return value
 
     def _flush(self) -> None:
         with self._lock:
@@ -81,29 +77,40 @@ class Store:
             self._flush_scheduled = False
         if not batch:
             return
+        outcomes = self._run_batch([fn for fn, _fut, _loop in batch])
+        for (ok, value), (_fn, fut, loop) in zip(outcomes, batch):
+            loop.call_soon_threadsafe(_settle, fut, ok, value)
+
+    def _run_batch(self, fns: list[Callable[[Db], Any]]) -> list[tuple[bool, Any]]:
+        """One transaction for the whole batch, each write in its own savepoint; (ok, result or exception)
+        per write.  Backends that can lose their connection (PostgreSQL) override this to retry."""
         outcomes: list[tuple[bool, Any]] = []
         db = self._db()
         try:
             self._begin()
-            for i, (fn, _fut, _loop) in enumerate(batch):
-                db.execute(f"SAVEPOINT w{i}")
-                try:
-                    outcomes.append((True, fn(db)))
-                except BaseException as e:  # this write alone is undone
-                    db.execute(f"ROLLBACK TO w{i}")
-                    outcomes.append((False, e))
-                db.execute(f"RELEASE w{i}")
+            for i, fn in enumerate(fns):
+                outcomes.append(self._apply(db, i, fn))
             self._commit()
             self.batches += 1
-            self.writes += len(batch)
+            self.writes += len(fns)
         except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
             try:
                 self._rollback()
             except Exception:
                 pass
-            outcomes = [(False, e)] * len(batch)
-        for (ok, value), (_fn, fut, loop) in zip(outcomes, batch):
-            loop.call_soon_threadsafe(_settle, fut, ok, value)
+            outcomes = [(False, e)] * len(fns)
+        return outcomes
+
+    @staticmethod
+    def _apply(db: Db, i: int, fn: Callable[[Db], Any]) -> tuple[bool, Any]:
+        db.execute(f"SAVEPOINT w{i}")
+        try:
+            outcome = (True, fn(db))
+        except Exception as e:  # this write alone is undone
+            db.execute(f"ROLLBACK TO SAVEPOINT w{i}")
+            outcome = (False, e)
+        db.execute(f"RELEASE SAVEPOINT w{i}")
+        return outcome
 
     def _open(self) -> None:  # pragma: no cover - abstract
         raise NotImplementedError

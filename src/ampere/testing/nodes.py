@@ -257,6 +257,12 @@ class NodeFactory:
         # Tests listen only where they ask to: parallel nodes must not fight over the default port.
         if not any(k in opts for k in ("addr", "bind-addr", "autolisten")):
             opts["autolisten"] = "false"
+        if "wallet" not in opts:  # AMPERE_TEST_DB=postgres: each node in its own PostgreSQL database
+            from .postgres import wallet_for_test_node
+
+            wallet = wallet_for_test_node()
+            if wallet:
+                opts["wallet"] = wallet
         node = AmpdNode(os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), options=opts, extra_args=extra_args)
         # At teardown a node must exit cleanly and have logged nothing BROKEN, unless the test expects
         # trouble (may_fail: it is meant to die; allow_broken_log: it provokes broken behaviour).
