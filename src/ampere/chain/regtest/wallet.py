@@ -173,9 +173,15 @@ class Wallet:
         return next(spk for spk, (_, a, _) in self.keys.items() if a == address)
 
     def _signed_vsize(self, tx: Transaction, coins: list[WalletCoin]) -> int:
+        """The size once signed, counting every ECDSA signature at its largest (72 bytes + sighash byte),
+        as Bitcoin Core's wallet does: a DER signature is 70-72 bytes, so the final signature (over the
+        final amounts) may be longer than the trial one, and a fee sized on the trial would then miss the
+        minimum relay fee by a satoshi."""
         trial = tx.copy()
         self._sign(trial, coins)
-        return trial.vsize()
+        short = sum(73 - len(i.witness[0]) for i, c in zip(trial.inputs, coins)
+                    if self.keys[c.spk][2] != "bech32m")
+        return -(-(trial.weight() + short) // 4)
 
     def _sign(self, tx: Transaction, coins: list[WalletCoin]) -> None:
         spent = [TxOut(c.value, c.spk) for c in coins]
