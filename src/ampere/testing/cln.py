@@ -92,7 +92,10 @@ class ClnNode(AmpdNode):
             "bitcoin-cli": chain_cli_path(), "bitcoin-rpcconnect": "127.0.0.1", "bitcoin-rpcport": chain.port,
             "developer": True, "dev-bitcoind-poll": 1, "dev-fast-gossip": True, "dev-no-version-checks": True,
             # As pyln-testing: a feerate disagreement is an error, not silently accepted.
-            "ignore-fee-limits": "false", "disable-dns": True, "disable-plugin": list(DISABLED_PLUGINS),
+            "ignore-fee-limits": "false", "disable-dns": True,
+            # A fresh node starts 30 blocks below the tip and fetches each block through a new amp-chain-cli:
+            # start at the tip instead (as pyln-testing does).
+            "rescan": 1, "disable-plugin": list(DISABLED_PLUGINS),
         }
         if chain.rpcpassword:
             opts["bitcoin-rpcuser"] = chain.rpcuser
