@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from ampere.plugins.hooks import (HookRegistry, HookError, RpcCommandSession, parse_hook_timeout,
+from ampere.plugins.hooks import (ContinueSession, HookRegistry, HookError, RpcCommandSession, parse_hook_timeout,
                                   plugin_paths_match)
 from ampere.plugins.manifest import (HookRequest, ManifestError, OptionValueError, PluginOption,
                                      parse_c_long, parse_manifest, parse_option_value)
@@ -391,3 +391,14 @@ def test_splitter_bounds_plugin_output():
         if err is not None:
             break
     assert err is not None and "larger than" in err
+
+
+def test_continue_keeps_its_fields():
+    # openchannel's `{"result": "continue", "mindepth": 1}`: the mindepth must reach the caller (found against CLN:
+    # Ampere answered accept_channel with minimum_depth 3 when its hook said 1).
+    s = ContinueSession({"openchannel": {}})
+    assert s.on_result("p1", {"result": "continue", "mindepth": 1, "reserve": "1000sat"}) is True
+    assert s.on_result("p2", {"result": "continue", "mindepth": 2}) is True
+    assert s.outcome() == {"result": "continue", "mindepth": 2, "reserve": "1000sat"}
+    assert s.on_result("p3", {"result": "reject", "error_message": "no"}) is False
+    assert s.outcome() == {"result": "reject", "error_message": "no"}

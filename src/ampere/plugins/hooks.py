@@ -304,6 +304,9 @@ class ContinueSession(HookSession):
 
     def on_result(self, plugin: Any, result: Any) -> bool:
         if isinstance(result, dict) and result.get("result") == "continue":
+            # A `continue` may carry fields the caller uses (openchannel's mindepth, close_to, reserve): keep
+            # them, a later plugin's overriding an earlier one's (lightningd deserialises each answer in turn).
+            self.final = {**self.final, **result}
             return True
         self.final = result if isinstance(result, dict) else {"result": result}
         return False

@@ -18,6 +18,10 @@ In a plugin's test suite:
 No bitcoind is needed: `chaind` runs amp-chaind, whose blocks are validated by libbitcoinkernel.
 Every node is stopped at teardown, and a test fails if a node exited uncleanly or logged BROKEN.
 Every `node.rpc` result is checked against Core Lightning's JSON schema of the same command.
+
+Interoperability: `node_factory_chain.get_cln_node(**options)` starts Core Lightning (`$CLN_LIGHTNINGD`) on the
+same chain, and `line_graph(["ampere", "cln", "ampere"])` mixes implementations. Tests marked `cln` are skipped,
+saying why, when CLN_LIGHTNINGD is unset.
 """
 
 from __future__ import annotations
@@ -27,6 +31,18 @@ import tempfile
 import pytest
 
 from .nodes import NodeFactory
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cln: needs Core Lightning's lightningd named by $CLN_LIGHTNINGD")
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cln") is not None:
+        from .cln import SKIP_REASON, lightningd_path
+
+        if lightningd_path() is None:
+            pytest.skip(SKIP_REASON)
 
 
 def _finish(factory: NodeFactory) -> None:

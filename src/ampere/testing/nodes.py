@@ -58,6 +58,8 @@ def die_with_parent() -> None:
 
 
 class AmpdNode:
+    implementation = "ampere"
+
     def __init__(self, directory: str, network: str = "regtest", options: dict[str, Any] | None = None,
                  extra_args: list[str] | None = None) -> None:
         self.dir = directory
@@ -274,6 +276,57 @@ class NodeFactory:
             node.start(wait=not may_fail)
         return node
 
+    def get_cln_node(self, options: dict[str, Any] | None = None, start: bool = True, may_fail: bool = False,
+                     allow_broken_log: bool = False, listen: bool = True, extra_args: list[str] | None = None,
+                     **kwargs: Any) -> AmpdNode:
+        """A Core Lightning node ($CLN_LIGHTNINGD) on this factory's amp-chaind, listening on a free port of
+        127.0.0.1 (node.port) unless `listen=False` or an address is given. Options are lightningd's
+        (`dev-disable-commit-after=1`, ...). The test is skipped when CLN_LIGHTNINGD is unset."""
+        from .cln import SKIP_REASON, ClnNode, lightningd_path
+
+        lightningd = lightningd_path()
+        if lightningd is None:
+            import pytest
+
+            pytest.skip(SKIP_REASON)
+        chaind = self._chain()
+        height = chaind.rpc("getblockcount")
+        if height < 101:
+            # lightningd listens only once its chain is above genesis, and it fetches each block through a new
+            # amp-chain-cli process (~6 blocks/s): mine the faucet's first spendable coinbase before it starts,
+            # so it begins near the tip instead of catching up later.
+            chaind.mine(101 - height)
+            for node in self.nodes:
+                if node.is_running() and node.implementation == "ampere" and not node.options.get("disable-chain"):
+                    self.sync(node)
+        opts = dict(options or {})
+        opts.update({k.replace("_", "-"): v for k, v in kwargs.items()})
+        port = free_port() if listen and not any(k in opts for k in ("addr", "bind-addr")) else None
+        node = ClnNode(lightningd, os.path.join(self.base_dir, f"l{len(self.nodes) + 1}"), chaind, port,
+                       options=opts, extra_args=extra_args)
+        node.may_fail = may_fail
+        node.allow_broken_log = allow_broken_log
+        self.nodes.append(node)
+        if start:
+            node.start(wait=not may_fail)
+        return node
+
+    def get_node_of(self, implementation: str, options: dict[str, Any] | None = None, **kwargs: Any) -> AmpdNode:
+        """get_node ("ampere") or get_cln_node ("cln"), listening."""
+        if implementation == "cln":
+            return self.get_cln_node(options, **kwargs)
+        if implementation == "ampere":
+            return self.get_node(options, listen=True, **kwargs)
+        raise ValueError(f"unknown implementation {implementation!r} ('ampere' or 'cln')")
+
+    def protocol_complaints(self, allow: tuple[str, ...] = ()) -> list[str]:
+        """Every node's log lines showing a warning or error sent or received, or an UNUSUAL/BROKEN event
+        (see ampere.testing.cln.complaints), prefixed with the node's directory."""
+        from .cln import complaints
+
+        return [f"{os.path.basename(n.dir)} ({n.implementation}): {ln}" for n in self.nodes
+                for ln in complaints(n, allow)]
+
     def get_nodes(self, n: int, **kwargs: Any) -> list[AmpdNode]:
         return [self.get_node(**kwargs) for _ in range(n)]
 
@@ -340,20 +393,24 @@ class NodeFactory:
             res = dict(res, short_channel_id=a.rpc.listpeerchannels(b.node_id)["channels"][-1]["short_channel_id"])
         return res
 
-    def line_graph(self, n: int, fundamount: int = DEFAULT_FUNDAMOUNT, announce_channels: bool = False,
+    def line_graph(self, n: int | list[str], fundamount: int = DEFAULT_FUNDAMOUNT, announce_channels: bool = False,
                    wait_for_announce: bool = False, opts: dict[str, Any] | list[dict[str, Any]] | None = None,
                    **kwargs: Any) -> list[AmpdNode]:
         """n nodes in a row, l1 -> l2 -> ... -> ln, each pair with a channel of `fundamount` sat opened by the
         left one (as pyln-testing's line_graph). `opts`: options for every node, or a list, one per node.
         announce_channels: the nodes run with --dev-fast-gossip (unless opts say otherwise).
         wait_for_announce: mine 6 blocks, then (announce_channels) wait until every node's listchannels shows
-        every channel in both directions (as pyln-testing's wait_for_channel_announcements)."""
+        every channel in both directions (as pyln-testing's wait_for_channel_announcements).
+        `n` may list implementations instead of a count, e.g. ["ampere", "cln", "ampere"] (CLN nodes need
+        $CLN_LIGHTNINGD; the test is skipped without it)."""
+        kinds = list(n) if isinstance(n, (list, tuple)) else ["ampere"] * n
+        n = len(kinds)
         per_node = opts if isinstance(opts, list) else [dict(opts or {}) for _ in range(n)]
         if announce_channels:
             per_node = [dict(o) for o in per_node]
             for o in per_node:
                 o.setdefault("dev-fast-gossip", True)
-        nodes = [self.get_node(dict(per_node[i]), listen=True, **kwargs) for i in range(n)]
+        nodes = [self.get_node_of(kinds[i], dict(per_node[i]), **kwargs) for i in range(n)]
         for a, b in zip(nodes, nodes[1:]):
             self.fund_wallet(a, fundamount + 100_000)
         for a, b in zip(nodes, nodes[1:]):
@@ -404,4 +461,7 @@ class NodeFactory:
 
     def cleanup(self) -> None:
         self.killall()
+        if os.environ.get("AMPERE_KEEP_TEST_DIRS"):  # to read the nodes' logs after a failure
+            print(f"node directories kept in {self.base_dir}")
+            return
         shutil.rmtree(self.base_dir, ignore_errors=True)
