@@ -154,3 +154,32 @@ def test_a_connection_lost_before_commit_reruns_the_batch_once(postgres_shared):
             await store.close()
 
     asyncio.run(go())
+
+
+def test_a_batch_that_fails_at_commit_leaves_no_in_memory_trace(postgres_shared):
+    dsn = postgres_shared.create_db()
+
+    def violate_at_commit(db):
+        # A deferred foreign key: every statement succeeds, the COMMIT itself fails, so no member is stored.
+        db.execute("CREATE TABLE IF NOT EXISTS parent (id BIGINT PRIMARY KEY)")
+        db.execute("CREATE TABLE IF NOT EXISTS child (pid BIGINT REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED)")
+        db.execute("INSERT INTO child (pid) VALUES (1)")
+
+    async def go():
+        store = PostgresStore(dsn)
+        await store.open()
+        try:
+            reg, switch, payments, fwd, pay, results = await _batch(store, violate_at_commit, 6)
+            assert all(isinstance(r, Exception) for r in results), results
+            # Nothing the callers were not told about: no forward indexed under an id that was never stored.
+            assert switch.forwards == {} and fwd.created_index == 0 and pay.created_index == 0
+            assert store.run_sync(lambda db: (db.query("SELECT id FROM forwards"), db.query("SELECT id FROM invoices"),
+                                              db.query("SELECT id FROM payments"))) == ([], [], [])
+            c, f = await _next_ids(store, reg, switch)
+            assert (c, f) == (1, 1)  # the ids the failed batch drew were given back
+            assert list(switch.forwards) == [1]
+            reg.close()
+        finally:
+            await store.close()
+
+    asyncio.run(go())
