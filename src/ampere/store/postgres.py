@@ -138,6 +138,7 @@ class PostgresStore(Store):
         self.owner = f"ampd pid {os.getpid()} on {socket.gethostname()}"
         self._closing = False
         self.reconnects = 0  # for tests
+        self._to_rewind: dict[str, int] = {}  # serial keys an undone batch drew, to give back before the rerun
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def abort_open(self) -> None:
@@ -282,6 +283,15 @@ class PostgresStore(Store):
                 if not self._recover(None):
                     return closed
                 continue
+            if self._to_rewind:
+                try:
+                    self._rewind_sequences(self._to_rewind)
+                except Exception as e:
+                    if self._broken():
+                        continue
+                    self._log("unusual", f"could not give back the serial keys of an undone batch ({e!s}): "
+                                         "the next ids skip them")
+                    self._to_rewind.clear()
             marker = self.batch_no + 1
             try:
                 return self._attempt(fns, marker)
@@ -293,13 +303,9 @@ class PostgresStore(Store):
                     self.writes += len(fns)
                     return b.outcomes
                 # It did not commit: run it again, on the state it was first run on (the generation is ours),
-                # with the ids it drew given back.
-                try:
-                    self._rewind_sequences(b.first_ids)
-                except Exception as e:
-                    if not self._broken():
-                        raise
-                    self._log("unusual", f"database connection lost again while rewinding sequences ({e!s})")
+                # with the ids it drew given back first.
+                for table, first in b.first_ids.items():
+                    self._to_rewind[table] = min(self._to_rewind.get(table, first), first)
 
     def _attempt(self, fns: list[Callable[[Db], Any]], marker: int) -> list[tuple[bool, Any]]:
         """One transaction for the batch.  No savepoint per write (each would cost two round trips to the
