@@ -585,6 +585,9 @@ class PaymentEngine:
 
     def _update_op(self, p: Payment, bump: bool = True) -> Callable[[Any], Payment]:
         def op(db) -> Payment:
+            # Sets the in-memory updated_index inside the op, so that a later op of the same batch on the same
+            # object stores it.  Safe to run again: the counter comes from the database, rolled back with the
+            # undone run, so each run sets its own run's value and the last run is the one committed.
             if bump:
                 p.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE payments SET status = ?, completed_at = ?, preimage = ?, channel_id = ?, htlc_id = ?,"

@@ -626,6 +626,9 @@ class Switch:
 
     def _update_op(self, f: Forward, bump: bool = True):
         def op(db) -> Forward:
+            # Sets the in-memory updated_index inside the op, so that a later op of the same batch on the same
+            # object stores it.  Safe to run again: the counter comes from the database, rolled back with the
+            # undone run, so each run sets its own run's value and the last run is the one committed.
             if bump:
                 f.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE forwards SET out_scid = ?, out_channel_id = ?, out_htlc_id = ?, status = ?, "
