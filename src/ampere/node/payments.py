@@ -538,7 +538,7 @@ class PaymentEngine:
             return existing
         old_failed = existing
         # Persist before you speak: the part is on disk before its HTLC can reach the peer.
-        await self.node.store.write(self._insert_op(p, old_failed))
+        p.created_index = await self.node.store.write(self._insert_op(p, old_failed))
         self._index(p)
         self._log("debug", f"Sending {p.amount_sent_msat}msat for {p.payment_hash.hex()} part {p.partid} "
                            f"group {p.groupid} (id {p.created_index})")
@@ -573,18 +573,21 @@ class PaymentEngine:
         except Exception as e:
             self._log("broken", f"storing a payment update failed: {e!r}")
 
-    def _insert_op(self, p: Payment, old_failed: Payment | None) -> Callable[[Any], Payment]:
-        def op(db) -> Payment:
+    def _insert_op(self, p: Payment, old_failed: Payment | None) -> Callable[[Any], int]:
+        # Database only (the store may run it more than once): the caller sets p.created_index once committed.
+        def op(db) -> int:
             if old_failed is not None:
                 db.execute("DELETE FROM payments WHERE id = ?", (old_failed.created_index,))
             cur = db.execute(f"INSERT INTO payments ({_COLUMNS.partition(', ')[2]}) VALUES "
                              f"({', '.join('?' * 23)})", _payment_row(p))
-            p.created_index = cur.lastrowid
-            return p
+            return cur.lastrowid
         return op
 
     def _update_op(self, p: Payment, bump: bool = True) -> Callable[[Any], Payment]:
         def op(db) -> Payment:
+            # Sets the in-memory updated_index inside the op, so that a later op of the same batch on the same
+            # object stores it.  Safe to run again: the counter comes from the database, rolled back with the
+            # undone run, so each run sets its own run's value and the last run is the one committed.
             if bump:
                 p.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE payments SET status = ?, completed_at = ?, preimage = ?, channel_id = ?, htlc_id = ?,"

@@ -428,7 +428,7 @@ class Switch:
             await self._local_fail(f, refusal, self.channel_update_for(rec))
             return
         # Persist before offering: after a crash, the row says the incoming HTLC has an outgoing one.
-        await self.node.store.write(self._insert_op(f))
+        await self._insert(f)
         self.by_in[f.key] = f
         try:
             htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion,
@@ -457,7 +457,7 @@ class Switch:
         if f.created_index:
             await self.node.store.write(self._update_op(f))
         else:
-            await self.node.store.write(self._insert_op(f))
+            await self._insert(f)
         self.by_in.pop(f.key, None)
         await self._fail_upstream(f, own_message=msg)
         self._notify(f)
@@ -612,16 +612,23 @@ class Switch:
 
     # ---- storage
     def _insert_op(self, f: Forward):
-        def op(db) -> Forward:
+        # Database only: the store may run a write function more than once (PostgreSQL reruns a batch after a
+        # member raised or the connection broke), so the in-memory index is updated by _insert once committed.
+        def op(db) -> int:
             cur = db.execute(f"INSERT INTO forwards ({_COLUMNS.partition(', ')[2]}) VALUES ({', '.join('?' * 20)})",
                              _row(f))
-            f.created_index = cur.lastrowid
-            self.forwards[f.created_index] = f
-            return f
+            return cur.lastrowid
         return op
+
+    async def _insert(self, f: Forward) -> None:
+        f.created_index = await self.node.store.write(self._insert_op(f))
+        self.forwards[f.created_index] = f
 
     def _update_op(self, f: Forward, bump: bool = True):
         def op(db) -> Forward:
+            # Sets the in-memory updated_index inside the op, so that a later op of the same batch on the same
+            # object stores it.  Safe to run again: the counter comes from the database, rolled back with the
+            # undone run, so each run sets its own run's value and the last run is the one committed.
             if bump:
                 f.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
             db.execute("UPDATE forwards SET out_scid = ?, out_channel_id = ?, out_htlc_id = ?, status = ?, "

@@ -45,21 +45,21 @@ class Rewriter:
     def __init__(self, primary_keys: dict[str, list[str]], serial: dict[str, str]) -> None:
         self.primary_keys = primary_keys
         self.serial = serial
-        self._cache: dict[tuple[str, bool], tuple[str, bool]] = {}
+        self._cache: dict[tuple[str, bool], tuple[str, str | None]] = {}
 
-    def rewrite(self, sql: str, has_params: bool) -> tuple[str, bool]:
-        """(PostgreSQL statement, whether it returns the new row's serial key)."""
+    def rewrite(self, sql: str, has_params: bool) -> tuple[str, str | None]:
+        """(PostgreSQL statement, the table whose new serial key it returns, or None)."""
         key = (sql, has_params)
         hit = self._cache.get(key)
         if hit is None:
             hit = self._cache[key] = self._rewrite(sql, has_params)
         return hit
 
-    def _rewrite(self, sql: str, has_params: bool) -> tuple[str, bool]:
+    def _rewrite(self, sql: str, has_params: bool) -> tuple[str, str | None]:
         out = sql.rstrip().rstrip(";")
         if has_params:
             out = _placeholders(out)
-        returning = False
+        returning = None
         m = _INSERT.match(out)
         if m:
             table = m["table"].lower()
@@ -84,7 +84,7 @@ class Rewriter:
             serial = self.serial.get(table)
             if serial and not re.search(r"\bRETURNING\b", out, re.I):
                 out += f" RETURNING {serial}"
-                returning = True
+                returning = table
         return out, returning
 
 

@@ -76,7 +76,7 @@ def _configure(conn: Any) -> None:
 class _Cursor:
     __slots__ = ("_cur", "lastrowid", "rowcount")
 
-    def __init__(self, cur: Any, returning: bool) -> None:
+    def __init__(self, cur: Any, returning: str | None) -> None:
         self._cur = cur
         self.rowcount = cur.rowcount
         self.lastrowid = None
@@ -96,12 +96,21 @@ class _PgDb:
         self.conn = conn
         self.rw = rewriter
         self.dirty = False  # a statement other than SELECT ran: the batch writes
+        # table -> the first serial key this transaction drew from its sequence.  nextval() is not undone by a
+        # ROLLBACK, so before a batch runs again (a member raised, or the connection broke before COMMIT) the
+        # store sets each sequence back to it: ids come out as if the batch had run once (as in SQLite, where
+        # an AUTOINCREMENT key is transactional).  Safe because this node owns the database alone: every value
+        # from the first one drawn on was handed out only inside this uncommitted transaction.
+        self.first_ids: dict[str, int] = {}
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> _Cursor:
         q, returning = self.rw.rewrite(sql, bool(params))
         if not self.dirty and q.lstrip()[:6].upper() != "SELECT":
             self.dirty = True
-        return _Cursor(self.conn.execute(q, params or None), returning)
+        cur = _Cursor(self.conn.execute(q, params or None), returning)
+        if returning and cur.lastrowid is not None and returning not in self.first_ids:
+            self.first_ids[returning] = cur.lastrowid
+        return cur
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         q, _ = self.rw.rewrite(sql, bool(params))
@@ -129,6 +138,7 @@ class PostgresStore(Store):
         self.owner = f"ampd pid {os.getpid()} on {socket.gethostname()}"
         self._closing = False
         self.reconnects = 0  # for tests
+        self._to_rewind: dict[str, int] = {}  # serial keys an undone batch drew, to give back before the rerun
 
     # ---- lifecycle --------------------------------------------------------------------------------------
     def abort_open(self) -> None:
@@ -273,6 +283,15 @@ class PostgresStore(Store):
                 if not self._recover(None):
                     return closed
                 continue
+            if self._to_rewind:
+                try:
+                    self._rewind_sequences(self._to_rewind)
+                except Exception as e:
+                    if self._broken():
+                        continue
+                    self._log("unusual", f"could not give back the serial keys of an undone batch ({e!s}): "
+                                         "the next ids skip them")
+                    self._to_rewind.clear()
             marker = self.batch_no + 1
             try:
                 return self._attempt(fns, marker)
@@ -283,21 +302,26 @@ class PostgresStore(Store):
                     self.batches += 1
                     self.writes += len(fns)
                     return b.outcomes
-                # It did not commit: run it again, on the state it was first run on (the generation is ours).
+                # It did not commit: run it again, on the state it was first run on (the generation is ours),
+                # with the ids it drew given back first.
+                for table, first in b.first_ids.items():
+                    self._to_rewind[table] = min(self._to_rewind.get(table, first), first)
 
     def _attempt(self, fns: list[Callable[[Db], Any]], marker: int) -> list[tuple[bool, Any]]:
         """One transaction for the batch.  No savepoint per write (each would cost two round trips to the
         server): a write that raises rolls the whole transaction back, and the batch runs again without it, so
-        the outcome is the same as with savepoints -- the others applied in order, that one undone.  (A write
-        function may therefore run more than once; it must act on the database only, as it must anyway for
-        the retry after a lost connection.)"""
+        the outcome is the same as with savepoints -- the others applied in order, that one undone, and the
+        serial keys they drew given back.  (A write function may therefore run more than once; it must act on
+        the database only, or set in-memory state to the same value each run, as it must anyway for the retry
+        after a lost connection: in-memory effects belong after its `await store.write()` returns.)"""
         conn = self.conn
         db = _PgDb(conn, self.rewriter)
         failed: dict[int, Exception] = {}
         sent_commit = False
+        outcomes: list[tuple[bool, Any]] = []
         try:
             while True:
-                outcomes: list[tuple[bool, Any]] = []
+                outcomes = []
                 conn.execute("BEGIN", prepare=False)
                 for i, fn in enumerate(fns):
                     if i in failed:
@@ -309,12 +333,14 @@ class PostgresStore(Store):
                         if self._broken():
                             raise
                         conn.execute("ROLLBACK", prepare=False)
+                        self._rewind_sequences(db.first_ids)
                         failed[i] = e
                         break
                 else:
                     break
             if len(failed) == len(fns):
                 conn.execute("ROLLBACK", prepare=False)
+                self._rewind_sequences(db.first_ids)
                 return outcomes
             if not db.dirty:  # reads only: nothing to make durable or to mark (a rerun is harmless)
                 conn.execute("COMMIT", prepare=False)
@@ -334,9 +360,10 @@ class PostgresStore(Store):
             raise
         except Exception as e:
             if self._broken():
-                raise _Broken(outcomes, sent_commit, e) from e
+                raise _Broken(outcomes, sent_commit, e, dict(db.first_ids)) from e
             try:
                 conn.execute("ROLLBACK", prepare=False)
+                self._rewind_sequences(db.first_ids)
             except Exception:
                 pass
             return [(False, e)] * len(fns)
@@ -344,6 +371,14 @@ class PostgresStore(Store):
         self.batches += 1
         self.writes += len(fns)
         return outcomes
+
+    def _rewind_sequences(self, first_ids: dict[str, int]) -> None:
+        """Give back the serial keys an undone transaction drew (see _PgDb.first_ids): the next nextval() of
+        each sequence returns the first key that transaction drew."""
+        for table, first in sorted(first_ids.items()):
+            self.conn.execute("SELECT setval(pg_get_serial_sequence(%s, %s), %s, false)",
+                              (table, self.rewriter.serial[table], int(first)))
+        first_ids.clear()
 
     def _recover(self, cause: BaseException | None) -> bool:
         """Reconnect, retake the lock, check we still own the database.  False if the store is closing."""
@@ -380,8 +415,9 @@ class PostgresStore(Store):
 
 
 class _Broken(Exception):
-    def __init__(self, outcomes: list, sent_commit: bool, cause: BaseException) -> None:
+    def __init__(self, outcomes: list, sent_commit: bool, cause: BaseException, first_ids: dict[str, int]) -> None:
         super().__init__(str(cause))
+        self.first_ids = first_ids
         self.outcomes = outcomes
         self.sent_commit = sent_commit
         self.cause = cause

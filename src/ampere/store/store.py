@@ -10,6 +10,12 @@ one transaction, each inside its own savepoint, and made durable by one sync.  A
 is rolled back to its savepoint alone and its caller gets the exception; the others commit.  Many
 channels persisting at once (50 payments in flight) then cost one fsync per batch, not one each,
 and no caller is answered before its own change is on disk.
+
+The contract for a write function: it acts on the database only (or sets in-memory state to a value it
+computes from the database, the same on every run).  The PostgreSQL backend runs a batch again when one of
+its members raised (no savepoints there) or when the connection broke before COMMIT, so a write function
+may run more than once; in-memory effects (indexes, counters, ids handed to callers, futures,
+notifications) belong after `await store.write(fn)` returns, which happens once, after the commit.
 """
 
 from __future__ import annotations
