@@ -4,7 +4,8 @@
 - every credit/debit on the channel's and the external account names a real output of that value, and a
   debit's spending_txid really spends it;
 - every output of the close is accounted exactly once: credited to the channel (ours, resolved by us) or to
-  "external" (`to_them`: the peer's), unless the wallet credits it directly (a mutual close's output of ours);
+  "external" (`to_them`: the peer's), unless the wallet credits it directly (a mutual close's output of ours) or
+  a revoked HTLC output went through the cheat's second-stage transaction, whose output the channel is credited;
 - on the channel's account, each output resolved nets to zero (credit when it is ours, debit where our
   transaction took it) so that the account is channel_open - channel_close;
 - the wallet's account is exactly the wallet's confirmed funds.
@@ -71,6 +72,11 @@ def check_books(moves: list[dict], getrawtransaction, channel_id: str, close_txi
         u = f"{close_txid}:{vout}"
         seen = [m["primary_tag"] for m in chan if m["utxo"] == u and m["credit_msat"]] + \
             [m["primary_tag"] for m in ext if m["utxo"] == u] + (["deposit"] if u in wallet_utxos else [])
+        if not seen:
+            # A revoked HTLC output the cheat spent with its second-stage transaction: followed (and credited) there.
+            seen = [m["primary_tag"] + " (second stage)" for m in chan if m["credit_msat"] and m["utxo"][:64] != close_txid
+                    and any(f"{i.prevout.txid[::-1].hex()}:{i.prevout.vout}" == u
+                            for i in tx(m["utxo"].split(":")[0]).inputs)]
         assert len(seen) == 1, (u, seen)
     b = balances(moves)
     assert b.get(channel_id, 0) == sum(m["credit_msat"] for m in opens) - close_debit_msat

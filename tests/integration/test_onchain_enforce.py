@@ -21,10 +21,12 @@ from ampere.primitives.tx import Transaction
 from ampere.testing.schema import ClnValidator, load_schema
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bookcheck import balances, check_books  # noqa: E402
 from chainutil import sync, wait_for  # noqa: E402
 
 HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
 LISTENER = os.path.join(os.path.dirname(__file__), "..", "plugins", "listener.py")
+LEDGER = os.path.join(os.path.dirname(__file__), "..", "plugins", "coin_ledger.py")
 DELAY = 6
 FUNDING = 1_000_000
 PUSH_MSAT = 400_000_000
@@ -56,9 +58,15 @@ def wallet_sat(node) -> int:
     return sum(o["amount_msat"] for o in node.rpc.listfunds()["outputs"] if o["status"] == "confirmed") // 1000
 
 
+def ledger(node) -> list[dict]:
+    """Every coin_movement the node sent to its coin_ledger plugin (across restarts and kill -9)."""
+    return node.rpc.call("ledger")["movements"]
+
+
 def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind):
     chaind.mine(101)
-    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER]}, listen=True)
+    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER, LEDGER]},
+                                         listen=True)
     cheat = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL, "developer": None},
                                         listen=True, allow_broken_log=True)  # it logs its own revoked close
     node_factory_chain.fund_wallet(honest, 1_500_000)
@@ -86,14 +94,20 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
         wait_for(lambda: channel(n)["htlcs"] == [], 30, "HTLCs settled")
     wallet_before = wallet_sat(honest)
     cheat_before = wallet_sat(cheat)
-    # The honest node will die (kill -9) between its first and second on-chain broadcast of the resolution.
-    honest.options.update({"dev-crash-before": "onchain:2", "developer": None})
+    to_us_msat = channel(honest)["to_us_msat"]   # our balance at the close: what channel_close debits
+    # The honest node will die (kill -9) before its first on-chain broadcast of the resolution (the penalties
+    # are recorded, nothing is out), then again between its first and second.
+    honest.options.update({"dev-crash-before": "onchain", "developer": None})
     honest.restart()
 
     # The cheat: the revoked commitment and its second-stage HTLC-success, mined together.
     chaind.rpc("sendrawtransaction", old.serialize().hex())
     chaind.rpc("sendrawtransaction", success.serialize().hex())
     s = mine(chaind, 1, cheat)
+    wait_for(lambda: not honest.is_running(), 30, "the crash before the first penalty")
+    assert chaind.rpc("getrawmempool") == []
+    honest.options["dev-crash-before"] = "onchain:2"
+    honest.start(wait=False)   # it resumes the resolution while starting, and dies there
     wait_for(lambda: not honest.is_running(), 30, "the crash mid-penalty")
     first = set(chaind.rpc("getrawmempool"))
     assert len(first) == 1                     # one of its transactions went out before the crash
@@ -150,6 +164,16 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     assert schema is not None
     for m in moves():
         ClnValidator(schema).validate(m)
+    # The bookkeeper's view (coin_movement, recorded by a plugin across the two kill -9): the channel's account
+    # is channel_open - channel_close (the push and the payments, off-chain), every penalty nets to zero on it,
+    # and the wallet's account is listfunds' confirmed outputs.
+    funds = lambda: sum(o["amount_msat"] for o in honest.rpc.listfunds()["outputs"]  # noqa: E731
+                        if o["status"] == "confirmed")
+    wait_for(lambda: balances(ledger(honest)).get("wallet") == funds(), 30, "the wallet's movements")
+    books = check_books(ledger(honest), lambda t: chaind.rpc("getrawtransaction", t), channel_id, old.txid_hex(),
+                        close_debit_msat=to_us_msat, wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    assert books[channel_id] == FUNDING * 1000 - to_us_msat   # what left the channel off-chain (the push...)
+    assert "external" not in books       # the cheat keeps nothing of its revoked commitment
     # Irrevocably resolved (100 blocks): CLOSED, in listclosedchannels.
     mine(chaind, 100, honest)
     wait_for(lambda: honest.rpc.listpeerchannels()["channels"] == [] or channel(honest)["state"] == "CLOSED"
