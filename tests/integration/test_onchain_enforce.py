@@ -344,3 +344,42 @@ def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, cha
     assert channel_with(l2, l1)["to_us_msat"] == l2_before
     [fwd] = l2.rpc.listforwards()["forwards"]
     assert fwd["status"] in ("failed", "local_failed"), fwd
+
+
+def test_coin_movements_balance_after_mutual_close(node_factory_chain, chaind):
+    """CLN's bookkeeper's accounts after a mutual close, on both sides: channel_open - channel_close is what left
+    the channel off-chain (push, payment), the peer's output is `to_them` on "external", our output is the
+    wallet's deposit, and the wallet's account is listfunds' confirmed outputs."""
+    chaind.mine(101)
+    l1, l2 = (node_factory_chain.get_node({"plugin": LEDGER}, listen=True) for _ in range(2))
+    node_factory_chain.fund_wallet(l1, 1_500_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    l1.rpc.pay(l2.rpc.invoice(25_000_000, "books", "books")["bolt11"])
+    for n in (l1, l2):
+        wait_for(lambda: channel(n)["htlcs"] == [], 30, "the payment settled")
+    to_us = {n: channel(n)["to_us_msat"] for n in (l1, l2)}
+    assert to_us[l1] == FUNDING * 1000 - PUSH_MSAT - 25_000_000 and to_us[l2] == PUSH_MSAT + 25_000_000
+    channel_id = channel(l1)["channel_id"]
+    result = l1.rpc.close(l2.node_id)
+    assert result["type"] == "mutual"
+    [close_txid] = result["txids"]
+    mine(chaind, 1, l1, l2)
+    close = Transaction.parse_hex(chaind.rpc("getrawtransaction", close_txid))
+    for n, peer, opened in ((l1, l2, FUNDING * 1000), (l2, l1, 0)):
+        funds = lambda: sum(o["amount_msat"] for o in n.rpc.listfunds()["outputs"]  # noqa: E731
+                            if o["status"] == "confirmed")
+        wait_for(lambda: any(m["primary_tag"] == "channel_close" for m in ledger(n))
+                 and balances(ledger(n)).get("wallet") == funds(), 30, "the close's movements")
+        books = check_books(ledger(n), lambda t: chaind.rpc("getrawtransaction", t), channel_id, close_txid,
+                            close_debit_msat=to_us[n], wallet_msat=funds(), open_credit_msat=opened)
+        assert books[channel_id] == opened - to_us[n]
+        # The peer's output, and nothing else, is external: what it was paid, less the fee if it opened.
+        [theirs] = [m for m in ledger(n) if m["account_id"] == "external"]
+        assert theirs["primary_tag"] == "to_them" and theirs["originating_account"] == channel_id
+        assert theirs["credit_msat"] == close.outputs[int(theirs["utxo"].split(":")[1])].value * 1000
+        fee = FUNDING - sum(o.value for o in close.outputs)   # the opener's (l1's) side pays it
+        assert theirs["credit_msat"] == to_us[peer] - (fee * 1000 if peer is l1 else 0)
