@@ -74,9 +74,9 @@ def check_books(moves: list[dict], getrawtransaction, channel_id: str, close_txi
             [m["primary_tag"] for m in ext if m["utxo"] == u] + (["deposit"] if u in wallet_utxos else [])
         if not seen:
             # A revoked HTLC output the cheat spent with its second-stage transaction: followed (and credited) there.
-            seen = [m["primary_tag"] + " (second stage)" for m in chan if m["credit_msat"] and m["utxo"][:64] != close_txid
-                    and any(f"{i.prevout.txid[::-1].hex()}:{i.prevout.vout}" == u
-                            for i in tx(m["utxo"].split(":")[0]).inputs)]
+            seen = [m["primary_tag"] + " (second stage)" for m in chan
+                    if m["credit_msat"] and m["utxo"][:64] != close_txid
+                    and u in {f"{i.prevout.txid[::-1].hex()}:{i.prevout.vout}" for i in tx(m["utxo"][:64]).inputs}]
         assert len(seen) == 1, (u, seen)
     b = balances(moves)
     assert b.get(channel_id, 0) == sum(m["credit_msat"] for m in opens) - close_debit_msat

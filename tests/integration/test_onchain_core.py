@@ -570,8 +570,9 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                 assert books["wallet"] == got * 1000
                 tags = sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex())
                 if host is ha:   # H2 fulfilled and H3 timed out through our HTLC transactions, then swept
-                    assert tags == sorted(["channel_close", "delayed_to_us", "to_wallet", "htlc_fulfill", "htlc_fulfill",
-                                           "htlc_timeout", "htlc_timeout"] + ["htlc_tx", "to_wallet"] * 2), tags
+                    assert tags == sorted(["channel_close", "delayed_to_us", "to_wallet", "htlc_fulfill",
+                                           "htlc_fulfill", "htlc_timeout", "htlc_timeout"]
+                                          + ["htlc_tx", "to_wallet"] * 2), tags
                 else:            # H1 claimed with the preimage, H4 timed out, to_remote: straight to the wallet
                     assert tags == sorted(["channel_close", "to_wallet", "to_wallet", "htlc_fulfill", "to_wallet",
                                            "htlc_timeout", "to_wallet"]), tags
@@ -579,7 +580,8 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                 [peer_main] = [o["amount_msat"] for o in other[0].onchain.describe(other[1].channel_id)["outputs"]
                                if o["kind"] in ("to_local", "to_remote") and o["txid"] == commitment.txid_hex()]
                 assert sorted(m["output_msat"] for m in host.moves if m["primary_tag"] == "to_them") == sorted(
-                    [commitment.outputs[vout[n]].value * 1000 for n in ((1, 4) if host is ha else (2, 3))] + [peer_main])
+                    [commitment.outputs[vout[n]].value * 1000 for n in ((1, 4) if host is ha else (2, 3))]
+                    + [peer_main])
             chaind.mine(40)
             await ha.synced(), await hb.synced()
             assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
