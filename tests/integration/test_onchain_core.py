@@ -302,6 +302,17 @@ def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, t
                 # It pays a wallet key (spendable by the wallet), minus a fee no higher than needed.
                 assert host.wallet.scripts.get(out.script) is not None
                 assert amount - 5000 < out.value < amount
+            # The books (coin_movement): the close debits each side's balance, its own output is credited and
+            # debited to the wallet, the other's is `to_them`, our anchor (never swept) `anchor`.
+            for host, ch, own, other in ((ha, a.ch, to_local, to_remote), (hb, b.ch, to_remote, to_local)):
+                check_books(host.moves, lambda t: chaind.rpc("getrawtransaction", t), ch.channel_id.hex(),
+                            commitment.txid_hex(), close_debit_msat=ch.balance_local_msat,
+                            wallet_msat=host.wallet_msat())
+                ext = sorted((m["primary_tag"], m["credit_msat"]) for m in host.moves if m["account_id"] == "external")
+                assert ext == sorted([("to_them", other["amount_msat"])]
+                                     + ([("anchor", 330_000), ("to_them", 330_000)] if channel_type.anchors else []))
+                assert sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex()) == \
+                    sorted(["channel_close", "delayed_to_us" if host is ha else "to_wallet", "to_wallet"])
 
             # Resolved and buried: CLOSED (through the manager) and nothing more broadcast.
             assert ha.channel_manager.closed == []

@@ -74,6 +74,8 @@ from ..ln.onchain.classify import (
     second_stage_output,
     sign_sweep,
 )
+from ..ln.channel.scripts import anchor_script
+from ..primitives.script import p2wsh
 from .coin_moves import chain_mvt, emit
 from .wallet import scripts_for_pubkey
 
@@ -668,9 +670,14 @@ class OnchainResolver:
                                  r.spend_height, debit_msat=ch.balance_local_msat, spending_txid=r.spend_txid,
                                  peer_id=peer, output_count=len(r.spend_tx.outputs)))
             tracked = {t.out.vout for t in r.outputs.values() if t.txid is None}
+            p = ch.params
+            # option_anchors: our anchor is left for anyone to spend (we never need to CPFP a mined close): it
+            # leaves our books like the peer's outputs, tagged `anchor`.
+            our_anchor = p2wsh(anchor_script(p.local_pubkeys.funding_pubkey)) if p.channel_type.anchors else None
             for vout, o in enumerate(r.spend_tx.outputs):
                 if vout not in tracked:  # the peer's (to_remote of our commitment, its side of a mutual close)
-                    out.append(chain_mvt(self.node, "external", "to_them", (r.spend_txid, vout), o.value,
+                    tag = "anchor" if o.script_pubkey == our_anchor else "to_them"
+                    out.append(chain_mvt(self.node, "external", tag, (r.spend_txid, vout), o.value,
                                          r.spend_height, credit_msat=o.value * 1000, originating_account=cid))
         for t in r.outputs.values():
             done = t.extra.get("mvt")
