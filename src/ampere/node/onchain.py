@@ -27,7 +27,9 @@ The channel manager hands over a channel whose funding output was spent:
   one with no output in the close, goes to the payment layer and the switch as the peer's fulfill / fail would
   (channel_manager.onchain_htlc_resolved);
 - claims racing a deadline (penalties, direct claims) are replaced at a higher feerate each block they wait
-  (ampere.ln.onchain.fees); a coin_movement (chain_mvt) is emitted as each of our claims confirms;
+  (ampere.ln.onchain.fees);
+- bookkeeping as CLN's onchaind (ampere.node.coin_moves): the close's `channel_close` debit, `to_them` for the
+  peer's outputs, a credit and a debit per output we resolve, once the transactions are mined;
 - when every output is resolved and the last resolving transaction is `bury_depth` blocks deep (100, CLN's
   "irrevocably resolved"), calls `await node.channel_manager.mark_closed(record, "onchain")`.
 
