@@ -3,8 +3,9 @@
 - a peer (ampd --developer: dev-sign-last-tx, dev-sign-last-htlc-txs) broadcasts its revoked commitment holding
   an HTLC each way, with its HTLC-success in the same block: the honest node (killed -9 before its first
   penalty broadcast, then mid-penalty, and again with everything broadcast) takes its to_local, the other HTLC
-  and the HTLC-success output with the revocation key in the block the cheat is seen, and ends with the whole channel less the fees; coin movements (the
-  books balance against the chain), status lines, CLOSED after 100 blocks;
+  and the HTLC-success output with the revocation key in the block the cheat is seen, and ends with the whole
+  channel less the fees; coin movements (the books balance against the chain), status lines, CLOSED after 100
+  blocks;
 - a mutual close: both sides' books (coin_movement) balance against the chain and listfunds;
 - l1 -> l2 -> l3: l3 claims on-chain with the preimage after l2 closed: l2 extracts it and is paid by l1;
   and when l3 goes silent instead, l2 times the HTLC out on-chain and fails l1's once that is 3 deep;
