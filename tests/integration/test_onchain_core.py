@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from dataclasses import dataclass
 from decimal import Decimal
@@ -29,6 +30,9 @@ from ampere.ln.onchain.htlc import signed_local_htlc_txs
 from ampere.node.onchain import OnchainResolver, write_htlc_stubs
 from ampere.node.onchain_tx import build_sweep, classify_spend, sign_sweep
 from ampere.node.wallet import Wallet, scripts_for_pubkey
+
+sys.path.insert(0, os.path.dirname(__file__))
+from bookcheck import check_books  # noqa: E402
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import script_to_address
 from ampere.primitives.tx import Transaction
@@ -84,9 +88,16 @@ class Host:
         self.channel_manager = ManagerStandIn()
         self.store = self.chain = self.wallet = self.onchain = None
         self.bury = BURY
+        self.moves: list[dict] = []
 
     def notify(self, topic: str, payload: dict) -> None:
-        pass
+        if topic == "coin_movement":
+            self.moves.append(payload)
+
+    def wallet_msat(self) -> int:
+        """The wallet's confirmed, unspent funds (what listfunds' confirmed outputs add up to)."""
+        return sum(o.value for o in self.wallet.outputs.values()
+                   if o.spend_txid is None and o.blockheight is not None) * 1000
 
     async def start(self) -> Host:
         os.makedirs(self.dir, exist_ok=True)
@@ -291,6 +302,17 @@ def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, t
                 # It pays a wallet key (spendable by the wallet), minus a fee no higher than needed.
                 assert host.wallet.scripts.get(out.script) is not None
                 assert amount - 5000 < out.value < amount
+            # The books (coin_movement): the close debits each side's balance, its own output is credited and
+            # debited to the wallet, the other's is `to_them`, our anchor (never swept) `anchor`.
+            for host, ch, own, other in ((ha, a.ch, to_local, to_remote), (hb, b.ch, to_remote, to_local)):
+                check_books(host.moves, lambda t: chaind.rpc("getrawtransaction", t), ch.channel_id.hex(),
+                            commitment.txid_hex(), close_debit_msat=ch.balance_local_msat,
+                            wallet_msat=host.wallet_msat())
+                ext = sorted((m["primary_tag"], m["credit_msat"]) for m in host.moves if m["account_id"] == "external")
+                assert ext == sorted([("to_them", other["amount_msat"])]
+                                     + ([("anchor", 330_000), ("to_them", 330_000)] if channel_type.anchors else []))
+                assert sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex()) == \
+                    sorted(["channel_close", "delayed_to_us" if host is ha else "to_wallet", "to_wallet"])
 
             # Resolved and buried: CLOSED (through the manager) and nothing more broadcast.
             assert ha.channel_manager.closed == []
@@ -550,6 +572,27 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                 got = sum(host.wallet.outputs[(t, 0)].value for t in final)
                 assert all(host.wallet.outputs[(t, 0)].status(h) == "confirmed" for t in final)
                 assert got == ours_value - fees, (got, ours_value, fees)
+                # The bookkeeper's view (coin_movement): the close debits our balance, each output we resolved is
+                # credited then debited where our transaction took it, the peer's outputs are `to_them`, and
+                # the wallet's account is its funds; on-chain fees are the close's debit less the deposits.
+                books = check_books(host.moves, lambda t: chaind.rpc("getrawtransaction", t), ch.channel_id.hex(),
+                                    commitment.txid_hex(), close_debit_msat=ch.balance_local_msat,
+                                    wallet_msat=host.wallet_msat())
+                assert books["wallet"] == got * 1000
+                tags = sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex())
+                if host is ha:   # H2 fulfilled and H3 timed out through our HTLC transactions, then swept
+                    assert tags == sorted(["channel_close", "delayed_to_us", "to_wallet", "htlc_fulfill",
+                                           "htlc_fulfill", "htlc_timeout", "htlc_timeout"]
+                                          + ["htlc_tx", "to_wallet"] * 2), tags
+                else:            # H1 claimed with the preimage, H4 timed out, to_remote: straight to the wallet
+                    assert tags == sorted(["channel_close", "to_wallet", "to_wallet", "htlc_fulfill", "to_wallet",
+                                           "htlc_timeout", "to_wallet"]), tags
+                other = (hb, b.ch) if host is ha else (ha, a.ch)
+                [peer_main] = [o["amount_msat"] for o in other[0].onchain.describe(other[1].channel_id)["outputs"]
+                               if o["kind"] in ("to_local", "to_remote") and o["txid"] == commitment.txid_hex()]
+                assert sorted(m["output_msat"] for m in host.moves if m["primary_tag"] == "to_them") == sorted(
+                    [commitment.outputs[vout[n]].value * 1000 for n in ((1, 4) if host is ha else (2, 3))]
+                    + [peer_main])
             chaind.mine(40)
             await ha.synced(), await hb.synced()
             assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]

@@ -1,10 +1,12 @@
 """On-chain enforcement (BOLT 5) between real ampd nodes on amp-chaind.
 
 - a peer (ampd --developer: dev-sign-last-tx, dev-sign-last-htlc-txs) broadcasts its revoked commitment holding
-  an HTLC each way, with its HTLC-success in the same block: the honest node (killed -9 mid-penalty, and again
-  with everything broadcast) takes its to_local, the other HTLC and the HTLC-success output with the revocation
-  key in the block the cheat is seen, and ends with the whole channel less the fees; coin movements, status
-  lines, CLOSED after 100 blocks;
+  an HTLC each way, with its HTLC-success in the same block: the honest node (killed -9 before its first
+  penalty broadcast, then mid-penalty, and again with everything broadcast) takes its to_local, the other HTLC
+  and the HTLC-success output with the revocation key in the block the cheat is seen, and ends with the whole
+  channel less the fees; coin movements (the books balance against the chain), status lines, CLOSED after 100
+  blocks;
+- a mutual close: both sides' books (coin_movement) balance against the chain and listfunds;
 - l1 -> l2 -> l3: l3 claims on-chain with the preimage after l2 closed: l2 extracts it and is paid by l1;
   and when l3 goes silent instead, l2 times the HTLC out on-chain and fails l1's once that is 3 deep;
 - a silent peer holding our HTLC: past the deadline we close, time it out (killed -9 before the HTLC-timeout and
@@ -21,10 +23,12 @@ from ampere.primitives.tx import Transaction
 from ampere.testing.schema import ClnValidator, load_schema
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bookcheck import balances, check_books  # noqa: E402
 from chainutil import sync, wait_for  # noqa: E402
 
 HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
 LISTENER = os.path.join(os.path.dirname(__file__), "..", "plugins", "listener.py")
+LEDGER = os.path.join(os.path.dirname(__file__), "..", "plugins", "coin_ledger.py")
 DELAY = 6
 FUNDING = 1_000_000
 PUSH_MSAT = 400_000_000
@@ -56,9 +60,15 @@ def wallet_sat(node) -> int:
     return sum(o["amount_msat"] for o in node.rpc.listfunds()["outputs"] if o["status"] == "confirmed") // 1000
 
 
+def ledger(node) -> list[dict]:
+    """Every coin_movement the node sent to its coin_ledger plugin (across restarts and kill -9)."""
+    return node.rpc.call("ledger")["movements"]
+
+
 def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind):
     chaind.mine(101)
-    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER]}, listen=True)
+    honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER, LEDGER]},
+                                         listen=True)
     cheat = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL, "developer": None},
                                         listen=True, allow_broken_log=True)  # it logs its own revoked close
     node_factory_chain.fund_wallet(honest, 1_500_000)
@@ -86,14 +96,20 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
         wait_for(lambda: channel(n)["htlcs"] == [], 30, "HTLCs settled")
     wallet_before = wallet_sat(honest)
     cheat_before = wallet_sat(cheat)
-    # The honest node will die (kill -9) between its first and second on-chain broadcast of the resolution.
-    honest.options.update({"dev-crash-before": "onchain:2", "developer": None})
+    to_us_msat = channel(honest)["to_us_msat"]   # our balance at the close: what channel_close debits
+    # The honest node will die (kill -9) before its first on-chain broadcast of the resolution (the penalties
+    # are recorded, nothing is out), then again between its first and second.
+    honest.options.update({"dev-crash-before": "onchain", "developer": None})
     honest.restart()
 
     # The cheat: the revoked commitment and its second-stage HTLC-success, mined together.
     chaind.rpc("sendrawtransaction", old.serialize().hex())
     chaind.rpc("sendrawtransaction", success.serialize().hex())
     s = mine(chaind, 1, cheat)
+    wait_for(lambda: not honest.is_running(), 30, "the crash before the first penalty")
+    assert chaind.rpc("getrawmempool") == []
+    honest.options["dev-crash-before"] = "onchain:2"
+    honest.start(wait=False)   # it resumes the resolution while starting, and dies there
     wait_for(lambda: not honest.is_running(), 30, "the crash mid-penalty")
     first = set(chaind.rpc("getrawmempool"))
     assert len(first) == 1                     # one of its transactions went out before the crash
@@ -150,6 +166,16 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     assert schema is not None
     for m in moves():
         ClnValidator(schema).validate(m)
+    # The bookkeeper's view (coin_movement, recorded by a plugin across the two kill -9): the channel's account
+    # is channel_open - channel_close (the push and the payments, off-chain), every penalty nets to zero on it,
+    # and the wallet's account is listfunds' confirmed outputs.
+    funds = lambda: sum(o["amount_msat"] for o in honest.rpc.listfunds()["outputs"]  # noqa: E731
+                        if o["status"] == "confirmed")
+    wait_for(lambda: balances(ledger(honest)).get("wallet") == funds(), 30, "the wallet's movements")
+    books = check_books(ledger(honest), lambda t: chaind.rpc("getrawtransaction", t), channel_id, old.txid_hex(),
+                        close_debit_msat=to_us_msat, wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    assert books[channel_id] == FUNDING * 1000 - to_us_msat   # what left the channel off-chain (the push...)
+    assert "external" not in books       # the cheat keeps nothing of its revoked commitment
     # Irrevocably resolved (100 blocks): CLOSED, in listclosedchannels.
     mine(chaind, 100, honest)
     wait_for(lambda: honest.rpc.listpeerchannels()["channels"] == [] or channel(honest)["state"] == "CLOSED"
@@ -320,3 +346,42 @@ def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, cha
     assert channel_with(l2, l1)["to_us_msat"] == l2_before
     [fwd] = l2.rpc.listforwards()["forwards"]
     assert fwd["status"] in ("failed", "local_failed"), fwd
+
+
+def test_coin_movements_balance_after_mutual_close(node_factory_chain, chaind):
+    """CLN's bookkeeper's accounts after a mutual close, on both sides: channel_open - channel_close is what left
+    the channel off-chain (push, payment), the peer's output is `to_them` on "external", our output is the
+    wallet's deposit, and the wallet's account is listfunds' confirmed outputs."""
+    chaind.mine(101)
+    l1, l2 = (node_factory_chain.get_node({"plugin": LEDGER}, listen=True) for _ in range(2))
+    node_factory_chain.fund_wallet(l1, 1_500_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    l1.rpc.pay(l2.rpc.invoice(25_000_000, "books", "books")["bolt11"])
+    for n in (l1, l2):
+        wait_for(lambda: channel(n)["htlcs"] == [], 30, "the payment settled")
+    to_us = {n: channel(n)["to_us_msat"] for n in (l1, l2)}
+    assert to_us[l1] == FUNDING * 1000 - PUSH_MSAT - 25_000_000 and to_us[l2] == PUSH_MSAT + 25_000_000
+    channel_id = channel(l1)["channel_id"]
+    result = l1.rpc.close(l2.node_id)
+    assert result["type"] == "mutual"
+    [close_txid] = result["txids"]
+    mine(chaind, 1, l1, l2)
+    close = Transaction.parse_hex(chaind.rpc("getrawtransaction", close_txid))
+    for n, peer, opened in ((l1, l2, FUNDING * 1000), (l2, l1, 0)):
+        funds = lambda: sum(o["amount_msat"] for o in n.rpc.listfunds()["outputs"]  # noqa: E731
+                            if o["status"] == "confirmed")
+        wait_for(lambda: any(m["primary_tag"] == "channel_close" for m in ledger(n))
+                 and balances(ledger(n)).get("wallet") == funds(), 30, "the close's movements")
+        books = check_books(ledger(n), lambda t: chaind.rpc("getrawtransaction", t), channel_id, close_txid,
+                            close_debit_msat=to_us[n], wallet_msat=funds(), open_credit_msat=opened)
+        assert books[channel_id] == opened - to_us[n]
+        # The peer's output, and nothing else, is external: what it was paid, less the fee if it opened.
+        [theirs] = [m for m in ledger(n) if m["account_id"] == "external"]
+        assert theirs["primary_tag"] == "to_them" and theirs["originating_account"] == channel_id
+        assert theirs["credit_msat"] == close.outputs[int(theirs["utxo"].split(":")[1])].value * 1000
+        fee = FUNDING - sum(o.value for o in close.outputs)   # the opener's (l1's) side pays it
+        assert theirs["credit_msat"] == to_us[peer] - (fee * 1000 if peer is l1 else 0)

@@ -83,6 +83,7 @@ from ..primitives.tx import OutPoint, Transaction
 from ..wire import messages as m
 from ..wire.codec import encode_message
 from ..wire.types import ShortChannelId
+from .coin_moves import chain_mvt, emit as emit_movements
 from .onchain import write_htlc_stubs
 from .tasks import spawn_guarded
 from .hsm import channel_seed, load_or_create_hsm_secret
@@ -888,7 +889,21 @@ class ChannelManager:
             rec.funding_height, rec.funding_txindex = height, index
             await self.save_meta(rec)
             self.node.log.info(self._src(rec), f"Funding transaction confirmed at block {height} (index {index})")
+            if "open_mvt" not in rec.meta:
+                await self._channel_open_movement(rec, height)
         await self._check_depth(rec, height)
+
+    async def _channel_open_movement(self, rec: ChannelRecord, height: int) -> None:
+        """CLN's `channel_open` chain_mvt: our contribution credited to the channel's account once the funding
+        transaction confirms (the push, like payments, is an off-chain movement). Marked before it is sent:
+        a crash in between loses it rather than repeating it."""
+        ch = rec.core
+        ours = ch.funding_sat * 1000 if ch.opener is Side.LOCAL else 0
+        rec.meta["open_mvt"] = height
+        await self.save_meta(rec)
+        op = rec.funding_outpoint
+        await emit_movements(self.node, [chain_mvt(self.node, rec.channel_id.hex(), "channel_open", (op.txid, op.vout),
+                                                   ch.funding_sat, height, credit_msat=ours, peer_id=rec.peer_id)])
 
     async def _check_depth(self, rec: ChannelRecord, tip: int) -> None:
         if rec.state is not CS.CHANNELD_AWAITING_LOCKIN or rec.funding_height is None or rec.core.channel_ready_sent:

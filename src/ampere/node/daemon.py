@@ -50,6 +50,9 @@ class CallContext:
                                    "params": {"id": self.request.get("id"), "level": level, "message": message}})
 
 
+# A bookkeeper must see every movement: these wait for the plugins' `init` instead of being dropped.
+_HELD_UNTIL_INIT = frozenset({"coin_movement", "balance_snapshot"})
+
 class Node:
     def __init__(self, layout: Layout, options: Options, log: Logger) -> None:
         self.layout = layout
@@ -61,6 +64,9 @@ class Node:
         rpc_file = options.get("rpc-file")
         self.rpc_path = rpc_file if os.path.isabs(rpc_file) else os.path.join(self.netdir, rpc_file)
         self.started_at = time.time()
+        # Ledger notifications emitted during start-up (the wallet and the on-chain resolver catch up with the chain
+        # before plugins get `init`, which is when they start receiving): held until then, not lost.
+        self._held: list[tuple[str, dict]] | None = []
         self.stopping = asyncio.Event()
         self.exit_code = 0
         self.node_key = None
@@ -124,8 +130,16 @@ class Node:
     # ---- notifications ----------------------------------------------------------------------
     def notify(self, topic: str, payload: dict) -> None:
         """Emit a native notification to subscribed plugins (never blocks)."""
+        if self._held is not None and topic in _HELD_UNTIL_INIT:
+            self._held.append((topic, payload))
+            return
         if self.plugins is not None:
             self.plugins.notify(topic, payload)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held or [], None
+        for topic, payload in held:
+            self.notify(topic, payload)
 
     # ---- RPC dispatch -----------------------------------------------------------------------
     def lookup(self, method: str) -> Command | Any | None:
@@ -258,6 +272,7 @@ class Node:
         self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
         await self.rpc_server.start()
         await init_plugins(self)
+        self._release_held()
         # Peers come last, as lightningd activates connectd last: plugins are ready for the hooks.
         from .peers import PeerManager
 

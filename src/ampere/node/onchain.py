@@ -27,7 +27,9 @@ The channel manager hands over a channel whose funding output was spent:
   one with no output in the close, goes to the payment layer and the switch as the peer's fulfill / fail would
   (channel_manager.onchain_htlc_resolved);
 - claims racing a deadline (penalties, direct claims) are replaced at a higher feerate each block they wait
-  (ampere.ln.onchain.fees); a coin_movement (chain_mvt) is emitted as each of our claims confirms;
+  (ampere.ln.onchain.fees);
+- bookkeeping as CLN's onchaind (ampere.node.coin_moves): the close's `channel_close` debit, `to_them` for the
+  peer's outputs, a credit and a debit per output we resolve, once the transactions are mined;
 - when every output is resolved and the last resolving transaction is `bury_depth` blocks deep (100, CLN's
   "irrevocably resolved"), calls `await node.channel_manager.mark_closed(record, "onchain")`.
 
@@ -41,7 +43,6 @@ replaces the old analysis.
 from __future__ import annotations
 
 import asyncio
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,7 +76,10 @@ from ..ln.onchain.classify import (
     second_stage_output,
     sign_sweep,
 )
-from .wallet import _COIN_TYPE, scripts_for_pubkey
+from ..ln.channel.scripts import anchor_script
+from ..primitives.script import p2wsh
+from .coin_moves import chain_mvt, emit
+from .wallet import scripts_for_pubkey
 
 __all__ = ["OnchainResolver", "BURY_DEPTH", "write_htlc_stubs", "load_htlc_stubs"]
 
@@ -155,6 +159,7 @@ class Resolution:
     # {"hash", "msat"}; failed upstream once the close is HTLC_FAIL_DEPTH deep (BOLT 5).
     missing: dict = field(default_factory=dict)
     broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
+    noted: set = field(default_factory=set)  # coin movements emitted for the close itself ("close")
 
     @property
     def spend_txid(self) -> bytes:
@@ -208,7 +213,9 @@ class OnchainResolver:
             for cid, ftxid, fvout, raw, height, kind, number, closed, info in rows:
                 r = Resolution(bytes(cid), OutPoint(bytes(ftxid), fvout), Transaction.parse(bytes(raw)), height,
                                SpendKind(kind) if kind else None, number, closed=bool(closed))
-                r.missing = {int(k): v for k, v in (json.loads(info) if info else {}).get("missing", {}).items()}
+                d = json.loads(info) if info else {}
+                r.missing = {int(k): v for k, v in d.get("missing", {}).items()}
+                r.noted = set(d.get("noted", ()))
                 self._res[r.channel_id] = r
             for cid, txid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight, info in outs:
                 r = self._res[bytes(cid)]
@@ -650,37 +657,59 @@ class OnchainResolver:
             if key not in self._reported and report(r.record, htlc_id, None) is not False:
                 self._reported.add(key)
 
-    async def _coin_movement(self, r: Resolution, t: Tracked) -> None:
-        """CLN's chain_mvt on the channel's account once our own transaction resolving `t` is mined (the sweep's
-        output then reaches the wallet account as a `deposit`)."""
-        if t.extra.get("mvt") or t.resolved_height is None or not t.is_ours(t.resolved_txid):
-            return
-        tag = _MVT_TAG.get(t.out.kind)
-        if tag is None:
-            return
-        wallet = getattr(self.node, "wallet", None)
-        mvt: dict[str, Any] = {
-            "version": 2, "coin_type": _COIN_TYPE.get(getattr(wallet, "network", "regtest"), "bcrt"),
-            "node_id": self.node.node_id.hex(), "type": "chain_mvt", "account_id": r.channel_id.hex(),
-            "credit_msat": t.out.value_sat * 1000, "debit_msat": 0, "timestamp": int(time.time()),
-            "primary_tag": tag, "extra_tags": [], "tags": [tag],
-            "utxo": f"{t.key(r)[0][::-1].hex()}:{t.out.vout}", "spending_txid": t.resolved_txid[::-1].hex(),
-            "output_msat": t.out.value_sat * 1000, "blockheight": t.resolved_height,
-        }
-        peer = getattr(r.record, "peer_id", None)
-        if isinstance(peer, (bytes, bytearray)) and len(peer) == 33 and peer[0] in (2, 3):
-            mvt["peer_id"] = bytes(peer).hex()
-        if t.out.htlc is not None:
-            mvt["payment_hash"] = t.out.htlc.payment_hash.hex()
-        t.extra["mvt"] = True
-        from .wallet import Wallet
-
-        def write(db):
-            return Wallet._number_movements(db, [mvt])
-
-        await self.node.store.write(write)
-        self._dirty.add(r.channel_id)
-        self.node.notify("coin_movement", mvt)
+    def _movements(self, r: Resolution) -> list[dict]:
+        """The chain_mvts (ampere.node.coin_moves) due at this point of `r`, marked as emitted on `r` (saved with
+        their numbering): the close's debit of our balance, the peer's outputs as `to_them`, and for each output
+        we resolved a credit with its tag and a debit to where our transaction took it."""
+        if r.record is None or r.kind is None or r.spend_height is None:
+            return []
+        cid, peer = r.channel_id.hex(), getattr(r.record, "peer_id", None)
+        out: list[dict] = []
+        if "close" not in r.noted:
+            r.noted.add("close")
+            ch = r.record.core
+            out.append(chain_mvt(self.node, cid, "channel_close", (r.funding.txid, r.funding.vout), ch.funding_sat,
+                                 r.spend_height, debit_msat=ch.balance_local_msat, spending_txid=r.spend_txid,
+                                 peer_id=peer, output_count=len(r.spend_tx.outputs)))
+            tracked = {t.out.vout for t in r.outputs.values() if t.txid is None}
+            p = ch.params
+            # option_anchors: our anchor is left for anyone to spend (we never need to CPFP a mined close): it
+            # leaves our books like the peer's outputs, tagged `anchor`.
+            our_anchor = p2wsh(anchor_script(p.local_pubkeys.funding_pubkey)) if p.channel_type.anchors else None
+            for vout, o in enumerate(r.spend_tx.outputs):
+                if vout not in tracked:  # the peer's (to_remote of our commitment, its side of a mutual close)
+                    tag = "anchor" if o.script_pubkey == our_anchor else "to_them"
+                    out.append(chain_mvt(self.node, "external", tag, (r.spend_txid, vout), o.value,
+                                         r.spend_height, credit_msat=o.value * 1000, originating_account=cid))
+        for t in r.outputs.values():
+            done = t.extra.get("mvt")
+            if done is True or done == "out" or t.resolved_height is None or t.resolved_txid is None:
+                continue
+            if t.state in _DONE_STATES:
+                continue  # the wallet's own deposit, or not ours to follow
+            utxo, v = t.key(r), t.out.value_sat
+            ph = t.out.htlc.payment_hash if t.out.htlc is not None else None
+            if not t.is_ours(t.resolved_txid):
+                if t.out.kind is OutputKind.REVOKED_HTLC:
+                    t.extra["mvt"] = "out"  # its second-stage output is ours (penalty): followed on its own
+                    continue
+                # The peer took it (its HTLC timed out, ours claimed with the preimage): its money now.
+                out.append(chain_mvt(self.node, "external", "to_them", utxo, v, t.resolved_height,
+                                     credit_msat=v * 1000, originating_account=cid, payment_hash=ph))
+                t.extra["mvt"] = "out"
+                continue
+            tag = _MVT_TAG.get(t.out.kind)
+            if tag is None:
+                continue
+            out.append(chain_mvt(self.node, cid, tag, utxo, v, t.resolved_height, credit_msat=v * 1000,
+                                 peer_id=peer, payment_hash=ph))
+            # Our HTLC transaction (our commitment) moves it to a second stage still on this account.
+            second = r.kind is SpendKind.LOCAL and t.out.kind in (OutputKind.OUR_HTLC, OutputKind.THEIR_HTLC)
+            out.append(chain_mvt(self.node, cid, tag if second else "to_wallet", utxo, v, t.resolved_height,
+                                 debit_msat=v * 1000, spending_txid=t.resolved_txid, peer_id=peer,
+                                 payment_hash=ph))
+            t.extra["mvt"] = "out"
+        return out
 
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
@@ -698,7 +727,6 @@ class OnchainResolver:
             return
         for t in list(r.outputs.values()):
             self._report_htlc(r, t, tip)
-            await self._coin_movement(r, t)
             if t.state not in _CLAIM_STATES or t.resolved_height is not None:
                 continue
             base = r.spend_height
@@ -730,6 +758,10 @@ class OnchainResolver:
                     if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
         self._report_missing(r, tip)
+        mvts = self._movements(r)
+        if mvts:
+            self._dirty.discard(r.channel_id)
+            await emit(self.node, mvts, also=self._writer(r))  # numbered and marked emitted in one write
         if r.channel_id in self._dirty:
             self._dirty.discard(r.channel_id)
             await self._save(r)
@@ -893,9 +925,13 @@ class OnchainResolver:
             del self._watched[key]
 
     async def _save(self, r: Resolution) -> None:
+        await self.node.store.write(self._writer(r))
+
+    def _writer(self, r: Resolution) -> Any:
+        info = {k: v for k, v in (("missing", r.missing), ("noted", sorted(r.noted))) if v}
         row = (r.channel_id, r.funding.txid, r.funding.vout, r.spend_tx.serialize(), r.spend_height,
                r.kind.value if r.kind else None, r.commitment_number, int(r.closed),
-               json.dumps({"missing": r.missing}) if r.missing else None)
+               json.dumps(info) if info else None)
         outs = [(r.channel_id, t.txid or b"", t.out.vout, t.out.kind.value, t.state, t.out.value_sat,
                  t.out.script_pubkey, t.out.csv, t.out.witness_script, t.out.per_commitment_point, t.sweep_tx,
                  t.resolved_txid, t.resolved_height, _info(t)) for t in r.outputs.values()]
@@ -909,7 +945,7 @@ class OnchainResolver:
                            "witness_script, point, sweep_tx, resolved_txid, resolved_height, info) "
                            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", o)
 
-        await self.node.store.write(write)
+        return write
 
     async def _closed_in_store(self, channel_id: bytes) -> bool:
         rows = await self.node.store.read(lambda db: db.query(
@@ -934,7 +970,7 @@ class OnchainResolver:
         return None
 
 
-_MVT_TAG = {OutputKind.TO_LOCAL: "delayed_to_us", OutputKind.HTLC_TX_DELAYED: "delayed_to_us",
+_MVT_TAG = {OutputKind.TO_LOCAL: "delayed_to_us", OutputKind.HTLC_TX_DELAYED: "htlc_tx",
             OutputKind.TO_REMOTE: "to_wallet", OutputKind.REVOKED_TO_LOCAL: "penalty",
             OutputKind.REVOKED_HTLC: "penalty", OutputKind.REVOKED_HTLC_TX: "penalty",
             OutputKind.OUR_HTLC: "htlc_timeout", OutputKind.THEIR_HTLC: "htlc_fulfill"}
