@@ -22,7 +22,7 @@ import sys
 import time
 from typing import Any
 
-from .nodes import AmpdNode, die_with_parent, spawn_env
+from .nodes import AmpdNode, die_with_parent, option_args, spawn_env
 
 ENV_VAR = "CLN_LIGHTNINGD"
 SKIP_REASON = ("Core Lightning is not available: set CLN_LIGHTNINGD to a lightningd binary "
@@ -109,17 +109,7 @@ class ClnNode(AmpdNode):
                 opts[k] = list(opts[k]) + (list(v) if isinstance(v, (list, tuple)) else [v])
             else:
                 opts[k] = v
-        args = []
-        for k, v in opts.items():
-            if isinstance(v, (list, tuple)):
-                args += [f"--{k}={x}" for x in v]
-            elif v is True or v is None:
-                args.append(f"--{k}")
-            elif v is False:
-                continue
-            else:
-                args.append(f"--{k}={v}")
-        return [self.lightningd] + args + self.extra_args
+        return [self.lightningd] + option_args(opts) + self.extra_args
 
     def start(self, wait: bool = True, timeout: float = 60.0) -> None:
         os.makedirs(self.dir, exist_ok=True)

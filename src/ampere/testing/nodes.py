@@ -57,6 +57,22 @@ def die_with_parent() -> None:
         pass
 
 
+
+def option_args(options: dict[str, Any]) -> list[str]:
+    """lightningd-style command-line options: a list repeats the option, True/None is a bare flag, False
+    leaves it out."""
+    args: list[str] = []
+    for k, v in options.items():
+        if isinstance(v, (list, tuple)):
+            args += [f"--{k}={x}" for x in v]
+        elif v is True or v is None:
+            args.append(f"--{k}")
+        elif v is False:
+            continue
+        else:
+            args.append(f"--{k}={v}")
+    return args
+
 class AmpdNode:
     implementation = "ampere"
 
@@ -101,16 +117,7 @@ class AmpdNode:
     def cmdline(self) -> list[str]:
         args = [f"--lightning-dir={self.dir}", f"--network={self.network}", f"--log-file={self.log_path}",
                 "--log-level=debug"]
-        for k, v in self.options.items():
-            if isinstance(v, (list, tuple)):
-                args += [f"--{k}={x}" for x in v]
-            elif v is True or v is None:
-                args.append(f"--{k}")
-            elif v is False:
-                continue
-            else:
-                args.append(f"--{k}={v}")
-        return AMPD + args + self.extra_args
+        return AMPD + args + option_args(self.options) + self.extra_args
 
     def start(self, wait: bool = True, timeout: float = 30.0) -> None:
         os.makedirs(self.dir, exist_ok=True)

@@ -64,6 +64,16 @@ def _explicit_feerate_floor_check(value: Any) -> None:
                              f"({FEERATE_FLOOR * 4}perkb)")
 
 
+
+def _reserve_sat(reserve: Any) -> int | None:
+    """`reserve` of fundchannel and its kin: an integer is satoshis, a string any amount (rounded down to sat)."""
+    if reserve is None:
+        return None
+    try:
+        return int(parse_msat(reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
+    except AmountError:
+        raise invalid_params(f"reserve: should be a satoshi amount: invalid token '{reserve}'") from None
+
 def _script_for(ctx, name: str, address: Any) -> bytes:
     if not isinstance(address, str):
         raise invalid_params(f"{name}: should be a string")
@@ -90,12 +100,7 @@ async def fundchannel(ctx, id: bytes, amount: Any, feerate: Any, announce: bool,
         raise invalid_params("amount: must be greater than 0")
     if request_amt is not None or compact_lease is not None:
         raise invalid_params("request_amt: liquidity ads (option_will_fund) are not supported")
-    reserve_sat = None
-    if reserve is not None:
-        try:
-            reserve_sat = int(parse_msat(reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
-        except AmountError:
-            raise invalid_params(f"reserve: should be a satoshi amount: invalid token '{reserve}'") from None
+    reserve_sat = _reserve_sat(reserve)
     script = _script_for(ctx, "close_to", close_to) if close_to is not None else None
     _explicit_feerate_floor_check(feerate)
     rate = feerate_arg(ctx, "feerate", feerate, default="opening")

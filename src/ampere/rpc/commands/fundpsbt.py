@@ -12,7 +12,7 @@ from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u32, req
 from ..registry import command
-from .channels import _channel_type, _explicit_feerate_floor_check, _manager, _script_for
+from .channels import _channel_type, _explicit_feerate_floor_check, _manager, _reserve_sat, _script_for
 from .chain import feerate_arg
 from .wallet import p_sat_or_all
 
@@ -30,12 +30,7 @@ async def fundchannel_start(ctx, id: bytes, amount: Any, feerate: Any, announce:
         raise invalid_params(f"amount: {e}: invalid token '{amount}'") from None
     if sat == "all" or int(sat) == 0:
         raise invalid_params("amount: should be a positive amount of satoshis")
-    reserve_sat = None
-    if reserve is not None:
-        try:
-            reserve_sat = int(parse_msat(reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
-        except AmountError:
-            raise invalid_params(f"reserve: should be a satoshi amount: invalid token '{reserve}'") from None
+    reserve_sat = _reserve_sat(reserve)
     script = _script_for(ctx, "close_to", close_to) if close_to is not None else None
     _explicit_feerate_floor_check(feerate)
     rate = feerate_arg(ctx, "feerate", feerate, default="opening")
