@@ -42,7 +42,9 @@ def call_raw(path, method, params):
     s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode())
     buf = b""
     while not buf.endswith(b"\n\n"):
-        buf += s.recv(65536)
+        chunk = s.recv(65536)
+        assert chunk, f"connection closed: {buf!r}"
+        buf += chunk
     s.close()
     return json.loads(buf)
 

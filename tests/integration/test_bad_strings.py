@@ -1,14 +1,13 @@
 """Issue 16 item 7: every string reaching a command is checked at the RPC edge. A lone surrogate ("\\ud800", valid
 JSON, not encodable as UTF-8) or an absurd length is -32602 naming the parameter, for every built-in command
 (the list comes from the registry, as in test_bad_params.py), and changes nothing."""
-import json
-import socket
 
 import pytest
 
 import ampere.rpc.commands  # noqa: F401  (registers every built-in command)
 from ampere.rpc.params import MAX_PARAM_STRING
 from ampere.rpc.registry import COMMANDS
+from test_bad_params import call_raw, l1  # noqa: F401  (l1: the same module-scoped node fixture)
 
 NODE_ID = "0279be667ef9dcbbac55a06295ce870b07029bfcdb2dce28d959f2815b16f81798"   # the generator point
 CASES = []
@@ -26,30 +25,6 @@ CASES += [
     ("connect", {"id": f"{NODE_ID}@{'b' * 70}.com:9735"}, "id"),
     ("invoice", {"amount_msat": 1000, "label": "x" * (MAX_PARAM_STRING + 1), "description": "d"}, "label"),
 ]
-
-
-@pytest.fixture(scope="module")
-def l1(request):
-    import tempfile
-
-    from ampere.testing.nodes import NodeFactory
-
-    factory = NodeFactory(tempfile.mkdtemp(prefix="amp-bs-"))
-    request.addfinalizer(factory.cleanup)
-    return factory.get_node()
-
-
-def call_raw(path, method, params):
-    s = socket.socket(socket.AF_UNIX)
-    s.connect(path)
-    s.sendall(json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}).encode())
-    buf = b""
-    while not buf.endswith(b"\n\n"):
-        chunk = s.recv(65536)
-        assert chunk, f"connection closed: {buf!r}"
-        buf += chunk
-    s.close()
-    return json.loads(buf)
 
 
 @pytest.mark.parametrize("method,params,name", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])

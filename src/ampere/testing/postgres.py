@@ -226,9 +226,8 @@ def wallet_for_test_node() -> str | None:
     return _shared.create_db(password=False)
 
 
-@pytest.fixture
-def postgres():
-    """A fresh PostgreSQL server for one test (skips with the reason when PostgreSQL is unavailable)."""
+def _server_or_skip():
+    """A started PostgreSQL server, destroyed afterwards (skips with the reason when PostgreSQL is unavailable)."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -237,16 +236,15 @@ def postgres():
         yield server
     finally:
         server.destroy()
+
+
+@pytest.fixture
+def postgres():
+    """A fresh PostgreSQL server for one test."""
+    yield from _server_or_skip()
 
 
 @pytest.fixture(scope="session")
 def postgres_shared():
     """One PostgreSQL server for the whole test process (tests take a database each: create_db())."""
-    reason = unavailable_reason()
-    if reason:
-        pytest.skip(reason)
-    server = PostgresServer().start()
-    try:
-        yield server
-    finally:
-        server.destroy()
+    yield from _server_or_skip()
