@@ -31,7 +31,7 @@ def test_pyln_testing_options_are_accepted(node_factory, tmp_path):
     info = l1.rpc.getinfo()
     assert info["version"] == VERSION_STRING == "v26.06-ampere-0.1.0"
     # --developer: CLN appends the end of its version to the default alias.
-    from ampere.node.hsm import default_alias
+    from ampere.node.signer.hsm_secret import default_alias
     assert info["alias"] == default_alias(bytes.fromhex(info["id"]), VERSION_STRING)
     assert info["alias"].startswith(default_alias(bytes.fromhex(info["id"])) + "-") and len(info["alias"]) <= 32
     logs = l1.logs()
@@ -60,7 +60,7 @@ def test_localhost_without_dns_and_forced_privkey(node_factory):
     l2 = node_factory.get_node(listen=True, **{"disable-dns": None, "dev-force-privkey": key})
     # The node id of private key 0x0101...01, and CLN's default alias for it.
     from coincurve import PrivateKey
-    from ampere.node.hsm import default_alias
+    from ampere.node.signer.hsm_secret import default_alias
     expected = PrivateKey(bytes.fromhex(key)).public_key.format().hex()
     assert l2.rpc.getinfo()["id"] == expected
     assert l2.rpc.getinfo()["alias"] == default_alias(bytes.fromhex(expected))

@@ -485,10 +485,10 @@ def test_own_channel_api_in_process(tmp_path):
     from ampere.ln.gossip.rawmsg import node_announcement_fields
     from ampere.ln.gossip.validate import GossipValidator
     from ampere.log import Logger
-    from ampere.node.features import our_feature_set
-    from ampere.node.gossip import GossipConfig, GossipManager
-    from ampere.node.peer_conn import PeerAddress
-    from ampere.node.peers import ListenSpec, PeerConfig, PeerManager
+    from ampere.node.app.features import our_feature_set
+    from ampere.node.gossip.manager import GossipConfig, GossipManager
+    from ampere.node.net.connection import PeerAddress
+    from ampere.node.net.peers import ListenSpec, PeerConfig, PeerManager
 
     us, them = Key("own-us"), Key("own-them")
     our_funding, their_funding = Key("own-us-funding"), Key("own-them-funding")

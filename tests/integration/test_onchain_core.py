@@ -24,12 +24,12 @@ from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import ChannelState
 from ampere.log import Logger
-from ampere.node.chainwatch import ChainWatcher
+from ampere.node.onchain.chainwatch import ChainWatcher
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.onchain.htlc import signed_local_htlc_txs
-from ampere.node.onchain import OnchainResolver, write_htlc_stubs
-from ampere.node.onchain_tx import build_sweep, classify_spend, sign_sweep
-from ampere.node.wallet import Wallet, scripts_for_pubkey
+from ampere.node.onchain.resolver import OnchainResolver, write_htlc_stubs
+from ampere.ln.onchain.classify import build_sweep, classify_spend, sign_sweep
+from ampere.node.onchain.wallet import Wallet, scripts_for_pubkey
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bookcheck import check_books  # noqa: E402

@@ -3,7 +3,7 @@ import os
 import pytest
 
 from ampere.config import ConfigError, Options, early_scan, listconfigs_entry, persist_setconfig, read_config_file
-from ampere.node.options import builtin_options
+from ampere.node.app.options import builtin_options
 
 
 def make_options():

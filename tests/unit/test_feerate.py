@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from ampere.node.feerate import (
+from ampere.node.onchain.feerate import (
     FEERATE_FLOOR, FeeEstimates, FeerateError, NoFeeEstimates, fee_for_weight, parse_feerate,
 )
 

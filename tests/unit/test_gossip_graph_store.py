@@ -8,7 +8,7 @@ import os
 import pytest
 
 from ampere.ln.gossip import GossipStore, Graph, StoreFormatError
-from ampere.ln.gossip.store import DELETED, HEADER, encode_record, iter_records
+from ampere.ln.gossip.gossip_store import DELETED, HEADER, encode_record, iter_records
 from ampere.ln.gossip.synthetic import GossipFactory, random_network
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.types import ShortChannelId

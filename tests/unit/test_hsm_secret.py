@@ -13,10 +13,10 @@ import stat
 import pytest
 from mnemonic import Mnemonic
 
-from ampere.node.hsm import (
+from ampere.node.signer.hsm_secret import (
     HsmSecretError, bip39_seed, default_alias, derive_node_key, load_or_create_hsm_secret, parse_hsm_secret,
 )
-from ampere.node.wallet import bip32_base_from_hsm_secret, scripts_for_pubkey
+from ampere.node.onchain.wallet import bip32_base_from_hsm_secret, scripts_for_pubkey
 from ampere.primitives.bip32 import HARDENED, ExtKey
 from ampere.primitives.script import script_to_address
 

@@ -1,4 +1,4 @@
-"""The invoice registry (ampere.node.invoices) on a real SQLite store: creation rules, indexes,
+"""The invoice registry (ampere.node.payments.invoices) on a real SQLite store: creation rules, indexes,
 waiters, expiry, the receive path's calls, and durability before anything is announced."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from ampere.node.invoices import (
+from ampere.node.payments.invoices import (
     INVOICE_EXPIRED_DURING_WAIT,
     INVOICE_LABEL_ALREADY_EXISTS,
     INVOICE_NO_DESCRIPTION,

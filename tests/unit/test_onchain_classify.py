@@ -17,7 +17,7 @@ from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.channel.keys import secret_index
 from ampere.ln.onchain.htlc import build_htlc_claim, local_htlc_txs, sign_htlc_claim, signed_local_htlc_txs
-from ampere.node.onchain_tx import (
+from ampere.ln.onchain.classify import (
     Action,
     HtlcStub,
     htlc_tx_delayed_output,

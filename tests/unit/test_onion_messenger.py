@@ -1,4 +1,4 @@
-"""The onion message runtime (ampere.node.onion_messages) in process, with a stand-in peer manager: relaying to the
+"""The onion message runtime (ampere.node.net.onion_messages) in process, with a stand-in peer manager: relaying to the
 next peer, dropping what cannot be relayed, the per-peer rate limit, and accepting replies only on the exact reply
 path, only of the kind awaited."""
 
@@ -11,7 +11,7 @@ from coincurve import PrivateKey
 
 from ampere.ln.blinding import create_blinded_path, encode_encrypted_data
 from ampere.ln.onion_message import create_onion_message
-from ampere.node.onion_messages import OnionMessenger
+from ampere.node.net.onion_messages import OnionMessenger
 from ampere.wire import decode_message
 
 

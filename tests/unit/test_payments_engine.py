@@ -15,7 +15,7 @@ from coincurve import PrivateKey
 from ampere.ln.onion import peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
 from ampere.ln.onion_payload import decode_hop_payload
-from ampere.node.payments import (
+from ampere.node.payments.sendpay import (
     PAY_DESTINATION_PERM_FAIL,
     PAY_IN_PROGRESS,
     PAY_NO_SUCH_PAYMENT,
@@ -30,7 +30,7 @@ from ampere.node.payments import (
     local_failure,
     remote_failure,
 )
-from ampere.node.receive import IncomingHtlc, final_hop_failure, invoice_failure, onion_json
+from ampere.node.payments.receive import IncomingHtlc, final_hop_failure, invoice_failure, onion_json
 from ampere.plugins.hooks import HtlcAcceptedSession, InvoicePaymentSession, parse_hook_timeout
 from ampere.store.sqlite import SqliteStore
 from ampere.testing.schema import validate, validate_hook

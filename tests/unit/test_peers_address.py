@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ampere.config import ConfigError, Options
-from ampere.node.options import builtin_options
-from ampere.node.peer_conn import PeerAddress
-from ampere.node.peers import (AddressError, PeerConfig, default_port, parse_announce_address,
+from ampere.node.app.options import builtin_options
+from ampere.node.net.connection import PeerAddress
+from ampere.node.net.peers import (AddressError, PeerConfig, default_port, parse_announce_address,
                                parse_listen_address, parse_peer_address, split_host_port)
 
 
@@ -57,7 +57,7 @@ def test_listen_addresses():
     s = parse_listen_address("localhost", 19846, announce=False)
     assert (s.kind, s.host) == ("ip", "127.0.0.1")
     assert parse_listen_address("node.example:9735", 19846, announce=False).kind == "host"
-    from ampere.node.peers import parse_peer_address
+    from ampere.node.net.peers import parse_peer_address
     a = parse_peer_address("localhost", 9735, "regtest")
     assert (a.kind, a.host, a.port) == ("ipv4", "127.0.0.1", 9735)
     assert parse_peer_address("node.example", 9735, "regtest").kind == "unresolved"

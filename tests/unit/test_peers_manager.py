@@ -11,8 +11,8 @@ import time
 import coincurve
 import pytest
 
-from ampere.node.peer_conn import PeerAddress, PeerDisconnected
-from ampere.node.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
+from ampere.node.net.connection import PeerAddress, PeerDisconnected
+from ampere.node.net.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES, Features

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from ampere.node.peer_conn import PeerAddress
-from ampere.node.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
-from ampere.node.socks5 import Socks5Error, encode_destination, open_socks5_connection
+from ampere.node.net.connection import PeerAddress
+from ampere.node.net.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
+from ampere.node.net.socks5 import Socks5Error, encode_destination, open_socks5_connection
 
 
 def run(coro):

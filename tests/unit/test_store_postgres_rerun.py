@@ -13,9 +13,9 @@ import types
 
 import pytest
 
-from ampere.node.invoices import InvoiceRegistry, NewInvoice
-from ampere.node.payments import PENDING, Payment, PaymentEngine
-from ampere.node.switch import Forward, Switch
+from ampere.node.payments.invoices import InvoiceRegistry, NewInvoice
+from ampere.node.payments.sendpay import PENDING, Payment, PaymentEngine
+from ampere.node.payments.switch import Forward, Switch
 from ampere.rpc.commands.datastore import datastore
 from ampere.store.postgres import PostgresStore
 

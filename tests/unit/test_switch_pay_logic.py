@@ -9,8 +9,8 @@ import pytest
 from ampere.ln.gossip.signing import make_channel_update, privkey_signer
 from ampere.ln.onion_failure import decode_failure_message, encode_failure_message, failure_code
 from ampere.ln.route import HintHop
-from ampere.node.pay import Knowledge, fee_budget, hints_from_invoice, learn_from_failure
-from ampere.node.switch import Forward, Policy, check_forward, failure_with_update, forward_fee
+from ampere.node.payments.pay import Knowledge, fee_budget, hints_from_invoice, learn_from_failure
+from ampere.node.payments.switch import Forward, Policy, check_forward, failure_with_update, forward_fee
 
 POL = Policy(fee_base_msat=1000, fee_ppm=100, cltv_delta=40, htlc_minimum_msat=1000, htlc_maximum_msat=10**9)
 HEIGHT = 500

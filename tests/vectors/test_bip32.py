@@ -56,7 +56,7 @@ def _hkdf_sha256(ikm: bytes, salt: bytes, info: bytes) -> bytes:
 def test_cln_wallet_derivation_from_hsm_secret():
     """hsmd: bip32 seed = HKDF(hsm_secret, salt=u32 0 LE, "bip32 seed"); wallet keys at m/0/0/i.
     Expected values published for CLN's hsmd (hsm_secret 1e14cd38...)."""
-    from ampere.node.wallet import bip32_base_from_hsm_secret
+    from ampere.node.onchain.wallet import bip32_base_from_hsm_secret
 
     secret = bytes.fromhex("1e14cd384691a92120f6702742ca0e06951aeee57e91b5e137526c0a6c0867f4")
     seed = _hkdf_sha256(secret, (0).to_bytes(4, "little"), b"bip32 seed")
@@ -71,7 +71,7 @@ def test_cln_wallet_derivation_from_hsm_secret():
 
 def test_cln_regtest_addresses_for_bip32_seed():
     """CLN's test_dev_force_bip32_seed: master from seed 00..01, newaddr gives m/0/0/1.. as bech32."""
-    from ampere.node.wallet import Wallet
+    from ampere.node.onchain.wallet import Wallet
 
     base = ExtKey.from_seed(bytes(31) + b"\x01", "test").derive("m/0/0")
     got = [script_to_address(p2wpkh(base.child(i).pubkey), "regtest") for i in range(1, 6)]
@@ -88,7 +88,7 @@ def test_cln_regtest_addresses_for_bip32_seed():
 def test_bip86_taproot_output_key():
     """BIP86 test vector (m/86'/0'/0'/0/0): internal key cc8a4b... -> output key a60869..., the
     tweak CLN applies to wallet keys for p2tr addresses."""
-    from ampere.node.wallet import taproot_output_xonly
+    from ampere.node.onchain.wallet import taproot_output_xonly
     from ampere.primitives.script import p2tr
 
     internal = bytes.fromhex("cc8a4bc64d897bddc5fbc2f670f7a8ba0b386779106cf1223c6fc5d7cd6fc115")

@@ -10,7 +10,7 @@ def main() -> None:
 
         print(VERSION_STRING)
         sys.exit(0)
-    from ..node.daemon import main as daemon_main
+    from ampere.node.app.daemon import main as daemon_main
 
     sys.exit(daemon_main())
 

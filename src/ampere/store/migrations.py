@@ -87,7 +87,7 @@ MIGRATIONS: list[Migration] = [
         txindex INTEGER
     );
     """,
-    # 5: our invoices (ampere.node.invoices).  id is created_index (AUTOINCREMENT: never reused);
+    # 5: our invoices (ampere.node.payments.invoices).  id is created_index (AUTOINCREMENT: never reused);
     # state 0 unpaid, 1 paid, 2 expired; amount_msat NULL = "any"; updated_index 0 = never updated;
     # the updated_index and pay_index counters live in `vars`.
     """
@@ -113,7 +113,7 @@ MIGRATIONS: list[Migration] = [
     CREATE INDEX invoices_updated_index ON invoices (updated_index);
     CREATE INDEX invoices_state_expiry ON invoices (state, expires_at);
     """,
-    # 6: channels (ampere.node.channels).  One row per channel past funding_signed; `snapshot` is the
+    # 6: channels (ampere.node.channels.manager).  One row per channel past funding_signed; `snapshot` is the
     # channel core's whole durable record (ampere.ln.channel.state, versioned JSON), replaced atomically on
     # every step before any message revealing it goes out.  dbid keys the channel's secrets (hsm.channel_seed).
     # `funding_tx` (opener) is kept to rebroadcast after a crash; `meta` holds closer, close cause, lost state and
@@ -141,7 +141,7 @@ MIGRATIONS: list[Migration] = [
         address TEXT NOT NULL
     );
     """,
-    # 7: outgoing payment parts (ampere.node.payments): CLN's `payments`, keyed by (payment_hash, partid,
+    # 7: outgoing payment parts (ampere.node.payments.sendpay): CLN's `payments`, keyed by (payment_hash, partid,
     # groupid); id is created_index (never reused); status 0 pending, 1 complete, 2 failed; route is JSON
     # {nodes, channels}; shared_secrets the onion's (32 bytes each) to decode failures; failure the JSON
     # routing failure; (channel_id, htlc_id) the HTLC that carries the part.
@@ -175,7 +175,7 @@ MIGRATIONS: list[Migration] = [
     );
     CREATE INDEX payments_status ON payments (status);
     """,
-    # 8: on-chain resolution of closed channels (ampere.node.onchain).  One row per channel whose funding
+    # 8: on-chain resolution of closed channels (ampere.node.onchain.resolver).  One row per channel whose funding
     # output was spent (spend_height NULL while unconfirmed; kind NULL until analysed; closed = 1 once
     # every output is resolved and buried), and one per output of that spend that concerns us (state:
     # sweep / unresolved / wallet / external / dust; sweep_tx is persisted before its first broadcast;
@@ -280,7 +280,7 @@ CREATE TABLE onchain_preimages (
     preimage BLOB NOT NULL
 )
     """,
-    # 11: our BOLT 12 offers (ampere.node.offers): offer_id is CLN's (SHA256 of the offer's records); the invoices
+    # 11: our BOLT 12 offers (ampere.node.payments.offers): offer_id is CLN's (SHA256 of the offer's records); the invoices
     # answering them live in `invoices` with their lni1 string in `bolt11`.
     """
 CREATE TABLE IF NOT EXISTS offers (

@@ -24,7 +24,7 @@ from ampere.chain.regtest.blocks import (
 )
 from ampere.chain.regtest.kernel import BlockRejected, Kernel
 from ampere.chain.regtest.mempool import Mempool, MempoolEntry, RejectError, accept_to_mempool, is_final_tx
-from ampere.chain.regtest.store import Store
+from ampere.chain.regtest.chain_index import Store
 from ampere.primitives.tx import Transaction, TxOut
 
 log = logging.getLogger("amp-chaind")

@@ -118,7 +118,7 @@ class ChannelSigner:
     def signed_closing(self, closing: ClosingTx, remote_sig: bytes) -> Transaction:
         return closing.signed(closing.sign(self._funding), compact_to_der(remote_sig))
 
-    # --- on-chain sweeps (ampere.node.onchain): DER signature + SIGHASH_ALL byte, as a witness carries it ------
+    # --- on-chain sweeps (ampere.node.onchain.resolver): DER signature + SIGHASH_ALL byte, as a witness carries it ------
 
     def sign_to_local_sweep(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
                             per_commitment_point: bytes) -> bytes:

@@ -11,7 +11,7 @@ How the runtime wires it, per received gossip message `raw` (bytes) from a peer:
 """
 
 from .graph import Channel, Graph, Half, Node, NodeInfo
-from .store import GossipStore, StoreFormatError
+from .gossip_store import GossipStore, StoreFormatError
 from .validate import Accept, GossipValidator, Ignore, NoRateLimit, TokenBucket, Verdict, Warn
 
 __all__ = [

@@ -23,7 +23,7 @@ from ampere.wire.errors import DecodeError
 from ampere.wire.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 
 from .graph import Graph
-from .store import GossipStore, LoadStats, StoreFormatError
+from .gossip_store import GossipStore, LoadStats, StoreFormatError
 from .validate import Accept, GossipValidator, Ignore, RateLimitPolicy, UtxoLookup, Verdict
 
 

@@ -1,7 +1,7 @@
 """What a transaction spending a channel's funding output means for us, and the sweeps that claim our part.
 
 Pure functions over a `Channel` (ampere.ln.channel.state) and transactions: no I/O, no asyncio. The runtime
-(`ampere.node.onchain.OnchainResolver`) decides when to call them and what to do with the results.
+(`ampere.node.onchain.resolver.OnchainResolver`) decides when to call them and what to do with the results.
 
     classify_spend(ch, our_point, tx, local_commitment_txid=None) -> SpendAnalysis
         our_point(n): our per_commitment_point for commitment number n (ChannelSigner.commitment_point)

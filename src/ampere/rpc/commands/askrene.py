@@ -38,7 +38,7 @@ async def getroutes(ctx, source: bytes, destination: bytes, amount_msat: Any, la
         raise RpcError(-1, "Gossip is not running")
     local = None
     if "auto.localchans" in layers and source == ctx.node.node_id:
-        from ...node.pay import payer_for
+        from ampere.node.payments.pay import payer_for
 
         local = payer_for(ctx.node).local_channels()
     query = RouteQuery(source=source, destination=destination, amount_msat=int(amount_msat), final_cltv=final_cltv,

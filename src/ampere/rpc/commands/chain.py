@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...node.feerate import FeerateError, NoFeeEstimates, parse_feerate, to_style
+from ampere.node.onchain.feerate import FeerateError, NoFeeEstimates, parse_feerate, to_style
 from ..errors import LIGHTNINGD, RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_enum, p_string, p_u32, req
 from ..registry import command

@@ -15,7 +15,7 @@ from ...ln.channel.htlcs import HtlcState
 from ...ln.channel.scripts import ChannelType
 from ...ln.channel.state import ChannelState
 from ...ln.channel.views import available_msat, next_view
-from ...node.feerate import FEERATE_FLOOR, perkb_to_perkw
+from ampere.node.onchain.feerate import FEERATE_FLOOR, perkb_to_perkw
 from ...primitives.amount import AmountError, parse_msat
 from ...primitives.crypto import sha256
 from ...primitives.script import AddressError, address_to_script, script_to_address
@@ -107,7 +107,7 @@ async def fundchannel(ctx, id: bytes, amount: Any, feerate: Any, announce: bool,
     mgr = _manager(ctx)
     if ctx.check:
         return {}
-    from ...node.channel_open import OpenError
+    from ampere.node.channels.funding import OpenError
 
     try:
         return await mgr.opening.fundchannel(id, amount, rate, announce=announce, minconf=minconf, utxos=utxos,
@@ -412,7 +412,7 @@ async def close(ctx, id: str, unilateraltimeout: int, destination: Any, fee_nego
     rec = recs[-1]
     if ctx.check:
         return {}
-    from ...node.channel_close import CloseError, close_channel
+    from ampere.node.channels.close import CloseError, close_channel
 
     try:
         kind, txs = await close_channel(mgr, rec, unilateraltimeout, script)
@@ -433,7 +433,7 @@ def _dev_onion(preimage: bytes) -> bytes:
 
 
 async def _offer(ctx, mgr, id: str, amount_msat: int, payment_hash: bytes, cltv: int, onion: bytes) -> tuple[Any, int]:
-    from ...node.channels import HtlcRefused
+    from ampere.node.channels.manager import HtlcRefused
 
     recs = [r for r in _resolve_channel(mgr, id) if r.state is not CS.CLOSED]
     if not recs:
@@ -472,7 +472,7 @@ async def dev_offer_htlc(ctx, id: str, amount_msat, payment_hash: bytes | None, 
          category="developer", description="(developer) fulfill an incoming HTLC")
 async def dev_fulfill_htlc(ctx, channel_id: bytes, htlc_id: int, preimage: bytes) -> dict:
     _dev(ctx)
-    from ...node.channels import ChannelOpError
+    from ampere.node.channels.manager import ChannelOpError
 
     try:
         await _manager(ctx).fulfill_htlc(channel_id, htlc_id, preimage)
@@ -485,7 +485,7 @@ async def dev_fulfill_htlc(ctx, channel_id: bytes, htlc_id: int, preimage: bytes
          category="developer", description="(developer) fail an incoming HTLC")
 async def dev_fail_htlc(ctx, channel_id: bytes, htlc_id: int, reason: bytes | None) -> dict:
     _dev(ctx)
-    from ...node.channels import ChannelOpError
+    from ampere.node.channels.manager import ChannelOpError
 
     try:
         await _manager(ctx).fail_htlc(channel_id, htlc_id, reason if reason is not None else bytes(256))

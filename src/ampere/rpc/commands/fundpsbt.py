@@ -1,5 +1,5 @@
 """fundchannel_start / fundchannel_complete / fundchannel_cancel: opening a channel whose funding transaction
-the caller builds, signs and broadcasts (CLN's lightningd/opening_control.c), as ampere.node.channel_open_psbt
+the caller builds, signs and broadcasts (CLN's lightningd/opening_control.c), as ampere.node.channels.funding_psbt
 carries them out."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...ln.channel.scripts import ChannelType
-from ...node.channel_open import OpenError
+from ampere.node.channels.funding import OpenError
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u32, req
@@ -37,7 +37,7 @@ async def fundchannel_start(ctx, id: bytes, amount: Any, feerate: Any, announce:
     mgr = _manager(ctx)
     if ctx.check:
         return {}
-    from ...node.channel_open_psbt import fundchannel_start as start
+    from ampere.node.channels.funding_psbt import fundchannel_start as start
 
     try:
         return await start(mgr.opening, id, int(sat), rate, announce=announce, push_msat=int(push_msat or 0),
@@ -55,7 +55,7 @@ async def fundchannel_complete(ctx, id: bytes, psbt: str, withhold: bool | None)
     mgr = _manager(ctx)
     if ctx.check:
         return {}
-    from ...node.channel_open_psbt import fundchannel_complete as complete
+    from ampere.node.channels.funding_psbt import fundchannel_complete as complete
 
     try:
         return await complete(mgr.opening, id, psbt)
@@ -69,7 +69,7 @@ async def fundchannel_cancel(ctx, id: bytes, channel_id: str | None) -> dict:
     mgr = _manager(ctx)
     if ctx.check:
         return {}
-    from ...node.channel_open_psbt import fundchannel_cancel as cancel
+    from ampere.node.channels.funding_psbt import fundchannel_cancel as cancel
 
     try:
         return cancel(mgr.opening, id)
@@ -139,7 +139,7 @@ async def multifundchannel(ctx, destinations: Any, feerate: Any, minconf: int, u
     for d in dests:
         if d["where"] is not None:   # CLN: "id@host:port" destinations are connected to first
             await ctx.node.call("connect", {"id": d["where"]})
-    from ...node.channel_open_psbt import multifundchannel as multi
+    from ampere.node.channels.funding_psbt import multifundchannel as multi
 
     try:
         return await multi(mgr.opening, dests, rate, minconf, outpoints)

@@ -139,7 +139,7 @@ async def getroute(ctx, id: bytes, amount_msat: Any, riskfactor: Fraction, cltv:
          description="Inject gossip {message} into the gossip store (channel_announcement, channel_update "
                      "or node_announcement, hex-encoded).")
 async def addgossip(ctx, message: bytes) -> dict:
-    from ...node.gossip import GossipError
+    from ampere.node.gossip.manager import GossipError
 
     gossip = _gossip(ctx)
     try:

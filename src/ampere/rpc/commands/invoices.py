@@ -3,7 +3,7 @@ signinvoice, decode; and createonion.
 
 Parameters, result shapes, messages and error codes follow Core Lightning's lightningd/invoice.c,
 plugins/offers.c (`decode`) and lightningd/pay.c (`createonion`).  The invoices themselves live in
-ampere.node.invoices (the registry); BOLT 11 encoding is ampere.ln.invoice; BOLT 4 ampere.ln.onion.
+ampere.node.payments.invoices (the registry); BOLT 11 encoding is ampere.ln.invoice; BOLT 4 ampere.ln.onion.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from coincurve import PrivateKey, PublicKey
 from ...ln import invoice as bolt11
 from ...ln.invoice_fields import Fallback, InvoiceError, features_to_bytes, scid_from_str
 from ...ln.onion import HOP_PAYLOADS_LEN, OnionConstructionError, create_onion, hop_shift_size, strip_length_prefix
-from ...node.invoices import (
+from ampere.node.payments.invoices import (
     INVOICE_HINTS_GAVE_NO_ROUTES,
     INVOICE_LABEL_ALREADY_EXISTS,
     InvoiceRecord,

@@ -2,7 +2,7 @@
 `decode_bolt12_json` for `decode`; invoicerequest / sendinvoice / disableinvoicerequest /
 listinvoicerequests answer a clear "not supported" (offers for money out are not implemented).
 
-The work is in ampere.node.offers (runtime) and ampere.ln.offers (formats).
+The work is in ampere.node.payments.offers (runtime) and ampere.ln.offers (formats).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Any
 from ...ln.invoice_fields import scid_to_str
 from ...ln.offers import Bolt12Error, decode_bolt12_string, offer_id
 from ...ln.offers.fields import parse_invoice, parse_invoice_request, parse_offer
-from ...node.offers import OfferError, offers_for
+from ampere.node.payments.offers import OfferError, offers_for
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError, invalid_params
 from ..params import ParamError, opt, p_bool, p_sha256, p_string, p_u64, req

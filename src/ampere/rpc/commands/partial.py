@@ -1,7 +1,7 @@
 """`listpartialinvoices` (seed 003): the incoming parts held for multi-part payments not yet complete.
 
 The seed's "is the payer even *trying* to pay me?": while a multi-part set has not reached its total,
-its parts are held (ampere.node.receive.HtlcSet) and nothing shows in `listinvoices`.  This lists them,
+its parts are held (ampere.node.payments.receive.HtlcSet) and nothing shows in `listinvoices`.  This lists them,
 with the seed's fields, one entry per part:
 
     {"partialinvoices": [{"payment_hash": "...", "total_amount_msat": 100000, "incoming_scid": "103x1x0",

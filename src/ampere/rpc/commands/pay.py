@@ -1,8 +1,8 @@
 """Paying and forwarding commands: pay, keysend, listpays, paystatus, listforwards, delforward.
 
 Parameters, results and error codes follow Core Lightning (plugins/pay.c, plugins/keysend.c, plugins/xpay's
-listpays, lightningd/forwards.c).  The engines are ampere.node.pay (routes, retries, multipath) and
-ampere.node.switch (forwarding).
+listpays, lightningd/forwards.c).  The engines are ampere.node.payments.pay (routes, retries, multipath) and
+ampere.node.payments.switch (forwarding).
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str
 from ...ln.route import HintHop
-from ...node.pay import PayError, payer_for
-from ...node.switch import DELFORWARD_NOT_FOUND, switch_for
+from ampere.node.payments.pay import PayError, payer_for
+from ampere.node.payments.switch import DELFORWARD_NOT_FOUND, switch_for
 from ..errors import RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
@@ -116,7 +116,7 @@ async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_
             raise invalid_params("amount_msat: parameter unnecessary")
         if ctx.check:
             return {"command_to_check": "pay"}
-        from ...node.offers import OfferError, offers_for
+        from ampere.node.payments.offers import OfferError, offers_for
 
         try:
             return await offers_for(ctx.node).pay_invoice(
@@ -207,7 +207,7 @@ async def listpays(ctx, bolt11, payment_hash, status, index, start, limit) -> di
     """List result of payment {bolt11} or {payment_hash}, or all"""
     if (start is not None or limit is not None) and index is None:
         raise invalid_params("Can only specify {start} or {limit} with {index}")
-    from ...node.payments import engine_for
+    from ampere.node.payments.sendpay import engine_for
 
     await engine_for(ctx.node).start()
     return {"pays": payer_for(ctx.node).listpays(bolt11, payment_hash, status, index, start, limit)}

@@ -1,8 +1,8 @@
 """Low-level payment commands: sendpay, waitsendpay, listsendpays, sendonion, listhtlcs.
 
 Parameters, results, messages and error codes follow Core Lightning's lightningd/pay.c and
-lightningd/peer_htlcs.c (listhtlcs).  The parts themselves live in ampere.node.payments; incoming HTLCs in
-ampere.node.receive.
+lightningd/peer_htlcs.c (listhtlcs).  The parts themselves live in ampere.node.payments.sendpay; incoming HTLCs in
+ampere.node.payments.receive.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str, scid_to_str
-from ...node.payments import PaymentError, RouteHop, engine_for
+from ampere.node.payments.sendpay import PaymentError, RouteHop, engine_for
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError
 from ..params import ParamError, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req

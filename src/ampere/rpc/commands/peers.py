@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...node.peer_conn import PeerDisconnected
-from ...node.peers import (AddressError, ConnectError, default_port, parse_peer_address, split_host_port)
+from ampere.node.net.connection import PeerDisconnected
+from ampere.node.net.peers import (AddressError, ConnectError, default_port, parse_peer_address, split_host_port)
 from ...wire.codec import MESSAGE_TYPES
 from ...wire.noise import MAX_MESSAGE_SIZE
 from ..errors import INVALID_PARAMS, INVALID_REQUEST, LIGHTNINGD, RpcError, invalid_params

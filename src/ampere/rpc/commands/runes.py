@@ -1,6 +1,6 @@
 """createrune / checkrune / showrunes with CLN's parameters, results and errors (lightningd/runes.c).
 
-Runes are made and checked by ampere.node.runes; the master secret is makesecret("commando"), so for the same
+Runes are made and checked by ampere.node.commando.runes; the master secret is makesecret("commando"), so for the same
 hsm_secret Ampere and CLN make the same runes.  Runes are stored in the store's `vars` table (`rune:<id>`,
 `runes_uniqueid`).  Not yet: blacklistrune/destroyrune, commando.
 """
@@ -11,7 +11,7 @@ import json
 import time
 from typing import Any
 
-from ...node import runes as R
+from ampere.node.commando import runes as R
 from ..errors import RpcError, invalid_params
 from ..params import opt, p_any, p_pubkey, p_string, req
 from ..registry import command
@@ -26,7 +26,7 @@ READONLY = [[("method", "^", "list"), ("method", "^", "get"), ("method", "=", "s
 
 
 def _master(ctx) -> R.Rune:
-    from ...node.hsm import hkdf_sha256
+    from ampere.node.signer.hsm_secret import hkdf_sha256
 
     m = getattr(ctx.node, "_master_rune", None)
     if m is None:
@@ -225,8 +225,8 @@ async def commando(ctx, peer_id: bytes, method: str, params: Any, rune: str | No
         raise RpcError(-1, "commando is not running")
     if ctx.check:
         return {}
-    from ...node.commando import CommandoError
-    from ...node.peer_conn import PeerDisconnected
+    from ampere.node.commando.server import CommandoError
+    from ampere.node.net.connection import PeerDisconnected
 
     try:
         return await c.call(peer_id, method, params, rune, filter)

@@ -8,8 +8,8 @@ import json
 import re
 from typing import Any
 
-from ...node.wallet import RESERVATION_DEFAULT, PreparedTx, WalletError
-from ...node.wallet_psbt import PsbtError, psbt_unsigned_tx, to_psbt
+from ampere.node.onchain.wallet import RESERVATION_DEFAULT, PreparedTx, WalletError
+from ampere.node.onchain.wallet_psbt import PsbtError, psbt_unsigned_tx, to_psbt
 from ...primitives.amount import AmountError, parse_sat
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...primitives.tx import OutPoint, Transaction, TxOut

@@ -1,0 +1,560 @@
+"""ampd: the node.  One asyncio event loop owns everything.
+
+Start-up follows lightningd's order (lightningd/lightningd.c), because plugins and tools depend on it:
+  1. options: early scan of the command line and config files (lightning-dir, network, plugins);
+  2. plugins are started and answer `getmanifest`; their options join the option table;
+  3. every option is checked (an unknown or malformed one is an error naming it);
+  4. pid file, `hsm_secret` and node key, database;
+  5. the JSON-RPC socket listens; plugins get `init`;
+  6. "Server started with public key ..." is logged (tools wait for that line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ampere import VERSION_STRING
+from ampere.config import ConfigError, Entry, Layout, Options, early_scan
+from ampere.log import Logger, parse_log_level
+from ampere.rpc import commands as _commands  # noqa: F401  (registers the built-in commands)
+from ampere.rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError
+from ampere.rpc.filter import filter_result
+from ampere.rpc.params import parse_params, plugin_params_problem
+from ampere.rpc.registry import COMMANDS, Command
+from ampere.rpc.server import RpcConnection, RpcServer, error_response
+from ampere.store.dsn import DsnError, parse_wallet_dsn
+from ampere.store.store import Store
+from ampere.node.app import features as node_features
+from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
+from ampere.node.app.options import builtin_options, network_defaults
+
+
+@dataclass
+class CallContext:
+    """What a command handler may use: the node, the raw request and its connection."""
+
+    node: "Node"
+    request: dict
+    conn: RpcConnection | None
+    check: bool = False
+
+    def notify_message(self, level: str, message: str) -> None:
+        if self.conn is not None and self.conn.notifications:
+            self.conn.send_nowait({"jsonrpc": "2.0", "method": "message",
+                                   "params": {"id": self.request.get("id"), "level": level, "message": message}})
+
+
+# A bookkeeper must see every movement: these wait for the plugins' `init` instead of being dropped.
+_HELD_UNTIL_INIT = frozenset({"coin_movement", "balance_snapshot"})
+
+class Node:
+    def __init__(self, layout: Layout, options: Options, log: Logger) -> None:
+        self.layout = layout
+        self.options = options
+        self.log = log
+        self.lightning_dir = layout.lightning_dir
+        self.network = layout.network
+        self.netdir = layout.netdir
+        rpc_file = options.get("rpc-file")
+        self.rpc_path = rpc_file if os.path.isabs(rpc_file) else os.path.join(self.netdir, rpc_file)
+        self.started_at = time.time()
+        # Ledger notifications emitted during start-up (the wallet and the on-chain resolver catch up with the chain
+        # before plugins get `init`, which is when they start receiving): held until then, not lost.
+        self._held: list[tuple[str, dict]] | None = []
+        self.stopping = asyncio.Event()
+        self.exit_code = 0
+        self.node_key = None
+        self.derived_secret = b""
+        self.node_id = b""
+        self.alias = ""
+        self.color = ""
+        self.store: Store | None = None
+        self.rpc_server: RpcServer | None = None
+        # The plugin host (ampere.plugins.host.PluginHost); None until plugins are set up.
+        self.plugins: Any = None
+        # Components that later issues add (chain backend, peers, channels) register here.
+        self.chain: Any = None
+        self.onchain: Any = None  # ampere.node.onchain.resolver.OnchainResolver (None with --disable-chain)
+        self.blockheight = 0
+        # getinfo warnings, e.g. {"warning_bitcoind_sync": "..."}.
+        self.warnings: dict[str, str] = {}
+        self.pid_file: str | None = None
+        self.config_files: list[str] = []
+
+    # ---- identity -------------------------------------------------------------------------
+    def setup_identity(self) -> None:
+        try:
+            secret = load_or_create_hsm_secret(self.netdir)
+        except HsmSecretError as e:
+            raise RuntimeError(str(e)) from None
+        self.node_key = derive_node_key(secret)
+        # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
+        self.derived_secret = hkdf_sha256(secret, b"", b"derived secrets")
+        forced = self.options.get("dev-force-privkey")
+        if forced:
+            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
+            from coincurve import PrivateKey
+
+            try:
+                self.node_key = PrivateKey(bytes.fromhex(forced))
+            except ValueError:
+                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
+        self.node_id = self.node_key.public_key.format(compressed=True)
+        self.alias = self.options.get("alias") or default_alias(
+            self.node_id, VERSION_STRING if self.options.get("developer") else None)
+        rgb = self.options.get("rgb")
+        self.color = rgb.lower() if rgb else self.node_id[:3].hex()
+
+    def current_height(self) -> int:
+        """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""
+        height = getattr(self.chain, "height", None) if self.chain is not None else None
+        return height if isinstance(height, int) else int(self.blockheight or 0)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        """An option's value, or `default` when it is unset or unknown."""
+        try:
+            value = self.options.get(name)
+        except KeyError:
+            return default
+        return default if value is None else value
+
+    def feature_set(self) -> dict[str, str]:
+        return node_features.our_feature_set()
+
+    # ---- notifications ----------------------------------------------------------------------
+    def notify(self, topic: str, payload: dict) -> None:
+        """Emit a native notification to subscribed plugins (never blocks)."""
+        if self._held is not None and topic in _HELD_UNTIL_INIT:
+            self._held.append((topic, payload))
+            return
+        if self.plugins is not None:
+            self.plugins.notify(topic, payload)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held or [], None
+        for topic, payload in held:
+            self.notify(topic, payload)
+
+    # ---- RPC dispatch -----------------------------------------------------------------------
+    def lookup(self, method: str) -> Command | Any | None:
+        cmd = COMMANDS.get(method)
+        if cmd is not None:
+            return cmd
+        if self.plugins is not None:
+            return self.plugins.find_method(method)
+        return None
+
+    async def dispatch(self, req: Any, conn: RpcConnection | None) -> dict:
+        if not isinstance(req, dict):
+            return error_response(None, INVALID_REQUEST, "Expected {} for json command")
+        if "id" not in req:
+            return error_response(None, INVALID_REQUEST, "Expected id for json command")
+        req_id = req["id"]
+        if isinstance(req_id, (dict, list)):
+            return error_response(None, INVALID_REQUEST, "Expected string/primitive for id")
+        if req.get("jsonrpc") != "2.0":
+            return error_response(req_id, INVALID_REQUEST, 'jsonrpc: "2.0" must be specified in the request')
+        method = req.get("method")
+        if not isinstance(method, str):
+            return error_response(req_id, INVALID_REQUEST, "Expected string for method")
+        params = req.get("params", [])
+        if not isinstance(params, (list, dict)):
+            return error_response(req_id, INVALID_REQUEST, "Expected array or object for params")
+        if self.stopping.is_set():
+            return error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")
+        if self.lookup(method) is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+
+        # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
+        if self.plugins is not None and self.plugins.has_hook("rpc_command"):
+            action, value = await self.plugins.rpc_command_hook(req)
+            if action == "return":
+                value = dict(value)
+                value["jsonrpc"] = "2.0"
+                value["id"] = req_id
+                return value
+            if value is not req:
+                req = value
+                method = req.get("method")
+                if not isinstance(method, str) or self.lookup(method) is None:
+                    return error_response(req_id, INVALID_REQUEST,
+                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
+        return await self.execute(req, conn, req_id)
+
+    async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
+        method = req["method"]
+        target = self.lookup(method)
+        if target is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+        if not isinstance(target, Command):
+            # A plugin's method: the request goes through verbatim, the answer comes back verbatim; but its
+            # strings are checked here as a built-in command's are (a plugin's JSON library may not take them).
+            bad = plugin_params_problem(req.get("params"))
+            if bad is not None:
+                return {"jsonrpc": "2.0", "id": req_id, "error": bad.to_json()}
+
+            def relay(note: dict) -> None:
+                if conn is not None and conn.notifications:
+                    conn.send_nowait(note)
+
+            response = await self.plugins.call_method(method, req, req_id, relay)
+            response = dict(response)
+            response["id"] = req_id
+            response.setdefault("jsonrpc", "2.0")
+            return response
+        ctx = CallContext(self, req, conn, check)
+        try:
+            if target.raw:
+                result = await target.handler(ctx, req.get("params", []))
+            else:
+                params = parse_params(req.get("params", []), target.params, target.allow_extra)
+                result = await target.handler(ctx, **params)
+        except RpcError as e:
+            return {"jsonrpc": "2.0", "id": req_id, "error": e.to_json()}
+        flt = req.get("filter")
+        if flt is not None and isinstance(result, dict):
+            result = filter_result(result, flt)
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Call a command from inside the node (as a plugin would, hooks included). Raises RpcError."""
+        resp = await self.dispatch({"jsonrpc": "2.0", "id": f"ampd:{method}", "method": method,
+                                    "params": params if params is not None else {}}, None)
+        if "error" in resp:
+            err = resp["error"]
+            raise RpcError(err.get("code", -1), err.get("message", ""), err.get("data"))
+        return resp["result"]
+
+    # ---- lifecycle --------------------------------------------------------------------------
+    def request_stop(self, code: int = 0) -> None:
+        self.exit_code = code
+        self.stopping.set()
+
+    async def start(self, deferred: list[Entry]) -> None:
+        """Everything up to "Server started"; raises ConfigError / RuntimeError on a fatal problem."""
+        from ampere.node.app.plugin_setup import init_plugins, setup_plugins
+
+        # The database first: a standby waits here for the lock, before any plugin or peer exists.
+        await self._open_store()
+        await setup_plugins(self, deferred)
+        from ampere.node.app.options import NO_EFFECT
+
+        for name, _kind, _help, why in NO_EFFECT:
+            if self.options.is_set(name):
+                self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
+        self.setup_identity()
+        from ampere.node.payments.invoices import registry_for
+
+        await registry_for(self).start()
+        from ampere.node.channels.manager import ChannelManager
+
+        # Channels are read before the chain watcher starts (their funding watches go in right after it).
+        self.channel_manager = ChannelManager(self)
+        await self.channel_manager.load()
+        if not self.options.get("disable-chain"):
+            from ampere.node.app.chain_setup import start_chain
+
+            await start_chain(self)
+            # Synchronously, before the watcher can process a block: no funding confirmation or spend is missed.
+            self.channel_manager.attach_chain()
+            from ampere.node.onchain.resolver import OnchainResolver
+
+            # Right after the chain watcher and wallet: it must listen before the first block is processed.
+            self.onchain = OnchainResolver(self)
+            await self.onchain.start()
+            await self.channel_manager.restore_onchain()
+        self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
+        await self.rpc_server.start()
+        await init_plugins(self)
+        self._release_held()
+        # Peers come last, as lightningd activates connectd last: plugins are ready for the hooks.
+        from ampere.node.net.peers import PeerManager
+
+        self.peer_manager = PeerManager.for_node(self)
+        from ampere.node.commando.server import Commando
+
+        self.commando = Commando(self)  # commands from peers, authorised by runes (CLN's commando)
+        self.channel_manager.attach_peers(self.peer_manager)
+        from ampere.node.gossip.manager import GossipManager
+
+        self.gossip = GossipManager.for_node(self)
+        await self.gossip.start()  # its peer handlers are in place before any peer connects
+        from ampere.node.channels.announce import ChannelAnnouncer
+
+        self.channel_announcer = ChannelAnnouncer(self)
+        self.channel_announcer.start()  # announcement_signatures and our channel_updates (BOLT 7)
+        if getattr(self, "channel_manager", None) is not None:
+            from ampere.node.payments.receive import start_payment_runtime
+
+            await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
+            if self.onchain is not None:
+                await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
+        from ampere.node.payments.offers import offers_for
+        from ampere.node.net.onion_messages import messenger_for
+
+        messenger_for(self).start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
+        offers_for(self).start()
+        await self.peer_manager.start()
+        await self.channel_manager.start()
+        self.gossip.peers_started()
+        if self.chain is None:
+            self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
+        self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
+                      f"(color #{self.color}) and lightningd {VERSION_STRING}")
+
+    def wallet_dsn(self):
+        try:
+            return parse_wallet_dsn(self.options.get("wallet"), os.path.join(self.netdir, "ampere.sqlite3"))
+        except DsnError as e:
+            raise ConfigError(str(e)) from None
+
+    async def _open_store(self) -> None:
+        """Open the `--wallet` database.  On PostgreSQL a second ampd waits here as a standby until the
+        owner's lock is free; a stop request meanwhile ends the process cleanly (StandbyStopped)."""
+        from ampere.store.factory import make_store
+
+        dsn = self.wallet_dsn()
+        loop = asyncio.get_running_loop()
+        log = self.log
+
+        def store_log(level: str, message: str) -> None:  # from the database thread
+            loop.call_soon_threadsafe(log.log, level, "database", message)
+
+        def fatal(message: str) -> None:  # from the database thread: stop now, say nothing more to anyone
+            log.log("broken", "database", message)
+            for out in log.outputs:
+                try:
+                    out.flush()
+                except Exception:
+                    pass
+            os._exit(1)
+
+        self.log.info("database", f"opening {dsn.redacted()}")
+        self.store = make_store(dsn, log=store_log, on_fatal=fatal)
+        opening = asyncio.ensure_future(self.store.open())
+        stop = asyncio.ensure_future(self.stopping.wait())
+        await asyncio.wait({opening, stop}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if not opening.done():
+            abort = getattr(self.store, "abort_open", None)
+            if abort is not None:
+                abort()
+        try:
+            await opening
+        except Exception as e:
+            from ampere.store.postgres import StoreClosed
+
+            self.store = None
+            if isinstance(e, StoreClosed) or self.stopping.is_set():
+                raise StandbyStopped() from None
+            raise RuntimeError(f"database {dsn.redacted()}: {e}") from None
+
+    async def shutdown(self) -> None:
+        """Stop every component in reverse order of start.  One failing step never skips the rest:
+        the store must close and the pid file go, whatever else went wrong."""
+        self.log.info("lightningd", "Shutting down")
+
+        async def step(name: str, fn) -> None:
+            try:
+                result = fn()
+                if asyncio.iscoroutine(result):
+                    await result
+            except Exception as e:
+                self.log.broken("lightningd", f"shutdown: {name} failed: {e!r}")
+
+        if self.rpc_server is not None:
+            await step("rpc", self.rpc_server.stop)
+        if getattr(self, "receiver", None) is not None or getattr(self, "payments", None) is not None:
+            from ampere.node.payments.receive import stop_payment_runtime
+
+            await step("payments", lambda: stop_payment_runtime(self))
+        if getattr(self, "channel_announcer", None) is not None:
+            await step("channel announcer", self.channel_announcer.stop)
+        if getattr(self, "channel_manager", None) is not None:
+            await step("channels", self.channel_manager.stop)
+        if getattr(self, "onion_messenger", None) is not None:
+            await step("onion messages", self.onion_messenger.close)
+        if getattr(self, "commando", None) is not None:
+            await step("commando", self.commando.stop)
+        if getattr(self, "peer_manager", None) is not None:
+            await step("peers", self.peer_manager.stop)
+        if getattr(self, "gossip", None) is not None:
+            await step("gossip", self.gossip.stop)
+        if self.plugins is not None:
+            await step("plugins", self.plugins.shutdown)
+        if self.chain is not None:
+            await step("chain", self.chain.stop)
+        if getattr(self, "invoices", None) is not None:
+            await step("invoices", self.invoices.close)
+        if self.store is not None:
+            await step("store", self.store.close)
+        if self.pid_file:
+            try:
+                os.unlink(self.pid_file)
+            except FileNotFoundError:
+                pass
+        self.log.close()
+
+    async def run(self, deferred: list[Entry], ready_fd: int | None = None) -> int:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start(deferred)
+        except StandbyStopped:
+            self.log.info("lightningd", "Stopped while waiting for the database")
+            await self.shutdown()
+            return self.exit_code
+        except (ConfigError, RuntimeError, OSError) as e:
+            self.log.broken("lightningd", str(e))
+            print(f"ampd: {e}", file=sys.stderr)
+            await self.shutdown()
+            return 1
+        crash_after = self.options.get("dev-crash-after")
+        if crash_after:
+            def crash() -> None:
+                # lightningd --dev-crash-after: "Crash when this many seconds have passed".
+                self.log.broken("lightningd", f"--dev-crash-after={crash_after}: crashing now")
+                self.log.close()
+                os._exit(1)
+
+            loop.call_later(crash_after, crash)
+        if ready_fd is not None:
+            os.write(ready_fd, b"1")
+            os.close(ready_fd)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, 2)
+            os.close(devnull)
+        await self.stopping.wait()
+        await self.shutdown()
+        return self.exit_code
+
+
+class StandbyStopped(Exception):
+    """Told to stop while waiting (as a standby) for the database."""
+
+
+def _write_pid_file(path: str) -> None:
+    try:
+        with open(path) as f:
+            old = int(f.read().strip() or 0)
+        if old and old != os.getpid():
+            try:
+                os.kill(old, 0)
+                raise RuntimeError(f"ampd already running (pid {old}, {path})")
+            except ProcessLookupError:
+                pass
+    except (FileNotFoundError, ValueError):
+        pass
+    with open(path, "w") as f:
+        f.write(f"{os.getpid()}\n")
+
+
+def _setup_logging(options: Options) -> Logger:
+    log = Logger(prefix=options.get("log-prefix") or "")
+    levels = [parse_log_level(s) for s in options.get("log-level")]
+    # A level without a subsystem filter sets the default; those with one apply to matching sources.
+    log.set_levels(levels)
+    files = options.get("log-file")
+    if files:
+        log.open_files(files)
+    elif not options.get("daemon"):
+        log.open_files(["-"])
+    return log
+
+
+def _daemonize() -> int:
+    """Fork; the parent waits until the child's RPC answers (or it dies), then exits."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid > 0:
+        os.close(w)
+        data = b""
+        try:
+            data = os.read(r, 1)
+        finally:
+            os.close(r)
+        if data == b"1":
+            os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        os._exit(os.waitstatus_to_exitcode(status) or 1)
+    os.close(r)
+    os.setsid()
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    # stderr stays until start-up succeeds so that fatal messages reach the operator.
+    return w
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    options = Options()
+    for spec in builtin_options():
+        options.add(spec)
+    try:
+        layout = early_scan(argv, options.specs, "~/.ampere")
+        network_defaults(options.specs, layout.network)
+        known = [e for e in layout.entries if e.name in options.specs]
+        deferred = [e for e in layout.entries if e.name not in options.specs]
+        options.apply(known)
+    except ConfigError as e:
+        print(f"ampd: {e}", file=sys.stderr)
+        return 1
+    layout.entries = known
+    if options.get("version"):
+        print(VERSION_STRING)
+        return 0
+    if options.get("help"):
+        from ampere.node.app.plugin_setup import print_help
+
+        _absolute_plugin_paths(layout, deferred)
+        return asyncio.run(print_help(layout, options, deferred))
+
+    _absolute_plugin_paths(layout, deferred)
+    os.makedirs(layout.netdir, mode=0o700, exist_ok=True)
+    os.chdir(layout.netdir)  # plugins run with the network directory as cwd, as in lightningd
+    pid_file = options.get("pid-file") or os.path.join(layout.lightning_dir, f"ampd-{layout.network}.pid")
+    ready_fd = _daemonize() if options.get("daemon") else None
+    try:
+        _write_pid_file(pid_file)
+    except RuntimeError as e:
+        print(f"ampd: {e}", file=sys.stderr)
+        return 1
+    log = _setup_logging(options)
+    node = Node(layout, options, log)
+    node.pid_file = pid_file
+    node.config_files = _config_files(layout)
+    code = _run_loop(node.run(deferred, ready_fd))
+    return code
+
+
+def _run_loop(coro) -> int:
+    # uvloop (libuv) roughly halves the event loop's own cost per RPC call; plain asyncio is the
+    # fallback and behaves the same.
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _absolute_plugin_paths(layout: Layout, deferred: list[Entry]) -> None:
+    """Plugin paths given relative are relative to where ampd was started, as lightningd takes them:
+    resolve them before ampd moves into the network directory."""
+    cwd = os.getcwd()
+    for e in layout.entries:
+        if e.name in ("plugin", "plugin-dir", "important-plugin") and e.value and not os.path.isabs(e.value):
+            e.value = os.path.join(cwd, os.path.expanduser(e.value))
+
+
+def _config_files(layout: Layout) -> list[str]:
+    if layout.conf:
+        return [layout.conf]
+    return [os.path.join(layout.lightning_dir, "config"), os.path.join(layout.netdir, "config")]

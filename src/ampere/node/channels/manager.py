@@ -1,0 +1,1138 @@
+"""The channel manager: the asyncio runtime around the I/O-free channel core (ampere.ln.channel.core).
+
+One `ChannelRecord` per channel past funding_signed (its core `Channel` value, its `ChannelSigner`, the
+runtime's own settings). Every input -- a peer message, a local request, a timer, a block -- becomes one core
+call under the record's lock, and the returned `Step`'s actions are carried out in order by `_apply`:
+
+    Persist(update)   -> await store.write(...)   (fsync: the row is on disk when the await returns)
+    SendMessage(msg)  -> the peer connection       (only ever after the Persist of the same step)
+    Broadcast(tx)     -> the chain backend (the funding transaction through the wallet)
+    Disconnect        -> hang up
+    events            -> notifications, the commit timer, and the HTLC listeners (fired after the lock)
+
+So "persist before you speak" holds by construction: the core puts the Persist of a step first (Step refuses
+any other order) and `_apply` awaits it before touching the network.
+
+Start-up (daemon.py): `load()` reads every channel before the chain watcher starts; `attach_chain()` runs right
+after the watcher was created, before it can process a block, and registers the funding watches; then
+`attach_peers()` before the peer manager listens, and `start()` once it does (reconnections).
+
+The HTLC interface for payments and forwarding (the "switch"):
+
+    htlc_id = await mgr.offer_htlc(channel, amount_msat, payment_hash, cltv_expiry, onion, path_key=None)
+              channel: short_channel_id (int, ShortChannelId or "BxTxO") or channel_id (32 bytes);
+              raises HtlcRefused(code, message, failure_code) -- failure_code is the BOLT 4 code to report
+    await mgr.fulfill_htlc(channel_id, htlc_id, preimage)
+    await mgr.fail_htlc(channel_id, htlc_id, reason_onion)
+    await mgr.fail_malformed_htlc(channel_id, htlc_id, sha256_of_onion, failure_code)
+              these raise ChannelOpError when the channel or HTLC is unknown or cannot be resolved now
+    mgr.on_incoming_htlc(fn(record, NewPeerHtlc))        an HTLC the peer offered is irrevocably committed
+    mgr.on_htlc_fulfilled(fn(record, HtlcFulfilled))     an HTLC we offered was fulfilled (preimage)
+    mgr.on_htlc_failed(fn(record, HtlcFailed))           an HTLC we offered failed (committed)
+    mgr.on_incoming_settled(fn(record, IncomingHtlcSettled))
+    mgr.pending_incoming_htlcs() -> [(record, Htlc)]      replay after a restart
+    mgr.known_preimages() -> [(record, htlc_id, preimage)]
+  Listeners are called in event order once the step is on disk; a coroutine listener runs as its own task
+  (a slow htlc_accepted hook must not stall the peer's other messages).
+
+On-chain hand-off (ampere.node.onchain.resolver): `await node.onchain.funding_spent(record, spending_tx, height)` once,
+when the funding output is spent; `await node.onchain.restore(record)` at start-up for FUNDING_SPEND_SEEN /
+ONCHAIN channels; the resolver calls back `await mgr.mark_onchain(record)` / `await mgr.mark_closed(record,
+cause)`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable
+
+from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
+from ampere.ln.channel import core
+from ampere.ln.channel.actions import (
+    Broadcast,
+    ChannelFailed,
+    ChannelReady,
+    CommitmentNeeded,
+    DataLossDetected,
+    Disconnect,
+    Event,
+    HtlcFailed,
+    HtlcFulfilled,
+    IncomingHtlcSettled,
+    MutualCloseAgreed,
+    NewPeerHtlc,
+    Persist,
+    PeerWarning,
+    Refusal,
+    RefusalCode,
+    SendMessage,
+    StateChanged,
+    Step,
+)
+from ampere.ln.channel.commitment import Side
+from ampere.ln.channel.env import Env
+from ampere.ln.channel.htlcs import Htlc
+from ampere.ln.channel.persist import finish
+from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.state import Channel, ChannelState, set_state
+from ampere.primitives.crypto import sha256
+from ampere.primitives.tx import OutPoint, Transaction
+from ampere.wire import messages as m
+from ampere.wire.codec import encode_message
+from ampere.wire.types import ShortChannelId
+from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
+from ampere.node.onchain.resolver import write_htlc_stubs
+from ampere.node.app.tasks import spawn_guarded
+from ampere.node.signer.hsm_secret import channel_seed, load_or_create_hsm_secret
+from ampere.node.net.connection import PeerAddress, PeerDisconnected
+
+LOG = "channeld"
+CS = ChannelState
+ZERO_ID = bytes(32)
+# BOLT #4: unknown_next_peer = PERM|10
+UNKNOWN_NEXT_PEER = 0x4000 | 10
+TEMPORARY_CHANNEL_FAILURE = 0x1000 | 7
+AMOUNT_BELOW_MINIMUM = 0x1000 | 11
+
+# States in which the channel talks to its peer (channeld/closingd in CLN); then the on-chain ones.
+LIVE = (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE,
+        CS.CLOSINGD_COMPLETE)
+ON_CHAIN = (CS.FUNDING_SPEND_SEEN, CS.ONCHAIN)
+OPERATING = (CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE)
+CHANNEL_MESSAGES = (m.ChannelReady, m.Shutdown, m.ClosingSigned, m.UpdateAddHtlc, m.UpdateFulfillHtlc,
+                    m.UpdateFailHtlc, m.UpdateFailMalformedHtlc, m.CommitmentSigned, m.RevokeAndAck, m.UpdateFee,
+                    m.ChannelReestablish)
+OPEN_MESSAGES = (m.OpenChannel, m.AcceptChannel, m.FundingCreated, m.FundingSigned)
+CLOSE_CAUSES = ("unknown", "local", "user", "remote", "protocol", "onchain")
+
+
+def _type_of(cls: type) -> int:
+    for t, c in m.MESSAGE_TYPES.items():
+        if c is cls:
+            return t
+    raise KeyError(cls)
+
+
+class HtlcRefused(Exception):
+    """offer_htlc declined: nothing changed. `failure_code` is the BOLT 4 failure to report upstream."""
+
+    def __init__(self, code: RefusalCode | None, message: str, failure_code: int | None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.failure_code = failure_code if failure_code is not None else TEMPORARY_CHANNEL_FAILURE
+
+
+class ChannelOpError(Exception):
+    """A local request on a channel that cannot be done (unknown channel, HTLC, or state)."""
+
+
+@dataclass
+class ChannelSettings:
+    """What the operator sets per channel (setchannel): our channel_update values and fee policy."""
+
+    fee_base_msat: int
+    fee_ppm: int
+    htlc_min_msat: int
+    htlc_max_msat: int
+    ignore_fee_limits: bool = False
+    cltv_delta: int = 34
+
+    @classmethod
+    def from_json(cls, text: str) -> "ChannelSettings":
+        return cls(**json.loads(text))
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+class ChannelRecord:
+    """One channel as the runtime keeps it. `core` is only ever replaced under `lock`."""
+
+    def __init__(self, dbid: int, peer_id: bytes, signer: ChannelSigner, ch: Channel, *, mindepth: int,
+                 settings: ChannelSettings, funding_tx: Transaction | None = None,
+                 funding_height: int | None = None, funding_txindex: int | None = None,
+                 state_changes: list[dict] | None = None, meta: dict | None = None,
+                 created_at: int | None = None) -> None:
+        self.dbid = dbid
+        self.peer_id = peer_id
+        self.signer = signer
+        self.core = ch
+        self.mindepth = mindepth
+        self.settings = settings
+        self.funding_tx = funding_tx
+        self.funding_height = funding_height
+        self.funding_txindex = funding_txindex
+        self.state_changes: list[dict] = list(state_changes or [])
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.created_at = created_at or int(time.time())
+        self.inserted = False             # the row exists in the store
+        self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
+        self.lock = asyncio.Lock()
+        self.commit_handle: asyncio.TimerHandle | None = None
+        self.conn: Any = None             # the PeerConnection the core's connection state belongs to
+        self.close_waiters: list[asyncio.Future] = []
+        self.stubbed: set[tuple[Any, int]] = set()  # HTLCs already in channel_htlc_stubs (this process)
+        self.commits_sent = 0              # --dev-disable-commit-after
+        self.commit_reenabled = False
+
+    # --- identity --------------------------------------------------------------------------------
+    @property
+    def channel_id(self) -> bytes:
+        return self.core.channel_id
+
+    @property
+    def state(self) -> ChannelState:
+        return self.core.state
+
+    @property
+    def funding_outpoint(self) -> OutPoint:
+        return self.core.params.funding_outpoint
+
+    @property
+    def short_channel_id(self) -> ShortChannelId | None:
+        if self.core.short_channel_id is not None:
+            return ShortChannelId(self.core.short_channel_id)
+        if self.funding_height is not None and self.funding_txindex is not None:
+            return ShortChannelId.from_parts(self.funding_height, self.funding_txindex, self.funding_outpoint.vout)
+        return None
+
+    # --- runtime-owned durable fields ----------------------------------------------------------------
+    @property
+    def lost_state(self) -> bool:
+        return bool(self.meta.get("lost_state"))
+
+    @property
+    def spend_txid(self) -> bytes | None:
+        v = self.meta.get("spend_txid")
+        return bytes.fromhex(v) if v else None
+
+    @property
+    def spend_tx(self) -> Transaction | None:
+        v = self.meta.get("spend_tx")
+        return Transaction.parse(bytes.fromhex(v)) if v else None
+
+    @property
+    def spend_height(self) -> int | None:
+        return self.meta.get("spend_height")
+
+    @property
+    def closer(self) -> str | None:
+        return self.meta.get("closer")
+
+    @property
+    def close_cause(self) -> str:
+        return self.meta.get("close_cause") or "unknown"
+
+    def row(self) -> tuple:
+        return (self.dbid, self.peer_id, self.channel_id, self.state.value, self.core.update_id,
+                self.core.persisted_snapshot or self.core.to_bytes(),
+                self.funding_tx.serialize() if self.funding_tx is not None else None, self.funding_height,
+                self.funding_txindex, self.mindepth, self.settings.to_json(), json.dumps(self.state_changes),
+                json.dumps(self.meta, sort_keys=True), self.created_at)
+
+
+_COLUMNS = ("dbid, peer_id, channel_id, state, update_id, snapshot, funding_tx, funding_height, funding_txindex, "
+            "mindepth, settings, state_changes, meta, created_at")
+
+
+def _iso_now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+class ChannelManager:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+        self.records: dict[int, ChannelRecord] = {}          # dbid -> record (CLOSED ones too)
+        self.by_channel_id: dict[bytes, ChannelRecord] = {}
+        self.peer_addresses: dict[bytes, PeerAddress] = {}   # stored: peers we share channels with
+        self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
+        self._hsm_secret: bytes | None = None
+        self._next_dbid = 1
+        self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": [],
+                                                      "step": []}
+        self._htlc_waiters: dict[tuple[bytes, int], list[asyncio.Future]] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._reconnecting: dict[bytes, asyncio.Task] = {}
+        self._stopping = False
+        self._fees_collected_msat = 0
+        from ampere.node.channels.funding import OpenFlows
+
+        self.opening = OpenFlows(self)
+        self._dev_autofulfill_on = bool(node.options.get("dev-autofulfill"))
+        # --dev-disable-commit-after=N (developer): each channel stops sending commitment_signed after N of them,
+        # until dev-reenable-commit (CLN's, to freeze a commitment in tests).
+        limit = node.options.get("dev-disable-commit-after")
+        self._dev_commit_limit = limit if (node.options.get("developer") and limit is not None and limit >= 0) \
+            else None
+        crash = node.options.get("dev-crash-before")
+        self._crash_at: list = crash.split(":") + ["1"] if crash else []
+
+    # =============================================================================================
+    # start-up and shut-down
+
+    def hsm_secret(self) -> bytes:
+        if self._hsm_secret is None:
+            self._hsm_secret = load_or_create_hsm_secret(self.node.netdir)
+        return self._hsm_secret
+
+    def signer_for(self, peer_id: bytes, dbid: int) -> ChannelSigner:
+        return ChannelSigner(channel_seed(self.hsm_secret(), peer_id, dbid))
+
+    async def load(self) -> None:
+        """Read every channel from the store (before the chain watcher starts)."""
+        def read(db):
+            rows = db.query(f"SELECT {_COLUMNS} FROM channels ORDER BY dbid")
+            peers = db.query("SELECT peer_id, address FROM channel_peers")
+            top = db.query("SELECT val FROM vars WHERE name = 'next_channel_dbid'")
+            return rows, peers, top
+
+        rows, peers, top = await self.node.store.read(read)
+        self._next_dbid = int(top[0][0]) if top else 1
+        for r in rows:
+            dbid, peer_id = int(r[0]), bytes(r[1])
+            rec = ChannelRecord(dbid, peer_id, self.signer_for(peer_id, dbid), core.restore(bytes(r[5])),
+                                mindepth=int(r[9]), settings=ChannelSettings.from_json(r[10]),
+                                funding_tx=Transaction.parse(bytes(r[6])) if r[6] is not None else None,
+                                funding_height=r[7], funding_txindex=r[8], state_changes=json.loads(r[11]),
+                                meta=json.loads(r[12]), created_at=int(r[13]))
+            rec.inserted = True
+            self._index(rec)
+            self._next_dbid = max(self._next_dbid, dbid + 1)
+        for peer_id, text in peers:
+            try:
+                self.peer_addresses[bytes(peer_id)] = PeerAddress(**json.loads(text))
+            except (ValueError, TypeError):
+                continue
+        if self.records:
+            self.node.log.info(LOG, f"Loaded {len(self.records)} channels")
+
+    def attach_chain(self) -> None:
+        """Register the chain listener and funding watches. Synchronous, called right after the watcher was
+        created and before it can process any block: nothing confirmed meanwhile is missed."""
+        chain = self.node.chain
+        if chain is None:
+            return
+        chain.add_listener(self)
+        for rec in self.records.values():
+            if rec.state in LIVE:
+                self._watch(rec)
+
+    async def restore_onchain(self) -> None:
+        """Hand FUNDING_SPEND_SEEN / ONCHAIN channels back to the on-chain resolver (start-up)."""
+        onchain = getattr(self.node, "onchain", None)
+        for rec in list(self.records.values()):
+            if rec.state in ON_CHAIN and onchain is not None:
+                try:
+                    await onchain.restore(rec)
+                except Exception as e:  # the resolver's bug must not stop the node
+                    self.node.log.broken(LOG, f"onchain restore of {rec.channel_id.hex()} failed: {e!r}")
+
+    def attach_peers(self, pm: Any) -> None:
+        """Message handlers and connection callbacks (before the peer manager listens)."""
+        types = [_type_of(c) for c in CHANNEL_MESSAGES + OPEN_MESSAGES] + [_type_of(m.Error), _type_of(m.Warning)]
+        pm.add_message_handler(types, self._on_message)
+        pm.on_connect(self._on_connect)
+        pm.on_disconnect(self._on_disconnect)
+        pm.channel_count = self.channel_count
+
+    async def start(self) -> None:
+        """The peer manager is up: reconnect to peers we share channels with; rebroadcast what may be lost."""
+        for peer_id in {r.peer_id for r in self.records.values() if r.state in LIVE}:
+            self._schedule_reconnect(peer_id, delay=0)
+        for rec in list(self.records.values()):
+            await self._rebroadcast(rec)
+
+    async def stop(self) -> None:
+        self._stopping = True
+        for rec in self.records.values():
+            if rec.commit_handle is not None:
+                rec.commit_handle.cancel()
+                rec.commit_handle = None
+            for fut in rec.close_waiters:
+                if not fut.done():
+                    fut.cancel()
+        self.opening.stop()
+        tasks = list(self._reconnecting.values()) + list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            try:
+                await t
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    # =============================================================================================
+    # bookkeeping
+
+    def _index(self, rec: ChannelRecord) -> None:
+        self.records[rec.dbid] = rec
+        self.by_channel_id[rec.channel_id] = rec
+
+    async def allocate_dbid(self) -> int:
+        """A fresh channel database id (it keys the channel's secrets: never reused, so persisted first)."""
+        dbid = self._next_dbid
+        self._next_dbid += 1
+        await self.node.store.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO vars (name, val) VALUES ('next_channel_dbid', ?)", (str(dbid + 1),)))
+        return dbid
+
+    def find(self, ident: Any) -> ChannelRecord | None:
+        """A channel by channel_id (bytes / 64 hex), short_channel_id (int, ShortChannelId, "BxTxO")."""
+        if isinstance(ident, (bytes, bytearray)) and len(ident) == 32:
+            return self.by_channel_id.get(bytes(ident))
+        if isinstance(ident, str):
+            if len(ident) == 64:
+                try:
+                    return self.by_channel_id.get(bytes.fromhex(ident))
+                except ValueError:
+                    return None
+            try:
+                ident = ShortChannelId.from_str(ident)
+            except (ValueError, TypeError):
+                return None
+        if isinstance(ident, int):
+            best = None
+            for rec in self.records.values():
+                if rec.short_channel_id is not None and int(rec.short_channel_id) == int(ident):
+                    if best is None or rec.state is not CS.CLOSED:
+                        best = rec
+            return best
+        return None
+
+    def peer_records(self, peer_id: bytes, states: Iterable[ChannelState] | None = None) -> list[ChannelRecord]:
+        wanted = tuple(states) if states is not None else None
+        return [r for r in self.records.values() if r.peer_id == peer_id and (wanted is None or r.state in wanted)]
+
+    def channel_count(self, peer_id: bytes) -> int:
+        return sum(1 for r in self.records.values() if r.peer_id == peer_id and r.state is not CS.CLOSED)
+
+    def num_pending(self) -> int:
+        return sum(1 for r in self.records.values() if r.state is CS.CHANNELD_AWAITING_LOCKIN)
+
+    def num_active(self) -> int:
+        return sum(1 for r in self.records.values() if r.state is CS.CHANNELD_NORMAL)
+
+    def num_inactive(self) -> int:
+        return sum(1 for r in self.records.values()
+                   if r.state not in (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL, CS.CLOSED))
+
+    def fees_collected_msat(self) -> int:
+        return self._fees_collected_msat
+
+    def add_fees_collected(self, msat: int) -> None:
+        """For the forwarding switch: fees earned by a settled forward."""
+        self._fees_collected_msat += int(msat)
+
+    def active_channel_state(self, peer_id: bytes) -> str | None:
+        """`disconnect` refuses (without force) while a channel with the peer is being operated."""
+        for r in self.peer_records(peer_id, (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL,
+                                             CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE)):
+            return r.state.value
+        return None
+
+    def is_connected(self, peer_id: bytes) -> bool:
+        pm = getattr(self.node, "peer_manager", None)
+        return pm is not None and pm.get(peer_id) is not None
+
+    def listfunds_channels(self) -> list[dict]:
+        out = []
+        for r in sorted(self.records.values(), key=lambda r: r.dbid):
+            if r.state is CS.CLOSED:
+                continue
+            e: dict[str, Any] = {"peer_id": r.peer_id.hex(), "connected": self.is_connected(r.peer_id),
+                                 "state": r.state.value, "channel_id": r.channel_id.hex(),
+                                 "our_amount_msat": r.core.balance_local_msat, "amount_msat": r.core.funding_sat * 1000,
+                                 "funding_txid": r.funding_outpoint.txid_hex(),
+                                 "funding_output": r.funding_outpoint.vout}
+            if r.short_channel_id is not None:
+                e["short_channel_id"] = str(r.short_channel_id)
+            out.append(e)
+        return out
+
+    def env(self, rec: ChannelRecord | None = None) -> Env:
+        chain = self.node.chain
+        fees = chain.fees if chain is not None else None
+        lo, hi = 253, 100_000
+        closing = 253
+        if fees is not None:
+            lo, hi = fees.min_acceptable(), fees.max_acceptable()
+            closing = fees.named("mutual_close") or fees.floor
+        if self.node.options.get("ignore-fee-limits") or (rec is not None and rec.settings.ignore_fee_limits):
+            lo, hi = 253, 0xFFFFFFFF
+        return Env(blockheight=self.node.blockheight, min_feerate_per_kw=lo, max_feerate_per_kw=hi,
+                   closing_feerate_per_kw=closing)
+
+    # =============================================================================================
+    # running steps
+
+    async def run(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal],
+                  reestablish: bool = False) -> Step | Refusal:
+        """Compute one core step on the channel's current value and carry it out, under the lock.
+        `reestablish`: the input is the peer's channel_reestablish on its current connection."""
+        async with rec.lock:
+            events = await self._drop_stale(rec)
+            if reestablish and rec.conn is None:
+                rec.conn = self._current_peer(rec.peer_id)
+            step = fn(rec.core)
+            if isinstance(step, Refusal):
+                self._fire(rec, events)
+                return step
+            events += await self._apply(rec, step)
+        self._fire(rec, events)
+        if step.error is not None:
+            self.node.log.info(self._src(rec), f"{step.error.kind.value}: {step.error.message}")
+        return step
+
+    def _current_peer(self, peer_id: bytes) -> Any:
+        pm = getattr(self.node, "peer_manager", None)
+        return pm.get(peer_id) if pm is not None else None
+
+    async def _drop_stale(self, rec: ChannelRecord) -> list[Event]:
+        """The connection the core thinks it is on has gone (or was replaced): BOLT 2 disconnection first.
+        (rec.lock held.) Messages computed for an old connection never reach a new one (see _send)."""
+        if rec.conn is None or rec.conn is self._current_peer(rec.peer_id):
+            return []
+        rec.conn = None
+        if rec.commit_handle is not None:
+            rec.commit_handle.cancel()
+            rec.commit_handle = None
+        return await self._apply(rec, core.on_disconnect(rec.core))
+
+    async def adopt(self, rec: ChannelRecord, step: Step) -> None:
+        """A channel just created by an opening flow: watch its funding, insert its row, then speak."""
+        rec.core = step.state
+        rec.conn = self._current_peer(rec.peer_id)
+        self._index(rec)
+        self._watch(rec)
+        seen = self._seen_addresses.get(rec.peer_id)
+        if seen is not None:
+            await self.remember_address(rec.peer_id, seen)  # before the channel exists: we can always reconnect
+        async with rec.lock:
+            events = await self._apply(rec, step)
+        self._fire(rec, events)
+
+    def _src(self, rec: ChannelRecord) -> str:
+        return f"{rec.peer_id.hex()}-chan#{rec.dbid}"
+
+    async def _apply(self, rec: ChannelRecord, step: Step) -> list[Event]:
+        """Carry out a step's actions in order (rec.lock held). Returns the events for the listeners."""
+        rec.core = step.state
+        changes = [a for a in step.actions if isinstance(a, StateChanged)]
+        for a in step.actions:
+            if isinstance(a, DataLossDetected):
+                rec.meta["lost_state"] = True
+        for sc in changes:
+            rec.state_changes.append({"timestamp": _iso_now(), "old_state": sc.old or "OPENINGD",
+                                      "new_state": sc.new, "cause": sc.cause if sc.cause in CLOSE_CAUSES else "unknown",
+                                      "message": sc.message or _default_message(sc)})
+        persisted = False
+        broadcasts: list[Transaction] = []
+        events: list[Event] = []
+        for a in step.actions:
+            if isinstance(a, Persist):
+                await self._persist(rec)
+                persisted = True
+            elif isinstance(a, SendMessage):
+                self.crash_point(type(a.msg).__name__)
+                self._send_on(rec, a.msg)
+            elif isinstance(a, Broadcast):
+                self.crash_point("broadcast")
+                broadcasts.append(a.tx)
+                await self._broadcast(rec, a.tx)
+            elif isinstance(a, Disconnect):
+                self._hang_up(rec.peer_id, a.reason)
+            elif isinstance(a, Event):
+                self._on_event(rec, a, broadcasts)
+                events.append(a)
+        if (changes or any(isinstance(a, DataLossDetected) for a in step.actions)) and not persisted:
+            await self._persist(rec)
+        return events
+
+    async def _persist(self, rec: ChannelRecord) -> None:
+        row = rec.row()
+        # Every HTLC the channel ever held, in the same transaction as the state that holds it (so before any
+        # commitment holding it is signed): a revoked commitment of the peer may show it long after the state
+        # forgot it, and the penalty must rebuild its script.
+        new_htlcs = [h for h in rec.core.htlcs if (h.offerer, h.htlc_id) not in rec.stubbed]
+        if len(rec.stubbed) > 2 * len(rec.core.htlcs) + 64:  # forget what the state itself forgot
+            rec.stubbed &= {(h.offerer, h.htlc_id) for h in rec.core.htlcs}
+        cid = rec.channel_id
+        if rec.inserted:
+            def write(db):
+                db.execute("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, funding_txindex=?, "
+                           "settings=?, state_changes=?, meta=? WHERE dbid=?",
+                           (row[3], row[4], row[5], row[7], row[8], row[10], row[11], row[12], row[0]))
+                write_htlc_stubs(db, cid, new_htlcs)
+        else:
+            def write(db):
+                db.execute(f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
+                write_htlc_stubs(db, cid, new_htlcs)
+        await self.node.store.write(write)
+        rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
+        rec.inserted = True
+
+    async def save_meta(self, rec: ChannelRecord) -> None:
+        """Persist the runtime's fields (settings, meta, funding position) without a core step."""
+        async with rec.lock:
+            await self._persist(rec)
+
+    def crash_point(self, what: str) -> None:
+        """--dev-crash-before: die as kill -9 would, at an exact point (after the step's Persist)."""
+        if self._crash_at and self._crash_at[0] == what:
+            n = int(self._crash_at[1]) - 1
+            if n <= 0:
+                import os
+                import signal
+
+                self.node.log.info(LOG, f"dev-crash-before {what}: killing ourselves")
+                self.node.log.close()
+                os.kill(os.getpid(), signal.SIGKILL)
+            self._crash_at[1] = str(n)
+
+    def _send(self, peer_id: bytes, msg: Any) -> None:
+        self.crash_point(type(msg).__name__)
+        peer = self._current_peer(peer_id)
+        if peer is None:
+            return  # channel_reestablish retransmits whatever the peer lacks
+        try:
+            peer.send_nowait(encode_message(msg))
+        except PeerDisconnected:
+            pass
+
+    def _send_on(self, rec: ChannelRecord, msg: Any) -> None:
+        peer = rec.conn
+        if peer is None or peer is not self._current_peer(rec.peer_id):
+            return  # computed for a connection that is gone: the next reestablish retransmits
+        try:
+            peer.send_nowait(encode_message(msg))
+        except PeerDisconnected:
+            pass
+
+    def send_to_peer(self, peer_id: bytes, msg: Any) -> None:
+        self._send(peer_id, msg)
+
+    def _hang_up(self, peer_id: bytes, reason: str) -> None:
+        pm = getattr(self.node, "peer_manager", None)
+        peer = pm.get(peer_id) if pm is not None else None
+        if peer is not None:
+            peer.close(reason)
+
+    async def _broadcast(self, rec: ChannelRecord, tx: Transaction) -> None:
+        chain, wallet = self.node.chain, getattr(self.node, "wallet", None)
+        if chain is None:
+            return
+        txid = tx.txid()
+        try:
+            if rec.funding_tx is not None and txid == rec.funding_outpoint.txid and wallet is not None:
+                if rec.prepared is not None:
+                    prepared, rec.prepared = rec.prepared, None
+                    await wallet.send_tx(prepared, tx)
+                else:
+                    await chain.broadcast(tx)
+                    await wallet.record_sent(tx)
+            else:
+                await chain.broadcast(tx)
+            chain.wake()
+        except (BitcoindError, BitcoindUnreachable) as e:
+            self.node.log.debug(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {e}")
+        except Exception as e:  # WalletError
+            self.node.log.unusual(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {getattr(e, 'message', e)}")
+
+    async def _rebroadcast(self, rec: ChannelRecord) -> None:
+        """What must reach the chain but may have been lost (a crash after persisting, a mempool eviction)."""
+        if self.node.chain is None:
+            return
+        st = rec.state
+        if st is CS.CHANNELD_AWAITING_LOCKIN and rec.funding_tx is not None and rec.funding_height is None:
+            await self._broadcast(rec, rec.funding_tx)
+        elif st is CS.CLOSINGD_COMPLETE and rec.core.closing_tx:
+            await self._broadcast(rec, Transaction.parse(rec.core.closing_tx))
+        elif st is CS.AWAITING_UNILATERAL and not rec.lost_state:
+            await self._broadcast(rec, core.local_commitment_tx(rec.core, rec.signer))
+
+    # --- events ------------------------------------------------------------------------------------
+    def _on_event(self, rec: ChannelRecord, ev: Event, broadcasts: list[Transaction]) -> None:
+        log = self.node.log
+        if isinstance(ev, StateChanged):
+            log.info(self._src(rec), f"State changed from {ev.old or 'OPENINGD'} to {ev.new}")
+            payload: dict[str, Any] = {"peer_id": rec.peer_id.hex(), "channel_id": rec.channel_id.hex(),
+                                       "timestamp": _iso_now(), "new_state": ev.new,
+                                       "cause": ev.cause if ev.cause in CLOSE_CAUSES else "unknown",
+                                       "message": ev.message or _default_message(ev)}
+            payload["old_state"] = ev.old or "OPENINGD"
+            if rec.short_channel_id is not None:
+                payload["short_channel_id"] = str(rec.short_channel_id)
+            self.node.notify("channel_state_changed", payload)
+            if ev.new in (CS.CHANNELD_SHUTTING_DOWN.value, CS.AWAITING_UNILATERAL.value) and not rec.closer:
+                rec.meta["closer"] = "remote" if ev.cause == "remote" else "local"
+                rec.meta.setdefault("close_cause", ev.cause if ev.cause in CLOSE_CAUSES else "unknown")
+        elif isinstance(ev, CommitmentNeeded):
+            self._schedule_commit(rec)
+        elif isinstance(ev, ChannelReady):
+            log.info(self._src(rec), f"Channel ready: short_channel_id {rec.short_channel_id}")
+            gossip = getattr(self.node, "gossip", None)
+            if gossip is not None and rec.short_channel_id is not None and not rec.core.announce:
+                try:
+                    gossip.add_private_channel(int(rec.short_channel_id), rec.peer_id, rec.core.funding_sat)
+                except Exception as e:
+                    log.debug(self._src(rec), f"gossip: {e!r}")
+        elif isinstance(ev, MutualCloseAgreed):
+            log.info(self._src(rec), f"Mutual close agreed: fee {ev.fee_sat} sat, tx {ev.txid[::-1].hex()}")
+            tx = Transaction.parse(rec.core.closing_tx) if rec.core.closing_tx else None
+            self._resolve_close(rec, "mutual", [tx] if tx is not None else [])
+        elif isinstance(ev, ChannelFailed):
+            log.unusual(self._src(rec), f"Channel failed: {ev.reason}")
+            rec.meta.setdefault("close_cause", "protocol")
+            self._resolve_close(rec, "unilateral", list(broadcasts) if ev.broadcast else [])
+        elif isinstance(ev, DataLossDetected):
+            log.broken(self._src(rec), "The peer proved we lost channel state: we must not broadcast our commitment")
+        elif isinstance(ev, PeerWarning):
+            log.info(self._src(rec), f"Peer sent {'error' if ev.is_error else 'warning'}: {ev.text}")
+            if ev.is_error:
+                rec.meta.setdefault("close_cause", "remote")
+
+    def _resolve_close(self, rec: ChannelRecord, kind: str, txs: list[Transaction]) -> None:
+        waiters, rec.close_waiters = rec.close_waiters, []
+        for fut in waiters:
+            if not fut.done():
+                fut.set_result((kind, txs))
+
+    def _fire(self, rec: ChannelRecord, events: list[Event]) -> None:
+        for fn in self._listeners["step"]:
+            try:
+                fn(rec, events)
+            except Exception as e:
+                self.node.log.broken(LOG, f"channel step listener failed: {e!r}")
+        for ev in events:
+            kind = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
+                    IncomingHtlcSettled: "settled"}.get(type(ev))
+            if kind is None:
+                continue
+            if kind in ("fulfilled", "failed"):
+                for fut in self._htlc_waiters.pop((rec.channel_id, ev.htlc_id), []):
+                    if not fut.done():
+                        fut.set_result(ev)
+            if kind == "incoming" and self._dev_autofulfill_on and sha256(bytes(ev.onion[:32])) == ev.payment_hash:
+                # --dev-autofulfill: this HTLC is the developer's, not the payment layer's.
+                self._spawn(self._dev_autofulfill(rec, ev), "dev-autofulfill")
+                continue
+            for fn in list(self._listeners[kind]):
+                try:
+                    result = fn(rec, ev)
+                except Exception as e:
+                    self.node.log.broken(LOG, f"HTLC listener failed: {e!r}")
+                    continue
+                if asyncio.iscoroutine(result):
+                    self._spawn(result, f"htlc-{kind}")
+
+    def _spawn(self, coro: Any, name: str) -> asyncio.Task:
+        return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
+
+    # --- commit batching ---------------------------------------------------------------------------
+    def _schedule_commit(self, rec: ChannelRecord) -> None:
+        """CLN batches updates: commitment_signed goes out `commit-time` ms after the first pending change."""
+        if rec.commit_handle is not None or self._stopping:
+            return
+        delay = max(0, int(self.node.options.get("commit-time") or 0)) / 1000
+        loop = asyncio.get_running_loop()
+        rec.commit_handle = loop.call_later(delay, lambda: self._spawn(self._commit(rec), "commit"))
+
+    async def _commit(self, rec: ChannelRecord) -> None:
+        rec.commit_handle = None
+        if not core.needs_commitment(rec.core) or not rec.core.can_speak:
+            return
+        if self._dev_commit_limit is not None and not rec.commit_reenabled:
+            if rec.commits_sent >= self._dev_commit_limit:
+                self.node.log.debug(self._src(rec), "dev-disable-commit-after: not sending commitment_signed")
+                return
+            rec.commits_sent += 1
+        await self.run(rec, lambda ch: core.send_commitment(ch, rec.signer, self.env(rec))
+                       if core.needs_commitment(ch) else Step(ch))
+
+    # =============================================================================================
+    # peers
+
+    async def _on_message(self, peer_id: bytes, msg: Any, raw: bytes) -> None:
+        if isinstance(msg, OPEN_MESSAGES):
+            await self.opening.on_message(peer_id, msg)
+            return
+        cid = getattr(msg, "channel_id", None)
+        if isinstance(msg, (m.Error, m.Warning)):
+            if cid == ZERO_ID:
+                if isinstance(msg, m.Error):
+                    # BOLT #1: "if channel_id is all zero: MUST fail all channels with the sending node."
+                    for rec in self.peer_records(peer_id, LIVE):
+                        await self.run(rec, lambda ch, msg=replace(msg, channel_id=rec.channel_id):
+                                       core.handle_message(ch, rec.signer, msg, self.env(rec)))
+                    self.opening.peer_error(peer_id, None, _text(msg.data))
+                return
+            if self.opening.peer_error(peer_id, cid, _text(msg.data), is_error=isinstance(msg, m.Error)):
+                return
+        rec = self.by_channel_id.get(cid) if cid is not None else None
+        if rec is None or rec.peer_id != peer_id:
+            if isinstance(msg, m.ChannelReestablish):
+                self._send(peer_id, m.Warning(channel_id=cid, data=b"Unknown channel for channel_reestablish"))
+            elif not isinstance(msg, (m.Error, m.Warning)):
+                self.node.log.debug(f"{peer_id.hex()}-chan", f"{type(msg).__name__} for unknown channel {cid.hex()}")
+            return
+        await self.run(rec, lambda ch: core.handle_message(ch, rec.signer, msg, self.env(rec)),
+                       reestablish=isinstance(msg, m.ChannelReestablish))
+
+    async def _on_connect(self, peer: Any) -> None:
+        peer_id = peer.node_id
+        task = self._reconnecting.pop(peer_id, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+        if peer.direction == "out":
+            # Where we reached it: kept in memory, stored once we share a channel (reconnection).
+            self._seen_addresses[peer_id] = peer.address
+            if self.peer_records(peer_id):
+                await self.remember_address(peer_id, peer.address)
+        # BOLT #2: "MUST transmit channel_reestablish for each channel" (a closed one answers with an error).
+        for rec in self.peer_records(peer_id, LIVE + ON_CHAIN):
+            async with rec.lock:
+                events = await self._drop_stale(rec)
+                if rec.conn is None and peer is self._current_peer(peer_id):
+                    rec.conn = peer
+                    events += await self._apply(rec, core.on_reconnect(rec.core, rec.signer))
+            self._fire(rec, events)
+
+    async def remember_address(self, peer_id: bytes, address: PeerAddress) -> None:
+        if self.peer_addresses.get(peer_id) == address:
+            return
+        self.peer_addresses[peer_id] = address
+        text = json.dumps({"kind": address.kind, "host": address.host, "port": address.port, "path": address.path})
+        await self.node.store.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO channel_peers (peer_id, address) VALUES (?, ?)", (peer_id, text)))
+
+    async def _on_disconnect(self, peer_id: bytes, reason: str) -> None:
+        self.opening.peer_gone(peer_id, reason)
+        for rec in self.peer_records(peer_id):
+            if rec.state is CS.CHANNELD_NORMAL or rec.state is CS.CHANNELD_AWAITING_LOCKIN:
+                # lightningd's words (channel_fail_transient), which tests wait for.
+                self.node.log.info(self._src(rec), f"Peer transient failure in {rec.state.value}: {reason}")
+            async with rec.lock:
+                events = await self._drop_stale(rec)
+            self._fire(rec, events)
+        self._schedule_reconnect(peer_id)
+
+    def _schedule_reconnect(self, peer_id: bytes, delay: float = 1.0) -> None:
+        if self._stopping or peer_id in self._reconnecting or self.is_connected(peer_id):
+            return
+        if self.node.option("dev-no-reconnect", False):
+            # lightningd's --dev-no-reconnect: no automatic reconnection attempts (incoming ones are accepted).
+            return
+        if not self.peer_records(peer_id, LIVE) or peer_id not in self.peer_addresses:
+            return
+        self._reconnecting[peer_id] = self._spawn(self._reconnect_loop(peer_id, delay), "reconnect")
+
+    async def _reconnect_loop(self, peer_id: bytes, delay: float) -> None:
+        from ampere.node.net.peers import ConnectError
+
+        cap = 10.0 if self.node.network == "regtest" else 300.0
+        try:
+            while not self._stopping and self.peer_records(peer_id, LIVE):
+                if delay:
+                    await asyncio.sleep(delay)
+                if self.is_connected(peer_id):
+                    return
+                addr = self.peer_addresses.get(peer_id)
+                if addr is None:
+                    return
+                try:
+                    await self.node.peer_manager.connect(peer_id, addr)
+                    return
+                except ConnectError as e:
+                    self.node.log.debug(f"{peer_id.hex()}-chan", f"Reconnect failed ({e.message}); retrying")
+                delay = min(max(1.0, delay * 2), cap)
+        finally:
+            if self._reconnecting.get(peer_id) is asyncio.current_task():
+                del self._reconnecting[peer_id]
+
+    # =============================================================================================
+    # chain
+
+    def _watch(self, rec: ChannelRecord) -> None:
+        chain = self.node.chain
+        if chain is None:
+            return
+        op = rec.funding_outpoint
+
+        async def seen(txid: bytes, height: int | None, block: Any, tx: Any) -> None:
+            await self._funding_seen(rec, height, block)
+
+        async def spent(outpoint: OutPoint, tx: Transaction | None, height: int | None) -> None:
+            await self._funding_spent(rec, tx, height)
+
+        if rec.funding_height is None or rec.state is CS.CHANNELD_AWAITING_LOCKIN:
+            chain.watch_txid(op.txid, seen)
+        chain.watch_outpoint(op, spent)
+
+    async def _funding_seen(self, rec: ChannelRecord, height: int | None, block: Any) -> None:
+        if height is None:
+            if rec.state is CS.CHANNELD_AWAITING_LOCKIN:
+                self.node.log.unusual(self._src(rec), "Funding transaction was reorganised out")
+                rec.funding_height = rec.funding_txindex = None
+                await self.save_meta(rec)
+            else:
+                self.node.log.broken(self._src(rec), "Funding transaction of an operating channel was reorganised out")
+            return
+        txid = rec.funding_outpoint.txid
+        index = next((i for i, t in enumerate(block.txs) if t.txid() == txid), None)
+        if index is None:
+            return
+        if (rec.funding_height, rec.funding_txindex) != (height, index):
+            rec.funding_height, rec.funding_txindex = height, index
+            await self.save_meta(rec)
+            self.node.log.info(self._src(rec), f"Funding transaction confirmed at block {height} (index {index})")
+            if "open_mvt" not in rec.meta:
+                await self._channel_open_movement(rec, height)
+        await self._check_depth(rec, height)
+
+    async def _channel_open_movement(self, rec: ChannelRecord, height: int) -> None:
+        """CLN's `channel_open` chain_mvt: our contribution credited to the channel's account once the funding
+        transaction confirms (the push, like payments, is an off-chain movement). Marked before it is sent:
+        a crash in between loses it rather than repeating it."""
+        ch = rec.core
+        ours = ch.funding_sat * 1000 if ch.opener is Side.LOCAL else 0
+        rec.meta["open_mvt"] = height
+        await self.save_meta(rec)
+        op = rec.funding_outpoint
+        await emit_movements(self.node, [chain_mvt(self.node, rec.channel_id.hex(), "channel_open", (op.txid, op.vout),
+                                                   ch.funding_sat, height, credit_msat=ours, peer_id=rec.peer_id)])
+
+    async def _check_depth(self, rec: ChannelRecord, tip: int) -> None:
+        if rec.state is not CS.CHANNELD_AWAITING_LOCKIN or rec.funding_height is None or rec.core.channel_ready_sent:
+            return
+        depth = tip - rec.funding_height + 1
+        if depth < max(1, rec.mindepth):
+            return
+        scid = ShortChannelId.from_parts(rec.funding_height, rec.funding_txindex, rec.funding_outpoint.vout)
+        await self.run(rec, lambda ch: core.funding_depth(ch, rec.signer, depth, int(scid), self.env(rec)))
+
+    async def _funding_spent(self, rec: ChannelRecord, tx: Transaction | None, height: int | None) -> None:
+        if tx is None:
+            # The on-chain resolver re-broadcasts (or follows a different spend): worth noting, not broken.
+            self.node.log.unusual(self._src(rec), "The funding spend was reorganised out")
+            return
+        if rec.spend_txid is not None:
+            return  # reported once; the resolver owns it from here (and at start-up through restore)
+        txid = tx.txid()
+        async with rec.lock:
+            rec.meta.update(spend_txid=txid.hex(), spend_tx=tx.serialize().hex(), spend_height=height)
+            mutual = bool(rec.core.closing_tx) and Transaction.parse(rec.core.closing_tx).txid() == txid
+            if not mutual and not rec.closer:
+                rec.meta["closer"] = "remote"
+                rec.meta.setdefault("close_cause", "onchain")
+            if rec.commit_handle is not None:
+                rec.commit_handle.cancel()
+                rec.commit_handle = None
+            step = core.funding_spent(rec.core, txid)
+            events = await self._apply(rec, step)
+            if not step.persists:
+                await self._persist(rec)
+        self._fire(rec, events)
+        self.node.log.info(self._src(rec), f"Funding output spent by {tx.txid_hex()} at block {height}")
+        self._resolve_close(rec, "mutual" if mutual else "unilateral", [tx])
+        gossip = getattr(self.node, "gossip", None)
+        if gossip is not None and rec.short_channel_id is not None and height is not None:
+            try:
+                gossip.channel_closed(int(rec.short_channel_id), height)
+            except Exception as e:
+                self.node.log.debug(self._src(rec), f"gossip: {e!r}")
+        onchain = getattr(self.node, "onchain", None)
+        if onchain is not None:
+            try:
+                await onchain.funding_spent(rec, tx, height)
+            except Exception as e:
+                self.node.log.broken(self._src(rec), f"onchain resolver failed: {e!r}")
+        elif mutual:
+            await self.mark_closed(rec, rec.close_cause)
+
+    async def mark_onchain(self, rec: ChannelRecord) -> None:
+        """The resolver identified the spend: FUNDING_SPEND_SEEN -> ONCHAIN."""
+        await self.run(rec, lambda ch: finish(ch, set_state(ch, CS.ONCHAIN), cause="onchain")
+                       if ch.state is CS.FUNDING_SPEND_SEEN else Step(ch))
+
+    async def mark_closed(self, rec: ChannelRecord, cause: str | None = None) -> None:
+        """Everything on chain is resolved: the channel is CLOSED (listed by listclosedchannels)."""
+        if cause in CLOSE_CAUSES and "close_cause" not in rec.meta:
+            rec.meta["close_cause"] = cause
+        await self.mark_onchain(rec)
+        await self.run(rec, lambda ch: finish(ch, set_state(ch, CS.CLOSED), cause="onchain")
+                       if ch.state is CS.ONCHAIN else Step(ch))
+        self.node.log.info(self._src(rec), "Channel closed")
+
+    # --- chain listener -----------------------------------------------------------------------------
+    async def block_connected(self, height: int, block: Any) -> None:
+        for rec in list(self.records.values()):
+            st = rec.state
+            if st is CS.CHANNELD_AWAITING_LOCKIN:
+                await self._check_depth(rec, height)
+            elif st in OPERATING and rec.core.htlcs:
+                await self.run(rec, lambda ch: core.on_block(ch, rec.signer, height))
+            if st in (CS.CHANNELD_AWAITING_LOCKIN, CS.CLOSINGD_COMPLETE, CS.AWAITING_UNILATERAL) and height % 6 == 0:
+                await self._rebroadcast(rec)
+        await self._follow_fees()
+
+    async def block_disconnected(self, height: int, block_hash: bytes, block: Any) -> None:
+        return None
+
+    async def _follow_fees(self) -> None:
+        """As the opener, keep the commitment feerate near the chain's (BOLT 2 update_fee)."""
+        chain = self.node.chain
+        if chain is None or not chain.fees.known:
+            return
+        target = chain.fees.named("unilateral_close")
+        if not target:
+            return
+        from ampere.ln.channel.commitment import Side
+
+        for rec in list(self.records.values()):
+            ch = rec.core
+            if rec.state is not CS.CHANNELD_NORMAL or ch.opener is not Side.LOCAL or not ch.can_speak \
+                    or ch.fee_updates:
+                continue
+            current = ch.feerate_per_kw
+            if current and abs(target - current) * 10 < current:  # within 10%: not worth a signature round
+                continue
+            step = await self.run(rec, lambda c: core.update_fee(c, rec.signer, target, self.env(rec)))
+            if isinstance(step, Refusal):
+                self.node.log.debug(self._src(rec), f"update_fee to {target}: {step.message}")
+
+    # =============================================================================================
+    # HTLC interface
+
+    def on_incoming_htlc(self, fn: Callable) -> None:
+        self._listeners["incoming"].append(fn)
+
+    def on_htlc_fulfilled(self, fn: Callable) -> None:
+        self._listeners["fulfilled"].append(fn)
+
+    def on_htlc_failed(self, fn: Callable) -> None:
+        self._listeners["failed"].append(fn)
+
+    def on_incoming_settled(self, fn: Callable) -> None:
+        self._listeners["settled"].append(fn)
+
+    def on_channel_step(self, fn: Callable) -> None:
+        """fn(record, events), synchronously after every step of a channel (connection changes included):
+        the gossip of our channels (channel_announce.py) follows the channel's state from here."""
+        self._listeners["step"].append(fn)
+
+    def pending_incoming_htlcs(self) -> list[tuple[ChannelRecord, Htlc]]:
+        return [(r, h) for r in self.records.values() if r.state is not CS.CLOSED
+                for h in core.pending_incoming_htlcs(r.core)]
+
+    def known_preimages(self) -> list[tuple[ChannelRecord, int, bytes]]:
+        return [(r, hid, pre) for r in self.records.values() if r.state is not CS.CLOSED
+                for hid, pre in core.known_preimages(r.core)]
+
+    def wait_htlc(self, channel_id: bytes, htlc_id: int) -> asyncio.Future:
+        """A future resolved with the HtlcFulfilled / HtlcFailed event of an HTLC we offered."""
+        fut = asyncio.get_running_loop().create_future()
+        self._htlc_waiters.setdefault((channel_id, htlc_id), []).append(fut)
+        return fut
+
+    async def offer_htlc(self, channel: Any, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
+                         path_key: bytes | None = None) -> int:
+        rec = self.find(channel)
+        if rec is None or rec.state is CS.CLOSED:
+            raise HtlcRefused(None, f"unknown channel {channel}", UNKNOWN_NEXT_PEER)
+        s = rec.settings
+        if amount_msat < s.htlc_min_msat:
+            raise HtlcRefused(RefusalCode.AMOUNT_BELOW_MINIMUM,
+                              f"{amount_msat}msat is below our htlc minimum {s.htlc_min_msat}msat", AMOUNT_BELOW_MINIMUM)
+        if amount_msat > s.htlc_max_msat:
+            raise HtlcRefused(RefusalCode.BAD_AMOUNT,
+                              f"{amount_msat}msat is above our htlc maximum {s.htlc_max_msat}msat",
+                              TEMPORARY_CHANNEL_FAILURE)
+        async with rec.lock:
+            events = await self._drop_stale(rec)
+            htlc_id = rec.core.next_htlc_id_local
+            step = core.offer_htlc(rec.core, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
+                                   self.env(rec))
+            if isinstance(step, Refusal):
+                self._fire(rec, events)
+                raise HtlcRefused(step.code, step.message, step.failure_code)
+            events += await self._apply(rec, step)
+        self._fire(rec, events)
+        return htlc_id
+
+    async def _resolve(self, channel_id: Any, fn: Callable[[ChannelRecord, Channel], Step | Refusal]) -> None:
+        rec = self.find(channel_id)
+        if rec is None:
+            raise ChannelOpError(f"unknown channel {channel_id.hex() if isinstance(channel_id, bytes) else channel_id}")
+        step = await self.run(rec, lambda ch: fn(rec, ch))
+        if isinstance(step, Refusal):
+            raise ChannelOpError(step.message)
+
+    async def fulfill_htlc(self, channel_id: Any, htlc_id: int, preimage: bytes) -> None:
+        rec = self.find(channel_id)
+        if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
+            # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
+            onchain = getattr(self.node, "onchain", None)
+            h = rec.core.htlc(Side.REMOTE, htlc_id)
+            if onchain is not None and h is not None and sha256(preimage) == h.payment_hash:
+                await onchain.add_preimage(h.payment_hash, preimage)
+                self.node.log.info(self._src(rec), f"HTLC {htlc_id} fulfilled while the channel is on-chain: "
+                                                   "claiming it there")
+                return
+        await self._resolve(channel_id, lambda r, ch: core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r)))
+
+    def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> bool:
+        """The on-chain resolver's report on an HTLC we offered: the peer claimed it with `preimage`, or (None)
+        it timed out on-chain and the timeout is buried deep enough. Goes to the same listeners (payments,
+        switch) as the peer's update_fulfill_htlc / update_fail_htlc. False: nobody listens yet (start-up,
+        before the payment runtime): the resolver reports again later."""
+        if not self._listeners["fulfilled"] or not self._listeners["failed"]:
+            return False
+        if preimage is not None:
+            ev: Event = HtlcFulfilled(rec.channel_id, htlc_id, preimage)
+        else:
+            ev = HtlcFailed(rec.channel_id, htlc_id, onchain=True)
+        self._fire(rec, [ev])
+        return True
+
+    async def fail_htlc(self, channel_id: Any, htlc_id: int, reason: bytes) -> None:
+        await self._resolve(channel_id, lambda r, ch: core.fail_htlc(ch, r.signer, htlc_id, reason, self.env(r)))
+
+    async def fail_malformed_htlc(self, channel_id: Any, htlc_id: int, sha256_of_onion: bytes,
+                                  failure_code: int) -> None:
+        await self._resolve(channel_id, lambda r, ch: core.fail_malformed_htlc(
+            ch, r.signer, htlc_id, sha256_of_onion, failure_code, self.env(r)))
+
+    async def _dev_autofulfill(self, rec: ChannelRecord, ev: NewPeerHtlc) -> None:
+        """--dev-autofulfill: an onion whose first 32 bytes hash to the payment_hash is fulfilled with them."""
+        preimage = bytes(ev.onion[:32])
+        if sha256(preimage) == ev.payment_hash:
+            try:
+                await self.fulfill_htlc(rec.channel_id, ev.htlc_id, preimage)
+            except ChannelOpError as e:
+                self.node.log.debug(self._src(rec), f"dev-autofulfill of HTLC {ev.htlc_id}: {e}")
+
+    # =============================================================================================
+    # local requests used by the RPC layer
+
+    async def start_close(self, rec: ChannelRecord, scriptpubkey: bytes | None) -> Step | Refusal:
+        return await self.run(rec, lambda ch: core.start_shutdown(ch, rec.signer, self.env(rec), scriptpubkey))
+
+    def dev_reenable_commit(self, rec: ChannelRecord) -> None:
+        rec.commit_reenabled = True
+        self._schedule_commit(rec)
+
+    async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
+        return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _text(data: bytes) -> str:
+    return bytes(data).decode("utf-8", "replace")
+
+
+def _default_message(sc: StateChanged) -> str:
+    return {"user": "User or plugin invoked", "remote": "Peer request", "onchain": "Onchain event",
+            "protocol": "Protocol event", "local": "Local event"}.get(sc.cause, "state change")

@@ -1,0 +1,574 @@
+"""Incoming HTLCs: the onion peeled, the `htlc_accepted` chain, the final-hop checks and multi-part sets.
+
+Every HTLC the peer irrevocably committed to reaches `Receiver.on_incoming_htlc` (from the channel manager,
+and again after a restart for every HTLC still unresolved: CLN's `htlcs_resubmit`).  Each one gets ITS OWN
+task, so a plugin holding its `htlc_accepted` answer (a HODL invoice) delays only that HTLC: other HTLCs,
+channels and RPC calls go on.
+
+    peel the onion (BOLT 4)        a BADONION is answered with update_fail_malformed_htlc at once
+    htlc_accepted chain            continue (with replacements) / fail / resolve  (plugins.hooks.HtlcAcceptedSession)
+    forward                        handed to `node.switch.forward(...)` if there is a switch, else unknown_next_peer
+    final hop                      BOLT 4 checks (amount, CLTV, payment_secret, invoice), then the HTLC joins the
+                                   set of its payment_hash; when the set reaches total_msat: the invoice_payment
+                                   hook, `mark_paid` (synced), then every part is fulfilled.  A set still
+                                   incomplete after `dev-mpp-timeout` seconds (60) fails with mpp_timeout.
+
+Failure messages are BOLT 4's, wrapped with the HTLC's shared secret (ampere.ln.onion_failure).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ampere.node.app.tasks import spawn_guarded
+from ampere.ln.invoice_fields import scid_to_str
+from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
+from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
+from ampere.ln.onion_payload import HopPayload, check_hop_payload, decode_hop_payload
+from ampere.primitives.bigsize import encode_bigsize
+
+INCORRECT_OR_UNKNOWN = "incorrect_or_unknown_payment_details"
+DEFAULT_MPP_TIMEOUT = 60.0
+
+
+@dataclass
+class IncomingHtlc:
+    """One HTLC offered to us, from its arrival until we resolve it."""
+
+    channel_id: bytes
+    htlc_id: int
+    amount_msat: int
+    payment_hash: bytes
+    cltv_expiry: int
+    onion: bytes
+    scid: int | None = None
+    peer_id: bytes | None = None
+    path_key: bytes | None = None
+    received_at: float = field(default_factory=time.time)
+    shared_secret: bytes | None = None
+    status: str = "peeling"         # peeling, hook (waiting for htlc_accepted), held (MPP), forwarding, resolving
+    hook_plugin: str | None = None
+    resolved: bool = False
+    blinded: str | None = None      # inside a blinded path: how failures are reported (node.blinded_htlcs)
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        return (self.channel_id, self.htlc_id)
+
+
+@dataclass
+class HtlcSet:
+    """The parts of one multi-part payment we hold until their sum reaches `total_msat` (lightningd/htlc_set.c)."""
+
+    payment_hash: bytes
+    total_msat: int
+    invoice: Any
+    parts: list[IncomingHtlc] = field(default_factory=list)
+    timer: asyncio.TimerHandle | None = None
+    settling: bool = False
+
+    @property
+    def received_msat(self) -> int:
+        return sum(p.amount_msat for p in self.parts)
+
+    @property
+    def complete(self) -> bool:
+        # BOLT #4: "if the total `amount_msat` of this HTLC set is equal to `total_msat`: SHOULD fulfill all HTLCs
+        # in the HTLC set" (more than total_msat is fine: it is the payer's money).
+        return self.received_msat >= self.total_msat
+
+
+def incorrect_or_unknown(amount_msat: int, height: int) -> bytes:
+    """BOLT #4 incorrect_or_unknown_payment_details: [u64:htlc_msat] [u32:height]."""
+    return encode_failure_message(INCORRECT_OR_UNKNOWN, htlc_msat=amount_msat, height=height)
+
+
+def final_hop_failure(htlc: IncomingHtlc, payload: HopPayload, blockheight: int, cltv_final: int) -> bytes | None:
+    """The checks of lightningd's handle_localpay, before the invoice is looked at (None: all pass)."""
+    amt = int(payload.amt_to_forward or 0)
+    # BOLT #4 final_incorrect_htlc_amount: "The amount in the HTLC is less than the value in the onion."
+    if htlc.amount_msat < amt:
+        return encode_failure_message("final_incorrect_htlc_amount", incoming_htlc_amt=htlc.amount_msat)
+    # BOLT #4 final_incorrect_cltv_expiry: "The CLTV expiry in the HTLC is less than the value in the onion."
+    if htlc.cltv_expiry < int(payload.outgoing_cltv_value or 0):
+        return encode_failure_message("final_incorrect_cltv_expiry", cltv_expiry=htlc.cltv_expiry)
+    # BOLT #4: "if the `cltv_expiry` value is unreasonably near the present: MUST fail the HTLC. MUST return an
+    # `incorrect_or_unknown_payment_details` error."
+    if blockheight + cltv_final > htlc.cltv_expiry:
+        return incorrect_or_unknown(htlc.amount_msat, blockheight)
+    return None
+
+
+def invoice_failure(rec: Any, htlc: IncomingHtlc, total_msat: int, payment_secret: bytes | None,
+                    invoice_msat: int | None, blockheight: int, now: int) -> str | None:
+    """BOLT 4's final-node checks against our invoice; the reason for incorrect_or_unknown_payment_details,
+    or None.  `invoice_msat` (from htlc_accepted) replaces the invoice's amount."""
+    if rec is None:
+        return "unknown payment_hash"
+    status = rec.status(now)
+    if status == "expired":
+        return "invoice is expired"
+    # BOLT #4: "if the `payment_secret` doesn't match the expected value for that `payment_hash`, or the
+    # `payment_secret` is required and is not present: MUST fail the HTLC."
+    if rec.payment_secret is not None:
+        if payment_secret is None:
+            return "payment_secret missing"
+        if not hmac.compare_digest(payment_secret, rec.payment_secret):
+            return "payment_secret mismatch"
+    expected = invoice_msat if invoice_msat is not None else rec.amount_msat
+    if expected is not None:
+        # BOLT #4: "if the amount paid is less than the amount expected: MUST fail the HTLC."
+        if total_msat < expected:
+            return f"amount {total_msat}msat below invoice {expected}msat"
+        # "if the amount paid is more than twice the amount expected: SHOULD fail the HTLC."
+        if total_msat > 2 * expected:
+            return f"amount {total_msat}msat over twice invoice {expected}msat"
+    # The invoice's own min_final_cltv_expiry (its `c` field).
+    if htlc.cltv_expiry < blockheight + rec.min_final_cltv_expiry:
+        return f"cltv_expiry {htlc.cltv_expiry} below {blockheight} + {rec.min_final_cltv_expiry}"
+    return None
+
+
+def onion_json(payload_bytes: bytes, payload: HopPayload | None, is_final: bool) -> dict:
+    """The parsed members of htlc_accepted's `onion` (htlc_accepted_hook_serialize)."""
+    out: dict[str, Any] = {"payload": (encode_bigsize(len(payload_bytes)) + payload_bytes).hex()}
+    if payload is None:
+        return out
+    out["type"] = "tlv"
+    if not is_final and payload.short_channel_id is not None:
+        out["short_channel_id"] = scid_to_str(payload.short_channel_id)
+    if payload.amt_to_forward is not None:
+        out["forward_msat"] = int(payload.amt_to_forward)
+    if payload.outgoing_cltv_value is not None:
+        out["outgoing_cltv_value"] = payload.outgoing_cltv_value
+    if payload.payment_secret is not None:
+        out["total_msat"] = int(payload.total_msat)
+        out["payment_secret"] = payload.payment_secret.hex()
+    if payload.payment_metadata is not None:
+        out["payment_metadata"] = payload.payment_metadata.hex()
+    return out
+
+
+def _parse_payload(raw: bytes, is_final: bool,
+                   path_key_in_htlc: bool = False) -> tuple[HopPayload | None, InvalidOnionPayload | None]:
+    try:
+        payload = decode_hop_payload(raw)
+        check_hop_payload(payload, is_final=is_final, path_key_in_htlc=path_key_in_htlc)
+        return payload, None
+    except InvalidOnionPayload as e:
+        return None, e
+
+
+class Receiver:
+    """The node's incoming-HTLC path (`node.receiver`)."""
+
+    def __init__(self, node: Any, mpp_timeout: float = DEFAULT_MPP_TIMEOUT) -> None:
+        self.node = node
+        self.mpp_timeout = mpp_timeout
+        self.htlcs: dict[tuple[bytes, int], IncomingHtlc] = {}
+        self.sets: dict[bytes, HtlcSet] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+
+    # ---- plumbing
+    def _log(self, level: str, msg: str) -> None:
+        log = getattr(self.node, "log", None)
+        if log is not None:
+            log.log(level, "htlcs", msg)
+
+    @property
+    def manager(self) -> Any:
+        return getattr(self.node, "channel_manager", None)
+
+    def blockheight(self) -> int:
+        return self.node.current_height()
+
+    def _option(self, name: str, default: Any) -> Any:
+        return self.node.option(name, default)
+
+    def start(self) -> None:
+        self.mpp_timeout = float(self._option("dev-mpp-timeout", self.mpp_timeout))
+        mgr = self.manager
+        if mgr is not None:
+            mgr.on_incoming_htlc(self.on_incoming_htlc)
+
+    def replay(self) -> None:
+        """After a restart: every incoming HTLC still unresolved goes through htlc_accepted again (CLN's
+        htlcs_resubmit; plugins must be idempotent)."""
+        mgr = self.manager
+        if mgr is None:
+            return
+        for rec, htlc in mgr.pending_incoming_htlcs():
+            self.on_incoming_htlc(rec, htlc)
+
+    async def close(self) -> None:
+        """Shutdown: stop every per-HTLC task without resolving anything (a restart replays them)."""
+        self._closing = True
+        for s in self.sets.values():
+            if s.timer is not None:
+                s.timer.cancel()
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    @property
+    def stopping(self) -> bool:
+        stopping = getattr(self.node, "stopping", None)
+        return self._closing or (stopping is not None and stopping.is_set())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        return spawn_guarded(self._tasks, coro, "incoming HTLC task", lambda msg: self._log("broken", msg))
+
+    # ---- arrival
+    def on_incoming_htlc(self, record: Any, htlc: Any = None) -> None:
+        """Listener for the manager: (channel record, Htlc/NewPeerHtlc), or one NewPeerHtlc event."""
+        if htlc is None:
+            htlc, record = record, None
+        channel_id = bytes(getattr(htlc, "channel_id", None) or getattr(record, "channel_id"))
+        key = (channel_id, int(htlc.htlc_id))
+        if key in self.htlcs:
+            return  # already being processed (a replay of something we still hold)
+        scid = getattr(record, "short_channel_id", None)
+        inc = IncomingHtlc(channel_id=channel_id, htlc_id=int(htlc.htlc_id), amount_msat=int(htlc.amount_msat),
+                           payment_hash=bytes(htlc.payment_hash), cltv_expiry=int(htlc.cltv_expiry),
+                           onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
+                           peer_id=getattr(record, "peer_id", None), path_key=getattr(htlc, "path_key", None))
+        self.htlcs[key] = inc
+        self._spawn(self._process(inc))
+
+    def _node_secret(self) -> bytes:
+        key = self.node.node_key
+        return key.secret if hasattr(key, "secret") else bytes(key)
+
+    async def _process(self, inc: IncomingHtlc) -> None:
+        # BOLT #4 onion processing.
+        try:
+            peeled = peel_onion(self._node_secret(), inc.onion, inc.payment_hash, path_key=inc.path_key)
+        except BadOnionError as e:
+            # BOLT #2: "if the onion is malformed: ... MUST respond with update_fail_malformed_htlc"
+            self._log("debug", f"HTLC {inc.htlc_id}: bad onion: {e}")
+            # BOLT 4: "if `path_key` is set in the incoming `update_add_htlc`: MUST return an
+            # `invalid_onion_blinding` error."
+            code = 0x8000 | 0x4000 | 24 if inc.path_key is not None else e.failure_code
+            await self._resolve(inc, "fail_malformed", e.sha256_of_onion, code)
+            return
+        except OnionError as e:
+            await self._fail_raw_secret(inc, e.failure_message())
+            return
+        inc.shared_secret = peeled.shared_secret
+        is_final = peeled.is_final
+        payload, payload_error = _parse_payload(peeled.payload, is_final, inc.path_key is not None)
+        # Inside a blinded path every failure is invalid_onion_blinding (node.blinded_htlcs): known from the HTLC's
+        # path key, or from the onion's current_path_key at a non-final introduction node.  Set before a replayed
+        # forward resumes, so its failure is reported the same way after a restart.
+        if inc.path_key is not None:
+            inc.blinded = "inner"
+        elif not is_final and payload is not None and payload.current_path_key is not None:
+            inc.blinded = "intro"
+        switch = getattr(self.node, "switch", None)
+        if switch is not None and switch.knows(inc.key):
+            # Forwarded before a restart: the switch finishes it (no second htlc_accepted, no second offer).
+            inc.status = "forwarding"
+            await switch.resume(inc)
+            return
+        next_onion = peeled.next_onion if peeled.next_onion is not None else bytes(len(inc.onion))
+        hook_payload = self._hook_payload(inc, peeled.payload, payload, is_final, next_onion)
+
+        session = await self._run_hook(inc, hook_payload, is_final)
+        if self.stopping:
+            return  # unresolved: replayed at the next start
+        replacements: dict[str, Any] = {}
+        if session is not None:
+            replacements = session.replacements
+            if session.result == "fail":
+                if session.failure_onion is not None:
+                    await self._resolve(inc, "fail", wrap_failure(inc.shared_secret, session.failure_onion))
+                else:
+                    await self.fail(inc, session.failure_message)
+                return
+            if session.result == "resolve":
+                if hashlib.sha256(session.payment_key).digest() != inc.payment_hash:
+                    await self.fail(inc, incorrect_or_unknown(inc.amount_msat, self.blockheight()))
+                else:
+                    # Resolved by a plugin: no final-hop check, no invoice touched (as lightningd).
+                    await self.fulfill(inc, session.payment_key)
+                return
+            if "payload" in replacements:
+                payload, payload_error = _parse_payload(replacements["payload"], is_final, inc.path_key is not None)
+        if payload is None:
+            await self.fail(inc, payload_error.failure_message() if payload_error is not None
+                            else encode_failure_message("invalid_onion_payload", type=0, offset=0))
+            return
+        if payload.encrypted_recipient_data is not None:
+            from ampere.node.payments.sendpay import blinded_htlcs
+            await blinded_htlcs.process(self, inc, payload, is_final, next_onion)
+            return
+        if not is_final:
+            await self._forward(inc, payload, next_onion, replacements)
+            return
+        await self._final(inc, payload, replacements)
+
+    def _hook_payload(self, inc: IncomingHtlc, raw: bytes, payload: HopPayload | None, is_final: bool,
+                      next_onion: bytes) -> dict:
+        onion = onion_json(raw, payload, is_final)
+        onion["next_onion"] = next_onion.hex()
+        onion["shared_secret"] = inc.shared_secret.hex()
+        out: dict[str, Any] = {}
+        if inc.peer_id is not None:
+            out["peer_id"] = bytes(inc.peer_id).hex()
+        out["onion"] = onion
+        if not is_final and payload is not None and payload.short_channel_id is not None:
+            mgr = self.manager
+            nxt = mgr.find(int(payload.short_channel_id)) if mgr is not None else None
+            if nxt is not None:
+                out["forward_to"] = nxt.channel_id.hex()
+        htlc: dict[str, Any] = {"short_channel_id": scid_to_str(inc.scid) if inc.scid is not None else "0x0x0",
+                                "id": inc.htlc_id, "amount_msat": inc.amount_msat, "cltv_expiry": inc.cltv_expiry,
+                                "cltv_expiry_relative": max(inc.cltv_expiry - self.blockheight(), 0),
+                                "payment_hash": inc.payment_hash.hex()}
+        out["htlc"] = htlc
+        return out
+
+    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> Any:
+        plugins = getattr(self.node, "plugins", None)
+        if plugins is None or not plugins.has_hook("htlc_accepted"):
+            return None
+        from ampere.plugins.hooks import HtlcAcceptedSession
+
+        def reparse(raw: bytes) -> dict:
+            parsed, _err = _parse_payload(raw, is_final)
+            return onion_json(raw, parsed, is_final)
+
+        session = HtlcAcceptedSession(payload, lambda level, msg: self._log(level, msg), reparse)
+        inc.status = "hook"
+        await plugins.call_hook("htlc_accepted", session=session)
+        return session
+
+    # ---- forwards
+    async def _forward(self, inc: IncomingHtlc, payload: HopPayload, next_onion: bytes,
+                       replacements: dict[str, Any]) -> None:
+        switch = getattr(self.node, "switch", None)
+        if switch is None:
+            # BOLT #4: "if the receiving peer specified by the onion is NOT known: return an unknown_next_peer error."
+            await self.fail(inc, encode_failure_message("unknown_next_peer"))
+            return
+        inc.status = "forwarding"
+        await switch.forward(inc, payload, next_onion, forward_to=replacements.get("forward_to"),
+                             extra_tlvs=replacements.get("extra_tlvs"))
+
+    # ---- final hop
+    async def _final(self, inc: IncomingHtlc, payload: HopPayload, replacements: dict[str, Any]) -> None:
+        height = self.blockheight()
+        cltv_final = int(self._option("cltv-final", 18))
+        failure = final_hop_failure(inc, payload, height, cltv_final)
+        if failure is not None:
+            await self.fail(inc, failure)
+            return
+        invoices = getattr(self.node, "invoices", None)
+        rec = await invoices.lookup_by_hash(inc.payment_hash) if invoices is not None else None
+        if rec is None and payload.keysend_preimage is not None:
+            # Keysend, received by default as CLN's keysend plugin does: an invoice made on the fly (pay.py).
+            from ampere.node.payments.pay import keysend_invoice
+
+            rec, payload = await keysend_invoice(self.node, inc.payment_hash, payload)
+        total = int(payload.expected_total_msat)
+        # BOLT #4: "if the payment hash has already been paid: ... MAY succeed in accepting the HTLC."  We do, for a
+        # part that matches the invoice: it is how a part survives a crash between marking the invoice paid and
+        # fulfilling it (the replay after restart finds the invoice already paid).
+        if rec is not None and rec.status() == "paid" and (
+                rec.payment_secret is None or (payload.payment_secret is not None and
+                                               hmac.compare_digest(payload.payment_secret, rec.payment_secret))):
+            await self.fulfill(inc, rec.preimage)
+            return
+        reason = invoice_failure(rec, inc, total, payload.payment_secret, replacements.get("invoice_msat"), height,
+                                 invoices.now() if invoices is not None else int(time.time()))
+        if reason is not None:
+            self._log("debug", f"HTLC {inc.htlc_id} for {inc.payment_hash.hex()}: {reason}")
+            await self.fail(inc, incorrect_or_unknown(inc.amount_msat, height))
+            return
+        await self._add_to_set(inc, total, rec)
+
+    async def _add_to_set(self, inc: IncomingHtlc, total_msat: int, rec: Any) -> None:
+        s = self.sets.get(inc.payment_hash)
+        if s is None:
+            s = HtlcSet(inc.payment_hash, total_msat, rec)
+            self.sets[inc.payment_hash] = s
+            # lightningd/htlc_set.c: the set times out (BOLT #4 "MUST fail all HTLCs in the HTLC set after some
+            # reasonable timeout ... SHOULD use mpp_timeout").
+            s.timer = asyncio.get_running_loop().call_later(self.mpp_timeout, self._on_set_timeout, s)
+        elif s.total_msat != total_msat:
+            # BOLT #4: "if `total_msat` is not the same for all HTLCs in the set: SHOULD fail the entire HTLC set."
+            self._log("unusual", f"HTLC {inc.htlc_id} for {inc.payment_hash.hex()}: total_msat {total_msat} "
+                                 f"differs from the set's {s.total_msat}")
+            await self.fail(inc, incorrect_or_unknown(inc.amount_msat, self.blockheight()))
+            return
+        if s.settling:
+            await self.fail(inc, incorrect_or_unknown(inc.amount_msat, self.blockheight()))
+            return
+        s.parts.append(inc)
+        inc.status = "held"
+        if s.complete:
+            s.settling = True
+            if s.timer is not None:
+                s.timer.cancel()
+                s.timer = None
+            await self._settle_set(s)
+
+    def _on_set_timeout(self, s: HtlcSet) -> None:
+        if self.sets.get(s.payment_hash) is not s or s.settling:
+            return
+        del self.sets[s.payment_hash]
+        self._log("debug", f"MPP set for {s.payment_hash.hex()} timed out with {s.received_msat} of "
+                           f"{s.total_msat}msat")
+        msg = encode_failure_message("mpp_timeout")
+        for part in s.parts:
+            self._spawn(self.fail(part, msg))
+
+    async def _settle_set(self, s: HtlcSet) -> None:
+        try:
+            failure = await self._invoice_payment_hook(s)
+            if self.stopping:
+                return
+            rec = None
+            if failure is None:
+                rec = await self.node.invoices.mark_paid(amount_msat=s.received_msat, payment_hash=s.payment_hash)
+            if rec is None:
+                if failure is None:
+                    self._log("unusual", f"invoice for {s.payment_hash.hex()} is no longer unpaid: failing the set")
+                for part in s.parts:
+                    msg = failure if failure else incorrect_or_unknown(part.amount_msat, self.blockheight())
+                    await self.fail(part, msg)
+                return
+            await asyncio.gather(*(self.fulfill(part, rec.preimage) for part in s.parts))
+        finally:
+            if self.sets.get(s.payment_hash) is s:
+                del self.sets[s.payment_hash]
+
+    async def _invoice_payment_hook(self, s: HtlcSet) -> bytes | None:
+        """None to accept; b"" (reject) or a failure message (lightningd/invoice.c invoice_payment_hook)."""
+        plugins = getattr(self.node, "plugins", None)
+        if plugins is None or not plugins.has_hook("invoice_payment"):
+            return None
+        from ampere.plugins.hooks import InvoicePaymentSession
+
+        rec = s.invoice
+        payload = {"payment": {"label": rec.label, "preimage": rec.preimage.hex(), "msat": s.received_msat}}
+        session = InvoicePaymentSession(payload, lambda level, msg: self._log(level, msg))
+        return await plugins.call_hook("invoice_payment", session=session)
+
+    # ---- resolution (also used by the switch for forwarded HTLCs)
+    async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:
+        await self._resolve(inc, "fulfill", preimage)
+
+    async def fail(self, inc: IncomingHtlc, failure_message: bytes) -> None:
+        """Fail with a BOLT 4 failure message from us (encrypted with the HTLC's shared secret)."""
+        if inc.blinded is not None and await self._fail_blinded(inc):
+            return
+        if inc.shared_secret is None:
+            await self._fail_raw_secret(inc, failure_message)
+            return
+        await self._resolve(inc, "fail", create_failure_packet(inc.shared_secret, failure_message))
+
+    async def fail_with_onion(self, inc: IncomingHtlc, reason: bytes) -> None:
+        """Fail with a failure onion from downstream: we add our obfuscation layer."""
+        if inc.blinded is not None and await self._fail_blinded(inc):
+            return
+        await self._resolve(inc, "fail", wrap_failure(inc.shared_secret, reason))
+
+    async def _fail_blinded(self, inc: IncomingHtlc) -> bool:
+        """BOLT 4: inside a blinded path every error is `invalid_onion_blinding`.  BOLT 2: a node that got the
+        path key in `update_add_htlc` answers with update_fail_malformed_htlc; the introduction node (path key
+        in the onion) with an ordinary failure carrying that code."""
+        onion_hash = hashlib.sha256(inc.onion).digest()
+        if inc.blinded == "inner":
+            await self._resolve(inc, "fail_malformed", onion_hash, 0x8000 | 0x4000 | 24)
+            return True
+        if inc.blinded == "intro" and inc.shared_secret is not None:
+            message = encode_failure_message("invalid_onion_blinding", sha256_of_onion=onion_hash)
+            await self._resolve(inc, "fail", create_failure_packet(inc.shared_secret, message))
+            return True
+        return False
+
+    async def _fail_raw_secret(self, inc: IncomingHtlc, failure_message: bytes) -> None:
+        # The onion's HMAC was fine but we have no shared secret at hand (e.g. a bad payload length): compute it.
+        from coincurve import PublicKey
+
+        from ampere.ln.onion import _ecdh
+
+        secret = _ecdh(self._node_secret(), PublicKey(inc.onion[1:34]))
+        inc.shared_secret = secret
+        await self._resolve(inc, "fail", create_failure_packet(secret, failure_message))
+
+    async def _resolve(self, inc: IncomingHtlc, how: str, *args: Any) -> None:
+        if inc.resolved or self.stopping:
+            return
+        inc.resolved = True
+        inc.status = "resolving"
+        mgr = self.manager
+        try:
+            if how == "fulfill":
+                await mgr.fulfill_htlc(inc.channel_id, inc.htlc_id, *args)
+            elif how == "fail":
+                await mgr.fail_htlc(inc.channel_id, inc.htlc_id, *args)
+            else:
+                await mgr.fail_malformed_htlc(inc.channel_id, inc.htlc_id, *args)
+        except Exception as e:
+            # The channel refused (closed, or already resolved): the HTLC stays with the channel (on-chain).
+            self._log("unusual", f"could not {how} HTLC {inc.htlc_id} on {inc.channel_id.hex()}: {e!r}")
+        finally:
+            self.htlcs.pop(inc.key, None)
+
+    # ---- queries
+    def held_parts(self) -> list[dict]:
+        """Parts of incomplete multi-part payments (seed 003's "is the payer even trying to pay me?")."""
+        out = []
+        for s in self.sets.values():
+            for p in s.parts:
+                out.append({"payment_hash": s.payment_hash.hex(), "total_msat": s.total_msat,
+                            "partial_amount_msat": p.amount_msat, "incoming_time": int(p.received_at),
+                            "short_channel_id": scid_to_str(p.scid) if p.scid is not None else None,
+                            "htlc_id": p.htlc_id})
+        return out
+
+
+async def start_payment_runtime(node: Any) -> None:
+    """Wire the payment engine and the receiver to the channel manager, then settle what a restart left open.
+    Call after the channels are loaded and BEFORE peers reconnect (no HTLC event may be missed)."""
+    from ampere.node.payments.sendpay import engine_for
+
+    eng = engine_for(node)
+    await eng.start()
+    rcv = receiver_for(node)
+    rcv.start()
+    await eng.reconcile()
+    from ampere.node.payments.switch import switch_for
+
+    await switch_for(node).start()  # forwards: loaded and listening before the replay and any peer
+    rcv.replay()
+
+
+async def stop_payment_runtime(node: Any) -> None:
+    rcv = getattr(node, "receiver", None)
+    if rcv is not None:
+        await rcv.close()
+    sw = getattr(node, "switch", None)
+    if sw is not None:
+        await sw.close()
+    eng = getattr(node, "payments", None)
+    if eng is not None:
+        eng.close()
+
+
+def receiver_for(node: Any) -> Receiver:
+    rcv = getattr(node, "receiver", None)
+    if rcv is None:
+        rcv = Receiver(node)
+        node.receiver = rcv
+    return rcv

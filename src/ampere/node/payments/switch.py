@@ -1,0 +1,694 @@
+"""The HTLC switch: forwarding other people's payments (`node.switch`).
+
+An incoming HTLC whose onion names a next channel reaches `Switch.forward(inc, payload, next_onion, ...)` from the
+receiver (ampere.node.payments.receive), after the onion was peeled and `htlc_accepted` said continue:
+
+    checks (pure: `check_forward`)   BOLT 4/7 against OUR channel_update for the outgoing channel: fee, CLTV delta,
+                                     expiry too soon / too far, htlc minimum and maximum, enabled
+    persist the forward              a row in `forwards` (status offered) is on disk BEFORE the HTLC is offered
+    offer on the outgoing channel    channel_manager.offer_htlc; a refusal (capacity, limits) becomes our own
+                                     failure, with our channel_update (temporary_channel_failure, ...)
+    outcome                          fulfilled downstream -> fulfill upstream (the fee is earned); failed
+                                     downstream -> the failure onion travels back with our obfuscation layer; a
+                                     malformed report from downstream becomes our own invalid_onion_* failure
+
+Exactly once, across restarts: every forward has its row (keyed by the incoming HTLC) with the outgoing HTLC's
+id; when the node comes back, the receiver hands every still-unresolved incoming HTLC that has a row to
+`resume()` instead of forwarding it again: a preimage the outgoing channel learnt while we were down settles it,
+a failure fails it, an HTLC still in flight is waited for.
+
+`forward_event` notifications and `listforwards` / `delforward` use Core Lightning's shapes
+(lightningd/forwards.c).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from ampere.node.app.tasks import spawn_guarded
+from ampere.store.counters import next_counter
+from ampere.ln.invoice_fields import scid_to_str
+from ampere.ln.onion_failure import (
+    BADONION,
+    UPDATE,
+    encode_failure_message,
+    failure_code,
+    failure_code_name,
+)
+
+OFFERED, SETTLED, FAILED, LOCAL_FAILED = "offered", "settled", "failed", "local_failed"
+_STATUS_CODES = {OFFERED: 0, SETTLED: 1, FAILED: 2, LOCAL_FAILED: 3}
+_STATUS_NAMES = {v: k for k, v in _STATUS_CODES.items()}
+_VAR_UPDATED_INDEX = "forwards.updated_index"
+DELFORWARD_NOT_FOUND = 1401
+
+# lightningd forward_htlc: "never offer an expired HTLC"; and `max-locktime-blocks` bounds how far away it may be.
+DEFAULT_MAX_LOCKTIME = 2016
+
+# The `forwards` table is created by migration 9 (src/ampere/store/migrations.py).
+_COLUMNS = ("id, in_channel_id, in_htlc_id, in_scid, in_msat, in_cltv, payment_hash, out_scid, out_channel_id, "
+            "out_htlc_id, out_msat, out_cltv, status, failcode, received_time, resolved_time, shared_secret, preimage, "
+            "fail_message, fail_onion, updated_index")
+
+
+# ---- pure parts ----------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Policy:
+    """Our channel_update values for one outgoing channel (what we advertise, so what we enforce)."""
+
+    fee_base_msat: int
+    fee_ppm: int
+    cltv_delta: int
+    htlc_minimum_msat: int
+    htlc_maximum_msat: int
+    enabled: bool = True
+
+
+def forward_fee(policy: Policy, amt_to_forward: int) -> int:
+    """BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )."""
+    return policy.fee_base_msat + amt_to_forward * policy.fee_ppm // 1_000_000
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """A forward we refuse before offering: the BOLT 4 failure name and its fields (channel_update is added by
+    the switch for the UPDATE codes)."""
+
+    name: str
+    fields: dict = field(default_factory=dict)
+    detail: str = ""
+
+    @property
+    def code(self) -> int:
+        return failure_code(self.name)
+
+
+def check_forward(policy: Policy, in_msat: int, in_cltv: int, out_msat: int, out_cltv: int, blockheight: int,
+                  max_locktime: int = DEFAULT_MAX_LOCKTIME) -> Refusal | None:
+    """The checks of a forward against our policy for the outgoing channel (None: all pass).
+
+    In lightningd's order (forward_htlc): enabled, fee, CLTV delta, expiry too soon, expiry too far, HTLC
+    minimum and maximum."""
+    if not policy.enabled:
+        # BOLT #4 channel_disabled: "The outgoing channel has been disabled."
+        return Refusal("channel_disabled", {"disabled_flags": 0}, "channel disabled")
+    # BOLT #4: "if the processing node ... the fee amount is less than what's required: ... fee_insufficient".
+    fee = forward_fee(policy, out_msat)
+    if in_msat < out_msat or in_msat - out_msat < fee:
+        return Refusal("fee_insufficient", {"htlc_msat": in_msat},
+                       f"fee {in_msat - out_msat}msat below {fee}msat")
+    # BOLT #4 incorrect_cltv_expiry: "If the `cltv_expiry` does not comply with the `cltv_expiry_delta` required
+    # by the outgoing channel".  BOLT #7: "cltv_expiry - outgoing_cltv_value >= cltv_expiry_delta".
+    if in_cltv < out_cltv or in_cltv - out_cltv < policy.cltv_delta:
+        return Refusal("incorrect_cltv_expiry", {"cltv_expiry": in_cltv},
+                       f"cltv {in_cltv} - {out_cltv} below our delta {policy.cltv_delta}")
+    # BOLT #4 expiry_too_soon: "The CLTV expiry is too close to the current block height for safe handling".
+    # lightningd: never offer an HTLC that expires at or before the current block.
+    if out_cltv <= blockheight:
+        return Refusal("expiry_too_soon", {}, f"outgoing cltv {out_cltv} not above height {blockheight}")
+    # BOLT #4 expiry_too_far: "The CLTV expiry is too far in the future."
+    if out_cltv > blockheight + max_locktime:
+        return Refusal("expiry_too_far", {}, f"outgoing cltv {out_cltv} beyond {blockheight} + {max_locktime}")
+    # BOLT #4 amount_below_minimum: "The HTLC amount was below the `htlc_minimum_msat` of the channel".
+    if out_msat < policy.htlc_minimum_msat:
+        return Refusal("amount_below_minimum", {"htlc_msat": out_msat},
+                       f"{out_msat}msat below our minimum {policy.htlc_minimum_msat}msat")
+    if out_msat > policy.htlc_maximum_msat:
+        return Refusal("temporary_channel_failure", {}, f"{out_msat}msat above our maximum {policy.htlc_maximum_msat}msat")
+    return None
+
+
+def failure_with_update(name_or_code: str | int, fields: dict, channel_update: bytes | None) -> bytes:
+    """A failure message; the UPDATE codes carry our channel_update (BOLT #4: "encoded *with* the message type
+    prefix"), empty when we have none to give."""
+    code = failure_code(name_or_code) if isinstance(name_or_code, str) else name_or_code
+    fields = dict(fields)
+    if code & UPDATE:
+        fields["channel_update"] = channel_update or b""
+    try:
+        return encode_failure_message(code, **fields)
+    except ValueError:
+        # A code from the channel core whose fields we do not have: the bare code.
+        return code.to_bytes(2, "big")
+
+
+# ---- records -------------------------------------------------------------------------------------------------
+
+@dataclass
+class Forward:
+    """One forward (a row of `forwards`), keyed by its incoming HTLC."""
+
+    created_index: int
+    in_channel_id: bytes
+    in_htlc_id: int
+    in_scid: int | None
+    in_msat: int
+    in_cltv: int
+    payment_hash: bytes
+    status: str
+    received_time: float
+    out_scid: int | None = None
+    out_channel_id: bytes | None = None
+    out_htlc_id: int | None = None
+    out_msat: int | None = None
+    out_cltv: int | None = None
+    failcode: int | None = None
+    resolved_time: float | None = None
+    shared_secret: bytes | None = None
+    preimage: bytes | None = None
+    fail_message: bytes | None = None   # our own failure message (local_failed, or malformed downstream)
+    fail_onion: bytes | None = None     # the downstream failure onion, before our layer
+    updated_index: int = 0
+    inc: Any = None                     # the receiver's IncomingHtlc, while unresolved
+    resolved_upstream: bool = False
+
+    @property
+    def key(self) -> tuple[bytes, int]:
+        return (self.in_channel_id, self.in_htlc_id)
+
+    @property
+    def fee_msat(self) -> int | None:
+        return self.in_msat - self.out_msat if self.out_msat is not None else None
+
+    def to_json(self) -> dict:
+        """lightningd/forwards.c json_add_forwarding_fields (listforwards)."""
+        out: dict[str, Any] = {"created_index": self.created_index}
+        if self.updated_index:
+            out["updated_index"] = self.updated_index
+        out["in_channel"] = scid_to_str(self.in_scid) if self.in_scid is not None else "0x0x0"
+        out["in_htlc_id"] = self.in_htlc_id
+        if self.out_scid is not None:
+            out["out_channel"] = scid_to_str(self.out_scid)
+            if self.out_htlc_id is not None:
+                out["out_htlc_id"] = self.out_htlc_id
+        out["in_msat"] = self.in_msat
+        if self.out_msat is not None and self.out_scid is not None:
+            out["out_msat"] = self.out_msat
+            out["fee_msat"] = self.in_msat - self.out_msat
+        out["status"] = self.status
+        if self.status == LOCAL_FAILED and self.failcode is not None:
+            out["failcode"] = self.failcode
+            out["failreason"] = "WIRE_" + failure_code_name(self.failcode).upper()
+        out["style"] = "tlv"
+        out["received_time"] = self.received_time
+        if self.resolved_time is not None and self.status in (SETTLED, FAILED):
+            out["resolved_time"] = self.resolved_time
+        return out
+
+    def event_json(self) -> dict:
+        out = self.to_json()
+        out["payment_hash"] = self.payment_hash.hex()
+        if self.status == SETTLED and self.preimage is not None:
+            out["preimage"] = self.preimage.hex()
+        return out
+
+
+def _row(f: Forward) -> tuple:
+    return (f.in_channel_id, f.in_htlc_id, f.in_scid, f.in_msat, f.in_cltv, f.payment_hash, f.out_scid,
+            f.out_channel_id, f.out_htlc_id, f.out_msat, f.out_cltv, _STATUS_CODES[f.status], f.failcode,
+            f.received_time, f.resolved_time, f.shared_secret, f.preimage, f.fail_message, f.fail_onion,
+            f.updated_index)
+
+
+def _from_row(r: tuple) -> Forward:
+    (id_, icid, ihid, iscid, imsat, icltv, ph, oscid, ocid, ohid, omsat, ocltv, st, fc, rt, rst, ss, pre, fm, fo,
+     upd) = r
+    b = lambda v: bytes(v) if v is not None else None  # noqa: E731
+    return Forward(created_index=id_, in_channel_id=bytes(icid), in_htlc_id=ihid, in_scid=iscid, in_msat=imsat,
+                   in_cltv=icltv, payment_hash=bytes(ph), status=_STATUS_NAMES[st], received_time=rt,
+                   out_scid=oscid, out_channel_id=b(ocid), out_htlc_id=ohid, out_msat=omsat, out_cltv=ocltv,
+                   failcode=fc, resolved_time=rst, shared_secret=b(ss), preimage=b(pre), fail_message=b(fm),
+                   fail_onion=b(fo), updated_index=upd or 0)
+
+
+
+
+# ---- the switch ----------------------------------------------------------------------------------------------
+
+class Switch:
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+        self.forwards: dict[int, Forward] = {}                   # created_index -> forward
+        self.by_in: dict[tuple[bytes, int], Forward] = {}         # unresolved, by incoming HTLC
+        self.by_out: dict[tuple[bytes, int], Forward] = {}        # in flight, by outgoing HTLC
+        self._updates: dict[tuple[int, tuple], bytes] = {}        # our signed channel_updates, by (scid, policy)
+        self._tasks: set[asyncio.Task] = set()
+        self._started = False
+
+    # ---- plumbing
+    def _log(self, level: str, msg: str) -> None:
+        log = getattr(self.node, "log", None)
+        if log is not None:
+            log.log(level, "switch", msg)
+
+    @property
+    def manager(self) -> Any:
+        return getattr(self.node, "channel_manager", None)
+
+    @property
+    def receiver(self) -> Any:
+        return getattr(self.node, "receiver", None)
+
+    def blockheight(self) -> int:
+        return self.node.current_height()
+
+    def _option(self, name: str, default: Any) -> Any:
+        return self.node.option(name, default)
+
+    def _spawn(self, coro) -> None:
+        spawn_guarded(self._tasks, coro, "forward task", lambda msg: self._log("broken", msg))
+
+    # ---- life cycle
+    async def start(self) -> None:
+        """Load the forwards; listen to the channel manager (before any peer speaks)."""
+        if self._started:
+            return
+        self._started = True
+
+        def load(db) -> list[tuple]:
+            return db.query(f"SELECT {_COLUMNS} FROM forwards ORDER BY id")
+
+        rows = await self.node.store.write(load)
+        earned = 0
+        for r in rows:
+            f = _from_row(r)
+            self.forwards[f.created_index] = f
+            if f.status == SETTLED and f.fee_msat:
+                earned += f.fee_msat
+            if f.status == OFFERED or f.status in (SETTLED, FAILED, LOCAL_FAILED):
+                self.by_in[f.key] = f
+            if f.status == OFFERED and f.out_channel_id is not None and f.out_htlc_id is not None:
+                self.by_out[(f.out_channel_id, f.out_htlc_id)] = f
+        mgr = self.manager
+        if mgr is not None:
+            if earned:
+                mgr.add_fees_collected(earned)
+            mgr.on_htlc_fulfilled(self._on_fulfilled)
+            mgr.on_htlc_failed(self._on_failed)
+            await self._claim_unrecorded()
+        # Forwards whose incoming HTLC is already resolved need nothing more: keep only the open ones.
+        pending_in = {(bytes(r.channel_id), int(h.htlc_id)) for r, h in mgr.pending_incoming_htlcs()} \
+            if mgr is not None else set()
+        for key in [k for k, f in self.by_in.items() if k not in pending_in and f.status != OFFERED]:
+            del self.by_in[key]
+
+    async def _claim_unrecorded(self) -> None:
+        """An offered forward without its outgoing HTLC id (we stopped between the offer and the record): the
+        outgoing channel's HTLC with the same hash, amount and expiry is ours; none means it never left."""
+        mgr = self.manager
+        for f in [f for f in self.by_in.values() if f.status == OFFERED and f.out_htlc_id is None]:
+            rec = mgr.find(f.out_channel_id) if f.out_channel_id is not None else None
+            claimed = {hid for (cid, hid) in self.by_out if rec is not None and cid == rec.channel_id}
+            match = None
+            if rec is not None:
+                match = next((h for h in rec.core.htlcs if h.offerer.name == "LOCAL" and h.payment_hash ==
+                              f.payment_hash and h.amount_msat == f.out_msat and h.cltv_expiry == f.out_cltv
+                              and h.htlc_id not in claimed), None)
+            if match is None:
+                f.fail_message = failure_with_update("temporary_channel_failure", {}, None)
+                f.failcode = failure_code("temporary_channel_failure")
+                await self._set_status(f, LOCAL_FAILED)
+                continue
+            f.out_htlc_id = match.htlc_id
+            self.by_out[(f.out_channel_id, f.out_htlc_id)] = f
+            await self.node.store.write(self._update_op(f, bump=False))
+
+    async def close(self) -> None:
+        tasks = list(self._tasks)
+        for t in tasks:
+            t.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ---- our channel_update
+    def policy_for(self, rec: Any) -> Policy:
+        s = rec.settings
+        return Policy(fee_base_msat=int(s.fee_base_msat), fee_ppm=int(s.fee_ppm), cltv_delta=int(s.cltv_delta),
+                      htlc_minimum_msat=int(s.htlc_min_msat), htlc_maximum_msat=int(s.htlc_max_msat),
+                      enabled=not bool(rec.meta.get("disabled")) if hasattr(rec, "meta") else True)
+
+    def channel_update_for(self, rec: Any) -> bytes | None:
+        """Our current channel_update for `rec` (what failures with the UPDATE bit carry): the one in the graph if
+        it says what our settings say, otherwise a freshly signed one."""
+        scid = rec.short_channel_id
+        if scid is None:
+            return None
+        # The announcer signs our updates; reuse its current one so a failure never carries a second,
+        # different update with the same timestamp (receivers would drop it).
+        announcer = getattr(self.node, "channel_announcer", None)
+        current = announcer.current_update(rec) if announcer is not None else None
+        if current is not None:
+            return current
+        pol = self.policy_for(rec)
+        key = (int(scid), (pol.fee_base_msat, pol.fee_ppm, pol.cltv_delta, pol.htlc_minimum_msat,
+                           pol.htlc_maximum_msat, pol.enabled))
+        raw = self._updates.get(key)
+        if raw is not None:
+            return raw
+        direction = 0 if self.node.node_id < rec.peer_id else 1
+        gossip = getattr(self.node, "gossip", None)
+        if gossip is not None:
+            try:
+                ch = gossip.state.graph.channels.get(int(scid))
+                half = ch.halves[direction] if ch is not None else None
+                if half is not None and (half.fee_base_msat, half.fee_proportional_millionths, half.cltv_expiry_delta,
+                                         half.htlc_minimum_msat, half.htlc_maximum_msat, half.enabled) == key[1]:
+                    self._updates[key] = half.raw
+                    return half.raw
+            except Exception:
+                pass
+        try:
+            from ampere.ln.gossip.signing import make_channel_update, privkey_signer
+            from ampere.wire import bolt1
+
+            secret = self.node.node_key.secret if hasattr(self.node.node_key, "secret") else bytes(self.node.node_key)
+            upd = make_channel_update(
+                chain_hash=bolt1.chain_hash(self.node.network), short_channel_id=int(scid),
+                timestamp=int(time.time()), direction=direction, cltv_expiry_delta=pol.cltv_delta,
+                htlc_minimum_msat=pol.htlc_minimum_msat, htlc_maximum_msat=pol.htlc_maximum_msat,
+                fee_base_msat=pol.fee_base_msat, fee_proportional_millionths=pol.fee_ppm,
+                sign=privkey_signer(secret), disabled=not pol.enabled,
+                dont_forward=not bool(getattr(rec.core, "announce", False)))
+            raw = upd.to_bytes()
+        except Exception as e:
+            self._log("unusual", f"could not make a channel_update for {scid}: {e!r}")
+            return None
+        self._updates[key] = raw
+        return raw
+
+    # ---- forwarding
+    async def forward(self, inc: Any, payload: Any, next_onion: bytes, forward_to: Any = None,
+                      extra_tlvs: Any = None, path_key: bytes | None = None) -> None:
+        """Forward `inc` (the receiver's IncomingHtlc, onion peeled) as `payload` says.  `path_key`: the next
+        route-blinding path key, sent in update_add_htlc (node.blinded_htlcs)."""
+        known = self.by_in.get(inc.key)
+        if known is not None:
+            await self.resume(inc)
+            return
+        mgr = self.manager
+        out_msat = int(payload.amt_to_forward)
+        out_cltv = int(payload.outgoing_cltv_value)
+        f = Forward(created_index=0, in_channel_id=inc.channel_id, in_htlc_id=inc.htlc_id, in_scid=inc.scid,
+                    in_msat=inc.amount_msat, in_cltv=inc.cltv_expiry, payment_hash=inc.payment_hash,
+                    status=OFFERED, received_time=round(inc.received_at, 3), out_msat=out_msat, out_cltv=out_cltv,
+                    shared_secret=inc.shared_secret)
+        f.inc = inc
+        # htlc_accepted's `forward_to` (a channel_id) replaces the onion's channel.
+        target: Any = int(payload.short_channel_id)
+        if forward_to:
+            try:
+                target = bytes.fromhex(forward_to) if isinstance(forward_to, str) else bytes(forward_to)
+            except ValueError:
+                pass
+        rec = mgr.find(target) if mgr is not None else None
+        if rec is not None:
+            f.out_scid = int(rec.short_channel_id) if rec.short_channel_id is not None else int(payload.short_channel_id)
+            f.out_channel_id = rec.channel_id
+        else:
+            f.out_scid = int(payload.short_channel_id)
+        # BOLT #4: "if the receiving peer specified by the onion is NOT known: return an unknown_next_peer error."
+        if rec is None or rec.state.value not in ("CHANNELD_NORMAL", "CHANNELD_AWAITING_LOCKIN",
+                                                  "CHANNELD_SHUTTING_DOWN"):
+            await self._local_fail(f, Refusal("unknown_next_peer", {}, "no such channel"), None)
+            return
+        update = None
+        if rec.state.value != "CHANNELD_NORMAL" or not mgr.is_connected(rec.peer_id):
+            # The channel exists but cannot take an HTLC now (peer away, shutting down).
+            await self._local_fail(f, Refusal("temporary_channel_failure", {}, "channel not available"),
+                                   self.channel_update_for(rec))
+            return
+        refusal = check_forward(self.policy_for(rec), inc.amount_msat, inc.cltv_expiry, out_msat, out_cltv,
+                                self.blockheight(), int(self._option("max-locktime-blocks", DEFAULT_MAX_LOCKTIME)))
+        if refusal is not None:
+            await self._local_fail(f, refusal, self.channel_update_for(rec))
+            return
+        # Persist before offering: after a crash, the row says the incoming HTLC has an outgoing one.
+        await self._insert(f)
+        self.by_in[f.key] = f
+        try:
+            htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion,
+                                           path_key=path_key)
+        except Exception as e:
+            code = getattr(e, "failure_code", None) or failure_code("temporary_channel_failure")
+            if code & UPDATE:
+                update = self.channel_update_for(rec)
+            fields = {"htlc_msat": out_msat} if code == failure_code("amount_below_minimum") else {}
+            await self._local_fail(f, Refusal(failure_code_name(code), fields, str(e)), update, code=code)
+            return
+        f.out_htlc_id = int(htlc_id)
+        self.by_out[(rec.channel_id, f.out_htlc_id)] = f
+        self._log("debug", f"forwarding HTLC {inc.htlc_id} ({inc.amount_msat}msat) as HTLC {htlc_id} "
+                           f"({out_msat}msat) on {scid_to_str(f.out_scid)}")
+        self._spawn(self._store(f, bump=False))
+        self._notify(f)
+
+    async def _local_fail(self, f: Forward, refusal: Refusal, update: bytes | None, code: int | None = None) -> None:
+        code = code if code is not None else refusal.code
+        msg = failure_with_update(code, refusal.fields, update)
+        self._log("debug", f"HTLC {f.in_htlc_id} on {scid_to_str(f.in_scid) if f.in_scid else '?'}: "
+                           f"{failure_code_name(code)} ({refusal.detail})")
+        f.failcode, f.fail_message = code, msg
+        f.status, f.resolved_time = LOCAL_FAILED, round(time.time(), 3)
+        if f.created_index:
+            await self.node.store.write(self._update_op(f))
+        else:
+            await self._insert(f)
+        self.by_in.pop(f.key, None)
+        await self._fail_upstream(f, own_message=msg)
+        self._notify(f)
+
+    # ---- outcomes from the outgoing channel
+    def _on_fulfilled(self, record: Any, ev: Any) -> None:
+        f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
+        if f is not None:
+            self._spawn(self._settle(f, bytes(ev.preimage)))
+
+    def _on_failed(self, record: Any, ev: Any) -> None:
+        f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
+        if f is not None and getattr(ev, "onchain", False):
+            # The outgoing HTLC timed out on-chain: CLN fails the incoming one with permanent_channel_failure.
+            self._spawn(self._downstream_failed(f, b"", failure_code("permanent_channel_failure"), b"", onchain=True))
+        elif f is not None:
+            self._spawn(self._downstream_failed(f, bytes(ev.reason or b""), int(ev.failure_code or 0),
+                                                bytes(ev.sha256_of_onion or b"")))
+
+    async def _settle(self, f: Forward, preimage: bytes) -> None:
+        if f.status != OFFERED:
+            return
+        f.preimage = preimage
+        f.status, f.resolved_time = SETTLED, round(time.time(), 3)
+        # The preimage is in the outgoing channel's state already; the incoming fulfill and our row go together.
+        await asyncio.gather(self._fulfill_upstream(f), self._store(f))
+        mgr = self.manager
+        if mgr is not None and f.fee_msat:
+            mgr.add_fees_collected(f.fee_msat)
+        self.by_in.pop(f.key, None)
+        self._notify(f)
+
+    async def _downstream_failed(self, f: Forward, reason: bytes, malformed_code: int, sha256_of_onion: bytes,
+                                 onchain: bool = False) -> None:
+        if f.status != OFFERED:
+            return
+        if onchain:
+            f.fail_message = encode_failure_message(malformed_code)
+            f.failcode = malformed_code
+        elif malformed_code:
+            # BOLT #4: an intermediate hop receiving update_fail_malformed_htlc "MUST ... return an
+            # `update_fail_htlc` ... with the failure code ... and sha256_of_onion", encrypted by itself.
+            code = malformed_code if malformed_code & BADONION else failure_code("invalid_onion_version")
+            try:
+                f.fail_message = encode_failure_message(code, sha256_of_onion=sha256_of_onion)
+            except ValueError:
+                f.fail_message = encode_failure_message("invalid_onion_version", sha256_of_onion=sha256_of_onion)
+            f.failcode = code
+        else:
+            f.fail_onion = reason
+        f.status, f.resolved_time = FAILED, round(time.time(), 3)
+        await asyncio.gather(self._fail_upstream(f, own_message=f.fail_message, onion=f.fail_onion), self._store(f))
+        self.by_in.pop(f.key, None)
+        self._notify(f)
+
+    # ---- resolving the incoming HTLC
+    async def _fulfill_upstream(self, f: Forward) -> None:
+        if f.resolved_upstream:
+            return
+        f.resolved_upstream = True
+        rcv = self.receiver
+        if f.inc is not None and rcv is not None:
+            await rcv.fulfill(f.inc, f.preimage)
+            return
+        try:
+            await self.manager.fulfill_htlc(f.in_channel_id, f.in_htlc_id, f.preimage)
+        except Exception as e:
+            self._log("unusual", f"could not fulfill incoming HTLC {f.in_htlc_id}: {e!r}")
+
+    async def _fail_upstream(self, f: Forward, own_message: bytes | None = None, onion: bytes | None = None) -> None:
+        if f.resolved_upstream:
+            return
+        f.resolved_upstream = True
+        rcv = self.receiver
+        if f.inc is not None and rcv is not None:
+            if onion is not None:
+                await rcv.fail_with_onion(f.inc, onion)
+            else:
+                await rcv.fail(f.inc, own_message)
+            return
+        from ampere.ln.onion_failure import create_failure_packet, wrap_failure
+
+        if f.shared_secret is None:
+            self._log("broken", f"forward {f.created_index}: no shared secret to fail the incoming HTLC with")
+            return
+        packet = wrap_failure(f.shared_secret, onion) if onion is not None else \
+            create_failure_packet(f.shared_secret, own_message)
+        try:
+            await self.manager.fail_htlc(f.in_channel_id, f.in_htlc_id, packet)
+        except Exception as e:
+            self._log("unusual", f"could not fail incoming HTLC {f.in_htlc_id}: {e!r}")
+
+    def knows(self, key: tuple[bytes, int]) -> bool:
+        """Is this incoming HTLC one we forwarded (or refused) already? (the receiver's replay asks)"""
+        return key in self.by_in
+
+    async def resume(self, inc: Any) -> None:
+        """After a restart: the incoming HTLC `inc` was forwarded before; finish it without offering again."""
+        f = self.by_in.get(inc.key)
+        if f is None:
+            return
+        f.inc = inc
+        if inc.shared_secret is None:
+            inc.shared_secret = f.shared_secret
+        if f.status == SETTLED and f.preimage is not None:
+            await self._fulfill_upstream(f)
+        elif f.status == FAILED:
+            await self._fail_upstream(f, own_message=f.fail_message, onion=f.fail_onion)
+        elif f.status == LOCAL_FAILED:
+            await self._fail_upstream(f, own_message=f.fail_message or failure_with_update(
+                "temporary_channel_failure", {}, None))
+        else:
+            await self._resume_offered(f)
+        if f.resolved_upstream:
+            self.by_in.pop(f.key, None)
+
+    async def _resume_offered(self, f: Forward) -> None:
+        mgr = self.manager
+        rec = mgr.find(f.out_channel_id) if f.out_channel_id is not None and mgr is not None else None
+        if rec is None or f.out_htlc_id is None:
+            await self._downstream_failed_local(f, rec)
+            return
+        for r, hid, pre in mgr.known_preimages():
+            if r.channel_id == rec.channel_id and hid == f.out_htlc_id:
+                self.by_out.pop((rec.channel_id, hid), None)
+                await self._settle(f, pre)
+                return
+        h = next((h for h in rec.core.htlcs if h.offerer.name == "LOCAL" and h.htlc_id == f.out_htlc_id), None)
+        if h is None:
+            # Gone from a live channel and not fulfilled (a fulfill keeps its preimage): it failed while we were
+            # down, its reason lost with the process.
+            self.by_out.pop((rec.channel_id, f.out_htlc_id), None)
+            await self._downstream_failed_local(f, rec)
+            return
+        removal = h.removal
+        if removal is not None and h.state.name == "RCVD_REMOVE_ACK_REVOCATION":
+            self.by_out.pop((rec.channel_id, f.out_htlc_id), None)
+            await self._downstream_failed(f, bytes(removal.reason or b""), int(removal.failure_code or 0),
+                                          bytes(removal.sha256_of_onion or b""))
+            return
+        # Still in flight: its fulfil or failure will come as an event.
+        self.by_out[(rec.channel_id, f.out_htlc_id)] = f
+        self._log("debug", f"forward {f.created_index}: outgoing HTLC {f.out_htlc_id} still in flight")
+
+    async def _downstream_failed_local(self, f: Forward, rec: Any) -> None:
+        f.fail_message = failure_with_update("temporary_channel_failure", {},
+                                             self.channel_update_for(rec) if rec is not None else None)
+        f.failcode = failure_code("temporary_channel_failure")
+        f.status, f.resolved_time = FAILED, round(time.time(), 3)
+        await asyncio.gather(self._fail_upstream(f, own_message=f.fail_message), self._store(f))
+        self._notify(f)
+
+    # ---- storage
+    def _insert_op(self, f: Forward):
+        # Database only: the store may run a write function more than once (PostgreSQL reruns a batch after a
+        # member raised or the connection broke), so the in-memory index is updated by _insert once committed.
+        def op(db) -> int:
+            cur = db.execute(f"INSERT INTO forwards ({_COLUMNS.partition(', ')[2]}) VALUES ({', '.join('?' * 20)})",
+                             _row(f))
+            return cur.lastrowid
+        return op
+
+    async def _insert(self, f: Forward) -> None:
+        f.created_index = await self.node.store.write(self._insert_op(f))
+        self.forwards[f.created_index] = f
+
+    def _update_op(self, f: Forward, bump: bool = True):
+        def op(db) -> Forward:
+            # Sets the in-memory updated_index inside the op, so that a later op of the same batch on the same
+            # object stores it.  Safe to run again: the counter comes from the database, rolled back with the
+            # undone run, so each run sets its own run's value and the last run is the one committed.
+            if bump:
+                f.updated_index = next_counter(db, _VAR_UPDATED_INDEX)
+            db.execute("UPDATE forwards SET out_scid = ?, out_channel_id = ?, out_htlc_id = ?, status = ?, "
+                       "failcode = ?, resolved_time = ?, preimage = ?, fail_message = ?, fail_onion = ?, "
+                       "updated_index = ? WHERE id = ?",
+                       (f.out_scid, f.out_channel_id, f.out_htlc_id, _STATUS_CODES[f.status], f.failcode,
+                        f.resolved_time, f.preimage, f.fail_message, f.fail_onion, f.updated_index, f.created_index))
+            return f
+        return op
+
+    async def _store(self, f: Forward, bump: bool = True) -> None:
+        try:
+            await self.node.store.write(self._update_op(f, bump))
+        except Exception as e:
+            self._log("broken", f"storing forward {f.created_index} failed: {e!r}")
+
+    async def _set_status(self, f: Forward, status: str) -> None:
+        f.status, f.resolved_time = status, round(time.time(), 3)
+        await self._store(f)
+
+    def _notify(self, f: Forward) -> None:
+        notify = getattr(self.node, "notify", None)
+        if notify is not None:
+            notify("forward_event", f.event_json())
+
+    # ---- listforwards / delforward
+    def list(self, status: str | None = None, in_channel: int | None = None, out_channel: int | None = None,
+             index: str | None = None, start: int | None = None, limit: int | None = None) -> list[dict]:
+        out = [f for f in self.forwards.values()
+               if (status is None or f.status == status) and (in_channel is None or f.in_scid == in_channel)
+               and (out_channel is None or f.out_scid == out_channel)]
+        if index == "updated":
+            out = [f for f in out if f.updated_index and f.updated_index >= (start or 0)]
+            out.sort(key=lambda f: f.updated_index)
+        else:
+            out = [f for f in out if f.created_index >= (start or 0)]
+            out.sort(key=lambda f: f.created_index)
+        if limit is not None:
+            out = out[:limit]
+        return [f.to_json() for f in out]
+
+    async def delete(self, in_channel: int, in_htlc_id: int, status: str) -> bool:
+        victims = [f for f in self.forwards.values() if f.in_scid == in_channel and f.in_htlc_id == in_htlc_id
+                   and f.status == status]
+        if not victims:
+            return False
+
+        def op(db) -> None:
+            for f in victims:
+                db.execute("DELETE FROM forwards WHERE id = ?", (f.created_index,))
+
+        await self.node.store.write(op)
+        for f in victims:
+            self.forwards.pop(f.created_index, None)
+        return True
+
+
+def switch_for(node: Any) -> Switch:
+    sw = getattr(node, "switch", None)
+    if sw is None:
+        sw = Switch(node)
+        node.switch = sw
+    return sw
