@@ -155,6 +155,12 @@ def test_signatures_on_reconnection_and_private_updates(node_factory_chain):
     nf = node_factory_chain
     l1, l2, l3 = (nf.get_node(listen=True, dev_fast_gossip=True) for _ in range(3))
     scid12 = nf.fundchannel(l1, l2, FUND, announce=True)["short_channel_id"]
+    # Before six confirmations l1's update goes to l2 alone, and without `dont_forward`: the channel is to be
+    # announced (BOLT 7 sets that bit only when `announce_channel` was not; CLN refuses it on public channels).
+    wait_for(lambda: [c for c in l2.rpc.listchannels(scid12)["channels"] if c["source"] == l1.node_id],
+             GOSSIP_WAIT, "l2 has l1's peer-only update")
+    c = next(c for c in l2.rpc.listchannels(scid12)["channels"] if c["source"] == l1.node_id)
+    assert not c["public"] and c["message_flags"] == 1
     l2.stop()
     nf.mine(6, [l1])
     time.sleep(2)
@@ -176,3 +182,7 @@ def test_signatures_on_reconnection_and_private_updates(node_factory_chain):
     assert l3.rpc.decode(inv["bolt11"])["routes"][0][0]["fee_base_msat"] == 777
     time.sleep(2)  # a few broadcast rounds: l1 must still not know it
     assert l1.rpc.listchannels(scid23)["channels"] == []
+    # l3 learns the announced l1-l2 channel from l2: both updates were published once it became public (l1's
+    # had gone to l2 alone before), neither with `dont_forward`.
+    wait_for(lambda: len(l3.rpc.listchannels(scid12)["channels"]) == 2, GOSSIP_WAIT, "l3 has both updates of l1-l2")
+    assert all(c["public"] and c["message_flags"] == 1 for c in l3.rpc.listchannels(scid12)["channels"])

@@ -74,6 +74,7 @@ class _Gossiping:
     timestamp: int = 0             # ... and its timestamp
     raw: bytes | None = None       # ... and the message itself
     private_sent_on: Any = None    # the connection our unannounced update last went out on
+    published: bool = False        # our update went into the public gossip (the channel is announced)
     disable_timer: asyncio.TimerHandle | None = None
 
 
@@ -134,6 +135,7 @@ class ChannelAnnouncer:
             if half is not None:
                 st.body, st.timestamp, st.raw = _body_of(half), half.timestamp, half.raw
             st.announced = gch.public
+            st.published = gch.public and half is not None
         self._sync(rec)
 
     # ---- what the channel says ---------------------------------------------------------------
@@ -157,7 +159,7 @@ class ChannelAnnouncer:
     def _enabled(self, rec: Any) -> bool:
         return rec.state is CS.CHANNELD_NORMAL and rec.core.can_speak and self.mgr.is_connected(rec.peer_id)
 
-    def _body(self, rec: Any, enabled: bool, public: bool) -> tuple:
+    def _body(self, rec: Any, enabled: bool) -> tuple:
         """The fields of our channel_update, from the channel's settings (setchannel / fee-base,
         fee-per-satoshi, cltv-delta) and what the peer allows."""
         s, ch = rec.settings, rec.core
@@ -167,7 +169,13 @@ class ChannelAnnouncer:
         # The peer refuses HTLCs below its htlc_minimum_msat: advertising less would only produce failures.
         htlc_min = max(int(s.htlc_min_msat), ch.remote.htlc_minimum_msat)
         htlc_min = min(htlc_min, htlc_max)  # BOLT #7: "MUST set htlc_minimum_msat <= htlc_maximum_msat"
-        message_flags = MUST_BE_ONE | (0 if public else DONT_FORWARD)
+        # BOLT #7: a node "MAY create a `channel_update` to communicate the channel parameters to the channel
+        # peer, even though the channel has not yet been announced (i.e. the `announce_channel` bit was not set)
+        # ... MUST set `dont_forward` to 1 in `message_flags`" -- so only when that bit is clear.  A channel we
+        # will announce keeps it clear from its first (peer-only) update on: a peer that already knows the
+        # channel is public refuses an update carrying it (CLN: "Do not set DONT_FORWARD on public
+        # channel_updates").
+        message_flags = MUST_BE_ONE | (0 if rec.core.announce else DONT_FORWARD)
         channel_flags = self._direction(rec) | (0 if enabled else DISABLE_BIT)
         return (message_flags, channel_flags, int(s.cltv_delta), htlc_min, int(s.fee_base_msat), int(s.fee_ppm),
                 htlc_max)
@@ -350,12 +358,15 @@ class ChannelAnnouncer:
             half = gch.halves[self._direction(rec)]
             if half is not None:
                 st.body, st.timestamp, st.raw = _body_of(half), half.timestamp, half.raw
+                st.published = gch.public
         public = gch.public
         enabled = self._enabled(rec)
-        body = self._body(rec, enabled, public)
+        body = self._body(rec, enabled)
         if st.body is None and not enabled and rec.state is not CS.CHANNELD_NORMAL:
             return  # closing before we ever said anything about it
-        if body == st.body:
+        # The channel just became public: what we said to the peer alone goes to everyone, freshly signed
+        # (BOLT #7 orders our update after the announcement; a new timestamp makes it newer than any copy).
+        if body == st.body and not (public and not st.published):
             if st.disable_timer is not None:
                 st.disable_timer.cancel()
                 st.disable_timer = None
@@ -379,6 +390,7 @@ class ChannelAnnouncer:
                                             + (" (public)" if public else " (to peer only)"))
         if public:
             self.gossip.add_own_update(raw)
+            st.published = True
         elif enabled:
             self._send_private(rec, st, raw)
         else:
@@ -426,12 +438,13 @@ class ChannelAnnouncer:
             if half is not None:
                 st.body, st.timestamp = _body_of(half), half.timestamp
         enabled = self._enabled(rec)
-        body = self._body(rec, enabled, True)
+        body = self._body(rec, enabled)
         if not enabled and rec.state is CS.CHANNELD_NORMAL and st.body is not None and not st.body[1] & DISABLE_BIT:
             body = st.body  # a disconnection in its grace period does not change what we say
         if st.disable_timer is not None and body != st.body:
             st.disable_timer.cancel()
             st.disable_timer = None
+        st.published = True
         return self._make_update(rec, st, body)
 
     # ---- inputs --------------------------------------------------------------------------------
