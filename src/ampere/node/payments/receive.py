@@ -307,7 +307,7 @@ class Receiver:
                             else encode_failure_message("invalid_onion_payload", type=0, offset=0))
             return
         if payload.encrypted_recipient_data is not None:
-            from ampere.node.payments.sendpay import blinded_htlcs
+            from ampere.node.payments import blinded_htlcs
             await blinded_htlcs.process(self, inc, payload, is_final, next_onion)
             return
         if not is_final:
