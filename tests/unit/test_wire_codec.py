@@ -10,8 +10,6 @@ import pytest
 from ampere.primitives.bigsize import encode_bigsize
 from ampere.wire import messages
 from ampere.wire.codec import (
-    SCHEMA,
-    SchemaError,
     UnknownMessage,
     by_name,
     decode_message,
@@ -22,7 +20,7 @@ from ampere.wire.codec import (
     encode_onion_failure,
     encode_subtype,
     encode_tlv_stream,
-    load_schema,
+    pinned_schema,
 )
 from ampere.wire.errors import (
     Action,
@@ -56,6 +54,8 @@ from ampere.wire.messages import (
     TxInitRbf,
     UpdateAddHtlc,
 )
+from ampere.wire.generate import generate
+from ampere.wire.schema import SchemaError, load_schema
 from ampere.wire.types import TYPES, SciddirOrPubkey, ShortChannelId
 
 NODE_ID = bytes.fromhex("023da092f6980e58d2c037173180e9a465476026ee50f96695963e8efe436f54eb")
@@ -250,15 +250,16 @@ def test_fundamental_types():
 
 def test_utf8_arrays_decode_to_str():
     text = "caf\u00e9 \u26a1"
+    # The generator works on any schema: compile a one-stream module and use its class.
     schema = load_schema([("t.csv", ["tlvtype,t,desc,1", "tlvdata,t,desc,text,utf8,..."])])
-    stream = schema.streams["t"]
-    from ampere.wire.codec import _decode_stream, _encode_stream
-
-    raw = _encode_stream(stream, stream.cls(desc=text))
+    module: dict = {"__name__": "t"}
+    exec(compile(generate(schema)["t"], "t.py", "exec"), module)
+    stream = module["T"]
+    raw = stream(desc=text)._encode()
     assert raw[2:] == text.encode()
-    assert _decode_stream(stream, raw, 0, len(raw), ())[0].desc == text
+    assert stream._decode(raw, 0, len(raw)).desc == text
     with pytest.raises(TlvError):
-        _decode_stream(stream, b"\x01\x01\xff", 0, 3, ())
+        stream._decode(b"\x01\x01\xff", 0, 3)
 
 
 def test_schema_errors_are_caught_at_load():
@@ -268,4 +269,4 @@ def test_schema_errors_are_caught_at_load():
         load_schema([("t.csv", ["msgtype,m,1", "msgdata,m,a,byte,len", "msgdata,m,len,u16,"])])
     with pytest.raises(SchemaError):
         load_schema([("t.csv", ["msgtype,m,1", "msgdata,m,a,nosuchtype,"])])
-    assert "update_add_htlc_tlvs" in SCHEMA.streams
+    assert "update_add_htlc_tlvs" in pinned_schema().streams

@@ -14,20 +14,15 @@ from hypothesis import strategies as st
 
 from ampere.wire import codec
 from ampere.wire.codec import (
-    FIXED,
-    SCHEMA,
-    SINGLE,
-    FieldSpec,
-    OpaqueRest,
-    SubtypeSpec,
-    TlvStreamSpec,
     decode_message,
     decode_onion_failure,
     decode_tlv_stream,
     encode_message,
     encode_onion_failure,
     encode_tlv_stream,
+    pinned_schema,
 )
+from ampere.wire.schema import FIXED, SINGLE, FieldSpec, OpaqueRest, SubtypeSpec, TlvStreamSpec
 from ampere.wire.types import (
     SECP256K1_ORDER,
     BigSizeType,
@@ -130,6 +125,7 @@ def stream_strategy(spec: TlvStreamSpec) -> st.SearchStrategy:
     return st.tuples(st.fixed_dictionaries(known), unknown_odd_records).map(build)
 
 
+SCHEMA = pinned_schema()
 PEER = sorted(SCHEMA.peer_messages.values(), key=lambda m: m.type)
 FAILURES = sorted(SCHEMA.onion_failures.values(), key=lambda m: m.type)
 STREAMS = sorted(SCHEMA.streams.values(), key=lambda s: s.name)
