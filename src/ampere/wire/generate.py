@@ -57,7 +57,7 @@ RUNTIME_NAMES = {
     "_record_too_long": "record_too_long", "_need_instance": "need_instance", "_array_len": "array_len",
     "_text_len": "text_len", "_fixed_len": "fixed_len", "_same_len": "same_len", "_enc_len": "encode_length",
     "_enc_text": "encode_text", "_enc_bytes": "encode_byte_array", "_enc_items": "encode_items",
-    "_enc_struct_items": "encode_struct_items", "_enc_flag": "encode_flag", "_check_unknown": "check_unknown",
+    "_enc_struct_items": "encode_struct_items", "_enc_sig": "encode_signature", "_enc_sigs": "encode_signatures", "_enc_flag": "encode_flag", "_check_unknown": "check_unknown",
 }
 
 
@@ -318,12 +318,16 @@ class ModuleWriter:
                     lines.append(f"{ind}if _type({v}) is not {c}:")
                     lines.append(f"{ind}    {self.rt('_need_instance')}({v}, {c}, {where!r})")
                     parts.append(f"{v}._encode()")
+                elif isinstance(elem, SignatureType):
+                    parts.append(f"{self.rt('_enc_sig')}({v})")
                 else:
                     parts.append(f"{self.enc(f.type_name)}({v})")
             elif f.is_text:
                 parts.append(f"{self.rt('_enc_text')}({v}, {where!r})")
             elif f.is_bytes:
                 parts.append(f"{v} if _type({v}) is _bytes else {self.rt('_enc_bytes')}({v}, {where!r})")
+            elif isinstance(elem, SignatureType):
+                parts.append(f"{self.rt('_enc_sigs')}({v}, {where!r})")
             elif isinstance(elem, SubtypeSpec):
                 parts.append(f"{self.rt('_enc_struct_items')}({v}, {self.struct_name(elem)}, {where!r})")
             else:

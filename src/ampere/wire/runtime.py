@@ -16,7 +16,7 @@ from dataclasses import FrozenInstanceError
 from typing import Any, ClassVar, TypeVar
 
 from .errors import DecodeError, EncodeError, InvalidValueError, TlvError, TruncatedError
-from .types import TYPES, ShortChannelId
+from .types import SECP256K1_ORDER, TYPES, ShortChannelId
 
 T = TypeVar("T")
 
@@ -135,7 +135,16 @@ def truncated(where: str, need: int, left: int) -> TruncatedError:
 
 
 validate_point = TYPES["point"].validate  # type: ignore[attr-defined]
-validate_signature = TYPES["signature"].validate  # type: ignore[attr-defined]
+_check_signature = TYPES["signature"].validate  # type: ignore[attr-defined]
+# Big-endian byte strings of equal length compare as the numbers they encode.
+_ORDER = SECP256K1_ORDER.to_bytes(32, "big")
+
+
+def validate_signature(raw: bytes) -> bytes:
+    """A compact signature's r and s must be below the group order (as the codec's `signature` type)."""
+    if raw[:32] < _ORDER and raw[32:] < _ORDER:
+        return raw
+    return _check_signature(raw)  # type: ignore[no-any-return]
 
 
 def decode_utf8(raw: bytes, where: str) -> str:
@@ -229,6 +238,21 @@ def encode_struct_items(value: Any, cls: type, where: str) -> bytes:
         need_instance(item, cls, where)
         out.append(item._encode())
     return b"".join(out)
+
+
+_encode_signature = TYPES["signature"].encode
+
+
+def encode_signature(value: Any) -> bytes:
+    if type(value) is bytes and len(value) == 64 and value[:32] < _ORDER and value[32:] < _ORDER:
+        return value
+    return _encode_signature(value)  # the general check: normalising, or raising EncodeError
+
+
+def encode_signatures(value: Any, where: str) -> bytes:
+    if type(value) is tuple:
+        return b"".join([encode_signature(item) for item in value])
+    return encode_items(value, encode_signature, where)
 
 
 def encode_flag(value: Any, where: str) -> bytes:

@@ -19,6 +19,8 @@ from ampere.wire.runtime import (
     encode_flag as _enc_flag,
     encode_items as _enc_items,
     encode_length as _enc_len,
+    encode_signature as _enc_sig,
+    encode_signatures as _enc_sigs,
     encode_struct_items as _enc_struct_items,
     fixed_len as _fixed_len,
     need_instance as _need_instance,
@@ -62,8 +64,6 @@ _T_sha256 = TYPES['sha256']
 _E_sha256 = _T_sha256.encode
 _T_short_channel_id = TYPES['short_channel_id']
 _E_short_channel_id = _T_short_channel_id.encode
-_T_signature = TYPES['signature']
-_E_signature = _T_signature.encode
 _T_tu32 = TYPES['tu32']
 _E_tu32 = _T_tu32.encode
 _T_tu64 = TYPES['tu64']
@@ -2433,7 +2433,7 @@ class FundingCreated(Message):
             self.temporary_channel_id if _type(self.temporary_channel_id) is _bytes else _enc_bytes(self.temporary_channel_id, 'funding_created.temporary_channel_id'),
             _E_sha256(self.funding_txid),
             _E_u16(self.funding_output_index),
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             self.tlvs._encode(),
         ))
 
@@ -2498,7 +2498,7 @@ class FundingSigned(Message):
         return b''.join((
             b'\x00#',
             _E_channel_id(self.channel_id),
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             self.tlvs._encode(),
         ))
 
@@ -2683,7 +2683,7 @@ class ClosingSigned(Message):
             b"\x00'",
             _E_channel_id(self.channel_id),
             _E_u64(self.fee_satoshis),
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             self.tlvs._encode(),
         ))
 
@@ -4305,9 +4305,9 @@ class CommitmentSigned(Message):
         return b''.join((
             b'\x00\x84',
             _E_channel_id(self.channel_id),
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             _enc_len(_E_u16, n_num_htlcs, 'commitment_signed.num_htlcs'),
-            _enc_items(self.htlc_signature, _E_signature, 'commitment_signed.htlc_signature'),
+            _enc_sigs(self.htlc_signature, 'commitment_signed.htlc_signature'),
             self.tlvs._encode(),
         ))
 
@@ -4686,10 +4686,10 @@ class ChannelAnnouncement(Message):
             _need_instance(self.tlvs, ExtensionTlvs, 'channel_announcement.tlvs')
         return b''.join((
             b'\x01\x00',
-            _E_signature(self.node_signature_1),
-            _E_signature(self.node_signature_2),
-            _E_signature(self.bitcoin_signature_1),
-            _E_signature(self.bitcoin_signature_2),
+            _enc_sig(self.node_signature_1),
+            _enc_sig(self.node_signature_2),
+            _enc_sig(self.bitcoin_signature_1),
+            _enc_sig(self.bitcoin_signature_2),
             _enc_len(_E_u16, n_len, 'channel_announcement.len'),
             self.features if _type(self.features) is _bytes else _enc_bytes(self.features, 'channel_announcement.features'),
             _E_chain_hash(self.chain_hash),
@@ -4804,7 +4804,7 @@ class NodeAnnouncement(Message):
             _need_instance(self.tlvs, ExtensionTlvs, 'node_announcement.tlvs')
         return b''.join((
             b'\x01\x01',
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             _enc_len(_E_u16, n_flen, 'node_announcement.flen'),
             self.features if _type(self.features) is _bytes else _enc_bytes(self.features, 'node_announcement.features'),
             _E_u32(self.timestamp),
@@ -4926,7 +4926,7 @@ class ChannelUpdate(Message):
             _need_instance(self.tlvs, ExtensionTlvs, 'channel_update.tlvs')
         return b''.join((
             b'\x01\x02',
-            _E_signature(self.signature),
+            _enc_sig(self.signature),
             _E_chain_hash(self.chain_hash),
             _E_short_channel_id(self.short_channel_id),
             _E_u32(self.timestamp),
@@ -5019,8 +5019,8 @@ class AnnouncementSignatures(Message):
             b'\x01\x03',
             _E_channel_id(self.channel_id),
             _E_short_channel_id(self.short_channel_id),
-            _E_signature(self.node_signature),
-            _E_signature(self.bitcoin_signature),
+            _enc_sig(self.node_signature),
+            _enc_sig(self.bitcoin_signature),
             self.tlvs._encode(),
         ))
 
@@ -5560,7 +5560,7 @@ def _dec_tx_add_input_tlvs__shared_input_txid(data: bytes, p: int, end: int) -> 
 
 
 def _enc_tx_signatures_tlvs__shared_input_signature(v: Any) -> bytes:
-    return _E_signature(v)
+    return _enc_sig(v)
 
 
 def _dec_tx_signatures_tlvs__shared_input_signature(data: bytes, p: int, end: int) -> bytes:
@@ -5832,7 +5832,7 @@ def _dec_splice_ack_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int
 
 
 def _enc_closing_tlvs__closer_output_only(v: Any) -> bytes:
-    return _E_signature(v)
+    return _enc_sig(v)
 
 
 def _dec_closing_tlvs__closer_output_only(data: bytes, p: int, end: int) -> bytes:
@@ -5851,7 +5851,7 @@ def _dec_closing_tlvs__closer_output_only(data: bytes, p: int, end: int) -> byte
 
 
 def _enc_closing_tlvs__closee_output_only(v: Any) -> bytes:
-    return _E_signature(v)
+    return _enc_sig(v)
 
 
 def _dec_closing_tlvs__closee_output_only(data: bytes, p: int, end: int) -> bytes:
@@ -5870,7 +5870,7 @@ def _dec_closing_tlvs__closee_output_only(data: bytes, p: int, end: int) -> byte
 
 
 def _enc_closing_tlvs__closer_and_closee_outputs(v: Any) -> bytes:
-    return _E_signature(v)
+    return _enc_sig(v)
 
 
 def _dec_closing_tlvs__closer_and_closee_outputs(data: bytes, p: int, end: int) -> bytes:
