@@ -138,7 +138,7 @@ class Features:
         BOLT #1: "if the feature vector does not set all known, transitive dependencies: MUST close
         the connection."
         """
-        missing = []
+        missing: list[tuple[str, str]] = []
         for name, deps in DEPENDENCIES.items():
             if self.has(name):
                 missing.extend((name, dep) for dep in deps if not self.has(dep))

@@ -250,14 +250,15 @@ class ModuleWriter:
             return [f"{ind}{var}, p = {self.ty(f.type_name)}.decode(data, p, end)"]
         count = str(f.count) if f.kind == FIXED else f"n_{f.count}" if f.kind == LENFIELD else None
         if f.is_bytes or f.is_text:
+            raw = f"{var}_raw" if f.is_text else var
             if count is None:
-                lines = [f"{ind}{var} = data[p:end]", f"{ind}p = end"]
+                lines = [f"{ind}{raw} = data[p:end]", f"{ind}p = end"]
             else:
                 lines = [f"{ind}if p + {count} > end:",
                          f"{ind}    raise {self.rt('_truncated')}({f.name!r}, {count}, end - p)",
-                         f"{ind}{var} = data[p:p + {count}]", f"{ind}p += {count}"]
+                         f"{ind}{raw} = data[p:p + {count}]", f"{ind}p += {count}"]
             if f.is_text:
-                lines.append(f"{ind}{var} = {self.rt('_utf8')}({var}, {f.name!r})")
+                lines.append(f"{ind}{var} = {self.rt('_utf8')}({raw}, {f.name!r})")
             return lines
         if _is_inline(elem):
             size = elem.size
@@ -456,8 +457,8 @@ class ModuleWriter:
         self.init(params, sets)
         self.emit("", "    def _encode(self) -> bytes:", "        records: list[tuple[int, bytes]] = []")
         for rec in records:
-            self.emit(f"        v = self.{rec.pyname}", "        if v is not None:",
-                      f"            records.append(({rec.type}, {_rec_fn('enc', spec, rec)}(v)))")
+            self.emit(f"        if self.{rec.pyname} is not None:",
+                      f"            records.append(({rec.type}, {_rec_fn('enc', spec, rec)}(self.{rec.pyname})))")
         self.uses_tlv = True
         self.emit("        if self.unknown:",
                   f"            records += {self.rt('_check_unknown')}(self.unknown, self.KNOWN_TYPES, {spec.name!r})",
@@ -466,8 +467,8 @@ class ModuleWriter:
                   f"    def _decode(data: bytes, p: int, end: int, extra_known: Iterable[int] = ()) -> {name}:",
                   f"        if p == end:", f"            return {name}.EMPTY",
                   f"        known = {name}.KNOWN_TYPES.union(extra_known) if extra_known else {name}.KNOWN_TYPES")
-        for rec in records:
-            self.emit(f"        {_local_rec(rec)} = None")
+        for rec, (_, rtype) in zip(records, annotations):
+            self.emit(f"        {_local_rec(rec)}: {rtype} = None")
         self.emit("        unknown = []", f"        for t, s, e in _split(data, p, end, known, {spec.name!r}):")
         kw = "if"
         for rec in records:

@@ -89,7 +89,7 @@ def declare_dataclass(cls: type) -> None:
         f._field_type = dataclasses._FIELD  # type: ignore[attr-defined]
         fields[name] = f
     cls.__dataclass_fields__ = fields  # type: ignore[attr-defined]
-    cls.__match_args__ = cls._FIELDS  # type: ignore[attr-defined]
+    cls.__match_args__ = cls._FIELDS  # type: ignore[attr-defined, misc]
 
 
 # ---------------------------------------------------------------------------------------------

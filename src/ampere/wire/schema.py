@@ -180,10 +180,10 @@ def load_schema(lines_by_file: Iterable[tuple[str, Iterable[str]]]) -> Schema:
                 messages[name] = MessageSpec(name=name, type=_parse_type_number(args[1], namespace),
                                              namespace=namespace, source=filename)
             elif kind == "msgdata":
-                msg, fname, ftype, count = args[0], args[1], args[2], args[3] if len(args) > 3 else ""
-                if msg not in messages:
-                    raise SchemaError(f"{where}: msgdata for unknown message {msg}")
-                messages[msg].fields.append(FieldSpec(fname, ftype, count))
+                owner, fname, ftype, count = args[0], args[1], args[2], args[3] if len(args) > 3 else ""
+                if owner not in messages:
+                    raise SchemaError(f"{where}: msgdata for unknown message {owner}")
+                messages[owner].fields.append(FieldSpec(fname, ftype, count))
             elif kind == "subtype":
                 schema.subtypes[args[0]] = SubtypeSpec(name=args[0], source=filename)
             elif kind == "subtypedata":
@@ -207,11 +207,11 @@ def load_schema(lines_by_file: Iterable[tuple[str, Iterable[str]]]) -> Schema:
                 schema.opaque[args[0]] = OpaqueRest(args[0])
             else:
                 raise SchemaError(f"{where}: unknown line kind {kind!r}")
-    for name in peer_overrides:
-        messages[name].namespace = "peer"
-    for name, msg in messages.items():
+    for override in peer_overrides:
+        messages[override].namespace = "peer"
+    for msg_name, msg in messages.items():
         target = schema.peer_messages if msg.namespace == "peer" else schema.onion_failures
-        target[name] = msg
+        target[msg_name] = msg
     schema.streams[EXTENSION_STREAM] = TlvStreamSpec(EXTENSION_STREAM, source=files[0] if files else "")
     _resolve(schema)
     _check_names(schema)

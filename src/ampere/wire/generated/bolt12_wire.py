@@ -229,39 +229,28 @@ class Offer(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.offer_chains
-        if v is not None:
-            records.append((2, _enc_offer__offer_chains(v)))
-        v = self.offer_metadata
-        if v is not None:
-            records.append((4, _enc_offer__offer_metadata(v)))
-        v = self.offer_currency
-        if v is not None:
-            records.append((6, _enc_offer__offer_currency(v)))
-        v = self.offer_amount
-        if v is not None:
-            records.append((8, _enc_offer__offer_amount(v)))
-        v = self.offer_description
-        if v is not None:
-            records.append((10, _enc_offer__offer_description(v)))
-        v = self.offer_features
-        if v is not None:
-            records.append((12, _enc_offer__offer_features(v)))
-        v = self.offer_absolute_expiry
-        if v is not None:
-            records.append((14, _enc_offer__offer_absolute_expiry(v)))
-        v = self.offer_paths
-        if v is not None:
-            records.append((16, _enc_offer__offer_paths(v)))
-        v = self.offer_issuer
-        if v is not None:
-            records.append((18, _enc_offer__offer_issuer(v)))
-        v = self.offer_quantity_max
-        if v is not None:
-            records.append((20, _enc_offer__offer_quantity_max(v)))
-        v = self.offer_issuer_id
-        if v is not None:
-            records.append((22, _enc_offer__offer_issuer_id(v)))
+        if self.offer_chains is not None:
+            records.append((2, _enc_offer__offer_chains(self.offer_chains)))
+        if self.offer_metadata is not None:
+            records.append((4, _enc_offer__offer_metadata(self.offer_metadata)))
+        if self.offer_currency is not None:
+            records.append((6, _enc_offer__offer_currency(self.offer_currency)))
+        if self.offer_amount is not None:
+            records.append((8, _enc_offer__offer_amount(self.offer_amount)))
+        if self.offer_description is not None:
+            records.append((10, _enc_offer__offer_description(self.offer_description)))
+        if self.offer_features is not None:
+            records.append((12, _enc_offer__offer_features(self.offer_features)))
+        if self.offer_absolute_expiry is not None:
+            records.append((14, _enc_offer__offer_absolute_expiry(self.offer_absolute_expiry)))
+        if self.offer_paths is not None:
+            records.append((16, _enc_offer__offer_paths(self.offer_paths)))
+        if self.offer_issuer is not None:
+            records.append((18, _enc_offer__offer_issuer(self.offer_issuer)))
+        if self.offer_quantity_max is not None:
+            records.append((20, _enc_offer__offer_quantity_max(self.offer_quantity_max)))
+        if self.offer_issuer_id is not None:
+            records.append((22, _enc_offer__offer_issuer_id(self.offer_issuer_id)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'offer')
             records.sort()
@@ -272,17 +261,17 @@ class Offer(WireStruct):
         if p == end:
             return Offer.EMPTY
         known = Offer.KNOWN_TYPES.union(extra_known) if extra_known else Offer.KNOWN_TYPES
-        r_offer_chains = None
-        r_offer_metadata = None
-        r_offer_currency = None
-        r_offer_amount = None
-        r_offer_description = None
-        r_offer_features = None
-        r_offer_absolute_expiry = None
-        r_offer_paths = None
-        r_offer_issuer = None
-        r_offer_quantity_max = None
-        r_offer_issuer_id = None
+        r_offer_chains: tuple[bytes, ...] | None = None
+        r_offer_metadata: bytes | None = None
+        r_offer_currency: str | None = None
+        r_offer_amount: int | None = None
+        r_offer_description: str | None = None
+        r_offer_features: bytes | None = None
+        r_offer_absolute_expiry: int | None = None
+        r_offer_paths: tuple[BlindedPath, ...] | None = None
+        r_offer_issuer: str | None = None
+        r_offer_quantity_max: int | None = None
+        r_offer_issuer_id: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'offer'):
             if t == 2:
@@ -406,69 +395,48 @@ class InvoiceRequest(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.invreq_metadata
-        if v is not None:
-            records.append((0, _enc_invoice_request__invreq_metadata(v)))
-        v = self.offer_chains
-        if v is not None:
-            records.append((2, _enc_invoice_request__offer_chains(v)))
-        v = self.offer_metadata
-        if v is not None:
-            records.append((4, _enc_invoice_request__offer_metadata(v)))
-        v = self.offer_currency
-        if v is not None:
-            records.append((6, _enc_invoice_request__offer_currency(v)))
-        v = self.offer_amount
-        if v is not None:
-            records.append((8, _enc_invoice_request__offer_amount(v)))
-        v = self.offer_description
-        if v is not None:
-            records.append((10, _enc_invoice_request__offer_description(v)))
-        v = self.offer_features
-        if v is not None:
-            records.append((12, _enc_invoice_request__offer_features(v)))
-        v = self.offer_absolute_expiry
-        if v is not None:
-            records.append((14, _enc_invoice_request__offer_absolute_expiry(v)))
-        v = self.offer_paths
-        if v is not None:
-            records.append((16, _enc_invoice_request__offer_paths(v)))
-        v = self.offer_issuer
-        if v is not None:
-            records.append((18, _enc_invoice_request__offer_issuer(v)))
-        v = self.offer_quantity_max
-        if v is not None:
-            records.append((20, _enc_invoice_request__offer_quantity_max(v)))
-        v = self.offer_issuer_id
-        if v is not None:
-            records.append((22, _enc_invoice_request__offer_issuer_id(v)))
-        v = self.invreq_chain
-        if v is not None:
-            records.append((80, _enc_invoice_request__invreq_chain(v)))
-        v = self.invreq_amount
-        if v is not None:
-            records.append((82, _enc_invoice_request__invreq_amount(v)))
-        v = self.invreq_features
-        if v is not None:
-            records.append((84, _enc_invoice_request__invreq_features(v)))
-        v = self.invreq_quantity
-        if v is not None:
-            records.append((86, _enc_invoice_request__invreq_quantity(v)))
-        v = self.invreq_payer_id
-        if v is not None:
-            records.append((88, _enc_invoice_request__invreq_payer_id(v)))
-        v = self.invreq_payer_note
-        if v is not None:
-            records.append((89, _enc_invoice_request__invreq_payer_note(v)))
-        v = self.invreq_paths
-        if v is not None:
-            records.append((90, _enc_invoice_request__invreq_paths(v)))
-        v = self.invreq_bip_353_name
-        if v is not None:
-            records.append((91, _enc_invoice_request__invreq_bip_353_name(v)))
-        v = self.signature
-        if v is not None:
-            records.append((240, _enc_invoice_request__signature(v)))
+        if self.invreq_metadata is not None:
+            records.append((0, _enc_invoice_request__invreq_metadata(self.invreq_metadata)))
+        if self.offer_chains is not None:
+            records.append((2, _enc_invoice_request__offer_chains(self.offer_chains)))
+        if self.offer_metadata is not None:
+            records.append((4, _enc_invoice_request__offer_metadata(self.offer_metadata)))
+        if self.offer_currency is not None:
+            records.append((6, _enc_invoice_request__offer_currency(self.offer_currency)))
+        if self.offer_amount is not None:
+            records.append((8, _enc_invoice_request__offer_amount(self.offer_amount)))
+        if self.offer_description is not None:
+            records.append((10, _enc_invoice_request__offer_description(self.offer_description)))
+        if self.offer_features is not None:
+            records.append((12, _enc_invoice_request__offer_features(self.offer_features)))
+        if self.offer_absolute_expiry is not None:
+            records.append((14, _enc_invoice_request__offer_absolute_expiry(self.offer_absolute_expiry)))
+        if self.offer_paths is not None:
+            records.append((16, _enc_invoice_request__offer_paths(self.offer_paths)))
+        if self.offer_issuer is not None:
+            records.append((18, _enc_invoice_request__offer_issuer(self.offer_issuer)))
+        if self.offer_quantity_max is not None:
+            records.append((20, _enc_invoice_request__offer_quantity_max(self.offer_quantity_max)))
+        if self.offer_issuer_id is not None:
+            records.append((22, _enc_invoice_request__offer_issuer_id(self.offer_issuer_id)))
+        if self.invreq_chain is not None:
+            records.append((80, _enc_invoice_request__invreq_chain(self.invreq_chain)))
+        if self.invreq_amount is not None:
+            records.append((82, _enc_invoice_request__invreq_amount(self.invreq_amount)))
+        if self.invreq_features is not None:
+            records.append((84, _enc_invoice_request__invreq_features(self.invreq_features)))
+        if self.invreq_quantity is not None:
+            records.append((86, _enc_invoice_request__invreq_quantity(self.invreq_quantity)))
+        if self.invreq_payer_id is not None:
+            records.append((88, _enc_invoice_request__invreq_payer_id(self.invreq_payer_id)))
+        if self.invreq_payer_note is not None:
+            records.append((89, _enc_invoice_request__invreq_payer_note(self.invreq_payer_note)))
+        if self.invreq_paths is not None:
+            records.append((90, _enc_invoice_request__invreq_paths(self.invreq_paths)))
+        if self.invreq_bip_353_name is not None:
+            records.append((91, _enc_invoice_request__invreq_bip_353_name(self.invreq_bip_353_name)))
+        if self.signature is not None:
+            records.append((240, _enc_invoice_request__signature(self.signature)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'invoice_request')
             records.sort()
@@ -479,27 +447,27 @@ class InvoiceRequest(WireStruct):
         if p == end:
             return InvoiceRequest.EMPTY
         known = InvoiceRequest.KNOWN_TYPES.union(extra_known) if extra_known else InvoiceRequest.KNOWN_TYPES
-        r_invreq_metadata = None
-        r_offer_chains = None
-        r_offer_metadata = None
-        r_offer_currency = None
-        r_offer_amount = None
-        r_offer_description = None
-        r_offer_features = None
-        r_offer_absolute_expiry = None
-        r_offer_paths = None
-        r_offer_issuer = None
-        r_offer_quantity_max = None
-        r_offer_issuer_id = None
-        r_invreq_chain = None
-        r_invreq_amount = None
-        r_invreq_features = None
-        r_invreq_quantity = None
-        r_invreq_payer_id = None
-        r_invreq_payer_note = None
-        r_invreq_paths = None
-        r_invreq_bip_353_name = None
-        r_signature = None
+        r_invreq_metadata: bytes | None = None
+        r_offer_chains: tuple[bytes, ...] | None = None
+        r_offer_metadata: bytes | None = None
+        r_offer_currency: str | None = None
+        r_offer_amount: int | None = None
+        r_offer_description: str | None = None
+        r_offer_features: bytes | None = None
+        r_offer_absolute_expiry: int | None = None
+        r_offer_paths: tuple[BlindedPath, ...] | None = None
+        r_offer_issuer: str | None = None
+        r_offer_quantity_max: int | None = None
+        r_offer_issuer_id: bytes | None = None
+        r_invreq_chain: bytes | None = None
+        r_invreq_amount: int | None = None
+        r_invreq_features: bytes | None = None
+        r_invreq_quantity: int | None = None
+        r_invreq_payer_id: bytes | None = None
+        r_invreq_payer_note: str | None = None
+        r_invreq_paths: tuple[BlindedPath, ...] | None = None
+        r_invreq_bip_353_name: InvoiceRequestInvreqBip353Name | None = None
+        r_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice_request'):
             if t == 0:
@@ -699,96 +667,66 @@ class Invoice(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.invreq_metadata
-        if v is not None:
-            records.append((0, _enc_invoice__invreq_metadata(v)))
-        v = self.offer_chains
-        if v is not None:
-            records.append((2, _enc_invoice__offer_chains(v)))
-        v = self.offer_metadata
-        if v is not None:
-            records.append((4, _enc_invoice__offer_metadata(v)))
-        v = self.offer_currency
-        if v is not None:
-            records.append((6, _enc_invoice__offer_currency(v)))
-        v = self.offer_amount
-        if v is not None:
-            records.append((8, _enc_invoice__offer_amount(v)))
-        v = self.offer_description
-        if v is not None:
-            records.append((10, _enc_invoice__offer_description(v)))
-        v = self.offer_features
-        if v is not None:
-            records.append((12, _enc_invoice__offer_features(v)))
-        v = self.offer_absolute_expiry
-        if v is not None:
-            records.append((14, _enc_invoice__offer_absolute_expiry(v)))
-        v = self.offer_paths
-        if v is not None:
-            records.append((16, _enc_invoice__offer_paths(v)))
-        v = self.offer_issuer
-        if v is not None:
-            records.append((18, _enc_invoice__offer_issuer(v)))
-        v = self.offer_quantity_max
-        if v is not None:
-            records.append((20, _enc_invoice__offer_quantity_max(v)))
-        v = self.offer_issuer_id
-        if v is not None:
-            records.append((22, _enc_invoice__offer_issuer_id(v)))
-        v = self.invreq_chain
-        if v is not None:
-            records.append((80, _enc_invoice__invreq_chain(v)))
-        v = self.invreq_amount
-        if v is not None:
-            records.append((82, _enc_invoice__invreq_amount(v)))
-        v = self.invreq_features
-        if v is not None:
-            records.append((84, _enc_invoice__invreq_features(v)))
-        v = self.invreq_quantity
-        if v is not None:
-            records.append((86, _enc_invoice__invreq_quantity(v)))
-        v = self.invreq_payer_id
-        if v is not None:
-            records.append((88, _enc_invoice__invreq_payer_id(v)))
-        v = self.invreq_payer_note
-        if v is not None:
-            records.append((89, _enc_invoice__invreq_payer_note(v)))
-        v = self.invreq_paths
-        if v is not None:
-            records.append((90, _enc_invoice__invreq_paths(v)))
-        v = self.invreq_bip_353_name
-        if v is not None:
-            records.append((91, _enc_invoice__invreq_bip_353_name(v)))
-        v = self.invoice_paths
-        if v is not None:
-            records.append((160, _enc_invoice__invoice_paths(v)))
-        v = self.invoice_blindedpay
-        if v is not None:
-            records.append((162, _enc_invoice__invoice_blindedpay(v)))
-        v = self.invoice_created_at
-        if v is not None:
-            records.append((164, _enc_invoice__invoice_created_at(v)))
-        v = self.invoice_relative_expiry
-        if v is not None:
-            records.append((166, _enc_invoice__invoice_relative_expiry(v)))
-        v = self.invoice_payment_hash
-        if v is not None:
-            records.append((168, _enc_invoice__invoice_payment_hash(v)))
-        v = self.invoice_amount
-        if v is not None:
-            records.append((170, _enc_invoice__invoice_amount(v)))
-        v = self.invoice_fallbacks
-        if v is not None:
-            records.append((172, _enc_invoice__invoice_fallbacks(v)))
-        v = self.invoice_features
-        if v is not None:
-            records.append((174, _enc_invoice__invoice_features(v)))
-        v = self.invoice_node_id
-        if v is not None:
-            records.append((176, _enc_invoice__invoice_node_id(v)))
-        v = self.signature
-        if v is not None:
-            records.append((240, _enc_invoice__signature(v)))
+        if self.invreq_metadata is not None:
+            records.append((0, _enc_invoice__invreq_metadata(self.invreq_metadata)))
+        if self.offer_chains is not None:
+            records.append((2, _enc_invoice__offer_chains(self.offer_chains)))
+        if self.offer_metadata is not None:
+            records.append((4, _enc_invoice__offer_metadata(self.offer_metadata)))
+        if self.offer_currency is not None:
+            records.append((6, _enc_invoice__offer_currency(self.offer_currency)))
+        if self.offer_amount is not None:
+            records.append((8, _enc_invoice__offer_amount(self.offer_amount)))
+        if self.offer_description is not None:
+            records.append((10, _enc_invoice__offer_description(self.offer_description)))
+        if self.offer_features is not None:
+            records.append((12, _enc_invoice__offer_features(self.offer_features)))
+        if self.offer_absolute_expiry is not None:
+            records.append((14, _enc_invoice__offer_absolute_expiry(self.offer_absolute_expiry)))
+        if self.offer_paths is not None:
+            records.append((16, _enc_invoice__offer_paths(self.offer_paths)))
+        if self.offer_issuer is not None:
+            records.append((18, _enc_invoice__offer_issuer(self.offer_issuer)))
+        if self.offer_quantity_max is not None:
+            records.append((20, _enc_invoice__offer_quantity_max(self.offer_quantity_max)))
+        if self.offer_issuer_id is not None:
+            records.append((22, _enc_invoice__offer_issuer_id(self.offer_issuer_id)))
+        if self.invreq_chain is not None:
+            records.append((80, _enc_invoice__invreq_chain(self.invreq_chain)))
+        if self.invreq_amount is not None:
+            records.append((82, _enc_invoice__invreq_amount(self.invreq_amount)))
+        if self.invreq_features is not None:
+            records.append((84, _enc_invoice__invreq_features(self.invreq_features)))
+        if self.invreq_quantity is not None:
+            records.append((86, _enc_invoice__invreq_quantity(self.invreq_quantity)))
+        if self.invreq_payer_id is not None:
+            records.append((88, _enc_invoice__invreq_payer_id(self.invreq_payer_id)))
+        if self.invreq_payer_note is not None:
+            records.append((89, _enc_invoice__invreq_payer_note(self.invreq_payer_note)))
+        if self.invreq_paths is not None:
+            records.append((90, _enc_invoice__invreq_paths(self.invreq_paths)))
+        if self.invreq_bip_353_name is not None:
+            records.append((91, _enc_invoice__invreq_bip_353_name(self.invreq_bip_353_name)))
+        if self.invoice_paths is not None:
+            records.append((160, _enc_invoice__invoice_paths(self.invoice_paths)))
+        if self.invoice_blindedpay is not None:
+            records.append((162, _enc_invoice__invoice_blindedpay(self.invoice_blindedpay)))
+        if self.invoice_created_at is not None:
+            records.append((164, _enc_invoice__invoice_created_at(self.invoice_created_at)))
+        if self.invoice_relative_expiry is not None:
+            records.append((166, _enc_invoice__invoice_relative_expiry(self.invoice_relative_expiry)))
+        if self.invoice_payment_hash is not None:
+            records.append((168, _enc_invoice__invoice_payment_hash(self.invoice_payment_hash)))
+        if self.invoice_amount is not None:
+            records.append((170, _enc_invoice__invoice_amount(self.invoice_amount)))
+        if self.invoice_fallbacks is not None:
+            records.append((172, _enc_invoice__invoice_fallbacks(self.invoice_fallbacks)))
+        if self.invoice_features is not None:
+            records.append((174, _enc_invoice__invoice_features(self.invoice_features)))
+        if self.invoice_node_id is not None:
+            records.append((176, _enc_invoice__invoice_node_id(self.invoice_node_id)))
+        if self.signature is not None:
+            records.append((240, _enc_invoice__signature(self.signature)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'invoice')
             records.sort()
@@ -799,36 +737,36 @@ class Invoice(WireStruct):
         if p == end:
             return Invoice.EMPTY
         known = Invoice.KNOWN_TYPES.union(extra_known) if extra_known else Invoice.KNOWN_TYPES
-        r_invreq_metadata = None
-        r_offer_chains = None
-        r_offer_metadata = None
-        r_offer_currency = None
-        r_offer_amount = None
-        r_offer_description = None
-        r_offer_features = None
-        r_offer_absolute_expiry = None
-        r_offer_paths = None
-        r_offer_issuer = None
-        r_offer_quantity_max = None
-        r_offer_issuer_id = None
-        r_invreq_chain = None
-        r_invreq_amount = None
-        r_invreq_features = None
-        r_invreq_quantity = None
-        r_invreq_payer_id = None
-        r_invreq_payer_note = None
-        r_invreq_paths = None
-        r_invreq_bip_353_name = None
-        r_invoice_paths = None
-        r_invoice_blindedpay = None
-        r_invoice_created_at = None
-        r_invoice_relative_expiry = None
-        r_invoice_payment_hash = None
-        r_invoice_amount = None
-        r_invoice_fallbacks = None
-        r_invoice_features = None
-        r_invoice_node_id = None
-        r_signature = None
+        r_invreq_metadata: bytes | None = None
+        r_offer_chains: tuple[bytes, ...] | None = None
+        r_offer_metadata: bytes | None = None
+        r_offer_currency: str | None = None
+        r_offer_amount: int | None = None
+        r_offer_description: str | None = None
+        r_offer_features: bytes | None = None
+        r_offer_absolute_expiry: int | None = None
+        r_offer_paths: tuple[BlindedPath, ...] | None = None
+        r_offer_issuer: str | None = None
+        r_offer_quantity_max: int | None = None
+        r_offer_issuer_id: bytes | None = None
+        r_invreq_chain: bytes | None = None
+        r_invreq_amount: int | None = None
+        r_invreq_features: bytes | None = None
+        r_invreq_quantity: int | None = None
+        r_invreq_payer_id: bytes | None = None
+        r_invreq_payer_note: str | None = None
+        r_invreq_paths: tuple[BlindedPath, ...] | None = None
+        r_invreq_bip_353_name: InvoiceInvreqBip353Name | None = None
+        r_invoice_paths: tuple[BlindedPath, ...] | None = None
+        r_invoice_blindedpay: tuple[BlindedPayinfo, ...] | None = None
+        r_invoice_created_at: int | None = None
+        r_invoice_relative_expiry: int | None = None
+        r_invoice_payment_hash: bytes | None = None
+        r_invoice_amount: int | None = None
+        r_invoice_fallbacks: tuple[FallbackAddress, ...] | None = None
+        r_invoice_features: bytes | None = None
+        r_invoice_node_id: bytes | None = None
+        r_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice'):
             if t == 0:
@@ -974,15 +912,12 @@ class InvoiceError(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.erroneous_field
-        if v is not None:
-            records.append((1, _enc_invoice_error__erroneous_field(v)))
-        v = self.suggested_value
-        if v is not None:
-            records.append((3, _enc_invoice_error__suggested_value(v)))
-        v = self.error
-        if v is not None:
-            records.append((5, _enc_invoice_error__error(v)))
+        if self.erroneous_field is not None:
+            records.append((1, _enc_invoice_error__erroneous_field(self.erroneous_field)))
+        if self.suggested_value is not None:
+            records.append((3, _enc_invoice_error__suggested_value(self.suggested_value)))
+        if self.error is not None:
+            records.append((5, _enc_invoice_error__error(self.error)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'invoice_error')
             records.sort()
@@ -993,9 +928,9 @@ class InvoiceError(WireStruct):
         if p == end:
             return InvoiceError.EMPTY
         known = InvoiceError.KNOWN_TYPES.union(extra_known) if extra_known else InvoiceError.KNOWN_TYPES
-        r_erroneous_field = None
-        r_suggested_value = None
-        r_error = None
+        r_erroneous_field: int | None = None
+        r_suggested_value: bytes | None = None
+        r_error: str | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice_error'):
             if t == 1:
@@ -1055,9 +990,9 @@ def _enc_offer__offer_currency(v: Any) -> bytes:
 
 def _dec_offer__offer_currency(data: bytes, p: int, end: int) -> str:
     try:
-        f_iso4217 = data[p:end]
+        f_iso4217_raw = data[p:end]
         p = end
-        f_iso4217 = _utf8(f_iso4217, 'iso4217')
+        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1089,9 +1024,9 @@ def _enc_offer__offer_description(v: Any) -> bytes:
 
 def _dec_offer__offer_description(data: bytes, p: int, end: int) -> str:
     try:
-        f_description = data[p:end]
+        f_description_raw = data[p:end]
         p = end
-        f_description = _utf8(f_description, 'description')
+        f_description = _utf8(f_description_raw, 'description')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1160,9 +1095,9 @@ def _enc_offer__offer_issuer(v: Any) -> bytes:
 
 def _dec_offer__offer_issuer(data: bytes, p: int, end: int) -> str:
     try:
-        f_issuer = data[p:end]
+        f_issuer_raw = data[p:end]
         p = end
-        f_issuer = _utf8(f_issuer, 'issuer')
+        f_issuer = _utf8(f_issuer_raw, 'issuer')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1265,9 +1200,9 @@ def _enc_invoice_request__offer_currency(v: Any) -> bytes:
 
 def _dec_invoice_request__offer_currency(data: bytes, p: int, end: int) -> str:
     try:
-        f_iso4217 = data[p:end]
+        f_iso4217_raw = data[p:end]
         p = end
-        f_iso4217 = _utf8(f_iso4217, 'iso4217')
+        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1299,9 +1234,9 @@ def _enc_invoice_request__offer_description(v: Any) -> bytes:
 
 def _dec_invoice_request__offer_description(data: bytes, p: int, end: int) -> str:
     try:
-        f_description = data[p:end]
+        f_description_raw = data[p:end]
         p = end
-        f_description = _utf8(f_description, 'description')
+        f_description = _utf8(f_description_raw, 'description')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1370,9 +1305,9 @@ def _enc_invoice_request__offer_issuer(v: Any) -> bytes:
 
 def _dec_invoice_request__offer_issuer(data: bytes, p: int, end: int) -> str:
     try:
-        f_issuer = data[p:end]
+        f_issuer_raw = data[p:end]
         p = end
-        f_issuer = _utf8(f_issuer, 'issuer')
+        f_issuer = _utf8(f_issuer_raw, 'issuer')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1510,9 +1445,9 @@ def _enc_invoice_request__invreq_payer_note(v: Any) -> bytes:
 
 def _dec_invoice_request__invreq_payer_note(data: bytes, p: int, end: int) -> str:
     try:
-        f_note = data[p:end]
+        f_note_raw = data[p:end]
         p = end
-        f_note = _utf8(f_note, 'note')
+        f_note = _utf8(f_note_raw, 'note')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1663,9 +1598,9 @@ def _enc_invoice__offer_currency(v: Any) -> bytes:
 
 def _dec_invoice__offer_currency(data: bytes, p: int, end: int) -> str:
     try:
-        f_iso4217 = data[p:end]
+        f_iso4217_raw = data[p:end]
         p = end
-        f_iso4217 = _utf8(f_iso4217, 'iso4217')
+        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1697,9 +1632,9 @@ def _enc_invoice__offer_description(v: Any) -> bytes:
 
 def _dec_invoice__offer_description(data: bytes, p: int, end: int) -> str:
     try:
-        f_description = data[p:end]
+        f_description_raw = data[p:end]
         p = end
-        f_description = _utf8(f_description, 'description')
+        f_description = _utf8(f_description_raw, 'description')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1768,9 +1703,9 @@ def _enc_invoice__offer_issuer(v: Any) -> bytes:
 
 def _dec_invoice__offer_issuer(data: bytes, p: int, end: int) -> str:
     try:
-        f_issuer = data[p:end]
+        f_issuer_raw = data[p:end]
         p = end
-        f_issuer = _utf8(f_issuer, 'issuer')
+        f_issuer = _utf8(f_issuer_raw, 'issuer')
     except TlvError:
         raise
     except DecodeError as e:
@@ -1908,9 +1843,9 @@ def _enc_invoice__invreq_payer_note(v: Any) -> bytes:
 
 def _dec_invoice__invreq_payer_note(data: bytes, p: int, end: int) -> str:
     try:
-        f_note = data[p:end]
+        f_note_raw = data[p:end]
         p = end
-        f_note = _utf8(f_note, 'note')
+        f_note = _utf8(f_note_raw, 'note')
     except TlvError:
         raise
     except DecodeError as e:
@@ -2205,9 +2140,9 @@ def _enc_invoice_error__error(v: Any) -> bytes:
 
 def _dec_invoice_error__error(data: bytes, p: int, end: int) -> str:
     try:
-        f_msg = data[p:end]
+        f_msg_raw = data[p:end]
         p = end
-        f_msg = _utf8(f_msg, 'msg')
+        f_msg = _utf8(f_msg_raw, 'msg')
     except TlvError:
         raise
     except DecodeError as e:

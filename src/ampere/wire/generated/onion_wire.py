@@ -202,30 +202,22 @@ class Payload(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.amt_to_forward
-        if v is not None:
-            records.append((2, _enc_payload__amt_to_forward(v)))
-        v = self.outgoing_cltv_value
-        if v is not None:
-            records.append((4, _enc_payload__outgoing_cltv_value(v)))
-        v = self.short_channel_id
-        if v is not None:
-            records.append((6, _enc_payload__short_channel_id(v)))
-        v = self.payment_data
-        if v is not None:
-            records.append((8, _enc_payload__payment_data(v)))
-        v = self.encrypted_recipient_data
-        if v is not None:
-            records.append((10, _enc_payload__encrypted_recipient_data(v)))
-        v = self.current_path_key
-        if v is not None:
-            records.append((12, _enc_payload__current_path_key(v)))
-        v = self.payment_metadata
-        if v is not None:
-            records.append((16, _enc_payload__payment_metadata(v)))
-        v = self.total_amount_msat
-        if v is not None:
-            records.append((18, _enc_payload__total_amount_msat(v)))
+        if self.amt_to_forward is not None:
+            records.append((2, _enc_payload__amt_to_forward(self.amt_to_forward)))
+        if self.outgoing_cltv_value is not None:
+            records.append((4, _enc_payload__outgoing_cltv_value(self.outgoing_cltv_value)))
+        if self.short_channel_id is not None:
+            records.append((6, _enc_payload__short_channel_id(self.short_channel_id)))
+        if self.payment_data is not None:
+            records.append((8, _enc_payload__payment_data(self.payment_data)))
+        if self.encrypted_recipient_data is not None:
+            records.append((10, _enc_payload__encrypted_recipient_data(self.encrypted_recipient_data)))
+        if self.current_path_key is not None:
+            records.append((12, _enc_payload__current_path_key(self.current_path_key)))
+        if self.payment_metadata is not None:
+            records.append((16, _enc_payload__payment_metadata(self.payment_metadata)))
+        if self.total_amount_msat is not None:
+            records.append((18, _enc_payload__total_amount_msat(self.total_amount_msat)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'payload')
             records.sort()
@@ -236,14 +228,14 @@ class Payload(WireStruct):
         if p == end:
             return Payload.EMPTY
         known = Payload.KNOWN_TYPES.union(extra_known) if extra_known else Payload.KNOWN_TYPES
-        r_amt_to_forward = None
-        r_outgoing_cltv_value = None
-        r_short_channel_id = None
-        r_payment_data = None
-        r_encrypted_recipient_data = None
-        r_current_path_key = None
-        r_payment_metadata = None
-        r_total_amount_msat = None
+        r_amt_to_forward: int | None = None
+        r_outgoing_cltv_value: int | None = None
+        r_short_channel_id: ShortChannelId | None = None
+        r_payment_data: PayloadPaymentData | None = None
+        r_encrypted_recipient_data: bytes | None = None
+        r_current_path_key: bytes | None = None
+        r_payment_metadata: bytes | None = None
+        r_total_amount_msat: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'payload'):
             if t == 2:
@@ -338,30 +330,22 @@ class EncryptedDataTlv(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.padding
-        if v is not None:
-            records.append((1, _enc_encrypted_data_tlv__padding(v)))
-        v = self.short_channel_id
-        if v is not None:
-            records.append((2, _enc_encrypted_data_tlv__short_channel_id(v)))
-        v = self.next_node_id
-        if v is not None:
-            records.append((4, _enc_encrypted_data_tlv__next_node_id(v)))
-        v = self.path_id
-        if v is not None:
-            records.append((6, _enc_encrypted_data_tlv__path_id(v)))
-        v = self.next_path_key_override
-        if v is not None:
-            records.append((8, _enc_encrypted_data_tlv__next_path_key_override(v)))
-        v = self.payment_relay
-        if v is not None:
-            records.append((10, _enc_encrypted_data_tlv__payment_relay(v)))
-        v = self.payment_constraints
-        if v is not None:
-            records.append((12, _enc_encrypted_data_tlv__payment_constraints(v)))
-        v = self.allowed_features
-        if v is not None:
-            records.append((14, _enc_encrypted_data_tlv__allowed_features(v)))
+        if self.padding is not None:
+            records.append((1, _enc_encrypted_data_tlv__padding(self.padding)))
+        if self.short_channel_id is not None:
+            records.append((2, _enc_encrypted_data_tlv__short_channel_id(self.short_channel_id)))
+        if self.next_node_id is not None:
+            records.append((4, _enc_encrypted_data_tlv__next_node_id(self.next_node_id)))
+        if self.path_id is not None:
+            records.append((6, _enc_encrypted_data_tlv__path_id(self.path_id)))
+        if self.next_path_key_override is not None:
+            records.append((8, _enc_encrypted_data_tlv__next_path_key_override(self.next_path_key_override)))
+        if self.payment_relay is not None:
+            records.append((10, _enc_encrypted_data_tlv__payment_relay(self.payment_relay)))
+        if self.payment_constraints is not None:
+            records.append((12, _enc_encrypted_data_tlv__payment_constraints(self.payment_constraints)))
+        if self.allowed_features is not None:
+            records.append((14, _enc_encrypted_data_tlv__allowed_features(self.allowed_features)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'encrypted_data_tlv')
             records.sort()
@@ -372,14 +356,14 @@ class EncryptedDataTlv(WireStruct):
         if p == end:
             return EncryptedDataTlv.EMPTY
         known = EncryptedDataTlv.KNOWN_TYPES.union(extra_known) if extra_known else EncryptedDataTlv.KNOWN_TYPES
-        r_padding = None
-        r_short_channel_id = None
-        r_next_node_id = None
-        r_path_id = None
-        r_next_path_key_override = None
-        r_payment_relay = None
-        r_payment_constraints = None
-        r_allowed_features = None
+        r_padding: bytes | None = None
+        r_short_channel_id: ShortChannelId | None = None
+        r_next_node_id: bytes | None = None
+        r_path_id: bytes | None = None
+        r_next_path_key_override: bytes | None = None
+        r_payment_relay: EncryptedDataTlvPaymentRelay | None = None
+        r_payment_constraints: EncryptedDataTlvPaymentConstraints | None = None
+        r_allowed_features: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'encrypted_data_tlv'):
             if t == 1:
@@ -487,21 +471,16 @@ class OnionmsgTlv(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.reply_path
-        if v is not None:
-            records.append((2, _enc_onionmsg_tlv__reply_path(v)))
-        v = self.encrypted_recipient_data
-        if v is not None:
-            records.append((4, _enc_onionmsg_tlv__encrypted_recipient_data(v)))
-        v = self.invoice_request
-        if v is not None:
-            records.append((64, _enc_onionmsg_tlv__invoice_request(v)))
-        v = self.invoice
-        if v is not None:
-            records.append((66, _enc_onionmsg_tlv__invoice(v)))
-        v = self.invoice_error
-        if v is not None:
-            records.append((68, _enc_onionmsg_tlv__invoice_error(v)))
+        if self.reply_path is not None:
+            records.append((2, _enc_onionmsg_tlv__reply_path(self.reply_path)))
+        if self.encrypted_recipient_data is not None:
+            records.append((4, _enc_onionmsg_tlv__encrypted_recipient_data(self.encrypted_recipient_data)))
+        if self.invoice_request is not None:
+            records.append((64, _enc_onionmsg_tlv__invoice_request(self.invoice_request)))
+        if self.invoice is not None:
+            records.append((66, _enc_onionmsg_tlv__invoice(self.invoice)))
+        if self.invoice_error is not None:
+            records.append((68, _enc_onionmsg_tlv__invoice_error(self.invoice_error)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'onionmsg_tlv')
             records.sort()
@@ -512,11 +491,11 @@ class OnionmsgTlv(WireStruct):
         if p == end:
             return OnionmsgTlv.EMPTY
         known = OnionmsgTlv.KNOWN_TYPES.union(extra_known) if extra_known else OnionmsgTlv.KNOWN_TYPES
-        r_reply_path = None
-        r_encrypted_recipient_data = None
-        r_invoice_request = None
-        r_invoice = None
-        r_invoice_error = None
+        r_reply_path: BlindedPath | None = None
+        r_encrypted_recipient_data: bytes | None = None
+        r_invoice_request: bytes | None = None
+        r_invoice: bytes | None = None
+        r_invoice_error: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'onionmsg_tlv'):
             if t == 2:

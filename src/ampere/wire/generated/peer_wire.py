@@ -211,12 +211,10 @@ class InitTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.networks
-        if v is not None:
-            records.append((1, _enc_init_tlvs__networks(v)))
-        v = self.remote_addr
-        if v is not None:
-            records.append((3, _enc_init_tlvs__remote_addr(v)))
+        if self.networks is not None:
+            records.append((1, _enc_init_tlvs__networks(self.networks)))
+        if self.remote_addr is not None:
+            records.append((3, _enc_init_tlvs__remote_addr(self.remote_addr)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'init_tlvs')
             records.sort()
@@ -227,8 +225,8 @@ class InitTlvs(WireStruct):
         if p == end:
             return InitTlvs.EMPTY
         known = InitTlvs.KNOWN_TYPES.union(extra_known) if extra_known else InitTlvs.KNOWN_TYPES
-        r_networks = None
-        r_remote_addr = None
+        r_networks: tuple[bytes, ...] | None = None
+        r_remote_addr: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'init_tlvs'):
             if t == 1:
@@ -274,18 +272,14 @@ class N1(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.tlv1
-        if v is not None:
-            records.append((1, _enc_n1__tlv1(v)))
-        v = self.tlv2
-        if v is not None:
-            records.append((2, _enc_n1__tlv2(v)))
-        v = self.tlv3
-        if v is not None:
-            records.append((3, _enc_n1__tlv3(v)))
-        v = self.tlv4
-        if v is not None:
-            records.append((254, _enc_n1__tlv4(v)))
+        if self.tlv1 is not None:
+            records.append((1, _enc_n1__tlv1(self.tlv1)))
+        if self.tlv2 is not None:
+            records.append((2, _enc_n1__tlv2(self.tlv2)))
+        if self.tlv3 is not None:
+            records.append((3, _enc_n1__tlv3(self.tlv3)))
+        if self.tlv4 is not None:
+            records.append((254, _enc_n1__tlv4(self.tlv4)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'n1')
             records.sort()
@@ -296,10 +290,10 @@ class N1(WireStruct):
         if p == end:
             return N1.EMPTY
         known = N1.KNOWN_TYPES.union(extra_known) if extra_known else N1.KNOWN_TYPES
-        r_tlv1 = None
-        r_tlv2 = None
-        r_tlv3 = None
-        r_tlv4 = None
+        r_tlv1: int | None = None
+        r_tlv2: ShortChannelId | None = None
+        r_tlv3: N1Tlv3 | None = None
+        r_tlv4: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'n1'):
             if t == 1:
@@ -367,12 +361,10 @@ class N2(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.tlv1
-        if v is not None:
-            records.append((0, _enc_n2__tlv1(v)))
-        v = self.tlv2
-        if v is not None:
-            records.append((11, _enc_n2__tlv2(v)))
+        if self.tlv1 is not None:
+            records.append((0, _enc_n2__tlv1(self.tlv1)))
+        if self.tlv2 is not None:
+            records.append((11, _enc_n2__tlv2(self.tlv2)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'n2')
             records.sort()
@@ -383,8 +375,8 @@ class N2(WireStruct):
         if p == end:
             return N2.EMPTY
         known = N2.KNOWN_TYPES.union(extra_known) if extra_known else N2.KNOWN_TYPES
-        r_tlv1 = None
-        r_tlv2 = None
+        r_tlv1: int | None = None
+        r_tlv2: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'n2'):
             if t == 0:
@@ -421,9 +413,8 @@ class TxAddInputTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.shared_input_txid
-        if v is not None:
-            records.append((0, _enc_tx_add_input_tlvs__shared_input_txid(v)))
+        if self.shared_input_txid is not None:
+            records.append((0, _enc_tx_add_input_tlvs__shared_input_txid(self.shared_input_txid)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'tx_add_input_tlvs')
             records.sort()
@@ -434,7 +425,7 @@ class TxAddInputTlvs(WireStruct):
         if p == end:
             return TxAddInputTlvs.EMPTY
         known = TxAddInputTlvs.KNOWN_TYPES.union(extra_known) if extra_known else TxAddInputTlvs.KNOWN_TYPES
-        r_shared_input_txid = None
+        r_shared_input_txid: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_add_input_tlvs'):
             if t == 0:
@@ -468,9 +459,8 @@ class TxSignaturesTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.shared_input_signature
-        if v is not None:
-            records.append((0, _enc_tx_signatures_tlvs__shared_input_signature(v)))
+        if self.shared_input_signature is not None:
+            records.append((0, _enc_tx_signatures_tlvs__shared_input_signature(self.shared_input_signature)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'tx_signatures_tlvs')
             records.sort()
@@ -481,7 +471,7 @@ class TxSignaturesTlvs(WireStruct):
         if p == end:
             return TxSignaturesTlvs.EMPTY
         known = TxSignaturesTlvs.KNOWN_TYPES.union(extra_known) if extra_known else TxSignaturesTlvs.KNOWN_TYPES
-        r_shared_input_signature = None
+        r_shared_input_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_signatures_tlvs'):
             if t == 0:
@@ -518,12 +508,10 @@ class TxInitRbfTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.funding_output_contribution
-        if v is not None:
-            records.append((0, _enc_tx_init_rbf_tlvs__funding_output_contribution(v)))
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_tx_init_rbf_tlvs__require_confirmed_inputs(v)))
+        if self.funding_output_contribution is not None:
+            records.append((0, _enc_tx_init_rbf_tlvs__funding_output_contribution(self.funding_output_contribution)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_tx_init_rbf_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'tx_init_rbf_tlvs')
             records.sort()
@@ -534,8 +522,8 @@ class TxInitRbfTlvs(WireStruct):
         if p == end:
             return TxInitRbfTlvs.EMPTY
         known = TxInitRbfTlvs.KNOWN_TYPES.union(extra_known) if extra_known else TxInitRbfTlvs.KNOWN_TYPES
-        r_funding_output_contribution = None
-        r_require_confirmed_inputs = None
+        r_funding_output_contribution: int | None = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_init_rbf_tlvs'):
             if t == 0:
@@ -575,12 +563,10 @@ class TxAckRbfTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.funding_output_contribution
-        if v is not None:
-            records.append((0, _enc_tx_ack_rbf_tlvs__funding_output_contribution(v)))
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_tx_ack_rbf_tlvs__require_confirmed_inputs(v)))
+        if self.funding_output_contribution is not None:
+            records.append((0, _enc_tx_ack_rbf_tlvs__funding_output_contribution(self.funding_output_contribution)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_tx_ack_rbf_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'tx_ack_rbf_tlvs')
             records.sort()
@@ -591,8 +577,8 @@ class TxAckRbfTlvs(WireStruct):
         if p == end:
             return TxAckRbfTlvs.EMPTY
         known = TxAckRbfTlvs.KNOWN_TYPES.union(extra_known) if extra_known else TxAckRbfTlvs.KNOWN_TYPES
-        r_funding_output_contribution = None
-        r_require_confirmed_inputs = None
+        r_funding_output_contribution: int | None = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_ack_rbf_tlvs'):
             if t == 0:
@@ -632,12 +618,10 @@ class OpenChannelTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.upfront_shutdown_script
-        if v is not None:
-            records.append((0, _enc_open_channel_tlvs__upfront_shutdown_script(v)))
-        v = self.channel_type
-        if v is not None:
-            records.append((1, _enc_open_channel_tlvs__channel_type(v)))
+        if self.upfront_shutdown_script is not None:
+            records.append((0, _enc_open_channel_tlvs__upfront_shutdown_script(self.upfront_shutdown_script)))
+        if self.channel_type is not None:
+            records.append((1, _enc_open_channel_tlvs__channel_type(self.channel_type)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'open_channel_tlvs')
             records.sort()
@@ -648,8 +632,8 @@ class OpenChannelTlvs(WireStruct):
         if p == end:
             return OpenChannelTlvs.EMPTY
         known = OpenChannelTlvs.KNOWN_TYPES.union(extra_known) if extra_known else OpenChannelTlvs.KNOWN_TYPES
-        r_upfront_shutdown_script = None
-        r_channel_type = None
+        r_upfront_shutdown_script: bytes | None = None
+        r_channel_type: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'open_channel_tlvs'):
             if t == 0:
@@ -689,12 +673,10 @@ class AcceptChannelTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.upfront_shutdown_script
-        if v is not None:
-            records.append((0, _enc_accept_channel_tlvs__upfront_shutdown_script(v)))
-        v = self.channel_type
-        if v is not None:
-            records.append((1, _enc_accept_channel_tlvs__channel_type(v)))
+        if self.upfront_shutdown_script is not None:
+            records.append((0, _enc_accept_channel_tlvs__upfront_shutdown_script(self.upfront_shutdown_script)))
+        if self.channel_type is not None:
+            records.append((1, _enc_accept_channel_tlvs__channel_type(self.channel_type)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'accept_channel_tlvs')
             records.sort()
@@ -705,8 +687,8 @@ class AcceptChannelTlvs(WireStruct):
         if p == end:
             return AcceptChannelTlvs.EMPTY
         known = AcceptChannelTlvs.KNOWN_TYPES.union(extra_known) if extra_known else AcceptChannelTlvs.KNOWN_TYPES
-        r_upfront_shutdown_script = None
-        r_channel_type = None
+        r_upfront_shutdown_script: bytes | None = None
+        r_channel_type: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'accept_channel_tlvs'):
             if t == 0:
@@ -743,9 +725,8 @@ class ChannelReadyTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.short_channel_id
-        if v is not None:
-            records.append((1, _enc_channel_ready_tlvs__short_channel_id(v)))
+        if self.short_channel_id is not None:
+            records.append((1, _enc_channel_ready_tlvs__short_channel_id(self.short_channel_id)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'channel_ready_tlvs')
             records.sort()
@@ -756,7 +737,7 @@ class ChannelReadyTlvs(WireStruct):
         if p == end:
             return ChannelReadyTlvs.EMPTY
         known = ChannelReadyTlvs.KNOWN_TYPES.union(extra_known) if extra_known else ChannelReadyTlvs.KNOWN_TYPES
-        r_short_channel_id = None
+        r_short_channel_id: ShortChannelId | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'channel_ready_tlvs'):
             if t == 1:
@@ -796,15 +777,12 @@ class OpeningTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.upfront_shutdown_script
-        if v is not None:
-            records.append((0, _enc_opening_tlvs__upfront_shutdown_script(v)))
-        v = self.channel_type
-        if v is not None:
-            records.append((1, _enc_opening_tlvs__channel_type(v)))
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_opening_tlvs__require_confirmed_inputs(v)))
+        if self.upfront_shutdown_script is not None:
+            records.append((0, _enc_opening_tlvs__upfront_shutdown_script(self.upfront_shutdown_script)))
+        if self.channel_type is not None:
+            records.append((1, _enc_opening_tlvs__channel_type(self.channel_type)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_opening_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'opening_tlvs')
             records.sort()
@@ -815,9 +793,9 @@ class OpeningTlvs(WireStruct):
         if p == end:
             return OpeningTlvs.EMPTY
         known = OpeningTlvs.KNOWN_TYPES.union(extra_known) if extra_known else OpeningTlvs.KNOWN_TYPES
-        r_upfront_shutdown_script = None
-        r_channel_type = None
-        r_require_confirmed_inputs = None
+        r_upfront_shutdown_script: bytes | None = None
+        r_channel_type: bytes | None = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'opening_tlvs'):
             if t == 0:
@@ -863,15 +841,12 @@ class AcceptTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.upfront_shutdown_script
-        if v is not None:
-            records.append((0, _enc_accept_tlvs__upfront_shutdown_script(v)))
-        v = self.channel_type
-        if v is not None:
-            records.append((1, _enc_accept_tlvs__channel_type(v)))
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_accept_tlvs__require_confirmed_inputs(v)))
+        if self.upfront_shutdown_script is not None:
+            records.append((0, _enc_accept_tlvs__upfront_shutdown_script(self.upfront_shutdown_script)))
+        if self.channel_type is not None:
+            records.append((1, _enc_accept_tlvs__channel_type(self.channel_type)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_accept_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'accept_tlvs')
             records.sort()
@@ -882,9 +857,9 @@ class AcceptTlvs(WireStruct):
         if p == end:
             return AcceptTlvs.EMPTY
         known = AcceptTlvs.KNOWN_TYPES.union(extra_known) if extra_known else AcceptTlvs.KNOWN_TYPES
-        r_upfront_shutdown_script = None
-        r_channel_type = None
-        r_require_confirmed_inputs = None
+        r_upfront_shutdown_script: bytes | None = None
+        r_channel_type: bytes | None = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'accept_tlvs'):
             if t == 0:
@@ -924,9 +899,8 @@ class SpliceInitTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_splice_init_tlvs__require_confirmed_inputs(v)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_splice_init_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'splice_init_tlvs')
             records.sort()
@@ -937,7 +911,7 @@ class SpliceInitTlvs(WireStruct):
         if p == end:
             return SpliceInitTlvs.EMPTY
         known = SpliceInitTlvs.KNOWN_TYPES.union(extra_known) if extra_known else SpliceInitTlvs.KNOWN_TYPES
-        r_require_confirmed_inputs = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'splice_init_tlvs'):
             if t == 2:
@@ -971,9 +945,8 @@ class SpliceAckTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.require_confirmed_inputs
-        if v is not None:
-            records.append((2, _enc_splice_ack_tlvs__require_confirmed_inputs(v)))
+        if self.require_confirmed_inputs is not None:
+            records.append((2, _enc_splice_ack_tlvs__require_confirmed_inputs(self.require_confirmed_inputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'splice_ack_tlvs')
             records.sort()
@@ -984,7 +957,7 @@ class SpliceAckTlvs(WireStruct):
         if p == end:
             return SpliceAckTlvs.EMPTY
         known = SpliceAckTlvs.KNOWN_TYPES.union(extra_known) if extra_known else SpliceAckTlvs.KNOWN_TYPES
-        r_require_confirmed_inputs = None
+        r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'splice_ack_tlvs'):
             if t == 2:
@@ -1024,15 +997,12 @@ class ClosingTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.closer_output_only
-        if v is not None:
-            records.append((1, _enc_closing_tlvs__closer_output_only(v)))
-        v = self.closee_output_only
-        if v is not None:
-            records.append((2, _enc_closing_tlvs__closee_output_only(v)))
-        v = self.closer_and_closee_outputs
-        if v is not None:
-            records.append((3, _enc_closing_tlvs__closer_and_closee_outputs(v)))
+        if self.closer_output_only is not None:
+            records.append((1, _enc_closing_tlvs__closer_output_only(self.closer_output_only)))
+        if self.closee_output_only is not None:
+            records.append((2, _enc_closing_tlvs__closee_output_only(self.closee_output_only)))
+        if self.closer_and_closee_outputs is not None:
+            records.append((3, _enc_closing_tlvs__closer_and_closee_outputs(self.closer_and_closee_outputs)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'closing_tlvs')
             records.sort()
@@ -1043,9 +1013,9 @@ class ClosingTlvs(WireStruct):
         if p == end:
             return ClosingTlvs.EMPTY
         known = ClosingTlvs.KNOWN_TYPES.union(extra_known) if extra_known else ClosingTlvs.KNOWN_TYPES
-        r_closer_output_only = None
-        r_closee_output_only = None
-        r_closer_and_closee_outputs = None
+        r_closer_output_only: bytes | None = None
+        r_closee_output_only: bytes | None = None
+        r_closer_and_closee_outputs: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'closing_tlvs'):
             if t == 1:
@@ -1085,9 +1055,8 @@ class ClosingSignedTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.fee_range
-        if v is not None:
-            records.append((1, _enc_closing_signed_tlvs__fee_range(v)))
+        if self.fee_range is not None:
+            records.append((1, _enc_closing_signed_tlvs__fee_range(self.fee_range)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'closing_signed_tlvs')
             records.sort()
@@ -1098,7 +1067,7 @@ class ClosingSignedTlvs(WireStruct):
         if p == end:
             return ClosingSignedTlvs.EMPTY
         known = ClosingSignedTlvs.KNOWN_TYPES.union(extra_known) if extra_known else ClosingSignedTlvs.KNOWN_TYPES
-        r_fee_range = None
+        r_fee_range: ClosingSignedTlvsFeeRange | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'closing_signed_tlvs'):
             if t == 1:
@@ -1151,9 +1120,8 @@ class UpdateAddHtlcTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.blinded_path
-        if v is not None:
-            records.append((0, _enc_update_add_htlc_tlvs__blinded_path(v)))
+        if self.blinded_path is not None:
+            records.append((0, _enc_update_add_htlc_tlvs__blinded_path(self.blinded_path)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'update_add_htlc_tlvs')
             records.sort()
@@ -1164,7 +1132,7 @@ class UpdateAddHtlcTlvs(WireStruct):
         if p == end:
             return UpdateAddHtlcTlvs.EMPTY
         known = UpdateAddHtlcTlvs.KNOWN_TYPES.union(extra_known) if extra_known else UpdateAddHtlcTlvs.KNOWN_TYPES
-        r_blinded_path = None
+        r_blinded_path: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'update_add_htlc_tlvs'):
             if t == 0:
@@ -1198,9 +1166,8 @@ class StartBatchTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.message_type
-        if v is not None:
-            records.append((1, _enc_start_batch_tlvs__message_type(v)))
+        if self.message_type is not None:
+            records.append((1, _enc_start_batch_tlvs__message_type(self.message_type)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'start_batch_tlvs')
             records.sort()
@@ -1211,7 +1178,7 @@ class StartBatchTlvs(WireStruct):
         if p == end:
             return StartBatchTlvs.EMPTY
         known = StartBatchTlvs.KNOWN_TYPES.union(extra_known) if extra_known else StartBatchTlvs.KNOWN_TYPES
-        r_message_type = None
+        r_message_type: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'start_batch_tlvs'):
             if t == 1:
@@ -1245,9 +1212,8 @@ class CommitmentSignedTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.funding_txid
-        if v is not None:
-            records.append((1, _enc_commitment_signed_tlvs__funding_txid(v)))
+        if self.funding_txid is not None:
+            records.append((1, _enc_commitment_signed_tlvs__funding_txid(self.funding_txid)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'commitment_signed_tlvs')
             records.sort()
@@ -1258,7 +1224,7 @@ class CommitmentSignedTlvs(WireStruct):
         if p == end:
             return CommitmentSignedTlvs.EMPTY
         known = CommitmentSignedTlvs.KNOWN_TYPES.union(extra_known) if extra_known else CommitmentSignedTlvs.KNOWN_TYPES
-        r_funding_txid = None
+        r_funding_txid: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'commitment_signed_tlvs'):
             if t == 1:
@@ -1295,12 +1261,10 @@ class ChannelReestablishTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.next_funding
-        if v is not None:
-            records.append((1, _enc_channel_reestablish_tlvs__next_funding(v)))
-        v = self.my_current_funding_locked
-        if v is not None:
-            records.append((5, _enc_channel_reestablish_tlvs__my_current_funding_locked(v)))
+        if self.next_funding is not None:
+            records.append((1, _enc_channel_reestablish_tlvs__next_funding(self.next_funding)))
+        if self.my_current_funding_locked is not None:
+            records.append((5, _enc_channel_reestablish_tlvs__my_current_funding_locked(self.my_current_funding_locked)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'channel_reestablish_tlvs')
             records.sort()
@@ -1311,8 +1275,8 @@ class ChannelReestablishTlvs(WireStruct):
         if p == end:
             return ChannelReestablishTlvs.EMPTY
         known = ChannelReestablishTlvs.KNOWN_TYPES.union(extra_known) if extra_known else ChannelReestablishTlvs.KNOWN_TYPES
-        r_next_funding = None
-        r_my_current_funding_locked = None
+        r_next_funding: ChannelReestablishTlvsNextFunding | None = None
+        r_my_current_funding_locked: ChannelReestablishTlvsMyCurrentFundingLocked | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'channel_reestablish_tlvs'):
             if t == 1:
@@ -1387,9 +1351,8 @@ class QueryShortChannelIdsTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.query_flags
-        if v is not None:
-            records.append((1, _enc_query_short_channel_ids_tlvs__query_flags(v)))
+        if self.query_flags is not None:
+            records.append((1, _enc_query_short_channel_ids_tlvs__query_flags(self.query_flags)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'query_short_channel_ids_tlvs')
             records.sort()
@@ -1400,7 +1363,7 @@ class QueryShortChannelIdsTlvs(WireStruct):
         if p == end:
             return QueryShortChannelIdsTlvs.EMPTY
         known = QueryShortChannelIdsTlvs.KNOWN_TYPES.union(extra_known) if extra_known else QueryShortChannelIdsTlvs.KNOWN_TYPES
-        r_query_flags = None
+        r_query_flags: QueryShortChannelIdsTlvsQueryFlags | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'query_short_channel_ids_tlvs'):
             if t == 1:
@@ -1453,9 +1416,8 @@ class QueryChannelRangeTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.query_option
-        if v is not None:
-            records.append((1, _enc_query_channel_range_tlvs__query_option(v)))
+        if self.query_option is not None:
+            records.append((1, _enc_query_channel_range_tlvs__query_option(self.query_option)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'query_channel_range_tlvs')
             records.sort()
@@ -1466,7 +1428,7 @@ class QueryChannelRangeTlvs(WireStruct):
         if p == end:
             return QueryChannelRangeTlvs.EMPTY
         known = QueryChannelRangeTlvs.KNOWN_TYPES.union(extra_known) if extra_known else QueryChannelRangeTlvs.KNOWN_TYPES
-        r_query_option = None
+        r_query_option: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'query_channel_range_tlvs'):
             if t == 1:
@@ -1503,12 +1465,10 @@ class ReplyChannelRangeTlvs(WireStruct):
 
     def _encode(self) -> bytes:
         records: list[tuple[int, bytes]] = []
-        v = self.timestamps_tlv
-        if v is not None:
-            records.append((1, _enc_reply_channel_range_tlvs__timestamps_tlv(v)))
-        v = self.checksums_tlv
-        if v is not None:
-            records.append((3, _enc_reply_channel_range_tlvs__checksums_tlv(v)))
+        if self.timestamps_tlv is not None:
+            records.append((1, _enc_reply_channel_range_tlvs__timestamps_tlv(self.timestamps_tlv)))
+        if self.checksums_tlv is not None:
+            records.append((3, _enc_reply_channel_range_tlvs__checksums_tlv(self.checksums_tlv)))
         if self.unknown:
             records += _check_unknown(self.unknown, self.KNOWN_TYPES, 'reply_channel_range_tlvs')
             records.sort()
@@ -1519,8 +1479,8 @@ class ReplyChannelRangeTlvs(WireStruct):
         if p == end:
             return ReplyChannelRangeTlvs.EMPTY
         known = ReplyChannelRangeTlvs.KNOWN_TYPES.union(extra_known) if extra_known else ReplyChannelRangeTlvs.KNOWN_TYPES
-        r_timestamps_tlv = None
-        r_checksums_tlv = None
+        r_timestamps_tlv: ReplyChannelRangeTlvsTimestampsTlv | None = None
+        r_checksums_tlv: tuple[ChannelUpdateChecksums, ...] | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'reply_channel_range_tlvs'):
             if t == 1:
