@@ -6,9 +6,8 @@ which the onion layer handles).  `check_hop_payload` applies the BOLT 4 reader r
 intermediate or a final hop.  Every problem is an `InvalidOnionPayload` carrying the TLV type and
 byte offset that BOLT 4's `invalid_onion_payload` failure reports.
 
-The TLV reading here is a small hand-written codec for this one stream; it is meant to be replaced by
-the generated wire codec (`ampere.wire.encode_tlv_stream("payload", ...)` /
-`decode_tlv_stream("payload", raw)`) once that exists, keeping these three functions as the API.
+The bytes are read and written by the wire codec's generated `payload` stream (`Payload`, from
+onion_wire.csv); keysend's record, which the CSV does not define, travels as one of its extra records.
 """
 
 from __future__ import annotations
@@ -17,7 +16,9 @@ from dataclasses import dataclass
 
 from ampere.ln.onion import InvalidOnionPayload
 from ampere.primitives.amount import Msat
-from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
+from ampere.wire.codec import decode_tlv_stream, encode_tlv_stream
+from ampere.wire.errors import DecodeError, EncodeError, TlvError
+from ampere.wire.messages import Payload, PayloadPaymentData
 
 __all__ = [
     "TLV_AMT_TO_FORWARD",
@@ -81,78 +82,61 @@ class HopPayload:
 
     def present_types(self) -> list[int]:
         """The TLV types this payload would encode, in order."""
-        types = [t for t, _ in self._known_records()] + [t for t, _ in self.extra_tlvs]
-        return sorted(types)
+        known = [t for t, name in _KNOWN_FIELDS if getattr(self, name) is not None]
+        return sorted(known + [t for t, _ in self.extra_tlvs])
 
-    def _known_records(self) -> list[tuple[int, bytes]]:
-        records: list[tuple[int, bytes]] = []
-        if self.amt_to_forward is not None:
-            records.append((TLV_AMT_TO_FORWARD, _tu(self.amt_to_forward, 8, "amt_to_forward")))
-        if self.outgoing_cltv_value is not None:
-            records.append((TLV_OUTGOING_CLTV_VALUE, _tu(self.outgoing_cltv_value, 4, "outgoing_cltv_value")))
-        if self.short_channel_id is not None:
-            records.append((TLV_SHORT_CHANNEL_ID, _fixed_int(self.short_channel_id, 8, "short_channel_id")))
+    def to_wire(self) -> Payload:
+        """The generated `payload` stream; keysend and the extra records go in its `unknown`."""
         if (self.payment_secret is None) != (self.total_msat is None):
             raise ValueError("payment_secret and total_msat go together (payment_data)")
-        if self.payment_secret is not None:
-            secret = _fixed_bytes(self.payment_secret, 32, "payment_secret")
-            records.append((TLV_PAYMENT_DATA, secret + _tu(self.total_msat, 8, "total_msat")))
-        if self.encrypted_recipient_data is not None:
-            records.append((TLV_ENCRYPTED_RECIPIENT_DATA, _var_bytes(self.encrypted_recipient_data, "encrypted_recipient_data")))
-        if self.current_path_key is not None:
-            records.append((TLV_CURRENT_PATH_KEY, _fixed_bytes(self.current_path_key, 33, "current_path_key")))
-        if self.payment_metadata is not None:
-            records.append((TLV_PAYMENT_METADATA, _var_bytes(self.payment_metadata, "payment_metadata")))
-        if self.total_amount_msat is not None:
-            records.append((TLV_TOTAL_AMOUNT_MSAT, _tu(self.total_amount_msat, 8, "total_amount_msat")))
+        extra = list(self.extra_tlvs)
+        seen: set[int] = set()
+        for tlv_type, value in extra:
+            if not isinstance(tlv_type, int) or tlv_type < 0 or tlv_type in _KNOWN_TYPES or tlv_type in seen:
+                raise ValueError(f"extra TLV type {tlv_type!r} is invalid or duplicated")
+            if not isinstance(value, (bytes, bytearray)):
+                raise ValueError(f"extra TLV {tlv_type} must be bytes")
+            seen.add(tlv_type)
         if self.keysend_preimage is not None:
-            records.append((TLV_KEYSEND_PREIMAGE, _fixed_bytes(self.keysend_preimage, 32, "keysend_preimage")))
-        return records
+            if not isinstance(self.keysend_preimage, (bytes, bytearray)) or len(self.keysend_preimage) != 32:
+                raise ValueError("keysend_preimage must be 32 bytes")
+            extra.append((TLV_KEYSEND_PREIMAGE, bytes(self.keysend_preimage)))
+        return Payload(
+            amt_to_forward=self.amt_to_forward,
+            outgoing_cltv_value=self.outgoing_cltv_value,
+            short_channel_id=self.short_channel_id,
+            payment_data=None if self.payment_secret is None else PayloadPaymentData(
+                payment_secret=self.payment_secret, total_msat=self.total_msat),  # type: ignore[arg-type]
+            encrypted_recipient_data=self.encrypted_recipient_data,
+            current_path_key=self.current_path_key,
+            payment_metadata=self.payment_metadata,
+            total_amount_msat=self.total_amount_msat,
+            unknown=tuple(sorted((t, bytes(v)) for t, v in extra)),
+        )
 
 
-# --- value encoders (sender side: bad values are programming errors, ValueError) ---------------
-
-
-def _tu(value: object, width: int, name: str) -> bytes:
-    """BOLT #1 truncated unsigned integer: big-endian with leading zero bytes removed."""
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << (8 * width):
-        raise ValueError(f"{name} must be an integer in [0, 2^{8 * width})")
-    return int(value).to_bytes(width, "big").lstrip(b"\x00")
-
-
-def _fixed_int(value: object, width: int, name: str) -> bytes:
-    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << (8 * width):
-        raise ValueError(f"{name} must be an integer in [0, 2^{8 * width})")
-    return int(value).to_bytes(width, "big")
-
-
-def _fixed_bytes(value: object, width: int, name: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray)) or len(value) != width:
-        raise ValueError(f"{name} must be {width} bytes")
-    return bytes(value)
-
-
-def _var_bytes(value: object, name: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray)):
-        raise ValueError(f"{name} must be bytes")
-    return bytes(value)
+# (TLV type, HopPayload field) of the records the spec's `payload` stream and keysend define.
+_KNOWN_FIELDS = (
+    (TLV_AMT_TO_FORWARD, "amt_to_forward"),
+    (TLV_OUTGOING_CLTV_VALUE, "outgoing_cltv_value"),
+    (TLV_SHORT_CHANNEL_ID, "short_channel_id"),
+    (TLV_PAYMENT_DATA, "payment_secret"),
+    (TLV_ENCRYPTED_RECIPIENT_DATA, "encrypted_recipient_data"),
+    (TLV_CURRENT_PATH_KEY, "current_path_key"),
+    (TLV_PAYMENT_METADATA, "payment_metadata"),
+    (TLV_TOTAL_AMOUNT_MSAT, "total_amount_msat"),
+    (TLV_KEYSEND_PREIMAGE, "keysend_preimage"),
+)
+_KNOWN_TYPES = frozenset(t for t, _ in _KNOWN_FIELDS)
 
 
 def encode_hop_payload(payload: HopPayload) -> bytes:
-    """The TLV stream for `payload` (no length prefix), records in increasing type order."""
-    records = payload._known_records()
-    known = {t for t, _ in records}
-    seen_extra: set[int] = set()
-    for tlv_type, value in payload.extra_tlvs:
-        if not isinstance(tlv_type, int) or tlv_type < 0 or tlv_type in known or tlv_type in seen_extra:
-            raise ValueError(f"extra TLV type {tlv_type!r} is invalid or duplicated")
-        seen_extra.add(tlv_type)
-        records.append((tlv_type, _var_bytes(value, f"extra TLV {tlv_type}")))
-    records.sort(key=lambda record: record[0])
-    out = bytearray()
-    for tlv_type, value in records:
-        out += encode_bigsize(tlv_type) + encode_bigsize(len(value)) + value
-    return bytes(out)
+    """The TLV stream for `payload` (no length prefix), records in increasing type order.  A bad
+    value is a programming error on the sending side: ValueError."""
+    try:
+        return encode_tlv_stream("payload", payload.to_wire())
+    except EncodeError as e:
+        raise ValueError(str(e)) from None
 
 
 def forward_hop_payload(amt_to_forward: int, outgoing_cltv_value: int, short_channel_id: int) -> bytes:
@@ -199,77 +183,48 @@ def final_hop_payload(
 # --- decoding (reader side: every problem is InvalidOnionPayload) ------------------------------
 
 
-def _read_tu(value: bytes, width: int, tlv_type: int, offset: int) -> int:
-    # BOLT #1: "if `length` is not exactly equal to that required for the known encoding for
-    # `type`": fail; for truncated integers the encoding MUST be minimal (no leading zero).
-    if len(value) > width:
-        raise InvalidOnionPayload(f"TLV {tlv_type}: {len(value)} bytes for a tu{8 * width}", tlv_type, offset)
-    if value[:1] == b"\x00":
-        raise InvalidOnionPayload(f"TLV {tlv_type}: truncated integer is not minimal", tlv_type, offset)
-    return int.from_bytes(value, "big")
-
-
-def _read_fixed(value: bytes, width: int, tlv_type: int, offset: int) -> bytes:
-    if len(value) != width:
-        raise InvalidOnionPayload(f"TLV {tlv_type}: {len(value)} bytes, expected {width}", tlv_type, offset)
-    return value
-
-
 def decode_hop_payload(raw: bytes) -> HopPayload:
     """Parse a hop's TLV payload (as `peel_onion` returns it).
 
     BOLT #1 TLV rules: types strictly increasing, minimal BigSize, lengths within the stream, known
     types with their exact encodings, unknown even types rejected, unknown odd types kept in
-    `extra_tlvs`.
+    `extra_tlvs`.  Every failure is an InvalidOnionPayload naming the TLV type and the offset of its
+    record (0 when the record's value is bad), for BOLT #4's `invalid_onion_payload`.
     """
     raw = bytes(raw)
-    values: dict[str, object] = {}
-    extra: list[tuple[int, bytes]] = []
-    pos = 0
-    last_type = -1
-    while pos < len(raw):
-        record_start = pos
-        try:
-            tlv_type, pos = decode_bigsize(raw, pos)
-            length, pos = decode_bigsize(raw, pos)
-        except BigSizeError as exc:
-            raise InvalidOnionPayload(f"TLV record header: {exc}", max(last_type, 0), record_start) from None
-        if tlv_type <= last_type:
-            # BOLT #1: "if decoded `type`s are not strictly-increasing (including situations when two
-            # or more occurrences of the same `type` are met): MUST fail to parse the `tlv_stream`."
-            raise InvalidOnionPayload(f"TLV type {tlv_type} out of order", tlv_type, record_start)
-        if length > len(raw) - pos:
-            raise InvalidOnionPayload(f"TLV {tlv_type}: length {length} overruns the payload", tlv_type, record_start)
-        value = raw[pos : pos + length]
-        pos += length
-        last_type = tlv_type
-        if tlv_type == TLV_AMT_TO_FORWARD:
-            values["amt_to_forward"] = Msat(_read_tu(value, 8, tlv_type, record_start))
-        elif tlv_type == TLV_OUTGOING_CLTV_VALUE:
-            values["outgoing_cltv_value"] = _read_tu(value, 4, tlv_type, record_start)
-        elif tlv_type == TLV_SHORT_CHANNEL_ID:
-            values["short_channel_id"] = int.from_bytes(_read_fixed(value, 8, tlv_type, record_start), "big")
-        elif tlv_type == TLV_PAYMENT_DATA:
-            if len(value) < 32:
-                raise InvalidOnionPayload("payment_data shorter than its payment_secret", tlv_type, record_start)
-            values["payment_secret"] = value[:32]
-            values["total_msat"] = Msat(_read_tu(value[32:], 8, tlv_type, record_start))
-        elif tlv_type == TLV_ENCRYPTED_RECIPIENT_DATA:
-            values["encrypted_recipient_data"] = value
-        elif tlv_type == TLV_CURRENT_PATH_KEY:
-            values["current_path_key"] = _read_fixed(value, 33, tlv_type, record_start)
-        elif tlv_type == TLV_PAYMENT_METADATA:
-            values["payment_metadata"] = value
-        elif tlv_type == TLV_TOTAL_AMOUNT_MSAT:
-            values["total_amount_msat"] = Msat(_read_tu(value, 8, tlv_type, record_start))
-        elif tlv_type == TLV_KEYSEND_PREIMAGE:
-            values["keysend_preimage"] = _read_fixed(value, 32, tlv_type, record_start)
-        elif tlv_type % 2 == 0:
-            # BOLT #1: "if `type` is even: MUST fail to parse the `tlv_stream`" (unknown even type).
-            raise InvalidOnionPayload(f"unknown even TLV type {tlv_type}", tlv_type, record_start)
+    try:
+        wire = decode_tlv_stream("payload", raw, (TLV_KEYSEND_PREIMAGE,))
+    except TlvError as e:
+        raise InvalidOnionPayload(str(e), e.tlv_type or 0, e.offset or 0) from None
+    except DecodeError as e:  # not reached: the stream decoder reports record errors as TlvError
+        raise InvalidOnionPayload(str(e), 0, 0) from None
+    keysend = None
+    extra = []
+    for tlv_type, value in wire.unknown:
+        if tlv_type == TLV_KEYSEND_PREIMAGE:
+            if len(value) != 32:
+                raise InvalidOnionPayload(f"TLV {tlv_type}: {len(value)} bytes, expected 32", tlv_type, 0)
+            keysend = value
         else:
             extra.append((tlv_type, value))
-    return HopPayload(**values, extra_tlvs=tuple(extra))  # type: ignore[arg-type]
+    data = wire.payment_data
+
+    def msat(value: int | None) -> Msat | None:
+        return None if value is None else Msat(value)
+
+    return HopPayload(
+        amt_to_forward=msat(wire.amt_to_forward),
+        outgoing_cltv_value=wire.outgoing_cltv_value,
+        short_channel_id=None if wire.short_channel_id is None else int(wire.short_channel_id),
+        payment_secret=None if data is None else data.payment_secret,
+        total_msat=None if data is None else Msat(data.total_msat),
+        encrypted_recipient_data=wire.encrypted_recipient_data,
+        current_path_key=wire.current_path_key,
+        payment_metadata=wire.payment_metadata,
+        total_amount_msat=msat(wire.total_amount_msat),
+        keysend_preimage=keysend,
+        extra_tlvs=tuple(extra),
+    )
 
 
 def check_hop_payload(payload: HopPayload, *, is_final: bool, path_key_in_htlc: bool = False) -> None:

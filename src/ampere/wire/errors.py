@@ -47,7 +47,19 @@ class InvalidValueError(DecodeError):
 
 
 class TlvError(DecodeError):
-    """A TLV stream breaks a BOLT #1 rule: "MUST fail to parse the `tlv_stream`"."""
+    """A TLV stream breaks a BOLT #1 rule: "MUST fail to parse the `tlv_stream`".
+
+    Where it is known, `tlv_type` is the record at fault and `offset` the position of that record's
+    start within the stream (None for a bad value inside a known record): BOLT #4's
+    `invalid_onion_payload` failure reports both.
+    """
+
+    tlv_type: int | None = None
+    offset: int | None = None
+
+    def at(self, tlv_type: int | None, offset: int | None) -> TlvError:
+        self.tlv_type, self.offset = tlv_type, offset
+        return self
 
 
 class TlvOrderError(TlvError):
@@ -57,9 +69,9 @@ class TlvOrderError(TlvError):
 class UnknownEvenTlvError(TlvError):
     """An even record type we do not know: "if `type` is even: MUST fail to parse the `tlv_stream`"."""
 
-    def __init__(self, tlv_type: int, stream: str) -> None:
+    def __init__(self, tlv_type: int, stream: str, offset: int | None = None) -> None:
         super().__init__(f"unknown even TLV type {tlv_type} in stream {stream!r}")
-        self.tlv_type = tlv_type
+        self.tlv_type, self.offset = tlv_type, offset
 
 
 class UnknownEvenMessageError(WireError):

@@ -509,8 +509,8 @@ class ModuleWriter:
             body = self.decode_fields(rec.fields, "        ")
             if body:
                 self.emit("    try:", *body, "    except TlvError:", "        raise", "    except DecodeError as e:",
-                          f"        raise {self.rt('_record_error')}({where!r}, e) from e")
-            self.emit("    if p != end:", f"        raise {self.rt('_record_too_long')}({where!r})")
+                          f"        raise {self.rt('_record_error')}({where!r}, e, {rec.type}) from e")
+            self.emit("    if p != end:", f"        raise {self.rt('_record_too_long')}({where!r}, {rec.type})")
             if not vis:
                 self.emit("    return True")
             elif len(vis) == 1:

@@ -160,19 +160,17 @@ def whole_items(where: str, left: int, size: int, type_name: str) -> int:
     return left // size
 
 
-def record_error(where: str, error: DecodeError) -> TlvError:
+def record_error(where: str, error: DecodeError, tlv_type: int) -> TlvError:
     """A known TLV record that does not decode.  BOLT #1: "if `length` is not exactly equal to that
     required for the known encoding for `type`: MUST fail to parse the `tlv_stream`", and likewise
     for non-minimal or otherwise invalid values."""
-    if isinstance(error, TlvError):
-        return error
     if isinstance(error, TruncatedError):
-        return TlvError(f"{where}: record shorter than its encoding ({error})")
-    return TlvError(f"{where}: {error}")
+        return TlvError(f"{where}: record shorter than its encoding ({error})").at(tlv_type, None)
+    return TlvError(f"{where}: {error}").at(tlv_type, None)
 
 
-def record_too_long(where: str) -> TlvError:
-    return TlvError(f"{where}: record longer than its encoding")
+def record_too_long(where: str, tlv_type: int) -> TlvError:
+    return TlvError(f"{where}: record longer than its encoding").at(tlv_type, None)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -36,19 +36,27 @@ def split_tlv_stream(
     """
     records: list[tuple[int, int, int]] = []
     last_type = -1
+    start = pos
     while pos < end:  # BOLT #1: "if zero bytes remain before parsing a `type`: MUST stop parsing"
-        tlv_type, pos = _read_bigsize(data, pos, end, "type", stream)
+        record_at = pos - start
+        try:
+            tlv_type, pos = _read_bigsize(data, pos, end, "type", stream)
+            length, pos = _read_bigsize(data, pos, end, "length", stream)
+        except TlvError as e:
+            # A record header that does not parse is blamed on the last good record (as CLN does).
+            raise e.at(max(last_type, 0), record_at) from None
         # BOLT #1: "if decoded `type`s are not strictly-increasing (including situations when two or
         # more occurrences of the same `type` are met): MUST fail to parse the `tlv_stream`."
         if tlv_type <= last_type:
-            raise TlvOrderError(f"{stream}: type {tlv_type} after {last_type}: not strictly increasing")
+            raise TlvOrderError(f"{stream}: type {tlv_type} after {last_type}: not strictly increasing").at(
+                tlv_type, record_at)
         last_type = tlv_type
-        length, pos = _read_bigsize(data, pos, end, "length", stream)
         # BOLT #1: "if `length` exceeds the number of bytes remaining in the message: MUST fail"
         if length > end - pos:
-            raise TlvError(f"{stream}: type {tlv_type} length {length} exceeds the {end - pos} bytes left")
+            raise TlvError(f"{stream}: type {tlv_type} length {length} exceeds the {end - pos} bytes left").at(
+                tlv_type, record_at)
         if tlv_type not in known_types and tlv_type % 2 == 0:
-            raise UnknownEvenTlvError(tlv_type, stream)
+            raise UnknownEvenTlvError(tlv_type, stream, record_at)
         records.append((tlv_type, pos, pos + length))
         pos += length
     return records

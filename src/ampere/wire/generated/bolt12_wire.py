@@ -961,9 +961,9 @@ def _dec_offer__offer_chains(data: bytes, p: int, end: int) -> tuple[bytes, ...]
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_chains', e) from e
+        raise _record_error('offer.offer_chains', e, 2) from e
     if p != end:
-        raise _record_too_long('offer.offer_chains')
+        raise _record_too_long('offer.offer_chains', 2)
     return f_chains
 
 
@@ -978,9 +978,9 @@ def _dec_offer__offer_metadata(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_metadata', e) from e
+        raise _record_error('offer.offer_metadata', e, 4) from e
     if p != end:
-        raise _record_too_long('offer.offer_metadata')
+        raise _record_too_long('offer.offer_metadata', 4)
     return f_data
 
 
@@ -996,9 +996,9 @@ def _dec_offer__offer_currency(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_currency', e) from e
+        raise _record_error('offer.offer_currency', e, 6) from e
     if p != end:
-        raise _record_too_long('offer.offer_currency')
+        raise _record_too_long('offer.offer_currency', 6)
     return f_iso4217
 
 
@@ -1012,9 +1012,9 @@ def _dec_offer__offer_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_amount', e) from e
+        raise _record_error('offer.offer_amount', e, 8) from e
     if p != end:
-        raise _record_too_long('offer.offer_amount')
+        raise _record_too_long('offer.offer_amount', 8)
     return f_amount
 
 
@@ -1030,9 +1030,9 @@ def _dec_offer__offer_description(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_description', e) from e
+        raise _record_error('offer.offer_description', e, 10) from e
     if p != end:
-        raise _record_too_long('offer.offer_description')
+        raise _record_too_long('offer.offer_description', 10)
     return f_description
 
 
@@ -1047,9 +1047,9 @@ def _dec_offer__offer_features(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_features', e) from e
+        raise _record_error('offer.offer_features', e, 12) from e
     if p != end:
-        raise _record_too_long('offer.offer_features')
+        raise _record_too_long('offer.offer_features', 12)
     return f_features
 
 
@@ -1063,9 +1063,9 @@ def _dec_offer__offer_absolute_expiry(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_absolute_expiry', e) from e
+        raise _record_error('offer.offer_absolute_expiry', e, 14) from e
     if p != end:
-        raise _record_too_long('offer.offer_absolute_expiry')
+        raise _record_too_long('offer.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
 
 
@@ -1083,9 +1083,9 @@ def _dec_offer__offer_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath,
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_paths', e) from e
+        raise _record_error('offer.offer_paths', e, 16) from e
     if p != end:
-        raise _record_too_long('offer.offer_paths')
+        raise _record_too_long('offer.offer_paths', 16)
     return f_paths
 
 
@@ -1101,9 +1101,9 @@ def _dec_offer__offer_issuer(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_issuer', e) from e
+        raise _record_error('offer.offer_issuer', e, 18) from e
     if p != end:
-        raise _record_too_long('offer.offer_issuer')
+        raise _record_too_long('offer.offer_issuer', 18)
     return f_issuer
 
 
@@ -1117,9 +1117,9 @@ def _dec_offer__offer_quantity_max(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_quantity_max', e) from e
+        raise _record_error('offer.offer_quantity_max', e, 20) from e
     if p != end:
-        raise _record_too_long('offer.offer_quantity_max')
+        raise _record_too_long('offer.offer_quantity_max', 20)
     return f_max
 
 
@@ -1136,9 +1136,9 @@ def _dec_offer__offer_issuer_id(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('offer.offer_issuer_id', e) from e
+        raise _record_error('offer.offer_issuer_id', e, 22) from e
     if p != end:
-        raise _record_too_long('offer.offer_issuer_id')
+        raise _record_too_long('offer.offer_issuer_id', 22)
     return f_id
 
 
@@ -1153,9 +1153,9 @@ def _dec_invoice_request__invreq_metadata(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_metadata', e) from e
+        raise _record_error('invoice_request.invreq_metadata', e, 0) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_metadata')
+        raise _record_too_long('invoice_request.invreq_metadata', 0)
     return f_blob
 
 
@@ -1171,9 +1171,9 @@ def _dec_invoice_request__offer_chains(data: bytes, p: int, end: int) -> tuple[b
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_chains', e) from e
+        raise _record_error('invoice_request.offer_chains', e, 2) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_chains')
+        raise _record_too_long('invoice_request.offer_chains', 2)
     return f_chains
 
 
@@ -1188,9 +1188,9 @@ def _dec_invoice_request__offer_metadata(data: bytes, p: int, end: int) -> bytes
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_metadata', e) from e
+        raise _record_error('invoice_request.offer_metadata', e, 4) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_metadata')
+        raise _record_too_long('invoice_request.offer_metadata', 4)
     return f_data
 
 
@@ -1206,9 +1206,9 @@ def _dec_invoice_request__offer_currency(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_currency', e) from e
+        raise _record_error('invoice_request.offer_currency', e, 6) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_currency')
+        raise _record_too_long('invoice_request.offer_currency', 6)
     return f_iso4217
 
 
@@ -1222,9 +1222,9 @@ def _dec_invoice_request__offer_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_amount', e) from e
+        raise _record_error('invoice_request.offer_amount', e, 8) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_amount')
+        raise _record_too_long('invoice_request.offer_amount', 8)
     return f_amount
 
 
@@ -1240,9 +1240,9 @@ def _dec_invoice_request__offer_description(data: bytes, p: int, end: int) -> st
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_description', e) from e
+        raise _record_error('invoice_request.offer_description', e, 10) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_description')
+        raise _record_too_long('invoice_request.offer_description', 10)
     return f_description
 
 
@@ -1257,9 +1257,9 @@ def _dec_invoice_request__offer_features(data: bytes, p: int, end: int) -> bytes
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_features', e) from e
+        raise _record_error('invoice_request.offer_features', e, 12) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_features')
+        raise _record_too_long('invoice_request.offer_features', 12)
     return f_features
 
 
@@ -1273,9 +1273,9 @@ def _dec_invoice_request__offer_absolute_expiry(data: bytes, p: int, end: int) -
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_absolute_expiry', e) from e
+        raise _record_error('invoice_request.offer_absolute_expiry', e, 14) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_absolute_expiry')
+        raise _record_too_long('invoice_request.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
 
 
@@ -1293,9 +1293,9 @@ def _dec_invoice_request__offer_paths(data: bytes, p: int, end: int) -> tuple[Bl
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_paths', e) from e
+        raise _record_error('invoice_request.offer_paths', e, 16) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_paths')
+        raise _record_too_long('invoice_request.offer_paths', 16)
     return f_paths
 
 
@@ -1311,9 +1311,9 @@ def _dec_invoice_request__offer_issuer(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_issuer', e) from e
+        raise _record_error('invoice_request.offer_issuer', e, 18) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_issuer')
+        raise _record_too_long('invoice_request.offer_issuer', 18)
     return f_issuer
 
 
@@ -1327,9 +1327,9 @@ def _dec_invoice_request__offer_quantity_max(data: bytes, p: int, end: int) -> i
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_quantity_max', e) from e
+        raise _record_error('invoice_request.offer_quantity_max', e, 20) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_quantity_max')
+        raise _record_too_long('invoice_request.offer_quantity_max', 20)
     return f_max
 
 
@@ -1346,9 +1346,9 @@ def _dec_invoice_request__offer_issuer_id(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.offer_issuer_id', e) from e
+        raise _record_error('invoice_request.offer_issuer_id', e, 22) from e
     if p != end:
-        raise _record_too_long('invoice_request.offer_issuer_id')
+        raise _record_too_long('invoice_request.offer_issuer_id', 22)
     return f_id
 
 
@@ -1365,9 +1365,9 @@ def _dec_invoice_request__invreq_chain(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_chain', e) from e
+        raise _record_error('invoice_request.invreq_chain', e, 80) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_chain')
+        raise _record_too_long('invoice_request.invreq_chain', 80)
     return f_chain
 
 
@@ -1381,9 +1381,9 @@ def _dec_invoice_request__invreq_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_amount', e) from e
+        raise _record_error('invoice_request.invreq_amount', e, 82) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_amount')
+        raise _record_too_long('invoice_request.invreq_amount', 82)
     return f_msat
 
 
@@ -1398,9 +1398,9 @@ def _dec_invoice_request__invreq_features(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_features', e) from e
+        raise _record_error('invoice_request.invreq_features', e, 84) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_features')
+        raise _record_too_long('invoice_request.invreq_features', 84)
     return f_features
 
 
@@ -1414,9 +1414,9 @@ def _dec_invoice_request__invreq_quantity(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_quantity', e) from e
+        raise _record_error('invoice_request.invreq_quantity', e, 86) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_quantity')
+        raise _record_too_long('invoice_request.invreq_quantity', 86)
     return f_quantity
 
 
@@ -1433,9 +1433,9 @@ def _dec_invoice_request__invreq_payer_id(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_payer_id', e) from e
+        raise _record_error('invoice_request.invreq_payer_id', e, 88) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_payer_id')
+        raise _record_too_long('invoice_request.invreq_payer_id', 88)
     return f_key
 
 
@@ -1451,9 +1451,9 @@ def _dec_invoice_request__invreq_payer_note(data: bytes, p: int, end: int) -> st
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_payer_note', e) from e
+        raise _record_error('invoice_request.invreq_payer_note', e, 89) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_payer_note')
+        raise _record_too_long('invoice_request.invreq_payer_note', 89)
     return f_note
 
 
@@ -1471,9 +1471,9 @@ def _dec_invoice_request__invreq_paths(data: bytes, p: int, end: int) -> tuple[B
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_paths', e) from e
+        raise _record_error('invoice_request.invreq_paths', e, 90) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_paths')
+        raise _record_too_long('invoice_request.invreq_paths', 90)
     return f_paths
 
 
@@ -1512,9 +1512,9 @@ def _dec_invoice_request__invreq_bip_353_name(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.invreq_bip_353_name', e) from e
+        raise _record_error('invoice_request.invreq_bip_353_name', e, 91) from e
     if p != end:
-        raise _record_too_long('invoice_request.invreq_bip_353_name')
+        raise _record_too_long('invoice_request.invreq_bip_353_name', 91)
     obj = _new(InvoiceRequestInvreqBip353Name)
     _set(obj, 'name', f_name)
     _set(obj, 'domain', f_domain)
@@ -1534,9 +1534,9 @@ def _dec_invoice_request__signature(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_request.signature', e) from e
+        raise _record_error('invoice_request.signature', e, 240) from e
     if p != end:
-        raise _record_too_long('invoice_request.signature')
+        raise _record_too_long('invoice_request.signature', 240)
     return f_sig
 
 
@@ -1551,9 +1551,9 @@ def _dec_invoice__invreq_metadata(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_metadata', e) from e
+        raise _record_error('invoice.invreq_metadata', e, 0) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_metadata')
+        raise _record_too_long('invoice.invreq_metadata', 0)
     return f_blob
 
 
@@ -1569,9 +1569,9 @@ def _dec_invoice__offer_chains(data: bytes, p: int, end: int) -> tuple[bytes, ..
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_chains', e) from e
+        raise _record_error('invoice.offer_chains', e, 2) from e
     if p != end:
-        raise _record_too_long('invoice.offer_chains')
+        raise _record_too_long('invoice.offer_chains', 2)
     return f_chains
 
 
@@ -1586,9 +1586,9 @@ def _dec_invoice__offer_metadata(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_metadata', e) from e
+        raise _record_error('invoice.offer_metadata', e, 4) from e
     if p != end:
-        raise _record_too_long('invoice.offer_metadata')
+        raise _record_too_long('invoice.offer_metadata', 4)
     return f_data
 
 
@@ -1604,9 +1604,9 @@ def _dec_invoice__offer_currency(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_currency', e) from e
+        raise _record_error('invoice.offer_currency', e, 6) from e
     if p != end:
-        raise _record_too_long('invoice.offer_currency')
+        raise _record_too_long('invoice.offer_currency', 6)
     return f_iso4217
 
 
@@ -1620,9 +1620,9 @@ def _dec_invoice__offer_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_amount', e) from e
+        raise _record_error('invoice.offer_amount', e, 8) from e
     if p != end:
-        raise _record_too_long('invoice.offer_amount')
+        raise _record_too_long('invoice.offer_amount', 8)
     return f_amount
 
 
@@ -1638,9 +1638,9 @@ def _dec_invoice__offer_description(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_description', e) from e
+        raise _record_error('invoice.offer_description', e, 10) from e
     if p != end:
-        raise _record_too_long('invoice.offer_description')
+        raise _record_too_long('invoice.offer_description', 10)
     return f_description
 
 
@@ -1655,9 +1655,9 @@ def _dec_invoice__offer_features(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_features', e) from e
+        raise _record_error('invoice.offer_features', e, 12) from e
     if p != end:
-        raise _record_too_long('invoice.offer_features')
+        raise _record_too_long('invoice.offer_features', 12)
     return f_features
 
 
@@ -1671,9 +1671,9 @@ def _dec_invoice__offer_absolute_expiry(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_absolute_expiry', e) from e
+        raise _record_error('invoice.offer_absolute_expiry', e, 14) from e
     if p != end:
-        raise _record_too_long('invoice.offer_absolute_expiry')
+        raise _record_too_long('invoice.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
 
 
@@ -1691,9 +1691,9 @@ def _dec_invoice__offer_paths(data: bytes, p: int, end: int) -> tuple[BlindedPat
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_paths', e) from e
+        raise _record_error('invoice.offer_paths', e, 16) from e
     if p != end:
-        raise _record_too_long('invoice.offer_paths')
+        raise _record_too_long('invoice.offer_paths', 16)
     return f_paths
 
 
@@ -1709,9 +1709,9 @@ def _dec_invoice__offer_issuer(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_issuer', e) from e
+        raise _record_error('invoice.offer_issuer', e, 18) from e
     if p != end:
-        raise _record_too_long('invoice.offer_issuer')
+        raise _record_too_long('invoice.offer_issuer', 18)
     return f_issuer
 
 
@@ -1725,9 +1725,9 @@ def _dec_invoice__offer_quantity_max(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_quantity_max', e) from e
+        raise _record_error('invoice.offer_quantity_max', e, 20) from e
     if p != end:
-        raise _record_too_long('invoice.offer_quantity_max')
+        raise _record_too_long('invoice.offer_quantity_max', 20)
     return f_max
 
 
@@ -1744,9 +1744,9 @@ def _dec_invoice__offer_issuer_id(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.offer_issuer_id', e) from e
+        raise _record_error('invoice.offer_issuer_id', e, 22) from e
     if p != end:
-        raise _record_too_long('invoice.offer_issuer_id')
+        raise _record_too_long('invoice.offer_issuer_id', 22)
     return f_id
 
 
@@ -1763,9 +1763,9 @@ def _dec_invoice__invreq_chain(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_chain', e) from e
+        raise _record_error('invoice.invreq_chain', e, 80) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_chain')
+        raise _record_too_long('invoice.invreq_chain', 80)
     return f_chain
 
 
@@ -1779,9 +1779,9 @@ def _dec_invoice__invreq_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_amount', e) from e
+        raise _record_error('invoice.invreq_amount', e, 82) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_amount')
+        raise _record_too_long('invoice.invreq_amount', 82)
     return f_msat
 
 
@@ -1796,9 +1796,9 @@ def _dec_invoice__invreq_features(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_features', e) from e
+        raise _record_error('invoice.invreq_features', e, 84) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_features')
+        raise _record_too_long('invoice.invreq_features', 84)
     return f_features
 
 
@@ -1812,9 +1812,9 @@ def _dec_invoice__invreq_quantity(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_quantity', e) from e
+        raise _record_error('invoice.invreq_quantity', e, 86) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_quantity')
+        raise _record_too_long('invoice.invreq_quantity', 86)
     return f_quantity
 
 
@@ -1831,9 +1831,9 @@ def _dec_invoice__invreq_payer_id(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_payer_id', e) from e
+        raise _record_error('invoice.invreq_payer_id', e, 88) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_payer_id')
+        raise _record_too_long('invoice.invreq_payer_id', 88)
     return f_key
 
 
@@ -1849,9 +1849,9 @@ def _dec_invoice__invreq_payer_note(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_payer_note', e) from e
+        raise _record_error('invoice.invreq_payer_note', e, 89) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_payer_note')
+        raise _record_too_long('invoice.invreq_payer_note', 89)
     return f_note
 
 
@@ -1869,9 +1869,9 @@ def _dec_invoice__invreq_paths(data: bytes, p: int, end: int) -> tuple[BlindedPa
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_paths', e) from e
+        raise _record_error('invoice.invreq_paths', e, 90) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_paths')
+        raise _record_too_long('invoice.invreq_paths', 90)
     return f_paths
 
 
@@ -1910,9 +1910,9 @@ def _dec_invoice__invreq_bip_353_name(data: bytes, p: int, end: int) -> InvoiceI
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invreq_bip_353_name', e) from e
+        raise _record_error('invoice.invreq_bip_353_name', e, 91) from e
     if p != end:
-        raise _record_too_long('invoice.invreq_bip_353_name')
+        raise _record_too_long('invoice.invreq_bip_353_name', 91)
     obj = _new(InvoiceInvreqBip353Name)
     _set(obj, 'name', f_name)
     _set(obj, 'domain', f_domain)
@@ -1933,9 +1933,9 @@ def _dec_invoice__invoice_paths(data: bytes, p: int, end: int) -> tuple[BlindedP
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_paths', e) from e
+        raise _record_error('invoice.invoice_paths', e, 160) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_paths')
+        raise _record_too_long('invoice.invoice_paths', 160)
     return f_paths
 
 
@@ -1953,9 +1953,9 @@ def _dec_invoice__invoice_blindedpay(data: bytes, p: int, end: int) -> tuple[Bli
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_blindedpay', e) from e
+        raise _record_error('invoice.invoice_blindedpay', e, 162) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_blindedpay')
+        raise _record_too_long('invoice.invoice_blindedpay', 162)
     return f_payinfo
 
 
@@ -1969,9 +1969,9 @@ def _dec_invoice__invoice_created_at(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_created_at', e) from e
+        raise _record_error('invoice.invoice_created_at', e, 164) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_created_at')
+        raise _record_too_long('invoice.invoice_created_at', 164)
     return f_timestamp
 
 
@@ -1985,9 +1985,9 @@ def _dec_invoice__invoice_relative_expiry(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_relative_expiry', e) from e
+        raise _record_error('invoice.invoice_relative_expiry', e, 166) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_relative_expiry')
+        raise _record_too_long('invoice.invoice_relative_expiry', 166)
     return f_seconds_from_creation
 
 
@@ -2004,9 +2004,9 @@ def _dec_invoice__invoice_payment_hash(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_payment_hash', e) from e
+        raise _record_error('invoice.invoice_payment_hash', e, 168) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_payment_hash')
+        raise _record_too_long('invoice.invoice_payment_hash', 168)
     return f_payment_hash
 
 
@@ -2020,9 +2020,9 @@ def _dec_invoice__invoice_amount(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_amount', e) from e
+        raise _record_error('invoice.invoice_amount', e, 170) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_amount')
+        raise _record_too_long('invoice.invoice_amount', 170)
     return f_msat
 
 
@@ -2040,9 +2040,9 @@ def _dec_invoice__invoice_fallbacks(data: bytes, p: int, end: int) -> tuple[Fall
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_fallbacks', e) from e
+        raise _record_error('invoice.invoice_fallbacks', e, 172) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_fallbacks')
+        raise _record_too_long('invoice.invoice_fallbacks', 172)
     return f_fallbacks
 
 
@@ -2057,9 +2057,9 @@ def _dec_invoice__invoice_features(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_features', e) from e
+        raise _record_error('invoice.invoice_features', e, 174) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_features')
+        raise _record_too_long('invoice.invoice_features', 174)
     return f_features
 
 
@@ -2076,9 +2076,9 @@ def _dec_invoice__invoice_node_id(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.invoice_node_id', e) from e
+        raise _record_error('invoice.invoice_node_id', e, 176) from e
     if p != end:
-        raise _record_too_long('invoice.invoice_node_id')
+        raise _record_too_long('invoice.invoice_node_id', 176)
     return f_node_id
 
 
@@ -2095,9 +2095,9 @@ def _dec_invoice__signature(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice.signature', e) from e
+        raise _record_error('invoice.signature', e, 240) from e
     if p != end:
-        raise _record_too_long('invoice.signature')
+        raise _record_too_long('invoice.signature', 240)
     return f_sig
 
 
@@ -2111,9 +2111,9 @@ def _dec_invoice_error__erroneous_field(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_error.erroneous_field', e) from e
+        raise _record_error('invoice_error.erroneous_field', e, 1) from e
     if p != end:
-        raise _record_too_long('invoice_error.erroneous_field')
+        raise _record_too_long('invoice_error.erroneous_field', 1)
     return f_tlv_fieldnum
 
 
@@ -2128,9 +2128,9 @@ def _dec_invoice_error__suggested_value(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_error.suggested_value', e) from e
+        raise _record_error('invoice_error.suggested_value', e, 3) from e
     if p != end:
-        raise _record_too_long('invoice_error.suggested_value')
+        raise _record_too_long('invoice_error.suggested_value', 3)
     return f_value
 
 
@@ -2146,9 +2146,9 @@ def _dec_invoice_error__error(data: bytes, p: int, end: int) -> str:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('invoice_error.error', e) from e
+        raise _record_error('invoice_error.error', e, 5) from e
     if p != end:
-        raise _record_too_long('invoice_error.error')
+        raise _record_too_long('invoice_error.error', 5)
     return f_msg
 
 

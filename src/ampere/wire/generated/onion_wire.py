@@ -1735,9 +1735,9 @@ def _dec_payload__amt_to_forward(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.amt_to_forward', e) from e
+        raise _record_error('payload.amt_to_forward', e, 2) from e
     if p != end:
-        raise _record_too_long('payload.amt_to_forward')
+        raise _record_too_long('payload.amt_to_forward', 2)
     return f_amt_to_forward
 
 
@@ -1751,9 +1751,9 @@ def _dec_payload__outgoing_cltv_value(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.outgoing_cltv_value', e) from e
+        raise _record_error('payload.outgoing_cltv_value', e, 4) from e
     if p != end:
-        raise _record_too_long('payload.outgoing_cltv_value')
+        raise _record_too_long('payload.outgoing_cltv_value', 4)
     return f_outgoing_cltv_value
 
 
@@ -1770,9 +1770,9 @@ def _dec_payload__short_channel_id(data: bytes, p: int, end: int) -> ShortChanne
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.short_channel_id', e) from e
+        raise _record_error('payload.short_channel_id', e, 6) from e
     if p != end:
-        raise _record_too_long('payload.short_channel_id')
+        raise _record_too_long('payload.short_channel_id', 6)
     return f_short_channel_id
 
 
@@ -1797,9 +1797,9 @@ def _dec_payload__payment_data(data: bytes, p: int, end: int) -> PayloadPaymentD
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.payment_data', e) from e
+        raise _record_error('payload.payment_data', e, 8) from e
     if p != end:
-        raise _record_too_long('payload.payment_data')
+        raise _record_too_long('payload.payment_data', 8)
     obj = _new(PayloadPaymentData)
     _set(obj, 'payment_secret', f_payment_secret)
     _set(obj, 'total_msat', f_total_msat)
@@ -1817,9 +1817,9 @@ def _dec_payload__encrypted_recipient_data(data: bytes, p: int, end: int) -> byt
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.encrypted_recipient_data', e) from e
+        raise _record_error('payload.encrypted_recipient_data', e, 10) from e
     if p != end:
-        raise _record_too_long('payload.encrypted_recipient_data')
+        raise _record_too_long('payload.encrypted_recipient_data', 10)
     return f_encrypted_recipient_data
 
 
@@ -1836,9 +1836,9 @@ def _dec_payload__current_path_key(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.current_path_key', e) from e
+        raise _record_error('payload.current_path_key', e, 12) from e
     if p != end:
-        raise _record_too_long('payload.current_path_key')
+        raise _record_too_long('payload.current_path_key', 12)
     return f_path_key
 
 
@@ -1853,9 +1853,9 @@ def _dec_payload__payment_metadata(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.payment_metadata', e) from e
+        raise _record_error('payload.payment_metadata', e, 16) from e
     if p != end:
-        raise _record_too_long('payload.payment_metadata')
+        raise _record_too_long('payload.payment_metadata', 16)
     return f_payment_metadata
 
 
@@ -1869,9 +1869,9 @@ def _dec_payload__total_amount_msat(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('payload.total_amount_msat', e) from e
+        raise _record_error('payload.total_amount_msat', e, 18) from e
     if p != end:
-        raise _record_too_long('payload.total_amount_msat')
+        raise _record_too_long('payload.total_amount_msat', 18)
     return f_total_msat
 
 
@@ -1886,9 +1886,9 @@ def _dec_encrypted_data_tlv__padding(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.padding', e) from e
+        raise _record_error('encrypted_data_tlv.padding', e, 1) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.padding')
+        raise _record_too_long('encrypted_data_tlv.padding', 1)
     return f_padding
 
 
@@ -1905,9 +1905,9 @@ def _dec_encrypted_data_tlv__short_channel_id(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.short_channel_id', e) from e
+        raise _record_error('encrypted_data_tlv.short_channel_id', e, 2) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.short_channel_id')
+        raise _record_too_long('encrypted_data_tlv.short_channel_id', 2)
     return f_short_channel_id
 
 
@@ -1924,9 +1924,9 @@ def _dec_encrypted_data_tlv__next_node_id(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.next_node_id', e) from e
+        raise _record_error('encrypted_data_tlv.next_node_id', e, 4) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.next_node_id')
+        raise _record_too_long('encrypted_data_tlv.next_node_id', 4)
     return f_node_id
 
 
@@ -1941,9 +1941,9 @@ def _dec_encrypted_data_tlv__path_id(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.path_id', e) from e
+        raise _record_error('encrypted_data_tlv.path_id', e, 6) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.path_id')
+        raise _record_too_long('encrypted_data_tlv.path_id', 6)
     return f_data
 
 
@@ -1960,9 +1960,9 @@ def _dec_encrypted_data_tlv__next_path_key_override(data: bytes, p: int, end: in
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.next_path_key_override', e) from e
+        raise _record_error('encrypted_data_tlv.next_path_key_override', e, 8) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.next_path_key_override')
+        raise _record_too_long('encrypted_data_tlv.next_path_key_override', 8)
     return f_path_key
 
 
@@ -1986,9 +1986,9 @@ def _dec_encrypted_data_tlv__payment_relay(data: bytes, p: int, end: int) -> Enc
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.payment_relay', e) from e
+        raise _record_error('encrypted_data_tlv.payment_relay', e, 10) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.payment_relay')
+        raise _record_too_long('encrypted_data_tlv.payment_relay', 10)
     obj = _new(EncryptedDataTlvPaymentRelay)
     _set(obj, 'cltv_expiry_delta', f_cltv_expiry_delta)
     _set(obj, 'fee_proportional_millionths', f_fee_proportional_millionths)
@@ -2014,9 +2014,9 @@ def _dec_encrypted_data_tlv__payment_constraints(data: bytes, p: int, end: int) 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.payment_constraints', e) from e
+        raise _record_error('encrypted_data_tlv.payment_constraints', e, 12) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.payment_constraints')
+        raise _record_too_long('encrypted_data_tlv.payment_constraints', 12)
     obj = _new(EncryptedDataTlvPaymentConstraints)
     _set(obj, 'max_cltv_expiry', f_max_cltv_expiry)
     _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
@@ -2034,9 +2034,9 @@ def _dec_encrypted_data_tlv__allowed_features(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.allowed_features', e) from e
+        raise _record_error('encrypted_data_tlv.allowed_features', e, 14) from e
     if p != end:
-        raise _record_too_long('encrypted_data_tlv.allowed_features')
+        raise _record_too_long('encrypted_data_tlv.allowed_features', 14)
     return f_features
 
 
@@ -2052,9 +2052,9 @@ def _dec_onionmsg_tlv__reply_path(data: bytes, p: int, end: int) -> BlindedPath:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('onionmsg_tlv.reply_path', e) from e
+        raise _record_error('onionmsg_tlv.reply_path', e, 2) from e
     if p != end:
-        raise _record_too_long('onionmsg_tlv.reply_path')
+        raise _record_too_long('onionmsg_tlv.reply_path', 2)
     return f_path
 
 
@@ -2069,9 +2069,9 @@ def _dec_onionmsg_tlv__encrypted_recipient_data(data: bytes, p: int, end: int) -
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('onionmsg_tlv.encrypted_recipient_data', e) from e
+        raise _record_error('onionmsg_tlv.encrypted_recipient_data', e, 4) from e
     if p != end:
-        raise _record_too_long('onionmsg_tlv.encrypted_recipient_data')
+        raise _record_too_long('onionmsg_tlv.encrypted_recipient_data', 4)
     return f_encrypted_recipient_data
 
 
@@ -2086,9 +2086,9 @@ def _dec_onionmsg_tlv__invoice_request(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice_request', e) from e
+        raise _record_error('onionmsg_tlv.invoice_request', e, 64) from e
     if p != end:
-        raise _record_too_long('onionmsg_tlv.invoice_request')
+        raise _record_too_long('onionmsg_tlv.invoice_request', 64)
     return f_invreq
 
 
@@ -2103,9 +2103,9 @@ def _dec_onionmsg_tlv__invoice(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice', e) from e
+        raise _record_error('onionmsg_tlv.invoice', e, 66) from e
     if p != end:
-        raise _record_too_long('onionmsg_tlv.invoice')
+        raise _record_too_long('onionmsg_tlv.invoice', 66)
     return f_inv
 
 
@@ -2120,9 +2120,9 @@ def _dec_onionmsg_tlv__invoice_error(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice_error', e) from e
+        raise _record_error('onionmsg_tlv.invoice_error', e, 68) from e
     if p != end:
-        raise _record_too_long('onionmsg_tlv.invoice_error')
+        raise _record_too_long('onionmsg_tlv.invoice_error', 68)
     return f_inverr
 
 

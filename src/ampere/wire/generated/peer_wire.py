@@ -5361,9 +5361,9 @@ def _dec_init_tlvs__networks(data: bytes, p: int, end: int) -> tuple[bytes, ...]
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('init_tlvs.networks', e) from e
+        raise _record_error('init_tlvs.networks', e, 1) from e
     if p != end:
-        raise _record_too_long('init_tlvs.networks')
+        raise _record_too_long('init_tlvs.networks', 1)
     return f_chains
 
 
@@ -5378,9 +5378,9 @@ def _dec_init_tlvs__remote_addr(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('init_tlvs.remote_addr', e) from e
+        raise _record_error('init_tlvs.remote_addr', e, 3) from e
     if p != end:
-        raise _record_too_long('init_tlvs.remote_addr')
+        raise _record_too_long('init_tlvs.remote_addr', 3)
     return f_data
 
 
@@ -5394,9 +5394,9 @@ def _dec_n1__tlv1(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n1.tlv1', e) from e
+        raise _record_error('n1.tlv1', e, 1) from e
     if p != end:
-        raise _record_too_long('n1.tlv1')
+        raise _record_too_long('n1.tlv1', 1)
     return f_amount_msat
 
 
@@ -5413,9 +5413,9 @@ def _dec_n1__tlv2(data: bytes, p: int, end: int) -> ShortChannelId:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n1.tlv2', e) from e
+        raise _record_error('n1.tlv2', e, 2) from e
     if p != end:
-        raise _record_too_long('n1.tlv2')
+        raise _record_too_long('n1.tlv2', 2)
     return f_scid
 
 
@@ -5439,9 +5439,9 @@ def _dec_n1__tlv3(data: bytes, p: int, end: int) -> N1Tlv3:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n1.tlv3', e) from e
+        raise _record_error('n1.tlv3', e, 3) from e
     if p != end:
-        raise _record_too_long('n1.tlv3')
+        raise _record_too_long('n1.tlv3', 3)
     obj = _new(N1Tlv3)
     _set(obj, 'node_id', f_node_id)
     _set(obj, 'amount_msat_1', f_amount_msat_1)
@@ -5462,9 +5462,9 @@ def _dec_n1__tlv4(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n1.tlv4', e) from e
+        raise _record_error('n1.tlv4', e, 254) from e
     if p != end:
-        raise _record_too_long('n1.tlv4')
+        raise _record_too_long('n1.tlv4', 254)
     return f_cltv_delta
 
 
@@ -5478,9 +5478,9 @@ def _dec_n2__tlv1(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n2.tlv1', e) from e
+        raise _record_error('n2.tlv1', e, 0) from e
     if p != end:
-        raise _record_too_long('n2.tlv1')
+        raise _record_too_long('n2.tlv1', 0)
     return f_amount_msat
 
 
@@ -5494,9 +5494,9 @@ def _dec_n2__tlv2(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('n2.tlv2', e) from e
+        raise _record_error('n2.tlv2', e, 11) from e
     if p != end:
-        raise _record_too_long('n2.tlv2')
+        raise _record_too_long('n2.tlv2', 11)
     return f_cltv_expiry
 
 
@@ -5513,9 +5513,9 @@ def _dec_tx_add_input_tlvs__shared_input_txid(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('tx_add_input_tlvs.shared_input_txid', e) from e
+        raise _record_error('tx_add_input_tlvs.shared_input_txid', e, 0) from e
     if p != end:
-        raise _record_too_long('tx_add_input_tlvs.shared_input_txid')
+        raise _record_too_long('tx_add_input_tlvs.shared_input_txid', 0)
     return f_funding_txid
 
 
@@ -5532,9 +5532,9 @@ def _dec_tx_signatures_tlvs__shared_input_signature(data: bytes, p: int, end: in
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('tx_signatures_tlvs.shared_input_signature', e) from e
+        raise _record_error('tx_signatures_tlvs.shared_input_signature', e, 0) from e
     if p != end:
-        raise _record_too_long('tx_signatures_tlvs.shared_input_signature')
+        raise _record_too_long('tx_signatures_tlvs.shared_input_signature', 0)
     return f_signature
 
 
@@ -5551,9 +5551,9 @@ def _dec_tx_init_rbf_tlvs__funding_output_contribution(data: bytes, p: int, end:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('tx_init_rbf_tlvs.funding_output_contribution', e) from e
+        raise _record_error('tx_init_rbf_tlvs.funding_output_contribution', e, 0) from e
     if p != end:
-        raise _record_too_long('tx_init_rbf_tlvs.funding_output_contribution')
+        raise _record_too_long('tx_init_rbf_tlvs.funding_output_contribution', 0)
     return f_satoshis
 
 
@@ -5563,7 +5563,7 @@ def _enc_tx_init_rbf_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_tx_init_rbf_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('tx_init_rbf_tlvs.require_confirmed_inputs')
+        raise _record_too_long('tx_init_rbf_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5580,9 +5580,9 @@ def _dec_tx_ack_rbf_tlvs__funding_output_contribution(data: bytes, p: int, end: 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('tx_ack_rbf_tlvs.funding_output_contribution', e) from e
+        raise _record_error('tx_ack_rbf_tlvs.funding_output_contribution', e, 0) from e
     if p != end:
-        raise _record_too_long('tx_ack_rbf_tlvs.funding_output_contribution')
+        raise _record_too_long('tx_ack_rbf_tlvs.funding_output_contribution', 0)
     return f_satoshis
 
 
@@ -5592,7 +5592,7 @@ def _enc_tx_ack_rbf_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_tx_ack_rbf_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('tx_ack_rbf_tlvs.require_confirmed_inputs')
+        raise _record_too_long('tx_ack_rbf_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5607,9 +5607,9 @@ def _dec_open_channel_tlvs__upfront_shutdown_script(data: bytes, p: int, end: in
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('open_channel_tlvs.upfront_shutdown_script', e) from e
+        raise _record_error('open_channel_tlvs.upfront_shutdown_script', e, 0) from e
     if p != end:
-        raise _record_too_long('open_channel_tlvs.upfront_shutdown_script')
+        raise _record_too_long('open_channel_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
 
 
@@ -5624,9 +5624,9 @@ def _dec_open_channel_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('open_channel_tlvs.channel_type', e) from e
+        raise _record_error('open_channel_tlvs.channel_type', e, 1) from e
     if p != end:
-        raise _record_too_long('open_channel_tlvs.channel_type')
+        raise _record_too_long('open_channel_tlvs.channel_type', 1)
     return f_type
 
 
@@ -5641,9 +5641,9 @@ def _dec_accept_channel_tlvs__upfront_shutdown_script(data: bytes, p: int, end: 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('accept_channel_tlvs.upfront_shutdown_script', e) from e
+        raise _record_error('accept_channel_tlvs.upfront_shutdown_script', e, 0) from e
     if p != end:
-        raise _record_too_long('accept_channel_tlvs.upfront_shutdown_script')
+        raise _record_too_long('accept_channel_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
 
 
@@ -5658,9 +5658,9 @@ def _dec_accept_channel_tlvs__channel_type(data: bytes, p: int, end: int) -> byt
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('accept_channel_tlvs.channel_type', e) from e
+        raise _record_error('accept_channel_tlvs.channel_type', e, 1) from e
     if p != end:
-        raise _record_too_long('accept_channel_tlvs.channel_type')
+        raise _record_too_long('accept_channel_tlvs.channel_type', 1)
     return f_type
 
 
@@ -5677,9 +5677,9 @@ def _dec_channel_ready_tlvs__short_channel_id(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('channel_ready_tlvs.short_channel_id', e) from e
+        raise _record_error('channel_ready_tlvs.short_channel_id', e, 1) from e
     if p != end:
-        raise _record_too_long('channel_ready_tlvs.short_channel_id')
+        raise _record_too_long('channel_ready_tlvs.short_channel_id', 1)
     return f_alias
 
 
@@ -5694,9 +5694,9 @@ def _dec_opening_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) ->
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('opening_tlvs.upfront_shutdown_script', e) from e
+        raise _record_error('opening_tlvs.upfront_shutdown_script', e, 0) from e
     if p != end:
-        raise _record_too_long('opening_tlvs.upfront_shutdown_script')
+        raise _record_too_long('opening_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
 
 
@@ -5711,9 +5711,9 @@ def _dec_opening_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('opening_tlvs.channel_type', e) from e
+        raise _record_error('opening_tlvs.channel_type', e, 1) from e
     if p != end:
-        raise _record_too_long('opening_tlvs.channel_type')
+        raise _record_too_long('opening_tlvs.channel_type', 1)
     return f_type
 
 
@@ -5723,7 +5723,7 @@ def _enc_opening_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_opening_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('opening_tlvs.require_confirmed_inputs')
+        raise _record_too_long('opening_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5738,9 +5738,9 @@ def _dec_accept_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('accept_tlvs.upfront_shutdown_script', e) from e
+        raise _record_error('accept_tlvs.upfront_shutdown_script', e, 0) from e
     if p != end:
-        raise _record_too_long('accept_tlvs.upfront_shutdown_script')
+        raise _record_too_long('accept_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
 
 
@@ -5755,9 +5755,9 @@ def _dec_accept_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('accept_tlvs.channel_type', e) from e
+        raise _record_error('accept_tlvs.channel_type', e, 1) from e
     if p != end:
-        raise _record_too_long('accept_tlvs.channel_type')
+        raise _record_too_long('accept_tlvs.channel_type', 1)
     return f_type
 
 
@@ -5767,7 +5767,7 @@ def _enc_accept_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_accept_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('accept_tlvs.require_confirmed_inputs')
+        raise _record_too_long('accept_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5777,7 +5777,7 @@ def _enc_splice_init_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_splice_init_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('splice_init_tlvs.require_confirmed_inputs')
+        raise _record_too_long('splice_init_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5787,7 +5787,7 @@ def _enc_splice_ack_tlvs__require_confirmed_inputs(v: Any) -> bytes:
 
 def _dec_splice_ack_tlvs__require_confirmed_inputs(data: bytes, p: int, end: int) -> bool:
     if p != end:
-        raise _record_too_long('splice_ack_tlvs.require_confirmed_inputs')
+        raise _record_too_long('splice_ack_tlvs.require_confirmed_inputs', 2)
     return True
 
 
@@ -5804,9 +5804,9 @@ def _dec_closing_tlvs__closer_output_only(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('closing_tlvs.closer_output_only', e) from e
+        raise _record_error('closing_tlvs.closer_output_only', e, 1) from e
     if p != end:
-        raise _record_too_long('closing_tlvs.closer_output_only')
+        raise _record_too_long('closing_tlvs.closer_output_only', 1)
     return f_sig
 
 
@@ -5823,9 +5823,9 @@ def _dec_closing_tlvs__closee_output_only(data: bytes, p: int, end: int) -> byte
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('closing_tlvs.closee_output_only', e) from e
+        raise _record_error('closing_tlvs.closee_output_only', e, 2) from e
     if p != end:
-        raise _record_too_long('closing_tlvs.closee_output_only')
+        raise _record_too_long('closing_tlvs.closee_output_only', 2)
     return f_sig
 
 
@@ -5842,9 +5842,9 @@ def _dec_closing_tlvs__closer_and_closee_outputs(data: bytes, p: int, end: int) 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('closing_tlvs.closer_and_closee_outputs', e) from e
+        raise _record_error('closing_tlvs.closer_and_closee_outputs', e, 3) from e
     if p != end:
-        raise _record_too_long('closing_tlvs.closer_and_closee_outputs')
+        raise _record_too_long('closing_tlvs.closer_and_closee_outputs', 3)
     return f_sig
 
 
@@ -5866,9 +5866,9 @@ def _dec_closing_signed_tlvs__fee_range(data: bytes, p: int, end: int) -> Closin
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('closing_signed_tlvs.fee_range', e) from e
+        raise _record_error('closing_signed_tlvs.fee_range', e, 1) from e
     if p != end:
-        raise _record_too_long('closing_signed_tlvs.fee_range')
+        raise _record_too_long('closing_signed_tlvs.fee_range', 1)
     obj = _new(ClosingSignedTlvsFeeRange)
     _set(obj, 'min_fee_satoshis', f_min_fee_satoshis)
     _set(obj, 'max_fee_satoshis', f_max_fee_satoshis)
@@ -5888,9 +5888,9 @@ def _dec_update_add_htlc_tlvs__blinded_path(data: bytes, p: int, end: int) -> by
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('update_add_htlc_tlvs.blinded_path', e) from e
+        raise _record_error('update_add_htlc_tlvs.blinded_path', e, 0) from e
     if p != end:
-        raise _record_too_long('update_add_htlc_tlvs.blinded_path')
+        raise _record_too_long('update_add_htlc_tlvs.blinded_path', 0)
     return f_path_key
 
 
@@ -5907,9 +5907,9 @@ def _dec_start_batch_tlvs__message_type(data: bytes, p: int, end: int) -> int:
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('start_batch_tlvs.message_type', e) from e
+        raise _record_error('start_batch_tlvs.message_type', e, 1) from e
     if p != end:
-        raise _record_too_long('start_batch_tlvs.message_type')
+        raise _record_too_long('start_batch_tlvs.message_type', 1)
     return f_message_type
 
 
@@ -5926,9 +5926,9 @@ def _dec_commitment_signed_tlvs__funding_txid(data: bytes, p: int, end: int) -> 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('commitment_signed_tlvs.funding_txid', e) from e
+        raise _record_error('commitment_signed_tlvs.funding_txid', e, 1) from e
     if p != end:
-        raise _record_too_long('commitment_signed_tlvs.funding_txid')
+        raise _record_too_long('commitment_signed_tlvs.funding_txid', 1)
     return f_funding_txid
 
 
@@ -5950,9 +5950,9 @@ def _dec_channel_reestablish_tlvs__next_funding(data: bytes, p: int, end: int) -
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('channel_reestablish_tlvs.next_funding', e) from e
+        raise _record_error('channel_reestablish_tlvs.next_funding', e, 1) from e
     if p != end:
-        raise _record_too_long('channel_reestablish_tlvs.next_funding')
+        raise _record_too_long('channel_reestablish_tlvs.next_funding', 1)
     obj = _new(ChannelReestablishTlvsNextFunding)
     _set(obj, 'next_funding_txid', f_next_funding_txid)
     _set(obj, 'retransmit_flags', f_retransmit_flags)
@@ -5977,9 +5977,9 @@ def _dec_channel_reestablish_tlvs__my_current_funding_locked(data: bytes, p: int
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('channel_reestablish_tlvs.my_current_funding_locked', e) from e
+        raise _record_error('channel_reestablish_tlvs.my_current_funding_locked', e, 5) from e
     if p != end:
-        raise _record_too_long('channel_reestablish_tlvs.my_current_funding_locked')
+        raise _record_too_long('channel_reestablish_tlvs.my_current_funding_locked', 5)
     obj = _new(ChannelReestablishTlvsMyCurrentFundingLocked)
     _set(obj, 'my_current_funding_locked_txid', f_my_current_funding_locked_txid)
     _set(obj, 'retransmit_flags', f_retransmit_flags)
@@ -6005,9 +6005,9 @@ def _dec_query_short_channel_ids_tlvs__query_flags(data: bytes, p: int, end: int
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('query_short_channel_ids_tlvs.query_flags', e) from e
+        raise _record_error('query_short_channel_ids_tlvs.query_flags', e, 1) from e
     if p != end:
-        raise _record_too_long('query_short_channel_ids_tlvs.query_flags')
+        raise _record_too_long('query_short_channel_ids_tlvs.query_flags', 1)
     obj = _new(QueryShortChannelIdsTlvsQueryFlags)
     _set(obj, 'encoding_type', f_encoding_type)
     _set(obj, 'encoded_query_flags', f_encoded_query_flags)
@@ -6024,9 +6024,9 @@ def _dec_query_channel_range_tlvs__query_option(data: bytes, p: int, end: int) -
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('query_channel_range_tlvs.query_option', e) from e
+        raise _record_error('query_channel_range_tlvs.query_option', e, 1) from e
     if p != end:
-        raise _record_too_long('query_channel_range_tlvs.query_option')
+        raise _record_too_long('query_channel_range_tlvs.query_option', 1)
     return f_query_option_flags
 
 
@@ -6049,9 +6049,9 @@ def _dec_reply_channel_range_tlvs__timestamps_tlv(data: bytes, p: int, end: int)
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('reply_channel_range_tlvs.timestamps_tlv', e) from e
+        raise _record_error('reply_channel_range_tlvs.timestamps_tlv', e, 1) from e
     if p != end:
-        raise _record_too_long('reply_channel_range_tlvs.timestamps_tlv')
+        raise _record_too_long('reply_channel_range_tlvs.timestamps_tlv', 1)
     obj = _new(ReplyChannelRangeTlvsTimestampsTlv)
     _set(obj, 'encoding_type', f_encoding_type)
     _set(obj, 'encoded_timestamps', f_encoded_timestamps)
@@ -6072,9 +6072,9 @@ def _dec_reply_channel_range_tlvs__checksums_tlv(data: bytes, p: int, end: int) 
     except TlvError:
         raise
     except DecodeError as e:
-        raise _record_error('reply_channel_range_tlvs.checksums_tlv', e) from e
+        raise _record_error('reply_channel_range_tlvs.checksums_tlv', e, 3) from e
     if p != end:
-        raise _record_too_long('reply_channel_range_tlvs.checksums_tlv')
+        raise _record_too_long('reply_channel_range_tlvs.checksums_tlv', 3)
     return f_checksums
 
 
