@@ -6,21 +6,23 @@ Two layers:
      its own `ammag` stream (`wrap_failure`); the origin peels the layers with the route's shared
      secrets until an HMAC matches, which names the erring hop (`decode_failure`).
   2. The failure *message* (`failuremsg`): a 2-byte failure code with its data, then an optional
-     TLV stream.  `FAILURE_CODES` lists every code with its fields; `encode_failure_message` and
-     `decode_failure_message` convert between bytes and `FailureMessage`.  This table is written
-     here by hand from onion_wire.csv until the generated wire codec (`ampere.wire`) offers the same
-     (`encode_onion_failure` / `decode_onion_failure`); the packet layer does not depend on it.
+     TLV stream.  `FAILURE_CODES` names every code; `encode_failure_message` and
+     `decode_failure_message` convert between bytes and `FailureMessage`, through the wire codec's
+     classes generated from onion_wire.csv (`ampere.wire.messages.IncorrectOrUnknownPaymentDetails`
+     ...).  The packet layer does not depend on it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import dataclasses
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from ampere.ln.onion import chacha20_stream, generate_key, xor_bytes
-from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
+from ampere.wire.codec import ONION_FAILURE_TYPES
+from ampere.wire.errors import DecodeError, EncodeError
 
 __all__ = [
     "BADONION",
@@ -29,7 +31,6 @@ __all__ = [
     "UPDATE",
     "FAILURE_CODES",
     "FAILURE_NAMES",
-    "FailureCodeInfo",
     "FailureMessage",
     "FailureMessageError",
     "FailurePacketError",
@@ -76,51 +77,17 @@ _DUMMY_UM_KEY = generate_key(b"um", bytes(32))
 # --- the failure code table --------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class FailureCodeInfo:
-    name: str
-    code: int
-    # (field name, field type); types: u16 u32 u64 sha256 bigsize, and "channel_update" for the
-    # [u16:len][len*byte:channel_update] pair.
-    fields: tuple[tuple[str, str], ...] = ()
+# BOLT #4 still defines invalid_realm (PERM|1, no data), which onion_wire.csv no longer lists.
+_INVALID_REALM = PERM | 1
+FAILURE_CODES: dict[str, int] = dict(sorted(
+    [("invalid_realm", _INVALID_REALM), *((cls.NAME, code) for code, cls in ONION_FAILURE_TYPES.items())],
+    key=lambda item: (item[1] & 0xFF, item[1])))
+FAILURE_NAMES: dict[int, str] = {code: name for name, code in FAILURE_CODES.items()}
 
 
-_CU = ("channel_update", "channel_update")
-_SHA = ("sha256_of_onion", "sha256")
-
-# Names, numbers and fields from BOLT #4 "Failure Messages" (onion_wire.csv at the pinned spec
-# commit), plus invalid_realm (PERM|1), which the text still defines.
-_TABLE = [
-    FailureCodeInfo("invalid_realm", PERM | 1),
-    FailureCodeInfo("temporary_node_failure", NODE | 2),
-    FailureCodeInfo("permanent_node_failure", PERM | NODE | 2),
-    FailureCodeInfo("required_node_feature_missing", PERM | NODE | 3),
-    FailureCodeInfo("invalid_onion_version", BADONION | PERM | 4, (_SHA,)),
-    FailureCodeInfo("invalid_onion_hmac", BADONION | PERM | 5, (_SHA,)),
-    FailureCodeInfo("invalid_onion_key", BADONION | PERM | 6, (_SHA,)),
-    FailureCodeInfo("temporary_channel_failure", UPDATE | 7, (_CU,)),
-    FailureCodeInfo("permanent_channel_failure", PERM | 8),
-    FailureCodeInfo("required_channel_feature_missing", PERM | 9),
-    FailureCodeInfo("unknown_next_peer", PERM | 10),
-    FailureCodeInfo("amount_below_minimum", UPDATE | 11, (("htlc_msat", "u64"), _CU)),
-    FailureCodeInfo("fee_insufficient", UPDATE | 12, (("htlc_msat", "u64"), _CU)),
-    FailureCodeInfo("incorrect_cltv_expiry", UPDATE | 13, (("cltv_expiry", "u32"), _CU)),
-    FailureCodeInfo("expiry_too_soon", UPDATE | 14, (_CU,)),
-    FailureCodeInfo(
-        "incorrect_or_unknown_payment_details", PERM | 15, (("htlc_msat", "u64"), ("height", "u32"))
-    ),
-    FailureCodeInfo("final_incorrect_cltv_expiry", 18, (("cltv_expiry", "u32"),)),
-    FailureCodeInfo("final_incorrect_htlc_amount", 19, (("incoming_htlc_amt", "u64"),)),
-    FailureCodeInfo("channel_disabled", UPDATE | 20, (("disabled_flags", "u16"), _CU)),
-    FailureCodeInfo("expiry_too_far", 21),
-    FailureCodeInfo("invalid_onion_payload", PERM | 22, (("type", "bigsize"), ("offset", "u16"))),
-    FailureCodeInfo("mpp_timeout", 23),
-    FailureCodeInfo("invalid_onion_blinding", BADONION | PERM | 24, (_SHA,)),
-]
-
-FAILURE_CODES: dict[str, int] = {info.name: info.code for info in _TABLE}
-FAILURE_NAMES: dict[int, str] = {info.code: info.name for info in _TABLE}
-_BY_CODE: dict[int, FailureCodeInfo] = {info.code: info for info in _TABLE}
+def _field_names(cls: Any) -> list[str]:
+    """A generated failure class's data fields (its trailing `tlvs` stream is `extra` here)."""
+    return [f.name for f in dataclasses.fields(cls) if f.name != "tlvs"]
 
 
 def failure_code_name(code: int) -> str:
@@ -181,9 +148,6 @@ class FailureMessage:
         return value if isinstance(value, bytes) else None
 
 
-_INT_WIDTHS = {"u16": 2, "u32": 4, "u64": 8}
-
-
 def encode_failure_message(code_or_name: int | str, extra: bytes = b"", **fields: int | bytes) -> bytes:
     """Serialize a failure message: `encode_failure_message("incorrect_or_unknown_payment_details",
     htlc_msat=1000, height=800000)`.  Every field the code defines is required; no others are
@@ -192,33 +156,16 @@ def encode_failure_message(code_or_name: int | str, extra: bytes = b"", **fields
     code = failure_code(code_or_name) if isinstance(code_or_name, str) else code_or_name
     if not 0 <= code <= 0xFFFF:
         raise FailureMessageError(f"failure code {code} out of range")
-    info = _BY_CODE.get(code, FailureCodeInfo(failure_code_name(code), code))
-    wanted = {name for name, _ in info.fields}
+    cls = ONION_FAILURE_TYPES.get(code)
+    wanted = set(_field_names(cls)) if cls is not None else set()
     if set(fields) != wanted:
-        raise FailureMessageError(
-            f"{info.name} takes fields {sorted(wanted)}, got {sorted(fields)}"
-        )
-    out = bytearray(code.to_bytes(2, "big"))
-    for name, kind in info.fields:
-        value = fields[name]
-        if kind in _INT_WIDTHS:
-            width = _INT_WIDTHS[kind]
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << (8 * width):
-                raise FailureMessageError(f"{info.name}.{name} must be a {kind}")
-            out += int(value).to_bytes(width, "big")
-        elif kind == "bigsize":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise FailureMessageError(f"{info.name}.{name} must be an int")
-            out += encode_bigsize(value)
-        elif kind == "sha256":
-            if not isinstance(value, (bytes, bytearray)) or len(value) != 32:
-                raise FailureMessageError(f"{info.name}.{name} must be 32 bytes")
-            out += value
-        else:  # channel_update
-            if not isinstance(value, (bytes, bytearray)) or len(value) > 0xFFFF:
-                raise FailureMessageError(f"{info.name}.{name} must be bytes")
-            out += len(value).to_bytes(2, "big") + value
-    return bytes(out + extra)
+        raise FailureMessageError(f"{failure_code_name(code)} takes fields {sorted(wanted)}, got {sorted(fields)}")
+    if cls is None:
+        return code.to_bytes(2, "big") + bytes(extra)
+    try:
+        return cls(**fields).to_bytes() + bytes(extra)  # type: ignore[no-any-return]
+    except EncodeError as e:
+        raise FailureMessageError(f"{failure_code_name(code)}: {e}") from None
 
 
 def decode_failure_message(data: bytes) -> FailureMessage:
@@ -228,38 +175,18 @@ def decode_failure_message(data: bytes) -> FailureMessage:
     if len(data) < 2:
         raise FailureMessageError("failure message shorter than its 2-byte code")
     code = int.from_bytes(data[:2], "big")
-    info = _BY_CODE.get(code)
-    if info is None:
+    cls = ONION_FAILURE_TYPES.get(code)
+    if cls is None:
         return FailureMessage(code, {}, data[2:])
-    fields: dict[str, int | bytes] = {}
-    pos = 2
-    for name, kind in info.fields:
-        if kind in _INT_WIDTHS:
-            width = _INT_WIDTHS[kind]
-            if pos + width > len(data):
-                raise FailureMessageError(f"{info.name}: truncated {name}")
-            fields[name] = int.from_bytes(data[pos : pos + width], "big")
-            pos += width
-        elif kind == "bigsize":
-            try:
-                fields[name], pos = decode_bigsize(data, pos)
-            except BigSizeError as exc:
-                raise FailureMessageError(f"{info.name}: {name}: {exc}") from None
-        elif kind == "sha256":
-            if pos + 32 > len(data):
-                raise FailureMessageError(f"{info.name}: truncated {name}")
-            fields[name] = data[pos : pos + 32]
-            pos += 32
-        else:  # channel_update
-            if pos + 2 > len(data):
-                raise FailureMessageError(f"{info.name}: truncated {name} length")
-            length = int.from_bytes(data[pos : pos + 2], "big")
-            pos += 2
-            if pos + length > len(data):
-                raise FailureMessageError(f"{info.name}: truncated {name}")
-            fields[name] = data[pos : pos + length]
-            pos += length
-    return FailureMessage(code, fields, data[pos:])
+    try:
+        msg = cls.from_bytes(data)  # type: ignore[attr-defined]
+    except DecodeError as e:
+        raise FailureMessageError(str(e)) from None
+    fields = {name: getattr(msg, name) for name in _field_names(cls)}
+    # The fields re-encode to the bytes they came from (the decoder accepts minimal encodings only),
+    # so what follows them is the extra data.
+    fields_end = len(cls(**fields).to_bytes())
+    return FailureMessage(code, fields, data[fields_end:])
 
 
 # --- failure packets (the onion return path) ---------------------------------------------------

@@ -45,8 +45,8 @@ class UnknownMessage:
         return self.type % 2 == 1
 
 
-MESSAGE_TYPES: dict[int, type] = {cls.TYPE: cls for mod in _MODULES for cls in mod.MESSAGES}
-ONION_FAILURE_TYPES: dict[int, type] = {cls.TYPE: cls for mod in _MODULES for cls in mod.ONION_FAILURES}
+MESSAGE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for mod in _MODULES for cls in mod.MESSAGES}
+ONION_FAILURE_TYPES: dict[int, type[Message]] = {cls.TYPE: cls for mod in _MODULES for cls in mod.ONION_FAILURES}
 _SUBTYPES: dict[str, type] = {name: cls for mod in _MODULES for name, cls in mod.SUBTYPES.items()}
 _STREAMS: dict[str, Any] = {name: cls for mod in _MODULES for name, cls in mod.STREAMS.items()}
 CLASSES: dict[str, type] = {name: getattr(mod, name) for mod in _MODULES for name in mod.__all__}
@@ -55,7 +55,7 @@ CLASSES: dict[str, type] = {name: getattr(mod, name) for mod in _MODULES for nam
 def by_name(name: str) -> type:
     """The generated class for a CSV name (`"update_add_htlc"`) or class name (`"UpdateAddHtlc"`)."""
     for cls in (*MESSAGE_TYPES.values(), *ONION_FAILURE_TYPES.values()):
-        if cls.NAME == name:  # type: ignore[attr-defined]
+        if cls.NAME == name:
             return cls
     found = _SUBTYPES.get(name) or _STREAMS.get(name) or CLASSES.get(name)
     if found is None:
