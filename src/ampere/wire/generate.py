@@ -54,7 +54,7 @@ RUNTIME_NAMES = {
     "_nb": "norm_bytes", "_nbarr": "norm_byte_array", "_nscid": "norm_scid", "_nstruct": "norm_struct",
     "_narr": "norm_array", "_nunknown": "norm_unknown", "_truncated": "truncated", "_point": "validate_point",
     "_sig": "validate_signature", "_utf8": "decode_utf8", "_whole": "whole_items", "_record_error": "record_error",
-    "_record_too_long": "record_too_long", "_need_instance": "need_instance", "_array_len": "array_len",
+    "_record_too_long": "record_too_long", "_make": "make", "_dec_ext": "decode_extension", "_need_instance": "need_instance", "_array_len": "array_len",
     "_text_len": "text_len", "_fixed_len": "fixed_len", "_same_len": "same_len", "_enc_len": "encode_length",
     "_enc_text": "encode_text", "_enc_bytes": "encode_byte_array", "_enc_items": "encode_items",
     "_enc_struct_items": "encode_struct_items", "_enc_sig": "encode_signature", "_enc_sigs": "encode_signatures", "_enc_flag": "encode_flag", "_check_unknown": "check_unknown",
@@ -377,11 +377,9 @@ class ModuleWriter:
         self.init(params, sets)
         return visible
 
-    def construct(self, cls: str, visible: list[FieldSpec], ind: str) -> list[str]:
-        """Statements building `cls` from decoded locals (already canonical: no normalising)."""
-        lines = [f"{ind}obj = _new({cls})"]
-        lines += [f"{ind}_set(obj, {f.pyname!r}, {_local(f)})" for f in visible]
-        return lines
+    def construct(self, cls: str, values: list[str]) -> str:
+        """An expression building `cls` from decoded locals (already canonical: no normalising)."""
+        return f"{self.rt('_make')}({cls}, ({_tuple_items(values)}))"
 
     def subtype(self, spec: SubtypeSpec) -> None:
         name = camel(spec.name)
@@ -390,7 +388,7 @@ class ModuleWriter:
         self.emit("", "    def _encode(self) -> bytes:", *lines, *_joined("        ", parts))
         self.emit("", "    @staticmethod", f"    def _decode(data: bytes, p: int, end: int) -> tuple[{name}, int]:")
         self.emit(*self.decode_fields(spec.fields, "        "))
-        self.emit(*self.construct(name, visible, "        "), "        return obj, p")
+        self.emit(f"        return {self.construct(name, [_local(f) for f in visible])}, p")
 
     def message(self, spec: MessageSpec) -> None:
         name = camel(spec.name)
@@ -414,11 +412,8 @@ class ModuleWriter:
         if body:
             self.emit("        try:", *body, "        except DecodeError as e:",
                       f"            e.args = (f'{spec.name}: {{e}}',)", "            raise")
-        self.emit("        if p == end:", f"            {_local(ext)} = {ext_cls}.EMPTY", "        else:",
-                  "            try:", f"                {_local(ext)} = {ext_cls}._decode(data, p, end)",
-                  "            except DecodeError:", "                if strict:", "                    raise",
-                  f"                {_local(ext)} = {ext_cls}.EMPTY")
-        self.emit(*self.construct(name, visible, "        "), "        return obj")
+        self.emit(f"        {_local(ext)} = {self.rt('_dec_ext')}({ext_cls}, data, p, end, strict)")
+        self.emit(f"        return {self.construct(name, [_local(f) for f in visible])}")
 
     def stream(self, spec: TlvStreamSpec) -> None:
         name = stream_class_name(spec)
@@ -470,18 +465,20 @@ class ModuleWriter:
         for rec, (_, rtype) in zip(records, annotations):
             self.emit(f"        {_local_rec(rec)}: {rtype} = None")
         self.emit("        unknown = []", f"        for t, s, e in _split(data, p, end, known, {spec.name!r}):")
-        kw = "if"
-        for rec in records:
-            self.emit(f"            {kw} t == {rec.type}:",
-                      f"                {_local_rec(rec)} = {_rec_fn('dec', spec, rec)}(data, s, e)")
-            kw = "elif"
         if records:
-            self.emit("            else:", "                unknown.append((t, data[s:e]))")
+            self.emit("            try:")
+            kw = "if"
+            for rec in records:
+                self.emit(f"                {kw} t == {rec.type}:",
+                          f"                    {_local_rec(rec)} = {_rec_fn('dec', spec, rec)}(data, s, e)")
+                kw = "elif"
+            self.uses_errors.update(("DecodeError", "TlvError"))
+            self.emit("                else:", "                    unknown.append((t, data[s:e]))",
+                      "            except TlvError:", "                raise", "            except DecodeError as err:",
+                      f"                raise {self.rt('_record_error')}({spec.name!r}, err, t) from err")
         else:
             self.emit("            unknown.append((t, data[s:e]))")
-        self.emit(f"        obj = _new({name})")
-        self.emit(*[f"        _set(obj, {r.pyname!r}, {_local_rec(r)})" for r in records])
-        self.emit("        _set(obj, 'unknown', tuple(unknown))", "        return obj")
+        self.emit(f"        return {self.construct(name, [*(_local_rec(r) for r in records), 'tuple(unknown)'])}")
         for rec in records:
             if len(rec.visible_fields()) > 1:
                 rname = record_class_name(spec, rec)
@@ -504,19 +501,16 @@ class ModuleWriter:
                 rc = record_class_name(spec, rec)
                 lines, parts = self.encode_fields(rec.fields, where, lambda f: f"v.{f.pyname}", "    ")
                 self.emit(f"    {self.rt('_need_instance')}(v, {rc}, {where!r})", *lines, *_joined("    ", parts))
-            self.uses_errors.update(("DecodeError", "TlvError"))
             self.emit("", "", f"def {_rec_fn('dec', spec, rec)}(data: bytes, p: int, end: int) -> {rtype}:")
-            body = self.decode_fields(rec.fields, "        ")
-            if body:
-                self.emit("    try:", *body, "    except TlvError:", "        raise", "    except DecodeError as e:",
-                          f"        raise {self.rt('_record_error')}({where!r}, e, {rec.type}) from e")
+            # A DecodeError raised here becomes a TlvError in the stream's decoder.
+            self.emit(*self.decode_fields(rec.fields, "    "))
             self.emit("    if p != end:", f"        raise {self.rt('_record_too_long')}({where!r}, {rec.type})")
             if not vis:
                 self.emit("    return True")
             elif len(vis) == 1:
                 self.emit(f"    return {_local(vis[0])}")
             else:
-                self.emit(*self.construct(record_class_name(spec, rec), vis, "    "), "    return obj")
+                self.emit(f"    return {self.construct(record_class_name(spec, rec), [_local(f) for f in vis])}")
 
     # -- module ------------------------------------------------------------------------------
 
@@ -598,6 +592,10 @@ def _local_rec(rec: TlvRecordSpec) -> str:
 
 def _rec_fn(kind: str, stream: TlvStreamSpec, rec: TlvRecordSpec) -> str:
     return f"_{kind}_{stream.name}__{rec.name}"
+
+
+def _tuple_items(values: list[str]) -> str:
+    return ", ".join(values) + ("," if len(values) == 1 else "")
 
 
 def _joined(ind: str, parts: list[str]) -> list[str]:

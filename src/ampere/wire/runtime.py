@@ -129,6 +129,31 @@ def norm_unknown(value: Any) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Decoding helpers
 
+_set = object.__setattr__
+_new = object.__new__
+
+
+def make(cls: type[T], values: tuple[Any, ...]) -> T:
+    """An instance of generated class `cls` from decoded values (already canonical: no normalising),
+    in `_FIELDS` order."""
+    obj = _new(cls)
+    for name, value in zip(cls._FIELDS, values):  # type: ignore[attr-defined]
+        _set(obj, name, value)
+    return obj
+
+
+def decode_extension(stream: Any, data: bytes, p: int, end: int, strict: bool) -> Any:
+    """A message's trailing TLV stream.  `strict` is False for onion failures (BOLT #4: the origin
+    node "MUST ignore any extra bytes in `failuremsg`")."""
+    if p == end:
+        return stream.EMPTY
+    try:
+        return stream._decode(data, p, end)
+    except DecodeError:
+        if strict:
+            raise
+        return stream.EMPTY
+
 
 def truncated(where: str, need: int, left: int) -> TruncatedError:
     return TruncatedError(f"{where}: need {need} bytes, {max(left, 0)} left")
@@ -160,13 +185,13 @@ def whole_items(where: str, left: int, size: int, type_name: str) -> int:
     return left // size
 
 
-def record_error(where: str, error: DecodeError, tlv_type: int) -> TlvError:
+def record_error(stream: str, error: DecodeError, tlv_type: int) -> TlvError:
     """A known TLV record that does not decode.  BOLT #1: "if `length` is not exactly equal to that
     required for the known encoding for `type`: MUST fail to parse the `tlv_stream`", and likewise
     for non-minimal or otherwise invalid values."""
     if isinstance(error, TruncatedError):
-        return TlvError(f"{where}: record shorter than its encoding ({error})").at(tlv_type, None)
-    return TlvError(f"{where}: {error}").at(tlv_type, None)
+        return TlvError(f"{stream}: record {tlv_type} shorter than its encoding ({error})").at(tlv_type, None)
+    return TlvError(f"{stream}: record {tlv_type}: {error}").at(tlv_type, None)
 
 
 def record_too_long(where: str, tlv_type: int) -> TlvError:

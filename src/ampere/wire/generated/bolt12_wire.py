@@ -20,6 +20,7 @@ from ampere.wire.runtime import (
     encode_length as _enc_len,
     encode_struct_items as _enc_struct_items,
     encode_text as _enc_text,
+    make as _make,
     need_instance as _need_instance,
     norm_array as _narr,
     norm_byte_array as _nbarr,
@@ -125,14 +126,7 @@ class BlindedPayinfo(WireStruct):
             raise _truncated('features', n_flen, end - p)
         f_features = data[p:p + n_flen]
         p += n_flen
-        obj = _new(BlindedPayinfo)
-        _set(obj, 'fee_base_msat', f_fee_base_msat)
-        _set(obj, 'fee_proportional_millionths', f_fee_proportional_millionths)
-        _set(obj, 'cltv_expiry_delta', f_cltv_expiry_delta)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'htlc_maximum_msat', f_htlc_maximum_msat)
-        _set(obj, 'features', f_features)
-        return obj, p
+        return _make(BlindedPayinfo, (f_fee_base_msat, f_fee_proportional_millionths, f_cltv_expiry_delta, f_htlc_minimum_msat, f_htlc_maximum_msat, f_features)), p
 
 
 class FallbackAddress(WireStruct):
@@ -172,10 +166,7 @@ class FallbackAddress(WireStruct):
             raise _truncated('address', n_len, end - p)
         f_address = data[p:p + n_len]
         p += n_len
-        obj = _new(FallbackAddress)
-        _set(obj, 'version', f_version)
-        _set(obj, 'address', f_address)
-        return obj, p
+        return _make(FallbackAddress, (f_version, f_address)), p
 
 
 class Offer(WireStruct):
@@ -274,44 +265,36 @@ class Offer(WireStruct):
         r_offer_issuer_id: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'offer'):
-            if t == 2:
-                r_offer_chains = _dec_offer__offer_chains(data, s, e)
-            elif t == 4:
-                r_offer_metadata = _dec_offer__offer_metadata(data, s, e)
-            elif t == 6:
-                r_offer_currency = _dec_offer__offer_currency(data, s, e)
-            elif t == 8:
-                r_offer_amount = _dec_offer__offer_amount(data, s, e)
-            elif t == 10:
-                r_offer_description = _dec_offer__offer_description(data, s, e)
-            elif t == 12:
-                r_offer_features = _dec_offer__offer_features(data, s, e)
-            elif t == 14:
-                r_offer_absolute_expiry = _dec_offer__offer_absolute_expiry(data, s, e)
-            elif t == 16:
-                r_offer_paths = _dec_offer__offer_paths(data, s, e)
-            elif t == 18:
-                r_offer_issuer = _dec_offer__offer_issuer(data, s, e)
-            elif t == 20:
-                r_offer_quantity_max = _dec_offer__offer_quantity_max(data, s, e)
-            elif t == 22:
-                r_offer_issuer_id = _dec_offer__offer_issuer_id(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(Offer)
-        _set(obj, 'offer_chains', r_offer_chains)
-        _set(obj, 'offer_metadata', r_offer_metadata)
-        _set(obj, 'offer_currency', r_offer_currency)
-        _set(obj, 'offer_amount', r_offer_amount)
-        _set(obj, 'offer_description', r_offer_description)
-        _set(obj, 'offer_features', r_offer_features)
-        _set(obj, 'offer_absolute_expiry', r_offer_absolute_expiry)
-        _set(obj, 'offer_paths', r_offer_paths)
-        _set(obj, 'offer_issuer', r_offer_issuer)
-        _set(obj, 'offer_quantity_max', r_offer_quantity_max)
-        _set(obj, 'offer_issuer_id', r_offer_issuer_id)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 2:
+                    r_offer_chains = _dec_offer__offer_chains(data, s, e)
+                elif t == 4:
+                    r_offer_metadata = _dec_offer__offer_metadata(data, s, e)
+                elif t == 6:
+                    r_offer_currency = _dec_offer__offer_currency(data, s, e)
+                elif t == 8:
+                    r_offer_amount = _dec_offer__offer_amount(data, s, e)
+                elif t == 10:
+                    r_offer_description = _dec_offer__offer_description(data, s, e)
+                elif t == 12:
+                    r_offer_features = _dec_offer__offer_features(data, s, e)
+                elif t == 14:
+                    r_offer_absolute_expiry = _dec_offer__offer_absolute_expiry(data, s, e)
+                elif t == 16:
+                    r_offer_paths = _dec_offer__offer_paths(data, s, e)
+                elif t == 18:
+                    r_offer_issuer = _dec_offer__offer_issuer(data, s, e)
+                elif t == 20:
+                    r_offer_quantity_max = _dec_offer__offer_quantity_max(data, s, e)
+                elif t == 22:
+                    r_offer_issuer_id = _dec_offer__offer_issuer_id(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('offer', err, t) from err
+        return _make(Offer, (r_offer_chains, r_offer_metadata, r_offer_currency, r_offer_amount, r_offer_description, r_offer_features, r_offer_absolute_expiry, r_offer_paths, r_offer_issuer, r_offer_quantity_max, r_offer_issuer_id, tuple(unknown)))
 
 
 class InvoiceRequest(WireStruct):
@@ -470,74 +453,56 @@ class InvoiceRequest(WireStruct):
         r_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice_request'):
-            if t == 0:
-                r_invreq_metadata = _dec_invoice_request__invreq_metadata(data, s, e)
-            elif t == 2:
-                r_offer_chains = _dec_invoice_request__offer_chains(data, s, e)
-            elif t == 4:
-                r_offer_metadata = _dec_invoice_request__offer_metadata(data, s, e)
-            elif t == 6:
-                r_offer_currency = _dec_invoice_request__offer_currency(data, s, e)
-            elif t == 8:
-                r_offer_amount = _dec_invoice_request__offer_amount(data, s, e)
-            elif t == 10:
-                r_offer_description = _dec_invoice_request__offer_description(data, s, e)
-            elif t == 12:
-                r_offer_features = _dec_invoice_request__offer_features(data, s, e)
-            elif t == 14:
-                r_offer_absolute_expiry = _dec_invoice_request__offer_absolute_expiry(data, s, e)
-            elif t == 16:
-                r_offer_paths = _dec_invoice_request__offer_paths(data, s, e)
-            elif t == 18:
-                r_offer_issuer = _dec_invoice_request__offer_issuer(data, s, e)
-            elif t == 20:
-                r_offer_quantity_max = _dec_invoice_request__offer_quantity_max(data, s, e)
-            elif t == 22:
-                r_offer_issuer_id = _dec_invoice_request__offer_issuer_id(data, s, e)
-            elif t == 80:
-                r_invreq_chain = _dec_invoice_request__invreq_chain(data, s, e)
-            elif t == 82:
-                r_invreq_amount = _dec_invoice_request__invreq_amount(data, s, e)
-            elif t == 84:
-                r_invreq_features = _dec_invoice_request__invreq_features(data, s, e)
-            elif t == 86:
-                r_invreq_quantity = _dec_invoice_request__invreq_quantity(data, s, e)
-            elif t == 88:
-                r_invreq_payer_id = _dec_invoice_request__invreq_payer_id(data, s, e)
-            elif t == 89:
-                r_invreq_payer_note = _dec_invoice_request__invreq_payer_note(data, s, e)
-            elif t == 90:
-                r_invreq_paths = _dec_invoice_request__invreq_paths(data, s, e)
-            elif t == 91:
-                r_invreq_bip_353_name = _dec_invoice_request__invreq_bip_353_name(data, s, e)
-            elif t == 240:
-                r_signature = _dec_invoice_request__signature(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(InvoiceRequest)
-        _set(obj, 'invreq_metadata', r_invreq_metadata)
-        _set(obj, 'offer_chains', r_offer_chains)
-        _set(obj, 'offer_metadata', r_offer_metadata)
-        _set(obj, 'offer_currency', r_offer_currency)
-        _set(obj, 'offer_amount', r_offer_amount)
-        _set(obj, 'offer_description', r_offer_description)
-        _set(obj, 'offer_features', r_offer_features)
-        _set(obj, 'offer_absolute_expiry', r_offer_absolute_expiry)
-        _set(obj, 'offer_paths', r_offer_paths)
-        _set(obj, 'offer_issuer', r_offer_issuer)
-        _set(obj, 'offer_quantity_max', r_offer_quantity_max)
-        _set(obj, 'offer_issuer_id', r_offer_issuer_id)
-        _set(obj, 'invreq_chain', r_invreq_chain)
-        _set(obj, 'invreq_amount', r_invreq_amount)
-        _set(obj, 'invreq_features', r_invreq_features)
-        _set(obj, 'invreq_quantity', r_invreq_quantity)
-        _set(obj, 'invreq_payer_id', r_invreq_payer_id)
-        _set(obj, 'invreq_payer_note', r_invreq_payer_note)
-        _set(obj, 'invreq_paths', r_invreq_paths)
-        _set(obj, 'invreq_bip_353_name', r_invreq_bip_353_name)
-        _set(obj, 'signature', r_signature)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_invreq_metadata = _dec_invoice_request__invreq_metadata(data, s, e)
+                elif t == 2:
+                    r_offer_chains = _dec_invoice_request__offer_chains(data, s, e)
+                elif t == 4:
+                    r_offer_metadata = _dec_invoice_request__offer_metadata(data, s, e)
+                elif t == 6:
+                    r_offer_currency = _dec_invoice_request__offer_currency(data, s, e)
+                elif t == 8:
+                    r_offer_amount = _dec_invoice_request__offer_amount(data, s, e)
+                elif t == 10:
+                    r_offer_description = _dec_invoice_request__offer_description(data, s, e)
+                elif t == 12:
+                    r_offer_features = _dec_invoice_request__offer_features(data, s, e)
+                elif t == 14:
+                    r_offer_absolute_expiry = _dec_invoice_request__offer_absolute_expiry(data, s, e)
+                elif t == 16:
+                    r_offer_paths = _dec_invoice_request__offer_paths(data, s, e)
+                elif t == 18:
+                    r_offer_issuer = _dec_invoice_request__offer_issuer(data, s, e)
+                elif t == 20:
+                    r_offer_quantity_max = _dec_invoice_request__offer_quantity_max(data, s, e)
+                elif t == 22:
+                    r_offer_issuer_id = _dec_invoice_request__offer_issuer_id(data, s, e)
+                elif t == 80:
+                    r_invreq_chain = _dec_invoice_request__invreq_chain(data, s, e)
+                elif t == 82:
+                    r_invreq_amount = _dec_invoice_request__invreq_amount(data, s, e)
+                elif t == 84:
+                    r_invreq_features = _dec_invoice_request__invreq_features(data, s, e)
+                elif t == 86:
+                    r_invreq_quantity = _dec_invoice_request__invreq_quantity(data, s, e)
+                elif t == 88:
+                    r_invreq_payer_id = _dec_invoice_request__invreq_payer_id(data, s, e)
+                elif t == 89:
+                    r_invreq_payer_note = _dec_invoice_request__invreq_payer_note(data, s, e)
+                elif t == 90:
+                    r_invreq_paths = _dec_invoice_request__invreq_paths(data, s, e)
+                elif t == 91:
+                    r_invreq_bip_353_name = _dec_invoice_request__invreq_bip_353_name(data, s, e)
+                elif t == 240:
+                    r_signature = _dec_invoice_request__signature(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('invoice_request', err, t) from err
+        return _make(InvoiceRequest, (r_invreq_metadata, r_offer_chains, r_offer_metadata, r_offer_currency, r_offer_amount, r_offer_description, r_offer_features, r_offer_absolute_expiry, r_offer_paths, r_offer_issuer, r_offer_quantity_max, r_offer_issuer_id, r_invreq_chain, r_invreq_amount, r_invreq_features, r_invreq_quantity, r_invreq_payer_id, r_invreq_payer_note, r_invreq_paths, r_invreq_bip_353_name, r_signature, tuple(unknown)))
 
 
 class InvoiceRequestInvreqBip353Name(WireStruct):
@@ -769,101 +734,74 @@ class Invoice(WireStruct):
         r_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice'):
-            if t == 0:
-                r_invreq_metadata = _dec_invoice__invreq_metadata(data, s, e)
-            elif t == 2:
-                r_offer_chains = _dec_invoice__offer_chains(data, s, e)
-            elif t == 4:
-                r_offer_metadata = _dec_invoice__offer_metadata(data, s, e)
-            elif t == 6:
-                r_offer_currency = _dec_invoice__offer_currency(data, s, e)
-            elif t == 8:
-                r_offer_amount = _dec_invoice__offer_amount(data, s, e)
-            elif t == 10:
-                r_offer_description = _dec_invoice__offer_description(data, s, e)
-            elif t == 12:
-                r_offer_features = _dec_invoice__offer_features(data, s, e)
-            elif t == 14:
-                r_offer_absolute_expiry = _dec_invoice__offer_absolute_expiry(data, s, e)
-            elif t == 16:
-                r_offer_paths = _dec_invoice__offer_paths(data, s, e)
-            elif t == 18:
-                r_offer_issuer = _dec_invoice__offer_issuer(data, s, e)
-            elif t == 20:
-                r_offer_quantity_max = _dec_invoice__offer_quantity_max(data, s, e)
-            elif t == 22:
-                r_offer_issuer_id = _dec_invoice__offer_issuer_id(data, s, e)
-            elif t == 80:
-                r_invreq_chain = _dec_invoice__invreq_chain(data, s, e)
-            elif t == 82:
-                r_invreq_amount = _dec_invoice__invreq_amount(data, s, e)
-            elif t == 84:
-                r_invreq_features = _dec_invoice__invreq_features(data, s, e)
-            elif t == 86:
-                r_invreq_quantity = _dec_invoice__invreq_quantity(data, s, e)
-            elif t == 88:
-                r_invreq_payer_id = _dec_invoice__invreq_payer_id(data, s, e)
-            elif t == 89:
-                r_invreq_payer_note = _dec_invoice__invreq_payer_note(data, s, e)
-            elif t == 90:
-                r_invreq_paths = _dec_invoice__invreq_paths(data, s, e)
-            elif t == 91:
-                r_invreq_bip_353_name = _dec_invoice__invreq_bip_353_name(data, s, e)
-            elif t == 160:
-                r_invoice_paths = _dec_invoice__invoice_paths(data, s, e)
-            elif t == 162:
-                r_invoice_blindedpay = _dec_invoice__invoice_blindedpay(data, s, e)
-            elif t == 164:
-                r_invoice_created_at = _dec_invoice__invoice_created_at(data, s, e)
-            elif t == 166:
-                r_invoice_relative_expiry = _dec_invoice__invoice_relative_expiry(data, s, e)
-            elif t == 168:
-                r_invoice_payment_hash = _dec_invoice__invoice_payment_hash(data, s, e)
-            elif t == 170:
-                r_invoice_amount = _dec_invoice__invoice_amount(data, s, e)
-            elif t == 172:
-                r_invoice_fallbacks = _dec_invoice__invoice_fallbacks(data, s, e)
-            elif t == 174:
-                r_invoice_features = _dec_invoice__invoice_features(data, s, e)
-            elif t == 176:
-                r_invoice_node_id = _dec_invoice__invoice_node_id(data, s, e)
-            elif t == 240:
-                r_signature = _dec_invoice__signature(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(Invoice)
-        _set(obj, 'invreq_metadata', r_invreq_metadata)
-        _set(obj, 'offer_chains', r_offer_chains)
-        _set(obj, 'offer_metadata', r_offer_metadata)
-        _set(obj, 'offer_currency', r_offer_currency)
-        _set(obj, 'offer_amount', r_offer_amount)
-        _set(obj, 'offer_description', r_offer_description)
-        _set(obj, 'offer_features', r_offer_features)
-        _set(obj, 'offer_absolute_expiry', r_offer_absolute_expiry)
-        _set(obj, 'offer_paths', r_offer_paths)
-        _set(obj, 'offer_issuer', r_offer_issuer)
-        _set(obj, 'offer_quantity_max', r_offer_quantity_max)
-        _set(obj, 'offer_issuer_id', r_offer_issuer_id)
-        _set(obj, 'invreq_chain', r_invreq_chain)
-        _set(obj, 'invreq_amount', r_invreq_amount)
-        _set(obj, 'invreq_features', r_invreq_features)
-        _set(obj, 'invreq_quantity', r_invreq_quantity)
-        _set(obj, 'invreq_payer_id', r_invreq_payer_id)
-        _set(obj, 'invreq_payer_note', r_invreq_payer_note)
-        _set(obj, 'invreq_paths', r_invreq_paths)
-        _set(obj, 'invreq_bip_353_name', r_invreq_bip_353_name)
-        _set(obj, 'invoice_paths', r_invoice_paths)
-        _set(obj, 'invoice_blindedpay', r_invoice_blindedpay)
-        _set(obj, 'invoice_created_at', r_invoice_created_at)
-        _set(obj, 'invoice_relative_expiry', r_invoice_relative_expiry)
-        _set(obj, 'invoice_payment_hash', r_invoice_payment_hash)
-        _set(obj, 'invoice_amount', r_invoice_amount)
-        _set(obj, 'invoice_fallbacks', r_invoice_fallbacks)
-        _set(obj, 'invoice_features', r_invoice_features)
-        _set(obj, 'invoice_node_id', r_invoice_node_id)
-        _set(obj, 'signature', r_signature)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_invreq_metadata = _dec_invoice__invreq_metadata(data, s, e)
+                elif t == 2:
+                    r_offer_chains = _dec_invoice__offer_chains(data, s, e)
+                elif t == 4:
+                    r_offer_metadata = _dec_invoice__offer_metadata(data, s, e)
+                elif t == 6:
+                    r_offer_currency = _dec_invoice__offer_currency(data, s, e)
+                elif t == 8:
+                    r_offer_amount = _dec_invoice__offer_amount(data, s, e)
+                elif t == 10:
+                    r_offer_description = _dec_invoice__offer_description(data, s, e)
+                elif t == 12:
+                    r_offer_features = _dec_invoice__offer_features(data, s, e)
+                elif t == 14:
+                    r_offer_absolute_expiry = _dec_invoice__offer_absolute_expiry(data, s, e)
+                elif t == 16:
+                    r_offer_paths = _dec_invoice__offer_paths(data, s, e)
+                elif t == 18:
+                    r_offer_issuer = _dec_invoice__offer_issuer(data, s, e)
+                elif t == 20:
+                    r_offer_quantity_max = _dec_invoice__offer_quantity_max(data, s, e)
+                elif t == 22:
+                    r_offer_issuer_id = _dec_invoice__offer_issuer_id(data, s, e)
+                elif t == 80:
+                    r_invreq_chain = _dec_invoice__invreq_chain(data, s, e)
+                elif t == 82:
+                    r_invreq_amount = _dec_invoice__invreq_amount(data, s, e)
+                elif t == 84:
+                    r_invreq_features = _dec_invoice__invreq_features(data, s, e)
+                elif t == 86:
+                    r_invreq_quantity = _dec_invoice__invreq_quantity(data, s, e)
+                elif t == 88:
+                    r_invreq_payer_id = _dec_invoice__invreq_payer_id(data, s, e)
+                elif t == 89:
+                    r_invreq_payer_note = _dec_invoice__invreq_payer_note(data, s, e)
+                elif t == 90:
+                    r_invreq_paths = _dec_invoice__invreq_paths(data, s, e)
+                elif t == 91:
+                    r_invreq_bip_353_name = _dec_invoice__invreq_bip_353_name(data, s, e)
+                elif t == 160:
+                    r_invoice_paths = _dec_invoice__invoice_paths(data, s, e)
+                elif t == 162:
+                    r_invoice_blindedpay = _dec_invoice__invoice_blindedpay(data, s, e)
+                elif t == 164:
+                    r_invoice_created_at = _dec_invoice__invoice_created_at(data, s, e)
+                elif t == 166:
+                    r_invoice_relative_expiry = _dec_invoice__invoice_relative_expiry(data, s, e)
+                elif t == 168:
+                    r_invoice_payment_hash = _dec_invoice__invoice_payment_hash(data, s, e)
+                elif t == 170:
+                    r_invoice_amount = _dec_invoice__invoice_amount(data, s, e)
+                elif t == 172:
+                    r_invoice_fallbacks = _dec_invoice__invoice_fallbacks(data, s, e)
+                elif t == 174:
+                    r_invoice_features = _dec_invoice__invoice_features(data, s, e)
+                elif t == 176:
+                    r_invoice_node_id = _dec_invoice__invoice_node_id(data, s, e)
+                elif t == 240:
+                    r_signature = _dec_invoice__signature(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('invoice', err, t) from err
+        return _make(Invoice, (r_invreq_metadata, r_offer_chains, r_offer_metadata, r_offer_currency, r_offer_amount, r_offer_description, r_offer_features, r_offer_absolute_expiry, r_offer_paths, r_offer_issuer, r_offer_quantity_max, r_offer_issuer_id, r_invreq_chain, r_invreq_amount, r_invreq_features, r_invreq_quantity, r_invreq_payer_id, r_invreq_payer_note, r_invreq_paths, r_invreq_bip_353_name, r_invoice_paths, r_invoice_blindedpay, r_invoice_created_at, r_invoice_relative_expiry, r_invoice_payment_hash, r_invoice_amount, r_invoice_fallbacks, r_invoice_features, r_invoice_node_id, r_signature, tuple(unknown)))
 
 
 class InvoiceInvreqBip353Name(WireStruct):
@@ -933,20 +871,20 @@ class InvoiceError(WireStruct):
         r_error: str | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'invoice_error'):
-            if t == 1:
-                r_erroneous_field = _dec_invoice_error__erroneous_field(data, s, e)
-            elif t == 3:
-                r_suggested_value = _dec_invoice_error__suggested_value(data, s, e)
-            elif t == 5:
-                r_error = _dec_invoice_error__error(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(InvoiceError)
-        _set(obj, 'erroneous_field', r_erroneous_field)
-        _set(obj, 'suggested_value', r_suggested_value)
-        _set(obj, 'error', r_error)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_erroneous_field = _dec_invoice_error__erroneous_field(data, s, e)
+                elif t == 3:
+                    r_suggested_value = _dec_invoice_error__suggested_value(data, s, e)
+                elif t == 5:
+                    r_error = _dec_invoice_error__error(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('invoice_error', err, t) from err
+        return _make(InvoiceError, (r_erroneous_field, r_suggested_value, r_error, tuple(unknown)))
 
 
 def _enc_offer__offer_chains(v: Any) -> bytes:
@@ -954,14 +892,9 @@ def _enc_offer__offer_chains(v: Any) -> bytes:
 
 
 def _dec_offer__offer_chains(data: bytes, p: int, end: int) -> tuple[bytes, ...]:
-    try:
-        f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
-        f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
-        p += f_chains_n * 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_chains', e, 2) from e
+    f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
+    f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
+    p += f_chains_n * 32
     if p != end:
         raise _record_too_long('offer.offer_chains', 2)
     return f_chains
@@ -972,13 +905,8 @@ def _enc_offer__offer_metadata(v: Any) -> bytes:
 
 
 def _dec_offer__offer_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_metadata', e, 4) from e
+    f_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('offer.offer_metadata', 4)
     return f_data
@@ -989,14 +917,9 @@ def _enc_offer__offer_currency(v: Any) -> bytes:
 
 
 def _dec_offer__offer_currency(data: bytes, p: int, end: int) -> str:
-    try:
-        f_iso4217_raw = data[p:end]
-        p = end
-        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_currency', e, 6) from e
+    f_iso4217_raw = data[p:end]
+    p = end
+    f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     if p != end:
         raise _record_too_long('offer.offer_currency', 6)
     return f_iso4217
@@ -1007,12 +930,7 @@ def _enc_offer__offer_amount(v: Any) -> bytes:
 
 
 def _dec_offer__offer_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amount, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_amount', e, 8) from e
+    f_amount, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('offer.offer_amount', 8)
     return f_amount
@@ -1023,14 +941,9 @@ def _enc_offer__offer_description(v: Any) -> bytes:
 
 
 def _dec_offer__offer_description(data: bytes, p: int, end: int) -> str:
-    try:
-        f_description_raw = data[p:end]
-        p = end
-        f_description = _utf8(f_description_raw, 'description')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_description', e, 10) from e
+    f_description_raw = data[p:end]
+    p = end
+    f_description = _utf8(f_description_raw, 'description')
     if p != end:
         raise _record_too_long('offer.offer_description', 10)
     return f_description
@@ -1041,13 +954,8 @@ def _enc_offer__offer_features(v: Any) -> bytes:
 
 
 def _dec_offer__offer_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_features', e, 12) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('offer.offer_features', 12)
     return f_features
@@ -1058,12 +966,7 @@ def _enc_offer__offer_absolute_expiry(v: Any) -> bytes:
 
 
 def _dec_offer__offer_absolute_expiry(data: bytes, p: int, end: int) -> int:
-    try:
-        f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_absolute_expiry', e, 14) from e
+    f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('offer.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
@@ -1074,16 +977,11 @@ def _enc_offer__offer_paths(v: Any) -> bytes:
 
 
 def _dec_offer__offer_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_paths', e, 16) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('offer.offer_paths', 16)
     return f_paths
@@ -1094,14 +992,9 @@ def _enc_offer__offer_issuer(v: Any) -> bytes:
 
 
 def _dec_offer__offer_issuer(data: bytes, p: int, end: int) -> str:
-    try:
-        f_issuer_raw = data[p:end]
-        p = end
-        f_issuer = _utf8(f_issuer_raw, 'issuer')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_issuer', e, 18) from e
+    f_issuer_raw = data[p:end]
+    p = end
+    f_issuer = _utf8(f_issuer_raw, 'issuer')
     if p != end:
         raise _record_too_long('offer.offer_issuer', 18)
     return f_issuer
@@ -1112,12 +1005,7 @@ def _enc_offer__offer_quantity_max(v: Any) -> bytes:
 
 
 def _dec_offer__offer_quantity_max(data: bytes, p: int, end: int) -> int:
-    try:
-        f_max, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_quantity_max', e, 20) from e
+    f_max, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('offer.offer_quantity_max', 20)
     return f_max
@@ -1128,15 +1016,10 @@ def _enc_offer__offer_issuer_id(v: Any) -> bytes:
 
 
 def _dec_offer__offer_issuer_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('id', 33, end - p)
-        f_id = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('offer.offer_issuer_id', e, 22) from e
+    if p + 33 > end:
+        raise _truncated('id', 33, end - p)
+    f_id = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('offer.offer_issuer_id', 22)
     return f_id
@@ -1147,13 +1030,8 @@ def _enc_invoice_request__invreq_metadata(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_blob = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_metadata', e, 0) from e
+    f_blob = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice_request.invreq_metadata', 0)
     return f_blob
@@ -1164,14 +1042,9 @@ def _enc_invoice_request__offer_chains(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_chains(data: bytes, p: int, end: int) -> tuple[bytes, ...]:
-    try:
-        f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
-        f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
-        p += f_chains_n * 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_chains', e, 2) from e
+    f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
+    f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
+    p += f_chains_n * 32
     if p != end:
         raise _record_too_long('invoice_request.offer_chains', 2)
     return f_chains
@@ -1182,13 +1055,8 @@ def _enc_invoice_request__offer_metadata(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_metadata', e, 4) from e
+    f_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice_request.offer_metadata', 4)
     return f_data
@@ -1199,14 +1067,9 @@ def _enc_invoice_request__offer_currency(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_currency(data: bytes, p: int, end: int) -> str:
-    try:
-        f_iso4217_raw = data[p:end]
-        p = end
-        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_currency', e, 6) from e
+    f_iso4217_raw = data[p:end]
+    p = end
+    f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     if p != end:
         raise _record_too_long('invoice_request.offer_currency', 6)
     return f_iso4217
@@ -1217,12 +1080,7 @@ def _enc_invoice_request__offer_amount(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amount, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_amount', e, 8) from e
+    f_amount, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_request.offer_amount', 8)
     return f_amount
@@ -1233,14 +1091,9 @@ def _enc_invoice_request__offer_description(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_description(data: bytes, p: int, end: int) -> str:
-    try:
-        f_description_raw = data[p:end]
-        p = end
-        f_description = _utf8(f_description_raw, 'description')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_description', e, 10) from e
+    f_description_raw = data[p:end]
+    p = end
+    f_description = _utf8(f_description_raw, 'description')
     if p != end:
         raise _record_too_long('invoice_request.offer_description', 10)
     return f_description
@@ -1251,13 +1104,8 @@ def _enc_invoice_request__offer_features(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_features', e, 12) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice_request.offer_features', 12)
     return f_features
@@ -1268,12 +1116,7 @@ def _enc_invoice_request__offer_absolute_expiry(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_absolute_expiry(data: bytes, p: int, end: int) -> int:
-    try:
-        f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_absolute_expiry', e, 14) from e
+    f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_request.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
@@ -1284,16 +1127,11 @@ def _enc_invoice_request__offer_paths(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_paths', e, 16) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('invoice_request.offer_paths', 16)
     return f_paths
@@ -1304,14 +1142,9 @@ def _enc_invoice_request__offer_issuer(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_issuer(data: bytes, p: int, end: int) -> str:
-    try:
-        f_issuer_raw = data[p:end]
-        p = end
-        f_issuer = _utf8(f_issuer_raw, 'issuer')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_issuer', e, 18) from e
+    f_issuer_raw = data[p:end]
+    p = end
+    f_issuer = _utf8(f_issuer_raw, 'issuer')
     if p != end:
         raise _record_too_long('invoice_request.offer_issuer', 18)
     return f_issuer
@@ -1322,12 +1155,7 @@ def _enc_invoice_request__offer_quantity_max(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_quantity_max(data: bytes, p: int, end: int) -> int:
-    try:
-        f_max, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_quantity_max', e, 20) from e
+    f_max, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_request.offer_quantity_max', 20)
     return f_max
@@ -1338,15 +1166,10 @@ def _enc_invoice_request__offer_issuer_id(v: Any) -> bytes:
 
 
 def _dec_invoice_request__offer_issuer_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('id', 33, end - p)
-        f_id = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.offer_issuer_id', e, 22) from e
+    if p + 33 > end:
+        raise _truncated('id', 33, end - p)
+    f_id = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('invoice_request.offer_issuer_id', 22)
     return f_id
@@ -1357,15 +1180,10 @@ def _enc_invoice_request__invreq_chain(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_chain(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 32 > end:
-            raise _truncated('chain', 32, end - p)
-        f_chain = data[p:p + 32]
-        p += 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_chain', e, 80) from e
+    if p + 32 > end:
+        raise _truncated('chain', 32, end - p)
+    f_chain = data[p:p + 32]
+    p += 32
     if p != end:
         raise _record_too_long('invoice_request.invreq_chain', 80)
     return f_chain
@@ -1376,12 +1194,7 @@ def _enc_invoice_request__invreq_amount(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_amount', e, 82) from e
+    f_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_request.invreq_amount', 82)
     return f_msat
@@ -1392,13 +1205,8 @@ def _enc_invoice_request__invreq_features(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_features', e, 84) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice_request.invreq_features', 84)
     return f_features
@@ -1409,12 +1217,7 @@ def _enc_invoice_request__invreq_quantity(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_quantity(data: bytes, p: int, end: int) -> int:
-    try:
-        f_quantity, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_quantity', e, 86) from e
+    f_quantity, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_request.invreq_quantity', 86)
     return f_quantity
@@ -1425,15 +1228,10 @@ def _enc_invoice_request__invreq_payer_id(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_payer_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('key', 33, end - p)
-        f_key = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_payer_id', e, 88) from e
+    if p + 33 > end:
+        raise _truncated('key', 33, end - p)
+    f_key = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('invoice_request.invreq_payer_id', 88)
     return f_key
@@ -1444,14 +1242,9 @@ def _enc_invoice_request__invreq_payer_note(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_payer_note(data: bytes, p: int, end: int) -> str:
-    try:
-        f_note_raw = data[p:end]
-        p = end
-        f_note = _utf8(f_note_raw, 'note')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_payer_note', e, 89) from e
+    f_note_raw = data[p:end]
+    p = end
+    f_note = _utf8(f_note_raw, 'note')
     if p != end:
         raise _record_too_long('invoice_request.invreq_payer_note', 89)
     return f_note
@@ -1462,16 +1255,11 @@ def _enc_invoice_request__invreq_paths(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_paths', e, 90) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('invoice_request.invreq_paths', 90)
     return f_paths
@@ -1492,33 +1280,25 @@ def _enc_invoice_request__invreq_bip_353_name(v: Any) -> bytes:
 
 
 def _dec_invoice_request__invreq_bip_353_name(data: bytes, p: int, end: int) -> InvoiceRequestInvreqBip353Name:
-    try:
-        if p + 1 > end:
-            raise _truncated('name_len', 1, end - p)
-        n_name_len = data[p]
-        p += 1
-        if p + n_name_len > end:
-            raise _truncated('name', n_name_len, end - p)
-        f_name = data[p:p + n_name_len]
-        p += n_name_len
-        if p + 1 > end:
-            raise _truncated('domain_len', 1, end - p)
-        n_domain_len = data[p]
-        p += 1
-        if p + n_domain_len > end:
-            raise _truncated('domain', n_domain_len, end - p)
-        f_domain = data[p:p + n_domain_len]
-        p += n_domain_len
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.invreq_bip_353_name', e, 91) from e
+    if p + 1 > end:
+        raise _truncated('name_len', 1, end - p)
+    n_name_len = data[p]
+    p += 1
+    if p + n_name_len > end:
+        raise _truncated('name', n_name_len, end - p)
+    f_name = data[p:p + n_name_len]
+    p += n_name_len
+    if p + 1 > end:
+        raise _truncated('domain_len', 1, end - p)
+    n_domain_len = data[p]
+    p += 1
+    if p + n_domain_len > end:
+        raise _truncated('domain', n_domain_len, end - p)
+    f_domain = data[p:p + n_domain_len]
+    p += n_domain_len
     if p != end:
         raise _record_too_long('invoice_request.invreq_bip_353_name', 91)
-    obj = _new(InvoiceRequestInvreqBip353Name)
-    _set(obj, 'name', f_name)
-    _set(obj, 'domain', f_domain)
-    return obj
+    return _make(InvoiceRequestInvreqBip353Name, (f_name, f_domain))
 
 
 def _enc_invoice_request__signature(v: Any) -> bytes:
@@ -1526,15 +1306,10 @@ def _enc_invoice_request__signature(v: Any) -> bytes:
 
 
 def _dec_invoice_request__signature(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('sig', 64, end - p)
-        f_sig = data[p:p + 64]
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_request.signature', e, 240) from e
+    if p + 64 > end:
+        raise _truncated('sig', 64, end - p)
+    f_sig = data[p:p + 64]
+    p += 64
     if p != end:
         raise _record_too_long('invoice_request.signature', 240)
     return f_sig
@@ -1545,13 +1320,8 @@ def _enc_invoice__invreq_metadata(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_blob = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_metadata', e, 0) from e
+    f_blob = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice.invreq_metadata', 0)
     return f_blob
@@ -1562,14 +1332,9 @@ def _enc_invoice__offer_chains(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_chains(data: bytes, p: int, end: int) -> tuple[bytes, ...]:
-    try:
-        f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
-        f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
-        p += f_chains_n * 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_chains', e, 2) from e
+    f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
+    f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
+    p += f_chains_n * 32
     if p != end:
         raise _record_too_long('invoice.offer_chains', 2)
     return f_chains
@@ -1580,13 +1345,8 @@ def _enc_invoice__offer_metadata(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_metadata', e, 4) from e
+    f_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice.offer_metadata', 4)
     return f_data
@@ -1597,14 +1357,9 @@ def _enc_invoice__offer_currency(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_currency(data: bytes, p: int, end: int) -> str:
-    try:
-        f_iso4217_raw = data[p:end]
-        p = end
-        f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_currency', e, 6) from e
+    f_iso4217_raw = data[p:end]
+    p = end
+    f_iso4217 = _utf8(f_iso4217_raw, 'iso4217')
     if p != end:
         raise _record_too_long('invoice.offer_currency', 6)
     return f_iso4217
@@ -1615,12 +1370,7 @@ def _enc_invoice__offer_amount(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amount, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_amount', e, 8) from e
+    f_amount, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.offer_amount', 8)
     return f_amount
@@ -1631,14 +1381,9 @@ def _enc_invoice__offer_description(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_description(data: bytes, p: int, end: int) -> str:
-    try:
-        f_description_raw = data[p:end]
-        p = end
-        f_description = _utf8(f_description_raw, 'description')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_description', e, 10) from e
+    f_description_raw = data[p:end]
+    p = end
+    f_description = _utf8(f_description_raw, 'description')
     if p != end:
         raise _record_too_long('invoice.offer_description', 10)
     return f_description
@@ -1649,13 +1394,8 @@ def _enc_invoice__offer_features(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_features', e, 12) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice.offer_features', 12)
     return f_features
@@ -1666,12 +1406,7 @@ def _enc_invoice__offer_absolute_expiry(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_absolute_expiry(data: bytes, p: int, end: int) -> int:
-    try:
-        f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_absolute_expiry', e, 14) from e
+    f_seconds_from_epoch, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.offer_absolute_expiry', 14)
     return f_seconds_from_epoch
@@ -1682,16 +1417,11 @@ def _enc_invoice__offer_paths(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_paths', e, 16) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('invoice.offer_paths', 16)
     return f_paths
@@ -1702,14 +1432,9 @@ def _enc_invoice__offer_issuer(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_issuer(data: bytes, p: int, end: int) -> str:
-    try:
-        f_issuer_raw = data[p:end]
-        p = end
-        f_issuer = _utf8(f_issuer_raw, 'issuer')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_issuer', e, 18) from e
+    f_issuer_raw = data[p:end]
+    p = end
+    f_issuer = _utf8(f_issuer_raw, 'issuer')
     if p != end:
         raise _record_too_long('invoice.offer_issuer', 18)
     return f_issuer
@@ -1720,12 +1445,7 @@ def _enc_invoice__offer_quantity_max(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_quantity_max(data: bytes, p: int, end: int) -> int:
-    try:
-        f_max, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_quantity_max', e, 20) from e
+    f_max, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.offer_quantity_max', 20)
     return f_max
@@ -1736,15 +1456,10 @@ def _enc_invoice__offer_issuer_id(v: Any) -> bytes:
 
 
 def _dec_invoice__offer_issuer_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('id', 33, end - p)
-        f_id = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.offer_issuer_id', e, 22) from e
+    if p + 33 > end:
+        raise _truncated('id', 33, end - p)
+    f_id = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('invoice.offer_issuer_id', 22)
     return f_id
@@ -1755,15 +1470,10 @@ def _enc_invoice__invreq_chain(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_chain(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 32 > end:
-            raise _truncated('chain', 32, end - p)
-        f_chain = data[p:p + 32]
-        p += 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_chain', e, 80) from e
+    if p + 32 > end:
+        raise _truncated('chain', 32, end - p)
+    f_chain = data[p:p + 32]
+    p += 32
     if p != end:
         raise _record_too_long('invoice.invreq_chain', 80)
     return f_chain
@@ -1774,12 +1484,7 @@ def _enc_invoice__invreq_amount(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_amount', e, 82) from e
+    f_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.invreq_amount', 82)
     return f_msat
@@ -1790,13 +1495,8 @@ def _enc_invoice__invreq_features(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_features', e, 84) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice.invreq_features', 84)
     return f_features
@@ -1807,12 +1507,7 @@ def _enc_invoice__invreq_quantity(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_quantity(data: bytes, p: int, end: int) -> int:
-    try:
-        f_quantity, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_quantity', e, 86) from e
+    f_quantity, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.invreq_quantity', 86)
     return f_quantity
@@ -1823,15 +1518,10 @@ def _enc_invoice__invreq_payer_id(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_payer_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('key', 33, end - p)
-        f_key = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_payer_id', e, 88) from e
+    if p + 33 > end:
+        raise _truncated('key', 33, end - p)
+    f_key = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('invoice.invreq_payer_id', 88)
     return f_key
@@ -1842,14 +1532,9 @@ def _enc_invoice__invreq_payer_note(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_payer_note(data: bytes, p: int, end: int) -> str:
-    try:
-        f_note_raw = data[p:end]
-        p = end
-        f_note = _utf8(f_note_raw, 'note')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_payer_note', e, 89) from e
+    f_note_raw = data[p:end]
+    p = end
+    f_note = _utf8(f_note_raw, 'note')
     if p != end:
         raise _record_too_long('invoice.invreq_payer_note', 89)
     return f_note
@@ -1860,16 +1545,11 @@ def _enc_invoice__invreq_paths(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_paths', e, 90) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('invoice.invreq_paths', 90)
     return f_paths
@@ -1890,33 +1570,25 @@ def _enc_invoice__invreq_bip_353_name(v: Any) -> bytes:
 
 
 def _dec_invoice__invreq_bip_353_name(data: bytes, p: int, end: int) -> InvoiceInvreqBip353Name:
-    try:
-        if p + 1 > end:
-            raise _truncated('name_len', 1, end - p)
-        n_name_len = data[p]
-        p += 1
-        if p + n_name_len > end:
-            raise _truncated('name', n_name_len, end - p)
-        f_name = data[p:p + n_name_len]
-        p += n_name_len
-        if p + 1 > end:
-            raise _truncated('domain_len', 1, end - p)
-        n_domain_len = data[p]
-        p += 1
-        if p + n_domain_len > end:
-            raise _truncated('domain', n_domain_len, end - p)
-        f_domain = data[p:p + n_domain_len]
-        p += n_domain_len
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invreq_bip_353_name', e, 91) from e
+    if p + 1 > end:
+        raise _truncated('name_len', 1, end - p)
+    n_name_len = data[p]
+    p += 1
+    if p + n_name_len > end:
+        raise _truncated('name', n_name_len, end - p)
+    f_name = data[p:p + n_name_len]
+    p += n_name_len
+    if p + 1 > end:
+        raise _truncated('domain_len', 1, end - p)
+    n_domain_len = data[p]
+    p += 1
+    if p + n_domain_len > end:
+        raise _truncated('domain', n_domain_len, end - p)
+    f_domain = data[p:p + n_domain_len]
+    p += n_domain_len
     if p != end:
         raise _record_too_long('invoice.invreq_bip_353_name', 91)
-    obj = _new(InvoiceInvreqBip353Name)
-    _set(obj, 'name', f_name)
-    _set(obj, 'domain', f_domain)
-    return obj
+    return _make(InvoiceInvreqBip353Name, (f_name, f_domain))
 
 
 def _enc_invoice__invoice_paths(v: Any) -> bytes:
@@ -1924,16 +1596,11 @@ def _enc_invoice__invoice_paths(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_paths(data: bytes, p: int, end: int) -> tuple[BlindedPath, ...]:
-    try:
-        f_paths_items = []
-        while p < end:
-            f_paths_item, p = BlindedPath._decode(data, p, end)
-            f_paths_items.append(f_paths_item)
-        f_paths = tuple(f_paths_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_paths', e, 160) from e
+    f_paths_items = []
+    while p < end:
+        f_paths_item, p = BlindedPath._decode(data, p, end)
+        f_paths_items.append(f_paths_item)
+    f_paths = tuple(f_paths_items)
     if p != end:
         raise _record_too_long('invoice.invoice_paths', 160)
     return f_paths
@@ -1944,16 +1611,11 @@ def _enc_invoice__invoice_blindedpay(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_blindedpay(data: bytes, p: int, end: int) -> tuple[BlindedPayinfo, ...]:
-    try:
-        f_payinfo_items = []
-        while p < end:
-            f_payinfo_item, p = BlindedPayinfo._decode(data, p, end)
-            f_payinfo_items.append(f_payinfo_item)
-        f_payinfo = tuple(f_payinfo_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_blindedpay', e, 162) from e
+    f_payinfo_items = []
+    while p < end:
+        f_payinfo_item, p = BlindedPayinfo._decode(data, p, end)
+        f_payinfo_items.append(f_payinfo_item)
+    f_payinfo = tuple(f_payinfo_items)
     if p != end:
         raise _record_too_long('invoice.invoice_blindedpay', 162)
     return f_payinfo
@@ -1964,12 +1626,7 @@ def _enc_invoice__invoice_created_at(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_created_at(data: bytes, p: int, end: int) -> int:
-    try:
-        f_timestamp, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_created_at', e, 164) from e
+    f_timestamp, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.invoice_created_at', 164)
     return f_timestamp
@@ -1980,12 +1637,7 @@ def _enc_invoice__invoice_relative_expiry(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_relative_expiry(data: bytes, p: int, end: int) -> int:
-    try:
-        f_seconds_from_creation, p = _T_tu32.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_relative_expiry', e, 166) from e
+    f_seconds_from_creation, p = _T_tu32.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.invoice_relative_expiry', 166)
     return f_seconds_from_creation
@@ -1996,15 +1648,10 @@ def _enc_invoice__invoice_payment_hash(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_payment_hash(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 32 > end:
-            raise _truncated('payment_hash', 32, end - p)
-        f_payment_hash = data[p:p + 32]
-        p += 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_payment_hash', e, 168) from e
+    if p + 32 > end:
+        raise _truncated('payment_hash', 32, end - p)
+    f_payment_hash = data[p:p + 32]
+    p += 32
     if p != end:
         raise _record_too_long('invoice.invoice_payment_hash', 168)
     return f_payment_hash
@@ -2015,12 +1662,7 @@ def _enc_invoice__invoice_amount(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_amount(data: bytes, p: int, end: int) -> int:
-    try:
-        f_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_amount', e, 170) from e
+    f_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice.invoice_amount', 170)
     return f_msat
@@ -2031,16 +1673,11 @@ def _enc_invoice__invoice_fallbacks(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_fallbacks(data: bytes, p: int, end: int) -> tuple[FallbackAddress, ...]:
-    try:
-        f_fallbacks_items = []
-        while p < end:
-            f_fallbacks_item, p = FallbackAddress._decode(data, p, end)
-            f_fallbacks_items.append(f_fallbacks_item)
-        f_fallbacks = tuple(f_fallbacks_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_fallbacks', e, 172) from e
+    f_fallbacks_items = []
+    while p < end:
+        f_fallbacks_item, p = FallbackAddress._decode(data, p, end)
+        f_fallbacks_items.append(f_fallbacks_item)
+    f_fallbacks = tuple(f_fallbacks_items)
     if p != end:
         raise _record_too_long('invoice.invoice_fallbacks', 172)
     return f_fallbacks
@@ -2051,13 +1688,8 @@ def _enc_invoice__invoice_features(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_features', e, 174) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice.invoice_features', 174)
     return f_features
@@ -2068,15 +1700,10 @@ def _enc_invoice__invoice_node_id(v: Any) -> bytes:
 
 
 def _dec_invoice__invoice_node_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('node_id', 33, end - p)
-        f_node_id = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.invoice_node_id', e, 176) from e
+    if p + 33 > end:
+        raise _truncated('node_id', 33, end - p)
+    f_node_id = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('invoice.invoice_node_id', 176)
     return f_node_id
@@ -2087,15 +1714,10 @@ def _enc_invoice__signature(v: Any) -> bytes:
 
 
 def _dec_invoice__signature(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('sig', 64, end - p)
-        f_sig = data[p:p + 64]
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice.signature', e, 240) from e
+    if p + 64 > end:
+        raise _truncated('sig', 64, end - p)
+    f_sig = data[p:p + 64]
+    p += 64
     if p != end:
         raise _record_too_long('invoice.signature', 240)
     return f_sig
@@ -2106,12 +1728,7 @@ def _enc_invoice_error__erroneous_field(v: Any) -> bytes:
 
 
 def _dec_invoice_error__erroneous_field(data: bytes, p: int, end: int) -> int:
-    try:
-        f_tlv_fieldnum, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_error.erroneous_field', e, 1) from e
+    f_tlv_fieldnum, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('invoice_error.erroneous_field', 1)
     return f_tlv_fieldnum
@@ -2122,13 +1739,8 @@ def _enc_invoice_error__suggested_value(v: Any) -> bytes:
 
 
 def _dec_invoice_error__suggested_value(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_value = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_error.suggested_value', e, 3) from e
+    f_value = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('invoice_error.suggested_value', 3)
     return f_value
@@ -2139,14 +1751,9 @@ def _enc_invoice_error__error(v: Any) -> bytes:
 
 
 def _dec_invoice_error__error(data: bytes, p: int, end: int) -> str:
-    try:
-        f_msg_raw = data[p:end]
-        p = end
-        f_msg = _utf8(f_msg_raw, 'msg')
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('invoice_error.error', e, 5) from e
+    f_msg_raw = data[p:end]
+    p = end
+    f_msg = _utf8(f_msg_raw, 'msg')
     if p != end:
         raise _record_too_long('invoice_error.error', 5)
     return f_msg

@@ -15,10 +15,12 @@ from ampere.wire.runtime import (
     array_len as _array_len,
     check_unknown as _check_unknown,
     declare_dataclass,
+    decode_extension as _dec_ext,
     encode_byte_array as _enc_bytes,
     encode_length as _enc_len,
     encode_struct_items as _enc_struct_items,
     fixed_len as _fixed_len,
+    make as _make,
     need_instance as _need_instance,
     norm_array as _narr,
     norm_byte_array as _nbarr,
@@ -110,11 +112,7 @@ class BlindedPath(WireStruct):
             f_path_item, p = BlindedPathHop._decode(data, p, end)
             f_path_items.append(f_path_item)
         f_path = tuple(f_path_items)
-        obj = _new(BlindedPath)
-        _set(obj, 'first_node_id', f_first_node_id)
-        _set(obj, 'first_path_key', f_first_path_key)
-        _set(obj, 'path', f_path)
-        return obj, p
+        return _make(BlindedPath, (f_first_node_id, f_first_path_key, f_path)), p
 
 
 class BlindedPathHop(WireStruct):
@@ -154,10 +152,7 @@ class BlindedPathHop(WireStruct):
             raise _truncated('encrypted_recipient_data', n_enclen, end - p)
         f_encrypted_recipient_data = data[p:p + n_enclen]
         p += n_enclen
-        obj = _new(BlindedPathHop)
-        _set(obj, 'blinded_node_id', f_blinded_node_id)
-        _set(obj, 'encrypted_recipient_data', f_encrypted_recipient_data)
-        return obj, p
+        return _make(BlindedPathHop, (f_blinded_node_id, f_encrypted_recipient_data)), p
 
 
 class Payload(WireStruct):
@@ -238,35 +233,30 @@ class Payload(WireStruct):
         r_total_amount_msat: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'payload'):
-            if t == 2:
-                r_amt_to_forward = _dec_payload__amt_to_forward(data, s, e)
-            elif t == 4:
-                r_outgoing_cltv_value = _dec_payload__outgoing_cltv_value(data, s, e)
-            elif t == 6:
-                r_short_channel_id = _dec_payload__short_channel_id(data, s, e)
-            elif t == 8:
-                r_payment_data = _dec_payload__payment_data(data, s, e)
-            elif t == 10:
-                r_encrypted_recipient_data = _dec_payload__encrypted_recipient_data(data, s, e)
-            elif t == 12:
-                r_current_path_key = _dec_payload__current_path_key(data, s, e)
-            elif t == 16:
-                r_payment_metadata = _dec_payload__payment_metadata(data, s, e)
-            elif t == 18:
-                r_total_amount_msat = _dec_payload__total_amount_msat(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(Payload)
-        _set(obj, 'amt_to_forward', r_amt_to_forward)
-        _set(obj, 'outgoing_cltv_value', r_outgoing_cltv_value)
-        _set(obj, 'short_channel_id', r_short_channel_id)
-        _set(obj, 'payment_data', r_payment_data)
-        _set(obj, 'encrypted_recipient_data', r_encrypted_recipient_data)
-        _set(obj, 'current_path_key', r_current_path_key)
-        _set(obj, 'payment_metadata', r_payment_metadata)
-        _set(obj, 'total_amount_msat', r_total_amount_msat)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 2:
+                    r_amt_to_forward = _dec_payload__amt_to_forward(data, s, e)
+                elif t == 4:
+                    r_outgoing_cltv_value = _dec_payload__outgoing_cltv_value(data, s, e)
+                elif t == 6:
+                    r_short_channel_id = _dec_payload__short_channel_id(data, s, e)
+                elif t == 8:
+                    r_payment_data = _dec_payload__payment_data(data, s, e)
+                elif t == 10:
+                    r_encrypted_recipient_data = _dec_payload__encrypted_recipient_data(data, s, e)
+                elif t == 12:
+                    r_current_path_key = _dec_payload__current_path_key(data, s, e)
+                elif t == 16:
+                    r_payment_metadata = _dec_payload__payment_metadata(data, s, e)
+                elif t == 18:
+                    r_total_amount_msat = _dec_payload__total_amount_msat(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('payload', err, t) from err
+        return _make(Payload, (r_amt_to_forward, r_outgoing_cltv_value, r_short_channel_id, r_payment_data, r_encrypted_recipient_data, r_current_path_key, r_payment_metadata, r_total_amount_msat, tuple(unknown)))
 
 
 class PayloadPaymentData(WireStruct):
@@ -366,35 +356,30 @@ class EncryptedDataTlv(WireStruct):
         r_allowed_features: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'encrypted_data_tlv'):
-            if t == 1:
-                r_padding = _dec_encrypted_data_tlv__padding(data, s, e)
-            elif t == 2:
-                r_short_channel_id = _dec_encrypted_data_tlv__short_channel_id(data, s, e)
-            elif t == 4:
-                r_next_node_id = _dec_encrypted_data_tlv__next_node_id(data, s, e)
-            elif t == 6:
-                r_path_id = _dec_encrypted_data_tlv__path_id(data, s, e)
-            elif t == 8:
-                r_next_path_key_override = _dec_encrypted_data_tlv__next_path_key_override(data, s, e)
-            elif t == 10:
-                r_payment_relay = _dec_encrypted_data_tlv__payment_relay(data, s, e)
-            elif t == 12:
-                r_payment_constraints = _dec_encrypted_data_tlv__payment_constraints(data, s, e)
-            elif t == 14:
-                r_allowed_features = _dec_encrypted_data_tlv__allowed_features(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(EncryptedDataTlv)
-        _set(obj, 'padding', r_padding)
-        _set(obj, 'short_channel_id', r_short_channel_id)
-        _set(obj, 'next_node_id', r_next_node_id)
-        _set(obj, 'path_id', r_path_id)
-        _set(obj, 'next_path_key_override', r_next_path_key_override)
-        _set(obj, 'payment_relay', r_payment_relay)
-        _set(obj, 'payment_constraints', r_payment_constraints)
-        _set(obj, 'allowed_features', r_allowed_features)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_padding = _dec_encrypted_data_tlv__padding(data, s, e)
+                elif t == 2:
+                    r_short_channel_id = _dec_encrypted_data_tlv__short_channel_id(data, s, e)
+                elif t == 4:
+                    r_next_node_id = _dec_encrypted_data_tlv__next_node_id(data, s, e)
+                elif t == 6:
+                    r_path_id = _dec_encrypted_data_tlv__path_id(data, s, e)
+                elif t == 8:
+                    r_next_path_key_override = _dec_encrypted_data_tlv__next_path_key_override(data, s, e)
+                elif t == 10:
+                    r_payment_relay = _dec_encrypted_data_tlv__payment_relay(data, s, e)
+                elif t == 12:
+                    r_payment_constraints = _dec_encrypted_data_tlv__payment_constraints(data, s, e)
+                elif t == 14:
+                    r_allowed_features = _dec_encrypted_data_tlv__allowed_features(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('encrypted_data_tlv', err, t) from err
+        return _make(EncryptedDataTlv, (r_padding, r_short_channel_id, r_next_node_id, r_path_id, r_next_path_key_override, r_payment_relay, r_payment_constraints, r_allowed_features, tuple(unknown)))
 
 
 class EncryptedDataTlvPaymentRelay(WireStruct):
@@ -498,26 +483,24 @@ class OnionmsgTlv(WireStruct):
         r_invoice_error: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'onionmsg_tlv'):
-            if t == 2:
-                r_reply_path = _dec_onionmsg_tlv__reply_path(data, s, e)
-            elif t == 4:
-                r_encrypted_recipient_data = _dec_onionmsg_tlv__encrypted_recipient_data(data, s, e)
-            elif t == 64:
-                r_invoice_request = _dec_onionmsg_tlv__invoice_request(data, s, e)
-            elif t == 66:
-                r_invoice = _dec_onionmsg_tlv__invoice(data, s, e)
-            elif t == 68:
-                r_invoice_error = _dec_onionmsg_tlv__invoice_error(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(OnionmsgTlv)
-        _set(obj, 'reply_path', r_reply_path)
-        _set(obj, 'encrypted_recipient_data', r_encrypted_recipient_data)
-        _set(obj, 'invoice_request', r_invoice_request)
-        _set(obj, 'invoice', r_invoice)
-        _set(obj, 'invoice_error', r_invoice_error)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 2:
+                    r_reply_path = _dec_onionmsg_tlv__reply_path(data, s, e)
+                elif t == 4:
+                    r_encrypted_recipient_data = _dec_onionmsg_tlv__encrypted_recipient_data(data, s, e)
+                elif t == 64:
+                    r_invoice_request = _dec_onionmsg_tlv__invoice_request(data, s, e)
+                elif t == 66:
+                    r_invoice = _dec_onionmsg_tlv__invoice(data, s, e)
+                elif t == 68:
+                    r_invoice_error = _dec_onionmsg_tlv__invoice_error(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('onionmsg_tlv', err, t) from err
+        return _make(OnionmsgTlv, (r_reply_path, r_encrypted_recipient_data, r_invoice_request, r_invoice, r_invoice_error, tuple(unknown)))
 
 
 class OnionMessage(Message):
@@ -569,20 +552,8 @@ class OnionMessage(Message):
         except DecodeError as e:
             e.args = (f'onion_message: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(OnionMessage)
-        _set(obj, 'path_key', f_path_key)
-        _set(obj, 'onion_message_packet', f_onion_message_packet)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(OnionMessage, (f_path_key, f_onion_message_packet, f_tlvs))
 
 
 class FinalIncorrectCltvExpiry(Message):
@@ -623,19 +594,8 @@ class FinalIncorrectCltvExpiry(Message):
         except DecodeError as e:
             e.args = (f'final_incorrect_cltv_expiry: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(FinalIncorrectCltvExpiry)
-        _set(obj, 'cltv_expiry', f_cltv_expiry)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(FinalIncorrectCltvExpiry, (f_cltv_expiry, f_tlvs))
 
 
 class FinalIncorrectHtlcAmount(Message):
@@ -676,19 +636,8 @@ class FinalIncorrectHtlcAmount(Message):
         except DecodeError as e:
             e.args = (f'final_incorrect_htlc_amount: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(FinalIncorrectHtlcAmount)
-        _set(obj, 'incoming_htlc_amt', f_incoming_htlc_amt)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(FinalIncorrectHtlcAmount, (f_incoming_htlc_amt, f_tlvs))
 
 
 class ExpiryTooFar(Message):
@@ -717,18 +666,8 @@ class ExpiryTooFar(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> ExpiryTooFar:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ExpiryTooFar)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ExpiryTooFar, (f_tlvs,))
 
 
 class MppTimeout(Message):
@@ -757,18 +696,8 @@ class MppTimeout(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> MppTimeout:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(MppTimeout)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(MppTimeout, (f_tlvs,))
 
 
 class TemporaryChannelFailure(Message):
@@ -816,19 +745,8 @@ class TemporaryChannelFailure(Message):
         except DecodeError as e:
             e.args = (f'temporary_channel_failure: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TemporaryChannelFailure)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TemporaryChannelFailure, (f_channel_update, f_tlvs))
 
 
 class AmountBelowMinimum(Message):
@@ -881,20 +799,8 @@ class AmountBelowMinimum(Message):
         except DecodeError as e:
             e.args = (f'amount_below_minimum: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(AmountBelowMinimum)
-        _set(obj, 'htlc_msat', f_htlc_msat)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(AmountBelowMinimum, (f_htlc_msat, f_channel_update, f_tlvs))
 
 
 class FeeInsufficient(Message):
@@ -947,20 +853,8 @@ class FeeInsufficient(Message):
         except DecodeError as e:
             e.args = (f'fee_insufficient: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(FeeInsufficient)
-        _set(obj, 'htlc_msat', f_htlc_msat)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(FeeInsufficient, (f_htlc_msat, f_channel_update, f_tlvs))
 
 
 class IncorrectCltvExpiry(Message):
@@ -1013,20 +907,8 @@ class IncorrectCltvExpiry(Message):
         except DecodeError as e:
             e.args = (f'incorrect_cltv_expiry: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(IncorrectCltvExpiry)
-        _set(obj, 'cltv_expiry', f_cltv_expiry)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(IncorrectCltvExpiry, (f_cltv_expiry, f_channel_update, f_tlvs))
 
 
 class ExpiryTooSoon(Message):
@@ -1074,19 +956,8 @@ class ExpiryTooSoon(Message):
         except DecodeError as e:
             e.args = (f'expiry_too_soon: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ExpiryTooSoon)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ExpiryTooSoon, (f_channel_update, f_tlvs))
 
 
 class ChannelDisabled(Message):
@@ -1139,20 +1010,8 @@ class ChannelDisabled(Message):
         except DecodeError as e:
             e.args = (f'channel_disabled: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ChannelDisabled)
-        _set(obj, 'disabled_flags', f_disabled_flags)
-        _set(obj, 'channel_update', f_channel_update)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ChannelDisabled, (f_disabled_flags, f_channel_update, f_tlvs))
 
 
 class TemporaryNodeFailure(Message):
@@ -1181,18 +1040,8 @@ class TemporaryNodeFailure(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> TemporaryNodeFailure:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TemporaryNodeFailure)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TemporaryNodeFailure, (f_tlvs,))
 
 
 class PermanentChannelFailure(Message):
@@ -1221,18 +1070,8 @@ class PermanentChannelFailure(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> PermanentChannelFailure:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(PermanentChannelFailure)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(PermanentChannelFailure, (f_tlvs,))
 
 
 class RequiredChannelFeatureMissing(Message):
@@ -1261,18 +1100,8 @@ class RequiredChannelFeatureMissing(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> RequiredChannelFeatureMissing:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(RequiredChannelFeatureMissing)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(RequiredChannelFeatureMissing, (f_tlvs,))
 
 
 class UnknownNextPeer(Message):
@@ -1301,18 +1130,8 @@ class UnknownNextPeer(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> UnknownNextPeer:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(UnknownNextPeer)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(UnknownNextPeer, (f_tlvs,))
 
 
 class IncorrectOrUnknownPaymentDetails(Message):
@@ -1358,20 +1177,8 @@ class IncorrectOrUnknownPaymentDetails(Message):
         except DecodeError as e:
             e.args = (f'incorrect_or_unknown_payment_details: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(IncorrectOrUnknownPaymentDetails)
-        _set(obj, 'htlc_msat', f_htlc_msat)
-        _set(obj, 'height', f_height)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(IncorrectOrUnknownPaymentDetails, (f_htlc_msat, f_height, f_tlvs))
 
 
 class InvalidOnionPayload(Message):
@@ -1417,20 +1224,8 @@ class InvalidOnionPayload(Message):
         except DecodeError as e:
             e.args = (f'invalid_onion_payload: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(InvalidOnionPayload)
-        _set(obj, 'type', f_type)
-        _set(obj, 'offset', f_offset)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(InvalidOnionPayload, (f_type, f_offset, f_tlvs))
 
 
 class PermanentNodeFailure(Message):
@@ -1459,18 +1254,8 @@ class PermanentNodeFailure(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> PermanentNodeFailure:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(PermanentNodeFailure)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(PermanentNodeFailure, (f_tlvs,))
 
 
 class RequiredNodeFeatureMissing(Message):
@@ -1499,18 +1284,8 @@ class RequiredNodeFeatureMissing(Message):
 
     @staticmethod
     def _decode(data: bytes, p: int, end: int, strict: bool) -> RequiredNodeFeatureMissing:
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(RequiredNodeFeatureMissing)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(RequiredNodeFeatureMissing, (f_tlvs,))
 
 
 class InvalidOnionVersion(Message):
@@ -1551,19 +1326,8 @@ class InvalidOnionVersion(Message):
         except DecodeError as e:
             e.args = (f'invalid_onion_version: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(InvalidOnionVersion)
-        _set(obj, 'sha256_of_onion', f_sha256_of_onion)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(InvalidOnionVersion, (f_sha256_of_onion, f_tlvs))
 
 
 class InvalidOnionHmac(Message):
@@ -1604,19 +1368,8 @@ class InvalidOnionHmac(Message):
         except DecodeError as e:
             e.args = (f'invalid_onion_hmac: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(InvalidOnionHmac)
-        _set(obj, 'sha256_of_onion', f_sha256_of_onion)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(InvalidOnionHmac, (f_sha256_of_onion, f_tlvs))
 
 
 class InvalidOnionKey(Message):
@@ -1657,19 +1410,8 @@ class InvalidOnionKey(Message):
         except DecodeError as e:
             e.args = (f'invalid_onion_key: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(InvalidOnionKey)
-        _set(obj, 'sha256_of_onion', f_sha256_of_onion)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(InvalidOnionKey, (f_sha256_of_onion, f_tlvs))
 
 
 class InvalidOnionBlinding(Message):
@@ -1710,19 +1452,8 @@ class InvalidOnionBlinding(Message):
         except DecodeError as e:
             e.args = (f'invalid_onion_blinding: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(InvalidOnionBlinding)
-        _set(obj, 'sha256_of_onion', f_sha256_of_onion)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(InvalidOnionBlinding, (f_sha256_of_onion, f_tlvs))
 
 
 def _enc_payload__amt_to_forward(v: Any) -> bytes:
@@ -1730,12 +1461,7 @@ def _enc_payload__amt_to_forward(v: Any) -> bytes:
 
 
 def _dec_payload__amt_to_forward(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amt_to_forward, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.amt_to_forward', e, 2) from e
+    f_amt_to_forward, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('payload.amt_to_forward', 2)
     return f_amt_to_forward
@@ -1746,12 +1472,7 @@ def _enc_payload__outgoing_cltv_value(v: Any) -> bytes:
 
 
 def _dec_payload__outgoing_cltv_value(data: bytes, p: int, end: int) -> int:
-    try:
-        f_outgoing_cltv_value, p = _T_tu32.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.outgoing_cltv_value', e, 4) from e
+    f_outgoing_cltv_value, p = _T_tu32.decode(data, p, end)
     if p != end:
         raise _record_too_long('payload.outgoing_cltv_value', 4)
     return f_outgoing_cltv_value
@@ -1762,15 +1483,10 @@ def _enc_payload__short_channel_id(v: Any) -> bytes:
 
 
 def _dec_payload__short_channel_id(data: bytes, p: int, end: int) -> ShortChannelId:
-    try:
-        if p + 8 > end:
-            raise _truncated('short_channel_id', 8, end - p)
-        f_short_channel_id = ShortChannelId(_int(data[p:p + 8], 'big'))
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.short_channel_id', e, 6) from e
+    if p + 8 > end:
+        raise _truncated('short_channel_id', 8, end - p)
+    f_short_channel_id = ShortChannelId(_int(data[p:p + 8], 'big'))
+    p += 8
     if p != end:
         raise _record_too_long('payload.short_channel_id', 6)
     return f_short_channel_id
@@ -1788,22 +1504,14 @@ def _enc_payload__payment_data(v: Any) -> bytes:
 
 
 def _dec_payload__payment_data(data: bytes, p: int, end: int) -> PayloadPaymentData:
-    try:
-        if p + 32 > end:
-            raise _truncated('payment_secret', 32, end - p)
-        f_payment_secret = data[p:p + 32]
-        p += 32
-        f_total_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.payment_data', e, 8) from e
+    if p + 32 > end:
+        raise _truncated('payment_secret', 32, end - p)
+    f_payment_secret = data[p:p + 32]
+    p += 32
+    f_total_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('payload.payment_data', 8)
-    obj = _new(PayloadPaymentData)
-    _set(obj, 'payment_secret', f_payment_secret)
-    _set(obj, 'total_msat', f_total_msat)
-    return obj
+    return _make(PayloadPaymentData, (f_payment_secret, f_total_msat))
 
 
 def _enc_payload__encrypted_recipient_data(v: Any) -> bytes:
@@ -1811,13 +1519,8 @@ def _enc_payload__encrypted_recipient_data(v: Any) -> bytes:
 
 
 def _dec_payload__encrypted_recipient_data(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_encrypted_recipient_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.encrypted_recipient_data', e, 10) from e
+    f_encrypted_recipient_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('payload.encrypted_recipient_data', 10)
     return f_encrypted_recipient_data
@@ -1828,15 +1531,10 @@ def _enc_payload__current_path_key(v: Any) -> bytes:
 
 
 def _dec_payload__current_path_key(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('path_key', 33, end - p)
-        f_path_key = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.current_path_key', e, 12) from e
+    if p + 33 > end:
+        raise _truncated('path_key', 33, end - p)
+    f_path_key = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('payload.current_path_key', 12)
     return f_path_key
@@ -1847,13 +1545,8 @@ def _enc_payload__payment_metadata(v: Any) -> bytes:
 
 
 def _dec_payload__payment_metadata(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_payment_metadata = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.payment_metadata', e, 16) from e
+    f_payment_metadata = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('payload.payment_metadata', 16)
     return f_payment_metadata
@@ -1864,12 +1557,7 @@ def _enc_payload__total_amount_msat(v: Any) -> bytes:
 
 
 def _dec_payload__total_amount_msat(data: bytes, p: int, end: int) -> int:
-    try:
-        f_total_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('payload.total_amount_msat', e, 18) from e
+    f_total_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('payload.total_amount_msat', 18)
     return f_total_msat
@@ -1880,13 +1568,8 @@ def _enc_encrypted_data_tlv__padding(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__padding(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_padding = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.padding', e, 1) from e
+    f_padding = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('encrypted_data_tlv.padding', 1)
     return f_padding
@@ -1897,15 +1580,10 @@ def _enc_encrypted_data_tlv__short_channel_id(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__short_channel_id(data: bytes, p: int, end: int) -> ShortChannelId:
-    try:
-        if p + 8 > end:
-            raise _truncated('short_channel_id', 8, end - p)
-        f_short_channel_id = ShortChannelId(_int(data[p:p + 8], 'big'))
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.short_channel_id', e, 2) from e
+    if p + 8 > end:
+        raise _truncated('short_channel_id', 8, end - p)
+    f_short_channel_id = ShortChannelId(_int(data[p:p + 8], 'big'))
+    p += 8
     if p != end:
         raise _record_too_long('encrypted_data_tlv.short_channel_id', 2)
     return f_short_channel_id
@@ -1916,15 +1594,10 @@ def _enc_encrypted_data_tlv__next_node_id(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__next_node_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('node_id', 33, end - p)
-        f_node_id = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.next_node_id', e, 4) from e
+    if p + 33 > end:
+        raise _truncated('node_id', 33, end - p)
+    f_node_id = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('encrypted_data_tlv.next_node_id', 4)
     return f_node_id
@@ -1935,13 +1608,8 @@ def _enc_encrypted_data_tlv__path_id(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__path_id(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.path_id', e, 6) from e
+    f_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('encrypted_data_tlv.path_id', 6)
     return f_data
@@ -1952,15 +1620,10 @@ def _enc_encrypted_data_tlv__next_path_key_override(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__next_path_key_override(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('path_key', 33, end - p)
-        f_path_key = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.next_path_key_override', e, 8) from e
+    if p + 33 > end:
+        raise _truncated('path_key', 33, end - p)
+    f_path_key = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('encrypted_data_tlv.next_path_key_override', 8)
     return f_path_key
@@ -1976,24 +1639,15 @@ def _enc_encrypted_data_tlv__payment_relay(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__payment_relay(data: bytes, p: int, end: int) -> EncryptedDataTlvPaymentRelay:
-    try:
-        if p + 6 > end:
-            raise _truncated('cltv_expiry_delta/fee_proportional_millionths', 6, end - p)
-        f_cltv_expiry_delta = _int(data[p:p + 2], 'big')
-        f_fee_proportional_millionths = _int(data[p + 2:p + 6], 'big')
-        p += 6
-        f_fee_base_msat, p = _T_tu32.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.payment_relay', e, 10) from e
+    if p + 6 > end:
+        raise _truncated('cltv_expiry_delta/fee_proportional_millionths', 6, end - p)
+    f_cltv_expiry_delta = _int(data[p:p + 2], 'big')
+    f_fee_proportional_millionths = _int(data[p + 2:p + 6], 'big')
+    p += 6
+    f_fee_base_msat, p = _T_tu32.decode(data, p, end)
     if p != end:
         raise _record_too_long('encrypted_data_tlv.payment_relay', 10)
-    obj = _new(EncryptedDataTlvPaymentRelay)
-    _set(obj, 'cltv_expiry_delta', f_cltv_expiry_delta)
-    _set(obj, 'fee_proportional_millionths', f_fee_proportional_millionths)
-    _set(obj, 'fee_base_msat', f_fee_base_msat)
-    return obj
+    return _make(EncryptedDataTlvPaymentRelay, (f_cltv_expiry_delta, f_fee_proportional_millionths, f_fee_base_msat))
 
 
 def _enc_encrypted_data_tlv__payment_constraints(v: Any) -> bytes:
@@ -2005,22 +1659,14 @@ def _enc_encrypted_data_tlv__payment_constraints(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__payment_constraints(data: bytes, p: int, end: int) -> EncryptedDataTlvPaymentConstraints:
-    try:
-        if p + 4 > end:
-            raise _truncated('max_cltv_expiry', 4, end - p)
-        f_max_cltv_expiry = _int(data[p:p + 4], 'big')
-        p += 4
-        f_htlc_minimum_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.payment_constraints', e, 12) from e
+    if p + 4 > end:
+        raise _truncated('max_cltv_expiry', 4, end - p)
+    f_max_cltv_expiry = _int(data[p:p + 4], 'big')
+    p += 4
+    f_htlc_minimum_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('encrypted_data_tlv.payment_constraints', 12)
-    obj = _new(EncryptedDataTlvPaymentConstraints)
-    _set(obj, 'max_cltv_expiry', f_max_cltv_expiry)
-    _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-    return obj
+    return _make(EncryptedDataTlvPaymentConstraints, (f_max_cltv_expiry, f_htlc_minimum_msat))
 
 
 def _enc_encrypted_data_tlv__allowed_features(v: Any) -> bytes:
@@ -2028,13 +1674,8 @@ def _enc_encrypted_data_tlv__allowed_features(v: Any) -> bytes:
 
 
 def _dec_encrypted_data_tlv__allowed_features(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_features = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('encrypted_data_tlv.allowed_features', e, 14) from e
+    f_features = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('encrypted_data_tlv.allowed_features', 14)
     return f_features
@@ -2047,12 +1688,7 @@ def _enc_onionmsg_tlv__reply_path(v: Any) -> bytes:
 
 
 def _dec_onionmsg_tlv__reply_path(data: bytes, p: int, end: int) -> BlindedPath:
-    try:
-        f_path, p = BlindedPath._decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('onionmsg_tlv.reply_path', e, 2) from e
+    f_path, p = BlindedPath._decode(data, p, end)
     if p != end:
         raise _record_too_long('onionmsg_tlv.reply_path', 2)
     return f_path
@@ -2063,13 +1699,8 @@ def _enc_onionmsg_tlv__encrypted_recipient_data(v: Any) -> bytes:
 
 
 def _dec_onionmsg_tlv__encrypted_recipient_data(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_encrypted_recipient_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('onionmsg_tlv.encrypted_recipient_data', e, 4) from e
+    f_encrypted_recipient_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('onionmsg_tlv.encrypted_recipient_data', 4)
     return f_encrypted_recipient_data
@@ -2080,13 +1711,8 @@ def _enc_onionmsg_tlv__invoice_request(v: Any) -> bytes:
 
 
 def _dec_onionmsg_tlv__invoice_request(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_invreq = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice_request', e, 64) from e
+    f_invreq = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('onionmsg_tlv.invoice_request', 64)
     return f_invreq
@@ -2097,13 +1723,8 @@ def _enc_onionmsg_tlv__invoice(v: Any) -> bytes:
 
 
 def _dec_onionmsg_tlv__invoice(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_inv = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice', e, 66) from e
+    f_inv = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('onionmsg_tlv.invoice', 66)
     return f_inv
@@ -2114,13 +1735,8 @@ def _enc_onionmsg_tlv__invoice_error(v: Any) -> bytes:
 
 
 def _dec_onionmsg_tlv__invoice_error(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_inverr = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('onionmsg_tlv.invoice_error', e, 68) from e
+    f_inverr = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('onionmsg_tlv.invoice_error', 68)
     return f_inverr

@@ -15,6 +15,7 @@ from ampere.wire.runtime import (
     array_len as _array_len,
     check_unknown as _check_unknown,
     declare_dataclass,
+    decode_extension as _dec_ext,
     encode_byte_array as _enc_bytes,
     encode_flag as _enc_flag,
     encode_items as _enc_items,
@@ -23,6 +24,7 @@ from ampere.wire.runtime import (
     encode_signatures as _enc_sigs,
     encode_struct_items as _enc_struct_items,
     fixed_len as _fixed_len,
+    make as _make,
     need_instance as _need_instance,
     norm_array as _narr,
     norm_byte_array as _nbarr,
@@ -110,9 +112,7 @@ class Witness(WireStruct):
             raise _truncated('witness_data', n_len, end - p)
         f_witness_data = data[p:p + n_len]
         p += n_len
-        obj = _new(Witness)
-        _set(obj, 'witness_data', f_witness_data)
-        return obj, p
+        return _make(Witness, (f_witness_data,)), p
 
 
 class ChannelUpdateTimestamps(WireStruct):
@@ -145,10 +145,7 @@ class ChannelUpdateTimestamps(WireStruct):
         f_timestamp_node_id_1 = _int(data[p:p + 4], 'big')
         f_timestamp_node_id_2 = _int(data[p + 4:p + 8], 'big')
         p += 8
-        obj = _new(ChannelUpdateTimestamps)
-        _set(obj, 'timestamp_node_id_1', f_timestamp_node_id_1)
-        _set(obj, 'timestamp_node_id_2', f_timestamp_node_id_2)
-        return obj, p
+        return _make(ChannelUpdateTimestamps, (f_timestamp_node_id_1, f_timestamp_node_id_2)), p
 
 
 class ChannelUpdateChecksums(WireStruct):
@@ -181,10 +178,7 @@ class ChannelUpdateChecksums(WireStruct):
         f_checksum_node_id_1 = _int(data[p:p + 4], 'big')
         f_checksum_node_id_2 = _int(data[p + 4:p + 8], 'big')
         p += 8
-        obj = _new(ChannelUpdateChecksums)
-        _set(obj, 'checksum_node_id_1', f_checksum_node_id_1)
-        _set(obj, 'checksum_node_id_2', f_checksum_node_id_2)
-        return obj, p
+        return _make(ChannelUpdateChecksums, (f_checksum_node_id_1, f_checksum_node_id_2)), p
 
 
 class InitTlvs(WireStruct):
@@ -229,17 +223,18 @@ class InitTlvs(WireStruct):
         r_remote_addr: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'init_tlvs'):
-            if t == 1:
-                r_networks = _dec_init_tlvs__networks(data, s, e)
-            elif t == 3:
-                r_remote_addr = _dec_init_tlvs__remote_addr(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(InitTlvs)
-        _set(obj, 'networks', r_networks)
-        _set(obj, 'remote_addr', r_remote_addr)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_networks = _dec_init_tlvs__networks(data, s, e)
+                elif t == 3:
+                    r_remote_addr = _dec_init_tlvs__remote_addr(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('init_tlvs', err, t) from err
+        return _make(InitTlvs, (r_networks, r_remote_addr, tuple(unknown)))
 
 
 class N1(WireStruct):
@@ -296,23 +291,22 @@ class N1(WireStruct):
         r_tlv4: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'n1'):
-            if t == 1:
-                r_tlv1 = _dec_n1__tlv1(data, s, e)
-            elif t == 2:
-                r_tlv2 = _dec_n1__tlv2(data, s, e)
-            elif t == 3:
-                r_tlv3 = _dec_n1__tlv3(data, s, e)
-            elif t == 254:
-                r_tlv4 = _dec_n1__tlv4(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(N1)
-        _set(obj, 'tlv1', r_tlv1)
-        _set(obj, 'tlv2', r_tlv2)
-        _set(obj, 'tlv3', r_tlv3)
-        _set(obj, 'tlv4', r_tlv4)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_tlv1 = _dec_n1__tlv1(data, s, e)
+                elif t == 2:
+                    r_tlv2 = _dec_n1__tlv2(data, s, e)
+                elif t == 3:
+                    r_tlv3 = _dec_n1__tlv3(data, s, e)
+                elif t == 254:
+                    r_tlv4 = _dec_n1__tlv4(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('n1', err, t) from err
+        return _make(N1, (r_tlv1, r_tlv2, r_tlv3, r_tlv4, tuple(unknown)))
 
 
 class N1Tlv3(WireStruct):
@@ -379,17 +373,18 @@ class N2(WireStruct):
         r_tlv2: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'n2'):
-            if t == 0:
-                r_tlv1 = _dec_n2__tlv1(data, s, e)
-            elif t == 11:
-                r_tlv2 = _dec_n2__tlv2(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(N2)
-        _set(obj, 'tlv1', r_tlv1)
-        _set(obj, 'tlv2', r_tlv2)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_tlv1 = _dec_n2__tlv1(data, s, e)
+                elif t == 11:
+                    r_tlv2 = _dec_n2__tlv2(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('n2', err, t) from err
+        return _make(N2, (r_tlv1, r_tlv2, tuple(unknown)))
 
 
 class TxAddInputTlvs(WireStruct):
@@ -428,14 +423,16 @@ class TxAddInputTlvs(WireStruct):
         r_shared_input_txid: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_add_input_tlvs'):
-            if t == 0:
-                r_shared_input_txid = _dec_tx_add_input_tlvs__shared_input_txid(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(TxAddInputTlvs)
-        _set(obj, 'shared_input_txid', r_shared_input_txid)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_shared_input_txid = _dec_tx_add_input_tlvs__shared_input_txid(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('tx_add_input_tlvs', err, t) from err
+        return _make(TxAddInputTlvs, (r_shared_input_txid, tuple(unknown)))
 
 
 class TxSignaturesTlvs(WireStruct):
@@ -474,14 +471,16 @@ class TxSignaturesTlvs(WireStruct):
         r_shared_input_signature: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_signatures_tlvs'):
-            if t == 0:
-                r_shared_input_signature = _dec_tx_signatures_tlvs__shared_input_signature(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(TxSignaturesTlvs)
-        _set(obj, 'shared_input_signature', r_shared_input_signature)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_shared_input_signature = _dec_tx_signatures_tlvs__shared_input_signature(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('tx_signatures_tlvs', err, t) from err
+        return _make(TxSignaturesTlvs, (r_shared_input_signature, tuple(unknown)))
 
 
 class TxInitRbfTlvs(WireStruct):
@@ -526,17 +525,18 @@ class TxInitRbfTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_init_rbf_tlvs'):
-            if t == 0:
-                r_funding_output_contribution = _dec_tx_init_rbf_tlvs__funding_output_contribution(data, s, e)
-            elif t == 2:
-                r_require_confirmed_inputs = _dec_tx_init_rbf_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(TxInitRbfTlvs)
-        _set(obj, 'funding_output_contribution', r_funding_output_contribution)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_funding_output_contribution = _dec_tx_init_rbf_tlvs__funding_output_contribution(data, s, e)
+                elif t == 2:
+                    r_require_confirmed_inputs = _dec_tx_init_rbf_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('tx_init_rbf_tlvs', err, t) from err
+        return _make(TxInitRbfTlvs, (r_funding_output_contribution, r_require_confirmed_inputs, tuple(unknown)))
 
 
 class TxAckRbfTlvs(WireStruct):
@@ -581,17 +581,18 @@ class TxAckRbfTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'tx_ack_rbf_tlvs'):
-            if t == 0:
-                r_funding_output_contribution = _dec_tx_ack_rbf_tlvs__funding_output_contribution(data, s, e)
-            elif t == 2:
-                r_require_confirmed_inputs = _dec_tx_ack_rbf_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(TxAckRbfTlvs)
-        _set(obj, 'funding_output_contribution', r_funding_output_contribution)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_funding_output_contribution = _dec_tx_ack_rbf_tlvs__funding_output_contribution(data, s, e)
+                elif t == 2:
+                    r_require_confirmed_inputs = _dec_tx_ack_rbf_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('tx_ack_rbf_tlvs', err, t) from err
+        return _make(TxAckRbfTlvs, (r_funding_output_contribution, r_require_confirmed_inputs, tuple(unknown)))
 
 
 class OpenChannelTlvs(WireStruct):
@@ -636,17 +637,18 @@ class OpenChannelTlvs(WireStruct):
         r_channel_type: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'open_channel_tlvs'):
-            if t == 0:
-                r_upfront_shutdown_script = _dec_open_channel_tlvs__upfront_shutdown_script(data, s, e)
-            elif t == 1:
-                r_channel_type = _dec_open_channel_tlvs__channel_type(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(OpenChannelTlvs)
-        _set(obj, 'upfront_shutdown_script', r_upfront_shutdown_script)
-        _set(obj, 'channel_type', r_channel_type)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_upfront_shutdown_script = _dec_open_channel_tlvs__upfront_shutdown_script(data, s, e)
+                elif t == 1:
+                    r_channel_type = _dec_open_channel_tlvs__channel_type(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('open_channel_tlvs', err, t) from err
+        return _make(OpenChannelTlvs, (r_upfront_shutdown_script, r_channel_type, tuple(unknown)))
 
 
 class AcceptChannelTlvs(WireStruct):
@@ -691,17 +693,18 @@ class AcceptChannelTlvs(WireStruct):
         r_channel_type: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'accept_channel_tlvs'):
-            if t == 0:
-                r_upfront_shutdown_script = _dec_accept_channel_tlvs__upfront_shutdown_script(data, s, e)
-            elif t == 1:
-                r_channel_type = _dec_accept_channel_tlvs__channel_type(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(AcceptChannelTlvs)
-        _set(obj, 'upfront_shutdown_script', r_upfront_shutdown_script)
-        _set(obj, 'channel_type', r_channel_type)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_upfront_shutdown_script = _dec_accept_channel_tlvs__upfront_shutdown_script(data, s, e)
+                elif t == 1:
+                    r_channel_type = _dec_accept_channel_tlvs__channel_type(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('accept_channel_tlvs', err, t) from err
+        return _make(AcceptChannelTlvs, (r_upfront_shutdown_script, r_channel_type, tuple(unknown)))
 
 
 class ChannelReadyTlvs(WireStruct):
@@ -740,14 +743,16 @@ class ChannelReadyTlvs(WireStruct):
         r_short_channel_id: ShortChannelId | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'channel_ready_tlvs'):
-            if t == 1:
-                r_short_channel_id = _dec_channel_ready_tlvs__short_channel_id(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(ChannelReadyTlvs)
-        _set(obj, 'short_channel_id', r_short_channel_id)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_short_channel_id = _dec_channel_ready_tlvs__short_channel_id(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('channel_ready_tlvs', err, t) from err
+        return _make(ChannelReadyTlvs, (r_short_channel_id, tuple(unknown)))
 
 
 class OpeningTlvs(WireStruct):
@@ -798,20 +803,20 @@ class OpeningTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'opening_tlvs'):
-            if t == 0:
-                r_upfront_shutdown_script = _dec_opening_tlvs__upfront_shutdown_script(data, s, e)
-            elif t == 1:
-                r_channel_type = _dec_opening_tlvs__channel_type(data, s, e)
-            elif t == 2:
-                r_require_confirmed_inputs = _dec_opening_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(OpeningTlvs)
-        _set(obj, 'upfront_shutdown_script', r_upfront_shutdown_script)
-        _set(obj, 'channel_type', r_channel_type)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_upfront_shutdown_script = _dec_opening_tlvs__upfront_shutdown_script(data, s, e)
+                elif t == 1:
+                    r_channel_type = _dec_opening_tlvs__channel_type(data, s, e)
+                elif t == 2:
+                    r_require_confirmed_inputs = _dec_opening_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('opening_tlvs', err, t) from err
+        return _make(OpeningTlvs, (r_upfront_shutdown_script, r_channel_type, r_require_confirmed_inputs, tuple(unknown)))
 
 
 class AcceptTlvs(WireStruct):
@@ -862,20 +867,20 @@ class AcceptTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'accept_tlvs'):
-            if t == 0:
-                r_upfront_shutdown_script = _dec_accept_tlvs__upfront_shutdown_script(data, s, e)
-            elif t == 1:
-                r_channel_type = _dec_accept_tlvs__channel_type(data, s, e)
-            elif t == 2:
-                r_require_confirmed_inputs = _dec_accept_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(AcceptTlvs)
-        _set(obj, 'upfront_shutdown_script', r_upfront_shutdown_script)
-        _set(obj, 'channel_type', r_channel_type)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_upfront_shutdown_script = _dec_accept_tlvs__upfront_shutdown_script(data, s, e)
+                elif t == 1:
+                    r_channel_type = _dec_accept_tlvs__channel_type(data, s, e)
+                elif t == 2:
+                    r_require_confirmed_inputs = _dec_accept_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('accept_tlvs', err, t) from err
+        return _make(AcceptTlvs, (r_upfront_shutdown_script, r_channel_type, r_require_confirmed_inputs, tuple(unknown)))
 
 
 class SpliceInitTlvs(WireStruct):
@@ -914,14 +919,16 @@ class SpliceInitTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'splice_init_tlvs'):
-            if t == 2:
-                r_require_confirmed_inputs = _dec_splice_init_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(SpliceInitTlvs)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 2:
+                    r_require_confirmed_inputs = _dec_splice_init_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('splice_init_tlvs', err, t) from err
+        return _make(SpliceInitTlvs, (r_require_confirmed_inputs, tuple(unknown)))
 
 
 class SpliceAckTlvs(WireStruct):
@@ -960,14 +967,16 @@ class SpliceAckTlvs(WireStruct):
         r_require_confirmed_inputs: bool | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'splice_ack_tlvs'):
-            if t == 2:
-                r_require_confirmed_inputs = _dec_splice_ack_tlvs__require_confirmed_inputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(SpliceAckTlvs)
-        _set(obj, 'require_confirmed_inputs', r_require_confirmed_inputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 2:
+                    r_require_confirmed_inputs = _dec_splice_ack_tlvs__require_confirmed_inputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('splice_ack_tlvs', err, t) from err
+        return _make(SpliceAckTlvs, (r_require_confirmed_inputs, tuple(unknown)))
 
 
 class ClosingTlvs(WireStruct):
@@ -1018,20 +1027,20 @@ class ClosingTlvs(WireStruct):
         r_closer_and_closee_outputs: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'closing_tlvs'):
-            if t == 1:
-                r_closer_output_only = _dec_closing_tlvs__closer_output_only(data, s, e)
-            elif t == 2:
-                r_closee_output_only = _dec_closing_tlvs__closee_output_only(data, s, e)
-            elif t == 3:
-                r_closer_and_closee_outputs = _dec_closing_tlvs__closer_and_closee_outputs(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(ClosingTlvs)
-        _set(obj, 'closer_output_only', r_closer_output_only)
-        _set(obj, 'closee_output_only', r_closee_output_only)
-        _set(obj, 'closer_and_closee_outputs', r_closer_and_closee_outputs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_closer_output_only = _dec_closing_tlvs__closer_output_only(data, s, e)
+                elif t == 2:
+                    r_closee_output_only = _dec_closing_tlvs__closee_output_only(data, s, e)
+                elif t == 3:
+                    r_closer_and_closee_outputs = _dec_closing_tlvs__closer_and_closee_outputs(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('closing_tlvs', err, t) from err
+        return _make(ClosingTlvs, (r_closer_output_only, r_closee_output_only, r_closer_and_closee_outputs, tuple(unknown)))
 
 
 class ClosingSignedTlvs(WireStruct):
@@ -1070,14 +1079,16 @@ class ClosingSignedTlvs(WireStruct):
         r_fee_range: ClosingSignedTlvsFeeRange | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'closing_signed_tlvs'):
-            if t == 1:
-                r_fee_range = _dec_closing_signed_tlvs__fee_range(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(ClosingSignedTlvs)
-        _set(obj, 'fee_range', r_fee_range)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_fee_range = _dec_closing_signed_tlvs__fee_range(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('closing_signed_tlvs', err, t) from err
+        return _make(ClosingSignedTlvs, (r_fee_range, tuple(unknown)))
 
 
 class ClosingSignedTlvsFeeRange(WireStruct):
@@ -1135,14 +1146,16 @@ class UpdateAddHtlcTlvs(WireStruct):
         r_blinded_path: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'update_add_htlc_tlvs'):
-            if t == 0:
-                r_blinded_path = _dec_update_add_htlc_tlvs__blinded_path(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(UpdateAddHtlcTlvs)
-        _set(obj, 'blinded_path', r_blinded_path)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 0:
+                    r_blinded_path = _dec_update_add_htlc_tlvs__blinded_path(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('update_add_htlc_tlvs', err, t) from err
+        return _make(UpdateAddHtlcTlvs, (r_blinded_path, tuple(unknown)))
 
 
 class StartBatchTlvs(WireStruct):
@@ -1181,14 +1194,16 @@ class StartBatchTlvs(WireStruct):
         r_message_type: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'start_batch_tlvs'):
-            if t == 1:
-                r_message_type = _dec_start_batch_tlvs__message_type(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(StartBatchTlvs)
-        _set(obj, 'message_type', r_message_type)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_message_type = _dec_start_batch_tlvs__message_type(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('start_batch_tlvs', err, t) from err
+        return _make(StartBatchTlvs, (r_message_type, tuple(unknown)))
 
 
 class CommitmentSignedTlvs(WireStruct):
@@ -1227,14 +1242,16 @@ class CommitmentSignedTlvs(WireStruct):
         r_funding_txid: bytes | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'commitment_signed_tlvs'):
-            if t == 1:
-                r_funding_txid = _dec_commitment_signed_tlvs__funding_txid(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(CommitmentSignedTlvs)
-        _set(obj, 'funding_txid', r_funding_txid)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_funding_txid = _dec_commitment_signed_tlvs__funding_txid(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('commitment_signed_tlvs', err, t) from err
+        return _make(CommitmentSignedTlvs, (r_funding_txid, tuple(unknown)))
 
 
 class ChannelReestablishTlvs(WireStruct):
@@ -1279,17 +1296,18 @@ class ChannelReestablishTlvs(WireStruct):
         r_my_current_funding_locked: ChannelReestablishTlvsMyCurrentFundingLocked | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'channel_reestablish_tlvs'):
-            if t == 1:
-                r_next_funding = _dec_channel_reestablish_tlvs__next_funding(data, s, e)
-            elif t == 5:
-                r_my_current_funding_locked = _dec_channel_reestablish_tlvs__my_current_funding_locked(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(ChannelReestablishTlvs)
-        _set(obj, 'next_funding', r_next_funding)
-        _set(obj, 'my_current_funding_locked', r_my_current_funding_locked)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_next_funding = _dec_channel_reestablish_tlvs__next_funding(data, s, e)
+                elif t == 5:
+                    r_my_current_funding_locked = _dec_channel_reestablish_tlvs__my_current_funding_locked(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('channel_reestablish_tlvs', err, t) from err
+        return _make(ChannelReestablishTlvs, (r_next_funding, r_my_current_funding_locked, tuple(unknown)))
 
 
 class ChannelReestablishTlvsNextFunding(WireStruct):
@@ -1366,14 +1384,16 @@ class QueryShortChannelIdsTlvs(WireStruct):
         r_query_flags: QueryShortChannelIdsTlvsQueryFlags | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'query_short_channel_ids_tlvs'):
-            if t == 1:
-                r_query_flags = _dec_query_short_channel_ids_tlvs__query_flags(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(QueryShortChannelIdsTlvs)
-        _set(obj, 'query_flags', r_query_flags)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_query_flags = _dec_query_short_channel_ids_tlvs__query_flags(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('query_short_channel_ids_tlvs', err, t) from err
+        return _make(QueryShortChannelIdsTlvs, (r_query_flags, tuple(unknown)))
 
 
 class QueryShortChannelIdsTlvsQueryFlags(WireStruct):
@@ -1431,14 +1451,16 @@ class QueryChannelRangeTlvs(WireStruct):
         r_query_option: int | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'query_channel_range_tlvs'):
-            if t == 1:
-                r_query_option = _dec_query_channel_range_tlvs__query_option(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(QueryChannelRangeTlvs)
-        _set(obj, 'query_option', r_query_option)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_query_option = _dec_query_channel_range_tlvs__query_option(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('query_channel_range_tlvs', err, t) from err
+        return _make(QueryChannelRangeTlvs, (r_query_option, tuple(unknown)))
 
 
 class ReplyChannelRangeTlvs(WireStruct):
@@ -1483,17 +1505,18 @@ class ReplyChannelRangeTlvs(WireStruct):
         r_checksums_tlv: tuple[ChannelUpdateChecksums, ...] | None = None
         unknown = []
         for t, s, e in _split(data, p, end, known, 'reply_channel_range_tlvs'):
-            if t == 1:
-                r_timestamps_tlv = _dec_reply_channel_range_tlvs__timestamps_tlv(data, s, e)
-            elif t == 3:
-                r_checksums_tlv = _dec_reply_channel_range_tlvs__checksums_tlv(data, s, e)
-            else:
-                unknown.append((t, data[s:e]))
-        obj = _new(ReplyChannelRangeTlvs)
-        _set(obj, 'timestamps_tlv', r_timestamps_tlv)
-        _set(obj, 'checksums_tlv', r_checksums_tlv)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+            try:
+                if t == 1:
+                    r_timestamps_tlv = _dec_reply_channel_range_tlvs__timestamps_tlv(data, s, e)
+                elif t == 3:
+                    r_checksums_tlv = _dec_reply_channel_range_tlvs__checksums_tlv(data, s, e)
+                else:
+                    unknown.append((t, data[s:e]))
+            except TlvError:
+                raise
+            except DecodeError as err:
+                raise _record_error('reply_channel_range_tlvs', err, t) from err
+        return _make(ReplyChannelRangeTlvs, (r_timestamps_tlv, r_checksums_tlv, tuple(unknown)))
 
 
 class ReplyChannelRangeTlvsTimestampsTlv(WireStruct):
@@ -1546,9 +1569,7 @@ class ExtensionTlvs(WireStruct):
         unknown = []
         for t, s, e in _split(data, p, end, known, 'extension'):
             unknown.append((t, data[s:e]))
-        obj = _new(ExtensionTlvs)
-        _set(obj, 'unknown', tuple(unknown))
-        return obj
+        return _make(ExtensionTlvs, (tuple(unknown),))
 
 
 class Warning(Message):
@@ -1600,20 +1621,8 @@ class Warning(Message):
         except DecodeError as e:
             e.args = (f'warning: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Warning)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'data', f_data)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Warning, (f_channel_id, f_data, f_tlvs))
 
 
 class Stfu(Message):
@@ -1658,20 +1667,8 @@ class Stfu(Message):
         except DecodeError as e:
             e.args = (f'stfu: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Stfu)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'initiator', f_initiator)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Stfu, (f_channel_id, f_initiator, f_tlvs))
 
 
 class PeerStorage(Message):
@@ -1718,19 +1715,8 @@ class PeerStorage(Message):
         except DecodeError as e:
             e.args = (f'peer_storage: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(PeerStorage)
-        _set(obj, 'blob', f_blob)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(PeerStorage, (f_blob, f_tlvs))
 
 
 class PeerStorageRetrieval(Message):
@@ -1777,19 +1763,8 @@ class PeerStorageRetrieval(Message):
         except DecodeError as e:
             e.args = (f'peer_storage_retrieval: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(PeerStorageRetrieval)
-        _set(obj, 'blob', f_blob)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(PeerStorageRetrieval, (f_blob, f_tlvs))
 
 
 class Init(Message):
@@ -1851,20 +1826,8 @@ class Init(Message):
         except DecodeError as e:
             e.args = (f'init: {e}',)
             raise
-        if p == end:
-            f_tlvs = InitTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = InitTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = InitTlvs.EMPTY
-        obj = _new(Init)
-        _set(obj, 'globalfeatures', f_globalfeatures)
-        _set(obj, 'features', f_features)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(InitTlvs, data, p, end, strict)
+        return _make(Init, (f_globalfeatures, f_features, f_tlvs))
 
 
 class Error(Message):
@@ -1916,20 +1879,8 @@ class Error(Message):
         except DecodeError as e:
             e.args = (f'error: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Error)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'data', f_data)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Error, (f_channel_id, f_data, f_tlvs))
 
 
 class Ping(Message):
@@ -1981,20 +1932,8 @@ class Ping(Message):
         except DecodeError as e:
             e.args = (f'ping: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Ping)
-        _set(obj, 'num_pong_bytes', f_num_pong_bytes)
-        _set(obj, 'ignored', f_ignored)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Ping, (f_num_pong_bytes, f_ignored, f_tlvs))
 
 
 class Pong(Message):
@@ -2041,19 +1980,8 @@ class Pong(Message):
         except DecodeError as e:
             e.args = (f'pong: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Pong)
-        _set(obj, 'ignored', f_ignored)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Pong, (f_ignored, f_tlvs))
 
 
 class OpenChannel(Message):
@@ -2187,36 +2115,8 @@ class OpenChannel(Message):
         except DecodeError as e:
             e.args = (f'open_channel: {e}',)
             raise
-        if p == end:
-            f_tlvs = OpenChannelTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = OpenChannelTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = OpenChannelTlvs.EMPTY
-        obj = _new(OpenChannel)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'temporary_channel_id', f_temporary_channel_id)
-        _set(obj, 'funding_satoshis', f_funding_satoshis)
-        _set(obj, 'push_msat', f_push_msat)
-        _set(obj, 'dust_limit_satoshis', f_dust_limit_satoshis)
-        _set(obj, 'max_htlc_value_in_flight_msat', f_max_htlc_value_in_flight_msat)
-        _set(obj, 'channel_reserve_satoshis', f_channel_reserve_satoshis)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'feerate_per_kw', f_feerate_per_kw)
-        _set(obj, 'to_self_delay', f_to_self_delay)
-        _set(obj, 'max_accepted_htlcs', f_max_accepted_htlcs)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'revocation_basepoint', f_revocation_basepoint)
-        _set(obj, 'payment_basepoint', f_payment_basepoint)
-        _set(obj, 'delayed_payment_basepoint', f_delayed_payment_basepoint)
-        _set(obj, 'htlc_basepoint', f_htlc_basepoint)
-        _set(obj, 'first_per_commitment_point', f_first_per_commitment_point)
-        _set(obj, 'channel_flags', f_channel_flags)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(OpenChannelTlvs, data, p, end, strict)
+        return _make(OpenChannel, (f_chain_hash, f_temporary_channel_id, f_funding_satoshis, f_push_msat, f_dust_limit_satoshis, f_max_htlc_value_in_flight_msat, f_channel_reserve_satoshis, f_htlc_minimum_msat, f_feerate_per_kw, f_to_self_delay, f_max_accepted_htlcs, f_funding_pubkey, f_revocation_basepoint, f_payment_basepoint, f_delayed_payment_basepoint, f_htlc_basepoint, f_first_per_commitment_point, f_channel_flags, f_tlvs))
 
 
 class AcceptChannel(Message):
@@ -2327,32 +2227,8 @@ class AcceptChannel(Message):
         except DecodeError as e:
             e.args = (f'accept_channel: {e}',)
             raise
-        if p == end:
-            f_tlvs = AcceptChannelTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = AcceptChannelTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = AcceptChannelTlvs.EMPTY
-        obj = _new(AcceptChannel)
-        _set(obj, 'temporary_channel_id', f_temporary_channel_id)
-        _set(obj, 'dust_limit_satoshis', f_dust_limit_satoshis)
-        _set(obj, 'max_htlc_value_in_flight_msat', f_max_htlc_value_in_flight_msat)
-        _set(obj, 'channel_reserve_satoshis', f_channel_reserve_satoshis)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'minimum_depth', f_minimum_depth)
-        _set(obj, 'to_self_delay', f_to_self_delay)
-        _set(obj, 'max_accepted_htlcs', f_max_accepted_htlcs)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'revocation_basepoint', f_revocation_basepoint)
-        _set(obj, 'payment_basepoint', f_payment_basepoint)
-        _set(obj, 'delayed_payment_basepoint', f_delayed_payment_basepoint)
-        _set(obj, 'htlc_basepoint', f_htlc_basepoint)
-        _set(obj, 'first_per_commitment_point', f_first_per_commitment_point)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(AcceptChannelTlvs, data, p, end, strict)
+        return _make(AcceptChannel, (f_temporary_channel_id, f_dust_limit_satoshis, f_max_htlc_value_in_flight_msat, f_channel_reserve_satoshis, f_htlc_minimum_msat, f_minimum_depth, f_to_self_delay, f_max_accepted_htlcs, f_funding_pubkey, f_revocation_basepoint, f_payment_basepoint, f_delayed_payment_basepoint, f_htlc_basepoint, f_first_per_commitment_point, f_tlvs))
 
 
 class FundingCreated(Message):
@@ -2413,22 +2289,8 @@ class FundingCreated(Message):
         except DecodeError as e:
             e.args = (f'funding_created: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(FundingCreated)
-        _set(obj, 'temporary_channel_id', f_temporary_channel_id)
-        _set(obj, 'funding_txid', f_funding_txid)
-        _set(obj, 'funding_output_index', f_funding_output_index)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(FundingCreated, (f_temporary_channel_id, f_funding_txid, f_funding_output_index, f_signature, f_tlvs))
 
 
 class FundingSigned(Message):
@@ -2473,20 +2335,8 @@ class FundingSigned(Message):
         except DecodeError as e:
             e.args = (f'funding_signed: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(FundingSigned)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(FundingSigned, (f_channel_id, f_signature, f_tlvs))
 
 
 class ChannelReady(Message):
@@ -2531,20 +2381,8 @@ class ChannelReady(Message):
         except DecodeError as e:
             e.args = (f'channel_ready: {e}',)
             raise
-        if p == end:
-            f_tlvs = ChannelReadyTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ChannelReadyTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ChannelReadyTlvs.EMPTY
-        obj = _new(ChannelReady)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'second_per_commitment_point', f_second_per_commitment_point)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ChannelReadyTlvs, data, p, end, strict)
+        return _make(ChannelReady, (f_channel_id, f_second_per_commitment_point, f_tlvs))
 
 
 class Shutdown(Message):
@@ -2596,20 +2434,8 @@ class Shutdown(Message):
         except DecodeError as e:
             e.args = (f'shutdown: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(Shutdown)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'scriptpubkey', f_scriptpubkey)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(Shutdown, (f_channel_id, f_scriptpubkey, f_tlvs))
 
 
 class ClosingSigned(Message):
@@ -2659,21 +2485,8 @@ class ClosingSigned(Message):
         except DecodeError as e:
             e.args = (f'closing_signed: {e}',)
             raise
-        if p == end:
-            f_tlvs = ClosingSignedTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ClosingSignedTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ClosingSignedTlvs.EMPTY
-        obj = _new(ClosingSigned)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'fee_satoshis', f_fee_satoshis)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ClosingSignedTlvs, data, p, end, strict)
+        return _make(ClosingSigned, (f_channel_id, f_fee_satoshis, f_signature, f_tlvs))
 
 
 class ClosingComplete(Message):
@@ -2753,23 +2566,8 @@ class ClosingComplete(Message):
         except DecodeError as e:
             e.args = (f'closing_complete: {e}',)
             raise
-        if p == end:
-            f_tlvs = ClosingTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ClosingTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ClosingTlvs.EMPTY
-        obj = _new(ClosingComplete)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'closer_scriptpubkey', f_closer_scriptpubkey)
-        _set(obj, 'closee_scriptpubkey', f_closee_scriptpubkey)
-        _set(obj, 'fee_satoshis', f_fee_satoshis)
-        _set(obj, 'locktime', f_locktime)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ClosingTlvs, data, p, end, strict)
+        return _make(ClosingComplete, (f_channel_id, f_closer_scriptpubkey, f_closee_scriptpubkey, f_fee_satoshis, f_locktime, f_tlvs))
 
 
 class ClosingSig(Message):
@@ -2849,23 +2647,8 @@ class ClosingSig(Message):
         except DecodeError as e:
             e.args = (f'closing_sig: {e}',)
             raise
-        if p == end:
-            f_tlvs = ClosingTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ClosingTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ClosingTlvs.EMPTY
-        obj = _new(ClosingSig)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'closer_scriptpubkey', f_closer_scriptpubkey)
-        _set(obj, 'closee_scriptpubkey', f_closee_scriptpubkey)
-        _set(obj, 'fee_satoshis', f_fee_satoshis)
-        _set(obj, 'locktime', f_locktime)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ClosingTlvs, data, p, end, strict)
+        return _make(ClosingSig, (f_channel_id, f_closer_scriptpubkey, f_closee_scriptpubkey, f_fee_satoshis, f_locktime, f_tlvs))
 
 
 class OpenChannel2(Message):
@@ -2995,37 +2778,8 @@ class OpenChannel2(Message):
         except DecodeError as e:
             e.args = (f'open_channel2: {e}',)
             raise
-        if p == end:
-            f_tlvs = OpeningTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = OpeningTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = OpeningTlvs.EMPTY
-        obj = _new(OpenChannel2)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'temporary_channel_id', f_temporary_channel_id)
-        _set(obj, 'funding_feerate_perkw', f_funding_feerate_perkw)
-        _set(obj, 'commitment_feerate_perkw', f_commitment_feerate_perkw)
-        _set(obj, 'funding_satoshis', f_funding_satoshis)
-        _set(obj, 'dust_limit_satoshis', f_dust_limit_satoshis)
-        _set(obj, 'max_htlc_value_in_flight_msat', f_max_htlc_value_in_flight_msat)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'to_self_delay', f_to_self_delay)
-        _set(obj, 'max_accepted_htlcs', f_max_accepted_htlcs)
-        _set(obj, 'locktime', f_locktime)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'revocation_basepoint', f_revocation_basepoint)
-        _set(obj, 'payment_basepoint', f_payment_basepoint)
-        _set(obj, 'delayed_payment_basepoint', f_delayed_payment_basepoint)
-        _set(obj, 'htlc_basepoint', f_htlc_basepoint)
-        _set(obj, 'first_per_commitment_point', f_first_per_commitment_point)
-        _set(obj, 'second_per_commitment_point', f_second_per_commitment_point)
-        _set(obj, 'channel_flags', f_channel_flags)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(OpeningTlvs, data, p, end, strict)
+        return _make(OpenChannel2, (f_chain_hash, f_temporary_channel_id, f_funding_feerate_perkw, f_commitment_feerate_perkw, f_funding_satoshis, f_dust_limit_satoshis, f_max_htlc_value_in_flight_msat, f_htlc_minimum_msat, f_to_self_delay, f_max_accepted_htlcs, f_locktime, f_funding_pubkey, f_revocation_basepoint, f_payment_basepoint, f_delayed_payment_basepoint, f_htlc_basepoint, f_first_per_commitment_point, f_second_per_commitment_point, f_channel_flags, f_tlvs))
 
 
 class AcceptChannel2(Message):
@@ -3135,33 +2889,8 @@ class AcceptChannel2(Message):
         except DecodeError as e:
             e.args = (f'accept_channel2: {e}',)
             raise
-        if p == end:
-            f_tlvs = AcceptTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = AcceptTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = AcceptTlvs.EMPTY
-        obj = _new(AcceptChannel2)
-        _set(obj, 'temporary_channel_id', f_temporary_channel_id)
-        _set(obj, 'funding_satoshis', f_funding_satoshis)
-        _set(obj, 'dust_limit_satoshis', f_dust_limit_satoshis)
-        _set(obj, 'max_htlc_value_in_flight_msat', f_max_htlc_value_in_flight_msat)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'minimum_depth', f_minimum_depth)
-        _set(obj, 'to_self_delay', f_to_self_delay)
-        _set(obj, 'max_accepted_htlcs', f_max_accepted_htlcs)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'revocation_basepoint', f_revocation_basepoint)
-        _set(obj, 'payment_basepoint', f_payment_basepoint)
-        _set(obj, 'delayed_payment_basepoint', f_delayed_payment_basepoint)
-        _set(obj, 'htlc_basepoint', f_htlc_basepoint)
-        _set(obj, 'first_per_commitment_point', f_first_per_commitment_point)
-        _set(obj, 'second_per_commitment_point', f_second_per_commitment_point)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(AcceptTlvs, data, p, end, strict)
+        return _make(AcceptChannel2, (f_temporary_channel_id, f_funding_satoshis, f_dust_limit_satoshis, f_max_htlc_value_in_flight_msat, f_htlc_minimum_msat, f_minimum_depth, f_to_self_delay, f_max_accepted_htlcs, f_funding_pubkey, f_revocation_basepoint, f_payment_basepoint, f_delayed_payment_basepoint, f_htlc_basepoint, f_first_per_commitment_point, f_second_per_commitment_point, f_tlvs))
 
 
 class TxAddInput(Message):
@@ -3231,23 +2960,8 @@ class TxAddInput(Message):
         except DecodeError as e:
             e.args = (f'tx_add_input: {e}',)
             raise
-        if p == end:
-            f_tlvs = TxAddInputTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = TxAddInputTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = TxAddInputTlvs.EMPTY
-        obj = _new(TxAddInput)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'serial_id', f_serial_id)
-        _set(obj, 'prevtx', f_prevtx)
-        _set(obj, 'prevtx_vout', f_prevtx_vout)
-        _set(obj, 'sequence', f_sequence)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(TxAddInputTlvs, data, p, end, strict)
+        return _make(TxAddInput, (f_channel_id, f_serial_id, f_prevtx, f_prevtx_vout, f_sequence, f_tlvs))
 
 
 class TxAddOutput(Message):
@@ -3309,22 +3023,8 @@ class TxAddOutput(Message):
         except DecodeError as e:
             e.args = (f'tx_add_output: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TxAddOutput)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'serial_id', f_serial_id)
-        _set(obj, 'sats', f_sats)
-        _set(obj, 'script', f_script)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TxAddOutput, (f_channel_id, f_serial_id, f_sats, f_script, f_tlvs))
 
 
 class TxRemoveInput(Message):
@@ -3369,20 +3069,8 @@ class TxRemoveInput(Message):
         except DecodeError as e:
             e.args = (f'tx_remove_input: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TxRemoveInput)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'serial_id', f_serial_id)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TxRemoveInput, (f_channel_id, f_serial_id, f_tlvs))
 
 
 class TxRemoveOutput(Message):
@@ -3427,20 +3115,8 @@ class TxRemoveOutput(Message):
         except DecodeError as e:
             e.args = (f'tx_remove_output: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TxRemoveOutput)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'serial_id', f_serial_id)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TxRemoveOutput, (f_channel_id, f_serial_id, f_tlvs))
 
 
 class TxComplete(Message):
@@ -3480,19 +3156,8 @@ class TxComplete(Message):
         except DecodeError as e:
             e.args = (f'tx_complete: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TxComplete)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TxComplete, (f_channel_id, f_tlvs))
 
 
 class TxSignatures(Message):
@@ -3550,21 +3215,8 @@ class TxSignatures(Message):
         except DecodeError as e:
             e.args = (f'tx_signatures: {e}',)
             raise
-        if p == end:
-            f_tlvs = TxSignaturesTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = TxSignaturesTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = TxSignaturesTlvs.EMPTY
-        obj = _new(TxSignatures)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'txid', f_txid)
-        _set(obj, 'witnesses', f_witnesses)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(TxSignaturesTlvs, data, p, end, strict)
+        return _make(TxSignatures, (f_channel_id, f_txid, f_witnesses, f_tlvs))
 
 
 class TxInitRbf(Message):
@@ -3614,21 +3266,8 @@ class TxInitRbf(Message):
         except DecodeError as e:
             e.args = (f'tx_init_rbf: {e}',)
             raise
-        if p == end:
-            f_tlvs = TxInitRbfTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = TxInitRbfTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = TxInitRbfTlvs.EMPTY
-        obj = _new(TxInitRbf)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'locktime', f_locktime)
-        _set(obj, 'feerate', f_feerate)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(TxInitRbfTlvs, data, p, end, strict)
+        return _make(TxInitRbf, (f_channel_id, f_locktime, f_feerate, f_tlvs))
 
 
 class TxAckRbf(Message):
@@ -3668,19 +3307,8 @@ class TxAckRbf(Message):
         except DecodeError as e:
             e.args = (f'tx_ack_rbf: {e}',)
             raise
-        if p == end:
-            f_tlvs = TxAckRbfTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = TxAckRbfTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = TxAckRbfTlvs.EMPTY
-        obj = _new(TxAckRbf)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(TxAckRbfTlvs, data, p, end, strict)
+        return _make(TxAckRbf, (f_channel_id, f_tlvs))
 
 
 class TxAbort(Message):
@@ -3732,20 +3360,8 @@ class TxAbort(Message):
         except DecodeError as e:
             e.args = (f'tx_abort: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(TxAbort)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'data', f_data)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(TxAbort, (f_channel_id, f_data, f_tlvs))
 
 
 class SpliceLocked(Message):
@@ -3790,20 +3406,8 @@ class SpliceLocked(Message):
         except DecodeError as e:
             e.args = (f'splice_locked: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(SpliceLocked)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'splice_txid', f_splice_txid)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(SpliceLocked, (f_channel_id, f_splice_txid, f_tlvs))
 
 
 class SpliceInit(Message):
@@ -3863,23 +3467,8 @@ class SpliceInit(Message):
         except DecodeError as e:
             e.args = (f'splice_init: {e}',)
             raise
-        if p == end:
-            f_tlvs = SpliceInitTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = SpliceInitTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = SpliceInitTlvs.EMPTY
-        obj = _new(SpliceInit)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'funding_contribution_satoshis', f_funding_contribution_satoshis)
-        _set(obj, 'funding_feerate_perkw', f_funding_feerate_perkw)
-        _set(obj, 'locktime', f_locktime)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(SpliceInitTlvs, data, p, end, strict)
+        return _make(SpliceInit, (f_channel_id, f_funding_contribution_satoshis, f_funding_feerate_perkw, f_locktime, f_funding_pubkey, f_tlvs))
 
 
 class SpliceAck(Message):
@@ -3929,21 +3518,8 @@ class SpliceAck(Message):
         except DecodeError as e:
             e.args = (f'splice_ack: {e}',)
             raise
-        if p == end:
-            f_tlvs = SpliceAckTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = SpliceAckTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = SpliceAckTlvs.EMPTY
-        obj = _new(SpliceAck)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'funding_contribution_satoshis', f_funding_contribution_satoshis)
-        _set(obj, 'funding_pubkey', f_funding_pubkey)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(SpliceAckTlvs, data, p, end, strict)
+        return _make(SpliceAck, (f_channel_id, f_funding_contribution_satoshis, f_funding_pubkey, f_tlvs))
 
 
 class StartBatch(Message):
@@ -3988,20 +3564,8 @@ class StartBatch(Message):
         except DecodeError as e:
             e.args = (f'start_batch: {e}',)
             raise
-        if p == end:
-            f_tlvs = StartBatchTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = StartBatchTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = StartBatchTlvs.EMPTY
-        obj = _new(StartBatch)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'batch_size', f_batch_size)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(StartBatchTlvs, data, p, end, strict)
+        return _make(StartBatch, (f_channel_id, f_batch_size, f_tlvs))
 
 
 class UpdateAddHtlc(Message):
@@ -4072,24 +3636,8 @@ class UpdateAddHtlc(Message):
         except DecodeError as e:
             e.args = (f'update_add_htlc: {e}',)
             raise
-        if p == end:
-            f_tlvs = UpdateAddHtlcTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = UpdateAddHtlcTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = UpdateAddHtlcTlvs.EMPTY
-        obj = _new(UpdateAddHtlc)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'id', f_id)
-        _set(obj, 'amount_msat', f_amount_msat)
-        _set(obj, 'payment_hash', f_payment_hash)
-        _set(obj, 'cltv_expiry', f_cltv_expiry)
-        _set(obj, 'onion_routing_packet', f_onion_routing_packet)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(UpdateAddHtlcTlvs, data, p, end, strict)
+        return _make(UpdateAddHtlc, (f_channel_id, f_id, f_amount_msat, f_payment_hash, f_cltv_expiry, f_onion_routing_packet, f_tlvs))
 
 
 class UpdateFulfillHtlc(Message):
@@ -4145,21 +3693,8 @@ class UpdateFulfillHtlc(Message):
         except DecodeError as e:
             e.args = (f'update_fulfill_htlc: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(UpdateFulfillHtlc)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'id', f_id)
-        _set(obj, 'payment_preimage', f_payment_preimage)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(UpdateFulfillHtlc, (f_channel_id, f_id, f_payment_preimage, f_tlvs))
 
 
 class UpdateFailHtlc(Message):
@@ -4216,21 +3751,8 @@ class UpdateFailHtlc(Message):
         except DecodeError as e:
             e.args = (f'update_fail_htlc: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(UpdateFailHtlc)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'id', f_id)
-        _set(obj, 'reason', f_reason)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(UpdateFailHtlc, (f_channel_id, f_id, f_reason, f_tlvs))
 
 
 class CommitmentSigned(Message):
@@ -4288,21 +3810,8 @@ class CommitmentSigned(Message):
         except DecodeError as e:
             e.args = (f'commitment_signed: {e}',)
             raise
-        if p == end:
-            f_tlvs = CommitmentSignedTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = CommitmentSignedTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = CommitmentSignedTlvs.EMPTY
-        obj = _new(CommitmentSigned)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'htlc_signature', f_htlc_signature)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(CommitmentSignedTlvs, data, p, end, strict)
+        return _make(CommitmentSigned, (f_channel_id, f_signature, f_htlc_signature, f_tlvs))
 
 
 class RevokeAndAck(Message):
@@ -4361,21 +3870,8 @@ class RevokeAndAck(Message):
         except DecodeError as e:
             e.args = (f'revoke_and_ack: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(RevokeAndAck)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'per_commitment_secret', f_per_commitment_secret)
-        _set(obj, 'next_per_commitment_point', f_next_per_commitment_point)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(RevokeAndAck, (f_channel_id, f_per_commitment_secret, f_next_per_commitment_point, f_tlvs))
 
 
 class UpdateFee(Message):
@@ -4420,20 +3916,8 @@ class UpdateFee(Message):
         except DecodeError as e:
             e.args = (f'update_fee: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(UpdateFee)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'feerate_per_kw', f_feerate_per_kw)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(UpdateFee, (f_channel_id, f_feerate_per_kw, f_tlvs))
 
 
 class UpdateFailMalformedHtlc(Message):
@@ -4488,22 +3972,8 @@ class UpdateFailMalformedHtlc(Message):
         except DecodeError as e:
             e.args = (f'update_fail_malformed_htlc: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(UpdateFailMalformedHtlc)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'id', f_id)
-        _set(obj, 'sha256_of_onion', f_sha256_of_onion)
-        _set(obj, 'failure_code', f_failure_code)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(UpdateFailMalformedHtlc, (f_channel_id, f_id, f_sha256_of_onion, f_failure_code, f_tlvs))
 
 
 class ChannelReestablish(Message):
@@ -4572,23 +4042,8 @@ class ChannelReestablish(Message):
         except DecodeError as e:
             e.args = (f'channel_reestablish: {e}',)
             raise
-        if p == end:
-            f_tlvs = ChannelReestablishTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ChannelReestablishTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ChannelReestablishTlvs.EMPTY
-        obj = _new(ChannelReestablish)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'next_commitment_number', f_next_commitment_number)
-        _set(obj, 'next_revocation_number', f_next_revocation_number)
-        _set(obj, 'your_last_per_commitment_secret', f_your_last_per_commitment_secret)
-        _set(obj, 'my_current_per_commitment_point', f_my_current_per_commitment_point)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ChannelReestablishTlvs, data, p, end, strict)
+        return _make(ChannelReestablish, (f_channel_id, f_next_commitment_number, f_next_revocation_number, f_your_last_per_commitment_secret, f_my_current_per_commitment_point, f_tlvs))
 
 
 class ChannelAnnouncement(Message):
@@ -4688,29 +4143,8 @@ class ChannelAnnouncement(Message):
         except DecodeError as e:
             e.args = (f'channel_announcement: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ChannelAnnouncement)
-        _set(obj, 'node_signature_1', f_node_signature_1)
-        _set(obj, 'node_signature_2', f_node_signature_2)
-        _set(obj, 'bitcoin_signature_1', f_bitcoin_signature_1)
-        _set(obj, 'bitcoin_signature_2', f_bitcoin_signature_2)
-        _set(obj, 'features', f_features)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'short_channel_id', f_short_channel_id)
-        _set(obj, 'node_id_1', f_node_id_1)
-        _set(obj, 'node_id_2', f_node_id_2)
-        _set(obj, 'bitcoin_key_1', f_bitcoin_key_1)
-        _set(obj, 'bitcoin_key_2', f_bitcoin_key_2)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ChannelAnnouncement, (f_node_signature_1, f_node_signature_2, f_bitcoin_signature_1, f_bitcoin_signature_2, f_features, f_chain_hash, f_short_channel_id, f_node_id_1, f_node_id_2, f_bitcoin_key_1, f_bitcoin_key_2, f_tlvs))
 
 
 class NodeAnnouncement(Message):
@@ -4812,25 +4246,8 @@ class NodeAnnouncement(Message):
         except DecodeError as e:
             e.args = (f'node_announcement: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(NodeAnnouncement)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'features', f_features)
-        _set(obj, 'timestamp', f_timestamp)
-        _set(obj, 'node_id', f_node_id)
-        _set(obj, 'rgb_color', f_rgb_color)
-        _set(obj, 'alias', f_alias)
-        _set(obj, 'addresses', f_addresses)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(NodeAnnouncement, (f_signature, f_features, f_timestamp, f_node_id, f_rgb_color, f_alias, f_addresses, f_tlvs))
 
 
 class ChannelUpdate(Message):
@@ -4920,29 +4337,8 @@ class ChannelUpdate(Message):
         except DecodeError as e:
             e.args = (f'channel_update: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ChannelUpdate)
-        _set(obj, 'signature', f_signature)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'short_channel_id', f_short_channel_id)
-        _set(obj, 'timestamp', f_timestamp)
-        _set(obj, 'message_flags', f_message_flags)
-        _set(obj, 'channel_flags', f_channel_flags)
-        _set(obj, 'cltv_expiry_delta', f_cltv_expiry_delta)
-        _set(obj, 'htlc_minimum_msat', f_htlc_minimum_msat)
-        _set(obj, 'fee_base_msat', f_fee_base_msat)
-        _set(obj, 'fee_proportional_millionths', f_fee_proportional_millionths)
-        _set(obj, 'htlc_maximum_msat', f_htlc_maximum_msat)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ChannelUpdate, (f_signature, f_chain_hash, f_short_channel_id, f_timestamp, f_message_flags, f_channel_flags, f_cltv_expiry_delta, f_htlc_minimum_msat, f_fee_base_msat, f_fee_proportional_millionths, f_htlc_maximum_msat, f_tlvs))
 
 
 class AnnouncementSignatures(Message):
@@ -4997,22 +4393,8 @@ class AnnouncementSignatures(Message):
         except DecodeError as e:
             e.args = (f'announcement_signatures: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(AnnouncementSignatures)
-        _set(obj, 'channel_id', f_channel_id)
-        _set(obj, 'short_channel_id', f_short_channel_id)
-        _set(obj, 'node_signature', f_node_signature)
-        _set(obj, 'bitcoin_signature', f_bitcoin_signature)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(AnnouncementSignatures, (f_channel_id, f_short_channel_id, f_node_signature, f_bitcoin_signature, f_tlvs))
 
 
 class QueryShortChannelIds(Message):
@@ -5064,20 +4446,8 @@ class QueryShortChannelIds(Message):
         except DecodeError as e:
             e.args = (f'query_short_channel_ids: {e}',)
             raise
-        if p == end:
-            f_tlvs = QueryShortChannelIdsTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = QueryShortChannelIdsTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = QueryShortChannelIdsTlvs.EMPTY
-        obj = _new(QueryShortChannelIds)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'encoded_short_ids', f_encoded_short_ids)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(QueryShortChannelIdsTlvs, data, p, end, strict)
+        return _make(QueryShortChannelIds, (f_chain_hash, f_encoded_short_ids, f_tlvs))
 
 
 class ReplyShortChannelIdsEnd(Message):
@@ -5122,20 +4492,8 @@ class ReplyShortChannelIdsEnd(Message):
         except DecodeError as e:
             e.args = (f'reply_short_channel_ids_end: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(ReplyShortChannelIdsEnd)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'full_information', f_full_information)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(ReplyShortChannelIdsEnd, (f_chain_hash, f_full_information, f_tlvs))
 
 
 class QueryChannelRange(Message):
@@ -5185,21 +4543,8 @@ class QueryChannelRange(Message):
         except DecodeError as e:
             e.args = (f'query_channel_range: {e}',)
             raise
-        if p == end:
-            f_tlvs = QueryChannelRangeTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = QueryChannelRangeTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = QueryChannelRangeTlvs.EMPTY
-        obj = _new(QueryChannelRange)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'first_blocknum', f_first_blocknum)
-        _set(obj, 'number_of_blocks', f_number_of_blocks)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(QueryChannelRangeTlvs, data, p, end, strict)
+        return _make(QueryChannelRange, (f_chain_hash, f_first_blocknum, f_number_of_blocks, f_tlvs))
 
 
 class ReplyChannelRange(Message):
@@ -5266,23 +4611,8 @@ class ReplyChannelRange(Message):
         except DecodeError as e:
             e.args = (f'reply_channel_range: {e}',)
             raise
-        if p == end:
-            f_tlvs = ReplyChannelRangeTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ReplyChannelRangeTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ReplyChannelRangeTlvs.EMPTY
-        obj = _new(ReplyChannelRange)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'first_blocknum', f_first_blocknum)
-        _set(obj, 'number_of_blocks', f_number_of_blocks)
-        _set(obj, 'sync_complete', f_sync_complete)
-        _set(obj, 'encoded_short_ids', f_encoded_short_ids)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ReplyChannelRangeTlvs, data, p, end, strict)
+        return _make(ReplyChannelRange, (f_chain_hash, f_first_blocknum, f_number_of_blocks, f_sync_complete, f_encoded_short_ids, f_tlvs))
 
 
 class GossipTimestampFilter(Message):
@@ -5332,21 +4662,8 @@ class GossipTimestampFilter(Message):
         except DecodeError as e:
             e.args = (f'gossip_timestamp_filter: {e}',)
             raise
-        if p == end:
-            f_tlvs = ExtensionTlvs.EMPTY
-        else:
-            try:
-                f_tlvs = ExtensionTlvs._decode(data, p, end)
-            except DecodeError:
-                if strict:
-                    raise
-                f_tlvs = ExtensionTlvs.EMPTY
-        obj = _new(GossipTimestampFilter)
-        _set(obj, 'chain_hash', f_chain_hash)
-        _set(obj, 'first_timestamp', f_first_timestamp)
-        _set(obj, 'timestamp_range', f_timestamp_range)
-        _set(obj, 'tlvs', f_tlvs)
-        return obj
+        f_tlvs = _dec_ext(ExtensionTlvs, data, p, end, strict)
+        return _make(GossipTimestampFilter, (f_chain_hash, f_first_timestamp, f_timestamp_range, f_tlvs))
 
 
 def _enc_init_tlvs__networks(v: Any) -> bytes:
@@ -5354,14 +4671,9 @@ def _enc_init_tlvs__networks(v: Any) -> bytes:
 
 
 def _dec_init_tlvs__networks(data: bytes, p: int, end: int) -> tuple[bytes, ...]:
-    try:
-        f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
-        f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
-        p += f_chains_n * 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('init_tlvs.networks', e, 1) from e
+    f_chains_n = _whole('chains', end - p, 32, 'chain_hash')
+    f_chains = tuple([data[q:q + 32] for q in range(p, p + f_chains_n * 32, 32)])
+    p += f_chains_n * 32
     if p != end:
         raise _record_too_long('init_tlvs.networks', 1)
     return f_chains
@@ -5372,13 +4684,8 @@ def _enc_init_tlvs__remote_addr(v: Any) -> bytes:
 
 
 def _dec_init_tlvs__remote_addr(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_data = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('init_tlvs.remote_addr', e, 3) from e
+    f_data = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('init_tlvs.remote_addr', 3)
     return f_data
@@ -5389,12 +4696,7 @@ def _enc_n1__tlv1(v: Any) -> bytes:
 
 
 def _dec_n1__tlv1(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amount_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n1.tlv1', e, 1) from e
+    f_amount_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('n1.tlv1', 1)
     return f_amount_msat
@@ -5405,15 +4707,10 @@ def _enc_n1__tlv2(v: Any) -> bytes:
 
 
 def _dec_n1__tlv2(data: bytes, p: int, end: int) -> ShortChannelId:
-    try:
-        if p + 8 > end:
-            raise _truncated('scid', 8, end - p)
-        f_scid = ShortChannelId(_int(data[p:p + 8], 'big'))
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n1.tlv2', e, 2) from e
+    if p + 8 > end:
+        raise _truncated('scid', 8, end - p)
+    f_scid = ShortChannelId(_int(data[p:p + 8], 'big'))
+    p += 8
     if p != end:
         raise _record_too_long('n1.tlv2', 2)
     return f_scid
@@ -5429,24 +4726,15 @@ def _enc_n1__tlv3(v: Any) -> bytes:
 
 
 def _dec_n1__tlv3(data: bytes, p: int, end: int) -> N1Tlv3:
-    try:
-        if p + 49 > end:
-            raise _truncated('node_id/amount_msat_1/amount_msat_2', 49, end - p)
-        f_node_id = _point(data[p:p + 33])
-        f_amount_msat_1 = _int(data[p + 33:p + 41], 'big')
-        f_amount_msat_2 = _int(data[p + 41:p + 49], 'big')
-        p += 49
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n1.tlv3', e, 3) from e
+    if p + 49 > end:
+        raise _truncated('node_id/amount_msat_1/amount_msat_2', 49, end - p)
+    f_node_id = _point(data[p:p + 33])
+    f_amount_msat_1 = _int(data[p + 33:p + 41], 'big')
+    f_amount_msat_2 = _int(data[p + 41:p + 49], 'big')
+    p += 49
     if p != end:
         raise _record_too_long('n1.tlv3', 3)
-    obj = _new(N1Tlv3)
-    _set(obj, 'node_id', f_node_id)
-    _set(obj, 'amount_msat_1', f_amount_msat_1)
-    _set(obj, 'amount_msat_2', f_amount_msat_2)
-    return obj
+    return _make(N1Tlv3, (f_node_id, f_amount_msat_1, f_amount_msat_2))
 
 
 def _enc_n1__tlv4(v: Any) -> bytes:
@@ -5454,15 +4742,10 @@ def _enc_n1__tlv4(v: Any) -> bytes:
 
 
 def _dec_n1__tlv4(data: bytes, p: int, end: int) -> int:
-    try:
-        if p + 2 > end:
-            raise _truncated('cltv_delta', 2, end - p)
-        f_cltv_delta = _int(data[p:p + 2], 'big')
-        p += 2
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n1.tlv4', e, 254) from e
+    if p + 2 > end:
+        raise _truncated('cltv_delta', 2, end - p)
+    f_cltv_delta = _int(data[p:p + 2], 'big')
+    p += 2
     if p != end:
         raise _record_too_long('n1.tlv4', 254)
     return f_cltv_delta
@@ -5473,12 +4756,7 @@ def _enc_n2__tlv1(v: Any) -> bytes:
 
 
 def _dec_n2__tlv1(data: bytes, p: int, end: int) -> int:
-    try:
-        f_amount_msat, p = _T_tu64.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n2.tlv1', e, 0) from e
+    f_amount_msat, p = _T_tu64.decode(data, p, end)
     if p != end:
         raise _record_too_long('n2.tlv1', 0)
     return f_amount_msat
@@ -5489,12 +4767,7 @@ def _enc_n2__tlv2(v: Any) -> bytes:
 
 
 def _dec_n2__tlv2(data: bytes, p: int, end: int) -> int:
-    try:
-        f_cltv_expiry, p = _T_tu32.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('n2.tlv2', e, 11) from e
+    f_cltv_expiry, p = _T_tu32.decode(data, p, end)
     if p != end:
         raise _record_too_long('n2.tlv2', 11)
     return f_cltv_expiry
@@ -5505,15 +4778,10 @@ def _enc_tx_add_input_tlvs__shared_input_txid(v: Any) -> bytes:
 
 
 def _dec_tx_add_input_tlvs__shared_input_txid(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 32 > end:
-            raise _truncated('funding_txid', 32, end - p)
-        f_funding_txid = data[p:p + 32]
-        p += 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('tx_add_input_tlvs.shared_input_txid', e, 0) from e
+    if p + 32 > end:
+        raise _truncated('funding_txid', 32, end - p)
+    f_funding_txid = data[p:p + 32]
+    p += 32
     if p != end:
         raise _record_too_long('tx_add_input_tlvs.shared_input_txid', 0)
     return f_funding_txid
@@ -5524,15 +4792,10 @@ def _enc_tx_signatures_tlvs__shared_input_signature(v: Any) -> bytes:
 
 
 def _dec_tx_signatures_tlvs__shared_input_signature(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('signature', 64, end - p)
-        f_signature = _sig(data[p:p + 64])
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('tx_signatures_tlvs.shared_input_signature', e, 0) from e
+    if p + 64 > end:
+        raise _truncated('signature', 64, end - p)
+    f_signature = _sig(data[p:p + 64])
+    p += 64
     if p != end:
         raise _record_too_long('tx_signatures_tlvs.shared_input_signature', 0)
     return f_signature
@@ -5543,15 +4806,10 @@ def _enc_tx_init_rbf_tlvs__funding_output_contribution(v: Any) -> bytes:
 
 
 def _dec_tx_init_rbf_tlvs__funding_output_contribution(data: bytes, p: int, end: int) -> int:
-    try:
-        if p + 8 > end:
-            raise _truncated('satoshis', 8, end - p)
-        f_satoshis = _int(data[p:p + 8], 'big', signed=True)
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('tx_init_rbf_tlvs.funding_output_contribution', e, 0) from e
+    if p + 8 > end:
+        raise _truncated('satoshis', 8, end - p)
+    f_satoshis = _int(data[p:p + 8], 'big', signed=True)
+    p += 8
     if p != end:
         raise _record_too_long('tx_init_rbf_tlvs.funding_output_contribution', 0)
     return f_satoshis
@@ -5572,15 +4830,10 @@ def _enc_tx_ack_rbf_tlvs__funding_output_contribution(v: Any) -> bytes:
 
 
 def _dec_tx_ack_rbf_tlvs__funding_output_contribution(data: bytes, p: int, end: int) -> int:
-    try:
-        if p + 8 > end:
-            raise _truncated('satoshis', 8, end - p)
-        f_satoshis = _int(data[p:p + 8], 'big', signed=True)
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('tx_ack_rbf_tlvs.funding_output_contribution', e, 0) from e
+    if p + 8 > end:
+        raise _truncated('satoshis', 8, end - p)
+    f_satoshis = _int(data[p:p + 8], 'big', signed=True)
+    p += 8
     if p != end:
         raise _record_too_long('tx_ack_rbf_tlvs.funding_output_contribution', 0)
     return f_satoshis
@@ -5601,13 +4854,8 @@ def _enc_open_channel_tlvs__upfront_shutdown_script(v: Any) -> bytes:
 
 
 def _dec_open_channel_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_shutdown_scriptpubkey = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('open_channel_tlvs.upfront_shutdown_script', e, 0) from e
+    f_shutdown_scriptpubkey = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('open_channel_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
@@ -5618,13 +4866,8 @@ def _enc_open_channel_tlvs__channel_type(v: Any) -> bytes:
 
 
 def _dec_open_channel_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_type = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('open_channel_tlvs.channel_type', e, 1) from e
+    f_type = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('open_channel_tlvs.channel_type', 1)
     return f_type
@@ -5635,13 +4878,8 @@ def _enc_accept_channel_tlvs__upfront_shutdown_script(v: Any) -> bytes:
 
 
 def _dec_accept_channel_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_shutdown_scriptpubkey = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('accept_channel_tlvs.upfront_shutdown_script', e, 0) from e
+    f_shutdown_scriptpubkey = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('accept_channel_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
@@ -5652,13 +4890,8 @@ def _enc_accept_channel_tlvs__channel_type(v: Any) -> bytes:
 
 
 def _dec_accept_channel_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_type = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('accept_channel_tlvs.channel_type', e, 1) from e
+    f_type = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('accept_channel_tlvs.channel_type', 1)
     return f_type
@@ -5669,15 +4902,10 @@ def _enc_channel_ready_tlvs__short_channel_id(v: Any) -> bytes:
 
 
 def _dec_channel_ready_tlvs__short_channel_id(data: bytes, p: int, end: int) -> ShortChannelId:
-    try:
-        if p + 8 > end:
-            raise _truncated('alias', 8, end - p)
-        f_alias = ShortChannelId(_int(data[p:p + 8], 'big'))
-        p += 8
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('channel_ready_tlvs.short_channel_id', e, 1) from e
+    if p + 8 > end:
+        raise _truncated('alias', 8, end - p)
+    f_alias = ShortChannelId(_int(data[p:p + 8], 'big'))
+    p += 8
     if p != end:
         raise _record_too_long('channel_ready_tlvs.short_channel_id', 1)
     return f_alias
@@ -5688,13 +4916,8 @@ def _enc_opening_tlvs__upfront_shutdown_script(v: Any) -> bytes:
 
 
 def _dec_opening_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_shutdown_scriptpubkey = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('opening_tlvs.upfront_shutdown_script', e, 0) from e
+    f_shutdown_scriptpubkey = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('opening_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
@@ -5705,13 +4928,8 @@ def _enc_opening_tlvs__channel_type(v: Any) -> bytes:
 
 
 def _dec_opening_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_type = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('opening_tlvs.channel_type', e, 1) from e
+    f_type = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('opening_tlvs.channel_type', 1)
     return f_type
@@ -5732,13 +4950,8 @@ def _enc_accept_tlvs__upfront_shutdown_script(v: Any) -> bytes:
 
 
 def _dec_accept_tlvs__upfront_shutdown_script(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_shutdown_scriptpubkey = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('accept_tlvs.upfront_shutdown_script', e, 0) from e
+    f_shutdown_scriptpubkey = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('accept_tlvs.upfront_shutdown_script', 0)
     return f_shutdown_scriptpubkey
@@ -5749,13 +4962,8 @@ def _enc_accept_tlvs__channel_type(v: Any) -> bytes:
 
 
 def _dec_accept_tlvs__channel_type(data: bytes, p: int, end: int) -> bytes:
-    try:
-        f_type = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('accept_tlvs.channel_type', e, 1) from e
+    f_type = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('accept_tlvs.channel_type', 1)
     return f_type
@@ -5796,15 +5004,10 @@ def _enc_closing_tlvs__closer_output_only(v: Any) -> bytes:
 
 
 def _dec_closing_tlvs__closer_output_only(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('sig', 64, end - p)
-        f_sig = _sig(data[p:p + 64])
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('closing_tlvs.closer_output_only', e, 1) from e
+    if p + 64 > end:
+        raise _truncated('sig', 64, end - p)
+    f_sig = _sig(data[p:p + 64])
+    p += 64
     if p != end:
         raise _record_too_long('closing_tlvs.closer_output_only', 1)
     return f_sig
@@ -5815,15 +5018,10 @@ def _enc_closing_tlvs__closee_output_only(v: Any) -> bytes:
 
 
 def _dec_closing_tlvs__closee_output_only(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('sig', 64, end - p)
-        f_sig = _sig(data[p:p + 64])
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('closing_tlvs.closee_output_only', e, 2) from e
+    if p + 64 > end:
+        raise _truncated('sig', 64, end - p)
+    f_sig = _sig(data[p:p + 64])
+    p += 64
     if p != end:
         raise _record_too_long('closing_tlvs.closee_output_only', 2)
     return f_sig
@@ -5834,15 +5032,10 @@ def _enc_closing_tlvs__closer_and_closee_outputs(v: Any) -> bytes:
 
 
 def _dec_closing_tlvs__closer_and_closee_outputs(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 64 > end:
-            raise _truncated('sig', 64, end - p)
-        f_sig = _sig(data[p:p + 64])
-        p += 64
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('closing_tlvs.closer_and_closee_outputs', e, 3) from e
+    if p + 64 > end:
+        raise _truncated('sig', 64, end - p)
+    f_sig = _sig(data[p:p + 64])
+    p += 64
     if p != end:
         raise _record_too_long('closing_tlvs.closer_and_closee_outputs', 3)
     return f_sig
@@ -5857,22 +5050,14 @@ def _enc_closing_signed_tlvs__fee_range(v: Any) -> bytes:
 
 
 def _dec_closing_signed_tlvs__fee_range(data: bytes, p: int, end: int) -> ClosingSignedTlvsFeeRange:
-    try:
-        if p + 16 > end:
-            raise _truncated('min_fee_satoshis/max_fee_satoshis', 16, end - p)
-        f_min_fee_satoshis = _int(data[p:p + 8], 'big')
-        f_max_fee_satoshis = _int(data[p + 8:p + 16], 'big')
-        p += 16
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('closing_signed_tlvs.fee_range', e, 1) from e
+    if p + 16 > end:
+        raise _truncated('min_fee_satoshis/max_fee_satoshis', 16, end - p)
+    f_min_fee_satoshis = _int(data[p:p + 8], 'big')
+    f_max_fee_satoshis = _int(data[p + 8:p + 16], 'big')
+    p += 16
     if p != end:
         raise _record_too_long('closing_signed_tlvs.fee_range', 1)
-    obj = _new(ClosingSignedTlvsFeeRange)
-    _set(obj, 'min_fee_satoshis', f_min_fee_satoshis)
-    _set(obj, 'max_fee_satoshis', f_max_fee_satoshis)
-    return obj
+    return _make(ClosingSignedTlvsFeeRange, (f_min_fee_satoshis, f_max_fee_satoshis))
 
 
 def _enc_update_add_htlc_tlvs__blinded_path(v: Any) -> bytes:
@@ -5880,15 +5065,10 @@ def _enc_update_add_htlc_tlvs__blinded_path(v: Any) -> bytes:
 
 
 def _dec_update_add_htlc_tlvs__blinded_path(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 33 > end:
-            raise _truncated('path_key', 33, end - p)
-        f_path_key = _point(data[p:p + 33])
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('update_add_htlc_tlvs.blinded_path', e, 0) from e
+    if p + 33 > end:
+        raise _truncated('path_key', 33, end - p)
+    f_path_key = _point(data[p:p + 33])
+    p += 33
     if p != end:
         raise _record_too_long('update_add_htlc_tlvs.blinded_path', 0)
     return f_path_key
@@ -5899,15 +5079,10 @@ def _enc_start_batch_tlvs__message_type(v: Any) -> bytes:
 
 
 def _dec_start_batch_tlvs__message_type(data: bytes, p: int, end: int) -> int:
-    try:
-        if p + 2 > end:
-            raise _truncated('message_type', 2, end - p)
-        f_message_type = _int(data[p:p + 2], 'big')
-        p += 2
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('start_batch_tlvs.message_type', e, 1) from e
+    if p + 2 > end:
+        raise _truncated('message_type', 2, end - p)
+    f_message_type = _int(data[p:p + 2], 'big')
+    p += 2
     if p != end:
         raise _record_too_long('start_batch_tlvs.message_type', 1)
     return f_message_type
@@ -5918,15 +5093,10 @@ def _enc_commitment_signed_tlvs__funding_txid(v: Any) -> bytes:
 
 
 def _dec_commitment_signed_tlvs__funding_txid(data: bytes, p: int, end: int) -> bytes:
-    try:
-        if p + 32 > end:
-            raise _truncated('funding_txid', 32, end - p)
-        f_funding_txid = data[p:p + 32]
-        p += 32
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('commitment_signed_tlvs.funding_txid', e, 1) from e
+    if p + 32 > end:
+        raise _truncated('funding_txid', 32, end - p)
+    f_funding_txid = data[p:p + 32]
+    p += 32
     if p != end:
         raise _record_too_long('commitment_signed_tlvs.funding_txid', 1)
     return f_funding_txid
@@ -5941,22 +5111,14 @@ def _enc_channel_reestablish_tlvs__next_funding(v: Any) -> bytes:
 
 
 def _dec_channel_reestablish_tlvs__next_funding(data: bytes, p: int, end: int) -> ChannelReestablishTlvsNextFunding:
-    try:
-        if p + 33 > end:
-            raise _truncated('next_funding_txid/retransmit_flags', 33, end - p)
-        f_next_funding_txid = data[p:p + 32]
-        f_retransmit_flags = data[p + 32]
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('channel_reestablish_tlvs.next_funding', e, 1) from e
+    if p + 33 > end:
+        raise _truncated('next_funding_txid/retransmit_flags', 33, end - p)
+    f_next_funding_txid = data[p:p + 32]
+    f_retransmit_flags = data[p + 32]
+    p += 33
     if p != end:
         raise _record_too_long('channel_reestablish_tlvs.next_funding', 1)
-    obj = _new(ChannelReestablishTlvsNextFunding)
-    _set(obj, 'next_funding_txid', f_next_funding_txid)
-    _set(obj, 'retransmit_flags', f_retransmit_flags)
-    return obj
+    return _make(ChannelReestablishTlvsNextFunding, (f_next_funding_txid, f_retransmit_flags))
 
 
 def _enc_channel_reestablish_tlvs__my_current_funding_locked(v: Any) -> bytes:
@@ -5968,22 +5130,14 @@ def _enc_channel_reestablish_tlvs__my_current_funding_locked(v: Any) -> bytes:
 
 
 def _dec_channel_reestablish_tlvs__my_current_funding_locked(data: bytes, p: int, end: int) -> ChannelReestablishTlvsMyCurrentFundingLocked:
-    try:
-        if p + 33 > end:
-            raise _truncated('my_current_funding_locked_txid/retransmit_flags', 33, end - p)
-        f_my_current_funding_locked_txid = data[p:p + 32]
-        f_retransmit_flags = data[p + 32]
-        p += 33
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('channel_reestablish_tlvs.my_current_funding_locked', e, 5) from e
+    if p + 33 > end:
+        raise _truncated('my_current_funding_locked_txid/retransmit_flags', 33, end - p)
+    f_my_current_funding_locked_txid = data[p:p + 32]
+    f_retransmit_flags = data[p + 32]
+    p += 33
     if p != end:
         raise _record_too_long('channel_reestablish_tlvs.my_current_funding_locked', 5)
-    obj = _new(ChannelReestablishTlvsMyCurrentFundingLocked)
-    _set(obj, 'my_current_funding_locked_txid', f_my_current_funding_locked_txid)
-    _set(obj, 'retransmit_flags', f_retransmit_flags)
-    return obj
+    return _make(ChannelReestablishTlvsMyCurrentFundingLocked, (f_my_current_funding_locked_txid, f_retransmit_flags))
 
 
 def _enc_query_short_channel_ids_tlvs__query_flags(v: Any) -> bytes:
@@ -5995,23 +5149,15 @@ def _enc_query_short_channel_ids_tlvs__query_flags(v: Any) -> bytes:
 
 
 def _dec_query_short_channel_ids_tlvs__query_flags(data: bytes, p: int, end: int) -> QueryShortChannelIdsTlvsQueryFlags:
-    try:
-        if p + 1 > end:
-            raise _truncated('encoding_type', 1, end - p)
-        f_encoding_type = data[p]
-        p += 1
-        f_encoded_query_flags = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('query_short_channel_ids_tlvs.query_flags', e, 1) from e
+    if p + 1 > end:
+        raise _truncated('encoding_type', 1, end - p)
+    f_encoding_type = data[p]
+    p += 1
+    f_encoded_query_flags = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('query_short_channel_ids_tlvs.query_flags', 1)
-    obj = _new(QueryShortChannelIdsTlvsQueryFlags)
-    _set(obj, 'encoding_type', f_encoding_type)
-    _set(obj, 'encoded_query_flags', f_encoded_query_flags)
-    return obj
+    return _make(QueryShortChannelIdsTlvsQueryFlags, (f_encoding_type, f_encoded_query_flags))
 
 
 def _enc_query_channel_range_tlvs__query_option(v: Any) -> bytes:
@@ -6019,12 +5165,7 @@ def _enc_query_channel_range_tlvs__query_option(v: Any) -> bytes:
 
 
 def _dec_query_channel_range_tlvs__query_option(data: bytes, p: int, end: int) -> int:
-    try:
-        f_query_option_flags, p = _T_bigsize.decode(data, p, end)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('query_channel_range_tlvs.query_option', e, 1) from e
+    f_query_option_flags, p = _T_bigsize.decode(data, p, end)
     if p != end:
         raise _record_too_long('query_channel_range_tlvs.query_option', 1)
     return f_query_option_flags
@@ -6039,23 +5180,15 @@ def _enc_reply_channel_range_tlvs__timestamps_tlv(v: Any) -> bytes:
 
 
 def _dec_reply_channel_range_tlvs__timestamps_tlv(data: bytes, p: int, end: int) -> ReplyChannelRangeTlvsTimestampsTlv:
-    try:
-        if p + 1 > end:
-            raise _truncated('encoding_type', 1, end - p)
-        f_encoding_type = data[p]
-        p += 1
-        f_encoded_timestamps = data[p:end]
-        p = end
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('reply_channel_range_tlvs.timestamps_tlv', e, 1) from e
+    if p + 1 > end:
+        raise _truncated('encoding_type', 1, end - p)
+    f_encoding_type = data[p]
+    p += 1
+    f_encoded_timestamps = data[p:end]
+    p = end
     if p != end:
         raise _record_too_long('reply_channel_range_tlvs.timestamps_tlv', 1)
-    obj = _new(ReplyChannelRangeTlvsTimestampsTlv)
-    _set(obj, 'encoding_type', f_encoding_type)
-    _set(obj, 'encoded_timestamps', f_encoded_timestamps)
-    return obj
+    return _make(ReplyChannelRangeTlvsTimestampsTlv, (f_encoding_type, f_encoded_timestamps))
 
 
 def _enc_reply_channel_range_tlvs__checksums_tlv(v: Any) -> bytes:
@@ -6063,16 +5196,11 @@ def _enc_reply_channel_range_tlvs__checksums_tlv(v: Any) -> bytes:
 
 
 def _dec_reply_channel_range_tlvs__checksums_tlv(data: bytes, p: int, end: int) -> tuple[ChannelUpdateChecksums, ...]:
-    try:
-        f_checksums_items = []
-        while p < end:
-            f_checksums_item, p = ChannelUpdateChecksums._decode(data, p, end)
-            f_checksums_items.append(f_checksums_item)
-        f_checksums = tuple(f_checksums_items)
-    except TlvError:
-        raise
-    except DecodeError as e:
-        raise _record_error('reply_channel_range_tlvs.checksums_tlv', e, 3) from e
+    f_checksums_items = []
+    while p < end:
+        f_checksums_item, p = ChannelUpdateChecksums._decode(data, p, end)
+        f_checksums_items.append(f_checksums_item)
+    f_checksums = tuple(f_checksums_items)
     if p != end:
         raise _record_too_long('reply_channel_range_tlvs.checksums_tlv', 3)
     return f_checksums
