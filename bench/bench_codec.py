@@ -14,7 +14,12 @@ import time
 from coincurve import PrivateKey
 
 from ampere.wire.codec import decode_message, encode_message
-from ampere.wire.messages import CommitmentSigned, RevokeAndAck, UpdateAddHtlc, UpdateFulfillHtlc
+from ampere.wire.messages import (
+    CommitmentSigned,
+    RevokeAndAck,
+    UpdateAddHtlc,
+    UpdateFulfillHtlc,
+)
 
 N = 2000
 

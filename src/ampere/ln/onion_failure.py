@@ -163,7 +163,7 @@ def encode_failure_message(code_or_name: int | str, extra: bytes = b"", **fields
     if cls is None:
         return code.to_bytes(2, "big") + bytes(extra)
     try:
-        return cls(**fields).to_bytes() + bytes(extra)  # type: ignore[no-any-return]
+        return cls(**fields).to_bytes() + bytes(extra)
     except EncodeError as e:
         raise FailureMessageError(f"{failure_code_name(code)}: {e}") from None
 
@@ -179,7 +179,7 @@ def decode_failure_message(data: bytes) -> FailureMessage:
     if cls is None:
         return FailureMessage(code, {}, data[2:])
     try:
-        msg = cls.from_bytes(data)  # type: ignore[attr-defined]
+        msg = cls.from_bytes(data)
     except DecodeError as e:
         raise FailureMessageError(str(e)) from None
     fields = {name: getattr(msg, name) for name in _field_names(cls)}

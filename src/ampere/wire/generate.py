@@ -20,7 +20,6 @@ from pathlib import Path
 from .schema import (
     FIXED,
     LENFIELD,
-    REST,
     SINGLE,
     FieldSpec,
     MessageSpec,
@@ -36,7 +35,6 @@ from .schema import (
     stream_class_name,
 )
 from .types import (
-    BigSizeType,
     FieldType,
     FixedBytes,
     PointType,
@@ -44,7 +42,6 @@ from .types import (
     ShortChannelIdType,
     SignatureType,
     SignedInt,
-    TruncatedUInt,
     UnsignedInt,
 )
 
@@ -193,7 +190,7 @@ class ModuleWriter:
         """An expression reading `elem` at data[base + off]."""
         size = elem.size
         assert size is not None
-        at = lambda k: base if not k else f"{base} + {k}"  # noqa: E731
+        at = lambda k: base if not k else f"{base} + {k}"
         sl = f"data[{at(off)}:{at(off + size)}]"
         if isinstance(elem, UnsignedInt):
             return f"data[{at(off)}]" if size == 1 else f"_int({sl}, 'big')"
@@ -345,7 +342,7 @@ class ModuleWriter:
         self.classes.append(name)
         self.emit("", "", f"class {name}({self.rt(base)}):", f'    """{doc}"""', "")
         slots = ", ".join(repr(n) for n in names) + ("," if len(names) == 1 else "")
-        self.emit(f"    __slots__ = ({slots})", f"    _FIELDS = __slots__")
+        self.emit(f"    __slots__ = ({slots})", "    _FIELDS = __slots__")
         self.uses_typing.add("ClassVar")
         self.emit(*[f"    {c}" for c in consts])
         self.emit(*[f"    {n}: {t}" for n, t in annotations])
@@ -441,8 +438,8 @@ class ModuleWriter:
                 annotations.append((rec.pyname, f"{rc} | None"))
                 self.uses_typing.add("Any")
                 params.append((rec.pyname, f"{rc} | dict[str, Any] | None", "None"))
-                sets.append((rec.pyname, f"{rec.pyname} if {rec.pyname} is None or _type({rec.pyname}) is {rc} "
-                                         f"else {self.rt('_nstruct')}({rc}, {rec.pyname})"))
+                sets.append((rec.pyname, (f"{rec.pyname} if {rec.pyname} is None or _type({rec.pyname}) is {rc} "
+                                          f"else {self.rt('_nstruct')}({rc}, {rec.pyname})")))
         annotations.append(("unknown", "tuple[tuple[int, bytes], ...]"))
         self.uses_typing.add("Iterable")
         params.append(("unknown", "Iterable[tuple[int, bytes]]", "()"))
@@ -460,7 +457,7 @@ class ModuleWriter:
                   "            records.sort()", "        return _join(records)")
         self.emit("", "    @staticmethod",
                   f"    def _decode(data: bytes, p: int, end: int, extra_known: Iterable[int] = ()) -> {name}:",
-                  f"        if p == end:", f"            return {name}.EMPTY",
+                  "        if p == end:", f"            return {name}.EMPTY",
                   f"        known = {name}.KNOWN_TYPES.union(extra_known) if extra_known else {name}.KNOWN_TYPES")
         for rec, (_, rtype) in zip(records, annotations):
             self.emit(f"        {_local_rec(rec)}: {rtype} = None")
@@ -618,7 +615,7 @@ def _wrap(line: str) -> str:
 def generate(schema: Schema) -> dict[str, str]:
     """Module name -> source, one module per CSV that defines anything."""
     def home(spec: object) -> str:
-        return spec.source  # type: ignore[attr-defined, no-any-return]
+        return spec.source  # type: ignore[attr-defined]
 
     files: list[str] = []
     for table in (schema.subtypes, schema.streams, schema.peer_messages, schema.onion_failures):

@@ -13,9 +13,15 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Self, TypeVar
 
-from .errors import DecodeError, EncodeError, InvalidValueError, TlvError, TruncatedError
+from .errors import (
+    DecodeError,
+    EncodeError,
+    InvalidValueError,
+    TlvError,
+    TruncatedError,
+)
 from .types import SECP256K1_ORDER, TYPES, ShortChannelId
 
 T = TypeVar("T")
@@ -34,7 +40,7 @@ class WireStruct:
     def __eq__(self, other: object) -> bool:
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._values() == other._values()  # type: ignore[attr-defined, no-any-return]
+        return self._values() == other._values()
 
     def __hash__(self) -> int:
         return hash(self._values())
@@ -67,14 +73,14 @@ class Message(WireStruct):
         raise NotImplementedError
 
     @classmethod
-    def from_bytes(cls: type[T], data: bytes) -> T:
+    def from_bytes(cls, data: bytes) -> Self:
         data = bytes(data)
         if len(data) < 2:
             raise TruncatedError(f"message of {len(data)} bytes has no type")
         got = int.from_bytes(data[:2], "big")
-        if got != cls.TYPE:  # type: ignore[attr-defined]
-            raise DecodeError(f"expected {cls.NAME} ({cls.TYPE}), got type {got}")  # type: ignore[attr-defined]
-        return cls._decode(data, 2, len(data), cls.STRICT_EXTENSION)  # type: ignore[attr-defined, no-any-return]
+        if got != cls.TYPE:
+            raise DecodeError(f"expected {cls.NAME} ({cls.TYPE}), got type {got}")
+        return cls._decode(data, 2, len(data), cls.STRICT_EXTENSION)  # type: ignore[attr-defined]
 
 
 def declare_dataclass(cls: type) -> None:
@@ -169,7 +175,7 @@ def validate_signature(raw: bytes) -> bytes:
     """A compact signature's r and s must be below the group order (as the codec's `signature` type)."""
     if raw[:32] < _ORDER and raw[32:] < _ORDER:
         return raw
-    return _check_signature(raw)  # type: ignore[no-any-return]
+    return _check_signature(raw)
 
 
 def decode_utf8(raw: bytes, where: str) -> str:
