@@ -4,6 +4,7 @@ Prints figures; not a test.  Compare with Core Lightning v26.06 on the same kind
 getinfo 5,400-5,650 calls/s; launch to getinfo answering 0.41-0.58 s; ~50 MiB PSS.
 """
 
+import os
 import statistics
 import subprocess
 import time
@@ -13,10 +14,18 @@ from common import Timer, factory, pss_mib, rate
 N_CALLS = 3000
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     f = factory()
     try:
         launches = []
+        launch_cpu = []
         for i in range(5):
             node = f.get_node(start=False)
             t0 = time.perf_counter()
@@ -31,6 +40,7 @@ def main() -> None:
                 except (FileNotFoundError, ConnectionRefusedError, OSError):
                     time.sleep(0.005)
             launches.append(time.perf_counter() - t0)
+            launch_cpu.append(_cpu_seconds(node.proc.pid))
             if i < 4:
                 node.stop()
         node = f.nodes[-1]
@@ -47,6 +57,8 @@ def main() -> None:
         print(f"getinfo (pyln-client LightningRpc, sequential): {rate(N_CALLS, t.elapsed)}")
         print(f"launch to getinfo answering: median {statistics.median(launches):.3f} s "
               f"(min {min(launches):.3f}, max {max(launches):.3f})")
+        print(f"launch to getinfo answering, ampd's own CPU time (user+sys, counts less of other load): median "
+              f"{statistics.median(launch_cpu):.3f} s (min {min(launch_cpu):.3f}, max {max(launch_cpu):.3f})")
         print(f"memory after start: {mem:.1f} MiB PSS (ampd, no plugins)")
     finally:
         f.cleanup()
