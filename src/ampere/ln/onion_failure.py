@@ -90,6 +90,9 @@ def _field_names(cls: Any) -> list[str]:
     return [f.name for f in dataclasses.fields(cls) if f.name != "tlvs"]
 
 
+_FIELD_NAMES: dict[int, list[str]] = {code: _field_names(cls) for code, cls in ONION_FAILURE_TYPES.items()}
+
+
 def failure_code_name(code: int) -> str:
     """The BOLT 4 name of a failure code; unknown codes get a descriptive placeholder."""
     name = FAILURE_NAMES.get(code)
@@ -157,7 +160,7 @@ def encode_failure_message(code_or_name: int | str, extra: bytes = b"", **fields
     if not 0 <= code <= 0xFFFF:
         raise FailureMessageError(f"failure code {code} out of range")
     cls = ONION_FAILURE_TYPES.get(code)
-    wanted = set(_field_names(cls)) if cls is not None else set()
+    wanted = set(_FIELD_NAMES[code]) if cls is not None else set()
     if set(fields) != wanted:
         raise FailureMessageError(f"{failure_code_name(code)} takes fields {sorted(wanted)}, got {sorted(fields)}")
     if cls is None:
@@ -182,7 +185,7 @@ def decode_failure_message(data: bytes) -> FailureMessage:
         msg = cls.from_bytes(data)
     except DecodeError as e:
         raise FailureMessageError(str(e)) from None
-    fields = {name: getattr(msg, name) for name in _field_names(cls)}
+    fields = {name: getattr(msg, name) for name in _FIELD_NAMES[code]}
     # The fields re-encode to the bytes they came from (the decoder accepts minimal encodings only),
     # so what follows them is the extra data.
     fields_end = len(cls(**fields).to_bytes())

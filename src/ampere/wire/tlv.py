@@ -39,12 +39,17 @@ def split_tlv_stream(
     start = pos
     while pos < end:  # BOLT #1: "if zero bytes remain before parsing a `type`: MUST stop parsing"
         record_at = pos - start
-        try:
-            tlv_type, pos = _read_bigsize(data, pos, end, "type", stream)
-            length, pos = _read_bigsize(data, pos, end, "length", stream)
-        except TlvError as e:
-            # A record header that does not parse is blamed on the last good record (as CLN does).
-            raise e.at(max(last_type, 0), record_at) from None
+        if pos + 1 < end and data[pos] < 0xFD and data[pos + 1] < 0xFD:
+            # The usual case, a one-byte type and a one-byte length (always minimal).
+            tlv_type, length = data[pos], data[pos + 1]
+            pos += 2
+        else:
+            try:
+                tlv_type, pos = _read_bigsize(data, pos, end, "type", stream)
+                length, pos = _read_bigsize(data, pos, end, "length", stream)
+            except TlvError as e:
+                # A record header that does not parse is blamed on the last good record (as CLN does).
+                raise e.at(max(last_type, 0), record_at) from None
         # BOLT #1: "if decoded `type`s are not strictly-increasing (including situations when two or
         # more occurrences of the same `type` are met): MUST fail to parse the `tlv_stream`."
         if tlv_type <= last_type:
