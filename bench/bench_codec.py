@@ -2,8 +2,8 @@
 
 update_add_htlc (with its 1366-byte onion), commitment_signed with 10 HTLC signatures, revoke_and_ack
 and update_fulfill_htlc, through the public entry points (`encode_message` / `decode_message`).
-Prints microseconds per operation (best of several rounds, so load from other processes counts
-less); not a test.  Run: .venv/bin/python bench/bench_codec.py [rounds]
+Prints microseconds of CPU time per operation (process time, best of several rounds, so load from
+other processes counts less); not a test.  Run: .venv/bin/python bench/bench_codec.py [rounds]
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ def samples() -> dict[str, object]:
 def _best_us(fn, arg, rounds: int) -> float:
     best = float("inf")
     for _ in range(rounds):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(N):
             fn(arg)
-        best = min(best, (time.perf_counter() - start) / N)
+        best = min(best, (time.process_time() - start) / N)
     return best * 1e6
 
 
