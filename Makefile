@@ -12,6 +12,9 @@ $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e '.[test]'
+	@# Byte-compile as a wheel install would (an editable install does not): ampd's launch time depends on it,
+	@# and PYTHONDONTWRITEBYTECODE environments would otherwise compile every module at every start.
+	$(PY) -m compileall -q src >/dev/null
 	touch $(STAMP)
 
 venv: $(STAMP)
