@@ -54,10 +54,13 @@ def _derive(seed: bytes, name: str) -> bytes:
 class ChannelSigner:
     """Secrets of one channel. Never serialised: rebuild it from the channel seed."""
 
-    def __init__(self, channel_seed: bytes) -> None:
-        if not isinstance(channel_seed, (bytes, bytearray)) or len(channel_seed) != 32:
+    def __init__(self, channel_seed: bytes, *, secrets: dict[str, bytes] | None = None) -> None:
+        if secrets is not None:
+            keys = secrets
+        elif not isinstance(channel_seed, (bytes, bytearray)) or len(channel_seed) != 32:
             raise SignerError("channel seed must be 32 bytes")
-        keys = {name: _derive(bytes(channel_seed), name) for name in _NAMES}
+        else:
+            keys = {name: _derive(bytes(channel_seed), name) for name in _NAMES}
         self._funding = keys["funding"]
         self._revocation = keys["revocation"]
         self._payment = keys["payment"]
@@ -72,6 +75,16 @@ class ChannelSigner:
             htlc_basepoint=pubkey_from_secret(self._htlc),
         )
         self._point_cache = lru_cache(maxsize=64)(self._point)
+
+    @classmethod
+    def from_secrets(cls, funding: bytes, revocation: bytes, payment: bytes, delayed_payment: bytes, htlc: bytes,
+                     shachain_seed: bytes) -> "ChannelSigner":
+        """A signer with these secrets instead of derived ones (--dev-force-channel-secrets, conformance tests)."""
+        secrets = dict(zip(_NAMES, (funding, revocation, payment, delayed_payment, htlc, shachain_seed)))
+        for name, value in secrets.items():
+            if len(value) != 32 or (name != "shachain_seed" and not 0 < int.from_bytes(value, "big") < SECP256K1_ORDER):
+                raise SignerError(f"forced {name} secret is not a valid 32-byte key")
+        return cls(b"", secrets=secrets)
 
     # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
 

@@ -33,6 +33,7 @@ from ampere.store.store import Store
 from ampere.node.app import features as node_features
 from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from ampere.node.app.options import builtin_options, network_defaults
+from ampere.node.signer.dev_secrets import check_dev_secret_options
 
 
 @dataclass
@@ -96,6 +97,7 @@ class Node:
         self.node_key = derive_node_key(secret)
         # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
         self.derived_secret = hkdf_sha256(secret, b"", b"derived secrets")
+        check_dev_secret_options(self.options)
         forced = self.options.get("dev-force-privkey")
         if forced:
             # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).

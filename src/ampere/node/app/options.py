@@ -121,6 +121,9 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-no-reconnect", F, "Disable automatic reconnect-attempts by this node, but accept incoming"),
         OptionSpec("dev-crash-after", I, "Crash when this many seconds have passed"),
         OptionSpec("dev-force-privkey", S, "Force HSM to use this as node private key"),
+        OptionSpec("dev-force-bip32-seed", S, "Force HSM to use this as bip32 seed"),
+        OptionSpec("dev-force-channel-secrets", S, "Force HSM to use these for all per-channel secrets"),
+        OptionSpec("dev-force-tmp-channel-id", S, "Force the temporary channel id, instead of random"),
     ] + [OptionSpec(name, kind, f"{help_text} (no effect in Ampere: {why})")
          for name, kind, help_text, why in NO_EFFECT]
 

@@ -13,7 +13,6 @@ persists the channel before funding_signed goes out (the core's Step orders it).
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +26,7 @@ from ampere.primitives.tx import OutPoint, TxOut
 from ampere.wire import bolt1
 from ampere.wire import messages as m
 from ampere.node.channels.manager import LOG, ChannelManager, ChannelRecord, ChannelSettings
+from ampere.node.signer.dev_secrets import new_temporary_channel_id
 
 # JSON-RPC error codes of fundchannel (common/jsonrpc_errors.h).
 FUND_MAX_EXCEEDED = 300
@@ -206,7 +206,7 @@ class OpenFlows:
             dbid = await self.mgr.allocate_dbid()
             signer = self.mgr.signer_for(peer_id, dbid)
             ours = self.local_params(script, upfront, reserve_sat, int(node.options.get("funding-confirms")))
-            temp_id = os.urandom(32)
+            temp_id = new_temporary_channel_id(node.options)
             step = opening.open_channel(signer, temporary_channel_id=temp_id, chain_hash=bolt1.chain_hash(node.network),
                                         funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=commit_rate,
                                         ours=ours, channel_type=channel_type, announce=announce)

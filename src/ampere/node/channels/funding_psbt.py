@@ -13,7 +13,6 @@ channel waits for the funding output to confirm as any other.
 from __future__ import annotations
 
 import asyncio
-import os
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -24,6 +23,7 @@ from ampere.primitives.script import script_to_address
 from ampere.primitives.tx import Transaction, TxOut
 from ampere.wire import bolt1
 from ampere.wire import messages as m
+from ampere.node.signer.dev_secrets import new_temporary_channel_id
 from ampere.node.channels.funding import (
     FUNDING_PEER_NOT_CONNECTED, FUNDING_STILL_SYNCING_BITCOIN, FUNDING_UNKNOWN_PEER, LIGHTNINGD, OpenError, OpenFlows,
     PendingOpen, channel_type_json,
@@ -77,7 +77,7 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
     dbid = await mgr.allocate_dbid()
     signer = mgr.signer_for(peer_id, dbid)
     ours = flows.local_params(script, close_to is not None, reserve_sat, int(node.options.get("funding-confirms")))
-    temp_id = os.urandom(32)
+    temp_id = new_temporary_channel_id(node.options)
     step = opening.open_channel(signer, temporary_channel_id=temp_id, chain_hash=bolt1.chain_hash(node.network),
                                 funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=commit_rate, ours=ours,
                                 channel_type=channel_type, announce=announce)

@@ -88,6 +88,7 @@ from ampere.node.onchain.resolver import write_htlc_stubs
 from ampere.node.app.tasks import spawn_guarded
 from ampere.node.signer.hsm_secret import channel_seed, load_or_create_hsm_secret
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
+from ampere.node.signer.dev_secrets import forced_channel_secrets
 
 LOG = "channeld"
 CS = ChannelState
@@ -280,6 +281,9 @@ class ChannelManager:
         return self._hsm_secret
 
     def signer_for(self, peer_id: bytes, dbid: int) -> ChannelSigner:
+        forced = forced_channel_secrets(self.node.options)
+        if forced is not None:  # --dev-force-channel-secrets (conformance tests): the same keys for every channel
+            return ChannelSigner.from_secrets(*forced)
         return ChannelSigner(channel_seed(self.hsm_secret(), peer_id, dbid))
 
     async def load(self) -> None:

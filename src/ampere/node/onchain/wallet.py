@@ -32,6 +32,7 @@ from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.primitives.bip32 import HARDENED, Bip32Error, ExtKey
 from ampere.primitives.crypto import tagged_hash
 from ampere.primitives.script import is_p2tr, is_p2wpkh, p2tr, p2wpkh, script_to_address
+from ampere.node.signer.dev_secrets import forced_bip32_seed
 from ampere.primitives.tx import (
     OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, sign_input_p2wpkh, write_compact_size,
 )
@@ -179,7 +180,12 @@ class Wallet:
     def __init__(self, node: Any, hsm_secret: bytes, network: str) -> None:
         self.node = node
         self.network = network
-        self.base = bip32_base_from_hsm_secret(hsm_secret, "main" if network == "bitcoin" else "test")
+        net = "main" if network == "bitcoin" else "test"
+        options = getattr(node, "options", None)
+        forced_seed = forced_bip32_seed(options) if options is not None else None
+        # --dev-force-bip32-seed (conformance tests): hsmd makes the master key from this seed; base m/0/0.
+        self.base = ExtKey.from_seed(forced_seed, net).derive([0, 0]) if forced_seed is not None \
+            else bip32_base_from_hsm_secret(hsm_secret, net)
         self._base_pub = self.base.neuter()
         self.max_index = 0
         self.addrtypes: dict[int, str] = {}

@@ -1,0 +1,87 @@
+"""--dev-force-* secrets (conformance tests, lightningd's option names and formats) take effect, and only
+with --developer."""
+import types
+
+import pytest
+from coincurve import PrivateKey
+
+from ampere.config import ConfigError, Options, early_scan
+from ampere.ln.channel.keys import commitment_point
+from ampere.ln.channel.signer import ChannelSigner, SignerError
+from ampere.node.channels.manager import ChannelManager
+from ampere.node.signer.dev_secrets import check_dev_secret_options, new_temporary_channel_id
+from ampere.node.app.options import builtin_options
+from ampere.node.onchain.wallet import Wallet
+
+
+def k(n: int) -> str:
+    return f"{n:064x}"
+
+
+SECRETS = "/".join([k(0x10), k(0x11), k(0x12), k(0x13), k(0x14), "FF" * 32])
+
+
+def options(*argv: str) -> Options:
+    o = Options()
+    for s in builtin_options():
+        o.add(s)
+    layout = early_scan(["--lightning-dir=/nonexistent-ampere-dir", *argv], o.specs, "~/.ampere")
+    o.apply(layout.entries)
+    return o
+
+
+def pub(n: int) -> bytes:
+    return PrivateKey(n.to_bytes(32, "big")).public_key.format()
+
+
+def test_forced_channel_secrets_give_every_channel_these_keys():
+    node = types.SimpleNamespace(options=options("--developer", f"--dev-force-channel-secrets={SECRETS}"))
+    check_dev_secret_options(node.options)
+    signer = ChannelManager.signer_for(types.SimpleNamespace(node=node), b"\x02" * 33, 7)
+    keys = signer.pubkeys
+    assert (keys.funding_pubkey, keys.revocation_basepoint, keys.payment_basepoint,
+            keys.delayed_payment_basepoint, keys.htlc_basepoint) == (pub(0x10), pub(0x11), pub(0x12), pub(0x13), pub(0x14))
+    assert signer.commitment_point(0) == commitment_point(b"\xff" * 32, 0)
+
+
+def test_without_forced_secrets_channels_derive_their_own():
+    node = types.SimpleNamespace(options=options())
+    mgr = types.SimpleNamespace(node=node, hsm_secret=lambda: b"\x01" * 32)
+    a = ChannelManager.signer_for(mgr, b"\x02" * 33, 1).pubkeys
+    b = ChannelManager.signer_for(mgr, b"\x02" * 33, 2).pubkeys
+    assert a.funding_pubkey != b.funding_pubkey and a.funding_pubkey != pub(0x10)
+
+
+def test_forced_bip32_seed_gives_lnprototest_wallet_address():
+    # lnprototest's bitcoin_utils: BIP32 seed 00..01, "P2WPKH 0/0/1: bcrt1qsdzqt93xsyewdjvagndw9523m27e52er5ca7hm"
+    node = types.SimpleNamespace(options=options("--developer", f"--dev-force-bip32-seed={k(1)}"))
+    wallet = Wallet(node, b"\x07" * 32, "regtest")
+    assert wallet.addresses(1)["bech32"] == "bcrt1qsdzqt93xsyewdjvagndw9523m27e52er5ca7hm"
+    assert wallet.addresses(2)["bech32"] == "bcrt1qlkt93775wmf33uacykc49v2j4tayn0yj25msjn"
+    plain = Wallet(types.SimpleNamespace(options=options()), b"\x07" * 32, "regtest")
+    assert plain.addresses(1)["bech32"] != wallet.addresses(1)["bech32"]
+
+
+def test_forced_tmp_channel_id():
+    forced = options("--developer", "--dev-force-tmp-channel-id=" + "ab" * 32)
+    assert new_temporary_channel_id(forced) == bytes.fromhex("ab" * 32)
+    plain = options()
+    assert new_temporary_channel_id(plain) != new_temporary_channel_id(plain)
+
+
+@pytest.mark.parametrize("argv,message", [
+    ([f"--dev-force-channel-secrets={SECRETS}"], "requires --developer"),
+    ([f"--dev-force-bip32-seed={k(1)}"], "requires --developer"),
+    (["--developer", "--dev-force-channel-secrets=" + "/".join([k(0x10)] * 5)], "expected 6 hex secrets"),
+    (["--developer", "--dev-force-channel-secrets=" + "/".join([k(0x10)] * 5 + ["zz"])], "32 bytes of hex"),
+    (["--developer", "--dev-force-bip32-seed=0102"], "32 bytes of hex"),
+    (["--developer", "--dev-force-tmp-channel-id=xyz"], "32 bytes of hex"),
+])
+def test_bad_forced_secrets_are_refused_at_startup(argv, message):
+    with pytest.raises(ConfigError, match=message):
+        check_dev_secret_options(options(*argv))
+
+
+def test_forced_zero_key_is_refused():
+    with pytest.raises(SignerError):
+        ChannelSigner.from_secrets(bytes(32), *[bytes.fromhex(k(0x11))] * 4, b"\xff" * 32)
