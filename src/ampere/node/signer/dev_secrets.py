@@ -14,8 +14,8 @@ from typing import Any
 
 from ampere.config import ConfigError
 
-DEV_SECRET_OPTIONS = ("dev-force-privkey", "dev-force-bip32-seed", "dev-force-channel-secrets",
-                      "dev-force-tmp-channel-id")
+# (--dev-force-privkey predates these and is accepted without --developer, as pyln-testing users pass it.)
+DEV_SECRET_OPTIONS = ("dev-force-bip32-seed", "dev-force-channel-secrets", "dev-force-tmp-channel-id")
 
 
 def _hex32(name: str, value: str) -> bytes:
