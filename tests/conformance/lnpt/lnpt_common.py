@@ -60,14 +60,16 @@ def expect_accept_channel() -> ExpectMsg:
                      minimum_depth=3, channel_reserve_satoshis=9998)
 
 
-def funding_events(runner: Runner) -> List[Any]:
-    """After accept_channel: our funding tx, the commitment, funding_created -> funding_signed."""
+def funding_events(runner: Runner, local_amount: Any = None) -> List[Any]:
+    """After accept_channel: our funding tx, the commitment, funding_created -> funding_signed.
+    `local_amount` (msat) other than the funding amount makes our signature one of a different commitment."""
     return [
         CreateFunding(*utxo(0), local_node_privkey="02", local_funding_privkey=LOCAL_FUNDING_PRIVKEY,
                       remote_node_privkey=runner.get_node_privkey(), remote_funding_privkey=remote_funding_privkey()),
         Commit(funding=funding(), opener=Side.local, local_keyset=LOCAL_KEYSET,
                local_to_self_delay=rcvd("to_self_delay", int), remote_to_self_delay=sent("to_self_delay", int),
-               local_amount=msat(sent("funding_satoshis", int)), remote_amount=0, local_dust_limit=546,
+               local_amount=msat(sent("funding_satoshis", int)) if local_amount is None else local_amount,
+               remote_amount=0, local_dust_limit=546,
                remote_dust_limit=rcvd("accept_channel.dust_limit_satoshis", int), feerate=FEERATE,
                local_features=sent("init.features"), remote_features=rcvd("init.features")),
         Msg("funding_created", temporary_channel_id=rcvd(), funding_txid=funding_txid(), funding_output_index=0,
@@ -75,7 +77,7 @@ def funding_events(runner: Runner) -> List[Any]:
         # BOLT #2: funding_signed carries the channel_id derived from the funding outpoint, and the node's
         # signature of OUR first commitment (checked against the node's forced funding key).
         ExpectMsg("funding_signed", channel_id=channel_id(), signature=commitsig_to_recv()),
-    ]
+    ][:None if local_amount is None else -1]
 
 
 def open_to_ready(runner: Runner) -> List[Any]:
