@@ -370,6 +370,8 @@ class Runner(lnprototest.Runner):
         peer_id = conn.pubkey.format().hex()
 
         def fund() -> Any:
+            # The script's init may still be on its way: the node must know the peer first.
+            wait_for(lambda: any(p.get("connected") for p in self.rpc.listpeers(peer_id)["peers"]), timeout=TIMEOUT)
             # regtest cannot estimate fees: give the feerate, as the scripts expect it.
             return self.rpc.fundchannel(peer_id, amount, feerate=f"{feerate}perkw")
 
