@@ -173,8 +173,10 @@ class Runner(lnprototest.Runner):
         return self.running
 
     def start(self) -> None:
+        t = time.time()
         self.chain.start()
         self._start_ampd()
+        LOG.info("chain and node started in %.1fs", time.time() - t)
 
     def _start_ampd(self) -> None:
         shutil.rmtree(self.lightning_dir, ignore_errors=True)
@@ -320,9 +322,11 @@ class Runner(lnprototest.Runner):
                 sock.send(bytes(18))
             except OSError:
                 pass
+            t = time.time()
             while True:
                 binmsg = self.get_output_message(conn, event, timeout=10)
                 if binmsg is None:
+                    LOG.info("node hung up after %.1fs", time.time() - t)
                     break
                 for e in must_not_events:
                     if e.matches(binmsg):
