@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= /tmp/ampere-demo
 
-.PHONY: test demo stop venv bench clean fuzz postgres-deps
+.PHONY: test demo stop venv bench clean fuzz postgres-deps conformance lnprototest-venv
 
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
@@ -43,8 +43,16 @@ FUZZ_SECONDS ?= 300
 fuzz: $(STAMP)
 	$(PY) tests/fuzz/long_run.py $(FUZZ_SECONDS)
 
+# BOLT conformance with lnprototest (tests/conformance): its own venv (it pins pyln-client < 26), then the
+# scripts against ampd, verbosely.  They are part of `make test` too.
+lnprototest-venv: $(STAMP)
+	$(PY) tests/conformance/test_lnprototest.py
+
+conformance: lnprototest-venv
+	$(PY) -m pytest -n 2 -v -s -p no:cacheprovider tests/conformance
+
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) build src/*.egg-info
+	rm -rf $(VENV) .venv-lnprototest build src/*.egg-info

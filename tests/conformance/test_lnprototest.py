@@ -5,7 +5,7 @@ own virtualenv, .venv-lnprototest at the top of the checkout (`make lnprototest-
 missing, skipped with the reason when it cannot be installed, e.g. offline).  The scripts are ours
 (tests/conformance/lnpt/lnpt_*.py), written with lnprototest's events; ampere_runner.py is the Runner.
 Each script file runs as one pytest process in that venv; its nodes are started with this interpreter
-($AMPERE_PYTHON), so they run this checkout's code.  `make conformance` runs the longer set too.
+($AMPERE_PYTHON), so they run this checkout's code.  `make conformance` runs them alone, verbosely.
 """
 import fcntl
 import os
@@ -23,18 +23,25 @@ VENV_PY = VENV / "bin" / "python"
 LNPROTOTEST = "lnprototest==0.0.7"
 SCRIPTS = Path(__file__).resolve().parent / "lnpt"
 
-# In `make test` (a few minutes at most); LNPT_ALL=1 (make conformance) adds the longer scripts.
-FAST = ["lnpt_bolt1.py", "lnpt_bolt2_open.py", "lnpt_bolt2_channel.py"]
-LONG = ["lnpt_bolt2_opener.py", "lnpt_bolt2_bad_open.py"]
+# One pytest run (one ampd per script function) per file: 19 scripts, about 2.5 minutes of mostly waiting.
+SCRIPT_FILES = ["lnpt_bolt1.py", "lnpt_bolt2_open.py", "lnpt_bolt2_opener.py", "lnpt_bolt2_channel.py",
+                "lnpt_bolt7.py"]
+
+
+_install_failed = ""
 
 
 def ensure_venv() -> Path:
     """.venv-lnprototest with lnprototest installed (a stamp file says it is complete)."""
+    global _install_failed
     stamp = VENV / f".installed-{LNPROTOTEST}"
     if stamp.exists():
         return VENV_PY
-    ROOT.joinpath(".venv-lnprototest.lock").touch()
-    with open(ROOT / ".venv-lnprototest.lock") as lock:
+    if _install_failed:
+        pytest.skip(_install_failed)
+    lock_path = ROOT / ".venv-lnprototest.lock"
+    lock_path.touch()
+    with open(lock_path) as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # make test -n 2: one process creates it, the other waits
         if not stamp.exists():
             try:
@@ -44,16 +51,13 @@ def ensure_venv() -> Path:
                                 LNPROTOTEST], check=True, capture_output=True, timeout=600)
             except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
                 out = getattr(e, "stderr", b"") or b""
-                pytest.skip(f"cannot install {LNPROTOTEST} into {VENV}: {out.decode(errors='replace')[-400:]}")
+                _install_failed = f"cannot install {LNPROTOTEST} into {VENV}: {out.decode(errors='replace')[-400:]}"
+                pytest.skip(_install_failed)
             stamp.touch()
     return VENV_PY
 
 
-def scripts() -> list:
-    return FAST + (LONG if os.environ.get("LNPT_ALL") else [])
-
-
-@pytest.mark.parametrize("script", scripts())
+@pytest.mark.parametrize("script", SCRIPT_FILES)
 def test_lnprototest_script(script):
     py = ensure_venv()
     env = dict(os.environ)
@@ -64,10 +68,17 @@ def test_lnprototest_script(script):
     env["TMPDIR"] = tmp
     try:
         proc = subprocess.run(
-            [str(py), "-m", "pytest", "-c", str(SCRIPTS / "pytest.ini"), "-q", str(SCRIPTS / script)],
+            [str(py), "-m", "pytest", "-c", str(SCRIPTS / "pytest.ini"), "-v", str(SCRIPTS / script)],
             cwd=str(SCRIPTS), env=env, capture_output=True, text=True, timeout=900)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     summary = proc.stdout.strip().splitlines()[-1:] if proc.stdout.strip() else []
     print(proc.stdout[-6000:])
     assert proc.returncode == 0, f"{script}: {summary}\n{proc.stdout[-12000:]}\n{proc.stderr[-3000:]}"
+
+
+if __name__ == "__main__":  # make lnprototest-venv
+    try:
+        print(ensure_venv())
+    except pytest.skip.Exception as e:
+        sys.exit(str(e))
