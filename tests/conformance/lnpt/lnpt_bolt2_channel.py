@@ -90,6 +90,70 @@ def test_htlc_add_commit_revoke_then_fail_malformed(runner: Runner) -> None:
     ])
 
 
+def test_uncommitted_htlc_forgotten_on_reconnect(runner: Runner) -> None:
+    # BOLT #2: "upon disconnection: MUST reverse any uncommitted updates sent by the other side (i.e. all messages
+    # beginning with update_ for which no commitment_signed has been received)."  So after a reconnect the same
+    # HTLC id 0 is new again, and commits as if the first never happened.
+    htlc = HTLC(owner=Side.local, amount_msat=HTLC_SAT * 1000, payment_secret="00" * 32, cltv_expiry=200,
+                onion_routing_packet=BAD_ONION)
+    add = Msg("update_add_htlc", channel_id=channel_id(), id=0, amount_msat=htlc.amount_msat,
+              payment_hash=htlc.payment_hash(), cltv_expiry=htlc.cltv_expiry, onion_routing_packet=BAD_ONION)
+    run_runner(runner, [
+        *connect(runner), *open_to_ready(runner),
+        add,
+        *reconnect(),
+        ExpectMsg("channel_reestablish", channel_id=channel_id(), next_commitment_number=1, next_revocation_number=0,
+                  ignore=ExpectMsg.ignore_all_gossip),
+        Msg("channel_reestablish", channel_id=channel_id(), next_commitment_number=1, next_revocation_number=0,
+            your_last_per_commitment_secret="00" * 32, my_current_per_commitment_point=LOCAL_KEYSET.per_commit_point(0)),
+        ExpectMsg("channel_ready", channel_id=channel_id(), ignore=ExpectMsg.ignore_all_gossip),
+        add,
+        UpdateCommit(new_htlcs=[(htlc, 0)]),
+        Msg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_send(),
+            htlc_signature=htlc_sigs_to_send()),
+        ExpectMsg("revoke_and_ack", channel_id=channel_id(), per_commitment_secret=remote_per_commitment_secret(0),
+                  next_per_commitment_point=remote_per_commitment_point(2), ignore=ExpectMsg.ignore_all_gossip),
+        ExpectMsg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_recv(),
+                  htlc_signature=htlc_sigs_to_recv(), ignore=ExpectMsg.ignore_all_gossip),
+    ])
+
+
+def test_reestablish_retransmits_revoke_and_commit(runner: Runner) -> None:
+    # The node revoked #0 and signed our #1, but (we say) neither reached us.  BOLT #2 channel_reestablish:
+    # "if next_revocation_number is equal to the commitment number of the last revoke_and_ack the receiving node
+    # sent ...: MUST re-send the revoke_and_ack"; "if next_commitment_number is equal to the commitment number of
+    # the last commitment_signed message the receiving node has sent: MUST reuse the same commitment number for
+    # its next commitment_signed" -- in the order it first sent them.
+    htlc = HTLC(owner=Side.local, amount_msat=HTLC_SAT * 1000, payment_secret="00" * 32, cltv_expiry=200,
+                onion_routing_packet=BAD_ONION)
+    run_runner(runner, [
+        *connect(runner), *open_to_ready(runner),
+        Msg("update_add_htlc", channel_id=channel_id(), id=0, amount_msat=htlc.amount_msat,
+            payment_hash=htlc.payment_hash(), cltv_expiry=htlc.cltv_expiry, onion_routing_packet=BAD_ONION),
+        UpdateCommit(new_htlcs=[(htlc, 0)]),
+        Msg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_send(),
+            htlc_signature=htlc_sigs_to_send()),
+        ExpectMsg("revoke_and_ack", channel_id=channel_id(), ignore=ExpectMsg.ignore_all_gossip),
+        ExpectMsg("commitment_signed", channel_id=channel_id(), ignore=ExpectMsg.ignore_all_gossip),
+        *reconnect(),
+        # It got our commitment #1 (expects #2 next) and has no revocation from us yet.
+        ExpectMsg("channel_reestablish", channel_id=channel_id(), next_commitment_number=2, next_revocation_number=0,
+                  your_last_per_commitment_secret="00" * 32,
+                  my_current_per_commitment_point=remote_per_commitment_point(1), ignore=ExpectMsg.ignore_all_gossip),
+        Msg("channel_reestablish", channel_id=channel_id(), next_commitment_number=1, next_revocation_number=0,
+            your_last_per_commitment_secret="00" * 32, my_current_per_commitment_point=LOCAL_KEYSET.per_commit_point(0)),
+        ExpectMsg("revoke_and_ack", channel_id=channel_id(), per_commitment_secret=remote_per_commitment_secret(0),
+                  next_per_commitment_point=remote_per_commitment_point(2), ignore=ExpectMsg.ignore_all_gossip),
+        ExpectMsg("commitment_signed", channel_id=channel_id(), signature=commitsig_to_recv(),
+                  htlc_signature=htlc_sigs_to_recv(), ignore=ExpectMsg.ignore_all_gossip),
+        # And the dance completes: our revocation, then the malformed onion is failed back.
+        Msg("revoke_and_ack", channel_id=channel_id(), per_commitment_secret=LOCAL_KEYSET.per_commit_secret(0),
+            next_per_commitment_point=LOCAL_KEYSET.per_commit_point(2)),
+        ExpectMsg("update_fail_malformed_htlc", channel_id=channel_id(), id=0, failure_code=0xC005,
+                  ignore=ExpectMsg.ignore_all_gossip),
+    ])
+
+
 def test_htlc_bad_commitment_signature_fails_channel(runner: Runner) -> None:
     # BOLT #2 commitment_signed: "if signature is not valid for its local commitment transaction OR non-compliant
     # with LOW-S-standard rule: MUST send a warning and close the connection, or send an error and fail the
