@@ -4,14 +4,14 @@ from typing import Any
 
 from bitcoin.core import CMutableTransaction, COutPoint, CTxIn, CTxOut, Hash160
 from bitcoin.core import script as bscript
-from lnprototest import (HTLC, Connect, Disconnect, Event, ExpectMsg, ExpectTx, Msg, MustNotMsg, OneOf, Runner, Side,
+from lnprototest import (HTLC, Connect, Disconnect, Event, ExpectMsg, ExpectTx, Msg, MustNotMsg, Runner, Side,
                          Sig, UpdateCommit, remote_per_commitment_point, remote_per_commitment_secret)
 from lnprototest.stash import (channel_id, commitsig_to_recv, commitsig_to_send, htlc_sigs_to_recv, htlc_sigs_to_send,
                                sent)
 from lnprototest.utils import privkey_expand, pubkey_of, run_runner
 
 from lnpt_common import FEERATE, LOCAL_FUNDING_PRIVKEY, LOCAL_KEYSET, connect, open_to_ready
-from lnpt_events import ExpectErrorOrWarning, ExpectHangup
+from lnpt_events import ExpectErrorOrWarning
 
 
 def reconnect() -> list:
