@@ -8,7 +8,7 @@ from lnprototest.utils import run_runner
 from lnprototest.utils.bitcoin_utils import BitcoinUtils
 from pyln.proto.message import Message
 
-from lnpt_common import OUR_FEATURES, connect, open_to_ready, open_channel_msg  # noqa: F401
+from lnpt_common import OUR_FEATURES, connect, open_to_ready
 
 # The funding tx is the only one in block 103 after the coinbase, output 0.
 SCID = "103x1x0"
@@ -32,10 +32,8 @@ def announcement_field(name: str) -> Any:
 
 
 def public_channel(runner: Runner) -> List[Any]:
-    events = connect(runner, features=bitfield(*OUR_FEATURES, 7))  # + gossip_queries (optional)
-    events += open_to_ready(runner)
-    events[len(connect(runner))] = open_channel_msg(channel_flags=1)  # announce_channel
-    return events
+    # + gossip_queries (bit 7, optional)
+    return connect(runner, features=bitfield(*OUR_FEATURES, 7)) + open_to_ready(runner, announce=True)
 
 
 def test_announcement_signatures_and_channel_announcement(runner: Runner) -> None:

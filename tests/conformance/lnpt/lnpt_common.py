@@ -80,10 +80,11 @@ def funding_events(runner: Runner, local_amount: Any = None) -> List[Any]:
     ][:None if local_amount is None else -1]
 
 
-def open_to_ready(runner: Runner) -> List[Any]:
-    """The whole accepter-side open, up to both channel_ready (channel usable, commitment number 1 next)."""
+def open_to_ready(runner: Runner, announce: bool = False) -> List[Any]:
+    """The whole accepter-side open, up to both channel_ready (channel usable, commitment number 1 next).
+    `announce`: channel_flags bit 0 (announce_channel), for a public channel."""
     return [
-        open_channel_msg(),
+        open_channel_msg(channel_flags=1 if announce else 0),
         expect_accept_channel(),
         *funding_events(runner),
         Block(blockheight=103, number=3, txs=[funding_tx()]),
