@@ -44,12 +44,12 @@ fuzz: $(STAMP)
 	$(PY) tests/fuzz/long_run.py $(FUZZ_SECONDS)
 
 # BOLT conformance with lnprototest (tests/conformance): its own venv (it pins pyln-client < 26), then the
-# scripts against ampd, verbosely.  They are part of `make test` too.
+# scripts against ampd, verbosely, with the longer set.  The main set is part of `make test` too.
 lnprototest-venv: $(STAMP)
 	$(PY) tests/conformance/test_lnprototest.py
 
 conformance: lnprototest-venv
-	$(PY) -m pytest -n 2 -v -s -p no:cacheprovider tests/conformance
+	LNPT_ALL=1 $(PY) -m pytest -n 2 -v -s -p no:cacheprovider tests/conformance
 
 bench: $(STAMP)
 	@for b in bench/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
