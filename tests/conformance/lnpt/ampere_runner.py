@@ -188,7 +188,7 @@ class Runner(lnprototest.Runner):
                 "--funding-confirms=3", "--dev-bitcoind-poll=1", "--dev-fast-gossip",
                 f"--bind-addr=127.0.0.1:{self.port}", "--bitcoin-rpcconnect=127.0.0.1",
                 f"--bitcoin-rpcport={self.chain.port}", "--bitcoin-rpcuser=rpcuser", "--bitcoin-rpcpassword=rpcpass",
-                "--log-level=debug", "--log-file=log", "--htlc-maximum-msat=2000sat"] + self.startup_flags
+                "--log-level=debug", "--log-file=log"] + self.startup_flags
         with open(os.path.join(self.lightning_dir, "stderr"), "ab") as err:
             self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
                                          start_new_session=True, preexec_fn=die_with_parent)
@@ -231,7 +231,6 @@ class Runner(lnprototest.Runner):
             return ""
 
     def _stop_ampd(self) -> None:
-        self._kill_fundchannel()
         if self.proc is not None:
             if self.proc.poll() is None:
                 try:
@@ -250,11 +249,16 @@ class Runner(lnprototest.Runner):
                 pass
 
     def stop(self, print_logs: bool = False) -> None:
-        self._stop_ampd()
-        self.chain.stop()
-        self.running = False
-        if print_logs:
-            LOG.info("---- ampd log ----\n%s", self.node_log())
+        try:
+            # A fundchannel the script did not expect to fail, failed: that is the script's failure (raised
+            # once both processes are stopped).
+            self._kill_fundchannel()
+        finally:
+            self._stop_ampd()
+            self.chain.stop()
+            self.running = False
+            if print_logs:
+                LOG.info("---- ampd log ----\n%s", self.node_log())
 
     def node_log(self) -> str:
         try:
@@ -271,8 +275,10 @@ class Runner(lnprototest.Runner):
 
     def teardown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
-        if self.running:
-            self.stop()
+        try:
+            self.stop()  # also after a failed start: whatever process did start is stopped
+        except Exception as e:  # noqa: BLE001 - teardown must still remove the directory
+            LOG.warning("stopping ampd/amp-chaind: %r", e)
         shutil.rmtree(self.directory, ignore_errors=True)
 
     # ---- peers ----------------------------------------------------------------------------------------
