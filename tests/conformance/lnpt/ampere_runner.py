@@ -52,7 +52,8 @@ BLOCK_1 = (
     "00000000000000000000000000000000000000000000000000000000000000"
 )
 
-# BOLT 9 feature names (as lightningd's --list-features-only spells them) -> even bit.
+# BOLT 9 feature names -> even bit; has_option() answers for these names, with and without "option_" (scripts
+# ask for both spellings, e.g. "option_gossip_queries", as lightningd's --list-features-only prints them).
 FEATURE_BITS = {
     "option_data_loss_protect": 0, "option_upfront_shutdown_script": 4, "gossip_queries": 6,
     "var_onion_optin": 8, "gossip_queries_ex": 10, "option_static_remotekey": 12, "payment_secret": 14,
@@ -61,6 +62,17 @@ FEATURE_BITS = {
     "option_dual_fund": 28, "option_quiesce": 34, "option_onion_messages": 38, "option_channel_type": 44,
     "option_scid_alias": 46, "option_payment_metadata": 48, "option_zeroconf": 50, "option_anchors": 22,
 }
+# Not feature bits: what the node does, in lightningd's "supports_" spelling (ampd always sends and requires
+# channel_type in open_channel/accept_channel).
+SUPPORTS = {"supports_open_accept_channel_type": "true"}
+
+
+def node_init_features() -> str:
+    """ampd's init features, without starting a node: scripts ask has_option() while they are being built,
+    before the runner starts anything (lightningd's runner asks `lightningd --list-features-only`)."""
+    code = "from ampere.node.app.features import our_feature_set; print(our_feature_set()['init'])"
+    return subprocess.run([AMPERE_PYTHON, "-c", code], check=True, capture_output=True, text=True,
+                          timeout=120).stdout.strip()
 
 
 def free_port() -> int:
@@ -165,7 +177,7 @@ class Runner(lnprototest.Runner):
         self.executor = futures.ThreadPoolExecutor(max_workers=10)
         self.fundchannel_future: Optional[futures.Future] = None
         self.fundchannel_expect_fail = False
-        self.options: Dict[str, str] = {}
+        self.options: Dict[str, str] = self._features(node_init_features())
         self.port = 0
 
     # ---- processes ----------------------------------------------------------------------------------
@@ -207,7 +219,8 @@ class Runner(lnprototest.Runner):
         info = self.rpc.getinfo()
         if info["id"] != NODE_PUBKEY:
             raise RuntimeError(f"ampd ignored --dev-force-privkey: id {info['id']}")
-        self.options = self._features(info["our_features"]["init"])
+        if self._features(info["our_features"]["init"]) != self.options:
+            raise RuntimeError(f"ampd's init features {info['our_features']['init']} are not {self.options}")
         # lnprototest pays the first keys of the BIP32 seed's wallet: make them ours, as its CLN runner does.
         for _ in range(5):
             self.rpc.newaddr()
@@ -215,12 +228,12 @@ class Runner(lnprototest.Runner):
     @staticmethod
     def _features(init_hex: str) -> Dict[str, str]:
         bits = int(init_hex, 16) if init_hex else 0
-        out = {}
+        out = dict(SUPPORTS)
         for name, even in FEATURE_BITS.items():
-            if bits >> even & 1:
-                out[name] = "even"
-            elif bits >> (even + 1) & 1:
-                out[name] = "odd"
+            value = "even" if bits >> even & 1 else "odd" if bits >> (even + 1) & 1 else None
+            if value:
+                out[name] = value
+                out[name[len("option_"):] if name.startswith("option_") else "option_" + name] = value
         return out
 
     def stderr(self) -> str:
