@@ -88,7 +88,9 @@ def _check_replies(replies, first, number):
     # BOLT #7 rules on the sequence of replies.
     assert msgs[0].first_blocknum <= first < msgs[0].first_blocknum + msgs[0].number_of_blocks or number == 0
     assert all(b.first_blocknum >= a.first_blocknum for a, b in zip(msgs, msgs[1:]))
-    assert msgs[-1].first_blocknum + msgs[-1].number_of_blocks >= min(first + number, 1 << 32)
+    # (a query reaching past 2^32 - 1 is answered up to there: first_blocknum + number_of_blocks is a u32)
+    assert msgs[-1].first_blocknum + msgs[-1].number_of_blocks >= min(first + number, 0xFFFFFFFF)
+    assert all(m.first_blocknum + m.number_of_blocks <= 0xFFFFFFFF for m in msgs)
     assert [m.sync_complete for m in msgs] == [0] * (len(msgs) - 1) + [1]
     scids = []
     for m in msgs:
@@ -116,6 +118,12 @@ def test_reply_channel_range_splits_and_covers(net):
     empty = QueryChannelRange(chain_hash=CHAIN, first_blocknum=5000, number_of_blocks=10)
     msgs, scids = _check_replies(reply_channel_range(graph, empty, CHAIN), 5000, 10)
     assert scids == [] and len(msgs) == 1
+    # A range reaching past the u32 range (lnprototest's query_channel_range script asks first_blocknum 109,
+    # number_of_blocks 2^32 - 1): answered up to block 2^32 - 1, not 2^32, which a u32 cannot hold.
+    past = QueryChannelRange(chain_hash=CHAIN, first_blocknum=109, number_of_blocks=0xFFFFFFFF)
+    msgs, scids = _check_replies(reply_channel_range(graph, past, CHAIN), 109, 0xFFFFFFFF)
+    assert msgs[-1].first_blocknum + msgs[-1].number_of_blocks == 0xFFFFFFFF
+    assert scids == [s for s in everything if ShortChannelId(s).block >= 109]
     # Another chain: nothing, and not complete.
     other = QueryChannelRange(chain_hash=chain_hash("bitcoin"), first_blocknum=0, number_of_blocks=10)
     (m,) = [decode_message(r) for r in reply_channel_range(graph, other, CHAIN)]

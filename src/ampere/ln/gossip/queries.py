@@ -159,7 +159,11 @@ def reply_channel_range(graph: Graph, query: QueryChannelRange, our_chain: bytes
     `encoded_short_ids`, MAY split block contents across multiple `reply_channel_range`."
     """
     first = query.first_blocknum
-    end = min(first + query.number_of_blocks, 1 << 32)
+    # A query may ask past the u32 range (first_blocknum + number_of_blocks > 2^32 - 1); our replies stop at
+    # block 2^32 - 1 so that every reply's first_blocknum + number_of_blocks still fits a u32, as peers compute
+    # it (lightningd clamps the same way; lnprototest's query_channel_range script checks it).  No block that
+    # high can hold a channel: a short_channel_id's block is 3 bytes.
+    end = min(first + query.number_of_blocks, 0xFFFFFFFF)
     if query.chain_hash != our_chain:
         # We know nothing of that chain: one empty, final reply (and sync_complete says so).
         return [ReplyChannelRange(chain_hash=query.chain_hash, first_blocknum=first,
