@@ -314,3 +314,14 @@ def test_sync_session_rejects_protocol_violations():
     assert opening[0] == GossipTimestampFilter(chain_hash=CHAIN, first_timestamp=NOW, timestamp_range=0xFFFFFFFF)
     assert opening[1].tlvs.query_option == WANT_TIMESTAMPS | WANT_CHECKSUMS
     assert WANT_ALL == WANT_ANNOUNCEMENT | 2 | WANT_UPDATE_2 | WANT_NODE_1 | WANT_NODE_2
+
+
+def test_sync_session_range_past_u32_completes_at_u32_max():
+    # Asking from block 109 for 2^32 - 1 blocks: a peer that answers up to block 2^32 - 1 (lightningd, and
+    # Ampere) has answered everything a u32 can say; the range must count as done.
+    session = SyncSession(Graph(), CHAIN, first_blocknum=109, number_of_blocks=0xFFFFFFFF)
+    session.start()
+    reply = ReplyChannelRange(chain_hash=CHAIN, first_blocknum=109, number_of_blocks=0xFFFFFFFF - 109,
+                              sync_complete=1, encoded_short_ids=encode_short_ids([]))
+    session.on_reply_channel_range(reply)
+    assert session.range_done

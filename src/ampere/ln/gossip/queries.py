@@ -388,7 +388,8 @@ class SyncSession:
         # BOLT #7 rationale: "the receiver can easily determine if replies are done: simply check if
         # `first_blocknum` plus `number_of_blocks` equals or exceeds the `first_blocknum` plus
         # `number_of_blocks` it asked for."
-        if r_end >= min(q_end, 1 << 32):
+        # (A range asked past block 2^32 - 1 is complete at 2^32 - 1: replies cannot say more in a u32.)
+        if r_end >= min(q_end, 0xFFFFFFFF):
             self.range_done = True
             return self._next_query()
         return []
