@@ -327,6 +327,19 @@ class PluginHost:
                 self._remove_quietly(p)
         self._blacklist.append(name_or_path)
 
+    def is_disabled(self, name: str) -> bool:
+        """Was `name` (e.g. the built-in `bcli`) named by disable-plugin?"""
+        return any(plugin_paths_match(name, n) or n == name for n in self._blacklist)
+
+    async def init_some(self, plugins: list[Plugin], values: dict[str, Any]) -> None:
+        """`init` for these plugins ahead of the others (lightningd's config_plugin for the Bitcoin
+        backend, which the node needs before it can start)."""
+        todo = [p for p in plugins if p.state == State.NEEDS_INIT]
+        for p in todo:
+            p.option_values = self._typed_values(p, values)
+        await asyncio.gather(*(self._init_phase(p, True) for p in todo))
+        self._raise_if_fatal()
+
     def clear(self) -> None:
         """`clear-plugins`: drop everything registered so far."""
         self.log("info", MANAGER_SOURCE, "clear-plugins removing all plugins")

@@ -79,13 +79,25 @@ def make_host(layout: Layout, options: Options, log_fn, *, netdir: str, feature_
             log_fn, netdir=netdir, rpc_file=options.get("rpc-file"), network=layout.network,
             lightning_dir=layout.lightning_dir, allow_deprecated_apis=bool(options.get("allow-deprecated-apis")),
             feature_set=feature_set, version=VERSION_STRING, startup_timeout=float(options.get("plugin-timeout")),
-            hook_timeouts=hook_timeouts, on_fatal=on_fatal, builtin_methods=set(COMMANDS),
+            hook_timeouts=hook_timeouts, on_fatal=on_fatal, builtin_methods=_builtin_methods(layout, COMMANDS),
             builtin_options=set(options.specs), developer=bool(options.get("developer")),
             method_exists=method_exists, node_options=node_options)
     except ValueError as e:
         bad = next((s for s in hook_timeouts if _bad_hook_timeout(s)), "")
         raise ConfigError(f"--hook-timeout={bad}: {e}") from None
     return host
+
+
+def _builtin_methods(layout: Layout, commands) -> set[str]:
+    """Our command names, which plugins may not take; but with --disable-plugin bcli the Bitcoin
+    backend's five methods are free for the plugin that replaces it."""
+    from ampere.plugins.hooks import plugin_paths_match
+    from ampere.node.onchain.chain_backend import BACKEND_METHODS, BCLI
+
+    names = set(commands)
+    if any(e.name == "disable-plugin" and e.value and plugin_paths_match(BCLI, e.value) for e in layout.entries):
+        names -= set(BACKEND_METHODS)
+    return names
 
 
 def _bad_hook_timeout(spec: str) -> bool:
@@ -176,12 +188,26 @@ async def setup_plugins(node, deferred: list[Entry]) -> None:
     add_plugin_options(host, node.options, deferred)
 
 
+def _plugin_option_values(node) -> dict:
+    return {opt.name: node.options.values[opt.name] for opt in node.plugins.declared_options()
+            if opt.name in node.options.values}
+
+
+async def init_early(node, plugins) -> None:
+    """`init` for the Bitcoin backend plugins before the chain starts (lightningd's config_plugin)."""
+    try:
+        await node.plugins.init_some(plugins, _plugin_option_values(node))
+    except OptionValueError as e:
+        raise ConfigError(str(e)) from None
+    except PluginFatal as e:
+        raise RuntimeError(f"{e}; Could not initialize the plugins, see above for details.") from None
+
+
 async def init_plugins(node) -> None:
     host = node.plugins
     if host is None:
         return
-    values = {opt.name: node.options.values[opt.name] for opt in host.declared_options()
-              if opt.name in node.options.values}
+    values = _plugin_option_values(node)
     try:
         await host.init_all(values)
     except OptionValueError as e:

@@ -341,13 +341,17 @@ class GossipManager:
         return (out["value_sat"], out["script"]), outpoint
 
     async def _txids_of_block(self, height: int) -> list[str] | None:
-        rpc = self.node.chain.rpc
-        block_hash = await rpc.call("getblockhash", height)
+        chain = self.node.chain
+        block_hash = await chain.backend.blockhash(height)
+        if block_hash is None:
+            return None
         cached = self._block_txids.get(height)
         if cached is not None and cached[0] == block_hash:
             return cached[1]
-        block = await rpc.call("getblock", block_hash, 1)
-        txids = list(block["tx"])
+        block = await chain.block_at(height)
+        if block is None:
+            return None
+        txids = [tx.txid()[::-1].hex() for tx in block.txs]
         if len(self._block_txids) >= BLOCK_CACHE:
             self._block_txids.pop(next(iter(self._block_txids)))
         self._block_txids[height] = (block_hash, txids)

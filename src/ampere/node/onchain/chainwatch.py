@@ -1,7 +1,8 @@
-"""Following the chain through bitcoind's JSON-RPC (bitcoind itself or amp-chaind).
+"""Following the chain through the Bitcoin backend (node.chain_backend: the built-in bcli, i.e.
+bitcoind's JSON-RPC to bitcoind itself or amp-chaind, or a backend plugin).
 
-The watcher polls `getblockchaininfo` every `bitcoin-poll` seconds (30 by default, 1 on regtest;
-`dev-bitcoind-poll` overrides), fetches each new block whole (`getblock <hash> 0`, decoded here),
+The watcher polls the chain info every `bitcoin-poll` seconds (30 by default, 1 on regtest;
+`dev-bitcoind-poll` overrides), fetches each new block whole (`getrawblockbyheight`, decoded here),
 and hands it to its listeners in order.  When the block it fetched does not build on its tip the
 chain was reorganised: it disconnects its tip block (listeners hear `block_disconnected`), one at a
 time down to the fork point, then connects the new branch.  Processed block hashes are persisted,
@@ -15,7 +16,7 @@ Listener API (the wallet uses it; the channel manager will):
         await obj.block_connected(height: int, block: Block)
         await obj.block_disconnected(height: int, block_hash: bytes, block: Block | None)
     Block has .hash (internal byte order), .hash_hex, .prev_hash, .time, .txs (decoded Transactions).
-Helpers: broadcast(tx), gettxout(outpoint), get_utxo(outpoint), tx_height(txid), watch_txid(...),
+Helpers: broadcast(tx), gettxout(outpoint), get_utxo(outpoint), block_at(height), watch_txid(...),
 watch_outpoint(...), wait_for_height(h, timeout).
 """
 from __future__ import annotations
@@ -25,10 +26,11 @@ import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable, Protocol
 
-from ampere.chain.bitcoind import BitcoindError, BitcoindRpc, BitcoindUnreachable, btc_to_sat
+from ampere.chain.bitcoind import BitcoindError, BitcoindRpc, BitcoindUnreachable
 from ampere.primitives.crypto import sha256d
 from ampere.primitives.tx import OutPoint, Transaction, TxOut, compact_size_at
-from ampere.node.onchain.feerate import ESTIMATE_TARGETS, FeeEstimates, btc_kvb_to_perkw
+from ampere.node.onchain.chain_backend import BcliBackend, PluginBackend
+from ampere.node.onchain.feerate import ESTIMATE_TARGETS, FeeEstimates
 
 LOG = "chainwatch"
 WARNING_KEY = "warning_bitcoind_sync"
@@ -83,9 +85,10 @@ SpendCallback = Callable[[OutPoint, "Transaction | None", "int | None"], Awaitab
 
 
 class ChainWatcher:
-    def __init__(self, node: Any, rpc: BitcoindRpc, network: str, poll_interval: float) -> None:
+    def __init__(self, node: Any, backend: "BitcoindRpc | BcliBackend | PluginBackend", network: str,
+                 poll_interval: float) -> None:
         self.node = node
-        self.rpc = rpc
+        self.backend = BcliBackend(backend) if isinstance(backend, BitcoindRpc) else backend
         self.network = network
         self.poll_interval = poll_interval
         self.height = -1  # last processed block; -1 until the first contact
@@ -132,7 +135,7 @@ class ChainWatcher:
             self._task = None
         if self._pending_rows and self.node.store is not None:
             await self._flush()
-        await self.rpc.close()
+        await self.backend.close()
 
     def add_listener(self, listener: Any) -> None:
         self.listeners.append(listener)
@@ -162,18 +165,17 @@ class ChainWatcher:
     async def broadcast(self, tx: Transaction | str) -> str:
         """sendrawtransaction; returns the txid (display hex).  Raises BitcoindError (with
         bitcoind's code and reason) or BitcoindUnreachable."""
-        raw = tx if isinstance(tx, str) else tx.serialize().hex()
-        txid = await self.rpc.call("sendrawtransaction", raw)
+        if isinstance(tx, str):
+            raw, txid = tx, Transaction.parse(bytes.fromhex(tx)).txid()[::-1].hex()
+        else:
+            raw, txid = tx.serialize().hex(), tx.txid()[::-1].hex()
+        txid = await self.backend.send(raw, txid)
         self.node.log.info(LOG, f"Broadcast transaction {txid}")
         return txid
 
     async def gettxout(self, outpoint: OutPoint, include_mempool: bool = True) -> dict | None:
         """bitcoind's gettxout: None if spent or unknown; else {"value_sat", "script", "confirmations"}."""
-        r = await self.rpc.call("gettxout", outpoint.txid_hex(), outpoint.vout, include_mempool)
-        if r is None:
-            return None
-        return {"value_sat": btc_to_sat(r["value"]), "script": bytes.fromhex(r["scriptPubKey"]["hex"]),
-                "confirmations": int(r.get("confirmations", 0)), "coinbase": bool(r.get("coinbase", False))}
+        return await self.backend.utxo(outpoint.txid_hex(), outpoint.vout, include_mempool)
 
     async def get_utxo(self, outpoint: OutPoint) -> TxOut | None:
         """The unspent confirmed output at `outpoint` (None if spent, unconfirmed or unknown)."""
@@ -182,16 +184,10 @@ class ChainWatcher:
             return None
         return TxOut(r["value_sat"], r["script"])
 
-    async def tx_height(self, txid: bytes) -> int | None:
-        """Height of the block holding txid (None while unconfirmed or unknown)."""
-        try:
-            r = await self.rpc.call("getrawtransaction", txid[::-1].hex(), True)
-        except BitcoindError:
-            return None
-        conf = int(r.get("confirmations", 0) or 0)
-        if conf <= 0:
-            return None
-        return self.height - conf + 1
+    async def block_at(self, height: int) -> Block | None:
+        """The backend's block at `height` (None beyond its tip)."""
+        got = (await self.backend.raw_blocks([height]))[0]
+        return None if got is None else parse_block(got[1])
 
     async def wait_for_height(self, height: int, timeout: float | None = None) -> bool:
         async def wait():
@@ -211,7 +207,7 @@ class ChainWatcher:
             try:
                 await self._poll()
                 if self._down_since is not None:
-                    log.info(LOG, f"bitcoind is reachable again at {self.rpc.host}:{self.rpc.port} "
+                    log.info(LOG, f"{self.backend.describe()} is reachable again "
                                   f"after {time.time() - self._down_since:.0f}s")
                     self._down_since = None
             except BitcoindUnreachable as e:
@@ -223,7 +219,7 @@ class ChainWatcher:
                 # One clear line per outage, then a reminder every minute.
                 if now - self._retry_logged_at >= 60 or self._retry_logged_at < self._down_since:
                     self._retry_logged_at = now
-                    log.unusual(LOG, f"Waiting for bitcoind at {self.rpc.host}:{self.rpc.port} ({e}); "
+                    log.unusual(LOG, f"Waiting for {self.backend.describe()} ({e}); "
                                      f"retrying every {self.poll_interval:g}s")
             except BitcoindError as e:
                 log.unusual(LOG, f"bitcoind error while following the chain: {e}")
@@ -238,24 +234,24 @@ class ChainWatcher:
             self._wake.clear()
 
     async def _poll(self) -> None:
-        info = await self.rpc.call("getblockchaininfo")
+        info = await self.backend.chain_info(self.height)
         if not self._contacted:
             self._contacted = True
-            self.node.log.info(LOG, f"Connected to bitcoind at {self.rpc.host}:{self.rpc.port} "
-                                    f"({info.get('chain')}), chain at height {info['blocks']}")
+            self.node.log.info(LOG, f"Connected to {self.backend.describe()} ({info.chain}), "
+                                    f"chain at height {info.blocks}")
         if time.time() - self._fees_at >= FEE_POLL_SECONDS:
             await self._update_fees()
         if self.height < 0:
-            await self._start_at_tip(int(info["blocks"]))
-        await self._catch_up(int(info["blocks"]), info.get("bestblockhash"))
-        if info.get("initialblockdownload") and self.network != "regtest":
+            await self._start_at_tip(info.blocks)
+        await self._catch_up(info.blocks, info.best_hash)
+        if info.ibd and self.network != "regtest":
             self.node.warnings[WARNING_KEY] = "Bitcoind is not up-to-date with network."
         else:
             self.node.warnings.pop(WARNING_KEY, None)
 
     async def _start_at_tip(self, tip: int) -> None:
         """A new node: nothing of ours can be in the chain yet, so it starts at the tip."""
-        bh = bytes.fromhex(await self.rpc.call("getblockhash", tip))[::-1]
+        bh = await self._hash_at(tip)
         self.height, self.tip_hash = tip, bh
         self.hashes[tip] = bh
         self._pending_rows.append((tip, bh))
@@ -269,8 +265,7 @@ class ChainWatcher:
                 if best_hash is None or bytes.fromhex(best_hash)[::-1] == self.tip_hash:
                     break
                 # Same height (or a shorter best chain) but another tip: a reorg; find the fork.
-                ours = bytes.fromhex(await self.rpc.call("getblockhash", self.height))[::-1] \
-                    if self.height <= remote_height else None
+                ours = await self._hash_at(self.height) if self.height <= remote_height else None
                 if ours == self.tip_hash:
                     break
                 await self._disconnect_tip()
@@ -281,20 +276,14 @@ class ChainWatcher:
                 self.node.warnings[SYNC_WARNING_KEY] = "Still loading latest blocks from bitcoind."
             first = self.height + 1
             heights = list(range(first, min(remote_height, self.height + BATCH) + 1))
-            hashes = await self.rpc.batch([("getblockhash", [h]) for h in heights])
-            good = []
-            for h, bh in zip(heights, hashes):
-                if isinstance(bh, BitcoindError):
-                    break  # the chain shrank under us: re-read it on the next round
-                good.append((h, bh))
-            if not good:
-                break
-            raws = await self.rpc.batch([("getblock", [bh, 0]) for _, bh in good])
+            got = await self.backend.raw_blocks(heights)
+            if got[0] is None:
+                break  # the chain shrank under us: re-read it on the next round
             reorged = False
-            for (h, bh), raw in zip(good, raws):
-                if isinstance(raw, BitcoindError):
+            for h, hit in zip(heights, got):
+                if hit is None:
                     break
-                block = parse_block(bytes.fromhex(raw))
+                block = parse_block(hit[1])
                 if block.prev_hash != self.tip_hash:
                     await self._disconnect_tip()
                     reorged = True
@@ -302,8 +291,8 @@ class ChainWatcher:
                 await self._connect(h, block)
             if not reorged:
                 await self._flush()
-            info = await self.rpc.call("getblockchaininfo")
-            remote_height, best_hash = int(info["blocks"]), info.get("bestblockhash")
+            info = await self.backend.chain_info(self.height)
+            remote_height, best_hash = info.blocks, info.best_hash
         await self._flush()
         if not self.synced:
             self.synced = True
@@ -330,7 +319,8 @@ class ChainWatcher:
         block = self._recent.pop(bh, None)
         if block is None:
             try:
-                block = parse_block(bytes.fromhex(await self.rpc.call("getblock", bh[::-1].hex(), 0)))
+                raw = await self.backend.raw_block_by_hash(bh[::-1].hex(), height)
+                block = parse_block(raw) if raw is not None else None
             except (BitcoindError, ValueError):
                 block = None
         # lightningd's words (chaintopology.c), which tests wait for.
@@ -345,11 +335,17 @@ class ChainWatcher:
         prev = self.hashes.get(self.height)
         if prev is None:
             # Below everything we recorded: take the backend's view of that height.
-            prev = bytes.fromhex(await self.rpc.call("getblockhash", self.height))[::-1]
+            prev = await self._hash_at(self.height)
             self.hashes[self.height] = prev
             self._pending_rows.append((self.height, prev))
         self.tip_hash = prev
         self._set_height(self.height)
+
+    async def _hash_at(self, height: int) -> bytes:
+        bh = await self.backend.blockhash(height)
+        if bh is None:
+            raise BitcoindError(-8, f"Block height {height} out of range")
+        return bytes.fromhex(bh)[::-1]
 
     async def _flush(self) -> None:
         rows, self._pending_rows = self._pending_rows, []
@@ -390,17 +386,7 @@ class ChainWatcher:
 
     # ---- fees --------------------------------------------------------------------------------
     async def _update_fees(self) -> None:
-        calls = [("estimatesmartfee", [blocks, mode]) for blocks, mode in ESTIMATE_TARGETS]
-        calls.append(("getmempoolinfo", []))
-        replies = await self.rpc.batch(calls)
-        estimates = []
-        for (blocks, _), r in zip(ESTIMATE_TARGETS, replies):
-            if isinstance(r, dict) and r.get("feerate") is not None:
-                estimates.append((blocks, btc_kvb_to_perkw(r["feerate"])))
-        floor = 0
-        mp = replies[-1]
-        if isinstance(mp, dict):
-            floor = max(btc_kvb_to_perkw(mp.get("mempoolminfee", 0)), btc_kvb_to_perkw(mp.get("minrelaytxfee", 0)))
+        estimates, floor = await self.backend.fees()
         if not estimates and self.network == "regtest":
             estimates = [(blocks, REGTEST_FALLBACK_PERKW) for blocks, _ in ESTIMATE_TARGETS]
         self._fees_at = time.time()

@@ -49,7 +49,6 @@ from typing import Any
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
 from ampere.primitives.tx import OutPoint, Transaction
-from ampere.node.onchain.chainwatch import parse_block
 import json
 
 from ampere.ln.channel.commitment import Side
@@ -605,10 +604,12 @@ class OnchainResolver:
         resolution existed."""
         chain = self.node.chain
         try:
-            tip = int(await chain.rpc.call("getblockcount"))
+            # The backend's tip, not the watcher's: this runs while the watcher is still connecting a block.
+            tip = (await chain.backend.chain_info(chain.height)).blocks
             for h in range(height, tip + 1):
-                bh = await chain.rpc.call("getblockhash", h)
-                block = parse_block(bytes.fromhex(await chain.rpc.call("getblock", bh, 0)))
+                block = await chain.block_at(h)
+                if block is None:
+                    break
                 for tx in block.txs:
                     txid = None
                     for txin in tx.inputs:
@@ -958,10 +959,11 @@ class OnchainResolver:
         try:
             if await chain.gettxout(outpoint, include_mempool=False) is not None:
                 return None
-            tip = int(await chain.rpc.call("getblockcount"))
+            tip = (await chain.backend.chain_info(chain.height)).blocks
             for height in range(tip, max(-1, tip - FIND_SPEND_MAX_BLOCKS), -1):
-                bh = await chain.rpc.call("getblockhash", height)
-                block = parse_block(bytes.fromhex(await chain.rpc.call("getblock", bh, 0)))
+                block = await chain.block_at(height)
+                if block is None:
+                    continue
                 for tx in block.txs:
                     if any(i.prevout == outpoint for i in tx.inputs):
                         return tx, height

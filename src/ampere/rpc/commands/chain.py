@@ -7,7 +7,7 @@ from typing import Any
 
 from ampere.node.onchain.feerate import FeerateError, NoFeeEstimates, parse_feerate, to_style
 from ..errors import LIGHTNINGD, RpcError, invalid_params
-from ..params import ParamError, opt, p_any, p_enum, p_string, p_u32, req
+from ..params import ParamError, opt, p_any, p_bool, p_enum, p_string, p_u32, req
 from ..registry import command
 
 BCLI_NO_FEE_ESTIMATES = 401
@@ -98,6 +98,63 @@ async def waitblockheight(ctx, blockheight: Any, timeout: int) -> dict:
     if not await chain.wait_for_height(blockheight, timeout):
         raise RpcError(WAIT_TIMEOUT, "Timed out.")
     return {"blockheight": ctx.node.blockheight}
+
+
+# The built-in bcli's methods (CLN's Bitcoin backend interface), callable as in CLN (`lightning-cli
+# getchaininfo`).  With --disable-plugin bcli they are not ours: the node's lookup sends them to the
+# plugin that registered them.
+BCLI_ERROR = 500
+
+
+def _bcli(ctx):
+    from ampere.node.onchain.chain_backend import BcliBackend
+
+    backend = getattr(require_chain(ctx), "backend", None)
+    if not isinstance(backend, BcliBackend):
+        raise RpcError(BCLI_ERROR, "bcli is disabled: the Bitcoin backend is a plugin")
+    return backend
+
+
+async def _bcli_call(ctx, method: str, params: dict) -> dict:
+    from ...chain.bitcoind import BitcoindError, BitcoindUnreachable
+
+    backend = _bcli(ctx)
+    if ctx.check:
+        return {}
+    try:
+        return await backend.method(method, params)
+    except (BitcoindError, BitcoindUnreachable, ValueError) as e:
+        raise RpcError(BCLI_ERROR, f"{method}: {e}") from None
+
+
+@command("getchaininfo", [opt("last_height", p_u32)], category="bitcoin",
+         description="Get the chain id, the header count, the block count and whether we are in IBD (bcli).")
+async def getchaininfo(ctx, last_height: int | None) -> dict:
+    return await _bcli_call(ctx, "getchaininfo", {"last_height": last_height})
+
+
+@command("getrawblockbyheight", [req("height", p_u32)], category="bitcoin",
+         description="Get the bitcoin block at a given height (bcli).")
+async def getrawblockbyheight(ctx, height: int) -> dict:
+    return await _bcli_call(ctx, "getrawblockbyheight", {"height": height})
+
+
+@command("getutxout", [req("txid", p_string), req("vout", p_u32)], category="bitcoin",
+         description="Get information about an output, identified by a {txid} and a {vout} (bcli).")
+async def getutxout(ctx, txid: str, vout: int) -> dict:
+    return await _bcli_call(ctx, "getutxout", {"txid": txid, "vout": vout})
+
+
+@command("estimatefees", [], category="bitcoin",
+         description="Get the urgent, normal and slow Bitcoin feerates as sat/kVB (bcli).")
+async def estimatefees(ctx) -> dict:
+    return await _bcli_call(ctx, "estimatefees", {})
+
+
+@command("sendrawtransaction", [req("tx", p_string), opt("allowhighfees", p_bool, False)], category="bitcoin",
+         description="Send a raw transaction to the Bitcoin network (bcli).")
+async def sendrawtransaction(ctx, tx: str, allowhighfees: bool) -> dict:
+    return await _bcli_call(ctx, "sendrawtransaction", {"tx": tx, "allowhighfees": allowhighfees})
 
 
 __all__ = ["feerate_arg", "require_chain"]
