@@ -55,8 +55,14 @@ class BcliBackend:
     def __init__(self, rpc: BitcoindRpc) -> None:
         self.rpc = rpc
 
+    label = "bitcoind"
+
+    @property
+    def where(self) -> str:
+        return f" at {self.rpc.host}:{self.rpc.port}"
+
     def describe(self) -> str:
-        return f"bitcoind at {self.rpc.host}:{self.rpc.port}"
+        return f"bitcoind{self.where}"
 
     async def close(self) -> None:
         await self.rpc.close()
@@ -163,6 +169,9 @@ class PluginBackend:
         self.node = node
         self.host = node.plugins
         self.network = node.network
+
+    label = "The Bitcoin backend"
+    where = ""
 
     def describe(self) -> str:
         owners = sorted({m.plugin.shortname for m in (self.host.find_method(n) for n in BACKEND_METHODS) if m})

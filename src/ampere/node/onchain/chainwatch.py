@@ -207,7 +207,7 @@ class ChainWatcher:
             try:
                 await self._poll()
                 if self._down_since is not None:
-                    log.info(LOG, f"{self.backend.describe()} is reachable again "
+                    log.info(LOG, f"{self.backend.label} is reachable again{self.backend.where} "
                                   f"after {time.time() - self._down_since:.0f}s")
                     self._down_since = None
             except BitcoindUnreachable as e:
