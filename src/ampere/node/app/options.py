@@ -124,6 +124,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-force-bip32-seed", S, "Force HSM to use this as bip32 seed"),
         OptionSpec("dev-force-channel-secrets", S, "Force HSM to use these for all per-channel secrets"),
         OptionSpec("dev-force-tmp-channel-id", S, "Force the temporary channel id, instead of random"),
+        OptionSpec("dev-disconnect", S, "File containing disconnection points (lightningd's format: -, +, 0 or x, "
+                                        "then WIRE_NAME, optionally *N)"),
     ] + [OptionSpec(name, kind, f"{help_text} (no effect in Ampere: {why})")
          for name, kind, help_text, why in NO_EFFECT]
 
@@ -147,7 +149,6 @@ NO_EFFECT: list[tuple[str, str, str, str]] = [
     ("dev-no-htlc-timeout", "flag", "Don't kill channeld if HTLCs not confirmed within 30 seconds",
      "Ampere has no such timeout"),
     ("dev-no-fake-fees", "flag", "Don't add fake fees to routes", "Ampere's pay never adds fake fees"),
-    ("dev-disconnect", "string", "File containing disconnection points", "disconnection points are not supported"),
     ("dev-ignore-ibd", "bool", "Ignore that bitcoind claims to be in IBD", "ampd does not wait for IBD"),
     ("xpay-handle-pay", "bool", "Make xpay take over pay commands", "Ampere's pay is built in"),
     ("database-upgrade", "bool", "Set to true to allow database upgrades even on non-final releases",

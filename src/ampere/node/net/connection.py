@@ -105,6 +105,7 @@ class PeerConnection:
         self._pong_waiter: asyncio.Future | None = None
         self._tasks: list[asyncio.Task] = []
         self.ignored_types: set[int] = set()
+        self._blackholed = False  # --dev-disconnect's "0" / "x"
 
     # ---- identity ---------------------------------------------------------------------------
     @property
@@ -158,10 +159,37 @@ class PeerConnection:
         past the limit (it does not read) is cut off."""
         if self.closed.is_set():
             raise PeerDisconnected(f"peer {self.id_hex} is not connected")
+        dev = self.manager.dev_disconnect
+        if dev is not None and len(message) >= 2 and self._dev_disconnect(dev, message):
+            return
         self.transport.write_message(message)
         if self.transport.writer.transport.get_write_buffer_size() > self.manager.config.max_write_buffer:
             self.close("peer is not reading what we send (write buffer full)")
             raise PeerDisconnected("peer is not reading what we send")
+
+    def _dev_disconnect(self, dev, message: bytes) -> bool:
+        """--dev-disconnect (node.dev_disconnect): True when the message must not be written."""
+        from .dev_disconnect import AFTER, BEFORE, BLACKHOLE, DISABLE_AFTER
+
+        if self._blackholed:
+            return True
+        mode = dev.check(int.from_bytes(message[:2], "big"), self.id_hex)
+        if mode == BEFORE:
+            self.close("dev_disconnect")
+            raise PeerDisconnected("dev_disconnect")
+        if mode == AFTER:
+            self.transport.write_message(message)
+            self.close("dev_disconnect")
+            return True
+        if mode in (BLACKHOLE, DISABLE_AFTER):
+            if mode == DISABLE_AFTER:
+                self.transport.write_message(message)
+            self._blackholed = True  # nothing more written or read; the connection stays open
+            for t in self._tasks:
+                if t is not asyncio.current_task() and t.get_name().startswith("peer-read"):
+                    t.cancel()
+            return True
+        return False
 
     async def send(self, message: bytes) -> None:
         """Send and wait until the kernel has taken it (bounded by the send timeout)."""

@@ -341,6 +341,7 @@ class PeerManager:
         # (peer id, type, whole message) after the custommsg notification; plugins' hooks still run.
         self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
         self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "handshakes_dropped": 0}
+        self.dev_disconnect: Any = None  # --dev-disconnect's DevDisconnect (node.dev_disconnect)
 
     @classmethod
     def for_node(cls, node: Any) -> "PeerManager":
@@ -351,8 +352,14 @@ class PeerManager:
             fs = plugins.features() if plugins is not None and hasattr(plugins, "features") else node.feature_set()
             return Features.from_bytes(bytes.fromhex(fs.get("init", "")))
 
-        return cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,
-                   plugins=lambda: node.plugins, features=features)
+        manager = cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,
+                      plugins=lambda: node.plugins, features=features)
+        path = node.options.get("dev-disconnect")
+        if path:
+            from .dev_disconnect import DevDisconnect
+
+            manager.dev_disconnect = DevDisconnect(path, node.log.log)
+        return manager
 
     # ---- queries ----------------------------------------------------------------------------
     def our_features(self) -> Features:
