@@ -36,3 +36,22 @@ def test_dev_disconnect_mid_payment_then_reestablish(node_factory):
     assert res["status"] == "complete"
     assert l2.daemon.is_in_log("dev_disconnect: \\+WIRE_REVOKE_AND_ACK")
     assert l1.daemon.is_in_log("Peer transient failure")
+
+
+def test_dev_force_features(node_factory):
+    l1 = node_factory.get_node(options={"dev-force-features": "+201"})
+    l2 = node_factory.get_node(options={"dev-force-features": "-55"})
+    l1.rpc.connect(l2.info["id"], "localhost", l2.port)
+    init1 = int(l1.rpc.getinfo()["our_features"]["init"], 16)
+    assert init1 & (1 << 201) and init1 & (1 << 55)
+    # What each peer received in `init` is what the other was forced to send.
+    seen_by_l2 = int(only_one(l2.rpc.listpeers(l1.info["id"])["peers"])["features"], 16)
+    seen_by_l1 = int(only_one(l1.rpc.listpeers(l2.info["id"])["peers"])["features"], 16)
+    assert seen_by_l2 & (1 << 201)
+    assert not seen_by_l1 & (1 << 55) and seen_by_l1 & (1 << 14)   # keysend gone, payment_secret kept
+    # The eight-set form replaces the sets; a bad value stops the node with lightningd's message.
+    l3 = node_factory.get_node(start=False, may_fail=True, broken_log="dev-force-features",
+                               options={"dev-force-features": "nonsense"})
+    l3.daemon.start(wait_for_initialized=False, stderr_redir=True)
+    assert l3.daemon.wait() == 1
+    assert l3.daemon.is_in_stderr("Expected 8 feature sets")

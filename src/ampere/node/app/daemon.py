@@ -128,7 +128,11 @@ class Node:
         return default if value is None else value
 
     def feature_set(self) -> dict[str, str]:
-        return node_features.our_feature_set()
+        fs = node_features.our_feature_set()
+        forced = self.option("dev-force-features")
+        if forced:
+            fs = node_features.force_features(fs, forced)  # checked at start (start())
+        return fs
 
     # ---- notifications ----------------------------------------------------------------------
     def notify(self, topic: str, payload: dict) -> None:
@@ -245,6 +249,11 @@ class Node:
 
         # The database first: a standby waits here for the lock, before any plugin or peer exists.
         await self._open_store()
+        if self.option("dev-force-features"):
+            try:
+                self.feature_set()
+            except node_features.ForcedFeaturesError as e:
+                raise ConfigError(f"--dev-force-features={self.option('dev-force-features')}: {e}") from None
         await setup_plugins(self, deferred)
         from ampere.node.app.options import NO_EFFECT
 

@@ -124,6 +124,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-force-bip32-seed", S, "Force HSM to use this as bip32 seed"),
         OptionSpec("dev-force-channel-secrets", S, "Force HSM to use these for all per-channel secrets"),
         OptionSpec("dev-force-tmp-channel-id", S, "Force the temporary channel id, instead of random"),
+        OptionSpec("dev-force-features", S, "Force the init/globalinit/node_announce/channel/bolt11/b12offer/"
+                                            "b12invreq/b12inv features, each terminated by /, OR +/-<single_bit_num>"),
         OptionSpec("dev-disconnect", S, "File containing disconnection points (lightningd's format: -, +, 0 or x, "
                                         "then WIRE_NAME, optionally *N)"),
     ] + [OptionSpec(name, kind, f"{help_text} (no effect in Ampere: {why})")
@@ -145,7 +147,6 @@ NO_EFFECT: list[tuple[str, str, str, str]] = [
     ("experimental-bwatch", "flag", "Use the bwatch block watcher", "ampd's chain watcher polls bitcoind itself"),
     ("bwatch-poll-interval", "int", "Milliseconds between bwatch polls", "ampd's chain watcher polls bitcoind itself"),
     ("grpc-port", "int", "Port for the cln-grpc plugin", "Ampere has no gRPC interface"),
-    ("dev-force-features", "string", "Force the init/node/invoice features", "features are not overridden"),
     ("dev-no-htlc-timeout", "flag", "Don't kill channeld if HTLCs not confirmed within 30 seconds",
      "Ampere has no such timeout"),
     ("dev-no-fake-fees", "flag", "Don't add fake fees to routes", "Ampere's pay never adds fake fees"),
