@@ -1,6 +1,9 @@
 """pyln-testing's developer options as CLN's tests use them: scripted disconnections (`disconnect=[...]`,
 i.e. --dev-disconnect) and the rest."""
+import json
+import os
 import re
+from pathlib import Path
 
 import pytest
 from pyln.client import RpcError
@@ -55,3 +58,24 @@ def test_dev_force_features(node_factory):
     l3.daemon.start(wait_for_initialized=False, stderr_redir=True)
     assert l3.daemon.wait() == 1
     assert l3.daemon.is_in_stderr("Expected 8 feature sets")
+
+
+def test_dev_save_plugin_io(node_factory):
+    # pyln-testing gives every node --dev-save-plugin-io=<lightning-dir>/plugin-io and reads the files back
+    # at teardown; here, what a hook and a notification left there.
+    plugin = os.path.join(os.path.dirname(__file__), "plugins", "hodl_and_count.py")
+    l1, l2 = node_factory.line_graph(2, opts=[{}, {"plugin": plugin}])
+    inv = l2.rpc.invoice(10_000, "io", "desc")
+    l1.rpc.pay(inv["bolt11"])
+    iodir = Path(l2.daemon.lightning_dir) / "plugin-io"
+    assert str(iodir) == str(l2.daemon.opts["dev-save-plugin-io"])
+
+    def files(kind):
+        return [json.loads(f.read_text()) for f in sorted(iodir.iterdir()) if f.name.startswith(kind + "-")]
+
+    wait_for(lambda: files("notification_out-invoice_payment"))
+    out = files("hook_out-htlc_accepted")
+    assert [m["params"]["htlc"]["payment_hash"] for m in out] == [inv["payment_hash"]]
+    assert out[0]["method"] == "htlc_accepted" and out[0]["id"]
+    assert files("hook_in-htlc_accepted")[0]["result"] == {"result": "continue"}
+    assert files("notification_out-invoice_payment")[0]["params"]["invoice_payment"]["label"] == "io"

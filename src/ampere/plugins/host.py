@@ -250,6 +250,8 @@ class PluginHost:
         self._shutting_down = False
         self._fatal: list[str] = []
         self._processes: set[PluginProcess] = set()  # every child not yet reaped
+        self.save_io_dir: str | None = None  # --dev-save-plugin-io
+        self._io_count = 0
 
     # ------------------------------------------------------------------ registration
 
@@ -871,7 +873,24 @@ class PluginHost:
 
     def _hook_send(self, p: Plugin, method: str, params: dict, id_prefix: str | None):
         assert p.process is not None
-        return p.process.request(method, params, id_prefix=id_prefix)
+        req_id, fut = p.process.request(method, params, id_prefix=id_prefix)
+        if self.save_io_dir is not None:
+            self._save_io("hook_out", method, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
+            fut.add_done_callback(lambda f, m=method: None if f.cancelled() or f.exception() is not None
+                                  else self._save_io("hook_in", m, f.result()))
+        return req_id, fut
+
+    def _save_io(self, kind: str, name: str, message: Any) -> None:
+        """--dev-save-plugin-io: one file per hook request/answer and notification, named as lightningd
+        names them (`hook_out-<hook>-...`, `hook_in-<hook>-...`, `notification_out-<topic>-...`), for
+        pyln-testing to check against CLN's schemas."""
+        self._io_count += 1
+        path = os.path.join(self.save_io_dir, f"{kind}-{name}-{os.getpid()}-{self._io_count}")
+        try:
+            with open(path, "w") as f:
+                json.dump(message, f)
+        except (OSError, TypeError, ValueError) as e:
+            self.log("unusual", MANAGER_SOURCE, f"--dev-save-plugin-io: cannot write {path}: {e}")
 
     def _hook_drop(self, p: Plugin, req_id: str) -> None:
         if p.process is not None:
@@ -914,7 +933,9 @@ class PluginHost:
     def notify(self, topic: str, payload: dict) -> None:
         """Emit a native notification to INIT_COMPLETE subscribers, wrapped as `{topic: payload}`.
         Never blocks: the bytes are queued on each plugin's stdin."""
-        self.bus.notify(topic, payload)
+        sent = self.bus.notify(topic, payload)
+        if self.save_io_dir is not None and sent and topic != "log":
+            self._save_io("notification_out", topic, native_message(topic, payload))
 
     # ------------------------------------------------------------------ dynamic plugins
 

@@ -82,6 +82,35 @@ def jsonschemas():
     return schemas
 
 
+_pyln_check_plugin_json = _pyln_fixtures.checkPluginJSON
+_schema_cwd: list[str] = []
+
+
+def _check_plugin_json(node) -> int:
+    """pyln-testing checks the notifications a node saved (--dev-save-plugin-io) against the schemas in
+    `doc/schemas/notification`, relative to the working directory (CLN's tree); outside it, against
+    CLN_SCHEMAS: the check runs from a directory whose doc/schemas is that one."""
+    base = os.environ.get("CLN_SCHEMAS")
+    if not base or os.path.isdir("doc/schemas/notification") or not os.path.isdir(os.path.join(base, "notification")):
+        return _pyln_check_plugin_json(node)
+    if not _schema_cwd:
+        import tempfile
+
+        d = tempfile.mkdtemp(prefix="ampere-schemas-")
+        os.makedirs(os.path.join(d, "doc"))
+        os.symlink(os.path.abspath(base), os.path.join(d, "doc", "schemas"))
+        _schema_cwd.append(d)
+    cwd = os.getcwd()
+    os.chdir(_schema_cwd[0])
+    try:
+        return _pyln_check_plugin_json(node)
+    finally:
+        os.chdir(cwd)
+
+
+_pyln_fixtures.checkPluginJSON = _check_plugin_json
+
+
 @pytest.hookimpl(tryfirst=True, hookwrapper=True)
 def pytest_runtest_makereport(item, call):
     """What CLN's own conftest adds: pyln-testing's `directory` fixture keeps a failed test's files."""

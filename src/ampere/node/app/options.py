@@ -126,6 +126,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-force-tmp-channel-id", S, "Force the temporary channel id, instead of random"),
         OptionSpec("dev-force-features", S, "Force the init/globalinit/node_announce/channel/bolt11/b12offer/"
                                             "b12invreq/b12inv features, each terminated by /, OR +/-<single_bit_num>"),
+        OptionSpec("dev-save-plugin-io", S, "Directory to record plugin hook and notification JSON into"),
         OptionSpec("dev-disconnect", S, "File containing disconnection points (lightningd's format: -, +, 0 or x, "
                                         "then WIRE_NAME, optionally *N)"),
     ] + [OptionSpec(name, kind, f"{help_text} (no effect in Ampere: {why})")
@@ -137,8 +138,6 @@ def builtin_options() -> list[OptionSpec]:
 NO_EFFECT: list[tuple[str, str, str, str]] = [
     ("dev-fail-on-subdaemon-fail", "flag", "Fail if a subdaemon fails", "Ampere has no subdaemons"),
     ("dev-no-version-checks", "flag", "Skip calling subdaemons with --version on startup", "Ampere has no subdaemons"),
-    ("dev-save-plugin-io", "string", "Directory to record plugin hook and notification JSON into",
-     "plugin I/O is not recorded"),
     ("dev-no-plugin-checksum", "flag", "Don't checksum plugins to detect changes", "plugins are not checksummed"),
     ("dev-debugger", "string", "Invoke gdb at start of a subdaemon", "Ampere has no subdaemons"),
     ("dev-debug-self", "flag", "Fire up a terminal window with a debugger in it on startup", "not supported"),

@@ -85,6 +85,10 @@ def make_host(layout: Layout, options: Options, log_fn, *, netdir: str, feature_
     except ValueError as e:
         bad = next((s for s in hook_timeouts if _bad_hook_timeout(s)), "")
         raise ConfigError(f"--hook-timeout={bad}: {e}") from None
+    save_io = options.get("dev-save-plugin-io")
+    if save_io:
+        os.makedirs(save_io, exist_ok=True)
+        host.save_io_dir = os.path.abspath(save_io)
     return host
 
 
