@@ -39,7 +39,7 @@ async def start_chain(node) -> None:
     o = node.options
     backend = await plugin_backend(node) if bcli_disabled(node.plugins) else make_bcli(o, node.network)
     chain = ChainWatcher(node, backend, node.network, poll_interval(o, node.network))
-    wallet = Wallet(node, load_or_create_hsm_secret(node.netdir), node.network)
+    wallet = Wallet(node, load_or_create_hsm_secret(node.netdir, getattr(node, "hsm_passphrase", None)), node.network)
     await wallet.load()
     chain.add_listener(wallet)
     node.wallet = wallet

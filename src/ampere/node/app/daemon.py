@@ -88,11 +88,12 @@ class Node:
         self.warnings: dict[str, str] = {}
         self.pid_file: str | None = None
         self.config_files: list[str] = []
+        self.hsm_passphrase: str | None = None  # --hsm-passphrase: read from the terminal/stdin at start
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
         try:
-            secret = load_or_create_hsm_secret(self.netdir)
+            secret = load_or_create_hsm_secret(self.netdir, self.hsm_passphrase)
         except HsmSecretError as e:
             raise RuntimeError(str(e)) from None
         self.node_key = derive_node_key(secret)
@@ -530,6 +531,11 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(print_help(layout, options, deferred))
 
     _absolute_plugin_paths(layout, deferred)
+    passphrase = None
+    if options.get("hsm-passphrase") or options.get("encrypted-hsm"):
+        passphrase = _ask_hsm_passphrase(os.path.exists(os.path.join(layout.netdir, "hsm_secret")))
+        if passphrase is None:
+            return 1
     os.makedirs(layout.netdir, mode=0o700, exist_ok=True)
     os.chdir(layout.netdir)  # plugins run with the network directory as cwd, as in lightningd
     pid_file = options.get("pid-file") or os.path.join(layout.lightning_dir, f"ampd-{layout.network}.pid")
@@ -541,6 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log = _setup_logging(options)
     node = Node(layout, options, log)
+    node.hsm_passphrase = passphrase
     node.pid_file = pid_file
     node.config_files = _config_files(layout)
     code = _run_loop(node.run(deferred, ready_fd))
@@ -555,6 +562,34 @@ def _run_loop(coro) -> int:
     except ImportError:
         return asyncio.run(coro)
     return uvloop.run(coro)
+
+
+def _ask_hsm_passphrase(exists: bool) -> str | None:
+    """lightningd's --hsm-passphrase prompt (from the terminal, else a line of stdin); a new hsm_secret
+    asks twice.  None (after saying why on stderr) when it cannot be had."""
+    import getpass
+
+    def read(prompt: str) -> str | None:
+        if sys.stdin.isatty():
+            try:
+                return getpass.getpass(prompt + "\n")
+            except (EOFError, KeyboardInterrupt):
+                return None
+        print(prompt, flush=True)
+        line = sys.stdin.readline()
+        return line.rstrip("\r\n") if line else None
+
+    print("The hsm_secret requires a passphrase. In order to access it and start the node you must provide "
+          "the passphrase.", flush=True)
+    first = read("Enter hsm_secret passphrase:")
+    if not first:
+        print("ampd: HSM initialization failed: Failed to load hsm_secret: Passphrase required but not provided",
+              file=sys.stderr)
+        return None
+    if not exists and read("Confirm hsm_secret passphrase:") != first:
+        print("ampd: Passphrases do not match", file=sys.stderr)
+        return None
+    return first
 
 
 def _absolute_plugin_paths(layout: Layout, deferred: list[Entry]) -> None:

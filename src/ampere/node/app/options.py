@@ -126,6 +126,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("dev-force-tmp-channel-id", S, "Force the temporary channel id, instead of random"),
         OptionSpec("dev-force-features", S, "Force the init/globalinit/node_announce/channel/bolt11/b12offer/"
                                             "b12invreq/b12inv features, each terminated by /, OR +/-<single_bit_num>"),
+        OptionSpec("hsm-passphrase", F, "Prompt for passphrase for encrypted hsm_secret (replaces --encrypted-hsm)"),
+        OptionSpec("encrypted-hsm", F, "Prompt for passphrase for encrypted hsm_secret (deprecated: --hsm-passphrase)"),
         OptionSpec("dev-save-plugin-io", S, "Directory to record plugin hook and notification JSON into"),
         OptionSpec("dev-disconnect", S, "File containing disconnection points (lightningd's format: -, +, 0 or x, "
                                         "then WIRE_NAME, optionally *N)"),

@@ -277,7 +277,7 @@ class ChannelManager:
 
     def hsm_secret(self) -> bytes:
         if self._hsm_secret is None:
-            self._hsm_secret = load_or_create_hsm_secret(self.node.netdir)
+            self._hsm_secret = load_or_create_hsm_secret(self.node.netdir, getattr(self.node, "hsm_passphrase", None))
         return self._hsm_secret
 
     def signer_for(self, peer_id: bytes, dbid: int) -> ChannelSigner:

@@ -45,32 +45,35 @@ def _fsync_dir(path: str) -> None:
         os.close(dfd)
 
 
-def new_hsm_secret_bytes() -> bytes:
+def new_hsm_secret_bytes(passphrase: str | None = None) -> bytes:
     """A new `hsm_secret` in Core Lightning's v25.12+ format (hsmd.c create_hsm): 16 random bytes of
     entropy give a 12-word BIP39 mnemonic; the file is the 32-byte passphrase hash (all zeros: no
-    passphrase) followed by the mnemonic's words, no terminator."""
+    passphrase; else sha256 of the BIP39 seed with that passphrase) followed by the mnemonic's words,
+    no terminator."""
     from mnemonic import Mnemonic
 
     words = Mnemonic("english").to_mnemonic(os.urandom(16))
-    return bytes(PASSPHRASE_HASH_LEN) + words.encode()
+    if not passphrase:
+        return bytes(PASSPHRASE_HASH_LEN) + words.encode()
+    return hashlib.sha256(bip39_seed(words, passphrase)).digest() + words.encode()
 
 
-def load_or_create_hsm_secret(netdir: str) -> bytes:
+def load_or_create_hsm_secret(netdir: str, passphrase: str | None = None) -> bytes:
     """The root secret CLN's hsmd derives every key from: the 32-byte legacy secret, or the 64-byte BIP39
     seed of a mnemonic `hsm_secret`.  On first start, writes a new mnemonic file with mode 0600."""
     path = os.path.join(netdir, "hsm_secret")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        return read_hsm_secret(path)
+        return read_hsm_secret(path, passphrase)
     try:
-        data = new_hsm_secret_bytes()
+        data = new_hsm_secret_bytes(passphrase)
         os.write(fd, data)
         os.fsync(fd)
     finally:
         os.close(fd)
     _fsync_dir(netdir)
-    return parse_hsm_secret(data)
+    return parse_hsm_secret(data, passphrase or None)
 
 
 def read_hsm_secret(path: str, passphrase: str | None = None) -> bytes:
