@@ -2,7 +2,7 @@
 
 Runes are made and checked by ampere.node.commando.runes; the master secret is makesecret("commando"), so for the same
 hsm_secret Ampere and CLN make the same runes.  Runes are stored in the store's `vars` table (`rune:<id>`,
-`runes_uniqueid`).  Not yet: blacklistrune/destroyrune, commando.
+`runes_uniqueid`, `runes_blacklist`: the blacklist's [start, end] ranges, sorted, merged).
 """
 
 from __future__ import annotations
@@ -13,11 +13,16 @@ from typing import Any
 
 from ampere.node.commando import runes as R
 from ..errors import RpcError, invalid_params
-from ..params import opt, p_any, p_pubkey, p_string, req
+from ..params import opt, p_any, p_bool, p_pubkey, p_string, p_u64, req
 from ..registry import command
 
 RUNE_NOT_AUTHORIZED = 1501
 RUNE_NOT_PERMITTED = 1502
+RUNE_BLACKLISTED = 1503
+_NSEC = 1_000_000_000
+# lightningd/runes.c per_time_check: the suffixes of `per`.
+_PER_UNITS = {"": _NSEC, "sec": _NSEC, "nsec": 1, "usec": 1000, "msec": 1_000_000, "min": 60 * _NSEC,
+              "hour": 3600 * _NSEC, "day": 86400 * _NSEC}
 UNRESTRICTED_WARNING = ("WARNING: This rune has no restrictions! Anyone who has access to this rune could drain "
                         "funds from your node. Be careful when giving this to apps that you don't trust. Consider "
                         "using the restrictions parameter to only allow access to specific rpc methods.")
@@ -72,12 +77,28 @@ async def _read_runes(ctx) -> list[dict]:
     return sorted(runes, key=lambda r: int(r["unique_id"]))
 
 
-def _rune_json(master: R.Rune, text: str, stored: bool, last_used: float | None) -> dict:
+async def _blacklist(ctx) -> list[list[int]]:
+    rows = await ctx.node.store.read(lambda db: db.query("SELECT val FROM vars WHERE name = 'runes_blacklist'"))
+    return json.loads(rows[0][0]) if rows else []
+
+
+def _blacklisted(blacklist: list[list[int]], uid: str | None) -> bool:
+    if uid is None or not uid.isdigit():
+        return False
+    n = int(uid)
+    return any(start <= n <= end for start, end in blacklist)
+
+
+def _rune_json(master: R.Rune, text: str, stored: bool, last_used: float | None,
+               blacklist: list[list[int]] | None = None) -> dict:
     _, restrs = R.rune_from_base64(text)
     ours, _ = R.is_ours(master, text)
     e: dict[str, Any] = {"rune": text}
     if not stored:
         e["stored"] = False
+    uid0 = restrs[0][0][2].split("-")[0] if restrs and restrs[0][0][0] == "" else None
+    if blacklist and _blacklisted(blacklist, uid0):
+        e["blacklisted"] = True
     if ours is None:
         e["our_rune"] = False
     if last_used:
@@ -139,13 +160,87 @@ async def createrune(ctx, rune: Any, restrictions: Any) -> dict:
 async def showrunes(ctx, rune: str | None) -> dict:
     master = _master(ctx)
     stored = await _read_runes(ctx)
+    blacklist = await _blacklist(ctx)
     if rune is not None:
         _, restrs = R.rune_from_base64(rune)
         uid = restrs[0][0][2].split("-")[0]
         rec = next((s for s in stored if s["unique_id"] == uid), None)
         return {"runes": [_rune_json(master, rune, rec is not None and rec["rune"] == rune,
-                                     rec["last_used"] if rec else None)]}
-    return {"runes": [_rune_json(master, s["rune"], True, s["last_used"]) for s in stored]}
+                                     rec["last_used"] if rec else None, blacklist)]}
+    return {"runes": [_rune_json(master, s["rune"], True, s["last_used"], blacklist) for s in stored]}
+
+
+def _merge(ranges: list[list[int]]) -> list[list[int]]:
+    """Sorted ranges with overlapping or adjacent ones joined (lightningd's blacklist_merge)."""
+    out: list[list[int]] = []
+    for start, end in sorted(ranges):
+        if out and start <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return out
+
+
+@command("blacklistrune", [opt("start", p_u64), opt("end", p_u64), opt("relist", p_bool, False)], category="utility",
+         description="Blacklist a rune or range of runes by taking an optional {start} and an optional {end} and "
+                     "returns {blacklist} array containing {start}, {end}")
+async def blacklistrune(ctx, start: int | None, end: int | None, relist: bool) -> dict:
+    if end is not None and start is None:
+        raise invalid_params("Can not specify end without start")
+    if start is not None and end is not None and end < start:
+        raise invalid_params("end: must be greater than or equal to start")
+    if ctx.check:
+        return {}
+    blacklist = await _blacklist(ctx)
+    if start is not None:
+        end = start if end is None else end
+        if relist:
+            # Take [start, end] out of every range, splitting the ones it cuts.
+            kept: list[list[int]] = []
+            for s, e in blacklist:
+                if s < start:
+                    kept.append([s, min(e, start - 1)])
+                if e > end:
+                    kept.append([max(s, end + 1), e])
+            blacklist = _merge(kept)
+        else:
+            blacklist = _merge(blacklist + [[start, end]])
+        text = json.dumps(blacklist)
+        await ctx.node.store.write(lambda db: db.execute(
+            "INSERT OR REPLACE INTO vars (name, val) VALUES ('runes_blacklist', ?)", (text,)))
+    return {"blacklist": [{"start": s, "end": e} for s, e in blacklist]}
+
+
+@command("destroyrune", [opt("start", p_u64), opt("end", p_u64)], category="utility",
+         description="Destroy a rune or range of runes by taking an optional {start} and an optional {end} and "
+                     "returns {blacklist} array containing {start}, {end}")
+async def destroyrune(ctx, start: int | None, end: int | None) -> dict:
+    # lightningd's older name for blacklistrune (same handler).
+    return await blacklistrune(ctx, start, end, False)
+
+
+def _time_check(alt: R.Altern, last_used: float | None, now: float) -> str | None:
+    """lightningd's rate_limit_check / per_time_check: "too soon" if the rune was last used less than
+    60s/rate (or `per`) ago.  Only stored runes have a last use; the others pass."""
+    field, cond, value = alt
+    if cond != "=":
+        return f"{field} operator must be ="
+    if field == "rate":
+        if not value.isdigit() or not 0 < int(value) < 0xFFFFFFFF:
+            return "malformed rate"
+        interval = 60 * _NSEC // int(value)
+    else:
+        digits = len(value) - len(value.lstrip("0123456789"))
+        if digits == 0 or not 0 < int(value[:digits]) < 0xFFFFFFFF:
+            return "malformed per"
+        unit = _PER_UNITS.get(value[digits:])
+        if unit is None:
+            return "malformed suffix"
+        interval = int(value[:digits]) * unit
+    if last_used is None:
+        return None
+    elapsed = max(0, int((now - last_used) * _NSEC))
+    return "too soon" if elapsed < interval else None
 
 
 def _field_value(field: str, nodeid: bytes | None, method: str | None, params: Any) -> Any:
@@ -187,18 +282,28 @@ async def checkrune(ctx, rune: str, nodeid: bytes | None, method: str | None, pa
     if params is not None and not isinstance(params, (dict, list)):
         raise invalid_params("params: must be object or array")
     master = _master(ctx)
+    _, restrs0 = R.rune_from_base64(rune)
+    uid0 = restrs0[0][0][2].split("-")[0] if restrs0 and restrs0[0][0][0] == "" else None
+    if _blacklisted(await _blacklist(ctx), uid0):
+        raise RpcError(RUNE_BLACKLISTED, "Not authorized: Blacklisted rune")
     r, why = R.is_ours(master, rune)
     if r is None:
         raise RpcError(RUNE_NOT_AUTHORIZED, f"Not authorized: {why}")
+    now = time.time()
+    last_used: float | None = None
+    if any(alt[0] in ("rate", "per") for alterns in r.restrictions for alt in alterns):
+        rows = await ctx.node.store.read(lambda db: db.query("SELECT val FROM vars WHERE name = ?",
+                                                             (f"rune:{r.unique_id}",)))
+        last_used = json.loads(rows[0][0]).get("last_used") if rows else None
     for i, alterns in enumerate(r.restrictions):
         if i == 0 and alterns[0][0] == "":
             continue   # the unique id is not checked
         errs = []
         for alt in alterns:
             if alt[0] in ("rate", "per"):
-                errs.append(f"{alt[0]} is not supported by Ampere")
-                continue
-            err = R.check_altern(alt, _field_value(alt[0], nodeid, method, params))
+                err = _time_check(alt, last_used, now)
+            else:
+                err = R.check_altern(alt, _field_value(alt[0], nodeid, method, params))
             if err is None:
                 break
             errs.append(err)
@@ -208,7 +313,7 @@ async def checkrune(ctx, rune: str, nodeid: bytes | None, method: str | None, pa
     rows = await ctx.node.store.read(lambda db: db.query("SELECT val FROM vars WHERE name = ?", (f"rune:{uid}",)))
     if rows:
         rec = json.loads(rows[0][0])
-        rec["last_used"] = round(time.time(), 3)
+        rec["last_used"] = round(now, 3)
         await ctx.node.store.write(lambda db: db.execute("UPDATE vars SET val = ? WHERE name = ?",
                                                          (json.dumps(rec), f"rune:{uid}")))
     return {"valid": True}
