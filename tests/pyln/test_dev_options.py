@@ -25,7 +25,10 @@ def test_dev_disconnect_opener(node_factory):
         wait_for(lambda: not l1.rpc.listpeers(l2.info["id"])["peers"]
                  or not only_one(l1.rpc.listpeers(l2.info["id"])["peers"])["connected"])
         l1.rpc.connect(l2.info["id"], "localhost", l2.port)
-    l1.rpc.fundchannel(l2.info["id"], 10**6)
+    funding = l1.rpc.fundchannel(l2.info["id"], 10**6)
+    # lightningd's DEBUG lines for the messages, and bcli's for the broadcast, which CLN's tests wait for.
+    l1.daemon.wait_for_logs(["peer_out WIRE_OPEN_CHANNEL", "peer_in WIRE_ACCEPT_CHANNEL", "peer_out WIRE_FUNDING_CREATED",
+                             f"plugin-bcli: sendrawtx exit 0 .*{funding['tx']}"])
     assert only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["state"] == "CHANNELD_AWAITING_LOCKIN"
 
 

@@ -25,19 +25,19 @@ def poll_interval(options, network: str) -> float:
     return 1.0 if network == "regtest" else 30.0
 
 
-def make_bcli(options, network: str) -> BcliBackend:
+def make_bcli(options, network: str, log=None) -> BcliBackend:
     o = options
     return BcliBackend(BitcoindRpc(host=o.get("bitcoin-rpcconnect") or "127.0.0.1", port=o.get("bitcoin-rpcport"),
                                    user=o.get("bitcoin-rpcuser"), password=o.get("bitcoin-rpcpassword"),
                                    datadir=o.get("bitcoin-datadir"), network=network,
-                                   timeout=float(o.get("bitcoin-retry-timeout") or 60)))
+                                   timeout=float(o.get("bitcoin-retry-timeout") or 60)), log)
 
 
 async def start_chain(node) -> None:
     """Raises chain_backend.BackendMissing (lightningd's fatal message) when bcli is disabled and no
     plugin took its place."""
     o = node.options
-    backend = await plugin_backend(node) if bcli_disabled(node.plugins) else make_bcli(o, node.network)
+    backend = await plugin_backend(node) if bcli_disabled(node.plugins) else make_bcli(o, node.network, node.log.log)
     chain = ChainWatcher(node, backend, node.network, poll_interval(o, node.network))
     wallet = Wallet(node, load_or_create_hsm_secret(node.netdir, getattr(node, "hsm_passphrase", None)), node.network)
     await wallet.load()

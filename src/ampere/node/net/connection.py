@@ -106,6 +106,10 @@ class PeerConnection:
         self._tasks: list[asyncio.Task] = []
         self.ignored_types: set[int] = set()
         self._blackholed = False  # --dev-disconnect's "0" / "x"
+        # lightningd's DEBUG "peer_out WIRE_X" / "peer_in WIRE_X" lines, which tests wait for; only
+        # formatted when this connection's debug lines are kept.
+        enabled = getattr(manager, "log_enabled", None)
+        self._io_debug = bool(enabled is not None and enabled("debug", self.log_source))
 
     # ---- identity ---------------------------------------------------------------------------
     @property
@@ -162,6 +166,10 @@ class PeerConnection:
         dev = self.manager.dev_disconnect
         if dev is not None and len(message) >= 2 and self._dev_disconnect(dev, message):
             return
+        if self._io_debug and len(message) >= 2:
+            from .dev_disconnect import wire_name
+
+            self.log("debug", f"peer_out {wire_name(int.from_bytes(message[:2], 'big'))}")
         self.transport.write_message(message)
         if self.transport.writer.transport.get_write_buffer_size() > self.manager.config.max_write_buffer:
             self.close("peer is not reading what we send (write buffer full)")
@@ -322,6 +330,10 @@ class PeerConnection:
             raise WireError(f"message of {len(raw)} bytes has no type")
         msg_type = int.from_bytes(raw[:2], "big")
         manager = self.manager
+        if self._io_debug:
+            from .dev_disconnect import wire_name
+
+            self.log("debug", f"peer_in {wire_name(msg_type)}")
         if msg_type not in MESSAGE_TYPES:
             handlers = manager._handlers.get(msg_type)
             if handlers:

@@ -342,6 +342,7 @@ class PeerManager:
         self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
         self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "handshakes_dropped": 0}
         self.dev_disconnect: Any = None  # --dev-disconnect's DevDisconnect (node.dev_disconnect)
+        self.log_enabled: Any = None  # (level, source) -> bool: are such lines kept (node.log.enabled)
 
     @classmethod
     def for_node(cls, node: Any) -> "PeerManager":
@@ -354,6 +355,7 @@ class PeerManager:
 
         manager = cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,
                       plugins=lambda: node.plugins, features=features)
+        manager.log_enabled = node.log.enabled
         path = node.options.get("dev-disconnect")
         if path:
             from .dev_disconnect import DevDisconnect

@@ -52,8 +52,9 @@ class BcliBackend:
 
     name = BCLI
 
-    def __init__(self, rpc: BitcoindRpc) -> None:
+    def __init__(self, rpc: BitcoindRpc, log: Any = None) -> None:
         self.rpc = rpc
+        self.log = log  # (level, source, message), for bcli's own debug lines
 
     label = "bitcoind"
 
@@ -110,11 +111,19 @@ class BcliBackend:
 
     async def send(self, raw_hex: str, txid_hex: str) -> str:
         try:
-            return await self.rpc.call("sendrawtransaction", raw_hex)
+            txid = await self.rpc.call("sendrawtransaction", raw_hex)
         except BitcoindError as e:
+            self._log_send(-e.code, raw_hex, e.message)
             if e.code == RPC_VERIFY_ALREADY_IN_CHAIN:
                 return txid_hex
             raise
+        self._log_send(0, raw_hex, txid)
+        return txid
+
+    def _log_send(self, status: int, raw_hex: str, output: str) -> None:
+        # bcli's line (plugins/bcli.c), which pyln-testing's wait_for_onchaind_txs waits for.
+        if self.log is not None:
+            self.log("debug", "plugin-bcli", f"sendrawtx exit {status} (sendrawtransaction {raw_hex}) {output}")
 
     async def fees(self) -> tuple[list[tuple[int, int]], int]:
         """([(blocks, perkw)...], floor perkw) from estimatesmartfee and getmempoolinfo, in one batch."""
