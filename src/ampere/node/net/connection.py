@@ -167,7 +167,7 @@ class PeerConnection:
         if dev is not None and len(message) >= 2 and self._dev_disconnect(dev, message):
             return
         if self._io_debug and len(message) >= 2:
-            from .dev_disconnect import wire_name
+            from ampere.node.net.dev_disconnect import wire_name
 
             self.log("debug", f"peer_out {wire_name(int.from_bytes(message[:2], 'big'))}")
         self.transport.write_message(message)
@@ -176,8 +176,8 @@ class PeerConnection:
             raise PeerDisconnected("peer is not reading what we send")
 
     def _dev_disconnect(self, dev, message: bytes) -> bool:
-        """--dev-disconnect (node.dev_disconnect): True when the message must not be written."""
-        from .dev_disconnect import AFTER, BEFORE, BLACKHOLE, DISABLE_AFTER
+        """--dev-disconnect (net/dev_disconnect.py): True when the message must not be written."""
+        from ampere.node.net.dev_disconnect import AFTER, BEFORE, BLACKHOLE, DISABLE_AFTER
 
         if self._blackholed:
             return True
@@ -331,7 +331,7 @@ class PeerConnection:
         msg_type = int.from_bytes(raw[:2], "big")
         manager = self.manager
         if self._io_debug:
-            from .dev_disconnect import wire_name
+            from ampere.node.net.dev_disconnect import wire_name
 
             self.log("debug", f"peer_in {wire_name(msg_type)}")
         if msg_type not in MESSAGE_TYPES:

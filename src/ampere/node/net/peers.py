@@ -341,7 +341,7 @@ class PeerManager:
         # (peer id, type, whole message) after the custommsg notification; plugins' hooks still run.
         self.custom_handlers: dict[int, Callable[[bytes, int, bytes], None]] = {}
         self.stats = {"handshakes_in": 0, "handshakes_failed": 0, "handshakes_dropped": 0}
-        self.dev_disconnect: Any = None  # --dev-disconnect's DevDisconnect (node.dev_disconnect)
+        self.dev_disconnect: Any = None  # --dev-disconnect's DevDisconnect (net/dev_disconnect.py)
         self.log_enabled: Any = None  # (level, source) -> bool: are such lines kept (node.log.enabled)
 
     @classmethod
@@ -358,7 +358,7 @@ class PeerManager:
         manager.log_enabled = node.log.enabled
         path = node.options.get("dev-disconnect")
         if path:
-            from .dev_disconnect import DevDisconnect
+            from ampere.node.net.dev_disconnect import DevDisconnect
 
             manager.dev_disconnect = DevDisconnect(path, node.log.log)
         return manager

@@ -19,7 +19,7 @@ NORMAL, BEFORE, AFTER, BLACKHOLE, DISABLE_AFTER = "=", "-", "+", "0", "x"
 
 def wire_name(msg_type: int) -> str:
     """CLN's peer_wire_name: WIRE_<CSV NAME> for a known message, else the number."""
-    from ..wire.codec import MESSAGE_TYPES
+    from ampere.wire.codec import MESSAGE_TYPES
 
     cls = MESSAGE_TYPES.get(msg_type)
     name = getattr(cls, "NAME", None)
