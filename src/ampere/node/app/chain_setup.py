@@ -9,7 +9,7 @@ socket serves even when the backend is down (getinfo then carries warning_bitcoi
 from __future__ import annotations
 
 from ampere.chain.bitcoind import BitcoindRpc
-from ampere.node.onchain.resolver.chain_backend import BcliBackend, bcli_disabled, plugin_backend
+from ampere.node.onchain.chain_backend import BcliBackend, bcli_disabled, plugin_backend
 from ampere.node.onchain.chainwatch import ChainWatcher
 from ampere.node.signer.hsm_secret import load_or_create_hsm_secret
 from ampere.node.onchain.wallet import Wallet

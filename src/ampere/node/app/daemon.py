@@ -31,7 +31,7 @@ from ampere.rpc.server import RpcConnection, RpcServer, error_response
 from ampere.store.dsn import DsnError, parse_wallet_dsn
 from ampere.store.store import Store
 from ampere.node.app import features as node_features
-from ampere.node.onchain.resolver.chain_backend import BACKEND_METHODS, bcli_disabled
+from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
 from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from ampere.node.app.options import builtin_options, network_defaults
 from ampere.node.signer.dev_secrets import check_dev_secret_options

@@ -96,7 +96,7 @@ def _builtin_methods(layout: Layout, commands) -> set[str]:
     """Our command names, which plugins may not take; but with --disable-plugin bcli the Bitcoin
     backend's five methods are free for the plugin that replaces it."""
     from ampere.plugins.hooks import plugin_paths_match
-    from ampere.node.onchain.resolver.chain_backend import BACKEND_METHODS, BCLI
+    from ampere.node.onchain.chain_backend import BACKEND_METHODS, BCLI
 
     names = set(commands)
     if any(e.name == "disable-plugin" and e.value and plugin_paths_match(BCLI, e.value) for e in layout.entries):

@@ -29,7 +29,7 @@ from typing import Any, Awaitable, Callable, Protocol
 from ampere.chain.bitcoind import BitcoindError, BitcoindRpc, BitcoindUnreachable
 from ampere.primitives.crypto import sha256d
 from ampere.primitives.tx import OutPoint, Transaction, TxOut, compact_size_at
-from ampere.node.onchain.resolver.chain_backend import BcliBackend, PluginBackend
+from ampere.node.onchain.chain_backend import BcliBackend, PluginBackend
 from ampere.node.onchain.feerate import ESTIMATE_TARGETS, FeeEstimates
 
 LOG = "chainwatch"

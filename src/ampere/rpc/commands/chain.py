@@ -107,7 +107,7 @@ BCLI_ERROR = 500
 
 
 def _bcli(ctx):
-    from ampere.node.onchain.resolver.chain_backend import BcliBackend
+    from ampere.node.onchain.chain_backend import BcliBackend
 
     backend = getattr(require_chain(ctx), "backend", None)
     if not isinstance(backend, BcliBackend):
