@@ -82,3 +82,13 @@ def test_dev_save_plugin_io(node_factory):
     assert out[0]["method"] == "htlc_accepted" and out[0]["id"]
     assert files("hook_in-htlc_accepted")[0]["result"] == {"result": "continue"}
     assert files("notification_out-invoice_payment")[0]["params"]["invoice_payment"]["label"] == "io"
+
+
+def test_force_feerates(node_factory):
+    # pyln-testing's force_feerates: mocked estimatesmartfee, a restart, then it waits for the opener's
+    # update_fee ("peer_out WIRE_UPDATE_FEE") and for feerates to show the rate.
+    l1, l2 = node_factory.line_graph(2, opts={"may_reconnect": True})
+    l1.force_feerates(7500)
+    wait_for(lambda: only_one(l2.rpc.listpeerchannels()["channels"])["feerate"]["perkw"] == 7500)
+    inv = l2.rpc.invoice(10_000, "after-fee", "desc")["bolt11"]
+    assert l1.rpc.pay(inv)["status"] == "complete"

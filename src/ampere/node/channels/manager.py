@@ -785,6 +785,10 @@ class ChannelManager:
             return
         await self.run(rec, lambda ch: core.handle_message(ch, rec.signer, msg, self.env(rec)),
                        reestablish=isinstance(msg, m.ChannelReestablish))
+        if isinstance(msg, m.ChannelReestablish):
+            # As lightningd's channeld on reconnection: bring the commitment feerate to the chain's now,
+            # not only at the next block (estimates may have moved while we were apart or down).
+            await self._follow_fees()
 
     async def _on_connect(self, peer: Any) -> None:
         peer_id = peer.node_id
