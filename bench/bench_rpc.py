@@ -6,7 +6,6 @@ getinfo 5,400-5,650 calls/s; launch to getinfo answering 0.41-0.58 s; ~50 MiB PS
 
 import os
 import statistics
-import subprocess
 import time
 
 from common import Timer, factory, pss_mib, rate

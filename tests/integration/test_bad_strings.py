@@ -28,7 +28,7 @@ CASES += [
 
 
 @pytest.mark.parametrize("method,params,name", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
-def test_bad_strings(l1, method, params, name):
+def test_bad_strings(l1, method, params, name):  # noqa: F811  (l1: the imported fixture)
     before = call_raw(l1.rpc_path, "listdatastore", [])
     reply = call_raw(l1.rpc_path, method, params)
     assert "error" in reply, reply
@@ -37,7 +37,7 @@ def test_bad_strings(l1, method, params, name):
     assert call_raw(l1.rpc_path, "listdatastore", []) == before
 
 
-def test_no_traceback_after_all_of_them(l1):
+def test_no_traceback_after_all_of_them(l1):  # noqa: F811
     assert "Traceback" not in l1.stderr()
     assert l1.rpc.getinfo()["id"]
 
@@ -46,12 +46,12 @@ def test_lone_surrogate_through_rpc_command_hook_and_plugin_method(node_factory)
     """Requests pass through plugins before any parameter check: the forwarded JSON must still encode."""
     import os
     plugins = os.path.join(os.path.dirname(__file__), "..", "plugins")
-    l1 = node_factory.get_node(plugin=[os.path.join(plugins, "passthrough.py"), os.path.join(plugins, "helloworld.py")])
-    reply = call_raw(l1.rpc_path, "invoice", {"amount_msat": 1000, "label": "\ud800", "description": "d"})
+    node = node_factory.get_node(plugin=[os.path.join(plugins, "passthrough.py"), os.path.join(plugins, "helloworld.py")])
+    reply = call_raw(node.rpc_path, "invoice", {"amount_msat": 1000, "label": "\ud800", "description": "d"})
     assert reply["error"]["code"] == -32602 and reply["error"]["message"].startswith("label: "), reply
-    reply = call_raw(l1.rpc_path, "hello", {"name": "x\ud800"})     # a plugin's method: checked as ours are
+    reply = call_raw(node.rpc_path, "hello", {"name": "x\ud800"})     # a plugin's method: checked as ours are
     assert reply["error"]["code"] == -32602 and reply["error"]["message"].startswith("name: "), reply
-    reply = call_raw(l1.rpc_path, "hello", ["x\ud800"])
+    reply = call_raw(node.rpc_path, "hello", ["x\ud800"])
     assert reply["error"]["code"] == -32602 and reply["error"]["message"].startswith("0: "), reply
-    assert call_raw(l1.rpc_path, "hello", {"name": "é"})["result"] == "Hello é"
-    assert "Traceback" not in l1.stderr()
+    assert call_raw(node.rpc_path, "hello", {"name": "é"})["result"] == "Hello é"
+    assert "Traceback" not in node.stderr()

@@ -14,7 +14,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 
 import pytest
 from pyln.client import LightningRpc

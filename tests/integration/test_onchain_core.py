@@ -491,7 +491,7 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
             commitment = a.broadcasts[-1]
             chaind.rpc("sendrawtransaction", commitment.serialize().hex())
             chaind.mine(1)
-            s = await ha.synced()
+            await ha.synced()
             await hb.synced()
             await until(lambda: ha.onchain.describe(a.ch.channel_id) and hb.onchain.describe(b.ch.channel_id))
             da = ha.onchain.describe(a.ch.channel_id)

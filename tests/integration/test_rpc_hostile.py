@@ -4,9 +4,7 @@ invoice that must not stall the event loop."""
 from __future__ import annotations
 
 import json
-import os
 import socket
-import threading
 import time
 
 import pytest

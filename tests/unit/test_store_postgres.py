@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ampere.store.postgres import PostgresStore
+from ampere.store.postgres import LostOwnership, PostgresStore
 
 pytestmark = pytest.mark.postgres
 
@@ -146,7 +146,7 @@ def test_every_commit_checks_the_owner_generation(postgres_shared):
         await a.open()
         await a.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('x', '1')"))
         postgres_shared.sql("UPDATE ampere_owner SET generation = generation + 1", dbname)
-        with pytest.raises(Exception):
+        with pytest.raises(LostOwnership):
             await asyncio.wait_for(a.write(lambda db: db.execute("UPDATE vars SET val = '2' WHERE name = 'x'")), 5)
 
     try:

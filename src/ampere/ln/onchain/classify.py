@@ -34,8 +34,6 @@ from typing import Callable, Iterable
 from ampere.ln.channel.keys import (
     MAX_SECRET_INDEX,
     commitment_keys,
-    derive_pubkey,
-    derive_revocation_pubkey,
     per_commitment_point,
     secret_index,
 )

@@ -231,7 +231,7 @@ class Receiver:
         """Listener for the manager: (channel record, Htlc/NewPeerHtlc), or one NewPeerHtlc event."""
         if htlc is None:
             htlc, record = record, None
-        channel_id = bytes(getattr(htlc, "channel_id", None) or getattr(record, "channel_id"))
+        channel_id = bytes(getattr(htlc, "channel_id", None) or record.channel_id)
         key = (channel_id, int(htlc.htlc_id))
         if key in self.htlcs:
             return  # already being processed (a replay of something we still hold)

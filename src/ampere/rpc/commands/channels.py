@@ -23,7 +23,7 @@ from ...wire.types import ShortChannelId
 from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
-from .chain import feerate_arg, require_chain
+from .chain import feerate_arg
 from .wallet import p_outpoints, p_sat_or_all
 
 CS = ChannelState
