@@ -481,15 +481,15 @@ def _check_signature(inv: Invoice, hrp: str, unsigned: list[int],
         # BOLT #11: if a valid `n` field is provided: MUST use the `n` field to validate the
         #   signature instead of performing public-key recovery.  If the signature is not compliant
         #   with the low-S standard rule: MUST fail the payment
-        if int.from_bytes(inv.signature[32:64], "big") > _SECP256K1_N // 2:
+        if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
             raise InvoiceError("signature is not low-S, as it must be when an 'n' field is given")
-        if not n_key.verify(compact_to_der(inv.signature[:64]), msg_hash, hasher=None):
+        if not n_key.verify(compact_to_der(sig[:64]), msg_hash, hasher=None):
             raise InvoiceError("invalid signature: does not match the 'n' field")
     else:
         # BOLT #11: otherwise: MUST perform ECDSA public-key recovery and accept both high-S and
         #   low-S signatures.
         try:
-            key = coincurve.PublicKey.from_signature_and_message(inv.signature, msg_hash, hasher=None)
+            key = coincurve.PublicKey.from_signature_and_message(sig, msg_hash, hasher=None)
         except Exception:  # coincurve raises plain Exception when no key recovers
             raise InvoiceError("signature recovery failed: signature is not recoverable") from None
         inv.payee = key.format(compressed=True)

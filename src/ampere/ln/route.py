@@ -212,9 +212,9 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
     m = n + len(others)
     closed = view.bad + bytes(len(others))  # visited, or not to route through (features, excluded)
     for node_id in q.exclude_nodes:
-        i = index.get(node_id, others.get(node_id))
-        if i is not None:
-            closed[i] = 1
+        excluded = index.get(node_id, others.get(node_id))
+        if excluded is not None:
+            closed[excluded] = 1
     closed[src] = closed[dst] = 0  # the payer is never "routed through"; the payee is where we start
 
     rf = _to_fraction(q.riskfactor)
@@ -266,6 +266,7 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
         if hops >= max_hops:
             continue
         cost, amt_v, delay_v = best[v], amt_of[v], delay_of[v]
+        assert cost is not None  # a node is pushed on the heap with its cost
         nhops = hops + 1
         edges = incoming[v] if v < n else no_edges
         if extra:
@@ -371,8 +372,7 @@ def _available(graph: Graph, query: RouteQuery, used: Mapping[tuple[int, int], i
         ch = graph.channels.get(hop.short_channel_id)
         if key[0] in local:
             cap = local[key[0]].spendable_msat
-        elif ch is not None and ch.halves[hop.direction] is not None:
-            h = ch.halves[hop.direction]
+        elif ch is not None and (h := ch.halves[hop.direction]) is not None:
             cap = min(h.htlc_maximum_msat, ch.capacity_sat * 1000 if ch.capacity_sat else h.htlc_maximum_msat)
         else:
             continue  # a route hint channel: its capacity is unknown

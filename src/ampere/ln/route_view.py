@@ -211,9 +211,8 @@ class EdgeView:
         ends = self.ends.pop(scid, None)
         if ends is not None:
             for i in set(ends):
-                for lists in (self.incoming, self.outgoing):
-                    lst = lists[i]
-                    lst[:] = [e for e in lst if e[2 if lists is self.incoming else 1] != scid]
+                self.incoming[i][:] = [e for e in self.incoming[i] if e[2] != scid]
+                self.outgoing[i][:] = [e for e in self.outgoing[i] if e[1] != scid]
 
     def _add(self, ch: Any, added: list[tuple[int, OutEdge]] | None) -> None:
         """The usable edges of one channel; `added` None: in order, at the end (a rebuild)."""

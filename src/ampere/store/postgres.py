@@ -59,14 +59,14 @@ def _configure(conn: Any) -> None:
     from psycopg.types.numeric import NumericLoader
 
     class IntNumericLoader(NumericLoader):
-        def load(self, data):  # type: ignore[override]
+        def load(self, data):
             d = super().load(data)
             return int(d) if d.is_finite() and d == d.to_integral_value() else d
 
     class BoolAsInt(Dumper):
         oid = psycopg.adapters.types["int8"].oid
 
-        def dump(self, obj):  # type: ignore[override]
+        def dump(self, obj):
             return b"1" if obj else b"0"
 
     conn.adapters.register_loader("numeric", IntNumericLoader)
@@ -349,6 +349,7 @@ class PostgresStore(Store):
             # may commit (no row updated -> division by zero -> the transaction aborts, COMMIT is never run),
             # and after a lost connection `batch` says whether this transaction committed.
             sent_commit = True
+            assert self.generation is not None, "a batch runs only once the store owns the database"
             try:
                 conn.execute(f"WITH u AS (UPDATE ampere_owner SET batch = {int(marker)} WHERE id = 1 AND "
                              f"generation = {int(self.generation)} RETURNING 1) "

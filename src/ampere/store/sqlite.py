@@ -116,9 +116,11 @@ class SqliteStore(Store):
         self.conn.execute("BEGIN IMMEDIATE")
 
     def _commit(self) -> None:
+        assert self.conn is not None, "store not open"
         self.conn.execute("COMMIT")
 
     def _rollback(self) -> None:
+        assert self.conn is not None, "store not open"
         self.conn.execute("ROLLBACK")
 
     def _db(self) -> _SqliteDb:

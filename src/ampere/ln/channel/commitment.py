@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 from ampere.ln.channel.htlc_tx import (
     HtlcTx,
@@ -314,7 +314,8 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
         counterparty_msat = max(0, counterparty_msat - opener_pays_msat)
 
     # Outputs as (TxOut, cltv for the BIP69 tie-break, tag).
-    outputs: list[tuple[TxOut, int, object]] = []
+    # The tag: "to_local"/"to_remote"/an anchor, or (htlc, witness script, offered by the owner).
+    outputs: list[tuple[TxOut, int, str | tuple[Any, bytes, bool]]] = []
     for h, offered_by_owner in untrimmed:
         if offered_by_owner:
             ws = offered_htlc_script(keys.revocation_pubkey, keys.local_htlc_pubkey, keys.remote_htlc_pubkey,

@@ -296,6 +296,8 @@ def send_commitment(ch: Channel, signer: ChannelSigner) -> Out:
     if not needs_commitment(ch):
         return Out(ch)
     new = _map_states(ch, on_send_commit)
+    # BOLT #2: the peer's next point arrived with channel_ready or its last revoke_and_ack.
+    assert ch.remote_next_point is not None, "commitment before the peer's next per-commitment point"
     new = replace(new, remote_prev_point=ch.remote_point, remote_point=ch.remote_next_point,
                   remote_next_point=None, remote_ctn=ch.remote_ctn + 1, awaiting_revoke=True,
                   last_sent_revoke=False)

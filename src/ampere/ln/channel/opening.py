@@ -284,6 +284,7 @@ class OpenerNegotiation:
             pubkeys = None
         if problem is not None:
             return _close(self, problem)
+        assert pubkeys is not None
         neg = replace(self, stage="awaiting_funding_tx", remote_config=cfg, remote_pubkeys=pubkeys,
                       remote_first_point=bytes(msg.first_per_commitment_point), minimum_depth=msg.minimum_depth)
         spk = p2wsh(funding_script(self.local_pubkeys.funding_pubkey, pubkeys.funding_pubkey))

@@ -140,7 +140,7 @@ class Pair:
 
     # --- driving ------------------------------------------------------------------------------------
 
-    def deliver(self, src: Party) -> Step | None:
+    def deliver(self, src: Party) -> Step | Refusal | None:
         """Deliver the oldest message src sent."""
         if not src.outbox:
             return None
@@ -152,7 +152,7 @@ class Pair:
             self.disconnect()
         return step
 
-    def commit(self, p: Party) -> Step:
+    def commit(self, p: Party) -> Step | Refusal:
         p.commit_pending = False
         return p.apply(core.send_commitment(p.ch, p.signer, self.env))
 

@@ -80,7 +80,7 @@ _PUBKEY_CACHE: dict[bytes, object] = {}
 _PUBKEY_CACHE_MAX = 200_000
 
 
-def _parsed_pubkey(pubkey: bytes):  # type: ignore[no-untyped-def]
+def _parsed_pubkey(pubkey: bytes):
     pub = _PUBKEY_CACHE.get(pubkey)
     if pub is None:
         pub = ffi.new("secp256k1_pubkey *")

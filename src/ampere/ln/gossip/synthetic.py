@@ -45,7 +45,7 @@ class GossipFactory:
     def node(self, i: int) -> Key:
         return Key.from_seed(b"ampere synthetic node %d" % i)
 
-    def _signer(self, priv: bytes):  # type: ignore[no-untyped-def]
+    def _signer(self, priv: bytes):
         s = self._signers.get(priv)
         if s is None:
             s = self._signers[priv] = privkey_signer(priv)

@@ -33,6 +33,7 @@ from typing import Callable, Iterable
 
 from ampere.ln.channel.keys import (
     MAX_SECRET_INDEX,
+    CommitmentKeys,
     commitment_keys,
     per_commitment_point,
     secret_index,
@@ -294,7 +295,8 @@ def _remote(ch: Channel, tx: Transaction, number: int, our_to_remote: bytes, our
     elif number > ch.remote_ctn:
         notes.append(("broken", f"the peer's commitment #{number} is newer than any we signed (#{ch.remote_ctn}): "
                                 "we may have lost channel state"))
-    their_to_local_ws = keys = None
+    their_to_local_ws: bytes | None = None
+    keys: CommitmentKeys | None = None
     htlc_spks: dict[bytes, tuple[HtlcStub, bytes]] = {}
     if point is not None:
         keys = commitment_keys(p.remote_pubkeys, p.local_pubkeys, point)
@@ -308,6 +310,7 @@ def _remote(ch: Channel, tx: Transaction, number: int, our_to_remote: bytes, our
                                   csv=1 if p.channel_type.anchors else 0, witness_script=our_to_remote_ws))
         elif their_to_local_ws is not None and o.script_pubkey == p2wsh(their_to_local_ws):
             if revoked:
+                assert keys is not None  # their_to_local_ws is made from keys
                 # BOLT #5: "MUST resolve the _remote node's main output_ by spending it using the revocation
                 # private key."
                 outs.append(OurOutput(i, o.value, OutputKind.REVOKED_TO_LOCAL, Action.PENALTY, o.script_pubkey,
@@ -316,6 +319,7 @@ def _remote(ch: Channel, tx: Transaction, number: int, our_to_remote: bytes, our
         elif o.script_pubkey not in anchors and _htlc_like(o):
             hit = htlc_spks.get(o.script_pubkey)
             if revoked and hit is not None:
+                assert keys is not None  # htlc_spks is filled only once keys are known
                 # BOLT #5: "MUST resolve the _remote node's offered HTLCs_ ... and the _remote node's received
                 # HTLCs_ ... by spending it using the revocation private key."
                 outs.append(OurOutput(i, o.value, OutputKind.REVOKED_HTLC, Action.PENALTY, o.script_pubkey,
@@ -376,6 +380,7 @@ def htlc_tx_delayed_output(ch: Channel, htlc_out: OurOutput, htlc_tx: Transactio
     ours after to_self_delay (BOLT #5: "MUST ... spend the output of the HTLC-timeout/success transaction ...
     once the to_self_delay has passed")."""
     p = ch.params
+    assert htlc_out.per_commitment_point is not None, "an HTLC output of a commitment carries its point"
     keys = commitment_keys(p.local_pubkeys, p.remote_pubkeys, htlc_out.per_commitment_point)
     ws = to_local_script(keys.revocation_pubkey, p.local_to_self_delay, keys.local_delayed_pubkey)
     return OurOutput(0, htlc_tx.outputs[0].value, OutputKind.HTLC_TX_DELAYED, Action.SWEEP, p2wsh(ws),

@@ -51,7 +51,8 @@ class LocalHtlcTx:
             raise ValueError("an HTLC-success transaction needs the payment preimage")
         tx = self.tx.copy()
         tx.inputs[0].witness = [b"", self.their_sig, self.our_sig,
-                                preimage if self.kind is HtlcTxKind.SUCCESS else b"", self.witness_script]
+                                preimage if self.kind is HtlcTxKind.SUCCESS and preimage else b"",
+                                self.witness_script]
         return tx
 
 
@@ -82,7 +83,7 @@ def signed_local_htlc_txs(ctx: CommitmentTx, remote_htlc_sigs: tuple[bytes, ...]
 
 
 def _claim_witness(output: OurOutput, preimage: bytes | None, sig: bytes) -> list[bytes]:
-    return [sig, preimage if output.kind is OutputKind.THEIR_HTLC else b"", output.witness_script or b""]
+    return [sig, preimage if output.kind is OutputKind.THEIR_HTLC and preimage else b"", output.witness_script or b""]
 
 
 def build_htlc_claim(parent_txid: bytes, output: OurOutput, channel_type: ChannelType, dest_script: bytes,
@@ -110,6 +111,7 @@ def sign_htlc_claim(tx: Transaction, output: OurOutput, signer: ChannelSigner,
                     preimage: bytes | None = None) -> Transaction:
     if output.kind is OutputKind.THEIR_HTLC and (preimage is None or len(preimage) != 32):
         raise ValueError("claiming the peer's HTLC needs its payment preimage")
+    assert output.witness_script is not None and output.per_commitment_point is not None, "not an HTLC output"
     tx = tx.copy()
     sig = signer.sign_htlc_claim(tx, 0, output.witness_script, output.value_sat, output.per_commitment_point)
     tx.inputs[0].witness = _claim_witness(output, preimage, sig)
