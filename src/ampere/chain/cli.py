@@ -22,6 +22,8 @@ import os
 import socket
 import sys
 
+from ampere.chain.bitcoin_conf import conf_path, read_bitcoin_conf
+
 DEFAULT_RPC_PORT = 18443
 
 # bitcoin-cli's vRPCConvertParams for the methods amp-chaind serves: parameters parsed as JSON.
@@ -151,27 +153,6 @@ def _parse_options(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return opts, argv[i:]
 
 
-def _read_conf(path: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    section = ""
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.startswith("["):
-            section = line.strip("[]").strip()
-            continue
-        if section not in ("", "regtest"):
-            continue
-        key, _, value = line.partition("=")
-        out[key.strip()] = value.strip()
-    return out
-
-
 class HttpError(Exception):
     pass
 
@@ -232,7 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     if "datadir" in opts and not os.path.isdir(datadir):
         print(f'Error: Specified data directory "{opts["datadir"]}" does not exist.', file=sys.stderr)
         return 1
-    conf = _read_conf(opts.get("conf", os.path.join(datadir, "bitcoin.conf")))
+    conf = {key: values[-1] for key, values in read_bitcoin_conf(conf_path(datadir, opts.get("conf"))).items()}
     conf.update(opts)
     opts = conf
     if opts.get("chain", "regtest") != "regtest" or any(opts.get(n, "0") not in ("0", "") for n in

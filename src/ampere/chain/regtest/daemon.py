@@ -18,6 +18,7 @@ import secrets
 import signal
 import sys
 
+from ampere.chain.bitcoin_conf import conf_path, read_bitcoin_conf
 from ampere.chain.regtest import kernel as kernel_mod
 from ampere.chain.regtest import methods
 from ampere.chain.regtest.jsonfmt import amount_to_sat
@@ -65,41 +66,13 @@ def parse_args(argv: list[str]) -> dict[str, list[str]]:
     return opts
 
 
-def read_conf(path: str) -> dict[str, list[str]]:
-    """bitcoin.conf: key=value lines; [regtest] section applies, other network sections do not."""
-    out: dict[str, list[str]] = {}
-    section = ""
-    try:
-        lines = open(path).read().splitlines()
-    except OSError:
-        return out
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        if line.startswith("[") and line.endswith("]"):
-            section = line[1:-1].strip()
-            continue
-        if section not in ("", "regtest"):
-            continue
-        key, eq, value = line.partition("=")
-        key = key.strip()
-        if key.startswith("regtest."):
-            key = key[len("regtest."):]
-        out.setdefault(key, []).append(value.strip() if eq else "1")
-    return out
-
-
 class Options:
     def __init__(self, argv: list[str]):
         cli = parse_args(argv)
         self.help = "help" in cli or "h" in cli or "?" in cli
         self.version = "version" in cli
         datadir = os.path.expanduser(cli.get("datadir", ["~/.bitcoin"])[-1])
-        conf_path = cli.get("conf", [os.path.join(datadir, "bitcoin.conf")])[-1]
-        if not os.path.isabs(conf_path):
-            conf_path = os.path.join(datadir, conf_path)
-        merged = read_conf(conf_path)
+        merged = read_bitcoin_conf(conf_path(datadir, cli["conf"][-1] if "conf" in cli else None))
         merged.update(cli)
         self.raw = merged
         for key in merged:
