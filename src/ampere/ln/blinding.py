@@ -22,7 +22,8 @@ from coincurve import PrivateKey, PublicKey
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
-from ampere.ln.onion import _SECP256K1_N, OnionConstructionError, _ecdh, derive_hop_keys, generate_key
+from ampere.primitives.crypto import SECP256K1_ORDER
+from ampere.ln.onion import OnionConstructionError, _ecdh, derive_hop_keys, generate_key
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import BlindedPath, BlindedPathHop, EncryptedDataTlv
@@ -155,7 +156,7 @@ def path_key_secrets(node_privkey: bytes | PrivateKey, path_key: bytes) -> tuple
         raise BlindingError("path_key is not a valid point") from None
     shared_secret = _ecdh(secret, point)
     tweak = hmac.new(b"blinded_node_id", shared_secret, hashlib.sha256).digest()
-    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % _SECP256K1_N
+    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % SECP256K1_ORDER
     return shared_secret, blinded.to_bytes(32, "big")
 
 

@@ -64,6 +64,7 @@ from ampere.ln.invoice_fields import (
 )
 from ampere.primitives.amount import Msat
 from ampere.primitives.bech32 import CHARSET, Bech32Error, Encoding, bech32_decode, bech32_encode
+from ampere.primitives.crypto import SECP256K1_ORDER
 
 __all__ = [
     "Invoice",
@@ -95,7 +96,6 @@ DEFAULT_MIN_FINAL_CLTV_EXPIRY = 18
 SIG_U5 = 104
 TIMESTAMP_U5 = 7  # 35 bits
 
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _U64_LIMIT = 1 << 64
 # The longest invoice we read or write, in characters: a QR code's alphanumeric capacity (version 40, level L),
 # the same limit lnd applies. A valid invoice is a few hundred characters; this still holds dozens of route hints.
@@ -474,14 +474,14 @@ def _check_signature(inv: Invoice, hrp: str, unsigned: list[int],
         raise InvoiceError(f"invalid recovery ID: {sig[64]}")
     r = int.from_bytes(sig[:32], "big")
     s = int.from_bytes(sig[32:64], "big")
-    if not (0 < r < _SECP256K1_N and 0 < s < _SECP256K1_N):
+    if not (0 < r < SECP256K1_ORDER and 0 < s < SECP256K1_ORDER):
         raise InvoiceError("signature invalid: r or s out of range")
     msg_hash = _signing_hash(hrp, unsigned)
     if n_key is not None:
         # BOLT #11: if a valid `n` field is provided: MUST use the `n` field to validate the
         #   signature instead of performing public-key recovery.  If the signature is not compliant
         #   with the low-S standard rule: MUST fail the payment
-        if int.from_bytes(sig[32:64], "big") > _SECP256K1_N // 2:
+        if int.from_bytes(sig[32:64], "big") > SECP256K1_ORDER // 2:
             raise InvoiceError("signature is not low-S, as it must be when an 'n' field is given")
         if not n_key.verify(compact_to_der(sig[:64]), msg_hash, hasher=None):
             raise InvoiceError("invalid signature: does not match the 'n' field")

@@ -25,6 +25,7 @@ from coincurve.context import GLOBAL_CONTEXT as _SECP_CONTEXT
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
+from ampere.primitives.crypto import SECP256K1_ORDER
 
 __all__ = [
     "ONION_VERSION",
@@ -73,7 +74,6 @@ _INVALID_ONION_PAYLOAD = _PERM | 22
 _INVALID_ONION_BLINDING = _BADONION | _PERM | 24
 
 # secp256k1 group order: the blinded ephemeral private key is a product of scalars modulo n.
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 _CHACHA20_ZERO_NONCE = bytes(16)  # cryptography's 16-byte nonce: 4-byte LE counter 0 + 12 zero bytes
 _ZERO_HMAC = bytes(HMAC_LEN)
 
@@ -197,7 +197,7 @@ def _parse_secret(key: bytes | PrivateKey, what: str) -> bytes:
         return key.secret
     if not isinstance(key, (bytes, bytearray)) or len(key) != 32:
         raise OnionConstructionError(f"{what} must be 32 bytes")
-    if not 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+    if not 0 < int.from_bytes(key, "big") < SECP256K1_ORDER:
         raise OnionConstructionError(f"{what} is not a valid secp256k1 secret")
     return bytes(key)
 
@@ -242,7 +242,7 @@ def derive_hop_keys(session_key: bytes, pubkeys: list[bytes]) -> list[HopKeys]:
         shared_secret = _ecdh(scalar, point)
         blinding = hashlib.sha256(epk + shared_secret).digest()
         keys.append(HopKeys(epk, shared_secret, blinding))
-        ephemeral = ephemeral * int.from_bytes(blinding, "big") % _SECP256K1_N
+        ephemeral = ephemeral * int.from_bytes(blinding, "big") % SECP256K1_ORDER
         if ephemeral == 0:  # probability 2^-256; refuse rather than build a broken onion
             raise OnionConstructionError("degenerate blinding factor; choose another session key")
     return keys
@@ -370,7 +370,7 @@ def blind_private_key_for_path(node_privkey: bytes | PrivateKey, path_key: bytes
     if point is None:
         raise ValueError("path_key is not a compressed public key")
     tweak = hmac.new(b"blinded_node_id", _ecdh(secret, point), hashlib.sha256).digest()
-    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % _SECP256K1_N
+    blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % SECP256K1_ORDER
     return PrivateKey(blinded.to_bytes(32, "big"))
 
 

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 import coincurve
 
 from ampere.primitives.base58 import Base58Error, b58check_decode, b58check_encode
-from ampere.primitives.crypto import hash160
+from ampere.primitives.crypto import SECP256K1_ORDER, hash160
 
 __all__ = ["Bip32Error", "ExtKey", "HARDENED", "VERSIONS", "parse_path"]
 
 HARDENED = 0x80000000
-_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # Serialization version bytes: (private, public).  BIP32: mainnet 0x0488ADE4 / 0x0488B21E,
 # testnet 0x04358394 / 0x043587CF (every test network, regtest included, uses the testnet pair).
@@ -55,7 +54,7 @@ class ExtKey:
         i = _hmac512(b"Bitcoin seed", seed)
         il, ir = i[:32], i[32:]
         k = int.from_bytes(il, "big")
-        if k == 0 or k >= _N:
+        if k == 0 or k >= SECP256K1_ORDER:
             raise Bip32Error("invalid master key (IL is 0 or >= n)")
         return cls(ir, coincurve.PrivateKey(il).public_key.format(compressed=True), il, net=net)
 
@@ -89,11 +88,11 @@ class ExtKey:
         tweak = int.from_bytes(il, "big")
         # BIP32: "In case parse256(IL) >= n or ki = 0 [Ki is the point at infinity], the resulting
         # key is invalid, and one should proceed with the next value for i."  Callers decide.
-        if tweak >= _N:
+        if tweak >= SECP256K1_ORDER:
             raise Bip32Error(f"invalid child {index} (IL >= n)")
         fpr = self.fingerprint()
         if self.privkey is not None:
-            k = (tweak + int.from_bytes(self.privkey, "big")) % _N
+            k = (tweak + int.from_bytes(self.privkey, "big")) % SECP256K1_ORDER
             if k == 0:
                 raise Bip32Error(f"invalid child {index} (zero key)")
             priv = k.to_bytes(32, "big")
@@ -151,7 +150,7 @@ class ExtKey:
             if key[0] != 0:
                 raise Bip32Error("private key data must start with 0x00")
             k = int.from_bytes(key[1:], "big")
-            if not 0 < k < _N:
+            if not 0 < k < SECP256K1_ORDER:
                 raise Bip32Error("private key out of range")
             pub = coincurve.PrivateKey(key[1:]).public_key.format(compressed=True)
             return cls(chain, pub, key[1:], depth, fpr, child, _PRIVATE_VERSIONS[version])

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import hashlib
 
-__all__ = ["sha256", "sha256d", "ripemd160", "hash160", "tagged_hash"]
+# The order n of secp256k1's group (SEC 2): private keys and tweaks are integers in [1, n).
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+__all__ = ["SECP256K1_ORDER", "sha256", "sha256d", "ripemd160", "hash160", "tagged_hash"]
 
 
 def sha256(b: bytes) -> bytes:

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import coincurve
 
-from ampere.primitives.crypto import hash160, sha256, sha256d, tagged_hash
+from ampere.primitives.crypto import SECP256K1_ORDER, hash160, sha256, sha256d, tagged_hash
 from ampere.primitives.script import OP_CODESEPARATOR, ScriptError, iter_script, p2pkh_script_code
 
 __all__ = [
@@ -438,7 +438,6 @@ def sign_input_p2wpkh(tx: Transaction, input_index: int, privkey: coincurve.Priv
     tx.inputs[input_index].witness = [sig, pubkey]
 
 
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 def taproot_tweak_privkey(privkey: coincurve.PrivateKey, merkle_root: bytes = b"") -> coincurve.PrivateKey:
@@ -446,11 +445,11 @@ def taproot_tweak_privkey(privkey: coincurve.PrivateKey, merkle_root: bytes = b"
     pub = privkey.public_key.format(compressed=True)
     d = int.from_bytes(privkey.secret, "big")
     if pub[0] == 0x03:
-        d = _SECP256K1_N - d
+        d = SECP256K1_ORDER - d
     t = int.from_bytes(tagged_hash("TapTweak", pub[1:] + merkle_root), "big")
-    if t >= _SECP256K1_N:
+    if t >= SECP256K1_ORDER:
         raise ValueError("taproot tweak out of range")
-    return coincurve.PrivateKey(((d + t) % _SECP256K1_N).to_bytes(32, "big"))
+    return coincurve.PrivateKey(((d + t) % SECP256K1_ORDER).to_bytes(32, "big"))
 
 
 def taproot_output_key(privkey: coincurve.PrivateKey, merkle_root: bytes = b"") -> bytes:

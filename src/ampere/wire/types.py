@@ -23,11 +23,11 @@ from typing import Any
 import coincurve
 
 from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
+from ampere.primitives.crypto import SECP256K1_ORDER
 
 from .errors import EncodeError, InvalidValueError, TruncatedError
 
 # Order of the secp256k1 group: a compact signature's r and s must both be below it.
-SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class ShortChannelId(int):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import coincurve
 import coincurve.ecdsa as _ecdsa
 
-from ampere.primitives.crypto import sha256
+from ampere.primitives.crypto import SECP256K1_ORDER, sha256
 
 __all__ = [
     "KeyDerivationError",
@@ -41,7 +41,6 @@ __all__ = [
     "compact_to_der",
 ]
 
-SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 # BOLT #3: "Up to (2^48 - 1) per-commitment secrets can be generated."
 MAX_SECRET_INDEX = (1 << 48) - 1

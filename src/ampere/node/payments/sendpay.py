@@ -46,6 +46,7 @@ from ampere.ln.onion_failure import (
     failure_code_name,
 )
 from ampere.ln.onion_payload import final_hop_payload, forward_hop_payload
+from ampere.primitives.crypto import SECP256K1_ORDER
 
 # common/jsonrpc_errors.h
 LIGHTNINGD = -1
@@ -207,7 +208,7 @@ def build_route_onion(route: list[RouteHop], payment_hash: bytes, blockheight: i
 def _fresh_session_key() -> bytes:
     while True:
         key = os.urandom(32)
-        if 0 < int.from_bytes(key, "big") < 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141:
+        if 0 < int.from_bytes(key, "big") < SECP256K1_ORDER:
             return key
 
 

@@ -16,10 +16,11 @@ from coincurve import PrivateKey
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from ampere.primitives.crypto import SECP256K1_ORDER
+
 HSM_SECRET_LEN = 32
 ENCRYPTED_HSM_SECRET_LEN = 73  # libsodium secretstream header (24) + 32-byte secret + tag (17)
 PASSPHRASE_HASH_LEN = 32
-_SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class HsmSecretError(Exception):
@@ -126,7 +127,7 @@ def derive_node_key(hsm_secret: bytes) -> PrivateKey:
     salt = 0
     while True:
         key = hkdf_sha256(hsm_secret[:HSM_SECRET_LEN], salt.to_bytes(4, "little"), b"nodeid")
-        if 0 < int.from_bytes(key, "big") < _SECP256K1_N:
+        if 0 < int.from_bytes(key, "big") < SECP256K1_ORDER:
             return PrivateKey(key)
         salt += 1
 
