@@ -4,7 +4,7 @@ exception in one is logged BROKEN, never lost and never fatal to the node)."""
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Callable, Coroutine
+from typing import Any, Callable, Coroutine, Iterable
 
 
 def spawn_guarded(tasks: set[asyncio.Task], coro: Coroutine[Any, Any, Any], name: str,
@@ -23,3 +23,13 @@ def spawn_guarded(tasks: set[asyncio.Task], coro: Coroutine[Any, Any, Any], name
     tasks.add(task)
     task.add_done_callback(tasks.discard)
     return task
+
+
+async def cancel_and_wait(tasks: Iterable[asyncio.Future]) -> None:
+    """Shutdown: cancel every task, then wait until each has ended, whatever it raised (a snapshot is taken
+    first: guarded tasks leave their set as they end). A cancel of the caller itself still propagates."""
+    pending = list(tasks)
+    for t in pending:
+        t.cancel()
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)

@@ -45,7 +45,7 @@ from ampere.ln.gossip.signing import (
 from ampere.wire import messages as m
 from ampere.wire.codec import encode_message
 from ampere.wire.messages import AnnouncementSignatures, ChannelAnnouncement
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerDisconnected
 
 LOG = "gossipd"
@@ -113,14 +113,7 @@ class ChannelAnnouncer:
             if st.disable_timer is not None:
                 st.disable_timer.cancel()
                 st.disable_timer = None
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
 
     def _restore(self, rec: Any) -> None:
         """At start: what the graph (gossip_store) knows of our channel, and the announcement if the peer's

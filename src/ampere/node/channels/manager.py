@@ -85,7 +85,7 @@ from ampere.wire.codec import encode_message
 from ampere.wire.types import ShortChannelId
 from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
 from ampere.node.onchain.resolver import write_htlc_stubs
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.signer.hsm_secret import channel_seed, load_or_create_hsm_secret
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
 from ampere.node.signer.dev_secrets import forced_channel_secrets
@@ -360,14 +360,7 @@ class ChannelManager:
                 if not fut.done():
                     fut.cancel()
         self.opening.stop()
-        tasks = list(self._reconnecting.values()) + list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(list(self._reconnecting.values()) + list(self._tasks))
 
     # =============================================================================================
     # bookkeeping

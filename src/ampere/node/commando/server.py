@@ -14,7 +14,7 @@ import os
 import struct
 from typing import Any
 
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 
 CMD_CONTINUES, CMD_TERM, REPLY_CONTINUES, REPLY_TERM = 0x4C4D, 0x4C4F, 0x594B, 0x594D
 ERROR_LOCAL, ERROR_REMOTE, ERROR_REMOTE_AUTH = 0x4C4F, 0x4C50, 0x4C51
@@ -153,5 +153,4 @@ class Commando:
         return reply["result"]
 
     async def stop(self) -> None:
-        for t in list(self._tasks):
-            t.cancel()
+        await cancel_and_wait(self._tasks)

@@ -55,7 +55,7 @@ from ampere.wire.messages import (
     ReplyShortChannelIdsEnd,
 )
 from ampere.wire.types import ShortChannelId
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerDisconnected
 
 LOG = "gossipd"
@@ -186,17 +186,10 @@ class GossipManager:
             self.refresh_node_announcement(only_if_changed=True)
 
     async def stop(self) -> None:
-        tasks = list(self._tasks)  # finished tasks leave the set as they end
-        for t in tasks:
-            t.cancel()
         for p in self._peers.values():
             if p.dump_task is not None:
                 p.dump_task.cancel()
-        for t in tasks:
-            try:
-                await t
-            except (asyncio.CancelledError, Exception):
-                pass
+        await cancel_and_wait(self._tasks)
         self._tasks.clear()
         self.state.close()
 

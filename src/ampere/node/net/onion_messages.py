@@ -27,7 +27,7 @@ from ampere.ln.blinding import create_blinded_path, encode_encrypted_data, pad_e
 from ampere.ln.onion_message import Forward, OnionMessageError, Received, create_onion_message, peel_onion_message, prepend_hops
 from ampere.wire import encode_message
 from ampere.wire.messages import BlindedPath, OnionMessage
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 
 SOURCE = "onion_messages"
 ONION_MESSAGE_TYPE = 513
@@ -78,10 +78,7 @@ class OnionMessenger:
         for _, fut, _ in self._replies.values():
             if not fut.done():
                 fut.cancel()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     def on_payload(self, kind: str, fn: Callable) -> None:
         """`fn(received: Received, peer_id: bytes)` for unsolicited messages carrying `kind`

@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
@@ -212,11 +212,7 @@ class Receiver:
         for s in self.sets.values():
             if s.timer is not None:
                 s.timer.cancel()
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     @property
     def stopping(self) -> bool:

@@ -28,7 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ampere.node.app.tasks import spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.onion_failure import (
@@ -319,11 +319,7 @@ class Switch:
             await self.node.store.write(self._update_op(f, bump=False))
 
     async def close(self) -> None:
-        tasks = list(self._tasks)
-        for t in tasks:
-            t.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait(self._tasks)
 
     # ---- our channel_update
     def policy_for(self, rec: Any) -> Policy:
