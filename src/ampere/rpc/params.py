@@ -16,6 +16,12 @@ from ..primitives.amount import AmountError, parse_msat, parse_sat
 from .errors import invalid_params
 
 
+def check_paging(index: str | None, start: int | None, limit: int | None) -> None:
+    """CLN's rule for the paginated lists (listsendpays, listpays, listforwards): no {start}/{limit} alone."""
+    if (start is not None or limit is not None) and index is None:
+        raise invalid_params("Can only specify {start} or {limit} with {index}")
+
+
 # The longest string any parameter may carry (characters); longer is -32602 before the command sees it. Large
 # enough for any PSBT or datastore value a node handles; the request itself is bounded by the RPC framer.
 MAX_PARAM_STRING = 4 * 1024 * 1024

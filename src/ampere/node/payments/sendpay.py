@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ampere.rpc.errors import RpcError
+from ampere.node.payments.listing import page
 from ampere.node.app.tasks import spawn_guarded
 from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
@@ -707,15 +708,7 @@ class PaymentEngine:
              index: str | None = None, start: int | None = None, limit: int | None = None) -> list[dict]:
         parts: Iterable[Payment] = self.parts_of(payment_hash) if payment_hash is not None else self._all.values()
         out = [p for p in parts if (bolt11 is None or p.bolt11 == bolt11) and (status is None or p.status == status)]
-        if index == "updated":
-            out = [p for p in out if p.updated_index and p.updated_index >= (start or 0)]
-            out.sort(key=lambda p: p.updated_index)
-        else:
-            out = [p for p in out if p.created_index >= (start or 0)]
-            out.sort(key=lambda p: p.created_index)
-        if limit is not None:
-            out = out[:limit]
-        return [p.fields_json(with_description=True) for p in out]
+        return [p.fields_json(with_description=True) for p in page(out, index, start, limit)]
 
 
 def engine_for(node: Any) -> PaymentEngine:

@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from ampere.node.payments.listing import page
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
@@ -656,15 +657,7 @@ class Switch:
         out = [f for f in self.forwards.values()
                if (status is None or f.status == status) and (in_channel is None or f.in_scid == in_channel)
                and (out_channel is None or f.out_scid == out_channel)]
-        if index == "updated":
-            out = [f for f in out if f.updated_index and f.updated_index >= (start or 0)]
-            out.sort(key=lambda f: f.updated_index)
-        else:
-            out = [f for f in out if f.created_index >= (start or 0)]
-            out.sort(key=lambda f: f.created_index)
-        if limit is not None:
-            out = out[:limit]
-        return [f.to_json() for f in out]
+        return [f.to_json() for f in page(out, index, start, limit)]
 
     async def delete(self, in_channel: int, in_htlc_id: int, status: str) -> bool:
         victims = [f for f in self.forwards.values() if f.in_scid == in_channel and f.in_htlc_id == in_htlc_id

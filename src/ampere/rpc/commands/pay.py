@@ -15,7 +15,7 @@ from ...ln.route import HintHop
 from ampere.node.payments.pay import PayError, payer_for
 from ampere.node.payments.switch import DELFORWARD_NOT_FOUND, switch_for
 from ..errors import RpcError, invalid_params
-from ..params import ParamError, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
+from ..params import ParamError, check_paging, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
 
@@ -205,8 +205,7 @@ async def keysend(ctx, destination, amount_msat, label, maxfeepercent, retry_for
          category="payment")
 async def listpays(ctx, bolt11, payment_hash, status, index, start, limit) -> dict:
     """List result of payment {bolt11} or {payment_hash}, or all"""
-    if (start is not None or limit is not None) and index is None:
-        raise invalid_params("Can only specify {start} or {limit} with {index}")
+    check_paging(index, start, limit)
     from ampere.node.payments.sendpay import engine_for
 
     await engine_for(ctx.node).start()
@@ -226,8 +225,7 @@ async def paystatus(ctx, bolt11) -> dict:
 async def listforwards(ctx, status, in_channel, out_channel, index, start, limit) -> dict:
     """List all forwarded payments and their information optionally filtering by [status], [in_channel] and
     [out_channel]"""
-    if (start is not None or limit is not None) and index is None:
-        raise invalid_params("Can only specify {start} or {limit} with {index}")
+    check_paging(index, start, limit)
     if index is not None and (in_channel is not None or out_channel is not None):
         raise invalid_params("Cannot specify {index} with {in_channel} or {out_channel}")
     sw = switch_for(ctx.node)

@@ -13,7 +13,7 @@ from ...ln.invoice_fields import InvoiceError, scid_from_str, scid_to_str
 from ampere.node.payments.sendpay import PaymentError, RouteHop, engine_for
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError
-from ..params import ParamError, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
+from ..params import ParamError, check_paging, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
 
 
@@ -148,8 +148,7 @@ async def waitsendpay(ctx, payment_hash, timeout, partid, groupid) -> dict:
          category="payment")
 async def listsendpays(ctx, bolt11, payment_hash, status, index, start, limit) -> dict:
     """Show sendpay, old and current, optionally limiting to {bolt11} or {payment_hash}."""
-    if (start is not None or limit is not None) and index is None:
-        raise RpcError(-32602, "Can only specify {start} or {limit} with {index}")
+    check_paging(index, start, limit)
     eng = await _ready(ctx)
     return {"payments": eng.list(bolt11=bolt11, payment_hash=payment_hash, status=status, index=index,
                                  start=start, limit=limit)}
