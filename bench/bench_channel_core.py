@@ -1,6 +1,6 @@
 """HTLC add + fulfill round trips per second through the channel core (in process, no I/O).
 
-Two cores share a channel over in-memory queues (`ampere.ln.channel.pair`); messages go through the wire
+Two cores share a channel over in-memory queues (`ampere.testing.channel_pair`); messages go through the wire
 codec; the stand-in "persist" keeps every ChannelUpdate the core asks to store (as a database append would,
 without the fsync). One round trip = A offers an HTLC, both sides commit and revoke, B fulfills, both
 commit and revoke again: 2 update messages, 4 commitment_signed, 4 revoke_and_ack.
@@ -16,7 +16,7 @@ import argparse
 import time
 
 from ampere.ln.channel import core
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.primitives.crypto import sha256
 
 

@@ -24,8 +24,9 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
-from ampere.ln.gossip import Accept, GossipStore, GossipValidator, Graph  # noqa: E402
-from ampere.ln.gossip.synthetic import GossipFactory, random_network  # noqa: E402
+from ampere.ln.gossip import Accept, GossipValidator, Graph  # noqa: E402
+from ampere.node.gossip.store_file import GossipStore  # noqa: E402
+from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
 from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
 from common import factory as node_factory  # noqa: E402

@@ -18,9 +18,9 @@ import targets  # noqa: E402
 
 from ampere.ln import invoice as bolt11  # noqa: E402
 from ampere.ln.channel import core  # noqa: E402
-from ampere.ln.channel.pair import REGTEST_CHAIN_HASH, Pair  # noqa: E402
+from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, Pair  # noqa: E402
 from ampere.ln.gossip.queries import encode_short_ids  # noqa: E402
-from ampere.ln.gossip.synthetic import GossipFactory  # noqa: E402
+from ampere.testing.gossip_factory import GossipFactory  # noqa: E402
 from ampere.wire import bolt1  # noqa: E402
 from ampere.wire import messages as m  # noqa: E402
 from ampere.wire.codec import encode_message  # noqa: E402

@@ -18,7 +18,7 @@ import coincurve
 from ampere.ln import invoice as bolt11
 from ampere.ln import onion, onion_failure, onion_payload
 from ampere.ln.channel import opening
-from ampere.ln.channel.pair import REGTEST_CHAIN_HASH
+from ampere.testing.channel_pair import REGTEST_CHAIN_HASH
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.gossip import GossipValidator, Graph
 from ampere.ln.gossip.queries import QueryError, decode_short_ids

@@ -19,7 +19,7 @@ import pytest
 from ampere.chain.bitcoind import BitcoindRpc
 from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import FundingTxNeeded
-from ampere.ln.channel.pair import REGTEST_CHAIN_HASH, SCID, Pair, Party
+from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, SCID, Pair, Party
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import ChannelState

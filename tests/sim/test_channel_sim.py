@@ -27,7 +27,7 @@ from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import HtlcFailed, HtlcFulfilled, NewPeerHtlc, Refusal
 from ampere.ln.channel.commitment import Side
 from ampere.ln.channel.env import Env
-from ampere.ln.channel.pair import Pair, Party
+from ampere.testing.channel_pair import Pair, Party
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.tx import Transaction

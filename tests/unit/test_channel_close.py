@@ -8,7 +8,7 @@ import pbk
 from ampere.ln.channel import core
 from ampere.ln.channel.actions import ErrorKind, MutualCloseAgreed, Refusal, RefusalCode
 from ampere.ln.channel.env import Env
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import p2wsh

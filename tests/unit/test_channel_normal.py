@@ -22,7 +22,7 @@ from ampere.ln.channel.actions import (
     Step,
 )
 from ampere.ln.channel.htlcs import HtlcState
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.crypto import sha256
 from ampere.wire import messages as m

@@ -9,7 +9,7 @@ import pytest
 from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import ErrorKind, FundingTxNeeded, Persist, SendMessage
 from ampere.ln.channel.actions import ChannelReady as ChannelReadyEvent
-from ampere.ln.channel.pair import REGTEST_CHAIN_HASH, SCID, Pair
+from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, SCID, Pair
 from ampere.ln.channel.scripts import ChannelType, funding_script
 from ampere.ln.channel.signer import ChannelSigner, SignerError
 from ampere.ln.channel.state import ChannelState

@@ -5,7 +5,7 @@ from dataclasses import replace
 
 from ampere.ln.channel import core
 from ampere.ln.channel.actions import Broadcast, DataLossDetected, ErrorKind, NewPeerHtlc
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.crypto import sha256
 from ampere.wire import messages as m
@@ -211,7 +211,7 @@ def test_bad_reestablish_values_fail_the_channel():
 
 
 def test_channel_ready_is_retransmitted_when_no_commitment_yet():
-    from ampere.ln.channel.pair import SCID
+    from ampere.testing.channel_pair import SCID
     pair = Pair.open(confirm=False)
     a, b = pair.a, pair.b
     a.apply(core.funding_depth(a.ch, a.signer, 3, SCID))

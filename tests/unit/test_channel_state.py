@@ -9,7 +9,7 @@ import pytest
 from ampere.ln.channel import core
 from ampere.ln.channel.commitment import Side
 from ampere.ln.channel.htlcs import HtlcState, Status, on_recv_commit, on_recv_revoke, on_send_commit, on_send_revoke, status
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.ln.channel.state import (
     TRANSITIONS,
     Channel,

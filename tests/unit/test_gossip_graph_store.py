@@ -7,9 +7,10 @@ import os
 
 import pytest
 
-from ampere.ln.gossip import GossipStore, Graph, StoreFormatError
+from ampere.ln.gossip import Graph, StoreFormatError
 from ampere.ln.gossip.gossip_store import DELETED, HEADER, encode_record, iter_records
-from ampere.ln.gossip.synthetic import GossipFactory, random_network
+from ampere.node.gossip.store_file import GossipStore
+from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.types import ShortChannelId
 
@@ -208,3 +209,49 @@ def test_store_rejects_other_files(tmp_path):
     path.write_bytes(b"AMPGOSS\x63")
     with pytest.raises(StoreFormatError, match="version"):
         GossipStore(str(path)).open()
+
+
+def test_store_worker_writes_and_compacts_off_the_loop_in_order(tmp_path):
+    """The daemon's StoreWorker: writes and compaction run on its one thread, never on the loop's, in the order
+    asked; writes asked while a compaction runs land in the compacted file."""
+    import asyncio
+    import threading
+
+    from ampere.node.gossip.store_file import StoreWorker, open_and_load
+
+    path = str(tmp_path / "gossip_store")
+    ann, _ = F.channel_announcement(S1, A, B, 1_000_000)
+    upd = F.channel_update(S1, A, B, timestamp=NOW)
+    newest = F.channel_update(S1, A, B, timestamp=NOW + 1, fee_base_msat=777)
+    threads: list[str] = []
+
+    async def go():
+        store, _ = open_and_load(path, Graph())
+        compact = store.compact
+        store.compact = lambda: (threads.append(threading.current_thread().name), compact())[1]
+        errors: list[str] = []
+        worker = StoreWorker(store, errors.append)
+        worker.add_channel_announcement(ann, 1_000_000, NOW)
+        for _ in range(8_000):                      # the same update again and again: > 1 MB of dead records
+            worker.add_channel_update(upd, NOW)
+        compacting = asyncio.ensure_future(worker.maybe_compact())
+        worker.add_channel_update(newest, NOW + 1)  # asked after the compaction: written after it
+        worker.add_node_announcement(F.node_announcement(A, timestamp=NOW), NOW)
+        sizes = await compacting
+        await worker.synced()
+        assert store.deleted_bytes > 0              # the record `newest` replaced, in the compacted file
+        await worker.close()
+        assert errors == []
+        return sizes
+
+    old_size, new_size = asyncio.run(go())
+    assert old_size > 1_000_000 and new_size < 1_000
+    assert threads and threads[0] != threading.main_thread().name and threads[0].startswith("gossip-store")
+    graph = Graph()
+    with GossipStore(path) as again:
+        stats = again.load(graph)
+        live = [r for r in again.records() if not r.deleted]
+    assert (stats.channels, stats.updates, stats.nodes) == (1, 1, 1)
+    assert [r.msg for r in live] == [ann, live[1].msg, newest, live[3].msg]   # announcement, amount, update, node
+    d = 0 if A.pub < B.pub else 1
+    assert graph.channels[S1].halves[d].fee_base_msat == 777

@@ -16,7 +16,7 @@ from ampere.ln.gossip.queries import (
     reply_short_channel_ids,
 )
 from ampere.ln.gossip.rawmsg import msg_type
-from ampere.ln.gossip.synthetic import GossipFactory, random_network
+from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.messages import (
     GossipTimestampFilter, QueryChannelRange, QueryChannelRangeTlvs, QueryShortChannelIds,

@@ -7,7 +7,8 @@ from dataclasses import replace
 
 from ampere.ln.gossip import Accept, Ignore, Warn
 from ampere.ln.gossip.state import GossipState
-from ampere.ln.gossip.synthetic import GossipFactory
+from ampere.node.gossip.store_file import open_and_load
+from ampere.testing.gossip_factory import GossipFactory
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.messages import decode_message
 from ampere.wire.types import ShortChannelId
@@ -20,13 +21,19 @@ S1 = int(ShortChannelId.from_str("103x1x0"))
 S2 = int(ShortChannelId.from_str("104x1x0"))
 
 
+def _open(path) -> tuple[GossipState, object]:
+    """A state whose store is the file at `path`, loaded (as the runtime's gossip manager does at start)."""
+    state = GossipState(CHAIN)
+    state.store, stats = open_and_load(str(path), state.graph)
+    return state, stats
+
+
 def _store_messages(state: GossipState) -> list[bytes]:
     return [r.msg for r in state.store.records() if not r.deleted]
 
 
 def test_hostile_gossip_is_rejected_and_not_stored(tmp_path):
-    state = GossipState(CHAIN, str(tmp_path / "gossip_store"))
-    state.load()
+    state, _ = _open(tmp_path / "gossip_store")
     ann, utxo = F.channel_announcement(S1, A, B, 1_000_000)
     utxos = {S1: utxo}
     # A channel whose funding output does not exist.
@@ -49,17 +56,15 @@ def test_hostile_gossip_is_rejected_and_not_stored(tmp_path):
     assert len(live) == 3  # announcement, its amount record, the latest accepted update
     assert decode_message(live[2]).fee_base_msat == 3
     assert state.validator.stats["channel_update:rate_limited"] == 96
-    state.close()
+    state.store.close()
 
-    again = GossipState(CHAIN, str(tmp_path / "gossip_store"))
-    stats = again.load()
+    again, stats = _open(tmp_path / "gossip_store")
     assert (stats.channels, stats.updates) == (1, 1)
     assert again.graph.list_channels() == state.graph.list_channels()
 
 
 def test_two_step_announcement_and_forgetting(tmp_path):
-    state = GossipState(CHAIN, str(tmp_path / "gossip_store"))
-    state.load()
+    state, _ = _open(tmp_path / "gossip_store")
     ann, utxo = F.channel_announcement(S1, A, B, 1_000_000)
     r = state.receive(ann, NOW)
     assert r.need_funding is not None and len(state.graph) == 0
@@ -88,16 +93,15 @@ def test_two_step_announcement_and_forgetting(tmp_path):
     # Two weeks without updates: S2 is pruned from both too.
     assert state.prune_stale(NOW + 1_209_601) == [S2]
     assert _store_messages(state) == []
-    state.close()
-    reloaded = GossipState(CHAIN, str(tmp_path / "gossip_store"))
-    reloaded.load()
+    state.store.close()
+    reloaded, _ = _open(tmp_path / "gossip_store")
     assert len(reloaded.graph) == 0
 
 
 def test_unreadable_store_is_moved_aside(tmp_path):
     path = tmp_path / "gossip_store"
     path.write_bytes(b"\x0c" + bytes(100))
-    state = GossipState(CHAIN, str(path))
-    assert state.load().channels == 0
+    state, stats = _open(path)
+    assert stats.channels == 0
     assert (tmp_path / "gossip_store.corrupt").exists()
-    state.close()
+    state.store.close()

@@ -13,7 +13,7 @@ from ampere.ln.gossip.signing import (
     announcement_signatures, channel_update_digest, complete_channel_announcement, make_channel_update, privkey_signer,
     unsigned_channel_announcement, verify_compact,
 )
-from ampere.ln.gossip.synthetic import GossipFactory
+from ampere.testing.gossip_factory import GossipFactory
 from ampere.ln.gossip.validate import expected_funding_script_pubkey
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.messages import decode_message

@@ -12,7 +12,7 @@ import pbk
 import pytest
 
 from ampere.ln.channel import core
-from ampere.ln.channel.pair import Pair
+from ampere.testing.channel_pair import Pair
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.channel.keys import secret_index

@@ -8,7 +8,7 @@ import pytest
 
 from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import ErrorKind
-from ampere.ln.channel.pair import REGTEST_CHAIN_HASH, Pair
+from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, Pair
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.wire import messages as m
 

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from ampere.ln.gossip import Graph
-from ampere.ln.gossip.synthetic import GossipFactory
+from ampere.testing.gossip_factory import GossipFactory
 from ampere.ln.route import (
     PAY_ROUTE_NOT_FOUND, PAY_ROUTE_TOO_EXPENSIVE, HintHop, LocalChannel, NoRouteError, RouteQuery,
     RouteTooExpensiveError, find_route, parse_exclusions, route_fee, split_payment,

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from ampere.ln.gossip import Graph
-from ampere.ln.gossip.synthetic import GossipFactory, random_network
+from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.ln.route import LocalChannel, NoRouteError, RouteQuery, find_route
 from ampere.ln.route_view import EdgeView
 from ampere.wire.bolt1 import chain_hash

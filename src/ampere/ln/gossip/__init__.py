@@ -1,5 +1,5 @@
 """BOLT #7 gossip, without I/O: validation (validate.py), the network graph (graph.py), the gossip
-store format (store.py), gossip queries and the sync session (queries.py), and the signing of our
+store format (gossip_store.py; the file itself is ampere.node.gossip.store_file), gossip queries and the sync session (queries.py), and the signing of our
 own announcements (signing.py).  The path finder is ampere.ln.route.
 
 How the runtime wires it, per received gossip message `raw` (bytes) from a peer:
@@ -11,10 +11,10 @@ How the runtime wires it, per received gossip message `raw` (bytes) from a peer:
 """
 
 from .graph import Channel, Graph, Half, Node, NodeInfo
-from .gossip_store import GossipStore, StoreFormatError
+from .gossip_store import StoreFormatError
 from .validate import Accept, GossipValidator, Ignore, NoRateLimit, TokenBucket, Verdict, Warn
 
 __all__ = [
-    "Accept", "Channel", "GossipStore", "GossipValidator", "Graph", "Half", "Ignore", "NoRateLimit", "Node", "NodeInfo",
+    "Accept", "Channel", "GossipValidator", "Graph", "Half", "Ignore", "NoRateLimit", "Node", "NodeInfo",
     "StoreFormatError", "TokenBucket", "Verdict", "Warn",
 ]

@@ -18,28 +18,16 @@ private range that never goes on the wire:
     STORE_CHANNEL_DYING    scid, u32 height    its funding output was spent at that height
 
 Records are only appended; replacing a message marks the old record DELETED in place (two bytes).
-`compact()` rewrites the file without deleted records (tmp file, fsync, rename, fsync of the dir).
-Loading reads the file in one go and rebuilds the graph through the fast raw parsers; a torn last
-record (crash mid-write) is cut off.
-
-File I/O uses plain blocking `open`; the runtime calls these methods off its event loop if it
-cares about the few milliseconds an append takes.
+This module is the format only (records, their encoding, the store's own record types); the file, its
+loading, appends and compaction are the runtime's: ampere.node.gossip.store_file.
 """
 
 from __future__ import annotations
 
-import os
 import struct
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
-
-from .graph import Graph
-from .rawmsg import (
-    CHANNEL_ANNOUNCEMENT, CHANNEL_UPDATE, NODE_ANNOUNCEMENT, RawMessageError, channel_announcement_fields,
-    channel_update_scid_and_direction, node_announcement_node_id,
-)
 
 MAGIC = b"AMPGOSS"
 VERSION = 1
@@ -53,7 +41,6 @@ STORE_PRIVATE_CHANNEL = 0x1103
 STORE_CHANNEL_DYING = 0x1105
 
 _REC = struct.Struct(">HHII")
-_U16 = struct.Struct(">H")
 
 
 class StoreFormatError(Exception):
@@ -88,11 +75,11 @@ def encode_record(msg: bytes, timestamp: int, flags: int = 0) -> bytes:
 def iter_records(buf: bytes, start: int = len(HEADER)) -> Iterator[Record]:
     """The records of a store image; stops at the first torn or corrupt record.  The offset after
     the last good record is `end_of_records(buf)`."""
-    for offset, flags, ts, msg, _ in _iter_with_end(buf, start):
+    for offset, flags, ts, msg, _ in iter_records_with_end(buf, start):
         yield Record(offset, flags, ts, msg)
 
 
-def _iter_with_end(buf: bytes, pos: int) -> Iterator[tuple[int, int, int, bytes, int]]:
+def iter_records_with_end(buf: bytes, pos: int) -> Iterator[tuple[int, int, int, bytes, int]]:
     """(offset, flags, timestamp, message, offset after it) of each good record: plain tuples,
     as loading a large store makes tens of thousands of them."""
     size = len(buf)
@@ -110,7 +97,7 @@ def _iter_with_end(buf: bytes, pos: int) -> Iterator[tuple[int, int, int, bytes,
 
 def end_of_records(buf: bytes) -> int:
     end = len(HEADER)
-    for *_, end in _iter_with_end(buf, len(HEADER)):
+    for *_, end in iter_records_with_end(buf, len(HEADER)):
         pass
     return end
 
@@ -126,267 +113,3 @@ def private_channel_record(scid: int, node_1: bytes, node_2: bytes, capacity_sat
 
 def channel_dying_record(scid: int, height: int) -> bytes:
     return STORE_CHANNEL_DYING.to_bytes(2, "big") + scid.to_bytes(8, "big") + height.to_bytes(4, "big")
-
-
-@dataclass
-class LoadStats:
-    channels: int = 0
-    updates: int = 0
-    nodes: int = 0
-    deleted: int = 0
-    dropped: int = 0  # live records that no longer made sense (e.g. an update without its channel)
-    truncated_bytes: int = 0
-
-
-class GossipStore:
-    """One store file.  `open` it, `load(graph)` once, then add messages as they are accepted.
-
-    The store indexes its live records by what they describe, so adding a newer `channel_update`
-    or `node_announcement` deletes the one it replaces, and `delete_channel` deletes everything
-    about a channel.
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._f: BinaryIO | None = None
-        # ("ann", scid) -> [announcement offset, amount offset]; ("upd", scid, dir), ("node", id),
-        # ("priv", scid), ("dying", scid) -> [offset]
-        self._index: dict[tuple, list[int]] = {}
-        self.live_bytes = 0
-        self.deleted_bytes = 0
-
-    # -- opening and loading -------------------------------------------------------------------
-    def open(self) -> "GossipStore":
-        if not os.path.exists(self.path):
-            with open(self.path, "wb") as f:
-                f.write(HEADER)
-                f.flush()
-                os.fsync(f.fileno())
-        self._f = open(self.path, "r+b")
-        head = self._f.read(len(HEADER))
-        if head[: len(MAGIC)] != MAGIC:
-            self.close()
-            raise StoreFormatError(f"{self.path} is not a gossip store")
-        if head[len(MAGIC):] != bytes([VERSION]):
-            self.close()
-            raise StoreFormatError(f"{self.path}: store version {head[len(MAGIC):].hex()} is not {VERSION}")
-        return self
-
-    def close(self) -> None:
-        if self._f is not None:
-            self._f.close()
-            self._f = None
-
-    def __enter__(self) -> "GossipStore":
-        return self if self._f is not None else self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _file(self) -> BinaryIO:
-        if self._f is None:
-            raise ValueError("gossip store is not open")
-        return self._f
-
-    def load(self, graph: Graph) -> LoadStats:
-        """Read every live record into `graph` (which should be empty) and index them."""
-        f = self._file()
-        f.seek(0)
-        buf = f.read()
-        stats = LoadStats()
-        self._index.clear()
-        self.live_bytes = self.deleted_bytes = 0
-        pending_ann: tuple[int, bytes, int] | None = None  # (offset, raw, timestamp)
-        end = len(HEADER)
-        for offset, flags, timestamp, msg, end in _iter_with_end(buf, len(HEADER)):
-            size = 12 + len(msg)
-            if flags & DELETED:
-                stats.deleted += 1
-                self.deleted_bytes += size
-                continue
-            self.live_bytes += size
-            t = (msg[0] << 8) | msg[1] if len(msg) >= 2 else -1
-            try:
-                if t == CHANNEL_ANNOUNCEMENT:
-                    if pending_ann is not None:  # an announcement without its amount: unusable
-                        self._delete_offsets([pending_ann[0]])
-                        stats.dropped += 1
-                    pending_ann = (offset, msg, timestamp)
-                elif t == STORE_CHANNEL_AMOUNT:
-                    if pending_ann is None:
-                        self._delete_offsets([offset])
-                        stats.dropped += 1
-                        continue
-                    ann_off, ann_raw, ann_ts = pending_ann
-                    pending_ann = None
-                    cap = int.from_bytes(msg[2:10], "big")
-                    ch = graph.add_channel_announcement(ann_raw, cap, now=ann_ts)
-                    self._replace(("ann", ch.scid), [ann_off, offset])
-                    stats.channels += 1
-                elif t == CHANNEL_UPDATE:
-                    scid, direction = channel_update_scid_and_direction(msg)
-                    if scid not in graph.channels:
-                        self._delete_offsets([offset])
-                        stats.dropped += 1
-                        continue
-                    graph.apply_channel_update(msg)
-                    self._replace(("upd", scid, direction), [offset])
-                    stats.updates += 1
-                elif t == NODE_ANNOUNCEMENT:
-                    node_id = node_announcement_node_id(msg)
-                    if node_id not in graph.nodes:
-                        self._delete_offsets([offset])
-                        stats.dropped += 1
-                        continue
-                    graph.apply_node_announcement(msg)
-                    self._replace(("node", node_id), [offset])
-                    stats.nodes += 1
-                elif t == STORE_PRIVATE_CHANNEL:
-                    m = msg
-                    scid = int.from_bytes(m[2:10], "big")
-                    graph.add_private_channel(scid, m[10:43], m[43:76], int.from_bytes(m[76:84], "big"),
-                                              now=timestamp)
-                    self._replace(("priv", scid), [offset])
-                elif t == STORE_CHANNEL_DYING:
-                    scid = int.from_bytes(msg[2:10], "big")
-                    if graph.funding_spent(scid, int.from_bytes(msg[10:14], "big")):
-                        self._replace(("dying", scid), [offset])
-                    else:
-                        self._delete_offsets([offset])
-                else:
-                    self._delete_offsets([offset])
-                    stats.dropped += 1
-            except (RawMessageError, KeyError, ValueError, IndexError):
-                self._delete_offsets([offset])
-                stats.dropped += 1
-        if pending_ann is not None:
-            self._delete_offsets([pending_ann[0]])
-            stats.dropped += 1
-        if end < len(buf):
-            # A torn record at the end (we crashed while appending): cut it off.
-            stats.truncated_bytes = len(buf) - end
-            f.truncate(end)
-        f.seek(0, os.SEEK_END)
-        return stats
-
-    # -- appending -----------------------------------------------------------------------------
-    def _append(self, msgs: list[bytes], timestamp: int, flags: int = 0) -> list[int]:
-        f = self._file()
-        f.seek(0, os.SEEK_END)
-        pos = f.tell()
-        offsets, chunks = [], []
-        for msg in msgs:
-            rec = encode_record(msg, timestamp, flags)
-            offsets.append(pos)
-            chunks.append(rec)
-            pos += len(rec)
-            self.live_bytes += len(rec)
-        f.write(b"".join(chunks))
-        f.flush()
-        return offsets
-
-    def _delete_offsets(self, offsets: list[int]) -> None:
-        f = self._file()
-        for off in offsets:
-            f.seek(off)
-            head = f.read(4)
-            if len(head) < 4:
-                continue
-            flags, length = _U16.unpack_from(head, 0)[0], _U16.unpack_from(head, 2)[0]
-            if flags & DELETED:
-                continue
-            f.seek(off)
-            f.write(_U16.pack(flags | DELETED))
-            self.live_bytes -= 12 + length
-            self.deleted_bytes += 12 + length
-        f.flush()
-
-    def _replace(self, key: tuple, offsets: list[int]) -> None:
-        old = self._index.get(key)
-        if old is not None:
-            self._delete_offsets(old)
-        self._index[key] = offsets
-
-    def add_channel_announcement(self, raw: bytes, capacity_sat: int, timestamp: int, push: bool = False) -> None:
-        scid = channel_announcement_fields(raw).short_channel_id
-        offs = self._append([raw, channel_amount_record(capacity_sat)], timestamp, PUSH if push else 0)
-        self._replace(("ann", scid), offs)
-        # An announced channel of ours is no longer private.
-        old = self._index.pop(("priv", scid), None)
-        if old is not None:
-            self._delete_offsets(old)
-
-    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: int, timestamp: int) -> None:
-        n1, n2 = sorted((node_a, node_b))
-        offs = self._append([private_channel_record(scid, n1, n2, capacity_sat)], timestamp)
-        self._replace(("priv", scid), offs)
-
-    def add_channel_update(self, raw: bytes, timestamp: int, push: bool = False) -> None:
-        scid, direction = channel_update_scid_and_direction(raw)
-        offs = self._append([raw], timestamp, PUSH if push else 0)
-        self._replace(("upd", scid, direction), offs)
-
-    def add_node_announcement(self, raw: bytes, timestamp: int, push: bool = False) -> None:
-        node_id = node_announcement_node_id(raw)
-        offs = self._append([raw], timestamp, PUSH if push else 0)
-        self._replace(("node", node_id), offs)
-
-    def mark_channel_dying(self, scid: int, height: int, timestamp: int) -> None:
-        offs = self._append([channel_dying_record(scid, height)], timestamp)
-        self._replace(("dying", scid), offs)
-
-    def delete_channel(self, scid: int) -> None:
-        for key in (("ann", scid), ("upd", scid, 0), ("upd", scid, 1), ("priv", scid), ("dying", scid)):
-            old = self._index.pop(key, None)
-            if old is not None:
-                self._delete_offsets(old)
-
-    def delete_node(self, node_id: bytes) -> None:
-        old = self._index.pop(("node", node_id), None)
-        if old is not None:
-            self._delete_offsets(old)
-
-    # -- compaction ----------------------------------------------------------------------------
-    def should_compact(self) -> bool:
-        """Worth rewriting: at least a megabyte is dead, and as much as is alive."""
-        return self.deleted_bytes >= 1_000_000 and self.deleted_bytes >= self.live_bytes
-
-    def compact(self) -> tuple[int, int]:
-        """Rewrite the file with only its live records, in their order; returns (old, new) sizes."""
-        f = self._file()
-        f.seek(0)
-        buf = f.read()
-        tmp = self.path + ".compact"
-        remap: dict[int, int] = {}
-        out = bytearray(HEADER)
-        end = len(HEADER)
-        for offset, flags, _, _, end in _iter_with_end(buf, len(HEADER)):
-            if flags & DELETED:
-                continue
-            remap[offset] = len(out)
-            out += buf[offset:end]
-        with open(tmp, "wb") as g:
-            g.write(out)
-            g.flush()
-            os.fsync(g.fileno())
-        os.replace(tmp, self.path)
-        dfd = os.open(os.path.dirname(os.path.abspath(self.path)), os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-        f.close()
-        self._f = open(self.path, "r+b")
-        self._f.seek(0, os.SEEK_END)
-        self._index = {k: [remap[o] for o in offs if o in remap] for k, offs in self._index.items()}
-        self.live_bytes = len(out) - len(HEADER)
-        self.deleted_bytes = 0
-        return len(buf), len(out)
-
-    def records(self) -> list[Record]:
-        """Every record in the file (deleted ones included), for inspection and tests."""
-        f = self._file()
-        f.seek(0)
-        buf = f.read()
-        f.seek(0, os.SEEK_END)
-        return list(iter_records(buf))

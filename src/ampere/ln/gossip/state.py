@@ -1,10 +1,11 @@
 """The gossip state the runtime owns: graph, validator and store kept consistent with one another.
 
 Every change goes to the graph and to the store together, so a restart finds what was accepted;
-nothing that validation refused is stored.  Still I/O-free apart from the store file.
+nothing that validation refused is stored.  No I/O: the store is any `GossipSink` the runtime hands in (the
+file and its loading are ampere.node.gossip.store_file's).
 
-    state = GossipState(chain_hash, store_path)      # store_path None: memory only
-    state.load()                                      # at start
+    state = GossipState(chain_hash)                   # memory only until a store is set
+    state.store = sink                                # after the runtime loaded the file into state.graph
     r = state.receive(raw, now)                       # a gossip message from a peer
     if r.need_funding:                                # a channel_announcement that passed its signatures
         utxo = await chain.lookup(r.need_funding.short_channel_id)
@@ -14,16 +15,14 @@ nothing that validation refused is stored.  Still I/O-free apart from the store 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from ampere.wire.codec import decode_message
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
 
 from .graph import Graph
-from .gossip_store import GossipStore, LoadStats, StoreFormatError
 from .validate import Accept, GossipValidator, Ignore, RateLimitPolicy, UtxoLookup, Verdict
 
 
@@ -35,28 +34,26 @@ class Received:
     need_funding: ChannelAnnouncement | None = None  # look its output up, then receive_funding()
 
 
+class GossipSink(Protocol):
+    """Where accepted gossip is kept (the gossip store): each change to the graph, made durable by the runtime."""
+
+    def add_channel_announcement(self, raw: bytes, capacity_sat: int, timestamp: int, push: bool = False) -> None: ...
+    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: int,
+                            timestamp: int) -> None: ...
+    def add_channel_update(self, raw: bytes, timestamp: int, push: bool = False) -> None: ...
+    def add_node_announcement(self, raw: bytes, timestamp: int, push: bool = False) -> None: ...
+    def mark_channel_dying(self, scid: int, height: int, timestamp: int) -> None: ...
+    def delete_channel(self, scid: int) -> None: ...
+    def delete_node(self, node_id: bytes) -> None: ...
+
+
 class GossipState:
-    def __init__(self, chain_hash: bytes, store_path: str | None = None, *,
+    def __init__(self, chain_hash: bytes, store: GossipSink | None = None, *,
                  update_limit: RateLimitPolicy | None = None, node_limit: RateLimitPolicy | None = None) -> None:
         self.chain_hash = chain_hash
         self.graph = Graph()
         self.validator = GossipValidator(self.graph, chain_hash, update_limit=update_limit, node_limit=node_limit)
-        self.store = GossipStore(store_path) if store_path else None
-
-    def load(self) -> LoadStats:
-        """Open the store and load it; a store we cannot read is moved aside (gossip is refetched)."""
-        if self.store is None:
-            return LoadStats()
-        try:
-            self.store.open()
-        except StoreFormatError:
-            os.replace(self.store.path, self.store.path + ".corrupt")
-            self.store.open()
-        return self.store.load(self.graph)
-
-    def close(self) -> None:
-        if self.store is not None:
-            self.store.close()
+        self.store = store
 
     # -- received gossip -----------------------------------------------------------------------
     def receive(self, raw: bytes, now: int, utxo_lookup: UtxoLookup | None = None) -> Received:
@@ -154,16 +151,10 @@ class GossipState:
         self._forget(gone, ends)
         return gone
 
-    def maybe_compact(self) -> bool:
-        if self.store is not None and self.store.should_compact():
-            self.store.compact()
-            return True
-        return False
-
 
 
 def _no_output(scid: Any) -> None:
     return None
 
 
-__all__ = ["GossipState", "Received"]
+__all__ = ["GossipSink", "GossipState", "Received"]

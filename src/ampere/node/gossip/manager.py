@@ -55,6 +55,7 @@ from ampere.wire.messages import (
     ReplyShortChannelIdsEnd,
 )
 from ampere.wire.types import ShortChannelId
+from ampere.node.gossip.store_file import StoreWorker, open_and_load
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerDisconnected
 
@@ -122,7 +123,8 @@ class GossipManager:
         self.config = config or GossipConfig()
         self.chain_hash = bolt1.chain_hash(node.network)
         self.store_path = os.path.join(node.netdir, "gossip_store")
-        self.state = GossipState(self.chain_hash, self.store_path)
+        self.state = GossipState(self.chain_hash)   # its store is set once the file is loaded (start)
+        self.store: StoreWorker | None = None
         self.our_id: bytes = node.node_id
         self._sign = privkey_signer(node.node_key.secret)
         self._peers: dict[bytes, PeerGossip] = {}
@@ -157,7 +159,9 @@ class GossipManager:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         t0 = time.perf_counter()
-        self.load_stats = await asyncio.to_thread(self.state.load)
+        file_store, self.load_stats = await asyncio.to_thread(open_and_load, self.store_path, self.state.graph)
+        self.store = StoreWorker(file_store, lambda msg: self.node.log.broken(LOG, msg))
+        self.state.store = self.store
         self.load_seconds = time.perf_counter() - t0
         graph = self.state.graph
         # The path finder's view of it, made now rather than by the first payment (it is then
@@ -191,7 +195,9 @@ class GossipManager:
                 p.dump_task.cancel()
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
-        self.state.close()
+        if self.store is not None:
+            self.state.store = None
+            await self.store.close()
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
         return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
@@ -597,8 +603,9 @@ class GossipManager:
             self.node.log.debug(LOG, f"Pruned stale channel {ShortChannelId(scid)}")
         if gone:
             self.node.log.info(LOG, f"Pruned {len(gone)} stale channels")
-        if self.state.maybe_compact():
-            self.node.log.debug(LOG, "Compacted gossip_store")
+        # Compaction rewrites the file (and fsyncs it twice): on the store's worker thread, after its writes.
+        if self.store is not None and (sizes := await self.store.maybe_compact()) is not None:
+            self.node.log.debug(LOG, f"Compacted gossip_store: {sizes[0]} -> {sizes[1]} bytes")
         return gone
 
     async def _refresh_own_updates(self, now: int) -> None:

@@ -18,12 +18,12 @@ import coincurve
 from ampere.primitives.crypto import sha256
 from ampere.wire.types import ShortChannelId
 
-from .addresses import Address
-from .signing import (
+from ampere.ln.gossip.addresses import Address
+from ampere.ln.gossip.signing import (
     make_channel_update, make_node_announcement, privkey_signer, sign_channel_announcement,
     unsigned_channel_announcement,
 )
-from .validate import expected_funding_script_pubkey
+from ampere.ln.gossip.validate import expected_funding_script_pubkey
 
 
 @dataclass(frozen=True)
