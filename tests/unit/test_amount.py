@@ -47,3 +47,12 @@ def test_parse_sat():
 @given(st.integers(min_value=0, max_value=MAX_MSAT))
 def test_btc_string_round_trip(msat):
     assert parse_msat(Msat(msat).to_btc_str()) == msat
+
+
+def test_plain_int_conversions_in_one_place():
+    from ampere.primitives.amount import msat_to_sat, sat_to_msat
+
+    assert sat_to_msat(0) == 0 and sat_to_msat(21_000_000 * 100_000_000) == 21_000_000 * 100_000_000 * 1000
+    assert type(sat_to_msat(5)) is int and type(msat_to_sat(5_999)) is int     # ints on the hot paths
+    assert msat_to_sat(5_999) == 5 and msat_to_sat(6_000) == 6 and msat_to_sat(999) == 0   # BOLT #3: rounded down
+    assert msat_to_sat(sat_to_msat(123_456)) == 123_456

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from ampere.node.onchain.feerate import (
-    FEERATE_FLOOR, FeeEstimates, FeerateError, NoFeeEstimates, fee_for_weight, parse_feerate,
-)
+from ampere.node.onchain.feerate import FEERATE_FLOOR, FeeEstimates, FeerateError, NoFeeEstimates, parse_feerate
+from ampere.primitives.amount import fee_for_weight
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
+from ampere.primitives.amount import sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .gossip.graph import Graph
@@ -373,7 +374,7 @@ def _available(graph: Graph, query: RouteQuery, used: Mapping[tuple[int, int], i
         if key[0] in local:
             cap = local[key[0]].spendable_msat
         elif ch is not None and (h := ch.halves[hop.direction]) is not None:
-            cap = min(h.htlc_maximum_msat, ch.capacity_sat * 1000 if ch.capacity_sat else h.htlc_maximum_msat)
+            cap = min(h.htlc_maximum_msat, sat_to_msat(ch.capacity_sat) if ch.capacity_sat else h.htlc_maximum_msat)
         else:
             continue  # a route hint channel: its capacity is unknown
         room = cap - used.get(key, 0) - (hop.amount_msat - route[-1].amount_msat)

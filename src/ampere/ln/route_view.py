@@ -26,6 +26,8 @@ import bisect
 import heapq
 from typing import Any
 
+from ampere.primitives.amount import MSAT_PER_SAT
+
 from .gossip.graph import Graph
 
 # CLN lightning-getroute(7): "There are 52596 blocks per year, thus per-block-cost is riskfactor
@@ -220,7 +222,7 @@ class EdgeView:
         self.ends[ch.scid] = (i1, i2)
         if ch.spent_height is not None or not ch.routable_features:
             return
-        cap = ch.capacity_sat * 1000 if ch.capacity_sat else None
+        cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None  # (hot: no call)
         scid = int(ch.scid)
         for direction in (0, 1):
             h = ch.halves[direction]

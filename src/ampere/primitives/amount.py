@@ -16,6 +16,23 @@ MSAT_PER_BTC = MSAT_PER_SAT * SAT_PER_BTC
 MAX_MSAT = 21_000_000 * MSAT_PER_BTC
 
 
+def sat_to_msat(sat: int) -> int:
+    """The one sat -> msat conversion on plain integers (amounts on the hot paths stay ints: no Msat object)."""
+    return sat * MSAT_PER_SAT
+
+
+def msat_to_sat(msat: int) -> int:
+    """msat -> whole satoshi, rounded down (BOLT #3: output values are "rounded down" to whole satoshis)."""
+    return msat // MSAT_PER_SAT
+
+
+def fee_for_weight(feerate_perkw: int, weight: int) -> int:
+    """The fee (sat) for `weight` at `feerate_perkw` (sat per 1000 weight units), rounded up so that our own
+    transactions never pay under the rate. (BOLT #3's fees for the commitment and HTLC transactions round down
+    instead, and are computed where the BOLT says so.)"""
+    return (feerate_perkw * weight + 999) // 1000
+
+
 class AmountError(ValueError):
     """A string or number that is not a valid amount."""
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ampere.ln.channel.commitment import ChannelParams, Side
 from ampere.ln.channel.keys import ecdsa_sign, ecdsa_verify
 from ampere.ln.channel.scripts import funding_witness
+from ampere.primitives.amount import msat_to_sat, sat_to_msat
 from ampere.primitives.script import (
     OP_RETURN,
     P2A_SCRIPT,
@@ -105,7 +106,7 @@ def expected_closing_weight(tx: Transaction) -> int:
 def _check_balances(params: ChannelParams, local_balance_msat: int, remote_balance_msat: int, fee_sat: int) -> None:
     if local_balance_msat < 0 or remote_balance_msat < 0:
         raise ClosingError("balances must not be negative")
-    if local_balance_msat + remote_balance_msat != params.funding_sat * 1000:
+    if local_balance_msat + remote_balance_msat != sat_to_msat(params.funding_sat):
         raise ClosingError("balances do not add up to the channel capacity (are HTLCs still pending?)")
     if fee_sat < 0:
         raise ClosingError("fee_satoshis must not be negative")
@@ -134,13 +135,13 @@ def build_closing_tx(params: ChannelParams, local_script: bytes, remote_script: 
     """
     _check_balances(params, local_balance_msat, remote_balance_msat, fee_sat)
     amounts = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
-    if amounts[params.opener] < fee_sat * 1000:
+    if amounts[params.opener] < sat_to_msat(fee_sat):
         raise ClosingError(f"the opener cannot pay a {fee_sat} sat closing fee")
-    amounts[params.opener] -= fee_sat * 1000
+    amounts[params.opener] -= sat_to_msat(fee_sat)
     scripts = {Side.LOCAL: local_script, Side.REMOTE: remote_script}
     outputs = []
     for side in (Side.LOCAL, Side.REMOTE):
-        value = amounts[side] // 1000
+        value = msat_to_sat(amounts[side])
         if value < dust_limit_sat or (side is Side.LOCAL and omit_local_output):
             continue
         outputs.append((TxOut(value, scripts[side]), side))
@@ -167,14 +168,14 @@ def build_simple_closing_tx(params: ChannelParams, closer: Side, closer_script: 
         raise ClosingError("a closing transaction needs at least one output")
     closee = closer.other()
     amounts = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
-    if amounts[closer] < fee_sat * 1000:
+    if amounts[closer] < sat_to_msat(fee_sat):
         raise ClosingError(f"the closer cannot pay a {fee_sat} sat closing fee")
-    amounts[closer] -= fee_sat * 1000
+    amounts[closer] -= sat_to_msat(fee_sat)
     outputs = []
     for side, script, wanted in ((closer, closer_script, closer_output), (closee, closee_script, closee_output)):
         if not wanted:
             continue
-        value = 0 if script[:1] == bytes([OP_RETURN]) else amounts[side] // 1000
+        value = 0 if script[:1] == bytes([OP_RETURN]) else msat_to_sat(amounts[side])
         if value < dust_threshold_sat(script):
             raise ClosingError(f"the {'closer' if side is closer else 'closee'} output of {value} sat is dust")
         outputs.append((TxOut(value, script), side))

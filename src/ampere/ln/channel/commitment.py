@@ -48,6 +48,7 @@ from ampere.ln.channel.scripts import (
     to_local_script,
     to_remote_script_pubkey,
 )
+from ampere.primitives.amount import msat_to_sat, sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut, bip143_sighash
@@ -102,7 +103,7 @@ class HtlcSpec:
     @property
     def amount_sat(self) -> int:
         # BOLT #3: "The amounts for each output MUST be rounded down to whole satoshis."
-        return self.amount_msat // 1000
+        return msat_to_sat(self.amount_msat)
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,7 @@ def is_htlc_trimmed(amount_msat: int, offered_by_owner: bool, dust_limit_sat: in
     dust_limit_satoshis set by the transaction owner: MUST NOT contain that output"; likewise received HTLCs with
     the HTLC-success fee. (With option_anchors the HTLC transaction fees are 0.)"""
     fee = (htlc_timeout_fee_sat if offered_by_owner else htlc_success_fee_sat)(feerate_per_kw, channel_type)
-    return amount_msat // 1000 - fee < dust_limit_sat
+    return msat_to_sat(amount_msat) - fee < dust_limit_sat
 
 
 @dataclass(frozen=True)
@@ -262,9 +263,9 @@ def _check_inputs(params: ChannelParams, commitment_number: int, feerate_per_kw:
         if not 0 <= h.cltv_expiry <= 0xFFFFFFFF:
             raise CommitmentError(f"HTLC {h.htlc_id} cltv_expiry out of range")
         total += h.amount_msat
-    if total != params.funding_sat * 1000:
+    if total != sat_to_msat(params.funding_sat):
         raise CommitmentError(f"balances and HTLCs sum to {total} msat, not the channel's "
-                              f"{params.funding_sat * 1000} msat")
+                              f"{sat_to_msat(params.funding_sat)} msat")
 
 
 def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: int, per_commitment_point: bytes,
@@ -307,7 +308,7 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
     # 3. "Calculate the base commitment transaction fee" and 4. "Subtract this base fee from the funder ...
     #    If option_anchors applies ..., also subtract two times the fixed anchor size of 330 sats from the funder".
     base_fee = commitment_fee_sat(feerate_per_kw, len(untrimmed), ctype)
-    opener_pays_msat = (base_fee + (2 * ANCHOR_OUTPUT_SAT if ctype.anchors else 0)) * 1000
+    opener_pays_msat = sat_to_msat(base_fee + (2 * ANCHOR_OUTPUT_SAT if ctype.anchors else 0))
     if params.opener is owner:
         owner_msat = max(0, owner_msat - opener_pays_msat)
     else:
@@ -327,7 +328,7 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
 
     # 6./7. "If the to_local amount is greater or equal to dust_limit_satoshis, add a to_local output" (same for
     #    to_remote); amounts rounded down to whole satoshis.
-    to_local_sat, to_remote_sat = owner_msat // 1000, counterparty_msat // 1000
+    to_local_sat, to_remote_sat = msat_to_sat(owner_msat), msat_to_sat(counterparty_msat)
     has_to_local, has_to_remote = to_local_sat >= dust_limit, to_remote_sat >= dust_limit
     if has_to_local:
         ws = to_local_script(keys.revocation_pubkey, to_self_delay, keys.local_delayed_pubkey)

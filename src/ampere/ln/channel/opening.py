@@ -36,6 +36,7 @@ from ampere.ln.channel.shutdown import valid_shutdown_script
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelConfig, ChannelState, channel_id_from_outpoint
 from ampere.ln.channel.views import view
+from ampere.primitives.amount import msat_to_sat, sat_to_msat
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import OutPoint, Transaction
 from ampere.wire import messages as m
@@ -62,7 +63,7 @@ def peer_amount_problem(msg: m.OpenChannel | m.AcceptChannel, funding_sat: int |
         if funding > MAX_MONEY_SAT:
             return f"funding_satoshis {funding} is above the total supply of 21M BTC"
         # BOLT #2: "push_msat is greater than funding_satoshis * 1000" -> MUST fail the channel.
-        if msg.push_msat > funding * 1000:
+        if msg.push_msat > sat_to_msat(funding):
             return f"push_msat {msg.push_msat} is greater than funding_satoshis * 1000"
         cap_sat = funding
     # BOLT #2: "channel_reserve_satoshis is ... unreasonably large" / "dust_limit_satoshis is greater than
@@ -71,7 +72,7 @@ def peer_amount_problem(msg: m.OpenChannel | m.AcceptChannel, funding_sat: int |
         if getattr(msg, name) > cap_sat:
             return f"{name} {getattr(msg, name)} is larger than the channel"
     # BOLT #2: "htlc_minimum_msat too large" -> MAY fail; above the whole channel it is meaningless.
-    if msg.htlc_minimum_msat > cap_sat * 1000:
+    if msg.htlc_minimum_msat > sat_to_msat(cap_sat):
         return f"htlc_minimum_msat {msg.htlc_minimum_msat} is larger than the channel"
     return None
 
@@ -177,17 +178,17 @@ def _first_commitment_check(funding_sat: int, push_msat: int, feerate: int, ct: 
     payment" or "both to_local and to_remote amounts for the initial commitment transaction are less than or
     equal to channel_reserve_satoshis"."""
     fee = commitment_fee_msat_for(ct, feerate)
-    funder = funding_sat * 1000 - push_msat
+    funder = sat_to_msat(funding_sat) - push_msat
     if funder < fee:
-        return f"the opener cannot pay the initial commitment fee of {fee // 1000} sat"
-    if funder - fee <= opener_cfg_reserve_sat * 1000 and push_msat <= opener_cfg_reserve_sat * 1000:
+        return f"the opener cannot pay the initial commitment fee of {msat_to_sat(fee)} sat"
+    if funder - fee <= sat_to_msat(opener_cfg_reserve_sat) and push_msat <= sat_to_msat(opener_cfg_reserve_sat):
         return "both initial balances are at or below the channel reserve"
     return None
 
 
 def commitment_fee_msat_for(ct: ChannelType, feerate: int) -> int:
     """The opener's cost of a commitment without HTLCs: base fee plus, with anchors, the two anchors."""
-    return (commitment_fee_sat(feerate, 0, ct) + (2 * ANCHOR_OUTPUT_SAT if ct.anchors else 0)) * 1000
+    return sat_to_msat(commitment_fee_sat(feerate, 0, ct) + (2 * ANCHOR_OUTPUT_SAT if ct.anchors else 0))
 
 
 def _close(neg: object, message: str) -> Step:
@@ -202,7 +203,7 @@ def _make_channel(*, opener: Side, outpoint: OutPoint, funding_sat: int, push_ms
                            local_pubkeys=local_pubkeys, remote_pubkeys=remote_pubkeys,
                            local_dust_limit_sat=local.dust_limit_sat, remote_dust_limit_sat=remote.dust_limit_sat,
                            local_to_self_delay=remote.to_self_delay, remote_to_self_delay=local.to_self_delay)
-    opener_msat, other_msat = funding_sat * 1000 - push_msat, push_msat
+    opener_msat, other_msat = sat_to_msat(funding_sat) - push_msat, push_msat
     local_msat, remote_msat = (opener_msat, other_msat) if opener is Side.LOCAL else (other_msat, opener_msat)
     return Channel(channel_id=channel_id_from_outpoint(outpoint), state=ChannelState.CHANNELD_AWAITING_LOCKIN,
                    params=params, local=local, remote=remote, announce=announce, minimum_depth=minimum_depth,
@@ -340,7 +341,7 @@ def open_channel(signer: ChannelSigner, *, temporary_channel_id: bytes, chain_ha
         problem = "temporary_channel_id must be 32 bytes"
     elif funding_sat <= 0 or (funding_sat >= LARGE_CHANNEL_SAT and not large_channels):
         problem = f"funding of {funding_sat} sat is not allowed"
-    elif not 0 <= push_msat <= funding_sat * 1000:
+    elif not 0 <= push_msat <= sat_to_msat(funding_sat):
         # BOLT #2: "MUST set push_msat to equal or less than 1000 * funding_satoshis."
         problem = "push_msat exceeds the funding"
     elif feerate_per_kw < FEERATE_FLOOR:
@@ -431,7 +432,7 @@ def on_open_channel(signer: ChannelSigner, msg: m.OpenChannel, ours: LocalParams
     if bounds is not None:
         return fail(bounds)
     # BOLT #2: "push_msat is greater than funding_satoshis * 1000."
-    if msg.push_msat > msg.funding_satoshis * 1000:
+    if msg.push_msat > sat_to_msat(msg.funding_satoshis):
         return fail("push_msat is greater than the funding")
     # BOLT #2: "it considers feerate_per_kw too small for timely processing or unreasonably large."
     if not max(policy.min_feerate_per_kw, FEERATE_FLOOR) <= msg.feerate_per_kw <= policy.max_feerate_per_kw:

@@ -23,6 +23,7 @@ from ampere.ln.channel.normal import FEERATE_FLOOR, has_uncommitted_local_update
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, ClosingNegotiation, set_state
+from ampere.primitives.amount import msat_to_sat
 from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m
 
@@ -94,7 +95,7 @@ def _closing_tx(ch: Channel, fee_sat: int, dust_limit_sat: int) -> ClosingTx:
 
 def _negotiation(ch: Channel, env: Env) -> ClosingNegotiation:
     weight = expected_closing_weight(_closing_tx(ch, 0, ch.local.dust_limit_sat).tx)
-    opener_sat = (ch.balance_local_msat if ch.opener is Side.LOCAL else ch.balance_remote_msat) // 1000
+    opener_sat = msat_to_sat(ch.balance_local_msat if ch.opener is Side.LOCAL else ch.balance_remote_msat)
     cap = max(0, opener_sat - 1)
     ideal = min(cap, max(FEERATE_FLOOR, env.closing_feerate_per_kw) * weight // 1000)
     low = min(ideal, FEERATE_FLOOR * weight // 1000)

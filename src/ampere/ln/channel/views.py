@@ -24,6 +24,7 @@ from ampere.ln.channel.commitment import (
 from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
+from ampere.primitives.amount import sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
            "build_remote_commitment", "spendable_msat"]
@@ -98,12 +99,12 @@ def commitment_fee_msat(ch: Channel, v: View, extra_nondust: int = 0, feerate: i
     fee = commitment_fee_sat(rate, untrimmed_count(ch, v, extra_nondust), ch.channel_type)
     if ch.channel_type.anchors:
         fee += 2 * ANCHOR_OUTPUT_SAT
-    return fee * 1000
+    return sat_to_msat(fee)
 
 
 def reserve_msat(ch: Channel, side: Side) -> int:
     """The reserve `side` must keep: set by the OTHER side's channel_reserve_satoshis."""
-    return (ch.remote if side is Side.LOCAL else ch.local).channel_reserve_sat * 1000
+    return sat_to_msat((ch.remote if side is Side.LOCAL else ch.local).channel_reserve_sat)
 
 
 def available_msat(ch: Channel, v: View, side: Side, extra_nondust: int = 0, feerate: int | None = None) -> int:

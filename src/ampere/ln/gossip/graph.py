@@ -21,6 +21,7 @@ import bisect
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
+from ampere.primitives.amount import sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
@@ -334,7 +335,7 @@ class Graph:
                     continue
                 out.append({
                     "source": src.hex(), "destination": dst.hex(), "short_channel_id": str(ch.scid),
-                    "direction": direction, "public": ch.public, "amount_msat": ch.capacity_sat * 1000,
+                    "direction": direction, "public": ch.public, "amount_msat": sat_to_msat(ch.capacity_sat),
                     "message_flags": h.message_flags, "channel_flags": h.channel_flags,
                     "active": h.enabled and ch.spent_height is None, "last_update": h.timestamp,
                     "base_fee_millisatoshi": h.fee_base_msat, "fee_per_millionth": h.fee_proportional_millionths,

@@ -50,6 +50,7 @@ from ampere.ln.channel.scripts import (
 from ampere.ln.channel.shachain import ShachainError
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel
+from ampere.primitives.amount import fee_for_weight
 from ampere.primitives.crypto import hash160
 from ampere.primitives.script import p2pkh_script_code, p2wsh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
@@ -436,7 +437,7 @@ def build_sweep(spend_txid: bytes, output: OurOutput, channel_type: ChannelType,
     if output.action not in (Action.SWEEP, Action.PENALTY):
         raise ValueError(f"output {output.vout} ({output.kind.value}) is not one we sweep")
     weight = sweep_weight(output, channel_type, dest_script)
-    fee = (feerate_perkw * weight + 999) // 1000
+    fee = fee_for_weight(feerate_perkw, weight)
     value = output.value_sat - fee
     if value < SWEEP_DUST_LIMIT:
         raise SweepNotWorthIt(f"output {output.vout} of {output.value_sat} sat cannot pay the {fee} sat fee of its "

@@ -42,6 +42,7 @@ from ampere.ln.gossip.signing import (
     privkey_signer,
     unsigned_channel_announcement,
 )
+from ampere.primitives.amount import sat_to_msat
 from ampere.wire import messages as m
 from ampere.wire.codec import encode_message
 from ampere.wire.messages import AnnouncementSignatures, ChannelAnnouncement
@@ -158,7 +159,7 @@ class ChannelAnnouncer:
         s, ch = rec.settings, rec.core
         # BOLT #7: htlc_maximum_msat "MUST set this to less than or equal to the channel capacity" and
         # "MUST set this to less than or equal to `max_htlc_value_in_flight_msat` it received from the peer."
-        htlc_max = min(int(s.htlc_max_msat), ch.funding_sat * 1000, ch.remote.max_htlc_value_in_flight_msat)
+        htlc_max = min(int(s.htlc_max_msat), sat_to_msat(ch.funding_sat), ch.remote.max_htlc_value_in_flight_msat)
         # The peer refuses HTLCs below its htlc_minimum_msat: advertising less would only produce failures.
         htlc_min = max(int(s.htlc_min_msat), ch.remote.htlc_minimum_msat)
         htlc_min = min(htlc_min, htlc_max)  # BOLT #7: "MUST set htlc_minimum_msat <= htlc_maximum_msat"

@@ -21,6 +21,7 @@ from ampere.ln.channel.actions import FundingTxNeeded, Step
 from ampere.ln.channel.opening import LocalParams, OpenPolicy, channel_type_bytes
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner
+from ampere.primitives.amount import sat_to_msat
 from ampere.primitives.script import AddressError, address_to_script
 from ampere.primitives.tx import OutPoint, TxOut
 from ampere.wire import bolt1
@@ -104,7 +105,7 @@ class OpenFlows:
         htlc_max = o.get("htlc-maximum-msat")
         return ChannelSettings(fee_base_msat=int(o.get("fee-base")), fee_ppm=int(o.get("fee-per-satoshi")),
                                htlc_min_msat=int(o.get("htlc-minimum-msat") or 0),
-                               htlc_max_msat=int(htlc_max) if htlc_max else funding_sat * 1000,
+                               htlc_max_msat=int(htlc_max) if htlc_max else sat_to_msat(funding_sat),
                                cltv_delta=int(o.get("cltv-delta")))
 
     def local_params(self, shutdown_script: bytes, upfront: bool, reserve_sat: int | None,
@@ -363,10 +364,10 @@ class OpenFlows:
         ct = bytes(msg.tlvs.channel_type) if msg.tlvs is not None and msg.tlvs.channel_type is not None else b""
         bits = _bits(ct)
         payload: dict[str, Any] = {
-            "id": peer_id.hex(), "funding_msat": msg.funding_satoshis * 1000, "push_msat": msg.push_msat,
-            "dust_limit_msat": msg.dust_limit_satoshis * 1000,
+            "id": peer_id.hex(), "funding_msat": sat_to_msat(msg.funding_satoshis), "push_msat": msg.push_msat,
+            "dust_limit_msat": sat_to_msat(msg.dust_limit_satoshis),
             "max_htlc_value_in_flight_msat": msg.max_htlc_value_in_flight_msat,
-            "channel_reserve_msat": msg.channel_reserve_satoshis * 1000, "htlc_minimum_msat": msg.htlc_minimum_msat,
+            "channel_reserve_msat": sat_to_msat(msg.channel_reserve_satoshis), "htlc_minimum_msat": msg.htlc_minimum_msat,
             "feerate_per_kw": msg.feerate_per_kw, "to_self_delay": msg.to_self_delay,
             "max_accepted_htlcs": msg.max_accepted_htlcs, "channel_flags": msg.channel_flags,
             "channel_type": {"bits": bits, "names": [_BIT_NAMES.get(b, f"unknown_{b}/even") for b in bits]},
@@ -399,7 +400,7 @@ class OpenFlows:
         await self.mgr.adopt(rec, step)
         self.node.log.info(f"{p.peer_id.hex()}-chan#{p.dbid}", f"Peer opened channel {ch.channel_id.hex()} "
                            f"({ch.funding_sat} sat)")
-        self.node.notify("channel_opened", {"id": p.peer_id.hex(), "funding_msat": ch.funding_sat * 1000,
+        self.node.notify("channel_opened", {"id": p.peer_id.hex(), "funding_msat": sat_to_msat(ch.funding_sat),
                                             "funding_txid": ch.params.funding_outpoint.txid_hex(),
                                             "channel_ready": False})
 

@@ -78,6 +78,7 @@ from ampere.ln.channel.htlcs import Htlc
 from ampere.ln.channel.persist import finish
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, set_state
+from ampere.primitives.amount import sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.tx import OutPoint, Transaction
 from ampere.wire import messages as m
@@ -442,7 +443,7 @@ class ChannelManager:
                 continue
             e: dict[str, Any] = {"peer_id": r.peer_id.hex(), "connected": self.is_connected(r.peer_id),
                                  "state": r.state.value, "channel_id": r.channel_id.hex(),
-                                 "our_amount_msat": r.core.balance_local_msat, "amount_msat": r.core.funding_sat * 1000,
+                                 "our_amount_msat": r.core.balance_local_msat, "amount_msat": sat_to_msat(r.core.funding_sat),
                                  "funding_txid": r.funding_outpoint.txid_hex(),
                                  "funding_output": r.funding_outpoint.vout}
             if r.short_channel_id is not None:
@@ -899,7 +900,7 @@ class ChannelManager:
         transaction confirms (the push, like payments, is an off-chain movement). Marked before it is sent:
         a crash in between loses it rather than repeating it."""
         ch = rec.core
-        ours = ch.funding_sat * 1000 if ch.opener is Side.LOCAL else 0
+        ours = sat_to_msat(ch.funding_sat) if ch.opener is Side.LOCAL else 0
         rec.meta["open_mvt"] = height
         await self.save_meta(rec)
         op = rec.funding_outpoint

@@ -22,6 +22,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ampere.primitives.amount import sat_to_msat
+
 __all__ = ["chain_mvt", "emit"]
 
 _COIN_TYPE = {"bitcoin": "bc", "regtest": "bcrt", "testnet": "tb", "testnet4": "tb", "signet": "tb"}
@@ -37,7 +39,7 @@ def chain_mvt(node: Any, account: str, tag: str, utxo: tuple[bytes, int], output
         "version": 2, "coin_type": _COIN_TYPE.get(network, network), "node_id": node.node_id.hex(),
         "type": "chain_mvt", "account_id": account, "credit_msat": credit_msat, "debit_msat": debit_msat,
         "timestamp": int(time.time()), "primary_tag": tag, "extra_tags": [], "tags": [tag],
-        "utxo": f"{utxo[0][::-1].hex()}:{utxo[1]}", "output_msat": output_sat * 1000, "blockheight": height,
+        "utxo": f"{utxo[0][::-1].hex()}:{utxo[1]}", "output_msat": sat_to_msat(output_sat), "blockheight": height,
     }
     if spending_txid is not None:
         m["spending_txid"] = spending_txid[::-1].hex()

@@ -56,9 +56,6 @@ def btc_kvb_to_perkw(btc_per_kvb) -> int:
     return perkb_to_perkw(sat_per_kvb)
 
 
-def fee_for_weight(perkw: int, weight: int) -> int:
-    """The fee (sat) for `weight` at `perkw`, rounded up so the rate is never under-paid."""
-    return (perkw * weight + 999) // 1000
 
 
 @dataclass

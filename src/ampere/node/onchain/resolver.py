@@ -48,6 +48,7 @@ from typing import Any
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
+from ampere.primitives.amount import sat_to_msat
 from ampere.primitives.tx import OutPoint, Transaction
 import json
 
@@ -315,7 +316,7 @@ class OnchainResolver:
             "spend_txid": r.spend_tx.txid_hex(), "spend_height": r.spend_height,
             "kind": r.kind.value if r.kind else None, "commitment_number": r.commitment_number,
             "outputs": [{"txid": t.key(r)[0][::-1].hex(), "vout": t.out.vout,
-                         "amount_msat": t.out.value_sat * 1000, "kind": t.out.kind.value,
+                         "amount_msat": sat_to_msat(t.out.value_sat), "kind": t.out.kind.value,
                          "state": t.state, "csv": t.out.csv,
                          "sweep_txid": t.sweep_txid[::-1].hex() if t.sweep_tx else None,
                          "resolved_txid": t.resolved_txid[::-1].hex() if t.resolved_txid else None,
@@ -681,7 +682,7 @@ class OnchainResolver:
                 if vout not in tracked:  # the peer's (to_remote of our commitment, its side of a mutual close)
                     tag = "anchor" if o.script_pubkey == our_anchor else "to_them"
                     out.append(chain_mvt(self.node, "external", tag, (r.spend_txid, vout), o.value,
-                                         r.spend_height, credit_msat=o.value * 1000, originating_account=cid))
+                                         r.spend_height, credit_msat=sat_to_msat(o.value), originating_account=cid))
         for t in r.outputs.values():
             done = t.extra.get("mvt")
             if done is True or done == "out" or t.resolved_height is None or t.resolved_txid is None:
@@ -696,18 +697,18 @@ class OnchainResolver:
                     continue
                 # The peer took it (its HTLC timed out, ours claimed with the preimage): its money now.
                 out.append(chain_mvt(self.node, "external", "to_them", utxo, v, t.resolved_height,
-                                     credit_msat=v * 1000, originating_account=cid, payment_hash=ph))
+                                     credit_msat=sat_to_msat(v), originating_account=cid, payment_hash=ph))
                 t.extra["mvt"] = "out"
                 continue
             tag = _MVT_TAG.get(t.out.kind)
             if tag is None:
                 continue
-            out.append(chain_mvt(self.node, cid, tag, utxo, v, t.resolved_height, credit_msat=v * 1000,
+            out.append(chain_mvt(self.node, cid, tag, utxo, v, t.resolved_height, credit_msat=sat_to_msat(v),
                                  peer_id=peer, payment_hash=ph))
             # Our HTLC transaction (our commitment) moves it to a second stage still on this account.
             second = r.kind is SpendKind.LOCAL and t.out.kind in (OutputKind.OUR_HTLC, OutputKind.THEIR_HTLC)
             out.append(chain_mvt(self.node, cid, tag if second else "to_wallet", utxo, v, t.resolved_height,
-                                 debit_msat=v * 1000, spending_txid=t.resolved_txid, peer_id=peer,
+                                 debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, peer_id=peer,
                                  payment_hash=ph))
             t.extra["mvt"] = "out"
         return out

@@ -29,6 +29,7 @@ from typing import Any
 import coincurve
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
+from ampere.primitives.amount import fee_for_weight, sat_to_msat
 from ampere.primitives.bip32 import HARDENED, Bip32Error, ExtKey
 from ampere.primitives.crypto import tagged_hash
 from ampere.primitives.script import is_p2tr, is_p2wpkh, p2tr, p2wpkh, script_to_address
@@ -36,7 +37,6 @@ from ampere.node.signer.dev_secrets import forced_bip32_seed
 from ampere.primitives.tx import (
     OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, sign_input_p2wpkh, write_compact_size,
 )
-from ampere.node.onchain.feerate import fee_for_weight
 from ampere.node.signer.hsm_secret import hkdf_sha256
 
 LOG = "wallet"
@@ -366,9 +366,9 @@ class Wallet:
         return {
             "version": 2, "coin_type": _COIN_TYPE.get(self.network, self.network),
             "node_id": self.node.node_id.hex(), "type": "chain_mvt", "account_id": "wallet",
-            "credit_msat": credit * 1000, "debit_msat": debit * 1000, "timestamp": timestamp or int(time.time()),
+            "credit_msat": sat_to_msat(credit), "debit_msat": sat_to_msat(debit), "timestamp": timestamp or int(time.time()),
             "primary_tag": tag, "extra_tags": [], "tags": [tag],
-            "utxo": f"{o.txid[::-1].hex()}:{o.outnum}", "output_msat": o.value * 1000, "blockheight": height,
+            "utxo": f"{o.txid[::-1].hex()}:{o.outnum}", "output_msat": sat_to_msat(o.value), "blockheight": height,
         }
 
     @staticmethod

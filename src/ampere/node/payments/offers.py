@@ -48,6 +48,7 @@ from ampere.ln.offers import (
 from ampere.ln.offers.fields import BITCOIN_CHAINS, DEFAULT_INVOICE_EXPIRY, expected_amount
 from ampere.ln.onion import create_onion
 from ampere.ln.onion_payload import forward_hop_payload
+from ampere.primitives.amount import sat_to_msat
 from ampere.rpc.errors import RpcError
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.messages import BlindedPayinfo
@@ -617,7 +618,7 @@ def _inbound_msat(rec: Any) -> int:
     """Roughly what the peer can still send us on this channel: its balance less the reserve it must keep."""
     ch = rec.core
     try:
-        return ch.funding_sat * 1000 - ch.balance_local_msat - ch.local.channel_reserve_sat * 1000
+        return sat_to_msat(ch.funding_sat) - ch.balance_local_msat - sat_to_msat(ch.local.channel_reserve_sat)
     except AttributeError:
         return 0
 

@@ -16,7 +16,7 @@ from ...ln.channel.scripts import ChannelType
 from ...ln.channel.state import ChannelState
 from ...ln.channel.views import available_msat, next_view
 from ampere.node.onchain.feerate import FEERATE_FLOOR, perkb_to_perkw
-from ...primitives.amount import AmountError, parse_msat
+from ...primitives.amount import AmountError, parse_msat, sat_to_msat
 from ...primitives.crypto import sha256
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...wire.types import ShortChannelId
@@ -70,7 +70,7 @@ def _reserve_sat(reserve: Any) -> int | None:
     if reserve is None:
         return None
     try:
-        return int(parse_msat(reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
+        return int(parse_msat(reserve if not isinstance(reserve, int) else f"{reserve}sat").to_sat_floor())
     except AmountError:
         raise invalid_params(f"reserve: should be a satoshi amount: invalid token '{reserve}'") from None
 
@@ -155,7 +155,7 @@ def peerchannel_json(mgr, rec) -> dict:
              CS.CLOSINGD_COMPLETE: "closingd"}.get(ch.state, "onchaind")
     pushed = int(rec.meta.get("pushed_msat", 0))
     opener_local = ch.opener is Side.LOCAL
-    funding_local = ch.funding_sat * 1000 - pushed if opener_local else 0
+    funding_local = sat_to_msat(ch.funding_sat) - pushed if opener_local else 0
     e: dict[str, Any] = {"peer_id": rec.peer_id.hex(), "peer_connected": connected}
     if connected:
         e["reestablished"] = bool(ch.reestablished)
@@ -189,21 +189,21 @@ def peerchannel_json(mgr, rec) -> dict:
     if rec.closer:
         e["closer"] = rec.closer
     e["features"] = ["option_static_remotekey"] + (["option_anchors"] if ch.channel_type.anchors else [])
-    e["funding"] = {"local_funds_msat": funding_local, "remote_funds_msat": ch.funding_sat * 1000 - funding_local,
+    e["funding"] = {"local_funds_msat": funding_local, "remote_funds_msat": sat_to_msat(ch.funding_sat) - funding_local,
                     "pushed_msat": pushed}
     to_us = ch.balance_local_msat
     e["to_us_msat"] = to_us
     e["min_to_us_msat"] = min(to_us, int(rec.meta.get("min_to_us_msat", to_us)))
     e["max_to_us_msat"] = max(to_us, int(rec.meta.get("max_to_us_msat", to_us)))
-    e["total_msat"] = ch.funding_sat * 1000
+    e["total_msat"] = sat_to_msat(ch.funding_sat)
     e["fee_base_msat"] = settings.fee_base_msat
     e["fee_proportional_millionths"] = settings.fee_ppm
-    e["dust_limit_msat"] = ch.local.dust_limit_sat * 1000
+    e["dust_limit_msat"] = sat_to_msat(ch.local.dust_limit_sat)
     e["their_max_htlc_value_in_flight_msat"] = ch.remote.max_htlc_value_in_flight_msat
     e["our_max_htlc_value_in_flight_msat"] = ch.local.max_htlc_value_in_flight_msat
     # Each side's config binds the OTHER side: our reserve is what the peer asked of us.
-    e["their_reserve_msat"] = ch.local.channel_reserve_sat * 1000
-    e["our_reserve_msat"] = ch.remote.channel_reserve_sat * 1000
+    e["their_reserve_msat"] = sat_to_msat(ch.local.channel_reserve_sat)
+    e["our_reserve_msat"] = sat_to_msat(ch.remote.channel_reserve_sat)
     operating = ch.state in (CS.CHANNELD_NORMAL,)
     from ...ln.channel import core
 
@@ -309,7 +309,7 @@ async def listclosedchannels(ctx, id: bytes | None) -> dict:
         e["funding_withheld"] = False
         e["leased"] = False
         e["funding_pushed_msat"] = int(rec.meta.get("pushed_msat", 0))
-        e["total_msat"] = ch.funding_sat * 1000
+        e["total_msat"] = sat_to_msat(ch.funding_sat)
         e["final_to_us_msat"] = ch.balance_local_msat
         e["min_to_us_msat"] = min(ch.balance_local_msat, int(rec.meta.get("min_to_us_msat", ch.balance_local_msat)))
         e["max_to_us_msat"] = max(ch.balance_local_msat, int(rec.meta.get("max_to_us_msat", ch.balance_local_msat)))
@@ -352,7 +352,7 @@ async def setchannel(ctx, id: str, feebase, feeppm: int | None, htlcmin, htlcmax
                                                     f"({rec.core.remote.htlc_minimum_msat}msat)")
         if htlcmax is not None:
             s.htlc_max_msat = int(htlcmax)
-            cap = rec.core.funding_sat * 1000
+            cap = sat_to_msat(rec.core.funding_sat)
             if int(htlcmax) > cap:
                 s.htlc_max_msat = cap
                 entry["warning_htlcmax_too_high"] = f"Set maximum_htlc_out_msat to maximum possible in channel ({cap}msat)"

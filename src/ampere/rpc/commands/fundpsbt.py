@@ -100,7 +100,7 @@ def _destinations(ctx, v: Any) -> list[dict]:
         reserve = d.get("reserve")
         try:
             reserve_sat = None if reserve is None else int(parse_msat(
-                reserve if not isinstance(reserve, int) else f"{reserve}sat")) // 1000
+                reserve if not isinstance(reserve, int) else f"{reserve}sat").to_sat_floor())
         except AmountError:
             raise ParamError(f"destination {i}: reserve should be a satoshi amount") from None
         out.append({"id": peer, "where": ident if "@" in ident else None, "amount": int(amount),

@@ -10,7 +10,7 @@ from typing import Any
 
 from ampere.node.onchain.wallet import RESERVATION_DEFAULT, PreparedTx, WalletError
 from ampere.node.onchain.wallet_psbt import PsbtError, psbt_unsigned_tx, to_psbt
-from ...primitives.amount import AmountError, parse_sat
+from ...primitives.amount import AmountError, parse_sat, sat_to_msat
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...primitives.tx import OutPoint, Transaction, TxOut
 from ..errors import LIGHTNINGD, RpcError, invalid_params
@@ -128,7 +128,7 @@ async def listfunds(ctx, spent: bool) -> dict:
     tip = ctx.node.blockheight
     outputs = []
     for o in wallet.list_outputs(include_spent=spent):
-        entry: dict[str, Any] = {"txid": _txid_hex(o.txid), "output": o.outnum, "amount_msat": o.value * 1000,
+        entry: dict[str, Any] = {"txid": _txid_hex(o.txid), "output": o.outnum, "amount_msat": sat_to_msat(o.value),
                                  "scriptpubkey": o.script.hex()}
         addr = script_to_address(o.script, ctx.node.network)
         if addr is not None:
@@ -156,7 +156,7 @@ async def listtransactions(ctx) -> dict:
             "txindex": txindex or 0, "locktime": tx.locktime, "version": tx.version,
             "inputs": [{"txid": i.prevout.txid_hex(), "index": i.prevout.vout, "sequence": i.sequence}
                        for i in tx.inputs],
-            "outputs": [{"index": n, "amount_msat": o.value * 1000, "scriptPubKey": o.script_pubkey.hex()}
+            "outputs": [{"index": n, "amount_msat": sat_to_msat(o.value), "scriptPubKey": o.script_pubkey.hex()}
                         for n, o in enumerate(tx.outputs)],
         })
     return {"transactions": out}
