@@ -1,8 +1,8 @@
-"""node/listing.page: the one pagination of CLN's index/start/limit lists."""
+"""node/payments/listing.page: the one pagination of CLN's index/start/limit lists."""
 
 from dataclasses import dataclass
 
-from ampere.node.listing import page
+from ampere.node.payments.listing import page
 
 
 @dataclass

@@ -1,10 +1,10 @@
-"""node/tasks.py: guarded background tasks and the one shutdown shape (cancel every task, wait for each)."""
+"""node/app/tasks.py: guarded background tasks and the one shutdown shape (cancel every task, wait for each)."""
 
 import asyncio
 
 import pytest
 
-from ampere.node.tasks import cancel_and_wait, spawn_guarded
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 
 
 def test_cancel_and_wait_ends_every_task_and_waits_for_their_cleanup():
