@@ -10,8 +10,6 @@ a class by CSV or class name.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
-
 from .codec import (
     BADONION,
     MESSAGE_TYPES,
@@ -33,11 +31,6 @@ from .codec import (
 from .generated.bolt12_wire import *  # noqa: F403
 from .generated.onion_wire import *  # noqa: F403
 from .generated.peer_wire import *  # noqa: F403
-
-if TYPE_CHECKING:
-    # The classes exist only at run time until they are generated as source (issue 13 item 5): until then a type
-    # checker sees each as Any rather than as a missing name.
-    def __getattr__(name: str) -> Any: ...
 
 __all__ = [
     "BADONION", "MESSAGE_TYPES", "NODE", "ONION_FAILURE_TYPES", "PERM", "UPDATE", "UnknownMessage", "by_name",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Iterable
 from dataclasses import FrozenInstanceError
-from typing import Any, ClassVar, Self, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Self, TypeVar
 
 from .errors import (
     DecodeError,
@@ -33,6 +33,10 @@ class WireStruct:
     __slots__ = ()
     _FIELDS: ClassVar[tuple[str, ...]] = ()
     NAME: ClassVar[str] = ""
+    if TYPE_CHECKING:
+        # declare_dataclass sets it on every generated class: to a type checker they are dataclasses, so
+        # `dataclasses.replace` and `fields` on a message type-check.
+        __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def _values(self) -> tuple[Any, ...]:
         return tuple([getattr(self, name) for name in self._FIELDS])

@@ -57,9 +57,9 @@ def peer_amount_problem(msg: m.OpenChannel | m.AcceptChannel, funding_sat: int |
     openchannel hook, a database id, accept_channel): a u64 field can carry 2^64-1, which no channel can hold and
     which the transaction builder cannot even serialise. The limits are BOLT 2's own relations (push_msat within
     the funding; the reserve and dust limit within the funding) and the total supply for the funding itself."""
-    funding = getattr(msg, "funding_satoshis", None)
+    funding = msg.funding_satoshis if isinstance(msg, m.OpenChannel) else None
     cap_sat = MAX_MONEY_SAT if funding_sat is None else funding_sat   # accept_channel: our own funding
-    if funding is not None:
+    if isinstance(msg, m.OpenChannel) and funding is not None:
         if funding > MAX_MONEY_SAT:
             return f"funding_satoshis {funding} is above the total supply of 21M BTC"
         # BOLT #2: "push_msat is greater than funding_satoshis * 1000" -> MUST fail the channel.
