@@ -26,6 +26,9 @@ IN_FLIGHT = 50
 AMOUNT = 1_000
 DELAY = 30  # above both implementations' final CLTV
 PAIRS = [("ampere", "cln"), ("cln", "ampere"), ("ampere", "ampere"), ("cln", "cln")]
+# BENCH_PAIRS=ampere-ampere,cln-cln: only those pairs (side-by-side figures for one implementation each)
+if os.environ.get("BENCH_PAIRS"):
+    PAIRS = [tuple(p.split("-")) for p in os.environ["BENCH_PAIRS"].split(",")]
 
 
 def bench_pair(f, payer_kind: str, payee_kind: str) -> str:

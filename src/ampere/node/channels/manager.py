@@ -107,6 +107,10 @@ OPERATING = (CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHA
 CHANNEL_MESSAGES = (m.ChannelReady, m.Shutdown, m.ClosingSigned, m.UpdateAddHtlc, m.UpdateFulfillHtlc,
                     m.UpdateFailHtlc, m.UpdateFailMalformedHtlc, m.CommitmentSigned, m.RevokeAndAck, m.UpdateFee,
                     m.ChannelReestablish)
+# The peer's messages of normal operation, handed to the channel's queue without waiting (see _on_message).
+PIPELINED_MESSAGES = (m.UpdateAddHtlc, m.UpdateFulfillHtlc, m.UpdateFailHtlc, m.UpdateFailMalformedHtlc,
+                      m.CommitmentSigned, m.RevokeAndAck, m.UpdateFee)
+MAX_PIPELINED = 512  # queued inputs of one channel before we stop reading its peer (more than 483 HTLCs' adds)
 OPEN_MESSAGES = (m.OpenChannel, m.AcceptChannel, m.FundingCreated, m.FundingSigned)
 CLOSE_CAUSES = ("unknown", "local", "user", "remote", "protocol", "onchain")
 
@@ -180,6 +184,9 @@ class ChannelRecord:
         self.stubbed: set[tuple[Any, int]] = set()  # HTLCs already in channel_htlc_stubs (this process)
         self.commits_sent = 0              # --dev-disable-commit-after
         self.commit_reenabled = False
+        # Inputs waiting for the channel (see ChannelManager.run): (fn, reestablish, connection, future).
+        self.pending: list[tuple[Callable[[Channel], Step | Refusal], bool, Any, asyncio.Future]] = []
+        self.drainer: asyncio.Task | None = None
 
     # --- identity --------------------------------------------------------------------------------
     @property
@@ -468,22 +475,130 @@ class ChannelManager:
     # running steps
 
     async def run(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal],
-                  reestablish: bool = False) -> Step | Refusal:
+                  reestablish: bool = False, conn: Any = None) -> Step | Refusal | None:
         """Compute one core step on the channel's current value and carry it out, under the lock.
-        `reestablish`: the input is the peer's channel_reestablish on its current connection."""
-        async with rec.lock:
-            events = await self._drop_stale(rec)
+        `reestablish`: the input is the peer's channel_reestablish on its current connection. `conn`: the input
+        is a message from that connection (None once it has gone: BOLT 2 forgets what a lost connection said)."""
+        return await self._enqueue(rec, fn, reestablish, conn)
+
+    def _enqueue(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal], reestablish: bool = False,
+                 conn: Any = None) -> asyncio.Future:
+        """Queue an input for the channel; the future resolves with its Step (or Refusal) once carried out.
+
+        Group commit per channel: every input that arrives while the channel is busy (its last step being
+        written) is computed next, one after the other on the in-memory state, and the whole group is persisted
+        by ONE write of the final state before any of its messages leaves (see _apply_group). 50 offers queued
+        behind one fsync cost one more fsync, not 50; the peer's revoke_and_ack and commitment_signed arriving
+        together cost one."""
+        fut = asyncio.get_running_loop().create_future()
+        rec.pending.append((fn, reestablish, conn, fut))
+        if rec.drainer is None:
+            rec.drainer = self._spawn(self._drain(rec), "channel-steps")
+        return fut
+
+    async def _drain(self, rec: ChannelRecord) -> None:
+        batch: list = []
+        try:
+            while rec.pending:
+                async with rec.lock:
+                    batch, rec.pending = rec.pending, []
+                    try:
+                        events, done = await self._run_batch(rec, batch)
+                    except Exception as e:  # the store failed: nothing of what was not yet answered is safe
+                        events, done = [], [(fut, e) for _fn, _r, _c, fut in batch]
+                self._fire(rec, events)
+                for fut, value in done:
+                    if isinstance(value, Step) and value.error is not None:
+                        self.node.log.info(self._src(rec), f"{value.error.kind.value}: {value.error.message}")
+                    if fut.done():
+                        continue
+                    if isinstance(value, BaseException):
+                        fut.set_exception(value)
+                    else:
+                        fut.set_result(value)
+                batch = []
+        finally:
+            rec.drainer = None
+            for _fn, _r, _c, fut in batch + rec.pending if self._stopping else batch:
+                if not fut.done():
+                    fut.cancel()
+            if self._stopping:
+                rec.pending = []
+            elif rec.pending:
+                rec.drainer = self._spawn(self._drain(rec), "channel-steps")
+
+    async def _run_batch(self, rec: ChannelRecord, batch: list) -> tuple[list[Event], list[tuple[asyncio.Future, Any]]]:
+        """Compute the batch's steps in order (rec.lock held); carry them out a group at a time."""
+        events: list[Event] = []
+        done: list[tuple[asyncio.Future, Any]] = []
+        group: list[Step] = []
+        hung_up = False
+        for fn, reestablish, conn, fut in batch:
+            if conn is not None and (hung_up or conn is not self._current_peer(rec.peer_id)):
+                done.append((fut, None))  # said on a connection that has gone
+                continue
+            if not group:
+                events += await self._drop_stale(rec)
             if reestablish and rec.conn is None:
                 rec.conn = self._current_peer(rec.peer_id)
-            step = fn(rec.core)
+            try:
+                step = fn(rec.core)
+            except Exception as e:
+                done.append((fut, e))
+                continue
+            done.append((fut, step))
             if isinstance(step, Refusal):
-                self._fire(rec, events)
-                return step
+                continue
+            if _groupable(step):
+                rec.core = step.state
+                group.append(step)
+                continue
+            # A step that changes the channel's state, broadcasts or hangs up goes alone, after the group.
+            events += await self._apply_group(rec, group)
+            group = []
             events += await self._apply(rec, step)
-        self._fire(rec, events)
-        if step.error is not None:
-            self.node.log.info(self._src(rec), f"{step.error.kind.value}: {step.error.message}")
-        return step
+            hung_up = hung_up or any(isinstance(a, Disconnect) for a in step.actions)
+        events += await self._apply_group(rec, group)
+        return events, done
+
+    async def _apply_group(self, rec: ChannelRecord, steps: list[Step]) -> list[Event]:
+        """Carry out steps computed one after the other, with one write (rec.lock held). Every step of a group has
+        only Persist, SendMessage and plain events (_groupable), so: persist the final state, then speak in order.
+        Durability is what each step alone would give: no message leaves before the state it reveals -- a later
+        one, which includes it -- is on disk, and a crash in between leaves a state each step alone could leave
+        (messages still unsent), which channel_reestablish retransmits."""
+        if not steps:
+            return []
+        if any(step.persists for step in steps) and self._inline_commit(rec):
+            steps.append(core.send_commitment(rec.core, rec.signer, self.env(rec)))
+        if len(steps) == 1:
+            return await self._apply(rec, steps[0])
+        rec.core = steps[-1].state
+        if any(step.persists for step in steps):
+            await self._persist(rec)
+        events: list[Event] = []
+        for step in steps:
+            for a in step.actions:
+                if isinstance(a, SendMessage):
+                    self.crash_point(type(a.msg).__name__)
+                    self._send_on(rec, a.msg)
+                elif isinstance(a, Event):
+                    self._on_event(rec, a, [])
+                    events.append(a)
+        return events
+
+    def _inline_commit(self, rec: ChannelRecord) -> bool:
+        """Sign the peer's next commitment in the same write as the updates it covers (rec.lock held)? With the
+        default commit-time the timer would only add an fsync and a millisecond; updates that arrive meanwhile
+        still batch, behind the peer's revoke_and_ack (BOLT 2 pacing: one unrevoked commitment at a time)."""
+        if int(self.node.options.get("commit-time") or 0) > 1 or not core.needs_commitment(rec.core):
+            return False
+        if not self._may_commit(rec):
+            return False
+        if rec.commit_handle is not None:
+            rec.commit_handle.cancel()
+            rec.commit_handle = None
+        return True
 
     def _current_peer(self, peer_id: bytes) -> Any:
         pm = getattr(self.node, "peer_manager", None)
@@ -669,7 +784,8 @@ class ChannelManager:
                 rec.meta["closer"] = "remote" if ev.cause == "remote" else "local"
                 rec.meta.setdefault("close_cause", ev.cause if ev.cause in CLOSE_CAUSES else "unknown")
         elif isinstance(ev, CommitmentNeeded):
-            self._schedule_commit(rec)
+            if core.needs_commitment(rec.core):  # not when signed in the same write (_inline_commit)
+                self._schedule_commit(rec)
         elif isinstance(ev, ChannelReady):
             log.info(self._src(rec), f"Channel ready: short_channel_id {rec.short_channel_id}")
             gossip = getattr(self.node, "gossip", None)
@@ -743,13 +859,19 @@ class ChannelManager:
         rec.commit_handle = None
         if not core.needs_commitment(rec.core) or not rec.core.can_speak:
             return
+        if not self._may_commit(rec):
+            return
+        await self.run(rec, lambda ch: core.send_commitment(ch, rec.signer, self.env(rec))
+                       if core.needs_commitment(ch) else Step(ch))
+
+    def _may_commit(self, rec: ChannelRecord) -> bool:
+        """--dev-disable-commit-after: counts the commitment_signed about to be sent; False once over the limit."""
         if self._dev_commit_limit is not None and not rec.commit_reenabled:
             if rec.commits_sent >= self._dev_commit_limit:
                 self.node.log.debug(self._src(rec), "dev-disable-commit-after: not sending commitment_signed")
-                return
+                return False
             rec.commits_sent += 1
-        await self.run(rec, lambda ch: core.send_commitment(ch, rec.signer, self.env(rec))
-                       if core.needs_commitment(ch) else Step(ch))
+        return True
 
     # =============================================================================================
     # peers
@@ -777,12 +899,30 @@ class ChannelManager:
             elif not isinstance(msg, (m.Error, m.Warning)):
                 self.node.log.debug(f"{peer_id.hex()}-chan", f"{type(msg).__name__} for unknown channel {cid.hex()}")
             return
-        await self.run(rec, lambda ch: core.handle_message(ch, rec.signer, msg, self.env(rec)),
-                       reestablish=isinstance(msg, m.ChannelReestablish))
+        conn = self._current_peer(peer_id)
+        fn = lambda ch: core.handle_message(ch, rec.signer, msg, self.env(rec))  # noqa: E731
+        if isinstance(msg, PIPELINED_MESSAGES):
+            # Not awaited: the next message of the peer (its commitment_signed right after its revoke_and_ack, or
+            # many update_add_htlc) joins the same write. The channel's queue keeps them in order.
+            fut = self._enqueue(rec, fn, conn=conn)
+            fut.add_done_callback(lambda f: self._pipelined_done(peer_id, conn, f))
+            if len(rec.pending) >= MAX_PIPELINED:  # back-pressure: stop reading this peer for a while
+                await asyncio.wait([fut])
+            return
+        await self.run(rec, fn, reestablish=isinstance(msg, m.ChannelReestablish), conn=conn)
         if isinstance(msg, m.ChannelReestablish):
             # As lightningd's channeld on reconnection: bring the commitment feerate to the chain's now,
             # not only at the next block (estimates may have moved while we were apart or down).
             await self._follow_fees()
+
+    def _pipelined_done(self, peer_id: bytes, conn: Any, fut: asyncio.Future) -> None:
+        if fut.cancelled() or fut.exception() is None:
+            return
+        # As the read loop does for a handler that raised: a bug must not take the node down; drop this peer.
+        reason = f"internal error handling a message: {fut.exception()!r}"
+        self.node.log.broken(f"{peer_id.hex()}-chan", reason)
+        if conn is not None and conn is self._current_peer(peer_id):
+            self._hang_up(peer_id, reason)
 
     async def _on_connect(self, peer: Any) -> None:
         peer_id = peer.node_id
@@ -1053,17 +1193,17 @@ class ChannelManager:
             raise HtlcRefused(RefusalCode.BAD_AMOUNT,
                               f"{amount_msat}msat is above our htlc maximum {s.htlc_max_msat}msat",
                               TEMPORARY_CHANNEL_FAILURE)
-        async with rec.lock:
-            events = await self._drop_stale(rec)
-            htlc_id = rec.core.next_htlc_id_local
-            step = core.offer_htlc(rec.core, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
+        ids: list[int] = []
+
+        def offer(ch: Channel) -> Step | Refusal:
+            ids.append(ch.next_htlc_id_local)
+            return core.offer_htlc(ch, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
                                    self.env(rec))
-            if isinstance(step, Refusal):
-                self._fire(rec, events)
-                raise HtlcRefused(step.code, step.message, step.failure_code)
-            events += await self._apply(rec, step)
-        self._fire(rec, events)
-        return htlc_id
+
+        step = await self.run(rec, offer)
+        if isinstance(step, Refusal):
+            raise HtlcRefused(step.code, step.message, step.failure_code)
+        return ids[0]
 
     async def _resolve(self, channel_id: Any, fn: Callable[[ChannelRecord, Channel], Step | Refusal]) -> None:
         rec = self.find(channel_id)
@@ -1129,6 +1269,14 @@ class ChannelManager:
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _groupable(step: Step) -> bool:
+    """May this step share one write with the steps around it? Only if it neither changes the channel's state,
+    nor broadcasts, nor hangs up, nor answers a misbehaviour: those are carried out alone."""
+    if step.error is not None:
+        return False
+    return not any(isinstance(a, (Broadcast, Disconnect, StateChanged, DataLossDetected)) for a in step.actions)
 
 
 def _text(data: bytes) -> str:

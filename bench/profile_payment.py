@@ -1,0 +1,143 @@
+"""Where the time of a direct payment goes: py-spy samples both ampd processes while one node pays the other
+(sendpay + waitsendpay over one channel), then prints, per node, the share of samples under each of a few
+hot-path functions (inclusive) and the top self-time functions.  Needs py-spy (PY_SPY=path, or on PATH).
+
+    python bench/profile_payment.py [--n 300] [--in-flight 1] [--out DIR]
+
+Not a test: it prints a profile (docs/profile.md keeps the before/after).
+"""
+
+import argparse
+import collections
+import importlib.util
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from common import factory, run_in_flight
+
+from pyln.client import LightningRpc
+
+from ampere.testing.chain import ChainD
+
+_spec = importlib.util.spec_from_file_location(
+    "test_payments", os.path.join(os.path.dirname(__file__), "..", "tests", "integration", "test_payments.py"))
+
+# Inclusive buckets: a sample counts for the first of these (outermost-first order irrelevant: first match in
+# this list, looking at the whole stack) -- so order from specific to general.
+BUCKETS = [
+    ("fsync / commit (db thread)", ("_commit (ampere/store",)),
+    ("db write functions (db thread)", ("_run_batch (ampere/store",)),
+    ("snapshot encode (to_record/encode_record)", ("to_record (ampere/ln/channel/state", "encode_record (ampere")),
+    ("state diff", ("diff (ampere/ln/channel/persist",)),
+    ("HTLC tx sign/verify", ("sign_htlc_txs", "htlc_transactions", "_verify_htlc", "sign_local_htlc")),
+    ("commitment build", ("build_commitment_tx",)),
+    ("commitment sign/verify", ("sign_commitment", "verify (ampere/ln/channel/commitment")),
+    ("per-commitment keys", ("derive_pubkey", "derive_revocation", "commitment_point", "_point (")),
+    ("onion (sphinx)", ("ampere/ln/onion", "sphinx")),
+    ("wire decode", ("decode_message", "ampere/wire/codec")),
+    ("wire encode", ("encode_message",)),
+    ("noise (BOLT 8)", ("ampere/wire/noise",)),
+    ("RPC server / JSON", ("ampere/rpc/",)),
+    ("plugins", ("ampere/plugins/",)),
+    ("asyncio machinery", ("asyncio/",)),
+]
+
+
+def summarize(path: str, top: int = 25) -> str:
+    totals = collections.Counter()
+    selfs = collections.Counter()
+    n = 0
+    idle = 0
+    with open(path) as fh:
+        for line in fh:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            c = int(count)
+            frames = stack.split(";")
+            n += c
+            leaf = frames[-1]
+            if any(s in leaf for s in ("select (selectors", "_worker (concurrent", "wait (threading", "poll (selectors",
+                                       "epoll")) or leaf.startswith("process "):
+                idle += c
+                continue
+            selfs[leaf] += c
+            for name, keys in BUCKETS:
+                if any(k in stack for k in keys):
+                    totals[name] += c
+                    break
+            else:
+                totals["other"] += c
+    busy = n - idle
+    out = [f"samples {n}, idle {idle} ({100 * idle / max(n, 1):.0f}%), busy {busy}"]
+    for name, c in totals.most_common():
+        out.append(f"  {100 * c / max(busy, 1):5.1f}%  {name}")
+    out.append("  top self time (% of busy):")
+    for leaf, c in selfs.most_common(top):
+        out.append(f"  {100 * c / max(busy, 1):5.1f}%  {leaf}")
+    return "\n".join(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--in-flight", type=int, default=1)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args()
+    pyspy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    assert pyspy, "py-spy not found: pip install py-spy, or PY_SPY=path"
+    out_dir = args.out or tempfile.mkdtemp(prefix="amp-profile-")
+    os.makedirs(out_dir, exist_ok=True)
+    tp = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(tp)
+    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
+    chaind.start()
+    f = factory()
+    f.chaind = chaind
+    try:
+        opts = {"max-concurrent-htlcs": 483}
+        l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
+        id2 = l2.rpc.getinfo()["id"]
+        r2 = LightningRpc(l2.rpc_path)
+        invoices = [r2.invoice(1000, f"p{i}", "profile") for i in range(args.n + 5)]
+        route = [{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": 1000}]
+
+        def one(rpc, inv) -> float:
+            t0 = time.perf_counter()
+            rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+            assert rpc.waitsendpay(inv["payment_hash"], 60)["status"] == "complete"
+            return time.perf_counter() - t0
+
+        r1 = LightningRpc(l1.rpc_path)
+        for inv in invoices[:5]:
+            one(r1, inv)
+        spies = []
+        for name, node in (("payer", l1), ("payee", l2)):
+            raw = os.path.join(out_dir, f"{name}.txt")
+            spies.append((name, raw, subprocess.Popen(
+                [pyspy, "record", "--pid", str(node.proc.pid), "--format", "raw", "--rate", "500", "--threads",
+                 "--nonblocking", "-o", raw], stdout=subprocess.DEVNULL, stderr=open(raw + ".err", "w"))))
+        time.sleep(1.5)
+        t0 = time.perf_counter()
+        if args.in_flight == 1:
+            lat = [one(r1, inv) for inv in invoices[5:]]
+        else:
+            run_in_flight(invoices[5:], args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
+            lat = []
+        elapsed = time.perf_counter() - t0
+        for _, _, p in spies:
+            p.send_signal(2)
+        for _, _, p in spies:
+            p.wait(60)
+        print(f"{args.n} payments, {args.in_flight} in flight, in {elapsed:.2f}s = {args.n / elapsed:.1f}/s"
+              + (f"; mean {1000 * sum(lat) / len(lat):.1f} ms" if lat else "") + f"; raw stacks in {out_dir}")
+        for name, raw, _ in spies:
+            print(f"--- {name}: " + summarize(raw))
+    finally:
+        f.cleanup()
+        chaind.stop()
+
+
+if __name__ == "__main__":
+    main()
