@@ -84,9 +84,11 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--in-flight", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--fsyncs", action="store_true",
+                    help="count fsync/fdatasync calls per payment of each node with strace instead of profiling")
     args = ap.parse_args()
     pyspy = os.environ.get("PY_SPY") or shutil.which("py-spy")
-    assert pyspy, "py-spy not found: pip install py-spy, or PY_SPY=path"
+    assert pyspy or args.fsyncs, "py-spy not found: pip install py-spy, or PY_SPY=path"
     out_dir = args.out or tempfile.mkdtemp(prefix="amp-profile-")
     os.makedirs(out_dir, exist_ok=True)
     tp = importlib.util.module_from_spec(_spec)
@@ -115,6 +117,11 @@ def main() -> None:
         spies = []
         for name, node in (("payer", l1), ("payee", l2)):
             raw = os.path.join(out_dir, f"{name}.txt")
+            if args.fsyncs:
+                spies.append((name, raw, subprocess.Popen(
+                    ["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p", str(node.proc.pid), "-o", raw],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+                continue
             spies.append((name, raw, subprocess.Popen(
                 [pyspy, "record", "--pid", str(node.proc.pid), "--format", "raw", "--rate", "500", "--threads",
                  "--nonblocking", "-o", raw], stdout=subprocess.DEVNULL, stderr=open(raw + ".err", "w"))))
@@ -133,7 +140,12 @@ def main() -> None:
         print(f"{args.n} payments, {args.in_flight} in flight, in {elapsed:.2f}s = {args.n / elapsed:.1f}/s"
               + (f"; mean {1000 * sum(lat) / len(lat):.1f} ms" if lat else "") + f"; raw stacks in {out_dir}")
         for name, raw, _ in spies:
-            print(f"--- {name}: " + summarize(raw))
+            if args.fsyncs:
+                calls = sum(int(line.split()[3]) for line in open(raw)
+                            if line.split() and line.split()[-1] in ("fsync", "fdatasync"))
+                print(f"--- {name}: {calls} fsync/fdatasync calls = {calls / args.n:.1f} per payment")
+            else:
+                print(f"--- {name}: " + summarize(raw))
     finally:
         f.cleanup()
         chaind.stop()

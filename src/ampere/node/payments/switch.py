@@ -28,7 +28,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from ampere.node.payments.listing import page
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
@@ -234,7 +233,9 @@ class Switch:
     def __init__(self, node: Any) -> None:
         self.node = node
 
-        self.forwards: dict[int, Forward] = {}                   # created_index -> forward
+        # created_index -> forward, while OFFERED: a settled or failed forward leaves memory (listforwards and
+        # delforward read the database), so 10,000 forwards do not stay in RAM.
+        self.forwards: dict[int, Forward] = {}
         self.by_in: dict[tuple[bytes, int], Forward] = {}         # unresolved, by incoming HTLC
         self.by_out: dict[tuple[bytes, int], Forward] = {}        # in flight, by outgoing HTLC
         self._updates: dict[tuple[int, tuple], bytes] = {}        # our signed channel_updates, by (scid, policy)
@@ -278,7 +279,8 @@ class Switch:
         earned = 0
         for r in rows:
             f = _from_row(r)
-            self.forwards[f.created_index] = f
+            if f.status == OFFERED:
+                self.forwards[f.created_index] = f
             if f.status == SETTLED and f.fee_msat:
                 earned += f.fee_msat
             if f.status == OFFERED or f.status in (SETTLED, FAILED, LOCAL_FAILED):
@@ -641,6 +643,9 @@ class Switch:
             await self.node.store.write(self._update_op(f, bump))
         except Exception as e:
             self._log("broken", f"storing forward {f.created_index} failed: {e!r}")
+            return
+        if f.status != OFFERED:
+            self.forwards.pop(f.created_index, None)
 
     async def _set_status(self, f: Forward, status: str) -> None:
         f.status, f.resolved_time = status, round(time.time(), 3)
@@ -652,27 +657,46 @@ class Switch:
             notify("forward_event", f.event_json())
 
     # ---- listforwards / delforward
-    def list(self, status: str | None = None, in_channel: int | None = None, out_channel: int | None = None,
-             index: str | None = None, start: int | None = None, limit: int | None = None) -> list[dict]:
-        out = [f for f in self.forwards.values()
-               if (status is None or f.status == status) and (in_channel is None or f.in_scid == in_channel)
-               and (out_channel is None or f.out_scid == out_channel)]
-        return [f.to_json() for f in page(out, index, start, limit)]
+    async def list(self, status: str | None = None, in_channel: int | None = None, out_channel: int | None = None,
+                   index: str | None = None, start: int | None = None, limit: int | None = None) -> list[dict]:
+        """From the database (which has every forward; memory keeps only the open ones), paged as
+        listing.page does."""
+        where, params = [], []
+        if status is not None:
+            where.append("status = ?")
+            params.append(_STATUS_CODES[status])
+        if in_channel is not None:
+            where.append("in_scid = ?")
+            params.append(int(in_channel))
+        if out_channel is not None:
+            where.append("out_scid = ?")
+            params.append(int(out_channel))
+        if index == "updated":
+            where.append("updated_index >= ? AND updated_index > 0")
+            params.append(start or 0)
+            order = "updated_index"
+        else:
+            where.append("id >= ?")
+            params.append(start or 0)
+            order = "id"
+        sql = f"SELECT {_COLUMNS} FROM forwards WHERE {' AND '.join(where)} ORDER BY {order}"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        rows = await self.node.store.read(lambda db: db.query(sql, params))
+        return [_from_row(r).to_json() for r in rows]
 
     async def delete(self, in_channel: int, in_htlc_id: int, status: str) -> bool:
-        victims = [f for f in self.forwards.values() if f.in_scid == in_channel and f.in_htlc_id == in_htlc_id
-                   and f.status == status]
-        if not victims:
-            return False
+        def op(db) -> list[int]:
+            ids = [r[0] for r in db.query("SELECT id FROM forwards WHERE in_scid = ? AND in_htlc_id = ? AND status = ?",
+                                          (int(in_channel), in_htlc_id, _STATUS_CODES[status]))]
+            for id_ in ids:
+                db.execute("DELETE FROM forwards WHERE id = ?", (id_,))
+            return ids
 
-        def op(db) -> None:
-            for f in victims:
-                db.execute("DELETE FROM forwards WHERE id = ?", (f.created_index,))
-
-        await self.node.store.write(op)
-        for f in victims:
-            self.forwards.pop(f.created_index, None)
-        return True
+        ids = await self.node.store.write(op)
+        for id_ in ids:
+            self.forwards.pop(id_, None)
+        return bool(ids)
 
 
 def switch_for(node: Any) -> Switch:

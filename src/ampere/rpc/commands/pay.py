@@ -230,7 +230,7 @@ async def listforwards(ctx, status, in_channel, out_channel, index, start, limit
         raise invalid_params("Cannot specify {index} with {in_channel} or {out_channel}")
     sw = switch_for(ctx.node)
     await sw.start()
-    return {"forwards": sw.list(status, in_channel, out_channel, index, start, limit)}
+    return {"forwards": await sw.list(status, in_channel, out_channel, index, start, limit)}
 
 
 @command("delforward", [req("in_channel", p_scid), req("in_htlc_id", p_u64),

@@ -1,0 +1,152 @@
+"""Payment speed side by side (issue 18): the same scenarios on Ampere and on Core Lightning, in the same run, on
+one amp-chaind, every payment durable on every node (SQLite synchronous=FULL / CLN's default sqlite3):
+
+  * direct, one channel, sendpay + waitsendpay one at a time: payments/s, mean and p99 latency;
+  * direct, one channel, 50 payments in flight (50 client threads): payments/s;
+  * direct, 10 channels to 10 peers, 50 in flight spread over them: payments/s;
+  * two hops, `pay` (l1 -> l2 -> l3, l3's channel a route hint): one at a time (mean, p99) and 50 in flight.
+
+Needs Core Lightning (CLN_LIGHTNINGD, or /work/cln/bin/lightningd); without it only Ampere is measured.
+BENCH_KINDS=ampere,cln picks the implementations; BENCH_SCALE=0.5 halves the payment counts; BENCH_PEERS=10.
+On a loaded machine the absolute figures drop: compare the two implementations within one run.
+"""
+
+import os
+import sys
+import tempfile
+import time
+
+from common import factory, latency_stats, run_in_flight
+
+from pyln.client import LightningRpc
+
+from ampere.testing.chain import ChainD
+
+SCALE = float(os.environ.get("BENCH_SCALE", 1))
+N_SEQ = int(150 * SCALE)
+N_PAR = int(400 * SCALE)
+N_PAY_SEQ = int(100 * SCALE)
+N_PAY_PAR = int(300 * SCALE)
+PEERS = int(os.environ.get("BENCH_PEERS", 10))
+IN_FLIGHT = 50
+AMOUNT = 1_000
+DELAY = 30
+OPTS = {"max-concurrent-htlcs": 483}
+NAME = {"ampere": "Ampere", "cln": "CLN"}
+
+
+def sendpay_one(payer_rpc, hop, inv) -> float:
+    t0 = time.perf_counter()
+    payer_rpc.sendpay([hop], inv["payment_hash"], payment_secret=inv["payment_secret"])
+    done = payer_rpc.waitsendpay(inv["payment_hash"], 120)
+    assert done["status"] == "complete", done
+    return time.perf_counter() - t0
+
+
+def direct(f, kind: str) -> None:
+    payer = f.get_node_of(kind, dict(OPTS))
+    payee = f.get_node_of(kind, dict(OPTS))
+    scid = f.fundchannel(payer, payee, 5_000_000, announce=False)["short_channel_id"]
+    r2 = LightningRpc(payee.rpc_path)
+    invoices = [r2.invoice(AMOUNT, f"d{i}", "bench") for i in range(N_SEQ + N_PAR)]
+    hop = {"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}
+    r1 = LightningRpc(payer.rpc_path)
+    for inv in invoices[:5]:
+        sendpay_one(r1, hop, inv)
+    t0 = time.perf_counter()
+    lat = [sendpay_one(r1, hop, inv) for inv in invoices[5:N_SEQ]]
+    seq = time.perf_counter() - t0
+    st = latency_stats(lat)
+    par, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(payer.rpc_path),
+                                lambda rpc, inv: sendpay_one(rpc, hop, inv))
+    ok = N_PAR - len(errors)
+    print(f"{NAME[kind]:>6}  direct, 1 channel: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
+          f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "
+          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+    for n in (payer, payee):
+        n.stop()
+
+
+def many_channels(f, kind: str) -> None:
+    payer = f.get_node_of(kind, dict(OPTS))
+    nodes = [payer]
+    hops, invoices = [], []
+    per = N_PAR // PEERS + 1
+    for i in range(PEERS):
+        payee = f.get_node_of(kind, dict(OPTS))
+        nodes.append(payee)
+        scid = f.fundchannel(payer, payee, 2_000_000, announce=False)["short_channel_id"]
+        hop = {"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}
+        rpc = LightningRpc(payee.rpc_path)
+        hops.append(hop)
+        invoices.append([(hop, rpc.invoice(AMOUNT, f"m{i}-{j}", "bench")) for j in range(per)])
+    work = [invoices[j % PEERS][j // PEERS] for j in range(per * PEERS)]
+    r1 = LightningRpc(payer.rpc_path)
+    for hop, inv in work[:PEERS]:  # warm-up: one per channel
+        sendpay_one(r1, hop, inv)
+    work = work[PEERS:]
+    par, errors = run_in_flight(work, IN_FLIGHT, lambda: LightningRpc(payer.rpc_path),
+                                lambda rpc, item: sendpay_one(rpc, item[0], item[1]))
+    ok = len(work) - len(errors)
+    print(f"{NAME[kind]:>6}  direct, {PEERS} channels to {PEERS} peers: {IN_FLIGHT} in flight {ok / par:6.1f}/s "
+          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+    for n in nodes:
+        n.stop()
+
+
+def two_hops(f, kind: str) -> None:
+    l1, l2, l3 = f.line_graph([kind] * 3, 10**7, opts=dict(OPTS))
+    r3 = LightningRpc(l3.rpc_path)
+    invoices = [r3.invoice(10_000, f"p{i}", "bench")["bolt11"] for i in range(N_PAY_SEQ + N_PAY_PAR)]
+
+    def one(rpc, bolt11) -> float:
+        t0 = time.perf_counter()
+        done = rpc.pay(bolt11)
+        assert done["status"] == "complete", done
+        return time.perf_counter() - t0
+
+    r1 = LightningRpc(l1.rpc_path)
+    for b in invoices[:5]:
+        one(r1, b)
+    t0 = time.perf_counter()
+    lat = [one(r1, b) for b in invoices[5:N_PAY_SEQ]]
+    seq = time.perf_counter() - t0
+    st = latency_stats(lat)
+    par, errors = run_in_flight(invoices[N_PAY_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), one)
+    ok = N_PAY_PAR - len(errors)
+    print(f"{NAME[kind]:>6}  pay, two hops: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
+          f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "
+          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+    for n in (l1, l2, l3):
+        n.stop()
+
+
+def main() -> None:
+    from ampere.testing.cln import lightningd_path
+
+    kinds = os.environ.get("BENCH_KINDS", "ampere,cln").split(",")
+    if "cln" in kinds and lightningd_path() is None:
+        if os.access("/work/cln/bin/lightningd", os.X_OK):
+            os.environ["CLN_LIGHTNINGD"] = "/work/cln/bin/lightningd"
+        else:
+            print("Core Lightning not found (CLN_LIGHTNINGD): Ampere only", file=sys.stderr)
+            kinds = [k for k in kinds if k != "cln"]
+    scenarios = os.environ.get("BENCH_SCENARIOS", "direct,many,pay").split(",")
+    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
+    chaind.start()
+    f = factory()
+    f.chaind = chaind
+    try:
+        print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; {AMOUNT} msat payments", flush=True)
+        for name, fn in (("direct", direct), ("many", many_channels), ("pay", two_hops)):
+            if name in scenarios:
+                for kind in kinds:
+                    fn(f, kind)
+        print(f"load average at the end: {os.getloadavg()[0]:.1f}")
+    finally:
+        f.cleanup()
+        chaind.stop()
+
+
+if __name__ == "__main__":
+    main()
