@@ -51,12 +51,26 @@ class ChannelUpdate:
 
     `update_id` increases by one per record of a channel. `snapshot` is `state.to_bytes()` (versioned JSON);
     `core.restore(snapshot)` rebuilds the channel. `changes` lists what differs from the previous record.
+    `record`: the JSON-ready dict (or already its encoding): encoded only when `snapshot` is asked for, so steps
+    that the runtime persists together (one write of the last one) are not each encoded.
     """
 
     channel_id: bytes
     update_id: int
-    snapshot: bytes
+    record: Any
     changes: tuple[Change, ...]
+
+    @property
+    def snapshot(self) -> bytes:
+        if isinstance(self.record, (bytes, bytearray)):
+            return bytes(self.record)
+        cached = self.__dict__.get("_snapshot")
+        if cached is None:
+            from ampere.ln.channel.state import encode_record
+
+            cached = encode_record(self.record)
+            object.__setattr__(self, "_snapshot", cached)
+        return cached
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Building a Step from (old channel, new channel, what to say): the one place that decides what to persist.
 
-If the durable form of the channel changed, the step starts with one Persist carrying the new snapshot
+If the durable form of the channel changed, the step starts with one Persist carrying the new record
 (update_id + 1) and a list of typed changes; only then come the messages. Since the snapshot is the step's
 FINAL state, every message of the step reveals only persisted state.
 """
@@ -10,7 +10,7 @@ from dataclasses import replace
 from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
-from ampere.ln.channel.state import Channel, encode_record, revert_peer_uncommitted
+from ampere.ln.channel.state import Channel, revert_peer_uncommitted
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -64,13 +64,13 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     if first or record != base:
         update_id = old.update_id + (0 if first else 1)
         record["update_id"] = update_id
-        snap = encode_record(record)
         changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old),
                                                               revert_peer_uncommitted(new))
-        new = replace(new, update_id=update_id, persisted_snapshot=snap, persisted_record=record)
-        persist = ChannelUpdate(new.channel_id, update_id, snap, changes)
+        # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
+        new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
+        persist = ChannelUpdate(new.channel_id, update_id, record, changes)
     elif new.persisted_record is not base:
-        new = replace(new, persisted_snapshot=old.persisted_snapshot or encode_record(base),
+        new = replace(new, persisted_snapshot=old.persisted_snapshot if old.persisted_record is base else b"",
                       persisted_record=base)
     return Step.build(new, persist, messages, broadcasts, events, disconnect, error)
 

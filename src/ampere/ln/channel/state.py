@@ -263,7 +263,10 @@ def _config_from(v: list[Any]) -> ChannelConfig:
     return ChannelConfig(int(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
 
 
+@lru_cache(maxsize=4096)
 def _htlc_json(h: Htlc) -> dict[str, Any]:
+    """One HTLC's stored form (cached: an HTLC is re-encoded on every step of its channel otherwise; callers
+    never mutate the dict)."""
     d: dict[str, Any] = {"o": h.offerer is Side.LOCAL and "l" or "r", "id": h.htlc_id, "a": h.amount_msat,
                          "h": h.payment_hash.hex(), "c": h.cltv_expiry, "on": h.onion.hex(), "s": int(h.state),
                          "q": h.add_seq}

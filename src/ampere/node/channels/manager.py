@@ -77,7 +77,7 @@ from ampere.ln.channel.env import Env
 from ampere.ln.channel.htlcs import Htlc
 from ampere.ln.channel.persist import finish
 from ampere.ln.channel.signer import ChannelSigner
-from ampere.ln.channel.state import Channel, ChannelState, set_state
+from ampere.ln.channel.state import Channel, ChannelState, encode_record, set_state
 from ampere.primitives.amount import sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.tx import OutPoint, Transaction
@@ -238,7 +238,8 @@ class ChannelRecord:
 
     def row(self) -> tuple:
         return (self.dbid, self.peer_id, self.channel_id, self.state.value, self.core.update_id,
-                self.core.persisted_snapshot or self.core.to_bytes(),
+                self.core.persisted_snapshot or (encode_record(self.core.persisted_record)
+                                                 if self.core.persisted_record is not None else self.core.to_bytes()),
                 self.funding_tx.serialize() if self.funding_tx is not None else None, self.funding_height,
                 self.funding_txindex, self.mindepth, self.settings.to_json(), json.dumps(self.state_changes),
                 json.dumps(self.meta, sort_keys=True), self.created_at)
