@@ -79,16 +79,25 @@ def summarize(path: str, top: int = 25) -> str:
     return "\n".join(out)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--in-flight", type=int, default=1)
     ap.add_argument("--out", default=None)
+    ap.add_argument("--cpu-only", action="store_true", help="no sampling: CPU time per payment of each node only")
+    ap.add_argument("--gil", action="store_true", help="sample only the thread holding the GIL: CPU, not waiting")
     ap.add_argument("--fsyncs", action="store_true",
                     help="count fsync/fdatasync calls per payment of each node with strace instead of profiling")
     args = ap.parse_args()
     pyspy = os.environ.get("PY_SPY") or shutil.which("py-spy")
-    assert pyspy or args.fsyncs, "py-spy not found: pip install py-spy, or PY_SPY=path"
+    assert pyspy or args.fsyncs or args.cpu_only, "py-spy not found: pip install py-spy, or PY_SPY=path"
     out_dir = args.out or tempfile.mkdtemp(prefix="amp-profile-")
     os.makedirs(out_dir, exist_ok=True)
     tp = importlib.util.module_from_spec(_spec)
@@ -115,7 +124,8 @@ def main() -> None:
         for inv in invoices[:5]:
             one(r1, inv)
         spies = []
-        for name, node in (("payer", l1), ("payee", l2)):
+        cpu0 = {name: cpu_seconds(node.proc.pid) for name, node in (("payer", l1), ("payee", l2))}
+        for name, node in (("payer", l1), ("payee", l2)) if not args.cpu_only else ():
             raw = os.path.join(out_dir, f"{name}.txt")
             if args.fsyncs:
                 spies.append((name, raw, subprocess.Popen(
@@ -124,7 +134,7 @@ def main() -> None:
                 continue
             spies.append((name, raw, subprocess.Popen(
                 [pyspy, "record", "--pid", str(node.proc.pid), "--format", "raw", "--rate", "500", "--threads",
-                 "--nonblocking", "-o", raw], stdout=subprocess.DEVNULL, stderr=open(raw + ".err", "w"))))
+                 "--nonblocking", *(["--gil"] if args.gil else []), "-o", raw], stdout=subprocess.DEVNULL, stderr=open(raw + ".err", "w"))))
         time.sleep(1.5)
         t0 = time.perf_counter()
         if args.in_flight == 1:
@@ -133,12 +143,15 @@ def main() -> None:
             run_in_flight(invoices[5:], args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
             lat = []
         elapsed = time.perf_counter() - t0
+        cpu = {name: cpu_seconds(node.proc.pid) - cpu0[name] for name, node in (("payer", l1), ("payee", l2))}
         for _, _, p in spies:
             p.send_signal(2)
         for _, _, p in spies:
             p.wait(60)
         print(f"{args.n} payments, {args.in_flight} in flight, in {elapsed:.2f}s = {args.n / elapsed:.1f}/s"
               + (f"; mean {1000 * sum(lat) / len(lat):.1f} ms" if lat else "") + f"; raw stacks in {out_dir}")
+        print("CPU per payment: " + ", ".join(f"{name} {1000 * c / args.n:.2f} ms" for name, c in cpu.items())
+              + (" (under the profiler)" if not args.cpu_only else ""))
         for name, raw, _ in spies:
             if args.fsyncs:
                 calls = sum(int(line.split()[3]) for line in open(raw)
