@@ -42,7 +42,7 @@ BUCKETS = [
     ("noise (BOLT 8)", ("ampere/wire/noise",)),
     ("RPC server / JSON", ("ampere/rpc/",)),
     ("plugins", ("ampere/plugins/",)),
-    ("asyncio machinery", ("asyncio/",)),
+    ("rest of the event-loop thread (tasks, dispatch, payment engine, DB hand-offs)", ("asyncio/",)),
 ]
 
 
