@@ -184,8 +184,8 @@ class ChannelRecord:
         self.stubbed: set[tuple[Any, int]] = set()  # HTLCs already in channel_htlc_stubs (this process)
         self.commits_sent = 0              # --dev-disable-commit-after
         self.commit_reenabled = False
-        # Inputs waiting for the channel (see ChannelManager.run): (fn, reestablish, connection, future).
-        self.pending: list[tuple[Callable[[Channel], Step | Refusal], bool, Any, asyncio.Future]] = []
+        # Inputs waiting for the channel (see ChannelManager.run): (fn, reestablish, connection, sign_now, future).
+        self.pending: list[tuple[Callable[[Channel], Step | Refusal], bool, Any, bool, asyncio.Future]] = []
         self.drainer: asyncio.Task | None = None
 
     # --- identity --------------------------------------------------------------------------------
@@ -483,16 +483,17 @@ class ChannelManager:
         return await self._enqueue(rec, fn, reestablish, conn)
 
     def _enqueue(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal], reestablish: bool = False,
-                 conn: Any = None) -> asyncio.Future:
+                 conn: Any = None, sign_now: bool = True) -> asyncio.Future:
         """Queue an input for the channel; the future resolves with its Step (or Refusal) once carried out.
 
         Group commit per channel: every input that arrives while the channel is busy (its last step being
         written) is computed next, one after the other on the in-memory state, and the whole group is persisted
         by ONE write of the final state before any of its messages leaves (see _apply_group). 50 offers queued
         behind one fsync cost one more fsync, not 50; the peer's revoke_and_ack and commitment_signed arriving
-        together cost one."""
+        together cost one. `sign_now` False: a group holding this input leaves the commitment to the commit timer.
+        """
         fut = asyncio.get_running_loop().create_future()
-        rec.pending.append((fn, reestablish, conn, fut))
+        rec.pending.append((fn, reestablish, conn, sign_now, fut))
         if rec.drainer is None:
             rec.drainer = self._spawn(self._drain(rec), "channel-steps")
         return fut
@@ -506,7 +507,7 @@ class ChannelManager:
                     try:
                         events, done = await self._run_batch(rec, batch)
                     except Exception as e:  # the store failed: nothing of what was not yet answered is safe
-                        events, done = [], [(fut, e) for _fn, _r, _c, fut in batch]
+                        events, done = [], [(fut, e) for *_item, fut in batch]
                 self._fire(rec, events)
                 for fut, value in done:
                     if isinstance(value, Step) and value.error is not None:
@@ -520,7 +521,7 @@ class ChannelManager:
                 batch = []
         finally:
             rec.drainer = None
-            for _fn, _r, _c, fut in batch + rec.pending if self._stopping else batch:
+            for *_item, fut in batch + rec.pending if self._stopping else batch:
                 if not fut.done():
                     fut.cancel()
             if self._stopping:
@@ -534,7 +535,8 @@ class ChannelManager:
         done: list[tuple[asyncio.Future, Any]] = []
         group: list[Step] = []
         hung_up = False
-        for fn, reestablish, conn, fut in batch:
+        sign_now = True
+        for fn, reestablish, conn, item_sign_now, fut in batch:
             if conn is not None and (hung_up or conn is not self._current_peer(rec.peer_id)):
                 done.append((fut, None))  # said on a connection that has gone
                 continue
@@ -553,16 +555,17 @@ class ChannelManager:
             if _groupable(step):
                 rec.core = step.state
                 group.append(step)
+                sign_now = sign_now and item_sign_now
                 continue
             # A step that changes the channel's state, broadcasts or hangs up goes alone, after the group.
-            events += await self._apply_group(rec, group)
-            group = []
+            events += await self._apply_group(rec, group, sign_now)
+            group, sign_now = [], True
             events += await self._apply(rec, step)
             hung_up = hung_up or any(isinstance(a, Disconnect) for a in step.actions)
-        events += await self._apply_group(rec, group)
+        events += await self._apply_group(rec, group, sign_now)
         return events, done
 
-    async def _apply_group(self, rec: ChannelRecord, steps: list[Step]) -> list[Event]:
+    async def _apply_group(self, rec: ChannelRecord, steps: list[Step], sign_now: bool = True) -> list[Event]:
         """Carry out steps computed one after the other, with one write (rec.lock held). Every step of a group has
         only Persist, SendMessage and plain events (_groupable), so: persist the final state, then speak in order.
         Durability is what each step alone would give: no message leaves before the state it reveals -- a later
@@ -570,7 +573,7 @@ class ChannelManager:
         (messages still unsent), which channel_reestablish retransmits."""
         if not steps:
             return []
-        if any(step.persists for step in steps) and self._inline_commit(rec):
+        if sign_now and any(step.persists for step in steps) and self._inline_commit(rec):
             steps.append(core.send_commitment(rec.core, rec.signer, self.env(rec)))
         if len(steps) == 1:
             return await self._apply(rec, steps[0])
@@ -1201,7 +1204,9 @@ class ChannelManager:
             return core.offer_htlc(ch, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
                                    self.env(rec))
 
-        step = await self.run(rec, offer)
+        # Offers wait for the commit timer (sign_now=False): sendpay answers once the HTLC is stored, and HTLCs
+        # offered within commit-time share one commitment_signed.
+        step = await self._enqueue(rec, offer, sign_now=False)
         if isinstance(step, Refusal):
             raise HtlcRefused(step.code, step.message, step.failure_code)
         return ids[0]
