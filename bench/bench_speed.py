@@ -17,17 +17,16 @@ import tempfile
 import time
 
 from common import factory, latency_stats, run_in_flight
-
 from pyln.client import LightningRpc
 
 from ampere.testing.chain import ChainD
 
-SCALE = float(os.environ.get("BENCH_SCALE", 1))
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
 N_SEQ = int(150 * SCALE)
 N_PAR = int(400 * SCALE)
 N_PAY_SEQ = int(100 * SCALE)
 N_PAY_PAR = int(300 * SCALE)
-PEERS = int(os.environ.get("BENCH_PEERS", 10))
+PEERS = int(os.environ.get("BENCH_PEERS", "10"))
 IN_FLIGHT = 50
 AMOUNT = 1_000
 DELAY = 30

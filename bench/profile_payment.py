@@ -17,7 +17,6 @@ import tempfile
 import time
 
 from common import factory, run_in_flight
-
 from pyln.client import LightningRpc
 
 from ampere.testing.chain import ChainD
@@ -134,7 +133,7 @@ def main() -> None:
                 continue
             spies.append((name, raw, subprocess.Popen(
                 [pyspy, "record", "--pid", str(node.proc.pid), "--format", "raw", "--rate", "500", "--threads",
-                 "--nonblocking", *(["--gil"] if args.gil else []), "-o", raw], stdout=subprocess.DEVNULL, stderr=open(raw + ".err", "w"))))
+                 "--nonblocking", *(["--gil"] if args.gil else []), "-o", raw], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
         time.sleep(1.5)
         t0 = time.perf_counter()
         if args.in_flight == 1:

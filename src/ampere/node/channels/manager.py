@@ -506,7 +506,7 @@ class ChannelManager:
                     batch, rec.pending = rec.pending, []
                     try:
                         events, done = await self._run_batch(rec, batch)
-                    except Exception as e:  # the store failed: nothing of what was not yet answered is safe
+                    except Exception as e:  # noqa: BLE001 -- the store failed: each caller gets the error
                         events, done = [], [(fut, e) for *_item, fut in batch]
                 self._fire(rec, events)
                 for fut, value in done:
@@ -546,7 +546,7 @@ class ChannelManager:
                 rec.conn = self._current_peer(rec.peer_id)
             try:
                 step = fn(rec.core)
-            except Exception as e:
+            except Exception as e:  # noqa: BLE001 -- a bug in one input: its caller gets it, the others go on
                 done.append((fut, e))
                 continue
             done.append((fut, step))
@@ -904,7 +904,10 @@ class ChannelManager:
                 self.node.log.debug(f"{peer_id.hex()}-chan", f"{type(msg).__name__} for unknown channel {cid.hex()}")
             return
         conn = self._current_peer(peer_id)
-        fn = lambda ch: core.handle_message(ch, rec.signer, msg, self.env(rec))  # noqa: E731
+
+        def fn(ch: Channel) -> Step:
+            return core.handle_message(ch, rec.signer, msg, self.env(rec))
+
         if isinstance(msg, PIPELINED_MESSAGES):
             # Not awaited: the next message of the peer (its commitment_signed right after its revoke_and_ack, or
             # many update_add_htlc) joins the same write. The channel's queue keeps them in order.
