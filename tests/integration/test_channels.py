@@ -59,7 +59,11 @@ def test_open_channel_shapes_and_notifications(node_factory_chain):
     assert a["short_channel_id"] == b["short_channel_id"] and a["channel_id"] == b["channel_id"]
     assert (a["opener"], b["opener"]) == ("local", "remote")
     assert (a["to_us_msat"], b["to_us_msat"]) == (CAPACITY_MSAT, 0)
-    assert a["total_msat"] == CAPACITY_MSAT and a["features"] == ["option_static_remotekey"]
+    # option_anchors by default between two Ampere nodes (issue 15), as CLN does.
+    assert a["total_msat"] == CAPACITY_MSAT and a["features"] == b["features"] == ["option_static_remotekey",
+                                                                                 "option_anchors"]
+    assert a["channel_type"] == b["channel_type"] == {"bits": [12, 22], "names": ["static_remotekey/even",
+                                                                                  "anchors/even"]}
     assert a["our_reserve_msat"] == b["their_reserve_msat"] == 10_000_000  # 1% of the funding
     assert 0 < a["spendable_msat"] < CAPACITY_MSAT - 10_000_000 and b["spendable_msat"] == 0
     assert a["direction"] != b["direction"]
@@ -165,10 +169,40 @@ def test_openchannel_hook_rejects_then_accepts(node_factory_chain, tmp_path):
     validate_hook("openchannel", payload)
     p = payload["openchannel"]
     assert (p["id"], p["funding_msat"], p["push_msat"], p["channel_flags"]) == (l1.node_id, 200_000_000, 1000, 0)
-    assert p["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    assert p["channel_type"] == {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]}
     # Large enough: the hook continues (with mindepth 1), the channel opens.
     res = node_factory_chain.fundchannel(l1, l2, 600_000)
     assert chan(l2, l1)["state"] == "CHANNELD_NORMAL" and res["mindepth"] == 1
+
+
+def test_anchors_disabled_falls_back_to_static_remotekey(node_factory_chain):
+    """CLN's `--dev-force-features=-23`: the node stops offering option_anchors, so channels with it (either way)
+    are static_remotekey; asking it for anchors explicitly is refused by it, and refused at once by the node
+    that disabled them."""
+    l1 = node_factory_chain.get_node(listen=True)
+    l2 = node_factory_chain.get_node(listen=True, **{"dev-force-features": "-23"})
+    assert "option_anchors" not in str(l2.rpc.getinfo()["our_features"]) and l2.rpc.getinfo()["our_features"]
+    assert not int(l2.rpc.getinfo()["our_features"]["init"], 16) >> 22 & 3
+    assert int(l1.rpc.getinfo()["our_features"]["init"], 16) >> 23 & 1
+    node_factory_chain.fund_wallet(l1, 2_000_000)
+    node_factory_chain.fund_wallet(l2, 2_000_000)
+    node_factory_chain.connect(l1, l2)
+    with pytest.raises(RpcError) as err:   # l2 has anchors off: it refuses the explicit type (nothing reserved)
+        l1.rpc.fundchannel(l2.node_id, 300_000, channel_type=[12, 22])
+    assert "not supported" in err.value.error["message"]
+    with pytest.raises(RpcError) as err:
+        l2.rpc.fundchannel(l1.node_id, 300_000, channel_type=[12, 22])
+    assert err.value.error["code"] == -32602 and "channel_type" in err.value.error["message"]
+    with pytest.raises(RpcError) as err:
+        l1.rpc.fundchannel(l2.node_id, 300_000, channel_type=[12, 20])
+    assert err.value.error["code"] == -32602 and "channel_type" in err.value.error["message"]
+    node_factory_chain.fundchannel(l1, l2, 300_000)
+    node_factory_chain.fundchannel(l2, l1, 300_000)
+    static = {"bits": [12], "names": ["static_remotekey/even"]}
+    for node, peer in ((l1, l2), (l2, l1)):
+        chans = node.rpc.listpeerchannels(peer.node_id)["channels"]
+        assert len(chans) == 2 and all(c["channel_type"] == static for c in chans)
+        assert all(c["features"] == ["option_static_remotekey"] for c in chans)
 
 
 def test_htlcs_reestablish_after_restart_of_either_side(node_factory_chain):

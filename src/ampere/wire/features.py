@@ -172,8 +172,9 @@ INIT_FEATURES = Features.from_names(
                 "option_channel_type"],
     # option_route_blinding: we forward and receive blinded HTLCs (node.blinded_htlcs); option_onion_messages:
     # we relay and receive onion messages (node.onion_messages).  Both optional, as CLN.  keysend: see above.
-    optional=["gossip_queries", "basic_mpp", "option_support_large_channel", "option_route_blinding",
-              "option_onion_messages", "keysend"],
+    # option_anchors (zero-fee HTLC txs): optional as CLN, preferred as channel_type whenever the peer offers it.
+    optional=["gossip_queries", "basic_mpp", "option_support_large_channel", "option_anchors",
+              "option_route_blinding", "option_onion_messages", "keysend"],
 )
 # BOLT #7 node_announcement carries the node's features (the "N" context); CLN advertises the same set.
 NODE_FEATURES = INIT_FEATURES

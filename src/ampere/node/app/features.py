@@ -77,3 +77,11 @@ def force_features(fs: dict[str, str], spec: str) -> dict[str, str]:
             if place is not None:
                 places[place] = bits
     return {k: bits_to_hex(sorted(v)) for k, v in places.items()}
+
+
+def offers_anchors(feature_set: dict[str, str]) -> bool:
+    """Whether our init features offer option_anchors (bit 22 or 23); `--dev-force-features=-23` (CLN's way)
+    turns it off, and channels with us fall back to static_remotekey."""
+    from ampere.wire.features import Features
+
+    return Features.from_bytes(bytes.fromhex(feature_set.get("init", "") or "")).has("option_anchors")

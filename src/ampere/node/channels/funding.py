@@ -50,6 +50,12 @@ class OpenError(Exception):
         self.message = message
 
 
+def commitment_feerate_name(ct: ChannelType) -> str:
+    """The fee estimate a commitment follows. Anchor commitments are CPFP'd through their anchor when they must
+    confirm, so (as CLN) they stay at the low `unilateral_anchor_close` rate; others must confirm on their own."""
+    return "unilateral_anchor_close" if ct.anchors else "unilateral_close"
+
+
 def channel_type_json(ct: ChannelType) -> dict:
     bits = [12] + ([22] if ct.anchors else [])
     names = ["static_remotekey/even"] + (["anchors/even"] if ct.anchors else [])
@@ -98,7 +104,25 @@ class OpenFlows:
         return OpenPolicy(chain_hash=bolt1.chain_hash(self.node.network),
                           min_funding_sat=int(o.get("min-capacity-sat") or 0),
                           max_to_self_delay=int(o.get("max-locktime-blocks") or 2016),
-                          min_feerate_per_kw=env.min_feerate_per_kw, max_feerate_per_kw=env.max_feerate_per_kw)
+                          min_feerate_per_kw=env.min_feerate_per_kw, max_feerate_per_kw=env.max_feerate_per_kw,
+                          allow_anchors=self.we_offer_anchors())
+
+    def we_offer_anchors(self) -> bool:
+        from ampere.node.app.features import offers_anchors
+
+        return offers_anchors(self.node.feature_set())
+
+    def choose_channel_type(self, peer_id: bytes, asked: ChannelType | None) -> ChannelType:
+        """The channel_type we propose: what the caller asked, else option_anchors when both of us offer it (as CLN:
+        anchors by default), else static_remotekey."""
+        if asked is not None:
+            if asked.anchors and not self.we_offer_anchors():
+                raise OpenError(-32602, "channel_type: option_anchors is disabled on this node (dev-force-features)")
+            return asked
+        peer = self.mgr._current_peer(peer_id)
+        feats = getattr(peer, "features", None)
+        theirs = feats.has("option_anchors") if hasattr(feats, "has") else False
+        return ChannelType.ANCHORS if theirs and self.we_offer_anchors() else ChannelType.STATIC_REMOTEKEY
 
     def default_settings(self, funding_sat: int) -> ChannelSettings:
         o = self.node.options
@@ -168,7 +192,7 @@ class OpenFlows:
     async def fundchannel(self, peer_id: bytes, amount: int | str, feerate: int, *, announce: bool = True,
                           minconf: int = 1, utxos: list[OutPoint] | None = None, push_msat: int = 0,
                           mindepth: int | None = None, reserve_sat: int | None = None,
-                          channel_type: ChannelType = ChannelType.STATIC_REMOTEKEY,
+                          channel_type: ChannelType | None = None,
                           close_to: bytes | None = None) -> dict:
         node = self.node
         chain, wallet = node.chain, getattr(node, "wallet", None)
@@ -200,8 +224,9 @@ class OpenFlows:
         try:
             if funding_sat >= opening.LARGE_CHANNEL_SAT and not self._peer_supports_large(peer_id):
                 raise OpenError(FUND_MAX_EXCEEDED, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
+            channel_type = self.choose_channel_type(peer_id, channel_type)
             fees = chain.fees
-            commit_rate = (fees.named("unilateral_close") if fees.known else 0) or max(feerate, fees.floor)
+            commit_rate = (fees.named(commitment_feerate_name(channel_type)) if fees.known else 0) or max(feerate, fees.floor)
             upfront = close_to is not None
             script = close_to if close_to is not None else await self.wallet_script()
             dbid = await self.mgr.allocate_dbid()
@@ -417,4 +442,4 @@ def _sat(value: Any) -> int | None:
         return None
 
 
-__all__ = ["OpenFlows", "OpenError", "PendingOpen", "channel_type_json", "channel_type_bytes"]
+__all__ = ["OpenFlows", "OpenError", "PendingOpen", "channel_type_json", "channel_type_bytes", "commitment_feerate_name"]

@@ -26,7 +26,7 @@ from ampere.wire import messages as m
 from ampere.node.signer.dev_secrets import new_temporary_channel_id
 from ampere.node.channels.funding import (
     FUNDING_PEER_NOT_CONNECTED, FUNDING_STILL_SYNCING_BITCOIN, FUNDING_UNKNOWN_PEER, LIGHTNINGD, OpenError, OpenFlows,
-    PendingOpen, channel_type_json,
+    PendingOpen, channel_type_json, commitment_feerate_name,
 )
 from ampere.node.channels.manager import ChannelRecord
 from ampere.node.onchain.wallet_psbt import PsbtError, psbt_unsigned_tx
@@ -56,7 +56,7 @@ def _started(flows: OpenFlows) -> dict[bytes, StartedOpen]:
 
 async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, feerate: int, *, announce: bool,
                             push_msat: int, mindepth: int | None, reserve_sat: int | None,
-                            channel_type: ChannelType, close_to: bytes | None) -> dict:
+                            channel_type: ChannelType | None, close_to: bytes | None) -> dict:
     node, mgr = flows.node, flows.mgr
     if node.chain is None:
         raise OpenError(LIGHTNINGD, "No chain backend: ampd was started with --disable-chain")
@@ -71,8 +71,9 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
         raise OpenError(FUNDING_STATE_INVALID, "Already have channel in progress")
     if funding_sat >= opening.LARGE_CHANNEL_SAT and not flows._peer_supports_large(peer_id):
         raise OpenError(300, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
+    channel_type = flows.choose_channel_type(peer_id, channel_type)
     fees = node.chain.fees
-    commit_rate = (fees.named("unilateral_close") if fees.known else 0) or max(feerate, fees.floor)
+    commit_rate = (fees.named(commitment_feerate_name(channel_type)) if fees.known else 0) or max(feerate, fees.floor)
     script = close_to if close_to is not None else await flows.wallet_script()
     dbid = await mgr.allocate_dbid()
     signer = mgr.signer_for(peer_id, dbid)
@@ -202,7 +203,7 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
         for d in destinations:
             r = await fundchannel_start(flows, d["id"], d["amount"], feerate, announce=d["announce"],
                                         push_msat=d["push_msat"], mindepth=d["mindepth"], reserve_sat=d["reserve"],
-                                        channel_type=ChannelType.STATIC_REMOTEKEY, close_to=d["close_to"])
+                                        channel_type=d.get("channel_type"), close_to=d["close_to"])
             starts.append((d, r))
     except OpenError:
         for d, _ in starts:

@@ -1136,15 +1136,18 @@ class ChannelManager:
         chain = self.node.chain
         if chain is None or not chain.fees.known:
             return
-        target = chain.fees.named("unilateral_close")
-        if not target:
-            return
         from ampere.ln.channel.commitment import Side
 
         for rec in list(self.records.values()):
             ch = rec.core
             if rec.state is not CS.CHANNELD_NORMAL or ch.opener is not Side.LOCAL or not ch.can_speak \
                     or ch.fee_updates:
+                continue
+            # Anchor commitments follow the low `unilateral_anchor_close` estimate (CLN's choice): BOLT #2 lets
+            # the opener rely on CPFP through its anchor, and a low commitment fee keeps balances spendable.
+            target = chain.fees.named("unilateral_anchor_close" if ch.params.channel_type.anchors
+                                      else "unilateral_close")
+            if not target:
                 continue
             current = ch.feerate_per_kw
             if current and abs(target - current) * 10 < current:  # within 10%: not worth a signature round

@@ -23,6 +23,7 @@ from ...wire.types import ShortChannelId
 from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
+from ampere.node.channels.funding import channel_type_json
 from .chain import feerate_arg
 from .wallet import p_outpoints, p_sat_or_all
 
@@ -43,7 +44,9 @@ def _channel_type(v: Any) -> ChannelType:
     bits = sorted(set(v))
     if bits == [12]:
         return ChannelType.STATIC_REMOTEKEY
-    raise ParamError("only static_remotekey ([12]) channels can be opened (anchors come with on-chain support)")
+    if bits == [12, 22]:
+        return ChannelType.ANCHORS
+    raise ParamError("only static_remotekey ([12]) and anchors ([12,22]) channels can be opened")
 
 
 def _explicit_feerate_floor_check(value: Any) -> None:
@@ -113,7 +116,7 @@ async def fundchannel(ctx, id: bytes, amount: Any, feerate: Any, announce: bool,
         return await mgr.opening.fundchannel(id, amount, rate, announce=announce, minconf=minconf, utxos=utxos,
                                              push_msat=int(push_msat or 0), mindepth=mindepth,
                                              reserve_sat=reserve_sat,
-                                             channel_type=channel_type or ChannelType.STATIC_REMOTEKEY,
+                                             channel_type=channel_type,
                                              close_to=script)
     except OpenError as e:
         raise RpcError(e.code, e.message) from None
@@ -160,8 +163,7 @@ def peerchannel_json(mgr, rec) -> dict:
     if connected:
         e["reestablished"] = bool(ch.reestablished)
     e["state"] = ch.state.value
-    e["channel_type"] = {"bits": [12] + ([22] if ch.channel_type.anchors else []),
-                         "names": ["static_remotekey/even"] + (["anchors/even"] if ch.channel_type.anchors else [])}
+    e["channel_type"] = channel_type_json(ch.channel_type)
     e["updates"] = {"local": {"htlc_minimum_msat": settings.htlc_min_msat, "htlc_maximum_msat": settings.htlc_max_msat,
                               "cltv_expiry_delta": settings.cltv_delta, "fee_base_msat": settings.fee_base_msat,
                               "fee_proportional_millionths": settings.fee_ppm}}
@@ -300,7 +302,7 @@ async def listclosedchannels(ctx, id: bytes | None) -> dict:
         if rec.closer:
             e["closer"] = rec.closer
         e["private"] = not ch.announce
-        e["channel_type"] = {"bits": [12], "names": ["static_remotekey/even"]}
+        e["channel_type"] = channel_type_json(ch.channel_type)
         e["total_local_commitments"] = ch.local_ctn
         e["total_remote_commitments"] = ch.remote_ctn
         e["total_htlcs_sent"] = ch.next_htlc_id_local

@@ -42,7 +42,7 @@ async def fundchannel_start(ctx, id: bytes, amount: Any, feerate: Any, announce:
     try:
         return await start(mgr.opening, id, int(sat), rate, announce=announce, push_msat=int(push_msat or 0),
                            mindepth=mindepth, reserve_sat=reserve_sat,
-                           channel_type=channel_type or ChannelType.STATIC_REMOTEKEY, close_to=script)
+                           channel_type=channel_type, close_to=script)
     except OpenError as e:
         raise RpcError(e.code, e.message) from None
 
