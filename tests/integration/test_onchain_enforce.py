@@ -19,6 +19,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from ampere.primitives.tx import Transaction
 from ampere.testing.schema import ClnValidator, load_schema
 
@@ -65,7 +67,14 @@ def ledger(node) -> list[dict]:
     return node.rpc.call("ledger")["movements"]
 
 
-def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind):
+# Both commitment formats (issue 15): static_remotekey, and option_anchors (the default) where the cheat's
+# HTLC-success must wait a block (CSV 1) and brings its own fee from its wallet.
+CHANNEL_TYPES = {"static": [12], "anchors": [12, 22]}
+
+
+@pytest.mark.parametrize("ctype", ["static", "anchors"])
+def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind, ctype):
+    anchors = ctype == "anchors"
     chaind.mine(101)
     honest = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": [HODL, LISTENER, LEDGER]},
                                          listen=True)
@@ -73,10 +82,14 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
                                         listen=True, allow_broken_log=True)  # it logs its own revoked close
     node_factory_chain.fund_wallet(honest, 1_500_000)
     node_factory_chain.connect(honest, cheat)
-    honest.rpc.fundchannel(cheat.node_id, FUNDING, push_msat=PUSH_MSAT)
+    if anchors:
+        for _ in range(2):   # the fees of its HTLC-timeout and HTLC-success (one coin each)
+            node_factory_chain.fund_wallet(cheat, 100_000)
+    honest.rpc.fundchannel(cheat.node_id, FUNDING, push_msat=PUSH_MSAT, channel_type=CHANNEL_TYPES[ctype])
     mine(chaind, 6, honest, cheat)
     for n in (honest, cheat):
         wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    assert channel(honest)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
     pre = "a5" * 32
     h_out = held_payment(honest, cheat, 30_000_000, "hodl-a", pre)  # honest -> cheat
     h_in = held_payment(cheat, honest, 50_000_000, "hodl-b")      # cheat -> honest
@@ -85,7 +98,8 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
                                                             for h in channel(cheat)["htlcs"]), 30, "HTLCs committed")
     old = Transaction.parse_hex(cheat.rpc.call("dev-sign-last-tx", {"id": honest.node_id})["tx"])
     # ... and its HTLC-success for the HTLC it received (its own invoice: it knows the preimage).
-    second = cheat.rpc.call("dev-sign-last-htlc-txs", {"id": honest.node_id, "preimages": [pre]})["txs"]
+    second = cheat.rpc.call("dev-sign-last-htlc-txs", {"id": honest.node_id, "preimages": [pre],
+                                                       **({"feerate": 2000} if anchors else {})})["txs"]
     [success] = [Transaction.parse_hex(x["tx"]) for x in second if x["type"] == "htlc-success"]
     assert success.inputs[0].prevout.txid == old.txid()
     channel_id = channel(honest)["channel_id"]
@@ -100,12 +114,21 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     # The honest node will die (kill -9) before its first on-chain broadcast of the resolution (the penalties
     # are recorded, nothing is out), then again between its first and second.
     honest.options.update({"dev-crash-before": "onchain", "developer": None})
-    honest.restart()
+    if anchors:
+        honest.stop()   # down while both blocks of the cheat are mined; it dies before its first penalty
+    else:
+        honest.restart()
 
-    # The cheat: the revoked commitment and its second-stage HTLC-success, mined together.
+    # The cheat: the revoked commitment and its second-stage HTLC-success, mined together (option_anchors: the
+    # HTLC-success in the next block, CSV 1).
     chaind.rpc("sendrawtransaction", old.serialize().hex())
-    chaind.rpc("sendrawtransaction", success.serialize().hex())
+    if not anchors:
+        chaind.rpc("sendrawtransaction", success.serialize().hex())
     s = mine(chaind, 1, cheat)
+    if anchors:
+        chaind.rpc("generateblock", chaind.faucet_address(), [success.serialize().hex()])
+        s = mine(chaind, 0, cheat)
+        honest.start(wait=False)
     wait_for(lambda: not honest.is_running(), 30, "the crash before the first penalty")
     assert chaind.rpc("getrawmempool") == []
     honest.options["dev-crash-before"] = "onchain:2"
@@ -125,7 +148,9 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
              "three penalties")
     wait_for(lambda: len(chaind.rpc("getrawmempool")) == 4, 30, "3 penalties and the to_remote sweep")
     mempool = chaind.rpc("getrawmempool")
-    assert first <= set(mempool)               # what went out before the crash was not rebuilt
+    # What went out before the crash was not rebuilt (option_anchors: the cheat's second block went by since the
+    # penalties were signed, so they were replaced at a higher feerate: RBF, logged).
+    assert first <= set(mempool) or (anchors and all(f"replacing {t}" in honest.logs(False) for t in first))
     status_txids = {w for x in channel(honest)["status"] for w in x.split() if len(w) == 64}
     assert set(mempool) <= status_txids        # the mempool holds exactly what it signed and recorded
     penalties = [Transaction.parse_hex(chaind.rpc("getrawtransaction", t)) for t in mempool]
@@ -142,11 +167,14 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     mine(chaind, 1, honest, cheat)
     # The honest node holds the whole channel (its own balance and the cheater's) less the fees (the cheat's
     # HTLC-success fee included).
-    taken = sum(o.value for o in old.outputs) - (30_000 - success.outputs[0].value)
+    taken = sum(o.value for o in old.outputs) - (30_000 - success.outputs[0].value) - (660 if anchors else 0)
     wait_for(lambda: wallet_sat(honest) - wallet_before > taken - 20_000, 30, "the penalties in the wallet")
     gained = wallet_sat(honest) - wallet_before
     print(f"honest gained {gained} sat of the {taken} sat commitment outputs ({taken - gained} sat in fees)")
-    assert wallet_sat(cheat) == cheat_before
+    # (option_anchors: the cheat paid its HTLC-success's fee from its wallet.)
+    success_fee = (sum(o.value for o in success.outputs[1:]) and
+                   cheat_before - wallet_sat(cheat)) if anchors else 0
+    assert wallet_sat(cheat) == cheat_before - success_fee and (success_fee > 0) == anchors
     # What CLN's onchaind would say: each output's fate, and a chain_mvt per penalty (bookkeeper's tags).
     status = channel(honest)["status"]
     assert len([x for x in status if "taken by our penalty" in x]) == 3, status
@@ -158,9 +186,12 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     pens = [m for m in moves() if m["primary_tag"] == "penalty"]
     assert {m["account_id"] for m in pens} == {channel(honest)["channel_id"]}
     # Every P2WSH output of the cheat (its to_local, the 50k HTLC) and its HTLC-success output.
-    assert sorted(m["credit_msat"] for m in pens) == sorted(
-        [o.value * 1000 for o in old.outputs if len(o.script_pubkey) == 34 and o.value != 30_000]
-        + [success.outputs[0].value * 1000])
+    credits = sorted(m["credit_msat"] for m in pens)
+    p2wsh = [o.value * 1000 for o in old.outputs if len(o.script_pubkey) == 34 and o.value not in (30_000, 330)]
+    for v in (50_000_000, success.outputs[0].value * 1000):
+        credits.remove(v)
+    # The third is the cheat's to_local (option_anchors: our to_remote is P2WSH too, and not a penalty).
+    assert len(credits) == 1 and credits[0] in p2wsh and len(p2wsh) == (3 if anchors else 2)
     assert all(m["blockheight"] == s + 1 for m in pens)
     schema = load_schema(os.path.join("notification", "coin_movement"), "response")   # CLN's (in "response")
     assert schema is not None
@@ -175,7 +206,8 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     books = check_books(ledger(honest), lambda t: chaind.rpc("getrawtransaction", t), channel_id, old.txid_hex(),
                         close_debit_msat=to_us_msat, wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
     assert books[channel_id] == FUNDING * 1000 - to_us_msat   # what left the channel off-chain (the push...)
-    assert "external" not in books       # the cheat keeps nothing of its revoked commitment
+    # The cheat keeps nothing of its revoked commitment (option_anchors: the two 330-sat anchors are anyone's).
+    assert books.get("external", 0) == (2 * 330_000 if anchors else 0)
     # Irrevocably resolved (100 blocks): CLOSED, in listclosedchannels.
     mine(chaind, 100, honest)
     wait_for(lambda: honest.rpc.listpeerchannels()["channels"] == [] or channel(honest)["state"] == "CLOSED"

@@ -352,7 +352,8 @@ def _htlc_note(htlcs: list[OurOutput]) -> str:
             "followed until someone spends them)")
 
 
-def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction) -> OurOutput | None:
+def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction,
+                        parent_txid: bytes | None = None) -> OurOutput | None:
     """The output of the peer's HTLC-success/HTLC-timeout transaction `spend` that spent `revoked_htlc` (an HTLC
     output of its revoked commitment), as a penalty output; None if `spend` is not such a transaction (we took
     the output ourselves, or it went elsewhere).
@@ -363,12 +364,22 @@ def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction
     """
     p = ch.params
     point = revoked_htlc.per_commitment_point
-    if point is None or len(spend.inputs) != 1 or not spend.outputs:
+    if point is None or not spend.outputs:
         return None
+    candidates: range | list[int] = range(len(spend.outputs))
+    if len(spend.inputs) != 1:
+        # option_anchors: the peer added fee inputs and change (its HTLC transactions are signed by us
+        # SIGHASH_SINGLE|SIGHASH_ANYONECANPAY, so the HTLC input and its output share an index; several may be
+        # aggregated, all paying the same script).
+        if not p.channel_type.anchors or parent_txid is None:
+            return None
+        idx = [i for i, x in enumerate(spend.inputs) if x.prevout == OutPoint(parent_txid, revoked_htlc.vout)]
+        candidates = [i for i in idx if i < len(spend.outputs)]
     keys = commitment_keys(p.remote_pubkeys, p.local_pubkeys, point)
     ws = to_local_script(keys.revocation_pubkey, p.remote_to_self_delay, keys.local_delayed_pubkey)
     spk = p2wsh(ws)
-    for i, o in enumerate(spend.outputs):
+    for i in candidates:
+        o = spend.outputs[i]
         if o.script_pubkey == spk:
             return OurOutput(i, o.value, OutputKind.REVOKED_HTLC_TX, Action.PENALTY, spk, witness_script=ws,
                              per_commitment_point=point, htlc=revoked_htlc.htlc,

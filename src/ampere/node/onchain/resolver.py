@@ -78,6 +78,7 @@ from ampere.ln.onchain.classify import (
 )
 from ampere.ln.channel.scripts import anchor_script
 from ampere.primitives.script import p2wsh
+from ampere.node.onchain.bumping import cpfp_child, fund_htlc_tx, package_feerate
 from ampere.node.onchain.coin_moves import chain_mvt, emit
 from ampere.node.onchain.wallet import scripts_for_pubkey
 
@@ -160,6 +161,9 @@ class Resolution:
     missing: dict = field(default_factory=dict)
     broadcast_at: int = -1               # transient: tip at our last broadcast of spend_tx
     noted: set = field(default_factory=set)  # coin movements emitted for the close itself ("close")
+    # option_anchors, our commitment unconfirmed: the CPFP child through our anchor {"tx", "rate", "since",
+    # "deadline", "coins", "fee", "prev"} (persisted before its broadcast; replaced as the deadline nears).
+    cpfp: dict | None = None
 
     @property
     def spend_txid(self) -> bytes:
@@ -216,6 +220,7 @@ class OnchainResolver:
                 d = json.loads(info) if info else {}
                 r.missing = {int(k): v for k, v in d.get("missing", {}).items()}
                 r.noted = set(d.get("noted", ()))
+                r.cpfp = d.get("cpfp")
                 self._res[r.channel_id] = r
             for cid, txid, vout, kind, state, value, spk, csv, ws, point, sweep, rtxid, rheight, info in outs:
                 r = self._res[bytes(cid)]
@@ -482,7 +487,8 @@ class OnchainResolver:
                 t.state = S_UNRESOLVED
                 continue
             t.extra["stage"] = [x.tx.serialize().hex(), x.their_sig.hex(), x.our_sig.hex(), x.kind.value]
-            if t.state == S_HTLC_TIMEOUT:
+            # option_anchors: the pre-signed transaction pays no fee; it gets wallet inputs when it is due.
+            if t.state == S_HTLC_TIMEOUT and not ch.params.channel_type.anchors:
                 t.sweep_tx = x.complete().serialize()  # valid once cltv_expiry has passed
 
     async def _remember_preimage(self, payment_hash: bytes, preimage: bytes) -> None:
@@ -556,7 +562,7 @@ class OnchainResolver:
         elif t.out.kind is OutputKind.REVOKED_HTLC:
             # The peer was faster with its second-stage transaction: its output is revocable too.
             self._learn_preimage(r, t, tx, txid)
-            second = second_stage_output(r.record.core, t.out, tx) if r.record is not None else None
+            second = second_stage_output(r.record.core, t.out, tx, t.txid or r.spend_txid) if r.record is not None else None
             if second is None:
                 self.node.log.broken(LOG, f"Channel {cid}: revoked {what} was spent by {txid[::-1].hex()} in block "
                                           f"{height}, which is not a second-stage HTLC transaction we can penalise")
@@ -726,6 +732,8 @@ class OnchainResolver:
             if r.broadcast_at != tip:
                 r.broadcast_at = tip
                 await self._broadcast(r, r.spend_tx, "funding spend")
+                if r.kind is SpendKind.LOCAL and r.record is not None and r.record.core.params.channel_type.anchors:
+                    await self._cpfp(r, tip)
             return
         for t in list(r.outputs.values()):
             self._report_htlc(r, t, tip)
@@ -821,9 +829,98 @@ class OnchainResolver:
                                 f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
                                 f"{t.sweep_txid[::-1].hex()}")
 
+    async def _cpfp(self, r: Resolution, tip: int) -> None:
+        """Our anchor commitment is unconfirmed: a child spending our anchor with wallet coins brings the package
+        to the feerate its deadline needs (BOLT #3: the anchors exist so that "the commitment transaction can be
+        fee-bumped" by CPFP), replaced at a higher rate (RBF, same coins) each block it waits."""
+        p = r.record.core.params
+        ws = anchor_script(p.local_pubkeys.funding_pubkey)
+        vout = next((i for i, o in enumerate(r.spend_tx.outputs) if o.script_pubkey == p2wsh(ws)), None)
+        wallet = getattr(self.node, "wallet", None)
+        if vout is None or wallet is None:
+            return
+        c = r.cpfp
+        if c is not None and tip <= c["since"]:
+            await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+            return
+        fees = self.node.chain.fees
+        parent_fee = p.funding_sat - sum(o.value for o in r.spend_tx.outputs)
+        if c is None:
+            # The deadline: the first HTLC on it that must be resolved in time, else CLN's unilateral_close
+            # target (6 blocks).
+            expiries = [t.out.htlc.cltv_expiry for t in r.outputs.values()
+                        if t.out.htlc is not None and t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS)]
+            deadline = min(expiries) if expiries else tip + 6
+            rate = fees.for_deadline(max(1, deadline - tip)) or fees.floor
+            if rate * r.spend_tx.weight() <= parent_fee * 1000:
+                return  # the commitment's own fee is enough
+        else:
+            deadline = c["deadline"]
+            rate = deadline_feerate(fees.for_deadline, fees.floor, deadline - tip, tip - c["since"])
+            if not worth_replacing(c["rate"], rate):
+                await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+                return
+        keep = [wallet.outputs[(bytes.fromhex(h), n)] for h, n in (c or {}).get("coins", ())
+                if (bytes.fromhex(h), n) in wallet.outputs]
+        res = await cpfp_child(wallet, r.spend_tx, parent_fee, vout, ws, rate, r.record.signer.sign_anchor, tip, keep)
+        if res is None:
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot CPFP our commitment to {rate}perkw: "
+                                       "not enough funds in the wallet (see min-emergency-msat)")
+            if c is not None:
+                await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+            return
+        child, fee, coins = res
+        prev = ([c["txid"]] + c.get("prev", [])) if c is not None else []
+        r.cpfp = {"tx": child.serialize().hex(), "txid": child.txid_hex(), "rate": rate, "since": tip,
+                  "deadline": deadline, "fee": fee, "coins": [[o.txid.hex(), o.outnum] for o in coins], "prev": prev}
+        await self._save(r)  # recorded before it is broadcast
+        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: CPFP of our commitment {r.spend_tx.txid_hex()} "
+                                f"({parent_fee} sat, {parent_fee * 1000 // r.spend_tx.weight()}perkw) through our anchor"
+                                f" with {len(coins)} wallet input(s): child {child.txid_hex()} pays {fee} sat, package "
+                                f"{package_feerate(r.spend_tx, parent_fee, child, fee)}perkw (target {rate}perkw, "
+                                f"deadline block {deadline})" + (f", replacing {prev[0]}" if prev else ""))
+        if await self._broadcast(r, child, "CPFP of our commitment"):
+            await wallet.record_sent(child)
+
+    async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
+        """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output
+        (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature allows it) and sign it anew."""
+        raw, their, _, kind = t.extra["stage"]
+        success = HtlcTxKind(kind) is HtlcTxKind.SUCCESS
+        pre = self._preimages.get(t.out.htlc.payment_hash) if success else None
+        signer, ws = r.record.signer, t.out.witness_script
+        point = signer.commitment_point(r.commitment_number)
+        their_sig = bytes.fromhex(their)
+
+        def finish(tx: Transaction) -> list[bytes]:
+            ours = signer.sign_local_htlc_input(tx, 0, ws, t.out.value_sat, point)
+            return [b"", their_sig, ours, pre if success else b"", ws]
+
+        fees = self.node.chain.fees
+        # An HTLC-success races the peer's timeout at cltv_expiry; a timeout aims at CLN's `normal` rate.
+        blocks = max(2, min(SWEEP_FEERATE_BLOCKS, t.out.htlc.cltv_expiry - tip)) if success else SWEEP_FEERATE_BLOCKS
+        rate = fees.for_deadline(blocks) or fees.floor
+        res = await fund_htlc_tx(self.node.wallet, Transaction.parse(bytes.fromhex(raw)), t.out.value_sat,
+                                 t.out.script_pubkey, finish, rate, tip)
+        what = "HTLC-success" if success else "HTLC-timeout"
+        if res is None:
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot pay the fee of our {what} of output "
+                                       f"{t.out.vout}: not enough funds in the wallet; retrying at the next block")
+            return False
+        tx, fee, coins = res
+        t.sweep_tx = tx.serialize()
+        t.extra["fee"] = fee
+        await self._save(r)  # recorded before it is broadcast
+        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {what} of HTLC {t.out.htlc.payment_hash.hex()} with "
+                                f"{len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat): {tx.txid_hex()}")
+        return True
+
     async def _make_sweep(self, r: Resolution, t: Tracked, tip: int, rate: int | None = None,
                           dest: bytes | None = None) -> bool:
         """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
+        if t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS) and r.kind is SpendKind.LOCAL and "stage" in t.extra \
+                and r.record.core.params.channel_type.anchors:
+            return await self._fund_local_htlc(r, t, tip)
         if t.state == S_HTLC_SUCCESS and r.kind is SpendKind.LOCAL:
             raw, their, ours, kind = t.extra["stage"]
             x = LocalHtlcTx(HtlcTxKind(kind), t.out.vout, Transaction.parse(bytes.fromhex(raw)), t.out.witness_script,
@@ -930,7 +1027,7 @@ class OnchainResolver:
         await self.node.store.write(self._writer(r))
 
     def _writer(self, r: Resolution) -> Any:
-        info = {k: v for k, v in (("missing", r.missing), ("noted", sorted(r.noted))) if v}
+        info = {k: v for k, v in (("missing", r.missing), ("noted", sorted(r.noted)), ("cpfp", r.cpfp)) if v}
         row = (r.channel_id, r.funding.txid, r.funding.vout, r.spend_tx.serialize(), r.spend_height,
                r.kind.value if r.kind else None, r.commitment_number, int(r.closed),
                json.dumps(info) if info else None)

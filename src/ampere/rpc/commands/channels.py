@@ -572,10 +572,12 @@ async def dev_reenable_commit(ctx, id: bytes) -> dict:
     return {}
 
 
-@command("dev-sign-last-htlc-txs", [req("id", p_pubkey), opt("preimages", p_any)], category="developer",
+@command("dev-sign-last-htlc-txs", [req("id", p_pubkey), opt("preimages", p_any), opt("feerate", p_u32)],
+         category="developer",
          description="(developer) sign the HTLC transactions of our current commitment (HTLC-timeout; HTLC-success "
-                     "for the given preimages) and return them, without broadcasting (Ampere's, to cheat in tests)")
-async def dev_sign_last_htlc_txs(ctx, id: bytes, preimages: Any) -> dict:
+                     "for the given preimages) and return them, without broadcasting (Ampere's, to cheat in tests); "
+                     "on an anchor channel, {feerate} (perkw) adds wallet inputs and change to pay that rate")
+async def dev_sign_last_htlc_txs(ctx, id: bytes, preimages: Any, feerate: int | None) -> dict:
     _dev(ctx)
     from ...ln.channel import core
     from ...ln.onchain.htlc import signed_local_htlc_txs
@@ -591,6 +593,27 @@ async def dev_sign_last_htlc_txs(ctx, id: bytes, preimages: Any) -> dict:
         known[sha256(pre)] = pre
     _, rec = _active_channel(ctx, id)
     ch = rec.core
-    txs = signed_local_htlc_txs(core.local_commitment(ch, rec.signer), ch.local_htlc_sigs, rec.signer, known)
+    commit = core.local_commitment(ch, rec.signer)
+    txs = signed_local_htlc_txs(commit, ch.local_htlc_sigs, rec.signer, known)
+    if feerate and ch.params.channel_type.anchors:
+        from ampere.node.onchain.bumping import fund_htlc_tx
+
+        funded = []
+        for htx, tx in txs:
+            if tx is None:
+                continue
+            prev, w = commit.tx.outputs[htx.commitment_output_index], tx.inputs[0].witness
+
+            def finish(t, w=w, htx=htx, prev=prev):
+                ours = rec.signer.sign_local_htlc_input(t, 0, htx.witness_script, prev.value,
+                                                         commit.keys.per_commitment_point)
+                return [b"", w[1], ours, w[3], w[4]]
+
+            res = await fund_htlc_tx(ctx.node.wallet, tx, prev.value, prev.script_pubkey, finish, feerate,
+                                     ctx.node.blockheight)
+            if res is None:
+                raise RpcError(LIGHTNINGD, "not enough funds in the wallet to pay the HTLC transactions' fees")
+            funded.append((htx, res[0]))
+        txs = funded
     return {"txs": [{"type": htx.kind.value, "htlc_id": htx.htlc_id, "tx": tx.serialize().hex()}
                     for htx, tx in txs if tx is not None]}
