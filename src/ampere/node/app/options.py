@@ -106,6 +106,8 @@ def builtin_options() -> list[OptionSpec]:
         # payment with the same throughput at 50 in flight (bench/bench_payments.py).
         OptionSpec("commit-time", I, "Time after changes before sending out COMMIT (milliseconds)", 1),
         OptionSpec("max-concurrent-htlcs", I, "Number of HTLCs one channel can handle concurrently. Should be between 1 and 483", 30),
+        # CLN's reserve for fee bumping anchor channels' closes (withdraw/fundchannel keep it in the wallet).
+        OptionSpec("min-emergency-msat", "msat", "Amount to leave in wallet for spending anchor closes", 25_000_000),
         OptionSpec("htlc-minimum-msat", "msat", "The default minimal value an HTLC must carry in order to be forwardable for new channels", 0),
         OptionSpec("htlc-maximum-msat", "msat", "The default maximal value an HTLC must carry in order to be forwardable for new channel (default: the channel capacity)"),
         OptionSpec("min-capacity-sat", I, "Minimum capacity in satoshis for accepting channels", 10000, dynamic=True),

@@ -210,11 +210,15 @@ class OpenFlows:
             raise OpenError(FUNDING_UNKNOWN_PEER, "Unknown peer")
         from ampere.node.onchain.wallet import WalletError
 
+        channel_type = self.choose_channel_type(peer_id, channel_type)
+        emergency = wallet.emergency_sat(opening_anchors=channel_type.anchors)
         try:
             if amount == "all":
-                prepared = await wallet.prepare_tx([], feerate, minconf, utxos, all_to=PLACEHOLDER_SCRIPT, all_index=0)
+                prepared = await wallet.prepare_tx([], feerate, minconf, utxos, all_to=PLACEHOLDER_SCRIPT, all_index=0,
+                                                   emergency_sat=emergency)
             else:
-                prepared = await wallet.prepare_tx([TxOut(int(amount), PLACEHOLDER_SCRIPT)], feerate, minconf, utxos)
+                prepared = await wallet.prepare_tx([TxOut(int(amount), PLACEHOLDER_SCRIPT)], feerate, minconf, utxos,
+                                                   emergency_sat=emergency)
         except WalletError as e:
             raise OpenError(e.code, e.message) from None
         outnum = 0
@@ -224,7 +228,6 @@ class OpenFlows:
         try:
             if funding_sat >= opening.LARGE_CHANNEL_SAT and not self._peer_supports_large(peer_id):
                 raise OpenError(FUND_MAX_EXCEEDED, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
-            channel_type = self.choose_channel_type(peer_id, channel_type)
             fees = chain.fees
             commit_rate = (fees.named(commitment_feerate_name(channel_type)) if fees.known else 0) or max(feerate, fees.floor)
             upfront = close_to is not None

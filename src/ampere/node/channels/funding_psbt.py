@@ -216,7 +216,9 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
 
     outputs = [TxOut(d["amount"], bytes.fromhex(r["scriptpubkey"])) for d, r in starts]
     try:
-        prepared = await wallet.prepare_tx(outputs, feerate, minconf, utxos)
+        anchors = any(22 in r["channel_type"]["bits"] for _, r in starts)
+        prepared = await wallet.prepare_tx(outputs, feerate, minconf, utxos,
+                                           emergency_sat=wallet.emergency_sat(opening_anchors=anchors))
     except WalletError as e:
         for d, _ in starts:
             fundchannel_cancel(flows, d["id"])

@@ -269,6 +269,7 @@ class ChannelManager:
         self._reconnecting: dict[bytes, asyncio.Task] = {}
         self._stopping = False
         self._fees_collected_msat = 0
+        self._bump_tasks: set = set()  # option_anchors: resolver follow-ups of our broadcast commitments
         from ampere.node.channels.funding import OpenFlows
 
         self.opening = OpenFlows(self)
@@ -738,6 +739,19 @@ class ChannelManager:
         if peer is not None:
             peer.close(reason)
 
+    def _bump_own_commitment(self, rec: ChannelRecord, tx: Transaction) -> None:
+        """option_anchors: our commitment carries a low fee; the on-chain resolver follows it from the mempool and
+        CPFPs it through our anchor (BOLT #3 anchors). Started as a task: the resolver calls back into the manager
+        (mark_onchain), which must not wait for the channel lock held around this broadcast."""
+        onchain = getattr(self.node, "onchain", None)
+        op = rec.funding_outpoint
+        if onchain is None or not rec.core.params.channel_type.anchors \
+                or not any(i.prevout == op for i in tx.inputs) or rec.spend_txid is not None:
+            return
+        task = asyncio.get_running_loop().create_task(onchain.funding_spent(rec, tx, None))
+        self._bump_tasks.add(task)
+        task.add_done_callback(self._bump_tasks.discard)
+
     async def _broadcast(self, rec: ChannelRecord, tx: Transaction) -> None:
         chain, wallet = self.node.chain, getattr(self.node, "wallet", None)
         if chain is None:
@@ -758,6 +772,7 @@ class ChannelManager:
             self.node.log.debug(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {e}")
         except Exception as e:  # WalletError
             self.node.log.unusual(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {getattr(e, 'message', e)}")
+        self._bump_own_commitment(rec, tx)
 
     async def _rebroadcast(self, rec: ChannelRecord) -> None:
         """What must reach the chain but may have been lost (a crash after persisting, a mempool eviction)."""

@@ -254,6 +254,11 @@ class OnchainResolver:
                 if height is not None and r.spend_height != height:
                     r.spend_height = height
                     await self._save(r)
+                if height is not None:
+                    # Followed from the mempool (our anchor commitment, CPFP'd): FUNDING_SPEND_SEEN -> ONCHAIN now.
+                    mark_onchain = getattr(getattr(self.node, "channel_manager", None), "mark_onchain", None)
+                    if mark_onchain is not None:
+                        await mark_onchain(record)
             else:
                 if r is not None:
                     self._unindex(r)

@@ -50,6 +50,8 @@ MAX_INDEX = 0x7FFFFFFF  # BIP32_INITIAL_HARDENED_CHILD - 1
 # Error codes (CLN common/jsonrpc_errors.h).
 LIGHTNINGD = -1
 FUND_CANNOT_AFFORD = 301
+# CLN's FUNDING_CANNOT_AFFORD_WITH_EMERGENCY: the spend would leave less than min-emergency-msat.
+FUND_CANNOT_AFFORD_WITH_EMERGENCY = 313
 FUND_OUTPUT_IS_DUST = 302
 
 _COIN_TYPE = {"bitcoin": "bc", "regtest": "bcrt", "testnet": "tb", "testnet4": "tb", "signet": "tb"}
@@ -409,9 +411,12 @@ class Wallet:
     async def prepare_tx(self, outputs: list[TxOut], feerate: int, minconf: int = 1,
                          utxos: list[OutPoint] | None = None, all_to: bytes | None = None,
                          all_index: int | None = None, reserve: int = RESERVATION_DEFAULT,
-                         locktime: int | None = None) -> PreparedTx:
+                         locktime: int | None = None, emergency_sat: int = 0) -> PreparedTx:
         """Select coins for `outputs` (plus, with `all_to`, one output taking everything left, at
-        position `all_index`), add change if it is not dust, and reserve the inputs."""
+        position `all_index`), add change if it is not dust, and reserve the inputs.
+
+        `emergency_sat` (see emergency_sat()): the change must keep at least that much in the wallet (with
+        `all_to`, the change is exactly that), else WalletError 313 as CLN."""
         for i, o in enumerate(outputs):
             if o.value < DUST_LIMIT:
                 raise WalletError(FUND_OUTPUT_IS_DUST, f"Output {i} would be dust")
@@ -445,14 +450,35 @@ class Wallet:
                 chosen = list(candidates)
             elif utxos is None:
                 total = 0
+                change_w = output_weight(p2tr(b"\x00" * 32)) if emergency_sat else 0
                 for o in candidates:
-                    if total >= target + fee_for_weight(feerate, weight(chosen)):
+                    if total >= target + emergency_sat + fee_for_weight(feerate, weight(chosen, bool(change_w),
+                                                                                         change_w)):
                         break
                     chosen.append(o)
                     total += o.value
             total_in = sum(o.value for o in chosen)
             fee = fee_for_weight(feerate, weight(chosen))
-            if all_to is not None:
+            if emergency_sat:
+                need = fee_for_weight(feerate, weight(chosen, 1, output_weight(p2tr(b"\x00" * 32))))
+                left = total_in - target - need if all_to is None else total_in - target - need - DUST_LIMIT
+                if left < emergency_sat and total_in >= target + fee:
+                    raise WalletError(FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
+                                                                         f"min-emergency-msat {emergency_sat}sat")
+            if all_to is not None and emergency_sat:
+                # CLN's rule: with anchor channels "all" leaves min-emergency-msat as change.
+                fee = fee_for_weight(feerate, weight(chosen, 1, output_weight(p2tr(b"\x00" * 32))))
+                if total_in - target - fee - emergency_sat < DUST_LIMIT:
+                    raise WalletError(FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
+                                                                         f"min-emergency-msat {emergency_sat}sat")
+                change_idx = await self._new_change_index()
+                change_script = scripts_for_pubkey(self.pubkey(change_idx))[1]
+                tx_outputs = list(outputs)
+                pos = len(outputs) if all_index is None else all_index
+                tx_outputs.insert(pos, TxOut(total_in - target - fee - emergency_sat, all_to))
+                change_outnum = len(tx_outputs)
+                tx_outputs.append(TxOut(emergency_sat, change_script))
+            elif all_to is not None:
                 remainder = total_in - target - fee
                 if not chosen or remainder < DUST_LIMIT:
                     raise WalletError(FUND_CANNOT_AFFORD, f"Could not afford all using all {len(candidates)} "
@@ -471,7 +497,7 @@ class Wallet:
                 change_w = output_weight(p2tr(b"\x00" * 32))
                 fee_with_change = fee_for_weight(feerate, weight(chosen, 1, change_w))
                 change = total_in - target - fee_with_change
-                if change >= DUST_LIMIT:
+                if change >= max(DUST_LIMIT, emergency_sat):
                     change_idx = await self._new_change_index()
                     change_script = scripts_for_pubkey(self.pubkey(change_idx))[1]
                     change_outnum = len(tx_outputs)
@@ -485,6 +511,21 @@ class Wallet:
             prepared = PreparedTx(tx, chosen, change_outnum, fee)
             await self._set_reservation(chosen, tip + reserve)
             return prepared
+
+    def emergency_sat(self, opening_anchors: bool = False) -> int:
+        """CLN's `min-emergency-msat` (in sat): what spends must leave in the wallet while the node has (or is
+        opening) an anchor channel, to CPFP its commitment and pay its HTLC transactions' fees."""
+        option = getattr(self.node, "option", None)
+        value = int(option("min-emergency-msat", 0) or 0) // 1000 if option is not None else 0
+        if not value:
+            return 0
+        if opening_anchors:
+            return value
+        mgr = getattr(self.node, "channel_manager", None)
+        for rec in (getattr(mgr, "records", None) or {}).values():
+            if rec.core.params.channel_type.anchors and rec.state.value != "CLOSED":
+                return value
+        return 0
 
     async def _new_change_index(self) -> int:
         # Called with self._lock held: issue the index without re-taking it.

@@ -177,10 +177,12 @@ async def withdraw(ctx, destination: Any, satoshi, feerate: Any, minconf: int, u
     if ctx.check:
         return {}
     try:
+        emergency = wallet.emergency_sat()
         if satoshi == "all":
-            prepared = await wallet.prepare_tx([], rate, minconf, utxos, all_to=script)
+            prepared = await wallet.prepare_tx([], rate, minconf, utxos, all_to=script, emergency_sat=emergency)
         else:
-            prepared = await wallet.prepare_tx([TxOut(int(satoshi), script)], rate, minconf, utxos)
+            prepared = await wallet.prepare_tx([TxOut(int(satoshi), script)], rate, minconf, utxos,
+                                               emergency_sat=emergency)
         tx = wallet.sign_tx(prepared)
         txid = await wallet.send_tx(prepared, tx)
     except WalletError as e:
@@ -221,7 +223,8 @@ async def txprepare(ctx, outputs: Any, feerate: Any, minconf: int, utxos: list[O
     if ctx.check:
         return {}
     try:
-        prepared = await wallet.prepare_tx(txouts, rate, minconf, utxos, all_to=all_to, all_index=all_index)
+        prepared = await wallet.prepare_tx(txouts, rate, minconf, utxos, all_to=all_to, all_index=all_index,
+                                           emergency_sat=wallet.emergency_sat())
     except WalletError as e:
         raise _wallet_error(e) from None
     wallet.pending[prepared.txid] = prepared

@@ -1,0 +1,210 @@
+"""Anchor channels (option_anchors, issue 15) between real ampd processes on amp-chaind: fee bumping.
+
+- the chain's estimate jumps ten-fold while the peer is away: our unilateral close of a commitment signed at the
+  anchor floor (1250perkw, 5 sat/vB) is CPFP'd through our anchor with wallet coins to the new estimate (50 sat/vB)
+  and confirms in the next block; then the zero-fee HTLC-success (with the preimage) and HTLC-timeout (after expiry)
+  get wallet inputs and change and confirm; the delayed outputs are swept; the wallet ends exact to the fees of
+  our own transactions, read from the chain.
+- the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
+  amount that would eat it is refused, and the reserve pays the CPFP of a close.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import pytest
+from pyln.client import RpcError
+
+from ampere.primitives.tx import Transaction
+
+sys.path.insert(0, os.path.dirname(__file__))
+from chainutil import sync, wait_for  # noqa: E402
+
+HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
+FUNDING = 1_000_000
+PUSH_MSAT = 400_000_000
+TO_SELF_DELAY = 5
+
+
+def channel(node) -> dict:
+    [c] = node.rpc.listpeerchannels()["channels"]
+    return c
+
+
+def restart_chain_with_fee(chaind, sat_per_vb: int, *nodes) -> None:
+    chaind.stop()
+    chaind.extra_args = [a for a in chaind.extra_args if not a.startswith("-fallbackfee=")]
+    chaind.extra_args.append(f"-fallbackfee={sat_per_vb / 100_000:.8f}")
+    chaind.start()
+    for n in nodes:
+        n.allow_complaints = ("chainwatch",)   # it says so while amp-chaind is down
+    if nodes:
+        chaind.mine(1)    # the nodes read the estimates at each block
+    for n in nodes:
+        wait_for(lambda n=n: n.rpc.feerates("perkw")["perkw"].get("unilateral_close") == sat_per_vb * 250, 60,
+                 f"{n.dir} sees {sat_per_vb} sat/vB")
+
+
+def mine(chaind, n: int, *nodes) -> int:
+    chaind.mine(n)
+    for node in nodes:
+        sync(node, chaind)
+    return chaind.rpc("getblockcount")
+
+
+def confirmed_sat(node) -> int:
+    return sum(o["amount_msat"] for o in node.rpc.listfunds()["outputs"] if o["status"] == "confirmed") // 1000
+
+
+def tx_of(chaind, txid: str) -> Transaction:
+    return Transaction.parse_hex(chaind.rpc("getrawtransaction", txid))
+
+
+def fee_of(chaind, tx: Transaction) -> int:
+    spent = sum(tx_of(chaind, i.prevout.txid[::-1].hex()).outputs[i.prevout.vout].value for i in tx.inputs)
+    return spent - sum(o.value for o in tx.outputs)
+
+
+def height_of(chaind, txid: str) -> int | None:
+    info = chaind.rpc("getrawtransaction", txid, True)
+    return chaind.rpc("getblock", info["blockhash"])["height"] if info.get("blockhash") else None
+
+
+def held_payment(src, dst, amount_msat: int, label: str) -> str:
+    inv = dst.rpc.invoice(amount_msat, label, label)
+    route = src.rpc.getroute(dst.node_id, amount_msat, 1, cltv=40)["route"]  # the invoice asks 18; blocks pass
+    src.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    wait_for(lambda: inv["payment_hash"] in dst.rpc.call("listheld")["held"], 30, f"{label} held")
+    return inv["payment_hash"]
+
+
+def test_cpfp_of_low_fee_commitment_then_funded_htlc_txs(node_factory_chain, chaind):
+    restart_chain_with_fee(chaind, 1)
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"plugin": HODL, "developer": None}, listen=True)
+    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": TO_SELF_DELAY}, listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.fund_wallet(l1, 200_000)     # coins for the fee bumps
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    c = channel(l1)
+    assert c["channel_type"]["names"] == ["static_remotekey/even", "anchors/even"]
+    assert c["feerate"]["perkw"] == 1250     # the anchor commitment's floor (as CLN): 5 sat/vB
+    h_in = held_payment(l2, l1, 50_000_000, "hodl-in")       # l2 -> l1: l1 claims it with its preimage
+    held_payment(l1, l2, 30_000_000, "hodl-out")             # l1 -> l2: held forever, l1 times it out
+    wait_for(lambda: len(channel(l1)["htlcs"]) == 2 and all(h["state"] in ("SENT_ADD_ACK_REVOCATION",
+                                                                          "RCVD_ADD_ACK_REVOCATION")
+                                                          for h in channel(l1)["htlcs"]), 30, "HTLCs committed")
+    expiry = next(h["expiry"] for h in channel(l1)["htlcs"] if h["direction"] == "out")
+
+    # The peer goes away, the chain's estimate jumps to 50 sat/vB: our commitment is stuck at 5 sat/vB.
+    l2.stop()
+    restart_chain_with_fee(chaind, 50, l1)
+    wallet_before = confirmed_sat(l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    try:
+        wait_for(lambda: len(chaind.rpc("getrawmempool")) == 2, 30, "the commitment and its CPFP child")
+    except TimeoutError:
+        raise AssertionError("\n".join(x for x in l1.logs(False).splitlines()[-60:] if "gossip" not in x))
+    txs = {t: tx_of(chaind, t) for t in chaind.rpc("getrawmempool")}
+    [commit] = [t for t in txs.values() if any(i.prevout.txid[::-1].hex() == c["funding_txid"] for i in t.inputs)]
+    [child] = [t for t in txs.values() if t is not commit]
+    anchor_in = [i for i in child.inputs if i.prevout.txid == commit.txid()]
+    assert len(anchor_in) == 1 and commit.outputs[anchor_in[0].prevout.vout].value == 330
+    commit_fee, child_fee = FUNDING - sum(o.value for o in commit.outputs), fee_of(chaind, child)
+    assert commit_fee * 1000 // commit.weight() < 1300           # signed at 1250perkw
+    package = (commit_fee + child_fee) * 1000 // (commit.weight() + child.weight())
+    assert 12_500 <= package < 13_000, package                 # the new estimate, not much more
+    wallet_inputs = len(child.inputs) - 1
+    print(f"CPFP: commitment {commit.weight()} WU at {commit_fee} sat; child {child.weight()} WU pays {child_fee} "
+          f"sat with {wallet_inputs} wallet input(s): package {package}perkw")
+    close_height = mine(chaind, 1, l1)
+    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child.txid_hex()) == close_height
+    print("blocks to confirmation: 1")
+
+    # The HTLC we received: the preimage is ours (l1's invoice): HTLC-success with a wallet input and change.
+    l1.rpc.call("release", {"payment_hash": h_in})
+    try:
+        wait_for(lambda: "HTLC-success of HTLC" in l1.logs(False), 30, "the HTLC-success")
+    except TimeoutError:
+        raise AssertionError("\n".join(x for x in l1.logs(False).splitlines()[-40:] if "gossip" not in x))
+
+    def our_spend_of(vout: int) -> Transaction | None:
+        for t in chaind.rpc("getrawmempool"):
+            tx = tx_of(chaind, t)
+            if any(i.prevout.txid == commit.txid() and i.prevout.vout == vout for i in tx.inputs):
+                return tx
+        return None
+
+    in_vout = next(i for i, o in enumerate(commit.outputs) if o.value == 50_000)
+    out_vout = next(i for i, o in enumerate(commit.outputs) if o.value == 30_000)
+    success = wait_for(lambda: our_spend_of(in_vout), 30, "the HTLC-success in the mempool")
+    assert len(success.inputs) >= 2 and len(success.outputs) == 2 and success.outputs[0].value == 50_000
+    assert fee_of(chaind, success) * 1000 // success.weight() >= 12_000
+    mine(chaind, 1, l1)
+    assert height_of(chaind, success.txid_hex()) is not None
+    # The HTLC we offered: after its expiry, the HTLC-timeout, funded the same way.
+    mine(chaind, max(0, expiry - chaind.rpc("getblockcount")), l1)
+    timeout = wait_for(lambda: our_spend_of(out_vout), 30, "the HTLC-timeout in the mempool")
+    assert len(timeout.inputs) >= 2 and timeout.outputs[0].value == 30_000 and timeout.locktime == expiry
+    mine(chaind, 1, l1)
+    # The delayed outputs (to_local, both second stages) after to_self_delay, swept to the wallet.
+    ours = {commit.txid()} | {t.txid() for t in (child, success, timeout)}
+
+    def sweeps() -> list[Transaction]:
+        found = []
+        for h in range(close_height, chaind.rpc("getblockcount") + 1):
+            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
+                tx = tx_of(chaind, t)
+                if tx.txid() not in ours and any(i.prevout.txid in ours for i in tx.inputs):
+                    found.append(tx)
+        return found
+
+    for _ in range(3 * TO_SELF_DELAY):
+        if len(sweeps()) == 3:
+            break
+        mine(chaind, 1, l1)
+        time.sleep(0.5)
+    swept = sweeps()
+    assert len(swept) == 3      # to_local and the two second-stage outputs
+    wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
+    fees = child_fee + fee_of(chaind, success) + fee_of(chaind, timeout) + sum(fee_of(chaind, t) for t in swept)
+    to_local = max(o.value for o in commit.outputs)         # l1's ~568k (l2's to_remote: 350k)
+    gained = confirmed_sat(l1) - wallet_before
+    # Our wallet: our balance, both HTLCs and our anchor back, less the fees of our transactions (not the
+    # commitment's, paid by the channel).
+    assert gained == to_local + 50_000 + 30_000 + 330 - fees, (gained, to_local, fees)
+    print(f"fees paid by l1 on-chain: {fees} sat (CPFP child {child_fee})")
+
+
+def test_emergency_reserve(node_factory_chain, chaind):
+    l1, l2 = node_factory_chain.line_graph(2, opts={"developer": None})
+    assert channel(l1)["channel_type"]["bits"] == [12, 22]
+    assert l1.rpc.listconfigs("min-emergency-msat")["configs"]["min-emergency-msat"]["value_msat"] == 25_000_000
+    addr = chaind.rpc("getnewaddress")
+    total = confirmed_sat(l1)
+    assert total > 25_000
+    with pytest.raises(RpcError) as err:         # an amount that would leave less than the reserve
+        l1.rpc.withdraw(addr, total - 10_000)
+    assert "min-emergency-msat" in err.value.error["message"]
+    with pytest.raises(RpcError) as err:
+        l1.rpc.fundchannel(l2.node_id, total - 10_000)
+    assert "min-emergency-msat" in err.value.error["message"]
+    res = l1.rpc.withdraw(addr, "all")
+    tx = Transaction.parse_hex(res["tx"])
+    assert len(tx.outputs) == 2                   # the destination and the reserve, kept as change
+    mine(chaind, 1, l1)
+    assert 25_000 <= confirmed_sat(l1) < 26_000
+    # The reserve pays the CPFP of a close when the commitment is too cheap.
+    l2.stop()
+    restart_chain_with_fee(chaind, 50, l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 2, 30, "the commitment and its CPFP child")
+    mine(chaind, 1, l1)
+    wait_for(lambda: channel(l1)["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN"), 30, "ONCHAIN")
+    assert chaind.rpc("getrawmempool") == []
