@@ -48,7 +48,8 @@ def test_unknown_even_bits():
     ours = INIT_FEATURES
     assert Features.from_bit_list([1, 23, 101]).unknown_even_bits(ours) == []  # odd: fine
     assert Features.from_bit_list([100]).unknown_even_bits(ours) == [100]
-    assert Features.from_bit_list([22]).unknown_even_bits(ours) == [22]  # anchors required, not supported
+    assert Features.from_bit_list([22]).unknown_even_bits(ours) == []  # anchors required: supported (issue 15)
+    assert Features.from_bit_list([28]).unknown_even_bits(ours) == [28]  # dual_fund required, not supported
     assert Features.from_bit_list([16]).unknown_even_bits(ours) == []  # mpp supported as odd: known
 
 
@@ -64,3 +65,20 @@ def test_negotiated():
     assert negotiated(ours, Features.from_names(optional=["basic_mpp"]), "basic_mpp")
     assert not negotiated(ours, Features(), "basic_mpp")
     assert negotiated(ours, Features(), "payment_secret")  # we offered it as even
+
+
+def test_anchors_offered_and_dev_force_features():
+    from ampere.node.app.features import forced, offers_anchors, our_feature_set
+
+    assert INIT_FEATURES.is_set(23) and not INIT_FEATURES.is_set(22)   # optional, as CLN
+    assert offers_anchors(our_feature_set())
+    off = our_feature_set("-23")
+    assert not offers_anchors(off) and not Features.from_bytes(bytes.fromhex(off["node"])).has("option_anchors")
+    assert Features.from_bytes(bytes.fromhex(our_feature_set("+101")["init"])).is_set(101)
+    for bad in ("23", "-x", "", "+"):
+        if bad:
+            try:
+                forced(INIT_FEATURES, bad)
+            except ValueError:
+                continue
+            raise AssertionError(f"{bad!r} accepted")
