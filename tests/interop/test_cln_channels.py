@@ -1,5 +1,5 @@
 """Channel opening between Ampere and Core Lightning, each side the opener: the channel type they agree on
-(static_remotekey: CLN offers option_anchors, Ampere does not yet, so CLN must fall back), push_msat, the reserve
+(option_anchors: both offer it; static_remotekey when Ampere disables it with --dev-force-features=-23), push_msat, the reserve
 the opener asks of its peer, the acceptor's minimum_depth, and the acceptor's openchannel hook (the same
 pyln-client plugin on both implementations) refusing a channel, then accepting one with mindepth 1."""
 
@@ -19,6 +19,10 @@ PLUGIN = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "op
 FUNDING = 500_000
 PUSH_MSAT = 123_456_789
 RESERVE = 12_345  # sat: what the opener asks its peer to keep (default would be 1% = 5,000)
+
+
+ANCHORS = {"bits": [12, 22], "names": ["static_remotekey/even", "anchors/even"]}
+STATIC = {"bits": [12], "names": ["static_remotekey/even"]}
 
 
 def state(a, b):
@@ -48,7 +52,7 @@ def test_open_with_options_and_hook(node_factory, chaind, opener_kind):
     # A refusal leaves the peers able to open: the hook accepts with mindepth 1 (instead of 3).
     node_factory.connect(opener, acceptor)
     res = opener.rpc.fundchannel(acceptor.node_id, FUNDING, push_msat=PUSH_MSAT, reserve=RESERVE)
-    assert res["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    assert res["channel_type"] == ANCHORS
     wait_for(lambda: res["txid"] in chaind.rpc("getrawmempool"), what="funding tx in the mempool")
     payloads = [json.loads(ln)["openchannel"] for ln in open(log)]
     assert [int(p["funding_msat"]) for p in payloads] == [100_000_000, FUNDING * 1000]
@@ -61,7 +65,7 @@ def test_open_with_options_and_hook(node_factory, chaind, opener_kind):
     o = opener.rpc.listpeerchannels(acceptor.node_id)["channels"][0]
     a = acceptor.rpc.listpeerchannels(opener.node_id)["channels"][0]
     for c in (o, a):
-        assert c["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+        assert c["channel_type"] == ANCHORS
         assert c["short_channel_id"] == o["short_channel_id"] and c["total_msat"] == FUNDING * 1000
         assert c["funding_txid"] == res["txid"]
     assert o["opener"] == "local" and a["opener"] == "remote"
@@ -80,3 +84,15 @@ def test_open_with_options_and_hook(node_factory, chaind, opener_kind):
              == FUNDING * 1000 - PUSH_MSAT - 5_000_000 + 7_000_000, what="balances settle")
     wait_for(lambda: acceptor.rpc.listpeerchannels(opener.node_id)["channels"][0]["to_us_msat"]
              == PUSH_MSAT + 5_000_000 - 7_000_000, what="balances settle")
+
+
+def test_anchors_disabled_on_ampere_falls_back_both_ways(node_factory, chaind):
+    """Ampere with --dev-force-features=-23 (CLN's option) does not offer option_anchors: CLN, which opens anchor
+    channels by default, falls back to static_remotekey, and so does Ampere opening to CLN."""
+    amp = node_factory.get_node(listen=True, **{"dev-force-features": "-23"})
+    cln = node_factory.get_cln_node()
+    node_factory.fundchannel(amp, cln, FUNDING)
+    node_factory.fundchannel(cln, amp, FUNDING)
+    for a, b in ((amp, cln), (cln, amp)):
+        chans = a.rpc.listpeerchannels(b.node_id)["channels"]
+        assert len(chans) == 2 and all(c["channel_type"] == STATIC for c in chans)

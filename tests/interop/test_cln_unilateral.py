@@ -181,7 +181,9 @@ def test_unilateral_close_with_htlcs_both_ways(node_factory, closer_kind):
         return mine
 
     def value_of(txid: str, vout: int) -> int:
-        return txs[txid].outputs[vout].value
+        # (wallet coins added to pay fees on anchor channels were mined before the close)
+        tx = txs.get(txid) or Transaction.parse_hex(chaind.rpc("getrawtransaction", txid))
+        return tx.outputs[vout].value
 
     def fee(t: str) -> int:
         return sum(value_of(i.prevout.txid_hex(), i.prevout.vout) for i in txs[t].inputs) - \
@@ -195,13 +197,21 @@ def test_unilateral_close_with_htlcs_both_ways(node_factory, closer_kind):
     spent = spent_by(amp_txs | cln_txs)
     for t in commits.values():
         for v in range(len(txs[t].outputs)):
-            assert (t, v) in spent or (t, v) in leaves(amp) or (t, v) in leaves(cln), (t, v)
+            # (option_anchors: an anchor no one needed stays unspent: anyone's after 16 blocks, worth 330 sat.)
+            assert (t, v) in spent or (t, v) in leaves(amp) or (t, v) in leaves(cln) \
+                or txs[t].outputs[v].value == 330, (t, v)
     amp_gain = sum(leaves(amp).values()) - sum(v for k, v in before["ampere"].items() if k not in wallet(amp))
     cln_gain = sum(leaves(cln).values()) - sum(v for k, v in before["cln"].items() if k not in wallet(cln))
     amp_fees = commit_fee["local"] + sum(fee(t) for t in amp_txs)
     cln_fees = commit_fee["remote"] + sum(fee(t) for t in cln_txs)
-    amp_expect = sum(b // 1000 for b in bal["ampere"].values()) + IN_MSAT // 1000 - amp_fees
-    cln_expect = sum(b // 1000 for b in bal["cln"].values()) - IN_MSAT // 1000 - cln_fees
+    # option_anchors (both open anchor channels by default): each commitment's opener paid its two 330-sat
+    # anchors out of its balance; an anchor spent by one side (CPFP) comes back to it through that transaction.
+    anchors = {o: [(t, v) for v, x in enumerate(txs[t].outputs) if x.value == 330] for o, t in commits.items()}
+    assert all(len(a) == 2 for a in anchors.values())
+    back = {"ampere": 330 * len({a for x in anchors.values() for a in x} & spent_by(amp_txs)),
+            "cln": 330 * len({a for x in anchors.values() for a in x} & spent_by(cln_txs))}
+    amp_expect = sum(b // 1000 for b in bal["ampere"].values()) + IN_MSAT // 1000 - amp_fees - 660 + back["ampere"]
+    cln_expect = sum(b // 1000 for b in bal["cln"].values()) - IN_MSAT // 1000 - cln_fees - 660 + back["cln"]
     print(f"{closer_kind} closed: Ampere gained {amp_gain} (fees {amp_fees}, txs {len(amp_txs)}), CLN {cln_gain} "
           f"(fees {cln_fees}, txs {len(cln_txs)}), {time.time() - started:.1f} s")
     assert amp_gain == amp_expect, (amp_gain, amp_expect, bal, commit_fee)
@@ -228,7 +238,12 @@ def test_unilateral_close_with_htlcs_both_ways(node_factory, closer_kind):
     htlc_commit = commits["remote"]
     for txid in (claim_txid, t_txid):
         tx = txs[txid]
-        assert [i.prevout.txid_hex() for i in tx.inputs] == [htlc_commit] and len(tx.outputs) == 1, txid
+        if closer is amp:
+            # option_anchors: the zero-fee HTLC transaction got wallet inputs and a change output (BOLT #5).
+            assert tx.inputs[0].prevout.txid_hex() == htlc_commit and len(tx.inputs) >= 2, txid
+            assert len(tx.outputs) == 2 and ((txid, 1) in leaves(amp) or (txid, 1) in spent_by(amp_txs)), txid
+        else:
+            assert [i.prevout.txid_hex() for i in tx.inputs] == [htlc_commit] and len(tx.outputs) == 1, txid
         if closer is amp:
             # BOLT #5: on its own commitment, HTLC-success/HTLC-timeout transactions, whose output Ampere sweeps to
             # its wallet once CLN's to_self_delay has passed.

@@ -770,9 +770,12 @@ class ChannelManager:
             chain.wake()
         except (BitcoindError, BitcoindUnreachable) as e:
             self.node.log.debug(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {e}")
+            if isinstance(e, BitcoindError) and "already" in e.message:
+                self._bump_own_commitment(rec, tx)   # ours, in the mempool already (a rebroadcast)
         except Exception as e:  # WalletError
             self.node.log.unusual(self._src(rec), f"broadcast of {tx.txid_hex()} failed: {getattr(e, 'message', e)}")
-        self._bump_own_commitment(rec, tx)
+        else:
+            self._bump_own_commitment(rec, tx)
 
     async def _rebroadcast(self, rec: ChannelRecord) -> None:
         """What must reach the chain but may have been lost (a crash after persisting, a mempool eviction)."""
