@@ -66,7 +66,10 @@ def open_and_hold(node_factory, cheater_kind: str):
     where hashes = (held by CLN, offered by Ampere; held by Ampere, offered by CLN)."""
     amp = node_factory.get_node(listen=True, plugin=HODL, developer=(cheater_kind == "ampere"))
     cln = node_factory.get_cln_node(plugin=HODL)
-    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, push_msat=PUSH_MSAT)
+    # static_remotekey (asked explicitly: anchors are the default since issue 15): the scenarios count the four
+    # outputs of that commitment format; penalties on anchor channels are tested between ampd nodes
+    # (tests/integration/test_onchain_enforce.py, both channel types).
+    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, push_msat=PUSH_MSAT, channel_type=[12])
     scid = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["short_channel_id"]
     inv_c = cln.rpc.invoice(HELD_BY_CLN_MSAT, "hodl-c", "held by CLN")
     amp.rpc.sendpay([{"id": cln.node_id, "channel": scid, "amount_msat": HELD_BY_CLN_MSAT, "delay": 18}],
