@@ -229,6 +229,26 @@ def test_update_fee_flow_and_checks():
     assert_warn_disconnect(core.handle_message(b.ch, b.signer, huge, core.Env(max_feerate_per_kw=10**9)), "afford")
 
 
+def test_update_fee_low_bound_only_the_floor_on_anchor_channels():
+    """option_anchors: a commitment below our estimates is CPFP'd when it must confirm, so an opener's low
+    update_fee (CLN keeps anchor commitments at its 100-block estimate) is accepted down to the relay floor;
+    static_remotekey channels keep our lower bound."""
+    from ampere.ln.channel.scripts import ChannelType
+
+    env = core.Env(min_feerate_per_kw=5000, max_feerate_per_kw=50_000)
+    for ct, accepted in ((ChannelType.ANCHORS, True), (ChannelType.STATIC_REMOTEKEY, False)):
+        pair = Pair.open(feerate_per_kw=6000, channel_type=ct)
+        b = pair.b
+        low = m.UpdateFee(channel_id=b.ch.channel_id, feerate_per_kw=1250)
+        step = core.handle_message(b.ch, b.signer, low, env)
+        if accepted:
+            assert not any(isinstance(x, Disconnect) for x in step.actions) and step.error is None
+        else:
+            assert_warn_disconnect(step, "outside")
+        floor = m.UpdateFee(channel_id=b.ch.channel_id, feerate_per_kw=252)
+        assert_warn_disconnect(core.handle_message(b.ch, b.signer, floor, env), "outside")
+
+
 # --- bad peer input: typed errors, never an exception ----------------------------------------------
 
 def test_bad_signatures_and_secrets():

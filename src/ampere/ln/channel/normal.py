@@ -524,8 +524,11 @@ def on_update_fee(ch: Channel, msg: m.UpdateFee, min_feerate: int, max_feerate: 
         raise _violation("update_fee from the node that does not pay the fee")
     # BOLT #2: "if the update_fee is too low for timely processing, OR is unreasonably large: MUST send a
     # warning and close the connection, or send an error and fail the channel."
-    if not max(min_feerate, FEERATE_FLOOR) <= msg.feerate_per_kw <= max_feerate:
-        raise _violation(f"update_fee {msg.feerate_per_kw} outside [{min_feerate}, {max_feerate}]")
+    # option_anchors: the opener may keep the commitment low (it is CPFP'd through its anchors when it must
+    # confirm): only the relay floor binds from below.
+    low = FEERATE_FLOOR if ch.params.channel_type.anchors else max(min_feerate, FEERATE_FLOOR)
+    if not low <= msg.feerate_per_kw <= max_feerate:
+        raise _violation(f"update_fee {msg.feerate_per_kw} outside [{low}, {max_feerate}]")
     new = replace(ch, fee_updates=(*ch.fee_updates, FeeUpdate(msg.feerate_per_kw, S.RCVD_ADD_HTLC, 0)))
     # BOLT #2: "if the sender cannot afford the new fee rate on the receiving node's current commitment
     # transaction: SHOULD send a warning and close the connection, or send an error and fail the channel."

@@ -435,9 +435,11 @@ def on_open_channel(signer: ChannelSigner, msg: m.OpenChannel, ours: LocalParams
     if msg.push_msat > sat_to_msat(msg.funding_satoshis):
         return fail("push_msat is greater than the funding")
     # BOLT #2: "it considers feerate_per_kw too small for timely processing or unreasonably large."
-    if not max(policy.min_feerate_per_kw, FEERATE_FLOOR) <= msg.feerate_per_kw <= policy.max_feerate_per_kw:
-        return fail(f"feerate_per_kw {msg.feerate_per_kw} is outside [{policy.min_feerate_per_kw}, "
-                    f"{policy.max_feerate_per_kw}]")
+    # option_anchors: a low commitment feerate is no risk to us (the commitment is CPFP'd through its anchors; CLN
+    # signs them at its 100-block estimate): only the relay floor binds.
+    low = FEERATE_FLOOR if ct.anchors else max(policy.min_feerate_per_kw, FEERATE_FLOOR)
+    if not low <= msg.feerate_per_kw <= policy.max_feerate_per_kw:
+        return fail(f"feerate_per_kw {msg.feerate_per_kw} is outside [{low}, {policy.max_feerate_per_kw}]")
     cfg = _peer_config(msg)
     problem = _check_common(cfg, policy)
     if problem:
