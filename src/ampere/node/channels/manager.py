@@ -339,7 +339,10 @@ class ChannelManager:
         """Hand FUNDING_SPEND_SEEN / ONCHAIN channels back to the on-chain resolver (start-up)."""
         onchain = getattr(self.node, "onchain", None)
         for rec in list(self.records.values()):
-            if rec.state in ON_CHAIN and onchain is not None:
+            # (AWAITING_UNILATERAL too when the resolver follows our anchor commitment from the mempool)
+            if onchain is not None and (rec.state in ON_CHAIN or (
+                    rec.state is CS.AWAITING_UNILATERAL and getattr(onchain, "follows", lambda _: False)(
+                        rec.channel_id))):
                 try:
                     await onchain.restore(rec)
                 except Exception as e:  # the resolver's bug must not stop the node

@@ -201,6 +201,7 @@ class OnchainResolver:
         # restart they are told again (at least once; both ignore what they already settled), so a crash
         # between our report and their own write loses nothing.
         self._reported: set = set()
+        self._telling: set[bytes] = set()  # channels whose mined commitment the manager is being told of
         # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
         node.chain.add_listener(self)
 
@@ -729,14 +730,32 @@ class OnchainResolver:
         tip = getattr(self.node.chain, "height", -1)
         return max(tip, height) if height is not None else tip
 
+    def follows(self, channel_id: bytes) -> bool:
+        """A resolution is under way for this channel (also one followed from the mempool: our anchor commitment)."""
+        return channel_id in self._res
+
+    def _tell_manager_mined(self, r: Resolution) -> None:
+        """Our anchor commitment, followed from the mempool, is mined: the manager (still AWAITING_UNILATERAL, its
+        own watcher may have come second or a crash came in between) records the spend. A task: it calls back into
+        funding_spent, which takes our lock."""
+        rec, mgr = r.record, getattr(self.node, "channel_manager", None)
+        if rec is None or mgr is None or r.spend_height is None or r.channel_id in self._telling \
+                or getattr(rec.state, "value", None) != "AWAITING_UNILATERAL":
+            return
+        self._telling.add(r.channel_id)
+        task = asyncio.get_running_loop().create_task(mgr._funding_spent(rec, r.spend_tx, r.spend_height))
+        task.add_done_callback(lambda _t, cid=r.channel_id: self._telling.discard(cid))
+
     async def _advance(self, r: Resolution, tip: int) -> None:
         """Everything that can be done at this tip: (re)broadcasts, sweeps, closing."""
         if r.closed or tip < 0 or r.kind is None:
             return
+        self._tell_manager_mined(r)
         if r.spend_height is None:
             if r.broadcast_at != tip:
                 r.broadcast_at = tip
-                await self._broadcast(r, r.spend_tx, "funding spend")
+                # (the manager's own transaction, already out once: not a crash point of the resolution)
+                await self._broadcast(r, r.spend_tx, "funding spend", crash_point=False)
                 if r.kind is SpendKind.LOCAL and r.record is not None and r.record.core.params.channel_type.anchors:
                     await self._cpfp(r, tip)
             return
@@ -988,10 +1007,10 @@ class OnchainResolver:
                                 f"{feerate}perkw (fee {fee} sat): {t.sweep_txid[::-1].hex()}")
         return True
 
-    async def _broadcast(self, r: Resolution, tx: Transaction, what: str) -> bool:
-        crash_point = getattr(getattr(self.node, "channel_manager", None), "crash_point", None)
-        if crash_point is not None:
-            crash_point("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
+    async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
+        crash = getattr(getattr(self.node, "channel_manager", None), "crash_point", None) if crash_point else None
+        if crash is not None:
+            crash("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
         try:
             await self.node.chain.broadcast(tx)
         except BitcoindError as e:
