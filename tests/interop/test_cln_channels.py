@@ -91,8 +91,8 @@ def test_anchors_disabled_on_ampere_falls_back_both_ways(node_factory, chaind):
     channels by default, falls back to static_remotekey, and so does Ampere opening to CLN."""
     amp = node_factory.get_node(listen=True, **{"dev-force-features": "-23"})
     cln = node_factory.get_cln_node()
-    node_factory.fundchannel(amp, cln, FUNDING)
-    node_factory.fundchannel(cln, amp, FUNDING)
+    node_factory.fundchannel(amp, cln, FUNDING, announce=False)
+    node_factory.fundchannel(cln, amp, FUNDING, announce=False)
     for a, b in ((amp, cln), (cln, amp)):
         chans = a.rpc.listpeerchannels(b.node_id)["channels"]
         assert len(chans) == 2 and all(c["channel_type"] == STATIC for c in chans)
