@@ -739,8 +739,9 @@ class OnchainResolver:
         own watcher may have come second or a crash came in between) records the spend. A task: it calls back into
         funding_spent, which takes our lock."""
         rec, mgr = r.record, getattr(self.node, "channel_manager", None)
-        if rec is None or mgr is None or r.spend_height is None or r.channel_id in self._telling \
-                or getattr(rec.state, "value", None) != "AWAITING_UNILATERAL":
+        if rec is None or not hasattr(mgr, "_funding_spent") or r.spend_height is None \
+                or r.channel_id in self._telling \
+                or getattr(getattr(rec, "state", None), "value", None) != "AWAITING_UNILATERAL":
             return
         self._telling.add(r.channel_id)
         task = asyncio.get_running_loop().create_task(mgr._funding_spent(rec, r.spend_tx, r.spend_height))
