@@ -19,7 +19,7 @@ from ampere.ln import invoice as bolt11
 from ampere.ln import onion, onion_failure, onion_payload
 from ampere.ln.channel import opening
 from ampere.testing.channel_pair import REGTEST_CHAIN_HASH
-from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.signer import LocalChannelSigner
 from ampere.ln.gossip import GossipValidator, Graph
 from ampere.ln.gossip.queries import QueryError, decode_short_ids
 from ampere.ln.gossip.validate import expected_funding_script_pubkey
@@ -254,7 +254,7 @@ def rpc_params(data: bytes) -> None:
 # --- channel opening (peer amounts) -------------------------------------------------------------
 
 def _template_open() -> m.OpenChannel:
-    step = opening.open_channel(ChannelSigner(PEER_KEY), temporary_channel_id=b"\x07" * 32,
+    step = opening.open_channel(LocalChannelSigner(PEER_KEY), temporary_channel_id=b"\x07" * 32,
                                 chain_hash=REGTEST_CHAIN_HASH, funding_sat=200_000, push_msat=0,
                                 feerate_per_kw=1000,
                                 ours=opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xaa" * 20))
@@ -294,7 +294,7 @@ def open_channel(data: bytes) -> None:
         msg = replace(msg, **changes)
     policy = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, max_feerate_per_kw=(1 << 32) - 1,
                                 max_reserve_percent=100, max_to_self_delay=0xFFFF)
-    signer = ChannelSigner(NODE_KEY)
+    signer = LocalChannelSigner(NODE_KEY)
     step = opening.on_open_channel(signer, msg, opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xbb" * 20),
                                    policy)
     if step.error is not None:

@@ -47,7 +47,7 @@ def test_open_channel_with_absurd_funding_is_refused_before_any_state(node_facto
     from dataclasses import replace
 
     from ampere.ln.channel import opening
-    from ampere.ln.channel.signer import ChannelSigner
+    from ampere.ln.channel.signer import LocalChannelSigner
     from ampere.wire import bolt1
     from ampere.wire import messages as m
     from ampere.wire.codec import decode_message, encode_message
@@ -57,7 +57,7 @@ def test_open_channel_with_absurd_funding_is_refused_before_any_state(node_facto
     l1 = node_factory_chain.get_node(listen=True)
     info = l1.rpc.getinfo()
     chain = bolt1.chain_hash("regtest")
-    template = opening.open_channel(ChannelSigner(b"\x05" * 32), temporary_channel_id=b"\x07" * 32,
+    template = opening.open_channel(LocalChannelSigner(b"\x05" * 32), temporary_channel_id=b"\x07" * 32,
                                     chain_hash=chain, funding_sat=200_000, push_msat=0, feerate_per_kw=5000,
                                     ours=opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xaa" * 20))
 

@@ -21,7 +21,7 @@ from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import FundingTxNeeded
 from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, SCID, Pair, Party
 from ampere.ln.channel.scripts import ChannelType
-from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.signer import ChannelSigner, LocalChannelSigner
 from ampere.ln.channel.state import ChannelState
 from ampere.log import Logger
 from ampere.node.onchain.chainwatch import ChainWatcher
@@ -176,8 +176,8 @@ def mempool_reject_reason(chaind, tx: Transaction) -> str | None:
 
 def open_on_chain(chaind, spk_a: bytes, spk_b: bytes, *, funding_sat: int = 1_000_000, push_msat: int = 300_000_000,
                   channel_type: ChannelType = ChannelType.STATIC_REMOTEKEY) -> Pair:
-    a = Party("A", ChannelSigner(b"\x01" * 32), wire=False)
-    b = Party("B", ChannelSigner(b"\x02" * 32), wire=False)
+    a = Party("A", LocalChannelSigner(b"\x01" * 32), wire=False)
+    b = Party("B", LocalChannelSigner(b"\x02" * 32), wire=False)
     pa = opening.LocalParams(shutdown_scriptpubkey=spk_a, to_self_delay=DELAY)
     pb = opening.LocalParams(shutdown_scriptpubkey=spk_b, to_self_delay=DELAY)
     policy = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, allow_anchors=True)

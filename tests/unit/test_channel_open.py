@@ -11,7 +11,7 @@ from ampere.ln.channel.actions import ErrorKind, FundingTxNeeded, Persist, SendM
 from ampere.ln.channel.actions import ChannelReady as ChannelReadyEvent
 from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, SCID, Pair
 from ampere.ln.channel.scripts import ChannelType, funding_script
-from ampere.ln.channel.signer import ChannelSigner, SignerError
+from ampere.ln.channel.signer import LocalChannelSigner, SignerError
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.script import p2wsh
 from ampere.wire import messages as m
@@ -53,7 +53,7 @@ def test_open_both_roles_and_first_commitments_spend_the_funding_output(ct):
 
 
 def test_acceptor_persists_before_funding_signed_and_opener_before_broadcast():
-    a, b = ChannelSigner(b"\x01" * 32), ChannelSigner(b"\x02" * 32)
+    a, b = LocalChannelSigner(b"\x01" * 32), LocalChannelSigner(b"\x02" * 32)
     step = opening.open_channel(a, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
                                 funding_sat=200_000, push_msat=0, feerate_per_kw=1000,
                                 ours=opening.LocalParams(shutdown_scriptpubkey=SPK_A))
@@ -84,7 +84,7 @@ def test_acceptor_persists_before_funding_signed_and_opener_before_broadcast():
 
 
 def _open_msg(**changes):
-    a = ChannelSigner(b"\x01" * 32)
+    a = LocalChannelSigner(b"\x01" * 32)
     step = opening.open_channel(a, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
                                 funding_sat=200_000, push_msat=0, feerate_per_kw=1000,
                                 ours=opening.LocalParams(shutdown_scriptpubkey=SPK_A))
@@ -108,7 +108,7 @@ def _open_msg(**changes):
 ])
 def test_acceptor_rejects_bad_open_channel(changes, text):
     policy = replace(POLICY, max_feerate_per_kw=1_000_000)
-    step = opening.on_open_channel(ChannelSigner(b"\x02" * 32), _open_msg(**changes),
+    step = opening.on_open_channel(LocalChannelSigner(b"\x02" * 32), _open_msg(**changes),
                                    opening.LocalParams(shutdown_scriptpubkey=SPK_B), policy)
     assert step.error is not None and step.error.kind is ErrorKind.CLOSE
     assert not step.error.broadcast
@@ -117,11 +117,11 @@ def test_acceptor_rejects_bad_open_channel(changes, text):
 
 
 def test_opener_rejects_bad_accept_channel():
-    a = ChannelSigner(b"\x01" * 32)
+    a = LocalChannelSigner(b"\x01" * 32)
     start = opening.open_channel(a, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
                                  funding_sat=200_000, push_msat=0, feerate_per_kw=1000,
                                  ours=opening.LocalParams(shutdown_scriptpubkey=SPK_A))
-    acc = opening.on_open_channel(ChannelSigner(b"\x02" * 32), start.messages[0],
+    acc = opening.on_open_channel(LocalChannelSigner(b"\x02" * 32), start.messages[0],
                                   opening.LocalParams(shutdown_scriptpubkey=SPK_B), POLICY).messages[0]
     neg = start.state
     cases = [
@@ -140,7 +140,7 @@ def test_opener_rejects_bad_accept_channel():
 
 
 def test_bad_funding_signatures_are_refused():
-    a, b = ChannelSigner(b"\x01" * 32), ChannelSigner(b"\x02" * 32)
+    a, b = LocalChannelSigner(b"\x01" * 32), LocalChannelSigner(b"\x02" * 32)
     start = opening.open_channel(a, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
                                  funding_sat=200_000, push_msat=0, feerate_per_kw=1000,
                                  ours=opening.LocalParams(shutdown_scriptpubkey=SPK_A))
@@ -179,12 +179,12 @@ def test_channel_ready_waits_for_minimum_depth_and_both_sides():
 
 
 def test_signer_is_deterministic_and_checks_seed():
-    s1, s2 = ChannelSigner(b"\x05" * 32), ChannelSigner(b"\x05" * 32)
+    s1, s2 = LocalChannelSigner(b"\x05" * 32), LocalChannelSigner(b"\x05" * 32)
     assert s1.pubkeys == s2.pubkeys
     assert s1.commitment_point(7) == s2.commitment_point(7)
-    assert ChannelSigner(b"\x06" * 32).pubkeys != s1.pubkeys
+    assert LocalChannelSigner(b"\x06" * 32).pubkeys != s1.pubkeys
     with pytest.raises(SignerError):
-        ChannelSigner(b"\x01" * 31)
+        LocalChannelSigner(b"\x01" * 31)
 
 
 def test_channel_type_bytes():

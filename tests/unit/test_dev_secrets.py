@@ -7,7 +7,7 @@ from coincurve import PrivateKey
 
 from ampere.config import ConfigError, Options, early_scan
 from ampere.ln.channel.keys import commitment_point
-from ampere.ln.channel.signer import ChannelSigner, SignerError
+from ampere.ln.channel.signer import LocalChannelSigner, SignerError
 from ampere.node.channels.manager import ChannelManager
 from ampere.node.signer.dev_secrets import check_dev_secret_options, new_temporary_channel_id
 from ampere.node.app.options import builtin_options
@@ -84,4 +84,4 @@ def test_bad_forced_secrets_are_refused_at_startup(argv, message):
 
 def test_forced_zero_key_is_refused():
     with pytest.raises(SignerError):
-        ChannelSigner.from_secrets(bytes(32), *[bytes.fromhex(k(0x11))] * 4, b"\xff" * 32)
+        LocalChannelSigner.from_secrets(bytes(32), *[bytes.fromhex(k(0x11))] * 4, b"\xff" * 32)

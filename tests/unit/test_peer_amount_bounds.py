@@ -9,7 +9,7 @@ import pytest
 from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import ErrorKind
 from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, Pair
-from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.signer import LocalChannelSigner
 from ampere.wire import messages as m
 
 SPK_A = b"\x00\x14" + b"\xaa" * 20
@@ -21,7 +21,7 @@ POLICY = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, max_feerate_per_kw=(1
 
 
 def _open_msg(**changes):
-    a = ChannelSigner(b"\x01" * 32)
+    a = LocalChannelSigner(b"\x01" * 32)
     step = opening.open_channel(a, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
                                 funding_sat=200_000, push_msat=0, feerate_per_kw=1000,
                                 ours=opening.LocalParams(shutdown_scriptpubkey=SPK_A))
@@ -29,7 +29,7 @@ def _open_msg(**changes):
 
 
 def _acceptor_step(msg, policy=POLICY):
-    return opening.on_open_channel(ChannelSigner(b"\x02" * 32), msg,
+    return opening.on_open_channel(LocalChannelSigner(b"\x02" * 32), msg,
                                    opening.LocalParams(shutdown_scriptpubkey=SPK_B), policy)
 
 

@@ -27,7 +27,7 @@ from ampere.ln.channel.actions import (
 )
 from ampere.ln.channel.env import Env
 from ampere.ln.channel.scripts import ChannelType
-from ampere.ln.channel.signer import ChannelSigner
+from ampere.ln.channel.signer import ChannelSigner, LocalChannelSigner
 from ampere.ln.channel.state import Channel
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 from ampere.wire import messages as m
@@ -103,8 +103,8 @@ class Pair:
              b"\x02" * 32), params_a: opening.LocalParams | None = None,
              params_b: opening.LocalParams | None = None, env: Env = Env(), wire: bool = True,
              allow_anchors: bool = True, confirm: bool = True) -> Pair:
-        a = Party("A", ChannelSigner(seeds[0]), wire=wire)
-        b = Party("B", ChannelSigner(seeds[1]), wire=wire)
+        a = Party("A", LocalChannelSigner(seeds[0]), wire=wire)
+        b = Party("B", LocalChannelSigner(seeds[1]), wire=wire)
         pa = params_a or opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xaa" * 20)
         pb = params_b or opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xbb" * 20)
         policy = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, allow_anchors=allow_anchors)

@@ -1,4 +1,11 @@
-"""ChannelSigner: one channel's secrets, derived from a 32-byte channel seed, and every signature they make.
+"""ChannelSigner: every signature one channel's secrets make; LocalChannelSigner holds those secrets.
+
+`ChannelSigner` is the interface the channel core and the on-chain resolver use.  Its one primitive is
+`sign_input` (which key, the transaction, the input's script code and amount, the sighash type, and the
+per-commitment point or revealed secret that tweaks the key): every commitment, HTLC, closing and sweep
+signature below is built on it, so a signer in another process (ampere.node.signer.client) implements
+four methods over bytes and ints and inherits the rest.  `LocalChannelSigner` is the in-process one:
+direct calls, no serialisation (the channel hot path signs on every commitment).
 
 The channel core never stores secrets: the persisted channel state holds public keys only, and the runtime
 hands the core the channel's signer on each call (it derives the channel seed from hsm_secret, e.g. per
@@ -10,6 +17,8 @@ a counter appended to the info in the (negligible) case the result is not a vali
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
@@ -32,14 +41,31 @@ from ampere.ln.channel.keys import (
 )
 from ampere.primitives.tx import SIGHASH_ALL, Transaction, bip143_sighash
 
-__all__ = ["ChannelSigner", "SignerError"]
+__all__ = ["CHANNEL_KEYS", "ChannelSecrets", "ChannelSigner", "LocalChannelSigner", "SignerError"]
 
 _SALT = b"ampere channel v1"
 _NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shachain_seed")
 
 
+# The keys `sign_input` can sign with: the funding key untweaked; htlc and delayed_payment tweaked by a
+# per_commitment_point (BOLT #3 "privkey = basepoint_secret + SHA256(per_commitment_point || basepoint)");
+# payment untweaked (option_static_remotekey); revocation combined with the secret the peer revealed.
+CHANNEL_KEYS = ("funding", "revocation", "payment", "delayed_payment", "htlc")
+
+
 class SignerError(ValueError):
-    """A seed of the wrong size, or a request the signer refuses."""
+    """A seed of the wrong size, or a request the signer refuses (or, for a remote signer, cannot answer)."""
+
+
+@dataclass(frozen=True)
+class ChannelSecrets:
+    """One channel's base secrets (32 bytes each), as CLN's --dev-force-channel-secrets gives them."""
+    funding: bytes
+    revocation: bytes
+    payment: bytes
+    delayed_payment: bytes
+    htlc: bytes
+    shachain_seed: bytes
 
 
 def _derive(seed: bytes, name: str) -> bytes:
@@ -51,66 +77,39 @@ def _derive(seed: bytes, name: str) -> bytes:
     raise SignerError("could not derive a valid key")  # pragma: no cover - probability ~2^-32000
 
 
-class ChannelSigner:
-    """Secrets of one channel. Never serialised: rebuild it from the channel seed."""
+class ChannelSigner(ABC):
+    """The signatures of one channel.  Subclasses give `pubkeys` and the four primitives."""
 
-    def __init__(self, channel_seed: bytes, *, secrets: dict[str, bytes] | None = None) -> None:
-        if secrets is not None:
-            keys = secrets
-        elif not isinstance(channel_seed, (bytes, bytearray)) or len(channel_seed) != 32:
-            raise SignerError("channel seed must be 32 bytes")
-        else:
-            keys = {name: _derive(bytes(channel_seed), name) for name in _NAMES}
-        self._funding = keys["funding"]
-        self._revocation = keys["revocation"]
-        self._payment = keys["payment"]
-        self._delayed = keys["delayed_payment"]
-        self._htlc = keys["htlc"]
-        self._shachain_seed = keys["shachain_seed"]
-        self.pubkeys = ChannelPubkeys(
-            funding_pubkey=pubkey_from_secret(self._funding),
-            revocation_basepoint=pubkey_from_secret(self._revocation),
-            payment_basepoint=pubkey_from_secret(self._payment),
-            delayed_payment_basepoint=pubkey_from_secret(self._delayed),
-            htlc_basepoint=pubkey_from_secret(self._htlc),
-        )
-        self._point_cache = lru_cache(maxsize=64)(self._point)
+    pubkeys: ChannelPubkeys
 
-    @classmethod
-    def from_secrets(cls, funding: bytes, revocation: bytes, payment: bytes, delayed_payment: bytes, htlc: bytes,
-                     shachain_seed: bytes) -> "ChannelSigner":
-        """A signer with these secrets instead of derived ones (--dev-force-channel-secrets, conformance tests)."""
-        secrets = dict(zip(_NAMES, (funding, revocation, payment, delayed_payment, htlc, shachain_seed)))
-        for name, value in secrets.items():
-            if len(value) != 32 or (name != "shachain_seed" and not 0 < int.from_bytes(value, "big") < SECP256K1_ORDER):
-                raise SignerError(f"forced {name} secret is not a valid 32-byte key")
-        return cls(b"", secrets=secrets)
+    # --- the primitives -------------------------------------------------------------------------------
 
-    # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
-
-    def _point(self, n: int) -> bytes:
-        return commitment_point(self._shachain_seed, n)
-
+    @abstractmethod
     def commitment_point(self, n: int) -> bytes:
         """Our per_commitment_point for commitment number n."""
-        return self._point_cache(n)
 
+    @abstractmethod
     def commitment_secret(self, n: int) -> bytes:
         """Our per_commitment_secret for commitment number n: only ever revealed to revoke commitment n."""
-        return commitment_secret(self._shachain_seed, n)
+
+    @abstractmethod
+    def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
+                   sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:
+        """DER signature (no sighash byte) of input `input_index` of `tx` (BIP 143) with channel key `key`
+        (one of CHANNEL_KEYS): htlc and delayed_payment tweaked by `point`, revocation combined with
+        `revealed_secret`."""
+
+    @abstractmethod
+    def sign_announcement(self, digest: bytes) -> bytes:
+        """BOLT 7 `bitcoin_signature`: the funding key's signature over a channel_announcement's
+        double-SHA256 (64-byte compact), so the funding secret never leaves the signer."""
 
     # --- signatures (compact 64-byte, as BOLT 2 messages carry them) --------------------------------
 
     def sign_commitment(self, ctx: CommitmentTx) -> bytes:
         """Our funding signature on a commitment transaction (the peer's, for commitment_signed/funding_*)."""
-        return der_to_compact(ctx.sign(self._funding))
-
-    def sign_announcement(self, digest: bytes) -> bytes:
-        """BOLT 7 `bitcoin_signature`: the funding key's signature over a channel_announcement's
-        double-SHA256 (64-byte compact), so the funding secret never leaves the signer."""
-        from coincurve import PrivateKey
-
-        return der_to_compact(PrivateKey(self._funding).sign(digest, hasher=None))
+        return der_to_compact(self.sign_input("funding", ctx.tx, 0, ctx.funding_script, ctx.funding_sat,
+                                              SIGHASH_ALL))
 
     def sign_htlc_txs(self, remote_ctx: CommitmentTx) -> tuple[bytes, ...]:
         """Our signatures on the HTLC transactions of the PEER's commitment, in output order.
@@ -118,18 +117,25 @@ class ChannelSigner:
         On the peer's commitment our HTLC key is its `remote_htlc_pubkey`, derived from our htlc_basepoint and
         the peer's per_commitment_point.
         """
-        privkey = derive_privkey(self._htlc, remote_ctx.keys.per_commitment_point)
-        return tuple(der_to_compact(htx.sign_as_counterparty(privkey)) for htx in htlc_transactions(remote_ctx))
+        point = remote_ctx.keys.per_commitment_point
+        return tuple(der_to_compact(self.sign_input("htlc", htx.tx, 0, htx.witness_script, htx.input_amount_sat,
+                                                    htx.counterparty_sighash_type, point=point))
+                     for htx in htlc_transactions(remote_ctx))
 
     def sign_closing(self, closing: ClosingTx) -> bytes:
-        return der_to_compact(closing.sign(self._funding))
+        return der_to_compact(self._sign_closing_der(closing))
+
+    def _sign_closing_der(self, closing: ClosingTx) -> bytes:
+        return self.sign_input("funding", closing.tx, 0, closing.funding_script, closing.funding_sat, SIGHASH_ALL)
 
     def signed_local_commitment(self, local_ctx: CommitmentTx, remote_sig: bytes) -> Transaction:
         """Our commitment, ready to broadcast: our signature plus the peer's (compact) one."""
-        return local_ctx.signed(local_ctx.sign(self._funding), compact_to_der(remote_sig))
+        ours = self.sign_input("funding", local_ctx.tx, 0, local_ctx.funding_script, local_ctx.funding_sat,
+                               SIGHASH_ALL)
+        return local_ctx.signed(ours, compact_to_der(remote_sig))
 
     def signed_closing(self, closing: ClosingTx, remote_sig: bytes) -> Transaction:
-        return closing.signed(closing.sign(self._funding), compact_to_der(remote_sig))
+        return closing.signed(self._sign_closing_der(closing), compact_to_der(remote_sig))
 
     # --- on-chain sweeps (ampere.node.onchain.resolver): DER signature + SIGHASH_ALL byte, as a witness carries it ------
 
@@ -139,9 +145,8 @@ class ChannelSigner:
 
         BOLT #3: "local_delayedprivkey = delayed_payment_basepoint_secret + SHA256(per_commitment_point ||
         delayed_payment_basepoint)"."""
-        key = derive_privkey(self._delayed, per_commitment_point)
-        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(key, digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("delayed_payment", tx, input_index, witness_script, amount_sat, SIGHASH_ALL,
+                               point=per_commitment_point) + bytes([SIGHASH_ALL])
 
     def sign_to_remote_sweep(self, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int) -> bytes:
         """Spend our to_remote output on the PEER's commitment.
@@ -149,8 +154,7 @@ class ChannelSigner:
         BOLT #3 (option_static_remotekey): "The remotepubkey is simply the remote node's payment_basepoint", so
         the key is our payment_basepoint secret itself. `script_code`: the P2WPKH script code, or (anchors) the
         to_remote witness script."""
-        digest = bip143_sighash(tx, input_index, script_code, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(self._payment, digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("payment", tx, input_index, script_code, amount_sat, SIGHASH_ALL) + bytes([SIGHASH_ALL])
 
     def sign_with_revocation_key(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
                                  per_commitment_secret: bytes) -> bytes:
@@ -159,14 +163,14 @@ class ChannelSigner:
 
         BOLT #3: "revocationprivkey = revocation_basepoint_secret * SHA256(revocation_basepoint ||
         per_commitment_point) + per_commitment_secret * SHA256(per_commitment_point || revocation_basepoint)"."""
-        key = derive_revocation_privkey(self._revocation, per_commitment_secret)
-        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(key, digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("revocation", tx, input_index, witness_script, amount_sat, SIGHASH_ALL,
+                               revealed_secret=per_commitment_secret) + bytes([SIGHASH_ALL])
 
     def sign_local_htlc_tx(self, htx: HtlcTx, per_commitment_point: bytes) -> bytes:
         """Our DER signature (SIGHASH_ALL) on the HTLC-timeout/success transaction of OUR commitment built with
         our `per_commitment_point`: the local_htlcpubkey half of its 2-of-2."""
-        return htx.sign_as_owner(derive_privkey(self._htlc, per_commitment_point))
+        return self.sign_input("htlc", htx.tx, 0, htx.witness_script, htx.input_amount_sat, SIGHASH_ALL,
+                               point=per_commitment_point)
 
     def sign_anchor(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int) -> bytes:
         """Spend our anchor output (CPFP of our commitment, or its sweep). BOLT #3 to_local_anchor: "Spending of
@@ -188,5 +192,80 @@ class ChannelSigner:
         """Spend an HTLC output of the PEER's commitment directly: on it our HTLC key is its remote_htlcpubkey,
         "remote_htlcpubkey = htlc_basepoint + SHA256(per_commitment_point || htlc_basepoint) * G" with the
         peer's point (BOLT #3)."""
-        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(derive_privkey(self._htlc, their_point), digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("htlc", tx, input_index, witness_script, amount_sat, SIGHASH_ALL,
+                               point=their_point) + bytes([SIGHASH_ALL])
+
+
+class LocalChannelSigner(ChannelSigner):
+    """Secrets of one channel, in this process. Never serialised: rebuild it from the channel seed."""
+
+    def __init__(self, channel_seed: bytes) -> None:
+        if not isinstance(channel_seed, (bytes, bytearray)) or len(channel_seed) != 32:
+            raise SignerError("channel seed must be 32 bytes")
+        keys = {name: _derive(bytes(channel_seed), name) for name in _NAMES}
+        self._init(ChannelSecrets(**keys))
+
+    @classmethod
+    def from_secrets(cls, funding: bytes, revocation: bytes, payment: bytes, delayed_payment: bytes, htlc: bytes,
+                     shachain_seed: bytes) -> LocalChannelSigner:
+        """A signer with these secrets instead of derived ones (--dev-force-channel-secrets, conformance tests)."""
+        secrets = ChannelSecrets(funding, revocation, payment, delayed_payment, htlc, shachain_seed)
+        for name in _NAMES:
+            value = getattr(secrets, name)
+            if not isinstance(value, (bytes, bytearray)) or len(value) != 32 or not (
+                    name == "shachain_seed" or 0 < int.from_bytes(value, "big") < SECP256K1_ORDER):
+                raise SignerError(f"forced {name} secret is not a valid 32-byte key")
+        self = cls.__new__(cls)
+        self._init(secrets)
+        return self
+
+    def _init(self, secrets: ChannelSecrets) -> None:
+        self._keys = {name: bytes(getattr(secrets, name)) for name in CHANNEL_KEYS}
+        self._shachain_seed = bytes(secrets.shachain_seed)
+        self.pubkeys = ChannelPubkeys(
+            funding_pubkey=pubkey_from_secret(self._keys["funding"]),
+            revocation_basepoint=pubkey_from_secret(self._keys["revocation"]),
+            payment_basepoint=pubkey_from_secret(self._keys["payment"]),
+            delayed_payment_basepoint=pubkey_from_secret(self._keys["delayed_payment"]),
+            htlc_basepoint=pubkey_from_secret(self._keys["htlc"]),
+        )
+        self._point_cache = lru_cache(maxsize=64)(self._point)
+        # A commitment's HTLC signatures all use one tweaked key: derive it once (an EC multiplication).
+        self._tweaked = lru_cache(maxsize=16)(self._tweak_key)
+
+    # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
+
+    def _point(self, n: int) -> bytes:
+        return commitment_point(self._shachain_seed, n)
+
+    def commitment_point(self, n: int) -> bytes:
+        return self._point_cache(n)
+
+    def commitment_secret(self, n: int) -> bytes:
+        return commitment_secret(self._shachain_seed, n)
+
+    # --- signatures -----------------------------------------------------------------------------------
+
+    def _tweak_key(self, key: str, point: bytes) -> bytes:
+        return derive_privkey(self._keys[key], point)
+
+    def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
+                   sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:
+        if key in ("htlc", "delayed_payment"):
+            if point is None:
+                raise SignerError(f"the {key} key needs a per_commitment_point")
+            privkey = self._tweaked(key, bytes(point))
+        elif key == "revocation":
+            if revealed_secret is None:
+                raise SignerError("the revocation key needs the revealed per_commitment_secret")
+            privkey = derive_revocation_privkey(self._keys["revocation"], revealed_secret)
+        elif key in ("funding", "payment"):
+            privkey = self._keys[key]
+        else:
+            raise SignerError(f"unknown channel key {key!r}")
+        return ecdsa_sign(privkey, bip143_sighash(tx, input_index, script_code, amount_sat, sighash_type))
+
+    def sign_announcement(self, digest: bytes) -> bytes:
+        from coincurve import PrivateKey
+
+        return der_to_compact(PrivateKey(self._keys["funding"]).sign(digest, hasher=None))
