@@ -20,6 +20,7 @@ from ampere.chain.bitcoind import BitcoindRpc
 from ampere.ln.channel import core, opening
 from ampere.ln.channel.actions import FundingTxNeeded
 from ampere.testing.channel_pair import REGTEST_CHAIN_HASH, SCID, Pair, Party
+from ampere.node.signer.signer import LocalSigner
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner, LocalChannelSigner
 from ampere.ln.channel.state import ChannelState
@@ -105,7 +106,7 @@ class Host:
         await self.store.open()
         rpc = BitcoindRpc(port=self.chaind.port, user=self.chaind.rpcuser, password=self.chaind.rpcpassword)
         self.chain = ChainWatcher(self, rpc, "regtest", 0.05)
-        self.wallet = Wallet(self, self.hsm_secret, "regtest")
+        self.wallet = Wallet(self, LocalSigner(self.hsm_secret), "regtest")
         await self.wallet.load()
         self.chain.add_listener(self.wallet)
         await self.chain.start()

@@ -23,7 +23,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
 from ampere.primitives.crypto import SECP256K1_ORDER
-from ampere.ln.onion import OnionConstructionError, _ecdh, derive_hop_keys, generate_key
+from ampere.ln.onion import BlindedNodeKey, NodeKey, OnionConstructionError, _ecdh, derive_hop_keys, generate_key
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import BlindedPath, BlindedPathHop, EncryptedDataTlv
@@ -142,26 +142,31 @@ class UnblindedHop:
     data: EncryptedDataTlv
     plaintext: bytes
     shared_secret: bytes  # ss_i (the path key ECDH, not the onion's)
-    blinded_privkey: bytes  # b_i, 32 bytes: peels the onion encrypted to B_i
+    blinded_privkey: bytes | BlindedNodeKey  # b_i (32 bytes, or b_i's ECDH through the signer): peels the onion to B_i
     next_path_key: bytes  # E_{i+1}, or next_path_key_override when given
 
 
-def path_key_secrets(node_privkey: bytes | PrivateKey, path_key: bytes) -> tuple[bytes, bytes]:
+def path_key_secrets(node_privkey: bytes | PrivateKey | NodeKey,
+                     path_key: bytes) -> tuple[bytes, bytes | BlindedNodeKey]:
     """(ss_i, b_i) for path key E_i: ss_i = SHA256(k_i * E_i), b_i = HMAC256("blinded_node_id", ss_i) * k_i.
-    One ECDH for both (a relay does this for every onion message, so it is kept to the minimum)."""
-    secret = node_privkey.secret if isinstance(node_privkey, PrivateKey) else bytes(node_privkey)
+    One ECDH for both (a relay does this for every onion message, so it is kept to the minimum).  With a
+    key held by a signer (a NodeKey), b_i is a BlindedNodeKey that does its ECDH through the signer."""
     try:
         point = PublicKey(bytes(path_key))
     except (ValueError, TypeError):
         raise BlindingError("path_key is not a valid point") from None
+    if not isinstance(node_privkey, (bytes, bytearray, PrivateKey)):
+        shared = node_privkey.ecdh(point.format())
+        return shared, BlindedNodeKey(node_privkey, hmac.new(b"blinded_node_id", shared, hashlib.sha256).digest())
+    secret = node_privkey.secret if isinstance(node_privkey, PrivateKey) else bytes(node_privkey)
     shared_secret = _ecdh(secret, point)
     tweak = hmac.new(b"blinded_node_id", shared_secret, hashlib.sha256).digest()
     blinded = int.from_bytes(secret, "big") * int.from_bytes(tweak, "big") % SECP256K1_ORDER
     return shared_secret, blinded.to_bytes(32, "big")
 
 
-def unblind_hop(node_privkey: bytes | PrivateKey, path_key: bytes, encrypted_recipient_data: bytes,
-                secrets: tuple[bytes, bytes] | None = None) -> UnblindedHop:
+def unblind_hop(node_privkey: bytes | PrivateKey | NodeKey, path_key: bytes, encrypted_recipient_data: bytes,
+                secrets: tuple[bytes, bytes | BlindedNodeKey] | None = None) -> UnblindedHop:
     """BOLT #4 reader of `encrypted_recipient_data`: ss_i = SHA256(k_i * E_i), b_i =
     HMAC256("blinded_node_id", ss_i) * k_i, decrypt with rho_i; "If the `encrypted_data_tlv` contains
     a `next_path_key_override`: MUST use it as the next `path_key`".  `secrets`: `path_key_secrets`'

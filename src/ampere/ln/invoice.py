@@ -24,7 +24,7 @@ import hashlib
 import re
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Protocol, Sequence, Union
 
 import coincurve
 
@@ -284,6 +284,14 @@ def _signing_hash(hrp: str, data: Sequence[int]) -> bytes:
     return hashlib.sha256(_signing_bytes(hrp, data)).digest()
 
 
+def invoice_signing_hash(hrp: str, data: Sequence[int]) -> bytes:
+    """What BOLT #11's signature signs: SHA256(hrp || data part packed into bytes, zero-padded)."""
+    parse_hrp(hrp)  # a signer only ever signs something that reads as an invoice's human-readable part
+    if any(not 0 <= v < 32 for v in data):
+        raise InvoiceError("data part must be 5-bit values")
+    return _signing_hash(hrp, data)
+
+
 def _parse_pubkey(tag: str, b: bytes) -> coincurve.PublicKey:
     try:
         return coincurve.PublicKey(b)
@@ -512,8 +520,27 @@ def decode(text: str, *, verify_signature: bool = True,
 # --- encoding ------------------------------------------------------------------------------------
 
 
-def _private_key(privkey: bytes | coincurve.PrivateKey) -> coincurve.PrivateKey:
+class InvoiceSigner(Protocol):
+    """The payee's node key as invoices use it, without its secret (the node's Signer is one).
+    `sign_invoice(hrp, data)`: BOLT #11's 65-byte signature (R || S || recovery id) over SHA256(hrp as
+    UTF-8 || the 5-bit data part packed into bytes, zero-padded); `data` is the 5-bit values, one a byte."""
+
+    node_id: bytes
+
+    def sign_invoice(self, hrp: str, data: bytes) -> bytes: ...
+
+
+SigningKey = Union[bytes, coincurve.PrivateKey, InvoiceSigner]
+
+
+def _node_id(key: coincurve.PrivateKey | InvoiceSigner) -> bytes:
+    return key.public_key.format(compressed=True) if isinstance(key, coincurve.PrivateKey) else bytes(key.node_id)
+
+
+def _private_key(privkey: SigningKey) -> coincurve.PrivateKey | InvoiceSigner:
     if isinstance(privkey, coincurve.PrivateKey):
+        return privkey
+    if hasattr(privkey, "sign_invoice"):
         return privkey
     if isinstance(privkey, (bytes, bytearray)) and len(privkey) == 32:
         try:
@@ -523,7 +550,7 @@ def _private_key(privkey: bytes | coincurve.PrivateKey) -> coincurve.PrivateKey:
     raise InvoiceError("private key must be 32 valid secret bytes or a coincurve.PrivateKey")
 
 
-def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: bytes | coincurve.PrivateKey) -> str:
+def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: SigningKey) -> str:
     """Sign the human-readable part and unsigned 5-bit data part; return the bech32 invoice.
 
     BOLT #11: MUST set `signature` to a valid compact ECDSA signature over secp256k1 of the SHA-256
@@ -539,7 +566,12 @@ def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: bytes | coincurve.
     if length > MAX_INVOICE_LENGTH:
         # Never write an invoice that we (or lnd) would refuse to read.
         raise InvoiceError(f"invoice too long: {length} characters, at most {MAX_INVOICE_LENGTH}")
-    sig = key.sign_recoverable(_signing_hash(hrp, data), hasher=None)  # RFC6979, low-S
+    if isinstance(key, coincurve.PrivateKey):
+        sig = key.sign_recoverable(_signing_hash(hrp, data), hasher=None)  # RFC6979, low-S
+    else:
+        sig = key.sign_invoice(hrp, bytes(data))
+        if len(sig) != 65:
+            raise InvoiceError("the signer returned a malformed invoice signature")
     return bech32_encode(hrp, list(data) + bytes_to_u5(sig))
 
 
@@ -645,13 +677,13 @@ def _encode_fields(inv: Invoice, payee: bytes | None) -> list[int]:
     return out
 
 
-def encode(inv: Invoice, privkey: bytes | coincurve.PrivateKey) -> str:
+def encode(inv: Invoice, privkey: SigningKey) -> str:
     """Serialize `inv` and sign it with `privkey` (the payee's node key); returns the lowercase string.
 
     If `inv.payee` is set it must be the key's public key; `inv.n_field` adds an `n` field.
     """
     key = _private_key(privkey)
-    node_id = key.public_key.format(compressed=True)
+    node_id = _node_id(key)
     if inv.payee is not None and bytes(inv.payee) != node_id:
         raise InvoiceError("payee does not match the signing key")
     hrp = encode_hrp(inv.currency, inv.amount_msat)
@@ -659,7 +691,7 @@ def encode(inv: Invoice, privkey: bytes | coincurve.PrivateKey) -> str:
     return sign_hrp_and_data(hrp, data, key)
 
 
-def resign(text: str, privkey: bytes | coincurve.PrivateKey, *,
+def resign(text: str, privkey: SigningKey, *,
            known_features: Iterable[int] | None = KNOWN_INVOICE_FEATURES) -> str:
     """Sign an invoice string again with `privkey`, keeping its human-readable and data parts.
 
@@ -668,7 +700,7 @@ def resign(text: str, privkey: bytes | coincurve.PrivateKey, *,
     """
     inv, hrp, unsigned = _parse(text, False, known_features, None)
     key = _private_key(privkey)
-    if inv.n_field and inv.payee != key.public_key.format(compressed=True):
+    if inv.n_field and inv.payee != _node_id(key):
         raise InvoiceError("'n' field does not match the signing key")
     return sign_hrp_and_data(hrp, unsigned, key)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from dataclasses import dataclass
+from typing import Protocol
 
 from coincurve import PrivateKey, PublicKey
 from coincurve._libsecp256k1 import ffi as _secp_ffi
@@ -28,6 +29,8 @@ from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsi
 from ampere.primitives.crypto import SECP256K1_ORDER
 
 __all__ = [
+    "BlindedNodeKey",
+    "NodeKey",
     "ONION_VERSION",
     "HOP_PAYLOADS_LEN",
     "ONION_PACKET_LEN",
@@ -374,8 +377,33 @@ def blind_private_key_for_path(node_privkey: bytes | PrivateKey, path_key: bytes
     return PrivateKey(blinded.to_bytes(32, "big"))
 
 
+class NodeKey(Protocol):
+    """The node key as onion processing uses it, without its secret (the node's Signer is one; so is a
+    coincurve PrivateKey): `ecdh(point)` = SHA256 of the compressed point secret*point (BOLT #4)."""
+
+    def ecdh(self, point: bytes) -> bytes: ...
+
+
+class BlindedNodeKey:
+    """Route blinding's b_i = HMAC256("blinded_node_id", ss_i) * k_i, without k_i: ECDH(b_i, P) is
+    ECDH(k_i, tweak*P), so the node key's own ECDH does it (as CLN's hsmd answers with its `ecdh` only)."""
+
+    __slots__ = ("_key", "_tweak")
+
+    def __init__(self, key: NodeKey, tweak: bytes) -> None:
+        self._key = key
+        self._tweak = tweak
+
+    def ecdh(self, point: bytes) -> bytes:
+        return self._key.ecdh(PublicKey(bytes(point)).multiply(self._tweak).format())
+
+
+def _blinding_tweak(shared_secret: bytes) -> bytes:
+    return hmac.new(b"blinded_node_id", shared_secret, hashlib.sha256).digest()
+
+
 def peel_onion(
-    privkey: bytes | PrivateKey,
+    privkey: bytes | PrivateKey | NodeKey,
     onion_packet: bytes,
     assoc_data: bytes,
     *,
@@ -408,13 +436,19 @@ def peel_onion(
     hop_payloads = onion_packet[_HEADER_LEN : _HEADER_LEN + payloads_len]
     packet_hmac = onion_packet[_HEADER_LEN + payloads_len :]
 
-    node_secret = _parse_secret(privkey, "node private key")
-    if path_key is not None:
-        if _parse_point(bytes(path_key)) is None:
-            raise InvalidOnionBlinding("path_key is not a valid compressed point", onion_hash)
-        node_secret = blind_private_key_for_path(node_secret, bytes(path_key)).secret
-
-    shared_secret = _ecdh(node_secret, ephemeral_point)
+    if path_key is not None and _parse_point(bytes(path_key)) is None:
+        raise InvalidOnionBlinding("path_key is not a valid compressed point", onion_hash)
+    if isinstance(privkey, (bytes, bytearray, PrivateKey)):
+        node_secret = _parse_secret(privkey, "node private key")
+        if path_key is not None:
+            node_secret = blind_private_key_for_path(node_secret, bytes(path_key)).secret
+        shared_secret = _ecdh(node_secret, ephemeral_point)
+    else:
+        # The key stays in the signer: one ECDH (two with a path key, the second on the tweaked point).
+        key: NodeKey = privkey
+        if path_key is not None:
+            key = BlindedNodeKey(key, _blinding_tweak(key.ecdh(bytes(path_key))))
+        shared_secret = key.ecdh(ephemeral_pubkey)
     # BOLT #4: "Derive the HMAC as HMAC256(mu, hop_payloads || associated_data). MUST use a
     # constant time comparison of the computed HMAC and `hmac`."
     expected = hmac.new(generate_key(b"mu", shared_secret), hop_payloads + assoc_data, hashlib.sha256).digest()

@@ -23,7 +23,9 @@ from ampere.ln.blinding import (
     path_key_secrets,
     unblind_hop,
 )
-from ampere.ln.onion import HOP_PAYLOADS_LEN, OnionConstructionError, OnionError, create_onion, hop_shift_size, peel_onion
+from ampere.ln.onion import (
+    HOP_PAYLOADS_LEN, OnionConstructionError, OnionError, NodeKey, create_onion, hop_shift_size, peel_onion
+)
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import BlindedPath, OnionMessage, OnionmsgTlv
@@ -121,7 +123,7 @@ class Received:
     raw_payload: bytes
 
 
-def peel_onion_message(node_privkey: bytes | PrivateKey, message: OnionMessage) -> Forward | Received:
+def peel_onion_message(node_privkey: bytes | PrivateKey | NodeKey, message: OnionMessage) -> Forward | Received:
     """Process an incoming onion message (BOLT #4 "The reader" of `onion_message`).
 
     Raises OnionMessageError for every message the spec says to ignore."""

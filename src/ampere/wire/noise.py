@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from typing import Protocol
 
 import coincurve
 from cryptography.exceptions import InvalidTag
@@ -156,9 +157,24 @@ class NoiseSession:
         return self.decrypt_body(frame[LENGTH_HEADER_SIZE : LENGTH_HEADER_SIZE + length + MAC_SIZE])
 
 
+class StaticKey(Protocol):
+    """Our static key as the handshake uses it, without its secret (the node's Signer is one):
+    `ecdh(point)` is SHA256 of the compressed point secret*point, as libsecp256k1's ECDH returns it."""
+
+    node_id: bytes
+
+    def ecdh(self, point: bytes) -> bytes: ...
+
+
 class _Handshake:
-    def __init__(self, our_privkey: bytes, ephemeral_privkey: bytes | None) -> None:
-        self._ls = coincurve.PrivateKey(our_privkey)
+    def __init__(self, our_privkey: bytes | StaticKey, ephemeral_privkey: bytes | None) -> None:
+        if isinstance(our_privkey, (bytes, bytearray)):
+            key = coincurve.PrivateKey(bytes(our_privkey))
+            self._ls: coincurve.PrivateKey | StaticKey = key
+            self._ls_pub = key.public_key.format()
+        else:
+            self._ls = our_privkey
+            self._ls_pub = bytes(our_privkey.node_id)
         self._e = coincurve.PrivateKey(ephemeral_privkey) if ephemeral_privkey else coincurve.PrivateKey()
         h = _sha256(PROTOCOL_NAME)
         self._ck = h
@@ -168,7 +184,7 @@ class _Handshake:
 
     @property
     def our_pubkey(self) -> bytes:
-        return self._ls.public_key.format()
+        return self._ls_pub
 
     def _mix_hash(self, data: bytes) -> None:
         self._h = _sha256(self._h + data)
@@ -202,7 +218,7 @@ class _Handshake:
 class InitiatorHandshake(_Handshake):
     """The side that connects: it must know the responder's static public key."""
 
-    def __init__(self, our_privkey: bytes, their_pubkey: bytes, ephemeral_privkey: bytes | None = None) -> None:
+    def __init__(self, our_privkey: bytes | StaticKey, their_pubkey: bytes, ephemeral_privkey: bytes | None = None) -> None:
         super().__init__(our_privkey, ephemeral_privkey)
         self._rs = _parse_pubkey(bytes(their_pubkey), "BAD_REMOTE_PUBKEY")
         self.remote_pubkey = self._rs.format()
@@ -237,7 +253,7 @@ class InitiatorHandshake(_Handshake):
         # Act three.
         c3 = self._encrypt(temp_k2, 1, self.our_pubkey)
         self._mix_hash(c3)
-        temp_k3 = self._mix_key(_ecdh(self._ls, re))
+        temp_k3 = self._mix_key(self._ls.ecdh(re.format()))
         t = self._encrypt(temp_k3, 0, b"")
         sk, rk = hkdf_two_keys(self._ck, b"")
         self._done = True
@@ -247,7 +263,7 @@ class InitiatorHandshake(_Handshake):
 class ResponderHandshake(_Handshake):
     """The side that accepts: it learns the initiator's static key in act three."""
 
-    def __init__(self, our_privkey: bytes, ephemeral_privkey: bytes | None = None) -> None:
+    def __init__(self, our_privkey: bytes | StaticKey, ephemeral_privkey: bytes | None = None) -> None:
         super().__init__(our_privkey, ephemeral_privkey)
         # BOLT #8: "The responding node mixes in their local static public key"
         self._mix_hash(self.our_pubkey)
@@ -262,7 +278,7 @@ class ResponderHandshake(_Handshake):
         re = _parse_pubkey(act_one[1:34], "ACT1_BAD_PUBKEY")
         c = act_one[34:]
         self._mix_hash(act_one[1:34])
-        temp_k1 = self._mix_key(_ecdh(self._ls, re))
+        temp_k1 = self._mix_key(self._ls.ecdh(re.format()))
         self._decrypt(temp_k1, 0, c, "ACT1_BAD_TAG")
         self._mix_hash(c)
         self._re = re

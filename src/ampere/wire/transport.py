@@ -18,6 +18,7 @@ from .noise import (
     MAC_SIZE,
     MAX_MESSAGE_SIZE,
     InitiatorHandshake,
+    StaticKey,
     NoiseSession,
     ResponderHandshake,
 )
@@ -98,7 +99,7 @@ async def _read_act(reader: asyncio.StreamReader, size: int, act: str) -> bytes:
 async def connect_and_handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    our_privkey: bytes,
+    our_privkey: bytes | StaticKey,
     their_pubkey: bytes,
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     *,
@@ -122,7 +123,7 @@ async def connect_and_handshake(
 async def accept_handshake(
     reader: asyncio.StreamReader,
     writer: asyncio.StreamWriter,
-    our_privkey: bytes,
+    our_privkey: bytes | StaticKey,
     timeout: float = DEFAULT_HANDSHAKE_TIMEOUT,
     *,
     ephemeral_privkey: bytes | None = None,

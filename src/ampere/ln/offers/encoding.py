@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import Protocol
 
 from coincurve import PrivateKey, PublicKeyXOnly
 
@@ -134,9 +135,25 @@ def signature_tag(message_name: str, field_name: str = "signature") -> bytes:
     return b"lightning" + message_name.encode() + field_name.encode()
 
 
-def sign_bolt12(message_name: str, data: bytes, key: PrivateKey) -> bytes:
+class Bolt12Signer(Protocol):
+    """A key that signs BOLT 12 messages without handing out its secret (the node's Signer is one):
+    `sign_bolt12(message_name, field_name, merkle_root)` is SIG(tag, merkle_root, key), 64 bytes."""
+
+    node_id: bytes
+
+    def sign_bolt12(self, message_name: str, field_name: str, merkle_root: bytes) -> bytes: ...
+
+
+def bolt12_signature(message_name: str, field_name: str, root: bytes, key: PrivateKey) -> bytes:
+    """BOLT #12: SIG(tag, msg, key) = SignSchnorr(key, H(tag, msg)) with tag "lightning"||messagename||fieldname."""
+    return key.sign_schnorr(tagged_hash(signature_tag(message_name, field_name), root))
+
+
+def sign_bolt12(message_name: str, data: bytes, key: PrivateKey | Bolt12Signer) -> bytes:
     """SIG("lightning"||messagename||"signature", merkle_root, key): a BIP-340 signature."""
-    return key.sign_schnorr(tagged_hash(signature_tag(message_name), merkle_root(data)))
+    if isinstance(key, PrivateKey):
+        return bolt12_signature(message_name, "signature", merkle_root(data), key)
+    return key.sign_bolt12(message_name, "signature", merkle_root(data))
 
 
 def verify_bolt12(message_name: str, data: bytes, signature: bytes, pubkey: bytes) -> bool:

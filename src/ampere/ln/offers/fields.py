@@ -20,6 +20,7 @@ from .encoding import (
     HRP_INVOICE,
     HRP_INVOICE_REQUEST,
     HRP_OFFER,
+    Bolt12Signer,
     Bolt12StringError,
     decode_bolt12_string,
     encode_bolt12_string,
@@ -306,7 +307,7 @@ def build_invoice_request(
 
 def build_invoice(
     invreq: Parsed,
-    node_key: PrivateKey,
+    node_key: PrivateKey | Bolt12Signer,
     *,
     paths: list[Any],
     payinfos: list[Any],
@@ -325,7 +326,7 @@ def build_invoice(
         "invoice_created_at": created_at,
         "invoice_payment_hash": payment_hash,
         "invoice_amount": amount_msat,
-        "invoice_node_id": node_key.public_key.format(),
+        "invoice_node_id": node_key.public_key.format() if isinstance(node_key, PrivateKey) else node_key.node_id,
     }
     if relative_expiry is not None and relative_expiry != DEFAULT_INVOICE_EXPIRY:
         fields["invoice_relative_expiry"] = relative_expiry

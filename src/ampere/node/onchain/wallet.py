@@ -30,14 +30,13 @@ import coincurve
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.primitives.amount import fee_for_weight, sat_to_msat
-from ampere.primitives.bip32 import HARDENED, Bip32Error, ExtKey
+from ampere.primitives.bip32 import Bip32Error, ExtKey
 from ampere.primitives.crypto import tagged_hash
 from ampere.primitives.script import is_p2tr, is_p2wpkh, p2tr, p2wpkh, script_to_address
-from ampere.node.signer.dev_secrets import forced_bip32_seed
 from ampere.primitives.tx import (
-    OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, sign_input_p2wpkh, write_compact_size,
+    OutPoint, Transaction, TxIn, TxOut, write_compact_size,
 )
-from ampere.node.signer.hsm_secret import hkdf_sha256
+from ampere.node.signer.signer import Signer, WalletInput, bip32_base_from_hsm_secret  # noqa: F401 (re-exported)
 
 LOG = "wallet"
 KEYSCAN_GAP = 200
@@ -62,25 +61,6 @@ class WalletError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
-
-
-def bip32_base_from_hsm_secret(hsm_secret: bytes, net: str = "test") -> ExtKey:
-    """The parent of the wallet's keys for this secret, as CLN chooses it (lightningd/hsm_control.c): with a
-    legacy 32-byte secret, m/0/0 of the tree whose seed is HKDF(hsm_secret, "bip32 seed"); with a mnemonic
-    secret (its 64-byte BIP39 seed), "Using BIP86 for new addresses": m/86'/0'/0'/0 of the tree made
-    from the BIP39 seed itself (hsmd derive_bip86_base_key; coin type 0' on every network, as CLN)."""
-    if len(hsm_secret) == 64:
-        return ExtKey.from_seed(hsm_secret, net).derive([HARDENED | 86, HARDENED, HARDENED, 0])
-    salt = 0
-    while True:
-        # hsmd_init: HKDF over the whole secret (all 64 bytes of a mnemonic seed).
-        seed = hkdf_sha256(hsm_secret, salt.to_bytes(4, "little"), b"bip32 seed")
-        try:
-            master = ExtKey.from_seed(seed, net)
-            break
-        except Bip32Error:
-            salt += 1
-    return master.derive([0, 0])
 
 
 def taproot_output_xonly(pubkey33: bytes) -> bytes:
@@ -179,16 +159,12 @@ class PreparedTx:
 
 
 class Wallet:
-    def __init__(self, node: Any, hsm_secret: bytes, network: str) -> None:
+    def __init__(self, node: Any, signer: Signer, network: str) -> None:
         self.node = node
         self.network = network
-        net = "main" if network == "bitcoin" else "test"
-        options = getattr(node, "options", None)
-        forced_seed = forced_bip32_seed(options) if options is not None else None
-        # --dev-force-bip32-seed (conformance tests): hsmd makes the master key from this seed; base m/0/0.
-        self.base = ExtKey.from_seed(forced_seed, net).derive([0, 0]) if forced_seed is not None \
-            else bip32_base_from_hsm_secret(hsm_secret, net)
-        self._base_pub = self.base.neuter()
+        # Public keys only: the signer holds the private half and signs (sign_tx).
+        self._signer = signer
+        self._base_pub = ExtKey.from_base58(signer.wallet_xpub(network))
         self.max_index = 0
         self.addrtypes: dict[int, str] = {}
         self.scripts: dict[bytes, int] = {}  # scriptPubKey -> key index
@@ -228,9 +204,6 @@ class Wallet:
     # ---- keys and addresses ---------------------------------------------------------------
     def pubkey(self, index: int) -> bytes:
         return self._base_pub.child(index).pubkey
-
-    def privkey(self, index: int) -> coincurve.PrivateKey:
-        return self.base.child(index).private_key()
 
     def addresses(self, index: int) -> dict[str, str]:
         wpkh, tr = scripts_for_pubkey(self.pubkey(index))
@@ -544,17 +517,11 @@ class Wallet:
         return idx
 
     def sign_tx(self, prepared: PreparedTx) -> Transaction:
-        tx = prepared.tx.copy()
-        spent = prepared.spent_outputs()
         for i, o in enumerate(prepared.inputs):
-            key = self.privkey(o.keyidx)
-            if is_p2tr(o.script):
-                sign_input_p2tr_keypath(tx, i, key, spent)
-            elif is_p2wpkh(o.script):
-                sign_input_p2wpkh(tx, i, key, o.value)
-            else:
+            if not (is_p2tr(o.script) or is_p2wpkh(o.script)):
                 raise WalletError(LIGHTNINGD, f"cannot sign input {i}: unknown script type")
-        return tx
+        inputs: list[WalletInput | None] = [WalletInput(o.keyidx, o.script, o.value) for o in prepared.inputs]
+        return Transaction.parse(self._signer.sign_wallet_tx(prepared.tx.serialize(), inputs))
 
     async def send_tx(self, prepared: PreparedTx, tx: Transaction) -> str:
         """Broadcast a signed transaction and record it (inputs spent, change unconfirmed).  On
