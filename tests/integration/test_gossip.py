@@ -31,6 +31,7 @@ from ampere.ln.gossip.signing import (  # noqa: E402
 )
 from ampere.ln.gossip.addresses import Address, IPV4  # noqa: E402
 from ampere.primitives.crypto import sha256  # noqa: E402
+from ampere.node.signer.signer import LocalSigner  # noqa: E402
 from ampere.primitives.script import address_to_script, p2wsh, script_to_address  # noqa: E402
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut, bip143_sighash, ecdsa_sign  # noqa: E402
 from ampere.wire import bolt1  # noqa: E402
@@ -498,7 +499,7 @@ def test_own_channel_api_in_process(tmp_path):
         cfg = PeerConfig("regtest", listen=[ListenSpec("ip", "127.0.0.1:0", host="127.0.0.1", port=0)],
                          announce=[PeerAddress("ipv4", "203.0.113.7", 9735)], autolisten=False)
         pm = PeerManager(us.priv, cfg, log=log.log)
-        node = SimpleNamespace(network="regtest", netdir=str(tmp_path), node_key=coincurve.PrivateKey(us.priv),
+        node = SimpleNamespace(network="regtest", netdir=str(tmp_path), signer=LocalSigner(bytes(32), node_key=us.priv),
                                node_id=us.pub, alias="ampere-own", color="aabbcc", log=log, chain=None,
                                feature_set=our_feature_set, peer_manager=pm)
         gossip = GossipManager(node, GossipConfig(broadcast_interval=0.1))

@@ -12,6 +12,7 @@ from coincurve import PrivateKey
 from ampere.ln.blinding import create_blinded_path, encode_encrypted_data
 from ampere.ln.onion_message import create_onion_message
 from ampere.node.net.onion_messages import OnionMessenger
+from ampere.node.signer.signer import LocalSigner
 from ampere.wire import decode_message
 
 
@@ -48,7 +49,8 @@ class FakeLog:
 class FakeNode:
     def __init__(self, connected: list[bytes]) -> None:
         self.node_key = PrivateKey(os.urandom(32))
-        self.node_id = self.node_key.public_key.format()
+        self.signer = LocalSigner(os.urandom(32), node_key=self.node_key.secret)
+        self.node_id = self.signer.node_id
         self.peer_manager = FakePeers(connected)
         self.log = FakeLog()
         self.plugins = None

@@ -11,7 +11,6 @@ from __future__ import annotations
 from ampere.chain.bitcoind import BitcoindRpc
 from ampere.node.onchain.chain_backend import BcliBackend, bcli_disabled, plugin_backend
 from ampere.node.onchain.chainwatch import ChainWatcher
-from ampere.node.signer.hsm_secret import load_or_create_hsm_secret
 from ampere.node.onchain.wallet import Wallet
 
 
@@ -39,7 +38,7 @@ async def start_chain(node) -> None:
     o = node.options
     backend = await plugin_backend(node) if bcli_disabled(node.plugins) else make_bcli(o, node.network, node.log.log)
     chain = ChainWatcher(node, backend, node.network, poll_interval(o, node.network))
-    wallet = Wallet(node, load_or_create_hsm_secret(node.netdir, getattr(node, "hsm_passphrase", None)), node.network)
+    wallet = Wallet(node, node.signer, node.network)
     await wallet.load()
     chain.add_listener(wallet)
     node.wallet = wallet

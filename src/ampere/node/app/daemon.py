@@ -32,7 +32,9 @@ from ampere.store.dsn import DsnError, parse_wallet_dsn
 from ampere.store.store import Store
 from ampere.node.app import features as node_features
 from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
-from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
+from ampere.ln.channel.keys import SECP256K1_ORDER
+from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, load_or_create_hsm_secret
+from ampere.node.signer.signer import LocalSigner, Signer, SignerUnavailable
 from ampere.node.app.options import builtin_options, network_defaults
 from ampere.node.signer.dev_secrets import check_dev_secret_options
 
@@ -71,8 +73,8 @@ class Node:
         self._held: list[tuple[str, dict]] | None = []
         self.stopping = asyncio.Event()
         self.exit_code = 0
-        self.node_key = None
-        self.derived_secret = b""
+        # Every secret of the node (ampere.node.signer): in-process from hsm_secret, or a separate signer process.
+        self.signer: Signer | None = None
         self.node_id = b""
         self.alias = ""
         self.color = ""
@@ -92,28 +94,39 @@ class Node:
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
-        try:
-            secret = load_or_create_hsm_secret(self.netdir, self.hsm_passphrase)
-        except HsmSecretError as e:
-            raise RuntimeError(str(e)) from None
-        self.node_key = derive_node_key(secret)
-        # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
-        self.derived_secret = hkdf_sha256(secret, b"", b"derived secrets")
         check_dev_secret_options(self.options)
-        forced = self.options.get("dev-force-privkey")
-        if forced:
-            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
-            from coincurve import PrivateKey
-
-            try:
-                self.node_key = PrivateKey(bytes.fromhex(forced))
-            except ValueError:
-                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
-        self.node_id = self.node_key.public_key.format(compressed=True)
+        self.signer = self._make_signer()
+        self.node_id = self.signer.node_id
         self.alias = self.options.get("alias") or default_alias(
             self.node_id, VERSION_STRING if self.options.get("developer") else None)
         rgb = self.options.get("rgb")
         self.color = rgb.lower() if rgb else self.node_id[:3].hex()
+
+    def _make_signer(self) -> Signer:
+        socket_path = self.options.get("signer-socket")
+        if socket_path:
+            # The keys live in another process (python -m ampere.node.signer.server): hsm_secret is never read here.
+            from ampere.node.signer.client import RemoteSigner
+
+            try:
+                return RemoteSigner(socket_path)
+            except SignerUnavailable as e:
+                raise RuntimeError(f"--signer-socket={socket_path}: {e}") from None
+        try:
+            secret = load_or_create_hsm_secret(self.netdir, self.hsm_passphrase)
+        except HsmSecretError as e:
+            raise RuntimeError(str(e)) from None
+        forced = self.options.get("dev-force-privkey")
+        node_key = None
+        if forced:
+            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
+            try:
+                node_key = bytes.fromhex(forced)
+                if len(node_key) != 32 or not 0 < int.from_bytes(node_key, "big") < SECP256K1_ORDER:
+                    raise ValueError
+            except ValueError:
+                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
+        return LocalSigner(secret, node_key=node_key)
 
     def current_height(self) -> int:
         """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""

@@ -111,6 +111,8 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("htlc-minimum-msat", "msat", "The default minimal value an HTLC must carry in order to be forwardable for new channels", 0),
         OptionSpec("htlc-maximum-msat", "msat", "The default maximal value an HTLC must carry in order to be forwardable for new channel (default: the channel capacity)"),
         OptionSpec("min-capacity-sat", I, "Minimum capacity in satoshis for accepting channels", 10000, dynamic=True),
+        # Ampere's own: the node's keys in a separate process (python -m ampere.node.signer.server), as CLN's hsmd.
+        OptionSpec("signer-socket", S, "Unix socket of an Ampere signer process holding the keys (hsm_secret is then not read)"),
         OptionSpec("dev-crash-before", S, "(developer) MESSAGE[:N], broadcast[:N] or onchain[:N]: kill -9 ourselves right before sending the Nth (default 1st) such message, channel broadcast or on-chain resolution broadcast (crash tests)"),
         OptionSpec("dev-disable-commit-after", I, "(developer) Disable commit timer after this many commits (per channel; dev-reenable-commit turns it back on)", -1),
         OptionSpec("dev-autofulfill", F, "(developer) fulfill incoming HTLCs whose onion starts with the payment preimage (tests, benchmarks)"),

@@ -39,7 +39,6 @@ from ampere.ln.gossip.signing import (
     announcement_signatures,
     complete_channel_announcement,
     make_channel_update,
-    privkey_signer,
     unsigned_channel_announcement,
 )
 from ampere.primitives.amount import sat_to_msat
@@ -84,7 +83,7 @@ class ChannelAnnouncer:
         self.node = node
         self.mgr = node.channel_manager
         self.gossip = node.gossip
-        self._sign_node = privkey_signer(node.node_key.secret)
+        self._sign_node = node.signer.sign_gossip_digest
         self._chans: dict[int, _Gossiping] = {}  # channel dbid -> state
         self._tasks: set[asyncio.Task] = set()
         self._tip = -1

@@ -87,9 +87,7 @@ from ampere.wire.types import ShortChannelId
 from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
 from ampere.node.onchain.resolver import write_htlc_stubs
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
-from ampere.node.signer.hsm_secret import channel_seed, load_or_create_hsm_secret
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
-from ampere.node.signer.dev_secrets import forced_channel_secrets
 
 LOG = "channeld"
 CS = ChannelState
@@ -260,7 +258,6 @@ class ChannelManager:
         self.by_channel_id: dict[bytes, ChannelRecord] = {}
         self.peer_addresses: dict[bytes, PeerAddress] = {}   # stored: peers we share channels with
         self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
-        self._hsm_secret: bytes | None = None
         self._next_dbid = 1
         self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": [],
                                                       "step": []}
@@ -285,16 +282,9 @@ class ChannelManager:
     # =============================================================================================
     # start-up and shut-down
 
-    def hsm_secret(self) -> bytes:
-        if self._hsm_secret is None:
-            self._hsm_secret = load_or_create_hsm_secret(self.node.netdir, getattr(self.node, "hsm_passphrase", None))
-        return self._hsm_secret
-
+from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
     def signer_for(self, peer_id: bytes, dbid: int) -> ChannelSigner:
-        forced = forced_channel_secrets(self.node.options)
-        if forced is not None:  # --dev-force-channel-secrets (conformance tests): the same keys for every channel
-            return ChannelSigner.from_secrets(*forced)
-        return ChannelSigner(channel_seed(self.hsm_secret(), peer_id, dbid))
+        return self.node.signer.channel_signer(peer_id, dbid)
 
     async def load(self) -> None:
         """Read every channel from the store (before the chain watcher starts)."""

@@ -44,7 +44,7 @@ from ampere.ln.gossip.rawmsg import (
     CHANNEL_ANNOUNCEMENT, CHANNEL_UPDATE, NODE_ANNOUNCEMENT, RawMessageError, channel_announcement_fields,
     channel_update_fields, msg_type, node_announcement_fields,
 )
-from ampere.ln.gossip.signing import make_node_announcement, privkey_signer
+from ampere.ln.gossip.signing import make_node_announcement
 from ampere.ln.gossip.state import GossipState, Received
 from ampere.ln.gossip.validate import Accept, Ignore, Verdict, Warn
 from ampere.ln.route_view import EdgeView
@@ -126,7 +126,7 @@ class GossipManager:
         self.state = GossipState(self.chain_hash)   # its store is set once the file is loaded (start)
         self.store: StoreWorker | None = None
         self.our_id: bytes = node.node_id
-        self._sign = privkey_signer(node.node_key.secret)
+        self._sign = node.signer.sign_gossip_digest
         self._peers: dict[bytes, PeerGossip] = {}
         self._relay: dict[tuple, RelayItem] = {}
         self._relayed_announcements: set[int] = set()

@@ -114,7 +114,7 @@ class OnionMessenger:
         # those hops are peeled here, in a loop, at most MAX_LOCAL_HOPS of them per message.
         for _ in range(MAX_LOCAL_HOPS):
             try:
-                out = peel_onion_message(self.node.node_key, msg)
+                out = peel_onion_message(self.node.signer, msg)
             except OnionMessageError as e:
                 self.stats["dropped"] += 1
                 self._log("debug", f"dropped onion message from {peer_id.hex()}: {e}")

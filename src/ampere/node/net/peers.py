@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ampere.config import ConfigError
+from ampere.wire.noise import StaticKey
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.errors import FeatureError, HandshakeError, TransportError, WireError
@@ -307,15 +308,17 @@ class PeerManager:
       * `await connect(node_id, address)`, `await disconnect(node_id)`.
     """
 
-    def __init__(self, privkey: bytes, config: PeerConfig, *,
+    def __init__(self, privkey: bytes | StaticKey, config: PeerConfig, *,
                  log: Callable[[str, str, str], None],
                  notify: Callable[[str, dict], None] | None = None,
                  plugins: Callable[[], Any] | None = None,
                  features: Callable[[], Features] | None = None) -> None:
         import coincurve
 
+        # Our static key for BOLT 8: the node's Signer (which does the handshake's ECDH), or raw key bytes (tests).
         self._privkey = privkey
-        self.node_id = coincurve.PrivateKey(privkey).public_key.format(compressed=True)
+        self.node_id = (coincurve.PrivateKey(privkey).public_key.format(compressed=True)
+                        if isinstance(privkey, (bytes, bytearray)) else bytes(privkey.node_id))
         self.config = config
         self.log = log
         self._notify = notify or (lambda topic, payload: None)
@@ -353,6 +356,7 @@ class PeerManager:
             fs = plugins.features() if plugins is not None and hasattr(plugins, "features") else node.feature_set()
             return Features.from_bytes(bytes.fromhex(fs.get("init", "")))
 
+<<<<<<< HEAD
         manager = cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,
                       plugins=lambda: node.plugins, features=features)
         manager.log_enabled = node.log.enabled
@@ -362,6 +366,10 @@ class PeerManager:
 
             manager.dev_disconnect = DevDisconnect(path, node.log.log)
         return manager
+=======
+        return cls(node.signer, config, log=node.log.log, notify=node.notify,
+                   plugins=lambda: node.plugins, features=features)
+>>>>>>> eaa2e69 (Node components ask node.signer (BOLT 8, onions, blinded paths, gossip, invoices, offers, makesecret, runes, wallet, channels); signer process (server.py) and its client; --signer-socket)
 
     # ---- queries ----------------------------------------------------------------------------
     def our_features(self) -> Features:

@@ -38,8 +38,7 @@ def payment_path_id(node: Any, payment_hash: bytes) -> bytes:
     """The `path_id` we put in the final hop of an invoice's blinded payment path: it proves the HTLC came by
     a path we built for this payment_hash (BOLT 4: "MAY store private data in `encrypted_data_tlv[r].path_id`
     to verify that the route is used in the right context and was created by them")."""
-    secret = node.node_key.secret if hasattr(node.node_key, "secret") else bytes(node.node_key)
-    return hmac.new(secret, b"ampere bolt12 payment path" + payment_hash, hashlib.sha256).digest()
+    return node.signer.node_hmac(b"ampere bolt12 payment path" + payment_hash)
 
 
 def invalid_onion_blinding(onion: bytes) -> bytes:
@@ -54,7 +53,7 @@ async def process(rcv: Any, inc: Any, payload: HopPayload, is_final: bool, next_
         inc.blinded = INTRO
     path_key = inc.path_key if inc.path_key is not None else payload.current_path_key
     try:
-        hop = unblind_hop(node.node_key, path_key, payload.encrypted_recipient_data)
+        hop = unblind_hop(node.signer, path_key, payload.encrypted_recipient_data)
         check_allowed_features(hop.data)
     except BlindingError as e:
         rcv._log("debug", f"HTLC {inc.htlc_id}: blinded hop: {e}")

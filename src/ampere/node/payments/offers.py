@@ -177,8 +177,7 @@ class OffersService:
         return rec.to_json(await self._used(rec.offer_id), created)
 
     def _offer_path_id(self) -> bytes:
-        secret = self.node.node_key.secret
-        return hmac.new(secret, b"ampere offer path id", hashlib.sha256).digest()
+        return self.node.signer.node_hmac(b"ampere offer path id")
 
     def _offer_paths(self) -> list:
         """Blinded paths for an offer when we cannot be found in the public graph (no announced channel) but a
@@ -205,7 +204,7 @@ class OffersService:
             if rec.state.value != "CHANNELD_NORMAL" or peer in seen or not public(peer):
                 continue
             seen.add(peer)
-            session = hmac.new(self.node.node_key.secret, b"ampere offer path" + peer, hashlib.sha256).digest()
+            session = self.node.signer.node_hmac(b"ampere offer path" + peer)
             datas = pad_encrypted_data([encode_encrypted_data(next_node_id=me),
                                         encode_encrypted_data(path_id=self._offer_path_id())])
             paths.append(create_blinded_path(session, [(peer, datas[0]), (me, datas[1])]))
@@ -350,7 +349,7 @@ class OffersService:
             expiry = max(1, min(expiry, invreq.tlv.offer_absolute_expiry - created_at))
         cltv_final = int(self.node.option("cltv-final", 18))
         paths, payinfos = self._payment_paths(payment_hash, amount, cltv_final)
-        invoice = build_invoice(invreq, self.node.node_key, paths=paths, payinfos=payinfos, payment_hash=payment_hash,
+        invoice = build_invoice(invreq, self.node.signer, paths=paths, payinfos=payinfos, payment_hash=payment_hash,
                                 amount_msat=amount, created_at=created_at, relative_expiry=expiry)
         try:
             await reg.create(NewInvoice(label=label, bolt11=invoice.string(), payment_hash=payment_hash,

@@ -239,14 +239,10 @@ class Receiver:
         self.htlcs[key] = inc
         self._spawn(self._process(inc))
 
-    def _node_secret(self) -> bytes:
-        key = self.node.node_key
-        return key.secret if hasattr(key, "secret") else bytes(key)
-
     async def _process(self, inc: IncomingHtlc) -> None:
         # BOLT #4 onion processing.
         try:
-            peeled = peel_onion(self._node_secret(), inc.onion, inc.payment_hash, path_key=inc.path_key)
+            peeled = peel_onion(self.node.signer, inc.onion, inc.payment_hash, path_key=inc.path_key)
         except BadOnionError as e:
             # BOLT #2: "if the onion is malformed: ... MUST respond with update_fail_malformed_htlc"
             self._log("debug", f"HTLC {inc.htlc_id}: bad onion: {e}")

@@ -362,16 +362,15 @@ class Switch:
             except Exception:
                 pass
         try:
-            from ampere.ln.gossip.signing import make_channel_update, privkey_signer
+            from ampere.ln.gossip.signing import make_channel_update
             from ampere.wire import bolt1
 
-            secret = self.node.node_key.secret if hasattr(self.node.node_key, "secret") else bytes(self.node.node_key)
             upd = make_channel_update(
                 chain_hash=bolt1.chain_hash(self.node.network), short_channel_id=int(scid),
                 timestamp=int(time.time()), direction=direction, cltv_expiry_delta=pol.cltv_delta,
                 htlc_minimum_msat=pol.htlc_minimum_msat, htlc_maximum_msat=pol.htlc_maximum_msat,
                 fee_base_msat=pol.fee_base_msat, fee_proportional_millionths=pol.fee_ppm,
-                sign=privkey_signer(secret), disabled=not pol.enabled,
+                sign=self.node.signer.sign_gossip_digest, disabled=not pol.enabled,
                 dont_forward=not bool(getattr(rec.core, "announce", False)))
             raw = upd.to_bytes()
         except Exception as e:

@@ -302,7 +302,7 @@ async def invoice(ctx, amount_msat, label, description, expiry, fallbacks, preim
         #   requirements.
         features=int(node.feature_set()["invoice"] or "0", 16),
     )
-    text = bolt11.encode(inv, node.node_key)
+    text = bolt11.encode(inv, node.signer)
     reg = await _registry(ctx)
     try:
         # CLN stores the description even when only its hash is in the invoice (listinvoices shows it).
@@ -418,7 +418,7 @@ def _resign(node, invstring: str) -> tuple[str, bolt11.Invoice]:
     try:
         # "Minimal sanity checks are done": the structure and the network; not the old signature.
         bolt11.decode(invstring, verify_signature=False, currency=_currency(node))
-        text = bolt11.resign(invstring, node.node_key)
+        text = bolt11.resign(invstring, node.signer)
         return text, bolt11.decode(text)
     except InvoiceError as e:
         raise invalid_params(f"Unparsable invoice '{invstring}': {e}") from None

@@ -45,6 +45,4 @@ async def makesecret(ctx, hex: bytes | None, string: str | None) -> dict:
     if (hex is None) == (string is None):
         raise invalid_params("Must have either hex or string")
     info = hex if hex is not None else string.encode()
-    from ampere.node.signer.hsm_secret import hkdf_sha256
-
-    return {"secret": hkdf_sha256(ctx.node.derived_secret, b"", info).hex()}
+    return {"secret": ctx.node.signer.derive_secret(info).hex()}

@@ -31,12 +31,10 @@ READONLY = [[("method", "^", "list"), ("method", "^", "get"), ("method", "=", "s
 
 
 def _master(ctx) -> R.Rune:
-    from ampere.node.signer.hsm_secret import hkdf_sha256
-
     m = getattr(ctx.node, "_master_rune", None)
     if m is None:
         # lightningd runes_early_init: "Runes came out of commando, hence the derivation key is 'commando'".
-        m = ctx.node._master_rune = R.master_rune(hkdf_sha256(ctx.node.derived_secret, b"", b"commando"))
+        m = ctx.node._master_rune = R.master_rune(ctx.node.signer.derive_secret(b"commando"))
     return m
 
 
