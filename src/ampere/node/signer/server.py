@@ -146,7 +146,7 @@ def serve_connection(service: SignerService, conn: socket.socket) -> None:
                 return
 
 
-def serve(service: SignerService, path: str) -> None:
+def listen(path: str) -> socket.socket:
     old_umask = os.umask(0o077)  # only our user may talk to the keys
     try:
         if os.path.exists(path):
@@ -156,18 +156,25 @@ def serve(service: SignerService, path: str) -> None:
     finally:
         os.umask(old_umask)
     listener.listen(8)
+    return listener
 
-    def stop(signum: int, frame: Any) -> None:
-        try:
-            os.unlink(path)
-        finally:
-            os._exit(0)
 
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
-    print(f"signer ready on {path} for node {service.signer.node_id.hex()}", flush=True)
+def close_listener(listener: socket.socket) -> None:
+    """Stop serve_forever (shutdown wakes the thread blocked in accept; close alone does not, on Linux)."""
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
+
+
+def serve_forever(service: SignerService, listener: socket.socket) -> None:
+    """Answer every connection (ampd makes one; a restarted ampd another) until the listener is closed."""
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
         threading.Thread(target=serve_connection, args=(service, conn), daemon=True).start()
 
 
@@ -183,7 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cannot read {args.hsm_secret}: {e}", file=sys.stderr)
         return 1
     node_key = bytes.fromhex(args.dev_force_privkey) if args.dev_force_privkey else None
-    serve(SignerService(LocalSigner(secret, node_key=node_key)), args.socket)
+    service = SignerService(LocalSigner(secret, node_key=node_key))
+    listener = listen(args.socket)
+
+    def stop(signum: int, frame: Any) -> None:
+        try:
+            os.unlink(args.socket)
+        finally:
+            os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    print(f"signer ready on {args.socket} for node {service.signer.node_id.hex()}", flush=True)
+    serve_forever(service, listener)
     return 0
 
 
