@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ampere.config import ConfigError
+from ampere.node.signer.signer import SignerUnavailable
 from ampere.wire.noise import StaticKey
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
@@ -506,7 +507,7 @@ class PeerManager:
         try:
             try:
                 transport = await accept_handshake(reader, writer, self._privkey, timeout)
-            except HandshakeError as e:
+            except (HandshakeError, SignerUnavailable) as e:  # the signer's ECDH failed: no connection
                 self.stats["handshakes_failed"] += 1
                 self.log("debug", SOURCE, f"Connect IN from {address}: handshake failed: {e}")
                 writer.close()
@@ -580,7 +581,7 @@ class PeerManager:
         try:
             transport = await connect_and_handshake(reader, writer, self._privkey, node_id,
                                                     max(0.1, deadline - loop.time()))
-        except HandshakeError as e:
+        except (HandshakeError, SignerUnavailable) as e:  # SignerUnavailable: act three needs the signer's ECDH
             writer.close()
             raise ConnectError(CONNECT_ALL_ADDRESSES_FAILED,
                                f"All addresses failed: {address}: Cryptographic handshake: {e}. ") from None
@@ -672,6 +673,11 @@ class PeerManager:
         for fn in list(self._connect_handlers):
             try:
                 await _call(fn, peer)
+            except SignerUnavailable as e:
+                # No channel_reestablish without the signer's points: hang up, the reconnect loop tries again.
+                self.log("broken", source, f"connect handler failed: {e}")
+                peer.close(f"signer unavailable: {e}")
+                break
             except Exception as e:
                 self.log("broken", source, f"connect handler failed: {e!r}")
         return peer
