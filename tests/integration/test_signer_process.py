@@ -157,12 +157,13 @@ def test_a_dead_signer_fails_cleanly(node_factory_chain, chaind, signer):
     with pytest.raises(RpcError):
         l1.rpc.makesecret(string="x")
 
-    # A payment from l1 needs its commitment signature: it fails, nothing is sent.
+    # A payment from l1: its HTLC is offered, but no commitment can be signed, so it stays pending.
     out = l2.rpc.invoice(1_000_000, "after-out", "l1 cannot sign")
-    with pytest.raises(RpcError):
-        l1.rpc.sendpay([{"id": l2.rpc.getinfo()["id"], "channel": scid, "delay": DELAY, "amount_msat": 1_000_000}],
-                       out["payment_hash"], payment_secret=out["payment_secret"])
-        l1.rpc.waitsendpay(out["payment_hash"], 30)
+    l1.rpc.sendpay([{"id": l2.rpc.getinfo()["id"], "channel": scid, "delay": DELAY, "amount_msat": 1_000_000}],
+                   out["payment_hash"], payment_secret=out["payment_secret"])
+    with pytest.raises(RpcError) as e:
+        l1.rpc.waitsendpay(out["payment_hash"], 3)
+    assert e.value.error["code"] == 200  # "Timed out while waiting": still pending
 
     # A payment to l1 needs its signatures: it does not go through, and l1's channel does not move.
     route = [{"id": l1.rpc.getinfo()["id"], "channel": scid, "delay": DELAY, "amount_msat": 30_000_000}]
@@ -180,3 +181,4 @@ def test_a_dead_signer_fails_cleanly(node_factory_chain, chaind, signer):
     wait_for(lambda: l2.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "complete",
              90, "payment after the signer restarted")
     assert l1.rpc.listinvoices("before")["invoices"][0]["status"] == "paid"
+    assert l1.rpc.waitsendpay(out["payment_hash"], 60)["status"] == "complete"
