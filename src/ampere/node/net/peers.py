@@ -309,7 +309,7 @@ class PeerManager:
       * `await connect(node_id, address)`, `await disconnect(node_id)`.
     """
 
-    def __init__(self, privkey: bytes | StaticKey, config: PeerConfig, *,
+    def __init__(self, static_key: bytes | StaticKey, config: PeerConfig, *,
                  log: Callable[[str, str, str], None],
                  notify: Callable[[str, dict], None] | None = None,
                  plugins: Callable[[], Any] | None = None,
@@ -317,9 +317,9 @@ class PeerManager:
         import coincurve
 
         # Our static key for BOLT 8: the node's Signer (which does the handshake's ECDH), or raw key bytes (tests).
-        self._privkey = privkey
-        self.node_id = (coincurve.PrivateKey(privkey).public_key.format(compressed=True)
-                        if isinstance(privkey, (bytes, bytearray)) else bytes(privkey.node_id))
+        self._static_key = static_key
+        self.node_id = (coincurve.PrivateKey(static_key).public_key.format(compressed=True)
+                        if isinstance(static_key, (bytes, bytearray)) else bytes(static_key.node_id))
         self.config = config
         self.log = log
         self._notify = notify or (lambda topic, payload: None)
@@ -506,7 +506,7 @@ class PeerManager:
         deadline = loop.time() + timeout
         try:
             try:
-                transport = await accept_handshake(reader, writer, self._privkey, timeout)
+                transport = await accept_handshake(reader, writer, self._static_key, timeout)
             except (HandshakeError, SignerUnavailable) as e:  # the signer's ECDH failed: no connection
                 self.stats["handshakes_failed"] += 1
                 self.log("debug", SOURCE, f"Connect IN from {address}: handshake failed: {e}")
@@ -579,7 +579,7 @@ class PeerManager:
         if address.kind != "local socket" and (self.config.proxy is None or not self._use_proxy(address)):
             address = _address_of_socket(writer, address)
         try:
-            transport = await connect_and_handshake(reader, writer, self._privkey, node_id,
+            transport = await connect_and_handshake(reader, writer, self._static_key, node_id,
                                                     max(0.1, deadline - loop.time()))
         except (HandshakeError, SignerUnavailable) as e:  # SignerUnavailable: act three needs the signer's ECDH
             writer.close()
