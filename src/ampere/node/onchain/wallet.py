@@ -1,7 +1,8 @@
 """The on-chain wallet: keys, addresses, our outputs, and the transactions that spend them.
 
-Keys are derived from `hsm_secret` exactly as Core Lightning's hsmd does (hsmd/libhsmd.c
-hsmd_init): the BIP32 seed is HKDF-SHA256(ikm = hsm_secret, salt = a little-endian u32 counter
+The wallet holds public keys only: the node's Signer gives it the BIP32 base as an xpub and signs its
+inputs (sign_tx).  The signer derives that base from `hsm_secret` exactly as Core Lightning's hsmd does
+(hsmd/libhsmd.c hsmd_init; ampere.node.signer.signer.bip32_base_from_hsm_secret): the BIP32 seed is HKDF-SHA256(ikm = hsm_secret, salt = a little-endian u32 counter
 from 0, info = "bip32 seed"), 32 bytes, retried with the next salt if it is not a valid master
 key; wallet keys are m/0/0/<index>.  An index gives a P2WPKH address and a P2TR address (BIP86:
 the key tweaked with an empty script tree), so the same secret gives CLN's addresses.  Issued
