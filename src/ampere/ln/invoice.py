@@ -538,16 +538,15 @@ def _node_id(key: coincurve.PrivateKey | InvoiceSigner) -> bytes:
 
 
 def _private_key(privkey: SigningKey) -> coincurve.PrivateKey | InvoiceSigner:
-    if isinstance(privkey, coincurve.PrivateKey):
+    if isinstance(privkey, (bytes, bytearray)):
+        if len(privkey) == 32:
+            try:
+                return coincurve.PrivateKey(bytes(privkey))
+            except ValueError:
+                pass
+    elif isinstance(privkey, coincurve.PrivateKey) or hasattr(privkey, "sign_invoice"):
         return privkey
-    if hasattr(privkey, "sign_invoice"):
-        return privkey
-    if isinstance(privkey, (bytes, bytearray)) and len(privkey) == 32:
-        try:
-            return coincurve.PrivateKey(bytes(privkey))
-        except ValueError:
-            pass
-    raise InvoiceError("private key must be 32 valid secret bytes or a coincurve.PrivateKey")
+    raise InvoiceError("private key must be 32 valid secret bytes, a coincurve.PrivateKey or an InvoiceSigner")
 
 
 def sign_hrp_and_data(hrp: str, data: Sequence[int], privkey: SigningKey) -> str:
