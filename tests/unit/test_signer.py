@@ -118,7 +118,7 @@ def test_forced_channel_secrets_are_the_one_override():
     assert ch.pubkeys.funding_pubkey == coincurve.PrivateKey(b"\x01" * 32).public_key.format()
     assert ch.pubkeys.htlc_basepoint == coincurve.PrivateKey(b"\x05" * 32).public_key.format()
     with pytest.raises(SignerError):
-        LocalChannelSigner.from_secrets(ChannelSecrets(*(bytes(32) for _ in range(6))))
+        LocalChannelSigner.from_secrets(*(bytes(32) for _ in range(6)))
 
 
 def test_sign_input_refuses_a_missing_tweak():

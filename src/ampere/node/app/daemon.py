@@ -32,11 +32,10 @@ from ampere.store.dsn import DsnError, parse_wallet_dsn
 from ampere.store.store import Store
 from ampere.node.app import features as node_features
 from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
-from ampere.ln.channel.keys import SECP256K1_ORDER
-from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, load_or_create_hsm_secret
-from ampere.node.signer.signer import LocalSigner, Signer, SignerUnavailable
+from ampere.node.signer.hsm_secret import default_alias
+from ampere.node.signer.setup import make_signer
+from ampere.node.signer.signer import Signer
 from ampere.node.app.options import builtin_options, network_defaults
-from ampere.node.signer.dev_secrets import check_dev_secret_options
 
 
 @dataclass
@@ -94,39 +93,12 @@ class Node:
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
-        check_dev_secret_options(self.options)
-        self.signer = self._make_signer()
+        self.signer = make_signer(self.options, self.netdir, self.hsm_passphrase)
         self.node_id = self.signer.node_id
         self.alias = self.options.get("alias") or default_alias(
             self.node_id, VERSION_STRING if self.options.get("developer") else None)
         rgb = self.options.get("rgb")
         self.color = rgb.lower() if rgb else self.node_id[:3].hex()
-
-    def _make_signer(self) -> Signer:
-        socket_path = self.options.get("signer-socket")
-        if socket_path:
-            # The keys live in another process (python -m ampere.node.signer.server): hsm_secret is never read here.
-            from ampere.node.signer.client import RemoteSigner
-
-            try:
-                return RemoteSigner(socket_path)
-            except SignerUnavailable as e:
-                raise RuntimeError(f"--signer-socket={socket_path}: {e}") from None
-        try:
-            secret = load_or_create_hsm_secret(self.netdir, self.hsm_passphrase)
-        except HsmSecretError as e:
-            raise RuntimeError(str(e)) from None
-        forced = self.options.get("dev-force-privkey")
-        node_key = None
-        if forced:
-            # hsmd's --dev-force-privkey: this key instead of the derived one (tests that need a known id).
-            try:
-                node_key = bytes.fromhex(forced)
-                if len(node_key) != 32 or not 0 < int.from_bytes(node_key, "big") < SECP256K1_ORDER:
-                    raise ValueError
-            except ValueError:
-                raise ConfigError(f"--dev-force-privkey={forced}: not a valid private key") from None
-        return LocalSigner(secret, node_key=node_key)
 
     def current_height(self) -> int:
         """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""

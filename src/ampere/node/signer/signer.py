@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 
 import coincurve
 
@@ -111,11 +111,11 @@ def bip32_base_from_hsm_secret(hsm_secret: bytes, net: str = "test") -> ExtKey:
 
 
 class LocalSigner(Signer):
-    """The in-process signer, from the root secret.  `node_key` and `channel_secrets` override what the
-    root secret derives (CLN's --dev-force-privkey and --dev-force-channel-secrets): the one place tests
-    that need known keys plug them in."""
+    """The in-process signer, from the root secret.  `node_key`, `bip32_seed` and `channel_secrets` override
+    what the root secret derives (CLN's --dev-force-privkey, --dev-force-bip32-seed and
+    --dev-force-channel-secrets): the one place tests that need known keys plug them in."""
 
-    def __init__(self, hsm_secret: bytes, *, node_key: bytes | None = None,
+    def __init__(self, hsm_secret: bytes, *, node_key: bytes | None = None, bip32_seed: bytes | None = None,
                  channel_secrets: ChannelSecrets | None = None) -> None:
         self._hsm_secret = bytes(hsm_secret)
         key = coincurve.PrivateKey(node_key) if node_key is not None else derive_node_key(self._hsm_secret)
@@ -125,6 +125,7 @@ class LocalSigner(Signer):
         # hsmd_init: the base of `makesecret` (HKDF over the whole root secret, info "derived secrets").
         self._derived_secret = hkdf_sha256(self._hsm_secret, b"", b"derived secrets")
         self._channel_secrets = channel_secrets
+        self._bip32_seed = bip32_seed
         self._wallet_base: dict[str, ExtKey] = {}
 
     # --- node key -----------------------------------------------------------------------------------
@@ -156,7 +157,8 @@ class LocalSigner(Signer):
 
     def channel_signer(self, peer_id: bytes, dbid: int) -> LocalChannelSigner:
         if self._channel_secrets is not None:
-            return LocalChannelSigner.from_secrets(self._channel_secrets)
+            # The same keys for every channel: conformance tests only.
+            return LocalChannelSigner.from_secrets(*astuple(self._channel_secrets))
         return LocalChannelSigner(channel_seed(self._hsm_secret, bytes(peer_id), int(dbid)))
 
     # --- wallet -----------------------------------------------------------------------------------------
@@ -165,7 +167,11 @@ class LocalSigner(Signer):
         net = "main" if network == "bitcoin" else "test"
         base = self._wallet_base.get(net)
         if base is None:
-            base = self._wallet_base[net] = bip32_base_from_hsm_secret(self._hsm_secret, net)
+            if self._bip32_seed is not None:  # --dev-force-bip32-seed: hsmd's master key from this seed; base m/0/0
+                base = ExtKey.from_seed(self._bip32_seed, net).derive([0, 0])
+            else:
+                base = bip32_base_from_hsm_secret(self._hsm_secret, net)
+            self._wallet_base[net] = base
         return base
 
     def wallet_xpub(self, network: str) -> str:
