@@ -16,7 +16,7 @@ from ampere.ln.channel import core
 from ampere.ln.channel import pair as pair_module
 from ampere.ln.channel.keys import der_to_compact
 from ampere.ln.channel.signer import ChannelSecrets, LocalChannelSigner, SignerError
-from ampere.ln.gossip.signing import privkey_signer
+from ampere.ln.gossip.signing import make_channel_update, privkey_signer, unsigned_channel_announcement
 from ampere.ln.onion import create_onion, peel_onion
 from ampere.ln.blinding import path_key_secrets
 from ampere.ln.offers.encoding import bolt12_signature, signature_tag, tagged_hash
@@ -29,7 +29,7 @@ from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut
 from ampere.wire.noise import InitiatorHandshake, ResponderHandshake
 
 LEGACY = (b"lightning-1" + bytes(32))[:32]
-PEER = bytes.fromhex("02" + "11" * 32)
+PEER = coincurve.PrivateKey(b"\x11" * 32).public_key.format()
 
 
 @pytest.fixture
@@ -69,8 +69,12 @@ def test_local_signer_node_key_and_derived_secrets_unchanged():
 def test_local_signer_signatures_match_the_raw_key():
     s = LocalSigner(LEGACY)
     key = derive_node_key(LEGACY)
-    digest = hashlib.sha256(b"gossip").digest()
-    assert s.sign_gossip_digest(digest) == privkey_signer(key.secret)(digest)
+    update = dict(chain_hash=b"\x06" * 32, short_channel_id=1 << 40, timestamp=1_700_000_000, direction=0,
+                  cltv_expiry_delta=34, htlc_minimum_msat=0, htlc_maximum_msat=10**9, fee_base_msat=1,
+                  fee_proportional_millionths=10)
+    assert make_channel_update(sign=s, **update) == make_channel_update(sign=privkey_signer(key.secret), **update)
+    with pytest.raises(ValueError):  # the node key signs gossip and nothing else through sign_gossip
+        s.sign_gossip(b"\x00\x12" + bytes(100))
     inv = bolt11.Invoice(currency="bcrt", amount_msat=1000, timestamp=1_700_000_000, payment_hash=b"\x01" * 32,
                          payment_secret=b"\x02" * 32, description="x")
     text = bolt11.encode(inv, key)
@@ -138,7 +142,9 @@ def test_remote_signer_answers_as_the_local_one(remote):
     point = coincurve.PrivateKey(b"\x05" * 32).public_key.format()
     assert client.ecdh(point) == local.ecdh(point)
     digest = hashlib.sha256(b"d").digest()
-    assert client.sign_gossip_digest(digest) == local.sign_gossip_digest(digest)
+    ann = unsigned_channel_announcement(chain_hash=b"\x06" * 32, short_channel_id=1 << 40, node_id_a=local.node_id,
+                                        node_id_b=PEER, bitcoin_key_a=PEER, bitcoin_key_b=PEER).to_bytes()
+    assert client.sign_gossip(ann) == local.sign_gossip(ann)
     assert client.sign_invoice("lnbcrt10n", bytes(range(32))) == local.sign_invoice("lnbcrt10n", bytes(range(32)))
     assert coincurve.PublicKeyXOnly(local.node_id[1:]).verify(
         client.sign_bolt12("invoice", "signature", digest), tagged_hash(signature_tag("invoice"), digest))
@@ -154,7 +160,7 @@ def test_remote_signer_answers_as_the_local_one(remote):
     assert signed.serialize() == local.sign_wallet_tx(_tx().serialize(), [WalletInput(3, spk, 100_000)])
     # A refused request is an error answer, and the connection stays usable.
     with pytest.raises(SignerError):
-        client.sign_gossip_digest(b"short")
+        client.sign_gossip(b"\x00\x12 not gossip")
     with pytest.raises(SignerError):
         client._call("no_such_method")
     assert client.node_hmac(b"x") == local.node_hmac(b"x")
@@ -173,8 +179,12 @@ def test_remote_channel_signer_matches_the_local_one(remote):
                     ("delayed_payment", {"point": theirs}), ("revocation", {"revealed_secret": b"\x04" * 32})):
         assert rch.sign_input(key, tx, 0, script, 100_000, SIGHASH_ALL, **kw) == \
             lch.sign_input(key, tx, 0, script, 100_000, SIGHASH_ALL, **kw), key
-    digest = hashlib.sha256(b"ann").digest()
-    assert rch.sign_announcement(digest) == lch.sign_announcement(digest)
+    ann = unsigned_channel_announcement(chain_hash=b"\x06" * 32, short_channel_id=1 << 40, node_id_a=PEER,
+                                        node_id_b=client.node_id, bitcoin_key_a=rch.pubkeys.funding_pubkey,
+                                        bitcoin_key_b=PEER).to_bytes()
+    assert rch.sign_gossip(ann) == lch.sign_gossip(ann)
+    with pytest.raises(SignerError):  # the funding key signs channel_announcement only
+        rch.sign_gossip(b"\x01\x02" + ann[2:])
     # The funding signature is over BIP 143 of the input: verify it with the funding key.
     sig = rch.sign_input("funding", tx, 0, script, 100_000, SIGHASH_ALL)
     assert coincurve.PublicKey(rch.pubkeys.funding_pubkey).verify(
@@ -231,7 +241,7 @@ def test_a_dead_signer_fails_cleanly(remote):
     close_listener(listener)
     client.close()  # the signer process is gone: no listener, the old connection closed
     with pytest.raises(SignerUnavailable):
-        client.sign_gossip_digest(b"\x00" * 32)
+        client.derive_secret(b"x")
     with pytest.raises(SignerUnavailable):
         rch.sign_input("funding", _tx(), 0, b"\x51", 1000, SIGHASH_ALL)
     with pytest.raises(SignerUnavailable):

@@ -50,6 +50,7 @@ _NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shacha
 # The keys `sign_input` can sign with: the funding key untweaked; htlc and delayed_payment tweaked by a
 # per_commitment_point (BOLT #3 "privkey = basepoint_secret + SHA256(per_commitment_point || basepoint)");
 # payment untweaked (option_static_remotekey); revocation combined with the secret the peer revealed.
+CHANNEL_ANNOUNCEMENT_TYPE = (256).to_bytes(2, "big")
 CHANNEL_KEYS = ("funding", "revocation", "payment", "delayed_payment", "htlc")
 
 
@@ -100,9 +101,10 @@ class ChannelSigner(ABC):
         `revealed_secret`."""
 
     @abstractmethod
-    def sign_announcement(self, digest: bytes) -> bytes:
-        """BOLT 7 `bitcoin_signature`: the funding key's signature over a channel_announcement's
-        double-SHA256 (64-byte compact), so the funding secret never leaves the signer."""
+    def sign_gossip(self, message: bytes) -> bytes:
+        """BOLT 7 `bitcoin_signature`: the funding key's signature of an unsigned channel_announcement (type
+        first; 64-byte compact, over the double-SHA256 the signer computes), so the funding secret never leaves
+        the signer and it signs nothing but a channel_announcement with it."""
 
     # --- signatures (compact 64-byte, as BOLT 2 messages carry them) --------------------------------
 
@@ -265,7 +267,12 @@ class LocalChannelSigner(ChannelSigner):
             raise SignerError(f"unknown channel key {key!r}")
         return ecdsa_sign(privkey, bip143_sighash(tx, input_index, script_code, amount_sat, sighash_type))
 
-    def sign_announcement(self, digest: bytes) -> bytes:
+    def sign_gossip(self, message: bytes) -> bytes:
         from coincurve import PrivateKey
 
+        from ampere.ln.gossip.signing import channel_announcement_digest
+
+        if message[:2] != CHANNEL_ANNOUNCEMENT_TYPE:
+            raise SignerError("the funding key signs channel_announcement only")
+        digest = channel_announcement_digest(bytes(message))
         return der_to_compact(PrivateKey(self._keys["funding"]).sign(digest, hasher=None))

@@ -1,8 +1,9 @@
 """Signatures of gossip messages: what is signed, verifying, and building our own messages.
 
 Signatures on the wire are 64-byte compact (r || s).  Our own messages are signed through a
-callback `sign(digest32) -> 64-byte compact signature`, so the node key never leaves the signer;
-`privkey_signer` makes one from a raw key (tests, benchmarks, the dev signer).
+callback `sign(digest32) -> 64-byte compact signature` (`privkey_signer` makes one from a raw key: tests,
+benchmarks, synthetic graphs) or by a GossipSigner that is handed the whole unsigned message (the node's
+Signer), so the node key never leaves the signer and the signer sees what it signs.
 
 Offsets below count from the start of the encoded message, its 2-byte type included.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 import coincurve
 from coincurve._libsecp256k1 import ffi, lib
@@ -49,6 +51,31 @@ def node_announcement_digest(raw: bytes) -> bytes:
 
 def channel_update_digest(raw: bytes) -> bytes:
     return sha256d(raw[CHANNEL_UPDATE_SIGNED_FROM:])
+
+
+_DIGESTS = {256: channel_announcement_digest, 257: node_announcement_digest, 258: channel_update_digest}
+
+
+def gossip_digest(raw: bytes) -> bytes:
+    """What the signature of a gossip message (its type first) covers: BOLT #7's double-SHA256 from the first
+    byte after the signature(s).  A signer computes it itself, so it only ever signs gossip."""
+    digest = _DIGESTS.get(int.from_bytes(raw[:2], "big")) if len(raw) >= 2 else None
+    if digest is None:
+        raise ValueError("not a channel_announcement, node_announcement or channel_update")
+    return digest(raw)
+
+
+class GossipSigner(Protocol):
+    """A key held by a signer (the node's Signer; a ChannelSigner for the funding key): signs a whole unsigned
+    gossip message, so it sees what it signs."""
+
+    def sign_gossip(self, message: bytes) -> bytes: ...
+
+
+def _sign(sign: SignFn | GossipSigner, raw: bytes) -> bytes:
+    if hasattr(sign, "sign_gossip"):
+        return sign.sign_gossip(raw)
+    return sign(gossip_digest(raw))  # type: ignore[operator]
 
 
 _CTX = coincurve.context.GLOBAL_CONTEXT.ctx
@@ -118,7 +145,7 @@ def make_channel_update(
     htlc_maximum_msat: int,
     fee_base_msat: int,
     fee_proportional_millionths: int,
-    sign: SignFn,
+    sign: SignFn | GossipSigner,
     disabled: bool = False,
     dont_forward: bool = False,
 ) -> ChannelUpdate:
@@ -146,7 +173,7 @@ def make_channel_update(
         fee_proportional_millionths=fee_proportional_millionths,
         htlc_maximum_msat=htlc_maximum_msat,
     )
-    return replace(unsigned, signature=sign(channel_update_digest(unsigned.to_bytes())))
+    return replace(unsigned, signature=_sign(sign, unsigned.to_bytes()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,7 +184,7 @@ def make_node_announcement(
     *,
     node_id: bytes,
     timestamp: int,
-    sign: SignFn,
+    sign: SignFn | GossipSigner,
     alias: str | bytes = b"",
     rgb_color: bytes = b"\x00\x00\x00",
     features: bytes = b"",
@@ -173,7 +200,7 @@ def make_node_announcement(
         signature=ZERO_SIG, features=features, timestamp=timestamp, node_id=node_id,
         rgb_color=bytes(rgb_color), alias=alias_raw, addresses=addr_raw,
     )
-    return replace(unsigned, signature=sign(node_announcement_digest(unsigned.to_bytes())))
+    return replace(unsigned, signature=_sign(sign, unsigned.to_bytes()))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,12 +237,13 @@ def unsigned_channel_announcement(
     )
 
 
-def announcement_signatures(unsigned: ChannelAnnouncement, sign_node: SignFn, sign_bitcoin: SignFn) -> tuple[bytes, bytes]:
+def announcement_signatures(unsigned: ChannelAnnouncement, sign_node: SignFn | GossipSigner,
+                            sign_bitcoin: SignFn | GossipSigner) -> tuple[bytes, bytes]:
     """Our (node_signature, bitcoin_signature) for `announcement_signatures` (BOLT #7: "created by
     constructing a `channel_announcement` message ... and signing it with the secrets matching an
     endpoint's `node_id` and `bitcoin_key`")."""
-    digest = channel_announcement_digest(unsigned.to_bytes())
-    return sign_node(digest), sign_bitcoin(digest)
+    raw = unsigned.to_bytes()
+    return _sign(sign_node, raw), _sign(sign_bitcoin, raw)
 
 
 def complete_channel_announcement(

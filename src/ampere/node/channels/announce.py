@@ -83,7 +83,7 @@ class ChannelAnnouncer:
         self.node = node
         self.mgr = node.channel_manager
         self.gossip = node.gossip
-        self._sign_node = node.signer.sign_gossip_digest
+        self._sign_node = node.signer
         self._chans: dict[int, _Gossiping] = {}  # channel dbid -> state
         self._tasks: set[asyncio.Task] = set()
         self._tip = -1
@@ -222,7 +222,7 @@ class ChannelAnnouncer:
 
     def _our_signatures(self, rec: Any, unsigned: ChannelAnnouncement) -> tuple[bytes, bytes]:
         # The funding key never leaves the channel's signer object; this reads it for one signature.
-        return announcement_signatures(unsigned, self._sign_node, rec.signer.sign_announcement)
+        return announcement_signatures(unsigned, self._sign_node, rec.signer)
 
     @staticmethod
     def _theirs(rec: Any) -> tuple[bytes, bytes] | None:

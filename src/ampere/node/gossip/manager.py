@@ -126,7 +126,7 @@ class GossipManager:
         self.state = GossipState(self.chain_hash)   # its store is set once the file is loaded (start)
         self.store: StoreWorker | None = None
         self.our_id: bytes = node.node_id
-        self._sign = node.signer.sign_gossip_digest
+        self._sign = node.signer
         self._peers: dict[bytes, PeerGossip] = {}
         self._relay: dict[tuple, RelayItem] = {}
         self._relayed_announcements: set[int] = set()

@@ -370,7 +370,7 @@ class Switch:
                 timestamp=int(time.time()), direction=direction, cltv_expiry_delta=pol.cltv_delta,
                 htlc_minimum_msat=pol.htlc_minimum_msat, htlc_maximum_msat=pol.htlc_maximum_msat,
                 fee_base_msat=pol.fee_base_msat, fee_proportional_millionths=pol.fee_ppm,
-                sign=self.node.signer.sign_gossip_digest, disabled=not pol.enabled,
+                sign=self.node.signer, disabled=not pol.enabled,
                 dont_forward=not bool(getattr(rec.core, "announce", False)))
             raw = upd.to_bytes()
         except Exception as e:

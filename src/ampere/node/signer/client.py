@@ -67,8 +67,8 @@ class RemoteSigner(Signer):
     def ecdh(self, point: bytes) -> bytes:
         return self._call("ecdh", bytes(point))
 
-    def sign_gossip_digest(self, digest: bytes) -> bytes:
-        return self._call("sign_gossip_digest", bytes(digest))
+    def sign_gossip(self, message: bytes) -> bytes:
+        return self._call("sign_gossip", bytes(message))
 
     def sign_invoice(self, hrp: str, data: bytes) -> bytes:
         return self._call("sign_invoice", hrp, bytes(data))
@@ -124,5 +124,5 @@ class RemoteChannelSigner(ChannelSigner):
         return self._remote._call("channel_sign_input", self._peer_id, self._dbid, key, tx.serialize(), input_index,
                                   bytes(script_code), amount_sat, sighash_type, point, revealed_secret)
 
-    def sign_announcement(self, digest: bytes) -> bytes:
-        return self._remote._call("channel_sign_announcement", self._peer_id, self._dbid, bytes(digest))
+    def sign_gossip(self, message: bytes) -> bytes:
+        return self._remote._call("channel_sign_gossip", self._peer_id, self._dbid, bytes(message))

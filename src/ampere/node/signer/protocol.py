@@ -5,11 +5,11 @@ One request, one response, each a frame: a 4-byte big-endian length then that ma
   response  {"result": VALUE} or {"error": MESSAGE}
 Values are JSON numbers, strings, null, lists, objects, and bytes as {"x": hex}.  The methods are the
 Signer interface (signer.py) with each channel named by (peer_id, dbid) instead of an object:
-  node_id() ecdh(point) sign_gossip_digest(digest) sign_invoice(hrp, data) sign_bolt12(msg, field, root)
+  node_id() ecdh(point) sign_gossip(message) sign_invoice(hrp, data) sign_bolt12(msg, field, root)
   node_hmac(data) derive_secret(info) wallet_xpub(network) sign_wallet_tx(tx, [[keyidx, script, sat] | null])
   channel_pubkeys(peer, dbid) commitment_point(peer, dbid, n) commitment_secret(peer, dbid, n)
   channel_sign_input(peer, dbid, key, tx, input_index, script_code, amount_sat, sighash_type, point, secret)
-  channel_sign_announcement(peer, dbid, digest)
+  channel_sign_gossip(peer, dbid, message)
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 MAX_FRAME = 4 * 1024 * 1024  # a funding or sweep transaction is far smaller
 
 METHODS = frozenset({
-    "node_id", "ecdh", "sign_gossip_digest", "sign_invoice", "sign_bolt12", "node_hmac", "derive_secret",
+    "node_id", "ecdh", "sign_gossip", "sign_invoice", "sign_bolt12", "node_hmac", "derive_secret",
     "wallet_xpub", "sign_wallet_tx", "channel_pubkeys", "commitment_point", "commitment_secret",
-    "channel_sign_input", "channel_sign_announcement",
+    "channel_sign_input", "channel_sign_gossip",
 })
 
 

@@ -66,8 +66,8 @@ class SignerService:
     def _ecdh(self, point: Any) -> bytes:
         return self.signer.ecdh(_bytes(point, 33))
 
-    def _sign_gossip_digest(self, digest: Any) -> bytes:
-        return self.signer.sign_gossip_digest(_bytes(digest, 32))
+    def _sign_gossip(self, message: Any) -> bytes:
+        return self.signer.sign_gossip(_bytes(message))
 
     def _sign_invoice(self, hrp: Any, data: Any) -> bytes:
         if not isinstance(hrp, str):
@@ -119,8 +119,8 @@ class SignerService:
             _int(sighash_type), point=None if point is None else _bytes(point, 33),
             revealed_secret=None if secret is None else _bytes(secret, 32))
 
-    def _channel_sign_announcement(self, peer: Any, dbid: Any, digest: Any) -> bytes:
-        return self._channel(peer, dbid).sign_announcement(_bytes(digest, 32))
+    def _channel_sign_gossip(self, peer: Any, dbid: Any, message: Any) -> bytes:
+        return self._channel(peer, dbid).sign_gossip(_bytes(message))
 
 
 def serve_connection(service: SignerService, conn: socket.socket) -> None:

@@ -1,7 +1,7 @@
 """The node's one signer: every use of a secret goes through `Signer`; `LocalSigner` holds them in-process.
 
 What the rest of the node may ask (and nothing more: no method returns a private key):
-  node key     node_id; ecdh(point) for BOLT 8 and onions, onion messages, blinded paths; gossip signatures
+  node key     node_id; ecdh(point) for BOLT 8 and onions, onion messages, blinded paths; sign_gossip(message)
                (channel_announcement / channel_update / node_announcement); BOLT 11 and BOLT 12 invoice
                signatures; node_hmac(data) for private deterministic values (blinded path ids and sessions).
   derived      derive_secret(info): `makesecret` and the rune master secret (hsmd's handle_derive_secret).
@@ -24,6 +24,7 @@ from dataclasses import astuple, dataclass
 import coincurve
 
 from ampere.ln.channel.signer import ChannelSecrets, ChannelSigner, LocalChannelSigner
+from ampere.ln.gossip.signing import gossip_digest
 from ampere.ln.invoice import invoice_signing_hash
 from ampere.ln.offers.encoding import bolt12_signature
 from ampere.ln.onion import _ecdh
@@ -58,8 +59,9 @@ class Signer(ABC):
         """SHA256 of the compressed point node_secret * point (BOLT #4 / BOLT #8 ECDH)."""
 
     @abstractmethod
-    def sign_gossip_digest(self, digest: bytes) -> bytes:
-        """64-byte compact signature by the node key over a gossip message's double-SHA256."""
+    def sign_gossip(self, message: bytes) -> bytes:
+        """64-byte compact signature by the node key of an unsigned channel_announcement, node_announcement or
+        channel_update (type first): over the double-SHA256 BOLT #7 says, which the signer computes."""
 
     @abstractmethod
     def sign_invoice(self, hrp: str, data: bytes) -> bytes:
@@ -133,11 +135,9 @@ class LocalSigner(Signer):
     def ecdh(self, point: bytes) -> bytes:
         return _ecdh(self._node_secret, coincurve.PublicKey(bytes(point)))
 
-    def sign_gossip_digest(self, digest: bytes) -> bytes:
-        if len(digest) != 32:
-            raise ValueError("a gossip digest is 32 bytes")
+    def sign_gossip(self, message: bytes) -> bytes:
         # sign_recoverable gives r || s || recid without a DER round trip; drop the recid.
-        return self._node_key.sign_recoverable(bytes(digest), hasher=None)[:64]
+        return self._node_key.sign_recoverable(gossip_digest(bytes(message)), hasher=None)[:64]
 
     def sign_invoice(self, hrp: str, data: bytes) -> bytes:
         return self._node_key.sign_recoverable(invoice_signing_hash(hrp, list(data)), hasher=None)
