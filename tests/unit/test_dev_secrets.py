@@ -1,6 +1,6 @@
 """--dev-force-* secrets (conformance tests, lightningd's option names and formats) take effect, and only
 with --developer."""
-import types
+import os
 
 import pytest
 from coincurve import PrivateKey
@@ -8,10 +8,10 @@ from coincurve import PrivateKey
 from ampere.config import ConfigError, Options, early_scan
 from ampere.ln.channel.keys import commitment_point
 from ampere.ln.channel.signer import LocalChannelSigner, SignerError
-from ampere.node.channels.manager import ChannelManager
 from ampere.node.signer.dev_secrets import check_dev_secret_options, new_temporary_channel_id
 from ampere.node.app.options import builtin_options
 from ampere.node.onchain.wallet import Wallet
+from ampere.node.signer.setup import make_signer
 
 
 def k(n: int) -> str:
@@ -34,31 +34,32 @@ def pub(n: int) -> bytes:
     return PrivateKey(n.to_bytes(32, "big")).public_key.format()
 
 
-def test_forced_channel_secrets_give_every_channel_these_keys():
-    node = types.SimpleNamespace(options=options("--developer", f"--dev-force-channel-secrets={SECRETS}"))
-    check_dev_secret_options(node.options)
-    signer = ChannelManager.signer_for(types.SimpleNamespace(node=node), b"\x02" * 33, 7)
-    keys = signer.pubkeys
-    assert (keys.funding_pubkey, keys.revocation_basepoint, keys.payment_basepoint,
-            keys.delayed_payment_basepoint, keys.htlc_basepoint) == (pub(0x10), pub(0x11), pub(0x12), pub(0x13), pub(0x14))
-    assert signer.commitment_point(0) == commitment_point(b"\xff" * 32, 0)
+def test_forced_channel_secrets_give_every_channel_these_keys(tmp_path):
+    signer = make_signer(options("--developer", f"--dev-force-channel-secrets={SECRETS}"), str(tmp_path))
+    for dbid in (7, 8):
+        ch = signer.channel_signer(b"\x02" * 33, dbid)
+        keys = ch.pubkeys
+        assert (keys.funding_pubkey, keys.revocation_basepoint, keys.payment_basepoint, keys.delayed_payment_basepoint,
+                keys.htlc_basepoint) == (pub(0x10), pub(0x11), pub(0x12), pub(0x13), pub(0x14))
+        assert ch.commitment_point(0) == commitment_point(b"\xff" * 32, 0)
 
 
-def test_without_forced_secrets_channels_derive_their_own():
-    node = types.SimpleNamespace(options=options())
-    mgr = types.SimpleNamespace(node=node, hsm_secret=lambda: b"\x01" * 32)
-    a = ChannelManager.signer_for(mgr, b"\x02" * 33, 1).pubkeys
-    b = ChannelManager.signer_for(mgr, b"\x02" * 33, 2).pubkeys
+def test_without_forced_secrets_channels_derive_their_own(tmp_path):
+    signer = make_signer(options(), str(tmp_path))
+    a = signer.channel_signer(b"\x02" * 33, 1).pubkeys
+    b = signer.channel_signer(b"\x02" * 33, 2).pubkeys
     assert a.funding_pubkey != b.funding_pubkey and a.funding_pubkey != pub(0x10)
 
 
-def test_forced_bip32_seed_gives_lnprototest_wallet_address():
+def test_forced_bip32_seed_gives_lnprototest_wallet_address(tmp_path):
     # lnprototest's bitcoin_utils: BIP32 seed 00..01, "P2WPKH 0/0/1: bcrt1qsdzqt93xsyewdjvagndw9523m27e52er5ca7hm"
-    node = types.SimpleNamespace(options=options("--developer", f"--dev-force-bip32-seed={k(1)}"))
-    wallet = Wallet(node, b"\x07" * 32, "regtest")
+    os.makedirs(tmp_path / "forced")
+    os.makedirs(tmp_path / "plain")
+    signer = make_signer(options("--developer", f"--dev-force-bip32-seed={k(1)}"), str(tmp_path / "forced"))
+    wallet = Wallet(None, signer, "regtest")
     assert wallet.addresses(1)["bech32"] == "bcrt1qsdzqt93xsyewdjvagndw9523m27e52er5ca7hm"
     assert wallet.addresses(2)["bech32"] == "bcrt1qlkt93775wmf33uacykc49v2j4tayn0yj25msjn"
-    plain = Wallet(types.SimpleNamespace(options=options()), b"\x07" * 32, "regtest")
+    plain = Wallet(None, make_signer(options(), str(tmp_path / "plain")), "regtest")
     assert plain.addresses(1)["bech32"] != wallet.addresses(1)["bech32"]
 
 
