@@ -282,7 +282,6 @@ class ChannelManager:
     # =============================================================================================
     # start-up and shut-down
 
-from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
     def signer_for(self, peer_id: bytes, dbid: int) -> ChannelSigner:
         return self.node.signer.channel_signer(peer_id, dbid)
 

@@ -357,8 +357,7 @@ class PeerManager:
             fs = plugins.features() if plugins is not None and hasattr(plugins, "features") else node.feature_set()
             return Features.from_bytes(bytes.fromhex(fs.get("init", "")))
 
-<<<<<<< HEAD
-        manager = cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,
+        manager = cls(node.signer, config, log=node.log.log, notify=node.notify,
                       plugins=lambda: node.plugins, features=features)
         manager.log_enabled = node.log.enabled
         path = node.options.get("dev-disconnect")
@@ -367,10 +366,6 @@ class PeerManager:
 
             manager.dev_disconnect = DevDisconnect(path, node.log.log)
         return manager
-=======
-        return cls(node.signer, config, log=node.log.log, notify=node.notify,
-                   plugins=lambda: node.plugins, features=features)
->>>>>>> eaa2e69 (Node components ask node.signer (BOLT 8, onions, blinded paths, gossip, invoices, offers, makesecret, runes, wallet, channels); signer process (server.py) and its client; --signer-socket)
 
     # ---- queries ----------------------------------------------------------------------------
     def our_features(self) -> Features:
