@@ -13,7 +13,7 @@ import pytest
 
 from ampere.ln import invoice as bolt11
 from ampere.ln.channel import core
-from ampere.ln.channel import pair as pair_module
+from ampere.testing import channel_pair as pair_module
 from ampere.ln.channel.keys import der_to_compact
 from ampere.ln.channel.signer import ChannelSecrets, LocalChannelSigner, SignerError
 from ampere.ln.gossip.signing import make_channel_update, privkey_signer, unsigned_channel_announcement
