@@ -75,7 +75,7 @@ class GossipSigner(Protocol):
 def _sign(sign: SignFn | GossipSigner, raw: bytes) -> bytes:
     if hasattr(sign, "sign_gossip"):
         return sign.sign_gossip(raw)
-    return sign(gossip_digest(raw))  # type: ignore[operator]
+    return sign(gossip_digest(raw))
 
 
 _CTX = coincurve.context.GLOBAL_CONTEXT.ctx
