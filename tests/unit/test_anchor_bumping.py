@@ -14,13 +14,17 @@ from ampere.node.onchain.bumping import cpfp_child, fund_htlc_tx, package_feerat
 from ampere.node.onchain.wallet import Output, scripts_for_pubkey
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
+from ampere.primitives.bip32 import ExtKey
+from ampere.node.onchain.wallet import Wallet
+from ampere.node.signer.signer import LocalSigner
 
 
 class FakeWallet:
     """The wallet surface bumping uses: confirmed coins, keys, fresh addresses, reservations."""
 
     def __init__(self, values: list[int]) -> None:
-        self.keys = [coincurve.PrivateKey(bytes([i + 1]) * 32) for i in range(len(values) + 10)]
+        self._signer = LocalSigner(b"\x05" * 32)  # signs the coins, as the real wallet's signer does
+        self._base = ExtKey.from_base58(self._signer.wallet_xpub("regtest"))
         self.coins = [Output(bytes([0xA0 + i]) * 32, 0, v, scripts_for_pubkey(self.pubkey(i))[1], i, blockheight=1)
                       for i, v in enumerate(values)]
         self.next = len(values)
@@ -30,10 +34,9 @@ class FakeWallet:
         return [c for c in self.coins if c not in self.reserved]
 
     def pubkey(self, idx: int) -> bytes:
-        return self.keys[idx].public_key.format()
+        return self._base.child(idx).pubkey
 
-    def privkey(self, idx: int) -> coincurve.PrivateKey:
-        return self.keys[idx]
+    sign_inputs = Wallet.sign_inputs
 
     async def new_address(self, addrtype: str):
         self.next += 1

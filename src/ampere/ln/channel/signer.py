@@ -178,16 +178,15 @@ class ChannelSigner(ABC):
         """Spend our anchor output (CPFP of our commitment, or its sweep). BOLT #3 to_local_anchor: "Spending of
         the output requires the following witness: <local_sig>" with "<local_funding_pubkey> OP_CHECKSIG ...": the
         funding key signs."""
-        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(self._funding, digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("funding", tx, input_index, witness_script, amount_sat, SIGHASH_ALL) + bytes([SIGHASH_ALL])
 
     def sign_local_htlc_input(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
                               per_commitment_point: bytes) -> bytes:
         """Our SIGHASH_ALL signature on an HTLC-timeout/success of OUR anchor commitment after wallet inputs and a
         change output were added (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature "allows the
         local node to attach additional inputs and outputs"; ours covers the whole transaction)."""
-        digest = bip143_sighash(tx, input_index, witness_script, amount_sat, SIGHASH_ALL)
-        return ecdsa_sign(derive_privkey(self._htlc, per_commitment_point), digest) + bytes([SIGHASH_ALL])
+        return self.sign_input("htlc", tx, input_index, witness_script, amount_sat, SIGHASH_ALL,
+                               point=per_commitment_point) + bytes([SIGHASH_ALL])
 
     def sign_htlc_claim(self, tx: Transaction, input_index: int, witness_script: bytes, amount_sat: int,
                         their_point: bytes) -> bytes:

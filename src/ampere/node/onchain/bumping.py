@@ -22,7 +22,7 @@ from typing import Any, Callable
 from ampere.node.onchain.wallet import (DUST_LIMIT, Output, base_weight, input_weight, output_weight,
                                         scripts_for_pubkey)
 from ampere.primitives.script import is_p2tr, is_p2wpkh
-from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, sign_input_p2wpkh
+from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 
 __all__ = ["ANCHOR_INPUT_WEIGHT", "cpfp_child", "fund_htlc_tx", "package_feerate"]
 
@@ -63,14 +63,11 @@ def _select(wallet: Any, need: Callable[[list[Output]], int], keep: list[Output]
 
 
 def _sign_wallet_inputs(wallet: Any, tx: Transaction, first: int, coins: list[Output], spent: list[TxOut]) -> None:
-    for i, o in enumerate(coins, start=first):
-        key = wallet.privkey(o.keyidx)
-        if is_p2tr(o.script):
-            sign_input_p2tr_keypath(tx, i, key, spent)
-        elif is_p2wpkh(o.script):
-            sign_input_p2wpkh(tx, i, key, o.value)
-        else:
+    for o in coins:
+        if not (is_p2tr(o.script) or is_p2wpkh(o.script)):
             raise ValueError(f"wallet coin {o.txid[::-1].hex()}:{o.outnum} has a script we cannot sign")
+    # The signer signs them (the wallet holds no private key).
+    wallet.sign_inputs(tx, {i: o for i, o in enumerate(coins, start=first)}, spent)
 
 
 async def cpfp_child(wallet: Any, parent: Transaction, parent_fee: int, anchor_vout: int, anchor_script: bytes,

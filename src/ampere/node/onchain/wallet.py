@@ -517,6 +517,19 @@ class Wallet:
         self._extend_scripts()
         return idx
 
+    def sign_inputs(self, tx: Transaction, ours: dict[int, Output], spent: list[TxOut]) -> None:
+        """Sign, in place, the inputs of `tx` that spend our outputs (`ours`: input index -> output); `spent`: every
+        input's spent output (BIP 341).  The other inputs are left as they are."""
+        inputs: list[WalletInput | None] = [
+            WalletInput(ours[i].keyidx, ours[i].script, ours[i].value) if i in ours
+            else WalletInput(None, spent[i].script_pubkey, spent[i].value) for i in range(len(tx.inputs))]
+        bare = tx.copy()
+        for txin in bare.inputs:
+            txin.witness = []
+        signed = Transaction.parse(self._signer.sign_wallet_tx(bare.serialize(), inputs))
+        for i in ours:
+            tx.inputs[i].witness = signed.inputs[i].witness
+
     def sign_tx(self, prepared: PreparedTx) -> Transaction:
         for i, o in enumerate(prepared.inputs):
             if not (is_p2tr(o.script) or is_p2wpkh(o.script)):

@@ -94,7 +94,8 @@ class SignerService:
     def _sign_wallet_tx(self, tx: Any, inputs: Any) -> bytes:
         if not isinstance(inputs, list):
             raise ValueError("inputs must be a list")
-        ins = [None if i is None else WalletInput(_int(i[0]), _bytes(i[1]), _int(i[2])) for i in inputs]
+        ins = [None if i is None else WalletInput(None if i[0] is None else _int(i[0]), _bytes(i[1]), _int(i[2]))
+               for i in inputs]
         return self.signer.sign_wallet_tx(_bytes(tx), ins)
 
     # --- channels ----------------------------------------------------------------------------------------

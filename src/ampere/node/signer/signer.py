@@ -43,8 +43,9 @@ class SignerUnavailable(Exception):
 
 @dataclass(frozen=True)
 class WalletInput:
-    """One input of a wallet transaction to sign: the key index it spends and the output it spends."""
-    keyidx: int
+    """One input of a wallet transaction: the output it spends and, when it is ours to sign, its key index
+    (None: another input, listed because BIP 341 commits to every spent output)."""
+    keyidx: int | None
     script: bytes      # the spent output's scriptPubKey (p2wpkh or p2tr)
     amount_sat: int
 
@@ -182,11 +183,12 @@ class LocalSigner(Signer):
         if len(inputs) != len(t.inputs):
             raise ValueError("every input of the transaction must be listed")
         spent = [TxOut(i.amount_sat, i.script) if i is not None else None for i in inputs]
+        inputs = [i if i is not None and i.keyidx is not None else None for i in inputs]
         base = self._base("regtest")  # the network only changes how the key would be serialised
         for n, inp in enumerate(inputs):
             if inp is None:
                 continue
-            key = base.child(inp.keyidx).private_key()
+            key = base.child(int(inp.keyidx)).private_key()
             if is_p2tr(inp.script):
                 if any(s is None for s in spent):
                     raise ValueError("a taproot input needs every spent output")
