@@ -17,7 +17,7 @@ import signal
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere import VERSION_STRING
 from ampere.config import ConfigError, Entry, Layout, Options, early_scan
@@ -35,6 +35,24 @@ from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
 from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from ampere.node.app.options import builtin_options, network_defaults
 from ampere.node.signer.dev_secrets import check_dev_secret_options
+
+if TYPE_CHECKING:  # the components' types, for the declarations on Node (imported at start-up, not here)
+    from ampere.node.channels.announce import ChannelAnnouncer
+    from ampere.node.channels.manager import ChannelManager
+    from ampere.node.commando.server import Commando
+    from ampere.node.gossip.manager import GossipManager
+    from ampere.node.net.onion_messages import OnionMessenger
+    from ampere.node.net.peers import PeerManager
+    from ampere.node.onchain.chainwatch import ChainWatcher
+    from ampere.node.onchain.resolver import OnchainResolver
+    from ampere.node.onchain.wallet import Wallet
+    from ampere.node.payments.invoices import InvoiceRegistry
+    from ampere.node.payments.offers import OffersService
+    from ampere.node.payments.pay import Payer
+    from ampere.node.payments.receive import Receiver
+    from ampere.node.payments.sendpay import PaymentEngine
+    from ampere.node.payments.switch import Switch
+    from ampere.node.app.plugin_setup import NodePluginHost
 
 
 @dataclass
@@ -76,13 +94,27 @@ class Node:
         self.node_id = b""
         self.alias = ""
         self.color = ""
+        # ---- the components, each built once by `start` (in `_build_components`, or at its step for those
+        # that need the chain or run after plugins' init) and handed this node as its typed service directory.
+        # None means "not built": before start, after a failed start, or absent by configuration.
         self.store: Store | None = None
         self.rpc_server: RpcServer | None = None
-        # The plugin host (ampere.plugins.host.PluginHost); None until plugins are set up.
-        self.plugins: Any = None
-        # Components that later issues add (chain backend, peers, channels) register here.
-        self.chain: Any = None
-        self.onchain: Any = None  # ampere.node.onchain.resolver.OnchainResolver (None with --disable-chain)
+        self.plugins: NodePluginHost | None = None              # plugin_setup.setup_plugins
+        self.chain: ChainWatcher | None = None              # chain_setup.start_chain (None with --disable-chain)
+        self.wallet: Wallet | None = None                   # chain_setup.start_chain (None with --disable-chain)
+        self.onchain: OnchainResolver | None = None         # None with --disable-chain
+        self.channel_manager: ChannelManager | None = None
+        self.invoices: InvoiceRegistry | None = None
+        self.payments: PaymentEngine | None = None          # sendpay
+        self.payer: Payer | None = None                     # pay
+        self.receiver: Receiver | None = None               # incoming HTLCs at the final hop
+        self.switch: Switch | None = None                   # forwarding
+        self.onion_messenger: OnionMessenger | None = None
+        self.offers: OffersService | None = None
+        self.peer_manager: PeerManager | None = None        # built after plugins' init, as connectd starts last
+        self.commando: Commando | None = None
+        self.gossip: GossipManager | None = None
+        self.channel_announcer: ChannelAnnouncer | None = None
         self.blockheight = 0
         # getinfo warnings, e.g. {"warning_bitcoind_sync": "..."}.
         self.warnings: dict[str, str] = {}
@@ -117,7 +149,7 @@ class Node:
 
     def current_height(self) -> int:
         """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""
-        height = getattr(self.chain, "height", None) if self.chain is not None else None
+        height = self.chain.height if self.chain is not None else None
         return height if isinstance(height, int) else int(self.blockheight or 0)
 
     def option(self, name: str, default: Any = None) -> Any:
@@ -129,6 +161,10 @@ class Node:
         return default if value is None else value
 
     def feature_set(self) -> dict[str, str]:
+        """Our features by place: the plugin host's once it exists (it started from these, and plugins may add
+        or remove bits); before that, ours with --dev-force-features applied."""
+        if self.plugins is not None:
+            return self.plugins.features()
         fs = node_features.our_feature_set()
         forced = self.option("dev-force-features")
         if forced:
@@ -262,13 +298,10 @@ class Node:
             if self.options.is_set(name):
                 self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
         self.setup_identity()
-        from ampere.node.payments.invoices import registry_for
-
-        await registry_for(self).start()
-        from ampere.node.channels.manager import ChannelManager
-
+        self._build_components()
+        assert self.invoices is not None and self.channel_manager is not None
+        await self.invoices.start()
         # Channels are read before the chain watcher starts (their funding watches go in right after it).
-        self.channel_manager = ChannelManager(self)
         await self.channel_manager.load()
         if not self.options.get("disable-chain"):
             from ampere.node.app.chain_setup import start_chain
@@ -287,32 +320,24 @@ class Node:
         await init_plugins(self)
         self._release_held()
         # Peers come last, as lightningd activates connectd last: plugins are ready for the hooks.
+        from ampere.node.channels.announce import ChannelAnnouncer
+        from ampere.node.commando.server import Commando
+        from ampere.node.gossip.manager import GossipManager
         from ampere.node.net.peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
-        from ampere.node.commando.server import Commando
-
         self.commando = Commando(self)  # commands from peers, authorised by runes (CLN's commando)
         self.channel_manager.attach_peers(self.peer_manager)
-        from ampere.node.gossip.manager import GossipManager
-
         self.gossip = GossipManager.for_node(self)
         await self.gossip.start()  # its peer handlers are in place before any peer connects
-        from ampere.node.channels.announce import ChannelAnnouncer
-
         self.channel_announcer = ChannelAnnouncer(self)
         self.channel_announcer.start()  # announcement_signatures and our channel_updates (BOLT 7)
-        if getattr(self, "channel_manager", None) is not None:
-            from ampere.node.payments.receive import start_payment_runtime
-
-            await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
-            if self.onchain is not None:
-                await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
-        from ampere.node.payments.offers import offers_for
-        from ampere.node.net.onion_messages import messenger_for
-
-        messenger_for(self).start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
-        offers_for(self).start()
+        await self._start_payments()  # sendpay parts and incoming HTLCs, before any peer speaks
+        if self.onchain is not None:
+            await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
+        assert self.onion_messenger is not None and self.offers is not None
+        self.onion_messenger.start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
+        self.offers.start()
         await self.peer_manager.start()
         await self.channel_manager.start()
         self.gossip.peers_started()
@@ -320,6 +345,40 @@ class Node:
             self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
                       f"(color #{self.color}) and lightningd {VERSION_STRING}")
+
+    def _build_components(self) -> None:
+        """Build the components that need neither the chain nor peers, once, in dependency order.  They
+        exist before the RPC socket listens (plugins' `init` may already call `invoice`, `pay`, `offer`);
+        each is started later, at its step of `start`."""
+        from ampere.node.channels.manager import ChannelManager
+        from ampere.node.net.onion_messages import OnionMessenger
+        from ampere.node.payments.invoices import InvoiceRegistry
+        from ampere.node.payments.offers import OffersService
+        from ampere.node.payments.pay import Payer
+        from ampere.node.payments.receive import Receiver
+        from ampere.node.payments.sendpay import PaymentEngine
+        from ampere.node.payments.switch import Switch
+
+        log = self.log
+        self.invoices = InvoiceRegistry(self.store, notify=self.notify,
+                                        log=lambda level, msg: log.log(level, "invoices", msg))
+        self.channel_manager = ChannelManager(self)
+        self.payments = PaymentEngine(self)
+        self.payer = Payer(self)
+        self.receiver = Receiver(self)
+        self.switch = Switch(self)
+        self.onion_messenger = OnionMessenger(self)
+        self.offers = OffersService(self)
+
+    async def _start_payments(self) -> None:
+        """Wire the payment engine, the receiver and the switch to the channel manager, then settle what a
+        restart left open.  After the channels are loaded and BEFORE peers reconnect (no HTLC event is missed)."""
+        assert self.payments is not None and self.receiver is not None and self.switch is not None
+        await self.payments.start()
+        self.receiver.start()
+        await self.payments.reconcile()
+        await self.switch.start()  # forwards: loaded and listening before the replay and any peer
+        self.receiver.replay()
 
     def wallet_dsn(self):
         try:
@@ -383,27 +442,29 @@ class Node:
 
         if self.rpc_server is not None:
             await step("rpc", self.rpc_server.stop)
-        if getattr(self, "receiver", None) is not None or getattr(self, "payments", None) is not None:
-            from ampere.node.payments.receive import stop_payment_runtime
-
-            await step("payments", lambda: stop_payment_runtime(self))
-        if getattr(self, "channel_announcer", None) is not None:
+        if self.receiver is not None:
+            await step("receiver", self.receiver.close)
+        if self.switch is not None:
+            await step("switch", self.switch.close)
+        if self.payments is not None:
+            await step("payments", self.payments.close)
+        if self.channel_announcer is not None:
             await step("channel announcer", self.channel_announcer.stop)
-        if getattr(self, "channel_manager", None) is not None:
+        if self.channel_manager is not None:
             await step("channels", self.channel_manager.stop)
-        if getattr(self, "onion_messenger", None) is not None:
+        if self.onion_messenger is not None:
             await step("onion messages", self.onion_messenger.close)
-        if getattr(self, "commando", None) is not None:
+        if self.commando is not None:
             await step("commando", self.commando.stop)
-        if getattr(self, "peer_manager", None) is not None:
+        if self.peer_manager is not None:
             await step("peers", self.peer_manager.stop)
-        if getattr(self, "gossip", None) is not None:
+        if self.gossip is not None:
             await step("gossip", self.gossip.stop)
         if self.plugins is not None:
             await step("plugins", self.plugins.shutdown)
         if self.chain is not None:
             await step("chain", self.chain.stop)
-        if getattr(self, "invoices", None) is not None:
+        if self.invoices is not None:
             await step("invoices", self.invoices.close)
         if self.store is not None:
             await step("store", self.store.close)

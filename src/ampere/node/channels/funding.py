@@ -142,7 +142,7 @@ class OpenFlows:
 
     async def wallet_script(self) -> bytes:
         """A fresh wallet address (P2WPKH) for our side of a mutual close."""
-        wallet = getattr(self.node, "wallet", None)
+        wallet = self.node.wallet
         if wallet is None:
             raise OpenError(LIGHTNINGD, "No wallet: ampd was started with --disable-chain")
         _, addrs = await wallet.new_address("bech32")
@@ -195,7 +195,7 @@ class OpenFlows:
                           channel_type: ChannelType | None = None,
                           close_to: bytes | None = None) -> dict:
         node = self.node
-        chain, wallet = node.chain, getattr(node, "wallet", None)
+        chain, wallet = node.chain, node.wallet
         if chain is None or wallet is None:
             raise OpenError(LIGHTNINGD, "No chain backend: ampd was started with --disable-chain")
         for _ in range(20):  # a catch-up of a few blocks is over in moments
@@ -340,7 +340,7 @@ class OpenFlows:
             node.log.info(src, f"Refusing open_channel: {text}")
             self.mgr.send_to_peer(peer_id, m.Error(channel_id=temp, data=text.encode()))
 
-        if node.chain is None or getattr(node, "wallet", None) is None:
+        if node.chain is None or node.wallet is None:
             refuse("we cannot follow the chain")
             return
         # Absurd amounts are refused before the hook sees them and before any id or state is allocated.

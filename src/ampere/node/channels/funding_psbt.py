@@ -192,7 +192,7 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
     A destination is {"id", "amount" (sat), "announce", "push_msat", "close_to", "mindepth", "reserve"}.
     If a peer fails before every channel is secured, the others are cancelled and nothing is broadcast."""
     node = flows.node
-    wallet = getattr(node, "wallet", None)
+    wallet = node.wallet
     if wallet is None:
         raise OpenError(LIGHTNINGD, "No wallet: ampd was started with --disable-chain")
     ids = [d["id"] for d in destinations]

@@ -349,8 +349,7 @@ class PeerManager:
         config = PeerConfig.from_options(node.options, node.network)
 
         def features() -> Features:
-            plugins = node.plugins
-            fs = plugins.features() if plugins is not None and hasattr(plugins, "features") else node.feature_set()
+            fs = node.feature_set()
             return Features.from_bytes(bytes.fromhex(fs.get("init", "")))
 
         manager = cls(node.node_key.secret, config, log=node.log.log, notify=node.notify,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import coincurve
 
@@ -38,6 +38,9 @@ from ampere.primitives.tx import (
     OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, sign_input_p2wpkh, write_compact_size,
 )
 from ampere.node.signer.hsm_secret import hkdf_sha256
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 LOG = "wallet"
 KEYSCAN_GAP = 200
@@ -179,7 +182,7 @@ class PreparedTx:
 
 
 class Wallet:
-    def __init__(self, node: Any, hsm_secret: bytes, network: str) -> None:
+    def __init__(self, node: Node, hsm_secret: bytes, network: str) -> None:
         self.node = node
         self.network = network
         net = "main" if network == "bitcoin" else "test"

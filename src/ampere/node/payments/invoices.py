@@ -5,7 +5,7 @@ are worth and whether they have been paid.  The RPC commands (`invoice`, `listin
 `waitinvoice`, ...) and, later, the receive path (final-hop HTLCs, MPP sets, the
 `invoice_payment` hook) all go through it:
 
-    reg = registry_for(node); await reg.start()
+    reg = node.invoices; await reg.start()
     await reg.create(NewInvoice(...))                 -> InvoiceRecord    (900 / 901 errors)
     await reg.lookup_by_hash(payment_hash)            -> InvoiceRecord | None
     await reg.check_payment(hash, total_msat, secret) -> PaymentCheck     (BOLT 4 final-node checks)
@@ -213,7 +213,7 @@ class _Waiters:
 
 
 class InvoiceRegistry:
-    """Our invoices in the node's store.  One per node (see `registry_for`)."""
+    """Our invoices in the node's store.  One per node (`node.invoices`, built by the daemon)."""
 
     def __init__(self, store: Any, notify: Callable[[str, dict], None] | None = None,
                  log: Callable[[str, str], None] | None = None,
@@ -566,17 +566,3 @@ def _replace(rec: InvoiceRecord, **changes: Any) -> InvoiceRecord:
     return replace(rec, **changes)
 
 
-def registry_for(node: Any) -> InvoiceRegistry:
-    """The node's registry, made on first use (`node.invoices`).  Call `await reg.start()` before
-    relying on expiry; every registry method that waits does so itself."""
-    reg = getattr(node, "invoices", None)
-    if reg is None:
-        log = getattr(node, "log", None)
-
-        def log_fn(level: str, msg: str) -> None:
-            if log is not None:
-                log.log(level, "invoices", msg)
-
-        reg = InvoiceRegistry(node.store, notify=node.notify, log=log_fn)
-        node.invoices = reg
-    return reg

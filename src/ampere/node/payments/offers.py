@@ -1,6 +1,6 @@
 """BOLT 12 at runtime: our offers, answering invoice requests, fetching and paying invoices.
 
-    svc = offers_for(node); svc.start()              answers invoice_requests arriving by onion message
+    svc = node.offers; svc.start()              answers invoice_requests arriving by onion message
     await svc.create_offer(...)                       `offer`     (stored in table `offers`)
     await svc.list_offers(...), set_active(...)       `listoffers`, `enableoffer`, `disableoffer`
     await svc.fetch_invoice(...)                      `fetchinvoice`
@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coincurve import PrivateKey
 
@@ -56,7 +56,9 @@ from ampere.wire.messages import EncryptedDataTlvPaymentConstraints as Constrain
 from ampere.wire.messages import EncryptedDataTlvPaymentRelay as Relay
 from ampere.wire.types import ShortChannelId
 from ampere.node.payments.blinded_htlcs import payment_path_id
-from ampere.node.net.onion_messages import messenger_for
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 SOURCE = "offers"
 
@@ -113,17 +115,17 @@ class OfferRecord:
 
 
 class OffersService:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.stats = {"invoice_requests": 0, "invoices_sent": 0, "refused": 0}
 
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, SOURCE, msg)
 
     def start(self) -> None:
-        messenger_for(self.node).on_payload("invoice_request", self._on_invoice_request)
+        self.node.onion_messenger.on_payload("invoice_request", self._on_invoice_request)
 
     @property
     def chain_hash(self) -> bytes:
@@ -185,8 +187,8 @@ class OffersService:
         channel peer can: BOLT 12 "if it is connected only by private channels: MUST include `offer_paths`
         containing one or more paths to the node from publicly reachable nodes".  Deterministic (the same offer
         twice has the same id); the final hop's `path_id` tells us a request came by one of them."""
-        gossip = getattr(self.node, "gossip", None)
-        mgr = getattr(self.node, "channel_manager", None)
+        gossip = self.node.gossip
+        mgr = self.node.channel_manager
         if gossip is None or mgr is None:
             return []
         graph = gossip.state.graph
@@ -279,7 +281,7 @@ class OffersService:
 
     async def _reply(self, path: Any, payload: dict) -> None:
         try:
-            await messenger_for(self.node).send(path, payload)
+            await self.node.onion_messenger.send(path, payload)
         except Exception as e:
             self._log("debug", f"could not send the reply: {e!r}")
 
@@ -333,9 +335,9 @@ class OffersService:
         return await self._make_invoice(invreq, oid, amount)
 
     async def _make_invoice(self, invreq: Any, oid: bytes, amount: int) -> bytes:
-        from ampere.node.payments.invoices import INVOICE_LABEL_ALREADY_EXISTS, InvoiceRegistryError, NewInvoice, registry_for
+        from ampere.node.payments.invoices import INVOICE_LABEL_ALREADY_EXISTS, InvoiceRegistryError, NewInvoice
 
-        reg = registry_for(self.node)
+        reg = self.node.invoices
         label = f"{oid.hex()}-{invreq_id(invreq.raw).hex()}-0"
         existing = await reg.get_by_label(label)
         if existing is not None:
@@ -377,7 +379,7 @@ class OffersService:
                                            payment_constraints=Constraints(max_cltv_expiry=max_cltv,
                                                                            htlc_minimum_msat=0))
         paths, payinfos = [], []
-        mgr = getattr(node, "channel_manager", None)
+        mgr = node.channel_manager
         usable = [rec for rec in (list(mgr.records.values()) if mgr is not None else [])
                   if rec.state.value == "CHANNELD_NORMAL" and rec.short_channel_id is not None
                   and mgr.is_connected(rec.peer_id)]
@@ -410,7 +412,7 @@ class OffersService:
 
     def _peer_policy(self, rec: Any) -> tuple[int, int, int, int, int]:
         """The peer's relay policy towards us (its channel_update for the direction peer -> us), or defaults."""
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         ch = gossip.state.graph.channels.get(int(rec.short_channel_id)) if gossip is not None else None
         half = ch.halves[ch.direction_from(rec.peer_id)] if ch is not None else None
         if half is not None:
@@ -460,7 +462,7 @@ class OffersService:
             path = create_blinded_path(os.urandom(32), [(t.offer_issuer_id, encode_encrypted_data())])
             final_blinded = None
         expected_node = t.offer_issuer_id if t.offer_issuer_id is not None else final_blinded
-        messenger = messenger_for(self.node)
+        messenger = self.node.onion_messenger
         try:
             path_id, fut = await messenger.send(path, {"invoice_request": invreq.raw}, reply_kind="invoice",
                                                 expect_reply=True)
@@ -504,8 +506,8 @@ class OffersService:
 
     # ---- paying an invoice -----------------------------------------------------------------------
     async def pay_invoice(self, text: str, *, label: str | None, maxfee: int | None, retry_for: float) -> dict:
-        from ampere.node.payments.pay import PayError, payer_for
-        from ampere.node.payments.sendpay import COMPLETE, PENDING, PaymentError, engine_for
+        from ampere.node.payments.pay import PayError
+        from ampere.node.payments.sendpay import COMPLETE, PENDING, PaymentError
         from ampere.ln.route import RouteError, RouteQuery, find_route
 
         try:
@@ -524,13 +526,13 @@ class OffersService:
         amount = int(it.invoice_amount)
         payment_hash = bytes(it.invoice_payment_hash)
         destination = bytes(it.invoice_node_id)
-        eng = engine_for(self.node)
+        eng = self.node.payments
         await eng.start()
         parts = eng.parts_of(payment_hash)
         done = [p for p in parts if p.status == COMPLETE]
         if any(p.status == PENDING for p in parts):
             raise PayError(200, "Payment is in progress")
-        payer = payer_for(self.node)
+        payer = self.node.payer
         started = time.time()
         groupid = max((p.groupid for p in parts), default=0) + 1
         if done:
@@ -544,7 +546,7 @@ class OffersService:
                 continue  # "MUST NOT use the corresponding path if `payinfo`.`features` has any unknown even bits"
             if path.first_node_id.pubkey is None:
                 try:
-                    path = messenger_for(self.node)._resolve_scid(path)
+                    path = self.node.onion_messenger._resolve_scid(path)
                 except LookupError as e:
                     last_error = e
                     continue
@@ -628,9 +630,3 @@ def _bits(features: bytes) -> list[int]:
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 
-def offers_for(node: Any) -> OffersService:
-    svc = getattr(node, "offers", None)
-    if svc is None:
-        svc = OffersService(node)
-        node.offers = svc
-    return svc

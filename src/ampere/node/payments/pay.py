@@ -1,6 +1,6 @@
 """The `pay` and `keysend` engine: routes, retries and multipath on top of sendpay (ampere.node.payments.sendpay).
 
-    result = await payer_for(node).pay(PayRequest(...))         CLN pay's result, or PayError (201-210)
+    result = await node.payer.pay(PayRequest(...))         CLN pay's result, or PayError (201-210)
 
 One call is one `groupid`.  Each round:
     route      find_route over the public graph (node.gossip), our own channels with what they can really
@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.ln import invoice as bolt11
 from ampere.ln.invoice_fields import InvoiceError, scid_to_str
@@ -42,7 +42,10 @@ from ampere.ln.route import (
     route_fee,
     split_payment,
 )
-from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop, engine_for
+from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 # common/jsonrpc_errors.h
 PAY_IN_PROGRESS = 200
@@ -283,12 +286,12 @@ def _iso(t: float) -> str:
 # ---- the engine --------------------------------------------------------------------------------------------
 
 class Payer:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.statuses: list[PayStatus] = []
 
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "pay", msg)
 
@@ -297,7 +300,7 @@ class Payer:
         return self.node.node_id
 
     def graph(self) -> Any:
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is not None:
             return gossip.state.graph
         from ampere.ln.gossip.graph import Graph
@@ -306,7 +309,7 @@ class Payer:
 
     def local_channels(self) -> list[LocalChannel]:
         """Our channels that can send now, with what each can really send (balance less reserve and in-flight)."""
-        mgr = getattr(self.node, "channel_manager", None)
+        mgr = self.node.channel_manager
         if mgr is None:
             return []
         from ampere.ln.channel import core
@@ -393,7 +396,7 @@ class Payer:
 
     # ---- paying
     async def pay(self, req: PayRequest) -> dict:
-        eng = engine_for(self.node)
+        eng = self.node.payments
         await eng.start()
         parts = eng.parts_of(req.payment_hash)
         done = [p for p in parts if p.status == COMPLETE]
@@ -421,7 +424,7 @@ class Payer:
     def listpays(self, bolt11_text: str | None = None, payment_hash: bytes | None = None,
                  status: str | None = None, index: str | None = None, start: int | None = None,
                  limit: int | None = None) -> list[dict]:
-        eng = engine_for(self.node)
+        eng = self.node.payments
         parts = eng.list(bolt11=bolt11_text, payment_hash=payment_hash, index=index, start=start)
         groups: dict[tuple[str, int], list[dict]] = {}
         for p in parts:
@@ -650,7 +653,7 @@ class _PayRun:
             return
         decision = learn_from_failure(self.k, data, e.code, self.req.destination, attempt.route[0].amount_msat)
         if decision.update is not None:
-            gossip = getattr(self.payer.node, "gossip", None)
+            gossip = self.payer.node.gossip
             if gossip is not None:
                 asyncio.get_running_loop().create_task(self._ingest(gossip, decision.update))
         attempt.result["failure"]["note"] = decision.note
@@ -679,12 +682,6 @@ class _PayRun:
         return out
 
 
-def payer_for(node: Any) -> Payer:
-    p = getattr(node, "payer", None)
-    if p is None:
-        p = Payer(node)
-        node.payer = p
-    return p
 
 
 # ---- keysend receive ----------------------------------------------------------------------------------------
@@ -703,7 +700,7 @@ async def keysend_invoice(node: Any, payment_hash: bytes, payload: Any) -> tuple
         await node.call("invoice", {"amount_msat": amount, "label": label, "description": "keysend",
                                     "preimage": preimage.hex()})
     except Exception as e:
-        log = getattr(node, "log", None)
+        log = node.log
         if log is not None:
             log.log("unusual", "keysend", f"could not make an invoice for keysend {payment_hash.hex()}: {e}")
         return None, payload

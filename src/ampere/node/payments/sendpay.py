@@ -30,7 +30,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ampere.rpc.errors import RpcError
 from ampere.node.payments.listing import page
@@ -48,6 +48,9 @@ from ampere.ln.onion_failure import (
 )
 from ampere.ln.onion_payload import final_hop_payload, forward_hop_payload
 from ampere.primitives.crypto import SECP256K1_ORDER
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 # common/jsonrpc_errors.h
 LIGHTNINGD = -1
@@ -308,7 +311,7 @@ def _payment_row(p: Payment) -> tuple:
 class PaymentEngine:
     """The node's outgoing parts (`node.payments`)."""
 
-    def __init__(self, node: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, node: Node, clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self._tasks: set[asyncio.Task] = set()  # payment updates in flight, kept alive until done
         self.store = node.store
@@ -321,12 +324,12 @@ class PaymentEngine:
 
     # -- helpers
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "pay", msg)
 
     def _notify(self, topic: str, payload: dict) -> None:
-        notify = getattr(self.node, "notify", None)
+        notify = self.node.notify
         if notify is not None:
             notify(topic, payload)
 
@@ -335,7 +338,7 @@ class PaymentEngine:
 
     @property
     def manager(self) -> Any:
-        return getattr(self.node, "channel_manager", None)
+        return self.node.channel_manager
 
     def _index(self, p: Payment) -> None:
         old = self._all.get(p.key)
@@ -526,11 +529,11 @@ class PaymentEngine:
         return best
 
     def _blockheight(self) -> int:
-        chain = getattr(self.node, "chain", None)
-        height = getattr(chain, "height", None) if chain is not None else None
+        chain = self.node.chain
+        height = chain.height if chain is not None else None
         if isinstance(height, int):
             return height
-        return int(getattr(self.node, "blockheight", 0) or 0)
+        return int(self.node.blockheight or 0)
 
     async def _send(self, p: Payment, onion: bytes, first_node: bytes) -> dict:
         existing = self._check_against_others(p.payment_hash, p.partid, p.groupid,
@@ -711,10 +714,3 @@ class PaymentEngine:
         return [p.fields_json(with_description=True) for p in page(out, index, start, limit)]
 
 
-def engine_for(node: Any) -> PaymentEngine:
-    """The node's payment engine, made on first use (`node.payments`)."""
-    eng = getattr(node, "payments", None)
-    if eng is None:
-        eng = PaymentEngine(node)
-        node.payments = eng
-    return eng

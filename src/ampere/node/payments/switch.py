@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
@@ -38,6 +38,9 @@ from ampere.ln.onion_failure import (
     failure_code,
     failure_code_name,
 )
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 OFFERED, SETTLED, FAILED, LOCAL_FAILED = "offered", "settled", "failed", "local_failed"
 _STATUS_CODES = {OFFERED: 0, SETTLED: 1, FAILED: 2, LOCAL_FAILED: 3}
@@ -230,7 +233,7 @@ def _from_row(r: tuple) -> Forward:
 # ---- the switch ----------------------------------------------------------------------------------------------
 
 class Switch:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
         # created_index -> forward, while OFFERED: a settled or failed forward leaves memory (listforwards and
@@ -244,17 +247,17 @@ class Switch:
 
     # ---- plumbing
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "switch", msg)
 
     @property
     def manager(self) -> Any:
-        return getattr(self.node, "channel_manager", None)
+        return self.node.channel_manager
 
     @property
     def receiver(self) -> Any:
-        return getattr(self.node, "receiver", None)
+        return self.node.receiver
 
     def blockheight(self) -> int:
         return self.node.current_height()
@@ -339,7 +342,7 @@ class Switch:
             return None
         # The announcer signs our updates; reuse its current one so a failure never carries a second,
         # different update with the same timestamp (receivers would drop it).
-        announcer = getattr(self.node, "channel_announcer", None)
+        announcer = self.node.channel_announcer
         current = announcer.current_update(rec) if announcer is not None else None
         if current is not None:
             return current
@@ -350,7 +353,7 @@ class Switch:
         if raw is not None:
             return raw
         direction = 0 if self.node.node_id < rec.peer_id else 1
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is not None:
             try:
                 ch = gossip.state.graph.channels.get(int(scid))
@@ -652,7 +655,7 @@ class Switch:
         await self._store(f)
 
     def _notify(self, f: Forward) -> None:
-        notify = getattr(self.node, "notify", None)
+        notify = self.node.notify
         if notify is not None:
             notify("forward_event", f.event_json())
 
@@ -699,9 +702,3 @@ class Switch:
         return bool(ids)
 
 
-def switch_for(node: Any) -> Switch:
-    sw = getattr(node, "switch", None)
-    if sw is None:
-        sw = Switch(node)
-        node.switch = sw
-    return sw

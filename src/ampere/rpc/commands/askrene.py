@@ -52,14 +52,12 @@ async def getroutes(ctx, source: bytes, destination: bytes, amount_msat: Any, la
                 exclude_channels.add((int(ShortChannelId.from_str(scid)), int(d)))
     if int(amount_msat) == 0:
         raise invalid_params("amount_msat: must be non-zero")
-    gossip = getattr(ctx.node, "gossip", None)
+    gossip = ctx.node.gossip
     if gossip is None:
         raise RpcError(-1, "Gossip is not running")
     local = None
     if "auto.localchans" in layers and source == ctx.node.node_id:
-        from ampere.node.payments.pay import payer_for
-
-        local = payer_for(ctx.node).local_channels()
+        local = ctx.node.payer.local_channels()
     query = RouteQuery(source=source, destination=destination, amount_msat=int(amount_msat), final_cltv=final_cltv,
                        max_fee_msat=int(maxfee_msat), max_delay=maxdelay, local_channels=local,
                        exclude_nodes=frozenset(exclude_nodes), exclude_channels=frozenset(exclude_channels))

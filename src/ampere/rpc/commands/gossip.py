@@ -19,7 +19,7 @@ ROUTING_MAX_HOPS = 20
 
 
 def _gossip(ctx):
-    g = getattr(ctx.node, "gossip", None)
+    g = ctx.node.gossip
     if g is None:
         raise RpcError(LIGHTNINGD, "Gossip is not running")
     return g

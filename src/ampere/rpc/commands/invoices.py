@@ -25,7 +25,6 @@ from ampere.node.payments.invoices import (
     InvoiceRecord,
     InvoiceRegistryError,
     NewInvoice,
-    registry_for,
 )
 from ...primitives.amount import AmountError, parse_msat
 from ...primitives.script import AddressError, address_to_script
@@ -155,7 +154,7 @@ def _registry_error(e: InvoiceRegistryError, *, data: bool = True) -> RpcError:
 
 
 async def _registry(ctx):
-    reg = registry_for(ctx.node)
+    reg = ctx.node.invoices
     await reg.start()
     return reg
 
@@ -196,8 +195,8 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
     from ...ln.invoice_fields import RouteHop as HintField
 
     expose, scids = chanhints if chanhints is not None else (None, None)
-    mgr = getattr(node, "channel_manager", None)
-    graph = getattr(getattr(getattr(node, "gossip", None), "state", None), "graph", None)
+    mgr = node.channel_manager
+    graph = node.gossip.state.graph if node.gossip is not None else None
     candidates: list = []
     if mgr is not None:
         from ...ln.channel.commitment import Side

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str, scid_to_str
-from ampere.node.payments.sendpay import PaymentError, RouteHop, engine_for
+from ampere.node.payments.sendpay import PaymentError, RouteHop
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError
 from ..params import ParamError, check_paging, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
@@ -109,7 +109,7 @@ def _rpc(e: PaymentError) -> RpcError:
 
 
 async def _ready(ctx) -> Any:
-    eng = engine_for(ctx.node)
+    eng = ctx.node.payments
     await eng.start()
     return eng
 
@@ -178,7 +178,7 @@ async def sendonion(ctx, onion, first_hop, payment_hash, label, shared_secrets, 
                        opt("limit", p_u32)], category="channels")
 async def listhtlcs(ctx, id, index, start, limit) -> dict:
     """List all known HTLCS (optionally, just for channel {id})"""
-    mgr = getattr(ctx.node, "channel_manager", None)
+    mgr = ctx.node.channel_manager
     out: list[dict] = []
     if mgr is None:
         return {"htlcs": out}

@@ -140,7 +140,7 @@ async def listfunds(ctx, spent: bool) -> dict:
         if o.reserved(tip):
             entry["reserved_to_block"] = o.reserved_til
         outputs.append(entry)
-    channels = getattr(ctx.node, "channel_manager", None)
+    channels = ctx.node.channel_manager
     listed = channels.listfunds_channels() if channels is not None and hasattr(channels, "listfunds_channels") else []
     return {"outputs": outputs, "channels": listed}
 
