@@ -9,6 +9,7 @@ import pytest
 from ampere.ln.gossip.signing import make_channel_update, privkey_signer
 from ampere.ln.onion_failure import decode_failure_message, encode_failure_message, failure_code
 from ampere.ln.route import HintHop
+from ampere.node.errors import Reason
 from ampere.node.payments.pay import Knowledge, fee_budget, hints_from_invoice, learn_from_failure
 from ampere.node.payments.switch import Forward, Policy, check_forward, failure_with_update, forward_fee
 
@@ -86,17 +87,17 @@ MID = b"\x02" + b"\x22" * 32
 def test_destination_permanent_failure_stops():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 2, "failcode": 0x400F, "erring_node": DEST.hex(),
-                               "erring_channel": "105x1x0", "erring_direction": 0}, 203, DEST)
+                               "erring_channel": "105x1x0", "erring_direction": 0}, Reason.PAY_DESTINATION_PERM_FAIL, DEST)
     assert d.action == "stop" and not k.exclude_channels
 
 
 def test_channel_failure_excludes_that_direction_and_node_failure_the_node():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 1, "failcode": 0x4008, "erring_node": MID.hex(),
-                               "erring_channel": "105x1x0", "erring_direction": 1}, 204, DEST)
+                               "erring_channel": "105x1x0", "erring_direction": 1}, Reason.PAY_TRY_OTHER_ROUTE, DEST)
     assert d.action == "retry" and k.exclude_channels == {((105 << 40) | (1 << 16), 1)}
     d = learn_from_failure(k, {"erring_index": 1, "failcode": 0x2002, "erring_node": MID.hex(),
-                               "erring_channel": "106x1x0", "erring_direction": 0}, 204, DEST)
+                               "erring_channel": "106x1x0", "erring_direction": 0}, Reason.PAY_TRY_OTHER_ROUTE, DEST)
     assert d.action == "retry" and MID in k.exclude_nodes
 
 
@@ -109,19 +110,19 @@ def test_update_in_failure_corrects_route_hint_once():
     data = {"erring_index": 1, "failcode": 0x100C, "erring_node": MID.hex(), "erring_channel": "107x1x0",
             "erring_direction": 0,
             "raw_message": encode_failure_message("fee_insufficient", htlc_msat=5, channel_update=upd).hex()}
-    d = learn_from_failure(k, dict(data), 204, DEST)
+    d = learn_from_failure(k, dict(data), Reason.PAY_TRY_OTHER_ROUTE, DEST)
     assert d.action == "retry" and not k.exclude_channels
     hop = k.hints[0][0]
     assert (hop.fee_base_msat, hop.fee_proportional_millionths, hop.cltv_expiry_delta) == (2000, 500, 40)
     # The same update again teaches nothing: the channel is excluded instead.
-    d = learn_from_failure(k, dict(data), 204, DEST)
+    d = learn_from_failure(k, dict(data), Reason.PAY_TRY_OTHER_ROUTE, DEST)
     assert d.action == "retry" and k.exclude_channels == {(scid, 0)}
 
 
 def test_local_refusal_lowers_our_channel_cap():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 0, "failcode": 0x1007, "erring_channel": "108x1x0",
-                               "erring_direction": 0, "erring_node": MID.hex()}, 204, DEST, first_hop_msat=1_000_000)
+                               "erring_direction": 0, "erring_node": MID.hex()}, Reason.PAY_TRY_OTHER_ROUTE, DEST, first_hop_msat=1_000_000)
     assert d.action == "retry" and k.local_caps == {(108 << 40) | (1 << 16): 900_000} and not k.exclude_channels
 
 

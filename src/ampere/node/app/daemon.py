@@ -16,22 +16,19 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ampere import VERSION_STRING
 from ampere.config import ConfigError, Entry, Layout, Options, early_scan
 from ampere.log import Logger, parse_log_level
 from ampere.rpc import commands as _commands  # noqa: F401  (registers the built-in commands)
-from ampere.rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError
-from ampere.rpc.filter import filter_result
-from ampere.rpc.params import parse_params, plugin_params_problem
-from ampere.rpc.registry import COMMANDS, Command
-from ampere.rpc.server import RpcConnection, RpcServer, error_response
+from ampere.node.errors import DomainError, Reason
+from ampere.rpc.dispatch import Dispatcher
+from ampere.rpc.errors import cln_code, to_rpc_error
+from ampere.rpc.server import RpcConnection, RpcServer
 from ampere.store.dsn import DsnError, parse_wallet_dsn
 from ampere.store.store import Store
 from ampere.node.app import features as node_features
-from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
 from ampere.node.signer.hsm_secret import HsmSecretError, default_alias, derive_node_key, hkdf_sha256, load_or_create_hsm_secret
 from ampere.node.app.options import builtin_options, network_defaults
 from ampere.node.signer.dev_secrets import check_dev_secret_options
@@ -53,21 +50,6 @@ if TYPE_CHECKING:  # the components' types, for the declarations on Node (import
     from ampere.node.payments.sendpay import PaymentEngine
     from ampere.node.payments.switch import Switch
     from ampere.node.app.plugin_setup import NodePluginHost
-
-
-@dataclass
-class CallContext:
-    """What a command handler may use: the node, the raw request and its connection."""
-
-    node: "Node"
-    request: dict
-    conn: RpcConnection | None
-    check: bool = False
-
-    def notify_message(self, level: str, message: str) -> None:
-        if self.conn is not None and self.conn.notifications:
-            self.conn.send_nowait({"jsonrpc": "2.0", "method": "message",
-                                   "params": {"id": self.request.get("id"), "level": level, "message": message}})
 
 
 # A bookkeeper must see every movement: these wait for the plugins' `init` instead of being dropped.
@@ -99,6 +81,7 @@ class Node:
         # None means "not built": before start, after a failed start, or absent by configuration.
         self.store: Store | None = None
         self.rpc_server: RpcServer | None = None
+        self.rpc = Dispatcher(self)                          # JSON-RPC dispatch and the rpc_command hook
         self.plugins: NodePluginHost | None = None              # plugin_setup.setup_plugins
         self.chain: ChainWatcher | None = None              # chain_setup.start_chain (None with --disable-chain)
         self.wallet: Wallet | None = None                   # chain_setup.start_chain (None with --disable-chain)
@@ -171,6 +154,17 @@ class Node:
             fs = node_features.force_features(fs, forced)  # checked at start (start())
         return fs
 
+    # ---- the RPC edge's vocabulary, for components that speak CLN's shapes (notifications, paystatus) -------
+    @staticmethod
+    def cln_code(reason: Reason | int) -> int:
+        """CLN's error code for a domain reason (the one table is ampere.rpc.errors.CLN_CODES)."""
+        return cln_code(reason)
+
+    @staticmethod
+    def error_json(e: DomainError) -> dict:
+        """A domain error as CLN's JSON error object (sendpay_failure's payload, for one)."""
+        return to_rpc_error(e).to_json()
+
     # ---- notifications ----------------------------------------------------------------------
     def notify(self, topic: str, payload: dict) -> None:
         """Emit a native notification to subscribed plugins (never blocks)."""
@@ -185,95 +179,16 @@ class Node:
         for topic, payload in held:
             self.notify(topic, payload)
 
-    # ---- RPC dispatch -----------------------------------------------------------------------
-    def lookup(self, method: str) -> Command | Any | None:
-        cmd = COMMANDS.get(method)
-        if cmd is not None and not (method in BACKEND_METHODS and bcli_disabled(self.plugins)):
-            return cmd
-        if self.plugins is not None:
-            return self.plugins.find_method(method)
-        return None
+    # ---- RPC: the dispatcher (ampere.rpc.dispatch) is the way in, for the socket and for components ----------
+    def lookup(self, method: str) -> Any:
+        return self.rpc.lookup(method)
 
     async def dispatch(self, req: Any, conn: RpcConnection | None) -> dict:
-        if not isinstance(req, dict):
-            return error_response(None, INVALID_REQUEST, "Expected {} for json command")
-        if "id" not in req:
-            return error_response(None, INVALID_REQUEST, "Expected id for json command")
-        req_id = req["id"]
-        if isinstance(req_id, (dict, list)):
-            return error_response(None, INVALID_REQUEST, "Expected string/primitive for id")
-        if req.get("jsonrpc") != "2.0":
-            return error_response(req_id, INVALID_REQUEST, 'jsonrpc: "2.0" must be specified in the request')
-        method = req.get("method")
-        if not isinstance(method, str):
-            return error_response(req_id, INVALID_REQUEST, "Expected string for method")
-        params = req.get("params", [])
-        if not isinstance(params, (list, dict)):
-            return error_response(req_id, INVALID_REQUEST, "Expected array or object for params")
-        if self.stopping.is_set():
-            return error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")
-        if self.lookup(method) is None:
-            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
-
-        # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
-        if self.plugins is not None and self.plugins.has_hook("rpc_command"):
-            action, value = await self.plugins.rpc_command_hook(req)
-            if action == "return":
-                value = dict(value)
-                value["jsonrpc"] = "2.0"
-                value["id"] = req_id
-                return value
-            if value is not req:
-                req = value
-                method = req.get("method")
-                if not isinstance(method, str) or self.lookup(method) is None:
-                    return error_response(req_id, INVALID_REQUEST,
-                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
-        return await self.execute(req, conn, req_id)
-
-    async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
-        method = req["method"]
-        target = self.lookup(method)
-        if target is None:
-            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
-        if not isinstance(target, Command):
-            # A plugin's method: the request goes through verbatim, the answer comes back verbatim; but its
-            # strings are checked here as a built-in command's are (a plugin's JSON library may not take them).
-            bad = plugin_params_problem(req.get("params"))
-            if bad is not None:
-                return {"jsonrpc": "2.0", "id": req_id, "error": bad.to_json()}
-
-            def relay(note: dict) -> None:
-                if conn is not None and conn.notifications:
-                    conn.send_nowait(note)
-
-            response = await self.plugins.call_method(method, req, req_id, relay)
-            response = dict(response)
-            response["id"] = req_id
-            response.setdefault("jsonrpc", "2.0")
-            return response
-        ctx = CallContext(self, req, conn, check)
-        try:
-            if target.raw:
-                result = await target.handler(ctx, req.get("params", []))
-            else:
-                params = parse_params(req.get("params", []), target.params, target.allow_extra)
-                result = await target.handler(ctx, **params)
-        except RpcError as e:
-            return {"jsonrpc": "2.0", "id": req_id, "error": e.to_json()}
-        flt = req.get("filter")
-        if flt is not None and isinstance(result, dict):
-            result = filter_result(result, flt)
-        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+        return await self.rpc.dispatch(req, conn)
 
     async def call(self, method: str, params: Any = None) -> Any:
         """Call a command from inside the node (as a plugin would, hooks included). Raises RpcError."""
-        resp = await self.dispatch({"jsonrpc": "2.0", "id": f"ampd:{method}", "method": method,
-                                    "params": params if params is not None else {}}, None)
-        if "error" in resp:
-            err = resp["error"]
-            raise RpcError(err.get("code", -1), err.get("message", ""), err.get("data"))
-        return resp["result"]
+        return await self.rpc.call(method, params)
 
     # ---- lifecycle --------------------------------------------------------------------------
     def request_stop(self, code: int = 0) -> None:
@@ -358,6 +273,7 @@ class Node:
         from ampere.node.payments.receive import Receiver
         from ampere.node.payments.sendpay import PaymentEngine
         from ampere.node.payments.switch import Switch
+        from ampere.plugins.approval import PluginApprover
 
         log = self.log
         self.invoices = InvoiceRegistry(self.store, notify=self.notify,
@@ -365,7 +281,8 @@ class Node:
         self.channel_manager = ChannelManager(self)
         self.payments = PaymentEngine(self)
         self.payer = Payer(self)
-        self.receiver = Receiver(self)
+        # The receiver asks the plugins (htlc_accepted, invoice_payment hooks) through its approval interface.
+        self.receiver = Receiver(self, approver=PluginApprover(self.plugins) if self.plugins is not None else None)
         self.switch = Switch(self)
         self.onion_messenger = OnionMessenger(self)
         self.offers = OffersService(self)

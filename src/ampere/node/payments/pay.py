@@ -42,22 +42,12 @@ from ampere.ln.route import (
     route_fee,
     split_payment,
 )
+from ampere.node.errors import DomainError, Reason
 from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
 
-# common/jsonrpc_errors.h
-PAY_IN_PROGRESS = 200
-PAY_RHASH_ALREADY_USED = 201
-PAY_DESTINATION_PERM_FAIL = 203
-PAY_TRY_OTHER_ROUTE = 204
-PAY_ROUTE_NOT_FOUND = 205
-PAY_ROUTE_TOO_EXPENSIVE = 206
-PAY_INVOICE_EXPIRED = 207
-PAY_UNSPECIFIED_ERROR = 209
-PAY_STOPPED_RETRYING = 210
-INVALID_PARAMS = -32602
 
 DEFAULT_RETRY_FOR = 60
 DEFAULT_MAXFEEPERCENT = Fraction(1, 2)
@@ -67,10 +57,8 @@ KEYSEND_FINAL_CLTV = 22  # CLN's keysend plugin
 DEFAULT_MAX_PARTS = 16
 
 
-class PayError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
+class PayError(DomainError):
+    """Why `pay` or `keysend` gave up (or refused to start)."""
 
 
 # ---- pure parts ----------------------------------------------------------------------------------------------
@@ -147,7 +135,7 @@ def _hint_channels(k: Knowledge) -> set[int]:
     return {hop.short_channel_id for hint in k.hints for hop in hint}
 
 
-def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes,
+def learn_from_failure(k: Knowledge, data: dict, reason: Reason | int, destination: bytes,
                        first_hop_msat: int | None = None) -> Decision:
     """Update `k` from one failed part's routing failure (waitsendpay's error `data`).  `first_hop_msat`: what
     the part offered on our own channel (a refusal there lowers what we think that channel can send)."""
@@ -156,7 +144,7 @@ def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes,
     erring_channel = data.get("erring_channel")
     direction = data.get("erring_direction")
     name = failure_code_name(failcode) if failcode else "unknown"
-    if code == PAY_DESTINATION_PERM_FAIL or (erring_node == destination and failcode & PERM):
+    if reason == Reason.PAY_DESTINATION_PERM_FAIL or (erring_node == destination and failcode & PERM):
         # BOLT #4: a permanent failure from the final node: no other route will do better.
         return Decision("stop", f"destination said {name}")
     if erring_node == destination and failcode == 23:
@@ -338,39 +326,39 @@ class Payer:
         from ampere.ln.route import parse_exclusions
 
         if maxfee is not None and (maxfeepercent is not None or exemptfee is not None):
-            raise PayError(INVALID_PARAMS, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
+            raise PayError(Reason.BAD_PARAMETER, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
         try:
             inv = bolt11.decode(text)
         except InvoiceError as e:
-            raise PayError(INVALID_PARAMS, f"Invalid bolt11: {e}") from None
+            raise PayError(Reason.BAD_PARAMETER, f"Invalid bolt11: {e}") from None
         from ampere.ln.invoice import currency_for_network
 
         if inv.currency != currency_for_network(self.node.network):
-            raise PayError(INVALID_PARAMS, f"Invalid bolt11: Invoice is for another network {inv.currency}")
+            raise PayError(Reason.BAD_PARAMETER, f"Invalid bolt11: Invoice is for another network {inv.currency}")
         if inv.amount_msat is None:
             if amount_msat is None:
-                raise PayError(INVALID_PARAMS, "amount_msat parameter required")
+                raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter required")
             amount = int(amount_msat)
         else:
             if amount_msat is not None:
-                raise PayError(INVALID_PARAMS, "amount_msat parameter unnecessary")
+                raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter unnecessary")
             amount = int(inv.amount_msat)
         if amount == 0:
-            raise PayError(INVALID_PARAMS, "amount_msat parameter cannot be zero")
+            raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter cannot be zero")
         if inv.description_hash is not None:
             if description is None:
-                raise PayError(INVALID_PARAMS, "bolt11 uses description_hash, but you did not provide description "
+                raise PayError(Reason.BAD_PARAMETER, "bolt11 uses description_hash, but you did not provide description "
                                                "parameter")
             if hashlib.sha256(description.encode()).digest() != inv.description_hash:
-                raise PayError(INVALID_PARAMS, "description does not match description_hash")
+                raise PayError(Reason.BAD_PARAMETER, "description does not match description_hash")
         now = int(time.time())
         expires = inv.timestamp + inv.expiry
         if now > expires:
-            raise PayError(PAY_INVOICE_EXPIRED, "Invoice expired", {"now": now, "expiry": expires})
+            raise PayError(Reason.PAY_INVOICE_EXPIRED, "Invoice expired", {"now": now, "expiry": expires})
         try:
             ex_ch, ex_nodes = parse_exclusions(exclude or [])
         except ValueError as e:
-            raise PayError(INVALID_PARAMS, str(e)) from None
+            raise PayError(Reason.BAD_PARAMETER, str(e)) from None
         return PayRequest(
             destination=inv.payee, payment_hash=inv.payment_hash, amount_msat=amount,
             payment_secret=inv.payment_secret, payment_metadata=inv.payment_metadata,
@@ -385,7 +373,7 @@ class Payer:
                         retry_for: int | None, maxdelay: int | None, exemptfee: int | None, maxfee: int | None,
                         extratlvs: dict[int, bytes] | None, routehints: list[list[HintHop]] | None) -> PayRequest:
         if maxfee is not None and (maxfeepercent is not None or exemptfee is not None):
-            raise PayError(INVALID_PARAMS, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
+            raise PayError(Reason.BAD_PARAMETER, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
         preimage = os.urandom(32)
         return PayRequest(
             destination=destination, payment_hash=hashlib.sha256(preimage).digest(), amount_msat=int(amount_msat),
@@ -402,10 +390,10 @@ class Payer:
         done = [p for p in parts if p.status == COMPLETE]
         if done:
             if any(p.destination is not None and p.destination != req.destination for p in done):
-                raise PayError(PAY_RHASH_ALREADY_USED, f"Already succeeded to {done[0].destination.hex()}")
+                raise PayError(Reason.PAY_RHASH_ALREADY_USED, f"Already succeeded to {done[0].destination.hex()}")
             return self._success(req, done, len(done), min(p.created_at for p in done))
         if any(p.status == PENDING for p in parts):
-            raise PayError(PAY_IN_PROGRESS, "Payment is in progress")
+            raise PayError(Reason.PAY_IN_PROGRESS, "Payment is in progress")
         status = PayStatus(req, time.time())
         self.statuses.append(status)
         if len(self.statuses) > 1000:
@@ -542,7 +530,7 @@ class _PayRun:
                 if remaining > 0 and not self.completed:
                     now = time.time()
                     if self.req.expires_at is not None and now > self.req.expires_at and not self.inflight:
-                        raise PayError(PAY_INVOICE_EXPIRED, "Invoice expired",
+                        raise PayError(Reason.PAY_INVOICE_EXPIRED, "Invoice expired",
                                        {"now": int(now), "expiry": self.req.expires_at})
                     if time.monotonic() >= self.deadline:
                         if not self.inflight:
@@ -573,7 +561,7 @@ class _PayRun:
 
     def _timeout(self) -> PayError:
         data = self.last_error.data if self.last_error is not None else None
-        return PayError(PAY_STOPPED_RETRYING, f"Ran out of time after {self.sent_parts} attempts: see `paystatus`",
+        return PayError(Reason.PAY_STOPPED_RETRYING, f"Ran out of time after {self.sent_parts} attempts: see `paystatus`",
                         data)
 
     def _route_error(self, e: RouteError) -> PayError:
@@ -584,12 +572,12 @@ class _PayRun:
                 data["feepercent"] = round(e.fee_msat * 100 / self.req.amount_msat, 6)
             if e.delay is not None:
                 data["delay"] = e.delay
-            return PayError(PAY_ROUTE_TOO_EXPENSIVE, f"Route too expensive: {e}", data or None)
+            return PayError(Reason.PAY_ROUTE_TOO_EXPENSIVE, f"Route too expensive: {e}", data or None)
         if self.sent_parts:
-            return PayError(PAY_ROUTE_NOT_FOUND, f"Ran out of routes to try after {self.sent_parts} attempt"
+            return PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Ran out of routes to try after {self.sent_parts} attempt"
                                                  f"{'s' if self.sent_parts != 1 else ''}: see `paystatus`",
                             self.last_error.data if self.last_error is not None else None)
-        return PayError(PAY_ROUTE_NOT_FOUND, f"Could not find a route: {e}")
+        return PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Could not find a route: {e}")
 
     async def _send(self, route: list) -> bool:
         req = self.req
@@ -641,17 +629,17 @@ class _PayRun:
             elif isinstance(exc, PaymentError):
                 self._failed(attempt, exc)
             else:
-                self._failed(attempt, PaymentError(PAY_UNSPECIFIED_ERROR, str(exc)))
+                self._failed(attempt, PaymentError(Reason.PAY_UNSPECIFIED_ERROR, str(exc)))
 
     def _failed(self, attempt: Attempt, e: PaymentError) -> None:
         attempt.end_time = attempt.end_time or time.time()
-        attempt.result = {"failure": {"code": e.code, "message": e.message, "data": e.data}}
+        attempt.result = {"failure": {"code": self.payer.node.cln_code(e.reason), "message": e.message, "data": e.data}}
         data = e.data if isinstance(e.data, dict) else {}
-        self.last_error = PayError(e.code, e.message, e.data)
-        if e.code == PAY_RHASH_ALREADY_USED:
+        self.last_error = PayError(e.reason, e.message, e.data)
+        if e.reason == Reason.PAY_RHASH_ALREADY_USED:
             self.final_error = self.last_error  # paid before with another amount or destination: nothing can work
             return
-        decision = learn_from_failure(self.k, data, e.code, self.req.destination, attempt.route[0].amount_msat)
+        decision = learn_from_failure(self.k, data, e.reason, self.req.destination, attempt.route[0].amount_msat)
         if decision.update is not None:
             gossip = self.payer.node.gossip
             if gossip is not None:
@@ -660,8 +648,8 @@ class _PayRun:
         self.note(f"part {attempt.partid} ({attempt.amount_msat}msat) failed: {e.message}; {decision.note}")
         if decision.action != "stop":
             return
-        if e.code == PAY_DESTINATION_PERM_FAIL or data.get("erring_node") == self.req.destination.hex():
-            self.final_error = PayError(PAY_DESTINATION_PERM_FAIL, e.message, e.data)
+        if e.reason == Reason.PAY_DESTINATION_PERM_FAIL or data.get("erring_node") == self.req.destination.hex():
+            self.final_error = PayError(Reason.PAY_DESTINATION_PERM_FAIL, e.message, e.data)
         else:
             # Nothing to learn from this failure: leave out the first channel we used, so routing moves on.
             first = attempt.route[0]

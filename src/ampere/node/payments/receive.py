@@ -6,7 +6,7 @@ task, so a plugin holding its `htlc_accepted` answer (a HODL invoice) delays onl
 channels and RPC calls go on.
 
     peel the onion (BOLT 4)        a BADONION is answered with update_fail_malformed_htlc at once
-    htlc_accepted chain            continue (with replacements) / fail / resolve  (plugins.hooks.HtlcAcceptedSession)
+    htlc_accepted chain            continue (with replacements) / fail / resolve  (the approver: plugins.approval)
     forward                        handed to `node.switch.forward(...)` if there is a switch, else unknown_next_peer
     final hop                      BOLT 4 checks (amount, CLTV, payment_secret, invoice), then the HTLC joins the
                                    set of its payment_hash; when the set reaches total_msat: the invoice_payment
@@ -34,6 +34,7 @@ from ampere.primitives.bigsize import encode_bigsize
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
+    from ampere.node.payments.approval import HtlcVerdict, PaymentApprover
 
 INCORRECT_OR_UNKNOWN = "incorrect_or_unknown_payment_details"
 DEFAULT_MPP_TIMEOUT = 60.0
@@ -170,8 +171,10 @@ def _parse_payload(raw: bytes, is_final: bool,
 class Receiver:
     """The node's incoming-HTLC path (`node.receiver`)."""
 
-    def __init__(self, node: Node, mpp_timeout: float = DEFAULT_MPP_TIMEOUT) -> None:
+    def __init__(self, node: Node, approver: PaymentApprover | None = None,
+                 mpp_timeout: float = DEFAULT_MPP_TIMEOUT) -> None:
         self.node = node
+        self.approver = approver  # asked about each HTLC and each invoice about to be paid (plugins' hooks)
         self.mpp_timeout = mpp_timeout
         self.htlcs: dict[tuple[bytes, int], IncomingHtlc] = {}
         self.sets: dict[bytes, HtlcSet] = {}
@@ -335,20 +338,17 @@ class Receiver:
         out["htlc"] = htlc
         return out
 
-    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> Any:
-        plugins = self.node.plugins
-        if plugins is None or not plugins.has_hook("htlc_accepted"):
+    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> HtlcVerdict | None:
+        approver = self.approver
+        if approver is None or not approver.wants_htlcs():
             return None
-        from ampere.plugins.hooks import HtlcAcceptedSession
 
         def reparse(raw: bytes) -> dict:
             parsed, _err = _parse_payload(raw, is_final)
             return onion_json(raw, parsed, is_final)
 
-        session = HtlcAcceptedSession(payload, lambda level, msg: self._log(level, msg), reparse)
         inc.status = "hook"
-        await plugins.call_hook("htlc_accepted", session=session)
-        return session
+        return await approver.htlc_accepted(payload, reparse, lambda level, msg: self._log(level, msg))
 
     # ---- forwards
     async def _forward(self, inc: IncomingHtlc, payload: HopPayload, next_onion: bytes,
@@ -452,15 +452,12 @@ class Receiver:
 
     async def _invoice_payment_hook(self, s: HtlcSet) -> bytes | None:
         """None to accept; b"" (reject) or a failure message (lightningd/invoice.c invoice_payment_hook)."""
-        plugins = self.node.plugins
-        if plugins is None or not plugins.has_hook("invoice_payment"):
+        approver = self.approver
+        if approver is None or not approver.wants_invoice_payments():
             return None
-        from ampere.plugins.hooks import InvoicePaymentSession
-
         rec = s.invoice
         payload = {"payment": {"label": rec.label, "preimage": rec.preimage.hex(), "msat": s.received_msat}}
-        session = InvoicePaymentSession(payload, lambda level, msg: self._log(level, msg))
-        return await plugins.call_hook("invoice_payment", session=session)
+        return await approver.invoice_payment(payload, lambda level, msg: self._log(level, msg))
 
     # ---- resolution (also used by the switch for forwarded HTLCs)
     async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:

@@ -46,7 +46,6 @@ OFFERED, SETTLED, FAILED, LOCAL_FAILED = "offered", "settled", "failed", "local_
 _STATUS_CODES = {OFFERED: 0, SETTLED: 1, FAILED: 2, LOCAL_FAILED: 3}
 _STATUS_NAMES = {v: k for k, v in _STATUS_CODES.items()}
 _VAR_UPDATED_INDEX = "forwards.updated_index"
-DELFORWARD_NOT_FOUND = 1401
 
 # lightningd forward_htlc: "never offer an expired HTLC"; and `max-locktime-blocks` bounds how far away it may be.
 DEFAULT_MAX_LOCKTIME = 2016

@@ -18,12 +18,11 @@ from typing import Any
 import json
 
 from ...ln.route import NoRouteError, RouteError, RouteQuery, find_route
-from ..errors import RpcError, invalid_params
+from ..errors import PAY_ROUTE_NOT_FOUND, RpcError, invalid_params
 from ..params import opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u16, p_u32, req
 from ..registry import command
 from ...wire.types import ShortChannelId
 
-PAY_ROUTE_NOT_FOUND = 205
 KNOWN_LAYERS = {"auto.localchans", "auto.sourcefree", "auto.no_mpp_support"}
 
 

@@ -14,7 +14,7 @@ from ...ln.offers import Bolt12Error, decode_bolt12_string, offer_id
 from ...ln.offers.fields import parse_invoice, parse_invoice_request, parse_offer
 from ampere.node.payments.offers import OfferError
 from ...primitives.amount import AmountError, parse_msat
-from ..errors import RpcError, invalid_params
+from ..errors import RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_bool, p_sha256, p_string, p_u64, req
 from ..registry import command
 
@@ -47,7 +47,7 @@ def p_timeout(v: Any) -> float:
 
 
 def _err(e: OfferError) -> RpcError:
-    return RpcError(e.code, e.message, getattr(e, "data", None))
+    return to_rpc_error(e)
 
 
 def _refuse(name: str):

@@ -13,8 +13,7 @@ from typing import Any
 from ...ln.invoice_fields import InvoiceError, scid_from_str
 from ...ln.route import HintHop
 from ampere.node.payments.pay import PayError
-from ampere.node.payments.switch import DELFORWARD_NOT_FOUND
-from ..errors import RpcError, invalid_params
+from ..errors import DELFORWARD_NOT_FOUND, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, check_paging, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
@@ -89,7 +88,7 @@ def p_routehints(v: Any) -> list[list[HintHop]]:
 
 
 def _err(e: PayError) -> RpcError:
-    return RpcError(e.code, e.message, e.data)
+    return to_rpc_error(e)
 
 
 def _msat_or_none(v: Any) -> int | None:
@@ -125,7 +124,7 @@ async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_
         except PayError as e:
             raise _err(e) from None
         except OfferError as e:
-            raise RpcError(e.code, e.message, e.data) from None
+            raise to_rpc_error(e) from None
     if partial_msat is not None:
         raise invalid_params("partial_msat: not supported")
     payer = ctx.node.payer

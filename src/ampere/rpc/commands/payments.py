@@ -12,7 +12,7 @@ from typing import Any
 from ...ln.invoice_fields import InvoiceError, scid_from_str, scid_to_str
 from ampere.node.payments.sendpay import PaymentError, RouteHop
 from ...primitives.amount import AmountError, parse_msat
-from ..errors import RpcError
+from ..errors import RpcError, to_rpc_error
 from ..params import ParamError, check_paging, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
 
@@ -105,7 +105,7 @@ def p_secrets(v: Any) -> list[bytes]:
 
 
 def _rpc(e: PaymentError) -> RpcError:
-    return RpcError(e.code, e.message, e.data)
+    return to_rpc_error(e)
 
 
 async def _ready(ctx) -> Any:
