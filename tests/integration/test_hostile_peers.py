@@ -52,7 +52,7 @@ def test_open_channel_with_absurd_funding_is_refused_before_any_state(node_facto
     from ampere.wire import messages as m
     from ampere.wire.codec import decode_message, encode_message
     from ampere.wire.features import INIT_FEATURES
-    from ampere.wire.transport import connect_and_handshake
+    from ampere.node.net.transport import connect_and_handshake
 
     l1 = node_factory_chain.get_node(listen=True)
     info = l1.rpc.getinfo()

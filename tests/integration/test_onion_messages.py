@@ -23,7 +23,7 @@ from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES
 from ampere.wire.messages import Init, OnionMessage
-from ampere.wire.transport import connect_and_handshake
+from ampere.node.net.transport import connect_and_handshake
 
 
 class RawPeer:

@@ -10,7 +10,7 @@ import pytest
 
 from ampere.wire.errors import ConnectionClosed, HandshakeError, TransportError
 from ampere.wire.noise import MAX_MESSAGE_SIZE
-from ampere.wire.transport import Transport, accept_handshake, connect_and_handshake
+from ampere.node.net.transport import Transport, accept_handshake, connect_and_handshake
 
 SERVER_PRIV = bytes.fromhex("21" * 32)
 SERVER_PUB = coincurve.PrivateKey(SERVER_PRIV).public_key.format()

@@ -30,7 +30,7 @@ from ampere.wire.codec import decode_message
 from ampere.wire.errors import FeatureError, HandshakeError, TransportError, WireError
 from ampere.wire.features import Features
 from ampere.wire.messages import Init
-from ampere.wire.transport import Transport, accept_handshake, connect_and_handshake
+from ampere.node.net.transport import Transport, accept_handshake, connect_and_handshake
 from ampere.node.net.handshake_limits import HandshakeLimits, PendingHandshakes, source_key
 from ampere.node.net.connection import PeerAddress, PeerConnection, PeerDisconnected, _call
 from ampere.node.net.socks5 import DEFAULT_PROXY_PORT, Socks5Error, open_socks5_connection
