@@ -7,7 +7,11 @@ import types
 
 import pytest
 
+from ampere.node.channels.close import CloseError
+from ampere.node.channels.funding import OpenError
 from ampere.node.errors import DomainError, Reason
+from ampere.node.net.peers import ConnectError
+from ampere.node.onchain.wallet import WalletError
 from ampere.node.payments.invoices import InvoiceRegistryError
 from ampere.node.payments.pay import PayError
 from ampere.node.payments.sendpay import PaymentError
@@ -27,6 +31,11 @@ def test_every_reason_has_a_cln_code():
     (Reason.PAY_DESTINATION_PERM_FAIL, 203), (Reason.PAY_TRY_OTHER_ROUTE, 204), (Reason.PAY_ROUTE_NOT_FOUND, 205),
     (Reason.PAY_ROUTE_TOO_EXPENSIVE, 206), (Reason.PAY_INVOICE_EXPIRED, 207), (Reason.PAY_NO_SUCH_PAYMENT, 208),
     (Reason.PAY_UNSPECIFIED_ERROR, 209), (Reason.PAY_STOPPED_RETRYING, 210),
+    (Reason.FUND_MAX_EXCEEDED, 300), (Reason.FUND_CANNOT_AFFORD, 301), (Reason.FUND_OUTPUT_IS_DUST, 302),
+    (Reason.FUNDING_BROADCAST_FAIL, 303), (Reason.FUNDING_STILL_SYNCING_BITCOIN, 304),
+    (Reason.FUNDING_PEER_NOT_CONNECTED, 305), (Reason.FUNDING_UNKNOWN_PEER, 306), (Reason.FUNDING_STATE_INVALID, 312),
+    (Reason.CONNECT_NO_KNOWN_ADDRESS, 400), (Reason.CONNECT_ALL_ADDRESSES_FAILED, 401),
+    (Reason.CONNECT_DISCONNECTED_DURING, 402),
     (Reason.INVOICE_LABEL_ALREADY_EXISTS, 900), (Reason.INVOICE_PREIMAGE_ALREADY_EXISTS, 901),
     (Reason.INVOICE_HINTS_GAVE_NO_ROUTES, 902), (Reason.INVOICE_EXPIRED_DURING_WAIT, 903),
     (Reason.INVOICE_WAIT_TIMED_OUT, 904), (Reason.INVOICE_NOT_FOUND, 905), (Reason.INVOICE_STATUS_UNEXPECTED, 906),
@@ -39,7 +48,7 @@ def test_cln_codes(reason, code):
 
 
 def test_domain_errors_are_not_rpc_errors():
-    for cls in (InvoiceRegistryError, PaymentError, PayError):
+    for cls in (InvoiceRegistryError, PaymentError, PayError, OpenError, CloseError, ConnectError, WalletError):
         assert issubclass(cls, DomainError) and not issubclass(cls, RpcError)
 
 

@@ -20,7 +20,7 @@ from ...primitives.amount import AmountError, parse_msat, sat_to_msat
 from ...primitives.crypto import sha256
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...wire.types import ShortChannelId
-from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params
+from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_any, p_bool, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
 from ampere.node.channels.funding import channel_type_json
@@ -119,7 +119,7 @@ async def fundchannel(ctx, id: bytes, amount: Any, feerate: Any, announce: bool,
                                              channel_type=channel_type,
                                              close_to=script)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
 
 
 # ---- listing ----------------------------------------------------------------------------------------
@@ -419,7 +419,7 @@ async def close(ctx, id: str, unilateraltimeout: int, destination: Any, fee_nego
     try:
         kind, txs = await close_channel(mgr, rec, unilateraltimeout, script)
     except CloseError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
     return {"type": kind, "txs": [t.serialize().hex() for t in txs], "txids": [t.txid_hex() for t in txs]}
 
 

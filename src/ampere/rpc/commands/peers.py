@@ -9,7 +9,7 @@ from ampere.node.net.connection import PeerDisconnected
 from ampere.node.net.peers import (AddressError, ConnectError, default_port, parse_peer_address, split_host_port)
 from ...wire.codec import MESSAGE_TYPES
 from ...wire.noise import MAX_MESSAGE_SIZE
-from ..errors import INVALID_PARAMS, INVALID_REQUEST, LIGHTNINGD, RpcError, invalid_params
+from ..errors import INVALID_PARAMS, INVALID_REQUEST, LIGHTNINGD, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_bool, p_enum, p_hex, p_pubkey, p_string, p_u16, req
 from ..registry import command
 
@@ -116,7 +116,7 @@ async def connect(ctx, id: tuple[bytes, str | None], host: str | None, port: int
     try:
         peer = await pm.connect(node_id, address)
     except ConnectError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
     return {"id": peer.id_hex, "features": peer.features_hex, "direction": peer.direction,
             "address": peer.address.to_json()}
 
