@@ -81,8 +81,8 @@ class Node:
         # None means "not built": before start, after a failed start, or absent by configuration.
         self.store: Store | None = None
         self.rpc_server: RpcServer | None = None
-        self.rpc = Dispatcher(self)                          # JSON-RPC dispatch and the rpc_command hook
-        self.plugins: NodePluginHost | None = None              # plugin_setup.setup_plugins
+        self.rpc = Dispatcher(self)                         # JSON-RPC dispatch and the rpc_command hook
+        self.plugins: NodePluginHost | None = None          # plugin_setup.setup_plugins
         self.chain: ChainWatcher | None = None              # chain_setup.start_chain (None with --disable-chain)
         self.wallet: Wallet | None = None                   # chain_setup.start_chain (None with --disable-chain)
         self.onchain: OnchainResolver | None = None         # None with --disable-chain
