@@ -33,6 +33,12 @@ IO_MODULES = {"asyncio", "socket", "sqlite3", "subprocess", "shutil", "tempfile"
 OS_ALLOWED = {"urandom"}
 ABOVE_CORE = {"node", "rpc", "plugins", "store", "chain", "cli", "testing", "config", "configfile", "log", "demo"}
 
+# Build-time tools that live in the core's packages but never run in the node: their file I/O is allowed (they
+# still import nothing above the core), and no module of src/ may import them.
+BUILD_TOOLS = {
+    "wire/generate.py": "writes wire/generated/ from the pinned CSVs (python -m ampere.wire.generate)",
+}
+
 # The composition root (node/app/) may import what it composes from the layers above node/: declared here.
 COMPOSITION_ROOT_IMPORTS = {
     ("node/app/daemon.py", "ampere.rpc"): "registers the built-in commands (ampere.rpc.commands) at start-up",
@@ -80,7 +86,13 @@ def violations(rel: pathlib.Path, source: str) -> list[str]:
         where = f"{rel}:{line}: imports {module}"
         first = module.split(".")[0]
         layer = module.split(".")[1] if first == "ampere" and "." in module else None
+        targets = [module] + [f"{module}.{name}" for name in names]  # `from package import module` too
+        if any(t.startswith("ampere.") and t[len("ampere."):].replace(".", "/") + ".py" in BUILD_TOOLS
+               for t in targets):
+            out.append(f"{where} (a build-time tool, not for the running node)")
         if top in CORE:
+            if rel.as_posix() in BUILD_TOOLS and (first in IO_MODULES or first == "os"):
+                continue
             if first in IO_MODULES:
                 out.append(f"{where} (I/O in the protocol core)")
             if first == "os":
@@ -132,6 +144,10 @@ def test_declared_composition_root_imports_still_exist():
     ("node/app/daemon.py", "from ampere.plugins.hooks import HtlcAcceptedSession\n", "must not depend on plugins/"),
     ("node/app/daemon.py", "from ampere.rpc.dispatch import Dispatcher\n", None),
     ("store/x.py", "from ampere.node.errors import Reason\n", "imports nothing above it"),
+    ("wire/generate.py", "import pathlib\nimport os\nos.replace('a', 'b')\n", None),
+    ("wire/generate.py", "from ampere.node.errors import Reason\n", "nothing above it"),
+    ("wire/codec.py", "from ampere.wire import generate\n", "build-time tool"),
+    ("wire/codec.py", "from ampere.wire.generate import main\n", "build-time tool"),
 ])
 def test_the_checker_catches_what_it_should(rel, source, expected):
     found = violations(pathlib.Path(rel), source)

@@ -10,7 +10,13 @@ from fractions import Fraction
 from typing import Any
 
 from ampere.ln.invoice_fields import InvoiceError, scid_to_str
-from ampere.ln.onion_failure import NODE, PERM, UPDATE, decode_failure_message, failure_code_name
+from ampere.ln.onion_failure import (
+    NODE,
+    PERM,
+    UPDATE,
+    decode_failure_message,
+    failure_code_name,
+)
 from ampere.ln.route import HintHop
 
 DEFAULT_MAXFEEPERCENT = Fraction(1, 2)

@@ -3,7 +3,7 @@ HTLCs go through the `htlc_accepted` hook chain, invoices about to be paid throu
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from ampere.node.payments.approval import HtlcVerdict, Log
 from ampere.plugins.hooks import HtlcAcceptedSession, InvoicePaymentSession

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 from ampere.node.errors import DomainError
 from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
-from ampere.rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError, to_rpc_error
+from ampere.rpc.errors import (
+    INVALID_REQUEST,
+    LIGHTNINGD_SHUTDOWN,
+    METHOD_NOT_FOUND,
+    RpcError,
+    to_rpc_error,
+)
 from ampere.rpc.filter import filter_result
 from ampere.rpc.params import parse_params, plugin_params_problem
 from ampere.rpc.registry import COMMANDS, Command

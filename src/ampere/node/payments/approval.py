@@ -8,7 +8,8 @@ chains); without one every payment is judged by the node's own checks alone.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 Log = Callable[[str, str], None]
 

@@ -10,7 +10,13 @@ from typing import Any
 
 from ...ln.route import NoRouteError, RouteError, RouteQuery, find_route
 from ...wire.types import ShortChannelId
-from ..errors import INVALID_PARAMS, LIGHTNINGD, PAY_ROUTE_NOT_FOUND, RpcError, invalid_params
+from ..errors import (
+    INVALID_PARAMS,
+    LIGHTNINGD,
+    PAY_ROUTE_NOT_FOUND,
+    RpcError,
+    invalid_params,
+)
 from ..params import ParamError, opt, p_hex, p_msat, p_pubkey, p_u32, req
 from ..registry import command
 
