@@ -54,7 +54,7 @@ async def relay_rate(port: int, node_id: bytes) -> tuple[int, float]:
     from ampere.wire.codec import decode_message
     from ampere.wire.features import INIT_FEATURES
     from ampere.wire.messages import Init
-    from ampere.wire.transport import connect_and_handshake
+    from ampere.node.net.transport import connect_and_handshake
 
     key = PrivateKey(os.urandom(32))
     me = key.public_key.format()

@@ -1,6 +1,6 @@
 """Peer-level figures against real ampd processes.  Prints figures; not a timed test.
 
-* handshakes/s: a raw client (ampere.wire.transport) doing TCP connect + BOLT 8 + init exchange
+* handshakes/s: a raw client (ampere.node.net.transport) doing TCP connect + BOLT 8 + init exchange
   with one ampd, one at a time and 16 at a time; and ampd-to-ampd `connect`+`disconnect` over RPC;
 * ping/pong round trips/s on one connection: a raw client pinging ampd back to back, and the
   `ping` RPC between two ampd nodes (RPC + both nodes in the path).
@@ -21,7 +21,7 @@ from ampere.wire import bolt1  # noqa: E402
 from ampere.wire.codec import decode_message  # noqa: E402
 from ampere.wire.features import INIT_FEATURES  # noqa: E402
 from ampere.wire.messages import Init, Ping, Pong  # noqa: E402
-from ampere.wire.transport import connect_and_handshake  # noqa: E402
+from ampere.node.net.transport import connect_and_handshake  # noqa: E402
 
 PONG_TYPE = Pong.TYPE.to_bytes(2, "big")
 INIT = bolt1.make_init(INIT_FEATURES, [bolt1.chain_hash("regtest")]).to_bytes()

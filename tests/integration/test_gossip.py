@@ -38,7 +38,7 @@ from ampere.wire import bolt1  # noqa: E402
 from ampere.wire.codec import decode_message  # noqa: E402
 from ampere.wire.features import INIT_FEATURES  # noqa: E402
 from ampere.wire.messages import Init, Ping, Pong  # noqa: E402
-from ampere.wire.transport import connect_and_handshake  # noqa: E402
+from ampere.node.net.transport import connect_and_handshake  # noqa: E402
 from ampere.wire.types import ShortChannelId  # noqa: E402
 
 CHAIN = bolt1.chain_hash("regtest")

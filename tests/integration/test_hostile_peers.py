@@ -5,7 +5,6 @@ import socket
 import time
 
 
-
 def tcp_port(node) -> int:
     (binding,) = [b for b in node.rpc.getinfo()["binding"] if b["type"] == "ipv4"]
     return binding["port"]
@@ -48,11 +47,11 @@ def test_open_channel_with_absurd_funding_is_refused_before_any_state(node_facto
 
     from ampere.ln.channel import opening
     from ampere.ln.channel.signer import LocalChannelSigner
+    from ampere.node.net.transport import connect_and_handshake
     from ampere.wire import bolt1
     from ampere.wire import messages as m
     from ampere.wire.codec import decode_message, encode_message
     from ampere.wire.features import INIT_FEATURES
-    from ampere.wire.transport import connect_and_handshake
 
     l1 = node_factory_chain.get_node(listen=True)
     info = l1.rpc.getinfo()

@@ -65,6 +65,9 @@ class ManagerStandIn:
     async def mark_closed(self, record, cause: str) -> None:
         self.closed.append((record.channel_id, cause))
 
+    def crash_point(self, what: str) -> None:
+        pass  # --dev-crash-before is the real manager's; nothing crashes here
+
 
 @dataclass
 class Record:
@@ -83,6 +86,7 @@ class Host:
         self.log = Logger()
         self.lines: list[tuple[str, str]] = []
         self.log.add_listener(lambda level, source, msg, ts: self.lines.append((level, msg)), "debug")
+        self.network = "regtest"
         self.node_id = b"\x02" + hsm_secret
         self.blockheight = 0
         self.warnings: dict[str, str] = {}

@@ -19,11 +19,11 @@ from ampere.ln.blinding import create_blinded_path, encode_encrypted_data
 from ampere.ln.offers import build_invoice_request, decode_string, parse_invoice
 from ampere.ln.offers.fields import BITCOIN_CHAINS
 from ampere.ln.onion_message import Received, create_onion_message, peel_onion_message
+from ampere.node.net.transport import connect_and_handshake
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES
 from ampere.wire.messages import Init, OnionMessage
-from ampere.wire.transport import connect_and_handshake
 
 
 class RawPeer:

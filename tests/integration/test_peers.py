@@ -15,12 +15,12 @@ import coincurve
 import pytest
 from pyln.client import RpcError
 
+from ampere.node.net.transport import connect_and_handshake
 from ampere.testing.schema import validate, validate_hook, validate_notification
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES
 from ampere.wire.messages import Init, Ping, Pong
-from ampere.wire.transport import connect_and_handshake
 
 CUSTOMMSG_PLUGIN = '''#!/usr/bin/env python3
 """Logs custommsg hook calls and notifications; answers type 0x8001 with 0x8003 (same payload)."""

@@ -11,15 +11,8 @@ import time
 
 import pytest
 
+from ampere.node.errors import Reason
 from ampere.node.payments.invoices import (
-    INVOICE_EXPIRED_DURING_WAIT,
-    INVOICE_LABEL_ALREADY_EXISTS,
-    INVOICE_NO_DESCRIPTION,
-    INVOICE_NOT_FOUND,
-    INVOICE_PREIMAGE_ALREADY_EXISTS,
-    INVOICE_STATUS_UNEXPECTED,
-    INVOICE_WAIT_TIMED_OUT,
-    LIGHTNINGD,
     InvoiceRegistry,
     InvoiceRegistryError,
     NewInvoice,
@@ -69,7 +62,7 @@ def run(tmp_path, body):
 
 
 def code_of(excinfo) -> int:
-    return excinfo.value.code
+    return excinfo.value.reason
 
 
 def test_create_duplicate_label_and_preimage_change_nothing(tmp_path):
@@ -81,11 +74,11 @@ def test_create_duplicate_label_and_preimage_change_nothing(tmp_path):
         assert h.notes == [("invoice_creation", {"msat": 1000, "preimage": first.preimage.hex(), "label": "a"})]
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.create(new_invoice("a"))
-        assert code_of(e) == INVOICE_LABEL_ALREADY_EXISTS and e.value.message == "Duplicate label 'a'"
+        assert code_of(e) == Reason.INVOICE_LABEL_ALREADY_EXISTS and e.value.message == "Duplicate label 'a'"
         assert e.value.data.payment_hash == first.payment_hash  # the clashing invoice, for createinvoice
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.create(new_invoice("b", preimage=first.preimage))
-        assert code_of(e) == INVOICE_PREIMAGE_ALREADY_EXISTS
+        assert code_of(e) == Reason.INVOICE_PREIMAGE_ALREADY_EXISTS
         assert [r.label for r in await reg.list()] == ["a"]
         assert len(h.notes) == 1
         # An "any" invoice: no amount, and no msat in the notification.
@@ -171,7 +164,7 @@ def test_wait_any_order_timeout_and_lastpay_index(tmp_path):
             await reg.create(new_invoice(label))
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.wait_any(0, timeout=0)
-        assert code_of(e) == INVOICE_WAIT_TIMED_OUT
+        assert code_of(e) == Reason.INVOICE_WAIT_TIMED_OUT
         await reg.mark_paid(label="b", amount_msat=1000)
         await reg.mark_paid(label="a", amount_msat=1000)
         assert (await reg.wait_any(0, timeout=0)).label == "b"
@@ -196,7 +189,7 @@ def test_wait_one_expires_during_wait_and_deleted_during_wait(tmp_path):
         start = time.monotonic()
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.wait_one("soon")
-        assert code_of(e) == INVOICE_EXPIRED_DURING_WAIT
+        assert code_of(e) == Reason.INVOICE_EXPIRED_DURING_WAIT
         assert e.value.data.status() == "expired"
         assert time.monotonic() - start < 2.5
         # The timer writes the expiry (with an updated_index), not just the listing's view.  Under
@@ -209,16 +202,16 @@ def test_wait_one_expires_during_wait_and_deleted_during_wait(tmp_path):
         assert rec.state == 2 and rec.updated_index == 1
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.wait_one("soon")  # already expired: at once
-        assert code_of(e) == INVOICE_EXPIRED_DURING_WAIT
+        assert code_of(e) == Reason.INVOICE_EXPIRED_DURING_WAIT
         waiter = asyncio.ensure_future(reg.wait_one("later"))
         await asyncio.sleep(0.05)
         await reg.delete("later", "unpaid")
         with pytest.raises(InvoiceRegistryError) as e:
             await waiter
-        assert (code_of(e), e.value.message) == (LIGHTNINGD, "Invoice deleted during wait")
+        assert (code_of(e), e.value.message) == (Reason.GENERIC, "Invoice deleted during wait")
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.wait_one("never-made")
-        assert (code_of(e), e.value.message) == (LIGHTNINGD, "Label not found")
+        assert (code_of(e), e.value.message) == (Reason.GENERIC, "Label not found")
 
     run(tmp_path, body)
 
@@ -229,12 +222,12 @@ def test_delete_rules(tmp_path):
         await reg.create(new_invoice("u"))
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.delete("u", "paid")
-        assert code_of(e) == INVOICE_STATUS_UNEXPECTED
+        assert code_of(e) == Reason.INVOICE_STATUS_UNEXPECTED
         assert e.value.message == "Invoice status is unpaid not paid"
         assert e.value.data == {"current_status": "unpaid", "expected_status": "paid"}
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.delete("nope", "unpaid")
-        assert code_of(e) == INVOICE_NOT_FOUND
+        assert code_of(e) == Reason.INVOICE_NOT_FOUND
         # check_only validates and keeps everything.
         await reg.delete("u", "unpaid", check_only=True)
         assert len(await reg.list()) == 1
@@ -242,7 +235,7 @@ def test_delete_rules(tmp_path):
         assert rec.description is None and "description" not in rec.to_json()
         with pytest.raises(InvoiceRegistryError) as e:
             await reg.delete("u", "unpaid", desconly=True)
-        assert code_of(e) == INVOICE_NO_DESCRIPTION
+        assert code_of(e) == Reason.INVOICE_NO_DESCRIPTION
         await reg.delete("u", "unpaid")
         assert await reg.list() == []
 
@@ -313,8 +306,8 @@ def test_concurrent_writes_share_a_commit_and_refusals_stay_isolated(tmp_path):
         results = await asyncio.gather(*(reg.create(n) for n in news + [dup_label, dup_preimage]),
                                        return_exceptions=True)
         assert [r.label for r in results[:20]] == [f"c{i}" for i in range(20)]
-        assert isinstance(results[20], InvoiceRegistryError) and results[20].code == INVOICE_LABEL_ALREADY_EXISTS
-        assert isinstance(results[21], InvoiceRegistryError) and results[21].code == INVOICE_PREIMAGE_ALREADY_EXISTS
+        assert isinstance(results[20], InvoiceRegistryError) and results[20].reason == Reason.INVOICE_LABEL_ALREADY_EXISTS
+        assert isinstance(results[21], InvoiceRegistryError) and results[21].reason == Reason.INVOICE_PREIMAGE_ALREADY_EXISTS
         # The store's group commit: 22 concurrent writes took fewer transactions (and syncs) than writes.
         assert h.store.writes - writes0 == 22 and h.store.batches - batches0 < 22
         assert sorted(r.created_index for r in results[:20]) == list(range(2, 22))

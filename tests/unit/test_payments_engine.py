@@ -15,13 +15,10 @@ from coincurve import PrivateKey
 from ampere.ln.onion import peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
 from ampere.ln.onion_payload import decode_hop_payload
+from ampere.node.app.daemon import Node
+from ampere.node.errors import Reason
+from ampere.rpc.errors import to_rpc_error
 from ampere.node.payments.sendpay import (
-    PAY_DESTINATION_PERM_FAIL,
-    PAY_IN_PROGRESS,
-    PAY_NO_SUCH_PAYMENT,
-    PAY_RHASH_ALREADY_USED,
-    PAY_TRY_OTHER_ROUTE,
-    PAY_UNPARSEABLE_ONION,
     Payment,
     PaymentEngine,
     PaymentError,
@@ -42,6 +39,14 @@ SCID1, SCID2 = (103 << 40) | (1 << 16) | 0, (104 << 40) | (2 << 16) | 1
 PREIMAGE = bytes(range(32))
 HASH = hashlib.sha256(PREIMAGE).digest()
 SECRET = b"\x55" * 32
+
+
+def engine_services(store, notify) -> types.SimpleNamespace:
+    """What PaymentEngine uses of the node (ampere.node.app.daemon.Node), and nothing else: a store, our id,
+    the chain height, notifications, and the RPC edge's error vocabulary (sendpay_failure's payload)."""
+    return types.SimpleNamespace(store=store, node_id=US, log=None, channel_manager=None, chain=None,
+                                 blockheight=100, notify=notify, error_json=Node.error_json,
+                                 cln_code=Node.cln_code)
 
 
 def two_hop_route() -> list[RouteHop]:
@@ -99,7 +104,7 @@ def test_failure_from_destination_is_permanent_with_erring_fields():
     msg = encode_failure_message("incorrect_or_unknown_payment_details", htlc_msat=1_000_000, height=100)
     failure, erroronion = remote_failure(p, _reply_from(1, msg, p))
     assert erroronion is None
-    assert failure["code"] == PAY_DESTINATION_PERM_FAIL
+    assert failure["code"] == Reason.PAY_DESTINATION_PERM_FAIL
     assert failure["message"] == "failed: WIRE_INCORRECT_OR_UNKNOWN_PAYMENT_DETAILS (reply from remote)"
     d = failure["data"]
     assert d["erring_index"] == 2 and d["failcode"] == 0x400F
@@ -113,7 +118,7 @@ def test_failure_from_destination_is_permanent_with_erring_fields():
 def test_mpp_timeout_from_destination_is_retryable():
     p = part()
     failure, _ = remote_failure(p, _reply_from(1, encode_failure_message("mpp_timeout"), p))
-    assert failure["code"] == PAY_TRY_OTHER_ROUTE and failure["data"]["failcodename"] == "WIRE_MPP_TIMEOUT"
+    assert failure["code"] == Reason.PAY_TRY_OTHER_ROUTE and failure["data"]["failcodename"] == "WIRE_MPP_TIMEOUT"
 
 
 def test_intermediate_failure_names_the_next_channel():
@@ -121,7 +126,7 @@ def test_intermediate_failure_names_the_next_channel():
     msg = encode_failure_message("temporary_channel_failure", channel_update=b"")
     failure, _ = remote_failure(p, _reply_from(0, msg, p))
     d = failure["data"]
-    assert failure["code"] == PAY_TRY_OTHER_ROUTE
+    assert failure["code"] == Reason.PAY_TRY_OTHER_ROUTE
     assert (d["erring_index"], d["erring_node"], d["erring_channel"]) == (1, IDS[1].hex(), "104x2x1")
     # A BADONION reported by hop 1 is on behalf of the following node.
     bad = encode_failure_message("invalid_onion_hmac", sha256_of_onion=b"\x01" * 32)
@@ -133,7 +138,7 @@ def test_unreadable_reply_is_202_with_onionreply():
     p = part()
     junk = os.urandom(292)
     failure, erroronion = remote_failure(p, junk)
-    assert failure["code"] == PAY_UNPARSEABLE_ONION and failure["data"]["onionreply"] == junk.hex()
+    assert failure["code"] == Reason.PAY_UNPARSEABLE_ONION and failure["data"]["onionreply"] == junk.hex()
     assert erroronion == junk
 
 
@@ -142,7 +147,7 @@ def test_failed_part_shapes_match_cln_schemas():
     msg = encode_failure_message("incorrect_or_unknown_payment_details", htlc_msat=1_000_000, height=100)
     failure, _ = remote_failure(p, _reply_from(1, msg, p))
     p.status, p.failure, p.completed_at = "failed", failure, 1700000001
-    err = p.error().to_json()
+    err = to_rpc_error(p.error()).to_json()
     from ampere.testing.schema import load_schema, ClnValidator
 
     ClnValidator(load_schema("notification/sendpay_failure", "response")).validate(err)
@@ -163,8 +168,7 @@ def engine(tmp_path):
         store = SqliteStore(str(tmp_path / "db.sqlite3"))
         await store.open()
         notes = []
-        node = types.SimpleNamespace(store=store, node_id=US, log=None, channel_manager=None, chain=None,
-                                     blockheight=100, notify=lambda t, p: notes.append((t, p)))
+        node = engine_services(store, notify=lambda t, p: notes.append((t, p)))
         eng = PaymentEngine(node)
         await eng.start()
         return eng, notes, store
@@ -176,18 +180,18 @@ def test_engine_stores_a_refused_part_and_reports_it(engine, tmp_path):
         eng, notes, store = await engine()
         with pytest.raises(PaymentError) as e:
             await eng.send_route(two_hop_route(), HASH, label="lbl")
-        assert e.value.code == PAY_TRY_OTHER_ROUTE
+        assert e.value.reason == Reason.PAY_TRY_OTHER_ROUTE
         assert e.value.data["erring_index"] == 0 and e.value.data["failcodename"] == "WIRE_UNKNOWN_NEXT_PEER"
         assert notes and notes[-1][0] == "sendpay_failure" and notes[-1][1]["data"]["status"] == "failed"
         # waitsendpay gives the stored failure; listsendpays shows it.
         with pytest.raises(PaymentError) as w:
             await eng.wait(HASH)
-        assert w.value.code == PAY_TRY_OTHER_ROUTE
+        assert w.value.reason == Reason.PAY_TRY_OTHER_ROUTE
         listed = eng.list(payment_hash=HASH)
         assert len(listed) == 1 and listed[0]["status"] == "failed" and listed[0]["label"] == "lbl"
         with pytest.raises(PaymentError) as n:
             await eng.wait(b"\x00" * 32)
-        assert n.value.code == PAY_NO_SUCH_PAYMENT
+        assert n.value.reason == Reason.PAY_NO_SUCH_PAYMENT
         # A retry of the same (hash, partid, groupid) replaces the failed part: a new created_index.
         with pytest.raises(PaymentError):
             await eng.send_route(two_hop_route(), HASH)
@@ -199,8 +203,7 @@ def test_engine_stores_a_refused_part_and_reports_it(engine, tmp_path):
         # Durable: a fresh engine on the same database sees it.
         store2 = SqliteStore(str(tmp_path / "db.sqlite3"))
         await store2.open()
-        eng2 = PaymentEngine(types.SimpleNamespace(store=store2, node_id=US, log=None, channel_manager=None,
-                                                   notify=lambda t, p: None))
+        eng2 = PaymentEngine(engine_services(store2, notify=lambda t, p: None))
         await eng2.start()
         assert eng2.list()[0]["created_index"] == again[0]["created_index"]
         # A finished part is loaded without its route and onion secrets (memory), yet answers the
@@ -208,8 +211,8 @@ def test_engine_stores_a_refused_part_and_reports_it(engine, tmp_path):
         assert eng2.list() == again
         with pytest.raises(PaymentError) as w2:
             await eng2.wait(HASH)
-        assert (w2.value.code, w2.value.message, w2.value.data) == (
-            w_again.value.code, w_again.value.message, w_again.value.data)
+        assert (w2.value.reason, w2.value.message, w2.value.data) == (
+            w_again.value.reason, w_again.value.message, w_again.value.data)
         part = eng2.parts_of(HASH)[0]
         assert part.shared_secrets is None and part.route_nodes == []
         row = await store2.read(lambda db: db.query("SELECT route, shared_secrets FROM payments"))
@@ -227,13 +230,13 @@ def test_sendpay_rules_against_other_parts(engine):
         assert eng._check_against_others(HASH, 1, 0, 400_000, 1_000_000, IDS[2])["status"] == "pending"
         with pytest.raises(PaymentError) as e:
             eng._check_against_others(HASH, 2, 5, 400_000, 1_000_000, IDS[2])
-        assert e.value.code == PAY_IN_PROGRESS and "different groupid" in e.value.message
+        assert e.value.reason == Reason.PAY_IN_PROGRESS and "different groupid" in e.value.message
         with pytest.raises(PaymentError) as e:
             eng._check_against_others(HASH, 0, 0, 1_000_000, 1_000_000, IDS[2])
-        assert "non-parallel" not in e.value.message and e.value.code == PAY_IN_PROGRESS
+        assert "non-parallel" not in e.value.message and e.value.reason == Reason.PAY_IN_PROGRESS
         with pytest.raises(PaymentError) as e:
             eng._check_against_others(HASH, 2, 0, 400_000, 2_000_000, IDS[2])
-        assert e.value.code == PAY_IN_PROGRESS and "msatoshi was previously" in e.value.message
+        assert e.value.reason == Reason.PAY_IN_PROGRESS and "msatoshi was previously" in e.value.message
         with pytest.raises(PaymentError) as e:  # more than total in flight
             eng._check_against_others(HASH, 2, 0, 700_000, 1_000_000, IDS[2])
         assert "Already have 400000msat of 1000000msat" in e.value.message
@@ -244,7 +247,7 @@ def test_sendpay_rules_against_other_parts(engine):
             "complete"
         with pytest.raises(PaymentError) as e:
             eng._check_against_others(done.payment_hash, 0, 0, 5, 5, IDS[2])
-        assert e.value.code == PAY_RHASH_ALREADY_USED
+        assert e.value.reason == Reason.PAY_RHASH_ALREADY_USED
         with pytest.raises(PaymentError) as e:
             await eng.send_route(two_hop_route(), HASH, partid=3, amount_msat=1_000_000)
         assert e.value.message == "partid requires payment_secret"
@@ -258,7 +261,7 @@ def test_wait_times_out_with_200(engine):
         eng._index(part())
         with pytest.raises(PaymentError) as e:
             await eng.wait(HASH, timeout=0)
-        assert e.value.code == PAY_IN_PROGRESS
+        assert e.value.reason == Reason.PAY_IN_PROGRESS
         t = asyncio.ensure_future(eng.wait(HASH, timeout=5))
         await asyncio.sleep(0.01)
         p = eng.find(HASH)

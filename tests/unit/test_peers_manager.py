@@ -12,12 +12,13 @@ import coincurve
 import pytest
 
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
+from ampere.node.errors import Reason
 from ampere.node.net.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
 from ampere.wire import bolt1
 from ampere.wire.codec import decode_message
 from ampere.wire.features import INIT_FEATURES, Features
 from ampere.wire.messages import Init, Ping, Pong, Warning
-from ampere.wire.transport import connect_and_handshake
+from ampere.node.net.transport import connect_and_handshake
 
 
 def run(coro):
@@ -223,7 +224,7 @@ def test_network_mismatch_is_refused_with_an_error():
             try:
                 with pytest.raises(ConnectError) as e:
                     await a.connect(m.node_id, tcp_address(m))
-                assert e.value.code == 402
+                assert e.value.reason == Reason.CONNECT_DISCONNECTED_DURING
             finally:
                 await m.stop()
         finally:
@@ -468,27 +469,27 @@ def test_connect_failures_have_cln_codes(tmp_path):
         try:
             with pytest.raises(ConnectError) as e:
                 await a.connect(coincurve.PrivateKey().public_key.format(), None)
-            assert e.value.code == 400
+            assert e.value.reason == Reason.CONNECT_NO_KNOWN_ADDRESS
             s = socket.socket()
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
             s.close()
             with pytest.raises(ConnectError) as e:
                 await a.connect(coincurve.PrivateKey().public_key.format(), PeerAddress("ipv4", "127.0.0.1", port))
-            assert e.value.code == 401 and "Connection establishment" in e.value.message
+            assert e.value.reason == Reason.CONNECT_ALL_ADDRESSES_FAILED and "Connection establishment" in e.value.message
             # the right address but the wrong key: the handshake fails
             b = make_pm()
             await b.start()
             try:
                 with pytest.raises(ConnectError) as e:
                     await a.connect(coincurve.PrivateKey().public_key.format(), tcp_address(b))
-                assert e.value.code == 401 and "Cryptographic handshake" in e.value.message
+                assert e.value.reason == Reason.CONNECT_ALL_ADDRESSES_FAILED and "Cryptographic handshake" in e.value.message
             finally:
                 await b.stop()
             with pytest.raises(ConnectError) as e:
                 await a.connect(coincurve.PrivateKey().public_key.format(),
                                 PeerAddress("local socket", path=os.path.join(tmp_path, "nothing")))
-            assert e.value.code == 401
+            assert e.value.reason == Reason.CONNECT_ALL_ADDRESSES_FAILED
         finally:
             await a.stop()
 

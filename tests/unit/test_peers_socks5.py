@@ -9,6 +9,7 @@ import os
 import pytest
 
 from ampere.node.net.connection import PeerAddress
+from ampere.node.errors import Reason
 from ampere.node.net.peers import ConnectError, PeerConfig, PeerManager, parse_listen_address
 from ampere.node.net.socks5 import Socks5Error, encode_destination, open_socks5_connection
 
@@ -123,7 +124,7 @@ def test_peer_connection_through_proxy():
             # without a proxy an onion address cannot be reached
             with pytest.raises(ConnectError) as e:
                 await c.connect(a.node_id, PeerAddress("torv3", "peer.onion", 9735))
-            assert e.value.code == 401 and "proxy" in e.value.message
+            assert e.value.reason == Reason.CONNECT_ALL_ADDRESSES_FAILED and "proxy" in e.value.message
             # always-use-proxy sends IP connections through it too
             b.config.always_use_proxy = True
             await b.disconnect(a.node_id)

@@ -20,7 +20,9 @@ def test_resolved_forwards_leave_memory_and_are_listed_from_the_database(tmp_pat
         store = SqliteStore(str(tmp_path / "db.sqlite3"))
         await store.open()
         try:
-            switch = Switch(types.SimpleNamespace(store=store, node_id=b"\x03" * 33))
+            # What the switch uses of the node here: its store and id; no channels, receiver or log.
+            switch = Switch(types.SimpleNamespace(store=store, node_id=b"\x03" * 33, channel_manager=None,
+                                                  receiver=None, log=None))
             fwds = [_forward(n, 100 + n % 2) for n in range(1, 7)]
             for f in fwds:
                 await switch._insert(f)
@@ -45,7 +47,8 @@ def test_resolved_forwards_leave_memory_and_are_listed_from_the_database(tmp_pat
             assert not await switch.delete(100, 5, "settled")  # wrong status: nothing deleted
             assert [f["in_htlc_id"] for f in await switch.list()] == [2, 3, 4, 5, 6]
             # A restart loads only the open forwards into memory.
-            again = Switch(types.SimpleNamespace(store=store, node_id=b"\x03" * 33))
+            again = Switch(types.SimpleNamespace(store=store, node_id=b"\x03" * 33, channel_manager=None,
+                                                 receiver=None, log=None))
             await again.start()
             assert sorted(again.forwards) == [5, 6]
         finally:

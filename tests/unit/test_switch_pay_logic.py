@@ -9,8 +9,9 @@ import pytest
 from ampere.ln.gossip.signing import make_channel_update, privkey_signer
 from ampere.ln.onion_failure import decode_failure_message, encode_failure_message, failure_code
 from ampere.ln.route import HintHop
-from ampere.node.payments.pay import Knowledge, fee_budget, hints_from_invoice, learn_from_failure
-from ampere.node.payments.switch import Forward, Policy, check_forward, failure_with_update, forward_fee
+from ampere.ln.pay_policy import Knowledge, fee_budget, hints_from_invoice, learn_from_failure
+from ampere.ln.forwarding import Policy, check_forward, failure_with_update, forward_fee
+from ampere.node.payments.switch import Forward
 
 POL = Policy(fee_base_msat=1000, fee_ppm=100, cltv_delta=40, htlc_minimum_msat=1000, htlc_maximum_msat=10**9)
 HEIGHT = 500
@@ -86,17 +87,27 @@ MID = b"\x02" + b"\x22" * 32
 def test_destination_permanent_failure_stops():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 2, "failcode": 0x400F, "erring_node": DEST.hex(),
-                               "erring_channel": "105x1x0", "erring_direction": 0}, 203, DEST)
+                               "erring_channel": "105x1x0", "erring_direction": 0}, DEST)
     assert d.action == "stop" and not k.exclude_channels
+
+
+def test_sendpay_judging_the_destination_refused_stops():
+    # sendpay's PAY_DESTINATION_PERM_FAIL is final even when the failure data alone would suggest a retry.
+    data = {"erring_index": 1, "failcode": 0x1007, "erring_node": MID.hex(), "erring_channel": "105x1x0",
+            "erring_direction": 1}
+    assert learn_from_failure(Knowledge(), dict(data), DEST).action == "retry"
+    k = Knowledge()
+    assert learn_from_failure(k, dict(data), DEST, destination_refused=True).action == "stop"
+    assert not k.exclude_channels and not k.exclude_nodes
 
 
 def test_channel_failure_excludes_that_direction_and_node_failure_the_node():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 1, "failcode": 0x4008, "erring_node": MID.hex(),
-                               "erring_channel": "105x1x0", "erring_direction": 1}, 204, DEST)
+                               "erring_channel": "105x1x0", "erring_direction": 1}, DEST)
     assert d.action == "retry" and k.exclude_channels == {((105 << 40) | (1 << 16), 1)}
     d = learn_from_failure(k, {"erring_index": 1, "failcode": 0x2002, "erring_node": MID.hex(),
-                               "erring_channel": "106x1x0", "erring_direction": 0}, 204, DEST)
+                               "erring_channel": "106x1x0", "erring_direction": 0}, DEST)
     assert d.action == "retry" and MID in k.exclude_nodes
 
 
@@ -109,19 +120,19 @@ def test_update_in_failure_corrects_route_hint_once():
     data = {"erring_index": 1, "failcode": 0x100C, "erring_node": MID.hex(), "erring_channel": "107x1x0",
             "erring_direction": 0,
             "raw_message": encode_failure_message("fee_insufficient", htlc_msat=5, channel_update=upd).hex()}
-    d = learn_from_failure(k, dict(data), 204, DEST)
+    d = learn_from_failure(k, dict(data), DEST)
     assert d.action == "retry" and not k.exclude_channels
     hop = k.hints[0][0]
     assert (hop.fee_base_msat, hop.fee_proportional_millionths, hop.cltv_expiry_delta) == (2000, 500, 40)
     # The same update again teaches nothing: the channel is excluded instead.
-    d = learn_from_failure(k, dict(data), 204, DEST)
+    d = learn_from_failure(k, dict(data), DEST)
     assert d.action == "retry" and k.exclude_channels == {(scid, 0)}
 
 
 def test_local_refusal_lowers_our_channel_cap():
     k = Knowledge()
     d = learn_from_failure(k, {"erring_index": 0, "failcode": 0x1007, "erring_channel": "108x1x0",
-                               "erring_direction": 0, "erring_node": MID.hex()}, 204, DEST, first_hop_msat=1_000_000)
+                               "erring_direction": 0, "erring_node": MID.hex()}, DEST, first_hop_msat=1_000_000)
     assert d.action == "retry" and k.local_caps == {(108 << 40) | (1 << 16): 900_000} and not k.exclude_channels
 
 

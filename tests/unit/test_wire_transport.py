@@ -8,9 +8,9 @@ import os
 import coincurve
 import pytest
 
+from ampere.node.net.transport import Transport, accept_handshake, connect_and_handshake
 from ampere.wire.errors import ConnectionClosed, HandshakeError, TransportError
 from ampere.wire.noise import MAX_MESSAGE_SIZE
-from ampere.wire.transport import Transport, accept_handshake, connect_and_handshake
 
 SERVER_PRIV = bytes.fromhex("21" * 32)
 SERVER_PUB = coincurve.PrivateKey(SERVER_PRIV).public_key.format()

@@ -1,4 +1,5 @@
-"""The wire layer: message codec generated from the spec CSVs, BOLT #8 transport, BOLT #1 logic.
+"""The wire layer: message codec generated from the spec CSVs, the BOLT #8 state machine (its socket wrapper
+is ampere.node.net.transport), BOLT #1 logic.
 
 The codec's entry points are re-exported here lazily (so importing `ampere.wire.noise` alone does
 not build the message classes):  `from ampere.wire import decode_message, encode_message`.

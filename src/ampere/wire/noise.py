@@ -11,7 +11,7 @@
     frame = session.encrypt_message(b"...")          # length ciphertext (18) || body ciphertext
     n = session.decrypt_length(frame[:18]); body = session.decrypt_body(frame[18:18 + n + 16])
 
-No I/O here: transport.py reads exact lengths from a socket and feeds them in.  Failures raise
+No I/O here: ampere.node.net.transport reads exact lengths from a socket and feeds them in.  Failures raise
 `HandshakeError` / `TransportError` whose `.reason` names the failure as the spec's vectors do
 (e.g. "ACT2_BAD_TAG").
 """

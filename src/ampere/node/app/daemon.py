@@ -16,41 +16,41 @@ import os
 import signal
 import sys
 import time
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere import VERSION_STRING
 from ampere.config import ConfigError, Entry, Layout, Options, early_scan
 from ampere.log import Logger, parse_log_level
 from ampere.rpc import commands as _commands  # noqa: F401  (registers the built-in commands)
-from ampere.rpc.errors import INVALID_REQUEST, LIGHTNINGD_SHUTDOWN, METHOD_NOT_FOUND, RpcError
-from ampere.rpc.filter import filter_result
-from ampere.rpc.params import parse_params, plugin_params_problem
-from ampere.rpc.registry import COMMANDS, Command
-from ampere.rpc.server import RpcConnection, RpcServer, error_response
+from ampere.node.errors import DomainError, Reason
+from ampere.rpc.dispatch import Dispatcher
+from ampere.rpc.errors import cln_code, to_rpc_error
+from ampere.rpc.server import RpcConnection, RpcServer
 from ampere.store.dsn import DsnError, parse_wallet_dsn
 from ampere.store.store import Store
 from ampere.node.app import features as node_features
-from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
 from ampere.node.signer.hsm_secret import default_alias
 from ampere.node.signer.setup import make_signer
 from ampere.node.signer.signer import Signer
 from ampere.node.app.options import builtin_options, network_defaults
 
-
-@dataclass
-class CallContext:
-    """What a command handler may use: the node, the raw request and its connection."""
-
-    node: "Node"
-    request: dict
-    conn: RpcConnection | None
-    check: bool = False
-
-    def notify_message(self, level: str, message: str) -> None:
-        if self.conn is not None and self.conn.notifications:
-            self.conn.send_nowait({"jsonrpc": "2.0", "method": "message",
-                                   "params": {"id": self.request.get("id"), "level": level, "message": message}})
+if TYPE_CHECKING:  # the components' types, for the declarations on Node (imported at start-up, not here)
+    from ampere.node.channels.announce import ChannelAnnouncer
+    from ampere.node.channels.manager import ChannelManager
+    from ampere.node.commando.server import Commando
+    from ampere.node.gossip.manager import GossipManager
+    from ampere.node.net.onion_messages import OnionMessenger
+    from ampere.node.net.peers import PeerManager
+    from ampere.node.onchain.chainwatch import ChainWatcher
+    from ampere.node.onchain.resolver import OnchainResolver
+    from ampere.node.onchain.wallet import Wallet
+    from ampere.node.payments.invoices import InvoiceRegistry
+    from ampere.node.payments.offers import OffersService
+    from ampere.node.payments.pay import Payer
+    from ampere.node.payments.receive import Receiver
+    from ampere.node.payments.sendpay import PaymentEngine
+    from ampere.node.payments.switch import Switch
+    from ampere.node.app.plugin_setup import NodePluginHost
 
 
 # A bookkeeper must see every movement: these wait for the plugins' `init` instead of being dropped.
@@ -77,13 +77,28 @@ class Node:
         self.node_id = b""
         self.alias = ""
         self.color = ""
+        # ---- the components, each built once by `start` (in `_build_components`, or at its step for those
+        # that need the chain or run after plugins' init) and handed this node as its typed service directory.
+        # None means "not built": before start, after a failed start, or absent by configuration.
         self.store: Store | None = None
         self.rpc_server: RpcServer | None = None
-        # The plugin host (ampere.plugins.host.PluginHost); None until plugins are set up.
-        self.plugins: Any = None
-        # Components that later issues add (chain backend, peers, channels) register here.
-        self.chain: Any = None
-        self.onchain: Any = None  # ampere.node.onchain.resolver.OnchainResolver (None with --disable-chain)
+        self.rpc = Dispatcher(self)                         # JSON-RPC dispatch and the rpc_command hook
+        self.plugins: NodePluginHost | None = None          # plugin_setup.setup_plugins
+        self.chain: ChainWatcher | None = None              # chain_setup.start_chain (None with --disable-chain)
+        self.wallet: Wallet | None = None                   # chain_setup.start_chain (None with --disable-chain)
+        self.onchain: OnchainResolver | None = None         # None with --disable-chain
+        self.channel_manager: ChannelManager | None = None
+        self.invoices: InvoiceRegistry | None = None
+        self.payments: PaymentEngine | None = None          # sendpay
+        self.payer: Payer | None = None                     # pay
+        self.receiver: Receiver | None = None               # incoming HTLCs at the final hop
+        self.switch: Switch | None = None                   # forwarding
+        self.onion_messenger: OnionMessenger | None = None
+        self.offers: OffersService | None = None
+        self.peer_manager: PeerManager | None = None        # built after plugins' init, as connectd starts last
+        self.commando: Commando | None = None
+        self.gossip: GossipManager | None = None
+        self.channel_announcer: ChannelAnnouncer | None = None
         self.blockheight = 0
         # getinfo warnings, e.g. {"warning_bitcoind_sync": "..."}.
         self.warnings: dict[str, str] = {}
@@ -102,7 +117,7 @@ class Node:
 
     def current_height(self) -> int:
         """The chain tip as the chain watcher knows it (0 before the first block, or without a chain)."""
-        height = getattr(self.chain, "height", None) if self.chain is not None else None
+        height = self.chain.height if self.chain is not None else None
         return height if isinstance(height, int) else int(self.blockheight or 0)
 
     def option(self, name: str, default: Any = None) -> Any:
@@ -114,11 +129,26 @@ class Node:
         return default if value is None else value
 
     def feature_set(self) -> dict[str, str]:
+        """Our features by place: the plugin host's once it exists (it started from these, and plugins may add
+        or remove bits); before that, ours with --dev-force-features applied."""
+        if self.plugins is not None:
+            return self.plugins.features()
         fs = node_features.our_feature_set()
         forced = self.option("dev-force-features")
         if forced:
             fs = node_features.force_features(fs, forced)  # checked at start (start())
         return fs
+
+    # ---- the RPC edge's vocabulary, for components that speak CLN's shapes (notifications, paystatus) -------
+    @staticmethod
+    def cln_code(reason: Reason | int) -> int:
+        """CLN's error code for a domain reason (the one table is ampere.rpc.errors.CLN_CODES)."""
+        return cln_code(reason)
+
+    @staticmethod
+    def error_json(e: DomainError) -> dict:
+        """A domain error as CLN's JSON error object (sendpay_failure's payload, for one)."""
+        return to_rpc_error(e).to_json()
 
     # ---- notifications ----------------------------------------------------------------------
     def notify(self, topic: str, payload: dict) -> None:
@@ -134,95 +164,16 @@ class Node:
         for topic, payload in held:
             self.notify(topic, payload)
 
-    # ---- RPC dispatch -----------------------------------------------------------------------
-    def lookup(self, method: str) -> Command | Any | None:
-        cmd = COMMANDS.get(method)
-        if cmd is not None and not (method in BACKEND_METHODS and bcli_disabled(self.plugins)):
-            return cmd
-        if self.plugins is not None:
-            return self.plugins.find_method(method)
-        return None
+    # ---- RPC: the dispatcher (ampere.rpc.dispatch) is the way in, for the socket and for components ----------
+    def lookup(self, method: str) -> Any:
+        return self.rpc.lookup(method)
 
     async def dispatch(self, req: Any, conn: RpcConnection | None) -> dict:
-        if not isinstance(req, dict):
-            return error_response(None, INVALID_REQUEST, "Expected {} for json command")
-        if "id" not in req:
-            return error_response(None, INVALID_REQUEST, "Expected id for json command")
-        req_id = req["id"]
-        if isinstance(req_id, (dict, list)):
-            return error_response(None, INVALID_REQUEST, "Expected string/primitive for id")
-        if req.get("jsonrpc") != "2.0":
-            return error_response(req_id, INVALID_REQUEST, 'jsonrpc: "2.0" must be specified in the request')
-        method = req.get("method")
-        if not isinstance(method, str):
-            return error_response(req_id, INVALID_REQUEST, "Expected string for method")
-        params = req.get("params", [])
-        if not isinstance(params, (list, dict)):
-            return error_response(req_id, INVALID_REQUEST, "Expected array or object for params")
-        if self.stopping.is_set():
-            return error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")
-        if self.lookup(method) is None:
-            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
-
-        # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
-        if self.plugins is not None and self.plugins.has_hook("rpc_command"):
-            action, value = await self.plugins.rpc_command_hook(req)
-            if action == "return":
-                value = dict(value)
-                value["jsonrpc"] = "2.0"
-                value["id"] = req_id
-                return value
-            if value is not req:
-                req = value
-                method = req.get("method")
-                if not isinstance(method, str) or self.lookup(method) is None:
-                    return error_response(req_id, INVALID_REQUEST,
-                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
-        return await self.execute(req, conn, req_id)
-
-    async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
-        method = req["method"]
-        target = self.lookup(method)
-        if target is None:
-            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
-        if not isinstance(target, Command):
-            # A plugin's method: the request goes through verbatim, the answer comes back verbatim; but its
-            # strings are checked here as a built-in command's are (a plugin's JSON library may not take them).
-            bad = plugin_params_problem(req.get("params"))
-            if bad is not None:
-                return {"jsonrpc": "2.0", "id": req_id, "error": bad.to_json()}
-
-            def relay(note: dict) -> None:
-                if conn is not None and conn.notifications:
-                    conn.send_nowait(note)
-
-            response = await self.plugins.call_method(method, req, req_id, relay)
-            response = dict(response)
-            response["id"] = req_id
-            response.setdefault("jsonrpc", "2.0")
-            return response
-        ctx = CallContext(self, req, conn, check)
-        try:
-            if target.raw:
-                result = await target.handler(ctx, req.get("params", []))
-            else:
-                params = parse_params(req.get("params", []), target.params, target.allow_extra)
-                result = await target.handler(ctx, **params)
-        except RpcError as e:
-            return {"jsonrpc": "2.0", "id": req_id, "error": e.to_json()}
-        flt = req.get("filter")
-        if flt is not None and isinstance(result, dict):
-            result = filter_result(result, flt)
-        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+        return await self.rpc.dispatch(req, conn)
 
     async def call(self, method: str, params: Any = None) -> Any:
         """Call a command from inside the node (as a plugin would, hooks included). Raises RpcError."""
-        resp = await self.dispatch({"jsonrpc": "2.0", "id": f"ampd:{method}", "method": method,
-                                    "params": params if params is not None else {}}, None)
-        if "error" in resp:
-            err = resp["error"]
-            raise RpcError(err.get("code", -1), err.get("message", ""), err.get("data"))
-        return resp["result"]
+        return await self.rpc.call(method, params)
 
     # ---- lifecycle --------------------------------------------------------------------------
     def request_stop(self, code: int = 0) -> None:
@@ -247,13 +198,10 @@ class Node:
             if self.options.is_set(name):
                 self.log.info("lightningd", f"--{name} has no effect in Ampere: {why}")
         self.setup_identity()
-        from ampere.node.payments.invoices import registry_for
-
-        await registry_for(self).start()
-        from ampere.node.channels.manager import ChannelManager
-
+        self._build_components()
+        assert self.invoices is not None and self.channel_manager is not None
+        await self.invoices.start()
         # Channels are read before the chain watcher starts (their funding watches go in right after it).
-        self.channel_manager = ChannelManager(self)
         await self.channel_manager.load()
         if not self.options.get("disable-chain"):
             from ampere.node.app.chain_setup import start_chain
@@ -272,32 +220,24 @@ class Node:
         await init_plugins(self)
         self._release_held()
         # Peers come last, as lightningd activates connectd last: plugins are ready for the hooks.
+        from ampere.node.channels.announce import ChannelAnnouncer
+        from ampere.node.commando.server import Commando
+        from ampere.node.gossip.manager import GossipManager
         from ampere.node.net.peers import PeerManager
 
         self.peer_manager = PeerManager.for_node(self)
-        from ampere.node.commando.server import Commando
-
         self.commando = Commando(self)  # commands from peers, authorised by runes (CLN's commando)
         self.channel_manager.attach_peers(self.peer_manager)
-        from ampere.node.gossip.manager import GossipManager
-
         self.gossip = GossipManager.for_node(self)
         await self.gossip.start()  # its peer handlers are in place before any peer connects
-        from ampere.node.channels.announce import ChannelAnnouncer
-
         self.channel_announcer = ChannelAnnouncer(self)
         self.channel_announcer.start()  # announcement_signatures and our channel_updates (BOLT 7)
-        if getattr(self, "channel_manager", None) is not None:
-            from ampere.node.payments.receive import start_payment_runtime
-
-            await start_payment_runtime(self)  # sendpay parts and incoming HTLCs, before any peer speaks
-            if self.onchain is not None:
-                await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
-        from ampere.node.payments.offers import offers_for
-        from ampere.node.net.onion_messages import messenger_for
-
-        messenger_for(self).start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
-        offers_for(self).start()
+        await self._start_payments()  # sendpay parts and incoming HTLCs, before any peer speaks
+        if self.onchain is not None:
+            await self.onchain.kick()  # HTLC outcomes learned on-chain before the payment runtime listened
+        assert self.onion_messenger is not None and self.offers is not None
+        self.onion_messenger.start()  # onion messages (BOLT 4) and the offers answering them (BOLT 12)
+        self.offers.start()
         await self.peer_manager.start()
         await self.channel_manager.start()
         self.gossip.peers_started()
@@ -305,6 +245,42 @@ class Node:
             self.warnings.setdefault("warning_bitcoind_sync", "No chain backend is configured yet: on-chain features are unavailable.")
         self.log.info("lightningd", f"Server started with public key {self.node_id.hex()}, alias {self.alias} "
                       f"(color #{self.color}) and lightningd {VERSION_STRING}")
+
+    def _build_components(self) -> None:
+        """Build the components that need neither the chain nor peers, once, in dependency order.  They
+        exist before the RPC socket listens (plugins' `init` may already call `invoice`, `pay`, `offer`);
+        each is started later, at its step of `start`."""
+        from ampere.node.channels.manager import ChannelManager
+        from ampere.node.net.onion_messages import OnionMessenger
+        from ampere.node.payments.invoices import InvoiceRegistry
+        from ampere.node.payments.offers import OffersService
+        from ampere.node.payments.pay import Payer
+        from ampere.node.payments.receive import Receiver
+        from ampere.node.payments.sendpay import PaymentEngine
+        from ampere.node.payments.switch import Switch
+        from ampere.plugins.approval import PluginApprover
+
+        log = self.log
+        self.invoices = InvoiceRegistry(self.store, notify=self.notify,
+                                        log=lambda level, msg: log.log(level, "invoices", msg))
+        self.channel_manager = ChannelManager(self)
+        self.payments = PaymentEngine(self)
+        self.payer = Payer(self)
+        # The receiver asks the plugins (htlc_accepted, invoice_payment hooks) through its approval interface.
+        self.receiver = Receiver(self, approver=PluginApprover(self.plugins) if self.plugins is not None else None)
+        self.switch = Switch(self)
+        self.onion_messenger = OnionMessenger(self)
+        self.offers = OffersService(self)
+
+    async def _start_payments(self) -> None:
+        """Wire the payment engine, the receiver and the switch to the channel manager, then settle what a
+        restart left open.  After the channels are loaded and BEFORE peers reconnect (no HTLC event is missed)."""
+        assert self.payments is not None and self.receiver is not None and self.switch is not None
+        await self.payments.start()
+        self.receiver.start()
+        await self.payments.reconcile()
+        await self.switch.start()  # forwards: loaded and listening before the replay and any peer
+        self.receiver.replay()
 
     def wallet_dsn(self):
         try:
@@ -368,27 +344,29 @@ class Node:
 
         if self.rpc_server is not None:
             await step("rpc", self.rpc_server.stop)
-        if getattr(self, "receiver", None) is not None or getattr(self, "payments", None) is not None:
-            from ampere.node.payments.receive import stop_payment_runtime
-
-            await step("payments", lambda: stop_payment_runtime(self))
-        if getattr(self, "channel_announcer", None) is not None:
+        if self.receiver is not None:
+            await step("receiver", self.receiver.close)
+        if self.switch is not None:
+            await step("switch", self.switch.close)
+        if self.payments is not None:
+            await step("payments", self.payments.close)
+        if self.channel_announcer is not None:
             await step("channel announcer", self.channel_announcer.stop)
-        if getattr(self, "channel_manager", None) is not None:
+        if self.channel_manager is not None:
             await step("channels", self.channel_manager.stop)
-        if getattr(self, "onion_messenger", None) is not None:
+        if self.onion_messenger is not None:
             await step("onion messages", self.onion_messenger.close)
-        if getattr(self, "commando", None) is not None:
+        if self.commando is not None:
             await step("commando", self.commando.stop)
-        if getattr(self, "peer_manager", None) is not None:
+        if self.peer_manager is not None:
             await step("peers", self.peer_manager.stop)
-        if getattr(self, "gossip", None) is not None:
+        if self.gossip is not None:
             await step("gossip", self.gossip.stop)
         if self.plugins is not None:
             await step("plugins", self.plugins.shutdown)
         if self.chain is not None:
             await step("chain", self.chain.stop)
-        if getattr(self, "invoices", None) is not None:
+        if self.invoices is not None:
             await step("invoices", self.invoices.close)
         if self.store is not None:
             await step("store", self.store.close)

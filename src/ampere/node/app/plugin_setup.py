@@ -180,9 +180,9 @@ async def setup_plugins(node, deferred: list[Entry]) -> None:
     host = make_host(node.layout, node.options, node.log.log, netdir=node.netdir,
                      feature_set=node.feature_set(), on_fatal=lambda msg: node.request_stop(1),
                      method_exists=lambda m: node.lookup(m) is not None, node_options=node.options)
+    # From now on node.feature_set() is the host's: plugins' extra feature bits show in getinfo and init
+    # (featurebits in the manifest).
     node.plugins = host
-    # Plugins' extra feature bits show in getinfo and init (featurebits in the manifest).
-    node.feature_set = host.features
     node.log.add_listener(_log_listener(node), min_level="debug")
     register_plugins(host, node.layout.entries)
     try:

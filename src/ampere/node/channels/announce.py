@@ -29,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.ln.channel.state import ChannelState
 from ampere.ln.gossip.signing import (
@@ -47,6 +47,9 @@ from ampere.wire.codec import encode_message
 from ampere.wire.messages import AnnouncementSignatures, ChannelAnnouncement
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerDisconnected
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 LOG = "gossipd"
 CS = ChannelState
@@ -79,7 +82,7 @@ class _Gossiping:
 
 
 class ChannelAnnouncer:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.mgr = node.channel_manager
         self.gossip = node.gossip
@@ -145,7 +148,7 @@ class ChannelAnnouncer:
     def _depth(self, rec: Any) -> int:
         if rec.funding_height is None:
             return 0
-        tip = max(self._tip, getattr(self.node.chain, "height", -1) if self.node.chain is not None else -1,
+        tip = max(self._tip, self.node.chain.height if self.node.chain is not None else -1,
                   self.node.blockheight or 0)
         return tip - rec.funding_height + 1
 

@@ -15,16 +15,14 @@ from ampere.ln.channel.actions import Refusal
 from ampere.ln.channel.state import ChannelState
 from ampere.primitives.tx import Transaction
 from ampere.node.channels.manager import ChannelManager, ChannelRecord
+from ampere.node.errors import DomainError, Reason
 
 CS = ChannelState
 CLOSABLE = (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE)
 
 
-class CloseError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class CloseError(DomainError):
+    """A refused close (ampere.node.errors.Reason says why)."""
 
 
 async def close_channel(mgr: ChannelManager, rec: ChannelRecord, unilateral_timeout: int,
@@ -32,7 +30,7 @@ async def close_channel(mgr: ChannelManager, rec: ChannelRecord, unilateral_time
     if rec.state is CS.CLOSINGD_COMPLETE and rec.core.closing_tx:
         return "mutual", [Transaction.parse(rec.core.closing_tx)]
     if rec.state not in CLOSABLE:
-        raise CloseError(-1, f"Channel is in state {rec.state.value}")
+        raise CloseError(Reason.GENERIC, f"Channel is in state {rec.state.value}")
     loop = asyncio.get_running_loop()
     fut: asyncio.Future = loop.create_future()
     rec.close_waiters.append(fut)
@@ -42,7 +40,7 @@ async def close_channel(mgr: ChannelManager, rec: ChannelRecord, unilateral_time
     if isinstance(step, Refusal):
         if fut in rec.close_waiters:
             rec.close_waiters.remove(fut)
-        raise CloseError(-1, step.message)
+        raise CloseError(Reason.GENERIC, step.message)
     await mgr.save_meta(rec)
     try:
         return await asyncio.wait_for(asyncio.shield(fut), unilateral_timeout or None)
@@ -55,5 +53,5 @@ async def close_channel(mgr: ChannelManager, rec: ChannelRecord, unilateral_time
         # Closed meanwhile (agreement or funding spent): that outcome resolves the waiter.
         if rec.state is CS.CLOSINGD_COMPLETE and rec.core.closing_tx:
             return "mutual", [Transaction.parse(rec.core.closing_tx)]
-        raise CloseError(-1, step.message)
+        raise CloseError(Reason.GENERIC, step.message)
     return await fut

@@ -28,26 +28,16 @@ from ampere.wire import bolt1
 from ampere.wire import messages as m
 from ampere.node.channels.manager import LOG, ChannelManager, ChannelRecord, ChannelSettings
 from ampere.node.signer.dev_secrets import new_temporary_channel_id
+from ampere.node.errors import DomainError, Reason
 
-# JSON-RPC error codes of fundchannel (common/jsonrpc_errors.h).
-FUND_MAX_EXCEEDED = 300
-FUND_CANNOT_AFFORD = 301
-FUNDING_BROADCAST_FAIL = 303
-FUNDING_STILL_SYNCING_BITCOIN = 304
-FUNDING_PEER_NOT_CONNECTED = 305
-FUNDING_UNKNOWN_PEER = 306
-LIGHTNINGD = -1
 
 REPLY_TIMEOUT = 60.0
 # A P2WSH output of the same size as the funding output: the wallet's coin selection is final with it.
 PLACEHOLDER_SCRIPT = b"\x00\x20" + bytes(32)
 
 
-class OpenError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class OpenError(DomainError):
+    """A refused or failed channel open (ampere.node.errors.Reason says why)."""
 
 
 def commitment_feerate_name(ct: ChannelType) -> str:
@@ -117,7 +107,7 @@ class OpenFlows:
         anchors by default), else static_remotekey."""
         if asked is not None:
             if asked.anchors and not self.we_offer_anchors():
-                raise OpenError(-32602, "channel_type: option_anchors is disabled on this node (dev-force-features)")
+                raise OpenError(Reason.BAD_PARAMETER, "channel_type: option_anchors is disabled on this node (dev-force-features)")
             return asked
         peer = self.mgr._current_peer(peer_id)
         feats = getattr(peer, "features", None)
@@ -142,15 +132,15 @@ class OpenFlows:
 
     async def wallet_script(self) -> bytes:
         """A fresh wallet address (P2WPKH) for our side of a mutual close."""
-        wallet = getattr(self.node, "wallet", None)
+        wallet = self.node.wallet
         if wallet is None:
-            raise OpenError(LIGHTNINGD, "No wallet: ampd was started with --disable-chain")
+            raise OpenError(Reason.GENERIC, "No wallet: ampd was started with --disable-chain")
         _, addrs = await wallet.new_address("bech32")
         return address_to_script(addrs["bech32"], self.node.network)
 
     def _fail(self, p: PendingOpen, why: str) -> None:
         if p.failed is not None and not p.failed.done():
-            p.failed.set_exception(OpenError(LIGHTNINGD, why))
+            p.failed.set_exception(OpenError(Reason.GENERIC, why))
 
     def peer_gone(self, peer_id: bytes, reason: str) -> None:
         for key, p in list(self.pending.items()):
@@ -195,19 +185,19 @@ class OpenFlows:
                           channel_type: ChannelType | None = None,
                           close_to: bytes | None = None) -> dict:
         node = self.node
-        chain, wallet = node.chain, getattr(node, "wallet", None)
+        chain, wallet = node.chain, node.wallet
         if chain is None or wallet is None:
-            raise OpenError(LIGHTNINGD, "No chain backend: ampd was started with --disable-chain")
+            raise OpenError(Reason.GENERIC, "No chain backend: ampd was started with --disable-chain")
         for _ in range(20):  # a catch-up of a few blocks is over in moments
             if chain.synced:
                 break
             await asyncio.sleep(0.1)
         else:
-            raise OpenError(FUNDING_STILL_SYNCING_BITCOIN, "Still syncing with bitcoin network")
+            raise OpenError(Reason.FUNDING_STILL_SYNCING_BITCOIN, "Still syncing with bitcoin network")
         if self.mgr._current_peer(peer_id) is None:
             if self.mgr.peer_records(peer_id):
-                raise OpenError(FUNDING_PEER_NOT_CONNECTED, "Peer not connected")
-            raise OpenError(FUNDING_UNKNOWN_PEER, "Unknown peer")
+                raise OpenError(Reason.FUNDING_PEER_NOT_CONNECTED, "Peer not connected")
+            raise OpenError(Reason.FUNDING_UNKNOWN_PEER, "Unknown peer")
         from ampere.node.onchain.wallet import WalletError
 
         channel_type = self.choose_channel_type(peer_id, channel_type)
@@ -220,14 +210,14 @@ class OpenFlows:
                 prepared = await wallet.prepare_tx([TxOut(int(amount), PLACEHOLDER_SCRIPT)], feerate, minconf, utxos,
                                                    emergency_sat=emergency)
         except WalletError as e:
-            raise OpenError(e.code, e.message) from None
+            raise OpenError(e.reason, e.message) from None
         outnum = 0
         funding_sat = prepared.tx.outputs[outnum].value
         broadcast = False
         p: PendingOpen | None = None
         try:
             if funding_sat >= opening.LARGE_CHANNEL_SAT and not self._peer_supports_large(peer_id):
-                raise OpenError(FUND_MAX_EXCEEDED, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
+                raise OpenError(Reason.FUND_MAX_EXCEEDED, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
             fees = chain.fees
             commit_rate = (fees.named(commitment_feerate_name(channel_type)) if fees.known else 0) or max(feerate, fees.floor)
             upfront = close_to is not None
@@ -240,7 +230,7 @@ class OpenFlows:
                                         funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=commit_rate,
                                         ours=ours, channel_type=channel_type, announce=announce)
             if step.error is not None:
-                raise OpenError(LIGHTNINGD, step.error.message)
+                raise OpenError(Reason.GENERIC, step.error.message)
             p = PendingOpen("opener", peer_id, temp_id, dbid, signer, step.state, mindepth or 0,
                             self.default_settings(funding_sat), failed=asyncio.get_running_loop().create_future())
             self.pending[(peer_id, temp_id)] = p
@@ -270,7 +260,7 @@ class OpenFlows:
         except OpenError:
             raise
         except asyncio.TimeoutError:
-            raise OpenError(LIGHTNINGD, "Peer did not answer in time") from None
+            raise OpenError(Reason.GENERIC, "Peer did not answer in time") from None
         finally:
             if p is not None:
                 self.pending.pop((peer_id, p.temporary_channel_id), None)
@@ -305,7 +295,7 @@ class OpenFlows:
             # BOLT #2: the opening fails: tell the peer (error for the temporary channel id) and forget it.
             self.mgr.send_to_peer(p.peer_id, m.Error(channel_id=p.temporary_channel_id,
                                                      data=step.error.message.encode()))
-            raise OpenError(LIGHTNINGD, step.error.message)
+            raise OpenError(Reason.GENERIC, step.error.message)
 
     async def _reply(self, p: PendingOpen, kind: type) -> Any:
         getter = asyncio.ensure_future(p.replies.get())
@@ -316,7 +306,7 @@ class OpenFlows:
             if not getter.done():
                 getter.cancel()
         if p.failed in done:
-            raise p.failed.exception() or OpenError(LIGHTNINGD, "opening abandoned")
+            raise p.failed.exception() or OpenError(Reason.GENERIC, "opening abandoned")
         if getter not in done:
             self.mgr.send_to_peer(p.peer_id, m.Error(channel_id=p.temporary_channel_id, data=b"timed out"))
             raise asyncio.TimeoutError
@@ -324,7 +314,7 @@ class OpenFlows:
         if not isinstance(msg, kind):
             self.mgr.send_to_peer(p.peer_id, m.Error(channel_id=p.temporary_channel_id,
                                                      data=f"unexpected {type(msg).__name__}".encode()))
-            raise OpenError(LIGHTNINGD, f"Peer sent {type(msg).__name__}, expected {kind.__name__}")
+            raise OpenError(Reason.GENERIC, f"Peer sent {type(msg).__name__}, expected {kind.__name__}")
         return msg
 
     # --- acceptor -------------------------------------------------------------------------------
@@ -340,7 +330,7 @@ class OpenFlows:
             node.log.info(src, f"Refusing open_channel: {text}")
             self.mgr.send_to_peer(peer_id, m.Error(channel_id=temp, data=text.encode()))
 
-        if node.chain is None or getattr(node, "wallet", None) is None:
+        if node.chain is None or node.wallet is None:
             refuse("we cannot follow the chain")
             return
         # Absurd amounts are refused before the hook sees them and before any id or state is allocated.

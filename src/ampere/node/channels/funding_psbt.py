@@ -25,15 +25,14 @@ from ampere.wire import bolt1
 from ampere.wire import messages as m
 from ampere.node.signer.dev_secrets import new_temporary_channel_id
 from ampere.node.channels.funding import (
-    FUNDING_PEER_NOT_CONNECTED, FUNDING_STILL_SYNCING_BITCOIN, FUNDING_UNKNOWN_PEER, LIGHTNINGD, OpenError, OpenFlows,
-    PendingOpen, channel_type_json, commitment_feerate_name,
+    OpenError, OpenFlows, PendingOpen, channel_type_json, commitment_feerate_name,
 )
+from ampere.node.errors import Reason
 from ampere.node.channels.manager import ChannelRecord
 from ampere.node.onchain.wallet_psbt import PsbtError, psbt_unsigned_tx
 
 # CLN's words (lightningd/opening_control.c): the caller must not broadcast before funding_signed.
 WARNING_USAGE = "The funding transaction MUST NOT be broadcast until after channel establishment has been completed."
-FUNDING_STATE_INVALID = 312  # common/jsonrpc_errors.h
 
 
 @dataclass
@@ -59,18 +58,18 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
                             channel_type: ChannelType | None, close_to: bytes | None) -> dict:
     node, mgr = flows.node, flows.mgr
     if node.chain is None:
-        raise OpenError(LIGHTNINGD, "No chain backend: ampd was started with --disable-chain")
+        raise OpenError(Reason.GENERIC, "No chain backend: ampd was started with --disable-chain")
     if not node.chain.synced:
-        raise OpenError(FUNDING_STILL_SYNCING_BITCOIN, "Still syncing with bitcoin network")
+        raise OpenError(Reason.FUNDING_STILL_SYNCING_BITCOIN, "Still syncing with bitcoin network")
     if mgr._current_peer(peer_id) is None:
         if mgr.peer_records(peer_id):
-            raise OpenError(FUNDING_PEER_NOT_CONNECTED, "Peer not connected")
-        raise OpenError(FUNDING_UNKNOWN_PEER, "Unknown peer")
+            raise OpenError(Reason.FUNDING_PEER_NOT_CONNECTED, "Peer not connected")
+        raise OpenError(Reason.FUNDING_UNKNOWN_PEER, "Unknown peer")
     started = _started(flows)
     if peer_id in started:
-        raise OpenError(FUNDING_STATE_INVALID, "Already have channel in progress")
+        raise OpenError(Reason.FUNDING_STATE_INVALID, "Already have channel in progress")
     if funding_sat >= opening.LARGE_CHANNEL_SAT and not flows._peer_supports_large(peer_id):
-        raise OpenError(300, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
+        raise OpenError(Reason.FUND_MAX_EXCEEDED, f"Amount exceeded {opening.LARGE_CHANNEL_SAT - 1}sat")
     channel_type = flows.choose_channel_type(peer_id, channel_type)
     fees = node.chain.fees
     commit_rate = (fees.named(commitment_feerate_name(channel_type)) if fees.known else 0) or max(feerate, fees.floor)
@@ -83,7 +82,7 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
                                 funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=commit_rate, ours=ours,
                                 channel_type=channel_type, announce=announce)
     if step.error is not None:
-        raise OpenError(LIGHTNINGD, step.error.message)
+        raise OpenError(Reason.GENERIC, step.error.message)
     p = PendingOpen("opener", peer_id, temp_id, dbid, signer, step.state, mindepth or 0,
                     flows.default_settings(funding_sat), failed=asyncio.get_running_loop().create_future())
     flows.pending[(peer_id, temp_id)] = p
@@ -94,7 +93,7 @@ async def fundchannel_start(flows: OpenFlows, peer_id: bytes, funding_sat: int, 
         flows._check(p, step)
     except asyncio.TimeoutError:
         _forget(flows, p)
-        raise OpenError(LIGHTNINGD, "Peer did not answer in time") from None
+        raise OpenError(Reason.GENERIC, "Peer did not answer in time") from None
     except OpenError:
         _forget(flows, p)
         raise
@@ -115,7 +114,7 @@ async def fundchannel_complete(flows: OpenFlows, peer_id: bytes, psbt: str) -> d
     try:
         tx = psbt_unsigned_tx(psbt)
     except PsbtError as e:
-        raise OpenError(-32602, f"psbt: {e}") from None
+        raise OpenError(Reason.BAD_PARAMETER, f"psbt: {e}") from None
     return await complete_with_tx(flows, peer_id, tx)
 
 
@@ -127,14 +126,14 @@ async def complete_with_tx(flows: OpenFlows, peer_id: bytes, tx: Transaction, ke
     so = _started(flows).get(peer_id)
     if so is None or (peer_id, so.pending.temporary_channel_id) not in flows.pending:
         _started(flows).pop(peer_id, None)
-        raise OpenError(FUNDING_STATE_INVALID, "No channel funding in progress.")
+        raise OpenError(Reason.FUNDING_STATE_INVALID, "No channel funding in progress.")
     outs = [o for o in tx.outputs if o.script_pubkey == so.script_pubkey]
     if not outs:
-        raise OpenError(-32602, "psbt: No output to open channel")
+        raise OpenError(Reason.BAD_PARAMETER, "psbt: No output to open channel")
     if len(outs) > 1:
-        raise OpenError(-32602, "psbt: More than one output to the funding address")
+        raise OpenError(Reason.BAD_PARAMETER, "psbt: More than one output to the funding address")
     if outs[0].value != so.funding_sat:
-        raise OpenError(-32602, f"psbt: Output to open channel is {outs[0].value}sat, "
+        raise OpenError(Reason.BAD_PARAMETER, f"psbt: Output to open channel is {outs[0].value}sat, "
                                 f"expected {so.funding_sat}sat")
     p = so.pending
     try:
@@ -147,7 +146,7 @@ async def complete_with_tx(flows: OpenFlows, peer_id: bytes, tx: Transaction, ke
         flows._check(p, step)
     except asyncio.TimeoutError:
         _forget(flows, p)
-        raise OpenError(LIGHTNINGD, "Peer did not answer in time") from None
+        raise OpenError(Reason.GENERIC, "Peer did not answer in time") from None
     except OpenError:
         _forget(flows, p)
         raise
@@ -167,7 +166,7 @@ async def complete_with_tx(flows: OpenFlows, peer_id: bytes, tx: Transaction, ke
 def fundchannel_cancel(flows: OpenFlows, peer_id: bytes) -> dict:
     so = _started(flows).get(peer_id)
     if so is None:
-        raise OpenError(FUNDING_STATE_INVALID, "No channel funding in progress.")
+        raise OpenError(Reason.FUNDING_STATE_INVALID, "No channel funding in progress.")
     p = so.pending
     # BOLT #2: the opening fails: an error for the temporary channel id, then forget it.
     flows.mgr.send_to_peer(peer_id, m.Error(channel_id=p.temporary_channel_id,
@@ -192,12 +191,12 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
     A destination is {"id", "amount" (sat), "announce", "push_msat", "close_to", "mindepth", "reserve"}.
     If a peer fails before every channel is secured, the others are cancelled and nothing is broadcast."""
     node = flows.node
-    wallet = getattr(node, "wallet", None)
+    wallet = node.wallet
     if wallet is None:
-        raise OpenError(LIGHTNINGD, "No wallet: ampd was started with --disable-chain")
+        raise OpenError(Reason.GENERIC, "No wallet: ampd was started with --disable-chain")
     ids = [d["id"] for d in destinations]
     if len(set(ids)) != len(ids):
-        raise OpenError(-32602, "destinations: Duplicate destination")
+        raise OpenError(Reason.BAD_PARAMETER, "destinations: Duplicate destination")
     starts: list[tuple[dict, dict]] = []
     try:
         for d in destinations:
@@ -222,7 +221,7 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
     except WalletError as e:
         for d, _ in starts:
             fundchannel_cancel(flows, d["id"])
-        raise OpenError(e.code, e.message) from None
+        raise OpenError(e.reason, e.message) from None
     tx = wallet.sign_tx(prepared)
     secured: list[dict] = []
     try:
@@ -243,6 +242,6 @@ async def multifundchannel(flows: OpenFlows, destinations: list[dict], feerate: 
     try:
         await wallet.send_tx(prepared, tx)
     except WalletError as e:
-        raise OpenError(e.code, e.message) from None
+        raise OpenError(e.reason, e.message) from None
     node.log.info("lightningd", f"multifundchannel: broadcast {tx.txid_hex()} funding {len(secured)} channels")
     return {"tx": tx.serialize().hex(), "txid": tx.txid_hex(), "channel_ids": secured}

@@ -47,7 +47,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
@@ -88,6 +88,9 @@ from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
 from ampere.node.onchain.resolver import write_htlc_stubs
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 LOG = "channeld"
 CS = ChannelState
@@ -252,7 +255,7 @@ def _iso_now() -> str:
 
 
 class ChannelManager:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.records: dict[int, ChannelRecord] = {}          # dbid -> record (CLOSED ones too)
         self.by_channel_id: dict[bytes, ChannelRecord] = {}
@@ -326,7 +329,7 @@ class ChannelManager:
 
     async def restore_onchain(self) -> None:
         """Hand FUNDING_SPEND_SEEN / ONCHAIN channels back to the on-chain resolver (start-up)."""
-        onchain = getattr(self.node, "onchain", None)
+        onchain = self.node.onchain
         for rec in list(self.records.values()):
             # (AWAITING_UNILATERAL too when the resolver follows our anchor commitment from the mempool)
             if onchain is not None and (rec.state in ON_CHAIN or (
@@ -434,7 +437,7 @@ class ChannelManager:
         return None
 
     def is_connected(self, peer_id: bytes) -> bool:
-        pm = getattr(self.node, "peer_manager", None)
+        pm = self.node.peer_manager
         return pm is not None and pm.get(peer_id) is not None
 
     def listfunds_channels(self) -> list[dict]:
@@ -598,7 +601,7 @@ class ChannelManager:
         return True
 
     def _current_peer(self, peer_id: bytes) -> Any:
-        pm = getattr(self.node, "peer_manager", None)
+        pm = self.node.peer_manager
         return pm.get(peer_id) if pm is not None else None
 
     async def _drop_stale(self, rec: ChannelRecord) -> list[Event]:
@@ -726,7 +729,7 @@ class ChannelManager:
         self._send(peer_id, msg)
 
     def _hang_up(self, peer_id: bytes, reason: str) -> None:
-        pm = getattr(self.node, "peer_manager", None)
+        pm = self.node.peer_manager
         peer = pm.get(peer_id) if pm is not None else None
         if peer is not None:
             peer.close(reason)
@@ -745,7 +748,7 @@ class ChannelManager:
         task.add_done_callback(self._bump_tasks.discard)
 
     async def _broadcast(self, rec: ChannelRecord, tx: Transaction) -> None:
-        chain, wallet = self.node.chain, getattr(self.node, "wallet", None)
+        chain, wallet = self.node.chain, self.node.wallet
         if chain is None:
             return
         txid = tx.txid()
@@ -802,7 +805,7 @@ class ChannelManager:
                 self._schedule_commit(rec)
         elif isinstance(ev, ChannelReady):
             log.info(self._src(rec), f"Channel ready: short_channel_id {rec.short_channel_id}")
-            gossip = getattr(self.node, "gossip", None)
+            gossip = self.node.gossip
             if gossip is not None and rec.short_channel_id is not None and not rec.core.announce:
                 try:
                     gossip.add_private_channel(int(rec.short_channel_id), rec.peer_id, rec.core.funding_sat)
@@ -1097,13 +1100,13 @@ class ChannelManager:
         self._fire(rec, events)
         self.node.log.info(self._src(rec), f"Funding output spent by {tx.txid_hex()} at block {height}")
         self._resolve_close(rec, "mutual" if mutual else "unilateral", [tx])
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is not None and rec.short_channel_id is not None and height is not None:
             try:
                 gossip.channel_closed(int(rec.short_channel_id), height)
             except Exception as e:
                 self.node.log.debug(self._src(rec), f"gossip: {e!r}")
-        onchain = getattr(self.node, "onchain", None)
+        onchain = self.node.onchain
         if onchain is not None:
             try:
                 await onchain.funding_spent(rec, tx, height)
@@ -1239,7 +1242,7 @@ class ChannelManager:
         rec = self.find(channel_id)
         if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
             # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
-            onchain = getattr(self.node, "onchain", None)
+            onchain = self.node.onchain
             h = rec.core.htlc(Side.REMOTE, htlc_id)
             if onchain is not None and h is not None and sha256(preimage) == h.payment_hash:
                 await onchain.add_preimage(h.payment_hash, preimage)

@@ -12,9 +12,12 @@ import asyncio
 import json
 import os
 import struct
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 CMD_CONTINUES, CMD_TERM, REPLY_CONTINUES, REPLY_TERM = 0x4C4D, 0x4C4F, 0x594B, 0x594D
 ERROR_LOCAL, ERROR_REMOTE, ERROR_REMOTE_AUTH = 0x4C4F, 0x4C50, 0x4C51
@@ -36,7 +39,7 @@ def _chunks(kind_more: int, kind_last: int, idnum: int, body: bytes) -> list[byt
 
 
 class Commando:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._incoming: dict[bytes, tuple[int, bytearray | None]] = {}   # peer -> (id, buffered request)
         self._outgoing: dict[tuple[bytes, int], tuple[asyncio.Future, bytearray | None]] = {}

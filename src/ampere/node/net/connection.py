@@ -20,7 +20,7 @@ from ampere.wire.codec import MESSAGE_TYPES, UnknownMessage, decode_message
 from ampere.wire.errors import Action, ConnectionClosed, TransportError, UnknownEvenMessageError, WireError
 from ampere.wire.features import Features
 from ampere.wire.messages import Error, Init, Ping, Pong, Warning
-from ampere.wire.transport import Transport
+from ampere.node.net.transport import Transport
 
 if TYPE_CHECKING:
     from ampere.node.net.peers import PeerManager

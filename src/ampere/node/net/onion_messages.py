@@ -1,6 +1,6 @@
 """Onion messages at runtime: receiving, relaying (rate-limited per peer) and sending (BOLT 4).
 
-    om = messenger_for(node); om.start()          registers for `onion_message` (type 513)
+    om = node.onion_messenger; om.start()          registers for `onion_message` (type 513)
     await om.send(path, payload, reply=True)      -> path_id of the reply path we attached (or None)
     om.expect_reply(path_id) -> Future[Received]  a reply that comes back by that reply path
     om.on_payload("invoice_request", fn)          fn(received, peer_id) for unsolicited payloads
@@ -21,13 +21,16 @@ import asyncio
 import os
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from ampere.ln.blinding import create_blinded_path, encode_encrypted_data, pad_encrypted_data
 from ampere.ln.onion_message import Forward, OnionMessageError, Received, create_onion_message, peel_onion_message, prepend_hops
 from ampere.wire import encode_message
 from ampere.wire.messages import BlindedPath, OnionMessage
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 SOURCE = "onion_messages"
 ONION_MESSAGE_TYPE = 513
@@ -50,7 +53,7 @@ class _Bucket:
 
 
 class OnionMessenger:
-    def __init__(self, node: Any, rate: float = DEFAULT_RATE, burst: float = DEFAULT_BURST) -> None:
+    def __init__(self, node: Node, rate: float = DEFAULT_RATE, burst: float = DEFAULT_BURST) -> None:
         self.node = node
         self.rate = rate
         self.burst = burst
@@ -62,12 +65,12 @@ class OnionMessenger:
 
     # ---- plumbing
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, SOURCE, msg)
 
     def start(self) -> None:
-        rate = self.node.option("dev-onion-message-rate", None) if hasattr(self.node, "option") else None
+        rate = self.node.option("dev-onion-message-rate", None)
         if rate:
             self.rate = self.burst = float(rate)
         self._log("debug", f"onion messages: {self.rate:g}/s per peer, burst {self.burst:g}")
@@ -136,7 +139,7 @@ class OnionMessenger:
             return out.next_node_id
         # BOLT 4: "if `short_channel_id` is present and corresponds to an announced short_channel_id or a local
         # alias for a channel: the *next peer* is the peer at the other end of that channel."
-        mgr = getattr(self.node, "channel_manager", None)
+        mgr = self.node.channel_manager
         rec = mgr.find(int(out.next_short_channel_id)) if mgr is not None else None
         return rec.peer_id if rec is not None else None
 
@@ -174,7 +177,7 @@ class OnionMessenger:
             # which wait for this handler to return.
             self._spawn(self._run_handler(handler, kind, rec, peer_id))
             return
-        plugins = getattr(self.node, "plugins", None)
+        plugins = self.node.plugins
         if plugins is None or not plugins.has_hook("onion_message_recv"):
             self._log("debug", f"onion message for us ({kind or 'no payload'}) with nobody to take it: ignored")
             return
@@ -192,7 +195,7 @@ class OnionMessenger:
         spawn_guarded(self._tasks, coro, "onion message task", lambda m: self._log("broken", m))
 
     async def _hook(self, name: str, rec: Received, secret: bytes | None = None) -> None:
-        plugins = getattr(self.node, "plugins", None)
+        plugins = self.node.plugins
         if plugins is None or not plugins.has_hook(name):
             return
         await plugins.call_hook(name, {"onion_message": hook_json(rec, secret)})
@@ -260,7 +263,7 @@ class OnionMessenger:
         from ampere.wire.types import SciddirOrPubkey
 
         first = path.first_node_id
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         ch = gossip.state.graph.channel(int(first.scid)) if gossip is not None else None
         if ch is None:
             raise LookupError(f"unknown introduction channel {first.scid}")
@@ -271,7 +274,7 @@ class OnionMessenger:
     def _graph_hops(self, target: bytes) -> list[bytes]:
         """Node ids from a connected peer up to (not including) `target`, by breadth-first search over the
         public channel graph; [] if none."""
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is None:
             return []
         graph = gossip.state.graph
@@ -298,7 +301,7 @@ class OnionMessenger:
         return []
 
     def _address_of(self, node_id: bytes) -> Any:
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is None:
             return None
         from ampere.ln.gossip.addresses import parse_addresses
@@ -357,10 +360,4 @@ def hook_json(rec: Received, secret: bytes | None = None) -> dict:
     return out
 
 
-def messenger_for(node: Any) -> OnionMessenger:
-    om = getattr(node, "onion_messenger", None)
-    if om is None:
-        om = OnionMessenger(node)
-        node.onion_messenger = om
-    return om
 

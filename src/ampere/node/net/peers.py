@@ -32,18 +32,16 @@ from ampere.wire.codec import decode_message
 from ampere.wire.errors import FeatureError, HandshakeError, TransportError, WireError
 from ampere.wire.features import Features
 from ampere.wire.messages import Init
-from ampere.wire.transport import Transport, accept_handshake, connect_and_handshake
+from ampere.node.net.transport import Transport, accept_handshake, connect_and_handshake
 from ampere.node.net.handshake_limits import HandshakeLimits, PendingHandshakes, source_key
 from ampere.node.net.connection import PeerAddress, PeerConnection, PeerDisconnected, _call
 from ampere.node.net.socks5 import DEFAULT_PROXY_PORT, Socks5Error, open_socks5_connection
+from ampere.node.errors import DomainError, Reason
 
 # lightningd's chainparams `ln_port`.
 DEFAULT_PORTS = {"bitcoin": 9735, "testnet": 19735, "testnet4": 49735, "signet": 39735, "regtest": 19846}
 
 # JSON-RPC error codes of `connect` (common/jsonrpc_errors.h).
-CONNECT_NO_KNOWN_ADDRESS = 400
-CONNECT_ALL_ADDRESSES_FAILED = 401
-CONNECT_DISCONNECTED_DURING = 402
 
 SOURCE = "connectd"
 
@@ -56,13 +54,8 @@ class AddressError(ValueError):
     """An address option or `connect` host that cannot be used; the message says why."""
 
 
-class ConnectError(Exception):
-    """`connect` failed; `code` is CLN's error code (400, 401, 402)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class ConnectError(DomainError):
+    """`connect` failed: Reason.CONNECT_NO_KNOWN_ADDRESS, CONNECT_ALL_ADDRESSES_FAILED or CONNECT_DISCONNECTED_DURING."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,8 +346,7 @@ class PeerManager:
         config = PeerConfig.from_options(node.options, node.network)
 
         def features() -> Features:
-            plugins = node.plugins
-            fs = plugins.features() if plugins is not None and hasattr(plugins, "features") else node.feature_set()
+            fs = node.feature_set()
             return Features.from_bytes(bytes.fromhex(fs.get("init", "")))
 
         manager = cls(node.signer, config, log=node.log.log, notify=node.notify,
@@ -533,9 +525,9 @@ class PeerManager:
             self.log("debug", SOURCE, f"Already connected via {existing.address}")
             return existing
         if address is None:
-            raise ConnectError(CONNECT_NO_KNOWN_ADDRESS, "Unable to connect, no address known for peer")
+            raise ConnectError(Reason.CONNECT_NO_KNOWN_ADDRESS, "Unable to connect, no address known for peer")
         if self._stopping:
-            raise ConnectError(CONNECT_DISCONNECTED_DURING, "disconnected during connection: shutting down")
+            raise ConnectError(Reason.CONNECT_DISCONNECTED_DURING, "disconnected during connection: shutting down")
         task = self._outgoing.get(node_id)
         if task is None:
             task = asyncio.create_task(self._connect_out(node_id, address), name=f"connect-{node_id.hex()[:8]}")
@@ -558,7 +550,7 @@ class PeerManager:
             raise
         except asyncio.CancelledError:
             if task.cancelled():
-                raise ConnectError(CONNECT_DISCONNECTED_DURING, "disconnected during connection") from None
+                raise ConnectError(Reason.CONNECT_DISCONNECTED_DURING, "disconnected during connection") from None
             raise
 
     async def _connect_out(self, node_id: bytes, address: PeerAddress) -> PeerConnection:
@@ -569,7 +561,7 @@ class PeerManager:
         try:
             reader, writer = await self._open_stream(address, timeout)
         except (OSError, Socks5Error, AddressError, asyncio.TimeoutError) as e:
-            raise ConnectError(CONNECT_ALL_ADDRESSES_FAILED,
+            raise ConnectError(Reason.CONNECT_ALL_ADDRESSES_FAILED,
                                f"All addresses failed: {address}: Connection establishment: {_strerror(e)}. ") from None
         if address.kind != "local socket" and (self.config.proxy is None or not self._use_proxy(address)):
             address = _address_of_socket(writer, address)
@@ -578,7 +570,7 @@ class PeerManager:
                                                     max(0.1, deadline - loop.time()))
         except (HandshakeError, SignerUnavailable) as e:  # SignerUnavailable: act three needs the signer's ECDH
             writer.close()
-            raise ConnectError(CONNECT_ALL_ADDRESSES_FAILED,
+            raise ConnectError(Reason.CONNECT_ALL_ADDRESSES_FAILED,
                                f"All addresses failed: {address}: Cryptographic handshake: {e}. ") from None
         except asyncio.CancelledError:
             writer.close()
@@ -679,7 +671,7 @@ class PeerManager:
 
     def _failed(self, source: str, why: str) -> ConnectError:
         self.log("debug", source, f"Disconnected during connection: {why}")
-        return ConnectError(CONNECT_DISCONNECTED_DURING, f"disconnected during connection: {why}")
+        return ConnectError(Reason.CONNECT_DISCONNECTED_DURING, f"disconnected during connection: {why}")
 
     @staticmethod
     def _close_transport(transport: Transport, last_message: bytes | None) -> None:

@@ -24,13 +24,16 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindRpc, BitcoindUnreachable
 from ampere.primitives.crypto import sha256d
 from ampere.primitives.tx import OutPoint, Transaction, TxOut, compact_size_at
 from ampere.node.onchain.chain_backend import BcliBackend, PluginBackend
 from ampere.node.onchain.feerate import ESTIMATE_TARGETS, FeeEstimates
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 LOG = "chainwatch"
 WARNING_KEY = "warning_bitcoind_sync"
@@ -85,7 +88,7 @@ SpendCallback = Callable[[OutPoint, "Transaction | None", "int | None"], Awaitab
 
 
 class ChainWatcher:
-    def __init__(self, node: Any, backend: "BitcoindRpc | BcliBackend | PluginBackend", network: str,
+    def __init__(self, node: Node, backend: "BitcoindRpc | BcliBackend | PluginBackend", network: str,
                  poll_interval: float) -> None:
         self.node = node
         self.backend = BcliBackend(backend) if isinstance(backend, BitcoindRpc) else backend

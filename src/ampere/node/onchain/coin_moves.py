@@ -34,7 +34,7 @@ def chain_mvt(node: Any, account: str, tag: str, utxo: tuple[bytes, int], output
               peer_id: bytes | None = None, payment_hash: bytes | None = None,
               originating_account: str | None = None, output_count: int | None = None) -> dict:
     """One chain_mvt, as CLN's coin_movement notification carries it (txids in display order)."""
-    network = getattr(getattr(node, "wallet", None), "network", "regtest")
+    network = node.network
     m: dict[str, Any] = {
         "version": 2, "coin_type": _COIN_TYPE.get(network, network), "node_id": node.node_id.hex(),
         "type": "chain_mvt", "account_id": account, "credit_msat": credit_msat, "debit_msat": debit_msat,

@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
@@ -81,6 +81,9 @@ from ampere.primitives.script import p2wsh
 from ampere.node.onchain.bumping import cpfp_child, fund_htlc_tx, package_feerate
 from ampere.node.onchain.coin_moves import chain_mvt, emit
 from ampere.node.onchain.wallet import scripts_for_pubkey
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 __all__ = ["OnchainResolver", "BURY_DEPTH", "write_htlc_stubs", "load_htlc_stubs"]
 
@@ -183,7 +186,7 @@ class Resolution:
 
 
 class OnchainResolver:
-    def __init__(self, node: Any, bury_depth: int = BURY_DEPTH) -> None:
+    def __init__(self, node: Node, bury_depth: int = BURY_DEPTH) -> None:
         self.node = node
         self.bury_depth = bury_depth
         self._res: dict[bytes, Resolution] = {}
@@ -399,9 +402,8 @@ class OnchainResolver:
         r = Resolution(record.channel_id, ch.params.funding_outpoint, tx, height, None, record=record)
         self._res[r.channel_id] = r
         await self._analyse(r)
-        mark_onchain = getattr(getattr(self.node, "channel_manager", None), "mark_onchain", None)
-        if mark_onchain is not None:
-            await mark_onchain(record)
+        if self.node.channel_manager is not None:
+            await self.node.channel_manager.mark_onchain(record)
         return r
 
     async def _analyse(self, r: Resolution) -> None:
@@ -419,7 +421,7 @@ class OnchainResolver:
             return
         r.kind, r.commitment_number = a.kind, a.commitment_number
         r.outputs = {}
-        wallet_scripts = getattr(getattr(self.node, "wallet", None), "scripts", {})
+        wallet_scripts = self.node.wallet.scripts if self.node.wallet is not None else {}
         for out in a.outputs:
             if out.action is Action.WALLET:
                 state = S_WALLET if out.script_pubkey in wallet_scripts else S_EXTERNAL
@@ -643,7 +645,7 @@ class OnchainResolver:
             return
         if t.resolved_height is None:
             return
-        manager = getattr(self.node, "channel_manager", None)
+        manager = self.node.channel_manager
         report = getattr(manager, "onchain_htlc_resolved", None)
         if report is None or r.record is None:
             return
@@ -663,9 +665,9 @@ class OnchainResolver:
     def _report_missing(self, r: Resolution, tip: int) -> None:
         if not r.missing or r.spend_height is None or tip - r.spend_height + 1 < HTLC_FAIL_DEPTH:
             return
-        report = getattr(getattr(self.node, "channel_manager", None), "onchain_htlc_resolved", None)
-        if report is None or r.record is None:
+        if self.node.channel_manager is None or r.record is None:
             return
+        report = self.node.channel_manager.onchain_htlc_resolved
         for htlc_id, m in r.missing.items():
             key = (r.channel_id, "missing", htlc_id)
             if key not in self._reported and report(r.record, htlc_id, None) is not False:
@@ -727,7 +729,7 @@ class OnchainResolver:
 
     # ---- progress --------------------------------------------------------------------------------
     def _tip(self, height: int | None) -> int:
-        tip = getattr(self.node.chain, "height", -1)
+        tip = self.node.chain.height if self.node.chain is not None else -1
         return max(tip, height) if height is not None else tip
 
     def follows(self, channel_id: bytes) -> bool:
@@ -789,7 +791,7 @@ class OnchainResolver:
                 what = {S_PENALTY: "penalty", S_HTLC_TIMEOUT: "HTLC timeout",
                         S_HTLC_SUCCESS: "HTLC success"}.get(t.state, "sweep")
                 if await self._broadcast(r, tx, f"{what} of {t.out.kind.value} output {t.out.vout}"):
-                    wallet = getattr(self.node, "wallet", None)
+                    wallet = self.node.wallet
                     if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
         self._report_missing(r, tip)
@@ -1009,9 +1011,8 @@ class OnchainResolver:
         return True
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
-        crash = getattr(getattr(self.node, "channel_manager", None), "crash_point", None) if crash_point else None
-        if crash is not None:
-            crash("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
+        if crash_point and self.node.channel_manager is not None:
+            self.node.channel_manager.crash_point("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
         try:
             await self.node.chain.broadcast(tx)
         except BitcoindError as e:
@@ -1034,7 +1035,7 @@ class OnchainResolver:
             self._res.pop(r.channel_id, None)
             self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: all outputs resolved and {self.bury_depth} "
                                     "blocks deep: closed")
-        manager = getattr(self.node, "channel_manager", None)
+        manager = self.node.channel_manager
         if manager is not None:
             await manager.mark_closed(record, "onchain")
 

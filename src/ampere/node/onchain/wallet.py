@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import coincurve
 
@@ -38,6 +38,10 @@ from ampere.primitives.tx import (
     OutPoint, Transaction, TxIn, TxOut, write_compact_size,
 )
 from ampere.node.signer.signer import Signer, WalletInput, bip32_base_from_hsm_secret  # noqa: F401 (re-exported)
+from ampere.node.errors import DomainError, Reason
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 LOG = "wallet"
 KEYSCAN_GAP = 200
@@ -48,20 +52,12 @@ RBF_SEQUENCE = 0xFFFFFFFD  # BIP125: signals replaceability
 MAX_INDEX = 0x7FFFFFFF  # BIP32_INITIAL_HARDENED_CHILD - 1
 
 # Error codes (CLN common/jsonrpc_errors.h).
-LIGHTNINGD = -1
-FUND_CANNOT_AFFORD = 301
-# CLN's FUNDING_CANNOT_AFFORD_WITH_EMERGENCY: the spend would leave less than min-emergency-msat.
-FUND_CANNOT_AFFORD_WITH_EMERGENCY = 313
-FUND_OUTPUT_IS_DUST = 302
 
 _COIN_TYPE = {"bitcoin": "bc", "regtest": "bcrt", "testnet": "tb", "testnet4": "tb", "signet": "tb"}
 
 
-class WalletError(Exception):
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
+class WalletError(DomainError):
+    """A refused or failed wallet operation (ampere.node.errors.Reason says why)."""
 
 
 def taproot_output_xonly(pubkey33: bytes) -> bytes:
@@ -160,7 +156,7 @@ class PreparedTx:
 
 
 class Wallet:
-    def __init__(self, node: Any, signer: Signer, network: str) -> None:
+    def __init__(self, node: Node, signer: Signer, network: str) -> None:
         self.node = node
         self.network = network
         # Public keys only: the signer holds the private half and signs (sign_tx).
@@ -215,7 +211,7 @@ class Wallet:
         async with self._lock:
             idx = self.max_index + 1
             if idx > MAX_INDEX:
-                raise WalletError(LIGHTNINGD, "Keys exhausted ")
+                raise WalletError(Reason.GENERIC, "Keys exhausted ")
 
             def write(db):
                 db.execute("INSERT OR REPLACE INTO vars (name, val) VALUES ('bip32_max_index', ?)", (str(idx),))
@@ -393,7 +389,7 @@ class Wallet:
         `all_to`, the change is exactly that), else WalletError 313 as CLN."""
         for i, o in enumerate(outputs):
             if o.value < DUST_LIMIT:
-                raise WalletError(FUND_OUTPUT_IS_DUST, f"Output {i} would be dust")
+                raise WalletError(Reason.FUND_OUTPUT_IS_DUST, f"Output {i} would be dust")
         async with self._lock:
             tip = self.node.blockheight
             if utxos is not None:
@@ -401,11 +397,11 @@ class Wallet:
                 for op in utxos:
                     o = self.outputs.get((op.txid, op.vout))
                     if o is None:
-                        raise WalletError(-32602, f"Unknown UTXO {op.txid_hex()}:{op.vout}")
+                        raise WalletError(Reason.BAD_PARAMETER, f"Unknown UTXO {op.txid_hex()}:{op.vout}")
                     if o.spend_txid is not None:
-                        raise WalletError(-32602, f"UTXO {op.txid_hex()}:{op.vout} already spent")
+                        raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already spent")
                     if o.reserved(tip):
-                        raise WalletError(-32602, f"UTXO {op.txid_hex()}:{op.vout} already reserved")
+                        raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already reserved")
                     chosen.append(o)
                 candidates = list(chosen)
             else:
@@ -437,13 +433,13 @@ class Wallet:
                 need = fee_for_weight(feerate, weight(chosen, 1, output_weight(p2tr(b"\x00" * 32))))
                 left = total_in - target - need if all_to is None else total_in - target - need - DUST_LIMIT
                 if left < emergency_sat and total_in >= target + fee:
-                    raise WalletError(FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
+                    raise WalletError(Reason.FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
                                                                          f"min-emergency-msat {emergency_sat}sat")
             if all_to is not None and emergency_sat:
                 # CLN's rule: with anchor channels "all" leaves min-emergency-msat as change.
                 fee = fee_for_weight(feerate, weight(chosen, 1, output_weight(p2tr(b"\x00" * 32))))
                 if total_in - target - fee - emergency_sat < DUST_LIMIT:
-                    raise WalletError(FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
+                    raise WalletError(Reason.FUND_CANNOT_AFFORD_WITH_EMERGENCY, "We would not have enough left for "
                                                                          f"min-emergency-msat {emergency_sat}sat")
                 change_idx = await self._new_change_index()
                 change_script = scripts_for_pubkey(self.pubkey(change_idx))[1]
@@ -455,7 +451,7 @@ class Wallet:
             elif all_to is not None:
                 remainder = total_in - target - fee
                 if not chosen or remainder < DUST_LIMIT:
-                    raise WalletError(FUND_CANNOT_AFFORD, f"Could not afford all using all {len(candidates)} "
+                    raise WalletError(Reason.FUND_CANNOT_AFFORD, f"Could not afford all using all {len(candidates)} "
                                                           "available UTXOs: all short")
                 tx_outputs = list(outputs)
                 pos = len(outputs) if all_index is None else all_index
@@ -463,7 +459,7 @@ class Wallet:
                 change_outnum = None
             else:
                 if total_in < target + fee:
-                    raise WalletError(FUND_CANNOT_AFFORD, f"Could not afford {target}sat using all {len(candidates)} "
+                    raise WalletError(Reason.FUND_CANNOT_AFFORD, f"Could not afford {target}sat using all {len(candidates)} "
                                                           f"available UTXOs: {target + fee - total_in}sat short")
                 tx_outputs = list(outputs)
                 change_outnum = None
@@ -505,7 +501,7 @@ class Wallet:
         # Called with self._lock held: issue the index without re-taking it.
         idx = self.max_index + 1
         if idx > MAX_INDEX:
-            raise WalletError(LIGHTNINGD, "Failed to generate change address. Keys exhausted.")
+            raise WalletError(Reason.GENERIC, "Failed to generate change address. Keys exhausted.")
 
         def write(db):
             db.execute("INSERT OR REPLACE INTO vars (name, val) VALUES ('bip32_max_index', ?)", (str(idx),))
@@ -533,20 +529,20 @@ class Wallet:
     def sign_tx(self, prepared: PreparedTx) -> Transaction:
         for i, o in enumerate(prepared.inputs):
             if not (is_p2tr(o.script) or is_p2wpkh(o.script)):
-                raise WalletError(LIGHTNINGD, f"cannot sign input {i}: unknown script type")
+                raise WalletError(Reason.GENERIC, f"cannot sign input {i}: unknown script type")
         inputs: list[WalletInput | None] = [WalletInput(o.keyidx, o.script, o.value) for o in prepared.inputs]
         return Transaction.parse(self._signer.sign_wallet_tx(prepared.tx.serialize(), inputs))
 
     async def send_tx(self, prepared: PreparedTx, tx: Transaction) -> str:
         """Broadcast a signed transaction and record it (inputs spent, change unconfirmed).  On
-        failure the inputs are unreserved and WalletError(-1, bitcoind's reason) is raised."""
+        failure the inputs are unreserved and WalletError(Reason.GENERIC, bitcoind's reason) is raised."""
         chain = self.node.chain
         try:
             txid_hex = await chain.broadcast(tx)
         except (BitcoindError, BitcoindUnreachable) as e:
             await self.release(prepared)
             msg = e.message if isinstance(e, BitcoindError) else str(e)
-            raise WalletError(LIGHTNINGD, f"Error broadcasting transaction: {msg}. Unsent tx discarded "
+            raise WalletError(Reason.GENERIC, f"Error broadcasting transaction: {msg}. Unsent tx discarded "
                                           f"{tx.serialize().hex()}") from None
         await self.record_sent(tx, prepared)
         chain.wake()
@@ -602,9 +598,9 @@ class Wallet:
                 if o is None:
                     continue
                 if exclusive and o.reserved(tip):
-                    raise WalletError(-32602, f"{op.txid_hex()}:{op.vout} already reserved")
+                    raise WalletError(Reason.BAD_PARAMETER, f"{op.txid_hex()}:{op.vout} already reserved")
                 if o.spend_txid is not None:
-                    raise WalletError(-32602, f"{op.txid_hex()}:{op.vout} already spent")
+                    raise WalletError(Reason.BAD_PARAMETER, f"{op.txid_hex()}:{op.vout} already spent")
                 outs.append(o)
             report = []
             for o in outs:

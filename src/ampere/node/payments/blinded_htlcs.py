@@ -103,7 +103,7 @@ async def _forward(rcv: Any, inc: Any, data: Any, next_path_key: bytes, next_oni
     # `outgoing_cltv_value`".
     out_msat = amount_to_forward(inc.amount_msat, relay.fee_base_msat, relay.fee_proportional_millionths)
     out_cltv = inc.cltv_expiry - relay.cltv_expiry_delta
-    switch = getattr(node, "switch", None)
+    switch = node.switch
     if switch is None or out_msat <= 0:
         await rcv.fail(inc, invalid_onion_blinding(inc.onion))
         return

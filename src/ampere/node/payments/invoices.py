@@ -5,7 +5,7 @@ are worth and whether they have been paid.  The RPC commands (`invoice`, `listin
 `waitinvoice`, ...) and, later, the receive path (final-hop HTLCs, MPP sets, the
 `invoice_payment` hook) all go through it:
 
-    reg = registry_for(node); await reg.start()
+    reg = node.invoices; await reg.start()
     await reg.create(NewInvoice(...))                 -> InvoiceRecord    (900 / 901 errors)
     await reg.lookup_by_hash(payment_hash)            -> InvoiceRecord | None
     await reg.check_payment(hash, total_msat, secret) -> PaymentCheck     (BOLT 4 final-node checks)
@@ -33,19 +33,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ampere.rpc.errors import RpcError
+from ampere.node.errors import DomainError, Reason
 from ampere.store.counters import get_counter, next_counter
 
 # CLN error codes (common/jsonrpc_errors.h) the registry raises; the RPC layer passes them on.
-LIGHTNINGD = -1
-INVOICE_LABEL_ALREADY_EXISTS = 900
-INVOICE_PREIMAGE_ALREADY_EXISTS = 901
-INVOICE_HINTS_GAVE_NO_ROUTES = 902
-INVOICE_EXPIRED_DURING_WAIT = 903
-INVOICE_WAIT_TIMED_OUT = 904
-INVOICE_NOT_FOUND = 905
-INVOICE_STATUS_UNEXPECTED = 906
-INVOICE_NO_DESCRIPTION = 908
 
 UNPAID, PAID, EXPIRED = 0, 1, 2
 _STATE_NAMES = {UNPAID: "unpaid", PAID: "paid", EXPIRED: "expired"}
@@ -62,7 +53,7 @@ _COLUMNS = ("id, label, payment_hash, preimage, payment_secret, state, amount_ms
 _TIMER_SLACK = 0.01
 
 
-class InvoiceRegistryError(RpcError):
+class InvoiceRegistryError(DomainError):
     """A refusal with CLN's error code; `data` (if any) goes in the JSON-RPC error's `data`."""
 
 
@@ -213,7 +204,7 @@ class _Waiters:
 
 
 class InvoiceRegistry:
-    """Our invoices in the node's store.  One per node (see `registry_for`)."""
+    """Our invoices in the node's store.  One per node (`node.invoices`, built by the daemon)."""
 
     def __init__(self, store: Any, notify: Callable[[str, dict], None] | None = None,
                  log: Callable[[str, str], None] | None = None,
@@ -251,7 +242,7 @@ class InvoiceRegistry:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        err = InvoiceRegistryError(LIGHTNINGD, "lightningd is shutting down")
+        err = InvoiceRegistryError(Reason.GENERIC, "lightningd is shutting down")
         for waiter in [w for ws in self._waiters.one.values() for w in ws] + self._waiters.any:
             if not waiter.future.done():
                 waiter.future.set_exception(err)
@@ -269,10 +260,10 @@ class InvoiceRegistry:
         def write(db) -> InvoiceRecord:
             # CLN checks the preimage first: "Check duplicate preimage (unlikely unless they specified it!)"
             if db.query("SELECT 1 FROM invoices WHERE payment_hash = ?", (new.payment_hash,)):
-                raise InvoiceRegistryError(INVOICE_PREIMAGE_ALREADY_EXISTS, "preimage already used")
+                raise InvoiceRegistryError(Reason.INVOICE_PREIMAGE_ALREADY_EXISTS, "preimage already used")
             existing = _by_label(db, new.label)
             if existing is not None:
-                raise InvoiceRegistryError(INVOICE_LABEL_ALREADY_EXISTS, f"Duplicate label '{new.label}'",
+                raise InvoiceRegistryError(Reason.INVOICE_LABEL_ALREADY_EXISTS, f"Duplicate label '{new.label}'",
                                            existing)
             cur = db.execute(
                 "INSERT INTO invoices (label, payment_hash, preimage, payment_secret, state, amount_msat, expires_at,"
@@ -335,15 +326,15 @@ class InvoiceRegistry:
         def write(db) -> InvoiceRecord:
             rec = _by_label(db, label)
             if rec is None:
-                raise InvoiceRegistryError(INVOICE_NOT_FOUND, "Unknown invoice")
+                raise InvoiceRegistryError(Reason.INVOICE_NOT_FOUND, "Unknown invoice")
             # "This is time-sensitive, so only call once; otherwise error msg might not make sense"
             actual = rec.status(now)
             if actual != status:
-                raise InvoiceRegistryError(INVOICE_STATUS_UNEXPECTED, f"Invoice status is {actual} not {status}",
+                raise InvoiceRegistryError(Reason.INVOICE_STATUS_UNEXPECTED, f"Invoice status is {actual} not {status}",
                                            {"current_status": actual, "expected_status": status})
             if desconly:
                 if rec.description is None:
-                    raise InvoiceRegistryError(INVOICE_NO_DESCRIPTION, "Invoice description already removed")
+                    raise InvoiceRegistryError(Reason.INVOICE_NO_DESCRIPTION, "Invoice description already removed")
                 if check_only:
                     return rec
                 updated = _next_var(db, _VAR_UPDATED_INDEX)
@@ -356,7 +347,7 @@ class InvoiceRegistry:
 
         rec = await self._submit(write)
         if not desconly and not check_only:
-            self._wake_one(label, exc=InvoiceRegistryError(LIGHTNINGD, "Invoice deleted during wait"))
+            self._wake_one(label, exc=InvoiceRegistryError(Reason.GENERIC, "Invoice deleted during wait"))
         return rec
 
     # ---- waiting --------------------------------------------------------------------------------
@@ -370,14 +361,14 @@ class InvoiceRegistry:
         try:
             rec = await self.get_by_label(label)
             if rec is None:
-                raise InvoiceRegistryError(LIGHTNINGD, "Label not found")
+                raise InvoiceRegistryError(Reason.GENERIC, "Label not found")
             status = rec.status(self.now())
             if status == "unpaid":
                 rec = await waiter.future
                 status = rec.status(self.now())
             if status == "paid":
                 return rec
-            raise InvoiceRegistryError(INVOICE_EXPIRED_DURING_WAIT, "invoice expired during wait", rec)
+            raise InvoiceRegistryError(Reason.INVOICE_EXPIRED_DURING_WAIT, "invoice expired during wait", rec)
         finally:
             self._drop_waiter(waiter)
 
@@ -399,7 +390,7 @@ class InvoiceRegistry:
             try:
                 return await asyncio.wait_for(asyncio.shield(waiter.future), timeout)
             except asyncio.TimeoutError:
-                raise InvoiceRegistryError(INVOICE_WAIT_TIMED_OUT,
+                raise InvoiceRegistryError(Reason.INVOICE_WAIT_TIMED_OUT,
                                            "Timed out while waiting for invoice to be paid") from None
         finally:
             self._drop_waiter(waiter)
@@ -566,17 +557,3 @@ def _replace(rec: InvoiceRecord, **changes: Any) -> InvoiceRecord:
     return replace(rec, **changes)
 
 
-def registry_for(node: Any) -> InvoiceRegistry:
-    """The node's registry, made on first use (`node.invoices`).  Call `await reg.start()` before
-    relying on expiry; every registry method that waits does so itself."""
-    reg = getattr(node, "invoices", None)
-    if reg is None:
-        log = getattr(node, "log", None)
-
-        def log_fn(level: str, msg: str) -> None:
-            if log is not None:
-                log.log(level, "invoices", msg)
-
-        reg = InvoiceRegistry(node.store, notify=node.notify, log=log_fn)
-        node.invoices = reg
-    return reg

@@ -1,6 +1,6 @@
 """BOLT 12 at runtime: our offers, answering invoice requests, fetching and paying invoices.
 
-    svc = offers_for(node); svc.start()              answers invoice_requests arriving by onion message
+    svc = node.offers; svc.start()              answers invoice_requests arriving by onion message
     await svc.create_offer(...)                       `offer`     (stored in table `offers`)
     await svc.list_offers(...), set_active(...)       `listoffers`, `enableoffer`, `disableoffer`
     await svc.fetch_invoice(...)                      `fetchinvoice`
@@ -22,7 +22,7 @@ import hashlib
 import hmac
 import os
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from coincurve import PrivateKey
 
@@ -49,28 +49,19 @@ from ampere.ln.offers.fields import BITCOIN_CHAINS, DEFAULT_INVOICE_EXPIRY, expe
 from ampere.ln.onion import create_onion
 from ampere.ln.onion_payload import forward_hop_payload
 from ampere.primitives.amount import sat_to_msat
-from ampere.rpc.errors import RpcError
+from ampere.node.errors import DomainError, Reason
 from ampere.wire import decode_tlv_stream, encode_tlv_stream
 from ampere.wire.messages import BlindedPayinfo
 from ampere.wire.messages import EncryptedDataTlvPaymentConstraints as Constraints
 from ampere.wire.messages import EncryptedDataTlvPaymentRelay as Relay
 from ampere.wire.types import ShortChannelId
 from ampere.node.payments.blinded_htlcs import payment_path_id
-from ampere.node.net.onion_messages import messenger_for
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 SOURCE = "offers"
 
-# common/jsonrpc_errors.h
-OFFER_ALREADY_EXISTS = 1000
-OFFER_ALREADY_DISABLED = 1001
-OFFER_EXPIRED = 1002
-OFFER_ROUTE_NOT_FOUND = 1003
-OFFER_BAD_INVREQ_REPLY = 1004
-OFFER_TIMEOUT = 1005
-INVALID_PARAMS = -32602
-PAY_INVOICE_EXPIRED = 207
-PAY_ROUTE_NOT_FOUND = 205
-PAY_UNSPECIFIED_ERROR = 209
 
 # How long the blinded payment paths in our invoices stay usable, in blocks past the invoice's expiry
 # (payment_constraints.max_cltv_expiry): two weeks, like the BOLT 11 maximum CLTV Ampere accepts.
@@ -79,7 +70,7 @@ PATH_CLTV_WINDOW = 2016
 DEFAULT_RELAY = (1000, 10, 34)
 
 
-class OfferError(RpcError):
+class OfferError(DomainError):
     pass
 
 
@@ -113,17 +104,17 @@ class OfferRecord:
 
 
 class OffersService:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.stats = {"invoice_requests": 0, "invoices_sent": 0, "refused": 0}
 
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, SOURCE, msg)
 
     def start(self) -> None:
-        messenger_for(self.node).on_payload("invoice_request", self._on_invoice_request)
+        self.node.onion_messenger.on_payload("invoice_request", self._on_invoice_request)
 
     @property
     def chain_hash(self) -> bytes:
@@ -153,7 +144,7 @@ class OffersService:
         try:
             offer = build_offer(**fields)
         except Bolt12Error as e:
-            raise OfferError(INVALID_PARAMS, str(e)) from None
+            raise OfferError(Reason.BAD_PARAMETER, str(e)) from None
         oid = offer_id(offer.raw)
         text = offer.string()
 
@@ -165,9 +156,9 @@ class OffersService:
                 if rec.active:
                     return rec, False
                 # CLN: "Already exists, but isn't active" (a disabled offer is not silently re-enabled).
-                raise OfferError(OFFER_ALREADY_EXISTS, "Already exists, but isn't active")
+                raise OfferError(Reason.OFFER_ALREADY_EXISTS, "Already exists, but isn't active")
             if label is not None and db.query("SELECT 1 FROM offers WHERE label = ?", (label,)):
-                raise OfferError(OFFER_ALREADY_EXISTS, "Duplicate label")
+                raise OfferError(Reason.OFFER_ALREADY_EXISTS, "Duplicate label")
             row = (oid, text, label, 1, int(single_use), _now())
             db.execute("INSERT INTO offers (offer_id, bolt12, label, active, single_use, created_at) "
                        "VALUES (?, ?, ?, ?, ?, ?)", row)
@@ -184,8 +175,8 @@ class OffersService:
         channel peer can: BOLT 12 "if it is connected only by private channels: MUST include `offer_paths`
         containing one or more paths to the node from publicly reachable nodes".  Deterministic (the same offer
         twice has the same id); the final hop's `path_id` tells us a request came by one of them."""
-        gossip = getattr(self.node, "gossip", None)
-        mgr = getattr(self.node, "channel_manager", None)
+        gossip = self.node.gossip
+        mgr = self.node.channel_manager
         if gossip is None or mgr is None:
             return []
         graph = gossip.state.graph
@@ -243,12 +234,12 @@ class OffersService:
             rows = db.query("SELECT offer_id, bolt12, label, active, single_use, created_at FROM offers "
                             "WHERE offer_id = ?", (oid,))
             if not rows:
-                raise OfferError(INVALID_PARAMS, "Unknown offer")
+                raise OfferError(Reason.BAD_PARAMETER, "Unknown offer")
             rec = OfferRecord(rows[0])
             if rec.active == active:
                 if active:
-                    raise OfferError(OFFER_ALREADY_DISABLED, "offer already active")
-                raise OfferError(OFFER_ALREADY_DISABLED, "offer is not active")
+                    raise OfferError(Reason.OFFER_ALREADY_DISABLED, "offer already active")
+                raise OfferError(Reason.OFFER_ALREADY_DISABLED, "offer is not active")
             db.execute("UPDATE offers SET active = ? WHERE offer_id = ?", (int(active), oid))
             rec.active = active
             return rec
@@ -278,7 +269,7 @@ class OffersService:
 
     async def _reply(self, path: Any, payload: dict) -> None:
         try:
-            await messenger_for(self.node).send(path, payload)
+            await self.node.onion_messenger.send(path, payload)
         except Exception as e:
             self._log("debug", f"could not send the reply: {e!r}")
 
@@ -332,9 +323,9 @@ class OffersService:
         return await self._make_invoice(invreq, oid, amount)
 
     async def _make_invoice(self, invreq: Any, oid: bytes, amount: int) -> bytes:
-        from ampere.node.payments.invoices import INVOICE_LABEL_ALREADY_EXISTS, InvoiceRegistryError, NewInvoice, registry_for
+        from ampere.node.payments.invoices import InvoiceRegistryError, NewInvoice
 
-        reg = registry_for(self.node)
+        reg = self.node.invoices
         label = f"{oid.hex()}-{invreq_id(invreq.raw).hex()}-0"
         existing = await reg.get_by_label(label)
         if existing is not None:
@@ -357,7 +348,7 @@ class OffersService:
                                         expires_at=created_at + expiry, description=invreq.tlv.offer_description,
                                         features=b"", min_final_cltv_expiry=cltv_final, created_at=created_at))
         except InvoiceRegistryError as e:
-            if e.code == INVOICE_LABEL_ALREADY_EXISTS:
+            if e.reason == Reason.INVOICE_LABEL_ALREADY_EXISTS:
                 existing = await reg.get_by_label(label)
                 return decode_string(existing.bolt11).raw
             raise
@@ -376,7 +367,7 @@ class OffersService:
                                            payment_constraints=Constraints(max_cltv_expiry=max_cltv,
                                                                            htlc_minimum_msat=0))
         paths, payinfos = [], []
-        mgr = getattr(node, "channel_manager", None)
+        mgr = node.channel_manager
         usable = [rec for rec in (list(mgr.records.values()) if mgr is not None else [])
                   if rec.state.value == "CHANNELD_NORMAL" and rec.short_channel_id is not None
                   and mgr.is_connected(rec.peer_id)]
@@ -409,7 +400,7 @@ class OffersService:
 
     def _peer_policy(self, rec: Any) -> tuple[int, int, int, int, int]:
         """The peer's relay policy towards us (its channel_update for the direction peer -> us), or defaults."""
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         ch = gossip.state.graph.channels.get(int(rec.short_channel_id)) if gossip is not None else None
         half = ch.halves[ch.direction_from(rec.peer_id)] if ch is not None else None
         if half is not None:
@@ -424,28 +415,28 @@ class OffersService:
         try:
             offer = decode_string(offer_text)
         except Bolt12Error as e:
-            raise OfferError(INVALID_PARAMS, f"offer: {e}") from None
+            raise OfferError(Reason.BAD_PARAMETER, f"offer: {e}") from None
         if offer.kind != "offer":
-            raise OfferError(INVALID_PARAMS, "offer: not an offer")
+            raise OfferError(Reason.BAD_PARAMETER, "offer: not an offer")
         t = offer.tlv
         if t.offer_absolute_expiry is not None and _now() > t.offer_absolute_expiry:
-            raise OfferError(OFFER_EXPIRED, "Offer expired")
+            raise OfferError(Reason.OFFER_EXPIRED, "Offer expired")
         chains = t.offer_chains if t.offer_chains is not None else (BITCOIN_CHAINS["bitcoin"],)
         if self.chain_hash not in chains:
-            raise OfferError(INVALID_PARAMS, "offer: does not support our chain")
+            raise OfferError(Reason.BAD_PARAMETER, "offer: does not support our chain")
         if t.offer_currency is not None:
-            raise OfferError(INVALID_PARAMS, f"offer: cannot convert currency {t.offer_currency}")
+            raise OfferError(Reason.BAD_PARAMETER, f"offer: cannot convert currency {t.offer_currency}")
         if t.offer_amount is not None and amount_msat is not None:
-            raise OfferError(INVALID_PARAMS, "amount_msat parameter unnecessary")
+            raise OfferError(Reason.BAD_PARAMETER, "amount_msat parameter unnecessary")
         if t.offer_amount is None and amount_msat is None:
-            raise OfferError(INVALID_PARAMS, "amount_msat parameter required")
+            raise OfferError(Reason.BAD_PARAMETER, "amount_msat parameter required")
         if t.offer_quantity_max is not None:
             if quantity is None:
-                raise OfferError(INVALID_PARAMS, "quantity parameter required")
+                raise OfferError(Reason.BAD_PARAMETER, "quantity parameter required")
             if quantity == 0 or (t.offer_quantity_max and quantity > t.offer_quantity_max):
-                raise OfferError(INVALID_PARAMS, f"quantity must be between 1 and {t.offer_quantity_max}")
+                raise OfferError(Reason.BAD_PARAMETER, f"quantity must be between 1 and {t.offer_quantity_max}")
         elif quantity is not None:
-            raise OfferError(INVALID_PARAMS, "quantity parameter unnecessary")
+            raise OfferError(Reason.BAD_PARAMETER, "quantity parameter unnecessary")
         payer_key = PrivateKey(os.urandom(32))
         invreq = build_invoice_request(
             offer, payer_key, os.urandom(16), amount_msat=amount_msat, quantity=quantity, payer_note=payer_note,
@@ -459,18 +450,18 @@ class OffersService:
             path = create_blinded_path(os.urandom(32), [(t.offer_issuer_id, encode_encrypted_data())])
             final_blinded = None
         expected_node = t.offer_issuer_id if t.offer_issuer_id is not None else final_blinded
-        messenger = messenger_for(self.node)
+        messenger = self.node.onion_messenger
         try:
             path_id, fut = await messenger.send(path, {"invoice_request": invreq.raw}, reply_kind="invoice",
                                                 expect_reply=True)
         except Exception as e:
-            raise OfferError(OFFER_ROUTE_NOT_FOUND, f"Failed: could not route or connect to the offer's node: {e}") \
+            raise OfferError(Reason.OFFER_ROUTE_NOT_FOUND, f"Failed: could not route or connect to the offer's node: {e}") \
                 from None
         try:
             reply = await asyncio.wait_for(fut, timeout)
         except asyncio.TimeoutError:
             messenger.forget_reply(path_id)
-            raise OfferError(OFFER_TIMEOUT, "Timeout waiting for response") from None
+            raise OfferError(Reason.OFFER_TIMEOUT, "Timeout waiting for response") from None
         payload = reply.payload
         if payload.invoice_error is not None:
             try:
@@ -478,58 +469,58 @@ class OffersService:
                 msg = err.error or "(no message)"
             except Exception:
                 msg = "(undecodable invoice_error)"
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, f"Remote node sent failure message: {msg}")
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, f"Remote node sent failure message: {msg}")
         try:
             invoice = parse_invoice(bytes(payload.invoice))
         except Bolt12Error as e:
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, f"Invalid invoice: {e}") from None
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, f"Invalid invoice: {e}") from None
         it = invoice.tlv
         # BOLT 12 reader of an invoice: "MUST reject the invoice if all fields in ranges 0 to 159 and 1000000000 to
         # 2999999999 (inclusive) do not exactly match the invoice request"; "`invoice_node_id` is not equal to
         # `offer_issuer_id`"; "if `invreq_amount` is present: MUST reject the invoice if `invoice_amount` is not
         # equal to `invreq_amount`".
         if invreq_id(invoice.raw) != invreq_id(invreq.raw):
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, "Invalid invoice: does not match our invoice_request")
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, "Invalid invoice: does not match our invoice_request")
         if expected_node is not None and it.invoice_node_id != expected_node:
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, "Invalid invoice: invoice_node_id is not the offer's")
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, "Invalid invoice: invoice_node_id is not the offer's")
         want = amount_msat if amount_msat is not None else expected_amount(t, quantity)
         if it.invoice_amount != want:
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, f"Invalid invoice: amount {it.invoice_amount}msat, "
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, f"Invalid invoice: amount {it.invoice_amount}msat, "
                                                      f"expected {want}msat")
         expiry = it.invoice_relative_expiry if it.invoice_relative_expiry is not None else DEFAULT_INVOICE_EXPIRY
         if _now() > it.invoice_created_at + expiry:
-            raise OfferError(OFFER_BAD_INVREQ_REPLY, "Invalid invoice: already expired")
+            raise OfferError(Reason.OFFER_BAD_INVREQ_REPLY, "Invalid invoice: already expired")
         return {"invoice": invoice.string(), "changes": {}}
 
     # ---- paying an invoice -----------------------------------------------------------------------
     async def pay_invoice(self, text: str, *, label: str | None, maxfee: int | None, retry_for: float) -> dict:
-        from ampere.node.payments.pay import PayError, payer_for
-        from ampere.node.payments.sendpay import COMPLETE, PENDING, PaymentError, engine_for
+        from ampere.node.payments.pay import PayError
+        from ampere.node.payments.sendpay import COMPLETE, PENDING, PaymentError
         from ampere.ln.route import RouteError, RouteQuery, find_route
 
         try:
             invoice = decode_string(text)
         except Bolt12Error as e:
-            raise OfferError(INVALID_PARAMS, f"bolt11: {e}") from None
+            raise OfferError(Reason.BAD_PARAMETER, f"bolt11: {e}") from None
         if invoice.kind != "invoice":
-            raise OfferError(INVALID_PARAMS, "bolt11: an offer must be turned into an invoice with fetchinvoice")
+            raise OfferError(Reason.BAD_PARAMETER, "bolt11: an offer must be turned into an invoice with fetchinvoice")
         it = invoice.tlv
         expiry = it.invoice_relative_expiry if it.invoice_relative_expiry is not None else DEFAULT_INVOICE_EXPIRY
         if _now() > it.invoice_created_at + expiry:
-            raise PayError(PAY_INVOICE_EXPIRED, "Invoice expired")
+            raise PayError(Reason.PAY_INVOICE_EXPIRED, "Invoice expired")
         chain = it.invreq_chain if it.invreq_chain is not None else BITCOIN_CHAINS["bitcoin"]
         if chain != self.chain_hash:
-            raise OfferError(INVALID_PARAMS, "bolt11: invoice is for another chain")
+            raise OfferError(Reason.BAD_PARAMETER, "bolt11: invoice is for another chain")
         amount = int(it.invoice_amount)
         payment_hash = bytes(it.invoice_payment_hash)
         destination = bytes(it.invoice_node_id)
-        eng = engine_for(self.node)
+        eng = self.node.payments
         await eng.start()
         parts = eng.parts_of(payment_hash)
         done = [p for p in parts if p.status == COMPLETE]
         if any(p.status == PENDING for p in parts):
-            raise PayError(200, "Payment is in progress")
-        payer = payer_for(self.node)
+            raise PayError(Reason.PAY_IN_PROGRESS, "Payment is in progress")
+        payer = self.node.payer
         started = time.time()
         groupid = max((p.groupid for p in parts), default=0) + 1
         if done:
@@ -543,18 +534,18 @@ class OffersService:
                 continue  # "MUST NOT use the corresponding path if `payinfo`.`features` has any unknown even bits"
             if path.first_node_id.pubkey is None:
                 try:
-                    path = messenger_for(self.node)._resolve_scid(path)
+                    path = self.node.onion_messenger._resolve_scid(path)
                 except LookupError as e:
                     last_error = e
                     continue
             intro = path.first_node_id.pubkey
             fee = payinfo_fee(amount, info.fee_base_msat, info.fee_proportional_millionths)
             if fee > budget:
-                last_error = PayError(206, f"Fee exceeds our fee budget: {fee}msat > {budget}msat")
+                last_error = PayError(Reason.PAY_ROUTE_TOO_EXPENSIVE, f"Fee exceeds our fee budget: {fee}msat > {budget}msat")
                 continue
             intro_amount = amount + fee
             if intro == me:
-                last_error = PayError(PAY_ROUTE_NOT_FOUND, "blinded path starts at us: not supported")
+                last_error = PayError(Reason.PAY_ROUTE_NOT_FOUND, "blinded path starts at us: not supported")
                 continue
             # Retry this path while the failures are on our side of the introduction node (a channel on the way
             # there: excluded, as pay does); a failure at or after the introduction node moves to the next path.
@@ -567,7 +558,7 @@ class OffersService:
                         max_fee_msat=budget - fee, local_channels=payer.local_channels(),
                         exclude_channels=frozenset(excluded)))
                 except RouteError as e:
-                    last_error = PayError(PAY_ROUTE_NOT_FOUND, f"No route to the blinded path's introduction node: {e}")
+                    last_error = PayError(Reason.PAY_ROUTE_NOT_FOUND, f"No route to the blinded path's introduction node: {e}")
                     break
                 hops = []
                 for i, hop in enumerate(route[:-1]):
@@ -578,7 +569,7 @@ class OffersService:
                 try:
                     onion, secrets = create_onion(os.urandom(32), hops, payment_hash)
                 except ValueError as e:
-                    last_error = PayError(PAY_ROUTE_NOT_FOUND, f"Could not build the onion: {e}")
+                    last_error = PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Could not build the onion: {e}")
                     break
                 attempts += 1
                 try:
@@ -587,7 +578,7 @@ class OffersService:
                                          amount_msat=amount, destination=destination, total_amount_msat=amount)
                     await eng.wait(payment_hash, max(1.0, started + retry_for - time.time()), 0, groupid)
                 except PaymentError as e:
-                    last_error = PayError(e.code, e.message, e.data)
+                    last_error = PayError(e.reason, e.message, e.data)
                     groupid += 1
                     # erring_index: 0 for our own node, else 1 + the index of the hop that answered.
                     erring = (e.data or {}).get("erring_index") if isinstance(e.data, dict) else None
@@ -602,7 +593,7 @@ class OffersService:
                 return self._pay_result(destination, payment_hash, done, started)
         if isinstance(last_error, (PayError, OfferError)):
             raise last_error
-        raise PayError(PAY_ROUTE_NOT_FOUND, f"Ran out of usable blinded paths ({attempts} attempts)"
+        raise PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Ran out of usable blinded paths ({attempts} attempts)"
                        + (f": {last_error}" if last_error else ""))
 
     @staticmethod
@@ -627,9 +618,3 @@ def _bits(features: bytes) -> list[int]:
     return [i for i in range(value.bit_length()) if value >> i & 1]
 
 
-def offers_for(node: Any) -> OffersService:
-    svc = getattr(node, "offers", None)
-    if svc is None:
-        svc = OffersService(node)
-        node.offers = svc
-    return svc

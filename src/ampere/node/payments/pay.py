@@ -1,6 +1,6 @@
 """The `pay` and `keysend` engine: routes, retries and multipath on top of sendpay (ampere.node.payments.sendpay).
 
-    result = await payer_for(node).pay(PayRequest(...))         CLN pay's result, or PayError (201-210)
+    result = await node.payer.pay(PayRequest(...))         CLN pay's result, or PayError (201-210)
 
 One call is one `groupid`.  Each round:
     route      find_route over the public graph (node.gossip), our own channels with what they can really
@@ -26,12 +26,10 @@ import hashlib
 import os
 import time
 from dataclasses import dataclass, field, replace
-from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.ln import invoice as bolt11
 from ampere.ln.invoice_fields import InvoiceError, scid_to_str
-from ampere.ln.onion_failure import NODE, PERM, UPDATE, decode_failure_message, failure_code_name
 from ampere.ln.route import (
     HintHop,
     LocalChannel,
@@ -42,162 +40,22 @@ from ampere.ln.route import (
     route_fee,
     split_payment,
 )
-from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop, engine_for
+from ampere.ln.pay_policy import DEFAULT_EXEMPTFEE, Knowledge, fee_budget, hints_from_invoice, learn_from_failure
+from ampere.node.errors import DomainError, Reason
+from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop
 
-# common/jsonrpc_errors.h
-PAY_IN_PROGRESS = 200
-PAY_RHASH_ALREADY_USED = 201
-PAY_DESTINATION_PERM_FAIL = 203
-PAY_TRY_OTHER_ROUTE = 204
-PAY_ROUTE_NOT_FOUND = 205
-PAY_ROUTE_TOO_EXPENSIVE = 206
-PAY_INVOICE_EXPIRED = 207
-PAY_UNSPECIFIED_ERROR = 209
-PAY_STOPPED_RETRYING = 210
-INVALID_PARAMS = -32602
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
+
 
 DEFAULT_RETRY_FOR = 60
-DEFAULT_MAXFEEPERCENT = Fraction(1, 2)
-DEFAULT_EXEMPTFEE = 5000
 DEFAULT_RISKFACTOR = 10
 KEYSEND_FINAL_CLTV = 22  # CLN's keysend plugin
 DEFAULT_MAX_PARTS = 16
 
 
-class PayError(Exception):
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code, self.message, self.data = code, message, data
-
-
-# ---- pure parts ----------------------------------------------------------------------------------------------
-
-def fee_budget(amount_msat: int, maxfeepercent: Any = None, exemptfee: int | None = None,
-               maxfee: int | None = None) -> int:
-    """The most `pay` spends on fees for `amount_msat` (integer msat).
-
-    CLN: `maxfee` is an absolute limit; otherwise `maxfeepercent` (default 0.5) of the amount, except that a fee
-    below `exemptfee` (default 5000msat) is always accepted."""
-    if maxfee is not None:
-        return int(maxfee)
-    pct = Fraction(str(maxfeepercent)) if maxfeepercent is not None else DEFAULT_MAXFEEPERCENT
-    if pct < 0:
-        raise ValueError("maxfeepercent must not be negative")
-    limit = int(amount_msat * pct / 100)
-    exempt = DEFAULT_EXEMPTFEE if exemptfee is None else int(exemptfee)
-    return max(limit, exempt)
-
-
-def hints_from_invoice(route_hints: list) -> list[list[HintHop]]:
-    """BOLT #11 `r` fields as the path finder's hint hops."""
-    out = []
-    for hint in route_hints or ():
-        hops = [HintHop(h.pubkey, int(h.short_channel_id), int(h.fee_base_msat), int(h.fee_proportional_millionths),
-                        int(h.cltv_expiry_delta)) for h in hint]
-        if hops:
-            out.append(hops)
-    return out
-
-
-@dataclass
-class Knowledge:
-    """What one payment learnt from its failures: what not to use, and corrected route hints."""
-
-    exclude_channels: set[tuple[int, int]] = field(default_factory=set)
-    exclude_nodes: set[bytes] = field(default_factory=set)
-    hints: list[list[HintHop]] = field(default_factory=list)
-    updates_seen: set[bytes] = field(default_factory=set)
-    local_caps: dict[int, int] = field(default_factory=dict)   # our channel -> most it proved able to send
-
-
-@dataclass(frozen=True)
-class Decision:
-    """What to do after a failed part: "retry" (having learnt something), or "stop" with the error to give."""
-
-    action: str
-    note: str = ""
-    update: bytes | None = None     # a channel_update to apply to the graph (not a hint channel)
-
-
-def _apply_update_to_hints(k: Knowledge, raw: bytes) -> bool:
-    """A channel_update for a route hint's channel replaces that hop's values (the payee's hint was stale)."""
-    from ampere.ln.gossip.rawmsg import channel_update_fields
-
-    try:
-        f = channel_update_fields(raw)
-    except ValueError:
-        return False
-    changed = False
-    for hint in k.hints:
-        for i, hop in enumerate(hint):
-            if hop.short_channel_id == f.short_channel_id:
-                new = replace(hop, fee_base_msat=f.fee_base_msat, fee_proportional_millionths=f.fee_proportional_millionths,
-                              cltv_expiry_delta=f.cltv_expiry_delta, htlc_minimum_msat=f.htlc_minimum_msat,
-                              htlc_maximum_msat=f.htlc_maximum_msat)
-                if new != hop:
-                    hint[i] = new
-                    changed = True
-    return changed
-
-
-def _hint_channels(k: Knowledge) -> set[int]:
-    return {hop.short_channel_id for hint in k.hints for hop in hint}
-
-
-def learn_from_failure(k: Knowledge, data: dict, code: int, destination: bytes,
-                       first_hop_msat: int | None = None) -> Decision:
-    """Update `k` from one failed part's routing failure (waitsendpay's error `data`).  `first_hop_msat`: what
-    the part offered on our own channel (a refusal there lowers what we think that channel can send)."""
-    failcode = int(data.get("failcode") or 0)
-    erring_node = bytes.fromhex(data["erring_node"]) if data.get("erring_node") else None
-    erring_channel = data.get("erring_channel")
-    direction = data.get("erring_direction")
-    name = failure_code_name(failcode) if failcode else "unknown"
-    if code == PAY_DESTINATION_PERM_FAIL or (erring_node == destination and failcode & PERM):
-        # BOLT #4: a permanent failure from the final node: no other route will do better.
-        return Decision("stop", f"destination said {name}")
-    if erring_node == destination and failcode == 23:
-        return Decision("retry", "mpp_timeout: the destination gave up waiting for the other parts")
-    scid = None
-    if erring_channel:
-        from ampere.ln.invoice_fields import scid_from_str
-
-        try:
-            scid = scid_from_str(erring_channel)
-        except InvoiceError:
-            scid = None
-    if data.get("erring_index") == 0 and scid is not None and failcode == 0x1007 and first_hop_msat:
-        # Our own channel refused the amount (reserve, fee spike buffer, in-flight limits): try less over it.
-        cap = min(k.local_caps.get(scid, first_hop_msat), first_hop_msat) * 9 // 10
-        k.local_caps[scid] = cap
-        return Decision("retry", f"our channel {scid_to_str(scid)} could not send {first_hop_msat}msat: "
-                                 f"trying at most {cap}msat")
-    if failcode & UPDATE and data.get("raw_message"):
-        try:
-            msg = decode_failure_message(bytes.fromhex(data["raw_message"]))
-            update = msg.channel_update
-        except ValueError:
-            update = None
-        if update:
-            # The channel_update message may come with its 0x0102 type prefix (BOLT #4) or, from old nodes, without.
-            if update[:2] != b"\x01\x02":
-                update = b"\x01\x02" + update
-            if update not in k.updates_seen:
-                k.updates_seen.add(update)
-                if _apply_update_to_hints(k, update):
-                    return Decision("retry", f"{name}: route hint corrected from the channel_update")
-                if scid is None or scid not in _hint_channels(k):
-                    return Decision("retry", f"{name}: channel_update applied", update=update)
-    if failcode & NODE and erring_node is not None and erring_node != destination:
-        k.exclude_nodes.add(erring_node)
-        return Decision("retry", f"{name}: excluding node {erring_node.hex()}")
-    if scid is not None and direction is not None:
-        k.exclude_channels.add((scid, int(direction)))
-        return Decision("retry", f"{name}: excluding {scid_to_str(scid)}/{direction}")
-    if erring_node is not None and erring_node != destination:
-        k.exclude_nodes.add(erring_node)
-        return Decision("retry", f"{name}: excluding node {erring_node.hex()}")
-    return Decision("stop", f"{name}: nothing left to exclude")
+class PayError(DomainError):
+    """Why `pay` or `keysend` gave up (or refused to start)."""
 
 
 def to_sendpay_route(route: list) -> list[RouteHop]:
@@ -283,12 +141,12 @@ def _iso(t: float) -> str:
 # ---- the engine --------------------------------------------------------------------------------------------
 
 class Payer:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self.statuses: list[PayStatus] = []
 
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "pay", msg)
 
@@ -297,7 +155,7 @@ class Payer:
         return self.node.node_id
 
     def graph(self) -> Any:
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is not None:
             return gossip.state.graph
         from ampere.ln.gossip.graph import Graph
@@ -306,7 +164,7 @@ class Payer:
 
     def local_channels(self) -> list[LocalChannel]:
         """Our channels that can send now, with what each can really send (balance less reserve and in-flight)."""
-        mgr = getattr(self.node, "channel_manager", None)
+        mgr = self.node.channel_manager
         if mgr is None:
             return []
         from ampere.ln.channel import core
@@ -335,39 +193,39 @@ class Payer:
         from ampere.ln.route import parse_exclusions
 
         if maxfee is not None and (maxfeepercent is not None or exemptfee is not None):
-            raise PayError(INVALID_PARAMS, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
+            raise PayError(Reason.BAD_PARAMETER, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
         try:
             inv = bolt11.decode(text)
         except InvoiceError as e:
-            raise PayError(INVALID_PARAMS, f"Invalid bolt11: {e}") from None
+            raise PayError(Reason.BAD_PARAMETER, f"Invalid bolt11: {e}") from None
         from ampere.ln.invoice import currency_for_network
 
         if inv.currency != currency_for_network(self.node.network):
-            raise PayError(INVALID_PARAMS, f"Invalid bolt11: Invoice is for another network {inv.currency}")
+            raise PayError(Reason.BAD_PARAMETER, f"Invalid bolt11: Invoice is for another network {inv.currency}")
         if inv.amount_msat is None:
             if amount_msat is None:
-                raise PayError(INVALID_PARAMS, "amount_msat parameter required")
+                raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter required")
             amount = int(amount_msat)
         else:
             if amount_msat is not None:
-                raise PayError(INVALID_PARAMS, "amount_msat parameter unnecessary")
+                raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter unnecessary")
             amount = int(inv.amount_msat)
         if amount == 0:
-            raise PayError(INVALID_PARAMS, "amount_msat parameter cannot be zero")
+            raise PayError(Reason.BAD_PARAMETER, "amount_msat parameter cannot be zero")
         if inv.description_hash is not None:
             if description is None:
-                raise PayError(INVALID_PARAMS, "bolt11 uses description_hash, but you did not provide description "
+                raise PayError(Reason.BAD_PARAMETER, "bolt11 uses description_hash, but you did not provide description "
                                                "parameter")
             if hashlib.sha256(description.encode()).digest() != inv.description_hash:
-                raise PayError(INVALID_PARAMS, "description does not match description_hash")
+                raise PayError(Reason.BAD_PARAMETER, "description does not match description_hash")
         now = int(time.time())
         expires = inv.timestamp + inv.expiry
         if now > expires:
-            raise PayError(PAY_INVOICE_EXPIRED, "Invoice expired", {"now": now, "expiry": expires})
+            raise PayError(Reason.PAY_INVOICE_EXPIRED, "Invoice expired", {"now": now, "expiry": expires})
         try:
             ex_ch, ex_nodes = parse_exclusions(exclude or [])
         except ValueError as e:
-            raise PayError(INVALID_PARAMS, str(e)) from None
+            raise PayError(Reason.BAD_PARAMETER, str(e)) from None
         return PayRequest(
             destination=inv.payee, payment_hash=inv.payment_hash, amount_msat=amount,
             payment_secret=inv.payment_secret, payment_metadata=inv.payment_metadata,
@@ -382,7 +240,7 @@ class Payer:
                         retry_for: int | None, maxdelay: int | None, exemptfee: int | None, maxfee: int | None,
                         extratlvs: dict[int, bytes] | None, routehints: list[list[HintHop]] | None) -> PayRequest:
         if maxfee is not None and (maxfeepercent is not None or exemptfee is not None):
-            raise PayError(INVALID_PARAMS, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
+            raise PayError(Reason.BAD_PARAMETER, "If you specify maxfee, cannot specify maxfeepercent or exemptfee.")
         preimage = os.urandom(32)
         return PayRequest(
             destination=destination, payment_hash=hashlib.sha256(preimage).digest(), amount_msat=int(amount_msat),
@@ -393,16 +251,16 @@ class Payer:
 
     # ---- paying
     async def pay(self, req: PayRequest) -> dict:
-        eng = engine_for(self.node)
+        eng = self.node.payments
         await eng.start()
         parts = eng.parts_of(req.payment_hash)
         done = [p for p in parts if p.status == COMPLETE]
         if done:
             if any(p.destination is not None and p.destination != req.destination for p in done):
-                raise PayError(PAY_RHASH_ALREADY_USED, f"Already succeeded to {done[0].destination.hex()}")
+                raise PayError(Reason.PAY_RHASH_ALREADY_USED, f"Already succeeded to {done[0].destination.hex()}")
             return self._success(req, done, len(done), min(p.created_at for p in done))
         if any(p.status == PENDING for p in parts):
-            raise PayError(PAY_IN_PROGRESS, "Payment is in progress")
+            raise PayError(Reason.PAY_IN_PROGRESS, "Payment is in progress")
         status = PayStatus(req, time.time())
         self.statuses.append(status)
         if len(self.statuses) > 1000:
@@ -421,7 +279,7 @@ class Payer:
     def listpays(self, bolt11_text: str | None = None, payment_hash: bytes | None = None,
                  status: str | None = None, index: str | None = None, start: int | None = None,
                  limit: int | None = None) -> list[dict]:
-        eng = engine_for(self.node)
+        eng = self.node.payments
         parts = eng.list(bolt11=bolt11_text, payment_hash=payment_hash, index=index, start=start)
         groups: dict[tuple[str, int], list[dict]] = {}
         for p in parts:
@@ -539,7 +397,7 @@ class _PayRun:
                 if remaining > 0 and not self.completed:
                     now = time.time()
                     if self.req.expires_at is not None and now > self.req.expires_at and not self.inflight:
-                        raise PayError(PAY_INVOICE_EXPIRED, "Invoice expired",
+                        raise PayError(Reason.PAY_INVOICE_EXPIRED, "Invoice expired",
                                        {"now": int(now), "expiry": self.req.expires_at})
                     if time.monotonic() >= self.deadline:
                         if not self.inflight:
@@ -570,7 +428,7 @@ class _PayRun:
 
     def _timeout(self) -> PayError:
         data = self.last_error.data if self.last_error is not None else None
-        return PayError(PAY_STOPPED_RETRYING, f"Ran out of time after {self.sent_parts} attempts: see `paystatus`",
+        return PayError(Reason.PAY_STOPPED_RETRYING, f"Ran out of time after {self.sent_parts} attempts: see `paystatus`",
                         data)
 
     def _route_error(self, e: RouteError) -> PayError:
@@ -581,12 +439,12 @@ class _PayRun:
                 data["feepercent"] = round(e.fee_msat * 100 / self.req.amount_msat, 6)
             if e.delay is not None:
                 data["delay"] = e.delay
-            return PayError(PAY_ROUTE_TOO_EXPENSIVE, f"Route too expensive: {e}", data or None)
+            return PayError(Reason.PAY_ROUTE_TOO_EXPENSIVE, f"Route too expensive: {e}", data or None)
         if self.sent_parts:
-            return PayError(PAY_ROUTE_NOT_FOUND, f"Ran out of routes to try after {self.sent_parts} attempt"
+            return PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Ran out of routes to try after {self.sent_parts} attempt"
                                                  f"{'s' if self.sent_parts != 1 else ''}: see `paystatus`",
                             self.last_error.data if self.last_error is not None else None)
-        return PayError(PAY_ROUTE_NOT_FOUND, f"Could not find a route: {e}")
+        return PayError(Reason.PAY_ROUTE_NOT_FOUND, f"Could not find a route: {e}")
 
     async def _send(self, route: list) -> bool:
         req = self.req
@@ -638,27 +496,28 @@ class _PayRun:
             elif isinstance(exc, PaymentError):
                 self._failed(attempt, exc)
             else:
-                self._failed(attempt, PaymentError(PAY_UNSPECIFIED_ERROR, str(exc)))
+                self._failed(attempt, PaymentError(Reason.PAY_UNSPECIFIED_ERROR, str(exc)))
 
     def _failed(self, attempt: Attempt, e: PaymentError) -> None:
         attempt.end_time = attempt.end_time or time.time()
-        attempt.result = {"failure": {"code": e.code, "message": e.message, "data": e.data}}
+        attempt.result = {"failure": {"code": self.payer.node.cln_code(e.reason), "message": e.message, "data": e.data}}
         data = e.data if isinstance(e.data, dict) else {}
-        self.last_error = PayError(e.code, e.message, e.data)
-        if e.code == PAY_RHASH_ALREADY_USED:
+        self.last_error = PayError(e.reason, e.message, e.data)
+        if e.reason == Reason.PAY_RHASH_ALREADY_USED:
             self.final_error = self.last_error  # paid before with another amount or destination: nothing can work
             return
-        decision = learn_from_failure(self.k, data, e.code, self.req.destination, attempt.route[0].amount_msat)
+        decision = learn_from_failure(self.k, data, self.req.destination, attempt.route[0].amount_msat,
+                                      destination_refused=e.reason == Reason.PAY_DESTINATION_PERM_FAIL)
         if decision.update is not None:
-            gossip = getattr(self.payer.node, "gossip", None)
+            gossip = self.payer.node.gossip
             if gossip is not None:
                 asyncio.get_running_loop().create_task(self._ingest(gossip, decision.update))
         attempt.result["failure"]["note"] = decision.note
         self.note(f"part {attempt.partid} ({attempt.amount_msat}msat) failed: {e.message}; {decision.note}")
         if decision.action != "stop":
             return
-        if e.code == PAY_DESTINATION_PERM_FAIL or data.get("erring_node") == self.req.destination.hex():
-            self.final_error = PayError(PAY_DESTINATION_PERM_FAIL, e.message, e.data)
+        if e.reason == Reason.PAY_DESTINATION_PERM_FAIL or data.get("erring_node") == self.req.destination.hex():
+            self.final_error = PayError(Reason.PAY_DESTINATION_PERM_FAIL, e.message, e.data)
         else:
             # Nothing to learn from this failure: leave out the first channel we used, so routing moves on.
             first = attempt.route[0]
@@ -679,12 +538,6 @@ class _PayRun:
         return out
 
 
-def payer_for(node: Any) -> Payer:
-    p = getattr(node, "payer", None)
-    if p is None:
-        p = Payer(node)
-        node.payer = p
-    return p
 
 
 # ---- keysend receive ----------------------------------------------------------------------------------------
@@ -703,7 +556,7 @@ async def keysend_invoice(node: Any, payment_hash: bytes, payload: Any) -> tuple
         await node.call("invoice", {"amount_msat": amount, "label": label, "description": "keysend",
                                     "preimage": preimage.hex()})
     except Exception as e:
-        log = getattr(node, "log", None)
+        log = node.log
         if log is not None:
             log.log("unusual", "keysend", f"could not make an invoice for keysend {payment_hash.hex()}: {e}")
         return None, payload

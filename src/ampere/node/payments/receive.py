@@ -6,7 +6,7 @@ task, so a plugin holding its `htlc_accepted` answer (a HODL invoice) delays onl
 channels and RPC calls go on.
 
     peel the onion (BOLT 4)        a BADONION is answered with update_fail_malformed_htlc at once
-    htlc_accepted chain            continue (with replacements) / fail / resolve  (plugins.hooks.HtlcAcceptedSession)
+    htlc_accepted chain            continue (with replacements) / fail / resolve  (the approver: plugins.approval)
     forward                        handed to `node.switch.forward(...)` if there is a switch, else unknown_next_peer
     final hop                      BOLT 4 checks (amount, CLTV, payment_secret, invoice), then the HTLC joins the
                                    set of its payment_hash; when the set reaches total_msat: the invoice_payment
@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.ln.invoice_fields import scid_to_str
@@ -31,6 +31,10 @@ from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
 from ampere.ln.onion_payload import HopPayload, check_hop_payload, decode_hop_payload
 from ampere.primitives.bigsize import encode_bigsize
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
+    from ampere.node.payments.approval import HtlcVerdict, PaymentApprover
 
 INCORRECT_OR_UNKNOWN = "incorrect_or_unknown_payment_details"
 DEFAULT_MPP_TIMEOUT = 60.0
@@ -167,8 +171,10 @@ def _parse_payload(raw: bytes, is_final: bool,
 class Receiver:
     """The node's incoming-HTLC path (`node.receiver`)."""
 
-    def __init__(self, node: Any, mpp_timeout: float = DEFAULT_MPP_TIMEOUT) -> None:
+    def __init__(self, node: Node, approver: PaymentApprover | None = None,
+                 mpp_timeout: float = DEFAULT_MPP_TIMEOUT) -> None:
         self.node = node
+        self.approver = approver  # asked about each HTLC and each invoice about to be paid (plugins' hooks)
         self.mpp_timeout = mpp_timeout
         self.htlcs: dict[tuple[bytes, int], IncomingHtlc] = {}
         self.sets: dict[bytes, HtlcSet] = {}
@@ -177,13 +183,13 @@ class Receiver:
 
     # ---- plumbing
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "htlcs", msg)
 
     @property
     def manager(self) -> Any:
-        return getattr(self.node, "channel_manager", None)
+        return self.node.channel_manager
 
     def blockheight(self) -> int:
         return self.node.current_height()
@@ -216,7 +222,7 @@ class Receiver:
 
     @property
     def stopping(self) -> bool:
-        stopping = getattr(self.node, "stopping", None)
+        stopping = self.node.stopping
         return self._closing or (stopping is not None and stopping.is_set())
 
     def _spawn(self, coro) -> asyncio.Task:
@@ -264,7 +270,7 @@ class Receiver:
             inc.blinded = "inner"
         elif not is_final and payload is not None and payload.current_path_key is not None:
             inc.blinded = "intro"
-        switch = getattr(self.node, "switch", None)
+        switch = self.node.switch
         if switch is not None and switch.knows(inc.key):
             # Forwarded before a restart: the switch finishes it (no second htlc_accepted, no second offer).
             inc.status = "forwarding"
@@ -328,25 +334,22 @@ class Receiver:
         out["htlc"] = htlc
         return out
 
-    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> Any:
-        plugins = getattr(self.node, "plugins", None)
-        if plugins is None or not plugins.has_hook("htlc_accepted"):
+    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> HtlcVerdict | None:
+        approver = self.approver
+        if approver is None or not approver.wants_htlcs():
             return None
-        from ampere.plugins.hooks import HtlcAcceptedSession
 
         def reparse(raw: bytes) -> dict:
             parsed, _err = _parse_payload(raw, is_final)
             return onion_json(raw, parsed, is_final)
 
-        session = HtlcAcceptedSession(payload, lambda level, msg: self._log(level, msg), reparse)
         inc.status = "hook"
-        await plugins.call_hook("htlc_accepted", session=session)
-        return session
+        return await approver.htlc_accepted(payload, reparse, lambda level, msg: self._log(level, msg))
 
     # ---- forwards
     async def _forward(self, inc: IncomingHtlc, payload: HopPayload, next_onion: bytes,
                        replacements: dict[str, Any]) -> None:
-        switch = getattr(self.node, "switch", None)
+        switch = self.node.switch
         if switch is None:
             # BOLT #4: "if the receiving peer specified by the onion is NOT known: return an unknown_next_peer error."
             await self.fail(inc, encode_failure_message("unknown_next_peer"))
@@ -363,7 +366,7 @@ class Receiver:
         if failure is not None:
             await self.fail(inc, failure)
             return
-        invoices = getattr(self.node, "invoices", None)
+        invoices = self.node.invoices
         rec = await invoices.lookup_by_hash(inc.payment_hash) if invoices is not None else None
         if rec is None and payload.keysend_preimage is not None:
             # Keysend, received by default as CLN's keysend plugin does: an invoice made on the fly (pay.py).
@@ -445,15 +448,12 @@ class Receiver:
 
     async def _invoice_payment_hook(self, s: HtlcSet) -> bytes | None:
         """None to accept; b"" (reject) or a failure message (lightningd/invoice.c invoice_payment_hook)."""
-        plugins = getattr(self.node, "plugins", None)
-        if plugins is None or not plugins.has_hook("invoice_payment"):
+        approver = self.approver
+        if approver is None or not approver.wants_invoice_payments():
             return None
-        from ampere.plugins.hooks import InvoicePaymentSession
-
         rec = s.invoice
         payload = {"payment": {"label": rec.label, "preimage": rec.preimage.hex(), "msat": s.received_msat}}
-        session = InvoicePaymentSession(payload, lambda level, msg: self._log(level, msg))
-        return await plugins.call_hook("invoice_payment", session=session)
+        return await approver.invoice_payment(payload, lambda level, msg: self._log(level, msg))
 
     # ---- resolution (also used by the switch for forwarded HTLCs)
     async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:
@@ -530,37 +530,3 @@ class Receiver:
         return out
 
 
-async def start_payment_runtime(node: Any) -> None:
-    """Wire the payment engine and the receiver to the channel manager, then settle what a restart left open.
-    Call after the channels are loaded and BEFORE peers reconnect (no HTLC event may be missed)."""
-    from ampere.node.payments.sendpay import engine_for
-
-    eng = engine_for(node)
-    await eng.start()
-    rcv = receiver_for(node)
-    rcv.start()
-    await eng.reconcile()
-    from ampere.node.payments.switch import switch_for
-
-    await switch_for(node).start()  # forwards: loaded and listening before the replay and any peer
-    rcv.replay()
-
-
-async def stop_payment_runtime(node: Any) -> None:
-    rcv = getattr(node, "receiver", None)
-    if rcv is not None:
-        await rcv.close()
-    sw = getattr(node, "switch", None)
-    if sw is not None:
-        await sw.close()
-    eng = getattr(node, "payments", None)
-    if eng is not None:
-        eng.close()
-
-
-def receiver_for(node: Any) -> Receiver:
-    rcv = getattr(node, "receiver", None)
-    if rcv is None:
-        rcv = Receiver(node)
-        node.receiver = rcv
-    return rcv

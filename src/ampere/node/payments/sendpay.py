@@ -30,9 +30,9 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from ampere.rpc.errors import RpcError
+from ampere.node.errors import DomainError, Reason
 from ampere.node.payments.listing import page
 from ampere.node.app.tasks import spawn_guarded
 from ampere.store.counters import next_counter
@@ -49,16 +49,9 @@ from ampere.ln.onion_failure import (
 from ampere.ln.onion_payload import final_hop_payload, forward_hop_payload
 from ampere.primitives.crypto import SECP256K1_ORDER
 
-# common/jsonrpc_errors.h
-LIGHTNINGD = -1
-PAY_IN_PROGRESS = 200
-PAY_RHASH_ALREADY_USED = 201
-PAY_UNPARSEABLE_ONION = 202
-PAY_DESTINATION_PERM_FAIL = 203
-PAY_TRY_OTHER_ROUTE = 204
-PAY_NO_SUCH_PAYMENT = 208
-PAY_UNSPECIFIED_ERROR = 209
-INVALID_PARAMS = -32602
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
+
 
 PENDING, COMPLETE, FAILED = "pending", "complete", "failed"
 _STATUS_CODES = {PENDING: 0, COMPLETE: 1, FAILED: 2}
@@ -69,7 +62,7 @@ TEMPORARY_CHANNEL_FAILURE = 0x1007
 UNKNOWN_NEXT_PEER = 0x400A
 
 
-class PaymentError(RpcError):
+class PaymentError(DomainError):
     """A refusal or a failed part, with CLN's code and `data` (the JSON-RPC error's data member)."""
 
 
@@ -168,11 +161,13 @@ class Payment:
     def error(self) -> PaymentError:
         """The failed part as waitsendpay's error (and sendpay_failure's payload)."""
         if self.failure is None:
-            return PaymentError(PAY_UNSPECIFIED_ERROR, "Payment failure reason unknown", self.fields_json())
+            return PaymentError(Reason.PAY_UNSPECIFIED_ERROR, "Payment failure reason unknown", self.fields_json())
         data = self.fields_json()
         data.pop("erroronion", None)
         data.update(self.failure.get("data") or {})
-        return PaymentError(self.failure["code"], self.failure["message"], data)
+        # "code" holds the Reason's name (an int in a failure stored before reasons existed: CLN's code).
+        code = self.failure["code"]
+        return PaymentError(Reason(code) if isinstance(code, str) else code, self.failure["message"], data)
 
 
 # ---- pure helpers: onion for a route, failures into CLN's routing failure object -------------------------
@@ -219,12 +214,12 @@ def remote_failure(p: Payment, reason: bytes) -> tuple[dict, bytes | None]:
     Returns ({"code", "message", "data"}, erroronion): erroronion is the raw reply when it cannot be read
     (202, "Malformed error reply", data.onionreply)."""
     if not p.shared_secrets:
-        return ({"code": PAY_UNPARSEABLE_ONION, "message": "Malformed error reply",
+        return ({"code": Reason.PAY_UNPARSEABLE_ONION, "message": "Malformed error reply",
                  "data": {"onionreply": reason.hex()}}, reason)
     try:
         decoded = decode_failure(p.shared_secrets, reason)
     except (UnreadableFailure, FailurePacketError):
-        return ({"code": PAY_UNPARSEABLE_ONION, "message": "Malformed error reply",
+        return ({"code": Reason.PAY_UNPARSEABLE_ONION, "message": "Malformed error reply",
                  "data": {"onionreply": reason.hex()}}, reason)
     index = decoded.erring_index
     failcode = decoded.failure_code
@@ -233,13 +228,13 @@ def remote_failure(p: Payment, reason: bytes) -> tuple[dict, bytes | None]:
     if index < len(nodes):
         if index == len(nodes) - 1:
             # "If any channel is to blame, it's the last one."  An error from the destination: permanent if PERM.
-            code = PAY_DESTINATION_PERM_FAIL if failcode & PERM else PAY_TRY_OTHER_ROUTE
+            code = Reason.PAY_DESTINATION_PERM_FAIL if failcode & PERM else Reason.PAY_TRY_OTHER_ROUTE
             erring_node = nodes[index]
             erring_channel = chans[index] if index < len(chans) else None
             prev = nodes[index - 1] if index > 0 else None
             direction = node_id_idx(prev, nodes[index]) if prev is not None else None
         else:
-            code = PAY_TRY_OTHER_ROUTE
+            code = Reason.PAY_TRY_OTHER_ROUTE
             # "Report the *next* channel as failing"; a BADONION is on behalf of the following node.
             erring_channel = chans[index + 1] if index + 1 < len(chans) else None
             direction = node_id_idx(nodes[index], nodes[index + 1])
@@ -250,7 +245,7 @@ def remote_failure(p: Payment, reason: bytes) -> tuple[dict, bytes | None]:
         if direction is not None:
             data["erring_direction"] = direction
     else:
-        code = PAY_TRY_OTHER_ROUTE
+        code = Reason.PAY_TRY_OTHER_ROUTE
     data["raw_message"] = decoded.failure_message.hex()
     return {"code": code, "message": f"failed: {wire_name(failcode)} (reply from remote)", "data": data}, None
 
@@ -263,7 +258,7 @@ def local_failure(p: Payment, our_id: bytes, failcode: int, detail: str) -> dict
         data["erring_channel"] = scid_to_str(p.first_scid)
     if p.route_nodes:
         data["erring_direction"] = node_id_idx(our_id, p.route_nodes[0])
-    return {"code": PAY_TRY_OTHER_ROUTE, "message": f"failed: {wire_name(failcode)} ({detail})", "data": data}
+    return {"code": Reason.PAY_TRY_OTHER_ROUTE, "message": f"failed: {wire_name(failcode)} ({detail})", "data": data}
 
 
 # ---- storage ---------------------------------------------------------------------------------------------
@@ -308,7 +303,7 @@ def _payment_row(p: Payment) -> tuple:
 class PaymentEngine:
     """The node's outgoing parts (`node.payments`)."""
 
-    def __init__(self, node: Any, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, node: Node, clock: Callable[[], float] = time.time) -> None:
         self.node = node
         self._tasks: set[asyncio.Task] = set()  # payment updates in flight, kept alive until done
         self.store = node.store
@@ -321,12 +316,12 @@ class PaymentEngine:
 
     # -- helpers
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "pay", msg)
 
     def _notify(self, topic: str, payload: dict) -> None:
-        notify = getattr(self.node, "notify", None)
+        notify = self.node.notify
         if notify is not None:
             notify(topic, payload)
 
@@ -335,7 +330,7 @@ class PaymentEngine:
 
     @property
     def manager(self) -> Any:
-        return getattr(self.node, "channel_manager", None)
+        return self.node.channel_manager
 
     def _index(self, p: Payment) -> None:
         old = self._all.get(p.key)
@@ -369,7 +364,7 @@ class PaymentEngine:
             mgr.on_htlc_failed(self.on_htlc_failed)
 
     def close(self) -> None:
-        err = PaymentError(LIGHTNINGD, "lightningd is shutting down")
+        err = PaymentError(Reason.GENERIC, "lightningd is shutting down")
         for futs in self._waiters.values():
             for fut in futs:
                 if not fut.done():
@@ -429,34 +424,34 @@ class PaymentEngine:
                 if other.partid != partid:
                     continue
                 if other.amount_msat is not None and other.amount_msat != msat:
-                    raise PaymentError(PAY_RHASH_ALREADY_USED,
+                    raise PaymentError(Reason.PAY_RHASH_ALREADY_USED,
                                        f"Already succeeded with amount {other.amount_msat}msat (not {msat}msat)")
                 if other.destination is not None and destination is not None and other.destination != destination:
-                    raise PaymentError(PAY_RHASH_ALREADY_USED, f"Already succeeded to {other.destination.hex()}")
+                    raise PaymentError(Reason.PAY_RHASH_ALREADY_USED, f"Already succeeded to {other.destination.hex()}")
                 return other.fields_json()
             if other.status == PENDING:
                 if other.groupid != groupid:
-                    raise PaymentError(PAY_IN_PROGRESS, f"Payment with hash {payment_hash.hex()} is in progress "
+                    raise PaymentError(Reason.PAY_IN_PROGRESS, f"Payment with hash {payment_hash.hex()} is in progress "
                                                         "with a different groupid")
                 if bool(other.partid) != bool(partid):
-                    raise PaymentError(PAY_IN_PROGRESS, "Already have "
+                    raise PaymentError(Reason.PAY_IN_PROGRESS, "Already have "
                                        f"{'parallel' if other.partid else 'non-parallel'} payment in progress")
                 if other.partid == partid:
                     if other.total_msat != total_msat or (other.amount_msat is not None and other.amount_msat != msat):
-                        raise PaymentError(PAY_RHASH_ALREADY_USED,
+                        raise PaymentError(Reason.PAY_RHASH_ALREADY_USED,
                                            f"Already pending with amount {other.amount_msat}msat (not {msat}msat)")
                     if other.destination is not None and destination is not None and other.destination != destination:
-                        raise PaymentError(PAY_RHASH_ALREADY_USED, f"Already pending to {other.destination.hex()}")
+                        raise PaymentError(Reason.PAY_RHASH_ALREADY_USED, f"Already pending to {other.destination.hex()}")
                     return other.in_progress_json()
                 if other.total_msat != total_msat:
                     # "You shouldn't change your mind about amount being sent, since we'll use it in onion!"
-                    raise PaymentError(PAY_IN_PROGRESS, f"msatoshi was previously {other.total_msat}msat, now "
+                    raise PaymentError(Reason.PAY_IN_PROGRESS, f"msatoshi was previously {other.total_msat}msat, now "
                                                         f"{total_msat}msat")
                 pending_sum += other.amount_msat or 0
             elif other.partid == partid and other.groupid == groupid:
                 old_failed = other
         if partid and pending_sum + msat > total_msat:
-            raise PaymentError(PAY_IN_PROGRESS, f"Already have {pending_sum}msat of {total_msat}msat payments in "
+            raise PaymentError(Reason.PAY_IN_PROGRESS, f"Already have {pending_sum}msat of {total_msat}msat payments in "
                                                 "progress")
         return old_failed
 
@@ -468,15 +463,15 @@ class PaymentEngine:
         """sendpay: returns the in-progress (or already complete) part; raises PaymentError.
         `keysend_preimage` / `extra_tlvs`: records for the final hop's payload (keysend, from pay.py)."""
         if not route:
-            raise PaymentError(INVALID_PARAMS, "Empty route")
+            raise PaymentError(Reason.BAD_PARAMETER, "Empty route")
         final = route[-1]
         msat = final.amount_msat
         if partid and amount_msat is None:
-            raise PaymentError(INVALID_PARAMS, "Must specify msatoshi with partid")
+            raise PaymentError(Reason.BAD_PARAMETER, "Must specify msatoshi with partid")
         if partid and payment_secret is None:
-            raise PaymentError(INVALID_PARAMS, "partid requires payment_secret")
+            raise PaymentError(Reason.BAD_PARAMETER, "partid requires payment_secret")
         if amount_msat is not None and not partid and amount_msat != msat:
-            raise PaymentError(INVALID_PARAMS, f"Do not specify msatoshi ({amount_msat}msat) without partid: if you "
+            raise PaymentError(Reason.BAD_PARAMETER, f"Do not specify msatoshi ({amount_msat}msat) without partid: if you "
                                                f"do, it must be exactly the final amount ({msat}msat)")
         total = amount_msat if amount_msat is not None else msat
         try:
@@ -484,7 +479,7 @@ class PaymentEngine:
                                                      payment_secret=payment_secret, payment_metadata=payment_metadata,
                                                      keysend_preimage=keysend_preimage, extra_tlvs=extra_tlvs)
         except (OnionConstructionError, ValueError) as e:
-            raise PaymentError(INVALID_PARAMS, f"Could not build the onion: {e}") from None
+            raise PaymentError(Reason.BAD_PARAMETER, f"Could not build the onion: {e}") from None
         p = Payment(created_index=0, payment_hash=payment_hash, partid=partid, groupid=groupid, status=PENDING,
                     amount_sent_msat=route[0].amount_msat, total_msat=total, created_at=self.now(), amount_msat=msat,
                     destination=final.node_id, label=label, bolt11=bolt11, description=description,
@@ -526,11 +521,11 @@ class PaymentEngine:
         return best
 
     def _blockheight(self) -> int:
-        chain = getattr(self.node, "chain", None)
-        height = getattr(chain, "height", None) if chain is not None else None
+        chain = self.node.chain
+        height = chain.height if chain is not None else None
         if isinstance(height, int):
             return height
-        return int(getattr(self.node, "blockheight", 0) or 0)
+        return int(self.node.blockheight or 0)
 
     async def _send(self, p: Payment, onion: bytes, first_node: bytes) -> dict:
         existing = self._check_against_others(p.payment_hash, p.partid, p.groupid,
@@ -611,7 +606,7 @@ class PaymentEngine:
         err = p.error()
         self._log("debug", f"Payment part {p.partid}/{p.groupid} of {p.payment_hash.hex()} failed: {err.message}")
         self._wake(p)
-        self._notify("sendpay_failure", err.to_json())
+        self._notify("sendpay_failure", self.node.error_json(err))
 
     async def _complete(self, p: Payment, preimage: bytes) -> None:
         if p.status != PENDING:
@@ -683,18 +678,18 @@ class PaymentEngine:
                    groupid: int | None = None) -> dict:
         p = self.find(payment_hash, partid, groupid)
         if p is None:
-            raise PaymentError(PAY_NO_SUCH_PAYMENT, f"Never attempted payment part {partid} for "
+            raise PaymentError(Reason.PAY_NO_SUCH_PAYMENT, f"Never attempted payment part {partid} for "
                                                     f"'{payment_hash.hex()}'")
         if p.status == PENDING:
             if timeout is not None and timeout <= 0:
-                raise PaymentError(PAY_IN_PROGRESS, "Timed out while waiting")
+                raise PaymentError(Reason.PAY_IN_PROGRESS, "Timed out while waiting")
             fut = asyncio.get_running_loop().create_future()
             waiters = self._waiters.setdefault(p.key, [])
             waiters.append(fut)
             try:
                 p = await asyncio.wait_for(asyncio.shield(fut), timeout)
             except asyncio.TimeoutError:
-                raise PaymentError(PAY_IN_PROGRESS, "Timed out while waiting") from None
+                raise PaymentError(Reason.PAY_IN_PROGRESS, "Timed out while waiting") from None
             finally:
                 if fut in waiters:
                     waiters.remove(fut)
@@ -711,10 +706,3 @@ class PaymentEngine:
         return [p.fields_json(with_description=True) for p in page(out, index, start, limit)]
 
 
-def engine_for(node: Any) -> PaymentEngine:
-    """The node's payment engine, made on first use (`node.payments`)."""
-    eng = getattr(node, "payments", None)
-    if eng is None:
-        eng = PaymentEngine(node)
-        node.payments = eng
-    return eng

@@ -3,7 +3,7 @@
 An incoming HTLC whose onion names a next channel reaches `Switch.forward(inc, payload, next_onion, ...)` from the
 receiver (ampere.node.payments.receive), after the onion was peeled and `htlc_accepted` said continue:
 
-    checks (pure: `check_forward`)   BOLT 4/7 against OUR channel_update for the outgoing channel: fee, CLTV delta,
+    checks (pure: ln.forwarding)     BOLT 4/7 against OUR channel_update for the outgoing channel: fee, CLTV delta,
                                      expiry too soon / too far, htlc minimum and maximum, enabled
     persist the forward              a row in `forwards` (status offered) is on disk BEFORE the HTLC is offered
     offer on the outgoing channel    channel_manager.offer_htlc; a refusal (capacity, limits) becomes our own
@@ -25,115 +25,27 @@ from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
-from ampere.ln.onion_failure import (
-    BADONION,
-    UPDATE,
-    encode_failure_message,
-    failure_code,
-    failure_code_name,
-)
+from ampere.ln.forwarding import DEFAULT_MAX_LOCKTIME, ForwardRefusal, Policy, check_forward, failure_with_update
+from ampere.ln.onion_failure import BADONION, UPDATE, encode_failure_message, failure_code, failure_code_name
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
 
 OFFERED, SETTLED, FAILED, LOCAL_FAILED = "offered", "settled", "failed", "local_failed"
 _STATUS_CODES = {OFFERED: 0, SETTLED: 1, FAILED: 2, LOCAL_FAILED: 3}
 _STATUS_NAMES = {v: k for k, v in _STATUS_CODES.items()}
 _VAR_UPDATED_INDEX = "forwards.updated_index"
-DELFORWARD_NOT_FOUND = 1401
-
-# lightningd forward_htlc: "never offer an expired HTLC"; and `max-locktime-blocks` bounds how far away it may be.
-DEFAULT_MAX_LOCKTIME = 2016
 
 # The `forwards` table is created by migration 9 (src/ampere/store/migrations.py).
 _COLUMNS = ("id, in_channel_id, in_htlc_id, in_scid, in_msat, in_cltv, payment_hash, out_scid, out_channel_id, "
             "out_htlc_id, out_msat, out_cltv, status, failcode, received_time, resolved_time, shared_secret, preimage, "
             "fail_message, fail_onion, updated_index")
-
-
-# ---- pure parts ----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Policy:
-    """Our channel_update values for one outgoing channel (what we advertise, so what we enforce)."""
-
-    fee_base_msat: int
-    fee_ppm: int
-    cltv_delta: int
-    htlc_minimum_msat: int
-    htlc_maximum_msat: int
-    enabled: bool = True
-
-
-def forward_fee(policy: Policy, amt_to_forward: int) -> int:
-    """BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )."""
-    return policy.fee_base_msat + amt_to_forward * policy.fee_ppm // 1_000_000
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """A forward we refuse before offering: the BOLT 4 failure name and its fields (channel_update is added by
-    the switch for the UPDATE codes)."""
-
-    name: str
-    fields: dict = field(default_factory=dict)
-    detail: str = ""
-
-    @property
-    def code(self) -> int:
-        return failure_code(self.name)
-
-
-def check_forward(policy: Policy, in_msat: int, in_cltv: int, out_msat: int, out_cltv: int, blockheight: int,
-                  max_locktime: int = DEFAULT_MAX_LOCKTIME) -> Refusal | None:
-    """The checks of a forward against our policy for the outgoing channel (None: all pass).
-
-    In lightningd's order (forward_htlc): enabled, fee, CLTV delta, expiry too soon, expiry too far, HTLC
-    minimum and maximum."""
-    if not policy.enabled:
-        # BOLT #4 channel_disabled: "The outgoing channel has been disabled."
-        return Refusal("channel_disabled", {"disabled_flags": 0}, "channel disabled")
-    # BOLT #4: "if the processing node ... the fee amount is less than what's required: ... fee_insufficient".
-    fee = forward_fee(policy, out_msat)
-    if in_msat < out_msat or in_msat - out_msat < fee:
-        return Refusal("fee_insufficient", {"htlc_msat": in_msat},
-                       f"fee {in_msat - out_msat}msat below {fee}msat")
-    # BOLT #4 incorrect_cltv_expiry: "If the `cltv_expiry` does not comply with the `cltv_expiry_delta` required
-    # by the outgoing channel".  BOLT #7: "cltv_expiry - outgoing_cltv_value >= cltv_expiry_delta".
-    if in_cltv < out_cltv or in_cltv - out_cltv < policy.cltv_delta:
-        return Refusal("incorrect_cltv_expiry", {"cltv_expiry": in_cltv},
-                       f"cltv {in_cltv} - {out_cltv} below our delta {policy.cltv_delta}")
-    # BOLT #4 expiry_too_soon: "The CLTV expiry is too close to the current block height for safe handling".
-    # lightningd: never offer an HTLC that expires at or before the current block.
-    if out_cltv <= blockheight:
-        return Refusal("expiry_too_soon", {}, f"outgoing cltv {out_cltv} not above height {blockheight}")
-    # BOLT #4 expiry_too_far: "The CLTV expiry is too far in the future."
-    if out_cltv > blockheight + max_locktime:
-        return Refusal("expiry_too_far", {}, f"outgoing cltv {out_cltv} beyond {blockheight} + {max_locktime}")
-    # BOLT #4 amount_below_minimum: "The HTLC amount was below the `htlc_minimum_msat` of the channel".
-    if out_msat < policy.htlc_minimum_msat:
-        return Refusal("amount_below_minimum", {"htlc_msat": out_msat},
-                       f"{out_msat}msat below our minimum {policy.htlc_minimum_msat}msat")
-    if out_msat > policy.htlc_maximum_msat:
-        return Refusal("temporary_channel_failure", {}, f"{out_msat}msat above our maximum {policy.htlc_maximum_msat}msat")
-    return None
-
-
-def failure_with_update(name_or_code: str | int, fields: dict, channel_update: bytes | None) -> bytes:
-    """A failure message; the UPDATE codes carry our channel_update (BOLT #4: "encoded *with* the message type
-    prefix"), empty when we have none to give."""
-    code = failure_code(name_or_code) if isinstance(name_or_code, str) else name_or_code
-    fields = dict(fields)
-    if code & UPDATE:
-        fields["channel_update"] = channel_update or b""
-    try:
-        return encode_failure_message(code, **fields)
-    except ValueError:
-        # A code from the channel core whose fields we do not have: the bare code.
-        return code.to_bytes(2, "big")
 
 
 # ---- records -------------------------------------------------------------------------------------------------
@@ -230,7 +142,7 @@ def _from_row(r: tuple) -> Forward:
 # ---- the switch ----------------------------------------------------------------------------------------------
 
 class Switch:
-    def __init__(self, node: Any) -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
 
         # created_index -> forward, while OFFERED: a settled or failed forward leaves memory (listforwards and
@@ -244,17 +156,17 @@ class Switch:
 
     # ---- plumbing
     def _log(self, level: str, msg: str) -> None:
-        log = getattr(self.node, "log", None)
+        log = self.node.log
         if log is not None:
             log.log(level, "switch", msg)
 
     @property
     def manager(self) -> Any:
-        return getattr(self.node, "channel_manager", None)
+        return self.node.channel_manager
 
     @property
     def receiver(self) -> Any:
-        return getattr(self.node, "receiver", None)
+        return self.node.receiver
 
     def blockheight(self) -> int:
         return self.node.current_height()
@@ -339,7 +251,7 @@ class Switch:
             return None
         # The announcer signs our updates; reuse its current one so a failure never carries a second,
         # different update with the same timestamp (receivers would drop it).
-        announcer = getattr(self.node, "channel_announcer", None)
+        announcer = self.node.channel_announcer
         current = announcer.current_update(rec) if announcer is not None else None
         if current is not None:
             return current
@@ -350,7 +262,7 @@ class Switch:
         if raw is not None:
             return raw
         direction = 0 if self.node.node_id < rec.peer_id else 1
-        gossip = getattr(self.node, "gossip", None)
+        gossip = self.node.gossip
         if gossip is not None:
             try:
                 ch = gossip.state.graph.channels.get(int(scid))
@@ -412,12 +324,12 @@ class Switch:
         # BOLT #4: "if the receiving peer specified by the onion is NOT known: return an unknown_next_peer error."
         if rec is None or rec.state.value not in ("CHANNELD_NORMAL", "CHANNELD_AWAITING_LOCKIN",
                                                   "CHANNELD_SHUTTING_DOWN"):
-            await self._local_fail(f, Refusal("unknown_next_peer", {}, "no such channel"), None)
+            await self._local_fail(f, ForwardRefusal("unknown_next_peer", {}, "no such channel"), None)
             return
         update = None
         if rec.state.value != "CHANNELD_NORMAL" or not mgr.is_connected(rec.peer_id):
             # The channel exists but cannot take an HTLC now (peer away, shutting down).
-            await self._local_fail(f, Refusal("temporary_channel_failure", {}, "channel not available"),
+            await self._local_fail(f, ForwardRefusal("temporary_channel_failure", {}, "channel not available"),
                                    self.channel_update_for(rec))
             return
         refusal = check_forward(self.policy_for(rec), inc.amount_msat, inc.cltv_expiry, out_msat, out_cltv,
@@ -436,7 +348,7 @@ class Switch:
             if code & UPDATE:
                 update = self.channel_update_for(rec)
             fields = {"htlc_msat": out_msat} if code == failure_code("amount_below_minimum") else {}
-            await self._local_fail(f, Refusal(failure_code_name(code), fields, str(e)), update, code=code)
+            await self._local_fail(f, ForwardRefusal(failure_code_name(code), fields, str(e)), update, code=code)
             return
         f.out_htlc_id = int(htlc_id)
         self.by_out[(rec.channel_id, f.out_htlc_id)] = f
@@ -445,7 +357,7 @@ class Switch:
         self._spawn(self._store(f, bump=False))
         self._notify(f)
 
-    async def _local_fail(self, f: Forward, refusal: Refusal, update: bytes | None, code: int | None = None) -> None:
+    async def _local_fail(self, f: Forward, refusal: ForwardRefusal, update: bytes | None, code: int | None = None) -> None:
         code = code if code is not None else refusal.code
         msg = failure_with_update(code, refusal.fields, update)
         self._log("debug", f"HTLC {f.in_htlc_id} on {scid_to_str(f.in_scid) if f.in_scid else '?'}: "
@@ -651,7 +563,7 @@ class Switch:
         await self._store(f)
 
     def _notify(self, f: Forward) -> None:
-        notify = getattr(self.node, "notify", None)
+        notify = self.node.notify
         if notify is not None:
             notify("forward_event", f.event_json())
 
@@ -698,9 +610,3 @@ class Switch:
         return bool(ids)
 
 
-def switch_for(node: Any) -> Switch:
-    sw = getattr(node, "switch", None)
-    if sw is None:
-        sw = Switch(node)
-        node.switch = sw
-    return sw

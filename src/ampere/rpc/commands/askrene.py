@@ -18,12 +18,11 @@ from typing import Any
 import json
 
 from ...ln.route import NoRouteError, RouteError, RouteQuery, find_route
-from ..errors import RpcError, invalid_params
+from ..errors import PAY_ROUTE_NOT_FOUND, RpcError, invalid_params
 from ..params import opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u16, p_u32, req
 from ..registry import command
 from ...wire.types import ShortChannelId
 
-PAY_ROUTE_NOT_FOUND = 205
 KNOWN_LAYERS = {"auto.localchans", "auto.sourcefree", "auto.no_mpp_support"}
 
 
@@ -52,14 +51,12 @@ async def getroutes(ctx, source: bytes, destination: bytes, amount_msat: Any, la
                 exclude_channels.add((int(ShortChannelId.from_str(scid)), int(d)))
     if int(amount_msat) == 0:
         raise invalid_params("amount_msat: must be non-zero")
-    gossip = getattr(ctx.node, "gossip", None)
+    gossip = ctx.node.gossip
     if gossip is None:
         raise RpcError(-1, "Gossip is not running")
     local = None
     if "auto.localchans" in layers and source == ctx.node.node_id:
-        from ampere.node.payments.pay import payer_for
-
-        local = payer_for(ctx.node).local_channels()
+        local = ctx.node.payer.local_channels()
     query = RouteQuery(source=source, destination=destination, amount_msat=int(amount_msat), final_cltv=final_cltv,
                        max_fee_msat=int(maxfee_msat), max_delay=maxdelay, local_channels=local,
                        exclude_nodes=frozenset(exclude_nodes), exclude_channels=frozenset(exclude_channels))

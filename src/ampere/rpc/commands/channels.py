@@ -20,7 +20,7 @@ from ...primitives.amount import AmountError, parse_msat, sat_to_msat
 from ...primitives.crypto import sha256
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...wire.types import ShortChannelId
-from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params
+from ..errors import LIGHTNINGD, METHOD_NOT_FOUND, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_any, p_bool, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
 from ampere.node.channels.funding import channel_type_json
@@ -32,7 +32,7 @@ _SCID = re.compile(r"^\d+x\d+x\d+$")
 
 
 def _manager(ctx):
-    mgr = getattr(ctx.node, "channel_manager", None)
+    mgr = ctx.node.channel_manager
     if mgr is None:
         raise RpcError(LIGHTNINGD, "Channels are not available (no chain backend)")
     return mgr
@@ -119,7 +119,7 @@ async def fundchannel(ctx, id: bytes, amount: Any, feerate: Any, announce: bool,
                                              channel_type=channel_type,
                                              close_to=script)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
 
 
 # ---- listing ----------------------------------------------------------------------------------------
@@ -133,7 +133,7 @@ def _peer_update(mgr, rec) -> dict | None:
     not, the peer's update of our own channel is kept there (BOLT #7: "SHOULD accept `channel_update`s for
     its own channels (even if non-public)")."""
     scid = rec.short_channel_id
-    graph = getattr(getattr(getattr(mgr.node, "gossip", None), "state", None), "graph", None)
+    graph = mgr.node.gossip.state.graph if mgr.node.gossip is not None else None
     if scid is None or graph is None:
         return None
     gch = graph.channels.get(int(scid))
@@ -223,7 +223,7 @@ def peerchannel_json(mgr, rec) -> dict:
     e["max_accepted_htlcs"] = ch.local.max_accepted_htlcs
     e["state_changes"] = list(rec.state_changes)
     e["status"] = [_status_line(rec, connected)]
-    onchain = getattr(mgr.node, "onchain", None)
+    onchain = mgr.node.onchain
     if rec.state in (CS.FUNDING_SPEND_SEEN, CS.ONCHAIN) and onchain is not None and hasattr(onchain, "status"):
         lines = list(onchain.status(rec.channel_id))
         if lines:
@@ -266,7 +266,7 @@ def _scid(v: Any) -> ShortChannelId:
 @command("listpeerchannels", [opt("id", p_pubkey), opt("short_channel_id", _scid), opt("channel_id", p_sha256)],
          category="network", description="Show channels with direct peers.")
 async def listpeerchannels(ctx, id: bytes | None, short_channel_id, channel_id: bytes | None) -> dict:
-    mgr = getattr(ctx.node, "channel_manager", None)
+    mgr = ctx.node.channel_manager
     if mgr is None:
         return {"channels": []}
     out = []
@@ -287,7 +287,7 @@ async def listpeerchannels(ctx, id: bytes | None, short_channel_id, channel_id: 
 @command("listclosedchannels", [opt("id", p_pubkey)], category="channels",
          description="Show historical (dead) channels.")
 async def listclosedchannels(ctx, id: bytes | None) -> dict:
-    mgr = getattr(ctx.node, "channel_manager", None)
+    mgr = ctx.node.channel_manager
     if mgr is None:
         return {"closedchannels": []}
     out = []
@@ -361,7 +361,7 @@ async def setchannel(ctx, id: str, feebase, feeppm: int | None, htlcmin, htlcmax
         if ignorefeelimits is not None:
             s.ignore_fee_limits = ignorefeelimits
         await mgr.save_meta(rec)
-        announcer = getattr(ctx.node, "channel_announcer", None)
+        announcer = ctx.node.channel_announcer
         if announcer is not None:
             announcer.settings_changed(rec)  # BOLT 7: a new channel_update with the new parameters
         e: dict[str, Any] = {"peer_id": rec.peer_id.hex(), "channel_id": rec.channel_id.hex()}
@@ -419,7 +419,7 @@ async def close(ctx, id: str, unilateraltimeout: int, destination: Any, fee_nego
     try:
         kind, txs = await close_channel(mgr, rec, unilateraltimeout, script)
     except CloseError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
     return {"type": kind, "txs": [t.serialize().hex() for t in txs], "txids": [t.txid_hex() for t in txs]}
 
 

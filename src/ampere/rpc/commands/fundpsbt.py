@@ -9,7 +9,7 @@ from typing import Any
 from ...ln.channel.scripts import ChannelType
 from ampere.node.channels.funding import OpenError
 from ...primitives.amount import AmountError, parse_msat
-from ..errors import RpcError, invalid_params
+from ..errors import invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u32, req
 from ..registry import command
 from .channels import _channel_type, _explicit_feerate_floor_check, _manager, _reserve_sat, _script_for
@@ -44,7 +44,7 @@ async def fundchannel_start(ctx, id: bytes, amount: Any, feerate: Any, announce:
                            mindepth=mindepth, reserve_sat=reserve_sat,
                            channel_type=channel_type, close_to=script)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
 
 
 @command("fundchannel_complete", [req("id", p_pubkey), req("psbt", p_string),
@@ -60,7 +60,7 @@ async def fundchannel_complete(ctx, id: bytes, psbt: str, withhold: bool | None)
     try:
         return await complete(mgr.opening, id, psbt)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
 
 
 @command("fundchannel_cancel", [req("id", p_pubkey), opt("channel_id", p_string)], category="channels",
@@ -74,7 +74,7 @@ async def fundchannel_cancel(ctx, id: bytes, channel_id: str | None) -> dict:
     try:
         return cancel(mgr.opening, id)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
 
 
 def _destinations(ctx, v: Any) -> list[dict]:
@@ -144,4 +144,4 @@ async def multifundchannel(ctx, destinations: Any, feerate: Any, minconf: int, u
     try:
         return await multi(mgr.opening, dests, rate, minconf, outpoints)
     except OpenError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None

@@ -15,8 +15,8 @@ from ..registry import COMMANDS, Command, command
 @command("getinfo", description="Show information about this node.")
 async def getinfo(ctx) -> dict:
     node = ctx.node
-    peers = getattr(node, "peer_manager", None)
-    channels = getattr(node, "channel_manager", None)
+    peers = node.peer_manager
+    channels = node.channel_manager
     info: dict[str, Any] = {
         "id": node.node_id.hex(),
         "alias": node.alias,
@@ -88,12 +88,10 @@ async def check(ctx, params: Any) -> dict:
         plugin_method = node.plugins.find_method(name) if node.plugins is not None else None
         if plugin_method is None:
             raise RpcError(METHOD_NOT_FOUND, f"Unknown command '{name}'")
-        checker = getattr(node.plugins, "check_method", None)
-        if checker is not None:
-            resp = await checker(name, ctx.request)
-            if "error" in resp:
-                e = resp["error"]
-                raise RpcError(e.get("code", -1), e.get("message", ""), e.get("data"))
+        resp = await node.plugins.check_method(name, ctx.request)
+        if "error" in resp:
+            e = resp["error"]
+            raise RpcError(e.get("code", -1), e.get("message", ""), e.get("data"))
         return {"command_to_check": name}
     if target.raw:
         hook = getattr(target.handler, "check", None)

@@ -10,16 +10,21 @@ from typing import Any
 
 from ...ln.route import NoRouteError, RouteError, RouteQuery, find_route
 from ...wire.types import ShortChannelId
-from ..errors import INVALID_PARAMS, LIGHTNINGD, RpcError, invalid_params
+from ..errors import (
+    INVALID_PARAMS,
+    LIGHTNINGD,
+    PAY_ROUTE_NOT_FOUND,
+    RpcError,
+    invalid_params,
+)
 from ..params import ParamError, opt, p_hex, p_msat, p_pubkey, p_u32, req
 from ..registry import command
 
-PAY_ROUTE_NOT_FOUND = 205
 ROUTING_MAX_HOPS = 20
 
 
 def _gossip(ctx):
-    g = getattr(ctx.node, "gossip", None)
+    g = ctx.node.gossip
     if g is None:
         raise RpcError(LIGHTNINGD, "Gossip is not running")
     return g

@@ -19,17 +19,15 @@ from coincurve import PrivateKey, PublicKey
 from ...ln import invoice as bolt11
 from ...ln.invoice_fields import Fallback, InvoiceError, features_to_bytes, scid_from_str
 from ...ln.onion import HOP_PAYLOADS_LEN, OnionConstructionError, create_onion, hop_shift_size, strip_length_prefix
+from ampere.node.errors import Reason
 from ampere.node.payments.invoices import (
-    INVOICE_HINTS_GAVE_NO_ROUTES,
-    INVOICE_LABEL_ALREADY_EXISTS,
     InvoiceRecord,
     InvoiceRegistryError,
     NewInvoice,
-    registry_for,
 )
 from ...primitives.amount import AmountError, parse_msat
 from ...primitives.script import AddressError, address_to_script
-from ..errors import LIGHTNINGD, RpcError, invalid_params
+from ..errors import INVOICE_HINTS_GAVE_NO_ROUTES, LIGHTNINGD, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_bool, p_enum, p_hex, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
@@ -151,11 +149,11 @@ def _registry_error(e: InvoiceRegistryError, *, data: bool = True) -> RpcError:
     d = e.data
     if isinstance(d, InvoiceRecord):
         d = d.to_json()
-    return RpcError(e.code, e.message, d if data else None)
+    return to_rpc_error(e, data=d if data else None)
 
 
 async def _registry(ctx):
-    reg = registry_for(ctx.node)
+    reg = ctx.node.invoices
     await reg.start()
     return reg
 
@@ -196,8 +194,8 @@ def _routehints(node, amount_msat: int | None, chanhints: tuple[bool, list[int] 
     from ...ln.invoice_fields import RouteHop as HintField
 
     expose, scids = chanhints if chanhints is not None else (None, None)
-    mgr = getattr(node, "channel_manager", None)
-    graph = getattr(getattr(getattr(node, "gossip", None), "state", None), "graph", None)
+    mgr = node.channel_manager
+    graph = node.gossip.state.graph if node.gossip is not None else None
     candidates: list = []
     if mgr is not None:
         from ...ln.channel.commitment import Side
@@ -448,9 +446,9 @@ async def createinvoice(ctx, invstring, label, preimage) -> dict:
             features=features_to_bytes(inv.features), min_final_cltv_expiry=inv.min_final_cltv_expiry,
             created_at=inv.timestamp))
     except InvoiceRegistryError as e:
-        if e.code == INVOICE_LABEL_ALREADY_EXISTS:
+        if e.reason == Reason.INVOICE_LABEL_ALREADY_EXISTS:
             # CLN's fail_exists: "Duplicate label", with the clashing invoice as data.
-            raise RpcError(e.code, "Duplicate label", e.data.to_json() if e.data else None) from None
+            raise to_rpc_error(e, "Duplicate label", e.data.to_json() if e.data else None) from None
         raise _registry_error(e) from None
     return rec.to_json(reg.now())
 

@@ -12,9 +12,9 @@ from typing import Any
 from ...ln.invoice_fields import scid_to_str
 from ...ln.offers import Bolt12Error, decode_bolt12_string, offer_id
 from ...ln.offers.fields import parse_invoice, parse_invoice_request, parse_offer
-from ampere.node.payments.offers import OfferError, offers_for
+from ampere.node.payments.offers import OfferError
 from ...primitives.amount import AmountError, parse_msat
-from ..errors import RpcError, invalid_params
+from ..errors import RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_bool, p_sha256, p_string, p_u64, req
 from ..registry import command
 
@@ -47,7 +47,7 @@ def p_timeout(v: Any) -> float:
 
 
 def _err(e: OfferError) -> RpcError:
-    return RpcError(e.code, e.message, getattr(e, "data", None))
+    return to_rpc_error(e)
 
 
 def _refuse(name: str):
@@ -77,7 +77,7 @@ async def offer(ctx, amount, description, issuer, label, quantity_max, absolute_
     if ctx.check:
         return {"command_to_check": "offer"}
     try:
-        return await offers_for(ctx.node).create_offer(
+        return await ctx.node.offers.create_offer(
             amount_msat=amount, description=description, issuer=issuer, label=label, quantity_max=quantity_max,
             absolute_expiry=absolute_expiry, single_use=bool(single_use))
     except OfferError as e:
@@ -87,12 +87,12 @@ async def offer(ctx, amount, description, issuer, label, quantity_max, absolute_
 @command("listoffers", [opt("offer_id", p_sha256), opt("active_only", p_bool, False)], category="payment",
          description="List offers, or the one with {offer_id}")
 async def listoffers(ctx, offer_id, active_only) -> dict:
-    return {"offers": await offers_for(ctx.node).list_offers(offer_id, bool(active_only))}
+    return {"offers": await ctx.node.offers.list_offers(offer_id, bool(active_only))}
 
 
 async def _set_active(ctx, oid: bytes, active: bool) -> dict:
     try:
-        return await offers_for(ctx.node).set_active(oid, active)
+        return await ctx.node.offers.set_active(oid, active)
     except OfferError as e:
         raise _err(e) from None
 
@@ -131,7 +131,7 @@ async def fetchinvoice(ctx, offer, amount_msat, quantity, recurrence_counter, re
     if ctx.check:
         return {"command_to_check": "fetchinvoice"}
     try:
-        return await offers_for(ctx.node).fetch_invoice(offer, amount_msat=amount_msat, quantity=quantity,
+        return await ctx.node.offers.fetch_invoice(offer, amount_msat=amount_msat, quantity=quantity,
                                                         payer_note=payer_note, timeout=timeout)
     except OfferError as e:
         raise _err(e) from None

@@ -22,7 +22,7 @@ from ..registry import command
 @command("listpartialinvoices", [opt("payment_hash", p_sha256)], category="payment",
          description="List the parts held for incomplete multi-part payments (optionally of {payment_hash}).")
 async def listpartialinvoices(ctx, payment_hash) -> dict:
-    receiver = getattr(ctx.node, "receiver", None)
+    receiver = ctx.node.receiver
     out: list[dict] = []
     if receiver is None:
         return {"partialinvoices": out}

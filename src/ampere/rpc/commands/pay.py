@@ -12,9 +12,8 @@ from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str
 from ...ln.route import HintHop
-from ampere.node.payments.pay import PayError, payer_for
-from ampere.node.payments.switch import DELFORWARD_NOT_FOUND, switch_for
-from ..errors import RpcError, invalid_params
+from ampere.node.payments.pay import PayError
+from ..errors import DELFORWARD_NOT_FOUND, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, check_paging, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
@@ -89,7 +88,7 @@ def p_routehints(v: Any) -> list[list[HintHop]]:
 
 
 def _err(e: PayError) -> RpcError:
-    return RpcError(e.code, e.message, e.data)
+    return to_rpc_error(e)
 
 
 def _msat_or_none(v: Any) -> int | None:
@@ -116,19 +115,19 @@ async def pay(ctx, bolt11, amount_msat, label, riskfactor, maxfeepercent, retry_
             raise invalid_params("amount_msat: parameter unnecessary")
         if ctx.check:
             return {"command_to_check": "pay"}
-        from ampere.node.payments.offers import OfferError, offers_for
+        from ampere.node.payments.offers import OfferError
 
         try:
-            return await offers_for(ctx.node).pay_invoice(
+            return await ctx.node.offers.pay_invoice(
                 bolt11, label=label, maxfee=_msat_or_none(maxfee),
                 retry_for=float(retry_for if retry_for is not None else 60))
         except PayError as e:
             raise _err(e) from None
         except OfferError as e:
-            raise RpcError(e.code, e.message, e.data) from None
+            raise to_rpc_error(e) from None
     if partial_msat is not None:
         raise invalid_params("partial_msat: not supported")
-    payer = payer_for(ctx.node)
+    payer = ctx.node.payer
     if maxdelay is None:
         maxdelay = ctx.node.options.get("max-locktime-blocks")
     try:
@@ -158,7 +157,7 @@ async def xpay(ctx, invstring, amount_msat, maxfee, layers, retry_for, partial_m
         raise invalid_params("partial_msat: not supported")
     if layers:
         raise invalid_params("layers: askrene layers are not supported")
-    payer = payer_for(ctx.node)
+    payer = ctx.node.payer
     if maxdelay is None:
         maxdelay = ctx.node.options.get("max-locktime-blocks")
     try:
@@ -185,7 +184,7 @@ async def keysend(ctx, destination, amount_msat, label, maxfeepercent, retry_for
     """Send funds to a node without an invoice"""
     if int(amount_msat) == 0:
         raise invalid_params("amount_msat: must be non-zero")
-    payer = payer_for(ctx.node)
+    payer = ctx.node.payer
     if maxdelay is None:
         maxdelay = ctx.node.options.get("max-locktime-blocks")
     try:
@@ -206,16 +205,14 @@ async def keysend(ctx, destination, amount_msat, label, maxfeepercent, retry_for
 async def listpays(ctx, bolt11, payment_hash, status, index, start, limit) -> dict:
     """List result of payment {bolt11} or {payment_hash}, or all"""
     check_paging(index, start, limit)
-    from ampere.node.payments.sendpay import engine_for
-
-    await engine_for(ctx.node).start()
-    return {"pays": payer_for(ctx.node).listpays(bolt11, payment_hash, status, index, start, limit)}
+    await ctx.node.payments.start()
+    return {"pays": ctx.node.payer.listpays(bolt11, payment_hash, status, index, start, limit)}
 
 
 @command("paystatus", [opt("bolt11", p_string)], category="payment")
 async def paystatus(ctx, bolt11) -> dict:
     """Detail status of attempts to pay {bolt11}, or all"""
-    return {"pay": payer_for(ctx.node).paystatus(bolt11)}
+    return {"pay": ctx.node.payer.paystatus(bolt11)}
 
 
 @command("listforwards", [opt("status", p_enum("offered", "settled", "local_failed", "failed")),
@@ -228,7 +225,7 @@ async def listforwards(ctx, status, in_channel, out_channel, index, start, limit
     check_paging(index, start, limit)
     if index is not None and (in_channel is not None or out_channel is not None):
         raise invalid_params("Cannot specify {index} with {in_channel} or {out_channel}")
-    sw = switch_for(ctx.node)
+    sw = ctx.node.switch
     await sw.start()
     return {"forwards": await sw.list(status, in_channel, out_channel, index, start, limit)}
 
@@ -238,7 +235,7 @@ async def listforwards(ctx, status, in_channel, out_channel, index, start, limit
          category="channels")
 async def delforward(ctx, in_channel, in_htlc_id, status) -> dict:
     """Delete a forward record"""
-    sw = switch_for(ctx.node)
+    sw = ctx.node.switch
     await sw.start()
     if not await sw.delete(in_channel, in_htlc_id, status):
         raise RpcError(DELFORWARD_NOT_FOUND, "Could not find that forward")

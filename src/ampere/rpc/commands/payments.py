@@ -10,9 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str, scid_to_str
-from ampere.node.payments.sendpay import PaymentError, RouteHop, engine_for
+from ampere.node.payments.sendpay import PaymentError, RouteHop
 from ...primitives.amount import AmountError, parse_msat
-from ..errors import RpcError
+from ..errors import RpcError, to_rpc_error
 from ..params import ParamError, check_paging, opt, p_enum, p_hex, p_pubkey, p_sha256, p_string, p_u32, p_u64, req
 from ..registry import command
 
@@ -105,11 +105,11 @@ def p_secrets(v: Any) -> list[bytes]:
 
 
 def _rpc(e: PaymentError) -> RpcError:
-    return RpcError(e.code, e.message, e.data)
+    return to_rpc_error(e)
 
 
 async def _ready(ctx) -> Any:
-    eng = engine_for(ctx.node)
+    eng = ctx.node.payments
     await eng.start()
     return eng
 
@@ -178,7 +178,7 @@ async def sendonion(ctx, onion, first_hop, payment_hash, label, shared_secrets, 
                        opt("limit", p_u32)], category="channels")
 async def listhtlcs(ctx, id, index, start, limit) -> dict:
     """List all known HTLCS (optionally, just for channel {id})"""
-    mgr = getattr(ctx.node, "channel_manager", None)
+    mgr = ctx.node.channel_manager
     out: list[dict] = []
     if mgr is None:
         return {"htlcs": out}

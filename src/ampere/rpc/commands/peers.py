@@ -9,7 +9,7 @@ from ampere.node.net.connection import PeerDisconnected
 from ampere.node.net.peers import (AddressError, ConnectError, default_port, parse_peer_address, split_host_port)
 from ...wire.codec import MESSAGE_TYPES
 from ...wire.noise import MAX_MESSAGE_SIZE
-from ..errors import INVALID_PARAMS, INVALID_REQUEST, LIGHTNINGD, RpcError, invalid_params
+from ..errors import INVALID_PARAMS, INVALID_REQUEST, LIGHTNINGD, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_bool, p_enum, p_hex, p_pubkey, p_string, p_u16, req
 from ..registry import command
 
@@ -19,7 +19,7 @@ _PLUGIN_SENDABLE = {7, 9}  # peer_storage, peer_storage_retrieval
 
 
 def _manager(ctx):
-    pm = getattr(ctx.node, "peer_manager", None)
+    pm = ctx.node.peer_manager
     if pm is None:
         raise RpcError(LIGHTNINGD, "Peer connections are not running")
     return pm
@@ -116,7 +116,7 @@ async def connect(ctx, id: tuple[bytes, str | None], host: str | None, port: int
     try:
         peer = await pm.connect(node_id, address)
     except ConnectError as e:
-        raise RpcError(e.code, e.message) from None
+        raise to_rpc_error(e) from None
     return {"id": peer.id_hex, "features": peer.features_hex, "direction": peer.direction,
             "address": peer.address.to_json()}
 
@@ -130,7 +130,7 @@ async def disconnect(ctx, id: bytes, force: bool) -> dict:
     if peer is None:
         raise RpcError(LIGHTNINGD, "Unknown peer")
     if not force:
-        busy = getattr(ctx.node, "channel_manager", None)
+        busy = ctx.node.channel_manager
         state = busy.active_channel_state(id) if busy is not None and hasattr(busy, "active_channel_state") else None
         if state:
             raise RpcError(LIGHTNINGD, f"Peer has (at least one) channel in state {state}")
@@ -141,7 +141,7 @@ async def disconnect(ctx, id: bytes, force: bool) -> dict:
 @command("listpeers", [opt("id", p_pubkey), opt("level", p_enum("io", "trace", "debug", "info", "unusual"))],
          category="network", description="Show current peers, if {level} is set, include logs for {id}")
 async def listpeers(ctx, id: bytes | None, level: str | None) -> dict:
-    pm = getattr(ctx.node, "peer_manager", None)
+    pm = ctx.node.peer_manager
     if pm is None:
         return {"peers": []}
     peers = [pm.get(id)] if id is not None else [pm.get(i) for i in pm.connected_ids()]

@@ -323,7 +323,7 @@ async def checkrune(ctx, rune: str, nodeid: bytes | None, method: str | None, pa
 async def commando(ctx, peer_id: bytes, method: str, params: Any, rune: str | None, filter: Any) -> Any:
     if params is not None and not isinstance(params, (dict, list)):
         raise invalid_params("params: must be object or array")
-    c = getattr(ctx.node, "commando", None)
+    c = ctx.node.commando
     if c is None:
         raise RpcError(-1, "commando is not running")
     if ctx.check:

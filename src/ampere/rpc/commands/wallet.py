@@ -13,7 +13,7 @@ from ampere.node.onchain.wallet_psbt import PsbtError, psbt_unsigned_tx, to_psbt
 from ...primitives.amount import AmountError, parse_sat, sat_to_msat
 from ...primitives.script import AddressError, address_to_script, script_to_address
 from ...primitives.tx import OutPoint, Transaction, TxOut
-from ..errors import LIGHTNINGD, RpcError, invalid_params
+from ..errors import LIGHTNINGD, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, opt, p_any, p_bool, p_enum, p_sha256, p_u16, p_u32, req
 from ..registry import command
 from .chain import feerate_arg, require_chain
@@ -72,7 +72,7 @@ def _script_for(ctx, address: str) -> bytes:
 
 
 def _wallet_error(e: WalletError) -> RpcError:
-    return RpcError(e.code, e.message)
+    return to_rpc_error(e)
 
 
 def _txid_hex(txid: bytes) -> str:
@@ -140,7 +140,7 @@ async def listfunds(ctx, spent: bool) -> dict:
         if o.reserved(tip):
             entry["reserved_to_block"] = o.reserved_til
         outputs.append(entry)
-    channels = getattr(ctx.node, "channel_manager", None)
+    channels = ctx.node.channel_manager
     listed = channels.listfunds_channels() if channels is not None and hasattr(channels, "listfunds_channels") else []
     return {"outputs": outputs, "channels": listed}
 

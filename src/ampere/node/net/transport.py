@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 
-from .errors import ConnectionClosed, HandshakeError, TransportError
-from .noise import (
+from ampere.wire.errors import ConnectionClosed, HandshakeError, TransportError
+from ampere.wire.noise import (
     ACT_ONE_SIZE,
     ACT_THREE_SIZE,
     ACT_TWO_SIZE,

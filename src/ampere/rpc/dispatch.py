@@ -1,0 +1,146 @@
+"""JSON-RPC dispatch: a request from the socket (or from inside the node) to a built-in command or a
+plugin's method, through the `rpc_command` hook.
+
+As lightningd's jsonrpc.c: the request's envelope is checked first (each fault with CLN's message),
+then plugins subscribed to `rpc_command` may let the call through, replace it, or answer it themselves
+(continue / replacement / return; cln-interfaces.md, seed 002), then the command runs.  A domain error
+raised by a command's handler is mapped to its CLN code here, at the edge (ampere.rpc.errors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ampere.node.errors import DomainError
+from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
+from ampere.rpc.errors import (
+    INVALID_REQUEST,
+    LIGHTNINGD_SHUTDOWN,
+    METHOD_NOT_FOUND,
+    RpcError,
+    to_rpc_error,
+)
+from ampere.rpc.filter import filter_result
+from ampere.rpc.params import parse_params, plugin_params_problem
+from ampere.rpc.registry import COMMANDS, Command
+from ampere.rpc.server import RpcConnection, error_response
+
+if TYPE_CHECKING:
+    from ampere.node.app.daemon import Node
+
+
+@dataclass
+class CallContext:
+    """What a command handler may use: the node, the raw request and its connection."""
+
+    node: Node
+    request: dict
+    conn: RpcConnection | None
+    check: bool = False
+
+    def notify_message(self, level: str, message: str) -> None:
+        if self.conn is not None and self.conn.notifications:
+            self.conn.send_nowait({"jsonrpc": "2.0", "method": "message",
+                                   "params": {"id": self.request.get("id"), "level": level, "message": message}})
+
+
+class Dispatcher:
+    """The node's command table (built-in commands, then plugins' methods) and the path of one request."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def lookup(self, method: str) -> Command | Any | None:
+        cmd = COMMANDS.get(method)
+        # The Bitcoin backend's methods are bcli's: with bcli disabled, a backend plugin's own answer them.
+        if cmd is not None and not (method in BACKEND_METHODS and bcli_disabled(self.node.plugins)):
+            return cmd
+        if self.node.plugins is not None:
+            return self.node.plugins.find_method(method)
+        return None
+
+    async def dispatch(self, req: Any, conn: RpcConnection | None) -> dict:
+        if not isinstance(req, dict):
+            return error_response(None, INVALID_REQUEST, "Expected {} for json command")
+        if "id" not in req:
+            return error_response(None, INVALID_REQUEST, "Expected id for json command")
+        req_id = req["id"]
+        if isinstance(req_id, (dict, list)):
+            return error_response(None, INVALID_REQUEST, "Expected string/primitive for id")
+        if req.get("jsonrpc") != "2.0":
+            return error_response(req_id, INVALID_REQUEST, 'jsonrpc: "2.0" must be specified in the request')
+        method = req.get("method")
+        if not isinstance(method, str):
+            return error_response(req_id, INVALID_REQUEST, "Expected string for method")
+        params = req.get("params", [])
+        if not isinstance(params, (list, dict)):
+            return error_response(req_id, INVALID_REQUEST, "Expected array or object for params")
+        if self.node.stopping.is_set():
+            return error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down")
+        if self.lookup(method) is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+
+        # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
+        plugins = self.node.plugins
+        if plugins is not None and plugins.has_hook("rpc_command"):
+            action, value = await plugins.rpc_command_hook(req)
+            if action == "return":
+                value = dict(value)
+                value["jsonrpc"] = "2.0"
+                value["id"] = req_id
+                return value
+            if value is not req:
+                req = value
+                method = req.get("method")
+                if not isinstance(method, str) or self.lookup(method) is None:
+                    return error_response(req_id, INVALID_REQUEST,
+                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
+        return await self.execute(req, conn, req_id)
+
+    async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
+        method = req["method"]
+        target = self.lookup(method)
+        if target is None:
+            return error_response(req_id, METHOD_NOT_FOUND, f"Unknown command '{method}'")
+        if not isinstance(target, Command):
+            # A plugin's method: the request goes through verbatim, the answer comes back verbatim; but its
+            # strings are checked here as a built-in command's are (a plugin's JSON library may not take them).
+            bad = plugin_params_problem(req.get("params"))
+            if bad is not None:
+                return {"jsonrpc": "2.0", "id": req_id, "error": bad.to_json()}
+
+            def relay(note: dict) -> None:
+                if conn is not None and conn.notifications:
+                    conn.send_nowait(note)
+
+            assert self.node.plugins is not None  # a plugin's method was found
+            response = await self.node.plugins.call_method(method, req, req_id, relay)
+            response = dict(response)
+            response["id"] = req_id
+            response.setdefault("jsonrpc", "2.0")
+            return response
+        ctx = CallContext(self.node, req, conn, check)
+        try:
+            if target.raw:
+                result = await target.handler(ctx, req.get("params", []))
+            else:
+                params = parse_params(req.get("params", []), target.params, target.allow_extra)
+                result = await target.handler(ctx, **params)
+        except RpcError as e:
+            return {"jsonrpc": "2.0", "id": req_id, "error": e.to_json()}
+        except DomainError as e:
+            return {"jsonrpc": "2.0", "id": req_id, "error": to_rpc_error(e).to_json()}
+        flt = req.get("filter")
+        if flt is not None and isinstance(result, dict):
+            result = filter_result(result, flt)
+        return {"jsonrpc": "2.0", "id": req_id, "result": result}
+
+    async def call(self, method: str, params: Any = None) -> Any:
+        """Call a command from inside the node (as a plugin would, hooks included). Raises RpcError."""
+        resp = await self.dispatch({"jsonrpc": "2.0", "id": f"ampd:{method}", "method": method,
+                                    "params": params if params is not None else {}}, None)
+        if "error" in resp:
+            err = resp["error"]
+            raise RpcError(err.get("code", -1), err.get("message", ""), err.get("data"))
+        return resp["result"]
