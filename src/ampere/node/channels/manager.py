@@ -738,7 +738,7 @@ class ChannelManager:
         """option_anchors: our commitment carries a low fee; the on-chain resolver follows it from the mempool and
         CPFPs it through our anchor (BOLT #3 anchors). Started as a task: the resolver calls back into the manager
         (mark_onchain), which must not wait for the channel lock held around this broadcast."""
-        onchain = getattr(self.node, "onchain", None)
+        onchain = self.node.onchain
         op = rec.funding_outpoint
         if onchain is None or not rec.core.params.channel_type.anchors \
                 or not any(i.prevout == op for i in tx.inputs) or rec.spend_txid is not None:

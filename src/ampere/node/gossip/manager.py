@@ -695,7 +695,7 @@ class GossipManager:
 
     def our_addresses(self) -> list[Address]:
         out = []
-        pm = getattr(self.node, "peer_manager", None)
+        pm = self.node.peer_manager
         for a in (pm.announced_addresses() if pm is not None else []):
             if a.get("type") in ("ipv4", "ipv6", "torv3", "dns") and a.get("port"):
                 out.append(address_from_host(a["address"], int(a["port"])))

@@ -192,8 +192,7 @@ class PluginBackend:
     async def _call(self, method: str, params: dict) -> dict:
         m = self.host.find_method(method)
         if m is None or not m.plugin.alive:
-            stopping = getattr(self.node, "stopping", None)
-            if stopping is not None and stopping.is_set():
+            if self.node.stopping.is_set():
                 # lightningd's bitcoin_destructor: the backend going away during shutdown is expected.
                 raise BitcoindUnreachable("shutting down")
             # lightningd/bitcoind.c bitcoin_plugin_send: fatal, the node cannot follow the chain.

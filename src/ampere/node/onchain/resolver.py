@@ -260,9 +260,8 @@ class OnchainResolver:
                     await self._save(r)
                 if height is not None:
                     # Followed from the mempool (our anchor commitment, CPFP'd): FUNDING_SPEND_SEEN -> ONCHAIN now.
-                    mark_onchain = getattr(getattr(self.node, "channel_manager", None), "mark_onchain", None)
-                    if mark_onchain is not None:
-                        await mark_onchain(record)
+                    if self.node.channel_manager is not None:
+                        await self.node.channel_manager.mark_onchain(record)
             else:
                 if r is not None:
                     self._unindex(r)
@@ -740,8 +739,8 @@ class OnchainResolver:
         """Our anchor commitment, followed from the mempool, is mined: the manager (still AWAITING_UNILATERAL, its
         own watcher may have come second or a crash came in between) records the spend. A task: it calls back into
         funding_spent, which takes our lock."""
-        rec, mgr = r.record, getattr(self.node, "channel_manager", None)
-        if rec is None or not hasattr(mgr, "_funding_spent") or r.spend_height is None \
+        rec, mgr = r.record, self.node.channel_manager
+        if rec is None or mgr is None or r.spend_height is None \
                 or r.channel_id in self._telling \
                 or getattr(getattr(rec, "state", None), "value", None) != "AWAITING_UNILATERAL":
             return
@@ -863,7 +862,7 @@ class OnchainResolver:
         p = r.record.core.params
         ws = anchor_script(p.local_pubkeys.funding_pubkey)
         vout = next((i for i, o in enumerate(r.spend_tx.outputs) if o.script_pubkey == p2wsh(ws)), None)
-        wallet = getattr(self.node, "wallet", None)
+        wallet = self.node.wallet
         if vout is None or wallet is None:
             return
         c = r.cpfp

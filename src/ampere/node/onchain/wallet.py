@@ -485,14 +485,13 @@ class Wallet:
     def emergency_sat(self, opening_anchors: bool = False) -> int:
         """CLN's `min-emergency-msat` (in sat): what spends must leave in the wallet while the node has (or is
         opening) an anchor channel, to CPFP its commitment and pay its HTLC transactions' fees."""
-        option = getattr(self.node, "option", None)
-        value = int(option("min-emergency-msat", 0) or 0) // 1000 if option is not None else 0
+        value = int(self.node.option("min-emergency-msat", 0) or 0) // 1000
         if not value:
             return 0
         if opening_anchors:
             return value
-        mgr = getattr(self.node, "channel_manager", None)
-        for rec in (getattr(mgr, "records", None) or {}).values():
+        mgr = self.node.channel_manager
+        for rec in (mgr.records if mgr is not None else {}).values():
             if rec.core.params.channel_type.anchors and rec.state.value != "CLOSED":
                 return value
         return 0
