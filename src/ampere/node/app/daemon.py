@@ -105,6 +105,10 @@ class Node:
         self.pid_file: str | None = None
         self.config_files: list[str] = []
         self.hsm_passphrase: str | None = None  # --hsm-passphrase: read from the terminal/stdin at start
+        # State of two RPC areas, loaded on first use by their commands: the rune master key
+        # (rpc/commands/runes.py) and askrene's layers (rpc/commands/askrene.py, persistent ones from the store).
+        self.master_rune: Any = None
+        self.askrene_layers: dict[str, dict] | None = None
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:

@@ -84,11 +84,11 @@ _VARS_KEY = "askrene_layers"
 
 async def _layers(ctx) -> dict[str, dict]:
     """The node's layers, loaded once (the persistent ones from the store)."""
-    layers = getattr(ctx.node, "_askrene_layers", None)
+    layers = ctx.node.askrene_layers
     if layers is None:
         rows = await ctx.node.store.read(lambda db: db.query("SELECT val FROM vars WHERE name = ?", (_VARS_KEY,)))
         layers = json.loads(rows[0][0]) if rows else {}
-        ctx.node._askrene_layers = layers
+        ctx.node.askrene_layers = layers
     return layers
 
 

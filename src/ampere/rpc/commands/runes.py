@@ -31,10 +31,10 @@ READONLY = [[("method", "^", "list"), ("method", "^", "get"), ("method", "=", "s
 
 
 def _master(ctx) -> R.Rune:
-    m = getattr(ctx.node, "_master_rune", None)
+    m = ctx.node.master_rune
     if m is None:
         # lightningd runes_early_init: "Runes came out of commando, hence the derivation key is 'commando'".
-        m = ctx.node._master_rune = R.master_rune(ctx.node.signer.derive_secret(b"commando"))
+        m = ctx.node.master_rune = R.master_rune(ctx.node.signer.derive_secret(b"commando"))
     return m
 
 
