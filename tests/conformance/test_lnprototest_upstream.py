@@ -81,7 +81,8 @@ def fetch_scripts() -> Path:
     tests = CACHE / "tests"
     if (tests / "conftest.py").exists():
         return tests
-    tmp = Path(tempfile.mkdtemp(prefix="lnpt-src-", dir=CACHE.parent if CACHE.parent.exists() else None))
+    CACHE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="lnpt-src-", dir=CACHE.parent))  # same file system: os.replace below
     try:
         local = os.environ.get("LNPROTOTEST_SRC")
         if local and (Path(local) / "tests" / "conftest.py").exists() and not (Path(local) / ".git").exists() \
@@ -108,7 +109,7 @@ def fetch_scripts() -> Path:
                     out = tmp / name
                     out.parent.mkdir(parents=True, exist_ok=True)
                     out.write_bytes(tar.extractfile(m).read())
-        CACHE.mkdir(parents=True, exist_ok=True)
+        CACHE.mkdir(exist_ok=True)
         if not (tests / "conftest.py").exists():
             shutil.rmtree(tests, ignore_errors=True)
             os.replace(tmp / "tests", tests)  # atomic: a concurrent run sees all of it or none
