@@ -39,13 +39,14 @@ PIN = "9e7601b11df16c5cfeb70a3db5dfb8e8cec06bce"  # rustyrussell/lnprototest tag
 TARBALL = f"https://codeload.github.com/rustyrussell/lnprototest/tar.gz/{PIN}"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ampere" / f"lnprototest-{PIN[:12]}"
 
-# The set: BOLT 1, BOLT 2 open/accept/reestablish/close, BOLT 7.  (test_bolt2-10-add-htlc.py is not in it.)
+# Every script file of the repository: BOLT 1, BOLT 2 (open/accept/reestablish/close, and add-htlc), BOLT 7.
 UPSTREAM_FILES = [
     "test_bolt1-01-init.py",
     "test_bolt1-02-unknown-messages.py",
     "test_bolt2-01-close_channel.py",
     "test_bolt2-01-open_channel.py",
     "test_bolt2-02-reestablish.py",
+    "test_bolt2-10-add-htlc.py",
     "test_bolt2-20-open_channel_accepter.py",
     "test_bolt2-30-channel_type-open-accept-tlvs.py",
     "test_bolt7-01-channel_announcement-success.py",
@@ -67,6 +68,7 @@ EXPECTED_FAILURES = {
     "test_bolt2-01-open_channel.py::test_open_channel_opener_side_wrong_announcement_signatures": NO_CHANNEL_TYPE,
     "test_bolt2-01-close_channel.py::test_close_channel_shutdown_msg_normal_case_receiver_side": NO_CHANNEL_TYPE,
     "test_bolt2-02-reestablish.py::test_reestablish": NO_CHANNEL_TYPE,
+    "test_bolt2-10-add-htlc.py::test_htlc_add": NO_CHANNEL_TYPE,
     # It expects the node to dump its gossip to a peer whose init sets bit 3 (initial_routing_sync); BOLT 9 removed
     # that feature (bolts fc687e8, "BOLT 9: Remove initial_routing_sync") and BOLT 7 now sends gossip a peer asks
     # for with gossip_timestamp_filter (which the script does not send).
