@@ -53,7 +53,7 @@ conformance: lnprototest-venv
 
 # lnprototest's own BOLT 1/2/7 scripts (its GitHub repository at a pinned commit, fetched into ~/.cache/ampere at
 # test time, never committed) against ampd with our Runner.  Offline it says so and succeeds (skipped); set
-# LNPROTOTEST_SRC to a local clone to run without GitHub.  About 4 minutes on 2 cores: not part of `make test`.
+# LNPROTOTEST_SRC to a local clone to run without GitHub.  About 3 minutes on 2 cores: not part of `make test`.
 conformance-upstream: lnprototest-venv
 	@if $(PY) tests/conformance/test_lnprototest_upstream.py; then \
 	  LNPT_UPSTREAM=1 $(PY) -m pytest -n 2 -v -rA -p no:cacheprovider tests/conformance/test_lnprototest_upstream.py; fi

@@ -11,7 +11,7 @@ The environment matches what the scripts assume, as lnprototest's CLN runner giv
 no fee estimate, so lightningd accepts the scripts' feerate_per_kw 253 (the floor).  amp-chaind answers
 estimatesmartfee with its -fallbackfee, so it is started with 1 sat/vB (250 perkw, raised to the 253 floor).
 
-`make conformance-upstream` runs it (not part of `make test`: about 4 minutes on 2 cores).  Scripts that predate
+`make conformance-upstream` runs it (not part of `make test`: about 3 minutes at -n 2 on a loaded 2-core machine).  Scripts that predate
 the current spec are listed in EXPECTED_FAILURES with the reason; they are run and must still fail that way
 (a script that starts passing is reported, so the list stays true).
 """
