@@ -31,9 +31,13 @@ import pyln.client
 import pyln.proto.wire
 
 import lnprototest
-from lnprototest import Conn, Event, EventError, KeySet, MustNotMsg, SpecFileError, namespace, wait_for
+from lnprototest import (Conn, Event, EventError, ExpectDisconnect, KeySet, MustNotMsg, SpecFileError, namespace,
+                         wait_for)
 
 AMPERE_PYTHON = os.environ.get("AMPERE_PYTHON", "python3")
+# Extra amp-chaind options, e.g. "-fallbackfee=0.00001" for lnprototest's own scripts (they open at 253 perkw,
+# which CLN accepts on their bitcoind since regtest has no estimate there and the floor is all it knows).
+CHAIND_ARGS = os.environ.get("AMPERE_LNPT_CHAIND_ARGS", "").split()
 TIMEOUT = int(os.environ.get("TIMEOUT", "30"))
 LOG = logging.getLogger("ampere_runner")
 
@@ -65,6 +69,10 @@ FEATURE_BITS = {
 # Not feature bits: what the node does, in lightningd's "supports_" spelling (ampd always sends and requires
 # channel_type in open_channel/accept_channel).
 SUPPORTS = {"supports_open_accept_channel_type": "true"}
+# What a node may send before it closes a connection it fails (BOLT 1): warning (1), error (17); and the gossip
+# it may send any peer on the way (channel_announcement, node_announcement, channel_update,
+# query_channel_range, gossip_timestamp_filter).
+DISCONNECT_MAY_SEND = {1, 17, 256, 257, 258, 263, 265}
 
 
 def node_init_features() -> str:
@@ -110,7 +118,8 @@ class AmpChaind:
         with open(os.path.join(self.datadir, "stdout"), "ab") as out:
             self.proc = subprocess.Popen(
                 [AMPERE_PYTHON, "-m", "ampere.chain.regtest.daemon", f"-datadir={self.datadir}",
-                 f"-rpcport={self.port}", "-rpcbind=127.0.0.1", "-rpcuser=rpcuser", "-rpcpassword=rpcpass"],
+                 f"-rpcport={self.port}", "-rpcbind=127.0.0.1", "-rpcuser=rpcuser", "-rpcpassword=rpcpass",
+                 *CHAIND_ARGS],
                 stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, preexec_fn=die_with_parent)
         deadline = time.time() + 60
         while True:
@@ -329,8 +338,28 @@ class Runner(lnprototest.Runner):
 
     def check_error(self, event: Event, conn: Conn) -> Optional[str]:
         super().check_error(event, conn)
+        if isinstance(event, ExpectDisconnect):
+            return self._check_disconnect(conn)
         msg = self.get_output_message(conn, event)
         return None if msg is None else msg.hex()
+
+    def _check_disconnect(self, conn: Conn) -> Optional[str]:
+        """lnprototest's ExpectDisconnect passes when this returns None: the node closed the connection.
+        BOLT 1 "fail the connection" lets it send a `warning` or `error` first ("MAY send a `warning`",
+        "SHOULD send an `error`" before closing); lnprototest's event predates that and takes any message as
+        "did not disconnect" (lightningd sends a warning too, lost in the race with its close).  So: the node
+        must close the connection within TIMEOUT, having sent nothing but warning/error (or odd gossip, which
+        BOLT 7 lets it send to anyone); anything else, or an open connection, is returned as the failure."""
+        while True:
+            kind, binmsg = self.read_or_closed(conn, TIMEOUT)
+            if kind == "closed":
+                return None
+            if kind == "timeout":
+                return f"connection still open after {TIMEOUT}s"
+            msgtype = struct.unpack(">H", binmsg[:2])[0]
+            if msgtype not in DISCONNECT_MAY_SEND:
+                return binmsg.hex()
+            LOG.info("node sent type %d before closing: %s", msgtype, binmsg.hex())
 
     def check_final_error(self, event: Event, conn: Conn, expected: bool, must_not_events: List[MustNotMsg]) -> None:
         if not expected:
