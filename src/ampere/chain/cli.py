@@ -14,14 +14,15 @@ methods each argument is parsed as JSON when it parses, else passed as a string.
 """
 
 # Core Lightning's bcli plugin runs this for every chain query: start-up time is paid all the
-# time.  Hence a plain socket for the one HTTP exchange (http.client drags in email, ssl, ...) and
+# time.  Hence the C `_socket` for the one HTTP exchange (http.client drags in email, ssl, ...;
+# even `socket` pulls in enum and selectors) and cli_json rather than `json` (which imports re):
 # only light modules (tests/unit/test_cli_imports.py keeps it so).
+import _socket
 import binascii
-import json
 import os
-import socket
 import sys
 
+from ampere import cli_json as json
 from ampere.chain.bitcoin_conf import conf_path, read_bitcoin_conf
 
 DEFAULT_RPC_PORT = 18443
@@ -100,7 +101,7 @@ def write_pretty(v, indent: int = 2, level: int = 0) -> str:
 def _parse_value(text: str):
     try:
         return json.loads(text)
-    except ValueError:
+    except json.JSONError:
         return text
 
 
@@ -115,7 +116,7 @@ def convert_args(method: str, args: list[str], named: bool):
         if name is not None and name in table:
             try:
                 return json.loads(text)
-            except ValueError:
+            except json.JSONError:
                 raise UsageError(f"Error parsing JSON: {text}") from None
         return text
 
@@ -162,7 +163,8 @@ def http_post(host: str, port: int, path: str, body: str, auth: str, timeout: fl
     data = body.encode()
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Basic {auth}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\nConnection: close\r\n\r\n")
-    with socket.create_connection((host, port), timeout=timeout) as sock:
+    sock = _connect(host, port, timeout)
+    try:
         sock.sendall(head.encode() + data)
         chunks = []
         while True:
@@ -170,6 +172,8 @@ def http_post(host: str, port: int, path: str, body: str, auth: str, timeout: fl
             if not chunk:
                 break
             chunks.append(chunk)
+    finally:
+        sock.close()
     reply = b"".join(chunks)
     header, sep, payload = reply.partition(b"\r\n\r\n")
     lines = header.decode("latin-1").split("\r\n")
@@ -188,6 +192,21 @@ def http_post(host: str, port: int, path: str, body: str, auth: str, timeout: fl
             raise HttpError("truncated HTTP response")
         payload = payload[:n]
     return int(parts[1]), payload.decode()
+
+
+def _connect(host: str, port: int, timeout: float | None):
+    """socket.create_connection on the C `_socket`: each address getaddrinfo gives, in turn."""
+    error: OSError = OSError(f"getaddrinfo returned nothing for {host}")
+    for family, kind, proto, _, addr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+        sock = _socket.socket(family, kind, proto)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(addr)
+            return sock
+        except OSError as e:
+            sock.close()
+            error = e
+    raise error
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -276,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         reply = _loads_raw(text)
-    except ValueError:
+    except json.JSONError:
         print("error: couldn't parse reply from server", file=sys.stderr)
         return 1
     if not isinstance(reply, dict):

@@ -9,13 +9,15 @@ string.  `notifications` is enabled first so plugins' `message`/`progress` reach
 
 
 # Start-up time matters (scripts call amp-cli in loops): only light modules here, no `typing`, no
-# ampere.config (tests/unit/test_cli_imports.py keeps it so).  Annotations are never evaluated.
-import json
+# ampere.config, not even `json` or `socket` (they pull in re, enum, selectors...: half the start-up
+# CPU): cli_json and the C `_socket` do the same work (tests/unit/test_cli_imports.py keeps it so).
+# Annotations are never evaluated.
+import _socket
 import os
-import socket
 import sys
 
 from .. import VERSION_STRING
+from .. import cli_json as json
 from ..configfile import NETWORK_ALIASES, NETWORKS, ConfigError, read_config_file
 
 USAGE = """Usage: amp-cli [options] <command> [<params>...]
@@ -59,7 +61,7 @@ def to_json_value(arg: str) -> object:
     if is_literal(arg):
         try:
             return json.loads(arg)
-        except json.JSONDecodeError:
+        except json.JSONError:
             raise UsageError(f"Some parameters are malformed, cannot create a valid JSON-RPC request: {arg}") from None
     return arg
 
@@ -172,7 +174,7 @@ def _parse_args(argv: list[str]) -> dict:
         elif name in ("-l", "--filter"):
             try:
                 o["filter"] = json.loads(value())
-            except json.JSONDecodeError:
+            except json.JSONError:
                 raise UsageError("--filter: not valid JSON") from None
         elif name in ("-h", "--help"):
             o["help"] = True
@@ -212,10 +214,13 @@ def _socket_path(o: dict) -> str:
 
 class _Conn:
     def __init__(self, path: str) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        try:
+            self.sock.connect(path)
+        except OSError:
+            self.sock.close()
+            raise
         self.buf = b""
-        self.dec = json.JSONDecoder()
 
     def send(self, obj: dict) -> None:
         self.sock.sendall(json.dumps(obj).encode())
@@ -225,10 +230,10 @@ class _Conn:
             text = self.buf.decode("utf-8", errors="replace").lstrip()
             if text:
                 try:
-                    obj, end = self.dec.raw_decode(text)
+                    obj, end = json.raw_decode(text)
                     self.buf = text[end:].encode()
                     return obj
-                except json.JSONDecodeError:
+                except json.JSONError:
                     pass
             chunk = self.sock.recv(65536)
             if not chunk:
