@@ -62,3 +62,20 @@ def test_keywords_and_formats(l1):
     assert "getinfo" in helped.stdout.splitlines() and "datastore key [string] [hex] [mode] [generation]" in helped.stdout
     filtered = l1.cli("-l", '{"id":true}', "getinfo")
     assert list(json.loads(filtered.stdout)) == ["id"]
+
+
+def test_a_call_imports_nothing_heavy(l1):
+    # Scripts call amp-cli in loops: a whole call (config, connect, request, print) stays off json,
+    # re, socket, enum... (tests/unit/test_cli_imports.py checks the import alone).
+    import subprocess
+    import sys
+
+    from ampere.testing.nodes import spawn_env
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ampere.cli.amp_cli", f"--lightning-dir={l1.dir}",
+                        f"--network={l1.network}", "getinfo"], capture_output=True, text=True, env=spawn_env(),
+                       timeout=60)
+    assert r.returncode == 0 and json.loads(r.stdout)["network"] == "regtest"
+    imported = {line.split("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ampere.cli_json" in imported  # the probe sees imports (the -m module itself runs as __main__)
+    heavy = imported & {"json", "re", "socket", "enum", "encodings.idna", "typing", "dataclasses"}
+    assert not heavy, sorted(heavy)

@@ -197,7 +197,10 @@ def http_post(host: str, port: int, path: str, body: str, auth: str, timeout: fl
 def _connect(host: str, port: int, timeout: float | None):
     """socket.create_connection on the C `_socket`: each address getaddrinfo gives, in turn."""
     error: OSError = OSError(f"getaddrinfo returned nothing for {host}")
-    for family, kind, proto, _, addr in _socket.getaddrinfo(host, port, 0, _socket.SOCK_STREAM):
+    # An ASCII host goes as bytes: given a str, getaddrinfo encodes it with the idna codec, whose
+    # import (stringprep, unicodedata, re) costs more than the rest of this tool's start-up.
+    name = host.encode("ascii") if host.isascii() else host
+    for family, kind, proto, _, addr in _socket.getaddrinfo(name, port, 0, _socket.SOCK_STREAM):
         sock = _socket.socket(family, kind, proto)
         try:
             sock.settimeout(timeout)

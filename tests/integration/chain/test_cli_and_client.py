@@ -139,3 +139,18 @@ def test_http_shapes(cookie_chaind):
     assert status == 200 and replies[0]["error"] is None and replies[1]["error"]["code"] == -32601
     status, data = post("{not json")
     assert status == 500 and json.loads(data)["error"]["code"] == -32700
+
+
+# What neither a whole query (connect, send, read, print) may import: each costs milliseconds of
+# start-up, and Core Lightning's bcli plugin runs amp-chain-cli for every chain query.  getaddrinfo
+# given a str host imports the idna codec (stringprep, unicodedata, re): the host goes as bytes.
+HEAVY_AT_RUN = ("json", "re", "socket", "enum", "encodings.idna", "stringprep", "unicodedata", "http", "typing")
+
+
+def test_a_query_imports_nothing_heavy(cookie_chaind):
+    r = subprocess.run([sys.executable, "-X", "importtime", "-m", "ampere.chain.cli", *cookie_chaind.cli_args(),
+                        "getblockchaininfo"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and '"chain": "regtest"' in r.stdout
+    imported = {line.split("|")[2].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "ampere.cli_json" in imported  # the probe sees imports (the -m module itself runs as __main__)
+    assert not imported & set(HEAVY_AT_RUN), sorted(imported & set(HEAVY_AT_RUN))
