@@ -28,7 +28,7 @@ class _ScanContext:
         self.parse_float = parse_float
         self.parse_int = parse_int
         self.parse_constant = _CONSTANTS.__getitem__
-        self.memo = {}
+        self.memo: dict = {}
 
 
 _scanners: dict = {}
@@ -38,7 +38,7 @@ def _scanner(parse_float, parse_int):
     key = (parse_float, parse_int)
     scan = _scanners.get(key)
     if scan is None:
-        scan = _scanners[key] = _json.make_scanner(_ScanContext(parse_float, parse_int))
+        scan = _scanners[key] = _json.make_scanner(_ScanContext(parse_float, parse_int))  # type: ignore[arg-type]
     return scan
 
 
@@ -136,7 +136,7 @@ def _encode(v, string, indent, item_sep, key_sep, level, out) -> None:
         else:
             sep = item_sep
         first = True
-        for item in (v.items() if is_dict else v):
+        for item in (v.items() if isinstance(v, dict) else v):
             if not first:
                 out.append(sep)
             first = False

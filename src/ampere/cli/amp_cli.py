@@ -231,10 +231,13 @@ class _Conn:
             if text:
                 try:
                     obj, end = json.raw_decode(text)
-                    self.buf = text[end:].encode()
-                    return obj
                 except json.JSONError:
                     pass
+                else:
+                    self.buf = text[end:].encode()
+                    if not isinstance(obj, dict):
+                        raise ConnectionError("bad response from the node")
+                    return obj
             chunk = self.sock.recv(65536)
             if not chunk:
                 raise ConnectionError("connection closed by the node")
