@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ampere.ln.onion_failure import UPDATE, encode_failure_message, failure_code
+from ampere.primitives.amount import MsatInt
 
 # lightningd forward_htlc: "never offer an expired HTLC"; and `max-locktime-blocks` bounds how far away it may be.
 DEFAULT_MAX_LOCKTIME = 2016
@@ -17,17 +18,17 @@ DEFAULT_MAX_LOCKTIME = 2016
 class Policy:
     """Our channel_update values for one outgoing channel (what we advertise, so what we enforce)."""
 
-    fee_base_msat: int
+    fee_base_msat: MsatInt
     fee_ppm: int
     cltv_delta: int
-    htlc_minimum_msat: int
-    htlc_maximum_msat: int
+    htlc_minimum_msat: MsatInt
+    htlc_maximum_msat: MsatInt
     enabled: bool = True
 
 
-def forward_fee(policy: Policy, amt_to_forward: int) -> int:
+def forward_fee(policy: Policy, amt_to_forward: MsatInt) -> MsatInt:
     """BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )."""
-    return policy.fee_base_msat + amt_to_forward * policy.fee_ppm // 1_000_000
+    return MsatInt(policy.fee_base_msat + amt_to_forward * policy.fee_ppm // 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,7 @@ class ForwardRefusal:
         return failure_code(self.name)
 
 
-def check_forward(policy: Policy, in_msat: int, in_cltv: int, out_msat: int, out_cltv: int, blockheight: int,
+def check_forward(policy: Policy, in_msat: MsatInt, in_cltv: int, out_msat: MsatInt, out_cltv: int, blockheight: int,
                   max_locktime: int = DEFAULT_MAX_LOCKTIME) -> ForwardRefusal | None:
     """The checks of a forward against our policy for the outgoing channel (None: all pass).
 
