@@ -18,32 +18,33 @@ from ampere.ln.onion_failure import (
     failure_code_name,
 )
 from ampere.ln.route import HintHop
+from ampere.primitives.amount import MsatInt
 
 DEFAULT_MAXFEEPERCENT = Fraction(1, 2)
 DEFAULT_EXEMPTFEE = 5000
 
 
-def fee_budget(amount_msat: int, maxfeepercent: Any = None, exemptfee: int | None = None,
-               maxfee: int | None = None) -> int:
+def fee_budget(amount_msat: MsatInt, maxfeepercent: Any = None, exemptfee: int | None = None,
+               maxfee: int | None = None) -> MsatInt:
     """The most `pay` spends on fees for `amount_msat` (integer msat).
 
     CLN: `maxfee` is an absolute limit; otherwise `maxfeepercent` (default 0.5) of the amount, except that a fee
     below `exemptfee` (default 5000msat) is always accepted."""
     if maxfee is not None:
-        return int(maxfee)
+        return MsatInt(int(maxfee))
     pct = Fraction(str(maxfeepercent)) if maxfeepercent is not None else DEFAULT_MAXFEEPERCENT
     if pct < 0:
         raise ValueError("maxfeepercent must not be negative")
     limit = int(amount_msat * pct / 100)
     exempt = DEFAULT_EXEMPTFEE if exemptfee is None else int(exemptfee)
-    return max(limit, exempt)
+    return MsatInt(max(limit, exempt))
 
 
 def hints_from_invoice(route_hints: list) -> list[list[HintHop]]:
     """BOLT #11 `r` fields as the path finder's hint hops."""
     out = []
     for hint in route_hints or ():
-        hops = [HintHop(h.pubkey, int(h.short_channel_id), int(h.fee_base_msat), int(h.fee_proportional_millionths),
+        hops = [HintHop(h.pubkey, int(h.short_channel_id), MsatInt(int(h.fee_base_msat)), int(h.fee_proportional_millionths),
                         int(h.cltv_expiry_delta)) for h in hint]
         if hops:
             out.append(hops)
@@ -82,9 +83,10 @@ def _apply_update_to_hints(k: Knowledge, raw: bytes) -> bool:
     for hint in k.hints:
         for i, hop in enumerate(hint):
             if hop.short_channel_id == f.short_channel_id:
-                new = replace(hop, fee_base_msat=f.fee_base_msat, fee_proportional_millionths=f.fee_proportional_millionths,
-                              cltv_expiry_delta=f.cltv_expiry_delta, htlc_minimum_msat=f.htlc_minimum_msat,
-                              htlc_maximum_msat=f.htlc_maximum_msat)
+                new = replace(hop, fee_base_msat=MsatInt(f.fee_base_msat),
+                              fee_proportional_millionths=f.fee_proportional_millionths,
+                              cltv_expiry_delta=f.cltv_expiry_delta, htlc_minimum_msat=MsatInt(f.htlc_minimum_msat),
+                              htlc_maximum_msat=MsatInt(f.htlc_maximum_msat))
                 if new != hop:
                     hint[i] = new
                     changed = True
@@ -95,7 +97,7 @@ def _hint_channels(k: Knowledge) -> set[int]:
     return {hop.short_channel_id for hint in k.hints for hop in hint}
 
 
-def learn_from_failure(k: Knowledge, data: dict, destination: bytes, first_hop_msat: int | None = None, *,
+def learn_from_failure(k: Knowledge, data: dict, destination: bytes, first_hop_msat: MsatInt | None = None, *,
                        destination_refused: bool = False) -> Decision:
     """Update `k` from one failed part's routing failure (waitsendpay's error `data`).  `first_hop_msat`: what
     the part offered on our own channel (a refusal there lowers what we think that channel can send).

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from ampere.primitives.amount import sat_to_msat
+from ampere.primitives.amount import MsatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .gossip.graph import Graph
@@ -54,7 +54,7 @@ class RouteTooExpensiveError(RouteError):
 
     code = PAY_ROUTE_TOO_EXPENSIVE
 
-    def __init__(self, message: str, *, fee_msat: int | None = None, delay: int | None = None) -> None:
+    def __init__(self, message: str, *, fee_msat: MsatInt | None = None, delay: int | None = None) -> None:
         super().__init__(message)
         self.fee_msat = fee_msat
         self.delay = delay
@@ -67,7 +67,7 @@ class RouteHop:
     node_id: bytes
     short_channel_id: ShortChannelId
     direction: int
-    amount_msat: int
+    amount_msat: MsatInt
     delay: int
 
     def to_json(self) -> dict[str, Any]:
@@ -85,8 +85,8 @@ class LocalChannel:
 
     short_channel_id: int
     peer_id: bytes
-    spendable_msat: int
-    htlc_minimum_msat: int = 0
+    spendable_msat: MsatInt
+    htlc_minimum_msat: MsatInt = MsatInt(0)
 
 
 @dataclass(frozen=True)
@@ -96,11 +96,11 @@ class HintHop:
 
     node_id: bytes
     short_channel_id: int
-    fee_base_msat: int
+    fee_base_msat: MsatInt
     fee_proportional_millionths: int
     cltv_expiry_delta: int
-    htlc_minimum_msat: int = 0
-    htlc_maximum_msat: int | None = None
+    htlc_minimum_msat: MsatInt = MsatInt(0)
+    htlc_maximum_msat: MsatInt | None = None
 
 
 def parse_exclusions(items: Iterable[str]) -> tuple[frozenset[tuple[int, int]], frozenset[bytes]]:
@@ -138,10 +138,10 @@ def _to_fraction(value: Any) -> Fraction:
 class RouteQuery:
     source: bytes
     destination: bytes
-    amount_msat: int
+    amount_msat: MsatInt
     final_cltv: int = 9  # CLN getroute's `cltv` default
     riskfactor: Any = 10  # CLN pay's default; getroute requires it
-    max_fee_msat: int | None = None
+    max_fee_msat: MsatInt | None = None
     max_delay: int | None = None  # bound on the first hop's total CLTV (pay's `maxdelay`)
     max_hops: int = 20
     exclude_channels: frozenset[tuple[int, int]] = frozenset()  # (scid, direction)
@@ -150,7 +150,7 @@ class RouteQuery:
     route_hints: Sequence[Sequence[HintHop]] = ()
     fuzz_percent: int = 0  # randomise the fee part of the cost by up to +/- this percentage
     fuzz_seed: bytes = b""
-    used_msat: Mapping[tuple[int, int], int] = field(default_factory=dict)  # already committed (MPP)
+    used_msat: Mapping[tuple[int, int], MsatInt] = field(default_factory=dict)  # already committed (MPP)
 
 
 def _fuzz(seed: bytes, scid: int, direction: int, percent: int) -> int:
@@ -343,7 +343,7 @@ def find_route(graph: Graph, query: RouteQuery) -> list[RouteHop]:
     unlimited = _search(graph, query, enforce_limits=False)
     if unlimited is None:
         raise NoRouteError(f"no route to {query.destination.hex()} for {query.amount_msat}msat")
-    fee = unlimited[0].amount_msat - query.amount_msat
+    fee = MsatInt(unlimited[0].amount_msat - query.amount_msat)
     delay = unlimited[0].delay
     if query.max_fee_msat is not None and fee > query.max_fee_msat:
         raise RouteTooExpensiveError(f"fee {fee}msat is above the maximum of {query.max_fee_msat}msat",
@@ -355,15 +355,15 @@ def find_route(graph: Graph, query: RouteQuery) -> list[RouteHop]:
     raise RouteTooExpensiveError("no route within the fee and delay limits", fee_msat=fee, delay=delay)
 
 
-def route_fee(route: Sequence[RouteHop]) -> int:
-    return route[0].amount_msat - route[-1].amount_msat if route else 0
+def route_fee(route: Sequence[RouteHop]) -> MsatInt:
+    return MsatInt(route[0].amount_msat - route[-1].amount_msat if route else 0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Multipath
 
 
-def _available(graph: Graph, query: RouteQuery, used: Mapping[tuple[int, int], int], route: Sequence[RouteHop]) -> int:
+def _available(graph: Graph, query: RouteQuery, used: Mapping[tuple[int, int], MsatInt], route: Sequence[RouteHop]) -> MsatInt:
     """How much more the route's narrowest channel could carry, as the payee's amount (a lower bound:
     fees along the way are left out of the margin)."""
     local = {lc.short_channel_id: lc for lc in query.local_channels or ()}
@@ -379,11 +379,11 @@ def _available(graph: Graph, query: RouteQuery, used: Mapping[tuple[int, int], i
             continue  # a route hint channel: its capacity is unknown
         room = cap - used.get(key, 0) - (hop.amount_msat - route[-1].amount_msat)
         margin = room if margin is None else min(margin, room)
-    return margin if margin is not None else route[-1].amount_msat
+    return MsatInt(margin) if margin is not None else route[-1].amount_msat
 
 
 def split_payment(graph: Graph, query: RouteQuery, *, max_parts: int = 16,
-                  min_part_msat: int = 10_000) -> list[list[RouteHop]]:
+                  min_part_msat: MsatInt = MsatInt(10_000)) -> list[list[RouteHop]]:
     """Routes whose final amounts add up to `query.amount_msat`, all fees together within
     `query.max_fee_msat`: one route if one can carry it all, otherwise successive cheapest paths,
     each taking what its narrowest channel has left (capacities reduced as parts are placed).
@@ -396,7 +396,7 @@ def split_payment(graph: Graph, query: RouteQuery, *, max_parts: int = 16,
         raise
     except NoRouteError:
         pass
-    used: dict[tuple[int, int], int] = dict(query.used_msat)
+    used: dict[tuple[int, int], MsatInt] = dict(query.used_msat)
     remaining = query.amount_msat
     fee_left = query.max_fee_msat
     parts: list[list[RouteHop]] = []
@@ -413,7 +413,7 @@ def split_payment(graph: Graph, query: RouteQuery, *, max_parts: int = 16,
                 break
             except RouteError as e:
                 last_error = e
-                attempt //= 2
+                attempt = MsatInt(attempt // 2)
         if route is None:
             placed = query.amount_msat - remaining
             if isinstance(last_error, RouteTooExpensiveError):
@@ -429,9 +429,9 @@ def split_payment(graph: Graph, query: RouteQuery, *, max_parts: int = 16,
                 pass
         for hop in route:
             key = (int(hop.short_channel_id), hop.direction)
-            used[key] = used.get(key, 0) + hop.amount_msat
+            used[key] = MsatInt(used.get(key, 0) + hop.amount_msat)
         parts.append(route)
-        remaining -= route[-1].amount_msat
+        remaining = MsatInt(remaining - route[-1].amount_msat)
         if fee_left is not None:
-            fee_left -= route_fee(route)
+            fee_left = MsatInt(fee_left - route_fee(route))
     return parts
