@@ -29,6 +29,7 @@ from ampere.ln.channel.env import Env
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner, LocalChannelSigner
 from ampere.ln.channel.state import Channel
+from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 from ampere.wire import messages as m
 
@@ -109,7 +110,8 @@ class Pair:
         pb = params_b or opening.LocalParams(shutdown_scriptpubkey=b"\x00\x14" + b"\xbb" * 20)
         policy = opening.OpenPolicy(chain_hash=REGTEST_CHAIN_HASH, allow_anchors=allow_anchors)
         step = opening.open_channel(a.signer, temporary_channel_id=b"\x07" * 32, chain_hash=REGTEST_CHAIN_HASH,
-                                    funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=feerate_per_kw,
+                                    funding_sat=SatInt(funding_sat), push_msat=MsatInt(push_msat),
+                                    feerate_per_kw=feerate_per_kw,
                                     ours=pa, channel_type=channel_type)
         _expect_ok(step)
         neg_a = step.state

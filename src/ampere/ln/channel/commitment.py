@@ -48,7 +48,7 @@ from ampere.ln.channel.scripts import (
     to_local_script,
     to_remote_script_pubkey,
 )
-from ampere.primitives.amount import msat_to_sat, sat_to_msat
+from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut, bip143_sighash
@@ -96,12 +96,12 @@ class HtlcSpec:
 
     htlc_id: int
     offerer: Side          # the node that sent update_add_htlc
-    amount_msat: int
+    amount_msat: MsatInt
     payment_hash: bytes    # 32 bytes
     cltv_expiry: int
 
     @property
-    def amount_sat(self) -> int:
+    def amount_sat(self) -> SatInt:
         # BOLT #3: "The amounts for each output MUST be rounded down to whole satoshis."
         return msat_to_sat(self.amount_msat)
 
@@ -111,13 +111,13 @@ class ChannelParams:
     """What stays fixed over a channel's life, as our node sees it."""
 
     funding_outpoint: OutPoint       # txid in internal byte order
-    funding_sat: int
+    funding_sat: SatInt
     opener: Side                     # the node that sent open_channel: it pays the commitment fee and anchors
     channel_type: ChannelType
     local_pubkeys: ChannelPubkeys    # ours
     remote_pubkeys: ChannelPubkeys   # the peer's
-    local_dust_limit_sat: int        # our dust_limit_satoshis: applies to OUR commitment
-    remote_dust_limit_sat: int       # the peer's: applies to THEIR commitment
+    local_dust_limit_sat: SatInt     # our dust_limit_satoshis: applies to OUR commitment
+    remote_dust_limit_sat: SatInt    # the peer's: applies to THEIR commitment
     # BOLT 2 to_self_delay is set by one node for the *other* node's to-self outputs, so:
     local_to_self_delay: int         # CSV delay on OUR commitment's to_local (the to_self_delay the peer sent)
     remote_to_self_delay: int        # CSV delay on THEIR commitment's to_local (the to_self_delay we sent)
@@ -135,7 +135,7 @@ class ChannelParams:
     def pubkeys(self, side: Side) -> ChannelPubkeys:
         return self.local_pubkeys if side is Side.LOCAL else self.remote_pubkeys
 
-    def dust_limit_sat(self, owner: Side) -> int:
+    def dust_limit_sat(self, owner: Side) -> SatInt:
         """BOLT #3 trims with the dust_limit_satoshis "set by the transaction owner"."""
         return self.local_dust_limit_sat if owner is Side.LOCAL else self.remote_dust_limit_sat
 
@@ -160,15 +160,15 @@ def obscured_commitment_number(params: ChannelParams, commitment_number: int) ->
     return commitment_number ^ params.obscuring_factor
 
 
-def commitment_fee_sat(feerate_per_kw: int, num_untrimmed_htlcs: int, channel_type: ChannelType) -> int:
+def commitment_fee_sat(feerate_per_kw: int, num_untrimmed_htlcs: int, channel_type: ChannelType) -> SatInt:
     """BOLT #3 base fee: "Start with weight = 724 (1124 if option_anchors applies). For each committed HTLC, if that
     output is not trimmed ..., add 172 to weight. Multiply feerate_per_kw by weight, divide by 1000 (rounding down)."
     """
     weight = COMMITMENT_BASE_WEIGHT[channel_type] + COMMITMENT_WEIGHT_PER_HTLC * num_untrimmed_htlcs
-    return feerate_per_kw * weight // 1000
+    return SatInt(feerate_per_kw * weight // 1000)
 
 
-def is_htlc_trimmed(amount_msat: int, offered_by_owner: bool, dust_limit_sat: int, feerate_per_kw: int,
+def is_htlc_trimmed(amount_msat: MsatInt, offered_by_owner: bool, dust_limit_sat: SatInt, feerate_per_kw: int,
                     channel_type: ChannelType) -> bool:
     """BOLT #3: for every offered HTLC, "if the HTLC amount minus the HTLC-timeout fee would be less than
     dust_limit_satoshis set by the transaction owner: MUST NOT contain that output"; likewise received HTLCs with

@@ -44,6 +44,7 @@ from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, set_state
 from ampere.ln.channel.views import build_local_commitment, build_remote_commitment, view
 from ampere.ln.channel.views import spendable_msat as _spendable
+from ampere.primitives.amount import MsatInt
 from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m
 
@@ -195,7 +196,7 @@ def on_disconnect(ch: Channel) -> Step:
 
 # --- local requests --------------------------------------------------------------------------------
 
-def offer_htlc(ch: Channel, signer: ChannelSigner, amount_msat: int, payment_hash: bytes, cltv_expiry: int,
+def offer_htlc(ch: Channel, signer: ChannelSigner, amount_msat: MsatInt, payment_hash: bytes, cltv_expiry: int,
                onion: bytes, path_key: bytes | None = None, env: Env = Env()) -> Step | Refusal:
     return _local(ch, signer, env, normal.offer_htlc(ch, amount_msat, payment_hash, cltv_expiry, onion, path_key))
 

@@ -23,6 +23,7 @@ import enum
 from dataclasses import dataclass, replace
 
 from ampere.ln.channel.commitment import Side
+from ampere.primitives.amount import MsatInt
 
 __all__ = [
     "HtlcState",
@@ -166,7 +167,7 @@ class Htlc:
 
     offerer: Side
     htlc_id: int
-    amount_msat: int
+    amount_msat: MsatInt
     payment_hash: bytes
     cltv_expiry: int
     onion: bytes                      # onion_routing_packet (1366 bytes)

@@ -52,6 +52,7 @@ from ampere.ln.channel.views import (
     next_view,
     view,
 )
+from ampere.primitives.amount import MsatInt
 from ampere.primitives.crypto import sha256
 from ampere.wire import messages as m
 
@@ -107,7 +108,7 @@ def _refuse(code: RefusalCode, message: str, failure: int | None = TEMPORARY_CHA
     return Refusal(code, message, failure)
 
 
-def offer_htlc(ch: Channel, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
+def offer_htlc(ch: Channel, amount_msat: MsatInt, payment_hash: bytes, cltv_expiry: int, onion: bytes,
                path_key: bytes | None = None) -> Out | Refusal:
     """Offer an HTLC to the peer (the payments/forwarding layer's entry point)."""
     # BOLT #2: "MUST NOT send an update_add_htlc after a shutdown."
@@ -389,7 +390,7 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
 def _settle(out: Out) -> None:
     """Fold HTLCs and fee updates that reached their final state into the settled balances and feerate."""
     ch = out.ch
-    bal = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
+    bal: dict[Side, int] = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
     keep = []
     for h in ch.htlcs:
         if not is_final(h.state):
@@ -412,8 +413,8 @@ def _settle(out: Out) -> None:
         if fees[i].state in final_fee:
             rate, fees = fees[i].feerate_per_kw, fees[i + 1:]
             break
-    out.ch = replace(ch, htlcs=tuple(keep), balance_local_msat=bal[Side.LOCAL],
-                     balance_remote_msat=bal[Side.REMOTE], feerate_per_kw=rate, fee_updates=tuple(fees))
+    out.ch = replace(ch, htlcs=tuple(keep), balance_local_msat=MsatInt(bal[Side.LOCAL]),
+                     balance_remote_msat=MsatInt(bal[Side.REMOTE]), feerate_per_kw=rate, fee_updates=tuple(fees))
 
 
 # --- the peer's updates --------------------------------------------------------------------------
@@ -442,7 +443,7 @@ def on_update_add_htlc(ch: Channel, msg: m.UpdateAddHtlc) -> Out:
     if msg.cltv_expiry >= CLTV_LIMIT:
         raise _violation(f"cltv_expiry {msg.cltv_expiry} is not a block height")
     path_key = msg.tlvs.blinded_path if msg.tlvs is not None else None
-    htlc = Htlc(Side.REMOTE, msg.id, msg.amount_msat, bytes(msg.payment_hash), msg.cltv_expiry,
+    htlc = Htlc(Side.REMOTE, msg.id, MsatInt(msg.amount_msat), bytes(msg.payment_hash), msg.cltv_expiry,
                 bytes(msg.onion_routing_packet), S.RCVD_ADD_HTLC, 0, path_key=path_key)
     new = replace(ch, htlcs=(*ch.htlcs, htlc), next_htlc_id_remote=msg.id + 1)
     v = next_view(new, Side.LOCAL)

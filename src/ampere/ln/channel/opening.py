@@ -36,7 +36,7 @@ from ampere.ln.channel.shutdown import valid_shutdown_script
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelConfig, ChannelState, channel_id_from_outpoint
 from ampere.ln.channel.views import view
-from ampere.primitives.amount import msat_to_sat, sat_to_msat
+from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import OutPoint, Transaction
 from ampere.wire import messages as m
@@ -133,14 +133,15 @@ def _reserve(params: LocalParams, funding_sat: int, *dust_limits: int) -> int:
 
 
 def _config(p: LocalParams, reserve: int, dust: int) -> ChannelConfig:
-    return ChannelConfig(dust, p.max_htlc_value_in_flight_msat, reserve, p.htlc_minimum_msat, p.to_self_delay,
+    return ChannelConfig(SatInt(dust), MsatInt(p.max_htlc_value_in_flight_msat), SatInt(reserve),
+                         MsatInt(p.htlc_minimum_msat), p.to_self_delay,
                          p.max_accepted_htlcs, p.shutdown_scriptpubkey if p.upfront_shutdown_script else b"")
 
 
 def _peer_config(msg: m.OpenChannel | m.AcceptChannel) -> ChannelConfig:
     up = msg.tlvs.upfront_shutdown_script if msg.tlvs is not None else None
-    return ChannelConfig(msg.dust_limit_satoshis, msg.max_htlc_value_in_flight_msat, msg.channel_reserve_satoshis,
-                         msg.htlc_minimum_msat, msg.to_self_delay, msg.max_accepted_htlcs, bytes(up or b""))
+    return ChannelConfig(SatInt(msg.dust_limit_satoshis), MsatInt(msg.max_htlc_value_in_flight_msat),
+                         SatInt(msg.channel_reserve_satoshis), MsatInt(msg.htlc_minimum_msat), msg.to_self_delay, msg.max_accepted_htlcs, bytes(up or b""))
 
 
 def _peer_pubkeys(msg: m.OpenChannel | m.AcceptChannel) -> ChannelPubkeys:
@@ -195,7 +196,7 @@ def _close(neg: object, message: str) -> Step:
     return Step(neg, (), ChannelError.close(message, broadcast=False))
 
 
-def _make_channel(*, opener: Side, outpoint: OutPoint, funding_sat: int, push_msat: int, ct: ChannelType,
+def _make_channel(*, opener: Side, outpoint: OutPoint, funding_sat: SatInt, push_msat: MsatInt, ct: ChannelType,
                   local_pubkeys: ChannelPubkeys, remote_pubkeys: ChannelPubkeys, local: ChannelConfig,
                   remote: ChannelConfig, announce: bool, minimum_depth: int, remote_first_point: bytes,
                   feerate: int, shutdown_script: bytes) -> Channel:
@@ -203,7 +204,7 @@ def _make_channel(*, opener: Side, outpoint: OutPoint, funding_sat: int, push_ms
                            local_pubkeys=local_pubkeys, remote_pubkeys=remote_pubkeys,
                            local_dust_limit_sat=local.dust_limit_sat, remote_dust_limit_sat=remote.dust_limit_sat,
                            local_to_self_delay=remote.to_self_delay, remote_to_self_delay=local.to_self_delay)
-    opener_msat, other_msat = sat_to_msat(funding_sat) - push_msat, push_msat
+    opener_msat, other_msat = MsatInt(sat_to_msat(funding_sat) - push_msat), push_msat
     local_msat, remote_msat = (opener_msat, other_msat) if opener is Side.LOCAL else (other_msat, opener_msat)
     return Channel(channel_id=channel_id_from_outpoint(outpoint), state=ChannelState.CHANNELD_AWAITING_LOCKIN,
                    params=params, local=local, remote=remote, announce=announce, minimum_depth=minimum_depth,
@@ -234,8 +235,8 @@ def _sig_ok(ctx: CommitmentTx, pubkey: bytes, compact: bytes) -> bool:
 class OpenerNegotiation:
     temporary_channel_id: bytes
     chain_hash: bytes
-    funding_sat: int
-    push_msat: int
+    funding_sat: SatInt
+    push_msat: MsatInt
     feerate_per_kw: int
     channel_type: ChannelType
     announce: bool
@@ -331,8 +332,8 @@ class OpenerNegotiation:
         return finish(ch, ch, broadcasts=[self.funding_tx], cause="user", first=True)
 
 
-def open_channel(signer: ChannelSigner, *, temporary_channel_id: bytes, chain_hash: bytes, funding_sat: int,
-                 push_msat: int, feerate_per_kw: int, ours: LocalParams,
+def open_channel(signer: ChannelSigner, *, temporary_channel_id: bytes, chain_hash: bytes, funding_sat: SatInt,
+                 push_msat: MsatInt, feerate_per_kw: int, ours: LocalParams,
                  channel_type: ChannelType = ChannelType.STATIC_REMOTEKEY, announce: bool = True,
                  large_channels: bool = True) -> Step:
     """Start opening a channel as the funder: the Step's state is an OpenerNegotiation (or the error)."""
@@ -390,7 +391,7 @@ class AcceptorNegotiation:
         if msg.temporary_channel_id != o.temporary_channel_id:
             return _close(self, "funding_created for another temporary_channel_id")
         ch = _make_channel(opener=Side.REMOTE, outpoint=OutPoint(bytes(msg.funding_txid), msg.funding_output_index),
-                           funding_sat=o.funding_satoshis, push_msat=o.push_msat, ct=self.channel_type,
+                           funding_sat=SatInt(o.funding_satoshis), push_msat=MsatInt(o.push_msat), ct=self.channel_type,
                            local_pubkeys=self.local_pubkeys, remote_pubkeys=self.remote_pubkeys,
                            local=self.local_config, remote=self.remote_config, announce=bool(o.channel_flags & 1),
                            minimum_depth=self.ours.minimum_depth, remote_first_point=bytes(o.first_per_commitment_point),

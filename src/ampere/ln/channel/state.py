@@ -25,6 +25,7 @@ from ampere.ln.channel.htlcs import FeeUpdate, Htlc, HtlcState, Removal, Removal
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
+from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint
 
 __all__ = [
@@ -77,10 +78,10 @@ class StorageError(ValueError):
 class ChannelConfig:
     """What one side announced in open_channel/accept_channel. Each limit binds the OTHER side."""
 
-    dust_limit_sat: int               # applies to this side's own commitment
-    max_htlc_value_in_flight_msat: int  # cap on HTLCs the other side offers to this side
-    channel_reserve_sat: int          # what the OTHER side must keep
-    htlc_minimum_msat: int            # smallest HTLC this side accepts
+    dust_limit_sat: SatInt            # applies to this side's own commitment
+    max_htlc_value_in_flight_msat: MsatInt  # cap on HTLCs the other side offers to this side
+    channel_reserve_sat: SatInt       # what the OTHER side must keep
+    htlc_minimum_msat: MsatInt        # smallest HTLC this side accepts
     to_self_delay: int                # CSV delay this side imposes on the other's to-self outputs
     max_accepted_htlcs: int           # most HTLCs the other side may offer to this side
     upfront_shutdown_script: bytes = b""
@@ -108,8 +109,8 @@ class Channel:
     announce: bool
     minimum_depth: int
     # Settled balances: every HTLC that reached its final state is folded in here and dropped.
-    balance_local_msat: int
-    balance_remote_msat: int
+    balance_local_msat: MsatInt
+    balance_remote_msat: MsatInt
     feerate_per_kw: int               # settled feerate (fee updates fully committed on both sides)
     htlcs: tuple[Htlc, ...] = ()
     fee_updates: tuple[FeeUpdate, ...] = ()
@@ -260,7 +261,7 @@ def _config_json(c: ChannelConfig) -> list[Any]:
 
 
 def _config_from(v: list[Any]) -> ChannelConfig:
-    return ChannelConfig(int(v[0]), int(v[1]), int(v[2]), int(v[3]), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
+    return ChannelConfig(SatInt(int(v[0])), MsatInt(int(v[1])), SatInt(int(v[2])), MsatInt(int(v[3])), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
 
 
 @lru_cache(maxsize=4096)
@@ -287,7 +288,7 @@ def _htlc_from(d: dict[str, Any]) -> Htlc:
         removal = Removal(RemovalKind(r[0]), int(r[1]), bytes.fromhex(r[2]), bytes.fromhex(r[3]),
                           bytes.fromhex(r[4]), int(r[5]))
     return Htlc(offerer=Side.LOCAL if d["o"] == "l" else Side.REMOTE, htlc_id=int(d["id"]),
-                amount_msat=int(d["a"]), payment_hash=bytes.fromhex(d["h"]), cltv_expiry=int(d["c"]),
+                amount_msat=MsatInt(int(d["a"])), payment_hash=bytes.fromhex(d["h"]), cltv_expiry=int(d["c"]),
                 onion=bytes.fromhex(d["on"]), state=HtlcState(d["s"]), add_seq=int(d["q"]), removal=removal,
                 path_key=_unhex(d.get("pk")), preimage_reported=bool(d.get("pr", 0)))
 
@@ -343,7 +344,7 @@ def _from_json(d: dict[str, Any]) -> Channel:
     local, remote = _config_from(d["local"]), _config_from(d["remote"])
     txid, vout, funding_sat = d["funding"]
     params = ChannelParams(
-        funding_outpoint=OutPoint(bytes.fromhex(txid), int(vout)), funding_sat=int(funding_sat),
+        funding_outpoint=OutPoint(bytes.fromhex(txid), int(vout)), funding_sat=SatInt(int(funding_sat)),
         opener=Side(d["opener"]), channel_type=ChannelType(d["channel_type"]),
         local_pubkeys=_pubkeys_from(d["local_pubkeys"]), remote_pubkeys=_pubkeys_from(d["remote_pubkeys"]),
         local_dust_limit_sat=local.dust_limit_sat, remote_dust_limit_sat=remote.dust_limit_sat,
@@ -354,7 +355,7 @@ def _from_json(d: dict[str, Any]) -> Channel:
     return Channel(
         channel_id=bytes.fromhex(d["channel_id"]), state=ChannelState(d["state"]), params=params,
         local=local, remote=remote, announce=bool(d["announce"]), minimum_depth=int(d["minimum_depth"]),
-        balance_local_msat=int(d["balance"][0]), balance_remote_msat=int(d["balance"][1]),
+        balance_local_msat=MsatInt(int(d["balance"][0])), balance_remote_msat=MsatInt(int(d["balance"][1])),
         feerate_per_kw=int(d["feerate"]), htlcs=tuple(_htlc_from(h) for h in d["htlcs"]),
         fee_updates=tuple(FeeUpdate(int(f[0]), HtlcState(f[1]), int(f[2])) for f in d["fee_updates"]),
         next_htlc_id_local=int(d["next_ids"][0]), next_htlc_id_remote=int(d["next_ids"][1]),

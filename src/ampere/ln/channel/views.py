@@ -24,7 +24,7 @@ from ampere.ln.channel.commitment import (
 from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
-from ampere.primitives.amount import sat_to_msat
+from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
            "build_remote_commitment", "spendable_msat"]
@@ -36,11 +36,11 @@ Transition = Callable[[HtlcState], HtlcState]
 class View:
     owner: Side
     feerate_per_kw: int
-    local_msat: int       # our balance, HTLCs excluded, before fees
-    remote_msat: int
+    local_msat: MsatInt   # our balance, HTLCs excluded, before fees
+    remote_msat: MsatInt
     htlcs: tuple[HtlcSpec, ...]
 
-    def balance(self, side: Side) -> int:
+    def balance(self, side: Side) -> MsatInt:
         return self.local_msat if side is Side.LOCAL else self.remote_msat
 
     def offered(self, side: Side) -> list[HtlcSpec]:
@@ -54,7 +54,7 @@ def _spec(h: Htlc) -> HtlcSpec:
 def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
          feerate: int | None = None) -> View:
     """The commitment held by `owner`, after applying `transition` to every update's state."""
-    bal = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
+    bal: dict[Side, int] = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
     specs = []
     for h in (*ch.htlcs, *extra):
         st = transition(h.state) if transition else h.state
@@ -75,7 +75,7 @@ def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: 
             rate = f.feerate_per_kw
     if feerate is not None:
         rate = feerate
-    return View(owner, rate, bal[Side.LOCAL], bal[Side.REMOTE], tuple(specs))
+    return View(owner, rate, MsatInt(bal[Side.LOCAL]), MsatInt(bal[Side.REMOTE]), tuple(specs))
 
 
 def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int | None = None) -> View:
@@ -90,36 +90,36 @@ def untrimmed_count(ch: Channel, v: View, extra_nondust: int = 0) -> int:
     return n + extra_nondust
 
 
-def commitment_fee_msat(ch: Channel, v: View, extra_nondust: int = 0, feerate: int | None = None) -> int:
+def commitment_fee_msat(ch: Channel, v: View, extra_nondust: int = 0, feerate: int | None = None) -> MsatInt:
     """What the opener pays for this commitment: the base fee and, with anchors, the two anchors.
 
     BOLT #3: "Subtract this base fee from the funder ... If option_anchors applies ..., also subtract two times
     the fixed anchor size of 330 sats from the funder"."""
     rate = v.feerate_per_kw if feerate is None else feerate
-    fee = commitment_fee_sat(rate, untrimmed_count(ch, v, extra_nondust), ch.channel_type)
+    fee: int = commitment_fee_sat(rate, untrimmed_count(ch, v, extra_nondust), ch.channel_type)
     if ch.channel_type.anchors:
         fee += 2 * ANCHOR_OUTPUT_SAT
     return sat_to_msat(fee)
 
 
-def reserve_msat(ch: Channel, side: Side) -> int:
+def reserve_msat(ch: Channel, side: Side) -> MsatInt:
     """The reserve `side` must keep: set by the OTHER side's channel_reserve_satoshis."""
     return sat_to_msat((ch.remote if side is Side.LOCAL else ch.local).channel_reserve_sat)
 
 
-def available_msat(ch: Channel, v: View, side: Side, extra_nondust: int = 0, feerate: int | None = None) -> int:
+def available_msat(ch: Channel, v: View, side: Side, extra_nondust: int = 0, feerate: int | None = None) -> MsatInt:
     """`side`'s balance in the view minus its reserve and (if it is the opener) the commitment fee."""
     avail = v.balance(side) - reserve_msat(ch, side)
     if side is ch.opener:
         avail -= commitment_fee_msat(ch, v, extra_nondust, feerate)
-    return avail
+    return MsatInt(avail)
 
 
-def spendable_msat(ch: Channel) -> int:
+def spendable_msat(ch: Channel) -> MsatInt:
     """About how much we could offer right now (for listpeerchannels' spendable_msat); 0 if nothing."""
     v = next_view(ch, Side.REMOTE)
     extra = 1 if ch.opener is Side.LOCAL else 0
-    return max(0, available_msat(ch, v, Side.LOCAL, extra))
+    return MsatInt(max(0, available_msat(ch, v, Side.LOCAL, extra)))
 
 
 def build_local_commitment(ch: Channel, number: int, point: bytes, v: View) -> CommitmentTx:
