@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from ampere.ln.channel.commitment import ChannelParams, Side
 from ampere.ln.channel.keys import ecdsa_sign, ecdsa_verify
 from ampere.ln.channel.scripts import funding_witness
-from ampere.primitives.amount import msat_to_sat, sat_to_msat
+from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
 from ampere.primitives.script import (
     OP_RETURN,
     P2A_SCRIPT,
@@ -77,8 +77,8 @@ class ClosingTx:
     remote_output_index: int | None       # the peer's output, if present
 
     @property
-    def fee_sat(self) -> int:
-        return self.funding_sat - sum(o.value for o in self.tx.outputs)
+    def fee_sat(self) -> SatInt:
+        return SatInt(self.funding_sat - sum(o.value for o in self.tx.outputs))
 
     def sighash(self) -> bytes:
         return bip143_sighash(self.tx, 0, self.funding_script, self.funding_sat, SIGHASH_ALL)
@@ -103,7 +103,8 @@ def expected_closing_weight(tx: Transaction) -> int:
     return 4 * len(tx.serialize(include_witness=False)) + _FUNDING_WITNESS_WEIGHT
 
 
-def _check_balances(params: ChannelParams, local_balance_msat: int, remote_balance_msat: int, fee_sat: int) -> None:
+def _check_balances(params: ChannelParams, local_balance_msat: MsatInt, remote_balance_msat: MsatInt,
+                    fee_sat: SatInt) -> None:
     if local_balance_msat < 0 or remote_balance_msat < 0:
         raise ClosingError("balances must not be negative")
     if local_balance_msat + remote_balance_msat != sat_to_msat(params.funding_sat):
@@ -122,8 +123,8 @@ def _finish(params: ChannelParams, outputs: list[tuple[TxOut, Side]], sequence: 
                      params.remote_pubkeys.funding_pubkey, index.get(Side.LOCAL), index.get(Side.REMOTE))
 
 
-def build_closing_tx(params: ChannelParams, local_script: bytes, remote_script: bytes, local_balance_msat: int,
-                     remote_balance_msat: int, fee_sat: int, dust_limit_sat: int,
+def build_closing_tx(params: ChannelParams, local_script: bytes, remote_script: bytes, local_balance_msat: MsatInt,
+                     remote_balance_msat: MsatInt, fee_sat: SatInt, dust_limit_sat: SatInt,
                      omit_local_output: bool = False) -> ClosingTx:
     """The legacy closing transaction (BOLT 2 `closing_signed` negotiation).
 
@@ -134,7 +135,7 @@ def build_closing_tx(params: ChannelParams, local_script: bytes, remote_script: 
       - MAY eliminate its own output (`omit_local_output`).
     """
     _check_balances(params, local_balance_msat, remote_balance_msat, fee_sat)
-    amounts = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
+    amounts: dict[Side, int] = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
     if amounts[params.opener] < sat_to_msat(fee_sat):
         raise ClosingError(f"the opener cannot pay a {fee_sat} sat closing fee")
     amounts[params.opener] -= sat_to_msat(fee_sat)
@@ -152,7 +153,7 @@ def build_closing_tx(params: ChannelParams, local_script: bytes, remote_script: 
 
 
 def build_simple_closing_tx(params: ChannelParams, closer: Side, closer_script: bytes, closee_script: bytes,
-                            local_balance_msat: int, remote_balance_msat: int, fee_sat: int, locktime: int,
+                            local_balance_msat: MsatInt, remote_balance_msat: MsatInt, fee_sat: SatInt, locktime: int,
                             closer_output: bool = True, closee_output: bool = True) -> ClosingTx:
     """The option_simple_close closing transaction (BOLT 2 `closing_complete` / `closing_sig`).
 
@@ -167,7 +168,7 @@ def build_simple_closing_tx(params: ChannelParams, closer: Side, closer_script: 
     if not (closer_output or closee_output):
         raise ClosingError("a closing transaction needs at least one output")
     closee = closer.other()
-    amounts = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
+    amounts: dict[Side, int] = {Side.LOCAL: local_balance_msat, Side.REMOTE: remote_balance_msat}
     if amounts[closer] < sat_to_msat(fee_sat):
         raise ClosingError(f"the closer cannot pay a {fee_sat} sat closing fee")
     amounts[closer] -= sat_to_msat(fee_sat)

@@ -210,9 +210,9 @@ class CommitmentTx:
     base_fee_sat: int                      # BOLT 3 "base fee" (what the opener pays, before trimming)
 
     @property
-    def fee_sat(self) -> int:
+    def fee_sat(self) -> SatInt:
         """The actual fee: base fee plus trimmed HTLCs and outputs, and rounding."""
-        return self.funding_sat - sum(o.value for o in self.tx.outputs)
+        return SatInt(self.funding_sat - sum(o.value for o in self.tx.outputs))
 
     @property
     def txid(self) -> bytes:
@@ -240,8 +240,8 @@ class CommitmentTx:
         return tx
 
 
-def _check_inputs(params: ChannelParams, commitment_number: int, feerate_per_kw: int, local_balance_msat: int,
-                  remote_balance_msat: int, htlcs: Sequence[HtlcSpec]) -> None:
+def _check_inputs(params: ChannelParams, commitment_number: int, feerate_per_kw: int, local_balance_msat: MsatInt,
+                  remote_balance_msat: MsatInt, htlcs: Sequence[HtlcSpec]) -> None:
     if not 0 <= commitment_number <= MAX_SECRET_INDEX:
         raise CommitmentError(f"commitment number {commitment_number} out of the 48-bit range")
     if not 0 <= feerate_per_kw <= MAX_FEERATE_PER_KW:
@@ -269,7 +269,7 @@ def _check_inputs(params: ChannelParams, commitment_number: int, feerate_per_kw:
 
 
 def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: int, per_commitment_point: bytes,
-                        feerate_per_kw: int, local_balance_msat: int, remote_balance_msat: int,
+                        feerate_per_kw: int, local_balance_msat: MsatInt, remote_balance_msat: MsatInt,
                         htlcs: Iterable[HtlcSpec]) -> CommitmentTx:
     """Build the commitment transaction number `commitment_number` held by `owner`.
 
@@ -310,9 +310,9 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
     base_fee = commitment_fee_sat(feerate_per_kw, len(untrimmed), ctype)
     opener_pays_msat = sat_to_msat(base_fee + (2 * ANCHOR_OUTPUT_SAT if ctype.anchors else 0))
     if params.opener is owner:
-        owner_msat = max(0, owner_msat - opener_pays_msat)
+        owner_msat = MsatInt(max(0, owner_msat - opener_pays_msat))
     else:
-        counterparty_msat = max(0, counterparty_msat - opener_pays_msat)
+        counterparty_msat = MsatInt(max(0, counterparty_msat - opener_pays_msat))
 
     # Outputs as (TxOut, cltv for the BIP69 tie-break, tag).
     # The tag: "to_local"/"to_remote"/an anchor, or (htlc, witness script, offered by the owner).

@@ -23,7 +23,7 @@ from ampere.ln.channel.normal import FEERATE_FLOOR, has_uncommitted_local_update
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, ClosingNegotiation, set_state
-from ampere.primitives.amount import msat_to_sat
+from ampere.primitives.amount import SatInt, msat_to_sat
 from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m
 
@@ -87,10 +87,11 @@ def on_shutdown(ch: Channel, msg: m.Shutdown) -> Out:
     return out
 
 
-def _closing_tx(ch: Channel, fee_sat: int, dust_limit_sat: int) -> ClosingTx:
+def _closing_tx(ch: Channel, fee_sat: int, dust_limit_sat: SatInt) -> ClosingTx:
+    # fee_sat is closing_signed's fee_satoshis (the negotiation's plain integers): typed here, where it is spent.
     assert ch.remote_shutdown_script is not None
     return build_closing_tx(ch.params, ch.local_shutdown_script, ch.remote_shutdown_script, ch.balance_local_msat,
-                            ch.balance_remote_msat, fee_sat, dust_limit_sat)
+                            ch.balance_remote_msat, SatInt(fee_sat), dust_limit_sat)
 
 
 def _negotiation(ch: Channel, env: Env) -> ClosingNegotiation:
