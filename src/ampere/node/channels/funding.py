@@ -21,7 +21,7 @@ from ampere.ln.channel.actions import FundingTxNeeded, Step
 from ampere.ln.channel.opening import LocalParams, OpenPolicy, channel_type_bytes
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner
-from ampere.primitives.amount import sat_to_msat
+from ampere.primitives.amount import MsatInt, SatInt, sat_to_msat
 from ampere.primitives.script import AddressError, address_to_script
 from ampere.primitives.tx import OutPoint, TxOut
 from ampere.wire import bolt1
@@ -114,7 +114,7 @@ class OpenFlows:
         theirs = feats.has("option_anchors") if hasattr(feats, "has") else False
         return ChannelType.ANCHORS if theirs and self.we_offer_anchors() else ChannelType.STATIC_REMOTEKEY
 
-    def default_settings(self, funding_sat: int) -> ChannelSettings:
+    def default_settings(self, funding_sat: SatInt) -> ChannelSettings:
         o = self.node.options
         htlc_max = o.get("htlc-maximum-msat")
         return ChannelSettings(fee_base_msat=int(o.get("fee-base")), fee_ppm=int(o.get("fee-per-satoshi")),
@@ -122,7 +122,7 @@ class OpenFlows:
                                htlc_max_msat=int(htlc_max) if htlc_max else sat_to_msat(funding_sat),
                                cltv_delta=int(o.get("cltv-delta")))
 
-    def local_params(self, shutdown_script: bytes, upfront: bool, reserve_sat: int | None,
+    def local_params(self, shutdown_script: bytes, upfront: bool, reserve_sat: SatInt | None,
                      minimum_depth: int) -> LocalParams:
         o = self.node.options
         return LocalParams(shutdown_scriptpubkey=shutdown_script, to_self_delay=int(o.get("watchtime-blocks")),
@@ -180,8 +180,8 @@ class OpenFlows:
 
     # --- opener ---------------------------------------------------------------------------------
     async def fundchannel(self, peer_id: bytes, amount: int | str, feerate: int, *, announce: bool = True,
-                          minconf: int = 1, utxos: list[OutPoint] | None = None, push_msat: int = 0,
-                          mindepth: int | None = None, reserve_sat: int | None = None,
+                          minconf: int = 1, utxos: list[OutPoint] | None = None, push_msat: MsatInt = MsatInt(0),
+                          mindepth: int | None = None, reserve_sat: SatInt | None = None,
                           channel_type: ChannelType | None = None,
                           close_to: bytes | None = None) -> dict:
         node = self.node
@@ -227,12 +227,12 @@ class OpenFlows:
             ours = self.local_params(script, upfront, reserve_sat, int(node.options.get("funding-confirms")))
             temp_id = new_temporary_channel_id(node.options)
             step = opening.open_channel(signer, temporary_channel_id=temp_id, chain_hash=bolt1.chain_hash(node.network),
-                                        funding_sat=funding_sat, push_msat=push_msat, feerate_per_kw=commit_rate,
+                                        funding_sat=SatInt(funding_sat), push_msat=push_msat, feerate_per_kw=commit_rate,
                                         ours=ours, channel_type=channel_type, announce=announce)
             if step.error is not None:
                 raise OpenError(Reason.GENERIC, step.error.message)
             p = PendingOpen("opener", peer_id, temp_id, dbid, signer, step.state, mindepth or 0,
-                            self.default_settings(funding_sat), failed=asyncio.get_running_loop().create_future())
+                            self.default_settings(SatInt(funding_sat)), failed=asyncio.get_running_loop().create_future())
             self.pending[(peer_id, temp_id)] = p
             self._send_all(peer_id, step)
             accept = await self._reply(p, m.AcceptChannel)
@@ -372,7 +372,7 @@ class OpenFlows:
             refuse(step.error.message)
             return
         self.pending[(peer_id, temp)] = PendingOpen("acceptor", peer_id, temp, dbid, signer, step.state, max(1, depth),
-                                                    self.default_settings(msg.funding_satoshis))
+                                                    self.default_settings(SatInt(msg.funding_satoshis)))
         self._send_all(peer_id, step)
 
     async def _openchannel_hook(self, peer_id: bytes, msg: m.OpenChannel) -> dict | None:
@@ -423,14 +423,14 @@ class OpenFlows:
                                             "channel_ready": False})
 
 
-def _sat(value: Any) -> int | None:
+def _sat(value: Any) -> SatInt | None:
     """The hook's `reserve`: sat as an integer or "Nsat"/"Nmsat" string."""
     if value is None:
         return None
     from ampere.primitives.amount import AmountError, parse_sat
 
     try:
-        return int(parse_sat(value))
+        return SatInt(int(parse_sat(value)))
     except (AmountError, ValueError, TypeError):
         return None
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING
 import coincurve
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
-from ampere.primitives.amount import fee_for_weight, sat_to_msat
+from ampere.primitives.amount import SatInt, fee_for_weight, msat_to_sat, sat_to_msat
 from ampere.primitives.bip32 import Bip32Error, ExtKey
 from ampere.primitives.crypto import tagged_hash
 from ampere.primitives.script import is_p2tr, is_p2wpkh, p2tr, p2wpkh, script_to_address
@@ -381,7 +381,7 @@ class Wallet:
     async def prepare_tx(self, outputs: list[TxOut], feerate: int, minconf: int = 1,
                          utxos: list[OutPoint] | None = None, all_to: bytes | None = None,
                          all_index: int | None = None, reserve: int = RESERVATION_DEFAULT,
-                         locktime: int | None = None, emergency_sat: int = 0) -> PreparedTx:
+                         locktime: int | None = None, emergency_sat: SatInt = SatInt(0)) -> PreparedTx:
         """Select coins for `outputs` (plus, with `all_to`, one output taking everything left, at
         position `all_index`), add change if it is not dust, and reserve the inputs.
 
@@ -474,7 +474,7 @@ class Wallet:
                     tx_outputs.append(TxOut(change, change_script))
                     fee = fee_with_change
                 else:
-                    fee = total_in - target
+                    fee = SatInt(total_in - target)
             # Anti fee-sniping (as CLN): lock to the current height; RBF signalled on every input.
             lt = tip if locktime is None else locktime
             tx = Transaction(2, [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in chosen], tx_outputs, lt)
@@ -482,19 +482,19 @@ class Wallet:
             await self._set_reservation(chosen, tip + reserve)
             return prepared
 
-    def emergency_sat(self, opening_anchors: bool = False) -> int:
+    def emergency_sat(self, opening_anchors: bool = False) -> SatInt:
         """CLN's `min-emergency-msat` (in sat): what spends must leave in the wallet while the node has (or is
         opening) an anchor channel, to CPFP its commitment and pay its HTLC transactions' fees."""
-        value = int(self.node.option("min-emergency-msat", 0) or 0) // 1000
+        value = msat_to_sat(int(self.node.option("min-emergency-msat", 0) or 0))
         if not value:
-            return 0
+            return SatInt(0)
         if opening_anchors:
             return value
         mgr = self.node.channel_manager
         for rec in (mgr.records if mgr is not None else {}).values():
             if rec.core.params.channel_type.anchors and rec.state.value != "CLOSED":
                 return value
-        return 0
+        return SatInt(0)
 
     async def _new_change_index(self) -> int:
         # Called with self._lock held: issue the index without re-taking it.

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ampere.node.errors import DomainError, Reason
+from ampere.primitives.amount import MsatInt
 from ampere.store.counters import get_counter, next_counter
 
 # CLN error codes (common/jsonrpc_errors.h) the registry raises; the RPC layer passes them on.
@@ -396,7 +397,7 @@ class InvoiceRegistry:
             self._drop_waiter(waiter)
 
     # ---- the receive path -----------------------------------------------------------------------
-    async def check_payment(self, payment_hash: bytes, amount_msat: int, payment_secret: bytes | None,
+    async def check_payment(self, payment_hash: bytes, amount_msat: MsatInt, payment_secret: bytes | None,
                             now: int | None = None) -> PaymentCheck:
         """BOLT 4 final-node checks against our invoice for `payment_hash`.
 
@@ -429,7 +430,7 @@ class InvoiceRegistry:
                 return PaymentCheck(None, f"amount {amount_msat}msat over twice invoice {rec.amount_msat}msat")
         return PaymentCheck(rec)
 
-    async def mark_paid(self, *, amount_msat: int, label: str | None = None, payment_hash: bytes | None = None,
+    async def mark_paid(self, *, amount_msat: MsatInt, label: str | None = None, payment_hash: bytes | None = None,
                         preimage: bytes | None = None, paid_at: int | None = None) -> InvoiceRecord | None:
         """Record that an unpaid invoice (by label or payment_hash) was paid `amount_msat`.
 

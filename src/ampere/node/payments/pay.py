@@ -43,6 +43,7 @@ from ampere.ln.route import (
 from ampere.ln.pay_policy import DEFAULT_EXEMPTFEE, Knowledge, fee_budget, hints_from_invoice, learn_from_failure
 from ampere.node.errors import DomainError, Reason
 from ampere.node.payments.sendpay import COMPLETE, FAILED, PENDING, PaymentError, RouteHop
+from ampere.primitives.amount import MsatInt
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
@@ -182,11 +183,11 @@ class Payer:
                 continue
             if spendable <= 0:
                 continue
-            out.append(LocalChannel(int(rec.short_channel_id), rec.peer_id, spendable, hmin))
+            out.append(LocalChannel(int(rec.short_channel_id), rec.peer_id, MsatInt(spendable), MsatInt(hmin)))
         return out
 
     # ---- decoding a bolt11 into a request (pay's parameter checks)
-    def request_from_bolt11(self, text: str, *, amount_msat: int | None, label: str | None, riskfactor: Any,
+    def request_from_bolt11(self, text: str, *, amount_msat: MsatInt | None, label: str | None, riskfactor: Any,
                             maxfeepercent: Any, retry_for: int | None, maxdelay: int | None,
                             exemptfee: int | None, exclude: list[str] | None, maxfee: int | None,
                             description: str | None) -> PayRequest:
@@ -232,11 +233,11 @@ class Payer:
             final_cltv=inv.min_final_cltv_expiry, bolt11=text, label=label,
             description=description if description is not None else inv.description,
             riskfactor=riskfactor if riskfactor is not None else DEFAULT_RISKFACTOR,
-            max_fee_msat=fee_budget(amount, maxfeepercent, exemptfee, maxfee), maxdelay=maxdelay,
+            max_fee_msat=fee_budget(MsatInt(amount), maxfeepercent, exemptfee, maxfee), maxdelay=maxdelay,
             retry_for=retry_for if retry_for is not None else DEFAULT_RETRY_FOR, exclude_channels=ex_ch,
             exclude_nodes=ex_nodes, hints=hints_from_invoice(inv.route_hints), expires_at=expires)
 
-    def keysend_request(self, destination: bytes, amount_msat: int, *, label: str | None, maxfeepercent: Any,
+    def keysend_request(self, destination: bytes, amount_msat: MsatInt, *, label: str | None, maxfeepercent: Any,
                         retry_for: int | None, maxdelay: int | None, exemptfee: int | None, maxfee: int | None,
                         extratlvs: dict[int, bytes] | None, routehints: list[list[HintHop]] | None) -> PayRequest:
         if maxfee is not None and (maxfeepercent is not None or exemptfee is not None):
@@ -350,18 +351,18 @@ class _PayRun:
         self.status.notes.append(text)
         self.payer._log("debug", f"pay {self.req.payment_hash.hex()[:16]}: {text}")
 
-    def _query(self, amount: int) -> RouteQuery:
+    def _query(self, amount: MsatInt) -> RouteQuery:
         req = self.req
         return RouteQuery(source=self.payer.our_id, destination=req.destination, amount_msat=amount,
                           final_cltv=req.final_cltv, riskfactor=req.riskfactor,
-                          max_fee_msat=max(req.max_fee_msat - self.fees, 0),
+                          max_fee_msat=MsatInt(max(req.max_fee_msat - self.fees, 0)),
                           max_delay=req.maxdelay, exclude_channels=frozenset(self.k.exclude_channels),
                           exclude_nodes=frozenset(self.k.exclude_nodes), local_channels=self._local_channels(),
                           route_hints=self._usable_hints())
 
     def _local_channels(self) -> list[LocalChannel]:
         caps = self.k.local_caps
-        return [replace(lc, spendable_msat=min(lc.spendable_msat, caps[lc.short_channel_id]))
+        return [replace(lc, spendable_msat=MsatInt(min(lc.spendable_msat, caps[lc.short_channel_id])))
                 if lc.short_channel_id in caps else lc for lc in self.payer.local_channels()]
 
     def _usable_hints(self) -> list[list[HintHop]]:
@@ -376,7 +377,7 @@ class _PayRun:
                 out.append(rest)
         return out
 
-    def _routes(self, amount: int) -> list[list]:
+    def _routes(self, amount: MsatInt) -> list[list]:
         graph = self.payer.graph()
         q = self._query(amount)
         if self.req.payment_secret is None:
@@ -404,7 +405,7 @@ class _PayRun:
                             raise self._timeout()
                     else:
                         try:
-                            routes = self._routes(remaining)
+                            routes = self._routes(MsatInt(remaining))
                         except RouteError as e:
                             if not self.inflight:
                                 raise self._route_error(e) from None

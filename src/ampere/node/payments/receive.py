@@ -30,6 +30,7 @@ from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
 from ampere.ln.onion_payload import HopPayload, check_hop_payload, decode_hop_payload
+from ampere.primitives.amount import MsatInt
 from ampere.primitives.bigsize import encode_bigsize
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class IncomingHtlc:
 
     channel_id: bytes
     htlc_id: int
-    amount_msat: int
+    amount_msat: MsatInt
     payment_hash: bytes
     cltv_expiry: int
     onion: bytes
@@ -77,8 +78,8 @@ class HtlcSet:
     settling: bool = False
 
     @property
-    def received_msat(self) -> int:
-        return sum(p.amount_msat for p in self.parts)
+    def received_msat(self) -> MsatInt:
+        return MsatInt(sum(p.amount_msat for p in self.parts))
 
     @property
     def complete(self) -> bool:
@@ -87,7 +88,7 @@ class HtlcSet:
         return self.received_msat >= self.total_msat
 
 
-def incorrect_or_unknown(amount_msat: int, height: int) -> bytes:
+def incorrect_or_unknown(amount_msat: MsatInt, height: int) -> bytes:
     """BOLT #4 incorrect_or_unknown_payment_details: [u64:htlc_msat] [u32:height]."""
     return encode_failure_message(INCORRECT_OR_UNKNOWN, htlc_msat=amount_msat, height=height)
 
@@ -108,8 +109,8 @@ def final_hop_failure(htlc: IncomingHtlc, payload: HopPayload, blockheight: int,
     return None
 
 
-def invoice_failure(rec: Any, htlc: IncomingHtlc, total_msat: int, payment_secret: bytes | None,
-                    invoice_msat: int | None, blockheight: int, now: int) -> str | None:
+def invoice_failure(rec: Any, htlc: IncomingHtlc, total_msat: MsatInt, payment_secret: bytes | None,
+                    invoice_msat: MsatInt | None, blockheight: int, now: int) -> str | None:
     """BOLT 4's final-node checks against our invoice; the reason for incorrect_or_unknown_payment_details,
     or None.  `invoice_msat` (from htlc_accepted) replaces the invoice's amount."""
     if rec is None:
@@ -238,7 +239,7 @@ class Receiver:
         if key in self.htlcs:
             return  # already being processed (a replay of something we still hold)
         scid = getattr(record, "short_channel_id", None)
-        inc = IncomingHtlc(channel_id=channel_id, htlc_id=int(htlc.htlc_id), amount_msat=int(htlc.amount_msat),
+        inc = IncomingHtlc(channel_id=channel_id, htlc_id=int(htlc.htlc_id), amount_msat=MsatInt(int(htlc.amount_msat)),
                            payment_hash=bytes(htlc.payment_hash), cltv_expiry=int(htlc.cltv_expiry),
                            onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
                            peer_id=getattr(record, "peer_id", None), path_key=getattr(htlc, "path_key", None))
@@ -382,15 +383,15 @@ class Receiver:
                                                hmac.compare_digest(payload.payment_secret, rec.payment_secret))):
             await self.fulfill(inc, rec.preimage)
             return
-        reason = invoice_failure(rec, inc, total, payload.payment_secret, replacements.get("invoice_msat"), height,
+        reason = invoice_failure(rec, inc, MsatInt(total), payload.payment_secret, replacements.get("invoice_msat"), height,
                                  invoices.now() if invoices is not None else int(time.time()))
         if reason is not None:
             self._log("debug", f"HTLC {inc.htlc_id} for {inc.payment_hash.hex()}: {reason}")
             await self.fail(inc, incorrect_or_unknown(inc.amount_msat, height))
             return
-        await self._add_to_set(inc, total, rec)
+        await self._add_to_set(inc, MsatInt(total), rec)
 
-    async def _add_to_set(self, inc: IncomingHtlc, total_msat: int, rec: Any) -> None:
+    async def _add_to_set(self, inc: IncomingHtlc, total_msat: MsatInt, rec: Any) -> None:
         s = self.sets.get(inc.payment_hash)
         if s is None:
             s = HtlcSet(inc.payment_hash, total_msat, rec)

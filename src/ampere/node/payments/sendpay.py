@@ -47,6 +47,7 @@ from ampere.ln.onion_failure import (
     failure_code_name,
 )
 from ampere.ln.onion_payload import final_hop_payload, forward_hop_payload
+from ampere.primitives.amount import MsatInt
 from ampere.primitives.crypto import SECP256K1_ORDER
 
 if TYPE_CHECKING:
@@ -172,7 +173,7 @@ class Payment:
 
 # ---- pure helpers: onion for a route, failures into CLN's routing failure object -------------------------
 
-def build_route_onion(route: list[RouteHop], payment_hash: bytes, blockheight: int, *, total_msat: int,
+def build_route_onion(route: list[RouteHop], payment_hash: bytes, blockheight: int, *, total_msat: MsatInt,
                       payment_secret: bytes | None = None, payment_metadata: bytes | None = None,
                       session_key: bytes | None = None, keysend_preimage: bytes | None = None,
                       extra_tlvs: tuple[tuple[int, bytes], ...] = ()) -> tuple[bytes, list[bytes], int]:
@@ -413,7 +414,7 @@ class PaymentEngine:
     def parts_of(self, payment_hash: bytes) -> list[Payment]:
         return list(self._by_hash.get(payment_hash, ()))
 
-    def _check_against_others(self, payment_hash: bytes, partid: int, groupid: int, msat: int, total_msat: int,
+    def _check_against_others(self, payment_hash: bytes, partid: int, groupid: int, msat: MsatInt, total_msat: MsatInt,
                               destination: bytes | None) -> Payment | dict | None:
         """CLN send_payment_core's checks.  Returns a dict (the answer to give at once: complete or in
         progress), a failed Payment to replace, or None; raises PaymentError."""
@@ -455,7 +456,7 @@ class PaymentEngine:
                                                 "progress")
         return old_failed
 
-    async def send_route(self, route: list[RouteHop], payment_hash: bytes, *, amount_msat: int | None = None,
+    async def send_route(self, route: list[RouteHop], payment_hash: bytes, *, amount_msat: MsatInt | None = None,
                          label: str | None = None, bolt11: str | None = None, payment_secret: bytes | None = None,
                          partid: int = 0, groupid: int = 0, payment_metadata: bytes | None = None,
                          description: str | None = None, keysend_preimage: bytes | None = None,
@@ -475,7 +476,7 @@ class PaymentEngine:
                                                f"do, it must be exactly the final amount ({msat}msat)")
         total = amount_msat if amount_msat is not None else msat
         try:
-            onion, secrets, cltv = build_route_onion(route, payment_hash, self._blockheight(), total_msat=total,
+            onion, secrets, cltv = build_route_onion(route, payment_hash, self._blockheight(), total_msat=MsatInt(total),
                                                      payment_secret=payment_secret, payment_metadata=payment_metadata,
                                                      keysend_preimage=keysend_preimage, extra_tlvs=extra_tlvs)
         except (OnionConstructionError, ValueError) as e:
@@ -487,11 +488,11 @@ class PaymentEngine:
                     shared_secrets=secrets, first_scid=route[0].scid, cltv_expiry=cltv)
         return await self._send(p, onion, route[0].node_id)
 
-    async def send_onion(self, onion: bytes, first_node: bytes, first_amount_msat: int, first_delay: int,
+    async def send_onion(self, onion: bytes, first_node: bytes, first_amount_msat: MsatInt, first_delay: int,
                          payment_hash: bytes, *, shared_secrets: list[bytes] | None = None, partid: int = 0,
                          groupid: int = 0, label: str | None = None, bolt11: str | None = None,
-                         amount_msat: int | None = None, destination: bytes | None = None,
-                         total_amount_msat: int | None = None, description: str | None = None) -> dict:
+                         amount_msat: MsatInt | None = None, destination: bytes | None = None,
+                         total_amount_msat: MsatInt | None = None, description: str | None = None) -> dict:
         """sendonion: the caller built the onion (createonion); we only offer the first HTLC."""
         scid = self._channel_to(first_node, first_amount_msat)
         total = total_amount_msat if total_amount_msat else (amount_msat if amount_msat is not None else first_amount_msat)
@@ -504,7 +505,7 @@ class PaymentEngine:
                     cltv_expiry=self._blockheight() + 1 + first_delay)
         return await self._send(p, onion, first_node)
 
-    def _channel_to(self, peer_id: bytes, amount_msat: int) -> int | None:
+    def _channel_to(self, peer_id: bytes, amount_msat: MsatInt) -> int | None:
         """sendonion names the first node only: its operating channel with the most spendable balance."""
         mgr = self.manager
         if mgr is None:
@@ -529,8 +530,8 @@ class PaymentEngine:
 
     async def _send(self, p: Payment, onion: bytes, first_node: bytes) -> dict:
         existing = self._check_against_others(p.payment_hash, p.partid, p.groupid,
-                                              p.amount_msat if p.amount_msat is not None else p.total_msat,
-                                              p.total_msat, p.destination)
+                                              MsatInt(p.amount_msat if p.amount_msat is not None else p.total_msat),
+                                              MsatInt(p.total_msat), p.destination)
         if isinstance(existing, dict):
             return existing
         old_failed = existing

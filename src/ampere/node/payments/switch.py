@@ -33,6 +33,7 @@ from ampere.store.counters import next_counter
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.forwarding import DEFAULT_MAX_LOCKTIME, ForwardRefusal, Policy, check_forward, failure_with_update
 from ampere.ln.onion_failure import BADONION, UPDATE, encode_failure_message, failure_code, failure_code_name
+from ampere.primitives.amount import MsatInt
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
@@ -83,8 +84,8 @@ class Forward:
         return (self.in_channel_id, self.in_htlc_id)
 
     @property
-    def fee_msat(self) -> int | None:
-        return self.in_msat - self.out_msat if self.out_msat is not None else None
+    def fee_msat(self) -> MsatInt | None:
+        return MsatInt(self.in_msat - self.out_msat) if self.out_msat is not None else None
 
     def to_json(self) -> dict:
         """lightningd/forwards.c json_add_forwarding_fields (listforwards)."""
@@ -239,8 +240,8 @@ class Switch:
     # ---- our channel_update
     def policy_for(self, rec: Any) -> Policy:
         s = rec.settings
-        return Policy(fee_base_msat=int(s.fee_base_msat), fee_ppm=int(s.fee_ppm), cltv_delta=int(s.cltv_delta),
-                      htlc_minimum_msat=int(s.htlc_min_msat), htlc_maximum_msat=int(s.htlc_max_msat),
+        return Policy(fee_base_msat=MsatInt(int(s.fee_base_msat)), fee_ppm=int(s.fee_ppm), cltv_delta=int(s.cltv_delta),
+                      htlc_minimum_msat=MsatInt(int(s.htlc_min_msat)), htlc_maximum_msat=MsatInt(int(s.htlc_max_msat)),
                       enabled=not bool(rec.meta.get("disabled")) if hasattr(rec, "meta") else True)
 
     def channel_update_for(self, rec: Any) -> bytes | None:
@@ -301,7 +302,7 @@ class Switch:
             await self.resume(inc)
             return
         mgr = self.manager
-        out_msat = int(payload.amt_to_forward)
+        out_msat = MsatInt(int(payload.amt_to_forward))
         out_cltv = int(payload.outgoing_cltv_value)
         f = Forward(created_index=0, in_channel_id=inc.channel_id, in_htlc_id=inc.htlc_id, in_scid=inc.scid,
                     in_msat=inc.amount_msat, in_cltv=inc.cltv_expiry, payment_hash=inc.payment_hash,
