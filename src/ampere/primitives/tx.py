@@ -12,6 +12,7 @@ from typing import Sequence
 
 import coincurve
 
+from ampere.primitives.amount import SatInt
 from ampere.primitives.crypto import SECP256K1_ORDER, hash160, sha256, sha256d, tagged_hash
 from ampere.primitives.script import OP_CODESEPARATOR, ScriptError, iter_script, p2pkh_script_code
 
@@ -145,7 +146,7 @@ class TxIn:
 
 @dataclass
 class TxOut:
-    value: int  # satoshi
+    value: SatInt  # satoshi
     script_pubkey: bytes
 
     def serialize(self) -> bytes:
@@ -238,7 +239,7 @@ class Transaction:
         outputs = []
         for _ in range(n_out):
             value = r.i64()
-            outputs.append(TxOut(value, r.var_bytes()))
+            outputs.append(TxOut(SatInt(value), r.var_bytes()))
         if flags:
             if flags != 1:
                 raise TxParseError("unknown transaction optional data")
@@ -333,7 +334,7 @@ def legacy_sighash(tx: Transaction, input_index: int, script_code: bytes,
     elif base == SIGHASH_SINGLE:
         out += write_compact_size(input_index + 1)
         for idx in range(input_index):
-            out += TxOut(-1, b"").serialize()
+            out += TxOut(SatInt(-1), b"").serialize()
         out += tx.outputs[input_index].serialize()
     else:
         out += write_compact_size(len(tx.outputs))

@@ -22,6 +22,8 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Iterable
 
+from ampere.primitives.amount import SatInt
+
 __all__ = [
     "Action", "Persist", "SendMessage", "Broadcast", "Disconnect", "Event",
     "ChannelUpdate", "Change",
@@ -170,7 +172,7 @@ class FundingTxNeeded(Event):
 
     temporary_channel_id: bytes
     script_pubkey: bytes
-    amount_sat: int
+    amount_sat: SatInt
 
 
 @dataclass(frozen=True)

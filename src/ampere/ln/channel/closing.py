@@ -176,7 +176,7 @@ def build_simple_closing_tx(params: ChannelParams, closer: Side, closer_script: 
     for side, script, wanted in ((closer, closer_script, closer_output), (closee, closee_script, closee_output)):
         if not wanted:
             continue
-        value = 0 if script[:1] == bytes([OP_RETURN]) else msat_to_sat(amounts[side])
+        value = SatInt(0) if script[:1] == bytes([OP_RETURN]) else msat_to_sat(amounts[side])
         if value < dust_threshold_sat(script):
             raise ClosingError(f"the {'closer' if side is closer else 'closee'} output of {value} sat is dust")
         outputs.append((TxOut(value, script), side))

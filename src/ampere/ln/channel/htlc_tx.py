@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ampere.ln.channel.keys import CommitmentKeys, ecdsa_sign, ecdsa_verify
 from ampere.ln.channel.scripts import ChannelType, htlc_tx_output_script
+from ampere.primitives.amount import SatInt
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import (
     SIGHASH_ALL,
@@ -138,7 +139,7 @@ def build_htlc_tx(kind: HtlcTxKind, *, htlc_id: int, commitment_txid: bytes, out
         raise HtlcTxError("commitment txid must be 32 bytes (internal byte order)")
     fee = (htlc_timeout_fee_sat if kind is HtlcTxKind.TIMEOUT else htlc_success_fee_sat)(feerate_per_kw, channel_type)
     # BOLT #3: "txout[0] amount: the HTLC amount_msat divided by 1000 (rounding down) minus fees in satoshis"
-    value = amount_sat - fee
+    value = SatInt(amount_sat - fee)
     if value < 0:
         raise HtlcTxError(f"HTLC of {amount_sat} sat cannot pay the {fee} sat HTLC transaction fee (it is trimmed)")
     out_script = p2wsh(htlc_tx_output_script(keys.revocation_pubkey, to_self_delay, keys.local_delayed_pubkey))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 
+from ampere.primitives.amount import SatInt
 from ampere.primitives.crypto import hash160, ripemd160
 from ampere.primitives.script import (
     OP_1,
@@ -52,7 +53,7 @@ __all__ = [
 ]
 
 # BOLT #3: "The amount of the output is fixed at 330 sats, the default dust limit for P2WSH."
-ANCHOR_OUTPUT_SAT = 330
+ANCHOR_OUTPUT_SAT = SatInt(330)
 
 
 class ChannelType(enum.Enum):

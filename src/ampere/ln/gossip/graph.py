@@ -21,7 +21,7 @@ import bisect
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
-from ampere.primitives.amount import sat_to_msat
+from ampere.primitives.amount import SatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
@@ -74,7 +74,7 @@ class Channel:
     __slots__ = ("scid", "node1", "node2", "capacity_sat", "features", "raw", "public", "halves",
                  "spent_height", "added_at", "bitcoin_key_1", "bitcoin_key_2", "seq")
 
-    def __init__(self, scid: int, node1: bytes, node2: bytes, capacity_sat: int, features: bytes = b"",
+    def __init__(self, scid: int, node1: bytes, node2: bytes, capacity_sat: SatInt, features: bytes = b"",
                  raw: bytes | None = None, public: bool = True, added_at: int = 0) -> None:
         self.scid = ShortChannelId(scid)
         self.node1 = node1
@@ -173,7 +173,7 @@ class Graph:
             node.channels.add(ch.scid)
         self._touch(scids_changed=True)
 
-    def add_channel_announcement(self, raw: bytes, capacity_sat: int, now: int = 0) -> Channel:
+    def add_channel_announcement(self, raw: bytes, capacity_sat: SatInt, now: int = 0) -> Channel:
         """Record a validated `channel_announcement` with the capacity its funding output has."""
         f = channel_announcement_fields(raw)
         old = self.channels.get(f.short_channel_id)
@@ -187,7 +187,7 @@ class Graph:
         self._attach(ch)
         return ch
 
-    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: int, now: int = 0) -> Channel:
+    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: SatInt, now: int = 0) -> Channel:
         """A channel we know without an announcement (our own unannounced channels): BOLT #7 "SHOULD
         accept `channel_update`s for its own channels (even if non-public)"."""
         n1, n2 = sorted((node_a, node_b))

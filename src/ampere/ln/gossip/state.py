@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ampere.primitives.amount import SatInt
 from ampere.wire.codec import decode_message
 from ampere.wire.errors import DecodeError
 from ampere.wire.messages import ChannelAnnouncement, ChannelUpdate, NodeAnnouncement
@@ -94,7 +95,7 @@ class GossipState:
             return Received(verdict, msg)
         if self.graph.channel(msg.short_channel_id) is not None and self.graph.channels[msg.short_channel_id].public:
             return Received(Ignore("duplicate", "announced while its funding was looked up"), msg)
-        self.graph.add_channel_announcement(raw, verdict.capacity_sat or 0, now)
+        self.graph.add_channel_announcement(raw, SatInt(verdict.capacity_sat or 0), now)
         if self.store is not None:
             self.store.add_channel_announcement(raw, verdict.capacity_sat or 0, now)
         # BOLT #7 gossip_timestamp_filter: an announcement goes out with its first update, which
@@ -102,12 +103,12 @@ class GossipState:
         return Received(verdict, msg, relay=True)
 
     # -- our own gossip ------------------------------------------------------------------------
-    def add_own_channel(self, raw_announcement: bytes, capacity_sat: int, now: int) -> None:
+    def add_own_channel(self, raw_announcement: bytes, capacity_sat: SatInt, now: int) -> None:
         self.graph.add_channel_announcement(raw_announcement, capacity_sat, now)
         if self.store is not None:
             self.store.add_channel_announcement(raw_announcement, capacity_sat, now, push=True)
 
-    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: int, now: int) -> None:
+    def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: SatInt, now: int) -> None:
         self.graph.add_private_channel(scid, node_a, node_b, capacity_sat, now)
         if self.store is not None:
             self.store.add_private_channel(scid, node_a, node_b, capacity_sat, now)

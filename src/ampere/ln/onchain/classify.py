@@ -50,7 +50,7 @@ from ampere.ln.channel.scripts import (
 from ampere.ln.channel.shachain import ShachainError
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel
-from ampere.primitives.amount import fee_for_weight
+from ampere.primitives.amount import MsatInt, SatInt, fee_for_weight
 from ampere.primitives.crypto import hash160
 from ampere.primitives.script import p2pkh_script_code, p2wsh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
@@ -109,7 +109,7 @@ class Action(enum.Enum):
 @dataclass(frozen=True)
 class OurOutput:
     vout: int
-    value_sat: int
+    value_sat: SatInt
     kind: OutputKind
     action: Action
     script_pubkey: bytes
@@ -130,7 +130,7 @@ class HtlcStub:
 
     offerer: Side
     htlc_id: int
-    amount_msat: int
+    amount_msat: MsatInt
     payment_hash: bytes
     cltv_expiry: int
 
@@ -140,7 +140,7 @@ class HtlcStub:
 
     @classmethod
     def from_json(cls, d: dict) -> HtlcStub:
-        return cls(Side(d["offerer"]), int(d["htlc_id"]), int(d["amount_msat"]), bytes.fromhex(d["payment_hash"]),
+        return cls(Side(d["offerer"]), int(d["htlc_id"]), MsatInt(int(d["amount_msat"])), bytes.fromhex(d["payment_hash"]),
                    int(d["cltv_expiry"]))
 
 
@@ -437,7 +437,7 @@ def _sequence(output: OurOutput) -> int:
 
 def sweep_weight(output: OurOutput, channel_type: ChannelType, dest_script: bytes) -> int:
     tx = Transaction(2, [TxIn(OutPoint(b"\x00" * 32, output.vout), b"", _sequence(output))],
-                     [TxOut(0, dest_script)], 0)
+                     [TxOut(SatInt(0), dest_script)], 0)
     tx.inputs[0].witness = _witness_for_size(output, channel_type)
     return tx.weight()
 
@@ -449,7 +449,7 @@ def build_sweep(spend_txid: bytes, output: OurOutput, channel_type: ChannelType,
         raise ValueError(f"output {output.vout} ({output.kind.value}) is not one we sweep")
     weight = sweep_weight(output, channel_type, dest_script)
     fee = fee_for_weight(feerate_perkw, weight)
-    value = output.value_sat - fee
+    value = SatInt(output.value_sat - fee)
     if value < SWEEP_DUST_LIMIT:
         raise SweepNotWorthIt(f"output {output.vout} of {output.value_sat} sat cannot pay the {fee} sat fee of its "
                               f"sweep and stay above the dust limit")

@@ -27,7 +27,7 @@ from ampere.ln.channel.keys import compact_to_der
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.onchain.classify import SWEEP_DUST_LIMIT, OurOutput, OutputKind, SweepNotWorthIt
-from ampere.primitives.amount import fee_for_weight
+from ampere.primitives.amount import SatInt, fee_for_weight
 from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut
 
 __all__ = ["LocalHtlcTx", "local_htlc_txs", "signed_local_htlc_txs", "build_htlc_claim", "sign_htlc_claim"]
@@ -96,10 +96,10 @@ def build_htlc_claim(parent_txid: bytes, output: OurOutput, channel_type: Channe
     # at least cltv_expiry. option_anchors: "1 OP_CHECKSEQUENCEVERIFY".
     locktime = output.htlc.cltv_expiry if output.kind is OutputKind.OUR_HTLC else 0
     seq = 1 if channel_type.anchors else RBF_SEQUENCE
-    tx = Transaction(2, [TxIn(OutPoint(parent_txid, output.vout), b"", seq)], [TxOut(0, dest_script)], locktime)
+    tx = Transaction(2, [TxIn(OutPoint(parent_txid, output.vout), b"", seq)], [TxOut(SatInt(0), dest_script)], locktime)
     tx.inputs[0].witness = _claim_witness(output, b"\x00" * 32, b"\x00" * 73)
     fee = fee_for_weight(feerate_perkw, tx.weight())
-    value = output.value_sat - fee
+    value = SatInt(output.value_sat - fee)
     if value < SWEEP_DUST_LIMIT:
         raise SweepNotWorthIt(f"HTLC output {output.vout} of {output.value_sat} sat cannot pay the {fee} sat fee of "
                               "its claim")

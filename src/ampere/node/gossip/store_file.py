@@ -25,6 +25,7 @@ from ampere.ln.gossip.gossip_store import (
     StoreFormatError, channel_amount_record, channel_dying_record, encode_record, iter_records,
     iter_records_with_end, private_channel_record,
 )
+from ampere.primitives.amount import SatInt
 
 _U16 = struct.Struct(">H")
 T = TypeVar("T")
@@ -122,7 +123,7 @@ class GossipStore:
                     ann_off, ann_raw, ann_ts = pending_ann
                     pending_ann = None
                     cap = int.from_bytes(msg[2:10], "big")
-                    ch = graph.add_channel_announcement(ann_raw, cap, now=ann_ts)
+                    ch = graph.add_channel_announcement(ann_raw, SatInt(cap), now=ann_ts)
                     self._replace(("ann", ch.scid), [ann_off, offset])
                     stats.channels += 1
                 elif t == CHANNEL_UPDATE:
@@ -146,7 +147,7 @@ class GossipStore:
                 elif t == STORE_PRIVATE_CHANNEL:
                     m = msg
                     scid = int.from_bytes(m[2:10], "big")
-                    graph.add_private_channel(scid, m[10:43], m[43:76], int.from_bytes(m[76:84], "big"),
+                    graph.add_private_channel(scid, m[10:43], m[43:76], SatInt(int.from_bytes(m[76:84], "big")),
                                               now=timestamp)
                     self._replace(("priv", scid), [offset])
                 elif t == STORE_CHANNEL_DYING:
