@@ -326,7 +326,9 @@ def _neighbour_map(graph: Any) -> dict[bytes, set[bytes]]:
     return out
 
 
-def blinded_path_json(path: BlindedPath) -> dict:
+def blinded_path_json(path: BlindedPath, hops_key: str = "hops", extra: dict | None = None) -> dict:
+    """A blinded path as CLN prints it: the introduction node (id, or scid and direction), the first path key,
+    `extra` fields (decode's payinfo), then the hops under `hops_key` ("hops" in hooks, "path" in decode)."""
     out: dict[str, Any] = {}
     first = path.first_node_id
     if first.pubkey is not None:
@@ -337,8 +339,9 @@ def blinded_path_json(path: BlindedPath) -> dict:
         out["first_scid"] = scid_to_str(int(first.scid))
         out["first_scid_dir"] = first.direction
     out["first_path_key"] = path.first_path_key.hex()
-    out["hops"] = [{"blinded_node_id": h.blinded_node_id.hex(),
-                    "encrypted_recipient_data": h.encrypted_recipient_data.hex()} for h in path.path]
+    out.update(extra or {})
+    out[hops_key] = [{"blinded_node_id": h.blinded_node_id.hex(),
+                      "encrypted_recipient_data": h.encrypted_recipient_data.hex()} for h in path.path]
     return out
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...ln.invoice_fields import scid_to_str
 from ...ln.offers import Bolt12Error, decode_bolt12_string, offer_id
 from ...ln.offers.fields import parse_invoice, parse_invoice_request, parse_offer
+from ampere.node.net.onion_messages import blinded_path_json
 from ampere.node.payments.offers import OfferError
 from ...primitives.amount import AmountError, parse_msat
 from ..errors import RpcError, invalid_params, to_rpc_error
@@ -152,23 +152,14 @@ for _name in ("invoicerequest", "sendinvoice", "disableinvoicerequest", "listinv
 # ---- decode ------------------------------------------------------------------------------------
 
 def _path_json(path: Any, payinfo: Any = None) -> dict:
-    out: dict[str, Any] = {}
-    first = path.first_node_id
-    if first.pubkey is not None:
-        out["first_node_id"] = first.pubkey.hex()
-    else:
-        out["first_scid"] = scid_to_str(int(first.scid))
-        out["first_scid_dir"] = first.direction
-    out["first_path_key"] = path.first_path_key.hex()
+    extra = None
     if payinfo is not None:
-        out["payinfo"] = {"fee_base_msat": payinfo.fee_base_msat,
-                          "fee_proportional_millionths": payinfo.fee_proportional_millionths,
-                          "cltv_expiry_delta": payinfo.cltv_expiry_delta,
-                          "htlc_minimum_msat": payinfo.htlc_minimum_msat,
-                          "htlc_maximum_msat": payinfo.htlc_maximum_msat, "features": payinfo.features.hex()}
-    out["path"] = [{"blinded_node_id": h.blinded_node_id.hex(),
-                    "encrypted_recipient_data": h.encrypted_recipient_data.hex()} for h in path.path]
-    return out
+        extra = {"payinfo": {"fee_base_msat": payinfo.fee_base_msat,
+                             "fee_proportional_millionths": payinfo.fee_proportional_millionths,
+                             "cltv_expiry_delta": payinfo.cltv_expiry_delta,
+                             "htlc_minimum_msat": payinfo.htlc_minimum_msat,
+                             "htlc_maximum_msat": payinfo.htlc_maximum_msat, "features": payinfo.features.hex()}}
+    return blinded_path_json(path, hops_key="path", extra=extra)
 
 
 def _offer_fields(t: Any, raw: bytes) -> dict:
