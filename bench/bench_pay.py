@@ -13,7 +13,7 @@ import os
 import tempfile
 import time
 
-from common import factory, latency_stats, run_in_flight
+from common import factory, latency_stats, run_in_flight, timed_pay
 
 from pyln.client import LightningRpc
 
@@ -36,26 +36,20 @@ def main() -> None:
         r3 = LightningRpc(l3.rpc_path)
         invoices = [r3.invoice(AMOUNT, f"b{i}", "bench")["bolt11"] for i in range(N_SEQ + N_PAR)]
 
-        def one(rpc, bolt11) -> float:
-            t0 = time.perf_counter()
-            done = rpc.pay(bolt11)
-            assert done["status"] == "complete", done
-            return time.perf_counter() - t0
-
         r1 = LightningRpc(l1.rpc_path)
         for b in invoices[:5]:  # warm-up
-            one(r1, b)
+            timed_pay(r1, b)
         lat = []
         t0 = time.perf_counter()
         for b in invoices[5:N_SEQ]:
-            lat.append(one(r1, b))
+            lat.append(timed_pay(r1, b))
         seq_time = time.perf_counter() - t0
         st = latency_stats(lat)
         print(f"pay, one at a time, two hops: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} "
               f"payments/s; latency mean {st['mean']:.1f} ms, p50 {st['p50']:.1f} ms, p99 {st['p99']:.1f} ms "
               f"(CLN xpay three nodes 111 ms; goal < 25 ms)")
 
-        par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), one)
+        par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), timed_pay)
         ok = N_PAR - len(errors)
         print(f"pay, {IN_FLIGHT} in flight, two hops: {ok} payments in {par_time:.2f}s = {ok / par_time:,.1f} "
               f"payments/s ({len(errors)} failed{': ' + errors[0] if errors else ''})")

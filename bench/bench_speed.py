@@ -16,7 +16,7 @@ import sys
 import tempfile
 import time
 
-from common import factory, latency_stats, run_in_flight
+from common import factory, latency_stats, run_in_flight, timed_pay
 from pyln.client import LightningRpc
 
 from ampere.testing.chain import ChainD
@@ -99,20 +99,14 @@ def two_hops(f, kind: str) -> None:
     r3 = LightningRpc(l3.rpc_path)
     invoices = [r3.invoice(10_000, f"p{i}", "bench")["bolt11"] for i in range(N_PAY_SEQ + N_PAY_PAR)]
 
-    def one(rpc, bolt11) -> float:
-        t0 = time.perf_counter()
-        done = rpc.pay(bolt11)
-        assert done["status"] == "complete", done
-        return time.perf_counter() - t0
-
     r1 = LightningRpc(l1.rpc_path)
     for b in invoices[:5]:
-        one(r1, b)
+        timed_pay(r1, b)
     t0 = time.perf_counter()
-    lat = [one(r1, b) for b in invoices[5:N_PAY_SEQ]]
+    lat = [timed_pay(r1, b) for b in invoices[5:N_PAY_SEQ]]
     seq = time.perf_counter() - t0
     st = latency_stats(lat)
-    par, errors = run_in_flight(invoices[N_PAY_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), one)
+    par, errors = run_in_flight(invoices[N_PAY_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), timed_pay)
     ok = N_PAY_PAR - len(errors)
     print(f"{NAME[kind]:>6}  pay, two hops: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
           f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "

@@ -16,6 +16,14 @@ def factory() -> NodeFactory:
     return NodeFactory(tempfile.mkdtemp(prefix="amp-bench-"))
 
 
+def timed_pay(rpc, bolt11: str) -> float:
+    """Seconds one `pay` takes; the payment must complete."""
+    t0 = time.perf_counter()
+    done = rpc.pay(bolt11)
+    assert done["status"] == "complete", done
+    return time.perf_counter() - t0
+
+
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s"
 
