@@ -143,7 +143,7 @@ class PeerConnection:
                 self.transport.write_message(bolt1.make_warning(warning).to_bytes())
         except Exception:
             pass
-        self.transport.close()
+        self.transport.close(linger=error is not None or warning is not None)
         self.closed.set()
         if self._pong_waiter is not None and not self._pong_waiter.done():
             self._pong_waiter.set_exception(PeerDisconnected(reason))

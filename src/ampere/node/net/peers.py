@@ -679,8 +679,8 @@ class PeerManager:
             if last_message is not None:
                 transport.write_message(last_message)
         except Exception:
-            pass
-        transport.close()
+            last_message = None
+        transport.close(linger=last_message is not None)
 
     async def _peer_connected_hook(self, peer: PeerConnection) -> bool:
         plugins = self._plugins()

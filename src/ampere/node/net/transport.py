@@ -26,6 +26,9 @@ from ampere.wire.noise import (
 DEFAULT_HANDSHAKE_TIMEOUT = 60.0  # seconds; CLN's connectd allows 60s for the handshake
 
 
+# How long a closing connection keeps reading (and dropping) what the peer still sends after our last message.
+LINGER_SECONDS = 2.0
+
 class Transport:
     """An encrypted, authenticated message stream to one peer."""
 
@@ -73,8 +76,33 @@ class Transport:
         self.write_message(message)
         await self._writer.drain()
 
-    def close(self) -> None:
-        self._writer.close()
+    def close(self, *, linger: bool = False) -> None:
+        """Close.  With `linger` (a warning or error was just queued), half-close instead and discard what the peer
+        still sends until it closes too (at most LINGER_SECONDS): closing a socket with unread data in it makes the
+        kernel answer with a reset, and a reset makes the peer drop our last message unread."""
+        if not linger or not self._writer.can_write_eof() or self._writer.is_closing():
+            self._writer.close()
+            return
+        try:
+            self._writer.write_eof()  # sent after the queued bytes: the warning goes out first
+        except (OSError, RuntimeError):
+            self._writer.close()
+            return
+        asyncio.get_running_loop().create_task(self._discard_then_close())
+
+    async def _discard_then_close(self) -> None:
+        # Let the tasks just cancelled by our caller (the connection's reader among them) unwind first: a stream has
+        # one reader at a time.
+        for _ in range(2):
+            await asyncio.sleep(0)
+        try:
+            async with asyncio.timeout(LINGER_SECONDS):
+                while await self._reader.read(65536):
+                    pass
+        except (TimeoutError, OSError, RuntimeError):  # RuntimeError: another reader still waits on the stream
+            pass
+        finally:
+            self._writer.close()
 
     async def wait_closed(self) -> None:
         try:
