@@ -251,3 +251,42 @@ def test_failover_kill9_with_payments_in_flight(node_factory_chain, chaind, post
     inv = l2.rpc.invoice(AMOUNT, "after-failover", "x")
     direct(standby, l2, scid, inv)
     assert standby.rpc.waitsendpay(inv["payment_hash"], 60)["status"] == "complete"
+
+
+def test_server_of_a_killed_test_process_is_stopped(tmp_path):
+    """A pytest worker killed with SIGKILL runs no teardown: its PostgreSQL server must still be stopped and its
+    directory removed (a server left running once outlived the session that started it)."""
+    import signal
+    import subprocess
+    import sys
+
+    from ampere.testing.postgres import unavailable_reason
+    from ampere.testing.nodes import spawn_env
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom ampere.testing.postgres import PostgresServer\n"
+         "s = PostgresServer().start()\nprint(s.base, s.port, flush=True)\ntime.sleep(600)\n"],
+        stdout=subprocess.PIPE, text=True, env=spawn_env())
+    try:
+        base, port = child.stdout.readline().split()
+        pid_file = os.path.join(base, "data", "postmaster.pid")
+        postmaster = int(open(pid_file).read().split()[0])
+        os.kill(postmaster, 0)  # running
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and (os.path.exists(base) or _alive(postmaster)):
+        time.sleep(0.2)
+    assert not _alive(postmaster), "the killed process's PostgreSQL server is still running"
+    assert not os.path.exists(base)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

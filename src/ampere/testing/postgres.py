@@ -18,6 +18,7 @@ import atexit
 import glob
 import itertools
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -96,6 +97,7 @@ class PostgresServer:
         self.logfile = os.path.join(self.base, "postgres.log")
         self.port = 0
         self.running = False
+        self._watchdog: subprocess.Popen | None = None
 
     def _pg_ctl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run(_as_server_user([os.path.join(pg_bindir(), "pg_ctl"), "-D", self.data, *args]),
@@ -115,7 +117,21 @@ class PostgresServer:
         self._pg_ctl("-l", self.logfile, "-o", opts, "-w", "-t", "60", "start")
         self.running = True
         _running.add(self)
+        if self._watchdog is None:
+            self._watchdog = self._start_watchdog()
         return self
+
+    def _start_watchdog(self) -> subprocess.Popen:
+        """A shell outside this process's session that stops the server and removes its files once this process
+        is gone.  atexit and pytest_sessionfinish do that on a normal exit; a SIGKILLed or SIGTERMed pytest
+        worker runs neither, and its server would run on with nobody to stop it."""
+        stop = shlex.join(_as_server_user([os.path.join(pg_bindir(), "pg_ctl"), "-D", self.data,
+                                           "-m", "immediate", "-w", "stop"]))
+        leftovers = shlex.join([self.base] + ([os.path.dirname(_template)] if _template else []))
+        script = (f"while kill -0 {os.getpid()} 2>/dev/null; do sleep 1; done; "
+                  f"{stop} >/dev/null 2>&1; rm -rf {leftovers}")
+        return subprocess.Popen(["sh", "-c", script], start_new_session=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
     def stop(self, mode: str = "fast") -> None:
         if self.running:
@@ -133,6 +149,10 @@ class PostgresServer:
         # Immediate: its data goes anyway, no shutdown checkpoint to sync (seconds with many databases).
         self.stop("immediate")
         shutil.rmtree(self.base, ignore_errors=True)
+        if self._watchdog is not None:
+            self._watchdog.kill()
+            self._watchdog.wait()
+            self._watchdog = None
 
     # ---- databases ------------------------------------------------------------------------------------
     def admin_dsn(self, dbname: str = "postgres") -> str:
