@@ -208,3 +208,32 @@ def test_emergency_reserve(node_factory_chain, chaind):
     mine(chaind, 1, l1)
     wait_for(lambda: channel(l1)["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN"), 30, "ONCHAIN")
     assert chaind.rpc("getrawmempool") == []
+
+
+def test_multifundchannel_channel_type_per_destination(node_factory_chain, chaind):
+    """CLN's per-destination `channel_type` in multifundchannel (its code takes it, though its schema omits it):
+    one channel opened as anchors, the other as static_remotekey, in one funding transaction; a type we cannot
+    open is refused naming the parameter, and nothing is opened."""
+    l1 = node_factory_chain.get_node()
+    l2, l3 = (node_factory_chain.get_node(listen=True) for _ in range(2))
+    node_factory_chain.fund_wallet(l1, 3_000_000)
+    with pytest.raises(RpcError, match="destinations: destination 1: channel_type") as err:
+        l1.rpc.multifundchannel([{"id": f"{l2.node_id}@127.0.0.1:{l2.port}", "amount": 400_000},
+                                 {"id": f"{l3.node_id}@127.0.0.1:{l3.port}", "amount": 300_000,
+                                  "channel_type": [12, 99]}])
+    assert err.value.error["code"] == -32602
+    assert l1.rpc.listpeerchannels()["channels"] == []
+    res = l1.rpc.multifundchannel([{"id": f"{l2.node_id}@127.0.0.1:{l2.port}", "amount": 400_000,
+                                    "channel_type": [12, 22]},
+                                   {"id": f"{l3.node_id}@127.0.0.1:{l3.port}", "amount": 300_000,
+                                    "channel_type": [12]}])
+    by_peer = {c["id"]: c for c in res["channel_ids"]}
+    assert by_peer[l2.node_id]["channel_type"] == {"bits": [12, 22],
+                                                   "names": ["static_remotekey/even", "anchors/even"]}
+    assert by_peer[l3.node_id]["channel_type"] == {"bits": [12], "names": ["static_remotekey/even"]}
+    wait_for(lambda: res["txid"] in chaind.rpc("getrawmempool"), 30, "the funding transaction")
+    mine(chaind, 1, l1, l2, l3)
+    for peer, bits in ((l2, [12, 22]), (l3, [12])):
+        [mine_] = l1.rpc.listpeerchannels(peer.node_id)["channels"]
+        wait_for(lambda peer=peer: channel(peer)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+        assert mine_["channel_type"]["bits"] == bits and channel(peer)["channel_type"]["bits"] == bits

@@ -4,6 +4,8 @@ import pytest
 from pyln.client import RpcError
 from pyln.testing.utils import only_one, wait_for
 
+from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
+
 
 def test_fundchannel_start_complete_cancel(node_factory, bitcoind):
     l1, l2 = node_factory.line_graph(2, fundchannel=False)
@@ -70,3 +72,71 @@ def test_pyln_channel_helpers(node_factory, bitcoind):
     wait_for(lambda: l3.is_local_channel_active(scid))
     chan = only_one(l3.rpc.listpeerchannels(l2.info["id"])["channels"])
     assert chan["short_channel_id"] == scid and chan["to_us_msat"] == 150_000_000
+
+
+def _psbt_outputs(bitcoind, psbt: str) -> list[int]:
+    # (amp-chaind has no decodepsbt: the PSBT's unsigned transaction, read by ampere's own reader.)
+    return [o.value for o in psbt_unsigned_tx(psbt).outputs]
+
+
+def _fee(feerate_perkw: int, weight: int) -> int:
+    return (feerate_perkw * weight + 999) // 1000
+
+
+def fundpsbt(node, satoshi, feerate, startweight, **kw):
+    # (the installed pyln-client's fundpsbt() predates `opening_anchor_channel`: the raw call.)
+    return node.rpc.call("fundpsbt", {"satoshi": satoshi, "feerate": feerate, "startweight": startweight, **kw})
+
+
+def utxopsbt(node, satoshi, feerate, startweight, utxos, **kw):
+    return node.rpc.call("utxopsbt", {"satoshi": satoshi, "feerate": feerate, "startweight": startweight,
+                                      "utxos": utxos, **kw})
+
+
+def test_fundpsbt_utxopsbt_opening_anchor_channel(node_factory, bitcoind):
+    """`opening_anchor_channel` (CLN): the PSBT's change keeps min-emergency-msat (25,000 sat) in the wallet when
+    the rest of the wallet would not; without it (and no anchor channel yet) nothing is kept; what cannot leave the
+    reserve is refused with 313.  utxopsbt does the same with the coins it is given."""
+    l1 = node_factory.get_node()
+    l1.fundwallet(100_000)
+    [utxo] = [f"{o['txid']}:{o['output']}" for o in l1.rpc.listfunds()["outputs"]]
+    rate, start = 1000, 600
+
+    plain = fundpsbt(l1, 50_000, f"{rate}perkw", start)
+    assert "change_outnum" not in plain and _psbt_outputs(bitcoind, plain["psbt"]) == []
+    assert plain["excess_msat"] == (100_000 - 50_000 - _fee(rate, plain["estimated_final_weight"])) * 1000
+    assert [(r["was_reserved"], r["reserved"]) for r in plain["reservations"]] == [(False, True)]
+    with pytest.raises(RpcError, match="already reserved"):
+        utxopsbt(l1, 50_000, f"{rate}perkw", start, [utxo])
+    l1.rpc.unreserveinputs(plain["psbt"])
+
+    kept = fundpsbt(l1, 50_000, f"{rate}perkw", start, opening_anchor_channel=True)
+    assert kept["change_outnum"] == 0 and _psbt_outputs(bitcoind, kept["psbt"]) == [25_000]
+    assert kept["excess_msat"] == (100_000 - 50_000 - 25_000 - _fee(rate, kept["estimated_final_weight"])) * 1000
+    assert kept["estimated_final_weight"] == plain["estimated_final_weight"] + 172   # + the P2TR change output
+    l1.rpc.unreserveinputs(kept["psbt"])
+
+    # 80,000 sat leave less than 25,000: fine for a static_remotekey channel, refused for an anchor one.
+    with pytest.raises(RpcError, match="We would not have enough left for min-emergency-msat 25000sat") as err:
+        fundpsbt(l1, 80_000, f"{rate}perkw", start, opening_anchor_channel=True)
+    assert err.value.error["code"] == 313
+    with pytest.raises(RpcError, match="min-emergency-msat") as err:
+        utxopsbt(l1, 80_000, f"{rate}perkw", start, [utxo], opening_anchor_channel=True)
+    assert err.value.error["code"] == 313
+    assert all(not o["reserved"] for o in l1.rpc.listfunds()["outputs"])   # the refusals reserved nothing
+    ok = utxopsbt(l1, 80_000, f"{rate}perkw", start, [utxo], reserve=0)
+    assert "reservations" not in ok and "change_outnum" not in ok
+
+    # utxopsbt: excess as change is enough on its own; "all" leaves exactly the reserve as change.
+    change = utxopsbt(l1, 50_000, f"{rate}perkw", start, [utxo], excess_as_change=True,
+                             opening_anchor_channel=True, reserve=0)
+    [value] = _psbt_outputs(bitcoind, change["psbt"])
+    assert change["excess_msat"] == 0 and value == 100_000 - 50_000 - _fee(rate, change["estimated_final_weight"])
+    everything = utxopsbt(l1, "all", f"{rate}perkw", start, [utxo], opening_anchor_channel=True, reserve=0)
+    assert _psbt_outputs(bitcoind, everything["psbt"]) == [25_000]
+    assert everything["excess_msat"] == (75_000 - _fee(rate, everything["estimated_final_weight"])) * 1000
+
+    # A second coin covers the reserve: no change needed any more.
+    l1.fundwallet(30_000)
+    two = fundpsbt(l1, 50_000, f"{rate}perkw", start, opening_anchor_channel=True, reserve=0)
+    assert "change_outnum" not in two and len(psbt_unsigned_tx(two["psbt"]).inputs) == 1

@@ -103,7 +103,11 @@ def _destinations(ctx, v: Any) -> list[dict]:
                 reserve if not isinstance(reserve, int) else f"{reserve}sat").to_sat_floor())
         except AmountError:
             raise ParamError(f"destination {i}: reserve should be a satoshi amount") from None
-        out.append({"id": peer, "where": ident if "@" in ident else None, "amount": int(amount),
+        try:
+            ctype = _channel_type(d["channel_type"]) if d.get("channel_type") is not None else None
+        except ParamError as e:
+            raise ParamError(f"destination {i}: channel_type {e}") from None
+        out.append({"id": peer, "channel_type": ctype, "where": ident if "@" in ident else None, "amount": int(amount),
                     "announce": p_bool(d["announce"]) if "announce" in d else True,
                     "push_msat": int(p_msat(d["push_msat"])) if d.get("push_msat") is not None else 0,
                     "close_to": _script_for(ctx, "close_to", d["close_to"]) if d.get("close_to") is not None else None,

@@ -1,6 +1,6 @@
 """On-chain wallet commands with CLN's parameters, result shapes and errors: newaddr,
 listaddresses, listfunds, listtransactions, withdraw, txprepare / txsend / txdiscard,
-reserveinputs / unreserveinputs."""
+reserveinputs / unreserveinputs, fundpsbt / utxopsbt."""
 
 from __future__ import annotations
 
@@ -290,3 +290,66 @@ async def unreserveinputs(ctx, psbt: Any, reserve: int) -> dict:
     if ctx.check:
         return {}
     return {"reservations": await wallet.unreserve([i.prevout for i in psbt.inputs], reserve)}
+
+
+# ---- PSBTs the caller completes (CLN's wallet/reservation.c) ---------------------------------------
+def _funded_result(funded) -> dict:
+    out = {"psbt": to_psbt(funded.tx, funded.spent_outputs()), "feerate_per_kw": funded.feerate,
+           "estimated_final_weight": funded.weight, "excess_msat": sat_to_msat(funded.excess_sat)}
+    if funded.change_outnum is not None:
+        out["change_outnum"] = funded.change_outnum
+    if funded.reservations is not None:
+        out["reservations"] = funded.reservations
+    return out
+
+
+@command("fundpsbt", [req("satoshi", p_any), req("feerate", p_any), req("startweight", p_u32),
+                      opt("minconf", p_u32, 1), opt("reserve", p_u32, RESERVATION_DEFAULT), opt("locktime", p_u32),
+                      opt("min_witness_weight", p_u32, 0), opt("excess_as_change", p_bool, False),
+                      opt("nonwrapped", p_bool, False), opt("opening_anchor_channel", p_bool, False)],
+         category="bitcoin", description="Create a PSBT with inputs from the wallet to cover {satoshi} at {feerate} "
+                                         "for a transaction of {startweight}")
+async def fundpsbt(ctx, satoshi: Any, feerate: Any, startweight: int, minconf: int, reserve: int,
+                   locktime: int | None, min_witness_weight: int, excess_as_change: bool, nonwrapped: bool,
+                   opening_anchor_channel: bool) -> dict:
+    from ampere.node.onchain.wallet_fund import fund_psbt
+
+    satoshi = _checked("satoshi", satoshi, p_sat_or_all)
+    wallet = _wallet(ctx)
+    rate = feerate_arg(ctx, "feerate", feerate)
+    # (`nonwrapped`: the wallet holds no P2SH-wrapped coins to leave out.)
+    try:
+        funded = await fund_psbt(wallet, None if satoshi == "all" else int(satoshi), rate, startweight,
+                                 minconf=minconf, reserve=reserve, locktime=locktime,
+                                 min_witness_weight=min_witness_weight, excess_as_change=excess_as_change,
+                                 opening_anchor_channel=opening_anchor_channel, check_only=ctx.check)
+    except WalletError as e:
+        raise _wallet_error(e) from None
+    return {} if funded is None else _funded_result(funded)
+
+
+@command("utxopsbt", [req("satoshi", p_any), req("feerate", p_any), req("startweight", p_u32),
+                      req("utxos", p_any), opt("reserve", p_u32, RESERVATION_DEFAULT), opt("reservedok", p_bool, False),
+                      opt("locktime", p_u32), opt("min_witness_weight", p_u32, 0), opt("excess_as_change", p_bool, False),
+                      opt("opening_anchor_channel", p_bool, False)],
+         category="bitcoin", description="Create a PSBT using {utxos} to cover {satoshi} at {feerate} for a "
+                                         "transaction of {startweight}")
+async def utxopsbt(ctx, satoshi: Any, feerate: Any, startweight: int, utxos: Any, reserve: int, reservedok: bool,
+                   locktime: int | None, min_witness_weight: int, excess_as_change: bool,
+                   opening_anchor_channel: bool) -> dict:
+    from ampere.node.onchain.wallet_fund import fund_psbt
+
+    satoshi = _checked("satoshi", satoshi, p_sat_or_all)
+    outpoints = _checked("utxos", utxos, p_outpoints)
+    if not outpoints:
+        raise invalid_params("utxos: Please specify an array of 'txid:output_index', not \"[]\"")
+    wallet = _wallet(ctx)
+    rate = feerate_arg(ctx, "feerate", feerate)
+    try:
+        funded = await fund_psbt(wallet, None if satoshi == "all" else int(satoshi), rate, startweight,
+                                 utxos=outpoints, reserved_ok=reservedok, reserve=reserve, locktime=locktime,
+                                 min_witness_weight=min_witness_weight, excess_as_change=excess_as_change,
+                                 opening_anchor_channel=opening_anchor_channel, check_only=ctx.check)
+    except WalletError as e:
+        raise _wallet_error(e) from None
+    return {} if funded is None else _funded_result(funded)
