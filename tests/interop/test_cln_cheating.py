@@ -3,7 +3,8 @@
 - CLN cheats: its commitment is signed (CLN's `dev-sign-last-tx`) while an HTLC each way is held by a plugin, the
   channel moves on (one HTLC settled, one failed, one more payment), and the old commitment is broadcast. Ampere
   takes CLN's to_local and both HTLC outputs with the revocation key, its penalties broadcast as soon as it sees
-  the cheat's block, and ends with every satoshi of the commitment in its wallet less its penalties' fees.
+  the cheat's block, and ends with every satoshi of the commitment in its wallet less its penalties' fees; on a
+  static_remotekey and on an anchor channel (whose two anchors it leaves).
 - Ampere cheats: the same with Ampere's `dev-sign-last-tx`. CLN's onchaind takes Ampere's to_local and both HTLC
   outputs with its penalty transactions, which it could not do unless Ampere's commitment and HTLC output scripts
   were exactly BOLT #3's (revocation pubkey, per-commitment point, HTLC scripts with their CLTVs); and, when
@@ -60,16 +61,19 @@ def spent_vouts(txs: list[Transaction], txid: str) -> set[int]:
     return {i.prevout.vout for tx in txs for i in tx.inputs if i.prevout.txid_hex() == txid}
 
 
-def open_and_hold(node_factory, cheater_kind: str):
+ANCHOR_SAT = 330   # BOLT #3: each anchor output of an option_anchors commitment
+
+
+def open_and_hold(node_factory, cheater_kind: str, channel_type: tuple[int, ...] = (12,)):
     """Ampere opens to CLN (pushing some to CLN), then an HTLC each way is held by the receiver's HODL plugin:
     both are irrevocably committed, so each side's latest commitment carries both. Returns (amp, cln, hashes)
     where hashes = (held by CLN, offered by Ampere; held by Ampere, offered by CLN)."""
     amp = node_factory.get_node(listen=True, plugin=HODL, developer=(cheater_kind == "ampere"))
     cln = node_factory.get_cln_node(plugin=HODL)
-    # static_remotekey (asked explicitly: anchors are the default since issue 15): the scenarios count the four
-    # outputs of that commitment format; penalties on anchor channels are tested between ampd nodes
-    # (tests/integration/test_onchain_enforce.py, both channel types).
-    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, push_msat=PUSH_MSAT, channel_type=[12])
+    # The channel type is asked explicitly (anchors are the default since issue 15).
+    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, push_msat=PUSH_MSAT,
+                             channel_type=list(channel_type))
+    assert amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["channel_type"]["bits"] == list(channel_type)
     scid = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["short_channel_id"]
     inv_c = cln.rpc.invoice(HELD_BY_CLN_MSAT, "hodl-c", "held by CLN")
     amp.rpc.sendpay([{"id": cln.node_id, "channel": scid, "amount_msat": HELD_BY_CLN_MSAT, "delay": 18}],
@@ -97,13 +101,22 @@ def move_on(amp, cln, hash_c: str, hash_a: str) -> None:
              "CLN's payment failed")
 
 
-def test_cln_cheats_with_htlcs_ampere_takes_everything(node_factory):
+@pytest.mark.parametrize("channel_type", [(12,), (12, 22)], ids=["static", "anchors"])
+def test_cln_cheats_with_htlcs_ampere_takes_everything(node_factory, channel_type):
+    """anchors: CLN's commitment also has the two 330-sat anchors and a to_remote with a 1-block CSV (BOLT #3).
+    Ampere's penalties take to_local and both HTLC outputs in the block after the cheat, its to_remote is swept
+    as soon as the CSV allows (that same next block); the anchors are left: not worth their sweep, and anyone's
+    after 16 blocks."""
     chaind = node_factory.chaind
-    amp, cln, hash_c, hash_a = open_and_hold(node_factory, "cln")
+    anchors = 22 in channel_type
+    amp, cln, hash_c, hash_a = open_and_hold(node_factory, "cln", channel_type)
     old = Transaction.parse_hex(cln.rpc.call("dev-sign-last-tx", {"id": amp.node_id})["tx"])
-    # to_local, to_remote and the two HTLCs.
-    assert len(old.outputs) == 4 and {HELD_BY_CLN_MSAT // 1000, HELD_BY_AMPERE_MSAT // 1000} <= \
+    # to_local, to_remote and the two HTLCs (and the two anchors).
+    assert len(old.outputs) == (6 if anchors else 4) and {HELD_BY_CLN_MSAT // 1000, HELD_BY_AMPERE_MSAT // 1000} <= \
         {o.value for o in old.outputs}, old
+    anchor_vouts = {v for v, o in enumerate(old.outputs) if o.value == ANCHOR_SAT}
+    assert len(anchor_vouts) == (2 if anchors else 0)
+    claimed = set(range(len(old.outputs))) - anchor_vouts
     move_on(amp, cln, hash_c, hash_a)
     amp_before, cln_before = wallet(amp), wallet(cln)
 
@@ -119,12 +132,12 @@ def test_cln_cheats_with_htlcs_ampere_takes_everything(node_factory):
     # BOLT #5: "MUST resolve the _remote node's offered HTLCs_ ... _local node's offered HTLCs_ ... _remote node's
     # main output_ ... using the revocation private key": penalties for the three, broadcast before the next block
     # (and Ampere sweeps its to_remote to its wallet as well).
-    wait_for(lambda: spent_vouts(mempool_spenders(chaind, txid), txid) == set(range(4)), 30,
+    wait_for(lambda: spent_vouts(mempool_spenders(chaind, txid), txid) == claimed, 30,
              "Ampere's penalties in the mempool")
     assert chaind.rpc("getblockcount") == seen
     node_factory.mine(1, [amp, cln])
     sweeps = spenders(chaind, txid, seen + 1)
-    assert spent_vouts(sweeps, txid) == set(range(4))
+    assert spent_vouts(sweeps, txid) == claimed
     mine = {(tx.txid_hex(), v): o.value for tx in sweeps for v, o in enumerate(tx.outputs)}
     wait_for(lambda: set(mine) <= set(wallet(amp)), 30, "the sweeps' outputs in Ampere's wallet")
     status = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["status"]
@@ -132,17 +145,21 @@ def test_cln_cheats_with_htlcs_ampere_takes_everything(node_factory):
     assert sum("revoked_htlc output" in s and "taken by our penalty" in s for s in status) == 2, status
 
     # Exact accounting: Ampere's wallet gained every sweep output, i.e. the whole commitment (the channel less the
-    # commitment's fee) less only its sweeps' fees.
+    # commitment's fee and the anchors) less only its sweeps' fees.
     gained = sum(wallet(amp).values()) - sum(amp_before.values())
-    sweep_fees = sum(o.value for o in old.outputs) - sum(mine.values())
+    sweep_fees = sum(old.outputs[v].value for v in claimed) - sum(mine.values())
     commit_fee = CAPACITY - sum(o.value for o in old.outputs)
-    assert gained == sum(mine.values()) == CAPACITY - commit_fee - sweep_fees
+    assert gained == sum(mine.values()) == CAPACITY - commit_fee - ANCHOR_SAT * len(anchor_vouts) - sweep_fees
     assert 0 < sweep_fees < 20_000, sweep_fees
-    # CLN, the cheater, gets nothing: a few more blocks (its HTLC second stages would need them) change nothing.
-    node_factory.mine(3, [amp, cln])
+    # CLN, the cheater, gets nothing: more blocks (its HTLC second stages would need a few; the anchors become
+    # anyone's after 16) change nothing; neither side spends an anchor nor complains.
+    node_factory.mine(17 if anchors else 3, [amp, cln])
     assert wallet(cln) == cln_before
     assert spenders(chaind, txid, seen + 2) == []
-    print(f"commitment fee {commit_fee} sat, Ampere's sweeps' fees {sweep_fees} sat, Ampere gained {gained} sat")
+    assert chaind.rpc("getrawmempool") == []
+    print(f"{'anchors' if anchors else 'static'}: commitment {old.weight()} WU, fee {commit_fee} sat; Ampere's "
+          f"{len(sweeps)} sweeps: {sweep_fees} sat of fees, {sum(len(t.inputs) for t in sweeps)} inputs; "
+          f"Ampere gained {gained} sat")
 
 
 @pytest.mark.parametrize("second_stage", [False, True], ids=["commitment", "with_htlc_success"])
