@@ -237,3 +237,124 @@ def test_multifundchannel_channel_type_per_destination(node_factory_chain, chain
         [mine_] = l1.rpc.listpeerchannels(peer.node_id)["channels"]
         wait_for(lambda peer=peer: channel(peer)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
         assert mine_["channel_type"]["bits"] == bits and channel(peer)["channel_type"]["bits"] == bits
+
+
+def empty_block(chaind, *nodes) -> int:
+    """A block that leaves the mempool alone (generateblock with no transaction): what waits there keeps
+    waiting, as when miners prefer better-paying transactions."""
+    chaind.rpc("generateblock", chaind.rpc("getnewaddress"), [])
+    for node in nodes:
+        sync(node, chaind)
+    return chaind.rpc("getblockcount")
+
+
+def anchor_close_setup(node_factory_chain, chaind, l1_opts: dict | None = None):
+    """l1 opens an anchor channel to l2 at the 1 sat/vB estimate (so its commitment sits at the 1250perkw floor),
+    pushes some to l2, and holds 1,200,000 + 200,000 sat in its wallet beforehand; l2 then goes away."""
+    restart_chain_with_fee(chaind, 1)
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"developer": None, **(l1_opts or {})}, listen=True)
+    l2 = node_factory_chain.get_node({"watchtime-blocks": TO_SELF_DELAY}, listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.fund_wallet(l1, 200_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    assert channel(l1)["feerate"]["perkw"] == 1250
+    l2.stop()
+    return l1, l2
+
+
+def mempool_txs(chaind) -> dict[str, Transaction]:
+    return {t: tx_of(chaind, t) for t in chaind.rpc("getrawmempool")}
+
+
+def commitment_and_child(chaind, funding_txid: str) -> tuple[Transaction, Transaction]:
+    txs = list(mempool_txs(chaind).values())
+    [commit] = [t for t in txs if any(i.prevout.txid_hex() == funding_txid for i in t.inputs)]
+    [child] = [t for t in txs if t is not commit]
+    assert any(i.prevout.txid == commit.txid() for i in child.inputs)
+    return commit, child
+
+
+def sweep_to_local(chaind, l1, commit: Transaction, close_height: int) -> Transaction:
+    """Mine until l1's to_local (after TO_SELF_DELAY) is swept and mined; returns the sweep."""
+    def sweep():
+        for h in range(close_height, chaind.rpc("getblockcount") + 1):
+            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
+                tx = tx_of(chaind, t)
+                if any(i.prevout.txid == commit.txid() for i in tx.inputs) and len(tx.inputs) == 1:
+                    return tx
+        return None
+
+    for _ in range(3 * TO_SELF_DELAY):
+        if sweep() is not None:
+            break
+        mine(chaind, 1, l1)
+        time.sleep(0.3)
+    found = sweep()
+    assert found is not None, "to_local never swept"
+    wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
+    return found
+
+
+def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
+    """Our commitment at the floor (5 sat/vB) is CPFP'd at the 10 sat/vB estimate; the child is held out of the
+    next block (an empty one) while the estimate rises to 50 sat/vB: ampd replaces the child (RBF: same wallet
+    coins, one change output) at the new rate; the replaced child's change leaves the wallet at once; the
+    commitment and the new child confirm together; l1's wallet ends exact to its fees."""
+    l1, l2 = anchor_close_setup(node_factory_chain, chaind)
+    funding_txid = channel(l1)["funding_txid"]
+    restart_chain_with_fee(chaind, 10, l1)
+    wallet_before = confirmed_sat(l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 2, 30, "the commitment and its CPFP child")
+    commit, child1 = commitment_and_child(chaind, funding_txid)
+    commit_fee = FUNDING - sum(o.value for o in commit.outputs)
+    fee1 = fee_of(chaind, child1)
+    package1 = (commit_fee + fee1) * 1000 // (commit.weight() + child1.weight())
+    assert 2_500 <= package1 < 2_700, package1
+    change1 = (child1.txid_hex(), 0)
+    wait_for(lambda: change1 in {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}, 30,
+             "the child's change, unconfirmed, in the wallet")
+
+    # The estimate rises to 50 sat/vB (amp-chaind restarted: its mempool is kept) and a block goes by without
+    # our package.
+    chaind.stop()
+    chaind.extra_args = [a for a in chaind.extra_args if not a.startswith("-fallbackfee=")] + ["-fallbackfee=0.0005"]
+    chaind.start()
+    l1.allow_complaints = ("chainwatch",)
+    assert set(chaind.rpc("getrawmempool")) == {commit.txid_hex(), child1.txid_hex()}
+    # (ampd reads the estimates every 30 s, as lightningd; the child is re-examined at each block.)
+    wait_for(lambda: l1.rpc.feerates("perkw")["perkw"].get("unilateral_close") == 12_500, 60, "50 sat/vB seen")
+    assert set(chaind.rpc("getrawmempool")) == {commit.txid_hex(), child1.txid_hex()}
+    held = empty_block(chaind, l1)
+    wait_for(lambda: child1.txid_hex() not in chaind.rpc("getrawmempool"), 30, "the child replaced")
+    commit_again, child2 = commitment_and_child(chaind, funding_txid)
+    assert commit_again.txid() == commit.txid()
+    fee2 = fee_of(chaind, child2)
+    package2 = (commit_fee + fee2) * 1000 // (commit.weight() + child2.weight())
+    assert package2 >= 12_500, package2
+    # RBF: the new child spends the same wallet coins (and our anchor), pays more.
+    assert {(i.prevout.txid, i.prevout.vout) for i in child1.inputs} <= \
+        {(i.prevout.txid, i.prevout.vout) for i in child2.inputs}
+    assert fee2 > fee1 and len(child2.outputs) == 1
+    # The replaced child's change is gone from the wallet; the new child's change is there, unconfirmed.
+    outs = {(o["txid"], o["output"]): o for o in l1.rpc.listfunds()["outputs"]}
+    assert change1 not in outs
+    assert outs[(child2.txid_hex(), 0)]["status"] == "unconfirmed"
+    print(f"CPFP RBF: commitment {commit.weight()} WU, {commit_fee} sat; child 1 {child1.weight()} WU "
+          f"{fee1} sat ({len(child1.inputs) - 1} wallet input(s)), package {package1}perkw; after the estimate rose, "
+          f"child 2 {child2.weight()} WU {fee2} sat ({len(child2.inputs) - 1} wallet input(s)), package "
+          f"{package2}perkw")
+
+    close_height = mine(chaind, 1, l1)
+    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child2.txid_hex()) == close_height
+    print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
+    sweep = sweep_to_local(chaind, l1, commit, close_height)
+    to_local = max(o.value for o in commit.outputs)
+    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 330 - fee2 - fee_of(chaind, sweep), 30,
+             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
+    assert all(o["status"] == "confirmed" for o in l1.rpc.listfunds()["outputs"])

@@ -867,7 +867,7 @@ class OnchainResolver:
             return
         c = r.cpfp
         if c is not None and tip <= c["since"]:
-            await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+            await self._rebroadcast_cpfp(r, c)
             return
         fees = self.node.chain.fees
         parent_fee = p.funding_sat - sum(o.value for o in r.spend_tx.outputs)
@@ -884,7 +884,7 @@ class OnchainResolver:
             deadline = c["deadline"]
             rate = deadline_feerate(fees.for_deadline, fees.floor, deadline - tip, tip - c["since"])
             if not worth_replacing(c["rate"], rate):
-                await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+                await self._rebroadcast_cpfp(r, c)
                 return
         keep = [wallet.outputs[(bytes.fromhex(h), n)] for h, n in (c or {}).get("coins", ())
                 if (bytes.fromhex(h), n) in wallet.outputs]
@@ -893,7 +893,7 @@ class OnchainResolver:
             self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot CPFP our commitment to {rate}perkw: "
                                        "not enough funds in the wallet (see min-emergency-msat)")
             if c is not None:
-                await self._broadcast(r, Transaction.parse(bytes.fromhex(c["tx"])), "CPFP of our commitment")
+                await self._rebroadcast_cpfp(r, c)
             return
         child, fee, coins = res
         prev = ([c["txid"]] + c.get("prev", [])) if c is not None else []
@@ -906,7 +906,24 @@ class OnchainResolver:
                                 f"{package_feerate(r.spend_tx, parent_fee, child, fee)}perkw (target {rate}perkw, "
                                 f"deadline block {deadline})" + (f", replacing {prev[0]}" if prev else ""))
         if await self._broadcast(r, child, "CPFP of our commitment"):
-            await wallet.record_sent(child)
+            await self._record_cpfp(child, prev)
+
+    async def _rebroadcast_cpfp(self, r: Resolution, c: dict) -> None:
+        """The recorded child again (after a restart it may never have gone out: persisted, then killed before
+        its broadcast, the child it replaces still in the mempool)."""
+        child = Transaction.parse(bytes.fromhex(c["tx"]))
+        if await self._broadcast(r, child, "CPFP of our commitment"):
+            await self._record_cpfp(child, c.get("prev", []))
+
+    async def _record_cpfp(self, child: Transaction, prev: list[str]) -> None:
+        """`child` is out: the wallet counts its coins spent and its change (idempotent); the children it replaced
+        can no longer confirm, so their change is not ours to count or spend."""
+        wallet = self.node.wallet
+        if wallet is None:
+            return
+        for replaced in prev:
+            await wallet.forget_replaced(bytes.fromhex(replaced)[::-1])
+        await wallet.record_sent(child)
 
     async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
         """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output

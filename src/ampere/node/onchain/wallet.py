@@ -571,6 +571,31 @@ class Wallet:
 
         await self.node.store.write(write)
 
+    async def forget_replaced(self, txid: bytes) -> None:
+        """Our unconfirmed transaction `txid` was replaced (RBF) by one now in the mempool: its outputs will never
+        exist, so they leave the wallet (not counted, never chosen), and the coins it spent are unspent again until
+        the replacement is recorded (record_sent) or mined."""
+        gone = [o.key for o in self.outputs.values() if o.txid == txid and o.blockheight is None]
+        freed = [o for o in self.outputs.values() if o.spend_txid == txid and o.spend_height is None]
+        if not gone and not freed:
+            return
+        for k in gone:
+            del self.outputs[k]
+        for o in freed:
+            o.spend_txid = None
+
+        def write(db):
+            for t, n in gone:
+                db.execute("DELETE FROM wallet_outputs WHERE txid = ? AND outnum = ?", (t, n))
+            for o in freed:
+                db.execute("UPDATE wallet_outputs SET spend_txid = NULL WHERE txid = ? AND outnum = ?",
+                           (o.txid, o.outnum))
+            db.execute("DELETE FROM wallet_txs WHERE txid = ? AND blockheight IS NULL", (txid,))
+
+        await self.node.store.write(write)
+        self.node.log.debug(LOG, f"Transaction {txid[::-1].hex()} replaced: {len(gone)} output(s) forgotten, "
+                                 f"{len(freed)} input(s) unspent again")
+
     async def release(self, prepared: PreparedTx) -> None:
         await self._set_reservation([o for o in prepared.inputs if o.spend_txid is None], None)
 
