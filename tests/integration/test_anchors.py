@@ -7,10 +7,14 @@
   our own transactions, read from the chain.
 - the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
   amount that would eat it is refused, and the reserve pays the CPFP of a close.
+- the CPFP child held out of a block (an empty block) while the estimate rises: replaced (RBF) at the new rate,
+  the replaced child's change gone from the wallet; and across kill -9 before and after the child's broadcast.
+- multifundchannel with a channel_type per destination (anchors and static_remotekey in one transaction).
 """
 from __future__ import annotations
 
 import os
+import re
 import sys
 import time
 
@@ -350,6 +354,63 @@ def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
           f"child 2 {child2.weight()} WU {fee2} sat ({len(child2.inputs) - 1} wallet input(s)), package "
           f"{package2}perkw")
 
+    close_height = mine(chaind, 1, l1)
+    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child2.txid_hex()) == close_height
+    print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
+    sweep = sweep_to_local(chaind, l1, commit, close_height)
+    to_local = max(o.value for o in commit.outputs)
+    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 330 - fee2 - fee_of(chaind, sweep), 30,
+             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
+    assert all(o["status"] == "confirmed" for o in l1.rpc.listfunds()["outputs"])
+
+
+def test_cpfp_child_across_kill9(node_factory_chain, chaind):
+    """kill -9 of ampd with our anchor commitment unconfirmed (AWAITING_UNILATERAL): (1) right after the CPFP child
+    is persisted, before its broadcast (--dev-crash-before=onchain): on restart that same child goes out (not a
+    new one), and the wallet counts it; (2) after its broadcast, while a block goes by without it: on restart the
+    child is replaced at the deadline's rising rate, the replaced one's change leaves the wallet; the commitment
+    and the last child confirm together; l1's wallet ends exact to its fees."""
+    l1, l2 = anchor_close_setup(node_factory_chain, chaind)
+    funding_txid = channel(l1)["funding_txid"]
+    restart_chain_with_fee(chaind, 50, l1)
+    l1.options.update({"dev-crash-before": "onchain:1"})
+    l1.restart()
+    wait_for(lambda: l1.rpc.feerates("perkw")["perkw"].get("unilateral_close") == 12_500, 60, "50 sat/vB seen")
+    wallet_before = confirmed_sat(l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    wait_for(lambda: not l1.is_running(), 30, "the crash before the CPFP child's broadcast")
+    [commit_txid] = chaind.rpc("getrawmempool")                # the commitment went out, the child did not
+    m = re.search(r"CPFP of our commitment \w+ .* child (\w+) pays (\d+) sat", l1.logs(False))
+    assert m is not None
+    persisted = m.group(1)
+    l1.options.pop("dev-crash-before")
+    l1.start()
+    sync(l1, chaind)
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) == 2, 30, "the child after the restart")
+    commit, child1 = commitment_and_child(chaind, funding_txid)
+    assert commit.txid_hex() == commit_txid and child1.txid_hex() == persisted   # re-attached, not rebuilt
+    assert channel(l1)["state"] == "AWAITING_UNILATERAL"
+    wait_for(lambda: (persisted, 0) in {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}, 30,
+             "the child's change in the wallet")
+    commit_fee, fee1 = FUNDING - sum(o.value for o in commit.outputs), fee_of(chaind, child1)
+    package1 = (commit_fee + fee1) * 1000 // (commit.weight() + child1.weight())
+    assert 12_500 <= package1 < 13_000, package1
+
+    # kill -9 with the child out; a block goes by without it; ampd comes back.
+    l1.kill()
+    held = empty_block(chaind)
+    l1.start()
+    sync(l1, chaind)
+    wait_for(lambda: persisted not in chaind.rpc("getrawmempool"), 30, "the child replaced after the restart")
+    _, child2 = commitment_and_child(chaind, funding_txid)
+    fee2 = fee_of(chaind, child2)
+    package2 = (commit_fee + fee2) * 1000 // (commit.weight() + child2.weight())
+    assert package2 > package1 and {i.prevout for i in child1.inputs} <= {i.prevout for i in child2.inputs}
+    outs = {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}
+    assert (persisted, 0) not in outs and (child2.txid_hex(), 0) in outs
+    print(f"kill -9: commitment {commit.weight()} WU {commit_fee} sat; child {fee1} sat ({len(child1.inputs) - 1} "
+          f"wallet input(s), package {package1}perkw) rebroadcast after the restart; replaced after a held block "
+          f"and a second kill by {fee2} sat ({len(child2.inputs) - 1} wallet input(s), package {package2}perkw)")
     close_height = mine(chaind, 1, l1)
     assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child2.txid_hex()) == close_height
     print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
