@@ -21,6 +21,7 @@ import time
 import pytest
 from pyln.client import RpcError
 
+from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
 from ampere.primitives.tx import Transaction
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -241,6 +242,10 @@ def test_multifundchannel_channel_type_per_destination(node_factory_chain, chain
         [mine_] = l1.rpc.listpeerchannels(peer.node_id)["channels"]
         wait_for(lambda peer=peer: channel(peer)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
         assert mine_["channel_type"]["bits"] == bits and channel(peer)["channel_type"]["bits"] == bits
+    # With an anchor channel open, fundpsbt keeps the emergency reserve without being asked (CLN): "all" leaves
+    # exactly min-emergency-msat as change.
+    res = l1.rpc.call("fundpsbt", {"satoshi": "all", "feerate": "1000perkw", "startweight": 600, "reserve": 0})
+    assert [o.value for o in psbt_unsigned_tx(res["psbt"]).outputs] == [25_000] and res["change_outnum"] == 0
 
 
 def empty_block(chaind, *nodes) -> int:
