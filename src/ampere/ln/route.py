@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import heapq
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -151,6 +152,34 @@ class RouteQuery:
     fuzz_percent: int = 0  # randomise the fee part of the cost by up to +/- this percentage
     fuzz_seed: bytes = b""
     used_msat: Mapping[tuple[int, int], MsatInt] = field(default_factory=dict)  # already committed (MPP)
+    # askrene layers (rpc/commands/askrene.py): channel directions added or replaced (they override the
+    # graph's direction of the same scid), upper bounds on what a direction can carry (learnt, not
+    # announced), and biases (-100..100, positive = preferred) scaling a direction's cost.
+    extra_edges: Sequence[ExtraEdge] = ()
+    capacity_msat: Mapping[tuple[int, int], int] = field(default_factory=dict)
+    bias: Mapping[tuple[int, int], int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ExtraEdge:
+    """A channel direction from `source` to `destination` the query adds (an askrene layer's)."""
+
+    source: bytes
+    destination: bytes
+    short_channel_id: int
+    direction: int
+    fee_base_msat: int
+    fee_proportional_millionths: int
+    cltv_expiry_delta: int
+    htlc_minimum_msat: int
+    htlc_maximum_msat: int
+    capacity_msat: int | None = None
+
+
+def bias_factor_ppm(bias: int) -> int:
+    """askrene's scaling of a biased direction's cost, e^(-bias / (100 / ln 30)) (CLN's
+    lightning-askrene-bias-channel: bigger is better; +/-100 is a factor of 30), in millionths."""
+    return round(math.exp(-bias * math.log(30) / 100) * 1_000_000)
 
 
 def _fuzz(seed: bytes, scid: int, direction: int, percent: int) -> int:
@@ -196,6 +225,13 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
                                                 hop.fee_base_msat, hop.fee_proportional_millionths,
                                                 hop.cltv_expiry_delta, hop.htlc_minimum_msat, hmax, None))
             overridden.add((hop.short_channel_id, d))
+    for xe in q.extra_edges:
+        to_i = number(xe.destination)
+        hint_into_graph |= to_i < n and to_i != dst
+        extra.setdefault(to_i, []).append((-1, number(xe.source), xe.short_channel_id, xe.direction,
+                                           xe.fee_base_msat, xe.fee_proportional_millionths, xe.cltv_expiry_delta,
+                                           xe.htlc_minimum_msat, xe.htlc_maximum_msat, xe.capacity_msat))
+        overridden.add((xe.short_channel_id, xe.direction))
     local = q.local_channels
     skip_graph_src = local is not None  # our channels replace the graph's view of them
     peers: set[int] = set()
@@ -228,6 +264,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
     max_delay = q.max_delay if enforce_limits else None
     max_hops = q.max_hops
     excl_ch, used = q.exclude_channels, q.used_msat
+    caps = q.capacity_msat
+    biases = {k: bias_factor_ppm(b) for k, b in q.bias.items() if b}
 
     # A*: a lower bound of the cost from the payer to each node.  The view's bounds price every
     # edge at `amount_ref` (the amount's power of two, or less) and the risk factor's integer
@@ -237,7 +275,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
     # graph are edges the bounds do not know: plain Dijkstra then.
     h_of: list[int | None] | None = None
     h_mul = 0
-    if src < n and not hint_into_graph and rf >= 0:
+    # Biases scale costs down as well as up: the view's bounds no longer hold.
+    if src < n and not hint_into_graph and rf >= 0 and not biases:
         amount_ref = 1 << (amount.bit_length() - 1) if amount > 0 else 0
         dist = view.bounds(src, tuple(sorted(p for p in peers if p < n)), amount_ref,
                            rf.numerator // rf.denominator)
@@ -283,6 +322,10 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
                 continue
             if excl_ch and (scid, d) in excl_ch:
                 continue
+            if caps:
+                known = caps.get((scid, d))
+                if known is not None and (cap is None or known < cap):
+                    cap = known
             if cap is not None and amt_v + (used.get((scid, d), 0) if used else 0) > cap:
                 continue
             if u == src:
@@ -295,6 +338,12 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool) -> list[RouteHop]
                     new_cost = cost + fee * fee_mult * _fuzz(fuzz_seed, scid, d, fuzz) + amt_v * delta * risk_num
                 else:
                     new_cost = cost + fee * fee_mult_1000 + amt_v * delta * risk_num
+            if biases:
+                factor = biases.get((scid, d))
+                if factor is not None:
+                    # Every hop counts at least as a 1ppm fee, so a bias also tells free hops apart.
+                    floor = amt_v * fee_mult_1000 // 1_000_000 + 1
+                    new_cost = cost + max(0, (new_cost - cost + floor) * factor // 1_000_000 - floor)
             if max_fee is not None and amt_u - amount > max_fee:
                 continue
             if max_delay is not None and delay_u > max_delay:

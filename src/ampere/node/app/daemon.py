@@ -109,6 +109,7 @@ class Node:
         # (rpc/commands/runes.py) and askrene's layers (rpc/commands/askrene.py, persistent ones from the store).
         self.master_rune: Any = None
         self.askrene_layers: dict[str, dict] | None = None
+        self.askrene_reservations: list[dict] = []  # askrene-reserve's, until unreserved (not persistent, as CLN)
 
     # ---- identity -------------------------------------------------------------------------
     def setup_identity(self) -> None:
