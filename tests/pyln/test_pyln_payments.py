@@ -30,6 +30,11 @@ def test_direct_pay_helper_and_notifications(node_factory):
                       "ORDER BY label")
     assert paid["rows"] == [["via-pay", 70_000], ["via-xpay", 30_000]]
     assert l1.rpc.sql("SELECT count(*) FROM peerchannels_state_changes")["rows"][0][0] >= 2
+    # Node ids are BLOBs, as CLN stores them: shown as hex, matched by X'..' only.
+    assert l1.rpc.sql(f"SELECT connected FROM peers WHERE id = X'{l2.info['id']}'")["rows"] == [[1]]
+    assert l1.rpc.sql(f"SELECT connected FROM peers WHERE id = '{l2.info['id']}'")["rows"] == []
+    assert only_one(l1.rpc.listsqlschemas("peers")["schemas"])["columns"][:2] == \
+        [{"name": "rowid", "type": "INTEGER"}, {"name": "id", "type": "BLOB"}]
     for bad in ("DELETE FROM peers", "SELECT random() FROM peers"):
         with pytest.raises(RpcError):
             l1.rpc.sql(bad)

@@ -1,12 +1,13 @@
-"""`sql`: a read-only SQLite query over tables made from the list commands, as CLN's sql plugin offers.
+"""`sql` and `listsqlschemas`: a read-only SQLite query over tables made from the list commands, as CLN's sql
+plugin offers them.
 
-Each table is filled from its list command when the query names it (CLN's names: peers, peerchannels, channels,
-nodes, invoices, forwards, sendpays, htlcs, transactions, closedchannels).  Columns are the result's fields:
-nested objects are flattened (`updates_local_fee_base_msat`), arrays become sub-tables named
-`<table>_<field>` with `row` (the parent's rowid) and `arrindex`; booleans are 0/1 and msat amounts integers,
-as CLN stores them.  Differences from CLN: hex fields are TEXT (CLN: BLOB, shown as hex in results, so results
-read the same, but `X'..'` literals do not match); columns of an empty table are those listed below.
-Writing is refused, and only CLN's permitted functions may be called.
+Tables and columns are CLN's (rpc/sql_tables.py, generated from CLN's schemas of the list commands): one table per
+list command, sub-objects folded in as `<field>_<subfield>`, arrays as tables `<table>_<field>` whose `row` is the
+parent's key (`created_index` where the table has one, else `rowid`) and `arrindex` the position.  Types as CLN
+stores them: hex, hashes, secrets, pubkeys and txids are BLOBs (results show them as hex; compare them with
+`X'..'` literals), booleans 0/1, msat amounts integers.  A table is filled from its list command when the query
+names it.  Writing is refused, and only CLN's permitted functions may be called.
+Differences from CLN: no chainmoves/channelmoves/networkevents/bkpr tables (Ampere has no such list commands).
 """
 
 from __future__ import annotations
@@ -16,79 +17,88 @@ import sqlite3
 from typing import Any
 
 from ..errors import RpcError, invalid_params
-from ..params import p_string, req
+from ..params import opt, p_string, req
 from ..registry import command
+from ..sql_tables import TABLES
 
-# table -> (list command, result key)
-TABLES = {
-    "peers": ("listpeers", "peers"), "peerchannels": ("listpeerchannels", "channels"),
-    "channels": ("listchannels", "channels"), "nodes": ("listnodes", "nodes"),
-    "invoices": ("listinvoices", "invoices"), "forwards": ("listforwards", "forwards"),
-    "sendpays": ("listsendpays", "payments"), "htlcs": ("listhtlcs", "htlcs"),
-    "transactions": ("listtransactions", "transactions"), "closedchannels": ("listclosedchannels", "closedchannels"),
-}
-# Columns a table has even when it is empty (so that queries naming them work on a fresh node).
-EMPTY_COLUMNS = {
-    "peers": ["id", "connected", "num_channels", "remote_addr", "features"],
-    "peerchannels": ["peer_id", "peer_connected", "state", "short_channel_id", "channel_id", "funding_txid",
-                     "funding_outnum", "to_us_msat", "total_msat", "spendable_msat", "receivable_msat", "opener",
-                     "private"],
-    "channels": ["source", "destination", "short_channel_id", "direction", "public", "amount_msat", "active",
-                 "last_update", "base_fee_millisatoshi", "fee_per_millionth", "delay", "htlc_minimum_msat",
-                 "htlc_maximum_msat", "features"],
-    "nodes": ["nodeid", "last_timestamp", "alias", "color", "features"],
-    "invoices": ["label", "description", "payment_hash", "status", "expires_at", "amount_msat", "bolt11",
-                 "created_index", "updated_index", "pay_index", "amount_received_msat", "paid_at",
-                 "payment_preimage"],
-    "forwards": ["in_channel", "in_htlc_id", "in_msat", "status", "received_time", "out_channel", "out_htlc_id",
-                 "style", "fee_msat", "out_msat", "resolved_time", "failcode", "failreason", "created_index"],
-    "sendpays": ["created_index", "id", "groupid", "partid", "payment_hash", "status", "amount_msat",
-                 "destination", "created_at", "amount_sent_msat", "label", "bolt11", "payment_preimage"],
-    "htlcs": ["short_channel_id", "id", "expiry", "amount_msat", "direction", "payment_hash", "state"],
-    "transactions": ["hash", "rawtx", "blockheight", "txindex", "locktime", "version"],
-    "closedchannels": ["peer_id", "channel_id", "short_channel_id", "opener", "closer", "private",
-                       "total_msat", "final_to_us_msat", "close_cause"],
-}
-PERMITTED_FUNCTIONS = {"abs", "avg", "coalesce", "count", "date", "datetime", "julianday", "hex", "quote", "length",
-                       "like", "lower", "upper", "min", "max", "strftime", "sum", "total"}
+# CLN's sql plugin: "Some functions are fairly necessary"
+PERMITTED_FUNCTIONS = {"abs", "avg", "coalesce", "count", "hex", "quote", "length", "like", "lower", "upper", "min",
+                       "max", "sum", "total", "date", "datetime", "julianday", "strftime", "time", "timediff",
+                       "unixepoch", "json_object", "json_group_array"}
+LIGHTNINGD = -1
 
 
-def _scalar(v: Any) -> Any:
+def _value(v: Any, sqltype: str, where: str) -> Any:
+    """A JSON field as CLN binds it for its column type."""
+    if v is None:
+        return None
+    if sqltype == "BLOB":
+        try:
+            return bytes.fromhex(v)
+        except (TypeError, ValueError):
+            raise RpcError(LIGHTNINGD, f"{where} not valid hex: {v!r}") from None
     if isinstance(v, bool):
         return int(v)
+    if sqltype == "INTEGER" and isinstance(v, str) and v.endswith("msat") and v[:-4].isdigit():
+        v = int(v[:-4])
     if isinstance(v, int) and not -(2**63) <= v < 2**63:
         return str(v)  # beyond SQLite's INTEGER (a u64 "no limit"): kept exact, as text
-    if isinstance(v, (int, float, str)) or v is None:
+    if isinstance(v, (int, float, str)):
         return v
     return str(v)
 
 
-class _Builder:
-    def __init__(self) -> None:
-        self.tables: dict[str, list[dict]] = {}
+def _dig(obj: Any, path: tuple) -> Any:
+    for key in path:
+        if not isinstance(obj, dict):
+            return None
+        obj = obj.get(key)
+    return obj
 
-    def add(self, table: str, entry: dict, extra: dict | None = None) -> int:
-        rows = self.tables.setdefault(table, [])
-        row: dict[str, Any] = {"rowid": len(rows) + 1}
-        if extra:
-            row.update(extra)
-        rows.append(row)
-        self._fill(table, row, entry, "")
-        return row["rowid"]
 
-    def _fill(self, table: str, row: dict, obj: dict, prefix: str) -> None:
-        for k, v in obj.items():
-            name = f"{prefix}{k}"
-            if isinstance(v, dict):
-                self._fill(table, row, v, name + "_")
-            elif isinstance(v, list):
-                sub = f"{table}_{name}"
-                self.tables.setdefault(sub, [])
-                for i, item in enumerate(v):
-                    self.add(sub, item if isinstance(item, dict) else {name: item},
-                             {"row": row["rowid"], "arrindex": i})
-            else:
-                row[name] = _scalar(v)
+def _columns(name: str) -> list[tuple[str, str]]:
+    """(name, SQL type) of a table, in database order (listsqlschemas' order)."""
+    spec = TABLES[name]
+    cols = [] if spec["key"] == "created_index" else [("rowid", "INTEGER")]
+    if "parent" in spec:
+        cols += [("row", "INTEGER"), ("arrindex", "INTEGER")]
+    return cols + [(c, t) for c, t, _ in spec["columns"]]
+
+
+class _Filler:
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+        self.rowids: dict[str, int] = {}
+
+    def add(self, table: str, entry: Any, parent_key: int | None = None, arrindex: int | None = None) -> None:
+        spec = TABLES[table]
+        values: list[Any] = []
+        if spec["key"] == "rowid":
+            key = self.rowids[table] = self.rowids.get(table, 0) + 1
+            values.append(key)
+        if "parent" in spec:
+            values += [parent_key, arrindex]
+        for i, (col, sqltype, path) in enumerate(spec["columns"]):
+            raw = _dig(entry, path) if path else entry
+            values.append(_value(raw, sqltype, f"column {i} row {arrindex or 0}"))
+        if spec["key"] == "created_index":
+            key = _dig(entry, ("created_index",))
+        self.db.execute(f'INSERT INTO "{table}" VALUES ({", ".join("?" for _ in values)})', values)
+        for sub, path in spec["arrays"]:
+            items = _dig(entry, path)
+            for j, item in enumerate(items if isinstance(items, list) else []):
+                self.add(sub, item, key, j)
+
+
+def _create(db: sqlite3.Connection, name: str) -> None:
+    spec = TABLES[name]
+    cols = []
+    for col, sqltype in _columns(name):
+        key = col == spec["key"] and "parent" not in spec
+        cols.append(f'"{col}" {sqltype}{" PRIMARY KEY" if key else ""}')
+    db.execute(f'CREATE TABLE "{name}" ({", ".join(cols)})')
+    for i, index in enumerate(spec.get("indices", [])):
+        db.execute(f'CREATE INDEX "{name}_idx_{i}" ON "{name}" ({", ".join(chr(34) + c + chr(34) for c in index)})')
 
 
 def _authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> int:
@@ -99,41 +109,50 @@ def _authorizer(action: int, arg1: Any, arg2: Any, dbname: Any, source: Any) -> 
     return sqlite3.SQLITE_DENY
 
 
+def _shown(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.hex()  # CLN: "json_add_hex" for a BLOB
+    return v
+
+
 @command("sql", [req("query", p_string)], category="utility",
          description="Run {query} (sqlite3, read-only) over tables made from the list commands.")
 async def sql(ctx, query: str) -> dict:
     words = set(re.findall(r"[A-Za-z_][A-Za-z0-9_]*", query.lower()))
-    wanted = [t for t in TABLES if t in words or any(w.startswith(t + "_") for w in words)]
-    b = _Builder()
-    for t in wanted:
-        method, key = TABLES[t]
-        result = await ctx.node.call(method, {})
-        b.tables.setdefault(t, [])
-        for entry in result.get(key, []):
-            b.add(t, entry)
+    tops = [t for t, spec in TABLES.items() if "command" in spec]
+    wanted = [t for t in tops if t in words or any(w.startswith(t + "_") for w in words)]
     db = sqlite3.connect(":memory:")
     try:
-        for t, rows in b.tables.items():
-            cols: list[str] = ["rowid"] + (["row", "arrindex"] if "_" in t and t.split("_")[0] in TABLES else [])
-            for c in EMPTY_COLUMNS.get(t, []):
-                if c not in cols:
-                    cols.append(c)
-            for r in rows:
-                for c in r:
-                    if c not in cols:
-                        cols.append(c)
-            db.execute(f'CREATE TABLE "{t}" ({", ".join(chr(34) + c + chr(34) for c in cols)})')
-            if rows:
-                db.executemany(f'INSERT INTO "{t}" VALUES ({", ".join("?" for _ in cols)})',
-                               [[r.get(c) for c in cols] for r in rows])
+        for name in TABLES:
+            _create(db, name)
+        filler = _Filler(db)
+        for t in wanted:
+            result = await ctx.node.call(TABLES[t]["command"], {})
+            for entry in result.get(TABLES[t]["result"], []):
+                filler.add(t, entry)
         db.set_authorizer(_authorizer)
         try:
             cur = db.execute(query)
-            out = [[_scalar(v) if not isinstance(v, bytes) else v.hex() for v in r] for r in cur.fetchall()]
+            out = [[_shown(v) for v in r] for r in cur.fetchall()]
         except sqlite3.Warning as e:
             raise invalid_params(f"query: {e}") from None
         except sqlite3.Error as e:
-            raise RpcError(-1, f"Error: {e}") from None
+            raise RpcError(LIGHTNINGD, f"Error: {e}") from None
     finally:
         db.close()
     return {"rows": out}
+
+
+@command("listsqlschemas", [opt("table", p_string)], category="utility",
+         description="The tables `sql` offers (or only {table}): columns with their SQL types, and indices.")
+async def listsqlschemas(ctx, table: str | None) -> dict:
+    if table is not None and table not in TABLES:
+        raise invalid_params(f"table: Unknown table: invalid token '\"{table}\"'")
+    out = []
+    for name in sorted(TABLES) if table is None else [table]:
+        entry: dict[str, Any] = {"tablename": name,
+                                 "columns": [{"name": c, "type": t} for c, t in _columns(name)]}
+        if TABLES[name].get("indices"):
+            entry["indices"] = [list(i) for i in TABLES[name]["indices"]]
+        out.append(entry)
+    return {"schemas": out}
