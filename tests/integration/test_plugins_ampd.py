@@ -11,8 +11,11 @@ import time
 import pytest
 from pyln.client import LightningRpc, RpcError
 
+from ampere.node.onchain.chain_backend import BCLI_PATH
 from ampere.testing.nodes import AMP_CLI, AMPD, spawn_env
 
+# The built-in chain backend, listed as CLN lists its plugins/bcli.
+BCLI_ENTRY = {"name": BCLI_PATH, "active": True, "dynamic": False}
 PLUGINS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "plugins")
 
 
@@ -37,7 +40,7 @@ def test_helloworld_seed_001(node_factory):
     out = l1.cli("hello", "world")
     assert out.returncode == 0 and json.loads(out.stdout) == "Bonjour world"
     assert l1.rpc.plugin("list") == {"command": "list", "plugins": [
-        {"name": plugin("helloworld.py"), "active": True, "dynamic": True}]}
+        BCLI_ENTRY, {"name": plugin("helloworld.py"), "active": True, "dynamic": True}]}
 
 
 def test_pay_up_to_started_dynamically_seed_002(node_factory):
@@ -67,7 +70,7 @@ def test_plugin_never_answering_getmanifest_seed_001(node_factory):
     assert time.monotonic() - t0 < 15
     l1.wait_for_log("plugin-no_manifest.sh: Killing plugin: timed out before replying to getmanifest")
     assert l1.rpc.getinfo()["id"]
-    assert l1.rpc.plugin("list")["plugins"] == []
+    assert l1.rpc.plugin("list")["plugins"] == [BCLI_ENTRY]
 
 
 def test_dumb_plugin_help_and_hung_method(node_factory, tmp_path):
@@ -107,7 +110,7 @@ def test_crash_and_garbage(node_factory):
     with pytest.raises(RpcError) as e:
         l1.rpc.call("alive")
     assert e.value.error["code"] == -32601
-    assert l1.rpc.plugin("list")["plugins"] == []
+    assert l1.rpc.plugin("list")["plugins"] == [BCLI_ENTRY]
     assert l1.rpc.getinfo()["id"]
 
 
@@ -130,7 +133,7 @@ def test_rpc_command_chain_of_two(node_factory):
 def test_plugin_start_stop_list_errors(node_factory):
     l1 = node_factory.get_node()
     res = l1.rpc.plugin("start", plugin("helloworld.py"), ["greeting=Hi"])
-    assert res["plugins"] == [{"name": plugin("helloworld.py"), "active": True, "dynamic": True}]
+    assert res["plugins"] == [BCLI_ENTRY, {"name": plugin("helloworld.py"), "active": True, "dynamic": True}]
     assert l1.rpc.call("hello") == "Hi world"
     for params, code, msg in [
         ({"subcommand": "start", "plugin": plugin("helloworld.py")}, -32602, "already registered"),
@@ -150,7 +153,7 @@ def test_plugin_start_stop_list_errors(node_factory):
         l1.rpc.call("plugin", ["start", plugin("helloworld.py"), [], "extra"])
     assert e.value.error["message"] == "Extra parameters must be in object"
     assert l1.rpc.plugin("stop", plugin("helloworld.py"))["result"] == "Successfully stopped helloworld.py."
-    assert l1.rpc.plugin("list")["plugins"] == []
+    assert l1.rpc.plugin("list")["plugins"] == [BCLI_ENTRY]
     pdir = os.path.join(l1.dir, "pdir")
     os.makedirs(pdir)
     for name in ("helloworld.py", "dumb.sh", "custom_notify.py"):
@@ -158,14 +161,14 @@ def test_plugin_start_stop_list_errors(node_factory):
     res = l1.rpc.plugin("startdir", pdir)
     assert res["command"] == "startdir"
     # dumb.sh is not dynamic: killed, and not listed.
-    assert sorted(p["name"] for p in res["plugins"]) == [plugin("custom_notify.py"), plugin("helloworld.py")]
+    assert sorted(p["name"] for p in res["plugins"]) == [BCLI_PATH, plugin("custom_notify.py"), plugin("helloworld.py")]
     assert all(p["active"] for p in res["plugins"])
     l1.wait_for_log("plugin-dumb.sh: Killing plugin: Not a dynamic plugin")
     assert l1.rpc.check("plugin", subcommand="list") == {"command_to_check": "plugin"}
     with pytest.raises(RpcError) as e:
         l1.rpc.call("check", {"command_to_check": "plugin", "subcommand": "start", "plugin": "/nonexistent/p.py"})
     assert e.value.error["code"] == -32602
-    assert len(l1.rpc.plugin("list")["plugins"]) == 2  # check started nothing
+    assert len(l1.rpc.plugin("list")["plugins"]) == 3  # check started nothing (bcli and the two)
 
 
 def test_setconfig_plugin_option(node_factory):

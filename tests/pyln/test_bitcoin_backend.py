@@ -2,7 +2,11 @@
 getchaininfo, getrawblockbyheight, sendrawtransaction, getutxout and estimatefees."""
 import os
 
+import pytest
+from pyln.client import RpcError
 from pyln.testing.utils import only_one, wait_for
+
+from ampere.node.onchain.chain_backend import BCLI_PATH
 
 BACKEND = os.path.join(os.path.dirname(__file__), "plugins", "chain_backend.py")
 
@@ -17,6 +21,10 @@ def test_backend_plugin_channel_and_pay(node_factory, bitcoind):
     # announcement (checked with getutxout), a payment over two hops.
     l1, l2, l3 = node_factory.line_graph(3, opts=[backend_opts(bitcoind), {}, {}], wait_for_announce=True)
     assert l1.daemon.is_in_log("All Bitcoin plugin commands registered")
+    # --disable-plugin bcli: the built-in is not listed; the backend plugin is.
+    names = [p["name"] for p in l1.rpc.plugin("list")["plugins"]]
+    assert BACKEND in names and not any(n.endswith("/bcli") for n in names)
+    assert any(n.endswith("/bcli") for n in [p["name"] for p in l2.rpc.plugin("list")["plugins"]])
     inv = l3.rpc.invoice(123_000, "via-backend-plugin", "desc")["bolt11"]
     assert l1.rpc.pay(inv)["status"] == "complete"
     calls = l1.rpc.call("backendcalls")
@@ -50,7 +58,12 @@ def test_bcli_by_default_and_its_methods_taken(node_factory, bitcoind):
     l1 = node_factory.get_node(options={"plugin": BACKEND})
     assert l1.daemon.is_in_log('Could not register method "getchaininfo", a method with that name is already '
                                'registered by lightningd')
-    assert not any(p["name"] == BACKEND for p in l1.rpc.plugin("list")["plugins"])
+    listed = l1.rpc.plugin("list")["plugins"]
+    assert not any(p["name"] == BACKEND for p in listed)
+    # The built-in bcli is listed as CLN lists its plugins/bcli.
+    assert [p for p in listed if p["name"].endswith("/bcli")] == [{"name": BCLI_PATH, "active": True, "dynamic": False}]
+    with pytest.raises(RpcError, match="bcli cannot be managed when lightningd is up"):
+        l1.rpc.plugin("stop", "bcli")
     assert l1.rpc.getchaininfo(last_height=0)["chain"] == "regtest"
     blk = l1.rpc.getrawblockbyheight(1)
     assert blk["blockhash"] == bitcoind.rpc.getblockhash(1) and blk["block"].startswith("0")

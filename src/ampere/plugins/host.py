@@ -227,6 +227,9 @@ class PluginHost:
         self.on_fatal = on_fatal
         self.builtin_methods: set[str] = set(builtin_methods)
         self.builtin_options: set[str] = set(builtin_options)
+        # Built-in plugins that run inside ampd (the chain backend `bcli`): `plugin list` shows them as CLN
+        # shows its own (active, not dynamic) unless disable-plugin named them.
+        self.builtin_plugins: list[str] = []
         self.default_dir = default_dir or os.path.join(self.lightning_dir, "plugins")
         self.argv_extra: tuple[str, ...] = ("--developer",) if developer else ()
         self.env = plugin_env(version)
@@ -742,8 +745,12 @@ class PluginHost:
         return sorted({t for p in self._plugins for t in p.custom_msgs})
 
     def list(self) -> list[dict]:
-        """`plugin list`'s entries: {name, active, dynamic} in registration order."""
-        return [{"name": p.path, "active": p.ready, "dynamic": p.dynamic} for p in self._plugins]
+        """`plugin list`'s entries: {name, active, dynamic}, the built-in ones first, then in registration order."""
+        return ([{"name": path, "active": True, "dynamic": False} for path in self.enabled_builtins()]
+                + [{"name": p.path, "active": p.ready, "dynamic": p.dynamic} for p in self._plugins])
+
+    def enabled_builtins(self) -> list[str]:
+        return [path for path in self.builtin_plugins if not self.is_disabled(os.path.basename(path))]
 
     def has_hook(self, name: str, filter_value: Any = None) -> bool:
         return self.hooks.has(name, filter_value)
@@ -988,6 +995,8 @@ class PluginHost:
         """`plugin stop` (plugin_dynamic_stop): `shutdown` to a subscriber and up to the shutdown
         timeout to exit, otherwise SIGKILL at once."""
         p = self.find_plugin(name)
+        if p is None and any(plugin_paths_match(path, name) for path in self.enabled_builtins()):
+            raise PluginRpcError(JSONRPC2_INVALID_PARAMS, f"{name} cannot be managed when lightningd is up")
         if p is None:
             raise PluginRpcError(JSONRPC2_INVALID_PARAMS, f"Could not find plugin {name}")
         if not p.dynamic:

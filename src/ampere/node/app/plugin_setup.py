@@ -21,6 +21,7 @@ from ampere.config import ConfigError, Entry, Layout, OptionSpec, Options
 from ampere.log import Logger, iso_timestamp
 from ampere.plugins.host import PluginFatal, PluginHost, PluginRegisterError, PluginRpcError
 from ampere.plugins.manifest import OptionValueError
+from ampere.node.onchain.chain_backend import BCLI_PATH
 from ampere.rpc.errors import RpcError
 from ampere.node.app import features as node_features
 class NodePluginHost(PluginHost):
@@ -85,6 +86,7 @@ def make_host(layout: Layout, options: Options, log_fn, *, netdir: str, feature_
     except ValueError as e:
         bad = next((s for s in hook_timeouts if _bad_hook_timeout(s)), "")
         raise ConfigError(f"--hook-timeout={bad}: {e}") from None
+    host.builtin_plugins = [BCLI_PATH]
     save_io = options.get("dev-save-plugin-io")
     if save_io:
         os.makedirs(save_io, exist_ok=True)

@@ -16,6 +16,7 @@ chain watcher and its users do not care which one runs.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,10 @@ from ampere.node.onchain.feerate import ESTIMATE_TARGETS, btc_kvb_to_perkw, perk
 # lightningd/bitcoind.c: "The names of the requests we can make to our Bitcoin backend."
 BACKEND_METHODS = ("getchaininfo", "getrawblockbyheight", "sendrawtransaction", "getutxout", "estimatefees")
 BCLI = "bcli"
+# The name `plugin list` gives the built-in bcli, as CLN lists its plugins/bcli: a path ending in `bcli` (no file
+# is there: bcli runs inside ampd).
+BCLI_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "plugins",
+                         BCLI)
 LOG = "bitcoind"
 # bitcoind's RPC_VERIFY_ALREADY_IN_CHAIN: bcli reports success for it (the transaction is mined).
 RPC_VERIFY_ALREADY_IN_CHAIN = -27
@@ -331,5 +336,5 @@ async def plugin_backend(node: Any) -> PluginBackend:
     return PluginBackend(node)
 
 
-__all__ = ["BACKEND_METHODS", "BCLI", "BackendMissing", "BcliBackend", "ChainInfo", "PluginBackend",
+__all__ = ["BACKEND_METHODS", "BCLI", "BCLI_PATH", "BackendMissing", "BcliBackend", "ChainInfo", "PluginBackend",
            "bcli_disabled", "plugin_backend"]
