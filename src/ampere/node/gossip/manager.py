@@ -335,7 +335,9 @@ class GossipManager:
         except (BitcoindError, ValueError, KeyError, TypeError) as e:
             self.node.log.debug(LOG, f"funding lookup of {s}: {e}")
             return None
-        if out is None or out["confirmations"] <= 0:
+        # The output is in block s.block (its txid is that block's s.txindex-th), at or below our tip: mined,
+        # as lightningd concludes from the short_channel_id without asking the backend for confirmations.
+        if out is None:
             return None
         return (out["value_sat"], out["script"]), outpoint
 

@@ -111,8 +111,8 @@ class BcliBackend:
         r = await self.rpc.call("gettxout", txid_hex, vout, include_mempool)
         if r is None:
             return None
-        return {"value_sat": btc_to_sat(r["value"]), "script": bytes.fromhex(r["scriptPubKey"]["hex"]),
-                "confirmations": int(r.get("confirmations", 0)), "coinbase": bool(r.get("coinbase", False))}
+        # What CLN's getutxout gives: amount and script (a caller knows the block from the short_channel_id).
+        return {"value_sat": btc_to_sat(r["value"]), "script": bytes.fromhex(r["scriptPubKey"]["hex"])}
 
     async def send(self, raw_hex: str, txid_hex: str) -> str:
         try:
@@ -272,8 +272,8 @@ class PluginBackend:
         except (KeyError, TypeError, ValueError) as e:
             self._bad("getutxout", f"bad 'result' field: {e!r}", r)
             raise
-        # The interface says nothing of confirmations: callers ask about outputs of mined blocks.
-        return {"value_sat": sat, "script": script, "confirmations": 1, "coinbase": False}
+        # CLN's getutxout answers amount and script only: lightningd takes the block from the short_channel_id.
+        return {"value_sat": sat, "script": script}
 
     async def send(self, raw_hex: str, txid_hex: str) -> str:
         r = await self._call("sendrawtransaction", {"tx": raw_hex, "allowhighfees": True})

@@ -16,7 +16,7 @@ Listener API (the wallet uses it; the channel manager will):
         await obj.block_connected(height: int, block: Block)
         await obj.block_disconnected(height: int, block_hash: bytes, block: Block | None)
     Block has .hash (internal byte order), .hash_hex, .prev_hash, .time, .txs (decoded Transactions).
-Helpers: broadcast(tx), gettxout(outpoint), get_utxo(outpoint), block_at(height), watch_txid(...),
+Helpers: broadcast(tx), gettxout(outpoint), block_at(height), watch_txid(...),
 watch_outpoint(...), wait_for_height(h, timeout).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable, Protocol
 
 from ampere.chain.bitcoind import BitcoindError, BitcoindRpc, BitcoindUnreachable
 from ampere.primitives.crypto import sha256d
-from ampere.primitives.tx import OutPoint, Transaction, TxOut, compact_size_at
+from ampere.primitives.tx import OutPoint, Transaction, compact_size_at
 from ampere.node.onchain.chain_backend import BcliBackend, PluginBackend
 from ampere.node.onchain.feerate import ESTIMATE_TARGETS, FeeEstimates
 
@@ -177,15 +177,9 @@ class ChainWatcher:
         return txid
 
     async def gettxout(self, outpoint: OutPoint, include_mempool: bool = True) -> dict | None:
-        """bitcoind's gettxout: None if spent or unknown; else {"value_sat", "script", "confirmations"}."""
+        """The backend's getutxout (bitcoind's gettxout): None if spent or unknown; else {"value_sat", "script"}
+        (as CLN's interface, no confirmations: a caller knows the block it found the output in)."""
         return await self.backend.utxo(outpoint.txid_hex(), outpoint.vout, include_mempool)
-
-    async def get_utxo(self, outpoint: OutPoint) -> TxOut | None:
-        """The unspent confirmed output at `outpoint` (None if spent, unconfirmed or unknown)."""
-        r = await self.gettxout(outpoint, include_mempool=False)
-        if r is None or r["confirmations"] <= 0:
-            return None
-        return TxOut(r["value_sat"], r["script"])
 
     async def block_at(self, height: int) -> Block | None:
         """The backend's block at `height` (None beyond its tip)."""
