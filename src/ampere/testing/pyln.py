@@ -9,6 +9,9 @@ fixtures are used as they are; only the two programs they start differ: `lightni
 bitcoind (no translating wrapper).  `--version` reads as the CLN release Ampere follows, so pyln-testing
 turns on what it does for that release (--developer, the mnemonic hsm_secret, ...).
 
+TEST_DB_PROVIDER=postgres (as in CLN's suite) gives every node its own PostgreSQL database (`--wallet=postgres://...`)
+on a server started for the test; without PostgreSQL such tests are skipped, saying why.
+
 Set AMPERE_AMPD / AMPERE_CHAIND to use other programs (default: `ampd` and `amp-chaind` beside the running
 Python, else on PATH).  CLN's JSON schemas are checked when the tests run from a directory holding
 doc/schemas (as in CLN's tree) or when CLN_SCHEMAS names a directory of them.
@@ -62,6 +65,79 @@ class AmpereNode(LightningNode):
 
 # The `bitcoind` fixture picks its class from this table by TEST_NETWORK.
 _pyln_fixtures.network_daemons["regtest"] = AmpChainD
+
+
+class AmperePostgresDb:
+    """A node's database for TEST_DB_PROVIDER=postgres, as pyln-testing's PostgresDb: `get_dsn()` is the
+    `--wallet` the node gets; `query`/`execute` run on it (Ampere's schema, not CLN's)."""
+
+    def __init__(self, server, dbname: str) -> None:
+        self.server, self.dbname = server, dbname
+        self.dsn = server.create_db(dbname)
+        self.provider = None
+
+    def get_dsn(self) -> str:
+        return self.dsn
+
+    def _connect(self):
+        import psycopg
+
+        return psycopg.connect(self.server.admin_dsn(self.dbname), autocommit=True)
+
+    def query(self, query: str) -> list[dict]:
+        with self._connect() as conn:
+            cur = conn.execute(query)
+            names = [c.name for c in cur.description or []]
+            return [dict(zip(names, row)) for row in cur.fetchall()] if cur.description else []
+
+    def execute(self, query: str, params: tuple = ()) -> None:
+        with self._connect() as conn:
+            conn.execute(query, params)
+
+    def executemany(self, query: str, seq_of_params: list[tuple]) -> None:
+        with self._connect() as conn:
+            conn.cursor().executemany(query.replace("?", "%s"), seq_of_params)
+
+    def stop(self) -> None:
+        self.server.sql(f'DROP DATABASE IF EXISTS "{self.dbname}"')
+
+    def wipe_db(self) -> None:
+        self.server.sql(f'DROP DATABASE IF EXISTS "{self.dbname}"')
+        self.server.sql(f'CREATE DATABASE "{self.dbname}"')
+
+
+class AmperePostgresDbProvider:
+    """pyln-testing's PostgresDbProvider for TEST_DB_PROVIDER=postgres, on ampere.testing.postgres's server (which
+    runs PostgreSQL as the `postgres` user when the tests run as root -- initdb refuses root -- and is stopped
+    even if the test process is killed).  Without PostgreSQL the test is skipped, saying why."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+        self.server = None
+
+    def start(self) -> None:
+        from .postgres import PostgresServer, unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            pytest.skip(f"TEST_DB_PROVIDER=postgres: {reason}")
+        self.server = PostgresServer().start()
+
+    def get_db(self, node_directory: str, testname: str, node_id: int) -> AmperePostgresDb:
+        import re
+        import secrets
+
+        # PostgreSQL names: at most 63 bytes; parametrised test names carry brackets.
+        name = f"{re.sub(r'[^a-z0-9_]', '_', testname.lower())[:40]}_{node_id}_{secrets.token_hex(4)}"
+        return AmperePostgresDb(self.server, name)
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.destroy()
+            self.server = None
+
+
+_pyln_fixtures.providers["postgres"] = AmperePostgresDbProvider
 
 
 @pytest.fixture
