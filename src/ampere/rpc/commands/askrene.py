@@ -33,7 +33,7 @@ from ..registry import command
 AUTO_LAYERS = {"auto.localchans", "auto.sourcefree", "auto.include_fees", "auto.no_mpp_support"}
 # CLN getroutes: "no HTLC is allowed to have a CLTV delay more than 2016 blocks."
 MAX_DELAY = 2016
-PAY_USER_ERROR = 219
+PAY_USER_ERROR = 217  # common/jsonrpc_errors.h
 _LISTS = ("disabled_nodes", "created_channels", "channel_updates", "constraints", "impressions", "biases",
           "node_biases")
 
