@@ -46,6 +46,16 @@ def test_askrene_layers(node_factory):
     assert [x["layer"] for x in l1.rpc.call("askrene-listlayers")["layers"]] == ["no_23"]
     with pytest.raises(RpcError, match="Could not find route"):
         routes("no_23")
+    # xpay's `layers` go to its route searches: with l2->l3 disabled the invoice cannot be paid; without, it is.
+    l1.connect(l2)
+    l1.wait_for_route(l3)
+    inv = l3.rpc.invoice(5_000, "layered", "xpay with layers")["bolt11"]
+    with pytest.raises(RpcError, match="layers: unknown layer"):
+        l1.rpc.call("xpay", {"invstring": inv, "layers": ["nonesuch"]})
+    with pytest.raises(RpcError):
+        l1.rpc.call("xpay", {"invstring": inv, "layers": ["no_23"], "retry_for": 5})
+    assert only_one(l3.rpc.listinvoices("layered")["invoices"])["status"] == "unpaid"
+    assert l1.rpc.call("xpay", {"invstring": inv, "layers": []})["amount_msat"] == 5_000
 
 
 # secp256k1's generator: a valid node id no node in the test has.

@@ -86,6 +86,8 @@ class PayRequest:
     keysend_preimage: bytes | None = None
     extra_tlvs: tuple = ()
     expires_at: int | None = None
+    # xpay's `layers`: askrene layers applied to every route search (RouteQuery fields, rpc/commands/askrene.py).
+    route_overlay: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -353,12 +355,16 @@ class _PayRun:
 
     def _query(self, amount: MsatInt) -> RouteQuery:
         req = self.req
+        ov = req.route_overlay
         return RouteQuery(source=self.payer.our_id, destination=req.destination, amount_msat=amount,
                           final_cltv=req.final_cltv, riskfactor=req.riskfactor,
                           max_fee_msat=MsatInt(max(req.max_fee_msat - self.fees, 0)),
-                          max_delay=req.maxdelay, exclude_channels=frozenset(self.k.exclude_channels),
-                          exclude_nodes=frozenset(self.k.exclude_nodes), local_channels=self._local_channels(),
-                          route_hints=self._usable_hints())
+                          max_delay=req.maxdelay,
+                          exclude_channels=frozenset(self.k.exclude_channels) | ov.get("exclude_channels", frozenset()),
+                          exclude_nodes=frozenset(self.k.exclude_nodes) | ov.get("exclude_nodes", frozenset()),
+                          local_channels=self._local_channels(), route_hints=self._usable_hints(),
+                          extra_edges=ov.get("extra_edges", ()), capacity_msat=ov.get("capacity_msat", {}),
+                          bias=ov.get("bias", {}))
 
     def _local_channels(self) -> list[LocalChannel]:
         caps = self.k.local_caps

@@ -234,6 +234,23 @@ def _overlay(graph, names: list[str], user: dict[str, dict], reservations: list[
             "bias": {k: max(-100, min(100, b)) for k, b in bias.items() if b}, "used_msat": used}
 
 
+async def overlay_for(ctx, layers: Any) -> dict[str, Any]:
+    """The RouteQuery fields for `layers` (xpay's `layers`): -32602 for a bad list or an unknown layer.  Reservations
+    are left out (the payment's own parts are what it counts as used)."""
+    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
+        raise invalid_params("layers: should be an array of layer names")
+    user = await _layers(ctx)
+    unknown = [x for x in layers if x not in AUTO_LAYERS and x not in user]
+    if unknown:
+        raise invalid_params(f"layers: unknown layer: invalid token '\"{unknown[0]}\"'")
+    gossip = ctx.node.gossip
+    if gossip is None:
+        return {}
+    found = _overlay(gossip.state.graph, layers, user, [])
+    del found["used_msat"]
+    return found
+
+
 @command("getroutes", [req("source", p_pubkey), req("destination", p_pubkey), req("amount_msat", p_msat),
                        req("layers", p_any), req("maxfee_msat", p_msat), req("final_cltv", p_u32),
                        opt("maxdelay", p_u32, MAX_DELAY), opt("maxparts", p_u32, 100)],

@@ -12,6 +12,7 @@ from typing import Any
 
 from ...ln.invoice_fields import InvoiceError, scid_from_str
 from ...ln.route import HintHop
+from .askrene import overlay_for
 from ampere.node.payments.pay import PayError
 from ..errors import DELFORWARD_NOT_FOUND, RpcError, invalid_params, to_rpc_error
 from ..params import ParamError, check_paging, opt, p_any, p_bool, p_enum, p_hex, p_msat, p_pubkey, p_sha256, p_string, p_u16, p_u32, p_u64, req
@@ -155,8 +156,7 @@ async def xpay(ctx, invstring, amount_msat, maxfee, layers, retry_for, partial_m
         raise invalid_params("invstring: BOLT12 invoices are not supported")
     if partial_msat is not None:
         raise invalid_params("partial_msat: not supported")
-    if layers:
-        raise invalid_params("layers: askrene layers are not supported")
+    overlay = await overlay_for(ctx, layers) if layers is not None else {}
     payer = ctx.node.payer
     if maxdelay is None:
         maxdelay = ctx.node.options.get("max-locktime-blocks")
@@ -165,6 +165,7 @@ async def xpay(ctx, invstring, amount_msat, maxfee, layers, retry_for, partial_m
             invstring, amount_msat=_msat_or_none(amount_msat), label=label, riskfactor=None, maxfeepercent=None,
             retry_for=retry_for, maxdelay=maxdelay, exemptfee=None, exclude=None, maxfee=_msat_or_none(maxfee),
             description=None)
+        request.route_overlay = overlay
         if ctx.check:
             return {"command_to_check": "xpay"}
         res = await payer.pay(request)
