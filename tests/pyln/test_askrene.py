@@ -37,6 +37,8 @@ def test_askrene_layers(node_factory):
         l1.rpc.call("askrene-create-layer", {"layer": "no_l2"})
     with pytest.raises(RpcError, match="unknown layer"):
         routes("nonesuch")
+    with pytest.raises(RpcError, match="auto.include_fees is not supported"):
+        routes("auto.include_fees")
     with pytest.raises(RpcError, match="Unknown layer"):
         l1.rpc.call("askrene-listlayers", {"layer": "nonesuch"})
     l1.rpc.call("askrene-remove-layer", {"layer": "no_l2"})

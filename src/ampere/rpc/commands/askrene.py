@@ -3,7 +3,8 @@ finder over the gossip graph.
 
 Automatic layers: `auto.localchans` (our own channels, private ones included, with what they can send now),
 `auto.sourcefree` (no fee or delay on the source's own channels: true of any route Ampere builds),
-`auto.include_fees` is accepted by name only, `auto.no_mpp_support` (one path: Ampere answers one path anyway).
+`auto.no_mpp_support` (one path: Ampere answers one path anyway).  `auto.include_fees` (the receiver pays the
+fees) is refused with a clear error: not implemented.
 
 The layers made with askrene-create-layer are applied in the order given, as CLN applies them to its gossip map:
 disabled nodes are avoided; created channels (askrene-create-channel) join the graph, each direction once a
@@ -30,7 +31,8 @@ from ..errors import PAY_ROUTE_NOT_FOUND, RpcError, invalid_params
 from ..params import ParamError, opt, p_any, p_bool, p_msat, p_pubkey, p_string, p_u16, p_u32, p_u64, req
 from ..registry import command
 
-AUTO_LAYERS = {"auto.localchans", "auto.sourcefree", "auto.include_fees", "auto.no_mpp_support"}
+AUTO_LAYERS = {"auto.localchans", "auto.sourcefree", "auto.no_mpp_support"}
+UNSUPPORTED_LAYERS = {"auto.include_fees"}
 # CLN getroutes: "no HTLC is allowed to have a CLTV delay more than 2016 blocks."
 MAX_DELAY = 2016
 PAY_USER_ERROR = 217  # common/jsonrpc_errors.h
@@ -234,15 +236,23 @@ def _overlay(graph, names: list[str], user: dict[str, dict], reservations: list[
             "bias": {k: max(-100, min(100, b)) for k, b in bias.items() if b}, "used_msat": used}
 
 
-async def overlay_for(ctx, layers: Any) -> dict[str, Any]:
-    """The RouteQuery fields for `layers` (xpay's `layers`): -32602 for a bad list or an unknown layer.  Reservations
-    are left out (the payment's own parts are what it counts as used)."""
+async def _checked_layers(ctx, layers: Any) -> dict[str, dict]:
+    """The node's layers, once `layers` (getroutes'/xpay's parameter) names only known ones (else -32602)."""
     if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
         raise invalid_params("layers: should be an array of layer names")
+    for name in UNSUPPORTED_LAYERS.intersection(layers):
+        raise invalid_params(f"layers: {name} is not supported by Ampere")
     user = await _layers(ctx)
     unknown = [x for x in layers if x not in AUTO_LAYERS and x not in user]
     if unknown:
         raise invalid_params(f"layers: unknown layer: invalid token '\"{unknown[0]}\"'")
+    return user
+
+
+async def overlay_for(ctx, layers: Any) -> dict[str, Any]:
+    """The RouteQuery fields for `layers` (xpay's `layers`): -32602 for a bad list or an unknown layer.  Reservations
+    are left out (the payment's own parts are what it counts as used)."""
+    user = await _checked_layers(ctx, layers)
     gossip = ctx.node.gossip
     if gossip is None:
         return {}
@@ -257,12 +267,7 @@ async def overlay_for(ctx, layers: Any) -> dict[str, Any]:
          category="payment", description="Routes from {source} to {destination} for {amount_msat}.")
 async def getroutes(ctx, source: bytes, destination: bytes, amount_msat: Any, layers: Any, maxfee_msat: Any,
                     final_cltv: int, maxdelay: int, maxparts: int) -> dict:
-    if not isinstance(layers, list) or not all(isinstance(x, str) for x in layers):
-        raise invalid_params("layers: should be an array of layer names")
-    user = await _layers(ctx)
-    unknown = [x for x in layers if x not in AUTO_LAYERS and x not in user]
-    if unknown:
-        raise invalid_params(f"layers: unknown layer: invalid token '\"{unknown[0]}\"'")
+    user = await _checked_layers(ctx, layers)
     if int(amount_msat) == 0:
         raise invalid_params("amount must be non-zero")
     if maxparts == 0:
