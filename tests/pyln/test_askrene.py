@@ -165,3 +165,31 @@ def test_askrene_created_channel_inform_reserve_age(node_factory):
     routes(10_000, "fake")
     assert l1.rpc.call("askrene-bias-channel", {"layer": "fake", "short_channel_id_dir": dir23,
                                                 "bias": 0})["biases"] == []
+
+
+def test_getroutes_deprecated_hop_fields(node_factory):
+    # allow-deprecated-apis (CLN's default): hops still carry amount_msat, next_node_id and delay (deprecated in
+    # v26.06), so a getroutes path goes to askrene-reserve as it is (extra keys ignored).  pyln-testing's nodes
+    # run without deprecated APIs: there the fields are absent.
+    l1 = node_factory.get_node(options={"allow-deprecated-apis": True})
+    l1.rpc.call("askrene-create-layer", {"layer": "own"})
+    l1.rpc.call("askrene-create-channel", {"layer": "own", "source": l1.info["id"], "destination": FAKE,
+                                           "short_channel_id": "1x1x1", "capacity_msat": 10**6})
+    scidd = f"1x1x1/{0 if l1.info['id'] < FAKE else 1}"
+    l1.rpc.call("askrene-update-channel", {"layer": "own", "short_channel_id_dir": scidd, "enabled": True})
+    hop = only_one(only_one(l1.rpc.getroutes(source=l1.info["id"], destination=FAKE, amount_msat=5000,
+                                             layers=["own"], maxfee_msat=100, final_cltv=9)["routes"])["path"])
+    assert (hop["short_channel_id_dir"], hop["amount_msat"], hop["next_node_id"], hop["delay"]) == \
+        (scidd, 5000, FAKE, 9)
+    LightningRpc(l1.rpc.socket_path).call("askrene-reserve", {"path": [hop]})
+    assert [(r["short_channel_id_dir"], r["amount_msat"]) for r in
+            l1.rpc.call("askrene-listreservations")["reservations"]] == [(scidd, 5000)]
+    l2 = node_factory.get_node()
+    l2.rpc.call("askrene-create-layer", {"layer": "own"})
+    l2.rpc.call("askrene-create-channel", {"layer": "own", "source": l2.info["id"], "destination": FAKE,
+                                           "short_channel_id": "1x1x1", "capacity_msat": 10**6})
+    l2.rpc.call("askrene-update-channel", {"layer": "own", "short_channel_id_dir":
+                                           f"1x1x1/{0 if l2.info['id'] < FAKE else 1}", "enabled": True})
+    hop = only_one(only_one(l2.rpc.getroutes(source=l2.info["id"], destination=FAKE, amount_msat=5000,
+                                             layers=["own"], maxfee_msat=100, final_cltv=9)["routes"])["path"])
+    assert not {"amount_msat", "next_node_id", "delay"} & set(hop)

@@ -290,13 +290,19 @@ async def getroutes(ctx, source: bytes, destination: bytes, amount_msat: Any, la
         route = find_route(graph, query)
     except (NoRouteError, RouteError) as e:
         raise RpcError(PAY_ROUTE_NOT_FOUND, f"Could not find route: {e}") from None
+    # CLN v26.06 deprecated a hop's amount_msat, next_node_id and delay (until v27.06): still there while
+    # allow-deprecated-apis is on (its default), so a path can go straight to askrene-reserve.
+    deprecated = bool(ctx.node.options.get("allow-deprecated-apis"))
     path = []
     node_in, amount_in, cltv_in = source, route[0].amount_msat, route[0].delay
     for hop in route:
-        path.append({"short_channel_id_dir": f"{hop.short_channel_id}/{hop.direction}",
-                     "node_id_in": node_in.hex(), "node_id_out": hop.node_id.hex(),
-                     "amount_in_msat": amount_in, "amount_out_msat": hop.amount_msat,
-                     "cltv_in": cltv_in, "cltv_out": hop.delay})
+        entry = {"short_channel_id_dir": f"{hop.short_channel_id}/{hop.direction}",
+                 "node_id_in": node_in.hex(), "node_id_out": hop.node_id.hex(),
+                 "amount_in_msat": amount_in, "amount_out_msat": hop.amount_msat,
+                 "cltv_in": cltv_in, "cltv_out": hop.delay}
+        if deprecated:
+            entry.update(amount_msat=amount_in, next_node_id=hop.node_id.hex(), delay=cltv_in)
+        path.append(entry)
         node_in, amount_in, cltv_in = hop.node_id, hop.amount_msat, hop.delay
     return {"probability_ppm": 1_000_000,
             "routes": [{"probability_ppm": 1_000_000, "amount_msat": int(amount_msat), "final_cltv": final_cltv,
