@@ -94,7 +94,9 @@ def _create(db: sqlite3.Connection, name: str) -> None:
     spec = TABLES[name]
     cols = []
     for col, sqltype in _columns(name):
-        key = col == spec["key"] and "parent" not in spec
+        # CLN makes created_index (or its explicit rowid) the primary key; here only rowid is, so that a list
+        # entry lacking a created_index cannot fail the whole query.
+        key = col == "rowid"
         cols.append(f'"{col}" {sqltype}{" PRIMARY KEY" if key else ""}')
     db.execute(f'CREATE TABLE "{name}" ({", ".join(cols)})')
     for i, index in enumerate(spec.get("indices", [])):
