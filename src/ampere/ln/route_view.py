@@ -46,7 +46,10 @@ OutEdge = tuple[int, int, int, int, int]
 # than updating it in place.
 _REBUILD_SHARE = 4
 _MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
-_BOUNDS_AFTER_USES = 2  # a key asked for this many times gets a table
+# A key asked for this many times (among the last thousand or so asked) gets a table: a payer that
+# asks again and again (ourselves, for `pay` and `getroute`).  Making one costs a search of the
+# whole graph; any other payer is served well enough by near_bounds.
+_BOUNDS_AFTER_USES = 8
 
 _KNOWN_NODE_FEATURE_BITS: int | None = None
 
@@ -125,6 +128,52 @@ class _Bounds:
         if heap:
             self._propagate(view, heap)
         self.loosened += changed
+
+
+def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int, fee_mult: int, risk_mult: int,
+                budget: int) -> tuple[list[int | None], int | None]:
+    """Lower bounds of route costs from `source` for a search from the payee: exact for the
+    `budget` nodes nearest the payer (a search from it, stopped early), and for all the others the
+    cost at which it stopped, which none of them is under.  Returns (costs, None for a node not
+    reached; that radius, None when the search reached every node it could: the others cannot
+    lead to the payer at all).
+
+    Each edge is priced `fee(amount) * fee_mult + amount * cltv_delta * risk_mult`, what the path
+    finder charges it for at least `amount` (a hop forwards no less than the payment), free out of
+    `source` and its `seeds` reached for free (the payer charges itself nothing).  min(cost,
+    radius) is a consistent bound (the minimum of two feasible potentials is one), so a search
+    from the payee guided by it finds the same route, and it meets this one half-way: each
+    explores around its own end what a single search would explore around the payee alone, and
+    in a graph where that ball grows fast with its radius, two balls of half the radius are far
+    smaller."""
+    n = len(view.ids)
+    dist: list[int | None] = [None] * n
+    tentative: list[int | None] = [None] * n  # the best cost seen for a node not yet settled
+    heap = [(0, s) for s in (source,) + seeds]
+    heapq.heapify(heap)
+    outgoing = view.outgoing
+    pop, push = heapq.heappop, heapq.heappush
+    a = amount
+    settled = 0
+    while heap:
+        d, x = pop(heap)
+        if dist[x] is not None:
+            continue
+        if settled >= budget:
+            return dist, d
+        dist[x] = d
+        settled += 1
+        free = x == source
+        for v, _, base, ppm, delta in outgoing[x]:
+            if dist[v] is not None:
+                continue
+            # BOLT #7 "HTLC Fees", as in the path finder.
+            nd = d if free else d + (base + a * ppm // 1_000_000) * fee_mult + a * delta * risk_mult
+            old = tentative[v]
+            if old is None or nd < old:
+                tentative[v] = nd
+                push(heap, (nd, v))
+    return dist, None
 
 
 class EdgeView:
