@@ -5,10 +5,15 @@ temp dir), then prints:
   - channel_updates validated per second (decode + checks + signature, as received from a peer),
   - channel_announcements validated per second (four signatures and the funding script),
   - the time to load the stored graph (gossip store file -> Graph),
+  - the graph's memory (tracemalloc: the Graph with its raw messages, then the path finder's view),
   - getroute calls per second on that graph (100,000 msat, riskfactor 10): from one payer to random
     payees (what `pay` and `getroute` without `fromid` do: the node itself pays), the same with a
     fresh channel_update applied to the graph before every 10th route (the path finder's view is
-    brought up to date, not rebuilt), and between random pairs (a new payer each time).
+    brought up to date, not rebuilt), and between random pairs (a new payer each time); each as
+    calls per wall-clock second and per CPU second of this process (the machine is shared: the
+    load average is printed with them),
+  - the same through a real ampd's RPC (one payer, then random pairs as `fromid`), its load time
+    of the store (its log) and its RSS.
 
 Prints figures; not a timed test.  Run: .venv/bin/python bench/bench_gossip.py [channels] [nodes]
 """
@@ -21,6 +26,7 @@ import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
@@ -92,7 +98,20 @@ def main() -> None:
             best_cpu = dc if best_cpu is None else min(best_cpu, dc)
         assert stats.channels == n_channels and stats.nodes == n_nodes
         print(f"load stored graph ({n_channels:,} channels, {n_nodes:,} nodes, {size / 1e6:.1f} MB): "
-              f"{best * 1000:.0f} ms ({best_cpu * 1000:.0f} ms CPU)")
+              f"{best * 1000:.0f} ms ({best_cpu * 1000:.0f} ms CPU; load average {os.getloadavg()[0]:.1f})")
+
+        tracemalloc.start()
+        measured = Graph()
+        with GossipStore(path) as s:
+            s.load(measured)
+        graph_bytes = tracemalloc.get_traced_memory()[0]
+        from ampere.ln.route_view import EdgeView
+        EdgeView.of(measured)
+        view_bytes = tracemalloc.get_traced_memory()[0] - graph_bytes
+        tracemalloc.stop()
+        del measured
+        print(f"graph in memory: {graph_bytes / 2**20:.1f} MiB (raw messages included), "
+              f"path finder's view: {view_bytes / 2**20:.1f} MiB")
 
         # getroute on the loaded graph.
         pubs = [k.pub for k in net.nodes]
@@ -135,27 +154,49 @@ def main() -> None:
             shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
             node.start()
             rpc = LightningRpc(node.rpc_path)
-            n, found = 0, 0
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < 5 or n < 20:
-                try:
-                    rpc.getroute(rng.choice(pubs[1:]).hex(), 100_000, 10, fromid=me.hex())
-                    found += 1
-                except RpcError:
-                    pass
-                n += 1
-            dt = time.perf_counter() - t0
-            print(f"getroute through ampd's RPC, one payer: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
-                  f"{found}/{n} found)")
+            loaded_line = node.wait_for_log("gossip_store: ")
+            print("ampd: " + loaded_line.strip().split("gossip_store: ", 1)[1] + f"; RSS {rss_mib(node.proc.pid):.1f} MiB")
+            for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
+                                ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
+                n, found = 0, 0
+                t0, c0 = time.perf_counter(), cpu_seconds(node.proc.pid)
+                while time.perf_counter() - t0 < 5 or n < 20:
+                    a, b = pair()
+                    try:
+                        rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
+                        found += 1
+                    except RpcError:
+                        pass
+                    n += 1
+                dt, dc = time.perf_counter() - t0, cpu_seconds(node.proc.pid) - c0
+                print(f"getroute through ampd's RPC, {label}: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
+                      f"ampd CPU {dc * 1000 / n:.2f} ms each = {n / dc:,.0f}/CPU s; {found}/{n} found; "
+                      f"load average {os.getloadavg()[0]:.1f})")
+            print(f"ampd RSS after the routes: {rss_mib(node.proc.pid):.1f} MiB")
         finally:
             f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def routes_per_second(graph: Graph, pair, seconds: float = 5.0) -> str:
     calls = found = hops = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or calls < 20:
         a, b = pair()
         try:
@@ -165,9 +206,9 @@ def routes_per_second(graph: Graph, pair, seconds: float = 5.0) -> str:
         except NoRouteError:
             pass
         calls += 1
-    dt = time.perf_counter() - t0
-    return (f"{calls / dt:,.1f}/s ({dt * 1000 / calls:.2f} ms each; {found}/{calls} found, "
-            f"{hops / max(found, 1):.1f} hops on average)")
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    return (f"{calls / dt:,.1f}/s ({dt * 1000 / calls:.2f} ms each; {calls / dc:,.0f}/CPU s; {found}/{calls} found, "
+            f"{hops / max(found, 1):.1f} hops on average; load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

@@ -251,16 +251,12 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             h_mul = rf.denominator * (1000 - 10 * fuzz)
     # Any other payer (`getroute`'s `fromid`, or ours before it has a table): exact bounds for the
     # nodes nearest the payer, a flat one beyond (near_bounds), taken when a node is first reached.
-    near: list[int | None] | None = None
-    radius: int | None = None
     if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
-        near, radius = near_bounds(view, src, tuple(sorted(p for p in peers if p < n)), amount,
-                                   fee_mult * (1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
-        if radius is None:
-            radius = -1  # the search from the payer reached all it could: the others cannot lead to it
-        for i in range(n, m):  # nodes new to the view: reached by our channels/hints
-            near.append(0)
-        near[src] = 0
+        h_of = near_bounds(view, src, tuple(sorted(p for p in peers if p < n)), amount,
+                           fee_mult * (1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
+        h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
+        h_mul = 1
+    limits = max_fee is not None or max_delay is not None
 
     # Per node: the best cost found, and for it the hops to the payee, the amount and cltv the
     # node must receive, and the next hop (node, scid, direction).
@@ -300,7 +296,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                 continue
             if excl_ch and (scid, d) in excl_ch:
                 continue
-            if cap is not None and amt_v + (used.get((scid, d), 0) if used else 0) > cap:
+            # (amt_v > cap alone is already out: no edge has htlc_maximum_msat above its capacity)
+            if used and cap is not None and amt_v + used.get((scid, d), 0) > cap:
                 continue
             if u == src:
                 amt_u, delay_u, new_cost = amt_v, delay_v, cost
@@ -312,9 +309,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                     new_cost = cost + fee * fee_mult * _fuzz(fuzz_seed, scid, d, fuzz) + amt_v * delta * risk_num
                 else:
                     new_cost = cost + fee * fee_mult_1000 + amt_v * delta * risk_num
-            if max_fee is not None and amt_u - amount > max_fee:
-                continue
-            if max_delay is not None and delay_u > max_delay:
+            if limits and ((max_fee is not None and amt_u - amount > max_fee)
+                           or (max_delay is not None and delay_u > max_delay)):
                 continue
             old = best[u]
             if old is not None and old <= new_cost:
@@ -322,15 +318,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             if h_of is not None:
                 h = h_of[u]
                 if h is None:
-                    continue
+                    continue  # the payer cannot reach u
                 key = new_cost + h * h_mul
-            elif near is not None:
-                h = near[u]
-                if h is None:
-                    h = radius
-                    if h < 0:
-                        continue
-                key = new_cost + h
             else:
                 key = new_cost
             best[u] = new_cost

@@ -131,38 +131,39 @@ class _Bounds:
 
 
 def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int, fee_mult: int, risk_mult: int,
-                budget: int) -> tuple[list[int | None], int | None]:
-    """Lower bounds of route costs from `source` for a search from the payee: exact for the
-    `budget` nodes nearest the payer (a search from it, stopped early), and for all the others the
-    cost at which it stopped, which none of them is under.  Returns (costs, None for a node not
-    reached; that radius, None when the search reached every node it could: the others cannot
-    lead to the payer at all).
+                budget: int) -> list[int | None]:
+    """Lower bounds of route costs from `source`, for a search from the payee: exact for the
+    `budget` nodes nearest the payer (a search from it, stopped early), and for every other node
+    the cost at which that search stopped (its radius), which none of them is under; None for the
+    nodes it cannot reach at all (when it ran out of nodes before its budget).
 
-    Each edge is priced `fee(amount) * fee_mult + amount * cltv_delta * risk_mult`, what the path
-    finder charges it for at least `amount` (a hop forwards no less than the payment), free out of
-    `source` and its `seeds` reached for free (the payer charges itself nothing).  min(cost,
-    radius) is a consistent bound (the minimum of two feasible potentials is one), so a search
-    from the payee guided by it finds the same route, and it meets this one half-way: each
-    explores around its own end what a single search would explore around the payee alone, and
-    in a graph where that ball grows fast with its radius, two balls of half the radius are far
-    smaller."""
+    Each edge is priced `fee(amount) * fee_mult + amount * cltv_delta * risk_mult`, the least the
+    path finder charges for it (a hop forwards no less than the payment), free out of `source`
+    and to its `seeds` (the payer charges itself nothing).  min(cost, radius) is a consistent
+    bound (the minimum of two feasible potentials is one), so the search from the payee guided by
+    it finds the same route; and it meets this one half-way: each explores around its own end,
+    and where the nodes within a cost grow fast with it, as in a payment network, two searches of
+    half the radius visit far fewer nodes than one from the payee alone."""
     n = len(view.ids)
-    dist: list[int | None] = [None] * n
+    dist: list[int | None] = [None] * n  # settled
     tentative: list[int | None] = [None] * n  # the best cost seen for a node not yet settled
     heap = [(0, s) for s in (source,) + seeds]
     heapq.heapify(heap)
     outgoing = view.outgoing
     pop, push = heapq.heappop, heapq.heappush
     a = amount
-    settled = 0
+    settled: list[int] = []
     while heap:
         d, x = pop(heap)
         if dist[x] is not None:
             continue
-        if settled >= budget:
-            return dist, d
+        if len(settled) >= budget:
+            bounds: list[int | None] = [d] * n  # d: the radius
+            for y in settled:
+                bounds[y] = dist[y]
+            return bounds
         dist[x] = d
-        settled += 1
+        settled.append(x)
         free = x == source
         for v, _, base, ppm, delta in outgoing[x]:
             if dist[v] is not None:
@@ -173,7 +174,7 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
             if old is None or nd < old:
                 tentative[v] = nd
                 push(heap, (nd, v))
-    return dist, None
+    return dist
 
 
 class EdgeView:
