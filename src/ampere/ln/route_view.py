@@ -227,8 +227,41 @@ class EdgeView:
         self.ends.clear()
         self._bounds.clear()
         self._asked.clear()
-        for ch in graph.channels.values():  # in `seq` order: each list comes out sorted
-            self._add(ch, None)
+        # As _add(ch, None) for each channel in `seq` order (each list comes out sorted), in one
+        # pass with the nodes numbered first: this runs at start, on the whole loaded graph.
+        index, ids, ends = self.index, self.ids, self.ends
+        channels = list(graph.channels.values())
+        for ch in channels:
+            for nid in (ch.node1, ch.node2):
+                if nid not in index:
+                    index[nid] = len(ids)
+                    ids.append(nid)
+        incoming: list[list[Edge]] = [[] for _ in ids]
+        outgoing: list[list[OutEdge]] = [[] for _ in ids]
+        self.incoming, self.outgoing, self.bad = incoming, outgoing, bytearray(len(ids))
+        for ch in channels:
+            i1, i2 = index[ch.node1], index[ch.node2]
+            scid = ch.scid
+            ends[scid] = (i1, i2)
+            if ch.spent_height is not None or (ch.features and not ch.routable_features):
+                continue
+            cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None
+            order = ch.seq * 2
+            h = ch.halves[0]
+            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and capacity).
+            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
+                    cap is None or h.htlc_maximum_msat <= cap):
+                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
+                incoming[i2].append((order, i1, int(scid), 0, base, ppm, delta, h.htlc_minimum_msat,
+                                     h.htlc_maximum_msat, cap))
+                outgoing[i1].append((i2, int(scid), base, ppm, delta))
+            h = ch.halves[1]
+            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
+                    cap is None or h.htlc_maximum_msat <= cap):
+                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
+                incoming[i1].append((order + 1, i2, int(scid), 1, base, ppm, delta, h.htlc_minimum_msat,
+                                     h.htlc_maximum_msat, cap))
+                outgoing[i2].append((i1, int(scid), base, ppm, delta))
         for node in graph.nodes.values():
             if node.info is not None and unroutable_node(node.info.features):
                 self.bad[self.number(node.node_id)] = 1
