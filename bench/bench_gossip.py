@@ -154,8 +154,9 @@ def main() -> None:
             shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
             node.start()
             rpc = LightningRpc(node.rpc_path)
-            loaded_line = node.wait_for_log("gossip_store: ")
-            print("ampd: " + loaded_line.strip().split("gossip_store: ", 1)[1] + f"; RSS {rss_mib(node.proc.pid):.1f} MiB")
+            node.wait_for_log("gossip_store: ")
+            loaded_line = next(line for line in node.logs().splitlines() if "gossip_store: " in line)
+            print("ampd: " + loaded_line.split("gossip_store: ", 1)[1] + f"; RSS {rss_mib(node.proc.pid):.1f} MiB")
             for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
                                 ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
                 n, found = 0, 0

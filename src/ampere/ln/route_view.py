@@ -246,22 +246,22 @@ class EdgeView:
             if ch.spent_height is not None or (ch.features and not ch.routable_features):
                 continue
             cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None
-            order = ch.seq * 2
+            order, iscid = ch.seq * 2, int(scid)  # one int shared by the edges' tuples
             h = ch.halves[0]
             # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and capacity).
             if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
                     cap is None or h.htlc_maximum_msat <= cap):
                 base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i2].append((order, i1, int(scid), 0, base, ppm, delta, h.htlc_minimum_msat,
+                incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, h.htlc_minimum_msat,
                                      h.htlc_maximum_msat, cap))
-                outgoing[i1].append((i2, int(scid), base, ppm, delta))
+                outgoing[i1].append((i2, iscid, base, ppm, delta))
             h = ch.halves[1]
             if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
                     cap is None or h.htlc_maximum_msat <= cap):
                 base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i1].append((order + 1, i2, int(scid), 1, base, ppm, delta, h.htlc_minimum_msat,
+                incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, h.htlc_minimum_msat,
                                      h.htlc_maximum_msat, cap))
-                outgoing[i2].append((i1, int(scid), base, ppm, delta))
+                outgoing[i2].append((i1, iscid, base, ppm, delta))
         for node in graph.nodes.values():
             if node.info is not None and unroutable_node(node.info.features):
                 self.bad[self.number(node.node_id)] = 1
