@@ -250,10 +250,11 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             h_of = dist + [0] * (m - len(dist))  # nodes new to the view: reached by our channels/hints
             h_mul = rf.denominator * (1000 - 10 * fuzz)
     # Any other payer (`getroute`'s `fromid`, or ours before it has a table): exact bounds for the
-    # nodes nearest the payer, a flat one beyond (near_bounds), taken when a node is first reached.
+    # nodes nearest the payer and a flat one beyond, from a short search out of the payer
+    # (near_bounds), with each edge at the least this query can charge for it.
     if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
         h_of = near_bounds(view, src, tuple(sorted(p for p in peers if p < n)), amount,
-                           fee_mult * (1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
+                           fee_mult * max(0, 1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
         h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
         h_mul = 1
     limits = max_fee is not None or max_delay is not None

@@ -4,18 +4,23 @@ to date as gossip changes the graph, and lower bounds on route costs from a paye
     view = EdgeView.of(graph)          # built once, then brought up to date from graph changes
     view.incoming[v]                   # usable edges into node number v (see Edge)
     dist = view.bounds(src, seeds, amount_ref, risk_ref)   # per-node lower bounds, or None
+    dist = near_bounds(view, src, seeds, amount, fee_mult, risk_mult, budget)   # any payer, per query
 
 The view is not rebuilt after each gossip change: the graph names the channels and nodes that
 changed since the view last looked (`graph.changed_scids`, `graph.changed_nodes`), and only those
 channels' edges are replaced.  Each node's edges stay in the graph's channel order, so the view
 after any number of updates equals one built from scratch, and so do the routes found in it.
 
-Lower bounds (for A*): `bounds()` gives, for every node, the cost of the cheapest path from the
-payer to it with every edge priced at what it costs for the smallest amount and risk factor the
-bound is made for (a fee never shrinks as the amount grows).  Searching with them finds the same
-cheapest route while visiting a few dozen nodes instead of thousands.  They are made for a payer
-that asks again (ours, for `pay` and `getroute`), kept for a few (payer, amount octave, risk
-factor) keys, and repaired in place when the graph changes: a new or cheaper edge lowers the bounds
+Lower bounds for any payer: `near_bounds()` searches out of the payer for a couple of hundred
+nodes, at the query's own amount and risk factor: exact bounds near the payer, the radius where it
+stopped beyond (see there).  The path finder uses them when the payer has no table of its own.
+
+Lower bounds (for A*) for a payer that asks again and again: `bounds()` gives, for every node,
+the cost of the cheapest path from the payer to it with every edge priced at what it costs for the
+smallest amount and risk factor the bound is made for (a fee never shrinks as the amount grows).
+Searching with them finds the same cheapest route while visiting a few dozen nodes instead of
+thousands.  They are made for a payer that asks many times (ours, for `pay` and `getroute`),
+kept for a few (payer, amount octave, risk factor) keys, and repaired in place when the graph changes: a new or cheaper edge lowers the bounds
 behind it (what A* needs to stay exact); a dearer or removed edge leaves them lower than they could
 be, which is still right, and after many such changes they are made again.
 """
