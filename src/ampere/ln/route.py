@@ -262,11 +262,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     # Per node: the best cost found, and for it the hops to the payee, the amount and cltv the
     # node must receive, and the next hop (node, scid, direction).
     best: list[int | None] = [None] * m
-    hops_of = [0] * m
-    amt_of = [0] * m
-    delay_of = [0] * m
-    nxt_of: list[Any] = [None] * m
-    best[dst], amt_of[dst], delay_of[dst] = 0, amount, q.final_cltv
+    label: list[Any] = [None] * m  # (amount, cltv, next node, scid, direction)
+    best[dst], label[dst] = 0, (amount, q.final_cltv, None, None, None)
     heap: list[tuple[int, int, int, int]] = [(0, 0, 0, dst)]
     counter = 1
     pop, push = heapq.heappop, heapq.heappush
@@ -280,8 +277,9 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             break
         if hops >= max_hops:
             continue
-        cost, amt_v, delay_v = best[v], amt_of[v], delay_of[v]
+        cost, (amt_v, delay_v, _, _, _) = best[v], label[v]
         assert cost is not None  # a node is pushed on the heap with its cost
+        risk_v = amt_v * risk_num
         nhops = hops + 1
         edges = incoming[v] if v < n else no_edges
         if extra:
@@ -307,9 +305,9 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                 fee = base + amt_v * ppm // 1_000_000
                 amt_u, delay_u = amt_v + fee, delay_v + delta
                 if fuzz:
-                    new_cost = cost + fee * fee_mult * _fuzz(fuzz_seed, scid, d, fuzz) + amt_v * delta * risk_num
+                    new_cost = cost + fee * fee_mult * _fuzz(fuzz_seed, scid, d, fuzz) + delta * risk_v
                 else:
-                    new_cost = cost + fee * fee_mult_1000 + amt_v * delta * risk_num
+                    new_cost = cost + fee * fee_mult_1000 + delta * risk_v
             if limits and ((max_fee is not None and amt_u - amount > max_fee)
                            or (max_delay is not None and delay_u > max_delay)):
                 continue
@@ -324,7 +322,7 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             else:
                 key = new_cost
             best[u] = new_cost
-            hops_of[u], amt_of[u], delay_of[u], nxt_of[u] = nhops, amt_u, delay_u, (v, scid, d)
+            label[u] = (amt_u, delay_u, v, scid, d)
             push(heap, (key, nhops, counter, u))
             counter += 1
     if not closed[src]:
@@ -333,8 +331,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     route = []
     node = src
     while node != dst:
-        v, scid, d = nxt_of[node]
-        route.append(RouteHop(names[v], ShortChannelId(scid), d, amt_of[v], delay_of[v]))
+        _, _, v, scid, d = label[node]
+        route.append(RouteHop(names[v], ShortChannelId(scid), d, label[v][0], label[v][1]))
         node = v
     return route
 

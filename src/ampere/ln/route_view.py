@@ -156,7 +156,7 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     heapq.heapify(heap)
     outgoing = view.outgoing
     pop, push = heapq.heappop, heapq.heappush
-    a = amount
+    a, a_risk = amount, amount * risk_mult
     settled: list[int] = []
     while heap:
         d, x = pop(heap)
@@ -171,10 +171,8 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
         settled.append(x)
         free = x == source
         for v, _, base, ppm, delta in outgoing[x]:
-            if dist[v] is not None:
-                continue
-            # BOLT #7 "HTLC Fees", as in the path finder.
-            nd = d if free else d + (base + a * ppm // 1_000_000) * fee_mult + a * delta * risk_mult
+            # BOLT #7 "HTLC Fees", as in the path finder.  (A settled v has tentative[v] <= d.)
+            nd = d if free else d + (base + a * ppm // 1_000_000) * fee_mult + delta * a_risk
             old = tentative[v]
             if old is None or nd < old:
                 tentative[v] = nd
