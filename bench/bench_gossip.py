@@ -33,7 +33,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from ampere.ln.gossip import Accept, GossipValidator, Graph  # noqa: E402
 from ampere.node.gossip.store_file import GossipStore  # noqa: E402
 from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
-from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
+from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
+from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
 from common import factory as node_factory  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
@@ -124,8 +125,9 @@ def main() -> None:
 
         # Gossip keeps coming: fresh channel_updates (new fees, a later timestamp) for random channels.
         factory = GossipFactory(chain)
+        # (enough for both runs below at up to 2,500 routes/s; they are applied from the end)
         changes = []
-        for k in range(300):
+        for k in range(2500):
             i = rng.randrange(len(net.edges))
             scid, a, b = net.edges[i]
             frm, to = (a, b) if k % 2 else (b, a)
@@ -135,6 +137,7 @@ def main() -> None:
                                                   cltv_expiry_delta=rng.choice((6, 18, 40, 144)),
                                                   htlc_maximum_msat=net.announcements[i][1] * 900))
         tick = iter(range(10**9))
+        changes_before = list(changes)
 
         def with_gossip() -> tuple[bytes, bytes]:
             if next(tick) % 10 == 0 and changes:
@@ -142,8 +145,24 @@ def main() -> None:
             return me, rng.choice(pubs[1:])
 
         print("getroute from one payer, a channel_update applied every 10 routes: "
-              + routes_per_second(loaded, with_gossip))
+              + routes_per_second(loaded, with_gossip) + f" ({len(changes_before) - len(changes)} updates applied)")
         print("getroute between random pairs: " + routes_per_second(loaded, lambda: tuple(rng.sample(pubs, 2))))
+
+        def random_with_gossip() -> tuple[bytes, bytes]:
+            if next(tick) % 10 == 0 and changes:
+                loaded.apply_channel_update(changes.pop())
+            return tuple(rng.sample(pubs, 2))
+
+        left = len(changes)
+
+        print("getroute between random pairs, a channel_update applied every 10 routes: "
+              + routes_per_second(loaded, random_with_gossip) + f" ({left - len(changes)} updates applied)")
+        # pay's query: from us, with our own channels as the channel manager gives them (their
+        # spendable amounts replace the graph's view of them), a fee limit, MPP's split on top.
+        mine = [LocalChannel(s, loaded.channels[s].other(me), MsatInt(50_000_000))
+                for s in sorted(loaded.nodes[me].channels)]
+        print("pay's path finder (split_payment, our channels, maxfee 5%), one payer: "
+              + routes_per_second(loaded, lambda: (me, rng.choice(pubs[1:])), local=mine))
 
         # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
         # (fromid: one payer of the graph, the node itself having no channels in it).
@@ -195,16 +214,20 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def routes_per_second(graph: Graph, pair, seconds: float = 5.0) -> str:
+def routes_per_second(graph: Graph, pair, seconds: float = 5.0, local: list | None = None) -> str:
     calls = found = hops = 0
     t0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or calls < 20:
         a, b = pair()
         try:
-            route = find_route(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+            if local is None:
+                route = find_route(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+            else:
+                route = split_payment(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10,
+                                                        max_fee_msat=MsatInt(5_000), local_channels=local))[0]
             found += 1
             hops += len(route)
-        except NoRouteError:
+        except RouteError:
             pass
         calls += 1
     dt, dc = time.perf_counter() - t0, time.process_time() - c0
