@@ -5,10 +5,15 @@ temp dir), then prints:
   - channel_updates validated per second (decode + checks + signature, as received from a peer),
   - channel_announcements validated per second (four signatures and the funding script),
   - the time to load the stored graph (gossip store file -> Graph),
+  - the graph's memory (tracemalloc: the Graph with its raw messages, then the path finder's view),
   - getroute calls per second on that graph (100,000 msat, riskfactor 10): from one payer to random
     payees (what `pay` and `getroute` without `fromid` do: the node itself pays), the same with a
     fresh channel_update applied to the graph before every 10th route (the path finder's view is
-    brought up to date, not rebuilt), and between random pairs (a new payer each time).
+    brought up to date, not rebuilt), and between random pairs (a new payer each time); each as
+    calls per wall-clock second and per CPU second of this process (the machine is shared: the
+    load average is printed with them),
+  - the same through a real ampd's RPC (one payer, then random pairs as `fromid`), its load time
+    of the store (its log) and its RSS.
 
 Prints figures; not a timed test.  Run: .venv/bin/python bench/bench_gossip.py [channels] [nodes]
 """
@@ -21,13 +26,15 @@ import shutil
 import sys
 import tempfile
 import time
+import tracemalloc
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from ampere.ln.gossip import Accept, GossipValidator, Graph  # noqa: E402
 from ampere.node.gossip.store_file import GossipStore  # noqa: E402
 from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
-from ampere.ln.route import NoRouteError, RouteQuery, find_route  # noqa: E402
+from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
+from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
 from common import factory as node_factory  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
@@ -92,7 +99,20 @@ def main() -> None:
             best_cpu = dc if best_cpu is None else min(best_cpu, dc)
         assert stats.channels == n_channels and stats.nodes == n_nodes
         print(f"load stored graph ({n_channels:,} channels, {n_nodes:,} nodes, {size / 1e6:.1f} MB): "
-              f"{best * 1000:.0f} ms ({best_cpu * 1000:.0f} ms CPU)")
+              f"{best * 1000:.0f} ms ({best_cpu * 1000:.0f} ms CPU; load average {os.getloadavg()[0]:.1f})")
+
+        tracemalloc.start()
+        measured = Graph()
+        with GossipStore(path) as s:
+            s.load(measured)
+        graph_bytes = tracemalloc.get_traced_memory()[0]
+        from ampere.ln.route_view import EdgeView
+        EdgeView.of(measured)
+        view_bytes = tracemalloc.get_traced_memory()[0] - graph_bytes
+        tracemalloc.stop()
+        del measured
+        print(f"graph in memory: {graph_bytes / 2**20:.1f} MiB (raw messages included), "
+              f"path finder's view: {view_bytes / 2**20:.1f} MiB")
 
         # getroute on the loaded graph.
         pubs = [k.pub for k in net.nodes]
@@ -105,8 +125,9 @@ def main() -> None:
 
         # Gossip keeps coming: fresh channel_updates (new fees, a later timestamp) for random channels.
         factory = GossipFactory(chain)
+        # (enough for both runs below at up to 2,500 routes/s; they are applied from the end)
         changes = []
-        for k in range(300):
+        for k in range(2500):
             i = rng.randrange(len(net.edges))
             scid, a, b = net.edges[i]
             frm, to = (a, b) if k % 2 else (b, a)
@@ -116,6 +137,7 @@ def main() -> None:
                                                   cltv_expiry_delta=rng.choice((6, 18, 40, 144)),
                                                   htlc_maximum_msat=net.announcements[i][1] * 900))
         tick = iter(range(10**9))
+        changes_before = list(changes)
 
         def with_gossip() -> tuple[bytes, bytes]:
             if next(tick) % 10 == 0 and changes:
@@ -123,8 +145,24 @@ def main() -> None:
             return me, rng.choice(pubs[1:])
 
         print("getroute from one payer, a channel_update applied every 10 routes: "
-              + routes_per_second(loaded, with_gossip))
+              + routes_per_second(loaded, with_gossip) + f" ({len(changes_before) - len(changes)} updates applied)")
         print("getroute between random pairs: " + routes_per_second(loaded, lambda: tuple(rng.sample(pubs, 2))))
+
+        def random_with_gossip() -> tuple[bytes, bytes]:
+            if next(tick) % 10 == 0 and changes:
+                loaded.apply_channel_update(changes.pop())
+            return tuple(rng.sample(pubs, 2))
+
+        left = len(changes)
+
+        print("getroute between random pairs, a channel_update applied every 10 routes: "
+              + routes_per_second(loaded, random_with_gossip) + f" ({left - len(changes)} updates applied)")
+        # pay's query: from us, with our own channels as the channel manager gives them (their
+        # spendable amounts replace the graph's view of them), a fee limit, MPP's split on top.
+        mine = [LocalChannel(s, loaded.channels[s].other(me), MsatInt(50_000_000))
+                for s in sorted(loaded.nodes[me].channels)]
+        print("pay's path finder (split_payment, our channels, maxfee 5%), one payer: "
+              + routes_per_second(loaded, lambda: (me, rng.choice(pubs[1:])), local=mine))
 
         # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
         # (fromid: one payer of the graph, the node itself having no channels in it).
@@ -135,39 +173,66 @@ def main() -> None:
             shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
             node.start()
             rpc = LightningRpc(node.rpc_path)
-            n, found = 0, 0
-            t0 = time.perf_counter()
-            while time.perf_counter() - t0 < 5 or n < 20:
-                try:
-                    rpc.getroute(rng.choice(pubs[1:]).hex(), 100_000, 10, fromid=me.hex())
-                    found += 1
-                except RpcError:
-                    pass
-                n += 1
-            dt = time.perf_counter() - t0
-            print(f"getroute through ampd's RPC, one payer: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
-                  f"{found}/{n} found)")
+            node.wait_for_log("gossip_store: ")
+            loaded_line = next(line for line in node.logs().splitlines() if "gossip_store: " in line)
+            print("ampd: " + loaded_line.split("gossip_store: ", 1)[1] + f"; RSS {rss_mib(node.proc.pid):.1f} MiB")
+            for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
+                                ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
+                n, found = 0, 0
+                t0, c0 = time.perf_counter(), cpu_seconds(node.proc.pid)
+                while time.perf_counter() - t0 < 5 or n < 20:
+                    a, b = pair()
+                    try:
+                        rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
+                        found += 1
+                    except RpcError:
+                        pass
+                    n += 1
+                dt, dc = time.perf_counter() - t0, cpu_seconds(node.proc.pid) - c0
+                print(f"getroute through ampd's RPC, {label}: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
+                      f"ampd CPU {dc * 1000 / n:.2f} ms each = {n / dc:,.0f}/CPU s; {found}/{n} found; "
+                      f"load average {os.getloadavg()[0]:.1f})")
+            print(f"ampd RSS after the routes: {rss_mib(node.proc.pid):.1f} MiB")
         finally:
             f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def routes_per_second(graph: Graph, pair, seconds: float = 5.0) -> str:
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def routes_per_second(graph: Graph, pair, seconds: float = 5.0, local: list | None = None) -> str:
     calls = found = hops = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     while time.perf_counter() - t0 < seconds or calls < 20:
         a, b = pair()
         try:
-            route = find_route(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+            if local is None:
+                route = find_route(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10))
+            else:
+                route = split_payment(graph, RouteQuery(source=a, destination=b, amount_msat=100_000, riskfactor=10,
+                                                        max_fee_msat=MsatInt(5_000), local_channels=local))[0]
             found += 1
             hops += len(route)
-        except NoRouteError:
+        except RouteError:
             pass
         calls += 1
-    dt = time.perf_counter() - t0
-    return (f"{calls / dt:,.1f}/s ({dt * 1000 / calls:.2f} ms each; {found}/{calls} found, "
-            f"{hops / max(found, 1):.1f} hops on average)")
+    dt, dc = time.perf_counter() - t0, time.process_time() - c0
+    return (f"{calls / dt:,.1f}/s ({dt * 1000 / calls:.2f} ms each; {calls / dc:,.0f}/CPU s; {found}/{calls} found, "
+            f"{hops / max(found, 1):.1f} hops on average; load average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":

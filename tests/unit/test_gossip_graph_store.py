@@ -132,6 +132,47 @@ def test_store_round_trip_and_replacement(tmp_path):
         + net.node_announcements)
 
 
+def test_store_load_builds_the_graph_add_and_apply_build(tmp_path):
+    """Loading takes a leaner path than gossip arriving (load_channel_announcement/update): the
+    graph, its channel order and the path finder's view come out the same."""
+    from ampere.ln.route_view import EdgeView
+
+    net = random_network(F, n_nodes=25, n_channels=60, now=NOW, seed=3)
+    priv_scid = int(ShortChannelId.from_str("900x1x0"))
+    store = _store(tmp_path)
+    # A private channel of ours, between two nodes of the network.
+    store.add_private_channel(priv_scid, net.nodes[1].pub, net.nodes[2].pub, 5_000, NOW)
+    direct = Graph()
+    direct.add_private_channel(priv_scid, net.nodes[1].pub, net.nodes[2].pub, 5_000, NOW)
+    for ann, cap in net.announcements:
+        store.add_channel_announcement(ann, cap, NOW)
+        direct.add_channel_announcement(ann, cap, NOW)
+    for upd in net.updates:
+        store.add_channel_update(upd, NOW)
+        direct.apply_channel_update(upd)
+    for na in net.node_announcements:
+        store.add_node_announcement(na, NOW)
+        direct.apply_node_announcement(na)
+    store.close()
+    graph = Graph()
+    with GossipStore(str(tmp_path / "gossip_store")) as again:
+        again.load(graph)
+    assert graph.version > 0 and list(graph.channels) == list(direct.channels)
+    for scid, ch in direct.channels.items():
+        got = graph.channels[scid]
+        assert type(got.scid) is ShortChannelId and got.scid == scid and str(got.scid) == str(ch.scid)
+        assert (got.node1, got.node2, got.capacity_sat, got.features, got.raw, got.public) == (
+            ch.node1, ch.node2, ch.capacity_sat, ch.features, ch.raw, ch.public)
+        assert (got.bitcoin_key_1, got.bitcoin_key_2) == (ch.bitcoin_key_1, ch.bitcoin_key_2)
+        assert (got.bitcoin_key_1 != b"") == got.public
+        assert [h.raw if h else None for h in got.halves] == [h.raw if h else None for h in ch.halves]
+        assert [h.fee_base_msat if h else None for h in got.halves] == [h.fee_base_msat if h else None for h in ch.halves]
+    assert graph.list_channels() == direct.list_channels() and graph.list_nodes() == direct.list_nodes()
+    assert not graph.channels[priv_scid].public
+    assert [[e[1:] for e in lst] for lst in EdgeView.of(graph).incoming] == \
+        [[e[1:] for e in lst] for lst in EdgeView.of(direct).incoming]
+
+
 def test_store_delete_and_compact(tmp_path):
     store = _store(tmp_path)
     for scid, x, y in ((S1, A, B), (S2, B, C)):

@@ -11,6 +11,7 @@ import pytest
 from ampere.ln.gossip import Graph
 from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.ln.route import LocalChannel, NoRouteError, RouteQuery, find_route
+from ampere.ln import route_view
 from ampere.ln.route_view import EdgeView
 from ampere.wire.bolt1 import chain_hash
 from ampere.wire.types import ShortChannelId
@@ -79,7 +80,7 @@ def test_update_after_the_view_exists_is_in_the_next_route():
         for p, r in ((x, y), (y, x)):
             g.apply_channel_update(F.channel_update(s, p, r, timestamp=NOW, fee_base_msat=3000))
     q = RouteQuery(source=a.pub, destination=d.pub, amount_msat=50_000)
-    for _ in range(3):  # asked again: the search now runs with lower bounds (A*)
+    for _ in range(route_view._BOUNDS_AFTER_USES + 1):  # asked again: the search now runs with a table of bounds
         assert [h.node_id for h in find_route(g, q)] == [b.pub, c.pub, d.pub]
     assert EdgeView.of(g)._bounds, "the repeated query should have made bounds"
     version = g.version
@@ -148,7 +149,7 @@ def test_incremental_view_equals_a_rebuild_and_routes_a_plain_search(seed):
             view = EdgeView.of(g)
             fs = fresh_view.index[view.ids[src]]
             fseeds = tuple(sorted(fresh_view.index[view.ids[s]] for s in seeds))
-            for _ in range(2):
+            for _ in range(route_view._BOUNDS_AFTER_USES):
                 fd = fresh_view.bounds(fs, fseeds, amount, risk)
             for i, node_id in enumerate(view.ids):
                 j = fresh_view.index.get(node_id)

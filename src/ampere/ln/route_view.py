@@ -4,18 +4,23 @@ to date as gossip changes the graph, and lower bounds on route costs from a paye
     view = EdgeView.of(graph)          # built once, then brought up to date from graph changes
     view.incoming[v]                   # usable edges into node number v (see Edge)
     dist = view.bounds(src, seeds, amount_ref, risk_ref)   # per-node lower bounds, or None
+    dist = near_bounds(view, src, seeds, amount, fee_mult, risk_mult, budget)   # any payer, per query
 
 The view is not rebuilt after each gossip change: the graph names the channels and nodes that
 changed since the view last looked (`graph.changed_scids`, `graph.changed_nodes`), and only those
 channels' edges are replaced.  Each node's edges stay in the graph's channel order, so the view
 after any number of updates equals one built from scratch, and so do the routes found in it.
 
-Lower bounds (for A*): `bounds()` gives, for every node, the cost of the cheapest path from the
-payer to it with every edge priced at what it costs for the smallest amount and risk factor the
-bound is made for (a fee never shrinks as the amount grows).  Searching with them finds the same
-cheapest route while visiting a few dozen nodes instead of thousands.  They are made for a payer
-that asks again (ours, for `pay` and `getroute`), kept for a few (payer, amount octave, risk
-factor) keys, and repaired in place when the graph changes: a new or cheaper edge lowers the bounds
+Lower bounds for any payer: `near_bounds()` searches out of the payer for a couple of hundred
+nodes, at the query's own amount and risk factor: exact bounds near the payer, the radius where it
+stopped beyond (see there).  The path finder uses them when the payer has no table of its own.
+
+Lower bounds (for A*) for a payer that asks again and again: `bounds()` gives, for every node,
+the cost of the cheapest path from the payer to it with every edge priced at what it costs for the
+smallest amount and risk factor the bound is made for (a fee never shrinks as the amount grows).
+Searching with them finds the same cheapest route while visiting a few dozen nodes instead of
+thousands.  They are made for a payer that asks many times (ours, for `pay` and `getroute`),
+kept for a few (payer, amount octave, risk factor) keys, and repaired in place when the graph changes: a new or cheaper edge lowers the bounds
 behind it (what A* needs to stay exact); a dearer or removed edge leaves them lower than they could
 be, which is still right, and after many such changes they are made again.
 """
@@ -46,7 +51,10 @@ OutEdge = tuple[int, int, int, int, int]
 # than updating it in place.
 _REBUILD_SHARE = 4
 _MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
-_BOUNDS_AFTER_USES = 2  # a key asked for this many times gets a table
+# A key asked for this many times (among the last thousand or so asked) gets a table: a payer that
+# asks again and again (ourselves, for `pay` and `getroute`).  Making one costs a search of the
+# whole graph; any other payer is served well enough by near_bounds.
+_BOUNDS_AFTER_USES = 8
 
 _KNOWN_NODE_FEATURE_BITS: int | None = None
 
@@ -127,6 +135,51 @@ class _Bounds:
         self.loosened += changed
 
 
+def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int, fee_mult: int, risk_mult: int,
+                budget: int) -> list[int | None]:
+    """Lower bounds of route costs from `source`, for a search from the payee: exact for the
+    `budget` nodes nearest the payer (a search from it, stopped early), and for every other node
+    the cost at which that search stopped (its radius), which none of them is under; None for the
+    nodes it cannot reach at all (when it ran out of nodes before its budget).
+
+    Each edge is priced `fee(amount) * fee_mult + amount * cltv_delta * risk_mult`, the least the
+    path finder charges for it (a hop forwards no less than the payment), free out of `source`
+    and to its `seeds` (the payer charges itself nothing).  min(cost, radius) is a consistent
+    bound (the minimum of two feasible potentials is one), so the search from the payee guided by
+    it finds the same route; and it meets this one half-way: each explores around its own end,
+    and where the nodes within a cost grow fast with it, as in a payment network, two searches of
+    half the radius visit far fewer nodes than one from the payee alone."""
+    n = len(view.ids)
+    dist: list[int | None] = [None] * n  # settled
+    tentative: list[int | None] = [None] * n  # the best cost seen for a node not yet settled
+    heap = [(0, s) for s in (source,) + seeds]
+    heapq.heapify(heap)
+    outgoing = view.outgoing
+    pop, push = heapq.heappop, heapq.heappush
+    a, a_risk = amount, amount * risk_mult
+    settled: list[int] = []
+    while heap:
+        d, x = pop(heap)
+        if dist[x] is not None:
+            continue
+        if len(settled) >= budget:
+            bounds: list[int | None] = [d] * n  # d: the radius
+            for y in settled:
+                bounds[y] = dist[y]
+            return bounds
+        dist[x] = d
+        settled.append(x)
+        free = x == source
+        for v, _, base, ppm, delta in outgoing[x]:
+            # BOLT #7 "HTLC Fees", as in the path finder.  (A settled v has tentative[v] <= d.)
+            nd = d if free else d + (base + a * ppm // 1_000_000) * fee_mult + delta * a_risk
+            old = tentative[v]
+            if old is None or nd < old:
+                tentative[v] = nd
+                push(heap, (nd, v))
+    return dist
+
+
 class EdgeView:
     """The graph's usable directed edges, by the node they lead to (`incoming`) and the node they
     leave (`outgoing`), with nodes numbered.  Numbers are never reused while the view lives (a
@@ -177,8 +230,41 @@ class EdgeView:
         self.ends.clear()
         self._bounds.clear()
         self._asked.clear()
-        for ch in graph.channels.values():  # in `seq` order: each list comes out sorted
-            self._add(ch, None)
+        # As _add(ch, None) for each channel in `seq` order (each list comes out sorted), in one
+        # pass with the nodes numbered first: this runs at start, on the whole loaded graph.
+        index, ids, ends = self.index, self.ids, self.ends
+        channels = list(graph.channels.values())
+        for ch in channels:
+            for nid in (ch.node1, ch.node2):
+                if nid not in index:
+                    index[nid] = len(ids)
+                    ids.append(nid)
+        incoming: list[list[Edge]] = [[] for _ in ids]
+        outgoing: list[list[OutEdge]] = [[] for _ in ids]
+        self.incoming, self.outgoing, self.bad = incoming, outgoing, bytearray(len(ids))
+        for ch in channels:
+            i1, i2 = index[ch.node1], index[ch.node2]
+            scid = ch.scid
+            ends[scid] = (i1, i2)
+            if ch.spent_height is not None or (ch.features and not ch.routable_features):
+                continue
+            cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None
+            order, iscid = ch.seq * 2, int(scid)  # one int shared by the edges' tuples
+            h = ch.halves[0]
+            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and capacity).
+            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
+                    cap is None or h.htlc_maximum_msat <= cap):
+                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
+                incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, h.htlc_minimum_msat,
+                                     h.htlc_maximum_msat, cap))
+                outgoing[i1].append((i2, iscid, base, ppm, delta))
+            h = ch.halves[1]
+            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
+                    cap is None or h.htlc_maximum_msat <= cap):
+                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
+                incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, h.htlc_minimum_msat,
+                                     h.htlc_maximum_msat, cap))
+                outgoing[i2].append((i1, iscid, base, ppm, delta))
         for node in graph.nodes.values():
             if node.info is not None and unroutable_node(node.info.features):
                 self.bad[self.number(node.node_id)] = 1

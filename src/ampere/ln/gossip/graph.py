@@ -25,7 +25,7 @@ from ampere.primitives.amount import SatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
-from .rawmsg import channel_announcement_fields, channel_update_values, node_announcement_fields
+from .rawmsg import RawMessageError, channel_announcement_fields, channel_update_values, node_announcement_fields
 
 # BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
 # weeks (1209600 seconds): MAY prune the channel."
@@ -72,11 +72,11 @@ class Half:
 
 class Channel:
     __slots__ = ("scid", "node1", "node2", "capacity_sat", "features", "raw", "public", "halves",
-                 "spent_height", "added_at", "bitcoin_key_1", "bitcoin_key_2", "seq")
+                 "spent_height", "added_at", "seq")
 
     def __init__(self, scid: int, node1: bytes, node2: bytes, capacity_sat: SatInt, features: bytes = b"",
                  raw: bytes | None = None, public: bool = True, added_at: int = 0) -> None:
-        self.scid = ShortChannelId(scid)
+        self.scid = scid if type(scid) is ShortChannelId else ShortChannelId(scid)
         self.node1 = node1
         self.node2 = node2
         self.capacity_sat = capacity_sat
@@ -86,11 +86,17 @@ class Channel:
         self.halves: list[Half | None] = [None, None]
         self.spent_height: int | None = None
         self.added_at = added_at
-        self.bitcoin_key_1 = b""
-        self.bitcoin_key_2 = b""
         # Its place in `Graph.channels`' order (set by the graph): the path finder's edge view
         # keeps each node's edges in this order, so its updates in place equal a rebuild.
         self.seq = 0
+
+    @property
+    def bitcoin_key_1(self) -> bytes:
+        return channel_announcement_fields(self.raw).bitcoin_key_1 if self.raw is not None else b""
+
+    @property
+    def bitcoin_key_2(self) -> bytes:
+        return channel_announcement_fields(self.raw).bitcoin_key_2 if self.raw is not None else b""
 
     def node(self, direction: int) -> bytes:
         """The node whose `channel_update` has this direction (the source of that direction)."""
@@ -181,11 +187,51 @@ class Graph:
             # A private channel of ours being announced: keep its updates.
             self._detach_nodes(old)
         ch = Channel(f.short_channel_id, f.node_id_1, f.node_id_2, capacity_sat, f.features, raw, True, now)
-        ch.bitcoin_key_1, ch.bitcoin_key_2 = f.bitcoin_key_1, f.bitcoin_key_2
         if old is not None:
             ch.halves = old.halves
         self._attach(ch)
         return ch
+
+    def load_channel_announcement(self, raw: bytes, capacity_sat: SatInt, now: int = 0) -> Channel:
+        """add_channel_announcement for bytes read back from our own store while loading it: only
+        what the graph keeps is sliced out (no field tuple), and the version is bumped once, by
+        `loaded()`.  A channel already known goes the ordinary way."""
+        if len(raw) < 260 or raw[0] != 1 or raw[1] != 0:
+            raise RawMessageError("not a channel_announcement")
+        pos = 260 + ((raw[258] << 8) | raw[259])  # after `features`
+        if len(raw) < pos + 172:
+            raise RawMessageError("channel_announcement too short")
+        scid = int.from_bytes(raw[pos + 32 : pos + 40], "big")
+        channels = self.channels
+        if scid in channels:
+            return self.add_channel_announcement(raw, capacity_sat, now)
+        n1, n2 = raw[pos + 40 : pos + 73], raw[pos + 73 : pos + 106]
+        # (a ShortChannelId without its range check: eight bytes always fit)
+        scid = int.__new__(ShortChannelId, scid)
+        ch = Channel(scid, n1, n2, capacity_sat, raw[260:pos], raw, True, now)
+        ch.seq = self._next_seq
+        self._next_seq += 1
+        channels[scid] = ch
+        self.changed_scids.add(scid)
+        nodes = self.nodes
+        for nid in (n1, n2):
+            node = nodes.get(nid)
+            if node is None:
+                node = nodes[nid] = Node(nid)
+            node.channels.add(scid)
+        return ch
+
+    def load_channel_update(self, raw: bytes) -> Half:
+        """apply_channel_update while loading our own store (see load_channel_announcement)."""
+        half = Half(raw)
+        scid = int.from_bytes(raw[98:106], "big")
+        self.channels[scid].halves[half.channel_flags & 1] = half
+        self.changed_scids.add(scid)
+        return half
+
+    def loaded(self) -> None:
+        """The end of a load through the load_* methods: one version bump for all of it."""
+        self._touch(scids_changed=True)
 
     def add_private_channel(self, scid: int, node_a: bytes, node_b: bytes, capacity_sat: SatInt, now: int = 0) -> Channel:
         """A channel we know without an announcement (our own unannounced channels): BOLT #7 "SHOULD

@@ -101,6 +101,12 @@ class GossipStore:
         self.live_bytes = self.deleted_bytes = 0
         pending_ann: tuple[int, bytes, int] | None = None  # (offset, raw, timestamp)
         end = len(HEADER)
+        # The common records inline (tens of thousands of them at start): the index entries set
+        # directly when there is none to replace, a channel_update's channel and direction sliced
+        # out (the whole message is parsed once, by the graph).
+        index = self._index
+        channels = graph.channels
+        load_update = graph.load_channel_update
         for offset, flags, timestamp, msg, end in iter_records_with_end(buf, len(HEADER)):
             size = 12 + len(msg)
             if flags & DELETED:
@@ -110,7 +116,20 @@ class GossipStore:
             self.live_bytes += size
             t = (msg[0] << 8) | msg[1] if len(msg) >= 2 else -1
             try:
-                if t == CHANNEL_ANNOUNCEMENT:
+                if t == CHANNEL_UPDATE:
+                    scid = int.from_bytes(msg[98:106], "big")
+                    if len(msg) < 138 or scid not in channels:
+                        self._delete_offsets([offset])
+                        stats.dropped += 1
+                        continue
+                    load_update(msg)
+                    key: tuple = ("upd", scid, msg[111] & 1)
+                    old = index.get(key)
+                    if old is not None:
+                        self._delete_offsets(old)
+                    index[key] = [offset]
+                    stats.updates += 1
+                elif t == CHANNEL_ANNOUNCEMENT:
                     if pending_ann is not None:  # an announcement without its amount: unusable
                         self._delete_offsets([pending_ann[0]])
                         stats.dropped += 1
@@ -123,18 +142,13 @@ class GossipStore:
                     ann_off, ann_raw, ann_ts = pending_ann
                     pending_ann = None
                     cap = int.from_bytes(msg[2:10], "big")
-                    ch = graph.add_channel_announcement(ann_raw, SatInt(cap), now=ann_ts)
-                    self._replace(("ann", ch.scid), [ann_off, offset])
+                    ch = graph.load_channel_announcement(ann_raw, SatInt(cap), now=ann_ts)
+                    key = ("ann", ch.scid)
+                    old = index.get(key)
+                    if old is not None:
+                        self._delete_offsets(old)
+                    index[key] = [ann_off, offset]
                     stats.channels += 1
-                elif t == CHANNEL_UPDATE:
-                    scid, direction = channel_update_scid_and_direction(msg)
-                    if scid not in graph.channels:
-                        self._delete_offsets([offset])
-                        stats.dropped += 1
-                        continue
-                    graph.apply_channel_update(msg)
-                    self._replace(("upd", scid, direction), [offset])
-                    stats.updates += 1
                 elif t == NODE_ANNOUNCEMENT:
                     node_id = node_announcement_node_id(msg)
                     if node_id not in graph.nodes:
@@ -165,6 +179,7 @@ class GossipStore:
         if pending_ann is not None:
             self._delete_offsets([pending_ann[0]])
             stats.dropped += 1
+        graph.loaded()
         if end < len(buf):
             # A torn record at the end (we crashed while appending): cut it off.
             stats.truncated_bytes = len(buf) - end
