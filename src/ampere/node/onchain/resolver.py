@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
 from ampere.primitives.amount import sat_to_msat
-from ampere.primitives.tx import OutPoint, Transaction
+from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 import json
 
 from ampere.ln.channel.commitment import Side
@@ -78,7 +78,8 @@ from ampere.ln.onchain.classify import (
 )
 from ampere.ln.channel.scripts import anchor_script
 from ampere.primitives.script import p2wsh
-from ampere.node.onchain.bumping import cpfp_child, fund_htlc_tx, package_feerate
+from ampere.node.onchain.bumping import (ANCHOR_INPUT_WEIGHT, HtlcFeeTooHigh, HtlcPart, RBF_SEQUENCE,
+                                        cpfp_child, fund_htlc_txs, package_feerate)
 from ampere.node.onchain.coin_moves import chain_mvt, emit
 from ampere.node.onchain.wallet import scripts_for_pubkey
 
@@ -97,6 +98,9 @@ RPC_VERIFY_ALREADY_IN_CHAIN = -27
 SWEEP_FEERATE_BLOCKS = 12  # CLN's "delayed_to_us" sweeps aim at the `normal` rate
 # Penalties race the peer's to_self_delay (and its second-stage transactions): aim at the next blocks.
 PENALTY_FEERATE_BLOCKS = 2
+# BOLT #3 to_local_anchor: "OP_16 OP_CHECKSEQUENCEVERIFY": after 16 blocks anyone may spend an anchor; ours is
+# swept (along with another sweep) from then on.
+ANCHOR_CSV = 16
 
 # Output states (column onchain_outputs.state).
 S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
@@ -552,7 +556,7 @@ class OnchainResolver:
             # Our HTLC transaction: its output is ours after to_self_delay.
             self.node.log.info(LOG, f"Channel {cid}: our HTLC-{'timeout' if t.state == S_HTLC_TIMEOUT else 'success'} "
                                     f"{txid[::-1].hex()} of {what} is in block {height}")
-            n = Tracked(htlc_tx_delayed_output(r.record.core, t.out, tx), S_SWEEP, txid, t.out.vout)
+            n = Tracked(htlc_tx_delayed_output(r.record.core, t.out, tx, r.spend_txid), S_SWEEP, txid, t.out.vout)
             if n.key(r) not in r.outputs:
                 r.outputs[n.key(r)] = n
                 self._watched[n.key(r)] = (r, n.key(r))
@@ -724,6 +728,18 @@ class OnchainResolver:
                                  debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, peer_id=peer,
                                  payment_hash=ph))
             t.extra["mvt"] = "out"
+        for t in r.outputs.values():
+            # Our anchor, swept along with `t`: back from "external" (where the close put it, as CLN does) to our
+            # books: credited to the channel with the `anchor` tag, and to the wallet with the sweep.
+            a = t.extra.get("anchor")
+            if a is None or "anchor" in r.noted or t.resolved_height is None or t.resolved_txid != t.sweep_txid:
+                continue
+            r.noted.add("anchor")
+            v = r.spend_tx.outputs[a].value
+            out.append(chain_mvt(self.node, cid, "anchor", (r.spend_txid, a), v, t.resolved_height,
+                                 credit_msat=sat_to_msat(v), peer_id=peer))
+            out.append(chain_mvt(self.node, cid, "to_wallet", (r.spend_txid, a), v, t.resolved_height,
+                                 debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, peer_id=peer))
         return out
 
     # ---- progress --------------------------------------------------------------------------------
@@ -784,6 +800,11 @@ class OnchainResolver:
                     continue
             elif r.record is not None:
                 await self._maybe_bump(r, t, tip, base)
+                if t.sweep_tx is None:
+                    continue  # an aggregated HTLC transaction that can no longer be mined, not rebuilt yet
+            if t.broadcast_at != tip and any(u.broadcast_at == tip and u.sweep_tx == t.sweep_tx
+                                             for u in r.outputs.values() if u is not t):
+                t.broadcast_at = tip  # the same transaction (aggregated HTLC transactions) went out already
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
@@ -791,7 +812,7 @@ class OnchainResolver:
                         S_HTLC_SUCCESS: "HTLC success"}.get(t.state, "sweep")
                 if await self._broadcast(r, tx, f"{what} of {t.out.kind.value} output {t.out.vout}"):
                     wallet = self.node.wallet
-                    if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
+                    if wallet is not None and (tx.txid(), len(tx.outputs) - 1) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
         self._report_missing(r, tip)
         mvts = self._movements(r)
@@ -830,6 +851,13 @@ class OnchainResolver:
     async def _maybe_bump(self, r: Resolution, t: Tracked, tip: int, base: int) -> None:
         """RBF: a claim still unconfirmed as its deadline nears is replaced at a higher feerate (our own
         pre-signed HTLC transactions cannot be: their fee is fixed by both signatures)."""
+        if t.extra.get("anchor") is not None and tip > t.extra.get("since", tip):
+            await self._anchor_lost(r, t, tip)
+            if t.sweep_tx is None or t.extra.get("since") == tip:
+                return
+        if "hrate" in t.extra and t.sweep_tx is not None:
+            await self._bump_local_htlcs(r, t, tip)  # option_anchors: our funded HTLC transaction
+            return
         if "rate" not in t.extra or self._deadline(r, t, base) is None:
             return
         since = t.extra.get("since", tip)
@@ -851,6 +879,10 @@ class OnchainResolver:
             t.extra["prev"].pop()
             return
         t.broadcast_at = -1
+        new = Transaction.parse(t.sweep_tx)
+        old_fee, new_fee = (t.out.value_sat - x.outputs[0].value for x in (old, new))
+        self.node.log.info(LOG, f"RBF onchain txid {prev[::-1].hex()} (fee {old_fee}sat) with txid "
+                                f"{new.txid_hex()} (fee {new_fee}sat)")
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {t.out.kind.value} output {t.out.vout} still "
                                 f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
                                 f"{t.sweep_txid[::-1].hex()}")
@@ -905,6 +937,10 @@ class OnchainResolver:
                                 f" with {len(coins)} wallet input(s): child {child.txid_hex()} pays {fee} sat, package "
                                 f"{package_feerate(r.spend_tx, parent_fee, child, fee)}perkw (target {rate}perkw, "
                                 f"deadline block {deadline})" + (f", replacing {prev[0]}" if prev else ""))
+        if c is not None:
+            # CLN's line for a replaced on-chain transaction (pyln-testing's mine_txid_or_rbf follows it).
+            self.node.log.info(LOG, f"RBF onchain txid {c['txid']} (fee {c['fee']}sat) with txid {child.txid_hex()} "
+                                    f"(fee {fee}sat)")
         if await self._broadcast(r, child, "CPFP of our commitment"):
             await self._record_cpfp(child, prev)
 
@@ -925,38 +961,142 @@ class OnchainResolver:
             await wallet.forget_replaced(bytes.fromhex(replaced)[::-1])
         await wallet.record_sent(child)
 
-    async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
-        """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output
-        (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature allows it) and sign it anew."""
+    # ---- option_anchors: our HTLC transactions, funded (and aggregated) with wallet inputs -------------------
+    def _htlc_fundable(self, r: Resolution, t: Tracked, tip: int) -> bool:
+        """An HTLC output of our anchor commitment whose zero-fee HTLC transaction can go out at block tip + 1
+        (the same tests as _advance's) and is not built yet."""
+        if t.state not in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS) or "stage" not in t.extra or t.txid is not None \
+                or t.sweep_tx is not None or t.resolved_height is not None or r.spend_height is None:
+            return False
+        if tip + 1 < r.spend_height + t.out.csv:
+            return False
+        if t.state == S_HTLC_TIMEOUT:
+            return tip >= t.out.htlc.cltv_expiry
+        return t.out.htlc.payment_hash in self._preimages
+
+    def _htlc_deadline(self, r: Resolution, t: Tracked) -> int:
+        """The block our HTLC transaction must be mined by (CLN's onchain_control deadlines): an HTLC-success
+        before the peer can time the HTLC out (cltv_expiry - 1); an HTLC-timeout before the incoming HTLC it
+        forwards expires (its expiry - 6, to fail it upstream in time), or at once for a payment of ours."""
+        h = t.out.htlc
+        if t.state == S_HTLC_SUCCESS:
+            return h.cltv_expiry - 1
+        switch = getattr(self.node, "switch", None)
+        fwd = switch.by_out.get((r.channel_id, h.htlc_id)) if switch is not None else None
+        if fwd is not None and fwd.in_cltv:
+            return fwd.in_cltv - 6
+        return h.cltv_expiry
+
+    def _htlc_part(self, r: Resolution, t: Tracked) -> HtlcPart:
         raw, their, _, kind = t.extra["stage"]
         success = HtlcTxKind(kind) is HtlcTxKind.SUCCESS
         pre = self._preimages.get(t.out.htlc.payment_hash) if success else None
-        signer, ws = r.record.signer, t.out.witness_script
+        signer, ws, value = r.record.signer, t.out.witness_script, t.out.value_sat
         point = signer.commitment_point(r.commitment_number)
         their_sig = bytes.fromhex(their)
 
-        def finish(tx: Transaction) -> list[bytes]:
-            ours = signer.sign_local_htlc_input(tx, 0, ws, t.out.value_sat, point)
+        def finish(tx: Transaction, i: int) -> list[bytes]:
+            # BOLT #3: "0 <remotehtlcsig> <localhtlcsig> <payment_preimage>" (success) / "... <>" (timeout); ours
+            # SIGHASH_ALL over the final transaction.
+            ours = signer.sign_local_htlc_input(tx, i, ws, value, point)
             return [b"", their_sig, ours, pre if success else b"", ws]
 
-        fees = self.node.chain.fees
-        # An HTLC-success races the peer's timeout at cltv_expiry; a timeout aims at CLN's `normal` rate.
-        blocks = max(2, min(SWEEP_FEERATE_BLOCKS, t.out.htlc.cltv_expiry - tip)) if success else SWEEP_FEERATE_BLOCKS
-        rate = fees.for_deadline(blocks) or fees.floor
-        res = await fund_htlc_tx(self.node.wallet, Transaction.parse(bytes.fromhex(raw)), t.out.value_sat,
-                                 t.out.script_pubkey, finish, rate, tip)
-        what = "HTLC-success" if success else "HTLC-timeout"
+        return HtlcPart(Transaction.parse(bytes.fromhex(raw)), value, t.out.script_pubkey, finish)
+
+    async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
+        """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output
+        (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature allows it) and sign it anew. Every
+        other HTLC transaction of the commitment that can go out at this block with the same nLockTime (signed by
+        the peer: HTLC-successes share 0, HTLC-timeouts their cltv_expiry) goes in the same transaction."""
+        if not self._htlc_fundable(r, t, tip):
+            return False
+        lock = Transaction.parse(bytes.fromhex(t.extra["stage"][0])).locktime
+        group = [u for u in r.outputs.values() if self._htlc_fundable(r, u, tip)
+                 and Transaction.parse(bytes.fromhex(u.extra["stage"][0])).locktime == lock]
+        group.sort(key=lambda u: u.out.vout)
+        return await self._fund_htlc_group(r, group, tip)
+
+    async def _fund_htlc_group(self, r: Resolution, group: list[Tracked], tip: int,
+                               old: Transaction | None = None) -> bool:
+        """Build, sign and persist (before any broadcast) the funded HTLC transaction of `group`; `old`: the
+        unconfirmed one it replaces (RBF: same wallet coins, more fee)."""
+        wallet, fees = self.node.wallet, self.node.chain.fees
+        first = group[0]
+        deadline = min(self._htlc_deadline(r, u) for u in group)
+        waited = max(0, tip - first.extra["hsince"]) if old is not None else 0
+        rate = deadline_feerate(fees.for_deadline, fees.floor, deadline - tip, waited)
+        old_fee = first.extra.get("fee", 0) if old is not None else 0
+        if old is not None and not worth_replacing(first.extra.get("hrate", 0), rate):
+            return False
+        keep = [wallet.outputs[(bytes.fromhex(h), n)] for h, n in first.extra.get("coins", ())
+                if (bytes.fromhex(h), n) in wallet.outputs]
+        worth = sum(u.out.value_sat for u in group)
+        what = " + ".join(("HTLC-success" if u.state == S_HTLC_SUCCESS else "HTLC-timeout") for u in group)
+        cid = r.channel_id.hex()
+        parts = [self._htlc_part(r, u) for u in group]
+        try:
+            res = await fund_htlc_txs(wallet, parts, rate, tip, keep, replaces_fee=old_fee, max_fee=worth)
+        except HtlcFeeTooHigh as e:
+            if old is not None:
+                return False  # keep the one out there
+            # The HTLCs are worth less than the fee the deadline asks: pay the floor, or leave them.
+            rate = fees.floor
+            try:
+                res = await fund_htlc_txs(wallet, parts, rate, tip, keep, max_fee=worth)
+            except HtlcFeeTooHigh:
+                if not first.extra.get("toohigh"):
+                    first.extra["toohigh"] = True
+                    self._dirty.add(r.channel_id)
+                    self.node.log.unusual(LOG, f"Channel {cid}: {what} of output(s) "
+                                               f"{[u.out.vout for u in group]}: {e}")
+                return False
         if res is None:
-            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot pay the fee of our {what} of output "
-                                       f"{t.out.vout}: not enough funds in the wallet; retrying at the next block")
+            self.node.log.unusual(LOG, f"Channel {cid}: cannot pay the fee of our {what} of output(s) "
+                                       f"{[u.out.vout for u in group]}: not enough funds in the wallet; retrying at "
+                                       "the next block")
             return False
         tx, fee, coins = res
-        t.sweep_tx = tx.serialize()
-        t.extra["fee"] = fee
+        for u in group:
+            if old is not None:
+                # Remembered with the replacement, in the same write: whichever version is mined is ours.
+                u.extra.setdefault("prev", []).append(old.txid()[::-1].hex())
+            u.sweep_tx = tx.serialize()
+            u.broadcast_at = -1
+            u.extra.update(fee=fee, hrate=rate, hsince=tip, coins=[[o.txid.hex(), o.outnum] for o in coins],
+                           group=[x.out.vout for x in group])
         await self._save(r)  # recorded before it is broadcast
-        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {what} of HTLC {t.out.htlc.payment_hash.hex()} with "
-                                f"{len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat): {tx.txid_hex()}")
+        if old is not None:
+            # CLN's line (pyln-testing's mine_txid_or_rbf follows replacements with it).
+            self.node.log.info(LOG, f"RBF HTLC txid {old.txid_hex()} (fee {old_fee}sat) with txid {tx.txid_hex()} "
+                                    f"(fee {fee}sat)")
+        else:
+            self.node.log.info(LOG, f"Channel {cid}: {what} of HTLC(s) "
+                                    f"{', '.join(u.out.htlc.payment_hash.hex() for u in group)} in one transaction "
+                                    f"with {len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat, deadline block "
+                                    f"{deadline}): {tx.txid_hex()}")
         return True
+
+    async def _bump_local_htlcs(self, r: Resolution, t: Tracked, tip: int) -> None:
+        """Our funded HTLC transaction is still unconfirmed a block later: replace it at the rate its deadline now
+        asks (RBF). If the peer took one of its HTLC outputs meanwhile, that transaction can never be mined: the
+        others are funded anew without it."""
+        old = Transaction.parse(t.sweep_tx)
+        group = [u for u in r.outputs.values() if u.sweep_tx == t.sweep_tx]
+        live = sorted((u for u in group if u.resolved_height is None), key=lambda u: u.out.vout)
+        if len(live) == len(group) and tip <= t.extra.get("hsince", tip):
+            return  # bumped only after a block went by without it
+        if len(live) != len(group):
+            for u in live:
+                u.extra.setdefault("prev", []).append(old.txid()[::-1].hex())
+                u.sweep_tx = None
+            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: {old.txid_hex()} can no longer be mined (an "
+                                       f"HTLC output it spends was taken by the peer): funding the others anew")
+            await self._save(r)
+            again = [u for u in live if self._htlc_fundable(r, u, tip)]
+            if again:
+                await self._fund_htlc_group(r, again, tip)
+            return
+        await self._fund_htlc_group(r, live, tip, old)
 
     async def _make_sweep(self, r: Resolution, t: Tracked, tip: int, rate: int | None = None,
                           dest: bytes | None = None) -> bool:
@@ -1011,20 +1151,92 @@ class OnchainResolver:
             idx, _ = await wallet.new_address("p2tr")
             dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
         unsigned = build(parent, t.out, ctype, dest, feerate)
+        rider = await self._anchor_rider(r, t, tip, feerate) if t.state == S_SWEEP and rate is None else None
+        if rider is not None:
+            # Our anchor rides along (its input's marginal fee taken from its own 330 sat).
+            a_vout, a_ws, a_value, a_fee = rider
+            unsigned.inputs.append(TxIn(OutPoint(r.spend_txid, a_vout), b"", RBF_SEQUENCE))
+            unsigned.outputs[0] = TxOut(unsigned.outputs[0].value + a_value - a_fee, unsigned.outputs[0].script_pubkey)
         if claim:
             pre = self._preimages.get(t.out.htlc.payment_hash) if t.state == S_HTLC_SUCCESS else None
             t.sweep_tx = sign_htlc_claim(unsigned, t.out, r.record.signer, pre).serialize()
         else:
-            t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
+            signed = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret)
+            if rider is not None:
+                # BOLT #3 to_local_anchor: "<local_sig>" (our funding key; no wait: the 16-block CSV is for
+                # anyone else).
+                signed.inputs[1].witness = [r.record.signer.sign_anchor(signed, 1, a_ws, a_value), a_ws]
+                t.extra["anchor"] = a_vout
+            t.sweep_tx = signed.serialize()
         t.extra["rate"] = feerate
         t.extra["since"] = tip
         await self._save(r)  # BOLT 5 / our rule: recorded before it is broadcast
         verb = "taking (penalty)" if penalty else "sweeping"
-        fee = t.out.value_sat - Transaction.parse(t.sweep_tx).outputs[0].value
+        fee = t.out.value_sat + (rider[2] if rider else 0) - Transaction.parse(t.sweep_tx).outputs[0].value
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {verb} {t.out.kind.value} output "
                                 f"{parent[::-1].hex()}:{t.out.vout} ({t.out.value_sat} sat) to our wallet at "
-                                f"{feerate}perkw (fee {fee} sat): {t.sweep_txid[::-1].hex()}")
+                                f"{feerate}perkw (fee {fee} sat)" + (f" with our anchor {r.spend_tx.txid_hex()}:"
+                                                                     f"{rider[0]} ({rider[2]} sat)" if rider else "")
+                                + f": {t.sweep_txid[::-1].hex()}")
         return True
+
+    # ---- option_anchors: our anchor, swept along with another sweep -----------------------------------------
+    def _our_anchor(self, r: Resolution) -> tuple[int, bytes] | None:
+        """Our anchor output of the (confirmed) commitment: (vout, witness script), or None."""
+        p = r.record.core.params
+        if not p.channel_type.anchors or r.kind is SpendKind.MUTUAL or r.kind is None:
+            return None
+        ws = anchor_script(p.local_pubkeys.funding_pubkey)
+        vout = next((i for i, o in enumerate(r.spend_tx.outputs) if o.script_pubkey == p2wsh(ws)), None)
+        return None if vout is None else (vout, ws)
+
+    async def _anchor_rider(self, r: Resolution, t: Tracked, tip: int, feerate: int
+                            ) -> tuple[int, bytes, int, int] | None:
+        """Our anchor, to add to the sweep of `t` being built: (vout, witness script, value, marginal fee) when
+        the commitment is confirmed, the anchor's 16-block CSV has passed (from then on anyone may take it:
+        BOLT #3 "OP_16 OP_CHECKSEQUENCEVERIFY"), nobody spent it, no other sweep of ours carries it, and its value
+        pays for its own input at this feerate (a 330-sat anchor alone never pays for its own sweep)."""
+        anchor = self._our_anchor(r)
+        if anchor is None or r.spend_height is None or tip + 1 < r.spend_height + ANCHOR_CSV:
+            return None
+        if any(u.extra.get("anchor") is not None for u in r.outputs.values() if u is not t and u.sweep_tx):
+            return None
+        vout, ws = anchor
+        value = r.spend_tx.outputs[vout].value
+        fee = (feerate * ANCHOR_INPUT_WEIGHT + 999) // 1000
+        if value <= fee:
+            if "anchor-left" not in r.noted:
+                r.noted.add("anchor-left")
+                self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: not sweeping our anchor "
+                                        f"{r.spend_tx.txid_hex()}:{vout} ({value} sat): its input costs {fee} sat at "
+                                        f"{feerate}perkw")
+            return None
+        try:
+            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is None:
+                return None  # spent (or being spent) by someone else
+        except (BitcoindError, BitcoindUnreachable) as e:
+            self.node.log.debug(LOG, f"Channel {r.channel_id.hex()}: cannot look up our anchor: {e}")
+            return None
+        return vout, ws, value, fee
+
+    async def _anchor_lost(self, r: Resolution, t: Tracked, tip: int) -> None:
+        """Our unconfirmed sweep of `t` carries our anchor and someone else's spend of the anchor was mined: it
+        can never be mined; sweep `t` again without it."""
+        vout = t.extra["anchor"]
+        try:
+            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=False) is not None:
+                return
+        except (BitcoindError, BitcoindUnreachable):
+            return
+        old = t.sweep_txid
+        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: our anchor {r.spend_tx.txid_hex()}:{vout} was "
+                                   f"taken by someone else: sweeping {t.out.kind.value} output {t.out.vout} again "
+                                   f"without it (replacing {old[::-1].hex()})")
+        t.extra.setdefault("prev", []).append(old[::-1].hex())
+        t.extra.pop("anchor")
+        t.sweep_tx = None
+        t.broadcast_at = -1
+        await self._make_sweep(r, t, tip)
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
         if crash_point and self.node.channel_manager is not None:
