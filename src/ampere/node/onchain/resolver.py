@@ -729,17 +729,16 @@ class OnchainResolver:
                                  payment_hash=ph))
             t.extra["mvt"] = "out"
         for t in r.outputs.values():
-            # Our anchor, swept along with `t`: back from "external" (where the close put it, as CLN does) to our
-            # books: credited to the channel with the `anchor` tag, and to the wallet with the sweep.
+            # Our anchor, swept along with `t`: the close recorded it as going "external" (tag `anchor`, as CLN
+            # does: nobody knows then whether we will ever spend it); our sweep brings it back from there (the
+            # same tag, debited) into the wallet's deposit of the sweep's output.
             a = t.extra.get("anchor")
             if a is None or "anchor" in r.noted or t.resolved_height is None or t.resolved_txid != t.sweep_txid:
                 continue
             r.noted.add("anchor")
             v = r.spend_tx.outputs[a].value
-            out.append(chain_mvt(self.node, cid, "anchor", (r.spend_txid, a), v, t.resolved_height,
-                                 credit_msat=sat_to_msat(v), peer_id=peer))
-            out.append(chain_mvt(self.node, cid, "to_wallet", (r.spend_txid, a), v, t.resolved_height,
-                                 debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, peer_id=peer))
+            out.append(chain_mvt(self.node, "external", "anchor", (r.spend_txid, a), v, t.resolved_height,
+                                 debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, originating_account=cid))
         return out
 
     # ---- progress --------------------------------------------------------------------------------
