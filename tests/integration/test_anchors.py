@@ -333,6 +333,8 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     [to_local_sweep] = [t for t in swept if t.inputs[0].prevout.txid == commit.txid()]
     assert len(to_local_sweep.inputs) == 1       # swept before the anchor's 16 blocks: alone
     wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
+    # The replaced versions' change outputs never existed: the wallet forgot them.
+    assert [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == []
     fees = final_fee + sum(fee_of(chaind, t) for t in swept)
     to_local = commit.outputs[to_local_sweep.inputs[0].prevout.vout].value
     gained = confirmed_sat(l1) - wallet_before

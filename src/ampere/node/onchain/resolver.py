@@ -1065,6 +1065,8 @@ class OnchainResolver:
                            group=[x.out.vout for x in group])
         await self._save(r)  # recorded before it is broadcast
         if old is not None:
+            await wallet.forget_replaced(old.txid())  # its change will never exist; its coins go to `tx`
+        if old is not None:
             # CLN's line (pyln-testing's mine_txid_or_rbf follows replacements with it).
             self.node.log.info(LOG, f"RBF HTLC txid {old.txid_hex()} (fee {old_fee}sat) with txid {tx.txid_hex()} "
                                     f"(fee {fee}sat)")
@@ -1092,8 +1094,8 @@ class OnchainResolver:
                                        f"HTLC output it spends was taken by the peer): funding the others anew")
             await self._save(r)
             again = [u for u in live if self._htlc_fundable(r, u, tip)]
-            if again:
-                await self._fund_htlc_group(r, again, tip)
+            if again and await self._fund_htlc_group(r, again, tip):
+                await self.node.wallet.forget_replaced(old.txid())
             return
         await self._fund_htlc_group(r, live, tip, old)
 
