@@ -267,6 +267,11 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     print(f"aggregated HTLC-timeout: 2 HTLCs + {len(agg.inputs) - 2} wallet input(s), {agg.weight()} WU, "
           f"fee {fee1} sat at {rate1}perkw")
 
+    # A restart: the transaction and what its replacement needs (its coins, rate, fee) come back from the store.
+    l1.restart()
+    sync(l1, chaind)
+    assert agg.txid_hex() in chaind.rpc("getrawmempool")
+
     # The estimate jumps to 50 sat/vB and blocks go by without it: replaced (same wallet coins, more fee).
     set_chain_fee(chaind, 50, l1)     # an empty block: our transaction waits
     rbf = re.compile(r"RBF HTLC txid ([0-9a-f]{64}) \(fee (\d+)sat\) with txid ([0-9a-f]{64}) \(fee (\d+)sat\)")
