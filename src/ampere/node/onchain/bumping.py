@@ -21,10 +21,11 @@ None when the wallet cannot pay (the caller logs it and retries at the next bloc
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from ampere.node.onchain.wallet import (DUST_LIMIT, Output, base_weight, input_weight, output_weight,
                                         scripts_for_pubkey)
+from ampere.primitives.amount import SatInt
 from ampere.primitives.script import is_p2tr, is_p2wpkh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 
@@ -139,7 +140,7 @@ def htlc_txs_weight(part_weights: list[int], coins: list[Output]) -> int:
             + sum(input_weight(o.script) for o in coins) + _CHANGE_WEIGHT)
 
 
-async def fund_htlc_txs(wallet: Any, parts: list[HtlcPart], target_perkw: int, tip: int, keep: list[Output] = (),
+async def fund_htlc_txs(wallet: Any, parts: list[HtlcPart], target_perkw: int, tip: int, keep: Sequence[Output] = (),
                         replaces_fee: int = 0, max_fee: int | None = None,
                         ) -> tuple[Transaction, int, list[Output]] | None:
     """One transaction for several HTLC transactions of the same commitment (BOLT #3: the peer's
@@ -168,11 +169,11 @@ async def fund_htlc_txs(wallet: Any, parts: list[HtlcPart], target_perkw: int, t
     script = await _change_script(wallet)
     ins = [TxIn(p.tx.inputs[0].prevout, b"", p.tx.inputs[0].sequence) for p in parts]
     ins += [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in coins]
-    outs = [p.tx.outputs[0] for p in parts] + [TxOut(sum(o.value for o in coins) - fee, script)]
+    outs = [p.tx.outputs[0] for p in parts] + [TxOut(SatInt(sum(o.value for o in coins) - fee), script)]
     tx = Transaction(parts[0].tx.version, ins, outs, parts[0].tx.locktime)
     for i, p in enumerate(parts):
         tx.inputs[i].witness = p.finish(tx, i)
-    spent = [TxOut(p.value, p.spk) for p in parts] + [o.txout() for o in coins]
+    spent = [TxOut(SatInt(p.value), p.spk) for p in parts] + [o.txout() for o in coins]
     _sign_wallet_inputs(wallet, tx, len(parts), coins, spent)
     await wallet._set_reservation(coins, tip + RESERVE_BLOCKS)
     return tx, fee, coins

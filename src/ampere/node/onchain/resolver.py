@@ -78,8 +78,11 @@ from ampere.ln.onchain.classify import (
 )
 from ampere.ln.channel.scripts import anchor_script
 from ampere.primitives.script import p2wsh
-from ampere.node.onchain.bumping import (ANCHOR_INPUT_WEIGHT, HtlcFeeTooHigh, HtlcPart, RBF_SEQUENCE,
-                                        cpfp_child, fund_htlc_txs, package_feerate)
+from ampere.node.onchain.anchor_claims import AnchorClaims
+from ampere.node.onchain.bumping import RBF_SEQUENCE, cpfp_child, package_feerate
+from ampere.node.onchain.states import CLAIM_STATES as _CLAIM_STATES, DONE_STATES as _DONE_STATES
+from ampere.node.onchain.states import (S_DUST, S_EXTERNAL, S_HTLC_SUCCESS, S_HTLC_TIMEOUT, S_PENALTY, S_SWEEP,
+                                        S_UNRESOLVED, S_WALLET)
 from ampere.node.onchain.coin_moves import chain_mvt, emit
 from ampere.node.onchain.wallet import scripts_for_pubkey
 
@@ -98,24 +101,10 @@ RPC_VERIFY_ALREADY_IN_CHAIN = -27
 SWEEP_FEERATE_BLOCKS = 12  # CLN's "delayed_to_us" sweeps aim at the `normal` rate
 # Penalties race the peer's to_self_delay (and its second-stage transactions): aim at the next blocks.
 PENALTY_FEERATE_BLOCKS = 2
-# BOLT #3 to_local_anchor: "OP_16 OP_CHECKSEQUENCEVERIFY": after 16 blocks anyone may spend an anchor; ours is
-# swept (along with another sweep) from then on.
-ANCHOR_CSV = 16
 
-# Output states (column onchain_outputs.state).
-S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
-S_UNRESOLVED = "unresolved"  # an HTLC output no HTLC we know matches: followed until someone spends it
-S_WALLET = "wallet"          # pays our wallet directly (mutual close)
-S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
-S_DUST = "dust"              # ours, but worth less than the fee to sweep it
-S_PENALTY = "penalty"        # revoked: taken at once with the revocation key
-S_HTLC_TIMEOUT = "htlc_timeout"  # an HTLC we offered: ours once its cltv_expiry has passed
-S_HTLC_SUCCESS = "htlc_success"  # an HTLC the peer offered: ours with its preimage
-_CLAIM_STATES = (S_SWEEP, S_PENALTY, S_HTLC_TIMEOUT, S_HTLC_SUCCESS)
 # BOLT #5: an HTLC we offered and timed out on-chain fails upstream "once the resolving transaction has reached
 # reasonable depth" (CLN: its reasonable depth, 3 blocks); never earlier: a reorg could still hand it to the peer.
 HTLC_FAIL_DEPTH = 3
-_DONE_STATES = (S_WALLET, S_EXTERNAL, S_DUST)
 
 _KIND_TEXT = {SpendKind.MUTUAL: "mutual close", SpendKind.LOCAL: "our own unilateral close",
               SpendKind.REMOTE: "their unilateral close",
@@ -189,7 +178,7 @@ class Resolution:
         return max(heights)
 
 
-class OnchainResolver:
+class OnchainResolver(AnchorClaims):
     def __init__(self, node: Node, bury_depth: int = BURY_DEPTH) -> None:
         self.node = node
         self.bury_depth = bury_depth
@@ -960,145 +949,6 @@ class OnchainResolver:
             await wallet.forget_replaced(bytes.fromhex(replaced)[::-1])
         await wallet.record_sent(child)
 
-    # ---- option_anchors: our HTLC transactions, funded (and aggregated) with wallet inputs -------------------
-    def _htlc_fundable(self, r: Resolution, t: Tracked, tip: int) -> bool:
-        """An HTLC output of our anchor commitment whose zero-fee HTLC transaction can go out at block tip + 1
-        (the same tests as _advance's) and is not built yet."""
-        if t.state not in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS) or "stage" not in t.extra or t.txid is not None \
-                or t.sweep_tx is not None or t.resolved_height is not None or r.spend_height is None:
-            return False
-        if tip + 1 < r.spend_height + t.out.csv:
-            return False
-        if t.state == S_HTLC_TIMEOUT:
-            return tip >= t.out.htlc.cltv_expiry
-        return t.out.htlc.payment_hash in self._preimages
-
-    def _htlc_deadline(self, r: Resolution, t: Tracked) -> int:
-        """The block our HTLC transaction must be mined by (CLN's onchain_control deadlines): an HTLC-success
-        before the peer can time the HTLC out (cltv_expiry - 1); an HTLC-timeout before the incoming HTLC it
-        forwards expires (its expiry - 6, to fail it upstream in time), or at once for a payment of ours."""
-        h = t.out.htlc
-        if t.state == S_HTLC_SUCCESS:
-            return h.cltv_expiry - 1
-        switch = getattr(self.node, "switch", None)
-        fwd = switch.by_out.get((r.channel_id, h.htlc_id)) if switch is not None else None
-        if fwd is not None and fwd.in_cltv:
-            return fwd.in_cltv - 6
-        return h.cltv_expiry
-
-    def _htlc_part(self, r: Resolution, t: Tracked) -> HtlcPart:
-        raw, their, _, kind = t.extra["stage"]
-        success = HtlcTxKind(kind) is HtlcTxKind.SUCCESS
-        pre = self._preimages.get(t.out.htlc.payment_hash) if success else None
-        signer, ws, value = r.record.signer, t.out.witness_script, t.out.value_sat
-        point = signer.commitment_point(r.commitment_number)
-        their_sig = bytes.fromhex(their)
-
-        def finish(tx: Transaction, i: int) -> list[bytes]:
-            # BOLT #3: "0 <remotehtlcsig> <localhtlcsig> <payment_preimage>" (success) / "... <>" (timeout); ours
-            # SIGHASH_ALL over the final transaction.
-            ours = signer.sign_local_htlc_input(tx, i, ws, value, point)
-            return [b"", their_sig, ours, pre if success else b"", ws]
-
-        return HtlcPart(Transaction.parse(bytes.fromhex(raw)), value, t.out.script_pubkey, finish)
-
-    async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
-        """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output
-        (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature allows it) and sign it anew. Every
-        other HTLC transaction of the commitment that can go out at this block with the same nLockTime (signed by
-        the peer: HTLC-successes share 0, HTLC-timeouts their cltv_expiry) goes in the same transaction."""
-        if not self._htlc_fundable(r, t, tip):
-            return False
-        lock = Transaction.parse(bytes.fromhex(t.extra["stage"][0])).locktime
-        group = [u for u in r.outputs.values() if self._htlc_fundable(r, u, tip)
-                 and Transaction.parse(bytes.fromhex(u.extra["stage"][0])).locktime == lock]
-        group.sort(key=lambda u: u.out.vout)
-        return await self._fund_htlc_group(r, group, tip)
-
-    async def _fund_htlc_group(self, r: Resolution, group: list[Tracked], tip: int,
-                               old: Transaction | None = None) -> bool:
-        """Build, sign and persist (before any broadcast) the funded HTLC transaction of `group`; `old`: the
-        unconfirmed one it replaces (RBF: same wallet coins, more fee)."""
-        wallet, fees = self.node.wallet, self.node.chain.fees
-        first = group[0]
-        deadline = min(self._htlc_deadline(r, u) for u in group)
-        waited = max(0, tip - first.extra["hsince"]) if old is not None else 0
-        rate = deadline_feerate(fees.for_deadline, fees.floor, deadline - tip, waited)
-        old_fee = first.extra.get("fee", 0) if old is not None else 0
-        if old is not None and not worth_replacing(first.extra.get("hrate", 0), rate):
-            return False
-        keep = [wallet.outputs[(bytes.fromhex(h), n)] for h, n in first.extra.get("coins", ())
-                if (bytes.fromhex(h), n) in wallet.outputs]
-        worth = sum(u.out.value_sat for u in group)
-        what = " + ".join(("HTLC-success" if u.state == S_HTLC_SUCCESS else "HTLC-timeout") for u in group)
-        cid = r.channel_id.hex()
-        parts = [self._htlc_part(r, u) for u in group]
-        try:
-            res = await fund_htlc_txs(wallet, parts, rate, tip, keep, replaces_fee=old_fee, max_fee=worth)
-        except HtlcFeeTooHigh as e:
-            if old is not None:
-                return False  # keep the one out there
-            # The HTLCs are worth less than the fee the deadline asks: pay the floor, or leave them.
-            rate = fees.floor
-            try:
-                res = await fund_htlc_txs(wallet, parts, rate, tip, keep, max_fee=worth)
-            except HtlcFeeTooHigh:
-                if not first.extra.get("toohigh"):
-                    first.extra["toohigh"] = True
-                    self._dirty.add(r.channel_id)
-                    self.node.log.unusual(LOG, f"Channel {cid}: {what} of output(s) "
-                                               f"{[u.out.vout for u in group]}: {e}")
-                return False
-        if res is None:
-            self.node.log.unusual(LOG, f"Channel {cid}: cannot pay the fee of our {what} of output(s) "
-                                       f"{[u.out.vout for u in group]}: not enough funds in the wallet; retrying at "
-                                       "the next block")
-            return False
-        tx, fee, coins = res
-        for u in group:
-            if old is not None:
-                # Remembered with the replacement, in the same write: whichever version is mined is ours.
-                u.extra.setdefault("prev", []).append(old.txid()[::-1].hex())
-            u.sweep_tx = tx.serialize()
-            u.broadcast_at = -1
-            u.extra.update(fee=fee, hrate=rate, hsince=tip, coins=[[o.txid.hex(), o.outnum] for o in coins],
-                           group=[x.out.vout for x in group])
-        await self._save(r)  # recorded before it is broadcast
-        if old is not None:
-            await wallet.forget_replaced(old.txid())  # its change will never exist; its coins go to `tx`
-        if old is not None:
-            # CLN's line (pyln-testing's mine_txid_or_rbf follows replacements with it).
-            self.node.log.info(LOG, f"RBF HTLC txid {old.txid_hex()} (fee {old_fee}sat) with txid {tx.txid_hex()} "
-                                    f"(fee {fee}sat)")
-        else:
-            self.node.log.info(LOG, f"Channel {cid}: {what} of HTLC(s) "
-                                    f"{', '.join(u.out.htlc.payment_hash.hex() for u in group)} in one transaction "
-                                    f"with {len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat, deadline block "
-                                    f"{deadline}): {tx.txid_hex()}")
-        return True
-
-    async def _bump_local_htlcs(self, r: Resolution, t: Tracked, tip: int) -> None:
-        """Our funded HTLC transaction is still unconfirmed a block later: replace it at the rate its deadline now
-        asks (RBF). If the peer took one of its HTLC outputs meanwhile, that transaction can never be mined: the
-        others are funded anew without it."""
-        old = Transaction.parse(t.sweep_tx)
-        group = [u for u in r.outputs.values() if u.sweep_tx == t.sweep_tx]
-        live = sorted((u for u in group if u.resolved_height is None), key=lambda u: u.out.vout)
-        if len(live) == len(group) and tip <= t.extra.get("hsince", tip):
-            return  # bumped only after a block went by without it
-        if len(live) != len(group):
-            for u in live:
-                u.extra.setdefault("prev", []).append(old.txid()[::-1].hex())
-                u.sweep_tx = None
-            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: {old.txid_hex()} can no longer be mined (an "
-                                       f"HTLC output it spends was taken by the peer): funding the others anew")
-            await self._save(r)
-            again = [u for u in live if self._htlc_fundable(r, u, tip)]
-            if again and await self._fund_htlc_group(r, again, tip):
-                await self.node.wallet.forget_replaced(old.txid())
-            return
-        await self._fund_htlc_group(r, live, tip, old)
-
     async def _make_sweep(self, r: Resolution, t: Tracked, tip: int, rate: int | None = None,
                           dest: bytes | None = None) -> bool:
         """Build, sign and persist the sweep of `t` to a new wallet address (before any broadcast)."""
@@ -1180,64 +1030,6 @@ class OnchainResolver:
                                                                      f"{rider[0]} ({rider[2]} sat)" if rider else "")
                                 + f": {t.sweep_txid[::-1].hex()}")
         return True
-
-    # ---- option_anchors: our anchor, swept along with another sweep -----------------------------------------
-    def _our_anchor(self, r: Resolution) -> tuple[int, bytes] | None:
-        """Our anchor output of the (confirmed) commitment: (vout, witness script), or None."""
-        p = r.record.core.params
-        if not p.channel_type.anchors or r.kind is SpendKind.MUTUAL or r.kind is None:
-            return None
-        ws = anchor_script(p.local_pubkeys.funding_pubkey)
-        vout = next((i for i, o in enumerate(r.spend_tx.outputs) if o.script_pubkey == p2wsh(ws)), None)
-        return None if vout is None else (vout, ws)
-
-    async def _anchor_rider(self, r: Resolution, t: Tracked, tip: int, feerate: int
-                            ) -> tuple[int, bytes, int, int] | None:
-        """Our anchor, to add to the sweep of `t` being built: (vout, witness script, value, marginal fee) when
-        the commitment is confirmed, the anchor's 16-block CSV has passed (from then on anyone may take it:
-        BOLT #3 "OP_16 OP_CHECKSEQUENCEVERIFY"), nobody spent it, no other sweep of ours carries it, and its value
-        pays for its own input at this feerate (a 330-sat anchor alone never pays for its own sweep)."""
-        anchor = self._our_anchor(r)
-        if anchor is None or r.spend_height is None or tip + 1 < r.spend_height + ANCHOR_CSV:
-            return None
-        if any(u.extra.get("anchor") is not None for u in r.outputs.values() if u is not t and u.sweep_tx):
-            return None
-        vout, ws = anchor
-        value = r.spend_tx.outputs[vout].value
-        fee = (feerate * ANCHOR_INPUT_WEIGHT + 999) // 1000
-        if value <= fee:
-            if "anchor-left" not in r.noted:
-                r.noted.add("anchor-left")
-                self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: not sweeping our anchor "
-                                        f"{r.spend_tx.txid_hex()}:{vout} ({value} sat): its input costs {fee} sat at "
-                                        f"{feerate}perkw")
-            return None
-        try:
-            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is None:
-                return None  # spent (or being spent) by someone else
-        except (BitcoindError, BitcoindUnreachable) as e:
-            self.node.log.debug(LOG, f"Channel {r.channel_id.hex()}: cannot look up our anchor: {e}")
-            return None
-        return vout, ws, value, fee
-
-    async def _anchor_lost(self, r: Resolution, t: Tracked, tip: int) -> None:
-        """Our unconfirmed sweep of `t` carries our anchor and someone else's spend of the anchor was mined: it
-        can never be mined; sweep `t` again without it."""
-        vout = t.extra["anchor"]
-        try:
-            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=False) is not None:
-                return
-        except (BitcoindError, BitcoindUnreachable):
-            return
-        old = t.sweep_txid
-        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: our anchor {r.spend_tx.txid_hex()}:{vout} was "
-                                   f"taken by someone else: sweeping {t.out.kind.value} output {t.out.vout} again "
-                                   f"without it (replacing {old[::-1].hex()})")
-        t.extra.setdefault("prev", []).append(old[::-1].hex())
-        t.extra.pop("anchor")
-        t.sweep_tx = None
-        t.broadcast_at = -1
-        await self._make_sweep(r, t, tip)
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
         if crash_point and self.node.channel_manager is not None:
