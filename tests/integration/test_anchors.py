@@ -7,8 +7,9 @@
   our own transactions, read from the chain.
 - two HTLCs we offered expire at the same block: one HTLC-timeout transaction carries both (input i / output i
   pairs, then a wallet input and change); the estimate jumps while it waits: it is replaced (RBF, CLN's "RBF HTLC
-  txid" line) and the replacement confirms; our anchor, 16 blocks after the close, rides along the sweep of
-  the second stages; the wallet and the books are exact.
+  txid" line) and the replacement confirms; our anchor, 16 blocks after the close, is left alone by the
+  to_local sweep at 50 sat/vB (its input costs more than it holds: said once) and rides along the sweep of the
+  second stages at 1 sat/vB; the wallet and the books are exact.
 - the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
   amount that would eat it is refused, and the reserve pays the CPFP of a close.
 - the CPFP child held out of a block (an empty block) while the estimate rises: replaced (RBF) at the new rate,
@@ -37,6 +38,7 @@ LEDGER = os.path.join(os.path.dirname(__file__), "..", "plugins", "coin_ledger.p
 FUNDING = 1_000_000
 PUSH_MSAT = 400_000_000
 TO_SELF_DELAY = 5
+SLOW_DELAY = 17      # a to_local swept after the anchors' 16 blocks
 
 
 def channel(node) -> dict:
@@ -215,7 +217,7 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     restart_chain_with_fee(chaind, 1)
     chaind.mine(101)
     l1 = node_factory_chain.get_node({"plugin": LEDGER, "developer": None}, listen=True)
-    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": TO_SELF_DELAY}, listen=True)
+    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": SLOW_DELAY}, listen=True)
     node_factory_chain.fund_wallet(l1, 1_200_000)
     node_factory_chain.fund_wallet(l1, 200_000)
     node_factory_chain.connect(l1, l2)
@@ -252,6 +254,15 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
                 return tx
         return None
 
+    # The estimate jumps to 50 sat/vB: when to_local is swept (after to_self_delay, past the anchor's 16 blocks),
+    # adding our anchor would cost more than its 330 sat: it is left alone, and the log says so once.
+    set_chain_fee(chaind, 50, l1)
+    mine(chaind, close_height + SLOW_DELAY - 1 - chaind.rpc("getblockcount"), l1)
+    to_local_vout = max(range(len(commit.outputs)), key=lambda i: commit.outputs[i].value)
+    to_local_sweep = wait_for(lambda: spends(to_local_vout), 30, "the to_local sweep")
+    assert len(to_local_sweep.inputs) == 1
+    assert l1.logs(False).count("not sweeping our anchor") == 1
+
     # At the expiry both HTLC-timeouts go out as ONE transaction.
     mine(chaind, expiry - chaind.rpc("getblockcount"), l1)
     agg = wait_for(lambda: spends(htlc_vouts[0]), 30, "the HTLC-timeout transaction")
@@ -272,8 +283,8 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     sync(l1, chaind)
     assert agg.txid_hex() in chaind.rpc("getrawmempool")
 
-    # The estimate jumps to 50 sat/vB and blocks go by without it: replaced (same wallet coins, more fee).
-    set_chain_fee(chaind, 50, l1)     # an empty block: our transaction waits
+    # The estimate jumps to 75 sat/vB and blocks go by without it: replaced (same wallet coins, more fee).
+    set_chain_fee(chaind, 75, l1)     # an empty block: our transaction waits
     rbf = re.compile(r"RBF HTLC txid ([0-9a-f]{64}) \(fee (\d+)sat\) with txid ([0-9a-f]{64}) \(fee (\d+)sat\)")
 
     def latest() -> tuple[str, int]:
@@ -286,7 +297,7 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     def replaced_at_estimate() -> bool:
         txid, fee = latest()
         return txid != agg.txid_hex() and txid in chaind.rpc("getrawmempool") and \
-            fee * 1000 // tx_of(chaind, txid).weight() >= 12_500
+            fee * 1000 // tx_of(chaind, txid).weight() >= 18_750
 
     for _ in range(3):     # the first replacement may come before the node reads the new estimate
         if replaced_at_estimate():
@@ -301,7 +312,7 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
         [i.prevout for i in agg.inputs[:2]]
     # The same wallet coins first (a replacement conflicts through them too), more if needed.
     assert [i.prevout for i in final.inputs[2:len(agg.inputs)]] == [i.prevout for i in agg.inputs[2:]]
-    assert final_fee == fee_of(chaind, final) and final_fee * 1000 // final.weight() >= 12_500
+    assert final_fee == fee_of(chaind, final) and final_fee * 1000 // final.weight() >= 18_750
     assert final_fee >= fee1 + (final.weight() + 3) // 4          # BIP125: more, by its own size at 1 sat/vB
     assert agg.txid_hex() not in chaind.rpc("getrawmempool")
     htlc_height = mine(chaind, 1, l1)
@@ -324,7 +335,7 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
                     found.append(tx)
         return found
 
-    for _ in range(3 * TO_SELF_DELAY):
+    for _ in range(3 * SLOW_DELAY):
         if len(sweeps()) == 3:
             break
         mine(chaind, 1, l1)
@@ -335,8 +346,8 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     [rider] = [t for t in swept if any((i.prevout.txid, i.prevout.vout) == anchor_op for i in t.inputs)]
     assert len(rider.inputs) == 2 and rider.inputs[0].prevout.txid == final.txid()
     assert height_of(chaind, rider.txid_hex()) - close_height >= 16
-    [to_local_sweep] = [t for t in swept if t.inputs[0].prevout.txid == commit.txid()]
-    assert len(to_local_sweep.inputs) == 1       # swept before the anchor's 16 blocks: alone
+    assert [t.txid() for t in swept if t.inputs[0].prevout.txid == commit.txid()] == [to_local_sweep.txid()]
+    assert l1.logs(False).count("not sweeping our anchor") == 1
     wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
     # The replaced versions' change outputs never existed: the wallet forgot them.
     assert [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == []
