@@ -8,7 +8,9 @@
   a revoked HTLC output went through the cheat's second-stage transaction, whose output the channel is credited;
 - on the channel's account, each output resolved nets to zero (credit when it is ours, debit where our
   transaction took it) so that the account is channel_open - channel_close;
-- the wallet's account is exactly the wallet's confirmed funds.
+- the wallet's account is exactly the wallet's confirmed funds;
+- (option_anchors) our anchor goes "external" at the close; if we sweep it later, the same utxo is debited
+  there (spending_txid: our sweep) and the wallet's deposit of that sweep holds it.
 """
 from __future__ import annotations
 
@@ -71,7 +73,8 @@ def check_books(moves: list[dict], getrawtransaction, channel_id: str, close_txi
     for vout in range(len(tx(close_txid).outputs)):
         u = f"{close_txid}:{vout}"
         seen = [m["primary_tag"] for m in chan if m["utxo"] == u and m["credit_msat"]] + \
-            [m["primary_tag"] for m in ext if m["utxo"] == u] + (["deposit"] if u in wallet_utxos else [])
+            [m["primary_tag"] for m in ext if m["utxo"] == u and m["credit_msat"]] + \
+            (["deposit"] if u in wallet_utxos else [])
         if not seen:
             # A revoked HTLC output the cheat spent with its second-stage transaction: followed (and credited) there.
             seen = [m["primary_tag"] + " (second stage)" for m in chan

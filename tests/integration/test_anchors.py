@@ -5,6 +5,11 @@
   and confirms in the next block; then the zero-fee HTLC-success (with the preimage) and HTLC-timeout (after expiry)
   get wallet inputs and change and confirm; the delayed outputs are swept; the wallet ends exact to the fees of
   our own transactions, read from the chain.
+- two HTLCs we offered expire at the same block: one HTLC-timeout transaction carries both (input i / output i
+  pairs, then a wallet input and change); the estimate jumps while it waits: it is replaced (RBF, CLN's "RBF HTLC
+  txid" line) and the replacement confirms; our anchor, 16 blocks after the close, is left alone by the
+  to_local sweep at 50 sat/vB (its input costs more than it holds: said once) and rides along the sweep of the
+  second stages at 1 sat/vB; the wallet and the books are exact.
 - the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
   amount that would eat it is refused, and the reserve pays the CPFP of a close.
 - the CPFP child held out of a block (an empty block) while the estimate rises: replaced (RBF) at the new rate,
@@ -25,12 +30,15 @@ from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
 from ampere.primitives.tx import Transaction
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bookcheck import balances, check_books  # noqa: E402
 from chainutil import sync, wait_for  # noqa: E402
 
 HODL = os.path.join(os.path.dirname(__file__), "..", "plugins", "hodl.py")
+LEDGER = os.path.join(os.path.dirname(__file__), "..", "plugins", "coin_ledger.py")
 FUNDING = 1_000_000
 PUSH_MSAT = 400_000_000
 TO_SELF_DELAY = 5
+SLOW_DELAY = 17      # a to_local swept after the anchors' 16 blocks
 
 
 def channel(node) -> dict:
@@ -48,7 +56,8 @@ def restart_chain_with_fee(chaind, sat_per_vb: int, *nodes) -> None:
     if nodes:
         chaind.mine(1)    # the nodes read the estimates at each block
     for n in nodes:
-        wait_for(lambda n=n: n.rpc.feerates("perkw")["perkw"].get("unilateral_close") == sat_per_vb * 250, 60,
+        wait_for(lambda n=n: n.rpc.feerates("perkw")["perkw"].get("unilateral_close") == max(sat_per_vb * 250, 253),
+                 60,
                  f"{n.dir} sees {sat_per_vb} sat/vB")
 
 
@@ -185,6 +194,181 @@ def test_cpfp_of_low_fee_commitment_then_funded_htlc_txs(node_factory_chain, cha
     # commitment's, paid by the channel).
     assert gained == to_local + 50_000 + 30_000 + 330 - fees, (gained, to_local, fees)
     print(f"fees paid by l1 on-chain: {fees} sat (CPFP child {child_fee})")
+
+
+def set_chain_fee(chaind, sat_per_vb: int, *nodes) -> None:
+    """amp-chaind's estimate becomes `sat_per_vb` (a restart), then an EMPTY block: whatever waits in the
+    mempool stays there, and the nodes read the new estimate."""
+    chaind.stop()
+    chaind.extra_args = [a for a in chaind.extra_args if not a.startswith("-fallbackfee=")]
+    chaind.extra_args.append(f"-fallbackfee={sat_per_vb / 100_000:.8f}")
+    chaind.start()
+    for n in nodes:
+        n.allow_complaints = ("chainwatch",)
+    chaind.rpc("generateblock", chaind.faucet_address(), [])
+    for n in nodes:
+        wait_for(lambda n=n: n.rpc.feerates("perkw")["perkw"].get("unilateral_close") == max(sat_per_vb * 250, 253),
+                 60,
+                 f"{n.dir} sees {sat_per_vb} sat/vB")
+        sync(n, chaind)
+
+
+def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain, chaind):
+    restart_chain_with_fee(chaind, 1)
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"plugin": LEDGER, "developer": None}, listen=True)
+    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": SLOW_DELAY}, listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.fund_wallet(l1, 200_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    cid = channel(l1)["channel_id"]
+    held_payment(l1, l2, 30_000_000, "hodl-a")       # both held by l2 forever: l1 times them out on-chain
+    held_payment(l1, l2, 20_000_000, "hodl-b")
+    wait_for(lambda: len(channel(l1)["htlcs"]) == 2 and all(h["state"] == "SENT_ADD_ACK_REVOCATION"
+                                                          for h in channel(l1)["htlcs"]), 30, "HTLCs committed")
+    [expiry] = {h["expiry"] for h in channel(l1)["htlcs"]}       # sent at the same height: the same expiry
+    to_us = channel(l1)["to_us_msat"]
+
+    l2.stop()
+    wallet_before = confirmed_sat(l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    # The commitment's 1250perkw pays more than the 1 sat/vB estimate: no CPFP.
+    [ctxid] = wait_for(lambda: chaind.rpc("getrawmempool"), 30, "our commitment")
+    commit = tx_of(chaind, ctxid)
+    close_height = mine(chaind, 1, l1)
+    htlc_vouts = sorted(i for i, o in enumerate(commit.outputs) if o.value in (30_000, 20_000))
+    [anchor_vout] = [i for i, o in enumerate(commit.outputs) if o.value == 330 and any(
+        m.get("utxo") == f"{ctxid}:{i}" and m["primary_tag"] == "anchor" for m in l1.rpc.call("ledger")["movements"])]
+
+    def spends(vout: int, where: str = "mempool") -> Transaction | None:
+        txids = chaind.rpc("getrawmempool") if where == "mempool" else [
+            t for h in range(close_height, chaind.rpc("getblockcount") + 1)
+            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]]
+        for t in txids:
+            tx = tx_of(chaind, t)
+            if any(i.prevout.txid == commit.txid() and i.prevout.vout == vout for i in tx.inputs):
+                return tx
+        return None
+
+    # The estimate jumps to 50 sat/vB: when to_local is swept (after to_self_delay, past the anchor's 16 blocks),
+    # adding our anchor would cost more than its 330 sat: it is left alone, and the log says so once.
+    set_chain_fee(chaind, 50, l1)
+    mine(chaind, close_height + SLOW_DELAY - 1 - chaind.rpc("getblockcount"), l1)
+    to_local_vout = max(range(len(commit.outputs)), key=lambda i: commit.outputs[i].value)
+    to_local_sweep = wait_for(lambda: spends(to_local_vout), 30, "the to_local sweep")
+    assert len(to_local_sweep.inputs) == 1
+    assert l1.logs(False).count("not sweeping our anchor") == 1
+
+    # At the expiry both HTLC-timeouts go out as ONE transaction.
+    mine(chaind, expiry - chaind.rpc("getblockcount"), l1)
+    agg = wait_for(lambda: spends(htlc_vouts[0]), 30, "the HTLC-timeout transaction")
+    assert [(i.prevout.txid, i.prevout.vout) for i in agg.inputs[:2]] == [(commit.txid(), v) for v in htlc_vouts]
+    assert [o.value for o in agg.outputs[:2]] == [commit.outputs[v].value for v in htlc_vouts]
+    assert len(agg.outputs) == 3 and agg.locktime == expiry
+    assert len(agg.inputs) >= 3 and all(i.prevout.txid != commit.txid() for i in agg.inputs[2:])
+    fee1 = fee_of(chaind, agg)
+    logged = re.search(r"in one transaction with (\d+) wallet input\(s\) at (\d+)perkw \(fee (\d+) sat", l1.logs(False))
+    assert logged and int(logged.group(3)) == fee1 and int(logged.group(1)) == len(agg.inputs) - 2
+    rate1 = int(logged.group(2))
+    assert rate1 <= fee1 * 1000 // agg.weight() and fee1 <= (rate1 * (agg.weight() + 8) + 999) // 1000
+    print(f"aggregated HTLC-timeout: 2 HTLCs + {len(agg.inputs) - 2} wallet input(s), {agg.weight()} WU, "
+          f"fee {fee1} sat at {rate1}perkw")
+
+    # A restart: the transaction and what its replacement needs (its coins, rate, fee) come back from the store.
+    l1.restart()
+    sync(l1, chaind)
+    assert agg.txid_hex() in chaind.rpc("getrawmempool")
+
+    # The estimate jumps to 75 sat/vB and blocks go by without it: replaced (same wallet coins, more fee).
+    set_chain_fee(chaind, 75, l1)     # an empty block: our transaction waits
+    rbf = re.compile(r"RBF HTLC txid ([0-9a-f]{64}) \(fee (\d+)sat\) with txid ([0-9a-f]{64}) \(fee (\d+)sat\)")
+
+    def latest() -> tuple[str, int]:
+        chain = {m.group(1): (m.group(3), int(m.group(4))) for m in rbf.finditer(l1.logs(False))}
+        txid, fee = agg.txid_hex(), fee1
+        while txid in chain:
+            txid, fee = chain[txid]
+        return txid, fee
+
+    def replaced_at_estimate() -> bool:
+        txid, fee = latest()
+        return txid != agg.txid_hex() and txid in chaind.rpc("getrawmempool") and \
+            fee * 1000 // tx_of(chaind, txid).weight() >= 18_750
+
+    for _ in range(3):     # the first replacement may come before the node reads the new estimate
+        if replaced_at_estimate():
+            break
+        chaind.rpc("generateblock", chaind.faucet_address(), [])
+        sync(l1, chaind)
+        wait_for(lambda: latest()[0] in chaind.rpc("getrawmempool"), 30, "the replacement in the mempool")
+    assert replaced_at_estimate()
+    final_txid, final_fee = latest()
+    final = tx_of(chaind, final_txid)
+    assert final.inputs[:2] == agg.inputs[:2] or [i.prevout for i in final.inputs[:2]] == \
+        [i.prevout for i in agg.inputs[:2]]
+    # The same wallet coins first (a replacement conflicts through them too), more if needed.
+    assert [i.prevout for i in final.inputs[2:len(agg.inputs)]] == [i.prevout for i in agg.inputs[2:]]
+    assert final_fee == fee_of(chaind, final) and final_fee * 1000 // final.weight() >= 18_750
+    assert final_fee >= fee1 + (final.weight() + 3) // 4          # BIP125: more, by its own size at 1 sat/vB
+    assert agg.txid_hex() not in chaind.rpc("getrawmempool")
+    htlc_height = mine(chaind, 1, l1)
+    assert height_of(chaind, final_txid) == htlc_height
+    assert agg.txid_hex() not in chaind.rpc("getblock", chaind.rpc("getblockhash", htlc_height))["tx"]
+    print(f"RBF: {fee1} sat -> {final_fee} sat ({final.weight()} WU), confirmed {htlc_height - expiry} blocks "
+          "after the expiry")
+
+    # Cheap again: the second stages' outputs are swept after to_self_delay, and our anchor (16 blocks after the
+    # close: its value pays for its input at this rate) rides along one of those sweeps.
+    restart_chain_with_fee(chaind, 1, l1)
+    ours = {commit.txid(), final.txid()}
+
+    def sweeps() -> list[Transaction]:
+        found = []
+        for h in range(close_height, chaind.rpc("getblockcount") + 1):
+            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
+                tx = tx_of(chaind, t)
+                if tx.txid() not in ours and any(i.prevout.txid in ours for i in tx.inputs):
+                    found.append(tx)
+        return found
+
+    for _ in range(3 * SLOW_DELAY):
+        if len(sweeps()) == 3:
+            break
+        mine(chaind, 1, l1)
+        time.sleep(0.5)
+    swept = sweeps()
+    assert len(swept) == 3, swept      # to_local and the two second-stage outputs
+    anchor_op = (commit.txid(), anchor_vout)
+    [rider] = [t for t in swept if any((i.prevout.txid, i.prevout.vout) == anchor_op for i in t.inputs)]
+    assert len(rider.inputs) == 2 and rider.inputs[0].prevout.txid == final.txid()
+    assert height_of(chaind, rider.txid_hex()) - close_height >= 16
+    assert [t.txid() for t in swept if t.inputs[0].prevout.txid == commit.txid()] == [to_local_sweep.txid()]
+    assert l1.logs(False).count("not sweeping our anchor") == 1
+    wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
+    # The replaced versions' change outputs never existed: the wallet forgot them.
+    assert [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == []
+    fees = final_fee + sum(fee_of(chaind, t) for t in swept)
+    to_local = commit.outputs[to_local_sweep.inputs[0].prevout.vout].value
+    gained = confirmed_sat(l1) - wallet_before
+    assert gained == to_local + 30_000 + 20_000 + 330 - fees, (gained, to_local, fees)
+    print(f"anchor swept along {rider.txid_hex()} ({rider.weight()} WU, fee {fee_of(chaind, rider)} sat); fees paid "
+          f"by l1 on-chain: {fees} sat")
+
+    # The books: our anchor went "external" at the close and comes back with the sweep (tag `anchor`).
+    funds = lambda: sum(o["amount_msat"] for o in l1.rpc.listfunds()["outputs"]  # noqa: E731
+                        if o["status"] == "confirmed")
+    wait_for(lambda: balances(l1.rpc.call("ledger")["movements"]).get("wallet") == funds(), 30, "wallet movements")
+    moves = l1.rpc.call("ledger")["movements"]
+    check_books(moves, lambda t: chaind.rpc("getrawtransaction", t), cid, ctxid, close_debit_msat=to_us,
+                wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    anchor_moves = [m for m in moves if m["utxo"] == f"{ctxid}:{anchor_vout}"]
+    assert [(m["account_id"], m["primary_tag"], m["credit_msat"], m["debit_msat"]) for m in anchor_moves] == [
+        ("external", "anchor", 330_000, 0), ("external", "anchor", 0, 330_000)]
+    assert anchor_moves[1]["spending_txid"] == rider.txid_hex()
 
 
 def test_emergency_reserve(node_factory_chain, chaind):

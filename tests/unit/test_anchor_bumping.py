@@ -92,3 +92,65 @@ def test_htlc_tx_keeps_its_signed_input_and_output():
     assert len(tx.inputs) == 2 and tx.outputs[1].value == 30_000 - fee
     assert seen[-1] == 2                                  # our signature is made over the final transaction
     assert fee * 1000 // tx.weight() >= 5_000 - 10
+
+
+def _part(n: int, value: int, locktime: int, seen: list):
+    """A zero-fee HTLC transaction (1 input, 1 output) of commitment output n, as the peer signed it."""
+    from ampere.node.onchain.bumping import HtlcPart
+    tx = Transaction(2, [TxIn(OutPoint(b"\x33" * 32, n), b"", 1)], [TxOut(value, p2wsh(bytes([n]) * 3))], locktime)
+
+    def finish(final: Transaction, i: int) -> list[bytes]:
+        seen.append((n, i, len(final.inputs)))
+        return [b"", b"\x30" * 72, b"\x30" * 71, b"", b"\x51" * 133]   # a timeout's witness, signature-sized
+    return HtlcPart(tx, value, p2wsh(b"htlc%d" % n), finish)
+
+
+def test_htlc_txs_aggregate_their_pairs_at_matching_indexes_then_wallet_inputs_and_one_change():
+    from ampere.node.onchain.bumping import fund_htlc_txs, htlc_txs_weight, part_weight
+    seen: list = []
+    parts = [_part(4, 30_000, 150, seen), _part(2, 20_000, 150, seen), _part(7, 25_000, 150, seen)]
+    wallet = FakeWallet([9_000, 50_000])
+    tx, fee, coins = asyncio.run(fund_htlc_txs(wallet, parts, 12_500, 200))
+    # BOLT #3 SIGHASH_SINGLE|SIGHASH_ANYONECANPAY: input i and output i are the peer-signed pair i.
+    assert [i.prevout for i in tx.inputs[:3]] == [p.tx.inputs[0].prevout for p in parts]
+    assert [i.sequence for i in tx.inputs[:3]] == [1, 1, 1] and tx.locktime == 150 and tx.version == 2
+    assert tx.outputs[:3] == [p.tx.outputs[0] for p in parts]
+    assert [c.value for c in coins] == [50_000] and tx.inputs[3].prevout == coins[0].outpoint
+    assert len(tx.inputs) == 4 and len(tx.outputs) == 4                  # one change output, last
+    # Our signatures are made over the final transaction, each at its own index.
+    assert sorted((n, i) for n, i, k in seen if k == 4) == [(2, 1), (4, 0), (7, 2)]
+    # The fee is exact: what the inputs bring minus what the outputs take, at the target rate for the weight.
+    spent = 30_000 + 20_000 + 25_000 + 50_000
+    assert spent - sum(o.value for o in tx.outputs) == fee
+    est = htlc_txs_weight([part_weight(p) for p in parts], coins)
+    assert fee == (12_500 * est + 999) // 1000
+    assert 0 <= est - tx.weight() <= 3 * 2 + 4, (est, tx.weight())       # the estimate never falls short
+    assert fee * 1000 // tx.weight() >= 12_500
+    assert tx.outputs[3].value == 50_000 - fee
+    print(f"3 HTLC-timeouts aggregated: {tx.weight()} WU (estimate {est}), 1 wallet input, fee {fee} sat "
+          f"at 12500perkw")
+
+
+def test_htlc_txs_replacement_pays_bip125_and_keeps_its_coins_and_limits():
+    import pytest
+    from ampere.node.onchain.bumping import HtlcFeeTooHigh, fund_htlc_txs, htlc_txs_weight, part_weight
+    seen: list = []
+    parts = [_part(0, 30_000, 150, seen), _part(1, 20_000, 150, seen)]
+    wallet = FakeWallet([40_000, 60_000])
+    tx, fee, coins = asyncio.run(fund_htlc_txs(wallet, parts, 2_000, 200))
+    # The replacement: same coins (it conflicts with the first one through them too), the old fee plus the
+    # incremental relay fee for its own size even when the new rate alone would ask less (BIP125 rules 3-4).
+    tx2, fee2, coins2 = asyncio.run(fund_htlc_txs(wallet, parts, 2_100, 201, keep=coins, replaces_fee=fee))
+    assert [c.key for c in coins2] == [c.key for c in coins]
+    est2 = htlc_txs_weight([part_weight(p) for p in parts], coins2)
+    assert fee2 == fee + (250 * est2 + 999) // 1000 > (2_100 * est2 + 999) // 1000
+    assert fee2 - fee >= (tx2.weight() + 3) // 4          # 1 sat/vB of its own size on top
+    assert sum(c.value for c in coins2) + 50_000 - sum(o.value for o in tx2.outputs) == fee2
+    # Never more in fees than the HTLCs are worth (CLN: "Not spending ... in fees to get an HTLC worth ...").
+    with pytest.raises(HtlcFeeTooHigh):
+        asyncio.run(fund_htlc_txs(FakeWallet([200_000]), parts, 50_000, 200, max_fee=50_000))
+    # nLockTime is under the peer's signature: an HTLC-success (0) and an HTLC-timeout (its expiry) never share
+    # a transaction.
+    with pytest.raises(ValueError):
+        asyncio.run(fund_htlc_txs(wallet, [_part(0, 30_000, 0, seen), _part(1, 20_000, 150, seen)], 2_000, 200))
+    assert asyncio.run(fund_htlc_txs(FakeWallet([500]), parts, 2_000, 200)) is None

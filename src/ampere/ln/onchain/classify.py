@@ -387,15 +387,22 @@ def second_stage_output(ch: Channel, revoked_htlc: OurOutput, spend: Transaction
     return None
 
 
-def htlc_tx_delayed_output(ch: Channel, htlc_out: OurOutput, htlc_tx: Transaction) -> OurOutput:
+def htlc_tx_delayed_output(ch: Channel, htlc_out: OurOutput, htlc_tx: Transaction,
+                           commitment_txid: bytes | None = None) -> OurOutput:
     """The output of OUR HTLC-timeout/success transaction spending `htlc_out` of our commitment: to_local-like,
     ours after to_self_delay (BOLT #5: "MUST ... spend the output of the HTLC-timeout/success transaction ...
-    once the to_self_delay has passed")."""
+    once the to_self_delay has passed"). Several HTLC transactions aggregated into one (option_anchors): the
+    output at the index of the input spending `htlc_out` of `commitment_txid` (the peer's
+    SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature pairs them)."""
     p = ch.params
+    index = 0
+    if commitment_txid is not None:
+        index = next((i for i, x in enumerate(htlc_tx.inputs)
+                      if x.prevout == OutPoint(commitment_txid, htlc_out.vout)), 0)
     assert htlc_out.per_commitment_point is not None, "an HTLC output of a commitment carries its point"
     keys = commitment_keys(p.local_pubkeys, p.remote_pubkeys, htlc_out.per_commitment_point)
     ws = to_local_script(keys.revocation_pubkey, p.local_to_self_delay, keys.local_delayed_pubkey)
-    return OurOutput(0, htlc_tx.outputs[0].value, OutputKind.HTLC_TX_DELAYED, Action.SWEEP, p2wsh(ws),
+    return OurOutput(index, htlc_tx.outputs[index].value, OutputKind.HTLC_TX_DELAYED, Action.SWEEP, p2wsh(ws),
                      csv=p.local_to_self_delay, witness_script=ws, per_commitment_point=htlc_out.per_commitment_point,
                      htlc=htlc_out.htlc)
 

@@ -8,29 +8,37 @@ by adding inputs of its own.
         a child spending our anchor output (and wallet coins) to a change output, so that commitment + child pay
         `target_perkw` together (CPFP). `keep`: the wallet coins of the child it replaces (RBF keeps them, so the
         replacement conflicts with it and pays more).
-    fund_htlc_tx(wallet, htlc_tx, complete, target_perkw, tip) -> (Transaction, fee_sat, inputs) | None
-        the zero-fee HTLC-timeout/success of our anchor commitment with wallet inputs and a change output
-        appended (input 0 / output 0 stay the HTLC's: the peer signed them SIGHASH_SINGLE|SIGHASH_ANYONECANPAY).
+    fund_htlc_txs(wallet, parts, target_perkw, tip, keep=(), replaces_fee=0, max_fee=None)
+        -> (Transaction, fee_sat, inputs) | None
+        zero-fee HTLC-timeout/success transactions of our anchor commitment (HtlcPart) aggregated into one: their
+        (input, output) pairs first at matching indexes (the peer signed each SIGHASH_SINGLE|SIGHASH_ANYONECANPAY),
+        then wallet inputs and one change output. Raises HtlcFeeTooHigh past `max_fee`.
+    fund_htlc_tx(...): the same for one HTLC transaction.
 
 Coins are reserved while a transaction is built and spent (wallet.record_sent) once it is broadcast. Returns
 None when the wallet cannot pay (the caller logs it and retries at the next block).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 from ampere.node.onchain.wallet import (DUST_LIMIT, Output, base_weight, input_weight, output_weight,
                                         scripts_for_pubkey)
+from ampere.primitives.amount import SatInt
 from ampere.primitives.script import is_p2tr, is_p2wpkh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 
-__all__ = ["ANCHOR_INPUT_WEIGHT", "cpfp_child", "fund_htlc_tx", "package_feerate"]
+__all__ = ["ANCHOR_INPUT_WEIGHT", "HtlcFeeTooHigh", "HtlcPart", "cpfp_child", "fund_htlc_tx", "fund_htlc_txs",
+           "htlc_txs_weight", "package_feerate", "part_weight"]
 
 RBF_SEQUENCE = 0xFFFFFFFD
 # BOLT #3 to_local_anchor spent by its owner: outpoint + empty scriptSig + sequence (41 bytes, x4), then the
 # witness: item count, <local_sig> (up to 73 bytes), the 40-byte anchor script.
 ANCHOR_INPUT_WEIGHT = 4 * 41 + 1 + (1 + 73) + (1 + 40)
 RESERVE_BLOCKS = 72
+# Bitcoin Core's -incrementalrelayfee (1 sat/vB): what a replacement pays on top of the fee it replaces.
+INCREMENTAL_RELAY_PERKW = 250
 _CHANGE_WEIGHT = output_weight(b"\x51\x20" + bytes(32))
 
 
@@ -101,30 +109,79 @@ async def cpfp_child(wallet: Any, parent: Transaction, parent_fee: int, anchor_v
     return child, fee, coins
 
 
-async def fund_htlc_tx(wallet: Any, htlc_tx: Transaction, htlc_value: int, htlc_spk: bytes,
-                       finish: Callable[[Transaction], list[bytes]], target_perkw: int,
-                       tip: int) -> tuple[Transaction, int, list[Output]] | None:
-    """`finish(tx)`: input 0's witness for the final transaction (our new SIGHASH_ALL signature with the peer's)."""
-    probe = htlc_tx.copy()
-    probe.inputs[0].witness = finish(probe)          # the size of the HTLC input's witness (signatures ~72 bytes)
-    htlc_part = probe.weight() - base_weight(1, 1)
+class HtlcFeeTooHigh(ValueError):
+    """The fee asked for is more than the HTLCs are worth (CLN: "Not spending ... in fees to get an HTLC worth
+    ..."): not worth it."""
+
+
+@dataclass(frozen=True)
+class HtlcPart:
+    """One zero-fee HTLC-timeout/success transaction of our anchor commitment, to be funded (alone or with others).
+    `finish(tx, i)`: input i's witness in the final transaction `tx` (our new SIGHASH_ALL signature with the
+    peer's SINGLE|ACP one)."""
+
+    tx: Transaction            # the pre-signed 1-input 1-output transaction
+    value: int                 # the commitment's HTLC output it spends
+    spk: bytes
+    finish: Callable[[Transaction, int], list[bytes]]
+
+
+def part_weight(part: HtlcPart) -> int:
+    """Weight the part adds to a transaction: its input (with the witness) and its output."""
+    probe = part.tx.copy()
+    probe.inputs[0].witness = part.finish(probe, 0)   # signatures at their size (~72 bytes)
+    return probe.weight() - base_weight(1, 1)
+
+
+def htlc_txs_weight(part_weights: list[int], coins: list[Output]) -> int:
+    """The weight of the funded transaction: the parts' pairs (part_weight), the wallet inputs and one change
+    output; +2 WU per part: each of its two DER signatures may be one byte longer than the probe's."""
+    return (base_weight(len(part_weights) + len(coins), len(part_weights) + 1) + sum(w + 2 for w in part_weights)
+            + sum(input_weight(o.script) for o in coins) + _CHANGE_WEIGHT)
+
+
+async def fund_htlc_txs(wallet: Any, parts: list[HtlcPart], target_perkw: int, tip: int, keep: Sequence[Output] = (),
+                        replaces_fee: int = 0, max_fee: int | None = None,
+                        ) -> tuple[Transaction, int, list[Output]] | None:
+    """One transaction for several HTLC transactions of the same commitment (BOLT #3: the peer's
+    SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature covers its input and the output at the same index only, so
+    input i / output i pairs can be combined, each at its own index): the parts' (input, output) pairs at
+    indexes 0..n-1, then wallet inputs (`keep` first: a replacement reuses them), then one change output.
+    `replaces_fee`: the fee of the transaction it replaces (BIP125 rules 3-4: at least that plus the
+    incremental relay fee for its own size). The nLockTime is signed by the peer: the parts must share it."""
+    if not parts or len({p.tx.locktime for p in parts}) != 1:
+        raise ValueError("HTLC transactions aggregated together must share their nLockTime")
+    weights = [part_weight(p) for p in parts]
 
     def need(coins: list[Output]) -> int:
-        w = (base_weight(1 + len(coins), 2) + htlc_part + sum(input_weight(o.script) for o in coins)
-             + _CHANGE_WEIGHT + 4)
-        return _fee(target_perkw, w)
+        w = htlc_txs_weight(weights, coins)
+        fee = _fee(target_perkw, w)
+        if replaces_fee:
+            fee = max(fee, replaces_fee + _fee(INCREMENTAL_RELAY_PERKW, w))
+        return fee
 
-    coins = _select(wallet, need, [])
+    coins = _select(wallet, need, list(keep))
     if coins is None:
         return None
     fee = need(coins)
+    if max_fee is not None and fee > max_fee:
+        raise HtlcFeeTooHigh(f"not spending {fee}sat in fees to get HTLCs worth {max_fee}sat")
     script = await _change_script(wallet)
-    tx = htlc_tx.copy()
-    tx.inputs[0].witness = []
-    tx.inputs += [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in coins]
-    tx.outputs.append(TxOut(sum(o.value for o in coins) - fee, script))
-    tx.inputs[0].witness = finish(tx)
-    spent = [TxOut(htlc_value, htlc_spk)] + [o.txout() for o in coins]
-    _sign_wallet_inputs(wallet, tx, 1, coins, spent)
+    ins = [TxIn(p.tx.inputs[0].prevout, b"", p.tx.inputs[0].sequence) for p in parts]
+    ins += [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in coins]
+    outs = [p.tx.outputs[0] for p in parts] + [TxOut(SatInt(sum(o.value for o in coins) - fee), script)]
+    tx = Transaction(parts[0].tx.version, ins, outs, parts[0].tx.locktime)
+    for i, p in enumerate(parts):
+        tx.inputs[i].witness = p.finish(tx, i)
+    spent = [TxOut(SatInt(p.value), p.spk) for p in parts] + [o.txout() for o in coins]
+    _sign_wallet_inputs(wallet, tx, len(parts), coins, spent)
     await wallet._set_reservation(coins, tip + RESERVE_BLOCKS)
     return tx, fee, coins
+
+
+async def fund_htlc_tx(wallet: Any, htlc_tx: Transaction, htlc_value: int, htlc_spk: bytes,
+                       finish: Callable[[Transaction], list[bytes]], target_perkw: int,
+                       tip: int) -> tuple[Transaction, int, list[Output]] | None:
+    """One HTLC transaction alone (fund_htlc_txs of one part); `finish(tx)`: input 0's witness."""
+    return await fund_htlc_txs(wallet, [HtlcPart(htlc_tx, htlc_value, htlc_spk, lambda tx, i: finish(tx))],
+                               target_perkw, tip)

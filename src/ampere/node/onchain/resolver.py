@@ -49,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 from ampere.chain.bitcoind import BitcoindError, BitcoindUnreachable
 from ampere.ln.channel import core
 from ampere.primitives.amount import sat_to_msat
-from ampere.primitives.tx import OutPoint, Transaction
+from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 import json
 
 from ampere.ln.channel.commitment import Side
@@ -78,7 +78,11 @@ from ampere.ln.onchain.classify import (
 )
 from ampere.ln.channel.scripts import anchor_script
 from ampere.primitives.script import p2wsh
-from ampere.node.onchain.bumping import cpfp_child, fund_htlc_tx, package_feerate
+from ampere.node.onchain.anchor_claims import AnchorClaims
+from ampere.node.onchain.bumping import RBF_SEQUENCE, cpfp_child, package_feerate
+from ampere.node.onchain.states import CLAIM_STATES as _CLAIM_STATES, DONE_STATES as _DONE_STATES
+from ampere.node.onchain.states import (S_DUST, S_EXTERNAL, S_HTLC_SUCCESS, S_HTLC_TIMEOUT, S_PENALTY, S_SWEEP,
+                                        S_UNRESOLVED, S_WALLET)
 from ampere.node.onchain.coin_moves import chain_mvt, emit
 from ampere.node.onchain.wallet import scripts_for_pubkey
 
@@ -98,20 +102,9 @@ SWEEP_FEERATE_BLOCKS = 12  # CLN's "delayed_to_us" sweeps aim at the `normal` ra
 # Penalties race the peer's to_self_delay (and its second-stage transactions): aim at the next blocks.
 PENALTY_FEERATE_BLOCKS = 2
 
-# Output states (column onchain_outputs.state).
-S_SWEEP = "sweep"            # ours: swept by us once the CSV delay allows
-S_UNRESOLVED = "unresolved"  # an HTLC output no HTLC we know matches: followed until someone spends it
-S_WALLET = "wallet"          # pays our wallet directly (mutual close)
-S_EXTERNAL = "external"      # pays an address outside the wallet (close_to)
-S_DUST = "dust"              # ours, but worth less than the fee to sweep it
-S_PENALTY = "penalty"        # revoked: taken at once with the revocation key
-S_HTLC_TIMEOUT = "htlc_timeout"  # an HTLC we offered: ours once its cltv_expiry has passed
-S_HTLC_SUCCESS = "htlc_success"  # an HTLC the peer offered: ours with its preimage
-_CLAIM_STATES = (S_SWEEP, S_PENALTY, S_HTLC_TIMEOUT, S_HTLC_SUCCESS)
 # BOLT #5: an HTLC we offered and timed out on-chain fails upstream "once the resolving transaction has reached
 # reasonable depth" (CLN: its reasonable depth, 3 blocks); never earlier: a reorg could still hand it to the peer.
 HTLC_FAIL_DEPTH = 3
-_DONE_STATES = (S_WALLET, S_EXTERNAL, S_DUST)
 
 _KIND_TEXT = {SpendKind.MUTUAL: "mutual close", SpendKind.LOCAL: "our own unilateral close",
               SpendKind.REMOTE: "their unilateral close",
@@ -185,7 +178,7 @@ class Resolution:
         return max(heights)
 
 
-class OnchainResolver:
+class OnchainResolver(AnchorClaims):
     def __init__(self, node: Node, bury_depth: int = BURY_DEPTH) -> None:
         self.node = node
         self.bury_depth = bury_depth
@@ -552,7 +545,7 @@ class OnchainResolver:
             # Our HTLC transaction: its output is ours after to_self_delay.
             self.node.log.info(LOG, f"Channel {cid}: our HTLC-{'timeout' if t.state == S_HTLC_TIMEOUT else 'success'} "
                                     f"{txid[::-1].hex()} of {what} is in block {height}")
-            n = Tracked(htlc_tx_delayed_output(r.record.core, t.out, tx), S_SWEEP, txid, t.out.vout)
+            n = Tracked(htlc_tx_delayed_output(r.record.core, t.out, tx, r.spend_txid), S_SWEEP, txid, t.out.vout)
             if n.key(r) not in r.outputs:
                 r.outputs[n.key(r)] = n
                 self._watched[n.key(r)] = (r, n.key(r))
@@ -724,6 +717,17 @@ class OnchainResolver:
                                  debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, peer_id=peer,
                                  payment_hash=ph))
             t.extra["mvt"] = "out"
+        for t in r.outputs.values():
+            # Our anchor, swept along with `t`: the close recorded it as going "external" (tag `anchor`, as CLN
+            # does: nobody knows then whether we will ever spend it); our sweep brings it back from there (the
+            # same tag, debited) into the wallet's deposit of the sweep's output.
+            a = t.extra.get("anchor")
+            if a is None or "anchor" in r.noted or t.resolved_height is None or t.resolved_txid != t.sweep_txid:
+                continue
+            r.noted.add("anchor")
+            v = r.spend_tx.outputs[a].value
+            out.append(chain_mvt(self.node, "external", "anchor", (r.spend_txid, a), v, t.resolved_height,
+                                 debit_msat=sat_to_msat(v), spending_txid=t.resolved_txid, originating_account=cid))
         return out
 
     # ---- progress --------------------------------------------------------------------------------
@@ -784,6 +788,11 @@ class OnchainResolver:
                     continue
             elif r.record is not None:
                 await self._maybe_bump(r, t, tip, base)
+                if t.sweep_tx is None:
+                    continue  # an aggregated HTLC transaction that can no longer be mined, not rebuilt yet
+            if t.broadcast_at != tip and any(u.broadcast_at == tip and u.sweep_tx == t.sweep_tx
+                                             for u in r.outputs.values() if u is not t):
+                t.broadcast_at = tip  # the same transaction (aggregated HTLC transactions) went out already
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
@@ -791,7 +800,7 @@ class OnchainResolver:
                         S_HTLC_SUCCESS: "HTLC success"}.get(t.state, "sweep")
                 if await self._broadcast(r, tx, f"{what} of {t.out.kind.value} output {t.out.vout}"):
                     wallet = self.node.wallet
-                    if wallet is not None and (tx.txid(), 0) not in wallet.outputs:
+                    if wallet is not None and (tx.txid(), len(tx.outputs) - 1) not in wallet.outputs:
                         await wallet.record_sent(tx)  # listfunds shows it (unconfirmed) at once
         self._report_missing(r, tip)
         mvts = self._movements(r)
@@ -830,6 +839,13 @@ class OnchainResolver:
     async def _maybe_bump(self, r: Resolution, t: Tracked, tip: int, base: int) -> None:
         """RBF: a claim still unconfirmed as its deadline nears is replaced at a higher feerate (our own
         pre-signed HTLC transactions cannot be: their fee is fixed by both signatures)."""
+        if t.extra.get("anchor") is not None and tip > t.extra.get("since", tip):
+            await self._anchor_lost(r, t, tip)
+            if t.sweep_tx is None or t.extra.get("since") == tip:
+                return
+        if "hrate" in t.extra and t.sweep_tx is not None:
+            await self._bump_local_htlcs(r, t, tip)  # option_anchors: our funded HTLC transaction
+            return
         if "rate" not in t.extra or self._deadline(r, t, base) is None:
             return
         since = t.extra.get("since", tip)
@@ -851,6 +867,10 @@ class OnchainResolver:
             t.extra["prev"].pop()
             return
         t.broadcast_at = -1
+        new = Transaction.parse(t.sweep_tx)
+        old_fee, new_fee = (t.out.value_sat - x.outputs[0].value for x in (old, new))
+        self.node.log.info(LOG, f"RBF onchain txid {prev[::-1].hex()} (fee {old_fee}sat) with txid "
+                                f"{new.txid_hex()} (fee {new_fee}sat)")
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {t.out.kind.value} output {t.out.vout} still "
                                 f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
                                 f"{t.sweep_txid[::-1].hex()}")
@@ -905,6 +925,10 @@ class OnchainResolver:
                                 f" with {len(coins)} wallet input(s): child {child.txid_hex()} pays {fee} sat, package "
                                 f"{package_feerate(r.spend_tx, parent_fee, child, fee)}perkw (target {rate}perkw, "
                                 f"deadline block {deadline})" + (f", replacing {prev[0]}" if prev else ""))
+        if c is not None:
+            # CLN's line for a replaced on-chain transaction (pyln-testing's mine_txid_or_rbf follows it).
+            self.node.log.info(LOG, f"RBF onchain txid {c['txid']} (fee {c['fee']}sat) with txid {child.txid_hex()} "
+                                    f"(fee {fee}sat)")
         if await self._broadcast(r, child, "CPFP of our commitment"):
             await self._record_cpfp(child, prev)
 
@@ -924,39 +948,6 @@ class OnchainResolver:
         for replaced in prev:
             await wallet.forget_replaced(bytes.fromhex(replaced)[::-1])
         await wallet.record_sent(child)
-
-    async def _fund_local_htlc(self, r: Resolution, t: Tracked, tip: int) -> bool:
-        """option_anchors: our HTLC-timeout/success pays no fee of its own; add wallet inputs and a change output
-        (BOLT #5: the peer's SIGHASH_SINGLE|SIGHASH_ANYONECANPAY signature allows it) and sign it anew."""
-        raw, their, _, kind = t.extra["stage"]
-        success = HtlcTxKind(kind) is HtlcTxKind.SUCCESS
-        pre = self._preimages.get(t.out.htlc.payment_hash) if success else None
-        signer, ws = r.record.signer, t.out.witness_script
-        point = signer.commitment_point(r.commitment_number)
-        their_sig = bytes.fromhex(their)
-
-        def finish(tx: Transaction) -> list[bytes]:
-            ours = signer.sign_local_htlc_input(tx, 0, ws, t.out.value_sat, point)
-            return [b"", their_sig, ours, pre if success else b"", ws]
-
-        fees = self.node.chain.fees
-        # An HTLC-success races the peer's timeout at cltv_expiry; a timeout aims at CLN's `normal` rate.
-        blocks = max(2, min(SWEEP_FEERATE_BLOCKS, t.out.htlc.cltv_expiry - tip)) if success else SWEEP_FEERATE_BLOCKS
-        rate = fees.for_deadline(blocks) or fees.floor
-        res = await fund_htlc_tx(self.node.wallet, Transaction.parse(bytes.fromhex(raw)), t.out.value_sat,
-                                 t.out.script_pubkey, finish, rate, tip)
-        what = "HTLC-success" if success else "HTLC-timeout"
-        if res is None:
-            self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: cannot pay the fee of our {what} of output "
-                                       f"{t.out.vout}: not enough funds in the wallet; retrying at the next block")
-            return False
-        tx, fee, coins = res
-        t.sweep_tx = tx.serialize()
-        t.extra["fee"] = fee
-        await self._save(r)  # recorded before it is broadcast
-        self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {what} of HTLC {t.out.htlc.payment_hash.hex()} with "
-                                f"{len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat): {tx.txid_hex()}")
-        return True
 
     async def _make_sweep(self, r: Resolution, t: Tracked, tip: int, rate: int | None = None,
                           dest: bytes | None = None) -> bool:
@@ -1011,19 +1002,33 @@ class OnchainResolver:
             idx, _ = await wallet.new_address("p2tr")
             dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
         unsigned = build(parent, t.out, ctype, dest, feerate)
+        rider = await self._anchor_rider(r, t, tip, feerate) if t.state == S_SWEEP and rate is None else None
+        if rider is not None:
+            # Our anchor rides along (its input's marginal fee taken from its own 330 sat).
+            a_vout, a_ws, a_value, a_fee = rider
+            unsigned.inputs.append(TxIn(OutPoint(r.spend_txid, a_vout), b"", RBF_SEQUENCE))
+            unsigned.outputs[0] = TxOut(unsigned.outputs[0].value + a_value - a_fee, unsigned.outputs[0].script_pubkey)
         if claim:
             pre = self._preimages.get(t.out.htlc.payment_hash) if t.state == S_HTLC_SUCCESS else None
             t.sweep_tx = sign_htlc_claim(unsigned, t.out, r.record.signer, pre).serialize()
         else:
-            t.sweep_tx = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret).serialize()
+            signed = sign_sweep(unsigned, t.out, ctype, r.record.signer, secret)
+            if rider is not None:
+                # BOLT #3 to_local_anchor: "<local_sig>" (our funding key; no wait: the 16-block CSV is for
+                # anyone else).
+                signed.inputs[1].witness = [r.record.signer.sign_anchor(signed, 1, a_ws, a_value), a_ws]
+                t.extra["anchor"] = a_vout
+            t.sweep_tx = signed.serialize()
         t.extra["rate"] = feerate
         t.extra["since"] = tip
         await self._save(r)  # BOLT 5 / our rule: recorded before it is broadcast
         verb = "taking (penalty)" if penalty else "sweeping"
-        fee = t.out.value_sat - Transaction.parse(t.sweep_tx).outputs[0].value
+        fee = t.out.value_sat + (rider[2] if rider else 0) - Transaction.parse(t.sweep_tx).outputs[0].value
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {verb} {t.out.kind.value} output "
                                 f"{parent[::-1].hex()}:{t.out.vout} ({t.out.value_sat} sat) to our wallet at "
-                                f"{feerate}perkw (fee {fee} sat): {t.sweep_txid[::-1].hex()}")
+                                f"{feerate}perkw (fee {fee} sat)" + (f" with our anchor {r.spend_tx.txid_hex()}:"
+                                                                     f"{rider[0]} ({rider[2]} sat)" if rider else "")
+                                + f": {t.sweep_txid[::-1].hex()}")
         return True
 
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
