@@ -85,6 +85,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def io_counters(pid: int) -> dict[str, int]:
+    """/proc/PID/io: write_bytes (what reached the block layer) and wchar (bytes passed to write(), sockets too)."""
+    with open(f"/proc/{pid}/io") as fh:
+        return {k: int(v) for k, v in (line.split(": ") for line in fh)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
@@ -124,6 +130,7 @@ def main() -> None:
             one(r1, inv)
         spies = []
         cpu0 = {name: cpu_seconds(node.proc.pid) for name, node in (("payer", l1), ("payee", l2))}
+        io0 = {name: io_counters(node.proc.pid) for name, node in (("payer", l1), ("payee", l2))}
         for name, node in (("payer", l1), ("payee", l2)) if not args.cpu_only else ():
             raw = os.path.join(out_dir, f"{name}.txt")
             if args.fsyncs:
@@ -143,6 +150,8 @@ def main() -> None:
             lat = []
         elapsed = time.perf_counter() - t0
         cpu = {name: cpu_seconds(node.proc.pid) - cpu0[name] for name, node in (("payer", l1), ("payee", l2))}
+        io = {name: {k: v - io0[name][k] for k, v in io_counters(node.proc.pid).items()}
+              for name, node in (("payer", l1), ("payee", l2))}
         for _, _, p in spies:
             p.send_signal(2)
         for _, _, p in spies:
@@ -151,6 +160,9 @@ def main() -> None:
               + (f"; mean {1000 * sum(lat) / len(lat):.1f} ms" if lat else "") + f"; raw stacks in {out_dir}")
         print("CPU per payment: " + ", ".join(f"{name} {1000 * c / args.n:.2f} ms" for name, c in cpu.items())
               + (" (under the profiler)" if not args.cpu_only else ""))
+        print("Bytes written per payment (write_bytes to storage / wchar all write() calls incl. sockets): "
+              + ", ".join(f"{name} {io[name]['write_bytes'] / args.n:.0f} / {io[name]['wchar'] / args.n:.0f}"
+                          for name in io))
         for name, raw, _ in spies:
             if args.fsyncs:
                 calls = sum(int(line.split()[3]) for line in open(raw)
