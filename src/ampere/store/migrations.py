@@ -292,6 +292,34 @@ CREATE TABLE IF NOT EXISTS offers (
     created_at INTEGER NOT NULL
 )
     """,
+    # 12: channels stored in parts (ampere.node.channels.storage, issue 18): a write touches what changed, not the
+    # whole record. channels.layout 1: `snapshot` holds only the part fixed at opening; channel_state the rest of
+    # the record but its HTLCs (one small row per channel, rewritten per step); channel_htlcs one row per HTLC of
+    # the record, in order (`pos`); channel_htlc_onions its onion, written once. Rows of layout 0 (the whole record
+    # in `snapshot`) are converted by the channel manager at start-up.
+    """
+ALTER TABLE channels ADD COLUMN layout INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE channel_state (
+    dbid INTEGER PRIMARY KEY,
+    update_id INTEGER NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE TABLE channel_htlcs (
+    dbid INTEGER NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    htlc TEXT NOT NULL,
+    PRIMARY KEY (dbid, offerer, htlc_id)
+);
+CREATE TABLE channel_htlc_onions (
+    dbid INTEGER NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    onion BLOB NOT NULL,
+    PRIMARY KEY (dbid, offerer, htlc_id)
+)
+    """,
 ]
 
 

@@ -186,13 +186,18 @@ class Channel:
             obj = json.loads(data)
         except (ValueError, UnicodeDecodeError) as e:
             raise StorageError(f"channel record is not JSON: {e}") from e
+        return replace(cls.from_record(obj), persisted_snapshot=bytes(data))
+
+    @classmethod
+    def from_record(cls, obj: Any) -> Channel:
+        """The channel from its stored form as a dict (what `to_record` gives; the runtime may store it in parts)."""
         if not isinstance(obj, dict) or obj.get("v") != FORMAT_VERSION:
             raise StorageError(f"unsupported channel record version {obj.get('v') if isinstance(obj, dict) else None}")
         try:
             ch = _from_json(obj)
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"malformed channel record: {e}") from e
-        return replace(ch, persisted_snapshot=bytes(data), persisted_record=obj)
+        return replace(ch, persisted_record=obj)
 
 
 def encode_record(record: dict[str, Any]) -> bytes:

@@ -77,7 +77,7 @@ from ampere.ln.channel.env import Env
 from ampere.ln.channel.htlcs import Htlc
 from ampere.ln.channel.persist import finish
 from ampere.ln.channel.signer import ChannelSigner
-from ampere.ln.channel.state import Channel, ChannelState, encode_record, set_state
+from ampere.ln.channel.state import Channel, ChannelState, set_state
 from ampere.primitives.amount import sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.tx import OutPoint, Transaction
@@ -87,6 +87,7 @@ from ampere.wire.types import ShortChannelId
 from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
 from ampere.node.onchain.resolver import write_htlc_stubs
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
+from ampere.node.channels import storage
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
 
 if TYPE_CHECKING:
@@ -177,6 +178,7 @@ class ChannelRecord:
         self.meta: dict[str, Any] = dict(meta or {})
         self.created_at = created_at or int(time.time())
         self.inserted = False             # the row exists in the store
+        self.written: storage.Written | None = None  # the record's parts as last committed (layout 1)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
         self.commit_handle: asyncio.TimerHandle | None = None
@@ -237,17 +239,25 @@ class ChannelRecord:
     def close_cause(self) -> str:
         return self.meta.get("close_cause") or "unknown"
 
-    def row(self) -> tuple:
-        return (self.dbid, self.peer_id, self.channel_id, self.state.value, self.core.update_id,
-                self.core.persisted_snapshot or (encode_record(self.core.persisted_record)
-                                                 if self.core.persisted_record is not None else self.core.to_bytes()),
+    def record(self) -> dict[str, Any]:
+        """The core's durable record as last computed (what a write stores)."""
+        rec = self.core.persisted_record
+        return rec if rec is not None else self.core.to_record()
+
+    def cold(self) -> tuple:
+        """The channels row's own columns that change after insertion (written only when one of them changed)."""
+        return (self.state.value, self.funding_height, self.funding_txindex, self.settings.to_json(),
+                json.dumps(self.state_changes), json.dumps(self.meta, sort_keys=True))
+
+    def row(self, static: bytes) -> tuple:
+        return (self.dbid, self.peer_id, self.channel_id, self.state.value, self.core.update_id, static,
                 self.funding_tx.serialize() if self.funding_tx is not None else None, self.funding_height,
                 self.funding_txindex, self.mindepth, self.settings.to_json(), json.dumps(self.state_changes),
-                json.dumps(self.meta, sort_keys=True), self.created_at)
+                json.dumps(self.meta, sort_keys=True), self.created_at, storage.LAYOUT_PARTS)
 
 
 _COLUMNS = ("dbid, peer_id, channel_id, state, update_id, snapshot, funding_tx, funding_height, funding_txindex, "
-            "mindepth, settings, state_changes, meta, created_at")
+            "mindepth, settings, state_changes, meta, created_at, layout")
 
 
 def _iso_now() -> str:
@@ -292,22 +302,37 @@ class ChannelManager:
         """Read every channel from the store (before the chain watcher starts)."""
         def read(db):
             rows = db.query(f"SELECT {_COLUMNS} FROM channels ORDER BY dbid")
+            parts = storage.read_parts(db)
             peers = db.query("SELECT peer_id, address FROM channel_peers")
             top = db.query("SELECT val FROM vars WHERE name = 'next_channel_dbid'")
-            return rows, peers, top
+            return rows, parts, peers, top
 
-        rows, peers, top = await self.node.store.read(read)
+        rows, parts, peers, top = await self.node.store.read(read)
         self._next_dbid = int(top[0][0]) if top else 1
+        whole: list[ChannelRecord] = []   # stored whole by an earlier version: converted below
         for r in rows:
             dbid, peer_id = int(r[0]), bytes(r[1])
-            rec = ChannelRecord(dbid, peer_id, self.signer_for(peer_id, dbid), core.restore(bytes(r[5])),
+            if int(r[14]) == storage.LAYOUT_PARTS:
+                if dbid not in parts:
+                    raise RuntimeError(f"channel {dbid}: its channel_state row is missing (damaged database)")
+                ch, written = storage.restore(bytes(r[5]), parts[dbid], ())
+            else:
+                ch, written = core.restore(bytes(r[5])), None
+            rec = ChannelRecord(dbid, peer_id, self.signer_for(peer_id, dbid), ch,
                                 mindepth=int(r[9]), settings=ChannelSettings.from_json(r[10]),
                                 funding_tx=Transaction.parse(bytes(r[6])) if r[6] is not None else None,
                                 funding_height=r[7], funding_txindex=r[8], state_changes=json.loads(r[11]),
                                 meta=json.loads(r[12]), created_at=int(r[13]))
             rec.inserted = True
+            if written is not None:
+                written.cold = rec.cold()
+                rec.written = written
+            else:
+                whole.append(rec)
             self._index(rec)
             self._next_dbid = max(self._next_dbid, dbid + 1)
+        if whole:
+            await self._convert(whole)
         for peer_id, text in peers:
             try:
                 self.peer_addresses[bytes(peer_id)] = PeerAddress(**json.loads(text))
@@ -665,8 +690,44 @@ class ChannelManager:
             await self._persist(rec)
         return events
 
+    async def _convert(self, recs: list[ChannelRecord]) -> None:
+        """Channels stored whole (layout 0, before issue 18) into parts, all in one transaction: a crash leaves
+        them all as they were, and the next start converts again."""
+        deltas = []
+        for rec in recs:
+            d = storage.first_write(rec.dbid, rec.record(), rec.cold())
+            d.statements.append(("UPDATE channels SET layout=?, snapshot=? WHERE dbid=?",
+                                 (storage.LAYOUT_PARTS, d.after.static, rec.dbid)))
+            deltas.append((rec, d))
+
+        def write(db):
+            for _rec, d in deltas:
+                d.apply(db)
+        await self.node.store.write(write)
+        for rec, d in deltas:
+            rec.written = d.after
+        self.node.log.info(LOG, f"Converted {len(recs)} channels to the stored-in-parts layout")
+
+    def _delta(self, rec: ChannelRecord) -> storage.Delta:
+        """The statements of this channel's next write: only the parts that changed (see storage.py)."""
+        record, cold = rec.record(), rec.cold()
+        if rec.inserted and rec.written is not None:
+            sql = ("UPDATE channels SET state=?, update_id=?, funding_height=?, funding_txindex=?, settings=?, "
+                   "state_changes=?, meta=? WHERE dbid=?", (cold[0], rec.core.update_id, *cold[1:], rec.dbid))
+            return storage.delta(rec.dbid, record, rec.written, sql, cold)
+        d = storage.first_write(rec.dbid, record, cold)
+        if rec.inserted:  # not expected: load converts every channel; rewrite the row whole anyway
+            row = rec.row(d.after.static)
+            d.statements.append(("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, "
+                                 "funding_txindex=?, settings=?, state_changes=?, meta=?, layout=? WHERE dbid=?",
+                                 (*row[3:6], *row[7:9], *row[10:13], row[14], rec.dbid)))
+        else:
+            d.statements.insert(0, (f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                    rec.row(d.after.static)))
+        return d
+
     async def _persist(self, rec: ChannelRecord) -> None:
-        row = rec.row()
+        d = self._delta(rec)
         # Every HTLC the channel ever held, in the same transaction as the state that holds it (so before any
         # commitment holding it is signed): a revoked commitment of the peer may show it long after the state
         # forgot it, and the penalty must rebuild its script.
@@ -674,19 +735,17 @@ class ChannelManager:
         if len(rec.stubbed) > 2 * len(rec.core.htlcs) + 64:  # forget what the state itself forgot
             rec.stubbed &= {(h.offerer, h.htlc_id) for h in rec.core.htlcs}
         cid = rec.channel_id
-        if rec.inserted:
-            def write(db):
-                db.execute("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, funding_txindex=?, "
-                           "settings=?, state_changes=?, meta=? WHERE dbid=?",
-                           (row[3], row[4], row[5], row[7], row[8], row[10], row[11], row[12], row[0]))
-                write_htlc_stubs(db, cid, new_htlcs)
-        else:
-            def write(db):
-                db.execute(f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", row)
-                write_htlc_stubs(db, cid, new_htlcs)
+        # --dev-crash-before=channel_state: killed inside the write, after the HTLC rows and before the channel's
+        # own row, so the kill -9 tests check that a record is committed whole or not at all.
+        between = (lambda: self.crash_point("channel_state")) if self._crash_at else None
+
+        def write(db):
+            d.apply(db, between)
+            write_htlc_stubs(db, cid, new_htlcs)
         await self.node.store.write(write)
         rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
         rec.inserted = True
+        rec.written = d.after
 
     async def save_meta(self, rec: ChannelRecord) -> None:
         """Persist the runtime's fields (settings, meta, funding position) without a core step."""

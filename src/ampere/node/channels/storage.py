@@ -1,0 +1,187 @@
+"""How a channel's durable record lies in the store, and what one write of it changes (issue 18).
+
+The channel core hands the runtime its whole durable record (`Channel.to_record()`, a JSON-ready dict) on every
+step; writing all of it each time (~5 kB + 2.7 kB per HTLC, onions inline) made a step cost what the channel
+holds, not what changed. So the record is stored in parts, and a write touches only the parts that differ from
+what the store already holds (`ChannelRows.delta`, against `Written`, the last committed form):
+
+  channels.snapshot      the part fixed at opening (funding, both pubkey sets, both configs: "static"),
+                         written when the channel is inserted; `channels` is rewritten only when one of its own
+                         columns changes (state, settings, meta, funding position, ...), not on every step.
+  channel_state          one small row per channel: update_id and the rest of the record without its HTLCs
+                         (balances, commitment numbers, the peer's signatures, points, shachain, flags).
+  channel_htlcs          one row per HTLC of the record (its stored form without the onion), inserted when the
+                         HTLC enters the record, updated when its state or removal changes, deleted when it
+                         leaves (settled into the balances). `pos` keeps the record's order.
+  channel_htlc_onions    the HTLC's onion_routing_packet (1,366 bytes), written once with the HTLC's row and
+                         deleted with it.
+
+Why rows and not an append-only log of deltas with checkpoints: an UPDATE of the rows that changed IS a delta,
+but one the database applies in place, so loading needs no replay, there is no checkpoint policy to tune or
+log to compact, a crash can never leave a log longer than its checkpoint can absorb, and the same SQL runs on
+SQLite and PostgreSQL. The sizes are the same order: a step that changes one HTLC's state writes that HTLC's
+~250-byte row plus the ~1 kB channel_state row.
+
+Durability is unchanged: every part of one record is written in the same transaction (the store's write), so a
+crash leaves the previous record or the new one, whole; the runtime answers/sends nothing before that write
+returns. Records stored whole by earlier versions (`channels.layout` 0) are converted at start-up, in one
+transaction, before anything else reads them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ampere.ln.channel.state import Channel
+
+LAYOUT_WHOLE = 0   # channels.snapshot is the whole record (before issue 18)
+LAYOUT_PARTS = 1   # the record in parts, as above
+
+# The record's keys fixed at opening (ampere.ln.channel.state._static_json); "v" goes with them.
+STATIC_KEYS = frozenset(("v", "channel_id", "funding", "opener", "channel_type", "local_pubkeys", "remote_pubkeys",
+                         "local", "remote", "announce", "minimum_depth"))
+
+HtlcKey = tuple[str, int]   # (offerer "l"/"r", htlc_id)
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def static_part(record: dict[str, Any]) -> bytes:
+    return _dumps({k: v for k, v in record.items() if k in STATIC_KEYS}).encode()
+
+
+def state_part(record: dict[str, Any]) -> bytes:
+    return _dumps({k: v for k, v in record.items() if k not in STATIC_KEYS and k != "htlcs"}).encode()
+
+
+def htlc_part(h: dict[str, Any]) -> str:
+    return _dumps({k: v for k, v in h.items() if k != "on"})
+
+
+@dataclass
+class Written:
+    """What the store holds for one channel (layout 1), as of the last committed write."""
+
+    static: bytes
+    state: bytes
+    htlcs: dict[HtlcKey, dict[str, Any]]   # the HTLC dicts of the record last written (compared by value)
+    next_pos: int
+    cold: tuple = ()                       # the channels row's own columns last written
+
+
+@dataclass
+class Delta:
+    """The statements of one write and the Written it leaves behind once committed."""
+
+    statements: list[tuple[str, tuple]] = field(default_factory=list)
+    after: Written | None = None
+    htlc_rows: int = 0       # HTLC rows inserted or updated (for tests and benchmarks)
+
+    def apply(self, db: Any, between: Callable[[], None] | None = None) -> None:
+        """Run on the database thread inside the store's transaction. `between` runs after the HTLC rows and
+        before channel_state (a --dev-crash-before point: a kill there must leave the previous record whole)."""
+        for i, (sql, params) in enumerate(self.statements):
+            if between is not None and sql.startswith(("UPDATE channel_state", "INSERT INTO channel_state")):
+                between()
+            db.execute(sql, params)
+
+
+def _key(h: dict[str, Any]) -> HtlcKey:
+    return (h["o"], int(h["id"]))
+
+
+def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: tuple[str, tuple] | None,
+          cold: tuple) -> Delta:
+    """The statements taking the stored form from `written` (None: nothing stored for this channel in layout 1
+    yet, beyond the channels row) to `record`. `cold_sql` writes the channels row (its INSERT when the channel is
+    new, else its UPDATE, issued only when `cold` differs from what was written)."""
+    d = Delta()
+    st = d.statements
+    static = static_part(record) if written is None else written.static
+    if written is not None and written.static != (new_static := static_part(record)):
+        static = new_static   # not expected after opening, but never silently dropped
+        st.append(("UPDATE channels SET snapshot=? WHERE dbid=?", (static, dbid)))
+    if cold_sql is not None and (written is None or written.cold != cold):
+        st.append(cold_sql)
+    old_htlcs = {} if written is None else written.htlcs
+    new_htlcs: dict[HtlcKey, dict[str, Any]] = {}
+    pos = 0 if written is None else written.next_pos
+    for h in record["htlcs"]:
+        key = _key(h)
+        new_htlcs[key] = h
+        prev = old_htlcs.get(key)
+        if prev is None:
+            st.append(("INSERT INTO channel_htlcs (dbid, offerer, htlc_id, pos, htlc) VALUES (?,?,?,?,?)",
+                       (dbid, key[0], key[1], pos, htlc_part(h))))
+            st.append(("INSERT INTO channel_htlc_onions (dbid, offerer, htlc_id, onion) VALUES (?,?,?,?)",
+                       (dbid, key[0], key[1], bytes.fromhex(h["on"]))))
+            pos += 1
+            d.htlc_rows += 1
+        elif prev is not h and prev != h:
+            st.append(("UPDATE channel_htlcs SET htlc=? WHERE dbid=? AND offerer=? AND htlc_id=?",
+                       (htlc_part(h), dbid, key[0], key[1])))
+            d.htlc_rows += 1
+    for key in old_htlcs.keys() - new_htlcs.keys():
+        # Settled into the balances (or an uncommitted add forgotten): its row and its onion go.
+        st.append(("DELETE FROM channel_htlcs WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
+        st.append(("DELETE FROM channel_htlc_onions WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
+    state = state_part(record)
+    if written is None:
+        st.append(("INSERT INTO channel_state (dbid, update_id, record) VALUES (?,?,?)",
+                   (dbid, int(record["update_id"]), state)))
+    elif state != written.state:
+        st.append(("UPDATE channel_state SET update_id=?, record=? WHERE dbid=?",
+                   (int(record["update_id"]), state, dbid)))
+    d.after = Written(static, state, new_htlcs, pos, cold)
+    return d
+
+
+def first_write(dbid: int, record: dict[str, Any], cold: tuple) -> Delta:
+    """Every part of a channel whose old rows (if any) are cleared first: a new channel, or a conversion."""
+    d = delta(dbid, record, None, None, cold)
+    d.statements[:0] = [("DELETE FROM channel_htlcs WHERE dbid=?", (dbid,)),
+                        ("DELETE FROM channel_htlc_onions WHERE dbid=?", (dbid,)),
+                        ("DELETE FROM channel_state WHERE dbid=?", (dbid,))]
+    return d
+
+
+def read_parts(db: Any) -> dict[int, tuple[bytes, int, list[tuple[str, bytes]], int]]:
+    """dbid -> (channel_state.record, update_id, [(htlc row JSON, onion)] in record order, next pos), for every
+    channel stored in parts."""
+    out: dict[int, tuple[bytes, int, list[tuple[str, bytes]], int]] = {}
+    for dbid, update_id, rec in db.query("SELECT dbid, update_id, record FROM channel_state"):
+        out[int(dbid)] = (bytes(rec), int(update_id), [], 0)
+    rows = db.query("SELECT h.dbid, h.pos, h.htlc, o.onion FROM channel_htlcs h JOIN channel_htlc_onions o "
+                    "ON o.dbid = h.dbid AND o.offerer = h.offerer AND o.htlc_id = h.htlc_id ORDER BY h.dbid, h.pos")
+    for dbid, pos, htlc, onion in rows:
+        entry = out.get(int(dbid))
+        if entry is None:
+            continue
+        entry[2].append((htlc, bytes(onion)))
+        out[int(dbid)] = (entry[0], entry[1], entry[2], int(pos) + 1)
+    return out
+
+
+def assemble(static: bytes, state: bytes, htlcs: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """The whole record from its parts (the inverse of static_part/state_part/htlc_part)."""
+    record = json.loads(static)
+    record.update(json.loads(state))
+    items = []
+    for text, onion in htlcs:
+        h = json.loads(text)
+        h["on"] = onion.hex()
+        items.append(h)
+    record["htlcs"] = items
+    return record
+
+
+def restore(static: bytes, parts: tuple[bytes, int, list[tuple[str, bytes]], int], cold: tuple) -> tuple[Channel, Written]:
+    """The channel and its Written from a layout-1 row and its parts."""
+    state, _update_id, htlcs, next_pos = parts
+    record = assemble(static, state, htlcs)
+    ch = Channel.from_record(record)
+    return ch, Written(static, state, {_key(h): h for h in record["htlcs"]}, next_pos, cold)
