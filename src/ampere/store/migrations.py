@@ -294,8 +294,10 @@ CREATE TABLE IF NOT EXISTS offers (
     """,
     # 12: channels stored in parts (ampere.node.channels.storage, issue 18): a write touches what changed, not the
     # whole record. channels.layout 1: `snapshot` holds only the part fixed at opening; channel_state the rest of
-    # the record but its HTLCs (one small row per channel, rewritten per step); channel_htlcs one row per HTLC of
-    # the record, in order (`pos`); channel_htlc_onions its onion, written once. Rows of layout 0 (the whole record
+    # the record but its HTLCs and the peer's signatures (one small row per channel, rewritten per step);
+    # channel_sigs the peer's signatures on our latest commitment and its HTLC transactions (rewritten when a
+    # commitment_signed is received); channel_htlcs one row per HTLC of the record, in order (`pos`);
+    # channel_htlc_onions its onion, written once. Rows of layout 0 (the whole record
     # in `snapshot`) are converted by the channel manager at start-up.
     """
 ALTER TABLE channels ADD COLUMN layout INTEGER NOT NULL DEFAULT 0;
@@ -303,6 +305,10 @@ CREATE TABLE channel_state (
     dbid INTEGER PRIMARY KEY,
     update_id INTEGER NOT NULL,
     record BLOB NOT NULL
+);
+CREATE TABLE channel_sigs (
+    dbid INTEGER PRIMARY KEY,
+    sigs TEXT NOT NULL
 );
 CREATE TABLE channel_htlcs (
     dbid INTEGER NOT NULL,

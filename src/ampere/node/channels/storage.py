@@ -9,7 +9,9 @@ what the store already holds (`ChannelRows.delta`, against `Written`, the last c
                          written when the channel is inserted; `channels` is rewritten only when one of its own
                          columns changes (state, settings, meta, funding position, ...), not on every step.
   channel_state          one small row per channel: update_id and the rest of the record without its HTLCs
-                         (balances, commitment numbers, the peer's signatures, points, shachain, flags).
+                         and signatures (balances, commitment numbers, points, shachain, flags).
+  channel_sigs           the peer's signatures on our latest commitment and its HTLC transactions (64 bytes
+                         each, so as many as HTLCs): rewritten only when a commitment_signed replaced them.
   channel_htlcs          one row per HTLC of the record (its stored form without the onion), inserted when the
                          HTLC enters the record, updated when its state or removal changes, deleted when it
                          leaves (settled into the balances). `pos` keeps the record's order.
@@ -44,6 +46,7 @@ STATIC_KEYS = frozenset(("v", "channel_id", "funding", "opener", "channel_type",
                          "local", "remote", "announce", "minimum_depth"))
 
 HtlcKey = tuple[str, int]   # (offerer "l"/"r", htlc_id)
+_APART = frozenset(("htlcs", "local_sigs"))
 
 
 def _dumps(obj: Any) -> str:
@@ -55,7 +58,11 @@ def static_part(record: dict[str, Any]) -> bytes:
 
 
 def state_part(record: dict[str, Any]) -> bytes:
-    return _dumps({k: v for k, v in record.items() if k not in STATIC_KEYS and k != "htlcs"}).encode()
+    return _dumps({k: v for k, v in record.items() if k not in STATIC_KEYS and k not in _APART}).encode()
+
+
+def sigs_part(record: dict[str, Any]) -> str:
+    return _dumps(record["local_sigs"])
 
 
 def htlc_part(h: dict[str, Any]) -> str:
@@ -68,6 +75,7 @@ class Written:
 
     static: bytes
     state: bytes
+    sigs: str
     htlcs: dict[HtlcKey, dict[str, Any]]   # the HTLC dicts of the record last written (compared by value)
     next_pos: int
     cold: tuple = ()                       # the channels row's own columns last written
@@ -82,9 +90,9 @@ class Delta:
     htlc_rows: int = 0       # HTLC rows inserted or updated (for tests and benchmarks)
 
     def apply(self, db: Any, between: Callable[[], None] | None = None) -> None:
-        """Run on the database thread inside the store's transaction. `between` runs after the HTLC rows and
-        before channel_state (a --dev-crash-before point: a kill there must leave the previous record whole)."""
-        for i, (sql, params) in enumerate(self.statements):
+        """Run on the database thread inside the store's transaction. `between` runs after the HTLC and signature
+        rows, before channel_state (a --dev-crash-before point: a kill there must leave the previous record whole)."""
+        for sql, params in self.statements:
             if between is not None and sql.startswith(("UPDATE channel_state", "INSERT INTO channel_state")):
                 between()
             db.execute(sql, params)
@@ -129,6 +137,11 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
         # Settled into the balances (or an uncommitted add forgotten): its row and its onion go.
         st.append(("DELETE FROM channel_htlcs WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
         st.append(("DELETE FROM channel_htlc_onions WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
+    sigs = sigs_part(record)
+    if written is None:
+        st.append(("INSERT INTO channel_sigs (dbid, sigs) VALUES (?,?)", (dbid, sigs)))
+    elif sigs != written.sigs:
+        st.append(("UPDATE channel_sigs SET sigs=? WHERE dbid=?", (sigs, dbid)))
     state = state_part(record)
     if written is None:
         st.append(("INSERT INTO channel_state (dbid, update_id, record) VALUES (?,?,?)",
@@ -136,7 +149,7 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
     elif state != written.state:
         st.append(("UPDATE channel_state SET update_id=?, record=? WHERE dbid=?",
                    (int(record["update_id"]), state, dbid)))
-    d.after = Written(static, state, new_htlcs, pos, cold)
+    d.after = Written(static, state, sigs, new_htlcs, pos, cold)
     return d
 
 
@@ -145,16 +158,21 @@ def first_write(dbid: int, record: dict[str, Any], cold: tuple) -> Delta:
     d = delta(dbid, record, None, None, cold)
     d.statements[:0] = [("DELETE FROM channel_htlcs WHERE dbid=?", (dbid,)),
                         ("DELETE FROM channel_htlc_onions WHERE dbid=?", (dbid,)),
+                        ("DELETE FROM channel_sigs WHERE dbid=?", (dbid,)),
                         ("DELETE FROM channel_state WHERE dbid=?", (dbid,))]
     return d
 
 
-def read_parts(db: Any) -> dict[int, tuple[bytes, int, list[tuple[str, bytes]], int]]:
-    """dbid -> (channel_state.record, update_id, [(htlc row JSON, onion)] in record order, next pos), for every
-    channel stored in parts."""
-    out: dict[int, tuple[bytes, int, list[tuple[str, bytes]], int]] = {}
-    for dbid, update_id, rec in db.query("SELECT dbid, update_id, record FROM channel_state"):
-        out[int(dbid)] = (bytes(rec), int(update_id), [], 0)
+Parts = tuple[bytes, str, list[tuple[str, bytes]], int]
+
+
+def read_parts(db: Any) -> dict[int, Parts]:
+    """dbid -> (channel_state.record, channel_sigs.sigs, [(htlc row JSON, onion)] in record order, next pos), for
+    every channel stored in parts."""
+    out: dict[int, Parts] = {}
+    for dbid, rec, sigs in db.query("SELECT s.dbid, s.record, g.sigs FROM channel_state s JOIN channel_sigs g "
+                                    "ON g.dbid = s.dbid"):
+        out[int(dbid)] = (bytes(rec), sigs, [], 0)
     rows = db.query("SELECT h.dbid, h.pos, h.htlc, o.onion FROM channel_htlcs h JOIN channel_htlc_onions o "
                     "ON o.dbid = h.dbid AND o.offerer = h.offerer AND o.htlc_id = h.htlc_id ORDER BY h.dbid, h.pos")
     for dbid, pos, htlc, onion in rows:
@@ -166,10 +184,11 @@ def read_parts(db: Any) -> dict[int, tuple[bytes, int, list[tuple[str, bytes]], 
     return out
 
 
-def assemble(static: bytes, state: bytes, htlcs: list[tuple[str, bytes]]) -> dict[str, Any]:
-    """The whole record from its parts (the inverse of static_part/state_part/htlc_part)."""
+def assemble(static: bytes, state: bytes, sigs: str, htlcs: list[tuple[str, bytes]]) -> dict[str, Any]:
+    """The whole record from its parts (the inverse of static_part/state_part/sigs_part/htlc_part)."""
     record = json.loads(static)
     record.update(json.loads(state))
+    record["local_sigs"] = json.loads(sigs)
     items = []
     for text, onion in htlcs:
         h = json.loads(text)
@@ -179,9 +198,9 @@ def assemble(static: bytes, state: bytes, htlcs: list[tuple[str, bytes]]) -> dic
     return record
 
 
-def restore(static: bytes, parts: tuple[bytes, int, list[tuple[str, bytes]], int], cold: tuple) -> tuple[Channel, Written]:
+def restore(static: bytes, parts: Parts, cold: tuple) -> tuple[Channel, Written]:
     """The channel and its Written from a layout-1 row and its parts."""
-    state, _update_id, htlcs, next_pos = parts
-    record = assemble(static, state, htlcs)
+    state, sigs, htlcs, next_pos = parts
+    record = assemble(static, state, sigs, htlcs)
     ch = Channel.from_record(record)
-    return ch, Written(static, state, {_key(h): h for h in record["htlcs"]}, next_pos, cold)
+    return ch, Written(static, state, sigs, {_key(h): h for h in record["htlcs"]}, next_pos, cold)

@@ -1,0 +1,101 @@
+"""The channel record stored in parts (ampere.node.channels.storage, issue 18) on both engines: every record a
+real channel produces reads back equal after its delta, a step writes what changed (not the whole channel), and
+an onion is written once and deleted when its HTLC leaves the record."""
+
+import asyncio
+
+import pytest
+
+from ampere.ln.channel import core
+from ampere.ln.channel.state import encode_record
+from ampere.node.channels import storage
+from ampere.primitives.crypto import sha256
+from ampere.store.sqlite import SqliteStore
+from ampere.testing.channel_pair import Pair
+
+N_HTLCS = 30  # the default max_accepted_htlcs of the test pair
+DBID = 7
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+@pytest.fixture(params=["sqlite3", pytest.param("postgres", marks=pytest.mark.postgres)])
+def store(request, tmp_path):
+    if request.param == "sqlite3":
+        s = SqliteStore(str(tmp_path / "db.sqlite3"))
+    else:
+        from ampere.store.postgres import PostgresStore
+
+        s = PostgresStore(request.getfixturevalue("postgres_shared").create_db(), on_fatal=lambda msg: None)
+    run(s.open())
+    yield s
+    s._executor.submit(s._close).result()
+    s._executor.shutdown(wait=True)
+
+
+def _payments() -> list:
+    """Every record party b (the payee) persisted while N_HTLCS payments were offered, held, then settled."""
+    pair = Pair.open(funding_sat=5_000_000)
+    a, b = pair.a, pair.b
+    preimages = [bytes([i + 1]) * 32 for i in range(N_HTLCS)]
+    for i, pre in enumerate(preimages):
+        a.apply(core.offer_htlc(a.ch, a.signer, 1_000_000 + i, sha256(pre), 700, bytes([i]) * 1366))
+    pair.pump()
+    assert len(b.ch.htlcs) == N_HTLCS
+    for i, pre in enumerate(preimages):
+        b.apply(core.fulfill_htlc(b.ch, b.signer, i, pre))
+        pair.pump()
+    assert b.ch.htlcs == ()
+    return [u.record for u in b.updates]
+
+
+def _param_bytes(d: storage.Delta, skip: tuple[str, ...] = ()) -> int:
+    return sum(len(p) for sql, params in d.statements if not sql.startswith(skip)
+               for p in params if isinstance(p, (bytes, str)))
+
+
+def test_every_record_reads_back_and_writes_are_proportional(store):
+    records = _payments()
+    written = None
+    onions_written = 0
+    biggest_whole = 0
+    for record in records:
+        d = storage.first_write(DBID, record, ()) if written is None else storage.delta(DBID, record, written, None, ())
+        store.run_sync(d.apply)
+        written = d.after
+        parts = store.run_sync(storage.read_parts)[DBID]
+        static = written.static
+        assert storage.assemble(static, parts[0], parts[1], parts[2]) == record
+        onions = [s for s, _ in d.statements if s.startswith("INSERT INTO channel_htlc_onions")]
+        onions_written += len(onions)
+        whole = len(encode_record(record))
+        biggest_whole = max(biggest_whole, whole)
+        if written is not None and d is not None and record is not records[0]:
+            # What a step writes: the state row, the signatures when a commitment_signed replaced them, the
+            # HTLC rows that changed, the onions of HTLCs new to the record; never the untouched HTLCs.
+            small = _param_bytes(d, ("INSERT INTO channel_htlc_onions", "UPDATE channel_sigs"))
+            assert small <= 1_500 + 300 * d.htlc_rows, (small, d.htlc_rows, len(record["htlcs"]))
+    assert onions_written == N_HTLCS  # once each
+    assert biggest_whole > 50_000     # the whole record with 30 HTLCs in flight, which a step used to write
+    counts = store.run_sync(lambda db: [db.query(f"SELECT COUNT(*) FROM {t} WHERE dbid = ?", (DBID,))[0][0]
+                                        for t in ("channel_htlcs", "channel_htlc_onions", "channel_state",
+                                                  "channel_sigs")])
+    assert counts == [0, 0, 1, 1]
+
+
+def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store):
+    records = _payments()
+    full = max(records, key=lambda r: len(r["htlcs"]))
+    d = storage.first_write(DBID, full, ())
+    store.run_sync(d.apply)
+    again = storage.delta(DBID, full, d.after, None, ())
+    assert again.statements == []
+    changed = dict(full, htlcs=list(full["htlcs"]), update_id=full["update_id"] + 1)
+    changed["htlcs"][5] = dict(changed["htlcs"][5], s=changed["htlcs"][5]["s"] + 1)
+    one = storage.delta(DBID, changed, d.after, None, ())
+    assert [s.split(" SET")[0] for s, _ in one.statements] == ["UPDATE channel_htlcs", "UPDATE channel_state"]
+    store.run_sync(one.apply)
+    parts = store.run_sync(storage.read_parts)[DBID]
+    assert storage.assemble(d.after.static, *parts[:3]) == changed
