@@ -33,6 +33,40 @@ def split_sql(script: str) -> list[str]:
     return [s.strip() for s in script.split(";") if s.strip()]
 
 
+def _pg(sql: str) -> str:
+    from .pgsql import ddl_for_postgres
+
+    return ddl_for_postgres(sql)
+
+
+_M12 = """
+ALTER TABLE channels ADD COLUMN layout INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE channel_state (
+    dbid INTEGER PRIMARY KEY,
+    update_id INTEGER NOT NULL,
+    record BLOB NOT NULL
+);
+CREATE TABLE channel_sigs (
+    dbid INTEGER PRIMARY KEY,
+    sigs TEXT NOT NULL
+);
+CREATE TABLE channel_htlcs (
+    dbid INTEGER NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    pos INTEGER NOT NULL,
+    htlc TEXT NOT NULL,
+    PRIMARY KEY (dbid, offerer, htlc_id)
+);
+CREATE TABLE channel_htlc_onions (
+    dbid INTEGER NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    onion BLOB NOT NULL,
+    PRIMARY KEY (dbid, offerer, htlc_id)
+)
+"""
+
 MIGRATIONS: list[Migration] = [
     # 1: key-value datastore (CLN's datastore RPCs).  Keys are arrays of strings, stored joined by
     # NUL bytes so that prefix queries are range scans.
@@ -299,33 +333,10 @@ CREATE TABLE IF NOT EXISTS offers (
     # commitment_signed is received); channel_htlcs one row per HTLC of the record, in order (`pos`);
     # channel_htlc_onions its onion, written once. Rows of layout 0 (the whole record
     # in `snapshot`) are converted by the channel manager at start-up.
-    """
-ALTER TABLE channels ADD COLUMN layout INTEGER NOT NULL DEFAULT 0;
-CREATE TABLE channel_state (
-    dbid INTEGER PRIMARY KEY,
-    update_id INTEGER NOT NULL,
-    record BLOB NOT NULL
-);
-CREATE TABLE channel_sigs (
-    dbid INTEGER PRIMARY KEY,
-    sigs TEXT NOT NULL
-);
-CREATE TABLE channel_htlcs (
-    dbid INTEGER NOT NULL,
-    offerer TEXT NOT NULL,
-    htlc_id INTEGER NOT NULL,
-    pos INTEGER NOT NULL,
-    htlc TEXT NOT NULL,
-    PRIMARY KEY (dbid, offerer, htlc_id)
-);
-CREATE TABLE channel_htlc_onions (
-    dbid INTEGER NOT NULL,
-    offerer TEXT NOT NULL,
-    htlc_id INTEGER NOT NULL,
-    onion BLOB NOT NULL,
-    PRIMARY KEY (dbid, offerer, htlc_id)
-)
-    """,
+    # SQLite keeps the two HTLC tables WITHOUT ROWID (one b-tree each instead of the rowid table plus the index of
+    # its primary key: an HTLC added or removed touches half the pages); PostgreSQL has no such option.
+    {"sqlite3": _M12.replace("PRIMARY KEY (dbid, offerer, htlc_id)\n)", "PRIMARY KEY (dbid, offerer, htlc_id)\n) WITHOUT ROWID"),
+     "postgres": _pg(_M12)},
 ]
 
 

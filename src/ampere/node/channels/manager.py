@@ -179,6 +179,7 @@ class ChannelRecord:
         self.created_at = created_at or int(time.time())
         self.inserted = False             # the row exists in the store
         self.written: storage.Written | None = None  # the record's parts as last committed (layout 1)
+        self.also: list[Callable[[Any], Any]] = []  # other writes that go in the channel's next write (offer_htlc)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
         self.commit_handle: asyncio.TimerHandle | None = None
@@ -584,6 +585,8 @@ class ChannelManager:
             events += await self._apply(rec, step)
             hung_up = hung_up or any(isinstance(a, Disconnect) for a in step.actions)
         events += await self._apply_group(rec, group, sign_now)
+        if rec.also:  # a step that carried a write but persisted nothing itself: its callers wait for that write
+            await self._persist(rec)
         return events, done
 
     async def _apply_group(self, rec: ChannelRecord, steps: list[Step], sign_now: bool = True) -> list[Event]:
@@ -738,10 +741,13 @@ class ChannelManager:
         # --dev-crash-before=channel_state: killed inside the write, after the HTLC rows and before the channel's
         # own row, so the kill -9 tests check that a record is committed whole or not at all.
         between = (lambda: self.crash_point("channel_state")) if self._crash_at else None
+        also, rec.also = rec.also, []
 
         def write(db):
             d.apply(db, between)
             write_htlc_stubs(db, cid, new_htlcs)
+            for op in also:
+                op(db)
         await self.node.store.write(write)
         rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
         rec.inserted = True
@@ -1263,7 +1269,9 @@ class ChannelManager:
         return fut
 
     async def offer_htlc(self, channel: Any, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
-                         path_key: bytes | None = None) -> int:
+                         path_key: bytes | None = None, also: Callable[[Any, int], Any] | None = None) -> int:
+        """Offer an HTLC; its id once it is stored. `also(db, htlc_id)`: a database write (the payment's row) made in
+        the same transaction as the HTLC, so neither is on disk without the other (not run if refused)."""
         rec = self.find(channel)
         if rec is None or rec.state is CS.CLOSED:
             raise HtlcRefused(None, f"unknown channel {channel}", UNKNOWN_NEXT_PEER)
@@ -1279,8 +1287,12 @@ class ChannelManager:
 
         def offer(ch: Channel) -> Step | Refusal:
             ids.append(ch.next_htlc_id_local)
-            return core.offer_htlc(ch, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
+            step = core.offer_htlc(ch, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
                                    self.env(rec))
+            if also is not None and not isinstance(step, Refusal):
+                htlc_id = ids[0]
+                rec.also.append(lambda db: also(db, htlc_id))   # joins this channel's next write (_persist)
+            return step
 
         # Offers wait for the commit timer (sign_now=False): sendpay answers once the HTLC is stored, and HTLCs
         # offered within commit-time share one commitment_signed.

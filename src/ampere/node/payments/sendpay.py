@@ -313,6 +313,8 @@ class PaymentEngine:
         self._by_hash: dict[bytes, list[Payment]] = {}
         self._by_htlc: dict[tuple[bytes, int], Payment] = {}
         self._waiters: dict[tuple[bytes, int, int], list[asyncio.Future]] = {}
+        # Parts whose row is being written with their HTLC (see _send): key -> (part, done when answered).
+        self._offering: dict[tuple[bytes, int, int], tuple[Payment, asyncio.Future]] = {}
         self._started = False
 
     # -- helpers
@@ -420,7 +422,9 @@ class PaymentEngine:
         progress), a failed Payment to replace, or None; raises PaymentError."""
         old_failed: Payment | None = None
         pending_sum = 0
-        for other in self.parts_of(payment_hash):
+        # Parts being stored with their HTLC count as pending (another part of this very key waited in _send).
+        offering = [q for q, _ in self._offering.values() if q.payment_hash == payment_hash]
+        for other in self.parts_of(payment_hash) + offering:
             if other.status == COMPLETE:
                 if other.partid != partid:
                     continue
@@ -529,17 +533,25 @@ class PaymentEngine:
         return int(self.node.blockheight or 0)
 
     async def _send(self, p: Payment, onion: bytes, first_node: bytes) -> dict:
+        while (busy := self._offering.get(p.key)) is not None:
+            await asyncio.shield(busy[1])  # this very part is being stored: answer as once it is
         existing = self._check_against_others(p.payment_hash, p.partid, p.groupid,
                                               MsatInt(p.amount_msat if p.amount_msat is not None else p.total_msat),
                                               MsatInt(p.total_msat), p.destination)
         if isinstance(existing, dict):
             return existing
-        old_failed = existing
-        # Persist before you speak: the part is on disk before its HTLC can reach the peer.
-        p.created_index = await self.node.store.write(self._insert_op(p, old_failed))
-        self._index(p)
-        self._log("debug", f"Sending {p.amount_sent_msat}msat for {p.payment_hash.hex()} part {p.partid} "
-                           f"group {p.groupid} (id {p.created_index})")
+        done = asyncio.get_running_loop().create_future()
+        self._offering[p.key] = (p, done)
+        try:
+            return await self._offer(p, onion, first_node, existing)
+        finally:
+            del self._offering[p.key]
+            done.set_result(None)
+
+    async def _offer(self, p: Payment, onion: bytes, first_node: bytes, old_failed: Payment | None) -> dict:
+        """Persist before you speak: the part's row is written in the same transaction as its HTLC (one commit,
+        issue 18), before the HTLC can reach the peer; refused, the part is stored failed."""
+        insert = self._insert_op(p, old_failed)
         mgr = self.manager
         failure: dict | None = None
         if mgr is None:
@@ -547,29 +559,33 @@ class PaymentEngine:
         else:
             target = p.first_scid if p.first_scid is not None else first_node
             first = mgr.find(target)
+            stored: dict[str, int] = {}
+
+            def with_htlc(db: Any, htlc_id: int) -> None:
+                # Database only, the same on every run (the store may run it again): the row names its HTLC.
+                p.channel_id, p.htlc_id = first.channel_id, htlc_id
+                stored["id"] = insert(db)
             try:
                 if first is None or first.peer_id != first_node:
                     raise LookupError("No connection to first peer found")
-                result = await mgr.offer_htlc(target, p.amount_sent_msat, p.payment_hash, p.cltv_expiry, onion)
+                result = await mgr.offer_htlc(target, p.amount_sent_msat, p.payment_hash, p.cltv_expiry, onion,
+                                              also=with_htlc)
             except Exception as e:  # a typed refusal (BOLT 4 code) or "no such channel"
                 code = getattr(e, "failure_code", None) or (
                     UNKNOWN_NEXT_PEER if isinstance(e, (KeyError, LookupError)) else TEMPORARY_CHANNEL_FAILURE)
                 failure = local_failure(p, self.node.node_id, code, str(e) or type(e).__name__)
             else:
-                channel_id, htlc_id = first.channel_id, int(result)
-                p.channel_id, p.htlc_id = channel_id, htlc_id
+                p.created_index = stored["id"]
+                p.channel_id, p.htlc_id = first.channel_id, int(result)
                 self._index(p)
-                # Not awaited for the answer: the FIFO writer stores it before any later change of this part.
-                self._spawn(self._store_quietly(self._update_op(p, bump=False)))
+                self._log("debug", f"Sending {p.amount_sent_msat}msat for {p.payment_hash.hex()} part {p.partid} "
+                                   f"group {p.groupid} (id {p.created_index})")
                 return p.in_progress_json()
+        p.channel_id = p.htlc_id = None
+        p.created_index = await self.node.store.write(insert)
+        self._index(p)
         await self._fail(p, failure)
         raise p.error()
-
-    async def _store_quietly(self, op: Callable[[Any], Any]) -> None:
-        try:
-            await self.node.store.write(op)
-        except Exception as e:
-            self._log("broken", f"storing a payment update failed: {e!r}")
 
     def _insert_op(self, p: Payment, old_failed: Payment | None) -> Callable[[Any], int]:
         # Database only (the store may run it more than once): the caller sets p.created_index once committed.
