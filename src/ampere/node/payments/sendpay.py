@@ -333,7 +333,7 @@ class PaymentEngine:
 
     @property
     def manager(self) -> Any:
-        return self.node.channel_manager
+        return getattr(self.node, "channel_manager", None)
 
     def _index(self, p: Payment) -> None:
         old = self._all.get(p.key)
