@@ -530,6 +530,7 @@ class ChannelManager:
                         events, done = await self._run_batch(rec, batch)
                     except Exception as e:  # noqa: BLE001 -- the store failed: each caller gets the error
                         events, done = [], [(fut, e) for *_item, fut in batch]
+                        rec.also.clear()  # their callers are told it failed: no later write may store them
                 self._fire(rec, events)
                 for fut, value in done:
                     if isinstance(value, Step) and value.error is not None:
