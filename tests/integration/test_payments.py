@@ -238,7 +238,10 @@ def test_kill9_mid_payment(node_factory_chain, chaind, victim):
              not l1.rpc.listpeerchannels()["channels"][0].get("htlcs"), 30, "settled balances")
 
 
-@pytest.mark.parametrize("victim,point", [("sender", "CommitmentSigned:3"), ("receiver", "RevokeAndAck:4"),
+# Crash points that every run reaches: 20 payments may ride as few as two commitment_signed of the sender (its
+# adds, then the removals) now that a payment's row and its HTLC are one write (issue 18), so the receiver sends
+# at least two revoke_and_ack; :3 and :4 were reached only when the adds spread over more commitments.
+@pytest.mark.parametrize("victim,point", [("sender", "CommitmentSigned:2"), ("receiver", "RevokeAndAck:2"),
                                           ("receiver", "UpdateFulfillHtlc:5")])
 def test_kill9_during_batched_updates(node_factory_chain, chaind, victim, point):
     """Many payments in flight on one channel: the channel runtime computes the updates ready together and
