@@ -84,7 +84,7 @@ from ampere.node.onchain.states import CLAIM_STATES as _CLAIM_STATES, DONE_STATE
 from ampere.node.onchain.states import (S_DUST, S_EXTERNAL, S_HTLC_SUCCESS, S_HTLC_TIMEOUT, S_PENALTY, S_SWEEP,
                                         S_UNRESOLVED, S_WALLET)
 from ampere.node.onchain.coin_moves import chain_mvt, emit
-from ampere.node.onchain.wallet import scripts_for_pubkey
+from ampere.node.onchain.onchaind_log import OnchaindLog
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
@@ -198,6 +198,7 @@ class OnchainResolver(AnchorClaims):
         # between our report and their own write loses nothing.
         self._reported: set = set()
         self._telling: set[bytes] = set()  # channels whose mined commitment the manager is being told of
+        self._plan_log = OnchaindLog(self)  # CLN's onchaind lines (the plan of each output, as tests follow it)
         # Listen before the chain watcher's first poll (it has not yielded yet): no block goes unseen.
         node.chain.add_listener(self)
 
@@ -778,10 +779,13 @@ class OnchainResolver(AnchorClaims):
             # BIP68: an input locked for N blocks may be in a block at height >= (its block) + N; the next
             # block is tip + 1.
             if tip + 1 < base + t.out.csv:
+                await self._plan_log.deferred(r, t, tip, base)
                 continue
             if t.state == S_HTLC_TIMEOUT and tip < t.out.htlc.cltv_expiry:
+                await self._plan_log.deferred(r, t, tip, base)
                 continue  # nLockTime = cltv_expiry: final in block tip + 1 once cltv_expiry < tip + 1
             if t.state == S_HTLC_SUCCESS and t.out.htlc.payment_hash not in self._preimages:
+                self._plan_log.ignored(r, t, base)
                 continue  # not ours to take (yet): the peer times it out after cltv_expiry
             if t.sweep_tx is None:
                 if r.record is None or not await self._make_sweep(r, t, tip):
@@ -793,6 +797,7 @@ class OnchainResolver(AnchorClaims):
             if t.broadcast_at != tip and any(u.broadcast_at == tip and u.sweep_tx == t.sweep_tx
                                              for u in r.outputs.values() if u is not t):
                 t.broadcast_at = tip  # the same transaction (aggregated HTLC transactions) went out already
+            self._plan_log.due(r, t, base)
             if t.broadcast_at != tip:
                 t.broadcast_at = tip
                 tx = Transaction.parse(t.sweep_tx)
@@ -966,7 +971,6 @@ class OnchainResolver(AnchorClaims):
             return True
         if t.state in (S_HTLC_TIMEOUT, S_HTLC_SUCCESS) and r.kind is SpendKind.LOCAL:
             return False  # the HTLC-timeout was signed at the analysis (no stage: nothing we can do)
-        wallet = self.node.wallet
         ctype = r.record.core.params.channel_type
         fees = self.node.chain.fees
         penalty = t.state == S_PENALTY
@@ -999,8 +1003,7 @@ class OnchainResolver(AnchorClaims):
             self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: not sweeping: {e}")
             return False
         if dest is None:
-            idx, _ = await wallet.new_address("p2tr")
-            dest = scripts_for_pubkey(wallet.pubkey(idx))[1]
+            dest = await self._plan_log.destination(r, t)  # the one its plan was logged with, if any
         unsigned = build(parent, t.out, ctype, dest, feerate)
         rider = await self._anchor_rider(r, t, tip, feerate) if t.state == S_SWEEP and rate is None else None
         if rider is not None:
@@ -1034,6 +1037,7 @@ class OnchainResolver(AnchorClaims):
     async def _broadcast(self, r: Resolution, tx: Transaction, what: str, crash_point: bool = True) -> bool:
         if crash_point and self.node.channel_manager is not None:
             self.node.channel_manager.crash_point("onchain")  # --dev-crash-before=onchain[:N]: kill -9 before our Nth on-chain broadcast
+        self._plan_log.broadcasting(tx)
         try:
             await self.node.chain.broadcast(tx)
         except BitcoindError as e:

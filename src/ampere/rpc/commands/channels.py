@@ -10,6 +10,7 @@ import re
 import time
 from typing import Any
 
+from ...ln.channel import core
 from ...ln.channel.commitment import Side
 from ...ln.channel.htlcs import HtlcState
 from ...ln.channel.scripts import ChannelType
@@ -148,6 +149,19 @@ def _peer_update(mgr, rec) -> dict | None:
             "fee_proportional_millionths": half.fee_proportional_millionths}
 
 
+def _scratch_tx(rec) -> tuple[str, int] | None:
+    """CLN's `scratch_txid` and `last_tx_fee_msat`: our latest commitment, the one a unilateral close now would
+    broadcast (pyln-testing's wait_for_channel_onchain looks for it in the mempool), and the fee it pays."""
+    ch = rec.core
+    if not ch.local_commit_sig or ch.state in (ChannelState.ONCHAIN, ChannelState.CLOSED):
+        return None
+    try:
+        ctx = core.local_commitment(ch, rec.signer)
+    except ValueError:  # no commitment point yet, or keys not derivable: nothing to show
+        return None
+    return ctx.tx.txid()[::-1].hex(), sat_to_msat(ctx.funding_sat - sum(o.value for o in ctx.tx.outputs))
+
+
 def peerchannel_json(mgr, rec) -> dict:
     ch = rec.core
     connected = mgr.is_connected(rec.peer_id)
@@ -181,6 +195,9 @@ def peerchannel_json(mgr, rec) -> dict:
     e["channel_id"] = rec.channel_id.hex()
     e["funding_txid"] = rec.funding_outpoint.txid_hex()
     e["funding_outnum"] = rec.funding_outpoint.vout
+    scratch = _scratch_tx(rec)
+    if scratch is not None:
+        e["scratch_txid"], e["last_tx_fee_msat"] = scratch
     if ch.local.upfront_shutdown_script:
         e["close_to"] = ch.local.upfront_shutdown_script.hex()
         addr = script_to_address(ch.local.upfront_shutdown_script, mgr.node.network)
