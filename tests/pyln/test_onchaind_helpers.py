@@ -91,12 +91,18 @@ def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor):
 
 
 def test_penalty(node_factory, bitcoind):
-    l1, l2 = node_factory.line_graph(2, opts={"feerates": (7500, 7500, 7500, 7500)})
+    # l1 cheats: it broadcasts a commitment it revoked (CLN's dev-sign-last-tx, then pays).
+    opts = {"feerates": (7500, 7500, 7500, 7500)}
+    l1, l2 = node_factory.line_graph(2, opts=[{**opts, "broken_log": "our REVOKED commitment"}, opts])
     old = l1.rpc.dev_sign_last_tx(l2.info["id"])["tx"]
     l1.pay(l2, 100_000_000)
     bitcoind.rpc.sendrawtransaction(old)
     bitcoind.generate_block(1)
+    l2.daemon.wait_for_log(" to ONCHAIN")
+    # wait_for_onchaind_broadcast: "Broadcasting NAME (rawtx) to resolve RESOLVE", then the tx in the mempool.
+    l2.wait_for_onchaind_broadcast("OUR_PENALTY_TX", "THEIR_REVOKED_UNILATERAL/DELAYED_CHEAT_OUTPUT_TO_THEM")
+    # The same output's plan as wait_for_onchaind_tx reads it (searched from the start of the log).
+    l2.daemon.logsearch_start = 0
     _, txid, blocks = l2.wait_for_onchaind_tx("OUR_PENALTY_TX", "THEIR_REVOKED_UNILATERAL/DELAYED_CHEAT_OUTPUT_TO_THEM")
     assert blocks == 0
-    l2.wait_for_onchaind_broadcast("OUR_PENALTY_TX", "THEIR_REVOKED_UNILATERAL/DELAYED_CHEAT_OUTPUT_TO_THEM")
     assert l2.mine_txid_or_rbf(txid) == txid
