@@ -11,6 +11,15 @@ PLUGIN = os.path.join(os.path.dirname(__file__), "plugins", "hodl_and_count.py")
 def test_direct_pay_helper_and_notifications(node_factory):
     l1, l2 = node_factory.line_graph(2, opts=[{}, {"plugin": PLUGIN}])
     l1.pay(l2, 50_000)   # pyln-testing's sendpay/waitsendpay helper over the channel
+    # sendpay again for a hash already paid: "succeeds" without sending, and lightningd logs the earlier payment
+    # (CLN's test_sendpay waits for "Payment: .* COMPLETE", and checks it is not there before).
+    inv = l2.rpc.invoice(40_000, "twice", "sendpay twice")
+    route = l1.rpc.getroute(l2.info["id"], 40_000, 1)["route"]
+    l1.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    l1.rpc.waitsendpay(inv["payment_hash"])
+    assert not l1.daemon.is_in_log("Payment: .* COMPLETE")
+    assert l1.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])["status"] == "complete"
+    l1.daemon.wait_for_log("Payment: 40000msat COMPLETE")
     inv = l2.rpc.invoice(70_000, "via-pay", "pay me")["bolt11"]
     res = l1.dev_pay(inv, dev_use_shadow=False)   # pyln-testing's developer pay
     assert res["status"] == "complete" and res["amount_msat"] == 70_000
@@ -19,13 +28,13 @@ def test_direct_pay_helper_and_notifications(node_factory):
     res = l1.rpc.xpay(inv)
     assert res["amount_msat"] == 30_000 and res["successful_parts"] >= 1 and res["failed_parts"] == 0
     wait_for(lambda: "via-xpay" in l2.rpc.paidlabels()["labels"])
-    wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 150_000)
+    wait_for(lambda: only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])["to_us_msat"] == 10**9 - 190_000)
     chan = only_one(l1.rpc.listpeerchannels(l2.info["id"])["channels"])
     assert "remote" in chan["updates"] and "local" in chan["updates"]
     # sql over the list commands, as CLN's sql plugin.
     assert l1.rpc.sql("SELECT id, connected FROM peers")["rows"] == [[l2.info["id"], 1]]
     assert l1.rpc.sql("SELECT short_channel_id, to_us_msat FROM peerchannels")["rows"] == \
-        [[chan["short_channel_id"], 10**9 - 150_000]]
+        [[chan["short_channel_id"], 10**9 - 190_000]]
     paid = l2.rpc.sql("SELECT label, amount_received_msat FROM invoices WHERE status = 'paid' AND label LIKE 'via-%' "
                       "ORDER BY label")
     assert paid["rows"] == [["via-pay", 70_000], ["via-xpay", 30_000]]
