@@ -17,10 +17,14 @@ def mine_to(bitcoind, height):
         bitcoind.generate_block(n)
 
 
-def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor):
+@pytest.mark.parametrize("anchors", [True, False])
+def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor, anchors):
     # Feerates identical so that a plan made now is the transaction broadcast later (as CLN's tests set them).
     opts = {"plugin": HODL, "feerates": (7500, 7500, 7500, 7500)}
+    if not anchors:
+        opts["dev-force-features"] = "-23"  # as CLN's tests: no option_anchors (pre-signed HTLC txs with their fee)
     l1, l2 = node_factory.line_graph(2, opts=opts)
+    assert ("option_anchors" in only_one(l1.rpc.listpeerchannels()["channels"])["features"]) == anchors
     l1.pay(l2, 200_000_000)  # so that l2 can pay too
     # An HTLC each way, both held by the receiver's plugin: l1 -> l2 and l2 -> l1.
     inv_a = l2.rpc.invoice(10**7, "hold-a", "to l2", cltv=20)  # times out after the rest is done
