@@ -65,7 +65,8 @@ def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor, anchor
     assert got in bitcoind.rpc.getblock(bitcoind.rpc.getbestblockhash())["tx"]
     height3 = bitcoind.rpc.getblockcount()
     # l2 learns the preimage from it: its payment succeeds.
-    assert fut_b.result(60)["status"] == "complete"
+    paid_b = fut_b.result(60)
+    assert paid_b["status"] == "complete"
     # Its output is ours after to_self_delay.
     _, txid4, blocks4 = l1.wait_for_onchaind_tx("OUR_DELAYED_RETURN_TO_WALLET",
                                                 "OUR_HTLC_SUCCESS_TX/DELAYED_OUTPUT_TO_US")
@@ -92,6 +93,28 @@ def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor, anchor
     sync_blockheight(bitcoind, [l1, l2])
     outs = {o["txid"] for o in l1.rpc.listfunds()["outputs"] if o["status"] == "confirmed"}
     assert {txid1, txid5} <= outs
+
+    # onchaind's account of how each output ended, as CLN's tests wait for it.
+    for node, line in ((l1, "Resolved FUNDING_TRANSACTION/FUNDING_OUTPUT by OUR_UNILATERAL"),
+                       (l2, "Resolved FUNDING_TRANSACTION/FUNDING_OUTPUT by THEIR_UNILATERAL"),
+                       (l1, "Resolved OUR_UNILATERAL/DELAYED_OUTPUT_TO_US by our proposal OUR_DELAYED_RETURN_TO_WALLET"),
+                       (l1, "Resolved OUR_UNILATERAL/THEIR_HTLC by our proposal OUR_HTLC_SUCCESS_TX"),
+                       (l1, "Resolved OUR_UNILATERAL/OUR_HTLC by our proposal OUR_HTLC_TIMEOUT_TX"),
+                       (l1, "Resolved OUR_HTLC_TIMEOUT_TX/DELAYED_OUTPUT_TO_US by our proposal "
+                            "OUR_DELAYED_RETURN_TO_WALLET"),
+                       (l2, "THEIR_UNILATERAL/OUR_HTLC gave us preimage " + paid_b["payment_preimage"]),
+                       (l2, "Resolved THEIR_UNILATERAL/OUR_HTLC by OUR_HTLC_FULFILL_TO_THEM"),
+                       (l2, "Resolved THEIR_UNILATERAL/THEIR_HTLC by THEIR_HTLC_TIMEOUT_TO_THEM")):
+        wait_for(lambda: node.daemon.is_in_log(line))
+    l1.daemon.wait_for_log("All outputs resolved: waiting 100 more blocks before forgetting channel")
+    assert not l1.daemon.is_in_log("onchaind complete, forgetting peer")
+    # Forgotten once the last resolving transaction (txid5, in the tip block) is 100 blocks deep.
+    assert txid5 in bitcoind.rpc.getblock(bitcoind.rpc.getbestblockhash())["tx"]
+    bitcoind.generate_block(98)
+    sync_blockheight(bitcoind, [l1])
+    assert not l1.daemon.is_in_log("onchaind complete, forgetting peer")
+    bitcoind.generate_block(1)
+    l1.daemon.wait_for_log("onchaind complete, forgetting peer")
 
 
 def test_penalty(node_factory, bitcoind):

@@ -53,6 +53,17 @@ _SPEND_TX_TYPE = {SpendKind.MUTUAL: "MUTUAL_CLOSE", SpendKind.LOCAL: "OUR_UNILAT
 _SWEEP, _PENALTY, _TIMEOUT, _SUCCESS = "sweep", "penalty", "htlc_timeout", "htlc_success"
 
 
+# How the peer spends an output of ours (CLN's resolved_by_other): (output kind, HTLC offerer) -> tx_type.
+_OTHER_SPEND = {
+    (OutputKind.OUR_HTLC, None): "OUR_HTLC_FULFILL_TO_THEM",         # with the preimage
+    (OutputKind.THEIR_HTLC, None): "THEIR_HTLC_TIMEOUT_TO_THEM",     # after its expiry
+    (OutputKind.REVOKED_HTLC, Side.LOCAL): "OUR_HTLC_FULFILL_TO_THEM",
+    (OutputKind.REVOKED_HTLC, Side.REMOTE): "THEIR_HTLC_TIMEOUT_TO_THEM",
+    (OutputKind.REVOKED_TO_LOCAL, None): "THEIR_DELAYED_CHEAT",
+    (OutputKind.REVOKED_HTLC_TX, None): "THEIR_DELAYED_CHEAT",
+}
+
+
 def spend_tx_type(kind: SpendKind) -> str:
     return _SPEND_TX_TYPE[kind]
 
@@ -138,6 +149,8 @@ class OnchaindLog:
         self._ignored: set[tuple] = set()
         self._broadcasting: set[str] = set()
         self._named: set[tuple] = set()  # (channel, output key, txid) announced as "Broadcasting NAME (raw)"
+        self._all_resolved: set[bytes] = set()
+        self._funding_told: set[bytes] = set()
 
     # ---- names of an output ----------------------------------------------------------------------
     def _names(self, r: Resolution, t: Tracked) -> tuple[str, str] | None:
@@ -259,6 +272,61 @@ class OnchaindLog:
             return
         self._broadcasting.add(txid)
         self.log.debug("chaintopology", f"Broadcasting txid {txid}")
+
+    def funding_resolved(self, r: Resolution) -> None:
+        """onchaind's first line: the funding output resolved by the close (once the channel is ONCHAIN)."""
+        if r.kind is None or r.channel_id in self._funding_told or not self._ready(r):
+            return
+        self._funding_told.add(r.channel_id)
+        self.log.debug("onchaind", f"Resolved FUNDING_TRANSACTION/FUNDING_OUTPUT by {spend_tx_type(r.kind)} "
+                                   f"({r.spend_tx.txid_hex()})")
+
+    # ---- how outputs end ------------------------------------------------------------------------------
+    def resolved(self, r: Resolution, t: Tracked, txid: bytes, ours: bool) -> None:
+        """onchaind's "Resolved X/Y by our proposal Z (txid)" / "Resolved X/Y by Z (txid)" when the spend of
+        an output is in a block (CLN's tests wait for them)."""
+        names = self._names(r, t)
+        if r.kind is None:
+            return
+        offerer = t.out.htlc.offerer if t.out.htlc is not None else None
+        if names is None:
+            out_type = output_type(t.out.kind, offerer)
+            if out_type is None:
+                return
+            parent = r.outputs.get((r.spend_txid, t.parent)) if t.parent is not None else None
+            names = ("", resolve_name(holder_tx_type(r.kind, parent.state if parent else None,
+                                                     parent.out.kind if parent else None,
+                                                     parent.out.htlc.offerer if parent and parent.out.htlc else None),
+                                      out_type))
+        shown = txid[::-1].hex()
+        if ours and names[0]:
+            self.log.debug("onchaind", f"Resolved {names[1]} by our proposal {names[0]} ({shown})")
+            return
+        other = _OTHER_SPEND.get((t.out.kind, offerer)) or _OTHER_SPEND.get((t.out.kind, None))
+        if not ours and other is not None:
+            self.log.debug("onchaind", f"Resolved {names[1]} by {other} ({shown})")
+
+    def preimage(self, r: Resolution, t: Tracked, preimage: bytes) -> None:
+        names = self._names(r, t)
+        offerer = t.out.htlc.offerer if t.out.htlc is not None else None
+        out_type = output_type(t.out.kind, offerer)
+        if r.kind is None or out_type is None:
+            return
+        resolve = names[1] if names else resolve_name(spend_tx_type(r.kind), out_type)
+        self.log.debug("onchaind", f"{resolve} gave us preimage {preimage.hex()}")
+
+    def all_resolved(self, r: Resolution, tip: int, last: int, bury_depth: int) -> None:
+        """CLN's billboard once every output is resolved, logged once: the depth counts from 0 in the block of
+        the last resolving transaction."""
+        if r.channel_id in self._all_resolved:
+            return
+        self._all_resolved.add(r.channel_id)
+        left = max(0, bury_depth - (tip - last))
+        self.log.debug("onchaind", f"All outputs resolved: waiting {left} more blocks before forgetting channel")
+
+    def complete(self, r: Resolution) -> None:
+        self._all_resolved.discard(r.channel_id)
+        self.log.info("onchaind", "onchaind complete, forgetting peer")
 
     # ---- the planned transaction ----------------------------------------------------------------------
     async def _plan(self, r: Resolution, t: Tracked, tip: int, base: int) -> Transaction | None:

@@ -534,6 +534,7 @@ class OnchainResolver(AnchorClaims):
         if (t.resolved_txid, t.resolved_height) == (txid, height):
             return  # seen already (a scan of the close's block, then that block's own notification)
         t.resolved_txid, t.resolved_height = txid, height
+        self._plan_log.resolved(r, t, txid, t.is_ours(txid))
         cid, what = r.channel_id.hex(), f"{t.out.kind.value} output {t.out.vout} ({t.out.value_sat} sat)"
         if t.out.kind is OutputKind.REVOKED_HTLC:
             # A second stage seen before a reorg, replaced by another spend: forget it.
@@ -595,6 +596,7 @@ class OnchainResolver(AnchorClaims):
                 return None
             self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: learned the preimage of HTLC "
                                     f"{stub.payment_hash.hex() if stub else '?'} on-chain from {txid[::-1].hex()}")
+            self._plan_log.preimage(r, t, preimage)
             if stub is not None:
                 self._preimages[stub.payment_hash] = preimage
                 t.extra["preimage"] = preimage.hex()
@@ -766,6 +768,7 @@ class OnchainResolver(AnchorClaims):
                 if r.kind is SpendKind.LOCAL and r.record is not None and r.record.core.params.channel_type.anchors:
                     await self._cpfp(r, tip)
             return
+        self._plan_log.funding_resolved(r)
         for t in list(r.outputs.values()):
             self._report_htlc(r, t, tip)
             if t.state not in _CLAIM_STATES or t.resolved_height is not None:
@@ -816,6 +819,8 @@ class OnchainResolver(AnchorClaims):
             self._dirty.discard(r.channel_id)
             await self._save(r)
         last = r.last_height()
+        if last is not None:
+            self._plan_log.all_resolved(r, tip, last, self.bury_depth)
         if last is not None and tip - last + 1 >= self.bury_depth and r.record is not None:
             await self._close(r.record, r)
 
@@ -1060,6 +1065,7 @@ class OnchainResolver(AnchorClaims):
             self._res.pop(r.channel_id, None)
             self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: all outputs resolved and {self.bury_depth} "
                                     "blocks deep: closed")
+            self._plan_log.complete(r)
         manager = self.node.channel_manager
         if manager is not None:
             await manager.mark_closed(record, "onchain")
