@@ -133,3 +133,20 @@ def test_penalty(node_factory, bitcoind):
     _, txid, blocks = l2.wait_for_onchaind_tx("OUR_PENALTY_TX", "THEIR_REVOKED_UNILATERAL/DELAYED_CHEAT_OUTPUT_TO_THEM")
     assert blocks == 0
     assert l2.mine_txid_or_rbf(txid) == txid
+
+
+def test_mutual_close_forgotten(node_factory, bitcoind):
+    l1, l2 = node_factory.line_graph(2)
+    l1.rpc.close(l2.info["id"])
+    bitcoind.generate_block(1, wait_for_mempool=1)
+    for node in (l1, l2):
+        node.daemon.wait_for_log(" to ONCHAIN")
+        node.daemon.wait_for_log("Resolved FUNDING_TRANSACTION/FUNDING_OUTPUT by MUTUAL_CLOSE")
+    # CLN forgets the channel once the close is 100 blocks deep.
+    bitcoind.generate_block(98)
+    sync_blockheight(bitcoind, [l1, l2])
+    assert not l1.daemon.is_in_log("onchaind complete, forgetting peer")
+    bitcoind.generate_block(1)
+    for node in (l1, l2):
+        node.daemon.wait_for_log("onchaind complete, forgetting peer")
+    wait_for(lambda: l1.rpc.listpeerchannels()["channels"] == [])
