@@ -104,6 +104,7 @@ def test_unilateral_with_htlcs_each_way(node_factory, bitcoind, executor, anchor
                             "OUR_DELAYED_RETURN_TO_WALLET"),
                        (l2, "THEIR_UNILATERAL/OUR_HTLC gave us preimage " + paid_b["payment_preimage"]),
                        (l2, "Resolved THEIR_UNILATERAL/OUR_HTLC by OUR_HTLC_FULFILL_TO_THEM"),
+                       (l2, "Ignoring output .*: THEIR_UNILATERAL/THEIR_HTLC"),
                        (l2, "Resolved THEIR_UNILATERAL/THEIR_HTLC by THEIR_HTLC_TIMEOUT_TO_THEM")):
         wait_for(lambda: node.daemon.is_in_log(line))
     l1.daemon.wait_for_log("All outputs resolved: waiting 100 more blocks before forgetting channel")

@@ -223,17 +223,24 @@ class OnchaindLog:
             self.log.debug("chaintopology", f"Deferring broadcast of txid {tx.txid_hex()} until block "
                                             f"{self._block_required(t, base) - 1}")
 
-    def ignored(self, r: Resolution, t: Tracked, base: int) -> None:
-        """The peer's HTLC whose preimage we do not know: left to the peer's timeout (CLN's propose_ignore)."""
+    def ignored(self, r: Resolution, t: Tracked, base: int, tip: int | None = None) -> None:
+        """The peer's HTLC whose preimage we do not know: left to the peer's timeout (CLN's propose_ignore), then
+        ignored once it has expired (onchaind's "Ignoring output", when the commitment is deep enough)."""
         key = self._key(r, t)
-        if key in self._ignored or t.out.htlc is None or r.kind is None or not self._ready(r):
+        if t.out.htlc is None or r.kind is None or not self._ready(r):
             return
-        self._ignored.add(key)
         names = self._names(r, t)
         if names is None:
             return
-        self.log.debug("onchaind", ignoring_line(names[1], "THEIR_HTLC_TIMEOUT_TO_THEM", t.out.htlc.cltv_expiry,
-                                                 base))
+        if key not in self._ignored:
+            self._ignored.add(key)
+            self.log.debug("onchaind", ignoring_line(names[1], "THEIR_HTLC_TIMEOUT_TO_THEM",
+                                                     t.out.htlc.cltv_expiry, base))
+        # The commitment's depth (tip - base + 1) reaches cltv_expiry - base.
+        if tip is not None and tip + 1 >= t.out.htlc.cltv_expiry and key + ("ignoring",) not in self._ignored:
+            self._ignored.add(key + ("ignoring",))
+            holder = t.txid or r.spend_txid
+            self.log.debug("onchaind", f"Ignoring output {holder[::-1].hex()}:{t.out.vout}: {names[1]}")
 
     def due(self, r: Resolution, t: Tracked, base: int) -> None:
         """`t`'s transaction (t.sweep_tx) is about to be broadcast: tell it if not told yet, or say it replaces

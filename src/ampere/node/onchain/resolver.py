@@ -788,7 +788,7 @@ class OnchainResolver(AnchorClaims):
                 await self._plan_log.deferred(r, t, tip, base)
                 continue  # nLockTime = cltv_expiry: final in block tip + 1 once cltv_expiry < tip + 1
             if t.state == S_HTLC_SUCCESS and t.out.htlc.payment_hash not in self._preimages:
-                self._plan_log.ignored(r, t, base)
+                self._plan_log.ignored(r, t, base, tip)
                 continue  # not ours to take (yet): the peer times it out after cltv_expiry
             if t.sweep_tx is None:
                 if r.record is None or not await self._make_sweep(r, t, tip):
