@@ -1046,6 +1046,11 @@ class ChannelManager:
             async with rec.lock:
                 events = await self._drop_stale(rec)
             self._fire(rec, events)
+            pm = self.node.peer_manager
+            dev = getattr(pm, "dev_disconnect", None) if pm is not None else None
+            if dev is not None and rec.state in (CS.CHANNELD_NORMAL, CS.CHANNELD_AWAITING_LOCKIN) and dev.permanent():
+                # --dev-disconnect's "permfail" line (lightningd's channel_err): fail the channel, go on-chain.
+                await self.force_close(rec, "dev_disconnect permfail")
         self._schedule_reconnect(peer_id)
 
     def _schedule_reconnect(self, peer_id: bytes, delay: float = 1.0) -> None:

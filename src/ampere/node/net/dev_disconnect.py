@@ -7,6 +7,7 @@ its name matches and its count runs out, the line is consumed and its mode appli
   `-` close the connection instead of sending;  `+` send, then close;
   `0` blackhole: swallow this and every later write, read nothing more (the connection stays open);
   `x` send, then stop using the connection without closing it.
+A line `permfail` after the one that disconnected: the peer's channels fail permanently (we go on-chain).
 Any other line (or none) means send normally.
 """
 from __future__ import annotations
@@ -59,6 +60,18 @@ class DevDisconnect:
                      f"dev_disconnect: {self._line} ({wire_name(msg_type)})")
         mode = self._line[0]
         return mode if mode in (BEFORE, AFTER, BLACKHOLE, DISABLE_AFTER) else NORMAL
+
+    def permanent(self) -> bool:
+        """lightningd's dev_disconnect_permanent: is the next line "permfail"?  Then it is consumed and the
+        disconnection that just happened fails the peer's channels permanently (for tests of unilateral closes)."""
+        if self._count:
+            return False  # a line is being counted down: not at a "permfail" line
+        data = os.pread(self._fd, 8, self._offset)
+        if data != b"permfail":
+            return False
+        line = os.pread(self._fd, 200, self._offset).split(b"\n", 1)[0]
+        self._offset += len(line) + 1
+        return True
 
     def close(self) -> None:
         try:
