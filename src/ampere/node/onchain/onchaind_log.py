@@ -288,6 +288,27 @@ class OnchaindLog:
         self.log.debug("onchaind", f"Resolved FUNDING_TRANSACTION/FUNDING_OUTPUT by {spend_tx_type(r.kind)} "
                                    f"({r.spend_tx.txid_hex()})")
 
+    def tracking(self, r: Resolution, t: Tracked) -> None:
+        """onchaind's "Tracking output TXID:N: X/Y" when it first looks at an output (before any plan for it), and
+        "Ignoring output" for the ones it leaves to the wallet (to_remote, a mutual close's)."""
+        key = self._key(r, t) + ("tracking",)
+        if key in self._ignored or r.kind is None or not self._ready(r):
+            return
+        self._ignored.add(key)
+        offerer = t.out.htlc.offerer if t.out.htlc is not None else None
+        out_type = output_type(t.out.kind, offerer)
+        if out_type is None:
+            return
+        parent = r.outputs.get((r.spend_txid, t.parent)) if t.parent is not None else None
+        resolve = resolve_name(holder_tx_type(r.kind, parent.state if parent else None,
+                                              parent.out.kind if parent else None,
+                                              parent.out.htlc.offerer if parent and parent.out.htlc else None), out_type)
+        outpoint = f"{(t.txid or r.spend_txid)[::-1].hex()}:{t.out.vout}"
+        self.log.debug("onchaind", f"Tracking output {outpoint}: {resolve}")
+        if t.out.kind is OutputKind.TO_REMOTE:
+            # CLN's wallet takes to_remote (Ampere sweeps it, see the resolver): onchaind ignores it.
+            self.log.debug("onchaind", f"Ignoring output {outpoint}: {resolve}")
+
     # ---- how outputs end ------------------------------------------------------------------------------
     def resolved(self, r: Resolution, t: Tracked, txid: bytes, ours: bool) -> None:
         """onchaind's "Resolved X/Y by our proposal Z (txid)" / "Resolved X/Y by Z (txid)" when the spend of

@@ -770,6 +770,7 @@ class OnchainResolver(AnchorClaims):
             return
         self._plan_log.funding_resolved(r)
         for t in list(r.outputs.values()):
+            self._plan_log.tracking(r, t)
             self._report_htlc(r, t, tip)
             if t.state not in _CLAIM_STATES or t.resolved_height is not None:
                 continue

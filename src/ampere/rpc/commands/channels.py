@@ -576,7 +576,7 @@ async def dev_sign_last_tx(ctx, id: bytes) -> dict:
 async def dev_fail(ctx, id: bytes) -> dict:
     _dev(ctx)
     mgr, rec = _active_channel(ctx, id)
-    await mgr.force_close(rec, "dev-fail")
+    await mgr.force_close(rec, "Failing due to dev-fail command")  # lightningd's words, tests wait for them
     return {}
 
 
