@@ -151,3 +151,66 @@ def test_same_sql_same_answers_on_both_engines(new_store):
     assert val == [("2",)] and raw == [(b"raw",)] and total == [(5,)] and isinstance(total[0][0], int)
     assert amounts == [(21 * 10**14, (800_000 << 40) | 1)] * 3
     assert coinbase == [(1,)]
+
+
+def test_database_thread_is_woken_once_per_batch_and_answers_each_batch_at_once(new_store, monkeypatch):
+    """The hand-off to the database thread (issue 18): writes queued in the same turn of the event loop
+    wake the thread once and are committed together; the whole batch is answered by ONE call into the event
+    loop (not one per write); a write still gets its own result, and nobody is answered before the commit."""
+    async def go():
+        s = new_store()
+        await s.open()
+        loop = asyncio.get_running_loop()
+        handoffs = []
+        real = loop.call_soon_threadsafe
+
+        def counting(cb, *args):
+            handoffs.append(len(args[0]) if args and isinstance(args[0], list) else None)
+            return real(cb, *args)
+        monkeypatch.setattr(loop, "call_soon_threadsafe", counting)
+        wakeups, batches = s.wakeups, s.batches
+
+        def put(i):
+            def fn(db):
+                db.execute("INSERT INTO vars (name, val) VALUES (?, ?)", (f"b{i}", str(i)))
+                return i * 10
+            return fn
+
+        seen_commits = []
+
+        async def one(i):
+            r = await s.write(put(i))
+            seen_commits.append(s.batches - batches)  # answered only after its batch was committed
+            return r
+
+        results = await asyncio.gather(*(one(i) for i in range(40)))
+        assert results == [i * 10 for i in range(40)]
+        assert all(c >= 1 for c in seen_commits)
+        n_batches = s.batches - batches
+        # The first write wakes the thread; the writes queued while it works share the next batch.
+        assert s.wakeups - wakeups == n_batches and n_batches < 40
+        # One hand-off back per batch, carrying every write of it.
+        assert len(handoffs) == n_batches and sum(handoffs) == 40
+        monkeypatch.undo()
+        await s.close()
+        assert s._thread is None
+
+    run(go())
+
+
+def test_database_thread_survives_a_closed_loop_and_run_sync(tmp_path):
+    """A store used from one event loop, then from another (start-up code runs `run_sync` outside any loop):
+    the database thread is the same long-lived thread and serves both."""
+    path = str(tmp_path / "db.sqlite3")
+    s = SqliteStore(path)
+    run(s.open())
+    thread = s._thread
+    assert s.run_sync(lambda db: db.query("SELECT 1")) == [(1,)]
+
+    async def again():
+        await s.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('x', '1')"))
+        return await s.read(lambda db: db.query("SELECT val FROM vars WHERE name = 'x'"))
+    assert run(again()) == [("1",)]
+    assert s._thread is thread and thread.is_alive()
+    run(s.close())
+    assert not thread.is_alive()

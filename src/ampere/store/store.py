@@ -21,8 +21,9 @@ notifications) belong after `await store.write(fn)` returns, which happens once,
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import queue
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Protocol, Sequence, TypeVar
 
 T = TypeVar("T")
@@ -33,19 +34,73 @@ class Db(Protocol):
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]: ...
 
 
+_STOP = object()
+
+
 class Store:
-    """Base: backends provide `_open()`, `_begin()`, `_commit()`, `_rollback()`, `_db()` and `_close()`."""
+    """Base: backends provide `_open()`, `_begin()`, `_commit()`, `_rollback()`, `_db()` and `_close()`.
+
+    The database thread is one long-lived thread reading jobs from a queue (not a ThreadPoolExecutor:
+    its `submit` per write, a concurrent Future and a work item each time, was a large share of a
+    payment's CPU).  A write appends to the pending list; only the first write of a batch wakes the
+    thread; when the batch is committed, its callers' futures are settled by one call into the
+    event loop for the whole batch, not one per write."""
 
     def __init__(self) -> None:
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ampere-db")
+        self._jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
         self._queue: list[tuple[Callable[[Db], Any], asyncio.Future, asyncio.AbstractEventLoop]] = []
         self._flush_scheduled = False
         self.batches = 0  # committed transactions, for benchmarks and tests
         self.writes = 0
+        self.wakeups = 0  # times the database thread was handed work, for tests
 
+    # ---- the database thread -----------------------------------------------------------------
+    def _submit(self, job: Callable[[], Any]) -> None:
+        if self._thread is None:
+            # A daemon thread: a store never closed must not keep the interpreter alive.  Nothing is lost
+            # by that: a write's caller is answered only after its commit.
+            self._thread = threading.Thread(target=self._serve, name="ampere-db", daemon=True)
+            self._thread.start()
+        self.wakeups += 1
+        self._jobs.put(job)
+
+    def _serve(self) -> None:
+        jobs = self._jobs
+        while True:
+            job = jobs.get()
+            if job is _STOP:
+                return
+            try:
+                job()
+            except Exception:  # pragma: no cover - a job settles its own futures; the thread must live on
+                pass
+
+    def _call(self, fn: Callable[..., T], *args: Any) -> concurrent.futures.Future:
+        """Run `fn(*args)` on the database thread; a concurrent future of its outcome."""
+        cf: concurrent.futures.Future = concurrent.futures.Future()
+
+        def job() -> None:
+            if not cf.set_running_or_notify_cancel():
+                return
+            try:
+                cf.set_result(fn(*args))
+            except BaseException as e:
+                cf.set_exception(e)
+        self._submit(job)
+        return cf
+
+    def _stop_thread(self) -> None:
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            self._jobs.put(_STOP)
+            if thread is not threading.current_thread():
+                thread.join()
+
+    # ---- the interface -------------------------------------------------------------------------
     async def open(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._open)
+        await asyncio.wrap_future(self._call(self._open))
 
     async def write(self, fn: Callable[[Db], T]) -> T:
         loop = asyncio.get_running_loop()
@@ -55,7 +110,7 @@ class Store:
             schedule = not self._flush_scheduled
             self._flush_scheduled = True
         if schedule:
-            self._executor.submit(self._flush)
+            self._submit(self._flush)
         return await fut
 
     async def read(self, fn: Callable[[Db], T]) -> T:
@@ -64,11 +119,13 @@ class Store:
 
     def run_sync(self, fn: Callable[[Db], T]) -> T:
         """For start-up and tests: run on the store's thread and wait."""
-        return self._executor.submit(self._one, fn).result()
+        return self._call(self._one, fn).result()
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._close)
-        self._executor.shutdown(wait=True)
+        try:
+            await asyncio.wrap_future(self._call(self._close))
+        finally:
+            self._stop_thread()
 
     # ---- on the database thread ---------------------------------------------------------------
     def _one(self, fn: Callable[[Db], T]) -> T:
@@ -84,8 +141,15 @@ class Store:
         if not batch:
             return
         outcomes = self._run_batch([fn for fn, _fut, _loop in batch])
+        # One hand-off to each event loop for the whole batch (in practice there is one loop).
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future, bool, Any]]] = {}
         for (ok, value), (_fn, fut, loop) in zip(outcomes, batch):
-            loop.call_soon_threadsafe(_settle, fut, ok, value)
+            by_loop.setdefault(loop, []).append((fut, ok, value))
+        for loop, settled in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_settle_all, settled)
+            except RuntimeError:  # that loop is closed: nobody is waiting any more
+                pass
 
     def _run_batch(self, fns: list[Callable[[Db], Any]]) -> list[tuple[bool, Any]]:
         """One transaction for the whole batch, each write in its own savepoint; (ok, result or exception)
@@ -137,10 +201,11 @@ class Store:
         raise NotImplementedError
 
 
-def _settle(fut: asyncio.Future, ok: bool, value: Any) -> None:
-    if fut.done():  # the caller was cancelled; the write stands
-        return
-    if ok:
-        fut.set_result(value)
-    else:
-        fut.set_exception(value)
+def _settle_all(settled: list[tuple[asyncio.Future, bool, Any]]) -> None:
+    for fut, ok, value in settled:
+        if fut.done():  # the caller was cancelled; the write stands
+            continue
+        if ok:
+            fut.set_result(value)
+        else:
+            fut.set_exception(value)
