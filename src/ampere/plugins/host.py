@@ -194,6 +194,14 @@ def plugin_env(version: str, base: dict[str, str] | None = None) -> dict[str, st
     return env
 
 
+def to_caller(resp: dict, caller_id: Any) -> dict:
+    """A plugin's answer to a forwarded request, with the caller's id back in place.  The answer is a
+    dict freshly decoded from the plugin's output (or made for it here) that nothing else holds: it is
+    changed in place rather than copied."""
+    resp["id"] = caller_id
+    return resp
+
+
 class PluginHost:
     def __init__(
         self,
@@ -773,33 +781,50 @@ class PluginHost:
         the request reach `on_notification` with the caller's id.  If the plugin dies first the
         answer is `{"error":{"code":-4,"message":"Plugin terminated before replying to RPC call."}}`.
         """
+        resp = await self.start_method(name, request, caller_id, on_notification, deprecated_ok=deprecated_ok)
+        return to_caller(resp, caller_id)
+
+    def start_method(
+        self,
+        name: str,
+        request: dict,
+        caller_id: Any,
+        on_notification: Callable[[dict], None] | None = None,
+        *,
+        deprecated_ok: bool | None = None,
+    ) -> asyncio.Future:
+        """call_method without the coroutine: the request is written to the plugin now; the future gets the
+        plugin's answer as it came (pass it to `to_caller`).  For callers that answer from a callback."""
         m = self._methods.get(name)
         if m is None:
-            return {"jsonrpc": "2.0", "id": caller_id,
-                    "error": {"code": JSONRPC2_METHOD_NOT_FOUND, "message": f"Unknown command '{name}'"}}
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result({"jsonrpc": "2.0", "id": caller_id,
+                            "error": {"code": JSONRPC2_METHOD_NOT_FOUND, "message": f"Unknown command '{name}'"}})
+            return fut
         p = m.plugin
         assert p.process is not None
         if (deprecated_ok is not None and deprecated_ok != self.allow_deprecated_apis
                 and p.ready and self.bus.subscribed(p, "deprecated_oneshot")):
             p.send_raw(encode(native_message("deprecated_oneshot", {"deprecated_ok": deprecated_ok})))
-        return await self._forward(p, name, request, caller_id, on_notification)
+        return self._start_forward(p, name, request, caller_id, on_notification)
 
     async def _forward(self, p: Plugin, method: str, request: dict, caller_id: Any,
                        on_notification: Callable[[dict], None] | None) -> dict:
+        return to_caller(await self._start_forward(p, method, request, caller_id, on_notification), caller_id)
+
+    def _start_forward(self, p: Plugin, method: str, request: dict, caller_id: Any,
+                       on_notification: Callable[[dict], None] | None) -> asyncio.Future:
         assert p.process is not None
         req_id = new_request_id(method, id_prefix_of(caller_id))
         msg = dict(request)
         msg["id"] = req_id
-        def relay(n: dict) -> None:  # plugin_notify_cb: the caller sees its own id
-            params = dict(n.get("params") or {})
-            params["id"] = caller_id
-            assert on_notification is not None
-            on_notification({"jsonrpc": "2.0", "method": n["method"], "params": params})
-
-        resp = await p.process.send_request(msg, req_id, relay if on_notification is not None else None)
-        out = dict(resp)
-        out["id"] = caller_id
-        return out
+        relay = None
+        if on_notification is not None:
+            def relay(n: dict) -> None:  # plugin_notify_cb: the caller sees its own id
+                params = dict(n.get("params") or {})
+                params["id"] = caller_id
+                on_notification({"jsonrpc": "2.0", "method": n["method"], "params": params})
+        return p.process.send_request(msg, req_id, relay)
 
     async def check(self, request: dict, caller_id: Any,
                     on_notification: Callable[[dict], None] | None = None) -> dict:

@@ -37,13 +37,18 @@ class Subscriber(Protocol):
     def send_raw(self, data: bytes) -> None: ...
 
 
+# Built once: json.dumps with any option builds a new encoder for every message.
+_encode_utf8 = json.JSONEncoder(ensure_ascii=False).encode
+_encode_ascii = json.JSONEncoder().encode
+
+
 def encode(message: dict) -> bytes:
     """A message to a plugin: JSON followed by the blank line pyln-client splits on."""
     try:
-        return json.dumps(message, ensure_ascii=False).encode() + b"\n\n"
+        return _encode_utf8(message).encode() + b"\n\n"
     except UnicodeEncodeError:
         # A lone surrogate (a client's "\\ud800", passed on as received): escaped JSON is still exact.
-        return json.dumps(message).encode() + b"\n\n"
+        return _encode_ascii(message).encode() + b"\n\n"
 
 
 def native_message(topic: str, payload: dict) -> dict:

@@ -45,7 +45,7 @@ class RpcConnection:
         if self.closed:
             return
         # One write per message: responses and notifications never interleave within a message.
-        self.transport.write(json.dumps(obj, separators=(",", ":")).encode() + b"\n\n")
+        self.transport.write(_encode_reply(obj).encode() + b"\n\n")
         # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
         # the replies of requests already running are bounded here: a client this far behind is not reading.
         if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
@@ -64,6 +64,10 @@ class RpcConnection:
 
 
 Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
+# Starts a request that needs no task (a plugin's method): True if it took it, and will call `reply` once.
+FastStart = Callable[[Any, RpcConnection, Callable[[dict | None], None]], bool]
+# Replies are written compactly; one encoder built once (json.dumps with options builds one per call).
+_encode_reply = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def error_response(req_id: Any, code: int, message: str) -> dict:
@@ -157,9 +161,11 @@ class _RpcProtocol(asyncio.Protocol):
 
 
 class RpcServer:
-    def __init__(self, path: str, dispatch: Dispatch, log: Callable[[str, str], None]) -> None:
+    def __init__(self, path: str, dispatch: Dispatch, log: Callable[[str, str], None],
+                 fast: FastStart | None = None) -> None:
         self.path = path
         self.dispatch = dispatch
+        self.fast = fast
         self.log = log
         self.server: asyncio.base_events.Server | None = None
         self.connections: set[RpcConnection] = set()
@@ -193,27 +199,39 @@ class RpcServer:
 
     def start_request(self, obj: Any, conn: RpcConnection) -> None:
         conn.pending += 1
+        if self.fast is not None:
+            try:
+                if self.fast(obj, conn, lambda response: self._finish(conn, response)):
+                    return
+            except Exception as e:  # as in _handle: a bug must not take the server down
+                self.log("broken", f"RPC dispatch failed: {e!r}")
+                req_id = obj.get("id") if isinstance(obj, dict) else None
+                self._finish(conn, error_response(req_id, -1, f"Internal error: {e}"))
+                return
         task = asyncio.get_running_loop().create_task(self._handle(obj, conn))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _handle(self, obj: Any, conn: RpcConnection) -> None:
-        try:
-            response = await self.dispatch(obj, conn)
-        except asyncio.CancelledError:
-            return
-        except Exception as e:  # a bug in a handler must not take the server down
-            self.log("broken", f"RPC dispatch failed: {e!r}")
-            req_id = obj.get("id") if isinstance(obj, dict) else None
-            response = error_response(req_id, -1, f"Internal error: {e}")
-        finally:
-            conn.pending -= 1
+    def _finish(self, conn: RpcConnection, response: dict | None) -> None:
+        conn.pending -= 1
         if response is not None:
             conn.write(response)
         if conn.protocol is not None:
             conn.protocol.pump()
         elif conn.eof and conn.pending == 0:
             conn.close()
+
+    async def _handle(self, obj: Any, conn: RpcConnection) -> None:
+        try:
+            response = await self.dispatch(obj, conn)
+        except asyncio.CancelledError:
+            conn.pending -= 1
+            return
+        except Exception as e:  # a bug in a handler must not take the server down
+            self.log("broken", f"RPC dispatch failed: {e!r}")
+            req_id = obj.get("id") if isinstance(obj, dict) else None
+            response = error_response(req_id, -1, f"Internal error: {e}")
+        self._finish(conn, response)
 
 
 def _socket_alive(path: str) -> bool:

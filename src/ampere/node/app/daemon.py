@@ -220,7 +220,8 @@ class Node:
             self.onchain = OnchainResolver(self)
             await self.onchain.start()
             await self.channel_manager.restore_onchain()
-        self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg))
+        self.rpc_server = RpcServer(self.rpc_path, self.dispatch, lambda lvl, msg: self.log.log(lvl, "jsonrpc", msg),
+                                    fast=self.rpc.start_fast)
         await self.rpc_server.start()
         await init_plugins(self)
         self._release_held()
