@@ -10,13 +10,13 @@ other connections are unaffected.  Framing (linear, bounded) is in framing.py; b
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import socket
 from collections import deque
 from typing import Any, Awaitable, Callable
 
 from .errors import INVALID_REQUEST
+from .reply import reply_pieces
 from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer
 
 # Per connection (docs/limits.md): unsent replies above this stop new requests from starting; at most this many
@@ -44,8 +44,10 @@ class RpcConnection:
     def write(self, obj: dict) -> None:
         if self.closed:
             return
-        # One write per message: responses and notifications never interleave within a message.
-        self.transport.write(_encode_reply(obj).encode() + b"\n\n")
+        # Responses and notifications never interleave within a message: its pieces (one, or several for a
+        # long list result: reply.py) are handed to the transport one after the other, nothing in between.
+        for piece in reply_pieces(obj):
+            self.transport.write(piece)
         # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
         # the replies of requests already running are bounded here: a client this far behind is not reading.
         if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
@@ -66,8 +68,6 @@ class RpcConnection:
 Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
 # Starts a request that needs no task (a plugin's method): True if it took it, and will call `reply` once.
 FastStart = Callable[[Any, RpcConnection, Callable[[dict | None], None]], bool]
-# Replies are written compactly; one encoder built once (json.dumps with options builds one per call).
-_encode_reply = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def error_response(req_id: Any, code: int, message: str) -> dict:

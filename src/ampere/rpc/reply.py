@@ -1,0 +1,62 @@
+"""The bytes of one JSON-RPC reply, in pieces when the result is large.
+
+A reply is compact JSON followed by the blank line pyln-client and lightning-cli split on.  A list command
+answering 10,000 entries (listinvoices, listsendpays, listpays, listforwards) would otherwise exist three
+times over at once besides its dicts: the whole JSON text, its UTF-8 bytes, and those bytes with "\\n\\n"
+appended.  Here a result member that is a long list is encoded CHUNK entries at a time, each piece handed to
+the transport before the next is made, so only the transport's unsent buffer grows with the answer.
+
+The pieces joined are byte for byte what `json.dumps(obj, separators=(",", ":"))` gives (the same C encoder
+encodes every piece; tests/unit/test_rpc_reply.py compares them).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Iterator
+
+# Replies are written compactly; one encoder built once (json.dumps with options builds one per call).
+encode_reply = json.JSONEncoder(separators=(",", ":")).encode
+
+# Entries of a list encoded at once; a list longer than this makes the reply go out in pieces.
+CHUNK = 256
+
+
+def _long_lists(result: Any) -> bool:
+    if not isinstance(result, dict):
+        return False
+    for key, value in result.items():
+        if type(value) is list and len(value) > CHUNK:
+            return type(key) is str
+    return False
+
+
+def reply_pieces(obj: Any) -> Iterator[bytes]:
+    """The reply's bytes, "\\n\\n" included: one piece, or several when `obj["result"]` has a long list."""
+    result = obj.get("result") if type(obj) is dict else None
+    if not _long_lists(result) or not all(type(k) is str for k in obj) or not all(type(k) is str for k in result):
+        yield encode_reply(obj).encode() + b"\n\n"
+        return
+    head: list[str] = []
+    tail: list[str] = []  # members after "result" (a reply has none today, but the dict's order is kept)
+    seen = False
+    for key, value in obj.items():
+        if key == "result":
+            seen = True
+        else:
+            (tail if seen else head).append(f"{encode_reply(key)}:{encode_reply(value)}")
+    head.append('"result":{')
+    yield ("{" + ",".join(head)).encode()
+    first = True
+    for key, value in result.items():
+        prefix = ("" if first else ",") + encode_reply(key) + ":"
+        first = False
+        if type(value) is not list or len(value) <= CHUNK:
+            yield (prefix + encode_reply(value)).encode()
+            continue
+        yield (prefix + "[").encode()
+        for i in range(0, len(value), CHUNK):
+            text = encode_reply(value[i:i + CHUNK])[1:-1]  # the entries, without the slice's brackets
+            yield (text if i == 0 else "," + text).encode()
+        yield b"]"
+    yield ("}" + "".join("," + t for t in tail) + "}\n\n").encode()
