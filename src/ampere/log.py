@@ -49,8 +49,17 @@ def parse_log_level(spec: str) -> LevelFilter:
     return LevelFilter(normalize_level(level), sub or None)
 
 
+# The last whole second formatted (many log lines share one): replaced as one tuple, so any thread sees a pair.
+_second: tuple[int, str] = (-1, "")
+
+
 def iso_timestamp(t: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
+    global _second
+    whole = int(t)
+    cached = _second
+    if cached[0] != whole:
+        cached = _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)))
+    return f"{cached[1]}.{int(t * 1000) % 1000:03d}Z"
 
 
 class Logger:
@@ -64,10 +73,12 @@ class Logger:
         self.ring: list[tuple[float, str, str, str]] = []
         self.ring_max = 2000
         self.created_at = time.time()
+        self._thresholds: dict[str, int] = {}  # per source, from `filters`
 
     def set_levels(self, filters: list[LevelFilter]) -> None:
         if filters:
             self.filters = filters
+            self._thresholds.clear()
 
     def open_files(self, paths: list[str]) -> None:
         for p in paths:
@@ -81,6 +92,14 @@ class Logger:
         self.listener_min_rank = min(self.listener_min_rank, LEVEL_RANK[min_level])
 
     def _threshold(self, source: str) -> int:
+        rank = self._thresholds.get(source)
+        if rank is None:
+            if len(self._thresholds) > 10_000:  # sources are a bounded set in practice; stay bounded anyway
+                self._thresholds.clear()
+            rank = self._thresholds[source] = self._compute_threshold(source)
+        return rank
+
+    def _compute_threshold(self, source: str) -> int:
         # The last level given without a filter is the default; a later subsystem filter wins over an
         # earlier one that also matches.
         rank = LEVEL_RANK["info"]

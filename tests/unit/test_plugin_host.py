@@ -559,3 +559,62 @@ def test_shutdown_notification_and_reaping(tmp_path):
         assert not log.has("quitter.py: failed to self-terminate")
         assert not log.has("Plugin marked as important")
     run(main())
+
+
+def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
+    """Issue 18: a call of a plugin's method that no rpc_command hook looks at goes from the socket to the plugin
+    and back without a task (Dispatcher.start_fast); a built-in command, or any call once an rpc_command hook
+    is registered, still runs as a task.  Real plugin processes, a real RpcServer and Dispatcher."""
+    from ampere.rpc.dispatch import Dispatcher
+    from ampere.rpc.server import RpcServer
+
+    class MiniNode:
+        def __init__(self, plugins):
+            self.plugins = plugins
+            self.stopping = asyncio.Event()
+
+    async def main():
+        host, _log = make_host(tmp_path)
+        await start(host, "trivial.py")
+        disp = Dispatcher(MiniNode(host))
+        path = str(tmp_path / "rpc")
+        server = RpcServer(path, disp.dispatch, lambda lvl, msg: None, fast=disp.start_fast)
+        await server.start()
+        created = []
+        loop = asyncio.get_running_loop()
+        real_create_task = loop.create_task
+
+        def counting(coro, **kw):
+            created.append(getattr(coro, "__qualname__", "?"))
+            return real_create_task(coro, **kw)
+        loop.create_task = counting
+
+        async def call(method, params, rid):
+            r, w = await asyncio.open_unix_connection(path)
+            w.write(json.dumps({"jsonrpc": "2.0", "id": rid, "method": method, "params": params}).encode())
+            data = await r.readuntil(b"\n\n")
+            w.close()
+            return json.loads(data)
+
+        try:
+            for rid in (1, "x", 3.5):
+                assert await call("noop", {}, rid) == {"jsonrpc": "2.0", "id": rid, "result": {}}
+            assert not [c for c in created if "_handle" in c]  # no task for the plugin's method
+            # An unknown method takes the general path and gets -32601.
+            answer = await call("nosuchmethod", {}, 4)
+            assert answer["error"]["code"] == -32601
+            assert [c for c in created if "_handle" in c]
+            # Once an rpc_command hook is registered, the plugin's method goes through it, as a task.
+            created.clear()
+            host.register(plugin_path("rpc_command_2.py"))
+            await host.load_manifests()
+            await host.init_all({})
+            assert await call("noop", {}, 5) == {"jsonrpc": "2.0", "id": 5, "result": {}}
+            assert [c for c in created if "_handle" in c]
+            assert server.tasks == set() or all(t.done() for t in server.tasks)
+        finally:
+            loop.create_task = real_create_task
+            await server.stop()
+            await host.shutdown()
+
+    run(main())

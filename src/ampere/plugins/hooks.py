@@ -269,7 +269,10 @@ class HookRegistry:
         return [r for r in self._ordered.get(name, ()) if r.callable_for(filter_value)]
 
     def has(self, name: str, filter_value: Any = None) -> bool:
-        return any(r.callable_for(filter_value) for r in self._ordered.get(name, ()))
+        for r in self._ordered.get(name, ()):  # (asked for every RPC request: a loop, not a generator)
+            if r.callable_for(filter_value):
+                return True
+        return False
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,11 +53,14 @@ class InvalidRequest:
     message: str
 
 
+_Utf8Decoder = codecs.getincrementaldecoder("utf-8")  # looked up once, not per connection
+
+
 class JsonStreamFramer:
     """Feed bytes, get back the complete JSON values (or InvalidRequest markers) they finish."""
 
     def __init__(self, max_chars: int = MAX_REQUEST_CHARS, max_nesting: int = MAX_NESTING) -> None:
-        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        self._utf8 = _Utf8Decoder("strict")
         self.max_chars = max_chars
         self.max_nesting = max_nesting
         self._parts: list[str] = []     # the current value's text so far (before the chunk being scanned)
@@ -70,6 +73,15 @@ class JsonStreamFramer:
     @property
     def buffered(self) -> int:
         return self._size
+
+    def reset(self) -> None:
+        """Forget any partial value (the connection is gone)."""
+        self._utf8.reset()
+        self._parts = []
+        self._size = 0
+        self._kind = ""
+        self._depth = 0
+        self._in_str = self._esc = False
 
     def feed(self, data: bytes) -> list[Any]:
         """Raises FrameError on a stream that cannot be JSON."""

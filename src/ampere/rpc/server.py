@@ -97,7 +97,7 @@ class _RpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()
-        self.framer = JsonStreamFramer()
+        self.framer.reset()  # a half-received request's text is released now, not with the protocol
         if self.conn is not None:
             self.conn.closed = True
             self.server.connections.discard(self.conn)
