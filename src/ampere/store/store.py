@@ -103,6 +103,12 @@ class Store:
         await asyncio.wrap_future(self._call(self._open))
 
     async def write(self, fn: Callable[[Db], T]) -> T:
+        return await self.submit(fn)
+
+    def submit(self, fn: Callable[[Db], T]) -> asyncio.Future:
+        """`write` without a coroutine: `fn` is queued now, in order with every other write; the future gets its
+        result (or exception) once it is committed.  For writes whose follow-up can be a callback, so that no
+        task is made for each (a payment's updates)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future = loop.create_future()
         with self._lock:
@@ -111,7 +117,7 @@ class Store:
             self._flush_scheduled = True
         if schedule:
             self._submit(self._flush)
-        return await fut
+        return fut
 
     async def read(self, fn: Callable[[Db], T]) -> T:
         # Reads share the queue: they see every write queued before them.

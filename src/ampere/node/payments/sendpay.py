@@ -630,25 +630,42 @@ class PaymentEngine:
         self._notify("sendpay_failure", self.node.error_json(err))
 
     async def _complete(self, p: Payment, preimage: bytes) -> None:
+        fut = self._complete_soon(p, preimage)
+        if fut is not None:
+            await fut
+
+    def _complete_soon(self, p: Payment, preimage: bytes) -> asyncio.Future | None:
+        """Mark `p` complete: the checks and the in-memory change now, its write queued now; once that write is
+        committed (and only then), the log line, the waiters (waitsendpay) and sendpay_success, from the store
+        future's callback -- no task per payment.  The future, or None if there was nothing to do."""
         if p.status != PENDING:
-            return
+            return None
         if hashlib.sha256(preimage).digest() != p.payment_hash:
             self._log("broken", f"preimage for {p.payment_hash.hex()} does not match")
-            return
+            return None
         p.status, p.preimage, p.completed_at = COMPLETE, preimage, self.now()
         if p.channel_id is not None and p.htlc_id is not None:
             self._by_htlc.pop((p.channel_id, p.htlc_id), None)
-        await self.store.write(self._update_op(p))
-        self._log("info", f"Payment part {p.partid}/{p.groupid} of {p.payment_hash.hex()} complete")
-        self._wake(p)
-        self._notify("sendpay_success", p.fields_json())
+        fut = self.store.submit(self._update_op(p))
+
+        def committed(f: asyncio.Future) -> None:
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                self._log("broken", f"payment update failed: {f.exception()!r}")
+                return
+            self._log("info", f"Payment part {p.partid}/{p.groupid} of {p.payment_hash.hex()} complete")
+            self._wake(p)
+            self._notify("sendpay_success", p.fields_json())
+        fut.add_done_callback(committed)
+        return fut
 
     def on_htlc_fulfilled(self, record: Any, ev: Any) -> None:
         """The manager's listener: (channel record, HtlcFulfilled)."""
         p = self._by_htlc.get((bytes(ev.channel_id), int(ev.htlc_id)))
         if p is not None:
-            # A task started now writes ahead of the channel's later steps (one FIFO store thread).
-            self._spawn(self._complete(p, bytes(ev.preimage)))
+            # Queued now, so it is written ahead of the channel's later steps (one FIFO store thread).
+            self._complete_soon(p, bytes(ev.preimage))
 
     async def on_htlc_fulfilled_async(self, channel_id: bytes, htlc_id: int, preimage: bytes) -> None:
         p = self._by_htlc.get((bytes(channel_id), int(htlc_id)))
