@@ -278,6 +278,46 @@ def test_wait_times_out_with_200(engine):
     asyncio.run(run())
 
 
+def test_fulfilled_htlc_completes_the_part_without_a_task_and_answers_after_the_commit(engine):
+    """Issue 18: the channel's fulfil listener marks the part complete with no task per payment; waitsendpay
+    and sendpay_success come only once the update is committed (persist before answering)."""
+    async def run():
+        eng, notes, store = await engine()
+        p = part()
+        p.channel_id, p.htlc_id = b"\x09" * 32, 7
+        p.created_index = (await store.write(lambda db: db.execute(
+            "INSERT INTO payments (payment_hash, partid, groupid, status, amount_sent_msat, total_msat, created_at,"
+            " cltv_expiry) VALUES (?, 0, 0, 0, 1, 1, 1, 1)", (HASH,)).lastrowid))
+        eng._index(p)
+        waiter = asyncio.ensure_future(eng.wait(HASH, timeout=5))
+        await asyncio.sleep(0.01)
+        committed = []
+        real_submit = store.submit
+
+        def submit(fn):
+            fut = real_submit(fn)
+            fut.add_done_callback(lambda f: committed.append(f.result()))
+            return fut
+        store.submit = submit
+        eng.on_htlc_fulfilled(None, types.SimpleNamespace(channel_id=b"\x09" * 32, htlc_id=7, preimage=PREIMAGE))
+        assert eng._tasks == set()  # no task for this payment's update
+        assert not waiter.done() and not [n for n in notes if n[0] == "sendpay_success"]
+        result = await waiter
+        assert committed  # the waiter was answered after the write's commit
+        assert result["status"] == "complete" and result["payment_preimage"] == PREIMAGE.hex()
+        assert [n[0] for n in notes].count("sendpay_success") == 1
+        row = await store.read(lambda db: db.query("SELECT status, preimage FROM payments WHERE id = ?",
+                                                   (p.created_index,)))
+        assert row == [(1, PREIMAGE)]
+        # A second fulfil of the same part changes nothing.
+        eng.on_htlc_fulfilled(None, types.SimpleNamespace(channel_id=b"\x09" * 32, htlc_id=7, preimage=PREIMAGE))
+        await asyncio.sleep(0.05)
+        assert [n[0] for n in notes].count("sendpay_success") == 1
+        del store.submit
+        await store.close()
+    asyncio.run(run())
+
+
 # ---- hook sessions ----------------------------------------------------------------------------------------
 
 def _hook_payload() -> dict:
