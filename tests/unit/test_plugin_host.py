@@ -618,3 +618,33 @@ def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
             await host.shutdown()
 
     run(main())
+
+
+def test_filtered_rpc_command_hook_fires_through_the_dispatcher(tmp_path):
+    """An rpc_command hook with `filters` is called for the filtered methods when they come through the RPC
+    dispatcher, plugin methods (fast path otherwise) included, and not for the others."""
+    from ampere.rpc.dispatch import Dispatcher
+
+    order = str(tmp_path / "order.txt")
+    c = write_raw_plugin(tmp_path, "c.py", {"options": [], "rpcmethods": [],
+                                            "hooks": [{"name": "rpc_command", "filters": ["noop"]}]},
+                         {"rpc_command": {"append_to": order,
+                                          "result": {"return": {"result": {"from": "c.py"}}}}})
+
+    class MiniNode:
+        def __init__(self, plugins):
+            self.plugins = plugins
+            self.stopping = asyncio.Event()
+
+    async def main():
+        host, _log = make_host(tmp_path)
+        await start(host, "trivial.py", c)
+        disp = Dispatcher(MiniNode(host))
+        answered = []
+        assert disp.start_fast(req("noop", {}, id=1), None, answered.append) is False  # the hook must see it
+        r = await disp.dispatch(req("noop", {}, id=2), None)
+        assert r == {"jsonrpc": "2.0", "id": 2, "result": {"from": "c.py"}}
+        await host.shutdown()
+    run(main())
+    with open(order) as f:
+        assert f.read().split() == ["c.py"]

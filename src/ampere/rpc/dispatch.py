@@ -127,7 +127,9 @@ class Dispatcher:
 
         # rpc_command hook: plugins may let the call through, replace it, or answer it themselves.
         plugins = self.node.plugins
-        if plugins is not None and plugins.has_hook("rpc_command"):
+        # Asked with the method: a plugin whose rpc_command hook has `filters` is called for those methods only
+        # (asked without one, such a hook never matched and was never called).
+        if plugins is not None and plugins.has_hook("rpc_command", req["method"]):
             action, value = await plugins.rpc_command_hook(req)
             if action == "return":
                 value = dict(value)
