@@ -31,8 +31,7 @@ def store(request, tmp_path):
         s = PostgresStore(request.getfixturevalue("postgres_shared").create_db(), on_fatal=lambda msg: None)
     run(s.open())
     yield s
-    s._executor.submit(s._close).result()
-    s._executor.shutdown(wait=True)
+    s.close_sync()
 
 
 def _payments() -> list:

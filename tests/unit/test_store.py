@@ -214,3 +214,12 @@ def test_database_thread_survives_a_closed_loop_and_run_sync(tmp_path):
     assert s._thread is thread and thread.is_alive()
     run(s.close())
     assert not thread.is_alive()
+
+
+def test_close_sync_outside_a_loop_ends_the_thread(tmp_path):
+    s = SqliteStore(str(tmp_path / "db.sqlite3"))
+    run(s.open())
+    thread = s._thread
+    assert s.run_sync(lambda db: db.query("SELECT 1")) == [(1,)]
+    s.close_sync()
+    assert s._thread is None and not thread.is_alive()

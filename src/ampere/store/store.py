@@ -133,6 +133,13 @@ class Store:
         finally:
             self._stop_thread()
 
+    def close_sync(self) -> None:
+        """`close` outside an event loop (tests, start-up failures): close on the store's thread, then end it."""
+        try:
+            self._call(self._close).result()
+        finally:
+            self._stop_thread()
+
     # ---- on the database thread ---------------------------------------------------------------
     def _one(self, fn: Callable[[Db], T]) -> T:
         ok, value = self._run_batch([fn])[0]
