@@ -143,6 +143,10 @@ def test_force_close_broadcasts_our_signed_commitment():
     assert spends_funding(tx, b.ch)
     assert tx.txid() == core.remote_commitment_tx(a.ch).txid
     assert isinstance(step.messages[0], m.Error)
+    # Persisted, then on its way to the chain, and only then the error: the peer that fails the channel on
+    # our error must not get its own commitment into the mempool before ours.
+    kinds = [type(x).__name__ for x in step.actions if type(x).__name__ in ("Persist", "Broadcast", "SendMessage")]
+    assert kinds == ["Persist", "Broadcast", "SendMessage"]
     assert core.force_close(b.ch, b.signer).code is RefusalCode.NOT_READY
     step = b.apply(core.funding_spent(b.ch, tx.txid()))
     assert b.ch.state is CS.FUNDING_SPEND_SEEN

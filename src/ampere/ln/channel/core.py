@@ -26,12 +26,14 @@ from typing import Any, Callable
 
 from ampere.ln.channel import normal, reestablish, shutdown
 from ampere.ln.channel.actions import (
+    Broadcast,
     ChannelError,
     ChannelFailed,
     ChannelReady,
     CommitmentNeeded,
     ErrorKind,
     PeerWarning,
+    Persist,
     Refusal,
     RefusalCode,
     Step,
@@ -118,7 +120,12 @@ def _fail_channel(ch: Channel, signer: ChannelSigner, reason: str, broadcast: bo
     txs = [local_commitment_tx(ch, signer)] if broadcast else []
     new = set_state(replace(ch, closing=None), CS.AWAITING_UNILATERAL)
     events = [*events, ChannelFailed(ch.channel_id, reason, broadcast)]
-    return finish(ch, new, messages, events, broadcasts=txs, cause=cause, error=error)
+    step = finish(ch, new, messages, events, broadcasts=txs, cause=cause, error=error)
+    # As lightningd's drop_to_chain: our commitment goes to the chain before the error goes to the peer. The
+    # peer fails the channel on our error and broadcasts its own commitment; sent the other way round, its
+    # commitment can reach the mempool first and ours is refused as a conflicting replacement.
+    first = [a for a in step.actions if isinstance(a, Persist)] + [a for a in step.actions if isinstance(a, Broadcast)]
+    return replace(step, actions=tuple(first + [a for a in step.actions if not isinstance(a, (Persist, Broadcast))]))
 
 
 # --- peer messages ---------------------------------------------------------------------------------
