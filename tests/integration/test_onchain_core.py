@@ -225,6 +225,21 @@ def record_of(p: Party, dbid: int) -> Record:
     return Record(p.ch.channel_id, bytes(33), dbid, p.ch, p.signer)
 
 
+# Every scenario runs on both commitment formats (issue 15).
+both_types = pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS],
+                                     ids=["static", "anchors"])
+
+
+async def give_wallet_coins(host: Host, chaind, sats: list[int]) -> None:
+    """option_anchors: our HTLC transactions pay their fee with wallet inputs; the faucet pays the wallet."""
+    for sat in sats:
+        spk = await host.wallet_script()
+        chaind.rpc("sendtoaddress", script_to_address(spk, "regtest"), Decimal(sat) / 100_000_000)
+    chaind.mine(1)
+    await host.synced()
+    await until(lambda: host.wallet_msat() == sum(sats) * 1000, 30, "the wallet's coins")
+
+
 @pytest.fixture
 def funded_chaind(chaind):
     chaind.mine(101)
@@ -237,7 +252,7 @@ def run(coro):
 
 # --- tests -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS])
+@both_types
 def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
@@ -334,7 +349,8 @@ def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, t
     run(main())
 
 
-def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
+@both_types
+def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path, channel_type):
     """A restarts between the close and the sweep; a reorg takes the close and the sweep out of the chain (the
     sweep falls out of the mempool: BIP68); B restarts having never recorded the spend (a crash right after the
     manager persisted FUNDING_SPEND_SEEN) and finds it."""
@@ -344,7 +360,7 @@ def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
         ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             ra, rb = record_of(a, 1), record_of(b, 1)
             await ha.synced()
@@ -414,7 +430,8 @@ def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
     run(main())
 
 
-def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
+@both_types
+def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
     async def main():
@@ -422,7 +439,7 @@ def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
             spk_a, spk_b = await ha.wallet_script(), await hb.wallet_script()
-            pair = open_on_chain(chaind, spk_a, spk_b)
+            pair = open_on_chain(chaind, spk_a, spk_b, channel_type=channel_type)
             a, b = pair.a, pair.b
             ra, rb = record_of(a, 1), record_of(b, 1)
             await ha.synced(), await hb.synced()
@@ -458,7 +475,8 @@ def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
     run(main())
 
 
-def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
+@both_types
+def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path, channel_type):
     """A closes with four HTLCs on its commitment, one per way to resolve an HTLC on-chain:
     H1 A->B, B knows the preimage: B claims it directly on A's commitment, A learns the preimage from B's spend;
     H2 B->A, A learns the preimage after the close: A's HTLC-success, B learns the preimage;
@@ -473,15 +491,19 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
         ha.bury = hb.bury = 40    # B's outputs resolve early: keep its resolution to look at
         await ha.start(), await hb.start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
+            if channel_type.anchors:   # A's HTLC-success and HTLC-timeout bring their fees (a coin each)
+                await give_wallet_coins(ha, chaind, [100_000, 100_000])
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             tip = chaind.rpc("getblockcount")
             pre = {n: bytes([n]) * 32 for n in (1, 2, 3, 4, 5)}
             ids = {}
-            # H5 A->B, 2000 sat: trimmed (below the dust limit once the HTLC-timeout fee is taken): no output.
+            # H5 A->B: trimmed, no output. BOLT #3: trimmed if below dust_limit_satoshis (546) plus the HTLC-timeout
+            # fee -- none with option_anchors: 2000 sat is trimmed at 2500 sat/kw without anchors, 500 sat with.
+            h5 = 500 if channel_type.anchors else 2_000
             for n, (src, amount, cltv) in {1: (a, 20_000, tip + 40), 2: (b, 30_000, tip + 40),
                                            3: (a, 40_000, tip + 8), 4: (b, 50_000, tip + 10),
-                                           5: (a, 2_000, tip + 40)}.items():
+                                           5: (a, h5, tip + 40)}.items():
                 ids[n] = src.ch.next_htlc_id_local
                 src.apply(core.offer_htlc(src.ch, src.signer, amount * 1000, sha256(pre[n]), cltv, ONION))
             pair.pump()
@@ -583,7 +605,20 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                 books = check_books(host.moves, lambda t: chaind.rpc("getrawtransaction", t), ch.channel_id.hex(),
                                     commitment.txid_hex(), close_debit_msat=ch.balance_local_msat,
                                     wallet_msat=host.wallet_msat())
-                assert books["wallet"] == got * 1000
+                # option_anchors: A's HTLC transactions paid their fee with wallet coins (the change came back).
+                htlc_txs = {o["sweep_txid"] for o in d["outputs"] if o["kind"] in ("our_htlc", "their_htlc")
+                            and o["sweep_txid"] and o["resolved_txid"] == o["sweep_txid"]} if host is ha else set()
+                from_wallet = 0
+                for t in htlc_txs:
+                    tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", t))
+                    wallet_in = [i for i in tx.inputs if i.prevout.txid != commitment.txid()]
+                    assert len(wallet_in) == (1 if channel_type.anchors else 0), tx
+                    from_wallet += sum(Transaction.parse_hex(chaind.rpc("getrawtransaction", i.prevout.txid[::-1].hex()))
+                                       .outputs[i.prevout.vout].value for i in wallet_in)
+                    from_wallet -= sum(o.value for n, o in enumerate(tx.outputs) if (tx.txid(), n) in host.wallet.outputs)
+                coins = 200_000 if channel_type.anchors and host is ha else 0
+                assert (from_wallet > 0) == (coins > 0)
+                assert books["wallet"] == (got + coins - from_wallet) * 1000
                 tags = sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex())
                 if host is ha:   # H2 fulfilled and H3 timed out through our HTLC transactions, then swept
                     assert tags == sorted(["channel_close", "delayed_to_us", "to_wallet", "htlc_fulfill",
@@ -597,7 +632,9 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                                if o["kind"] in ("to_local", "to_remote") and o["txid"] == commitment.txid_hex()]
                 assert sorted(m["output_msat"] for m in host.moves if m["primary_tag"] == "to_them") == sorted(
                     [commitment.outputs[vout[n]].value * 1000 for n in ((1, 4) if host is ha else (2, 3))]
-                    + [peer_main])
+                    + [peer_main] + ([330_000] if channel_type.anchors else []))   # + the peer's anchor
+                assert sorted(m["credit_msat"] for m in host.moves if m["primary_tag"] == "anchor") == \
+                    ([330_000] if channel_type.anchors else [])                          # our anchor, never swept
             chaind.mine(40)
             await ha.synced(), await hb.synced()
             assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
@@ -609,14 +646,15 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
     run(main())
 
 
-def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
+@both_types
+def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path, channel_type):
     """Our commitment seen only in the mempool (height None) is rebroadcast at each block until mined."""
     chaind = funded_chaind
 
     async def main():
         ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20, channel_type=channel_type)
             a = pair.a
             a.apply(core.force_close(a.ch, a.signer, "test"))
             commitment = a.broadcasts[-1]
@@ -635,14 +673,15 @@ def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
     run(main())
 
 
-def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path):
+@both_types
+def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
     async def main():
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
             # B owns 1,500 sat: above the dust limit on the commitment, below the cost of sweeping it.
-            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), push_msat=1_500_000)
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), push_msat=1_500_000, channel_type=channel_type)
             a, b = pair.a, pair.b
             await hb.synced()
             hb.watch_funding(b, record_of(b, 3))
@@ -664,7 +703,8 @@ def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chain
     run(main())
 
 
-def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(funded_chaind, tmp_path):
+@both_types
+def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(funded_chaind, tmp_path, channel_type):
     """A broadcasts its revoked commitment holding an HTLC each way, with its HTLC-success transaction in the same
     block. B, in the block it sees them: takes A's to_local, the HTLC A offered (directly) and the output of A's
     HTLC-success (second stage) with the revocation key, and learns the preimage. B restarts: the same signed
@@ -675,7 +715,7 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
     async def main():
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
-            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script())
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             pay(pair, 50_000_000)
             tip = chaind.rpc("getblockcount")
@@ -795,7 +835,8 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
     run(main())
 
 
-def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
+@both_types
+def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path, channel_type):
     """The issue's figure: a channel closed with 30 HTLCs on our commitment (15 each way; we know the preimages of
     those we received): 15 HTLC-success at once, 15 HTLC-timeouts at expiry, then 31 delayed outputs swept.
     Prints the wall time from the close's block to the last sweep mined (mining included)."""
@@ -805,7 +846,9 @@ def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
         ha = Host(str(tmp_path / "a"), chaind, b"\xa1" * 32)
         await ha.start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            if channel_type.anchors:   # the 30 HTLC transactions bring their fees from the wallet
+                await give_wallet_coins(ha, chaind, [100_000] * 4)
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20, channel_type=channel_type)
             a, b = pair.a, pair.b
             tip = chaind.rpc("getblockcount")
             pres = []
