@@ -28,6 +28,7 @@ from ampere.log import Logger
 from ampere.node.onchain.chainwatch import ChainWatcher
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.onchain.htlc import signed_local_htlc_txs
+from ampere.node.onchain.bumping import fund_htlc_tx
 from ampere.node.onchain.resolver import OnchainResolver, write_htlc_stubs
 from ampere.ln.onchain.classify import build_sweep, classify_spend, sign_sweep
 from ampere.node.onchain.wallet import Wallet, scripts_for_pubkey
@@ -237,7 +238,10 @@ async def give_wallet_coins(host: Host, chaind, sats: list[int]) -> None:
         chaind.rpc("sendtoaddress", script_to_address(spk, "regtest"), Decimal(sat) / 100_000_000)
     chaind.mine(1)
     await host.synced()
-    await until(lambda: host.wallet_msat() == sum(sats) * 1000, 30, "the wallet's coins")
+    try:
+        await until(lambda: host.wallet_msat() == sum(sats) * 1000, 30, "the wallet's coins")
+    except TimeoutError:
+        raise AssertionError(f"{host.wallet.outputs} {chaind.rpc('getblockcount')} {host.chain.height}") from None
 
 
 @pytest.fixture
@@ -709,12 +713,20 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
     block. B, in the block it sees them: takes A's to_local, the HTLC A offered (directly) and the output of A's
     HTLC-success (second stage) with the revocation key, and learns the preimage. B restarts: the same signed
     penalties. A block without them: they are replaced at a higher feerate (RBF). A three-block reorg takes
-    everything out: the penalties go out again and B ends with exactly what it took (values minus the fees)."""
+    everything out: the penalties go out again and B ends with exactly what it took (values minus the fees).
+    option_anchors: A's HTLC-success must wait a block (CSV 1) and brings its fee from A's wallet; B is down while
+    both blocks are mined (else it would take that HTLC output first), and the reorg goes back to the block of the
+    HTLC-success only (without it, B rightly races A for the HTLC output, and which one wins is chance; with the
+    commitment unconfirmed, A's HTLC-success would be non-BIP68-final)."""
     chaind = funded_chaind
+    anchors = channel_type.anchors
 
     async def main():
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start() if anchors else None   # A's wallet
         try:
+            if anchors:
+                await give_wallet_coins(ha, chaind, [100_000])
             pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             pay(pair, 50_000_000)
@@ -726,8 +738,8 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             await hb.remember_htlcs(b)
             old_ctx = core.local_commitment(a.ch, a.signer)
             old = core.local_commitment_tx(a.ch, a.signer)
-            second = {htx.kind: tx for htx, tx in signed_local_htlc_txs(old_ctx, a.ch.local_htlc_sigs, a.signer,
-                                                                       {sha256(pre_b): pre_b})}
+            signed = signed_local_htlc_txs(old_ctx, a.ch.local_htlc_sigs, a.signer, {sha256(pre_b): pre_b})
+            second = {htx.kind: tx for htx, tx in signed}
             # Both HTLCs go away off-chain (A fails B's although it knows the preimage): the commitment is revoked.
             b.apply(core.fulfill_htlc(b.ch, b.signer, next(h.htlc_id for h in b.ch.htlcs if h.offerer.value == "remote"),
                                       pre_a))
@@ -737,15 +749,46 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             assert b.ch.htlcs == ()
             rb = record_of(b, 1)
             await hb.synced()
-            hb.watch_funding(b, rb)
             learned = []
-            hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash, pre)))
+            if anchors:
+                await hb.stop()
+            else:
+                hb.watch_funding(b, rb)
+                hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash,
+                                                                                            pre)))
 
-            # A cheats: the revoked commitment and its HTLC-success in one block S.
+            # A cheats: the revoked commitment and its HTLC-success in one block S (anchors: S and S + 1).
             fork_parent = chaind.rpc("getblockhash", chaind.rpc("getblockcount"))
             chaind.rpc("sendrawtransaction", old.serialize().hex())
-            chaind.rpc("sendrawtransaction", second[HtlcTxKind.SUCCESS].serialize().hex())
+            if anchors:
+                chaind.mine(1)
+                [(htx, zero_fee)] = [(h, t) for h, t in signed if h.kind is HtlcTxKind.SUCCESS]
+                prev, w = old.outputs[htx.commitment_output_index], zero_fee.inputs[0].witness
+
+                def finish(t):
+                    ours = a.signer.sign_local_htlc_input(t, 0, htx.witness_script, prev.value,
+                                                          old_ctx.keys.per_commitment_point)
+                    return [b"", w[1], ours, w[3], w[4]]
+
+                await ha.synced()
+                funded = await fund_htlc_tx(ha.wallet, zero_fee, prev.value, prev.script_pubkey, finish, 2000,
+                                            chaind.rpc("getblockcount"))
+                assert funded is not None and len(funded[0].inputs) == 2
+                success = funded[0]
+            else:
+                success = second[HtlcTxKind.SUCCESS]
+            chaind.rpc("sendrawtransaction", success.serialize().hex())
             chaind.mine(1)
+            if anchors:   # the reorg keeps the cheat's blocks (see the docstring)
+                fork_parent = chaind.rpc("getblockhash", chaind.rpc("getblockcount"))
+            if anchors:   # B comes back and finds the cheat in the chain
+                hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+                hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash,
+                                                                                            pre)))
+                b.apply(core.funding_spent(b.ch, old.txid()))
+                rb.core = b.ch
+                await hb.synced()   # caught up first (as ampd): else its penalties would count a block as missed
+                await hb.onchain.restore(rb)
             s = await hb.synced()
 
             def penalties():
@@ -767,7 +810,7 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             assert d["kind"] == "revoked"
             # The HTLC output A's HTLC-success took is resolved by it (its output is what B takes).
             [raced] = [o for o in d["outputs"] if o["state"] == "penalty" and not o["sweep_txid"]]
-            assert raced["resolved_txid"] == second[HtlcTxKind.SUCCESS].txid_hex() and raced["resolved_height"] == s
+            assert raced["resolved_txid"] == success.txid_hex() and raced["resolved_height"] == s
             assert learned == [(b.ch.channel_id, sha256(pre_b), pre_b)]
             # A's HTLC-timeout can no longer take its HTLC: B's penalty holds that output.
             assert mempool_reject_reason(chaind, second[HtlcTxKind.TIMEOUT]) is not None
@@ -812,25 +855,43 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             print(f"justice: {len(txids)} txs, {sum(weights)} WU, {fees} sat at {rate} sat/kw")
 
             # A three-block reorg (from below the cheat): everything goes back to the mempool; B sends the same
-            # penalties again, and they confirm on the new chain.
+            # penalties again, and they confirm on the new chain. option_anchors: from S (the commitment stays), the
+            # new chain's empty blocks went by without the penalties: each is replaced again (RBF), same script.
+            # (From S + 1: the cheat's HTLC-success stays.)
+            got_by_out = {(o["txid"], o["vout"]): got[bytes.fromhex(o["sweep_txid"])[::-1]] for o in penalties()}
+            scripts = {k: tx.outputs[0].script_pubkey for k, (_, tx) in before.items()}
             fork_height = chaind.rpc("getblockheader", fork_parent)["height"]
             chaind.rpc("generatefork", chaind.rpc("getblockcount") - fork_height + 1, fork_parent)
             await hb.synced()
-            await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
+            if anchors:
+                await until(lambda: not any(o["resolved_height"] for o in penalties()), 30, "reorg seen")
+            else:
+                await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
             chaind.mine(1)
             await hb.synced()
             chaind.mine(1)
             await hb.synced()
             await until(lambda: all(o["resolved_height"] for o in penalties()), 30, "penalties mined again")
-            assert {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} == txids
+            final = {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()}
+            if anchors:
+                assert len(final) == 3 and not (final & txids)
+            else:
+                assert final == txids
             h = chaind.rpc("getblockcount")
-            for t in txids:
-                assert hb.wallet.outputs[(t, 0)].status(h) == "confirmed" and hb.wallet.outputs[(t, 0)].value == got[t]
+            for o in penalties():
+                w = hb.wallet.outputs[(bytes.fromhex(o["sweep_txid"])[::-1], 0)]
+                assert w.status(h) == "confirmed" and w.script == scripts[(o["txid"], o["vout"])]
+                if anchors:
+                    assert w.value < got_by_out[(o["txid"], o["vout"])]
+                else:
+                    assert w.value == got_by_out[(o["txid"], o["vout"])]
             chaind.mine(BURY)
             await hb.synced()
             assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
         finally:
             await hb.stop()
+            if ha is not None:
+                await ha.stop()
 
     run(main())
 
