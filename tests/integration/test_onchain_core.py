@@ -697,6 +697,7 @@ def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chain
             await until(lambda: hb.onchain.describe(b.ch.channel_id))
             [out] = hb.onchain.describe(b.ch.channel_id)["outputs"]
             assert (out["kind"], out["state"], out["amount_msat"]) == ("to_remote", "dust", 1_500_000)
+            assert out["csv"] == (1 if channel_type.anchors else 0)   # BOLT #3: option_anchors' to_remote: CSV 1
             assert hb.logged("unusual", "not sweeping") and hb.wallet.max_index == max_index
             chaind.mine(BURY - 1)
             await hb.synced()
@@ -950,6 +951,14 @@ def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path, channe
             seconds = time.perf_counter() - t0
             kinds = sorted({x["kind"] for x in outs()})
             assert kinds == ["htlc_tx_delayed", "our_htlc", "their_htlc", "to_local"]
+            # BOLT #3: the HTLC transactions pay their own fee (one input each) -- with option_anchors none: the
+            # wallet's coins pay for them (aggregated: several HTLCs per transaction).
+            htlc_txs = {x["sweep_txid"] for x in outs() if x["kind"] in ("our_htlc", "their_htlc")}
+            ins = [len(Transaction.parse_hex(chaind.rpc("getrawtransaction", t)).inputs) for t in htlc_txs]
+            if channel_type.anchors:
+                assert len(htlc_txs) < 30 and sum(ins) > 30, ins
+            else:
+                assert len(htlc_txs) == 30 and set(ins) == {1}, ins
             print(f"30 HTLCs on-chain resolved and swept in {seconds:.2f} s over {blocks} blocks "
                   f"(to_self_delay {DELAY})")
         finally:
