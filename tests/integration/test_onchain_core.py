@@ -233,6 +233,7 @@ both_types = pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEK
 
 async def give_wallet_coins(host: Host, chaind, sats: list[int]) -> None:
     """option_anchors: our HTLC transactions pay their fee with wallet inputs; the faucet pays the wallet."""
+    await host.synced()   # a fresh chain watcher starts at the tip it first sees: let it see one before the coins
     for sat in sats:
         spk = await host.wallet_script()
         chaind.rpc("sendtoaddress", script_to_address(spk, "regtest"), Decimal(sat) / 100_000_000)
