@@ -218,7 +218,7 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     assert closed["channel_id"] == channel_id
 
 
-def line3(node_factory_chain, opts: list[dict], ctype: str) -> list:
+def line3(node_factory_chain, chaind, opts: list[dict], ctype: str) -> list:
     """l1 -> l2 -> l3 (as line_graph: each channel opened by the left node with a wallet of its size + 100,000
     sat), of the given channel type."""
     nodes = [node_factory_chain.get_node(dict(o), listen=True) for o in opts]
@@ -227,6 +227,10 @@ def line3(node_factory_chain, opts: list[dict], ctype: str) -> list:
     for a, b in zip(nodes, nodes[1:]):
         node_factory_chain.fundchannel(a, b, DEFAULT_FUNDAMOUNT, channel_type=CHANNEL_TYPES[ctype])
         assert channel_with(a, b)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
+    # Every node at the tip: a payer behind it would give its HTLC a cltv_expiry the blocks mined since make
+    # too near for the payee (BOLT #4 final hop: "unreasonably near the present") once one more block is mined.
+    for n in nodes:
+        sync(n, chaind)
     return nodes
 
 
@@ -240,7 +244,7 @@ def test_forwarded_htlc_claimed_onchain_downstream_settles_upstream(node_factory
     and, its channel being on-chain, claims l2's HTLC output on l2's commitment with the preimage. l2 extracts
     the preimage from l3's spend and fulfils l1's HTLC off-chain: l1's payment completes, l2 loses nothing."""
     chaind.mine(101)
-    l1, l2, l3 = line3(node_factory_chain, [{}, {"developer": None}, {"plugin": HODL}], ctype)
+    l1, l2, l3 = line3(node_factory_chain, chaind, [{}, {"developer": None}, {"plugin": HODL}], ctype)
     amount = 50_000_000
     fee = 1 + amount * 10 // 1_000_000       # l2's default fee: 1msat + 10ppm
     inv = l3.rpc.invoice(amount, "hodl-fwd", "fwd")
@@ -368,7 +372,7 @@ def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, cha
     """l1 -> l2 -> l3; l3 holds the HTLC and goes silent: l2 closes past the deadline, times the HTLC out on-chain
     and, once that is 3 deep (not before), fails l1's HTLC off-chain: l1's payment fails, l2 keeps its balance."""
     chaind.mine(101)
-    l1, l2, l3 = line3(node_factory_chain, [{}, {}, {"plugin": HODL}], ctype)
+    l1, l2, l3 = line3(node_factory_chain, chaind, [{}, {}, {"plugin": HODL}], ctype)
     amount = 10_000_000
     fee = 1 + amount * 10 // 1_000_000
     inv = l3.rpc.invoice(amount, "hodl-silent-fwd", "fwd")
