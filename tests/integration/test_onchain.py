@@ -11,6 +11,10 @@ from __future__ import annotations
 import os
 import sys
 
+import pytest
+
+from ampere.primitives.tx import Transaction
+
 sys.path.insert(0, os.path.dirname(__file__))
 from chainutil import fund, sync, wait_for  # noqa: E402
 
@@ -18,6 +22,9 @@ DELAY = 6     # watchtime-blocks: the to_self_delay each node imposes on its pee
 BURY = 100    # CLN (and the resolver) forget a channel once everything is resolved this deep
 FUNDING = 1_000_000
 PUSH_MSAT = 300_000_000
+# Every scenario runs on both commitment formats (issue 15): static_remotekey, and option_anchors (the default).
+CHANNEL_TYPES = {"static": [12], "anchors": [12, 22]}
+both_types = pytest.mark.parametrize("ctype", ["static", "anchors"])
 
 
 def nodes(node_factory_chain, chaind):
@@ -28,15 +35,16 @@ def nodes(node_factory_chain, chaind):
     return l1, l2
 
 
-def open_channel(l1, l2, chaind) -> dict:
+def open_channel(l1, l2, chaind, ctype: str) -> dict:
     info2 = l2.rpc.getinfo()
     port = next(b["port"] for b in info2["binding"] if b["type"] == "ipv4")
     l1.rpc.connect(info2["id"], "127.0.0.1", port)
-    r = l1.rpc.fundchannel(info2["id"], FUNDING, push_msat=PUSH_MSAT)
+    r = l1.rpc.fundchannel(info2["id"], FUNDING, push_msat=PUSH_MSAT, channel_type=CHANNEL_TYPES[ctype])
     chaind.mine(6)
     for n in (l1, l2):
         sync(n, chaind)
         wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+        assert channel(n)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
     return r
 
 
@@ -62,15 +70,30 @@ def new_outputs(node, before: dict, status: str = "confirmed") -> list[dict]:
     return [o for k, o in outputs(node).items() if k not in before and o["status"] == status]
 
 
-def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain, chaind):
+def check_commitment(chaind, txid: str, ctype: str) -> Transaction:
+    """A commitment with no HTLC: to_local and to_remote, plus (option_anchors) an anchor each, of 330 sat."""
+    tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", txid))
+    values = sorted(o.value for o in tx.outputs)
+    if ctype == "anchors":
+        assert len(values) == 4 and values[:2] == [330, 330], values
+    else:
+        assert len(values) == 2 and 330 not in values, values
+    assert PUSH_MSAT // 1000 in values     # the acceptor's balance: the opener pays the fee and the anchors
+    return tx
+
+
+@both_types
+def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain, chaind, ctype):
     l1, l2 = nodes(node_factory_chain, chaind)
-    open_channel(l1, l2, chaind)
+    open_channel(l1, l2, chaind, ctype)
     before = outputs(l1)
     channel_id = channel(l1)["channel_id"]
     l2.stop()
     r = l1.rpc.close(channel(l1)["peer_id"], 1)
     assert r["type"] == "unilateral"
     commitment_txid = r["txids"][0]
+    commitment = check_commitment(chaind, commitment_txid, ctype)
+    [to_local] = [o.value for o in commitment.outputs if o.value not in (330, PUSH_MSAT // 1000)]
     s = mine(chaind, 1, l1)
     wait_for(lambda: channel(l1)["state"] == "ONCHAIN", 30, "ONCHAIN")
     status = channel(l1)["status"]
@@ -86,8 +109,9 @@ def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain,
     wait_for(lambda: new_outputs(l1, before), 30, "the sweep confirmed")
     [swept] = new_outputs(l1, before)
     assert swept["blockheight"] == s + DELAY
-    # The opener's balance minus the commitment fee, minus the sweep's fee.
+    # The opener's balance minus the commitment fee (and the anchors), minus the sweep's fee.
     assert FUNDING * 1000 - PUSH_MSAT - 10_000_000 < swept["amount_msat"] < FUNDING * 1000 - PUSH_MSAT
+    assert (to_local - 5_000) * 1000 < swept["amount_msat"] < to_local * 1000
     assert any("being swept" not in x and "swept to our wallet by" in x for x in channel(l1)["status"])
 
     # Irrevocably resolved 100 blocks later: CLOSED, in listclosedchannels.
@@ -99,13 +123,16 @@ def test_unilateral_close_funds_back_after_delay_then_closed(node_factory_chain,
     assert len(closed) == 1 and closed[0]["channel_id"] == channel_id
 
 
-def test_peer_unilateral_close_to_remote_joins_wallet(node_factory_chain, chaind):
+@both_types
+def test_peer_unilateral_close_to_remote_joins_wallet(node_factory_chain, chaind, ctype):
     l1, l2 = nodes(node_factory_chain, chaind)
-    open_channel(l1, l2, chaind)
+    open_channel(l1, l2, chaind, ctype)
     before = outputs(l2)
     id2 = l2.rpc.getinfo()["id"]
     l2.stop()
-    assert l1.rpc.close(id2, 1)["type"] == "unilateral"
+    r = l1.rpc.close(id2, 1)
+    assert r["type"] == "unilateral"
+    check_commitment(chaind, r["txids"][0], ctype)
     mine(chaind, 1, l1)
     # l2 comes back, sees its peer's commitment in the chain, and sweeps its to_remote to its wallet.
     l2.start()
@@ -123,9 +150,10 @@ def test_peer_unilateral_close_to_remote_joins_wallet(node_factory_chain, chaind
     assert w["txid"]
 
 
-def test_mutual_close_credits_both_wallets(node_factory_chain, chaind):
+@both_types
+def test_mutual_close_credits_both_wallets(node_factory_chain, chaind, ctype):
     l1, l2 = nodes(node_factory_chain, chaind)
-    open_channel(l1, l2, chaind)
+    open_channel(l1, l2, chaind, ctype)
     b1, b2 = outputs(l1), outputs(l2)
     r = l1.rpc.close(l2.rpc.getinfo()["id"])
     assert r["type"] == "mutual"
@@ -144,13 +172,16 @@ def test_mutual_close_credits_both_wallets(node_factory_chain, chaind):
         wait_for(lambda: len(n.rpc.listclosedchannels()["closedchannels"]) == 1, 30, "listclosedchannels")
 
 
-def test_kill_during_resolution_continues(node_factory_chain, chaind):
+@both_types
+def test_kill_during_resolution_continues(node_factory_chain, chaind, ctype):
     l1, l2 = nodes(node_factory_chain, chaind)
-    open_channel(l1, l2, chaind)
+    open_channel(l1, l2, chaind, ctype)
     before = outputs(l1)
     id2 = l2.rpc.getinfo()["id"]
     l2.stop()
-    assert l1.rpc.close(id2, 1)["type"] == "unilateral"
+    r = l1.rpc.close(id2, 1)
+    assert r["type"] == "unilateral"
+    check_commitment(chaind, r["txids"][0], ctype)
     s = mine(chaind, 1, l1)
     wait_for(lambda: channel(l1)["state"] == "ONCHAIN", 30, "ONCHAIN")
     # kill -9 while waiting for the delay; blocks go by while it is down.

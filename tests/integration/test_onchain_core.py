@@ -28,6 +28,7 @@ from ampere.log import Logger
 from ampere.node.onchain.chainwatch import ChainWatcher
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.onchain.htlc import signed_local_htlc_txs
+from ampere.node.onchain.bumping import fund_htlc_tx
 from ampere.node.onchain.resolver import OnchainResolver, write_htlc_stubs
 from ampere.ln.onchain.classify import build_sweep, classify_spend, sign_sweep
 from ampere.node.onchain.wallet import Wallet, scripts_for_pubkey
@@ -225,6 +226,25 @@ def record_of(p: Party, dbid: int) -> Record:
     return Record(p.ch.channel_id, bytes(33), dbid, p.ch, p.signer)
 
 
+# Every scenario runs on both commitment formats (issue 15).
+both_types = pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS],
+                                     ids=["static", "anchors"])
+
+
+async def give_wallet_coins(host: Host, chaind, sats: list[int]) -> None:
+    """option_anchors: our HTLC transactions pay their fee with wallet inputs; the faucet pays the wallet."""
+    await host.synced()   # a fresh chain watcher starts at the tip it first sees: let it see one before the coins
+    for sat in sats:
+        spk = await host.wallet_script()
+        chaind.rpc("sendtoaddress", script_to_address(spk, "regtest"), Decimal(sat) / 100_000_000)
+    chaind.mine(1)
+    await host.synced()
+    try:
+        await until(lambda: host.wallet_msat() == sum(sats) * 1000, 30, "the wallet's coins")
+    except TimeoutError:
+        raise AssertionError(f"{host.wallet.outputs} {chaind.rpc('getblockcount')} {host.chain.height}") from None
+
+
 @pytest.fixture
 def funded_chaind(chaind):
     chaind.mine(101)
@@ -237,7 +257,7 @@ def run(coro):
 
 # --- tests -----------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("channel_type", [ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS])
+@both_types
 def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
@@ -334,7 +354,8 @@ def test_unilateral_close_to_local_after_csv_and_peer_to_remote(funded_chaind, t
     run(main())
 
 
-def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
+@both_types
+def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path, channel_type):
     """A restarts between the close and the sweep; a reorg takes the close and the sweep out of the chain (the
     sweep falls out of the mempool: BIP68); B restarts having never recorded the spend (a crash right after the
     manager persisted FUNDING_SPEND_SEEN) and finds it."""
@@ -344,7 +365,7 @@ def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
         ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             ra, rb = record_of(a, 1), record_of(b, 1)
             await ha.synced()
@@ -414,7 +435,8 @@ def test_restart_mid_resolution_reorg_and_lost_spend(funded_chaind, tmp_path):
     run(main())
 
 
-def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
+@both_types
+def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
     async def main():
@@ -422,7 +444,7 @@ def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
             spk_a, spk_b = await ha.wallet_script(), await hb.wallet_script()
-            pair = open_on_chain(chaind, spk_a, spk_b)
+            pair = open_on_chain(chaind, spk_a, spk_b, channel_type=channel_type)
             a, b = pair.a, pair.b
             ra, rb = record_of(a, 1), record_of(b, 1)
             await ha.synced(), await hb.synced()
@@ -458,7 +480,8 @@ def test_mutual_close_output_is_in_the_wallet(funded_chaind, tmp_path):
     run(main())
 
 
-def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
+@both_types
+def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path, channel_type):
     """A closes with four HTLCs on its commitment, one per way to resolve an HTLC on-chain:
     H1 A->B, B knows the preimage: B claims it directly on A's commitment, A learns the preimage from B's spend;
     H2 B->A, A learns the preimage after the close: A's HTLC-success, B learns the preimage;
@@ -473,15 +496,19 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
         ha.bury = hb.bury = 40    # B's outputs resolve early: keep its resolution to look at
         await ha.start(), await hb.start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script())
+            if channel_type.anchors:   # A's HTLC-success and HTLC-timeout bring their fees (a coin each)
+                await give_wallet_coins(ha, chaind, [100_000, 100_000])
+            pair = open_on_chain(chaind, await ha.wallet_script(), await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             tip = chaind.rpc("getblockcount")
             pre = {n: bytes([n]) * 32 for n in (1, 2, 3, 4, 5)}
             ids = {}
-            # H5 A->B, 2000 sat: trimmed (below the dust limit once the HTLC-timeout fee is taken): no output.
+            # H5 A->B: trimmed, no output. BOLT #3: trimmed if below dust_limit_satoshis (546) plus the HTLC-timeout
+            # fee -- none with option_anchors: 2000 sat is trimmed at 2500 sat/kw without anchors, 500 sat with.
+            h5 = 500 if channel_type.anchors else 2_000
             for n, (src, amount, cltv) in {1: (a, 20_000, tip + 40), 2: (b, 30_000, tip + 40),
                                            3: (a, 40_000, tip + 8), 4: (b, 50_000, tip + 10),
-                                           5: (a, 2_000, tip + 40)}.items():
+                                           5: (a, h5, tip + 40)}.items():
                 ids[n] = src.ch.next_htlc_id_local
                 src.apply(core.offer_htlc(src.ch, src.signer, amount * 1000, sha256(pre[n]), cltv, ONION))
             pair.pump()
@@ -583,7 +610,20 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                 books = check_books(host.moves, lambda t: chaind.rpc("getrawtransaction", t), ch.channel_id.hex(),
                                     commitment.txid_hex(), close_debit_msat=ch.balance_local_msat,
                                     wallet_msat=host.wallet_msat())
-                assert books["wallet"] == got * 1000
+                # option_anchors: A's HTLC transactions paid their fee with wallet coins (the change came back).
+                htlc_txs = {o["sweep_txid"] for o in d["outputs"] if o["kind"] in ("our_htlc", "their_htlc")
+                            and o["sweep_txid"] and o["resolved_txid"] == o["sweep_txid"]} if host is ha else set()
+                from_wallet = 0
+                for t in htlc_txs:
+                    tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", t))
+                    wallet_in = [i for i in tx.inputs if i.prevout.txid != commitment.txid()]
+                    assert len(wallet_in) == (1 if channel_type.anchors else 0), tx
+                    from_wallet += sum(Transaction.parse_hex(chaind.rpc("getrawtransaction", i.prevout.txid[::-1].hex()))
+                                       .outputs[i.prevout.vout].value for i in wallet_in)
+                    from_wallet -= sum(o.value for n, o in enumerate(tx.outputs) if (tx.txid(), n) in host.wallet.outputs)
+                coins = 200_000 if channel_type.anchors and host is ha else 0
+                assert (from_wallet > 0) == (coins > 0)
+                assert books["wallet"] == (got + coins - from_wallet) * 1000
                 tags = sorted(m["primary_tag"] for m in host.moves if m["account_id"] == ch.channel_id.hex())
                 if host is ha:   # H2 fulfilled and H3 timed out through our HTLC transactions, then swept
                     assert tags == sorted(["channel_close", "delayed_to_us", "to_wallet", "htlc_fulfill",
@@ -597,7 +637,9 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
                                if o["kind"] in ("to_local", "to_remote") and o["txid"] == commitment.txid_hex()]
                 assert sorted(m["output_msat"] for m in host.moves if m["primary_tag"] == "to_them") == sorted(
                     [commitment.outputs[vout[n]].value * 1000 for n in ((1, 4) if host is ha else (2, 3))]
-                    + [peer_main])
+                    + [peer_main] + ([330_000] if channel_type.anchors else []))   # + the peer's anchor
+                assert sorted(m["credit_msat"] for m in host.moves if m["primary_tag"] == "anchor") == \
+                    ([330_000] if channel_type.anchors else [])                          # our anchor, never swept
             chaind.mine(40)
             await ha.synced(), await hb.synced()
             assert ha.channel_manager.closed == [(a.ch.channel_id, "onchain")]
@@ -609,14 +651,15 @@ def test_htlcs_on_both_commitments_are_resolved(funded_chaind, tmp_path):
     run(main())
 
 
-def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
+@both_types
+def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path, channel_type):
     """Our commitment seen only in the mempool (height None) is rebroadcast at each block until mined."""
     chaind = funded_chaind
 
     async def main():
         ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20, channel_type=channel_type)
             a = pair.a
             a.apply(core.force_close(a.ch, a.signer, "test"))
             commitment = a.broadcasts[-1]
@@ -635,14 +678,15 @@ def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path):
     run(main())
 
 
-def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path):
+@both_types
+def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind
 
     async def main():
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
         try:
             # B owns 1,500 sat: above the dust limit on the commitment, below the cost of sweeping it.
-            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), push_msat=1_500_000)
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), push_msat=1_500_000, channel_type=channel_type)
             a, b = pair.a, pair.b
             await hb.synced()
             hb.watch_funding(b, record_of(b, 3))
@@ -654,6 +698,7 @@ def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chain
             await until(lambda: hb.onchain.describe(b.ch.channel_id))
             [out] = hb.onchain.describe(b.ch.channel_id)["outputs"]
             assert (out["kind"], out["state"], out["amount_msat"]) == ("to_remote", "dust", 1_500_000)
+            assert out["csv"] == (1 if channel_type.anchors else 0)   # BOLT #3: option_anchors' to_remote: CSV 1
             assert hb.logged("unusual", "not sweeping") and hb.wallet.max_index == max_index
             chaind.mine(BURY - 1)
             await hb.synced()
@@ -664,18 +709,27 @@ def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chain
     run(main())
 
 
-def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(funded_chaind, tmp_path):
+@both_types
+def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(funded_chaind, tmp_path, channel_type):
     """A broadcasts its revoked commitment holding an HTLC each way, with its HTLC-success transaction in the same
     block. B, in the block it sees them: takes A's to_local, the HTLC A offered (directly) and the output of A's
     HTLC-success (second stage) with the revocation key, and learns the preimage. B restarts: the same signed
     penalties. A block without them: they are replaced at a higher feerate (RBF). A three-block reorg takes
-    everything out: the penalties go out again and B ends with exactly what it took (values minus the fees)."""
+    everything out: the penalties go out again and B ends with exactly what it took (values minus the fees).
+    option_anchors: A's HTLC-success must wait a block (CSV 1) and brings its fee from A's wallet; B is down while
+    both blocks are mined (else it would take that HTLC output first), and the reorg goes back to the block of the
+    HTLC-success only (without it, B rightly races A for the HTLC output, and which one wins is chance; with the
+    commitment unconfirmed, A's HTLC-success would be non-BIP68-final)."""
     chaind = funded_chaind
+    anchors = channel_type.anchors
 
     async def main():
         hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start() if anchors else None   # A's wallet
         try:
-            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script())
+            if anchors:
+                await give_wallet_coins(ha, chaind, [100_000])
+            pair = open_on_chain(chaind, b"\x00\x14" + b"\xaa" * 20, await hb.wallet_script(), channel_type=channel_type)
             a, b = pair.a, pair.b
             pay(pair, 50_000_000)
             tip = chaind.rpc("getblockcount")
@@ -686,8 +740,8 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             await hb.remember_htlcs(b)
             old_ctx = core.local_commitment(a.ch, a.signer)
             old = core.local_commitment_tx(a.ch, a.signer)
-            second = {htx.kind: tx for htx, tx in signed_local_htlc_txs(old_ctx, a.ch.local_htlc_sigs, a.signer,
-                                                                       {sha256(pre_b): pre_b})}
+            signed = signed_local_htlc_txs(old_ctx, a.ch.local_htlc_sigs, a.signer, {sha256(pre_b): pre_b})
+            second = {htx.kind: tx for htx, tx in signed}
             # Both HTLCs go away off-chain (A fails B's although it knows the preimage): the commitment is revoked.
             b.apply(core.fulfill_htlc(b.ch, b.signer, next(h.htlc_id for h in b.ch.htlcs if h.offerer.value == "remote"),
                                       pre_a))
@@ -697,15 +751,46 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             assert b.ch.htlcs == ()
             rb = record_of(b, 1)
             await hb.synced()
-            hb.watch_funding(b, rb)
             learned = []
-            hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash, pre)))
+            if anchors:
+                await hb.stop()
+            else:
+                hb.watch_funding(b, rb)
+                hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash,
+                                                                                            pre)))
 
-            # A cheats: the revoked commitment and its HTLC-success in one block S.
+            # A cheats: the revoked commitment and its HTLC-success in one block S (anchors: S and S + 1).
             fork_parent = chaind.rpc("getblockhash", chaind.rpc("getblockcount"))
             chaind.rpc("sendrawtransaction", old.serialize().hex())
-            chaind.rpc("sendrawtransaction", second[HtlcTxKind.SUCCESS].serialize().hex())
+            if anchors:
+                chaind.mine(1)
+                [(htx, zero_fee)] = [(h, t) for h, t in signed if h.kind is HtlcTxKind.SUCCESS]
+                prev, w = old.outputs[htx.commitment_output_index], zero_fee.inputs[0].witness
+
+                def finish(t):
+                    ours = a.signer.sign_local_htlc_input(t, 0, htx.witness_script, prev.value,
+                                                          old_ctx.keys.per_commitment_point)
+                    return [b"", w[1], ours, w[3], w[4]]
+
+                await ha.synced()
+                funded = await fund_htlc_tx(ha.wallet, zero_fee, prev.value, prev.script_pubkey, finish, 2000,
+                                            chaind.rpc("getblockcount"))
+                assert funded is not None and len(funded[0].inputs) == 2
+                success = funded[0]
+            else:
+                success = second[HtlcTxKind.SUCCESS]
+            chaind.rpc("sendrawtransaction", success.serialize().hex())
             chaind.mine(1)
+            if anchors:   # the reorg keeps the cheat's blocks (see the docstring)
+                fork_parent = chaind.rpc("getblockhash", chaind.rpc("getblockcount"))
+            if anchors:   # B comes back and finds the cheat in the chain
+                hb = await Host(str(tmp_path / "b"), chaind, b"\xb2" * 32).start()
+                hb.onchain.preimage_listeners.append(lambda cid, stub, pre: learned.append((cid, stub.payment_hash,
+                                                                                            pre)))
+                b.apply(core.funding_spent(b.ch, old.txid()))
+                rb.core = b.ch
+                await hb.synced()   # caught up first (as ampd): else its penalties would count a block as missed
+                await hb.onchain.restore(rb)
             s = await hb.synced()
 
             def penalties():
@@ -727,7 +812,7 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             assert d["kind"] == "revoked"
             # The HTLC output A's HTLC-success took is resolved by it (its output is what B takes).
             [raced] = [o for o in d["outputs"] if o["state"] == "penalty" and not o["sweep_txid"]]
-            assert raced["resolved_txid"] == second[HtlcTxKind.SUCCESS].txid_hex() and raced["resolved_height"] == s
+            assert raced["resolved_txid"] == success.txid_hex() and raced["resolved_height"] == s
             assert learned == [(b.ch.channel_id, sha256(pre_b), pre_b)]
             # A's HTLC-timeout can no longer take its HTLC: B's penalty holds that output.
             assert mempool_reject_reason(chaind, second[HtlcTxKind.TIMEOUT]) is not None
@@ -772,30 +857,49 @@ def test_penalty_revoked_commitment_with_htlcs_second_stage_restart_and_reorg(fu
             print(f"justice: {len(txids)} txs, {sum(weights)} WU, {fees} sat at {rate} sat/kw")
 
             # A three-block reorg (from below the cheat): everything goes back to the mempool; B sends the same
-            # penalties again, and they confirm on the new chain.
+            # penalties again, and they confirm on the new chain. option_anchors: from S (the commitment stays), the
+            # new chain's empty blocks went by without the penalties: each is replaced again (RBF), same script.
+            # (From S + 1: the cheat's HTLC-success stays.)
+            got_by_out = {(o["txid"], o["vout"]): got[bytes.fromhex(o["sweep_txid"])[::-1]] for o in penalties()}
+            scripts = {k: tx.outputs[0].script_pubkey for k, (_, tx) in before.items()}
             fork_height = chaind.rpc("getblockheader", fork_parent)["height"]
             chaind.rpc("generatefork", chaind.rpc("getblockcount") - fork_height + 1, fork_parent)
             await hb.synced()
-            await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
+            if anchors:
+                await until(lambda: not any(o["resolved_height"] for o in penalties()), 30, "reorg seen")
+            else:
+                await until(lambda: hb.onchain.describe(b.ch.channel_id)["spend_height"] is None, 30, "reorg seen")
             chaind.mine(1)
             await hb.synced()
             chaind.mine(1)
             await hb.synced()
             await until(lambda: all(o["resolved_height"] for o in penalties()), 30, "penalties mined again")
-            assert {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()} == txids
+            final = {bytes.fromhex(o["sweep_txid"])[::-1] for o in penalties()}
+            if anchors:
+                assert len(final) == 3 and not (final & txids)
+            else:
+                assert final == txids
             h = chaind.rpc("getblockcount")
-            for t in txids:
-                assert hb.wallet.outputs[(t, 0)].status(h) == "confirmed" and hb.wallet.outputs[(t, 0)].value == got[t]
+            for o in penalties():
+                w = hb.wallet.outputs[(bytes.fromhex(o["sweep_txid"])[::-1], 0)]
+                assert w.status(h) == "confirmed" and w.script == scripts[(o["txid"], o["vout"])]
+                if anchors:
+                    assert w.value < got_by_out[(o["txid"], o["vout"])]
+                else:
+                    assert w.value == got_by_out[(o["txid"], o["vout"])]
             chaind.mine(BURY)
             await hb.synced()
             assert hb.channel_manager.closed == [(b.ch.channel_id, "onchain")]
         finally:
             await hb.stop()
+            if ha is not None:
+                await ha.stop()
 
     run(main())
 
 
-def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
+@both_types
+def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path, channel_type):
     """The issue's figure: a channel closed with 30 HTLCs on our commitment (15 each way; we know the preimages of
     those we received): 15 HTLC-success at once, 15 HTLC-timeouts at expiry, then 31 delayed outputs swept.
     Prints the wall time from the close's block to the last sweep mined (mining included)."""
@@ -805,7 +909,9 @@ def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
         ha = Host(str(tmp_path / "a"), chaind, b"\xa1" * 32)
         await ha.start()
         try:
-            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20)
+            if channel_type.anchors:   # the 30 HTLC transactions bring their fees from the wallet
+                await give_wallet_coins(ha, chaind, [100_000] * 4)
+            pair = open_on_chain(chaind, await ha.wallet_script(), b"\x00\x14" + b"\xbb" * 20, channel_type=channel_type)
             a, b = pair.a, pair.b
             tip = chaind.rpc("getblockcount")
             pres = []
@@ -846,6 +952,14 @@ def test_thirty_htlcs_resolved_on_our_commitment(funded_chaind, tmp_path):
             seconds = time.perf_counter() - t0
             kinds = sorted({x["kind"] for x in outs()})
             assert kinds == ["htlc_tx_delayed", "our_htlc", "their_htlc", "to_local"]
+            # BOLT #3: the HTLC transactions pay their own fee (one input each) -- with option_anchors none: the
+            # wallet's coins pay for them (aggregated: several HTLCs per transaction).
+            htlc_txs = {x["sweep_txid"] for x in outs() if x["kind"] in ("our_htlc", "their_htlc")}
+            ins = [len(Transaction.parse_hex(chaind.rpc("getrawtransaction", t)).inputs) for t in htlc_txs]
+            if channel_type.anchors:
+                assert len(htlc_txs) < 30 and sum(ins) > 30, ins
+            else:
+                assert len(htlc_txs) == 30 and set(ins) == {1}, ins
             print(f"30 HTLCs on-chain resolved and swept in {seconds:.2f} s over {blocks} blocks "
                   f"(to_self_delay {DELAY})")
         finally:

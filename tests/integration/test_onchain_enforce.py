@@ -22,6 +22,7 @@ import time
 import pytest
 
 from ampere.primitives.tx import Transaction
+from ampere.testing.nodes import DEFAULT_FUNDAMOUNT
 from ampere.testing.schema import ClnValidator, load_schema
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -70,9 +71,10 @@ def ledger(node) -> list[dict]:
 # Both commitment formats (issue 15): static_remotekey, and option_anchors (the default) where the cheat's
 # HTLC-success must wait a block (CSV 1) and brings its own fee from its wallet.
 CHANNEL_TYPES = {"static": [12], "anchors": [12, 22]}
+both_types = pytest.mark.parametrize("ctype", ["static", "anchors"])
 
 
-@pytest.mark.parametrize("ctype", ["static", "anchors"])
+@both_types
 def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain, chaind, ctype):
     anchors = ctype == "anchors"
     chaind.mine(101)
@@ -216,16 +218,33 @@ def test_penalty_for_revoked_commitment_with_htlcs_both_ways(node_factory_chain,
     assert closed["channel_id"] == channel_id
 
 
+def line3(node_factory_chain, chaind, opts: list[dict], ctype: str) -> list:
+    """l1 -> l2 -> l3 (as line_graph: each channel opened by the left node with a wallet of its size + 100,000
+    sat), of the given channel type."""
+    nodes = [node_factory_chain.get_node(dict(o), listen=True) for o in opts]
+    for a in nodes[:-1]:
+        node_factory_chain.fund_wallet(a, DEFAULT_FUNDAMOUNT + 100_000)
+    for a, b in zip(nodes, nodes[1:]):
+        node_factory_chain.fundchannel(a, b, DEFAULT_FUNDAMOUNT, channel_type=CHANNEL_TYPES[ctype])
+        assert channel_with(a, b)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
+    # Every node at the tip: a payer behind it would give its HTLC a cltv_expiry the blocks mined since make
+    # too near for the payee (BOLT #4 final hop: "unreasonably near the present") once one more block is mined.
+    for n in nodes:
+        sync(n, chaind)
+    return nodes
+
+
 def scid(a, b) -> str:
     return next(c["short_channel_id"] for c in a.rpc.listpeerchannels(b.node_id)["channels"])
 
 
-def test_forwarded_htlc_claimed_onchain_downstream_settles_upstream(node_factory_chain, chaind):
+@both_types
+def test_forwarded_htlc_claimed_onchain_downstream_settles_upstream(node_factory_chain, chaind, ctype):
     """l1 -> l2 -> l3; l3 holds the HTLC; l2 closes its channel to l3 (dev-fail); l3 then releases the payment
     and, its channel being on-chain, claims l2's HTLC output on l2's commitment with the preimage. l2 extracts
     the preimage from l3's spend and fulfils l1's HTLC off-chain: l1's payment completes, l2 loses nothing."""
     chaind.mine(101)
-    l1, l2, l3 = node_factory_chain.line_graph(3, opts=[{}, {"developer": None}, {"plugin": HODL}])
+    l1, l2, l3 = line3(node_factory_chain, chaind, [{}, {"developer": None}, {"plugin": HODL}], ctype)
     amount = 50_000_000
     fee = 1 + amount * 10 // 1_000_000       # l2's default fee: 1msat + 10ppm
     inv = l3.rpc.invoice(amount, "hodl-fwd", "fwd")
@@ -255,7 +274,8 @@ def channel_with(a, b) -> dict:
     return next(c for c in a.rpc.listpeerchannels(b.node_id)["channels"])
 
 
-def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chain, chaind):
+@both_types
+def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chain, chaind, ctype):
     """l2 holds l1's HTLC and goes silent. Past cltv_expiry l1 fails the channel (BOLT 2 deadline), its commitment
     confirms, its HTLC-timeout (signed by l2 long ago) goes out at once -- l1 is killed right before that
     broadcast and restarted: it goes out then -- and the payment fails only once the timeout is 3 blocks deep;
@@ -265,9 +285,10 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
     l2 = node_factory_chain.get_node({"watchtime-blocks": DELAY, "plugin": HODL}, listen=True)
     node_factory_chain.fund_wallet(l1, 1_200_000)
     node_factory_chain.connect(l1, l2)
-    l1.rpc.fundchannel(l2.node_id, FUNDING)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, channel_type=CHANNEL_TYPES[ctype])
     mine(chaind, 6, l1, l2)
     wait_for(lambda: channel(l1)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    assert channel(l1)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
     h = held_payment(l1, l2, 30_000_000, "hodl-silent")
     wait_for(lambda: channel(l1)["htlcs"] and channel(l1)["htlcs"][0]["state"] == "SENT_ADD_ACK_REVOCATION", 30,
              "HTLC committed")
@@ -305,6 +326,9 @@ def test_silent_peer_holding_our_htlc_we_close_and_time_it_out(node_factory_chai
     wait_for(lambda: len([x for x in channel(l1)["status"] if "being swept" in x]) >= 2, 30, "sweeps")
     mine(chaind, 1, l1)
     tx = Transaction.parse_hex(chaind.rpc("getrawtransaction", timeout_txid))
+    # BOLT #3: without anchors the HTLC-timeout is the 1-in-1-out one l2 signed (its fee from the HTLC); with
+    # option_anchors it pays no fee of its own: l1 added wallet inputs and a change output.
+    assert (len(tx.inputs), len(tx.outputs)) == ((2, 2) if ctype == "anchors" else (1, 1)), tx
     wait_for(lambda: wallet_sat(l1) - before > FUNDING - 20_000, 30, "funds back")
     print(f"l1 got back {wallet_sat(l1) - before} of {FUNDING} sat; HTLC-timeout {tx.txid_hex()} in block {s + 1}")
 
@@ -343,11 +367,12 @@ def test_dev_commands_freeze_commitments_and_need_developer(node_factory_chain, 
     assert chaind.rpc("getrawmempool") == [Transaction.parse_hex(latest).txid_hex()]  # our latest commitment
 
 
-def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, chaind):
+@both_types
+def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, chaind, ctype):
     """l1 -> l2 -> l3; l3 holds the HTLC and goes silent: l2 closes past the deadline, times the HTLC out on-chain
     and, once that is 3 deep (not before), fails l1's HTLC off-chain: l1's payment fails, l2 keeps its balance."""
     chaind.mine(101)
-    l1, l2, l3 = node_factory_chain.line_graph(3, opts=[{}, {}, {"plugin": HODL}])
+    l1, l2, l3 = line3(node_factory_chain, chaind, [{}, {}, {"plugin": HODL}], ctype)
     amount = 10_000_000
     fee = 1 + amount * 10 // 1_000_000
     inv = l3.rpc.invoice(amount, "hodl-silent-fwd", "fwd")
@@ -380,7 +405,8 @@ def test_forwarded_htlc_timed_out_onchain_fails_upstream(node_factory_chain, cha
     assert fwd["status"] in ("failed", "local_failed"), fwd
 
 
-def test_coin_movements_balance_after_mutual_close(node_factory_chain, chaind):
+@both_types
+def test_coin_movements_balance_after_mutual_close(node_factory_chain, chaind, ctype):
     """CLN's bookkeeper's accounts after a mutual close, on both sides: channel_open - channel_close is what left
     the channel off-chain (push, payment), the peer's output is `to_them` on "external", our output is the
     wallet's deposit, and the wallet's account is listfunds' confirmed outputs."""
@@ -388,10 +414,11 @@ def test_coin_movements_balance_after_mutual_close(node_factory_chain, chaind):
     l1, l2 = (node_factory_chain.get_node({"plugin": LEDGER}, listen=True) for _ in range(2))
     node_factory_chain.fund_wallet(l1, 1_500_000)
     node_factory_chain.connect(l1, l2)
-    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT)
+    l1.rpc.fundchannel(l2.node_id, FUNDING, push_msat=PUSH_MSAT, channel_type=CHANNEL_TYPES[ctype])
     mine(chaind, 6, l1, l2)
     for n in (l1, l2):
         wait_for(lambda: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+        assert channel(n)["channel_type"]["bits"] == CHANNEL_TYPES[ctype]
     l1.rpc.pay(l2.rpc.invoice(25_000_000, "books", "books")["bolt11"])
     for n in (l1, l2):
         wait_for(lambda: channel(n)["htlcs"] == [], 30, "the payment settled")
