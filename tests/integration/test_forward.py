@@ -1,6 +1,7 @@
 """Forwarding on amp-chaind: three nodes in a line (l1 -> l2 -> l3), l3's channel reached through its invoice's
 route hint; l2 earns exactly its advertised fee, listforwards and forward_event agree; fee and CLTV mismatches
-at l2 fail with the right error and pay learns from them; kill -9 of l2 while it holds a forward."""
+at l2 fail with the right error and pay learns from them; kill -9 of l2 while it holds a forward, and right after
+the write that stores a forward (row, outgoing HTLC and commitment in one transaction)."""
 
 from __future__ import annotations
 
@@ -148,6 +149,35 @@ def test_forward_survives_kill9(node_factory_chain):
     assert len(fwds) == 1 and fwds[0]["status"] == "settled" and fwds[0]["fee_msat"] == expected_fee
     assert l3.rpc.listinvoices("hodl-kill")["invoices"][0]["status"] == "paid"
     # No HTLC is left anywhere, and l3 holds exactly the amount more.
+    for n in (l1, l2, l3):
+        wait_for(lambda n=n: all(not c.get("htlcs") for c in n.rpc.listpeerchannels()["channels"]), 30, "no htlcs")
+    assert sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"]) == l3_before + amount
+    assert l2.rpc.getinfo()["fees_collected_msat"] == expected_fee
+
+
+def test_forward_kill9_after_its_write(node_factory_chain):
+    """The forward's row, its outgoing HTLC and the commitment_signed covering it are one write at l2 (issue 18).
+    l2 dies by kill -9 right after that write, before update_add_htlc leaves (--dev-crash-before=UpdateAddHtlc):
+    after the restart the row ties the stored outgoing HTLC to the incoming one, so the HTLC is retransmitted, not
+    forwarded a second time, and the payment completes once, without loss."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {"dev-crash-before": "UpdateAddHtlc:1"}, {}])
+    amount = 30_000_000
+    inv = l3.rpc.invoice(amount, "crash-fwd", "l2 dies after the forward's write")
+    l3_before = sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"])
+    with ThreadPoolExecutor(1) as pool:
+        paying = pool.submit(l1.rpc.pay, inv["bolt11"])
+        wait_for(lambda: not l2.is_running(), 30, "l2's crash")
+        l2.options.pop("dev-crash-before")
+        l2.start()
+        res = paying.result(timeout=120)
+    assert res["status"] == "complete" and res["amount_msat"] == amount
+    expected_fee = fee(1, 10, amount)
+    assert res["amount_sent_msat"] == amount + expected_fee
+    fwds = l2.rpc.listforwards()["forwards"]
+    assert len(fwds) == 1 and fwds[0]["status"] == "settled" and fwds[0]["fee_msat"] == expected_fee, fwds
+    assert l3.rpc.listinvoices("crash-fwd")["invoices"][0]["status"] == "paid"
     for n in (l1, l2, l3):
         wait_for(lambda n=n: all(not c.get("htlcs") for c in n.rpc.listpeerchannels()["channels"]), 30, "no htlcs")
     assert sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"]) == l3_before + amount

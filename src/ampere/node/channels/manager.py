@@ -1275,9 +1275,12 @@ class ChannelManager:
         return fut
 
     async def offer_htlc(self, channel: Any, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
-                         path_key: bytes | None = None, also: Callable[[Any, int], Any] | None = None) -> int:
+                         path_key: bytes | None = None, also: Callable[[Any, int], Any] | None = None,
+                         sign_now: bool = False) -> int:
         """Offer an HTLC; its id once it is stored. `also(db, htlc_id)`: a database write (the payment's row) made in
-        the same transaction as the HTLC, so neither is on disk without the other (not run if refused)."""
+        the same transaction as the HTLC, so neither is on disk without the other (not run if refused).
+        `sign_now`: sign the commitment in the HTLC's own write (a forward: nobody waits for the offer's answer,
+        so the commit timer would only add an fsync to every hop) instead of leaving it to the commit timer."""
         rec = self.find(channel)
         if rec is None or rec.state is CS.CLOSED:
             raise HtlcRefused(None, f"unknown channel {channel}", UNKNOWN_NEXT_PEER)
@@ -1300,9 +1303,9 @@ class ChannelManager:
                 rec.also.append(lambda db: also(db, htlc_id))   # joins this channel's next write (_persist)
             return step
 
-        # Offers wait for the commit timer (sign_now=False): sendpay answers once the HTLC is stored, and HTLCs
-        # offered within commit-time share one commitment_signed.
-        step = await self._enqueue(rec, offer, sign_now=False)
+        # Our own offers wait for the commit timer (sign_now=False): sendpay answers once the HTLC is stored, and
+        # HTLCs offered within commit-time share one commitment_signed.
+        step = await self._enqueue(rec, offer, sign_now=sign_now)
         if isinstance(step, Refusal):
             raise HtlcRefused(step.code, step.message, step.failure_code)
         return ids[0]

@@ -338,13 +338,21 @@ class Switch:
         if refusal is not None:
             await self._local_fail(f, refusal, self.channel_update_for(rec))
             return
-        # Persist before offering: after a crash, the row says the incoming HTLC has an outgoing one.
-        await self._insert(f)
+        # The forward's row goes in the same transaction as the outgoing HTLC (`also`): after a crash, an outgoing
+        # HTLC always has the row that ties it to the incoming one, and neither costs an fsync of its own.
+        # sign_now: the commitment_signed covering the HTLC is signed in that write too (no commit timer's fsync).
         self.by_in[f.key] = f
+        row: list[int] = []
+
+        def insert(db, out_htlc_id: int) -> None:
+            f.out_htlc_id = out_htlc_id
+            row[:] = [self._insert_op(f)(db)]   # rerun safe: a rerun of the batch replaces the id
+
         try:
             htlc_id = await mgr.offer_htlc(rec.channel_id, out_msat, inc.payment_hash, out_cltv, next_onion,
-                                           path_key=path_key)
+                                           path_key=path_key, also=insert, sign_now=True)
         except Exception as e:
+            f.out_htlc_id = None  # no row was committed: _local_fail inserts one
             code = getattr(e, "failure_code", None) or failure_code("temporary_channel_failure")
             if code & UPDATE:
                 update = self.channel_update_for(rec)
@@ -352,10 +360,11 @@ class Switch:
             await self._local_fail(f, ForwardRefusal(failure_code_name(code), fields, str(e)), update, code=code)
             return
         f.out_htlc_id = int(htlc_id)
+        f.created_index = row[0]
+        self.forwards[f.created_index] = f
         self.by_out[(rec.channel_id, f.out_htlc_id)] = f
         self._log("debug", f"forwarding HTLC {inc.htlc_id} ({inc.amount_msat}msat) as HTLC {htlc_id} "
                            f"({out_msat}msat) on {scid_to_str(f.out_scid)}")
-        self._spawn(self._store(f, bump=False))
         self._notify(f)
 
     async def _local_fail(self, f: Forward, refusal: ForwardRefusal, update: bytes | None, code: int | None = None) -> None:
