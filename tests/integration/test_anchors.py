@@ -86,6 +86,27 @@ def height_of(chaind, txid: str) -> int | None:
     return chaind.rpc("getblock", info["blockhash"])["height"] if info.get("blockhash") else None
 
 
+def sweeps_since(chaind, height: int, ours: set) -> list[Transaction]:
+    """The mined transactions since `height` that spend one of `ours` (txids) and are not one of them."""
+    found = []
+    for h in range(height, chaind.rpc("getblockcount") + 1):
+        for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
+            tx = tx_of(chaind, t)
+            if tx.txid() not in ours and any(i.prevout.txid in ours for i in tx.inputs):
+                found.append(tx)
+    return found
+
+
+def mine_until_swept(chaind, node, height: int, ours: set, count: int, max_blocks: int) -> list[Transaction]:
+    """Mine a block at a time (at most `max_blocks`) until `count` sweeps of `ours` are mined; those sweeps."""
+    for _ in range(max_blocks):
+        if len(sweeps_since(chaind, height, ours)) == count:
+            break
+        mine(chaind, 1, node)
+        time.sleep(0.5)
+    return sweeps_since(chaind, height, ours)
+
+
 def held_payment(src, dst, amount_msat: int, label: str) -> str:
     inv = dst.rpc.invoice(amount_msat, label, label)
     route = src.rpc.getroute(dst.node_id, amount_msat, 1, cltv=40)["route"]  # the invoice asks 18; blocks pass
@@ -170,21 +191,7 @@ def test_cpfp_of_low_fee_commitment_then_funded_htlc_txs(node_factory_chain, cha
     # The delayed outputs (to_local, both second stages) after to_self_delay, swept to the wallet.
     ours = {commit.txid()} | {t.txid() for t in (child, success, timeout)}
 
-    def sweeps() -> list[Transaction]:
-        found = []
-        for h in range(close_height, chaind.rpc("getblockcount") + 1):
-            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
-                tx = tx_of(chaind, t)
-                if tx.txid() not in ours and any(i.prevout.txid in ours for i in tx.inputs):
-                    found.append(tx)
-        return found
-
-    for _ in range(3 * TO_SELF_DELAY):
-        if len(sweeps()) == 3:
-            break
-        mine(chaind, 1, l1)
-        time.sleep(0.5)
-    swept = sweeps()
+    swept = mine_until_swept(chaind, l1, close_height, ours, 3, 3 * TO_SELF_DELAY)
     assert len(swept) == 3      # to_local and the two second-stage outputs
     wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
     fees = child_fee + fee_of(chaind, success) + fee_of(chaind, timeout) + sum(fee_of(chaind, t) for t in swept)
@@ -326,21 +333,7 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     restart_chain_with_fee(chaind, 1, l1)
     ours = {commit.txid(), final.txid()}
 
-    def sweeps() -> list[Transaction]:
-        found = []
-        for h in range(close_height, chaind.rpc("getblockcount") + 1):
-            for t in chaind.rpc("getblock", chaind.rpc("getblockhash", h))["tx"][1:]:
-                tx = tx_of(chaind, t)
-                if tx.txid() not in ours and any(i.prevout.txid in ours for i in tx.inputs):
-                    found.append(tx)
-        return found
-
-    for _ in range(3 * SLOW_DELAY):
-        if len(sweeps()) == 3:
-            break
-        mine(chaind, 1, l1)
-        time.sleep(0.5)
-    swept = sweeps()
+    swept = mine_until_swept(chaind, l1, close_height, ours, 3, 3 * SLOW_DELAY)
     assert len(swept) == 3, swept      # to_local and the two second-stage outputs
     anchor_op = (commit.txid(), anchor_vout)
     [rider] = [t for t in swept if any((i.prevout.txid, i.prevout.vout) == anchor_op for i in t.inputs)]
