@@ -26,6 +26,7 @@ import time
 import pytest
 from pyln.client import RpcError
 
+from ampere.node.onchain.bumping import package_feerate
 from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
 from ampere.primitives.tx import Transaction
 
@@ -153,7 +154,7 @@ def test_cpfp_of_low_fee_commitment_then_funded_htlc_txs(node_factory_chain, cha
     assert len(anchor_in) == 1 and commit.outputs[anchor_in[0].prevout.vout].value == 330
     commit_fee, child_fee = FUNDING - sum(o.value for o in commit.outputs), fee_of(chaind, child)
     assert commit_fee * 1000 // commit.weight() < 1300           # signed at 1250perkw
-    package = (commit_fee + child_fee) * 1000 // (commit.weight() + child.weight())
+    package = package_feerate(commit, commit_fee, child, child_fee)
     assert 12_500 <= package < 13_000, package                 # the new estimate, not much more
     wallet_inputs = len(child.inputs) - 1
     print(f"CPFP: commitment {commit.weight()} WU at {commit_fee} sat; child {child.weight()} WU pays {child_fee} "
@@ -486,6 +487,20 @@ def sweep_to_local(chaind, l1, commit: Transaction, close_height: int) -> Transa
     return found
 
 
+def confirm_together_and_check_wallet(chaind, l1, commit: Transaction, child: Transaction, child_fee: int,
+                                      held: int, wallet_before: int) -> None:
+    """Mine a block: the commitment and its (last) child confirm in it; then l1's to_local is swept and its wallet
+    ends exact to its fees (the child's, the sweep's; our anchor came back through the child)."""
+    close_height = mine(chaind, 1, l1)
+    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child.txid_hex()) == close_height
+    print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
+    sweep = sweep_to_local(chaind, l1, commit, close_height)
+    to_local = max(o.value for o in commit.outputs)
+    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 330 - child_fee - fee_of(chaind, sweep), 30,
+             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
+    assert all(o["status"] == "confirmed" for o in l1.rpc.listfunds()["outputs"])
+
+
 def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
     """Our commitment at the floor (5 sat/vB) is CPFP'd at the 10 sat/vB estimate; the child is held out of the
     next block (an empty one) while the estimate rises to 50 sat/vB: ampd replaces the child (RBF: same wallet
@@ -500,7 +515,7 @@ def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
     commit, child1 = commitment_and_child(chaind, funding_txid)
     commit_fee = FUNDING - sum(o.value for o in commit.outputs)
     fee1 = fee_of(chaind, child1)
-    package1 = (commit_fee + fee1) * 1000 // (commit.weight() + child1.weight())
+    package1 = package_feerate(commit, commit_fee, child1, fee1)
     assert 2_500 <= package1 < 2_700, package1
     change1 = (child1.txid_hex(), 0)
     wait_for(lambda: change1 in {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}, 30,
@@ -521,7 +536,7 @@ def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
     commit_again, child2 = commitment_and_child(chaind, funding_txid)
     assert commit_again.txid() == commit.txid()
     fee2 = fee_of(chaind, child2)
-    package2 = (commit_fee + fee2) * 1000 // (commit.weight() + child2.weight())
+    package2 = package_feerate(commit, commit_fee, child2, fee2)
     assert package2 >= 12_500, package2
     # RBF: the new child spends the same wallet coins (and our anchor), pays more.
     assert {(i.prevout.txid, i.prevout.vout) for i in child1.inputs} <= \
@@ -536,14 +551,7 @@ def test_cpfp_child_replaced_as_the_estimate_rises(node_factory_chain, chaind):
           f"child 2 {child2.weight()} WU {fee2} sat ({len(child2.inputs) - 1} wallet input(s)), package "
           f"{package2}perkw")
 
-    close_height = mine(chaind, 1, l1)
-    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child2.txid_hex()) == close_height
-    print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
-    sweep = sweep_to_local(chaind, l1, commit, close_height)
-    to_local = max(o.value for o in commit.outputs)
-    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 330 - fee2 - fee_of(chaind, sweep), 30,
-             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
-    assert all(o["status"] == "confirmed" for o in l1.rpc.listfunds()["outputs"])
+    confirm_together_and_check_wallet(chaind, l1, commit, child2, fee2, held, wallet_before)
 
 
 def test_cpfp_child_across_kill9(node_factory_chain, chaind):
@@ -575,7 +583,7 @@ def test_cpfp_child_across_kill9(node_factory_chain, chaind):
     wait_for(lambda: (persisted, 0) in {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}, 30,
              "the child's change in the wallet")
     commit_fee, fee1 = FUNDING - sum(o.value for o in commit.outputs), fee_of(chaind, child1)
-    package1 = (commit_fee + fee1) * 1000 // (commit.weight() + child1.weight())
+    package1 = package_feerate(commit, commit_fee, child1, fee1)
     assert 12_500 <= package1 < 13_000, package1
 
     # kill -9 with the child out; a block goes by without it; ampd comes back.
@@ -586,18 +594,11 @@ def test_cpfp_child_across_kill9(node_factory_chain, chaind):
     wait_for(lambda: persisted not in chaind.rpc("getrawmempool"), 30, "the child replaced after the restart")
     _, child2 = commitment_and_child(chaind, funding_txid)
     fee2 = fee_of(chaind, child2)
-    package2 = (commit_fee + fee2) * 1000 // (commit.weight() + child2.weight())
+    package2 = package_feerate(commit, commit_fee, child2, fee2)
     assert package2 > package1 and {i.prevout for i in child1.inputs} <= {i.prevout for i in child2.inputs}
     outs = {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}
     assert (persisted, 0) not in outs and (child2.txid_hex(), 0) in outs
     print(f"kill -9: commitment {commit.weight()} WU {commit_fee} sat; child {fee1} sat ({len(child1.inputs) - 1} "
           f"wallet input(s), package {package1}perkw) rebroadcast after the restart; replaced after a held block "
           f"and a second kill by {fee2} sat ({len(child2.inputs) - 1} wallet input(s), package {package2}perkw)")
-    close_height = mine(chaind, 1, l1)
-    assert height_of(chaind, commit.txid_hex()) == height_of(chaind, child2.txid_hex()) == close_height
-    print(f"blocks to confirmation: {close_height - held + 1} (one block held out)")
-    sweep = sweep_to_local(chaind, l1, commit, close_height)
-    to_local = max(o.value for o in commit.outputs)
-    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 330 - fee2 - fee_of(chaind, sweep), 30,
-             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
-    assert all(o["status"] == "confirmed" for o in l1.rpc.listfunds()["outputs"])
+    confirm_together_and_check_wallet(chaind, l1, commit, child2, fee2, held, wallet_before)
