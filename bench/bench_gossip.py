@@ -36,7 +36,7 @@ from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa:
 from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
 from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import factory as node_factory  # noqa: E402
+from common import cpu_seconds, rss_mib, factory as node_factory  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
@@ -197,21 +197,6 @@ def main() -> None:
             f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its threads)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def routes_per_second(graph: Graph, pair, seconds: float = 5.0, local: list | None = None) -> str:

@@ -24,26 +24,10 @@ import sqlite3
 import sys
 import time
 
-from common import factory
+from common import factory, hwm_mib, rss_mib
 from pyln.client import LightningRpc
 
 N_ROWS = 10_000
-
-
-def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
-
-
-def hwm_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM")
 
 
 def one_connection(path: str, req: bytes) -> None:

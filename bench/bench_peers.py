@@ -15,7 +15,7 @@ import asyncio
 import os
 import time
 
-from common import factory, rate  # noqa: E402  (adds src/ to sys.path)
+from common import cpu_seconds, factory, rate  # noqa: E402  (adds src/ to sys.path)
 
 from ampere.wire import bolt1  # noqa: E402
 from ampere.wire.codec import decode_message  # noqa: E402
@@ -64,11 +64,6 @@ async def ping_pong(port: int, node_id: bytes, seconds: float) -> tuple[int, flo
         n += 1
     t.close()
     return n, elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -4,20 +4,12 @@ Prints figures; not a test.  Compare with Core Lightning v26.06 on the same kind
 getinfo 5,400-5,650 calls/s; launch to getinfo answering 0.41-0.58 s; ~50 MiB PSS.
 """
 
-import os
 import statistics
 import time
 
-from common import Timer, factory, pss_mib, rate
+from common import Timer, cpu_seconds, factory, pss_mib, rate
 
 N_CALLS = 3000
-
-
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time a process has used so far (Linux /proc)."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:
@@ -39,7 +31,7 @@ def main() -> None:
                 except (FileNotFoundError, ConnectionRefusedError, OSError):
                     time.sleep(0.005)
             launches.append(time.perf_counter() - t0)
-            launch_cpu.append(_cpu_seconds(node.proc.pid))
+            launch_cpu.append(cpu_seconds(node.proc.pid))
             if i < 4:
                 node.stop()
         node = f.nodes[-1]

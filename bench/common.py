@@ -102,3 +102,28 @@ def run_in_flight(items: list, n_threads: int, make_client, one) -> tuple[float,
     for t in threads:
         t.join()
     return time.perf_counter() - t0, errors
+
+
+def proc_status_mib(pid: int, field: str) -> float:
+    """A memory figure of /proc/PID/status (VmRSS, VmHWM, ...) in MiB."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no {field}")
+
+
+def rss_mib(pid: int) -> float:
+    return proc_status_mib(pid, "VmRSS")
+
+
+def hwm_mib(pid: int) -> float:
+    """Peak RSS (the high-water mark) of a process."""
+    return proc_status_mib(pid, "VmHWM")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

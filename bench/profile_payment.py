@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from common import factory, run_in_flight
+from common import cpu_seconds, factory, run_in_flight
 from pyln.client import LightningRpc
 
 from ampere.testing.chain import ChainD
@@ -76,13 +76,6 @@ def summarize(path: str, top: int = 25) -> str:
     for leaf, c in selfs.most_common(top):
         out.append(f"  {100 * c / max(busy, 1):5.1f}%  {leaf}")
     return "\n".join(out)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads so far (/proc/PID/stat)."""
-    with open(f"/proc/{pid}/stat") as fh:
-        fields = fh.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def io_counters(pid: int) -> dict[str, int]:
