@@ -21,6 +21,7 @@ from ampere.ln.channel.scripts import anchor_script
 from ampere.ln.onchain.classify import SpendKind
 from ampere.ln.onchain.fees import deadline_feerate, worth_replacing
 from ampere.node.onchain.bumping import ANCHOR_INPUT_WEIGHT, HtlcFeeTooHigh, HtlcPart, fund_htlc_txs
+from ampere.node.onchain.onchaind_log import rbf_line
 from ampere.node.onchain.states import S_HTLC_SUCCESS, S_HTLC_TIMEOUT
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import OutPoint, Transaction
@@ -153,8 +154,7 @@ class AnchorClaims:
             await wallet.forget_replaced(old.txid())  # its change will never exist; its coins go to `tx`
         if old is not None:
             # CLN's line (pyln-testing's mine_txid_or_rbf follows replacements with it).
-            self.node.log.info(LOG, f"RBF HTLC txid {old.txid_hex()} (fee {old_fee}sat) with txid {tx.txid_hex()} "
-                                    f"(fee {fee}sat)")
+            self.node.log.info(LOG, rbf_line(True, old.txid_hex(), old_fee, tx.txid_hex(), fee))
         else:
             self.node.log.info(LOG, f"Channel {cid}: {what} of HTLC(s) "
                                     f"{', '.join(u.out.htlc.payment_hash.hex() for u in group)} in one transaction "

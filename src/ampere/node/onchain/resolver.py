@@ -84,7 +84,7 @@ from ampere.node.onchain.states import CLAIM_STATES as _CLAIM_STATES, DONE_STATE
 from ampere.node.onchain.states import (S_DUST, S_EXTERNAL, S_HTLC_SUCCESS, S_HTLC_TIMEOUT, S_PENALTY, S_SWEEP,
                                         S_UNRESOLVED, S_WALLET)
 from ampere.node.onchain.coin_moves import chain_mvt, emit
-from ampere.node.onchain.onchaind_log import OnchaindLog
+from ampere.node.onchain.onchaind_log import OnchaindLog, rbf_line
 
 if TYPE_CHECKING:
     from ampere.node.app.daemon import Node
@@ -880,8 +880,7 @@ class OnchainResolver(AnchorClaims):
         t.broadcast_at = -1
         new = Transaction.parse(t.sweep_tx)
         old_fee, new_fee = (t.out.value_sat - x.outputs[0].value for x in (old, new))
-        self.node.log.info(LOG, f"RBF onchain txid {prev[::-1].hex()} (fee {old_fee}sat) with txid "
-                                f"{new.txid_hex()} (fee {new_fee}sat)")
+        self.node.log.info(LOG, rbf_line(False, prev[::-1].hex(), old_fee, new.txid_hex(), new_fee))
         self.node.log.info(LOG, f"Channel {r.channel_id.hex()}: {t.out.kind.value} output {t.out.vout} still "
                                 f"unclaimed at block {tip}: replacing {prev[::-1].hex()} at {rate}perkw by "
                                 f"{t.sweep_txid[::-1].hex()}")
@@ -938,8 +937,7 @@ class OnchainResolver(AnchorClaims):
                                 f"deadline block {deadline})" + (f", replacing {prev[0]}" if prev else ""))
         if c is not None:
             # CLN's line for a replaced on-chain transaction (pyln-testing's mine_txid_or_rbf follows it).
-            self.node.log.info(LOG, f"RBF onchain txid {c['txid']} (fee {c['fee']}sat) with txid {child.txid_hex()} "
-                                    f"(fee {fee}sat)")
+            self.node.log.info(LOG, rbf_line(False, c["txid"], c["fee"], child.txid_hex(), fee))
         if await self._broadcast(r, child, "CPFP of our commitment"):
             await self._record_cpfp(child, prev)
 
