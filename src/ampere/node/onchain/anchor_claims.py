@@ -152,7 +152,6 @@ class AnchorClaims:
         await self._save(r)  # recorded before it is broadcast
         if old is not None:
             await wallet.forget_replaced(old.txid())  # its change will never exist; its coins go to `tx`
-        if old is not None:
             # CLN's line (pyln-testing's mine_txid_or_rbf follows replacements with it).
             self.node.log.info(LOG, rbf_line(True, old.txid_hex(), old_fee, tx.txid_hex(), fee))
         else:
