@@ -424,9 +424,9 @@ class PaymentEngine:
         pending_sum = 0
         # Parts being stored with their HTLC count as pending (another part of this very key waited in _send).
         offering = [q for q, _ in self._offering.values() if q.payment_hash == payment_hash]
-        log = self.node.log
         for other in self.parts_of(payment_hash) + offering:
             # lightningd's line for each earlier payment of this hash (CLN tests wait for "Payment: .* COMPLETE").
+            log = self.node.log
             if log is not None:
                 log.debug("lightningd", f"Payment: {other.amount_msat or 0}msat {other.status.upper()}")
             if other.status == COMPLETE:
