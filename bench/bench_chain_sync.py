@@ -8,12 +8,9 @@ Prints figures; not a test.
 
 import datetime
 import re
-import tempfile
 import time
 
-from common import factory
-
-from ampere.testing.chain import ChainD
+from common import network
 
 N_BLOCKS = 1000
 
@@ -23,11 +20,7 @@ def _ts(line: str) -> float:
 
 
 def main() -> None:
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+    with network() as (chaind, f):
         chaind.mine(1)
         node = f.get_node()
         while node.rpc.getinfo()["blockheight"] < 1:
@@ -50,9 +43,6 @@ def main() -> None:
         print(f"amp-chaind mined {N_BLOCKS} blocks in {mined:.2f}s")
         print(f"ampd sync of {N_BLOCKS} blocks: {sync:.2f}s ({N_BLOCKS / sync:,.0f} blocks/s); "
               f"process start to getinfo at height {target}: {wall:.2f}s")
-    finally:
-        f.cleanup()
-        chaind.stop()
 
 
 if __name__ == "__main__":

@@ -17,12 +17,9 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
-from common import factory
-
-from ampere.testing.chain import ChainD
+from common import network
 
 BIN = os.path.dirname(sys.executable)
 SRC = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "src"))
@@ -49,10 +46,8 @@ def main() -> None:
     runs = int(sys.argv[1]) if len(sys.argv) > 1 else 40
     env = dict(os.environ, PYTHONPATH=SRC)  # the console scripts then run these sources
     print(f"python -c pass (the interpreter's own start-up): {timed([sys.executable, '-c', 'pass'], runs, env)}")
-    tmp = tempfile.mkdtemp(prefix="amp-bench-cli-")
-    chain = ChainD(tmp).start()
-    f = factory()
-    try:
+    # The node does not follow the chain (as before): only amp-chain-cli talks to it.
+    with network(nodes_on_chain=False) as (chain, f):
         cli = [os.path.join(BIN, "amp-chain-cli"), *chain.cli_args()]
         print(f"amp-chain-cli getblockcount: {timed(cli + ['getblockcount'], runs, env)}")
         node = f.get_node()
@@ -62,10 +57,6 @@ def main() -> None:
         if shutil.which(lcli):
             ln = [lcli, f"--lightning-dir={node.dir}", f"--network={node.network}", "getinfo"]
             print(f"lightning-cli (CLN, C) getinfo, same ampd: {timed(ln, runs, env)}")
-    finally:
-        f.cleanup()
-        chain.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa:
 from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
 from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, rss_mib, factory as node_factory  # noqa: E402
+from common import cpu_seconds, network, rss_mib  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
@@ -166,8 +166,7 @@ def main() -> None:
 
         # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
         # (fromid: one payer of the graph, the node itself having no channels in it).
-        f = node_factory()
-        try:
+        with network(chain=False) as (_, f):
             node = f.get_node(start=False)
             os.makedirs(node.netdir, exist_ok=True)
             shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
@@ -193,8 +192,6 @@ def main() -> None:
                       f"ampd CPU {dc * 1000 / n:.2f} ms each = {n / dc:,.0f}/CPU s; {found}/{n} found; "
                       f"load average {os.getloadavg()[0]:.1f})")
             print(f"ampd RSS after the routes: {rss_mib(node.proc.pid):.1f} MiB")
-        finally:
-            f.cleanup()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

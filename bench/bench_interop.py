@@ -10,14 +10,12 @@ figures, not a test. On a shared machine the figures are lower bounds.
 
 import os
 import sys
-import tempfile
 import time
 
-from common import factory, latency_stats, run_in_flight
+from common import latency_stats, network, run_in_flight
 
 from pyln.client import LightningRpc
 
-from ampere.testing.chain import ChainD
 from ampere.testing.cln import SKIP_REASON, lightningd_path
 
 N_SEQ = int(os.environ.get("BENCH_N_SEQ", 150))
@@ -74,20 +72,13 @@ def main() -> None:
     if lightningd_path() is None:
         print(SKIP_REASON)
         sys.exit(0)
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+    with network() as (_, f):
         print(f"direct payments of {AMOUNT} msat over one channel, sendpay+waitsendpay: {N_SEQ - 5} one at a time, "
               f"{N_PAR} with {IN_FLIGHT} in flight; cores: {os.cpu_count()}; load average "
               f"{os.getloadavg()[0]:.1f}", flush=True)
         for payer_kind, payee_kind in PAIRS:
             bench_pair(f, payer_kind, payee_kind)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    finally:
-        f.cleanup()
-        chaind.stop()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import threading
 
-from common import Timer, factory
+from common import Timer, network
 from pyln.client import LightningRpc
 
 CLN_INVOICES_PER_S = 660
@@ -52,8 +52,7 @@ def main() -> None:
     ap.add_argument("--decodes", type=int, default=5000)
     ap.add_argument("--threads", type=int, default=8)
     args = ap.parse_args()
-    f = factory()
-    try:
+    with network(chain=False) as (_, f):
         node = f.get_node()
         rpc = LightningRpc(node.rpc_path)  # plain pyln-client: no schema validation in the timing
         for i in range(100):  # warm up
@@ -88,8 +87,6 @@ def main() -> None:
               f"{total} invoices stored")
         print(f"decode:  {dec_seq:,.0f}/s sequential, {dec_par:,.0f}/s with {args.threads} clients "
               f"(CLN: {CLN_DECODES_PER_S:,}/s; {dec_seq / CLN_DECODES_PER_S:.2f}x sequential)")
-    finally:
-        f.cleanup()
 
 
 if __name__ == "__main__":

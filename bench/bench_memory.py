@@ -24,7 +24,7 @@ import sqlite3
 import sys
 import time
 
-from common import factory, hwm_mib, rss_mib
+from common import hwm_mib, network, rss_mib
 from pyln.client import LightningRpc
 
 N_ROWS = 10_000
@@ -122,14 +122,11 @@ def database(node) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    f = factory()
-    try:
+    with network(chain=False) as (_, f):
         node = f.get_node()
         print(f"ampd just started: RSS {rss_mib(node.proc.pid):.1f} MiB")
         connections(node, n)
         database(node)
-    finally:
-        f.cleanup()
 
 
 if __name__ == "__main__":

@@ -6,30 +6,23 @@
   * onion messages relayed per second by one ampd: a raw BOLT 8 client sends pre-built onion messages whose path is
     ampd -> back to the client, pipelined, and counts what comes back (`dev-onion-message-rate` lifted).
 
-Prints figures; not a test.
+Prints figures; not a test.  BENCH_SCALE=0.1: a tenth of the fetches and messages.
 """
 
 import asyncio
 import os
-import tempfile
 import time
 
-from common import factory, latency_stats
+from common import latency_stats, network, scaled
 
 from coincurve import PrivateKey
 
-from ampere.testing.chain import ChainD
-
-N_FETCH = 40
-N_RELAY = 3000
+N_FETCH = scaled(40)
+N_RELAY = scaled(3000)
 
 
 def fetch_figures() -> None:
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+    with network() as (_, f):
         l1, l2, l3 = f.line_graph(3, 10**6, announce_channels=True, wait_for_announce=True)
         for label, offerer in (("1 hop ", l2), ("2 hops", l3)):
             offer = offerer.rpc.offer(1000, f"bench {label}")["bolt12"]
@@ -42,9 +35,6 @@ def fetch_figures() -> None:
             s = latency_stats(lat)
             print(f"fetchinvoice -> invoice, {label}: mean {s['mean']:.1f} ms, p50 {s['p50']:.1f} ms, "
                   f"p99 {s['p99']:.1f} ms  ({N_FETCH} sequential)")
-    finally:
-        f.killall()
-        chaind.stop()
 
 
 async def relay_rate(port: int, node_id: bytes) -> tuple[int, float]:
@@ -91,13 +81,10 @@ async def relay_rate(port: int, node_id: bytes) -> tuple[int, float]:
 
 
 def relay_figures() -> None:
-    f = factory()
-    try:
+    with network(chain=False) as (_, f):
         l2 = f.get_node(listen=True, **{"dev-onion-message-rate": 1_000_000})
         got, s = asyncio.run(relay_rate(l2.port, bytes.fromhex(l2.info["id"])))
         print(f"onion messages relayed by one ampd: {got / s:,.0f}/s  ({got} of {N_RELAY} in {s:.2f} s)")
-    finally:
-        f.killall()
 
 
 def main() -> None:

@@ -8,25 +8,24 @@ Every payment is durable on both sides (SQLite, synchronous=FULL).  Prints figur
 synchronous_commit=on), one database each.
 Reference (the issue): CLN sendpay 27.5 ms for a single hop, xpay 52 ms; Eclair 89 payments/s and CLN 61 on
 8 vCPUs, LND about 22-35.  Ampere's goal: under 15 ms, over 250 payments/s with 50 in flight, on 2 cores.
+BENCH_SCALE=0.1: a tenth of the payments.
 """
 
 import argparse
+import contextlib
 import importlib.util
 import os
-import tempfile
 import time
 
-from common import factory, latency_stats, run_in_flight
+from common import latency_stats, network, run_in_flight, scaled
 
 from pyln.client import LightningRpc
-
-from ampere.testing.chain import ChainD
 
 _spec = importlib.util.spec_from_file_location(
     "test_payments", os.path.join(os.path.dirname(__file__), "..", "tests", "integration", "test_payments.py"))
 
-N_SEQ = 200
-N_PAR = 500
+N_SEQ = scaled(200, least=6)  # the first 5 are a warm-up
+N_PAR = scaled(500)
 IN_FLIGHT = 50
 AMOUNT = 1_000
 
@@ -37,21 +36,18 @@ def main() -> None:
     db = ap.parse_args().db
     tp = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(tp)
-    server = None
     opts1, opts2 = {}, {}
-    if db == "postgres":
-        from ampere.testing.postgres import PostgresServer
+    with contextlib.ExitStack() as stack:
+        if db == "postgres":
+            from ampere.testing.postgres import PostgresServer
 
-        server = PostgresServer().start()
-        for name, o in (("bench1", opts1), ("bench2", opts2)):
-            server.create_db(name)
-            o["wallet"] = server.socket_dsn(name)
-    print(f"database: {db}")
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+            server = PostgresServer().start()
+            stack.callback(server.destroy)  # after the nodes that use it have stopped (network() exits first)
+            for name, o in (("bench1", opts1), ("bench2", opts2)):
+                server.create_db(name)
+                o["wallet"] = server.socket_dsn(name)
+        print(f"database: {db}")
+        chaind, f = stack.enter_context(network())
         opts = {"max-concurrent-htlcs": 483}
         l1, l2, scid = tp.channel_pair(f, chaind, opts1={**opts, **opts1}, opts2={**opts, **opts2})
         id2 = l2.rpc.getinfo()["id"]
@@ -85,11 +81,6 @@ def main() -> None:
               f"(Eclair 89/s, CLN 61/s on 8 vCPUs, LND 22-35/s; goal > 250/s)")
         paid = sum(1 for i in r2.listinvoices()["invoices"] if i["status"] == "paid")
         print(f"invoices paid on the receiver: {paid} of {len(invoices)}; cores: {os.cpu_count()}")
-    finally:
-        f.cleanup()
-        chaind.stop()
-        if server is not None:
-            server.destroy()
 
 
 if __name__ == "__main__":

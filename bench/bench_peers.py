@@ -15,7 +15,7 @@ import asyncio
 import os
 import time
 
-from common import cpu_seconds, factory, rate  # noqa: E402  (adds src/ to sys.path)
+from common import cpu_seconds, network, rate  # noqa: E402  (adds src/ to sys.path)
 
 from ampere.wire import bolt1  # noqa: E402
 from ampere.wire.codec import decode_message  # noqa: E402
@@ -70,8 +70,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
-    f = factory()
-    try:
+    with network(chain=False) as (_, f):
         l1 = f.get_node(**{"bind-addr": "127.0.0.1:0"})
         l2 = f.get_node(**{"bind-addr": "127.0.0.1:0"})
         info = l1.rpc.getinfo()
@@ -109,8 +108,6 @@ def main() -> None:
             n += 1
         s = time.perf_counter() - start
         print(f"ping RPC round trips, ampd <-> ampd:              {rate(n, s):>10}  ({n} in {s:.1f}s)")
-    finally:
-        f.cleanup()
 
 
 if __name__ == "__main__":

@@ -7,15 +7,11 @@ call at a time, with the same plugins (tests/plugins/: pyln-client, unmodified).
 """
 
 import os
-import shutil
 import sys
-import tempfile
 
 import cln
-from common import Timer, factory, rate
+from common import Timer, network, rate
 from pyln.client import LightningRpc
-
-from ampere.testing.chain import ChainD
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "plugins")
 N_CALLS = 3000
@@ -50,10 +46,8 @@ def run_cases(rpcs: dict[str, LightningRpc], cases: list[tuple[str, str, object]
 
 
 def main() -> None:
-    f = factory()
-    tmp = tempfile.mkdtemp(prefix="amp-bench-plugins-")
-    chain = ChainD(tmp).start() if cln.available() else None
-    try:
+    # An amp-chaind only for lightningd's bcli; ampd runs without a chain, as always in this bench.
+    with network(chain=cln.available(), nodes_on_chain=False) as (chain, f):
         # Trivial methods of pyln-client plugins: `noop` (returns {}), and helloworld's `hello`
         # (which also sends a log line per call).
         plugins = plugin_paths("trivial.py", "helloworld.py")
@@ -84,11 +78,6 @@ def main() -> None:
                 run_cases(rpcs, cases + [(cases[0][0], "cln", cases[0][2])])
         else:
             run_cases(rpcs, cases)
-    finally:
-        f.cleanup()
-        if chain is not None:
-            chain.stop()
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

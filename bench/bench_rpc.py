@@ -7,14 +7,13 @@ getinfo 5,400-5,650 calls/s; launch to getinfo answering 0.41-0.58 s; ~50 MiB PS
 import statistics
 import time
 
-from common import Timer, cpu_seconds, factory, pss_mib, rate
+from common import Timer, cpu_seconds, network, pss_mib, rate
 
 N_CALLS = 3000
 
 
 def main() -> None:
-    f = factory()
-    try:
+    with network(chain=False) as (_, f):
         launches = []
         launch_cpu = []
         for i in range(5):
@@ -51,8 +50,6 @@ def main() -> None:
         print(f"launch to getinfo answering, ampd's own CPU time (user+sys, counts less of other load): median "
               f"{statistics.median(launch_cpu):.3f} s (min {min(launch_cpu):.3f}, max {max(launch_cpu):.3f})")
         print(f"memory after start: {mem:.1f} MiB PSS (ampd, no plugins)")
-    finally:
-        f.cleanup()
 
 
 if __name__ == "__main__":

@@ -13,19 +13,15 @@ On a loaded machine the absolute figures drop: compare the two implementations w
 
 import os
 import sys
-import tempfile
 import time
 
-from common import factory, latency_stats, run_in_flight, timed_pay
+from common import latency_stats, network, run_in_flight, scaled, timed_pay
 from pyln.client import LightningRpc
 
-from ampere.testing.chain import ChainD
-
-SCALE = float(os.environ.get("BENCH_SCALE", "1"))
-N_SEQ = int(150 * SCALE)
-N_PAR = int(400 * SCALE)
-N_PAY_SEQ = int(100 * SCALE)
-N_PAY_PAR = int(300 * SCALE)
+N_SEQ = scaled(150, least=6)  # the first 5 are a warm-up
+N_PAR = scaled(400)
+N_PAY_SEQ = scaled(100, least=6)
+N_PAY_PAR = scaled(300)
 PEERS = int(os.environ.get("BENCH_PEERS", "10"))
 IN_FLIGHT = 50
 AMOUNT = 1_000
@@ -126,20 +122,13 @@ def main() -> None:
             print("Core Lightning not found (CLN_LIGHTNINGD): Ampere only", file=sys.stderr)
             kinds = [k for k in kinds if k != "cln"]
     scenarios = os.environ.get("BENCH_SCENARIOS", "direct,many,pay").split(",")
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+    with network() as (_, f):
         print(f"cores {os.cpu_count()}, load average {os.getloadavg()[0]:.1f}; {AMOUNT} msat payments", flush=True)
         for name, fn in (("direct", direct), ("many", many_channels), ("pay", two_hops)):
             if name in scenarios:
                 for kind in kinds:
                     fn(f, kind)
         print(f"load average at the end: {os.getloadavg()[0]:.1f}")
-    finally:
-        f.cleanup()
-        chaind.stop()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,14 @@ class ClnNode:
     def __enter__(self) -> "ClnNode":
         self.proc = subprocess.Popen(self.args, env=spawn_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True)
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.__exit__()  # `with` calls __exit__ only after __enter__ returned: no lightningd left behind
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
         deadline = time.monotonic() + 60
         from pyln.client import LightningRpc
 
@@ -51,7 +59,7 @@ class ClnNode:
             if os.path.exists(self.rpc_path):
                 try:
                     LightningRpc(self.rpc_path).getinfo()
-                    return self
+                    return
                 except Exception:
                     pass
             if time.monotonic() > deadline:

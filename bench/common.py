@@ -2,18 +2,64 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+from ampere.testing.chain import ChainD  # noqa: E402
 from ampere.testing.nodes import NodeFactory  # noqa: E402
+
+# BENCH_SCALE=0.1 runs a bench with a tenth of its operations (a quick check that it still works); the
+# default, 1, is what the figures in README.md and docs/ were measured with.
+SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+
+
+def scaled(n: int, least: int = 1) -> int:
+    return max(least, int(n * SCALE))
 
 
 def factory() -> NodeFactory:
     return NodeFactory(tempfile.mkdtemp(prefix="amp-bench-"))
+
+
+def _keep_dirs() -> bool:
+    return bool(os.environ.get("AMPERE_KEEP_TEST_DIRS"))  # as NodeFactory.cleanup: to read logs after a failure
+
+
+@contextlib.contextmanager
+def chaind() -> Iterator[ChainD]:
+    """A running amp-chaind in a fresh temp dir; stopped and its dir removed on the way out."""
+    tmp = tempfile.mkdtemp(prefix="amp-bench-chain-")
+    chain = ChainD(tmp)
+    try:
+        chain.start()
+        yield chain
+    finally:
+        chain.stop()
+        if not _keep_dirs():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def network(chain: bool = True, nodes_on_chain: bool = True) -> Iterator[tuple[ChainD | None, NodeFactory]]:
+    """`with network() as (chaind, f):` an amp-chaind and a node factory whose nodes follow it; on the way out
+    (an exception too) every node is stopped, then the chain, and their temp dirs removed.
+
+    `chain=False`: no amp-chaind (chaind is None; nodes run with --disable-chain).  `nodes_on_chain=False`: the
+    chain runs (for Core Lightning's bcli, or to time its own CLI) but the factory's nodes do not use it."""
+    with contextlib.ExitStack() as stack:
+        chain_ = stack.enter_context(chaind()) if chain else None
+        f = factory()
+        stack.callback(f.cleanup)  # runs before the chain's exit: nodes stop before their backend does
+        if nodes_on_chain:
+            f.chaind = chain_
+        yield chain_, f
 
 
 def timed_pay(rpc, bolt11: str) -> float:

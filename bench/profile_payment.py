@@ -16,10 +16,8 @@ import subprocess
 import tempfile
 import time
 
-from common import cpu_seconds, factory, run_in_flight
+from common import cpu_seconds, network, run_in_flight
 from pyln.client import LightningRpc
-
-from ampere.testing.chain import ChainD
 
 _spec = importlib.util.spec_from_file_location(
     "test_payments", os.path.join(os.path.dirname(__file__), "..", "tests", "integration", "test_payments.py"))
@@ -100,11 +98,7 @@ def main() -> None:
     os.makedirs(out_dir, exist_ok=True)
     tp = importlib.util.module_from_spec(_spec)
     _spec.loader.exec_module(tp)
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
-    f = factory()
-    f.chaind = chaind
-    try:
+    with network() as (chaind, f):
         opts = {"max-concurrent-htlcs": 483}
         l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
         id2 = l2.rpc.getinfo()["id"]
@@ -163,9 +157,6 @@ def main() -> None:
                 print(f"--- {name}: {calls} fsync/fdatasync calls = {calls / args.n:.1f} per payment")
             else:
                 print(f"--- {name}: " + summarize(raw))
-    finally:
-        f.cleanup()
-        chaind.stop()
 
 
 if __name__ == "__main__":
