@@ -10,9 +10,8 @@ figures, not a test. On a shared machine the figures are lower bounds.
 
 import os
 import sys
-import time
 
-from common import latency_stats, network, run_in_flight
+from common import latency_stats, network, one_at_a_time, run_in_flight, timed_sendpay
 
 from pyln.client import LightningRpc
 
@@ -39,20 +38,9 @@ def bench_pair(f, payer_kind: str, payee_kind: str) -> str:
     route = [{"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}]
 
     def one(rpc, inv) -> float:
-        t0 = time.perf_counter()
-        rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
-        done = rpc.waitsendpay(inv["payment_hash"], 120)
-        assert done["status"] == "complete", done
-        return time.perf_counter() - t0
+        return timed_sendpay(rpc, route, inv)
 
-    rpc = LightningRpc(payer.rpc_path)
-    for inv in invoices[:5]:  # warm-up
-        one(rpc, inv)
-    lat = []
-    t0 = time.perf_counter()
-    for inv in invoices[5:N_SEQ]:
-        lat.append(one(rpc, inv))
-    seq_time = time.perf_counter() - t0
+    lat, seq_time = one_at_a_time(LightningRpc(payer.rpc_path), one, invoices[:N_SEQ])
     st = latency_stats(lat)
     par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(payer.rpc_path), one)
     ok = N_PAR - len(errors)

@@ -10,9 +10,8 @@ under 25 ms for two hops on this machine.  BENCH_SCALE=0.1: a tenth of the payme
 """
 
 import os
-import time
 
-from common import latency_stats, network, run_in_flight, scaled, timed_pay
+from common import latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay
 
 from pyln.client import LightningRpc
 
@@ -29,14 +28,7 @@ def main() -> None:
         r3 = LightningRpc(l3.rpc_path)
         invoices = [r3.invoice(AMOUNT, f"b{i}", "bench")["bolt11"] for i in range(N_SEQ + N_PAR)]
 
-        r1 = LightningRpc(l1.rpc_path)
-        for b in invoices[:5]:  # warm-up
-            timed_pay(r1, b)
-        lat = []
-        t0 = time.perf_counter()
-        for b in invoices[5:N_SEQ]:
-            lat.append(timed_pay(r1, b))
-        seq_time = time.perf_counter() - t0
+        lat, seq_time = one_at_a_time(LightningRpc(l1.rpc_path), timed_pay, invoices[:N_SEQ])
         st = latency_stats(lat)
         print(f"pay, one at a time, two hops: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} "
               f"payments/s; latency mean {st['mean']:.1f} ms, p50 {st['p50']:.1f} ms, p99 {st['p99']:.1f} ms "

@@ -15,9 +15,8 @@ import argparse
 import contextlib
 import importlib.util
 import os
-import time
 
-from common import latency_stats, network, run_in_flight, scaled
+from common import latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_sendpay
 
 from pyln.client import LightningRpc
 
@@ -50,26 +49,14 @@ def main() -> None:
         chaind, f = stack.enter_context(network())
         opts = {"max-concurrent-htlcs": 483}
         l1, l2, scid = tp.channel_pair(f, chaind, opts1={**opts, **opts1}, opts2={**opts, **opts2})
-        id2 = l2.rpc.getinfo()["id"]
+        route = [{"id": l2.rpc.getinfo()["id"], "channel": scid, "delay": tp.DELAY, "amount_msat": AMOUNT}]
         r2 = LightningRpc(l2.rpc_path)
         invoices = [r2.invoice(AMOUNT, f"b{i}", "bench") for i in range(N_SEQ + N_PAR)]
 
         def one(rpc, inv) -> float:
-            t0 = time.perf_counter()
-            rpc.sendpay([{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": AMOUNT}],
-                        inv["payment_hash"], payment_secret=inv["payment_secret"])
-            done = rpc.waitsendpay(inv["payment_hash"], 60)
-            assert done["status"] == "complete", done
-            return time.perf_counter() - t0
+            return timed_sendpay(rpc, route, inv, timeout=60)
 
-        r1 = LightningRpc(l1.rpc_path)
-        for inv in invoices[:5]:  # warm-up
-            one(r1, inv)
-        lat = []
-        t0 = time.perf_counter()
-        for inv in invoices[5:N_SEQ]:
-            lat.append(one(r1, inv))
-        seq_time = time.perf_counter() - t0
+        lat, seq_time = one_at_a_time(LightningRpc(l1.rpc_path), one, invoices[:N_SEQ])
         st = latency_stats(lat)
         print(f"one at a time: {len(lat)} payments in {seq_time:.2f}s = {len(lat) / seq_time:,.1f} payments/s; "
               f"latency mean {st['mean']:.1f} ms, p99 {st['p99']:.1f} ms (CLN sendpay 27.5 ms, xpay 52 ms; goal < 15 ms)")

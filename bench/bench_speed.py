@@ -13,9 +13,8 @@ On a loaded machine the absolute figures drop: compare the two implementations w
 
 import os
 import sys
-import time
 
-from common import latency_stats, network, run_in_flight, scaled, timed_pay
+from common import latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay, timed_sendpay
 from pyln.client import LightningRpc
 
 N_SEQ = scaled(150, least=6)  # the first 5 are a warm-up
@@ -31,11 +30,7 @@ NAME = {"ampere": "Ampere", "cln": "CLN"}
 
 
 def sendpay_one(payer_rpc, hop, inv) -> float:
-    t0 = time.perf_counter()
-    payer_rpc.sendpay([hop], inv["payment_hash"], payment_secret=inv["payment_secret"])
-    done = payer_rpc.waitsendpay(inv["payment_hash"], 120)
-    assert done["status"] == "complete", done
-    return time.perf_counter() - t0
+    return timed_sendpay(payer_rpc, [hop], inv)
 
 
 def direct(f, kind: str) -> None:
@@ -45,15 +40,12 @@ def direct(f, kind: str) -> None:
     r2 = LightningRpc(payee.rpc_path)
     invoices = [r2.invoice(AMOUNT, f"d{i}", "bench") for i in range(N_SEQ + N_PAR)]
     hop = {"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}
-    r1 = LightningRpc(payer.rpc_path)
-    for inv in invoices[:5]:
-        sendpay_one(r1, hop, inv)
-    t0 = time.perf_counter()
-    lat = [sendpay_one(r1, hop, inv) for inv in invoices[5:N_SEQ]]
-    seq = time.perf_counter() - t0
+    def one(rpc, inv) -> float:
+        return sendpay_one(rpc, hop, inv)
+
+    lat, seq = one_at_a_time(LightningRpc(payer.rpc_path), one, invoices[:N_SEQ])
     st = latency_stats(lat)
-    par, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(payer.rpc_path),
-                                lambda rpc, inv: sendpay_one(rpc, hop, inv))
+    par, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(payer.rpc_path), one)
     ok = N_PAR - len(errors)
     print(f"{NAME[kind]:>6}  direct, 1 channel: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
           f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "
@@ -95,12 +87,7 @@ def two_hops(f, kind: str) -> None:
     r3 = LightningRpc(l3.rpc_path)
     invoices = [r3.invoice(10_000, f"p{i}", "bench")["bolt11"] for i in range(N_PAY_SEQ + N_PAY_PAR)]
 
-    r1 = LightningRpc(l1.rpc_path)
-    for b in invoices[:5]:
-        timed_pay(r1, b)
-    t0 = time.perf_counter()
-    lat = [timed_pay(r1, b) for b in invoices[5:N_PAY_SEQ]]
-    seq = time.perf_counter() - t0
+    lat, seq = one_at_a_time(LightningRpc(l1.rpc_path), timed_pay, invoices[:N_PAY_SEQ])
     st = latency_stats(lat)
     par, errors = run_in_flight(invoices[N_PAY_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), timed_pay)
     ok = N_PAY_PAR - len(errors)

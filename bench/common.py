@@ -70,6 +70,26 @@ def timed_pay(rpc, bolt11: str) -> float:
     return time.perf_counter() - t0
 
 
+def timed_sendpay(rpc, route: list[dict], inv: dict, timeout: int = 120) -> float:
+    """Seconds one sendpay + waitsendpay of invoice `inv` (an `invoice` result) along `route` takes; the payment
+    must complete."""
+    t0 = time.perf_counter()
+    rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    done = rpc.waitsendpay(inv["payment_hash"], timeout)
+    assert done["status"] == "complete", done
+    return time.perf_counter() - t0
+
+
+def one_at_a_time(client, one, items: list, warmup: int = 5) -> tuple[list[float], float]:
+    """`one(client, item)` for each item in turn, the first `warmup` as an untimed warm-up.  Returns what the timed
+    calls returned (their latencies) and the seconds they took together."""
+    for item in items[:warmup]:
+        one(client, item)
+    t0 = time.perf_counter()
+    lat = [one(client, item) for item in items[warmup:]]
+    return lat, time.perf_counter() - t0
+
+
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s"
 

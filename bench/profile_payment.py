@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 
-from common import cpu_seconds, network, run_in_flight
+from common import cpu_seconds, network, run_in_flight, timed_sendpay
 from pyln.client import LightningRpc
 
 _spec = importlib.util.spec_from_file_location(
@@ -107,10 +107,7 @@ def main() -> None:
         route = [{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": 1000}]
 
         def one(rpc, inv) -> float:
-            t0 = time.perf_counter()
-            rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
-            assert rpc.waitsendpay(inv["payment_hash"], 60)["status"] == "complete"
-            return time.perf_counter() - t0
+            return timed_sendpay(rpc, route, inv, timeout=60)
 
         r1 = LightningRpc(l1.rpc_path)
         for inv in invoices[:5]:
