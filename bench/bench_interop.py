@@ -11,7 +11,7 @@ figures, not a test. On a shared machine the figures are lower bounds.
 import os
 import sys
 
-from common import latency_stats, network, one_at_a_time, run_in_flight, timed_sendpay
+from common import failed, latency_stats, network, one_at_a_time, run_in_flight, timed_sendpay
 
 from pyln.client import LightningRpc
 
@@ -49,7 +49,7 @@ def bench_pair(f, payer_kind: str, payee_kind: str) -> str:
     name = {"ampere": "Ampere", "cln": "CLN"}
     line = (f"{name[payer_kind]:>6} -> {name[payee_kind]:<6}  one at a time: {len(lat) / seq_time:6.1f} payments/s, "
             f"mean {st['mean']:6.1f} ms, p99 {st['p99']:6.1f} ms;  {IN_FLIGHT} in flight: "
-            f"{ok / par_time:6.1f} payments/s ({len(errors)} failed{': ' + errors[0] if errors else ''})")
+            f"{ok / par_time:6.1f} payments/s ({failed(errors)})")
     print(line, flush=True)
     for n in (payer, payee):
         n.stop()

@@ -11,7 +11,7 @@ under 25 ms for two hops on this machine.  BENCH_SCALE=0.1: a tenth of the payme
 
 import os
 
-from common import latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay
+from common import failed, latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay
 
 from pyln.client import LightningRpc
 
@@ -37,7 +37,7 @@ def main() -> None:
         par_time, errors = run_in_flight(invoices[N_SEQ:], IN_FLIGHT, lambda: LightningRpc(l1.rpc_path), timed_pay)
         ok = N_PAR - len(errors)
         print(f"pay, {IN_FLIGHT} in flight, two hops: {ok} payments in {par_time:.2f}s = {ok / par_time:,.1f} "
-              f"payments/s ({len(errors)} failed{': ' + errors[0] if errors else ''})")
+              f"payments/s ({failed(errors)})")
         fwd = LightningRpc(l2.rpc_path).listforwards(status="settled")["forwards"]
         paid = sum(1 for i in r3.listinvoices()["invoices"] if i["status"] == "paid")
         print(f"settled forwards at l2: {len(fwd)}; invoices paid at l3: {paid} of {len(invoices)}; "

@@ -14,7 +14,7 @@ On a loaded machine the absolute figures drop: compare the two implementations w
 import os
 import sys
 
-from common import latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay, timed_sendpay
+from common import failed, latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay, timed_sendpay
 from pyln.client import LightningRpc
 
 N_SEQ = scaled(150, least=6)  # the first 5 are a warm-up
@@ -40,6 +40,7 @@ def direct(f, kind: str) -> None:
     r2 = LightningRpc(payee.rpc_path)
     invoices = [r2.invoice(AMOUNT, f"d{i}", "bench") for i in range(N_SEQ + N_PAR)]
     hop = {"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}
+
     def one(rpc, inv) -> float:
         return sendpay_one(rpc, hop, inv)
 
@@ -49,7 +50,7 @@ def direct(f, kind: str) -> None:
     ok = N_PAR - len(errors)
     print(f"{NAME[kind]:>6}  direct, 1 channel: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
           f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "
-          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+          f"({failed(errors)})", flush=True)
     for n in (payer, payee):
         n.stop()
 
@@ -76,7 +77,7 @@ def many_channels(f, kind: str) -> None:
                                 lambda rpc, item: sendpay_one(rpc, item[0], item[1]))
     ok = len(work) - len(errors)
     print(f"{NAME[kind]:>6}  direct, {PEERS} channels to {PEERS} peers: {IN_FLIGHT} in flight {ok / par:6.1f}/s "
-          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+          f"({failed(errors)})", flush=True)
     for n in nodes:
         n.stop()
 
@@ -93,7 +94,7 @@ def two_hops(f, kind: str) -> None:
     ok = N_PAY_PAR - len(errors)
     print(f"{NAME[kind]:>6}  pay, two hops: one at a time {len(lat) / seq:6.1f}/s, mean {st['mean']:6.1f} ms, "
           f"p99 {st['p99']:6.1f} ms; {IN_FLIGHT} in flight {ok / par:6.1f}/s "
-          f"({len(errors)} failed{': ' + errors[0] if errors else ''})", flush=True)
+          f"({failed(errors)})", flush=True)
     for n in (l1, l2, l3):
         n.stop()
 

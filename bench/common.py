@@ -90,6 +90,11 @@ def one_at_a_time(client, one, items: list, warmup: int = 5) -> tuple[list[float
     return lat, time.perf_counter() - t0
 
 
+def failed(errors: list[str]) -> str:
+    """'N failed', with the first error when there is one (run_in_flight's error strings)."""
+    return f"{len(errors)} failed{': ' + errors[0] if errors else ''}"
+
+
 def rate(n: int, seconds: float) -> str:
     return f"{n / seconds:,.0f}/s"
 
