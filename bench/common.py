@@ -1,4 +1,12 @@
-"""Helpers shared by the benchmarks: start real processes in a temp dir, always clean up."""
+"""Helpers shared by the benchmarks: start real processes in a temp dir, always clean up.
+
+    with network() as (chaind, f):      # amp-chaind + a NodeFactory whose nodes follow it
+        l1, l2 = f.line_graph(2)
+    with network(chain=False) as (_, f):  # nodes alone (--disable-chain)
+    with chaind() as chain:             # amp-chaind alone
+
+and the timing helpers the payment benches share (timed_pay, timed_sendpay, one_at_a_time, run_in_flight).
+"""
 
 from __future__ import annotations
 
