@@ -12,7 +12,8 @@
   second stages at 1 sat/vB; the wallet and the books are exact.
 - the same two HTLCs, but before our one HTLC-timeout transaction is mined the peer claims one of its outputs
   with the preimage (a block holds the peer's claim instead): ours can never be mined; the other HTLC is timed
-  out by a transaction funded anew (the dead one's wallet coins again), its change never counted; books exact.
+  out by a transaction funded anew (the dead one's wallet coins again), its change never counted; then someone
+  else takes our anchor while the sweep carrying it waits: swept again without it, its output not counted either.
 - the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
   amount that would eat it is refused, and the reserve pays the CPFP of a close.
 - the CPFP child held out of a block (an empty block) while the estimate rises: replaced (RBF) at the new rate,
@@ -31,7 +32,7 @@ from pyln.client import RpcError
 
 from ampere.node.onchain.bumping import package_feerate
 from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
-from ampere.primitives.tx import Transaction
+from ampere.primitives.tx import Transaction, TxIn, TxOut
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bookcheck import balances, check_books  # noqa: E402
@@ -402,9 +403,12 @@ def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain,
     assert height_of(chaind, commit.txid_hex()) == close_height
     vout_a, vout_b = (next(i for i, o in enumerate(commit.outputs) if o.value == v) for v in (30_000, 20_000))
 
-    def spending(vout: int) -> list[Transaction]:
+    def spending_of(txid: bytes, vout: int) -> list[Transaction]:
         return [t for t in mempool_txs(chaind).values()
-                if any((i.prevout.txid, i.prevout.vout) == (commit.txid(), vout) for i in t.inputs)]
+                if any((i.prevout.txid, i.prevout.vout) == (txid, vout) for i in t.inputs)]
+
+    def spending(vout: int) -> list[Transaction]:
+        return spending_of(commit.txid(), vout)
 
     # l2 settles hodl-a (while its cltv_expiry is far enough for an invoice): the channel being on-chain, it
     # claims that output of our commitment with the preimage. That claim is kept out of l1's sight until it is
@@ -464,26 +468,45 @@ def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain,
     wait_for(lambda: any(o["txid"] == claim.txid_hex() for o in l2.rpc.listfunds()["outputs"]), 30,
              "l2's claim in its wallet")    # l2 got the HTLC it claimed
 
-    # to_local and the new transaction's HTLC output are swept (our anchor rides along: 16 blocks passed).
-    ours = {commit.txid(), new.txid()}
-    swept = [t for t in mine_until_swept(chaind, l1, close_height, ours, 3, 4 * TO_SELF_DELAY)
-             if t.txid() != claim.txid()]
-    assert len(swept) == 2, swept
-    wait_for(lambda: chaind.rpc("getrawmempool") == [], 30, "nothing left to send")
-    assert [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == []
-    to_local = max(o.value for o in commit.outputs)
-    anchor = 330 if any(len(t.inputs) == 2 for t in swept) else 0
-    fees = fee_of(chaind, new) + sum(fee_of(chaind, t) for t in swept)
-    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 20_000 + anchor - fees, 30,
+    # to_local went to the wallet after to_self_delay, alone (the anchor's 16 blocks had not passed). The new
+    # transaction's output is swept after to_self_delay, our anchor riding along; while that sweep is unconfirmed
+    # someone else takes our anchor (BOLT #3 to_local_anchor: after 16 blocks anyone may, with an empty signature)
+    # and that is mined: l1 sweeps the output again without it.
+    [to_local_sweep] = [t for t in sweeps_since(chaind, close_height, {commit.txid()})
+                        if t.txid() not in (claim.txid(), new.txid())]
+    assert len(to_local_sweep.inputs) == 1
+    mine(chaind, htlc_height + TO_SELF_DELAY - 1 - chaind.rpc("getblockcount"), l1)
+    [rider] = wait_for(lambda: spending_of(new.txid(), 0), 30, "the sweep of the HTLC-timeout's output")
+    [a_in] = [i for i in rider.inputs if i.prevout.txid == commit.txid()]
+    thief = Transaction(2, [TxIn(a_in.prevout, b"", 16)], [TxOut(0, b"\x6a\x08" + b"anchored")], 0)
+    thief.inputs[0].witness = [b"", a_in.witness[-1]]
+    chaind.rpc("generateblock", chaind.faucet_address(), [thief.serialize().hex()])
+    sync(l1, chaind)
+    l1.wait_for_log(f"{commit.txid_hex()}:{a_in.prevout.vout} was taken by someone else: sweeping htlc_tx_delayed "
+                    f"output 0 again without it (replacing {rider.txid_hex()})")
+    [sweep2] = wait_for(lambda: spending_of(new.txid(), 0), 30, "the sweep without our anchor")
+    assert sweep2.txid() != rider.txid() and len(sweep2.inputs) == 1
+    mine(chaind, 1, l1)
+    assert chaind.rpc("getrawmempool") == []
+    # Neither dead transaction's output is counted (the aggregated one's change, the anchor rider's sweep).
+    wait_for(lambda: [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == [], 30,
+             "every output of l1 confirmed")
+    assert {o["txid"] for o in l1.rpc.listfunds()["outputs"]}.isdisjoint({agg.txid_hex(), rider.txid_hex()})
+    to_local = commit.outputs[to_local_sweep.inputs[0].prevout.vout].value
+    fees = sum(fee_of(chaind, t) for t in (new, to_local_sweep, sweep2))
+    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 20_000 - fees, 30,
              f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
     funds = lambda: sum(o["amount_msat"] for o in l1.rpc.listfunds()["outputs"]  # noqa: E731
                         if o["status"] == "confirmed")
     wait_for(lambda: balances(l1.rpc.call("ledger")["movements"]).get("wallet") == funds(), 30, "wallet movements")
-    check_books(l1.rpc.call("ledger")["movements"], lambda t: chaind.rpc("getrawtransaction", t), cid,
-                commit.txid_hex(), close_debit_msat=to_us, wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    moves = l1.rpc.call("ledger")["movements"]
+    check_books(moves, lambda t: chaind.rpc("getrawtransaction", t), cid, commit.txid_hex(), close_debit_msat=to_us,
+                wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    # Our anchor went "external" at the close and stays there (someone else took it).
+    assert [(m["account_id"], m["credit_msat"], m["debit_msat"]) for m in moves
+            if m["utxo"] == f"{commit.txid_hex()}:{a_in.prevout.vout}"] == [("external", 330_000, 0)]
     print(f"dead aggregated tx {agg.txid_hex()} ({fee_of(chaind, agg)} sat); funded anew: {new.weight()} WU, "
-          f"fee {fee_of(chaind, new)} sat, {len(new.inputs) - 1} wallet input(s); anchor swept along: {bool(anchor)}")
-
+          f"fee {fee_of(chaind, new)} sat, {len(new.inputs) - 1} wallet input(s)")
 
 def test_emergency_reserve(node_factory_chain, chaind):
     l1, l2 = node_factory_chain.line_graph(2, opts={"developer": None})

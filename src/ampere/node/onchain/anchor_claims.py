@@ -243,6 +243,9 @@ class AnchorClaims:
         self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: our anchor {r.spend_tx.txid_hex()}:{vout} was "
                                    f"taken by someone else: sweeping {t.out.kind.value} output {t.out.vout} again "
                                    f"without it (replacing {old[::-1].hex()})")
+        # It spends no coin of the wallet, but the wallet counted its output (unconfirmed) when it went out: that
+        # output will never exist.
+        await self.node.wallet.forget_replaced(old)
         t.extra.setdefault("prev", []).append(old[::-1].hex())
         t.extra.pop("anchor")
         t.sweep_tx = None
