@@ -10,6 +10,10 @@
   txid" line) and the replacement confirms; our anchor, 16 blocks after the close, is left alone by the
   to_local sweep at 50 sat/vB (its input costs more than it holds: said once) and rides along the sweep of the
   second stages at 1 sat/vB; the wallet and the books are exact.
+- the same two HTLCs, but before our one HTLC-timeout transaction is mined the peer claims one of its outputs
+  with the preimage (a block holds the peer's claim instead): ours can never be mined; the other HTLC is timed
+  out by a transaction funded anew (the dead one's wallet coins again), its change never counted; then someone
+  else takes our anchor while the sweep carrying it waits: swept again without it, its output not counted either.
 - the emergency reserve (min-emergency-msat): `withdraw all` leaves it while an anchor channel exists, an explicit
   amount that would eat it is refused, and the reserve pays the CPFP of a close.
 - the CPFP child held out of a block (an empty block) while the estimate rises: replaced (RBF) at the new rate,
@@ -28,7 +32,7 @@ from pyln.client import RpcError
 
 from ampere.node.onchain.bumping import package_feerate
 from ampere.node.onchain.wallet_psbt import psbt_unsigned_tx
-from ampere.primitives.tx import Transaction
+from ampere.primitives.tx import Transaction, TxIn, TxOut
 
 sys.path.insert(0, os.path.dirname(__file__))
 from bookcheck import balances, check_books  # noqa: E402
@@ -363,6 +367,146 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     assert [(m["account_id"], m["primary_tag"], m["credit_msat"], m["debit_msat"]) for m in anchor_moves] == [
         ("external", "anchor", 330_000, 0), ("external", "anchor", 0, 330_000)]
     assert anchor_moves[1]["spending_txid"] == rider.txid_hex()
+
+
+def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain, chaind):
+    """Two HTLCs l1 offered, held by l2, expire at the same block: l1's one HTLC-timeout transaction spends both.
+    Before it is mined l2 settles one (its preimage: it claims that output of l1's commitment on-chain) and a block
+    holds l2's claim, not l1's transaction: that one can never be mined. l1 funds the other HTLC-timeout anew
+    (the dead transaction's wallet coins again), which confirms; the dead transaction's change leaves the wallet;
+    l1 learns the preimage (its payment completes), the other payment fails. Then someone else takes our anchor
+    while the sweep carrying it waits: swept again without it. l1's wallet and books are exact."""
+    restart_chain_with_fee(chaind, 1)
+    chaind.mine(101)
+    l1 = node_factory_chain.get_node({"plugin": LEDGER, "developer": None}, listen=True)
+    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": TO_SELF_DELAY}, listen=True)
+    node_factory_chain.fund_wallet(l1, 1_200_000)
+    node_factory_chain.fund_wallet(l1, 200_000)
+    node_factory_chain.connect(l1, l2)
+    l1.rpc.fundchannel(l2.node_id, FUNDING)
+    mine(chaind, 6, l1, l2)
+    for n in (l1, l2):
+        wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
+    cid = channel(l1)["channel_id"]
+    h_a = held_payment(l1, l2, 30_000_000, "hodl-a")     # l2 claims this one on-chain
+    h_b = held_payment(l1, l2, 20_000_000, "hodl-b")     # held forever: l1 times it out
+    wait_for(lambda: len(channel(l1)["htlcs"]) == 2 and all(h["state"] == "SENT_ADD_ACK_REVOCATION"
+                                                          for h in channel(l1)["htlcs"]), 30, "HTLCs committed")
+    [expiry] = {h["expiry"] for h in channel(l1)["htlcs"]}
+    to_us = channel(l1)["to_us_msat"]
+
+    wallet_before = confirmed_sat(l1)
+    l1.rpc.call("dev-fail", {"id": l2.node_id})
+    funding_txid = channel(l1)["funding_txid"]
+    commit = wait_for(lambda: next((t for t in mempool_txs(chaind).values()
+                                    if t.inputs[0].prevout.txid_hex() == funding_txid), None), 30, "our commitment")
+    close_height = mine(chaind, 1, l1, l2)
+    assert height_of(chaind, commit.txid_hex()) == close_height
+    vout_a, vout_b = (next(i for i, o in enumerate(commit.outputs) if o.value == v) for v in (30_000, 20_000))
+
+    def spending_of(txid: bytes, vout: int) -> list[Transaction]:
+        return [t for t in mempool_txs(chaind).values()
+                if any((i.prevout.txid, i.prevout.vout) == (txid, vout) for i in t.inputs)]
+
+    def spending(vout: int) -> list[Transaction]:
+        return spending_of(commit.txid(), vout)
+
+    # l2 settles hodl-a (while its cltv_expiry is far enough for an invoice): the channel being on-chain, it
+    # claims that output of our commitment with the preimage. That claim is kept out of l1's sight until it is
+    # mined (l2 goes away and amp-chaind restarts with an empty mempool, as if only miners had seen the claim).
+    l2.rpc.call("release", {"payment_hash": h_a})
+
+    def l2_claim() -> Transaction | None:
+        for raw in re.findall(r"sendrawtx exit \d+ \(sendrawtransaction ([0-9a-f]+)\)", l2.logs(False)):
+            tx = Transaction.parse_hex(raw)
+            if any((i.prevout.txid, i.prevout.vout) == (commit.txid(), vout_a) for i in tx.inputs):
+                return tx
+        return None
+
+    claim = wait_for(l2_claim, 30, "l2's claim with the preimage")
+    assert len(claim.inputs) == 1
+    l2.stop()
+    l1.allow_complaints = ("chainwatch",)     # it says so while amp-chaind is down
+    chaind.stop()
+    os.remove(os.path.join(chaind.datadir, "regtest", "mempool.json"))
+    chaind.start()
+    assert chaind.rpc("getrawmempool") == []
+
+    # At the expiry both HTLC-timeouts go out as ONE transaction (a wallet input and change).
+    mine(chaind, expiry - chaind.rpc("getblockcount"), l1)
+    [agg] = wait_for(lambda: spending(vout_a), 30, "the aggregated HTLC-timeout transaction")
+    assert sorted(i.prevout.vout for i in agg.inputs[:2]) == sorted([vout_a, vout_b]) and len(agg.outputs) == 3
+    agg_coins = [i.prevout for i in agg.inputs[2:]]
+    wait_for(lambda: (agg.txid_hex(), 2) in {(o["txid"], o["output"]) for o in l1.rpc.listfunds()["outputs"]}, 30,
+             "its change in l1's wallet")
+    # The next block holds l2's claim, not our transaction.
+    chaind.rpc("generateblock", chaind.faucet_address(), [claim.serialize().hex()])
+    claim_height = sync(l1, chaind)
+    assert height_of(chaind, claim.txid_hex()) == claim_height
+    assert agg.txid_hex() not in chaind.rpc("getrawmempool")      # it conflicts with a mined transaction
+
+    # l1: its transaction can never be mined; the other HTLC-timeout goes out alone, funded anew.
+    l1.wait_for_log(f"{agg.txid_hex()} can no longer be mined")
+    assert "funding the others anew" in l1.logs(False)
+    [new] = wait_for(lambda: spending(vout_b), 30, "the new HTLC-timeout transaction")
+    assert (new.inputs[0].prevout.txid, new.inputs[0].prevout.vout) == (commit.txid(), vout_b)
+    assert [i.prevout for i in new.inputs[1:len(agg_coins) + 1]] == agg_coins   # the dead one's coins again
+    assert len(new.outputs) == 2 and new.locktime == expiry
+    # The dead transaction's change never will exist: not in the wallet.
+    assert all(o["txid"] != agg.txid_hex() for o in l1.rpc.listfunds()["outputs"])
+    htlc_height = mine(chaind, 1, l1)
+    assert height_of(chaind, new.txid_hex()) == htlc_height
+
+    # l1 learned the preimage from l2's claim: hodl-a is paid; hodl-b fails once its timeout is deep enough.
+    assert l1.rpc.waitsendpay(h_a, 30)["status"] == "complete"
+    mine(chaind, 3, l1)
+    with pytest.raises(RpcError):
+        l1.rpc.waitsendpay(h_b, 30)
+    l2.start()
+    sync(l2, chaind)
+    assert [i["status"] for i in l2.rpc.listinvoices("hodl-a")["invoices"]] == ["paid"]
+    wait_for(lambda: any(o["txid"] == claim.txid_hex() for o in l2.rpc.listfunds()["outputs"]), 30,
+             "l2's claim in its wallet")    # l2 got the HTLC it claimed
+
+    # to_local went to the wallet after to_self_delay, alone (the anchor's 16 blocks had not passed). The new
+    # transaction's output is swept after to_self_delay, our anchor riding along; while that sweep is unconfirmed
+    # someone else takes our anchor (BOLT #3 to_local_anchor: after 16 blocks anyone may, with an empty signature)
+    # and that is mined: l1 sweeps the output again without it.
+    [to_local_sweep] = [t for t in sweeps_since(chaind, close_height, {commit.txid()})
+                        if t.txid() not in (claim.txid(), new.txid())]
+    assert len(to_local_sweep.inputs) == 1
+    mine(chaind, htlc_height + TO_SELF_DELAY - 1 - chaind.rpc("getblockcount"), l1)
+    [rider] = wait_for(lambda: spending_of(new.txid(), 0), 30, "the sweep of the HTLC-timeout's output")
+    [a_in] = [i for i in rider.inputs if i.prevout.txid == commit.txid()]
+    thief = Transaction(2, [TxIn(a_in.prevout, b"", 16)], [TxOut(0, b"\x6a\x08" + b"anchored")], 0)
+    thief.inputs[0].witness = [b"", a_in.witness[-1]]
+    chaind.rpc("generateblock", chaind.faucet_address(), [thief.serialize().hex()])
+    sync(l1, chaind)
+    l1.wait_for_log(f"{commit.txid_hex()}:{a_in.prevout.vout} was taken by someone else: sweeping htlc_tx_delayed "
+                    f"output 0 again without it (replacing {rider.txid_hex()})")
+    [sweep2] = wait_for(lambda: spending_of(new.txid(), 0), 30, "the sweep without our anchor")
+    assert sweep2.txid() != rider.txid() and len(sweep2.inputs) == 1
+    mine(chaind, 1, l1)
+    assert chaind.rpc("getrawmempool") == []
+    # Neither dead transaction's output is counted (the aggregated one's change, the anchor rider's sweep).
+    wait_for(lambda: [o for o in l1.rpc.listfunds()["outputs"] if o["status"] != "confirmed"] == [], 30,
+             "every output of l1 confirmed")
+    assert {o["txid"] for o in l1.rpc.listfunds()["outputs"]}.isdisjoint({agg.txid_hex(), rider.txid_hex()})
+    to_local = commit.outputs[to_local_sweep.inputs[0].prevout.vout].value
+    fees = sum(fee_of(chaind, t) for t in (new, to_local_sweep, sweep2))
+    wait_for(lambda: confirmed_sat(l1) - wallet_before == to_local + 20_000 - fees, 30,
+             f"l1's wallet exact to its fees ({confirmed_sat(l1) - wallet_before})")
+    funds = lambda: sum(o["amount_msat"] for o in l1.rpc.listfunds()["outputs"]  # noqa: E731
+                        if o["status"] == "confirmed")
+    wait_for(lambda: balances(l1.rpc.call("ledger")["movements"]).get("wallet") == funds(), 30, "wallet movements")
+    moves = l1.rpc.call("ledger")["movements"]
+    check_books(moves, lambda t: chaind.rpc("getrawtransaction", t), cid, commit.txid_hex(), close_debit_msat=to_us,
+                wallet_msat=funds(), open_credit_msat=FUNDING * 1000)
+    # Our anchor went "external" at the close and stays there (someone else took it).
+    assert [(m["account_id"], m["credit_msat"], m["debit_msat"]) for m in moves
+            if m["utxo"] == f"{commit.txid_hex()}:{a_in.prevout.vout}"] == [("external", 330_000, 0)]
+    print(f"dead aggregated tx {agg.txid_hex()} ({fee_of(chaind, agg)} sat); funded anew: {new.weight()} WU, "
+          f"fee {fee_of(chaind, new)} sat, {len(new.inputs) - 1} wallet input(s)")
 
 
 def test_emergency_reserve(node_factory_chain, chaind):

@@ -42,7 +42,7 @@ class FakeWallet:
         self.next += 1
         return self.next - 1, {}
 
-    async def _set_reservation(self, outs, til) -> None:
+    async def set_reservation(self, outs, til) -> None:
         self.reserved += list(outs)
 
 

@@ -113,8 +113,10 @@ class AnchorClaims:
         old_fee = first.extra.get("fee", 0) if old is not None else 0
         if old is not None and not worth_replacing(first.extra.get("hrate", 0), rate):
             return False
-        keep = [wallet.outputs[(bytes.fromhex(h), n)] for h, n in first.extra.get("coins", ())
-                if (bytes.fromhex(h), n) in wallet.outputs]
+        # The coins of the transaction it replaces (RBF: spent by `old`), or of an earlier one that can no longer
+        # be mined (unspent again), unless something else spent them meanwhile.
+        keep = [o for o in (wallet.outputs.get((bytes.fromhex(h), n)) for h, n in first.extra.get("coins", ()))
+                if o is not None and (o.spend_txid is None or (old is not None and o.spend_txid == old.txid()))]
         worth = sum(u.out.value_sat for u in group)
         what = " + ".join(("HTLC-success" if u.state == S_HTLC_SUCCESS else "HTLC-timeout") for u in group)
         cid = r.channel_id.hex()
@@ -172,6 +174,10 @@ class AnchorClaims:
         if len(live) == len(group) and tip <= t.extra.get("hsince", tip):
             return  # bumped only after a block went by without it
         if len(live) != len(group):
+            # A spend of one of its inputs is in a block: its change will never exist and its wallet coins are free
+            # again. Forgotten first: neither a crash before the others are funded anew nor a failure to fund them
+            # (no coins for a higher rate) may leave the wallet counting that change or those coins as spent.
+            await self.node.wallet.forget_replaced(old.txid())
             for u in live:
                 u.extra.setdefault("prev", []).append(old.txid()[::-1].hex())
                 u.sweep_tx = None
@@ -179,8 +185,8 @@ class AnchorClaims:
                                        f"HTLC output it spends was taken by the peer): funding the others anew")
             await self._save(r)
             again = [u for u in live if self._htlc_fundable(r, u, tip)]
-            if again and await self._fund_htlc_group(r, again, tip):
-                await self.node.wallet.forget_replaced(old.txid())
+            if again:
+                await self._fund_htlc_group(r, again, tip)   # else (or if it fails) at the next block
             return
         await self._fund_htlc_group(r, live, tip, old)
 
@@ -237,6 +243,9 @@ class AnchorClaims:
         self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: our anchor {r.spend_tx.txid_hex()}:{vout} was "
                                    f"taken by someone else: sweeping {t.out.kind.value} output {t.out.vout} again "
                                    f"without it (replacing {old[::-1].hex()})")
+        # It spends no coin of the wallet, but the wallet counted its output (unconfirmed) when it went out: that
+        # output will never exist.
+        await self.node.wallet.forget_replaced(old)
         t.extra.setdefault("prev", []).append(old[::-1].hex())
         t.extra.pop("anchor")
         t.sweep_tx = None

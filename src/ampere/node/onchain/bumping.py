@@ -105,7 +105,7 @@ async def cpfp_child(wallet: Any, parent: Transaction, parent_fee: int, anchor_v
     spent = [TxOut(anchor_value, parent.outputs[anchor_vout].script_pubkey)] + [o.txout() for o in coins]
     child.inputs[0].witness = [sign_anchor(child, 0, anchor_script, anchor_value), anchor_script]
     _sign_wallet_inputs(wallet, child, 1, coins, spent)
-    await wallet._set_reservation(coins, tip + RESERVE_BLOCKS)
+    await wallet.set_reservation(coins, tip + RESERVE_BLOCKS)
     return child, fee, coins
 
 
@@ -175,7 +175,7 @@ async def fund_htlc_txs(wallet: Any, parts: list[HtlcPart], target_perkw: int, t
         tx.inputs[i].witness = p.finish(tx, i)
     spent = [TxOut(SatInt(p.value), p.spk) for p in parts] + [o.txout() for o in coins]
     _sign_wallet_inputs(wallet, tx, len(parts), coins, spent)
-    await wallet._set_reservation(coins, tip + RESERVE_BLOCKS)
+    await wallet.set_reservation(coins, tip + RESERVE_BLOCKS)
     return tx, fee, coins
 
 

@@ -878,6 +878,10 @@ class OnchainResolver(AnchorClaims):
             t.extra["prev"].pop()
             return
         t.broadcast_at = -1
+        if self.node.wallet is not None:
+            # The wallet counted the replaced sweep's output (unconfirmed) when it went out: replaced, it will not
+            # exist (should the replaced one be mined after all, its block brings the output back).
+            await self.node.wallet.forget_replaced(prev)
         new = Transaction.parse(t.sweep_tx)
         old_fee, new_fee = (t.out.value_sat - x.outputs[0].value for x in (old, new))
         self.node.log.info(LOG, rbf_line(False, prev[::-1].hex(), old_fee, new.txid_hex(), new_fee))

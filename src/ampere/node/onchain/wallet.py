@@ -365,6 +365,29 @@ class Wallet:
             "SELECT txid, rawtx, blockheight, txindex FROM wallet_txs ORDER BY blockheight IS NULL, blockheight, txindex"))
 
     # ---- coin selection and transaction building ---------------------------------------------
+    @property
+    def selecting(self) -> asyncio.Lock:
+        """Held while coins are chosen and reserved (prepare_tx, reserveinputs, fundpsbt/utxopsbt in
+        wallet_fund): two spends never pick the same coin."""
+        return self._lock
+
+    def named_utxos(self, utxos: list[OutPoint], reserved_ok: bool = False) -> list[Output]:
+        """The outputs a caller names to spend (`utxos` of withdraw, txprepare, fundchannel, utxopsbt), checked as
+        CLN's utxopsbt does: WalletError(BAD_PARAMETER) for one unknown, already spent or (unless `reserved_ok`)
+        reserved. Call it with `selecting` held."""
+        tip = self.node.blockheight
+        chosen = []
+        for op in utxos:
+            o = self.outputs.get((op.txid, op.vout))
+            if o is None:
+                raise WalletError(Reason.BAD_PARAMETER, f"Unknown UTXO {op.txid_hex()}:{op.vout}")
+            if o.spend_txid is not None:
+                raise WalletError(Reason.BAD_PARAMETER, f"Already spent UTXO {op.txid_hex()}:{op.vout}")
+            if not reserved_ok and o.reserved(tip):
+                raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already reserved")
+            chosen.append(o)
+        return chosen
+
     def spendable(self, minconf: int) -> list[Output]:
         tip = self.node.blockheight
         out = []
@@ -393,16 +416,7 @@ class Wallet:
         async with self._lock:
             tip = self.node.blockheight
             if utxos is not None:
-                chosen = []
-                for op in utxos:
-                    o = self.outputs.get((op.txid, op.vout))
-                    if o is None:
-                        raise WalletError(Reason.BAD_PARAMETER, f"Unknown UTXO {op.txid_hex()}:{op.vout}")
-                    if o.spend_txid is not None:
-                        raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already spent")
-                    if o.reserved(tip):
-                        raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already reserved")
-                    chosen.append(o)
+                chosen = self.named_utxos(utxos)
                 candidates = list(chosen)
             else:
                 candidates = sorted(self.spendable(minconf), key=lambda o: (-o.value, o.txid, o.outnum))
@@ -479,7 +493,7 @@ class Wallet:
             lt = tip if locktime is None else locktime
             tx = Transaction(2, [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in chosen], tx_outputs, lt)
             prepared = PreparedTx(tx, chosen, change_outnum, fee)
-            await self._set_reservation(chosen, tip + reserve)
+            await self.set_reservation(chosen, tip + reserve)
             return prepared
 
     def emergency_sat(self, opening_anchors: bool = False) -> SatInt:
@@ -495,6 +509,10 @@ class Wallet:
             if rec.core.params.channel_type.anchors and rec.state.value != "CLOSED":
                 return value
         return SatInt(0)
+
+    async def new_change_script(self) -> bytes:
+        """The P2TR script of a new change address. Call it with `selecting` held."""
+        return scripts_for_pubkey(self.pubkey(await self._new_change_index()))[1]
 
     async def _new_change_index(self) -> int:
         # Called with self._lock held: issue the index without re-taking it.
@@ -597,10 +615,11 @@ class Wallet:
                                  f"{len(freed)} input(s) unspent again")
 
     async def release(self, prepared: PreparedTx) -> None:
-        await self._set_reservation([o for o in prepared.inputs if o.spend_txid is None], None)
+        await self.set_reservation([o for o in prepared.inputs if o.spend_txid is None], None)
 
     # ---- reservations -------------------------------------------------------------------------
-    async def _set_reservation(self, outs: list[Output], til: int | None) -> None:
+    async def set_reservation(self, outs: list[Output], til: int | None) -> None:
+        """`outs` reserved until block `til` (None: not reserved), persisted."""
         for o in outs:
             o.reserved_til = til
 
@@ -626,13 +645,18 @@ class Wallet:
                 if o.spend_txid is not None:
                     raise WalletError(Reason.BAD_PARAMETER, f"{op.txid_hex()}:{op.vout} already spent")
                 outs.append(o)
-            report = []
-            for o in outs:
-                was = o.reserved(tip)
-                til = (o.reserved_til if was else tip) + blocks
-                await self._set_reservation([o], til)
-                report.append(_reservation_json(o, was, tip))
-            return report
+            return await self.extend_reservations(outs, blocks)
+
+    async def extend_reservations(self, outs: list[Output], blocks: int) -> list[dict]:
+        """Reserve `outs` for `blocks` more blocks (from now if not reserved), as CLN's reserveinputs; returns its
+        `reservations` report. Call it with `selecting` held."""
+        tip = self.node.blockheight
+        report = []
+        for o in outs:
+            was = o.reserved(tip)
+            await self.set_reservation([o], (o.reserved_til if was else tip) + blocks)
+            report.append(_reservation_json(o, was, tip))
+        return report
 
     async def unreserve(self, outpoints: list[OutPoint], blocks: int) -> list[dict]:
         async with self._lock:
@@ -643,7 +667,7 @@ class Wallet:
                 if o is None or not o.reserved(tip) or o.spend_txid is not None:
                     continue
                 til = o.reserved_til - blocks
-                await self._set_reservation([o], til if til > tip else None)
+                await self.set_reservation([o], til if til > tip else None)
                 report.append(_reservation_json(o, True, tip))
             return report
 

@@ -16,8 +16,7 @@ from ampere.primitives.amount import fee_for_weight
 from ampere.primitives.script import p2tr
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 
-from .wallet import (DUST_LIMIT, RBF_SEQUENCE, Output, Wallet, WalletError, _reservation_json, input_weight,
-                     output_weight, scripts_for_pubkey)
+from .wallet import DUST_LIMIT, RBF_SEQUENCE, Output, Wallet, WalletError, input_weight, output_weight
 
 # Weight of an input without its witness: outpoint, empty scriptSig, sequence.
 _INPUT_BASE_WEIGHT = 4 * (32 + 4 + 1 + 4)
@@ -61,21 +60,13 @@ async def fund_psbt(wallet: Wallet, amount: int | None, feerate: int, startweigh
     """`amount` None is "all".  `utxos` given: utxopsbt (exactly those coins), else fundpsbt (coins chosen, largest
     first).  Raises WalletError with CLN's reasons; `check_only` validates and returns None, changing nothing."""
     emergency = wallet.emergency_sat(opening_anchors=opening_anchor_channel)
-    async with wallet._lock:
+    async with wallet.selecting:
         tip = wallet.node.blockheight
         weight = startweight
         chosen: list[Output] = []
         if utxos is not None:
-            for op in utxos:
-                o = wallet.outputs.get((op.txid, op.vout))
-                if o is None:
-                    raise WalletError(Reason.BAD_PARAMETER, f"Unknown UTXO {op.txid_hex()}:{op.vout}")
-                if o.spend_txid is not None:
-                    raise WalletError(Reason.BAD_PARAMETER, f"Already spent UTXO {op.txid_hex()}:{op.vout}")
-                if not reserved_ok and o.reserved(tip):
-                    raise WalletError(Reason.BAD_PARAMETER, f"UTXO {op.txid_hex()}:{op.vout} already reserved")
-                chosen.append(o)
-                weight += spend_weight(o, min_witness_weight)
+            chosen = wallet.named_utxos(utxos, reserved_ok)
+            weight += sum(spend_weight(o, min_witness_weight) for o in chosen)
             total = sum(o.value for o in chosen)
             excess = total - (amount or 0) - fee_for_weight(feerate, weight)
             if amount is None and excess < DUST_LIMIT:
@@ -128,16 +119,10 @@ async def fund_psbt(wallet: Wallet, amount: int | None, feerate: int, startweigh
         change_outnum = None
         change_value = change_amount(change, feerate, weight)
         if change_value:
-            idx = await wallet._new_change_index()
-            outputs.append(TxOut(change_value, scripts_for_pubkey(wallet.pubkey(idx))[1]))
+            outputs.append(TxOut(change_value, await wallet.new_change_script()))
             change_outnum = 0
             weight += _CHANGE_WEIGHT
         tx = Transaction(2, [TxIn(o.outpoint, b"", RBF_SEQUENCE) for o in chosen], outputs,
                          tip if locktime is None else locktime)
-        reservations = None
-        if reserve:
-            was = [o.reserved(tip) for o in chosen]
-            for o, w in zip(chosen, was):
-                await wallet._set_reservation([o], (o.reserved_til if w else tip) + reserve)
-            reservations = [_reservation_json(o, w, tip) for o, w in zip(chosen, was)]
+        reservations = await wallet.extend_reservations(chosen, reserve) if reserve else None
         return FundedPsbt(tx, chosen, feerate, weight, excess, change_outnum, reservations)
