@@ -89,6 +89,10 @@ class Side(enum.Enum):
     def other(self) -> Side:
         return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
 
+    # Enum members are singletons compared by identity: hash them by identity too, in C (Enum.__hash__ is a
+    # Python function, and Side keys dicts on the commitment path for every HTLC).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class HtlcSpec:

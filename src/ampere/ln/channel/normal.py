@@ -10,7 +10,6 @@ share one signature round.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from ampere.ln.channel.actions import (
@@ -52,6 +51,7 @@ from ampere.ln.channel.views import (
     next_view,
     view,
 )
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt
 from ampere.primitives.crypto import sha256
 from ampere.wire import messages as m
@@ -280,7 +280,8 @@ def needs_commitment(ch: Channel) -> bool:
 
 def _map_states(ch: Channel, f: Callable[[HtlcState], HtlcState]) -> Channel:
     return replace(ch, htlcs=tuple(h.with_state(f(h.state)) for h in ch.htlcs),
-                   fee_updates=tuple(replace(u, state=f(u.state)) for u in ch.fee_updates))
+                   fee_updates=tuple(u if f(u.state) is u.state else replace(u, state=f(u.state))
+                                     for u in ch.fee_updates))
 
 
 def commitment_signed_message(ch: Channel, signer: ChannelSigner) -> m.CommitmentSigned:

@@ -6,11 +6,11 @@ FINAL state, every message of the step reveals only persisted state.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
 from ampere.ln.channel.state import Channel, revert_peer_uncommitted
+from ampere.ln.channel.values import replace
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -23,6 +23,8 @@ def diff(old: Channel, new: Channel) -> tuple[Change, ...]:
     new_h = {(h.offerer, h.htlc_id): h for h in new.htlcs}
     for key, h in new_h.items():
         prev = old_h.get(key)
+        if prev is h:
+            continue
         if prev is None or prev.state is not h.state or prev.removal != h.removal:
             out.append(Change("htlc", (h.offerer.value, h.htlc_id, h.state.name,
                                        None if prev is None else prev.state.name)))

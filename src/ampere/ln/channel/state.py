@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -25,6 +25,7 @@ from ampere.ln.channel.htlcs import FeeUpdate, Htlc, HtlcState, Removal, Removal
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint
 
