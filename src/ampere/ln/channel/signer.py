@@ -30,13 +30,13 @@ from ampere.ln.channel.htlc_tx import HtlcTx
 from ampere.ln.channel.keys import (
     SECP256K1_ORDER,
     ChannelPubkeys,
-    commitment_point,
     commitment_secret,
     compact_to_der,
     der_to_compact,
     derive_privkey,
     derive_revocation_privkey,
     ecdsa_sign,
+    per_commitment_point,
     pubkey_from_secret,
 )
 from ampere.primitives.tx import SIGHASH_ALL, Transaction, bip143_sighash
@@ -231,24 +231,31 @@ class LocalChannelSigner(ChannelSigner):
             htlc_basepoint=pubkey_from_secret(self._keys["htlc"]),
         )
         self._point_cache = lru_cache(maxsize=64)(self._point)
+        # The secret of commitment n is derived (48 SHA256) for its point, then again to revoke n: once.
+        self._secret_cache = lru_cache(maxsize=64)(self._secret)
+        self._basepoints = {"htlc": self.pubkeys.htlc_basepoint,
+                            "delayed_payment": self.pubkeys.delayed_payment_basepoint}
         # A commitment's HTLC signatures all use one tweaked key: derive it once (an EC multiplication).
         self._tweaked = lru_cache(maxsize=16)(self._tweak_key)
 
     # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
 
+    def _secret(self, n: int) -> bytes:
+        return commitment_secret(self._shachain_seed, n)
+
     def _point(self, n: int) -> bytes:
-        return commitment_point(self._shachain_seed, n)
+        return per_commitment_point(self._secret_cache(n))
 
     def commitment_point(self, n: int) -> bytes:
         return self._point_cache(n)
 
     def commitment_secret(self, n: int) -> bytes:
-        return commitment_secret(self._shachain_seed, n)
+        return self._secret_cache(n)
 
     # --- signatures -----------------------------------------------------------------------------------
 
     def _tweak_key(self, key: str, point: bytes) -> bytes:
-        return derive_privkey(self._keys[key], point)
+        return derive_privkey(self._keys[key], point, self._basepoints[key])
 
     def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
                    sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:
