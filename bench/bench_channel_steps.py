@@ -106,7 +106,7 @@ def main() -> None:
         pstats.Stats(pr).sort_stats("cumulative").print_stats(60)
         return
     for k in (int(x) for x in args.k.split(",")):
-        rounds = max(4, args.rounds // k) if k > 1 else args.rounds
+        rounds = max(10, args.rounds // k) if k > 1 else args.rounds
         cpu, steps, n = run(rounds, k)
         print(f"K={k:>3}: {rounds} rounds, {steps} steps, {n} HTLCs: {cpu * 1e3 / steps:.3f} ms CPU/step, "
               f"{cpu * 1e3 / rounds:.2f} ms CPU/round, {cpu * 1e3 / n:.3f} ms CPU/HTLC")

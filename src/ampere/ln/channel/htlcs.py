@@ -30,6 +30,7 @@ __all__ = [
     "HtlcState",
     "Status",
     "status",
+    "status_table",
     "RemovalKind",
     "Removal",
     "Htlc",
@@ -100,6 +101,11 @@ assert set(_STATUS) == set(HtlcState)
 _STATUS_LOCAL = tuple(_STATUS[s][0] for s in HtlcState)
 _STATUS_REMOTE = tuple(_STATUS[s][1] for s in HtlcState)
 assert all(int(s) == i for i, s in enumerate(HtlcState))
+
+
+def status_table(side: Side) -> tuple[Status, ...]:
+    """`status(state, side)` for every state, indexed by the state's value."""
+    return _STATUS_LOCAL if side is Side.LOCAL else _STATUS_REMOTE
 
 
 def status(state: HtlcState, side: Side) -> Status:

@@ -19,8 +19,11 @@ def diff(old: Channel, new: Channel) -> tuple[Change, ...]:
     out: list[Change] = []
     if old.state is not new.state:
         out.append(Change("state", (old.state.value, new.state.value)))
-    old_h = {(h.offerer, h.htlc_id): h for h in old.htlcs}
-    new_h = {(h.offerer, h.htlc_id): h for h in new.htlcs}
+    if old.htlcs is new.htlcs:
+        old_h = new_h = {}
+    else:
+        old_h = {(h.offerer, h.htlc_id): h for h in old.htlcs}
+        new_h = {(h.offerer, h.htlc_id): h for h in new.htlcs}
     for key, h in new_h.items():
         prev = old_h.get(key)
         if prev is h:
@@ -57,7 +60,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     events = list(events)
     if old.state is not new.state or first:
         events.insert(0, StateChanged(None if first else old.state.value, new.state.value, cause))
-    record = new.to_record()
+    reverted, record = new.stored_form()
     record["update_id"] = old.update_id
     base = old.persisted_record
     if base is None and not first:
@@ -66,8 +69,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     if first or record != base:
         update_id = old.update_id + (0 if first else 1)
         record["update_id"] = update_id
-        changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old),
-                                                              revert_peer_uncommitted(new))
+        changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old), reverted)
         # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
         new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
         persist = ChannelUpdate(new.channel_id, update_id, record, changes)

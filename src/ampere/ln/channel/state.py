@@ -21,7 +21,7 @@ from functools import lru_cache
 from typing import Any
 
 from ampere.ln.channel.commitment import ChannelParams, Side
-from ampere.ln.channel.htlcs import FeeUpdate, Htlc, HtlcState, Removal, RemovalKind
+from ampere.ln.channel.htlcs import RECEIVER_UNCOMMITTED, FeeUpdate, Htlc, HtlcState, Removal, RemovalKind
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
@@ -181,6 +181,12 @@ class Channel:
         """The stored form as a JSON-ready dict (the peer's uncommitted updates left out)."""
         return _to_json(revert_peer_uncommitted(self))
 
+    def stored_form(self) -> tuple[Channel, dict[str, Any]]:
+        """(the channel with the peer's uncommitted updates reverted, its record `to_record()`): for a caller that
+        needs both (persist.finish diffs the reverted channels) without reverting twice."""
+        reverted = revert_peer_uncommitted(self)
+        return reverted, _to_json(reverted)
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Channel:
         try:
@@ -228,11 +234,15 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
     A fulfill's preimage is kept (BOLT #2: "a node MAY have already used the payment_preimage value"), so a
     retransmitted fulfill is not reported twice; the HTLC goes back to being committed.
     """
+    # Called on every step (the stored form): one pass over the updates to find there is nothing to revert.
+    uncommitted = RECEIVER_UNCOMMITTED
+    for h in ch.htlcs:
+        if h.state in uncommitted:
+            break
+    else:
+        if not any(f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates):
+            return ch
     dropped_ids = [h.htlc_id for h in ch.htlcs if h.state is HtlcState.RCVD_ADD_HTLC]
-    needs = dropped_ids or any(h.state is HtlcState.RCVD_REMOVE_HTLC for h in ch.htlcs) or any(
-        f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates)
-    if not needs:
-        return ch
     htlcs = []
     for h in ch.htlcs:
         if h.state is HtlcState.RCVD_ADD_HTLC:
@@ -270,8 +280,30 @@ def _config_from(v: list[Any]) -> ChannelConfig:
     return ChannelConfig(SatInt(int(v[0])), MsatInt(int(v[1])), SatInt(int(v[2])), MsatInt(int(v[3])), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
 
 
-@lru_cache(maxsize=4096)
+# Identity caches in front of the value caches below: the same objects come back on every step of a channel
+# (unchanged HTLCs, the fixed params, the last signatures), and hashing a dataclass by value is a Python call per
+# field. Each entry holds its key object, so an id is never reused while cached; cleared when large.
+_BY_ID: dict[int, tuple[Any, Any]] = {}
+_BY_ID_MAX = 16384
+
+
+def _by_identity(obj: Any, fn: Any) -> Any:
+    e = _BY_ID.get(id(obj))
+    if e is not None and e[0] is obj:
+        return e[1]
+    value = fn(obj)
+    if len(_BY_ID) >= _BY_ID_MAX:
+        _BY_ID.clear()
+    _BY_ID[id(obj)] = (obj, value)
+    return value
+
+
 def _htlc_json(h: Htlc) -> dict[str, Any]:
+    return _by_identity(h, _htlc_json_by_value)
+
+
+@lru_cache(maxsize=4096)
+def _htlc_json_by_value(h: Htlc) -> dict[str, Any]:
     """One HTLC's stored form (cached: an HTLC is re-encoded on every step of its channel otherwise; callers
     never mutate the dict)."""
     d: dict[str, Any] = {"o": h.offerer is Side.LOCAL and "l" or "r", "id": h.htlc_id, "a": h.amount_msat,
@@ -317,10 +349,26 @@ def _static_json(channel_id: bytes, p: ChannelParams, local: ChannelConfig, remo
     }.items())
 
 
+def _static_of(ch: Channel) -> dict[str, Any]:
+    key = (ch.params, ch.local, ch.remote, ch.channel_id, ch.announce, ch.minimum_depth)
+    e = _BY_ID.get(id(ch.params))
+    if e is not None and e[0] is ch.params and e[1][0] == key:
+        return e[1][1]
+    value = dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth))
+    if len(_BY_ID) >= _BY_ID_MAX:
+        _BY_ID.clear()
+    _BY_ID[id(ch.params)] = (ch.params, (key, value))
+    return value
+
+
+def _sigs_hex(sigs: tuple[bytes, ...]) -> list[str]:
+    return [s.hex() for s in sigs]
+
+
 def _to_json(ch: Channel) -> dict[str, Any]:
     return {
         "v": FORMAT_VERSION,
-        **dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth)),
+        **_static_of(ch),
         "state": ch.state.value,
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
@@ -328,10 +376,10 @@ def _to_json(ch: Channel) -> dict[str, Any]:
         "fee_updates": [[f.feerate_per_kw, int(f.state), f.seq] for f in ch.fee_updates],
         "next_ids": [ch.next_htlc_id_local, ch.next_htlc_id_remote, ch.next_seq],
         "ctn": [ch.local_ctn, ch.remote_ctn],
-        "local_sigs": [ch.local_commit_sig.hex(), [s.hex() for s in ch.local_htlc_sigs]],
+        "local_sigs": [ch.local_commit_sig.hex(), _by_identity(ch.local_htlc_sigs, _sigs_hex)],
         "remote_points": [ch.remote_point.hex(), _hex(ch.remote_next_point), _hex(ch.remote_prev_point)],
         "awaiting_revoke": ch.awaiting_revoke,
-        "remote_secrets": ch.remote_secrets.to_bytes().hex(),
+        "remote_secrets": ch.remote_secrets.to_hex(),
         "last_sent_revoke": ch.last_sent_revoke,
         "ready": [ch.channel_ready_sent, ch.channel_ready_received],
         "scid": ch.short_channel_id,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-__all__ = ["replace"]
+__all__ = ["replace", "make"]
 
 T = TypeVar("T")
 
@@ -44,4 +44,18 @@ def replace(obj: T, /, **changes: Any) -> T:
     d = new.__dict__
     d.update(src)
     d.update(changes)
+    return new
+
+
+def make(cls: type[T], /, **fields: Any) -> T:
+    """`cls(**fields)` for a plain frozen dataclass given every field (the views build one HtlcSpec per HTLC per
+    view, several views per update); anything else goes through the constructor."""
+    try:
+        names = _FAST[cls]
+    except KeyError:
+        names = _FAST[cls] = _fields(cls)
+    if names is None or names != fields.keys():
+        return cls(**fields)
+    new = object.__new__(cls)
+    new.__dict__.update(fields)
     return new
