@@ -69,7 +69,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     if first or record != base:
         update_id = old.update_id + (0 if first else 1)
         record["update_id"] = update_id
-        changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old), reverted)
+        changes: Any = (Change("opened", ()),) if first else (lambda: diff(revert_peer_uncommitted(old), reverted))
         # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
         new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
         persist = ChannelUpdate(new.channel_id, update_id, record, changes)
