@@ -279,9 +279,15 @@ def needs_commitment(ch: Channel) -> bool:
 
 
 def _map_states(ch: Channel, f: Callable[[HtlcState], HtlcState]) -> Channel:
-    return replace(ch, htlcs=tuple(h.with_state(f(h.state)) for h in ch.htlcs),
-                   fee_updates=tuple(u if f(u.state) is u.state else replace(u, state=f(u.state))
-                                     for u in ch.fee_updates))
+    htlcs = tuple(h.with_state(f(h.state)) for h in ch.htlcs)
+    fees = tuple(u if f(u.state) is u.state else replace(u, state=f(u.state)) for u in ch.fee_updates)
+    # Unchanged tuples stay the same objects (the record's HTLC list is then reused by identity: state._to_json).
+    return replace(ch, htlcs=ch.htlcs if _same(htlcs, ch.htlcs) else htlcs,
+                   fee_updates=ch.fee_updates if _same(fees, ch.fee_updates) else fees)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def commitment_signed_message(ch: Channel, signer: ChannelSigner) -> m.CommitmentSigned:

@@ -361,6 +361,10 @@ def _static_of(ch: Channel) -> dict[str, Any]:
     return value
 
 
+def _htlcs_json(htlcs: tuple[Htlc, ...]) -> list[dict[str, Any]]:
+    return [_htlc_json(h) for h in htlcs]
+
+
 def _sigs_hex(sigs: tuple[bytes, ...]) -> list[str]:
     return [s.hex() for s in sigs]
 
@@ -372,7 +376,7 @@ def _to_json(ch: Channel) -> dict[str, Any]:
         "state": ch.state.value,
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
-        "htlcs": [_htlc_json(h) for h in ch.htlcs],
+        "htlcs": _by_identity(ch.htlcs, _htlcs_json),
         "fee_updates": [[f.feerate_per_kw, int(f.state), f.seq] for f in ch.fee_updates],
         "next_ids": [ch.next_htlc_id_local, ch.next_htlc_id_remote, ch.next_seq],
         "ctn": [ch.local_ctn, ch.remote_ctn],

@@ -50,9 +50,22 @@ class View:
         return [h for h in self.htlcs if h.offerer is side]
 
 
+# An HTLC's spec is fixed by its update_add_htlc; the same Htlc objects come back in every view of every step
+# (several views per update: see normal._check_our_add), so keep each one's spec by identity. Each entry holds
+# its Htlc, so an id is never reused while cached; cleared when large.
+_SPECS: dict[int, tuple[Htlc, HtlcSpec]] = {}
+
+
 def _spec(h: Htlc) -> HtlcSpec:
-    return make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
+    e = _SPECS.get(id(h))
+    if e is not None and e[0] is h:
+        return e[1]
+    spec = make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
                 payment_hash=h.payment_hash, cltv_expiry=h.cltv_expiry)
+    if len(_SPECS) >= 16384:
+        _SPECS.clear()
+    _SPECS[id(h)] = (h, spec)
+    return spec
 
 
 def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
