@@ -164,7 +164,8 @@ def _check_our_add(new: Channel) -> Refusal | None:
     # "fee spike buffer" that "can handle twice the current feerate_per_kw". Not responsible: "SHOULD NOT
     # offer amount_msat if, once the remote node adds that HTLC to its commitment transaction, it cannot pay
     # the fee ... while maintaining its channel reserve."
-    views = [remote_next, *_all_in_views(new)]
+    all_in = _all_in_views(new)
+    views = [remote_next, *all_in]
     for v in views:
         if available_msat(new, v, Side.LOCAL) < 0:
             return _refuse(RefusalCode.CANNOT_AFFORD, "our balance cannot cover this HTLC, the reserve and fees")
@@ -173,8 +174,9 @@ def _check_our_add(new: Channel) -> Refusal | None:
                            "the peer could not pay the commitment fee with this HTLC added")
     if new.opener is Side.LOCAL:
         rate = 2 * _max_feerate(new)
-        for v in _all_in_views(new, rate):
-            if available_msat(new, v, Side.LOCAL, extra_nondust=1) < 0:
+        # the same views at twice the feerate (a view's feerate changes nothing else in it)
+        for v in all_in:
+            if available_msat(new, replace(v, feerate_per_kw=rate), Side.LOCAL, extra_nondust=1) < 0:
                 return _refuse(RefusalCode.CANNOT_AFFORD, "this HTLC would leave no fee spike buffer")
     return None
 

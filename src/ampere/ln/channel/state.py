@@ -248,12 +248,17 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
         if h.state is HtlcState.RCVD_ADD_HTLC:
             continue
         if h.state is HtlcState.RCVD_REMOVE_HTLC:
-            keep = h.removal if (h.removal is not None and h.removal.kind is RemovalKind.FULFILL) else None
-            h = replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
+            # the same reverted object for the same HTLC on every step (its record JSON is then cached by identity)
+            h = _by_identity(h, _reverted_removal)
         htlcs.append(h)
     fees = tuple(f for f in ch.fee_updates if f.state is not HtlcState.RCVD_ADD_HTLC)
     next_remote = min(dropped_ids) if dropped_ids else ch.next_htlc_id_remote
     return replace(ch, htlcs=tuple(htlcs), fee_updates=fees, next_htlc_id_remote=next_remote)
+
+
+def _reverted_removal(h: Htlc) -> Htlc:
+    keep = h.removal if (h.removal is not None and h.removal.kind is RemovalKind.FULFILL) else None
+    return replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
 
 
 # --- JSON form ------------------------------------------------------------------------------------
