@@ -396,9 +396,14 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
     return out
 
 
+_FINAL_FEE = frozenset({S.SENT_ADD_ACK_REVOCATION, S.RCVD_ADD_ACK_REVOCATION})
+
+
 def _settle(out: Out) -> None:
     """Fold HTLCs and fee updates that reached their final state into the settled balances and feerate."""
     ch = out.ch
+    if not any(is_final(h.state) for h in ch.htlcs) and not any(f.state in _FINAL_FEE for f in ch.fee_updates):
+        return  # nothing settled (most steps): the channel stays as it is
     bal: dict[Side, int] = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
     keep = []
     for h in ch.htlcs:
@@ -416,10 +421,9 @@ def _settle(out: Out) -> None:
                                      h.removal.sha256_of_onion))
         else:
             out.event(IncomingHtlcSettled(ch.channel_id, h.htlc_id, fulfilled))
-    final_fee = {S.SENT_ADD_ACK_REVOCATION, S.RCVD_ADD_ACK_REVOCATION}
     rate, fees = ch.feerate_per_kw, list(ch.fee_updates)
     for i in range(len(fees) - 1, -1, -1):
-        if fees[i].state in final_fee:
+        if fees[i].state in _FINAL_FEE:
             rate, fees = fees[i].feerate_per_kw, fees[i + 1:]
             break
     out.ch = replace(ch, htlcs=tuple(keep), balance_local_msat=MsatInt(bal[Side.LOCAL]),
