@@ -74,7 +74,8 @@ def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: 
     # Run for every update and commitment (several views per update_add_htlc): the status table of `owner` is
     # looked up by the state's value, and the balances are two ints.
     table = status_table(owner)
-    local, remote = ch.balance_local_msat, ch.balance_remote_msat
+    local: int = ch.balance_local_msat
+    remote: int = ch.balance_remote_msat
     specs = []
     for h in (*ch.htlcs, *extra) if extra else ch.htlcs:
         s = table[transition(h.state) if transition else h.state]
