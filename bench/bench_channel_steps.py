@@ -15,7 +15,7 @@ import cProfile
 import pstats
 import time
 
-from ampere.ln.channel import core
+from ampere.ln.channel import core, keys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.primitives.crypto import sha256
 from ampere.ln.channel.actions import CommitmentNeeded, Refusal, SendMessage
@@ -23,10 +23,17 @@ from ampere.testing.channel_pair import Pair, Party
 from ampere.wire import messages as m
 
 
+# Both parties run in this one process: a commitment's keys memoised by one party (keys._commitment_keys) would
+# be found by the other, which in two ampd processes derives them itself. Forget them before every step.
+_forget_keys = getattr(keys, "_commitment_keys", None)
+_forget_keys = _forget_keys.cache_clear if _forget_keys is not None else (lambda: None)
+
+
 class _Counting(Pair):
     steps = 0
 
     def deliver(self, src):  # type: ignore[override]
+        _forget_keys()
         s = super().deliver(src)
         if s is not None:
             self.steps += 1
@@ -34,6 +41,7 @@ class _Counting(Pair):
         return s
 
     def commit(self, p):  # type: ignore[override]
+        _forget_keys()
         self.steps += 1
         s = super().commit(p)
         _touch(s)
