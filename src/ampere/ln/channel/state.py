@@ -289,7 +289,7 @@ def _config_from(v: list[Any]) -> ChannelConfig:
 # (unchanged HTLCs, the fixed params, the last signatures), and hashing a dataclass by value is a Python call per
 # field. Each entry holds its key object, so an id is never reused while cached; cleared when large.
 _BY_ID: dict[int, tuple[Any, Any]] = {}
-_BY_ID_MAX = 16384
+_BY_ID_MAX = 4096   # an HTLC entry keeps its 1366-byte onion alive: a few MB at most
 
 
 def _by_identity(obj: Any, fn: Any) -> Any:

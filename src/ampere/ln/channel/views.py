@@ -62,7 +62,7 @@ def _spec(h: Htlc) -> HtlcSpec:
         return e[1]
     spec = make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
                 payment_hash=h.payment_hash, cltv_expiry=h.cltv_expiry)
-    if len(_SPECS) >= 16384:
+    if len(_SPECS) >= 4096:
         _SPECS.clear()
     _SPECS[id(h)] = (h, spec)
     return spec
