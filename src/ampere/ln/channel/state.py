@@ -228,6 +228,29 @@ def set_state(ch: Channel, new: ChannelState) -> Channel:
     return replace(ch, state=new)
 
 
+# Identity caches in front of the value caches below: the same objects come back on every step of a channel
+# (unchanged HTLCs and HTLC tuples, the fixed params, the last signatures), and hashing a dataclass by value is a
+# Python call per field. One dict per use (so no object is ever looked up with another use's function); each
+# entry holds its key object, so an id is never reused while cached; a dict is cleared when full. Dead HTLC
+# versions kept alive here share their onion with the live version; a removed HTLC's onion lives until a clear.
+class _ByIdentity:
+    __slots__ = ("fn", "max", "entries")
+
+    def __init__(self, fn: Any, max_entries: int) -> None:
+        self.fn, self.max = fn, max_entries
+        self.entries: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, obj: Any) -> Any:
+        e = self.entries.get(id(obj))
+        if e is not None and e[0] is obj:
+            return e[1]
+        value = self.fn(obj)
+        if len(self.entries) >= self.max:
+            self.entries.clear()
+        self.entries[id(obj)] = (obj, value)
+        return value
+
+
 def revert_peer_uncommitted(ch: Channel) -> Channel:
     """Forget the peer's updates that no commitment_signed of theirs covers (BOLT 2, on disconnection).
 
@@ -249,7 +272,7 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
             continue
         if h.state is HtlcState.RCVD_REMOVE_HTLC:
             # the same reverted object for the same HTLC on every step (its record JSON is then cached by identity)
-            h = _by_identity(h, _reverted_removal)
+            h = _reverted(h)
         htlcs.append(h)
     fees = tuple(f for f in ch.fee_updates if f.state is not HtlcState.RCVD_ADD_HTLC)
     next_remote = min(dropped_ids) if dropped_ids else ch.next_htlc_id_remote
@@ -259,6 +282,9 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
 def _reverted_removal(h: Htlc) -> Htlc:
     keep = h.removal if (h.removal is not None and h.removal.kind is RemovalKind.FULFILL) else None
     return replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
+
+
+_reverted = _ByIdentity(_reverted_removal, 4096)
 
 
 # --- JSON form ------------------------------------------------------------------------------------
@@ -283,28 +309,6 @@ def _config_json(c: ChannelConfig) -> list[Any]:
 
 def _config_from(v: list[Any]) -> ChannelConfig:
     return ChannelConfig(SatInt(int(v[0])), MsatInt(int(v[1])), SatInt(int(v[2])), MsatInt(int(v[3])), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
-
-
-# Identity caches in front of the value caches below: the same objects come back on every step of a channel
-# (unchanged HTLCs, the fixed params, the last signatures), and hashing a dataclass by value is a Python call per
-# field. Each entry holds its key object, so an id is never reused while cached; cleared when large.
-_BY_ID: dict[int, tuple[Any, Any]] = {}
-_BY_ID_MAX = 4096   # an HTLC entry keeps its 1366-byte onion alive: a few MB at most
-
-
-def _by_identity(obj: Any, fn: Any) -> Any:
-    e = _BY_ID.get(id(obj))
-    if e is not None and e[0] is obj:
-        return e[1]
-    value = fn(obj)
-    if len(_BY_ID) >= _BY_ID_MAX:
-        _BY_ID.clear()
-    _BY_ID[id(obj)] = (obj, value)
-    return value
-
-
-def _htlc_json(h: Htlc) -> dict[str, Any]:
-    return _by_identity(h, _htlc_json_by_value)
 
 
 @lru_cache(maxsize=4096)
@@ -354,24 +358,24 @@ def _static_json(channel_id: bytes, p: ChannelParams, local: ChannelConfig, remo
     }.items())
 
 
+_STATIC_BY_PARAMS: dict[int, tuple[ChannelParams, tuple[Any, ...], dict[str, Any]]] = {}
+
+
 def _static_of(ch: Channel) -> dict[str, Any]:
     key = (ch.params, ch.local, ch.remote, ch.channel_id, ch.announce, ch.minimum_depth)
-    e = _BY_ID.get(id(ch.params))
-    if e is not None and e[0] is ch.params and e[1][0] == key:
-        return e[1][1]
+    e = _STATIC_BY_PARAMS.get(id(ch.params))
+    if e is not None and e[0] is ch.params and e[1] == key:
+        return e[2]
     value = dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth))
-    if len(_BY_ID) >= _BY_ID_MAX:
-        _BY_ID.clear()
-    _BY_ID[id(ch.params)] = (ch.params, (key, value))
+    if len(_STATIC_BY_PARAMS) >= 1024:
+        _STATIC_BY_PARAMS.clear()
+    _STATIC_BY_PARAMS[id(ch.params)] = (ch.params, key, value)
     return value
 
 
-def _htlcs_json(htlcs: tuple[Htlc, ...]) -> list[dict[str, Any]]:
-    return [_htlc_json(h) for h in htlcs]
-
-
-def _sigs_hex(sigs: tuple[bytes, ...]) -> list[str]:
-    return [s.hex() for s in sigs]
+_htlc_json = _ByIdentity(_htlc_json_by_value, 4096)
+_htlcs_json = _ByIdentity(lambda htlcs: [_htlc_json(h) for h in htlcs], 512)
+_sigs_hex = _ByIdentity(lambda sigs: [s.hex() for s in sigs], 512)
 
 
 def _to_json(ch: Channel) -> dict[str, Any]:
@@ -381,11 +385,11 @@ def _to_json(ch: Channel) -> dict[str, Any]:
         "state": ch.state.value,
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
-        "htlcs": _by_identity(ch.htlcs, _htlcs_json),
+        "htlcs": _htlcs_json(ch.htlcs),
         "fee_updates": [[f.feerate_per_kw, int(f.state), f.seq] for f in ch.fee_updates],
         "next_ids": [ch.next_htlc_id_local, ch.next_htlc_id_remote, ch.next_seq],
         "ctn": [ch.local_ctn, ch.remote_ctn],
-        "local_sigs": [ch.local_commit_sig.hex(), _by_identity(ch.local_htlc_sigs, _sigs_hex)],
+        "local_sigs": [ch.local_commit_sig.hex(), _sigs_hex(ch.local_htlc_sigs)],
         "remote_points": [ch.remote_point.hex(), _hex(ch.remote_next_point), _hex(ch.remote_prev_point)],
         "awaiting_revoke": ch.awaiting_revoke,
         "remote_secrets": ch.remote_secrets.to_hex(),
