@@ -385,9 +385,9 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
     new = replace(new, remote_secrets=secrets, remote_next_point=bytes(msg.next_per_commitment_point),
                   remote_prev_point=None, awaiting_revoke=False)
     out = Out(new)
-    for h in new.htlcs:
-        old = ch.htlc(h.offerer, h.htlc_id)
-        if h.state is S.RCVD_ADD_ACK_REVOCATION and old is not None and old.state is not h.state:
+    # _map_states maps the HTLCs one to one, in order: pair each with what it was (not a search per HTLC).
+    for old, h in zip(ch.htlcs, new.htlcs):
+        if h.state is S.RCVD_ADD_ACK_REVOCATION and old.state is not h.state:
             out.event(NewPeerHtlc(ch.channel_id, h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry,
                                   h.onion, h.path_key))
     _settle(out)
