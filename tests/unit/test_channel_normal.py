@@ -356,6 +356,11 @@ def test_persist_precedes_every_signature_in_a_full_exchange():
                 seen += 1
                 assert any(isinstance(x, Persist) for x in kinds[:i]), type(act.msg).__name__
     assert seen >= 6
+    # Each record's typed changes (computed when asked) name what the round trip did.
+    changed = {c.kind for step in steps if not isinstance(step, Refusal) for x in step.actions
+               if isinstance(x, Persist) for c in x.update.changes}
+    assert {"htlc", "local_commitment", "remote_commitment", "revocation_secret", "preimage",
+            "htlc_removed"} <= changed, changed
 
 
 def test_htlc_deadlines_fail_the_channel():

@@ -125,6 +125,17 @@ def test_forced_channel_secrets_are_the_one_override():
         LocalChannelSigner.from_secrets(*(bytes(32) for _ in range(6)))
 
 
+def test_commitment_secrets_across_the_cached_prefix_boundary():
+    # The signer keeps generate_from_seed's value for the top 32 bits of the index: secrets on both sides of a
+    # 2^16 boundary, and far away, are BOLT 3's generate_from_seed(seed, 2^48 - 1 - n).
+    from ampere.ln.channel.keys import commitment_point, commitment_secret
+    ch = LocalChannelSigner(b"\x01" * 32)
+    seed = ch._shachain_seed
+    for n in (0, 1, 65534, 65535, 65536, 65537, 2**40 + 3, 2**48 - 1):
+        assert ch.commitment_secret(n) == commitment_secret(seed, n), n
+        assert ch.commitment_point(n) == commitment_point(seed, n), n
+
+
 def test_sign_input_refuses_a_missing_tweak():
     ch = LocalChannelSigner(b"\x01" * 32)
     with pytest.raises(SignerError):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ampere.primitives.amount import SatInt
 
@@ -60,7 +60,17 @@ class ChannelUpdate:
     channel_id: bytes
     update_id: int
     record: Any
-    changes: tuple[Change, ...]
+    # The typed changes, or a function computing them: nothing on the runtime's path reads them, so
+    # persist.finish hands the diff over uncomputed (it was a pass over both channels' HTLCs on every step).
+    diff: tuple[Change, ...] | Callable[[], tuple[Change, ...]] = ()
+
+    @property
+    def changes(self) -> tuple[Change, ...]:
+        d = self.diff
+        if callable(d):
+            d = d()
+            object.__setattr__(self, "diff", d)
+        return d
 
     @property
     def snapshot(self) -> bytes:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from functools import cached_property, lru_cache
 from typing import Any, Iterable, Sequence
 
 from ampere.ln.channel.htlc_tx import (
@@ -89,6 +90,10 @@ class Side(enum.Enum):
     def other(self) -> Side:
         return Side.REMOTE if self is Side.LOCAL else Side.LOCAL
 
+    # Enum members are singletons compared by identity: hash them by identity too, in C (Enum.__hash__ is a
+    # Python function, and Side keys dicts on the commitment path for every HTLC).
+    __hash__ = object.__hash__
+
 
 @dataclass(frozen=True)
 class HtlcSpec:
@@ -142,11 +147,13 @@ class ChannelParams:
     def to_self_delay(self, owner: Side) -> int:
         return self.local_to_self_delay if owner is Side.LOCAL else self.remote_to_self_delay
 
-    @property
+    # cached_property: computed once per ChannelParams (a frozen value; dataclasses.replace builds a new one, and
+    # equality and hashing look at the fields only). Both were rebuilt for every commitment.
+    @cached_property
     def funding_script(self) -> bytes:
         return funding_script(self.local_pubkeys.funding_pubkey, self.remote_pubkeys.funding_pubkey)
 
-    @property
+    @cached_property
     def obscuring_factor(self) -> int:
         """BOLT #3: the lower 48 bits of SHA256(payment_basepoint from open_channel || payment_basepoint from
         accept_channel)."""
@@ -268,6 +275,18 @@ def _check_inputs(params: ChannelParams, commitment_number: int, feerate_per_kw:
                               f"{sat_to_msat(params.funding_sat)} msat")
 
 
+# The outputs that do not depend on the per-commitment point (static_remotekey's to_remote, the anchors): the
+# same scriptPubKey on every commitment of a channel.
+@lru_cache(maxsize=1024)
+def _to_remote_spk(remote_pubkey: bytes, ctype: ChannelType) -> bytes:
+    return to_remote_script_pubkey(remote_pubkey, ctype)[0]
+
+
+@lru_cache(maxsize=1024)
+def _anchor_spk(funding_pubkey: bytes) -> bytes:
+    return p2wsh(anchor_script(funding_pubkey))
+
+
 def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: int, per_commitment_point: bytes,
                         feerate_per_kw: int, local_balance_msat: MsatInt, remote_balance_msat: MsatInt,
                         htlcs: Iterable[HtlcSpec]) -> CommitmentTx:
@@ -334,17 +353,14 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
         ws = to_local_script(keys.revocation_pubkey, to_self_delay, keys.local_delayed_pubkey)
         outputs.append((TxOut(to_local_sat, p2wsh(ws)), 0, "to_local"))
     if has_to_remote:
-        spk, _ = to_remote_script_pubkey(keys.remote_pubkey, ctype)
-        outputs.append((TxOut(to_remote_sat, spk), 0, "to_remote"))
+        outputs.append((TxOut(to_remote_sat, _to_remote_spk(keys.remote_pubkey, ctype)), 0, "to_remote"))
 
     # 8. "if to_local exists or there are untrimmed HTLCs, add a to_local_anchor output" (same for to_remote).
     if ctype.anchors:
         if has_to_local or untrimmed:
-            outputs.append((TxOut(ANCHOR_OUTPUT_SAT, p2wsh(anchor_script(keys.local_funding_pubkey))), 0,
-                            "local_anchor"))
+            outputs.append((TxOut(ANCHOR_OUTPUT_SAT, _anchor_spk(keys.local_funding_pubkey)), 0, "local_anchor"))
         if has_to_remote or untrimmed:
-            outputs.append((TxOut(ANCHOR_OUTPUT_SAT, p2wsh(anchor_script(keys.remote_funding_pubkey))), 0,
-                            "remote_anchor"))
+            outputs.append((TxOut(ANCHOR_OUTPUT_SAT, _anchor_spk(keys.remote_funding_pubkey)), 0, "remote_anchor"))
 
     # 9. BOLT #3 ordering: by value, then scriptpubkey (memcmp of the common prefix, shorter first: exactly
     #    Python's bytes ordering), "finally, for HTLC outputs, in increasing cltv_expiry order".

@@ -21,7 +21,6 @@ Opening (before a Channel exists) is in `opening.py`.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Callable
 
 from ampere.ln.channel import normal, reestablish, shutdown
@@ -46,6 +45,7 @@ from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, set_state
 from ampere.ln.channel.views import build_local_commitment, build_remote_commitment, view
 from ampere.ln.channel.views import spendable_msat as _spendable
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt
 from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m

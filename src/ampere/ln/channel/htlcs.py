@@ -20,15 +20,17 @@ the latest commitment of `side`.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from ampere.ln.channel.commitment import Side
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt
 
 __all__ = [
     "HtlcState",
     "Status",
     "status",
+    "status_table",
     "RemovalKind",
     "Removal",
     "Htlc",
@@ -95,10 +97,20 @@ _STATUS: dict[HtlcState, tuple[Status, Status]] = {
 assert set(_STATUS) == set(HtlcState)
 
 
+# The same tables indexed by the state's value (a tuple index is a C-level int lookup: these run per HTLC per step).
+_STATUS_LOCAL = tuple(_STATUS[s][0] for s in HtlcState)
+_STATUS_REMOTE = tuple(_STATUS[s][1] for s in HtlcState)
+assert all(int(s) == i for i, s in enumerate(HtlcState))
+
+
+def status_table(side: Side) -> tuple[Status, ...]:
+    """`status(state, side)` for every state, indexed by the state's value."""
+    return _STATUS_LOCAL if side is Side.LOCAL else _STATUS_REMOTE
+
+
 def status(state: HtlcState, side: Side) -> Status:
     """Whether the update is pending, in or out of the latest commitment held by `side`."""
-    local, remote = _STATUS[state]
-    return local if side is Side.LOCAL else remote
+    return _STATUS_LOCAL[state] if side is Side.LOCAL else _STATUS_REMOTE[state]
 
 
 # Sending commitment_signed covers our pending updates and their updates that we acknowledged.
@@ -119,20 +131,28 @@ SENDER_UNCOMMITTED = frozenset({S.SENT_ADD_HTLC, S.SENT_REMOVE_HTLC})
 RECEIVER_UNCOMMITTED = frozenset({S.RCVD_ADD_HTLC, S.RCVD_REMOVE_HTLC})
 
 
+def _table(moves: dict[HtlcState, HtlcState]) -> tuple[HtlcState, ...]:
+    return tuple(moves.get(s, s) for s in HtlcState)
+
+
+_SEND_COMMIT_T, _RECV_COMMIT_T = _table(_SEND_COMMIT), _table(_RECV_COMMIT)
+_SEND_REVOKE_T, _RECV_REVOKE_T = _table(_SEND_REVOKE), _table(_RECV_REVOKE)
+
+
 def on_send_commit(state: HtlcState) -> HtlcState:
-    return _SEND_COMMIT.get(state, state)
+    return _SEND_COMMIT_T[state]
 
 
 def on_recv_commit(state: HtlcState) -> HtlcState:
-    return _RECV_COMMIT.get(state, state)
+    return _RECV_COMMIT_T[state]
 
 
 def on_send_revoke(state: HtlcState) -> HtlcState:
-    return _SEND_REVOKE.get(state, state)
+    return _SEND_REVOKE_T[state]
 
 
 def on_recv_revoke(state: HtlcState) -> HtlcState:
-    return _RECV_REVOKE.get(state, state)
+    return _RECV_REVOKE_T[state]
 
 
 def is_final(state: HtlcState) -> bool:
@@ -180,7 +200,9 @@ class Htlc:
     preimage_reported: bool = False
 
     def with_state(self, state: HtlcState) -> Htlc:
-        return replace(self, state=state)
+        # Unchanged HTLCs stay the same object: the record's per-HTLC cache (state._htlc_json) and the diff of
+        # two steps (persist.diff) then see them as unchanged at no cost.
+        return self if state is self.state else replace(self, state=state)
 
     def status(self, side: Side) -> Status:
         return status(self.state, side)

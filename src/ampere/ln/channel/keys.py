@@ -10,10 +10,15 @@ to itself are delayed and revocable), the "remote" node is the other party.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import lru_cache
 
 import coincurve
 import coincurve.ecdsa as _ecdsa
+from coincurve._libsecp256k1 import ffi as _ffi
+from coincurve._libsecp256k1 import lib as _lib
+from coincurve.context import GLOBAL_CONTEXT as _CTX
 
 from ampere.primitives.crypto import SECP256K1_ORDER, sha256
 
@@ -50,11 +55,19 @@ class KeyDerivationError(ValueError):
     """A point that is not on the curve, a secret outside [1, n-1], or an index out of range."""
 
 
+@lru_cache(maxsize=4096)
+def _parse(point: bytes) -> coincurve.PublicKey:
+    # The basepoints and funding keys of every channel come back on each commitment, and a per_commitment_point
+    # is used for several keys of its commitment: parse each once (a parsed key is never mutated: coincurve's
+    # add/multiply return new objects). Invalid points raise, and exceptions are not cached.
+    return coincurve.PublicKey(point)
+
+
 def _pubkey(point: bytes, what: str) -> coincurve.PublicKey:
     if not isinstance(point, (bytes, bytearray)) or len(point) != 33 or point[0] not in (2, 3):
         raise KeyDerivationError(f"{what} must be a 33-byte compressed public key")
     try:
-        return coincurve.PublicKey(bytes(point))
+        return _parse(bytes(point))
     except ValueError as e:
         raise KeyDerivationError(f"{what} is not a valid secp256k1 point") from e
 
@@ -71,23 +84,21 @@ def _scalar(secret: bytes, what: str) -> int:
 def pubkey_from_secret(secret: bytes) -> bytes:
     """The compressed public key `secret * G`."""
     _scalar(secret, "secret")
-    return coincurve.PrivateKey(bytes(secret)).public_key.format(compressed=True)
+    # PublicKey.from_valid_secret: one multiplication (coincurve.PrivateKey also derives the x-only key).
+    return coincurve.PublicKey.from_valid_secret(bytes(secret)).format(compressed=True)
 
 
 # --- per-commitment secrets --------------------------------------------------------------------
 
-def _flip(value: bytearray, bit: int) -> None:
-    # BOLT #3: "flip(B)" alternates the (B mod 8) bit of the (B div 8) byte of the value.
-    value[bit // 8] ^= 1 << (bit % 8)
-
-
 def derive_secret(base: bytes, bits: int, index: int) -> bytes:
     """BOLT 3 `derive_secret(base, bits, I)`: the I'th secret from a base sharing bits..47 of I."""
     p = bytearray(base)
+    new = hashlib.sha256
     for b in range(bits - 1, -1, -1):
         if (index >> b) & 1:
-            _flip(p, b)
-            p = bytearray(sha256(bytes(p)))
+            # BOLT #3: "flip(B)" alternates the (B mod 8) bit of the (B div 8) byte of the value.
+            p[b >> 3] ^= 1 << (b & 7)
+            p = bytearray(new(p).digest())
     return bytes(p)
 
 
@@ -147,11 +158,14 @@ def derive_pubkey(basepoint: bytes, per_commitment_point_: bytes) -> bytes:
         raise KeyDerivationError("derived public key is invalid") from e
 
 
-def derive_privkey(basepoint_secret: bytes, per_commitment_point_: bytes) -> bytes:
-    """BOLT #3: privkey = basepoint_secret + SHA256(per_commitment_point || basepoint)"""
+def derive_privkey(basepoint_secret: bytes, per_commitment_point_: bytes, basepoint: bytes | None = None) -> bytes:
+    """BOLT #3: privkey = basepoint_secret + SHA256(per_commitment_point || basepoint)
+
+    `basepoint`: basepoint_secret * G when the caller already knows it (a signer does), else computed."""
     secret = _scalar(basepoint_secret, "basepoint_secret")
     _pubkey(per_commitment_point_, "per_commitment_point")
-    basepoint = pubkey_from_secret(basepoint_secret)
+    if basepoint is None:
+        basepoint = pubkey_from_secret(basepoint_secret)
     value = (secret + int.from_bytes(_tweak(per_commitment_point_, basepoint), "big")) % SECP256K1_ORDER
     if value == 0:
         raise KeyDerivationError("derived private key is zero")
@@ -223,6 +237,14 @@ def commitment_keys(local: ChannelPubkeys, remote: ChannelPubkeys, per_commitmen
     To build the remote node's commitment, swap the arguments and pass the remote's point:
     `commitment_keys(their_pubkeys, our_pubkeys, their_point)`.
     """
+    return _commitment_keys(local, remote, bytes(per_commitment_point_))
+
+
+@lru_cache(maxsize=256)
+def _commitment_keys(local: ChannelPubkeys, remote: ChannelPubkeys, per_commitment_point_: bytes) -> CommitmentKeys:
+    # A pure function of its arguments (the point names the commitment number and its owner): a commitment
+    # rebuilt (retransmitted commitment_signed, force close, on-chain classification) reuses its five EC
+    # operations. Nothing else keys this cache, so it cannot hand out another commitment's keys.
     return CommitmentKeys(
         per_commitment_point=per_commitment_point_,
         # BOLT #3: the local node "uses its own revocation_basepoint and the remote node's per_commitment_point"
@@ -245,13 +267,19 @@ def ecdsa_sign(privkey: bytes, digest: bytes) -> bytes:
     _scalar(privkey, "private key")
     if len(digest) != 32:
         raise KeyDerivationError("digest must be 32 bytes")
-    return coincurve.PrivateKey(bytes(privkey)).sign(digest, hasher=None)
+    # libsecp256k1's secp256k1_ecdsa_sign with its default nonce (RFC6979), as coincurve.PrivateKey.sign(digest,
+    # hasher=None) calls it, without building a PrivateKey: that derives the public and x-only keys first (two
+    # EC multiplications per signature, for nothing). The BOLT 3 vectors check the bytes.
+    sig = _ffi.new("secp256k1_ecdsa_signature *")
+    if not _lib.secp256k1_ecdsa_sign(_CTX.ctx, sig, bytes(digest), bytes(privkey), _ffi.NULL, _ffi.NULL):
+        raise KeyDerivationError("signing failed")
+    return _ecdsa.cdata_to_der(sig)
 
 
 def ecdsa_verify(pubkey: bytes, der_signature: bytes, digest: bytes) -> bool:
     """True if `der_signature` is a valid signature of `digest` by `pubkey`; False for anything malformed."""
     try:
-        return coincurve.PublicKey(bytes(pubkey)).verify(der_signature, digest, hasher=None)
+        return _parse(bytes(pubkey)).verify(der_signature, digest, hasher=None)
     except (ValueError, TypeError):
         return False
 

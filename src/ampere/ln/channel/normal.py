@@ -10,7 +10,6 @@ share one signature round.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Callable
 
 from ampere.ln.channel.actions import (
@@ -52,6 +51,7 @@ from ampere.ln.channel.views import (
     next_view,
     view,
 )
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt
 from ampere.primitives.crypto import sha256
 from ampere.wire import messages as m
@@ -164,7 +164,8 @@ def _check_our_add(new: Channel) -> Refusal | None:
     # "fee spike buffer" that "can handle twice the current feerate_per_kw". Not responsible: "SHOULD NOT
     # offer amount_msat if, once the remote node adds that HTLC to its commitment transaction, it cannot pay
     # the fee ... while maintaining its channel reserve."
-    views = [remote_next, *_all_in_views(new)]
+    all_in = _all_in_views(new)
+    views = [remote_next, *all_in]
     for v in views:
         if available_msat(new, v, Side.LOCAL) < 0:
             return _refuse(RefusalCode.CANNOT_AFFORD, "our balance cannot cover this HTLC, the reserve and fees")
@@ -173,8 +174,9 @@ def _check_our_add(new: Channel) -> Refusal | None:
                            "the peer could not pay the commitment fee with this HTLC added")
     if new.opener is Side.LOCAL:
         rate = 2 * _max_feerate(new)
-        for v in _all_in_views(new, rate):
-            if available_msat(new, v, Side.LOCAL, extra_nondust=1) < 0:
+        # the same views at twice the feerate (a view's feerate changes nothing else in it)
+        for v in all_in:
+            if available_msat(new, replace(v, feerate_per_kw=rate), Side.LOCAL, extra_nondust=1) < 0:
                 return _refuse(RefusalCode.CANNOT_AFFORD, "this HTLC would leave no fee spike buffer")
     return None
 
@@ -279,8 +281,15 @@ def needs_commitment(ch: Channel) -> bool:
 
 
 def _map_states(ch: Channel, f: Callable[[HtlcState], HtlcState]) -> Channel:
-    return replace(ch, htlcs=tuple(h.with_state(f(h.state)) for h in ch.htlcs),
-                   fee_updates=tuple(replace(u, state=f(u.state)) for u in ch.fee_updates))
+    htlcs = tuple(h.with_state(f(h.state)) for h in ch.htlcs)
+    fees = tuple(u if f(u.state) is u.state else replace(u, state=f(u.state)) for u in ch.fee_updates)
+    # Unchanged tuples stay the same objects (the record's HTLC list is then reused by identity: state._to_json).
+    return replace(ch, htlcs=ch.htlcs if _same(htlcs, ch.htlcs) else htlcs,
+                   fee_updates=ch.fee_updates if _same(fees, ch.fee_updates) else fees)
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return len(a) == len(b) and all(x is y for x, y in zip(a, b))
 
 
 def commitment_signed_message(ch: Channel, signer: ChannelSigner) -> m.CommitmentSigned:
@@ -376,9 +385,9 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
     new = replace(new, remote_secrets=secrets, remote_next_point=bytes(msg.next_per_commitment_point),
                   remote_prev_point=None, awaiting_revoke=False)
     out = Out(new)
-    for h in new.htlcs:
-        old = ch.htlc(h.offerer, h.htlc_id)
-        if h.state is S.RCVD_ADD_ACK_REVOCATION and old is not None and old.state is not h.state:
+    # _map_states maps the HTLCs one to one, in order: pair each with what it was (not a search per HTLC).
+    for old, h in zip(ch.htlcs, new.htlcs):
+        if h.state is S.RCVD_ADD_ACK_REVOCATION and old.state is not h.state:
             out.event(NewPeerHtlc(ch.channel_id, h.htlc_id, h.amount_msat, h.payment_hash, h.cltv_expiry,
                                   h.onion, h.path_key))
     _settle(out)
@@ -387,9 +396,14 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
     return out
 
 
+_FINAL_FEE = frozenset({S.SENT_ADD_ACK_REVOCATION, S.RCVD_ADD_ACK_REVOCATION})
+
+
 def _settle(out: Out) -> None:
     """Fold HTLCs and fee updates that reached their final state into the settled balances and feerate."""
     ch = out.ch
+    if not any(is_final(h.state) for h in ch.htlcs) and not any(f.state in _FINAL_FEE for f in ch.fee_updates):
+        return  # nothing settled (most steps): the channel stays as it is
     bal: dict[Side, int] = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
     keep = []
     for h in ch.htlcs:
@@ -407,10 +421,9 @@ def _settle(out: Out) -> None:
                                      h.removal.sha256_of_onion))
         else:
             out.event(IncomingHtlcSettled(ch.channel_id, h.htlc_id, fulfilled))
-    final_fee = {S.SENT_ADD_ACK_REVOCATION, S.RCVD_ADD_ACK_REVOCATION}
     rate, fees = ch.feerate_per_kw, list(ch.fee_updates)
     for i in range(len(fees) - 1, -1, -1):
-        if fees[i].state in final_fee:
+        if fees[i].state in _FINAL_FEE:
             rate, fees = fees[i].feerate_per_kw, fees[i + 1:]
             break
     out.ch = replace(ch, htlcs=tuple(keep), balance_local_msat=MsatInt(bal[Side.LOCAL]),

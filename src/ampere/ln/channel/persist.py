@@ -6,11 +6,11 @@ FINAL state, every message of the step reveals only persisted state.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
 from ampere.ln.channel.state import Channel, revert_peer_uncommitted
+from ampere.ln.channel.values import replace
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -19,10 +19,15 @@ def diff(old: Channel, new: Channel) -> tuple[Change, ...]:
     out: list[Change] = []
     if old.state is not new.state:
         out.append(Change("state", (old.state.value, new.state.value)))
-    old_h = {(h.offerer, h.htlc_id): h for h in old.htlcs}
-    new_h = {(h.offerer, h.htlc_id): h for h in new.htlcs}
+    if old.htlcs is new.htlcs:
+        old_h = new_h = {}
+    else:
+        old_h = {(h.offerer, h.htlc_id): h for h in old.htlcs}
+        new_h = {(h.offerer, h.htlc_id): h for h in new.htlcs}
     for key, h in new_h.items():
         prev = old_h.get(key)
+        if prev is h:
+            continue
         if prev is None or prev.state is not h.state or prev.removal != h.removal:
             out.append(Change("htlc", (h.offerer.value, h.htlc_id, h.state.name,
                                        None if prev is None else prev.state.name)))
@@ -55,7 +60,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     events = list(events)
     if old.state is not new.state or first:
         events.insert(0, StateChanged(None if first else old.state.value, new.state.value, cause))
-    record = new.to_record()
+    reverted, record = new.stored_form()
     record["update_id"] = old.update_id
     base = old.persisted_record
     if base is None and not first:
@@ -64,8 +69,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     if first or record != base:
         update_id = old.update_id + (0 if first else 1)
         record["update_id"] = update_id
-        changes = (Change("opened", ()),) if first else diff(revert_peer_uncommitted(old),
-                                                              revert_peer_uncommitted(new))
+        changes: Any = (Change("opened", ()),) if first else (lambda: diff(revert_peer_uncommitted(old), reverted))
         # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
         new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
         persist = ChannelUpdate(new.channel_id, update_id, record, changes)

@@ -7,7 +7,6 @@ then our updates that no commitment_signed covered yet.
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from ampere.ln.channel.actions import ChannelError, DataLossDetected
 from ampere.ln.channel.htlcs import HtlcState
@@ -20,6 +19,7 @@ from ampere.ln.channel.normal import (
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, revert_peer_uncommitted
+from ampere.ln.channel.values import replace
 from ampere.wire import messages as m
 
 __all__ = ["reestablish_message", "on_reconnect", "on_disconnect", "on_channel_reestablish"]

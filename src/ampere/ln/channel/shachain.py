@@ -83,11 +83,25 @@ class ShachainStore:
     # --- persistence: count(1) then per stored bucket: bucket(1) index(6) secret(32) -------------------
 
     def to_bytes(self) -> bytes:
+        # The store is immutable and the channel record encodes it on every step: encode it once (kept in the
+        # instance dict; `buckets` and `last_index` alone make its value, equality and hash).
+        cached = self.__dict__.get("_encoded")
+        if cached is not None:
+            return cached
         stored = [(b, e) for b, e in enumerate(self.buckets) if e is not None]
         out = bytearray([len(stored)])
         for b, e in stored:
             out += bytes([b]) + e.index.to_bytes(6, "big") + e.secret
-        return bytes(out)
+        encoded = bytes(out)
+        object.__setattr__(self, "_encoded", encoded)
+        return encoded
+
+    def to_hex(self) -> str:
+        cached = self.__dict__.get("_hex")
+        if cached is None:
+            cached = self.to_bytes().hex()
+            object.__setattr__(self, "_hex", cached)
+        return cached
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ShachainStore:

@@ -6,7 +6,6 @@ channel is clean (no HTLCs, no pending fee update, no revocation owed). The open
 """
 from __future__ import annotations
 
-from dataclasses import replace
 
 from ampere.ln.channel.actions import ChannelError, MutualCloseAgreed, Refusal, RefusalCode
 from ampere.ln.channel.closing import (
@@ -23,6 +22,7 @@ from ampere.ln.channel.normal import FEERATE_FLOOR, has_uncommitted_local_update
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, ClosingNegotiation, set_state
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import SatInt, msat_to_sat
 from ampere.primitives.tx import Transaction
 from ampere.wire import messages as m

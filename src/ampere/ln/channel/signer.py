@@ -30,20 +30,23 @@ from ampere.ln.channel.htlc_tx import HtlcTx
 from ampere.ln.channel.keys import (
     SECP256K1_ORDER,
     ChannelPubkeys,
-    commitment_point,
-    commitment_secret,
     compact_to_der,
     der_to_compact,
     derive_privkey,
     derive_revocation_privkey,
+    derive_secret,
     ecdsa_sign,
+    per_commitment_point,
+    per_commitment_secret_from_seed,
     pubkey_from_secret,
+    secret_index,
 )
 from ampere.primitives.tx import SIGHASH_ALL, Transaction, bip143_sighash
 
 __all__ = ["CHANNEL_KEYS", "ChannelSecrets", "ChannelSigner", "LocalChannelSigner", "SignerError"]
 
 _SALT = b"ampere channel v1"
+_LOW_BITS = 16   # per-commitment secrets: the bits derived per commitment (see LocalChannelSigner._secret)
 _NAMES = ("funding", "revocation", "payment", "delayed_payment", "htlc", "shachain_seed")
 
 
@@ -231,24 +234,39 @@ class LocalChannelSigner(ChannelSigner):
             htlc_basepoint=pubkey_from_secret(self._keys["htlc"]),
         )
         self._point_cache = lru_cache(maxsize=64)(self._point)
+        # The secret of commitment n is derived (48 SHA256) for its point, then again to revoke n: once.
+        self._secret_cache = lru_cache(maxsize=64)(self._secret)
+        self._secret_prefix = lru_cache(maxsize=2)(self._prefix_secret)
+        self._basepoints = {"htlc": self.pubkeys.htlc_basepoint,
+                            "delayed_payment": self.pubkeys.delayed_payment_basepoint}
         # A commitment's HTLC signatures all use one tweaked key: derive it once (an EC multiplication).
         self._tweaked = lru_cache(maxsize=16)(self._tweak_key)
 
     # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
 
+    def _secret(self, n: int) -> bytes:
+        # BOLT 3 generate_from_seed(seed, I) flips and hashes I's bits from 47 down to 0: the value after bits
+        # 47..16 is generate_from_seed(seed, I with its low 16 bits cleared), shared by 65,536 consecutive
+        # commitments. Keep it, and derive only the last 16 bits per commitment (<= 16 SHA256, not ~48).
+        index = secret_index(n)
+        return derive_secret(self._secret_prefix(index >> _LOW_BITS), _LOW_BITS, index)
+
+    def _prefix_secret(self, prefix: int) -> bytes:
+        return per_commitment_secret_from_seed(self._shachain_seed, prefix << _LOW_BITS)
+
     def _point(self, n: int) -> bytes:
-        return commitment_point(self._shachain_seed, n)
+        return per_commitment_point(self._secret_cache(n))
 
     def commitment_point(self, n: int) -> bytes:
         return self._point_cache(n)
 
     def commitment_secret(self, n: int) -> bytes:
-        return commitment_secret(self._shachain_seed, n)
+        return self._secret_cache(n)
 
     # --- signatures -----------------------------------------------------------------------------------
 
     def _tweak_key(self, key: str, point: bytes) -> bytes:
-        return derive_privkey(self._keys[key], point)
+        return derive_privkey(self._keys[key], point, self._basepoints[key])
 
     def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
                    sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:

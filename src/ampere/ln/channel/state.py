@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from ampere.ln.channel.commitment import ChannelParams, Side
-from ampere.ln.channel.htlcs import FeeUpdate, Htlc, HtlcState, Removal, RemovalKind
+from ampere.ln.channel.htlcs import RECEIVER_UNCOMMITTED, FeeUpdate, Htlc, HtlcState, Removal, RemovalKind
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
+from ampere.ln.channel.values import replace
 from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint
 
@@ -180,6 +181,12 @@ class Channel:
         """The stored form as a JSON-ready dict (the peer's uncommitted updates left out)."""
         return _to_json(revert_peer_uncommitted(self))
 
+    def stored_form(self) -> tuple[Channel, dict[str, Any]]:
+        """(the channel with the peer's uncommitted updates reverted, its record `to_record()`): for a caller that
+        needs both (persist.finish diffs the reverted channels) without reverting twice."""
+        reverted = revert_peer_uncommitted(self)
+        return reverted, _to_json(reverted)
+
     @classmethod
     def from_bytes(cls, data: bytes) -> Channel:
         try:
@@ -221,28 +228,63 @@ def set_state(ch: Channel, new: ChannelState) -> Channel:
     return replace(ch, state=new)
 
 
+# Identity caches in front of the value caches below: the same objects come back on every step of a channel
+# (unchanged HTLCs and HTLC tuples, the fixed params, the last signatures), and hashing a dataclass by value is a
+# Python call per field. One dict per use (so no object is ever looked up with another use's function); each
+# entry holds its key object, so an id is never reused while cached; a dict is cleared when full. Dead HTLC
+# versions kept alive here share their onion with the live version; a removed HTLC's onion lives until a clear.
+class _ByIdentity:
+    __slots__ = ("fn", "max", "entries")
+
+    def __init__(self, fn: Any, max_entries: int) -> None:
+        self.fn, self.max = fn, max_entries
+        self.entries: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, obj: Any) -> Any:
+        e = self.entries.get(id(obj))
+        if e is not None and e[0] is obj:
+            return e[1]
+        value = self.fn(obj)
+        if len(self.entries) >= self.max:
+            self.entries.clear()
+        self.entries[id(obj)] = (obj, value)
+        return value
+
+
 def revert_peer_uncommitted(ch: Channel) -> Channel:
     """Forget the peer's updates that no commitment_signed of theirs covers (BOLT 2, on disconnection).
 
     A fulfill's preimage is kept (BOLT #2: "a node MAY have already used the payment_preimage value"), so a
     retransmitted fulfill is not reported twice; the HTLC goes back to being committed.
     """
+    # Called on every step (the stored form): one pass over the updates to find there is nothing to revert.
+    uncommitted = RECEIVER_UNCOMMITTED
+    for h in ch.htlcs:
+        if h.state in uncommitted:
+            break
+    else:
+        if not any(f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates):
+            return ch
     dropped_ids = [h.htlc_id for h in ch.htlcs if h.state is HtlcState.RCVD_ADD_HTLC]
-    needs = dropped_ids or any(h.state is HtlcState.RCVD_REMOVE_HTLC for h in ch.htlcs) or any(
-        f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates)
-    if not needs:
-        return ch
     htlcs = []
     for h in ch.htlcs:
         if h.state is HtlcState.RCVD_ADD_HTLC:
             continue
         if h.state is HtlcState.RCVD_REMOVE_HTLC:
-            keep = h.removal if (h.removal is not None and h.removal.kind is RemovalKind.FULFILL) else None
-            h = replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
+            # the same reverted object for the same HTLC on every step (its record JSON is then cached by identity)
+            h = _reverted(h)
         htlcs.append(h)
     fees = tuple(f for f in ch.fee_updates if f.state is not HtlcState.RCVD_ADD_HTLC)
     next_remote = min(dropped_ids) if dropped_ids else ch.next_htlc_id_remote
     return replace(ch, htlcs=tuple(htlcs), fee_updates=fees, next_htlc_id_remote=next_remote)
+
+
+def _reverted_removal(h: Htlc) -> Htlc:
+    keep = h.removal if (h.removal is not None and h.removal.kind is RemovalKind.FULFILL) else None
+    return replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
+
+
+_reverted = _ByIdentity(_reverted_removal, 4096)
 
 
 # --- JSON form ------------------------------------------------------------------------------------
@@ -270,7 +312,7 @@ def _config_from(v: list[Any]) -> ChannelConfig:
 
 
 @lru_cache(maxsize=4096)
-def _htlc_json(h: Htlc) -> dict[str, Any]:
+def _htlc_json_by_value(h: Htlc) -> dict[str, Any]:
     """One HTLC's stored form (cached: an HTLC is re-encoded on every step of its channel otherwise; callers
     never mutate the dict)."""
     d: dict[str, Any] = {"o": h.offerer is Side.LOCAL and "l" or "r", "id": h.htlc_id, "a": h.amount_msat,
@@ -316,21 +358,41 @@ def _static_json(channel_id: bytes, p: ChannelParams, local: ChannelConfig, remo
     }.items())
 
 
+_STATIC_BY_PARAMS: dict[int, tuple[ChannelParams, tuple[Any, ...], dict[str, Any]]] = {}
+
+
+def _static_of(ch: Channel) -> dict[str, Any]:
+    key = (ch.params, ch.local, ch.remote, ch.channel_id, ch.announce, ch.minimum_depth)
+    e = _STATIC_BY_PARAMS.get(id(ch.params))
+    if e is not None and e[0] is ch.params and e[1] == key:
+        return e[2]
+    value = dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth))
+    if len(_STATIC_BY_PARAMS) >= 1024:
+        _STATIC_BY_PARAMS.clear()
+    _STATIC_BY_PARAMS[id(ch.params)] = (ch.params, key, value)
+    return value
+
+
+_htlc_json = _ByIdentity(_htlc_json_by_value, 4096)
+_htlcs_json = _ByIdentity(lambda htlcs: [_htlc_json(h) for h in htlcs], 512)
+_sigs_hex = _ByIdentity(lambda sigs: [s.hex() for s in sigs], 512)
+
+
 def _to_json(ch: Channel) -> dict[str, Any]:
     return {
         "v": FORMAT_VERSION,
-        **dict(_static_json(ch.channel_id, ch.params, ch.local, ch.remote, ch.announce, ch.minimum_depth)),
+        **_static_of(ch),
         "state": ch.state.value,
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
-        "htlcs": [_htlc_json(h) for h in ch.htlcs],
+        "htlcs": _htlcs_json(ch.htlcs),
         "fee_updates": [[f.feerate_per_kw, int(f.state), f.seq] for f in ch.fee_updates],
         "next_ids": [ch.next_htlc_id_local, ch.next_htlc_id_remote, ch.next_seq],
         "ctn": [ch.local_ctn, ch.remote_ctn],
-        "local_sigs": [ch.local_commit_sig.hex(), [s.hex() for s in ch.local_htlc_sigs]],
+        "local_sigs": [ch.local_commit_sig.hex(), _sigs_hex(ch.local_htlc_sigs)],
         "remote_points": [ch.remote_point.hex(), _hex(ch.remote_next_point), _hex(ch.remote_prev_point)],
         "awaiting_revoke": ch.awaiting_revoke,
-        "remote_secrets": ch.remote_secrets.to_bytes().hex(),
+        "remote_secrets": ch.remote_secrets.to_hex(),
         "last_sent_revoke": ch.last_sent_revoke,
         "ready": [ch.channel_ready_sent, ch.channel_ready_received],
         "scid": ch.short_channel_id,

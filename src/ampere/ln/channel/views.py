@@ -19,17 +19,20 @@ from ampere.ln.channel.commitment import (
     Side,
     build_commitment_tx,
     commitment_fee_sat,
-    is_htlc_trimmed,
 )
-from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status
+from ampere.ln.channel.htlc_tx import htlc_success_fee_sat, htlc_timeout_fee_sat
+from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status_table
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
+from ampere.ln.channel.values import make
 from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
            "build_remote_commitment", "spendable_msat"]
 
 Transition = Callable[[HtlcState], HtlcState]
+LOCAL = Side.LOCAL
+PENDING, IN = Status.PENDING, Status.IN
 
 
 @dataclass(frozen=True)
@@ -47,35 +50,59 @@ class View:
         return [h for h in self.htlcs if h.offerer is side]
 
 
+# An HTLC's spec is fixed by its update_add_htlc; the same Htlc objects come back in every view of every step
+# (several views per update: see normal._check_our_add), so keep each one's spec by identity. Each entry holds
+# its Htlc, so an id is never reused while cached; cleared when large.
+_SPECS: dict[int, tuple[Htlc, HtlcSpec]] = {}
+
+
 def _spec(h: Htlc) -> HtlcSpec:
-    return HtlcSpec(h.htlc_id, h.offerer, h.amount_msat, h.payment_hash, h.cltv_expiry)
+    e = _SPECS.get(id(h))
+    if e is not None and e[0] is h:
+        return e[1]
+    spec = make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
+                payment_hash=h.payment_hash, cltv_expiry=h.cltv_expiry)
+    if len(_SPECS) >= 4096:
+        _SPECS.clear()
+    _SPECS[id(h)] = (h, spec)
+    return spec
 
 
 def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
          feerate: int | None = None) -> View:
     """The commitment held by `owner`, after applying `transition` to every update's state."""
-    bal: dict[Side, int] = {Side.LOCAL: ch.balance_local_msat, Side.REMOTE: ch.balance_remote_msat}
+    # Run for every update and commitment (several views per update_add_htlc): the status table of `owner` is
+    # looked up by the state's value, and the balances are two ints.
+    table = status_table(owner)
+    local: int = ch.balance_local_msat
+    remote: int = ch.balance_remote_msat
     specs = []
-    for h in (*ch.htlcs, *extra):
-        st = transition(h.state) if transition else h.state
-        s = status(st, owner)
-        if s is Status.PENDING:
+    for h in (*ch.htlcs, *extra) if extra else ch.htlcs:
+        s = table[transition(h.state) if transition else h.state]
+        if s is PENDING:
             continue
-        bal[h.offerer] -= h.amount_msat
-        if s is Status.IN:
+        if s is IN:
             specs.append(_spec(h))
+            if h.offerer is LOCAL:
+                local -= h.amount_msat
+            else:
+                remote -= h.amount_msat
         elif h.removal is not None and h.removal.kind is RemovalKind.FULFILL:
-            bal[h.offerer.other()] += h.amount_msat
-        else:  # failed: the amount went back
-            bal[h.offerer] += h.amount_msat
+            # fulfilled: the amount went from the offerer to the other side; failed: it went back (no change)
+            if h.offerer is LOCAL:
+                local -= h.amount_msat
+                remote += h.amount_msat
+            else:
+                remote -= h.amount_msat
+                local += h.amount_msat
     rate = ch.feerate_per_kw
     for f in ch.fee_updates:
         st = transition(f.state) if transition else f.state
-        if status(st, owner) is Status.IN:
+        if table[st] is IN:
             rate = f.feerate_per_kw
     if feerate is not None:
         rate = feerate
-    return View(owner, rate, MsatInt(bal[Side.LOCAL]), MsatInt(bal[Side.REMOTE]), tuple(specs))
+    return View(owner, rate, MsatInt(local), MsatInt(remote), tuple(specs))
 
 
 def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int | None = None) -> View:
@@ -84,9 +111,17 @@ def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int
 
 
 def untrimmed_count(ch: Channel, v: View, extra_nondust: int = 0) -> int:
+    # is_htlc_trimmed for each HTLC, with its two thresholds computed once: "amount minus the HTLC-timeout
+    # (offered by the owner) or HTLC-success (received) fee less than dust_limit_satoshis" is, in whole msat,
+    # amount_msat < (dust_limit + fee) * 1000 (the amount rounds down to whole satoshis first).
     dust = ch.params.dust_limit_sat(v.owner)
-    n = sum(1 for h in v.htlcs
-            if not is_htlc_trimmed(h.amount_msat, h.offerer is v.owner, dust, v.feerate_per_kw, ch.channel_type))
+    ctype, rate, owner = ch.channel_type, v.feerate_per_kw, v.owner
+    offered_min = sat_to_msat(dust + htlc_timeout_fee_sat(rate, ctype))
+    received_min = sat_to_msat(dust + htlc_success_fee_sat(rate, ctype))
+    n = 0
+    for h in v.htlcs:
+        if h.amount_msat >= (offered_min if h.offerer is owner else received_min):
+            n += 1
     return n + extra_nondust
 
 

@@ -1,0 +1,61 @@
+"""`replace` for the channel's frozen value classes, without `dataclasses.replace`'s per-call cost.
+
+The channel core is written as frozen values that each step copies with a few fields changed (`Channel` has
+~45 fields; every HTLC's state moves on each commitment_signed and revoke_and_ack). `dataclasses.replace`
+walks `fields()`, reads every attribute and calls `__init__` again: it was the largest single item of the
+core's CPU per step (issue 18). For a plain frozen dataclass (no `__post_init__`, no `init=False` fields, no
+`__slots__`) a copy of the instance dict with the changed fields is the same value; anything else goes
+through `dataclasses.replace` unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+__all__ = ["replace", "make"]
+
+T = TypeVar("T")
+
+_FAST: dict[type, frozenset[str] | None] = {}
+
+
+def _fields(cls: type) -> frozenset[str] | None:
+    """The init field names of a class the fast copy is valid for, else None."""
+    fs = dataclasses.fields(cls)
+    if (hasattr(cls, "__post_init__") or hasattr(cls, "__slots__") or any(not f.init for f in fs)
+            or any(f._field_type is not dataclasses._FIELD for f in fs)):  # type: ignore[attr-defined]
+        return None
+    return frozenset(f.name for f in fs)
+
+
+def replace(obj: T, /, **changes: Any) -> T:
+    """`dataclasses.replace(obj, **changes)`: same result, same TypeError on an unknown field."""
+    cls = obj.__class__
+    try:
+        names = _FAST[cls]
+    except KeyError:
+        names = _FAST[cls] = _fields(cls)
+    if names is None or not names.issuperset(changes):
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    src = obj.__dict__
+    if len(src) != len(names):  # something cached on the instance: not a plain value, copy the slow way
+        return dataclasses.replace(obj, **changes)  # type: ignore[type-var]
+    new = object.__new__(cls)
+    d = new.__dict__
+    d.update(src)
+    d.update(changes)
+    return new
+
+
+def make(cls: type[T], /, **fields: Any) -> T:
+    """`cls(**fields)` for a plain frozen dataclass given every field (the views build one HtlcSpec per HTLC per
+    view, several views per update); anything else goes through the constructor."""
+    try:
+        names = _FAST[cls]
+    except KeyError:
+        names = _FAST[cls] = _fields(cls)
+    if names is None or names != fields.keys():
+        return cls(**fields)
+    new = object.__new__(cls)
+    new.__dict__.update(fields)
+    return new
