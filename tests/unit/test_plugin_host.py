@@ -562,9 +562,9 @@ def test_shutdown_notification_and_reaping(tmp_path):
 
 
 def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
-    """Issue 18: a call of a plugin's method that no rpc_command hook looks at goes from the socket to the plugin
-    and back without a task (Dispatcher.start_fast); a built-in command, or any call once an rpc_command hook
-    is registered, still runs as a task.  Real plugin processes, a real RpcServer and Dispatcher."""
+    """Issue 18: a call of a plugin's method goes from the socket to the plugin and back without a task
+    (Dispatcher.start_fast), also through an rpc_command hook (asked from a callback, the method started from its
+    answer); a built-in command still runs as a task.  Real plugin processes, a real RpcServer and Dispatcher."""
     from ampere.rpc.dispatch import Dispatcher
     from ampere.rpc.server import RpcServer
 
@@ -604,13 +604,14 @@ def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
             answer = await call("nosuchmethod", {}, 4)
             assert answer["error"]["code"] == -32601
             assert [c for c in created if "_handle" in c]
-            # Once an rpc_command hook is registered, the plugin's method goes through it, as a task.
+            # Once an rpc_command hook is registered, the plugin's method goes through it, still without a task.
             created.clear()
             host.register(plugin_path("rpc_command_2.py"))
             await host.load_manifests()
             await host.init_all({})
+            created.clear()
             assert await call("noop", {}, 5) == {"jsonrpc": "2.0", "id": 5, "result": {}}
-            assert [c for c in created if "_handle" in c]
+            assert not [c for c in created if "_handle" in c or "_complete" in c]
             assert server.tasks == set() or all(t.done() for t in server.tasks)
         finally:
             loop.create_task = real_create_task
@@ -640,11 +641,12 @@ def test_filtered_rpc_command_hook_fires_through_the_dispatcher(tmp_path):
         host, _log = make_host(tmp_path)
         await start(host, "trivial.py", c)
         disp = Dispatcher(MiniNode(host))
-        answered = []
-        assert disp.start_fast(req("noop", {}, id=1), None, answered.append) is False  # the hook must see it
+        answered: asyncio.Queue = asyncio.Queue()
+        assert disp.start_fast(req("noop", {}, id=1), None, answered.put_nowait) is True  # through the hook
+        assert await answered.get() == {"jsonrpc": "2.0", "id": 1, "result": {"from": "c.py"}}
         r = await disp.dispatch(req("noop", {}, id=2), None)
         assert r == {"jsonrpc": "2.0", "id": 2, "result": {"from": "c.py"}}
         await host.shutdown()
     run(main())
     with open(order) as f:
-        assert f.read().split() == ["c.py"]
+        assert f.read().split() == ["c.py", "c.py"]

@@ -460,6 +460,95 @@ async def run_chain(
 
 
 
+def start_chain(
+    hook: str,
+    regs: list[HookRegistration],
+    session: HookSession,
+    done: Callable[[Any], None],
+    *,
+    send: Callable[[Any, str, dict, str | None, Callable[[dict], None]], str],
+    drop: Callable[[Any, str], None],
+    log: Callable[[Any, str, str], None],
+    id_prefix: str | None = None,
+    timeout: HookTimeout | None = None,
+) -> None:
+    """run_chain driven by callbacks, for callers that answer from a callback (the RPC dispatcher): no task
+    and no future per plugin asked.  The same steps, answers and logs as run_chain; `send(plugin, method,
+    params, id_prefix, callback)` starts a request whose answer goes to `callback` and returns its id.
+    `done(session.outcome())` is called once, never from within this call; if a step raises (a bug: run_chain
+    would raise it to its caller), `done(exception)`."""
+    loop = asyncio.get_running_loop()
+    todo = iter(regs)
+    called = [False]
+
+    def finish(outcome: Any) -> None:  # once only, whatever happens
+        if not called[0]:
+            called[0] = True
+            done(outcome)
+
+    def guarded(step: Callable[..., None]) -> Callable[..., None]:
+        def run(*args: Any) -> None:
+            try:
+                step(*args)
+            except Exception as e:
+                finish(e)
+        return run
+
+    def ask_next() -> None:
+        for reg in todo:
+            plugin = reg.plugin
+            if not plugin.alive:
+                continue
+            state: dict[str, Any] = {"handle": None, "over": False}
+
+            @guarded
+            def answered(resp: dict, plugin: Any = plugin, state: dict = state) -> None:
+                if state["over"]:
+                    return
+                state["over"] = True
+                if state["handle"] is not None:
+                    state["handle"].cancel()
+                if "result" not in resp:
+                    err = resp.get("error")
+                    if isinstance(err, dict) and err.get("code") == PLUGIN_TERMINATED:
+                        log(None, "debug", f"Plugin died from {hook} hook call")
+                    else:
+                        log(plugin, "broken", f"Plugin {plugin.shortname} for {hook} returned non-result response "
+                                              f"{json.dumps(resp)}")
+                    ask_next()
+                    return
+                if session.on_result(plugin, resp["result"]):
+                    ask_next()
+                else:
+                    finish(session.outcome())
+
+            req_id = send(plugin, hook, session.params_for(plugin), id_prefix, answered)
+            if timeout is not None and not state["over"]:
+                @guarded
+                def expired(plugin: Any = plugin, state: dict = state, req_id: str = req_id) -> None:
+                    if state["over"]:
+                        return
+                    state["over"] = True
+                    drop(plugin, req_id)
+                    log(plugin, "unusual",
+                        f"{hook} hook did not answer within {timeout.seconds:g}s (id {req_id}): "
+                        f"using {json.dumps(timeout.answer)}")
+                    if session.on_result(plugin, timeout.answer):
+                        ask_next()
+                    else:
+                        finish(session.outcome())
+                state["handle"] = loop.call_later(timeout.seconds, expired)
+            return
+        if inside[0]:
+            loop.call_soon(finish, session.outcome())  # never from within start_chain
+        else:
+            finish(session.outcome())
+
+    inside = [True]
+    ask_next()  # (answers never come back from within `send`: they are read later)
+    inside[0] = False
+
+
 # ---------------------------------------------------------------------------------------------
 # htlc_accepted and invoice_payment (cln-interfaces.md 2.2; lightningd/peer_htlcs.c, invoice.c)
 

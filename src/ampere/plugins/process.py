@@ -217,12 +217,25 @@ class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
 
 
 class PendingRequest:
-    __slots__ = ("future", "notify_cb", "method")
+    """One request awaiting its answer: a future to resolve, or (callback mode) a function to call with it."""
+    __slots__ = ("future", "notify_cb", "method", "callback")
 
-    def __init__(self, future: asyncio.Future, notify_cb: Callable[[dict], None] | None, method: str) -> None:
+    def __init__(self, future: asyncio.Future | None, notify_cb: Callable[[dict], None] | None, method: str,
+                 callback: Callable[[dict], None] | None = None) -> None:
         self.future = future
         self.notify_cb = notify_cb
         self.method = method
+        self.callback = callback
+
+    def resolve(self, msg: dict) -> None:
+        if self.callback is not None:
+            try:
+                self.callback(msg)
+            except Exception as e:  # as a future's callback would be: reported, the reader goes on
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "plugin answer callback failed", "exception": e})
+        elif not self.future.done():
+            self.future.set_result(msg)
 
 
 class PluginProcess:
@@ -249,6 +262,7 @@ class PluginProcess:
         self._on_eof = on_eof
         self._proc: asyncio.subprocess.Process | None = None
         self._stdout: Any = None  # the stdout pipe's transport
+        self._stdin: Any = None  # the stdin pipe's transport (written directly: no StreamWriter layer per message)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
         self._splitter = JsonMessageSplitter()
         self._queue: collections.deque = collections.deque()  # parsed, not yet handled
@@ -278,15 +292,14 @@ class PluginProcess:
         )
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
         self._stdout = transport.get_pipe_transport(1)
+        self._stdin = transport.get_pipe_transport(0)
 
     # -- writing
     def send_raw(self, data: bytes) -> None:
-        if self.closed or self._proc is None or self._proc.stdin is None:
+        transport = self._stdin
+        if self.closed or transport is None or transport.is_closing():
             return
-        transport = self._proc.stdin.transport
-        if transport.is_closing():
-            return
-        self._proc.stdin.write(data)
+        transport.write(data)
 
     def send(self, message: dict) -> None:
         self.send_raw(encode(message))
@@ -315,10 +328,21 @@ class PluginProcess:
         self.send(message)
         return fut
 
+    def send_request_cb(self, message: dict, req_id: str, callback: Callable[[dict], None],
+                        notify_cb: Callable[[dict], None] | None = None) -> None:
+        """send_request without a future: `callback(answer)` is called once, from the reader as the answer is
+        read (or with the -4 answer if the plugin dies first), unless the request is dropped.  A plugin method
+        call then costs no future, no done-callback and no extra turn of the loop."""
+        if self.closed:
+            asyncio.get_running_loop().call_soon(callback, self._terminated(req_id))  # never re-entrantly
+            return
+        self.pending[req_id] = PendingRequest(None, notify_cb, str(message.get("method")), callback)
+        self.send(message)
+
     def drop(self, req_id: str) -> None:
-        """Forget a request: a late answer will be ignored."""
+        """Forget a request: a late answer will be ignored (a callback-mode request's callback is not called)."""
         p = self.pending.pop(req_id, None)
-        if p is not None and not p.future.done():
+        if p is not None and p.future is not None and not p.future.done():
             p.future.cancel()
 
     @staticmethod
@@ -330,8 +354,7 @@ class PluginProcess:
         """Answer every outstanding request with -4, as if the plugin had said "I'm dead!"."""
         pending, self.pending = self.pending, {}
         for req_id, p in pending.items():
-            if not p.future.done():
-                p.future.set_result(self._terminated(req_id))
+            p.resolve(self._terminated(req_id))
 
     # -- reading
     # The plugin's output is handled as it arrives, in the pipe's callback: no reader task to wake
@@ -416,8 +439,8 @@ class PluginProcess:
     def _handle_response(self, msg: dict) -> None:
         p = self.pending.pop(_id_key(msg["id"]), None)
         # Can happen if the request was dropped before the plugin answered.
-        if p is not None and not p.future.done():
-            p.future.set_result(msg)
+        if p is not None:
+            p.resolve(msg)
 
     async def _reap(self) -> None:
         if self._proc is None:

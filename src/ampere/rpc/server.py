@@ -66,8 +66,9 @@ class RpcConnection:
 
 
 Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
-# Starts a request that needs no task (a plugin's method): True if it took it, and will call `reply` once.
-FastStart = Callable[[Any, RpcConnection, Callable[[dict | None], None]], bool]
+# Starts a request without a task (a plugin's method, a request an rpc_command hook looks at): True if it took it,
+# and will then call `reply` once, or `reply.spawn(awaitable)` once to finish it in a task (_Reply).
+FastStart = Callable[[Any, RpcConnection, "_Reply"], bool]
 
 
 def error_response(req_id: Any, code: int, message: str) -> dict:
@@ -160,6 +161,27 @@ class _RpcProtocol(asyncio.Protocol):
         self.maybe_close()
 
 
+class _Reply:
+    """How a request started by `fast` is finished: `reply(response)` (None: no answer), or `reply.spawn(aw)`
+    to run the awaitable of the response in a task, as the general path does (errors answered the same way)."""
+
+    __slots__ = ("server", "conn", "req_id")
+
+    def __init__(self, server: "RpcServer", conn: RpcConnection, req_id: Any) -> None:
+        self.server = server
+        self.conn = conn
+        self.req_id = req_id
+
+    def __call__(self, response: dict | None) -> None:
+        self.server._finish(self.conn, response)
+
+    def spawn(self, awaitable: Awaitable[dict]) -> None:
+        server = self.server
+        task = asyncio.get_running_loop().create_task(server._complete(awaitable, self.conn, self.req_id))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
+
+
 class RpcServer:
     def __init__(self, path: str, dispatch: Dispatch, log: Callable[[str, str], None],
                  fast: FastStart | None = None) -> None:
@@ -201,7 +223,7 @@ class RpcServer:
         conn.pending += 1
         if self.fast is not None:
             try:
-                if self.fast(obj, conn, lambda response: self._finish(conn, response)):
+                if self.fast(obj, conn, _Reply(self, conn, obj.get("id") if isinstance(obj, dict) else None)):
                     return
             except Exception as e:  # as in _handle: a bug must not take the server down
                 self.log("broken", f"RPC dispatch failed: {e!r}")
@@ -222,14 +244,16 @@ class RpcServer:
             conn.close()
 
     async def _handle(self, obj: Any, conn: RpcConnection) -> None:
+        await self._complete(self.dispatch(obj, conn), conn, obj.get("id") if isinstance(obj, dict) else None)
+
+    async def _complete(self, awaitable: Awaitable[dict], conn: RpcConnection, req_id: Any) -> None:
         try:
-            response = await self.dispatch(obj, conn)
+            response = await awaitable
         except asyncio.CancelledError:
             conn.pending -= 1
             return
         except Exception as e:  # a bug in a handler must not take the server down
             self.log("broken", f"RPC dispatch failed: {e!r}")
-            req_id = obj.get("id") if isinstance(obj, dict) else None
             response = error_response(req_id, -1, f"Internal error: {e}")
         self._finish(conn, response)
 
