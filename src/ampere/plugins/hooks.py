@@ -477,76 +477,91 @@ def start_chain(
     params, id_prefix, callback)` starts a request whose answer goes to `callback` and returns its id.
     `done(session.outcome())` is called once, never from within this call; if a step raises (a bug: run_chain
     would raise it to its caller), `done(exception)`."""
-    loop = asyncio.get_running_loop()
-    todo = iter(regs)
-    called = [False]
+    _Chain(hook, iter(regs), session, done, send, drop, log, id_prefix, timeout).ask_next(inside=True)
 
-    def finish(outcome: Any) -> None:  # once only, whatever happens
-        if not called[0]:
-            called[0] = True
+
+class _Chain:
+    """The state of one start_chain.  An object, not closures: closures calling each other make a reference
+    cycle per call, which only the cyclic garbage collector frees (it ran five times as often)."""
+
+    __slots__ = ("hook", "todo", "session", "done", "send", "drop", "log", "id_prefix", "timeout",
+                 "plugin", "req_id", "handle", "waiting")
+
+    def __init__(self, hook: str, todo: Any, session: HookSession, done: Callable[[Any], None], send: Any,
+                 drop: Callable[[Any, str], None], log: Callable[[Any, str, str], None], id_prefix: str | None,
+                 timeout: HookTimeout | None) -> None:
+        self.hook, self.todo, self.session, self.done = hook, todo, session, done
+        self.send, self.drop, self.log, self.id_prefix, self.timeout = send, drop, log, id_prefix, timeout
+        self.plugin: Any = None
+        self.req_id = ""
+        self.handle: asyncio.TimerHandle | None = None
+        self.waiting = False  # a plugin has been asked and neither answered nor timed out
+
+    def finish(self, outcome: Any) -> None:
+        done, self.done = self.done, None  # once only, whatever happens
+        if done is not None:
             done(outcome)
 
-    def guarded(step: Callable[..., None]) -> Callable[..., None]:
-        def run(*args: Any) -> None:
-            try:
-                step(*args)
-            except Exception as e:
-                finish(e)
-        return run
-
-    def ask_next() -> None:
-        for reg in todo:
+    def ask_next(self, inside: bool = False) -> None:
+        for reg in self.todo:
             plugin = reg.plugin
             if not plugin.alive:
                 continue
-            state: dict[str, Any] = {"handle": None, "over": False}
-
-            @guarded
-            def answered(resp: dict, plugin: Any = plugin, state: dict = state) -> None:
-                if state["over"]:
-                    return
-                state["over"] = True
-                if state["handle"] is not None:
-                    state["handle"].cancel()
-                if "result" not in resp:
-                    err = resp.get("error")
-                    if isinstance(err, dict) and err.get("code") == PLUGIN_TERMINATED:
-                        log(None, "debug", f"Plugin died from {hook} hook call")
-                    else:
-                        log(plugin, "broken", f"Plugin {plugin.shortname} for {hook} returned non-result response "
-                                              f"{json.dumps(resp)}")
-                    ask_next()
-                    return
-                if session.on_result(plugin, resp["result"]):
-                    ask_next()
-                else:
-                    finish(session.outcome())
-
-            req_id = send(plugin, hook, session.params_for(plugin), id_prefix, answered)
-            if timeout is not None and not state["over"]:
-                @guarded
-                def expired(plugin: Any = plugin, state: dict = state, req_id: str = req_id) -> None:
-                    if state["over"]:
-                        return
-                    state["over"] = True
-                    drop(plugin, req_id)
-                    log(plugin, "unusual",
-                        f"{hook} hook did not answer within {timeout.seconds:g}s (id {req_id}): "
-                        f"using {json.dumps(timeout.answer)}")
-                    if session.on_result(plugin, timeout.answer):
-                        ask_next()
-                    else:
-                        finish(session.outcome())
-                state["handle"] = loop.call_later(timeout.seconds, expired)
+            self.plugin = plugin
+            self.waiting = True
+            self.req_id = self.send(plugin, self.hook, self.session.params_for(plugin), self.id_prefix,
+                                    self.answered)
+            if self.timeout is not None and self.waiting:
+                self.handle = asyncio.get_running_loop().call_later(self.timeout.seconds, self.expired)
             return
-        if inside[0]:
-            loop.call_soon(finish, session.outcome())  # never from within start_chain
+        if inside:
+            asyncio.get_running_loop().call_soon(self.finish, self.session.outcome())  # not from start_chain
         else:
-            finish(session.outcome())
+            self.finish(self.session.outcome())
 
-    inside = [True]
-    ask_next()  # (answers never come back from within `send`: they are read later)
-    inside[0] = False
+    def answered(self, resp: dict) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+        try:
+            plugin = self.plugin
+            if "result" not in resp:
+                err = resp.get("error")
+                if isinstance(err, dict) and err.get("code") == PLUGIN_TERMINATED:
+                    # A plugin dying mid-hook is "plugin absent": go on with the chain.
+                    self.log(None, "debug", f"Plugin died from {self.hook} hook call")
+                else:
+                    self.log(plugin, "broken", f"Plugin {plugin.shortname} for {self.hook} returned non-result "
+                                               f"response {json.dumps(resp)}")
+                self.ask_next()
+            elif self.session.on_result(plugin, resp["result"]):
+                self.ask_next()
+            else:
+                self.finish(self.session.outcome())
+        except Exception as e:
+            self.finish(e)
+
+    def expired(self) -> None:
+        if not self.waiting:
+            return
+        self.waiting = False
+        self.handle = None
+        timeout = self.timeout
+        assert timeout is not None
+        try:
+            self.drop(self.plugin, self.req_id)
+            self.log(self.plugin, "unusual",
+                     f"{self.hook} hook did not answer within {timeout.seconds:g}s (id {self.req_id}): "
+                     f"using {json.dumps(timeout.answer)}")
+            if self.session.on_result(self.plugin, timeout.answer):
+                self.ask_next()
+            else:
+                self.finish(self.session.outcome())
+        except Exception as e:
+            self.finish(e)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -99,9 +99,15 @@ class _RpcProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()
         self.framer.reset()  # a half-received request's text is released now, not with the protocol
-        if self.conn is not None:
-            self.conn.closed = True
-            self.server.connections.discard(self.conn)
+        conn = self.conn
+        if conn is not None:
+            conn.closed = True
+            self.server.connections.discard(conn)
+            # Break the protocol <-> connection <-> transport cycle: freed by reference counting now, not left
+            # to the cyclic garbage collector (a client per call, as pyln-client and lightning-cli do, made it
+            # run every hundred calls).  Requests still running hold `conn` (closed: their answers are dropped).
+            conn.protocol = None
+            self.conn = None
 
     def pause_writing(self) -> None:
         self.writing_paused = True
