@@ -57,6 +57,8 @@ def _id_key(value: Any) -> str:
 # Incremental JSON splitting
 
 _decoder = json.JSONDecoder()
+# raw_decode without its Python frame: (value, end), StopIteration if no value starts there (a turn per message).
+_scan_once = _decoder.scan_once
 # A plugin's message may be at most this many characters and nest this deep (docs/limits.md); beyond, it is a
 # protocol error and the plugin is killed, as for any unparsable output.
 MAX_PLUGIN_MESSAGE = 64 * 1024 * 1024
@@ -164,10 +166,10 @@ class JsonMessageSplitter:
                 return out, None
             i = m.start()
             try:
-                value, i = _decoder.raw_decode(text, i)
+                value, i = _scan_once(text, i)
                 out.append(value)
                 continue
-            except (ValueError, RecursionError):
+            except (StopIteration, ValueError, RecursionError):
                 pass
             if text[i] not in "{[":
                 return out, text[i:]

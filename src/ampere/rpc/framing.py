@@ -36,6 +36,8 @@ for _c, _d in _DELTA.items():
 _SCALAR_END = re.compile(r'[\s\[\]{}",:]')
 _WHITESPACE = " \t\r\n"
 _decoder = json.JSONDecoder()
+# raw_decode without its Python frame: (value, end), StopIteration if no value starts there (a turn per message).
+_scan_once = _decoder.scan_once
 
 
 class FrameError(Exception):
@@ -104,8 +106,8 @@ class JsonStreamFramer:
                     # bounded by the read, at most 256 KiB). Anything it cannot take whole (incomplete, too deep,
                     # huge integer, invalid) goes through the scanner below, which gives the precise answer.
                     try:
-                        obj, end = _decoder.raw_decode(text, pos)
-                    except (ValueError, RecursionError):
+                        obj, end = _scan_once(text, pos)
+                    except (StopIteration, ValueError, RecursionError):
                         pass
                     else:
                         out.append(obj)
