@@ -266,6 +266,7 @@ class PluginProcess:
         self._stdout: Any = None  # the stdout pipe's transport
         self._stdin: Any = None  # the stdin pipe's transport (written directly: no StreamWriter layer per message)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._utf8_clean = True  # no partial character held by self._utf8
         self._splitter = JsonMessageSplitter()
         self._queue: collections.deque = collections.deque()  # parsed, not yet handled
         self._draining = False
@@ -366,7 +367,16 @@ class PluginProcess:
     def _on_stdout(self, data: bytes) -> None:
         if self._stopped_reading:
             return
-        values, error = self._splitter.feed(self._utf8.decode(data))
+        text = None
+        if self._utf8_clean:  # the usual read: whole characters, decoded at once (no incremental decoder)
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                pass
+        if text is None:
+            text = self._utf8.decode(data)
+            self._utf8_clean = not self._utf8.getstate()[0]
+        values, error = self._splitter.feed(text)
         self._queue.extend(values)
         if error is not None:
             self._queue.append(_ParseError(error))

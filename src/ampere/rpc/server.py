@@ -17,7 +17,7 @@ from typing import Any, Awaitable, Callable
 
 from .errors import INVALID_REQUEST
 from .reply import reply_pieces
-from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer
+from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer, whole_request
 
 # Per connection (docs/limits.md): unsent replies above this stop new requests from starting; at most this many
 # requests run at once; framed requests beyond MAX_QUEUED stop reading from the socket.
@@ -85,7 +85,7 @@ class _RpcProtocol(asyncio.Protocol):
 
     def __init__(self, server: "RpcServer") -> None:
         self.server = server
-        self.framer = JsonStreamFramer()
+        self.framer: JsonStreamFramer | None = None  # made when a read is not one whole request (whole_request)
         self.conn: RpcConnection | None = None
         self.queue: deque[Any] = deque()
         self.writing_paused = False
@@ -98,7 +98,8 @@ class _RpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()
-        self.framer.reset()  # a half-received request's text is released now, not with the protocol
+        if self.framer is not None:
+            self.framer.reset()  # a half-received request's text is released now, not with the protocol
         conn = self.conn
         if conn is not None:
             conn.closed = True
@@ -134,8 +135,13 @@ class _RpcProtocol(asyncio.Protocol):
         assert conn is not None
         if conn.closed:
             return
+        framer = self.framer
+        requests = whole_request(data) if framer is None else None
         try:
-            requests = self.framer.feed(data)
+            if requests is None:
+                if framer is None:
+                    framer = self.framer = JsonStreamFramer()
+                requests = framer.feed(data)
         except FrameError as e:
             # The stream cannot be resynchronised: answer what was framed, then this error, then close.
             self.queue.clear()
