@@ -128,14 +128,20 @@ class Dispatcher:
                     reply.spawn(self.execute(run, conn, req_id))
             plugins.start_rpc_command_hook(req, hooked_done)
             return True
-        return self._start_plugin_method(req, conn, req_id, reply)
+        return self._start_plugin_method(req, conn, req_id, reply, known=True)  # (the envelope found it)
 
-    def _start_plugin_method(self, req: dict, conn: RpcConnection | None, req_id: Any, reply: Any) -> bool:
-        """A plugin's method whose params pass our checks, started with a callback; False (nothing done) else."""
+    def _start_plugin_method(self, req: dict, conn: RpcConnection | None, req_id: Any, reply: Any,
+                             known: bool = False) -> bool:
+        """A plugin's method whose params pass our checks, started with a callback; False (nothing done) else.
+        `known`: the caller knows `req`'s method is a plugin's."""
         method = req["method"]
         plugins = self.node.plugins
-        if isinstance(self.lookup(method), Command) or plugins is None or plugins.find_method(method) is None:
+        if plugins is None:
             return False
+        if not known:
+            target = self.lookup(method)
+            if target is None or isinstance(target, Command):
+                return False
         if plugin_params_problem(req.get("params")) is not None:
             return False
         relay = None

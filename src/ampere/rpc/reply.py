@@ -48,6 +48,15 @@ def _long_lists(result: Any) -> bool:
     return False
 
 
+def reply_bytes(obj: Any) -> bytes | None:
+    """The reply's bytes, "\n\n" included, when they go in one piece (the usual case: no generator for it);
+    None when `obj["result"]` has a long list (then reply_pieces)."""
+    result = obj.get("result") if type(obj) is dict else None
+    if type(result) is dict and _long_lists(result):
+        return None
+    return encode_reply(obj).encode() + b"\n\n"
+
+
 def reply_pieces(obj: Any) -> Iterator[bytes]:
     """The reply's bytes, "\\n\\n" included: one piece, or several when `obj["result"]` has a long list."""
     result = obj.get("result") if type(obj) is dict else None

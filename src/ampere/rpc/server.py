@@ -16,7 +16,7 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from .errors import INVALID_REQUEST
-from .reply import reply_pieces
+from .reply import reply_bytes, reply_pieces
 from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer, whole_request
 
 # Per connection (docs/limits.md): unsent replies above this stop new requests from starting; at most this many
@@ -46,8 +46,12 @@ class RpcConnection:
             return
         # Responses and notifications never interleave within a message: its pieces (one, or several for a
         # long list result: reply.py) are handed to the transport one after the other, nothing in between.
-        for piece in reply_pieces(obj):
-            self.transport.write(piece)
+        data = reply_bytes(obj)
+        if data is not None:
+            self.transport.write(data)
+        else:
+            for piece in reply_pieces(obj):
+                self.transport.write(piece)
         # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
         # the replies of requests already running are bounded here: a client this far behind is not reading.
         if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
@@ -173,23 +177,19 @@ class _RpcProtocol(asyncio.Protocol):
         self.maybe_close()
 
 
-class _Reply:
+class _Reply(tuple):
     """How a request started by `fast` is finished: `reply(response)` (None: no answer), or `reply.spawn(aw)`
-    to run the awaitable of the response in a task, as the general path does (errors answered the same way)."""
+    to run the awaitable of the response in a task, as the general path does (errors answered the same way).
+    (server, conn, request id): a tuple, made without a Python-level __init__ (one per request)."""
 
-    __slots__ = ("server", "conn", "req_id")
-
-    def __init__(self, server: "RpcServer", conn: RpcConnection, req_id: Any) -> None:
-        self.server = server
-        self.conn = conn
-        self.req_id = req_id
+    __slots__ = ()
 
     def __call__(self, response: dict | None) -> None:
-        self.server._finish(self.conn, response)
+        self[0]._finish(self[1], response)
 
     def spawn(self, awaitable: Awaitable[dict]) -> None:
-        server = self.server
-        task = asyncio.get_running_loop().create_task(server._complete(awaitable, self.conn, self.req_id))
+        server, conn, req_id = self
+        task = asyncio.get_running_loop().create_task(server._complete(awaitable, conn, req_id))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
 
@@ -235,7 +235,7 @@ class RpcServer:
         conn.pending += 1
         if self.fast is not None:
             try:
-                if self.fast(obj, conn, _Reply(self, conn, obj.get("id") if isinstance(obj, dict) else None)):
+                if self.fast(obj, conn, _Reply((self, conn, obj.get("id") if isinstance(obj, dict) else None))):
                     return
             except Exception as e:  # as in _handle: a bug must not take the server down
                 self.log("broken", f"RPC dispatch failed: {e!r}")
