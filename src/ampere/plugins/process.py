@@ -20,6 +20,7 @@ import codecs
 import collections
 import itertools
 import json
+import os
 import re
 from typing import Any, Callable
 from .notifications import encode
@@ -196,26 +197,19 @@ class _ParseError:
         self.text = text
 
 
-class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's subprocess protocol (stdin a StreamWriter, `Process.wait()`), with stdout handed
-    to callbacks as it arrives instead of to a StreamReader."""
+class _Stdout(asyncio.Protocol):
+    """The plugin's stdout, a pipe of our own read by the loop directly: each read reaches `on_data` at once.
+    (Given to the subprocess transport, a pipe's data goes through its pipe protocol and a call_soon first.)"""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_data: Callable[[bytes], None],
-                 on_closed: Callable[[], None]) -> None:
-        super().__init__(limit=1 << 16, loop=loop)
-        self._on_data = on_data
+    def __init__(self, on_data: Callable[[bytes], None], on_closed: Callable[[], None]) -> None:
+        self.data_received = on_data  # type: ignore[method-assign]  (no frame of ours in between)
         self._on_closed = on_closed
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self._on_data(data)
-        else:
-            super().pipe_data_received(fd, data)
+    def eof_received(self) -> bool:
+        return False  # the transport closes: connection_lost follows
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        super().pipe_connection_lost(fd, exc)
-        if fd == 1:
-            self._on_closed()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_closed()
 
 
 class PendingRequest:
@@ -283,19 +277,32 @@ class PluginProcess:
     async def spawn(self) -> None:
         """Start the child.  Raises OSError (e.g. FileNotFoundError) if it cannot run."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Pipes(loop, self._on_stdout, self._on_stdout_closed),
-            self.path, *self.argv_extra,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=None,  # inherited: a plugin's stderr goes to the node's stderr, not the log
-            cwd=self.cwd,
-            env=self.env,
-            close_fds=True,
-        )
+        read_end, write_end = os.pipe()  # the plugin's stdout (both ends non-inheritable: the child gets a dup)
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: asyncio.subprocess.SubprocessStreamProtocol(limit=1 << 16, loop=loop),
+                self.path, *self.argv_extra,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=write_end,
+                stderr=None,  # inherited: a plugin's stderr goes to the node's stderr, not the log
+                cwd=self.cwd,
+                env=self.env,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
-        self._stdout = transport.get_pipe_transport(1)
         self._stdin = transport.get_pipe_transport(0)
+        stdout = os.fdopen(read_end, "rb", buffering=0)
+        try:
+            self._stdout, _ = await loop.connect_read_pipe(
+                lambda: _Stdout(self._on_stdout, self._on_stdout_closed), stdout)
+        except BaseException:
+            stdout.close()
+            raise
 
     # -- writing
     def send_raw(self, data: bytes) -> None:
@@ -460,6 +467,8 @@ class PluginProcess:
         try:
             await self._proc.wait()
         finally:
+            if self._stdout is not None and not self._stdout.is_closing():
+                self._stdout.close()
             self.exited.set()
             if self.exited_callback is not None:
                 self.exited_callback(self)
