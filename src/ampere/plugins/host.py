@@ -38,8 +38,8 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
-from .hooks import (start_chain, HookRegistry, HookSession, HookTimeout, ContinueSession, HookError, RpcCommandSession,
-                    parse_hook_timeout, plugin_paths_match, run_chain)
+from .hooks import (HookRegistry, HookSession, HookTimeout, ContinueSession, HookError, RpcCommandSession,
+                    parse_hook_timeout, plugin_paths_match, run_chain, start_chain)
 from .manifest import (FEATURE_PLACES, Manifest, ManifestError, OptionValueError, PluginOption,
                        parse_manifest, parse_option_value as _parse_option_value)
 from .notifications import NATIVE_TOPICS, NotificationBus, custom_message, encode, native_message

@@ -10,8 +10,7 @@ raised by a command's handler is mapped to its CLN code here, at the edge (amper
 from __future__ import annotations
 
 from dataclasses import dataclass
-import asyncio
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ampere.node.errors import DomainError
 from ampere.node.onchain.chain_backend import BACKEND_METHODS, bcli_disabled
