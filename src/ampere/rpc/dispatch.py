@@ -108,6 +108,11 @@ class Dispatcher:
                 if isinstance(outcome, BaseException):  # a bug in the hook's code: as dispatch would answer
                     reply(error_response(req_id, -1, f"Internal error: {outcome}"))
                     return
+                if self.node.stopping.is_set():
+                    # Not run once the node is stopping (the hook may answer as plugins are shut down, after the
+                    # RPC server stopped): answered as a request arriving now would be.
+                    reply(error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down"))
+                    return
                 action, value = outcome
                 if action == "return":
                     value = dict(value)
