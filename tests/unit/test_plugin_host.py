@@ -284,14 +284,26 @@ def test_hung_method_blocks_nobody(tmp_path):
     run(main())
 
 
-def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
+async def _hook_by_callback(host, request, **kw):
+    """The rpc_command hook as the RPC dispatcher asks it (start_chain: callbacks, no task)."""
+    fut = asyncio.get_running_loop().create_future()
+    host.start_rpc_command_hook(request, fut.set_result, **kw)
+    return await fut
+
+
+def _hook_asker(host, via):
+    return host.rpc_command_hook if via == "coroutine" else (lambda r, **kw: _hook_by_callback(host, r, **kw))
+
+
+@pytest.mark.parametrize("via", ["coroutine", "callback"])
+def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path, via):
     hanger = write_raw_plugin(tmp_path, "hanger.py", {"options": [], "rpcmethods": [], "hooks": ["rpc_command"]},
                               {"rpc_command": "hang"})
 
     async def main():
         host, log = make_host(tmp_path)
         await start(host, hanger, "helloworld.py")
-        pending = asyncio.ensure_future(host.rpc_command_hook(req("getinfo")))
+        pending = asyncio.ensure_future(_hook_asker(host, via)(req("getinfo")))
         t0 = time.monotonic()
         assert (await host.call_method("hello", req("hello"), 1))["result"] == "Hello world"
         assert time.monotonic() - t0 < 2.0 and not pending.done()
@@ -302,7 +314,7 @@ def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
         host, log = make_host(tmp_path, hook_timeouts=["rpc_command:0.5:error"])
         await start(host, hanger)
         t0 = time.monotonic()
-        kind, resp = await host.rpc_command_hook(req("getinfo"))
+        kind, resp = await _hook_asker(host, via)(req("getinfo"))
         assert 0.4 < time.monotonic() - t0 < 3
         assert kind == "return" and resp == {"error": {"code": -1, "message": "rpc_command hook timed out"}}
         assert log.has("rpc_command hook did not answer within 0.5s", source="plugin-hanger.py", level="unusual")
@@ -312,19 +324,21 @@ def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
 
 # ------------------------------------------------------------------ rpc_command chains
 
-def test_rpc_command_chain_of_two(tmp_path):
+@pytest.mark.parametrize("via", ["coroutine", "callback"])
+def test_rpc_command_chain_of_two(tmp_path, via):
     async def main():
         host, log = make_host(tmp_path)
         await start(host, "rpc_command_1.py", "rpc_command_2.py", "helloworld.py")
-        r = await host.rpc_command_hook(req("datastoreusage", ["x"], id="c1"))
+        hook = _hook_asker(host, via)
+        r = await hook(req("datastoreusage", ["x"], id="c1"))
         assert r == ("return", {"error": {"code": 1234, "message": "datastoreusage is disabled by rpc_command_1"}})
-        kind, new = await host.rpc_command_hook(req("listdatastore", id="c2"), method_exists=lambda m: m == "hello")
+        kind, new = await hook(req("listdatastore", id="c2"), method_exists=lambda m: m == "hello")
         assert kind == "continue" and new["method"] == "hello" and new["params"] == {"name": "replaced"}
-        assert (await host.rpc_command_hook(req("batching", id="c3"))) == (
+        assert (await hook(req("batching", id="c3"))) == (
             "return", {"result": {"from": "rpc_command_1"}})
         assert log.has("rpc_command hook 'batching' already modified, ignoring.", level="unusual")
-        assert await host.rpc_command_hook(req("getinfo", id="c4")) == ("continue", req("getinfo", id="c4"))
-        kind, resp = await host.rpc_command_hook(req("deprecations", id="c5"))
+        assert await hook(req("getinfo", id="c4")) == ("continue", req("getinfo", id="c4"))
+        kind, resp = await hook(req("deprecations", id="c5"))
         # The second plugin saw every command, including those the first one modified.
         assert kind == "return"
         assert resp["result"]["seen"] == ["datastoreusage", "listdatastore", "batching", "getinfo", "deprecations"]
