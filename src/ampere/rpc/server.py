@@ -32,6 +32,8 @@ MAX_UNREAD_BYTES = 64 * 1024 * 1024
 class RpcConnection:
     """One client connection: its transport and per-connection settings."""
 
+    __slots__ = ("transport", "protocol", "notifications", "deprecations", "closed", "pending", "eof")
+
     def __init__(self, transport: asyncio.Transport, protocol: Any = None) -> None:
         self.transport = transport
         self.protocol = protocol
@@ -86,6 +88,8 @@ class _RpcProtocol(asyncio.Protocol):
     and fewer than MAX_IN_FLIGHT of its requests are running; while either holds, framed requests wait in a
     short queue and reading stops once the queue is full, so a client that never reads its replies is stopped
     by its own socket buffer rather than by our memory."""
+
+    __slots__ = ("server", "framer", "conn", "queue", "writing_paused", "reading_paused")
 
     def __init__(self, server: "RpcServer") -> None:
         self.server = server
