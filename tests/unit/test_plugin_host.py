@@ -284,14 +284,26 @@ def test_hung_method_blocks_nobody(tmp_path):
     run(main())
 
 
-def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
+async def _hook_by_callback(host, request, **kw):
+    """The rpc_command hook as the RPC dispatcher asks it (start_chain: callbacks, no task)."""
+    fut = asyncio.get_running_loop().create_future()
+    host.start_rpc_command_hook(request, fut.set_result, **kw)
+    return await fut
+
+
+def _hook_asker(host, via):
+    return host.rpc_command_hook if via == "coroutine" else (lambda r, **kw: _hook_by_callback(host, r, **kw))
+
+
+@pytest.mark.parametrize("via", ["coroutine", "callback"])
+def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path, via):
     hanger = write_raw_plugin(tmp_path, "hanger.py", {"options": [], "rpcmethods": [], "hooks": ["rpc_command"]},
                               {"rpc_command": "hang"})
 
     async def main():
         host, log = make_host(tmp_path)
         await start(host, hanger, "helloworld.py")
-        pending = asyncio.ensure_future(host.rpc_command_hook(req("getinfo")))
+        pending = asyncio.ensure_future(_hook_asker(host, via)(req("getinfo")))
         t0 = time.monotonic()
         assert (await host.call_method("hello", req("hello"), 1))["result"] == "Hello world"
         assert time.monotonic() - t0 < 2.0 and not pending.done()
@@ -302,7 +314,7 @@ def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
         host, log = make_host(tmp_path, hook_timeouts=["rpc_command:0.5:error"])
         await start(host, hanger)
         t0 = time.monotonic()
-        kind, resp = await host.rpc_command_hook(req("getinfo"))
+        kind, resp = await _hook_asker(host, via)(req("getinfo"))
         assert 0.4 < time.monotonic() - t0 < 3
         assert kind == "return" and resp == {"error": {"code": -1, "message": "rpc_command hook timed out"}}
         assert log.has("rpc_command hook did not answer within 0.5s", source="plugin-hanger.py", level="unusual")
@@ -312,19 +324,21 @@ def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path):
 
 # ------------------------------------------------------------------ rpc_command chains
 
-def test_rpc_command_chain_of_two(tmp_path):
+@pytest.mark.parametrize("via", ["coroutine", "callback"])
+def test_rpc_command_chain_of_two(tmp_path, via):
     async def main():
         host, log = make_host(tmp_path)
         await start(host, "rpc_command_1.py", "rpc_command_2.py", "helloworld.py")
-        r = await host.rpc_command_hook(req("datastoreusage", ["x"], id="c1"))
+        hook = _hook_asker(host, via)
+        r = await hook(req("datastoreusage", ["x"], id="c1"))
         assert r == ("return", {"error": {"code": 1234, "message": "datastoreusage is disabled by rpc_command_1"}})
-        kind, new = await host.rpc_command_hook(req("listdatastore", id="c2"), method_exists=lambda m: m == "hello")
+        kind, new = await hook(req("listdatastore", id="c2"), method_exists=lambda m: m == "hello")
         assert kind == "continue" and new["method"] == "hello" and new["params"] == {"name": "replaced"}
-        assert (await host.rpc_command_hook(req("batching", id="c3"))) == (
+        assert (await hook(req("batching", id="c3"))) == (
             "return", {"result": {"from": "rpc_command_1"}})
         assert log.has("rpc_command hook 'batching' already modified, ignoring.", level="unusual")
-        assert await host.rpc_command_hook(req("getinfo", id="c4")) == ("continue", req("getinfo", id="c4"))
-        kind, resp = await host.rpc_command_hook(req("deprecations", id="c5"))
+        assert await hook(req("getinfo", id="c4")) == ("continue", req("getinfo", id="c4"))
+        kind, resp = await hook(req("deprecations", id="c5"))
         # The second plugin saw every command, including those the first one modified.
         assert kind == "return"
         assert resp["result"]["seen"] == ["datastoreusage", "listdatastore", "batching", "getinfo", "deprecations"]
@@ -562,9 +576,9 @@ def test_shutdown_notification_and_reaping(tmp_path):
 
 
 def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
-    """Issue 18: a call of a plugin's method that no rpc_command hook looks at goes from the socket to the plugin
-    and back without a task (Dispatcher.start_fast); a built-in command, or any call once an rpc_command hook
-    is registered, still runs as a task.  Real plugin processes, a real RpcServer and Dispatcher."""
+    """Issue 18: a call of a plugin's method goes from the socket to the plugin and back without a task
+    (Dispatcher.start_fast), also through an rpc_command hook (asked from a callback, the method started from its
+    answer); a built-in command still runs as a task.  Real plugin processes, a real RpcServer and Dispatcher."""
     from ampere.rpc.dispatch import Dispatcher
     from ampere.rpc.server import RpcServer
 
@@ -604,13 +618,14 @@ def test_plugin_method_through_the_rpc_server_needs_no_task(tmp_path):
             answer = await call("nosuchmethod", {}, 4)
             assert answer["error"]["code"] == -32601
             assert [c for c in created if "_handle" in c]
-            # Once an rpc_command hook is registered, the plugin's method goes through it, as a task.
+            # Once an rpc_command hook is registered, the plugin's method goes through it, still without a task.
             created.clear()
             host.register(plugin_path("rpc_command_2.py"))
             await host.load_manifests()
             await host.init_all({})
+            created.clear()
             assert await call("noop", {}, 5) == {"jsonrpc": "2.0", "id": 5, "result": {}}
-            assert [c for c in created if "_handle" in c]
+            assert not [c for c in created if "_handle" in c or "_complete" in c]
             assert server.tasks == set() or all(t.done() for t in server.tasks)
         finally:
             loop.create_task = real_create_task
@@ -640,11 +655,12 @@ def test_filtered_rpc_command_hook_fires_through_the_dispatcher(tmp_path):
         host, _log = make_host(tmp_path)
         await start(host, "trivial.py", c)
         disp = Dispatcher(MiniNode(host))
-        answered = []
-        assert disp.start_fast(req("noop", {}, id=1), None, answered.append) is False  # the hook must see it
+        answered: asyncio.Queue = asyncio.Queue()
+        assert disp.start_fast(req("noop", {}, id=1), None, answered.put_nowait) is True  # through the hook
+        assert await answered.get() == {"jsonrpc": "2.0", "id": 1, "result": {"from": "c.py"}}
         r = await disp.dispatch(req("noop", {}, id=2), None)
         assert r == {"jsonrpc": "2.0", "id": 2, "result": {"from": "c.py"}}
         await host.shutdown()
     run(main())
     with open(order) as f:
-        assert f.read().split() == ["c.py"]
+        assert f.read().split() == ["c.py", "c.py"]

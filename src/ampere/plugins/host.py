@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
 from .hooks import (HookRegistry, HookSession, HookTimeout, ContinueSession, HookError, RpcCommandSession,
-                    parse_hook_timeout, plugin_paths_match, run_chain)
+                    parse_hook_timeout, plugin_paths_match, run_chain, start_chain)
 from .manifest import (FEATURE_PLACES, Manifest, ManifestError, OptionValueError, PluginOption,
                        parse_manifest, parse_option_value as _parse_option_value)
 from .notifications import NATIVE_TOPICS, NotificationBus, custom_message, encode, native_message
@@ -792,28 +792,36 @@ class PluginHost:
         on_notification: Callable[[dict], None] | None = None,
         *,
         deprecated_ok: bool | None = None,
-    ) -> asyncio.Future:
+        callback: Callable[[dict], None] | None = None,
+    ) -> asyncio.Future | None:
         """call_method without the coroutine: the request is written to the plugin now; the future gets the
-        plugin's answer as it came (pass it to `to_caller`).  For callers that answer from a callback."""
+        plugin's answer as it came (pass it to `to_caller`).  For callers that answer from a callback.
+        With `callback`, no future at all: `callback(answer)` is called once (never from within this call),
+        from the reader as the answer arrives, and None is returned."""
         m = self._methods.get(name)
         if m is None:
+            answer = {"jsonrpc": "2.0", "id": caller_id,
+                      "error": {"code": JSONRPC2_METHOD_NOT_FOUND, "message": f"Unknown command '{name}'"}}
+            if callback is not None:
+                asyncio.get_running_loop().call_soon(callback, answer)
+                return None
             fut = asyncio.get_running_loop().create_future()
-            fut.set_result({"jsonrpc": "2.0", "id": caller_id,
-                            "error": {"code": JSONRPC2_METHOD_NOT_FOUND, "message": f"Unknown command '{name}'"}})
+            fut.set_result(answer)
             return fut
         p = m.plugin
         assert p.process is not None
         if (deprecated_ok is not None and deprecated_ok != self.allow_deprecated_apis
                 and p.ready and self.bus.subscribed(p, "deprecated_oneshot")):
             p.send_raw(encode(native_message("deprecated_oneshot", {"deprecated_ok": deprecated_ok})))
-        return self._start_forward(p, name, request, caller_id, on_notification)
+        return self._start_forward(p, name, request, caller_id, on_notification, callback)
 
     async def _forward(self, p: Plugin, method: str, request: dict, caller_id: Any,
                        on_notification: Callable[[dict], None] | None) -> dict:
         return to_caller(await self._start_forward(p, method, request, caller_id, on_notification), caller_id)
 
     def _start_forward(self, p: Plugin, method: str, request: dict, caller_id: Any,
-                       on_notification: Callable[[dict], None] | None) -> asyncio.Future:
+                       on_notification: Callable[[dict], None] | None,
+                       callback: Callable[[dict], None] | None = None) -> Any:
         assert p.process is not None
         req_id = new_request_id(method, id_prefix_of(caller_id))
         msg = dict(request)
@@ -824,6 +832,9 @@ class PluginHost:
                 params = dict(n.get("params") or {})
                 params["id"] = caller_id
                 on_notification({"jsonrpc": "2.0", "method": n["method"], "params": params})
+        if callback is not None:
+            p.process.send_request_cb(msg, req_id, callback, relay)
+            return None
         return p.process.send_request(msg, req_id, relay)
 
     async def check(self, request: dict, caller_id: Any,
@@ -912,6 +923,22 @@ class PluginHost:
                                   else self._save_io("hook_in", m, f.result()))
         return req_id, fut
 
+    def _hook_send_cb(self, p: Plugin, method: str, params: dict, id_prefix: str | None,
+                      callback: Callable[[dict], None]) -> str:
+        """_hook_send in callback mode (start_chain): no future per hook call."""
+        assert p.process is not None
+        req_id = new_request_id(method, id_prefix)
+        message = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
+        if self.save_io_dir is not None:
+            self._save_io("hook_out", method, message)
+            inner = callback
+
+            def callback(resp: dict, m: str = method) -> None:
+                self._save_io("hook_in", m, resp)
+                inner(resp)
+        p.process.send_request_cb(message, req_id, callback)
+        return req_id
+
     def _save_io(self, kind: str, name: str, message: Any) -> None:
         """--dev-save-plugin-io: one file per hook request/answer and notification, named as lightningd
         names them (`hook_out-<hook>-...`, `hook_in-<hook>-...`, `notification_out-<topic>-...`), for
@@ -959,6 +986,17 @@ class PluginHost:
         session = RpcCommandSession(request, lambda level, msg: self.log(level, NODE_SOURCE, msg), method_exists)
         return await self.call_hook("rpc_command", session=session, filter_value=method,
                                     id_prefix=id_prefix_of(request.get("id")))
+
+    def start_rpc_command_hook(self, request: dict, done: Callable[[tuple[str, dict]], None], *,
+                               method_exists: Callable[[str], bool] | None = None) -> None:
+        """rpc_command_hook driven by callbacks (no task, no coroutine chain): `done(outcome)` is called
+        once, with what rpc_command_hook would return, never from within this call."""
+        method = request.get("method")
+        regs = self.hooks.chain("rpc_command", method)
+        session = RpcCommandSession(request, lambda level, msg: self.log(level, NODE_SOURCE, msg), method_exists)
+        start_chain("rpc_command", regs, session, done, send=self._hook_send_cb, drop=self._hook_drop,
+                    log=self._hook_log, id_prefix=id_prefix_of(request.get("id")),
+                    timeout=self.hook_timeouts.get("rpc_command"))
 
     # ------------------------------------------------------------------ notifications
 

@@ -37,9 +37,25 @@ class Subscriber(Protocol):
     def send_raw(self, data: bytes) -> None: ...
 
 
-# Built once: json.dumps with any option builds a new encoder for every message.
-_encode_utf8 = json.JSONEncoder(ensure_ascii=False).encode
-_encode_ascii = json.JSONEncoder().encode
+def _c_encoder(ensure_ascii: bool) -> Any:
+    """`json.JSONEncoder(ensure_ascii=...).encode`, the same text, without its two Python-level frames and
+    the C encoder it builds anew for every message (a plugin method call encodes one message each way):
+    the C encoder is built once, without the circular-reference check (our messages are trees; a cycle
+    would raise RecursionError rather than ValueError)."""
+    c_make = getattr(json.encoder, "c_make_encoder", None)
+    if c_make is None:  # no C accelerator: json's own path
+        return json.JSONEncoder(ensure_ascii=ensure_ascii).encode
+
+    def default(o: Any) -> Any:
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+    encode_str = json.encoder.c_encode_basestring_ascii if ensure_ascii else json.encoder.c_encode_basestring
+    chunks = c_make(None, default, encode_str, None, ": ", ", ", False, False, True)
+    join = "".join
+    return lambda obj: join(chunks(obj, 0))
+
+
+_encode_utf8 = _c_encoder(False)
+_encode_ascii = _c_encoder(True)
 
 
 def encode(message: dict) -> bytes:

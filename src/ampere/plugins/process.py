@@ -20,6 +20,7 @@ import codecs
 import collections
 import itertools
 import json
+import os
 import re
 from typing import Any, Callable
 from .notifications import encode
@@ -57,6 +58,8 @@ def _id_key(value: Any) -> str:
 # Incremental JSON splitting
 
 _decoder = json.JSONDecoder()
+# raw_decode without its Python frame: (value, end), StopIteration if no value starts there (a turn per message).
+_scan_once = _decoder.scan_once
 # A plugin's message may be at most this many characters and nest this deep (docs/limits.md); beyond, it is a
 # protocol error and the plugin is killed, as for any unparsable output.
 MAX_PLUGIN_MESSAGE = 64 * 1024 * 1024
@@ -164,10 +167,10 @@ class JsonMessageSplitter:
                 return out, None
             i = m.start()
             try:
-                value, i = _decoder.raw_decode(text, i)
+                value, i = _scan_once(text, i)
                 out.append(value)
                 continue
-            except (ValueError, RecursionError):
+            except (StopIteration, ValueError, RecursionError):
                 pass
             if text[i] not in "{[":
                 return out, text[i:]
@@ -194,35 +197,41 @@ class _ParseError:
         self.text = text
 
 
-class _Pipes(asyncio.subprocess.SubprocessStreamProtocol):
-    """asyncio's subprocess protocol (stdin a StreamWriter, `Process.wait()`), with stdout handed
-    to callbacks as it arrives instead of to a StreamReader."""
+class _Stdout(asyncio.Protocol):
+    """The plugin's stdout, a pipe of our own read by the loop directly: each read reaches `on_data` at once.
+    (Given to the subprocess transport, a pipe's data goes through its pipe protocol and a call_soon first.)"""
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, on_data: Callable[[bytes], None],
-                 on_closed: Callable[[], None]) -> None:
-        super().__init__(limit=1 << 16, loop=loop)
-        self._on_data = on_data
+    def __init__(self, on_data: Callable[[bytes], None], on_closed: Callable[[], None]) -> None:
+        self.data_received = on_data  # type: ignore[method-assign]  (no frame of ours in between)
         self._on_closed = on_closed
 
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        if fd == 1:
-            self._on_data(data)
-        else:
-            super().pipe_data_received(fd, data)
+    def eof_received(self) -> bool:
+        return False  # the transport closes: connection_lost follows
 
-    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
-        super().pipe_connection_lost(fd, exc)
-        if fd == 1:
-            self._on_closed()
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._on_closed()
 
 
 class PendingRequest:
-    __slots__ = ("future", "notify_cb", "method")
+    """One request awaiting its answer: a future to resolve, or (callback mode) a function to call with it."""
+    __slots__ = ("future", "notify_cb", "method", "callback")
 
-    def __init__(self, future: asyncio.Future, notify_cb: Callable[[dict], None] | None, method: str) -> None:
+    def __init__(self, future: asyncio.Future | None, notify_cb: Callable[[dict], None] | None, method: str,
+                 callback: Callable[[dict], None] | None = None) -> None:
         self.future = future
         self.notify_cb = notify_cb
         self.method = method
+        self.callback = callback
+
+    def resolve(self, msg: dict) -> None:
+        if self.callback is not None:
+            try:
+                self.callback(msg)
+            except Exception as e:  # as a future's callback would be: reported, the reader goes on
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "plugin answer callback failed", "exception": e})
+        elif not self.future.done():
+            self.future.set_result(msg)
 
 
 class PluginProcess:
@@ -249,7 +258,9 @@ class PluginProcess:
         self._on_eof = on_eof
         self._proc: asyncio.subprocess.Process | None = None
         self._stdout: Any = None  # the stdout pipe's transport
+        self._stdin: Any = None  # the stdin pipe's transport (written directly: no StreamWriter layer per message)
         self._utf8 = codecs.getincrementaldecoder("utf-8")("replace")
+        self._utf8_clean = True  # no partial character held by self._utf8
         self._splitter = JsonMessageSplitter()
         self._queue: collections.deque = collections.deque()  # parsed, not yet handled
         self._draining = False
@@ -266,27 +277,39 @@ class PluginProcess:
     async def spawn(self) -> None:
         """Start the child.  Raises OSError (e.g. FileNotFoundError) if it cannot run."""
         loop = asyncio.get_running_loop()
-        transport, protocol = await loop.subprocess_exec(
-            lambda: _Pipes(loop, self._on_stdout, self._on_stdout_closed),
-            self.path, *self.argv_extra,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=None,  # inherited: a plugin's stderr goes to the node's stderr, not the log
-            cwd=self.cwd,
-            env=self.env,
-            close_fds=True,
-        )
+        read_end, write_end = os.pipe()  # the plugin's stdout (both ends non-inheritable: the child gets a dup)
+        try:
+            transport, protocol = await loop.subprocess_exec(
+                lambda: asyncio.subprocess.SubprocessStreamProtocol(limit=1 << 16, loop=loop),
+                self.path, *self.argv_extra,
+                stdin=asyncio.subprocess.PIPE,
+                stdout=write_end,
+                stderr=None,  # inherited: a plugin's stderr goes to the node's stderr, not the log
+                cwd=self.cwd,
+                env=self.env,
+                close_fds=True,
+            )
+        except BaseException:
+            os.close(read_end)
+            raise
+        finally:
+            os.close(write_end)
         self._proc = asyncio.subprocess.Process(transport, protocol, loop)
-        self._stdout = transport.get_pipe_transport(1)
+        self._stdin = transport.get_pipe_transport(0)
+        stdout = os.fdopen(read_end, "rb", buffering=0)
+        try:
+            self._stdout, _ = await loop.connect_read_pipe(
+                lambda: _Stdout(self._on_stdout, self._on_stdout_closed), stdout)
+        except BaseException:
+            stdout.close()
+            raise
 
     # -- writing
     def send_raw(self, data: bytes) -> None:
-        if self.closed or self._proc is None or self._proc.stdin is None:
+        transport = self._stdin
+        if self.closed or transport is None or transport.is_closing():
             return
-        transport = self._proc.stdin.transport
-        if transport.is_closing():
-            return
-        self._proc.stdin.write(data)
+        transport.write(data)
 
     def send(self, message: dict) -> None:
         self.send_raw(encode(message))
@@ -315,10 +338,21 @@ class PluginProcess:
         self.send(message)
         return fut
 
+    def send_request_cb(self, message: dict, req_id: str, callback: Callable[[dict], None],
+                        notify_cb: Callable[[dict], None] | None = None) -> None:
+        """send_request without a future: `callback(answer)` is called once, from the reader as the answer is
+        read (or with the -4 answer if the plugin dies first), unless the request is dropped.  A plugin method
+        call then costs no future, no done-callback and no extra turn of the loop."""
+        if self.closed:
+            asyncio.get_running_loop().call_soon(callback, self._terminated(req_id))  # never re-entrantly
+            return
+        self.pending[req_id] = PendingRequest(None, notify_cb, str(message.get("method")), callback)
+        self.send(message)
+
     def drop(self, req_id: str) -> None:
-        """Forget a request: a late answer will be ignored."""
+        """Forget a request: a late answer will be ignored (a callback-mode request's callback is not called)."""
         p = self.pending.pop(req_id, None)
-        if p is not None and not p.future.done():
+        if p is not None and p.future is not None and not p.future.done():
             p.future.cancel()
 
     @staticmethod
@@ -330,8 +364,7 @@ class PluginProcess:
         """Answer every outstanding request with -4, as if the plugin had said "I'm dead!"."""
         pending, self.pending = self.pending, {}
         for req_id, p in pending.items():
-            if not p.future.done():
-                p.future.set_result(self._terminated(req_id))
+            p.resolve(self._terminated(req_id))
 
     # -- reading
     # The plugin's output is handled as it arrives, in the pipe's callback: no reader task to wake
@@ -341,7 +374,16 @@ class PluginProcess:
     def _on_stdout(self, data: bytes) -> None:
         if self._stopped_reading:
             return
-        values, error = self._splitter.feed(self._utf8.decode(data))
+        text = None
+        if self._utf8_clean:  # the usual read: whole characters, decoded at once (no incremental decoder)
+            try:
+                text = data.decode()
+            except UnicodeDecodeError:
+                pass
+        if text is None:
+            text = self._utf8.decode(data)
+            self._utf8_clean = not self._utf8.getstate()[0]
+        values, error = self._splitter.feed(text)
         self._queue.extend(values)
         if error is not None:
             self._queue.append(_ParseError(error))
@@ -416,8 +458,8 @@ class PluginProcess:
     def _handle_response(self, msg: dict) -> None:
         p = self.pending.pop(_id_key(msg["id"]), None)
         # Can happen if the request was dropped before the plugin answered.
-        if p is not None and not p.future.done():
-            p.future.set_result(msg)
+        if p is not None:
+            p.resolve(msg)
 
     async def _reap(self) -> None:
         if self._proc is None:
@@ -425,6 +467,8 @@ class PluginProcess:
         try:
             await self._proc.wait()
         finally:
+            if self._stdout is not None and not self._stdout.is_closing():
+                self._stdout.close()
             self.exited.set()
             if self.exited_callback is not None:
                 self.exited_callback(self)

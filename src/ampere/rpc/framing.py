@@ -21,7 +21,7 @@ from itertools import accumulate
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["FrameError", "InvalidRequest", "JsonStreamFramer", "MAX_NESTING", "MAX_REQUEST_CHARS"]
+__all__ = ["FrameError", "InvalidRequest", "JsonStreamFramer", "MAX_NESTING", "MAX_REQUEST_CHARS", "whole_request"]
 
 MAX_REQUEST_CHARS = 64 * 1024 * 1024
 MAX_NESTING = 100
@@ -36,6 +36,8 @@ for _c, _d in _DELTA.items():
 _SCALAR_END = re.compile(r'[\s\[\]{}",:]')
 _WHITESPACE = " \t\r\n"
 _decoder = json.JSONDecoder()
+# raw_decode without its Python frame: (value, end), StopIteration if no value starts there (a turn per message).
+_scan_once = _decoder.scan_once
 
 
 class FrameError(Exception):
@@ -54,6 +56,26 @@ class InvalidRequest:
 
 
 _Utf8Decoder = codecs.getincrementaldecoder("utf-8")  # looked up once, not per connection
+
+
+def whole_request(data: bytes) -> list[Any] | None:
+    """[the request] when the first read of a connection is exactly one whole JSON object or array (whitespace
+    around it allowed): what a client sending one request per connection (pyln-client, lightning-cli) always
+    sends.  None for anything else (a partial or invalid value, several values, split UTF-8): that read goes to
+    a JsonStreamFramer, from the start.  The framer's own fast path decodes such a read the same way; this
+    spares the framer and its incremental UTF-8 decoder for the connection."""
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return None
+    text = text.strip(_WHITESPACE)
+    if not text or text[0] not in "{[":
+        return None
+    try:
+        obj, end = _scan_once(text, 0)
+    except (StopIteration, ValueError, RecursionError):
+        return None
+    return [obj] if end == len(text) else None
 
 
 class JsonStreamFramer:
@@ -104,8 +126,8 @@ class JsonStreamFramer:
                     # bounded by the read, at most 256 KiB). Anything it cannot take whole (incomplete, too deep,
                     # huge integer, invalid) goes through the scanner below, which gives the precise answer.
                     try:
-                        obj, end = _decoder.raw_decode(text, pos)
-                    except (ValueError, RecursionError):
+                        obj, end = _scan_once(text, pos)
+                    except (StopIteration, ValueError, RecursionError):
                         pass
                     else:
                         out.append(obj)

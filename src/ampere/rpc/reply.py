@@ -15,8 +15,25 @@ from __future__ import annotations
 import json
 from typing import Any, Iterator
 
+
+
+def _compact_encoder() -> Any:
+    """`json.JSONEncoder(separators=(",", ":")).encode`, the same text, without its two Python-level frames and
+    the C encoder it builds anew on every call: built once, without the circular-reference check (replies are
+    trees; a cycle would raise RecursionError rather than ValueError)."""
+    c_make = getattr(json.encoder, "c_make_encoder", None)
+    if c_make is None:  # no C accelerator: json's own path
+        return json.JSONEncoder(separators=(",", ":")).encode
+
+    def default(o: Any) -> Any:
+        raise TypeError(f"Object of type {o.__class__.__name__} is not JSON serializable")
+    chunks = c_make(None, default, json.encoder.c_encode_basestring_ascii, None, ":", ",", False, False, True)
+    join = "".join
+    return lambda obj: join(chunks(obj, 0))
+
+
 # Replies are written compactly; one encoder built once (json.dumps with options builds one per call).
-encode_reply = json.JSONEncoder(separators=(",", ":")).encode
+encode_reply = _compact_encoder()
 
 # Entries of a list encoded at once; a list longer than this makes the reply go out in pieces.
 CHUNK = 256
@@ -29,6 +46,15 @@ def _long_lists(result: Any) -> bool:
         if type(value) is list and len(value) > CHUNK:
             return type(key) is str
     return False
+
+
+def reply_bytes(obj: Any) -> bytes | None:
+    """The reply's bytes, "\n\n" included, when they go in one piece (the usual case: no generator for it);
+    None when `obj["result"]` has a long list (then reply_pieces)."""
+    result = obj.get("result") if type(obj) is dict else None
+    if type(result) is dict and _long_lists(result):
+        return None
+    return encode_reply(obj).encode() + b"\n\n"
 
 
 def reply_pieces(obj: Any) -> Iterator[bytes]:

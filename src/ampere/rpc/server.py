@@ -16,8 +16,8 @@ from collections import deque
 from typing import Any, Awaitable, Callable
 
 from .errors import INVALID_REQUEST
-from .reply import reply_pieces
-from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer
+from .reply import reply_bytes, reply_pieces
+from .framing import MAX_REQUEST_CHARS, FrameError, InvalidRequest, JsonStreamFramer, whole_request
 
 # Per connection (docs/limits.md): unsent replies above this stop new requests from starting; at most this many
 # requests run at once; framed requests beyond MAX_QUEUED stop reading from the socket.
@@ -31,6 +31,8 @@ MAX_UNREAD_BYTES = 64 * 1024 * 1024
 
 class RpcConnection:
     """One client connection: its transport and per-connection settings."""
+
+    __slots__ = ("transport", "protocol", "notifications", "deprecations", "closed", "pending", "eof")
 
     def __init__(self, transport: asyncio.Transport, protocol: Any = None) -> None:
         self.transport = transport
@@ -46,8 +48,12 @@ class RpcConnection:
             return
         # Responses and notifications never interleave within a message: its pieces (one, or several for a
         # long list result: reply.py) are handed to the transport one after the other, nothing in between.
-        for piece in reply_pieces(obj):
-            self.transport.write(piece)
+        data = reply_bytes(obj)
+        if data is not None:
+            self.transport.write(data)
+        else:
+            for piece in reply_pieces(obj):
+                self.transport.write(piece)
         # Back-pressure bounds what requests produce; notifications (which the node produces on its own) and
         # the replies of requests already running are bounded here: a client this far behind is not reading.
         if self.transport.get_write_buffer_size() > MAX_UNREAD_BYTES:
@@ -66,8 +72,9 @@ class RpcConnection:
 
 
 Dispatch = Callable[[dict, RpcConnection], Awaitable[dict]]
-# Starts a request that needs no task (a plugin's method): True if it took it, and will call `reply` once.
-FastStart = Callable[[Any, RpcConnection, Callable[[dict | None], None]], bool]
+# Starts a request without a task (a plugin's method, a request an rpc_command hook looks at): True if it took it,
+# and will then call `reply` once, or `reply.spawn(awaitable)` once to finish it in a task (_Reply).
+FastStart = Callable[[Any, RpcConnection, "_Reply"], bool]
 
 
 def error_response(req_id: Any, code: int, message: str) -> dict:
@@ -82,9 +89,11 @@ class _RpcProtocol(asyncio.Protocol):
     short queue and reading stops once the queue is full, so a client that never reads its replies is stopped
     by its own socket buffer rather than by our memory."""
 
+    __slots__ = ("server", "framer", "conn", "queue", "writing_paused", "reading_paused")
+
     def __init__(self, server: "RpcServer") -> None:
         self.server = server
-        self.framer = JsonStreamFramer()
+        self.framer: JsonStreamFramer | None = None  # made when a read is not one whole request (whole_request)
         self.conn: RpcConnection | None = None
         self.queue: deque[Any] = deque()
         self.writing_paused = False
@@ -97,10 +106,17 @@ class _RpcProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.queue.clear()
-        self.framer.reset()  # a half-received request's text is released now, not with the protocol
-        if self.conn is not None:
-            self.conn.closed = True
-            self.server.connections.discard(self.conn)
+        if self.framer is not None:
+            self.framer.reset()  # a half-received request's text is released now, not with the protocol
+        conn = self.conn
+        if conn is not None:
+            conn.closed = True
+            self.server.connections.discard(conn)
+            # Break the protocol <-> connection <-> transport cycle: freed by reference counting now, not left
+            # to the cyclic garbage collector (a client per call, as pyln-client and lightning-cli do, made it
+            # run every hundred calls).  Requests still running hold `conn` (closed: their answers are dropped).
+            conn.protocol = None
+            self.conn = None
 
     def pause_writing(self) -> None:
         self.writing_paused = True
@@ -127,8 +143,13 @@ class _RpcProtocol(asyncio.Protocol):
         assert conn is not None
         if conn.closed:
             return
+        framer = self.framer
+        requests = whole_request(data) if framer is None else None
         try:
-            requests = self.framer.feed(data)
+            if requests is None:
+                if framer is None:
+                    framer = self.framer = JsonStreamFramer()
+                requests = framer.feed(data)
         except FrameError as e:
             # The stream cannot be resynchronised: answer what was framed, then this error, then close.
             self.queue.clear()
@@ -158,6 +179,23 @@ class _RpcProtocol(asyncio.Protocol):
             self.reading_paused = False
             transport.resume_reading()
         self.maybe_close()
+
+
+class _Reply(tuple):
+    """How a request started by `fast` is finished: `reply(response)` (None: no answer), or `reply.spawn(aw)`
+    to run the awaitable of the response in a task, as the general path does (errors answered the same way).
+    (server, conn, request id): a tuple, made without a Python-level __init__ (one per request)."""
+
+    __slots__ = ()
+
+    def __call__(self, response: dict | None) -> None:
+        self[0]._finish(self[1], response)
+
+    def spawn(self, awaitable: Awaitable[dict]) -> None:
+        server, conn, req_id = self
+        task = asyncio.get_running_loop().create_task(server._complete(awaitable, conn, req_id))
+        server.tasks.add(task)
+        task.add_done_callback(server.tasks.discard)
 
 
 class RpcServer:
@@ -201,7 +239,7 @@ class RpcServer:
         conn.pending += 1
         if self.fast is not None:
             try:
-                if self.fast(obj, conn, lambda response: self._finish(conn, response)):
+                if self.fast(obj, conn, _Reply((self, conn, obj.get("id") if isinstance(obj, dict) else None))):
                     return
             except Exception as e:  # as in _handle: a bug must not take the server down
                 self.log("broken", f"RPC dispatch failed: {e!r}")
@@ -222,14 +260,16 @@ class RpcServer:
             conn.close()
 
     async def _handle(self, obj: Any, conn: RpcConnection) -> None:
+        await self._complete(self.dispatch(obj, conn), conn, obj.get("id") if isinstance(obj, dict) else None)
+
+    async def _complete(self, awaitable: Awaitable[dict], conn: RpcConnection, req_id: Any) -> None:
         try:
-            response = await self.dispatch(obj, conn)
+            response = await awaitable
         except asyncio.CancelledError:
             conn.pending -= 1
             return
         except Exception as e:  # a bug in a handler must not take the server down
             self.log("broken", f"RPC dispatch failed: {e!r}")
-            req_id = obj.get("id") if isinstance(obj, dict) else None
             response = error_response(req_id, -1, f"Internal error: {e}")
         self._finish(conn, response)
 

@@ -50,6 +50,9 @@ class NodePluginHost(PluginHost):
     async def rpc_command_hook(self, request: dict, *, method_exists=None):  # type: ignore[override]
         return await super().rpc_command_hook(request, method_exists=method_exists or self._method_exists)
 
+    def start_rpc_command_hook(self, request: dict, done, *, method_exists=None) -> None:  # type: ignore[override]
+        super().start_rpc_command_hook(request, done, method_exists=method_exists or self._method_exists)
+
     async def setconfig(self, plugin_path: str, name: str, val: Any, **kwargs: Any) -> Any:  # type: ignore[override]
         """daemon's `setconfig` calls (plugin_path, name, val); refusals become RpcError."""
         try:
