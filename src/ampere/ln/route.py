@@ -308,6 +308,44 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     counter = 1
     pop, push = heapq.heappop, heapq.heappush
     no_edges: list[Edge] = []
+    if not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits):
+        # The common query (getroute's, most of pay's): only the graph's edges, nothing to filter or
+        # reprice: the loop below without its tests (the same costs, the same order).
+        h_all = h_of if h_of is not None else [0] * m
+        while heap:
+            _, hops, _, v = pop(heap)
+            if closed[v]:
+                continue
+            closed[v] = 1
+            if v == src:
+                break
+            if hops >= max_hops or v >= n:
+                continue
+            cost = best[v]
+            amt_v, delay_v = label[v][0], label[v][1]
+            risk_v = amt_v * risk_num
+            nhops = hops + 1
+            for _, u, scid, d, base, ppm, delta, hmin, hmax, _ in incoming[v]:
+                if closed[u] or amt_v > hmax or (amt_v < hmin and check_min):
+                    continue
+                if u == src:
+                    amt_u, delay_u, new_cost = amt_v, delay_v, cost
+                else:
+                    # BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
+                    fee = base + amt_v * ppm // 1_000_000
+                    amt_u, delay_u = amt_v + fee, delay_v + delta
+                    new_cost = cost + fee * fee_mult_1000 + delta * risk_v  # type: ignore[operator]
+                old = best[u]
+                if old is not None and old <= new_cost:
+                    continue
+                h = h_all[u]
+                if h is None:
+                    continue  # the payer cannot reach u
+                best[u] = new_cost
+                label[u] = (amt_u, delay_u, v, scid, d)
+                push(heap, (new_cost + h * h_mul, nhops, counter, u))
+                counter += 1
+        heap = []
     while heap:
         _, hops, _, v = pop(heap)
         if closed[v]:
@@ -379,12 +417,13 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             counter += 1
     if not closed[src]:
         return None
-    names = view.ids + list(others)
+    ids = view.ids
+    names = list(others)
     route = []
     node = src
     while node != dst:
         _, _, v, scid, d = label[node]
-        route.append(RouteHop(names[v], ShortChannelId(scid), d, label[v][0], label[v][1]))
+        route.append(RouteHop(ids[v] if v < n else names[v - n], ShortChannelId(scid), d, label[v][0], label[v][1]))
         node = v
     return route
 

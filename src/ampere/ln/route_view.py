@@ -51,6 +51,7 @@ OutEdge = tuple[int, int, int, int, int]
 # than updating it in place.
 _REBUILD_SHARE = 4
 _MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
+_MAX_WEIGHTED = 4  # priced edge lists kept for near_bounds (each a pair per edge)
 # A key asked for this many times (among the last thousand or so asked) gets a table: a payer that
 # asks again and again (ourselves, for `pay` and `getroute`).  Making one costs a search of the
 # whole graph; any other payer is served well enough by near_bounds.
@@ -158,6 +159,36 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     pop, push = heapq.heappop, heapq.heappush
     a, a_risk = amount, amount * risk_mult
     settled: list[int] = []
+    weighted = view.weighted(amount, fee_mult, risk_mult)
+    if weighted is not None:
+        # The same search with each edge's price made beforehand (the view keeps them for the
+        # prices asked for again and again); the payer's own edges are free.
+        for v, _, _, _, _ in outgoing[source]:
+            if tentative[v] is None:
+                tentative[v] = 0
+                push(heap, (0, v))
+        dist[source] = 0
+        settled.append(source)
+        left = budget - 1
+        while heap:
+            d, x = pop(heap)
+            if dist[x] is not None:
+                continue
+            if left <= 0:
+                bounds = [d] * n  # d: the radius
+                for y in settled:
+                    bounds[y] = dist[y]
+                return bounds
+            dist[x] = d
+            settled.append(x)
+            left -= 1
+            for v, w in weighted[x]:
+                nd = d + w
+                old = tentative[v]
+                if old is None or nd < old:
+                    tentative[v] = nd
+                    push(heap, (nd, v))
+        return dist
     while heap:
         d, x = pop(heap)
         if dist[x] is not None:
@@ -185,7 +216,7 @@ class EdgeView:
     leave (`outgoing`), with nodes numbered.  Numbers are never reused while the view lives (a
     forgotten node keeps its number, with no edges)."""
 
-    __slots__ = ("version", "index", "ids", "incoming", "outgoing", "bad", "ends", "_bounds", "_asked")
+    __slots__ = ("version", "index", "ids", "incoming", "outgoing", "bad", "ends", "_bounds", "_asked", "_weighted")
 
     def __init__(self) -> None:
         self.version = -1
@@ -197,6 +228,8 @@ class EdgeView:
         self.ends: dict[int, tuple[int, int]] = {}  # scid -> numbers of its node_1 and node_2
         self._bounds: dict[tuple, _Bounds] = {}
         self._asked: dict[tuple, int] = {}
+        # (amount, fee_mult, risk_mult) -> per node u, [(v, price of u -> v)] (see weighted())
+        self._weighted: dict[tuple, list[list[tuple[int, int]]]] = {}
 
     @classmethod
     def of(cls, graph: Graph) -> EdgeView:
@@ -230,6 +263,7 @@ class EdgeView:
         self.ends.clear()
         self._bounds.clear()
         self._asked.clear()
+        self._weighted.clear()
         # As _add(ch, None) for each channel in `seq` order (each list comes out sorted), in one
         # pass with the nodes numbered first: this runs at start, on the whole loaded graph.
         index, ids, ends = self.index, self.ids, self.ends
@@ -274,11 +308,22 @@ class EdgeView:
 
     def catch_up(self, graph: Graph) -> None:
         added: list[tuple[int, OutEdge]] = []
+        touched: set[int] = set()  # nodes whose outgoing edges changed
         for scid in graph.changed_scids:
+            ends = self.ends.get(scid)
+            if ends is not None:
+                touched.update(ends)
             self._drop(scid)
             ch = graph.channels.get(scid)
             if ch is not None:
                 self._add(ch, added)
+                touched.update(self.ends[scid])
+        if self._weighted:
+            n = len(self.ids)
+            for (a, fee_mult, risk_mult), weighted in self._weighted.items():
+                weighted.extend([] for _ in range(n - len(weighted)))
+                for i in touched:
+                    weighted[i] = _priced(self.outgoing[i], a, fee_mult, risk_mult)
         for node_id in graph.changed_nodes:
             i = self.index.get(node_id)
             if i is not None:
@@ -349,3 +394,27 @@ class EdgeView:
         else:
             self._bounds[key] = self._bounds.pop(key)  # most recently used last
         return b.dist
+
+    def weighted(self, amount: int, fee_mult: int, risk_mult: int) -> list[list[tuple[int, int]]] | None:
+        """Each node's outgoing edges as (v, price), priced as near_bounds does for these
+        arguments: made once they have been asked for a few times (a run of queries for the same
+        amount and risk factor, from any payers), kept up to date by catch_up; else None."""
+        key = (amount, fee_mult, risk_mult)
+        weighted = self._weighted.get(key)
+        if weighted is None:
+            asked = ("priced",) + key
+            n = self._asked[asked] = self._asked.get(asked, 0) + 1
+            if n < _BOUNDS_AFTER_USES:
+                if len(self._asked) > 1024:
+                    self._asked.clear()
+                return None
+            if len(self._weighted) >= _MAX_WEIGHTED:
+                del self._weighted[next(iter(self._weighted))]
+            weighted = self._weighted[key] = [_priced(out, amount, fee_mult, risk_mult) for out in self.outgoing]
+        return weighted
+
+
+def _priced(out: list[OutEdge], a: int, fee_mult: int, risk_mult: int) -> list[tuple[int, int]]:
+    # BOLT #7 "HTLC Fees", as in the path finder.
+    a_risk = a * risk_mult
+    return [(v, (base + a * ppm // 1_000_000) * fee_mult + delta * a_risk) for v, _, base, ppm, delta in out]

@@ -26,6 +26,7 @@ For the channel manager (announcing our own channels):
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections import Counter
@@ -117,6 +118,24 @@ class GossipConfig:
     filter_lookback: int = 600  # gossip_timestamp_filter starts this many seconds before we connect
 
 
+def _load_graph(path: str, graph: Any) -> tuple[Any, Any]:
+    """Load the store into `graph` and make the path finder's view of it (made now rather than by
+    the first payment; it is then kept up to date as gossip changes the graph), off the event loop.
+
+    The cyclic garbage collector is held off meanwhile: the load makes some 150,000 objects that
+    all live on, none of them garbage, and each collection it would trigger walks the ones made
+    so far (a quarter of the load's CPU on a 10,000-channel graph)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loaded = open_and_load(path, graph)
+        EdgeView.of(graph)
+    finally:
+        if enabled:
+            gc.enable()
+    return loaded
+
+
 class GossipManager:
     def __init__(self, node: Any, config: GossipConfig | None = None) -> None:
         self.node = node
@@ -159,14 +178,11 @@ class GossipManager:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         t0 = time.perf_counter()
-        file_store, self.load_stats = await asyncio.to_thread(open_and_load, self.store_path, self.state.graph)
+        file_store, self.load_stats = await asyncio.to_thread(_load_graph, self.store_path, self.state.graph)
         self.store = StoreWorker(file_store, lambda msg: self.node.log.broken(LOG, msg))
         self.state.store = self.store
         self.load_seconds = time.perf_counter() - t0
         graph = self.state.graph
-        # The path finder's view of it, made now rather than by the first payment (it is then
-        # kept up to date as gossip changes the graph).
-        EdgeView.of(graph)
         # Everything loaded was relayed (or was not worth relaying) before the restart.
         self._relayed_announcements.update(s for s, c in graph.channels.items() if c.public)
         s = self.load_stats
