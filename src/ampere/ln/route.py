@@ -287,7 +287,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
         dist = view.bounds(src, tuple(sorted(p for p in peers if p < n)), amount_ref,
                            rf.numerator // rf.denominator)
         if dist is not None:
-            h_of = dist + [0] * (m - len(dist))  # nodes new to the view: reached by our channels/hints
+            # (read only: the table itself unless nodes new to the view, reached by our channels/hints, extend it)
+            h_of = dist if m <= len(dist) else dist + [0] * (m - len(dist))
             h_mul = rf.denominator * (1000 - 10 * fuzz)
     # Any other payer (`getroute`'s `fromid`, or ours before it has a table): exact bounds for the
     # nodes nearest the payer and a flat one beyond, from a short search out of the payer
@@ -321,7 +322,7 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                 break
             if hops >= max_hops or v >= n:
                 continue
-            cost = best[v]
+            cost_v: int = best[v]  # type: ignore[assignment]  # (set when v was pushed)
             amt_v, delay_v = label[v][0], label[v][1]
             risk_v = amt_v * risk_num
             nhops = hops + 1
@@ -329,12 +330,12 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                 if closed[u] or amt_v > hmax or (amt_v < hmin and check_min):
                     continue
                 if u == src:
-                    amt_u, delay_u, new_cost = amt_v, delay_v, cost
+                    amt_u, delay_u, new_cost = amt_v, delay_v, cost_v
                 else:
                     # BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
                     fee = base + amt_v * ppm // 1_000_000
                     amt_u, delay_u = amt_v + fee, delay_v + delta
-                    new_cost = cost + fee * fee_mult_1000 + delta * risk_v  # type: ignore[operator]
+                    new_cost = cost_v + fee * fee_mult_1000 + delta * risk_v
                 old = best[u]
                 if old is not None and old <= new_cost:
                     continue

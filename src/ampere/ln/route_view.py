@@ -34,6 +34,7 @@ from typing import Any
 from ampere.primitives.amount import MSAT_PER_SAT
 
 from .gossip.graph import Graph
+from .gossip.rawmsg import channel_update_policy
 
 # CLN lightning-getroute(7): "There are 52596 blocks per year, thus per-block-cost is riskfactor
 # divided by 5,259,600" (riskfactor being a percentage).
@@ -175,10 +176,10 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
             if dist[x] is not None:
                 continue
             if left <= 0:
-                bounds = [d] * n  # d: the radius
+                near: list[int | None] = [d] * n  # d: the radius
                 for y in settled:
-                    bounds[y] = dist[y]
-                return bounds
+                    near[y] = dist[y]
+                return near
             dist[x] = d
             settled.append(x)
             left -= 1
@@ -273,6 +274,7 @@ class EdgeView:
                 if nid not in index:
                     index[nid] = len(ids)
                     ids.append(nid)
+        policy = channel_update_policy
         incoming: list[list[Edge]] = [[] for _ in ids]
         outgoing: list[list[OutEdge]] = [[] for _ in ids]
         self.incoming, self.outgoing, self.bad = incoming, outgoing, bytearray(len(ids))
@@ -284,21 +286,21 @@ class EdgeView:
                 continue
             cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None
             order, iscid = ch.seq * 2, int(scid)  # one int shared by the edges' tuples
+            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and
+            # capacity), each policy read from the channel_update itself (a Half loaded from the
+            # store is parsed only when first asked for: see Half.unparsed).
             h = ch.halves[0]
-            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and capacity).
-            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
-                    cap is None or h.htlc_maximum_msat <= cap):
-                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, h.htlc_minimum_msat,
-                                     h.htlc_maximum_msat, cap))
-                outgoing[i1].append((i2, iscid, base, ppm, delta))
+            if h is not None:
+                _, _, flags, delta, hmin, base, ppm, hmax = policy(h.raw)
+                if not flags & 2 and hmax >= hmin and (cap is None or hmax <= cap):
+                    incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, hmin, hmax, cap))
+                    outgoing[i1].append((i2, iscid, base, ppm, delta))
             h = ch.halves[1]
-            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
-                    cap is None or h.htlc_maximum_msat <= cap):
-                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, h.htlc_minimum_msat,
-                                     h.htlc_maximum_msat, cap))
-                outgoing[i2].append((i1, iscid, base, ppm, delta))
+            if h is not None:
+                _, _, flags, delta, hmin, base, ppm, hmax = policy(h.raw)
+                if not flags & 2 and hmax >= hmin and (cap is None or hmax <= cap):
+                    incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, hmin, hmax, cap))
+                    outgoing[i2].append((i1, iscid, base, ppm, delta))
         for node in graph.nodes.values():
             if node.info is not None and unroutable_node(node.info.features):
                 self.bad[self.number(node.node_id)] = 1
@@ -322,8 +324,8 @@ class EdgeView:
             n = len(self.ids)
             for (a, fee_mult, risk_mult), weighted in self._weighted.items():
                 weighted.extend([] for _ in range(n - len(weighted)))
-                for i in touched:
-                    weighted[i] = _priced(self.outgoing[i], a, fee_mult, risk_mult)
+                for t in touched:
+                    weighted[t] = _priced(self.outgoing[t], a, fee_mult, risk_mult)
         for node_id in graph.changed_nodes:
             i = self.index.get(node_id)
             if i is not None:

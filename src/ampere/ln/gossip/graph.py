@@ -25,7 +25,9 @@ from ampere.primitives.amount import SatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
-from .rawmsg import RawMessageError, channel_announcement_fields, channel_update_values, node_announcement_fields
+from .rawmsg import (
+    RawMessageError, channel_announcement_fields, channel_update_policy, channel_update_values, node_announcement_fields,
+)
 
 # BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
 # weeks (1209600 seconds): MAY prune the channel."
@@ -51,6 +53,24 @@ class Half:
         self.raw = raw
         self._checksum: int | None = None
 
+    @classmethod
+    def unparsed(cls, raw: bytes) -> Half:
+        """A Half whose fields are read from `raw` when first asked for: loading a stored graph
+        makes tens of thousands, and the path finder's view reads them from `raw` itself
+        (`raw` must be a whole channel_update: the store's own records are)."""
+        half = cls.__new__(cls)
+        half.raw = raw
+        half._checksum = None
+        return half
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot not set yet: the fields of an unparsed Half.
+        if name not in _HALF_FIELDS:
+            raise AttributeError(name)
+        (self.timestamp, self.message_flags, self.channel_flags, self.cltv_expiry_delta, self.htlc_minimum_msat,
+         self.fee_base_msat, self.fee_proportional_millionths, self.htlc_maximum_msat) = channel_update_policy(self.raw)
+        return object.__getattribute__(self, name)
+
     @property
     def enabled(self) -> bool:
         # BOLT #7 channel_flags bit 1: `disable`.
@@ -68,6 +88,10 @@ class Half:
 
             self._checksum = channel_update_checksum(self.raw)
         return self._checksum
+
+
+_HALF_FIELDS = frozenset(("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+                          "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat"))
 
 
 class Channel:
@@ -222,10 +246,11 @@ class Graph:
         return ch
 
     def load_channel_update(self, raw: bytes) -> Half:
-        """apply_channel_update while loading our own store (see load_channel_announcement)."""
-        half = Half(raw)
+        """apply_channel_update while loading our own store (see load_channel_announcement): the
+        Half is parsed when first used (`raw` is a whole channel_update: checked by the caller)."""
+        half = Half.unparsed(raw)
         scid = int.from_bytes(raw[98:106], "big")
-        self.channels[scid].halves[half.channel_flags & 1] = half
+        self.channels[scid].halves[raw[111] & 1] = half
         self.changed_scids.add(scid)
         return half
 

@@ -9,6 +9,7 @@ waits for the disk and compaction never races an append.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,7 +93,20 @@ class GossipStore:
         return self._f
 
     def load(self, graph: Graph) -> LoadStats:
-        """Read every live record into `graph` (which should be empty) and index them."""
+        """Read every live record into `graph` (which should be empty) and index them.
+
+        The cyclic garbage collector is held off meanwhile: the load makes some 150,000 objects
+        that all live on, none of them garbage, and each collection it would trigger walks the
+        ones made so far (a quarter of the load's CPU on a 10,000-channel graph)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load(graph)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _load(self, graph: Graph) -> LoadStats:
         f = self._file()
         f.seek(0)
         buf = f.read()
