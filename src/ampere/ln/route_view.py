@@ -52,7 +52,7 @@ OutEdge = tuple[int, int, int, int, int]
 # than updating it in place.
 _REBUILD_SHARE = 4
 _MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
-_MAX_WEIGHTED = 4  # priced edge lists kept for near_bounds (each a pair per edge)
+_MAX_WEIGHTED = 2  # priced edge lists kept for near_bounds (each a pair per edge)
 # A key asked for this many times (among the last thousand or so asked) gets a table: a payer that
 # asks again and again (ourselves, for `pay` and `getroute`).  Making one costs a search of the
 # whole graph; any other payer is served well enough by near_bounds.
