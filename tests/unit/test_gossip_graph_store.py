@@ -302,3 +302,22 @@ def test_store_worker_writes_and_compacts_off_the_loop_in_order(tmp_path):
     assert [r.msg for r in live] == [ann, live[1].msg, newest, live[3].msg]   # announcement, amount, update, node
     d = 0 if A.pub < B.pub else 1
     assert graph.channels[S1].halves[d].fee_base_msat == 777
+
+
+def test_stored_node_announcement_parsed_when_used_and_checked_when_loaded():
+    """A node_announcement loaded from the store is read when first used (NodeInfo.unparsed): the
+    same fields as a parsed one, and one that does not hold together is refused at the load."""
+    from ampere.ln.gossip.graph import NodeInfo
+    from ampere.ln.gossip.rawmsg import RawMessageError
+
+    net = random_network(F, n_nodes=4, n_channels=4, now=NOW, seed=2)
+    raw = net.node_announcements[0]
+    parsed = NodeInfo(raw)
+    lazy = NodeInfo.unparsed(parsed.node_id, raw)
+    for field in ("node_id", "features", "timestamp", "rgb_color", "alias", "addresses_raw", "raw"):
+        assert getattr(lazy, field) == getattr(parsed, field), field
+    with pytest.raises(AttributeError):
+        lazy.no_such_field  # noqa: B018
+    for cut in (10, len(raw) - 1):
+        with pytest.raises(RawMessageError):
+            NodeInfo.unparsed(parsed.node_id, raw[:cut])

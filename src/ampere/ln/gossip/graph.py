@@ -157,6 +157,28 @@ class NodeInfo:
         self.addresses_raw = f.addresses
         self.raw = raw
 
+    @classmethod
+    def unparsed(cls, node_id: bytes, raw: bytes) -> NodeInfo:
+        """A NodeInfo of a stored node_announcement: its node id and features now (the path
+        finder's view reads the features), the rest when first asked for.  Its lengths are
+        checked here (a record that does not hold together is dropped by the load, as before)."""
+        if len(raw) < 68:
+            raise RawMessageError("node_announcement too short")
+        pos = 68 + ((raw[66] << 8) | raw[67])  # after `features`
+        if len(raw) < pos + 74 or len(raw) < pos + 74 + ((raw[pos + 72] << 8) | raw[pos + 73]):
+            raise RawMessageError("node_announcement too short")
+        info = cls.__new__(cls)
+        info.node_id, info.features, info.raw = node_id, raw[68:pos], raw
+        return info
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot not set yet: the other fields of an unparsed NodeInfo.
+        if name not in ("timestamp", "rgb_color", "alias", "addresses_raw"):
+            raise AttributeError(name)
+        f = node_announcement_fields(self.raw)
+        self.timestamp, self.rgb_color, self.alias, self.addresses_raw = f.timestamp, f.rgb_color, f.alias, f.addresses
+        return object.__getattribute__(self, name)
+
 
 class Node:
     __slots__ = ("node_id", "channels", "info")
@@ -277,6 +299,16 @@ class Graph:
         self.changed_scids.add(scid)
         self._touch()
         return half
+
+    def load_node_announcement(self, node_id: bytes, raw: bytes) -> NodeInfo:
+        """apply_node_announcement while loading our own store (see load_channel_announcement):
+        parsed when first used (NodeInfo.unparsed)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise KeyError("node_announcement for a node without channels")
+        info = node.info = NodeInfo.unparsed(node_id, raw)
+        self.changed_nodes.add(node_id)
+        return info
 
     def apply_node_announcement(self, raw: bytes) -> NodeInfo:
         info = NodeInfo(raw)

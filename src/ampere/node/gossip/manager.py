@@ -118,21 +118,27 @@ class GossipConfig:
     filter_lookback: int = 600  # gossip_timestamp_filter starts this many seconds before we connect
 
 
+# A loaded graph at least this large is frozen out of the GC's generations (see _load_graph).
+_FREEZE_CHANNELS = 1000
+
+
 def _load_graph(path: str, graph: Any) -> tuple[Any, Any]:
     """Load the store into `graph` and make the path finder's view of it (made now rather than by
     the first payment; it is then kept up to date as gossip changes the graph), off the event loop.
 
     The cyclic garbage collector is held off meanwhile, as GossipStore.load does (the view is
-    another 60,000 objects that live on), and what it made is then frozen (gc.freeze: moved out
+    another 60,000 objects that live on), and a large graph is then frozen (gc.freeze: moved out
     of the generations the collector walks), else the first collection after it would walk all
-    of them at once, on the event loop; none of them is cyclic garbage, and the node's later
-    collections need not walk them again and again either."""
+    of it at once, on the event loop; none of it is cyclic garbage, and the node's later
+    collections need not walk it again and again either.  (A small graph is not worth it: a
+    process that starts many nodes, as tests do, would freeze its own garbage each time.)"""
     enabled = gc.isenabled()
     gc.disable()
     try:
         loaded = open_and_load(path, graph)
         EdgeView.of(graph)
-        gc.freeze()
+        if len(graph.channels) >= _FREEZE_CHANNELS:
+            gc.freeze()
     finally:
         if enabled:
             gc.enable()

@@ -169,7 +169,7 @@ class GossipStore:
                         self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    graph.apply_node_announcement(msg)
+                    graph.load_node_announcement(node_id, msg)
                     self._replace(("node", node_id), [offset])
                     stats.nodes += 1
                 elif t == STORE_PRIVATE_CHANNEL:
