@@ -15,7 +15,7 @@ from ampere.ln.gossip import Graph
 from ampere.ln.route import (
     HintHop, LocalChannel, RouteQuery, _search, _to_fraction, find_route,
 )
-from ampere.ln.route_view import RISK_DIVISOR, EdgeView, near_bounds
+from ampere.ln.route_view import RISK_DIVISOR, EdgeView, near_bounds, near_search
 from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.wire.bolt1 import chain_hash
 
@@ -170,6 +170,23 @@ def test_near_bounds_are_lower_bounds_and_exact_near_the_payer():
         # Out of the payer is free: its neighbours are at 0.
         for v, *_ in view.outgoing[src]:
             assert full[v] == 0 == near[v]
+        # near_search (the plain queries' form): exact where it settled, the radius plus the
+        # cheapest edge in (or the cost seen so far) elsewhere, never above the true cost.
+        priced = view.weighted(amount, fee_mult, risk_mult)
+        if priced is not None:
+            settled, tentative, radius = near_search(view, priced, src, (), 20)
+            assert radius is not None and sum(d is not None for d in settled) == 20
+            for i, d in enumerate(full):
+                if d is None:
+                    continue
+                bound = settled[i]
+                if bound is None:
+                    bound = radius + priced[1][i]
+                    if tentative[i] is not None:
+                        bound = min(bound, tentative[i])
+                else:
+                    assert bound == d
+                assert bound <= d
 
 
 def test_guided_search_is_exercised(monkeypatch):

@@ -160,7 +160,8 @@ def test_incremental_view_equals_a_rebuild_and_routes_a_plain_search(seed):
         price = (60_000, route_view.RISK_DIVISOR * 1000, 10_000)
         while (priced := view.weighted(*price)) is None:
             pass
-        assert priced == [route_view._priced(out, *price) for out in view.outgoing]
+        assert priced[0] == [route_view._priced(out, *price) for out in view.outgoing]
+        assert priced[1] == [route_view._min_in(inc, *price) for inc in view.incoming]
         # Then a few random changes.
         for _ in range(rng.randrange(1, 6)):
             kind = rng.random()

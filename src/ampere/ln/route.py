@@ -35,7 +35,7 @@ from ampere.primitives.amount import MsatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .gossip.graph import Graph
-from .route_view import RISK_DIVISOR, Edge, EdgeView, near_bounds
+from .route_view import RISK_DIVISOR, Edge, EdgeView, near_bounds, near_search
 
 # Exit codes CLN's pay uses for these failures (doc/schemas/pay.json): the RPC layer maps errors.
 PAY_ROUTE_NOT_FOUND = 205
@@ -294,12 +294,20 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     # Any other payer (`getroute`'s `fromid`, or ours before it has a table): exact bounds for the
     # nodes nearest the payer and a flat one beyond, from a short search out of the payer
     # (near_bounds), with each edge at the least this query can charge for it.
-    if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
-        h_of = near_bounds(view, src, tuple(sorted(p for p in peers if p < n)), amount,
-                           fee_mult * max(0, 1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
-        h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
-        h_mul = 1
     limits = max_fee is not None or max_delay is not None
+    plain = not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits)
+    near: tuple | None = None  # near_search's (settled, tentative, radius), for a plain query
+    if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
+        near_fee_mult = fee_mult * max(0, 1000 - 10 * fuzz)
+        seeds = tuple(sorted(p for p in peers if p < n))
+        priced = view.weighted(amount, near_fee_mult, risk_num) if plain else None
+        if priced is not None:
+            near = near_search(view, priced, src, seeds, _NEAR_BUDGET)
+            min_in = priced[1]
+        else:
+            h_of = near_bounds(view, src, seeds, amount, near_fee_mult, risk_num, _NEAR_BUDGET)
+            h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
+        h_mul = 1
 
     # Per node: the best cost found, and for it the hops to the payee, the amount and cltv the
     # node must receive, and the next hop (node, scid, direction).
@@ -310,10 +318,12 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     counter = 1
     pop, push = heapq.heappop, heapq.heappush
     no_edges: list[Edge] = []
-    if not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits):
+    if plain:
         # The common query (getroute's, most of pay's): only the graph's edges, nothing to filter or
         # reprice: the loop below without its tests (the same costs, the same order).
         h_all = h_of if h_of is not None else [0] * m
+        if near is not None:
+            near_dist, near_tentative, radius = near
         while heap:
             _, hops, _, v = pop(heap)
             if closed[v]:
@@ -340,9 +350,20 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
                 old = best[u]
                 if old is not None and old <= new_cost:
                     continue
-                h = h_all[u]
-                if h is None:
-                    continue  # the payer cannot reach u
+                if near is None:
+                    h = h_all[u]
+                    if h is None:
+                        continue  # the payer cannot reach u
+                else:
+                    # near_search's bound (see there), read for the nodes reached only.
+                    h = near_dist[u]
+                    if h is None:
+                        if radius is None or min_in[u] is None:
+                            continue  # the payer cannot reach u
+                        h = radius + min_in[u]
+                        t = near_tentative[u]
+                        if t is not None and t < h:
+                            h = t
                 best[u] = new_cost
                 label[u] = (amt_u, delay_u, v, scid, d)
                 push(heap, (new_cost + h * h_mul, nhops, counter, u))

@@ -160,8 +160,9 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     pop, push = heapq.heappop, heapq.heappush
     a, a_risk = amount, amount * risk_mult
     settled: list[int] = []
-    weighted = view.weighted(amount, fee_mult, risk_mult)
-    if weighted is not None:
+    priced = view.weighted(amount, fee_mult, risk_mult)
+    if priced is not None:
+        weighted = priced[0]
         # The same search with each edge's price made beforehand (the view keeps them for the
         # prices asked for again and again); the payer's own edges are free.
         for v, _, _, _, _ in outgoing[source]:
@@ -212,6 +213,46 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     return dist
 
 
+def near_search(view: EdgeView, priced: tuple[list[list[tuple[int, int]]], list[int | None]], source: int,
+                seeds: tuple[int, ...], budget: int) -> tuple[list[int | None], list[int | None], int | None]:
+    """near_bounds' search over edges priced beforehand (EdgeView.weighted), its bounds left for the
+    caller to read node by node: (settled costs, tentative costs, radius; None if the search ran
+    out of nodes first: then the nodes it did not settle are unreachable).  The bound of a node u
+    not settled is min(tentative[u], radius + min_in[u]), `min_in[u]` being the least price of an
+    edge into u (min_in[u] None: no edge leads to u): a path to u ends with an edge from a node
+    settled (then it costs at least tentative[u]) or from one that was not (at least the radius,
+    plus that edge).  Consistent as near_bounds' own: every node not settled is at the radius or
+    beyond, and a settled node's cost is exact."""
+    weighted = priced[0]
+    n = len(view.ids)
+    dist: list[int | None] = [None] * n
+    tentative: list[int | None] = [None] * n
+    heap = [(0, s) for s in seeds]
+    pop, push = heapq.heappop, heapq.heappush
+    for v, _, _, _, _ in view.outgoing[source]:  # the payer's own edges are free
+        if tentative[v] is None:
+            tentative[v] = 0
+            heap.append((0, v))
+    heapq.heapify(heap)
+    dist[source] = tentative[source] = 0
+    left = budget - 1
+    while heap:
+        d, x = pop(heap)
+        if dist[x] is not None:
+            continue
+        if left <= 0:
+            return dist, tentative, d
+        dist[x] = d
+        left -= 1
+        for v, w in weighted[x]:
+            nd = d + w
+            old = tentative[v]
+            if old is None or nd < old:
+                tentative[v] = nd
+                push(heap, (nd, v))
+    return dist, tentative, None
+
+
 class EdgeView:
     """The graph's usable directed edges, by the node they lead to (`incoming`) and the node they
     leave (`outgoing`), with nodes numbered.  Numbers are never reused while the view lives (a
@@ -230,7 +271,7 @@ class EdgeView:
         self._bounds: dict[tuple, _Bounds] = {}
         self._asked: dict[tuple, int] = {}
         # (amount, fee_mult, risk_mult) -> per node u, [(v, price of u -> v)] (see weighted())
-        self._weighted: dict[tuple, list[list[tuple[int, int]]]] = {}
+        self._weighted: dict[tuple, tuple[list[list[tuple[int, int]]], list[int | None]]] = {}
 
     @classmethod
     def of(cls, graph: Graph) -> EdgeView:
@@ -322,10 +363,12 @@ class EdgeView:
                 touched.update(self.ends[scid])
         if self._weighted:
             n = len(self.ids)
-            for (a, fee_mult, risk_mult), weighted in self._weighted.items():
+            for (a, fee_mult, risk_mult), (weighted, min_in) in self._weighted.items():
                 weighted.extend([] for _ in range(n - len(weighted)))
+                min_in.extend([None] * (n - len(min_in)))
                 for t in touched:
                     weighted[t] = _priced(self.outgoing[t], a, fee_mult, risk_mult)
+                    min_in[t] = _min_in(self.incoming[t], a, fee_mult, risk_mult)
         for node_id in graph.changed_nodes:
             i = self.index.get(node_id)
             if i is not None:
@@ -397,10 +440,12 @@ class EdgeView:
             self._bounds[key] = self._bounds.pop(key)  # most recently used last
         return b.dist
 
-    def weighted(self, amount: int, fee_mult: int, risk_mult: int) -> list[list[tuple[int, int]]] | None:
+    def weighted(self, amount: int, fee_mult: int,
+                 risk_mult: int) -> tuple[list[list[tuple[int, int]]], list[int | None]] | None:
         """Each node's outgoing edges as (v, price), priced as near_bounds does for these
-        arguments: made once they have been asked for a few times (a run of queries for the same
-        amount and risk factor, from any payers), kept up to date by catch_up; else None."""
+        arguments, and each node's cheapest edge in (None: none): made once they have been asked
+        for a few times (a run of queries for the same amount and risk factor, from any payers),
+        kept up to date by catch_up; else None."""
         key = (amount, fee_mult, risk_mult)
         weighted = self._weighted.get(key)
         if weighted is None:
@@ -412,7 +457,9 @@ class EdgeView:
                 return None
             if len(self._weighted) >= _MAX_WEIGHTED:
                 del self._weighted[next(iter(self._weighted))]
-            weighted = self._weighted[key] = [_priced(out, amount, fee_mult, risk_mult) for out in self.outgoing]
+            weighted = self._weighted[key] = (
+                [_priced(out, amount, fee_mult, risk_mult) for out in self.outgoing],
+                [_min_in(inc, amount, fee_mult, risk_mult) for inc in self.incoming])
         return weighted
 
 
@@ -420,3 +467,9 @@ def _priced(out: list[OutEdge], a: int, fee_mult: int, risk_mult: int) -> list[t
     # BOLT #7 "HTLC Fees", as in the path finder.
     a_risk = a * risk_mult
     return [(v, (base + a * ppm // 1_000_000) * fee_mult + delta * a_risk) for v, _, base, ppm, delta in out]
+
+
+def _min_in(incoming: list[Edge], a: int, fee_mult: int, risk_mult: int) -> int | None:
+    a_risk = a * risk_mult
+    return min(((base + a * ppm // 1_000_000) * fee_mult + delta * a_risk for _, _, _, _, base, ppm, delta, _, _, _
+                in incoming), default=None)
