@@ -14,6 +14,10 @@ after any number of updates equals one built from scratch, and so do the routes 
 Lower bounds for any payer: `near_bounds()` searches out of the payer for a couple of hundred
 nodes, at the query's own amount and risk factor: exact bounds near the payer, the radius where it
 stopped beyond (see there).  The path finder uses them when the payer has no table of its own.
+For a price (amount, risk factor) asked again and again, from any payers, the view keeps every
+edge priced beforehand and each node's cheapest edge in (`weighted()`, kept up to date as the
+graph changes): `near_search()` runs the same search over them and the path finder reads its
+bounds node by node, beyond the radius raised by that cheapest edge in.
 
 Lower bounds (for A*) for a payer that asks again and again: `bounds()` gives, for every node,
 the cost of the cheapest path from the payer to it with every edge priced at what it costs for the
