@@ -90,6 +90,7 @@ class Half:
         return self._checksum
 
 
+_new_half = object.__new__
 _HALF_FIELDS = frozenset(("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
                           "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat"))
 
@@ -267,13 +268,15 @@ class Graph:
             node.channels.add(scid)
         return ch
 
-    def load_channel_update(self, raw: bytes) -> Half:
-        """apply_channel_update while loading our own store (see load_channel_announcement): the
-        Half is parsed when first used (`raw` is a whole channel_update: checked by the caller)."""
-        half = Half.unparsed(raw)
-        scid = int.from_bytes(raw[98:106], "big")
-        self.channels[scid].halves[raw[111] & 1] = half
-        self.changed_scids.add(scid)
+    def load_channel_update(self, raw: bytes, ch: Channel) -> Half:
+        """apply_channel_update while loading our own store (see load_channel_announcement), for
+        its channel `ch`: the Half is parsed when first used (`raw` is a whole channel_update:
+        checked by the caller).  (Half.unparsed written out: tens of thousands of calls.)"""
+        half = _new_half(Half)
+        half.raw = raw
+        half._checksum = None
+        ch.halves[raw[111] & 1] = half
+        self.changed_scids.add(ch.scid)
         return half
 
     def loaded(self) -> None:

@@ -121,28 +121,30 @@ class GossipStore:
         index = self._index
         channels = graph.channels
         load_update = graph.load_channel_update
+        live = 0  # bytes of live records (self.live_bytes, set at the end)
+        updates = 0
         for offset, flags, timestamp, msg, end in iter_records_with_end(buf, len(HEADER)):
-            size = 12 + len(msg)
             if flags & DELETED:
                 stats.deleted += 1
-                self.deleted_bytes += size
+                self.deleted_bytes += 12 + len(msg)
                 continue
-            self.live_bytes += size
+            live += 12 + len(msg)
             t = (msg[0] << 8) | msg[1] if len(msg) >= 2 else -1
             try:
                 if t == CHANNEL_UPDATE:
                     scid = int.from_bytes(msg[98:106], "big")
-                    if len(msg) < 138 or scid not in channels:
+                    ch = channels.get(scid)
+                    if ch is None or len(msg) < 138:
                         self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    load_update(msg)
+                    load_update(msg, ch)
                     key: tuple = ("upd", scid, msg[111] & 1)
                     old = index.get(key)
                     if old is not None:
                         self._delete_offsets(old)
                     index[key] = [offset]
-                    stats.updates += 1
+                    updates += 1
                 elif t == CHANNEL_ANNOUNCEMENT:
                     if pending_ann is not None:  # an announcement without its amount: unusable
                         self._delete_offsets([pending_ann[0]])
@@ -193,6 +195,8 @@ class GossipStore:
         if pending_ann is not None:
             self._delete_offsets([pending_ann[0]])
             stats.dropped += 1
+        self.live_bytes += live
+        stats.updates += updates
         graph.loaded()
         if end < len(buf):
             # A torn record at the end (we crashed while appending): cut it off.
