@@ -157,7 +157,12 @@ def test_store_load_builds_the_graph_add_and_apply_build(tmp_path):
     graph = Graph()
     with GossipStore(str(tmp_path / "gossip_store")) as again:
         again.load(graph)
+    # The view is made from the loaded policies before anything else reads them (they are parsed
+    # when first asked for: Half.unparsed).
+    loaded_view = [[e[1:] for e in lst] for lst in EdgeView.of(graph).incoming]
     assert graph.version > 0 and list(graph.channels) == list(direct.channels)
+    fields = ("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+              "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat", "direction", "enabled", "checksum")
     for scid, ch in direct.channels.items():
         got = graph.channels[scid]
         assert type(got.scid) is ShortChannelId and got.scid == scid and str(got.scid) == str(ch.scid)
@@ -166,11 +171,12 @@ def test_store_load_builds_the_graph_add_and_apply_build(tmp_path):
         assert (got.bitcoin_key_1, got.bitcoin_key_2) == (ch.bitcoin_key_1, ch.bitcoin_key_2)
         assert (got.bitcoin_key_1 != b"") == got.public
         assert [h.raw if h else None for h in got.halves] == [h.raw if h else None for h in ch.halves]
-        assert [h.fee_base_msat if h else None for h in got.halves] == [h.fee_base_msat if h else None for h in ch.halves]
+        for field in fields:
+            assert [getattr(h, field) if h else None for h in got.halves] == \
+                [getattr(h, field) if h else None for h in ch.halves], field
     assert graph.list_channels() == direct.list_channels() and graph.list_nodes() == direct.list_nodes()
     assert not graph.channels[priv_scid].public
-    assert [[e[1:] for e in lst] for lst in EdgeView.of(graph).incoming] == \
-        [[e[1:] for e in lst] for lst in EdgeView.of(direct).incoming]
+    assert loaded_view == [[e[1:] for e in lst] for lst in EdgeView.of(direct).incoming]
 
 
 def test_store_delete_and_compact(tmp_path):
@@ -296,3 +302,22 @@ def test_store_worker_writes_and_compacts_off_the_loop_in_order(tmp_path):
     assert [r.msg for r in live] == [ann, live[1].msg, newest, live[3].msg]   # announcement, amount, update, node
     d = 0 if A.pub < B.pub else 1
     assert graph.channels[S1].halves[d].fee_base_msat == 777
+
+
+def test_stored_node_announcement_parsed_when_used_and_checked_when_loaded():
+    """A node_announcement loaded from the store is read when first used (NodeInfo.unparsed): the
+    same fields as a parsed one, and one that does not hold together is refused at the load."""
+    from ampere.ln.gossip.graph import NodeInfo
+    from ampere.ln.gossip.rawmsg import RawMessageError
+
+    net = random_network(F, n_nodes=4, n_channels=4, now=NOW, seed=2)
+    raw = net.node_announcements[0]
+    parsed = NodeInfo(raw)
+    lazy = NodeInfo.unparsed(parsed.node_id, raw)
+    for field in ("node_id", "features", "timestamp", "rgb_color", "alias", "addresses_raw", "raw"):
+        assert getattr(lazy, field) == getattr(parsed, field), field
+    with pytest.raises(AttributeError):
+        lazy.no_such_field  # noqa: B018
+    for cut in (10, len(raw) - 1):
+        with pytest.raises(RawMessageError):
+            NodeInfo.unparsed(parsed.node_id, raw[:cut])

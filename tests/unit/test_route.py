@@ -235,3 +235,26 @@ def test_split_over_two_local_channels(square):
 def test_split_single_route_when_it_fits(square):
     parts = split_payment(square, q("A", "C", 1_000_000))
     assert len(parts) == 1 and parts[0] == find_route(square, q("A", "C", 1_000_000))
+
+
+def test_getroute_node_id_parameter_remembers_only_valid_ids():
+    """getroute's `id`/`fromid` parser (rpc/commands/gossip.p_node_id): p_pubkey's answers, the
+    ids it accepted not checked on the curve again, the others refused every time."""
+    from ampere.rpc.commands import gossip as cmd
+    from ampere.rpc.params import ParamError
+
+    on_curve, off_curve = [], []
+    for x in range(1, 40):  # x coordinates: about half of them are on the curve
+        candidate = (b"\x02" + x.to_bytes(32, "big")).hex()
+        try:
+            assert cmd.p_node_id(candidate) == bytes.fromhex(candidate)
+            on_curve.append(candidate)
+        except ParamError:
+            off_curve.append(candidate)
+    assert on_curve and off_curve
+    assert all(c in cmd._CHECKED_NODE_IDS for c in on_curve)
+    assert cmd.p_node_id(on_curve[0]) == bytes.fromhex(on_curve[0])
+    for bad in (off_curve[0], off_curve[0], "zz", 5, on_curve[0][:-2]):
+        with pytest.raises(ParamError):
+            cmd.p_node_id(bad)
+    assert not any(c in cmd._CHECKED_NODE_IDS for c in off_curve)

@@ -15,7 +15,7 @@ from ampere.ln.gossip import Graph
 from ampere.ln.route import (
     HintHop, LocalChannel, RouteQuery, _search, _to_fraction, find_route,
 )
-from ampere.ln.route_view import RISK_DIVISOR, EdgeView, near_bounds
+from ampere.ln.route_view import RISK_DIVISOR, EdgeView, near_bounds, near_search
 from ampere.testing.gossip_factory import GossipFactory, random_network
 from ampere.wire.bolt1 import chain_hash
 
@@ -147,8 +147,16 @@ def test_near_bounds_are_lower_bounds_and_exact_near_the_payer():
         g.apply_channel_update(upd)
     view = EdgeView.of(g)
     amount, fee_mult, risk_mult = 50_000, RISK_DIVISOR * 1000, 10 * 1000
-    for src in (0, 7, 33):
+    # Once with the edges priced in the search, then with them priced beforehand (the view keeps
+    # them for a price asked again and again): the same costs.
+    assert view.weighted(amount, fee_mult, risk_mult) is None
+    fulls = {}
+    for src in (0, 7, 33, 0, 7, 33):
+        if src in fulls:
+            while view.weighted(amount, fee_mult, risk_mult) is None:
+                pass
         full = near_bounds(view, src, (), amount, fee_mult, risk_mult, 10**9)  # the whole table
+        assert fulls.setdefault(src, full) == full
         assert full[src] == 0 and sum(d is not None for d in full) > 100
         near = near_bounds(view, src, (), amount, fee_mult, risk_mult, 20)
         radius = max(near)
@@ -162,6 +170,23 @@ def test_near_bounds_are_lower_bounds_and_exact_near_the_payer():
         # Out of the payer is free: its neighbours are at 0.
         for v, *_ in view.outgoing[src]:
             assert full[v] == 0 == near[v]
+        # near_search (the plain queries' form): exact where it settled, the radius plus the
+        # cheapest edge in (or the cost seen so far) elsewhere, never above the true cost.
+        priced = view.weighted(amount, fee_mult, risk_mult)
+        if priced is not None:
+            settled, tentative, radius = near_search(view, priced, src, (), 20)
+            assert radius is not None and sum(d is not None for d in settled) == 20
+            for i, d in enumerate(full):
+                if d is None:
+                    continue
+                bound = settled[i]
+                if bound is None:
+                    bound = radius + priced[1][i]
+                    if tentative[i] is not None:
+                        bound = min(bound, tentative[i])
+                else:
+                    assert bound == d
+                assert bound <= d
 
 
 def test_guided_search_is_exercised(monkeypatch):

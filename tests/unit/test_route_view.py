@@ -155,6 +155,13 @@ def test_incremental_view_equals_a_rebuild_and_routes_a_plain_search(seed):
                 j = fresh_view.index.get(node_id)
                 if j is not None and fd[j] is not None:
                     assert b.dist[i] is not None and b.dist[i] <= fd[j]
+        # The edges priced beforehand for near_bounds follow the changes as well.
+        view = EdgeView.of(g)
+        price = (60_000, route_view.RISK_DIVISOR * 1000, 10_000)
+        while (priced := view.weighted(*price)) is None:
+            pass
+        assert priced[0] == [route_view._priced(out, *price) for out in view.outgoing]
+        assert priced[1] == [route_view._min_in(inc, *price) for inc in view.incoming]
         # Then a few random changes.
         for _ in range(rng.randrange(1, 6)):
             kind = rng.random()

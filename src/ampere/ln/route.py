@@ -35,7 +35,7 @@ from ampere.primitives.amount import MsatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .gossip.graph import Graph
-from .route_view import RISK_DIVISOR, Edge, EdgeView, near_bounds
+from .route_view import RISK_DIVISOR, Edge, EdgeView, near_bounds, near_search
 
 # Exit codes CLN's pay uses for these failures (doc/schemas/pay.json): the RPC layer maps errors.
 PAY_ROUTE_NOT_FOUND = 205
@@ -76,8 +76,9 @@ class RouteHop:
     delay: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"id": self.node_id.hex(), "channel": str(self.short_channel_id), "direction": self.direction,
-                "amount_msat": self.amount_msat, "delay": self.delay, "style": "tlv"}
+        s = self.short_channel_id  # str(ShortChannelId) written out: getroute answers a dozen of these
+        return {"id": self.node_id.hex(), "channel": f"{s >> 40}x{(s >> 16) & 0xFFFFFF}x{s & 0xFFFF}",
+                "direction": self.direction, "amount_msat": self.amount_msat, "delay": self.delay, "style": "tlv"}
 
 
 @dataclass(frozen=True)
@@ -287,17 +288,26 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
         dist = view.bounds(src, tuple(sorted(p for p in peers if p < n)), amount_ref,
                            rf.numerator // rf.denominator)
         if dist is not None:
-            h_of = dist + [0] * (m - len(dist))  # nodes new to the view: reached by our channels/hints
+            # (read only: the table itself unless nodes new to the view, reached by our channels/hints, extend it)
+            h_of = dist if m <= len(dist) else dist + [0] * (m - len(dist))
             h_mul = rf.denominator * (1000 - 10 * fuzz)
     # Any other payer (`getroute`'s `fromid`, or ours before it has a table): exact bounds for the
     # nodes nearest the payer and a flat one beyond, from a short search out of the payer
     # (near_bounds), with each edge at the least this query can charge for it.
-    if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
-        h_of = near_bounds(view, src, tuple(sorted(p for p in peers if p < n)), amount,
-                           fee_mult * max(0, 1000 - 10 * fuzz), risk_num, _NEAR_BUDGET)
-        h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
-        h_mul = 1
     limits = max_fee is not None or max_delay is not None
+    plain = not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits)
+    near: tuple | None = None  # near_search's (settled, tentative, radius), for a plain query
+    if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
+        near_fee_mult = fee_mult * max(0, 1000 - 10 * fuzz)
+        seeds = tuple(sorted(p for p in peers if p < n))
+        priced = view.weighted(amount, near_fee_mult, risk_num) if plain else None
+        if priced is not None:
+            near = near_search(view, priced, src, seeds, _NEAR_BUDGET)
+            min_in = priced[1]
+        else:
+            h_of = near_bounds(view, src, seeds, amount, near_fee_mult, risk_num, _NEAR_BUDGET)
+            h_of += [0] * (m - n)  # nodes new to the view: reached by our channels/hints
+        h_mul = 1
 
     # Per node: the best cost found, and for it the hops to the payee, the amount and cltv the
     # node must receive, and the next hop (node, scid, direction).
@@ -308,6 +318,57 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     counter = 1
     pop, push = heapq.heappop, heapq.heappush
     no_edges: list[Edge] = []
+    if plain:
+        # The common query (getroute's, most of pay's): only the graph's edges, nothing to filter or
+        # reprice: the loop below without its tests (the same costs, the same order).
+        h_all = h_of if h_of is not None else [0] * m
+        if near is not None:
+            near_dist, near_tentative, radius = near
+        while heap:
+            _, hops, _, v = pop(heap)
+            if closed[v]:
+                continue
+            closed[v] = 1
+            if v == src:
+                break
+            if hops >= max_hops or v >= n:
+                continue
+            cost_v: int = best[v]  # type: ignore[assignment]  # (set when v was pushed)
+            amt_v, delay_v = label[v][0], label[v][1]
+            risk_v = amt_v * risk_num
+            nhops = hops + 1
+            for _, u, scid, d, base, ppm, delta, hmin, hmax, _ in incoming[v]:
+                if closed[u] or amt_v > hmax or (amt_v < hmin and check_min):
+                    continue
+                if u == src:
+                    amt_u, delay_u, new_cost = amt_v, delay_v, cost_v
+                else:
+                    # BOLT #7 "HTLC Fees": fee_base_msat + ( amount_to_forward * fee_proportional_millionths / 1000000 )
+                    fee = base + amt_v * ppm // 1_000_000
+                    amt_u, delay_u = amt_v + fee, delay_v + delta
+                    new_cost = cost_v + fee * fee_mult_1000 + delta * risk_v
+                old = best[u]
+                if old is not None and old <= new_cost:
+                    continue
+                if near is None:
+                    h = h_all[u]
+                    if h is None:
+                        continue  # the payer cannot reach u
+                else:
+                    # near_search's bound (see there), read for the nodes reached only.
+                    h = near_dist[u]
+                    if h is None:
+                        if radius is None or min_in[u] is None:
+                            continue  # the payer cannot reach u
+                        h = radius + min_in[u]
+                        t = near_tentative[u]
+                        if t is not None and t < h:
+                            h = t
+                best[u] = new_cost
+                label[u] = (amt_u, delay_u, v, scid, d)
+                push(heap, (new_cost + h * h_mul, nhops, counter, u))
+                counter += 1
+        heap = []
     while heap:
         _, hops, _, v = pop(heap)
         if closed[v]:
@@ -379,12 +440,13 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             counter += 1
     if not closed[src]:
         return None
-    names = view.ids + list(others)
+    ids = view.ids
+    names = list(others)
     route = []
     node = src
     while node != dst:
         _, _, v, scid, d = label[node]
-        route.append(RouteHop(names[v], ShortChannelId(scid), d, label[v][0], label[v][1]))
+        route.append(RouteHop(ids[v] if v < n else names[v - n], ShortChannelId(scid), d, label[v][0], label[v][1]))
         node = v
     return route
 

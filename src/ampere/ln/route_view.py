@@ -14,6 +14,10 @@ after any number of updates equals one built from scratch, and so do the routes 
 Lower bounds for any payer: `near_bounds()` searches out of the payer for a couple of hundred
 nodes, at the query's own amount and risk factor: exact bounds near the payer, the radius where it
 stopped beyond (see there).  The path finder uses them when the payer has no table of its own.
+For a price (amount, risk factor) asked again and again, from any payers, the view keeps every
+edge priced beforehand and each node's cheapest edge in (`weighted()`, kept up to date as the
+graph changes): `near_search()` runs the same search over them and the path finder reads its
+bounds node by node, beyond the radius raised by that cheapest edge in.
 
 Lower bounds (for A*) for a payer that asks again and again: `bounds()` gives, for every node,
 the cost of the cheapest path from the payer to it with every edge priced at what it costs for the
@@ -34,6 +38,7 @@ from typing import Any
 from ampere.primitives.amount import MSAT_PER_SAT
 
 from .gossip.graph import Graph
+from .gossip.rawmsg import channel_update_policy
 
 # CLN lightning-getroute(7): "There are 52596 blocks per year, thus per-block-cost is riskfactor
 # divided by 5,259,600" (riskfactor being a percentage).
@@ -51,6 +56,7 @@ OutEdge = tuple[int, int, int, int, int]
 # than updating it in place.
 _REBUILD_SHARE = 4
 _MAX_BOUNDS = 8  # bound tables kept (each is one int per node)
+_MAX_WEIGHTED = 2  # priced edge lists kept for near_bounds (each a pair per edge)
 # A key asked for this many times (among the last thousand or so asked) gets a table: a payer that
 # asks again and again (ourselves, for `pay` and `getroute`).  Making one costs a search of the
 # whole graph; any other payer is served well enough by near_bounds.
@@ -158,6 +164,37 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     pop, push = heapq.heappop, heapq.heappush
     a, a_risk = amount, amount * risk_mult
     settled: list[int] = []
+    priced = view.weighted(amount, fee_mult, risk_mult)
+    if priced is not None:
+        weighted = priced[0]
+        # The same search with each edge's price made beforehand (the view keeps them for the
+        # prices asked for again and again); the payer's own edges are free.
+        for v, _, _, _, _ in outgoing[source]:
+            if tentative[v] is None:
+                tentative[v] = 0
+                push(heap, (0, v))
+        dist[source] = 0
+        settled.append(source)
+        left = budget - 1
+        while heap:
+            d, x = pop(heap)
+            if dist[x] is not None:
+                continue
+            if left <= 0:
+                near: list[int | None] = [d] * n  # d: the radius
+                for y in settled:
+                    near[y] = dist[y]
+                return near
+            dist[x] = d
+            settled.append(x)
+            left -= 1
+            for v, w in weighted[x]:
+                nd = d + w
+                old = tentative[v]
+                if old is None or nd < old:
+                    tentative[v] = nd
+                    push(heap, (nd, v))
+        return dist
     while heap:
         d, x = pop(heap)
         if dist[x] is not None:
@@ -180,12 +217,52 @@ def near_bounds(view: EdgeView, source: int, seeds: tuple[int, ...], amount: int
     return dist
 
 
+def near_search(view: EdgeView, priced: tuple[list[list[tuple[int, int]]], list[int | None]], source: int,
+                seeds: tuple[int, ...], budget: int) -> tuple[list[int | None], list[int | None], int | None]:
+    """near_bounds' search over edges priced beforehand (EdgeView.weighted), its bounds left for the
+    caller to read node by node: (settled costs, tentative costs, radius; None if the search ran
+    out of nodes first: then the nodes it did not settle are unreachable).  The bound of a node u
+    not settled is min(tentative[u], radius + min_in[u]), `min_in[u]` being the least price of an
+    edge into u (min_in[u] None: no edge leads to u): a path to u ends with an edge from a node
+    settled (then it costs at least tentative[u]) or from one that was not (at least the radius,
+    plus that edge).  Consistent as near_bounds' own: every node not settled is at the radius or
+    beyond, and a settled node's cost is exact."""
+    weighted = priced[0]
+    n = len(view.ids)
+    dist: list[int | None] = [None] * n
+    tentative: list[int | None] = [None] * n
+    heap = [(0, s) for s in seeds]
+    pop, push = heapq.heappop, heapq.heappush
+    for v, _, _, _, _ in view.outgoing[source]:  # the payer's own edges are free
+        if tentative[v] is None:
+            tentative[v] = 0
+            heap.append((0, v))
+    heapq.heapify(heap)
+    dist[source] = tentative[source] = 0
+    left = budget - 1
+    while heap:
+        d, x = pop(heap)
+        if dist[x] is not None:
+            continue
+        if left <= 0:
+            return dist, tentative, d
+        dist[x] = d
+        left -= 1
+        for v, w in weighted[x]:
+            nd = d + w
+            old = tentative[v]
+            if old is None or nd < old:
+                tentative[v] = nd
+                push(heap, (nd, v))
+    return dist, tentative, None
+
+
 class EdgeView:
     """The graph's usable directed edges, by the node they lead to (`incoming`) and the node they
     leave (`outgoing`), with nodes numbered.  Numbers are never reused while the view lives (a
     forgotten node keeps its number, with no edges)."""
 
-    __slots__ = ("version", "index", "ids", "incoming", "outgoing", "bad", "ends", "_bounds", "_asked")
+    __slots__ = ("version", "index", "ids", "incoming", "outgoing", "bad", "ends", "_bounds", "_asked", "_weighted")
 
     def __init__(self) -> None:
         self.version = -1
@@ -197,6 +274,8 @@ class EdgeView:
         self.ends: dict[int, tuple[int, int]] = {}  # scid -> numbers of its node_1 and node_2
         self._bounds: dict[tuple, _Bounds] = {}
         self._asked: dict[tuple, int] = {}
+        # (amount, fee_mult, risk_mult) -> per node u, [(v, price of u -> v)] (see weighted())
+        self._weighted: dict[tuple, tuple[list[list[tuple[int, int]]], list[int | None]]] = {}
 
     @classmethod
     def of(cls, graph: Graph) -> EdgeView:
@@ -230,6 +309,7 @@ class EdgeView:
         self.ends.clear()
         self._bounds.clear()
         self._asked.clear()
+        self._weighted.clear()
         # As _add(ch, None) for each channel in `seq` order (each list comes out sorted), in one
         # pass with the nodes numbered first: this runs at start, on the whole loaded graph.
         index, ids, ends = self.index, self.ids, self.ends
@@ -239,6 +319,7 @@ class EdgeView:
                 if nid not in index:
                     index[nid] = len(ids)
                     ids.append(nid)
+        policy = channel_update_policy
         incoming: list[list[Edge]] = [[] for _ in ids]
         outgoing: list[list[OutEdge]] = [[] for _ in ids]
         self.incoming, self.outgoing, self.bad = incoming, outgoing, bytearray(len(ids))
@@ -250,21 +331,21 @@ class EdgeView:
                 continue
             cap = ch.capacity_sat * MSAT_PER_SAT if ch.capacity_sat else None
             order, iscid = ch.seq * 2, int(scid)  # one int shared by the edges' tuples
+            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and
+            # capacity), each policy read from the channel_update itself (a Half loaded from the
+            # store is parsed only when first asked for: see Half.unparsed).
             h = ch.halves[0]
-            # The same rules as _add (BOLT #7 htlc_maximum_msat against htlc_minimum_msat and capacity).
-            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
-                    cap is None or h.htlc_maximum_msat <= cap):
-                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, h.htlc_minimum_msat,
-                                     h.htlc_maximum_msat, cap))
-                outgoing[i1].append((i2, iscid, base, ppm, delta))
+            if h is not None:
+                _, _, flags, delta, hmin, base, ppm, hmax = policy(h.raw)
+                if not flags & 2 and hmax >= hmin and (cap is None or hmax <= cap):
+                    incoming[i2].append((order, i1, iscid, 0, base, ppm, delta, hmin, hmax, cap))
+                    outgoing[i1].append((i2, iscid, base, ppm, delta))
             h = ch.halves[1]
-            if h is not None and not h.channel_flags & 2 and h.htlc_maximum_msat >= h.htlc_minimum_msat and (
-                    cap is None or h.htlc_maximum_msat <= cap):
-                base, ppm, delta = h.fee_base_msat, h.fee_proportional_millionths, h.cltv_expiry_delta
-                incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, h.htlc_minimum_msat,
-                                     h.htlc_maximum_msat, cap))
-                outgoing[i2].append((i1, iscid, base, ppm, delta))
+            if h is not None:
+                _, _, flags, delta, hmin, base, ppm, hmax = policy(h.raw)
+                if not flags & 2 and hmax >= hmin and (cap is None or hmax <= cap):
+                    incoming[i1].append((order + 1, i2, iscid, 1, base, ppm, delta, hmin, hmax, cap))
+                    outgoing[i2].append((i1, iscid, base, ppm, delta))
         for node in graph.nodes.values():
             if node.info is not None and unroutable_node(node.info.features):
                 self.bad[self.number(node.node_id)] = 1
@@ -274,11 +355,24 @@ class EdgeView:
 
     def catch_up(self, graph: Graph) -> None:
         added: list[tuple[int, OutEdge]] = []
+        touched: set[int] = set()  # nodes whose outgoing edges changed
         for scid in graph.changed_scids:
+            ends = self.ends.get(scid)
+            if ends is not None:
+                touched.update(ends)
             self._drop(scid)
             ch = graph.channels.get(scid)
             if ch is not None:
                 self._add(ch, added)
+                touched.update(self.ends[scid])
+        if self._weighted:
+            n = len(self.ids)
+            for (a, fee_mult, risk_mult), (weighted, min_in) in self._weighted.items():
+                weighted.extend([] for _ in range(n - len(weighted)))
+                min_in.extend([None] * (n - len(min_in)))
+                for t in touched:
+                    weighted[t] = _priced(self.outgoing[t], a, fee_mult, risk_mult)
+                    min_in[t] = _min_in(self.incoming[t], a, fee_mult, risk_mult)
         for node_id in graph.changed_nodes:
             i = self.index.get(node_id)
             if i is not None:
@@ -349,3 +443,37 @@ class EdgeView:
         else:
             self._bounds[key] = self._bounds.pop(key)  # most recently used last
         return b.dist
+
+    def weighted(self, amount: int, fee_mult: int,
+                 risk_mult: int) -> tuple[list[list[tuple[int, int]]], list[int | None]] | None:
+        """Each node's outgoing edges as (v, price), priced as near_bounds does for these
+        arguments, and each node's cheapest edge in (None: none): made once they have been asked
+        for a few times (a run of queries for the same amount and risk factor, from any payers),
+        kept up to date by catch_up; else None."""
+        key = (amount, fee_mult, risk_mult)
+        weighted = self._weighted.get(key)
+        if weighted is None:
+            asked = ("priced",) + key
+            n = self._asked[asked] = self._asked.get(asked, 0) + 1
+            if n < _BOUNDS_AFTER_USES:
+                if len(self._asked) > 1024:
+                    self._asked.clear()
+                return None
+            if len(self._weighted) >= _MAX_WEIGHTED:
+                del self._weighted[next(iter(self._weighted))]
+            weighted = self._weighted[key] = (
+                [_priced(out, amount, fee_mult, risk_mult) for out in self.outgoing],
+                [_min_in(inc, amount, fee_mult, risk_mult) for inc in self.incoming])
+        return weighted
+
+
+def _priced(out: list[OutEdge], a: int, fee_mult: int, risk_mult: int) -> list[tuple[int, int]]:
+    # BOLT #7 "HTLC Fees", as in the path finder.
+    a_risk = a * risk_mult
+    return [(v, (base + a * ppm // 1_000_000) * fee_mult + delta * a_risk) for v, _, base, ppm, delta in out]
+
+
+def _min_in(incoming: list[Edge], a: int, fee_mult: int, risk_mult: int) -> int | None:
+    a_risk = a * risk_mult
+    return min(((base + a * ppm // 1_000_000) * fee_mult + delta * a_risk for _, _, _, _, base, ppm, delta, _, _, _
+                in incoming), default=None)

@@ -25,7 +25,9 @@ from ampere.primitives.amount import SatInt, sat_to_msat
 from ampere.wire.types import ShortChannelId
 
 from .addresses import AddressError, alias_text, parse_addresses
-from .rawmsg import RawMessageError, channel_announcement_fields, channel_update_values, node_announcement_fields
+from .rawmsg import (
+    RawMessageError, channel_announcement_fields, channel_update_policy, channel_update_values, node_announcement_fields,
+)
 
 # BOLT #7: "if the `timestamp` of the latest `channel_update` in either direction is older than two
 # weeks (1209600 seconds): MAY prune the channel."
@@ -51,6 +53,24 @@ class Half:
         self.raw = raw
         self._checksum: int | None = None
 
+    @classmethod
+    def unparsed(cls, raw: bytes) -> Half:
+        """A Half whose fields are read from `raw` when first asked for: loading a stored graph
+        makes tens of thousands, and the path finder's view reads them from `raw` itself
+        (`raw` must be a whole channel_update: the store's own records are)."""
+        half = cls.__new__(cls)
+        half.raw = raw
+        half._checksum = None
+        return half
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot not set yet: the fields of an unparsed Half.
+        if name not in _HALF_FIELDS:
+            raise AttributeError(name)
+        (self.timestamp, self.message_flags, self.channel_flags, self.cltv_expiry_delta, self.htlc_minimum_msat,
+         self.fee_base_msat, self.fee_proportional_millionths, self.htlc_maximum_msat) = channel_update_policy(self.raw)
+        return object.__getattribute__(self, name)
+
     @property
     def enabled(self) -> bool:
         # BOLT #7 channel_flags bit 1: `disable`.
@@ -68,6 +88,11 @@ class Half:
 
             self._checksum = channel_update_checksum(self.raw)
         return self._checksum
+
+
+_new_half = object.__new__
+_HALF_FIELDS = frozenset(("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
+                          "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat"))
 
 
 class Channel:
@@ -132,6 +157,28 @@ class NodeInfo:
         self.alias = f.alias
         self.addresses_raw = f.addresses
         self.raw = raw
+
+    @classmethod
+    def unparsed(cls, node_id: bytes, raw: bytes) -> NodeInfo:
+        """A NodeInfo of a stored node_announcement: its node id and features now (the path
+        finder's view reads the features), the rest when first asked for.  Its lengths are
+        checked here (a record that does not hold together is dropped by the load, as before)."""
+        if len(raw) < 68:
+            raise RawMessageError("node_announcement too short")
+        pos = 68 + ((raw[66] << 8) | raw[67])  # after `features`
+        if len(raw) < pos + 74 or len(raw) < pos + 74 + ((raw[pos + 72] << 8) | raw[pos + 73]):
+            raise RawMessageError("node_announcement too short")
+        info = cls.__new__(cls)
+        info.node_id, info.features, info.raw = node_id, raw[68:pos], raw
+        return info
+
+    def __getattr__(self, name: str) -> Any:
+        # Only for a slot not set yet: the other fields of an unparsed NodeInfo.
+        if name not in ("timestamp", "rgb_color", "alias", "addresses_raw"):
+            raise AttributeError(name)
+        f = node_announcement_fields(self.raw)
+        self.timestamp, self.rgb_color, self.alias, self.addresses_raw = f.timestamp, f.rgb_color, f.alias, f.addresses
+        return object.__getattribute__(self, name)
 
 
 class Node:
@@ -221,12 +268,15 @@ class Graph:
             node.channels.add(scid)
         return ch
 
-    def load_channel_update(self, raw: bytes) -> Half:
-        """apply_channel_update while loading our own store (see load_channel_announcement)."""
-        half = Half(raw)
-        scid = int.from_bytes(raw[98:106], "big")
-        self.channels[scid].halves[half.channel_flags & 1] = half
-        self.changed_scids.add(scid)
+    def load_channel_update(self, raw: bytes, ch: Channel) -> Half:
+        """apply_channel_update while loading our own store (see load_channel_announcement), for
+        its channel `ch`: the Half is parsed when first used (`raw` is a whole channel_update:
+        checked by the caller).  (Half.unparsed written out: tens of thousands of calls.)"""
+        half = _new_half(Half)
+        half.raw = raw
+        half._checksum = None
+        ch.halves[raw[111] & 1] = half
+        self.changed_scids.add(ch.scid)
         return half
 
     def loaded(self) -> None:
@@ -252,6 +302,16 @@ class Graph:
         self.changed_scids.add(scid)
         self._touch()
         return half
+
+    def load_node_announcement(self, node_id: bytes, raw: bytes) -> NodeInfo:
+        """apply_node_announcement while loading our own store (see load_channel_announcement):
+        parsed when first used (NodeInfo.unparsed)."""
+        node = self.nodes.get(node_id)
+        if node is None:
+            raise KeyError("node_announcement for a node without channels")
+        info = node.info = NodeInfo.unparsed(node_id, raw)
+        self.changed_nodes.add(node_id)
+        return info
 
     def apply_node_announcement(self, raw: bytes) -> NodeInfo:
         info = NodeInfo(raw)

@@ -60,6 +60,14 @@ def channel_update_values(raw: bytes) -> tuple:
     return _CU.unpack_from(raw)
 
 
+# The policy part of a channel_update (timestamp .. htlc_maximum_msat), the signature, chain hash
+# and short_channel_id skipped (no bytes objects made for them).
+_CU_POLICY = struct.Struct(">106xIBBHQIIQ")
+# (timestamp, message_flags, channel_flags, cltv_expiry_delta, htlc_minimum_msat, fee_base_msat,
+#  fee_proportional_millionths, htlc_maximum_msat) of a whole channel_update whose type is known.
+channel_update_policy = _CU_POLICY.unpack_from
+
+
 def channel_update_scid_and_direction(raw: bytes) -> tuple[int, int]:
     if len(raw) < _CU.size:
         raise RawMessageError(f"channel_update of {len(raw)} bytes")

@@ -26,6 +26,7 @@ For the channel manager (announcing our own channels):
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections import Counter
@@ -117,6 +118,33 @@ class GossipConfig:
     filter_lookback: int = 600  # gossip_timestamp_filter starts this many seconds before we connect
 
 
+# A loaded graph at least this large is frozen out of the GC's generations (see _load_graph).
+_FREEZE_CHANNELS = 1000
+
+
+def _load_graph(path: str, graph: Any) -> tuple[Any, Any]:
+    """Load the store into `graph` and make the path finder's view of it (made now rather than by
+    the first payment; it is then kept up to date as gossip changes the graph), off the event loop.
+
+    The cyclic garbage collector is held off meanwhile, as GossipStore.load does (the view is
+    another 60,000 objects that live on), and a large graph is then frozen (gc.freeze: moved out
+    of the generations the collector walks), else the first collection after it would walk all
+    of it at once, on the event loop; none of it is cyclic garbage, and the node's later
+    collections need not walk it again and again either.  (A small graph is not worth it: a
+    process that starts many nodes, as tests do, would freeze its own garbage each time.)"""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        loaded = open_and_load(path, graph)
+        EdgeView.of(graph)
+        if len(graph.channels) >= _FREEZE_CHANNELS:
+            gc.freeze()
+    finally:
+        if enabled:
+            gc.enable()
+    return loaded
+
+
 class GossipManager:
     def __init__(self, node: Any, config: GossipConfig | None = None) -> None:
         self.node = node
@@ -159,14 +187,11 @@ class GossipManager:
     # ---- lifecycle --------------------------------------------------------------------------
     async def start(self) -> None:
         t0 = time.perf_counter()
-        file_store, self.load_stats = await asyncio.to_thread(open_and_load, self.store_path, self.state.graph)
+        file_store, self.load_stats = await asyncio.to_thread(_load_graph, self.store_path, self.state.graph)
         self.store = StoreWorker(file_store, lambda msg: self.node.log.broken(LOG, msg))
         self.state.store = self.store
         self.load_seconds = time.perf_counter() - t0
         graph = self.state.graph
-        # The path finder's view of it, made now rather than by the first payment (it is then
-        # kept up to date as gossip changes the graph).
-        EdgeView.of(graph)
         # Everything loaded was relayed (or was not worth relaying) before the restart.
         self._relayed_announcements.update(s for s, c in graph.channels.items() if c.public)
         s = self.load_stats

@@ -9,6 +9,7 @@ waits for the disk and compaction never races an append.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import struct
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -92,7 +93,20 @@ class GossipStore:
         return self._f
 
     def load(self, graph: Graph) -> LoadStats:
-        """Read every live record into `graph` (which should be empty) and index them."""
+        """Read every live record into `graph` (which should be empty) and index them.
+
+        The cyclic garbage collector is held off meanwhile: the load makes some 150,000 objects
+        that all live on, none of them garbage, and each collection it would trigger walks the
+        ones made so far (a quarter of the load's CPU on a 10,000-channel graph)."""
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._load(graph)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _load(self, graph: Graph) -> LoadStats:
         f = self._file()
         f.seek(0)
         buf = f.read()
@@ -107,28 +121,30 @@ class GossipStore:
         index = self._index
         channels = graph.channels
         load_update = graph.load_channel_update
+        live = 0  # bytes of live records (self.live_bytes, set at the end)
+        updates = 0
         for offset, flags, timestamp, msg, end in iter_records_with_end(buf, len(HEADER)):
-            size = 12 + len(msg)
             if flags & DELETED:
                 stats.deleted += 1
-                self.deleted_bytes += size
+                self.deleted_bytes += 12 + len(msg)
                 continue
-            self.live_bytes += size
+            live += 12 + len(msg)
             t = (msg[0] << 8) | msg[1] if len(msg) >= 2 else -1
             try:
                 if t == CHANNEL_UPDATE:
                     scid = int.from_bytes(msg[98:106], "big")
-                    if len(msg) < 138 or scid not in channels:
+                    ch = channels.get(scid)
+                    if ch is None or len(msg) < 138:
                         self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    load_update(msg)
+                    load_update(msg, ch)
                     key: tuple = ("upd", scid, msg[111] & 1)
                     old = index.get(key)
                     if old is not None:
                         self._delete_offsets(old)
                     index[key] = [offset]
-                    stats.updates += 1
+                    updates += 1
                 elif t == CHANNEL_ANNOUNCEMENT:
                     if pending_ann is not None:  # an announcement without its amount: unusable
                         self._delete_offsets([pending_ann[0]])
@@ -155,7 +171,7 @@ class GossipStore:
                         self._delete_offsets([offset])
                         stats.dropped += 1
                         continue
-                    graph.apply_node_announcement(msg)
+                    graph.load_node_announcement(node_id, msg)
                     self._replace(("node", node_id), [offset])
                     stats.nodes += 1
                 elif t == STORE_PRIVATE_CHANNEL:
@@ -179,6 +195,8 @@ class GossipStore:
         if pending_ann is not None:
             self._delete_offsets([pending_ann[0]])
             stats.dropped += 1
+        self.live_bytes += live
+        stats.updates += updates
         graph.loaded()
         if end < len(buf):
             # A torn record at the end (we crashed while appending): cut it off.

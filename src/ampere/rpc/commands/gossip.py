@@ -30,6 +30,23 @@ def _gossip(ctx):
     return g
 
 
+# Node ids getroute was given and p_pubkey accepted (a point on the curve: the costly part of the
+# check, ~30 us, twice a call): asked again, they are not checked again.
+_CHECKED_NODE_IDS: dict[str, bytes] = {}
+_MAX_CHECKED_NODE_IDS = 8192
+
+
+def p_node_id(v: Any) -> bytes:
+    """p_pubkey, remembering the ids it accepted (the same errors for the others)."""
+    b = _CHECKED_NODE_IDS.get(v) if isinstance(v, str) else None
+    if b is None:
+        b = p_pubkey(v)
+        if len(_CHECKED_NODE_IDS) >= _MAX_CHECKED_NODE_IDS:
+            _CHECKED_NODE_IDS.clear()
+        _CHECKED_NODE_IDS[v] = b
+    return b
+
+
 def p_scid(v: Any) -> ShortChannelId:
     if not isinstance(v, str):
         raise ParamError("should be a short_channel_id of form NxNxN")
@@ -107,8 +124,8 @@ def _exclusions(items: list) -> tuple[frozenset[tuple[int, int]], frozenset[byte
     return frozenset(chans), frozenset(nodes)
 
 
-@command("getroute", [req("id", p_pubkey), req("amount_msat", p_msat), req("riskfactor", p_millionths),
-                      opt("cltv", p_number, 9), opt("fromid", p_pubkey), opt("fuzzpercent", p_millionths),
+@command("getroute", [req("id", p_node_id), req("amount_msat", p_msat), req("riskfactor", p_millionths),
+                      opt("cltv", p_number, 9), opt("fromid", p_node_id), opt("fuzzpercent", p_millionths),
                       opt("exclude", p_array), opt("maxhops", p_number, ROUTING_MAX_HOPS)],
          category="channels",
          description="Show route to {id} for {amount_msat}, using {riskfactor} and optional {cltv} (default 9). "
