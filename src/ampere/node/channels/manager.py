@@ -177,8 +177,7 @@ class ChannelRecord:
         self.state_changes: list[dict] = list(state_changes or [])
         self.meta: dict[str, Any] = dict(meta or {})
         self.created_at = created_at or int(time.time())
-        self.inserted = False             # the row exists in the store
-        self.written: storage.Written | None = None  # the record's parts as last committed (layout 1)
+        self.written: storage.Written | None = None  # the record's parts as last committed; None: no row yet
         self.also: list[Callable[[Any], Any]] = []  # other writes that go in the channel's next write (offer_htlc)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
@@ -324,7 +323,6 @@ class ChannelManager:
                                 funding_tx=Transaction.parse(bytes(r[6])) if r[6] is not None else None,
                                 funding_height=r[7], funding_txindex=r[8], state_changes=json.loads(r[11]),
                                 meta=json.loads(r[12]), created_at=int(r[13]))
-            rec.inserted = True
             if written is not None:
                 written.cold = rec.cold()
                 rec.written = written
@@ -713,21 +711,17 @@ class ChannelManager:
         self.node.log.info(LOG, f"Converted {len(recs)} channels to the stored-in-parts layout")
 
     def _delta(self, rec: ChannelRecord) -> storage.Delta:
-        """The statements of this channel's next write: only the parts that changed (see storage.py)."""
+        """The statements of this channel's next write: only the parts that changed (see storage.py). A channel
+        has a Written once its row exists: `load` gives one to every stored channel (converting those stored
+        whole first), and `_persist` to a new channel with its first write, the INSERT below."""
         record, cold = rec.record(), rec.cold()
-        if rec.inserted and rec.written is not None:
+        if rec.written is not None:
             sql = ("UPDATE channels SET state=?, update_id=?, funding_height=?, funding_txindex=?, settings=?, "
                    "state_changes=?, meta=? WHERE dbid=?", (cold[0], rec.core.update_id, *cold[1:], rec.dbid))
             return storage.delta(rec.dbid, record, rec.written, sql, cold)
         d = storage.first_write(rec.dbid, record, cold)
-        if rec.inserted:  # not expected: load converts every channel; rewrite the row whole anyway
-            row = rec.row(d.after.static)
-            d.statements.append(("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, "
-                                 "funding_txindex=?, settings=?, state_changes=?, meta=?, layout=? WHERE dbid=?",
-                                 (*row[3:6], *row[7:9], *row[10:13], row[14], rec.dbid)))
-        else:
-            d.statements.insert(0, (f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                    rec.row(d.after.static)))
+        d.statements.insert(0, (f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                rec.row(d.after.static)))
         return d
 
     async def _persist(self, rec: ChannelRecord) -> None:
@@ -751,7 +745,6 @@ class ChannelManager:
                 op(db)
         await self.node.store.write(write)
         rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
-        rec.inserted = True
         rec.written = d.after
 
     async def save_meta(self, rec: ChannelRecord) -> None:
@@ -767,6 +760,9 @@ class ChannelManager:
                 import os
                 import signal
 
+                pm = self.node.peer_manager
+                if pm is not None and _on_loop_thread():  # (channel_state's point is on the database thread)
+                    pm.flush_all()  # the messages of this turn before `what` go out, as if written one by one
                 self.node.log.info(LOG, f"dev-crash-before {what}: killing ourselves")
                 self.node.log.close()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -1047,7 +1043,7 @@ class ChannelManager:
                 events = await self._drop_stale(rec)
             self._fire(rec, events)
             pm = self.node.peer_manager
-            dev = getattr(pm, "dev_disconnect", None) if pm is not None else None
+            dev = pm.dev_disconnect if pm is not None else None
             if dev is not None and rec.state in (CS.CHANNELD_NORMAL, CS.CHANNELD_AWAITING_LOCKIN) and dev.permanent():
                 # --dev-disconnect's "permfail" line (lightningd's channel_err): fail the channel, go on-chain.
                 await self.force_close(rec, "dev_disconnect permfail")
@@ -1374,6 +1370,14 @@ class ChannelManager:
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _on_loop_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _groupable(step: Step) -> bool:

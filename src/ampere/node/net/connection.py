@@ -171,7 +171,7 @@ class PeerConnection:
 
             self.log("debug", f"peer_out {wire_name(int.from_bytes(message[:2], 'big'))}")
         self.transport.write_message(message)
-        if self.transport.writer.transport.get_write_buffer_size() > self.manager.config.max_write_buffer:
+        if self.transport.write_buffer_size > self.manager.config.max_write_buffer:
             self.close("peer is not reading what we send (write buffer full)")
             raise PeerDisconnected("peer is not reading what we send")
 
@@ -380,11 +380,10 @@ class PeerConnection:
     async def _drain_bounded(self) -> None:
         # A peer that pings without reading our pongs fills our buffer: wait for it to read,
         # but not forever.
-        writer = self.transport.writer
-        if writer.transport.get_write_buffer_size() == 0:
+        if self.transport.write_buffer_size == 0:
             return
         try:
-            await asyncio.wait_for(writer.drain(), self.manager.config.send_timeout)
+            await asyncio.wait_for(self.transport.drain(), self.manager.config.send_timeout)
         except asyncio.TimeoutError:
             raise WireError("peer is not reading our replies") from None
 
