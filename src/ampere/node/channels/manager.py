@@ -503,7 +503,7 @@ class ChannelManager:
         return await self._enqueue(rec, fn, reestablish, conn)
 
     def _enqueue(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal], reestablish: bool = False,
-                 conn: Any = None, sign_now: bool = True) -> asyncio.Future:
+                 conn: Any = None, sign_now: bool = True, wait: bool = True) -> asyncio.Future | None:
         """Queue an input for the channel; the future resolves with its Step (or Refusal) once carried out.
 
         Group commit per channel: every input that arrives while the channel is busy (its last step being
@@ -511,8 +511,10 @@ class ChannelManager:
         by ONE write of the final state before any of its messages leaves (see _apply_group). 50 offers queued
         behind one fsync cost one more fsync, not 50; the peer's revoke_and_ack and commitment_signed arriving
         together cost one. `sign_now` False: a group holding this input leaves the commitment to the commit timer.
+        `wait` False: nobody waits for the outcome (the peer's pipelined messages), so no future is made; an input
+        that raised is reported by `_pipelined_failed`.
         """
-        fut = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future() if wait else None
         rec.pending.append((fn, reestablish, conn, sign_now, fut))
         if rec.drainer is None:
             rec.drainer = self._spawn(self._drain(rec), "channel-steps")
@@ -527,12 +529,16 @@ class ChannelManager:
                     try:
                         events, done = await self._run_batch(rec, batch)
                     except Exception as e:  # noqa: BLE001 -- the store failed: each caller gets the error
-                        events, done = [], [(fut, e) for *_item, fut in batch]
+                        events, done = [], [(fut, e, item[2]) for *item, fut in batch]
                         rec.also.clear()  # their callers are told it failed: no later write may store them
                 self._fire(rec, events)
-                for fut, value in done:
+                for fut, value, conn in done:
                     if isinstance(value, Step) and value.error is not None:
                         self.node.log.info(self._src(rec), f"{value.error.kind.value}: {value.error.message}")
+                    if fut is None:
+                        if isinstance(value, BaseException):
+                            self._pipelined_failed(rec.peer_id, conn, value)
+                        continue
                     if fut.done():
                         continue
                     if isinstance(value, BaseException):
@@ -543,23 +549,24 @@ class ChannelManager:
         finally:
             rec.drainer = None
             for *_item, fut in batch + rec.pending if self._stopping else batch:
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.cancel()
             if self._stopping:
                 rec.pending = []
             elif rec.pending:
                 rec.drainer = self._spawn(self._drain(rec), "channel-steps")
 
-    async def _run_batch(self, rec: ChannelRecord, batch: list) -> tuple[list[Event], list[tuple[asyncio.Future, Any]]]:
-        """Compute the batch's steps in order (rec.lock held); carry them out a group at a time."""
+    async def _run_batch(self, rec: ChannelRecord, batch: list) -> tuple[list[Event], list[tuple[Any, Any, Any]]]:
+        """Compute the batch's steps in order (rec.lock held); carry them out a group at a time. Returns the events
+        and, per input, (its future or None, its Step / Refusal / exception / None, its connection)."""
         events: list[Event] = []
-        done: list[tuple[asyncio.Future, Any]] = []
+        done: list[tuple[asyncio.Future | None, Any, Any]] = []
         group: list[Step] = []
         hung_up = False
         sign_now = True
         for fn, reestablish, conn, item_sign_now, fut in batch:
             if conn is not None and (hung_up or conn is not self._current_peer(rec.peer_id)):
-                done.append((fut, None))  # said on a connection that has gone
+                done.append((fut, None, conn))  # said on a connection that has gone
                 continue
             if not group:
                 events += await self._drop_stale(rec)
@@ -568,9 +575,9 @@ class ChannelManager:
             try:
                 step = fn(rec.core)
             except Exception as e:  # noqa: BLE001 -- a bug in one input: its caller gets it, the others go on
-                done.append((fut, e))
+                done.append((fut, e, conn))
                 continue
-            done.append((fut, step))
+            done.append((fut, step, conn))
             if isinstance(step, Refusal):
                 continue
             if _groupable(step):
@@ -986,10 +993,14 @@ class ChannelManager:
         if isinstance(msg, PIPELINED_MESSAGES):
             # Not awaited: the next message of the peer (its commitment_signed right after its revoke_and_ack, or
             # many update_add_htlc) joins the same write. The channel's queue keeps them in order.
+            if len(rec.pending) + 1 < MAX_PIPELINED:
+                self._enqueue(rec, fn, conn=conn, wait=False)  # no future per message: nobody waits for it
+                return
+            # Back-pressure: stop reading this peer until this message is carried out.
             fut = self._enqueue(rec, fn, conn=conn)
-            fut.add_done_callback(lambda f: self._pipelined_done(peer_id, conn, f))
-            if len(rec.pending) >= MAX_PIPELINED:  # back-pressure: stop reading this peer for a while
-                await asyncio.wait([fut])
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                                  or self._pipelined_failed(peer_id, conn, f.exception()))
+            await asyncio.wait([fut])
             return
         await self.run(rec, fn, reestablish=isinstance(msg, m.ChannelReestablish), conn=conn)
         if isinstance(msg, m.ChannelReestablish):
@@ -997,11 +1008,9 @@ class ChannelManager:
             # not only at the next block (estimates may have moved while we were apart or down).
             await self._follow_fees()
 
-    def _pipelined_done(self, peer_id: bytes, conn: Any, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is None:
-            return
+    def _pipelined_failed(self, peer_id: bytes, conn: Any, exc: BaseException) -> None:
         # As the read loop does for a handler that raised: a bug must not take the node down; drop this peer.
-        reason = f"internal error handling a message: {fut.exception()!r}"
+        reason = f"internal error handling a message: {exc!r}"
         self.node.log.broken(f"{peer_id.hex()}-chan", reason)
         if conn is not None and conn is self._current_peer(peer_id):
             self._hang_up(peer_id, reason)
