@@ -2,11 +2,12 @@
 
 The payer opens one channel to each of PEERS payees and sends `--n` payments (sendpay + waitsendpay), `--in-flight`
 at a time, spread round-robin over the channels. Prints payments/s, the payer's CPU ms per payment, the payees'
-CPU ms per payment (summed), and with `--fsyncs` the payer's fsync/fdatasync calls per payment (strace; each
-SQLite commit in WAL mode with synchronous=FULL syncs the WAL once), which is what one commit shared by all the
-channels ready at the same moment (issue 18 item 2) brings down.
+CPU ms per payment (summed), and with `--syscalls` the payer's system calls per payment by kind (strace -c, so
+slower): fdatasync (each SQLite commit in WAL mode with synchronous=FULL syncs the WAL once: one commit shared
+by all the channels ready at the same moment, issue 18 item 2, brings it down), socket writes, thread wake-ups
+(futex). Counts, unlike times, do not move with the machine's load.
 
-    python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--fsyncs]
+    python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
@@ -32,7 +33,7 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=10)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--in-flight", type=int, default=50)
-    ap.add_argument("--fsyncs", action="store_true", help="count the payer's fsync/fdatasync calls (strace)")
+    ap.add_argument("--syscalls", action="store_true", help="count the payer's system calls by kind (strace -c)")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy into this raw file")
     args = ap.parse_args()
     chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
@@ -62,10 +63,9 @@ def main() -> None:
             one(r1, item)
         work = work[args.peers:args.peers + args.n]
         strace = None
-        if args.fsyncs:
-            out = tempfile.mktemp(prefix="amp-fsyncs-")
-            strace = subprocess.Popen(["strace", "-f", "-c", "-e", "trace=fsync,fdatasync", "-p",
-                                       str(payer.proc.pid), "-o", out],
+        if args.syscalls:
+            out = tempfile.mktemp(prefix="amp-syscalls-")
+            strace = subprocess.Popen(["strace", "-f", "-c", "-p", str(payer.proc.pid), "-o", out],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         spy = None
@@ -91,9 +91,14 @@ def main() -> None:
         if strace is not None:
             strace.send_signal(2)
             strace.wait(60)
-            calls = sum(int(line.split()[3]) for line in open(out)
-                        if line.split() and line.split()[-1] in ("fsync", "fdatasync"))
-            print(f"payer: {calls} fsync/fdatasync calls = {calls / n:.2f} per payment (under strace)")
+            calls = {}
+            for line in open(out):
+                f = line.split()
+                if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
+                    calls[f[-1]] = int(f[3])
+            top = sorted(calls.items(), key=lambda kv: -kv[1])
+            print(f"payer system calls per payment (under strace): all {sum(calls.values()) / n:.1f}; "
+                  + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
     finally:
         f.cleanup()
         chaind.stop()
