@@ -93,9 +93,9 @@ def main() -> None:
             strace.wait(60)
             calls = {}
             for line in open(out):
-                f = line.split()
-                if len(f) >= 5 and f[3].isdigit() and f[-1] != "total":
-                    calls[f[-1]] = int(f[3])
+                cols = line.split()
+                if len(cols) >= 5 and cols[3].isdigit() and cols[-1] != "total":
+                    calls[cols[-1]] = int(cols[3])
             top = sorted(calls.items(), key=lambda kv: -kv[1])
             print(f"payer system calls per payment (under strace): all {sum(calls.values()) / n:.1f}; "
                   + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
