@@ -103,6 +103,10 @@ def test_group_commit_isolates_a_failing_write(new_store):
         # A statement the database refuses (duplicate key) fails that write alone.
         dup = await asyncio.gather(s.write(put(1)), s.write(put(100)), return_exceptions=True)
         assert isinstance(dup[0], Exception) and dup[1] == 100
+        # A failing write alone in its batch (no savepoint then: the transaction is rolled back) stores nothing.
+        with pytest.raises(ValueError):
+            await s.write(put(7))
+        assert await s.write(put(101)) == 101
         await s.close()
         # Durable: a fresh store sees them.
         s = new_store()
@@ -112,7 +116,7 @@ def test_group_commit_isolates_a_failing_write(new_store):
         return {r[0] for r in rows}
 
     names = run(go())
-    assert "k7" not in names and len(names) == 50 and "k100" in names
+    assert "k7" not in names and len(names) == 51 and "k100" in names and "k101" in names
 
 
 def test_same_sql_same_answers_on_both_engines(new_store):

@@ -187,6 +187,8 @@ class Store:
         per write.  Backends that can lose their connection (PostgreSQL) override this to retry."""
         outcomes: list[tuple[bool, Any]] = []
         db = self._db()
+        if len(fns) == 1:
+            return [self._run_alone(db, fns[0])]
         try:
             self._begin()
             for i, fn in enumerate(fns):
@@ -201,6 +203,26 @@ class Store:
                 pass
             outcomes = [(False, e)] * len(fns)
         return outcomes
+
+    def _run_alone(self, db: Db, fn: Callable[[Db], Any]) -> tuple[bool, Any]:
+        """A batch of one write: the transaction is its savepoint (rolled back whole if it raises), two
+        statements fewer on the database thread."""
+        try:
+            self._begin()
+        except BaseException as e:
+            return (False, e)
+        try:
+            value = fn(db)
+            self._commit()
+        except BaseException as e:  # the write raised (or the commit failed): nothing of it is stored
+            try:
+                self._rollback()
+            except Exception:
+                pass
+            return (False, e)
+        self.batches += 1
+        self.writes += 1
+        return (True, value)
 
     @staticmethod
     def _apply(db: Db, i: int, fn: Callable[[Db], Any]) -> tuple[bool, Any]:
