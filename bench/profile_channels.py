@@ -34,7 +34,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--in-flight", type=int, default=50)
     ap.add_argument("--syscalls", action="store_true", help="count the payer's system calls by kind (strace -c)")
-    ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy into this raw file")
+    ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
+                                                  "this raw file")
     args = ap.parse_args()
     chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
     chaind.start()
@@ -71,7 +72,7 @@ def main() -> None:
         spy = None
         if args.pyspy:
             spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(payer.proc.pid),
-                                    "--format", "raw", "--rate", "500", "--threads", "--nonblocking", "-o", args.pyspy],
+                                    "--format", "raw", "--rate", "500", "--threads", "--nonblocking", "--gil", "-o", args.pyspy],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         load = os.getloadavg()[0]
