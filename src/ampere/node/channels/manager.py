@@ -115,6 +115,9 @@ PIPELINED_MESSAGES = (m.UpdateAddHtlc, m.UpdateFulfillHtlc, m.UpdateFailHtlc, m.
 MAX_PIPELINED = 512  # queued inputs of one channel before we stop reading its peer (more than 483 HTLCs' adds)
 OPEN_MESSAGES = (m.OpenChannel, m.AcceptChannel, m.FundingCreated, m.FundingSigned)
 CLOSE_CAUSES = ("unknown", "local", "user", "remote", "protocol", "onchain")
+# The HTLC listeners an event goes to (_fire).
+_LISTENER_KIND: dict[type, str] = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
+                                   IncomingHtlcSettled: "settled"}
 
 
 def _type_of(cls: type) -> int:
@@ -917,8 +920,7 @@ class ChannelManager:
             except Exception as e:
                 self.node.log.broken(LOG, f"channel step listener failed: {e!r}")
         for ev in events:
-            kind = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
-                    IncomingHtlcSettled: "settled"}.get(type(ev))
+            kind = _LISTENER_KIND.get(type(ev))
             if kind is None:
                 continue
             if kind in ("fulfilled", "failed"):
