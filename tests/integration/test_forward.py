@@ -189,6 +189,7 @@ def test_htlc_accepted_forward_to(node_factory_chain):
     # htlc_accepted with `forward_to` the other: the forward goes out there, and the payment completes.
     l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {"plugin": os.path.join(PLUGINS, "fwdto.py")}, {}])
     node_factory_chain.fundchannel(l2, l3, FUND)
+    node_factory_chain.sync(l1)  # (fundchannel waited for l2 and l3 only: l1 pays with the chain's height)
     chans = {c["short_channel_id"]: c["channel_id"] for c in l2.rpc.listpeerchannels(l3.info["id"])["channels"]
              if c["state"] == "CHANNELD_NORMAL"}
     assert len(chans) == 2

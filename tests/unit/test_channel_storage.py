@@ -98,3 +98,30 @@ def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store
     store.run_sync(one.apply)
     parts = store.run_sync(storage.read_parts)[DBID]
     assert storage.assemble(d.after.static, *parts[:3]) == changed
+    # The signatures and the static part changed: written (they are compared by value, not by their encoding).
+    sigs = dict(changed, local_sigs=["00" * 64], update_id=changed["update_id"] + 1)
+    assert "UPDATE channel_sigs" in [s.split(" SET")[0] for s, _ in storage.delta(DBID, sigs, one.after, None,
+                                                                                  ()).statements]
+    static = dict(changed, announce=not changed["announce"])
+    assert "UPDATE channels" in [s.split(" SET")[0] for s, _ in storage.delta(DBID, static, one.after, None,
+                                                                              ()).statements]
+
+
+def test_channels_row_columns_follow_in_place_changes():
+    """ChannelRecord.cold() (the channels row's own columns) is cached, yet follows what setchannel, the meta
+    fields and state changes do to the record in place: a change is never left unwritten."""
+    from ampere.node.channels.manager import ChannelRecord, ChannelSettings
+
+    pair = Pair.open()
+    rec = ChannelRecord(DBID, bytes(33), pair.a.signer, pair.a.ch, mindepth=1,
+                        settings=ChannelSettings(1, 10, 0, 10**9))
+    first = rec.cold()
+    assert rec.cold() is first  # nothing changed: not encoded again
+    rec.settings.fee_ppm = 11   # as setchannel does
+    second = rec.cold()
+    assert second != first and '"fee_ppm": 11' in second[3]
+    rec.meta["closer"] = "local"
+    third = rec.cold()
+    assert third != second and "closer" in third[5]
+    rec.state_changes.append({"new_state": "X"})
+    assert "X" in rec.cold()[4]

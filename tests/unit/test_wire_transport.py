@@ -55,13 +55,27 @@ async def _exchange(reader, writer, accepted) -> None:
     for msg in (b"\x00\x12" + bytes(4), os.urandom(MAX_MESSAGE_SIZE), b"", os.urandom(1000)):
         await client.send_message(msg)
         assert await client.read_message() == msg
-    # Many messages in a row crosses a key rotation (every 1000 encryptions = 500 messages).
+    # The frames queued in one turn of the loop reach the socket in ONE write, at the end of the turn (or at
+    # drain/close), in order. Many messages in a row crosses a key rotation (every 1000 encryptions = 500 messages).
+    writes = []
+    real_write = writer.write
+    writer.write = lambda data: (writes.append(len(data)), real_write(data))[1]
     for i in range(600):
         client.write_message(i.to_bytes(2, "big"))
+    assert writes == []
     await client.drain()
+    assert len(writes) == 1
     for i in range(600):
         assert await client.read_message() == i.to_bytes(2, "big")
+    for i in range(3):
+        client.write_message(b"\x00\x20" + bytes([i]))
+    await asyncio.sleep(0)  # the turn ends: written without a drain
+    assert len(writes) == 2
+    for i in range(3):
+        assert await client.read_message() == b"\x00\x20" + bytes([i])
+    client.write_message(b"\x00\x21")  # queued, then close: written before the connection ends
     client.close()
+    assert len(writes) == 3
     await client.wait_closed()
     assert isinstance(await accepted.get(), ConnectionClosed)
 

@@ -422,6 +422,10 @@ class NodeFactory:
             self.fund_wallet(a, fundamount + 100_000)
         for a, b in zip(nodes, nodes[1:]):
             self.fundchannel(a, b, fundamount, announce=announce_channels)
+        # Each fundchannel waits for its own two nodes only: l1 may still be a few blocks behind the blocks mined
+        # for the later channels, and a payment it sends at once then carries a final CLTV the payee refuses.
+        for node in nodes:
+            self.sync(node)
         if wait_for_announce:
             self.mine(6, nodes)
             if announce_channels:

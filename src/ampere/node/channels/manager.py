@@ -45,7 +45,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
@@ -115,6 +115,9 @@ PIPELINED_MESSAGES = (m.UpdateAddHtlc, m.UpdateFulfillHtlc, m.UpdateFailHtlc, m.
 MAX_PIPELINED = 512  # queued inputs of one channel before we stop reading its peer (more than 483 HTLCs' adds)
 OPEN_MESSAGES = (m.OpenChannel, m.AcceptChannel, m.FundingCreated, m.FundingSigned)
 CLOSE_CAUSES = ("unknown", "local", "user", "remote", "protocol", "onchain")
+# The HTLC listeners an event goes to (_fire).
+_LISTENER_KIND: dict[type, str] = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
+                                   IncomingHtlcSettled: "settled"}
 
 
 def _type_of(cls: type) -> int:
@@ -154,7 +157,7 @@ class ChannelSettings:
         return cls(**json.loads(text))
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        return json.dumps(vars(self), sort_keys=True)  # (asdict's deep copy, for flat fields, cost ~20 us a write)
 
 
 class ChannelRecord:
@@ -177,8 +180,9 @@ class ChannelRecord:
         self.state_changes: list[dict] = list(state_changes or [])
         self.meta: dict[str, Any] = dict(meta or {})
         self.created_at = created_at or int(time.time())
-        self.inserted = False             # the row exists in the store
-        self.written: storage.Written | None = None  # the record's parts as last committed (layout 1)
+        self.written: storage.Written | None = None  # the record's parts as last committed; None: no row yet
+        self._cold_key: tuple = ()
+        self._cold: tuple = ()
         self.also: list[Callable[[Any], Any]] = []  # other writes that go in the channel's next write (offer_htlc)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
@@ -246,9 +250,16 @@ class ChannelRecord:
         return rec if rec is not None else self.core.to_record()
 
     def cold(self) -> tuple:
-        """The channels row's own columns that change after insertion (written only when one of them changed)."""
-        return (self.state.value, self.funding_height, self.funding_txindex, self.settings.to_json(),
-                json.dumps(self.state_changes), json.dumps(self.meta, sort_keys=True))
+        """The channels row's own columns that change after insertion (written only when one of them changed).
+        Encoded again only when one of them changed: settings are compared field by field and state_changes
+        by length (entries are only ever appended); meta, small and holding dicts, is encoded every time."""
+        meta = json.dumps(self.meta, sort_keys=True)
+        key = (self.state.value, self.funding_height, self.funding_txindex, tuple(vars(self.settings).values()),
+               len(self.state_changes), meta)
+        if key != self._cold_key:
+            self._cold_key = key
+            self._cold = (key[0], key[1], key[2], self.settings.to_json(), json.dumps(self.state_changes), meta)
+        return self._cold
 
     def row(self, static: bytes) -> tuple:
         return (self.dbid, self.peer_id, self.channel_id, self.state.value, self.core.update_id, static,
@@ -324,7 +335,6 @@ class ChannelManager:
                                 funding_tx=Transaction.parse(bytes(r[6])) if r[6] is not None else None,
                                 funding_height=r[7], funding_txindex=r[8], state_changes=json.loads(r[11]),
                                 meta=json.loads(r[12]), created_at=int(r[13]))
-            rec.inserted = True
             if written is not None:
                 written.cold = rec.cold()
                 rec.written = written
@@ -505,7 +515,7 @@ class ChannelManager:
         return await self._enqueue(rec, fn, reestablish, conn)
 
     def _enqueue(self, rec: ChannelRecord, fn: Callable[[Channel], Step | Refusal], reestablish: bool = False,
-                 conn: Any = None, sign_now: bool = True) -> asyncio.Future:
+                 conn: Any = None, sign_now: bool = True, wait: bool = True) -> asyncio.Future | None:
         """Queue an input for the channel; the future resolves with its Step (or Refusal) once carried out.
 
         Group commit per channel: every input that arrives while the channel is busy (its last step being
@@ -513,8 +523,10 @@ class ChannelManager:
         by ONE write of the final state before any of its messages leaves (see _apply_group). 50 offers queued
         behind one fsync cost one more fsync, not 50; the peer's revoke_and_ack and commitment_signed arriving
         together cost one. `sign_now` False: a group holding this input leaves the commitment to the commit timer.
+        `wait` False: nobody waits for the outcome (the peer's pipelined messages), so no future is made; an input
+        that raised is reported by `_pipelined_failed`.
         """
-        fut = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future() if wait else None
         rec.pending.append((fn, reestablish, conn, sign_now, fut))
         if rec.drainer is None:
             rec.drainer = self._spawn(self._drain(rec), "channel-steps")
@@ -529,12 +541,16 @@ class ChannelManager:
                     try:
                         events, done = await self._run_batch(rec, batch)
                     except Exception as e:  # noqa: BLE001 -- the store failed: each caller gets the error
-                        events, done = [], [(fut, e) for *_item, fut in batch]
+                        events, done = [], [(fut, e, item[2]) for *item, fut in batch]
                         rec.also.clear()  # their callers are told it failed: no later write may store them
                 self._fire(rec, events)
-                for fut, value in done:
+                for fut, value, conn in done:
                     if isinstance(value, Step) and value.error is not None:
                         self.node.log.info(self._src(rec), f"{value.error.kind.value}: {value.error.message}")
+                    if fut is None:
+                        if isinstance(value, BaseException):
+                            self._pipelined_failed(rec.peer_id, conn, value)
+                        continue
                     if fut.done():
                         continue
                     if isinstance(value, BaseException):
@@ -545,23 +561,24 @@ class ChannelManager:
         finally:
             rec.drainer = None
             for *_item, fut in batch + rec.pending if self._stopping else batch:
-                if not fut.done():
+                if fut is not None and not fut.done():
                     fut.cancel()
             if self._stopping:
                 rec.pending = []
             elif rec.pending:
                 rec.drainer = self._spawn(self._drain(rec), "channel-steps")
 
-    async def _run_batch(self, rec: ChannelRecord, batch: list) -> tuple[list[Event], list[tuple[asyncio.Future, Any]]]:
-        """Compute the batch's steps in order (rec.lock held); carry them out a group at a time."""
+    async def _run_batch(self, rec: ChannelRecord, batch: list) -> tuple[list[Event], list[tuple[Any, Any, Any]]]:
+        """Compute the batch's steps in order (rec.lock held); carry them out a group at a time. Returns the events
+        and, per input, (its future or None, its Step / Refusal / exception / None, its connection)."""
         events: list[Event] = []
-        done: list[tuple[asyncio.Future, Any]] = []
+        done: list[tuple[asyncio.Future | None, Any, Any]] = []
         group: list[Step] = []
         hung_up = False
         sign_now = True
         for fn, reestablish, conn, item_sign_now, fut in batch:
             if conn is not None and (hung_up or conn is not self._current_peer(rec.peer_id)):
-                done.append((fut, None))  # said on a connection that has gone
+                done.append((fut, None, conn))  # said on a connection that has gone
                 continue
             if not group:
                 events += await self._drop_stale(rec)
@@ -570,9 +587,9 @@ class ChannelManager:
             try:
                 step = fn(rec.core)
             except Exception as e:  # noqa: BLE001 -- a bug in one input: its caller gets it, the others go on
-                done.append((fut, e))
+                done.append((fut, e, conn))
                 continue
-            done.append((fut, step))
+            done.append((fut, step, conn))
             if isinstance(step, Refusal):
                 continue
             if _groupable(step):
@@ -713,21 +730,17 @@ class ChannelManager:
         self.node.log.info(LOG, f"Converted {len(recs)} channels to the stored-in-parts layout")
 
     def _delta(self, rec: ChannelRecord) -> storage.Delta:
-        """The statements of this channel's next write: only the parts that changed (see storage.py)."""
+        """The statements of this channel's next write: only the parts that changed (see storage.py). A channel
+        has a Written once its row exists: `load` gives one to every stored channel (converting those stored
+        whole first), and `_persist` to a new channel with its first write, the INSERT below."""
         record, cold = rec.record(), rec.cold()
-        if rec.inserted and rec.written is not None:
+        if rec.written is not None:
             sql = ("UPDATE channels SET state=?, update_id=?, funding_height=?, funding_txindex=?, settings=?, "
                    "state_changes=?, meta=? WHERE dbid=?", (cold[0], rec.core.update_id, *cold[1:], rec.dbid))
             return storage.delta(rec.dbid, record, rec.written, sql, cold)
         d = storage.first_write(rec.dbid, record, cold)
-        if rec.inserted:  # not expected: load converts every channel; rewrite the row whole anyway
-            row = rec.row(d.after.static)
-            d.statements.append(("UPDATE channels SET state=?, update_id=?, snapshot=?, funding_height=?, "
-                                 "funding_txindex=?, settings=?, state_changes=?, meta=?, layout=? WHERE dbid=?",
-                                 (*row[3:6], *row[7:9], *row[10:13], row[14], rec.dbid)))
-        else:
-            d.statements.insert(0, (f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-                                    rec.row(d.after.static)))
+        d.statements.insert(0, (f"INSERT INTO channels ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                                rec.row(d.after.static)))
         return d
 
     async def _persist(self, rec: ChannelRecord) -> None:
@@ -751,7 +764,6 @@ class ChannelManager:
                 op(db)
         await self.node.store.write(write)
         rec.stubbed.update((h.offerer, h.htlc_id) for h in new_htlcs)
-        rec.inserted = True
         rec.written = d.after
 
     async def save_meta(self, rec: ChannelRecord) -> None:
@@ -767,6 +779,9 @@ class ChannelManager:
                 import os
                 import signal
 
+                pm = self.node.peer_manager
+                if pm is not None and _on_loop_thread():  # (channel_state's point is on the database thread)
+                    pm.flush_all()  # the messages of this turn before `what` go out, as if written one by one
                 self.node.log.info(LOG, f"dev-crash-before {what}: killing ourselves")
                 self.node.log.close()
                 os.kill(os.getpid(), signal.SIGKILL)
@@ -905,8 +920,7 @@ class ChannelManager:
             except Exception as e:
                 self.node.log.broken(LOG, f"channel step listener failed: {e!r}")
         for ev in events:
-            kind = {NewPeerHtlc: "incoming", HtlcFulfilled: "fulfilled", HtlcFailed: "failed",
-                    IncomingHtlcSettled: "settled"}.get(type(ev))
+            kind = _LISTENER_KIND.get(type(ev))
             if kind is None:
                 continue
             if kind in ("fulfilled", "failed"):
@@ -990,10 +1004,14 @@ class ChannelManager:
         if isinstance(msg, PIPELINED_MESSAGES):
             # Not awaited: the next message of the peer (its commitment_signed right after its revoke_and_ack, or
             # many update_add_htlc) joins the same write. The channel's queue keeps them in order.
+            if len(rec.pending) + 1 < MAX_PIPELINED:
+                self._enqueue(rec, fn, conn=conn, wait=False)  # no future per message: nobody waits for it
+                return
+            # Back-pressure: stop reading this peer until this message is carried out.
             fut = self._enqueue(rec, fn, conn=conn)
-            fut.add_done_callback(lambda f: self._pipelined_done(peer_id, conn, f))
-            if len(rec.pending) >= MAX_PIPELINED:  # back-pressure: stop reading this peer for a while
-                await asyncio.wait([fut])
+            fut.add_done_callback(lambda f: f.cancelled() or f.exception() is None
+                                  or self._pipelined_failed(peer_id, conn, f.exception()))
+            await asyncio.wait([fut])
             return
         await self.run(rec, fn, reestablish=isinstance(msg, m.ChannelReestablish), conn=conn)
         if isinstance(msg, m.ChannelReestablish):
@@ -1001,11 +1019,9 @@ class ChannelManager:
             # not only at the next block (estimates may have moved while we were apart or down).
             await self._follow_fees()
 
-    def _pipelined_done(self, peer_id: bytes, conn: Any, fut: asyncio.Future) -> None:
-        if fut.cancelled() or fut.exception() is None:
-            return
+    def _pipelined_failed(self, peer_id: bytes, conn: Any, exc: BaseException) -> None:
         # As the read loop does for a handler that raised: a bug must not take the node down; drop this peer.
-        reason = f"internal error handling a message: {fut.exception()!r}"
+        reason = f"internal error handling a message: {exc!r}"
         self.node.log.broken(f"{peer_id.hex()}-chan", reason)
         if conn is not None and conn is self._current_peer(peer_id):
             self._hang_up(peer_id, reason)
@@ -1047,7 +1063,7 @@ class ChannelManager:
                 events = await self._drop_stale(rec)
             self._fire(rec, events)
             pm = self.node.peer_manager
-            dev = getattr(pm, "dev_disconnect", None) if pm is not None else None
+            dev = pm.dev_disconnect if pm is not None else None
             if dev is not None and rec.state in (CS.CHANNELD_NORMAL, CS.CHANNELD_AWAITING_LOCKIN) and dev.permanent():
                 # --dev-disconnect's "permfail" line (lightningd's channel_err): fail the channel, go on-chain.
                 await self.force_close(rec, "dev_disconnect permfail")
@@ -1374,6 +1390,14 @@ class ChannelManager:
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _on_loop_thread() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _groupable(step: Step) -> bool:

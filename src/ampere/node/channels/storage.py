@@ -53,8 +53,12 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def _static(record: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k in STATIC_KEYS}
+
+
 def static_part(record: dict[str, Any]) -> bytes:
-    return _dumps({k: v for k, v in record.items() if k in STATIC_KEYS}).encode()
+    return _dumps(_static(record)).encode()
 
 
 def state_part(record: dict[str, Any]) -> bytes:
@@ -79,6 +83,10 @@ class Written:
     htlcs: dict[HtlcKey, dict[str, Any]]   # the HTLC dicts of the record last written (compared by value)
     next_pos: int
     cold: tuple = ()                       # the channels row's own columns last written
+    # The values `static` and `sigs` were encoded from, when known: a write compares the record's values with
+    # them (no JSON encoding of parts that did not change: the static part never does after opening).
+    static_obj: dict[str, Any] | None = None
+    sigs_obj: Any = None
 
 
 @dataclass
@@ -109,10 +117,15 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
     new, else its UPDATE, issued only when `cold` differs from what was written)."""
     d = Delta()
     st = d.statements
-    static = static_part(record) if written is None else written.static
-    if written is not None and written.static != (new_static := static_part(record)):
-        static = new_static   # not expected after opening, but never silently dropped
-        st.append(("UPDATE channels SET snapshot=? WHERE dbid=?", (static, dbid)))
+    static_obj = _static(record)
+    if written is None:
+        static = _dumps(static_obj).encode()
+    else:
+        static = written.static
+        if (written.static_obj is None or static_obj != written.static_obj) \
+                and static != (new_static := _dumps(static_obj).encode()):
+            static = new_static   # not expected after opening, but never silently dropped
+            st.append(("UPDATE channels SET snapshot=? WHERE dbid=?", (static, dbid)))
     if cold_sql is not None and (written is None or written.cold != cold):
         st.append(cold_sql)
     old_htlcs = {} if written is None else written.htlcs
@@ -137,7 +150,9 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
         # Settled into the balances (or an uncommitted add forgotten): its row and its onion go.
         st.append(("DELETE FROM channel_htlcs WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
         st.append(("DELETE FROM channel_htlc_onions WHERE dbid=? AND offerer=? AND htlc_id=?", (dbid, *key)))
-    sigs = sigs_part(record)
+    sigs_obj = record["local_sigs"]
+    sigs = written.sigs if written is not None and written.sigs_obj is not None and sigs_obj == written.sigs_obj \
+        else sigs_part(record)
     if written is None:
         st.append(("INSERT INTO channel_sigs (dbid, sigs) VALUES (?,?)", (dbid, sigs)))
     elif sigs != written.sigs:
@@ -149,7 +164,7 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
     elif state != written.state:
         st.append(("UPDATE channel_state SET update_id=?, record=? WHERE dbid=?",
                    (int(record["update_id"]), state, dbid)))
-    d.after = Written(static, state, sigs, new_htlcs, pos, cold)
+    d.after = Written(static, state, sigs, new_htlcs, pos, cold, static_obj, sigs_obj)
     return d
 
 
@@ -203,4 +218,5 @@ def restore(static: bytes, parts: Parts, cold: tuple) -> tuple[Channel, Written]
     state, sigs, htlcs, next_pos = parts
     record = assemble(static, state, sigs, htlcs)
     ch = Channel.from_record(record)
-    return ch, Written(static, state, sigs, {_key(h): h for h in record["htlcs"]}, next_pos, cold)
+    return ch, Written(static, state, sigs, {_key(h): h for h in record["htlcs"]}, next_pos, cold, _static(record),
+                       record["local_sigs"])

@@ -171,7 +171,7 @@ class PeerConnection:
 
             self.log("debug", f"peer_out {wire_name(int.from_bytes(message[:2], 'big'))}")
         self.transport.write_message(message)
-        if self.transport.writer.transport.get_write_buffer_size() > self.manager.config.max_write_buffer:
+        if self.transport.write_buffer_size > self.manager.config.max_write_buffer:
             self.close("peer is not reading what we send (write buffer full)")
             raise PeerDisconnected("peer is not reading what we send")
 
@@ -265,21 +265,22 @@ class PeerConnection:
             waiter.set_result(len(pong.ignored))
 
     # ---- reading ----------------------------------------------------------------------------
-    async def _throttle(self, size: int) -> None:
+    def _throttle(self, size: int) -> float:
         """Per-peer read limits: messages and bytes per second, with bursts.  Over the limit we
-        stop reading (the kernel then pushes back on the peer); a peer that stays over it for
-        `flood_cutoff` seconds is cut off."""
+        stop reading for the delay returned (the kernel then pushes back on the peer); a peer that
+        stays over it for `flood_cutoff` seconds is cut off.  (Not a coroutine: the read loop
+        awaits only when there is a delay, not once per message.)"""
         now = time.monotonic()
         delay = max(self._msgs.take(1, now), self._bytes.take(size, now))
         if delay <= 0:
             self._throttled_since = None
-            return
+            return 0.0
         if self._throttled_since is None:
             self._throttled_since = now
         elif now - self._throttled_since > self.manager.config.flood_cutoff:
             raise WireError("peer is flooding us: over the read limits for "
                             f"{self.manager.config.flood_cutoff:g}s")
-        await asyncio.sleep(delay)
+        return delay
 
     async def _read_loop(self) -> None:
         reason = "peer closed the connection"
@@ -287,7 +288,9 @@ class PeerConnection:
             since_yield = 0
             while True:
                 raw = await self.transport.read_message()
-                await self._throttle(len(raw))
+                delay = self._throttle(len(raw))
+                if delay:
+                    await asyncio.sleep(delay)
                 try:
                     await self._dispatch(raw)
                 except WireError as e:
@@ -368,7 +371,9 @@ class PeerConnection:
         handlers = manager._handlers.get(msg_type)
         if handlers:
             for fn in handlers:
-                await _call(fn, self.node_id, msg, raw)
+                result = fn(self.node_id, msg, raw)  # (no wrapper coroutine per message: see _call)
+                if asyncio.iscoroutine(result) or isinstance(result, asyncio.Future):
+                    await result
         elif not isinstance(msg, (Ping, Pong, Error, Warning)):
             self.log("debug", f"No handler for {type(msg).__name__} ({msg_type}): ignored")
         if isinstance(msg, Error) and msg.channel_id == bolt1.ALL_CHANNELS:
@@ -380,11 +385,10 @@ class PeerConnection:
     async def _drain_bounded(self) -> None:
         # A peer that pings without reading our pongs fills our buffer: wait for it to read,
         # but not forever.
-        writer = self.transport.writer
-        if writer.transport.get_write_buffer_size() == 0:
+        if self.transport.write_buffer_size == 0:
             return
         try:
-            await asyncio.wait_for(writer.drain(), self.manager.config.send_timeout)
+            await asyncio.wait_for(self.transport.drain(), self.manager.config.send_timeout)
         except asyncio.TimeoutError:
             raise WireError("peer is not reading our replies") from None
 

@@ -376,6 +376,12 @@ class PeerManager:
     def connected_ids(self) -> list[bytes]:
         return list(self._peers)
 
+    def flush_all(self) -> None:
+        """Write every connection's queued frames now (transport.py writes them at the end of the loop's turn):
+        a --dev-crash-before point is about to kill the process, and what was sent before it must be out."""
+        for peer in self._peers.values():
+            peer.transport.flush()
+
     def bindings(self) -> list[dict]:
         return [dict(b) for b in self._bindings]
 

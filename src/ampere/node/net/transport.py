@@ -39,6 +39,10 @@ class Transport:
         self.remote_pubkey: bytes = session.remote_pubkey
         self.messages_received = 0
         self.messages_sent = 0
+        # Frames encrypted in this turn of the event loop, written to the socket together at its end (flush): one
+        # send() for a channel step's update_add_htlc x N + commitment_signed, not one per message.
+        self._out: list[bytes] = []
+        self._out_bytes = 0
 
     async def read_message(self) -> bytes:
         """The next decrypted message (2-byte type + payload).
@@ -63,13 +67,38 @@ class Transport:
 
     def write_message(self, message: bytes) -> None:
         """Encrypt and queue one message.  Encryption and queueing happen together, with no await in
-        between, so concurrent senders cannot reorder frames against their nonces."""
+        between, so concurrent senders cannot reorder frames against their nonces.  The frame reaches the socket
+        at the end of the loop's current turn with every other frame queued in it (`flush`), or at `drain`/`close`."""
         if len(message) > MAX_MESSAGE_SIZE:
             raise ValueError(f"message of {len(message)} bytes exceeds {MAX_MESSAGE_SIZE}")
-        self._writer.write(self._session.encrypt_message(message))
+        frame = self._session.encrypt_message(message)
         self.messages_sent += 1
+        if not self._out:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop running (a synchronous caller): write it now
+                self._writer.write(frame)
+                return
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+
+    def flush(self) -> None:
+        """Hand the frames queued so far to the socket, in one write."""
+        out = self._out
+        if not out:
+            return
+        self._out, self._out_bytes = [], 0
+        if self._writer.is_closing():
+            return  # the connection is gone: like bytes left in a closed socket's buffer
+        self._writer.write(out[0] if len(out) == 1 else b"".join(out))
+
+    @property
+    def write_buffer_size(self) -> int:
+        """Bytes written but not yet taken by the kernel (queued frames included)."""
+        return self._out_bytes + self._writer.transport.get_write_buffer_size()
 
     async def drain(self) -> None:
+        self.flush()
         await self._writer.drain()
 
     async def send_message(self, message: bytes) -> None:
@@ -80,6 +109,7 @@ class Transport:
         """Close.  With `linger` (a warning or error was just queued), half-close instead and discard what the peer
         still sends until it closes too (at most LINGER_SECONDS): closing a socket with unread data in it makes the
         kernel answer with a reset, and a reset makes the peer drop our last message unread."""
+        self.flush()  # what was queued goes first, as when every message was written at once
         if not linger or not self._writer.can_write_eof() or self._writer.is_closing():
             self._writer.close()
             return

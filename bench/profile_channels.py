@@ -1,0 +1,109 @@
+"""CPU and durable commits per payment when one node pays over many channels (issue 18, the 10-channel figure).
+
+The payer opens one channel to each of PEERS payees and sends `--n` payments (sendpay + waitsendpay), `--in-flight`
+at a time, spread round-robin over the channels. Prints payments/s, the payer's CPU ms per payment, the payees'
+CPU ms per payment (summed), and with `--syscalls` the payer's system calls per payment by kind (strace -c, so
+slower): fdatasync (each SQLite commit in WAL mode with synchronous=FULL syncs the WAL once: one commit shared
+by all the channels ready at the same moment, issue 18 item 2, brings it down), socket writes, thread wake-ups
+(futex). Counts, unlike times, do not move with the machine's load.
+
+    python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
+
+Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
+"""
+
+import argparse
+import os
+import subprocess
+import tempfile
+import time
+
+from common import cpu_seconds, factory, run_in_flight
+from pyln.client import LightningRpc
+
+from ampere.testing.chain import ChainD
+
+DELAY = 30
+AMOUNT = 1_000
+OPTS = {"max-concurrent-htlcs": 483}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--peers", type=int, default=10)
+    ap.add_argument("--n", type=int, default=500)
+    ap.add_argument("--in-flight", type=int, default=50)
+    ap.add_argument("--syscalls", action="store_true", help="count the payer's system calls by kind (strace -c)")
+    ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
+                                                  "this raw file")
+    args = ap.parse_args()
+    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
+    chaind.start()
+    f = factory()
+    f.chaind = chaind
+    try:
+        payer = f.get_node_of("ampere", dict(OPTS))
+        payees, hops, invoices = [], [], []
+        per = args.n // args.peers + 2
+        for i in range(args.peers):
+            payee = f.get_node_of("ampere", dict(OPTS))
+            payees.append(payee)
+            scid = f.fundchannel(payer, payee, 5_000_000, announce=False)["short_channel_id"]
+            hops.append({"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT})
+            rpc = LightningRpc(payee.rpc_path)
+            invoices.append([rpc.invoice(AMOUNT, f"c{i}-{j}", "bench") for j in range(per)])
+        work = [(hops[j % args.peers], invoices[j % args.peers][j // args.peers]) for j in range(per * args.peers)]
+
+        def one(rpc, item) -> None:
+            hop, inv = item
+            rpc.sendpay([hop], inv["payment_hash"], payment_secret=inv["payment_secret"])
+            assert rpc.waitsendpay(inv["payment_hash"], 120)["status"] == "complete"
+
+        r1 = LightningRpc(payer.rpc_path)
+        for item in work[:args.peers]:  # warm-up: one per channel
+            one(r1, item)
+        work = work[args.peers:args.peers + args.n]
+        strace = None
+        if args.syscalls:
+            out = tempfile.mktemp(prefix="amp-syscalls-")
+            strace = subprocess.Popen(["strace", "-f", "-c", "-p", str(payer.proc.pid), "-o", out],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.0)
+        spy = None
+        if args.pyspy:
+            spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(payer.proc.pid),
+                                    "--format", "raw", "--rate", "500", "--threads", "--nonblocking", "--gil", "-o", args.pyspy],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            time.sleep(1.5)
+        load = os.getloadavg()[0]
+        cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees)
+        elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
+        cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees)
+        n = len(work) - len(errors)
+        print(f"{n} payments over {args.peers} channels, {args.in_flight} in flight, in {elapsed:.2f}s = "
+              f"{n / elapsed:.1f}/s ({len(errors)} failed{': ' + errors[0] if errors else ''}); load {load:.1f}")
+        print(f"CPU per payment: payer {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
+              f"payees (sum) {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms")
+        if spy is not None:
+            spy.send_signal(2)
+            spy.wait(60)
+            from profile_payment import summarize
+            print("--- payer: " + summarize(args.pyspy))
+        if strace is not None:
+            strace.send_signal(2)
+            strace.wait(60)
+            calls = {}
+            for line in open(out):
+                cols = line.split()
+                if len(cols) >= 5 and cols[3].isdigit() and cols[-1] != "total":
+                    calls[cols[-1]] = int(cols[3])
+            top = sorted(calls.items(), key=lambda kv: -kv[1])
+            print(f"payer system calls per payment (under strace): all {sum(calls.values()) / n:.1f}; "
+                  + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
+    finally:
+        f.cleanup()
+        chaind.stop()
+
+
+if __name__ == "__main__":
+    main()
