@@ -274,7 +274,7 @@ class ChannelManager:
         self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
         self._next_dbid = 1
         self._listeners: dict[str, list[Callable]] = {"incoming": [], "fulfilled": [], "failed": [], "settled": [],
-                                                      "step": []}
+                                                      "step": [], "preimage": []}
         self._htlc_waiters: dict[tuple[bytes, int], list[asyncio.Future]] = {}
         self._tasks: set[asyncio.Task] = set()
         self._reconnecting: dict[bytes, asyncio.Task] = {}
@@ -575,6 +575,8 @@ class ChannelManager:
             done.append((fut, step))
             if isinstance(step, Refusal):
                 continue
+            if self._listeners["preimage"]:
+                self._early_preimages(rec, step)
             if _groupable(step):
                 rec.core = step.state
                 group.append(step)
@@ -1254,6 +1256,23 @@ class ChannelManager:
 
     def on_incoming_settled(self, fn: Callable) -> None:
         self._listeners["settled"].append(fn)
+
+    def on_preimage_learned(self, fn: Callable) -> None:
+        """fn(record, HtlcFulfilled), synchronously as soon as a step that takes the peer's update_fulfill_htlc is
+        COMPUTED, before that step's write (the usual on_htlc_fulfilled listeners still get the event after it).
+        For the switch: a preimage checked against the payment_hash is good whatever happens to this channel, and
+        the incoming HTLC's fulfil is its own step on its own channel, written (with the preimage) before it
+        leaves, so it may start now instead of after this channel's write, revoke_and_ack and commitment_signed."""
+        self._listeners["preimage"].append(fn)
+
+    def _early_preimages(self, rec: ChannelRecord, step: Step) -> None:
+        for a in step.actions:
+            if isinstance(a, HtlcFulfilled):
+                for fn in self._listeners["preimage"]:
+                    try:
+                        fn(rec, a)
+                    except Exception as e:
+                        self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
 
     def on_channel_step(self, fn: Callable) -> None:
         """fn(record, events), synchronously after every step of a channel (connection changes included):

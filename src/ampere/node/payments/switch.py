@@ -205,6 +205,11 @@ class Switch:
             if earned:
                 mgr.add_fees_collected(earned)
             mgr.on_htlc_fulfilled(self._on_fulfilled)
+            # The peer's update_fulfill_htlc reaches _on_fulfilled as soon as its step is computed (before the
+            # outgoing channel's write and its revoke_and_ack/commitment_signed), so the incoming HTLC's fulfil --
+            # its own step, written with the preimage before it leaves -- is off that channel's round (issue 18).
+            # The event after the write finds the forward gone from by_out and does nothing.
+            mgr.on_preimage_learned(self._on_fulfilled)
             mgr.on_htlc_failed(self._on_failed)
             await self._claim_unrecorded()
         # Forwards whose incoming HTLC is already resolved need nothing more: keep only the open ones.
