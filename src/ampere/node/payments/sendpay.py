@@ -8,7 +8,7 @@ One record per part, keyed as in Core Lightning by (payment_hash, partid, groupi
                                               the first channel; a refusal fails the part at once (erring
                                               index 0, the refusal's BOLT 4 code)
     on_htlc_fulfilled / on_htlc_failed        the channel manager's events: the part becomes complete (with
-                                              the preimage) or failed (the failure onion decoded with the
+                                              the preimage, as soon as the peer's fulfil is read) or failed (the failure onion decoded with the
                                               route's shared secrets), stored, THEN waiters wake and the
                                               sendpay_success / sendpay_failure notification goes out
     wait(payment_hash, timeout, partid, groupid)   waitsendpay
@@ -364,6 +364,12 @@ class PaymentEngine:
         mgr = self.manager
         if mgr is not None:
             mgr.on_htlc_fulfilled(self.on_htlc_fulfilled)
+            # The peer's update_fulfill_htlc completes the part as soon as its step is computed: the part's row (with
+            # the preimage) is queued ahead of the channel's own write, and waitsendpay/pay answer once THAT row is
+            # committed. The answer depends on the preimage alone (checked against the hash): a crash before the
+            # channel's write loses nothing, the peer retransmits its fulfil at reestablish (BOLT 2). The event
+            # after the write finds the part no longer pending and does nothing.
+            mgr.on_preimage_learned(self.on_htlc_fulfilled)
             mgr.on_htlc_failed(self.on_htlc_failed)
 
     def close(self) -> None:
