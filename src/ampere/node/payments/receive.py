@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
+from ampere.ln.channel.actions import Refusal
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
@@ -459,6 +460,28 @@ class Receiver:
     # ---- resolution (also used by the switch for forwarded HTLCs)
     async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:
         await self._resolve(inc, "fulfill", preimage)
+
+    def fulfill_soon(self, inc: IncomingHtlc, preimage: bytes) -> asyncio.Future | None:
+        """`fulfill`, queued on the channel now (manager.fulfill_htlc_soon): the future of the channel step, or None
+        if the channel cannot take it at once (nothing done: call `fulfill`)."""
+        mgr = self.manager
+        if inc.resolved or self.stopping or mgr is None:
+            return None
+        fut = mgr.fulfill_htlc_soon(inc.channel_id, inc.htlc_id, preimage)
+        if fut is None:
+            return None
+        inc.resolved = True
+        inc.status = "resolving"
+
+        def done(f: asyncio.Future) -> None:
+            self.htlcs.pop(inc.key, None)
+            if f.cancelled():
+                return
+            outcome = f.exception() or f.result()
+            if isinstance(outcome, (BaseException, Refusal)):
+                self._log("unusual", f"could not fulfill HTLC {inc.htlc_id} on {inc.channel_id.hex()}: {outcome!r}")
+        fut.add_done_callback(done)
+        return fut
 
     async def fail(self, inc: IncomingHtlc, failure_message: bytes) -> None:
         """Fail with a BOLT 4 failure message from us (encrypted with the HTLC's shared secret)."""

@@ -388,10 +388,19 @@ class Switch:
         self._notify(f)
 
     # ---- outcomes from the outgoing channel
-    def _on_fulfilled(self, record: Any, ev: Any) -> None:
+    def _on_fulfilled(self, record: Any, ev: Any) -> asyncio.Future | None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
-        if f is not None:
-            self._spawn(self._settle(f, bytes(ev.preimage)))
+        if f is None:
+            return None
+        # The incoming HTLC's fulfil is queued now when its channel can take it at once (the outgoing channel
+        # then waits for it: on_preimage_learned); else _settle's task does it.
+        wait = None
+        rcv = self.receiver
+        if f.status == OFFERED and not f.resolved_upstream and f.inc is not None and rcv is not None:
+            wait = rcv.fulfill_soon(f.inc, bytes(ev.preimage))
+            f.resolved_upstream = wait is not None
+        self._spawn(self._settle(f, bytes(ev.preimage)))
+        return wait
 
     def _on_failed(self, record: Any, ev: Any) -> None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
