@@ -1357,8 +1357,21 @@ class ChannelManager:
         if isinstance(step, Refusal):
             raise ChannelOpError(step.message)
 
-    async def fulfill_htlc(self, channel_id: Any, htlc_id: int, preimage: bytes) -> None:
+    async def fulfill_htlc(self, channel_id: Any, htlc_id: int, preimage: bytes,
+                           also: Callable[[Any], Any] | None = None) -> None:
+        """`also(db)`: a database write made in the same transaction as the fulfil (the payee's invoice row), run
+        only if the channel takes the fulfil (else ChannelOpError, and nothing was written; never on-chain)."""
         rec = self.find(channel_id)
+        if also is not None:
+            def fulfil(r: ChannelRecord, ch: Channel) -> Step | Refusal:
+                step = core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r))
+                if not isinstance(step, Refusal):
+                    r.also.append(also)  # joins this channel's next write (_persist)
+                return step
+            if rec is None or rec.state not in OPERATING:
+                raise ChannelOpError(f"cannot fulfill HTLC {htlc_id} with a write attached now")
+            await self._resolve(channel_id, fulfil)
+            return
         if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
             # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
             onchain = self.node.onchain

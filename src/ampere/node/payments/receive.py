@@ -434,6 +434,8 @@ class Receiver:
             if self.stopping:
                 return
             rec = None
+            if failure is None and len(s.parts) == 1 and await self._pay_and_fulfil(s):
+                return
             if failure is None:
                 rec = await self.node.invoices.mark_paid(amount_msat=s.received_msat, payment_hash=s.payment_hash)
             if rec is None:
@@ -447,6 +449,30 @@ class Receiver:
         finally:
             if self.sets.get(s.payment_hash) is s:
                 del self.sets[s.payment_hash]
+
+    async def _pay_and_fulfil(self, s: HtlcSet) -> bool:
+        """A one-part set, accepted: the invoice marked paid in the same write as the HTLC's fulfil (and the
+        commitment_signed covering it) -- one commit, not two in sequence. Persist before you speak holds as
+        before: the fulfil reveals the preimage only after the write holding both is on disk, and a crash before it
+        leaves the invoice unpaid and the HTLC unresolved (replayed at the next start). False: nothing was done
+        (the invoice or the channel cannot take it now): mark_paid, then fulfil, as for several parts."""
+        invoices, mgr, part = self.node.invoices, self.manager, s.parts[0]
+        claim = invoices.claim(s.invoice, s.received_msat) if invoices is not None and mgr is not None else None
+        if claim is None:
+            return False
+        if part.resolved or self.stopping:
+            invoices.settled(claim, False)
+            return False
+        try:
+            await mgr.fulfill_htlc(part.channel_id, part.htlc_id, s.invoice.preimage, also=claim.op)
+        except Exception as e:  # refused (the channel is going on-chain...) or the write failed: nothing stored
+            invoices.settled(claim, False)
+            self._log("debug", f"HTLC {part.htlc_id}: invoice and fulfil not in one write ({e!r})")
+            return False
+        part.resolved = True
+        self.htlcs.pop(part.key, None)
+        invoices.settled(claim, True)
+        return True
 
     async def _invoice_payment_hook(self, s: HtlcSet) -> bytes | None:
         """None to accept; b"" (reject) or a failure message (lightningd/invoice.c invoice_payment_hook)."""
