@@ -22,12 +22,14 @@ The HTLC interface for payments and forwarding (the "switch"):
     htlc_id = await mgr.offer_htlc(channel, amount_msat, payment_hash, cltv_expiry, onion, path_key=None)
               channel: short_channel_id (int, ShortChannelId or "BxTxO") or channel_id (32 bytes);
               raises HtlcRefused(code, message, failure_code) -- failure_code is the BOLT 4 code to report
-    await mgr.fulfill_htlc(channel_id, htlc_id, preimage)
+    await mgr.fulfill_htlc(channel_id, htlc_id, preimage, also=None)   also(db): a write in the fulfil's transaction
+    mgr.fulfill_htlc_soon(channel_id, htlc_id, preimage) -> Future | None   queued now, on an idle channel only
     await mgr.fail_htlc(channel_id, htlc_id, reason_onion)
     await mgr.fail_malformed_htlc(channel_id, htlc_id, sha256_of_onion, failure_code)
               these raise ChannelOpError when the channel or HTLC is unknown or cannot be resolved now
     mgr.on_incoming_htlc(fn(record, NewPeerHtlc))        an HTLC the peer offered is irrevocably committed
     mgr.on_htlc_fulfilled(fn(record, HtlcFulfilled))     an HTLC we offered was fulfilled (preimage)
+    mgr.on_preimage_learned(fn(record, HtlcFulfilled))   the same, as soon as the peer's fulfil step is computed
     mgr.on_htlc_failed(fn(record, HtlcFailed))           an HTLC we offered failed (committed)
     mgr.on_incoming_settled(fn(record, IncomingHtlcSettled))
     mgr.pending_incoming_htlcs() -> [(record, Htlc)]      replay after a restart

@@ -10,7 +10,8 @@ channels and RPC calls go on.
     forward                        handed to `node.switch.forward(...)` if there is a switch, else unknown_next_peer
     final hop                      BOLT 4 checks (amount, CLTV, payment_secret, invoice), then the HTLC joins the
                                    set of its payment_hash; when the set reaches total_msat: the invoice_payment
-                                   hook, `mark_paid` (synced), then every part is fulfilled.  A set still
+                                   hook, `mark_paid` (synced), then every part is fulfilled (a one-part set: the
+                                   invoice row goes in the fulfil's own write, `_pay_and_fulfil`).  A set still
                                    incomplete after `dev-mpp-timeout` seconds (60) fails with mpp_timeout.
 
 Failure messages are BOLT 4's, wrapped with the HTLC's shared secret (ampere.ln.onion_failure).
