@@ -8,9 +8,10 @@ One record per part, keyed as in Core Lightning by (payment_hash, partid, groupi
                                               the first channel; a refusal fails the part at once (erring
                                               index 0, the refusal's BOLT 4 code)
     on_htlc_fulfilled / on_htlc_failed        the channel manager's events: the part becomes complete (with
-                                              the preimage, as soon as the peer's fulfil is read) or failed (the failure onion decoded with the
-                                              route's shared secrets), stored, THEN waiters wake and the
-                                              sendpay_success / sendpay_failure notification goes out
+                                              the preimage, as soon as the peer's fulfil is read) or failed
+                                              (the failure onion decoded with the route's shared secrets),
+                                              stored, THEN waiters wake and the sendpay_success /
+                                              sendpay_failure notification goes out
     wait(payment_hash, timeout, partid, groupid)   waitsendpay
     list(...)                                 listsendpays
 
