@@ -1285,16 +1285,23 @@ class ChannelManager:
                         waits.append(fut)
         return waits
 
-    def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes) -> asyncio.Future | None:
+    def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes,
+                          also: Callable[[Any], Any] | None = None) -> asyncio.Future | None:
         """fulfill_htlc queued now, without a coroutine: the future of its Step (or Refusal), resolved once the step
-        is written and its messages sent. Only on a channel in normal operation with nothing running or queued
-        (None otherwise: use fulfill_htlc), so a channel waiting for it (on_preimage_learned) waits for a step
-        that waits for no other channel: no cycle."""
+        is written and its messages sent; `also(db)` joins that write unless refused. Only on a channel in normal
+        operation with nothing running or queued (None otherwise: use fulfill_htlc), so a channel waiting for it
+        (on_preimage_learned) waits for a step that waits for no other channel: no cycle."""
         rec = self.find(channel_id)
         if (rec is None or rec.state not in OPERATING or rec.drainer is not None or rec.pending
                 or rec.lock.locked()):
             return None
-        return self._enqueue(rec, lambda ch: core.fulfill_htlc(ch, rec.signer, htlc_id, preimage, self.env(rec)))
+
+        def fulfil(ch: Channel) -> Step | Refusal:
+            step = core.fulfill_htlc(ch, rec.signer, htlc_id, preimage, self.env(rec))
+            if also is not None and not isinstance(step, Refusal):
+                rec.also.append(also)  # joins this channel's next write (_persist)
+            return step
+        return self._enqueue(rec, fulfil)
 
     def on_channel_step(self, fn: Callable) -> None:
         """fn(record, events), synchronously after every step of a channel (connection changes included):

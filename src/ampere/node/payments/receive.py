@@ -488,13 +488,14 @@ class Receiver:
     async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:
         await self._resolve(inc, "fulfill", preimage)
 
-    def fulfill_soon(self, inc: IncomingHtlc, preimage: bytes) -> asyncio.Future | None:
-        """`fulfill`, queued on the channel now (manager.fulfill_htlc_soon): the future of the channel step, or None
-        if the channel cannot take it at once (nothing done: call `fulfill`)."""
+    def fulfill_soon(self, inc: IncomingHtlc, preimage: bytes,
+                     also: Any = None) -> asyncio.Future | None:
+        """`fulfill`, queued on the channel now (manager.fulfill_htlc_soon, `also(db)` in its write): the future of
+        the channel step, or None if the channel cannot take it at once (nothing done: call `fulfill`)."""
         mgr = self.manager
         if inc.resolved or self.stopping or mgr is None:
             return None
-        fut = mgr.fulfill_htlc_soon(inc.channel_id, inc.htlc_id, preimage)
+        fut = mgr.fulfill_htlc_soon(inc.channel_id, inc.htlc_id, preimage, also=also)
         if fut is None:
             return None
         inc.resolved = True
