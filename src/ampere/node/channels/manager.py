@@ -577,13 +577,12 @@ class ChannelManager:
             done.append((fut, step))
             if isinstance(step, Refusal):
                 continue
-            waits = self._early_preimages(rec, step) if self._listeners["preimage"] else []
+            if self._listeners["preimage"]:
+                self._early_preimages(rec, step)
             if _groupable(step):
                 rec.core = step.state
                 group.append(step)
                 sign_now = sign_now and item_sign_now
-                if waits:  # another channel's fulfil goes first (see on_preimage_learned)
-                    await asyncio.wait(waits)
                 continue
             # A step that changes the channel's state, broadcasts or hangs up goes alone, after the group.
             events += await self._apply_group(rec, group, sign_now)
@@ -1263,34 +1262,29 @@ class ChannelManager:
     def on_preimage_learned(self, fn: Callable) -> None:
         """fn(record, HtlcFulfilled), synchronously as soon as a step that takes the peer's update_fulfill_htlc is
         COMPUTED, before that step's write (the usual on_htlc_fulfilled listeners still get the event after it).
-        fn may return a future from fulfill_htlc_soon: this channel then waits for it before computing its next
-        input (the peer's commitment_signed that came with the fulfil), so that fulfil leaves first.
 
         For the switch: a preimage checked against the payment_hash is good whatever happens to this channel, and
         the incoming HTLC's fulfil is its own step on its own channel, written (with the preimage) before it
-        leaves, so it may go now instead of after this channel's write, revoke_and_ack and commitment_signed."""
+        leaves, so it may be queued now instead of after this channel's write, revoke_and_ack and
+        commitment_signed. (This channel does not wait for it: measured, waiting cost throughput with 50 in
+        flight and gained nothing one at a time on 2 shared cores.)"""
         self._listeners["preimage"].append(fn)
 
-    def _early_preimages(self, rec: ChannelRecord, step: Step) -> list[asyncio.Future]:
-        waits = []
+    def _early_preimages(self, rec: ChannelRecord, step: Step) -> None:
         for a in step.actions:
             if isinstance(a, HtlcFulfilled):
                 for fn in self._listeners["preimage"]:
                     try:
-                        fut = fn(rec, a)
+                        fn(rec, a)
                     except Exception as e:
                         self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
-                        continue
-                    if isinstance(fut, asyncio.Future):
-                        waits.append(fut)
-        return waits
 
     def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes,
                           also: Callable[[Any], Any] | None = None) -> asyncio.Future | None:
         """fulfill_htlc queued now, without a coroutine: the future of its Step (or Refusal), resolved once the step
         is written and its messages sent; `also(db)` joins that write unless refused. Only on a channel in normal
-        operation with nothing running or queued (None otherwise: use fulfill_htlc), so a channel waiting for it
-        (on_preimage_learned) waits for a step that waits for no other channel: no cycle."""
+        operation with nothing running or queued (None otherwise: use fulfill_htlc), so the step and its write
+        are the next thing that channel does."""
         rec = self.find(channel_id)
         if (rec is None or rec.state not in OPERATING or rec.drainer is not None or rec.pending
                 or rec.lock.locked()):

@@ -208,7 +208,7 @@ class Switch:
             mgr.on_htlc_fulfilled(self._on_fulfilled)
             # The peer's update_fulfill_htlc reaches _on_fulfilled as soon as its step is computed (before the
             # outgoing channel's write and its revoke_and_ack/commitment_signed), so the incoming HTLC's fulfil --
-            # its own step, written with the preimage before it leaves -- is off that channel's round (issue 18).
+            # its own step, written with the preimage before it leaves -- is queued at once (issue 18).
             # The event after the write finds the forward gone from by_out and does nothing.
             mgr.on_preimage_learned(self._on_fulfilled)
             mgr.on_htlc_failed(self._on_failed)
@@ -389,25 +389,23 @@ class Switch:
         self._notify(f)
 
     # ---- outcomes from the outgoing channel
-    def _on_fulfilled(self, record: Any, ev: Any) -> asyncio.Future | None:
+    def _on_fulfilled(self, record: Any, ev: Any) -> None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
         if f is None:
             return None
         preimage = bytes(ev.preimage)
-        # The incoming HTLC's fulfil is queued now when its channel can take it at once (the outgoing channel
-        # then waits for it: on_preimage_learned), with our row (settled, the preimage) in the same write; else
-        # _settle's task does both.
+        # The incoming HTLC's fulfil is queued now when its channel can take it at once (on_preimage_learned), with
+        # our row (settled, the preimage) in the same write; else _settle's task does both.
         rcv = self.receiver
         if f.status == OFFERED and not f.resolved_upstream and f.inc is not None and rcv is not None:
-            wait = rcv.fulfill_soon(f.inc, preimage, also=self._update_op(f))
-            if wait is not None:
+            queued = rcv.fulfill_soon(f.inc, preimage, also=self._update_op(f))
+            if queued is not None:
                 # Set before the write runs (the op reads them on the database thread, after this returns).
                 f.resolved_upstream = True
                 f.preimage, f.status, f.resolved_time = preimage, SETTLED, round(time.time(), 3)
-                wait.add_done_callback(lambda fut: self._settled_with_upstream(f, fut))
-                return wait
+                queued.add_done_callback(lambda fut: self._settled_with_upstream(f, fut))
+                return
         self._spawn(self._settle(f, preimage))
-        return None
 
     def _settled_with_upstream(self, f: Forward, fut: asyncio.Future) -> None:
         """The incoming fulfil carrying our row is done: the row went with it, unless the channel refused the
