@@ -155,14 +155,18 @@ def test_forward_survives_kill9(node_factory_chain):
     assert l2.rpc.getinfo()["fees_collected_msat"] == expected_fee
 
 
-def test_forward_kill9_after_its_write(node_factory_chain):
+@pytest.mark.parametrize("point", ["UpdateAddHtlc:1", "UpdateFulfillHtlc:1"])
+def test_forward_kill9_after_its_write(node_factory_chain, point):
     """The forward's row, its outgoing HTLC and the commitment_signed covering it are one write at l2 (issue 18).
     l2 dies by kill -9 right after that write, before update_add_htlc leaves (--dev-crash-before=UpdateAddHtlc):
     after the restart the row ties the stored outgoing HTLC to the incoming one, so the HTLC is retransmitted, not
-    forwarded a second time, and the payment completes once, without loss."""
+    forwarded a second time, and the payment completes once, without loss.
+    UpdateFulfillHtlc: l2 dies right after the write of the incoming HTLC's fulfil, which l2 starts as soon as it
+    reads l3's update_fulfill_htlc, before it writes that (switch.py, manager.on_preimage_learned): whichever of
+    the two channels' writes made it, the restart settles both sides once (l3 retransmits its fulfil if needed)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {"dev-crash-before": "UpdateAddHtlc:1"}, {}])
+    l1, l2, l3 = node_factory_chain.line_graph(3, FUND, opts=[{}, {"dev-crash-before": point}, {}])
     amount = 30_000_000
     inv = l3.rpc.invoice(amount, "crash-fwd", "l2 dies after the forward's write")
     l3_before = sum(c["to_us_msat"] for c in l3.rpc.listpeerchannels()["channels"])

@@ -242,6 +242,43 @@ def test_delete_rules(tmp_path):
     run(tmp_path, body)
 
 
+def test_claim_pays_in_the_callers_write_and_excludes_deletion(tmp_path):
+    """The receiver's one-write path (claim): the invoice row is marked paid by the op the caller puts in its own
+    transaction (the HTLC's fulfil); waiters and invoice_payment only after that commit; a delinvoice arriving
+    meanwhile waits for it (then finds the invoice paid); no claim while a deletion is in flight, nor twice."""
+    async def body(h):
+        reg = h.reg
+        inv = new_invoice("c", amount=7000)
+        rec = await reg.create(inv)
+        one = asyncio.ensure_future(reg.wait_one("c"))
+        claim = reg.claim(rec, 7000)
+        assert claim is not None and reg.claim(rec, 7000) is None  # one claim per invoice
+        deleting = asyncio.ensure_future(reg.delete("c", "unpaid"))
+        await asyncio.sleep(0.05)
+        assert not deleting.done() and not one.done()  # the deletion waits for the claim
+        await h.store.write(claim.op)  # the caller's write (the fulfil's, in the receiver)
+        assert not one.done() and not [t for t, _p in h.notes if t == "invoice_payment"]
+        reg.settled(claim, True)
+        assert (await one).status() == "paid"
+        assert h.notes[-1] == ("invoice_payment", {"msat": 7000, "preimage": inv.preimage.hex(), "label": "c"})
+        with pytest.raises(InvoiceRegistryError) as e:
+            await deleting
+        assert code_of(e) == Reason.INVOICE_STATUS_UNEXPECTED
+        # A deletion in flight: no claim (the receiver then uses mark_paid); a claim not written changes nothing.
+        other = await reg.create(new_invoice("d"))
+        reg._mutating += 1
+        assert reg.claim(other, 1000) is None
+        reg._mutating -= 1
+        c2 = reg.claim(other, 1000)
+        reg.settled(c2, False)
+        assert (await reg.get_by_label("d")).status() == "unpaid"
+        c3 = reg.claim(other, 1000)
+        assert c3 is not None
+        reg.settled(c3, False)
+
+    run(tmp_path, body)
+
+
 def test_check_payment_bolt4_final_node_rules(tmp_path):
     async def body(h):
         reg = h.reg

@@ -191,6 +191,27 @@ def _by_id(db, id_: int) -> InvoiceRecord | None:
     return _row_to_record(rows[0]) if rows else None
 
 
+def _pay(db, rec: InvoiceRecord, amount_msat: int, when: int) -> InvoiceRecord:
+    """Mark the unpaid invoice `rec` paid (database only)."""
+    pay_index = _next_var(db, _VAR_PAY_INDEX)
+    updated = _next_var(db, _VAR_UPDATED_INDEX)
+    db.execute("UPDATE invoices SET state = ?, pay_index = ?, amount_received_msat = ?, paid_at = ?,"
+               " updated_index = ? WHERE id = ? AND state = ?",
+               (PAID, pay_index, int(amount_msat), when, updated, rec.created_index, UNPAID))
+    return _replace(rec, state=PAID, pay_index=pay_index, amount_received_msat=int(amount_msat),
+                    paid_at=when, updated_index=updated)
+
+
+@dataclass
+class Claim:
+    """An invoice being paid in its HTLC's fulfil write (InvoiceRegistry.claim)."""
+
+    rec: InvoiceRecord
+    done: asyncio.Future
+    op: Callable[[Any], None] | None = None
+    result: InvoiceRecord | None = None
+
+
 @dataclass
 class _Waiter:
     future: asyncio.Future
@@ -220,6 +241,10 @@ class InvoiceRegistry:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._sweeping = False
+        # Invoices being paid in the same write as their HTLC's fulfil (claim): payment_hash -> done future. A
+        # deletion or an expiry sweep waits for them; a claim is refused while one of those is in flight.
+        self._claims: dict[bytes, asyncio.Future] = {}
+        self._mutating = 0
         # Group commit: writes queued while one transaction is on disk share the next one.
 
     def now(self) -> int:
@@ -346,7 +371,12 @@ class InvoiceRegistry:
                 db.execute("DELETE FROM invoices WHERE id = ?", (rec.created_index,))
             return rec
 
-        rec = await self._submit(write)
+        self._mutating += 1
+        try:
+            await self._claims_done()
+            rec = await self._submit(write)
+        finally:
+            self._mutating -= 1
         if not desconly and not check_only:
             self._wake_one(label, exc=InvoiceRegistryError(Reason.GENERIC, "Invoice deleted during wait"))
         return rec
@@ -451,17 +481,58 @@ class InvoiceRegistry:
                 return None
             if preimage is not None and not hmac.compare_digest(preimage, rec.preimage):
                 raise ValueError("preimage is not this invoice's")
-            pay_index = _next_var(db, _VAR_PAY_INDEX)
-            updated = _next_var(db, _VAR_UPDATED_INDEX)
-            db.execute("UPDATE invoices SET state = ?, pay_index = ?, amount_received_msat = ?, paid_at = ?,"
-                       " updated_index = ? WHERE id = ? AND state = ?",
-                       (PAID, pay_index, int(amount_msat), when, updated, rec.created_index, UNPAID))
-            return _replace(rec, state=PAID, pay_index=pay_index, amount_received_msat=int(amount_msat),
-                            paid_at=when, updated_index=updated)
+            return _pay(db, rec, amount_msat, when)
 
         rec = await self._submit(write)
         if rec is None:
             return None
+        self._paid(rec)
+        return rec
+
+    def claim(self, rec: InvoiceRecord, amount_msat: MsatInt) -> Claim | None:
+        """For the receiver: mark `rec` (just read, unpaid) paid in the SAME transaction as the fulfil of its HTLC,
+        instead of a write of its own before it (issue 18: one commit less on the payee's critical path).
+
+        The invoice write decides whether the HTLC is fulfilled at all, and a channel write cannot be undone, so
+        the decision is made here, in the event loop, and must hold when the write runs: no claim while a
+        deletion or expiry sweep is in flight (they are the only other writers that could make it no longer
+        unpaid; a concurrent mark_paid would make it paid, and BOLT 4 lets us take a paid invoice's HTLC), and
+        those wait for the claims (_claims_done). None: pay it with mark_paid, as before. The caller passes
+        `claim.op` to the fulfil's write, then calls `settled(claim, committed)` once that write is done."""
+        now = self.now()
+        if (self._mutating or rec.payment_hash in self._claims or rec.state != UNPAID or rec.status(now) != "unpaid"
+                or not self._started):
+            return None
+        c = Claim(rec, asyncio.get_running_loop().create_future())
+        self._claims[rec.payment_hash] = c.done
+
+        def op(db) -> None:
+            # Database only; the same on every run (the store may rerun a batch). Never raises: it is part of the
+            # channel's write, which must not fail for it; the claim guarantees the row is still unpaid.
+            cur = _by_hash(db, rec.payment_hash)
+            c.result = _pay(db, cur, amount_msat, now) if cur is not None and cur.state == UNPAID else None
+        c.op = op
+        return c
+
+    def settled(self, c: Claim, committed: bool) -> None:
+        """The fulfil's write carrying `c.op` is done (committed) or did not happen."""
+        if self._claims.get(c.rec.payment_hash) is c.done:
+            del self._claims[c.rec.payment_hash]
+        if not c.done.done():
+            c.done.set_result(None)
+        if not committed:
+            return
+        if c.result is None:  # not expected: the claim guarantees an unpaid row
+            self._log("broken", f"invoice '{c.rec.label}' was no longer unpaid when its HTLC was fulfilled")
+            return
+        self._paid(c.result)
+
+    async def _claims_done(self) -> None:
+        while self._claims:
+            await asyncio.gather(*self._claims.values())
+
+    def _paid(self, rec: InvoiceRecord) -> None:
+        """After the commit that marked `rec` paid: the log line, the waiters, invoice_payment."""
         self._log("info", f"Resolved invoice '{rec.label}' with amount {rec.amount_received_msat}msat")
         self._wake_one(rec.label, rec=rec)
         for waiter in list(self._waiters.any):
@@ -469,7 +540,6 @@ class InvoiceRegistry:
                 waiter.future.set_result(rec)
         self._notify("invoice_payment", {"msat": rec.amount_received_msat, "preimage": rec.preimage.hex(),
                                          "label": rec.label})
-        return rec
 
     async def _submit(self, op: Callable[[Any], Any]) -> Any:
         """Run `op(db)` durably: the store's group commit shares one sync between concurrent writes and
@@ -506,7 +576,9 @@ class InvoiceRegistry:
         if self._sweeping:
             return
         self._sweeping = True
+        self._mutating += 1
         try:
+            await self._claims_done()
             now = self.now()
 
             def write(db):
@@ -523,6 +595,7 @@ class InvoiceRegistry:
             expired, next_expiry = await self.store.write(write)
         finally:
             self._sweeping = False
+            self._mutating -= 1
         for rec in expired:
             self._wake_one(rec.label, rec=rec)
         self._started = True

@@ -471,7 +471,7 @@ class _PayRun:
                                       bolt11=req.bolt11, payment_secret=req.payment_secret, partid=partid,
                                       groupid=self.groupid, payment_metadata=req.payment_metadata,
                                       description=req.description, keysend_preimage=req.keysend_preimage,
-                                      extra_tlvs=req.extra_tlvs)
+                                      extra_tlvs=req.extra_tlvs, sign_now=True)
         except PaymentError as e:
             self._failed(attempt, e)
             return False

@@ -10,7 +10,8 @@ channels and RPC calls go on.
     forward                        handed to `node.switch.forward(...)` if there is a switch, else unknown_next_peer
     final hop                      BOLT 4 checks (amount, CLTV, payment_secret, invoice), then the HTLC joins the
                                    set of its payment_hash; when the set reaches total_msat: the invoice_payment
-                                   hook, `mark_paid` (synced), then every part is fulfilled.  A set still
+                                   hook, `mark_paid` (synced), then every part is fulfilled (a one-part set: the
+                                   invoice row goes in the fulfil's own write, `_pay_and_fulfil`).  A set still
                                    incomplete after `dev-mpp-timeout` seconds (60) fails with mpp_timeout.
 
 Failure messages are BOLT 4's, wrapped with the HTLC's shared secret (ampere.ln.onion_failure).
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
+from ampere.ln.channel.actions import Refusal
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
@@ -433,6 +435,8 @@ class Receiver:
             if self.stopping:
                 return
             rec = None
+            if failure is None and len(s.parts) == 1 and await self._pay_and_fulfil(s):
+                return
             if failure is None:
                 rec = await self.node.invoices.mark_paid(amount_msat=s.received_msat, payment_hash=s.payment_hash)
             if rec is None:
@@ -447,6 +451,30 @@ class Receiver:
             if self.sets.get(s.payment_hash) is s:
                 del self.sets[s.payment_hash]
 
+    async def _pay_and_fulfil(self, s: HtlcSet) -> bool:
+        """A one-part set, accepted: the invoice marked paid in the same write as the HTLC's fulfil (and the
+        commitment_signed covering it) -- one commit, not two in sequence. Persist before you speak holds as
+        before: the fulfil reveals the preimage only after the write holding both is on disk, and a crash before it
+        leaves the invoice unpaid and the HTLC unresolved (replayed at the next start). False: nothing was done
+        (the invoice or the channel cannot take it now): mark_paid, then fulfil, as for several parts."""
+        invoices, mgr, part = self.node.invoices, self.manager, s.parts[0]
+        claim = invoices.claim(s.invoice, s.received_msat) if invoices is not None and mgr is not None else None
+        if claim is None:
+            return False
+        if part.resolved or self.stopping:
+            invoices.settled(claim, False)
+            return False
+        try:
+            await mgr.fulfill_htlc(part.channel_id, part.htlc_id, s.invoice.preimage, also=claim.op)
+        except Exception as e:  # refused (the channel is going on-chain...) or the write failed: nothing stored
+            invoices.settled(claim, False)
+            self._log("debug", f"HTLC {part.htlc_id}: invoice and fulfil not in one write ({e!r})")
+            return False
+        part.resolved = True
+        self.htlcs.pop(part.key, None)
+        invoices.settled(claim, True)
+        return True
+
     async def _invoice_payment_hook(self, s: HtlcSet) -> bytes | None:
         """None to accept; b"" (reject) or a failure message (lightningd/invoice.c invoice_payment_hook)."""
         approver = self.approver
@@ -459,6 +487,29 @@ class Receiver:
     # ---- resolution (also used by the switch for forwarded HTLCs)
     async def fulfill(self, inc: IncomingHtlc, preimage: bytes) -> None:
         await self._resolve(inc, "fulfill", preimage)
+
+    def fulfill_soon(self, inc: IncomingHtlc, preimage: bytes,
+                     also: Any = None) -> asyncio.Future | None:
+        """`fulfill`, queued on the channel now (manager.fulfill_htlc_soon, `also(db)` in its write): the future of
+        the channel step, or None if the channel cannot take it at once (nothing done: call `fulfill`)."""
+        mgr = self.manager
+        if inc.resolved or self.stopping or mgr is None:
+            return None
+        fut = mgr.fulfill_htlc_soon(inc.channel_id, inc.htlc_id, preimage, also=also)
+        if fut is None:
+            return None
+        inc.resolved = True
+        inc.status = "resolving"
+
+        def done(f: asyncio.Future) -> None:
+            self.htlcs.pop(inc.key, None)
+            if f.cancelled():
+                return
+            outcome = f.exception() or f.result()
+            if isinstance(outcome, (BaseException, Refusal)):
+                self._log("unusual", f"could not fulfill HTLC {inc.htlc_id} on {inc.channel_id.hex()}: {outcome!r}")
+        fut.add_done_callback(done)
+        return fut
 
     async def fail(self, inc: IncomingHtlc, failure_message: bytes) -> None:
         """Fail with a BOLT 4 failure message from us (encrypted with the HTLC's shared secret)."""

@@ -8,9 +8,10 @@ One record per part, keyed as in Core Lightning by (payment_hash, partid, groupi
                                               the first channel; a refusal fails the part at once (erring
                                               index 0, the refusal's BOLT 4 code)
     on_htlc_fulfilled / on_htlc_failed        the channel manager's events: the part becomes complete (with
-                                              the preimage) or failed (the failure onion decoded with the
-                                              route's shared secrets), stored, THEN waiters wake and the
-                                              sendpay_success / sendpay_failure notification goes out
+                                              the preimage, as soon as the peer's fulfil is read) or failed
+                                              (the failure onion decoded with the route's shared secrets),
+                                              stored, THEN waiters wake and the sendpay_success /
+                                              sendpay_failure notification goes out
     wait(payment_hash, timeout, partid, groupid)   waitsendpay
     list(...)                                 listsendpays
 
@@ -364,6 +365,12 @@ class PaymentEngine:
         mgr = self.manager
         if mgr is not None:
             mgr.on_htlc_fulfilled(self.on_htlc_fulfilled)
+            # The peer's update_fulfill_htlc completes the part as soon as its step is computed: the part's row (with
+            # the preimage) is queued ahead of the channel's own write, and waitsendpay/pay answer once THAT row is
+            # committed. The answer depends on the preimage alone (checked against the hash): a crash before the
+            # channel's write loses nothing, the peer retransmits its fulfil at reestablish (BOLT 2). The event
+            # after the write finds the part no longer pending and does nothing.
+            mgr.on_preimage_learned(self.on_htlc_fulfilled)
             mgr.on_htlc_failed(self.on_htlc_failed)
 
     def close(self) -> None:
@@ -468,9 +475,10 @@ class PaymentEngine:
                          label: str | None = None, bolt11: str | None = None, payment_secret: bytes | None = None,
                          partid: int = 0, groupid: int = 0, payment_metadata: bytes | None = None,
                          description: str | None = None, keysend_preimage: bytes | None = None,
-                         extra_tlvs: tuple[tuple[int, bytes], ...] = ()) -> dict:
+                         extra_tlvs: tuple[tuple[int, bytes], ...] = (), sign_now: bool = False) -> dict:
         """sendpay: returns the in-progress (or already complete) part; raises PaymentError.
-        `keysend_preimage` / `extra_tlvs`: records for the final hop's payload (keysend, from pay.py)."""
+        `keysend_preimage` / `extra_tlvs`: records for the final hop's payload (keysend, from pay.py).
+        `sign_now`: the commitment_signed covering the HTLC is signed in the HTLC's own write (pay: see _offer)."""
         if not route:
             raise PaymentError(Reason.BAD_PARAMETER, "Empty route")
         final = route[-1]
@@ -494,7 +502,7 @@ class PaymentEngine:
                     destination=final.node_id, label=label, bolt11=bolt11, description=description,
                     route_nodes=[h.node_id for h in route], route_channels=[h.scid for h in route],
                     shared_secrets=secrets, first_scid=route[0].scid, cltv_expiry=cltv)
-        return await self._send(p, onion, route[0].node_id)
+        return await self._send(p, onion, route[0].node_id, sign_now)
 
     async def send_onion(self, onion: bytes, first_node: bytes, first_amount_msat: MsatInt, first_delay: int,
                          payment_hash: bytes, *, shared_secrets: list[bytes] | None = None, partid: int = 0,
@@ -536,7 +544,7 @@ class PaymentEngine:
             return height
         return int(self.node.blockheight or 0)
 
-    async def _send(self, p: Payment, onion: bytes, first_node: bytes) -> dict:
+    async def _send(self, p: Payment, onion: bytes, first_node: bytes, sign_now: bool = False) -> dict:
         while (busy := self._offering.get(p.key)) is not None:
             await asyncio.shield(busy[1])  # this very part is being stored: answer as once it is
         existing = self._check_against_others(p.payment_hash, p.partid, p.groupid,
@@ -547,14 +555,21 @@ class PaymentEngine:
         done = asyncio.get_running_loop().create_future()
         self._offering[p.key] = (p, done)
         try:
-            return await self._offer(p, onion, first_node, existing)
+            return await self._offer(p, onion, first_node, existing, sign_now)
         finally:
             del self._offering[p.key]
             done.set_result(None)
 
-    async def _offer(self, p: Payment, onion: bytes, first_node: bytes, old_failed: Payment | None) -> dict:
+    async def _offer(self, p: Payment, onion: bytes, first_node: bytes, old_failed: Payment | None,
+                     sign_now: bool = False) -> dict:
         """Persist before you speak: the part's row is written in the same transaction as its HTLC (one commit,
-        issue 18), before the HTLC can reach the peer; refused, the part is stored failed."""
+        issue 18), before the HTLC can reach the peer; refused, the part is stored failed.
+
+        `sign_now` False (sendpay, sendonion): the commitment waits for the commit timer, so sendpay answers once
+        the HTLC is stored and parts sent within commit-time share one commitment_signed. True (pay, whose caller
+        waits for the outcome, not for the offer): the commitment_signed is signed in that same write, as a
+        forward's is (switch.py), one write and the timer's wait less on the payer's critical path. Either way
+        nothing leaves before the write that holds it."""
         insert = self._insert_op(p, old_failed)
         mgr = self.manager
         failure: dict | None = None
@@ -573,7 +588,7 @@ class PaymentEngine:
                 if first is None or first.peer_id != first_node:
                     raise LookupError("No connection to first peer found")
                 result = await mgr.offer_htlc(target, p.amount_sent_msat, p.payment_hash, p.cltv_expiry, onion,
-                                              also=with_htlc)
+                                              also=with_htlc, sign_now=sign_now)
             except Exception as e:  # a typed refusal (BOLT 4 code) or "no such channel"
                 code = getattr(e, "failure_code", None) or (
                     UNKNOWN_NEXT_PEER if isinstance(e, (KeyError, LookupError)) else TEMPORARY_CHANNEL_FAILURE)

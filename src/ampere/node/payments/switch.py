@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.store.counters import next_counter
+from ampere.ln.channel.actions import Refusal
 from ampere.ln.invoice_fields import scid_to_str
 from ampere.ln.forwarding import DEFAULT_MAX_LOCKTIME, ForwardRefusal, Policy, check_forward, failure_with_update
 from ampere.ln.onion_failure import BADONION, UPDATE, encode_failure_message, failure_code, failure_code_name
@@ -205,6 +206,11 @@ class Switch:
             if earned:
                 mgr.add_fees_collected(earned)
             mgr.on_htlc_fulfilled(self._on_fulfilled)
+            # The peer's update_fulfill_htlc reaches _on_fulfilled as soon as its step is computed (before the
+            # outgoing channel's write and its revoke_and_ack/commitment_signed), so the incoming HTLC's fulfil --
+            # its own step, written with the preimage before it leaves -- is queued at once (issue 18).
+            # The event after the write finds the forward gone from by_out and does nothing.
+            mgr.on_preimage_learned(self._on_fulfilled)
             mgr.on_htlc_failed(self._on_failed)
             await self._claim_unrecorded()
         # Forwards whose incoming HTLC is already resolved need nothing more: keep only the open ones.
@@ -385,8 +391,35 @@ class Switch:
     # ---- outcomes from the outgoing channel
     def _on_fulfilled(self, record: Any, ev: Any) -> None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
-        if f is not None:
-            self._spawn(self._settle(f, bytes(ev.preimage)))
+        if f is None:
+            return None
+        preimage = bytes(ev.preimage)
+        # The incoming HTLC's fulfil is queued now when its channel can take it at once (on_preimage_learned), with
+        # our row (settled, the preimage) in the same write; else _settle's task does both.
+        rcv = self.receiver
+        if f.status == OFFERED and not f.resolved_upstream and f.inc is not None and rcv is not None:
+            queued = rcv.fulfill_soon(f.inc, preimage, also=self._update_op(f))
+            if queued is not None:
+                # Set before the write runs (the op reads them on the database thread, after this returns).
+                f.resolved_upstream = True
+                f.preimage, f.status, f.resolved_time = preimage, SETTLED, round(time.time(), 3)
+                queued.add_done_callback(lambda fut: self._settled_with_upstream(f, fut))
+                return
+        self._spawn(self._settle(f, preimage))
+
+    def _settled_with_upstream(self, f: Forward, fut: asyncio.Future) -> None:
+        """The incoming fulfil carrying our row is done: the row went with it, unless the channel refused the
+        fulfil or the write failed (then the row is written on its own, as _settle does)."""
+        outcome = None if fut.cancelled() else (fut.exception() or fut.result())
+        if fut.cancelled() or isinstance(outcome, (BaseException, Refusal)):
+            self._spawn(self._store(f))
+        elif f.status != OFFERED:
+            self.forwards.pop(f.created_index, None)
+        mgr = self.manager
+        if mgr is not None and f.fee_msat:
+            mgr.add_fees_collected(f.fee_msat)
+        self.by_in.pop(f.key, None)
+        self._notify(f)
 
     def _on_failed(self, record: Any, ev: Any) -> None:
         f = self.by_out.pop((bytes(ev.channel_id), int(ev.htlc_id)), None)
