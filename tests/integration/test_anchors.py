@@ -225,11 +225,14 @@ def set_chain_fee(chaind, sat_per_vb: int, *nodes) -> None:
         sync(n, chaind)
 
 
-def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain, chaind):
+def two_held_htlcs(node_factory_chain, chaind, l2_delay: int):
+    """An anchor channel l1 -> l2 (l2's to_self_delay `l2_delay`) holding two payments l2 holds (hodl-a 30,000 sat,
+    hodl-b 20,000 sat), both committed and sent at the same height: the same expiry. Returns
+    (l1, l2, channel_id, hash a, hash b, expiry, l1's to_us_msat)."""
     restart_chain_with_fee(chaind, 1)
     chaind.mine(101)
     l1 = node_factory_chain.get_node({"plugin": LEDGER, "developer": None}, listen=True)
-    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": SLOW_DELAY}, listen=True)
+    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": l2_delay}, listen=True)
     node_factory_chain.fund_wallet(l1, 1_200_000)
     node_factory_chain.fund_wallet(l1, 200_000)
     node_factory_chain.connect(l1, l2)
@@ -238,12 +241,16 @@ def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain
     for n in (l1, l2):
         wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
     cid = channel(l1)["channel_id"]
-    held_payment(l1, l2, 30_000_000, "hodl-a")       # both held by l2 forever: l1 times them out on-chain
-    held_payment(l1, l2, 20_000_000, "hodl-b")
+    h_a = held_payment(l1, l2, 30_000_000, "hodl-a")
+    h_b = held_payment(l1, l2, 20_000_000, "hodl-b")
     wait_for(lambda: len(channel(l1)["htlcs"]) == 2 and all(h["state"] == "SENT_ADD_ACK_REVOCATION"
                                                           for h in channel(l1)["htlcs"]), 30, "HTLCs committed")
-    [expiry] = {h["expiry"] for h in channel(l1)["htlcs"]}       # sent at the same height: the same expiry
-    to_us = channel(l1)["to_us_msat"]
+    [expiry] = {h["expiry"] for h in channel(l1)["htlcs"]}
+    return l1, l2, cid, h_a, h_b, expiry, channel(l1)["to_us_msat"]
+
+
+def test_aggregated_htlc_timeouts_rbf_then_anchor_swept_along(node_factory_chain, chaind):
+    l1, l2, cid, _, _, expiry, to_us = two_held_htlcs(node_factory_chain, chaind, SLOW_DELAY)
 
     l2.stop()
     wallet_before = confirmed_sat(l1)
@@ -376,24 +383,7 @@ def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain,
     (the dead transaction's wallet coins again), which confirms; the dead transaction's change leaves the wallet;
     l1 learns the preimage (its payment completes), the other payment fails. Then someone else takes our anchor
     while the sweep carrying it waits: swept again without it. l1's wallet and books are exact."""
-    restart_chain_with_fee(chaind, 1)
-    chaind.mine(101)
-    l1 = node_factory_chain.get_node({"plugin": LEDGER, "developer": None}, listen=True)
-    l2 = node_factory_chain.get_node({"plugin": HODL, "watchtime-blocks": TO_SELF_DELAY}, listen=True)
-    node_factory_chain.fund_wallet(l1, 1_200_000)
-    node_factory_chain.fund_wallet(l1, 200_000)
-    node_factory_chain.connect(l1, l2)
-    l1.rpc.fundchannel(l2.node_id, FUNDING)
-    mine(chaind, 6, l1, l2)
-    for n in (l1, l2):
-        wait_for(lambda n=n: channel(n)["state"] == "CHANNELD_NORMAL", 30, "CHANNELD_NORMAL")
-    cid = channel(l1)["channel_id"]
-    h_a = held_payment(l1, l2, 30_000_000, "hodl-a")     # l2 claims this one on-chain
-    h_b = held_payment(l1, l2, 20_000_000, "hodl-b")     # held forever: l1 times it out
-    wait_for(lambda: len(channel(l1)["htlcs"]) == 2 and all(h["state"] == "SENT_ADD_ACK_REVOCATION"
-                                                          for h in channel(l1)["htlcs"]), 30, "HTLCs committed")
-    [expiry] = {h["expiry"] for h in channel(l1)["htlcs"]}
-    to_us = channel(l1)["to_us_msat"]
+    l1, l2, cid, h_a, h_b, expiry, to_us = two_held_htlcs(node_factory_chain, chaind, TO_SELF_DELAY)
 
     wallet_before = confirmed_sat(l1)
     l1.rpc.call("dev-fail", {"id": l2.node_id})
