@@ -25,7 +25,7 @@ from ampere.ln.channel.htlcs import RECEIVER_UNCOMMITTED, FeeUpdate, Htlc, HtlcS
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
-from ampere.ln.channel.values import replace
+from ampere.ln.channel.values import ByIdentity, replace
 from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint
 
@@ -228,29 +228,6 @@ def set_state(ch: Channel, new: ChannelState) -> Channel:
     return replace(ch, state=new)
 
 
-# Identity caches in front of the value caches below: the same objects come back on every step of a channel
-# (unchanged HTLCs and HTLC tuples, the fixed params, the last signatures), and hashing a dataclass by value is a
-# Python call per field. One dict per use (so no object is ever looked up with another use's function); each
-# entry holds its key object, so an id is never reused while cached; a dict is cleared when full. Dead HTLC
-# versions kept alive here share their onion with the live version; a removed HTLC's onion lives until a clear.
-class _ByIdentity:
-    __slots__ = ("fn", "max", "entries")
-
-    def __init__(self, fn: Any, max_entries: int) -> None:
-        self.fn, self.max = fn, max_entries
-        self.entries: dict[int, tuple[Any, Any]] = {}
-
-    def __call__(self, obj: Any) -> Any:
-        e = self.entries.get(id(obj))
-        if e is not None and e[0] is obj:
-            return e[1]
-        value = self.fn(obj)
-        if len(self.entries) >= self.max:
-            self.entries.clear()
-        self.entries[id(obj)] = (obj, value)
-        return value
-
-
 def revert_peer_uncommitted(ch: Channel) -> Channel:
     """Forget the peer's updates that no commitment_signed of theirs covers (BOLT 2, on disconnection).
 
@@ -284,7 +261,7 @@ def _reverted_removal(h: Htlc) -> Htlc:
     return replace(h, state=HtlcState.SENT_ADD_ACK_REVOCATION, removal=keep)
 
 
-_reverted = _ByIdentity(_reverted_removal, 4096)
+_reverted = ByIdentity(_reverted_removal, 4096)
 
 
 # --- JSON form ------------------------------------------------------------------------------------
@@ -373,9 +350,12 @@ def _static_of(ch: Channel) -> dict[str, Any]:
     return value
 
 
-_htlc_json = _ByIdentity(_htlc_json_by_value, 4096)
-_htlcs_json = _ByIdentity(lambda htlcs: [_htlc_json(h) for h in htlcs], 512)
-_sigs_hex = _ByIdentity(lambda sigs: [s.hex() for s in sigs], 512)
+# Identity caches (values.ByIdentity) in front of the value cache above: the same objects come back on every
+# step of a channel (unchanged HTLCs and HTLC tuples, the last signatures). Dead HTLC versions kept alive here share
+# their onion with the live version; a removed HTLC's onion lives until a clear.
+_htlc_json = ByIdentity(_htlc_json_by_value, 4096)
+_htlcs_json = ByIdentity(lambda htlcs: [_htlc_json(h) for h in htlcs], 512)
+_sigs_hex = ByIdentity(lambda sigs: [s.hex() for s in sigs], 512)
 
 
 def _to_json(ch: Channel) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, TypeVar
 
-__all__ = ["replace", "make"]
+__all__ = ["replace", "make", "ByIdentity"]
 
 T = TypeVar("T")
 
@@ -59,3 +59,26 @@ def make(cls: type[T], /, **fields: Any) -> T:
     new = object.__new__(cls)
     new.__dict__.update(fields)
     return new
+
+
+class ByIdentity:
+    """`fn(obj)` cached by the identity of `obj`: for objects that come back unchanged on every step of a channel
+    (an HTLC, a tuple of them, a list of signatures), where hashing a dataclass by value would be a Python call per
+    field. One instance per use (no object is ever looked up with another use's function); each entry holds its key
+    object, so an id is never reused while cached; cleared when `max_entries` is reached."""
+
+    __slots__ = ("fn", "max", "entries")
+
+    def __init__(self, fn: Any, max_entries: int) -> None:
+        self.fn, self.max = fn, max_entries
+        self.entries: dict[int, tuple[Any, Any]] = {}
+
+    def __call__(self, obj: Any) -> Any:
+        e = self.entries.get(id(obj))
+        if e is not None and e[0] is obj:
+            return e[1]
+        value = self.fn(obj)
+        if len(self.entries) >= self.max:
+            self.entries.clear()
+        self.entries[id(obj)] = (obj, value)
+        return value

@@ -24,7 +24,7 @@ from ampere.ln.channel.htlc_tx import htlc_success_fee_sat, htlc_timeout_fee_sat
 from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status_table
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
-from ampere.ln.channel.values import make
+from ampere.ln.channel.values import ByIdentity, make
 from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
@@ -50,22 +50,14 @@ class View:
         return [h for h in self.htlcs if h.offerer is side]
 
 
-# An HTLC's spec is fixed by its update_add_htlc; the same Htlc objects come back in every view of every step
-# (several views per update: see normal._check_our_add), so keep each one's spec by identity. Each entry holds
-# its Htlc, so an id is never reused while cached; cleared when large.
-_SPECS: dict[int, tuple[Htlc, HtlcSpec]] = {}
-
-
-def _spec(h: Htlc) -> HtlcSpec:
-    e = _SPECS.get(id(h))
-    if e is not None and e[0] is h:
-        return e[1]
-    spec = make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
+def _spec_of(h: Htlc) -> HtlcSpec:
+    return make(HtlcSpec, htlc_id=h.htlc_id, offerer=h.offerer, amount_msat=h.amount_msat,
                 payment_hash=h.payment_hash, cltv_expiry=h.cltv_expiry)
-    if len(_SPECS) >= 4096:
-        _SPECS.clear()
-    _SPECS[id(h)] = (h, spec)
-    return spec
+
+
+# An HTLC's spec is fixed by its update_add_htlc; the same Htlc objects come back in every view of every step
+# (several views per update: see normal._check_our_add), so keep each one's spec by identity.
+_spec = ByIdentity(_spec_of, 4096)
 
 
 def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
