@@ -1305,13 +1305,18 @@ class ChannelManager:
         if (rec is None or rec.state not in OPERATING or rec.drainer is not None or rec.pending
                 or rec.lock.locked()):
             return None
+        return self._enqueue(rec, self._fulfil_step(rec, htlc_id, preimage, also))
 
+    def _fulfil_step(self, rec: ChannelRecord, htlc_id: int, preimage: bytes,
+                     also: Callable[[Any], Any] | None) -> Callable[[Channel], Step | Refusal]:
+        """The channel input fulfilling `htlc_id`; `also(db)` joins the channel's next write (_persist) unless
+        the fulfil is refused."""
         def fulfil(ch: Channel) -> Step | Refusal:
             step = core.fulfill_htlc(ch, rec.signer, htlc_id, preimage, self.env(rec))
             if also is not None and not isinstance(step, Refusal):
-                rec.also.append(also)  # joins this channel's next write (_persist)
+                rec.also.append(also)
             return step
-        return self._enqueue(rec, fulfil)
+        return fulfil
 
     def on_channel_step(self, fn: Callable) -> None:
         """fn(record, events), synchronously after every step of a channel (connection changes included):
@@ -1381,16 +1386,8 @@ class ChannelManager:
         """`also(db)`: a database write made in the same transaction as the fulfil (the payee's invoice row), run
         only if the channel takes the fulfil (else ChannelOpError, and nothing was written; never on-chain)."""
         rec = self.find(channel_id)
-        if also is not None:
-            def fulfil(r: ChannelRecord, ch: Channel) -> Step | Refusal:
-                step = core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r))
-                if not isinstance(step, Refusal):
-                    r.also.append(also)  # joins this channel's next write (_persist)
-                return step
-            if rec is None or rec.state not in OPERATING:
-                raise ChannelOpError(f"cannot fulfill HTLC {htlc_id} with a write attached now")
-            await self._resolve(channel_id, fulfil)
-            return
+        if also is not None and (rec is None or rec.state not in OPERATING):
+            raise ChannelOpError(f"cannot fulfill HTLC {htlc_id} with a write attached now")
         if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
             # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
             onchain = self.node.onchain
@@ -1400,7 +1397,7 @@ class ChannelManager:
                 self.node.log.info(self._src(rec), f"HTLC {htlc_id} fulfilled while the channel is on-chain: "
                                                    "claiming it there")
                 return
-        await self._resolve(channel_id, lambda r, ch: core.fulfill_htlc(ch, r.signer, htlc_id, preimage, self.env(r)))
+        await self._resolve(channel_id, lambda r, ch: self._fulfil_step(r, htlc_id, preimage, also)(ch))
 
     def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> bool:
         """The on-chain resolver's report on an HTLC we offered: the peer claimed it with `preimage`, or (None)
