@@ -502,12 +502,17 @@ class Receiver:
         inc.status = "resolving"
 
         def done(f: asyncio.Future) -> None:
-            self.htlcs.pop(inc.key, None)
-            if f.cancelled():
-                return
-            outcome = f.exception() or f.result()
+            outcome = None if f.cancelled() else (f.exception() or f.result())
             if isinstance(outcome, (BaseException, Refusal)):
-                self._log("unusual", f"could not fulfill HTLC {inc.htlc_id} on {inc.channel_id.hex()}: {outcome!r}")
+                # Not fulfilled: the channel refused the queued step (it went on-chain meanwhile...) or its write
+                # failed. We hold the preimage: fulfil the usual way, which hands it to the on-chain resolver when
+                # the channel is on-chain -- never leave this HTLC to time out.
+                self._log("unusual", f"could not fulfill HTLC {inc.htlc_id} on {inc.channel_id.hex()} at once "
+                                     f"({outcome!r}): fulfilling it again")
+                inc.resolved = False
+                self._spawn(self._resolve(inc, "fulfill", preimage))
+                return
+            self.htlcs.pop(inc.key, None)  # fulfilled, or cancelled as the node stops (replayed at the next start)
         fut.add_done_callback(done)
         return fut
 
