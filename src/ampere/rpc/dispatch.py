@@ -113,21 +113,10 @@ class Dispatcher:
                     # RPC server stopped): answered as a request arriving now would be.
                     reply(error_response(req_id, LIGHTNINGD_SHUTDOWN, "lightningd is shutting down"))
                     return
-                action, value = outcome
-                if action == "return":
-                    value = dict(value)
-                    value["jsonrpc"] = "2.0"
-                    value["id"] = req_id
-                    reply(value)
+                answer, run = self._after_rpc_command(req, req_id, outcome)
+                if run is None:
+                    reply(answer)
                     return
-                run = req
-                if value is not req:
-                    run = value
-                    m = run.get("method")
-                    if not isinstance(m, str) or self.lookup(m) is None:
-                        reply(error_response(req_id, INVALID_REQUEST,
-                                             f"Bad response to 'rpc_command' hook: unknown method '{m}'"))
-                        return
                 if not self._start_plugin_method(run, conn, req_id, reply):
                     reply.spawn(self.execute(run, conn, req_id))
             plugins.start_rpc_command_hook(req, hooked_done)
@@ -172,19 +161,27 @@ class Dispatcher:
         # Asked with the method: a plugin whose rpc_command hook has `filters` is called for those methods only
         # (asked without one, such a hook never matched and was never called).
         if plugins is not None and plugins.has_hook("rpc_command", req["method"]):
-            action, value = await plugins.rpc_command_hook(req)
-            if action == "return":
-                value = dict(value)
-                value["jsonrpc"] = "2.0"
-                value["id"] = req_id
-                return value
-            if value is not req:
-                req = value
-                method = req.get("method")
-                if not isinstance(method, str) or self.lookup(method) is None:
-                    return error_response(req_id, INVALID_REQUEST,
-                                          f"Bad response to 'rpc_command' hook: unknown method '{method}'")
+            answer, run = self._after_rpc_command(req, req_id, await plugins.rpc_command_hook(req))
+            if run is None:
+                return answer
+            req = run
         return await self.execute(req, conn, req_id)
+
+    def _after_rpc_command(self, req: dict, req_id: Any, outcome: tuple[str, Any]) -> tuple[Any, dict | None]:
+        """What the rpc_command hook's outcome leaves to do: (None, the request to run -- `req` or the plugin's
+        replacement), or (the answer, None) when a plugin answered or replaced the call by an unknown method."""
+        action, value = outcome
+        if action == "return":
+            value = dict(value)
+            value["jsonrpc"] = "2.0"
+            value["id"] = req_id
+            return value, None
+        if value is not req:
+            method = value.get("method")
+            if not isinstance(method, str) or self.lookup(method) is None:
+                return error_response(req_id, INVALID_REQUEST,
+                                      f"Bad response to 'rpc_command' hook: unknown method '{method}'"), None
+        return None, value
 
     async def execute(self, req: dict, conn: RpcConnection | None, req_id: Any, check: bool = False) -> dict:
         method = req["method"]
