@@ -76,9 +76,8 @@ class RouteHop:
     delay: int
 
     def to_json(self) -> dict[str, Any]:
-        s = self.short_channel_id  # str(ShortChannelId) written out: getroute answers a dozen of these
-        return {"id": self.node_id.hex(), "channel": f"{s >> 40}x{(s >> 16) & 0xFFFFFF}x{s & 0xFFFF}",
-                "direction": self.direction, "amount_msat": self.amount_msat, "delay": self.delay, "style": "tlv"}
+        return {"id": self.node_id.hex(), "channel": str(self.short_channel_id), "direction": self.direction,
+                "amount_msat": self.amount_msat, "delay": self.delay, "style": "tlv"}
 
 
 @dataclass(frozen=True)
