@@ -202,7 +202,10 @@ def hwm_mib(pid: int) -> float:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads so far (/proc/PID/stat)."""
+    """User + system CPU time of a process and its threads so far (/proc/PID/stat); with BENCH_CPU_PART=sys the
+    system time alone (how much of a figure is the kernel's: syscalls, fsync, socket wake-ups)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
+    if os.environ.get("BENCH_CPU_PART") == "sys":
+        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

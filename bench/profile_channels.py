@@ -76,14 +76,15 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         load = os.getloadavg()[0]
-        cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees)
+        cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
-        cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees)
+        cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         n = len(work) - len(errors)
         print(f"{n} payments over {args.peers} channels, {args.in_flight} in flight, in {elapsed:.2f}s = "
               f"{n / elapsed:.1f}/s ({len(errors)} failed{': ' + errors[0] if errors else ''}); load {load:.1f}")
         print(f"CPU per payment: payer {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
-              f"payees (sum) {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms")
+              f"payees (sum) {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms, this client (pyln-client, {args.in_flight} threads) "
+              f"{1000 * (cpu1[2] - cpu0[2]) / n:.2f} ms")
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
