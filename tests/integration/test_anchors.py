@@ -418,7 +418,7 @@ def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain,
     l2.stop()
     l1.allow_complaints = ("chainwatch",)     # it says so while amp-chaind is down
     chaind.stop()
-    os.remove(os.path.join(chaind.datadir, "regtest", "mempool.json"))
+    chaind.extra_args.append("-persistmempool=0")
     chaind.start()
     assert chaind.rpc("getrawmempool") == []
 

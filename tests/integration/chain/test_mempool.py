@@ -6,7 +6,7 @@ from ampere.primitives.script import OP_CHECKSEQUENCEVERIFY, OP_DROP, p2tr, p2wp
 from ampere.primitives.tx import (
     OutPoint, Transaction, TxIn, TxOut, sign_input_p2tr_keypath, taproot_output_key,
 )
-from ampere.testing.chain import ChainRpcError
+from ampere.testing.chain import ChainD, ChainRpcError
 
 OTHER = p2wpkh(bytes(20))
 
@@ -185,3 +185,26 @@ def test_faucet_wallet_flow(chaind):
     assert (e.value.code, e.value.message) == (-6, "Insufficient funds")
     fee = chaind.rpc("estimatesmartfee", 6)
     assert fee["feerate"] > 0 and fee["blocks"] == 6
+
+
+def test_mempool_persists_across_restarts_unless_persistmempool_0(tmp_path):
+    # bitcoind's -persistmempool: the mempool is saved at shutdown and loaded at start (default); with 0 the node
+    # starts empty and leaves the saved file alone (test_anchors uses it to keep a claim out of the payer's sight).
+    node = ChainD(tmp_path / "chain")
+    node.start()
+    try:
+        node.mine(101)
+        txid = node.rpc("sendtoaddress", node.rpc("getnewaddress"), 1)
+        node.stop()
+        node.start()
+        assert node.rpc("getrawmempool") == [txid]
+        node.stop()
+        node.extra_args.append("-persistmempool=0")
+        node.start()
+        assert node.rpc("getrawmempool") == []
+        node.stop()
+        node.extra_args.remove("-persistmempool=0")
+        node.start()
+        assert node.rpc("getrawmempool") == [txid]
+    finally:
+        node.stop()

@@ -33,6 +33,7 @@ DEFAULT_FALLBACK_FEE = "0.0002"  # BTC/kvB = 20 sat/vB
 KNOWN_OPTIONS = {
     "datadir", "conf", "rpcport", "rpcbind", "rpcuser", "rpcpassword", "rpccookiefile", "daemon", "fallbackfee",
     "printtoconsole", "regtest", "chain", "testnet", "testnet4", "signet", "pid", "help", "version",
+    "persistmempool",
 }
 # Also accepted without effect: what pyln-testing passes to bitcoind (-nowallet: amp-chaind's one wallet is
 # always there; -debug=...: amp-chaind's log has no categories).
@@ -40,7 +41,7 @@ IGNORED_OPTIONS = {
     "server", "txindex", "debug", "rpcallowip", "rpcthreads", "rpcworkqueue", "listen", "port", "bind",
     "discover", "dnsseed", "fixedseeds", "upnp", "natpmp", "logtimestamps", "logtimemicros", "zmqpubrawblock",
     "zmqpubrawtx", "zmqpubhashblock", "zmqpubhashtx", "addresstype", "changetype", "wallet", "walletdir",
-    "deprecatedrpc", "acceptnonstdtxn", "minrelaytxfee", "blockmintxfee", "maxtxfee", "persistmempool",
+    "deprecatedrpc", "acceptnonstdtxn", "minrelaytxfee", "blockmintxfee", "maxtxfee",
     "datacarriersize", "mempoolfullrbf", "peerblockfilters", "blockfilterindex", "connect", "onlynet",
     "keypool", "disablewallet", "daemonwait", "shrinkdebugfile", "rest", "rpcdoccheck", "debugexclude",
     "rpcservertimeout", "whitelist", "maxconnections", "dbcache", "prune", "reindex", "blocksonly",
@@ -97,6 +98,10 @@ class Options:
         self.cookie_path = cookie if os.path.isabs(cookie) else os.path.join(self.regtest_dir, cookie)
         self.daemon = self._bool("daemon")
         self.printtoconsole = self._bool("printtoconsole")
+        # bitcoind's -persistmempool (default 1): save the mempool at shutdown and load it at start.  0 starts
+        # with an empty mempool, as a node would that never saw what was relayed before (a test's way to keep a
+        # transaction out of sight until it is mined) -- and leaves mempool.json as it was.
+        self.persist_mempool = self._get("persistmempool", "1") not in ("0", "", "false")
         try:
             self.fallback_fee_sat_kvb = amount_to_sat(self._get("fallbackfee", DEFAULT_FALLBACK_FEE))
         except ValueError:
@@ -191,7 +196,7 @@ def run(opts: Options, ready_fd: int | None = None) -> int:
     try:
         kernel_log = logging.getLogger("amp-chaind.kernel")
         kernel_mod.install_kernel_logging(lambda m: kernel_log.debug(m.rstrip()))
-        node = ChainNode(opts.regtest_dir)
+        node = ChainNode(opts.regtest_dir, persist_mempool=opts.persist_mempool)
         wallet = Wallet(node)
         asyncio.run(_serve(opts, node, wallet, ready_fd))
     finally:

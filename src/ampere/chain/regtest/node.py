@@ -44,8 +44,9 @@ def _unspendable(spk: bytes) -> bool:
 
 
 class ChainNode:
-    def __init__(self, regtest_dir: str):
+    def __init__(self, regtest_dir: str, persist_mempool: bool = True):
         self.dir = regtest_dir
+        self.persist_mempool = persist_mempool
         os.makedirs(regtest_dir, exist_ok=True)
         self.store = Store(os.path.join(regtest_dir, "index.sqlite"))
         self.kernel = Kernel(self._kernel_dir(int(self.store.get_meta("kernel_gen", "0"))))
@@ -54,13 +55,15 @@ class ChainNode:
         self._mtp_cache: dict[bytes, int] = {}
         self._catch_up_kernel()
         self._sync_index()
-        self._load_mempool()
+        if persist_mempool:
+            self._load_mempool()
 
     def _kernel_dir(self, gen: int) -> str:
         return os.path.join(self.dir, f"kernel.{gen}")
 
     def close(self) -> None:
-        self._save_mempool()
+        if self.persist_mempool:
+            self._save_mempool()
         self.kernel.close()
         self.store.close()
 
