@@ -67,21 +67,22 @@ def test_every_record_reads_back_and_writes_are_proportional(store):
         parts = store.run_sync(storage.read_parts)[DBID]
         static = written.static
         assert storage.assemble(static, parts[0], parts[1], parts[2]) == record
-        onions = [s for s, _ in d.statements if s.startswith("INSERT INTO channel_htlc_onions")]
+        onions = [s for s, _ in d.statements if s.startswith("INSERT INTO channel_onions")]
         onions_written += len(onions)
         whole = len(encode_record(record))
         biggest_whole = max(biggest_whole, whole)
         if written is not None and d is not None and record is not records[0]:
             # What a step writes: the state row, the signatures when a commitment_signed replaced them, the
             # HTLC rows that changed, the onions of HTLCs new to the record; never the untouched HTLCs.
-            small = _param_bytes(d, ("INSERT INTO channel_htlc_onions", "UPDATE channel_sigs"))
+            small = _param_bytes(d, ("INSERT INTO channel_onions", "UPDATE channel_sigs"))
             assert small <= 1_500 + 300 * d.htlc_rows, (small, d.htlc_rows, len(record["htlcs"]))
     assert onions_written == N_HTLCS  # once each
     assert biggest_whole > 50_000     # the whole record with 30 HTLCs in flight, which a step used to write
     counts = store.run_sync(lambda db: [db.query(f"SELECT COUNT(*) FROM {t} WHERE dbid = ?", (DBID,))[0][0]
-                                        for t in ("channel_htlcs", "channel_htlc_onions", "channel_state",
-                                                  "channel_sigs")])
-    assert counts == [0, 0, 1, 1]
+                                        for t in ("channel_htlcs", "channel_state", "channel_sigs")]
+                            + [db.query("SELECT COUNT(*) FROM channel_onions WHERE k >= ? AND k < ?",
+                                        (storage.onion_key(DBID, 0), storage.onion_key(DBID + 1, 0)))[0][0]])
+    assert counts == [0, 1, 1, 0]
 
 
 def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store):
