@@ -284,6 +284,7 @@ class ChannelManager(HtlcInterface):
 
         self.opening = OpenFlows(self)
         self._dev_autofulfill_on = bool(node.options.get("dev-autofulfill"))
+        self._env_cache: tuple | None = None  # env(): the last Env and what it was computed from
         # --dev-disable-commit-after=N (developer): each channel stops sending commitment_signed after N of them,
         # until dev-reenable-commit (CLN's, to freeze a commitment in tests).
         limit = node.options.get("dev-disable-commit-after")
@@ -482,15 +483,29 @@ class ChannelManager(HtlcInterface):
     def env(self, rec: ChannelRecord | None = None) -> Env:
         chain = self.node.chain
         fees = chain.fees if chain is not None else None
+        ignore = bool(self.node.options.get("ignore-fee-limits") or (rec is not None and rec.settings.ignore_fee_limits))
+        # Every channel step asks; the answer changes only with the tip or the estimates (FeeEstimates.update
+        # installs a new `estimates` list each time: the cache holds the list, so its identity cannot be reused).
+        # (min/max_acceptable read the history of estimates, which moves with every update: hence `is`.)
+        estimates = fees.estimates if fees is not None else None
+        floor = fees.floor if fees is not None else None
+        cached = self._env_cache
+        if cached is not None:
+            height, c_fees, c_estimates, c_floor, c_ignore, env = cached
+            if (height == self.node.blockheight and c_fees is fees and c_estimates is estimates and c_floor == floor
+                    and c_ignore == ignore):
+                return env
         lo, hi = 253, 100_000
         closing = 253
         if fees is not None:
             lo, hi = fees.min_acceptable(), fees.max_acceptable()
             closing = fees.named("mutual_close") or fees.floor
-        if self.node.options.get("ignore-fee-limits") or (rec is not None and rec.settings.ignore_fee_limits):
+        if ignore:
             lo, hi = 253, 0xFFFFFFFF
-        return Env(blockheight=self.node.blockheight, min_feerate_per_kw=lo, max_feerate_per_kw=hi,
-                   closing_feerate_per_kw=closing)
+        env = Env(blockheight=self.node.blockheight, min_feerate_per_kw=lo, max_feerate_per_kw=hi,
+                  closing_feerate_per_kw=closing)
+        self._env_cache = (self.node.blockheight, fees, estimates, floor, ignore, env)
+        return env
 
     # =============================================================================================
     # running steps
