@@ -82,7 +82,7 @@ def main() -> None:
             time.sleep(0.2)
         tracer = None
         if args.strace:
-            tracer = subprocess.Popen(["strace", "-f", "-yy", "-e", "trace=pwrite64,write,fdatasync,fsync", "-p",
+            tracer = subprocess.Popen(["strace", "-f", "-yy", "-p",
                                        str(l1.proc.pid), "-o", args.strace],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
@@ -129,9 +129,10 @@ def main() -> None:
                 os.kill(node.proc.pid, signal.SIGUSR2)
             time.sleep(1.0)
             for name, node in nodes:
-                path = os.path.join(args.cprofile, f"ampd-{node.proc.pid}.prof")
-                print(f"--- {name} event loop, cProfile top by own time ({path})")
-                pstats.Stats(path).sort_stats("tottime").print_stats(30)
+                for suffix, what in (("", "event loop"), ("-db", "database thread")):
+                    path = os.path.join(args.cprofile, f"ampd-{node.proc.pid}{suffix}.prof")
+                    print(f"--- {name} {what}, cProfile top by own time ({path})")
+                    pstats.Stats(path).sort_stats("tottime").print_stats(25)
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ cause)`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from dataclasses import dataclass, replace
@@ -171,6 +172,8 @@ class ChannelRecord:
         self.written: storage.Written | None = None  # the record's parts as last committed; None: no row yet
         self._cold_key: tuple = ()
         self._cold: tuple = ()
+        self._meta_seen: dict | None = None
+        self._meta_json = ""
         self.also: list[Callable[[Any], Any]] = []  # other writes that go in the channel's next write (offer_htlc)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
@@ -239,9 +242,13 @@ class ChannelRecord:
 
     def cold(self) -> tuple:
         """The channels row's own columns that change after insertion (written only when one of them changed).
-        Encoded again only when one of them changed: settings are compared field by field and state_changes
-        by length (entries are only ever appended); meta, small and holding dicts, is encoded every time."""
-        meta = json.dumps(self.meta, sort_keys=True)
+        Encoded again only when one of them changed: settings are compared field by field, state_changes
+        by length (entries are only ever appended) and meta (small, holding dicts changed in place) with a deep
+        copy of the value last encoded (a comparison is cheaper than encoding it on every write)."""
+        if self.meta != self._meta_seen:
+            self._meta_seen = copy.deepcopy(self.meta)
+            self._meta_json = json.dumps(self.meta, sort_keys=True)
+        meta = self._meta_json
         key = (self.state.value, self.funding_height, self.funding_txindex, tuple(vars(self.settings).values()),
                len(self.state_changes), meta)
         if key != self._cold_key:

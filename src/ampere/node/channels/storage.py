@@ -60,8 +60,14 @@ def onion_key(dbid: int, pos: int) -> int:
 _APART = frozenset(("htlcs", "local_sigs"))
 
 
+# One encoder for every part: json.dumps with arguments builds a JSONEncoder per call (a quarter of its time for
+# a ~1 kB state part). The same bytes as json.dumps(obj, separators=(",", ":"), sort_keys=True); no circular check
+# (a record is plain JSON data, built by the core).
+_ENCODE = json.JSONEncoder(separators=(",", ":"), sort_keys=True, check_circular=False).encode
+
+
 def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+    return _ENCODE(obj)
 
 
 def _static(record: dict[str, Any]) -> dict[str, Any]:
