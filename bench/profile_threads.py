@@ -2,10 +2,12 @@
 apart, and bytes written to storage, while one node pays the other one payment at a time (sendpay +
 waitsendpay over one channel).  Reads /proc/PID/task/TID/stat, so it costs the nodes nothing.
 
-    python bench/profile_threads.py [--n 300] [--in-flight 1] [--cprofile DIR]
+    python bench/profile_threads.py [--n 300] [--in-flight 1] [--cprofile DIR] [--strace FILE --keep-db FILE]
 
 --cprofile: also cProfile each node's event-loop thread over the measured run (via bench/cprofile_site) and
-print the top functions by own time; figures are then slower, read them as shares.
+print the top functions by own time; figures are then slower, read them as shares.  --strace with --keep-db:
+a node's system calls into FILE, and its WAL frames per payment by b-tree (which tables a payment's writes
+touch, page by page).
 Not a test: it prints figures.
 """
 
@@ -42,13 +44,37 @@ def io_write_bytes(pid: int) -> int:
         return int(dict(line.split(": ") for line in fh)["write_bytes"])
 
 
+def wal_pages(strace_file: str, db_file: str, n: int) -> str:
+    """WAL frames per payment by the b-tree their page belongs to (page numbers from the frame headers in the
+    strace of the node's pwrite64 calls; owners from the copied database's dbstat; '?N' = a page free at the end,
+    'sqlite_schema' = page 1, which also holds the freelist's head)."""
+    import ast
+    import collections
+    import re
+    import sqlite3
+    db = sqlite3.connect(db_file)
+    owner = {pg: name for name, pg in db.execute("SELECT name, pageno FROM dbstat")}
+    pages = collections.Counter()
+    commits = 0
+    for line in open(strace_file):
+        m = re.search(r'pwrite64\(\d+<[^>]*-wal>, "((?:[^"\\]|\\.)*)"\.*, 24, ', line)
+        if m:
+            header = ast.literal_eval('b"' + m.group(1) + '"')
+            page = int.from_bytes(header[:4], "big")
+            pages[owner.get(page, f"?{page}")] += 1
+            commits += int.from_bytes(header[4:8], "big") != 0  # a commit frame holds the database size
+    return (f"WAL: {commits / n:.2f} commits, {sum(pages.values()) / n:.2f} pages per payment: "
+            + ", ".join(f"{k} {v / n:.2f}" for k, v in pages.most_common()))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=300)
     ap.add_argument("--in-flight", type=int, default=1)
     ap.add_argument("--cprofile", default=None)
     ap.add_argument("--keep-db", default=None, help="copy the payer's database here after the run (page by page)")
-    ap.add_argument("--strace", default=None, help="write the payer's file writes and syncs (strace) to this file")
+    ap.add_argument("--strace", default=None, help="write the system calls of one node (strace) to this file")
+    ap.add_argument("--node", choices=("payer", "payee"), default="payer", help="the node --strace/--keep-db watch")
     args = ap.parse_args()
     if args.cprofile:
         os.makedirs(args.cprofile, exist_ok=True)
@@ -81,9 +107,10 @@ def main() -> None:
                 os.kill(node.proc.pid, signal.SIGUSR1)
             time.sleep(0.2)
         tracer = None
+        watched = l1 if args.node == "payer" else l2
         if args.strace:
             tracer = subprocess.Popen(["strace", "-f", "-yy", "-p",
-                                       str(l1.proc.pid), "-o", args.strace],
+                                       str(watched.proc.pid), "-o", args.strace],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         load = os.getloadavg()[0]
@@ -101,13 +128,15 @@ def main() -> None:
             tracer.wait(30)
         if args.keep_db:
             import sqlite3
-            src = sqlite3.connect(os.path.join(l1.dir, "regtest", "ampere.sqlite3"))
+            src = sqlite3.connect(os.path.join(watched.dir, "regtest", "ampere.sqlite3"))
             dst = sqlite3.connect(args.keep_db)
             src.backup(dst)
             dst.close()
             src.close()
         t1 = {name: thread_cpu(node.proc.pid) for name, node in nodes}
         w1 = {name: io_write_bytes(node.proc.pid) for name, node in nodes}
+        if args.strace and args.keep_db:
+            print(args.node + " " + wal_pages(args.strace, args.keep_db, args.n))
         print(f"{args.n} payments, {args.in_flight} in flight, {args.n / elapsed:.1f}/s, load {load:.2f}"
               f"{' (under cProfile)' if args.cprofile else ''}")
         for name, node in nodes:
