@@ -126,3 +126,42 @@ def test_channels_row_columns_follow_in_place_changes():
     assert third != second and "closer" in third[5]
     rec.state_changes.append({"new_state": "X"})
     assert "X" in rec.cold()[4]
+
+
+def test_migration_13_moves_onions_and_stubs(tmp_path):
+    """A database at schema 12 with HTLCs in flight: onions move to channel_onions under their HTLC's place and
+    read back with it, orphan onions are dropped, HTLC stubs are kept (SQLite: now WITHOUT ROWID)."""
+    import sqlite3
+
+    from ampere.store.migrations import MIGRATIONS, migration_sql, split_sql
+
+    path = str(tmp_path / "old.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(12):
+        for stmt in split_sql(migration_sql(MIGRATIONS[version], "sqlite3")):
+            conn.execute(stmt)
+    conn.execute("PRAGMA user_version=12")
+    conn.execute("INSERT INTO channel_state (dbid, update_id, record) VALUES (?, 1, ?)", (DBID, b"{}"))
+    conn.execute("INSERT INTO channel_sigs (dbid, sigs) VALUES (?, '[]')", (DBID,))
+    for pos, (offerer, hid) in enumerate([("l", 4), ("r", 9)], start=3):
+        conn.execute("INSERT INTO channel_htlcs (dbid, offerer, htlc_id, pos, htlc) VALUES (?,?,?,?,?)",
+                     (DBID, offerer, hid, pos, f'{{"o":"{offerer}","id":{hid}}}'))
+        conn.execute("INSERT INTO channel_htlc_onions (dbid, offerer, htlc_id, onion) VALUES (?,?,?,?)",
+                     (DBID, offerer, hid, bytes([hid]) * 1366))
+    conn.execute("INSERT INTO channel_htlc_onions (dbid, offerer, htlc_id, onion) VALUES (?, 'l', 99, x'00')", (DBID,))
+    conn.execute("INSERT INTO channel_htlc_stubs VALUES (x'01', 'l', 4, 1000, x'02', 700)")
+    conn.close()
+
+    s = SqliteStore(path)
+    run(s.open())
+    try:
+        parts = s.run_sync(storage.read_parts)[DBID]
+        assert parts[2] == [('{"o":"l","id":4}', bytes([4]) * 1366), ('{"o":"r","id":9}', bytes([9]) * 1366)]
+        assert parts[3] == 5
+        assert s.run_sync(lambda db: db.query("SELECT COUNT(*) FROM channel_onions"))[0][0] == 2
+        assert s.run_sync(lambda db: db.query("SELECT * FROM channel_htlc_stubs")) == [
+            (b"\x01", "l", 4, 1000, b"\x02", 700)]
+        sql = s.run_sync(lambda db: db.query("SELECT sql FROM sqlite_schema WHERE name = 'channel_htlc_stubs'"))[0][0]
+        assert "WITHOUT ROWID" in sql
+    finally:
+        s.close_sync()
