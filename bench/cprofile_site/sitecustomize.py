@@ -1,7 +1,8 @@
 """Imported by every Python process started with this directory on PYTHONPATH (bench/profile_threads.py
 --cprofile): an `ampd` process profiles its main (event-loop) thread and its database thread (`ampere-db`) with
 cProfile, on SIGUSR1, and dumps the stats to $AMP_CPROFILE_DIR/ampd-PID[-db].prof on SIGUSR2 (the bench asks
-for both around the measured run).  Not for production."""
+for both around the measured run); with $AMP_CPROFILE_AUTOSTART set, from its start to its clean exit.  Not for
+production."""
 import os
 import sys
 
@@ -57,3 +58,9 @@ if _dir and any("ampere.cli.ampd" in a or a.endswith("/ampd") for a in sys.argv 
 
     signal.signal(signal.SIGUSR1, _start)
     signal.signal(signal.SIGUSR2, _dump)
+    if os.environ.get("AMP_CPROFILE_AUTOSTART"):
+        # For benches that do not signal (profile_channels): profile from the start, dump at a clean exit.
+        import atexit
+
+        _start()
+        atexit.register(_dump)

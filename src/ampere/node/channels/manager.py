@@ -275,6 +275,7 @@ class ChannelManager(HtlcInterface):
     def __init__(self, node: Node) -> None:
         self.node = node
         self.records: dict[int, ChannelRecord] = {}          # dbid -> record (CLOSED ones too)
+        self._by_scid: dict[int, ChannelRecord] = {}         # find()'s last answer per short_channel_id (checked)
         self.by_channel_id: dict[bytes, ChannelRecord] = {}
         self.peer_addresses: dict[bytes, PeerAddress] = {}   # stored: peers we share channels with
         self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
@@ -429,11 +430,19 @@ class ChannelManager(HtlcInterface):
             except (ValueError, TypeError):
                 return None
         if isinstance(ident, int):
+            # Every offer and forward asks by short_channel_id: the channel last found for it is checked first
+            # (still live, still that scid) before a scan of every record, which built a ShortChannelId each.
+            n = int(ident)
+            hit = self._by_scid.get(n)
+            if hit is not None and hit.state is not CS.CLOSED and _scid_int(hit) == n:
+                return hit
             best = None
             for rec in self.records.values():
-                if rec.short_channel_id is not None and int(rec.short_channel_id) == int(ident):
+                if _scid_int(rec) == n:
                     if best is None or rec.state is not CS.CLOSED:
                         best = rec
+            if best is not None:
+                self._by_scid[n] = best
             return best
         return None
 
@@ -1280,6 +1289,17 @@ class ChannelManager(HtlcInterface):
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _scid_int(rec: ChannelRecord) -> int | None:
+    """`int(rec.short_channel_id)` without building the ShortChannelId (the same value: BOLT 7's block << 40 |
+    txindex << 16 | output)."""
+    scid = rec.core.short_channel_id
+    if scid is not None:
+        return int(scid)
+    if rec.funding_height is not None and rec.funding_txindex is not None:
+        return (rec.funding_height << 40) | (rec.funding_txindex << 16) | rec.funding_outpoint.vout
+    return None
 
 
 def _on_loop_thread() -> bool:
