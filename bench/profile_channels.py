@@ -76,6 +76,8 @@ def main() -> None:
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         load = os.getloadavg()[0]
+        from profile_threads import thread_cpu
+        threads0 = thread_cpu(payer.proc.pid)
         cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
         cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
@@ -85,6 +87,10 @@ def main() -> None:
         print(f"CPU per payment: payer {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
               f"payees (sum) {1000 * (cpu1[1] - cpu0[1]) / n:.2f} ms, this client (pyln-client, {args.in_flight} threads) "
               f"{1000 * (cpu1[2] - cpu0[2]) / n:.2f} ms")
+        per_thread = sorted(((("loop" if tid == payer.proc.pid else f"thread {tid}"),
+                              1000 * (u + s_ - threads0.get(tid, ("", 0.0, 0.0))[1] - threads0.get(tid, ("", 0.0, 0.0))[2]) / n)
+                             for tid, (_, u, s_) in thread_cpu(payer.proc.pid).items()), key=lambda r: -r[1])
+        print("payer CPU per payment by thread: " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_thread[:3]))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)

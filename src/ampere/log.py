@@ -31,6 +31,8 @@ LEVEL_ALIASES = {"warn": "unusual", "warning": "unusual", "error": "broken"}
 
 
 def normalize_level(level: str) -> str:
+    if level in LEVEL_RANK:  # the usual case: already one of ours
+        return level
     lvl = level.lower()
     lvl = LEVEL_ALIASES.get(lvl, lvl)
     if lvl not in LEVEL_RANK:

@@ -40,7 +40,7 @@ def count_rows(node) -> dict[str, int]:
     conn = sqlite3.connect(f"file:{db_path(node)}?mode=ro", uri=True)
     try:
         return {t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
-                for t in ("channel_htlcs", "channel_htlc_onions")}
+                for t in ("channel_htlcs", "channel_onions")}
     finally:
         conn.close()
 
@@ -66,14 +66,14 @@ def test_many_htlcs_in_flight_few_commitments_onions_stored_once(node_factory_ch
     # One at a time would be one commitment_signed per HTLC; batched behind revoke_and_ack, far fewer.
     assert commits <= n // 2, (commits, adds)
     assert len(l1.rpc.listpeerchannels()["channels"][0]["htlcs"]) == n
-    assert count_rows(l1) == count_rows(l2) == {"channel_htlcs": n, "channel_htlc_onions": n}
+    assert count_rows(l1) == count_rows(l2) == {"channel_htlcs": n, "channel_onions": n}
     for inv in invs:
         assert l2.rpc.call("release", [inv["payment_hash"]])["released"] == 1
     for inv in invs:
         assert l1.rpc.waitsendpay(inv["payment_hash"], 120)["status"] == "complete"
     wait_for(lambda: not l1.rpc.listpeerchannels()["channels"][0].get("htlcs")
              and not l2.rpc.listpeerchannels()["channels"][0].get("htlcs"), 30, "settled")
-    wait_for(lambda: count_rows(l1) == count_rows(l2) == {"channel_htlcs": 0, "channel_htlc_onions": 0}, 30,
+    wait_for(lambda: count_rows(l1) == count_rows(l2) == {"channel_htlcs": 0, "channel_onions": 0}, 30,
              "HTLC rows and onions deleted")
 
 
@@ -87,10 +87,10 @@ def to_whole_record_layout(path: str) -> None:
         for dbid, static in conn.execute("SELECT dbid, snapshot FROM channels").fetchall():
             record = storage.assemble(bytes(static), *parts[dbid][:3])
             conn.execute("UPDATE channels SET snapshot=? WHERE dbid=?", (encode_record(record), dbid))
-        for t in ("channel_state", "channel_sigs", "channel_htlcs", "channel_htlc_onions"):
+        for t in ("channel_state", "channel_sigs", "channel_htlcs", "channel_onions"):
             conn.execute(f"DROP TABLE {t}")
         conn.execute("ALTER TABLE channels DROP COLUMN layout")
-        conn.execute(f"PRAGMA user_version={len(MIGRATIONS) - 1}")
+        conn.execute("PRAGMA user_version=11")  # before migration 12 (index 11), the parts tables
         conn.execute("COMMIT")
     finally:
         conn.close()
@@ -113,7 +113,7 @@ def test_whole_record_database_converts_and_pays(node_factory_chain, chaind):
     assert conn.execute("SELECT layout FROM channels").fetchall() == [(storage.LAYOUT_PARTS,)]
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
     conn.close()
-    assert count_rows(l2) == {"channel_htlcs": 1, "channel_htlc_onions": 1}
+    assert count_rows(l2) == {"channel_htlcs": 1, "channel_onions": 1}
     now = l2.rpc.listpeerchannels()["channels"][0]
     assert (now["to_us_msat"], now["htlcs"]) == (seen["to_us_msat"], seen["htlcs"])
     # The held HTLC (its onion came back from the converted record) is replayed and settles.
@@ -124,7 +124,7 @@ def test_whole_record_database_converts_and_pays(node_factory_chain, chaind):
     after = tp.invoice(l2, 20_000, "after")
     tp.pay(l1, l2, scid, after)
     assert l1.rpc.waitsendpay(after["payment_hash"], 60)["status"] == "complete"
-    wait_for(lambda: tp.to_us(l2) == 100_000 and count_rows(l2)["channel_htlc_onions"] == 0, 30, "settled")
+    wait_for(lambda: tp.to_us(l2) == 100_000 and count_rows(l2)["channel_onions"] == 0, 30, "settled")
     # And once more from the new layout alone.
     l2.restart()
     wait_for(lambda: l2.rpc.listpeerchannels()["channels"][0].get("peer_connected"), 30, "reconnected")

@@ -67,21 +67,22 @@ def test_every_record_reads_back_and_writes_are_proportional(store):
         parts = store.run_sync(storage.read_parts)[DBID]
         static = written.static
         assert storage.assemble(static, parts[0], parts[1], parts[2]) == record
-        onions = [s for s, _ in d.statements if s.startswith("INSERT INTO channel_htlc_onions")]
+        onions = [s for s, _ in d.statements if s.startswith("INSERT INTO channel_onions")]
         onions_written += len(onions)
         whole = len(encode_record(record))
         biggest_whole = max(biggest_whole, whole)
         if written is not None and d is not None and record is not records[0]:
             # What a step writes: the state row, the signatures when a commitment_signed replaced them, the
             # HTLC rows that changed, the onions of HTLCs new to the record; never the untouched HTLCs.
-            small = _param_bytes(d, ("INSERT INTO channel_htlc_onions", "UPDATE channel_sigs"))
+            small = _param_bytes(d, ("INSERT INTO channel_onions", "UPDATE channel_sigs"))
             assert small <= 1_500 + 300 * d.htlc_rows, (small, d.htlc_rows, len(record["htlcs"]))
     assert onions_written == N_HTLCS  # once each
     assert biggest_whole > 50_000     # the whole record with 30 HTLCs in flight, which a step used to write
     counts = store.run_sync(lambda db: [db.query(f"SELECT COUNT(*) FROM {t} WHERE dbid = ?", (DBID,))[0][0]
-                                        for t in ("channel_htlcs", "channel_htlc_onions", "channel_state",
-                                                  "channel_sigs")])
-    assert counts == [0, 0, 1, 1]
+                                        for t in ("channel_htlcs", "channel_state", "channel_sigs")]
+                            + [db.query("SELECT COUNT(*) FROM channel_onions WHERE k >= ? AND k < ?",
+                                        (storage.onion_key(DBID, 0), storage.onion_key(DBID + 1, 0)))[0][0]])
+    assert counts == [0, 1, 1, 0]
 
 
 def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store):
@@ -125,3 +126,42 @@ def test_channels_row_columns_follow_in_place_changes():
     assert third != second and "closer" in third[5]
     rec.state_changes.append({"new_state": "X"})
     assert "X" in rec.cold()[4]
+
+
+def test_migration_13_moves_onions_and_stubs(tmp_path):
+    """A database at schema 12 with HTLCs in flight: onions move to channel_onions under their HTLC's place and
+    read back with it, orphan onions are dropped, HTLC stubs are kept (SQLite: now WITHOUT ROWID)."""
+    import sqlite3
+
+    from ampere.store.migrations import MIGRATIONS, migration_sql, split_sql
+
+    path = str(tmp_path / "old.sqlite3")
+    conn = sqlite3.connect(path, isolation_level=None)
+    for version in range(12):
+        for stmt in split_sql(migration_sql(MIGRATIONS[version], "sqlite3")):
+            conn.execute(stmt)
+    conn.execute("PRAGMA user_version=12")
+    conn.execute("INSERT INTO channel_state (dbid, update_id, record) VALUES (?, 1, ?)", (DBID, b"{}"))
+    conn.execute("INSERT INTO channel_sigs (dbid, sigs) VALUES (?, '[]')", (DBID,))
+    for pos, (offerer, hid) in enumerate([("l", 4), ("r", 9)], start=3):
+        conn.execute("INSERT INTO channel_htlcs (dbid, offerer, htlc_id, pos, htlc) VALUES (?,?,?,?,?)",
+                     (DBID, offerer, hid, pos, f'{{"o":"{offerer}","id":{hid}}}'))
+        conn.execute("INSERT INTO channel_htlc_onions (dbid, offerer, htlc_id, onion) VALUES (?,?,?,?)",
+                     (DBID, offerer, hid, bytes([hid]) * 1366))
+    conn.execute("INSERT INTO channel_htlc_onions (dbid, offerer, htlc_id, onion) VALUES (?, 'l', 99, x'00')", (DBID,))
+    conn.execute("INSERT INTO channel_htlc_stubs VALUES (x'01', 'l', 4, 1000, x'02', 700)")
+    conn.close()
+
+    s = SqliteStore(path)
+    run(s.open())
+    try:
+        parts = s.run_sync(storage.read_parts)[DBID]
+        assert parts[2] == [('{"o":"l","id":4}', bytes([4]) * 1366), ('{"o":"r","id":9}', bytes([9]) * 1366)]
+        assert parts[3] == 5
+        assert s.run_sync(lambda db: db.query("SELECT COUNT(*) FROM channel_onions"))[0][0] == 2
+        assert s.run_sync(lambda db: db.query("SELECT * FROM channel_htlc_stubs")) == [
+            (b"\x01", "l", 4, 1000, b"\x02", 700)]
+        sql = s.run_sync(lambda db: db.query("SELECT sql FROM sqlite_schema WHERE name = 'channel_htlc_stubs'"))[0][0]
+        assert "WITHOUT ROWID" in sql
+    finally:
+        s.close_sync()

@@ -67,6 +67,33 @@ CREATE TABLE channel_htlc_onions (
 )
 """
 
+_M13 = """
+CREATE TABLE channel_onions (
+    k INTEGER PRIMARY KEY,
+    onion BLOB NOT NULL
+);
+INSERT INTO channel_onions (k, onion)
+    SELECT h.dbid * 1099511627776 + h.pos, o.onion FROM channel_htlc_onions o JOIN channel_htlcs h
+    ON h.dbid = o.dbid AND h.offerer = o.offerer AND h.htlc_id = o.htlc_id;
+DROP TABLE channel_htlc_onions
+"""
+
+_M13_STUBS = """
+ALTER TABLE channel_htlc_stubs RENAME TO channel_htlc_stubs_old;
+CREATE TABLE channel_htlc_stubs (
+    channel_id BLOB NOT NULL,
+    offerer TEXT NOT NULL,
+    htlc_id INTEGER NOT NULL,
+    amount_msat INTEGER NOT NULL,
+    payment_hash BLOB NOT NULL,
+    cltv_expiry INTEGER NOT NULL,
+    PRIMARY KEY (channel_id, offerer, htlc_id)
+) WITHOUT ROWID;
+INSERT INTO channel_htlc_stubs SELECT channel_id, offerer, htlc_id, amount_msat, payment_hash, cltv_expiry
+    FROM channel_htlc_stubs_old;
+DROP TABLE channel_htlc_stubs_old
+"""
+
 MIGRATIONS: list[Migration] = [
     # 1: key-value datastore (CLN's datastore RPCs).  Keys are arrays of strings, stored joined by
     # NUL bytes so that prefix queries are range scans.
@@ -337,6 +364,14 @@ CREATE TABLE IF NOT EXISTS offers (
     # its primary key: an HTLC added or removed touches half the pages); PostgreSQL has no such option.
     {"sqlite3": _M12.replace("PRIMARY KEY (dbid, offerer, htlc_id)\n)", "PRIMARY KEY (dbid, offerer, htlc_id)\n) WITHOUT ROWID"),
      "postgres": _pg(_M12)},
+    # 13: pages written per HTLC (issue 18). A 1,366-byte onion does not fit in a WITHOUT ROWID b-tree's cell
+    # (at most ~1,000 bytes of a 4 kB page): every onion took an overflow page, taken from and given back to the
+    # freelist, so adding and removing an HTLC also rewrote page 1 and a freelist page (~3.5 pages of a payment's
+    # ~25). channel_onions is a rowid table (a cell holds up to ~4,060 bytes) keyed by the HTLC's place,
+    # k = dbid * 2^40 + channel_htlcs.pos (pos counts a channel's HTLCs: 2^40 is never reached), so no index
+    # b-tree either: one page per onion written or deleted. channel_htlc_stubs (one row per HTLC ever held,
+    # ~80 bytes) becomes WITHOUT ROWID in SQLite: its rows went to the table and to its key's index, two pages.
+    {"sqlite3": _M13 + ";\n" + _M13_STUBS, "postgres": _pg(_M13)},
 ]
 
 

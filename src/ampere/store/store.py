@@ -6,19 +6,18 @@ been committed, and synced, when its await returns: that is the "persist" of "pe
 speak".
 
 Group commit: writes that are queued in the same turn of the event loop, or while the database thread
-is busy, are applied together in one transaction, each inside its own savepoint, and made durable by
-one sync.  The first write of a batch does not wake the thread at once: it schedules the wake-up for the
-end of the loop's current turn (`call_soon`), so that every channel whose step became ready in that turn
-(10 channels to 10 peers answering together) joins the same commit instead of each paying its own
-(issue 18 item 2).  A write that raises
-is rolled back to its savepoint alone and its caller gets the exception; the others commit.  Many
-channels persisting at once (50 payments in flight) then cost one fsync per batch, not one each,
-and no caller is answered before its own change is on disk.
+is busy, are applied together in one transaction and made durable by one sync.  The first write of a batch
+does not wake the thread at once: it schedules the wake-up for the end of the loop's current turn
+(`call_soon`), so that every channel whose step became ready in that turn (10 channels to 10 peers answering
+together) joins the same commit instead of each paying its own (issue 18 item 2).  A write that raises is
+undone alone (the batch runs again without it) and its caller gets the exception; the others commit.  Many
+channels persisting at once (50 payments in flight) then cost one fsync per batch, not one each, and no
+caller is answered before its own change is on disk.
 
 The contract for a write function: it acts on the database only (or sets in-memory state to a value it
-computes from the database, the same on every run).  The PostgreSQL backend runs a batch again when one of
-its members raised (no savepoints there) or when the connection broke before COMMIT, so a write function
-may run more than once; in-memory effects (indexes, counters, ids handed to callers, futures,
+computes from the database, the same on every run).  A batch runs again when one of its members raised (no
+savepoint per write), and on PostgreSQL when the connection broke before COMMIT, so a write function may run
+more than once; in-memory effects (indexes, counters, ids handed to callers, futures,
 notifications) belong after `await store.write(fn)` returns, which happens once, after the commit.
 """
 
@@ -183,26 +182,43 @@ class Store:
                 pass
 
     def _run_batch(self, fns: list[Callable[[Db], Any]]) -> list[tuple[bool, Any]]:
-        """One transaction for the whole batch, each write in its own savepoint; (ok, result or exception)
-        per write.  Backends that can lose their connection (PostgreSQL) override this to retry."""
-        outcomes: list[tuple[bool, Any]] = []
+        """One transaction for the whole batch; (ok, result or exception) per write.  No savepoint per write (two
+        statements each on the database thread, for a case that does not happen in practice): a write that raises
+        rolls the transaction back and the batch runs again without it -- the outcome savepoints would give, the
+        others applied in order and that one undone (the PostgreSQL backend does the same; a write function may
+        run more than once, see the top).  Backends that can lose their connection (PostgreSQL) override this."""
         db = self._db()
         if len(fns) == 1:
             return [self._run_alone(db, fns[0])]
-        try:
-            self._begin()
-            for i, fn in enumerate(fns):
-                outcomes.append(self._apply(db, i, fn))
-            self._commit()
+        failed: dict[int, Exception] = {}
+        while True:
+            outcomes: list[tuple[bool, Any]] = []
+            again = False
+            try:
+                self._begin()
+                for i, fn in enumerate(fns):
+                    if i in failed:
+                        outcomes.append((False, failed[i]))
+                        continue
+                    try:
+                        outcomes.append((True, fn(db)))
+                    except Exception as e:  # this write alone is undone: the batch again without it
+                        failed[i] = e
+                        again = True
+                        break
+                if again:
+                    self._rollback()
+                    continue
+                self._commit()
+            except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
+                try:
+                    self._rollback()
+                except Exception:
+                    pass
+                return [(False, e)] * len(fns)
             self.batches += 1
             self.writes += len(fns)
-        except BaseException as e:  # the transaction itself failed: nothing of the batch is stored
-            try:
-                self._rollback()
-            except Exception:
-                pass
-            outcomes = [(False, e)] * len(fns)
-        return outcomes
+            return outcomes
 
     def _run_alone(self, db: Db, fn: Callable[[Db], Any]) -> tuple[bool, Any]:
         """A batch of one write: the transaction is its savepoint (rolled back whole if it raises), two

@@ -17,7 +17,7 @@ Start-up (daemon.py): `load()` reads every channel before the chain watcher star
 after the watcher was created, before it can process a block, and registers the funding watches; then
 `attach_peers()` before the peer manager listens, and `start()` once it does (reconnections).
 
-The HTLC interface for payments and forwarding (the "switch"):
+The HTLC interface for payments and forwarding (the "switch"), in htlcs.py (HtlcInterface, a mixin of the manager):
 
     htlc_id = await mgr.offer_htlc(channel, amount_msat, payment_hash, cltv_expiry, onion, path_key=None)
               channel: short_channel_id (int, ShortChannelId or "BxTxO") or channel_id (32 bytes);
@@ -45,6 +45,7 @@ cause)`.
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import time
 from dataclasses import dataclass, replace
@@ -69,14 +70,12 @@ from ampere.ln.channel.actions import (
     Persist,
     PeerWarning,
     Refusal,
-    RefusalCode,
     SendMessage,
     StateChanged,
     Step,
 )
 from ampere.ln.channel.commitment import Side
 from ampere.ln.channel.env import Env
-from ampere.ln.channel.htlcs import Htlc
 from ampere.ln.channel.persist import finish
 from ampere.ln.channel.signer import ChannelSigner
 from ampere.ln.channel.state import Channel, ChannelState, set_state
@@ -90,6 +89,12 @@ from ampere.node.onchain.coin_moves import chain_mvt, emit as emit_movements
 from ampere.node.onchain.resolver import write_htlc_stubs
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.channels import storage
+from ampere.node.channels.htlcs import (  # noqa: F401 -- HtlcRefused, ChannelOpError: imported from here too
+    OPERATING,
+    ChannelOpError,
+    HtlcInterface,
+    HtlcRefused,
+)
 from ampere.node.net.connection import PeerAddress, PeerDisconnected
 
 if TYPE_CHECKING:
@@ -99,15 +104,11 @@ LOG = "channeld"
 CS = ChannelState
 ZERO_ID = bytes(32)
 # BOLT #4: unknown_next_peer = PERM|10
-UNKNOWN_NEXT_PEER = 0x4000 | 10
-TEMPORARY_CHANNEL_FAILURE = 0x1000 | 7
-AMOUNT_BELOW_MINIMUM = 0x1000 | 11
 
 # States in which the channel talks to its peer (channeld/closingd in CLN); then the on-chain ones.
 LIVE = (CS.CHANNELD_AWAITING_LOCKIN, CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE,
         CS.CLOSINGD_COMPLETE)
 ON_CHAIN = (CS.FUNDING_SPEND_SEEN, CS.ONCHAIN)
-OPERATING = (CS.CHANNELD_NORMAL, CS.CHANNELD_SHUTTING_DOWN, CS.CLOSINGD_SIGEXCHANGE)
 CHANNEL_MESSAGES = (m.ChannelReady, m.Shutdown, m.ClosingSigned, m.UpdateAddHtlc, m.UpdateFulfillHtlc,
                     m.UpdateFailHtlc, m.UpdateFailMalformedHtlc, m.CommitmentSigned, m.RevokeAndAck, m.UpdateFee,
                     m.ChannelReestablish)
@@ -127,20 +128,6 @@ def _type_of(cls: type) -> int:
         if c is cls:
             return t
     raise KeyError(cls)
-
-
-class HtlcRefused(Exception):
-    """offer_htlc declined: nothing changed. `failure_code` is the BOLT 4 failure to report upstream."""
-
-    def __init__(self, code: RefusalCode | None, message: str, failure_code: int | None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.failure_code = failure_code if failure_code is not None else TEMPORARY_CHANNEL_FAILURE
-
-
-class ChannelOpError(Exception):
-    """A local request on a channel that cannot be done (unknown channel, HTLC, or state)."""
 
 
 @dataclass
@@ -185,6 +172,8 @@ class ChannelRecord:
         self.written: storage.Written | None = None  # the record's parts as last committed; None: no row yet
         self._cold_key: tuple = ()
         self._cold: tuple = ()
+        self._meta_seen: dict | None = None
+        self._meta_json = ""
         self.also: list[Callable[[Any], Any]] = []  # other writes that go in the channel's next write (offer_htlc)
         self.prepared: Any = None         # opener: the wallet's PreparedTx until the funding tx is broadcast
         self.lock = asyncio.Lock()
@@ -253,9 +242,13 @@ class ChannelRecord:
 
     def cold(self) -> tuple:
         """The channels row's own columns that change after insertion (written only when one of them changed).
-        Encoded again only when one of them changed: settings are compared field by field and state_changes
-        by length (entries are only ever appended); meta, small and holding dicts, is encoded every time."""
-        meta = json.dumps(self.meta, sort_keys=True)
+        Encoded again only when one of them changed: settings are compared field by field, state_changes
+        by length (entries are only ever appended) and meta (small, holding dicts changed in place) with a deep
+        copy of the value last encoded (a comparison is cheaper than encoding it on every write)."""
+        if self.meta != self._meta_seen:
+            self._meta_seen = copy.deepcopy(self.meta)
+            self._meta_json = json.dumps(self.meta, sort_keys=True)
+        meta = self._meta_json
         key = (self.state.value, self.funding_height, self.funding_txindex, tuple(vars(self.settings).values()),
                len(self.state_changes), meta)
         if key != self._cold_key:
@@ -278,10 +271,11 @@ def _iso_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
 
 
-class ChannelManager:
+class ChannelManager(HtlcInterface):
     def __init__(self, node: Node) -> None:
         self.node = node
         self.records: dict[int, ChannelRecord] = {}          # dbid -> record (CLOSED ones too)
+        self._by_scid: dict[int, ChannelRecord] = {}         # find()'s last answer per short_channel_id (checked)
         self.by_channel_id: dict[bytes, ChannelRecord] = {}
         self.peer_addresses: dict[bytes, PeerAddress] = {}   # stored: peers we share channels with
         self._seen_addresses: dict[bytes, PeerAddress] = {}  # outgoing connections of this run
@@ -298,6 +292,7 @@ class ChannelManager:
 
         self.opening = OpenFlows(self)
         self._dev_autofulfill_on = bool(node.options.get("dev-autofulfill"))
+        self._env_cache: tuple | None = None  # env(): the last Env and what it was computed from
         # --dev-disable-commit-after=N (developer): each channel stops sending commitment_signed after N of them,
         # until dev-reenable-commit (CLN's, to freeze a commitment in tests).
         limit = node.options.get("dev-disable-commit-after")
@@ -435,11 +430,19 @@ class ChannelManager:
             except (ValueError, TypeError):
                 return None
         if isinstance(ident, int):
+            # Every offer and forward asks by short_channel_id: the channel last found for it is checked first
+            # (still live, still that scid) before a scan of every record, which built a ShortChannelId each.
+            n = int(ident)
+            hit = self._by_scid.get(n)
+            if hit is not None and hit.state is not CS.CLOSED and _scid_int(hit) == n:
+                return hit
             best = None
             for rec in self.records.values():
-                if rec.short_channel_id is not None and int(rec.short_channel_id) == int(ident):
+                if _scid_int(rec) == n:
                     if best is None or rec.state is not CS.CLOSED:
                         best = rec
+            if best is not None:
+                self._by_scid[n] = best
             return best
         return None
 
@@ -496,15 +499,29 @@ class ChannelManager:
     def env(self, rec: ChannelRecord | None = None) -> Env:
         chain = self.node.chain
         fees = chain.fees if chain is not None else None
+        ignore = bool(self.node.options.get("ignore-fee-limits") or (rec is not None and rec.settings.ignore_fee_limits))
+        # Every channel step asks; the answer changes only with the tip or the estimates (FeeEstimates.update
+        # installs a new `estimates` list each time: the cache holds the list, so its identity cannot be reused).
+        # (min/max_acceptable read the history of estimates, which moves with every update: hence `is`.)
+        estimates = fees.estimates if fees is not None else None
+        floor = fees.floor if fees is not None else None
+        cached = self._env_cache
+        if cached is not None:
+            height, c_fees, c_estimates, c_floor, c_ignore, env = cached
+            if (height == self.node.blockheight and c_fees is fees and c_estimates is estimates and c_floor == floor
+                    and c_ignore == ignore):
+                return env
         lo, hi = 253, 100_000
         closing = 253
         if fees is not None:
             lo, hi = fees.min_acceptable(), fees.max_acceptable()
             closing = fees.named("mutual_close") or fees.floor
-        if self.node.options.get("ignore-fee-limits") or (rec is not None and rec.settings.ignore_fee_limits):
+        if ignore:
             lo, hi = 253, 0xFFFFFFFF
-        return Env(blockheight=self.node.blockheight, min_feerate_per_kw=lo, max_feerate_per_kw=hi,
-                   closing_feerate_per_kw=closing)
+        env = Env(blockheight=self.node.blockheight, min_feerate_per_kw=lo, max_feerate_per_kw=hi,
+                  closing_feerate_per_kw=closing)
+        self._env_cache = (self.node.blockheight, fees, estimates, floor, ignore, env)
+        return env
 
     # =============================================================================================
     # running steps
@@ -1261,176 +1278,6 @@ class ChannelManager:
                 self.node.log.debug(self._src(rec), f"update_fee to {target}: {step.message}")
 
     # =============================================================================================
-    # HTLC interface
-
-    def on_incoming_htlc(self, fn: Callable) -> None:
-        self._listeners["incoming"].append(fn)
-
-    def on_htlc_fulfilled(self, fn: Callable) -> None:
-        self._listeners["fulfilled"].append(fn)
-
-    def on_htlc_failed(self, fn: Callable) -> None:
-        self._listeners["failed"].append(fn)
-
-    def on_incoming_settled(self, fn: Callable) -> None:
-        self._listeners["settled"].append(fn)
-
-    def on_preimage_learned(self, fn: Callable) -> None:
-        """fn(record, HtlcFulfilled), synchronously as soon as a step that takes the peer's update_fulfill_htlc is
-        COMPUTED, before that step's write (the usual on_htlc_fulfilled listeners still get the event after it).
-
-        For the switch: a preimage checked against the payment_hash is good whatever happens to this channel, and
-        the incoming HTLC's fulfil is its own step on its own channel, written (with the preimage) before it
-        leaves, so it may be queued now instead of after this channel's write, revoke_and_ack and
-        commitment_signed. (This channel does not wait for it: measured, waiting cost throughput with 50 in
-        flight and gained nothing one at a time on 2 shared cores.)"""
-        self._listeners["preimage"].append(fn)
-
-    def _early_preimages(self, rec: ChannelRecord, step: Step) -> None:
-        for a in step.actions:
-            if isinstance(a, HtlcFulfilled):
-                for fn in self._listeners["preimage"]:
-                    try:
-                        fn(rec, a)
-                    except Exception as e:
-                        self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
-
-    def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes,
-                          also: Callable[[Any], Any] | None = None) -> asyncio.Future | None:
-        """fulfill_htlc queued now, without a coroutine: the future of its Step (or Refusal), resolved once the step
-        is written and its messages sent; `also(db)` joins that write unless refused. Only on a channel in normal
-        operation with nothing running or queued (None otherwise: use fulfill_htlc), so the step and its write
-        are the next thing that channel does."""
-        rec = self.find(channel_id)
-        if (rec is None or rec.state not in OPERATING or rec.drainer is not None or rec.pending
-                or rec.lock.locked()):
-            return None
-        return self._enqueue(rec, self._fulfil_step(rec, htlc_id, preimage, also))
-
-    def _fulfil_step(self, rec: ChannelRecord, htlc_id: int, preimage: bytes,
-                     also: Callable[[Any], Any] | None) -> Callable[[Channel], Step | Refusal]:
-        """The channel input fulfilling `htlc_id`; `also(db)` joins the channel's next write (_persist) unless
-        the fulfil is refused."""
-        def fulfil(ch: Channel) -> Step | Refusal:
-            step = core.fulfill_htlc(ch, rec.signer, htlc_id, preimage, self.env(rec))
-            if also is not None and not isinstance(step, Refusal):
-                rec.also.append(also)
-            return step
-        return fulfil
-
-    def on_channel_step(self, fn: Callable) -> None:
-        """fn(record, events), synchronously after every step of a channel (connection changes included):
-        the gossip of our channels (channel_announce.py) follows the channel's state from here."""
-        self._listeners["step"].append(fn)
-
-    def pending_incoming_htlcs(self) -> list[tuple[ChannelRecord, Htlc]]:
-        return [(r, h) for r in self.records.values() if r.state is not CS.CLOSED
-                for h in core.pending_incoming_htlcs(r.core)]
-
-    def known_preimages(self) -> list[tuple[ChannelRecord, int, bytes]]:
-        return [(r, hid, pre) for r in self.records.values() if r.state is not CS.CLOSED
-                for hid, pre in core.known_preimages(r.core)]
-
-    def wait_htlc(self, channel_id: bytes, htlc_id: int) -> asyncio.Future:
-        """A future resolved with the HtlcFulfilled / HtlcFailed event of an HTLC we offered."""
-        fut = asyncio.get_running_loop().create_future()
-        self._htlc_waiters.setdefault((channel_id, htlc_id), []).append(fut)
-        return fut
-
-    async def offer_htlc(self, channel: Any, amount_msat: int, payment_hash: bytes, cltv_expiry: int, onion: bytes,
-                         path_key: bytes | None = None, also: Callable[[Any, int], Any] | None = None,
-                         sign_now: bool = False) -> int:
-        """Offer an HTLC; its id once it is stored. `also(db, htlc_id)`: a database write (the payment's row) made in
-        the same transaction as the HTLC, so neither is on disk without the other (not run if refused).
-        `sign_now`: sign the commitment in the HTLC's own write (a forward: nobody waits for the offer's answer,
-        so the commit timer would only add an fsync to every hop) instead of leaving it to the commit timer."""
-        rec = self.find(channel)
-        if rec is None or rec.state is CS.CLOSED:
-            raise HtlcRefused(None, f"unknown channel {channel}", UNKNOWN_NEXT_PEER)
-        s = rec.settings
-        if amount_msat < s.htlc_min_msat:
-            raise HtlcRefused(RefusalCode.AMOUNT_BELOW_MINIMUM,
-                              f"{amount_msat}msat is below our htlc minimum {s.htlc_min_msat}msat", AMOUNT_BELOW_MINIMUM)
-        if amount_msat > s.htlc_max_msat:
-            raise HtlcRefused(RefusalCode.BAD_AMOUNT,
-                              f"{amount_msat}msat is above our htlc maximum {s.htlc_max_msat}msat",
-                              TEMPORARY_CHANNEL_FAILURE)
-        ids: list[int] = []
-
-        def offer(ch: Channel) -> Step | Refusal:
-            ids.append(ch.next_htlc_id_local)
-            step = core.offer_htlc(ch, rec.signer, amount_msat, payment_hash, cltv_expiry, onion, path_key,
-                                   self.env(rec))
-            if also is not None and not isinstance(step, Refusal):
-                htlc_id = ids[0]
-                rec.also.append(lambda db: also(db, htlc_id))   # joins this channel's next write (_persist)
-            return step
-
-        # Our own offers wait for the commit timer (sign_now=False): sendpay answers once the HTLC is stored, and
-        # HTLCs offered within commit-time share one commitment_signed.
-        step = await self._enqueue(rec, offer, sign_now=sign_now)
-        if isinstance(step, Refusal):
-            raise HtlcRefused(step.code, step.message, step.failure_code)
-        return ids[0]
-
-    async def _resolve(self, channel_id: Any, fn: Callable[[ChannelRecord, Channel], Step | Refusal]) -> None:
-        rec = self.find(channel_id)
-        if rec is None:
-            raise ChannelOpError(f"unknown channel {channel_id.hex() if isinstance(channel_id, bytes) else channel_id}")
-        step = await self.run(rec, lambda ch: fn(rec, ch))
-        if isinstance(step, Refusal):
-            raise ChannelOpError(step.message)
-
-    async def fulfill_htlc(self, channel_id: Any, htlc_id: int, preimage: bytes,
-                           also: Callable[[Any], Any] | None = None) -> None:
-        """`also(db)`: a database write made in the same transaction as the fulfil (the payee's invoice row), run
-        only if the channel takes the fulfil (else ChannelOpError, and nothing was written; never on-chain)."""
-        rec = self.find(channel_id)
-        if also is not None and (rec is None or rec.state not in OPERATING):
-            raise ChannelOpError(f"cannot fulfill HTLC {htlc_id} with a write attached now")
-        if rec is not None and rec.state in (CS.AWAITING_UNILATERAL, CS.FUNDING_SPEND_SEEN, CS.ONCHAIN):
-            # BOLT #5: the channel is (going) on-chain: the preimage claims the HTLC output there.
-            onchain = self.node.onchain
-            h = rec.core.htlc(Side.REMOTE, htlc_id)
-            if onchain is not None and h is not None and sha256(preimage) == h.payment_hash:
-                await onchain.add_preimage(h.payment_hash, preimage)
-                self.node.log.info(self._src(rec), f"HTLC {htlc_id} fulfilled while the channel is on-chain: "
-                                                   "claiming it there")
-                return
-        await self._resolve(channel_id, lambda r, ch: self._fulfil_step(r, htlc_id, preimage, also)(ch))
-
-    def onchain_htlc_resolved(self, rec: ChannelRecord, htlc_id: int, preimage: bytes | None) -> bool:
-        """The on-chain resolver's report on an HTLC we offered: the peer claimed it with `preimage`, or (None)
-        it timed out on-chain and the timeout is buried deep enough. Goes to the same listeners (payments,
-        switch) as the peer's update_fulfill_htlc / update_fail_htlc. False: nobody listens yet (start-up,
-        before the payment runtime): the resolver reports again later."""
-        if not self._listeners["fulfilled"] or not self._listeners["failed"]:
-            return False
-        if preimage is not None:
-            ev: Event = HtlcFulfilled(rec.channel_id, htlc_id, preimage)
-        else:
-            ev = HtlcFailed(rec.channel_id, htlc_id, onchain=True)
-        self._fire(rec, [ev])
-        return True
-
-    async def fail_htlc(self, channel_id: Any, htlc_id: int, reason: bytes) -> None:
-        await self._resolve(channel_id, lambda r, ch: core.fail_htlc(ch, r.signer, htlc_id, reason, self.env(r)))
-
-    async def fail_malformed_htlc(self, channel_id: Any, htlc_id: int, sha256_of_onion: bytes,
-                                  failure_code: int) -> None:
-        await self._resolve(channel_id, lambda r, ch: core.fail_malformed_htlc(
-            ch, r.signer, htlc_id, sha256_of_onion, failure_code, self.env(r)))
-
-    async def _dev_autofulfill(self, rec: ChannelRecord, ev: NewPeerHtlc) -> None:
-        """--dev-autofulfill: an onion whose first 32 bytes hash to the payment_hash is fulfilled with them."""
-        preimage = bytes(ev.onion[:32])
-        if sha256(preimage) == ev.payment_hash:
-            try:
-                await self.fulfill_htlc(rec.channel_id, ev.htlc_id, preimage)
-            except ChannelOpError as e:
-                self.node.log.debug(self._src(rec), f"dev-autofulfill of HTLC {ev.htlc_id}: {e}")
-
-    # =============================================================================================
     # local requests used by the RPC layer
 
     async def start_close(self, rec: ChannelRecord, scriptpubkey: bytes | None) -> Step | Refusal:
@@ -1442,6 +1289,17 @@ class ChannelManager:
 
     async def force_close(self, rec: ChannelRecord, reason: str) -> Step | Refusal:
         return await self.run(rec, lambda ch: core.force_close(ch, rec.signer, reason))
+
+
+def _scid_int(rec: ChannelRecord) -> int | None:
+    """`int(rec.short_channel_id)` without building the ShortChannelId (the same value: BOLT 7's block << 40 |
+    txindex << 16 | output)."""
+    scid = rec.core.short_channel_id
+    if scid is not None:
+        return int(scid)
+    if rec.funding_height is not None and rec.funding_txindex is not None:
+        return (rec.funding_height << 40) | (rec.funding_txindex << 16) | rec.funding_outpoint.vout
+    return None
 
 
 def _on_loop_thread() -> bool:

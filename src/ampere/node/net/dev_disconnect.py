@@ -18,13 +18,20 @@ from typing import Any
 NORMAL, BEFORE, AFTER, BLACKHOLE, DISABLE_AFTER = "=", "-", "+", "0", "x"
 
 
+_NAMES: dict[int, str] = {}  # wire_name's answers (every peer_in/peer_out debug line asks)
+
+
 def wire_name(msg_type: int) -> str:
     """CLN's peer_wire_name: WIRE_<CSV NAME> for a known message, else the number."""
-    from ampere.wire.codec import MESSAGE_TYPES
+    name = _NAMES.get(msg_type)
+    if name is None:
+        from ampere.wire.codec import MESSAGE_TYPES
 
-    cls = MESSAGE_TYPES.get(msg_type)
-    name = getattr(cls, "NAME", None)
-    return f"WIRE_{name.upper()}" if name else f"UNKNOWN_WIRE_TYPE_{msg_type}"
+        csv_name = getattr(MESSAGE_TYPES.get(msg_type), "NAME", None)
+        name = f"WIRE_{csv_name.upper()}" if csv_name else f"UNKNOWN_WIRE_TYPE_{msg_type}"
+        if len(_NAMES) < 65536:
+            _NAMES[msg_type] = name
+    return name
 
 
 class DevDisconnect:
