@@ -296,19 +296,22 @@ class Receiver:
         inc.status = "held"
         s = HtlcSet(inc.payment_hash, total, rec, parts=[inc], settling=True)
         self.sets[inc.payment_hash] = s
-        # Not now: this runs inside the channel step that brought the HTLC (the manager's listener), and the
-        # channel takes a fulfil queued "soon" only when it is idle -- which it is once that step is over.
-        asyncio.get_running_loop().call_soon(self._fulfil_claimed, s, claim)
+        self._fulfil_claimed(s, claim)
         return True
 
     def _fulfil_claimed(self, s: HtlcSet, claim: Any) -> None:
-        """_fast's fulfil: queued on the channel with the claim's write (manager.fulfill_htlc_soon). When the
-        channel cannot take it at once, refuses it or its write fails, the claim is dropped (nothing stored) and
+        """_fast's fulfil: queued on the channel with the claim's write (manager.fulfill_htlc_soon; the channel may
+        be busy -- this runs inside the step that brought the HTLC: it joins the channel's next write). When the
+        channel cannot take it, refuses it or its write fails, the claim is dropped (nothing stored) and
         _settle_set does it the usual way (claim again, or mark_paid and then the fulfil)."""
         part, invoices = s.parts[0], self.node.invoices
         fut = None
-        if not part.resolved and not self.stopping:
-            fut = self.manager.fulfill_htlc_soon(part.channel_id, part.htlc_id, s.invoice.preimage, also=claim.op)
+        try:
+            if not part.resolved and not self.stopping:
+                fut = self.manager.fulfill_htlc_soon(part.channel_id, part.htlc_id, s.invoice.preimage, also=claim.op,
+                                                     idle_only=False)
+        except Exception as e:  # never leave the claim held (deletions and the expiry sweep wait for it)
+            self._log("broken", f"HTLC {part.htlc_id}: could not queue its fulfil: {e!r}")
         if fut is None:
             invoices.settled(claim, False)
             if self.stopping:
