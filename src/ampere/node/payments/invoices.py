@@ -248,6 +248,7 @@ class InvoiceRegistry:
         # deletion or an expiry sweep waits for them; a claim is refused while one of those is in flight.
         self._claims: dict[bytes, asyncio.Future] = {}
         self._mutating = 0
+        # Group commit: writes queued while one transaction is on disk share the next one.
         # The receive path's lookup by payment_hash without a trip to the database thread (issue 18: a read is a
         # hand-off to the store's thread and back, on the payee's critical path). Every write to the invoices table
         # goes through this registry, so the records it last read or wrote stay true until it writes again: each
