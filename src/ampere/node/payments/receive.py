@@ -3,7 +3,9 @@
 Every HTLC the peer irrevocably committed to reaches `Receiver.on_incoming_htlc` (from the channel manager,
 and again after a restart for every HTLC still unresolved: CLN's `htlcs_resubmit`).  Each one gets ITS OWN
 task, so a plugin holding its `htlc_accepted` answer (a HODL invoice) delays only that HTLC: other HTLCs,
-channels and RPC calls go on.
+channels and RPC calls go on.  Except the common case (`_fast`): a final-hop HTLC that alone pays an invoice the
+registry has at hand, with no plugin asking, is checked at once and its fulfil (with the invoice row) queued on
+its channel from the listener itself -- no task, no read of the invoice (issue 18).
 
     peel the onion (BOLT 4)        a BADONION is answered with update_fail_malformed_htlc at once
     htlc_accepted chain            continue (with replacements) / fail / resolve  (the approver: plugins.approval)
