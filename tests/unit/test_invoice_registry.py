@@ -279,6 +279,46 @@ def test_claim_pays_in_the_callers_write_and_excludes_deletion(tmp_path):
     run(tmp_path, body)
 
 
+def test_lookup_by_hash_at_hand_follows_every_write(tmp_path):
+    """The receive path's lookup is answered from memory (no database read) for an invoice made or read lately,
+    and never with a record a write has changed since: paid by mark_paid or by a claim, deleted; a read that was
+    in flight while a write was queued is not kept."""
+    async def body(h):
+        reg = h.reg
+        rec = await reg.create(new_invoice("k"))
+        ph = rec.payment_hash
+        assert reg.cached_by_hash(ph) is rec and await reg.lookup_by_hash(ph) is rec
+        await reg.mark_paid(label="k", amount_msat=1000)
+        assert reg.cached_by_hash(ph) is None and (await reg.lookup_by_hash(ph)).status() == "paid"
+        assert reg.cached_by_hash(ph).status() == "paid"  # read back, then at hand
+        # A claim: forgotten while its write is pending and once settled (the write decides).
+        m = await reg.create(new_invoice("m"))
+        claim = reg.claim(m, 1000)
+        assert reg.cached_by_hash(m.payment_hash) is None
+        assert (await reg.lookup_by_hash(m.payment_hash)).status() == "unpaid"  # the claim's write is not in yet
+        await h.store.write(claim.op)
+        reg.settled(claim, True)
+        assert reg.cached_by_hash(m.payment_hash) is None
+        assert (await reg.lookup_by_hash(m.payment_hash)).status() == "paid"
+        # A read in flight when a write is queued: its (older) answer is not kept.
+        n = await reg.create(new_invoice("n"))
+        reg._forget()
+        reading = asyncio.ensure_future(reg.lookup_by_hash(n.payment_hash))
+        await asyncio.sleep(0)  # the read is queued
+        paying = asyncio.ensure_future(reg.mark_paid(payment_hash=n.payment_hash, amount_msat=1000))
+        await asyncio.sleep(0)  # the write is queued behind it
+        assert (await reading).status() == "unpaid" and reg.cached_by_hash(n.payment_hash) is None
+        await paying
+        assert (await reg.lookup_by_hash(n.payment_hash)).status() == "paid"
+        # Deleted: gone from memory too.
+        d = await reg.create(new_invoice("d"))
+        assert reg.cached_by_hash(d.payment_hash) is d
+        await reg.delete("d", "unpaid")
+        assert reg.cached_by_hash(d.payment_hash) is None and await reg.lookup_by_hash(d.payment_hash) is None
+
+    run(tmp_path, body)
+
+
 def test_check_payment_bolt4_final_node_rules(tmp_path):
     async def body(h):
         reg = h.reg

@@ -398,6 +398,11 @@ class BlindedNodeKey:
         return self._key.ecdh(PublicKey(bytes(point)).multiply(self._tweak).format())
 
 
+def _sha256(onion_packet: bytes) -> bytes:
+    """`sha256_of_onion` for update_fail_malformed_htlc: computed only when the onion is refused."""
+    return hashlib.sha256(onion_packet).digest()
+
+
 def _blinding_tweak(shared_secret: bytes) -> bytes:
     return hmac.new(b"blinded_node_id", shared_secret, hashlib.sha256).digest()
 
@@ -419,25 +424,24 @@ def peel_onion(
     InvalidOnionBlinding, or InvalidOnionPayload (authenticated but malformed hop data).
     """
     onion_packet = bytes(onion_packet)
-    onion_hash = hashlib.sha256(onion_packet).digest()
     payloads_len = len(onion_packet) - ONION_OVERHEAD
     if payloads_len <= 0 or (packet_len is not None and payloads_len != packet_len):
         # The HMAC cannot cover a packet of the wrong size: treat it as an HMAC failure.
-        raise InvalidOnionHmac(f"onion packet is {len(onion_packet)} bytes", onion_hash)
+        raise InvalidOnionHmac(f"onion packet is {len(onion_packet)} bytes", _sha256(onion_packet))
 
     # BOLT #4: "if `version` is not 0: MUST abort processing the packet and fail."
     if onion_packet[0] != ONION_VERSION:
-        raise InvalidOnionVersion(f"unknown onion version {onion_packet[0]}", onion_hash)
+        raise InvalidOnionVersion(f"unknown onion version {onion_packet[0]}", _sha256(onion_packet))
     # BOLT #4: "if `public_key` is not a valid pubkey: MUST abort processing the packet and fail."
     ephemeral_pubkey = onion_packet[1:_HEADER_LEN]
     ephemeral_point = _parse_point(ephemeral_pubkey)
     if ephemeral_point is None:
-        raise InvalidOnionKey("onion ephemeral key is not a valid compressed point", onion_hash)
+        raise InvalidOnionKey("onion ephemeral key is not a valid compressed point", _sha256(onion_packet))
     hop_payloads = onion_packet[_HEADER_LEN : _HEADER_LEN + payloads_len]
     packet_hmac = onion_packet[_HEADER_LEN + payloads_len :]
 
     if path_key is not None and _parse_point(bytes(path_key)) is None:
-        raise InvalidOnionBlinding("path_key is not a valid compressed point", onion_hash)
+        raise InvalidOnionBlinding("path_key is not a valid compressed point", _sha256(onion_packet))
     if isinstance(privkey, (bytes, bytearray, PrivateKey)):
         node_secret = _parse_secret(privkey, "node private key")
         if path_key is not None:
@@ -453,12 +457,13 @@ def peel_onion(
     # constant time comparison of the computed HMAC and `hmac`."
     expected = hmac.new(generate_key(b"mu", shared_secret), hop_payloads + assoc_data, hashlib.sha256).digest()
     if not hmac.compare_digest(expected, packet_hmac):
-        raise InvalidOnionHmac("onion HMAC mismatch", onion_hash)
+        raise InvalidOnionHmac("onion HMAC mismatch", _sha256(onion_packet))
 
     # "Derive `bytestream` of twice the length of `hop_payloads` using `rho` ... Set
     # `unwrapped_payloads` to the XOR of `hop_payloads` and `bytestream`."
     stream = chacha20_stream(generate_key(b"rho", shared_secret), 2 * payloads_len)
-    unwrapped = xor_bytes(hop_payloads + bytes(payloads_len), stream)
+    # (The second half is XORed with zeros: the stream itself.)
+    unwrapped = xor_bytes(hop_payloads, stream) + stream[payloads_len:]
     try:
         payload_length, offset = decode_bigsize(unwrapped)
     except BigSizeError as exc:
@@ -484,6 +489,6 @@ def peel_onion(
     try:
         next_pubkey = ephemeral_point.multiply(blinding).format(compressed=True)
     except ValueError:  # blinding factor 0 or >= n: cannot happen for honest senders
-        raise InvalidOnionKey("cannot blind the ephemeral key for the next hop", onion_hash) from None
+        raise InvalidOnionKey("cannot blind the ephemeral key for the next hop", _sha256(onion_packet)) from None
     next_onion = bytes([ONION_VERSION]) + next_pubkey + rest[:payloads_len] + next_hmac
     return PeeledOnion(payload, next_onion, shared_secret)

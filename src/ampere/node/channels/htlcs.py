@@ -90,14 +90,15 @@ class HtlcInterface:
                         self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
 
     def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes,
-                          also: Callable[[Any], Any] | None = None) -> asyncio.Future | None:
+                          also: Callable[[Any], Any] | None = None, idle_only: bool = True) -> asyncio.Future | None:
         """fulfill_htlc queued now, without a coroutine: the future of its Step (or Refusal), resolved once the step
         is written and its messages sent; `also(db)` joins that write unless refused. Only on a channel in normal
         operation with nothing running or queued (None otherwise: use fulfill_htlc), so the step and its write
-        are the next thing that channel does."""
+        are the next thing that channel does. `idle_only` False: a busy channel takes it too, after what it has
+        queued (in the group of its next write, as fulfill_htlc would): for the payee's own fulfil (receive.py)."""
         rec = self.find(channel_id)
-        if (rec is None or rec.state not in OPERATING or rec.drainer is not None or rec.pending
-                or rec.lock.locked()):
+        if rec is None or rec.state not in OPERATING or (
+                idle_only and (rec.drainer is not None or rec.pending or rec.lock.locked())):
             return None
         return self._enqueue(rec, self._fulfil_step(rec, htlc_id, preimage, also))
 

@@ -23,7 +23,7 @@ The HTLC interface for payments and forwarding (the "switch"), in htlcs.py (Htlc
               channel: short_channel_id (int, ShortChannelId or "BxTxO") or channel_id (32 bytes);
               raises HtlcRefused(code, message, failure_code) -- failure_code is the BOLT 4 code to report
     await mgr.fulfill_htlc(channel_id, htlc_id, preimage, also=None)   also(db): a write in the fulfil's transaction
-    mgr.fulfill_htlc_soon(channel_id, htlc_id, preimage) -> Future | None   queued now, on an idle channel only
+    mgr.fulfill_htlc_soon(channel_id, htlc_id, preimage) -> Future | None   queued now, on an idle channel (or any, idle_only=False)
     await mgr.fail_htlc(channel_id, htlc_id, reason_onion)
     await mgr.fail_malformed_htlc(channel_id, htlc_id, sha256_of_onion, failure_code)
               these raise ChannelOpError when the channel or HTLC is unknown or cannot be resolved now

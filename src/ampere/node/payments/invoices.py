@@ -53,6 +53,9 @@ _COLUMNS = ("id, label, payment_hash, preimage, payment_secret, state, amount_ms
 # A timer may fire a hair early (asyncio's clock resolution); wait this much past the second.
 _TIMER_SLACK = 0.01
 
+# Records kept for the receive path's lookup by payment_hash (InvoiceRegistry._cache): the latest ones.
+_CACHE_MAX = 2048
+
 
 class InvoiceRegistryError(DomainError):
     """A refusal with CLN's error code; `data` (if any) goes in the JSON-RPC error's `data`."""
@@ -246,6 +249,13 @@ class InvoiceRegistry:
         self._claims: dict[bytes, asyncio.Future] = {}
         self._mutating = 0
         # Group commit: writes queued while one transaction is on disk share the next one.
+        # The receive path's lookup by payment_hash without a trip to the database thread (issue 18: a read is a
+        # hand-off to the store's thread and back, on the payee's critical path). Every write to the invoices table
+        # goes through this registry, so the records it last read or wrote stay true until it writes again: each
+        # write that may change a record forgets it (or all of them) when it is queued AND once it is committed,
+        # and bumps `_cache_gen`, so that a read in flight meanwhile is not kept (it may predate the write).
+        self._cache: dict[bytes, InvoiceRecord] = {}
+        self._cache_gen = 0
 
     def now(self) -> int:
         return int(self._clock())
@@ -302,7 +312,10 @@ class InvoiceRegistry:
                                  new.amount_msat, new.expires_at, new.bolt11, new.description, new.features,
                                  new.min_final_cltv_expiry, new.created_at)
 
+        self._forget(new.payment_hash)
+        gen = self._cache_gen
         record = await self._submit(write)
+        self._keep(record, gen)
         payload: dict[str, Any] = {}
         if record.amount_msat is not None:
             payload["msat"] = record.amount_msat
@@ -318,7 +331,36 @@ class InvoiceRegistry:
 
     async def lookup_by_hash(self, payment_hash: bytes) -> InvoiceRecord | None:
         """The invoice with this payment_hash, whatever its state (the receive path's lookup)."""
-        return await self.store.read(lambda db: _by_hash(db, payment_hash))
+        rec = self._cache.get(payment_hash)
+        if rec is not None:
+            return rec
+        gen = self._cache_gen
+        rec = await self.store.read(lambda db: _by_hash(db, payment_hash))
+        if rec is not None:
+            self._keep(rec, gen)
+        return rec
+
+    def cached_by_hash(self, payment_hash: bytes) -> InvoiceRecord | None:
+        """`lookup_by_hash` when the record is at hand (None: not known here, ask lookup_by_hash)."""
+        return self._cache.get(payment_hash)
+
+    def _keep(self, rec: InvoiceRecord, gen: int) -> None:
+        """Keep `rec`, read or written when the generation was `gen`, unless a write was queued since."""
+        if gen != self._cache_gen:
+            return
+        cache = self._cache
+        cache.pop(rec.payment_hash, None)
+        if len(cache) >= _CACHE_MAX:
+            del cache[next(iter(cache))]
+        cache[rec.payment_hash] = rec
+
+    def _forget(self, payment_hash: bytes | None = None) -> None:
+        """A write that may change this invoice (None: any invoice) is queued or done."""
+        self._cache_gen += 1
+        if payment_hash is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(payment_hash, None)
 
     async def list(self, *, label: str | None = None, payment_hash: bytes | None = None,
                    index: str | None = None, start: int = 0, limit: int | None = None) -> list[InvoiceRecord]:
@@ -374,9 +416,11 @@ class InvoiceRegistry:
         self._mutating += 1
         try:
             await self._claims_done()
+            self._forget()
             rec = await self._submit(write)
         finally:
             self._mutating -= 1
+            self._forget()
         if not desconly and not check_only:
             self._wake_one(label, exc=InvoiceRegistryError(Reason.GENERIC, "Invoice deleted during wait"))
         return rec
@@ -483,7 +527,11 @@ class InvoiceRegistry:
                 raise ValueError("preimage is not this invoice's")
             return _pay(db, rec, amount_msat, when)
 
-        rec = await self._submit(write)
+        self._forget(payment_hash)
+        try:
+            rec = await self._submit(write)
+        finally:
+            self._forget(payment_hash)
         if rec is None:
             return None
         self._paid(rec)
@@ -505,6 +553,7 @@ class InvoiceRegistry:
             return None
         c = Claim(rec, asyncio.get_running_loop().create_future())
         self._claims[rec.payment_hash] = c.done
+        self._forget(rec.payment_hash)
 
         def op(db) -> None:
             # Database only; the same on every run (the store may rerun a batch). Never raises: it is part of the
@@ -516,6 +565,7 @@ class InvoiceRegistry:
 
     def settled(self, c: Claim, committed: bool) -> None:
         """The fulfil's write carrying `c.op` is done (committed) or did not happen."""
+        self._forget(c.rec.payment_hash)
         if self._claims.get(c.rec.payment_hash) is c.done:
             del self._claims[c.rec.payment_hash]
         if not c.done.done():
@@ -579,6 +629,7 @@ class InvoiceRegistry:
         self._mutating += 1
         try:
             await self._claims_done()
+            self._forget()
             now = self.now()
 
             def write(db):
@@ -594,6 +645,7 @@ class InvoiceRegistry:
 
             expired, next_expiry = await self.store.write(write)
         finally:
+            self._forget()
             self._sweeping = False
             self._mutating -= 1
         for rec in expired:

@@ -3,7 +3,9 @@
 Every HTLC the peer irrevocably committed to reaches `Receiver.on_incoming_htlc` (from the channel manager,
 and again after a restart for every HTLC still unresolved: CLN's `htlcs_resubmit`).  Each one gets ITS OWN
 task, so a plugin holding its `htlc_accepted` answer (a HODL invoice) delays only that HTLC: other HTLCs,
-channels and RPC calls go on.
+channels and RPC calls go on.  Except the common case (`_fast`): a final-hop HTLC that alone pays an invoice the
+registry has at hand, with no plugin asking, is checked at once and its fulfil (with the invoice row) queued on
+its channel from the listener itself -- no task, no read of the invoice (issue 18).
 
     peel the onion (BOLT 4)        a BADONION is answered with update_fail_malformed_htlc at once
     htlc_accepted chain            continue (with replacements) / fail / resolve  (the approver: plugins.approval)
@@ -29,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.ln.channel.actions import Refusal
 from ampere.ln.invoice_fields import scid_to_str
-from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, peel_onion
+from ampere.ln.onion import BadOnionError, InvalidOnionPayload, OnionError, PeeledOnion, peel_onion
 from ampere.ln.onion_failure import create_failure_packet, encode_failure_message, wrap_failure
 from ampere.ln.onion_payload import HopPayload, check_hop_payload, decode_hop_payload
 from ampere.primitives.amount import MsatInt
@@ -246,12 +248,104 @@ class Receiver:
                            onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
                            peer_id=getattr(record, "peer_id", None), path_key=getattr(htlc, "path_key", None))
         self.htlcs[key] = inc
-        self._spawn(self._process(inc))
+        try:
+            fast = self._fast(inc)
+        except Exception as e:  # a bug there must not lose the HTLC: the task path takes it from the start
+            self._log("broken", f"HTLC {inc.htlc_id}: fast path failed: {e!r}")
+            fast = None
+        if fast is not True:
+            self._spawn(self._process(inc, fast))
 
-    async def _process(self, inc: IncomingHtlc) -> None:
-        # BOLT #4 onion processing.
+    # ---- the common case, without a task
+    def _fast(self, inc: IncomingHtlc) -> bool | PeeledOnion | None:
+        """A final-hop HTLC that alone pays an invoice at hand, with no plugin asking about HTLCs or invoice
+        payments: the checks of _process, _final, _add_to_set and _settle_set made here, at once, then its fulfil
+        (with the invoice's claim, as _pay_and_fulfil) queued by _fulfil_claimed. Issue 18: no task, no chain of
+        coroutines and no read of the invoice on the database thread per payment. True: done so; otherwise the
+        task path (_process) takes it, from the onion peeled here (a PeeledOnion) or from the start (None)."""
+        approver = self.approver
+        if self.stopping or (approver is not None and (approver.wants_htlcs() or approver.wants_invoice_payments())):
+            return None
+        switch = self.node.switch
+        if switch is not None and switch.knows(inc.key):
+            return None
         try:
             peeled = peel_onion(self.node.signer, inc.onion, inc.payment_hash, path_key=inc.path_key)
+        except OnionError:
+            return None  # _process answers it
+        invoices, mgr = self.node.invoices, self.manager
+        if not peeled.is_final or inc.path_key is not None or invoices is None or mgr is None:
+            return peeled
+        payload, _err = _parse_payload(peeled.payload, True)
+        if payload is None or payload.encrypted_recipient_data is not None or inc.payment_hash in self.sets:
+            return peeled
+        rec = invoices.cached_by_hash(inc.payment_hash)
+        if rec is None:
+            return peeled
+        height, now = self.blockheight(), invoices.now()
+        total = MsatInt(int(payload.expected_total_msat))
+        # A set of this one part, complete (BOLT #4: "if the total `amount_msat` of this HTLC set is equal to
+        # `total_msat`: SHOULD fulfill all HTLCs in the HTLC set"), paying an unpaid invoice that passes BOLT 4's
+        # final-node checks: anything else (failures included) goes the task path's way.
+        if (inc.amount_msat < total or rec.status(now) != "unpaid"
+                or final_hop_failure(inc, payload, height, int(self._option("cltv-final", 18))) is not None
+                or invoice_failure(rec, inc, total, payload.payment_secret, None, height, now) is not None):
+            return peeled
+        claim = invoices.claim(rec, inc.amount_msat)
+        if claim is None:
+            return peeled
+        inc.shared_secret = peeled.shared_secret
+        inc.status = "held"
+        s = HtlcSet(inc.payment_hash, total, rec, parts=[inc], settling=True)
+        self.sets[inc.payment_hash] = s
+        self._fulfil_claimed(s, claim)
+        return True
+
+    def _fulfil_claimed(self, s: HtlcSet, claim: Any) -> None:
+        """_fast's fulfil: queued on the channel with the claim's write (manager.fulfill_htlc_soon; the channel may
+        be busy -- this runs inside the step that brought the HTLC: it joins the channel's next write). When the
+        channel cannot take it, refuses it or its write fails, the claim is dropped (nothing stored) and
+        _settle_set does it the usual way (claim again, or mark_paid and then the fulfil)."""
+        part, invoices = s.parts[0], self.node.invoices
+        fut = None
+        try:
+            if not part.resolved and not self.stopping:
+                fut = self.manager.fulfill_htlc_soon(part.channel_id, part.htlc_id, s.invoice.preimage, also=claim.op,
+                                                     idle_only=False)
+        except Exception as e:  # never leave the claim held (deletions and the expiry sweep wait for it)
+            self._log("broken", f"HTLC {part.htlc_id}: could not queue its fulfil: {e!r}")
+        if fut is None:
+            invoices.settled(claim, False)
+            if self.stopping:
+                self._drop_set(s)  # unresolved: replayed at the next start
+            else:
+                self._spawn(self._settle_set(s))
+            return
+        part.resolved = True
+        part.status = "resolving"
+
+        def done(f: asyncio.Future) -> None:
+            ok = not f.cancelled() and f.exception() is None and not isinstance(f.result(), Refusal)
+            invoices.settled(claim, ok)
+            if ok or f.cancelled():  # fulfilled, or the node stops (replayed at the next start)
+                self.htlcs.pop(part.key, None)
+                self._drop_set(s)
+                return
+            outcome = f.exception() or f.result()
+            self._log("debug", f"HTLC {part.htlc_id}: invoice and fulfil not in one write ({outcome!r})")
+            part.resolved = False
+            self._spawn(self._settle_set(s))
+        fut.add_done_callback(done)
+
+    def _drop_set(self, s: HtlcSet) -> None:
+        if self.sets.get(s.payment_hash) is s:
+            del self.sets[s.payment_hash]
+
+    async def _process(self, inc: IncomingHtlc, peeled: PeeledOnion | None = None) -> None:
+        # BOLT #4 onion processing.
+        try:
+            if peeled is None:
+                peeled = peel_onion(self.node.signer, inc.onion, inc.payment_hash, path_key=inc.path_key)
         except BadOnionError as e:
             # BOLT #2: "if the onion is malformed: ... MUST respond with update_fail_malformed_htlc"
             self._log("debug", f"HTLC {inc.htlc_id}: bad onion: {e}")
@@ -280,9 +374,7 @@ class Receiver:
             await switch.resume(inc)
             return
         next_onion = peeled.next_onion if peeled.next_onion is not None else bytes(len(inc.onion))
-        hook_payload = self._hook_payload(inc, peeled.payload, payload, is_final, next_onion)
-
-        session = await self._run_hook(inc, hook_payload, is_final)
+        session = await self._run_hook(inc, peeled.payload, payload, is_final, next_onion)
         if self.stopping:
             return  # unresolved: replayed at the next start
         replacements: dict[str, Any] = {}
@@ -337,10 +429,12 @@ class Receiver:
         out["htlc"] = htlc
         return out
 
-    async def _run_hook(self, inc: IncomingHtlc, payload: dict, is_final: bool) -> HtlcVerdict | None:
+    async def _run_hook(self, inc: IncomingHtlc, raw: bytes, parsed: HopPayload | None, is_final: bool,
+                        next_onion: bytes) -> HtlcVerdict | None:
         approver = self.approver
         if approver is None or not approver.wants_htlcs():
-            return None
+            return None  # nobody asks: the question is not even built
+        payload = self._hook_payload(inc, raw, parsed, is_final, next_onion)
 
         def reparse(raw: bytes) -> dict:
             parsed, _err = _parse_payload(raw, is_final)
@@ -370,7 +464,10 @@ class Receiver:
             await self.fail(inc, failure)
             return
         invoices = self.node.invoices
-        rec = await invoices.lookup_by_hash(inc.payment_hash) if invoices is not None else None
+        rec = None
+        if invoices is not None:
+            # In memory for an invoice made or read lately (no trip to the database thread); else read.
+            rec = invoices.cached_by_hash(inc.payment_hash) or await invoices.lookup_by_hash(inc.payment_hash)
         if rec is None and payload.keysend_preimage is not None:
             # Keysend, received by default as CLN's keysend plugin does: an invoice made on the fly (pay.py).
             from ampere.node.payments.pay import keysend_invoice
@@ -448,8 +545,7 @@ class Receiver:
                 return
             await asyncio.gather(*(self.fulfill(part, rec.preimage) for part in s.parts))
         finally:
-            if self.sets.get(s.payment_hash) is s:
-                del self.sets[s.payment_hash]
+            self._drop_set(s)
 
     async def _pay_and_fulfil(self, s: HtlcSet) -> bool:
         """A one-part set, accepted: the invoice marked paid in the same write as the HTLC's fulfil (and the

@@ -302,6 +302,11 @@ def _payment_row(p: Payment) -> tuple:
 
 
 
+def _time_out(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_exception(asyncio.TimeoutError())
+
+
 class PaymentEngine:
     """The node's outgoing parts (`node.payments`)."""
 
@@ -736,16 +741,24 @@ class PaymentEngine:
         if p.status == PENDING:
             if timeout is not None and timeout <= 0:
                 raise PaymentError(Reason.PAY_IN_PROGRESS, "Timed out while waiting")
-            fut = asyncio.get_running_loop().create_future()
+            loop = asyncio.get_running_loop()
+            fut = loop.create_future()
             waiters = self._waiters.setdefault(p.key, [])
             waiters.append(fut)
+            # The future is this caller's alone: awaited as it is, with a timer of its own for the timeout (not
+            # wait_for + shield, which make two more futures, a task wake-up and callbacks per waitsendpay).
+            timer = loop.call_later(timeout, _time_out, fut) if timeout is not None else None
             try:
-                p = await asyncio.wait_for(asyncio.shield(fut), timeout)
+                p = await fut
             except asyncio.TimeoutError:
                 raise PaymentError(Reason.PAY_IN_PROGRESS, "Timed out while waiting") from None
             finally:
+                if timer is not None:
+                    timer.cancel()
                 if fut in waiters:
                     waiters.remove(fut)
+                if not waiters and self._waiters.get(p.key) is waiters:
+                    del self._waiters[p.key]
                 if not fut.done():
                     fut.cancel()
         if p.status == COMPLETE:
