@@ -250,6 +250,7 @@ class PluginHost:
                 self.hook_timeouts[name] = ht
         self._features: dict[str, bytes] = {
             place: bytes.fromhex(feature_set.get(place, "")) for place in FEATURE_PLACES}
+        self._features_hex: dict[str, str] | None = None  # features() as last computed; None once they change
         self._plugins: list[Plugin] = []
         self._blacklist: list[str] = []
         self._next_index = 0
@@ -739,12 +740,17 @@ class PluginHost:
 
     def features(self) -> dict[str, str]:
         """Our feature bits with the plugins' added, hex per place (for init and getinfo)."""
-        return {place: self._features.get(place, b"").hex() for place in FEATURE_PLACES}
+        # Computed once per change (getinfo asks on every call; the hex of each place cost ~10 us a call).
+        cached = self._features_hex
+        if cached is None:
+            cached = self._features_hex = {place: self._features.get(place, b"").hex() for place in FEATURE_PLACES}
+        return dict(cached)
 
     def _set_features(self, place: str, bits: int) -> None:
         old = self._features.get(place, b"")
         length = max(len(old), (bits.bit_length() + 7) // 8)
         self._features[place] = bits.to_bytes(length, "big")
+        self._features_hex = None
 
     def _or_features(self, place: str, bits: int) -> None:
         self._set_features(place, int.from_bytes(self._features.get(place, b""), "big") | bits)

@@ -99,7 +99,11 @@ class Dispatcher:
         builtin = method in COMMANDS and not (method in BACKEND_METHODS and bcli_disabled(plugins))
         hooked = plugins.has_hook("rpc_command", method)
         if builtin and not hooked:
-            return False  # the usual request: tested first, cheaply
+            # The usual request: tested first, cheaply.  An eager command (getinfo) is run at once, without a task.
+            if not COMMANDS[method].eager or self._envelope(req) is not None:
+                return False
+            reply.eager(self.execute(req, conn, req["id"]))
+            return True
         if self._envelope(req) is not None:
             return False
         req_id = req["id"]
@@ -118,7 +122,11 @@ class Dispatcher:
                     reply(answer)
                     return
                 if not self._start_plugin_method(run, conn, req_id, reply):
-                    reply.spawn(self.execute(run, conn, req_id))
+                    target = self.lookup(run["method"])
+                    if isinstance(target, Command) and target.eager:
+                        reply.eager(self.execute(run, conn, req_id))
+                    else:
+                        reply.spawn(self.execute(run, conn, req_id))
             plugins.start_rpc_command_hook(req, hooked_done)
             return True
         return self._start_plugin_method(req, conn, req_id, reply, known=True)  # (the envelope found it)
