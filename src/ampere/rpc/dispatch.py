@@ -97,7 +97,7 @@ class Dispatcher:
         if not isinstance(method, str):
             return False
         builtin = method in COMMANDS and not (method in BACKEND_METHODS and bcli_disabled(plugins))
-        hooked = plugins.has_hook("rpc_command", method)
+        hooked = plugins.hooks.has("rpc_command", method)
         if builtin and not hooked:
             # The usual request: tested first, cheaply.  An eager command (getinfo) is run at once, without a task.
             if not COMMANDS[method].eager or self._envelope(req) is not None:
@@ -121,12 +121,14 @@ class Dispatcher:
                 if run is None:
                     reply(answer)
                     return
-                if not self._start_plugin_method(run, conn, req_id, reply):
-                    target = self.lookup(run["method"])
-                    if isinstance(target, Command) and target.eager:
+                target = self.lookup(run["method"])
+                if isinstance(target, Command):
+                    if target.eager:
                         reply.eager(self.execute(run, conn, req_id))
                     else:
                         reply.spawn(self.execute(run, conn, req_id))
+                elif target is None or not self._start_plugin_method(run, conn, req_id, reply, known=True):
+                    reply.spawn(self.execute(run, conn, req_id))
             plugins.start_rpc_command_hook(req, hooked_done)
             return True
         return self._start_plugin_method(req, conn, req_id, reply, known=True)  # (the envelope found it)
