@@ -322,6 +322,30 @@ def test_hung_hook_holds_only_its_caller_and_timeout(tmp_path, via):
     run(main())
 
 
+def test_cancelled_hook_caller_stops_the_chain(tmp_path):
+    """run_chain (start_chain awaited): a caller cancelled while the first plugin of a chain works stops the chain:
+    its late answer is dropped and the next plugin is never asked."""
+    order = str(tmp_path / "order.txt")
+    slow = write_raw_plugin(tmp_path, "slow.py", {"options": [], "rpcmethods": [], "hooks": ["rpc_command"]},
+                            {"rpc_command": {"sleep": 0.4, "result": {"result": "continue"}}})
+    nxt = write_raw_plugin(tmp_path, "next.py", {"options": [], "rpcmethods": [], "hooks": ["rpc_command"]},
+                           {"rpc_command": {"append_to": order, "result": {"result": "continue"}}})
+
+    async def main():
+        host, log = make_host(tmp_path)
+        await start(host, slow, nxt)
+        asking = asyncio.ensure_future(host.rpc_command_hook(req("getinfo")))
+        await asyncio.sleep(0.1)
+        asking.cancel()
+        await asyncio.sleep(0.8)
+        assert not os.path.exists(order)
+        assert await host.rpc_command_hook(req("getinfo")) == ("continue", req("getinfo"))  # (both asked)
+        with open(order) as f:
+            assert f.read().split() == ["next.py"]
+        await host.shutdown()
+    run(main())
+
+
 # ------------------------------------------------------------------ rpc_command chains
 
 @pytest.mark.parametrize("via", ["coroutine", "callback"])

@@ -55,3 +55,72 @@ def test_closed_connections_leave_nothing_behind(tmp_path):
         await server.stop()
 
     asyncio.run(main())
+
+
+def test_eager_requests_answer_in_order_without_a_task(tmp_path):
+    """A request started with `reply.eager` (an eager built-in such as getinfo) is answered within the read that
+    brought it when its coroutine does not wait -- no task -- and runs on in a task when it does; 3,000 of them
+    pipelined in one write are answered in order (answered at once, they do not recurse into the pump: the pump's
+    loop goes on with the queue); the rest of a waiting one is cancelled with the server, and sees it."""
+    path = str(tmp_path / "rpc")
+    seen_cancel = []
+
+    async def handler(req):
+        if req["method"] == "wait":
+            await asyncio.sleep(0.01)            # a future, then
+            await asyncio.sleep(0)               # a bare yield
+            return {"jsonrpc": "2.0", "id": req["id"], "result": {"waited": True}}
+        if req["method"] == "hang":
+            try:
+                await asyncio.get_running_loop().create_future()
+            except asyncio.CancelledError:
+                seen_cancel.append(req["id"])
+                raise
+        if req["method"] == "boom":
+            raise ValueError("bug")
+        return {"jsonrpc": "2.0", "id": req["id"], "result": {"n": req["id"]}}
+
+    async def dispatch(req, conn):
+        raise AssertionError("every request here is started eagerly")
+
+    def fast(req, conn, reply):
+        reply.eager(handler(req))
+        return True
+
+    async def main():
+        server = RpcServer(path, dispatch, lambda level, msg: None, fast=fast)
+        await server.start()
+        loop = asyncio.get_running_loop()
+        real_create_task = loop.create_task
+        created = []
+
+        def counting(coro, **kw):
+            created.append(getattr(coro, "__qualname__", "?"))
+            return real_create_task(coro, **kw)
+        loop.create_task = counting
+        try:
+            r, w = await asyncio.open_unix_connection(path, limit=1 << 24)
+            w.write(b"".join(json.dumps({"jsonrpc": "2.0", "id": i, "method": "x"}).encode() for i in range(3000)))
+            for i in range(3000):
+                assert json.loads(await r.readuntil(b"\n\n")) == {"jsonrpc": "2.0", "id": i, "result": {"n": i}}
+            assert not [c for c in created if "_complete" in c or "_resume" in c]
+            w.write(json.dumps({"jsonrpc": "2.0", "id": "w", "method": "wait"}).encode())
+            answer = json.loads(await r.readuntil(b"\n\n"))
+            assert answer.get("result") == {"waited": True}, answer
+            w.write(json.dumps({"jsonrpc": "2.0", "id": "b", "method": "boom"}).encode())
+            answer = json.loads(await r.readuntil(b"\n\n"))
+            assert answer["id"] == "b" and answer["error"]["code"] == -1
+            w.write(json.dumps({"jsonrpc": "2.0", "id": "h", "method": "hang"}).encode())
+            for _ in range(100):
+                if server.tasks:
+                    break
+                await asyncio.sleep(0.01)
+            assert server.tasks
+        finally:
+            loop.create_task = real_create_task
+            await server.stop()
+        await asyncio.sleep(0.05)
+        assert seen_cancel == ["h"]
+        w.close()
+
+    asyncio.run(main())

@@ -406,7 +406,8 @@ class RpcCommandSession(HookSession):
 # ---------------------------------------------------------------------------------------------
 # The chain runner
 
-SendFn = Callable[[Any, str, dict, "str | None"], "tuple[str, asyncio.Future]"]
+# send(plugin, method, params, id_prefix, callback): starts a request whose answer goes to `callback`; its id.
+SendFn = Callable[[Any, str, dict, "str | None", Callable[[dict], None]], str]
 
 
 async def run_chain(
@@ -420,44 +421,24 @@ async def run_chain(
     id_prefix: str | None = None,
     timeout: HookTimeout | None = None,
 ) -> Any:
-    """Call each registered plugin in turn (plugin_hook_call_next / plugin_hook_callback).
+    """Call each registered plugin in turn (plugin_hook_call_next / plugin_hook_callback); the session's
+    outcome.  start_chain awaited: the one engine.  If the caller is cancelled, the chain stops: the plugin being
+    asked is forgotten (`drop`) and no other is asked."""
+    fut: asyncio.Future = asyncio.get_running_loop().create_future()
 
-    `send(plugin, method, params, id_prefix)` starts a request and returns (id, future of the
-    response); `drop(plugin, id)` forgets a request whose answer is no longer wanted;
-    `log(plugin_or_None, level, message)`.
-    """
-    for reg in regs:
-        plugin = reg.plugin
-        if not plugin.alive:
-            continue
-        req_id, fut = send(plugin, hook, session.params_for(plugin), id_prefix)
-        if timeout is None:
-            resp = await fut
-        else:
-            try:
-                resp = await asyncio.wait_for(fut, timeout.seconds)
-            except asyncio.TimeoutError:
-                drop(plugin, req_id)
-                log(plugin, "unusual",
-                    f"{hook} hook did not answer within {timeout.seconds:g}s (id {req_id}): "
-                    f"using {json.dumps(timeout.answer)}")
-                if not session.on_result(plugin, timeout.answer):
-                    break
-                continue
-        if "result" not in resp:
-            err = resp.get("error")
-            if isinstance(err, dict) and err.get("code") == PLUGIN_TERMINATED:
-                # A plugin dying mid-hook is "plugin absent": go on with the chain.
-                log(None, "debug", f"Plugin died from {hook} hook call")
-                continue
-            # lightningd treats this as fatal; Ampere logs it and skips the plugin.
-            log(plugin, "broken", f"Plugin {plugin.shortname} for {hook} returned non-result response "
-                                  f"{json.dumps(resp)}")
-            continue
-        if not session.on_result(plugin, resp["result"]):
-            break
-    return session.outcome()
-
+    def done(outcome: Any) -> None:
+        if not fut.done():
+            if isinstance(outcome, BaseException):
+                fut.set_exception(outcome)
+            else:
+                fut.set_result(outcome)
+    chain = start_chain(hook, regs, session, done, send=send, drop=drop, log=log, id_prefix=id_prefix,
+                        timeout=timeout)
+    try:
+        return await fut
+    finally:
+        if not fut.done() or fut.cancelled():
+            chain.abandon()
 
 
 def start_chain(
@@ -466,18 +447,21 @@ def start_chain(
     session: HookSession,
     done: Callable[[Any], None],
     *,
-    send: Callable[[Any, str, dict, str | None, Callable[[dict], None]], str],
+    send: SendFn,
     drop: Callable[[Any, str], None],
     log: Callable[[Any, str, str], None],
     id_prefix: str | None = None,
     timeout: HookTimeout | None = None,
-) -> None:
-    """run_chain driven by callbacks, for callers that answer from a callback (the RPC dispatcher): no task
-    and no future per plugin asked.  The same steps, answers and logs as run_chain; `send(plugin, method,
-    params, id_prefix, callback)` starts a request whose answer goes to `callback` and returns its id.
+) -> "_Chain":
+    """Run the chain driven by callbacks, for callers that answer from a callback (the RPC dispatcher): no task
+    and no future per plugin asked (run_chain awaits it).  `send(plugin, method, params, id_prefix, callback)`
+    starts a request whose answer goes to `callback` and returns its id; `drop(plugin, id)` forgets a request whose
+    answer is no longer wanted; `log(plugin_or_None, level, message)`.
     `done(session.outcome())` is called once, never from within this call; if a step raises (a bug: run_chain
-    would raise it to its caller), `done(exception)`."""
-    _Chain(hook, iter(regs), session, done, send, drop, log, id_prefix, timeout).ask_next(inside=True)
+    would raise it to its caller), `done(exception)`.  Returns the chain, for `abandon()`."""
+    chain = _Chain(hook, iter(regs), session, done, send, drop, log, id_prefix, timeout)
+    chain.ask_next(inside=True)
+    return chain
 
 
 class _Chain:
@@ -501,6 +485,17 @@ class _Chain:
         done, self.done = self.done, None  # once only, whatever happens
         if done is not None:
             done(outcome)
+
+    def abandon(self) -> None:
+        """The caller no longer wants the outcome: the plugin being asked is forgotten, no other is asked."""
+        self.done = None
+        self.todo = iter(())
+        if self.waiting:
+            self.waiting = False
+            if self.handle is not None:
+                self.handle.cancel()
+                self.handle = None
+            self.drop(self.plugin, self.req_id)
 
     def ask_next(self, inside: bool = False) -> None:
         for reg in self.todo:

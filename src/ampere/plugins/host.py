@@ -250,6 +250,7 @@ class PluginHost:
                 self.hook_timeouts[name] = ht
         self._features: dict[str, bytes] = {
             place: bytes.fromhex(feature_set.get(place, "")) for place in FEATURE_PLACES}
+        self._features_hex: dict[str, str] | None = None  # features() as last computed; None once they change
         self._plugins: list[Plugin] = []
         self._blacklist: list[str] = []
         self._next_index = 0
@@ -739,12 +740,17 @@ class PluginHost:
 
     def features(self) -> dict[str, str]:
         """Our feature bits with the plugins' added, hex per place (for init and getinfo)."""
-        return {place: self._features.get(place, b"").hex() for place in FEATURE_PLACES}
+        # Computed once per change (getinfo asks on every call; the hex of each place cost ~10 us a call).
+        cached = self._features_hex
+        if cached is None:
+            cached = self._features_hex = {place: self._features.get(place, b"").hex() for place in FEATURE_PLACES}
+        return dict(cached)
 
     def _set_features(self, place: str, bits: int) -> None:
         old = self._features.get(place, b"")
         length = max(len(old), (bits.bit_length() + 7) // 8)
         self._features[place] = bits.to_bytes(length, "big")
+        self._features_hex = None
 
     def _or_features(self, place: str, bits: int) -> None:
         self._set_features(place, int.from_bytes(self._features.get(place, b""), "big") | bits)
@@ -914,18 +920,9 @@ class PluginHost:
 
     # ------------------------------------------------------------------ hooks
 
-    def _hook_send(self, p: Plugin, method: str, params: dict, id_prefix: str | None):
-        assert p.process is not None
-        req_id, fut = p.process.request(method, params, id_prefix=id_prefix)
-        if self.save_io_dir is not None:
-            self._save_io("hook_out", method, {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params})
-            fut.add_done_callback(lambda f, m=method: None if f.cancelled() or f.exception() is not None
-                                  else self._save_io("hook_in", m, f.result()))
-        return req_id, fut
-
     def _hook_send_cb(self, p: Plugin, method: str, params: dict, id_prefix: str | None,
                       callback: Callable[[dict], None]) -> str:
-        """_hook_send in callback mode (start_chain): no future per hook call."""
+        """Send a hook request to `p` (run_chain, start_chain): `callback(answer)` once it comes; the request's id."""
         assert p.process is not None
         req_id = new_request_id(method, id_prefix)
         message = {"jsonrpc": "2.0", "id": req_id, "method": method, "params": params}
@@ -968,7 +965,7 @@ class PluginHost:
         regs = self.hooks.chain(name, filter_value)
         if not regs:
             return session.outcome()
-        return await run_chain(name, regs, session, send=self._hook_send, drop=self._hook_drop,
+        return await run_chain(name, regs, session, send=self._hook_send_cb, drop=self._hook_drop,
                                log=self._hook_log, id_prefix=id_prefix, timeout=self.hook_timeouts.get(name))
 
     async def rpc_command_hook(self, request: dict, *,

@@ -346,8 +346,12 @@ class PluginProcess:
         if self.closed:
             asyncio.get_running_loop().call_soon(callback, self._terminated(req_id))  # never re-entrantly
             return
-        self.pending[req_id] = PendingRequest(None, notify_cb, str(message.get("method")), callback)
-        self.send(message)
+        # Written first (the plugin gets to work on the other core), then remembered: its answer is read in a
+        # later turn of the loop, never within this call.
+        transport = self._stdin
+        if transport is not None and not transport.is_closing():
+            transport.write(encode(message))
+        self.pending[req_id] = PendingRequest(None, notify_cb, message.get("method"), callback)
 
     def drop(self, req_id: str) -> None:
         """Forget a request: a late answer will be ignored (a callback-mode request's callback is not called)."""
@@ -383,7 +387,22 @@ class PluginProcess:
         if text is None:
             text = self._utf8.decode(data)
             self._utf8_clean = not self._utf8.getstate()[0]
-        values, error = self._splitter.feed(text)
+        splitter = self._splitter
+        if not splitter._partial and text[:1] == "{":
+            # The usual read: one whole message and its blank line (a plugin writes and flushes each message).
+            try:
+                value, end = _scan_once(text, 0)
+            except (StopIteration, ValueError, RecursionError):
+                pass
+            else:
+                if end == len(text) or not text[end:].strip(" \t\r\n"):
+                    self._queue.append(value)
+                    if not self._draining:
+                        self._drain()
+                    return
+                text = text[end:]  # more follows: the splitter takes the rest
+                self._queue.append(value)
+        values, error = splitter.feed(text)
         self._queue.extend(values)
         if error is not None:
             self._queue.append(_ParseError(error))
@@ -456,7 +475,8 @@ class PluginProcess:
         self._reaper = asyncio.get_running_loop().create_task(self._reap())
 
     def _handle_response(self, msg: dict) -> None:
-        p = self.pending.pop(_id_key(msg["id"]), None)
+        rid = msg["id"]
+        p = self.pending.pop(rid if type(rid) is str else _id_key(rid), None)
         # Can happen if the request was dropped before the plugin answered.
         if p is not None:
             p.resolve(msg)

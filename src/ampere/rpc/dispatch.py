@@ -97,9 +97,13 @@ class Dispatcher:
         if not isinstance(method, str):
             return False
         builtin = method in COMMANDS and not (method in BACKEND_METHODS and bcli_disabled(plugins))
-        hooked = plugins.has_hook("rpc_command", method)
+        hooked = plugins.hooks.has("rpc_command", method)
         if builtin and not hooked:
-            return False  # the usual request: tested first, cheaply
+            # The usual request: tested first, cheaply.  An eager command (getinfo) is run at once, without a task.
+            if not COMMANDS[method].eager or self._envelope(req) is not None:
+                return False
+            reply.eager(self.execute(req, conn, req["id"]))
+            return True
         if self._envelope(req) is not None:
             return False
         req_id = req["id"]
@@ -117,7 +121,13 @@ class Dispatcher:
                 if run is None:
                     reply(answer)
                     return
-                if not self._start_plugin_method(run, conn, req_id, reply):
+                target = self.lookup(run["method"])
+                if isinstance(target, Command):
+                    if target.eager:
+                        reply.eager(self.execute(run, conn, req_id))
+                    else:
+                        reply.spawn(self.execute(run, conn, req_id))
+                elif target is None or not self._start_plugin_method(run, conn, req_id, reply, known=True):
                     reply.spawn(self.execute(run, conn, req_id))
             plugins.start_rpc_command_hook(req, hooked_done)
             return True

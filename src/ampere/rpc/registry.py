@@ -23,6 +23,10 @@ class Command:
     usage: str | None = None
     raw: bool = False  # handler parses params itself (e.g. `check`, `plugin`)
     allow_extra: bool = False
+    # The handler's first step is run at once, without a task (ampere.rpc.server._Reply.eager): for commands whose
+    # handler normally completes without waiting (getinfo), where a task and its turn of the loop were a good part
+    # of the call.  Only for handlers that need no task of their own (asyncio.timeout, current_task()).
+    eager: bool = False
 
     def usage_string(self) -> str:
         if self.usage is not None:
@@ -35,12 +39,12 @@ COMMANDS: dict[str, Command] = {}
 
 
 def command(name: str, params: list[Param] | None = None, description: str = "", category: str = "utility",
-            usage: str | None = None, raw: bool = False, allow_extra: bool = False):
+            usage: str | None = None, raw: bool = False, allow_extra: bool = False, eager: bool = False):
     def wrap(fn: Callable[..., Awaitable[Any]]):
         if name in COMMANDS:
             raise RuntimeError(f"command {name} registered twice")
         COMMANDS[name] = Command(name, fn, params or [], description or (fn.__doc__ or "").strip().split("\n")[0],
-                                 category, usage, raw, allow_extra)
+                                 category, usage, raw, allow_extra, eager)
         return fn
 
     return wrap

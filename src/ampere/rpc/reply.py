@@ -52,7 +52,7 @@ def reply_bytes(obj: Any) -> bytes | None:
     """The reply's bytes, "\n\n" included, when they go in one piece (the usual case: no generator for it);
     None when `obj["result"]` has a long list (then reply_pieces)."""
     result = obj.get("result") if type(obj) is dict else None
-    if type(result) is dict and _long_lists(result):
+    if result and type(result) is dict and _long_lists(result):
         return None
     return encode_reply(obj).encode() + b"\n\n"
 

@@ -13,7 +13,7 @@ import asyncio
 import os
 import socket
 from collections import deque
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Coroutine
 
 from .errors import INVALID_REQUEST
 from .reply import reply_bytes, reply_pieces
@@ -89,7 +89,7 @@ class _RpcProtocol(asyncio.Protocol):
     short queue and reading stops once the queue is full, so a client that never reads its replies is stopped
     by its own socket buffer rather than by our memory."""
 
-    __slots__ = ("server", "framer", "conn", "queue", "writing_paused", "reading_paused")
+    __slots__ = ("server", "framer", "conn", "queue", "writing_paused", "reading_paused", "pumping")
 
     def __init__(self, server: "RpcServer") -> None:
         self.server = server
@@ -98,6 +98,7 @@ class _RpcProtocol(asyncio.Protocol):
         self.queue: deque[Any] = deque()
         self.writing_paused = False
         self.reading_paused = False
+        self.pumping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.conn = RpcConnection(transport, self)  # type: ignore[arg-type]
@@ -162,14 +163,20 @@ class _RpcProtocol(asyncio.Protocol):
     def pump(self) -> None:
         """Start queued requests while the connection's replies are being read; pause reading otherwise."""
         conn = self.conn
-        if conn is None or conn.closed:
+        if conn is None or conn.closed or self.pumping:
+            return  # (called again by a request answered at once, from start_request: this loop goes on with it)
+        self.pumping = True
+        try:
+            while self.queue and not self.writing_paused and conn.pending < MAX_IN_FLIGHT:
+                item = self.queue.popleft()
+                if isinstance(item, InvalidRequest):
+                    conn.write(error_response(None, INVALID_REQUEST, item.message))   # in its turn
+                else:
+                    self.server.start_request(item, conn)
+        finally:
+            self.pumping = False
+        if conn.closed:
             return
-        while self.queue and not self.writing_paused and conn.pending < MAX_IN_FLIGHT:
-            item = self.queue.popleft()
-            if isinstance(item, InvalidRequest):
-                conn.write(error_response(None, INVALID_REQUEST, item.message))   # in its turn
-            else:
-                self.server.start_request(item, conn)
         blocked = len(self.queue) >= MAX_QUEUED
         transport = conn.transport
         if blocked and not self.reading_paused:
@@ -196,6 +203,42 @@ class _Reply(tuple):
         task = asyncio.get_running_loop().create_task(server._complete(awaitable, conn, req_id))
         server.tasks.add(task)
         task.add_done_callback(server.tasks.discard)
+
+    def eager(self, coro: Coroutine[Any, Any, dict]) -> None:
+        """spawn, but the coroutine's first step runs now, outside any task: a response it returns without
+        waiting is answered at once (no task, no turn of the loop); if it waits, the rest runs in a task
+        (_resume), as it would have.  Only for coroutines that need no task of their own (registry: eager)."""
+        try:
+            step = coro.send(None)
+        except StopIteration as e:
+            self(e.value)
+            return
+        except Exception as e:  # as _complete: a bug in a handler must not take the server down
+            self[0].log("broken", f"RPC dispatch failed: {e!r}")
+            self(error_response(self[2], -1, f"Internal error: {e}"))
+            return
+        self.spawn(_resume(coro, step))
+
+
+async def _resume(coro: Coroutine[Any, Any, Any], step: Any) -> Any:
+    """Run `coro` to its end from where it first waited (`step`: what it yielded), as the task it would have run
+    in does: each future it waits on is awaited here, then it is resumed and sees the outcome itself.  If this
+    task is cancelled while the future is not done, the cancellation is thrown into `coro`."""
+    while True:
+        thrown: BaseException | None = None
+        try:
+            if step is None:  # a bare yield (sleep(0)): one turn of the loop
+                await asyncio.sleep(0)
+            else:
+                step._asyncio_future_blocking = False  # as a task does with what it is given (else: "await wasn't used")
+                await step
+        except BaseException as e:
+            if step is None or not step.done():
+                thrown = e
+        try:
+            step = coro.send(None) if thrown is None else coro.throw(thrown)
+        except StopIteration as e:
+            return e.value
 
 
 class RpcServer:

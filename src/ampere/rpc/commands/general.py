@@ -12,7 +12,7 @@ from ..params import opt, p_any, p_bool, p_string, parse_params, req
 from ..registry import COMMANDS, Command, command
 
 
-@command("getinfo", description="Show information about this node.")
+@command("getinfo", description="Show information about this node.", eager=True)
 async def getinfo(ctx) -> dict:
     node = ctx.node
     peers = node.peer_manager
