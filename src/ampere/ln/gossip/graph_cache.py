@@ -1,0 +1,363 @@
+"""The graph cache: the loaded graph, the path finder's view of it and the gossip store's index, in
+a compact binary form that loads several times faster than the store itself (no record parsed, the
+objects made column by column), and is never trusted blindly.
+
+A cache describes one gossip store file exactly: it holds that file's length and CRC-32, and is used
+only if the file still has both (any append, deletion, compaction or outside change makes it stale;
+the store is then loaded the ordinary way and the cache made again later).  The raw messages stay in
+the store: the cache holds their offsets, and the loader slices them out of the file it checked.
+
+    snap = snapshot(graph)                              # on the event loop, between two changes
+    data = encode(snap, store_index, store_image)       # the store's worker: CacheMismatch if they disagree
+    index = decode(data, store_image, empty_graph)      # at start: CacheInvalid if stale or corrupt
+
+`encode` checks every message of the snapshot against the store's live record for it (same bytes,
+not deleted), so a cache never holds a channel the store has forgotten, nor misses a spent mark: a
+graph that does not match its store gets no cache.  The view is made by EdgeView.rebuild on the
+graph as `decode` restores it, then stored by columns (EdgeView.columns / from_columns), so the view
+loaded equals a rebuild.
+
+Layout (little-endian): header `<8sIQII` (MAGIC, VERSION, store length, store CRC-32, CRC-32 of the
+body), then the body: arrays, each a typecode byte, a u32 count and the items, in a fixed order.  No
+pickle: decoding builds only ints, bytes, tuples and the graph's own classes.
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+import zlib
+from array import array
+from dataclasses import dataclass, field
+from itertools import repeat
+from typing import Any
+
+from ampere.wire.types import ShortChannelId
+
+from .gossip_store import DELETED, channel_dying_record, private_channel_record
+from .graph import Channel, Graph, Half, Node, NodeInfo
+
+MAGIC = b"AMPGRAPH"
+VERSION = 1
+_HEADER = struct.Struct("<8sIQII")
+_ITEMSIZE = {"B": 1, "H": 2, "I": 4, "q": 8, "Q": 8}
+_BIG_ENDIAN = sys.byteorder == "big"
+assert all(array(t).itemsize == n for t, n in _ITEMSIZE.items())
+
+_REC_HEAD = 12  # a store record's header before its message (gossip_store.py)
+
+
+class CacheInvalid(Exception):
+    """The cache is not for this store file (stale), or not a cache we read (corrupt, other version)."""
+
+
+class CacheMismatch(Exception):
+    """The graph and the store's live records disagree: no cache is made from them."""
+
+
+@dataclass
+class StoreIndex:
+    """The gossip store's live records (GossipStore's index): offsets in the file."""
+
+    ann: dict[int, tuple[int, int]] = field(default_factory=dict)  # scid -> (announcement, amount record)
+    upd: dict[int, int] = field(default_factory=dict)              # scid << 1 | direction -> update
+    node: dict[bytes, int] = field(default_factory=dict)           # node id -> node_announcement
+    priv: dict[int, int] = field(default_factory=dict)             # scid -> private channel record
+    dying: dict[int, int] = field(default_factory=dict)            # scid -> dying record
+    live_bytes: int = 0
+    deleted_bytes: int = 0
+
+
+@dataclass
+class GraphSnapshot:
+    """The graph's values at one moment (the objects change afterwards, the bytes do not)."""
+
+    # (scid, node1, node2, capacity_sat, added_at, spent_height, public, announcement, update 0, update 1)
+    channels: list[tuple]
+    # (node id, node_announcement or None), the nodes in the order the channels first name them
+    nodes: list[tuple[bytes, bytes | None]]
+
+
+def snapshot(graph: Graph) -> GraphSnapshot:
+    """Take the graph's values (on the thread that changes it; ~1 us a channel)."""
+    first: dict[bytes, None] = {}
+    chans = []
+    for ch in graph.channels.values():
+        h0, h1 = ch.halves
+        chans.append((int(ch.scid), ch.node1, ch.node2, ch.capacity_sat, ch.added_at, ch.spent_height, ch.public,
+                      ch.raw, h0.raw if h0 is not None else None, h1.raw if h1 is not None else None))
+        first[ch.node1] = None
+        first[ch.node2] = None
+    nodes = graph.nodes
+    if len(first) != len(nodes):
+        raise CacheMismatch("a node without channels")  # (the graph drops them: never seen)
+    return GraphSnapshot(chans, [(nid, info.raw if (info := nodes[nid].info) is not None else None) for nid in first])
+
+
+# -- encoding -------------------------------------------------------------------------------------
+
+def _arr(code: str, values: Any) -> bytes:
+    a = array(code, values)
+    if _BIG_ENDIAN:
+        a.byteswap()
+    return bytes([ord(code)]) + struct.pack("<I", len(a)) + a.tobytes()
+
+
+def _blob(data: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(data)) + data
+
+
+def _record_at(image: bytes, offset: int, msg: bytes, what: str) -> int:
+    """`offset`, checked to be a live record of exactly `msg` in the store image."""
+    head = image[offset : offset + 4]
+    if len(head) < 4 or (head[0] << 8 | head[1]) & DELETED or (head[2] << 8 | head[3]) != len(msg) \
+            or image[offset + _REC_HEAD : offset + _REC_HEAD + len(msg)] != msg:
+        raise CacheMismatch(f"{what}: the store's live record differs")
+    return offset
+
+
+def encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
+    """The cache of `snap` for the store file whose bytes are `image` and live records `index`
+    (taken together, on the store's worker, after the writes the snapshot's changes asked for)."""
+    nodes = snap.nodes
+    number = {nid: i for i, (nid, _) in enumerate(nodes)}
+    info_off = []
+    for nid, raw in nodes:
+        if raw is None:
+            info_off.append(-1)
+        else:
+            off = index.node.get(nid)
+            if off is None:
+                raise CacheMismatch("node_announcement not in the store")
+            info_off.append(_record_at(image, off, raw, "node_announcement"))
+    scids, n1s, n2s, caps, added, spent, public, ann_off, h_off, h_ts = [], [], [], [], [], [], [], [], [], []
+    for scid, n1, n2, cap, added_at, spent_height, pub, ann, r0, r1 in snap.channels:
+        scids.append(scid)
+        n1s.append(number[n1])
+        n2s.append(number[n2])
+        caps.append(cap)
+        added.append(added_at)
+        public.append(1 if pub else 0)
+        if ann is not None:
+            offs = index.ann.get(scid)
+            if offs is None:
+                raise CacheMismatch("channel_announcement not in the store")
+            ann_off.append(_record_at(image, offs[0], ann, "channel_announcement"))
+        else:
+            off = index.priv.get(scid)
+            if pub or off is None:
+                raise CacheMismatch("private channel not in the store")
+            _record_at(image, off, private_channel_record(scid, n1, n2, cap), "private channel")
+            ann_off.append(-1)
+        # The spent mark as the store has it (its height is what a load from the store would give).
+        dying = index.dying.get(scid)
+        if (dying is None) != (spent_height is None):
+            raise CacheMismatch("spent mark differs")
+        if dying is not None:
+            height = int.from_bytes(image[dying + _REC_HEAD + 10 : dying + _REC_HEAD + 14], "big")
+            _record_at(image, dying, channel_dying_record(scid, height), "dying record")
+            spent_height = height
+        spent.append(-1 if spent_height is None else spent_height)
+        for d, raw in ((0, r0), (1, r1)):
+            if raw is None:
+                h_off.append(-1)
+                h_ts.append(0)
+            else:
+                off = index.upd.get(scid << 1 | d)
+                if off is None:
+                    raise CacheMismatch("channel_update not in the store")
+                h_off.append(_record_at(image, off, raw, "channel_update"))
+                h_ts.append(int.from_bytes(raw[106:110], "big"))
+    body = [
+        _blob(b"".join(nid for nid, _ in nodes)), _arr("q", info_off),
+        _arr("Q", scids), _arr("I", n1s), _arr("I", n2s), _arr("Q", caps), _arr("q", added), _arr("q", spent),
+        _arr("B", public), _arr("q", ann_off), _arr("q", h_off), _arr("I", h_ts),
+    ]
+    body += _encode_index(index)
+    # The view, as EdgeView.rebuild makes it on the graph restored from the above.
+    from ..route_view import EdgeView
+
+    graph = Graph()
+    _decode_graph(_Reader(b"".join(body)), image, graph)
+    view = EdgeView()
+    view.rebuild(graph)
+    if view.ids != [nid for nid, _ in nodes]:
+        raise CacheMismatch("the view numbers the nodes otherwise")
+    body += [_arr(code, col) for code, col in zip(_VIEW_CODES, view.columns())]
+    data = b"".join(body)
+    return _HEADER.pack(MAGIC, VERSION, len(image), zlib.crc32(image), zlib.crc32(data)) + data
+
+
+def _encode_index(index: StoreIndex) -> list[bytes]:
+    ann = index.ann
+    return [
+        _arr("Q", list(ann)), _arr("q", [a for a, _ in ann.values()]), _arr("q", [b for _, b in ann.values()]),
+        _arr("Q", list(index.upd)), _arr("q", list(index.upd.values())),
+        _blob(b"".join(index.node)), _arr("q", list(index.node.values())),
+        _arr("Q", list(index.priv)), _arr("q", list(index.priv.values())),
+        _arr("Q", list(index.dying)), _arr("q", list(index.dying.values())),
+        _arr("q", [index.live_bytes, index.deleted_bytes]),
+    ]
+
+
+# The view's columns (EdgeView.columns): incoming edges (order, src, scid, direction, base, ppm, cltv
+# delta, htlc_min, htlc_max, capacity or -1) by destination, their starts, outgoing edges (dst, scid,
+# base, ppm, cltv delta) by source, their starts, and the nodes not to route through.
+_VIEW_CODES = ("I", "I", "Q", "B", "I", "I", "I", "Q", "Q", "q", "I", "I", "Q", "I", "I", "I", "I", "B")
+
+
+# -- decoding -------------------------------------------------------------------------------------
+
+class _Reader:
+    __slots__ = ("data", "pos")
+
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def blob(self) -> bytes:
+        data, pos = self.data, self.pos
+        if data[pos : pos + 1] != b"B":
+            raise CacheInvalid("bad section")
+        (n,) = struct.unpack_from("<I", data, pos + 1)
+        self.pos = pos + 5 + n
+        if self.pos > len(data):
+            raise CacheInvalid("truncated")
+        return data[pos + 5 : self.pos]
+
+    def ints(self, code: str) -> list[int]:
+        data, pos = self.data, self.pos
+        if data[pos : pos + 1] != code.encode():
+            raise CacheInvalid("bad section")
+        (n,) = struct.unpack_from("<I", data, pos + 1)
+        end = pos + 5 + n * _ITEMSIZE[code]
+        if end > len(data):
+            raise CacheInvalid("truncated")
+        a = array(code)
+        a.frombytes(data[pos + 5 : end])
+        if _BIG_ENDIAN:
+            a.byteswap()
+        self.pos = end
+        return a.tolist()
+
+
+def decode(data: bytes, image: bytes, graph: Graph) -> StoreIndex:
+    """Fill the empty `graph` (its path finder's view included) from the cache `data` of the store
+    file whose bytes are `image`; returns the store's index.  CacheInvalid (and `graph` left empty)
+    if the cache is not for this file or does not hold together."""
+    if len(data) < _HEADER.size:
+        raise CacheInvalid("too short")
+    magic, version, store_len, store_crc, body_crc = _HEADER.unpack_from(data)
+    if magic != MAGIC or version != VERSION:
+        raise CacheInvalid("not a graph cache of this version")
+    if store_len != len(image) or store_crc != zlib.crc32(image):
+        raise CacheInvalid("stale: the gossip store changed")
+    body = memoryview(data)[_HEADER.size :]
+    if zlib.crc32(body) != body_crc:
+        raise CacheInvalid("corrupt")
+    try:
+        r = _Reader(bytes(body))
+        ids, scid_objs, n1s, n2s = _decode_graph(r, image, graph)
+        index = _decode_index(r)
+        cols = [r.ints(code) for code in _VIEW_CODES]
+        if r.pos != len(r.data):
+            raise CacheInvalid("trailing bytes")
+        from ..route_view import EdgeView
+
+        graph.route_view = EdgeView.from_columns(graph, ids, scid_objs, n1s, n2s, cols)
+        return index
+    except (IndexError, ValueError, KeyError, struct.error) as e:  # (a bug, or a cache its CRC missed)
+        graph.__init__()  # type: ignore[misc]
+        raise CacheInvalid(f"does not hold together: {e!r}") from None
+    except CacheInvalid:
+        graph.__init__()  # type: ignore[misc]
+        raise
+
+
+def _decode_graph(r: _Reader, image: bytes,
+                  graph: Graph) -> tuple[list[bytes], list[ShortChannelId], list[int], list[int]]:
+    """The graph part of the cache into the empty `graph`: (node ids, scids, node numbers of ends)."""
+    blob = r.blob()
+    ids = [blob[i : i + 33] for i in range(0, len(blob), 33)]
+    info_off = r.ints("q")
+    scids, n1s, n2s, caps, added, spent, public, ann_off, h_off, h_ts = (
+        r.ints("Q"), r.ints("I"), r.ints("I"), r.ints("Q"), r.ints("q"), r.ints("q"), r.ints("B"), r.ints("q"),
+        r.ints("q"), r.ints("I"))
+    n = len(scids)
+    if not (len(info_off) == len(ids) and len(n1s) == len(n2s) == len(caps) == len(added) == len(spent)
+            == len(public) == len(ann_off) == n and len(h_off) == len(h_ts) == 2 * n):
+        raise CacheInvalid("columns of different lengths")
+    node_objs = [Node(nid) for nid in ids]
+    graph.nodes.update(zip(ids, node_objs))
+    channels = graph.channels
+    new = object.__new__
+    # (ShortChannelId without its range check: a u64 column always fits)
+    scid_objs = list(map(int.__new__, repeat(ShortChannelId), scids))
+    seq = 0
+    for scid, i1, i2, cap, added_at, spent_height, pub, ao, o0, t0, o1, t1 in zip(
+            scid_objs, n1s, n2s, caps, added, spent, public, ann_off, h_off[0::2], h_ts[0::2], h_off[1::2],
+            h_ts[1::2]):
+        a, b = node_objs[i1], node_objs[i2]
+        ch = new(Channel)
+        ch.scid = scid
+        ch.node1 = a.node_id
+        ch.node2 = b.node_id
+        ch.capacity_sat = cap
+        if ao >= 0:
+            end = ao + _REC_HEAD + (image[ao + 2] << 8 | image[ao + 3])
+            raw = ch.raw = image[ao + _REC_HEAD : end]
+            flen = raw[258] << 8 | raw[259]
+            ch.features = raw[260 : 260 + flen] if flen else b""
+        else:
+            ch.raw = None
+            ch.features = b""
+        ch.public = pub == 1
+        ch.spent_height = None if spent_height < 0 else spent_height
+        ch.added_at = added_at
+        ch.seq = seq
+        seq += 1
+        halves: list[Half | None] = [None, None]
+        if o0 >= 0:
+            h = new(Half)
+            h.raw = image[o0 + _REC_HEAD : o0 + _REC_HEAD + (image[o0 + 2] << 8 | image[o0 + 3])]
+            h._checksum = None
+            h.timestamp = t0
+            halves[0] = h
+        if o1 >= 0:
+            h = new(Half)
+            h.raw = image[o1 + _REC_HEAD : o1 + _REC_HEAD + (image[o1 + 2] << 8 | image[o1 + 3])]
+            h._checksum = None
+            h.timestamp = t1
+            halves[1] = h
+        ch.halves = halves
+        channels[scid] = ch
+        a.channels.add(scid)
+        b.channels.add(scid)
+    for node, off in zip(node_objs, info_off):
+        if off >= 0:
+            node.info = NodeInfo.unparsed(node.node_id, image[off + _REC_HEAD : off + _REC_HEAD
+                                                              + (image[off + 2] << 8 | image[off + 3])])
+    graph._next_seq = seq
+    graph.changed_scids.clear()
+    graph.changed_nodes.clear()
+    graph.loaded()
+    return ids, scid_objs, n1s, n2s
+
+
+def _decode_index(r: _Reader) -> StoreIndex:
+    ann_scid, ann_off, amt_off = r.ints("Q"), r.ints("q"), r.ints("q")
+    upd_key, upd_off = r.ints("Q"), r.ints("q")
+    blob = r.blob()
+    node_off = r.ints("q")
+    priv_scid, priv_off = r.ints("Q"), r.ints("q")
+    dying_scid, dying_off = r.ints("Q"), r.ints("q")
+    live, deleted = r.ints("q")
+    node_ids = [blob[i : i + 33] for i in range(0, len(blob), 33)]
+    if not (len(ann_scid) == len(ann_off) == len(amt_off) and len(upd_key) == len(upd_off)
+            and len(node_ids) == len(node_off) and len(priv_scid) == len(priv_off) and len(dying_scid) == len(dying_off)):
+        raise CacheInvalid("index columns of different lengths")
+    return StoreIndex(dict(zip(ann_scid, zip(ann_off, amt_off))), dict(zip(upd_key, upd_off)),
+                      dict(zip(node_ids, node_off)), dict(zip(priv_scid, priv_off)),
+                      dict(zip(dying_scid, dying_off)), live, deleted)
+
+
+__all__ = ["CacheInvalid", "CacheMismatch", "GraphSnapshot", "StoreIndex", "decode", "encode", "snapshot"]
