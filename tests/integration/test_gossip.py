@@ -302,6 +302,9 @@ def test_peer_gossip_graph_rpcs_relay_and_restart(node_factory_chain, chaind, pe
     assert sorted((c["short_channel_id"], c["direction"], c["last_update"]) for c in chans_of(l1)) == before
     assert len(l1.rpc.listnodes()["nodes"]) == 4 and l1.rpc.listnodes(A.pub.hex())["nodes"][0]["alias"] == "node-a"
     assert "gossip_store: 3 channels, 6 updates, 3 nodes" in l1.logs()
+    # ... through the graph cache the clean stop wrote; routes use it at once.
+    assert "nodes loaded in" in l1.logs() and "(graph cache)" in l1.logs()
+    assert l1.rpc.getroute(D.pub.hex(), 1000, 1, fromid=A.pub.hex())["route"][-1]["channel"] == str(cd.scid)
 
 
 def test_hostile_gossip_rejected_counted_not_stored(node_factory_chain, chaind, peers):
