@@ -24,6 +24,7 @@ pickle: decoding builds only ints, bytes, tuples and the graph's own classes.
 
 from __future__ import annotations
 
+import gc
 import struct
 import sys
 import zlib
@@ -44,7 +45,8 @@ _ITEMSIZE = {"B": 1, "H": 2, "I": 4, "q": 8, "Q": 8}
 _BIG_ENDIAN = sys.byteorder == "big"
 assert all(array(t).itemsize == n for t, n in _ITEMSIZE.items())
 
-_REC_HEAD = 12  # a store record's header before its message (gossip_store.py)
+_REC_HEAD = 12  # a store record's header before its message (gossip_store.py): flags, length, ...
+_FLAGS_LEN = struct.Struct(">HH").unpack_from
 
 
 class CacheInvalid(Exception):
@@ -109,16 +111,31 @@ def _blob(data: bytes) -> bytes:
 
 def _record_at(image: bytes, offset: int, msg: bytes, what: str) -> int:
     """`offset`, checked to be a live record of exactly `msg` in the store image."""
-    head = image[offset : offset + 4]
-    if len(head) < 4 or (head[0] << 8 | head[1]) & DELETED or (head[2] << 8 | head[3]) != len(msg) \
-            or image[offset + _REC_HEAD : offset + _REC_HEAD + len(msg)] != msg:
+    try:
+        flags, length = _FLAGS_LEN(image, offset)
+    except struct.error:
+        flags, length = DELETED, -1
+    if flags & DELETED or length != len(msg) or not image.startswith(msg, offset + _REC_HEAD):
         raise CacheMismatch(f"{what}: the store's live record differs")
     return offset
 
 
 def encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
     """The cache of `snap` for the store file whose bytes are `image` and live records `index`
-    (taken together, on the store's worker, after the writes the snapshot's changes asked for)."""
+    (taken together, on the store's worker, after the writes the snapshot's changes asked for).
+
+    The cyclic garbage collector is held off meanwhile, as the store's load does (this makes a
+    graph and a view of it, some 100,000 objects, none of them garbage until the end)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _encode(snap, index, image)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
     nodes = snap.nodes
     number = {nid: i for i, (nid, _) in enumerate(nodes)}
     info_off = []
