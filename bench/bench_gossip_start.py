@@ -83,10 +83,10 @@ def main() -> None:
                 node.start()
                 node.wait_for_log("gossip_store: ")
                 line = [ln for ln in node.logs().splitlines() if "gossip_store: " in ln][-1]
-                ms = re.search(r"loaded in (\d+)ms", line).group(1)
+                ms = re.search(r"loaded in (\d+ms(?:, \d+ms CPU)?)", line).group(1)
                 how = "graph cache" if "(graph cache)" in line else "store"
                 if i > 0:  # (the first start warms the page cache)
-                    times[how].append(f"{ms} ms (load {os.getloadavg()[0]:.1f})")
+                    times[how].append(f"{ms} (load {os.getloadavg()[0]:.1f})")
                 if i < 2 * args.starts:
                     node.stop()
             for how, ts in times.items():

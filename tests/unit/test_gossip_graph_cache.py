@@ -121,6 +121,15 @@ def test_stale_or_corrupt_cache_is_refused_and_the_store_loaded(tmp_path):
     _write_cache(path)
     graph, cached = load()
     assert cached
+    # Loaded for the daemon (its index made when first needed): writes work as after a load.
+    store, stats = open_and_load(path, Graph(), use_cache=True)
+    assert stats.cached
+    store.delete_channel(net.edges[0][0])
+    store.close()
+    assert net.edges[0][0] not in load()[0].channels
+    _write_cache(path)
+    graph, cached = load()
+    assert cached and net.edges[0][0] not in graph.channels
     # A channel used by a route closes (its funding spent: an append to the store).
     route = find_route(graph, RouteQuery(source=pubs[0], destination=pubs[-1], amount_msat=100_000))
     closed = int(route[-1].short_channel_id)

@@ -31,7 +31,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any
+from typing import Any, Callable
 
 from ampere.wire.types import ShortChannelId
 
@@ -190,7 +190,6 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
         _arr("Q", scids), _arr("I", n1s), _arr("I", n2s), _arr("Q", caps), _arr("q", added), _arr("q", spent),
         _arr("B", public), _arr("q", ann_off), _arr("q", h_off), _arr("I", h_ts),
     ]
-    body += _encode_index(index)
     # The view, as EdgeView.rebuild makes it on the graph restored from the above.
     from ..route_view import EdgeView
 
@@ -201,6 +200,7 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
     if view.ids != [nid for nid, _ in nodes]:
         raise CacheMismatch("the view numbers the nodes otherwise")
     body += [_arr(code, col) for code, col in zip(_VIEW_CODES, view.columns())]
+    body += _encode_index(index)  # (last: decoded when first needed, on the store's worker)
     data = b"".join(body)
     return _HEADER.pack(MAGIC, VERSION, len(image), zlib.crc32(image), zlib.crc32(data)) + data
 
@@ -223,6 +223,10 @@ def _encode_index(index: StoreIndex) -> list[bytes]:
 _VIEW_CODES = ("I", "I", "Q", "B", "I", "I", "I", "Q", "Q", "q", "I", "I", "Q", "I", "I", "I", "I", "B")
 
 
+# The store index's sections (_encode_index), the node ids' blob as "B".
+_INDEX_CODES = ("Q", "q", "q", "Q", "q", "B", "q", "Q", "q", "Q", "q", "q")
+
+
 # -- decoding -------------------------------------------------------------------------------------
 
 class _Reader:
@@ -241,6 +245,15 @@ class _Reader:
             raise CacheInvalid("truncated")
         return data[pos + 5 : self.pos]
 
+    def skip(self, code: str) -> None:
+        data, pos = self.data, self.pos
+        if data[pos : pos + 1] != code.encode():
+            raise CacheInvalid("bad section")
+        (n,) = struct.unpack_from("<I", data, pos + 1)
+        self.pos = pos + 5 + n * _ITEMSIZE[code]
+        if self.pos > len(data):
+            raise CacheInvalid("truncated")
+
     def ints(self, code: str) -> list[int]:
         data, pos = self.data, self.pos
         if data[pos : pos + 1] != code.encode():
@@ -257,10 +270,12 @@ class _Reader:
         return a.tolist()
 
 
-def decode(data: bytes, image: bytes, graph: Graph) -> StoreIndex:
+def decode(data: bytes, image: bytes, graph: Graph) -> tuple[Callable[[], StoreIndex], tuple[int, int, int]]:
     """Fill the empty `graph` (its path finder's view included) from the cache `data` of the store
-    file whose bytes are `image`; returns the store's index.  CacheInvalid (and `graph` left empty)
-    if the cache is not for this file or does not hold together."""
+    file whose bytes are `image`; returns what makes the store's index (some 35,000 dict entries
+    for 10,000 channels: made on the store's worker, when it first writes) and the numbers of
+    public channels, channel_updates and node_announcements loaded.  CacheInvalid (and `graph`
+    left empty) if the cache is not for this file or does not hold together."""
     if len(data) < _HEADER.size:
         raise CacheInvalid("too short")
     magic, version, store_len, store_crc, body_crc = _HEADER.unpack_from(data)
@@ -273,15 +288,18 @@ def decode(data: bytes, image: bytes, graph: Graph) -> StoreIndex:
         raise CacheInvalid("corrupt")
     try:
         r = _Reader(bytes(body))
-        ids, scid_objs, n1s, n2s = _decode_graph(r, image, graph)
-        index = _decode_index(r)
+        ids, scid_objs, n1s, n2s, counts = _decode_graph(r, image, graph)
         cols = [r.ints(code) for code in _VIEW_CODES]
+        index_at = r.pos
+        for code in _INDEX_CODES:  # the index's sections framed right (their contents: the CRC)
+            r.skip(code)
         if r.pos != len(r.data):
             raise CacheInvalid("trailing bytes")
         from ..route_view import EdgeView
 
         graph.route_view = EdgeView.from_columns(graph, ids, scid_objs, n1s, n2s, cols)
-        return index
+        r.pos = index_at
+        return (lambda: _decode_index(r)), counts
     except (IndexError, ValueError, KeyError, struct.error) as e:  # (a bug, or a cache its CRC missed)
         graph.__init__()  # type: ignore[misc]
         raise CacheInvalid(f"does not hold together: {e!r}") from None
@@ -290,9 +308,10 @@ def decode(data: bytes, image: bytes, graph: Graph) -> StoreIndex:
         raise
 
 
-def _decode_graph(r: _Reader, image: bytes,
-                  graph: Graph) -> tuple[list[bytes], list[ShortChannelId], list[int], list[int]]:
-    """The graph part of the cache into the empty `graph`: (node ids, scids, node numbers of ends)."""
+def _decode_graph(r: _Reader, image: bytes, graph: Graph) -> tuple[
+        list[bytes], list[ShortChannelId], list[int], list[int], tuple[int, int, int]]:
+    """The graph part of the cache into the empty `graph`: (node ids, scids, node numbers of ends,
+    (public channels, updates, node announcements))."""
     blob = r.blob()
     ids = [blob[i : i + 33] for i in range(0, len(blob), 33)]
     info_off = r.ints("q")
@@ -351,13 +370,19 @@ def _decode_graph(r: _Reader, image: bytes,
         b.channels.add(scid)
     for node, off in zip(node_objs, info_off):
         if off >= 0:
-            node.info = NodeInfo.unparsed(node.node_id, image[off + _REC_HEAD : off + _REC_HEAD
-                                                              + (image[off + 2] << 8 | image[off + 3])])
+            # NodeInfo.unparsed without its length checks: these bytes passed them before the
+            # cache was written, and the file is the same (its CRC).
+            info = node.info = new(NodeInfo)
+            info.node_id = node.node_id
+            info.raw = raw = image[off + _REC_HEAD : off + _REC_HEAD + (image[off + 2] << 8 | image[off + 3])]
+            pos = 68 + (raw[66] << 8 | raw[67])
+            info.features = raw[68:pos]
+            info.timestamp = int.from_bytes(raw[pos : pos + 4], "big")
     graph._next_seq = seq
     graph.changed_scids.clear()
     graph.changed_nodes.clear()
     graph.loaded()
-    return ids, scid_objs, n1s, n2s
+    return ids, scid_objs, n1s, n2s, (sum(public), 2 * n - h_off.count(-1), len(ids) - info_off.count(-1))
 
 
 def _decode_index(r: _Reader) -> StoreIndex:

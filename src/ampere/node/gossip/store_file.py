@@ -42,6 +42,7 @@ class LoadStats:
     dropped: int = 0  # live records that no longer made sense (e.g. an update without its channel)
     truncated_bytes: int = 0
     cached: bool = False  # loaded from the graph cache
+    cpu_seconds: float = 0.0  # the loading thread's CPU time (set by the daemon's loader)
 
 
 class GossipStore:
@@ -67,6 +68,7 @@ class GossipStore:
         # Bumped by every change to the file (append, delete, compaction, a torn tail cut off): a
         # graph cache made at one value describes the file as it was then (see write_cache).
         self.mutations = 0
+        self._index_from_cache: Callable[[], graph_cache.StoreIndex] | None = None
 
     # -- opening and loading -------------------------------------------------------------------
     def open(self) -> "GossipStore":
@@ -221,6 +223,8 @@ class GossipStore:
 
     # -- appending -----------------------------------------------------------------------------
     def _append(self, msgs: list[bytes], timestamp: int, flags: int = 0) -> list[int]:
+        if self._index_from_cache is not None:
+            self.build_index()
         f = self._file()
         f.seek(0, os.SEEK_END)
         pos = f.tell()
@@ -261,6 +265,8 @@ class GossipStore:
         index[key] = offset
 
     def _pop(self, index: dict, key: Any) -> None:
+        if self._index_from_cache is not None:
+            self.build_index()
         old = index.pop(key, None)
         if old is not None:
             self._delete_offsets(old if isinstance(old, tuple) else (old,))
@@ -305,10 +311,12 @@ class GossipStore:
     # -- compaction ----------------------------------------------------------------------------
     def should_compact(self) -> bool:
         """Worth rewriting: at least a megabyte is dead, and as much as is alive."""
+        self.build_index()
         return self.deleted_bytes >= 1_000_000 and self.deleted_bytes >= self.live_bytes
 
     def compact(self) -> tuple[int, int]:
         """Rewrite the file with only its live records, in their order; returns (old, new) sizes."""
+        self.build_index()
         f = self._file()
         f.seek(0)
         buf = f.read()
@@ -345,20 +353,32 @@ class GossipStore:
         return len(buf), len(out)
 
     # -- the graph cache (ampere.ln.gossip.graph_cache) -----------------------------------------
-    def load_cached(self, graph: Graph, cache: bytes) -> LoadStats:
+    def load_cached(self, graph: Graph, cache: bytes, defer_index: bool = False) -> LoadStats:
         """load(graph) from the graph cache `cache` of this file: CacheInvalid (nothing loaded, the
-        file untouched) unless the cache is for the file as it is (its length and CRC-32)."""
+        file untouched) unless the cache is for the file as it is (its length and CRC-32).
+        `defer_index`: the index of live records is made by build_index(), before the first write."""
         f = self._file()
         f.seek(0)
         image = f.read()
         f.seek(0, os.SEEK_END)
-        index = graph_cache.decode(cache, image, graph)
-        self._ann, self._upd, self._node, self._priv, self._dying = (
-            index.ann, index.upd, index.node, index.priv, index.dying)
-        self.live_bytes, self.deleted_bytes = index.live_bytes, index.deleted_bytes
-        chans = graph.channels.values()
-        return LoadStats(channels=sum(1 for c in chans if c.public), updates=len(index.upd), nodes=len(index.node),
-                         cached=True)
+        self._index_from_cache, (channels, updates, nodes) = graph_cache.decode(cache, image, graph)
+        if not defer_index:
+            self.build_index()
+        return LoadStats(channels=channels, updates=updates, nodes=nodes, cached=True)
+
+    def build_index(self) -> None:
+        """After load_cached(defer_index=True): make the index (before any write; StoreWorker does it first)."""
+        make, self._index_from_cache = self._index_from_cache, None
+        if make is not None:
+            index = make()
+            # (into the dicts themselves: a caller may hold one already, as _pop's argument)
+            pairs: list[tuple[dict[Any, Any], dict[Any, Any]]] = [
+                (self._ann, index.ann), (self._upd, index.upd), (self._node, index.node), (self._priv, index.priv),
+                (self._dying, index.dying)]
+            for mine, theirs in pairs:
+                mine.clear()
+                mine.update(theirs)
+            self.live_bytes, self.deleted_bytes = index.live_bytes, index.deleted_bytes
 
     def write_cache(self, snap: graph_cache.GraphSnapshot, path: str) -> int:
         """Write the graph cache of `snap` (taken after the writes asked before this call) for this
@@ -368,6 +388,7 @@ class GossipStore:
         f.seek(0)
         image = f.read()
         f.seek(0, os.SEEK_END)
+        self.build_index()
         index = graph_cache.StoreIndex(self._ann, self._upd, self._node, self._priv, self._dying,
                                        self.live_bytes, self.deleted_bytes)
         data = graph_cache.encode(snap, index, image)
@@ -408,7 +429,8 @@ def open_and_load(path: str, graph: Graph, use_cache: bool = False) -> tuple[Gos
             pass
         else:
             try:
-                return store, store.load_cached(graph, cache)
+                # (the index is made by the StoreWorker the daemon wraps the store in)
+                return store, store.load_cached(graph, cache, defer_index=True)
             except graph_cache.CacheInvalid:
                 pass
     return store, store.load(graph)
@@ -426,6 +448,7 @@ class StoreWorker:
         self._on_error = on_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gossip-store")
         self.failed = False  # a write failed: the file lacks what the graph has (no graph cache made from them)
+        self._submit(store.build_index)  # (loaded from the graph cache: the index is made here, first)
 
     def _submit(self, fn: Callable, *args: object) -> None:
         self._pool.submit(fn, *args).add_done_callback(self._check)
