@@ -263,6 +263,9 @@ class GossipManager:
         except OSError as e:
             self.node.log.unusual(LOG, f"graph cache not written: {e!r}")
             return False
+        except Exception as e:  # a bug: say so, and carry on (the store is loaded without it)
+            self.node.log.broken(LOG, f"graph cache not written: {e!r}")
+            return False
         self.node.log.debug(LOG, f"graph cache written: {size} bytes")
         return True
 
