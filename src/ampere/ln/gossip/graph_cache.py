@@ -300,12 +300,12 @@ def decode(data: bytes, image: bytes, graph: Graph) -> tuple[Callable[[], StoreI
         graph.route_view = EdgeView.from_columns(graph, ids, scid_objs, n1s, n2s, cols)
         r.pos = index_at
         return (lambda: _decode_index(r)), counts
-    except (IndexError, ValueError, KeyError, struct.error) as e:  # (a bug, or a cache its CRC missed)
-        graph.__init__()  # type: ignore[misc]
-        raise CacheInvalid(f"does not hold together: {e!r}") from None
     except CacheInvalid:
         graph.__init__()  # type: ignore[misc]
         raise
+    except Exception as e:  # (a bug, or a cache its CRC missed): the store is loaded instead, never a failed start
+        graph.__init__()  # type: ignore[misc]
+        raise CacheInvalid(f"does not hold together: {e!r}") from None
 
 
 def _decode_graph(r: _Reader, image: bytes, graph: Graph) -> tuple[
