@@ -172,6 +172,14 @@ def test_stale_or_corrupt_cache_is_refused_and_the_store_loaded(tmp_path):
             with pytest.raises(graph_cache.CacheInvalid):
                 store.load_cached(target, bad)
             assert not target.channels and not target.nodes and target.route_view is None
+    # Made by other code (say, another rule for what the view routes through): refused.
+    real = graph_cache.code_fingerprint()
+    try:
+        graph_cache._FINGERPRINT = real ^ 1
+        with GossipStore(path) as store, pytest.raises(graph_cache.CacheInvalid, match="other code"):
+            store.load_cached(Graph(), data)
+    finally:
+        graph_cache._FINGERPRINT = real
     other = str(tmp_path / "other_store")
     _network_store(other, seed=6)
     os.replace(cache, cache_path(other))

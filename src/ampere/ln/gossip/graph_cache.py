@@ -40,7 +40,7 @@ from .graph import Channel, Graph, Half, Node, NodeInfo
 
 MAGIC = b"AMPGRAPH"
 VERSION = 1
-_HEADER = struct.Struct("<8sIQII")
+_HEADER = struct.Struct("<8sIIQII")
 _ITEMSIZE = {"B": 1, "H": 2, "I": 4, "q": 8, "Q": 8}
 _BIG_ENDIAN = sys.byteorder == "big"
 assert all(array(t).itemsize == n for t, n in _ITEMSIZE.items())
@@ -94,6 +94,37 @@ def snapshot(graph: Graph) -> GraphSnapshot:
     if len(first) != len(nodes):
         raise CacheMismatch("a node without channels")  # (the graph drops them: never seen)
     return GraphSnapshot(chans, [(nid, info.raw if (info := nodes[nid].info) is not None else None) for nid in first])
+
+
+_FINGERPRINT: int | None = None
+
+
+def code_fingerprint() -> int:
+    """A CRC-32 of the code whose results the cache holds: the view's rules (what is routable, and
+    how the view is laid out), the feature bits they know, and this module's own layout.  A cache
+    made by other code (another release, a changed rule, another Python) is refused, so a cached
+    view never outlives the rules that made it."""
+    global _FINGERPRINT
+    if _FINGERPRINT is None:
+        from ampere.wire.features import FEATURE_BITS
+
+        from ..route_view import EdgeView, unroutable_node
+
+        funcs: tuple[Any, ...] = (
+            EdgeView.rebuild, EdgeView.columns, EdgeView.__dict__["from_columns"].__func__, unroutable_node,
+            Channel.__dict__["routable_features"].fget, _encode, _decode_graph, _decode_index, _encode_index)
+        parts = [_code_bytes(f.__code__) for f in funcs]
+        parts.append(repr((sorted(FEATURE_BITS.items()), VERSION, _VIEW_CODES, _INDEX_CODES)).encode())
+        _FINGERPRINT = zlib.crc32(b"".join(parts))
+    return _FINGERPRINT
+
+
+def _code_bytes(code: Any) -> bytes:
+    """A code object's bytecode, names and constants (nested code objects alike; no addresses)."""
+    consts = [_code_bytes(c) if hasattr(c, "co_code")
+              else repr(sorted(map(repr, c))).encode() if isinstance(c, frozenset)  # (its order: the hash seed's)
+              else repr(c).encode() for c in code.co_consts]
+    return code.co_code + repr(code.co_names).encode() + b"|".join(consts)
 
 
 # -- encoding -------------------------------------------------------------------------------------
@@ -202,7 +233,7 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
     body += [_arr(code, col) for code, col in zip(_VIEW_CODES, view.columns())]
     body += _encode_index(index)  # (last: decoded when first needed, on the store's worker)
     data = b"".join(body)
-    return _HEADER.pack(MAGIC, VERSION, len(image), zlib.crc32(image), zlib.crc32(data)) + data
+    return _HEADER.pack(MAGIC, VERSION, code_fingerprint(), len(image), zlib.crc32(image), zlib.crc32(data)) + data
 
 
 def _encode_index(index: StoreIndex) -> list[bytes]:
@@ -278,9 +309,11 @@ def decode(data: bytes, image: bytes, graph: Graph) -> tuple[Callable[[], StoreI
     left empty) if the cache is not for this file or does not hold together."""
     if len(data) < _HEADER.size:
         raise CacheInvalid("too short")
-    magic, version, store_len, store_crc, body_crc = _HEADER.unpack_from(data)
+    magic, version, fingerprint, store_len, store_crc, body_crc = _HEADER.unpack_from(data)
     if magic != MAGIC or version != VERSION:
         raise CacheInvalid("not a graph cache of this version")
+    if fingerprint != code_fingerprint():
+        raise CacheInvalid("made by other code (the view's rules may differ)")
     if store_len != len(image) or store_crc != zlib.crc32(image):
         raise CacheInvalid("stale: the gossip store changed")
     body = memoryview(data)[_HEADER.size :]
