@@ -169,16 +169,21 @@ def encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
 def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
     nodes = snap.nodes
     number = {nid: i for i, (nid, _) in enumerate(nodes)}
-    info_off = []
+    # Each message is found by where it starts and ends in the store file (-1, -1: none).
+    info_at: list[int] = []
     for nid, raw in nodes:
         if raw is None:
-            info_off.append(-1)
+            info_at += (-1, -1)
         else:
             off = index.node.get(nid)
             if off is None:
                 raise CacheMismatch("node_announcement not in the store")
-            info_off.append(_record_at(image, off, raw, "node_announcement"))
-    scids, n1s, n2s, caps, added, spent, public, ann_off, h_off, h_ts = [], [], [], [], [], [], [], [], [], []
+            start = _record_at(image, off, raw, "node_announcement") + _REC_HEAD
+            info_at += (start, start + len(raw))
+    scids, n1s, n2s, caps, added, spent, public = [], [], [], [], [], [], []
+    ann_at: list[int] = []
+    h_at: list[int] = []
+    h_ts: list[int] = []
     for scid, n1, n2, cap, added_at, spent_height, pub, ann, r0, r1 in snap.channels:
         scids.append(scid)
         n1s.append(number[n1])
@@ -190,13 +195,14 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
             offs = index.ann.get(scid)
             if offs is None:
                 raise CacheMismatch("channel_announcement not in the store")
-            ann_off.append(_record_at(image, offs[0], ann, "channel_announcement"))
+            start = _record_at(image, offs[0], ann, "channel_announcement") + _REC_HEAD
+            ann_at += (start, start + len(ann))
         else:
             off = index.priv.get(scid)
             if pub or off is None:
                 raise CacheMismatch("private channel not in the store")
             _record_at(image, off, private_channel_record(scid, n1, n2, cap), "private channel")
-            ann_off.append(-1)
+            ann_at += (-1, -1)
         # The spent mark as the store has it (its height is what a load from the store would give).
         dying = index.dying.get(scid)
         if (dying is None) != (spent_height is None):
@@ -208,18 +214,19 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
         spent.append(-1 if spent_height is None else spent_height)
         for d, raw in ((0, r0), (1, r1)):
             if raw is None:
-                h_off.append(-1)
+                h_at += (-1, -1)
                 h_ts.append(0)
             else:
                 off = index.upd.get(scid << 1 | d)
                 if off is None:
                     raise CacheMismatch("channel_update not in the store")
-                h_off.append(_record_at(image, off, raw, "channel_update"))
+                start = _record_at(image, off, raw, "channel_update") + _REC_HEAD
+                h_at += (start, start + len(raw))
                 h_ts.append(int.from_bytes(raw[106:110], "big"))
     body = [
-        _blob(b"".join(nid for nid, _ in nodes)), _arr("q", info_off),
+        _blob(b"".join(nid for nid, _ in nodes)), _arr("q", info_at),
         _arr("Q", scids), _arr("I", n1s), _arr("I", n2s), _arr("Q", caps), _arr("q", added), _arr("q", spent),
-        _arr("B", public), _arr("q", ann_off), _arr("q", h_off), _arr("I", h_ts),
+        _arr("B", public), _arr("q", ann_at), _arr("q", h_at), _arr("I", h_ts),
     ]
     # The view, as EdgeView.rebuild makes it on the graph restored from the above.
     from ..route_view import EdgeView
@@ -347,35 +354,34 @@ def _decode_graph(r: _Reader, image: bytes, graph: Graph) -> tuple[
     (public channels, updates, node announcements))."""
     blob = r.blob()
     ids = [blob[i : i + 33] for i in range(0, len(blob), 33)]
-    info_off = r.ints("q")
-    scids, n1s, n2s, caps, added, spent, public, ann_off, h_off, h_ts = (
+    info_at = r.ints("q")
+    scids, n1s, n2s, caps, added, spent, public, ann_at, h_at, h_ts = (
         r.ints("Q"), r.ints("I"), r.ints("I"), r.ints("Q"), r.ints("q"), r.ints("q"), r.ints("B"), r.ints("q"),
         r.ints("q"), r.ints("I"))
     n = len(scids)
-    if not (len(info_off) == len(ids) and len(n1s) == len(n2s) == len(caps) == len(added) == len(spent)
-            == len(public) == len(ann_off) == n and len(h_off) == len(h_ts) == 2 * n):
+    if not (len(info_at) == 2 * len(ids) and len(n1s) == len(n2s) == len(caps) == len(added) == len(spent)
+            == len(public) == n and len(ann_at) == len(h_ts) == 2 * n and len(h_at) == 4 * n):
         raise CacheInvalid("columns of different lengths")
     node_objs = [Node(nid) for nid in ids]
     graph.nodes.update(zip(ids, node_objs))
+    adds = [node.channels.add for node in node_objs]
     channels = graph.channels
     new = object.__new__
+    channel_cls, half_cls = Channel, Half
     # (ShortChannelId without its range check: a u64 column always fits)
     scid_objs = list(map(int.__new__, repeat(ShortChannelId), scids))
     seq = 0
-    for scid, i1, i2, cap, added_at, spent_height, pub, ao, o0, t0, o1, t1 in zip(
-            scid_objs, n1s, n2s, caps, added, spent, public, ann_off, h_off[0::2], h_ts[0::2], h_off[1::2],
-            h_ts[1::2]):
-        a, b = node_objs[i1], node_objs[i2]
-        ch = new(Channel)
+    for scid, i1, i2, cap, added_at, spent_height, pub, a0, a1, s0, e0, t0, s1, e1, t1 in zip(
+            scid_objs, n1s, n2s, caps, added, spent, public, ann_at[0::2], ann_at[1::2], h_at[0::4], h_at[1::4],
+            h_ts[0::2], h_at[2::4], h_at[3::4], h_ts[1::2]):
+        ch = new(channel_cls)
         ch.scid = scid
-        ch.node1 = a.node_id
-        ch.node2 = b.node_id
+        ch.node1 = ids[i1]
+        ch.node2 = ids[i2]
         ch.capacity_sat = cap
-        if ao >= 0:
-            end = ao + _REC_HEAD + (image[ao + 2] << 8 | image[ao + 3])
-            raw = ch.raw = image[ao + _REC_HEAD : end]
-            flen = raw[258] << 8 | raw[259]
-            ch.features = raw[260 : 260 + flen] if flen else b""
+        if a0 >= 0:
+            raw = ch.raw = image[a0:a1]
+            ch.features = raw[260 : 260 + (raw[258] << 8 | raw[259])]
         else:
             ch.raw = None
             ch.features = b""
@@ -384,30 +390,28 @@ def _decode_graph(r: _Reader, image: bytes, graph: Graph) -> tuple[
         ch.added_at = added_at
         ch.seq = seq
         seq += 1
-        halves: list[Half | None] = [None, None]
-        if o0 >= 0:
-            h = new(Half)
-            h.raw = image[o0 + _REC_HEAD : o0 + _REC_HEAD + (image[o0 + 2] << 8 | image[o0 + 3])]
-            h._checksum = None
-            h.timestamp = t0
-            halves[0] = h
-        if o1 >= 0:
-            h = new(Half)
-            h.raw = image[o1 + _REC_HEAD : o1 + _REC_HEAD + (image[o1 + 2] << 8 | image[o1 + 3])]
-            h._checksum = None
-            h.timestamp = t1
-            halves[1] = h
-        ch.halves = halves
+        h0 = h1 = None
+        if s0 >= 0:
+            h0 = new(half_cls)
+            h0.raw = image[s0:e0]
+            h0._checksum = None
+            h0.timestamp = t0
+        if s1 >= 0:
+            h1 = new(half_cls)
+            h1.raw = image[s1:e1]
+            h1._checksum = None
+            h1.timestamp = t1
+        ch.halves = [h0, h1]
         channels[scid] = ch
-        a.channels.add(scid)
-        b.channels.add(scid)
-    for node, off in zip(node_objs, info_off):
-        if off >= 0:
+        adds[i1](scid)
+        adds[i2](scid)
+    for node, start, end in zip(node_objs, info_at[0::2], info_at[1::2]):
+        if start >= 0:
             # NodeInfo.unparsed without its length checks: these bytes passed them before the
             # cache was written, and the file is the same (its CRC).
             info = node.info = new(NodeInfo)
             info.node_id = node.node_id
-            info.raw = raw = image[off + _REC_HEAD : off + _REC_HEAD + (image[off + 2] << 8 | image[off + 3])]
+            info.raw = raw = image[start:end]
             pos = 68 + (raw[66] << 8 | raw[67])
             info.features = raw[68:pos]
             info.timestamp = int.from_bytes(raw[pos : pos + 4], "big")
@@ -415,7 +419,7 @@ def _decode_graph(r: _Reader, image: bytes, graph: Graph) -> tuple[
     graph.changed_scids.clear()
     graph.changed_nodes.clear()
     graph.loaded()
-    return ids, scid_objs, n1s, n2s, (sum(public), 2 * n - h_off.count(-1), len(ids) - info_off.count(-1))
+    return ids, scid_objs, n1s, n2s, (sum(public), 2 * n - h_at.count(-1) // 2, len(ids) - info_at.count(-1) // 2)
 
 
 def _decode_index(r: _Reader) -> StoreIndex:
