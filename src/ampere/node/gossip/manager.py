@@ -256,7 +256,9 @@ class GossipManager:
         # writes those changes asked for: the worker runs them first.
         try:
             snap = graph_cache.snapshot(self.state.graph)
-            size, self._cache_mutations = await store.write_cache(snap, cache_path(self.store_path))
+            cm = self.node.channel_manager
+            crash = (lambda: cm.crash_point("gossip_cache")) if cm is not None else None
+            size, self._cache_mutations = await store.write_cache(snap, cache_path(self.store_path), crash)
         except graph_cache.CacheMismatch as e:
             self.node.log.debug(LOG, f"graph cache not written: {e}")
             return False

@@ -380,7 +380,8 @@ class GossipStore:
                 mine.update(theirs)
             self.live_bytes, self.deleted_bytes = index.live_bytes, index.deleted_bytes
 
-    def write_cache(self, snap: graph_cache.GraphSnapshot, path: str) -> int:
+    def write_cache(self, snap: graph_cache.GraphSnapshot, path: str,
+                    before_rename: Callable[[], None] | None = None) -> int:
         """Write the graph cache of `snap` (taken after the writes asked before this call) for this
         file as it is now; returns its size.  CacheMismatch if the graph and the file disagree.
         Not fsynced: a cache lost or torn in a crash fails its checks and the store is loaded instead."""
@@ -395,6 +396,8 @@ class GossipStore:
         tmp = path + ".tmp"
         with open(tmp, "wb") as g:
             g.write(data)
+        if before_rename is not None:
+            before_rename()  # (--dev-crash-before=gossip_cache)
         os.replace(tmp, path)
         return len(data)
 
@@ -489,10 +492,11 @@ class StoreWorker:
         """Done once every write asked so far is in the file."""
         return self._run(lambda: None)
 
-    def write_cache(self, snap: graph_cache.GraphSnapshot, path: str) -> asyncio.Future[tuple[int, int]]:
+    def write_cache(self, snap: graph_cache.GraphSnapshot, path: str,
+                    before_rename: Callable[[], None] | None = None) -> asyncio.Future[tuple[int, int]]:
         """GossipStore.write_cache on the worker, after the writes asked before (CacheMismatch, OSError):
         (its size, the store's `mutations` it is for)."""
-        return self._run(lambda: (self.store.write_cache(snap, path), self.store.mutations))
+        return self._run(lambda: (self.store.write_cache(snap, path, before_rename), self.store.mutations))
 
     def maybe_compact(self) -> asyncio.Future[tuple[int, int] | None]:
         """Compact if worth it (decided on the worker, after the writes queued before): (old, new) sizes."""
