@@ -354,21 +354,11 @@ class EdgeView:
         graph.changed_nodes.clear()
         self.version = graph.version
 
-    def columns(self) -> tuple[list[int], ...]:
-        """The view of a rebuild, by columns (for the graph cache, ln/gossip/graph_cache.py): the
-        incoming edges' ten fields (capacity None as -1), node by node, then where each node's start
-        (n + 1 of them), the same for the outgoing edges' five fields, and `bad`."""
-        flat_in = [e for lst in self.incoming for e in lst]
-        flat_out = [e for lst in self.outgoing for e in lst]
-        cols_in: list[Any] = [list(c) for c in zip(*flat_in)] if flat_in else [[] for _ in range(10)]
-        cols_in[9] = [-1 if c is None else c for c in cols_in[9]]
-        cols_out: list[Any] = [list(c) for c in zip(*flat_out)] if flat_out else [[] for _ in range(5)]
-        return (*cols_in, _starts(self.incoming), *cols_out, _starts(self.outgoing), list(self.bad))
-
     @classmethod
     def from_columns(cls, graph: Graph, ids: list[bytes], scids: Sequence[int], n1s: list[int], n2s: list[int],
                      cols: list[list[int]]) -> EdgeView:
-        """The view `columns()` gave for this graph (restored from the same cache): its nodes are
+        """The view the graph cache holds for this graph (ln/gossip/graph_cache.py, whose
+        _view_columns says what each column is; restored from the same cache): its nodes are
         numbered as a rebuild numbers them, in the order the channels first name them (`ids`), and
         `n1s`/`n2s` are each channel's ends by that number.  The tuples are made by zip, the lists
         cut from them (no loop per edge)."""
@@ -505,14 +495,6 @@ class EdgeView:
                 [_priced(out, amount, fee_mult, risk_mult) for out in self.outgoing],
                 [_min_in(inc, amount, fee_mult, risk_mult) for inc in self.incoming])
         return weighted
-
-
-def _starts(lists: list[list[Any]]) -> list[int]:
-    starts, n = [0], 0
-    for lst in lists:
-        n += len(lst)
-        starts.append(n)
-    return starts
 
 
 def _priced(out: list[OutEdge], a: int, fee_mult: int, risk_mult: int) -> list[tuple[int, int]]:

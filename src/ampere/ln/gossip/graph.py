@@ -137,12 +137,16 @@ class Channel:
 
     @property
     def routable_features(self) -> bool:
-        """BOLT #7: "if there is an unknown even bit in the `features` field: MUST NOT attempt to
-        route messages through the channel."  (an even bit is the lower bit of each pair)"""
-        if not self.features:
-            return True
-        bits = int.from_bytes(self.features, "big") & ~KNOWN_CHANNEL_FEATURES
-        return not bits & int("55" * len(self.features), 16)
+        return routable_channel_features(self.features)
+
+
+def routable_channel_features(features: bytes) -> bool:
+    """BOLT #7: "if there is an unknown even bit in the `features` field: MUST NOT attempt to
+    route messages through the channel."  (an even bit is the lower bit of each pair)"""
+    if not features:
+        return True
+    bits = int.from_bytes(features, "big") & ~KNOWN_CHANNEL_FEATURES
+    return not bits & int("55" * len(features), 16)
 
 
 class NodeInfo:

@@ -9,15 +9,16 @@ the store: the cache holds their offsets, and the loader slices them out of the 
 
     snap = snapshot(graph)                              # on the event loop, between two changes
     data = encode(snap, store_index, store_image)       # the store's worker: CacheMismatch if they disagree
-    index = decode(data, store_image, empty_graph)      # at start: CacheInvalid if stale or corrupt
+    make_index, counts = decode(data, store_image, empty_graph)   # at start: CacheInvalid if stale or corrupt
 
 `encode` checks every message of the snapshot against the store's live record for it (same bytes,
 not deleted), so a cache never holds a channel the store has forgotten, nor misses a spent mark: a
-graph that does not match its store gets no cache.  The view is made by EdgeView.rebuild on the
-graph as `decode` restores it, then stored by columns (EdgeView.columns / from_columns), so the view
-loaded equals a rebuild.
+graph that does not match its store gets no cache.  The view is stored by columns, as
+EdgeView.rebuild would make it of the graph `decode` restores (_view_columns; a test compares
+them), and restored by EdgeView.from_columns.  The header carries a fingerprint of that code
+(code_fingerprint): a cache made by other code is refused.
 
-Layout (little-endian): header `<8sIQII` (MAGIC, VERSION, store length, store CRC-32, CRC-32 of the
+Layout (little-endian): header `<8sIIQII` (MAGIC, VERSION, fingerprint, store length, store CRC-32, CRC-32 of the
 body), then the body: arrays, each a typecode byte, a u32 count and the items, in a fixed order.  No
 pickle: decoding builds only ints, bytes, tuples and the graph's own classes.
 """
@@ -30,13 +31,15 @@ import sys
 import zlib
 from array import array
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import accumulate, repeat
 from typing import Any, Callable
 
+from ampere.primitives.amount import MSAT_PER_SAT
 from ampere.wire.types import ShortChannelId
 
 from .gossip_store import DELETED, channel_dying_record, private_channel_record
-from .graph import Channel, Graph, Half, Node, NodeInfo
+from .graph import Channel, Graph, Half, Node, NodeInfo, routable_channel_features
+from .rawmsg import channel_update_policy
 
 MAGIC = b"AMPGRAPH"
 VERSION = 1
@@ -111,8 +114,8 @@ def code_fingerprint() -> int:
         from ..route_view import EdgeView, unroutable_node
 
         funcs: tuple[Any, ...] = (
-            EdgeView.rebuild, EdgeView.columns, EdgeView.__dict__["from_columns"].__func__, unroutable_node,
-            Channel.__dict__["routable_features"].fget, _encode, _decode_graph, _decode_index, _encode_index)
+            EdgeView.rebuild, EdgeView.__dict__["from_columns"].__func__, unroutable_node, routable_channel_features,
+            _view_columns, _encode, _decode_graph, _decode_index, _encode_index)
         parts = [_code_bytes(f.__code__) for f in funcs]
         parts.append(repr((sorted(FEATURE_BITS.items()), VERSION, _VIEW_CODES, _INDEX_CODES)).encode())
         _FINGERPRINT = zlib.crc32(b"".join(parts))
@@ -228,19 +231,66 @@ def _encode(snap: GraphSnapshot, index: StoreIndex, image: bytes) -> bytes:
         _arr("Q", scids), _arr("I", n1s), _arr("I", n2s), _arr("Q", caps), _arr("q", added), _arr("q", spent),
         _arr("B", public), _arr("q", ann_at), _arr("q", h_at), _arr("I", h_ts),
     ]
-    # The view, as EdgeView.rebuild makes it on the graph restored from the above.
-    from ..route_view import EdgeView
-
-    graph = Graph()
-    _decode_graph(_Reader(b"".join(body)), image, graph)
-    view = EdgeView()
-    view.rebuild(graph)
-    if view.ids != [nid for nid, _ in nodes]:
-        raise CacheMismatch("the view numbers the nodes otherwise")
-    body += [_arr(code, col) for code, col in zip(_VIEW_CODES, view.columns())]
+    body += [_arr(code, col) for code, col in zip(_VIEW_CODES, _view_columns(snap, number))]
     body += _encode_index(index)  # (last: decoded when first needed, on the store's worker)
     data = b"".join(body)
     return _HEADER.pack(MAGIC, VERSION, code_fingerprint(), len(image), zlib.crc32(image), zlib.crc32(data)) + data
+
+
+def _view_columns(snap: GraphSnapshot, number: dict[bytes, int]) -> list[Any]:
+    """The path finder's view of the snapshot's graph by columns (see _VIEW_CODES): what
+    EdgeView.rebuild makes of the graph decode() restores (its nodes numbered in the order the
+    channels first name them, a channel's edges ordered by its place), without making that graph
+    (some 25 MiB for 10,000 channels, which the process would keep).  The rules are rebuild's (a
+    test compares the two)."""
+    from ..route_view import unroutable_node
+
+    order, src, scid_c, dirs, base_c, ppm_c, delta_c, hmin_c, hmax_c, cap_c, dst = (
+        array("q") for _ in range(11))
+    for i, (scid, n1, n2, cap, _, spent_height, _, ann, r0, r1) in enumerate(snap.channels):
+        if spent_height is not None:
+            continue
+        if ann is not None and not routable_channel_features(ann[260 : 260 + (ann[258] << 8 | ann[259])]):
+            continue
+        cap_msat = cap * MSAT_PER_SAT if cap else None
+        i1, i2 = number[n1], number[n2]
+        for d, raw in ((0, r0), (1, r1)):
+            if raw is None:
+                continue
+            _, _, flags, delta, hmin, base, ppm, hmax = channel_update_policy(raw)
+            # BOLT #7: a disabled direction, or htlc_maximum_msat below htlc_minimum_msat or above
+            # the capacity: not routed through (EdgeView._add).
+            if flags & 2 or hmax < hmin or (cap_msat is not None and hmax > cap_msat):
+                continue
+            order.append(2 * i + d)
+            src.append(i1 if d == 0 else i2)
+            dst.append(i2 if d == 0 else i1)
+            scid_c.append(scid)
+            dirs.append(d)
+            base_c.append(base)
+            ppm_c.append(ppm)
+            delta_c.append(delta)
+            hmin_c.append(hmin)
+            hmax_c.append(hmax)
+            cap_c.append(-1 if cap_msat is None else cap_msat)
+    n = len(number)
+    # Each node's edges in, and out, in their order (a stable sort of edges already in order).
+    by_dst = sorted(range(len(order)), key=dst.__getitem__)
+    by_src = sorted(range(len(order)), key=src.__getitem__)
+
+    def starts(ends: array) -> list[int]:
+        counts = [0] * (n + 1)
+        for e in ends:
+            counts[e + 1] += 1
+        return list(accumulate(counts))
+
+    def permuted(col: array, perm: list[int]) -> list[int]:
+        return list(map(col.__getitem__, perm))
+
+    bad = [1 if raw is not None and unroutable_node(raw[68 : 68 + (raw[66] << 8 | raw[67])]) else 0
+           for _, raw in snap.nodes]
+    return [*(permuted(c, by_dst) for c in (order, src, scid_c, dirs, base_c, ppm_c, delta_c, hmin_c, hmax_c, cap_c)),
+            starts(dst), *(permuted(c, by_src) for c in (dst, scid_c, base_c, ppm_c, delta_c)), starts(src), bad]
 
 
 def _encode_index(index: StoreIndex) -> list[bytes]:
