@@ -25,7 +25,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from ampere.node.gossip.store_file import GossipStore  # noqa: E402
 from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, network  # noqa: E402
+from common import cpu_seconds, network, rss_mib  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
@@ -86,7 +86,8 @@ def main() -> None:
                 ms = re.search(r"loaded in (\d+ms(?:, \d+ms CPU)?)", line).group(1)
                 how = "graph cache" if "(graph cache)" in line else "store"
                 if i > 0:  # (the first start warms the page cache)
-                    times[how].append(f"{ms} (load {os.getloadavg()[0]:.1f})")
+                    time.sleep(0.5)  # (the store's index is made on its worker just after the load)
+                    times[how].append(f"{ms} (load {os.getloadavg()[0]:.1f}; RSS {rss_mib(node.proc.pid):.0f} MiB)")
                 if i < 2 * args.starts:
                     node.stop()
             for how, ts in times.items():

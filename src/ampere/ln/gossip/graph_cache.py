@@ -320,7 +320,7 @@ _INDEX_CODES = ("Q", "q", "q", "Q", "q", "B", "q", "Q", "q", "Q", "q", "q")
 class _Reader:
     __slots__ = ("data", "pos")
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self.data, self.pos = data, 0
 
     def blob(self) -> bytes:
@@ -331,7 +331,7 @@ class _Reader:
         self.pos = pos + 5 + n
         if self.pos > len(data):
             raise CacheInvalid("truncated")
-        return data[pos + 5 : self.pos]
+        return bytes(data[pos + 5 : self.pos])
 
     def skip(self, code: str) -> None:
         data, pos = self.data, self.pos
@@ -377,7 +377,7 @@ def decode(data: bytes, image: bytes, graph: Graph) -> tuple[Callable[[], StoreI
     if zlib.crc32(body) != body_crc:
         raise CacheInvalid("corrupt")
     try:
-        r = _Reader(bytes(body))
+        r = _Reader(body)  # (a view of `data`: no copy)
         ids, scid_objs, n1s, n2s, counts = _decode_graph(r, image, graph)
         cols = [r.ints(code) for code in _VIEW_CODES]
         index_at = r.pos
