@@ -302,6 +302,24 @@ def test_peer_gossip_graph_rpcs_relay_and_restart(node_factory_chain, chaind, pe
     assert sorted((c["short_channel_id"], c["direction"], c["last_update"]) for c in chans_of(l1)) == before
     assert len(l1.rpc.listnodes()["nodes"]) == 4 and l1.rpc.listnodes(A.pub.hex())["nodes"][0]["alias"] == "node-a"
     assert "gossip_store: 3 channels, 6 updates, 3 nodes" in l1.logs()
+    # ... through the graph cache the clean stop wrote; routes use it at once.
+    assert "nodes loaded in" in l1.logs() and "(graph cache)" in l1.logs()
+    assert l1.rpc.getroute(D.pub.hex(), 1000, 1, fromid=A.pub.hex())["route"][-1]["channel"] == str(cd.scid)
+
+    # kill -9 while a graph cache is written (--dev-crash-before=gossip_cache: its file written, not yet renamed
+    # into place): the cache left is stale, and the next start loads the store, the newest update included.
+    l1.options.update({"dev-crash-before": "gossip_cache"})
+    l1.restart()
+    assert l1.rpc.addgossip(cd.update(C, timestamp=now + 30).hex()) == {}
+    l1.stop()
+    assert "dev-crash-before gossip_cache: killing ourselves" in l1.logs()
+    assert os.path.exists(os.path.join(l1.netdir, "gossip_store.cache.tmp"))
+    l1.options.pop("dev-crash-before")
+    l1.start()
+    [load] = [line for line in l1.logs().splitlines() if "gossip_store: " in line]
+    assert "3 channels, 6 updates, 3 nodes" in load and "(graph cache)" not in load
+    assert now + 30 in [c["last_update"] for c in chans_of(l1, short_channel_id=str(cd.scid))]
+    assert l1.rpc.getroute(D.pub.hex(), 1000, 1, fromid=A.pub.hex())["route"][-1]["channel"] == str(cd.scid)
 
 
 def test_hostile_gossip_rejected_counted_not_stored(node_factory_chain, chaind, peers):

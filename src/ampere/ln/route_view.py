@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import heapq
+from collections.abc import Sequence
 from typing import Any
 
 from ampere.primitives.amount import MSAT_PER_SAT
@@ -352,6 +353,35 @@ class EdgeView:
         graph.changed_scids.clear()
         graph.changed_nodes.clear()
         self.version = graph.version
+
+    @classmethod
+    def from_columns(cls, graph: Graph, ids: list[bytes], scids: Sequence[int], n1s: list[int], n2s: list[int],
+                     cols: list[list[int]]) -> EdgeView:
+        """The view the graph cache holds for this graph (ln/gossip/graph_cache.py, whose
+        _view_columns says what each column is; restored from the same cache): its nodes are
+        numbered as a rebuild numbers them, in the order the channels first name them (`ids`), and
+        `n1s`/`n2s` are each channel's ends by that number.  The tuples are made by zip, the lists
+        cut from them (no loop per edge)."""
+        view = cls()
+        n = len(ids)
+        view.ids = ids
+        view.index = dict(zip(ids, range(n)))
+        view.ends = dict(zip(scids, zip(n1s, n2s)))
+        caps: list[int | None] = [None if c < 0 else c for c in cols[9]]
+        edges: list[Edge] = list(zip(*cols[:9], caps))
+        starts = cols[10]
+        out: list[OutEdge] = list(zip(*cols[11:16]))
+        out_starts = cols[16]
+        if len(starts) != n + 1 or len(out_starts) != n + 1 or len(cols[17]) != n \
+                or starts[-1] != len(edges) or out_starts[-1] != len(out):
+            raise ValueError("view columns do not fit the graph")
+        view.incoming = [edges[a:b] for a, b in zip(starts, starts[1:])]
+        view.outgoing = [out[a:b] for a, b in zip(out_starts, out_starts[1:])]
+        view.bad = bytearray(cols[17])
+        graph.changed_scids.clear()
+        graph.changed_nodes.clear()
+        view.version = graph.version
+        return view
 
     def catch_up(self, graph: Graph) -> None:
         added: list[tuple[int, OutEdge]] = []

@@ -18,6 +18,7 @@ payments going from node 1 to node 2, direction 1 the reverse.
 from __future__ import annotations
 
 import bisect
+import struct
 from collections.abc import Container, Iterable, Iterator
 from typing import Any
 
@@ -91,6 +92,7 @@ class Half:
 
 
 _new_half = object.__new__
+_U32 = struct.Struct(">I").unpack_from
 _HALF_FIELDS = frozenset(("timestamp", "message_flags", "channel_flags", "cltv_expiry_delta", "htlc_minimum_msat",
                           "fee_base_msat", "fee_proportional_millionths", "htlc_maximum_msat"))
 
@@ -135,12 +137,16 @@ class Channel:
 
     @property
     def routable_features(self) -> bool:
-        """BOLT #7: "if there is an unknown even bit in the `features` field: MUST NOT attempt to
-        route messages through the channel."  (an even bit is the lower bit of each pair)"""
-        if not self.features:
-            return True
-        bits = int.from_bytes(self.features, "big") & ~KNOWN_CHANNEL_FEATURES
-        return not bits & int("55" * len(self.features), 16)
+        return routable_channel_features(self.features)
+
+
+def routable_channel_features(features: bytes) -> bool:
+    """BOLT #7: "if there is an unknown even bit in the `features` field: MUST NOT attempt to
+    route messages through the channel."  (an even bit is the lower bit of each pair)"""
+    if not features:
+        return True
+    bits = int.from_bytes(features, "big") & ~KNOWN_CHANNEL_FEATURES
+    return not bits & int("55" * len(features), 16)
 
 
 class NodeInfo:
@@ -170,6 +176,7 @@ class NodeInfo:
             raise RawMessageError("node_announcement too short")
         info = cls.__new__(cls)
         info.node_id, info.features, info.raw = node_id, raw[68:pos], raw
+        info.timestamp = _U32(raw, pos)[0]  # (read by timestamp filters and sync replies for every node)
         return info
 
     def __getattr__(self, name: str) -> Any:
@@ -275,6 +282,9 @@ class Graph:
         half = _new_half(Half)
         half.raw = raw
         half._checksum = None
+        # The timestamp now (the rest when first asked for): pruning, sync replies and timestamp
+        # filters read every Half's, and would otherwise parse them all, on the event loop.
+        half.timestamp = _U32(raw, 106)[0]
         ch.halves[raw[111] & 1] = half
         self.changed_scids.add(ch.scid)
         return half

@@ -113,7 +113,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("min-capacity-sat", I, "Minimum capacity in satoshis for accepting channels", 10000, dynamic=True),
         # Ampere's own: the node's keys in a separate process (python -m ampere.node.signer.server), as CLN's hsmd.
         OptionSpec("signer-socket", S, "Unix socket of an Ampere signer process holding the keys (hsm_secret is then not read)"),
-        OptionSpec("dev-crash-before", S, "(developer) MESSAGE[:N], broadcast[:N] or onchain[:N]: kill -9 ourselves right before sending the Nth (default 1st) such message, channel broadcast or on-chain resolution broadcast (crash tests)"),
+        OptionSpec("dev-crash-before", S, "(developer) MESSAGE[:N], broadcast[:N], onchain[:N] or gossip_cache[:N]: kill -9 ourselves right before sending the Nth (default 1st) such message, channel broadcast or on-chain resolution broadcast, or renaming the Nth graph cache written into place (crash tests)"),
         OptionSpec("dev-disable-commit-after", I, "(developer) Disable commit timer after this many commits (per channel; dev-reenable-commit turns it back on)", -1),
         OptionSpec("dev-autofulfill", F, "(developer) fulfill incoming HTLCs whose onion starts with the payment preimage (tests, benchmarks)"),
         OptionSpec("dev-mpp-timeout", I, "Seconds an incomplete multi-part payment is held before its parts fail with mpp_timeout (tests)", 60, validate=_positive),

@@ -56,7 +56,8 @@ from ampere.wire.messages import (
     ReplyShortChannelIdsEnd,
 )
 from ampere.wire.types import ShortChannelId
-from ampere.node.gossip.store_file import StoreWorker, open_and_load
+from ampere.ln.gossip import graph_cache
+from ampere.node.gossip.store_file import StoreWorker, cache_path, open_and_load
 from ampere.node.app.tasks import cancel_and_wait, spawn_guarded
 from ampere.node.net.connection import PeerDisconnected
 
@@ -115,6 +116,10 @@ class GossipConfig:
     prune_interval: float = 86_400.0
     stale_seconds: int = STALE_SECONDS
     own_refresh_age: int = STALE_SECONDS // 2  # re-sign our updates once they are a week old
+    # The graph cache is written at stop and, when the store changed, every cache_interval (the
+    # first time cache_first seconds after a start that could not use it).
+    cache_interval: float = 600.0
+    cache_first: float = 30.0
     filter_lookback: int = 600  # gossip_timestamp_filter starts this many seconds before we connect
 
 
@@ -124,7 +129,9 @@ _FREEZE_CHANNELS = 1000
 
 def _load_graph(path: str, graph: Any) -> tuple[Any, Any]:
     """Load the store into `graph` and make the path finder's view of it (made now rather than by
-    the first payment; it is then kept up to date as gossip changes the graph), off the event loop.
+    the first payment; it is then kept up to date as gossip changes the graph), off the event loop:
+    from the graph cache (ln/gossip/graph_cache.py) when it is for the store as it is, else from
+    the store's records.
 
     The cyclic garbage collector is held off meanwhile, as GossipStore.load does (the view is
     another 60,000 objects that live on), and a large graph is then frozen (gc.freeze: moved out
@@ -134,15 +141,17 @@ def _load_graph(path: str, graph: Any) -> tuple[Any, Any]:
     process that starts many nodes, as tests do, would freeze its own garbage each time.)"""
     enabled = gc.isenabled()
     gc.disable()
+    cpu = time.thread_time()
     try:
-        loaded = open_and_load(path, graph)
-        EdgeView.of(graph)
+        store, stats = open_and_load(path, graph, use_cache=True)
+        EdgeView.of(graph)  # (made by the cache already when loaded from it)
         if len(graph.channels) >= _FREEZE_CHANNELS:
             gc.freeze()
     finally:
         if enabled:
             gc.enable()
-    return loaded
+    stats.cpu_seconds = time.thread_time() - cpu  # (the wall time also says how loaded the machine is)
+    return store, stats
 
 
 class GossipManager:
@@ -169,6 +178,7 @@ class GossipManager:
         self._logged: Counter[str] = Counter()
         self.load_stats: Any = None
         self.load_seconds = 0.0
+        self._cache_mutations = -1  # the store's `mutations` the graph cache on disk is for (-1: none)
 
     @classmethod
     def for_node(cls, node: Any) -> "GossipManager":
@@ -195,8 +205,11 @@ class GossipManager:
         # Everything loaded was relayed (or was not worth relaying) before the restart.
         self._relayed_announcements.update(s for s, c in graph.channels.items() if c.public)
         s = self.load_stats
+        how = "graph cache" if s.cached else f"{s.deleted} deleted, {s.dropped} dropped"
         self.node.log.info(LOG, f"gossip_store: {s.channels} channels, {s.updates} updates, {s.nodes} nodes loaded "
-                                f"in {self.load_seconds * 1000:.0f}ms ({s.deleted} deleted, {s.dropped} dropped)")
+                                f"in {self.load_seconds * 1000:.0f}ms, {s.cpu_seconds * 1000:.0f}ms CPU ({how})")
+        # The cache is for the store as it is now (loaded from it), or to be made.
+        self._cache_mutations = file_store.mutations if s.cached else -1
         pm = self.node.peer_manager
         pm.add_message_handler(GOSSIP_TYPES, self._on_gossip)
         pm.add_message_handler(QUERY_TYPES, self._on_query)
@@ -208,6 +221,7 @@ class GossipManager:
             self._spawn(self._check_loaded_funding(loaded), "gossip-check-funding")
         self._spawn(self._broadcast_loop(), "gossip-broadcast")
         self._spawn(self._prune_loop(), "gossip-prune")
+        self._spawn(self._cache_loop(), "gossip-cache")
 
     def peers_started(self) -> None:
         """Called once the peer manager listens: our announced addresses are known now."""
@@ -221,8 +235,41 @@ class GossipManager:
         await cancel_and_wait(self._tasks)
         self._tasks.clear()
         if self.store is not None:
+            await self.write_cache()
             self.state.store = None
             await self.store.close()
+
+    # ---- the graph cache --------------------------------------------------------------------
+    async def _cache_loop(self) -> None:
+        delay = self.config.cache_interval if self._cache_mutations >= 0 else self.config.cache_first
+        while True:
+            await asyncio.sleep(delay)
+            delay = self.config.cache_interval
+            await self.write_cache()
+
+    async def write_cache(self) -> bool:
+        """Write the graph cache if the store changed since it was last written (or loaded)."""
+        store = self.store
+        if store is None or store.store.mutations == self._cache_mutations or store.failed:
+            return False
+        # The graph's values now (on the loop, between two changes), the store's file after the
+        # writes those changes asked for: the worker runs them first.
+        try:
+            snap = graph_cache.snapshot(self.state.graph)
+            cm = self.node.channel_manager
+            crash = (lambda: cm.crash_point("gossip_cache")) if cm is not None else None
+            size, self._cache_mutations = await store.write_cache(snap, cache_path(self.store_path), crash)
+        except graph_cache.CacheMismatch as e:
+            self.node.log.debug(LOG, f"graph cache not written: {e}")
+            return False
+        except OSError as e:
+            self.node.log.unusual(LOG, f"graph cache not written: {e!r}")
+            return False
+        except Exception as e:  # a bug: say so, and carry on (the store is loaded without it)
+            self.node.log.broken(LOG, f"graph cache not written: {e!r}")
+            return False
+        self.node.log.debug(LOG, f"graph cache written: {size} bytes")
+        return True
 
     def _spawn(self, coro: Awaitable[None], name: str) -> asyncio.Task:
         return spawn_guarded(self._tasks, coro, name, lambda msg: self.node.log.broken(LOG, msg))
