@@ -136,6 +136,32 @@ def test_commitment_secrets_across_the_cached_prefix_boundary():
         assert ch.commitment_point(n) == commitment_point(seed, n), n
 
 
+def test_own_keys_match_the_public_derivation():
+    # The signer computes our side's per-commitment keys with its secrets (keys.OwnKeys): the same keys as the
+    # public derivation, on our commitment (our point) and on the peer's (its point), and none for a point or
+    # basepoint it does not hold.
+    from ampere.ln.channel import keys
+    ours, theirs = LocalChannelSigner(b"\x01" * 32), LocalChannelSigner(b"\x02" * 32)
+    our_point, their_point = ours.commitment_point(7), theirs.commitment_point(9)
+    cases = ((ours.pubkeys, theirs.pubkeys, our_point), (theirs.pubkeys, ours.pubkeys, their_point))
+    for local, remote, point in cases:
+        keys._commitment_keys.cache_clear()
+        public = keys.commitment_keys(local, remote, point)
+        expected = [public.revocation_pubkey, public.local_delayed_pubkey, public.local_htlc_pubkey,
+                    public.remote_htlc_pubkey]
+        keys._commitment_keys.cache_clear()
+        with_secrets = keys.commitment_keys(local, remote, point, own=ours)
+        assert [with_secrets.revocation_pubkey, with_secrets.local_delayed_pubkey, with_secrets.local_htlc_pubkey,
+                with_secrets.remote_htlc_pubkey] == expected
+        assert with_secrets == public
+    # the secrets' path is the one taken for our side
+    assert ours.own_revocation_pubkey(theirs.pubkeys.revocation_basepoint, our_point) is not None
+    assert ours.own_revocation_pubkey(ours.pubkeys.revocation_basepoint, their_point) is not None
+    assert ours.own_derived_pubkey(ours.pubkeys.htlc_basepoint, their_point) is not None
+    assert ours.own_revocation_pubkey(theirs.pubkeys.revocation_basepoint, their_point) is None
+    assert ours.own_derived_pubkey(theirs.pubkeys.htlc_basepoint, our_point) is None
+
+
 def test_sign_input_refuses_a_missing_tweak():
     ch = LocalChannelSigner(b"\x01" * 32)
     with pytest.raises(SignerError):

@@ -34,6 +34,7 @@ from ampere.ln.channel.keys import (
     MAX_SECRET_INDEX,
     ChannelPubkeys,
     CommitmentKeys,
+    OwnKeys,
     commitment_keys,
     ecdsa_sign,
     ecdsa_verify,
@@ -289,12 +290,13 @@ def _anchor_spk(funding_pubkey: bytes) -> bytes:
 
 def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: int, per_commitment_point: bytes,
                         feerate_per_kw: int, local_balance_msat: MsatInt, remote_balance_msat: MsatInt,
-                        htlcs: Iterable[HtlcSpec]) -> CommitmentTx:
+                        htlcs: Iterable[HtlcSpec], own: OwnKeys | None = None) -> CommitmentTx:
     """Build the commitment transaction number `commitment_number` held by `owner`.
 
     - `per_commitment_point`: the owner's point for this commitment number.
     - `local_balance_msat`/`remote_balance_msat`: what our node / the peer owns, not counting HTLCs.
     - `htlcs`: every HTLC committed in this commitment (trimmed or not), `offerer` from our node's view.
+    - `own`: our signer, to compute our side's keys with its secrets (keys.OwnKeys; the same keys).
 
     Follows BOLT 3 "Commitment Transaction Construction"; raises CommitmentError on inconsistent inputs.
     """
@@ -302,7 +304,7 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
     _check_inputs(params, commitment_number, feerate_per_kw, local_balance_msat, remote_balance_msat, htlcs)
     ctype = params.channel_type
     counterparty = owner.other()
-    keys = commitment_keys(params.pubkeys(owner), params.pubkeys(counterparty), per_commitment_point)
+    keys = commitment_keys(params.pubkeys(owner), params.pubkeys(counterparty), per_commitment_point, own)
     dust_limit = params.dust_limit_sat(owner)
     to_self_delay = params.to_self_delay(owner)
     owner_msat, counterparty_msat = ((local_balance_msat, remote_balance_msat) if owner is Side.LOCAL

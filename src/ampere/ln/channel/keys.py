@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from functools import lru_cache
+from typing import Protocol
+from weakref import ref
 
 import coincurve.ecdsa as _ecdsa
 from coincurve._libsecp256k1 import ffi as _ffi
@@ -36,6 +37,9 @@ __all__ = [
     "derive_pubkey",
     "derive_privkey",
     "derive_revocation_pubkey",
+    "derive_pubkey_with_secret",
+    "derive_revocation_pubkey_with_secret",
+    "OwnKeys",
     "derive_revocation_privkey",
     "commitment_keys",
     "derive_secret",
@@ -228,6 +232,44 @@ def derive_revocation_pubkey(revocation_basepoint: bytes, per_commitment_point_:
     return _save(total)
 
 
+def derive_pubkey_with_secret(basepoint_secret: bytes, basepoint: bytes, per_commitment_point_: bytes) -> bytes:
+    """`derive_pubkey(basepoint, per_commitment_point)` for a basepoint whose secret we hold (a signer's own):
+    (basepoint_secret + SHA256(per_commitment_point || basepoint)) * G, one constant-time multiplication by G
+    instead of the point addition's variable-base one. Same bytes (the BOLT 3 vectors check both)."""
+    return pubkey_from_secret(derive_privkey(basepoint_secret, per_commitment_point_, basepoint))
+
+
+def derive_revocation_pubkey_with_secret(revocation_basepoint: bytes, per_commitment_point_: bytes, *,
+                                         revocation_basepoint_secret: bytes | None = None,
+                                         per_commitment_secret: bytes | None = None) -> bytes:
+    """`derive_revocation_pubkey` when the secret of one of its two points is known (ours: the revocation
+    basepoint on the peer's commitment, our per-commitment point on ours): that half is a constant-time
+    multiplication by G of secret * hash (cheaper than a multiplication of a point), the other half one
+    multiplication of the peer's point, then one addition."""
+    rb = _pubkey(revocation_basepoint, "revocation_basepoint")
+    pcp = _pubkey(per_commitment_point_, "per_commitment_point")
+    h1 = sha256(revocation_basepoint + per_commitment_point_)
+    h2 = sha256(per_commitment_point_ + revocation_basepoint)
+    if revocation_basepoint_secret is not None:
+        known, other, tweak = revocation_basepoint_secret, pcp, h2
+        known_hash = h1
+    elif per_commitment_secret is not None:
+        known, other, tweak = per_commitment_secret, rb, h1
+        known_hash = h2
+    else:
+        return derive_revocation_pubkey(revocation_basepoint, per_commitment_point_)
+    value = _scalar(known, "secret") * int.from_bytes(known_hash, "big") % SECP256K1_ORDER
+    ctx = _CTX.ctx
+    a = _ffi.new(_PUBKEY)
+    b = _copy(other)
+    total = _ffi.new(_PUBKEY)
+    if not (value and _lib.secp256k1_ec_pubkey_create(ctx, a, value.to_bytes(32, "big"))
+            and _lib.secp256k1_ec_pubkey_tweak_mul(ctx, b, tweak)
+            and _lib.secp256k1_ec_pubkey_combine(ctx, total, _ffi.new("secp256k1_pubkey *[2]", [a, b]), 2)):
+        raise KeyDerivationError("derived revocation key is invalid")
+    return _save(total)
+
+
 def derive_revocation_privkey(revocation_basepoint_secret: bytes, per_commitment_secret: bytes) -> bytes:
     """BOLT #3: revocationprivkey = revocation_basepoint_secret * SHA256(revocation_basepoint || per_commitment_point)
     + per_commitment_secret * SHA256(per_commitment_point || revocation_basepoint)"""
@@ -260,6 +302,15 @@ class ChannelPubkeys:
             _pubkey(getattr(self, name), name)
 
 
+class OwnKeys(Protocol):
+    """What a signer holding our secrets offers the key derivation (ln/channel/signer.LocalChannelSigner): the
+    same public keys, computed with the secret of our side's point (None: not one of ours, derive publicly)."""
+
+    def own_derived_pubkey(self, basepoint: bytes, per_commitment_point: bytes) -> bytes | None: ...
+
+    def own_revocation_pubkey(self, revocation_basepoint: bytes, per_commitment_point: bytes) -> bytes | None: ...
+
+
 _DERIVED = ("revocation_pubkey", "local_delayed_pubkey", "local_htlc_pubkey", "remote_htlc_pubkey")
 _FIELDS = ("per_commitment_point", *_DERIVED, "remote_pubkey", "local_funding_pubkey", "remote_funding_pubkey")
 
@@ -279,13 +330,22 @@ class CommitmentKeys:
     """
 
     __slots__ = ("per_commitment_point", "remote_pubkey", "local_funding_pubkey", "remote_funding_pubkey",
-                 "_derived", "_local", "_remote")
+                 "_derived", "_local", "_remote", "_own")
+    per_commitment_point: bytes
+    remote_pubkey: bytes
+    local_funding_pubkey: bytes
+    remote_funding_pubkey: bytes
+    _derived: list[bytes | None]
+    _local: ChannelPubkeys | None
+    _remote: ChannelPubkeys | None
+    _own: ref[OwnKeys] | None
 
     def __init__(self, per_commitment_point: bytes, revocation_pubkey: bytes, local_delayed_pubkey: bytes,
                  local_htlc_pubkey: bytes, remote_htlc_pubkey: bytes, remote_pubkey: bytes,
                  local_funding_pubkey: bytes, remote_funding_pubkey: bytes) -> None:
         self._set(per_commitment_point, remote_pubkey, local_funding_pubkey, remote_funding_pubkey,
                   [revocation_pubkey, local_delayed_pubkey, local_htlc_pubkey, remote_htlc_pubkey], None, None)
+        object.__setattr__(self, "_own", None)
 
     def _set(self, point: bytes, remote_pubkey: bytes, local_funding: bytes, remote_funding: bytes,
              derived: list[bytes | None], local: ChannelPubkeys | None, remote: ChannelPubkeys | None) -> None:
@@ -299,29 +359,37 @@ class CommitmentKeys:
         init(self, "_remote", remote)
 
     @classmethod
-    def _lazy(cls, local: ChannelPubkeys, remote: ChannelPubkeys, point: bytes) -> CommitmentKeys:
+    def _lazy(cls, local: ChannelPubkeys, remote: ChannelPubkeys, point: bytes,
+              own: OwnKeys | None = None) -> CommitmentKeys:
         # The point is checked now (as the eager derivation did): a bad point from the peer fails here.
         _pubkey(point, "per_commitment_point")
         self = cls.__new__(cls)
         # BOLT #3: "The remotepubkey is simply the remote node's payment_basepoint."
         self._set(point, remote.payment_basepoint, local.funding_pubkey, remote.funding_pubkey,
                   [None, None, None, None], local, remote)
+        # A weak reference: the keys are memoised (below) and must not keep a closed channel's signer alive.
+        object.__setattr__(self, "_own", None if own is None else ref(own))
         return self
 
     def _derive(self, i: int) -> bytes:
         local, remote, point = self._local, self._remote, self.per_commitment_point
         assert local is not None and remote is not None
+        own = self._own() if self._own is not None else None
+        key = None
         if i == 0:
             # BOLT #3: the local node "uses its own revocation_basepoint and the remote node's
             # per_commitment_point" to derive the revocationpubkey of the remote's commitment; so local's
             # commitment uses remote's basepoint.
-            key = derive_revocation_pubkey(remote.revocation_basepoint, point)
-        elif i == 1:
-            key = derive_pubkey(local.delayed_payment_basepoint, point)
-        elif i == 2:
-            key = derive_pubkey(local.htlc_basepoint, point)
+            if own is not None:
+                key = own.own_revocation_pubkey(remote.revocation_basepoint, point)
+            if key is None:
+                key = derive_revocation_pubkey(remote.revocation_basepoint, point)
         else:
-            key = derive_pubkey(remote.htlc_basepoint, point)
+            basepoint = (local.delayed_payment_basepoint, local.htlc_basepoint, remote.htlc_basepoint)[i - 1]
+            if own is not None:
+                key = own.own_derived_pubkey(basepoint, point)
+            if key is None:
+                key = derive_pubkey(basepoint, point)
         self._derived[i] = key
         return key
 
@@ -359,21 +427,45 @@ class CommitmentKeys:
         raise AttributeError(f"CommitmentKeys is immutable (cannot set {name})")
 
 
-def commitment_keys(local: ChannelPubkeys, remote: ChannelPubkeys, per_commitment_point_: bytes) -> CommitmentKeys:
+def commitment_keys(local: ChannelPubkeys, remote: ChannelPubkeys, per_commitment_point_: bytes,
+                    own: OwnKeys | None = None) -> CommitmentKeys:
     """Keys of the commitment transaction owned by `local`, built with local's `per_commitment_point`.
 
     To build the remote node's commitment, swap the arguments and pass the remote's point:
-    `commitment_keys(their_pubkeys, our_pubkeys, their_point)`.
+    `commitment_keys(their_pubkeys, our_pubkeys, their_point)`. `own`: our signer, when it can compute our
+    side's keys with its secrets (same keys, cheaper).
     """
-    return _commitment_keys(local, remote, bytes(per_commitment_point_))
+    point = bytes(per_commitment_point_)
+    keys = _commitment_keys(local, remote, point)
+    if keys is None:
+        keys = CommitmentKeys._lazy(local, remote, point, own)
+        _commitment_keys.put(local, remote, point, keys)
+    return keys
 
 
-@lru_cache(maxsize=256)
-def _commitment_keys(local: ChannelPubkeys, remote: ChannelPubkeys, per_commitment_point_: bytes) -> CommitmentKeys:
-    # A pure function of its arguments (the point names the commitment number and its owner): a commitment
-    # rebuilt (retransmitted commitment_signed, force close, on-chain classification) reuses its EC operations.
-    # Nothing else keys this cache, so it cannot hand out another commitment's keys.
-    return CommitmentKeys._lazy(local, remote, per_commitment_point_)
+class _KeysMemo:
+    """The keys of recent commitments by (local pubkeys, remote pubkeys, point): a pure function of these (the
+    point names the commitment number and its owner), so a commitment rebuilt (retransmitted commitment_signed,
+    force close, on-chain classification) reuses its EC operations. Nothing else keys it, so it cannot hand out
+    another commitment's keys (`own` only changes how the same keys are computed)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.entries: dict[tuple[ChannelPubkeys, ChannelPubkeys, bytes], CommitmentKeys] = {}
+
+    def __call__(self, local: ChannelPubkeys, remote: ChannelPubkeys, point: bytes) -> CommitmentKeys | None:
+        return self.entries.get((local, remote, point))
+
+    def put(self, local: ChannelPubkeys, remote: ChannelPubkeys, point: bytes, keys: CommitmentKeys) -> None:
+        if len(self.entries) >= self.size:
+            self.entries.pop(next(iter(self.entries)))  # the oldest
+        self.entries[(local, remote, point)] = keys
+
+    def cache_clear(self) -> None:
+        self.entries.clear()
+
+
+_commitment_keys = _KeysMemo(256)
 
 
 # --- signatures --------------------------------------------------------------------------------

@@ -38,7 +38,7 @@ from ampere.ln.channel.htlcs import (
     on_send_commit,
     on_send_revoke,
 )
-from ampere.ln.channel.keys import KeyDerivationError, compact_to_der, pubkey_from_secret, secret_index
+from ampere.ln.channel.keys import KeyDerivationError, ecdsa_verify_compact, pubkey_from_secret, secret_index
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.shachain import ShachainError
 from ampere.ln.channel.signer import ChannelSigner
@@ -295,7 +295,7 @@ def _same(a: tuple, b: tuple) -> bool:
 def commitment_signed_message(ch: Channel, signer: ChannelSigner) -> m.CommitmentSigned:
     """Sign the peer's latest commitment (number remote_ctn) as it stands: used to send and to retransmit."""
     v = view(ch, Side.REMOTE)
-    ctx = build_remote_commitment(ch, ch.remote_ctn, ch.remote_point, v)
+    ctx = build_remote_commitment(ch, ch.remote_ctn, ch.remote_point, v, signer)
     return m.CommitmentSigned(channel_id=ch.channel_id, signature=signer.sign_commitment(ctx),
                               htlc_signature=signer.sign_htlc_txs(ctx),
                               tlvs=m.CommitmentSignedTlvs(funding_txid=ch.params.funding_outpoint.txid))
@@ -323,20 +323,20 @@ def on_commitment_signed(ch: Channel, signer: ChannelSigner, msg: m.CommitmentSi
     number = ch.local_ctn + 1
     v = view(new, Side.LOCAL)
     try:
-        ctx = build_local_commitment(new, number, signer.commitment_point(number), v)
+        ctx = build_local_commitment(new, number, signer.commitment_point(number), v, signer)
     except CommitmentError as e:
         raise _violation(f"commitment_signed for an impossible commitment: {e}") from e
     # BOLT #2: "if signature is not valid for its local commitment transaction OR non-compliant with LOW-S-
     # standard rule: MUST send a warning and close the connection, or send an error and fail the channel."
     # (libsecp256k1 only verifies low-S signatures.)
-    if not _verify(ctx.verify, ch.params.remote_pubkeys.funding_pubkey, msg.signature):
+    if not ecdsa_verify_compact(ch.params.remote_pubkeys.funding_pubkey, msg.signature, ctx.sighash()):
         raise _violation(f"bad commitment signature for commitment {number}")
     htxs = htlc_transactions(ctx)
     # BOLT #2: "if num_htlcs is not equal to the number of HTLC outputs in the local commitment transaction"
     if len(msg.htlc_signature) != len(htxs):
         raise _violation(f"{len(msg.htlc_signature)} HTLC signatures for {len(htxs)} HTLC outputs")
     for htx, sig in zip(htxs, msg.htlc_signature):
-        if not _verify(htx.verify_counterparty_signature, ctx.keys.remote_htlc_pubkey, sig):
+        if not ecdsa_verify_compact(ctx.keys.remote_htlc_pubkey, sig, htx.sighash(htx.counterparty_sighash_type)):
             raise _violation(f"bad HTLC signature for HTLC {htx.htlc_id}")
     # BOLT #2: "Otherwise: MUST respond with a revoke_and_ack message."
     new = _map_states(new, on_send_revoke)
@@ -356,13 +356,6 @@ def revoke_and_ack_message(ch: Channel, signer: ChannelSigner) -> m.RevokeAndAck
     its next commitment transaction." """
     return m.RevokeAndAck(channel_id=ch.channel_id, per_commitment_secret=signer.commitment_secret(ch.local_ctn - 1),
                           next_per_commitment_point=signer.commitment_point(ch.local_ctn + 1))
-
-
-def _verify(fn: Callable[[bytes, bytes], bool], pubkey: bytes, compact: bytes) -> bool:
-    try:
-        return fn(pubkey, compact_to_der(compact))
-    except KeyDerivationError:
-        return False
 
 
 def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
