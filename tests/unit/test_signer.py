@@ -239,16 +239,20 @@ class _SeededService(SignerService):
         return self._channels[key]
 
 
-def _run_pair() -> tuple[bytes, bytes, int]:
+def _run_pair() -> tuple[bytes, bytes, int, tuple[bytes, ...], tuple[bytes, ...]]:
     pair = pair_module.Pair.open(push_msat=100_000_000)
     a, b = pair.a, pair.b
     preimage = b"\x42" * 32
     a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, hashlib.sha256(preimage).digest(), 700, bytes(1366)))
     pair.pump()
+    # the HTLC signatures each side received (LocalChannelSigner signs them in compact form directly; the remote
+    # signer through sign_input)
+    htlc_sigs = (a.ch.local_htlc_sigs, b.ch.local_htlc_sigs)
+    assert all(len(sigs) == 1 for sigs in htlc_sigs)
     b.apply(core.fulfill_htlc(b.ch, b.signer, 0, preimage))
     pair.pump()
     tx = core.local_commitment_tx(a.ch, a.signer)
-    return tx.serialize(), b.signer.commitment_secret(2**48 - 2), a.ch.balance_local_msat
+    return tx.serialize(), b.signer.commitment_secret(2**48 - 2), a.ch.balance_local_msat, *htlc_sigs
 
 
 def test_a_channel_run_against_the_signer_process_is_byte_identical(tmp_path, monkeypatch):

@@ -150,8 +150,11 @@ class TxOut:
     script_pubkey: bytes
 
     def serialize(self) -> bytes:
-        return (self.value.to_bytes(8, "little", signed=True) + write_compact_size(len(self.script_pubkey))
-                + self.script_pubkey)
+        spk = self.script_pubkey
+        n = len(spk)
+        # (every standard scriptPubKey is shorter than 0xFD: its compact size is one byte)
+        return (self.value.to_bytes(8, "little", signed=True) + (bytes((n,)) if n < 0xFD else write_compact_size(n))
+                + spk)
 
 
 @dataclass
@@ -353,13 +356,13 @@ def bip143_sighash(tx: Transaction, input_index: int, script_code: bytes, amount
     base = sighash_type & 0x1F
     anyone = bool(sighash_type & SIGHASH_ANYONECANPAY)
     zero = b"\x00" * 32
-    hash_prevouts = zero if anyone else sha256d(b"".join(i.prevout.serialize() for i in tx.inputs))
+    hash_prevouts = zero if anyone else sha256d(b"".join([i.prevout.serialize() for i in tx.inputs]))
     if anyone or base in (SIGHASH_SINGLE, SIGHASH_NONE):
         hash_sequence = zero
     else:
-        hash_sequence = sha256d(b"".join(i.sequence.to_bytes(4, "little") for i in tx.inputs))
+        hash_sequence = sha256d(b"".join([i.sequence.to_bytes(4, "little") for i in tx.inputs]))
     if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
-        hash_outputs = sha256d(b"".join(o.serialize() for o in tx.outputs))
+        hash_outputs = sha256d(b"".join([o.serialize() for o in tx.outputs]))
     elif base == SIGHASH_SINGLE and input_index < len(tx.outputs):
         hash_outputs = sha256d(tx.outputs[input_index].serialize())
     else:

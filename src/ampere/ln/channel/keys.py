@@ -44,6 +44,7 @@ __all__ = [
     "commitment_keys",
     "derive_secret",
     "ecdsa_sign",
+    "ecdsa_sign_compact",
     "ecdsa_verify",
     "ecdsa_verify_compact",
     "der_to_compact",
@@ -470,8 +471,7 @@ _commitment_keys = _KeysMemo(256)
 
 # --- signatures --------------------------------------------------------------------------------
 
-def ecdsa_sign(privkey: bytes, digest: bytes) -> bytes:
-    """DER signature of a 32-byte digest (RFC6979 nonce, low-S), without a sighash byte."""
+def _sign(privkey: bytes, digest: bytes) -> object:
     _scalar(privkey, "private key")
     if len(digest) != 32:
         raise KeyDerivationError("digest must be 32 bytes")
@@ -481,7 +481,17 @@ def ecdsa_sign(privkey: bytes, digest: bytes) -> bytes:
     sig = _ffi.new("secp256k1_ecdsa_signature *")
     if not _lib.secp256k1_ecdsa_sign(_CTX.ctx, sig, bytes(digest), bytes(privkey), _ffi.NULL, _ffi.NULL):
         raise KeyDerivationError("signing failed")
-    return _ecdsa.cdata_to_der(sig)
+    return sig
+
+
+def ecdsa_sign(privkey: bytes, digest: bytes) -> bytes:
+    """DER signature of a 32-byte digest (RFC6979 nonce, low-S), without a sighash byte."""
+    return _ecdsa.cdata_to_der(_sign(privkey, digest))
+
+
+def ecdsa_sign_compact(privkey: bytes, digest: bytes) -> bytes:
+    """`ecdsa_sign` in the 64-byte compact form BOLT 2 messages carry (no DER round trip)."""
+    return _ecdsa.serialize_compact(_sign(privkey, digest))
 
 
 def ecdsa_verify(pubkey: bytes, der_signature: bytes, digest: bytes) -> bool:

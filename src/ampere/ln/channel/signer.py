@@ -38,6 +38,7 @@ from ampere.ln.channel.keys import (
     derive_revocation_pubkey_with_secret,
     derive_secret,
     ecdsa_sign,
+    ecdsa_sign_compact,
     per_commitment_point,
     per_commitment_secret_from_seed,
     pubkey_from_secret,
@@ -309,6 +310,17 @@ class LocalChannelSigner(ChannelSigner):
 
     def _tweak_key(self, key: str, point: bytes) -> bytes:
         return derive_privkey(self._keys[key], point, self._basepoints[key])
+
+    def sign_commitment(self, ctx: CommitmentTx) -> bytes:
+        # the same signature as the base class's, made in compact form directly (commitment_signed carries it so)
+        return ecdsa_sign_compact(self._keys["funding"], ctx.sighash())
+
+    def sign_htlc_txs(self, remote_ctx: CommitmentTx) -> tuple[bytes, ...]:
+        htxs = htlc_transactions(remote_ctx)
+        if not htxs:
+            return ()
+        privkey = self._tweaked("htlc", bytes(remote_ctx.keys.per_commitment_point))
+        return tuple(ecdsa_sign_compact(privkey, htx.sighash(htx.counterparty_sighash_type)) for htx in htxs)
 
     def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
                    sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:
