@@ -397,6 +397,8 @@ def htlc_transactions(ctx: CommitmentTx) -> list[HtlcTx]:
 
     BOLT #2 `commitment_signed.htlc_signatures` carries the counterparty's signatures in this order.
     """
+    if not ctx.htlc_outputs:
+        return []  # (no txid to compute: half the commitments of a one-HTLC round have no HTLC output)
     txid = ctx.txid
     return [
         build_htlc_tx(HtlcTxKind.TIMEOUT if out.offered_by_owner else HtlcTxKind.SUCCESS,
