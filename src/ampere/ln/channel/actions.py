@@ -22,6 +22,7 @@ import enum
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
+from ampere.ln.channel.values import make
 from ampere.primitives.amount import SatInt
 
 __all__ = [
@@ -289,8 +290,8 @@ class Step:
               error: ChannelError | None = None) -> Step:
         actions: list[Action] = []
         if persist is not None:
-            actions.append(Persist(persist))
-        actions += [SendMessage(m) for m in messages]
+            actions.append(make(Persist, update=persist))
+        actions += [make(SendMessage, msg=m) for m in messages]
         actions += [b if isinstance(b, Broadcast) else Broadcast(b) for b in broadcasts]
         for e in events:
             if not isinstance(e, Event):

@@ -50,6 +50,7 @@ from ampere.ln.channel.scripts import (
     to_local_script,
     to_remote_script_pubkey,
 )
+from ampere.ln.channel.values import make
 from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import p2wsh
@@ -375,15 +376,17 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
             indexes[tag] = index
         else:
             h, ws, offered_by_owner = tag
-            htlc_outputs.append(HtlcOutput(h, index, txout.value, ws, offered_by_owner))
+            htlc_outputs.append(make(HtlcOutput, htlc=h, output_index=index, amount_sat=txout.value,
+                                     witness_script=ws, offered_by_owner=offered_by_owner))
 
     tx = Transaction(version=2, inputs=[txin], outputs=[o[0] for o in outputs], locktime=locktime)
     if sum(o.value for o in tx.outputs) > params.funding_sat:
         # Only possible with anchors when the opener's balance cannot even cover them: BOLT 2's reserve and
         # fee checks never let a channel get there, so refuse rather than build an invalid transaction.
         raise CommitmentError("the opener cannot pay for the anchor outputs")
-    return CommitmentTx(
-        owner=owner, commitment_number=commitment_number, feerate_per_kw=feerate_per_kw, channel_type=ctype,
+    # values.make: the frozen dataclass without its per-field object.__setattr__ (one commitment per signature)
+    return make(
+        CommitmentTx, owner=owner, commitment_number=commitment_number, feerate_per_kw=feerate_per_kw, channel_type=ctype,
         keys=keys, to_self_delay=to_self_delay, funding_sat=params.funding_sat, funding_script=params.funding_script,
         tx=tx, htlc_outputs=tuple(htlc_outputs), trimmed_htlcs=tuple(trimmed),
         to_local_output_index=indexes.get("to_local"), to_remote_output_index=indexes.get("to_remote"),
