@@ -136,6 +136,32 @@ def test_commitment_secrets_across_the_cached_prefix_boundary():
         assert ch.commitment_point(n) == commitment_point(seed, n), n
 
 
+def test_own_keys_match_the_public_derivation():
+    # The signer computes our side's per-commitment keys with its secrets (keys.OwnKeys): the same keys as the
+    # public derivation, on our commitment (our point) and on the peer's (its point), and none for a point or
+    # basepoint it does not hold.
+    from ampere.ln.channel import keys
+    ours, theirs = LocalChannelSigner(b"\x01" * 32), LocalChannelSigner(b"\x02" * 32)
+    our_point, their_point = ours.commitment_point(7), theirs.commitment_point(9)
+    cases = ((ours.pubkeys, theirs.pubkeys, our_point), (theirs.pubkeys, ours.pubkeys, their_point))
+    for local, remote, point in cases:
+        keys._commitment_keys.cache_clear()
+        public = keys.commitment_keys(local, remote, point)
+        expected = [public.revocation_pubkey, public.local_delayed_pubkey, public.local_htlc_pubkey,
+                    public.remote_htlc_pubkey]
+        keys._commitment_keys.cache_clear()
+        with_secrets = keys.commitment_keys(local, remote, point, own=ours)
+        assert [with_secrets.revocation_pubkey, with_secrets.local_delayed_pubkey, with_secrets.local_htlc_pubkey,
+                with_secrets.remote_htlc_pubkey] == expected
+        assert with_secrets == public
+    # the secrets' path is the one taken for our side
+    assert ours.own_revocation_pubkey(theirs.pubkeys.revocation_basepoint, our_point) is not None
+    assert ours.own_revocation_pubkey(ours.pubkeys.revocation_basepoint, their_point) is not None
+    assert ours.own_derived_pubkey(ours.pubkeys.htlc_basepoint, their_point) is not None
+    assert ours.own_revocation_pubkey(theirs.pubkeys.revocation_basepoint, their_point) is None
+    assert ours.own_derived_pubkey(theirs.pubkeys.htlc_basepoint, our_point) is None
+
+
 def test_sign_input_refuses_a_missing_tweak():
     ch = LocalChannelSigner(b"\x01" * 32)
     with pytest.raises(SignerError):
@@ -213,16 +239,20 @@ class _SeededService(SignerService):
         return self._channels[key]
 
 
-def _run_pair() -> tuple[bytes, bytes, int]:
+def _run_pair() -> tuple[bytes, bytes, int, tuple[bytes, ...], tuple[bytes, ...]]:
     pair = pair_module.Pair.open(push_msat=100_000_000)
     a, b = pair.a, pair.b
     preimage = b"\x42" * 32
     a.apply(core.offer_htlc(a.ch, a.signer, 10_000_000, hashlib.sha256(preimage).digest(), 700, bytes(1366)))
     pair.pump()
+    # the HTLC signatures each side received (LocalChannelSigner signs them in compact form directly; the remote
+    # signer through sign_input)
+    htlc_sigs = (a.ch.local_htlc_sigs, b.ch.local_htlc_sigs)
+    assert all(len(sigs) == 1 for sigs in htlc_sigs)
     b.apply(core.fulfill_htlc(b.ch, b.signer, 0, preimage))
     pair.pump()
     tx = core.local_commitment_tx(a.ch, a.signer)
-    return tx.serialize(), b.signer.commitment_secret(2**48 - 2), a.ch.balance_local_msat
+    return tx.serialize(), b.signer.commitment_secret(2**48 - 2), a.ch.balance_local_msat, *htlc_sigs
 
 
 def test_a_channel_run_against_the_signer_process_is_byte_identical(tmp_path, monkeypatch):

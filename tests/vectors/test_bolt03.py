@@ -42,8 +42,10 @@ from ampere.ln.channel.keys import (
     der_to_compact,
     derive_privkey,
     derive_pubkey,
+    derive_pubkey_with_secret,
     derive_revocation_privkey,
     derive_revocation_pubkey,
+    derive_revocation_pubkey_with_secret,
     ecdsa_sign,
     ecdsa_verify,
     per_commitment_point,
@@ -88,6 +90,9 @@ def assert_spends(tx: Transaction, input_index: int, script_pubkey: bytes, amoun
 
 def test_key_derivation_pubkey_from_basepoint():
     assert derive_pubkey(h(KEYS["base_point"]), h(KEYS["per_commitment_point"])).hex() == KEYS["localpubkey"]
+    # the signer's path for its own basepoints: (secret + tweak) * G
+    assert derive_pubkey_with_secret(h(KEYS["base_secret"]), h(KEYS["base_point"]),
+                                     h(KEYS["per_commitment_point"])).hex() == KEYS["localpubkey"]
 
 
 def test_key_derivation_privkey_from_basepoint_secret():
@@ -99,6 +104,12 @@ def test_key_derivation_privkey_from_basepoint_secret():
 def test_key_derivation_revocation_pubkey():
     assert (derive_revocation_pubkey(h(KEYS["base_point"]), h(KEYS["per_commitment_point"])).hex()
             == KEYS["revocationpubkey"])
+    # the signer's paths: with our revocation basepoint's secret (the peer's commitment), or with our
+    # per-commitment secret (ours)
+    for known in ({"revocation_basepoint_secret": h(KEYS["base_secret"])},
+                  {"per_commitment_secret": h(KEYS["per_commitment_secret"])}):
+        assert (derive_revocation_pubkey_with_secret(h(KEYS["base_point"]), h(KEYS["per_commitment_point"]),
+                                                     **known).hex() == KEYS["revocationpubkey"])
 
 
 def test_key_derivation_revocation_privkey():

@@ -13,13 +13,16 @@ SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD036
 __all__ = ["SECP256K1_ORDER", "sha256", "sha256d", "ripemd160", "hash160", "tagged_hash"]
 
 
+_sha256 = hashlib.sha256
+
+
 def sha256(b: bytes) -> bytes:
-    return hashlib.sha256(b).digest()
+    return _sha256(b).digest()
 
 
 def sha256d(b: bytes) -> bytes:
     """Bitcoin's double SHA-256 (txids, block hashes, base58 checksums)."""
-    return hashlib.sha256(hashlib.sha256(b).digest()).digest()
+    return _sha256(_sha256(b).digest()).digest()
 
 
 def tagged_hash(tag: str, msg: bytes) -> bytes:

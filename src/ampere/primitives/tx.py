@@ -150,8 +150,11 @@ class TxOut:
     script_pubkey: bytes
 
     def serialize(self) -> bytes:
-        return (self.value.to_bytes(8, "little", signed=True) + write_compact_size(len(self.script_pubkey))
-                + self.script_pubkey)
+        spk = self.script_pubkey
+        n = len(spk)
+        # (every standard scriptPubKey is shorter than 0xFD: its compact size is one byte)
+        return (self.value.to_bytes(8, "little", signed=True) + (bytes((n,)) if n < 0xFD else write_compact_size(n))
+                + spk)
 
 
 @dataclass
@@ -345,38 +348,38 @@ def legacy_sighash(tx: Transaction, input_index: int, script_code: bytes,
     return sha256d(bytes(out))
 
 
+_ZERO32 = b"\x00" * 32
+
+
 def bip143_sighash(tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
                    sighash_type: int = SIGHASH_ALL) -> bytes:
     """BIP143 signature hash for segwit v0 inputs. `script_code` has no length prefix."""
-    if input_index >= len(tx.inputs):
+    # Every commitment and HTLC signature (made or checked) computes one: written as one join of the fields.
+    inputs = tx.inputs
+    if input_index >= len(inputs):
         raise IndexError("input index out of range")
     base = sighash_type & 0x1F
-    anyone = bool(sighash_type & SIGHASH_ANYONECANPAY)
-    zero = b"\x00" * 32
-    hash_prevouts = zero if anyone else sha256d(b"".join(i.prevout.serialize() for i in tx.inputs))
-    if anyone or base in (SIGHASH_SINGLE, SIGHASH_NONE):
-        hash_sequence = zero
+    anyone = sighash_type & SIGHASH_ANYONECANPAY
+    if anyone:
+        hash_prevouts = hash_sequence = _ZERO32
     else:
-        hash_sequence = sha256d(b"".join(i.sequence.to_bytes(4, "little") for i in tx.inputs))
+        hash_prevouts = sha256d(b"".join([i.prevout.txid + i.prevout.vout.to_bytes(4, "little") for i in inputs]))
+        hash_sequence = (_ZERO32 if base in (SIGHASH_SINGLE, SIGHASH_NONE)
+                         else sha256d(b"".join([i.sequence.to_bytes(4, "little") for i in inputs])))
     if base not in (SIGHASH_SINGLE, SIGHASH_NONE):
-        hash_outputs = sha256d(b"".join(o.serialize() for o in tx.outputs))
+        hash_outputs = sha256d(b"".join([o.serialize() for o in tx.outputs]))
     elif base == SIGHASH_SINGLE and input_index < len(tx.outputs):
         hash_outputs = sha256d(tx.outputs[input_index].serialize())
     else:
-        hash_outputs = zero
-    txin = tx.inputs[input_index]
-    preimage = (
-        tx.version.to_bytes(4, "little", signed=True)
-        + hash_prevouts + hash_sequence
-        + txin.prevout.serialize()
-        + write_compact_size(len(script_code)) + script_code
-        + amount_sat.to_bytes(8, "little", signed=True)
-        + txin.sequence.to_bytes(4, "little")
-        + hash_outputs
-        + tx.locktime.to_bytes(4, "little")
-        + sighash_type.to_bytes(4, "little")
-    )
-    return sha256d(preimage)
+        hash_outputs = _ZERO32
+    txin = inputs[input_index]
+    n = len(script_code)
+    return sha256d(b"".join((
+        tx.version.to_bytes(4, "little", signed=True), hash_prevouts, hash_sequence,
+        txin.prevout.txid, txin.prevout.vout.to_bytes(4, "little"),
+        bytes((n,)) if n < 0xFD else write_compact_size(n), script_code,
+        amount_sat.to_bytes(8, "little", signed=True), txin.sequence.to_bytes(4, "little"), hash_outputs,
+        tx.locktime.to_bytes(4, "little"), sighash_type.to_bytes(4, "little"))))
 
 
 def bip341_sighash(tx: Transaction, input_index: int, spent_outputs: Sequence[TxOut],

@@ -34,6 +34,7 @@ from ampere.ln.channel.keys import (
     MAX_SECRET_INDEX,
     ChannelPubkeys,
     CommitmentKeys,
+    OwnKeys,
     commitment_keys,
     ecdsa_sign,
     ecdsa_verify,
@@ -49,6 +50,7 @@ from ampere.ln.channel.scripts import (
     to_local_script,
     to_remote_script_pubkey,
 )
+from ampere.ln.channel.values import make
 from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
 from ampere.primitives.crypto import sha256
 from ampere.primitives.script import p2wsh
@@ -289,12 +291,13 @@ def _anchor_spk(funding_pubkey: bytes) -> bytes:
 
 def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: int, per_commitment_point: bytes,
                         feerate_per_kw: int, local_balance_msat: MsatInt, remote_balance_msat: MsatInt,
-                        htlcs: Iterable[HtlcSpec]) -> CommitmentTx:
+                        htlcs: Iterable[HtlcSpec], own: OwnKeys | None = None) -> CommitmentTx:
     """Build the commitment transaction number `commitment_number` held by `owner`.
 
     - `per_commitment_point`: the owner's point for this commitment number.
     - `local_balance_msat`/`remote_balance_msat`: what our node / the peer owns, not counting HTLCs.
     - `htlcs`: every HTLC committed in this commitment (trimmed or not), `offerer` from our node's view.
+    - `own`: our signer, to compute our side's keys with its secrets (keys.OwnKeys; the same keys).
 
     Follows BOLT 3 "Commitment Transaction Construction"; raises CommitmentError on inconsistent inputs.
     """
@@ -302,7 +305,7 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
     _check_inputs(params, commitment_number, feerate_per_kw, local_balance_msat, remote_balance_msat, htlcs)
     ctype = params.channel_type
     counterparty = owner.other()
-    keys = commitment_keys(params.pubkeys(owner), params.pubkeys(counterparty), per_commitment_point)
+    keys = commitment_keys(params.pubkeys(owner), params.pubkeys(counterparty), per_commitment_point, own)
     dust_limit = params.dust_limit_sat(owner)
     to_self_delay = params.to_self_delay(owner)
     owner_msat, counterparty_msat = ((local_balance_msat, remote_balance_msat) if owner is Side.LOCAL
@@ -373,15 +376,17 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
             indexes[tag] = index
         else:
             h, ws, offered_by_owner = tag
-            htlc_outputs.append(HtlcOutput(h, index, txout.value, ws, offered_by_owner))
+            htlc_outputs.append(make(HtlcOutput, htlc=h, output_index=index, amount_sat=txout.value,
+                                     witness_script=ws, offered_by_owner=offered_by_owner))
 
     tx = Transaction(version=2, inputs=[txin], outputs=[o[0] for o in outputs], locktime=locktime)
     if sum(o.value for o in tx.outputs) > params.funding_sat:
         # Only possible with anchors when the opener's balance cannot even cover them: BOLT 2's reserve and
         # fee checks never let a channel get there, so refuse rather than build an invalid transaction.
         raise CommitmentError("the opener cannot pay for the anchor outputs")
-    return CommitmentTx(
-        owner=owner, commitment_number=commitment_number, feerate_per_kw=feerate_per_kw, channel_type=ctype,
+    # values.make: the frozen dataclass without its per-field object.__setattr__ (one commitment per signature)
+    return make(
+        CommitmentTx, owner=owner, commitment_number=commitment_number, feerate_per_kw=feerate_per_kw, channel_type=ctype,
         keys=keys, to_self_delay=to_self_delay, funding_sat=params.funding_sat, funding_script=params.funding_script,
         tx=tx, htlc_outputs=tuple(htlc_outputs), trimmed_htlcs=tuple(trimmed),
         to_local_output_index=indexes.get("to_local"), to_remote_output_index=indexes.get("to_remote"),
@@ -395,6 +400,8 @@ def htlc_transactions(ctx: CommitmentTx) -> list[HtlcTx]:
 
     BOLT #2 `commitment_signed.htlc_signatures` carries the counterparty's signatures in this order.
     """
+    if not ctx.htlc_outputs:
+        return []  # (no txid to compute: half the commitments of a one-HTLC round have no HTLC output)
     txid = ctx.txid
     return [
         build_htlc_tx(HtlcTxKind.TIMEOUT if out.offered_by_owner else HtlcTxKind.SUCCESS,

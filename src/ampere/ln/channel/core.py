@@ -313,7 +313,8 @@ def funding_spent(ch: Channel, spending_txid: bytes) -> Step:
 # --- queries ---------------------------------------------------------------------------------------
 
 def local_commitment(ch: Channel, signer: ChannelSigner) -> CommitmentTx:
-    return build_local_commitment(ch, ch.local_ctn, signer.commitment_point(ch.local_ctn), view(ch, Side.LOCAL))
+    return build_local_commitment(ch, ch.local_ctn, signer.commitment_point(ch.local_ctn), view(ch, Side.LOCAL),
+                                  signer)
 
 
 def local_commitment_tx(ch: Channel, signer: ChannelSigner) -> Transaction:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ampere.ln.channel.keys import CommitmentKeys, ecdsa_sign, ecdsa_verify
 from ampere.ln.channel.scripts import ChannelType, htlc_tx_output_script
+from ampere.ln.channel.values import make
 from ampere.primitives.amount import SatInt
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import (
@@ -151,4 +152,5 @@ def build_htlc_tx(kind: HtlcTxKind, *, htlc_id: int, commitment_txid: bytes, out
         # BOLT #3: "locktime: 0 for HTLC-success, cltv_expiry for HTLC-timeout"
         locktime=cltv_expiry if kind is HtlcTxKind.TIMEOUT else 0,
     )
-    return HtlcTx(kind, htlc_id, output_index, tx, witness_script, amount_sat, channel_type)
+    return make(HtlcTx, kind=kind, htlc_id=htlc_id, commitment_output_index=output_index, tx=tx,
+                witness_script=witness_script, input_amount_sat=amount_sat, channel_type=channel_type)

@@ -38,7 +38,7 @@ from ampere.ln.channel.htlcs import (
     on_send_commit,
     on_send_revoke,
 )
-from ampere.ln.channel.keys import KeyDerivationError, compact_to_der, pubkey_from_secret, secret_index
+from ampere.ln.channel.keys import KeyDerivationError, ecdsa_verify_compact, pubkey_from_secret, secret_index
 from ampere.ln.channel.persist import Out, PeerViolation
 from ampere.ln.channel.shachain import ShachainError
 from ampere.ln.channel.signer import ChannelSigner
@@ -280,12 +280,25 @@ def needs_commitment(ch: Channel) -> bool:
             and ch.remote_next_point is not None and has_changes_for_remote(ch))
 
 
-def _map_states(ch: Channel, f: Callable[[HtlcState], HtlcState]) -> Channel:
-    htlcs = tuple(h.with_state(f(h.state)) for h in ch.htlcs)
-    fees = tuple(u if f(u.state) is u.state else replace(u, state=f(u.state)) for u in ch.fee_updates)
-    # Unchanged tuples stay the same objects (the record's HTLC list is then reused by identity: state._to_json).
-    return replace(ch, htlcs=ch.htlcs if _same(htlcs, ch.htlcs) else htlcs,
-                   fee_updates=ch.fee_updates if _same(fees, ch.fee_updates) else fees)
+def _map_states(ch: Channel, f: Callable[[HtlcState], HtlcState], **changes: object) -> Channel:
+    """The channel with `f` applied to every update's state, and `changes` to its fields (one copy)."""
+    htlcs = ch.htlcs
+    mapped = None
+    for i, h in enumerate(htlcs):
+        st = f(h.state)
+        if st is not h.state:
+            if mapped is None:
+                mapped = list(htlcs)
+            mapped[i] = replace(h, state=st)
+    # Unchanged tuples stay the same objects (the record's HTLC list is then reused by identity: state._to_json),
+    # and so do unchanged HTLCs (the record's per-HTLC cache and persist.diff see them as unchanged at no cost).
+    if mapped is not None:
+        changes["htlcs"] = tuple(mapped)
+    if ch.fee_updates:
+        fees = tuple(u if f(u.state) is u.state else replace(u, state=f(u.state)) for u in ch.fee_updates)
+        if not _same(fees, ch.fee_updates):
+            changes["fee_updates"] = fees
+    return replace(ch, **changes) if changes else ch
 
 
 def _same(a: tuple, b: tuple) -> bool:
@@ -295,7 +308,7 @@ def _same(a: tuple, b: tuple) -> bool:
 def commitment_signed_message(ch: Channel, signer: ChannelSigner) -> m.CommitmentSigned:
     """Sign the peer's latest commitment (number remote_ctn) as it stands: used to send and to retransmit."""
     v = view(ch, Side.REMOTE)
-    ctx = build_remote_commitment(ch, ch.remote_ctn, ch.remote_point, v)
+    ctx = build_remote_commitment(ch, ch.remote_ctn, ch.remote_point, v, signer)
     return m.CommitmentSigned(channel_id=ch.channel_id, signature=signer.sign_commitment(ctx),
                               htlc_signature=signer.sign_htlc_txs(ctx),
                               tlvs=m.CommitmentSignedTlvs(funding_txid=ch.params.funding_outpoint.txid))
@@ -305,12 +318,11 @@ def send_commitment(ch: Channel, signer: ChannelSigner) -> Out:
     """Sign the peer's next commitment with every update so far (a no-op Out when nothing is to sign)."""
     if not needs_commitment(ch):
         return Out(ch)
-    new = _map_states(ch, on_send_commit)
     # BOLT #2: the peer's next point arrived with channel_ready or its last revoke_and_ack.
     assert ch.remote_next_point is not None, "commitment before the peer's next per-commitment point"
-    new = replace(new, remote_prev_point=ch.remote_point, remote_point=ch.remote_next_point,
-                  remote_next_point=None, remote_ctn=ch.remote_ctn + 1, awaiting_revoke=True,
-                  last_sent_revoke=False)
+    new = _map_states(ch, on_send_commit, remote_prev_point=ch.remote_point, remote_point=ch.remote_next_point,
+                      remote_next_point=None, remote_ctn=ch.remote_ctn + 1, awaiting_revoke=True,
+                      last_sent_revoke=False)
     out = Out(new)
     out.send(commitment_signed_message(new, signer))
     return out
@@ -323,25 +335,24 @@ def on_commitment_signed(ch: Channel, signer: ChannelSigner, msg: m.CommitmentSi
     number = ch.local_ctn + 1
     v = view(new, Side.LOCAL)
     try:
-        ctx = build_local_commitment(new, number, signer.commitment_point(number), v)
+        ctx = build_local_commitment(new, number, signer.commitment_point(number), v, signer)
     except CommitmentError as e:
         raise _violation(f"commitment_signed for an impossible commitment: {e}") from e
     # BOLT #2: "if signature is not valid for its local commitment transaction OR non-compliant with LOW-S-
     # standard rule: MUST send a warning and close the connection, or send an error and fail the channel."
     # (libsecp256k1 only verifies low-S signatures.)
-    if not _verify(ctx.verify, ch.params.remote_pubkeys.funding_pubkey, msg.signature):
+    if not ecdsa_verify_compact(ch.params.remote_pubkeys.funding_pubkey, msg.signature, ctx.sighash()):
         raise _violation(f"bad commitment signature for commitment {number}")
     htxs = htlc_transactions(ctx)
     # BOLT #2: "if num_htlcs is not equal to the number of HTLC outputs in the local commitment transaction"
     if len(msg.htlc_signature) != len(htxs):
         raise _violation(f"{len(msg.htlc_signature)} HTLC signatures for {len(htxs)} HTLC outputs")
     for htx, sig in zip(htxs, msg.htlc_signature):
-        if not _verify(htx.verify_counterparty_signature, ctx.keys.remote_htlc_pubkey, sig):
+        if not ecdsa_verify_compact(ctx.keys.remote_htlc_pubkey, sig, htx.sighash(htx.counterparty_sighash_type)):
             raise _violation(f"bad HTLC signature for HTLC {htx.htlc_id}")
     # BOLT #2: "Otherwise: MUST respond with a revoke_and_ack message."
-    new = _map_states(new, on_send_revoke)
-    new = replace(new, local_ctn=number, local_commit_sig=bytes(msg.signature),
-                  local_htlc_sigs=tuple(bytes(s) for s in msg.htlc_signature), last_sent_revoke=True)
+    new = _map_states(new, on_send_revoke, local_ctn=number, local_commit_sig=bytes(msg.signature),
+                      local_htlc_sigs=tuple(bytes(s) for s in msg.htlc_signature), last_sent_revoke=True)
     out = Out(new)
     out.send(revoke_and_ack_message(new, signer))
     _settle(out)
@@ -356,13 +367,6 @@ def revoke_and_ack_message(ch: Channel, signer: ChannelSigner) -> m.RevokeAndAck
     its next commitment transaction." """
     return m.RevokeAndAck(channel_id=ch.channel_id, per_commitment_secret=signer.commitment_secret(ch.local_ctn - 1),
                           next_per_commitment_point=signer.commitment_point(ch.local_ctn + 1))
-
-
-def _verify(fn: Callable[[bytes, bytes], bool], pubkey: bytes, compact: bytes) -> bool:
-    try:
-        return fn(pubkey, compact_to_der(compact))
-    except KeyDerivationError:
-        return False
 
 
 def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
@@ -381,9 +385,9 @@ def on_revoke_and_ack(ch: Channel, msg: m.RevokeAndAck) -> Out:
     except ShachainError as e:
         # BOLT #2: "if the per_commitment_secret was not generated by the protocol in BOLT #3: MAY ... fail"
         raise _fatal(f"revoke_and_ack: {e}") from e
-    new = _map_states(ch, on_recv_revoke)
-    new = replace(new, remote_secrets=secrets, remote_next_point=bytes(msg.next_per_commitment_point),
-                  remote_prev_point=None, awaiting_revoke=False)
+    new = _map_states(ch, on_recv_revoke, remote_secrets=secrets,
+                      remote_next_point=bytes(msg.next_per_commitment_point), remote_prev_point=None,
+                      awaiting_revoke=False)
     out = Out(new)
     # _map_states maps the HTLCs one to one, in order: pair each with what it was (not a search per HTLC).
     for old, h in zip(ch.htlcs, new.htlcs):

@@ -10,7 +10,7 @@ from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
 from ampere.ln.channel.state import Channel, revert_peer_uncommitted
-from ampere.ln.channel.values import replace
+from ampere.ln.channel.values import make, replace
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -72,7 +72,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
         changes: Any = (Change("opened", ()),) if first else (lambda: diff(revert_peer_uncommitted(old), reverted))
         # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
         new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
-        persist = ChannelUpdate(new.channel_id, update_id, record, changes)
+        persist = make(ChannelUpdate, channel_id=new.channel_id, update_id=update_id, record=record, diff=changes)
     elif new.persisted_record is not base:
         new = replace(new, persisted_snapshot=old.persisted_snapshot if old.persisted_record is base else b"",
                       persisted_record=base)

@@ -6,6 +6,7 @@ Each function returns a witness script (the script the P2WSH output commits to);
 from __future__ import annotations
 
 import enum
+from functools import lru_cache
 
 from ampere.primitives.amount import SatInt
 from ampere.primitives.crypto import hash160, ripemd160
@@ -113,9 +114,35 @@ def to_local_script(revocation_pubkey: bytes, to_self_delay: int, local_delayed_
     """
     if not 0 <= to_self_delay <= 0xFFFF:
         raise ScriptArgumentError("to_self_delay must fit in 16 bits")
-    return (_ops(OP_IF) + push_data(_key(revocation_pubkey, "revocation_pubkey"))
-            + _ops(OP_ELSE) + push_int(to_self_delay) + _ops(OP_CHECKSEQUENCEVERIFY, OP_DROP)
-            + push_data(_key(local_delayed_pubkey, "local_delayed_pubkey")) + _ops(OP_ENDIF, OP_CHECKSIG))
+    return (_IF_PUSH33 + _key(revocation_pubkey, "revocation_pubkey") + _ELSE + _push_int(to_self_delay)
+            + _CSV_DROP_PUSH33 + _key(local_delayed_pubkey, "local_delayed_pubkey") + _ENDIF_CHECKSIG)
+
+
+# The scripts below are built per commitment (a new per-commitment point gives new keys): their fixed parts are
+# concatenated once here, each key pushed as <33> key (the minimal push of a 33-byte key, as push_data gives),
+# each hash as <20> hash. The BOLT 3 vectors check every script byte for byte.
+_PUSH33, _PUSH20 = b"\x21", b"\x14"
+_IF_PUSH33 = _ops(OP_IF) + _PUSH33
+_ELSE = _ops(OP_ELSE)
+_CSV_DROP_PUSH33 = _ops(OP_CHECKSEQUENCEVERIFY, OP_DROP) + _PUSH33
+_ENDIF_CHECKSIG = _ops(OP_ENDIF, OP_CHECKSIG)
+_HTLC_HEAD = _ops(OP_DUP, OP_HASH160) + _PUSH20
+_HTLC_REVOKE = _ops(OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE) + _PUSH33
+_OFFERED_MID = (_ops(OP_SWAP, OP_SIZE) + push_int(32) + _ops(OP_EQUAL, OP_NOTIF, OP_DROP, OP_2, OP_SWAP)
+                + _PUSH33)
+_OFFERED_HASH = _ops(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_HASH160) + _PUSH20
+_OFFERED_TAIL = _ops(OP_EQUALVERIFY, OP_CHECKSIG, OP_ENDIF)
+_RECEIVED_MID = _ops(OP_SWAP, OP_SIZE) + push_int(32) + _ops(OP_EQUAL, OP_IF, OP_HASH160) + _PUSH20
+_RECEIVED_KEY = _ops(OP_EQUALVERIFY, OP_2, OP_SWAP) + _PUSH33
+_RECEIVED_CLTV = _ops(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_DROP)
+_RECEIVED_TAIL = _ops(OP_CHECKLOCKTIMEVERIFY, OP_DROP, OP_CHECKSIG, OP_ENDIF)
+_ANCHORS_CSV = _ops(OP_1, OP_CHECKSEQUENCEVERIFY, OP_DROP)
+_ENDIF = _ops(OP_ENDIF)
+
+
+@lru_cache(maxsize=256)
+def _push_int(n: int) -> bytes:
+    return push_int(n)
 
 
 htlc_tx_output_script = to_local_script
@@ -166,15 +193,11 @@ def offered_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, remo
             [option_anchors: 1 OP_CHECKSEQUENCEVERIFY OP_DROP]
         OP_ENDIF
     """
-    return (_ops(OP_DUP, OP_HASH160) + push_data(hash160(_key(revocation_pubkey, "revocation_pubkey")))
-            + _ops(OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE)
-            + push_data(_key(remote_htlc_pubkey, "remote_htlc_pubkey"))
-            + _ops(OP_SWAP, OP_SIZE) + push_int(32) + _ops(OP_EQUAL, OP_NOTIF, OP_DROP, OP_2, OP_SWAP)
-            + push_data(_key(local_htlc_pubkey, "local_htlc_pubkey"))
-            + _ops(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_HASH160)
-            + push_data(_payment_hash160(payment_hash)) + _ops(OP_EQUALVERIFY, OP_CHECKSIG, OP_ENDIF)
-            + (_ops(OP_1, OP_CHECKSEQUENCEVERIFY, OP_DROP) if channel_type.anchors else b"")
-            + _ops(OP_ENDIF))
+    return (_HTLC_HEAD + hash160(_key(revocation_pubkey, "revocation_pubkey"))
+            + _HTLC_REVOKE + _key(remote_htlc_pubkey, "remote_htlc_pubkey")
+            + _OFFERED_MID + _key(local_htlc_pubkey, "local_htlc_pubkey")
+            + _OFFERED_HASH + _payment_hash160(payment_hash) + _OFFERED_TAIL
+            + (_ANCHORS_CSV if channel_type.anchors else b"") + _ENDIF)
 
 
 def received_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, remote_htlc_pubkey: bytes,
@@ -192,13 +215,9 @@ def received_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, rem
     """
     if not 0 <= cltv_expiry <= 0xFFFFFFFF:
         raise ScriptArgumentError("cltv_expiry must fit in 32 bits")
-    return (_ops(OP_DUP, OP_HASH160) + push_data(hash160(_key(revocation_pubkey, "revocation_pubkey")))
-            + _ops(OP_EQUAL, OP_IF, OP_CHECKSIG, OP_ELSE)
-            + push_data(_key(remote_htlc_pubkey, "remote_htlc_pubkey"))
-            + _ops(OP_SWAP, OP_SIZE) + push_int(32) + _ops(OP_EQUAL, OP_IF, OP_HASH160)
-            + push_data(_payment_hash160(payment_hash)) + _ops(OP_EQUALVERIFY, OP_2, OP_SWAP)
-            + push_data(_key(local_htlc_pubkey, "local_htlc_pubkey"))
-            + _ops(OP_2, OP_CHECKMULTISIG, OP_ELSE, OP_DROP) + push_int(cltv_expiry)
-            + _ops(OP_CHECKLOCKTIMEVERIFY, OP_DROP, OP_CHECKSIG, OP_ENDIF)
-            + (_ops(OP_1, OP_CHECKSEQUENCEVERIFY, OP_DROP) if channel_type.anchors else b"")
-            + _ops(OP_ENDIF))
+    return (_HTLC_HEAD + hash160(_key(revocation_pubkey, "revocation_pubkey"))
+            + _HTLC_REVOKE + _key(remote_htlc_pubkey, "remote_htlc_pubkey")
+            + _RECEIVED_MID + _payment_hash160(payment_hash)
+            + _RECEIVED_KEY + _key(local_htlc_pubkey, "local_htlc_pubkey")
+            + _RECEIVED_CLTV + push_int(cltv_expiry) + _RECEIVED_TAIL
+            + (_ANCHORS_CSV if channel_type.anchors else b"") + _ENDIF)

@@ -33,9 +33,12 @@ from ampere.ln.channel.keys import (
     compact_to_der,
     der_to_compact,
     derive_privkey,
+    derive_pubkey_with_secret,
     derive_revocation_privkey,
+    derive_revocation_pubkey_with_secret,
     derive_secret,
     ecdsa_sign,
+    ecdsa_sign_compact,
     per_commitment_point,
     per_commitment_secret_from_seed,
     pubkey_from_secret,
@@ -108,6 +111,14 @@ class ChannelSigner(ABC):
         """BOLT 7 `bitcoin_signature`: the funding key's signature of an unsigned channel_announcement (type
         first; 64-byte compact, over the double-SHA256 the signer computes), so the funding secret never leaves
         the signer and it signs nothing but a channel_announcement with it."""
+
+    # --- keys.OwnKeys: a signer that can compute our side's per-commitment keys with its secrets overrides these
+
+    def own_derived_pubkey(self, basepoint: bytes, per_commitment_point: bytes) -> bytes | None:
+        return None
+
+    def own_revocation_pubkey(self, revocation_basepoint: bytes, per_commitment_point: bytes) -> bytes | None:
+        return None
 
     # --- signatures (compact 64-byte, as BOLT 2 messages carry them) --------------------------------
 
@@ -241,6 +252,10 @@ class LocalChannelSigner(ChannelSigner):
                             "delayed_payment": self.pubkeys.delayed_payment_basepoint}
         # A commitment's HTLC signatures all use one tweaked key: derive it once (an EC multiplication).
         self._tweaked = lru_cache(maxsize=16)(self._tweak_key)
+        self._secret_by_basepoint = {self.pubkeys.htlc_basepoint: self._keys["htlc"],
+                                     self.pubkeys.delayed_payment_basepoint: self._keys["delayed_payment"]}
+        # Our recent per-commitment points -> their commitment numbers (own_revocation_pubkey).
+        self._number_of_point: dict[bytes, int] = {}
 
     # --- per-commitment secrets and points (BOLT 3) ------------------------------------------------
 
@@ -255,7 +270,11 @@ class LocalChannelSigner(ChannelSigner):
         return per_commitment_secret_from_seed(self._shachain_seed, prefix << _LOW_BITS)
 
     def _point(self, n: int) -> bytes:
-        return per_commitment_point(self._secret_cache(n))
+        point = per_commitment_point(self._secret_cache(n))
+        if len(self._number_of_point) >= 128:
+            self._number_of_point.clear()
+        self._number_of_point[point] = n
+        return point
 
     def commitment_point(self, n: int) -> bytes:
         return self._point_cache(n)
@@ -263,10 +282,45 @@ class LocalChannelSigner(ChannelSigner):
     def commitment_secret(self, n: int) -> bytes:
         return self._secret_cache(n)
 
+    # --- our side's per-commitment keys (keys.OwnKeys): the same public keys, cheaper with our secrets ------
+
+    def own_derived_pubkey(self, basepoint: bytes, per_commitment_point: bytes) -> bytes | None:
+        secret = self._secret_by_basepoint.get(basepoint)
+        if secret is None:
+            return None
+        return derive_pubkey_with_secret(secret, basepoint, per_commitment_point)
+
+    def own_revocation_pubkey(self, revocation_basepoint: bytes, per_commitment_point: bytes) -> bytes | None:
+        if revocation_basepoint == self.pubkeys.revocation_basepoint:
+            # the peer's commitment: our revocation basepoint
+            return derive_revocation_pubkey_with_secret(revocation_basepoint, per_commitment_point,
+                                                        revocation_basepoint_secret=self._keys["revocation"])
+        n = self._number_of_point.get(per_commitment_point)
+        if n is None:
+            return None
+        # our commitment number n: our per-commitment point (checked against the secret's point: the map is a
+        # cache of what _point computed, never trusted for another point)
+        secret = self._secret_cache(n)
+        if self._point_cache(n) != per_commitment_point:
+            return None
+        return derive_revocation_pubkey_with_secret(revocation_basepoint, per_commitment_point,
+                                                    per_commitment_secret=secret)
+
     # --- signatures -----------------------------------------------------------------------------------
 
     def _tweak_key(self, key: str, point: bytes) -> bytes:
         return derive_privkey(self._keys[key], point, self._basepoints[key])
+
+    def sign_commitment(self, ctx: CommitmentTx) -> bytes:
+        # the same signature as the base class's, made in compact form directly (commitment_signed carries it so)
+        return ecdsa_sign_compact(self._keys["funding"], ctx.sighash())
+
+    def sign_htlc_txs(self, remote_ctx: CommitmentTx) -> tuple[bytes, ...]:
+        htxs = htlc_transactions(remote_ctx)
+        if not htxs:
+            return ()
+        privkey = self._tweaked("htlc", bytes(remote_ctx.keys.per_commitment_point))
+        return tuple(ecdsa_sign_compact(privkey, htx.sighash(htx.counterparty_sighash_type)) for htx in htxs)
 
     def sign_input(self, key: str, tx: Transaction, input_index: int, script_code: bytes, amount_sat: int,
                    sighash_type: int, *, point: bytes | None = None, revealed_secret: bytes | None = None) -> bytes:

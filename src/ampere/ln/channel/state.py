@@ -362,7 +362,7 @@ def _to_json(ch: Channel) -> dict[str, Any]:
     return {
         "v": FORMAT_VERSION,
         **_static_of(ch),
-        "state": ch.state.value,
+        "state": ch.state._value_,  # (Enum.value is a descriptor call; _value_ the member's attribute)
         "balance": [ch.balance_local_msat, ch.balance_remote_msat],
         "feerate": ch.feerate_per_kw,
         "htlcs": _htlcs_json(ch.htlcs),

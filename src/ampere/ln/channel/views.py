@@ -22,6 +22,7 @@ from ampere.ln.channel.commitment import (
 )
 from ampere.ln.channel.htlc_tx import htlc_success_fee_sat, htlc_timeout_fee_sat
 from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_recv_commit, on_send_commit, status_table
+from ampere.ln.channel.keys import OwnKeys
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
 from ampere.ln.channel.values import ByIdentity, make
@@ -149,11 +150,13 @@ def spendable_msat(ch: Channel) -> MsatInt:
     return MsatInt(max(0, available_msat(ch, v, Side.LOCAL, extra)))
 
 
-def build_local_commitment(ch: Channel, number: int, point: bytes, v: View) -> CommitmentTx:
+def build_local_commitment(ch: Channel, number: int, point: bytes, v: View,
+                           own: OwnKeys | None = None) -> CommitmentTx:
     return build_commitment_tx(ch.params, Side.LOCAL, number, point, v.feerate_per_kw, v.local_msat,
-                               v.remote_msat, v.htlcs)
+                               v.remote_msat, v.htlcs, own)
 
 
-def build_remote_commitment(ch: Channel, number: int, point: bytes, v: View) -> CommitmentTx:
+def build_remote_commitment(ch: Channel, number: int, point: bytes, v: View,
+                            own: OwnKeys | None = None) -> CommitmentTx:
     return build_commitment_tx(ch.params, Side.REMOTE, number, point, v.feerate_per_kw, v.local_msat,
-                               v.remote_msat, v.htlcs)
+                               v.remote_msat, v.htlcs, own)
