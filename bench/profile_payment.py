@@ -22,6 +22,30 @@ from pyln.client import LightningRpc
 _spec = importlib.util.spec_from_file_location(
     "test_payments", os.path.join(os.path.dirname(__file__), "..", "tests", "integration", "test_payments.py"))
 
+
+
+def warm_pair(chaind, f, n: int):
+    """A payer and a payee with one channel (as tests/integration/test_payments.py makes them), 5 payments made to
+    warm up, and `n` more invoices of 1,000 msat: (payer, payee, the payer's rpc, one(rpc, invoice) -> seconds
+    paying by sendpay + waitsendpay, the invoices)."""
+    tp = importlib.util.module_from_spec(_spec)
+    _spec.loader.exec_module(tp)
+    opts = {"max-concurrent-htlcs": 483}
+    l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
+    id2 = l2.rpc.getinfo()["id"]
+    r2 = LightningRpc(l2.rpc_path)
+    invoices = [r2.invoice(1000, f"p{i}", "profile") for i in range(n + 5)]
+    route = [{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": 1000}]
+
+    def one(rpc, inv) -> float:
+        return timed_sendpay(rpc, route, inv, timeout=60)
+
+    r1 = LightningRpc(l1.rpc_path)
+    for inv in invoices[:5]:
+        one(r1, inv)
+    return l1, l2, r1, one, invoices[5:]
+
+
 # Inclusive buckets: a sample counts for the first of these (outermost-first order irrelevant: first match in
 # this list, looking at the whole stack) -- so order from specific to general.
 BUCKETS = [
@@ -96,22 +120,8 @@ def main() -> None:
     assert pyspy or args.fsyncs or args.cpu_only, "py-spy not found: pip install py-spy, or PY_SPY=path"
     out_dir = args.out or tempfile.mkdtemp(prefix="amp-profile-")
     os.makedirs(out_dir, exist_ok=True)
-    tp = importlib.util.module_from_spec(_spec)
-    _spec.loader.exec_module(tp)
     with network() as (chaind, f):
-        opts = {"max-concurrent-htlcs": 483}
-        l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
-        id2 = l2.rpc.getinfo()["id"]
-        r2 = LightningRpc(l2.rpc_path)
-        invoices = [r2.invoice(1000, f"p{i}", "profile") for i in range(args.n + 5)]
-        route = [{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": 1000}]
-
-        def one(rpc, inv) -> float:
-            return timed_sendpay(rpc, route, inv, timeout=60)
-
-        r1 = LightningRpc(l1.rpc_path)
-        for inv in invoices[:5]:
-            one(r1, inv)
+        l1, l2, r1, one, invoices = warm_pair(chaind, f, args.n)
         spies = []
         cpu0 = {name: cpu_seconds(node.proc.pid) for name, node in (("payer", l1), ("payee", l2))}
         io0 = {name: io_counters(node.proc.pid) for name, node in (("payer", l1), ("payee", l2))}
@@ -128,9 +138,9 @@ def main() -> None:
         time.sleep(1.5)
         t0 = time.perf_counter()
         if args.in_flight == 1:
-            lat = [one(r1, inv) for inv in invoices[5:]]
+            lat = [one(r1, inv) for inv in invoices]
         else:
-            run_in_flight(invoices[5:], args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
+            run_in_flight(invoices, args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
             lat = []
         elapsed = time.perf_counter() - t0
         cpu = {name: cpu_seconds(node.proc.pid) - cpu0[name] for name, node in (("payer", l1), ("payee", l2))}

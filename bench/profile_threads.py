@@ -12,7 +12,6 @@ Not a test: it prints figures.
 """
 
 import argparse
-import importlib.util
 import os
 import pstats
 import signal
@@ -81,26 +80,11 @@ def main() -> None:
         os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
         os.environ["PYTHONPATH"] = os.path.join(HERE, "cprofile_site") + os.pathsep + os.environ.get("PYTHONPATH", "")
     sys.path.insert(0, HERE)
-    from common import network, run_in_flight, timed_sendpay
+    from common import network, run_in_flight
+    from profile_payment import warm_pair
     from pyln.client import LightningRpc
-    spec = importlib.util.spec_from_file_location("test_payments", os.path.join(HERE, "..", "tests", "integration",
-                                                                                "test_payments.py"))
-    tp = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tp)
     with network() as (chaind, f):
-        opts = {"max-concurrent-htlcs": 483}
-        l1, l2, scid = tp.channel_pair(f, chaind, opts1=opts, opts2=opts)
-        id2 = l2.rpc.getinfo()["id"]
-        r2 = LightningRpc(l2.rpc_path)
-        invoices = [r2.invoice(1000, f"p{i}", "profile") for i in range(args.n + 5)]
-        route = [{"id": id2, "channel": scid, "delay": tp.DELAY, "amount_msat": 1000}]
-
-        def one(rpc, inv) -> float:
-            return timed_sendpay(rpc, route, inv, timeout=60)
-
-        r1 = LightningRpc(l1.rpc_path)
-        for inv in invoices[:5]:
-            one(r1, inv)
+        l1, l2, r1, one, invoices = warm_pair(chaind, f, args.n)
         nodes = (("payer", l1), ("payee", l2))
         if args.cprofile:
             for _, node in nodes:
@@ -118,10 +102,10 @@ def main() -> None:
         w0 = {name: io_write_bytes(node.proc.pid) for name, node in nodes}
         start = time.perf_counter()
         if args.in_flight == 1:
-            for inv in invoices[5:]:
+            for inv in invoices:
                 one(r1, inv)
         else:
-            run_in_flight(invoices[5:], args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
+            run_in_flight(invoices, args.in_flight, lambda: LightningRpc(l1.rpc_path), one)
         elapsed = time.perf_counter() - start
         if tracer is not None:
             tracer.send_signal(signal.SIGINT)
