@@ -8,12 +8,14 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 (futex). Counts, unlike times, do not move with the machine's load.
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
+                                     [--watch payer|payee] [--commit-time MS] [--cprofile DIR]
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
 
 import argparse
 import os
+import signal
 import subprocess
 import tempfile
 import time
@@ -33,20 +35,32 @@ def main() -> None:
     ap.add_argument("--peers", type=int, default=10)
     ap.add_argument("--n", type=int, default=500)
     ap.add_argument("--in-flight", type=int, default=50)
-    ap.add_argument("--syscalls", action="store_true", help="count the payer's system calls by kind (strace -c)")
+    ap.add_argument("--syscalls", action="store_true", help="count the watched node's system calls by kind (strace -c)")
+    ap.add_argument("--watch", choices=("payer", "payee"), default="payer",
+                    help="the node --syscalls and --pyspy look at (payee: the first payee; its counts are still per "
+                         "payment of the whole run, so multiply by --peers for its own payments)")
+    ap.add_argument("--commit-time", type=int, default=None, help="every node's commit-time (ms)")
+    ap.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
+                    "the measured run into this directory (bench/cprofile_site); figures are then slower")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
     args = ap.parse_args()
+    opts = dict(OPTS) if args.commit_time is None else {**OPTS, "commit-time": args.commit_time}
+    if args.cprofile:
+        os.makedirs(args.cprofile, exist_ok=True)
+        os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
+        os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "cprofile_site")
+                                    + os.pathsep + os.environ.get("PYTHONPATH", ""))
     chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
     chaind.start()
     f = factory()
     f.chaind = chaind
     try:
-        payer = f.get_node_of("ampere", dict(OPTS))
+        payer = f.get_node_of("ampere", dict(opts))
         payees, hops, invoices = [], [], []
         per = args.n // args.peers + 2
         for i in range(args.peers):
-            payee = f.get_node_of("ampere", dict(OPTS))
+            payee = f.get_node_of("ampere", dict(opts))
             payees.append(payee)
             scid = f.fundchannel(payer, payee, 5_000_000, announce=False)["short_channel_id"]
             hops.append({"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT})
@@ -63,25 +77,34 @@ def main() -> None:
         for item in work[:args.peers]:  # warm-up: one per channel
             one(r1, item)
         work = work[args.peers:args.peers + args.n]
+        watched = payees[0] if args.watch == "payee" else payer
         strace = None
         if args.syscalls:
             out = tempfile.mktemp(prefix="amp-syscalls-")
-            strace = subprocess.Popen(["strace", "-f", "-c", "-p", str(payer.proc.pid), "-o", out],
+            strace = subprocess.Popen(["strace", "-f", "-c", "-p", str(watched.proc.pid), "-o", out],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.0)
         spy = None
         if args.pyspy:
-            spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(payer.proc.pid),
+            spy = subprocess.Popen([os.environ.get("PY_SPY", "py-spy"), "record", "--pid", str(watched.proc.pid),
                                     "--format", "raw", "--rate", "500", "--threads", "--nonblocking", "--gil", "-o", args.pyspy],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             time.sleep(1.5)
         load = os.getloadavg()[0]
+        if args.cprofile:  # cprofile_site: SIGUSR1 starts the profilers, SIGUSR2 dumps them
+            for node in [payer] + payees:
+                os.kill(node.proc.pid, signal.SIGUSR1)
         from profile_threads import thread_cpu
         threads0 = thread_cpu(payer.proc.pid)
+        pthreads0 = thread_cpu(payees[0].proc.pid)
         cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
         cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         n = len(work) - len(errors)
+        if args.cprofile:
+            for node in [payer] + payees:
+                os.kill(node.proc.pid, signal.SIGUSR2)
+            time.sleep(2)
         print(f"{n} payments over {args.peers} channels, {args.in_flight} in flight, in {elapsed:.2f}s = "
               f"{n / elapsed:.1f}/s ({len(errors)} failed{': ' + errors[0] if errors else ''}); load {load:.1f}")
         print(f"CPU per payment: payer {1000 * (cpu1[0] - cpu0[0]) / n:.2f} ms, "
@@ -91,11 +114,21 @@ def main() -> None:
                               1000 * (u + s_ - threads0.get(tid, ("", 0.0, 0.0))[1] - threads0.get(tid, ("", 0.0, 0.0))[2]) / n)
                              for tid, (_, u, s_) in thread_cpu(payer.proc.pid).items()), key=lambda r: -r[1])
         print("payer CPU per payment by thread: " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_thread[:3]))
+        # One payee's own payments are n / peers (round-robin); its threads by user / system time. Clock ticks are
+        # 10 ms: with ~100 payments per payee, read this to +-0.1 ms.
+        own = n / args.peers
+        rows = []
+        for tid, (name, u, s_) in thread_cpu(payees[0].proc.pid).items():
+            _, u0, s0 = pthreads0.get(tid, ("", 0.0, 0.0))
+            if u - u0 + s_ - s0 > 0:
+                rows.append(f"{'loop' if tid == payees[0].proc.pid else name + ' ' + str(tid)} "
+                            f"{1000 * (u - u0) / own:.2f}/{1000 * (s_ - s0) / own:.2f} ms")
+        print("first payee's CPU per payment it received, by thread (user/system): " + ", ".join(rows))
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
             from profile_payment import summarize
-            print("--- payer: " + summarize(args.pyspy))
+            print(f"--- {args.watch}: " + summarize(args.pyspy))
         if strace is not None:
             strace.send_signal(2)
             strace.wait(60)
@@ -105,7 +138,7 @@ def main() -> None:
                 if len(cols) >= 5 and cols[3].isdigit() and cols[-1] != "total":
                     calls[cols[-1]] = int(cols[3])
             top = sorted(calls.items(), key=lambda kv: -kv[1])
-            print(f"payer system calls per payment (under strace): all {sum(calls.values()) / n:.1f}; "
+            print(f"{args.watch} system calls per payment of the run (under strace): all {sum(calls.values()) / n:.1f}; "
                   + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
     finally:
         f.cleanup()
