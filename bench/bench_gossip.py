@@ -36,7 +36,7 @@ from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa:
 from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
 from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, network, rss_mib  # noqa: E402
+from common import cpu_seconds, network, rss_mib, write_gossip_store  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
@@ -79,14 +79,7 @@ def main() -> None:
 
         # Store it, then time loading it back.
         path = os.path.join(tmp, "gossip_store")
-        store = GossipStore(path).open()
-        for ann, cap in net.announcements:
-            store.add_channel_announcement(ann, cap, now)
-        for upd in net.updates:
-            store.add_channel_update(upd, now)
-        for na in net.node_announcements:
-            store.add_node_announcement(na, now)
-        store.close()
+        write_gossip_store(path, net, now)
         size = os.path.getsize(path)
         best = best_cpu = None
         for _ in range(3):

@@ -25,21 +25,14 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from ampere.node.gossip.store_file import GossipStore  # noqa: E402
 from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, network, rss_mib  # noqa: E402
+from common import cpu_seconds, network, rss_mib, write_gossip_store  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
 def make_store(path: str) -> list[bytes]:
     now = int(time.time())
     net = random_network(GossipFactory(chain_hash("regtest")), n_nodes=5_000, n_channels=10_000, now=now, seed=42)
-    store = GossipStore(path).open()
-    for ann, cap in net.announcements:
-        store.add_channel_announcement(ann, cap, now)
-    for upd in net.updates:
-        store.add_channel_update(upd, now)
-    for na in net.node_announcements:
-        store.add_node_announcement(na, now)
-    store.close()
+    write_gossip_store(path, net, now)
     return [k.pub for k in net.nodes]
 
 

@@ -209,3 +209,18 @@ def cpu_seconds(pid: int) -> float:
     if os.environ.get("BENCH_CPU_PART") == "sys":
         return int(fields[12]) / os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def write_gossip_store(path: str, net, now: int) -> None:
+    """A gossip_store file holding a generated network (ampere.testing.gossip_factory.random_network), as ampd
+    would have stored it on receipt."""
+    from ampere.node.gossip.store_file import GossipStore
+
+    store = GossipStore(path).open()
+    for ann, cap in net.announcements:
+        store.add_channel_announcement(ann, cap, now)
+    for upd in net.updates:
+        store.add_channel_update(upd, now)
+    for na in net.node_announcements:
+        store.add_node_announcement(na, now)
+    store.close()
