@@ -57,7 +57,7 @@ from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT, ChannelType, anchor_scr
 from ampere.ln.channel.shachain import ShachainError, ShachainStore
 from ampere.primitives.crypto import hash160, sha256
 from ampere.primitives.script import p2pkh, p2wpkh, p2wsh, push_data
-from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut, legacy_sighash
+from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut, bip143_sighash, legacy_sighash
 
 VECTORS = Path(__file__).parent / "bolt03"
 h = bytes.fromhex
@@ -544,6 +544,10 @@ def test_commitment_properties(htlc_values, local_share, feerate, channel_type, 
     flipped = [HtlcSpec(x.htlc_id, x.offerer.other(), x.amount_msat, x.payment_hash, x.cltv_expiry) for x in htlcs]
     peer = build_commitment_tx(peer_params, owner.other(), 5, POINT, feerate, rest - local_msat, local_msat, flipped)
     assert peer.tx.serialize() == ctx.tx.serialize()
+    # The commitment's own sighash and txid (from the channel's fixed parts and its serialized outputs) are the
+    # general BIP143 sighash and txid of its transaction.
+    assert ctx.sighash() == bip143_sighash(ctx.tx, 0, params.funding_script, params.funding_sat, SIGHASH_ALL)
+    assert ctx.txid == ctx.tx.txid() == peer.txid
     # Every HTLC transaction is signable and spends its output under consensus rules.
     signed_commitment = ctx.signed(ctx.sign(LOCAL_FUNDING_PRIV), ctx.sign(REMOTE_FUNDING_PRIV))
     for htlc_tx in htlc_transactions(ctx)[:2]:
@@ -551,6 +555,9 @@ def test_commitment_properties(htlc_values, local_share, feerate, channel_type, 
         assert htlc_tx.verify_counterparty_signature(pubkey_from_secret(b"\x01" * 32), sig)
         assert htlc_tx.tx.outputs[0].value <= outs[htlc_tx.commitment_output_index].value
         assert htlc_tx.tx.inputs[0].prevout.txid == signed_commitment.txid()
+        for sighash_type in (SIGHASH_ALL, htlc_tx.counterparty_sighash_type):  # its one-input sighash is BIP143's
+            assert htlc_tx.sighash(sighash_type) == bip143_sighash(htlc_tx.tx, 0, htlc_tx.witness_script,
+                                                                   htlc_tx.input_amount_sat, sighash_type)
 
 
 def _closing_params() -> ChannelParams:

@@ -27,6 +27,7 @@ from ampere.ln.channel.htlc_tx import (
     HtlcTx,
     HtlcTxKind,
     build_htlc_tx,
+    htlc_output_script_pubkey,
     htlc_success_fee_sat,
     htlc_timeout_fee_sat,
 )
@@ -52,9 +53,17 @@ from ampere.ln.channel.scripts import (
 )
 from ampere.ln.channel.values import make
 from ampere.primitives.amount import MsatInt, SatInt, msat_to_sat, sat_to_msat
-from ampere.primitives.crypto import sha256
+from ampere.primitives.crypto import sha256, sha256d
 from ampere.primitives.script import p2wsh
-from ampere.primitives.tx import SIGHASH_ALL, OutPoint, Transaction, TxIn, TxOut, bip143_sighash
+from ampere.primitives.tx import (
+    SIGHASH_ALL,
+    OutPoint,
+    Transaction,
+    TxIn,
+    TxOut,
+    bip143_sighash,
+    write_compact_size,
+)
 
 __all__ = [
     "CommitmentError",
@@ -163,6 +172,21 @@ class ChannelParams:
         digest = sha256(opener.payment_basepoint + acceptor.payment_basepoint)
         return int.from_bytes(digest[-6:], "big")
 
+    @cached_property
+    def sighash_parts(self) -> tuple[bytes, bytes]:
+        return sighash_parts(self.funding_outpoint, self.funding_script, self.funding_sat)
+
+
+_SIGHASH_ALL_LE = SIGHASH_ALL.to_bytes(4, "little")
+
+
+def sighash_parts(funding_outpoint: OutPoint, funding_script: bytes, funding_sat: int) -> tuple[bytes, bytes]:
+    """The BIP143 preimage fields that are the same for every commitment of a channel (one input: the funding
+    output; version 2): nVersion || hashPrevouts, and outpoint || scriptCode || amount."""
+    outpoint = funding_outpoint.txid + funding_outpoint.vout.to_bytes(4, "little")
+    return ((2).to_bytes(4, "little") + sha256d(outpoint),
+            outpoint + write_compact_size(len(funding_script)) + funding_script + funding_sat.to_bytes(8, "little"))
+
 
 def obscured_commitment_number(params: ChannelParams, commitment_number: int) -> int:
     """BOLT #3: "The 48-bit commitment number is obscured by XOR with the lower 48 bits of" the factor."""
@@ -223,12 +247,49 @@ class CommitmentTx:
         """The actual fee: base fee plus trimmed HTLCs and outputs, and rounding."""
         return SatInt(self.funding_sat - sum(o.value for o in self.tx.outputs))
 
+    # The transaction is never mutated (signed() works on a copy), so what is computed from it is kept in the
+    # instance dict: a commitment's sighash is asked for by its signature or its check (and again by some
+    # callers), its txid by its HTLC transactions. The serialized outputs serve both.
+    def _outputs_bytes(self) -> bytes:
+        d = self.__dict__
+        out = d.get("_outs")
+        if out is None:
+            out = d["_outs"] = b"".join([o.serialize() for o in self.tx.outputs])
+        return out
+
     @property
     def txid(self) -> bytes:
-        return self.tx.txid()
+        d = self.__dict__
+        txid = d.get("_txid")
+        if txid is None:
+            tx = self.tx
+            txin = tx.inputs[0]
+            # tx.txid() of a one-input commitment without the general serializer: the legacy serialization
+            # (no witness), its empty scriptSig a 0 byte (the tests compare it with tx.txid()).
+            txid = d["_txid"] = sha256d(b"".join((
+                tx.version.to_bytes(4, "little", signed=True), b"\x01", txin.prevout.txid,
+                txin.prevout.vout.to_bytes(4, "little"), b"\x00", txin.sequence.to_bytes(4, "little"),
+                write_compact_size(len(tx.outputs)), self._outputs_bytes(), tx.locktime.to_bytes(4, "little"))))
+        return txid
 
     def sighash(self) -> bytes:
-        return bip143_sighash(self.tx, 0, self.funding_script, self.funding_sat, SIGHASH_ALL)
+        """BIP143 SIGHASH_ALL of the funding input (what both funding keys sign): primitives.tx.bip143_sighash's
+        bytes (the tests and BOLT 3 vectors compare them), with the fields fixed per channel computed once
+        (ChannelParams.sighash_parts) and this commitment's nSequence, outputs and nLockTime."""
+        d = self.__dict__
+        digest = d.get("_sighash")
+        if digest is None:
+            tx = self.tx
+            parts = d.get("_parts")
+            if parts is None:  # (not from build_commitment_tx: the general computation)
+                digest = d["_sighash"] = bip143_sighash(tx, 0, self.funding_script, self.funding_sat, SIGHASH_ALL)
+                return digest
+            head, middle = parts
+            sequence = tx.inputs[0].sequence.to_bytes(4, "little")
+            digest = d["_sighash"] = sha256d(b"".join((
+                head, sha256d(sequence), middle, sequence, sha256d(self._outputs_bytes()),
+                tx.locktime.to_bytes(4, "little"), _SIGHASH_ALL_LE)))
+        return digest
 
     def sign(self, funding_privkey: bytes) -> bytes:
         """DER signature (SIGHASH_ALL, no sighash byte) by one funding key: what commitment_signed carries."""
@@ -318,14 +379,20 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
     locktime = (0x20 << 24) | (obscured & 0xFFFFFF)
 
     # 2. "Calculate which committed HTLCs need to be trimmed".
+    #    is_htlc_trimmed with its two thresholds computed once: "amount minus the HTLC-timeout (offered by the
+    #    owner) or HTLC-success (received) fee less than dust_limit_satoshis" is, in msat, amount_msat <
+    #    (dust_limit + fee) * 1000 (the amount rounds down to whole satoshis first).
     untrimmed: list[tuple[HtlcSpec, bool]] = []
     trimmed: list[HtlcSpec] = []
-    for h in htlcs:
-        offered_by_owner = h.offerer is owner
-        if is_htlc_trimmed(h.amount_msat, offered_by_owner, dust_limit, feerate_per_kw, ctype):
-            trimmed.append(h)
-        else:
-            untrimmed.append((h, offered_by_owner))
+    if htlcs:
+        offered_min = sat_to_msat(dust_limit + htlc_timeout_fee_sat(feerate_per_kw, ctype))
+        received_min = sat_to_msat(dust_limit + htlc_success_fee_sat(feerate_per_kw, ctype))
+        for h in htlcs:
+            offered_by_owner = h.offerer is owner
+            if h.amount_msat < (offered_min if offered_by_owner else received_min):
+                trimmed.append(h)
+            else:
+                untrimmed.append((h, offered_by_owner))
 
     # 3. "Calculate the base commitment transaction fee" and 4. "Subtract this base fee from the funder ...
     #    If option_anchors applies ..., also subtract two times the fixed anchor size of 330 sats from the funder".
@@ -385,7 +452,7 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
         # fee checks never let a channel get there, so refuse rather than build an invalid transaction.
         raise CommitmentError("the opener cannot pay for the anchor outputs")
     # values.make: the frozen dataclass without its per-field object.__setattr__ (one commitment per signature)
-    return make(
+    ctx = make(
         CommitmentTx, owner=owner, commitment_number=commitment_number, feerate_per_kw=feerate_per_kw, channel_type=ctype,
         keys=keys, to_self_delay=to_self_delay, funding_sat=params.funding_sat, funding_script=params.funding_script,
         tx=tx, htlc_outputs=tuple(htlc_outputs), trimmed_htlcs=tuple(trimmed),
@@ -393,6 +460,8 @@ def build_commitment_tx(params: ChannelParams, owner: Side, commitment_number: i
         local_anchor_output_index=indexes.get("local_anchor"), remote_anchor_output_index=indexes.get("remote_anchor"),
         base_fee_sat=base_fee,
     )
+    ctx.__dict__["_parts"] = params.sighash_parts  # (see CommitmentTx.sighash)
+    return ctx
 
 
 def htlc_transactions(ctx: CommitmentTx) -> list[HtlcTx]:
@@ -403,11 +472,12 @@ def htlc_transactions(ctx: CommitmentTx) -> list[HtlcTx]:
     if not ctx.htlc_outputs:
         return []  # (no txid to compute: half the commitments of a one-HTLC round have no HTLC output)
     txid = ctx.txid
+    out_script = htlc_output_script_pubkey(ctx.keys, ctx.to_self_delay)  # (once: the same for every HTLC)
     return [
         build_htlc_tx(HtlcTxKind.TIMEOUT if out.offered_by_owner else HtlcTxKind.SUCCESS,
                       htlc_id=out.htlc.htlc_id, commitment_txid=txid, output_index=out.output_index,
                       amount_sat=out.amount_sat, cltv_expiry=out.htlc.cltv_expiry, witness_script=out.witness_script,
                       keys=ctx.keys, to_self_delay=ctx.to_self_delay, feerate_per_kw=ctx.feerate_per_kw,
-                      channel_type=ctx.channel_type)
+                      channel_type=ctx.channel_type, output_script=out_script)
         for out in ctx.htlc_outputs
     ]

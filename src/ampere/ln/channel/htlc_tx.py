@@ -16,6 +16,7 @@ from ampere.ln.channel.keys import CommitmentKeys, ecdsa_sign, ecdsa_verify
 from ampere.ln.channel.scripts import ChannelType, htlc_tx_output_script
 from ampere.ln.channel.values import make
 from ampere.primitives.amount import SatInt
+from ampere.primitives.crypto import sha256d
 from ampere.primitives.script import p2wsh
 from ampere.primitives.tx import (
     SIGHASH_ALL,
@@ -37,12 +38,17 @@ __all__ = [
     "htlc_timeout_fee_sat",
     "htlc_success_fee_sat",
     "build_htlc_tx",
+    "htlc_output_script_pubkey",
 ]
 
 # BOLT #3: "HTLC-timeout weight (no option_anchors): 663 / (option_anchors): 666;
 #           HTLC-success weight (no option_anchors): 703 / (option_anchors): 706"
 HTLC_TIMEOUT_WEIGHT = {ChannelType.STATIC_REMOTEKEY: 663, ChannelType.ANCHORS: 666}
 HTLC_SUCCESS_WEIGHT = {ChannelType.STATIC_REMOTEKEY: 703, ChannelType.ANCHORS: 706}
+
+
+_FAST_TYPES = (SIGHASH_ALL, SIGHASH_SINGLE | SIGHASH_ANYONECANPAY)
+_ZERO32 = bytes(32)
 
 
 class HtlcTxError(ValueError):
@@ -92,7 +98,26 @@ class HtlcTx:
         return SIGHASH_SINGLE | SIGHASH_ANYONECANPAY if self.channel_type.anchors else SIGHASH_ALL
 
     def sighash(self, sighash_type: int) -> bytes:
-        return bip143_sighash(self.tx, 0, self.witness_script, self.input_amount_sat, sighash_type)
+        """BIP143 sighash of the one input: every HTLC signature made or checked (one per HTLC per commitment)."""
+        tx = self.tx
+        ws = self.witness_script
+        n = len(ws)
+        if len(tx.inputs) != 1 or len(tx.outputs) != 1 or n >= 0xFD or sighash_type not in _FAST_TYPES:
+            return bip143_sighash(tx, 0, ws, self.input_amount_sat, sighash_type)
+        # primitives.tx.bip143_sighash's preimage for one input and one output, written out (the BOLT 3 vectors
+        # check the signatures): SIGHASH_ALL commits to the outpoint and sequence, SINGLE|ANYONECANPAY (anchors,
+        # the counterparty's signature) puts zeros there; both commit to the one output.
+        txin = tx.inputs[0]
+        outpoint = txin.prevout.txid + txin.prevout.vout.to_bytes(4, "little")
+        sequence = txin.sequence.to_bytes(4, "little")
+        if sighash_type == SIGHASH_ALL:
+            hash_prevouts, hash_sequence = sha256d(outpoint), sha256d(sequence)
+        else:
+            hash_prevouts = hash_sequence = _ZERO32
+        return sha256d(b"".join((
+            tx.version.to_bytes(4, "little", signed=True), hash_prevouts, hash_sequence, outpoint, bytes((n,)), ws,
+            self.input_amount_sat.to_bytes(8, "little", signed=True), sequence, sha256d(tx.outputs[0].serialize()),
+            tx.locktime.to_bytes(4, "little"), sighash_type.to_bytes(4, "little"))))
 
     def sign_as_owner(self, owner_htlc_privkey: bytes) -> bytes:
         """The commitment owner's DER signature (SIGHASH_ALL), made with its derived local_htlc privkey."""
@@ -128,13 +153,19 @@ class HtlcTx:
         return tx
 
 
+def htlc_output_script_pubkey(keys: CommitmentKeys, to_self_delay: int) -> bytes:
+    """The scriptPubKey of every HTLC transaction's output on one commitment (its to_local script, P2WSH)."""
+    return p2wsh(htlc_tx_output_script(keys.revocation_pubkey, to_self_delay, keys.local_delayed_pubkey))
+
+
 def build_htlc_tx(kind: HtlcTxKind, *, htlc_id: int, commitment_txid: bytes, output_index: int, amount_sat: int,
                   cltv_expiry: int, witness_script: bytes, keys: CommitmentKeys, to_self_delay: int,
-                  feerate_per_kw: int, channel_type: ChannelType) -> HtlcTx:
+                  feerate_per_kw: int, channel_type: ChannelType, output_script: bytes | None = None) -> HtlcTx:
     """Build the HTLC-timeout or HTLC-success transaction spending output `output_index` of a commitment.
 
     `keys` and `to_self_delay` are those of the commitment transaction being spent (its owner's delayed key,
-    the revocation key the counterparty can use).
+    the revocation key the counterparty can use). `output_script`: `htlc_output_script_pubkey(keys,
+    to_self_delay)` when the caller has it (the same for every HTLC transaction of a commitment).
     """
     if len(commitment_txid) != 32:
         raise HtlcTxError("commitment txid must be 32 bytes (internal byte order)")
@@ -143,7 +174,7 @@ def build_htlc_tx(kind: HtlcTxKind, *, htlc_id: int, commitment_txid: bytes, out
     value = SatInt(amount_sat - fee)
     if value < 0:
         raise HtlcTxError(f"HTLC of {amount_sat} sat cannot pay the {fee} sat HTLC transaction fee (it is trimmed)")
-    out_script = p2wsh(htlc_tx_output_script(keys.revocation_pubkey, to_self_delay, keys.local_delayed_pubkey))
+    out_script = output_script if output_script is not None else htlc_output_script_pubkey(keys, to_self_delay)
     tx = Transaction(
         version=2,
         # BOLT #3: "txin[0] sequence: 0 (set to 1 for option_anchors)"

@@ -68,9 +68,16 @@ class ChannelType(enum.Enum):
     STATIC_REMOTEKEY = "static_remotekey"
     ANCHORS = "anchors_zero_fee_htlc_tx"
 
-    @property
-    def anchors(self) -> bool:
-        return self is ChannelType.ANCHORS
+    anchors: bool  # option_anchors applies
+
+    def __init__(self, value: str) -> None:
+        # A plain attribute of each member, not a property: it is read for every HTLC of every commitment and
+        # view (each property call is a Python frame; K=50 rounds read it ~460,000 times per 200 HTLCs).
+        self.anchors = value == "anchors_zero_fee_htlc_tx"
+
+    # Members are singletons compared by identity: hash them by identity too, in C (Enum.__hash__ is a Python
+    # function, and the commitment builder keys its weight tables by channel type).
+    __hash__ = object.__hash__
 
 
 class ScriptArgumentError(ValueError):
@@ -177,7 +184,14 @@ def anchor_script(funding_pubkey: bytes) -> bytes:
 def _payment_hash160(payment_hash: bytes) -> bytes:
     if not isinstance(payment_hash, (bytes, bytearray)) or len(payment_hash) != 32:
         raise ScriptArgumentError("payment_hash must be 32 bytes")
-    return ripemd160(bytes(payment_hash))
+    return _ripemd160(bytes(payment_hash))
+
+
+# An HTLC's script is built again for every commitment it is in (new keys each time), with the same payment hash;
+# the revocation key is the same in every HTLC script of one commitment. Each RIPEMD160 goes through hashlib.new's
+# Python wrapper: keep the recent ones (pure functions of their input).
+_ripemd160 = lru_cache(maxsize=2048)(ripemd160)
+_hash160 = lru_cache(maxsize=256)(hash160)
 
 
 def offered_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, remote_htlc_pubkey: bytes,
@@ -193,7 +207,7 @@ def offered_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, remo
             [option_anchors: 1 OP_CHECKSEQUENCEVERIFY OP_DROP]
         OP_ENDIF
     """
-    return (_HTLC_HEAD + hash160(_key(revocation_pubkey, "revocation_pubkey"))
+    return (_HTLC_HEAD + _hash160(_key(revocation_pubkey, "revocation_pubkey"))
             + _HTLC_REVOKE + _key(remote_htlc_pubkey, "remote_htlc_pubkey")
             + _OFFERED_MID + _key(local_htlc_pubkey, "local_htlc_pubkey")
             + _OFFERED_HASH + _payment_hash160(payment_hash) + _OFFERED_TAIL
@@ -215,7 +229,7 @@ def received_htlc_script(revocation_pubkey: bytes, local_htlc_pubkey: bytes, rem
     """
     if not 0 <= cltv_expiry <= 0xFFFFFFFF:
         raise ScriptArgumentError("cltv_expiry must fit in 32 bits")
-    return (_HTLC_HEAD + hash160(_key(revocation_pubkey, "revocation_pubkey"))
+    return (_HTLC_HEAD + _hash160(_key(revocation_pubkey, "revocation_pubkey"))
             + _HTLC_REVOKE + _key(remote_htlc_pubkey, "remote_htlc_pubkey")
             + _RECEIVED_MID + _payment_hash160(payment_hash)
             + _RECEIVED_KEY + _key(local_htlc_pubkey, "local_htlc_pubkey")
