@@ -29,6 +29,7 @@ from ampere.ln.channel.commitment import (
     build_commitment_tx,
     commitment_fee_sat,
     htlc_transactions,
+    is_htlc_trimmed,
     obscured_commitment_number,
 )
 from ampere.ln.channel.htlc_tx import HtlcTxError, HtlcTxKind
@@ -532,7 +533,11 @@ def test_commitment_properties(htlc_values, local_share, feerate, channel_type, 
         if keys[i] == keys[i + 1] and i in htlc_by_index and i + 1 in htlc_by_index:
             assert htlc_by_index[i].htlc.cltv_expiry <= htlc_by_index[i + 1].htlc.cltv_expiry
     assert sorted([o.htlc for o in ctx.htlc_outputs] + list(ctx.trimmed_htlcs), key=repr) == sorted(htlcs, key=repr)
+    dust = params.dust_limit_sat(owner)
+    for x in ctx.trimmed_htlcs:  # the builder's msat thresholds trim exactly what BOLT 3's rule (is_htlc_trimmed) does
+        assert is_htlc_trimmed(x.amount_msat, x.offerer is owner, dust, feerate, channel_type)
     for o in ctx.htlc_outputs:
+        assert not is_htlc_trimmed(o.htlc.amount_msat, o.htlc.offerer is owner, dust, feerate, channel_type)
         assert outs[o.output_index].value == o.htlc.amount_sat
         assert outs[o.output_index].script_pubkey == p2wsh(o.witness_script)
     # The peer's view of the same commitment.
