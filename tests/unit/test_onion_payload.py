@@ -195,3 +195,27 @@ def test_rules_for_blinded_hops():
     _check_fails(
         HopPayload(**{**final.__dict__, "short_channel_id": 3}), TLV_SHORT_CHANNEL_ID, is_final=True, path_key_in_htlc=True
     )
+
+
+@pytest.mark.parametrize("amount, cltv, secret, total", [
+    (0, 0, None, None), (1, 1, None, None), (1_000_000, 118, bytes(range(32)), None),
+    (2**64 - 1, 2**32 - 1, b"\xff" * 32, 2**64 - 1), (255, 256, b"\x01" * 32, 0), (65_536, 700_000, b"\x02" * 32, 3)])
+def test_final_payload_shortcut_writes_the_codecs_bytes(amount, cltv, secret, total):
+    """final_hop_payload writes the usual final hop without the generated codec: byte for byte the codec's."""
+    fast = final_hop_payload(amount, cltv, payment_secret=secret, total_msat=total)
+    if secret is not None and total is None:
+        total = amount
+    assert fast == encode_hop_payload(HopPayload(
+        amt_to_forward=Msat(amount), outgoing_cltv_value=cltv, payment_secret=secret,
+        total_msat=None if total is None else Msat(total)))
+    decoded = decode_hop_payload(fast)
+    assert (decoded.amt_to_forward, decoded.outgoing_cltv_value, decoded.payment_secret) == (amount, cltv, secret)
+
+
+def test_final_payload_out_of_range_is_still_refused():
+    with pytest.raises(ValueError):
+        final_hop_payload(2**64, 1)
+    with pytest.raises(ValueError):
+        final_hop_payload(1, 2**32, payment_secret=bytes(32))
+    with pytest.raises(ValueError):
+        final_hop_payload(1, 1, payment_secret=b"short")
