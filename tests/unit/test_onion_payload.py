@@ -219,3 +219,42 @@ def test_final_payload_out_of_range_is_still_refused():
         final_hop_payload(1, 2**32, payment_secret=bytes(32))
     with pytest.raises(ValueError):
         final_hop_payload(1, 1, payment_secret=b"short")
+
+
+def _small_record(tlv_type: int, value: bytes) -> bytes:
+    return bytes((tlv_type, len(value))) + value
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=st.binary(max_size=9), cltv=st.binary(max_size=5), secret=st.none() | st.binary(min_size=30, max_size=34),
+       total=st.binary(max_size=9), tail=st.sampled_from([b"", b"\x0a\x00", b"\x10\x01\x05", b"\x01"]),
+       order=st.booleans())
+def test_usual_final_reader_agrees_with_the_codec(amount, cltv, secret, total, tail, order):
+    """decode_hop_payload reads the usual final hop itself: whenever it does, the codec reads the same payload;
+    whatever it leaves (non-minimal integers, other records, wrong order or lengths) goes to the codec."""
+    from ampere.ln.onion_payload import _decode_usual_final, _decode_with_codec
+
+    records = [_small_record(2, amount), _small_record(4, cltv)]
+    if not order:
+        records.reverse()
+    raw = b"".join(records) + (b"" if secret is None else _small_record(8, secret + total)) + tail
+    fast = _decode_usual_final(raw)
+    try:
+        slow = _decode_with_codec(raw)
+    except InvalidOnionPayload:
+        assert fast is None
+        with pytest.raises(InvalidOnionPayload):
+            decode_hop_payload(raw)
+        return
+    if fast is not None:
+        assert fast == slow
+    assert decode_hop_payload(raw) == slow
+
+
+def test_usual_final_reader_takes_the_usual_payload():
+    from ampere.ln.onion_payload import _decode_usual_final
+
+    raw = final_hop_payload(1_000_000, 118, payment_secret=b"\x07" * 32, total_msat=3_000_000)
+    assert _decode_usual_final(raw) == decode_hop_payload(raw)
+    assert _decode_usual_final(raw).total_msat == 3_000_000
+    assert _decode_usual_final(final_hop_payload(5, 6)) is not None

@@ -217,6 +217,44 @@ def decode_hop_payload(raw: bytes) -> HopPayload:
     record (0 when the record's value is bad), for BOLT #4's `invalid_onion_payload`.
     """
     raw = bytes(raw)
+    usual = _decode_usual_final(raw)
+    if usual is not None:
+        return usual
+    return _decode_with_codec(raw)
+
+
+def _decode_usual_final(raw: bytes) -> HopPayload | None:
+    """The usual final hop -- exactly amt_to_forward, outgoing_cltv_value and optionally payment_data, each
+    minimally encoded -- read directly (~5x cheaper than the generated codec: one per payment received); None
+    for anything else, which the codec then reads (and refuses with its error if it must). Gives what
+    _decode_with_codec gives for the same bytes (tests/unit/test_onion_payload.py compares them)."""
+    n = len(raw)
+    if n < 4 or raw[0] != TLV_AMT_TO_FORWARD or raw[1] > 8:
+        return None
+    pos = 2 + raw[1]
+    amount = raw[2:pos]
+    # tu64/tu32 are minimal: no leading zero byte.
+    if amount[:1] == b"\x00" or pos + 2 > n or raw[pos] != TLV_OUTGOING_CLTV_VALUE or raw[pos + 1] > 4:
+        return None
+    start = pos + 2
+    pos = start + raw[pos + 1]
+    cltv = raw[start:pos]
+    if pos > n or cltv[:1] == b"\x00":
+        return None
+    secret = total = None
+    if pos < n:
+        if n - pos < 2 or raw[pos] != TLV_PAYMENT_DATA or not 32 <= raw[pos + 1] <= 40 or pos + 2 + raw[pos + 1] != n:
+            return None
+        secret = raw[pos + 2:pos + 34]
+        total_raw = raw[pos + 34:]
+        if total_raw[:1] == b"\x00":
+            return None
+        total = Msat(int.from_bytes(total_raw, "big"))
+    return HopPayload(amt_to_forward=Msat(int.from_bytes(amount, "big")),
+                      outgoing_cltv_value=int.from_bytes(cltv, "big"), payment_secret=secret, total_msat=total)
+
+
+def _decode_with_codec(raw: bytes) -> HopPayload:
     try:
         wire = decode_tlv_stream("payload", raw, (TLV_KEYSEND_PREIMAGE,))
     except TlvError as e:
