@@ -195,3 +195,66 @@ def test_rules_for_blinded_hops():
     _check_fails(
         HopPayload(**{**final.__dict__, "short_channel_id": 3}), TLV_SHORT_CHANNEL_ID, is_final=True, path_key_in_htlc=True
     )
+
+
+@pytest.mark.parametrize("amount, cltv, secret, total", [
+    (0, 0, None, None), (1, 1, None, None), (1_000_000, 118, bytes(range(32)), None),
+    (2**64 - 1, 2**32 - 1, b"\xff" * 32, 2**64 - 1), (255, 256, b"\x01" * 32, 0), (65_536, 700_000, b"\x02" * 32, 3)])
+def test_final_payload_shortcut_writes_the_codecs_bytes(amount, cltv, secret, total):
+    """final_hop_payload writes the usual final hop without the generated codec: byte for byte the codec's."""
+    fast = final_hop_payload(amount, cltv, payment_secret=secret, total_msat=total)
+    if secret is not None and total is None:
+        total = amount
+    assert fast == encode_hop_payload(HopPayload(
+        amt_to_forward=Msat(amount), outgoing_cltv_value=cltv, payment_secret=secret,
+        total_msat=None if total is None else Msat(total)))
+    decoded = decode_hop_payload(fast)
+    assert (decoded.amt_to_forward, decoded.outgoing_cltv_value, decoded.payment_secret) == (amount, cltv, secret)
+
+
+def test_final_payload_out_of_range_is_still_refused():
+    with pytest.raises(ValueError):
+        final_hop_payload(2**64, 1)
+    with pytest.raises(ValueError):
+        final_hop_payload(1, 2**32, payment_secret=bytes(32))
+    with pytest.raises(ValueError):
+        final_hop_payload(1, 1, payment_secret=b"short")
+
+
+def _small_record(tlv_type: int, value: bytes) -> bytes:
+    return bytes((tlv_type, len(value))) + value
+
+
+@settings(max_examples=300, deadline=None)
+@given(amount=st.binary(max_size=9), cltv=st.binary(max_size=5), secret=st.none() | st.binary(min_size=30, max_size=34),
+       total=st.binary(max_size=9), tail=st.sampled_from([b"", b"\x0a\x00", b"\x10\x01\x05", b"\x01"]),
+       order=st.booleans())
+def test_usual_final_reader_agrees_with_the_codec(amount, cltv, secret, total, tail, order):
+    """decode_hop_payload reads the usual final hop itself: whenever it does, the codec reads the same payload;
+    whatever it leaves (non-minimal integers, other records, wrong order or lengths) goes to the codec."""
+    from ampere.ln.onion_payload import _decode_usual_final, _decode_with_codec
+
+    records = [_small_record(2, amount), _small_record(4, cltv)]
+    if not order:
+        records.reverse()
+    raw = b"".join(records) + (b"" if secret is None else _small_record(8, secret + total)) + tail
+    fast = _decode_usual_final(raw)
+    try:
+        slow = _decode_with_codec(raw)
+    except InvalidOnionPayload:
+        assert fast is None
+        with pytest.raises(InvalidOnionPayload):
+            decode_hop_payload(raw)
+        return
+    if fast is not None:
+        assert fast == slow
+    assert decode_hop_payload(raw) == slow
+
+
+def test_usual_final_reader_takes_the_usual_payload():
+    from ampere.ln.onion_payload import _decode_usual_final
+
+    raw = final_hop_payload(1_000_000, 118, payment_secret=b"\x07" * 32, total_msat=3_000_000)
+    assert _decode_usual_final(raw) == decode_hop_payload(raw)
+    assert _decode_usual_final(raw).total_msat == 3_000_000
+    assert _decode_usual_final(final_hop_payload(5, 6)) is not None

@@ -139,6 +139,17 @@ def encode_hop_payload(payload: HopPayload) -> bytes:
         raise ValueError(str(e)) from None
 
 
+def _tu(value: int) -> bytes:
+    """BOLT 1 truncated unsigned integer: big-endian without leading zero bytes (0 is empty)."""
+    return value.to_bytes((value.bit_length() + 7) // 8, "big")
+
+
+def _tu_record(tlv_type: int, value: int) -> bytes:
+    """One TLV record of a small type (< 0xfd: a one-byte BigSize) holding a tu32/tu64."""
+    raw = _tu(value)
+    return bytes((tlv_type, len(raw))) + raw
+
+
 def forward_hop_payload(amt_to_forward: int, outgoing_cltv_value: int, short_channel_id: int) -> bytes:
     """An intermediate hop's payload bytes (BOLT #4: "For every non-final node: MUST include
     `short_channel_id`", with `amt_to_forward` and `outgoing_cltv_value`)."""
@@ -167,6 +178,20 @@ def final_hop_payload(
         raise ValueError("total_msat travels in payment_data, which needs payment_secret")
     if payment_secret is not None and total_msat is None:
         total_msat = amt_to_forward
+    if (payment_metadata is None and keysend_preimage is None and not extra_tlvs and type(amt_to_forward) is int
+            and type(outgoing_cltv_value) is int and 0 <= amt_to_forward < 1 << 64
+            and 0 <= outgoing_cltv_value < 1 << 32):
+        # The usual final hop (a sendpay's): written out directly, ~10x cheaper than the generated TLV codec; the
+        # same bytes (tests/unit/test_onion_payload.py compares the two). Anything else takes the codec.
+        if payment_secret is None:
+            return _tu_record(TLV_AMT_TO_FORWARD, amt_to_forward) + _tu_record(TLV_OUTGOING_CLTV_VALUE,
+                                                                             outgoing_cltv_value)
+        if (type(payment_secret) is bytes and len(payment_secret) == 32 and type(total_msat) is int
+                and 0 <= total_msat < 1 << 64):
+            total = _tu(total_msat)
+            return (_tu_record(TLV_AMT_TO_FORWARD, amt_to_forward)
+                    + _tu_record(TLV_OUTGOING_CLTV_VALUE, outgoing_cltv_value)
+                    + bytes((TLV_PAYMENT_DATA, 32 + len(total))) + payment_secret + total)
     return encode_hop_payload(
         HopPayload(
             amt_to_forward=Msat(amt_to_forward),
@@ -192,6 +217,44 @@ def decode_hop_payload(raw: bytes) -> HopPayload:
     record (0 when the record's value is bad), for BOLT #4's `invalid_onion_payload`.
     """
     raw = bytes(raw)
+    usual = _decode_usual_final(raw)
+    if usual is not None:
+        return usual
+    return _decode_with_codec(raw)
+
+
+def _decode_usual_final(raw: bytes) -> HopPayload | None:
+    """The usual final hop -- exactly amt_to_forward, outgoing_cltv_value and optionally payment_data, each
+    minimally encoded -- read directly (~5x cheaper than the generated codec: one per payment received); None
+    for anything else, which the codec then reads (and refuses with its error if it must). Gives what
+    _decode_with_codec gives for the same bytes (tests/unit/test_onion_payload.py compares them)."""
+    n = len(raw)
+    if n < 4 or raw[0] != TLV_AMT_TO_FORWARD or raw[1] > 8:
+        return None
+    pos = 2 + raw[1]
+    amount = raw[2:pos]
+    # tu64/tu32 are minimal: no leading zero byte.
+    if amount[:1] == b"\x00" or pos + 2 > n or raw[pos] != TLV_OUTGOING_CLTV_VALUE or raw[pos + 1] > 4:
+        return None
+    start = pos + 2
+    pos = start + raw[pos + 1]
+    cltv = raw[start:pos]
+    if pos > n or cltv[:1] == b"\x00":
+        return None
+    secret = total = None
+    if pos < n:
+        if n - pos < 2 or raw[pos] != TLV_PAYMENT_DATA or not 32 <= raw[pos + 1] <= 40 or pos + 2 + raw[pos + 1] != n:
+            return None
+        secret = raw[pos + 2:pos + 34]
+        total_raw = raw[pos + 34:]
+        if total_raw[:1] == b"\x00":
+            return None
+        total = Msat(int.from_bytes(total_raw, "big"))
+    return HopPayload(amt_to_forward=Msat(int.from_bytes(amount, "big")),
+                      outgoing_cltv_value=int.from_bytes(cltv, "big"), payment_secret=secret, total_msat=total)
+
+
+def _decode_with_codec(raw: bytes) -> HopPayload:
     try:
         wire = decode_tlv_stream("payload", raw, (TLV_KEYSEND_PREIMAGE,))
     except TlvError as e:

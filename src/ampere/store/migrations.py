@@ -94,6 +94,45 @@ INSERT INTO channel_htlc_stubs SELECT channel_id, offerer, htlc_id, amount_msat,
 DROP TABLE channel_htlc_stubs_old
 """
 
+_M14_COLUMNS = ("id, payment_hash, partid, groupid, status, amount_msat, amount_sent_msat, total_msat, destination, "
+                "created_at, completed_at, label, bolt11, description, preimage, route, shared_secrets, first_scid, "
+                "channel_id, htlc_id, cltv_expiry, failure, erroronion, updated_index")
+
+# The old table is renamed first, so the new one takes its place in schema_tables()' order (as _M13_STUBS does); its
+# indexes and its sqlite_sequence row go with it.
+_M14_SQLITE = """
+ALTER TABLE payments RENAME TO payments_old;
+CREATE TABLE payments (
+    id INTEGER PRIMARY KEY,
+    payment_hash BLOB NOT NULL,
+    partid INTEGER NOT NULL,
+    groupid INTEGER NOT NULL,
+    status INTEGER NOT NULL,
+    amount_msat INTEGER,
+    amount_sent_msat INTEGER NOT NULL,
+    total_msat INTEGER NOT NULL,
+    destination BLOB,
+    created_at INTEGER NOT NULL,
+    completed_at INTEGER,
+    label TEXT,
+    bolt11 TEXT,
+    description TEXT,
+    preimage BLOB,
+    route TEXT,
+    shared_secrets BLOB,
+    first_scid INTEGER,
+    channel_id BLOB,
+    htlc_id INTEGER,
+    cltv_expiry INTEGER NOT NULL,
+    failure TEXT,
+    erroronion BLOB,
+    updated_index INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO payments (""" + _M14_COLUMNS + """) SELECT """ + _M14_COLUMNS + """ FROM payments_old;
+DROP TABLE payments_old
+"""
+
+
 MIGRATIONS: list[Migration] = [
     # 1: key-value datastore (CLN's datastore RPCs).  Keys are arrays of strings, stored joined by
     # NUL bytes so that prefix queries are range scans.
@@ -372,6 +411,18 @@ CREATE TABLE IF NOT EXISTS offers (
     # b-tree either: one page per onion written or deleted. channel_htlc_stubs (one row per HTLC ever held,
     # ~80 bytes) becomes WITHOUT ROWID in SQLite: its rows went to the table and to its key's index, two pages.
     {"sqlite3": _M13 + ";\n" + _M13_STUBS, "postgres": _pg(_M13)},
+    # 14: pages written per payment on the payer (issue 18). Of a payment's ~5.5 WAL pages, ~1.3 were the payment
+    # row's indexes and key counter, none of which anything reads: the engine loads every row at start
+    # (ORDER BY id) and keeps (payment_hash, partid, groupid) unique itself (PaymentEngine._send serialises the
+    # parts of one key and checks them against the others), so `UNIQUE (payment_hash, partid, groupid)` (a random
+    # leaf of its index per payment: the hash is random), `payments_status` (a leaf per insert and two per status
+    # change) and AUTOINCREMENT's sqlite_sequence row go. An id is still never reused: SQLite gives a new row
+    # max(id) + 1, and the only delete (a failed part replaced by its retry, sendpay._insert_op) runs in the
+    # transaction that first inserts the retry, so max(id) never goes down. PostgreSQL keeps its BIGSERIAL key
+    # (a sequence: nothing to rebuild) and loses the same two indexes.
+    {"sqlite3": _M14_SQLITE,
+     "postgres": "DROP INDEX IF EXISTS payments_status;\n"
+                 "ALTER TABLE payments DROP CONSTRAINT IF EXISTS payments_payment_hash_partid_groupid_key"},
 ]
 
 

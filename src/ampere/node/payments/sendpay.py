@@ -270,6 +270,9 @@ _COLUMNS = ("id, payment_hash, partid, groupid, status, amount_msat, amount_sent
             "channel_id, htlc_id, cltv_expiry, failure, erroronion, updated_index")
 
 
+_INSERT_SQL = f"INSERT INTO payments ({_COLUMNS.partition(', ')[2]}) VALUES ({', '.join('?' * 23)})"
+
+
 def _row_to_payment(row: tuple) -> Payment:
     (id_, ph, partid, groupid, status, amount, sent, total, dest, created, completed, label, bolt11, desc, pre,
      route, secrets, first_scid, channel_id, htlc_id, cltv, failure, erroronion, updated) = row
@@ -613,12 +616,14 @@ class PaymentEngine:
 
     def _insert_op(self, p: Payment, old_failed: Payment | None) -> Callable[[Any], int]:
         # Database only (the store may run it more than once): the caller sets p.created_index once committed.
+        # The retry is inserted BEFORE its failed predecessor is deleted: SQLite gives a new row max(id) + 1 (the
+        # table has no AUTOINCREMENT since migration 14), so the new id is above the old one even when the old was
+        # the highest, and max(id) never goes down: an id is never reused.
         def op(db) -> int:
+            new_id = db.execute(_INSERT_SQL, _payment_row(p)).lastrowid
             if old_failed is not None:
                 db.execute("DELETE FROM payments WHERE id = ?", (old_failed.created_index,))
-            cur = db.execute(f"INSERT INTO payments ({_COLUMNS.partition(', ')[2]}) VALUES "
-                             f"({', '.join('?' * 23)})", _payment_row(p))
-            return cur.lastrowid
+            return new_id
         return op
 
     def _update_op(self, p: Payment, bump: bool = True) -> Callable[[Any], Payment]:
