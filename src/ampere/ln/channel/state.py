@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,7 @@ from ampere.primitives.tx import OutPoint
 __all__ = [
     "ChannelState", "TRANSITIONS", "StateTransitionError", "ChannelConfig", "ClosingNegotiation", "Channel",
     "StorageError", "FORMAT_VERSION", "revert_peer_uncommitted", "set_state", "channel_id_from_outpoint",
+    "StoredForm", "durable_key",
 ]
 
 FORMAT_VERSION = 1
@@ -144,7 +146,8 @@ class Channel:
     reestablish_sent: bool = False
     closing: ClosingNegotiation | None = None
     persisted_snapshot: bytes = field(default=b"", compare=False, repr=False)
-    persisted_record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The durable form as of the last Persist (persist.finish), its record built when first asked for.
+    stored: StoredForm | None = field(default=None, compare=False, repr=False)
 
     # --- convenience -----------------------------------------------------------------------------
 
@@ -174,18 +177,18 @@ class Channel:
 
     # --- storage ---------------------------------------------------------------------------------
 
+    @property
+    def persisted_record(self) -> dict[str, Any] | None:
+        """The record of the last Persist (what the runtime writes), None if none was made on this value's line."""
+        stored = self.stored
+        return None if stored is None else stored.record()
+
     def to_bytes(self) -> bytes:
         return encode_record(self.to_record())
 
     def to_record(self) -> dict[str, Any]:
         """The stored form as a JSON-ready dict (the peer's uncommitted updates left out)."""
         return _to_json(revert_peer_uncommitted(self))
-
-    def stored_form(self) -> tuple[Channel, dict[str, Any]]:
-        """(the channel with the peer's uncommitted updates reverted, its record `to_record()`): for a caller that
-        needs both (persist.finish diffs the reverted channels) without reverting twice."""
-        reverted = revert_peer_uncommitted(self)
-        return reverted, _to_json(reverted)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Channel:
@@ -204,7 +207,58 @@ class Channel:
             ch = _from_json(obj)
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"malformed channel record: {e}") from e
-        return replace(ch, persisted_record=obj)
+        return replace(ch, stored=StoredForm.of(ch, obj))
+
+
+# Fields that never reach the record (transient, or the stored form itself); every other field is durable, so a
+# field added later counts as durable until declared here (at worst an extra write, never a missed one).
+_NOT_DURABLE = frozenset(("connected", "reestablished", "reestablish_sent", "closing", "persisted_snapshot", "stored",
+                          "update_id"))
+# The fields that change on most steps first (plain numbers and flags): two keys that differ mostly differ there, and
+# the comparison stops before reaching the HTLCs (an HTLC compared by value is a Python call).
+_EARLY = ("next_seq", "local_ctn", "remote_ctn", "awaiting_revoke", "last_sent_revoke", "next_htlc_id_local",
+          "next_htlc_id_remote", "balance_local_msat", "balance_remote_msat", "feerate_per_kw", "state")
+_DURABLE = _EARLY + tuple(f.name for f in fields(Channel) if f.name not in _NOT_DURABLE and f.name not in _EARLY)
+# durable_key(ch): the fields the record is made of, but update_id (compares two stored forms without building them).
+durable_key = operator.attrgetter(*_DURABLE)
+
+
+class _Fields:
+    """The durable fields of a channel by name: what `_to_json` reads (it never reads the transient ones)."""
+
+
+class StoredForm:
+    """A channel's durable form: its durable fields (`key`, the peer's uncommitted updates reverted) and `update_id`,
+    and its record, `_to_json` of them, built only when first asked for.
+
+    persist.finish runs on every step, but the runtime writes once per group of steps (several inputs computed
+    while the last write was in flight): building the record on each step, only to compare it with the last one,
+    cost more than the write's own encoding (issue 18). A step instead compares the keys, the durable fields
+    themselves (mostly the same objects as the last step's, so compared by identity); the record is built for the
+    write, from the same fields. Equal fields give an equal record, so no change is ever missed. (Only the fields
+    are kept, not the channel: a channel holds its StoredForm, which would hold the channel before it, and so on.)
+    """
+
+    __slots__ = ("key", "update_id", "_record")
+
+    def __init__(self, key: tuple, update_id: int, record: dict[str, Any] | None = None) -> None:
+        self.key = key
+        self.update_id = update_id
+        self._record = record
+
+    @classmethod
+    def of(cls, ch: Channel, record: dict[str, Any] | None = None) -> StoredForm:
+        """The stored form of `ch` as it is (the caller reverted the peer's uncommitted updates, if any)."""
+        return cls(durable_key(ch), ch.update_id, record)
+
+    def record(self) -> dict[str, Any]:
+        rec = self._record
+        if rec is None:
+            fs = _Fields()
+            fs.__dict__.update(zip(_DURABLE, self.key))
+            fs.update_id = self.update_id
+            rec = self._record = _to_json(fs)  # type: ignore[arg-type]
+        return rec
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
