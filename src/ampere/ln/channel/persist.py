@@ -67,7 +67,7 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
         base = StoredForm.of(revert_peer_uncommitted(old))
     persist = None
     # The durable fields against those last persisted (StoredForm: no record is built here, only for the write).
-    if first or key != base.key or old.update_id != base.update_id:
+    if first or base is None or key != base.key or old.update_id != base.update_id:
         update_id = old.update_id + (0 if first else 1)
         changes: Any = (Change("opened", ()),) if first else (lambda: diff(revert_peer_uncommitted(old), reverted))
         stored = StoredForm(key, update_id)
@@ -83,7 +83,7 @@ class _StoredUpdate(ChannelUpdate):
     """A ChannelUpdate whose `record` is its StoredForm's, built when first read: the runtime writes the record of
     the last step of a group (Channel.persisted_record), so the earlier steps' records are never built."""
 
-    @property  # type: ignore[override]
+    @property
     def record(self) -> dict[str, Any]:
         return self.__dict__["stored"].record()
 

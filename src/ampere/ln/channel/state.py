@@ -33,7 +33,7 @@ from ampere.primitives.tx import OutPoint
 __all__ = [
     "ChannelState", "TRANSITIONS", "StateTransitionError", "ChannelConfig", "ClosingNegotiation", "Channel",
     "StorageError", "FORMAT_VERSION", "revert_peer_uncommitted", "set_state", "channel_id_from_outpoint",
-    "StoredForm", "durable_key",
+    "StoredForm", "durable_key", "onion_bytes",
 ]
 
 FORMAT_VERSION = 1
@@ -255,8 +255,7 @@ class StoredForm:
         rec = self._record
         if rec is None:
             fs = _Fields()
-            fs.__dict__.update(zip(_DURABLE, self.key))
-            fs.update_id = self.update_id
+            fs.__dict__.update(zip(_DURABLE, self.key), update_id=self.update_id)
             rec = self._record = _to_json(fs)  # type: ignore[arg-type]
         return rec
 
@@ -342,12 +341,48 @@ def _config_from(v: list[Any]) -> ChannelConfig:
     return ChannelConfig(SatInt(int(v[0])), MsatInt(int(v[1])), SatInt(int(v[2])), MsatInt(int(v[3])), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
 
 
+class _OnionHex:
+    """An HTLC's onion (1,366 bytes) as hex, made once for all the versions of its record (each state change of
+    the HTLC is a new record dict: ~5 us of hex each), and back to the same bytes for the runtime's write
+    (`onion_bytes`: the onion row is written from the record) without parsing the hex again. Entries hold their
+    key objects (no id is reused while cached); cleared when full."""
+
+    __slots__ = ("max", "by_onion", "by_hex")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max = max_entries
+        self.by_onion: dict[int, tuple[bytes, str]] = {}
+        self.by_hex: dict[int, tuple[str, bytes]] = {}
+
+    def hex(self, onion: bytes) -> str:
+        e = self.by_onion.get(id(onion))
+        if e is not None and e[0] is onion:
+            return e[1]
+        text = onion.hex()
+        if len(self.by_onion) >= self.max:
+            self.by_onion.clear()
+            self.by_hex.clear()
+        self.by_onion[id(onion)] = (onion, text)
+        self.by_hex[id(text)] = (text, onion)
+        return text
+
+    def onion(self, text: str) -> bytes:
+        e = self.by_hex.get(id(text))
+        if e is not None and e[0] is text:
+            return e[1]
+        return bytes.fromhex(text)
+
+
+_onions = _OnionHex(1024)
+onion_bytes = _onions.onion   # a record's HTLC "on" (hex) as bytes
+
+
 @lru_cache(maxsize=4096)
 def _htlc_json_by_value(h: Htlc) -> dict[str, Any]:
     """One HTLC's stored form (cached: an HTLC is re-encoded on every step of its channel otherwise; callers
     never mutate the dict)."""
     d: dict[str, Any] = {"o": h.offerer is Side.LOCAL and "l" or "r", "id": h.htlc_id, "a": h.amount_msat,
-                         "h": h.payment_hash.hex(), "c": h.cltv_expiry, "on": h.onion.hex(), "s": int(h.state),
+                         "h": h.payment_hash.hex(), "c": h.cltv_expiry, "on": _onions.hex(h.onion), "s": int(h.state),
                          "q": h.add_seq}
     if h.path_key is not None:
         d["pk"] = h.path_key.hex()
