@@ -3,6 +3,9 @@
 If the durable form of the channel changed, the step starts with one Persist carrying the new record
 (update_id + 1) and a list of typed changes; only then come the messages. Since the snapshot is the step's
 FINAL state, every message of the step reveals only persisted state.
+
+"Changed" compares the durable fields themselves (state.durable_key, against the last StoredForm); the record is
+built from them only when read (the runtime's write, once per group of steps), not on every step.
 """
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
 """How a channel's durable record lies in the store, and what one write of it changes (issue 18).
 
-The channel core hands the runtime its whole durable record (`Channel.to_record()`, a JSON-ready dict) on every
-step; writing all of it each time (~5 kB + 2.7 kB per HTLC, onions inline) made a step cost what the channel
-holds, not what changed. So the record is stored in parts, and a write touches only the parts that differ from
-what the store already holds (`ChannelRows.delta`, against `Written`, the last committed form):
+The channel core hands the runtime its whole durable record (`Channel.persisted_record`, a JSON-ready dict built
+once per write from the last step's StoredForm); writing all of it each time (~5 kB + 2.7 kB per HTLC, onions
+inline) made a step cost what the channel holds, not what changed. So the record is stored in parts, and a write
+touches only the parts that differ from what the store already holds (`ChannelRows.delta`, against `Written`, the last committed form):
 
   channels.snapshot      the part fixed at opening (funding, both pubkey sets, both configs: "static"),
                          written when the channel is inserted; `channels` is rewritten only when one of its own
