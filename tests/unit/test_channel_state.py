@@ -116,3 +116,38 @@ def test_htlc_states_keep_cln_numbering_and_walk_both_commitments():
     assert s is HtlcState.RCVD_REMOVE_ACK_REVOCATION
     # Events that do not concern a state leave it alone.
     assert on_recv_commit(HtlcState.SENT_ADD_HTLC) is HtlcState.SENT_ADD_HTLC
+
+
+def test_stored_form_key_is_exactly_what_the_record_reads():
+    """persist.finish decides whether to persist by comparing the durable fields (state.durable_key), not the records:
+    a field the record reads but the key missed would be a change never written."""
+    from ampere.ln.channel import state as st
+
+    read: set[str] = set()
+
+    class Spy:
+        def __init__(self, ch):
+            self._ch = ch
+
+        def __getattr__(self, name):
+            read.add(name)
+            return getattr(self._ch, name)
+
+    ch = busy_pair().b.ch
+    assert st._to_json(Spy(ch)) == st._to_json(ch)
+    assert read == set(st._DURABLE) | {"update_id"}
+
+
+def test_finish_persists_a_change_of_any_durable_field_and_builds_the_record_of_the_final_state():
+    from ampere.ln.channel.persist import finish
+
+    ch = busy_pair().b.ch
+    same = finish(ch, replace(ch, connected=not ch.connected, reestablished=True))
+    assert not same.persists and same.state.update_id == ch.update_id
+    assert same.state.persisted_record == ch.persisted_record
+    moved = finish(ch, replace(ch, short_channel_id=(ch.short_channel_id or 0) + 1))
+    (update,) = moved.persists
+    assert update.update_id == moved.state.update_id == ch.update_id + 1
+    assert update.record == moved.state.persisted_record == moved.state.to_record()
+    assert update.snapshot == moved.state.to_bytes()
+    assert Channel.from_bytes(update.snapshot).short_channel_id == (ch.short_channel_id or 0) + 1

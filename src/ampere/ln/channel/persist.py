@@ -3,14 +3,17 @@
 If the durable form of the channel changed, the step starts with one Persist carrying the new record
 (update_id + 1) and a list of typed changes; only then come the messages. Since the snapshot is the step's
 FINAL state, every message of the step reveals only persisted state.
+
+"Changed" compares the durable fields themselves (state.durable_key, against the last StoredForm); the record is
+built from them only when read (the runtime's write, once per group of steps), not on every step.
 """
 from __future__ import annotations
 
 from typing import Any, Iterable
 
 from ampere.ln.channel.actions import Change, ChannelError, ChannelUpdate, Event, StateChanged, Step
-from ampere.ln.channel.state import Channel, revert_peer_uncommitted
-from ampere.ln.channel.values import make, replace
+from ampere.ln.channel.state import Channel, StoredForm, durable_key, revert_peer_uncommitted
+from ampere.ln.channel.values import replace
 
 __all__ = ["finish", "diff", "Out", "PeerViolation"]
 
@@ -60,23 +63,38 @@ def finish(old: Channel, new: Channel, messages: Iterable[Any] = (), events: Ite
     events = list(events)
     if old.state is not new.state or first:
         events.insert(0, StateChanged(None if first else old.state.value, new.state.value, cause))
-    reverted, record = new.stored_form()
-    record["update_id"] = old.update_id
-    base = old.persisted_record
+    reverted = revert_peer_uncommitted(new)
+    key = durable_key(reverted)
+    base = old.stored
     if base is None and not first:
-        base = old.to_record()
+        base = StoredForm.of(revert_peer_uncommitted(old))
     persist = None
-    if first or record != base:
+    # The durable fields against those last persisted (StoredForm: no record is built here, only for the write).
+    if first or base is None or key != base.key or old.update_id != base.update_id:
         update_id = old.update_id + (0 if first else 1)
-        record["update_id"] = update_id
         changes: Any = (Change("opened", ()),) if first else (lambda: diff(revert_peer_uncommitted(old), reverted))
-        # The snapshot bytes are encoded when written (persisted_snapshot empty: encode persisted_record).
-        new = replace(new, update_id=update_id, persisted_snapshot=b"", persisted_record=record)
-        persist = make(ChannelUpdate, channel_id=new.channel_id, update_id=update_id, record=record, diff=changes)
-    elif new.persisted_record is not base:
-        new = replace(new, persisted_snapshot=old.persisted_snapshot if old.persisted_record is base else b"",
-                      persisted_record=base)
+        stored = StoredForm(key, update_id)
+        # The snapshot bytes are encoded when written (persisted_snapshot empty: encode the stored record).
+        new = replace(new, update_id=update_id, persisted_snapshot=b"", stored=stored)
+        persist = _update(new.channel_id, update_id, stored, changes)
+    elif new.stored is not base:
+        new = replace(new, persisted_snapshot=old.persisted_snapshot if old.stored is base else b"", stored=base)
     return Step.build(new, persist, messages, broadcasts, events, disconnect, error)
+
+
+class _StoredUpdate(ChannelUpdate):
+    """A ChannelUpdate whose `record` is its StoredForm's, built when first read: the runtime writes the record of
+    the last step of a group (Channel.persisted_record), so the earlier steps' records are never built."""
+
+    @property
+    def record(self) -> dict[str, Any]:
+        return self.__dict__["stored"].record()
+
+
+def _update(channel_id: bytes, update_id: int, stored: StoredForm, changes: Any) -> ChannelUpdate:
+    u = object.__new__(_StoredUpdate)
+    u.__dict__.update(channel_id=channel_id, update_id=update_id, diff=changes, stored=stored)
+    return u
 
 
 class PeerViolation(Exception):

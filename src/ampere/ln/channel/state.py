@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import enum
 import json
-from dataclasses import dataclass, field
+import operator
+from dataclasses import dataclass, field, fields
 from functools import lru_cache
 from typing import Any
 
@@ -32,6 +33,7 @@ from ampere.primitives.tx import OutPoint
 __all__ = [
     "ChannelState", "TRANSITIONS", "StateTransitionError", "ChannelConfig", "ClosingNegotiation", "Channel",
     "StorageError", "FORMAT_VERSION", "revert_peer_uncommitted", "set_state", "channel_id_from_outpoint",
+    "StoredForm", "durable_key", "onion_bytes",
 ]
 
 FORMAT_VERSION = 1
@@ -144,7 +146,8 @@ class Channel:
     reestablish_sent: bool = False
     closing: ClosingNegotiation | None = None
     persisted_snapshot: bytes = field(default=b"", compare=False, repr=False)
-    persisted_record: dict[str, Any] | None = field(default=None, compare=False, repr=False)
+    # The durable form as of the last Persist (persist.finish), its record built when first asked for.
+    stored: StoredForm | None = field(default=None, compare=False, repr=False)
 
     # --- convenience -----------------------------------------------------------------------------
 
@@ -174,18 +177,18 @@ class Channel:
 
     # --- storage ---------------------------------------------------------------------------------
 
+    @property
+    def persisted_record(self) -> dict[str, Any] | None:
+        """The record of the last Persist (what the runtime writes), None if none was made on this value's line."""
+        stored = self.stored
+        return None if stored is None else stored.record()
+
     def to_bytes(self) -> bytes:
         return encode_record(self.to_record())
 
     def to_record(self) -> dict[str, Any]:
         """The stored form as a JSON-ready dict (the peer's uncommitted updates left out)."""
         return _to_json(revert_peer_uncommitted(self))
-
-    def stored_form(self) -> tuple[Channel, dict[str, Any]]:
-        """(the channel with the peer's uncommitted updates reverted, its record `to_record()`): for a caller that
-        needs both (persist.finish diffs the reverted channels) without reverting twice."""
-        reverted = revert_peer_uncommitted(self)
-        return reverted, _to_json(reverted)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> Channel:
@@ -204,7 +207,57 @@ class Channel:
             ch = _from_json(obj)
         except (KeyError, TypeError, ValueError) as e:
             raise StorageError(f"malformed channel record: {e}") from e
-        return replace(ch, persisted_record=obj)
+        return replace(ch, stored=StoredForm.of(ch, obj))
+
+
+# Fields that never reach the record (transient, or the stored form itself); every other field is durable, so a
+# field added later counts as durable until declared here (at worst an extra write, never a missed one).
+_NOT_DURABLE = frozenset(("connected", "reestablished", "reestablish_sent", "closing", "persisted_snapshot", "stored",
+                          "update_id"))
+# The fields that change on most steps first (plain numbers and flags): two keys that differ mostly differ there, and
+# the comparison stops before reaching the HTLCs (an HTLC compared by value is a Python call).
+_EARLY = ("next_seq", "local_ctn", "remote_ctn", "awaiting_revoke", "last_sent_revoke", "next_htlc_id_local",
+          "next_htlc_id_remote", "balance_local_msat", "balance_remote_msat", "feerate_per_kw", "state")
+_DURABLE = _EARLY + tuple(f.name for f in fields(Channel) if f.name not in _NOT_DURABLE and f.name not in _EARLY)
+# durable_key(ch): the fields the record is made of, but update_id (compares two stored forms without building them).
+durable_key = operator.attrgetter(*_DURABLE)
+
+
+class _Fields:
+    """The durable fields of a channel by name: what `_to_json` reads (it never reads the transient ones)."""
+
+
+class StoredForm:
+    """A channel's durable form: its durable fields (`key`, the peer's uncommitted updates reverted) and `update_id`,
+    and its record, `_to_json` of them, built only when first asked for.
+
+    persist.finish runs on every step, but the runtime writes once per group of steps (several inputs computed
+    while the last write was in flight): building the record on each step, only to compare it with the last one,
+    cost more than the write's own encoding (issue 18). A step instead compares the keys, the durable fields
+    themselves (mostly the same objects as the last step's, so compared by identity); the record is built for the
+    write, from the same fields. Equal fields give an equal record, so no change is ever missed. (Only the fields
+    are kept, not the channel: a channel holds its StoredForm, which would hold the channel before it, and so on.)
+    """
+
+    __slots__ = ("key", "update_id", "_record")
+
+    def __init__(self, key: tuple, update_id: int, record: dict[str, Any] | None = None) -> None:
+        self.key = key
+        self.update_id = update_id
+        self._record = record
+
+    @classmethod
+    def of(cls, ch: Channel, record: dict[str, Any] | None = None) -> StoredForm:
+        """The stored form of `ch` as it is (the caller reverted the peer's uncommitted updates, if any)."""
+        return cls(durable_key(ch), ch.update_id, record)
+
+    def record(self) -> dict[str, Any]:
+        rec = self._record
+        if rec is None:
+            fs = _Fields()
+            fs.__dict__.update(zip(_DURABLE, self.key), update_id=self.update_id)
+            rec = self._record = _to_json(fs)  # type: ignore[arg-type]
+        return rec
 
 
 def encode_record(record: dict[str, Any]) -> bytes:
@@ -288,12 +341,48 @@ def _config_from(v: list[Any]) -> ChannelConfig:
     return ChannelConfig(SatInt(int(v[0])), MsatInt(int(v[1])), SatInt(int(v[2])), MsatInt(int(v[3])), int(v[4]), int(v[5]), bytes.fromhex(v[6]))
 
 
+class _OnionHex:
+    """An HTLC's onion (1,366 bytes) as hex, made once for all the versions of its record (each state change of
+    the HTLC is a new record dict: ~5 us of hex each), and back to the same bytes for the runtime's write
+    (`onion_bytes`: the onion row is written from the record) without parsing the hex again. Entries hold their
+    key objects (no id is reused while cached); cleared when full."""
+
+    __slots__ = ("max", "by_onion", "by_hex")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max = max_entries
+        self.by_onion: dict[int, tuple[bytes, str]] = {}
+        self.by_hex: dict[int, tuple[str, bytes]] = {}
+
+    def hex(self, onion: bytes) -> str:
+        e = self.by_onion.get(id(onion))
+        if e is not None and e[0] is onion:
+            return e[1]
+        text = onion.hex()
+        if len(self.by_onion) >= self.max:
+            self.by_onion.clear()
+            self.by_hex.clear()
+        self.by_onion[id(onion)] = (onion, text)
+        self.by_hex[id(text)] = (text, onion)
+        return text
+
+    def onion(self, text: str) -> bytes:
+        e = self.by_hex.get(id(text))
+        if e is not None and e[0] is text:
+            return e[1]
+        return bytes.fromhex(text)
+
+
+_onions = _OnionHex(1024)
+onion_bytes = _onions.onion   # a record's HTLC "on" (hex) as bytes
+
+
 @lru_cache(maxsize=4096)
 def _htlc_json_by_value(h: Htlc) -> dict[str, Any]:
     """One HTLC's stored form (cached: an HTLC is re-encoded on every step of its channel otherwise; callers
     never mutate the dict)."""
     d: dict[str, Any] = {"o": h.offerer is Side.LOCAL and "l" or "r", "id": h.htlc_id, "a": h.amount_msat,
-                         "h": h.payment_hash.hex(), "c": h.cltv_expiry, "on": h.onion.hex(), "s": int(h.state),
+                         "h": h.payment_hash.hex(), "c": h.cltv_expiry, "on": _onions.hex(h.onion), "s": int(h.state),
                          "q": h.add_seq}
     if h.path_key is not None:
         d["pk"] = h.path_key.hex()

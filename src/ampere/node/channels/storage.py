@@ -1,9 +1,9 @@
 """How a channel's durable record lies in the store, and what one write of it changes (issue 18).
 
-The channel core hands the runtime its whole durable record (`Channel.to_record()`, a JSON-ready dict) on every
-step; writing all of it each time (~5 kB + 2.7 kB per HTLC, onions inline) made a step cost what the channel
-holds, not what changed. So the record is stored in parts, and a write touches only the parts that differ from
-what the store already holds (`ChannelRows.delta`, against `Written`, the last committed form):
+The channel core hands the runtime its whole durable record (`Channel.persisted_record`, a JSON-ready dict built
+once per write from the last step's StoredForm); writing all of it each time (~5 kB + 2.7 kB per HTLC, onions
+inline) made a step cost what the channel holds, not what changed. So the record is stored in parts, and a write
+touches only the parts that differ from what the store already holds (`ChannelRows.delta`, against `Written`, the last committed form):
 
   channels.snapshot      the part fixed at opening (funding, both pubkey sets, both configs: "static"),
                          written when the channel is inserted; `channels` is rewritten only when one of its own
@@ -34,10 +34,11 @@ transaction, before anything else reads them.
 from __future__ import annotations
 
 import json
+import operator
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ampere.ln.channel.state import Channel
+from ampere.ln.channel.state import Channel, onion_bytes
 
 LAYOUT_WHOLE = 0   # channels.snapshot is the whole record (before issue 18)
 LAYOUT_PARTS = 1   # the record in parts, as above
@@ -58,6 +59,10 @@ def onion_key(dbid: int, pos: int) -> int:
         raise ValueError(f"HTLC position {pos} out of range for channel {dbid}")
     return (dbid << _POS_BITS) + pos
 _APART = frozenset(("htlcs", "local_sigs"))
+_NOT_STATE = STATIC_KEYS | _APART
+# The static part's values in a fixed order: a write compares them with those last written (the same objects while
+# the core's static cache holds: compared by identity) instead of building the part's dict.
+_static_values = operator.itemgetter(*sorted(STATIC_KEYS))
 
 
 # One encoder for every part: json.dumps with arguments builds a JSONEncoder per call (a quarter of its time for
@@ -79,7 +84,7 @@ def static_part(record: dict[str, Any]) -> bytes:
 
 
 def state_part(record: dict[str, Any]) -> bytes:
-    return _dumps({k: v for k, v in record.items() if k not in STATIC_KEYS and k not in _APART}).encode()
+    return _dumps({k: v for k, v in record.items() if k not in _NOT_STATE}).encode()
 
 
 def sigs_part(record: dict[str, Any]) -> str:
@@ -100,9 +105,10 @@ class Written:
     htlcs: dict[HtlcKey, dict[str, Any]]   # the HTLC dicts of the record last written (compared by value)
     next_pos: int
     cold: tuple = ()                       # the channels row's own columns last written
-    # The values `static` and `sigs` were encoded from, when known: a write compares the record's values with
-    # them (no JSON encoding of parts that did not change: the static part never does after opening).
-    static_obj: dict[str, Any] | None = None
+    # The values `static` (`_static_values` of the record) and `sigs` were encoded from, when known: a write
+    # compares the record's values with them (no JSON encoding of parts that did not change: the static part never
+    # does after opening).
+    static_obj: tuple | None = None
     sigs_obj: Any = None
 
 
@@ -134,13 +140,13 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
     new, else its UPDATE, issued only when `cold` differs from what was written)."""
     d = Delta()
     st = d.statements
-    static_obj = _static(record)
+    static_obj = _static_values(record)
     if written is None:
-        static = _dumps(static_obj).encode()
+        static = static_part(record)
     else:
         static = written.static
         if (written.static_obj is None or static_obj != written.static_obj) \
-                and static != (new_static := _dumps(static_obj).encode()):
+                and static != (new_static := static_part(record)):
             static = new_static   # not expected after opening, but never silently dropped
             st.append(("UPDATE channels SET snapshot=? WHERE dbid=?", (static, dbid)))
     if cold_sql is not None and (written is None or written.cold != cold):
@@ -149,14 +155,14 @@ def delta(dbid: int, record: dict[str, Any], written: Written | None, cold_sql: 
     new_htlcs: dict[HtlcKey, dict[str, Any]] = {}
     pos = 0 if written is None else written.next_pos
     for h in record["htlcs"]:
-        key = _key(h)
+        key = (h["o"], h["id"])   # (_key, inline: once per HTLC per write)
         new_htlcs[key] = h
         prev = old_htlcs.get(key)
         if prev is None:
             st.append(("INSERT INTO channel_htlcs (dbid, offerer, htlc_id, pos, htlc) VALUES (?,?,?,?,?)",
                        (dbid, key[0], key[1], pos, htlc_part(h))))
             st.append(("INSERT INTO channel_onions (k, onion) VALUES (?,?)",
-                       (onion_key(dbid, pos), bytes.fromhex(h["on"]))))
+                       (onion_key(dbid, pos), onion_bytes(h["on"]))))
             pos += 1
             d.htlc_rows += 1
         elif prev is not h and prev != h:
@@ -239,5 +245,5 @@ def restore(static: bytes, parts: Parts, cold: tuple) -> tuple[Channel, Written]
     state, sigs, htlcs, next_pos = parts
     record = assemble(static, state, sigs, htlcs)
     ch = Channel.from_record(record)
-    return ch, Written(static, state, sigs, {_key(h): h for h in record["htlcs"]}, next_pos, cold, _static(record),
-                       record["local_sigs"])
+    return ch, Written(static, state, sigs, {_key(h): h for h in record["htlcs"]}, next_pos, cold,
+                       _static_values(record), record["local_sigs"])
