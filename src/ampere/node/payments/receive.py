@@ -207,6 +207,9 @@ class Receiver:
         mgr = self.manager
         if mgr is not None:
             mgr.on_incoming_htlc(self.on_incoming_htlc)
+            early = getattr(mgr, "on_incoming_early", None)
+            if early is not None:
+                early(self.on_incoming_early)
 
     def replay(self) -> None:
         """After a restart: every incoming HTLC still unresolved goes through htlc_accepted again (CLN's
@@ -255,6 +258,30 @@ class Receiver:
             fast = None
         if fast is not True:
             self._spawn(self._process(inc, fast))
+
+    def on_incoming_early(self, record: Any, htlc: Any) -> bool:
+        """The manager's early listener (htlcs.on_incoming_early): the fast path taken while the step that committed
+        the HTLC is still being computed, so the fulfil and the claim join that step's write. Only when _fast takes
+        it whole (True); otherwise nothing is kept and on_incoming_htlc gets it after the write, as before."""
+        channel_id = bytes(record.channel_id)
+        key = (channel_id, int(htlc.htlc_id))
+        if key in self.htlcs:
+            return False
+        scid = record.short_channel_id
+        inc = IncomingHtlc(channel_id=channel_id, htlc_id=int(htlc.htlc_id), amount_msat=MsatInt(int(htlc.amount_msat)),
+                           payment_hash=bytes(htlc.payment_hash), cltv_expiry=int(htlc.cltv_expiry),
+                           onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
+                           peer_id=record.peer_id, path_key=getattr(htlc, "path_key", None))
+        self.htlcs[key] = inc
+        try:
+            fast = self._fast(inc)
+        except Exception as e:  # the usual path after the write takes it from the start
+            self._log("broken", f"HTLC {inc.htlc_id}: early fast path failed: {e!r}")
+            fast = None
+        if fast is True:
+            return True
+        del self.htlcs[key]
+        return False
 
     # ---- the common case, without a task
     def _fast(self, inc: IncomingHtlc) -> bool | PeeledOnion | None:
