@@ -182,6 +182,9 @@ class Receiver:
         self.approver = approver  # asked about each HTLC and each invoice about to be paid (plugins' hooks)
         self.mpp_timeout = mpp_timeout
         self.htlcs: dict[tuple[bytes, int], IncomingHtlc] = {}
+        # on_incoming_early's peeled onion of an HTLC it left to the usual path: on_incoming_htlc takes it from here
+        # after the write, so a forwarded (or hooked) HTLC's onion is not peeled twice.
+        self._early_peeled: dict[tuple[bytes, int], Any] = {}
         self.sets: dict[bytes, HtlcSet] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -251,11 +254,13 @@ class Receiver:
                            onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
                            peer_id=getattr(record, "peer_id", None), path_key=getattr(htlc, "path_key", None))
         self.htlcs[key] = inc
-        try:
-            fast = self._fast(inc)
-        except Exception as e:  # a bug there must not lose the HTLC: the task path takes it from the start
-            self._log("broken", f"HTLC {inc.htlc_id}: fast path failed: {e!r}")
-            fast = None
+        fast = self._early_peeled.pop(key, None) if self._early_peeled else None
+        if fast is None:
+            try:
+                fast = self._fast(inc)
+            except Exception as e:  # a bug there must not lose the HTLC: the task path takes it from the start
+                self._log("broken", f"HTLC {inc.htlc_id}: fast path failed: {e!r}")
+                fast = None
         if fast is not True:
             self._spawn(self._process(inc, fast))
 
@@ -281,6 +286,10 @@ class Receiver:
         if fast is True:
             return True
         del self.htlcs[key]
+        if fast is not None:  # the fast path does not apply: the usual path after the write starts from this
+            if len(self._early_peeled) > 10_000:  # entries whose write failed are never taken: stay bounded
+                self._early_peeled.clear()
+            self._early_peeled[key] = fast
         return False
 
     # ---- the common case, without a task
