@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
@@ -86,6 +87,9 @@ class Logger:
         self.created_at = time.time()
         self._thresholds: dict[str, int] = {}  # per source, from `filters`
         self._flush_scheduled = False  # a flush of the files is queued for the end of the loop's turn
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop last seen logging, and its thread
+        self._loop_tid = 0
+        self._flush_loop: asyncio.AbstractEventLoop | None = None  # where the pending flush is queued
 
     def set_levels(self, filters: list[LevelFilter]) -> None:
         if filters:
@@ -143,7 +147,7 @@ class Logger:
             line = f"{self.prefix}{iso_timestamp(now)} {_LEVEL_TAG[level]} {source}: {message}\n"
             outputs = self.outputs
             if outputs:
-                loop = asyncio._get_running_loop()  # None on other threads: they write at once
+                loop = self._loop_of_this_thread()  # None on other threads: they write at once
                 for out in outputs:
                     try:
                         out.write(line)
@@ -151,8 +155,9 @@ class Logger:
                             out.flush()
                     except (OSError, ValueError):
                         pass
-                if loop is not None and not self._flush_scheduled:
-                    self._flush_scheduled = True
+                if loop is not None and (not self._flush_scheduled or self._flush_loop is not loop):
+                    # (Another loop's flush may never run: that loop stopped before its turn ended.)
+                    self._flush_scheduled, self._flush_loop = True, loop
                     loop.call_soon(self.flush)
             if rank >= _DEBUG_RANK:
                 self.ring.append((now, level, source, message))
@@ -162,6 +167,19 @@ class Logger:
                     fn(level, source, message, now)
                 except Exception:  # a listener must never take logging down
                     pass
+
+    def _loop_of_this_thread(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop running in this thread, or None. Not asyncio._get_running_loop() per line: on Python 3.11
+        each call makes a getpid() system call (its fork check); the loop last seen, still running, in the same
+        thread, is the one (a thread runs one loop at a time)."""
+        tid = threading.get_ident()
+        loop = self._loop
+        if tid == self._loop_tid and loop is not None and loop.is_running():
+            return loop
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            self._loop, self._loop_tid = loop, tid
+        return loop
 
     def flush(self) -> None:
         """Write the lines still in the files' buffers (the end of a loop turn, or before dying)."""
