@@ -131,7 +131,9 @@ def test_whole_record_database_converts_and_pays(node_factory_chain, chaind):
     assert tp.to_us(l2) == 100_000
 
 
-@pytest.mark.parametrize("victim,point", [("sender", "channel_state:6"), ("receiver", "channel_state:7")])
+# A point every run reaches: the receiver's fulfils join the write of the step that committed their HTLCs (issue
+# 18), so 20 payments may cost the receiver as few as ~4-5 channel writes; :7 (and at times :5) was not reached.
+@pytest.mark.parametrize("victim,point", [("sender", "channel_state:6"), ("receiver", "channel_state:4")])
 def test_kill9_inside_a_channel_write(node_factory_chain, chaind, victim, point):
     """Killed inside a channel's write (--dev-crash-before=channel_state: the HTLC and signature rows of the
     record are written, its channel_state row is not, nothing committed), with 20 payments in flight: the

@@ -56,6 +56,7 @@ class HtlcInterface:
     env: Callable[..., Any]
     _fire: Callable[..., Any]
     _src: Callable[..., str]
+    _dev_autofulfill_on: bool
 
     def on_incoming_htlc(self, fn: Callable) -> None:
         self._listeners["incoming"].append(fn)
@@ -88,6 +89,28 @@ class HtlcInterface:
                         fn(rec, a)
                     except Exception as e:
                         self.node.log.broken(LOG, f"preimage listener failed: {e!r}")
+
+    def on_incoming_early(self, fn: Callable) -> None:
+        """fn(record, NewPeerHtlc) -> bool, synchronously as soon as a step that irrevocably commits an HTLC the peer
+        offered is COMPUTED, before that step's write. For the payee's fast path only (receive.py): True means it
+        took the HTLC and its only effects are inputs queued on this same channel (its fulfil, with the invoice's
+        claim as the fulfil's `also`), which join the same write (_run_batch) -- nothing leaves, and nothing is
+        stored, before the state holding the HTLC is. False: untouched, the usual `on_incoming_htlc` listeners get
+        it after the write (they get it then anyway; the receiver ignores one it holds already)."""
+        self._listeners["incoming_early"].append(fn)
+
+    def _early_incoming(self, rec: ChannelRecord, step: Step) -> bool:
+        if self._dev_autofulfill_on:  # --dev-autofulfill takes the developer's HTLCs after the write (_fire)
+            return False
+        taken = False
+        for a in step.actions:
+            if isinstance(a, NewPeerHtlc):
+                for fn in self._listeners["incoming_early"]:
+                    try:
+                        taken = bool(fn(rec, a)) or taken
+                    except Exception as e:
+                        self.node.log.broken(LOG, f"early HTLC listener failed: {e!r}")
+        return taken
 
     def fulfill_htlc_soon(self, channel_id: Any, htlc_id: int, preimage: bytes,
                           also: Callable[[Any], Any] | None = None, idle_only: bool = True) -> asyncio.Future | None:

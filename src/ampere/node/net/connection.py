@@ -20,6 +20,7 @@ from ampere.wire.codec import MESSAGE_TYPES, UnknownMessage, decode_message
 from ampere.wire.errors import Action, ConnectionClosed, TransportError, UnknownEvenMessageError, WireError
 from ampere.wire.features import Features
 from ampere.wire.messages import Error, Init, Ping, Pong, Warning
+from ampere.node.net.dev_disconnect import wire_name
 from ampere.node.net.transport import Transport
 
 if TYPE_CHECKING:
@@ -70,12 +71,17 @@ class TokenBucket:
         self.stamp = time.monotonic()
 
     def take(self, cost: float, now: float) -> float:
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        # (Every message read pays this twice: no min() call, one attribute store of tokens.)
+        tokens = self.tokens + (now - self.stamp) * self.rate
+        burst = self.burst
+        if tokens > burst:
+            tokens = burst
         self.stamp = now
-        self.tokens -= cost
-        if self.tokens >= 0:
+        tokens -= cost
+        self.tokens = tokens
+        if tokens >= 0:
             return 0.0
-        return -self.tokens / self.rate
+        return -tokens / self.rate
 
 
 class PeerDisconnected(ConnectionError):
@@ -167,9 +173,7 @@ class PeerConnection:
         if dev is not None and len(message) >= 2 and self._dev_disconnect(dev, message):
             return
         if self._io_debug and len(message) >= 2:
-            from ampere.node.net.dev_disconnect import wire_name
-
-            self.log("debug", f"peer_out {wire_name(int.from_bytes(message[:2], 'big'))}")
+            self.manager.log("debug", self.log_source, _io_line(_PEER_OUT, "peer_out ", message))
         self.transport.write_message(message)
         if self.transport.write_buffer_size > self.manager.config.max_write_buffer:
             self.close("peer is not reading what we send (write buffer full)")
@@ -271,7 +275,10 @@ class PeerConnection:
         stays over it for `flood_cutoff` seconds is cut off.  (Not a coroutine: the read loop
         awaits only when there is a delay, not once per message.)"""
         now = time.monotonic()
-        delay = max(self._msgs.take(1, now), self._bytes.take(size, now))
+        delay = self._msgs.take(1, now)
+        by_bytes = self._bytes.take(size, now)
+        if by_bytes > delay:
+            delay = by_bytes
         if delay <= 0:
             self._throttled_since = None
             return 0.0
@@ -334,9 +341,7 @@ class PeerConnection:
         msg_type = int.from_bytes(raw[:2], "big")
         manager = self.manager
         if self._io_debug:
-            from ampere.node.net.dev_disconnect import wire_name
-
-            self.log("debug", f"peer_in {wire_name(msg_type)}")
+            self.manager.log("debug", self.log_source, _io_line(_PEER_IN, "peer_in ", raw))
         if msg_type not in MESSAGE_TYPES:
             handlers = manager._handlers.get(msg_type)
             if handlers:
@@ -391,6 +396,21 @@ class PeerConnection:
             await asyncio.wait_for(self.transport.drain(), self.manager.config.send_timeout)
         except asyncio.TimeoutError:
             raise WireError("peer is not reading our replies") from None
+
+
+# "peer_in WIRE_X" / "peer_out WIRE_X" by the message's first two bytes: formatted once per type, not per message.
+_PEER_IN: dict[bytes, str] = {}
+_PEER_OUT: dict[bytes, str] = {}
+
+
+def _io_line(cache: dict[bytes, str], prefix: str, message: bytes) -> str:
+    key = bytes(message[:2])
+    line = cache.get(key)
+    if line is None:
+        line = prefix + wire_name(int.from_bytes(key, "big"))
+        if len(cache) < 65536:
+            cache[key] = line
+    return line
 
 
 async def _call(fn: Any, *args: Any) -> None:

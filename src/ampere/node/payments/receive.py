@@ -182,6 +182,9 @@ class Receiver:
         self.approver = approver  # asked about each HTLC and each invoice about to be paid (plugins' hooks)
         self.mpp_timeout = mpp_timeout
         self.htlcs: dict[tuple[bytes, int], IncomingHtlc] = {}
+        # on_incoming_early's peeled onion of an HTLC it left to the usual path: on_incoming_htlc takes it from here
+        # after the write, so a forwarded (or hooked) HTLC's onion is not peeled twice.
+        self._early_peeled: dict[tuple[bytes, int], Any] = {}
         self.sets: dict[bytes, HtlcSet] = {}
         self._tasks: set[asyncio.Task] = set()
         self._closing = False
@@ -207,6 +210,9 @@ class Receiver:
         mgr = self.manager
         if mgr is not None:
             mgr.on_incoming_htlc(self.on_incoming_htlc)
+            early = getattr(mgr, "on_incoming_early", None)
+            if early is not None:
+                early(self.on_incoming_early)
 
     def replay(self) -> None:
         """After a restart: every incoming HTLC still unresolved goes through htlc_accepted again (CLN's
@@ -248,13 +254,43 @@ class Receiver:
                            onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
                            peer_id=getattr(record, "peer_id", None), path_key=getattr(htlc, "path_key", None))
         self.htlcs[key] = inc
-        try:
-            fast = self._fast(inc)
-        except Exception as e:  # a bug there must not lose the HTLC: the task path takes it from the start
-            self._log("broken", f"HTLC {inc.htlc_id}: fast path failed: {e!r}")
-            fast = None
+        fast = self._early_peeled.pop(key, None) if self._early_peeled else None
+        if fast is None:
+            try:
+                fast = self._fast(inc)
+            except Exception as e:  # a bug there must not lose the HTLC: the task path takes it from the start
+                self._log("broken", f"HTLC {inc.htlc_id}: fast path failed: {e!r}")
+                fast = None
         if fast is not True:
             self._spawn(self._process(inc, fast))
+
+    def on_incoming_early(self, record: Any, htlc: Any) -> bool:
+        """The manager's early listener (htlcs.on_incoming_early): the fast path taken while the step that committed
+        the HTLC is still being computed, so the fulfil and the claim join that step's write. Only when _fast takes
+        it whole (True); otherwise nothing is kept and on_incoming_htlc gets it after the write, as before."""
+        channel_id = bytes(record.channel_id)
+        key = (channel_id, int(htlc.htlc_id))
+        if key in self.htlcs:
+            return False
+        scid = record.short_channel_id
+        inc = IncomingHtlc(channel_id=channel_id, htlc_id=int(htlc.htlc_id), amount_msat=MsatInt(int(htlc.amount_msat)),
+                           payment_hash=bytes(htlc.payment_hash), cltv_expiry=int(htlc.cltv_expiry),
+                           onion=bytes(htlc.onion), scid=int(scid) if scid is not None else None,
+                           peer_id=record.peer_id, path_key=getattr(htlc, "path_key", None))
+        self.htlcs[key] = inc
+        try:
+            fast = self._fast(inc)
+        except Exception as e:  # the usual path after the write takes it from the start
+            self._log("broken", f"HTLC {inc.htlc_id}: early fast path failed: {e!r}")
+            fast = None
+        if fast is True:
+            return True
+        del self.htlcs[key]
+        if fast is not None:  # the fast path does not apply: the usual path after the write starts from this
+            if len(self._early_peeled) > 10_000:  # entries whose write failed are never taken: stay bounded
+                self._early_peeled.clear()
+            self._early_peeled[key] = fast
+        return False
 
     # ---- the common case, without a task
     def _fast(self, inc: IncomingHtlc) -> bool | PeeledOnion | None:
