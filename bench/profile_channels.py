@@ -2,7 +2,8 @@
 
 The payer opens one channel to each of PEERS payees and sends `--n` payments (sendpay + waitsendpay), `--in-flight`
 at a time, spread round-robin over the channels. Prints payments/s, the payer's CPU ms per payment, the payees'
-CPU ms per payment (summed), and with `--syscalls` the payer's system calls per payment by kind (strace -c, so
+CPU ms per payment (summed), the commitment_signed per payment each way (counted in the payer's log: how many
+HTLCs a commitment round carries), and with `--syscalls` the payer's system calls per payment by kind (strace -c, so
 slower): fdatasync (each SQLite commit in WAL mode with synchronous=FULL syncs the WAL once: one commit shared
 by all the channels ready at the same moment, issue 18 item 2, brings it down), socket writes, thread wake-ups
 (futex). Counts, unlike times, do not move with the machine's load.
@@ -140,6 +141,13 @@ def main() -> None:
             top = sorted(calls.items(), key=lambda kv: -kv[1])
             print(f"{args.watch} system calls per payment of the run (under strace): all {sum(calls.values()) / n:.1f}; "
                   + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
+        # Messages per payment (from the debug log's peer_in/peer_out lines): how many HTLCs a commitment round
+        # carries. A round per HTLC each way would be 2; one channel with 50 in flight gives ~0.07, ten channels
+        # ~0.8-0.9 (5 in flight each). Timing moves it a little: a busier machine batches more.
+        since = payer.logs()
+        counts = {kind: since.count(f"peer_{kind} WIRE_COMMITMENT_SIGNED") for kind in ("out", "in")}
+        print(f"payer commitment_signed per payment: sent {counts['out'] / n:.2f}, received {counts['in'] / n:.2f} "
+              f"(whole run, warm-up included)")
     finally:
         f.cleanup()
         chaind.stop()

@@ -10,6 +10,9 @@ share one signature round.
 """
 from __future__ import annotations
 
+from itertools import repeat
+from operator import is_
+
 from typing import Callable
 
 from ampere.ln.channel.actions import (
@@ -194,9 +197,19 @@ def _their_committed_htlc(ch: Channel, htlc_id: int) -> Htlc | Refusal:
     return h
 
 
+def _swapped(htlcs: tuple[Htlc, ...], old: Htlc, new: Htlc) -> tuple[Htlc, ...]:
+    """`htlcs` with `old` (that very object) replaced by `new`; unchanged if it is not there. Found by identity
+    and copied in C (a generator over every HTLC was a share of each fulfil with many in flight)."""
+    try:
+        i = list(map(is_, htlcs, repeat(old))).index(True)
+    except ValueError:
+        return htlcs
+    return (*htlcs[:i], new, *htlcs[i + 1:])
+
+
 def _remove(ch: Channel, h: Htlc, removal: Removal, msg: object) -> Out:
     new_h = replace(h, state=S.SENT_REMOVE_HTLC, removal=removal)
-    new = replace(ch, htlcs=tuple(new_h if x is h else x for x in ch.htlcs), next_seq=ch.next_seq + 1)
+    new = replace(ch, htlcs=_swapped(ch.htlcs, h, new_h), next_seq=ch.next_seq + 1)
     out = Out(new)
     if new.can_speak:
         out.send(msg)
@@ -491,7 +504,7 @@ def _our_committed_htlc(ch: Channel, htlc_id: int, what: str) -> Htlc:
 
 
 def _replace_htlc(ch: Channel, old: Htlc, new: Htlc) -> Channel:
-    return replace(ch, htlcs=tuple(new if x is old else x for x in ch.htlcs))
+    return replace(ch, htlcs=_swapped(ch.htlcs, old, new))
 
 
 def on_update_fulfill_htlc(ch: Channel, msg: m.UpdateFulfillHtlc) -> Out:

@@ -295,18 +295,39 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
     else:
         if not any(f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates):
             return ch
-    dropped_ids = [h.htlc_id for h in ch.htlcs if h.state is HtlcState.RCVD_ADD_HTLC]
-    htlcs = []
-    for h in ch.htlcs:
-        if h.state is HtlcState.RCVD_ADD_HTLC:
+    all_htlcs = ch.htlcs
+    # The previous result for this channel, when its HTLCs are a prefix of these (the peer's update_add_htlc
+    # appends one: with many in flight there is always one uncommitted, and every step asks): only the new ones
+    # are looked at. Correct by value: the result for the prefix depends only on the prefix's HTLCs.
+    memo = _REVERT_MEMO.get(ch.channel_id)
+    start, htlcs, dropped = 0, [], None
+    if memo is not None:
+        prev, p_htlcs, p_dropped = memo
+        k = len(prev)
+        if k <= len(all_htlcs) and all_htlcs[:k] == prev:
+            start, htlcs, dropped = k, list(p_htlcs), p_dropped
+    for i in range(start, len(all_htlcs)):
+        h = all_htlcs[i]
+        state = h.state
+        if state is HtlcState.RCVD_ADD_HTLC:
+            if dropped is None or h.htlc_id < dropped:
+                dropped = h.htlc_id
             continue
-        if h.state is HtlcState.RCVD_REMOVE_HTLC:
+        if state is HtlcState.RCVD_REMOVE_HTLC:
             # the same reverted object for the same HTLC on every step (its record JSON is then cached by identity)
             h = _reverted(h)
         htlcs.append(h)
+    kept = tuple(htlcs)
+    if len(_REVERT_MEMO) >= 1024:
+        _REVERT_MEMO.clear()
+    _REVERT_MEMO[ch.channel_id] = (all_htlcs, kept, dropped)
     fees = tuple(f for f in ch.fee_updates if f.state is not HtlcState.RCVD_ADD_HTLC)
-    next_remote = min(dropped_ids) if dropped_ids else ch.next_htlc_id_remote
-    return replace(ch, htlcs=tuple(htlcs), fee_updates=fees, next_htlc_id_remote=next_remote)
+    next_remote = dropped if dropped is not None else ch.next_htlc_id_remote
+    return replace(ch, htlcs=kept, fee_updates=fees, next_htlc_id_remote=next_remote)
+
+
+# channel_id -> (the HTLCs revert_peer_uncommitted was last given, the ones it kept, the least id it dropped)
+_REVERT_MEMO: dict[bytes, tuple[tuple[Htlc, ...], tuple[Htlc, ...], int | None]] = {}
 
 
 def _reverted_removal(h: Htlc) -> Htlc:

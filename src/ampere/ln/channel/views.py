@@ -25,7 +25,7 @@ from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_rec
 from ampere.ln.channel.keys import OwnKeys
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
-from ampere.ln.channel.values import ByIdentity, make
+from ampere.ln.channel.values import ByIdentity, make, replace
 from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
@@ -61,16 +61,32 @@ def _spec_of(h: Htlc) -> HtlcSpec:
 _spec = ByIdentity(_spec_of, 4096)
 
 
-def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
-         feerate: int | None = None) -> View:
-    """The commitment held by `owner`, after applying `transition` to every update's state."""
-    # Run for every update and commitment (several views per update_add_htlc): the status table of `owner` is
-    # looked up by the state's value, and the balances are two ints.
+# The HTLC part of the last view computed per (channel, owner, transition): (HTLCs, local delta, remote delta,
+# specs). With many HTLCs in flight a channel's next step usually appends one HTLC to the tuple of the previous
+# one (a burst of update_add_htlc, each checked against three views: normal._check_our_add), and the view of
+# the longer tuple is that of its prefix plus the new HTLCs: O(new HTLCs) instead of O(all HTLCs) per add.
+# Correct by value, whatever the key: an HTLC's share of a view depends only on its own fields, the owner and
+# the transition, and the prefix is compared by value (by identity first, in C).
+_MEMO: dict[tuple, tuple[tuple[Htlc, ...], int, int, tuple[HtlcSpec, ...]]] = {}
+_MEMO_MAX = 4096
+
+
+def _htlc_part(ch: Channel, owner: Side, transition: Transition | None) -> tuple[int, int, tuple[HtlcSpec, ...]]:
+    """The HTLCs' share of `owner`'s commitment: (change to our balance, change to theirs, the HTLCs in it)."""
+    htlcs = ch.htlcs
+    key = (ch.channel_id, owner, transition)
+    memo = _MEMO.get(key)
+    start, local, remote, specs = 0, 0, 0, []
+    if memo is not None:
+        prev, p_local, p_remote, p_specs = memo
+        if prev is htlcs:
+            return p_local, p_remote, p_specs
+        k = len(prev)
+        if k <= len(htlcs) and htlcs[:k] == prev:
+            start, local, remote, specs = k, p_local, p_remote, list(p_specs)
     table = status_table(owner)
-    local: int = ch.balance_local_msat
-    remote: int = ch.balance_remote_msat
-    specs = []
-    for h in (*ch.htlcs, *extra) if extra else ch.htlcs:
+    for i in range(start, len(htlcs)):
+        h = htlcs[i]
         s = table[transition(h.state) if transition else h.state]
         if s is PENDING:
             continue
@@ -88,6 +104,22 @@ def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: 
             else:
                 remote -= h.amount_msat
                 local += h.amount_msat
+    part = (local, remote, tuple(specs))
+    if len(_MEMO) >= _MEMO_MAX:
+        _MEMO.clear()
+    _MEMO[key] = (htlcs, *part)
+    return part
+
+
+def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
+         feerate: int | None = None) -> View:
+    """The commitment held by `owner`, after applying `transition` to every update's state."""
+    # Run for every update and commitment (several views per update_add_htlc): the status table of `owner` is
+    # looked up by the state's value, and the balances are two ints.
+    if extra:
+        ch = replace(ch, htlcs=(*ch.htlcs, *extra))
+    d_local, d_remote, specs = _htlc_part(ch, owner, transition)
+    table = status_table(owner)
     rate = ch.feerate_per_kw
     for f in ch.fee_updates:
         st = transition(f.state) if transition else f.state
@@ -95,7 +127,8 @@ def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: 
             rate = f.feerate_per_kw
     if feerate is not None:
         rate = feerate
-    return View(owner, rate, MsatInt(local), MsatInt(remote), tuple(specs))
+    return View(owner, rate, MsatInt(ch.balance_local_msat + d_local), MsatInt(ch.balance_remote_msat + d_remote),
+                specs)
 
 
 def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int | None = None) -> View:
