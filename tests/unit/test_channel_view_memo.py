@@ -23,16 +23,16 @@ TRANSITIONS = (None, on_send_commit, on_recv_commit, _all_in)
 
 
 def _fresh(fn):
-    saved_views, saved_revert = dict(views._MEMO), dict(state._REVERT_MEMO)
-    views._MEMO.clear()
-    state._REVERT_MEMO.clear()
+    memos = (views._MEMO.entries, state._REVERT_MEMO.entries)
+    saved = [dict(m) for m in memos]
+    for m in memos:
+        m.clear()
     try:
         return fn()
     finally:
-        views._MEMO.clear()
-        views._MEMO.update(saved_views)
-        state._REVERT_MEMO.clear()
-        state._REVERT_MEMO.update(saved_revert)
+        for m, s in zip(memos, saved):
+            m.clear()
+            m.update(s)
 
 
 def _check(ch) -> None:
@@ -108,4 +108,4 @@ def test_a_view_after_an_append_reuses_the_prefix_and_stays_exact():
         # Every one of our adds is in the peer's next commitment, and paid out of our balance.
         assert [h.htlc_id for h in v.htlcs] == list(range(i))
         assert v.local_msat == a.ch.balance_local_msat - sum(1_000_000 * k for k in range(1, i + 1))
-        assert views._MEMO[(a.ch.channel_id, Side.REMOTE, on_send_commit)][0] is a.ch.htlcs
+        assert views._MEMO.entries[(a.ch.channel_id, Side.REMOTE, on_send_commit)][0] is a.ch.htlcs

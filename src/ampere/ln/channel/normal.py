@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from itertools import repeat
 from operator import is_
-
 from typing import Callable
 
 from ampere.ln.channel.actions import (

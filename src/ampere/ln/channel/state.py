@@ -26,7 +26,7 @@ from ampere.ln.channel.htlcs import RECEIVER_UNCOMMITTED, FeeUpdate, Htlc, HtlcS
 from ampere.ln.channel.keys import ChannelPubkeys
 from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.shachain import ShachainStore
-from ampere.ln.channel.values import ByIdentity, replace
+from ampere.ln.channel.values import ByIdentity, PrefixMemo, replace
 from ampere.primitives.amount import MsatInt, SatInt
 from ampere.primitives.tx import OutPoint
 
@@ -296,16 +296,11 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
         if not any(f.state is HtlcState.RCVD_ADD_HTLC for f in ch.fee_updates):
             return ch
     all_htlcs = ch.htlcs
-    # The previous result for this channel, when its HTLCs are a prefix of these (the peer's update_add_htlc
-    # appends one: with many in flight there is always one uncommitted, and every step asks): only the new ones
-    # are looked at. Correct by value: the result for the prefix depends only on the prefix's HTLCs.
-    memo = _REVERT_MEMO.get(ch.channel_id)
-    start, htlcs, dropped = 0, [], None
-    if memo is not None:
-        prev, p_htlcs, p_dropped = memo
-        k = len(prev)
-        if k <= len(all_htlcs) and all_htlcs[:k] == prev:
-            start, htlcs, dropped = k, list(p_htlcs), p_dropped
+    # Resumed from the previous result for this channel when its HTLCs are a prefix of these (the peer's
+    # update_add_htlc appends one: with many in flight there is always one uncommitted, and every step asks): only
+    # the new ones are looked at.
+    start, saved = _REVERT_MEMO.resume(ch.channel_id, all_htlcs)
+    htlcs, dropped = ([], None) if saved is None else (list(saved[0]), saved[1])
     for i in range(start, len(all_htlcs)):
         h = all_htlcs[i]
         state = h.state
@@ -318,16 +313,14 @@ def revert_peer_uncommitted(ch: Channel) -> Channel:
             h = _reverted(h)
         htlcs.append(h)
     kept = tuple(htlcs)
-    if len(_REVERT_MEMO) >= 1024:
-        _REVERT_MEMO.clear()
-    _REVERT_MEMO[ch.channel_id] = (all_htlcs, kept, dropped)
+    _REVERT_MEMO.save(ch.channel_id, all_htlcs, (kept, dropped))
     fees = tuple(f for f in ch.fee_updates if f.state is not HtlcState.RCVD_ADD_HTLC)
     next_remote = dropped if dropped is not None else ch.next_htlc_id_remote
     return replace(ch, htlcs=kept, fee_updates=fees, next_htlc_id_remote=next_remote)
 
 
-# channel_id -> (the HTLCs revert_peer_uncommitted was last given, the ones it kept, the least id it dropped)
-_REVERT_MEMO: dict[bytes, tuple[tuple[Htlc, ...], tuple[Htlc, ...], int | None]] = {}
+# Per channel_id: (the HTLCs revert_peer_uncommitted kept, the least id it dropped) of the HTLCs it was last given.
+_REVERT_MEMO = PrefixMemo(1024)
 
 
 def _reverted_removal(h: Htlc) -> Htlc:

@@ -82,3 +82,31 @@ class ByIdentity:
             self.entries.clear()
         self.entries[id(obj)] = (obj, value)
         return value
+
+
+class PrefixMemo:
+    """The last value folded over a tuple, per key, to resume from when the next tuple starts with it: a channel's
+    HTLC tuple mostly grows by appending (a burst of update_add_htlc), so a fold over it need only look at the new
+    items. Exact whatever a key held before, provided the fold over a prefix depends only on the prefix's items:
+    the prefix is compared by value (by identity first, in C). Cleared when `max_entries` is reached."""
+
+    __slots__ = ("max", "entries")
+
+    def __init__(self, max_entries: int) -> None:
+        self.max = max_entries
+        self.entries: dict[Any, tuple[tuple, Any]] = {}
+
+    def resume(self, key: Any, items: tuple) -> tuple[int, Any]:
+        """(how many leading items the saved value covers, that value), or (0, None)."""
+        e = self.entries.get(key)
+        if e is not None:
+            prev = e[0]
+            k = len(prev)
+            if prev is items or (k <= len(items) and items[:k] == prev):
+                return k, e[1]
+        return 0, None
+
+    def save(self, key: Any, items: tuple, value: Any) -> None:
+        if len(self.entries) >= self.max:
+            self.entries.clear()
+        self.entries[key] = (items, value)

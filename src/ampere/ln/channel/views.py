@@ -25,7 +25,7 @@ from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_rec
 from ampere.ln.channel.keys import OwnKeys
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
-from ampere.ln.channel.values import ByIdentity, make, replace
+from ampere.ln.channel.values import ByIdentity, PrefixMemo, make, replace
 from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
@@ -61,29 +61,26 @@ def _spec_of(h: Htlc) -> HtlcSpec:
 _spec = ByIdentity(_spec_of, 4096)
 
 
-# The HTLC part of the last view computed per (channel, owner, transition): (HTLCs, local delta, remote delta,
-# specs). With many HTLCs in flight a channel's next step usually appends one HTLC to the tuple of the previous
-# one (a burst of update_add_htlc, each checked against three views: normal._check_our_add), and the view of
-# the longer tuple is that of its prefix plus the new HTLCs: O(new HTLCs) instead of O(all HTLCs) per add.
-# Correct by value, whatever the key: an HTLC's share of a view depends only on its own fields, the owner and
-# the transition, and the prefix is compared by value (by identity first, in C).
-_MEMO: dict[tuple, tuple[tuple[Htlc, ...], int, int, tuple[HtlcSpec, ...]]] = {}
-_MEMO_MAX = 4096
+# The HTLC part of the last view computed per (channel, owner, transition): (local delta, remote delta, specs).
+# With many HTLCs in flight a channel's next step usually appends one HTLC to the tuple of the previous one (a
+# burst of update_add_htlc, each checked against three views: normal._check_our_add), and the view of the longer
+# tuple is that of its prefix plus the new HTLCs: O(new HTLCs) instead of O(all HTLCs) per add. An HTLC's share of
+# a view depends only on its own fields, the owner and the transition, as PrefixMemo requires.
+_MEMO = PrefixMemo(4096)
 
 
 def _htlc_part(ch: Channel, owner: Side, transition: Transition | None) -> tuple[int, int, tuple[HtlcSpec, ...]]:
     """The HTLCs' share of `owner`'s commitment: (change to our balance, change to theirs, the HTLCs in it)."""
     htlcs = ch.htlcs
     key = (ch.channel_id, owner, transition)
-    memo = _MEMO.get(key)
-    start, local, remote, specs = 0, 0, 0, []
-    if memo is not None:
-        prev, p_local, p_remote, p_specs = memo
-        if prev is htlcs:
-            return p_local, p_remote, p_specs
-        k = len(prev)
-        if k <= len(htlcs) and htlcs[:k] == prev:
-            start, local, remote, specs = k, p_local, p_remote, list(p_specs)
+    start, saved = _MEMO.resume(key, htlcs)
+    if saved is not None:
+        if start == len(htlcs):
+            return saved
+        local, remote, done = saved
+        specs = list(done)
+    else:
+        local, remote, specs = 0, 0, []
     table = status_table(owner)
     for i in range(start, len(htlcs)):
         h = htlcs[i]
@@ -105,9 +102,7 @@ def _htlc_part(ch: Channel, owner: Side, transition: Transition | None) -> tuple
                 remote -= h.amount_msat
                 local += h.amount_msat
     part = (local, remote, tuple(specs))
-    if len(_MEMO) >= _MEMO_MAX:
-        _MEMO.clear()
-    _MEMO[key] = (htlcs, *part)
+    _MEMO.save(key, htlcs, part)
     return part
 
 
