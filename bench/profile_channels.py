@@ -9,7 +9,7 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 (futex). Counts, unlike times, do not move with the machine's load.
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
-                                     [--watch payer|payee] [--commit-time MS] [--cprofile DIR]
+                                     [--watch payer|payee] [--commit-time MS] [--cprofile DIR] [--log-level L]
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
@@ -41,12 +41,16 @@ def main() -> None:
                     help="the node --syscalls and --pyspy look at (payee: the first payee; its counts are still per "
                          "payment of the whole run, so multiply by --peers for its own payments)")
     ap.add_argument("--commit-time", type=int, default=None, help="every node's commit-time (ms)")
+    ap.add_argument("--log-level", default=None, help="every node's log-level (the test nodes' default is debug, "
+                                                      "whose peer_in/peer_out lines the commitment_signed count reads)")
     ap.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
                     "the measured run into this directory (bench/cprofile_site); figures are then slower")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
     args = ap.parse_args()
     opts = dict(OPTS) if args.commit_time is None else {**OPTS, "commit-time": args.commit_time}
+    if args.log_level is not None:
+        opts["log-level"] = args.log_level
     if args.cprofile:
         os.makedirs(args.cprofile, exist_ok=True)
         os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
@@ -115,6 +119,9 @@ def main() -> None:
                               1000 * (u + s_ - threads0.get(tid, ("", 0.0, 0.0))[1] - threads0.get(tid, ("", 0.0, 0.0))[2]) / n)
                              for tid, (_, u, s_) in thread_cpu(payer.proc.pid).items()), key=lambda r: -r[1])
         print("payer CPU per payment by thread: " + ", ".join(f"{k} {v:.2f} ms" for k, v in per_thread[:3]))
+        _, u1, s1 = thread_cpu(payer.proc.pid)[payer.proc.pid]
+        _, u0, s0 = threads0.get(payer.proc.pid, ("", 0.0, 0.0))
+        print(f"payer loop user/system: {1000 * (u1 - u0) / n:.2f}/{1000 * (s1 - s0) / n:.2f} ms")
         # One payee's own payments are n / peers (round-robin); its threads by user / system time. Clock ticks are
         # 10 ms: with ~100 payments per payee, read this to +-0.1 ms.
         own = n / args.peers
@@ -144,6 +151,8 @@ def main() -> None:
         # Messages per payment (from the debug log's peer_in/peer_out lines): how many HTLCs a commitment round
         # carries. A round per HTLC each way would be 2; one channel with 50 in flight gives ~0.07, ten channels
         # ~0.8-0.9 (5 in flight each). Timing moves it a little: a busier machine batches more.
+        if args.log_level not in (None, "debug", "io", "trace"):
+            return  # no peer_in/peer_out lines to count
         since = payer.logs()
         counts = {kind: since.count(f"peer_{kind} WIRE_COMMITMENT_SIGNED") for kind in ("out", "in")}
         print(f"payer commitment_signed per payment: sent {counts['out'] / n:.2f}, received {counts['in'] / n:.2f} "

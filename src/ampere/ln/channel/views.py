@@ -11,7 +11,7 @@ two nodes' checks agree.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 from ampere.ln.channel.commitment import (
     CommitmentTx,
@@ -25,7 +25,7 @@ from ampere.ln.channel.htlcs import Htlc, HtlcState, RemovalKind, Status, on_rec
 from ampere.ln.channel.keys import OwnKeys
 from ampere.ln.channel.scripts import ANCHOR_OUTPUT_SAT
 from ampere.ln.channel.state import Channel
-from ampere.ln.channel.values import ByIdentity, PrefixMemo, make, replace
+from ampere.ln.channel.values import ByIdentity, PrefixMemo, make
 from ampere.primitives.amount import MsatInt, sat_to_msat
 
 __all__ = ["View", "view", "next_view", "commitment_fee_msat", "build_local_commitment",
@@ -106,13 +106,11 @@ def _htlc_part(ch: Channel, owner: Side, transition: Transition | None) -> tuple
     return part
 
 
-def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: Iterable[Htlc] = (),
-         feerate: int | None = None) -> View:
-    """The commitment held by `owner`, after applying `transition` to every update's state."""
+def view(ch: Channel, owner: Side, transition: Transition | None = None, feerate: int | None = None) -> View:
+    """The commitment held by `owner`, after applying `transition` to every update's state (at `feerate` if given:
+    BOLT 2's "all in" checks)."""
     # Run for every update and commitment (several views per update_add_htlc): the status table of `owner` is
     # looked up by the state's value, and the balances are two ints.
-    if extra:
-        ch = replace(ch, htlcs=(*ch.htlcs, *extra))
     d_local, d_remote, specs = _htlc_part(ch, owner, transition)
     table = status_table(owner)
     rate = ch.feerate_per_kw
@@ -126,9 +124,9 @@ def view(ch: Channel, owner: Side, transition: Transition | None = None, extra: 
                 specs)
 
 
-def next_view(ch: Channel, owner: Side, extra: Iterable[Htlc] = (), feerate: int | None = None) -> View:
+def next_view(ch: Channel, owner: Side) -> View:
     """What the next commitment_signed for `owner`'s commitment would cover."""
-    return view(ch, owner, on_send_commit if owner is Side.REMOTE else on_recv_commit, extra, feerate)
+    return view(ch, owner, on_send_commit if owner is Side.REMOTE else on_recv_commit)
 
 
 def untrimmed_count(ch: Channel, v: View, extra_nondust: int = 0) -> int:
