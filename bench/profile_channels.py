@@ -21,10 +21,9 @@ import subprocess
 import tempfile
 import time
 
+from common import chaind as running_chaind
 from common import cpu_seconds, factory, run_in_flight
 from pyln.client import LightningRpc
-
-from ampere.testing.chain import ChainD
 
 DELAY = 30
 AMOUNT = 1_000
@@ -56,8 +55,11 @@ def main() -> None:
         os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
         os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "cprofile_site")
                                     + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    chaind = ChainD(tempfile.mkdtemp(prefix="amp-bench-chain-"))
-    chaind.start()
+    with running_chaind() as chaind:  # stopped, and its temp dir removed, on the way out
+        run(args, opts, chaind)
+
+
+def run(args: argparse.Namespace, opts: dict, chaind: object) -> None:
     f = factory()
     f.chaind = chaind
     try:
@@ -159,7 +161,6 @@ def main() -> None:
               f"(whole run, warm-up included)")
     finally:
         f.cleanup()
-        chaind.stop()
 
 
 if __name__ == "__main__":
