@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,9 +71,14 @@ class SignerProcess:
 @pytest.fixture
 def signer():
     s = SignerProcess()
-    s.start()
-    yield s
-    s.stop()
+    try:
+        s.start()
+        yield s
+    finally:
+        s.stop()
+        # Its directory holds an hsm_secret: never left behind in /tmp (unless asked, to read after a failure).
+        if not os.environ.get("AMPERE_KEEP_TEST_DIRS"):
+            shutil.rmtree(s.dir, ignore_errors=True)
 
 
 def to_us(node) -> int:
