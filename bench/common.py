@@ -21,7 +21,7 @@ from collections.abc import Iterator
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from ampere.testing.chain import ChainD  # noqa: E402
-from ampere.testing.nodes import NodeFactory  # noqa: E402
+from ampere.testing.nodes import NodeFactory, keep_test_dirs  # noqa: E402
 
 # BENCH_SCALE=0.1 runs a bench with a tenth of its operations (a quick check that it still works); the
 # default, 1, is what the figures in README.md and docs/ were measured with.
@@ -36,10 +36,6 @@ def factory() -> NodeFactory:
     return NodeFactory(tempfile.mkdtemp(prefix="amp-bench-"))
 
 
-def _keep_dirs() -> bool:
-    return bool(os.environ.get("AMPERE_KEEP_TEST_DIRS"))  # as NodeFactory.cleanup: to read logs after a failure
-
-
 @contextlib.contextmanager
 def chaind() -> Iterator[ChainD]:
     """A running amp-chaind in a fresh temp dir; stopped and its dir removed on the way out."""
@@ -50,7 +46,7 @@ def chaind() -> Iterator[ChainD]:
         yield chain
     finally:
         chain.stop()
-        if not _keep_dirs():
+        if not keep_test_dirs():
             shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -19,7 +19,7 @@ from pyln.client import RpcError
 
 from ampere.node.signer.hsm_secret import new_hsm_secret_bytes, parse_hsm_secret
 from ampere.node.signer.signer import LocalSigner
-from ampere.testing.nodes import spawn_env
+from ampere.testing.nodes import keep_test_dirs, spawn_env
 
 _spec = importlib.util.spec_from_file_location("chainutil", os.path.join(os.path.dirname(__file__), "chainutil.py"))
 chainutil = importlib.util.module_from_spec(_spec)
@@ -76,8 +76,7 @@ def signer():
         yield s
     finally:
         s.stop()
-        # Its directory holds an hsm_secret: never left behind in /tmp (unless asked, to read after a failure).
-        if not os.environ.get("AMPERE_KEEP_TEST_DIRS"):
+        if not keep_test_dirs():  # its directory holds an hsm_secret: never left behind in /tmp
             shutil.rmtree(s.dir, ignore_errors=True)
 
 

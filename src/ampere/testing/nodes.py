@@ -20,6 +20,12 @@ DEFAULT_FUNDAMOUNT = 10**6
 AMP_CLI = [sys.executable, "-m", "ampere.cli.amp_cli"]
 
 
+def keep_test_dirs() -> bool:
+    """AMPERE_KEEP_TEST_DIRS set: temporary directories (nodes', chains', signers') are left in place, to read the
+    logs after a failure."""
+    return bool(os.environ.get("AMPERE_KEEP_TEST_DIRS"))
+
+
 def spawn_env() -> dict[str, str]:
     env = dict(os.environ)
     # Plugins with `#!/usr/bin/env python3` must find the interpreter that has pyln-client.
@@ -472,7 +478,7 @@ class NodeFactory:
 
     def cleanup(self) -> None:
         self.killall()
-        if os.environ.get("AMPERE_KEEP_TEST_DIRS"):  # to read the nodes' logs after a failure
+        if keep_test_dirs():
             print(f"node directories kept in {self.base_dir}")
             return
         shutil.rmtree(self.base_dir, ignore_errors=True)
