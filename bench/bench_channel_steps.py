@@ -6,7 +6,7 @@ commit and revoke, B fulfills the K, both commit and revoke again. A "step" is o
 (offer/fulfil, a delivered message, a commit timer); each step's durable record is asked for as the runtime's
 write would (`persisted_record`). Prints CPU (process_time) per step and per round for K=1 and K=50.
 
-    PYTHONPATH=src .venv/bin/python bench/bench_channel_steps.py [--rounds 200] [--k 1,50] [--profile K]
+    PYTHONPATH=src .venv/bin/python bench/bench_channel_steps.py [--rounds 200] [--k 1,50] [--profile K] [--amount-msat N]
 """
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ def _touch(step) -> None:
         ch.to_record()
 
 
-def run(rounds: int, k: int, wire: bool = True) -> tuple[float, int, int]:
+def run(rounds: int, k: int, wire: bool = True, amount_msat: int = 1_000_000) -> tuple[float, int, int]:
     pair = Pair.open(funding_sat=16_000_000, wire=wire, channel_type=ChannelType.ANCHORS)
     pair.__class__ = _Counting
     a, b = pair.a, pair.b
@@ -86,7 +86,7 @@ def run(rounds: int, k: int, wire: bool = True) -> tuple[float, int, int]:
         for _ in range(k):
             pre = n.to_bytes(32, "big")
             ids.append((a.ch.next_htlc_id_local, pre))
-            _touch(a.apply(core.offer_htlc(a.ch, a.signer, 1_000_000, sha256(pre), 800, onion)))
+            _touch(a.apply(core.offer_htlc(a.ch, a.signer, amount_msat, sha256(pre), 800, onion)))
             steps0 += 1
             n += 1
         pair.pump()
@@ -104,18 +104,21 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=200)
     ap.add_argument("--k", default="1,50")
     ap.add_argument("--profile", type=int, default=0, help="cProfile the run with this K, print the top 40")
+    ap.add_argument("--amount-msat", type=int, default=1_000_000,
+                    help="each HTLC's amount (the default has an HTLC output and transaction; bench_speed's 1,000 "
+                         "msat payments are dust: no HTLC signatures)")
     args = ap.parse_args()
     if args.profile:
         pr = cProfile.Profile()
         pr.enable()
-        run(args.rounds, args.profile)
+        run(args.rounds, args.profile, amount_msat=args.amount_msat)
         pr.disable()
         pstats.Stats(pr).sort_stats("tottime").print_stats(40)
         pstats.Stats(pr).sort_stats("cumulative").print_stats(60)
         return
     for k in (int(x) for x in args.k.split(",")):
         rounds = max(10, args.rounds // k) if k > 1 else args.rounds
-        cpu, steps, n = run(rounds, k)
+        cpu, steps, n = run(rounds, k, amount_msat=args.amount_msat)
         print(f"K={k:>3}: {rounds} rounds, {steps} steps, {n} HTLCs: {cpu * 1e3 / steps:.3f} ms CPU/step, "
               f"{cpu * 1e3 / rounds:.2f} ms CPU/round, {cpu * 1e3 / n:.3f} ms CPU/HTLC")
 

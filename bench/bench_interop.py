@@ -11,7 +11,7 @@ figures, not a test. On a shared machine the figures are lower bounds.
 import os
 import sys
 
-from common import failed, latency_stats, network, one_at_a_time, run_in_flight, timed_sendpay
+from common import failed, latency_stats, network, one_at_a_time, run_in_flight, settle_cln, timed_sendpay
 
 from pyln.client import LightningRpc
 
@@ -36,6 +36,7 @@ def bench_pair(f, payer_kind: str, payee_kind: str) -> str:
     payee_rpc = LightningRpc(payee.rpc_path)
     invoices = [payee_rpc.invoice(AMOUNT, f"b{i}", "bench") for i in range(N_SEQ + N_PAR)]
     route = [{"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}]
+    settle_cln([payer, payee])  # CLN polling the chain as by default while measured
 
     def one(rpc, inv) -> float:
         return timed_sendpay(rpc, route, inv)

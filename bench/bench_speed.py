@@ -3,18 +3,26 @@ one amp-chaind, every payment durable on every node (SQLite synchronous=FULL / C
 
   * direct, one channel, sendpay + waitsendpay one at a time: payments/s, mean and p99 latency;
   * direct, one channel, 50 payments in flight (50 client threads): payments/s;
-  * direct, 10 channels to 10 peers, 50 in flight spread over them: payments/s;
+  * direct, 10 channels to 10 peers, 50 in flight spread over them: payments/s, and the CPU per payment of the payer
+    and of the payees (each node's whole process tree);
   * two hops, `pay` (l1 -> l2 -> l3, announced channels): one at a time (mean, p99) and 50 in flight.
 
 Needs Core Lightning (CLN_LIGHTNINGD, or /work/cln/bin/lightningd); without it only Ampere is measured.
 BENCH_KINDS=ampere,cln picks the implementations; BENCH_SCALE=0.5 halves the payment counts; BENCH_PEERS=10.
 On a loaded machine the absolute figures drop: compare the two implementations within one run.
+
+Core Lightning's nodes are set up polling the chain every second (the test harness's dev-bitcoind-poll=1) and
+restarted polling at CLN's default before anything is measured (common.settle_cln): polling every second through
+amp-chain-cli costs each idle CLN node ~10% of a core here, which figures before session 11 paid (the ten-channel
+case's eleven CLN nodes: ~95% of one of the two cores).
 """
 
 import os
 import sys
+import time
 
-from common import failed, latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay, timed_sendpay
+from common import (failed, latency_stats, network, one_at_a_time, run_in_flight, scaled, timed_pay, timed_sendpay,
+                    settle_cln, tree_cpu_seconds)
 from pyln.client import LightningRpc
 
 N_SEQ = scaled(150, least=6)  # the first 5 are a warm-up
@@ -27,6 +35,7 @@ AMOUNT = 1_000
 DELAY = 30
 OPTS = {"max-concurrent-htlcs": 483}
 NAME = {"ampere": "Ampere", "cln": "CLN"}
+IDLE_SECONDS = 5
 
 
 def sendpay_one(payer_rpc, hop, inv) -> float:
@@ -40,6 +49,7 @@ def direct(f, kind: str) -> None:
     r2 = LightningRpc(payee.rpc_path)
     invoices = [r2.invoice(AMOUNT, f"d{i}", "bench") for i in range(N_SEQ + N_PAR)]
     hop = {"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT}
+    settle_cln([payer, payee])
 
     def one(rpc, inv) -> float:
         return sendpay_one(rpc, hop, inv)
@@ -69,15 +79,27 @@ def many_channels(f, kind: str) -> None:
         hops.append(hop)
         invoices.append([(hop, rpc.invoice(AMOUNT, f"m{i}-{j}", "bench")) for j in range(per)])
     work = [invoices[j % PEERS][j // PEERS] for j in range(per * PEERS)]
+    settle_cln(nodes)
     r1 = LightningRpc(payer.rpc_path)
     for hop, inv in work[:PEERS]:  # warm-up: one per channel
         sendpay_one(r1, hop, inv)
     work = work[PEERS:]
+    # CPU of every node (each process tree: CLN's subdaemons and plugins included) over the measured run, and what
+    # the same nodes burn idle over IDLE_SECONDS just before it: background work (CLN polling the chain every
+    # second, as before settle_cln) would show there and be taken from the run.
+    t0, idle0 = time.perf_counter(), sum(tree_cpu_seconds(n.proc.pid) for n in nodes)
+    time.sleep(IDLE_SECONDS)
+    idle = (sum(tree_cpu_seconds(n.proc.pid) for n in nodes) - idle0) / (time.perf_counter() - t0)
+    cpu0 = [tree_cpu_seconds(n.proc.pid) for n in nodes]
     par, errors = run_in_flight(work, IN_FLIGHT, lambda: LightningRpc(payer.rpc_path),
                                 lambda rpc, item: sendpay_one(rpc, item[0], item[1]))
+    cpu = [tree_cpu_seconds(n.proc.pid) - c for n, c in zip(nodes, cpu0)]
     ok = len(work) - len(errors)
+    per = 1000 / max(ok, 1)
     print(f"{NAME[kind]:>6}  direct, {PEERS} channels to {PEERS} peers: {IN_FLIGHT} in flight {ok / par:6.1f}/s "
-          f"({failed(errors)})", flush=True)
+          f"({failed(errors)}); CPU per payment: payer {cpu[0] * per:.2f} ms, payees (sum) {sum(cpu[1:]) * per:.2f} ms "
+          f"(the {len(nodes)} nodes idle: {100 * idle:.1f}% of a core, {idle * par * per:.2f} ms per payment of it)",
+          flush=True)
     for n in nodes:
         n.stop()
 
@@ -87,6 +109,7 @@ def two_hops(f, kind: str) -> None:
     l1, l2, l3 = f.line_graph([kind] * 3, 10**7, announce_channels=True, wait_for_announce=True, opts=dict(OPTS))
     r3 = LightningRpc(l3.rpc_path)
     invoices = [r3.invoice(10_000, f"p{i}", "bench")["bolt11"] for i in range(N_PAY_SEQ + N_PAY_PAR)]
+    settle_cln([l1, l2, l3], announced=4)
 
     lat, seq = one_at_a_time(LightningRpc(l1.rpc_path), timed_pay, invoices[:N_PAY_SEQ])
     st = latency_stats(lat)

@@ -207,6 +207,62 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and every process under it: its live descendants (CLN's subdaemons, a
+    channeld per channel, its plugins) and, through each one's cutime/cstime, the children it has reaped (bcli's
+    chain queries). A process that exits between two readings keeps counting through its parent's reaped time."""
+    total = 0.0
+    tck = os.sysconf("SC_CLK_TCK")
+    for p in [pid] + _children(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # gone meanwhile: its time is in its parent's reaped time once reaped
+        total += sum(int(x) for x in fields[11:15]) / tck
+    return total
+
+
+# CLN's own default: lightningd polls bitcoind every 30 s (topology and feerates).
+CLN_DEFAULT_POLL = 30
+
+
+def settle_cln(nodes: list, announced: int = 0, timeout: float = 90.0) -> None:
+    """Restart the Core Lightning nodes among `nodes` polling the chain as CLN does by default, and wait until
+    every channel of every node in `nodes` is back in use.
+
+    The test harness runs CLN with dev-bitcoind-poll=1, as pyln-testing does, so that setting up channels does not
+    wait on blocks; each poll is a few new `amp-chain-cli` processes through CLN's bcli plugin (getblockcount,
+    estimatesmartfee...), about 10% of a core per idle node on the 2-core machine (0% for an idle ampd, whose chain
+    client is in process), taken from whatever is measured next to it. `announced`: wait, too, until the first
+    node's graph holds that many channel halves, all active (a `pay` through them)."""
+    from ampere.testing.cln import ClnNode
+    from pyln.client import LightningRpc
+
+    restarted = [n for n in nodes if isinstance(n, ClnNode)]
+    if not restarted:
+        return
+    for n in restarted:
+        n.options["dev-bitcoind-poll"] = CLN_DEFAULT_POLL
+        n.restart()
+
+    def ready() -> bool:
+        for n in nodes:
+            chans = LightningRpc(n.rpc_path).listpeerchannels()["channels"]
+            if not all(c.get("peer_connected") and c["state"] == "CHANNELD_NORMAL" for c in chans):
+                return False
+        if announced:
+            halves = LightningRpc(nodes[0].rpc_path).listchannels()["channels"]
+            return len(halves) >= announced and all(c["active"] for c in halves)
+        return True
+
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"channels not back in use {timeout:.0f} s after restarting the CLN nodes")
+        time.sleep(0.2)
+
+
 def write_gossip_store(path: str, net, now: int) -> None:
     """A gossip_store file holding a generated network (ampere.testing.gossip_factory.random_network), as ampd
     would have stored it on receipt."""
