@@ -170,9 +170,13 @@ def _check_plugin_json(node) -> int:
     if not base or os.path.isdir("doc/schemas/notification") or not os.path.isdir(os.path.join(base, "notification")):
         return _pyln_check_plugin_json(node)
     if not _schema_cwd:
+        import atexit
+        import shutil
         import tempfile
 
         d = tempfile.mkdtemp(prefix="ampere-schemas-")
+        # Gone with the test process (each pytest worker makes one): only a symlink inside, never the schemas.
+        atexit.register(shutil.rmtree, d, True)
         os.makedirs(os.path.join(d, "doc"))
         os.symlink(os.path.abspath(base), os.path.join(d, "doc", "schemas"))
         _schema_cwd.append(d)
