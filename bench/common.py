@@ -21,7 +21,7 @@ from collections.abc import Iterator
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
 from ampere.testing.chain import ChainD  # noqa: E402
-from ampere.testing.nodes import NodeFactory, keep_test_dirs  # noqa: E402
+from ampere.testing.nodes import NodeFactory, keep_test_dirs, wait_for  # noqa: E402
 
 # BENCH_SCALE=0.1 runs a bench with a tenth of its operations (a quick check that it still works); the
 # default, 1, is what the figures in README.md and docs/ were measured with.
@@ -197,30 +197,32 @@ def hwm_mib(pid: int) -> float:
     return proc_status_mib(pid, "VmHWM")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and its threads so far (/proc/PID/stat); with BENCH_CPU_PART=sys the
-    system time alone (how much of a figure is the kernel's: syscalls, fsync, socket wake-ups)."""
+def _cpu_ticks(pid: int, reaped: bool = False) -> int:
+    """Clock ticks of CPU from /proc/PID/stat: utime + stime (with `reaped`, also the cutime + cstime of the
+    children it has waited for); with BENCH_CPU_PART=sys the system parts alone (how much of a figure is the
+    kernel's: syscalls, fsync, socket wake-ups)."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rpartition(")")[2].split()
-    if os.environ.get("BENCH_CPU_PART") == "sys":
-        return int(fields[12]) / os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    parts = (12, 14) if os.environ.get("BENCH_CPU_PART") == "sys" else (11, 12, 13, 14)
+    return sum(int(fields[i]) for i in parts if reaped or i < 13)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process and its threads so far (BENCH_CPU_PART=sys: system time alone)."""
+    return _cpu_ticks(pid) / os.sysconf("SC_CLK_TCK")
 
 
 def tree_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process and every process under it: its live descendants (CLN's subdaemons, a
-    channeld per channel, its plugins) and, through each one's cutime/cstime, the children it has reaped (bcli's
-    chain queries). A process that exits between two readings keeps counting through its parent's reaped time."""
-    total = 0.0
-    tck = os.sysconf("SC_CLK_TCK")
+    """cpu_seconds of a process and every process under it: its live descendants (CLN's subdaemons, a channeld per
+    channel, its plugins) and, through each one's cutime/cstime, the children it has reaped (bcli's chain queries).
+    A process that exits between two readings keeps counting through its parent's reaped time."""
+    ticks = 0
     for p in [pid] + _children(pid):
         try:
-            with open(f"/proc/{p}/stat") as f:
-                fields = f.read().rpartition(")")[2].split()
+            ticks += _cpu_ticks(p, reaped=True)
         except (FileNotFoundError, ProcessLookupError):
             continue  # gone meanwhile: its time is in its parent's reaped time once reaped
-        total += sum(int(x) for x in fields[11:15]) / tck
-    return total
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 # CLN's own default: lightningd polls bitcoind every 30 s (topology and feerates).
@@ -256,11 +258,7 @@ def settle_cln(nodes: list, announced: int = 0, timeout: float = 90.0) -> None:
             return len(halves) >= announced and all(c["active"] for c in halves)
         return True
 
-    deadline = time.monotonic() + timeout
-    while not ready():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"channels not back in use {timeout:.0f} s after restarting the CLN nodes")
-        time.sleep(0.2)
+    wait_for(ready, timeout, "every channel back in use after restarting the CLN nodes")
 
 
 def write_gossip_store(path: str, net, now: int) -> None:

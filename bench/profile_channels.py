@@ -25,6 +25,8 @@ from common import chaind as running_chaind
 from common import cpu_seconds, factory, run_in_flight
 from pyln.client import LightningRpc
 
+from ampere.testing.chain import ChainD
+
 DELAY = 30
 AMOUNT = 1_000
 OPTS = {"max-concurrent-htlcs": 483}
@@ -59,7 +61,7 @@ def main() -> None:
         run(args, opts, chaind)
 
 
-def run(args: argparse.Namespace, opts: dict, chaind: object) -> None:
+def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
     f = factory()
     f.chaind = chaind
     try:
