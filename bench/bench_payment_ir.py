@@ -12,55 +12,28 @@ only, after a warm-up. Kernel time (syscalls) and the database thread's sync are
 own Python is. KEEP=1 keeps the dumps for callgrind_annotate. Needs valgrind; under a minute. Prints figures; not a test.
 """
 
-import glob
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 
-from common import network
+from common import callgrind_nodes, callgrind_switch, callgrind_total, network
 from profile_payment import warm_pair
-
-import ampere.testing.nodes as nodes
 
 N = int(os.environ.get("N", "100"))
 
 
-def _switch(pids: list[int], *args: str) -> None:
-    for pid in pids:
-        subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True)
-
-
-def _ir(pid: int, out: str) -> int:
-    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
-    time.sleep(0.5)
-    dumps = sorted(glob.glob(f"{out}/cg.{pid}.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
-    with open(dumps[-1]) as f:
-        for line in f:
-            if line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dumps[-1]}")
-
-
 def main() -> None:
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is needed")
-    out = tempfile.mkdtemp(prefix="amp-bench-ir-")
-    nodes.AMPD = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
-                  sys.executable, "-m", "ampere.cli.ampd"]
+    out = callgrind_nodes()
     try:
         with network() as (chaind, f):
             payer, payee, rpc, one, invoices = warm_pair(chaind, f, N)
             pids = [payer.proc.pid, payee.proc.pid]
-            _switch(pids, "-z")
-            _switch(pids, "-i", "on")
+            callgrind_switch(pids, "-z")
+            callgrind_switch(pids, "-i", "on")
             for inv in invoices[:N]:
                 one(rpc, inv)
-            _switch(pids, "-i", "off")
+            callgrind_switch(pids, "-i", "off")
             for name, pid in zip(("payer", "payee"), pids):
-                print(f"{name}: {_ir(pid, out) / N / 1000:,.1f} kIr per payment ({N} payments, one at a time)",
+                print(f"{name}: {callgrind_total(pid, out) / N / 1000:,.1f} kIr per payment ({N} payments, one at a time)",
                       flush=True)
     finally:
         if os.environ.get("KEEP"):

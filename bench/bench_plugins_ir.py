@@ -8,33 +8,15 @@ ampd runs under valgrind with instrumentation off; it is switched on (callgrind_
 after a warm-up.  Kernel time (syscalls) is not counted.  Needs valgrind; about a minute.  Prints figures; not a test.
 """
 
-import glob
 import os
 import shutil
-import subprocess
-import sys
-import tempfile
-import time
 
-from common import factory
+from common import callgrind_nodes, callgrind_switch, callgrind_total, factory
 from pyln.client import LightningRpc
-
-import ampere.testing.nodes as nodes
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "plugins")
 N = int(os.environ.get("N", "1000"))
 WARMUP = 50
-
-
-def _ir(pid: int, out: str) -> int:
-    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
-    time.sleep(0.5)
-    dumps = sorted(glob.glob(f"{out}/cg.{pid}.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
-    with open(dumps[-1]) as f:
-        for line in f:
-            if line.startswith("totals:"):
-                return int(line.split()[1])
-    raise RuntimeError(f"no totals in {dumps[-1]}")
 
 
 def measure(node, call, out: str) -> float:
@@ -42,20 +24,16 @@ def measure(node, call, out: str) -> float:
     for _ in range(WARMUP):
         call(rpc)
     pid = node.proc.pid
-    subprocess.run(["callgrind_control", "-z", str(pid)], capture_output=True, check=True)
-    subprocess.run(["callgrind_control", "-i", "on", str(pid)], capture_output=True, check=True)
+    callgrind_switch([pid], "-z")
+    callgrind_switch([pid], "-i", "on")
     for _ in range(N):
         call(rpc)
-    subprocess.run(["callgrind_control", "-i", "off", str(pid)], capture_output=True, check=True)
-    return _ir(pid, out) / N
+    callgrind_switch([pid], "-i", "off")
+    return callgrind_total(pid, out) / N
 
 
 def main() -> None:
-    if shutil.which("valgrind") is None:
-        sys.exit("valgrind is needed")
-    out = tempfile.mkdtemp(prefix="amp-bench-ir-")
-    nodes.AMPD = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
-                  sys.executable, "-m", "ampere.cli.ampd"]
+    out = callgrind_nodes()
     plugin = lambda name: os.path.abspath(os.path.join(PLUGINS, name))  # noqa: E731
     groups = [([plugin("trivial.py"), plugin("helloworld.py")],
                [("plugin method (trivial.py noop)", lambda r: r.call("noop")),

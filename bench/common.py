@@ -11,8 +11,10 @@ and the timing helpers the payment benches share (timed_pay, timed_sendpay, one_
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -274,3 +276,36 @@ def write_gossip_store(path: str, net, now: int) -> None:
     for na in net.node_announcements:
         store.add_node_announcement(na, now)
     store.close()
+
+
+def callgrind_total(pid: int, out: str) -> int:
+    """Instructions (Ir) counted so far by the valgrind --tool=callgrind process `pid`, whose dumps go to
+    `out`/cg.PID.N (--callgrind-out-file=OUT/cg.%p): asks for a dump, reads its totals line."""
+    subprocess.run(["callgrind_control", "-d", str(pid)], capture_output=True, check=True)
+    time.sleep(0.5)
+    dumps = sorted(glob.glob(f"{out}/cg.{pid}.*"), key=lambda p: int(p.rsplit(".", 1)[1]))
+    with open(dumps[-1]) as f:
+        for line in f:
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {dumps[-1]}")
+
+
+def callgrind_nodes() -> str:
+    """From now on the factory starts ampd under valgrind --tool=callgrind with instrumentation off, to be switched
+    on around what is measured (`callgrind_switch`). Returns the directory the dumps go to (the caller removes it).
+    Exits, saying why, without valgrind."""
+    import ampere.testing.nodes as nodes
+
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is needed")
+    out = tempfile.mkdtemp(prefix="amp-bench-ir-")
+    nodes.AMPD = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
+                  sys.executable, "-m", "ampere.cli.ampd"]
+    return out
+
+
+def callgrind_switch(pids: list[int], *args: str) -> None:
+    """callgrind_control ARGS for each process (-z: zero the counts, -i on / -i off: instrumentation)."""
+    for pid in pids:
+        subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True)
