@@ -1,9 +1,7 @@
 # Ampere: the two README commands (make demo, make test) and their helpers.
 # The interpreter the virtualenv is built with: the fastest-built python3.11 found (tools/pick-python says why);
-# `make test PYTHON=/path/to/python3.11` overrides it.
-ifeq ($(origin PYTHON), undefined)
-PYTHON := $(shell sh tools/pick-python)
-endif
+# `make test PYTHON=/path/to/python3.11` overrides it. Deferred (=, not :=): looked for only when .venv is built.
+PYTHON ?= $(shell sh tools/pick-python)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed

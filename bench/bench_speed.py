@@ -95,10 +95,10 @@ def many_channels(f, kind: str) -> None:
                                 lambda rpc, item: sendpay_one(rpc, item[0], item[1]))
     cpu = [tree_cpu_seconds(n.proc.pid) - c for n, c in zip(nodes, cpu0)]
     ok = len(work) - len(errors)
-    per = 1000 / max(ok, 1)
+    ms_each = 1000 / max(ok, 1)  # seconds of CPU over the run -> ms per payment
     print(f"{NAME[kind]:>6}  direct, {PEERS} channels to {PEERS} peers: {IN_FLIGHT} in flight {ok / par:6.1f}/s "
-          f"({failed(errors)}); CPU per payment: payer {cpu[0] * per:.2f} ms, payees (sum) {sum(cpu[1:]) * per:.2f} ms "
-          f"(the {len(nodes)} nodes idle: {100 * idle:.1f}% of a core, {idle * par * per:.2f} ms per payment of it)",
+          f"({failed(errors)}); CPU per payment: payer {cpu[0] * ms_each:.2f} ms, payees (sum) {sum(cpu[1:]) * ms_each:.2f} ms "
+          f"(the {len(nodes)} nodes idle: {100 * idle:.1f}% of a core, {idle * par * ms_each:.2f} ms per payment of it)",
           flush=True)
     for n in nodes:
         n.stop()

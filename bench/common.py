@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 
+import ampere.testing.nodes as testing_nodes  # noqa: E402
 from ampere.testing.chain import ChainD  # noqa: E402
 from ampere.testing.nodes import NodeFactory, keep_test_dirs, wait_for  # noqa: E402
 
@@ -295,12 +296,10 @@ def callgrind_nodes() -> str:
     """From now on the factory starts ampd under valgrind --tool=callgrind with instrumentation off, to be switched
     on around what is measured (`callgrind_switch`). Returns the directory the dumps go to (the caller removes it).
     Exits, saying why, without valgrind."""
-    import ampere.testing.nodes as nodes
-
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is needed")
     out = tempfile.mkdtemp(prefix="amp-bench-ir-")
-    nodes.AMPD = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
+    testing_nodes.AMPD = ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}/cg.%p",
                   sys.executable, "-m", "ampere.cli.ampd"]
     return out
 
