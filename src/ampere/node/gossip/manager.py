@@ -250,7 +250,13 @@ class GossipManager:
     async def write_cache(self) -> bool:
         """Write the graph cache if the store changed since it was last written (or loaded)."""
         store = self.store
-        if store is None or store.store.mutations == self._cache_mutations or store.failed:
+        if store is None or store.failed:
+            return False
+        # `mutations` moves on the worker thread as it applies the writes queued to it: read it once those asked
+        # so far are applied, or a change just asked for (an `addgossip` answered a moment ago) goes unseen and a
+        # clean stop leaves the cache of the store as it was before it.
+        await store.synced()
+        if store.store.mutations == self._cache_mutations:
             return False
         # The graph's values now (on the loop, between two changes), the store's file after the
         # writes those changes asked for: the worker runs them first.
