@@ -10,6 +10,11 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
                                      [--watch payer|payee] [--commit-time MS] [--cprofile DIR] [--log-level L]
+                                     [--sched]
+
+`--sched` prints, per thread, the share of the run it spent on a CPU and runnable but waiting for one (schedstat),
+with its wake-ups per payment: whether the payer's event loop, the one serial stage every payment passes twice, is
+short of CPU or of work (docs/profile.md, "Session 13").
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
@@ -46,6 +51,7 @@ def main() -> None:
                                                       "whose peer_in/peer_out lines the commitment_signed count reads)")
     ap.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
                     "the measured run into this directory (bench/cprofile_site); figures are then slower")
+    ap.add_argument("--sched", action="store_true", help="per thread: share of the run on a CPU and waiting for one")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
     args = ap.parse_args()
@@ -103,12 +109,14 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         if args.cprofile:  # cprofile_site: SIGUSR1 starts the profilers, SIGUSR2 dumps them
             for node in [payer] + payees:
                 os.kill(node.proc.pid, signal.SIGUSR1)
-        from profile_threads import thread_cpu
+        from profile_threads import thread_cpu, thread_sched
         threads0 = thread_cpu(payer.proc.pid)
+        sched0 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         pthreads0 = thread_cpu(payees[0].proc.pid)
         cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
         cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
+        sched1 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         n = len(work) - len(errors)
         if args.cprofile:
             for node in [payer] + payees:
@@ -136,6 +144,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
                 rows.append(f"{'loop' if tid == payees[0].proc.pid else name + ' ' + str(tid)} "
                             f"{1000 * (u - u0) / own:.2f}/{1000 * (s_ - s0) / own:.2f} ms")
         print("first payee's CPU per payment it received, by thread (user/system): " + ", ".join(rows))
+        if sched0 is not None:
+            print_sched(sched0, sched1, payer.proc.pid, elapsed, n)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
@@ -163,6 +173,35 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
               f"(whole run, warm-up included)")
     finally:
         f.cleanup()
+
+
+def print_sched(before: list[dict], after: list[dict], payer_pid: int, elapsed: float, n: int) -> None:
+    """The payer's busy threads one by one, then each payee thread kind averaged over the payees: % of the run on a
+    CPU, % runnable but waiting for one, times scheduled in per payment."""
+    def rows(b: dict, a: dict) -> list[tuple[str, float, float, float]]:
+        out = []
+        for tid, (name, run, wait, slices) in a.items():
+            _, r0, w0, s0 = b.get(tid, (name, 0, 0, 0))
+            out.append((name, (run - r0) / 1e9 / elapsed, (wait - w0) / 1e9 / elapsed, (slices - s0) / n, tid))
+        return out
+    # (Python threads keep the process's name in /proc: the busy one besides the loop is the database thread.)
+    for name, run, wait, per, tid in sorted(rows(before[0], after[0]), key=lambda r: -r[1]):
+        if run >= 0.005:
+            print(f"sched payer {'loop' if tid == payer_pid else f'thread {tid}'}: on a CPU {100 * run:.1f}%, waiting for one "
+                  f"{100 * wait:.1f}%, scheduled in {per:.2f} times per payment")
+    kinds: dict[str, list[float]] = {}
+    for b, a in zip(before[1:], after[1:]):
+        pid = min(a)  # a process's main thread has the smallest tid: its pid
+        for name, run, wait, per, tid in rows(b, a):
+            k = kinds.setdefault("loop" if tid == pid else "other threads", [0.0, 0.0, 0.0])
+            k[0] += run
+            k[1] += wait
+            k[2] += per
+    peers = max(1, len(before) - 1)
+    for kind, (run, wait, per) in sorted(kinds.items(), key=lambda kv: -kv[1][0]):
+        if run / peers >= 0.005:
+            print(f"sched payee {kind} (mean of {peers}): on a CPU {100 * run / peers:.1f}%, waiting for one "
+                  f"{100 * wait / peers:.1f}%, scheduled in {per / peers:.2f} times per payment of the run")
 
 
 if __name__ == "__main__":

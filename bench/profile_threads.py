@@ -38,6 +38,23 @@ def thread_cpu(pid: int) -> dict[int, tuple[str, float, float]]:
     return out
 
 
+def thread_sched(pid: int) -> dict[int, tuple[str, int, int, int]]:
+    """tid -> (name, ns on a CPU, ns runnable but waiting for a CPU, times scheduled in) for every thread of `pid`,
+    from /proc/<pid>/task/<tid>/schedstat. The wait is what a busy event loop loses to other processes sharing the
+    cores: time it could have run."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as fh:
+                run, wait, slices = (int(x) for x in fh.read().split())
+            with open(f"/proc/{pid}/task/{tid}/comm") as fh:
+                name = fh.read().strip()
+        except (OSError, ValueError):
+            continue
+        out[int(tid)] = (name, run, wait, slices)
+    return out
+
+
 def io_write_bytes(pid: int) -> int:
     with open(f"/proc/{pid}/io") as fh:
         return int(dict(line.split(": ") for line in fh)["write_bytes"])

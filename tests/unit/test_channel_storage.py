@@ -92,10 +92,20 @@ def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store
     store.run_sync(d.apply)
     again = storage.delta(DBID, full, d.after, None, ())
     assert again.statements == []
-    changed = dict(full, htlcs=list(full["htlcs"]), update_id=full["update_id"] + 1)
-    changed["htlcs"][5] = dict(changed["htlcs"][5], s=changed["htlcs"][5]["s"] + 1)
-    one = storage.delta(DBID, changed, d.after, None, ())
+    # An HTLC's state moved (four times in its life): only channel_state, which holds the states, is rewritten.
+    moved = dict(full, htlcs=list(full["htlcs"]), update_id=full["update_id"] + 1)
+    moved["htlcs"][5] = dict(moved["htlcs"][5], s=moved["htlcs"][5]["s"] + 1)
+    state_only = storage.delta(DBID, moved, d.after, None, ())
+    assert [s.split(" SET")[0] for s, _ in state_only.statements] == ["UPDATE channel_state"]
+    store.run_sync(state_only.apply)
+    parts = store.run_sync(storage.read_parts)[DBID]
+    assert storage.assemble(d.after.static, *parts[:3]) == moved
+    # Its removal (here: the preimage reported) is in its row: that one row is rewritten.
+    changed = dict(moved, htlcs=list(moved["htlcs"]), update_id=moved["update_id"] + 1)
+    changed["htlcs"][5] = dict(changed["htlcs"][5], pr=1)
+    one = storage.delta(DBID, changed, state_only.after, None, ())
     assert [s.split(" SET")[0] for s, _ in one.statements] == ["UPDATE channel_htlcs", "UPDATE channel_state"]
+    assert one.htlc_rows == 1
     store.run_sync(one.apply)
     parts = store.run_sync(storage.read_parts)[DBID]
     assert storage.assemble(d.after.static, *parts[:3]) == changed
@@ -106,6 +116,45 @@ def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store
     static = dict(changed, announce=not changed["announce"])
     assert "UPDATE channels" in [s.split(" SET")[0] for s, _ in storage.delta(DBID, static, one.after, None,
                                                                               ()).statements]
+
+
+def test_rows_of_schema_14_read_with_their_own_states_until_htlc_states_is_written(store):
+    """A channel stored before the HTLC states moved to channel_state: every row carries its state and
+    channel_state has no `htlc_states`; that reads back as it was, and the first write under this version makes
+    `htlc_states` the one read, without rewriting the rows whose state alone moved."""
+    records = _payments()
+    full = max(records, key=lambda r: len(r["htlcs"]))
+    d = storage.first_write(DBID, full, ())
+    store.run_sync(d.apply)
+    state = {k: v for k, v in full.items() if k not in storage._NOT_STATE}   # schema 14's channel_state
+    store.run_sync(lambda db: db.execute("UPDATE channel_state SET record=? WHERE dbid=?",
+                                         (storage._dumps(state).encode(), DBID)))
+    for h in full["htlcs"]:                                                   # and its rows, state included
+        store.run_sync(lambda db, h=h: db.execute(
+            "UPDATE channel_htlcs SET htlc=? WHERE dbid=? AND offerer=? AND htlc_id=?",
+            (storage._dumps({k: v for k, v in h.items() if k != "on"}), DBID, h["o"], h["id"])))
+    parts = store.run_sync(storage.read_parts)[DBID]
+    ch, written = storage.restore(d.after.static, parts, ())
+    assert storage.assemble(d.after.static, *parts[:3]) == full
+    assert len(ch.htlcs) == len(full["htlcs"])
+    moved = dict(full, htlcs=list(full["htlcs"]), update_id=full["update_id"] + 1)
+    moved["htlcs"][3] = dict(moved["htlcs"][3], s=moved["htlcs"][3]["s"] + 1)
+    step = storage.delta(DBID, moved, written, None, ())
+    assert [s.split(" SET")[0] for s, _ in step.statements] == ["UPDATE channel_state"]
+    store.run_sync(step.apply)
+    parts = store.run_sync(storage.read_parts)[DBID]
+    assert storage.assemble(d.after.static, *parts[:3]) == moved   # the row's stale state is not the one read
+
+
+def test_htlc_states_not_matching_the_rows_is_refused(store):
+    records = _payments()
+    full = max(records, key=lambda r: len(r["htlcs"]))
+    d = storage.first_write(DBID, full, ())
+    store.run_sync(d.apply)
+    store.run_sync(lambda db: db.execute("DELETE FROM channel_htlcs WHERE dbid=? AND htlc_id=?", (DBID, 0)))
+    parts = store.run_sync(storage.read_parts)[DBID]
+    with pytest.raises(ValueError, match="HTLC states for"):
+        storage.restore(d.after.static, parts, ())
 
 
 def test_channels_row_columns_follow_in_place_changes():

@@ -324,7 +324,10 @@ class ChannelManager(HtlcInterface):
             if int(r[14]) == storage.LAYOUT_PARTS:
                 if dbid not in parts:
                     raise RuntimeError(f"channel {dbid}: its channel_state row is missing (damaged database)")
-                ch, written = storage.restore(bytes(r[5]), parts[dbid], ())
+                try:
+                    ch, written = storage.restore(bytes(r[5]), parts[dbid], ())
+                except ValueError as e:
+                    raise RuntimeError(f"channel {dbid}: {e} (damaged database)") from None
             else:
                 ch, written = core.restore(bytes(r[5])), None
             rec = ChannelRecord(dbid, peer_id, self.signer_for(peer_id, dbid), ch,
