@@ -3,6 +3,7 @@ real channel produces reads back equal after its delta, a step writes what chang
 an onion is written once and deleted when its HTLC leaves the record."""
 
 import asyncio
+import json
 
 import pytest
 
@@ -100,15 +101,31 @@ def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store
     store.run_sync(state_only.apply)
     parts = store.run_sync(storage.read_parts)[DBID]
     assert storage.assemble(d.after.static, *parts[:3]) == moved
-    # Its removal (here: the preimage reported) is in its row: that one row is rewritten.
+    # So do its removal and the flag that its preimage was reported; and a removal can go again (the peer's
+    # uncommitted fulfil forgotten at a disconnection): the rows stay as update_add_htlc made them.
+    removal = [1, 9, "11" * 32, "", "", 0]
     changed = dict(moved, htlcs=list(moved["htlcs"]), update_id=moved["update_id"] + 1)
-    changed["htlcs"][5] = dict(changed["htlcs"][5], pr=1)
+    changed["htlcs"][5] = dict(changed["htlcs"][5], pr=1, rm=removal)
+    changed["htlcs"][7] = dict(changed["htlcs"][7], rm=removal)
     one = storage.delta(DBID, changed, state_only.after, None, ())
-    assert [s.split(" SET")[0] for s, _ in one.statements] == ["UPDATE channel_htlcs", "UPDATE channel_state"]
-    assert one.htlc_rows == 1
+    assert [s.split(" SET")[0] for s, _ in one.statements] == ["UPDATE channel_state"]
+    assert one.htlc_rows == 0
     store.run_sync(one.apply)
     parts = store.run_sync(storage.read_parts)[DBID]
     assert storage.assemble(d.after.static, *parts[:3]) == changed
+    reverted = dict(changed, htlcs=list(changed["htlcs"]), update_id=changed["update_id"] + 1)
+    reverted["htlcs"][7] = moved["htlcs"][7]
+    back = storage.delta(DBID, reverted, one.after, None, ())
+    assert [s.split(" SET")[0] for s, _ in back.statements] == ["UPDATE channel_state"]
+    store.run_sync(back.apply)
+    parts = store.run_sync(storage.read_parts)[DBID]
+    assert storage.assemble(d.after.static, *parts[:3]) == reverted
+    # What update_add_htlc fixed never changes; if it did, the row would be rewritten, not the change dropped.
+    odd = dict(reverted, htlcs=list(reverted["htlcs"]), update_id=reverted["update_id"] + 1)
+    odd["htlcs"][2] = dict(odd["htlcs"][2], c=odd["htlcs"][2]["c"] + 1)
+    assert [s.split(" SET")[0] for s, _ in storage.delta(DBID, odd, back.after, None, ()).statements] == [
+        "UPDATE channel_htlcs", "UPDATE channel_state"]
+    changed = reverted
     # The signatures and the static part changed: written (they are compared by value, not by their encoding).
     sigs = dict(changed, local_sigs=["00" * 64], update_id=changed["update_id"] + 1)
     assert "UPDATE channel_sigs" in [s.split(" SET")[0] for s, _ in storage.delta(DBID, sigs, one.after, None,
@@ -119,11 +136,13 @@ def test_unchanged_record_writes_nothing_but_a_changed_htlc_writes_one_row(store
 
 
 def test_rows_of_schema_14_read_with_their_own_states_until_htlc_states_is_written(store):
-    """A channel stored before the HTLC states moved to channel_state: every row carries its state and
-    channel_state has no `htlc_states`; that reads back as it was, and the first write under this version makes
-    `htlc_states` the one read, without rewriting the rows whose state alone moved."""
+    """A channel stored before the HTLC states moved to channel_state: every row carries its state (and removal,
+    and reported flag) and channel_state has none of the lists; that reads back as it was, and the first write under
+    this version makes the lists the ones read, without rewriting the rows."""
     records = _payments()
-    full = max(records, key=lambda r: len(r["htlcs"]))
+    # the record with the most HTLCs being removed: rows of schema 14 carrying their removal
+    full = max(records, key=lambda r: (sum("rm" in h for h in r["htlcs"]), len(r["htlcs"])))
+    assert any("rm" in h for h in full["htlcs"])
     d = storage.first_write(DBID, full, ())
     store.run_sync(d.apply)
     state = {k: v for k, v in full.items() if k not in storage._NOT_STATE}   # schema 14's channel_state
@@ -139,6 +158,8 @@ def test_rows_of_schema_14_read_with_their_own_states_until_htlc_states_is_writt
     assert len(ch.htlcs) == len(full["htlcs"])
     moved = dict(full, htlcs=list(full["htlcs"]), update_id=full["update_id"] + 1)
     moved["htlcs"][3] = dict(moved["htlcs"][3], s=moved["htlcs"][3]["s"] + 1)
+    gone = next(i for i, h in enumerate(moved["htlcs"]) if "rm" in h)   # a removal forgotten: stale in its row
+    moved["htlcs"][gone] = {k: v for k, v in moved["htlcs"][gone].items() if k != "rm"}
     step = storage.delta(DBID, moved, written, None, ())
     assert [s.split(" SET")[0] for s, _ in step.statements] == ["UPDATE channel_state"]
     store.run_sync(step.apply)
@@ -155,6 +176,11 @@ def test_htlc_states_not_matching_the_rows_is_refused(store):
     parts = store.run_sync(storage.read_parts)[DBID]
     with pytest.raises(ValueError, match="HTLC states for"):
         storage.restore(d.after.static, parts, ())
+    state = json.loads(parts[0])
+    state["htlc_states"] = state["htlc_states"][:len(parts[2])]
+    state["htlc_removals"] = [[len(parts[2]), [1, 9, "11" * 32, "", "", 0]]]
+    with pytest.raises(ValueError, match="beyond its"):
+        storage.restore(d.after.static, (json.dumps(state).encode(), *parts[1:]), ())
 
 
 def test_channels_row_columns_follow_in_place_changes():

@@ -12,17 +12,18 @@ touches only the parts that differ from what the store already holds (`ChannelRo
                          and signatures (balances, commitment numbers, points, shachain, flags).
   channel_sigs           the peer's signatures on our latest commitment and its HTLC transactions (64 bytes
                          each, so as many as HTLCs): rewritten only when a commitment_signed replaced them.
-  channel_htlcs          one row per HTLC of the record (its stored form without the onion and without its state),
-                         inserted when the HTLC enters the record, updated when its removal (or the flag that its
-                         preimage was reported) changes, deleted when it leaves (settled into the balances). `pos`
-                         keeps the record's order.
-                         The HTLCs' states are a list in channel_state (`htlc_states`, in record order): a state
-                         moves four times in an HTLC's life, each time with a commitment round that rewrites
-                         channel_state anyway, so a state change costs a few bytes of that row, not a statement
-                         and a ~250-byte row per HTLC (3.9 of the payer's 14.8 statements per payment in the
-                         ten-channel case, session 13). Rows written before that (schema 14) still carry a state,
-                         which a record without `htlc_states` reads; once `htlc_states` is written it is the one
-                         read (schema 15 keeps older versions from opening a database where it is).
+  channel_htlcs          one row per HTLC of the record: what its update_add_htlc fixed (amount, hash, expiry,
+                         ids, blinding point; not the onion, see below), inserted when the HTLC enters the record
+                         and deleted when it leaves (settled into the balances); never rewritten. `pos` keeps the
+                         record's order.
+                         What moves during an HTLC's life is in channel_state, in record order: `htlc_states`
+                         (the state, four moves per HTLC), `htlc_removals` ([index, removal] for those being
+                         fulfilled or failed) and `htlc_reported` (indexes whose preimage was reported). Each move
+                         comes with a step that rewrites channel_state anyway, so it costs a few bytes of that row,
+                         not a statement and a ~250-byte row (the payer made 14.8 statements per payment in the
+                         ten-channel case with them in the rows, 11.1 without; session 13). Rows written before
+                         (schema 14) still carry their own state, removal and flag; each of the three lists, once
+                         written, is the one read (schema 15 keeps older versions from opening such a database).
   channel_onions         the HTLC's onion_routing_packet (1,366 bytes), written once with the HTLC's row and
                          deleted with it; keyed by `onion_key(dbid, pos)` in a rowid table, where the onion
                          fits in one cell (migration 13: no overflow page, no index b-tree).
@@ -67,9 +68,10 @@ def onion_key(dbid: int, pos: int) -> int:
         raise ValueError(f"HTLC position {pos} out of range for channel {dbid}")
     return (dbid << _POS_BITS) + pos
 _APART = frozenset(("htlcs", "local_sigs"))
-# channel_state's list of the HTLCs' states, in the record's order (not a key of the record itself).
-HTLC_STATES = "htlc_states"
-_NOT_IN_ROW = frozenset(("on", "s"))  # an HTLC row holds neither its onion (channel_onions) nor its state
+# channel_state's lists of what moves in an HTLC's life, in the record's order (not keys of the record itself).
+HTLC_STATES, HTLC_REMOVALS, HTLC_REPORTED = "htlc_states", "htlc_removals", "htlc_reported"
+_MOVING = frozenset(("s", "rm", "pr"))        # an HTLC dict's keys kept in channel_state
+_NOT_IN_ROW = _MOVING | {"on"}                 # nor is its onion in its row (channel_onions)
 _ABSENT = object()
 _NOT_STATE = STATIC_KEYS | _APART
 # The static part's values in a fixed order: a write compares them with those last written (the same objects while
@@ -97,7 +99,10 @@ def static_part(record: dict[str, Any]) -> bytes:
 
 def state_part(record: dict[str, Any]) -> bytes:
     part = {k: v for k, v in record.items() if k not in _NOT_STATE}
-    part[HTLC_STATES] = [h["s"] for h in record["htlcs"]]
+    htlcs = record["htlcs"]
+    part[HTLC_STATES] = [h["s"] for h in htlcs]
+    part[HTLC_REMOVALS] = [[i, h["rm"]] for i, h in enumerate(htlcs) if "rm" in h]
+    part[HTLC_REPORTED] = [i for i, h in enumerate(htlcs) if h.get("pr")]
     return _dumps(part).encode()
 
 
@@ -110,12 +115,12 @@ def htlc_part(h: dict[str, Any]) -> str:
 
 
 def _row_changed(prev: dict[str, Any], h: dict[str, Any]) -> bool:
-    """Whether an HTLC's row must be rewritten: anything but its state (kept in channel_state) differs."""
+    """Whether an HTLC's row must be rewritten: what its update_add_htlc fixed differs (never expected; written
+    rather than dropped if it happens). What moves is in channel_state."""
     if prev == h:
         return False
-    if len(prev) != len(h):
-        return True
-    return any(k != "s" and prev.get(k, _ABSENT) != v for k, v in h.items())
+    return any(k not in _MOVING and prev.get(k, _ABSENT) != v for k, v in h.items()) or any(
+        k not in _MOVING and k not in h for k in prev)
 
 
 @dataclass
@@ -254,18 +259,35 @@ def assemble(static: bytes, state: bytes, sigs: str, htlcs: list[tuple[str, byte
     record = json.loads(static)
     state_obj = json.loads(state)
     states = state_obj.pop(HTLC_STATES, None)
+    removals = state_obj.pop(HTLC_REMOVALS, None)
+    reported = state_obj.pop(HTLC_REPORTED, None)
     record.update(state_obj)
     record["local_sigs"] = json.loads(sigs)
-    if states is not None and len(states) != len(htlcs):
-        # Written in one transaction with the rows: a mismatch is a damaged database, never a state to guess.
-        raise ValueError(f"channel record holds {len(states)} HTLC states for {len(htlcs)} HTLC rows")
+    n = len(htlcs)
+    # Written in one transaction with the rows: a mismatch is a damaged database, never a state to guess.
+    if states is not None and len(states) != n:
+        raise ValueError(f"channel record holds {len(states)} HTLC states for {n} HTLC rows")
+    if any(not 0 <= i < n for i, _rm in removals or ()) or any(not 0 <= i < n for i in reported or ()):
+        raise ValueError(f"channel record names an HTLC beyond its {n} HTLC rows")
     items = []
-    for i, (text, onion) in enumerate(htlcs):
+    for text, onion in htlcs:
         h = json.loads(text)
         h["on"] = onion.hex()
-        if states is not None:
-            h["s"] = states[i]   # (a row of schema 14 carries its own, stale once htlc_states exists)
         items.append(h)
+    # A row of schema 14 carries its own state, removal and flag: each is stale once its list exists.
+    if states is not None:
+        for h, st in zip(items, states):
+            h["s"] = st
+    if removals is not None:
+        for h in items:
+            h.pop("rm", None)
+        for i, rm in removals:
+            items[i]["rm"] = rm
+    if reported is not None:
+        for h in items:
+            h.pop("pr", None)
+        for i in reported:
+            items[i]["pr"] = 1
     record["htlcs"] = items
     return record
 
