@@ -177,10 +177,35 @@ def test_htlc_states_not_matching_the_rows_is_refused(store):
     with pytest.raises(ValueError, match="HTLC states for"):
         storage.restore(d.after.static, parts, ())
     state = json.loads(parts[0])
-    state["htlc_states"] = state["htlc_states"][:len(parts[2])]
-    state["htlc_removals"] = [[len(parts[2]), [1, 9, "11" * 32, "", "", 0]]]
-    with pytest.raises(ValueError, match="beyond its"):
+    gone = next(e[:2] for e in state["htlc_states"] if e[1] == 0)   # the HTLC whose row was deleted
+    state["htlc_states"] = [e for e in state["htlc_states"] if e[:2] != gone]
+    state["htlc_removals"] = [[*gone, [1, 9, "11" * 32, "", "", 0]]]
+    with pytest.raises(ValueError, match="which has no row"):
         storage.restore(d.after.static, (json.dumps(state).encode(), *parts[1:]), ())
+
+
+def test_states_follow_their_htlc_whatever_order_the_rows_were_written_in(store):
+    """The rows' pos order is the order HTLCs entered the stored record, not the record's own: the peer's HTLC
+    enters it when committed, after ours offered later but first in the record. Each state, removal and flag
+    belongs to its HTLC by key (an interop run against Core Lightning caught them applied by position: an
+    incoming HTLC read back with the outgoing one's state)."""
+    records = _payments()
+    full = next(r for r in records if len(r["htlcs"]) >= 3)
+    first, second, third = (dict(h) for h in full["htlcs"][:3])
+    first["o"], second["o"] = "r", "l"
+    first["s"], second["s"], third["s"] = 3, 7, 11
+    earlier = dict(full, htlcs=[second, third])               # these two stored first: pos 0 and 1
+    d = storage.first_write(DBID, earlier, ())
+    store.run_sync(d.apply)
+    later = dict(full, htlcs=[first, dict(second, s=8), dict(third, rm=[1, 9, "22" * 32, "", "", 0], pr=1)],
+                 update_id=full["update_id"] + 1)               # `first` enters the stored record now: pos 2
+    step = storage.delta(DBID, later, d.after, None, ())
+    store.run_sync(step.apply)
+    parts = store.run_sync(storage.read_parts)[DBID]
+    assert [json.loads(text)["id"] for text, _ in parts[2]] == [second["id"], third["id"], first["id"]]  # pos order
+    got = storage.assemble(d.after.static, *parts[:3])
+    assert got == later
+    assert [(h["o"], h["s"]) for h in got["htlcs"]] == [("r", 3), ("l", 8), (third["o"], 11)]
 
 
 def test_channels_row_columns_follow_in_place_changes():

@@ -100,9 +100,12 @@ def static_part(record: dict[str, Any]) -> bytes:
 def state_part(record: dict[str, Any]) -> bytes:
     part = {k: v for k, v in record.items() if k not in _NOT_STATE}
     htlcs = record["htlcs"]
-    part[HTLC_STATES] = [h["s"] for h in htlcs]
-    part[HTLC_REMOVALS] = [[i, h["rm"]] for i, h in enumerate(htlcs) if "rm" in h]
-    part[HTLC_REPORTED] = [i for i, h in enumerate(htlcs) if h.get("pr")]
+    # Each entry names its HTLC: the rows' `pos` order is the order HTLCs entered the STORED record, which need not
+    # be the record's (a peer's update_add_htlc enters it only once committed, after ours that came later), so
+    # htlc_states, in the record's order, also gives that order back.
+    part[HTLC_STATES] = [[h["o"], h["id"], h["s"]] for h in htlcs]
+    part[HTLC_REMOVALS] = [[h["o"], h["id"], h["rm"]] for h in htlcs if "rm" in h]
+    part[HTLC_REPORTED] = [[h["o"], h["id"]] for h in htlcs if h.get("pr")]
     return _dumps(part).encode()
 
 
@@ -263,31 +266,44 @@ def assemble(static: bytes, state: bytes, sigs: str, htlcs: list[tuple[str, byte
     reported = state_obj.pop(HTLC_REPORTED, None)
     record.update(state_obj)
     record["local_sigs"] = json.loads(sigs)
-    n = len(htlcs)
-    # Written in one transaction with the rows: a mismatch is a damaged database, never a state to guess.
-    if states is not None and len(states) != n:
-        raise ValueError(f"channel record holds {len(states)} HTLC states for {n} HTLC rows")
-    if any(not 0 <= i < n for i, _rm in removals or ()) or any(not 0 <= i < n for i in reported or ()):
-        raise ValueError(f"channel record names an HTLC beyond its {n} HTLC rows")
     items = []
     for text, onion in htlcs:
         h = json.loads(text)
         h["on"] = onion.hex()
         items.append(h)
-    # A row of schema 14 carries its own state, removal and flag: each is stale once its list exists.
-    if states is not None:
-        for h, st in zip(items, states):
-            h["s"] = st
-    if removals is not None:
-        for h in items:
-            h.pop("rm", None)
-        for i, rm in removals:
-            items[i]["rm"] = rm
-    if reported is not None:
-        for h in items:
-            h.pop("pr", None)
-        for i in reported:
-            items[i]["pr"] = 1
+    # A row of schema 14 carries its own state, removal and flag: each is stale once its list exists. Written in
+    # one transaction with the rows, so any mismatch is a damaged database, never a state to guess.
+    if states is not None or removals is not None or reported is not None:
+        by_key = {_key(h): h for h in items}
+        if len(by_key) != len(items):
+            raise ValueError("channel record holds two HTLC rows with the same key")
+
+        def row(o: Any, hid: Any) -> dict[str, Any]:
+            h = by_key.get((o, hid))
+            if h is None:
+                raise ValueError(f"channel record names HTLC {o}/{hid}, which has no row")
+            return h
+        if states is not None:
+            if len(states) != len(items):
+                raise ValueError(f"channel record holds {len(states)} HTLC states for {len(items)} HTLC rows")
+            ordered = []
+            for o, hid, st in states:
+                h = row(o, hid)
+                h["s"] = st
+                ordered.append(h)
+            if len({id(h) for h in ordered}) != len(items):
+                raise ValueError("channel record holds two states for one HTLC")
+            items = ordered   # the record's order (see state_part)
+        if removals is not None:
+            for h in items:
+                h.pop("rm", None)
+            for o, hid, rm in removals:
+                row(o, hid)["rm"] = rm
+        if reported is not None:
+            for h in items:
+                h.pop("pr", None)
+            for o, hid in reported:
+                row(o, hid)["pr"] = 1
     record["htlcs"] = items
     return record
 
