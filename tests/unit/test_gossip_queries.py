@@ -11,7 +11,7 @@ from ampere.ln.gossip import Accept, GossipValidator, Graph
 from ampere.ln.gossip.crc32c import crc32c
 from ampere.ln.gossip.queries import (
     NO_GOSSIP, QueryError, SyncSession, TimestampFilter, WANT_ALL, WANT_ANNOUNCEMENT, WANT_CHECKSUMS, WANT_NODE_1,
-    WANT_NODE_2, WANT_TIMESTAMPS, WANT_UPDATE_2, channel_update_checksum, decode_short_ids, decode_timestamps,
+    WANT_NODE_2, WANT_TIMESTAMPS, WANT_UPDATE_1, WANT_UPDATE_2, channel_update_checksum, decode_short_ids, decode_timestamps,
     encode_query_flags, encode_short_ids, gossip_for_filter, query_short_channel_ids, reply_channel_range,
     reply_short_channel_ids,
 )
@@ -325,3 +325,26 @@ def test_sync_session_range_past_u32_completes_at_u32_max():
                               sync_complete=1, encoded_short_ids=encode_short_ids([]))
     session.on_reply_channel_range(reply)
     assert session.range_done
+
+
+def test_updates_marked_dont_forward_are_not_sent_to_other_peers():
+    """A public channel whose latest update from one side is the peer-only kind (dont_forward, received before the
+    channel was announced): neither a query's reply nor the timestamp filter's backlog carries it, and a channel
+    whose only updates are such is not announced by the filter (BOLT #7: no channel_announcement without an update
+    to follow it). Core Lightning answers a dont_forward update about a public channel with a warning."""
+    graph = Graph()
+    a, b, c = F.node(1), F.node(2), F.node(3)
+    s1, s2 = 100 << 40, 101 << 40
+    ann1, _ = F.channel_announcement(s1, a, b, 1000)
+    ann2, _ = F.channel_announcement(s2, b, c, 1000)
+    graph.add_channel_announcement(ann1, 1000)
+    graph.add_channel_announcement(ann2, 1000)
+    public = F.channel_update(s1, a, b, timestamp=1000)
+    peer_only = F.channel_update(s1, b, a, timestamp=2000, dont_forward=True)
+    only = F.channel_update(s2, b, c, timestamp=3000, dont_forward=True)
+    for u in (public, peer_only, only):
+        graph.apply_channel_update(u)
+    assert graph.channels[s1].halves[1 if a.pub < b.pub else 0].raw == peer_only  # kept for routing
+    assert gossip_for_filter(graph, TimestampFilter(0, 0xFFFFFFFF)) == [ann1, public]
+    q = decode_message(query_short_channel_ids(CHAIN, [s1, s2], [WANT_UPDATE_1 | WANT_UPDATE_2] * 2))
+    assert reply_short_channel_ids(graph, q, CHAIN)[:-1] == [public]

@@ -35,6 +35,7 @@ from ampere.wire.types import ShortChannelId
 
 from .crc32c import crc32c
 from .graph import Graph
+from .signing import DONT_FORWARD
 
 # BOLT #7 "Encoding types: `0`: uncompressed array of `short_channel_id` types, in ascending order.
 # `1`: Previously used for zlib compression, this encoding MUST NOT be used."
@@ -246,7 +247,7 @@ def reply_short_channel_ids(graph: Graph, query: QueryShortChannelIds, our_chain
             out.append(ch.raw)
         for direction, bit in ((0, WANT_UPDATE_1), (1, WANT_UPDATE_2)):
             half = ch.halves[direction]
-            if flag & bit and half is not None:
+            if flag & bit and _forwardable(half):
                 out.append(half.raw)
         for node_id, bit in ((ch.node1, WANT_NODE_1), (ch.node2, WANT_NODE_2)):
             # BOLT #7: "SHOULD avoid sending duplicate `node_announcements` in response to a single
@@ -286,6 +287,14 @@ class TimestampFilter:
 NO_GOSSIP = TimestampFilter(0xFFFFFFFF, 0)
 
 
+def _forwardable(half: object) -> bool:
+    """A channel_update that may go to other peers: not one marked `dont_forward`. A channel's latest update can be
+    the peer-only one (BOLT #7: "MUST set `dont_forward` to 1 in `message_flags`" for a channel not announced)
+    received before the channel became public; Core Lightning answers such an update about a public channel with
+    a warning ("Do not set DONT_FORWARD on public channel_updates")."""
+    return half is not None and not half.message_flags & DONT_FORWARD  # type: ignore[attr-defined]
+
+
 def gossip_for_filter(graph: Graph, flt: TimestampFilter) -> list[bytes]:
     """Every public message the filter lets through, in an order that a receiver accepts.
 
@@ -298,7 +307,7 @@ def gossip_for_filter(graph: Graph, flt: TimestampFilter) -> list[bytes]:
     for ch in graph.channels.values():
         if not ch.public or ch.raw is None:
             continue
-        halves = [h for h in ch.halves if h is not None]
+        halves = [h for h in ch.halves if _forwardable(h)]
         if not halves:
             continue
         if flt.passes(max(h.timestamp for h in halves)):

@@ -14,11 +14,13 @@ touches only the parts that differ from what the store already holds (`ChannelRo
                          each, so as many as HTLCs): rewritten only when a commitment_signed replaced them.
   channel_htlcs          one row per HTLC of the record: what its update_add_htlc fixed (amount, hash, expiry,
                          ids, blinding point; not the onion, see below), inserted when the HTLC enters the record
-                         and deleted when it leaves (settled into the balances); never rewritten. `pos` keeps the
-                         record's order.
-                         What moves during an HTLC's life is in channel_state, in record order: `htlc_states`
-                         (the state, four moves per HTLC), `htlc_removals` ([index, removal] for those being
-                         fulfilled or failed) and `htlc_reported` (indexes whose preimage was reported). Each move
+                         and deleted when it leaves (settled into the balances); never rewritten. `pos` counts
+                         the HTLCs in the order they entered the STORED record, which is not always the record's
+                         (a peer's HTLC enters it once committed, after ours offered meanwhile).
+                         What moves during an HTLC's life is in channel_state, each entry naming its HTLC by
+                         (offerer, id): `htlc_states` (the state, four moves per HTLC; in the record's order, which
+                         it gives back), `htlc_removals` (the removal of those being fulfilled or failed) and
+                         `htlc_reported` (those whose preimage was reported). Each move
                          comes with a step that rewrites channel_state anyway, so it costs a few bytes of that row,
                          not a statement and a ~250-byte row (the payer made 14.8 statements per payment in the
                          ten-channel case with them in the rows, 11.1 without; session 13). Rows written before
@@ -239,7 +241,7 @@ Parts = tuple[bytes, str, list[tuple[str, bytes]], int]
 
 
 def read_parts(db: Any) -> dict[int, Parts]:
-    """dbid -> (channel_state.record, channel_sigs.sigs, [(htlc row JSON, onion)] in record order, next pos), for
+    """dbid -> (channel_state.record, channel_sigs.sigs, [(htlc row JSON, onion)] in pos order, next pos), for
     every channel stored in parts."""
     out: dict[int, Parts] = {}
     for dbid, rec, sigs in db.query("SELECT s.dbid, s.record, g.sigs FROM channel_state s JOIN channel_sigs g "
