@@ -192,14 +192,20 @@ def test_reply_short_channel_ids(net):
 
 # -- gossip_timestamp_filter -----------------------------------------------------------------------
 
-def test_gossip_for_filter_order_and_range():
+def _two_announced_channels():
+    """A graph with channels a-b (s1) and b-c (s2) announced and no update yet."""
     graph = Graph()
     a, b, c = F.node(1), F.node(2), F.node(3)
     s1, s2 = 100 << 40, 101 << 40
     ann1, _ = F.channel_announcement(s1, a, b, 1000)
     ann2, _ = F.channel_announcement(s2, b, c, 1000)
     graph.add_channel_announcement(ann1, 1000)
-    graph.add_channel_announcement(ann2, 1000)  # no update: never sent
+    graph.add_channel_announcement(ann2, 1000)
+    return graph, (a, b, c), (s1, s2), ann1
+
+
+def test_gossip_for_filter_order_and_range():
+    graph, (a, b, _c), (s1, _s2), ann1 = _two_announced_channels()   # s2 gets no update: never sent
     u_old = F.channel_update(s1, a, b, timestamp=1000)
     u_new = F.channel_update(s1, b, a, timestamp=5000)
     graph.apply_channel_update(u_old)
@@ -332,13 +338,7 @@ def test_updates_marked_dont_forward_are_not_sent_to_other_peers():
     channel was announced): neither a query's reply nor the timestamp filter's backlog carries it, and a channel
     whose only updates are such is not announced by the filter (BOLT #7: no channel_announcement without an update
     to follow it). Core Lightning answers a dont_forward update about a public channel with a warning."""
-    graph = Graph()
-    a, b, c = F.node(1), F.node(2), F.node(3)
-    s1, s2 = 100 << 40, 101 << 40
-    ann1, _ = F.channel_announcement(s1, a, b, 1000)
-    ann2, _ = F.channel_announcement(s2, b, c, 1000)
-    graph.add_channel_announcement(ann1, 1000)
-    graph.add_channel_announcement(ann2, 1000)
+    graph, (a, b, c), (s1, s2), ann1 = _two_announced_channels()
     public = F.channel_update(s1, a, b, timestamp=1000)
     peer_only = F.channel_update(s1, b, a, timestamp=2000, dont_forward=True)
     only = F.channel_update(s2, b, c, timestamp=3000, dont_forward=True)

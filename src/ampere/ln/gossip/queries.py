@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeGuard
 
 from ampere.primitives.bigsize import BigSizeError, decode_bigsize, encode_bigsize
 from ampere.wire.errors import Action, WireError
@@ -34,7 +35,7 @@ from ampere.wire.messages import (
 from ampere.wire.types import ShortChannelId
 
 from .crc32c import crc32c
-from .graph import Graph
+from .graph import Graph, Half
 from .signing import DONT_FORWARD
 
 # BOLT #7 "Encoding types: `0`: uncompressed array of `short_channel_id` types, in ascending order.
@@ -287,12 +288,12 @@ class TimestampFilter:
 NO_GOSSIP = TimestampFilter(0xFFFFFFFF, 0)
 
 
-def _forwardable(half: object) -> bool:
+def _forwardable(half: Half | None) -> TypeGuard[Half]:
     """A channel_update that may go to other peers: not one marked `dont_forward`. A channel's latest update can be
     the peer-only one (BOLT #7: "MUST set `dont_forward` to 1 in `message_flags`" for a channel not announced)
     received before the channel became public; Core Lightning answers such an update about a public channel with
     a warning ("Do not set DONT_FORWARD on public channel_updates")."""
-    return half is not None and not half.message_flags & DONT_FORWARD  # type: ignore[attr-defined]
+    return half is not None and not half.message_flags & DONT_FORWARD
 
 
 def gossip_for_filter(graph: Graph, flt: TimestampFilter) -> list[bytes]:

@@ -23,7 +23,7 @@ touches only the parts that differ from what the store already holds (`ChannelRo
                          `htlc_reported` (those whose preimage was reported). Each move
                          comes with a step that rewrites channel_state anyway, so it costs a few bytes of that row,
                          not a statement and a ~250-byte row (the payer made 14.8 statements per payment in the
-                         ten-channel case with them in the rows, 11.1 without; session 13). Rows written before
+                         ten-channel case with them in the rows, 11.0 without; session 13). Rows written before
                          (schema 14) still carry their own state, removal and flag; each of the three lists, once
                          written, is the one read (schema 15 keeps older versions from opening such a database).
   channel_onions         the HTLC's onion_routing_packet (1,366 bytes), written once with the HTLC's row and
