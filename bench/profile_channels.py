@@ -155,10 +155,12 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
             strace.send_signal(2)
             strace.wait(60)
             calls = {}
-            for line in open(out):
-                cols = line.split()
-                if len(cols) >= 5 and cols[3].isdigit() and cols[-1] != "total":
-                    calls[cols[-1]] = int(cols[3])
+            with open(out) as fh:
+                for line in fh:
+                    cols = line.split()
+                    if len(cols) >= 5 and cols[3].isdigit() and cols[-1] != "total":
+                        calls[cols[-1]] = int(cols[3])
+            os.unlink(out)  # (strace's report: read, no longer needed in /tmp)
             top = sorted(calls.items(), key=lambda kv: -kv[1])
             print(f"{args.watch} system calls per payment of the run (under strace): all {sum(calls.values()) / n:.1f}; "
                   + ", ".join(f"{k} {v / n:.2f}" for k, v in top[:10]))
