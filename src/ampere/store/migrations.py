@@ -423,9 +423,9 @@ CREATE TABLE IF NOT EXISTS offers (
     {"sqlite3": _M14_SQLITE,
      "postgres": "DROP INDEX IF EXISTS payments_status;\n"
                  "ALTER TABLE payments DROP CONSTRAINT IF EXISTS payments_payment_hash_partid_groupid_key"},
-    # 15: no statement; the version alone (issue 18, session 13). An HTLC's state now lives in channel_state's
-    # `htlc_states` and its channel_htlcs row is no longer rewritten when only the state moves
-    # (ampere.node.channels.storage): a version that reads the state from the row must not open such a database,
+    # 15: no statement; the version alone (issue 18, session 13). An HTLC's state, removal and preimage-reported
+    # flag now live in channel_state (`htlc_states`, `htlc_removals`, `htlc_reported`) and its channel_htlcs row is
+    # never rewritten (ampere.node.channels.storage): a version that reads them from the row must not open such a database,
     # and a version check is what stops it ("newer than this Ampere"). This version reads either form.
     {"sqlite3": "", "postgres": ""},
 ]

@@ -70,7 +70,7 @@ def onion_key(dbid: int, pos: int) -> int:
         raise ValueError(f"HTLC position {pos} out of range for channel {dbid}")
     return (dbid << _POS_BITS) + pos
 _APART = frozenset(("htlcs", "local_sigs"))
-# channel_state's lists of what moves in an HTLC's life, in the record's order (not keys of the record itself).
+# channel_state's lists of what moves in an HTLC's life, each entry naming its HTLC (not keys of the record itself).
 HTLC_STATES, HTLC_REMOVALS, HTLC_REPORTED = "htlc_states", "htlc_removals", "htlc_reported"
 _MOVING = frozenset(("s", "rm", "pr"))        # an HTLC dict's keys kept in channel_state
 _NOT_IN_ROW = _MOVING | {"on"}                 # nor is its onion in its row (channel_onions)
