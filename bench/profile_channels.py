@@ -10,17 +10,21 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
                                      [--watch payer|payee] [--commit-time MS] [--cprofile DIR] [--log-level L]
-                                     [--sched]
+                                     [--sched] [--gc]
 
 `--sched` prints, per thread, the share of the run it spent on a CPU and runnable but waiting for one (schedstat),
 with its wake-ups per payment: whether the payer's event loop, the one serial stage every payment passes twice, is
-short of CPU or of work (docs/profile.md, "Session 13").
+short of CPU or of work (docs/profile.md, "Session 13"). `--gc` prints the share of the payer's and the payees' CPU
+that the cyclic garbage collector took over the run, with its collections per generation (bench/gc_site; cProfile
+charges a collection to whichever function allocated: docs/profile.md, "Session 14").
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
 
 import argparse
+import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -52,6 +56,8 @@ def main() -> None:
     ap.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
                     "the measured run into this directory (bench/cprofile_site); figures are then slower")
     ap.add_argument("--sched", action="store_true", help="per thread: share of the run on a CPU and waiting for one")
+    ap.add_argument("--gc", action="store_true", help="the cyclic garbage collector's share of each node's CPU "
+                                                      "(bench/gc_site)")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
     args = ap.parse_args()
@@ -63,8 +69,17 @@ def main() -> None:
         os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
         os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "cprofile_site")
                                     + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    with running_chaind() as chaind:  # stopped, and its temp dir removed, on the way out
-        run(args, opts, chaind)
+    if args.gc:
+        args.gc = tempfile.mkdtemp(prefix="amp-gcstat-")
+        os.environ["AMP_GCSTAT_DIR"] = args.gc
+        os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "gc_site")
+                                    + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    try:
+        with running_chaind() as chaind:  # stopped, and its temp dir removed, on the way out
+            run(args, opts, chaind)
+    finally:
+        if args.gc:
+            shutil.rmtree(args.gc, ignore_errors=True)
 
 
 def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
@@ -109,6 +124,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         if args.cprofile:  # cprofile_site: SIGUSR1 starts the profilers, SIGUSR2 dumps them
             for node in [payer] + payees:
                 os.kill(node.proc.pid, signal.SIGUSR1)
+        if args.gc:  # gc_site: SIGRTMIN+1 writes each node's totals so far
+            gc_snapshot([payer] + payees)
         from profile_threads import thread_cpu, thread_sched
         threads0 = thread_cpu(payer.proc.pid)
         sched0 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
@@ -117,6 +134,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
         cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         sched1 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
+        if args.gc:
+            gc_snapshot([payer] + payees)
         n = len(work) - len(errors)
         if args.cprofile:
             for node in [payer] + payees:
@@ -146,6 +165,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         print("first payee's CPU per payment it received, by thread (user/system): " + ", ".join(rows))
         if sched0 is not None:
             print_sched(sched0, sched1, payer.proc.pid, elapsed, n)
+        if args.gc:
+            print_gc(args.gc, payer.proc.pid, [p.proc.pid for p in payees], n)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
@@ -175,6 +196,30 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
               f"(whole run, warm-up included)")
     finally:
         f.cleanup()
+
+
+def gc_snapshot(nodes: list) -> None:
+    for node in nodes:
+        os.kill(node.proc.pid, signal.SIGRTMIN + 1)
+    time.sleep(0.5)  # (written by each node's loop at its next turn)
+
+
+def print_gc(directory: str, payer_pid: int, payee_pids: list[int], n: int) -> None:
+    """The collector over the measured run, from gc_site's two snapshots per node: its share of the payer's CPU and
+    of the payees' (summed), and the payer's collections per generation per 1,000 payments."""
+    def delta(pid: int) -> tuple[list[list[float]], float]:
+        with open(os.path.join(directory, f"gc-{pid}-0.json")) as f0, open(os.path.join(directory, f"gc-{pid}-1.json")) as f1:
+            a, b = json.load(f0), json.load(f1)
+        gens = [[g1[0] - g0[0], g1[1] - g0[1]] for g0, g1 in zip(a["generations"], b["generations"])]
+        return gens, b["cpu"] - a["cpu"]
+    gens, cpu = delta(payer_pid)
+    share = sum(g[1] for g in gens) / cpu if cpu else 0.0
+    payees = [delta(pid) for pid in payee_pids]
+    payee_gc = sum(g[1] for gs, _ in payees for g in gs)
+    payee_cpu = sum(c for _, c in payees)
+    print(f"garbage collector: {100 * share:.1f}% of the payer's CPU (collections per 1,000 payments, generation 0/1/2: "
+          + "/".join(f"{1000 * g[0] / n:.1f}" for g in gens)
+          + f"), {100 * payee_gc / payee_cpu if payee_cpu else 0.0:.1f}% of the payees'")
 
 
 def print_sched(before: list[dict], after: list[dict], payer_pid: int, elapsed: float, n: int) -> None:
