@@ -53,11 +53,13 @@ def main() -> None:
     ap.add_argument("--commit-time", type=int, default=None, help="every node's commit-time (ms)")
     ap.add_argument("--log-level", default=None, help="every node's log-level (the test nodes' default is debug, "
                                                       "whose peer_in/peer_out lines the commitment_signed count reads)")
-    ap.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
-                    "the measured run into this directory (bench/cprofile_site); figures are then slower")
+    # Each works through a sitecustomize on the nodes' PYTHONPATH, and Python imports only the first one it finds.
+    site = ap.add_mutually_exclusive_group()
+    site.add_argument("--cprofile", default=None, help="cProfile every node's event-loop and database threads over "
+                      "the measured run into this directory (bench/cprofile_site); figures are then slower")
+    site.add_argument("--gc", action="store_true", help="the cyclic garbage collector's share of each node's CPU "
+                                                        "(bench/gc_site)")
     ap.add_argument("--sched", action="store_true", help="per thread: share of the run on a CPU and waiting for one")
-    ap.add_argument("--gc", action="store_true", help="the cyclic garbage collector's share of each node's CPU "
-                                                      "(bench/gc_site)")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
     args = ap.parse_args()
@@ -67,19 +69,23 @@ def main() -> None:
     if args.cprofile:
         os.makedirs(args.cprofile, exist_ok=True)
         os.environ["AMP_CPROFILE_DIR"] = os.path.abspath(args.cprofile)
-        os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "cprofile_site")
-                                    + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        _nodes_import_site("cprofile_site")
     if args.gc:
         args.gc = tempfile.mkdtemp(prefix="amp-gcstat-")
         os.environ["AMP_GCSTAT_DIR"] = args.gc
-        os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), "gc_site")
-                                    + os.pathsep + os.environ.get("PYTHONPATH", ""))
+        _nodes_import_site("gc_site")
     try:
         with running_chaind() as chaind:  # stopped, and its temp dir removed, on the way out
             run(args, opts, chaind)
     finally:
         if args.gc:
             shutil.rmtree(args.gc, ignore_errors=True)
+
+
+def _nodes_import_site(name: str) -> None:
+    """The nodes started from now on import bench/`name`/sitecustomize.py."""
+    os.environ["PYTHONPATH"] = (os.path.join(os.path.dirname(os.path.abspath(__file__)), name)
+                                + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 
 def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:

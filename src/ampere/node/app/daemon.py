@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
 # The cyclic collector's youngest generation is collected after this many net allocations of container objects
 # (Python's default is 700).  A payer with 50 payments in flight holds ~2,000 young objects (coroutines, tuples,
 # dicts) at any moment, nearly all alive and none of them cyclic garbage (~0.3 per payment is), so each collection
-# of the default walks them all for nothing: 3.8-4.5% of the payer's CPU over ten channels, 1.1% at 7,000
+# of the default walks them all for nothing: 3.9-4.8% of the payer's CPU over ten channels, 0.7-1.2% at 7,000
 # (docs/profile.md, "Session 14").  What the collector would free waits a few more milliseconds.
 _GC_YOUNG_THRESHOLD = 7000
 
