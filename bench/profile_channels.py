@@ -10,13 +10,16 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
                                      [--watch payer|payee] [--commit-time MS] [--cprofile DIR] [--log-level L]
-                                     [--sched] [--gc]
+                                     [--sched] [--gc] [--perf FILE]
 
 `--sched` prints, per thread, the share of the run it spent on a CPU and runnable but waiting for one (schedstat),
 with its wake-ups per payment: whether the payer's event loop, the one serial stage every payment passes twice, is
 short of CPU or of work (docs/profile.md, "Session 13"). `--gc` prints the share of the payer's and the payees' CPU
 that the cyclic garbage collector took over the run, with its collections per generation (bench/gc_site; cProfile
-charges a collection to whichever function allocated: docs/profile.md, "Session 14").
+charges a collection to whichever function allocated: docs/profile.md, "Session 14"). `--perf FILE` samples
+every CPU over the run (`perf record -a -g` into FILE) and prints the machine's time by who ran (payer loop, its
+database thread, the payees, the client, idle) and in what code (interpreter, libsecp256k1, the kernel by system
+call, SQLite...): bench/perf_split.py, docs/profile.md "Session 15".
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
@@ -59,6 +62,8 @@ def main() -> None:
                       "the measured run into this directory (bench/cprofile_site); figures are then slower")
     site.add_argument("--gc", action="store_true", help="the cyclic garbage collector's share of each node's CPU "
                                                         "(bench/gc_site)")
+    ap.add_argument("--perf", default=None, help="sample every CPU over the run (perf record -a -g) into this file and "
+                                                 "print the machine's time by process and by code (bench/perf_split.py)")
     ap.add_argument("--sched", action="store_true", help="per thread: share of the run on a CPU and waiting for one")
     ap.add_argument("--pyspy", default=None, help="also sample the payer with py-spy (--gil: CPU, not waits) into "
                                                   "this raw file")
@@ -136,9 +141,20 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         threads0 = thread_cpu(payer.proc.pid)
         sched0 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         pthreads0 = thread_cpu(payees[0].proc.pid)
+        perf = None
+        if args.perf:
+            import perf_split
+            why = perf_split.available()
+            if why is not None:
+                print(f"--perf: {why}")
+            else:
+                perf = perf_split.record(args.perf)
+                time.sleep(1.0)  # (perf maps the CPUs' buffers before it samples)
         cpu0 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
         elapsed, errors = run_in_flight(work, args.in_flight, lambda: LightningRpc(payer.rpc_path), one)
         cpu1 = cpu_seconds(payer.proc.pid), sum(cpu_seconds(p.proc.pid) for p in payees), cpu_seconds(os.getpid())
+        if perf is not None:
+            perf_split.stop(perf)
         sched1 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         if args.gc:
             gc_snapshot([payer] + payees)
@@ -171,6 +187,10 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         print("first payee's CPU per payment it received, by thread (user/system): " + ", ".join(rows))
         if sched0 is not None:
             print_sched(sched0, sched1, payer.proc.pid, elapsed, n)
+        if perf is not None:
+            roles = {payer.proc.pid: "payer", os.getpid(): "client"}
+            roles.update((p.proc.pid, "payees") for p in payees)
+            print(perf_split.summarize(args.perf, roles, whole=frozenset({os.getpid()})))
         if args.gc:
             print_gc(args.gc, payer.proc.pid, [p.proc.pid for p in payees], n)
         if spy is not None:
