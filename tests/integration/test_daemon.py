@@ -241,3 +241,36 @@ def test_relative_plugin_path_is_relative_to_the_starting_directory(node_factory
     hello = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "plugins", "helloworld.py")
     l1 = node_factory.get_node(plugin=os.path.relpath(hello, os.getcwd()))
     assert l1.rpc.call("hello", ["rel"]) == "Hello rel"
+
+
+def _policies(pid: int) -> tuple[set[int], set[int]]:
+    """(the scheduling policies of `pid`'s threads, those of its child processes)."""
+    threads = {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+    with open(f"/proc/{pid}/task/{pid}/children") as f:
+        kids = [int(k) for k in f.read().split()]
+    return threads, {os.sched_getscheduler(k) for k in kids}
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH") or not os.path.exists("/proc/self/task/%d/children" % os.getpid()),
+                    reason="Linux scheduling policies")
+def test_scheduling_policy_of_threads_and_plugins(node_factory):
+    # --scheduling-policy=batch (the default): every thread of ampd (event loop, database thread) and the plugins
+    # it starts run under SCHED_BATCH; normal leaves them under the policy ampd was started with (the runner's).
+    hello = os.path.join(os.path.dirname(__file__), "..", "..", "contrib", "plugins", "helloworld.py")
+    l1 = node_factory.get_node(plugin=hello)
+    l2 = node_factory.get_node(plugin=hello, options={"scheduling-policy": "normal"})
+    assert l1.rpc.call("hello", ["x"]) == "Hello x" and l2.rpc.call("hello", ["x"]) == "Hello x"
+    threads, plugins = _policies(l1.proc.pid)
+    assert threads == {os.SCHED_BATCH} and len(os.listdir(f"/proc/{l1.proc.pid}/task")) >= 2
+    assert plugins == {os.SCHED_BATCH}
+    started_with = os.sched_getscheduler(0)
+    assert _policies(l2.proc.pid) == ({started_with}, {started_with})
+    assert l1.rpc.listconfigs("scheduling-policy")["configs"]["scheduling-policy"]["value_str"] == "batch"
+    assert l2.rpc.listconfigs("scheduling-policy")["configs"]["scheduling-policy"]["value_str"] == "normal"
+
+
+def test_scheduling_policy_refuses_unknown_values(tmp_path):
+    p = subprocess.run(AMPD + [f"--lightning-dir={tmp_path}", "--network=regtest", "--disable-chain",
+                               "--scheduling-policy=fifo"], capture_output=True, text=True, timeout=30, env=spawn_env())
+    assert p.returncode == 1
+    assert "scheduling-policy is batch or normal" in p.stderr
