@@ -59,3 +59,14 @@ def test_other_values_are_refused(value):
         _scheduling_policy(value)
     _scheduling_policy("batch")
     _scheduling_policy("normal")
+
+
+def test_a_refused_policy_is_reported_not_fatal(monkeypatch):
+    def refuse(*_args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(daemon.os, "sched_setscheduler", refuse)
+    note = daemon._apply_scheduling_policy("batch")
+    assert note == ("scheduling-policy=batch: Operation not permitted; running under the policy ampd was started "
+                    "with")
+    assert daemon._apply_scheduling_policy("normal") is None

@@ -518,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     policy_note = _apply_scheduling_policy(options.get("scheduling-policy") or "batch")
     log = _setup_logging(options)
     if policy_note is not None:
-        log.unusual("ampd", policy_note)
+        log.unusual("lightningd", policy_note)
     node = Node(layout, options, log)
     node.hsm_passphrase = passphrase
     node.pid_file = pid_file

@@ -118,7 +118,7 @@ def builtin_options() -> list[OptionSpec]:
         OptionSpec("min-capacity-sat", I, "Minimum capacity in satoshis for accepting channels", 10000, dynamic=True),
         # Ampere's own. SCHED_BATCH: on a host with no idle CPU a woken thread waits for the running task's slice
         # instead of preempting it (Linux; docs/profile.md "Session 15": ten channels on 2 cores, 7 alternated pairs,
-        # +11% payments/s and 5-10% less CPU per payment). With a CPU idle, a woken thread runs at once either way.
+        # +11% payments/s and 12% less CPU per payment). With a CPU idle, a woken thread runs at once either way.
         OptionSpec("scheduling-policy", S, "Linux CPU scheduling policy of ampd's threads and of the plugins it starts: "
                    "batch (woken, they wait for the running task's time slice instead of preempting it: fewer "
                    "preemptions and more throughput on a busy host) or normal (leave the policy ampd was started "
