@@ -515,7 +515,7 @@ def main(argv: list[str] | None = None) -> int:
     except RuntimeError as e:
         print(f"ampd: {e}", file=sys.stderr)
         return 1
-    policy_note = _apply_scheduling_policy(options.get("scheduling-policy") or "batch")
+    policy_note = _apply_scheduling_policy(options.get("scheduling-policy"))
     log = _setup_logging(options)
     if policy_note is not None:
         log.unusual("lightningd", policy_note)
