@@ -10,7 +10,7 @@ by all the channels ready at the same moment, issue 18 item 2, brings it down), 
 
     python bench/profile_channels.py [--peers 10] [--n 500] [--in-flight 50] [--syscalls] [--pyspy FILE]
                                      [--watch payer|payee] [--commit-time MS] [--cprofile DIR] [--log-level L]
-                                     [--sched] [--gc] [--perf FILE]
+                                     [--sched] [--gc | --flushes] [--perf FILE]
 
 `--sched` prints, per thread, the share of the run it spent on a CPU and runnable but waiting for one (schedstat),
 with its wake-ups per payment: whether the payer's event loop, the one serial stage every payment passes twice, is
@@ -19,7 +19,9 @@ that the cyclic garbage collector took over the run, with its collections per ge
 charges a collection to whichever function allocated: docs/profile.md, "Session 14"). `--perf FILE` samples
 every CPU over the run (`perf record -a -g` into FILE) and prints the machine's time by who ran (payer loop, its
 database thread, the payees, the client, idle) and in what code (interpreter, libsecp256k1, the kernel by system
-call, SQLite...): bench/perf_split.py, docs/profile.md "Session 15".
+call, SQLite...): bench/perf_split.py, docs/profile.md "Session 15". `--flushes` prints each store's flushes (one
+transaction for the writes queued meanwhile) per payment, with a flush's wall time split into its COMMIT (the fsync),
+its CPU and the rest, waiting for a CPU or the interpreter's lock (bench/flush_site; docs/profile.md "Session 16").
 
 Not a test: it prints figures. (bench/profile_payment.py does the same for one channel.)
 """
@@ -62,6 +64,8 @@ def main() -> None:
                       "the measured run into this directory (bench/cprofile_site); figures are then slower")
     site.add_argument("--gc", action="store_true", help="the cyclic garbage collector's share of each node's CPU "
                                                         "(bench/gc_site)")
+    site.add_argument("--flushes", action="store_true", help="each store's flushes per payment and where a flush's "
+                                                             "wall time goes (bench/flush_site)")
     ap.add_argument("--perf", default=None, help="sample every CPU over the run (perf record -a -g) into this file and "
                                                  "print the machine's time by process and by code (bench/perf_split.py)")
     ap.add_argument("--sched", action="store_true", help="per thread: share of the run on a CPU and waiting for one")
@@ -79,12 +83,17 @@ def main() -> None:
         args.gc = tempfile.mkdtemp(prefix="amp-gcstat-")
         os.environ["AMP_GCSTAT_DIR"] = args.gc
         _nodes_import_site("gc_site")
+    if args.flushes:
+        args.flushes = tempfile.mkdtemp(prefix="amp-flushstat-")
+        os.environ["AMP_FLUSHSTAT_DIR"] = args.flushes
+        _nodes_import_site("flush_site")
     try:
         with running_chaind() as chaind:  # stopped, and its temp dir removed, on the way out
             run(args, opts, chaind)
     finally:
-        if args.gc:
-            shutil.rmtree(args.gc, ignore_errors=True)
+        for directory in (args.gc, args.flushes):
+            if directory:
+                shutil.rmtree(directory, ignore_errors=True)
 
 
 def _nodes_import_site(name: str) -> None:
@@ -137,6 +146,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
                 os.kill(node.proc.pid, signal.SIGUSR1)
         if args.gc:  # gc_site: SIGRTMIN+1 writes each node's totals so far
             gc_snapshot([payer] + payees)
+        if args.flushes:  # flush_site: SIGRTMIN+2 writes each node's totals so far
+            gc_snapshot([payer] + payees, signal.SIGRTMIN + 2)
         from profile_threads import thread_cpu, thread_sched
         threads0 = thread_cpu(payer.proc.pid)
         sched0 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
@@ -158,6 +169,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         sched1 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         if args.gc:
             gc_snapshot([payer] + payees)
+        if args.flushes:
+            gc_snapshot([payer] + payees, signal.SIGRTMIN + 2)
         n = len(work) - len(errors)
         if args.cprofile:
             for node in [payer] + payees:
@@ -193,6 +206,8 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
             print(perf_split.summarize(args.perf, roles, whole=frozenset({os.getpid()})))
         if args.gc:
             print_gc(args.gc, payer.proc.pid, [p.proc.pid for p in payees], n)
+        if args.flushes:
+            print_flushes(args.flushes, payer.proc.pid, [p.proc.pid for p in payees], n)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(60)
@@ -224,10 +239,33 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         f.cleanup()
 
 
-def gc_snapshot(nodes: list) -> None:
+def gc_snapshot(nodes: list, signum: int = signal.SIGRTMIN + 1) -> None:
+    """Ask each node's sitecustomize (gc_site: SIGRTMIN+1, flush_site: SIGRTMIN+2) for its totals so far."""
     for node in nodes:
-        os.kill(node.proc.pid, signal.SIGRTMIN + 1)
+        os.kill(node.proc.pid, signum)
     time.sleep(0.5)  # (written by each node's loop at its next turn)
+
+
+def print_flushes(directory: str, payer_pid: int, payee_pids: list[int], n: int) -> None:
+    """flush_site's two snapshots per node over the measured run: the payer's store flushes per payment, writes per
+    flush, a flush's mean wall time split into its COMMIT and the rest (the writes' statements, and waiting for a
+    CPU or the interpreter's lock), and its CPU time; the same for the payees together (flushes per payment of the
+    whole run, means over all their flushes)."""
+    def delta(pid: int) -> dict[str, float]:
+        with open(os.path.join(directory, f"flush-{pid}-0.json")) as f0, \
+                open(os.path.join(directory, f"flush-{pid}-1.json")) as f1:
+            a, b = json.load(f0), json.load(f1)
+        return {k: b[k] - a[k] for k in a}
+
+    def line(who: str, d: dict[str, float]) -> str:
+        k = d["flushes"] or 1
+        wall, commit, cpu = 1000 * d["wall"] / k, 1000 * d["commit"] / k, 1000 * d["cpu"] / k
+        return (f"{who}: {d['flushes'] / n:.2f} flushes per payment, {d['writes'] / k:.1f} writes each; per flush "
+                f"{wall:.2f} ms wall: the COMMIT {commit:.2f} ms, the rest {wall - commit:.2f} ms; {cpu:.2f} ms on a "
+                "CPU in all")
+    print("store flushes, " + line("payer", delta(payer_pid)))
+    payees = [delta(pid) for pid in payee_pids]
+    print("store flushes, " + line("payees (summed)", {k: sum(d[k] for d in payees) for k in payees[0]}))
 
 
 def print_gc(directory: str, payer_pid: int, payee_pids: list[int], n: int) -> None:
