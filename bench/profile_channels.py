@@ -145,9 +145,9 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
             for node in [payer] + payees:
                 os.kill(node.proc.pid, signal.SIGUSR1)
         if args.gc:  # gc_site: SIGRTMIN+1 writes each node's totals so far
-            gc_snapshot([payer] + payees)
+            site_totals_snapshot([payer] + payees)
         if args.flushes:  # flush_site: SIGRTMIN+2 writes each node's totals so far
-            gc_snapshot([payer] + payees, signal.SIGRTMIN + 2)
+            site_totals_snapshot([payer] + payees, signal.SIGRTMIN + 2)
         from profile_threads import thread_cpu, thread_sched
         threads0 = thread_cpu(payer.proc.pid)
         sched0 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
@@ -168,9 +168,9 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
             perf_split.stop(perf)
         sched1 = [thread_sched(node.proc.pid) for node in [payer] + payees] if args.sched else None
         if args.gc:
-            gc_snapshot([payer] + payees)
+            site_totals_snapshot([payer] + payees)
         if args.flushes:
-            gc_snapshot([payer] + payees, signal.SIGRTMIN + 2)
+            site_totals_snapshot([payer] + payees, signal.SIGRTMIN + 2)
         n = len(work) - len(errors)
         if args.cprofile:
             for node in [payer] + payees:
@@ -239,7 +239,7 @@ def run(args: argparse.Namespace, opts: dict, chaind: ChainD) -> None:
         f.cleanup()
 
 
-def gc_snapshot(nodes: list, signum: int = signal.SIGRTMIN + 1) -> None:
+def site_totals_snapshot(nodes: list, signum: int = signal.SIGRTMIN + 1) -> None:
     """Ask each node's sitecustomize (gc_site: SIGRTMIN+1, flush_site: SIGRTMIN+2) for its totals so far."""
     for node in nodes:
         os.kill(node.proc.pid, signum)
@@ -265,7 +265,7 @@ def print_flushes(directory: str, payer_pid: int, payee_pids: list[int], n: int)
                 "CPU in all")
     print("store flushes, " + line("payer", delta(payer_pid)))
     payees = [delta(pid) for pid in payee_pids]
-    print("store flushes, " + line("payees (summed)", {k: sum(d[k] for d in payees) for k in payees[0]}))
+    print("store flushes, " + line("payees together", {k: sum(d[k] for d in payees) for k in payees[0]}))
 
 
 def print_gc(directory: str, payer_pid: int, payee_pids: list[int], n: int) -> None:
