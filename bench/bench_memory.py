@@ -3,8 +3,9 @@ invoices, 10,000 payments and 10,000 forwards in its database.
 
 1. A real ampd (no plugins).  After 2,000 warm-up connections, N connections (100,000 by default)
    are opened one after another, each sending `getinfo`, reading the answer and closing (as
-   lightning-cli does).  Goal: RSS within 5 MiB of where it started.  (CLN's lightningd grows about
-   190 bytes per connection.)
+   lightning-cli does).  Goal: RSS within 5 MiB of where it started.  With Core Lightning at hand
+   (bench/cln.py: CLN_LIGHTNINGD, or /work/cln/bin/lightningd; NOCLN=1 skips it), the same run against a
+   lightningd on amp-chaind, in the same run (issue 18 reported ~190 bytes per connection for it).
 2. The node is stopped, its database gets 10,000 paid invoices (made by `invoice`, then marked paid
    as a payment would), 10,000 complete payments of three hops and 10,000 settled forwards, and it is
    started again: RSS after start, then after listinvoices, listsendpays, listpays and listforwards
@@ -24,6 +25,7 @@ import sqlite3
 import sys
 import time
 
+import cln
 from common import hwm_mib, network, rss_mib
 from pyln.client import LightningRpc
 
@@ -45,22 +47,22 @@ def one_connection(path: str, req: bytes) -> None:
         s.close()
 
 
-def connections(node, n: int) -> None:
-    pid = node.proc.pid
+def connections(who: str, pid: int, rpc_path: str, n: int) -> None:
+    """`who`'s RSS (the process `pid`, answering on `rpc_path`) across n connections after 2,000 warm-up ones."""
     req = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "getinfo", "params": {}}).encode()
     for _ in range(2000):
-        one_connection(node.rpc_path, req)
+        one_connection(rpc_path, req)
     start = rss_mib(pid)
-    print(f"connections: RSS after 2,000 warm-up connections: {start:.1f} MiB")
+    print(f"connections [{who}]: RSS after 2,000 warm-up connections: {start:.1f} MiB")
     t0 = time.perf_counter()
     step = max(n // 5, 1)
     for i in range(1, n + 1):
-        one_connection(node.rpc_path, req)
+        one_connection(rpc_path, req)
         if i % step == 0:
             print(f"  after {i:,}: RSS {rss_mib(pid):.1f} MiB ({rss_mib(pid) - start:+.2f} MiB), "
                   f"{i / (time.perf_counter() - t0):,.0f} connections/s")
     end = rss_mib(pid)
-    print(f"connections: {n:,} opened and closed one after another: RSS {start:.1f} -> {end:.1f} MiB "
+    print(f"connections [{who}]: {n:,} opened and closed one after another: RSS {start:.1f} -> {end:.1f} MiB "
           f"({end - start:+.2f} MiB, {(end - start) * 1024 * 1024 / max(n, 1):+.1f} bytes per connection)")
 
 
@@ -122,10 +124,14 @@ def database(node) -> None:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 100_000
-    with network(chain=False) as (_, f):
+    with_cln = n > 0 and cln.available() and not os.environ.get("NOCLN")
+    with network(chain=with_cln, nodes_on_chain=False) as (chain, f):  # (ampd as before: no chain)
         node = f.get_node()
         print(f"ampd just started: RSS {rss_mib(node.proc.pid):.1f} MiB")
-        connections(node, n)
+        connections("ampd", node.proc.pid, node.rpc_path, n)
+        if with_cln:
+            with cln.ClnNode(chain) as c:
+                connections("CLN lightningd", c.proc.pid, c.rpc_path, n)
         database(node)
 
 
