@@ -180,6 +180,40 @@ def test_max_hops_and_unknown_destination(square):
         find_route(square, q("A", "A", 1000))
 
 
+def test_cheapest_route_too_long_falls_back_to_the_fewest_hops():
+    # A search by cost closes each node on its cheapest path from the payee: when that path is longer than max_hops,
+    # the shorter, dearer ones through the same node are never looked at, and a node 8 hops away in a
+    # 10,000-channel graph came back "no route" (bench_gossip, session 16; CLN's getroute then seeks the shortest
+    # path). The payer A reaches H; from H to E, cheap and long: H-B-C-D-E, free; short: H-F-E (1,000 msat) and
+    # H-G-E (5,000 msat). H is closed at 4 hops from E on the cheap path, so with max_hops 4 it is never reached
+    # from F or G by the search by cost.
+    g = build({"1x1x0": ("A", "H"), "2x1x0": ("H", "B"), "3x1x0": ("B", "C"), "4x1x0": ("C", "D"),
+               "5x1x0": ("D", "E"), "6x1x0": ("H", "F"), "7x1x0": ("F", "E"), "8x1x0": ("H", "G"),
+               "9x1x0": ("G", "E")},
+              {("A", "H"): pol(0, 0, 10), ("H", "B"): pol(0, 0, 10), ("B", "C"): pol(0, 0, 10),
+               ("C", "D"): pol(0, 0, 10), ("D", "E"): pol(0, 0, 10), ("H", "F"): pol(0, 0, 10),
+               ("F", "E"): pol(1000, 0, 10), ("H", "G"): pol(0, 0, 10), ("G", "E"): pol(5000, 0, 10)})
+
+    def channels(route):
+        return [h.to_json()["channel"] for h in route]
+    cheap = ["1x1x0", "2x1x0", "3x1x0", "4x1x0", "5x1x0"]
+    assert channels(find_route(g, q("A", "E", 10_000, riskfactor=0))) == cheap
+    assert channels(find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=5))) == cheap
+    # Too long for 4 hops: the fewest hops, and of the two 3-hop routes the cheaper.
+    short = find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=4))
+    assert channels(short) == ["1x1x0", "6x1x0", "7x1x0"] and route_fee(short) == 1000
+    assert channels(find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=3))) == ["1x1x0", "6x1x0", "7x1x0"]
+    with pytest.raises(NoRouteError):
+        find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=2))
+    # The fallback keeps the limits: 1,000 msat is above a 500 msat budget, and the error says what it costs.
+    with pytest.raises(RouteTooExpensiveError) as e:
+        find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=4, max_fee_msat=500))
+    assert e.value.fee_msat == 1000
+    # Excluding F leaves G's route.
+    assert channels(find_route(g, q("A", "E", 10_000, riskfactor=0, max_hops=4,
+                                    exclude_nodes=frozenset([PUB["F"]])))) == ["1x1x0", "8x1x0", "9x1x0"]
+
+
 def test_node_with_unknown_even_feature_not_routed_through(square):
     g = build(SQUARE, SQUARE_POL)
     g.apply_node_announcement(F.node_announcement(K["B"], timestamp=NOW, features=bytes([1, 0, 0, 0, 0, 0, 0, 0, 0, 0])))

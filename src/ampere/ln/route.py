@@ -193,10 +193,18 @@ def _fuzz(seed: bytes, scid: int, direction: int, percent: int) -> int:
     return 1000 + int.from_bytes(h[:4], "big") % span - 10 * percent
 
 
-def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = True) -> list[RouteHop] | None:
+# The weight of one hop in a fewest-hops search's key: above any route's cost (fee times the risk divisor plus
+# delta times amount times risk, well under 2^130 a hop).
+_HOP_WEIGHT = 1 << 256
+
+
+def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = True, fewest_hops: bool = False,
+            seen: dict[str, bool] | None = None) -> list[RouteHop] | None:
     """Dijkstra from the payee back to the payer, guided (A*) by lower bounds of the cost from the
     payer: the same route, far fewer nodes visited.  `guided` False: plain Dijkstra (tests compare
-    the two)."""
+    the two).  `fewest_hops`: the route with the fewest hops, the cheapest of those (CLN getroute's
+    fallback, route_score_shorter).  `seen["hop_limited"]` is set when `max_hops` stopped the search
+    somewhere (a node settled at that many hops was not expanded)."""
     view = EdgeView.of(graph)
     index, incoming = view.index, view.incoming
     n = len(view.ids)
@@ -281,7 +289,7 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     h_of: list[int | None] | None = None
     h_mul = 0
     # Biases scale costs down as well as up: no lower bound holds then, plain Dijkstra.
-    guided = guided and not biases
+    guided = guided and not biases and not fewest_hops
     if guided and src < n and not hint_into_graph and rf >= 0:
         amount_ref = 1 << (amount.bit_length() - 1) if amount > 0 else 0
         dist = view.bounds(src, tuple(sorted(p for p in peers if p < n)), amount_ref,
@@ -294,7 +302,9 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     # nodes nearest the payer and a flat one beyond, from a short search out of the payer
     # (near_bounds), with each edge at the least this query can charge for it.
     limits = max_fee is not None or max_delay is not None
-    plain = not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits)
+    plain = not (extra or graph_filter or excl_ch or caps or used or biases or fuzz or limits or fewest_hops)
+    # fewest_hops: the heap ordered by (hops, cost), as one integer (a route's cost is far below 2^256).
+    best_key: list[int | None] | None = [None] * m if fewest_hops else None
     near: tuple | None = None  # near_search's (settled, tentative, radius), for a plain query
     if guided and h_of is None and src < n and not hint_into_graph and rf >= 0:
         near_fee_mult = fee_mult * max(0, 1000 - 10 * fuzz)
@@ -331,6 +341,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             if v == src:
                 break
             if hops >= max_hops or v >= n:
+                if hops >= max_hops and seen is not None:
+                    seen["hop_limited"] = True
                 continue
             cost_v: int = best[v]  # type: ignore[assignment]  # (set when v was pushed)
             amt_v, delay_v = label[v][0], label[v][1]
@@ -376,6 +388,8 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
         if v == src:
             break
         if hops >= max_hops:
+            if seen is not None:
+                seen["hop_limited"] = True
             continue
         cost, (amt_v, delay_v, _, _, _) = best[v], label[v]
         assert cost is not None  # a node is pushed on the heap with its cost
@@ -423,16 +437,23 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
             if limits and ((max_fee is not None and amt_u - amount > max_fee)
                            or (max_delay is not None and delay_u > max_delay)):
                 continue
-            old = best[u]
-            if old is not None and old <= new_cost:
-                continue
-            if h_of is not None:
-                h = h_of[u]
-                if h is None:
-                    continue  # the payer cannot reach u
-                key = new_cost + h * h_mul
+            if best_key is not None:
+                key = nhops * _HOP_WEIGHT + new_cost
+                old_key = best_key[u]
+                if old_key is not None and old_key <= key:
+                    continue
+                best_key[u] = key
             else:
-                key = new_cost
+                old = best[u]
+                if old is not None and old <= new_cost:
+                    continue
+                if h_of is not None:
+                    h = h_of[u]
+                    if h is None:
+                        continue  # the payer cannot reach u
+                    key = new_cost + h * h_mul
+                else:
+                    key = new_cost
             best[u] = new_cost
             label[u] = (amt_u, delay_u, v, scid, d)
             push(heap, (key, nhops, counter, u))
@@ -450,6 +471,19 @@ def _search(graph: Graph, q: RouteQuery, enforce_limits: bool, guided: bool = Tr
     return route
 
 
+def _search_within_hops(graph: Graph, query: RouteQuery, enforce_limits: bool) -> list[RouteHop] | None:
+    """The cheapest route of at most `max_hops` hops if the search by cost finds one; else, if the hop limit is
+    what stopped it, the route with the fewest hops (the cheapest of those).  A search by cost closes each node on
+    its cheapest path from the payee, however many hops that path takes: when the cheapest route is longer than
+    the limit, shorter ones are never looked at.  Core Lightning's getroute does the same ("Cheapest route N
+    hops: seeking shorter", then its shortest path)."""
+    seen: dict[str, bool] = {}
+    route = _search(graph, query, enforce_limits, seen=seen)
+    if route is None and seen.get("hop_limited"):
+        route = _search(graph, query, enforce_limits, fewest_hops=True)
+    return route
+
+
 def find_route(graph: Graph, query: RouteQuery) -> list[RouteHop]:
     """The cheapest route (fee plus risk) within the query's limits.
 
@@ -460,12 +494,12 @@ def find_route(graph: Graph, query: RouteQuery) -> list[RouteHop]:
         raise NoRouteError("source and destination are the same node")
     if query.amount_msat < 0:
         raise ValueError("negative amount")
-    route = _search(graph, query, enforce_limits=True)
+    route = _search_within_hops(graph, query, enforce_limits=True)
     if route is not None:
         return route
     if query.max_fee_msat is None and query.max_delay is None and not query.fuzz_percent:
         raise NoRouteError(f"no route to {query.destination.hex()} for {query.amount_msat}msat")
-    unlimited = _search(graph, query, enforce_limits=False)
+    unlimited = _search_within_hops(graph, query, enforce_limits=False)
     if unlimited is None:
         raise NoRouteError(f"no route to {query.destination.hex()} for {query.amount_msat}msat")
     fee = MsatInt(unlimited[0].amount_msat - query.amount_msat)
