@@ -13,7 +13,8 @@ temp dir), then prints:
     calls per wall-clock second and per CPU second of this process (the machine is shared: the
     load average is printed with them),
   - the same through a real ampd's RPC (one payer, then random pairs as `fromid`), its load time
-    of the store (its log) and its RSS.
+    of the store (its log) and its RSS; then, with Core Lightning at hand (bench/cln.py; NOCLN=1 skips it),
+    the same calls to a lightningd whose gossip_store holds the same graph (written in CLN's format).
 
 Prints figures; not a timed test.  Run: .venv/bin/python bench/bench_gossip.py [channels] [nodes]
 """
@@ -36,7 +37,8 @@ from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa:
 from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, split_payment  # noqa: E402
 from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, network, rss_mib, write_gossip_store  # noqa: E402
+import cln  # noqa: E402
+from common import network, rss_mib, tree_cpu_seconds, write_gossip_store  # noqa: E402
 from pyln.client import LightningRpc, RpcError  # noqa: E402
 
 
@@ -158,35 +160,50 @@ def main() -> None:
               + routes_per_second(loaded, lambda: (me, rng.choice(pubs[1:])), local=mine))
 
         # Through ampd: the stored graph in a node's gossip_store, getroute over pyln-client
-        # (fromid: one payer of the graph, the node itself having no channels in it).
-        with network(chain=False) as (_, f):
+        # (fromid: one payer of the graph, the node itself having no channels in it). Then the same graph in
+        # Core Lightning's gossip_store, the same calls to its getroute (the topology plugin), when it is at hand.
+        with_cln = cln.available() and not os.environ.get("NOCLN")
+        with network(chain=with_cln, nodes_on_chain=False) as (chain, f):
             node = f.get_node(start=False)
             os.makedirs(node.netdir, exist_ok=True)
             shutil.copy(path, os.path.join(node.netdir, "gossip_store"))
             node.start()
-            rpc = LightningRpc(node.rpc_path)
             node.wait_for_log("gossip_store: ")
             loaded_line = next(line for line in node.logs().splitlines() if "gossip_store: " in line)
             print("ampd: " + loaded_line.split("gossip_store: ", 1)[1] + f"; RSS {rss_mib(node.proc.pid):.1f} MiB")
-            for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
-                                ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
-                n, found = 0, 0
-                t0, c0 = time.perf_counter(), cpu_seconds(node.proc.pid)
-                while time.perf_counter() - t0 < 5 or n < 20:
-                    a, b = pair()
-                    try:
-                        rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
-                        found += 1
-                    except RpcError:
-                        pass
-                    n += 1
-                dt, dc = time.perf_counter() - t0, cpu_seconds(node.proc.pid) - c0
-                print(f"getroute through ampd's RPC, {label}: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
-                      f"ampd CPU {dc * 1000 / n:.2f} ms each = {n / dc:,.0f}/CPU s; {found}/{n} found; "
-                      f"load average {os.getloadavg()[0]:.1f})")
+            rpc_routes("ampd", LightningRpc(node.rpc_path), node.proc.pid, me, pubs, rng)
             print(f"ampd RSS after the routes: {rss_mib(node.proc.pid):.1f} MiB")
+            node.stop()
+            if with_cln:
+                c = cln.ClnNode(chain)
+                os.makedirs(os.path.join(c.dir, "regtest"))
+                cln.write_gossip_store(os.path.join(c.dir, "regtest", "gossip_store"), net, now)
+                with c:
+                    rpc_routes("CLN", LightningRpc(c.rpc_path), c.proc.pid, me, pubs, rng)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def rpc_routes(who: str, rpc: LightningRpc, pid: int, me: bytes, pubs: list[bytes], rng: random.Random) -> None:
+    """getroute through `who`'s RPC for 5 s each: from one payer of the graph (`me`), then between random pairs
+    (`fromid`), 100,000 msat, riskfactor 10; calls per second of wall time and per CPU second of process `pid` and
+    its children (CLN answers getroute in its topology plugin)."""
+    for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
+                        ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
+        n, found = 0, 0
+        t0, c0 = time.perf_counter(), tree_cpu_seconds(pid)
+        while time.perf_counter() - t0 < 5 or n < 20:
+            a, b = pair()
+            try:
+                rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
+                found += 1
+            except RpcError:
+                pass
+            n += 1
+        dt, dc = time.perf_counter() - t0, tree_cpu_seconds(pid) - c0
+        print(f"getroute through {who}'s RPC, {label}: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
+              f"{who} CPU {dc * 1000 / n:.2f} ms each = {n / dc if dc else 0:,.0f}/CPU s; {found}/{n} found; "
+              f"load average {os.getloadavg()[0]:.1f})")
 
 
 def routes_per_second(graph: Graph, pair, seconds: float = 5.0, local: list | None = None) -> str:
