@@ -38,8 +38,8 @@ from ampere.ln.route import LocalChannel, RouteError, RouteQuery, find_route, sp
 from ampere.primitives.amount import MsatInt  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
 import cln  # noqa: E402
-from common import network, rss_mib, tree_cpu_seconds, write_gossip_store  # noqa: E402
-from pyln.client import LightningRpc, RpcError  # noqa: E402
+from common import network, rss_mib, time_getroutes, write_gossip_store  # noqa: E402
+from pyln.client import LightningRpc  # noqa: E402
 
 
 def main() -> None:
@@ -190,17 +190,7 @@ def rpc_routes(who: str, rpc: LightningRpc, pid: int, me: bytes, pubs: list[byte
     its children (CLN answers getroute in its topology plugin)."""
     for label, pair in (("one payer", lambda: (me, rng.choice(pubs[1:]))),
                         ("random pairs", lambda: tuple(rng.sample(pubs, 2)))):
-        n, found = 0, 0
-        t0, c0 = time.perf_counter(), tree_cpu_seconds(pid)
-        while time.perf_counter() - t0 < 5 or n < 20:
-            a, b = pair()
-            try:
-                rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
-                found += 1
-            except RpcError:
-                pass
-            n += 1
-        dt, dc = time.perf_counter() - t0, tree_cpu_seconds(pid) - c0
+        n, found, dt, dc = time_getroutes(rpc, pid, pair, 5.0)
         print(f"getroute through {who}'s RPC, {label}: {n / dt:,.1f}/s ({dt * 1000 / n:.2f} ms each; "
               f"{who} CPU {dc * 1000 / n:.2f} ms each = {n / dc if dc else 0:,.0f}/CPU s; {found}/{n} found; "
               f"load average {os.getloadavg()[0]:.1f})")

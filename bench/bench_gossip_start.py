@@ -25,8 +25,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "src"))
 from ampere.node.gossip.store_file import GossipStore  # noqa: E402
 from ampere.testing.gossip_factory import GossipFactory, random_network  # noqa: E402
 from ampere.wire.bolt1 import chain_hash  # noqa: E402
-from common import cpu_seconds, network, rss_mib, write_gossip_store  # noqa: E402
-from pyln.client import LightningRpc, RpcError  # noqa: E402
+from common import network, rss_mib, time_getroutes, write_gossip_store  # noqa: E402
+from pyln.client import LightningRpc  # noqa: E402
 
 
 def make_store(path: str) -> list[bytes]:
@@ -87,17 +87,8 @@ def main() -> None:
                 print(f"ampd start, loaded from the {how}: " + ", ".join(ts))
             rpc = LightningRpc(node.rpc_path)
             rng = random.Random(7)
-            n = found = 0
-            t0, c0 = time.perf_counter(), cpu_seconds(node.proc.pid)
-            while time.perf_counter() - t0 < args.routes_seconds or n < 20:
-                a, b = rng.sample(pubs, 2)
-                try:
-                    rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
-                    found += 1
-                except RpcError:
-                    pass
-                n += 1
-            dt, dc = time.perf_counter() - t0, cpu_seconds(node.proc.pid) - c0
+            n, found, dt, dc = time_getroutes(rpc, node.proc.pid, lambda: tuple(rng.sample(pubs, 2)),
+                                              args.routes_seconds)
             print(f"getroute through ampd's RPC, random pairs: {n / dt:,.1f}/s (ampd CPU {dc * 1000 / n:.2f} ms each; "
                   f"{found}/{n} found; load average {os.getloadavg()[0]:.1f})")
     finally:

@@ -308,3 +308,21 @@ def callgrind_switch(pids: list[int], *args: str) -> None:
     """callgrind_control ARGS for each process (-z: zero the counts, -i on / -i off: instrumentation)."""
     for pid in pids:
         subprocess.run(["callgrind_control", *args, str(pid)], capture_output=True, check=True)
+
+
+def time_getroutes(rpc, pid: int, pair, seconds: float) -> tuple[int, int, float, float]:
+    """getroute (100,000 msat, riskfactor 10, `fromid`) for the (payer, payee) pairs `pair()` gives, for `seconds`
+    and at least 20 calls: (calls, routes found, wall seconds, CPU seconds of process `pid` and its children)."""
+    from pyln.client import RpcError
+
+    n = found = 0
+    t0, c0 = time.perf_counter(), tree_cpu_seconds(pid)
+    while time.perf_counter() - t0 < seconds or n < 20:
+        a, b = pair()
+        try:
+            rpc.getroute(b.hex(), 100_000, 10, fromid=a.hex())
+            found += 1
+        except RpcError:
+            pass
+        n += 1
+    return n, found, time.perf_counter() - t0, tree_cpu_seconds(pid) - c0
