@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 
+from ampere.ln.gossip.crc32c import crc32c
 from ampere.testing.chain import free_port
 from ampere.testing.nodes import spawn_env
 
@@ -86,41 +87,19 @@ class ClnNode:
 
 
 # --- Core Lightning's gossip_store, for the same graph on both sides -----------------------------------------
-# The format is CLN's doc/developers-guide "gossip_store" (version byte, then records): a record is a header
-# (be16 flags, be16 length, be32 CRC-32C of the message continued from the timestamp, be32 timestamp) and the
-# message. Version 16 (major 0), the one v26.06 writes: it starts with a uuid record (type 4107), every record has
-# the "completed" flag, and a channel_announcement is followed at once by its capacity (type 4101, u64 satoshis).
-# gossipd loads such a file strictly (a bad checksum or an unknown record makes it start from an empty store).
+# The format is CLN's doc/developers-guide "gossip_store" (version byte, then records): a record is a header (be16
+# flags, be16 length, be32 CRC-32C of the message continued from the timestamp -- ccan's crc32c(start, buf), which
+# is BOLT 7's CRC-32C continued from `start` -- be32 timestamp) and the message. Version 16 (major 0), the one
+# v26.06 writes: it starts with a uuid record (type 4107), every record has the "completed" flag, and a
+# channel_announcement is followed at once by its capacity (type 4101, u64 satoshis). gossipd loads such a file
+# strictly (a bad checksum or an unknown record makes it start from an empty store).
 _GOSSIP_STORE_VERSION = 16
 _COMPLETED = 0x2000
 _UUID, _CHANNEL_AMOUNT = 4107, 4101
 
 
-def _crc32c_table() -> list[int]:
-    table = []
-    for i in range(256):
-        c = i
-        for _ in range(8):
-            c = (c >> 1) ^ 0x82F63B78 if c & 1 else c >> 1  # CRC-32C (Castagnoli), reflected
-        table.append(c)
-    return table
-
-
-_CRC32C = _crc32c_table()
-
-
-def crc32c(start: int, data: bytes) -> int:
-    """CRC-32C of `data` continued from `start` (ccan's crc32c(start_crc, buf, size); crc32c(0, b"123456789") is
-    0xE3069283)."""
-    crc = ~start & 0xFFFFFFFF
-    table = _CRC32C
-    for b in data:
-        crc = table[(crc ^ b) & 0xFF] ^ (crc >> 8)
-    return ~crc & 0xFFFFFFFF
-
-
 def _record(msg: bytes, timestamp: int) -> bytes:
-    return (_COMPLETED.to_bytes(2, "big") + len(msg).to_bytes(2, "big") + crc32c(timestamp, msg).to_bytes(4, "big")
+    return (_COMPLETED.to_bytes(2, "big") + len(msg).to_bytes(2, "big") + crc32c(msg, timestamp).to_bytes(4, "big")
             + timestamp.to_bytes(4, "big") + msg)
 
 
