@@ -279,6 +279,27 @@ def test_claim_pays_in_the_callers_write_and_excludes_deletion(tmp_path):
     run(tmp_path, body)
 
 
+def test_claim_op_on_a_row_no_longer_unpaid_changes_nothing(tmp_path):
+    """The claim's op does not read the row again (issue 18): its UPDATE checks the state itself. Should the row not
+    be unpaid after all (the claim rules it out: here it is paid behind the registry's back), the op reports None
+    and leaves the row and both indexes as they were, so the next payment takes the next pay_index."""
+    async def body(h):
+        reg = h.reg
+        a = await reg.create(new_invoice("a"))
+        await reg.create(new_invoice("b"))
+        claim = reg.claim(a, 1000)
+        await h.store.write(lambda db: db.execute("UPDATE invoices SET state = 1, pay_index = 99 WHERE label = 'a'"))
+        await h.store.write(claim.op)
+        assert claim.result is None
+        reg.settled(claim, True)  # logged as broken; nothing announced
+        assert not [t for t, _p in h.notes if t == "invoice_payment"]
+        assert (await reg.get_by_label("a")).pay_index == 99
+        paid = await reg.mark_paid(amount_msat=1000, label="b")
+        assert paid.pay_index == 1 and paid.updated_index == 1
+
+    run(tmp_path, body)
+
+
 def test_lookup_by_hash_at_hand_follows_every_write(tmp_path):
     """The receive path's lookup is answered from memory (no database read) for an invoice made or read lately,
     and never with a record a write has changed since: paid by mark_paid or by a claim, deleted; a read that was

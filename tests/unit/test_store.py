@@ -232,3 +232,51 @@ def test_close_sync_outside_a_loop_ends_the_thread(tmp_path):
     assert s.run_sync(lambda db: db.query("SELECT 1")) == [(1,)]
     s.close_sync()
     assert s._thread is None and not thread.is_alive()
+
+
+def test_counters_count_from_one_in_one_statement_and_roll_back_with_their_write(new_store):
+    """next_counter: 1, 2, 3... per name, one statement each (issue 18), undone with a write that raises, and the
+    same on both engines; the counters the node kept before (a `vars` row of its own) go on from their value."""
+    from ampere.store.counters import get_counter, next_counter
+
+    async def go():
+        s = new_store()
+        await s.open()
+        await s.write(lambda db: db.execute("INSERT INTO vars (name, val) VALUES ('old_index', '41')"))
+        statements = []
+
+        def bump(db):
+            counting = _Counting(db, statements)
+            return [next_counter(counting, "a"), next_counter(counting, "a"), next_counter(counting, "b"),
+                    next_counter(counting, "old_index")]
+
+        first = await s.write(bump)
+        assert len(statements) == 4
+
+        def bump_then_fail(db):
+            next_counter(db, "a")
+            raise ValueError("refused")
+
+        with pytest.raises(ValueError):
+            await s.write(bump_then_fail)
+        again = await s.write(lambda db: next_counter(db, "a"))
+        now = await s.read(lambda db: (get_counter(db, "a"), get_counter(db, "b"), get_counter(db, "never")))
+        await s.close()
+        return first, again, now
+
+    first, again, now = run(go())
+    assert first == [1, 2, 1, 42]
+    assert again == 3 and now == (3, 1, 0)
+
+
+class _Counting:
+    def __init__(self, db, log):
+        self.db, self.log = db, log
+
+    def execute(self, sql, params=()):
+        self.log.append(sql)
+        return self.db.execute(sql, params)
+
+    def query(self, sql, params=()):
+        self.log.append(sql)
+        return self.db.query(sql, params)

@@ -194,13 +194,18 @@ def _by_id(db, id_: int) -> InvoiceRecord | None:
     return _row_to_record(rows[0]) if rows else None
 
 
-def _pay(db, rec: InvoiceRecord, amount_msat: int, when: int) -> InvoiceRecord:
-    """Mark the unpaid invoice `rec` paid (database only)."""
+def _pay(db, rec: InvoiceRecord, amount_msat: int, when: int) -> InvoiceRecord | None:
+    """Mark the invoice `rec` paid if its row is still unpaid (database only); None, and nothing changed, if not."""
     pay_index = _next_var(db, _VAR_PAY_INDEX)
     updated = _next_var(db, _VAR_UPDATED_INDEX)
-    db.execute("UPDATE invoices SET state = ?, pay_index = ?, amount_received_msat = ?, paid_at = ?,"
-               " updated_index = ? WHERE id = ? AND state = ?",
-               (PAID, pay_index, int(amount_msat), when, updated, rec.created_index, UNPAID))
+    cur = db.execute("UPDATE invoices SET state = ?, pay_index = ?, amount_received_msat = ?, paid_at = ?,"
+                     " updated_index = ? WHERE id = ? AND state = ?",
+                     (PAID, pay_index, int(amount_msat), when, updated, rec.created_index, UNPAID))
+    if cur.rowcount != 1:
+        # Not unpaid after all: the two indexes go back (no gap in pay_index, as if nothing had been tried).
+        db.execute("UPDATE vars SET val = CAST(CAST(val AS BIGINT) - 1 AS TEXT) WHERE name IN (?, ?)",
+                   (_VAR_PAY_INDEX, _VAR_UPDATED_INDEX))
+        return None
     return _replace(rec, state=PAID, pay_index=pay_index, amount_received_msat=int(amount_msat),
                     paid_at=when, updated_index=updated)
 
@@ -557,9 +562,11 @@ class InvoiceRegistry:
 
         def op(db) -> None:
             # Database only; the same on every run (the store may rerun a batch). Never raises: it is part of the
-            # channel's write, which must not fail for it; the claim guarantees the row is still unpaid.
-            cur = _by_hash(db, rec.payment_hash)
-            c.result = _pay(db, cur, amount_msat, now) if cur is not None and cur.state == UNPAID else None
+            # channel's write, which must not fail for it. The claim guarantees the row is still unpaid and as
+            # `rec` has it (only a deletion or the expiry sweep could change it, and they wait for the claims), so
+            # it is not read again: _pay's UPDATE checks the state in the same statement (issue 18: one statement
+            # fewer per payment on the payee).
+            c.result = _pay(db, rec, amount_msat, now)
         c.op = op
         return c
 
