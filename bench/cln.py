@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from typing import Callable
 
 from ampere.ln.gossip.crc32c import crc32c
 from ampere.testing.chain import free_port
@@ -28,8 +29,12 @@ def available() -> bool:
 
 
 class ClnNode:
-    def __init__(self, chain, plugins: list[str] = (), options: list[str] = ()) -> None:
+    def __init__(self, chain, plugins: list[str] = (), options: list[str] = (),
+                 prepare: Callable[[str], None] | None = None) -> None:
+        """`prepare(network_dir)`, if given, fills lightningd's network directory before it starts (a gossip_store);
+        if it fails, the directory goes as on any other failure to start."""
         self.chain = chain
+        self.prepare = prepare
         self.dir = tempfile.mkdtemp(prefix="amp-bench-cln-")
         self.rpc_path = os.path.join(self.dir, "regtest", "lightning-rpc")
         cli = os.path.join(os.path.dirname(sys.executable), "amp-chain-cli")
@@ -41,9 +46,13 @@ class ClnNode:
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> "ClnNode":
-        self.proc = subprocess.Popen(self.args, env=spawn_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                     start_new_session=True)
         try:
+            if self.prepare is not None:
+                network_dir = os.path.join(self.dir, "regtest")
+                os.makedirs(network_dir, exist_ok=True)
+                self.prepare(network_dir)
+            self.proc = subprocess.Popen(self.args, env=spawn_env(), stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL, start_new_session=True)
             self._wait_ready()
         except BaseException:
             self.__exit__()  # `with` calls __exit__ only after __enter__ returned: no lightningd left behind
