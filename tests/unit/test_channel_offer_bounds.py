@@ -42,9 +42,11 @@ def _random_channel(rng: random.Random, base) -> object:
                  for k in range(rng.choice((0, 0, 1, 2))))
     remote_cfg = replace(base.remote, max_accepted_htlcs=rng.choice((3, 10, 483)),
                          max_htlc_value_in_flight_msat=rng.choice((20_000_000, capacity)))
+    local_cfg = replace(base.local, max_accepted_htlcs=rng.choice((3, 10, 483)),
+                        max_htlc_value_in_flight_msat=rng.choice((20_000_000, capacity)))
     return replace(base, htlcs=tuple(htlcs), balance_local_msat=MsatInt(local),
                    balance_remote_msat=MsatInt(capacity - local), feerate_per_kw=rng.choice((253, 2_500, 15_000, 60_000)),
-                   fee_updates=fees, remote=remote_cfg)
+                   fee_updates=fees, remote=remote_cfg, local=local_cfg)
 
 
 def _tight_channel(rng: random.Random, base) -> object:
@@ -103,3 +105,44 @@ def test_offer_htlc_goes_through_the_shortcut_on_a_roomy_channel_and_still_refus
     assert not isinstance(core.offer_htlc(b.ch, b.signer, 1_000_000, b"\x03" * 32, 700, bytes(1366)), Refusal)
     r = core.offer_htlc(b.ch, b.signer, 10_000_001, b"\x03" * 32, 700, bytes(1366))
     assert isinstance(r, Refusal) and r.code is RefusalCode.CANNOT_AFFORD
+
+
+def _tight_for_their_add(rng: random.Random, base) -> object:
+    """A channel the peer opened where the receiver's bound is reached exactly: every HTLC the peer's, committed
+    and above the dust limit, and the peer's balance within 1,000 sat of reserve + HTLCs + fee."""
+    htlcs = tuple(Htlc(Side.REMOTE, i, MsatInt(rng.choice((5_000_000, 20_000_000))), b"\x02" * 32, 700, bytes(1366),
+                       HtlcState.RCVD_ADD_ACK_REVOCATION, i) for i in range(1, rng.randrange(1, 7)))
+    rate = rng.choice((253, 2_500, 15_000))
+    ch = replace(base, htlcs=htlcs, feerate_per_kw=rate, fee_updates=(),
+                 local=replace(base.local, max_accepted_htlcs=483, max_htlc_value_in_flight_msat=10**12))
+    fee_sat = commitment_fee_sat(rate, len(htlcs), ch.channel_type)
+    if ch.channel_type.anchors:
+        fee_sat += 2 * ANCHOR_OUTPUT_SAT
+    bound = sum(h.amount_msat for h in htlcs) + reserve_msat(ch, Side.REMOTE) + fee_sat * 1000
+    balance = bound + rng.randrange(-1_000_000, 1_000_000)
+    capacity = base.funding_sat * 1000
+    return replace(ch, balance_remote_msat=MsatInt(balance), balance_local_msat=MsatInt(capacity - balance))
+
+
+def test_the_receivers_shortcut_never_accepts_what_the_exact_checks_refuse():
+    """The same for a peer's update_add_htlc (normal._clearly_within_our_limits against normal._their_add_problem):
+    a peer that cannot afford its HTLC, or exceeds our HTLC limits, is never let through by the shortcut."""
+    rng = random.Random(1802)
+    bases, peer_opened = [], []
+    for channel_type in (ChannelType.STATIC_REMOTEKEY, ChannelType.ANCHORS):
+        pair = Pair.open(funding_sat=1_000_000, push_msat=400_000_000, channel_type=channel_type)
+        bases += [pair.a.ch, pair.b.ch]
+        peer_opened.append(pair.b.ch)  # B's view: A, the peer, opened it and pays the fee
+    shortcut = refused = passed_exactly = 0
+    for i in range(6000):
+        ch = (_tight_for_their_add(rng, rng.choice(peer_opened)) if i % 3 == 0
+              else _random_channel(rng, rng.choice(bases)))
+        exact = normal._their_add_problem(ch)
+        if normal._clearly_within_our_limits(ch):
+            shortcut += 1
+            assert exact is None, (exact, ch.opener, ch.balance_remote_msat, ch.htlcs)
+        elif exact is None:
+            passed_exactly += 1
+        else:
+            refused += 1
+    assert shortcut > 1000 and refused > 1000 and passed_exactly > 100, (shortcut, refused, passed_exactly)

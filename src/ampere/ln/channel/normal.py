@@ -174,14 +174,20 @@ def _clearly_within_limits(new: Channel) -> bool:
             theirs_msat += h.amount_msat
     if ours_n > new.remote.max_accepted_htlcs or ours_msat > new.remote.max_htlc_value_in_flight_msat:
         return False
-    fee_sat: int = commitment_fee_sat(2 * _max_feerate(new), len(new.htlcs) + 1, new.channel_type)
-    if new.channel_type.anchors:
-        fee_sat += 2 * ANCHOR_OUTPUT_SAT
-    fee = sat_to_msat(fee_sat)
+    fee = _fee_bound_msat(new, 2 * _max_feerate(new), len(new.htlcs) + 1)
     opener_is_us = new.opener is Side.LOCAL
     if new.balance_local_msat - ours_msat - reserve_msat(new, Side.LOCAL) - (fee if opener_is_us else 0) < 0:
         return False
     return opener_is_us or new.balance_remote_msat - theirs_msat - reserve_msat(new, Side.REMOTE) - fee >= 0
+
+
+def _fee_bound_msat(ch: Channel, feerate: int, outputs: int) -> MsatInt:
+    """The opener's commitment fee at `feerate` with `outputs` untrimmed HTLC outputs, anchors included: at least the
+    fee of any view whose feerate and untrimmed HTLCs are at most these (the fee grows with both)."""
+    fee_sat: int = commitment_fee_sat(feerate, outputs, ch.channel_type)
+    if ch.channel_type.anchors:
+        fee_sat += 2 * ANCHOR_OUTPUT_SAT
+    return sat_to_msat(fee_sat)
 
 
 def _check_our_add_exactly(new: Channel) -> Refusal | None:
@@ -511,19 +517,47 @@ def on_update_add_htlc(ch: Channel, msg: m.UpdateAddHtlc) -> Out:
     htlc = Htlc(Side.REMOTE, msg.id, MsatInt(msg.amount_msat), bytes(msg.payment_hash), msg.cltv_expiry,
                 bytes(msg.onion_routing_packet), S.RCVD_ADD_HTLC, 0, path_key=path_key)
     new = replace(ch, htlcs=(*ch.htlcs, htlc), next_htlc_id_remote=msg.id + 1)
+    if not _clearly_within_our_limits(new):
+        problem = _their_add_problem(new)
+        if problem is not None:
+            raise _violation(problem)
+    return Out(new)
+
+
+def _clearly_within_our_limits(new: Channel) -> bool:
+    """Whether every check of _their_add_problem is sure to pass (a peer's HTLC far from our limits), from the
+    bounds of _clearly_within_limits seen from the other side: the peer's balance in our next commitment is at least
+    its settled balance less every HTLC it offered, the fee at most the fee at the highest feerate with every HTLC
+    untrimmed, and the HTLCs it offered in that commitment among all those it offered."""
+    theirs_n = theirs_msat = 0
+    for h in new.htlcs:
+        if h.offerer is Side.REMOTE:
+            theirs_n += 1
+            theirs_msat += h.amount_msat
+    if theirs_n > new.local.max_accepted_htlcs or theirs_msat > new.local.max_htlc_value_in_flight_msat:
+        return False
+    available = new.balance_remote_msat - theirs_msat - reserve_msat(new, Side.REMOTE)
+    if new.opener is Side.REMOTE:
+        available -= _fee_bound_msat(new, _max_feerate(new), len(new.htlcs))
+    return available >= 0
+
+
+def _their_add_problem(new: Channel) -> str | None:
+    """What is wrong with the peer's update_add_htlc just added to `new`, checked on our next commitment; None if
+    nothing."""
     v = next_view(new, Side.LOCAL)
     theirs = v.offered(Side.REMOTE)
     # BOLT #2: "if a sending node adds more than receiver max_accepted_htlcs HTLCs to its local commitment
     # transaction, OR adds more than receiver max_htlc_value_in_flight_msat worth of offered HTLCs"
-    if len(theirs) > ch.local.max_accepted_htlcs:
-        raise _violation(f"more than our max_accepted_htlcs {ch.local.max_accepted_htlcs}")
-    if sum(h.amount_msat for h in theirs) > ch.local.max_htlc_value_in_flight_msat:
-        raise _violation(f"more than our max_htlc_value_in_flight_msat {ch.local.max_htlc_value_in_flight_msat}")
+    if len(theirs) > new.local.max_accepted_htlcs:
+        return f"more than our max_accepted_htlcs {new.local.max_accepted_htlcs}"
+    if sum(h.amount_msat for h in theirs) > new.local.max_htlc_value_in_flight_msat:
+        return f"more than our max_htlc_value_in_flight_msat {new.local.max_htlc_value_in_flight_msat}"
     # BOLT #2: "receiving an amount_msat that the sending node cannot afford at the current feerate_per_kw
     # (while maintaining its channel reserve and any to_local_anchor and to_remote_anchor costs)"
     if available_msat(new, v, Side.REMOTE) < 0:
-        raise _violation("the peer cannot afford this HTLC with its reserve and fees")
-    return Out(new)
+        return "the peer cannot afford this HTLC with its reserve and fees"
+    return None
 
 
 def _our_committed_htlc(ch: Channel, htlc_id: int, what: str) -> Htlc:
