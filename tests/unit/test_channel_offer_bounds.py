@@ -49,6 +49,12 @@ def _random_channel(rng: random.Random, base) -> object:
                    fee_updates=fees, remote=remote_cfg, local=local_cfg)
 
 
+def _fee_msat(ch, feerate: int, outputs: int) -> int:
+    """BOLT 3's commitment fee with `outputs` untrimmed HTLC outputs, plus the two anchors on an anchor channel."""
+    fee_sat = commitment_fee_sat(feerate, outputs, ch.channel_type)
+    return 1000 * (fee_sat + (2 * ANCHOR_OUTPUT_SAT if ch.channel_type.anchors else 0))
+
+
 def _tight_channel(rng: random.Random, base) -> object:
     """A channel where the shortcut's bounds are reached exactly: every HTLC on the balance's side, committed and
     above the dust limit, no update_fee pending, and that side's balance within 1,000 sat of the bound."""
@@ -59,10 +65,7 @@ def _tight_channel(rng: random.Random, base) -> object:
     rate = rng.choice((253, 2_500, 15_000))
     ch = replace(base, htlcs=htlcs, feerate_per_kw=rate, fee_updates=(),
                  remote=replace(base.remote, max_accepted_htlcs=483, max_htlc_value_in_flight_msat=10**12))
-    fee_sat = commitment_fee_sat(2 * rate, len(htlcs) + 1, ch.channel_type)
-    if ch.channel_type.anchors:
-        fee_sat += 2 * ANCHOR_OUTPUT_SAT
-    bound = sum(h.amount_msat for h in htlcs) + reserve_msat(ch, ours) + fee_sat * 1000
+    bound = sum(h.amount_msat for h in htlcs) + _fee_msat(ch, 2 * rate, len(htlcs) + 1) + reserve_msat(ch, ours)
     balance = bound + rng.randrange(-1_000_000, 1_000_000)
     capacity = base.funding_sat * 1000
     if ours is Side.LOCAL:
@@ -115,10 +118,7 @@ def _tight_for_their_add(rng: random.Random, base) -> object:
     rate = rng.choice((253, 2_500, 15_000))
     ch = replace(base, htlcs=htlcs, feerate_per_kw=rate, fee_updates=(),
                  local=replace(base.local, max_accepted_htlcs=483, max_htlc_value_in_flight_msat=10**12))
-    fee_sat = commitment_fee_sat(rate, len(htlcs), ch.channel_type)
-    if ch.channel_type.anchors:
-        fee_sat += 2 * ANCHOR_OUTPUT_SAT
-    bound = sum(h.amount_msat for h in htlcs) + reserve_msat(ch, Side.REMOTE) + fee_sat * 1000
+    bound = sum(h.amount_msat for h in htlcs) + _fee_msat(ch, rate, len(htlcs)) + reserve_msat(ch, Side.REMOTE)
     balance = bound + rng.randrange(-1_000_000, 1_000_000)
     capacity = base.funding_sat * 1000
     return replace(ch, balance_remote_msat=MsatInt(balance), balance_local_msat=MsatInt(capacity - balance))

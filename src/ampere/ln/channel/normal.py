@@ -165,20 +165,33 @@ def _clearly_within_limits(new: Channel) -> bool:
     extra output), anchors included, since the fee grows with both; and the HTLCs we offered in the peer's next
     commitment are among all those we offered. When the bounds pass, so does each exact check; when they do not,
     the exact checks decide (a channel near its limits)."""
-    ours_n = ours_msat = theirs_msat = 0
-    for h in new.htlcs:
+    ours_n, ours_msat, _, theirs_msat = _offered_totals(new)
+    if ours_n > new.remote.max_accepted_htlcs or ours_msat > new.remote.max_htlc_value_in_flight_msat:
+        return False
+    fee = _fee_bound_msat(new, 2 * _max_feerate(new), len(new.htlcs) + 1)
+    return (_floor_msat(new, Side.LOCAL, ours_msat, fee) >= 0
+            and (new.opener is Side.LOCAL or _floor_msat(new, Side.REMOTE, theirs_msat, fee) >= 0))
+
+
+def _offered_totals(ch: Channel) -> tuple[int, int, int, int]:
+    """(how many HTLCs we offered, their msat, how many the peer offered, theirs), whatever their state."""
+    ours_n = ours_msat = theirs_n = theirs_msat = 0
+    for h in ch.htlcs:
         if h.offerer is Side.LOCAL:
             ours_n += 1
             ours_msat += h.amount_msat
         else:
+            theirs_n += 1
             theirs_msat += h.amount_msat
-    if ours_n > new.remote.max_accepted_htlcs or ours_msat > new.remote.max_htlc_value_in_flight_msat:
-        return False
-    fee = _fee_bound_msat(new, 2 * _max_feerate(new), len(new.htlcs) + 1)
-    opener_is_us = new.opener is Side.LOCAL
-    if new.balance_local_msat - ours_msat - reserve_msat(new, Side.LOCAL) - (fee if opener_is_us else 0) < 0:
-        return False
-    return opener_is_us or new.balance_remote_msat - theirs_msat - reserve_msat(new, Side.REMOTE) - fee >= 0
+    return ours_n, ours_msat, theirs_n, theirs_msat
+
+
+def _floor_msat(ch: Channel, side: Side, offered_msat: int, fee_bound: int) -> int:
+    """A lower bound of what `side` has available in any view (its balance there less its reserve and, if it opened
+    the channel, the fee): its settled balance less every HTLC it offered (`offered_msat`), its reserve and, if it
+    opened the channel, `fee_bound`."""
+    balance = ch.balance_local_msat if side is Side.LOCAL else ch.balance_remote_msat
+    return balance - offered_msat - reserve_msat(ch, side) - (fee_bound if side is ch.opener else 0)
 
 
 def _fee_bound_msat(ch: Channel, feerate: int, outputs: int) -> MsatInt:
@@ -529,17 +542,10 @@ def _clearly_within_our_limits(new: Channel) -> bool:
     bounds of _clearly_within_limits seen from the other side: the peer's balance in our next commitment is at least
     its settled balance less every HTLC it offered, the fee at most the fee at the highest feerate with every HTLC
     untrimmed, and the HTLCs it offered in that commitment among all those it offered."""
-    theirs_n = theirs_msat = 0
-    for h in new.htlcs:
-        if h.offerer is Side.REMOTE:
-            theirs_n += 1
-            theirs_msat += h.amount_msat
+    _, _, theirs_n, theirs_msat = _offered_totals(new)
     if theirs_n > new.local.max_accepted_htlcs or theirs_msat > new.local.max_htlc_value_in_flight_msat:
         return False
-    available = new.balance_remote_msat - theirs_msat - reserve_msat(new, Side.REMOTE)
-    if new.opener is Side.REMOTE:
-        available -= _fee_bound_msat(new, _max_feerate(new), len(new.htlcs))
-    return available >= 0
+    return _floor_msat(new, Side.REMOTE, theirs_msat, _fee_bound_msat(new, _max_feerate(new), len(new.htlcs))) >= 0
 
 
 def _their_add_problem(new: Channel) -> str | None:
