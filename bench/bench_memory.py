@@ -112,13 +112,14 @@ def database(node) -> None:
     node.start()
     pid = node.proc.pid
     rpc = LightningRpc(node.rpc_path)
-    print(f"database: RSS after start: {rss_mib(pid):.1f} MiB")
+    print(f"database: RSS after start: {rss_mib(pid):.1f} MiB (peak so far {hwm_mib(pid):.1f})")
     for cmd in ("listinvoices", "listsendpays", "listpays", "listforwards"):
         t0 = time.perf_counter()
         result = rpc.call(cmd)
         dt = time.perf_counter() - t0
         n = len(next(v for v in result.values() if isinstance(v, list)))
-        print(f"  after {cmd} ({n:,} entries, {dt * 1000:.0f} ms): RSS {rss_mib(pid):.1f} MiB")
+        print(f"  after {cmd} ({n:,} entries, {dt * 1000:.0f} ms): RSS {rss_mib(pid):.1f} MiB "
+              f"(peak so far {hwm_mib(pid):.1f})")
     print(f"database: RSS {rss_mib(pid):.1f} MiB at the end, peak (VmHWM) {hwm_mib(pid):.1f} MiB")
 
 
