@@ -1,0 +1,192 @@
+"""Core Lightning vanishes after Ampere has settled its HTLC: Ampere must claim it on-chain before it expires.
+
+CLN pays Ampere; Ampere's HODL plugin holds the HTLC, CLN stops, and only then does the plugin let the invoice
+settle it: Ampere knows the preimage but its update_fulfill_htlc can never reach CLN. BOLT 2: "if an HTLC it has
+fulfilled is in either node's current commitment transaction, AND is past this fulfillment deadline: SHOULD send
+an error to the offering peer (if connected). MUST fail the channel" (the deadline 18 blocks before cltv_expiry).
+So Ampere drops its commitment at cltv_expiry - 18 and spends the HTLC's output with its HTLC-success transaction
+(CLN's signature from the commitment_signed, the preimage) well before CLN could time it out; the money reaches
+Ampere's wallet after its to_self_delay. CLN, back, finds the preimage on-chain and completes its payment.
+
+Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Not the race of
+test_cln_unilateral.py (there the closes come first): here nothing but Ampere's own deadline
+makes it go on-chain, the case where a vanishing payer would otherwise take the HTLC back after its expiry."""
+
+from __future__ import annotations
+
+import os
+import re
+
+import pytest
+
+from ampere.testing.nodes import wait_for
+
+pytestmark = pytest.mark.cln
+
+HODL = os.path.join(os.path.dirname(os.path.dirname(__file__)), "plugins", "hodl.py")
+CAPACITY = 500_000
+DELAY = 30              # the HTLC's CLTV delta from the tip when CLN sends it (its expiry is 30 blocks away)
+AMOUNT_MSAT = 100_000_000
+TO_SELF_DELAY = 5       # watchtime-blocks: the CSV CLN imposes on Ampere's HTLC-success output
+DEADLINE = 18           # ampere.ln.channel.core.FULFILLED_HTLC_DEADLINE_BLOCKS (BOLT 2's "18 blocks is reasonable")
+
+
+def channel(amp, cln) -> dict:
+    (c,) = amp.rpc.listpeerchannels(cln.node_id)["channels"]
+    return c
+
+
+def confirmed_wallet(node) -> dict[tuple[str, int], int]:
+    return {(o["txid"], o["output"]): o["amount_msat"] // 1000 for o in node.rpc.listfunds()["outputs"]
+            if o["status"] == "confirmed"}
+
+
+@pytest.mark.parametrize("channel_type", [(12,), (12, 22)], ids=["static", "anchors"])
+def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_factory, channel_type):
+    """static: Ampere's HTLC-success pays its fee from the HTLC. anchors: it has no fee of its own (BOLT 3
+    option_anchors), Ampere adds a coin of its wallet; the output still holds the whole HTLC."""
+    chaind = node_factory.chaind
+    amp = node_factory.get_node(listen=True, plugin=HODL, **{"watchtime-blocks": TO_SELF_DELAY})
+    cln = node_factory.get_cln_node(**{"watchtime-blocks": TO_SELF_DELAY})
+    node_factory.fundchannel(cln, amp, CAPACITY, announce=False, channel_type=list(channel_type))
+    assert channel(amp, cln)["channel_type"]["bits"] == list(channel_type)
+    node_factory.fund_wallet(amp, 100_000)
+    scid = channel(amp, cln)["short_channel_id"]
+    inv = amp.rpc.invoice(AMOUNT_MSAT, "hodl-vanish", "held by Ampere until CLN is gone")
+    cln.rpc.sendpay([{"id": amp.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
+                    inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
+    wait_for(lambda: amp.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "Ampere holds the HTLC")
+    (htlc,) = channel(amp, cln)["htlcs"]
+    assert htlc["direction"] == "in" and htlc["state"] == "RCVD_ADD_ACK_REVOCATION", htlc
+    expiry = htlc["expiry"]
+    before = confirmed_wallet(amp)
+
+    # CLN goes away; then Ampere settles: it has the preimage, CLN will never see the fulfil.
+    amp.allow_complaints = (f"fulfilled HTLC {htlc['id']} is close to its expiry {expiry}",)
+    # CLN, back, is told the channel is closed (a BOLT 1 error) and logs the funding spend as a permanent failure.
+    cln.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
+                            "Not dropping our unilateral close onchain")
+    cln.stop()
+    assert amp.rpc.call("release", {"payment_hash": inv["payment_hash"]})["released"] == 1
+    wait_for(lambda: amp.rpc.listinvoices(payment_hash=inv["payment_hash"])["invoices"][0]["status"] == "paid", 30,
+             "the invoice is paid")
+    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
+    # A crash now (kill -9) must not lose what it settled: the preimage and the fulfil were stored before the
+    # invoice said paid, and the deadline is still watched after the restart.
+    amp.kill()
+    amp.start()
+    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
+
+    # Up to the block before the deadline the channel stays open; at expiry - 18 Ampere fails it.
+    node_factory.mine(expiry - DEADLINE - 1 - chaind.rpc("getblockcount"), [amp])
+    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
+    node_factory.mine(1, [amp])
+    wait_for(lambda: channel(amp, cln)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the channel")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
+    node_factory.mine(1, [amp])
+
+    def claim_txid() -> str | None:
+        for s in channel(amp, cln)["status"]:
+            if "claimed with the preimage by our" in s:
+                return next(w for w in re.findall(r"[0-9a-f]{64}", s))
+        return None
+    for _ in range(5):       # the HTLC-success goes out as soon as the commitment confirms
+        if claim_txid():
+            break
+        node_factory.mine(1, [amp])
+    txid = claim_txid()
+    assert txid is not None, channel(amp, cln)["status"]
+    success = chaind.rpc("getrawtransaction", txid, True)
+    # The whole HTLC is claimed: with anchors the HTLC-success's output keeps all of it (the fee from a coin of
+    # Ampere's wallet), without them it pays its fee out of it.
+    assert (success["vout"][0]["value"] * 10**8 == AMOUNT_MSAT // 1000) == (22 in channel_type), success["vout"]
+    claimed_at = chaind.rpc("getblock", success["blockhash"])["height"]
+    assert claimed_at < expiry - DEADLINE + 5 < expiry, (claimed_at, expiry)
+
+    # CLN comes back: it finds the preimage in Ampere's HTLC-success and its payment completes.
+    cln.start()
+    wait_for(lambda: cln.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "complete",
+             60, "CLN's payment completes")
+
+    # After to_self_delay the HTLC's value (less the fees Ampere paid) reaches Ampere's wallet.
+    def gained() -> int:
+        now = confirmed_wallet(amp)
+        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
+    for _ in range(TO_SELF_DELAY + 10):
+        if gained() > AMOUNT_MSAT // 1000 - 20_000:
+            break
+        node_factory.mine(1, [amp, cln])
+    assert AMOUNT_MSAT // 1000 - 20_000 < gained() < AMOUNT_MSAT // 1000, gained()
+    wait_for(lambda: not any("spendable by us in" in s or "being" in s for s in channel(amp, cln)["status"]), 30,
+             "nothing left to resolve")
+
+
+@pytest.mark.parametrize("channel_type", [(12,), (12, 22)], ids=["static", "anchors"])
+def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, channel_type):
+    """The other direction: CLN's HODL plugin holds Ampere's HTLC and CLN stops. BOLT 2: "if an HTLC which it
+    offered is in either node's current commitment transaction, AND is past this timeout deadline: ... MUST fail
+    the channel" (the deadline: cltv_expiry plus 2 blocks of grace here). Ampere drops its commitment, times the HTLC
+    out with its HTLC-timeout (CLN's signature, nLockTime = cltv_expiry), fails its payment only once that is 3
+    blocks deep (BOLT 5's "reasonable depth"), and gets the money back after its to_self_delay."""
+    chaind = node_factory.chaind
+    amp = node_factory.get_node(listen=True, **{"watchtime-blocks": TO_SELF_DELAY})
+    cln = node_factory.get_cln_node(plugin=HODL, **{"watchtime-blocks": TO_SELF_DELAY})
+    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, channel_type=list(channel_type))
+    assert channel(amp, cln)["channel_type"]["bits"] == list(channel_type)
+    node_factory.fund_wallet(amp, 100_000)
+    scid = channel(amp, cln)["short_channel_id"]
+    inv = cln.rpc.invoice(AMOUNT_MSAT, "hodl-forever", "held by CLN, which then vanishes")
+    amp.rpc.sendpay([{"id": cln.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
+                    inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
+    wait_for(lambda: cln.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "CLN holds the HTLC")
+    wait_for(lambda: channel(amp, cln)["htlcs"][0]["state"] == "SENT_ADD_ACK_REVOCATION", 30, "HTLC committed")
+    (htlc,) = channel(amp, cln)["htlcs"]
+    assert htlc["direction"] == "out", htlc
+    expiry = htlc["expiry"]
+    before = confirmed_wallet(amp)
+
+    amp.allow_complaints = (f"offered HTLC {htlc['id']} timed out at block {expiry}",)
+    # CLN, back, replays its plugin's held HTLC, is told the channel is closed, and logs the funding spend.
+    cln.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
+                            "Not dropping our unilateral close onchain", "Replaying old unprocessed HTLC")
+    cln.stop()
+    grace = 2                                   # ampere.ln.channel.core.OFFERED_HTLC_GRACE_BLOCKS
+    node_factory.mine(expiry + grace - 1 - chaind.rpc("getblockcount"), [amp])
+    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
+    node_factory.mine(1, [amp])
+    wait_for(lambda: channel(amp, cln)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the channel")
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
+    node_factory.mine(1, [amp])
+
+    def timeout_txid() -> str | None:
+        for s in channel(amp, cln)["status"]:
+            if "timed out by our" in s:
+                return re.findall(r"[0-9a-f]{64}", s.split("timed out by our")[1])[0]
+        return None
+    for _ in range(5):
+        if timeout_txid():
+            break
+        node_factory.mine(1, [amp])
+    txid = timeout_txid()
+    assert txid is not None, channel(amp, cln)["status"]
+    timed_out_at = chaind.rpc("getblock", chaind.rpc("getrawtransaction", txid, True)["blockhash"])["height"]
+    assert expiry <= timed_out_at <= expiry + grace + 5, (timed_out_at, expiry)
+    # BOLT 5: the payment fails only once the timeout "has reached reasonable depth" (3 blocks).
+    while chaind.rpc("getblockcount") < timed_out_at + 2:
+        assert amp.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "pending"
+        node_factory.mine(1, [amp])
+    wait_for(lambda: amp.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "failed",
+             30, "Ampere's payment fails")
+
+    def gained() -> int:
+        now = confirmed_wallet(amp)
+        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
+    # Its to_local and the HTLC's value, less the fees of its own transactions, come back to its wallet.
+    for _ in range(TO_SELF_DELAY + 10):
+        if gained() > CAPACITY - 30_000:
+            break
+        node_factory.mine(1, [amp])
+    assert CAPACITY - 30_000 < gained() < CAPACITY, gained()
+    cln.start()
+    wait_for(lambda: all(c["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL")
+                         for c in cln.rpc.listpeerchannels(amp.node_id)["channels"]), 60, "CLN sees the close")
