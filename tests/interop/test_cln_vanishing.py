@@ -8,7 +8,8 @@ So Ampere drops its commitment at cltv_expiry - 18 and spends the HTLC's output 
 (CLN's signature from the commitment_signed, the preimage) well before CLN could time it out; the money reaches
 Ampere's wallet after its to_self_delay. CLN, back, finds the preimage on-chain and completes its payment.
 
-Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Not the race of
+Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Also: CLN holding Ampere's HTLC and
+vanishing (Ampere times it out), and Ampere forwarding when the upstream payer vanishes. Not the race of
 test_cln_unilateral.py (there the closes come first): here nothing but Ampere's own deadline
 makes it go on-chain, the case where a vanishing payer would otherwise take the HTLC back after its expiry."""
 
@@ -190,3 +191,77 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
     cln.start()
     wait_for(lambda: all(c["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL")
                          for c in cln.rpc.listpeerchannels(amp.node_id)["channels"]), 60, "CLN sees the close")
+
+
+def test_forwarding_upstream_cln_vanishes_ampere_claims_upstream_onchain(node_factory):
+    """Ampere forwards CLN -> Ampere -> CLN. The payer vanishes; the payee, holding the HTLC until then, settles it:
+    Ampere has paid downstream (off-chain, the preimage in hand) and must be paid upstream. Its fulfil can never
+    reach the payer, so at the upstream HTLC's cltv_expiry - 18 Ampere fails that channel and claims the HTLC with
+    the preimage on-chain, before the payer could time it out: Ampere ends with the amount and its fee."""
+    chaind = node_factory.chaind
+    payer = node_factory.get_cln_node(**{"watchtime-blocks": TO_SELF_DELAY})
+    amp = node_factory.get_node(listen=True, **{"watchtime-blocks": TO_SELF_DELAY})
+    payee = node_factory.get_cln_node(plugin=HODL)
+    node_factory.fundchannel(payer, amp, CAPACITY, announce=False)
+    node_factory.fundchannel(amp, payee, CAPACITY, announce=False)
+    node_factory.fund_wallet(amp, 100_000)
+    up = channel(amp, payer)["short_channel_id"]
+    down = channel(amp, payee)["short_channel_id"]
+    fee = 1 + AMOUNT_MSAT * 10 // 1_000_000      # Ampere's default fee: 1 msat + 10 ppm; its cltv_expiry_delta 34
+    inv = payee.rpc.invoice(AMOUNT_MSAT, "hodl-fwd", "held by the payee until the payer is gone")
+    route = [{"id": amp.node_id, "channel": up, "amount_msat": AMOUNT_MSAT + fee, "delay": 20 + 34},
+             {"id": payee.node_id, "channel": down, "amount_msat": AMOUNT_MSAT, "delay": 20}]
+    payer.rpc.sendpay(route, inv["payment_hash"], payment_secret=inv["payment_secret"])
+    wait_for(lambda: payee.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "the payee holds it")
+    (htlc,) = channel(amp, payer)["htlcs"]
+    assert htlc["direction"] == "in" and htlc["amount_msat"] == AMOUNT_MSAT + fee, htlc
+    expiry = htlc["expiry"]
+    before = confirmed_wallet(amp)
+
+    amp.allow_complaints = (f"fulfilled HTLC {htlc['id']} is close to its expiry {expiry}",)
+    payer.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
+                              "Not dropping our unilateral close onchain")
+    payer.stop()
+    assert payee.rpc.call("release", {"payment_hash": inv["payment_hash"]})["released"] == 1
+    # Downstream settles off-chain: the payee has its money, Ampere the preimage and an upstream HTLC to claim.
+    wait_for(lambda: channel(amp, payee)["htlcs"] == [], 30, "downstream settled")
+    assert payee.rpc.listinvoices(payment_hash=inv["payment_hash"])["invoices"][0]["status"] == "paid"
+
+    node_factory.mine(expiry - DEADLINE - 1 - chaind.rpc("getblockcount"), [amp, payee])
+    assert channel(amp, payer)["state"] == "CHANNELD_NORMAL"
+    node_factory.mine(1, [amp, payee])
+    wait_for(lambda: channel(amp, payer)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the upstream channel")
+    assert channel(amp, payee)["state"] == "CHANNELD_NORMAL"     # the other channel is not touched
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
+    node_factory.mine(1, [amp, payee])
+
+    def claim_txid() -> str | None:
+        for s in channel(amp, payer)["status"]:
+            if "claimed with the preimage by our" in s:
+                return re.findall(r"[0-9a-f]{64}", s)[0]
+        return None
+    for _ in range(5):
+        if claim_txid():
+            break
+        node_factory.mine(1, [amp, payee])
+    txid = claim_txid()
+    assert txid is not None, channel(amp, payer)["status"]
+    claimed_at = chaind.rpc("getblock", chaind.rpc("getrawtransaction", txid, True)["blockhash"])["height"]
+    assert claimed_at < expiry - DEADLINE + 5 < expiry, (claimed_at, expiry)
+
+    payer.start()
+    wait_for(lambda: payer.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"]
+             == "complete", 60, "the payer's payment completes")
+
+    def gained() -> int:
+        now = confirmed_wallet(amp)
+        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
+    # Ampere's to_remote on the payer-opened channel was zero: what reaches its wallet is the HTLC (amount + fee)
+    # less the fees of its own transactions.
+    for _ in range(TO_SELF_DELAY + 10):
+        if gained() > AMOUNT_MSAT // 1000 - 20_000:
+            break
+        node_factory.mine(1, [amp, payee])
+    assert AMOUNT_MSAT // 1000 - 20_000 < gained() <= (AMOUNT_MSAT + fee) // 1000, gained()
+    (fwd,) = amp.rpc.listforwards()["forwards"]
+    assert fwd["status"] == "settled" and fwd["fee_msat"] == fee, fwd
