@@ -42,16 +42,21 @@ def confirmed_wallet(node) -> dict[tuple[str, int], int]:
             if o["status"] == "confirmed"}
 
 
-@pytest.mark.parametrize("channel_type", [(12,), (12, 22)], ids=["static", "anchors"])
-def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_factory, channel_type):
+@pytest.mark.parametrize("channel_type,coins", [((12,), True), ((12, 22), True), ((12, 22), False)],
+                         ids=["static", "anchors", "anchors_no_coins"])
+def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_factory, channel_type, coins):
     """static: Ampere's HTLC-success pays its fee from the HTLC. anchors: it has no fee of its own (BOLT 3
-    option_anchors), Ampere adds a coin of its wallet; the output still holds the whole HTLC."""
+    option_anchors), Ampere adds a coin of its wallet; the output still holds the whole HTLC. anchors_no_coins:
+    Ampere never had a coin on-chain (CLN opened the channel): its anchor output of the confirmed commitment pays
+    the HTLC-success's fee."""
     chaind = node_factory.chaind
     amp = node_factory.get_node(listen=True, plugin=HODL, **{"watchtime-blocks": TO_SELF_DELAY})
     cln = node_factory.get_cln_node(**{"watchtime-blocks": TO_SELF_DELAY})
     node_factory.fundchannel(cln, amp, CAPACITY, announce=False, channel_type=list(channel_type))
     assert channel(amp, cln)["channel_type"]["bits"] == list(channel_type)
-    node_factory.fund_wallet(amp, 100_000)
+    if coins:
+        node_factory.fund_wallet(amp, 100_000)
+    assert bool(amp.rpc.listfunds()["outputs"]) == coins
     scid = channel(amp, cln)["short_channel_id"]
     inv = amp.rpc.invoice(AMOUNT_MSAT, "hodl-vanish", "held by Ampere until CLN is gone")
     cln.rpc.sendpay([{"id": amp.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
@@ -64,6 +69,8 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
 
     # CLN goes away; then Ampere settles: it has the preimage, CLN will never see the fulfil.
     amp.allow_complaints = (f"fulfilled HTLC {htlc['id']} is close to its expiry {expiry}",)
+    if not coins:   # (what an operator must hear: its wallet could not pay, the anchor did)
+        amp.allow_complaints += ("no coins in the wallet to pay for our HTLC-success",)
     # CLN, back, is told the channel is closed (a BOLT 1 error) and logs the funding spend as a permanent failure.
     cln.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
                             "Not dropping our unilateral close onchain")
@@ -101,6 +108,11 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
     # The whole HTLC is claimed: with anchors the HTLC-success's output keeps all of it (the fee from a coin of
     # Ampere's wallet), without them it pays its fee out of it.
     assert (success["vout"][0]["value"] * 10**8 == AMOUNT_MSAT // 1000) == (22 in channel_type), success["vout"]
+    if not coins:   # its fee input: our anchor output of the commitment (330 sat), no change
+        commitment = chaind.rpc("getrawtransaction", success["vin"][0]["txid"], True)
+        assert len(success["vin"]) == 2 and len(success["vout"]) == 1, success
+        anchor = commitment["vout"][success["vin"][1]["vout"]]
+        assert success["vin"][1]["txid"] == commitment["txid"] and anchor["value"] * 10**8 == 330, anchor
     claimed_at = chaind.rpc("getblock", success["blockhash"])["height"]
     assert claimed_at < expiry - DEADLINE + 5 < expiry, (claimed_at, expiry)
 

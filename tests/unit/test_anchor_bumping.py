@@ -154,3 +154,33 @@ def test_htlc_txs_replacement_pays_bip125_and_keeps_its_coins_and_limits():
     with pytest.raises(ValueError):
         asyncio.run(fund_htlc_txs(wallet, [_part(0, 30_000, 0, seen), _part(1, 20_000, 150, seen)], 2_000, 200))
     assert asyncio.run(fund_htlc_txs(FakeWallet([500]), parts, 2_000, 200)) is None
+
+
+def test_htlc_tx_funded_by_our_anchor_alone_when_the_wallet_is_empty():
+    """No coin in the wallet: our anchor output of the confirmed commitment is the fee input (BOLT #3
+    to_local_anchor, "<local_sig>": its owner needs no wait), all of its 330 sat, no change output (dust)."""
+    from ampere.node.onchain.bumping import AnchorInput, fund_htlc_tx_with_anchor
+    parent, _ = commitment(fee=1_800)
+    ws = anchor_script(FUNDING_KEY.public_key.format())
+    seen: list = []
+    part = _part(3, 40_000, 0, seen)
+    signed: list = []
+
+    def sign(tx, i, script, value) -> bytes:
+        signed.append((i, script, value, len(tx.inputs), len(tx.outputs)))
+        return sign_anchor(tx, i, script, value)
+
+    anchor = AnchorInput(OutPoint(parent.txid(), 0), 330, ws, sign)
+    tx, fee = fund_htlc_tx_with_anchor(part, anchor, 253)
+    # The peer-signed pair stays at index 0 (SIGHASH_SINGLE|ANYONECANPAY), the anchor is input 1, nothing else.
+    assert tx.inputs[0].prevout == part.tx.inputs[0].prevout and tx.inputs[0].sequence == 1
+    assert tx.outputs == part.tx.outputs and tx.locktime == part.tx.locktime
+    assert len(tx.inputs) == 2 and tx.inputs[1].prevout == OutPoint(parent.txid(), 0)
+    assert tx.inputs[1].sequence == 0xFFFFFFFD and tx.inputs[1].witness[-1] == ws
+    assert fee == 330 == 40_000 + 330 - sum(o.value for o in tx.outputs)
+    # Both of our signatures are made over the final transaction (two inputs, one output).
+    assert signed == [(1, ws, 330, 2, 1)] and (3, 0, 2) in seen
+    rate = fee * 1000 // tx.weight()
+    assert 253 <= rate < 400, (rate, tx.weight())
+    # Below the relay floor it is not built (the caller logs that the wallet cannot pay, and waits for coins).
+    assert fund_htlc_tx_with_anchor(part, anchor, rate + 5) is None

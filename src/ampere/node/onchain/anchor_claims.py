@@ -20,7 +20,8 @@ from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.channel.scripts import anchor_script
 from ampere.ln.onchain.classify import SpendKind
 from ampere.ln.onchain.fees import deadline_feerate, worth_replacing
-from ampere.node.onchain.bumping import ANCHOR_INPUT_WEIGHT, HtlcFeeTooHigh, HtlcPart, fund_htlc_txs
+from ampere.node.onchain.bumping import (ANCHOR_INPUT_WEIGHT, AnchorInput, HtlcFeeTooHigh, HtlcPart,
+                                        fund_htlc_tx_with_anchor, fund_htlc_txs)
 from ampere.node.onchain.onchaind_log import rbf_line
 from ampere.node.onchain.states import S_HTLC_SUCCESS, S_HTLC_TIMEOUT
 from ampere.primitives.script import p2wsh
@@ -137,6 +138,8 @@ class AnchorClaims:
                     self.node.log.unusual(LOG, f"Channel {cid}: {what} of output(s) "
                                                f"{[u.out.vout for u in group]}: {e}")
                 return False
+        if res is None and old is None and await self._fund_with_our_anchor(r, group, tip):
+            return True
         if res is None:
             self.node.log.unusual(LOG, f"Channel {cid}: cannot pay the fee of our {what} of output(s) "
                                        f"{[u.out.vout for u in group]}: not enough funds in the wallet; retrying at "
@@ -151,6 +154,7 @@ class AnchorClaims:
             u.broadcast_at = -1
             u.extra.update(fee=fee, hrate=rate, hsince=tip, coins=[[o.txid.hex(), o.outnum] for o in coins],
                            group=[x.out.vout for x in group])
+            u.extra.pop("hanchor", None)   # (a replacement funded by the wallet leaves our anchor free again)
         await self._save(r)  # recorded before it is broadcast
         if old is not None:
             await wallet.forget_replaced(old.txid())  # its change will never exist; its coins go to `tx`
@@ -161,6 +165,40 @@ class AnchorClaims:
                                     f"{', '.join(u.out.htlc.payment_hash.hex() for u in group)} in one transaction "
                                     f"with {len(coins)} wallet input(s) at {rate}perkw (fee {fee} sat, deadline block "
                                     f"{deadline}): {tx.txid_hex()}")
+        return True
+
+    async def _fund_with_our_anchor(self, r: Resolution, group: list[Tracked], tip: int) -> bool:
+        """The wallet cannot pay for `group`: fund the most valuable of its HTLC transactions with our anchor output
+        alone, if the commitment's anchor is ours, unspent and not carried by another transaction of ours, and its
+        330 sat reach the relay floor. Persisted before it is broadcast, as any funded HTLC transaction."""
+        anchor = self._our_anchor(r)
+        if anchor is None or any(u.sweep_tx and (u.extra.get("anchor") is not None or "hanchor" in u.extra)
+                                 for u in r.outputs.values()):
+            return False
+        vout, ws = anchor
+        try:
+            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is None:
+                return False  # spent (or being spent) already
+        except (BitcoindError, BitcoindUnreachable):
+            return False
+        t = max(group, key=lambda u: (u.out.value_sat, -u.out.vout))
+        value = r.spend_tx.outputs[vout].value
+        res = fund_htlc_tx_with_anchor(self._htlc_part(r, t),
+                                       AnchorInput(OutPoint(r.spend_txid, vout), value, ws, r.record.signer.sign_anchor),
+                                       self.node.chain.fees.floor)
+        if res is None:
+            return False
+        tx, fee = res
+        rate = fee * 1000 // tx.weight()
+        t.sweep_tx = tx.serialize()
+        t.broadcast_at = -1
+        t.extra.update(fee=fee, hrate=rate, hsince=tip, coins=[], group=[t.out.vout], hanchor=vout)
+        await self._save(r)  # recorded before it is broadcast
+        what = "HTLC-success" if t.state == S_HTLC_SUCCESS else "HTLC-timeout"
+        self.node.log.unusual(LOG, f"Channel {r.channel_id.hex()}: no coins in the wallet to pay for our {what} of "
+                                   f"output {t.out.vout} ({t.out.value_sat} sat): our anchor "
+                                   f"{r.spend_tx.txid_hex()}:{vout} pays its fee ({fee} sat, {rate}perkw): "
+                                   f"{tx.txid_hex()}")
         return True
 
     async def _bump_local_htlcs(self, r: Resolution, t: Tracked, tip: int) -> None:
@@ -209,7 +247,8 @@ class AnchorClaims:
         anchor = self._our_anchor(r)
         if anchor is None or r.spend_height is None or tip + 1 < r.spend_height + ANCHOR_CSV:
             return None
-        if any(u.extra.get("anchor") is not None for u in r.outputs.values() if u is not t and u.sweep_tx):
+        if any(u.extra.get("anchor") is not None or "hanchor" in u.extra
+               for u in r.outputs.values() if u is not t and u.sweep_tx):
             return None
         vout, ws = anchor
         value = r.spend_tx.outputs[vout].value

@@ -14,6 +14,9 @@ by adding inputs of its own.
         (input, output) pairs first at matching indexes (the peer signed each SIGHASH_SINGLE|SIGHASH_ANYONECANPAY),
         then wallet inputs and one change output. Raises HtlcFeeTooHigh past `max_fee`.
     fund_htlc_tx(...): the same for one HTLC transaction.
+    fund_htlc_tx_with_anchor(part, anchor, min_perkw) -> (Transaction, fee_sat) | None
+        one HTLC transaction whose whole fee is our anchor output of the confirmed commitment, for a wallet with
+        nothing to pay it.
 
 Coins are reserved while a transaction is built and spent (wallet.record_sent) once it is broadcast. Returns
 None when the wallet cannot pay (the caller logs it and retries at the next block).
@@ -29,8 +32,8 @@ from ampere.primitives.amount import SatInt
 from ampere.primitives.script import is_p2tr, is_p2wpkh
 from ampere.primitives.tx import OutPoint, Transaction, TxIn, TxOut
 
-__all__ = ["ANCHOR_INPUT_WEIGHT", "HtlcFeeTooHigh", "HtlcPart", "cpfp_child", "fund_htlc_tx", "fund_htlc_txs",
-           "htlc_txs_weight", "package_feerate", "part_weight"]
+__all__ = ["ANCHOR_INPUT_WEIGHT", "AnchorInput", "HtlcFeeTooHigh", "HtlcPart", "cpfp_child", "fund_htlc_tx",
+           "fund_htlc_tx_with_anchor", "fund_htlc_txs", "htlc_txs_weight", "package_feerate", "part_weight"]
 
 RBF_SEQUENCE = 0xFFFFFFFD
 # BOLT #3 to_local_anchor spent by its owner: outpoint + empty scriptSig + sequence (41 bytes, x4), then the
@@ -185,3 +188,34 @@ async def fund_htlc_tx(wallet: Any, htlc_tx: Transaction, htlc_value: int, htlc_
     """One HTLC transaction alone (fund_htlc_txs of one part); `finish(tx)`: input 0's witness."""
     return await fund_htlc_txs(wallet, [HtlcPart(htlc_tx, htlc_value, htlc_spk, lambda tx, i: finish(tx))],
                                target_perkw, tip)
+
+
+@dataclass(frozen=True)
+class AnchorInput:
+    """Our anchor output of our confirmed commitment. BOLT #3 to_local_anchor: "<local_funding_pubkey> OP_CHECKSIG
+    OP_IFDUP OP_NOTIF OP_16 OP_CHECKSEQUENCEVERIFY OP_ENDIF": its owner spends it at once with "<local_sig>"
+    (the 16-block wait is for everyone else). `sign(tx, i, witness_script, value)`: our funding key's signature."""
+
+    outpoint: OutPoint
+    value: int
+    witness_script: bytes
+    sign: Callable[[Transaction, int, bytes, int], bytes]
+
+
+def fund_htlc_tx_with_anchor(part: HtlcPart, anchor: AnchorInput, min_perkw: int) -> tuple[Transaction, int] | None:
+    """One zero-fee HTLC transaction of our anchor commitment whose fee is our anchor's whole value (330 sat, below
+    the dust limit: no change output): for a wallet that has nothing to pay it with (a node that never held coins
+    on-chain, paid over a channel its peer opened), so that the HTLC is claimed before it expires instead of
+    waiting for coins that may never come. At ~1,000 weight units that is ~1.3 sat/vB. None when it would pay
+    less than `min_perkw` (the relay floor)."""
+    weight = base_weight(2, 1) + part_weight(part) + 2 + ANCHOR_INPUT_WEIGHT
+    fee = anchor.value
+    if fee * 1000 < min_perkw * weight:
+        return None
+    ins = [TxIn(part.tx.inputs[0].prevout, b"", part.tx.inputs[0].sequence),
+           TxIn(anchor.outpoint, b"", RBF_SEQUENCE)]
+    tx = Transaction(part.tx.version, ins, [part.tx.outputs[0]], part.tx.locktime)
+    # Both our signatures are SIGHASH_ALL over the final transaction (the peer's is SINGLE|ANYONECANPAY).
+    tx.inputs[1].witness = [anchor.sign(tx, 1, anchor.witness_script, anchor.value), anchor.witness_script]
+    tx.inputs[0].witness = part.finish(tx, 0)
+    return tx, fee
