@@ -42,6 +42,50 @@ def confirmed_wallet(node) -> dict[tuple[str, int], int]:
             if o["status"] == "confirmed"}
 
 
+def fails_at(node_factory, amp, peer, height: int, nodes: list, what: str) -> None:
+    """Mine up to the block before `height`: the channel stays open; at `height` Ampere fails it (BOLT 2 "MUST fail
+    the channel") and its commitment goes out; mine that."""
+    chaind = node_factory.chaind
+    node_factory.mine(height - 1 - chaind.rpc("getblockcount"), nodes)
+    assert channel(amp, peer)["state"] == "CHANNELD_NORMAL"
+    node_factory.mine(1, nodes)
+    wait_for(lambda: channel(amp, peer)["state"] == "AWAITING_UNILATERAL", 30, what)
+    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
+    node_factory.mine(1, nodes)
+
+
+def resolved_by(node_factory, amp, peer, phrase: str, nodes: list) -> dict:
+    """The transaction of Ampere's status line with `phrase` (its HTLC transaction), once mined: at most five
+    blocks after the commitment's."""
+    def txid() -> str | None:
+        for s in channel(amp, peer)["status"]:
+            if phrase in s:
+                return re.findall(r"[0-9a-f]{64}", s.split(phrase)[1])[0]
+        return None
+    for _ in range(5):
+        if txid():
+            break
+        node_factory.mine(1, nodes)
+    found = txid()
+    assert found is not None, channel(amp, peer)["status"]
+    tx = node_factory.chaind.rpc("getrawtransaction", found, True)
+    tx["height"] = node_factory.chaind.rpc("getblock", tx["blockhash"])["height"]
+    return tx
+
+
+def wallet_gain(node_factory, amp, before: dict, least: int, nodes: list) -> int:
+    """Mine until Ampere's wallet has gained more than `least` sat since `before` (its delayed outputs swept), at most
+    to_self_delay + 10 blocks; the gain."""
+    def gained() -> int:
+        now = confirmed_wallet(amp)
+        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
+    for _ in range(TO_SELF_DELAY + 10):
+        if gained() > least:
+            break
+        node_factory.mine(1, nodes)
+    return gained()
+
+
 @pytest.mark.parametrize("channel_type,coins", [((12,), True), ((12, 22), True), ((12, 22), False)],
                          ids=["static", "anchors", "anchors_no_coins"])
 def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_factory, channel_type, coins):
@@ -86,25 +130,8 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
     assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
 
     # Up to the block before the deadline the channel stays open; at expiry - 18 Ampere fails it.
-    node_factory.mine(expiry - DEADLINE - 1 - chaind.rpc("getblockcount"), [amp])
-    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
-    node_factory.mine(1, [amp])
-    wait_for(lambda: channel(amp, cln)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the channel")
-    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
-    node_factory.mine(1, [amp])
-
-    def claim_txid() -> str | None:
-        for s in channel(amp, cln)["status"]:
-            if "claimed with the preimage by our" in s:
-                return next(w for w in re.findall(r"[0-9a-f]{64}", s))
-        return None
-    for _ in range(5):       # the HTLC-success goes out as soon as the commitment confirms
-        if claim_txid():
-            break
-        node_factory.mine(1, [amp])
-    txid = claim_txid()
-    assert txid is not None, channel(amp, cln)["status"]
-    success = chaind.rpc("getrawtransaction", txid, True)
+    fails_at(node_factory, amp, cln, expiry - DEADLINE, [amp], "Ampere fails the channel")
+    success = resolved_by(node_factory, amp, cln, "claimed with the preimage by our", [amp])
     # The whole HTLC is claimed: with anchors the HTLC-success's output keeps all of it (the fee from a coin of
     # Ampere's wallet), without them it pays its fee out of it.
     assert (success["vout"][0]["value"] * 10**8 == AMOUNT_MSAT // 1000) == (22 in channel_type), success["vout"]
@@ -113,8 +140,7 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
         assert len(success["vin"]) == 2 and len(success["vout"]) == 1, success
         anchor = commitment["vout"][success["vin"][1]["vout"]]
         assert success["vin"][1]["txid"] == commitment["txid"] and anchor["value"] * 10**8 == 330, anchor
-    claimed_at = chaind.rpc("getblock", success["blockhash"])["height"]
-    assert claimed_at < expiry - DEADLINE + 5 < expiry, (claimed_at, expiry)
+    assert success["height"] < expiry - DEADLINE + 5 < expiry, (success["height"], expiry)
 
     # CLN comes back: it finds the preimage in Ampere's HTLC-success and its payment completes.
     cln.start()
@@ -122,14 +148,8 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
              60, "CLN's payment completes")
 
     # After to_self_delay the HTLC's value (less the fees Ampere paid) reaches Ampere's wallet.
-    def gained() -> int:
-        now = confirmed_wallet(amp)
-        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
-    for _ in range(TO_SELF_DELAY + 10):
-        if gained() > AMOUNT_MSAT // 1000 - 20_000:
-            break
-        node_factory.mine(1, [amp, cln])
-    assert AMOUNT_MSAT // 1000 - 20_000 < gained() < AMOUNT_MSAT // 1000, gained()
+    gained = wallet_gain(node_factory, amp, before, AMOUNT_MSAT // 1000 - 20_000, [amp, cln])
+    assert AMOUNT_MSAT // 1000 - 20_000 < gained < AMOUNT_MSAT // 1000, gained
     wait_for(lambda: not any("spendable by us in" in s or "being" in s for s in channel(amp, cln)["status"]), 30,
              "nothing left to resolve")
 
@@ -164,25 +184,8 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
                             "Not dropping our unilateral close onchain", "Replaying old unprocessed HTLC")
     cln.stop()
     grace = 2                                   # ampere.ln.channel.core.OFFERED_HTLC_GRACE_BLOCKS
-    node_factory.mine(expiry + grace - 1 - chaind.rpc("getblockcount"), [amp])
-    assert channel(amp, cln)["state"] == "CHANNELD_NORMAL"
-    node_factory.mine(1, [amp])
-    wait_for(lambda: channel(amp, cln)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the channel")
-    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
-    node_factory.mine(1, [amp])
-
-    def timeout_txid() -> str | None:
-        for s in channel(amp, cln)["status"]:
-            if "timed out by our" in s:
-                return re.findall(r"[0-9a-f]{64}", s.split("timed out by our")[1])[0]
-        return None
-    for _ in range(5):
-        if timeout_txid():
-            break
-        node_factory.mine(1, [amp])
-    txid = timeout_txid()
-    assert txid is not None, channel(amp, cln)["status"]
-    timed_out_at = chaind.rpc("getblock", chaind.rpc("getrawtransaction", txid, True)["blockhash"])["height"]
+    fails_at(node_factory, amp, cln, expiry + grace, [amp], "Ampere fails the channel")
+    timed_out_at = resolved_by(node_factory, amp, cln, "timed out by our", [amp])["height"]
     assert expiry <= timed_out_at <= expiry + grace + 5, (timed_out_at, expiry)
     # BOLT 5: the payment fails only once the timeout "has reached reasonable depth" (3 blocks).
     while chaind.rpc("getblockcount") < timed_out_at + 2:
@@ -191,15 +194,9 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
     wait_for(lambda: amp.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "failed",
              30, "Ampere's payment fails")
 
-    def gained() -> int:
-        now = confirmed_wallet(amp)
-        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
     # Its to_local and the HTLC's value, less the fees of its own transactions, come back to its wallet.
-    for _ in range(TO_SELF_DELAY + 10):
-        if gained() > CAPACITY - 30_000:
-            break
-        node_factory.mine(1, [amp])
-    assert CAPACITY - 30_000 < gained() < CAPACITY, gained()
+    gained = wallet_gain(node_factory, amp, before, CAPACITY - 30_000, [amp])
+    assert CAPACITY - 30_000 < gained < CAPACITY, gained
     cln.start()
     wait_for(lambda: all(c["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL")
                          for c in cln.rpc.listpeerchannels(amp.node_id)["channels"]), 60, "CLN sees the close")
@@ -210,7 +207,6 @@ def test_forwarding_upstream_cln_vanishes_ampere_claims_upstream_onchain(node_fa
     Ampere has paid downstream (off-chain, the preimage in hand) and must be paid upstream. Its fulfil can never
     reach the payer, so at the upstream HTLC's cltv_expiry - 18 Ampere fails that channel and claims the HTLC with
     the preimage on-chain, before the payer could time it out: Ampere ends with the amount and its fee."""
-    chaind = node_factory.chaind
     payer = node_factory.get_cln_node(**{"watchtime-blocks": TO_SELF_DELAY})
     amp = node_factory.get_node(listen=True, **{"watchtime-blocks": TO_SELF_DELAY})
     payee = node_factory.get_cln_node(plugin=HODL)
@@ -239,41 +235,18 @@ def test_forwarding_upstream_cln_vanishes_ampere_claims_upstream_onchain(node_fa
     wait_for(lambda: channel(amp, payee)["htlcs"] == [], 30, "downstream settled")
     assert payee.rpc.listinvoices(payment_hash=inv["payment_hash"])["invoices"][0]["status"] == "paid"
 
-    node_factory.mine(expiry - DEADLINE - 1 - chaind.rpc("getblockcount"), [amp, payee])
-    assert channel(amp, payer)["state"] == "CHANNELD_NORMAL"
-    node_factory.mine(1, [amp, payee])
-    wait_for(lambda: channel(amp, payer)["state"] == "AWAITING_UNILATERAL", 30, "Ampere fails the upstream channel")
+    fails_at(node_factory, amp, payer, expiry - DEADLINE, [amp, payee], "Ampere fails the upstream channel")
     assert channel(amp, payee)["state"] == "CHANNELD_NORMAL"     # the other channel is not touched
-    wait_for(lambda: len(chaind.rpc("getrawmempool")) >= 1, 30, "Ampere's commitment in the mempool")
-    node_factory.mine(1, [amp, payee])
-
-    def claim_txid() -> str | None:
-        for s in channel(amp, payer)["status"]:
-            if "claimed with the preimage by our" in s:
-                return re.findall(r"[0-9a-f]{64}", s)[0]
-        return None
-    for _ in range(5):
-        if claim_txid():
-            break
-        node_factory.mine(1, [amp, payee])
-    txid = claim_txid()
-    assert txid is not None, channel(amp, payer)["status"]
-    claimed_at = chaind.rpc("getblock", chaind.rpc("getrawtransaction", txid, True)["blockhash"])["height"]
+    claimed_at = resolved_by(node_factory, amp, payer, "claimed with the preimage by our", [amp, payee])["height"]
     assert claimed_at < expiry - DEADLINE + 5 < expiry, (claimed_at, expiry)
 
     payer.start()
     wait_for(lambda: payer.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"]
              == "complete", 60, "the payer's payment completes")
 
-    def gained() -> int:
-        now = confirmed_wallet(amp)
-        return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
     # Ampere's to_remote on the payer-opened channel was zero: what reaches its wallet is the HTLC (amount + fee)
     # less the fees of its own transactions.
-    for _ in range(TO_SELF_DELAY + 10):
-        if gained() > AMOUNT_MSAT // 1000 - 20_000:
-            break
-        node_factory.mine(1, [amp, payee])
-    assert AMOUNT_MSAT // 1000 - 20_000 < gained() <= (AMOUNT_MSAT + fee) // 1000, gained()
+    gained = wallet_gain(node_factory, amp, before, AMOUNT_MSAT // 1000 - 20_000, [amp, payee])
+    assert AMOUNT_MSAT // 1000 - 20_000 < gained <= (AMOUNT_MSAT + fee) // 1000, gained
     (fwd,) = amp.rpc.listforwards()["forwards"]
     assert fwd["status"] == "settled" and fwd["fee_msat"] == fee, fwd
