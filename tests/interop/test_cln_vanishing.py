@@ -154,19 +154,29 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
              "nothing left to resolve")
 
 
-@pytest.mark.parametrize("channel_type", [(12,), (12, 22)], ids=["static", "anchors"])
-def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, channel_type):
+@pytest.mark.parametrize("channel_type,coins", [((12,), True), ((12, 22), True), ((12, 22), False)],
+                         ids=["static", "anchors", "anchors_no_coins"])
+def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, channel_type, coins):
     """The other direction: CLN's HODL plugin holds Ampere's HTLC and CLN stops. BOLT 2: "if an HTLC which it
     offered is in either node's current commitment transaction, AND is past this timeout deadline: ... MUST fail
     the channel" (the deadline: cltv_expiry plus 2 blocks of grace here). Ampere drops its commitment, times the HTLC
     out with its HTLC-timeout (CLN's signature, nLockTime = cltv_expiry), fails its payment only once that is 3
-    blocks deep (BOLT 5's "reasonable depth"), and gets the money back after its to_self_delay."""
+    blocks deep (BOLT 5's "reasonable depth"), and gets the money back after its to_self_delay. anchors_no_coins:
+    CLN opened the channel and pushed Ampere its balance, Ampere never held a coin: our anchor pays the
+    HTLC-timeout's fee."""
     chaind = node_factory.chaind
     amp = node_factory.get_node(listen=True, **{"watchtime-blocks": TO_SELF_DELAY})
     cln = node_factory.get_cln_node(plugin=HODL, **{"watchtime-blocks": TO_SELF_DELAY})
-    node_factory.fundchannel(amp, cln, CAPACITY, announce=False, channel_type=list(channel_type))
+    if coins:
+        node_factory.fundchannel(amp, cln, CAPACITY, announce=False, channel_type=list(channel_type))
+        node_factory.fund_wallet(amp, 100_000)
+        balance = CAPACITY              # less the commitment's fee and anchors, which the opener pays
+    else:
+        balance = 300_000
+        node_factory.fundchannel(cln, amp, CAPACITY, announce=False, channel_type=list(channel_type),
+                                 push_msat=balance * 1000)
     assert channel(amp, cln)["channel_type"]["bits"] == list(channel_type)
-    node_factory.fund_wallet(amp, 100_000)
+    assert bool(amp.rpc.listfunds()["outputs"]) == coins
     scid = channel(amp, cln)["short_channel_id"]
     inv = cln.rpc.invoice(AMOUNT_MSAT, "hodl-forever", "held by CLN, which then vanishes")
     amp.rpc.sendpay([{"id": cln.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
@@ -179,14 +189,22 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
     before = confirmed_wallet(amp)
 
     amp.allow_complaints = (f"offered HTLC {htlc['id']} timed out at block {expiry}",)
+    if not coins:
+        amp.allow_complaints += ("no coins in the wallet to pay for our HTLC-timeout",)
     # CLN, back, replays its plugin's held HTLC, is told the channel is closed, and logs the funding spend.
     cln.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
                             "Not dropping our unilateral close onchain", "Replaying old unprocessed HTLC")
     cln.stop()
     grace = 2                                   # ampere.ln.channel.core.OFFERED_HTLC_GRACE_BLOCKS
     fails_at(node_factory, amp, cln, expiry + grace, [amp], "Ampere fails the channel")
-    timed_out_at = resolved_by(node_factory, amp, cln, "timed out by our", [amp])["height"]
+    timeout = resolved_by(node_factory, amp, cln, "timed out by our", [amp])
+    timed_out_at = timeout["height"]
     assert expiry <= timed_out_at <= expiry + grace + 5, (timed_out_at, expiry)
+    if not coins:   # its inputs: the HTLC and our 330-sat anchor of the commitment; no change
+        assert len(timeout["vin"]) == 2 and len(timeout["vout"]) == 1, timeout
+        commitment = chaind.rpc("getrawtransaction", timeout["vin"][0]["txid"], True)
+        assert timeout["vin"][1]["txid"] == commitment["txid"]
+        assert commitment["vout"][timeout["vin"][1]["vout"]]["value"] * 10**8 == 330
     # BOLT 5: the payment fails only once the timeout "has reached reasonable depth" (3 blocks).
     while chaind.rpc("getblockcount") < timed_out_at + 2:
         assert amp.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "pending"
@@ -195,8 +213,8 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
              30, "Ampere's payment fails")
 
     # Its to_local and the HTLC's value, less the fees of its own transactions, come back to its wallet.
-    gained = wallet_gain(node_factory, amp, before, CAPACITY - 30_000, [amp])
-    assert CAPACITY - 30_000 < gained < CAPACITY, gained
+    gained = wallet_gain(node_factory, amp, before, balance - 30_000, [amp])
+    assert balance - 30_000 < gained < balance, gained
     cln.start()
     wait_for(lambda: all(c["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL")
                          for c in cln.rpc.listpeerchannels(amp.node_id)["channels"]), 60, "CLN sees the close")
