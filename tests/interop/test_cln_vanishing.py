@@ -42,6 +42,16 @@ def confirmed_wallet(node) -> dict[tuple[str, int], int]:
             if o["status"] == "confirmed"}
 
 
+def send_held(payer, payee, scid: str, label: str) -> dict:
+    """`payer` pays `payee`'s invoice (label `label`) over the channel `scid`; the payee's HODL plugin holds the
+    HTLC. The invoice."""
+    inv = payee.rpc.invoice(AMOUNT_MSAT, label, f"{label}: held by {payee.implementation}")
+    payer.rpc.sendpay([{"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
+                      inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
+    wait_for(lambda: payee.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "the payee holds it")
+    return inv
+
+
 def fails_at(node_factory, amp, peer, height: int, nodes: list, what: str) -> None:
     """Mine up to the block before `height`: the channel stays open; at `height` Ampere fails it (BOLT 2 "MUST fail
     the channel") and its commitment goes out; mine that."""
@@ -101,11 +111,7 @@ def test_cln_vanishes_after_ampere_settles_ampere_claims_before_expiry(node_fact
     if coins:
         node_factory.fund_wallet(amp, 100_000)
     assert bool(amp.rpc.listfunds()["outputs"]) == coins
-    scid = channel(amp, cln)["short_channel_id"]
-    inv = amp.rpc.invoice(AMOUNT_MSAT, "hodl-vanish", "held by Ampere until CLN is gone")
-    cln.rpc.sendpay([{"id": amp.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
-                    inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
-    wait_for(lambda: amp.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "Ampere holds the HTLC")
+    inv = send_held(cln, amp, channel(amp, cln)["short_channel_id"], "hodl-vanish")
     (htlc,) = channel(amp, cln)["htlcs"]
     assert htlc["direction"] == "in" and htlc["state"] == "RCVD_ADD_ACK_REVOCATION", htlc
     expiry = htlc["expiry"]
@@ -177,11 +183,7 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
                                  push_msat=balance * 1000)
     assert channel(amp, cln)["channel_type"]["bits"] == list(channel_type)
     assert bool(amp.rpc.listfunds()["outputs"]) == coins
-    scid = channel(amp, cln)["short_channel_id"]
-    inv = cln.rpc.invoice(AMOUNT_MSAT, "hodl-forever", "held by CLN, which then vanishes")
-    amp.rpc.sendpay([{"id": cln.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
-                    inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
-    wait_for(lambda: cln.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "CLN holds the HTLC")
+    inv = send_held(amp, cln, channel(amp, cln)["short_channel_id"], "hodl-forever")
     wait_for(lambda: channel(amp, cln)["htlcs"][0]["state"] == "SENT_ADD_ACK_REVOCATION", 30, "HTLC committed")
     (htlc,) = channel(amp, cln)["htlcs"]
     assert htlc["direction"] == "out", htlc
