@@ -172,15 +172,9 @@ class AnchorClaims:
         alone, if the commitment's anchor is ours, unspent and not carried by another transaction of ours, and its
         330 sat reach the relay floor. Persisted before it is broadcast, as any funded HTLC transaction."""
         anchor = self._our_anchor(r)
-        if anchor is None or any(u.sweep_tx and (u.extra.get("anchor") is not None or "hanchor" in u.extra)
-                                 for u in r.outputs.values()):
+        if anchor is None or self._anchor_carried(r) or not await self._anchor_unspent(r, anchor[0]):
             return False
         vout, ws = anchor
-        try:
-            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is None:
-                return False  # spent (or being spent) already
-        except (BitcoindError, BitcoindUnreachable):
-            return False
         t = max(group, key=lambda u: (u.out.value_sat, -u.out.vout))
         value = r.spend_tx.outputs[vout].value
         res = fund_htlc_tx_with_anchor(self._htlc_part(r, t),
@@ -247,8 +241,7 @@ class AnchorClaims:
         anchor = self._our_anchor(r)
         if anchor is None or r.spend_height is None or tip + 1 < r.spend_height + ANCHOR_CSV:
             return None
-        if any(u.extra.get("anchor") is not None or "hanchor" in u.extra
-               for u in r.outputs.values() if u is not t and u.sweep_tx):
+        if self._anchor_carried(r, besides=t):
             return None
         vout, ws = anchor
         value = r.spend_tx.outputs[vout].value
@@ -260,13 +253,24 @@ class AnchorClaims:
                                         f"{r.spend_tx.txid_hex()}:{vout} ({value} sat): its input costs {fee} sat at "
                                         f"{feerate}perkw")
             return None
-        try:
-            if await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is None:
-                return None  # spent (or being spent) by someone else
-        except (BitcoindError, BitcoindUnreachable) as e:
-            self.node.log.debug(LOG, f"Channel {r.channel_id.hex()}: cannot look up our anchor: {e}")
+        if not await self._anchor_unspent(r, vout):
             return None
         return vout, ws, value, fee
+
+    @staticmethod
+    def _anchor_carried(r: Resolution, besides: Tracked | None = None) -> bool:
+        """Whether a transaction of ours built for an output other than `besides` spends our anchor: a sweep it
+        rides along (`anchor`) or an HTLC transaction it pays for (`hanchor`)."""
+        return any(u is not besides and u.sweep_tx and (u.extra.get("anchor") is not None or "hanchor" in u.extra)
+                   for u in r.outputs.values())
+
+    async def _anchor_unspent(self, r: Resolution, vout: int) -> bool:
+        """Our anchor output is unspent, in the chain and the mempool (False also when the backend cannot say)."""
+        try:
+            return await self.node.chain.gettxout(OutPoint(r.spend_txid, vout), include_mempool=True) is not None
+        except (BitcoindError, BitcoindUnreachable) as e:
+            self.node.log.debug(LOG, f"Channel {r.channel_id.hex()}: cannot look up our anchor: {e}")
+            return False
 
     async def _anchor_lost(self, r: Resolution, t: Tracked, tip: int) -> None:
         """Our unconfirmed sweep of `t` carries our anchor and someone else's spend of the anchor was mined: it
