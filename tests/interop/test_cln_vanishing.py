@@ -8,8 +8,8 @@ So Ampere drops its commitment at cltv_expiry - 18 and spends the HTLC's output 
 (CLN's signature from the commitment_signed, the preimage) well before CLN could time it out; the money reaches
 Ampere's wallet after its to_self_delay. CLN, back, finds the preimage on-chain and completes its payment.
 
-Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Also: CLN holding Ampere's HTLC and
-vanishing (Ampere times it out), and Ampere forwarding when the upstream payer vanishes. Not the race of
+Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Also: CLN holding Ampere's HTLC (or
+two, with an empty wallet) and vanishing (Ampere times it out), and Ampere forwarding when the upstream payer vanishes. Not the race of
 test_cln_unilateral.py (there the closes come first): here nothing but Ampere's own deadline
 makes it go on-chain, the case where a vanishing payer would otherwise take the HTLC back after its expiry."""
 
@@ -42,12 +42,12 @@ def confirmed_wallet(node) -> dict[tuple[str, int], int]:
             if o["status"] == "confirmed"}
 
 
-def send_held(payer, payee, scid: str, label: str) -> dict:
+def send_held(payer, payee, scid: str, label: str, amount_msat: int = AMOUNT_MSAT) -> dict:
     """`payer` pays `payee`'s invoice (label `label`) over the channel `scid`; the payee's HODL plugin holds the
     HTLC. The invoice."""
-    inv = payee.rpc.invoice(AMOUNT_MSAT, label, f"{label}: held by {payee.implementation}")
-    payer.rpc.sendpay([{"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": AMOUNT_MSAT}],
-                      inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=AMOUNT_MSAT)
+    inv = payee.rpc.invoice(amount_msat, label, f"{label}: held by {payee.implementation}")
+    payer.rpc.sendpay([{"id": payee.node_id, "channel": scid, "delay": DELAY, "amount_msat": amount_msat}],
+                      inv["payment_hash"], payment_secret=inv["payment_secret"], amount_msat=amount_msat)
     wait_for(lambda: payee.rpc.call("listheld")["held"].get(inv["payment_hash"]) == 1, 30, "the payee holds it")
     return inv
 
@@ -220,6 +220,72 @@ def test_cln_vanishes_holding_ampere_htlc_ampere_times_it_out(node_factory, chan
     cln.start()
     wait_for(lambda: all(c["state"] in ("ONCHAIN", "FUNDING_SPEND_SEEN", "AWAITING_UNILATERAL")
                          for c in cln.rpc.listpeerchannels(amp.node_id)["channels"]), 60, "CLN sees the close")
+
+
+def timed_out(amp, peer) -> dict[int, str]:
+    """Ampere's HTLC outputs of the closed channel its HTLC-timeout has resolved: {value in sat: that txid}."""
+    found = (re.search(r"\((\d+) sat\) timed out by our ([0-9a-f]{64})", s) for s in channel(amp, peer)["status"])
+    return {int(m.group(1)): m.group(2) for m in found if m}
+
+
+def test_cln_vanishes_holding_two_htlcs_ampere_without_coins_times_out_one_then_the_other(node_factory):
+    """Anchors, and Ampere never held a coin (CLN opened the channel and pushed Ampere its balance): CLN holds two of
+    Ampere's HTLCs, both expiring at the same block, and stops. Our anchor's 330 sat pay for one zero-fee
+    HTLC-timeout at the relay floor, not two: the more valuable HTLC is timed out with the anchor as its fee input;
+    the other waits for coins ("cannot pay the fee"), and no second transaction of ours spends the anchor (it is
+    carried already). Coins reach the wallet: the second HTLC-timeout is funded from them, the anchor-funded one
+    stays as it is, and both payments fail only once their timeouts are 3 deep."""
+    chaind = node_factory.chaind
+    amp = node_factory.get_node(listen=True, **{"watchtime-blocks": TO_SELF_DELAY})
+    cln = node_factory.get_cln_node(plugin=HODL, **{"watchtime-blocks": TO_SELF_DELAY})
+    node_factory.fundchannel(cln, amp, CAPACITY, announce=False, channel_type=[12, 22], push_msat=300_000_000)
+    assert not amp.rpc.listfunds()["outputs"]
+    scid = channel(amp, cln)["short_channel_id"]
+    big = send_held(amp, cln, scid, "hodl-big", AMOUNT_MSAT)
+    small = send_held(amp, cln, scid, "hodl-small", AMOUNT_MSAT // 2)
+    wait_for(lambda: [h["state"] for h in channel(amp, cln)["htlcs"]] == ["SENT_ADD_ACK_REVOCATION"] * 2, 30,
+             "both HTLCs committed")
+    (expiry,) = {h["expiry"] for h in channel(amp, cln)["htlcs"]}
+
+    amp.allow_complaints = (f"timed out at block {expiry}", "no coins in the wallet to pay for our HTLC-timeout",
+                            "cannot pay the fee of our HTLC-timeout")
+    cln.allow_complaints = ("Funding transaction spent", "Peer permanent failure", "peer_in WIRE_ERROR",
+                            "Not dropping our unilateral close onchain", "Replaying old unprocessed HTLC")
+    cln.stop()
+    fails_at(node_factory, amp, cln, expiry + 2, [amp], "Ampere fails the channel")
+    for _ in range(5):
+        if timed_out(amp, cln):
+            break
+        node_factory.mine(1, [amp])
+    big_sat, small_sat = AMOUNT_MSAT // 1000, AMOUNT_MSAT // 2000
+    assert list(timed_out(amp, cln)) == [big_sat], channel(amp, cln)["status"]
+    first = chaind.rpc("getrawtransaction", timed_out(amp, cln)[big_sat], True)
+    commitment = chaind.rpc("getrawtransaction", first["vin"][0]["txid"], True)
+    assert len(first["vin"]) == 2 and first["vin"][1]["txid"] == commitment["txid"], first
+    assert commitment["vout"][first["vin"][1]["vout"]]["value"] * 10**8 == 330
+    assert [round(o["value"] * 10**8) for o in first["vout"]] == [big_sat]
+
+    # The other waits for coins: no transaction of ours spends its output, nor a second one the anchor.
+    amp.wait_for_log("cannot pay the fee of our HTLC-timeout")
+    node_factory.mine(2, [amp])
+    assert list(timed_out(amp, cln)) == [big_sat]
+    assert not chaind.rpc("getrawmempool")
+    assert amp.rpc.listsendpays(payment_hash=small["payment_hash"])["payments"][0]["status"] == "pending"
+
+    node_factory.fund_wallet(amp, 50_000)
+    for _ in range(5):
+        if small_sat in timed_out(amp, cln):
+            break
+        node_factory.mine(1, [amp])
+    second = chaind.rpc("getrawtransaction", timed_out(amp, cln)[small_sat], True)
+    assert second["txid"] != first["txid"] and len(second["vin"]) >= 2, second
+    assert all(i["txid"] != commitment["txid"] or i["vout"] != first["vin"][1]["vout"] for i in second["vin"])
+    assert round(second["vout"][0]["value"] * 10**8) == small_sat
+    assert timed_out(amp, cln)[big_sat] == first["txid"]
+    node_factory.mine(3, [amp])
+    for inv in (big, small):
+        wait_for(lambda: amp.rpc.listsendpays(payment_hash=inv["payment_hash"])["payments"][0]["status"] == "failed",
+                 30, "Ampere's payment fails")
 
 
 def test_forwarding_upstream_cln_vanishes_ampere_claims_upstream_onchain(node_factory):

@@ -100,7 +100,9 @@ class AnchorClaims:
         group = [u for u in r.outputs.values() if self._htlc_fundable(r, u, tip)
                  and Transaction.parse(bytes.fromhex(u.extra["stage"][0])).locktime == lock]
         group.sort(key=lambda u: u.out.vout)
-        return await self._fund_htlc_group(r, group, tip)
+        # True only if `t` itself is funded: paid for by our anchor alone, the group's other HTLC transactions
+        # wait for coins, and the caller must not go on to broadcast a transaction `t` does not have.
+        return await self._fund_htlc_group(r, group, tip) and t.sweep_tx is not None
 
     async def _fund_htlc_group(self, r: Resolution, group: list[Tracked], tip: int,
                                old: Transaction | None = None) -> bool:
