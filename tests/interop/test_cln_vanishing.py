@@ -9,9 +9,9 @@ So Ampere drops its commitment at cltv_expiry - 18 and spends the HTLC's output 
 Ampere's wallet after its to_self_delay. CLN, back, finds the preimage on-chain and completes its payment.
 
 Ampere is killed (kill -9) and restarted between its fulfil and the deadline. Also: CLN holding Ampere's HTLC (or
-two, with an empty wallet) and vanishing (Ampere times it out), and Ampere forwarding when the upstream payer vanishes. Not the race of
-test_cln_unilateral.py (there the closes come first): here nothing but Ampere's own deadline
-makes it go on-chain, the case where a vanishing payer would otherwise take the HTLC back after its expiry."""
+two, with an empty wallet) and vanishing (Ampere times it out), and Ampere forwarding when the upstream payer
+vanishes. Not the race of test_cln_unilateral.py (there the closes come first): here nothing but Ampere's own
+deadline makes it go on-chain, the case where a vanishing payer would otherwise take the HTLC back after its expiry."""
 
 from __future__ import annotations
 
