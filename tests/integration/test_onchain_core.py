@@ -678,6 +678,52 @@ def test_unconfirmed_spend_is_broadcast_until_mined(funded_chaind, tmp_path, cha
     run(main())
 
 
+def test_one_channel_failing_to_resolve_does_not_stop_the_others_or_the_chain(funded_chaind, tmp_path):
+    """A bug in one channel's on-chain plan (an exception while resolving it at a block) is logged BROKEN and that
+    channel is taken up again at the next block; the other channels are resolved at that block as usual, and the
+    node keeps following the chain. (Raised to the chain watcher, the block would be redone at every poll: the node
+    would never see a later block, so no deadline of any channel would come.)"""
+    chaind = funded_chaind
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        try:
+            spk = await ha.wallet_script()
+            pairs = [open_on_chain(chaind, spk, b"\x00\x14" + b"\xbb" * 20) for _ in range(2)]
+            await ha.synced()
+            broken_id, fine_id = (p.a.ch.channel_id for p in pairs)
+            for i, p in enumerate(pairs):
+                ha.watch_funding(p.a, record_of(p.a, i + 1))
+                p.a.apply(core.force_close(p.a.ch, p.a.signer, "test"))
+                chaind.rpc("sendrawtransaction", p.a.broadcasts[-1].serialize().hex())
+            advance = ha.onchain._advance_at
+            failing = [True]
+
+            async def advance_with_a_bug(r, height):
+                if r.channel_id == broken_id and failing[0]:
+                    raise RuntimeError("a bug in this channel's plan")
+                await advance(r, height)
+
+            ha.onchain._advance_at = advance_with_a_bug
+            chaind.mine(1)
+            s = await ha.synced()                # not stuck at the block before
+            chaind.mine(DELAY - 1)               # the next block may hold a to_local sweep
+            await ha.synced()                    # nor later
+            assert ha.logged("broken", f"Channel {broken_id.hex()}: resolving at block {s} failed")
+            # The other channel: its to_local is swept once to_self_delay has passed, as ever.
+            await until(lambda: ha.onchain.describe(fine_id)["outputs"][0]["sweep_txid"], what="the other's sweep")
+            assert ha.onchain.describe(broken_id)["outputs"][0]["sweep_txid"] is None
+            # The bug gone (the daemon upgraded), the channel is resolved at the next block.
+            failing[0] = False
+            chaind.mine(1)
+            await ha.synced()
+            await until(lambda: ha.onchain.describe(broken_id)["outputs"][0]["sweep_txid"], what="its sweep")
+        finally:
+            await ha.stop()
+
+    run(main())
+
+
 @both_types
 def test_output_not_worth_sweeping_is_left_and_channel_still_closes(funded_chaind, tmp_path, channel_type):
     chaind = funded_chaind

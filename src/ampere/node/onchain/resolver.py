@@ -756,6 +756,19 @@ class OnchainResolver(AnchorClaims):
         task.add_done_callback(lambda _t, cid=r.channel_id: self._telling.discard(cid))
 
     async def _advance(self, r: Resolution, tip: int) -> None:
+        """Everything that can be done at this tip (_advance_at), with a bug in one channel's resolution kept to
+        that channel: logged BROKEN and taken up again at the next block or call. Raised, it would stop the other
+        channels' resolution, or (from block_connected) the block would be redone at every poll and the node would
+        never see a later block: no deadline of any channel would come."""
+        try:
+            await self._advance_at(r, tip)
+        except (asyncio.CancelledError, BitcoindError, BitcoindUnreachable):
+            raise   # not a bug: the chain backend's trouble, handled (and the block redone) by the chain watcher
+        except Exception as e:
+            self.node.log.broken(LOG, f"Channel {r.channel_id.hex()}: resolving at block {tip} failed: {e!r}; "
+                                      "again at the next block")
+
+    async def _advance_at(self, r: Resolution, tip: int) -> None:
         """Everything that can be done at this tip: (re)broadcasts, sweeps, closing."""
         if r.closed or tip < 0 or r.kind is None:
             return
