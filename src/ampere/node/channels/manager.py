@@ -1250,14 +1250,24 @@ class ChannelManager(HtlcInterface):
     # --- chain listener -----------------------------------------------------------------------------
     async def block_connected(self, height: int, block: Any) -> None:
         for rec in list(self.records.values()):
-            st = rec.state
-            if st is CS.CHANNELD_AWAITING_LOCKIN:
-                await self._check_depth(rec, height)
-            elif st in OPERATING and rec.core.htlcs:
-                await self.run(rec, lambda ch: core.on_block(ch, rec.signer, height))
-            if st in (CS.CHANNELD_AWAITING_LOCKIN, CS.CLOSINGD_COMPLETE, CS.AWAITING_UNILATERAL) and height % 6 == 0:
-                await self._rebroadcast(rec)
+            try:
+                await self._channel_block(rec, height)
+            except (BitcoindError, BitcoindUnreachable):
+                raise   # the chain backend's trouble: the chain watcher redoes the block
+            except Exception as e:
+                # A bug in one channel must not keep the others from their HTLC deadlines: raised to the chain
+                # watcher, the block would be redone at every poll and no later block would ever be seen.
+                self.node.log.broken(self._src(rec), f"At block {height}: {e!r}; again at the next block")
         await self._follow_fees()
+
+    async def _channel_block(self, rec: ChannelRecord, height: int) -> None:
+        st = rec.state
+        if st is CS.CHANNELD_AWAITING_LOCKIN:
+            await self._check_depth(rec, height)
+        elif st in OPERATING and rec.core.htlcs:
+            await self.run(rec, lambda ch: core.on_block(ch, rec.signer, height))
+        if st in (CS.CHANNELD_AWAITING_LOCKIN, CS.CLOSINGD_COMPLETE, CS.AWAITING_UNILATERAL) and height % 6 == 0:
+            await self._rebroadcast(rec)
 
     async def block_disconnected(self, height: int, block_hash: bytes, block: Any) -> None:
         return None
@@ -1283,7 +1293,11 @@ class ChannelManager(HtlcInterface):
             current = ch.feerate_per_kw
             if current and abs(target - current) * 10 < current:  # within 10%: not worth a signature round
                 continue
-            step = await self.run(rec, lambda c: core.update_fee(c, rec.signer, target, self.env(rec)))
+            try:
+                step = await self.run(rec, lambda c: core.update_fee(c, rec.signer, target, self.env(rec)))
+            except Exception as e:   # (as in block_connected: one channel's bug is that channel's)
+                self.node.log.broken(self._src(rec), f"update_fee to {target}: {e!r}")
+                continue
             if isinstance(step, Refusal):
                 self.node.log.debug(self._src(rec), f"update_fee to {target}: {step.message}")
 
