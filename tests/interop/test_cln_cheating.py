@@ -231,3 +231,47 @@ def test_ampere_cheats_with_htlcs_cln_punishes(node_factory, second_stage):
     node_factory.mine(8, [amp, cln])
     assert wallet(amp) == amp_before
     assert [tx.txid_hex() for tx in penalties()] == [tx.txid_hex() for tx in mined]
+
+
+def test_cln_cheats_while_ampere_is_down_ampere_punishes_when_back(node_factory):
+    """The classic cheat: CLN broadcasts its revoked commitment (an HTLC each way on it, anchors) while Ampere is
+    stopped, and blocks go by: all but two of the to_self_delay Ampere imposed on CLN. Ampere, started again,
+    catches up with the blocks it missed, finds the cheat in one of them and takes to_local and both HTLC outputs
+    with the revocation key (its own to_remote swept too) before CLN could take its to_local; its wallet ends with
+    the whole commitment less the anchors and the fees."""
+    chaind = node_factory.chaind
+    amp, cln, hash_c, hash_a = open_and_hold(node_factory, "cln", (12, 22))
+    old = Transaction.parse_hex(cln.rpc.call("dev-sign-last-tx", {"id": amp.node_id})["tx"])
+    claimed = {v for v, o in enumerate(old.outputs) if o.value != ANCHOR_SAT}
+    assert len(claimed) == 4 and len(old.outputs) == 6
+    move_on(amp, cln, hash_c, hash_a)
+    amp_before = wallet(amp)
+    (chan,) = amp.rpc.listpeerchannels(cln.node_id)["channels"]
+    delay = chan["their_to_self_delay"]   # the CSV on CLN's to_local: Ampere's deadline for the penalty
+
+    cln.allow_broken_log = True
+    # Ampere, back, reconnects: CLN answers that the channel's funding is spent (an error, as it should).
+    cln.allow_complaints = ("did *we* cheat?", "peer_out WIRE_ERROR") + FUNDING_SPENT
+    amp.allow_complaints = ("the peer broadcast its REVOKED commitment", "Funding transaction spent")
+    amp.stop()
+    txid = chaind.rpc("sendrawtransaction", old.serialize().hex())
+    node_factory.mine(1, [cln])
+    cheat_height = chaind.rpc("getblockcount")
+    # Down for all but the last two blocks of that delay: CLN could sweep its to_local in block cheat + delay.
+    assert delay >= 4, delay
+    node_factory.mine(delay - 3, [cln])
+    amp.start()
+    wait_for(lambda: spent_vouts(mempool_spenders(chaind, txid), txid) == claimed, 60,
+             "Ampere's penalties in the mempool after its restart")
+    node_factory.mine(1, [amp, cln])
+    sweeps = spenders(chaind, txid, cheat_height + 1)
+    assert spent_vouts(sweeps, txid) == claimed
+    mine = {(tx.txid_hex(), v): o.value for tx in sweeps for v, o in enumerate(tx.outputs)}
+    wait_for(lambda: set(mine) <= set(wallet(amp)), 30, "the sweeps' outputs in Ampere's wallet")
+    gained = sum(wallet(amp).values()) - sum(amp_before.values())
+    sweep_fees = sum(old.outputs[v].value for v in claimed) - sum(mine.values())
+    commit_fee = CAPACITY - sum(o.value for o in old.outputs)
+    assert gained == CAPACITY - commit_fee - 2 * ANCHOR_SAT - sweep_fees
+    assert 0 < sweep_fees < 20_000, sweep_fees
+    status = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["status"]
+    assert sum("taken by our penalty" in s for s in status) == 3, status
