@@ -422,6 +422,9 @@ def test_aggregated_htlc_timeout_loses_an_output_to_the_peer(node_factory_chain,
     chaind.start()
     assert chaind.rpc("getrawmempool") == []
 
+    # to_local's sweep goes out once its to_self_delay has passed (at the tip l1 has caught up with: blocks mined
+    # at once are followed to their tip, then acted on), alone: our anchor's 16 blocks have not passed.
+    mine(chaind, close_height + TO_SELF_DELAY - 1 - chaind.rpc("getblockcount"), l1)
     # At the expiry both HTLC-timeouts go out as ONE transaction (a wallet input and change).
     mine(chaind, expiry - chaind.rpc("getblockcount"), l1)
     [agg] = wait_for(lambda: spending(vout_a), 30, "the aggregated HTLC-timeout transaction")

@@ -237,8 +237,8 @@ def test_cln_cheats_while_ampere_is_down_ampere_punishes_when_back(node_factory)
     """The classic cheat: CLN broadcasts its revoked commitment (an HTLC each way on it, anchors) while Ampere is
     stopped, and blocks go by: all but two of the to_self_delay Ampere imposed on CLN. Ampere, started again,
     catches up with the blocks it missed, finds the cheat in one of them and takes to_local and both HTLC outputs
-    with the revocation key (its own to_remote swept too) before CLN could take its to_local; its wallet ends with
-    the whole commitment less the anchors and the fees."""
+    with the revocation key (its own to_remote swept too) before CLN could take its to_local, each penalty built
+    once at the tip it caught up with; its wallet ends with the whole commitment less the anchors and the fees."""
     chaind = node_factory.chaind
     amp, cln, hash_c, hash_a = open_and_hold(node_factory, "cln", (12, 22))
     old = Transaction.parse_hex(cln.rpc.call("dev-sign-last-tx", {"id": amp.node_id})["tx"])
@@ -263,6 +263,9 @@ def test_cln_cheats_while_ampere_is_down_ampere_punishes_when_back(node_factory)
     amp.start()
     wait_for(lambda: spent_vouts(mempool_spenders(chaind, txid), txid) == claimed, 60,
              "Ampere's penalties in the mempool after its restart")
+    # Built and broadcast once, at the tip it caught up with: not fee-bumped (RBF) as if each had waited through
+    # the blocks Ampere missed, which would raise their fee block after block of the catch-up.
+    assert "RBF onchain" not in amp.logs(), [ln for ln in amp.logs().splitlines() if "RBF" in ln]
     node_factory.mine(1, [amp, cln])
     sweeps = spenders(chaind, txid, cheat_height + 1)
     assert spent_vouts(sweeps, txid) == claimed

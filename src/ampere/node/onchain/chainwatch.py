@@ -99,6 +99,9 @@ class ChainWatcher:
         self.hashes: dict[int, bytes] = {}  # height -> hash of every processed block
         self.fees = FeeEstimates()
         self.synced = False
+        # The backend's tip height as last read: a block below it is one being caught up with (listeners act at
+        # the tip, not at every block of a catch-up: see OnchainResolver.block_connected).
+        self.target_height = -1
         self.listeners: list[Any] = []
         self._recent: dict[bytes, Block] = {}
         self._pending_rows: list[tuple[int, bytes]] = []
@@ -258,6 +261,7 @@ class ChainWatcher:
 
     async def _catch_up(self, remote_height: int, best_hash: str | None) -> None:
         while True:
+            self.target_height = remote_height
             if self.height >= remote_height:
                 if best_hash is None or bytes.fromhex(best_hash)[::-1] == self.tip_hash:
                     break

@@ -760,6 +760,12 @@ class OnchainResolver(AnchorClaims):
         that channel: logged BROKEN and taken up again at the next block or call. Raised, it would stop the other
         channels' resolution, or (from block_connected) the block would be redone at every poll and the node would
         never see a later block: no deadline of any channel would come."""
+        chain = self.node.chain
+        if chain is not None and tip < chain.target_height:
+            # Catching up with blocks missed while down: spends are recorded block by block (block_connected), but
+            # claims are built and broadcast once, at the tip. At each past block they would be fee-bumped as if
+            # that many blocks had gone by without them, and rebroadcast when a later block may hold them already.
+            return
         try:
             await self._advance_at(r, tip)
         except (asyncio.CancelledError, BitcoindError, BitcoindUnreachable):
