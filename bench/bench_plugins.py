@@ -4,9 +4,12 @@ bench/cln.py), the two measured alternately so that both see the same machine lo
 
 Prints figures; not a test.  All calls go through pyln-client's LightningRpc, sequentially, one
 call at a time, with the same plugins (tests/plugins/: pyln-client, unmodified), in alternated batches
-(run_cases).
+(run_cases).  CLIENTS=k: each batch is k client processes calling at once (BATCH calls each), the rate theirs
+together: many clients of one node, where the pyln-client plugin, one process answering one request at a time,
+sets the pace on both nodes.
 """
 
+import multiprocessing
 import os
 import statistics
 import sys
@@ -20,7 +23,41 @@ WARMUP = 200
 
 
 BATCHES = 40   # alternated batches per case and implementation
-BATCH = 200    # calls per batch
+BATCH = 200    # calls per batch (per client)
+CLIENTS = int(os.environ.get("CLIENTS", "1"))
+
+
+def _client(path: str, call, go, done) -> None:
+    rpc = LightningRpc(path)
+    call(rpc)   # warm before the clock starts
+    done.put(None)
+    go.wait()
+    for _ in range(BATCH):
+        call(rpc)
+    done.put(None)
+
+
+def timed_batch(rpc: LightningRpc, call) -> float:
+    """Seconds per call of one batch: BATCH calls in this process, or CLIENTS processes' BATCH calls each."""
+    if CLIENTS == 1:
+        with Timer() as t:
+            for _ in range(BATCH):
+                call(rpc)
+        return t.elapsed / BATCH
+    ctx = multiprocessing.get_context("fork")
+    go, done = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=_client, args=(rpc.socket_path, call, go, done)) for _ in range(CLIENTS)]
+    for p in procs:
+        p.start()
+    for _ in procs:
+        done.get()   # each ready
+    with Timer() as t:
+        go.set()
+        for _ in procs:
+            done.get()
+    for p in procs:
+        p.join()
+    return t.elapsed / (BATCH * CLIENTS)
 
 
 def plugin_paths(*names: str) -> list[str]:
@@ -43,11 +80,7 @@ def run_cases(rpcs: dict[str, LightningRpc], cases: list[tuple[str, str, object]
                 call(rpcs[who])
         for b in range(BATCHES):
             for who, call in (impls if b % 2 == 0 else impls[::-1]):
-                rpc = rpcs[who]
-                with Timer() as t:
-                    for _ in range(BATCH):
-                        call(rpc)
-                per_call[who].append(t.elapsed / BATCH)
+                per_call[who].append(timed_batch(rpcs[who], call))
         medians = {}
         for who, _ in impls:
             ts = sorted(per_call[who])
