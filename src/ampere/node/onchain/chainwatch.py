@@ -100,7 +100,7 @@ class ChainWatcher:
         self.fees = FeeEstimates()
         self.synced = False
         # The backend's tip height as last read: a block below it is one being caught up with (listeners act at
-        # the tip, not at every block of a catch-up: see OnchainResolver.block_connected).
+        # the tip, not at every block of a catch-up: see OnchainResolver._advance).
         self.target_height = -1
         self.listeners: list[Any] = []
         self._recent: dict[bytes, Block] = {}

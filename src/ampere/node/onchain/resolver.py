@@ -756,10 +756,11 @@ class OnchainResolver(AnchorClaims):
         task.add_done_callback(lambda _t, cid=r.channel_id: self._telling.discard(cid))
 
     async def _advance(self, r: Resolution, tip: int) -> None:
-        """Everything that can be done at this tip (_advance_at), with a bug in one channel's resolution kept to
-        that channel: logged BROKEN and taken up again at the next block or call. Raised, it would stop the other
-        channels' resolution, or (from block_connected) the block would be redone at every poll and the node would
-        never see a later block: no deadline of any channel would come."""
+        """Everything that can be done at this tip (_advance_at), once the chain watcher has caught up with the
+        backend's tip, with a bug in one channel's resolution kept to that channel: logged BROKEN and taken up again
+        at the next block or call. Raised, it would stop the other channels' resolution, or (from block_connected)
+        the block would be redone at every poll and the node would never see a later block: no deadline of any
+        channel would come."""
         chain = self.node.chain
         if chain is not None and tip < chain.target_height:
             # Catching up with blocks missed while down: spends are recorded block by block (block_connected), but
