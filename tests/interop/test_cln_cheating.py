@@ -64,6 +64,29 @@ def spent_vouts(txs: list[Transaction], txid: str) -> set[int]:
 ANCHOR_SAT = 330   # BOLT #3: each anchor output of an option_anchors commitment
 
 
+def ampere_took_everything(chaind, amp, cln, old: Transaction, claimed: set[int], first: int,
+                           amp_before: dict) -> tuple[list[Transaction], int, int, int]:
+    """After the cheat `old`: the transactions mined from height `first` on that spend it claim exactly `claimed`
+    (to_local, the HTLC outputs, Ampere's to_remote), their outputs reach Ampere's wallet, and its wallet gained
+    every satoshi of the commitment (the channel less the commitment's fee and anchors) less only its sweeps' fees;
+    its status shows three penalties, two of them on HTLC outputs. (sweeps, gained, sweep fees, commitment fee)."""
+    txid = old.txid_hex()
+    sweeps = spenders(chaind, txid, first)
+    assert spent_vouts(sweeps, txid) == claimed
+    mine = {(tx.txid_hex(), v): o.value for tx in sweeps for v, o in enumerate(tx.outputs)}
+    wait_for(lambda: set(mine) <= set(wallet(amp)), 30, "the sweeps' outputs in Ampere's wallet")
+    status = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["status"]
+    assert sum("taken by our penalty" in s for s in status) == 3, status
+    assert sum("revoked_htlc output" in s and "taken by our penalty" in s for s in status) == 2, status
+    anchors = sum(o.value == ANCHOR_SAT for o in old.outputs)
+    gained = sum(wallet(amp).values()) - sum(amp_before.values())
+    sweep_fees = sum(old.outputs[v].value for v in claimed) - sum(mine.values())
+    commit_fee = CAPACITY - sum(o.value for o in old.outputs)
+    assert gained == sum(mine.values()) == CAPACITY - commit_fee - ANCHOR_SAT * anchors - sweep_fees
+    assert 0 < sweep_fees < 20_000, sweep_fees
+    return sweeps, gained, sweep_fees, commit_fee
+
+
 def open_and_hold(node_factory, cheater_kind: str, channel_type: tuple[int, ...] = (12,)):
     """Ampere opens to CLN (pushing some to CLN), then an HTLC each way is held by the receiver's HODL plugin:
     both are irrevocably committed, so each side's latest commitment carries both. Returns (amp, cln, hashes)
@@ -136,21 +159,10 @@ def test_cln_cheats_with_htlcs_ampere_takes_everything(node_factory, channel_typ
              "Ampere's penalties in the mempool")
     assert chaind.rpc("getblockcount") == seen
     node_factory.mine(1, [amp, cln])
-    sweeps = spenders(chaind, txid, seen + 1)
-    assert spent_vouts(sweeps, txid) == claimed
-    mine = {(tx.txid_hex(), v): o.value for tx in sweeps for v, o in enumerate(tx.outputs)}
-    wait_for(lambda: set(mine) <= set(wallet(amp)), 30, "the sweeps' outputs in Ampere's wallet")
-    status = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["status"]
-    assert sum("taken by our penalty" in s for s in status) == 3, status
-    assert sum("revoked_htlc output" in s and "taken by our penalty" in s for s in status) == 2, status
-
     # Exact accounting: Ampere's wallet gained every sweep output, i.e. the whole commitment (the channel less the
     # commitment's fee and the anchors) less only its sweeps' fees.
-    gained = sum(wallet(amp).values()) - sum(amp_before.values())
-    sweep_fees = sum(old.outputs[v].value for v in claimed) - sum(mine.values())
-    commit_fee = CAPACITY - sum(o.value for o in old.outputs)
-    assert gained == sum(mine.values()) == CAPACITY - commit_fee - ANCHOR_SAT * len(anchor_vouts) - sweep_fees
-    assert 0 < sweep_fees < 20_000, sweep_fees
+    sweeps, gained, sweep_fees, commit_fee = ampere_took_everything(chaind, amp, cln, old, claimed, seen + 1,
+                                                                    amp_before)
     # CLN, the cheater, gets nothing: more blocks (its HTLC second stages would need a few; the anchors become
     # anyone's after 16) change nothing; neither side spends an anchor nor complains.
     node_factory.mine(17 if anchors else 3, [amp, cln])
@@ -267,14 +279,4 @@ def test_cln_cheats_while_ampere_is_down_ampere_punishes_when_back(node_factory)
     # the blocks Ampere missed, which would raise their fee block after block of the catch-up.
     assert "RBF onchain" not in amp.logs(), [ln for ln in amp.logs().splitlines() if "RBF" in ln]
     node_factory.mine(1, [amp, cln])
-    sweeps = spenders(chaind, txid, cheat_height + 1)
-    assert spent_vouts(sweeps, txid) == claimed
-    mine = {(tx.txid_hex(), v): o.value for tx in sweeps for v, o in enumerate(tx.outputs)}
-    wait_for(lambda: set(mine) <= set(wallet(amp)), 30, "the sweeps' outputs in Ampere's wallet")
-    gained = sum(wallet(amp).values()) - sum(amp_before.values())
-    sweep_fees = sum(old.outputs[v].value for v in claimed) - sum(mine.values())
-    commit_fee = CAPACITY - sum(o.value for o in old.outputs)
-    assert gained == CAPACITY - commit_fee - 2 * ANCHOR_SAT - sweep_fees
-    assert 0 < sweep_fees < 20_000, sweep_fees
-    status = amp.rpc.listpeerchannels(cln.node_id)["channels"][0]["status"]
-    assert sum("taken by our penalty" in s for s in status) == 3, status
+    ampere_took_everything(chaind, amp, cln, old, claimed, cheat_height + 1, amp_before)

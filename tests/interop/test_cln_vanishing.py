@@ -64,6 +64,15 @@ def fails_at(node_factory, amp, peer, height: int, nodes: list, what: str) -> No
     node_factory.mine(1, nodes)
 
 
+def mine_until(node_factory, pred, nodes: list, at_most: int = 5):
+    """Mine a block at a time, at most `at_most`, until `pred()` is true; pred's last value."""
+    for _ in range(at_most):
+        if pred():
+            break
+        node_factory.mine(1, nodes)
+    return pred()
+
+
 def resolved_by(node_factory, amp, peer, phrase: str, nodes: list) -> dict:
     """The transaction of Ampere's status line with `phrase` (its HTLC transaction), once mined: at most five
     blocks after the commitment's."""
@@ -72,11 +81,7 @@ def resolved_by(node_factory, amp, peer, phrase: str, nodes: list) -> dict:
             if phrase in s:
                 return re.findall(r"[0-9a-f]{64}", s.split(phrase)[1])[0]
         return None
-    for _ in range(5):
-        if txid():
-            break
-        node_factory.mine(1, nodes)
-    found = txid()
+    found = mine_until(node_factory, txid, nodes)
     assert found is not None, channel(amp, peer)["status"]
     tx = node_factory.chaind.rpc("getrawtransaction", found, True)
     tx["height"] = node_factory.chaind.rpc("getblock", tx["blockhash"])["height"]
@@ -89,10 +94,7 @@ def wallet_gain(node_factory, amp, before: dict, least: int, nodes: list) -> int
     def gained() -> int:
         now = confirmed_wallet(amp)
         return sum(v for k, v in now.items() if k not in before) - sum(v for k, v in before.items() if k not in now)
-    for _ in range(TO_SELF_DELAY + 10):
-        if gained() > least:
-            break
-        node_factory.mine(1, nodes)
+    mine_until(node_factory, lambda: gained() > least, nodes, TO_SELF_DELAY + 10)
     return gained()
 
 
@@ -253,10 +255,7 @@ def test_cln_vanishes_holding_two_htlcs_ampere_without_coins_times_out_one_then_
                             "Not dropping our unilateral close onchain", "Replaying old unprocessed HTLC")
     cln.stop()
     fails_at(node_factory, amp, cln, expiry + 2, [amp], "Ampere fails the channel")
-    for _ in range(5):
-        if timed_out(amp, cln):
-            break
-        node_factory.mine(1, [amp])
+    mine_until(node_factory, lambda: timed_out(amp, cln), [amp])
     big_sat, small_sat = AMOUNT_MSAT // 1000, AMOUNT_MSAT // 2000
     assert list(timed_out(amp, cln)) == [big_sat], channel(amp, cln)["status"]
     first = chaind.rpc("getrawtransaction", timed_out(amp, cln)[big_sat], True)
@@ -273,10 +272,7 @@ def test_cln_vanishes_holding_two_htlcs_ampere_without_coins_times_out_one_then_
     assert amp.rpc.listsendpays(payment_hash=small["payment_hash"])["payments"][0]["status"] == "pending"
 
     node_factory.fund_wallet(amp, 50_000)
-    for _ in range(5):
-        if small_sat in timed_out(amp, cln):
-            break
-        node_factory.mine(1, [amp])
+    mine_until(node_factory, lambda: small_sat in timed_out(amp, cln), [amp])
     second = chaind.rpc("getrawtransaction", timed_out(amp, cln)[small_sat], True)
     assert second["txid"] != first["txid"] and len(second["vin"]) >= 2, second
     assert all(i["txid"] != commitment["txid"] or i["vout"] != first["vin"][1]["vout"] for i in second["vin"])
