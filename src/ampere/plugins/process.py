@@ -22,7 +22,10 @@ import itertools
 import json
 import os
 import re
+import time
 from typing import Any, Callable
+
+from . import answer_poll
 from .notifications import encode
 
 PLUGIN_TERMINATED = -4
@@ -214,7 +217,7 @@ class _Stdout(asyncio.Protocol):
 
 class PendingRequest:
     """One request awaiting its answer: a future to resolve, or (callback mode) a function to call with it."""
-    __slots__ = ("future", "notify_cb", "method", "callback")
+    __slots__ = ("future", "notify_cb", "method", "callback", "sent")
 
     def __init__(self, future: asyncio.Future | None, notify_cb: Callable[[dict], None] | None, method: str,
                  callback: Callable[[dict], None] | None = None) -> None:
@@ -222,6 +225,7 @@ class PendingRequest:
         self.notify_cb = notify_cb
         self.method = method
         self.callback = callback
+        self.sent = time.perf_counter()
 
     def resolve(self, msg: dict) -> None:
         if self.callback is not None:
@@ -253,6 +257,7 @@ class PluginProcess:
         self.env = env
         self.argv_extra = argv_extra
         self.pending: dict[str, PendingRequest] = {}
+        self.answer_times = answer_poll.AnswerTimes()
         self._on_notification = on_notification
         self._on_protocol_error = on_protocol_error
         self._on_eof = on_eof
@@ -353,6 +358,7 @@ class PluginProcess:
             return fut
         self.pending[req_id] = PendingRequest(fut, notify_cb, str(message.get("method")))
         self.send(message)
+        self._poll_for_answer(req_id)
         return fut
 
     def send_request_cb(self, message: dict, req_id: str, callback: Callable[[dict], None],
@@ -369,6 +375,13 @@ class PluginProcess:
         if transport is not None and not transport.is_closing():
             transport.write(encode(message))
         self.pending[req_id] = PendingRequest(None, notify_cb, message.get("method"), callback)
+        self._poll_for_answer(req_id)
+
+    def _poll_for_answer(self, req_id: str) -> None:
+        """Turn the loop without sleeping while a quick plugin works on its only request (answer_poll)."""
+        pending = self.pending
+        if answer_poll.ENABLED and len(pending) == 1 and self.answer_times.worth_polling():
+            answer_poll.POLLER.poll(lambda: req_id in pending and len(pending) == 1)
 
     def drop(self, req_id: str) -> None:
         """Forget a request: a late answer will be ignored (a callback-mode request's callback is not called)."""
@@ -496,6 +509,7 @@ class PluginProcess:
         p = self.pending.pop(rid if type(rid) is str else _id_key(rid), None)
         # Can happen if the request was dropped before the plugin answered.
         if p is not None:
+            self.answer_times.answered(time.perf_counter() - p.sent)
             p.resolve(msg)
 
     async def _reap(self) -> None:
