@@ -6,7 +6,7 @@ Prints figures; not a test.  All calls go through pyln-client's LightningRpc, se
 call at a time, with the same plugins (tests/plugins/: pyln-client, unmodified), in alternated batches
 (run_cases).  CLIENTS=k: each batch is k client processes calling at once (BATCH calls each), the rate theirs
 together: many clients of one node, where the pyln-client plugin, one process answering one request at a time,
-sets the pace on both nodes.
+sets the pace on both nodes.  POLL_US=n: ampd's plugin-answer-poll-us (plugins/answer_poll.py; 0: never poll).
 """
 
 import multiprocessing
@@ -17,6 +17,9 @@ import sys
 import cln
 from common import Timer, network, rate
 from pyln.client import LightningRpc
+
+# POLL_US=n: ampd's plugin-answer-poll-us (0: the daemon sleeps while a plugin works, as before session 20).
+AMPD_OPTIONS = {"plugin-answer-poll-us": int(os.environ["POLL_US"])} if "POLL_US" in os.environ else {}
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "plugins")
 WARMUP = 200
@@ -97,7 +100,7 @@ def main() -> None:
         # Trivial methods of pyln-client plugins: `noop` (returns {}), and helloworld's `hello`
         # (which also sends a log line per call).
         plugins = plugin_paths("trivial.py", "helloworld.py")
-        node = f.get_node(plugin=plugins)
+        node = f.get_node(plugin=plugins, options=AMPD_OPTIONS)
         rpcs = {"ampere": LightningRpc(node.rpc_path)}
         cases = [("plugin method (trivial.py noop)", "ampere", lambda r: r.call("noop")),
                  ("plugin method (helloworld.py hello, logs each call)", "ampere",
@@ -115,7 +118,7 @@ def main() -> None:
 
         # getinfo with a pass-through rpc_command hook (every call visits the plugin).
         plugins = plugin_paths("passthrough.py")
-        node = f.get_node(plugin=plugins)
+        node = f.get_node(plugin=plugins, options=AMPD_OPTIONS)
         rpcs = {"ampere": LightningRpc(node.rpc_path)}
         cases = [("getinfo with a pass-through rpc_command hook", "ampere", lambda r: r.getinfo())]
         if chain is not None:

@@ -88,6 +88,7 @@ def test_config_files_and_alias(node_factory):
     (["--rgb=xyz"], "--rgb=xyz"),
     (["--log-level=loud"], "unknown log level 'loud'"),
     (["--scheduling-policy=fifo"], "scheduling-policy is batch or normal"),
+    (["--plugin-answer-poll-us=-1"], "must not be negative"),
 ])
 def test_bad_option_exits_with_message(tmp_path, args, message):
     p = subprocess.run(AMPD + [f"--lightning-dir={tmp_path}", "--network=regtest", "--disable-chain"] + args,
@@ -268,3 +269,14 @@ def test_scheduling_policy_of_threads_and_plugins(node_factory):
     assert _policies(l2.proc.pid) == ({started_with}, {started_with})
     assert l1.rpc.listconfigs("scheduling-policy")["configs"]["scheduling-policy"]["value_str"] == "batch"
     assert l2.rpc.listconfigs("scheduling-policy")["configs"]["scheduling-policy"]["value_str"] == "normal"
+
+
+def test_plugin_answer_poll_option(node_factory):
+    # plugins/answer_poll.py: how long ampd polls for a quick plugin's answer (tests/unit/test_answer_poll.py shows
+    # what it does); 0 turns it off, and plugins answer the same either way.
+    l1 = node_factory.get_node(plugin=HELLO_PLUGIN)
+    l2 = node_factory.get_node(plugin=HELLO_PLUGIN, options={"plugin-answer-poll-us": 0})
+    assert l1.rpc.listconfigs("plugin-answer-poll-us")["configs"]["plugin-answer-poll-us"]["value_int"] == 250
+    assert l2.rpc.listconfigs("plugin-answer-poll-us")["configs"]["plugin-answer-poll-us"]["value_int"] == 0
+    for node in (l1, l2):
+        assert [node.rpc.call("hello", [str(i)]) for i in range(50)] == [f"Hello {i}" for i in range(50)]

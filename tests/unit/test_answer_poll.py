@@ -93,7 +93,7 @@ for line in sys.stdin:
 """
 
 
-def test_a_quick_plugin_is_polled_for_a_slow_one_is_not_and_answers_arrive_either_way(tmp_path, monkeypatch):
+def test_a_quick_plugin_is_polled_for_a_slow_one_or_with_polling_off_is_not_and_answers_arrive_either_way(tmp_path, monkeypatch):
     monkeypatch.setattr(answer_poll, "ENABLED", True)  # (a one-CPU machine would not poll at all)
     monkeypatch.setattr(answer_poll, "spare_cpu", lambda: True)
     poller = _Poller()
@@ -102,10 +102,11 @@ def test_a_quick_plugin_is_polled_for_a_slow_one_is_not_and_answers_arrive_eithe
     script.write_text(f"#!{sys.executable}\n" + textwrap.dedent(PLUGIN))
     script.chmod(0o755)
 
-    async def calls(delay: float, n: int) -> list[int]:
+    async def calls(delay: float, n: int, window: float = POLL_WINDOW) -> list[int]:
         """The poller's turns after each of n sequential calls to a plugin answering after `delay` seconds."""
         plugin = PluginProcess(str(script), cwd=str(tmp_path), env=dict(os.environ), argv_extra=(str(delay),),
-                               on_notification=lambda m: None, on_protocol_error=pytest.fail, on_eof=lambda: None)
+                               on_notification=lambda m: None, on_protocol_error=pytest.fail, on_eof=lambda: None,
+                               poll_window=window)
         await plugin.spawn()
         turns = []
         try:
@@ -118,6 +119,8 @@ def test_a_quick_plugin_is_polled_for_a_slow_one_is_not_and_answers_arrive_eithe
             plugin.kill()
             await plugin.wait_exited(5)
 
+    never = asyncio.run(calls(0.0, 10, window=0))  # plugin-answer-poll-us=0
+    assert never[-1] == 0
     quick = asyncio.run(calls(0.0, 20))
     assert quick[-1] > 0  # polled (whether a given answer came within the window depends on the machine)
 

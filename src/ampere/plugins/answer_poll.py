@@ -13,7 +13,7 @@ What keeps it from costing more than it saves:
 * only while the request is its plugin's only one outstanding: with several, answers keep coming and the loop is
   busy anyway, and polling would take CPU from the plugin (four clients calling at once: 1.14x CLN without
   polling, 1.04x polling on every request);
-* at most POLL_WINDOW per request, one poller per process;
+* at most POLL_WINDOW per request (`plugin-answer-poll-us`, 0 to never poll), one poller per process;
 * only for a plugin whose answers come within the window (an average of its recent answer times): a plugin that
   takes milliseconds is never polled for, and a plugin polled for in vain stops being so within a few requests.
 """
@@ -25,7 +25,7 @@ import os
 import time
 from typing import Callable
 
-POLL_WINDOW = 250e-6  # seconds: a little over a trivial pyln-client method's round trip
+POLL_WINDOW = 250e-6  # seconds (the default of `plugin-answer-poll-us`): a little over a trivial method's round trip
 # Weight of the newest answer in a plugin's average answer time: ~8 answers make up most of it.
 _NEWEST = 0.125
 
@@ -70,8 +70,8 @@ class AnswerTimes:
     def answered(self, seconds: float) -> None:
         self.average += (seconds - self.average) * _NEWEST
 
-    def worth_polling(self) -> bool:
-        return self.average < POLL_WINDOW
+    def worth_polling(self, window: float = POLL_WINDOW) -> bool:
+        return self.average < window
 
 
 class _Poller:

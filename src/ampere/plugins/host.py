@@ -38,6 +38,7 @@ import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol
 
+from . import answer_poll
 from .hooks import (HookRegistry, HookSession, HookTimeout, ContinueSession, HookError, RpcCommandSession,
                     parse_hook_timeout, plugin_paths_match, run_chain, start_chain)
 from .manifest import (FEATURE_PLACES, Manifest, ManifestError, OptionValueError, PluginOption,
@@ -238,6 +239,7 @@ class PluginHost:
         # Built-in plugins that run inside ampd (the chain backend `bcli`): `plugin list` shows them as CLN
         # shows its own (active, not dynamic) unless disable-plugin named them.
         self.builtin_plugins: list[str] = []
+        self.answer_poll_window = answer_poll.POLL_WINDOW  # seconds (plugins/answer_poll.py); 0: never poll
         self.default_dir = default_dir or os.path.join(self.lightning_dir, "plugins")
         self.argv_extra: tuple[str, ...] = ("--developer",) if developer else ()
         self.env = plugin_env(version)
@@ -403,7 +405,7 @@ class PluginHost:
 
     async def _spawn(self, p: Plugin) -> str | None:
         proc = PluginProcess(
-            p.path, cwd=self.netdir, env=self.env, argv_extra=self.argv_extra,
+            p.path, cwd=self.netdir, env=self.env, argv_extra=self.argv_extra, poll_window=self.answer_poll_window,
             on_notification=lambda msg, p=p: self._on_notification(p, msg),
             on_protocol_error=lambda err, p=p: self._kill(p, "unusual", err),
             on_eof=lambda p=p: self._on_eof(p),

@@ -251,8 +251,10 @@ class PluginProcess:
         on_protocol_error: Callable[[str], None],
         on_eof: Callable[[], None],
         argv_extra: tuple[str, ...] = (),
+        poll_window: float = answer_poll.POLL_WINDOW,
     ) -> None:
         self.path = path
+        self.poll_window = poll_window  # seconds to poll for a quick answer (answer_poll); 0: never
         self.cwd = cwd
         self.env = env
         self.argv_extra = argv_extra
@@ -380,8 +382,9 @@ class PluginProcess:
     def _poll_for_answer(self, req_id: str) -> None:
         """Turn the loop without sleeping while a quick plugin works on its only request (answer_poll)."""
         pending = self.pending
-        if answer_poll.ENABLED and len(pending) == 1 and self.answer_times.worth_polling():
-            answer_poll.POLLER.poll(lambda: req_id in pending and len(pending) == 1)
+        window = self.poll_window
+        if window and answer_poll.ENABLED and len(pending) == 1 and self.answer_times.worth_polling(window):
+            answer_poll.POLLER.poll(lambda: req_id in pending and len(pending) == 1, window)
 
     def drop(self, req_id: str) -> None:
         """Forget a request: a late answer will be ignored (a callback-mode request's callback is not called)."""

@@ -37,6 +37,11 @@ def _scheduling_policy(value: str) -> None:
         raise ValueError("scheduling-policy is batch or normal")
 
 
+def _not_negative(value: int) -> None:
+    if value < 0:
+        raise ValueError("must not be negative")
+
+
 def _positive(value: int) -> None:
     if value <= 0:
         raise ValueError("must be positive")
@@ -123,6 +128,11 @@ def builtin_options() -> list[OptionSpec]:
                    "batch (woken, they wait for the running task's time slice instead of preempting it: fewer "
                    "preemptions and more throughput on a busy host) or normal (leave the policy ampd was started "
                    "with)", "batch", early=True, validate=_scheduling_policy),
+        # Ampere's own: plugins/answer_poll.py (docs/profile.md "Session 20": a trivial pyln-client method 1.19x ->
+        # 1.25-1.38x CLN's rate, a pass-through rpc_command hook 1.32x -> 1.56-1.60x, on 2 cores).
+        OptionSpec("plugin-answer-poll-us", I, "Microseconds ampd keeps its event loop turning, instead of sleeping, "
+                   "for the answer of a plugin that usually answers that quickly, when a CPU is idle (0: always "
+                   "sleep)", 250, validate=_not_negative),
         # Ampere's own: the node's keys in a separate process (python -m ampere.node.signer.server), as CLN's hsmd.
         OptionSpec("signer-socket", S, "Unix socket of an Ampere signer process holding the keys (hsm_secret is then not read)"),
         OptionSpec("dev-crash-before", S, "(developer) MESSAGE[:N], broadcast[:N], onchain[:N] or gossip_cache[:N]: kill -9 ourselves right before sending the Nth (default 1st) such message, channel broadcast or on-chain resolution broadcast, or renaming the Nth graph cache written into place (crash tests)"),

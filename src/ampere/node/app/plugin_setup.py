@@ -90,6 +90,7 @@ def make_host(layout: Layout, options: Options, log_fn, *, netdir: str, feature_
         bad = next((s for s in hook_timeouts if _bad_hook_timeout(s)), "")
         raise ConfigError(f"--hook-timeout={bad}: {e}") from None
     host.builtin_plugins = [BCLI_PATH]
+    host.answer_poll_window = options.get("plugin-answer-poll-us") / 1e6
     save_io = options.get("dev-save-plugin-io")
     if save_io:
         os.makedirs(save_io, exist_ok=True)
