@@ -25,7 +25,7 @@ from ampere.ln.channel.scripts import ChannelType
 from ampere.ln.channel.signer import ChannelSigner, LocalChannelSigner
 from ampere.ln.channel.state import ChannelState
 from ampere.log import Logger
-from ampere.node.onchain.chainwatch import ChainWatcher
+from ampere.node.onchain.chainwatch import BLOCK_TRIES, ChainWatcher
 from ampere.ln.channel.htlc_tx import HtlcTxKind
 from ampere.ln.onchain.htlc import signed_local_htlc_txs
 from ampere.node.onchain.bumping import fund_htlc_tx
@@ -718,6 +718,57 @@ def test_one_channel_failing_to_resolve_does_not_stop_the_others_or_the_chain(fu
             chaind.mine(1)
             await ha.synced()
             await until(lambda: ha.onchain.describe(broken_id)["outputs"][0]["sweep_txid"], what="its sweep")
+        finally:
+            await ha.stop()
+
+    run(main())
+
+
+def test_a_listener_failing_at_a_block_gets_it_again_and_one_that_keeps_failing_is_passed_over(funded_chaind,
+                                                                                                  tmp_path):
+    """The chain watcher's listeners: one that raises at a block gets the block again at the next poll (a transient
+    failure heals, the block is connected with it); one that keeps raising at a block is passed over after
+    BLOCK_TRIES tries, logged BROKEN, and the node follows the chain on: later blocks reach every listener. (Before,
+    a listener's lasting bug held the node at the block before, where no deadline of any channel would come.)"""
+    chaind = funded_chaind
+
+    class Listener:
+        def __init__(self, fail_at: int | None, times: int) -> None:
+            self.fail_at, self.times, self.seen = fail_at, times, []
+
+        async def block_connected(self, height, block) -> None:
+            self.seen.append(height)
+            if height == self.fail_at and self.times > 0:
+                self.times -= 1
+                raise RuntimeError(f"listener bug at {height}")
+
+        async def block_disconnected(self, height, block_hash, block) -> None:
+            pass
+
+    async def main():
+        ha = await Host(str(tmp_path / "a"), chaind, b"\xa1" * 32).start()
+        try:
+            start = await ha.synced()
+            transient, lasting, fine = Listener(start + 1, 1), Listener(start + 1, 10**6), Listener(None, 0)
+            for listener in (transient, lasting, fine):
+                ha.chain.add_listener(listener)
+            spk = await ha.wallet_script()
+            txid = chaind.rpc("sendtoaddress", script_to_address(spk, "regtest"), Decimal("0.01"))
+            chaind.mine(1)
+            await ha.synced()
+            chaind.mine(1)
+            end = await ha.synced()
+            assert end == start + 2
+            # The block was redone until the lasting failure was passed over: BLOCK_TRIES tries for that
+            # listener, after the one the transient failure cost; the listeners before them saw the block each time
+            # (without harm: the wallet has the coin once).
+            assert lasting.seen == [start + 1] * BLOCK_TRIES + [start + 2]
+            assert transient.seen == [start + 1] * (BLOCK_TRIES + 1) + [start + 2]
+            assert fine.seen == [start + 1, start + 2]
+            assert ha.logged("broken", f"Listener failed at block {start + 1} {BLOCK_TRIES} times")
+            assert not ha.logged("broken", f"failed at block {start + 2}")
+            coins = [o for o in ha.wallet.outputs.values() if o.txid[::-1].hex() == txid]
+            assert len(coins) == 1 and coins[0].blockheight == start + 1
         finally:
             await ha.stop()
 

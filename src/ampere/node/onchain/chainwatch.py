@@ -11,7 +11,11 @@ so a restarted ampd resumes where it stopped and also notices a reorg that happe
 While the backend cannot be reached the RPC server keeps serving, getinfo carries
 `warning_bitcoind_sync`, and the watcher retries at every poll with a log line saying so.
 
-Listener API (the wallet uses it; the channel manager will):
+A listener (or watch) that raises at a block gets the block again at the next poll, with those before it (each
+takes a block twice without harm); after BLOCK_TRIES polls the block is connected without it, logged BROKEN: a
+lasting bug in one listener must not keep the node from seeing later blocks, where every channel's deadlines are.
+
+Listener API (the wallet, the channel manager, the on-chain resolver, gossip):
     watcher.add_listener(obj)
         await obj.block_connected(height: int, block: Block)
         await obj.block_disconnected(height: int, block_hash: bytes, block: Block | None)
@@ -43,6 +47,8 @@ REGTEST_FALLBACK_PERKW = 5000
 FEE_POLL_SECONDS = 30
 BATCH = 50  # blocks fetched per round trip while catching up
 _RECENT = 16  # decoded blocks kept for the listeners of a reorg
+# Tries a listener (or a watch) gets at one block before the block is connected without it (_deliver).
+BLOCK_TRIES = 5
 
 
 @dataclass
@@ -114,6 +120,7 @@ class ChainWatcher:
         self._retry_logged_at = 0.0
         self._tx_watches: dict[bytes, list[TxCallback]] = {}
         self._spend_watches: dict[tuple[bytes, int], list[SpendCallback]] = {}
+        self._block_failures: dict[tuple[bytes, int], int] = {}  # (block hash, id of whom) -> failed tries
 
     # ---- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -302,8 +309,10 @@ class ChainWatcher:
 
     async def _connect(self, height: int, block: Block) -> None:
         for listener in self.listeners:
-            await listener.block_connected(height, block)
+            await self._deliver(height, block, listener, type(listener).__name__,
+                                listener.block_connected(height, block))
         await self._run_watches_connected(height, block)
+        self._block_failures.clear()  # (blocks connect in order: any failure counted is of this one)
         self.height, self.tip_hash = height, block.hash
         self.hashes[height] = block.hash
         self._pending_rows.append((height, block.hash))
@@ -313,6 +322,22 @@ class ChainWatcher:
         self._set_height(height)
         self.node.notify("block_added", {"hash": block.hash_hex, "height": height})
         self.node.log.debug(LOG, f"Adding block {height}: {block.hash_hex}")  # lightningd's words (tests wait for them)
+
+    async def _deliver(self, height: int, block: Block, whom: object, who: str, step: Awaitable[None]) -> None:
+        """Await one listener's (or watch's) handling of a block.  Raising, it is raised again (the block is redone
+        at the next poll) until it has failed BLOCK_TRIES times at this block; then the block goes on without it."""
+        try:
+            await step
+        except (asyncio.CancelledError, BitcoindError, BitcoindUnreachable):
+            raise  # stopping, or the backend: the block is redone, for everyone, when it answers again
+        except Exception as e:
+            key = (block.hash, id(whom))
+            tries = self._block_failures.get(key, 0) + 1
+            self._block_failures[key] = tries
+            if tries < BLOCK_TRIES:
+                raise
+            self.node.log.broken(LOG, f"{who} failed at block {height} {BLOCK_TRIES} times ({e!r}): going on "
+                                      f"without it")
 
     async def _disconnect_tip(self) -> None:
         await self._flush()
@@ -369,10 +394,11 @@ class ChainWatcher:
         for tx in block.txs:
             txid = tx.txid()
             for cb in list(self._tx_watches.get(txid, ())):
-                await cb(txid, height, block, tx)
+                await self._deliver(height, block, cb, f"watch of tx {txid[::-1].hex()}", cb(txid, height, block, tx))
             for i in tx.inputs:
                 for cb in list(self._spend_watches.get((i.prevout.txid, i.prevout.vout), ())):
-                    await cb(i.prevout, tx, height)
+                    await self._deliver(height, block, cb, f"watch of {i.prevout.txid[::-1].hex()}:{i.prevout.vout}",
+                                        cb(i.prevout, tx, height))
 
     async def _run_watches_disconnected(self, block: Block) -> None:
         if not self._tx_watches and not self._spend_watches:
