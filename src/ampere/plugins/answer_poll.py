@@ -5,14 +5,15 @@ epoll meanwhile, the answer must wake it: on a virtual machine that wake-up (the
 the scheduler) costs 20-40 µs, on the critical path of every call, about a sixth of a trivial method's round trip.
 So, as Linux's `busy_poll` does for sockets and Go's scheduler before it parks a thread, the daemon keeps its event
 loop turning (each turn polls with a zero timeout) for a short while after asking, and reads the answer the moment
-it is written.  Measured on a 2-core machine, a trivial method through pyln-client goes from ~160 µs to ~140 µs per
-call, and a pass-through rpc_command hook from ~225 to ~180 µs (docs/profile.md, "Session 20").
+it is written.  Measured on a 2-core machine (median batches), a trivial method through pyln-client goes from ~167 to
+~150 µs per call, and a pass-through rpc_command hook from ~227 to ~183 µs (docs/profile.md, "Session 20").
 
 What keeps it from costing more than it saves:
-* only with two CPUs or more: on one, the plugin cannot answer while we poll;
+* only with two CPUs or more, and only if one is free at the moment of asking (spare_cpu): on a busy machine the
+  CPU we would spin on is the plugin's, or another node's (four clients calling at once, polling on every request
+  regardless: 1.03-1.12x CLN's rate against 1.10-1.14x sleeping; with this rule, 1.02-1.17x);
 * only while the request is its plugin's only one outstanding: with several, answers keep coming and the loop is
-  busy anyway, and polling would take CPU from the plugin (four clients calling at once: 1.14x CLN without
-  polling, 1.04x polling on every request);
+  busy anyway;
 * at most POLL_WINDOW per request (`plugin-answer-poll-us`, 0 to never poll), one poller per process;
 * only for a plugin whose answers come within the window (an average of its recent answer times): a plugin that
   takes milliseconds is never polled for, and a plugin polled for in vain stops being so within a few requests.
