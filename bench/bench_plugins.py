@@ -15,11 +15,8 @@ import statistics
 import sys
 
 import cln
-from common import Timer, network, rate
+from common import PLUGIN_BENCH_OPTIONS, Timer, network, rate
 from pyln.client import LightningRpc
-
-# POLL_US=n: ampd's plugin-answer-poll-us (0: the daemon sleeps while a plugin works, as before session 20).
-AMPD_OPTIONS = {"plugin-answer-poll-us": int(os.environ["POLL_US"])} if "POLL_US" in os.environ else {}
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "plugins")
 WARMUP = 200
@@ -100,7 +97,7 @@ def main() -> None:
         # Trivial methods of pyln-client plugins: `noop` (returns {}), and helloworld's `hello`
         # (which also sends a log line per call).
         plugins = plugin_paths("trivial.py", "helloworld.py")
-        node = f.get_node(plugin=plugins, options=AMPD_OPTIONS)
+        node = f.get_node(plugin=plugins, options=PLUGIN_BENCH_OPTIONS)
         rpcs = {"ampere": LightningRpc(node.rpc_path)}
         cases = [("plugin method (trivial.py noop)", "ampere", lambda r: r.call("noop")),
                  ("plugin method (helloworld.py hello, logs each call)", "ampere",
@@ -118,7 +115,7 @@ def main() -> None:
 
         # getinfo with a pass-through rpc_command hook (every call visits the plugin).
         plugins = plugin_paths("passthrough.py")
-        node = f.get_node(plugin=plugins, options=AMPD_OPTIONS)
+        node = f.get_node(plugin=plugins, options=PLUGIN_BENCH_OPTIONS)
         rpcs = {"ampere": LightningRpc(node.rpc_path)}
         cases = [("getinfo with a pass-through rpc_command hook", "ampere", lambda r: r.getinfo())]
         if chain is not None:

@@ -6,7 +6,8 @@ bench_plugins.py's wall rate is client + node + plugin in sequence; this says wh
 to.  From /proc/<pid>/task/*/schedstat (nanoseconds on a CPU: user and kernel time, not the 10 ms ticks of
 /proc/<pid>/stat).  On a loaded machine the CPU time per call also grows (caches, frequency): compare runs made
 back to back.  Cases as arguments (default: all):  python bench/bench_plugins_cpu.py noop hello getinfo hook
-Environment: N (calls per case, 3000), NOCLN=1 (Ampere only), POLL_US (ampd's plugin-answer-poll-us).  Prints figures; not a test.
+Environment: N (calls per case, 3000), NOCLN=1 (Ampere only), POLL_US (ampd's plugin-answer-poll-us).
+Prints figures; not a test.
 """
 
 import os
@@ -14,11 +15,8 @@ import sys
 import time
 
 import cln
-from common import network
+from common import PLUGIN_BENCH_OPTIONS, network
 from pyln.client import LightningRpc
-
-# POLL_US=n: ampd's plugin-answer-poll-us (0: the daemon sleeps while a plugin works, as before session 20).
-AMPD_OPTIONS = {"plugin-answer-poll-us": int(os.environ["POLL_US"])} if "POLL_US" in os.environ else {}
 
 PLUGINS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "plugins")
 N = int(os.environ.get("N", "3000"))
@@ -90,7 +88,7 @@ def main() -> None:
     with network(chain=with_cln, nodes_on_chain=False) as (chain, f):
         for name in names:
             script, call = CASES[name]
-            node = f.get_node(plugin=[plugin(script)], options=AMPD_OPTIONS)
+            node = f.get_node(plugin=[plugin(script)], options=PLUGIN_BENCH_OPTIONS)
             run(f"{name} [ampere]", call, LightningRpc(node.rpc_path), node.proc.pid)
             node.stop()
             if with_cln:

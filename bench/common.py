@@ -29,6 +29,9 @@ from ampere.testing.nodes import NodeFactory, keep_test_dirs, wait_for  # noqa: 
 # BENCH_SCALE=0.1 runs a bench with a tenth of its operations (a quick check that it still works); the
 # default, 1, is what the figures in README.md and docs/ were measured with.
 SCALE = float(os.environ.get("BENCH_SCALE", "1"))
+# POLL_US=n: ampd's plugin-answer-poll-us for the plugin benchmarks (0: the daemon sleeps while a plugin works, as
+# before session 20); unset, ampd's default.
+PLUGIN_BENCH_OPTIONS = {"plugin-answer-poll-us": int(os.environ["POLL_US"])} if "POLL_US" in os.environ else {}
 
 
 def scaled(n: int, least: int = 1) -> int:

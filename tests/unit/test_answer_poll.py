@@ -93,7 +93,7 @@ for line in sys.stdin:
 """
 
 
-def test_a_quick_plugin_is_polled_for_a_slow_one_or_with_polling_off_is_not_and_answers_arrive_either_way(tmp_path, monkeypatch):
+def test_quick_plugin_polled_for_slow_one_or_window_0_not_answers_arrive_either_way(tmp_path, monkeypatch):
     monkeypatch.setattr(answer_poll, "ENABLED", True)  # (a one-CPU machine would not poll at all)
     monkeypatch.setattr(answer_poll, "spare_cpu", lambda: True)
     poller = _Poller()
